@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#ifndef KEYMAPD_H
+#define KEYMAPD_H
+
+/* Pieces of keymapd shared between its files (the app only, not a library). */
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include <rte_log.h>
+#include <rte_mempool.h>
+
+#include <km_shardmap.h>
+
+#include "config.h"
+
+extern int km_logtype;
+#define KM_LOG(level, fmt, ...) \
+	rte_log(RTE_LOG_##level, km_logtype, "keymapd: " fmt "\n", ##__VA_ARGS__)
+
+/*
+ * Configure and start the port with one RX and one TX queue per worker.
+ * Sets *tx_cksum_offload when the port computes IPv4/UDP checksums, *rss when RSS is on.
+ * @return 0 or -errno (message logged).
+ */
+int km_port_init(uint16_t port, uint16_t nb_queues, const struct km_conf *conf,
+	struct rte_mempool *pool, int *tx_cksum_offload, int *rss);
+void km_port_fini(uint16_t port);
+
+/* Publish a new shard map to the workers and free the old one after a grace period. */
+void km_control_publish_map(struct km_shardmap *map);
+/* Write the counters of every worker and their total. */
+void km_control_print_stats(FILE *f);
+
+#endif /* KEYMAPD_H */

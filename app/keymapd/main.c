@@ -1,0 +1,350 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <rte_eal.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_malloc.h>
+#include <rte_mbuf.h>
+#include <rte_ring.h>
+
+#include <urcu-qsbr.h>
+
+#include "datapath.h"
+#include "keymapd.h"
+
+#define EAL_ARGS_MAX      64
+#define HANDOFF_RING_SIZE 4096
+
+int km_logtype = RTE_LOGTYPE_USER1;
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+		"usage: keymapd [-c FILE] [-o SECTION.KEY=VALUE]... [--print-config] [-- EAL "
+		"args]\n"
+		"  -c, --config FILE      load configuration (INI, ';' comments); without it the\n"
+		"                         embedded defaults apply (see --print-config)\n"
+		"  -o, --set S.K=V        override one setting, e.g. -o net.ip=198.51.100.2\n"
+		"      --print-config     print the effective configuration and exit\n"
+		"  -h, --help             this text\n"
+		"EAL arguments after -- replace [eal] args.\n");
+}
+
+/* Split [eal] args on blanks (no quoting: EAL arguments have no spaces). */
+static int
+split_args(char *s, char **argv, int max)
+{
+	int n = 0;
+	char *save = NULL, *tok;
+
+	for (tok = strtok_r(s, " \t", &save); tok != NULL; tok = strtok_r(NULL, " \t", &save)) {
+		if (n == max)
+			return -1;
+		argv[n++] = tok;
+	}
+	return n;
+}
+
+static void
+on_signal(int sig)
+{
+	(void)sig;
+	atomic_store_explicit(&km_dp.stop, 1, memory_order_relaxed);
+}
+
+static int
+log_level_of(const char *name)
+{
+	static const char *const names[] = {
+		"", "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"};
+	unsigned int i;
+
+	for (i = 1; i < RTE_DIM(names); i++)
+		if (strcmp(names[i], name) == 0)
+			return (int)i;
+	return RTE_LOG_INFO;
+}
+
+static int
+workers_init(const struct km_conf *conf, const struct km_shardmap *map)
+{
+	struct km_proc_params pp = {
+		.value_max = (uint32_t)conf->value_max,
+		.dedup_entries = (uint32_t)conf->dedup_entries,
+		.store_driver = conf->store_driver,
+		.store_initial_keys = (uint32_t)conf->initial_keys,
+	};
+	unsigned int lcore;
+	uint16_t i = 0;
+	uint32_t s;
+	char name[RTE_RING_NAMESIZE];
+	int rc;
+
+	RTE_LCORE_FOREACH_WORKER(lcore)
+	{
+		struct km_worker *w = &km_dp.workers[i];
+
+		w->lcore = lcore;
+		w->index = i;
+		w->queue = i;
+		snprintf(name, sizeof(name), "km_to_w%u", i);
+		w->to_owner = rte_ring_create(
+			name, HANDOFF_RING_SIZE, rte_lcore_to_socket_id(lcore), RING_F_SC_DEQ);
+		if (w->to_owner == NULL) {
+			KM_LOG(ERR, "worker %u: cannot create ring: %s", i,
+				rte_strerror(rte_errno));
+			return -ENOMEM;
+		}
+		pp.worker = i;
+		rc = km_proc_create(&pp, &w->proc);
+		if (rc < 0) {
+			KM_LOG(ERR, "worker %u: cannot create processor: %s", i, strerror(-rc));
+			return rc;
+		}
+		/* The initial shards are created before the workers run; afterwards only
+		 * the owner touches them. */
+		for (s = 0; s < map->nb_shards; s++) {
+			if (map->shards[s].owner != i)
+				continue;
+			rc = km_proc_shard_add(w->proc, map->shards[s].id);
+			if (rc < 0) {
+				KM_LOG(ERR, "worker %u: cannot create shard %" PRIu64 ": %s", i,
+					map->shards[s].id, strerror(-rc));
+				return rc;
+			}
+		}
+		i++;
+	}
+	return 0;
+}
+
+static void
+workers_fini(void)
+{
+	uint16_t i;
+
+	if (km_dp.workers == NULL)
+		return;
+	for (i = 0; i < km_dp.nb_workers; i++) {
+		struct km_worker *w = &km_dp.workers[i];
+		struct rte_mbuf *m[32];
+		unsigned int n;
+
+		if (w->to_owner != NULL) {
+			while ((n = rte_ring_dequeue_burst(
+					w->to_owner, (void **)m, RTE_DIM(m), NULL)) != 0)
+				rte_pktmbuf_free_bulk(m, n);
+			rte_ring_free(w->to_owner);
+		}
+		km_proc_destroy(w->proc);
+	}
+	rte_free(km_dp.workers);
+	km_dp.workers = NULL;
+}
+
+static void
+control_loop(const struct km_conf *conf)
+{
+	uint64_t hz = rte_get_timer_hz(), next_stats;
+
+	next_stats = rte_get_timer_cycles() + conf->stats_interval_s * hz;
+	while (!atomic_load_explicit(&km_dp.stop, memory_order_relaxed)) {
+		/* The control lcore sleeps between iterations: it shares a CPU on small hosts. */
+		usleep((useconds_t)conf->interval_ms * 1000);
+		if (conf->stats_interval_s != 0 && rte_get_timer_cycles() >= next_stats) {
+			km_control_print_stats(stdout);
+			next_stats += conf->stats_interval_s * hz;
+		}
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"set", required_argument, NULL, 'o'},
+		{"print-config", no_argument, NULL, 'P'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	char *eal_argv[EAL_ARGS_MAX + 1], err[512], ipbuf[INET_ADDRSTRLEN];
+	const char *conf_path = NULL;
+	struct km_shardmap_params mp;
+	struct km_shardmap *map = NULL;
+	struct rte_mempool *pool = NULL;
+	struct km_conf conf;
+	char **sets;
+	int eal_argc, opt, i, nb_sets = 0, print = 0, port_ok = 0, rss = 0, rc, ret = 1;
+	unsigned int nb_workers;
+
+	km_conf_defaults(&conf);
+	sets = calloc((size_t)argc, sizeof(*sets));
+	if (sets == NULL)
+		return 1;
+	while ((opt = getopt_long(argc, argv, "c:o:h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			conf_path = optarg;
+			break;
+		case 'o':
+			sets[nb_sets++] = optarg;
+			break;
+		case 'P':
+			print = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			free(sets);
+			return 0;
+		default:
+			usage(stderr);
+			free(sets);
+			return 1;
+		}
+	}
+	/* Defaults < file < -o overrides, whatever their order on the command line. */
+	if (conf_path != NULL && km_conf_load(&conf, conf_path, err, sizeof(err)) < 0) {
+		fprintf(stderr, "keymapd: config: %s\n", err);
+		free(sets);
+		return 1;
+	}
+	for (i = 0; i < nb_sets; i++)
+		if (km_conf_set(&conf, sets[i], err, sizeof(err)) < 0) {
+			fprintf(stderr, "keymapd: -o %s\n", err);
+			free(sets);
+			return 1;
+		}
+	free(sets);
+	if (print) {
+		km_conf_print(&conf, stdout);
+		return 0;
+	}
+
+	eal_argv[0] = argv[0];
+	if (optind < argc) {
+		/* getopt stops at "--": the rest are EAL arguments. */
+		if (argc - optind > EAL_ARGS_MAX) {
+			fprintf(stderr, "keymapd: too many EAL arguments\n");
+			return 1;
+		}
+		for (i = optind; i < argc; i++)
+			eal_argv[1 + i - optind] = argv[i];
+		eal_argc = 1 + argc - optind;
+	} else {
+		eal_argc = split_args(conf.eal_args, eal_argv + 1, EAL_ARGS_MAX);
+		if (eal_argc < 0) {
+			fprintf(stderr, "keymapd: [eal] args: too many arguments\n");
+			return 1;
+		}
+		eal_argc++;
+	}
+	eal_argv[eal_argc] = NULL;
+
+	if (rte_eal_init(eal_argc, eal_argv) < 0) {
+		fprintf(stderr, "keymapd: EAL init failed: %s\n", rte_strerror(rte_errno));
+		return 1;
+	}
+	rc = rte_log_register_type_and_pick_level("keymap.main", RTE_LOG_INFO);
+	if (rc >= 0)
+		km_logtype = rc;
+	rte_log_set_level_pattern("keymap.*", (uint32_t)log_level_of(conf.log_level));
+
+	nb_workers = rte_lcore_count() - 1;
+	if (nb_workers == 0 || nb_workers > KM_WORKERS_MAX) {
+		KM_LOG(ERR, "need 1..%u worker lcores besides the main lcore, have %u",
+			KM_WORKERS_MAX, nb_workers);
+		goto out;
+	}
+	if (!rte_eth_dev_is_valid_port((uint16_t)conf.port_id)) {
+		KM_LOG(ERR,
+			"[net] port %" PRIu64 ": no such port (%u ports available; give a "
+			"--vdev or a PCI device in [eal] args)",
+			conf.port_id, rte_eth_dev_count_avail());
+		goto out;
+	}
+	km_dp.nb_workers = (uint16_t)nb_workers;
+	km_dp.port = (uint16_t)conf.port_id;
+	km_dp.ip = conf.ip;
+	km_dp.udp_base = (uint16_t)conf.udp_port;
+	km_dp.burst = (uint16_t)conf.burst;
+	km_dp.value_max = (uint32_t)conf.value_max;
+	km_dp.idle_spin = (uint32_t)conf.idle_spin;
+	km_dp.idle_sleep_us = (uint32_t)conf.idle_sleep_us;
+	rte_eth_macaddr_get(km_dp.port, &km_dp.mac);
+
+	pool = rte_pktmbuf_pool_create("km_mbufs", (unsigned int)conf.mbufs, 256, 0,
+		RTE_MBUF_DEFAULT_BUF_SIZE, (int)rte_socket_id());
+	if (pool == NULL) {
+		KM_LOG(ERR, "cannot create %" PRIu64 " mbufs: %s (raise -m in [eal] args)",
+			conf.mbufs, rte_strerror(rte_errno));
+		goto out;
+	}
+	if (km_port_init(
+		    km_dp.port, km_dp.nb_workers, &conf, pool, &km_dp.tx_cksum_offload, &rss) != 0)
+		goto out;
+	port_ok = 1;
+
+	mp = (struct km_shardmap_params){
+		.nb_shards = (uint32_t)conf.shard_count,
+		.nb_workers = km_dp.nb_workers,
+		.udp_port_base = km_dp.udp_base,
+		.route_sep = (uint8_t)conf.route_sep,
+		.route_depth = (uint8_t)conf.route_depth,
+	};
+	rc = km_shardmap_create(&mp, &map);
+	if (rc < 0) {
+		KM_LOG(ERR, "cannot create the shard map: %s", strerror(-rc));
+		goto out;
+	}
+	km_dp.workers =
+		rte_zmalloc("km_workers", sizeof(*km_dp.workers) * nb_workers, RTE_CACHE_LINE_SIZE);
+	if (km_dp.workers == NULL || workers_init(&conf, map) != 0)
+		goto out;
+	km_control_publish_map(map);
+	map = NULL; /* published: freed at shutdown through km_map_current */
+
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	for (i = 0; i < km_dp.nb_workers; i++)
+		rte_eal_remote_launch(km_worker_main, &km_dp.workers[i], km_dp.workers[i].lcore);
+
+	inet_ntop(AF_INET, &conf.ip, ipbuf, sizeof(ipbuf));
+	KM_LOG(NOTICE,
+		"ready: %s udp %u-%u, port %u, %u workers, %u shards, epoch %u, rss %s, "
+		"checksums %s",
+		ipbuf, km_dp.udp_base, km_dp.udp_base + km_dp.nb_workers - 1, km_dp.port,
+		km_dp.nb_workers, km_map_current->nb_shards, km_map_current->epoch,
+		rss ? "on" : "off", km_dp.tx_cksum_offload ? "offloaded" : "software");
+	fflush(stdout);
+
+	control_loop(&conf);
+
+	KM_LOG(NOTICE, "stopping");
+	rte_eal_mp_wait_lcore();
+	km_control_print_stats(stdout);
+	ret = 0;
+out:
+	if (km_dp.workers != NULL)
+		atomic_store_explicit(&km_dp.stop, 1, memory_order_relaxed);
+	rte_eal_mp_wait_lcore();
+	if (port_ok)
+		km_port_fini(km_dp.port);
+	workers_fini();
+	/* No worker runs any more: no reader can hold the map. */
+	km_shardmap_free(km_map_current);
+	km_map_current = NULL;
+	km_shardmap_free(map);
+	rte_mempool_free(pool);
+	rte_eal_cleanup();
+	return ret;
+}

@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+
+#include <errno.h>
+
+#include <rte_ethdev.h>
+
+#include "keymapd.h"
+
+int
+km_port_init(uint16_t port, uint16_t nb_queues, const struct km_conf *conf,
+	struct rte_mempool *pool, int *tx_cksum_offload, int *rss)
+{
+	const uint64_t cksum_tx = RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_UDP_CKSUM;
+	const uint64_t cksum_rx = RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_UDP_CKSUM;
+	struct rte_eth_conf pc = {0};
+	struct rte_eth_dev_info info;
+	uint16_t nb_rxd = (uint16_t)conf->rx_desc, nb_txd = (uint16_t)conf->tx_desc, q;
+	int rc, socket = rte_eth_dev_socket_id(port);
+
+	rc = rte_eth_dev_info_get(port, &info);
+	if (rc != 0) {
+		KM_LOG(ERR, "port %u: cannot get device info: %s", port, rte_strerror(-rc));
+		return rc;
+	}
+	if (nb_queues > info.max_rx_queues || nb_queues > info.max_tx_queues) {
+		KM_LOG(ERR, "port %u (%s): %u workers need %u RX/TX queues, the port has %u/%u",
+			port, info.driver_name, nb_queues, nb_queues, info.max_rx_queues,
+			info.max_tx_queues);
+		return -EINVAL;
+	}
+	*tx_cksum_offload = (info.tx_offload_capa & cksum_tx) == cksum_tx;
+	if (*tx_cksum_offload)
+		pc.txmode.offloads |= cksum_tx;
+	if ((info.rx_offload_capa & cksum_rx) == cksum_rx)
+		pc.rxmode.offloads |= cksum_rx;
+	*rss = 0;
+	if (nb_queues > 1 && conf->rss &&
+		(info.flow_type_rss_offloads & RTE_ETH_RSS_NONFRAG_IPV4_UDP) != 0) {
+		pc.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+		pc.rx_adv_conf.rss_conf.rss_hf = info.flow_type_rss_offloads &
+						 (RTE_ETH_RSS_IPV4 | RTE_ETH_RSS_NONFRAG_IPV4_UDP);
+		*rss = 1;
+	}
+	rc = rte_eth_dev_configure(port, nb_queues, nb_queues, &pc);
+	if (rc != 0 && *rss) {
+		/* Some vdevs advertise RSS they cannot set up here: hand-off still delivers. */
+		KM_LOG(WARNING, "port %u: RSS refused (%s), continuing without", port,
+			rte_strerror(-rc));
+		pc.rxmode.mq_mode = RTE_ETH_MQ_RX_NONE;
+		pc.rx_adv_conf.rss_conf.rss_hf = 0;
+		*rss = 0;
+		rc = rte_eth_dev_configure(port, nb_queues, nb_queues, &pc);
+	}
+	if (rc != 0) {
+		KM_LOG(ERR, "port %u: configure failed: %s", port, rte_strerror(-rc));
+		return rc;
+	}
+	rc = rte_eth_dev_adjust_nb_rx_tx_desc(port, &nb_rxd, &nb_txd);
+	if (rc != 0) {
+		KM_LOG(ERR, "port %u: descriptor counts refused: %s", port, rte_strerror(-rc));
+		return rc;
+	}
+	for (q = 0; q < nb_queues; q++) {
+		struct rte_eth_rxconf rxc = info.default_rxconf;
+		struct rte_eth_txconf txc = info.default_txconf;
+
+		rxc.offloads = pc.rxmode.offloads;
+		txc.offloads = pc.txmode.offloads;
+		rc = rte_eth_rx_queue_setup(port, q, nb_rxd, socket, &rxc, pool);
+		if (rc == 0)
+			rc = rte_eth_tx_queue_setup(port, q, nb_txd, socket, &txc);
+		if (rc != 0) {
+			KM_LOG(ERR, "port %u: queue %u setup failed: %s", port, q,
+				rte_strerror(-rc));
+			return rc;
+		}
+	}
+	rc = rte_eth_dev_start(port);
+	if (rc != 0) {
+		KM_LOG(ERR, "port %u: start failed: %s", port, rte_strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+void
+km_port_fini(uint16_t port)
+{
+	rte_eth_dev_stop(port);
+	rte_eth_dev_close(port);
+}

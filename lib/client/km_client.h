@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#ifndef KM_CLIENT_H
+#define KM_CLIENT_H
+
+/**
+ * @file
+ * libkeymap: the UDP client library of keymap. Plain sockets, no DPDK.
+ *
+ * A client handle owns one UDP socket. Requests are steered to the owner worker's UDP
+ * port (base port + worker index) using the shard map fetched with MAP; a MOVED reply
+ * (or a reply carrying a newer epoch) makes the client fetch the map again and retry.
+ * Every request has a 64-bit request id; retries after a timeout reuse it, so the server
+ * applies a retried write at most once.
+ *
+ * Concurrency: a handle is not thread-safe; use one handle per thread.
+ * Errors: functions return 0 (KM_OK) or a negative enum km_err value; km_strerror()
+ * names it.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum km_err {
+	KM_OK = 0,
+	KM_ERR_NOT_FOUND = -1,	      /* key absent */
+	KM_ERR_VERSION_MISMATCH = -2, /* CAS/DEL version condition failed */
+	KM_ERR_TOO_LARGE = -3,	      /* key or value over the limit */
+	KM_ERR_BAD_REQUEST = -4,      /* server refused the request as malformed */
+	KM_ERR_BUSY = -5,	      /* server overloaded: retry later */
+	KM_ERR_DENIED = -6,	      /* not allowed */
+	KM_ERR_SERVER = -7,	      /* server-side failure */
+	KM_ERR_TIMEOUT = -8,	      /* no reply after all retries */
+	KM_ERR_INVAL = -9,	      /* bad argument */
+	KM_ERR_SYSTEM = -10,	      /* socket error, see errno */
+	KM_ERR_PROTO = -11,	      /* unexpected reply */
+	KM_ERR_MOVED = -12,	      /* still MOVED after refreshing the map */
+	KM_ERR_NOMEM = -13,
+	KM_ERR_BUFFER = -14, /* value larger than the caller's buffer (length reported) */
+};
+
+/** Text for an error code (never NULL). */
+const char *km_strerror(int err);
+
+struct km_client_opts {
+	const char *host;	/* server IPv4 address or name, required */
+	uint16_t port;		/* base UDP port (worker 0), default 7070 */
+	unsigned int timeout_ms; /* per attempt, default 200 */
+	unsigned int retries;	/* attempts after the first, default 3 */
+	uint32_t session;	/* session id carried in requests, 0 = none */
+	int no_steer;		/* 1: send everything to the base port, no MAP */
+	unsigned int window;	/* batch API: requests in flight, default 64 */
+};
+
+struct km_client;
+
+/**
+ * Open a client. Fetches the shard map unless opts->no_steer (a server that does not
+ * answer MAP leaves the client unsteered, epoch 0).
+ * @return 0 or KM_ERR_INVAL / KM_ERR_SYSTEM / KM_ERR_NOMEM.
+ */
+int km_client_open(const struct km_client_opts *opts, struct km_client **out);
+void km_client_close(struct km_client *c);
+
+/** Round trip to worker `worker` (0 = base port). */
+int km_ping(struct km_client *c, unsigned int worker);
+
+/**
+ * GET. On success copies the value into buf (cap bytes) and sets *len and *version.
+ * If the value is larger than cap: KM_ERR_BUFFER with *len = the value's length.
+ */
+int km_get(struct km_client *c, const void *key, size_t klen, void *buf, size_t cap, size_t *len,
+	uint64_t *version);
+
+/** PUT (unconditional). *version (may be NULL) receives the new version. */
+int km_put(struct km_client *c, const void *key, size_t klen, const void *val, size_t vlen,
+	uint64_t *version);
+
+/**
+ * CAS: write only if the entry's version is `expect` (0: only if the key is absent).
+ * On KM_ERR_VERSION_MISMATCH *version holds the current version (0 if absent).
+ */
+int km_cas(struct km_client *c, const void *key, size_t klen, const void *val, size_t vlen,
+	uint64_t expect, uint64_t *version);
+
+/** DEL; expect 0 = unconditional, else only if the version matches. */
+int km_del(struct km_client *c, const void *key, size_t klen, uint64_t expect);
+
+/** One key of an MGET; results filled in per key. */
+struct km_mget_item {
+	const void *key;
+	size_t klen;
+	void *buf;	  /* caller's buffer for the value */
+	size_t cap;
+	size_t len;	  /* out: value length */
+	uint64_t version; /* out */
+	int err;	  /* out: KM_OK, KM_ERR_NOT_FOUND, KM_ERR_BUFFER, ... */
+};
+
+/**
+ * MGET: keys are grouped by owner worker and sent in as few datagrams as fit; entries
+ * the server could not fit in a reply are fetched with GET.
+ * @return 0 when every item has its own err set, or an error for the whole call.
+ */
+int km_mget(struct km_client *c, struct km_mget_item *items, size_t n);
+
+/* Batch (asynchronous) API: many requests in flight on one socket (sendmmsg/recvmmsg). */
+struct km_batch_op {
+	uint8_t op;	  /* KM_OP_GET, KM_OP_PUT, KM_OP_CAS, KM_OP_DEL, KM_OP_PING */
+	const void *key;
+	size_t klen;
+	const void *val;  /* PUT/CAS */
+	size_t vlen;
+	uint64_t version; /* CAS/DEL expected version */
+	void *buf;	  /* GET: value buffer (may be NULL to discard the value) */
+	size_t cap;
+	/* results */
+	int err;
+	size_t len;
+	uint64_t out_version;
+	uint64_t latency_ns; /* send of the last attempt to reply */
+};
+
+/**
+ * Run n operations keeping up to opts->window in flight; each op's err is set.
+ * Retries and MOVED handling as for the sync calls.
+ * @return number of ops with err == KM_OK or KM_ERR_NOT_FOUND, or a negative error
+ *   for the whole call (bad argument, socket failure).
+ */
+int km_batch(struct km_client *c, struct km_batch_op *ops, size_t n);
+
+/** Fetch the shard map again. @return 0 or an error. */
+int km_map_refresh(struct km_client *c);
+
+/** Epoch of the client's map (0 = none). */
+uint32_t km_client_epoch(const struct km_client *c);
+
+/** Worker the key is routed to (0 when unsteered). */
+unsigned int km_client_worker_of(const struct km_client *c, const void *key, size_t klen);
+
+/** Number of workers in the client's map (1 when unsteered). */
+unsigned int km_client_nb_workers(const struct km_client *c);
+
+/** Client-side counters. */
+struct km_client_stats {
+	uint64_t requests;
+	uint64_t retries;
+	uint64_t timeouts;
+	uint64_t moved;
+	uint64_t map_refreshes;
+	uint64_t stray_replies; /* replies matching no request in flight (late duplicates) */
+};
+void km_client_get_stats(const struct km_client *c, struct km_client_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KM_CLIENT_H */

@@ -1,0 +1,574 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include "km_proc.h"
+
+#define DEDUP_DEFAULT 65536
+
+const char *const km_proc_counter_names[] = {
+#define KM_X(name, help) #name,
+	KM_PROC_COUNTERS(KM_X)
+#undef KM_X
+};
+
+const char *const km_proc_counter_help[] = {
+#define KM_X(name, help) help,
+	KM_PROC_COUNTERS(KM_X)
+#undef KM_X
+};
+
+/* Owned shard: id -> store, open addressing (ids are never 0, 0 marks a free slot). */
+struct shard_slot {
+	uint64_t id;
+	struct km_store *store;
+};
+
+/*
+ * At-most-once table for writes: direct-mapped by (client address, request id). A retry
+ * that finds its own entry gets the recorded outcome instead of a second execution.
+ * The window is the last `dedup_mask + 1` writes that did not collide.
+ */
+struct dedup_entry {
+	uint64_t src;
+	uint64_t req_id;
+	uint64_t version;
+	uint8_t op;
+	uint8_t status;
+	uint8_t valid;
+};
+
+struct km_proc {
+	struct km_proc_counters cnt; /* worker: rw, others: ro (see km_proc.h) */
+	uint16_t worker;
+	uint32_t value_max;
+	uint32_t store_initial_keys;
+	char driver[32];
+
+	struct shard_slot *shards;
+	uint32_t shards_mask;
+	uint32_t nb_shards;
+
+	struct dedup_entry *dedup;
+	uint32_t dedup_mask;
+
+	uint8_t scratch[KM_DGRAM_MAX]; /* MGET replies are built here: they outgrow requests */
+};
+
+static inline uint32_t
+id_slot(uint64_t id, uint32_t mask)
+{
+	return (uint32_t)((id * 0x9e3779b97f4a7c15ULL) >> 32) & mask;
+}
+
+int
+km_proc_create(const struct km_proc_params *prm, struct km_proc **out)
+{
+	struct km_proc *p;
+	uint32_t n = prm->dedup_entries == 0 ? DEDUP_DEFAULT : prm->dedup_entries;
+
+	if (prm->value_max > KM_VALUE_MAX || (n & (n - 1)) != 0 || prm->store_driver == NULL ||
+		strlen(prm->store_driver) >= sizeof(p->driver))
+		return -EINVAL;
+	if (km_store_driver(prm->store_driver) == NULL)
+		return -ENOENT;
+	p = calloc(1, sizeof(*p));
+	if (p == NULL)
+		return -ENOMEM;
+	p->worker = prm->worker;
+	p->value_max = prm->value_max;
+	p->store_initial_keys = prm->store_initial_keys;
+	strcpy(p->driver, prm->store_driver);
+	p->shards_mask = 15;
+	p->shards = calloc(p->shards_mask + 1, sizeof(*p->shards));
+	p->dedup_mask = n - 1;
+	p->dedup = calloc(n, sizeof(*p->dedup));
+	if (p->shards == NULL || p->dedup == NULL) {
+		km_proc_destroy(p);
+		return -ENOMEM;
+	}
+	*out = p;
+	return 0;
+}
+
+void
+km_proc_destroy(struct km_proc *p)
+{
+	uint32_t i;
+
+	if (p == NULL)
+		return;
+	if (p->shards != NULL)
+		for (i = 0; i <= p->shards_mask; i++)
+			km_store_destroy(p->shards[i].store);
+	free(p->shards);
+	free(p->dedup);
+	free(p);
+}
+
+static struct shard_slot *
+shard_slot_find(const struct km_proc *p, uint64_t id)
+{
+	uint32_t i = id_slot(id, p->shards_mask);
+
+	for (;; i = (i + 1) & p->shards_mask) {
+		if (p->shards[i].id == id)
+			return &p->shards[i];
+		if (p->shards[i].id == 0)
+			return NULL;
+	}
+}
+
+static int
+shard_table_grow(struct km_proc *p)
+{
+	uint32_t mask = p->shards_mask * 2 + 1, i, j;
+	struct shard_slot *t = calloc(mask + 1, sizeof(*t));
+
+	if (t == NULL)
+		return -ENOMEM;
+	for (i = 0; i <= p->shards_mask; i++) {
+		if (p->shards[i].id == 0)
+			continue;
+		for (j = id_slot(p->shards[i].id, mask); t[j].id != 0; j = (j + 1) & mask)
+			;
+		t[j] = p->shards[i];
+	}
+	free(p->shards);
+	p->shards = t;
+	p->shards_mask = mask;
+	return 0;
+}
+
+int
+km_proc_shard_add(struct km_proc *p, uint64_t shard_id)
+{
+	struct km_store_params sp = {
+		.shard_id = shard_id,
+		.value_max = p->value_max,
+		.initial_keys = p->store_initial_keys,
+		.socket_id = -1,
+	};
+	struct km_store *s;
+	uint32_t i;
+	int rc;
+
+	if (shard_id == 0)
+		return -EINVAL;
+	if (shard_slot_find(p, shard_id) != NULL)
+		return -EEXIST;
+	/* Keep the table at most half full so probes stay short. */
+	if ((p->nb_shards + 1) * 2 > p->shards_mask + 1) {
+		rc = shard_table_grow(p);
+		if (rc < 0)
+			return rc;
+	}
+	rc = km_store_create(p->driver, &sp, &s);
+	if (rc < 0)
+		return rc;
+	for (i = id_slot(shard_id, p->shards_mask); p->shards[i].id != 0;
+		i = (i + 1) & p->shards_mask)
+		;
+	p->shards[i].id = shard_id;
+	p->shards[i].store = s;
+	p->nb_shards++;
+	return 0;
+}
+
+struct km_store *
+km_proc_shard_store(struct km_proc *p, uint64_t shard_id)
+{
+	struct shard_slot *sl = shard_slot_find(p, shard_id);
+
+	return sl == NULL ? NULL : sl->store;
+}
+
+uint32_t
+km_proc_nb_shards(const struct km_proc *p)
+{
+	return p->nb_shards;
+}
+
+void
+km_proc_store_stats(const struct km_proc *p, struct km_store_stats *st)
+{
+	struct km_store_stats one;
+	uint32_t i;
+
+	memset(st, 0, sizeof(*st));
+	for (i = 0; i <= p->shards_mask; i++) {
+		if (p->shards[i].store == NULL)
+			continue;
+		km_store_stats(p->shards[i].store, &one);
+		st->keys += one.keys;
+		st->value_bytes += one.value_bytes;
+		st->index_bytes += one.index_bytes;
+		st->entry_overhead_bytes += one.entry_overhead_bytes;
+	}
+}
+
+const struct km_proc_counters *
+km_proc_counters(const struct km_proc *p)
+{
+	return &p->cnt;
+}
+
+/* Routing hash of a key: XXH3 of its routing part (one place for server-side routing). */
+static inline uint64_t
+route_hash_of(const struct km_shardmap *m, const uint8_t *key, size_t len)
+{
+	return km_shardmap_hash(m, key, len);
+}
+
+int
+km_proc_target(const struct km_shardmap *map, const struct km_msg *req, int port_worker,
+	uint64_t *route_hash)
+{
+	const struct km_shard *sh;
+	const uint8_t *key = req->key;
+	uint8_t klen;
+
+	switch (req->hdr.op) {
+	case KM_OP_GET:
+	case KM_OP_PUT:
+	case KM_OP_CAS:
+	case KM_OP_DEL:
+		*route_hash = route_hash_of(map, key, req->hdr.key_len);
+		break;
+	case KM_OP_MGET: {
+		/* An MGET belongs to the owner of its first key; the client groups by owner. */
+		struct km_mget_iter it;
+
+		if (km_mget_req_begin(&it, req->val, req->hdr.val_len) < 0 ||
+			km_mget_req_next(&it, &key, &klen) == 0)
+			return KM_TARGET_ANY; /* execute answers BAD_REQUEST */
+		*route_hash = route_hash_of(map, key, klen);
+		break;
+	}
+	default:
+		*route_hash = 0;
+		return KM_TARGET_ANY;
+	}
+	sh = km_shardmap_lookup(map, *route_hash);
+	/* A client with an old map that also picked the wrong worker must learn the new map;
+	 * an up-to-date (or unsteered, epoch 0) client is served through the hand-off. */
+	if (req->hdr.epoch != 0 && req->hdr.epoch != map->epoch && port_worker >= 0 &&
+		port_worker != sh->owner)
+		return KM_TARGET_MOVED;
+	return sh->owner;
+}
+
+size_t
+km_proc_reply_status(const struct km_hdr *req, uint8_t status, uint32_t epoch, uint8_t *out)
+{
+	struct km_hdr h = {
+		.magic = KM_PROTO_MAGIC,
+		.proto_ver = KM_PROTO_VERSION,
+		.op = req->op,
+		.status = status,
+		.flags = KM_F_REPLY,
+		.epoch = epoch,
+		.req_id = req->req_id,
+	};
+
+	km_hdr_encode(out, &h);
+	return KM_HDR_LEN;
+}
+
+void
+km_proc_count_status(struct km_proc *p, uint8_t status)
+{
+	switch (status) {
+	case KM_ST_BAD_REQUEST:
+		p->cnt.bad_request++;
+		break;
+	case KM_ST_TOO_LARGE:
+		p->cnt.too_large++;
+		break;
+	case KM_ST_MOVED:
+		p->cnt.moved++;
+		break;
+	default:
+		break;
+	}
+}
+
+static inline void
+reply_hdr(struct km_hdr *h, const struct km_hdr *req, uint8_t status, uint32_t epoch)
+{
+	*h = (struct km_hdr){
+		.magic = KM_PROTO_MAGIC,
+		.proto_ver = KM_PROTO_VERSION,
+		.op = req->op,
+		.status = status,
+		.flags = KM_F_REPLY,
+		.epoch = epoch,
+		.req_id = req->req_id,
+	};
+}
+
+/* Store of the shard a routing hash falls in, if this worker owns it. */
+static inline struct km_store *
+owned_store(struct km_proc *p, const struct km_shardmap *map, uint64_t route_hash)
+{
+	const struct km_shard *sh = km_shardmap_lookup(map, route_hash);
+
+	if (sh->owner != p->worker)
+		return NULL;
+	return km_proc_shard_store(p, sh->id);
+}
+
+static inline void
+key_init(struct km_key *k, const struct km_shardmap *map, const uint8_t *key, size_t len,
+	uint64_t route_hash)
+{
+	k->data = key;
+	k->len = (uint16_t)len;
+	/* Most keys route by all their bytes: then the routing hash is the key hash. */
+	k->hash = km_shardmap_route_len(map, key, len) == len ? route_hash : km_key_hash(key, len);
+}
+
+static struct dedup_entry *
+dedup_slot(struct km_proc *p, uint64_t src, uint64_t req_id)
+{
+	uint64_t h = (src ^ (req_id * 0x9e3779b97f4a7c15ULL)) * 0xff51afd7ed558ccdULL;
+
+	return &p->dedup[(h >> 32) & p->dedup_mask];
+}
+
+static uint8_t
+status_of_store_rc(struct km_proc *p, int rc)
+{
+	switch (rc) {
+	case 0:
+		return KM_ST_OK;
+	case -ENOENT:
+		return KM_ST_NOT_FOUND;
+	case -ESTALE:
+	case -EEXIST:
+		p->cnt.cas_mismatch++;
+		return KM_ST_VERSION_MISMATCH;
+	case -E2BIG:
+		p->cnt.too_large++;
+		return KM_ST_TOO_LARGE;
+	case -EINVAL:
+		p->cnt.bad_request++;
+		return KM_ST_BAD_REQUEST;
+	default:
+		p->cnt.store_error++;
+		return KM_ST_ERROR;
+	}
+}
+
+static size_t
+exec_get(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
+	uint64_t route_hash, uint8_t *out, size_t cap)
+{
+	struct km_store *s = owned_store(p, map, route_hash);
+	struct km_value_ref v;
+	struct km_key k;
+	struct km_hdr h;
+	size_t n;
+
+	p->cnt.req_get++;
+	if (s == NULL) {
+		p->cnt.store_error++;
+		return km_proc_reply_status(&req->hdr, KM_ST_BUSY, map->epoch, out);
+	}
+	key_init(&k, map, req->key, req->hdr.key_len, route_hash);
+	if (km_store_get(s, &k, &v) != 0) {
+		p->cnt.get_miss++;
+		return km_proc_reply_status(&req->hdr, KM_ST_NOT_FOUND, map->epoch, out);
+	}
+	reply_hdr(&h, &req->hdr, KM_ST_OK, map->epoch);
+	h.val_len = v.len;
+	h.version = v.version;
+	/* The value may not fit if value_max was raised after it was stored. */
+	n = km_msg_build(out, cap, &h, NULL, v.data);
+	if (n == 0) {
+		p->cnt.too_large++;
+		return km_proc_reply_status(&req->hdr, KM_ST_TOO_LARGE, map->epoch, out);
+	}
+	p->cnt.get_hit++;
+	return n;
+}
+
+static size_t
+exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
+	uint64_t route_hash, uint64_t src, uint8_t *out)
+{
+	struct dedup_entry *d = dedup_slot(p, src, req->hdr.req_id);
+	struct km_store *s;
+	uint64_t version = 0;
+	struct km_key k;
+	struct km_hdr h;
+	uint8_t status;
+	int rc;
+
+	if (req->hdr.op == KM_OP_PUT)
+		p->cnt.req_put++;
+	else if (req->hdr.op == KM_OP_CAS)
+		p->cnt.req_cas++;
+	else
+		p->cnt.req_del++;
+
+	if (d->valid && d->src == src && d->req_id == req->hdr.req_id && d->op == req->hdr.op) {
+		p->cnt.write_retry++;
+		status = d->status;
+		version = d->version;
+		goto reply;
+	}
+	s = owned_store(p, map, route_hash);
+	if (s == NULL) {
+		p->cnt.store_error++;
+		return km_proc_reply_status(&req->hdr, KM_ST_BUSY, map->epoch, out);
+	}
+	key_init(&k, map, req->key, req->hdr.key_len, route_hash);
+	switch (req->hdr.op) {
+	case KM_OP_PUT:
+		rc = km_store_put(s, &k, req->val, req->hdr.val_len, KM_VERSION_ANY, 0, &version);
+		break;
+	case KM_OP_CAS:
+		/* CAS with version 0: create only if absent. */
+		rc = km_store_put(s, &k, req->val, req->hdr.val_len, req->hdr.version,
+			req->hdr.version == 0, &version);
+		break;
+	default:
+		rc = km_store_del(s, &k, req->hdr.version, &version);
+		break;
+	}
+	status = status_of_store_rc(p, rc);
+	/* Record every outcome, refusals too: a retried CAS must not see its own write as a
+	 * mismatch, nor a retried refused CAS succeed later. */
+	*d = (struct dedup_entry){
+		.src = src,
+		.req_id = req->hdr.req_id,
+		.version = version,
+		.op = req->hdr.op,
+		.status = status,
+		.valid = 1,
+	};
+reply:
+	reply_hdr(&h, &req->hdr, status, map->epoch);
+	h.version = version;
+	km_hdr_encode(out, &h);
+	return KM_HDR_LEN;
+}
+
+static size_t
+exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req, uint8_t *out,
+	size_t cap)
+{
+	uint8_t *b = p->scratch, *w;
+	size_t lim = cap < sizeof(p->scratch) ? cap : sizeof(p->scratch);
+	struct km_mget_iter it;
+	const uint8_t *key;
+	struct km_hdr h;
+	uint8_t klen;
+	int count;
+
+	p->cnt.req_mget++;
+	count = km_mget_req_begin(&it, req->val, req->hdr.val_len);
+	if (count < 0) {
+		p->cnt.bad_request++;
+		return km_proc_reply_status(&req->hdr, KM_ST_BAD_REQUEST, map->epoch, out);
+	}
+	km_put16(b + KM_HDR_LEN, (uint16_t)count);
+	w = b + KM_HDR_LEN + 2;
+	while (km_mget_req_next(&it, &key, &klen)) {
+		uint64_t rh = route_hash_of(map, key, klen);
+		const struct km_shard *sh = km_shardmap_lookup(map, rh);
+		struct km_store *s = sh->owner == p->worker ? km_proc_shard_store(p, sh->id) : NULL;
+		struct km_value_ref v = {0};
+		uint8_t status = KM_ST_OK;
+		struct km_key k;
+
+		if (s == NULL) {
+			status = KM_ST_MOVED;
+		} else {
+			key_init(&k, map, key, klen, rh);
+			if (km_store_get(s, &k, &v) != 0) {
+				status = KM_ST_NOT_FOUND;
+				p->cnt.get_miss++;
+			} else {
+				p->cnt.get_hit++;
+			}
+		}
+		/* Entries whose value does not fit are marked; the client GETs them. */
+		if (status == KM_ST_OK && (size_t)(w - b) + KM_MGET_REP_ENTRY_HDR + v.len > lim)
+			status = KM_ST_TOO_LARGE;
+		if (status != KM_ST_OK)
+			v.len = 0;
+		if ((size_t)(w - b) + KM_MGET_REP_ENTRY_HDR + v.len > lim) {
+			/* Not even the entry header fits: cannot happen with KM_MGET_MAX entries
+			 * of 11 bytes in a datagram, but never write past the buffer. */
+			p->cnt.too_large++;
+			return km_proc_reply_status(&req->hdr, KM_ST_TOO_LARGE, map->epoch, out);
+		}
+		w[0] = status;
+		km_put64(w + 1, v.version);
+		km_put16(w + 9, (uint16_t)v.len);
+		memcpy(w + KM_MGET_REP_ENTRY_HDR, v.data, v.len);
+		w += KM_MGET_REP_ENTRY_HDR + v.len;
+	}
+	reply_hdr(&h, &req->hdr, KM_ST_OK, map->epoch);
+	h.val_len = (uint32_t)(w - b - KM_HDR_LEN);
+	km_hdr_encode(b, &h);
+	memcpy(out, b, (size_t)(w - b));
+	return (size_t)(w - b);
+}
+
+static size_t
+exec_map(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req, uint8_t *out,
+	size_t cap)
+{
+	size_t lim = cap < KM_DGRAM_MAX ? cap : KM_DGRAM_MAX;
+	struct km_hdr h;
+	size_t n;
+
+	p->cnt.req_map++;
+	/* The cursor (first shard wanted) travels in the version field. */
+	if (req->hdr.version >= map->nb_shards) {
+		p->cnt.bad_request++;
+		return km_proc_reply_status(&req->hdr, KM_ST_BAD_REQUEST, map->epoch, out);
+	}
+	n = km_shardmap_encode(map, (uint32_t)req->hdr.version, out + KM_HDR_LEN, lim - KM_HDR_LEN);
+	reply_hdr(&h, &req->hdr, KM_ST_OK, map->epoch);
+	h.val_len = (uint32_t)n;
+	h.version = req->hdr.version;
+	km_hdr_encode(out, &h);
+	return KM_HDR_LEN + n;
+}
+
+size_t
+km_proc_execute(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
+	uint64_t route_hash, uint64_t src, uint8_t *out, size_t cap)
+{
+	struct km_hdr h;
+
+	switch (req->hdr.op) {
+	case KM_OP_GET:
+		return exec_get(p, map, req, route_hash, out, cap);
+	case KM_OP_PUT:
+	case KM_OP_CAS:
+	case KM_OP_DEL:
+		return exec_write(p, map, req, route_hash, src, out);
+	case KM_OP_MGET:
+		return exec_mget(p, map, req, out, cap);
+	case KM_OP_MAP:
+		return exec_map(p, map, req, out, cap);
+	case KM_OP_PING:
+		p->cnt.req_ping++;
+		reply_hdr(&h, &req->hdr, KM_ST_OK, map->epoch);
+		h.version = p->worker; /* which worker answered: useful to check steering */
+		km_hdr_encode(out, &h);
+		return KM_HDR_LEN;
+	default:
+		p->cnt.bad_request++;
+		return km_proc_reply_status(&req->hdr, KM_ST_BAD_REQUEST, map->epoch, out);
+	}
+}

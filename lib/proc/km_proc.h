@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#ifndef KM_PROC_H
+#define KM_PROC_H
+
+/**
+ * @file
+ * The request processor: everything a worker does with a parsed request, independent of
+ * how packets arrive (DPDK mbufs in keymapd, plain sockets in tests).
+ *
+ * One km_proc per worker. It owns the stores of the shards the worker owns (shard id ->
+ * store), the at-most-once table for retried writes, and the per-op counters.
+ *
+ * Concurrency: a km_proc is used only by its worker thread. Counters are plain 64-bit
+ * stores read by other threads (control, telemetry) without locks: a reader may see a
+ * value one update old, never a torn one (aligned 64-bit words on x86-64/arm64).
+ * The shard map passed in must stay valid for the call (RCU read side in keymapd).
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <km_proto.h>
+#include <km_shardmap.h>
+#include <km_store.h>
+
+/* Per-worker request counters, declared once (X-macro): name, help. */
+#define KM_PROC_COUNTERS(X)                                                   \
+	X(req_ping, "PING requests")                                          \
+	X(req_get, "GET requests")                                            \
+	X(req_mget, "MGET requests")                                          \
+	X(req_put, "PUT requests")                                            \
+	X(req_cas, "CAS requests")                                            \
+	X(req_del, "DEL requests")                                            \
+	X(req_map, "MAP requests")                                            \
+	X(get_hit, "GET/MGET keys found")                                     \
+	X(get_miss, "GET/MGET keys not found")                                \
+	X(cas_mismatch, "CAS/DEL refused for a version mismatch")             \
+	X(bad_request, "requests answered BAD_REQUEST")                       \
+	X(too_large, "requests answered TOO_LARGE")                           \
+	X(moved, "requests answered MOVED (stale client map)")                \
+	X(write_retry, "retried writes answered from the at-most-once table") \
+	X(store_error, "store failures answered ERROR")
+
+struct km_proc_counters {
+#define KM_X(name, help) uint64_t name;
+	KM_PROC_COUNTERS(KM_X)
+#undef KM_X
+};
+
+/** Names and help strings of the counters, in struct order. */
+extern const char *const km_proc_counter_names[];
+extern const char *const km_proc_counter_help[];
+#define KM_PROC_NB_COUNTERS (sizeof(struct km_proc_counters) / sizeof(uint64_t))
+
+struct km_proc_params {
+	uint16_t worker;             /* this worker's index */
+	uint32_t value_max;          /* <= KM_VALUE_MAX */
+	uint32_t dedup_entries;      /* at-most-once window, power of two (0 = 65536) */
+	const char *store_driver;    /* "mem" */
+	uint32_t store_initial_keys; /* sizing hint per shard */
+};
+
+struct km_proc;
+
+/** @return 0, -EINVAL, -ENOMEM. @note Context: any thread, before the worker runs. */
+int km_proc_create(const struct km_proc_params *p, struct km_proc **out);
+/** Frees the processor and every store it owns. */
+void km_proc_destroy(struct km_proc *p);
+
+/**
+ * Create (empty) the store of a shard this worker now owns.
+ * @return 0, -EEXIST, -ENOENT (no such driver), -ENOMEM.
+ * @note Context: the owner worker, or any thread before the worker runs.
+ */
+int km_proc_shard_add(struct km_proc *p, uint64_t shard_id);
+
+/** Store of an owned shard, or NULL. @note Context: the owner worker. */
+struct km_store *km_proc_shard_store(struct km_proc *p, uint64_t shard_id);
+
+/** Number of shards owned. */
+uint32_t km_proc_nb_shards(const struct km_proc *p);
+
+/** Sum of the stats of all owned stores. */
+void km_proc_store_stats(const struct km_proc *p, struct km_store_stats *st);
+
+/** Counters of this processor (read-only for other threads). */
+const struct km_proc_counters *km_proc_counters(const struct km_proc *p);
+
+/* Targets returned by km_proc_target(). */
+#define KM_TARGET_ANY   -1 /* any worker may answer (PING, MAP) */
+#define KM_TARGET_MOVED -2 /* answer MOVED: stale client epoch and wrong port */
+
+/**
+ * Which worker must execute a parsed request.
+ *
+ * @param port_worker worker index the client addressed (UDP dst port - base), or -1.
+ * @param route_hash out: routing hash of the (first) key, passed on to km_proc_execute
+ *   so that the owner does not hash twice.
+ * @return owner worker index, KM_TARGET_ANY, or KM_TARGET_MOVED. A request whose epoch
+ *   is older than the map's and that was addressed to another worker than the owner is
+ *   MOVED (the client re-fetches the map); otherwise it is handed to the owner.
+ * @note Context: any worker, map held under RCU.
+ */
+int km_proc_target(const struct km_shardmap *map, const struct km_msg *req, int port_worker,
+	uint64_t *route_hash);
+
+/**
+ * Execute a parsed, validated request this worker owns (or KM_TARGET_ANY) and write the
+ * reply into out. out may alias the request datagram: the request is read before any
+ * byte it overlaps is written.
+ *
+ * @param route_hash as computed by km_proc_target() on the same map.
+ * @param src opaque client address (e.g. IPv4 << 16 | UDP port), for at-most-once.
+ * @return reply length (> 0).
+ * @note Context: the owner worker, map held under RCU.
+ */
+size_t km_proc_execute(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
+	uint64_t route_hash, uint64_t src, uint8_t *out, size_t cap);
+
+/**
+ * Build a reply carrying only a status (errors, MOVED) for a request header.
+ * @return reply length (KM_HDR_LEN).
+ * @note Context: any thread.
+ */
+size_t km_proc_reply_status(const struct km_hdr *req, uint8_t status, uint32_t epoch, uint8_t *out);
+
+/**
+ * Count a request answered outside km_proc_execute (parse errors, MOVED) so that all
+ * request outcomes appear in the counters.
+ */
+void km_proc_count_status(struct km_proc *p, uint8_t status);
+
+#endif /* KM_PROC_H */

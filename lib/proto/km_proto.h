@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#ifndef KM_PROTO_H
+#define KM_PROTO_H
+
+/**
+ * @file
+ * keymap wire protocol, version 1 (docs/protocol.md is the normative description).
+ *
+ * One request and one reply per UDP datagram. Every message starts with the fixed
+ * 40-byte header below, all integers little-endian, followed by the key (key_len bytes)
+ * and the value (val_len bytes). MGET and MAP carry a structured body in the value.
+ *
+ * The library has no DPDK dependency: keymapd and libkeymap both use it. All functions
+ * are pure (no global state) and may be called from any thread.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KM_PROTO_MAGIC   0x4b /* 'K' */
+#define KM_PROTO_VERSION 1
+#define KM_HDR_LEN       40
+#define KM_KEY_MAX       250
+/** Largest UDP payload one request or reply may use (1500 B MTU - IPv4 - UDP). */
+#define KM_DGRAM_MAX 1472
+/** Largest value a request can carry: a PUT with a 1-byte key fills one datagram. */
+#define KM_VALUE_MAX (KM_DGRAM_MAX - KM_HDR_LEN - 1)
+/** Largest number of keys in one MGET. */
+#define KM_MGET_MAX 64
+
+enum km_op {
+	KM_OP_PING = 1,
+	KM_OP_GET = 2,
+	KM_OP_MGET = 3,
+	KM_OP_PUT = 4,
+	KM_OP_CAS = 5,
+	KM_OP_DEL = 6,
+	KM_OP_SCAN = 7, /* reserved: answered BAD_REQUEST until implemented */
+	KM_OP_MAP = 8,
+	KM_OP_HELLO = 9, /* reserved: answered BAD_REQUEST until implemented */
+	KM_OP__MAX
+};
+
+enum km_status {
+	KM_ST_OK = 0,
+	KM_ST_NOT_FOUND = 1,
+	KM_ST_MOVED = 2,
+	KM_ST_BUSY = 3,
+	KM_ST_TOO_LARGE = 4,
+	KM_ST_BAD_REQUEST = 5,
+	KM_ST_VERSION_MISMATCH = 6,
+	KM_ST_DENIED = 7,
+	KM_ST_ERROR = 8, /* server-side failure (out of memory, I/O error) */
+	KM_ST__MAX
+};
+
+/** Header flags. */
+#define KM_F_REPLY 0x0001 /* set in every reply */
+
+/**
+ * Fixed header, byte offsets in comments. Little-endian on the wire; the struct is only
+ * a description of the layout: use km_hdr_encode()/km_hdr_decode() to read and write it.
+ */
+struct km_hdr {
+	uint8_t magic;     /*  0: KM_PROTO_MAGIC */
+	uint8_t proto_ver; /*  1: KM_PROTO_VERSION */
+	uint8_t op;        /*  2: enum km_op */
+	uint8_t status;    /*  3: enum km_status; 0 in requests */
+	uint16_t flags;    /*  4: KM_F_* */
+	uint16_t key_len;  /*  6: 0..KM_KEY_MAX */
+	uint32_t val_len;  /*  8: bytes of value or body after the key */
+	uint32_t epoch;    /* 12: request: client's map epoch (0 = none); reply: server's */
+	uint64_t req_id;   /* 16: chosen by the client, echoed; retries reuse it */
+	uint64_t version;  /* 24: CAS/DEL expected version, reply entry version, MAP cursor */
+	uint32_t session;  /* 32: client session id (0 = none), for access prediction */
+	uint32_t reserved; /* 36: must be 0 */
+} __attribute__((packed));
+
+_Static_assert(sizeof(struct km_hdr) == KM_HDR_LEN, "wire header is 40 bytes");
+
+/** A request or reply parsed in place: key and val point into the datagram. */
+struct km_msg {
+	struct km_hdr hdr;
+	const uint8_t *key;
+	const uint8_t *val;
+};
+
+/**
+ * Write hdr at buf (KM_HDR_LEN bytes) in wire byte order.
+ * @note Context: any thread.
+ */
+void km_hdr_encode(uint8_t *buf, const struct km_hdr *hdr);
+
+/**
+ * Read the header at buf (KM_HDR_LEN bytes) without validating it.
+ * @note Context: any thread.
+ */
+void km_hdr_decode(const uint8_t *buf, struct km_hdr *hdr);
+
+/**
+ * Parse and validate a request datagram.
+ *
+ * @return KM_ST_OK and msg filled in; or the status the server answers with
+ *   (KM_ST_BAD_REQUEST, KM_ST_TOO_LARGE); or -1 when the datagram must be dropped
+ *   silently (too short for a header, wrong magic or version, a reply flag: answering
+ *   those could reflect traffic). When a status is returned, msg->hdr holds enough of
+ *   the header (op, req_id) to build the error reply.
+ * @note Context: any thread.
+ */
+int km_req_parse(const uint8_t *buf, size_t len, size_t value_max, struct km_msg *msg);
+
+/**
+ * Parse a reply datagram; checks magic, version, reply flag and lengths.
+ * @return 0 or -1 when malformed.
+ */
+int km_reply_parse(const uint8_t *buf, size_t len, struct km_msg *msg);
+
+/**
+ * Build a message (request or reply) into buf.
+ * @return bytes written, or 0 when it does not fit in cap.
+ */
+size_t km_msg_build(
+	uint8_t *buf, size_t cap, const struct km_hdr *hdr, const void *key, const void *val);
+
+/*
+ * MGET body (the value of an MGET request):
+ *   u16 count; count x { u8 key_len; key bytes }
+ * MGET reply body:
+ *   u16 count; count x { u8 status; u64 version; u16 val_len; value bytes }
+ * Entries that would not fit in the reply datagram get status TOO_LARGE and no value
+ * (the client fetches them with GET); entries whose shard the worker does not own
+ * get MOVED.
+ */
+#define KM_MGET_REQ_ENTRY_HDR 1
+#define KM_MGET_REP_ENTRY_HDR 11
+
+/** Iterator over the keys of an MGET request body. */
+struct km_mget_iter {
+	const uint8_t *p;
+	const uint8_t *end;
+	uint16_t left;
+};
+
+/**
+ * Validate an MGET request body and start iterating it.
+ * @return number of keys (1..KM_MGET_MAX) or -1 when malformed.
+ */
+int km_mget_req_begin(struct km_mget_iter *it, const uint8_t *body, size_t len);
+/** Next key of a validated MGET body; returns 0 when done, 1 with key/len set. */
+int km_mget_req_next(struct km_mget_iter *it, const uint8_t **key, uint8_t *len);
+
+/* Little-endian helpers shared by every encoder/decoder in the project. */
+static inline void
+km_put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static inline void
+km_put32(uint8_t *p, uint32_t v)
+{
+	km_put16(p, (uint16_t)v);
+	km_put16(p + 2, (uint16_t)(v >> 16));
+}
+
+static inline void
+km_put64(uint8_t *p, uint64_t v)
+{
+	km_put32(p, (uint32_t)v);
+	km_put32(p + 4, (uint32_t)(v >> 32));
+}
+
+static inline uint16_t
+km_get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static inline uint32_t
+km_get32(const uint8_t *p)
+{
+	return (uint32_t)km_get16(p) | ((uint32_t)km_get16(p + 2) << 16);
+}
+
+static inline uint64_t
+km_get64(const uint8_t *p)
+{
+	return (uint64_t)km_get32(p) | ((uint64_t)km_get32(p + 4) << 32);
+}
+
+/** Name of an op or status for logs and CLIs ("GET", "NOT_FOUND"); "?" if unknown. */
+const char *km_op_name(unsigned int op);
+const char *km_status_name(unsigned int status);
+
+#endif /* KM_PROTO_H */

@@ -1,0 +1,157 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#ifndef KM_SHARDMAP_H
+#define KM_SHARDMAP_H
+
+/**
+ * @file
+ * The shard map: key -> routing part -> 64-bit hash -> shard -> owner worker.
+ *
+ * - Routing part: the first `route_depth` components of the key, components separated
+ *   by `route_sep`; a key without the separator is routed by all its bytes.
+ * - hash = XXH3_64bits(routing part); the same function in server and client.
+ * - Shards form an extendible-hashing directory over the top bits of the hash: a shard
+ *   of depth d owns every hash whose top d bits equal its prefix. A shard's id is
+ *   (1 << depth) | prefix, so the two halves of shard s are 2s and 2s+1 and the buddy of
+ *   s is s ^ 1: split and merge are arithmetic on ids.
+ * - Owner: Jump Consistent Hash of the shard id over the workers, unless the map holds
+ *   an explicit owner for that shard (a move).
+ *
+ * Concurrency: a map is immutable once built. Every change (split, merge, move) builds a
+ * new map with epoch + 1; the caller publishes it (keymapd: rcu_assign_pointer, liburcu
+ * QSBR) and frees the old one after a grace period. Lookups on a published map are
+ * wait-free. The library has no DPDK or RCU dependency and may be used from any thread.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KM_SHARD_DEPTH_MAX 24	 /* directory of at most 16 M entries */
+#define KM_WORKERS_MAX	   128
+#define KM_OWNER_JUMP	   0xffff /* owner field: use Jump Consistent Hash */
+
+struct km_shard {
+	uint64_t id;	/* (1 << depth) | prefix */
+	uint16_t owner; /* worker index, resolved (jump hash or explicit) */
+	uint16_t moved; /* 1 if owner was set explicitly by a move */
+	uint32_t index; /* position in map->shards */
+};
+
+struct km_shardmap {
+	uint32_t epoch;
+	uint16_t nb_workers;
+	uint16_t udp_port_base; /* worker i listens on udp_port_base + i */
+	uint8_t route_sep;
+	uint8_t route_depth;
+	uint8_t global_depth; /* directory has 1 << global_depth entries */
+	uint8_t reserved;
+	uint32_t nb_shards;
+	struct km_shard *shards; /* sorted by (prefix at global depth), nb_shards entries */
+	uint32_t *dir;		 /* 1 << global_depth indexes into shards[] */
+};
+
+struct km_shardmap_params {
+	uint32_t nb_shards;	/* initial shard count, power of two, >= 1 */
+	uint16_t nb_workers;	/* 1..KM_WORKERS_MAX */
+	uint16_t udp_port_base; /* informational, carried to clients */
+	uint8_t route_sep;	/* component separator, default '/' */
+	uint8_t route_depth;	/* components in the routing part, >= 1 */
+};
+
+/**
+ * Build the initial map (epoch 1).
+ * @return 0 or -EINVAL / -ENOMEM.
+ */
+int km_shardmap_create(const struct km_shardmap_params *p, struct km_shardmap **out);
+
+/** Free a map (NULL is allowed). Only when no reader can still hold it. */
+void km_shardmap_free(struct km_shardmap *m);
+
+/**
+ * Build a map from an explicit shard list (ids and owners), e.g. one received in a MAP
+ * reply. The shards must tile the hash space exactly (prefix-free, complete).
+ * Owners of KM_OWNER_JUMP are resolved by jump hash.
+ * @return 0, -EINVAL when the list is not a tiling or an owner is out of range, -ENOMEM.
+ */
+int km_shardmap_from_list(uint32_t epoch, uint16_t nb_workers, uint16_t udp_port_base,
+	uint8_t route_sep, uint8_t route_depth, const uint64_t *ids, const uint16_t *owners,
+	uint32_t nb_shards, struct km_shardmap **out);
+
+/**
+ * New map with shard `id` split in two (children 2*id, 2*id+1, same owner rule as any
+ * shard: explicit owner inherited if the parent was moved, else jump hash).
+ * @return 0, -ENOENT no such shard, -ERANGE depth limit, -ENOMEM.
+ */
+int km_shardmap_split(const struct km_shardmap *m, uint64_t id, struct km_shardmap **out);
+
+/**
+ * New map with shard `id` and its buddy (id ^ 1) merged into their parent (id >> 1).
+ * Both must exist as shards. The parent takes the owner of the lower child if either
+ * child was moved, else its jump-hash owner.
+ * @return 0, -ENOENT, -EINVAL (depth 0 or buddy split further), -ENOMEM.
+ */
+int km_shardmap_merge(const struct km_shardmap *m, uint64_t id, struct km_shardmap **out);
+
+/**
+ * New map with shard `id` owned by `owner`.
+ * @return 0, -ENOENT, -EINVAL (owner out of range), -ENOMEM.
+ */
+int km_shardmap_move(const struct km_shardmap *m, uint64_t id, uint16_t owner,
+	struct km_shardmap **out);
+
+/** The routing part of a key (prefix of key): returns its length. */
+size_t km_shardmap_route_len(const struct km_shardmap *m, const uint8_t *key, size_t len);
+
+/** XXH3-64 of the key's routing part. */
+uint64_t km_shardmap_hash(const struct km_shardmap *m, const uint8_t *key, size_t len);
+
+/** Shard holding a hash: one shift and one array index. */
+static inline const struct km_shard *
+km_shardmap_lookup(const struct km_shardmap *m, uint64_t hash)
+{
+	uint64_t slot = m->global_depth == 0 ? 0 : hash >> (64 - m->global_depth);
+
+	return &m->shards[m->dir[slot]];
+}
+
+/** Shard by id, or NULL. O(1) through the directory. */
+const struct km_shard *km_shardmap_find(const struct km_shardmap *m, uint64_t id);
+
+/** Depth of a shard id (position of its top bit). */
+unsigned int km_shard_depth(uint64_t id);
+
+/** Jump Consistent Hash (Lamping & Veach 2014): bucket in [0, nb_buckets). */
+uint32_t km_jump_hash(uint64_t key, uint32_t nb_buckets);
+
+/*
+ * Wire encoding of a map (the value of a MAP reply), chunked by a cursor so that a map
+ * of any size crosses in datagrams:
+ *   u32 epoch; u16 nb_workers; u16 udp_port_base; u8 route_sep; u8 route_depth;
+ *   u16 reserved; u32 nb_shards (total); u32 first (index of the first entry here);
+ *   u16 count; count x { u32 id; u16 owner; u16 flags (bit 0 = moved) }
+ */
+#define KM_MAP_HDR_LEN	 22
+#define KM_MAP_ENTRY_LEN 8
+
+/**
+ * Encode shards [first, first + n) of m into buf, as many as fit in cap.
+ * @return bytes written (0 when first is past the end or nothing fits).
+ */
+size_t km_shardmap_encode(const struct km_shardmap *m, uint32_t first, uint8_t *buf, size_t cap);
+
+/** Header of an encoded map chunk. */
+struct km_map_chunk {
+	uint32_t epoch;
+	uint16_t nb_workers;
+	uint16_t udp_port_base;
+	uint8_t route_sep;
+	uint8_t route_depth;
+	uint32_t nb_shards;
+	uint32_t first;
+	uint16_t count;
+	const uint8_t *entries; /* count x KM_MAP_ENTRY_LEN bytes */
+};
+
+/** Decode and validate a chunk. @return 0 or -EINVAL. */
+int km_shardmap_decode_chunk(const uint8_t *buf, size_t len, struct km_map_chunk *c);
+
+#endif /* KM_SHARDMAP_H */

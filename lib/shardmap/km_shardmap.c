@@ -1,0 +1,451 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * Shard map: an extendible-hashing directory over the top bits of XXH3-64.
+ *
+ * A map is built once and never modified, so every change below allocates a new map and
+ * copies the shards it keeps. The map, its shards[] and its directory live in a single
+ * allocation: km_shardmap_free() is one free() and a reader holding the map pointer holds
+ * everything it needs.
+ */
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include <km_proto.h>
+
+#include "km_shardmap.h"
+
+unsigned int
+km_shard_depth(uint64_t id)
+{
+	/* id 0 is not a shard; answer 0 rather than invoke clz(0). */
+	if (id == 0)
+		return 0;
+	return 63 - (unsigned int)__builtin_clzll(id);
+}
+
+uint32_t
+km_jump_hash(uint64_t key, uint32_t nb_buckets)
+{
+	int64_t b = -1, j = 0;
+
+	/* No bucket to return: 0 keeps the result a valid index for callers that clamp. */
+	if (nb_buckets == 0)
+		return 0;
+	/* Lamping & Veach 2014, verbatim: other implementations must agree bit for bit. */
+	while (j < (int64_t)nb_buckets) {
+		b = j;
+		key = key * 2862933555777941757ULL + 1;
+		j = (int64_t)((double)(b + 1) * ((double)(1LL << 31) / (double)((key >> 33) + 1)));
+	}
+	return (uint32_t)b;
+}
+
+static inline uint64_t
+shard_prefix(uint64_t id)
+{
+	return id ^ ((uint64_t)1 << km_shard_depth(id));
+}
+
+/* First directory slot of a shard in a directory of depth g (g >= depth of id). */
+static inline uint64_t
+shard_first_slot(uint64_t id, unsigned int g)
+{
+	return shard_prefix(id) << (g - km_shard_depth(id));
+}
+
+/* A valid shard id names a depth the directory can hold. */
+static inline int
+shard_id_valid(uint64_t id)
+{
+	return id != 0 && km_shard_depth(id) <= KM_SHARD_DEPTH_MAX;
+}
+
+static int
+map_params_valid(uint16_t nb_workers, uint8_t route_sep, uint8_t route_depth)
+{
+	return nb_workers >= 1 && nb_workers <= KM_WORKERS_MAX && route_sep != 0 &&
+	       route_depth >= 1;
+}
+
+/*
+ * Allocate a map for nb_shards and a directory of 1 << global_depth slots; the caller
+ * fills shards[] and calls map_finish(). nb_shards <= 1 << KM_SHARD_DEPTH_MAX, so the
+ * size cannot overflow a 64-bit size_t.
+ */
+static struct km_shardmap *
+map_alloc(uint32_t epoch, uint16_t nb_workers, uint16_t udp_port_base, uint8_t route_sep,
+	uint8_t route_depth, uint32_t nb_shards, unsigned int global_depth)
+{
+	size_t shards_sz = (size_t)nb_shards * sizeof(struct km_shard);
+	size_t dir_sz = ((size_t)1 << global_depth) * sizeof(uint32_t);
+	struct km_shardmap *m;
+
+	/* shards[] right after the header keeps its 8-byte alignment; dir[] needs 4. */
+	_Static_assert(sizeof(struct km_shardmap) % _Alignof(struct km_shard) == 0,
+		"shards[] follows the map header");
+	_Static_assert(sizeof(struct km_shard) % _Alignof(uint32_t) == 0, "dir[] follows shards[]");
+
+	m = malloc(sizeof(*m) + shards_sz + dir_sz);
+	if (m == NULL)
+		return NULL;
+	m->epoch = epoch;
+	m->nb_workers = nb_workers;
+	m->udp_port_base = udp_port_base;
+	m->route_sep = route_sep;
+	m->route_depth = route_depth;
+	m->global_depth = (uint8_t)global_depth;
+	m->reserved = 0;
+	m->nb_shards = nb_shards;
+	m->shards = (struct km_shard *)(m + 1);
+	m->dir = (uint32_t *)(m->shards + nb_shards);
+	return m;
+}
+
+static struct km_shardmap *
+map_alloc_like(const struct km_shardmap *old, uint32_t nb_shards, unsigned int global_depth)
+{
+	return map_alloc(old->epoch + 1, old->nb_workers, old->udp_port_base, old->route_sep,
+		old->route_depth, nb_shards, global_depth);
+}
+
+/*
+ * Given shards[] sorted and tiling the space (id and moved set, owner set when moved):
+ * resolve jump-hash owners, number the shards and fill the directory.
+ */
+static void
+map_finish(struct km_shardmap *m)
+{
+	unsigned int g = m->global_depth;
+	uint32_t i;
+
+	for (i = 0; i < m->nb_shards; i++) {
+		struct km_shard *s = &m->shards[i];
+		uint64_t first = shard_first_slot(s->id, g);
+		uint64_t n = (uint64_t)1 << (g - km_shard_depth(s->id));
+		uint64_t k;
+
+		s->index = i;
+		if (!s->moved)
+			s->owner = (uint16_t)km_jump_hash(s->id, m->nb_workers);
+		for (k = 0; k < n; k++)
+			m->dir[first + k] = i;
+	}
+}
+
+int
+km_shardmap_create(const struct km_shardmap_params *p, struct km_shardmap **out)
+{
+	struct km_shardmap *m;
+	unsigned int depth;
+	uint32_t i;
+
+	if (p == NULL || out == NULL)
+		return -EINVAL;
+	if (p->nb_shards == 0 || (p->nb_shards & (p->nb_shards - 1)) != 0 ||
+		p->nb_shards > (UINT32_C(1) << KM_SHARD_DEPTH_MAX))
+		return -EINVAL;
+	if (!map_params_valid(p->nb_workers, p->route_sep, p->route_depth))
+		return -EINVAL;
+
+	depth = km_shard_depth(p->nb_shards);
+	m = map_alloc(1, p->nb_workers, p->udp_port_base, p->route_sep, p->route_depth,
+		p->nb_shards, depth);
+	if (m == NULL)
+		return -ENOMEM;
+	/* Prefix order is slot order: shard i covers exactly slot i. */
+	for (i = 0; i < p->nb_shards; i++) {
+		m->shards[i].id = (uint64_t)p->nb_shards | i;
+		m->shards[i].moved = 0;
+	}
+	map_finish(m);
+	*out = m;
+	return 0;
+}
+
+void
+km_shardmap_free(struct km_shardmap *m)
+{
+	free(m);
+}
+
+/* Sort key: the shard's prefix left-aligned in 64 bits, i.e. its first hash. */
+static int
+shard_cmp(const void *a, const void *b)
+{
+	const struct km_shard *x = a, *y = b;
+	unsigned int dx = km_shard_depth(x->id), dy = km_shard_depth(y->id);
+	uint64_t kx = dx == 0 ? 0 : shard_prefix(x->id) << (64 - dx);
+	uint64_t ky = dy == 0 ? 0 : shard_prefix(y->id) << (64 - dy);
+
+	if (kx != ky)
+		return kx < ky ? -1 : 1;
+	/* Same start: overlapping shards, rejected later; order by depth to stay total. */
+	return dx < dy ? -1 : dx > dy;
+}
+
+int
+km_shardmap_from_list(uint32_t epoch, uint16_t nb_workers, uint16_t udp_port_base,
+	uint8_t route_sep, uint8_t route_depth, const uint64_t *ids, const uint16_t *owners,
+	uint32_t nb_shards, struct km_shardmap **out)
+{
+	struct km_shardmap *m;
+	unsigned int g = 0;
+	uint64_t next = 0;
+	uint32_t i;
+
+	if (ids == NULL || owners == NULL || out == NULL)
+		return -EINVAL;
+	if (!map_params_valid(nb_workers, route_sep, route_depth))
+		return -EINVAL;
+	/* More shards than directory slots cannot tile; also bounds the allocation. */
+	if (nb_shards == 0 || nb_shards > (UINT32_C(1) << KM_SHARD_DEPTH_MAX))
+		return -EINVAL;
+	for (i = 0; i < nb_shards; i++) {
+		if (!shard_id_valid(ids[i]))
+			return -EINVAL;
+		if (owners[i] != KM_OWNER_JUMP && owners[i] >= nb_workers)
+			return -EINVAL;
+		if (km_shard_depth(ids[i]) > g)
+			g = km_shard_depth(ids[i]);
+	}
+
+	m = map_alloc(epoch, nb_workers, udp_port_base, route_sep, route_depth, nb_shards, g);
+	if (m == NULL)
+		return -ENOMEM;
+	for (i = 0; i < nb_shards; i++) {
+		m->shards[i].id = ids[i];
+		m->shards[i].moved = owners[i] != KM_OWNER_JUMP;
+		m->shards[i].owner = owners[i];
+	}
+	qsort(m->shards, nb_shards, sizeof(m->shards[0]), shard_cmp);
+
+	/* In slot order each shard must start where the previous one ended: no gap, no
+	 * overlap, and the last one ends at the end of the directory. */
+	for (i = 0; i < nb_shards; i++) {
+		uint64_t id = m->shards[i].id;
+
+		if (shard_first_slot(id, g) != next)
+			break;
+		next += (uint64_t)1 << (g - km_shard_depth(id));
+	}
+	if (i != nb_shards || next != (uint64_t)1 << g) {
+		free(m);
+		return -EINVAL;
+	}
+	map_finish(m);
+	*out = m;
+	return 0;
+}
+
+int
+km_shardmap_split(const struct km_shardmap *m, uint64_t id, struct km_shardmap **out)
+{
+	const struct km_shard *s;
+	struct km_shardmap *n;
+	unsigned int d, g;
+	uint32_t i, k;
+
+	if (m == NULL || out == NULL)
+		return -EINVAL;
+	s = km_shardmap_find(m, id);
+	if (s == NULL)
+		return -ENOENT;
+	d = km_shard_depth(id);
+	if (d >= KM_SHARD_DEPTH_MAX)
+		return -ERANGE;
+
+	g = d + 1 > m->global_depth ? d + 1 : m->global_depth;
+	n = map_alloc_like(m, m->nb_shards + 1, g);
+	if (n == NULL)
+		return -ENOMEM;
+	i = s->index;
+	memcpy(n->shards, m->shards, i * sizeof(m->shards[0]));
+	/* 2id covers the lower half of id's slots, 2id+1 the upper: sorted order holds. */
+	for (k = 0; k < 2; k++) {
+		n->shards[i + k].id = 2 * id + k;
+		n->shards[i + k].moved = s->moved;
+		n->shards[i + k].owner = s->owner;
+	}
+	memcpy(&n->shards[i + 2], &m->shards[i + 1], (m->nb_shards - i - 1) * sizeof(m->shards[0]));
+	map_finish(n);
+	*out = n;
+	return 0;
+}
+
+int
+km_shardmap_merge(const struct km_shardmap *m, uint64_t id, struct km_shardmap **out)
+{
+	const struct km_shard *lo, *hi;
+	struct km_shardmap *n;
+	unsigned int g = 0;
+	uint32_t i, k;
+
+	if (m == NULL || out == NULL)
+		return -EINVAL;
+	if (id == 1)
+		return -EINVAL;
+	if (km_shardmap_find(m, id) == NULL)
+		return -ENOENT;
+	lo = km_shardmap_find(m, id & ~(uint64_t)1);
+	hi = km_shardmap_find(m, id | 1);
+	/* id is a shard, so its parent is not: the buddy's half is covered by the buddy
+	 * itself or by shards below it. */
+	if (lo == NULL || hi == NULL)
+		return -EINVAL;
+
+	/* Merging may remove the only deepest shards: the directory can shrink. */
+	g = km_shard_depth(id) - 1;
+	for (k = 0; k < m->nb_shards; k++) {
+		if (k != lo->index && k != hi->index && km_shard_depth(m->shards[k].id) > g)
+			g = km_shard_depth(m->shards[k].id);
+	}
+	n = map_alloc_like(m, m->nb_shards - 1, g);
+	if (n == NULL)
+		return -ENOMEM;
+	/* lo and hi tile their parent's slots, so they are adjacent: hi->index = i + 1. */
+	i = lo->index;
+	memcpy(n->shards, m->shards, i * sizeof(m->shards[0]));
+	n->shards[i].id = id >> 1;
+	n->shards[i].moved = lo->moved || hi->moved;
+	n->shards[i].owner = lo->owner;
+	memcpy(&n->shards[i + 1], &m->shards[i + 2], (m->nb_shards - i - 2) * sizeof(m->shards[0]));
+	map_finish(n);
+	*out = n;
+	return 0;
+}
+
+int
+km_shardmap_move(const struct km_shardmap *m, uint64_t id, uint16_t owner, struct km_shardmap **out)
+{
+	const struct km_shard *s;
+	struct km_shardmap *n;
+
+	if (m == NULL || out == NULL)
+		return -EINVAL;
+	s = km_shardmap_find(m, id);
+	if (s == NULL)
+		return -ENOENT;
+	if (owner >= m->nb_workers)
+		return -EINVAL;
+
+	n = map_alloc_like(m, m->nb_shards, m->global_depth);
+	if (n == NULL)
+		return -ENOMEM;
+	memcpy(n->shards, m->shards, m->nb_shards * sizeof(m->shards[0]));
+	n->shards[s->index].owner = owner;
+	n->shards[s->index].moved = 1;
+	map_finish(n);
+	*out = n;
+	return 0;
+}
+
+size_t
+km_shardmap_route_len(const struct km_shardmap *m, const uint8_t *key, size_t len)
+{
+	const uint8_t *p = key, *end = key + len, *sep;
+	unsigned int seen = 0;
+
+	/* memchr() on a NULL key is undefined even for length 0. */
+	if (len == 0)
+		return 0;
+	/* The routing part ends at the route_depth-th separator; an empty component
+	 * ("/x") counts like any other, so "/x" routes by "". */
+	while ((sep = memchr(p, m->route_sep, (size_t)(end - p))) != NULL) {
+		if (++seen == m->route_depth)
+			return (size_t)(sep - key);
+		p = sep + 1;
+	}
+	return len;
+}
+
+uint64_t
+km_shardmap_hash(const struct km_shardmap *m, const uint8_t *key, size_t len)
+{
+	return XXH3_64bits(key, km_shardmap_route_len(m, key, len));
+}
+
+const struct km_shard *
+km_shardmap_find(const struct km_shardmap *m, uint64_t id)
+{
+	const struct km_shard *s;
+
+	if (id == 0 || km_shard_depth(id) > m->global_depth)
+		return NULL;
+	/* The slot where id would start; the shard there is id only if id is a shard. */
+	s = &m->shards[m->dir[shard_first_slot(id, m->global_depth)]];
+	return s->id == id ? s : NULL;
+}
+
+/*
+ * Chunk layout, byte offsets:
+ *   0 epoch, 4 nb_workers, 6 udp_port_base, 8 route_sep, 9 route_depth, 10 reserved,
+ *   12 nb_shards, 16 first, 20 count, 22 entries { 0 id, 4 owner, 6 flags }.
+ */
+#define KM_MAP_F_MOVED 0x0001
+
+size_t
+km_shardmap_encode(const struct km_shardmap *m, uint32_t first, uint8_t *buf, size_t cap)
+{
+	size_t count, room, i;
+	uint8_t *e;
+
+	if (m == NULL || buf == NULL || first >= m->nb_shards ||
+		cap < KM_MAP_HDR_LEN + KM_MAP_ENTRY_LEN)
+		return 0;
+	count = m->nb_shards - first;
+	room = (cap - KM_MAP_HDR_LEN) / KM_MAP_ENTRY_LEN;
+	if (count > room)
+		count = room;
+	if (count > UINT16_MAX)
+		count = UINT16_MAX;
+
+	km_put32(buf + 0, m->epoch);
+	km_put16(buf + 4, m->nb_workers);
+	km_put16(buf + 6, m->udp_port_base);
+	buf[8] = m->route_sep;
+	buf[9] = m->route_depth;
+	km_put16(buf + 10, 0);
+	km_put32(buf + 12, m->nb_shards);
+	km_put32(buf + 16, first);
+	km_put16(buf + 20, (uint16_t)count);
+	e = buf + KM_MAP_HDR_LEN;
+	for (i = 0; i < count; i++, e += KM_MAP_ENTRY_LEN) {
+		const struct km_shard *s = &m->shards[first + i];
+
+		/* Ids have at most KM_SHARD_DEPTH_MAX + 1 bits: u32 on the wire is enough. */
+		km_put32(e + 0, (uint32_t)s->id);
+		km_put16(e + 4, s->owner);
+		km_put16(e + 6, s->moved ? KM_MAP_F_MOVED : 0);
+	}
+	return KM_MAP_HDR_LEN + count * KM_MAP_ENTRY_LEN;
+}
+
+int
+km_shardmap_decode_chunk(const uint8_t *buf, size_t len, struct km_map_chunk *c)
+{
+	if (buf == NULL || c == NULL || len < KM_MAP_HDR_LEN)
+		return -EINVAL;
+	c->epoch = km_get32(buf + 0);
+	c->nb_workers = km_get16(buf + 4);
+	c->udp_port_base = km_get16(buf + 6);
+	c->route_sep = buf[8];
+	c->route_depth = buf[9];
+	c->nb_shards = km_get32(buf + 12);
+	c->first = km_get32(buf + 16);
+	c->count = km_get16(buf + 20);
+	c->entries = buf + KM_MAP_HDR_LEN;
+
+	if ((size_t)c->count * KM_MAP_ENTRY_LEN + KM_MAP_HDR_LEN > len)
+		return -EINVAL;
+	/* 64-bit sum: first + count must not wrap past the check. */
+	if (c->nb_shards == 0 || (uint64_t)c->first + c->count > c->nb_shards)
+		return -EINVAL;
+	/* Reject at the first chunk what km_shardmap_from_list() would reject at the end. */
+	if (!map_params_valid(c->nb_workers, c->route_sep, c->route_depth))
+		return -EINVAL;
+	return 0;
+}

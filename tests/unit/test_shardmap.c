@@ -1,0 +1,928 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * Unit tests of the shard map. Every structural check compares the directory against an
+ * independent reference (a linear scan of shards[] for the prefix that matches a hash),
+ * and all randomness comes from fixed seeds.
+ */
+
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <xxhash.h>
+
+#include <km_proto.h>
+#include <km_shardmap.h>
+
+/* splitmix64: tiny, fixed-seed, good enough to spread hashes over every prefix. */
+static uint64_t
+rng_next(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+static struct km_shardmap *
+make_map(uint32_t nb_shards, uint16_t nb_workers, uint8_t sep, uint8_t route_depth)
+{
+	struct km_shardmap_params p = {
+		.nb_shards = nb_shards,
+		.nb_workers = nb_workers,
+		.udp_port_base = 9000,
+		.route_sep = sep,
+		.route_depth = route_depth,
+	};
+	struct km_shardmap *m = NULL;
+
+	assert_int_equal(km_shardmap_create(&p, &m), 0);
+	assert_non_null(m);
+	return m;
+}
+
+static uint64_t
+id_prefix(uint64_t id)
+{
+	return id ^ ((uint64_t)1 << km_shard_depth(id));
+}
+
+/* Reference lookup: the one shard whose prefix equals the hash's top bits. */
+static const struct km_shard *
+ref_lookup(const struct km_shardmap *m, uint64_t hash)
+{
+	const struct km_shard *found = NULL;
+	uint32_t i;
+
+	for (i = 0; i < m->nb_shards; i++) {
+		unsigned int d = km_shard_depth(m->shards[i].id);
+
+		if (d == 0 || hash >> (64 - d) == id_prefix(m->shards[i].id)) {
+			assert_null(found); /* exactly one shard per hash */
+			found = &m->shards[i];
+		}
+	}
+	assert_non_null(found);
+	return found;
+}
+
+/* Every invariant the header promises, checked the slow way. */
+static void
+check_map(const struct km_shardmap *m, uint64_t seed, unsigned int nb_hashes)
+{
+	unsigned int gmax = 0;
+	uint64_t next = 0, slot;
+	uint32_t i;
+
+	assert_true(m->nb_shards >= 1);
+	for (i = 0; i < m->nb_shards; i++) {
+		const struct km_shard *s = &m->shards[i];
+		unsigned int d = km_shard_depth(s->id);
+
+		if (d > gmax)
+			gmax = d;
+		assert_int_equal(s->index, i);
+		assert_true(s->owner < m->nb_workers);
+		if (!s->moved)
+			assert_int_equal(s->owner, km_jump_hash(s->id, m->nb_workers));
+		assert_ptr_equal(km_shardmap_find(m, s->id), s);
+	}
+	assert_int_equal(m->global_depth, gmax);
+	/* sorted by first slot and contiguous */
+	for (i = 0; i < m->nb_shards; i++) {
+		unsigned int d = km_shard_depth(m->shards[i].id);
+
+		assert_int_equal(id_prefix(m->shards[i].id) << (gmax - d), next);
+		next += (uint64_t)1 << (gmax - d);
+	}
+	assert_int_equal(next, (uint64_t)1 << gmax);
+	/* every slot points at the shard covering it */
+	for (slot = 0; slot < ((uint64_t)1 << gmax); slot++) {
+		const struct km_shard *s = &m->shards[m->dir[slot]];
+		unsigned int d = km_shard_depth(s->id);
+
+		assert_int_equal(slot >> (gmax - d), id_prefix(s->id));
+	}
+	for (i = 0; i < nb_hashes; i++) {
+		uint64_t h = rng_next(&seed);
+
+		assert_ptr_equal(km_shardmap_lookup(m, h), ref_lookup(m, h));
+	}
+}
+
+/* Copy of a map's visible state, to show that a change left the old map alone. */
+struct snapshot {
+	struct km_shardmap hdr;
+	struct km_shard *shards;
+	uint32_t *dir;
+};
+
+static void
+snap_take(struct snapshot *sn, const struct km_shardmap *m)
+{
+	size_t nd = (size_t)1 << m->global_depth;
+
+	sn->hdr = *m;
+	sn->shards = malloc(m->nb_shards * sizeof(*sn->shards));
+	sn->dir = malloc(nd * sizeof(*sn->dir));
+	assert_non_null(sn->shards);
+	assert_non_null(sn->dir);
+	memcpy(sn->shards, m->shards, m->nb_shards * sizeof(*sn->shards));
+	memcpy(sn->dir, m->dir, nd * sizeof(*sn->dir));
+}
+
+static void
+snap_check(struct snapshot *sn, const struct km_shardmap *m)
+{
+	assert_memory_equal(&sn->hdr, m, sizeof(*m));
+	assert_memory_equal(sn->shards, m->shards, m->nb_shards * sizeof(*sn->shards));
+	assert_memory_equal(sn->dir, m->dir, ((size_t)1 << m->global_depth) * sizeof(*sn->dir));
+	free(sn->shards);
+	free(sn->dir);
+}
+
+static size_t
+rlen(const struct km_shardmap *m, const char *key)
+{
+	return km_shardmap_route_len(m, (const uint8_t *)key, strlen(key));
+}
+
+static void
+test_route_len(void **state)
+{
+	struct km_shardmap *d1 = make_map(1, 1, '/', 1);
+	struct km_shardmap *d2 = make_map(1, 1, '/', 2);
+	struct km_shardmap *colon = make_map(1, 1, ':', 1);
+
+	(void)state;
+	assert_int_equal(rlen(d1, "user42/cart"), 6);
+	assert_int_equal(rlen(d1, "user42/orders/17"), 6);
+	assert_int_equal(rlen(d1, "user42"), 6);
+	assert_int_equal(rlen(d1, "/x"), 0); /* empty first component */
+	assert_int_equal(rlen(d1, "x/"), 1);
+	assert_int_equal(rlen(d1, "//"), 0);
+	assert_int_equal(rlen(d1, ""), 0);
+	assert_int_equal(km_shardmap_route_len(d1, NULL, 0), 0);
+
+	assert_int_equal(rlen(d2, "a/b/c"), 3);
+	assert_int_equal(rlen(d2, "a/b"), 3); /* fewer components than depth: whole key */
+	assert_int_equal(rlen(d2, "a"), 1);
+	assert_int_equal(rlen(d2, "a//c"), 2);
+	assert_int_equal(rlen(d2, "/x/y"), 2);
+	assert_int_equal(rlen(d2, "//"), 1);
+	assert_int_equal(rlen(d2, "user42/orders/17/x"), 13);
+
+	/* only the configured separator counts */
+	assert_int_equal(rlen(colon, "a/b:c"), 3);
+	assert_int_equal(rlen(colon, "a/b/c"), 5);
+
+	/* a separator byte past the given length is not part of the key */
+	assert_int_equal(km_shardmap_route_len(d1, (const uint8_t *)"abc/d", 3), 3);
+
+	km_shardmap_free(d1);
+	km_shardmap_free(d2);
+	km_shardmap_free(colon);
+}
+
+static uint64_t
+khash(const struct km_shardmap *m, const char *key)
+{
+	return km_shardmap_hash(m, (const uint8_t *)key, strlen(key));
+}
+
+static void
+test_hash(void **state)
+{
+	struct km_shardmap *m = make_map(1024, 8, '/', 1);
+	struct km_shardmap *m2 = make_map(1024, 8, '/', 2);
+	static const char *const same[] = {"user42", "user42/cart", "user42/orders/17", "user42/"};
+	char key[64];
+	uint64_t seed = 7;
+	unsigned int i, j;
+
+	(void)state;
+	assert_int_equal(khash(m, "user42/cart"), XXH3_64bits("user42", 6));
+	assert_int_equal(khash(m, "plain"), XXH3_64bits("plain", 5));
+	assert_int_equal(khash(m2, "a/b/c"), XXH3_64bits("a/b", 3));
+	assert_int_equal(khash(m, "/x"), XXH3_64bits("", 0));
+	assert_int_not_equal(khash(m, "user42/cart"), khash(m, "user43/cart"));
+
+	for (i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+		assert_int_equal(khash(m, same[i]), khash(m, same[0]));
+		assert_ptr_equal(km_shardmap_lookup(m, khash(m, same[i])),
+			km_shardmap_lookup(m, khash(m, same[0])));
+	}
+	/* many entities, many sub-keys each: one shard per entity */
+	for (i = 0; i < 1000; i++) {
+		uint64_t ent = rng_next(&seed);
+		const struct km_shard *s;
+
+		snprintf(key, sizeof(key), "e%llx", (unsigned long long)ent);
+		s = km_shardmap_lookup(m, khash(m, key));
+		for (j = 0; j < 5; j++) {
+			snprintf(key, sizeof(key), "e%llx/%u/%llx", (unsigned long long)ent, j,
+				(unsigned long long)rng_next(&seed));
+			assert_ptr_equal(km_shardmap_lookup(m, khash(m, key)), s);
+		}
+	}
+	km_shardmap_free(m);
+	km_shardmap_free(m2);
+}
+
+static void
+test_create(void **state)
+{
+	static const uint32_t sizes[] = {1, 2, 16, 1024};
+	unsigned int k;
+
+	(void)state;
+	for (k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		uint32_t n = sizes[k];
+		struct km_shardmap *m = make_map(n, 5, '/', 1);
+		unsigned int g = km_shard_depth(n);
+		uint64_t seed = 100 + k;
+		uint32_t i;
+
+		assert_int_equal(m->epoch, 1);
+		assert_int_equal(m->nb_shards, n);
+		assert_int_equal(m->global_depth, g);
+		assert_int_equal(m->nb_workers, 5);
+		assert_int_equal(m->udp_port_base, 9000);
+		assert_int_equal(m->route_sep, '/');
+		assert_int_equal(m->route_depth, 1);
+		for (i = 0; i < n; i++) {
+			/* slot i belongs to the shard with prefix i */
+			assert_int_equal(m->dir[i], i);
+			assert_int_equal(m->shards[i].id, (uint64_t)n | i);
+			assert_int_equal(m->shards[i].index, i);
+			assert_int_equal(m->shards[i].moved, 0);
+			assert_int_equal(m->shards[i].owner, km_jump_hash(n | i, 5));
+		}
+		for (i = 0; i < 10000; i++) {
+			uint64_t h = rng_next(&seed);
+			const struct km_shard *s = km_shardmap_lookup(m, h);
+
+			if (g > 0)
+				assert_int_equal(id_prefix(s->id), h >> (64 - g));
+			else
+				assert_int_equal(s->id, 1);
+		}
+		check_map(m, seed, 1000);
+		km_shardmap_free(m);
+	}
+}
+
+static void
+test_create_invalid(void **state)
+{
+	struct km_shardmap_params ok = {
+		.nb_shards = 4, .nb_workers = 2, .route_sep = '/', .route_depth = 1};
+	struct km_shardmap_params p;
+	struct km_shardmap *m = NULL;
+
+	(void)state;
+	p = ok;
+	p.nb_shards = 0;
+	assert_int_equal(km_shardmap_create(&p, &m), -EINVAL);
+	p.nb_shards = 3;
+	assert_int_equal(km_shardmap_create(&p, &m), -EINVAL);
+	p.nb_shards = 1u << (KM_SHARD_DEPTH_MAX + 1);
+	assert_int_equal(km_shardmap_create(&p, &m), -EINVAL);
+	p = ok;
+	p.nb_workers = 0;
+	assert_int_equal(km_shardmap_create(&p, &m), -EINVAL);
+	p.nb_workers = KM_WORKERS_MAX + 1;
+	assert_int_equal(km_shardmap_create(&p, &m), -EINVAL);
+	p = ok;
+	p.route_depth = 0;
+	assert_int_equal(km_shardmap_create(&p, &m), -EINVAL);
+	p = ok;
+	p.route_sep = 0;
+	assert_int_equal(km_shardmap_create(&p, &m), -EINVAL);
+	assert_int_equal(km_shardmap_create(NULL, &m), -EINVAL);
+	assert_int_equal(km_shardmap_create(&ok, NULL), -EINVAL);
+	assert_null(m);
+
+	p = ok;
+	p.nb_workers = KM_WORKERS_MAX;
+	assert_int_equal(km_shardmap_create(&p, &m), 0);
+	km_shardmap_free(m);
+	km_shardmap_free(NULL);
+}
+
+#define NB_KEYS 100000
+
+static void
+test_split(void **state)
+{
+	struct km_shardmap *m = make_map(16, 4, '/', 1), *n = NULL, *n2 = NULL;
+	uint64_t *hashes = malloc(NB_KEYS * sizeof(*hashes));
+	uint64_t *before = malloc(NB_KEYS * sizeof(*before));
+	const uint64_t victim = 16 | 5;
+	struct snapshot sn;
+	unsigned int moved = 0, i;
+	uint64_t seed = 42;
+	char key[48];
+
+	(void)state;
+	assert_non_null(hashes);
+	assert_non_null(before);
+	for (i = 0; i < NB_KEYS; i++) {
+		snprintf(key, sizeof(key), "k%llx/v", (unsigned long long)rng_next(&seed));
+		hashes[i] = khash(m, key);
+		before[i] = km_shardmap_lookup(m, hashes[i])->id;
+	}
+
+	snap_take(&sn, m);
+	assert_int_equal(km_shardmap_split(m, victim, &n), 0);
+	snap_check(&sn, m);
+	assert_int_equal(n->epoch, m->epoch + 1);
+	assert_int_equal(n->nb_shards, 17);
+	assert_int_equal(n->global_depth, 5);
+	assert_null(km_shardmap_find(n, victim));
+	assert_non_null(km_shardmap_find(n, 2 * victim));
+	assert_non_null(km_shardmap_find(n, 2 * victim + 1));
+	check_map(n, 1, 10000);
+
+	for (i = 0; i < NB_KEYS; i++) {
+		const struct km_shard *s = km_shardmap_lookup(n, hashes[i]);
+
+		assert_ptr_equal(s, ref_lookup(n, hashes[i]));
+		if (before[i] == victim) {
+			/* the child is chosen by the next hash bit below the parent's */
+			assert_int_equal(s->id, 2 * victim + ((hashes[i] >> (64 - 5)) & 1));
+			moved++;
+		} else {
+			assert_int_equal(s->id, before[i]);
+		}
+	}
+	/* about 1/16 of the keys were in the split shard */
+	assert_true(moved > NB_KEYS / 32 && moved < NB_KEYS / 8);
+
+	/* splitting a shard shallower than the directory does not grow it */
+	assert_int_equal(km_shardmap_split(n, 16 | 9, &n2), 0);
+	assert_int_equal(n2->global_depth, 5);
+	assert_int_equal(n2->epoch, 3);
+	check_map(n2, 2, 10000);
+
+	/* errors */
+	assert_int_equal(km_shardmap_split(n, victim, &n2), -ENOENT);
+	assert_int_equal(km_shardmap_split(n, 0, &n2), -ENOENT);
+	assert_int_equal(km_shardmap_split(n, 1, &n2), -ENOENT);
+	assert_int_equal(km_shardmap_split(n, 4 * victim, &n2), -ENOENT);
+
+	free(hashes);
+	free(before);
+	km_shardmap_free(m);
+	km_shardmap_free(n);
+	km_shardmap_free(n2);
+}
+
+static void
+test_split_depth_limit(void **state)
+{
+	/* A comb reaching the maximum depth: (1 << d) | 1 for every d, plus the deepest
+	 * all-zero-prefix shard. */
+	uint64_t ids[KM_SHARD_DEPTH_MAX + 1];
+	uint16_t owners[KM_SHARD_DEPTH_MAX + 1];
+	struct km_shardmap *m = NULL, *n = NULL;
+	unsigned int d;
+
+	(void)state;
+	for (d = 1; d <= KM_SHARD_DEPTH_MAX; d++) {
+		ids[d - 1] = ((uint64_t)1 << d) | 1;
+		owners[d - 1] = KM_OWNER_JUMP;
+	}
+	ids[KM_SHARD_DEPTH_MAX] = (uint64_t)1 << KM_SHARD_DEPTH_MAX;
+	owners[KM_SHARD_DEPTH_MAX] = KM_OWNER_JUMP;
+	assert_int_equal(
+		km_shardmap_from_list(1, 2, 0, '/', 1, ids, owners, KM_SHARD_DEPTH_MAX + 1, &m), 0);
+	assert_int_equal(m->global_depth, KM_SHARD_DEPTH_MAX);
+	assert_int_equal(km_shardmap_split(m, ids[KM_SHARD_DEPTH_MAX], &n), -ERANGE);
+	assert_int_equal(km_shardmap_split(m, ids[KM_SHARD_DEPTH_MAX - 1], &n), -ERANGE);
+	/* one level up still splits */
+	assert_int_equal(km_shardmap_split(m, ids[KM_SHARD_DEPTH_MAX - 2], &n), 0);
+	assert_int_equal(n->global_depth, KM_SHARD_DEPTH_MAX);
+	km_shardmap_free(n);
+	/* merging the deepest pair shrinks the directory by one level */
+	assert_int_equal(km_shardmap_merge(m, ids[KM_SHARD_DEPTH_MAX], &n), 0);
+	assert_int_equal(n->global_depth, KM_SHARD_DEPTH_MAX - 1);
+	check_map(n, 3, 1000);
+	km_shardmap_free(n);
+	km_shardmap_free(m);
+}
+
+static void
+assert_same_shards(const struct km_shardmap *a, const struct km_shardmap *b)
+{
+	uint32_t i;
+
+	assert_int_equal(a->nb_shards, b->nb_shards);
+	assert_int_equal(a->global_depth, b->global_depth);
+	for (i = 0; i < a->nb_shards; i++) {
+		assert_int_equal(a->shards[i].id, b->shards[i].id);
+		assert_int_equal(a->shards[i].owner, b->shards[i].owner);
+		assert_int_equal(a->shards[i].moved, b->shards[i].moved);
+		assert_int_equal(a->shards[i].index, b->shards[i].index);
+	}
+	assert_memory_equal(a->dir, b->dir, ((size_t)1 << a->global_depth) * sizeof(a->dir[0]));
+}
+
+static void
+test_merge(void **state)
+{
+	struct km_shardmap *m = make_map(8, 3, '/', 1), *s1 = NULL, *s2 = NULL, *mg = NULL;
+	struct km_shardmap *one = make_map(1, 3, '/', 1), *x = NULL;
+	struct snapshot sn;
+
+	(void)state;
+	assert_int_equal(km_shardmap_split(m, 8 | 3, &s1), 0);
+	assert_int_equal(s1->global_depth, 4);
+	snap_take(&sn, s1);
+	/* either child names the pair */
+	assert_int_equal(km_shardmap_merge(s1, 2 * (8 | 3) + 1, &mg), 0);
+	snap_check(&sn, s1);
+	assert_int_equal(mg->epoch, 3);
+	assert_same_shards(mg, m); /* directory shrinks back to depth 3 */
+	check_map(mg, 4, 1000);
+	km_shardmap_free(mg);
+	assert_int_equal(km_shardmap_merge(s1, 2 * (8 | 3), &mg), 0);
+	assert_same_shards(mg, m);
+	km_shardmap_free(mg);
+
+	/* merging two original shards into a depth-2 one */
+	assert_int_equal(km_shardmap_merge(m, 8 | 6, &mg), 0);
+	assert_int_equal(mg->nb_shards, 7);
+	assert_non_null(km_shardmap_find(mg, 4 | 3));
+	assert_null(km_shardmap_find(mg, 8 | 6));
+	assert_null(km_shardmap_find(mg, 8 | 7));
+	check_map(mg, 5, 1000);
+	km_shardmap_free(mg);
+
+	/* errors */
+	assert_int_equal(km_shardmap_merge(one, 1, &x), -EINVAL); /* depth 0 */
+	assert_int_equal(km_shardmap_merge(m, 1, &x), -EINVAL);
+	assert_int_equal(km_shardmap_merge(m, 0, &x), -ENOENT);
+	assert_int_equal(km_shardmap_merge(m, 4 | 1, &x), -ENOENT);  /* parent, not a shard */
+	assert_int_equal(km_shardmap_merge(m, 16, &x), -ENOENT);     /* deeper than dir */
+	assert_int_equal(km_shardmap_merge(s1, 8 | 3, &x), -ENOENT); /* was split */
+	/* buddy 8|3 is split further: 8|2 cannot merge */
+	assert_int_equal(km_shardmap_merge(s1, 8 | 2, &x), -EINVAL);
+	assert_null(x);
+
+	/* merge of a map down to one shard */
+	km_shardmap_free(one);
+	one = make_map(2, 3, '/', 1);
+	assert_int_equal(km_shardmap_merge(one, 2, &x), 0);
+	assert_int_equal(x->nb_shards, 1);
+	assert_int_equal(x->global_depth, 0);
+	assert_int_equal(x->shards[0].id, 1);
+	assert_int_equal(km_shardmap_lookup(x, UINT64_MAX)->id, 1);
+
+	/* s2: split both halves of a shard's children to see that nothing else moves */
+	assert_int_equal(km_shardmap_split(s1, 2 * (8 | 3), &s2), 0);
+	check_map(s2, 6, 1000);
+
+	km_shardmap_free(m);
+	km_shardmap_free(s1);
+	km_shardmap_free(s2);
+	km_shardmap_free(one);
+	km_shardmap_free(x);
+}
+
+static void
+test_random_split_merge(void **state)
+{
+	struct km_shardmap *m = make_map(4, 7, '/', 1);
+	uint64_t seed = 0x5eed;
+	unsigned int step, splits = 0, merges = 0, refused = 0;
+
+	(void)state;
+	for (step = 0; step < 1000; step++) {
+		uint64_t r = rng_next(&seed);
+		const struct km_shard *s = &m->shards[r % m->nb_shards];
+		unsigned int d = km_shard_depth(s->id);
+		struct km_shardmap *n = NULL;
+		uint64_t id = s->id;
+		struct snapshot sn;
+		int rc;
+
+		snap_take(&sn, m);
+		if (((r >> 32) & 1) && d < 12) {
+			assert_int_equal(km_shardmap_split(m, id, &n), 0);
+			assert_int_equal(n->nb_shards, m->nb_shards + 1);
+			splits++;
+		} else if ((r >> 33) % 16 == 0) {
+			/* occasionally give a shard an explicit owner */
+			assert_int_equal(km_shardmap_move(m, id, (r >> 40) % 7, &n), 0);
+		} else {
+			rc = km_shardmap_merge(m, id, &n);
+			if (d == 0 || km_shardmap_find(m, id ^ 1) == NULL) {
+				assert_int_equal(rc, -EINVAL);
+				refused++;
+				snap_check(&sn, m);
+				continue;
+			}
+			assert_int_equal(rc, 0);
+			assert_int_equal(n->nb_shards, m->nb_shards - 1);
+			merges++;
+		}
+		snap_check(&sn, m);
+		assert_int_equal(n->epoch, m->epoch + 1);
+		check_map(n, r, 200);
+		km_shardmap_free(m);
+		m = n;
+	}
+	/* the walk really exercised both directions */
+	assert_true(splits > 100);
+	assert_true(merges > 100);
+	assert_true(refused > 10);
+	km_shardmap_free(m);
+}
+
+static void
+test_jump_hash(void **state)
+{
+	uint64_t *keys = malloc(NB_KEYS * sizeof(*keys));
+	uint64_t seed = 99;
+	uint32_t n;
+	unsigned int i;
+
+	(void)state;
+	assert_non_null(keys);
+	/* published values of the reference implementation (as used by ClickHouse) */
+	assert_int_equal(km_jump_hash(1, 1), 0);
+	assert_int_equal(km_jump_hash(42, 57), 43);
+	assert_int_equal(km_jump_hash(256, 1024), 520);
+	assert_int_equal(km_jump_hash(3735883980ULL, 1), 0);
+	assert_int_equal(km_jump_hash(3735883980ULL, 666), 361);
+	assert_int_equal(km_jump_hash(16045690984833335023ULL, 255), 237);
+
+	for (i = 0; i < NB_KEYS; i++)
+		keys[i] = rng_next(&seed);
+	for (n = 1; n <= 1000; n += (n < 20 ? 1 : 97)) {
+		for (i = 0; i < 1000; i++)
+			assert_true(km_jump_hash(keys[i], n) < n);
+	}
+	for (n = 1; n <= 16; n++) {
+		double expected = (double)NB_KEYS / (n + 1);
+		unsigned int changed = 0;
+
+		for (i = 0; i < NB_KEYS; i++) {
+			uint32_t a = km_jump_hash(keys[i], n), b = km_jump_hash(keys[i], n + 1);
+
+			if (a != b) {
+				assert_int_equal(b, n); /* only ever to the new bucket */
+				changed++;
+			}
+		}
+		assert_true(changed > 0.5 * expected && changed < 1.5 * expected);
+	}
+	free(keys);
+}
+
+static void
+test_move(void **state)
+{
+	struct km_shardmap *m = make_map(4, 4, '/', 1), *mv = NULL, *sp = NULL, *mg = NULL;
+	struct km_shardmap *x = NULL;
+	const uint64_t id = 4 | 2;
+	uint16_t target = (uint16_t)((km_jump_hash(id, 4) + 1) % 4);
+	struct snapshot sn;
+
+	(void)state;
+	snap_take(&sn, m);
+	assert_int_equal(km_shardmap_move(m, id, target, &mv), 0);
+	snap_check(&sn, m);
+	assert_int_equal(mv->epoch, 2);
+	assert_int_equal(km_shardmap_find(mv, id)->owner, target);
+	assert_int_equal(km_shardmap_find(mv, id)->moved, 1);
+	assert_int_equal(km_shardmap_find(m, id)->moved, 0);
+	/* others keep their jump-hash owner */
+	assert_int_equal(km_shardmap_find(mv, 4 | 1)->moved, 0);
+	check_map(mv, 7, 1000);
+
+	/* children inherit the explicit owner */
+	assert_int_equal(km_shardmap_split(mv, id, &sp), 0);
+	assert_int_equal(km_shardmap_find(sp, 2 * id)->owner, target);
+	assert_int_equal(km_shardmap_find(sp, 2 * id)->moved, 1);
+	assert_int_equal(km_shardmap_find(sp, 2 * id + 1)->owner, target);
+	assert_int_equal(km_shardmap_find(sp, 2 * id + 1)->moved, 1);
+	check_map(sp, 8, 1000);
+
+	/* and give it back to the parent when merged */
+	assert_int_equal(km_shardmap_merge(sp, 2 * id + 1, &mg), 0);
+	assert_int_equal(km_shardmap_find(mg, id)->owner, target);
+	assert_int_equal(km_shardmap_find(mg, id)->moved, 1);
+	km_shardmap_free(mg);
+	km_shardmap_free(sp);
+
+	/* only the upper child moved: the parent takes the lower child's owner */
+	assert_int_equal(km_shardmap_split(m, id, &sp), 0);
+	assert_int_equal(km_shardmap_move(sp, 2 * id + 1, 3, &x), 0);
+	assert_int_equal(km_shardmap_merge(x, 2 * id, &mg), 0);
+	assert_int_equal(km_shardmap_find(mg, id)->owner, km_jump_hash(2 * id, 4));
+	assert_int_equal(km_shardmap_find(mg, id)->moved, 1);
+	km_shardmap_free(mg);
+	km_shardmap_free(x);
+	x = NULL;
+	/* neither moved: jump hash of the parent */
+	assert_int_equal(km_shardmap_merge(sp, 2 * id, &mg), 0);
+	assert_int_equal(km_shardmap_find(mg, id)->owner, km_jump_hash(id, 4));
+	assert_int_equal(km_shardmap_find(mg, id)->moved, 0);
+	km_shardmap_free(mg);
+	km_shardmap_free(sp);
+
+	/* errors */
+	assert_int_equal(km_shardmap_move(m, id, 4, &x), -EINVAL);
+	assert_int_equal(km_shardmap_move(m, id, KM_OWNER_JUMP, &x), -EINVAL);
+	assert_int_equal(km_shardmap_move(m, 2, 0, &x), -ENOENT);
+	assert_int_equal(km_shardmap_move(m, 0, 0, &x), -ENOENT);
+	assert_null(x);
+
+	km_shardmap_free(mv);
+	km_shardmap_free(m);
+}
+
+static void
+test_find(void **state)
+{
+	struct km_shardmap *m = make_map(4, 2, '/', 1), *n = NULL;
+
+	(void)state;
+	assert_int_equal(km_shardmap_split(m, 4 | 1, &n), 0);
+	/* shards: 4, 10, 11, 6, 7 at global depth 3 */
+	assert_int_equal(km_shardmap_find(n, 4)->index, 0);
+	assert_int_equal(km_shardmap_find(n, 10)->index, 1);
+	assert_int_equal(km_shardmap_find(n, 11)->index, 2);
+	assert_int_equal(km_shardmap_find(n, 6)->index, 3);
+	assert_int_equal(km_shardmap_find(n, 7)->index, 4);
+	assert_null(km_shardmap_find(n, 0));
+	assert_null(km_shardmap_find(n, 1));
+	assert_null(km_shardmap_find(n, 2)); /* ancestors */
+	assert_null(km_shardmap_find(n, 5));
+	assert_null(km_shardmap_find(n, 8)); /* descendant of 4, same depth as dir */
+	assert_null(km_shardmap_find(n, 9));
+	assert_null(km_shardmap_find(n, 12));
+	assert_null(km_shardmap_find(n, 20)); /* deeper than the directory */
+	assert_null(km_shardmap_find(n, UINT64_MAX));
+	assert_null(km_shardmap_find(n, (uint64_t)1 << 63));
+	km_shardmap_free(m);
+	km_shardmap_free(n);
+}
+
+static int
+from_list(const uint64_t *ids, const uint16_t *owners, uint32_t nb, struct km_shardmap **out)
+{
+	return km_shardmap_from_list(9, 4, 7000, '/', 1, ids, owners, nb, out);
+}
+
+static void
+test_from_list(void **state)
+{
+	/* unsorted on purpose: from_list sorts by slot */
+	static const uint64_t ids[] = {7, 2, 13, 12};
+	static const uint16_t owners[] = {KM_OWNER_JUMP, 3, KM_OWNER_JUMP, 0};
+	static const uint64_t overlap[] = {2, 3, 4};
+	static const uint64_t gap[] = {2, 6};
+	static const uint64_t dup[] = {2, 2, 3};
+	static const uint64_t nested[] = {1, 2, 3};
+	/* overlap and gap of the same size: the total adds up, the tiling does not */
+	static const uint64_t dup_gap[] = {4, 4, 3};
+	static const uint64_t dup_gap2[] = {2, 12, 12, 7};
+	static const uint64_t too_deep[] = {(uint64_t)1 << (KM_SHARD_DEPTH_MAX + 1)};
+	static const uint64_t zero[] = {0};
+	static const uint64_t one[] = {1};
+	static const uint16_t jump4[] = {
+		KM_OWNER_JUMP, KM_OWNER_JUMP, KM_OWNER_JUMP, KM_OWNER_JUMP};
+	static const uint16_t bad_owner[] = {KM_OWNER_JUMP, 4, KM_OWNER_JUMP, KM_OWNER_JUMP};
+	struct km_shardmap *m = NULL;
+
+	(void)state;
+	assert_int_equal(from_list(ids, owners, 4, &m), 0);
+	assert_int_equal(m->epoch, 9);
+	assert_int_equal(m->nb_workers, 4);
+	assert_int_equal(m->udp_port_base, 7000);
+	assert_int_equal(m->global_depth, 3);
+	assert_int_equal(m->shards[0].id, 2);
+	assert_int_equal(m->shards[0].owner, 3);
+	assert_int_equal(m->shards[0].moved, 1);
+	assert_int_equal(m->shards[1].id, 12);
+	assert_int_equal(m->shards[1].owner, 0);
+	assert_int_equal(m->shards[1].moved, 1);
+	assert_int_equal(m->shards[2].id, 13);
+	assert_int_equal(m->shards[2].owner, km_jump_hash(13, 4));
+	assert_int_equal(m->shards[2].moved, 0);
+	assert_int_equal(m->shards[3].id, 7);
+	assert_int_equal(m->shards[3].moved, 0);
+	check_map(m, 10, 1000);
+	km_shardmap_free(m);
+	m = NULL;
+
+	assert_int_equal(from_list(one, jump4, 1, &m), 0);
+	assert_int_equal(m->global_depth, 0);
+	km_shardmap_free(m);
+	m = NULL;
+
+	assert_int_equal(from_list(overlap, jump4, 3, &m), -EINVAL);
+	assert_int_equal(from_list(gap, jump4, 2, &m), -EINVAL);
+	assert_int_equal(from_list(dup, jump4, 3, &m), -EINVAL);
+	assert_int_equal(from_list(nested, jump4, 3, &m), -EINVAL);
+	assert_int_equal(from_list(dup_gap, jump4, 3, &m), -EINVAL);
+	assert_int_equal(from_list(dup_gap2, jump4, 4, &m), -EINVAL);
+	assert_int_equal(from_list(ids, jump4, 3, &m), -EINVAL); /* one missing */
+	assert_int_equal(from_list(ids, bad_owner, 4, &m), -EINVAL);
+	assert_int_equal(from_list(too_deep, jump4, 1, &m), -EINVAL);
+	assert_int_equal(from_list(zero, jump4, 1, &m), -EINVAL);
+	assert_int_equal(from_list(ids, owners, 0, &m), -EINVAL);
+	assert_int_equal(km_shardmap_from_list(1, 0, 0, '/', 1, ids, owners, 4, &m), -EINVAL);
+	assert_int_equal(km_shardmap_from_list(1, 4, 0, '/', 0, ids, owners, 4, &m), -EINVAL);
+	assert_int_equal(km_shardmap_from_list(1, 4, 0, 0, 1, ids, owners, 4, &m), -EINVAL);
+	assert_int_equal(km_shardmap_from_list(1, 4, 0, '/', 1, NULL, owners, 4, &m), -EINVAL);
+	assert_null(m);
+}
+
+/* A map with uneven depths and a few explicit owners. */
+static struct km_shardmap *
+make_busy_map(uint64_t seed)
+{
+	struct km_shardmap *m = make_map(8, 6, ':', 2);
+	unsigned int i;
+
+	for (i = 0; i < 40; i++) {
+		uint64_t r = rng_next(&seed);
+		uint64_t id = m->shards[r % m->nb_shards].id;
+		struct km_shardmap *n = NULL;
+
+		if (i % 5 == 4)
+			assert_int_equal(km_shardmap_move(m, id, (r >> 32) % 6, &n), 0);
+		else
+			assert_int_equal(km_shardmap_split(m, id, &n), 0);
+		km_shardmap_free(m);
+		m = n;
+	}
+	return m;
+}
+
+static void
+test_encode_decode(void **state)
+{
+	struct km_shardmap *m = make_busy_map(11), *r = NULL;
+	uint64_t *ids = malloc(m->nb_shards * sizeof(*ids));
+	uint16_t *owners = malloc(m->nb_shards * sizeof(*owners));
+	struct km_map_chunk c;
+	uint8_t buf[64];
+	uint32_t first = 0, i, chunks = 0;
+	size_t len;
+
+	(void)state;
+	assert_non_null(ids);
+	assert_non_null(owners);
+	assert_int_equal(m->nb_shards, 8 + 32);
+	while ((len = km_shardmap_encode(m, first, buf, sizeof(buf))) > 0) {
+		assert_true(len <= sizeof(buf));
+		assert_int_equal(km_shardmap_decode_chunk(buf, len, &c), 0);
+		assert_int_equal(c.epoch, m->epoch);
+		assert_int_equal(c.nb_workers, 6);
+		assert_int_equal(c.udp_port_base, 9000);
+		assert_int_equal(c.route_sep, ':');
+		assert_int_equal(c.route_depth, 2);
+		assert_int_equal(c.nb_shards, m->nb_shards);
+		assert_int_equal(c.first, first);
+		/* (64 - 22) / 8 = 5 entries per full chunk */
+		assert_true(c.count == 5 || first + c.count == m->nb_shards);
+		assert_int_equal(len, KM_MAP_HDR_LEN + c.count * KM_MAP_ENTRY_LEN);
+		for (i = 0; i < c.count; i++) {
+			const uint8_t *e = c.entries + i * KM_MAP_ENTRY_LEN;
+			uint16_t flags = km_get16(e + 6);
+
+			ids[first + i] = km_get32(e);
+			assert_int_equal(km_get16(e + 4), m->shards[first + i].owner);
+			owners[first + i] = (flags & 1) ? km_get16(e + 4) : KM_OWNER_JUMP;
+		}
+		first += c.count;
+		chunks++;
+	}
+	assert_int_equal(first, m->nb_shards);
+	assert_int_equal(chunks, 8);
+
+	assert_int_equal(km_shardmap_from_list(c.epoch, c.nb_workers, c.udp_port_base, c.route_sep,
+				 c.route_depth, ids, owners, c.nb_shards, &r),
+		0);
+	assert_int_equal(r->epoch, m->epoch);
+	assert_int_equal(r->nb_workers, m->nb_workers);
+	assert_int_equal(r->udp_port_base, m->udp_port_base);
+	assert_int_equal(r->route_sep, m->route_sep);
+	assert_int_equal(r->route_depth, m->route_depth);
+	assert_same_shards(r, m);
+
+	/* explicit byte layout of the header */
+	len = km_shardmap_encode(m, 3, buf, KM_MAP_HDR_LEN + KM_MAP_ENTRY_LEN);
+	assert_int_equal(len, KM_MAP_HDR_LEN + KM_MAP_ENTRY_LEN);
+	assert_int_equal(km_get32(buf + 0), m->epoch);
+	assert_int_equal(km_get16(buf + 4), 6);
+	assert_int_equal(km_get16(buf + 6), 9000);
+	assert_int_equal(buf[8], ':');
+	assert_int_equal(buf[9], 2);
+	assert_int_equal(km_get16(buf + 10), 0);
+	assert_int_equal(km_get32(buf + 12), m->nb_shards);
+	assert_int_equal(km_get32(buf + 16), 3);
+	assert_int_equal(km_get16(buf + 20), 1);
+	assert_int_equal(km_get32(buf + 22), m->shards[3].id);
+	assert_int_equal(km_get16(buf + 26), m->shards[3].owner);
+	assert_int_equal(km_get16(buf + 28), m->shards[3].moved);
+
+	/* nothing to write */
+	assert_int_equal(km_shardmap_encode(m, m->nb_shards, buf, sizeof(buf)), 0);
+	assert_int_equal(km_shardmap_encode(m, UINT32_MAX, buf, sizeof(buf)), 0);
+	assert_int_equal(km_shardmap_encode(m, 0, buf, KM_MAP_HDR_LEN + KM_MAP_ENTRY_LEN - 1), 0);
+
+	free(ids);
+	free(owners);
+	km_shardmap_free(m);
+	km_shardmap_free(r);
+}
+
+static void
+test_decode_invalid(void **state)
+{
+	struct km_shardmap *m = make_map(16, 2, '/', 1);
+	struct km_map_chunk c;
+	uint8_t buf[KM_MAP_HDR_LEN + 4 * KM_MAP_ENTRY_LEN];
+	uint8_t bad[sizeof(buf)];
+	size_t len;
+
+	(void)state;
+	len = km_shardmap_encode(m, 10, buf, sizeof(buf));
+	assert_int_equal(len, sizeof(buf));
+	assert_int_equal(km_shardmap_decode_chunk(buf, len, &c), 0);
+	assert_int_equal(c.count, 4);
+	/* trailing bytes are tolerated */
+	memcpy(bad, buf, len);
+	km_put16(bad + 20, 3);
+	assert_int_equal(km_shardmap_decode_chunk(bad, len, &c), 0);
+	assert_int_equal(c.count, 3);
+
+	/* truncated: header or entries */
+	assert_int_equal(km_shardmap_decode_chunk(buf, 0, &c), -EINVAL);
+	assert_int_equal(km_shardmap_decode_chunk(buf, KM_MAP_HDR_LEN - 1, &c), -EINVAL);
+	assert_int_equal(km_shardmap_decode_chunk(buf, len - 1, &c), -EINVAL);
+	assert_int_equal(km_shardmap_decode_chunk(buf, KM_MAP_HDR_LEN, &c), -EINVAL);
+
+	/* count beyond the length */
+	memcpy(bad, buf, len);
+	km_put16(bad + 20, 5);
+	assert_int_equal(km_shardmap_decode_chunk(bad, len, &c), -EINVAL);
+	km_put16(bad + 20, UINT16_MAX);
+	assert_int_equal(km_shardmap_decode_chunk(bad, len, &c), -EINVAL);
+
+	/* entries beyond the map */
+	memcpy(bad, buf, len);
+	km_put32(bad + 16, 13);
+	assert_int_equal(km_shardmap_decode_chunk(bad, len, &c), -EINVAL);
+	km_put32(bad + 16, UINT32_MAX - 1); /* first + count wraps in 32 bits */
+	assert_int_equal(km_shardmap_decode_chunk(bad, len, &c), -EINVAL);
+	memcpy(bad, buf, len);
+	km_put32(bad + 12, 0);
+	assert_int_equal(km_shardmap_decode_chunk(bad, len, &c), -EINVAL);
+
+	/* map parameters from_list would refuse */
+	memcpy(bad, buf, len);
+	km_put16(bad + 4, 0);
+	assert_int_equal(km_shardmap_decode_chunk(bad, len, &c), -EINVAL);
+	memcpy(bad, buf, len);
+	bad[9] = 0;
+	assert_int_equal(km_shardmap_decode_chunk(bad, len, &c), -EINVAL);
+
+	km_shardmap_free(m);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_route_len),
+		cmocka_unit_test(test_hash),
+		cmocka_unit_test(test_create),
+		cmocka_unit_test(test_create_invalid),
+		cmocka_unit_test(test_split),
+		cmocka_unit_test(test_split_depth_limit),
+		cmocka_unit_test(test_merge),
+		cmocka_unit_test(test_random_split_merge),
+		cmocka_unit_test(test_jump_hash),
+		cmocka_unit_test(test_move),
+		cmocka_unit_test(test_find),
+		cmocka_unit_test(test_from_list),
+		cmocka_unit_test(test_encode_decode),
+		cmocka_unit_test(test_decode_invalid),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -442,8 +442,11 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 		break;
 	}
 	status = status_of_store_rc(p, rc);
-	/* Record every outcome, refusals too: a retried CAS must not see its own write as a
-	 * mismatch, nor a retried refused CAS succeed later. */
+	/* Record every definitive outcome, refusals too: a retried CAS must not see its own
+	 * write as a mismatch, nor a retried refused CAS succeed later. A server failure
+	 * (ERROR) changed nothing and may pass: its retry executes again. */
+	if (status == KM_ST_ERROR)
+		goto reply;
 	*d = (struct dedup_entry){
 		.src = src,
 		.req_id = req->hdr.req_id,
@@ -494,13 +497,13 @@ exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 			if (km_store_get(s, &k, &v) != 0) {
 				status = KM_ST_NOT_FOUND;
 				p->cnt.get_miss++;
-			} else {
-				p->cnt.get_hit++;
 			}
 		}
 		/* Entries whose value does not fit are marked; the client GETs them. */
 		if (status == KM_ST_OK && (size_t)(w - b) + KM_MGET_REP_ENTRY_HDR + v.len > lim)
 			status = KM_ST_TOO_LARGE;
+		else if (status == KM_ST_OK)
+			p->cnt.get_hit++;
 		if (status != KM_ST_OK)
 			v.len = 0;
 		if ((size_t)(w - b) + KM_MGET_REP_ENTRY_HDR + v.len > lim) {
@@ -512,7 +515,9 @@ exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 		w[0] = status;
 		km_put64(w + 1, v.version);
 		km_put16(w + 9, (uint16_t)v.len);
-		memcpy(w + KM_MGET_REP_ENTRY_HDR, v.data, v.len);
+		/* MOVED/NOT_FOUND entries have no data pointer: memcpy(NULL, 0) is undefined. */
+		if (v.len != 0)
+			memcpy(w + KM_MGET_REP_ENTRY_HDR, v.data, v.len);
 		w += KM_MGET_REP_ENTRY_HDR + v.len;
 	}
 	reply_hdr(&h, &req->hdr, KM_ST_OK, map->epoch);

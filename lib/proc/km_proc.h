@@ -97,8 +97,9 @@ const struct km_proc_counters *km_proc_counters(const struct km_proc *p);
  * @param route_hash out: routing hash of the (first) key, passed on to km_proc_execute
  *   so that the owner does not hash twice.
  * @return owner worker index, KM_TARGET_ANY, or KM_TARGET_MOVED. A request whose epoch
- *   is older than the map's and that was addressed to another worker than the owner is
- *   MOVED (the client re-fetches the map); otherwise it is handed to the owner.
+ *   differs from the map's (older, or from before a restart) and that was addressed to another
+ * worker than the owner is MOVED (the client re-fetches the map); otherwise it is handed to the
+ * owner.
  * @note Context: any worker, map held under RCU.
  */
 int km_proc_target(const struct km_shardmap *map, const struct km_msg *req, int port_worker,

@@ -1,0 +1,1303 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * Request processor tests: two workers over an 8-shard map with the mem store driver.
+ * Every request travels as a datagram (km_msg_build -> km_req_parse -> km_proc_target ->
+ * km_proc_execute -> km_reply_parse) and the reply is written over the request buffer,
+ * as keymapd does with its mbufs.
+ */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <km_proc.h>
+
+#define NB_WORKERS 2
+#define NB_SHARDS  8
+#define PORT_BASE  7000
+#define VALUE_MAX  1000
+#define SEED       0x6b6d70726f63ULL /* "kmproc" */
+
+#define MODEL_KEYS 500
+#define MODEL_OPS  20000
+
+struct env {
+	struct km_shardmap *map;
+	struct km_proc *proc[NB_WORKERS];
+};
+
+/* A request as a client would describe it. */
+struct req {
+	uint8_t op;
+	const char *key;
+	const void *val;
+	uint32_t val_len;
+	uint64_t version;
+	uint64_t req_id;
+	uint64_t src;
+};
+
+/* The reply, parsed in place: msg points into buf, the buffer the request was sent in. */
+struct rep {
+	uint8_t buf[KM_DGRAM_MAX];
+	size_t len;
+	struct km_msg msg;
+	int worker;
+};
+
+static uint64_t
+rnd_next(uint64_t *s)
+{
+	*s ^= *s >> 12;
+	*s ^= *s << 25;
+	*s ^= *s >> 27;
+	return *s * 0x2545f4914f6cdd1dULL;
+}
+
+static int
+proc_new(uint16_t worker, struct km_proc **out)
+{
+	struct km_proc_params pp = {
+		.worker = worker,
+		.value_max = VALUE_MAX,
+		.store_driver = "mem",
+	};
+
+	return km_proc_create(&pp, out);
+}
+
+static int
+env_setup(void **state)
+{
+	struct km_shardmap_params mp = {
+		.nb_shards = NB_SHARDS,
+		.nb_workers = NB_WORKERS,
+		.udp_port_base = PORT_BASE,
+		.route_sep = '/',
+		.route_depth = 1,
+	};
+	struct env *e = calloc(1, sizeof(*e));
+	uint32_t i;
+
+	if (e == NULL || km_shardmap_create(&mp, &e->map) != 0)
+		return -1;
+	for (i = 0; i < NB_WORKERS; i++)
+		if (proc_new((uint16_t)i, &e->proc[i]) != 0)
+			return -1;
+	/* Each worker creates the stores of the shards the map assigns it. */
+	for (i = 0; i < e->map->nb_shards; i++) {
+		const struct km_shard *sh = &e->map->shards[i];
+
+		if (km_proc_shard_add(e->proc[sh->owner], sh->id) != 0)
+			return -1;
+	}
+	*state = e;
+	return 0;
+}
+
+static int
+env_teardown(void **state)
+{
+	struct env *e = *state;
+	unsigned int i;
+
+	for (i = 0; i < NB_WORKERS; i++)
+		km_proc_destroy(e->proc[i]);
+	km_shardmap_free(e->map);
+	free(e);
+	return 0;
+}
+
+static const struct km_shard *
+shard_of(const struct km_shardmap *m, const char *key)
+{
+	return km_shardmap_lookup(m, km_shardmap_hash(m, (const uint8_t *)key, strlen(key)));
+}
+
+/* The i-th key of the form "<prefix><n>" that `worker` owns in map m. */
+static void
+key_owned(const struct km_shardmap *m, uint16_t worker, const char *prefix, unsigned int i,
+	char *key, size_t cap)
+{
+	unsigned int n;
+
+	for (n = 0;; n++) {
+		snprintf(key, cap, "%s%u", prefix, n);
+		if (shard_of(m, key)->owner == worker && i-- == 0)
+			return;
+	}
+}
+
+static size_t
+req_build(uint8_t *buf, size_t cap, const struct req *r, uint32_t epoch)
+{
+	struct km_hdr h = {
+		.magic = KM_PROTO_MAGIC,
+		.proto_ver = KM_PROTO_VERSION,
+		.op = r->op,
+		.key_len = r->key == NULL ? 0 : (uint16_t)strlen(r->key),
+		.val_len = r->val_len,
+		.epoch = epoch,
+		.req_id = r->req_id,
+		.version = r->version,
+	};
+	size_t n = km_msg_build(buf, cap, &h, r->key, r->val);
+
+	assert_true(n > 0);
+	return n;
+}
+
+/*
+ * Send r with map m as an up-to-date client would (epoch of m, port of the owner), run
+ * it on the worker km_proc_target() picks, reply written over the request buffer.
+ * Returns the reply status.
+ */
+static uint8_t
+call_map(struct env *e, const struct km_shardmap *m, const struct req *r, struct rep *out,
+	size_t cap)
+{
+	struct km_msg req;
+	uint64_t rh = 0;
+	size_t len;
+	int t;
+
+	assert_true(cap <= sizeof(out->buf));
+	len = req_build(out->buf, cap, r, m->epoch);
+	assert_int_equal(km_req_parse(out->buf, len, VALUE_MAX, &req), KM_ST_OK);
+	t = km_proc_target(m, &req, -1, &rh);
+	assert_true(t == KM_TARGET_ANY || (t >= 0 && t < NB_WORKERS));
+	out->worker = t == KM_TARGET_ANY ? 0 : t;
+	out->len = km_proc_execute(e->proc[out->worker], m, &req, rh, r->src, out->buf, cap);
+	assert_true(out->len >= KM_HDR_LEN && out->len <= cap);
+	assert_int_equal(km_reply_parse(out->buf, out->len, &out->msg), 0);
+	/* Every reply echoes op and request id and tells the map epoch. */
+	assert_int_equal(out->msg.hdr.op, r->op);
+	assert_int_equal(out->msg.hdr.req_id, r->req_id);
+	assert_int_equal(out->msg.hdr.epoch, m->epoch);
+	assert_int_equal(out->msg.hdr.key_len, 0);
+	return out->msg.hdr.status;
+}
+
+static uint8_t
+call(struct env *e, const struct req *r, struct rep *out)
+{
+	return call_map(e, e->map, r, out, KM_DGRAM_MAX);
+}
+
+/* Counter deltas: snapshot both workers, sum them. */
+static struct km_proc_counters
+cnt_sum(const struct env *e)
+{
+	struct km_proc_counters s;
+	uint64_t *d = (uint64_t *)&s;
+	unsigned int w, i;
+
+	memset(&s, 0, sizeof(s));
+	for (w = 0; w < NB_WORKERS; w++) {
+		const uint64_t *c = (const uint64_t *)km_proc_counters(e->proc[w]);
+
+		for (i = 0; i < KM_PROC_NB_COUNTERS; i++)
+			d[i] += c[i];
+	}
+	return s;
+}
+
+#define CNT_DELTA(e, before, name) (cnt_sum(e).name - (before).name)
+
+static void
+test_create(void **state)
+{
+	struct env *e = *state;
+	struct km_proc_params pp = {.value_max = VALUE_MAX, .store_driver = "mem"};
+	struct km_proc *p;
+	uint32_t total = 0, i, w;
+
+	for (w = 0; w < NB_WORKERS; w++) {
+		/* With 8 shards over 2 workers jump hash gives both some: the tests rely on it. */
+		assert_true(km_proc_nb_shards(e->proc[w]) > 0);
+		total += km_proc_nb_shards(e->proc[w]);
+	}
+	assert_int_equal(total, NB_SHARDS);
+	for (i = 0; i < e->map->nb_shards; i++) {
+		const struct km_shard *sh = &e->map->shards[i];
+
+		assert_non_null(km_proc_shard_store(e->proc[sh->owner], sh->id));
+		assert_null(km_proc_shard_store(e->proc[1 - sh->owner], sh->id));
+		assert_int_equal(km_proc_shard_add(e->proc[sh->owner], sh->id), -EEXIST);
+	}
+	assert_int_equal(km_proc_shard_add(e->proc[0], 0), -EINVAL);
+
+	pp.value_max = KM_VALUE_MAX + 1;
+	assert_int_equal(km_proc_create(&pp, &p), -EINVAL);
+	pp.value_max = VALUE_MAX;
+	pp.dedup_entries = 1000;
+	assert_int_equal(km_proc_create(&pp, &p), -EINVAL);
+	pp.dedup_entries = 1024;
+	pp.store_driver = "no-such-driver";
+	assert_int_equal(km_proc_create(&pp, &p), -ENOENT);
+	pp.store_driver = NULL;
+	assert_int_equal(km_proc_create(&pp, &p), -EINVAL);
+
+	/* Many shards on one worker: the shard table grows. */
+	pp.store_driver = "mem";
+	assert_int_equal(km_proc_create(&pp, &p), 0);
+	for (i = 0; i < 100; i++)
+		assert_int_equal(km_proc_shard_add(p, 1000 + i), 0);
+	assert_int_equal(km_proc_nb_shards(p), 100);
+	for (i = 0; i < 100; i++)
+		assert_non_null(km_proc_shard_store(p, 1000 + i));
+	assert_null(km_proc_shard_store(p, 999));
+	km_proc_destroy(p);
+	km_proc_destroy(NULL);
+
+	assert_int_equal(KM_PROC_NB_COUNTERS, sizeof(struct km_proc_counters) / 8);
+	assert_string_equal(km_proc_counter_names[0], "req_ping");
+	assert_string_equal(km_proc_counter_names[KM_PROC_NB_COUNTERS - 1], "store_error");
+	for (i = 0; i < KM_PROC_NB_COUNTERS; i++)
+		assert_non_null(km_proc_counter_help[i]);
+}
+
+/* km_proc_target() of a request for key with the given epoch and port. */
+static int
+target_of(const struct km_shardmap *m, uint8_t op, const char *key, uint32_t epoch, int port_worker)
+{
+	uint8_t buf[KM_DGRAM_MAX];
+	struct req r = {.op = op, .key = key, .req_id = 1};
+	uint8_t body[2 + 1 + KM_KEY_MAX];
+	struct km_msg msg;
+	uint64_t rh;
+	size_t len;
+
+	if (op == KM_OP_MGET) {
+		/* First key decides; a second key owned by anyone must not matter. */
+		size_t kl = strlen(key);
+
+		km_put16(body, 2);
+		body[2] = (uint8_t)kl;
+		memcpy(body + 3, key, kl);
+		body[3 + kl] = 1;
+		body[4 + kl] = 'z';
+		r.key = NULL;
+		r.val = body;
+		r.val_len = (uint32_t)(5 + kl);
+	}
+	if (op == KM_OP_PUT || op == KM_OP_CAS) {
+		r.val = "v";
+		r.val_len = 1;
+	}
+	len = req_build(buf, sizeof(buf), &r, epoch);
+	assert_int_equal(km_req_parse(buf, len, VALUE_MAX, &msg), KM_ST_OK);
+	return km_proc_target(m, &msg, port_worker, &rh);
+}
+
+static void
+test_target(void **state)
+{
+	static const uint8_t keyed[] = {KM_OP_GET, KM_OP_PUT, KM_OP_CAS, KM_OP_DEL, KM_OP_MGET};
+	struct env *e = *state;
+	const struct km_shard *sh;
+	struct km_shardmap *m2;
+	uint8_t buf[KM_DGRAM_MAX];
+	struct km_msg msg;
+	char key[32];
+	unsigned int i, k;
+	uint64_t rh;
+	size_t len;
+
+	/* Keys go to the owner of their shard; the route hash is the shard map's hash. */
+	for (i = 0; i < 200; i++) {
+		struct req r = {.op = KM_OP_GET, .key = key, .req_id = i};
+
+		snprintf(key, sizeof(key), i % 2 ? "key-%u" : "grp%u/item", i);
+		sh = shard_of(e->map, key);
+		for (k = 0; k < sizeof(keyed); k++)
+			assert_int_equal(
+				target_of(e->map, keyed[k], key, e->map->epoch, -1), sh->owner);
+		len = req_build(buf, sizeof(buf), &r, 0);
+		assert_int_equal(km_req_parse(buf, len, VALUE_MAX, &msg), KM_ST_OK);
+		assert_int_equal(km_proc_target(e->map, &msg, 1 - sh->owner, &rh), sh->owner);
+		assert_int_equal(rh, km_shardmap_hash(e->map, (const uint8_t *)key, strlen(key)));
+	}
+	/* Routing uses only the first component: "g/a" and "g/b" share an owner. */
+	assert_ptr_equal(shard_of(e->map, "g/a"), shard_of(e->map, "g/bbbbbbbb"));
+
+	for (i = 0; i < 2; i++) {
+		struct req r = {.op = i == 0 ? KM_OP_PING : KM_OP_MAP, .req_id = 9};
+
+		len = req_build(buf, sizeof(buf), &r, 1234);
+		assert_int_equal(km_req_parse(buf, len, VALUE_MAX, &msg), KM_ST_OK);
+		assert_int_equal(km_proc_target(e->map, &msg, 1, &rh), KM_TARGET_ANY);
+		assert_int_equal(km_proc_target(e->map, &msg, -1, &rh), KM_TARGET_ANY);
+	}
+
+	/*
+	 * MOVED rule on a map of epoch 2 (one shard moved): only a request that carries an
+	 * older non-zero epoch AND was sent to another worker's port than the owner's.
+	 */
+	key_owned(e->map, 0, "mv-", 0, key, sizeof(key));
+	sh = shard_of(e->map, key);
+	assert_int_equal(km_shardmap_move(e->map, sh->id, 1, &m2), 0);
+	assert_int_equal(m2->epoch, e->map->epoch + 1);
+	for (k = 0; k < sizeof(keyed); k++) {
+		uint8_t op = keyed[k];
+		uint32_t old = e->map->epoch, cur = m2->epoch;
+
+		assert_int_equal(target_of(m2, op, key, old, 0), KM_TARGET_MOVED);
+		assert_int_equal(target_of(m2, op, key, old, 1), 1);
+		assert_int_equal(target_of(m2, op, key, old, -1), 1);
+		assert_int_equal(target_of(m2, op, key, 0, 0), 1);
+		assert_int_equal(target_of(m2, op, key, cur, 0), 1);
+		/*
+		 * Any other epoch counts as stale, newer ones too: epochs restart at 1 with
+		 * the server, so a client's higher epoch may describe a map that is gone.
+		 */
+		assert_int_equal(target_of(m2, op, key, cur + 1, 0), KM_TARGET_MOVED);
+		assert_int_equal(target_of(m2, op, key, cur + 1, 1), 1);
+		/* The old map is still right for the other keys. */
+		for (i = 0; i < 20; i++) {
+			char other[32];
+
+			key_owned(m2, 0, "stay-", i, other, sizeof(other));
+			assert_int_equal(target_of(m2, op, other, old, 0), 0);
+			assert_int_equal(target_of(m2, op, other, old, 1), KM_TARGET_MOVED);
+		}
+	}
+	km_shardmap_free(m2);
+}
+
+static void
+test_get_put_cas_del(void **state)
+{
+	struct env *e = *state;
+	struct km_proc_counters c0 = cnt_sum(e);
+	struct rep rep, rep2;
+	uint64_t v1, v2, v3, v4;
+	char key[32], key2[32];
+	struct req r;
+	uint8_t out[KM_DGRAM_MAX];
+	struct km_msg req, alt;
+	uint64_t rh;
+	size_t len, n;
+
+	key_owned(e->map, 1, "basic-", 0, key, sizeof(key));
+	key_owned(e->map, 0, "basic-", 0, key2, sizeof(key2));
+
+	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 1, .src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_NOT_FOUND);
+	assert_int_equal(rep.worker, 1);
+	assert_int_equal(rep.msg.hdr.version, 0);
+	assert_int_equal(rep.msg.hdr.val_len, 0);
+
+	r = (struct req){
+		.op = KM_OP_PUT, .key = key, .val = "one", .val_len = 3, .req_id = 2, .src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_int_equal(rep.len, KM_HDR_LEN);
+	v1 = rep.msg.hdr.version;
+	assert_true(v1 > 0);
+
+	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 3, .src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_int_equal(rep.msg.hdr.version, v1);
+	assert_int_equal(rep.msg.hdr.val_len, 3);
+	assert_memory_equal(rep.msg.val, "one", 3);
+
+	/* The same GET into a separate buffer gives the same bytes as the aliased one. */
+	len = req_build(rep2.buf, sizeof(rep2.buf), &r, e->map->epoch);
+	assert_int_equal(km_req_parse(rep2.buf, len, VALUE_MAX, &req), KM_ST_OK);
+	assert_int_equal(km_proc_target(e->map, &req, 1, &rh), 1);
+	n = km_proc_execute(e->proc[1], e->map, &req, rh, 1, out, sizeof(out));
+	assert_int_equal(n, rep.len);
+	assert_memory_equal(out, rep.buf, n);
+	assert_int_equal(km_reply_parse(out, n, &alt), 0);
+
+	/* Unconditional PUT: versions increase. Empty values are values. */
+	r = (struct req){
+		.op = KM_OP_PUT, .key = key, .val = "", .val_len = 0, .req_id = 4, .src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	v2 = rep.msg.hdr.version;
+	assert_true(v2 > v1);
+	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 5, .src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_int_equal(rep.msg.hdr.val_len, 0);
+	assert_int_equal(rep.msg.hdr.version, v2);
+
+	/* CAS with the current version succeeds; with a stale one it reports the current. */
+	r = (struct req){.op = KM_OP_CAS,
+		.key = key,
+		.val = "two",
+		.val_len = 3,
+		.version = v2,
+		.req_id = 6,
+		.src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	v3 = rep.msg.hdr.version;
+	assert_true(v3 > v2);
+	r.req_id = 7;
+	r.val = "xxx";
+	assert_int_equal(call(e, &r, &rep), KM_ST_VERSION_MISMATCH);
+	assert_int_equal(rep.msg.hdr.version, v3);
+	/* CAS version 0 is create-only: refused on a present key, with its version. */
+	r = (struct req){.op = KM_OP_CAS,
+		.key = key,
+		.val = "new",
+		.val_len = 3,
+		.version = 0,
+		.req_id = 8,
+		.src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_VERSION_MISMATCH);
+	assert_int_equal(rep.msg.hdr.version, v3);
+	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 9, .src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_int_equal(rep.msg.hdr.version, v3);
+	assert_memory_equal(rep.msg.val, "two", 3);
+
+	/* ... and creates an absent key. CAS on an absent key with a version: mismatch, 0. */
+	r = (struct req){.op = KM_OP_CAS,
+		.key = key2,
+		.val = "c",
+		.val_len = 1,
+		.version = 0,
+		.req_id = 10,
+		.src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_int_equal(rep.worker, 0);
+	assert_true(rep.msg.hdr.version > 0);
+	r = (struct req){.op = KM_OP_CAS,
+		.key = "absent",
+		.val = "c",
+		.val_len = 1,
+		.version = 77,
+		.req_id = 11,
+		.src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_VERSION_MISMATCH);
+	assert_int_equal(rep.msg.hdr.version, 0);
+
+	/* Conditional DEL: wrong version refused with the current one; right one deletes. */
+	r = (struct req){.op = KM_OP_DEL, .key = key, .version = v3 + 100, .req_id = 12, .src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_VERSION_MISMATCH);
+	assert_int_equal(rep.msg.hdr.version, v3);
+	r = (struct req){.op = KM_OP_DEL, .key = key, .version = v3, .req_id = 13, .src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_int_equal(rep.msg.hdr.version, v3);
+	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 14, .src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_NOT_FOUND);
+	r = (struct req){.op = KM_OP_DEL, .key = key, .req_id = 15, .src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_NOT_FOUND);
+	r = (struct req){.op = KM_OP_DEL, .key = key, .version = v3, .req_id = 16, .src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_NOT_FOUND);
+
+	/* Re-created after a delete: a higher version than any before (no ABA). */
+	r = (struct req){
+		.op = KM_OP_PUT, .key = key, .val = "3", .val_len = 1, .req_id = 17, .src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	v4 = rep.msg.hdr.version;
+	assert_true(v4 > v3);
+	/* Unconditional DEL (version 0). */
+	r = (struct req){.op = KM_OP_DEL, .key = key, .req_id = 18, .src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_int_equal(rep.msg.hdr.version, v4);
+
+	/* Largest value accepted by this server. */
+	{
+		static uint8_t big[VALUE_MAX];
+
+		memset(big, 0xab, sizeof(big));
+		r = (struct req){.op = KM_OP_PUT,
+			.key = key,
+			.val = big,
+			.val_len = VALUE_MAX,
+			.req_id = 19,
+			.src = 1};
+		assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+		r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 20, .src = 1};
+		assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+		assert_int_equal(rep.msg.hdr.val_len, VALUE_MAX);
+		assert_memory_equal(rep.msg.val, big, VALUE_MAX);
+		/* A GET whose reply does not fit the caller's buffer is TOO_LARGE. */
+		len = req_build(rep2.buf, sizeof(rep2.buf), &r, e->map->epoch);
+		assert_int_equal(km_req_parse(rep2.buf, len, VALUE_MAX, &req), KM_ST_OK);
+		assert_int_equal(km_proc_target(e->map, &req, -1, &rh), 1);
+		n = km_proc_execute(e->proc[1], e->map, &req, rh, 1, rep2.buf, 512);
+		assert_int_equal(n, KM_HDR_LEN);
+		assert_int_equal(km_reply_parse(rep2.buf, n, &alt), 0);
+		assert_int_equal(alt.hdr.status, KM_ST_TOO_LARGE);
+	}
+
+	assert_int_equal(CNT_DELTA(e, c0, req_get), 8);
+	assert_int_equal(CNT_DELTA(e, c0, get_hit), 5);
+	assert_int_equal(CNT_DELTA(e, c0, get_miss), 2);
+	assert_int_equal(CNT_DELTA(e, c0, req_put), 4);
+	assert_int_equal(CNT_DELTA(e, c0, req_cas), 5);
+	assert_int_equal(CNT_DELTA(e, c0, req_del), 5);
+	assert_int_equal(CNT_DELTA(e, c0, cas_mismatch), 4);
+	assert_int_equal(CNT_DELTA(e, c0, too_large), 1);
+	assert_int_equal(CNT_DELTA(e, c0, write_retry), 0);
+	assert_int_equal(CNT_DELTA(e, c0, store_error), 0);
+}
+
+static void
+test_at_most_once(void **state)
+{
+	struct env *e = *state;
+	struct km_proc_counters c0 = cnt_sum(e);
+	uint64_t va, vb, vc;
+	struct rep rep, first;
+	char key[32];
+	struct req put_a, put_b, cas_a, cas_bad, del_a, r;
+
+	key_owned(e->map, 0, "amo-", 0, key, sizeof(key));
+
+	/* Client A (src 100) PUTs; its retry gets the same reply and applies nothing. */
+	put_a = (struct req){
+		.op = KM_OP_PUT, .key = key, .val = "A", .val_len = 1, .req_id = 500, .src = 100};
+	assert_int_equal(call(e, &put_a, &first), KM_ST_OK);
+	va = first.msg.hdr.version;
+	assert_int_equal(call(e, &put_a, &rep), KM_ST_OK);
+	assert_int_equal(rep.len, first.len);
+	assert_memory_equal(rep.buf, first.buf, first.len);
+	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 501, .src = 100};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_int_equal(rep.msg.hdr.version, va);
+
+	/* Client B writes; A's late retry must not overwrite B's value. */
+	put_b = (struct req){
+		.op = KM_OP_PUT, .key = key, .val = "B", .val_len = 1, .req_id = 500, .src = 200};
+	assert_int_equal(call(e, &put_b, &rep), KM_ST_OK);
+	vb = rep.msg.hdr.version;
+	assert_true(vb > va);
+	assert_int_equal(call(e, &put_a, &rep), KM_ST_OK);
+	assert_int_equal(rep.msg.hdr.version, va);
+	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 502, .src = 100};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_int_equal(rep.msg.hdr.version, vb);
+	assert_memory_equal(rep.msg.val, "B", 1);
+
+	/* A retried CAS sees its own success, not a VERSION_MISMATCH against itself. */
+	cas_a = (struct req){.op = KM_OP_CAS,
+		.key = key,
+		.val = "C",
+		.val_len = 1,
+		.version = vb,
+		.req_id = 503,
+		.src = 100};
+	assert_int_equal(call(e, &cas_a, &rep), KM_ST_OK);
+	vc = rep.msg.hdr.version;
+	assert_true(vc > vb);
+	assert_int_equal(call(e, &cas_a, &rep), KM_ST_OK);
+	assert_int_equal(rep.msg.hdr.version, vc);
+	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 504, .src = 100};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_int_equal(rep.msg.hdr.version, vc);
+
+	/* A refused CAS stays refused on retry, even once its version became current. */
+	cas_bad = (struct req){.op = KM_OP_CAS,
+		.key = key,
+		.val = "D",
+		.val_len = 1,
+		.version = vc + 1,
+		.req_id = 505,
+		.src = 100};
+	assert_int_equal(call(e, &cas_bad, &rep), KM_ST_VERSION_MISMATCH);
+	assert_int_equal(rep.msg.hdr.version, vc);
+	r = (struct req){
+		.op = KM_OP_PUT, .key = key, .val = "E", .val_len = 1, .req_id = 506, .src = 100};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_int_equal(rep.msg.hdr.version, vc + 1);
+	assert_int_equal(call(e, &cas_bad, &rep), KM_ST_VERSION_MISMATCH);
+	assert_int_equal(rep.msg.hdr.version, vc);
+
+	/* A retried DEL reports its success, not NOT_FOUND. */
+	del_a = (struct req){.op = KM_OP_DEL, .key = key, .req_id = 507, .src = 100};
+	assert_int_equal(call(e, &del_a, &first), KM_ST_OK);
+	assert_int_equal(call(e, &del_a, &rep), KM_ST_OK);
+	assert_memory_equal(rep.buf, first.buf, KM_HDR_LEN);
+	/* ... and does not delete a value written since. */
+	r = (struct req){
+		.op = KM_OP_PUT, .key = key, .val = "F", .val_len = 1, .req_id = 508, .src = 100};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_int_equal(call(e, &del_a, &rep), KM_ST_OK);
+	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 509, .src = 100};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_memory_equal(rep.msg.val, "F", 1);
+
+	/* Another client reusing A's request id is a different request: executed. */
+	r = put_a;
+	r.src = 300;
+	r.val = "G";
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_true(rep.msg.hdr.version > vc + 1);
+	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 510, .src = 100};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_memory_equal(rep.msg.val, "G", 1);
+
+	/* Retried: PUT twice, CAS, refused CAS, DEL twice. */
+	assert_int_equal(CNT_DELTA(e, c0, write_retry), 6);
+	assert_int_equal(CNT_DELTA(e, c0, req_put), 7);
+	assert_int_equal(CNT_DELTA(e, c0, req_cas), 4);
+	assert_int_equal(CNT_DELTA(e, c0, req_del), 3);
+}
+
+/* MGET request body for keys. */
+static uint32_t
+mget_body(uint8_t *b, const char *const *keys, unsigned int n)
+{
+	uint32_t off = 2;
+	unsigned int i;
+
+	km_put16(b, (uint16_t)n);
+	for (i = 0; i < n; i++) {
+		size_t kl = strlen(keys[i]);
+
+		b[off] = (uint8_t)kl;
+		memcpy(b + off + 1, keys[i], kl);
+		off += (uint32_t)(1 + kl);
+	}
+	return off;
+}
+
+struct mget_entry {
+	uint8_t status;
+	uint64_t version;
+	uint16_t len;
+	const uint8_t *val;
+};
+
+/* Decode an MGET reply body; checks it is exactly consumed. Returns the count. */
+static unsigned int
+mget_decode(const struct km_msg *m, struct mget_entry *ent, unsigned int max)
+{
+	const uint8_t *p = m->val, *end = m->val + m->hdr.val_len;
+	unsigned int n, i;
+
+	assert_true(m->hdr.val_len >= 2);
+	n = km_get16(p);
+	assert_true(n <= max);
+	p += 2;
+	for (i = 0; i < n; i++) {
+		assert_true(p + KM_MGET_REP_ENTRY_HDR <= end);
+		ent[i].status = p[0];
+		ent[i].version = km_get64(p + 1);
+		ent[i].len = km_get16(p + 9);
+		ent[i].val = p + KM_MGET_REP_ENTRY_HDR;
+		p += KM_MGET_REP_ENTRY_HDR + ent[i].len;
+		assert_true(p <= end);
+	}
+	assert_ptr_equal(p, end);
+	return n;
+}
+
+static void
+test_mget(void **state)
+{
+	struct env *e = *state;
+	struct km_proc_counters c0 = cnt_sum(e);
+	static uint8_t big[VALUE_MAX];
+	char k[6][32];
+	const char *keys[6];
+	uint64_t ver[6];
+	uint8_t body[256];
+	struct mget_entry ent[KM_MGET_MAX];
+	struct rep rep;
+	struct req r;
+	unsigned int i;
+
+	/* k0, k1: worker 0 present; k2: worker 0 absent; k3: worker 1 present. */
+	key_owned(e->map, 0, "mg-", 0, k[0], sizeof(k[0]));
+	key_owned(e->map, 0, "mg-", 1, k[1], sizeof(k[1]));
+	key_owned(e->map, 0, "mg-", 2, k[2], sizeof(k[2]));
+	key_owned(e->map, 1, "mg-", 0, k[3], sizeof(k[3]));
+	for (i = 0; i < 4; i++) {
+		keys[i] = k[i];
+		if (i == 2)
+			continue;
+		r = (struct req){.op = KM_OP_PUT,
+			.key = k[i],
+			.val = k[i],
+			.val_len = (uint32_t)strlen(k[i]),
+			.req_id = 600 + i,
+			.src = 1};
+		assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+		ver[i] = rep.msg.hdr.version;
+	}
+
+	r = (struct req){.op = KM_OP_MGET,
+		.val = body,
+		.val_len = mget_body(body, keys, 4),
+		.req_id = 610,
+		.src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_int_equal(rep.worker, 0); /* owner of the first key */
+	assert_int_equal(mget_decode(&rep.msg, ent, KM_MGET_MAX), 4);
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(ent[i].status, KM_ST_OK);
+		assert_int_equal(ent[i].version, ver[i]);
+		assert_int_equal(ent[i].len, strlen(k[i]));
+		assert_memory_equal(ent[i].val, k[i], ent[i].len);
+	}
+	assert_int_equal(ent[2].status, KM_ST_NOT_FOUND);
+	assert_int_equal(ent[2].len, 0);
+	assert_int_equal(ent[3].status, KM_ST_MOVED); /* worker 1's key, asked of worker 0 */
+	assert_int_equal(ent[3].len, 0);
+	assert_int_equal(CNT_DELTA(e, c0, req_mget), 1);
+	assert_int_equal(CNT_DELTA(e, c0, get_hit), 2);
+	assert_int_equal(CNT_DELTA(e, c0, get_miss), 1);
+
+	/* Same key twice is answered twice. */
+	keys[1] = k[0];
+	r = (struct req){.op = KM_OP_MGET,
+		.val = body,
+		.val_len = mget_body(body, keys, 2),
+		.req_id = 611,
+		.src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_int_equal(mget_decode(&rep.msg, ent, KM_MGET_MAX), 2);
+	assert_int_equal(ent[1].version, ver[0]);
+
+	/*
+	 * Three 1000-byte values and a small one: the first big one fills most of the reply,
+	 * the next two are marked TOO_LARGE (with their version, no value), the small one
+	 * after them still fits.
+	 */
+	memset(big, 'b', sizeof(big));
+	for (i = 0; i < 4; i++) {
+		key_owned(e->map, 0, "mgbig-", i, k[i], sizeof(k[i]));
+		keys[i] = k[i];
+		r = (struct req){.op = KM_OP_PUT,
+			.key = k[i],
+			.val = big,
+			.val_len = i < 3 ? VALUE_MAX : 10,
+			.req_id = 620 + i,
+			.src = 1};
+		assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+		ver[i] = rep.msg.hdr.version;
+	}
+	r = (struct req){.op = KM_OP_MGET,
+		.val = body,
+		.val_len = mget_body(body, keys, 4),
+		.req_id = 630,
+		.src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_true(rep.len <= KM_DGRAM_MAX);
+	assert_int_equal(mget_decode(&rep.msg, ent, KM_MGET_MAX), 4);
+	assert_int_equal(ent[0].status, KM_ST_OK);
+	assert_int_equal(ent[0].len, VALUE_MAX);
+	assert_memory_equal(ent[0].val, big, VALUE_MAX);
+	for (i = 1; i < 3; i++) {
+		assert_int_equal(ent[i].status, KM_ST_TOO_LARGE);
+		assert_int_equal(ent[i].version, ver[i]);
+		assert_int_equal(ent[i].len, 0);
+	}
+	assert_int_equal(ent[3].status, KM_ST_OK);
+	assert_int_equal(ent[3].len, 10);
+	assert_int_equal(rep.len, KM_HDR_LEN + 2 + 4 * KM_MGET_REP_ENTRY_HDR + VALUE_MAX + 10);
+
+	/* The most keys an MGET may name, all found: the reply outgrows the request. */
+	{
+		char many[KM_MGET_MAX][16];
+		const char *mk[KM_MGET_MAX];
+		uint8_t mbody[2 + KM_MGET_MAX * 16];
+
+		for (i = 0; i < KM_MGET_MAX; i++) {
+			key_owned(e->map, 1, "many-", i, many[i], sizeof(many[i]));
+			mk[i] = many[i];
+			r = (struct req){.op = KM_OP_PUT,
+				.key = many[i],
+				.val = big,
+				.val_len = 8,
+				.req_id = 700 + i,
+				.src = 1};
+			assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+		}
+		r = (struct req){.op = KM_OP_MGET,
+			.val = mbody,
+			.val_len = mget_body(mbody, mk, KM_MGET_MAX),
+			.req_id = 800,
+			.src = 1};
+		assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+		assert_int_equal(rep.worker, 1);
+		assert_int_equal(mget_decode(&rep.msg, ent, KM_MGET_MAX), KM_MGET_MAX);
+		for (i = 0; i < KM_MGET_MAX; i++) {
+			assert_int_equal(ent[i].status, KM_ST_OK);
+			assert_int_equal(ent[i].len, 8);
+		}
+	}
+}
+
+/* Fetch the whole map through MAP requests in chunks of at most cap bytes; rebuild it. */
+static void
+map_fetch_check(struct env *e, const struct km_shardmap *m, size_t cap)
+{
+	uint64_t *ids = calloc(m->nb_shards, sizeof(*ids));
+	uint16_t *owners = calloc(m->nb_shards, sizeof(*owners));
+	struct km_shardmap *copy;
+	struct km_map_chunk c;
+	uint32_t cursor = 0, chunks = 0, i;
+	struct rep rep;
+	uint64_t seed = SEED;
+
+	assert_non_null(ids);
+	assert_non_null(owners);
+	while (cursor < m->nb_shards) {
+		struct req r = {.op = KM_OP_MAP, .version = cursor, .req_id = 900 + chunks};
+
+		assert_int_equal(call_map(e, m, &r, &rep, cap), KM_ST_OK);
+		assert_int_equal(rep.msg.hdr.version, cursor);
+		assert_int_equal(km_shardmap_decode_chunk(rep.msg.val, rep.msg.hdr.val_len, &c), 0);
+		assert_int_equal(rep.msg.hdr.val_len, KM_MAP_HDR_LEN + c.count * KM_MAP_ENTRY_LEN);
+		assert_int_equal(c.epoch, m->epoch);
+		assert_int_equal(c.nb_workers, m->nb_workers);
+		assert_int_equal(c.udp_port_base, PORT_BASE);
+		assert_int_equal(c.route_sep, '/');
+		assert_int_equal(c.route_depth, 1);
+		assert_int_equal(c.nb_shards, m->nb_shards);
+		assert_int_equal(c.first, cursor);
+		assert_true(c.count >= 1);
+		for (i = 0; i < c.count; i++) {
+			const uint8_t *en = c.entries + i * KM_MAP_ENTRY_LEN;
+			const struct km_shard *s = &m->shards[cursor + i];
+
+			ids[cursor + i] = km_get32(en);
+			owners[cursor + i] = km_get16(en + 4);
+			assert_int_equal(ids[cursor + i], s->id);
+			assert_int_equal(owners[cursor + i], s->owner);
+			assert_int_equal(km_get16(en + 6) & 1, s->moved);
+		}
+		cursor += c.count;
+		chunks++;
+	}
+	assert_int_equal(chunks,
+		(m->nb_shards + (cap - KM_HDR_LEN - KM_MAP_HDR_LEN) / KM_MAP_ENTRY_LEN - 1) /
+			((cap - KM_HDR_LEN - KM_MAP_HDR_LEN) / KM_MAP_ENTRY_LEN));
+	assert_int_equal(km_shardmap_from_list(c.epoch, c.nb_workers, c.udp_port_base, c.route_sep,
+				 c.route_depth, ids, owners, c.nb_shards, &copy),
+		0);
+	assert_int_equal(copy->epoch, m->epoch);
+	assert_int_equal(copy->nb_shards, m->nb_shards);
+	/* The rebuilt map routes every hash like the original. */
+	for (i = 0; i < 10000; i++) {
+		uint64_t h = rnd_next(&seed);
+
+		assert_int_equal(km_shardmap_lookup(copy, h)->id, km_shardmap_lookup(m, h)->id);
+		assert_int_equal(
+			km_shardmap_lookup(copy, h)->owner, km_shardmap_lookup(m, h)->owner);
+	}
+	km_shardmap_free(copy);
+	free(ids);
+	free(owners);
+}
+
+static void
+test_map(void **state)
+{
+	struct env *e = *state;
+	struct km_proc_counters c0 = cnt_sum(e);
+	struct km_shardmap_params mp = {
+		.nb_shards = 512,
+		.nb_workers = NB_WORKERS,
+		.udp_port_base = PORT_BASE,
+		.route_sep = '/',
+		.route_depth = 1,
+	};
+	struct km_shardmap *big, *moved, *split;
+	uint64_t cursors[] = {NB_SHARDS, NB_SHARDS + 1, UINT32_MAX, (uint64_t)1 << 32, UINT64_MAX};
+	struct rep rep;
+	unsigned int i;
+
+	/* The 8-shard map in one datagram, and in chunks of 3, 3, 2 entries. */
+	map_fetch_check(e, e->map, KM_DGRAM_MAX);
+	map_fetch_check(e, e->map, KM_HDR_LEN + KM_MAP_HDR_LEN + 3 * KM_MAP_ENTRY_LEN);
+	/* 512 shards need three full-size datagrams. */
+	assert_int_equal(km_shardmap_create(&mp, &big), 0);
+	map_fetch_check(e, big, KM_DGRAM_MAX);
+	/* Moved shards keep their explicit owner and flag; split shards their new ids. */
+	assert_int_equal(km_shardmap_move(e->map, e->map->shards[3].id,
+				 (uint16_t)(1 - e->map->shards[3].owner), &moved),
+		0);
+	assert_int_equal(km_shardmap_split(moved, moved->shards[5].id, &split), 0);
+	map_fetch_check(e, split, KM_HDR_LEN + KM_MAP_HDR_LEN + 2 * KM_MAP_ENTRY_LEN);
+
+	/* A cursor at or past the end is refused. */
+	for (i = 0; i < sizeof(cursors) / sizeof(cursors[0]); i++) {
+		struct req r = {.op = KM_OP_MAP, .version = cursors[i], .req_id = 950 + i};
+
+		assert_int_equal(call(e, &r, &rep), KM_ST_BAD_REQUEST);
+		assert_int_equal(rep.len, KM_HDR_LEN);
+	}
+	assert_int_equal(CNT_DELTA(e, c0, bad_request), sizeof(cursors) / sizeof(cursors[0]));
+	assert_true(CNT_DELTA(e, c0, req_map) >= 9);
+	km_shardmap_free(split);
+	km_shardmap_free(moved);
+	km_shardmap_free(big);
+}
+
+static void
+test_ping_status_counters(void **state)
+{
+	struct env *e = *state;
+	struct km_proc_counters c0 = cnt_sum(e);
+	uint8_t buf[KM_DGRAM_MAX];
+	struct km_msg req, rep;
+	struct req r = {.op = KM_OP_PING, .req_id = 77};
+	uint64_t ping0[NB_WORKERS];
+	unsigned int w;
+	uint64_t rh;
+	size_t len, n;
+
+	for (w = 0; w < NB_WORKERS; w++)
+		ping0[w] = km_proc_counters(e->proc[w])->req_ping;
+	/* PING is answered by whichever worker gets it, and says which one it was. */
+	for (w = 0; w < NB_WORKERS; w++) {
+		len = req_build(buf, sizeof(buf), &r, 0);
+		assert_int_equal(km_req_parse(buf, len, VALUE_MAX, &req), KM_ST_OK);
+		assert_int_equal(km_proc_target(e->map, &req, (int)w, &rh), KM_TARGET_ANY);
+		n = km_proc_execute(e->proc[w], e->map, &req, rh, 5, buf, sizeof(buf));
+		assert_int_equal(n, KM_HDR_LEN);
+		assert_int_equal(km_reply_parse(buf, n, &rep), 0);
+		assert_int_equal(rep.hdr.status, KM_ST_OK);
+		assert_int_equal(rep.hdr.version, w);
+		assert_int_equal(rep.hdr.req_id, 77);
+		assert_int_equal(km_proc_counters(e->proc[w])->req_ping, ping0[w] + 1);
+	}
+	assert_int_equal(CNT_DELTA(e, c0, req_ping), NB_WORKERS);
+
+	/*
+	 * What the worker loop does outside km_proc_execute: a parse error or MOVED is
+	 * answered with a bare status reply and counted.
+	 */
+	r = (struct req){.op = KM_OP_SCAN, .req_id = 78};
+	len = req_build(buf, sizeof(buf), &r, 0);
+	assert_int_equal(km_req_parse(buf, len, VALUE_MAX, &req), KM_ST_BAD_REQUEST);
+	km_proc_count_status(e->proc[0], KM_ST_BAD_REQUEST);
+	n = km_proc_reply_status(&req.hdr, KM_ST_BAD_REQUEST, e->map->epoch, buf);
+	assert_int_equal(n, KM_HDR_LEN);
+	assert_int_equal(km_reply_parse(buf, n, &rep), 0);
+	assert_int_equal(rep.hdr.op, KM_OP_SCAN);
+	assert_int_equal(rep.hdr.status, KM_ST_BAD_REQUEST);
+	assert_int_equal(rep.hdr.req_id, 78);
+	assert_int_equal(rep.hdr.epoch, e->map->epoch);
+	assert_int_equal(rep.hdr.val_len, 0);
+	km_proc_count_status(e->proc[1], KM_ST_MOVED);
+	km_proc_count_status(e->proc[1], KM_ST_MOVED);
+	km_proc_count_status(e->proc[0], KM_ST_TOO_LARGE);
+	km_proc_count_status(e->proc[0], KM_ST_OK);
+	km_proc_count_status(e->proc[0], KM_ST_NOT_FOUND);
+	assert_int_equal(CNT_DELTA(e, c0, bad_request), 1);
+	assert_int_equal(CNT_DELTA(e, c0, moved), 2);
+	assert_int_equal(CNT_DELTA(e, c0, too_large), 1);
+	assert_int_equal(CNT_DELTA(e, c0, get_miss), 0);
+}
+
+/*
+ * A worker asked for a shard it should own by the map but has no store for (the map
+ * changed before the shard's store moved): BUSY, the client retries.
+ */
+static void
+test_busy_after_move(void **state)
+{
+	struct env *e = *state;
+	struct km_shardmap *m2;
+	const struct km_shard *sh;
+	struct mget_entry ent[2];
+	uint8_t body[64];
+	const char *keys[1];
+	struct rep rep;
+	char key[32];
+	struct req r;
+
+	key_owned(e->map, 0, "busy-", 0, key, sizeof(key));
+	sh = shard_of(e->map, key);
+	assert_int_equal(km_shardmap_move(e->map, sh->id, 1, &m2), 0);
+	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 1000, .src = 1};
+	assert_int_equal(call_map(e, m2, &r, &rep, KM_DGRAM_MAX), KM_ST_BUSY);
+	assert_int_equal(rep.worker, 1);
+	r = (struct req){
+		.op = KM_OP_PUT, .key = key, .val = "x", .val_len = 1, .req_id = 1001, .src = 1};
+	assert_int_equal(call_map(e, m2, &r, &rep, KM_DGRAM_MAX), KM_ST_BUSY);
+	/* BUSY is not recorded as an outcome: the retry is executed once the store exists. */
+	assert_int_equal(km_proc_shard_add(e->proc[1], sh->id), 0);
+	assert_int_equal(call_map(e, m2, &r, &rep, KM_DGRAM_MAX), KM_ST_OK);
+	/* The old owner, running on the new map, no longer answers for the key. */
+	keys[0] = key;
+	r = (struct req){.op = KM_OP_MGET,
+		.val = body,
+		.val_len = mget_body(body, keys, 1),
+		.req_id = 1002,
+		.src = 1};
+	{
+		uint8_t buf[KM_DGRAM_MAX];
+		struct km_msg req, rp;
+		uint64_t rh;
+		size_t len = req_build(buf, sizeof(buf), &r, m2->epoch), n;
+
+		assert_int_equal(km_req_parse(buf, len, VALUE_MAX, &req), KM_ST_OK);
+		assert_int_equal(km_proc_target(m2, &req, 0, &rh), 1);
+		n = km_proc_execute(e->proc[0], m2, &req, rh, 1, buf, sizeof(buf));
+		assert_int_equal(km_reply_parse(buf, n, &rp), 0);
+		assert_int_equal(mget_decode(&rp, ent, 2), 1);
+		assert_int_equal(ent[0].status, KM_ST_MOVED);
+	}
+	km_shardmap_free(m2);
+}
+
+/* Reference model of one key. */
+struct model_key {
+	char name[24];
+	int present;
+	uint64_t version;
+	uint32_t len;
+	uint8_t val[VALUE_MAX];
+};
+
+static void
+model_value(uint64_t *seed, uint8_t *v, uint32_t *len)
+{
+	uint64_t r = rnd_next(seed);
+	uint32_t i;
+
+	/* Mostly small values, some large enough that MGET replies overflow. */
+	*len = (uint32_t)(r % 8 == 0 ? (r >> 8) % (VALUE_MAX + 1) : (r >> 8) % 48);
+	for (i = 0; i < *len; i++)
+		v[i] = (uint8_t)rnd_next(seed);
+}
+
+static void
+test_model(void **state)
+{
+	struct env *e = *state;
+	struct model_key *mk = calloc(MODEL_KEYS, sizeof(*mk));
+	uint64_t shard_max[NB_SHARDS] = {0};
+	uint64_t req_ids[4] = {0};
+	uint64_t seed = SEED;
+	struct km_proc_counters c0 = cnt_sum(e);
+	uint64_t gets = 0, hits = 0, misses = 0, retries = 0, mgets = 0;
+	static uint8_t val[VALUE_MAX];
+	struct rep rep, first;
+	struct km_store_stats st, st1;
+	unsigned int i, nb_present = 0;
+
+	assert_non_null(mk);
+	/* Half the keys route by a shared first component, so routing != key hash for them. */
+	for (i = 0; i < MODEL_KEYS; i++) {
+		if (i % 2)
+			snprintf(mk[i].name, sizeof(mk[i].name), "m-%u", i);
+		else
+			snprintf(mk[i].name, sizeof(mk[i].name), "grp%u/k%u", i % 37, i);
+	}
+
+	for (i = 0; i < MODEL_OPS; i++) {
+		uint64_t r = rnd_next(&seed);
+		unsigned int client = (unsigned int)(r % 4);
+		struct model_key *k = &mk[(r >> 8) % MODEL_KEYS];
+		unsigned int kind = (unsigned int)((r >> 24) % 100);
+		struct req q = {.key = k->name,
+			.src = 0x0a000001ULL << 16 | (1000 + client),
+			.req_id = ++req_ids[client]};
+		const struct km_shard *sh = shard_of(e->map, k->name);
+		uint8_t st_got;
+		int is_write = 1;
+
+		if (kind < 30) {
+			q.op = KM_OP_GET;
+			is_write = 0;
+		} else if (kind < 55) {
+			q.op = KM_OP_PUT;
+			model_value(&seed, val, &q.val_len);
+			q.val = val;
+		} else if (kind < 70) {
+			uint64_t c = rnd_next(&seed) % 3;
+
+			q.op = KM_OP_CAS;
+			model_value(&seed, val, &q.val_len);
+			q.val = val;
+			/* Right version, create-only, or a version that is not current. */
+			q.version = c == 0 ? k->version : c == 1 ? 0 : k->version + 1 + c;
+		} else if (kind < 82) {
+			uint64_t c = rnd_next(&seed) % 3;
+
+			q.op = KM_OP_DEL;
+			q.version = c == 0 ? k->version : c == 1 ? 0 : k->version + 7;
+		} else if (kind < 97) {
+			q.op = KM_OP_MGET;
+			is_write = 0;
+		} else {
+			q.op = rnd_next(&seed) % 2 ? KM_OP_PING : KM_OP_MAP;
+			q.key = NULL;
+			is_write = 0;
+		}
+
+		if (q.op == KM_OP_MGET) {
+			/* 1..8 random keys; expected entries follow the documented fill rule. */
+			uint8_t body[2 + 8 * 24];
+			const char *keys[8];
+			struct model_key *ks[8];
+			struct mget_entry ent[8];
+			unsigned int n = 1 + (unsigned int)(rnd_next(&seed) % 8), j;
+			size_t fill = KM_HDR_LEN + 2;
+			int owner;
+
+			for (j = 0; j < n; j++) {
+				ks[j] = j == 0 ? k : &mk[rnd_next(&seed) % MODEL_KEYS];
+				keys[j] = ks[j]->name;
+			}
+			q.key = NULL;
+			q.val = body;
+			q.val_len = mget_body(body, keys, n);
+			owner = shard_of(e->map, keys[0])->owner;
+			assert_int_equal(call(e, &q, &rep), KM_ST_OK);
+			assert_int_equal(rep.worker, owner);
+			assert_int_equal(mget_decode(&rep.msg, ent, 8), n);
+			mgets++;
+			for (j = 0; j < n; j++) {
+				const struct model_key *x = ks[j];
+				uint8_t want;
+
+				if (shard_of(e->map, x->name)->owner != owner)
+					want = KM_ST_MOVED;
+				else if (!x->present)
+					want = KM_ST_NOT_FOUND;
+				else if (fill + KM_MGET_REP_ENTRY_HDR + x->len > KM_DGRAM_MAX)
+					want = KM_ST_TOO_LARGE;
+				else
+					want = KM_ST_OK;
+				assert_int_equal(ent[j].status, want);
+				/* TOO_LARGE entries are neither: the client GETs them. */
+				if (want == KM_ST_NOT_FOUND)
+					misses++;
+				else if (want == KM_ST_OK)
+					hits++;
+				if (want == KM_ST_OK || want == KM_ST_TOO_LARGE)
+					assert_int_equal(ent[j].version, x->version);
+				if (want == KM_ST_OK) {
+					assert_int_equal(ent[j].len, x->len);
+					assert_memory_equal(ent[j].val, x->val, x->len);
+					fill += x->len;
+				} else {
+					assert_int_equal(ent[j].len, 0);
+				}
+				fill += KM_MGET_REP_ENTRY_HDR;
+			}
+			continue;
+		}
+
+		st_got = call(e, &q, &rep);
+		if (q.op == KM_OP_PING || q.op == KM_OP_MAP) {
+			assert_int_equal(st_got, KM_ST_OK);
+			continue;
+		}
+		assert_int_equal(rep.worker, sh->owner);
+		switch (q.op) {
+		case KM_OP_GET:
+			gets++;
+			if (!k->present) {
+				misses++;
+				assert_int_equal(st_got, KM_ST_NOT_FOUND);
+				break;
+			}
+			hits++;
+			assert_int_equal(st_got, KM_ST_OK);
+			assert_int_equal(rep.msg.hdr.version, k->version);
+			assert_int_equal(rep.msg.hdr.val_len, k->len);
+			assert_memory_equal(rep.msg.val, k->val, k->len);
+			break;
+		case KM_OP_PUT:
+		case KM_OP_CAS:
+			if (q.op == KM_OP_CAS &&
+				(q.version == 0 ? k->present
+						: !k->present || q.version != k->version)) {
+				assert_int_equal(st_got, KM_ST_VERSION_MISMATCH);
+				assert_int_equal(rep.msg.hdr.version, k->present ? k->version : 0);
+				break;
+			}
+			assert_int_equal(st_got, KM_ST_OK);
+			/* Versions grow across every write of the shard's store. */
+			assert_true(rep.msg.hdr.version > shard_max[sh->index]);
+			shard_max[sh->index] = rep.msg.hdr.version;
+			k->present = 1;
+			k->version = rep.msg.hdr.version;
+			k->len = q.val_len;
+			memcpy(k->val, q.val, q.val_len);
+			break;
+		case KM_OP_DEL:
+			if (!k->present) {
+				assert_int_equal(st_got, KM_ST_NOT_FOUND);
+			} else if (q.version != 0 && q.version != k->version) {
+				assert_int_equal(st_got, KM_ST_VERSION_MISMATCH);
+				assert_int_equal(rep.msg.hdr.version, k->version);
+			} else {
+				assert_int_equal(st_got, KM_ST_OK);
+				assert_int_equal(rep.msg.hdr.version, k->version);
+				k->present = 0;
+			}
+			break;
+		default:
+			fail();
+		}
+		/* Some writes are retried at once (lost reply): same bytes back, no effect. */
+		if (is_write && rnd_next(&seed) % 10 == 0) {
+			first = rep;
+			assert_int_equal(call(e, &q, &rep), first.msg.hdr.status);
+			assert_int_equal(rep.len, first.len);
+			assert_memory_equal(rep.buf, first.buf, first.len);
+			retries++;
+		}
+	}
+
+	/* Final state: every key as the model says, and the stores hold nothing else. */
+	for (i = 0; i < MODEL_KEYS; i++) {
+		struct req q = {.op = KM_OP_GET, .key = mk[i].name, .req_id = 1, .src = 9};
+
+		if (!mk[i].present) {
+			assert_int_equal(call(e, &q, &rep), KM_ST_NOT_FOUND);
+			continue;
+		}
+		nb_present++;
+		assert_int_equal(call(e, &q, &rep), KM_ST_OK);
+		assert_int_equal(rep.msg.hdr.version, mk[i].version);
+		assert_int_equal(rep.msg.hdr.val_len, mk[i].len);
+		assert_memory_equal(rep.msg.val, mk[i].val, mk[i].len);
+	}
+	gets += MODEL_KEYS;
+	hits += nb_present;
+	misses += MODEL_KEYS - nb_present;
+	print_message("model: %u ops, %u keys present, %" PRIu64 " write retries\n", MODEL_OPS,
+		nb_present, retries);
+
+	assert_int_equal(CNT_DELTA(e, c0, req_get), gets);
+	assert_int_equal(CNT_DELTA(e, c0, req_mget), mgets);
+	assert_int_equal(CNT_DELTA(e, c0, get_hit), hits);
+	assert_int_equal(CNT_DELTA(e, c0, get_miss), misses);
+	assert_int_equal(CNT_DELTA(e, c0, write_retry), retries);
+	assert_int_equal(CNT_DELTA(e, c0, store_error), 0);
+	assert_true(retries > 100);
+
+	km_proc_store_stats(e->proc[0], &st);
+	km_proc_store_stats(e->proc[1], &st1);
+	assert_int_equal(st.keys + st1.keys, nb_present);
+	free(mk);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_create, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_target, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_get_put_cas_del, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_at_most_once, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_mget, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_map, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_ping_status_counters, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_busy_after_move, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_model, env_setup, env_teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,1002 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * Wire format tests: header layout, the test vectors of docs/protocol.md, every
+ * documented outcome of km_req_parse() and km_reply_parse(), and a fuzz loop.
+ */
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <km_proto.h>
+
+#define FUZZ_ITERATIONS 200000
+#define FUZZ_SEED       0x6b65796d6170ULL /* "keymap" */
+
+/* xorshift64*: deterministic, seedable, no libc state shared with other tests. */
+static uint64_t
+rnd_next(uint64_t *s)
+{
+	*s ^= *s >> 12;
+	*s ^= *s << 25;
+	*s ^= *s >> 27;
+	return *s * 0x2545f4914f6cdd1dULL;
+}
+
+/*
+ * Test vectors. docs/protocol.md section "Test vectors" lists the same bytes; keep them
+ * identical. They were produced independently of km_proto.c (Python struct.pack with
+ * '<BBBBHHIIQQII'), so they check the encoder rather than restate it.
+ */
+/* clang-format off */
+static const uint8_t vec_ping_req[] = {
+	0x4b, 0x01, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, /*   0 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*   8 */
+	0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, /*  16 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  24 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  32 */
+};
+static const uint8_t vec_get_req[] = {
+	0x4b, 0x01, 0x02, 0x00, 0x00, 0x00, 0x07, 0x00, /*   0 */
+	0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, /*   8 */
+	0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, /*  16 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  24 */
+	0xd4, 0xc3, 0xb2, 0xa1, 0x00, 0x00, 0x00, 0x00, /*  32 */
+	0x75, 0x73, 0x65, 0x72, 0x2f, 0x34, 0x32, /*  40 */
+};
+static const uint8_t vec_put_req[] = {
+	0x4b, 0x01, 0x04, 0x00, 0x00, 0x00, 0x02, 0x00, /*   0 */
+	0x05, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, /*   8 */
+	0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  16 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  24 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  32 */
+	0x6b, 0x31, 0x68, 0x65, 0x6c, 0x6c, 0x6f, /*  40 */
+};
+static const uint8_t vec_cas_req[] = {
+	0x4b, 0x01, 0x05, 0x00, 0x00, 0x00, 0x02, 0x00, /*   0 */
+	0x05, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, /*   8 */
+	0x11, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  16 */
+	0x02, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  24 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  32 */
+	0x6b, 0x31, 0x77, 0x6f, 0x72, 0x6c, 0x64, /*  40 */
+};
+static const uint8_t vec_del_req[] = {
+	0x4b, 0x01, 0x06, 0x00, 0x00, 0x00, 0x02, 0x00, /*   0 */
+	0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, /*   8 */
+	0x12, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  16 */
+	0x03, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  24 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  32 */
+	0x6b, 0x31, /*  40 */
+};
+static const uint8_t vec_mget_req[] = {
+	0x4b, 0x01, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, /*   0 */
+	0x07, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, /*   8 */
+	0x13, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  16 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  24 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  32 */
+	0x02, 0x00, 0x01, 0x61, 0x02, 0x62, 0x63, /*  40 */
+};
+static const uint8_t vec_get_rep[] = {
+	0x4b, 0x01, 0x02, 0x00, 0x01, 0x00, 0x00, 0x00, /*   0 */
+	0x05, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, /*   8 */
+	0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, /*  16 */
+	0x02, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  24 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  32 */
+	0x68, 0x65, 0x6c, 0x6c, 0x6f, /*  40 */
+};
+static const uint8_t vec_put_rep[] = {
+	0x4b, 0x01, 0x04, 0x00, 0x01, 0x00, 0x00, 0x00, /*   0 */
+	0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, /*   8 */
+	0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  16 */
+	0x02, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  24 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  32 */
+};
+static const uint8_t vec_mget_rep[] = {
+	0x4b, 0x01, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00, /*   0 */
+	0x1a, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, /*   8 */
+	0x13, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  16 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  24 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  32 */
+	0x02, 0x00, 0x00, 0x02, 0x01, 0x00, 0x00, 0x00, /*  40 */
+	0x00, 0x00, 0x00, 0x02, 0x00, 0x78, 0x79, 0x01, /*  48 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  56 */
+	0x00, 0x00, /*  64 */
+};
+static const uint8_t vec_map_err_rep[] = {
+	0x4b, 0x01, 0x08, 0x05, 0x01, 0x00, 0x00, 0x00, /*   0 */
+	0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, /*   8 */
+	0x14, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  16 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  24 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  32 */
+};
+/* clang-format on */
+
+struct vector {
+	const char *name;
+	const uint8_t *bytes;
+	size_t len;
+	struct km_hdr hdr; /* the two framing bytes are filled in by hdr_frame() */
+	const char *key;
+	const uint8_t *val;
+};
+
+/* Bodies of the MGET vectors, spelled out as the structure they encode. */
+static const uint8_t mget_req_body[] = {2, 0, 1, 'a', 2, 'b', 'c'};
+static const uint8_t mget_rep_body[] = {
+	2, 0,                                    /* count */
+	KM_ST_OK, 0x02, 0x01, 0, 0, 0, 0, 0, 0,  /* status, version 0x102 */
+	2, 0, 'x', 'y',                          /* val_len, value */
+	KM_ST_NOT_FOUND, 0, 0, 0, 0, 0, 0, 0, 0, /* status, version 0 */
+	0, 0,                                    /* val_len */
+};
+
+#define VEC(n) .name = #n, .bytes = vec_##n, .len = sizeof(vec_##n)
+
+static const struct vector vectors[] = {
+	{VEC(ping_req), .hdr = {.op = KM_OP_PING, .req_id = 0x0102030405060708ULL}},
+	{VEC(get_req),
+		.hdr = {.op = KM_OP_GET,
+			.key_len = 7,
+			.epoch = 3,
+			.req_id = 0x1122334455667788ULL,
+			.session = 0xa1b2c3d4},
+		.key = "user/42"},
+	{VEC(put_req),
+		.hdr = {.op = KM_OP_PUT, .key_len = 2, .val_len = 5, .epoch = 3, .req_id = 0x10},
+		.key = "k1", .val = (const uint8_t *)"hello"},
+	{VEC(cas_req),
+		.hdr = {.op = KM_OP_CAS,
+			.key_len = 2,
+			.val_len = 5,
+			.epoch = 3,
+			.req_id = 0x11,
+			.version = 0x102},
+		.key = "k1", .val = (const uint8_t *)"world"},
+	{VEC(del_req),
+		.hdr = {.op = KM_OP_DEL,
+			.key_len = 2,
+			.epoch = 3,
+			.req_id = 0x12,
+			.version = 0x103},
+		.key = "k1"},
+	{VEC(mget_req),
+		.hdr = {.op = KM_OP_MGET,
+			.val_len = sizeof(mget_req_body),
+			.epoch = 3,
+			.req_id = 0x13},
+		.val = mget_req_body},
+	{VEC(get_rep),
+		.hdr = {.op = KM_OP_GET,
+			.flags = KM_F_REPLY,
+			.val_len = 5,
+			.epoch = 3,
+			.req_id = 0x1122334455667788ULL,
+			.version = 0x102},
+		.val = (const uint8_t *)"hello"},
+	{VEC(put_rep), .hdr = {.op = KM_OP_PUT,
+			       .flags = KM_F_REPLY,
+			       .epoch = 3,
+			       .req_id = 0x10,
+			       .version = 0x102}},
+	{VEC(mget_rep),
+		.hdr = {.op = KM_OP_MGET,
+			.flags = KM_F_REPLY,
+			.val_len = sizeof(mget_rep_body),
+			.epoch = 3,
+			.req_id = 0x13},
+		.val = mget_rep_body},
+	{VEC(map_err_rep), .hdr = {.op = KM_OP_MAP,
+				   .status = KM_ST_BAD_REQUEST,
+				   .flags = KM_F_REPLY,
+				   .epoch = 3,
+				   .req_id = 0x14}},
+};
+
+/*
+ * Set the framing bytes (offset 0 magic, offset 1 protocol version) through the wire
+ * image: tests address them by offset, as a foreign implementation would.
+ */
+static void
+hdr_frame(struct km_hdr *h, uint8_t magic, uint8_t proto_version)
+{
+	uint8_t b[KM_HDR_LEN];
+
+	km_hdr_encode(b, h);
+	b[0] = magic;
+	b[1] = proto_version;
+	km_hdr_decode(b, h);
+}
+
+static void
+assert_hdr_equal(const struct km_hdr *a, const struct km_hdr *b)
+{
+	uint8_t ea[KM_HDR_LEN], eb[KM_HDR_LEN];
+
+	/* Byte-exact through the encoder (covers the framing bytes), then field by field. */
+	km_hdr_encode(ea, a);
+	km_hdr_encode(eb, b);
+	assert_memory_equal(ea, eb, KM_HDR_LEN);
+	assert_int_equal(a->magic, b->magic);
+	assert_int_equal(a->op, b->op);
+	assert_int_equal(a->status, b->status);
+	assert_int_equal(a->flags, b->flags);
+	assert_int_equal(a->key_len, b->key_len);
+	assert_int_equal(a->val_len, b->val_len);
+	assert_int_equal(a->epoch, b->epoch);
+	assert_int_equal(a->req_id, b->req_id);
+	assert_int_equal(a->version, b->version);
+	assert_int_equal(a->session, b->session);
+	assert_int_equal(a->reserved, b->reserved);
+}
+
+/* A valid request header for op; the caller adjusts fields to make it invalid. */
+static struct km_hdr
+req_hdr(uint8_t op, uint16_t key_len, uint32_t val_len)
+{
+	struct km_hdr h = {
+		.op = op,
+		.key_len = key_len,
+		.val_len = val_len,
+		.epoch = 1,
+		.req_id = 42,
+	};
+
+	hdr_frame(&h, KM_PROTO_MAGIC, KM_PROTO_VERSION);
+	return h;
+}
+
+/* Encode h followed by `body` bytes of filler (key then value, 'x'). */
+static size_t
+build_raw(uint8_t *buf, size_t cap, const struct km_hdr *h, size_t body)
+{
+	assert_true(KM_HDR_LEN + body <= cap);
+	km_hdr_encode(buf, h);
+	memset(buf + KM_HDR_LEN, 'x', body);
+	return KM_HDR_LEN + body;
+}
+
+/* Parse h with a consistent body, against the default value limit. */
+static int
+parse_hdr(const struct km_hdr *h)
+{
+	static uint8_t buf[2 * KM_DGRAM_MAX];
+	struct km_msg m;
+	size_t len = build_raw(buf, sizeof(buf), h, (size_t)h->key_len + h->val_len);
+
+	return km_req_parse(buf, len, KM_VALUE_MAX, &m);
+}
+
+static void
+test_hdr_offsets(void **state)
+{
+	struct km_hdr h = {
+		.op = 0xa2,
+		.status = 0xa3,
+		.flags = 0xa5a4,
+		.key_len = 0xa7a6,
+		.val_len = 0xabaaa9a8,
+		.epoch = 0xafaeadac,
+		.req_id = 0xb7b6b5b4b3b2b1b0ULL,
+		.version = 0xbfbebdbcbbbab9b8ULL,
+		.session = 0xc3c2c1c0,
+		.reserved = 0xc7c6c5c4,
+	};
+	uint8_t buf[KM_HDR_LEN], expect[KM_HDR_LEN];
+	struct km_hdr d;
+	unsigned int i;
+
+	(void)state;
+	hdr_frame(&h, 0xa0, 0xa1);
+	/* Byte i of the field layout holds 0xa0 + i: every offset and byte order at once. */
+	for (i = 0; i < KM_HDR_LEN; i++)
+		expect[i] = (uint8_t)(0xa0 + i);
+	km_hdr_encode(buf, &h);
+	assert_memory_equal(buf, expect, KM_HDR_LEN);
+	km_hdr_decode(buf, &d);
+	assert_hdr_equal(&d, &h);
+	assert_int_equal(offsetof(struct km_hdr, key_len), 6);
+	assert_int_equal(offsetof(struct km_hdr, req_id), 16);
+	assert_int_equal(offsetof(struct km_hdr, reserved), 36);
+}
+
+static void
+test_hdr_roundtrip(void **state)
+{
+	uint64_t seed = FUZZ_SEED;
+	uint8_t buf[KM_HDR_LEN], again[KM_HDR_LEN];
+	struct km_hdr h, d;
+	unsigned int i, j;
+
+	(void)state;
+	for (i = 0; i < 10000; i++) {
+		for (j = 0; j < KM_HDR_LEN; j++)
+			buf[j] = (uint8_t)rnd_next(&seed);
+		/* decode(bytes) then encode must give the bytes back: no field is lost. */
+		km_hdr_decode(buf, &h);
+		km_hdr_encode(again, &h);
+		assert_memory_equal(buf, again, KM_HDR_LEN);
+		km_hdr_decode(again, &d);
+		assert_hdr_equal(&d, &h);
+	}
+}
+
+static void
+test_vectors(void **state)
+{
+	uint8_t buf[KM_DGRAM_MAX];
+	unsigned int i;
+
+	(void)state;
+	for (i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++) {
+		const struct vector *v = &vectors[i];
+		struct km_hdr h = v->hdr;
+		int is_reply = (h.flags & KM_F_REPLY) != 0;
+		struct km_msg m;
+		size_t n;
+
+		print_message("vector %s\n", v->name);
+		hdr_frame(&h, KM_PROTO_MAGIC, KM_PROTO_VERSION);
+		n = km_msg_build(buf, sizeof(buf), &h, v->key, v->val);
+		assert_int_equal(n, v->len);
+		assert_memory_equal(buf, v->bytes, v->len);
+
+		memset(&m, 0, sizeof(m));
+		if (is_reply) {
+			assert_int_equal(km_reply_parse(v->bytes, v->len, &m), 0);
+			/* A reply is never accepted as a request (reflection). */
+			assert_int_equal(km_req_parse(v->bytes, v->len, KM_VALUE_MAX, &m), -1);
+			memset(&m, 0, sizeof(m));
+			assert_int_equal(km_reply_parse(v->bytes, v->len, &m), 0);
+		} else {
+			assert_int_equal(
+				km_req_parse(v->bytes, v->len, KM_VALUE_MAX, &m), KM_ST_OK);
+			assert_int_equal(km_reply_parse(v->bytes, v->len, &m), -1);
+			assert_int_equal(
+				km_req_parse(v->bytes, v->len, KM_VALUE_MAX, &m), KM_ST_OK);
+		}
+		assert_hdr_equal(&m.hdr, &h);
+		assert_ptr_equal(m.key, v->bytes + KM_HDR_LEN);
+		assert_ptr_equal(m.val, v->bytes + KM_HDR_LEN + h.key_len);
+		if (h.key_len != 0)
+			assert_memory_equal(m.key, v->key, h.key_len);
+		if (h.val_len != 0)
+			assert_memory_equal(m.val, v->val, h.val_len);
+	}
+}
+
+static void
+test_vector_mget_bodies(void **state)
+{
+	struct km_mget_iter it;
+	const uint8_t *key, *p;
+	uint8_t klen;
+
+	(void)state;
+	/* The request vector's body iterates to "a", "bc". */
+	assert_int_equal(km_mget_req_begin(&it, mget_req_body, sizeof(mget_req_body)), 2);
+	assert_int_equal(km_mget_req_next(&it, &key, &klen), 1);
+	assert_int_equal(klen, 1);
+	assert_memory_equal(key, "a", 1);
+	assert_int_equal(km_mget_req_next(&it, &key, &klen), 1);
+	assert_int_equal(klen, 2);
+	assert_memory_equal(key, "bc", 2);
+	assert_int_equal(km_mget_req_next(&it, &key, &klen), 0);
+
+	/* The reply vector's body decodes with the documented entry layout. */
+	p = vec_mget_rep + KM_HDR_LEN;
+	assert_int_equal(km_get16(p), 2);
+	p += 2;
+	assert_int_equal(p[0], KM_ST_OK);
+	assert_int_equal(km_get64(p + 1), 0x102);
+	assert_int_equal(km_get16(p + 9), 2);
+	assert_memory_equal(p + KM_MGET_REP_ENTRY_HDR, "xy", 2);
+	p += KM_MGET_REP_ENTRY_HDR + 2;
+	assert_int_equal(p[0], KM_ST_NOT_FOUND);
+	assert_int_equal(km_get64(p + 1), 0);
+	assert_int_equal(km_get16(p + 9), 0);
+	p += KM_MGET_REP_ENTRY_HDR;
+	assert_ptr_equal(p, vec_mget_rep + sizeof(vec_mget_rep));
+}
+
+/* Datagrams the server must drop without an answer. */
+static void
+test_req_dropped(void **state)
+{
+	uint8_t buf[KM_DGRAM_MAX + 64];
+	struct km_hdr h;
+	struct km_msg m;
+	size_t len;
+
+	(void)state;
+	memcpy(buf, vec_ping_req, sizeof(vec_ping_req));
+	for (len = 0; len < KM_HDR_LEN; len++)
+		assert_int_equal(km_req_parse(buf, len, KM_VALUE_MAX, &m), -1);
+	assert_int_equal(km_req_parse(buf, KM_HDR_LEN, KM_VALUE_MAX, &m), KM_ST_OK);
+
+	h = req_hdr(KM_OP_PING, 0, 0);
+	hdr_frame(&h, 'k', KM_PROTO_VERSION);
+	assert_int_equal(parse_hdr(&h), -1);
+	hdr_frame(&h, 0, KM_PROTO_VERSION);
+	assert_int_equal(parse_hdr(&h), -1);
+
+	h = req_hdr(KM_OP_PING, 0, 0);
+	hdr_frame(&h, KM_PROTO_MAGIC, 0);
+	assert_int_equal(parse_hdr(&h), -1);
+	hdr_frame(&h, KM_PROTO_MAGIC, KM_PROTO_VERSION + 1);
+	assert_int_equal(parse_hdr(&h), -1);
+
+	/* A reply flag wins over everything else, even a valid-looking reply. */
+	h = req_hdr(KM_OP_GET, 3, 0);
+	h.flags = KM_F_REPLY;
+	assert_int_equal(parse_hdr(&h), -1);
+	h.flags = KM_F_REPLY | 0x8000;
+	assert_int_equal(parse_hdr(&h), -1);
+
+	/* Dropping is decided before the size limits: no answer to oversized foreign junk. */
+	h = req_hdr(KM_OP_PUT, 1, KM_DGRAM_MAX);
+	hdr_frame(&h, 0, KM_PROTO_VERSION);
+	len = build_raw(buf, sizeof(buf), &h, KM_DGRAM_MAX + 1 - KM_HDR_LEN);
+	assert_int_equal(km_req_parse(buf, len, KM_VALUE_MAX, &m), -1);
+}
+
+static void
+test_req_lengths(void **state)
+{
+	uint8_t buf[KM_DGRAM_MAX + 64];
+	struct km_hdr h;
+	struct km_msg m;
+	size_t len;
+
+	(void)state;
+	/* key_len/val_len claim more than the datagram holds. */
+	h = req_hdr(KM_OP_PUT, 3, 5);
+	len = build_raw(buf, sizeof(buf), &h, 8);
+	assert_int_equal(km_req_parse(buf, len, KM_VALUE_MAX, &m), KM_ST_OK);
+	assert_int_equal(km_req_parse(buf, len - 1, KM_VALUE_MAX, &m), KM_ST_BAD_REQUEST);
+	h.key_len = 4;
+	km_hdr_encode(buf, &h);
+	assert_int_equal(km_req_parse(buf, len, KM_VALUE_MAX, &m), KM_ST_BAD_REQUEST);
+	h = req_hdr(KM_OP_PUT, 3, 6);
+	km_hdr_encode(buf, &h);
+	assert_int_equal(km_req_parse(buf, len, KM_VALUE_MAX, &m), KM_ST_BAD_REQUEST);
+	/* A huge val_len must not wrap the sum. */
+	h = req_hdr(KM_OP_PUT, 3, UINT32_MAX);
+	km_hdr_encode(buf, &h);
+	assert_int_equal(km_req_parse(buf, len, KM_VALUE_MAX, &m), KM_ST_BAD_REQUEST);
+
+	/* ... or less: trailing bytes after the value. */
+	h = req_hdr(KM_OP_PUT, 3, 5);
+	len = build_raw(buf, sizeof(buf), &h, 9);
+	assert_int_equal(km_req_parse(buf, len, KM_VALUE_MAX, &m), KM_ST_BAD_REQUEST);
+	h = req_hdr(KM_OP_GET, 3, 0);
+	len = build_raw(buf, sizeof(buf), &h, 4);
+	assert_int_equal(km_req_parse(buf, len, KM_VALUE_MAX, &m), KM_ST_BAD_REQUEST);
+	h = req_hdr(KM_OP_PING, 0, 0);
+	len = build_raw(buf, sizeof(buf), &h, 1);
+	assert_int_equal(km_req_parse(buf, len, KM_VALUE_MAX, &m), KM_ST_BAD_REQUEST);
+
+	/* The whole datagram is bounded, consistent lengths or not. */
+	h = req_hdr(KM_OP_PUT, 1, KM_DGRAM_MAX - KM_HDR_LEN - 1);
+	len = build_raw(buf, sizeof(buf), &h, KM_DGRAM_MAX - KM_HDR_LEN);
+	assert_int_equal(len, KM_DGRAM_MAX);
+	assert_int_equal(km_req_parse(buf, len, KM_VALUE_MAX, &m), KM_ST_OK);
+	h.val_len++;
+	len = build_raw(buf, sizeof(buf), &h, KM_DGRAM_MAX + 1 - KM_HDR_LEN);
+	assert_int_equal(km_req_parse(buf, len, SIZE_MAX, &m), KM_ST_TOO_LARGE);
+	h = req_hdr(KM_OP_GET, 1, 0);
+	len = build_raw(buf, sizeof(buf), &h, KM_DGRAM_MAX + 10 - KM_HDR_LEN);
+	assert_int_equal(km_req_parse(buf, len, KM_VALUE_MAX, &m), KM_ST_TOO_LARGE);
+	/* The header of a refused request is still decoded for the error reply. */
+	assert_int_equal(m.hdr.op, KM_OP_GET);
+	assert_int_equal(m.hdr.req_id, 42);
+}
+
+static void
+test_req_keys(void **state)
+{
+	static const uint8_t keyed[] = {KM_OP_GET, KM_OP_PUT, KM_OP_CAS, KM_OP_DEL};
+	static const uint8_t keyless[] = {KM_OP_PING, KM_OP_MAP};
+	struct km_hdr h;
+	unsigned int i;
+
+	(void)state;
+	for (i = 0; i < sizeof(keyed); i++) {
+		h = req_hdr(keyed[i], 0, 0);
+		assert_int_equal(parse_hdr(&h), KM_ST_BAD_REQUEST);
+		h = req_hdr(keyed[i], 1, 0);
+		assert_int_equal(parse_hdr(&h), KM_ST_OK);
+		h = req_hdr(keyed[i], KM_KEY_MAX, 0);
+		assert_int_equal(parse_hdr(&h), KM_ST_OK);
+		h = req_hdr(keyed[i], KM_KEY_MAX + 1, 0);
+		assert_int_equal(parse_hdr(&h), KM_ST_TOO_LARGE);
+		h = req_hdr(keyed[i], 1000, 0);
+		assert_int_equal(parse_hdr(&h), KM_ST_TOO_LARGE);
+	}
+	for (i = 0; i < sizeof(keyless); i++) {
+		h = req_hdr(keyless[i], 0, 0);
+		assert_int_equal(parse_hdr(&h), KM_ST_OK);
+		h = req_hdr(keyless[i], 1, 0);
+		assert_int_equal(parse_hdr(&h), KM_ST_BAD_REQUEST);
+	}
+	/* MGET names its keys in the body, never in the key field. */
+	h = req_hdr(KM_OP_MGET, 1, sizeof(mget_req_body));
+	{
+		uint8_t buf[128];
+		struct km_msg m;
+
+		km_hdr_encode(buf, &h);
+		buf[KM_HDR_LEN] = 'k';
+		memcpy(buf + KM_HDR_LEN + 1, mget_req_body, sizeof(mget_req_body));
+		assert_int_equal(
+			km_req_parse(buf, KM_HDR_LEN + 1 + sizeof(mget_req_body), KM_VALUE_MAX, &m),
+			KM_ST_BAD_REQUEST);
+	}
+}
+
+static void
+test_req_values(void **state)
+{
+	static const uint8_t no_value[] = {KM_OP_GET, KM_OP_DEL};
+	uint8_t buf[KM_DGRAM_MAX];
+	struct km_hdr h;
+	struct km_msg m;
+	unsigned int i;
+	size_t len;
+
+	(void)state;
+	for (i = 0; i < sizeof(no_value); i++) {
+		h = req_hdr(no_value[i], 2, 1);
+		assert_int_equal(parse_hdr(&h), KM_ST_BAD_REQUEST);
+	}
+	h = req_hdr(KM_OP_PING, 0, 1);
+	assert_int_equal(parse_hdr(&h), KM_ST_BAD_REQUEST);
+	h = req_hdr(KM_OP_MAP, 0, 8);
+	assert_int_equal(parse_hdr(&h), KM_ST_BAD_REQUEST);
+
+	/* PUT and CAS: up to value_max, empty values included. */
+	for (i = 0; i < 2; i++) {
+		uint8_t op = i == 0 ? KM_OP_PUT : KM_OP_CAS;
+
+		h = req_hdr(op, 4, 0);
+		assert_int_equal(parse_hdr(&h), KM_ST_OK);
+		h = req_hdr(op, 4, 100);
+		len = build_raw(buf, sizeof(buf), &h, 104);
+		assert_int_equal(km_req_parse(buf, len, 100, &m), KM_ST_OK);
+		assert_int_equal(km_req_parse(buf, len, 99, &m), KM_ST_TOO_LARGE);
+		assert_int_equal(km_req_parse(buf, len, 0, &m), KM_ST_TOO_LARGE);
+		/* KM_VALUE_MAX with a 1-byte key is exactly one full datagram. */
+		h = req_hdr(op, 1, KM_VALUE_MAX);
+		len = build_raw(buf, sizeof(buf), &h, 1 + KM_VALUE_MAX);
+		assert_int_equal(len, KM_DGRAM_MAX);
+		assert_int_equal(km_req_parse(buf, len, KM_VALUE_MAX, &m), KM_ST_OK);
+		assert_int_equal(km_req_parse(buf, len, KM_VALUE_MAX - 1, &m), KM_ST_TOO_LARGE);
+	}
+}
+
+static void
+test_req_ops(void **state)
+{
+	static const unsigned int bad_ops[] = {0, KM_OP_SCAN, KM_OP_HELLO, 10, 11, 128, 255};
+	struct km_hdr h;
+	unsigned int i;
+
+	(void)state;
+	for (i = 0; i < sizeof(bad_ops) / sizeof(bad_ops[0]); i++) {
+		h = req_hdr((uint8_t)bad_ops[i], 0, 0);
+		assert_int_equal(parse_hdr(&h), KM_ST_BAD_REQUEST);
+		h = req_hdr((uint8_t)bad_ops[i], 3, 0);
+		assert_int_equal(parse_hdr(&h), KM_ST_BAD_REQUEST);
+	}
+	/* The error reply needs the op and id even of an unknown op. */
+	{
+		uint8_t buf[KM_HDR_LEN];
+		struct km_msg m;
+
+		h = req_hdr(200, 0, 0);
+		km_hdr_encode(buf, &h);
+		assert_int_equal(
+			km_req_parse(buf, sizeof(buf), KM_VALUE_MAX, &m), KM_ST_BAD_REQUEST);
+		assert_int_equal(m.hdr.op, 200);
+		assert_int_equal(m.hdr.req_id, 42);
+	}
+}
+
+static void
+test_req_zero_fields(void **state)
+{
+	static const uint16_t bad_flags[] = {0x0002, 0x0100, 0x8000, 0xfffe};
+	struct km_hdr h;
+	unsigned int i;
+
+	(void)state;
+	for (i = 1; i < 256; i++) {
+		h = req_hdr(KM_OP_GET, 1, 0);
+		h.status = (uint8_t)i;
+		assert_int_equal(parse_hdr(&h), KM_ST_BAD_REQUEST);
+	}
+	for (i = 0; i < sizeof(bad_flags) / sizeof(bad_flags[0]); i++) {
+		h = req_hdr(KM_OP_GET, 1, 0);
+		h.flags = bad_flags[i];
+		assert_int_equal(parse_hdr(&h), KM_ST_BAD_REQUEST);
+	}
+	for (i = 0; i < 32; i++) {
+		h = req_hdr(KM_OP_PING, 0, 0);
+		h.reserved = 1u << i;
+		assert_int_equal(parse_hdr(&h), KM_ST_BAD_REQUEST);
+	}
+	/* Fields a client may set freely. */
+	h = req_hdr(KM_OP_GET, 1, 0);
+	h.epoch = UINT32_MAX;
+	h.session = UINT32_MAX;
+	h.version = UINT64_MAX;
+	h.req_id = 0;
+	assert_int_equal(parse_hdr(&h), KM_ST_OK);
+}
+
+/* Parse an MGET whose body is `body`, as the server does. */
+static int
+parse_mget(const uint8_t *body, size_t len)
+{
+	uint8_t buf[KM_DGRAM_MAX + 64];
+	struct km_hdr h = req_hdr(KM_OP_MGET, 0, (uint32_t)len);
+	struct km_msg m;
+
+	assert_true(KM_HDR_LEN + len <= sizeof(buf));
+	km_hdr_encode(buf, &h);
+	memcpy(buf + KM_HDR_LEN, body, len);
+	return km_req_parse(buf, KM_HDR_LEN + len, KM_VALUE_MAX, &m);
+}
+
+/* MGET body of n keys "k<i>" (1 + digits bytes each); returns its length. */
+static size_t
+mget_body(uint8_t *b, unsigned int n, unsigned int key_len)
+{
+	size_t off = 2;
+	unsigned int i;
+
+	km_put16(b, (uint16_t)n);
+	for (i = 0; i < n; i++) {
+		b[off] = (uint8_t)key_len;
+		memset(b + off + 1, 'a' + i % 26, key_len);
+		off += 1 + key_len;
+	}
+	return off;
+}
+
+static void
+test_req_mget_body(void **state)
+{
+	uint8_t b[KM_DGRAM_MAX];
+	struct km_mget_iter it;
+	const uint8_t *key;
+	uint8_t klen;
+	size_t len;
+	unsigned int n;
+
+	(void)state;
+	assert_int_equal(parse_mget(mget_req_body, sizeof(mget_req_body)), KM_ST_OK);
+	/* No body, a count alone, count 0. */
+	assert_int_equal(parse_mget(b, 0), KM_ST_BAD_REQUEST);
+	assert_int_equal(parse_mget(mget_req_body, 1), KM_ST_BAD_REQUEST);
+	len = mget_body(b, 0, 1);
+	assert_int_equal(parse_mget(b, len), KM_ST_BAD_REQUEST);
+
+	/* 1..KM_MGET_MAX keys, each iterated back. */
+	for (n = 1; n <= KM_MGET_MAX; n++) {
+		len = mget_body(b, n, 3);
+		assert_int_equal(parse_mget(b, len), KM_ST_OK);
+		assert_int_equal(km_mget_req_begin(&it, b, len), (int)n);
+		while (km_mget_req_next(&it, &key, &klen)) {
+			assert_int_equal(klen, 3);
+			assert_true(key > b && key + klen <= b + len);
+		}
+	}
+	/* count over KM_MGET_MAX, with the keys present. */
+	len = mget_body(b, KM_MGET_MAX + 1, 3);
+	assert_int_equal(parse_mget(b, len), KM_ST_BAD_REQUEST);
+	km_put16(b, UINT16_MAX);
+	assert_int_equal(parse_mget(b, len), KM_ST_BAD_REQUEST);
+
+	/* Truncated: count says 3, two entries present; last entry cut short. */
+	len = mget_body(b, 3, 4);
+	assert_int_equal(parse_mget(b, len - 5), KM_ST_BAD_REQUEST);
+	assert_int_equal(parse_mget(b, len - 1), KM_ST_BAD_REQUEST);
+	assert_int_equal(parse_mget(b, len - 4), KM_ST_BAD_REQUEST);
+	/* Entry with key length 0, first or last. */
+	len = mget_body(b, 3, 4);
+	b[2] = 0;
+	assert_int_equal(parse_mget(b, len - 4), KM_ST_BAD_REQUEST);
+	len = mget_body(b, 3, 4);
+	b[len - 5] = 0;
+	assert_int_equal(parse_mget(b, len - 4), KM_ST_BAD_REQUEST);
+	/* Trailing bytes after the last entry. */
+	len = mget_body(b, 3, 4);
+	b[len] = 0;
+	assert_int_equal(parse_mget(b, len + 1), KM_ST_BAD_REQUEST);
+	/* An MGET key longer than KM_KEY_MAX is malformed (BAD_REQUEST, not TOO_LARGE). */
+	len = mget_body(b, 1, KM_KEY_MAX);
+	assert_int_equal(parse_mget(b, len), KM_ST_OK);
+	len = mget_body(b, 1, KM_KEY_MAX + 1);
+	assert_int_equal(parse_mget(b, len), KM_ST_BAD_REQUEST);
+}
+
+static void
+test_reply_parse(void **state)
+{
+	uint8_t buf[KM_DGRAM_MAX + 8];
+	struct km_hdr h;
+	struct km_msg m;
+	size_t len;
+
+	(void)state;
+	memcpy(buf, vec_get_rep, sizeof(vec_get_rep));
+	len = sizeof(vec_get_rep);
+	assert_int_equal(km_reply_parse(buf, len, &m), 0);
+	for (size_t l = 0; l < KM_HDR_LEN; l++)
+		assert_int_equal(km_reply_parse(buf, l, &m), -1);
+	/* Lengths disagreeing with the datagram, either way. */
+	assert_int_equal(km_reply_parse(buf, len - 1, &m), -1);
+	buf[len] = 0;
+	assert_int_equal(km_reply_parse(buf, len + 1, &m), -1);
+
+	buf[0] = 0;
+	assert_int_equal(km_reply_parse(buf, len, &m), -1);
+	buf[0] = KM_PROTO_MAGIC;
+	buf[1] = KM_PROTO_VERSION + 1;
+	assert_int_equal(km_reply_parse(buf, len, &m), -1);
+	buf[1] = KM_PROTO_VERSION;
+	assert_int_equal(km_reply_parse(buf, len, &m), 0);
+	/* A request is not a reply. */
+	km_hdr_decode(vec_get_rep, &h);
+	h.flags = 0;
+	km_hdr_encode(buf, &h);
+	assert_int_equal(km_reply_parse(buf, len, &m), -1);
+	/* Every defined status is accepted, none beyond. */
+	km_hdr_decode(vec_get_rep, &h);
+	for (unsigned int st = 0; st < 256; st++) {
+		h.status = (uint8_t)st;
+		km_hdr_encode(buf, &h);
+		assert_int_equal(km_reply_parse(buf, len, &m), st < KM_ST__MAX ? 0 : -1);
+	}
+	/* A reply may carry a key (unused in version 1): lengths just have to add up. */
+	h = (struct km_hdr){.op = KM_OP_GET, .flags = KM_F_REPLY, .key_len = 2, .val_len = 3};
+	hdr_frame(&h, KM_PROTO_MAGIC, KM_PROTO_VERSION);
+	len = km_msg_build(buf, sizeof(buf), &h, "ab", "cde");
+	assert_int_equal(km_reply_parse(buf, len, &m), 0);
+	assert_memory_equal(m.key, "ab", 2);
+	assert_memory_equal(m.val, "cde", 3);
+}
+
+static void
+test_msg_build(void **state)
+{
+	uint8_t buf[64];
+	struct km_hdr h = req_hdr(KM_OP_PUT, 2, 5);
+	struct km_msg m;
+	size_t n;
+
+	(void)state;
+	assert_int_equal(km_msg_build(buf, KM_HDR_LEN + 6, &h, "k1", "hello"), 0);
+	assert_int_equal(km_msg_build(buf, 0, &h, "k1", "hello"), 0);
+	n = km_msg_build(buf, KM_HDR_LEN + 7, &h, "k1", "hello");
+	assert_int_equal(n, KM_HDR_LEN + 7);
+	assert_int_equal(km_req_parse(buf, n, KM_VALUE_MAX, &m), KM_ST_OK);
+
+	/* A reply built over the request it answers, value taken from the request. */
+	h = (struct km_hdr){.op = KM_OP_GET, .flags = KM_F_REPLY, .val_len = 5, .req_id = 42};
+	hdr_frame(&h, KM_PROTO_MAGIC, KM_PROTO_VERSION);
+	n = km_msg_build(buf, sizeof(buf), &h, NULL, m.val);
+	assert_int_equal(n, KM_HDR_LEN + 5);
+	assert_int_equal(km_reply_parse(buf, n, &m), 0);
+	assert_memory_equal(m.val, "hello", 5);
+}
+
+static void
+test_names(void **state)
+{
+	static const char *const ops[] = {
+		"?", "PING", "GET", "MGET", "PUT", "CAS", "DEL", "SCAN", "MAP", "HELLO"};
+	static const char *const sts[] = {"OK", "NOT_FOUND", "MOVED", "BUSY", "TOO_LARGE",
+		"BAD_REQUEST", "VERSION_MISMATCH", "DENIED", "ERROR"};
+	unsigned int i;
+
+	(void)state;
+	assert_int_equal(sizeof(ops) / sizeof(ops[0]), KM_OP__MAX);
+	assert_int_equal(sizeof(sts) / sizeof(sts[0]), KM_ST__MAX);
+	for (i = 0; i < KM_OP__MAX; i++)
+		assert_string_equal(km_op_name(i), ops[i]);
+	for (i = 0; i < KM_ST__MAX; i++)
+		assert_string_equal(km_status_name(i), sts[i]);
+	assert_string_equal(km_op_name(KM_OP__MAX), "?");
+	assert_string_equal(km_op_name(255), "?");
+	assert_string_equal(km_op_name(UINT32_MAX), "?");
+	assert_string_equal(km_status_name(KM_ST__MAX), "?");
+	assert_string_equal(km_status_name(255), "?");
+	assert_string_equal(km_status_name(UINT32_MAX), "?");
+}
+
+/* Make one fuzz datagram into buf; returns its length (may exceed KM_DGRAM_MAX). */
+static size_t
+fuzz_make(uint8_t *buf, size_t cap, uint64_t *seed)
+{
+	uint64_t r = rnd_next(seed);
+	const struct vector *v = &vectors[(r >> 8) % (sizeof(vectors) / sizeof(vectors[0]))];
+	size_t len, i, n;
+
+	switch (r & 7) {
+	case 0: /* pure noise */
+		len = rnd_next(seed) % (KM_DGRAM_MAX + 64);
+		for (i = 0; i < len; i++)
+			buf[i] = (uint8_t)rnd_next(seed);
+		return len;
+	case 1: { /* a random but plausible header: right magic and version, small lengths */
+		struct km_hdr h = req_hdr((uint8_t)(rnd_next(seed) % 12),
+			(uint16_t)(rnd_next(seed) % 300), (uint32_t)(rnd_next(seed) % 1500));
+
+		if (rnd_next(seed) % 4 == 0)
+			h.flags = (uint16_t)rnd_next(seed);
+		len = (size_t)h.key_len + h.val_len + KM_HDR_LEN;
+		if (rnd_next(seed) % 4 == 0)
+			len = rnd_next(seed) % cap;
+		if (len > cap)
+			len = cap;
+		if (len < KM_HDR_LEN)
+			len = KM_HDR_LEN;
+		km_hdr_encode(buf, &h);
+		for (i = KM_HDR_LEN; i < len; i++)
+			buf[i] = (uint8_t)rnd_next(seed);
+		return len;
+	}
+	case 2: { /* an MGET with a random structured body */
+		unsigned int cnt = (unsigned int)(rnd_next(seed) % (KM_MGET_MAX + 3));
+		size_t off = KM_HDR_LEN + 2;
+		struct km_hdr h;
+
+		for (i = 0; i < cnt && off + 1 + KM_KEY_MAX < cap; i++) {
+			uint8_t kl = (uint8_t)(rnd_next(seed) % 20);
+
+			buf[off] = kl;
+			memset(buf + off + 1, 'm', kl);
+			off += 1 + kl;
+		}
+		if (rnd_next(seed) % 4 == 0)
+			cnt = (unsigned int)rnd_next(seed) % 80;
+		km_put16(buf + KM_HDR_LEN, (uint16_t)cnt);
+		h = req_hdr(KM_OP_MGET, 0, (uint32_t)(off - KM_HDR_LEN));
+		if (rnd_next(seed) % 4 == 0)
+			off -= rnd_next(seed) % (off - KM_HDR_LEN + 1);
+		km_hdr_encode(buf, &h);
+		return off;
+	}
+	default: /* a test vector with a few byte or bit mutations and a new length */
+		memcpy(buf, v->bytes, v->len);
+		len = v->len;
+		n = 1 + rnd_next(seed) % 4;
+		for (i = 0; i < n; i++) {
+			uint64_t m = rnd_next(seed);
+			size_t at = (size_t)(m >> 16) % len;
+
+			if (m & 1)
+				buf[at] ^= (uint8_t)(1u << ((m >> 1) & 7));
+			else
+				buf[at] = (uint8_t)(m >> 8);
+		}
+		if (rnd_next(seed) % 8 == 0) {
+			size_t nl = rnd_next(seed) % (v->len + 16);
+
+			for (i = len; i < nl; i++)
+				buf[i] = (uint8_t)rnd_next(seed);
+			len = nl;
+		}
+		return len;
+	}
+}
+
+static void
+test_fuzz(void **state)
+{
+	uint8_t *src = malloc(KM_DGRAM_MAX + 64), *again = malloc(KM_DGRAM_MAX);
+	unsigned int counts[4] = {0};
+	uint64_t seed = FUZZ_SEED;
+	unsigned int i;
+
+	(void)state;
+	assert_non_null(src);
+	assert_non_null(again);
+	for (i = 0; i < FUZZ_ITERATIONS; i++) {
+		size_t len = fuzz_make(src, KM_DGRAM_MAX + 64, &seed);
+		/* Exact-size copy so that a sanitizer catches any read past the datagram. */
+		uint8_t *buf = malloc(len == 0 ? 1 : len);
+		size_t value_max = rnd_next(&seed) % 2 ? KM_VALUE_MAX : 100;
+		struct km_msg m, r;
+		int rc, rrc;
+
+		assert_non_null(buf);
+		memcpy(buf, src, len);
+		rc = km_req_parse(buf, len, value_max, &m);
+		rrc = km_reply_parse(buf, len, &r);
+		assert_true(rrc == 0 || rrc == -1);
+		switch (rc) {
+		case -1:
+			counts[0]++;
+			break;
+		case KM_ST_OK:
+			counts[1]++;
+			/* Accepted: every documented invariant holds and it re-encodes exactly. */
+			assert_int_equal(rrc, -1);
+			assert_true(len <= KM_DGRAM_MAX);
+			assert_int_equal(len, (size_t)KM_HDR_LEN + m.hdr.key_len + m.hdr.val_len);
+			assert_true(m.hdr.op >= KM_OP_PING && m.hdr.op < KM_OP__MAX &&
+				    m.hdr.op != KM_OP_SCAN && m.hdr.op != KM_OP_HELLO);
+			assert_int_equal(m.hdr.status, 0);
+			assert_int_equal(m.hdr.flags, 0);
+			assert_int_equal(m.hdr.reserved, 0);
+			assert_true(m.hdr.key_len <= KM_KEY_MAX);
+			if (m.hdr.op == KM_OP_PUT || m.hdr.op == KM_OP_CAS)
+				assert_true(m.hdr.val_len <= value_max);
+			if (m.hdr.op == KM_OP_MGET) {
+				struct km_mget_iter it;
+				const uint8_t *k;
+				uint8_t kl;
+				int cnt = km_mget_req_begin(&it, m.val, m.hdr.val_len);
+
+				assert_in_range(cnt, 1, KM_MGET_MAX);
+				while (km_mget_req_next(&it, &k, &kl)) {
+					assert_true(kl >= 1 && kl <= KM_KEY_MAX);
+					assert_true(k >= buf && k + kl <= buf + len);
+					cnt--;
+				}
+				assert_int_equal(cnt, 0);
+			}
+			assert_int_equal(
+				km_msg_build(again, KM_DGRAM_MAX, &m.hdr, m.key, m.val), len);
+			assert_memory_equal(again, buf, len);
+			break;
+		case KM_ST_BAD_REQUEST:
+			counts[2]++;
+			break;
+		case KM_ST_TOO_LARGE:
+			counts[3]++;
+			break;
+		default:
+			fail_msg("km_req_parse returned %d", rc);
+		}
+		free(buf);
+	}
+	print_message("fuzz: %u dropped, %u ok, %u bad request, %u too large\n", counts[0],
+		counts[1], counts[2], counts[3]);
+	/* The generator must reach every outcome, or the loop proves little. */
+	for (i = 0; i < 4; i++)
+		assert_true(counts[i] > FUZZ_ITERATIONS / 100);
+	free(src);
+	free(again);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_hdr_offsets),
+		cmocka_unit_test(test_hdr_roundtrip),
+		cmocka_unit_test(test_vectors),
+		cmocka_unit_test(test_vector_mget_bodies),
+		cmocka_unit_test(test_req_dropped),
+		cmocka_unit_test(test_req_lengths),
+		cmocka_unit_test(test_req_keys),
+		cmocka_unit_test(test_req_values),
+		cmocka_unit_test(test_req_ops),
+		cmocka_unit_test(test_req_zero_fields),
+		cmocka_unit_test(test_req_mget_body),
+		cmocka_unit_test(test_reply_parse),
+		cmocka_unit_test(test_msg_build),
+		cmocka_unit_test(test_names),
+		cmocka_unit_test(test_fuzz),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,816 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * Store registry and "mem" driver. The driver is checked against a plain reference model
+ * (ISA-L style) over fixed seeds, plus targeted cases for what a random walk rarely
+ * reaches: tag collisions, long probe chains, wrap-around at the table end, growth.
+ */
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <km_store.h>
+
+struct tkey {
+	uint8_t buf[256];
+	struct km_key k;
+};
+
+static uint64_t
+rng_next(uint64_t *s)
+{
+	/* splitmix64: tiny, deterministic, good enough to drive tests */
+	uint64_t z = (*s += UINT64_C(0x9e3779b97f4a7c15));
+
+	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+	return z ^ (z >> 31);
+}
+
+static uint64_t
+rng_below(uint64_t *s, uint64_t n)
+{
+	return rng_next(s) % n;
+}
+
+static void
+tkey_set(struct tkey *t, const char *prefix, uint64_t id)
+{
+	int n = snprintf((char *)t->buf, sizeof(t->buf), "%s%llu", prefix, (unsigned long long)id);
+
+	t->k.data = t->buf;
+	t->k.len = (uint16_t)n;
+	t->k.hash = km_key_hash(t->buf, t->k.len);
+}
+
+static struct km_store *
+store_new(uint32_t value_max, uint32_t initial_keys, uint64_t version_base)
+{
+	struct km_store_params p = {
+		.name = "test",
+		.value_max = value_max,
+		.initial_keys = initial_keys,
+		.version_base = version_base,
+		.socket_id = -1,
+	};
+	struct km_store *s = NULL;
+
+	assert_int_equal(km_store_create("mem", &p, &s), 0);
+	assert_non_null(s);
+	return s;
+}
+
+static void
+check_value(
+	struct km_store *s, const struct km_key *k, const void *val, uint32_t len, uint64_t version)
+{
+	struct km_value_ref v;
+
+	assert_int_equal(km_store_get(s, k, &v), 0);
+	assert_int_equal(v.len, len);
+	if (len != 0)
+		assert_memory_equal(v.data, val, len);
+	assert_int_equal(v.version, version);
+}
+
+static void
+check_absent(struct km_store *s, const struct km_key *k)
+{
+	struct km_value_ref v;
+
+	assert_int_equal(km_store_get(s, k, &v), -ENOENT);
+}
+
+/* Registry */
+
+static int
+fake_create(const struct km_store_params *p, struct km_store **out)
+{
+	(void)p;
+	(void)out;
+	return -EPERM;
+}
+
+static const struct km_store_ops fake_ops = {.name = "fake", .create = fake_create};
+static const struct km_store_ops fake_mem_ops = {.name = "mem", .create = fake_create};
+
+static void
+test_registry(void **state)
+{
+	const struct km_store_ops *mem = km_store_driver("mem");
+	struct km_store_params p = {.value_max = 16};
+	struct km_store *s = NULL;
+
+	(void)state;
+	assert_non_null(mem);
+	assert_string_equal(mem->name, "mem");
+	assert_null(km_store_driver("no-such-driver"));
+	assert_null(km_store_driver(NULL));
+	assert_int_equal(km_store_create("no-such-driver", &p, &s), -ENOENT);
+	assert_int_equal(km_store_create(NULL, &p, &s), -EINVAL);
+	assert_int_equal(km_store_create("mem", NULL, &s), -EINVAL);
+	assert_int_equal(km_store_create("mem", &p, NULL), -EINVAL);
+	assert_null(s);
+
+	/* A second driver named "mem" is ignored: the first registration wins. */
+	km_store_register(&fake_mem_ops);
+	assert_ptr_equal(km_store_driver("mem"), mem);
+	km_store_register(NULL);
+
+	/* create dispatches to the named driver and passes its result through */
+	km_store_register(&fake_ops);
+	assert_ptr_equal(km_store_driver("fake"), &fake_ops);
+	assert_int_equal(km_store_create("fake", &p, &s), -EPERM);
+
+	p.value_max = UINT16_MAX + 1; /* the record keeps value lengths in 16 bits */
+	assert_int_equal(km_store_create("mem", &p, &s), -EINVAL);
+	p.value_max = UINT16_MAX;
+	assert_int_equal(km_store_create("mem", &p, &s), 0);
+	km_store_destroy(s);
+	km_store_destroy(NULL);
+}
+
+static void
+test_key_hash(void **state)
+{
+	(void)state;
+	/* XXH3-64 known answer: the client computes the same function. */
+	assert_true(km_key_hash("", 0) == UINT64_C(0x2d06800538d394c2));
+	assert_true(km_key_hash("a", 1) != km_key_hash("b", 1));
+}
+
+/* Basics */
+
+static void
+test_basic(void **state)
+{
+	struct km_store *s = store_new(64, 0, 0);
+	struct tkey a, b;
+	uint64_t v1, v2, v3, v;
+
+	(void)state;
+	tkey_set(&a, "alpha", 1);
+	tkey_set(&b, "beta", 2);
+	check_absent(s, &a.k);
+
+	assert_int_equal(km_store_put(s, &a.k, "hello", 5, KM_VERSION_ANY, 0, &v1), 0);
+	assert_true(v1 > 0);
+	check_value(s, &a.k, "hello", 5, v1);
+	check_absent(s, &b.k);
+
+	/* same size: in place; other sizes: moved record */
+	assert_int_equal(km_store_put(s, &a.k, "world", 5, KM_VERSION_ANY, 0, &v2), 0);
+	check_value(s, &a.k, "world", 5, v2);
+	assert_int_equal(km_store_put(s, &a.k, "a much longer value", 19, 0, 0, &v3), 0);
+	check_value(s, &a.k, "a much longer value", 19, v3);
+	assert_int_equal(km_store_put(s, &a.k, NULL, 0, KM_VERSION_ANY, 0, &v), 0);
+	check_value(s, &a.k, NULL, 0, v);
+
+	assert_int_equal(km_store_del(s, &a.k, KM_VERSION_ANY, &v2), 0);
+	assert_int_equal(v2, v); /* the deleted entry's version */
+	check_absent(s, &a.k);
+	assert_int_equal(km_store_del(s, &a.k, KM_VERSION_ANY, &v2), -ENOENT);
+	assert_int_equal(v2, 0);
+
+	/* NULL version pointers are tolerated */
+	assert_int_equal(km_store_put(s, &b.k, "x", 1, KM_VERSION_ANY, 0, NULL), 0);
+	assert_int_equal(km_store_del(s, &b.k, KM_VERSION_ANY, NULL), 0);
+	km_store_destroy(s);
+}
+
+static void
+test_versions(void **state)
+{
+	const uint64_t base = 1000;
+	struct km_store *s = store_new(64, 0, base);
+	uint64_t last = base, v, dv;
+	struct tkey k[4];
+	int round, i;
+
+	(void)state;
+	for (i = 0; i < 4; i++)
+		tkey_set(&k[i], "ver", (uint64_t)i);
+	for (round = 0; round < 50; round++) {
+		for (i = 0; i < 4; i++) {
+			assert_int_equal(km_store_put(s, &k[i].k, "v", 1, 0, 0, &v), 0);
+			assert_true(v > last);
+			last = v;
+		}
+		/* delete then re-create: the new entry's version is above the deleted one */
+		i = round % 4;
+		assert_int_equal(km_store_del(s, &k[i].k, KM_VERSION_ANY, &dv), 0);
+		assert_true(dv <= last);
+		assert_int_equal(km_store_put(s, &k[i].k, "v", 1, 0, 1, &v), 0);
+		assert_true(v > dv && v > last);
+		last = v;
+	}
+	km_store_destroy(s);
+}
+
+static void
+test_cas(void **state)
+{
+	struct km_store *s = store_new(64, 0, 0);
+	uint64_t v1, v2, v;
+	struct tkey a;
+
+	(void)state;
+	tkey_set(&a, "cas", 0);
+
+	/* expected version on an absent key: stale, current = 0, nothing written */
+	assert_int_equal(km_store_put(s, &a.k, "x", 1, 77, 0, &v), -ESTALE);
+	assert_int_equal(v, 0);
+	check_absent(s, &a.k);
+
+	assert_int_equal(km_store_put(s, &a.k, "one", 3, KM_VERSION_ANY, 1, &v1), 0);
+	assert_int_equal(km_store_put(s, &a.k, "two", 3, v1, 0, &v2), 0);
+	assert_true(v2 > v1);
+	check_value(s, &a.k, "two", 3, v2);
+
+	/* lost race: the old version no longer matches */
+	assert_int_equal(km_store_put(s, &a.k, "three", 5, v1, 0, &v), -ESTALE);
+	assert_int_equal(v, v2);
+	check_value(s, &a.k, "two", 3, v2);
+
+	/* create_only on a present key, with or without an expected version */
+	assert_int_equal(km_store_put(s, &a.k, "four", 4, KM_VERSION_ANY, 1, &v), -EEXIST);
+	assert_int_equal(v, v2);
+	assert_int_equal(km_store_put(s, &a.k, "four", 4, v2, 1, &v), -EEXIST);
+	assert_int_equal(v, v2);
+	check_value(s, &a.k, "two", 3, v2);
+
+	/* failed writes consume no version */
+	assert_int_equal(km_store_put(s, &a.k, "five", 4, v2, 0, &v), 0);
+	assert_int_equal(v, v2 + 1);
+	km_store_destroy(s);
+}
+
+static void
+test_conditional_del(void **state)
+{
+	struct km_store *s = store_new(64, 0, 0);
+	struct tkey a;
+	uint64_t v1, v;
+
+	(void)state;
+	tkey_set(&a, "del", 0);
+	assert_int_equal(km_store_del(s, &a.k, 5, &v), -ENOENT);
+	assert_int_equal(v, 0);
+	assert_int_equal(km_store_put(s, &a.k, "x", 1, KM_VERSION_ANY, 0, &v1), 0);
+	assert_int_equal(km_store_del(s, &a.k, v1 + 1, &v), -ESTALE);
+	assert_int_equal(v, v1);
+	check_value(s, &a.k, "x", 1, v1);
+	assert_int_equal(km_store_del(s, &a.k, v1, &v), 0);
+	assert_int_equal(v, v1);
+	check_absent(s, &a.k);
+	km_store_destroy(s);
+}
+
+static void
+test_limits(void **state)
+{
+	struct km_store *s = store_new(100, 0, 0);
+	static uint8_t big[256];
+	struct km_store_stats st;
+	struct km_value_ref ref;
+	struct km_key k;
+	uint64_t v;
+
+	(void)state;
+	memset(big, 'k', sizeof(big));
+	k.data = big;
+	k.len = 1;
+	k.hash = km_key_hash(big, k.len);
+	assert_int_equal(km_store_put(s, &k, big, 100, KM_VERSION_ANY, 0, &v), 0);
+	check_value(s, &k, big, 100, v);
+	assert_int_equal(km_store_put(s, &k, big, 101, KM_VERSION_ANY, 0, &v), -E2BIG);
+	check_value(s, &k, big, 100, 1);
+	assert_int_equal(km_store_put(s, &k, NULL, 1, KM_VERSION_ANY, 0, &v), -EINVAL);
+
+	k.len = 250;
+	k.hash = km_key_hash(big, k.len);
+	assert_int_equal(km_store_put(s, &k, "v", 1, KM_VERSION_ANY, 0, &v), 0);
+	check_value(s, &k, "v", 1, v);
+
+	k.len = 251;
+	k.hash = km_key_hash(big, k.len);
+	assert_int_equal(km_store_put(s, &k, "v", 1, KM_VERSION_ANY, 0, &v), -EINVAL);
+	assert_int_equal(km_store_get(s, &k, &ref), -EINVAL);
+	assert_int_equal(km_store_del(s, &k, KM_VERSION_ANY, &v), -EINVAL);
+	k.len = 0;
+	k.hash = km_key_hash(big, k.len);
+	assert_int_equal(km_store_put(s, &k, "v", 1, KM_VERSION_ANY, 0, &v), -EINVAL);
+	assert_int_equal(km_store_get(s, &k, &ref), -EINVAL);
+	assert_int_equal(km_store_del(s, &k, KM_VERSION_ANY, &v), -EINVAL);
+	k.len = 4;
+	k.data = NULL;
+	assert_int_equal(km_store_put(s, &k, "v", 1, KM_VERSION_ANY, 0, &v), -EINVAL);
+
+	km_store_stats(s, &st);
+	assert_int_equal(st.keys, 2);
+	assert_int_equal(st.value_bytes, 1 + 100 + 250 + 1);
+	km_store_destroy(s);
+}
+
+/* Differential test against a reference model */
+
+#define DIFF_KEYS      5000
+#define DIFF_OPS       200000
+#define DIFF_VALUE_MAX 512
+
+struct ref_entry {
+	struct tkey key;
+	int present;
+	uint64_t version;
+	uint32_t len;
+	uint8_t val[DIFF_VALUE_MAX];
+};
+
+/* The reference: one array slot per key id, semantics written out plainly. */
+struct ref_store {
+	struct ref_entry e[DIFF_KEYS];
+	uint64_t version;
+	uint64_t keys;
+	uint64_t bytes;
+};
+
+static int
+ref_put(struct ref_store *r, struct ref_entry *e, const uint8_t *val, uint32_t len, uint64_t expect,
+	int create_only, uint64_t *version)
+{
+	*version = 0;
+	if (len > DIFF_VALUE_MAX)
+		return -E2BIG;
+	if (e->present && create_only) {
+		*version = e->version;
+		return -EEXIST;
+	}
+	if (expect != KM_VERSION_ANY && (!e->present || e->version != expect)) {
+		*version = e->present ? e->version : 0;
+		return -ESTALE;
+	}
+	if (e->present) {
+		r->bytes -= e->key.k.len + e->len;
+	} else {
+		r->keys++;
+		e->present = 1;
+	}
+	memcpy(e->val, val, len);
+	e->len = len;
+	e->version = ++r->version;
+	r->bytes += e->key.k.len + len;
+	*version = e->version;
+	return 0;
+}
+
+static int
+ref_del(struct ref_store *r, struct ref_entry *e, uint64_t expect, uint64_t *version)
+{
+	*version = 0;
+	if (!e->present)
+		return -ENOENT;
+	*version = e->version;
+	if (expect != KM_VERSION_ANY && e->version != expect)
+		return -ESTALE;
+	r->version++;
+	r->keys--;
+	r->bytes -= e->key.k.len + e->len;
+	e->present = 0;
+	return 0;
+}
+
+static uint64_t
+pick_expect(uint64_t *rng, const struct ref_entry *e)
+{
+	/* right version, wrong version, or a version on an absent key */
+	switch (rng_below(rng, 3)) {
+	case 0:
+		return e->present ? e->version : 1 + rng_below(rng, 1000);
+	case 1:
+		return e->version + 1;
+	default:
+		return 1 + rng_below(rng, 1u << 20);
+	}
+}
+
+static int
+count_cb(void *arg, const struct km_key *k, const struct km_value_ref *v)
+{
+	(void)k;
+	(void)v;
+	(*(uint64_t *)arg)++;
+	return 0;
+}
+
+static void
+check_all(struct km_store *s, const struct ref_store *r)
+{
+	struct km_store_stats st;
+	uint64_t walked = 0;
+	unsigned int i;
+
+	for (i = 0; i < DIFF_KEYS; i++) {
+		const struct ref_entry *e = &r->e[i];
+
+		if (e->present)
+			check_value(s, &e->key.k, e->val, e->len, e->version);
+		else
+			check_absent(s, &e->key.k);
+	}
+	km_store_stats(s, &st);
+	assert_int_equal(st.keys, r->keys);
+	assert_int_equal(st.value_bytes, r->bytes);
+	assert_int_equal(s->ops->walk(s, count_cb, &walked), 0);
+	assert_int_equal(walked, r->keys);
+}
+
+static void
+run_differential(uint64_t seed, uint32_t initial_keys)
+{
+	struct ref_store *r = calloc(1, sizeof(*r));
+	uint8_t val[DIFF_VALUE_MAX + 1];
+	struct km_store *s;
+	uint64_t rng = seed;
+	unsigned int i, j;
+
+	assert_non_null(r);
+	r->version = 1u << 30;
+	s = store_new(DIFF_VALUE_MAX, initial_keys, r->version);
+	for (i = 0; i < DIFF_KEYS; i++) {
+		struct tkey *t = &r->e[i].key;
+		/* unique prefix, then random bytes: lengths 1..250, mostly short */
+		uint32_t len = rng_below(&rng, 16) == 0 ? 250 : 24;
+		int n = snprintf((char *)t->buf, sizeof(t->buf), "%u", i);
+
+		len = n + rng_below(&rng, len - n + 1);
+		for (j = n; j < len; j++)
+			t->buf[j] = (uint8_t)rng_next(&rng);
+		t->k.data = t->buf;
+		t->k.len = (uint16_t)len;
+		t->k.hash = km_key_hash(t->buf, len);
+	}
+
+	for (i = 0; i < DIFF_OPS; i++) {
+		struct ref_entry *e = &r->e[rng_below(&rng, DIFF_KEYS)];
+		uint32_t op = rng_below(&rng, 100), len;
+		uint64_t expect = KM_VERSION_ANY, got_v, ref_v;
+		int create_only = 0, got, want;
+		struct km_value_ref ref;
+
+		if (op < 30) {
+			if (!e->present)
+				assert_int_equal(km_store_get(s, &e->key.k, &ref), -ENOENT);
+			else
+				check_value(s, &e->key.k, e->val, e->len, e->version);
+			continue;
+		}
+		if (op < 80) {
+			/* value sizes 0..value_max, sometimes one too many */
+			len = rng_below(&rng, 64) == 0 ? DIFF_VALUE_MAX + 1
+						       : rng_below(&rng, DIFF_VALUE_MAX + 1);
+			for (j = 0; j < len; j++)
+				val[j] = (uint8_t)rng_next(&rng);
+			if (op >= 55 && op < 70)
+				expect = pick_expect(&rng, e);
+			else if (op >= 70)
+				create_only = 1;
+			want = ref_put(r, e, val, len, expect, create_only, &ref_v);
+			got = km_store_put(s, &e->key.k, val, len, expect, create_only, &got_v);
+		} else {
+			if (op >= 90)
+				expect = pick_expect(&rng, e);
+			want = ref_del(r, e, expect, &ref_v);
+			got = km_store_del(s, &e->key.k, expect, &got_v);
+		}
+		assert_int_equal(got, want);
+		assert_int_equal(got_v, ref_v);
+		if (i % 20000 == 0)
+			check_all(s, r);
+	}
+	check_all(s, r);
+	km_store_destroy(s);
+	free(r);
+}
+
+static void
+test_differential(void **state)
+{
+	(void)state;
+	run_differential(1, 0);    /* grows from the default size */
+	run_differential(2, 6000); /* presized, no growth */
+}
+
+/* Growth */
+
+#define GROW_KEYS 300000
+
+static void
+test_growth(void **state)
+{
+	struct km_store *s = store_new(16, 0, 0);
+	struct km_store_stats st;
+	uint64_t i, bytes = 0, slots;
+	struct km_value_ref v;
+	struct tkey t;
+
+	(void)state;
+	for (i = 0; i < GROW_KEYS; i++) {
+		tkey_set(&t, "grow-", i);
+		assert_int_equal(km_store_put(s, &t.k, &i, sizeof(i), 0, 1, NULL), 0);
+		bytes += t.k.len + sizeof(i);
+		/* doubles exactly when the load would pass 7/8 */
+		km_store_stats(s, &st);
+		slots = st.index_bytes / 8;
+		assert_true(i + 1 <= slots - slots / 8);
+		assert_true(slots == 64 || i + 1 > (slots / 2) - (slots / 16));
+	}
+	km_store_stats(s, &st);
+	assert_int_equal(st.keys, GROW_KEYS);
+	assert_int_equal(st.value_bytes, bytes);
+	slots = st.index_bytes / 8;
+	assert_int_equal(slots & (slots - 1), 0);
+	assert_true(GROW_KEYS <= slots - slots / 8);         /* load <= 7/8 */
+	assert_true(GROW_KEYS > (slots / 2) - (slots / 16)); /* and it did not over-grow */
+	assert_true(st.entry_overhead_bytes >= GROW_KEYS * 11);
+
+	for (i = 0; i < GROW_KEYS; i++) {
+		tkey_set(&t, "grow-", i);
+		assert_int_equal(km_store_get(s, &t.k, &v), 0);
+		assert_int_equal(v.len, sizeof(i));
+		assert_memory_equal(v.data, &i, sizeof(i));
+	}
+	/* deleting every other key keeps the rest findable */
+	for (i = 0; i < GROW_KEYS; i += 2) {
+		tkey_set(&t, "grow-", i);
+		assert_int_equal(km_store_del(s, &t.k, KM_VERSION_ANY, NULL), 0);
+	}
+	for (i = 0; i < GROW_KEYS; i++) {
+		tkey_set(&t, "grow-", i);
+		if (i % 2 == 0)
+			check_absent(s, &t.k);
+		else
+			assert_int_equal(km_store_get(s, &t.k, &v), 0);
+	}
+	km_store_stats(s, &st);
+	assert_int_equal(st.keys, GROW_KEYS / 2);
+	km_store_destroy(s);
+}
+
+/* Collisions and probe chains */
+
+/* Mirrors mem_tag() in drivers/store/mem/store_mem.c: the top 16 bits of hash * phi. */
+static uint64_t
+mem_tag_of(uint64_t hash)
+{
+	return (hash * UINT64_C(0x9e3779b97f4a7c15)) >> 48;
+}
+
+/* Insert the keys in one order, delete them in another, checking every key after every
+ * step: deletions inside probe chains must not hide later keys. */
+static void
+churn(struct km_store *s, struct tkey *keys, unsigned int n, uint64_t *rng)
+{
+	unsigned int order[64], i, j, tmp;
+	uint64_t version[64] = {0}, v;
+
+	assert_true(n <= 64);
+	for (i = 0; i < n; i++)
+		order[i] = i;
+	for (i = n - 1; i > 0; i--) {
+		j = rng_below(rng, i + 1);
+		tmp = order[i], order[i] = order[j], order[j] = tmp;
+	}
+	for (i = 0; i < n; i++) {
+		struct tkey *t = &keys[order[i]];
+
+		assert_int_equal(
+			km_store_put(s, &t->k, t->buf, t->k.len, 0, 1, &version[order[i]]), 0);
+	}
+	for (i = n - 1; i > 0; i--) {
+		j = rng_below(rng, i + 1);
+		tmp = order[i], order[i] = order[j], order[j] = tmp;
+	}
+	for (i = 0; i < n; i++) {
+		assert_int_equal(km_store_del(s, &keys[order[i]].k, KM_VERSION_ANY, &v), 0);
+		assert_int_equal(v, version[order[i]]);
+		version[order[i]] = 0;
+		for (j = 0; j < n; j++) {
+			if (version[j] != 0)
+				check_value(s, &keys[j].k, keys[j].buf, keys[j].k.len, version[j]);
+			else
+				check_absent(s, &keys[j].k);
+		}
+	}
+}
+
+/* Find n keys whose hash has (hash & mask) == home, and, if tag >= 0, that tag. */
+static void
+find_keys(struct tkey *out, unsigned int n, const char *prefix, uint64_t mask, uint64_t home,
+	int64_t tag, uint64_t *id)
+{
+	unsigned int found = 0;
+
+	while (found < n) {
+		tkey_set(&out[found], prefix, (*id)++);
+		if ((out[found].k.hash & mask) != home)
+			continue;
+		if (tag >= 0 && mem_tag_of(out[found].k.hash) != (uint64_t)tag)
+			continue;
+		found++;
+	}
+}
+
+static void
+test_tag_collisions(void **state)
+{
+	/* initial_keys 14: 16 slots, so no growth with 14 keys */
+	struct km_store *s = store_new(64, 14, 0);
+	struct km_store_stats st;
+	struct tkey keys[15];
+	uint64_t id = 0, rng = 7;
+	int64_t tag;
+	int round;
+
+	(void)state;
+	km_store_stats(s, &st);
+	assert_int_equal(st.index_bytes, 16 * 8);
+	/* home 15: the chain wraps around the end of the table */
+	find_keys(&keys[0], 1, "t", 15, 15, -1, &id);
+	tag = (int64_t)mem_tag_of(keys[0].k.hash);
+	find_keys(&keys[1], 7, "t", 15, 15, tag, &id);  /* same home, same tag */
+	find_keys(&keys[8], 3, "t", 15, 0, tag, &id);   /* same tag, next home */
+	find_keys(&keys[11], 3, "t", 15, 14, -1, &id);  /* chain before the end */
+	find_keys(&keys[14], 1, "t", 15, 15, tag, &id); /* never inserted */
+	for (round = 0; round < 200; round++) {
+		churn(s, keys, 14, &rng);
+		km_store_stats(s, &st);
+		assert_int_equal(st.keys, 0);
+		assert_int_equal(st.index_bytes, 16 * 8);
+	}
+	/* a full-tag, same-home miss must compare keys, not stop at the tag */
+	for (round = 0; round < 14; round++)
+		assert_int_equal(km_store_put(s, &keys[round].k, "v", 1, 0, 1, NULL), 0);
+	check_absent(s, &keys[14].k);
+	km_store_destroy(s);
+}
+
+static void
+test_long_chains(void **state)
+{
+	/* 32 slots; 28 keys homed on slots 30, 31, 0: probe distances well past 15 */
+	struct km_store *s = store_new(64, 28, 0);
+	struct km_store_stats st;
+	struct tkey keys[28];
+	uint64_t id = 0, rng = 11;
+	int round;
+
+	(void)state;
+	km_store_stats(s, &st);
+	assert_int_equal(st.index_bytes, 32 * 8);
+	find_keys(&keys[0], 10, "c", 31, 30, -1, &id);
+	find_keys(&keys[10], 10, "c", 31, 31, -1, &id);
+	find_keys(&keys[20], 8, "c", 31, 0, -1, &id);
+	for (round = 0; round < 200; round++)
+		churn(s, keys, 28, &rng);
+	km_store_stats(s, &st);
+	assert_int_equal(st.keys, 0);
+	assert_int_equal(st.index_bytes, 32 * 8);
+	km_store_destroy(s);
+}
+
+/* Walk */
+
+#define WALK_KEYS 10000
+
+struct walk_state {
+	uint8_t seen[WALK_KEYS];
+	uint64_t calls;
+	uint64_t stop_after;
+};
+
+static int
+walk_cb(void *arg, const struct km_key *k, const struct km_value_ref *v)
+{
+	struct walk_state *w = arg;
+	char buf[32];
+	unsigned long id;
+
+	assert_true(k->len < sizeof(buf));
+	memcpy(buf, k->data, k->len);
+	buf[k->len] = '\0';
+	id = strtoul(buf + 1, NULL, 10);
+	assert_true(id < WALK_KEYS);
+	assert_true(k->hash == km_key_hash(k->data, k->len));
+	assert_int_equal(v->len, sizeof(id));
+	assert_memory_equal(v->data, &id, sizeof(id));
+	w->seen[id]++;
+	if (++w->calls == w->stop_after)
+		return 42;
+	return 0;
+}
+
+static void
+test_walk(void **state)
+{
+	struct km_store *s = store_new(64, 0, 0);
+	struct walk_state *w = calloc(1, sizeof(*w));
+	unsigned long i;
+	struct tkey t;
+
+	(void)state;
+	assert_non_null(w);
+	assert_int_equal(s->ops->walk(s, walk_cb, w), 0);
+	assert_int_equal(w->calls, 0);
+	for (i = 0; i < WALK_KEYS; i++) {
+		tkey_set(&t, "w", i);
+		assert_int_equal(km_store_put(s, &t.k, &i, sizeof(i), 0, 0, NULL), 0);
+	}
+	/* delete some, so that the walk crosses shifted chains */
+	for (i = 0; i < WALK_KEYS; i += 3) {
+		tkey_set(&t, "w", i);
+		assert_int_equal(km_store_del(s, &t.k, 0, NULL), 0);
+	}
+	assert_int_equal(s->ops->walk(s, walk_cb, w), 0);
+	for (i = 0; i < WALK_KEYS; i++)
+		assert_int_equal(w->seen[i], i % 3 == 0 ? 0 : 1);
+
+	/* a non-zero return stops the walk and is passed through */
+	memset(w, 0, sizeof(*w));
+	w->stop_after = 100;
+	assert_int_equal(s->ops->walk(s, walk_cb, w), 42);
+	assert_int_equal(w->calls, 100);
+	free(w);
+	km_store_destroy(s);
+}
+
+/* Stats */
+
+static void
+test_stats(void **state)
+{
+	struct km_store *s = store_new(1000, 0, 0);
+	static uint8_t val[1000];
+	struct km_store_stats st;
+	struct tkey a, b;
+
+	(void)state;
+	km_store_stats(s, &st);
+	assert_int_equal(st.keys, 0);
+	assert_int_equal(st.value_bytes, 0);
+	assert_int_equal(st.entry_overhead_bytes, 0);
+	assert_true(st.index_bytes > 0);
+
+	tkey_set(&a, "stats-a", 0);  /* 8 bytes */
+	tkey_set(&b, "stats-bb", 0); /* 9 bytes */
+	assert_int_equal(km_store_put(s, &a.k, val, 100, 0, 0, NULL), 0);
+	assert_int_equal(km_store_put(s, &b.k, val, 10, 0, 0, NULL), 0);
+	km_store_stats(s, &st);
+	assert_int_equal(st.keys, 2);
+	assert_int_equal(st.value_bytes, 8 + 100 + 9 + 10);
+	/* at least the 11-byte header and the allocator's size word per record */
+	assert_true(st.entry_overhead_bytes >= 2 * (11 + 8));
+	assert_true(st.entry_overhead_bytes <= 2 * 64);
+
+	assert_int_equal(km_store_put(s, &a.k, val, 1000, 0, 0, NULL), 0); /* grows */
+	assert_int_equal(km_store_put(s, &b.k, val, 10, 0, 0, NULL), 0);   /* in place */
+	km_store_stats(s, &st);
+	assert_int_equal(st.keys, 2);
+	assert_int_equal(st.value_bytes, 8 + 1000 + 9 + 10);
+
+	assert_int_equal(km_store_del(s, &a.k, 0, NULL), 0);
+	assert_int_equal(km_store_del(s, &b.k, 0, NULL), 0);
+	km_store_stats(s, &st);
+	assert_int_equal(st.keys, 0);
+	assert_int_equal(st.value_bytes, 0);
+	assert_int_equal(st.entry_overhead_bytes, 0);
+	km_store_destroy(s);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_registry),
+		cmocka_unit_test(test_key_hash),
+		cmocka_unit_test(test_basic),
+		cmocka_unit_test(test_versions),
+		cmocka_unit_test(test_cas),
+		cmocka_unit_test(test_conditional_del),
+		cmocka_unit_test(test_limits),
+		cmocka_unit_test(test_differential),
+		cmocka_unit_test(test_growth),
+		cmocka_unit_test(test_tag_collisions),
+		cmocka_unit_test(test_long_chains),
+		cmocka_unit_test(test_walk),
+		cmocka_unit_test(test_stats),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -26,18 +26,18 @@ extern "C" {
 
 enum km_err {
 	KM_OK = 0,
-	KM_ERR_NOT_FOUND = -1,	      /* key absent */
+	KM_ERR_NOT_FOUND = -1,        /* key absent */
 	KM_ERR_VERSION_MISMATCH = -2, /* CAS/DEL version condition failed */
-	KM_ERR_TOO_LARGE = -3,	      /* key or value over the limit */
+	KM_ERR_TOO_LARGE = -3,        /* key or value over the limit */
 	KM_ERR_BAD_REQUEST = -4,      /* server refused the request as malformed */
-	KM_ERR_BUSY = -5,	      /* server overloaded: retry later */
-	KM_ERR_DENIED = -6,	      /* not allowed */
-	KM_ERR_SERVER = -7,	      /* server-side failure */
-	KM_ERR_TIMEOUT = -8,	      /* no reply after all retries */
-	KM_ERR_INVAL = -9,	      /* bad argument */
-	KM_ERR_SYSTEM = -10,	      /* socket error, see errno */
-	KM_ERR_PROTO = -11,	      /* unexpected reply */
-	KM_ERR_MOVED = -12,	      /* still MOVED after refreshing the map */
+	KM_ERR_BUSY = -5,             /* server overloaded: retry later */
+	KM_ERR_DENIED = -6,           /* not allowed */
+	KM_ERR_SERVER = -7,           /* server-side failure */
+	KM_ERR_TIMEOUT = -8,          /* no reply after all retries */
+	KM_ERR_INVAL = -9,            /* bad argument */
+	KM_ERR_SYSTEM = -10,          /* socket error, see errno */
+	KM_ERR_PROTO = -11,           /* unexpected reply */
+	KM_ERR_MOVED = -12,           /* still MOVED after refreshing the map */
 	KM_ERR_NOMEM = -13,
 	KM_ERR_BUFFER = -14, /* value larger than the caller's buffer (length reported) */
 };
@@ -46,13 +46,13 @@ enum km_err {
 const char *km_strerror(int err);
 
 struct km_client_opts {
-	const char *host;	/* server IPv4 address or name, required */
-	uint16_t port;		/* base UDP port (worker 0), default 7070 */
+	const char *host;        /* server IPv4 address or name, required */
+	uint16_t port;           /* base UDP port (worker 0), default 7070 */
 	unsigned int timeout_ms; /* per attempt, default 200 */
-	unsigned int retries;	/* attempts after the first, default 3 */
-	uint32_t session;	/* session id carried in requests, 0 = none */
-	int no_steer;		/* 1: send everything to the base port, no MAP */
-	unsigned int window;	/* batch API: requests in flight, default 64 */
+	unsigned int retries;    /* attempts after the first, default 3 */
+	uint32_t session;        /* session id carried in requests, 0 = none */
+	int no_steer;            /* 1: send everything to the base port, no MAP */
+	unsigned int window;     /* batch API: requests in flight, default 64 */
 };
 
 struct km_client;
@@ -93,11 +93,11 @@ int km_del(struct km_client *c, const void *key, size_t klen, uint64_t expect);
 struct km_mget_item {
 	const void *key;
 	size_t klen;
-	void *buf;	  /* caller's buffer for the value */
+	void *buf; /* caller's buffer for the value */
 	size_t cap;
-	size_t len;	  /* out: value length */
+	size_t len;       /* out: value length */
 	uint64_t version; /* out */
-	int err;	  /* out: KM_OK, KM_ERR_NOT_FOUND, KM_ERR_BUFFER, ... */
+	int err;          /* out: KM_OK, KM_ERR_NOT_FOUND, KM_ERR_BUFFER, ... */
 };
 
 /**
@@ -108,14 +108,28 @@ struct km_mget_item {
 int km_mget(struct km_client *c, struct km_mget_item *items, size_t n);
 
 /* Batch (asynchronous) API: many requests in flight on one socket (sendmmsg/recvmmsg). */
+
+/** Operations of km_batch_op.op (their wire op codes, so KM_OP_* from km_proto.h work too). */
+enum km_batch_opcode {
+	KM_BATCH_PING = 1,
+	KM_BATCH_GET = 2,
+	KM_BATCH_PUT = 4,
+	KM_BATCH_CAS = 5,
+	KM_BATCH_DEL = 6,
+};
+
+/** Limits of protocol version 1 (checked by the client before sending). */
+#define KM_CLIENT_KEY_MAX   250
+#define KM_CLIENT_VALUE_MAX 1431
+
 struct km_batch_op {
-	uint8_t op;	  /* KM_OP_GET, KM_OP_PUT, KM_OP_CAS, KM_OP_DEL, KM_OP_PING */
+	uint8_t op; /* enum km_batch_opcode */
 	const void *key;
 	size_t klen;
-	const void *val;  /* PUT/CAS */
+	const void *val; /* PUT/CAS */
 	size_t vlen;
 	uint64_t version; /* CAS/DEL expected version */
-	void *buf;	  /* GET: value buffer (may be NULL to discard the value) */
+	void *buf;        /* GET: value buffer (may be NULL to discard the value) */
 	size_t cap;
 	/* results */
 	int err;
@@ -143,6 +157,14 @@ unsigned int km_client_worker_of(const struct km_client *c, const void *key, siz
 
 /** Number of workers in the client's map (1 when unsteered). */
 unsigned int km_client_nb_workers(const struct km_client *c);
+
+struct km_shardmap; /* km_shardmap.h */
+
+/**
+ * The client's shard map, read-only (NULL when unsteered), e.g. for keymap-cli map.
+ * Valid until the next call on c (a refresh replaces it).
+ */
+const struct km_shardmap *km_client_map(const struct km_client *c);
 
 /** Client-side counters. */
 struct km_client_stats {

@@ -1,0 +1,1667 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * libkeymap against a fake keymap server: a thread serving n UDP sockets on 127.0.0.1
+ * (one per worker, consecutive ports) with km_proto, km_shardmap and an in-memory
+ * table. Each test scripts the fake (drop, BUSY, duplicate, silence, publish a new map)
+ * and checks what the client did from the fake's request log: ports, req_ids, epochs.
+ *
+ * Deterministic: fixed seeds; timing only enters through generous upper bounds.
+ */
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "km_client.h"
+#include "km_proto.h"
+#include "km_shardmap.h"
+
+#define FK_WORKERS_MAX 8
+#define FK_TABLE       4096 /* power of two */
+#define FK_LOG         65536
+#define FK_DEDUP       1024
+#define FK_KEY_LOG     32
+
+struct fk_entry {
+	uint8_t used; /* slot holds this key (present or deleted) */
+	uint8_t present;
+	uint8_t klen;
+	uint8_t key[KM_KEY_MAX];
+	uint16_t vlen;
+	uint64_t version;
+	uint8_t val[KM_DGRAM_MAX];
+};
+
+/* One request as the fake received it (before any scripted drop). */
+struct fk_req {
+	uint8_t op;
+	uint8_t worker; /* socket index it arrived on */
+	uint16_t nkeys; /* MGET: keys in the body */
+	uint32_t epoch;
+	uint64_t req_id;
+	uint64_t version; /* CAS/DEL expected version, MAP cursor */
+	uint8_t klen;
+	uint8_t key[FK_KEY_LOG];
+};
+
+struct fk_dedup {
+	uint64_t req_id;
+	size_t len;
+	uint8_t buf[KM_DGRAM_MAX];
+};
+
+struct fake {
+	int fd[FK_WORKERS_MAX];
+	unsigned int n;
+	uint16_t base;
+	pthread_t thread;
+	atomic_int stop;
+
+	pthread_mutex_t lock; /* all below: test thread and server thread */
+	struct km_shardmap *map;
+	struct km_shardmap *next_map; /* published right after a MAP chunk at cursor 0 */
+	int map_disabled;             /* MAP -> BAD_REQUEST, replies carry epoch 0 */
+	int check_owner;              /* apply the MOVED rule (docs/protocol.md 1.1) */
+	int silent;                   /* never reply */
+	int drop_req;                 /* drop the next k requests */
+	int drop_every;               /* drop every k-th request */
+	int drop_map;                 /* drop every MAP request */
+	int drop_reply;               /* apply the next k writes, then drop their reply */
+	int busy;                     /* answer BUSY to the next k key requests */
+	int dup;                      /* send every reply twice */
+	int replay;                   /* before each reply, send the previous one again */
+	size_t map_cap;               /* MAP reply body limit */
+	size_t mget_cap;              /* MGET reply datagram limit */
+	uint64_t next_version;
+	uint64_t applied; /* writes applied */
+	unsigned long nreq;
+	struct fk_entry *table;
+	struct fk_req *log;
+	unsigned int nlog;
+	struct fk_dedup *dedup;
+	unsigned int dedup_next;
+	uint8_t prev[KM_DGRAM_MAX];
+	size_t prev_len;
+};
+
+static struct fake *fk; /* the fake of the running test */
+
+/* xorshift64*: fixed seeds make every run identical. */
+static uint64_t
+rng_next(uint64_t *s)
+{
+	*s ^= *s >> 12;
+	*s ^= *s << 25;
+	*s ^= *s >> 27;
+	return *s * 2685821657736338717ull;
+}
+
+static uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static unsigned int
+fk_owner_of(const struct km_shardmap *m, const void *key, size_t klen)
+{
+	return km_shardmap_lookup(m, km_shardmap_hash(m, key, klen))->owner;
+}
+
+static uint32_t
+fk_hash(const uint8_t *key, size_t len)
+{
+	uint32_t h = 2166136261u;
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		h = (h ^ key[i]) * 16777619u;
+	return h;
+}
+
+/* Entry for key: existing one, or (create) a fresh slot. Entries are never freed. */
+static struct fk_entry *
+fk_find(struct fake *f, const uint8_t *key, size_t klen, int create)
+{
+	uint32_t pos = fk_hash(key, klen) & (FK_TABLE - 1);
+
+	while (f->table[pos].used) {
+		struct fk_entry *e = &f->table[pos];
+
+		if (e->klen == klen && memcmp(e->key, key, klen) == 0)
+			return e;
+		pos = (pos + 1) & (FK_TABLE - 1);
+	}
+	if (!create)
+		return NULL;
+	f->table[pos].used = 1;
+	f->table[pos].klen = (uint8_t)klen;
+	memcpy(f->table[pos].key, key, klen);
+	return &f->table[pos];
+}
+
+static const struct fk_dedup *
+fk_dedup_find(const struct fake *f, uint64_t req_id)
+{
+	unsigned int i;
+
+	for (i = 0; i < FK_DEDUP; i++)
+		if (f->dedup[i].len != 0 && f->dedup[i].req_id == req_id)
+			return &f->dedup[i];
+	return NULL;
+}
+
+/* Execute one key op; fills rh (status, version) and the value to send. */
+static const uint8_t *
+fk_exec(struct fake *f, const struct km_msg *m, struct km_hdr *rh)
+{
+	struct fk_entry *e = fk_find(f, m->key, m->hdr.key_len, m->hdr.op != KM_OP_GET);
+	uint64_t cur = e != NULL && e->present ? e->version : 0;
+
+	switch (m->hdr.op) {
+	case KM_OP_GET:
+		if (cur == 0) {
+			rh->status = KM_ST_NOT_FOUND;
+			return NULL;
+		}
+		rh->version = e->version;
+		rh->val_len = e->vlen;
+		return e->val;
+	case KM_OP_CAS:
+		if (m->hdr.version != cur) {
+			rh->status = KM_ST_VERSION_MISMATCH;
+			rh->version = cur;
+			return NULL;
+		}
+		/* fallthrough */
+	case KM_OP_PUT:
+		e->present = 1;
+		e->vlen = (uint16_t)m->hdr.val_len;
+		memcpy(e->val, m->val, m->hdr.val_len);
+		e->version = ++f->next_version;
+		rh->version = e->version;
+		f->applied++;
+		return NULL;
+	case KM_OP_DEL:
+		if (cur == 0) {
+			rh->status = KM_ST_NOT_FOUND;
+			return NULL;
+		}
+		if (m->hdr.version != 0 && m->hdr.version != cur) {
+			rh->status = KM_ST_VERSION_MISMATCH;
+			rh->version = cur;
+			return NULL;
+		}
+		e->present = 0;
+		rh->version = cur;
+		f->applied++;
+		return NULL;
+	}
+	rh->status = KM_ST_BAD_REQUEST;
+	return NULL;
+}
+
+/*
+ * The MOVED rule: a request with a non-zero epoch other than the server's, sent to a
+ * worker that does not own its (first) key. Otherwise the owner executes it.
+ */
+static int
+fk_moved(const struct fake *f, const struct km_msg *m, const uint8_t *key, size_t klen,
+	unsigned int w)
+{
+	return f->check_owner && !f->map_disabled && m->hdr.epoch != 0 &&
+	       m->hdr.epoch != f->map->epoch && fk_owner_of(f->map, key, klen) != w;
+}
+
+/*
+ * MGET body into out (at most cap bytes). Executed by the owner of the first key: other
+ * keys it does not own get MOVED; entries that do not fit get TOO_LARGE.
+ */
+static size_t
+fk_mget(struct fake *f, const struct km_msg *m, unsigned int w, uint8_t *out, size_t cap)
+{
+	struct km_mget_iter it;
+	const uint8_t *key;
+	size_t off = 2, left;
+	uint16_t count = 0;
+	uint8_t klen;
+
+	km_mget_req_begin(&it, m->val, m->hdr.val_len);
+	left = it.left;
+	if (!f->map_disabled) {
+		const uint8_t *first = it.p + 1;
+
+		w = fk_owner_of(f->map, first, it.p[0]);
+	}
+	while (km_mget_req_next(&it, &key, &klen)) {
+		struct fk_entry *e = fk_find(f, key, klen, 0);
+		uint8_t *p = out + off;
+
+		/* Room for the fixed part of this entry and of every later one. */
+		left--;
+		p[0] = KM_ST_OK;
+		km_put64(p + 1, 0);
+		km_put16(p + 9, 0);
+		if (f->check_owner && !f->map_disabled && fk_owner_of(f->map, key, klen) != w) {
+			p[0] = KM_ST_MOVED;
+		} else if (e == NULL || !e->present) {
+			p[0] = KM_ST_NOT_FOUND;
+		} else if (off + KM_MGET_REP_ENTRY_HDR * (left + 1) + e->vlen > cap) {
+			p[0] = KM_ST_TOO_LARGE;
+		} else {
+			km_put64(p + 1, e->version);
+			km_put16(p + 9, e->vlen);
+			memcpy(p + KM_MGET_REP_ENTRY_HDR, e->val, e->vlen);
+		}
+		off += KM_MGET_REP_ENTRY_HDR + km_get16(p + 9);
+		count++;
+	}
+	km_put16(out, count);
+	return off;
+}
+
+static void
+fk_send(struct fake *f, unsigned int w, const uint8_t *buf, size_t len,
+	const struct sockaddr_in *to)
+{
+	(void)sendto(f->fd[w], buf, len, 0, (const struct sockaddr *)to, sizeof(*to));
+}
+
+static void
+fk_handle(struct fake *f, unsigned int w, const uint8_t *buf, size_t len,
+	const struct sockaddr_in *from)
+{
+	static uint8_t out[KM_DGRAM_MAX];
+	const uint8_t *val = NULL;
+	struct km_hdr rh;
+	struct km_msg m;
+	struct fk_req *lg;
+	int st, is_write, is_key;
+	size_t olen;
+
+	st = km_req_parse(buf, len, KM_VALUE_MAX, &m);
+	if (st < 0)
+		return;
+	if (f->nlog < FK_LOG) {
+		lg = &f->log[f->nlog++];
+		memset(lg, 0, sizeof(*lg));
+		lg->op = m.hdr.op;
+		lg->worker = (uint8_t)w;
+		lg->epoch = m.hdr.epoch;
+		lg->req_id = m.hdr.req_id;
+		lg->version = m.hdr.version;
+		if (st == KM_ST_OK && m.hdr.op == KM_OP_MGET)
+			lg->nkeys = km_get16(m.val);
+		lg->klen = (uint8_t)(m.hdr.key_len < FK_KEY_LOG ? m.hdr.key_len : FK_KEY_LOG);
+		if (st == KM_ST_OK)
+			memcpy(lg->key, m.key, lg->klen);
+	}
+	f->nreq++;
+	if (f->silent || (m.hdr.op == KM_OP_MAP && f->drop_map))
+		return;
+	if (f->drop_req > 0) {
+		f->drop_req--;
+		return;
+	}
+	if (f->drop_every != 0 && f->nreq % (unsigned long)f->drop_every == 0)
+		return;
+
+	is_write = m.hdr.op == KM_OP_PUT || m.hdr.op == KM_OP_CAS || m.hdr.op == KM_OP_DEL;
+	is_key = is_write || m.hdr.op == KM_OP_GET || m.hdr.op == KM_OP_MGET;
+	rh = m.hdr;
+	rh.flags = KM_F_REPLY;
+	rh.status = KM_ST_OK;
+	rh.epoch = f->map_disabled ? 0 : f->map->epoch;
+	rh.key_len = 0;
+	rh.val_len = 0;
+	rh.version = 0;
+
+	if (st != KM_ST_OK) {
+		rh.status = (uint8_t)st;
+	} else if (is_write && fk_dedup_find(f, m.hdr.req_id) != NULL) {
+		/* A retried write: answer what we answered, do not apply it again. */
+		const struct fk_dedup *d = fk_dedup_find(f, m.hdr.req_id);
+
+		fk_send(f, w, d->buf, d->len, from);
+		return;
+	} else if (is_key && f->busy > 0) {
+		f->busy--;
+		rh.status = KM_ST_BUSY;
+	} else if (m.hdr.op == KM_OP_MAP) {
+		if (f->map_disabled) {
+			rh.status = KM_ST_BAD_REQUEST;
+		} else {
+			rh.val_len = (uint32_t)km_shardmap_encode(
+				f->map, (uint32_t)m.hdr.version, out + KM_HDR_LEN, f->map_cap);
+			if (rh.val_len == 0)
+				rh.status = KM_ST_BAD_REQUEST;
+			val = out + KM_HDR_LEN;
+			if (f->next_map != NULL && m.hdr.version == 0) {
+				km_shardmap_free(f->map);
+				f->map = f->next_map;
+				f->next_map = NULL;
+			}
+		}
+	} else if (m.hdr.op == KM_OP_MGET) {
+		if (fk_moved(f, &m, m.val + 3, m.val[2], w)) {
+			rh.status = KM_ST_MOVED;
+		} else {
+			rh.val_len = (uint32_t)fk_mget(
+				f, &m, w, out + KM_HDR_LEN, f->mget_cap - KM_HDR_LEN);
+			val = out + KM_HDR_LEN;
+		}
+	} else if (is_key && fk_moved(f, &m, m.key, m.hdr.key_len, w)) {
+		rh.status = KM_ST_MOVED;
+	} else if (is_key) {
+		val = fk_exec(f, &m, &rh);
+	}
+
+	olen = km_msg_build(out, sizeof(out), &rh, NULL, val);
+	if (is_write && (rh.status == KM_ST_OK || rh.status == KM_ST_NOT_FOUND ||
+				rh.status == KM_ST_VERSION_MISMATCH)) {
+		struct fk_dedup *d = &f->dedup[f->dedup_next++ % FK_DEDUP];
+
+		d->req_id = m.hdr.req_id;
+		d->len = olen;
+		memcpy(d->buf, out, olen);
+		if (f->drop_reply > 0) {
+			f->drop_reply--;
+			return;
+		}
+	}
+	if (f->replay && f->prev_len != 0)
+		fk_send(f, w, f->prev, f->prev_len, from);
+	fk_send(f, w, out, olen, from);
+	if (f->dup)
+		fk_send(f, w, out, olen, from);
+	memcpy(f->prev, out, olen);
+	f->prev_len = olen;
+}
+
+static void *
+fk_thread(void *arg)
+{
+	struct fake *f = arg;
+	struct pollfd pfd[FK_WORKERS_MAX];
+	uint8_t buf[2048];
+	unsigned int i;
+
+	for (i = 0; i < f->n; i++) {
+		pfd[i].fd = f->fd[i];
+		pfd[i].events = POLLIN;
+	}
+	while (!atomic_load(&f->stop)) {
+		if (poll(pfd, f->n, 5) <= 0)
+			continue;
+		for (i = 0; i < f->n; i++) {
+			struct sockaddr_in from;
+			socklen_t flen = sizeof(from);
+			ssize_t r;
+
+			if ((pfd[i].revents & POLLIN) == 0)
+				continue;
+			while ((r = recvfrom(f->fd[i], buf, sizeof(buf), MSG_DONTWAIT,
+					(struct sockaddr *)&from, &flen)) >= 0) {
+				pthread_mutex_lock(&f->lock);
+				fk_handle(f, i, buf, (size_t)r, &from);
+				pthread_mutex_unlock(&f->lock);
+				flen = sizeof(from);
+			}
+		}
+	}
+	return NULL;
+}
+
+static int
+fk_socket(uint16_t port)
+{
+	struct sockaddr_in a;
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+
+	if (fd < 0)
+		return -1;
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	a.sin_port = htons(port);
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Socket 0 on an ephemeral port, the others on the next ports; retry when taken. */
+static int
+fk_bind(struct fake *f, unsigned int n)
+{
+	unsigned int attempt, i;
+
+	for (attempt = 0; attempt < 64; attempt++) {
+		struct sockaddr_in a;
+		socklen_t alen = sizeof(a);
+
+		f->fd[0] = fk_socket(0);
+		if (f->fd[0] < 0)
+			return -1;
+		getsockname(f->fd[0], (struct sockaddr *)&a, &alen);
+		f->base = ntohs(a.sin_port);
+		for (i = 1; i < n && (uint32_t)f->base + i <= UINT16_MAX; i++) {
+			f->fd[i] = fk_socket((uint16_t)(f->base + i));
+			if (f->fd[i] < 0)
+				break;
+		}
+		if (i == n)
+			return 0;
+		while (i-- > 0)
+			close(f->fd[i]);
+	}
+	return -1;
+}
+
+static struct fake *
+fk_start(unsigned int n, uint32_t nb_shards)
+{
+	struct km_shardmap_params p = {
+		.nb_shards = nb_shards,
+		.nb_workers = (uint16_t)n,
+		.route_sep = '/',
+		.route_depth = 1,
+	};
+	struct fake *f = calloc(1, sizeof(*f));
+
+	assert_non_null(f);
+	f->table = calloc(FK_TABLE, sizeof(*f->table));
+	f->log = calloc(FK_LOG, sizeof(*f->log));
+	f->dedup = calloc(FK_DEDUP, sizeof(*f->dedup));
+	assert_non_null(f->table);
+	assert_non_null(f->log);
+	assert_non_null(f->dedup);
+	assert_int_equal(fk_bind(f, n), 0);
+	f->n = n;
+	p.udp_port_base = f->base;
+	assert_int_equal(km_shardmap_create(&p, &f->map), 0);
+	f->check_owner = 1;
+	f->map_cap = KM_DGRAM_MAX - KM_HDR_LEN;
+	f->mget_cap = KM_DGRAM_MAX;
+	pthread_mutex_init(&f->lock, NULL);
+	assert_int_equal(pthread_create(&f->thread, NULL, fk_thread, f), 0);
+	return f;
+}
+
+static void
+fk_stop(struct fake *f)
+{
+	unsigned int i;
+
+	atomic_store(&f->stop, 1);
+	pthread_join(f->thread, NULL);
+	for (i = 0; i < f->n; i++)
+		close(f->fd[i]);
+	km_shardmap_free(f->map);
+	km_shardmap_free(f->next_map);
+	pthread_mutex_destroy(&f->lock);
+	free(f->table);
+	free(f->log);
+	free(f->dedup);
+	free(f);
+}
+
+static void
+fk_lock(void)
+{
+	pthread_mutex_lock(&fk->lock);
+}
+
+static void
+fk_unlock(void)
+{
+	pthread_mutex_unlock(&fk->lock);
+}
+
+/* Replace the fake's map by m (epoch + 1 built by km_shardmap_split/move). */
+static void
+fk_publish(struct km_shardmap *m)
+{
+	fk_lock();
+	km_shardmap_free(fk->map);
+	fk->map = m;
+	fk_unlock();
+}
+
+static unsigned int
+fk_nlog(void)
+{
+	unsigned int n;
+
+	fk_lock();
+	n = fk->nlog;
+	fk_unlock();
+	return n;
+}
+
+static struct fk_req
+fk_log_at(unsigned int i)
+{
+	struct fk_req r;
+
+	fk_lock();
+	r = fk->log[i];
+	fk_unlock();
+	return r;
+}
+
+static unsigned int
+fk_count_op(unsigned int from, uint8_t op)
+{
+	unsigned int i, n = 0;
+
+	fk_lock();
+	for (i = from; i < fk->nlog; i++)
+		n += fk->log[i].op == op;
+	fk_unlock();
+	return n;
+}
+
+static unsigned int
+fk_owner(const char *key)
+{
+	unsigned int w;
+
+	fk_lock();
+	w = fk_owner_of(fk->map, key, strlen(key));
+	fk_unlock();
+	return w;
+}
+
+static struct km_client *
+cl_open(unsigned int timeout_ms, unsigned int retries, int no_steer)
+{
+	struct km_client_opts o = {
+		.host = "127.0.0.1",
+		.port = fk->base,
+		.timeout_ms = timeout_ms,
+		.retries = retries,
+		.no_steer = no_steer,
+	};
+	struct km_client *c = NULL;
+
+	assert_int_equal(km_client_open(&o, &c), KM_OK);
+	assert_non_null(c);
+	return c;
+}
+
+static struct km_client_stats
+cl_stats(const struct km_client *c)
+{
+	struct km_client_stats st;
+
+	km_client_get_stats(c, &st);
+	return st;
+}
+
+static int
+put_s(struct km_client *c, const char *k, const char *v, uint64_t *ver)
+{
+	return km_put(c, k, strlen(k), v, strlen(v), ver);
+}
+
+/* GET k and compare with the expected value. */
+static void
+check_get(struct km_client *c, const char *k, const char *v, uint64_t ver)
+{
+	char buf[KM_DGRAM_MAX];
+	uint64_t got_ver = 0;
+	size_t len = 0;
+
+	assert_int_equal(km_get(c, k, strlen(k), buf, sizeof(buf), &len, &got_ver), KM_OK);
+	assert_int_equal(len, strlen(v));
+	assert_memory_equal(buf, v, len);
+	if (ver != 0)
+		assert_int_equal(got_ver, ver);
+}
+
+/* A key owned by worker w in the fake's current map. */
+static void
+key_of_worker(unsigned int w, char *key, size_t cap)
+{
+	unsigned int i;
+
+	for (i = 0; i < 100000; i++) {
+		snprintf(key, cap, "w%u-%u", w, i);
+		if (fk_owner(key) == w)
+			return;
+	}
+	fail_msg("no key for worker %u", w);
+}
+
+static int
+setup4(void **state)
+{
+	(void)state;
+	fk = fk_start(4, 16);
+	return 0;
+}
+
+static int
+setup1(void **state)
+{
+	(void)state;
+	fk = fk_start(1, 1);
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	fk_stop(fk);
+	fk = NULL;
+	return 0;
+}
+
+static void
+test_strerror(void **state)
+{
+	static const int codes[] = {KM_OK, KM_ERR_NOT_FOUND, KM_ERR_VERSION_MISMATCH,
+		KM_ERR_TOO_LARGE, KM_ERR_BAD_REQUEST, KM_ERR_BUSY, KM_ERR_DENIED, KM_ERR_SERVER,
+		KM_ERR_TIMEOUT, KM_ERR_INVAL, KM_ERR_SYSTEM, KM_ERR_PROTO, KM_ERR_MOVED,
+		KM_ERR_NOMEM, KM_ERR_BUFFER};
+	size_t i, j;
+
+	(void)state;
+	for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+		assert_non_null(km_strerror(codes[i]));
+		assert_string_not_equal(km_strerror(codes[i]), "unknown error");
+		for (j = 0; j < i; j++)
+			assert_string_not_equal(km_strerror(codes[i]), km_strerror(codes[j]));
+	}
+	assert_string_equal(km_strerror(1), "unknown error");
+	assert_string_equal(km_strerror(-15), "unknown error");
+	assert_string_equal(km_strerror(-1000), "unknown error");
+}
+
+static void
+test_open_inval(void **state)
+{
+	struct km_client_opts o = {.host = NULL};
+	struct km_client *c = NULL;
+
+	(void)state;
+	assert_int_equal(km_client_open(NULL, &c), KM_ERR_INVAL);
+	assert_int_equal(km_client_open(&o, &c), KM_ERR_INVAL);
+	o.host = "";
+	assert_int_equal(km_client_open(&o, &c), KM_ERR_INVAL);
+	o.host = "127.0.0.1";
+	assert_int_equal(km_client_open(&o, NULL), KM_ERR_INVAL);
+	o.window = 1u << 20;
+	assert_int_equal(km_client_open(&o, &c), KM_ERR_INVAL);
+	assert_null(c);
+	km_client_close(NULL);
+	assert_int_equal(km_get(NULL, "a", 1, NULL, 0, NULL, NULL), KM_ERR_INVAL);
+	assert_int_equal(km_batch(NULL, NULL, 0), KM_ERR_INVAL);
+	assert_int_equal(km_mget(NULL, NULL, 0), KM_ERR_INVAL);
+	assert_int_equal(km_client_epoch(NULL), 0);
+}
+
+static void
+test_basic(void **state)
+{
+	struct km_client *c;
+	uint64_t v1 = 0, v2 = 0, cur = 0;
+	unsigned int w, from;
+	char key[32];
+	char buf[8];
+	size_t len;
+
+	(void)state;
+	c = cl_open(500, 3, 0);
+	assert_int_equal(km_client_epoch(c), 1);
+	assert_int_equal(km_client_nb_workers(c), 4);
+	assert_non_null(km_client_map(c));
+	assert_int_equal(fk_count_op(0, KM_OP_MAP), 1);
+
+	from = fk_nlog();
+	for (w = 0; w < 4; w++) {
+		assert_int_equal(km_ping(c, w), KM_OK);
+		assert_int_equal(fk_log_at(from + w).worker, w);
+	}
+	assert_int_equal(km_ping(c, 4), KM_ERR_INVAL);
+
+	for (w = 0; w < 4; w++) {
+		key_of_worker(w, key, sizeof(key));
+		assert_int_equal(km_client_worker_of(c, key, strlen(key)), w);
+		from = fk_nlog();
+		assert_int_equal(put_s(c, key, "hello", &v1), KM_OK);
+		assert_true(v1 > 0);
+		assert_int_equal(fk_log_at(from).worker, w);
+		assert_int_equal(fk_log_at(from).epoch, 1);
+		check_get(c, key, "hello", v1);
+	}
+
+	/* CAS: create-only, mismatch reports the current version, then a good CAS. */
+	assert_int_equal(km_cas(c, "cas", 3, "a", 1, 0, &v1), KM_OK);
+	assert_int_equal(km_cas(c, "cas", 3, "b", 1, 0, &cur), KM_ERR_VERSION_MISMATCH);
+	assert_int_equal(cur, v1);
+	assert_int_equal(km_cas(c, "cas", 3, "c", 1, v1 + 100, &cur), KM_ERR_VERSION_MISMATCH);
+	assert_int_equal(cur, v1);
+	assert_int_equal(km_cas(c, "cas", 3, "d", 1, v1, &v2), KM_OK);
+	assert_true(v2 > v1);
+	check_get(c, "cas", "d", v2);
+
+	/* Buffer too small: the length is reported. */
+	assert_int_equal(put_s(c, "long", "0123456789", NULL), KM_OK);
+	assert_int_equal(km_get(c, "long", 4, buf, sizeof(buf), &len, NULL), KM_ERR_BUFFER);
+	assert_int_equal(len, 10);
+
+	/* DEL: conditional mismatch, unconditional, then absent. */
+	assert_int_equal(km_del(c, "cas", 3, v1), KM_ERR_VERSION_MISMATCH);
+	assert_int_equal(km_del(c, "cas", 3, v2), KM_OK);
+	assert_int_equal(km_get(c, "cas", 3, buf, sizeof(buf), &len, NULL), KM_ERR_NOT_FOUND);
+	assert_int_equal(km_del(c, "cas", 3, 0), KM_ERR_NOT_FOUND);
+	assert_int_equal(km_cas(c, "cas", 3, "e", 1, 5, &cur), KM_ERR_VERSION_MISMATCH);
+	assert_int_equal(cur, 0);
+
+	assert_int_equal(cl_stats(c).moved, 0);
+	assert_int_equal(cl_stats(c).retries, 0);
+	assert_int_equal(cl_stats(c).map_refreshes, 1);
+	km_client_close(c);
+}
+
+static void
+test_validation(void **state)
+{
+	static uint8_t big[KM_DGRAM_MAX * 2];
+	char key[KM_KEY_MAX + 2];
+	struct km_batch_op ops[3];
+	struct km_client *c;
+	unsigned int from;
+
+	(void)state;
+	c = cl_open(500, 3, 0);
+	memset(key, 'k', sizeof(key));
+	from = fk_nlog();
+
+	assert_int_equal(km_put(c, key, 0, "v", 1, NULL), KM_ERR_INVAL);
+	assert_int_equal(km_put(c, NULL, 3, "v", 1, NULL), KM_ERR_INVAL);
+	assert_int_equal(km_put(c, key, KM_KEY_MAX + 1, "v", 1, NULL), KM_ERR_TOO_LARGE);
+	assert_int_equal(km_get(c, key, KM_KEY_MAX + 1, NULL, 0, NULL, NULL), KM_ERR_TOO_LARGE);
+	assert_int_equal(km_put(c, key, 1, big, KM_VALUE_MAX + 1, NULL), KM_ERR_TOO_LARGE);
+	assert_int_equal(km_put(c, key, 1, NULL, 5, NULL), KM_ERR_INVAL);
+	/* Each limit fits alone but the datagram would be over KM_DGRAM_MAX. */
+	assert_int_equal(
+		km_put(c, key, KM_KEY_MAX, big, KM_DGRAM_MAX - KM_HDR_LEN - KM_KEY_MAX + 1, NULL),
+		KM_ERR_TOO_LARGE);
+	assert_int_equal(km_cas(c, key, KM_KEY_MAX, big, KM_VALUE_MAX, 0, NULL), KM_ERR_TOO_LARGE);
+	assert_int_equal(km_del(c, key, 0, 0), KM_ERR_INVAL);
+
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = KM_OP_MGET; /* internal to km_mget */
+	ops[1].op = 99;
+	ops[2].op = KM_OP_GET;
+	ops[2].key = key;
+	ops[2].klen = KM_KEY_MAX + 1;
+	assert_int_equal(km_batch(c, ops, 3), 0);
+	assert_int_equal(ops[0].err, KM_ERR_INVAL);
+	assert_int_equal(ops[1].err, KM_ERR_INVAL);
+	assert_int_equal(ops[2].err, KM_ERR_TOO_LARGE);
+	/* Nothing was sent. */
+	assert_int_equal(fk_nlog(), from);
+
+	/* The largest valid requests go through. */
+	assert_int_equal(km_put(c, key, 1, big, KM_VALUE_MAX, NULL), KM_OK);
+	assert_int_equal(
+		km_put(c, key, KM_KEY_MAX, big, KM_DGRAM_MAX - KM_HDR_LEN - KM_KEY_MAX, NULL),
+		KM_OK);
+	km_client_close(c);
+}
+
+static void
+test_retry_same_req_id(void **state)
+{
+	struct km_client *c;
+	struct fk_req a, b;
+	uint64_t v = 0, applied;
+	unsigned int from;
+	char key[32];
+
+	(void)state;
+	c = cl_open(250, 3, 0);
+	key_of_worker(2, key, sizeof(key));
+
+	/* The first datagram is lost: the retry carries the same req_id to the same port. */
+	fk_lock();
+	fk->drop_req = 1;
+	fk_unlock();
+	from = fk_nlog();
+	assert_int_equal(put_s(c, key, "one", &v), KM_OK);
+	assert_int_equal(fk_nlog(), from + 2);
+	a = fk_log_at(from);
+	b = fk_log_at(from + 1);
+	assert_int_equal(a.op, KM_OP_PUT);
+	assert_int_equal(b.op, KM_OP_PUT);
+	assert_int_equal(a.req_id, b.req_id);
+	assert_int_equal(a.worker, 2);
+	assert_int_equal(b.worker, 2);
+	assert_int_equal(cl_stats(c).retries, 1);
+	assert_int_equal(cl_stats(c).timeouts, 1);
+
+	/* The reply is lost after the write was applied: the retry is applied once. */
+	fk_lock();
+	fk->drop_reply = 1;
+	applied = fk->applied;
+	fk_unlock();
+	from = fk_nlog();
+	assert_int_equal(put_s(c, key, "two", &v), KM_OK);
+	assert_int_equal(fk_nlog(), from + 2);
+	assert_int_equal(fk_log_at(from).req_id, fk_log_at(from + 1).req_id);
+	fk_lock();
+	assert_int_equal(fk->applied, applied + 1);
+	fk_unlock();
+	check_get(c, key, "two", v);
+
+	/* Later requests have new ids. */
+	from = fk_nlog();
+	assert_int_equal(put_s(c, key, "three", NULL), KM_OK);
+	assert_int_not_equal(fk_log_at(from).req_id, b.req_id);
+	km_client_close(c);
+}
+
+static void
+test_timeout(void **state)
+{
+	const unsigned int timeout = 50, retries = 2;
+	struct km_client *c;
+	uint64_t t0, dt;
+	unsigned int from, i;
+	char buf[16];
+
+	(void)state;
+	c = cl_open(timeout, retries, 0);
+	fk_lock();
+	fk->silent = 1;
+	fk_unlock();
+	from = fk_nlog();
+	t0 = now_ms();
+	assert_int_equal(km_get(c, "k", 1, buf, sizeof(buf), NULL, NULL), KM_ERR_TIMEOUT);
+	dt = now_ms() - t0;
+	assert_true(dt + 5 >= timeout * (retries + 1));
+	assert_true(dt < 3 * timeout * (retries + 1));
+	assert_int_equal(fk_nlog(), from + retries + 1);
+	for (i = 1; i <= retries; i++)
+		assert_int_equal(fk_log_at(from + i).req_id, fk_log_at(from).req_id);
+	assert_int_equal(cl_stats(c).timeouts, retries + 1);
+
+	/* The same through the batch API, several ops at once. */
+	{
+		struct km_batch_op ops[4];
+
+		memset(ops, 0, sizeof(ops));
+		for (i = 0; i < 4; i++) {
+			ops[i].op = KM_OP_PUT;
+			ops[i].key = "batch";
+			ops[i].klen = 5;
+			ops[i].val = "v";
+			ops[i].vlen = 1;
+		}
+		t0 = now_ms();
+		assert_int_equal(km_batch(c, ops, 4), 0);
+		dt = now_ms() - t0;
+		for (i = 0; i < 4; i++)
+			assert_int_equal(ops[i].err, KM_ERR_TIMEOUT);
+		assert_true(dt < 3 * timeout * (retries + 1));
+	}
+	km_client_close(c);
+}
+
+static void
+test_busy(void **state)
+{
+	struct km_client *c;
+	unsigned int from;
+
+	(void)state;
+	c = cl_open(200, 3, 0);
+	fk_lock();
+	fk->busy = 2;
+	fk_unlock();
+	from = fk_nlog();
+	assert_int_equal(put_s(c, "busykey", "v", NULL), KM_OK);
+	assert_int_equal(fk_nlog(), from + 3);
+	assert_int_equal(fk_log_at(from).req_id, fk_log_at(from + 2).req_id);
+	assert_int_equal(cl_stats(c).retries, 2);
+	assert_int_equal(cl_stats(c).timeouts, 0);
+
+	/* Busy for longer than the retry budget. */
+	fk_lock();
+	fk->busy = 100;
+	fk_unlock();
+	from = fk_nlog();
+	assert_int_equal(put_s(c, "busykey", "w", NULL), KM_ERR_BUSY);
+	assert_int_equal(fk_nlog(), from + 4);
+	fk_lock();
+	fk->busy = 0;
+	fk_unlock();
+	check_get(c, "busykey", "v", 0);
+	km_client_close(c);
+}
+
+static void
+test_stray_replies(void **state)
+{
+	struct km_client *c;
+	uint64_t stray;
+	char buf[32];
+	size_t len;
+
+	(void)state;
+	c = cl_open(500, 3, 0);
+	assert_int_equal(put_s(c, "s1", "value-one", NULL), KM_OK);
+	assert_int_equal(put_s(c, "s2", "value-two", NULL), KM_OK);
+
+	/* Every reply twice: the second copy matches no request in flight. */
+	fk_lock();
+	fk->dup = 1;
+	fk_unlock();
+	check_get(c, "s1", "value-one", 0);
+	check_get(c, "s2", "value-two", 0);
+	check_get(c, "s1", "value-one", 0);
+	assert_true(cl_stats(c).stray_replies >= 2);
+
+	/*
+	 * Before each reply the fake sends the previous one again: GET s2 first receives
+	 * the old reply of GET s1 (same op, other req_id) and must not take it for its own.
+	 */
+	fk_lock();
+	fk->dup = 0;
+	fk->replay = 1;
+	fk_unlock();
+	stray = cl_stats(c).stray_replies;
+	assert_int_equal(km_get(c, "s1", 2, buf, sizeof(buf), &len, NULL), KM_OK);
+	assert_int_equal(km_get(c, "s2", 2, buf, sizeof(buf), &len, NULL), KM_OK);
+	assert_int_equal(len, 9);
+	assert_memory_equal(buf, "value-two", 9);
+	assert_int_equal(km_get(c, "s1", 2, buf, sizeof(buf), &len, NULL), KM_OK);
+	assert_memory_equal(buf, "value-one", 9);
+	assert_true(cl_stats(c).stray_replies >= stray + 3);
+	km_client_close(c);
+}
+
+static void
+test_moved(void **state)
+{
+	struct km_shardmap *m2;
+	const struct km_shard *sh;
+	struct km_client *c;
+	unsigned int from, n;
+	struct fk_req a, b;
+	char key[32];
+
+	(void)state;
+	c = cl_open(500, 3, 0);
+	key_of_worker(1, key, sizeof(key));
+	assert_int_equal(put_s(c, key, "before", NULL), KM_OK);
+
+	/* The server moves the key's shard to worker 3: epoch 2. */
+	fk_lock();
+	sh = km_shardmap_lookup(
+		fk->map, km_shardmap_hash(fk->map, (const uint8_t *)key, strlen(key)));
+	assert_int_equal(km_shardmap_move(fk->map, sh->id, 3, &m2), 0);
+	fk_unlock();
+	assert_int_equal(m2->epoch, 2);
+	fk_publish(m2);
+
+	from = fk_nlog();
+	assert_int_equal(put_s(c, key, "after", NULL), KM_OK);
+	/* PUT to worker 1 (MOVED), MAP, PUT again with the same req_id to worker 3. */
+	n = fk_nlog();
+	assert_true(n >= from + 3);
+	a = fk_log_at(from);
+	b = fk_log_at(n - 1);
+	assert_int_equal(a.op, KM_OP_PUT);
+	assert_int_equal(a.worker, 1);
+	assert_int_equal(a.epoch, 1);
+	assert_int_equal(b.op, KM_OP_PUT);
+	assert_int_equal(b.worker, 3);
+	assert_int_equal(b.epoch, 2);
+	assert_int_equal(a.req_id, b.req_id);
+	assert_true(fk_count_op(from, KM_OP_MAP) >= 1);
+	assert_int_equal(km_client_epoch(c), 2);
+	assert_int_equal(km_client_worker_of(c, key, strlen(key)), 3);
+	assert_int_equal(cl_stats(c).moved, 1);
+	assert_int_equal(cl_stats(c).map_refreshes, 2);
+	/* The client's copy is the server's map, moved flags included. */
+	fk_lock();
+	{
+		const struct km_shardmap *cm = km_client_map(c);
+		uint32_t i;
+
+		assert_int_equal(cm->nb_shards, fk->map->nb_shards);
+		for (i = 0; i < cm->nb_shards; i++) {
+			assert_int_equal(cm->shards[i].id, fk->map->shards[i].id);
+			assert_int_equal(cm->shards[i].owner, fk->map->shards[i].owner);
+			assert_int_equal(cm->shards[i].moved, fk->map->shards[i].moved);
+		}
+	}
+	fk_unlock();
+
+	/* Now routed directly. */
+	from = fk_nlog();
+	check_get(c, key, "after", 0);
+	assert_int_equal(fk_nlog(), from + 1);
+	assert_int_equal(fk_log_at(from).worker, 3);
+
+	km_client_close(c);
+}
+
+/* The key moved but the client cannot get the new map: KM_ERR_MOVED, in bounded time. */
+static void
+test_moved_forever(void **state)
+{
+	const unsigned int timeout = 50, retries = 2;
+	const struct km_shard *sh;
+	struct km_shardmap *m2;
+	struct km_client *c;
+	char key[32];
+	uint64_t t0;
+
+	(void)state;
+	c = cl_open(timeout, retries, 0);
+	key_of_worker(2, key, sizeof(key));
+	fk_lock();
+	fk->drop_map = 1;
+	sh = km_shardmap_lookup(
+		fk->map, km_shardmap_hash(fk->map, (const uint8_t *)key, strlen(key)));
+	assert_int_equal(km_shardmap_move(fk->map, sh->id, 0, &m2), 0);
+	fk_unlock();
+	fk_publish(m2);
+
+	t0 = now_ms();
+	assert_int_equal(put_s(c, key, "x", NULL), KM_ERR_MOVED);
+	/* retries + 1 re-routes, each after a refresh that times out retries + 1 times. */
+	assert_int_equal(cl_stats(c).moved, retries + 2);
+	assert_true(now_ms() - t0 < 3 * timeout * (retries + 1) * (retries + 1));
+	assert_int_equal(km_client_epoch(c), 1);
+	km_client_close(c);
+}
+
+static void
+test_split_follow(void **state)
+{
+	struct km_shardmap *m2;
+	struct km_client *c;
+	unsigned int i, moved_owner = 0;
+	char key[32], other[32];
+	uint64_t id;
+
+	(void)state;
+	/* Small MAP chunks: the map crosses in several datagrams. */
+	fk_lock();
+	fk->map_cap = KM_MAP_HDR_LEN + 3 * KM_MAP_ENTRY_LEN;
+	fk_unlock();
+	c = cl_open(500, 3, 0);
+	assert_int_equal(km_client_epoch(c), 1);
+	assert_true(fk_count_op(0, KM_OP_MAP) >= 6);
+
+	/* Split the shard of `key`; `other` lives in another shard, unaffected. */
+	snprintf(key, sizeof(key), "split-me");
+	fk_lock();
+	id = km_shardmap_lookup(fk->map, km_shardmap_hash(fk->map, (const uint8_t *)key, 8))->id;
+	for (i = 0; i < 1000; i++) {
+		snprintf(other, sizeof(other), "other-%u", i);
+		if (km_shardmap_lookup(fk->map,
+			    km_shardmap_hash(fk->map, (const uint8_t *)other, strlen(other)))
+				->id != id)
+			break;
+	}
+	assert_int_equal(km_shardmap_split(fk->map, id, &m2), 0);
+	moved_owner = fk_owner_of(m2, other, strlen(other));
+	assert_int_equal(moved_owner, fk_owner_of(fk->map, other, strlen(other)));
+	fk_unlock();
+	fk_publish(m2);
+
+	/* An OK reply carrying epoch 2 is enough for the client to fetch the new map. */
+	assert_int_equal(put_s(c, other, "o", NULL), KM_OK);
+	assert_int_equal(km_client_epoch(c), 2);
+	assert_int_equal(cl_stats(c).moved, 0);
+	assert_int_equal(cl_stats(c).map_refreshes, 2);
+
+	/* The client now routes every key like the server. */
+	for (i = 0; i < 500; i++) {
+		snprintf(key, sizeof(key), "k%u", i);
+		assert_int_equal(km_client_worker_of(c, key, strlen(key)), fk_owner(key));
+	}
+	assert_int_equal(put_s(c, "split-me", "s", NULL), KM_OK);
+	assert_int_equal(cl_stats(c).moved, 0);
+	km_client_close(c);
+}
+
+static void
+test_map_changes_during_fetch(void **state)
+{
+	struct km_shardmap *m2, *m3;
+	struct km_client *c;
+	unsigned int i, from;
+	char key[32];
+
+	(void)state;
+	fk_lock();
+	fk->map_cap = KM_MAP_HDR_LEN + 4 * KM_MAP_ENTRY_LEN;
+	fk_unlock();
+	c = cl_open(500, 3, 0);
+	assert_int_equal(km_client_epoch(c), 1);
+
+	/* Epoch 2 published now; epoch 3 appears right after the next chunk 0 is served. */
+	fk_lock();
+	assert_int_equal(km_shardmap_split(fk->map, fk->map->shards[0].id, &m2), 0);
+	assert_int_equal(km_shardmap_split(m2, m2->shards[m2->nb_shards - 1].id, &m3), 0);
+	km_shardmap_free(fk->map);
+	fk->map = m2;
+	fk->next_map = m3;
+	fk_unlock();
+
+	from = fk_nlog();
+	assert_int_equal(km_map_refresh(c), KM_OK);
+	assert_int_equal(km_client_epoch(c), 3);
+	/* Restarted: chunk 0 was requested again after the epoch changed. */
+	fk_lock();
+	{
+		unsigned int zero = 0;
+
+		for (i = from; i < fk->nlog; i++)
+			zero += fk->log[i].op == KM_OP_MAP && fk->log[i].version == 0;
+		assert_int_equal(zero, 2);
+	}
+	fk_unlock();
+	for (i = 0; i < 300; i++) {
+		snprintf(key, sizeof(key), "k%u", i);
+		assert_int_equal(km_client_worker_of(c, key, strlen(key)), fk_owner(key));
+	}
+	km_client_close(c);
+}
+
+/* A restarted server starts again at epoch 1: a different epoch, not a newer one. */
+static void
+test_server_restart(void **state)
+{
+	struct km_shardmap_params p = {
+		.nb_shards = 4, .nb_workers = 4, .route_sep = '/', .route_depth = 1};
+	struct km_shardmap *m2, *m1;
+	struct km_client *c;
+	unsigned int i;
+	char key[32];
+
+	(void)state;
+	c = cl_open(500, 3, 0);
+	fk_lock();
+	assert_int_equal(km_shardmap_split(fk->map, fk->map->shards[3].id, &m2), 0);
+	fk_unlock();
+	fk_publish(m2);
+	assert_int_equal(put_s(c, "r", "1", NULL), KM_OK);
+	assert_int_equal(km_client_epoch(c), 2);
+
+	p.udp_port_base = fk->base;
+	assert_int_equal(km_shardmap_create(&p, &m1), 0);
+	fk_publish(m1);
+	assert_int_equal(put_s(c, "r", "2", NULL), KM_OK);
+	assert_int_equal(km_client_epoch(c), 1);
+	assert_int_equal(km_client_map(c)->nb_shards, 4);
+	for (i = 0; i < 200; i++) {
+		snprintf(key, sizeof(key), "k%u", i);
+		assert_int_equal(km_client_worker_of(c, key, strlen(key)), fk_owner(key));
+	}
+	km_client_close(c);
+}
+
+/* Shards move while a batch is in flight: one refresh serves every op answered MOVED. */
+static void
+test_batch_moved(void **state)
+{
+	enum { N = 400 };
+	static char keys[N][16];
+	static char bufs[N][16];
+	static struct km_batch_op ops[N];
+	struct km_shardmap *m, *next;
+	struct km_client *c;
+	unsigned int i;
+
+	(void)state;
+	c = cl_open(500, 3, 0);
+	memset(ops, 0, sizeof(ops));
+	for (i = 0; i < N; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "b%u", i);
+		ops[i].op = KM_OP_PUT;
+		ops[i].key = keys[i];
+		ops[i].klen = strlen(keys[i]);
+		ops[i].val = keys[i];
+		ops[i].vlen = strlen(keys[i]);
+	}
+	assert_int_equal(km_batch(c, ops, N), N);
+
+	/* Every other shard moves to the next worker: epoch 1 + 8. */
+	fk_lock();
+	m = NULL;
+	for (i = 0; i < fk->map->nb_shards; i += 2) {
+		const struct km_shardmap *cur = m != NULL ? m : fk->map;
+
+		assert_int_equal(km_shardmap_move(cur, cur->shards[i].id,
+					 (uint16_t)((cur->shards[i].owner + 1) % 4), &next),
+			0);
+		km_shardmap_free(m);
+		m = next;
+	}
+	fk_unlock();
+	fk_publish(m);
+
+	memset(ops, 0, sizeof(ops));
+	for (i = 0; i < N; i++) {
+		ops[i].op = KM_OP_GET;
+		ops[i].key = keys[i];
+		ops[i].klen = strlen(keys[i]);
+		ops[i].buf = bufs[i];
+		ops[i].cap = sizeof(bufs[i]);
+	}
+	assert_int_equal(km_batch(c, ops, N), N);
+	for (i = 0; i < N; i++) {
+		assert_int_equal(ops[i].err, KM_OK);
+		assert_int_equal(ops[i].len, strlen(keys[i]));
+		assert_memory_equal(bufs[i], keys[i], ops[i].len);
+	}
+	assert_int_equal(km_client_epoch(c), 9);
+	assert_true(cl_stats(c).moved > 0);
+	assert_int_equal(cl_stats(c).map_refreshes, 2);
+	km_client_close(c);
+}
+
+static void
+test_no_map_server(void **state)
+{
+	struct km_client *c;
+	unsigned int from, i;
+
+	(void)state;
+	fk_lock();
+	fk->map_disabled = 1;
+	fk_unlock();
+	c = cl_open(200, 3, 0);
+	assert_int_equal(km_client_epoch(c), 0);
+	assert_int_equal(km_client_nb_workers(c), 1);
+	assert_null(km_client_map(c));
+	from = fk_nlog();
+	for (i = 0; i < 20; i++) {
+		char key[16];
+
+		snprintf(key, sizeof(key), "u%u", i);
+		assert_int_equal(put_s(c, key, "v", NULL), KM_OK);
+		check_get(c, key, "v", 0);
+	}
+	for (i = from; i < fk_nlog(); i++)
+		assert_int_equal(fk_log_at(i).worker, 0);
+	km_client_close(c);
+}
+
+static void
+test_map_dropped(void **state)
+{
+	struct km_client *c;
+	char k0[32];
+	uint64_t t0;
+
+	(void)state;
+	fk_lock();
+	fk->drop_map = 1;
+	fk_unlock();
+	t0 = now_ms();
+	c = cl_open(30, 1, 0);
+	/* Open gave up on MAP after its retries, stays unsteered and usable. */
+	assert_true(now_ms() - t0 < 3 * 30 * 2);
+	assert_int_equal(km_client_epoch(c), 0);
+	assert_int_equal(km_client_worker_of(c, "x", 1), 0);
+	key_of_worker(0, k0, sizeof(k0));
+	/* The reply's newer epoch does not trigger a refresh right after a failed one. */
+	t0 = now_ms();
+	assert_int_equal(put_s(c, k0, "v", NULL), KM_OK);
+	check_get(c, k0, "v", 0);
+	assert_true(now_ms() - t0 < 55);
+	km_client_close(c);
+}
+
+static void
+test_no_steer(void **state)
+{
+	struct km_client *c;
+	unsigned int from = fk_nlog();
+
+	(void)state;
+	c = cl_open(200, 3, 1);
+	assert_int_equal(fk_count_op(from, KM_OP_MAP), 0);
+	assert_int_equal(km_client_epoch(c), 0);
+	assert_int_equal(km_map_refresh(c), KM_ERR_INVAL);
+	assert_int_equal(put_s(c, "a", "b", NULL), KM_OK);
+	check_get(c, "a", "b", 0);
+	assert_int_equal(fk_log_at(from).epoch, 0);
+	assert_int_equal(fk_count_op(from, KM_OP_MAP), 0);
+	assert_int_equal(km_ping(c, 0), KM_OK);
+	km_client_close(c);
+}
+
+/* Reference model for the batch test. */
+#define REF_KEYS  1000
+#define REF_VAL   96
+#define BATCH_OPS 500
+
+struct ref_entry {
+	int present;
+	uint64_t version;
+	size_t vlen;
+	uint8_t val[REF_VAL];
+};
+
+static void
+ref_value(uint8_t *v, size_t len, unsigned int key, unsigned int round)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		v[i] = (uint8_t)(key * 31 + round * 7 + i);
+}
+
+static void
+test_batch_10k(void **state)
+{
+	static struct ref_entry ref[REF_KEYS];
+	static char keys[REF_KEYS][12];
+	static uint8_t vals[BATCH_OPS][REF_VAL];
+	static uint8_t bufs[BATCH_OPS][REF_VAL];
+	static struct km_batch_op ops[BATCH_OPS];
+	static unsigned int perm[REF_KEYS];
+	struct km_client_opts o = {.host = "127.0.0.1", .timeout_ms = 60, .retries = 5};
+	uint64_t seed = 0x6b65796d6170ull, maxv = 0;
+	struct km_client *c;
+	unsigned int round, i, total = 0;
+
+	(void)state;
+	o.port = fk->base;
+	assert_int_equal(km_client_open(&o, &c), KM_OK);
+	memset(ref, 0, sizeof(ref));
+	for (i = 0; i < REF_KEYS; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "k%u", i);
+		perm[i] = i;
+	}
+	/* Some requests are lost: retries inside the window must not disturb the others. */
+	fk_lock();
+	fk->drop_every = 97;
+	fk_unlock();
+
+	for (round = 0; total < 10000; round++) {
+		uint64_t round_max = maxv;
+		int ok = 0, got;
+
+		/* Distinct keys within a batch: the order of their execution does not matter. */
+		for (i = REF_KEYS - 1; i > 0; i--) {
+			unsigned int j = (unsigned int)(rng_next(&seed) % (i + 1)), t = perm[i];
+
+			perm[i] = perm[j];
+			perm[j] = t;
+		}
+		memset(ops, 0, sizeof(ops));
+		for (i = 0; i < BATCH_OPS; i++) {
+			unsigned int k = perm[i], r = (unsigned int)(rng_next(&seed) % 100);
+			const struct ref_entry *e = &ref[k];
+			struct km_batch_op *op = &ops[i];
+
+			op->key = keys[k];
+			op->klen = strlen(keys[k]);
+			if (r < 40) {
+				op->op = KM_OP_GET;
+				op->buf = bufs[i];
+				op->cap = REF_VAL;
+			} else if (r < 85) {
+				op->op = r < 70 ? KM_OP_PUT : KM_OP_CAS;
+				op->vlen = (size_t)(rng_next(&seed) % REF_VAL);
+				ref_value(vals[i], op->vlen, k, round);
+				op->val = vals[i];
+				if (op->op == KM_OP_CAS)
+					op->version = (rng_next(&seed) & 1) ? e->version
+									    : e->version + 12345;
+			} else {
+				op->op = KM_OP_DEL;
+				op->version = (rng_next(&seed) & 1)   ? 0
+					      : (rng_next(&seed) & 1) ? e->version
+								      : e->version + 1;
+			}
+		}
+		got = km_batch(c, ops, BATCH_OPS);
+		assert_true(got >= 0);
+
+		for (i = 0; i < BATCH_OPS; i++) {
+			unsigned int k = perm[i];
+			struct ref_entry *e = &ref[k];
+			struct km_batch_op *op = &ops[i];
+			uint64_t cur = e->present ? e->version : 0;
+
+			ok += op->err == KM_OK || op->err == KM_ERR_NOT_FOUND;
+			assert_true(op->latency_ns > 0);
+			switch (op->op) {
+			case KM_OP_GET:
+				if (!e->present) {
+					assert_int_equal(op->err, KM_ERR_NOT_FOUND);
+					break;
+				}
+				assert_int_equal(op->err, KM_OK);
+				assert_int_equal(op->len, e->vlen);
+				assert_int_equal(op->out_version, e->version);
+				assert_memory_equal(bufs[i], e->val, e->vlen);
+				break;
+			case KM_OP_CAS:
+				if (op->version != cur) {
+					assert_int_equal(op->err, KM_ERR_VERSION_MISMATCH);
+					assert_int_equal(op->out_version, cur);
+					break;
+				}
+				/* fallthrough */
+			case KM_OP_PUT:
+				assert_int_equal(op->err, KM_OK);
+				assert_true(op->out_version > maxv);
+				if (op->out_version > round_max)
+					round_max = op->out_version;
+				e->present = 1;
+				e->version = op->out_version;
+				e->vlen = op->vlen;
+				memcpy(e->val, op->val, op->vlen);
+				break;
+			case KM_OP_DEL:
+				if (!e->present) {
+					assert_int_equal(op->err, KM_ERR_NOT_FOUND);
+				} else if (op->version != 0 && op->version != cur) {
+					assert_int_equal(op->err, KM_ERR_VERSION_MISMATCH);
+					assert_int_equal(op->out_version, cur);
+				} else {
+					assert_int_equal(op->err, KM_OK);
+					e->present = 0;
+				}
+				break;
+			}
+		}
+		assert_int_equal(got, ok);
+		maxv = round_max;
+		total += BATCH_OPS;
+	}
+	assert_true(cl_stats(c).retries > 0);
+	assert_int_equal(cl_stats(c).moved, 0);
+	km_client_close(c);
+}
+
+static void
+test_mget(void **state)
+{
+	enum { N = 300 };
+	static char keys[N][16];
+	static uint8_t bufs[N][700];
+	static struct km_mget_item items[N + 2];
+	static uint8_t val[700];
+	struct km_client *c;
+	unsigned int i, from, mgets;
+	uint64_t vers[N];
+
+	(void)state;
+	c = cl_open(500, 3, 0);
+	memset(val, 'x', sizeof(val));
+	/* Every third key absent; value sizes up to 600 so that replies fill up. */
+	for (i = 0; i < N; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "m%u", i);
+		vers[i] = 0;
+		if (i % 3 == 2)
+			continue;
+		val[0] = (uint8_t)i;
+		assert_int_equal(
+			km_put(c, keys[i], strlen(keys[i]), val, (i * 37) % 600, &vers[i]), KM_OK);
+	}
+	/* Small reply datagrams: many entries come back TOO_LARGE and need a GET. */
+	fk_lock();
+	fk->mget_cap = 900;
+	fk_unlock();
+	memset(items, 0, sizeof(items));
+	for (i = 0; i < N; i++) {
+		items[i].key = keys[i];
+		items[i].klen = strlen(keys[i]);
+		items[i].buf = bufs[i];
+		items[i].cap = i == 1 ? 10 : sizeof(bufs[i]); /* m1 has 37 bytes */
+	}
+	items[N].key = "bad";
+	items[N].klen = 0;
+	items[N + 1].key = keys[0];
+	items[N + 1].klen = KM_KEY_MAX + 1;
+
+	from = fk_nlog();
+	assert_int_equal(km_mget(c, items, N + 2), KM_OK);
+	for (i = 0; i < N; i++) {
+		size_t len = (i * 37) % 600;
+
+		if (i % 3 == 2) {
+			assert_int_equal(items[i].err, KM_ERR_NOT_FOUND);
+			continue;
+		}
+		if (i == 1) {
+			assert_int_equal(items[i].err, KM_ERR_BUFFER);
+			assert_int_equal(items[i].len, 37);
+			continue;
+		}
+		assert_int_equal(items[i].err, KM_OK);
+		assert_int_equal(items[i].len, len);
+		assert_int_equal(items[i].version, vers[i]);
+		if (len > 0)
+			assert_int_equal(bufs[i][0], (uint8_t)i);
+		if (len > 1)
+			assert_int_equal(bufs[i][len - 1], 'x');
+	}
+	assert_int_equal(items[N].err, KM_ERR_INVAL);
+	assert_int_equal(items[N + 1].err, KM_ERR_TOO_LARGE);
+
+	/* Grouped by worker, at most KM_MGET_MAX keys each; TOO_LARGE ones fetched by GET. */
+	mgets = fk_count_op(from, KM_OP_MGET);
+	assert_true(mgets >= 4);
+	assert_true(mgets <= 4 * 10);
+	assert_true(fk_count_op(from, KM_OP_GET) > 0);
+	fk_lock();
+	for (i = from; i < fk->nlog; i++)
+		if (fk->log[i].op == KM_OP_MGET)
+			assert_true(fk->log[i].nkeys >= 1 && fk->log[i].nkeys <= KM_MGET_MAX);
+	fk_unlock();
+	assert_int_equal(cl_stats(c).moved, 0);
+	km_client_close(c);
+}
+
+static void
+test_mget_moved(void **state)
+{
+	enum { N = 100 };
+	static char keys[N][16];
+	static char bufs[N][16];
+	static struct km_mget_item items[N];
+	struct km_shardmap *m2, *m3;
+	struct km_client *c;
+	unsigned int i;
+
+	(void)state;
+	c = cl_open(500, 3, 0);
+	for (i = 0; i < N; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "mm%u", i);
+		assert_int_equal(put_s(c, keys[i], keys[i], NULL), KM_OK);
+	}
+	/* Two shards change owner behind the client's back. */
+	fk_lock();
+	assert_int_equal(km_shardmap_move(fk->map, fk->map->shards[0].id,
+				 (uint16_t)((fk->map->shards[0].owner + 1) % 4), &m2),
+		0);
+	assert_int_equal(km_shardmap_move(m2, m2->shards[5].id,
+				 (uint16_t)((m2->shards[5].owner + 2) % 4), &m3),
+		0);
+	km_shardmap_free(m2);
+	fk_unlock();
+	fk_publish(m3);
+
+	memset(items, 0, sizeof(items));
+	for (i = 0; i < N; i++) {
+		items[i].key = keys[i];
+		items[i].klen = strlen(keys[i]);
+		items[i].buf = bufs[i];
+		items[i].cap = sizeof(bufs[i]);
+	}
+	assert_int_equal(km_mget(c, items, N), KM_OK);
+	for (i = 0; i < N; i++) {
+		assert_int_equal(items[i].err, KM_OK);
+		assert_int_equal(items[i].len, strlen(keys[i]));
+		assert_memory_equal(bufs[i], keys[i], items[i].len);
+	}
+	assert_int_equal(km_client_epoch(c), 3);
+	assert_true(cl_stats(c).moved > 0);
+	km_client_close(c);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_strerror),
+		cmocka_unit_test(test_open_inval),
+		cmocka_unit_test_setup_teardown(test_basic, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_validation, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_retry_same_req_id, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_timeout, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_busy, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_stray_replies, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_moved, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_moved_forever, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_split_follow, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_map_changes_during_fetch, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_server_restart, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_batch_moved, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_no_map_server, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_map_dropped, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_no_steer, setup1, teardown),
+		cmocka_unit_test_setup_teardown(test_batch_10k, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_mget, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_mget_moved, setup4, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,566 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * keymap-cli: data command line on top of libkeymap (docs/client.md).
+ *
+ * Exit status: 0 success, 1 bad usage, 2 the request failed (server or transport
+ * error), 3 the key does not exist, so that scripts can tell "absent" from "failed".
+ */
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "km_client.h"
+#include "km_proto.h"
+#include "km_shardmap.h"
+
+#define EXIT_USAGE    1
+#define EXIT_FAILED   2
+#define EXIT_NOTFOUND 3
+
+#define BENCH_DEFAULT_OPS  10000
+#define BENCH_MAX_OPS      10000000
+#define BENCH_TIME_LIMIT_S 30
+/* Ops per km_batch call: small enough that the time limit is checked often even
+ * against a server that does not answer. */
+#define BENCH_CHUNK    256
+#define BENCH_KEY_SLOT 32 /* "bench:<u32>" */
+
+static const char usage_text[] =
+	"usage: keymap-cli [-h host] [-p port] [-t timeout_ms] [-r retries] [-v] [--no-steer]\n"
+	"                  <command> [args]\n"
+	"\n"
+	"commands:\n"
+	"  ping [WORKER]                     round trip to a worker (default 0)\n"
+	"  get KEY                           print the value (and 'version N' on stderr with -v)\n"
+	"  put KEY VALUE                     store VALUE ('-': read it from stdin)\n"
+	"  cas KEY EXPECTED_VERSION VALUE    store if the version matches (0: only if absent)\n"
+	"  del KEY [EXPECTED_VERSION]        delete (only if the version matches, when given)\n"
+	"  mget KEY...                       print 'KEY<tab>VALUE' for each key found\n"
+	"  map                               print the shard map\n"
+	"  bench-lite [-n N] [-k KEYS] [-v SIZE] [--get-ratio R]\n"
+	"                                    at most N ops (default 10000) over KEYS keys\n"
+	"                                    (default 1000), values of SIZE bytes (default 32),\n"
+	"                                    a share R of GETs (default 0.9), 30 s at most\n"
+	"\n"
+	"options:\n"
+	"  -h host        server address (default $KEYMAP_HOST, else 127.0.0.1)\n"
+	"  -p port        base UDP port, worker 0 (default 7070)\n"
+	"  -t timeout_ms  per attempt (default 200)\n"
+	"  -r retries     attempts after the first, 1..100 (default 3)\n"
+	"  -v             verbose\n"
+	"  --no-steer     send everything to the base port, do not fetch the map\n"
+	"  --help         this text\n"
+	"\n"
+	"exit status: 0 success, 1 bad usage, 2 request failed (server or transport error),\n"
+	"             3 key not found\n";
+
+static void
+usage(void)
+{
+	fputs(usage_text, stderr);
+}
+
+static int
+fail(const char *what, int err)
+{
+	fprintf(stderr, "keymap-cli: %s: %s\n", what, km_strerror(err));
+	return err == KM_ERR_NOT_FOUND ? EXIT_NOTFOUND : EXIT_FAILED;
+}
+
+static int
+parse_u64(const char *s, uint64_t max, uint64_t *out)
+{
+	unsigned long long v;
+	char *end;
+
+	if (s == NULL || *s == '\0' || *s == '-')
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno != 0 || *end != '\0' || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static uint64_t
+now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int
+cmd_ping(struct km_client *c, int argc, char **argv, int verbose)
+{
+	uint64_t worker = 0, t0;
+	int rc;
+
+	(void)verbose;
+	if (argc > 2 || (argc == 2 && parse_u64(argv[1], UINT16_MAX, &worker) != 0)) {
+		usage();
+		return EXIT_USAGE;
+	}
+	t0 = now_ns();
+	rc = km_ping(c, (unsigned int)worker);
+	if (rc != KM_OK)
+		return fail("ping", rc);
+	printf("PONG worker %u rtt %.1f us\n", (unsigned int)worker, (now_ns() - t0) / 1e3);
+	return 0;
+}
+
+static int
+cmd_get(struct km_client *c, int argc, char **argv, int verbose)
+{
+	static uint8_t buf[KM_DGRAM_MAX];
+	uint64_t version = 0;
+	size_t len = 0;
+	int rc;
+
+	if (argc != 2) {
+		usage();
+		return EXIT_USAGE;
+	}
+	rc = km_get(c, argv[1], strlen(argv[1]), buf, sizeof(buf), &len, &version);
+	if (rc != KM_OK)
+		return fail("get", rc);
+	fwrite(buf, 1, len, stdout);
+	putchar('\n');
+	if (verbose)
+		fprintf(stderr, "version %llu\n", (unsigned long long)version);
+	return 0;
+}
+
+/* VALUE argument, or stdin for "-" (one byte more than allowed, so the library can
+ * report TOO_LARGE rather than storing a truncated value). */
+static int
+read_value(const char *arg, const void **val, size_t *len)
+{
+	static uint8_t buf[KM_VALUE_MAX + 1];
+
+	if (strcmp(arg, "-") != 0) {
+		*val = arg;
+		*len = strlen(arg);
+		return 0;
+	}
+	*len = fread(buf, 1, sizeof(buf), stdin);
+	if (ferror(stdin)) {
+		fprintf(stderr, "keymap-cli: stdin: %s\n", strerror(errno));
+		return -1;
+	}
+	*val = buf;
+	return 0;
+}
+
+static int
+cmd_put(struct km_client *c, int argc, char **argv, int verbose)
+{
+	uint64_t version = 0;
+	const void *val;
+	size_t vlen;
+	int rc;
+
+	(void)verbose;
+	if (argc != 3) {
+		usage();
+		return EXIT_USAGE;
+	}
+	if (read_value(argv[2], &val, &vlen) != 0)
+		return EXIT_FAILED;
+	rc = km_put(c, argv[1], strlen(argv[1]), val, vlen, &version);
+	if (rc != KM_OK)
+		return fail("put", rc);
+	printf("OK version %llu\n", (unsigned long long)version);
+	return 0;
+}
+
+static int
+cmd_cas(struct km_client *c, int argc, char **argv, int verbose)
+{
+	uint64_t expect, version = 0;
+	const void *val;
+	size_t vlen;
+	int rc;
+
+	(void)verbose;
+	if (argc != 4 || parse_u64(argv[2], UINT64_MAX, &expect) != 0) {
+		usage();
+		return EXIT_USAGE;
+	}
+	if (read_value(argv[3], &val, &vlen) != 0)
+		return EXIT_FAILED;
+	rc = km_cas(c, argv[1], strlen(argv[1]), val, vlen, expect, &version);
+	if (rc == KM_ERR_VERSION_MISMATCH)
+		fprintf(stderr, "keymap-cli: cas: current version %llu\n",
+			(unsigned long long)version);
+	if (rc != KM_OK)
+		return fail("cas", rc);
+	printf("OK version %llu\n", (unsigned long long)version);
+	return 0;
+}
+
+static int
+cmd_del(struct km_client *c, int argc, char **argv, int verbose)
+{
+	uint64_t expect = 0;
+	int rc;
+
+	(void)verbose;
+	if (argc < 2 || argc > 3 || (argc == 3 && parse_u64(argv[2], UINT64_MAX, &expect) != 0)) {
+		usage();
+		return EXIT_USAGE;
+	}
+	rc = km_del(c, argv[1], strlen(argv[1]), expect);
+	if (rc != KM_OK)
+		return fail("del", rc);
+	printf("OK\n");
+	return 0;
+}
+
+static int
+cmd_mget(struct km_client *c, int argc, char **argv, int verbose)
+{
+	struct km_mget_item *items;
+	size_t n = (size_t)argc - 1, i;
+	int rc, ret = 0;
+	uint8_t *bufs;
+
+	if (argc < 2) {
+		usage();
+		return EXIT_USAGE;
+	}
+	items = calloc(n, sizeof(*items));
+	bufs = malloc(n * KM_DGRAM_MAX);
+	if (items == NULL || bufs == NULL) {
+		free(items);
+		free(bufs);
+		return fail("mget", KM_ERR_NOMEM);
+	}
+	for (i = 0; i < n; i++) {
+		items[i].key = argv[i + 1];
+		items[i].klen = strlen(argv[i + 1]);
+		items[i].buf = bufs + i * KM_DGRAM_MAX;
+		items[i].cap = KM_DGRAM_MAX;
+	}
+	rc = km_mget(c, items, n);
+	if (rc != KM_OK) {
+		ret = fail("mget", rc);
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		char what[KM_KEY_MAX + 16];
+
+		if (items[i].err != KM_OK) {
+			snprintf(what, sizeof(what), "mget %s", argv[i + 1]);
+			rc = fail(what, items[i].err);
+			/* A failure outranks an absent key. */
+			if (ret != EXIT_FAILED)
+				ret = rc;
+			continue;
+		}
+		printf("%s\t", argv[i + 1]);
+		fwrite(items[i].buf, 1, items[i].len, stdout);
+		putchar('\n');
+		if (verbose)
+			fprintf(stderr, "%s version %llu\n", argv[i + 1],
+				(unsigned long long)items[i].version);
+	}
+out:
+	free(items);
+	free(bufs);
+	return ret;
+}
+
+static int
+cmd_map(struct km_client *c, int argc, char **argv, int no_steer)
+{
+	const struct km_shardmap *m;
+	uint32_t i;
+	int rc;
+
+	(void)argv;
+	if (argc != 1) {
+		usage();
+		return EXIT_USAGE;
+	}
+	if (no_steer) {
+		fprintf(stderr, "keymap-cli: map: not fetched with --no-steer\n");
+		return EXIT_USAGE;
+	}
+	m = km_client_map(c);
+	if (m == NULL) {
+		/* Open stays unsteered when MAP fails: ask again to report why. */
+		rc = km_map_refresh(c);
+		if (rc != KM_OK)
+			return fail("map", rc);
+		m = km_client_map(c);
+	}
+	printf("epoch %u\nworkers %u\nbase port %u\nshards %u\n", m->epoch, m->nb_workers,
+		m->udp_port_base, m->nb_shards);
+	printf("%-10s %-5s %-10s %s\n", "id", "depth", "prefix", "owner");
+	for (i = 0; i < m->nb_shards; i++) {
+		const struct km_shard *s = &m->shards[i];
+		unsigned int depth = km_shard_depth(s->id) & 63;
+		uint64_t prefix = s->id & (((uint64_t)1 << depth) - 1);
+		int digits = depth == 0 ? 1 : (int)(depth + 3) / 4;
+		char hex[24];
+
+		/* As many hex digits as the depth needs: the prefix has `depth` bits. */
+		snprintf(hex, sizeof(hex), "0x%0*llx", digits, (unsigned long long)prefix);
+		printf("%-10llu %-5u %-10s %u%s\n", (unsigned long long)s->id, depth, hex, s->owner,
+			s->moved ? " (moved)" : "");
+	}
+	return 0;
+}
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* xorshift64*: a fixed seed makes two runs issue the same operations. */
+static uint64_t
+bench_rand(uint64_t *s)
+{
+	*s ^= *s >> 12;
+	*s ^= *s << 25;
+	*s ^= *s >> 27;
+	return *s * 2685821657736338717ull;
+}
+
+static int
+cmd_bench(struct km_client *c, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"get-ratio", required_argument, NULL, 'g'},
+		{NULL, 0, NULL, 0},
+	};
+	uint64_t n = BENCH_DEFAULT_OPS, nkeys = 1000, vsize = 32, seed = 0x6b6d62656e6368ull;
+	uint64_t done = 0, ok = 0, missing = 0, errors = 0, t0, t1, nlat = 0;
+	struct km_batch_op ops[BENCH_CHUNK];
+	double ratio = 0.9, secs;
+	uint64_t *lat = NULL;
+	uint8_t *val = NULL;
+	char *keys = NULL;
+	char *end;
+	int opt, ret = 0, rc;
+	size_t i;
+
+	optind = 0; /* glibc: restart getopt on the command's own arguments */
+	while ((opt = getopt_long(argc, argv, "+n:k:v:", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'n':
+			if (parse_u64(optarg, BENCH_MAX_OPS, &n) != 0 || n == 0)
+				goto bad;
+			break;
+		case 'k':
+			if (parse_u64(optarg, 100000000, &nkeys) != 0 || nkeys == 0)
+				goto bad;
+			break;
+		case 'v':
+			if (parse_u64(optarg, KM_VALUE_MAX - 32, &vsize) != 0)
+				goto bad;
+			break;
+		case 'g':
+			errno = 0;
+			ratio = strtod(optarg, &end);
+			if (errno != 0 || *end != '\0' || !(ratio >= 0.0 && ratio <= 1.0))
+				goto bad;
+			break;
+		default:
+			goto bad;
+		}
+	}
+	if (optind != argc)
+		goto bad;
+
+	/* Keys "bench:<i>", fixed width slots so an op points into the array. */
+	keys = malloc(nkeys * BENCH_KEY_SLOT);
+	val = malloc(vsize + 1);
+	lat = malloc(n * sizeof(*lat));
+	if (keys == NULL || val == NULL || lat == NULL) {
+		ret = fail("bench-lite", KM_ERR_NOMEM);
+		goto out;
+	}
+	for (i = 0; i < nkeys; i++)
+		snprintf(keys + i * BENCH_KEY_SLOT, BENCH_KEY_SLOT, "bench:%u", (unsigned int)i);
+	for (i = 0; i < vsize; i++)
+		val[i] = (uint8_t)('a' + i % 26);
+
+	t0 = now_ns();
+	while (done < n && now_ns() - t0 < BENCH_TIME_LIMIT_S * 1000000000ull) {
+		size_t k = n - done < BENCH_CHUNK ? (size_t)(n - done) : BENCH_CHUNK;
+		uint64_t chunk_ok = 0;
+
+		memset(ops, 0, k * sizeof(ops[0]));
+		for (i = 0; i < k; i++) {
+			const char *key = keys + (bench_rand(&seed) % nkeys) * BENCH_KEY_SLOT;
+
+			ops[i].key = key;
+			ops[i].klen = strlen(key);
+			if ((double)(bench_rand(&seed) >> 11) / (double)(1ull << 53) < ratio) {
+				ops[i].op = KM_OP_GET; /* buf NULL: the value is discarded */
+			} else {
+				ops[i].op = KM_OP_PUT;
+				ops[i].val = val;
+				ops[i].vlen = vsize;
+			}
+		}
+		rc = km_batch(c, ops, k);
+		if (rc < 0) {
+			ret = fail("bench-lite", rc);
+			goto out;
+		}
+		for (i = 0; i < k; i++) {
+			if (ops[i].err == KM_OK || ops[i].err == KM_ERR_NOT_FOUND) {
+				ok++;
+				chunk_ok++;
+				missing += ops[i].err == KM_ERR_NOT_FOUND;
+				lat[nlat++] = ops[i].latency_ns;
+			} else {
+				errors++;
+			}
+		}
+		done += k;
+		/* A server that answers nothing: do not wait out the time limit. */
+		if (chunk_ok == 0)
+			break;
+	}
+	t1 = now_ns();
+	secs = (double)(t1 - t0) / 1e9;
+	qsort(lat, nlat, sizeof(*lat), cmp_u64);
+	printf("ops %llu ok %llu not_found %llu errors %llu time %.3f s\n",
+		(unsigned long long)done, (unsigned long long)ok, (unsigned long long)missing,
+		(unsigned long long)errors, secs);
+	printf("throughput %.0f ops/s\n", secs > 0 ? (double)done / secs : 0.0);
+	if (nlat > 0)
+		printf("latency p50 %.1f us p99 %.1f us\n", lat[nlat / 2] / 1e3,
+			lat[nlat * 99 / 100] / 1e3);
+	if (ok == 0) {
+		fprintf(stderr, "keymap-cli: bench-lite: no request succeeded\n");
+		ret = EXIT_FAILED;
+	}
+out:
+	free(keys);
+	free(val);
+	free(lat);
+	return ret;
+bad:
+	usage();
+	return EXIT_USAGE;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"no-steer", no_argument, NULL, 'N'},
+		{"help", no_argument, NULL, 'H'},
+		{NULL, 0, NULL, 0},
+	};
+	struct km_client_opts opts;
+	struct km_client *c;
+	const char *cmd;
+	uint64_t v;
+	int opt, rc, verbose = 0;
+	char what[300];
+
+	memset(&opts, 0, sizeof(opts));
+	opts.host = getenv("KEYMAP_HOST");
+	if (opts.host == NULL || opts.host[0] == '\0')
+		opts.host = "127.0.0.1";
+	/* "+": options stop at the command, which has its own (bench-lite -v). */
+	while ((opt = getopt_long(argc, argv, "+h:p:t:r:v", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'h':
+			opts.host = optarg;
+			break;
+		case 'p':
+			if (parse_u64(optarg, UINT16_MAX, &v) != 0 || v == 0)
+				goto bad;
+			opts.port = (uint16_t)v;
+			break;
+		case 't':
+			if (parse_u64(optarg, 3600 * 1000, &v) != 0 || v == 0)
+				goto bad;
+			opts.timeout_ms = (unsigned int)v;
+			break;
+		case 'r':
+			/* The library reads 0 as "default": no way to ask for no retry. */
+			if (parse_u64(optarg, 100, &v) != 0 || v == 0)
+				goto bad;
+			opts.retries = (unsigned int)v;
+			break;
+		case 'v':
+			verbose = 1;
+			break;
+		case 'N':
+			opts.no_steer = 1;
+			break;
+		case 'H':
+			fputs(usage_text, stdout);
+			return 0;
+		default:
+			goto bad;
+		}
+	}
+	if (optind >= argc)
+		goto bad;
+	cmd = argv[optind];
+	argc -= optind;
+	argv += optind;
+	if (strcmp(cmd, "ping") != 0 && strcmp(cmd, "get") != 0 && strcmp(cmd, "put") != 0 &&
+		strcmp(cmd, "cas") != 0 && strcmp(cmd, "del") != 0 && strcmp(cmd, "mget") != 0 &&
+		strcmp(cmd, "map") != 0 && strcmp(cmd, "bench-lite") != 0) {
+		fprintf(stderr, "keymap-cli: unknown command '%s'\n", cmd);
+		goto bad;
+	}
+
+	rc = km_client_open(&opts, &c);
+	if (rc != KM_OK) {
+		snprintf(what, sizeof(what), "open %s", opts.host);
+		return fail(what, rc);
+	}
+	if (strcmp(cmd, "ping") == 0)
+		rc = cmd_ping(c, argc, argv, verbose);
+	else if (strcmp(cmd, "get") == 0)
+		rc = cmd_get(c, argc, argv, verbose);
+	else if (strcmp(cmd, "put") == 0)
+		rc = cmd_put(c, argc, argv, verbose);
+	else if (strcmp(cmd, "cas") == 0)
+		rc = cmd_cas(c, argc, argv, verbose);
+	else if (strcmp(cmd, "del") == 0)
+		rc = cmd_del(c, argc, argv, verbose);
+	else if (strcmp(cmd, "mget") == 0)
+		rc = cmd_mget(c, argc, argv, verbose);
+	else if (strcmp(cmd, "map") == 0)
+		rc = cmd_map(c, argc, argv, opts.no_steer);
+	else
+		rc = cmd_bench(c, argc, argv);
+	if (verbose) {
+		struct km_client_stats st;
+
+		km_client_get_stats(c, &st);
+		fprintf(stderr,
+			"requests %llu retries %llu timeouts %llu moved %llu map_refreshes %llu "
+			"stray %llu\n",
+			(unsigned long long)st.requests, (unsigned long long)st.retries,
+			(unsigned long long)st.timeouts, (unsigned long long)st.moved,
+			(unsigned long long)st.map_refreshes, (unsigned long long)st.stray_replies);
+	}
+	km_client_close(c);
+	fflush(stdout);
+	return rc;
+bad:
+	usage();
+	return EXIT_USAGE;
+}

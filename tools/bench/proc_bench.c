@@ -1,0 +1,473 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * keymap-proc-bench: cost of keymapd's per-request processing without network I/O.
+ *
+ * One km_proc owns every shard (a map with one worker), as a keymapd worker would. Each
+ * request is copied from a pre-built array into a per-request buffer (as the NIC would
+ * deliver it), then goes through the calls of process_pkt() in app/keymapd/worker.c:
+ * km_req_parse() -> km_proc_target() -> km_proc_execute(), the reply written over the
+ * request. L2-L4 parsing, RX/TX and hand-off between workers are not measured.
+ */
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <x86intrin.h>
+
+#include <km_proc.h>
+#include <km_proto.h>
+#include <km_shardmap.h>
+
+/* keymapd's defaults (app/keymapd/config.c): the server whose datapath is measured. */
+#define CONF_SHARDS       16
+#define CONF_ROUTE_SEP    '/'
+#define CONF_ROUTE_DEPTH  1
+#define CONF_VALUE_MAX    1024
+#define CONF_INITIAL_KEYS 1024
+#define CONF_DEDUP        65536
+#define CONF_UDP_PORT     7070
+
+#define WORKER     0 /* the one worker, addressed by every request */
+#define SRC        ((UINT64_C(0x0a000001) << 16) | 40000) /* client 10.0.0.1:40000 */
+#define REQ_ID_OFF 16 /* byte offset of req_id in the wire header (struct km_hdr) */
+
+#define OPS_MAX        (UINT64_C(1) << 40)
+#define KEYS_MAX       (UINT64_C(1) << 28)
+#define REQS_MAX       (UINT64_C(1) << 20)   /* pre-built requests, cycled */
+#define REQS_BYTES_MAX (UINT64_C(256) << 20) /* ... within this much memory */
+#define NB_BUFS        32                    /* per-request buffers: one RX burst of mbufs */
+#define BUF_LEN        2048                  /* mbuf data room: room for any reply */
+
+/* Key characters: 6 bits each, no route separator, so every key routes by all its bytes
+ * (flat keys, the common case in km_proc's key_init()). */
+static const char key_alphabet[] =
+	"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_";
+
+static uint8_t bufs[NB_BUFS][BUF_LEN] __attribute__((aligned(64)));
+
+struct bench {
+	struct km_proc *proc;
+	const struct km_shardmap *map;
+	uint32_t value_max;
+	uint32_t klen;
+	uint32_t vlen;
+	const uint8_t *reqs; /* pre-built datagrams, back to back */
+	const uint32_t *off; /* request i is reqs[off[i], off[i + 1]) */
+	uint64_t nb_reqs;
+};
+
+/* Outcomes of the measured requests: [is_get][status], dropped, GET OK of the wrong size. */
+struct tally {
+	uint64_t st[2][KM_ST__MAX];
+	uint64_t dropped[2];
+	uint64_t get_bad_len;
+	uint64_t reply_bytes;
+};
+
+static void
+usage(const char *prog)
+{
+	fprintf(stderr,
+		"usage: %s [-n ops] [-k keys] [-K keylen] [-v vallen] [-g get_ratio] [-s seed]\n"
+		"  -n ops        requests measured, 1..%llu (default 10000000)\n"
+		"  -k keys       distinct keys, all preloaded with PUT, 1..%llu (default 100000)\n"
+		"  -K keylen     key length in bytes, 1..%d (default 16)\n"
+		"  -v vallen     value length in bytes, 0..%d - keylen (default 64)\n"
+		"  -g get_ratio  share of GETs, the rest PUTs, 0..1 (default 1.0)\n"
+		"  -s seed       seed of the uniform key sequence (default 1)\n",
+		prog, (unsigned long long)OPS_MAX, (unsigned long long)KEYS_MAX, KM_KEY_MAX,
+		KM_DGRAM_MAX - KM_HDR_LEN);
+}
+
+/* Whole-string unsigned number in [min, max], or -1. */
+static int
+parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	unsigned long long v;
+	char *end;
+
+	if (s[0] < '0' || s[0] > '9')
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/* Whole-string ratio in [0, 1], or -1. */
+static int
+parse_ratio(const char *s, double *out)
+{
+	char *end;
+	double v;
+
+	if ((s[0] < '0' || s[0] > '9') && s[0] != '.')
+		return -1;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno != 0 || *end != '\0' || !(v >= 0.0 && v <= 1.0))
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static double
+now_sec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* splitmix64: a full-period generator, good enough for a uniform key sequence. */
+static uint64_t
+rng_next(uint64_t *state)
+{
+	uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+/* Key number id, distinct for id < 64^klen. */
+static void
+key_make(uint8_t *key, uint32_t klen, uint64_t id)
+{
+	uint32_t i;
+
+	for (i = 0; i < klen; i++) {
+		key[i] = (uint8_t)key_alphabet[id & 63];
+		id >>= 6;
+	}
+}
+
+/* A request datagram as a client builds it (up-to-date epoch, req_id set per send). */
+static size_t
+req_build(const struct bench *b, uint8_t *out, size_t cap, uint8_t op, uint64_t id,
+	const uint8_t *val)
+{
+	uint8_t key[KM_KEY_MAX];
+	struct km_hdr h = {
+		.magic = KM_PROTO_MAGIC,
+		.proto_ver = KM_PROTO_VERSION,
+		.op = op,
+		.key_len = (uint16_t)b->klen,
+		.val_len = op == KM_OP_PUT ? b->vlen : 0,
+		.epoch = b->map->epoch,
+	};
+
+	key_make(key, b->klen, id);
+	return km_msg_build(out, cap, &h, key, val);
+}
+
+/*
+ * What a keymapd worker does with one request datagram (process_pkt() without L2-L4):
+ * parse, find the owner, execute; the reply overwrites the request.
+ * @return reply length, 0 when the worker would drop or hand the request off.
+ */
+static inline size_t
+proc_one(const struct bench *b, uint8_t *buf, size_t len)
+{
+	uint64_t route_hash = 0;
+	struct km_msg msg;
+	int st, target;
+
+	st = km_req_parse(buf, len, b->value_max, &msg);
+	if (st < 0)
+		return 0;
+	if (st != KM_ST_OK) {
+		km_proc_count_status(b->proc, (uint8_t)st);
+		return km_proc_reply_status(&msg.hdr, (uint8_t)st, b->map->epoch, buf);
+	}
+	target = km_proc_target(b->map, &msg, WORKER, &route_hash);
+	if (target == KM_TARGET_MOVED) {
+		km_proc_count_status(b->proc, KM_ST_MOVED);
+		return km_proc_reply_status(&msg.hdr, KM_ST_MOVED, b->map->epoch, buf);
+	}
+	if (target >= 0 && target != WORKER)
+		return 0; /* hand-off: impossible with one worker */
+	return km_proc_execute(b->proc, b->map, &msg, route_hash, SRC, buf, BUF_LEN);
+}
+
+/* PUT every key once, through the same path. @return 0 or -1 (a PUT failed). */
+static int
+preload(const struct bench *b, uint64_t nb_keys, const uint8_t *val, uint64_t *req_id)
+{
+	uint64_t id;
+	size_t len;
+
+	for (id = 0; id < nb_keys; id++) {
+		uint8_t *buf = bufs[id % NB_BUFS];
+
+		len = req_build(b, buf, BUF_LEN, KM_OP_PUT, id, val);
+		km_put64(buf + REQ_ID_OFF, ++*req_id);
+		if (len == 0 || proc_one(b, buf, len) != KM_HDR_LEN || buf[3] != KM_ST_OK) {
+			fprintf(stderr, "preload: PUT of key %llu failed (%s)\n",
+				(unsigned long long)id, km_status_name(buf[3]));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * The measured loop: copy, give a fresh req_id (a retry would be answered from the
+ * at-most-once table instead of executed), process, count the outcome.
+ * Not inlined so that callgrind --toggle-collect=bench_run isolates it.
+ */
+static __attribute__((noinline)) void
+bench_run(const struct bench *b, uint64_t ops, uint64_t req_id, struct tally *t)
+{
+	uint64_t i, j = 0;
+
+	for (i = 0; i < ops; i++) {
+		uint8_t *buf = bufs[i % NB_BUFS];
+		uint32_t len = b->off[j + 1] - b->off[j];
+		int is_get;
+		size_t n;
+
+		memcpy(buf, b->reqs + b->off[j], len);
+		km_put64(buf + REQ_ID_OFF, req_id + i);
+		is_get = buf[2] == KM_OP_GET;
+		n = proc_one(b, buf, len);
+		if (n == 0) {
+			t->dropped[is_get]++;
+		} else {
+			t->st[is_get][buf[3] < KM_ST__MAX ? buf[3] : KM_ST_ERROR]++;
+			if (is_get && buf[3] == KM_ST_OK && n != (size_t)KM_HDR_LEN + b->vlen)
+				t->get_bad_len++;
+		}
+		t->reply_bytes += n;
+		if (++j == b->nb_reqs)
+			j = 0;
+	}
+}
+
+/* The request copy alone, to show how much of the figure is the simulated NIC. */
+static __attribute__((noinline)) void
+copy_run(const struct bench *b, uint64_t ops, uint64_t req_id)
+{
+	uint64_t i, j = 0;
+
+	for (i = 0; i < ops; i++) {
+		uint8_t *buf = bufs[i % NB_BUFS];
+
+		memcpy(buf, b->reqs + b->off[j], b->off[j + 1] - b->off[j]);
+		km_put64(buf + REQ_ID_OFF, req_id + i);
+		__asm__ volatile("" : : "r"(buf) : "memory"); /* keep the copy */
+		if (++j == b->nb_reqs)
+			j = 0;
+	}
+}
+
+/* Pre-build the request sequence: uniform keys, GET with probability get_ratio. */
+static int
+reqs_build(struct bench *b, uint64_t ops, uint64_t nb_keys, double get_ratio, uint64_t seed,
+	const uint8_t *val, uint64_t *nb_get)
+{
+	size_t max_len = (size_t)KM_HDR_LEN + b->klen + (get_ratio < 1.0 ? b->vlen : 0);
+	uint64_t rng = seed, i, pos = 0, n;
+	uint32_t *off;
+	uint8_t *reqs;
+
+	n = ops < REQS_MAX ? ops : REQS_MAX;
+	if (n > REQS_BYTES_MAX / max_len)
+		n = REQS_BYTES_MAX / max_len;
+	reqs = malloc(n * max_len);
+	off = malloc((n + 1) * sizeof(*off));
+	if (reqs == NULL || off == NULL) {
+		free(reqs);
+		free(off);
+		return -ENOMEM;
+	}
+	*nb_get = 0;
+	for (i = 0; i < n; i++) {
+		uint64_t id = rng_next(&rng) % nb_keys;
+		/* 53 random bits as a double in [0, 1): exact comparison with the ratio. */
+		int get = (double)(rng_next(&rng) >> 11) * 0x1.0p-53 < get_ratio;
+
+		off[i] = (uint32_t)pos;
+		pos += req_build(b, reqs + pos, max_len, get ? KM_OP_GET : KM_OP_PUT, id, val);
+		*nb_get += get;
+	}
+	off[n] = (uint32_t)pos;
+	b->reqs = reqs;
+	b->off = off;
+	b->nb_reqs = n;
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	uint64_t ops = 10000000, nb_keys = 100000, klen = 16, vlen = 64, seed = 1;
+	uint64_t req_id = 0, nb_get_built, i, nb_get, nb_put, get_fail, put_fail;
+	struct km_shardmap_params mp = {
+		.nb_shards = CONF_SHARDS,
+		.nb_workers = 1,
+		.udp_port_base = CONF_UDP_PORT,
+		.route_sep = CONF_ROUTE_SEP,
+		.route_depth = CONF_ROUTE_DEPTH,
+	};
+	struct km_proc_params pp = {
+		.worker = WORKER,
+		.dedup_entries = CONF_DEDUP,
+		.store_driver = "mem",
+		.store_initial_keys = CONF_INITIAL_KEYS,
+	};
+	struct km_proc_counters c0, c1;
+	static uint8_t val[KM_VALUE_MAX];
+	struct km_shardmap *map;
+	struct tally t;
+	double get_ratio = 1.0, t0, t_pre, t_run, t_copy, hz;
+	uint64_t tsc0, tsc1;
+	struct bench b;
+	int opt, rc;
+
+	while ((opt = getopt(argc, argv, "n:k:K:v:g:s:h")) != -1) {
+		switch (opt) {
+		case 'n':
+			rc = parse_u64(optarg, 1, OPS_MAX, &ops);
+			break;
+		case 'k':
+			rc = parse_u64(optarg, 1, KEYS_MAX, &nb_keys);
+			break;
+		case 'K':
+			rc = parse_u64(optarg, 1, KM_KEY_MAX, &klen);
+			break;
+		case 'v':
+			rc = parse_u64(optarg, 0, KM_VALUE_MAX, &vlen);
+			break;
+		case 'g':
+			rc = parse_ratio(optarg, &get_ratio);
+			break;
+		case 's':
+			rc = parse_u64(optarg, 0, UINT64_MAX, &seed);
+			break;
+		default:
+			rc = -1;
+			break;
+		}
+		if (rc != 0) {
+			usage(argv[0]);
+			return 1;
+		}
+	}
+	/* A PUT must fit in a datagram; keys must be distinct. */
+	if (optind != argc || KM_HDR_LEN + klen + vlen > KM_DGRAM_MAX ||
+		(klen * 6 < 64 && nb_keys > (UINT64_C(1) << (klen * 6)))) {
+		usage(argv[0]);
+		return 1;
+	}
+
+	rc = km_shardmap_create(&mp, &map);
+	if (rc < 0) {
+		fprintf(stderr, "shard map: %s\n", strerror(-rc));
+		return 1;
+	}
+	/* keymapd's value_max, raised when the values measured need more. */
+	pp.value_max = vlen > CONF_VALUE_MAX ? (uint32_t)vlen : CONF_VALUE_MAX;
+	rc = km_proc_create(&pp, &b.proc);
+	if (rc < 0) {
+		fprintf(stderr, "processor: %s\n", strerror(-rc));
+		return 1;
+	}
+	for (i = 0; i < map->nb_shards; i++) {
+		rc = km_proc_shard_add(b.proc, map->shards[i].id);
+		if (rc < 0) {
+			fprintf(stderr, "shard %llu: %s\n", (unsigned long long)map->shards[i].id,
+				strerror(-rc));
+			return 1;
+		}
+	}
+	b.map = map;
+	b.value_max = pp.value_max;
+	b.klen = (uint32_t)klen;
+	b.vlen = (uint32_t)vlen;
+	memset(val, 'v', sizeof(val));
+	memset(&t, 0, sizeof(t));
+
+	t0 = now_sec();
+	if (preload(&b, nb_keys, val, &req_id) != 0)
+		return 1;
+	t_pre = now_sec() - t0;
+	if (reqs_build(&b, ops, nb_keys, get_ratio, seed, val, &nb_get_built) != 0) {
+		fprintf(stderr, "cannot allocate the request array\n");
+		return 1;
+	}
+
+	c0 = *km_proc_counters(b.proc);
+	t0 = now_sec();
+	tsc0 = __rdtsc();
+	bench_run(&b, ops, req_id + 1, &t);
+	tsc1 = __rdtsc();
+	t_run = now_sec() - t0;
+	c1 = *km_proc_counters(b.proc);
+	req_id += ops;
+
+	t0 = now_sec();
+	copy_run(&b, ops, req_id + 1);
+	t_copy = now_sec() - t0;
+
+	nb_get = nb_put = get_fail = put_fail = 0;
+	for (i = 0; i < KM_ST__MAX; i++) {
+		nb_get += t.st[1][i];
+		nb_put += t.st[0][i];
+	}
+	nb_get += t.dropped[1];
+	nb_put += t.dropped[0];
+	get_fail = nb_get - t.st[1][KM_ST_OK] + t.get_bad_len;
+	put_fail = nb_put - t.st[0][KM_ST_OK];
+	hz = (double)(tsc1 - tsc0) / t_run;
+
+	printf("setup:      1 worker, %u shards, %llu keys (key %llu B, value %llu B), "
+	       "get ratio %.3f, seed %llu\n",
+		map->nb_shards, (unsigned long long)nb_keys, (unsigned long long)klen,
+		(unsigned long long)vlen, get_ratio, (unsigned long long)seed);
+	printf("preload:    %llu PUT in %.3f s (%.2f Mops/s)\n", (unsigned long long)nb_keys, t_pre,
+		nb_keys / t_pre / 1e6);
+	printf("requests:   %llu pre-built (%.1f MiB, %llu GET), cycled\n",
+		(unsigned long long)b.nb_reqs, b.off[b.nb_reqs] / 1048576.0,
+		(unsigned long long)nb_get_built);
+	printf("ops:        %llu (GET %llu, PUT %llu) in %.3f s\n", (unsigned long long)ops,
+		(unsigned long long)nb_get, (unsigned long long)nb_put, t_run);
+	printf("rate:       %.2f Mops/s\n", ops / t_run / 1e6);
+	printf("ns/op:      %.1f\n", t_run * 1e9 / ops);
+	printf("cycles/op:  %.1f TSC (TSC %.3f GHz, estimated against CLOCK_MONOTONIC)\n",
+		(double)(tsc1 - tsc0) / ops, hz / 1e9);
+	printf("copy only:  %.1f ns/op (request copy into the buffer, included above)\n",
+		t_copy * 1e9 / ops);
+	printf("statuses:   GET OK %llu, NOT_FOUND %llu, other %llu; PUT OK %llu, other %llu\n",
+		(unsigned long long)t.st[1][KM_ST_OK], (unsigned long long)t.st[1][KM_ST_NOT_FOUND],
+		(unsigned long long)(nb_get - t.st[1][KM_ST_OK] - t.st[1][KM_ST_NOT_FOUND]),
+		(unsigned long long)t.st[0][KM_ST_OK], (unsigned long long)put_fail);
+	printf("counters:   req_get %llu, get_hit %llu, req_put %llu, write_retry %llu\n",
+		(unsigned long long)(c1.req_get - c0.req_get),
+		(unsigned long long)(c1.get_hit - c0.get_hit),
+		(unsigned long long)(c1.req_put - c0.req_put),
+		(unsigned long long)(c1.write_retry - c0.write_retry));
+	/* Every key was preloaded and none is deleted: every GET must hit, every PUT succeed,
+	 * and the processor's own counters must agree. */
+	if (get_fail != 0 || put_fail != 0 || c1.get_hit - c0.get_hit != nb_get ||
+		c1.req_put - c0.req_put != nb_put || c1.write_retry != c0.write_retry) {
+		printf("check:      FAILED (%llu GET, %llu PUT failed)\n",
+			(unsigned long long)get_fail, (unsigned long long)put_fail);
+		return 1;
+	}
+	printf("check:      ok, all GETs hit, all PUTs succeeded\n");
+
+	free((void *)b.reqs);
+	free((void *)b.off);
+	km_proc_destroy(b.proc);
+	km_shardmap_free(map);
+	return 0;
+}

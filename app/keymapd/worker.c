@@ -158,7 +158,7 @@ process_pkt(struct km_worker *w, const struct km_shardmap *map, struct rte_mbuf 
 	struct km_msg msg;
 	uint16_t ip_len, udp_len, dport;
 	uint8_t *payload;
-	uint64_t route_hash = 0;
+	struct km_route rt;
 	size_t plen, cap;
 	int st, target, pw;
 
@@ -232,7 +232,7 @@ process_pkt(struct km_worker *w, const struct km_shardmap *map, struct rte_mbuf 
 		plen = km_proc_reply_status(&msg.hdr, (uint8_t)st, map->epoch, payload);
 		goto reply;
 	}
-	target = km_proc_target(map, &msg, pw, &route_hash);
+	target = km_proc_target(map, &msg, pw, &rt);
 	if (unlikely(target == KM_TARGET_MOVED)) {
 		km_proc_count_status(w->proc, KM_ST_MOVED);
 		plen = km_proc_reply_status(&msg.hdr, KM_ST_MOVED, map->epoch, payload);
@@ -251,7 +251,7 @@ process_pkt(struct km_worker *w, const struct km_shardmap *map, struct rte_mbuf 
 		w->cnt.handoff_drops++;
 		goto drop;
 	}
-	plen = km_proc_execute(w->proc, map, &msg, route_hash,
+	plen = km_proc_execute(w->proc, map, &msg, &rt,
 		((uint64_t)ip->src_addr << 16) | udp->src_port, payload, cap);
 reply:
 	udp_reply(m, eth, ip, udp, plen);

@@ -217,16 +217,23 @@ km_proc_counters(const struct km_proc *p)
 	return &p->cnt;
 }
 
-/* Routing hash of a key: XXH3 of its routing part (one place for server-side routing). */
-static inline uint64_t
-route_hash_of(const struct km_shardmap *m, const uint8_t *key, size_t len)
+/*
+ * Both hashes of a key, with one scan for the routing part. Most keys route by all their
+ * bytes: then the routing hash is the key hash. The one place the server routes a key;
+ * rt->hash equals km_shardmap_hash() (XXH3 of the routing part), which clients use.
+ */
+static inline void
+route_of(const struct km_shardmap *m, const uint8_t *key, size_t len, struct km_route *rt)
 {
-	return km_shardmap_hash(m, key, len);
+	size_t rlen = km_shardmap_route_len(m, key, len);
+
+	rt->hash = km_key_hash(key, rlen);
+	rt->key_hash = rlen == len ? rt->hash : km_key_hash(key, len);
 }
 
 int
 km_proc_target(const struct km_shardmap *map, const struct km_msg *req, int port_worker,
-	uint64_t *route_hash)
+	struct km_route *rt)
 {
 	const struct km_shard *sh;
 	const uint8_t *key = req->key;
@@ -237,7 +244,7 @@ km_proc_target(const struct km_shardmap *map, const struct km_msg *req, int port
 	case KM_OP_PUT:
 	case KM_OP_CAS:
 	case KM_OP_DEL:
-		*route_hash = route_hash_of(map, key, req->hdr.key_len);
+		route_of(map, key, req->hdr.key_len, rt);
 		break;
 	case KM_OP_MGET: {
 		/* An MGET belongs to the owner of its first key; the client groups by owner. */
@@ -246,14 +253,14 @@ km_proc_target(const struct km_shardmap *map, const struct km_msg *req, int port
 		if (km_mget_req_begin(&it, req->val, req->hdr.val_len) < 0 ||
 			km_mget_req_next(&it, &key, &klen) == 0)
 			return KM_TARGET_ANY; /* execute answers BAD_REQUEST */
-		*route_hash = route_hash_of(map, key, klen);
+		route_of(map, key, klen, rt);
 		break;
 	}
 	default:
-		*route_hash = 0;
+		rt->hash = rt->key_hash = 0;
 		return KM_TARGET_ANY;
 	}
-	sh = km_shardmap_lookup(map, *route_hash);
+	sh = km_shardmap_lookup(map, rt->hash);
 	/* A client with an old map that also picked the wrong worker must learn the new map;
 	 * an up-to-date (or unsteered, epoch 0) client is served through the hand-off. */
 	if (req->hdr.epoch != 0 && req->hdr.epoch != map->epoch && port_worker >= 0 &&
@@ -323,13 +330,11 @@ owned_store(struct km_proc *p, const struct km_shardmap *map, uint64_t route_has
 }
 
 static inline void
-key_init(struct km_key *k, const struct km_shardmap *map, const uint8_t *key, size_t len,
-	uint64_t route_hash)
+key_init(struct km_key *k, const uint8_t *key, size_t len, const struct km_route *rt)
 {
 	k->data = key;
 	k->len = (uint16_t)len;
-	/* Most keys route by all their bytes: then the routing hash is the key hash. */
-	k->hash = km_shardmap_route_len(map, key, len) == len ? route_hash : km_key_hash(key, len);
+	k->hash = rt->key_hash;
 }
 
 static struct dedup_entry *
@@ -366,9 +371,9 @@ status_of_store_rc(struct km_proc *p, int rc)
 
 static size_t
 exec_get(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
-	uint64_t route_hash, uint8_t *out, size_t cap)
+	const struct km_route *rt, uint8_t *out, size_t cap)
 {
-	struct km_store *s = owned_store(p, map, route_hash);
+	struct km_store *s = owned_store(p, map, rt->hash);
 	struct km_value_ref v;
 	struct km_key k;
 	struct km_hdr h;
@@ -379,7 +384,7 @@ exec_get(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *
 		p->cnt.store_error++;
 		return km_proc_reply_status(&req->hdr, KM_ST_BUSY, map->epoch, out);
 	}
-	key_init(&k, map, req->key, req->hdr.key_len, route_hash);
+	key_init(&k, req->key, req->hdr.key_len, rt);
 	if (km_store_get(s, &k, &v) != 0) {
 		p->cnt.get_miss++;
 		return km_proc_reply_status(&req->hdr, KM_ST_NOT_FOUND, map->epoch, out);
@@ -399,7 +404,7 @@ exec_get(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *
 
 static size_t
 exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
-	uint64_t route_hash, uint64_t src, uint8_t *out)
+	const struct km_route *rt, uint64_t src, uint8_t *out)
 {
 	struct dedup_entry *d = dedup_slot(p, src, req->hdr.req_id);
 	struct km_store *s;
@@ -422,12 +427,12 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 		version = d->version;
 		goto reply;
 	}
-	s = owned_store(p, map, route_hash);
+	s = owned_store(p, map, rt->hash);
 	if (s == NULL) {
 		p->cnt.store_error++;
 		return km_proc_reply_status(&req->hdr, KM_ST_BUSY, map->epoch, out);
 	}
-	key_init(&k, map, req->key, req->hdr.key_len, route_hash);
+	key_init(&k, req->key, req->hdr.key_len, rt);
 	switch (req->hdr.op) {
 	case KM_OP_PUT:
 		rc = km_store_put(s, &k, req->val, req->hdr.val_len, KM_VERSION_ANY, 0, &version);
@@ -483,17 +488,20 @@ exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 	km_put16(b + KM_HDR_LEN, (uint16_t)count);
 	w = b + KM_HDR_LEN + 2;
 	while (km_mget_req_next(&it, &key, &klen)) {
-		uint64_t rh = route_hash_of(map, key, klen);
-		const struct km_shard *sh = km_shardmap_lookup(map, rh);
-		struct km_store *s = sh->owner == p->worker ? km_proc_shard_store(p, sh->id) : NULL;
+		struct km_route rt;
+		const struct km_shard *sh;
+		struct km_store *s;
 		struct km_value_ref v = {0};
 		uint8_t status = KM_ST_OK;
 		struct km_key k;
 
+		route_of(map, key, klen, &rt);
+		sh = km_shardmap_lookup(map, rt.hash);
+		s = sh->owner == p->worker ? km_proc_shard_store(p, sh->id) : NULL;
 		if (s == NULL) {
 			status = KM_ST_MOVED;
 		} else {
-			key_init(&k, map, key, klen, rh);
+			key_init(&k, key, klen, &rt);
 			if (km_store_get(s, &k, &v) != 0) {
 				status = KM_ST_NOT_FOUND;
 				p->cnt.get_miss++;
@@ -551,17 +559,17 @@ exec_map(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *
 
 size_t
 km_proc_execute(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
-	uint64_t route_hash, uint64_t src, uint8_t *out, size_t cap)
+	const struct km_route *rt, uint64_t src, uint8_t *out, size_t cap)
 {
 	struct km_hdr h;
 
 	switch (req->hdr.op) {
 	case KM_OP_GET:
-		return exec_get(p, map, req, route_hash, out, cap);
+		return exec_get(p, map, req, rt, out, cap);
 	case KM_OP_PUT:
 	case KM_OP_CAS:
 	case KM_OP_DEL:
-		return exec_write(p, map, req, route_hash, src, out);
+		return exec_write(p, map, req, rt, src, out);
 	case KM_OP_MGET:
 		return exec_mget(p, map, req, out, cap);
 	case KM_OP_MAP:

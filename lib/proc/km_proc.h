@@ -86,6 +86,12 @@ void km_proc_store_stats(const struct km_proc *p, struct km_store_stats *st);
 /** Counters of this processor (read-only for other threads). */
 const struct km_proc_counters *km_proc_counters(const struct km_proc *p);
 
+/** Hashes of a request's (first) key, computed once by km_proc_target(). */
+struct km_route {
+	uint64_t hash;     /* XXH3 of the routing part: selects the shard */
+	uint64_t key_hash; /* XXH3 of the whole key: indexes the store */
+};
+
 /* Targets returned by km_proc_target(). */
 #define KM_TARGET_ANY   -1 /* any worker may answer (PING, MAP) */
 #define KM_TARGET_MOVED -2 /* answer MOVED: stale client epoch and wrong port */
@@ -94,8 +100,8 @@ const struct km_proc_counters *km_proc_counters(const struct km_proc *p);
  * Which worker must execute a parsed request.
  *
  * @param port_worker worker index the client addressed (UDP dst port - base), or -1.
- * @param route_hash out: routing hash of the (first) key, passed on to km_proc_execute
- *   so that the owner does not hash twice.
+ * @param rt out: hashes of the (first) key, passed on to km_proc_execute so that the
+ *   owner does not hash twice.
  * @return owner worker index, KM_TARGET_ANY, or KM_TARGET_MOVED. A request whose epoch
  *   differs from the map's (older, or from before a restart) and that was addressed to another
  * worker than the owner is MOVED (the client re-fetches the map); otherwise it is handed to the
@@ -103,20 +109,20 @@ const struct km_proc_counters *km_proc_counters(const struct km_proc *p);
  * @note Context: any worker, map held under RCU.
  */
 int km_proc_target(const struct km_shardmap *map, const struct km_msg *req, int port_worker,
-	uint64_t *route_hash);
+	struct km_route *rt);
 
 /**
  * Execute a parsed, validated request this worker owns (or KM_TARGET_ANY) and write the
  * reply into out. out may alias the request datagram: the request is read before any
  * byte it overlaps is written.
  *
- * @param route_hash as computed by km_proc_target() on the same map.
+ * @param rt as computed by km_proc_target() on the same map.
  * @param src opaque client address (e.g. IPv4 << 16 | UDP port), for at-most-once.
  * @return reply length (> 0).
  * @note Context: the owner worker, map held under RCU.
  */
 size_t km_proc_execute(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
-	uint64_t route_hash, uint64_t src, uint8_t *out, size_t cap);
+	const struct km_route *rt, uint64_t src, uint8_t *out, size_t cap);
 
 /**
  * Build a reply carrying only a status (errors, MOVED) for a request header.

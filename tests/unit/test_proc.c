@@ -165,7 +165,7 @@ call_map(struct env *e, const struct km_shardmap *m, const struct req *r, struct
 	size_t cap)
 {
 	struct km_msg req;
-	uint64_t rh = 0;
+	struct km_route rh = {0};
 	size_t len;
 	int t;
 
@@ -175,7 +175,7 @@ call_map(struct env *e, const struct km_shardmap *m, const struct req *r, struct
 	t = km_proc_target(m, &req, -1, &rh);
 	assert_true(t == KM_TARGET_ANY || (t >= 0 && t < NB_WORKERS));
 	out->worker = t == KM_TARGET_ANY ? 0 : t;
-	out->len = km_proc_execute(e->proc[out->worker], m, &req, rh, r->src, out->buf, cap);
+	out->len = km_proc_execute(e->proc[out->worker], m, &req, &rh, r->src, out->buf, cap);
 	assert_true(out->len >= KM_HDR_LEN && out->len <= cap);
 	assert_int_equal(km_reply_parse(out->buf, out->len, &out->msg), 0);
 	/* Every reply echoes op and request id and tells the map epoch. */
@@ -273,7 +273,7 @@ target_of(const struct km_shardmap *m, uint8_t op, const char *key, uint32_t epo
 	struct req r = {.op = op, .key = key, .req_id = 1};
 	uint8_t body[2 + 1 + KM_KEY_MAX];
 	struct km_msg msg;
-	uint64_t rh;
+	struct km_route rh;
 	size_t len;
 
 	if (op == KM_OP_MGET) {
@@ -309,7 +309,7 @@ test_target(void **state)
 	struct km_msg msg;
 	char key[32];
 	unsigned int i, k;
-	uint64_t rh;
+	struct km_route rh;
 	size_t len;
 
 	/* Keys go to the owner of their shard; the route hash is the shard map's hash. */
@@ -324,7 +324,9 @@ test_target(void **state)
 		len = req_build(buf, sizeof(buf), &r, 0);
 		assert_int_equal(km_req_parse(buf, len, VALUE_MAX, &msg), KM_ST_OK);
 		assert_int_equal(km_proc_target(e->map, &msg, 1 - sh->owner, &rh), sh->owner);
-		assert_int_equal(rh, km_shardmap_hash(e->map, (const uint8_t *)key, strlen(key)));
+		assert_int_equal(
+			rh.hash, km_shardmap_hash(e->map, (const uint8_t *)key, strlen(key)));
+		assert_int_equal(rh.key_hash, km_key_hash(key, strlen(key)));
 	}
 	/* Routing uses only the first component: "g/a" and "g/b" share an owner. */
 	assert_ptr_equal(shard_of(e->map, "g/a"), shard_of(e->map, "g/bbbbbbbb"));
@@ -384,7 +386,7 @@ test_get_put_cas_del(void **state)
 	struct req r;
 	uint8_t out[KM_DGRAM_MAX];
 	struct km_msg req, alt;
-	uint64_t rh;
+	struct km_route rh;
 	size_t len, n;
 
 	key_owned(e->map, 1, "basic-", 0, key, sizeof(key));
@@ -413,7 +415,7 @@ test_get_put_cas_del(void **state)
 	len = req_build(rep2.buf, sizeof(rep2.buf), &r, e->map->epoch);
 	assert_int_equal(km_req_parse(rep2.buf, len, VALUE_MAX, &req), KM_ST_OK);
 	assert_int_equal(km_proc_target(e->map, &req, 1, &rh), 1);
-	n = km_proc_execute(e->proc[1], e->map, &req, rh, 1, out, sizeof(out));
+	n = km_proc_execute(e->proc[1], e->map, &req, &rh, 1, out, sizeof(out));
 	assert_int_equal(n, rep.len);
 	assert_memory_equal(out, rep.buf, n);
 	assert_int_equal(km_reply_parse(out, n, &alt), 0);
@@ -525,7 +527,7 @@ test_get_put_cas_del(void **state)
 		len = req_build(rep2.buf, sizeof(rep2.buf), &r, e->map->epoch);
 		assert_int_equal(km_req_parse(rep2.buf, len, VALUE_MAX, &req), KM_ST_OK);
 		assert_int_equal(km_proc_target(e->map, &req, -1, &rh), 1);
-		n = km_proc_execute(e->proc[1], e->map, &req, rh, 1, rep2.buf, 512);
+		n = km_proc_execute(e->proc[1], e->map, &req, &rh, 1, rep2.buf, 512);
 		assert_int_equal(n, KM_HDR_LEN);
 		assert_int_equal(km_reply_parse(rep2.buf, n, &alt), 0);
 		assert_int_equal(alt.hdr.status, KM_ST_TOO_LARGE);
@@ -948,7 +950,7 @@ test_ping_status_counters(void **state)
 	struct req r = {.op = KM_OP_PING, .req_id = 77};
 	uint64_t ping0[NB_WORKERS];
 	unsigned int w;
-	uint64_t rh;
+	struct km_route rh;
 	size_t len, n;
 
 	for (w = 0; w < NB_WORKERS; w++)
@@ -958,7 +960,7 @@ test_ping_status_counters(void **state)
 		len = req_build(buf, sizeof(buf), &r, 0);
 		assert_int_equal(km_req_parse(buf, len, VALUE_MAX, &req), KM_ST_OK);
 		assert_int_equal(km_proc_target(e->map, &req, (int)w, &rh), KM_TARGET_ANY);
-		n = km_proc_execute(e->proc[w], e->map, &req, rh, 5, buf, sizeof(buf));
+		n = km_proc_execute(e->proc[w], e->map, &req, &rh, 5, buf, sizeof(buf));
 		assert_int_equal(n, KM_HDR_LEN);
 		assert_int_equal(km_reply_parse(buf, n, &rep), 0);
 		assert_int_equal(rep.hdr.status, KM_ST_OK);
@@ -1034,12 +1036,12 @@ test_busy_after_move(void **state)
 	{
 		uint8_t buf[KM_DGRAM_MAX];
 		struct km_msg req, rp;
-		uint64_t rh;
+		struct km_route rh;
 		size_t len = req_build(buf, sizeof(buf), &r, m2->epoch), n;
 
 		assert_int_equal(km_req_parse(buf, len, VALUE_MAX, &req), KM_ST_OK);
 		assert_int_equal(km_proc_target(m2, &req, 0, &rh), 1);
-		n = km_proc_execute(e->proc[0], m2, &req, rh, 1, buf, sizeof(buf));
+		n = km_proc_execute(e->proc[0], m2, &req, &rh, 1, buf, sizeof(buf));
 		assert_int_equal(km_reply_parse(buf, n, &rp), 0);
 		assert_int_equal(mget_decode(&rp, ent, 2), 1);
 		assert_int_equal(ent[0].status, KM_ST_MOVED);

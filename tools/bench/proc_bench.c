@@ -177,7 +177,7 @@ req_build(const struct bench *b, uint8_t *out, size_t cap, uint8_t op, uint64_t 
 static inline size_t
 proc_one(const struct bench *b, uint8_t *buf, size_t len)
 {
-	uint64_t route_hash = 0;
+	struct km_route rt;
 	struct km_msg msg;
 	int st, target;
 
@@ -188,14 +188,14 @@ proc_one(const struct bench *b, uint8_t *buf, size_t len)
 		km_proc_count_status(b->proc, (uint8_t)st);
 		return km_proc_reply_status(&msg.hdr, (uint8_t)st, b->map->epoch, buf);
 	}
-	target = km_proc_target(b->map, &msg, WORKER, &route_hash);
+	target = km_proc_target(b->map, &msg, WORKER, &rt);
 	if (target == KM_TARGET_MOVED) {
 		km_proc_count_status(b->proc, KM_ST_MOVED);
 		return km_proc_reply_status(&msg.hdr, KM_ST_MOVED, b->map->epoch, buf);
 	}
 	if (target >= 0 && target != WORKER)
 		return 0; /* hand-off: impossible with one worker */
-	return km_proc_execute(b->proc, b->map, &msg, route_hash, SRC, buf, BUF_LEN);
+	return km_proc_execute(b->proc, b->map, &msg, &rt, SRC, buf, BUF_LEN);
 }
 
 /* PUT every key once, through the same path. @return 0 or -1 (a PUT failed). */

@@ -66,8 +66,9 @@ cli ping
 cli put user42/cart '{"items": 3}'
 cli get user42/cart
 cli cas user42/cart 1 '{"items": 4}'
-cli mget user42/cart user42/none
-cli map | head -8
+# keymap-cli exits 3 when a key is absent: show it rather than stop the demo.
+cli mget user42/cart user42/none || echo "(exit status $?: one key is absent)"
+cli map
 cli bench-lite -n 20000
 if [ "${1:-}" = "--keep" ]; then
 	echo "keymapd keeps running in namespace $ns (log $log); stop: sudo tools/run-demo.sh --stop"

@@ -15,8 +15,8 @@
 #include "km_testenv.h"
 
 #define START_TIMEOUT_MS 30000
-#define STOP_TIMEOUT_MS	 10000
-#define MAX_ENVS	 4
+#define STOP_TIMEOUT_MS  10000
+#define MAX_ENVS         4
 
 static struct km_testenv *envs[MAX_ENVS];
 
@@ -184,22 +184,23 @@ exec_keymapd(const struct km_testenv *e, const char *keymapd, const char *lcores
 }
 
 int
-km_testenv_start(struct km_testenv *e, const char *keymapd, const char *lcores,
-	const char *const *extra)
+km_testenv_start(
+	struct km_testenv *e, const char *keymapd, const char *lcores, const char *const *extra)
 {
 	const char *add[] = {"ip", "netns", "add", e->ns, NULL};
 	const char *lo[] = {"ip", "netns", "exec", e->ns, "ip", "link", "set", "lo", "up", NULL};
 	const char *addr[] = {"ip", "netns", "exec", e->ns, "ip", "addr", "add",
 		KM_TEST_CLIENT_IP "/24", "dev", KM_TEST_TAP, NULL};
-	const char *up[] = {"ip", "netns", "exec", e->ns, "ip", "link", "set", KM_TEST_TAP, "up",
-		NULL};
+	const char *up[] = {
+		"ip", "netns", "exec", e->ns, "ip", "link", "set", KM_TEST_TAP, "up", NULL};
 	char nspath[96];
 	uint64_t deadline;
 	int fd, st;
 
 	memset(e, 0, sizeof(*e));
 	e->host_nsfd = -1;
-	snprintf(e->ns, sizeof(e->ns), "kmft%d_%u", (int)getpid(), (unsigned int)(now_ms() % 100000));
+	snprintf(e->ns, sizeof(e->ns), "kmft%d_%u", (int)getpid(),
+		(unsigned int)(now_ms() % 100000));
 	snprintf(e->prefix, sizeof(e->prefix), "%s", e->ns);
 	snprintf(e->log, sizeof(e->log), "/tmp/%s.log", e->ns);
 	if (run(add) != 0) {
@@ -218,12 +219,14 @@ km_testenv_start(struct km_testenv *e, const char *keymapd, const char *lcores,
 	deadline = now_ms() + START_TIMEOUT_MS;
 	while (!log_contains(e, "keymapd: ready")) {
 		if (waitpid(e->pid, &st, WNOHANG) == e->pid) {
-			fprintf(stderr, "testenv: keymapd exited during start-up (status %d)\n", st);
+			fprintf(stderr, "testenv: keymapd exited during start-up (status %d)\n",
+				st);
 			e->pid = 0;
 			goto fail;
 		}
 		if (now_ms() > deadline) {
-			fprintf(stderr, "testenv: keymapd not ready after %d ms\n", START_TIMEOUT_MS);
+			fprintf(stderr, "testenv: keymapd not ready after %d ms\n",
+				START_TIMEOUT_MS);
 			goto fail;
 		}
 		sleep_ms(50);

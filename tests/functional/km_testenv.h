@@ -16,8 +16,8 @@
 
 #define KM_TEST_SERVER_IP "198.51.100.2"
 #define KM_TEST_CLIENT_IP "198.51.100.1"
-#define KM_TEST_TAP	  "kmtap0"
-#define KM_TEST_PORT	  7070
+#define KM_TEST_TAP       "kmtap0"
+#define KM_TEST_PORT      7070
 
 struct km_testenv {
 	char ns[32];
@@ -40,8 +40,8 @@ const char *km_testenv_unavailable(void);
  * Waits (bounded) until it is ready and the tap is configured, then enters the namespace.
  * @return 0 or -1 with the reason and log printed to stderr.
  */
-int km_testenv_start(struct km_testenv *e, const char *keymapd, const char *lcores,
-	const char *const *extra);
+int km_testenv_start(
+	struct km_testenv *e, const char *keymapd, const char *lcores, const char *const *extra);
 
 /*
  * Stop keymapd (SIGTERM, then SIGKILL after a bound), return to the original namespace,

@@ -29,9 +29,9 @@
 
 #include "km_testenv.h"
 
-#define NB_KEYS	   400
-#define NB_OPS	   10000
-#define VAL_MAX	   300
+#define NB_KEYS    400
+#define NB_OPS     10000
+#define VAL_MAX    300
 #define REPLY_WAIT 300 /* ms to wait for a reply that should (or should not) come */
 
 static const char *keymapd_path;
@@ -285,7 +285,8 @@ send_frame(int fd, int ifindex, const void *frame, size_t len)
 		.sll_addr = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
 	};
 
-	assert_int_equal(sendto(fd, frame, len, 0, (struct sockaddr *)&to, sizeof(to)), (ssize_t)len);
+	assert_int_equal(
+		sendto(fd, frame, len, 0, (struct sockaddr *)&to, sizeof(to)), (ssize_t)len);
 }
 
 static size_t
@@ -406,6 +407,42 @@ test_malformed(void **state)
 	assert_memory_equal(val, "ok", 2);
 }
 
+/* keymapd answers ICMP echo for its address (kernel tools such as ping must work). */
+static void
+test_icmp_echo(void **state)
+{
+	struct sockaddr_in to = {.sin_family = AF_INET};
+	uint8_t req[64] = {8, 0, 0, 0, 0x12, 0x34, 0, 1}, rep[256];
+	struct pollfd pfd;
+	uint32_t sum = 0;
+	int fd, got = 0, i;
+	ssize_t n;
+
+	(void)state;
+	fd = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
+	assert_true(fd >= 0);
+	memcpy(req + 8, "keymap-icmp-echo-payload", 24);
+	for (i = 0; i < (int)sizeof(req); i += 2)
+		sum += (uint32_t)(req[i] << 8 | req[i + 1]);
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	req[2] = (uint8_t)(~sum >> 8);
+	req[3] = (uint8_t)~sum;
+	inet_pton(AF_INET, KM_TEST_SERVER_IP, &to.sin_addr);
+	assert_int_equal(sendto(fd, req, sizeof(req), 0, (struct sockaddr *)&to, sizeof(to)),
+		(ssize_t)sizeof(req));
+	pfd = (struct pollfd){.fd = fd, .events = POLLIN};
+	/* The raw socket sees every ICMP packet of the namespace: look for our reply. */
+	for (i = 0; i < 10 && !got && poll(&pfd, 1, REPLY_WAIT) == 1; i++) {
+		n = recv(fd, rep, sizeof(rep), 0);
+		/* IPv4 header (20 bytes) then the echo reply: type 0, same id, seq, payload. */
+		got = n == 20 + (ssize_t)sizeof(req) && rep[20] == 0 && rep[24] == 0x12 &&
+		      rep[25] == 0x34 && memcmp(rep + 28, req + 8, sizeof(req) - 8) == 0;
+	}
+	close(fd);
+	assert_true(got);
+}
+
 /* Runs last in its group: stops keymapd and checks what it counted. */
 static void
 test_counters_one_worker(void **state)
@@ -416,6 +453,8 @@ test_counters_one_worker(void **state)
 	f->c = NULL;
 	assert_int_equal(km_testenv_stop(&f->env), 0);
 	assert_true(km_testenv_counter(&f->env, "req_get") > 0);
+	assert_true(km_testenv_counter(&f->env, "arp_replies") >= 1);
+	assert_true(km_testenv_counter(&f->env, "icmp_replies") >= 1);
 	assert_true(km_testenv_counter(&f->env, "bad_request") >= 6);
 	assert_true(km_testenv_counter(&f->env, "too_large") >= 2);
 	assert_true(km_testenv_counter(&f->env, "drop_proto") >= 4);
@@ -482,6 +521,7 @@ main(int argc, char **argv)
 	const struct CMUnitTest one[] = {
 		cmocka_unit_test(test_random_ops),
 		cmocka_unit_test(test_malformed),
+		cmocka_unit_test(test_icmp_echo),
 		cmocka_unit_test(test_counters_one_worker),
 	};
 	const struct CMUnitTest two[] = {
@@ -500,9 +540,9 @@ main(int argc, char **argv)
 		return KM_TEST_SKIP;
 	}
 	keymapd_path = argv[1];
-	failed = cmocka_run_group_tests_name("keymapd, one worker", one, setup_one_worker,
-		teardown_stopped);
-	failed += cmocka_run_group_tests_name("keymapd, two workers", two, setup_two_workers,
-		teardown_stopped);
+	failed = cmocka_run_group_tests_name(
+		"keymapd, one worker", one, setup_one_worker, teardown_stopped);
+	failed += cmocka_run_group_tests_name(
+		"keymapd, two workers", two, setup_two_workers, teardown_stopped);
 	return failed;
 }

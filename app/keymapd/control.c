@@ -38,7 +38,7 @@ print_row(FILE *f, const char *name, const uint64_t *per, uint16_t n)
 }
 
 void
-km_control_print_stats(FILE *f)
+km_control_print_stats(FILE *f, int workers_stopped)
 {
 	uint16_t n = km_dp.nb_workers, i;
 	uint64_t per[KM_WORKERS_MAX] = {0}, reqs[KM_WORKERS_MAX] = {0}, cyc[KM_WORKERS_MAX] = {0};
@@ -73,7 +73,9 @@ km_control_print_stats(FILE *f)
 	for (i = 0; i < n; i++)
 		fprintf(f, " %12" PRIu64, cyc[i]);
 	fputc('\n', f);
-	for (i = 0; i < n; i++) {
+	/* Stores belong to their workers: walk them only once the workers have stopped.
+	 * Counters above are plain 64-bit words the workers update, safe to read. */
+	for (i = 0; workers_stopped && i < n; i++) {
 		km_proc_store_stats(km_dp.workers[i].proc, &st);
 		fprintf(f,
 			"store w%u: shards %u keys %" PRIu64 " key+value bytes %" PRIu64

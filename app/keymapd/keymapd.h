@@ -29,7 +29,8 @@ void km_port_fini(uint16_t port);
 
 /* Publish a new shard map to the workers and free the old one after a grace period. */
 void km_control_publish_map(struct km_shardmap *map);
-/* Write the counters of every worker and their total. */
-void km_control_print_stats(FILE *f);
+/* Write the counters of every worker and their total; store sizes too once the workers
+ * have stopped (stores are owned by their workers). */
+void km_control_print_stats(FILE *f, int workers_stopped);
 
 #endif /* KEYMAPD_H */

@@ -161,7 +161,7 @@ control_loop(const struct km_conf *conf)
 		/* The control lcore sleeps between iterations: it shares a CPU on small hosts. */
 		usleep((useconds_t)conf->interval_ms * 1000);
 		if (conf->stats_interval_s != 0 && rte_get_timer_cycles() >= next_stats) {
-			km_control_print_stats(stdout);
+			km_control_print_stats(stdout, 0);
 			next_stats += conf->stats_interval_s * hz;
 		}
 	}
@@ -331,7 +331,7 @@ main(int argc, char **argv)
 
 	KM_LOG(NOTICE, "stopping");
 	rte_eal_mp_wait_lcore();
-	km_control_print_stats(stdout);
+	km_control_print_stats(stdout, 1);
 	ret = 0;
 out:
 	if (km_dp.workers != NULL)

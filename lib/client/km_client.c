@@ -30,8 +30,8 @@
 
 /* The public names are the wire values: keep them in step with km_proto.h. */
 _Static_assert((int)KM_BATCH_PING == (int)KM_OP_PING && (int)KM_BATCH_GET == (int)KM_OP_GET &&
-		(int)KM_BATCH_PUT == (int)KM_OP_PUT && (int)KM_BATCH_CAS == (int)KM_OP_CAS &&
-		(int)KM_BATCH_DEL == (int)KM_OP_DEL,
+		       (int)KM_BATCH_PUT == (int)KM_OP_PUT && (int)KM_BATCH_CAS == (int)KM_OP_CAS &&
+		       (int)KM_BATCH_DEL == (int)KM_OP_DEL,
 	"batch op codes are the wire op codes");
 _Static_assert(KM_CLIENT_KEY_MAX == KM_KEY_MAX && KM_CLIENT_VALUE_MAX == KM_VALUE_MAX,
 	"client limits are the protocol limits");

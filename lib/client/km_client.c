@@ -1441,7 +1441,8 @@ km_mget(struct km_client *c, struct km_mget_item *items, size_t n)
 		items[i].len = 0;
 		items[i].version = 0;
 		items[i].err = km_item_check(&items[i]);
-		/* Placeholder until answered: what an item keeps if the socket fails. */
+		/* Until its reply arrives an item holds the error it ends with if the socket fails.
+		 */
 		if (items[i].err == KM_OK) {
 			items[i].err = KM_ERR_SYSTEM;
 			pend[npend++] = (uint32_t)i;

@@ -269,10 +269,10 @@ km_proc_target(const struct km_shardmap *map, const struct km_msg *req, int port
 	return sh->owner;
 }
 
-size_t
-km_proc_reply_status(const struct km_hdr *req, uint8_t status, uint32_t epoch, uint8_t *out)
+static inline void
+reply_hdr(struct km_hdr *h, const struct km_hdr *req, uint8_t status, uint32_t epoch)
 {
-	struct km_hdr h = {
+	*h = (struct km_hdr){
 		.magic = KM_PROTO_MAGIC,
 		.proto_ver = KM_PROTO_VERSION,
 		.op = req->op,
@@ -281,7 +281,14 @@ km_proc_reply_status(const struct km_hdr *req, uint8_t status, uint32_t epoch, u
 		.epoch = epoch,
 		.req_id = req->req_id,
 	};
+}
 
+size_t
+km_proc_reply_status(const struct km_hdr *req, uint8_t status, uint32_t epoch, uint8_t *out)
+{
+	struct km_hdr h;
+
+	reply_hdr(&h, req, status, epoch);
 	km_hdr_encode(out, &h);
 	return KM_HDR_LEN;
 }
@@ -302,20 +309,6 @@ km_proc_count_status(struct km_proc *p, uint8_t status)
 	default:
 		break;
 	}
-}
-
-static inline void
-reply_hdr(struct km_hdr *h, const struct km_hdr *req, uint8_t status, uint32_t epoch)
-{
-	*h = (struct km_hdr){
-		.magic = KM_PROTO_MAGIC,
-		.proto_ver = KM_PROTO_VERSION,
-		.op = req->op,
-		.status = status,
-		.flags = KM_F_REPLY,
-		.epoch = epoch,
-		.req_id = req->req_id,
-	};
 }
 
 /* Store of the shard a routing hash falls in, if this worker owns it. */

@@ -50,6 +50,16 @@ struct fixture {
 	unsigned int workers;
 };
 
+/* Record an acknowledged write in the reference. */
+static void
+ref_set(struct ref_entry *r, uint64_t version, const uint8_t *val, size_t len)
+{
+	r->present = 1;
+	r->version = version;
+	r->len = len;
+	memcpy(r->val, val, len);
+}
+
 static uint64_t rng_state;
 
 static uint64_t
@@ -164,10 +174,7 @@ random_ops(struct km_client *c, struct ref_entry *ref, unsigned int nb_ops, uint
 			rc = km_put(c, key, strlen(key), val, len, &ver);
 			assert_int_equal(rc, KM_OK);
 			assert_true(ver > r->version);
-			r->present = 1;
-			r->version = ver;
-			r->len = len;
-			memcpy(r->val, val, len);
+			ref_set(r, ver, val, len);
 		} else if (op < 85) {
 			/* Half the CAS calls use the right version, half a wrong one. */
 			uint64_t expect = (rnd() & 1) ? r->version : r->version + 7;
@@ -178,10 +185,7 @@ random_ops(struct km_client *c, struct ref_entry *ref, unsigned int nb_ops, uint
 			if ((r->present && expect == r->version) || (!r->present && expect == 0)) {
 				assert_int_equal(rc, KM_OK);
 				assert_true(ver > r->version);
-				r->present = 1;
-				r->version = ver;
-				r->len = len;
-				memcpy(r->val, val, len);
+				ref_set(r, ver, val, len);
 			} else {
 				assert_int_equal(rc, KM_ERR_VERSION_MISMATCH);
 				assert_int_equal(ver, r->present ? r->version : 0);
@@ -189,10 +193,8 @@ random_ops(struct km_client *c, struct ref_entry *ref, unsigned int nb_ops, uint
 		} else if (op < 95) {
 			rc = km_del(c, key, strlen(key), 0);
 			assert_int_equal(rc, r->present ? KM_OK : KM_ERR_NOT_FOUND);
-			if (r->present) {
-				r->present = 0;
-				/* A re-created key gets a higher version than the deleted one. */
-			}
+			/* The version stays: a re-created key must get a higher one. */
+			r->present = 0;
 		} else {
 			struct km_mget_item it[8];
 			char keys[8][64];

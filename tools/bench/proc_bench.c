@@ -20,6 +20,8 @@
 #include <x86intrin.h>
 
 #include <km_proc.h>
+
+#include "bench_args.h"
 #include <km_proto.h>
 #include <km_shardmap.h>
 
@@ -82,23 +84,6 @@ usage(const char *prog)
 		"  -s seed       seed of the uniform key sequence (default 1)\n",
 		prog, (unsigned long long)OPS_MAX, (unsigned long long)KEYS_MAX, KM_KEY_MAX,
 		KM_DGRAM_MAX - KM_HDR_LEN);
-}
-
-/* Whole-string unsigned number in [min, max], or -1. */
-static int
-parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-	unsigned long long v;
-	char *end;
-
-	if (s[0] < '0' || s[0] > '9')
-		return -1;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v < min || v > max)
-		return -1;
-	*out = v;
-	return 0;
 }
 
 /* Whole-string ratio in [0, 1], or -1. */

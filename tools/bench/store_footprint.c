@@ -16,6 +16,8 @@
 
 #include <km_store.h>
 
+#include "bench_args.h"
+
 #define KEY_MAX 250 /* the protocol's KM_KEY_MAX */
 
 static void
@@ -27,23 +29,6 @@ usage(const char *prog)
 		"  -k keylen  key length in bytes, 1..%d (default 16)\n"
 		"  -v vallen  value length in bytes, 0..65535 (default 64)\n",
 		prog, KEY_MAX);
-}
-
-/* Whole-string unsigned number in [min, max], or -1. */
-static int
-parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-	unsigned long long v;
-	char *end;
-
-	if (s[0] < '0' || s[0] > '9')
-		return -1;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v < min || v > max)
-		return -1;
-	*out = v;
-	return 0;
 }
 
 static double

@@ -65,6 +65,9 @@ static const struct conf_desc descs[] = {
 	U64("net", "mbufs", mbufs, 1024, 1 << 24, "16383", "packet buffers in the pool"),
 	U64("net", "rss", rss, 0, 1, "1",
 		"spread UDP flows over worker queues by RSS if the port can"),
+	ENUM("workers", "mode", worker_mode, "serve|echo", "serve",
+		"serve: answer requests; echo: return every datagram to the worker ports unparsed "
+		"(the link and generator ceiling for benchmarks)"),
 	U64("workers", "burst", burst, 1, 64, "32", "packets per RX/TX burst"),
 	U64("workers", "idle_spin", idle_spin, 0, 1 << 30, "2048",
 		"empty polls before an idle worker starts sleeping"),

@@ -25,6 +25,7 @@ struct km_conf {
 	uint64_t mbufs;
 	uint64_t rss;
 	/* [workers] */
+	char worker_mode[8];
 	uint64_t burst;
 	uint64_t idle_spin;
 	uint64_t idle_sleep_us;

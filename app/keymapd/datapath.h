@@ -71,6 +71,7 @@ struct km_datapath {
 	int tx_cksum_offload; /* port computes IPv4 + UDP checksums */
 	uint32_t idle_spin;
 	uint32_t idle_sleep_us;
+	int echo; /* [workers] mode = echo: datagrams go back unparsed */
 	/* control: writes 1 once; workers: read each iteration (relaxed: they only need to
 	 * see it eventually, nothing is published with it) */
 	atomic_int stop;

@@ -29,11 +29,13 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-		"usage: keymapd [-c FILE] [-o SECTION.KEY=VALUE]... [--print-config] [-- EAL "
-		"args]\n"
+		"usage: keymapd [-c FILE] [-o SECTION.KEY=VALUE]... [--echo] [--print-config] "
+		"[-- EAL args]\n"
 		"  -c, --config FILE      load configuration (INI, ';' comments); without it the\n"
 		"                         embedded defaults apply (see --print-config)\n"
 		"  -o, --set S.K=V        override one setting, e.g. -o net.ip=198.51.100.2\n"
+		"      --echo             benchmark baseline: return every datagram unparsed\n"
+		"                         (same as -o workers.mode=echo)\n"
 		"      --print-config     print the effective configuration and exit\n"
 		"  -h, --help             this text\n"
 		"EAL arguments after -- replace [eal] args.\n");
@@ -174,6 +176,7 @@ main(int argc, char **argv)
 		{"config", required_argument, NULL, 'c'},
 		{"set", required_argument, NULL, 'o'},
 		{"print-config", no_argument, NULL, 'P'},
+		{"echo", no_argument, NULL, 'E'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -183,6 +186,7 @@ main(int argc, char **argv)
 	struct km_shardmap *map = NULL;
 	struct rte_mempool *pool = NULL;
 	struct km_conf conf;
+	char echo_set[] = "workers.mode=echo";
 	char **sets;
 	int eal_argc, opt, i, nb_sets = 0, print = 0, port_ok = 0, rss = 0, rc, ret = 1;
 	unsigned int nb_workers;
@@ -201,6 +205,9 @@ main(int argc, char **argv)
 			break;
 		case 'P':
 			print = 1;
+			break;
+		case 'E':
+			sets[nb_sets++] = echo_set;
 			break;
 		case 'h':
 			usage(stdout);
@@ -280,6 +287,7 @@ main(int argc, char **argv)
 	km_dp.value_max = (uint32_t)conf.value_max;
 	km_dp.idle_spin = (uint32_t)conf.idle_spin;
 	km_dp.idle_sleep_us = (uint32_t)conf.idle_sleep_us;
+	km_dp.echo = strcmp(conf.worker_mode, "echo") == 0;
 	rte_eth_macaddr_get(km_dp.port, &km_dp.mac);
 
 	pool = rte_pktmbuf_pool_create("km_mbufs", (unsigned int)conf.mbufs, 256, 0,
@@ -321,10 +329,10 @@ main(int argc, char **argv)
 	inet_ntop(AF_INET, &conf.ip, ipbuf, sizeof(ipbuf));
 	KM_LOG(NOTICE,
 		"ready: %s udp %u-%u, port %u, %u workers, %u shards, epoch %u, rss %s, "
-		"checksums %s",
+		"checksums %s, mode %s",
 		ipbuf, km_dp.udp_base, km_dp.udp_base + km_dp.nb_workers - 1, km_dp.port,
 		km_dp.nb_workers, km_map_current->nb_shards, km_map_current->epoch,
-		rss ? "on" : "off", km_dp.tx_cksum_offload ? "offloaded" : "software");
+		rss ? "on" : "off", km_dp.tx_cksum_offload ? "offloaded" : "software", conf.worker_mode);
 	fflush(stdout);
 
 	control_loop(&conf);

@@ -218,6 +218,8 @@ process_pkt(struct km_worker *w, const struct km_shardmap *map, struct rte_mbuf 
 	}
 	payload = (uint8_t *)(udp + 1);
 	plen = udp_len - L4_LEN;
+	if (unlikely(km_dp.echo))
+		goto reply; /* the benchmark baseline: same path, no request processing */
 	/* Room for the reply: from the payload to the end of the buffer. */
 	cap = (size_t)((uint8_t *)m->buf_addr + m->buf_len - payload);
 

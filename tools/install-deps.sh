@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
-# Install what keymap needs to build, test and run, from Debian 12 packages only.
+# Install what keymap needs to build, test, run and benchmark, from Debian 12 packages only
+# (memcached and gnuplot: the side-by-side comparison, tools/bench/compare).
 set -euo pipefail
 
 pkgs=(build-essential meson ninja-build pkg-config python3 iproute2 procps
-	libdpdk-dev dpdk dpdk-dev libisal-dev liburcu-dev libcmocka-dev libxxhash-dev liburing-dev)
+	libdpdk-dev dpdk dpdk-dev libisal-dev liburcu-dev libcmocka-dev libxxhash-dev liburing-dev
+	memcached gnuplot-nox)
 
 missing=()
 for p in "${pkgs[@]}"; do

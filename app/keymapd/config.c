@@ -88,7 +88,8 @@ static const struct conf_desc descs[] = {
 	U64("control", "interval_ms", interval_ms, 1, 10000, "100",
 		"control loop period (the control lcore sleeps in between)"),
 	U64("control", "stats_interval_s", stats_interval_s, 0, 86400, "0",
-		"log a stats summary every N seconds (0 = only at shutdown)"),
+		"log requests, rate and cycles per request every N seconds (0 = never; the "
+		"counter table is logged at shutdown)"),
 	ENUM("log", "level", log_level, "emerg|alert|crit|err|warning|notice|info|debug", "info",
 		"log level of keymap.* log types"),
 };

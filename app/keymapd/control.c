@@ -37,6 +37,39 @@ print_row(FILE *f, const char *name, const uint64_t *per, uint16_t n)
 	fputc('\n', f);
 }
 
+/* Requests a worker handled: every datagram that got an answer from the processor, or,
+ * in echo mode, every packet it received. */
+static uint64_t
+worker_requests(const struct km_worker *w)
+{
+	const struct km_proc_counters *pc = km_proc_counters(w->proc);
+
+	if (km_dp.echo)
+		return w->cnt.rx_pkts;
+	return pc->req_ping + pc->req_get + pc->req_mget + pc->req_put + pc->req_cas +
+	       pc->req_del + pc->req_map + pc->bad_request + pc->moved;
+}
+
+void
+km_control_print_interval(FILE *f, struct km_interval *prev, double secs)
+{
+	uint64_t reqs = 0, cycles = 0, r, c;
+	uint16_t i;
+
+	/* Counters are plain words each worker updates alone: a read may be one update old. */
+	for (i = 0; i < km_dp.nb_workers; i++) {
+		reqs += worker_requests(&km_dp.workers[i]);
+		cycles += km_dp.workers[i].cnt.busy_cycles;
+	}
+	r = reqs - prev->requests;
+	c = cycles - prev->busy_cycles;
+	fprintf(f, "interval %.1f s: requests %" PRIu64 " (%.0f/s) cycles_per_req %" PRIu64 "\n",
+		secs, r, secs > 0 ? (double)r / secs : 0.0, r == 0 ? 0 : c / r);
+	fflush(f);
+	prev->requests = reqs;
+	prev->busy_cycles = cycles;
+}
+
 void
 km_control_print_stats(FILE *f, int workers_stopped)
 {
@@ -62,10 +95,7 @@ km_control_print_stats(FILE *f, int workers_stopped)
 	}
 	/* Cost per request as the workers saw it: busy cycles / requests handled. */
 	for (i = 0; i < n; i++) {
-		const struct km_proc_counters *pc = km_proc_counters(km_dp.workers[i].proc);
-
-		reqs[i] = pc->req_ping + pc->req_get + pc->req_mget + pc->req_put + pc->req_cas +
-			  pc->req_del + pc->req_map + pc->bad_request + pc->moved;
+		reqs[i] = worker_requests(&km_dp.workers[i]);
 		cyc[i] = reqs[i] == 0 ? 0 : km_dp.workers[i].cnt.busy_cycles / reqs[i];
 	}
 	print_row(f, "requests", reqs, n);

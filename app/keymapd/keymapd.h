@@ -33,4 +33,17 @@ void km_control_publish_map(struct km_shardmap *map);
  * have stopped (stores are owned by their workers). */
 void km_control_print_stats(FILE *f, int workers_stopped);
 
+/* Totals at the previous interval line (control lcore only). */
+struct km_interval {
+	uint64_t requests;
+	uint64_t busy_cycles;
+};
+
+/*
+ * One line: requests, rate and busy cycles per request of all workers since prev (which
+ * is updated), e.g. "interval 1.0 s: requests 6100000 (6100000/s) cycles_per_req 212".
+ * @note Context: control lcore.
+ */
+void km_control_print_interval(FILE *f, struct km_interval *prev, double secs);
+
 #endif /* KEYMAPD_H */

@@ -156,15 +156,16 @@ workers_fini(void)
 static void
 control_loop(const struct km_conf *conf)
 {
-	uint64_t hz = rte_get_timer_hz(), next_stats;
+	uint64_t hz = rte_get_timer_hz(), last = rte_get_timer_cycles(), now;
+	struct km_interval prev = {0, 0};
 
-	next_stats = rte_get_timer_cycles() + conf->stats_interval_s * hz;
 	while (!atomic_load_explicit(&km_dp.stop, memory_order_relaxed)) {
 		/* The control lcore sleeps between iterations: it shares a CPU on small hosts. */
 		usleep((useconds_t)conf->interval_ms * 1000);
-		if (conf->stats_interval_s != 0 && rte_get_timer_cycles() >= next_stats) {
-			km_control_print_stats(stdout, 0);
-			next_stats += conf->stats_interval_s * hz;
+		now = rte_get_timer_cycles();
+		if (conf->stats_interval_s != 0 && now - last >= conf->stats_interval_s * hz) {
+			km_control_print_interval(stdout, &prev, (double)(now - last) / (double)hz);
+			last = now;
 		}
 	}
 }

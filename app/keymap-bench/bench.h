@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#ifndef KEYMAP_BENCH_H
+#define KEYMAP_BENCH_H
+
+/*
+ * keymap-bench: a load generator for keymapd, its echo mode and memcached.
+ *
+ * One generator thread (the EAL main lcore for ethdev transports) runs the engine: it
+ * builds request datagrams with the target codec (km_target.h), hands them to a
+ * transport (a DPDK port, or a kernel UDP socket), matches replies to requests by id
+ * and records latencies in histograms (km_hist.h). Closed loop keeps N requests in
+ * flight; open loop sends on a fixed schedule and measures each latency from the time
+ * the request was due, so a slow server cannot hide its queueing (no coordinated
+ * omission). A separate driver runs keymap requests through libkeymap's batch API.
+ */
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include <km_hist.h>
+#include <km_proto.h>
+#include <km_target.h>
+#include <km_trace.h>
+#include <km_workload.h>
+
+#define BENCH_BURST 32
+/** Largest payload a transport carries (one Ethernet frame). */
+#define BENCH_PAYLOAD_MAX 1472
+
+enum bench_xport_kind {
+	BENCH_X_ETH,       /* a DPDK port given by EAL arguments (memif, tap, a NIC) */
+	BENCH_X_SOCKET,    /* kernel UDP socket, sendmmsg/recvmmsg */
+	BENCH_X_LIBKEYMAP, /* libkeymap's batch API (keymap target only, closed loop) */
+};
+
+struct bench_conf {
+	enum km_tgt_kind target;
+	enum bench_xport_kind xport;
+	uint32_t server_ip; /* network order */
+	uint16_t server_port;
+	uint32_t src_ip;   /* ethdev: our address, network order */
+	uint16_t src_port; /* ethdev: our UDP port */
+	uint16_t eth_port; /* ethdev port id */
+	/* workload */
+	struct km_wl_conf wl;
+	uint32_t value_size;
+	const char *trace_path;
+	double trace_speed; /* 0: as fast as the window allows; else timestamps / speed */
+	int preload;        /* PUT every key before measuring */
+	/* load */
+	uint32_t inflight;     /* closed loop: requests in flight */
+	double rate;           /* open loop: requests/s (0: closed loop) */
+	double duration_s;     /* measuring phase bound */
+	uint64_t max_requests; /* 0: unbounded (duration decides) */
+	uint64_t timeout_us;
+	double max_timeout_ratio; /* more timeouts than this share of requests: exit 2 */
+	/* output */
+	int quiet;
+	const char *json_path;
+	const char *csv_path;
+	const char *cdf_path;
+	const char *label;
+};
+
+/* Results of a phase. Counters are counts of requests. */
+struct bench_result {
+	uint64_t sent;
+	uint64_t replies;
+	uint64_t gets, hits, misses;
+	uint64_t puts, dels;
+	uint64_t errors; /* replies with an error status */
+	uint64_t timeouts;
+	uint64_t stray;   /* datagrams that matched no request in flight */
+	uint64_t tx_full; /* sends the transport refused (retried later) */
+	uint64_t late;    /* open loop: requests sent after their due time + 1 ms */
+	uint64_t failed;  /* preload: keys not stored (timed out every try, or not sent) */
+	double elapsed_s;
+	struct km_hist lat; /* ns */
+};
+
+/* One second of the run, for the progress line and the CSV. */
+struct bench_tick {
+	double t_s;
+	uint64_t replies, timeouts;
+	uint64_t p50_ns, p99_ns;
+};
+
+/* Transport: buffers for payloads to send, and received payloads. */
+struct bench_xport {
+	/* Up to n buffers of cap bytes for payloads to send. @return how many. */
+	unsigned int (*tx_prepare)(
+		struct bench_xport *x, unsigned int n, uint8_t **bufs, size_t *cap);
+	/* Send the first n prepared buffers with these payload lengths; the other prepared
+	 * buffers are released. @return how many went out (the rest are released too). */
+	unsigned int (*tx_send)(struct bench_xport *x, unsigned int n, const uint16_t *lens);
+	/* Up to n received payloads, valid until the next rx call. @return how many. */
+	unsigned int (*rx)(
+		struct bench_xport *x, unsigned int n, const uint8_t **bufs, uint16_t *lens);
+	void (*close)(struct bench_xport *x);
+};
+
+/* Time: TSC on x86, calibrated once against CLOCK_MONOTONIC. */
+void bench_clock_init(void);
+uint64_t bench_now_ns(void);
+
+/* Transports. @return NULL with a message in err. */
+struct bench_xport *bench_xport_socket(const struct bench_conf *c, char *err, size_t errlen);
+struct bench_xport *bench_xport_eth(const struct bench_conf *c, char *err, size_t errlen);
+
+/* Everything the engine and the libkeymap driver need for one phase. */
+struct bench_phase {
+	const char *name; /* "preload", "run", "replay" */
+	const struct bench_conf *conf;
+	/* the request source: exactly one of wl (synthetic), trace (replay) or
+	 * preload_keys (PUT keys 0..n-1 of wl, or every key of trace) */
+	struct km_wl *wl;
+	const struct km_trace *trace;
+	int preload;
+	double rate;       /* 0: closed loop */
+	double duration_s; /* bound of the phase */
+	uint64_t max_requests;
+	int progress;             /* print a line every second */
+	struct bench_tick *ticks; /* one per second, may be NULL */
+	size_t nb_ticks, cap_ticks;
+};
+
+/* One request taken from a phase's source. */
+struct bench_req {
+	uint64_t due_ns; /* open loop: when it is due; closed loop: set when chosen */
+	uint32_t key;    /* key index (workload) or key id (trace) */
+	uint32_t session;
+	uint32_t vlen; /* PUT: value bytes */
+	uint8_t op;    /* enum km_wl_opcode */
+	uint8_t tries; /* preload: earlier attempts of this key */
+};
+
+/* Where a phase's requests come from: the workload, the trace or the preload list. */
+struct bench_source {
+	const struct bench_phase *ph;
+	uint64_t t0;        /* run start (ns): trace due times are relative to it */
+	uint64_t cursor;    /* next key (preload) or record (trace) */
+	uint64_t nb_source; /* keys or records; UINT64_MAX for a synthetic workload */
+	uint64_t issued;    /* requests taken */
+	uint32_t *retry;    /* preload: keys whose request timed out, to send again */
+	uint8_t *retry_tries;
+	uint32_t nb_retry;
+};
+
+/* @return 0 or -ENOMEM. retry_cap: most keys waiting for a retry at once (preload). */
+int bench_source_init(struct bench_source *s, const struct bench_phase *ph, uint32_t retry_cap);
+void bench_source_fini(struct bench_source *s);
+/* The next request (now: time in ns, for the hot set's move). @return 0, 1 exhausted. */
+int bench_source_next(struct bench_source *s, uint64_t now, struct bench_req *p);
+/* Bytes of key number `key` into buf (KM_KEY_MAX bytes). @return its length. */
+size_t bench_source_key(const struct bench_source *s, uint32_t key, char *buf);
+
+/* Run a phase over a transport. @return 0, or -1 on a transport failure. */
+int bench_engine_run(struct bench_xport *x, struct bench_phase *ph, struct bench_result *r);
+
+/* Run a phase through libkeymap (closed loop, window = conf->inflight). */
+int bench_libkeymap_run(struct bench_phase *ph, struct bench_result *r, char *err, size_t errlen);
+
+/* Set by SIGINT/SIGTERM: phases end early and the summary is still printed. */
+extern volatile int bench_stop;
+
+/* Progress line to stderr. */
+void bench_print_tick(const char *phase, const struct bench_tick *t, double interval_s);
+
+#endif /* KEYMAP_BENCH_H */

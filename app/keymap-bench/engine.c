@@ -1,0 +1,360 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+
+/*
+ * The request engine: one thread, one transport, up to 65536 requests in flight.
+ *
+ * A request id is (sequence << 16) | slot, the sequence counting every request of the
+ * process from a random start: ids never repeat within a run, nor (most likely) across
+ * runs from the same address, so a server's at-most-once table never mistakes a new
+ * write for a retry. A reply whose slot is free or holds another id (a late reply to a
+ * request that already timed out) is stray. memcached echoes only the low 32 bits.
+ */
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+#define SLOTS_MAX     65536u
+#define SWEEP_NS      1000000ull /* look for timeouts every millisecond */
+#define LATE_NS       1000000ull /* open loop: a send this much after its due time is late */
+#define TICK_NS       1000000000ull
+#define PRELOAD_TRIES 5
+
+volatile int bench_stop;
+
+static uint64_t next_seq; /* of the next request; 0: not drawn yet */
+
+struct slot {
+	uint64_t t_ns; /* when the request was due (open loop) or sent (closed loop) */
+	uint64_t id;   /* of the request in flight */
+	uint32_t key;  /* key index: preload retries resend it */
+	uint8_t op;
+	uint8_t busy;
+	uint8_t tries;
+};
+
+struct engine {
+	struct bench_phase *ph;
+	const struct bench_conf *c;
+	struct slot *slots;
+	uint64_t id_mask; /* bits of the id the target echoes */
+	uint32_t *free_ids;
+	uint32_t nb_free, nslots, inflight_max;
+	struct bench_source src;
+	uint64_t t0, period_ns, next_due;
+	struct bench_req pend[BENCH_BURST];
+	unsigned int nb_pend;
+	struct km_hist tick;
+	uint64_t tick_replies, tick_timeouts;
+};
+
+/* Is the next request due? Fills e->pend up to BENCH_BURST. @return 1 when exhausted. */
+static int
+fill_pending(struct engine *e, uint64_t now)
+{
+	const int open = e->ph->rate > 0 ||
+			 (e->ph->trace != NULL && !e->ph->preload && e->c->trace_speed > 0);
+	struct bench_req *p;
+	unsigned int room;
+
+	if (open)
+		room = BENCH_BURST;
+	else
+		room = e->inflight_max - (e->nslots - e->nb_free);
+	if (room > BENCH_BURST)
+		room = BENCH_BURST;
+	while (e->nb_pend < room && e->nb_pend < e->nb_free) {
+		p = &e->pend[e->nb_pend];
+		if (open && e->ph->trace == NULL) {
+			if (e->next_due > now)
+				return 0;
+			p->due_ns = e->next_due;
+		}
+		if (bench_source_next(&e->src, now, p) != 0)
+			return 1;
+		if (open && e->ph->trace == NULL)
+			e->next_due += e->period_ns;
+		if (open && e->ph->trace != NULL && p->due_ns > now) {
+			/* Not yet due: keep it first in line. */
+			e->nb_pend++;
+			return 0;
+		}
+		if (!open)
+			p->due_ns = now;
+		e->nb_pend++;
+	}
+	return 0;
+}
+
+static void
+send_pending(struct engine *e, struct bench_xport *x, uint64_t now, struct bench_result *r)
+{
+	uint8_t *bufs[BENCH_BURST];
+	size_t cap[BENCH_BURST];
+	uint16_t lens[BENCH_BURST];
+	char key[KM_KEY_MAX + 1];
+	unsigned int n = 0, k, sent, i;
+	uint64_t id;
+	uint32_t s;
+	size_t klen, len;
+
+	/* Only what is due (a trace's next record may lie in the future). */
+	while (n < e->nb_pend && e->pend[n].due_ns <= now)
+		n++;
+	if (n == 0)
+		return;
+	k = x->tx_prepare(x, n, bufs, cap);
+	for (i = 0; i < k; i++) {
+		struct bench_req *p = &e->pend[i];
+
+		s = e->free_ids[e->nb_free - 1 - i];
+		id = ((next_seq + i) << 16) | s;
+		klen = bench_source_key(&e->src, p->key, key);
+		len = km_tgt_build(e->c->target, p->op, id, p->session, key, klen, NULL, p->vlen,
+			bufs[i], cap[i]);
+		/* Sizes were checked against the target's limits before the run. */
+		lens[i] = (uint16_t)len;
+	}
+	sent = k == 0 ? 0 : x->tx_send(x, k, lens);
+	for (i = 0; i < sent; i++) {
+		struct bench_req *p = &e->pend[i];
+		struct slot *sl;
+
+		s = e->free_ids[--e->nb_free];
+		sl = &e->slots[s];
+		sl->id = ((next_seq + i) << 16) | s;
+		sl->busy = 1;
+		sl->op = p->op;
+		sl->key = p->key;
+		sl->tries = p->tries;
+		sl->t_ns = p->due_ns;
+		if (p->due_ns + LATE_NS < now)
+			r->late++;
+		r->sent++;
+		if (p->op == KM_WL_GET)
+			r->gets++;
+		else if (p->op == KM_WL_PUT)
+			r->puts++;
+		else
+			r->dels++;
+	}
+	next_seq += k; /* ids of unsent requests are not reused either */
+	if (sent < n)
+		r->tx_full += n - sent;
+	memmove(&e->pend[0], &e->pend[sent], (e->nb_pend - sent) * sizeof(e->pend[0]));
+	e->nb_pend -= sent;
+}
+
+static inline void
+slot_release(struct engine *e, uint32_t s)
+{
+	e->slots[s].busy = 0;
+	e->free_ids[e->nb_free++] = s;
+}
+
+static void
+receive(struct engine *e, struct bench_xport *x, uint64_t now, struct bench_result *r)
+{
+	const uint8_t *bufs[BENCH_BURST];
+	uint16_t lens[BENCH_BURST];
+	struct km_tgt_reply rep;
+	unsigned int n, i;
+	struct slot *sl;
+	uint32_t s;
+	uint64_t lat;
+
+	n = x->rx(x, BENCH_BURST, bufs, lens);
+	for (i = 0; i < n; i++) {
+		if (km_tgt_parse(e->c->target, bufs[i], lens[i], &rep) != 0) {
+			r->stray++;
+			continue;
+		}
+		s = rep.req_id & 0xffff;
+		if (s >= e->nslots || !e->slots[s].busy ||
+			((e->slots[s].id ^ rep.req_id) & e->id_mask) != 0) {
+			r->stray++;
+			continue;
+		}
+		sl = &e->slots[s];
+		lat = now > sl->t_ns ? now - sl->t_ns : 0;
+		km_hist_add(&r->lat, lat);
+		km_hist_add(&e->tick, lat);
+		r->replies++;
+		e->tick_replies++;
+		switch (rep.result) {
+		case KM_TGT_R_HIT:
+			if (sl->op == KM_WL_GET)
+				r->hits++;
+			break;
+		case KM_TGT_R_MISS:
+			/* A DEL of an absent key is answered NOT_FOUND too: only GETs miss. */
+			if (sl->op == KM_WL_GET)
+				r->misses++;
+			break;
+		case KM_TGT_R_STORED:
+			break;
+		default:
+			r->errors++;
+			break;
+		}
+		slot_release(e, s);
+	}
+}
+
+/* Requests older than the timeout are given up (preload: sent again, a few times). */
+static void
+sweep(struct engine *e, uint64_t now, struct bench_result *r)
+{
+	const uint64_t tmo = e->c->timeout_us * 1000;
+	uint32_t s;
+
+	for (s = 0; s < e->nslots; s++) {
+		struct slot *sl = &e->slots[s];
+
+		if (!sl->busy || now - sl->t_ns < tmo || sl->t_ns > now)
+			continue;
+		r->timeouts++;
+		e->tick_timeouts++;
+		if (e->ph->preload && sl->tries + 1 < PRELOAD_TRIES) {
+			e->src.retry[e->src.nb_retry] = sl->key;
+			e->src.retry_tries[e->src.nb_retry] = (uint8_t)(sl->tries + 1);
+			e->src.nb_retry++;
+		} else if (e->ph->preload) {
+			r->failed++;
+		}
+		slot_release(e, s);
+	}
+}
+
+static void
+tick(struct engine *e, uint64_t now)
+{
+	struct bench_phase *ph = e->ph;
+	struct bench_tick t = {
+		.t_s = (double)(now - e->t0) / 1e9,
+		.replies = e->tick_replies,
+		.timeouts = e->tick_timeouts,
+		.p50_ns = km_hist_percentile(&e->tick, 50),
+		.p99_ns = km_hist_percentile(&e->tick, 99),
+	};
+
+	if (ph->progress)
+		bench_print_tick(ph->name, &t, 1.0);
+	if (ph->ticks != NULL && ph->nb_ticks < ph->cap_ticks)
+		ph->ticks[ph->nb_ticks++] = t;
+	km_hist_init(&e->tick);
+	e->tick_replies = 0;
+	e->tick_timeouts = 0;
+}
+
+int
+bench_engine_run(struct bench_xport *x, struct bench_phase *ph, struct bench_result *r)
+{
+	const struct bench_conf *c = ph->conf;
+	struct engine e = {.ph = ph, .c = c};
+	uint64_t now, end, next_sweep, next_tick, drain_end, last_reply = 0, replies;
+	int exhausted = 0, open = ph->rate > 0;
+	uint32_t s;
+
+	memset(r, 0, sizeof(*r));
+	km_hist_init(&r->lat);
+	km_hist_init(&e.tick);
+	e.id_mask = c->target == KM_TGT_MEMCACHED ? UINT32_MAX : UINT64_MAX;
+	if (next_seq == 0) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		next_seq = (((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^
+				    ((uint64_t)getpid() << 12)) &
+				   ((1ull << 40) - 1)) |
+			   1;
+	}
+	/* Open loop: as many slots as a timeout's worth of requests could need. */
+	e.inflight_max = c->inflight;
+	e.nslots = c->inflight;
+	if (open || (ph->trace != NULL && !ph->preload && c->trace_speed > 0))
+		e.nslots = SLOTS_MAX;
+	if (e.nslots > SLOTS_MAX)
+		e.nslots = SLOTS_MAX;
+	if (open)
+		e.inflight_max = e.nslots;
+	e.slots = calloc(e.nslots, sizeof(*e.slots));
+	e.free_ids = calloc(e.nslots, sizeof(*e.free_ids));
+	if (e.slots == NULL || e.free_ids == NULL || bench_source_init(&e.src, ph, e.nslots) != 0) {
+		free(e.slots);
+		free(e.free_ids);
+		return -ENOMEM;
+	}
+	/* Lowest slots on top of the stack: few slots in use stay in few cache lines. */
+	for (s = 0; s < e.nslots; s++)
+		e.free_ids[s] = e.nslots - 1 - s;
+	e.nb_free = e.nslots;
+
+	now = bench_now_ns();
+	e.t0 = now;
+	e.src.t0 = now;
+	e.period_ns = open ? (uint64_t)(1e9 / ph->rate) : 0;
+	if (open && e.period_ns == 0)
+		e.period_ns = 1;
+	e.next_due = now;
+	end = now + (uint64_t)(ph->duration_s * 1e9);
+	next_sweep = now + SWEEP_NS;
+	next_tick = now + TICK_NS;
+	while (!bench_stop) {
+		now = bench_now_ns();
+		if (now >= end)
+			break;
+		replies = r->replies;
+		receive(&e, x, now, r);
+		if (r->replies != replies)
+			last_reply = now;
+		if (!exhausted)
+			exhausted = fill_pending(&e, now);
+		if (e.nb_pend > 0)
+			send_pending(&e, x, now, r);
+		else if (exhausted && e.nb_free == e.nslots && e.src.nb_retry == 0)
+			break;
+		if (now >= next_sweep) {
+			sweep(&e, now, r);
+			/* Preload retries refill the source. */
+			if (exhausted && e.src.nb_retry > 0)
+				exhausted = 0;
+			next_sweep = now + SWEEP_NS;
+		}
+		if (now >= next_tick) {
+			tick(&e, now);
+			next_tick += TICK_NS;
+		}
+	}
+	/* Wait for the replies still in flight, at most one timeout. */
+	drain_end = bench_now_ns() + c->timeout_us * 1000;
+	while (e.nb_free < e.nslots && !bench_stop) {
+		now = bench_now_ns();
+		if (now >= drain_end)
+			break;
+		replies = r->replies;
+		receive(&e, x, now, r);
+		if (r->replies != replies)
+			last_reply = now;
+	}
+	for (s = 0; s < e.nslots; s++)
+		if (e.slots[s].busy) {
+			r->timeouts++;
+			e.tick_timeouts++;
+			if (ph->preload)
+				r->failed++;
+		}
+	if (ph->preload)
+		r->failed += e.src.nb_retry + e.nb_pend + (e.src.nb_source - e.src.cursor);
+	if (e.tick_replies > 0 || e.tick_timeouts > 0)
+		tick(&e, bench_now_ns());
+	r->elapsed_s = (double)((last_reply > e.t0 ? last_reply : bench_now_ns()) - e.t0) / 1e9;
+	free(e.slots);
+	free(e.free_ids);
+	bench_source_fini(&e.src);
+	return 0;
+}

@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+
+/*
+ * keymap through libkeymap's batch API: the kernel-socket client applications use, with
+ * its steering, retries and MOVED handling. Closed loop: km_batch keeps conf->inflight
+ * requests in flight; each call runs a chunk of CHUNK_WINDOWS windows of requests.
+ */
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <km_client.h>
+
+#include "bench.h"
+
+#define CHUNK_WINDOWS 4
+#define CHUNK_MAX     4096
+
+int
+bench_libkeymap_run(struct bench_phase *ph, struct bench_result *r, char *err, size_t errlen)
+{
+	const struct bench_conf *c = ph->conf;
+	char host[INET_ADDRSTRLEN];
+	struct km_client_opts opts = {0};
+	struct km_client *cl = NULL;
+	struct km_batch_op *ops = NULL;
+	struct km_client_stats cs;
+	struct bench_source src;
+	struct bench_tick t;
+	struct km_hist tick;
+	struct bench_req q;
+	uint64_t t0, now, end, next_tick, tick_replies = 0, tick_timeouts = 0, prev_timeouts = 0;
+	char *keys = NULL, *vals = NULL;
+	size_t chunk, n, i;
+	int rc, ret = -1, exhausted = 0;
+
+	memset(r, 0, sizeof(*r));
+	memset(&src, 0, sizeof(src));
+	km_hist_init(&r->lat);
+	km_hist_init(&tick);
+	inet_ntop(AF_INET, &c->server_ip, host, sizeof(host));
+	opts.host = host;
+	opts.port = c->server_port;
+	opts.timeout_ms = (unsigned int)(c->timeout_us / 1000 > 0 ? c->timeout_us / 1000 : 1);
+	opts.window = c->inflight;
+	chunk = (size_t)c->inflight * CHUNK_WINDOWS;
+	if (chunk > CHUNK_MAX)
+		chunk = CHUNK_MAX;
+	ops = calloc(chunk, sizeof(*ops));
+	keys = malloc(chunk * KM_KEY_MAX);
+	vals = malloc(KM_CLIENT_VALUE_MAX);
+	if (ops == NULL || keys == NULL || vals == NULL || bench_source_init(&src, ph, 1) != 0) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	memset(vals, 'v', KM_CLIENT_VALUE_MAX);
+	rc = km_client_open(&opts, &cl);
+	if (rc != 0) {
+		snprintf(err, errlen, "libkeymap: %s", km_strerror(rc));
+		goto out;
+	}
+	t0 = bench_now_ns();
+	src.t0 = t0;
+	end = t0 + (uint64_t)(ph->duration_s * 1e9);
+	next_tick = t0 + 1000000000ull;
+	while (!bench_stop && !exhausted && (now = bench_now_ns()) < end) {
+		for (n = 0; n < chunk; n++) {
+			struct km_batch_op *o = &ops[n];
+
+			if (bench_source_next(&src, now, &q) != 0) {
+				exhausted = 1;
+				break;
+			}
+			memset(o, 0, sizeof(*o));
+			o->key = keys + n * KM_KEY_MAX;
+			o->klen = bench_source_key(&src, q.key, keys + n * KM_KEY_MAX);
+			o->op = q.op == KM_WL_GET
+					? KM_BATCH_GET
+					: (q.op == KM_WL_PUT ? KM_BATCH_PUT : KM_BATCH_DEL);
+			o->val = vals;
+			o->vlen = q.vlen;
+		}
+		if (n == 0)
+			break;
+		rc = km_batch(cl, ops, n);
+		if (rc < 0) {
+			snprintf(err, errlen, "libkeymap batch: %s", km_strerror(rc));
+			goto out;
+		}
+		now = bench_now_ns();
+		for (i = 0; i < n; i++) {
+			const struct km_batch_op *o = &ops[i];
+
+			r->sent++;
+			if (o->op == KM_BATCH_GET)
+				r->gets++;
+			else if (o->op == KM_BATCH_PUT)
+				r->puts++;
+			else
+				r->dels++;
+			if (o->err == KM_ERR_TIMEOUT) {
+				if (ph->preload)
+					r->failed++;
+				continue;
+			}
+			r->replies++;
+			tick_replies++;
+			km_hist_add(&r->lat, o->latency_ns);
+			km_hist_add(&tick, o->latency_ns);
+			if (o->err == KM_OK && o->op == KM_BATCH_GET)
+				r->hits++;
+			else if (o->err == KM_ERR_NOT_FOUND && o->op == KM_BATCH_GET)
+				r->misses++;
+			else if (o->err != KM_OK && o->err != KM_ERR_NOT_FOUND)
+				r->errors++;
+		}
+		/* Every lost attempt (retried or not) is a timeout, as the engine counts them. */
+		km_client_get_stats(cl, &cs);
+		tick_timeouts += cs.timeouts - prev_timeouts;
+		r->timeouts += cs.timeouts - prev_timeouts;
+		prev_timeouts = cs.timeouts;
+		if (now >= next_tick) {
+			t = (struct bench_tick){
+				.t_s = (double)(now - t0) / 1e9,
+				.replies = tick_replies,
+				.timeouts = tick_timeouts,
+				.p50_ns = km_hist_percentile(&tick, 50),
+				.p99_ns = km_hist_percentile(&tick, 99),
+			};
+			if (ph->progress)
+				bench_print_tick(ph->name, &t, 1.0);
+			if (ph->ticks != NULL && ph->nb_ticks < ph->cap_ticks)
+				ph->ticks[ph->nb_ticks++] = t;
+			km_hist_init(&tick);
+			tick_replies = 0;
+			tick_timeouts = 0;
+			next_tick += 1000000000ull;
+		}
+	}
+	r->elapsed_s = (double)(bench_now_ns() - t0) / 1e9;
+	km_client_get_stats(cl, &cs);
+	r->stray = cs.stray_replies;
+	ret = 0;
+out:
+	km_client_close(cl);
+	bench_source_fini(&src);
+	free(ops);
+	free(keys);
+	free(vals);
+	return ret;
+}

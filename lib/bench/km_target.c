@@ -1,0 +1,342 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+
+#include <errno.h>
+#include <string.h>
+
+#include <km_proto.h>
+
+#include "km_target.h"
+#include "km_workload.h"
+
+/*
+ * memcached over UDP: an 8-byte frame header, then the 24-byte binary-protocol header.
+ * Every integer is big endian.
+ *
+ * Frame header:        Binary header (request / response):
+ *   0: request id        8: magic 0x80 / 0x81      14: vbucket 0 / status
+ *   2: sequence number   9: opcode                 16: total body length
+ *   4: total datagrams  10: key length             20: opaque (echoed)
+ *   6: reserved 0       12: extras length          24: CAS
+ *                       13: data type 0
+ * The body is extras, key, value in that order.
+ */
+#define MC_FRAME_LEN  8
+#define MC_HDR_LEN    24
+#define MC_MAGIC_REQ  0x80
+#define MC_MAGIC_RES  0x81
+#define MC_OP_GET     0x00
+#define MC_OP_SET     0x01
+#define MC_OP_DELETE  0x04
+#define MC_SET_EXTRAS 8 /* flags, expiration */
+#define MC_GET_EXTRAS 4 /* flags */
+#define MC_REPLY_MAX  1400 /* memcached's UDP_MAX_PAYLOAD_SIZE */
+#define MC_ST_OK      0
+#define MC_ST_NOENT   1
+#define MC_KEY_MAX    250
+
+static void
+put_be16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static void
+put_be32(uint8_t *p, uint32_t v)
+{
+	put_be16(p, (uint16_t)(v >> 16));
+	put_be16(p + 2, (uint16_t)v);
+}
+
+static uint16_t
+get_be16(const uint8_t *p)
+{
+	return (uint16_t)((p[0] << 8) | p[1]);
+}
+
+static uint32_t
+get_be32(const uint8_t *p)
+{
+	return ((uint32_t)get_be16(p) << 16) | get_be16(p + 2);
+}
+
+/* The value of a PUT without one: recognisable in a packet dump. */
+static void
+fill_pattern(uint8_t *p, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		p[i] = (uint8_t)('a' + i % 26);
+}
+
+size_t
+km_tgt_value_max(enum km_tgt_kind kind, size_t klen)
+{
+	size_t req_max, reply_max;
+
+	switch (kind) {
+	case KM_TGT_KEYMAP:
+	case KM_TGT_ECHO:
+		if (klen < 1 || klen > KM_KEY_MAX)
+			return 0;
+		return KM_DGRAM_MAX - KM_HDR_LEN - klen;
+	case KM_TGT_MEMCACHED:
+		if (klen < 1 || klen > MC_KEY_MAX)
+			return 0;
+		/* The request must fit one datagram, and so must the GET reply: memcached
+		 * splits replies above MC_REPLY_MAX bytes, which the bench does not reassemble. */
+		req_max = KM_DGRAM_MAX - MC_FRAME_LEN - MC_HDR_LEN - MC_SET_EXTRAS - klen;
+		reply_max = MC_REPLY_MAX - MC_FRAME_LEN - MC_HDR_LEN - MC_GET_EXTRAS;
+		return req_max < reply_max ? req_max : reply_max;
+	}
+	return 0;
+}
+
+static size_t
+keymap_build(uint8_t op, uint64_t req_id, uint32_t session, const void *key, size_t klen,
+	const void *val, size_t vlen, uint8_t *buf, size_t cap)
+{
+	struct km_hdr h = {
+		.magic = KM_PROTO_MAGIC,
+		.proto_ver = KM_PROTO_VERSION,
+		.req_id = req_id,
+		.session = session,
+	};
+
+	switch (op) {
+	case KM_WL_GET:
+		h.op = KM_OP_GET;
+		vlen = 0;
+		break;
+	case KM_WL_PUT:
+		h.op = KM_OP_PUT;
+		break;
+	case KM_WL_DEL:
+		h.op = KM_OP_DEL;
+		vlen = 0;
+		break;
+	default:
+		return 0;
+	}
+	if (klen < 1 || klen > KM_KEY_MAX || vlen > km_tgt_value_max(KM_TGT_KEYMAP, klen) ||
+		KM_HDR_LEN + klen + vlen > cap)
+		return 0;
+	h.key_len = (uint16_t)klen;
+	h.val_len = (uint32_t)vlen;
+	if (vlen != 0 && val == NULL) {
+		/* Write the pattern in place: km_msg_build() copies it onto itself. */
+		val = buf + KM_HDR_LEN + klen;
+		fill_pattern(buf + KM_HDR_LEN + klen, vlen);
+	}
+	return km_msg_build(buf, cap, &h, key, val);
+}
+
+static size_t
+memcached_build(uint8_t op, uint64_t req_id, const void *key, size_t klen, const void *val,
+	size_t vlen, uint8_t *buf, size_t cap)
+{
+	uint8_t *h = buf + MC_FRAME_LEN, *body = h + MC_HDR_LEN;
+	unsigned int extlen = 0;
+	uint8_t opcode;
+	size_t len;
+
+	switch (op) {
+	case KM_WL_GET:
+		opcode = MC_OP_GET;
+		vlen = 0;
+		break;
+	case KM_WL_PUT:
+		opcode = MC_OP_SET;
+		extlen = MC_SET_EXTRAS;
+		break;
+	case KM_WL_DEL:
+		opcode = MC_OP_DELETE;
+		vlen = 0;
+		break;
+	default:
+		return 0;
+	}
+	len = MC_FRAME_LEN + MC_HDR_LEN + extlen + klen + vlen;
+	if (klen < 1 || klen > MC_KEY_MAX || vlen > km_tgt_value_max(KM_TGT_MEMCACHED, klen) ||
+		len > cap)
+		return 0;
+
+	put_be16(buf, (uint16_t)req_id); /* the low 16 bits; opaque carries the low 32 */
+	put_be16(buf + 2, 0);            /* sequence number */
+	put_be16(buf + 4, 1);            /* total datagrams */
+	put_be16(buf + 6, 0);
+	memset(h, 0, MC_HDR_LEN);
+	h[0] = MC_MAGIC_REQ;
+	h[1] = opcode;
+	put_be16(h + 2, (uint16_t)klen);
+	h[4] = (uint8_t)extlen;
+	put_be32(h + 8, (uint32_t)(extlen + klen + vlen));
+	put_be32(h + 12, (uint32_t)req_id);
+	memset(body, 0, extlen);
+	memcpy(body + extlen, key, klen);
+	if (val != NULL)
+		memcpy(body + extlen + klen, val, vlen);
+	else
+		fill_pattern(body + extlen + klen, vlen);
+	return len;
+}
+
+size_t
+km_tgt_build(enum km_tgt_kind kind, uint8_t op, uint64_t req_id, uint32_t session, const void *key,
+	size_t klen, const void *val, size_t vlen, uint8_t *buf, size_t cap)
+{
+	switch (kind) {
+	case KM_TGT_KEYMAP:
+	case KM_TGT_ECHO:
+		return keymap_build(op, req_id, session, key, klen, val, vlen, buf, cap);
+	case KM_TGT_MEMCACHED:
+		return memcached_build(op, req_id, key, klen, val, vlen, buf, cap);
+	}
+	return 0;
+}
+
+/*
+ * Every target reports success as 0 and "no such key" as 1 (keymap: KM_ST_OK,
+ * KM_ST_NOT_FOUND; memcached: status 0 and 1); what success means depends on the op.
+ * @return 0, or -1 for an op the bench never sends.
+ */
+static int
+classify(uint8_t op, uint16_t status, uint32_t val_len, struct km_tgt_reply *out)
+{
+	if (op != KM_WL_GET && op != KM_WL_PUT && op != KM_WL_DEL)
+		return -1;
+	out->status = status;
+	out->val_len = 0;
+	if (status == 0 && op == KM_WL_GET) {
+		out->result = KM_TGT_R_HIT;
+		out->val_len = val_len;
+	} else if (status == 0) {
+		out->result = KM_TGT_R_STORED;
+	} else if (status == 1) {
+		out->result = KM_TGT_R_MISS;
+	} else {
+		out->result = KM_TGT_R_ERROR;
+	}
+	return 0;
+}
+
+/* keymap op code -> enum km_wl_opcode (0xff for ops the bench never sends). */
+static uint8_t
+keymap_wl_op(uint8_t op)
+{
+	switch (op) {
+	case KM_OP_GET:
+		return KM_WL_GET;
+	case KM_OP_PUT:
+		return KM_WL_PUT;
+	case KM_OP_DEL:
+		return KM_WL_DEL;
+	default:
+		return 0xff;
+	}
+}
+
+static int
+keymap_parse(const uint8_t *buf, size_t len, struct km_tgt_reply *out)
+{
+	struct km_msg m;
+
+	if (km_reply_parse(buf, len, &m) != 0)
+		return -1;
+	out->req_id = m.hdr.req_id;
+	return classify(keymap_wl_op(m.hdr.op), m.hdr.status, m.hdr.val_len, out);
+}
+
+/* The request itself, returned unparsed by keymapd in echo mode. */
+static int
+echo_parse(const uint8_t *buf, size_t len, struct km_tgt_reply *out)
+{
+	struct km_msg m;
+
+	if (km_req_parse(buf, len, KM_VALUE_MAX, &m) != KM_ST_OK)
+		return -1;
+	out->req_id = m.hdr.req_id;
+	/* Status 0 in every request: a GET counts as a hit (of its empty value), a PUT as
+	 * stored. */
+	return classify(keymap_wl_op(m.hdr.op), KM_ST_OK, 0, out);
+}
+
+static int
+memcached_parse(const uint8_t *buf, size_t len, struct km_tgt_reply *out)
+{
+	const uint8_t *h = buf + MC_FRAME_LEN;
+	uint32_t body, opaque, extlen, klen;
+	uint8_t op;
+
+	if (len < MC_FRAME_LEN + MC_HDR_LEN || h[0] != MC_MAGIC_RES)
+		return -1;
+	/* Sequence 0 of 1: a reply split over datagrams is not one the bench asked for. */
+	if (get_be16(buf + 2) != 0 || get_be16(buf + 4) != 1)
+		return -1;
+	klen = get_be16(h + 2);
+	extlen = h[4];
+	body = get_be32(h + 8);
+	opaque = get_be32(h + 12);
+	if ((size_t)body != len - MC_FRAME_LEN - MC_HDR_LEN || extlen + klen > body)
+		return -1;
+	if ((opaque & 0xffff) != get_be16(buf))
+		return -1;
+	switch (h[1]) {
+	case MC_OP_GET:
+		op = KM_WL_GET;
+		break;
+	case MC_OP_SET:
+		op = KM_WL_PUT;
+		break;
+	case MC_OP_DELETE:
+		op = KM_WL_DEL;
+		break;
+	default:
+		return -1;
+	}
+	out->req_id = opaque;
+	return classify(op, get_be16(h + 6), body - extlen - klen, out);
+}
+
+int
+km_tgt_parse(enum km_tgt_kind kind, const uint8_t *buf, size_t len, struct km_tgt_reply *out)
+{
+	switch (kind) {
+	case KM_TGT_KEYMAP:
+		return keymap_parse(buf, len, out);
+	case KM_TGT_ECHO:
+		return echo_parse(buf, len, out);
+	case KM_TGT_MEMCACHED:
+		return memcached_parse(buf, len, out);
+	}
+	return -1;
+}
+
+static const char *const kind_names[] = {
+	[KM_TGT_KEYMAP] = "keymap",
+	[KM_TGT_ECHO] = "echo",
+	[KM_TGT_MEMCACHED] = "memcached",
+};
+
+#define NB_KINDS (sizeof(kind_names) / sizeof(kind_names[0]))
+
+int
+km_tgt_parse_name(const char *name, enum km_tgt_kind *out)
+{
+	unsigned int i;
+
+	for (i = 0; name != NULL && i < NB_KINDS; i++) {
+		if (strcmp(name, kind_names[i]) == 0) {
+			*out = (enum km_tgt_kind)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+const char *
+km_tgt_name(enum km_tgt_kind kind)
+{
+	return (unsigned int)kind < NB_KINDS ? kind_names[kind] : "?";
+}

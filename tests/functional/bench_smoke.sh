@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+#
+# keymap-bench against keymapd, short and bounded: echo and keymap over net_memif (closed
+# and open loop, trace replay), keymap over net_tap through libkeymap, the offline
+# simulator, and every bad-input case (clear message, exit 1), a target that does not
+# answer (exit 2, no hang). Runs in its own network namespace and removes it, the
+# processes and /var/run/dpdk/<prefix> directories even when it fails.
+#
+# usage: bench_smoke.sh KEYMAPD KEYMAP_BENCH   (exit 77 = skipped: needs root and ip)
+set -euo pipefail
+
+keymapd=$1
+bench=$2
+if [ "$(id -u)" -ne 0 ] || ! command -v ip >/dev/null; then
+	echo "SKIP: needs root and iproute2 (network namespace, DPDK vdevs)"
+	exit 77
+fi
+
+id=$$
+ns=kmbs-$id
+sock=/run/kmbs-$id.sock
+tmp=$(mktemp -d)
+srv_pid=
+if [ "$(nproc)" -gt 1 ]; then srv_lcores="0@0,1@1"; else srv_lcores="0@0,1@0"; fi
+
+stop_server() {
+	if [ -n "$srv_pid" ]; then
+		kill -TERM "$srv_pid" 2>/dev/null || true
+		for _ in $(seq 100); do kill -0 "$srv_pid" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$srv_pid" 2>/dev/null || true
+		wait "$srv_pid" 2>/dev/null || true
+		srv_pid=
+	fi
+}
+cleanup() {
+	stop_server
+	ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+	ip netns del "$ns" 2>/dev/null || true
+	rm -rf "/var/run/dpdk/kmbs-$id-"* "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+fail() {
+	echo "FAIL: $*"
+	exit 1
+}
+
+# expect CODE PATTERN cmd...: exit code CODE and PATTERN in what it printed.
+expect() {
+	local want=$1 pattern=$2 rc=0
+	shift 2
+	timeout 60 "$@" >"$tmp/out" 2>&1 || rc=$?
+	if [ "$rc" -ne "$want" ] || ! grep -q -- "$pattern" "$tmp/out"; then
+		cat "$tmp/out"
+		fail "'$*': exit $rc (want $want), output should contain '$pattern'"
+	fi
+	echo "ok: exit $rc, '$pattern': $*"
+}
+
+# json FILE EXPR: a Python expression over the JSON's fields.
+json() {
+	python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, d))' "$@"
+}
+
+start_keymapd() {
+	local name=$1 vdev=$2
+	shift 2
+	ip netns exec "$ns" "$keymapd" -o workers.idle_sleep_us=0 -o control.stats_interval_s=1 \
+		"$@" -- --no-huge -m 512 --no-pci --file-prefix "kmbs-$id-$name" --vdev "$vdev" \
+		--lcores "$srv_lcores" >"$tmp/keymapd-$name.log" 2>&1 &
+	srv_pid=$!
+	for _ in $(seq 200); do
+		grep -q "keymapd: ready" "$tmp/keymapd-$name.log" && return 0
+		kill -0 "$srv_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	cat "$tmp/keymapd-$name.log"
+	fail "keymapd ($name) did not start"
+}
+
+memif_eal=(-- --no-huge -m 256 --no-pci --file-prefix "kmbs-$id-gen"
+	--vdev "net_memif0,role=client,socket=$sock" --lcores 0@0)
+
+# --- Bad input: message and exit 1, nothing sent.
+printf 'timestamp_us,op,key,value_size,session\n0,PUT,a/1,64,0\n1,GETX,a/1,0,0\n' >"$tmp/bad.csv"
+printf 'timestamp_us,op,key,value_size\n0,PUT,a,2000\n' >"$tmp/big.csv"
+expect 1 "unrecognized option" "$bench" --bogus
+expect 1 "rate must be > 0" "$bench" --rate 0
+expect 1 "expected a number" "$bench" --rate fast
+expect 1 "carries at most" "$bench" -t keymap -x socket --value-size 1430
+expect 1 "expected an integer" "$bench" --value-size 5000
+expect 1 "no-such-trace.csv" "$bench" --trace "$tmp/no-such-trace.csv"
+expect 1 "bad.csv:3:" "$bench" --trace "$tmp/bad.csv"
+expect 1 "big.csv:2:" "$bench" --trace "$tmp/big.csv"
+expect 1 "needs --trace FILE and --cache" "$bench" --simulate --cache 10
+expect 1 "only to keymap" "$bench" -t echo -x libkeymap
+expect 1 "closed loop" "$bench" -x libkeymap --rate 1000
+expect 1 "needs EAL arguments" "$bench" -x eth
+expect 1 "only for --transport eth" "$bench" -x socket -- --no-huge
+expect 1 "expected keymap, echo or memcached" "$bench" -t redis
+expect 1 "expected uniform" "$bench" --dist pareto
+
+# --- Offline simulator: LRU on a trace worked out by hand.
+# GETs a b a c a b, capacity 2: LRU hits the 2nd and 3rd 'a' only (2 of 6).
+printf 'timestamp_us,op,key,value_size\n0,GET,a,8\n1,GET,b,8\n2,GET,a,8\n3,GET,c,8\n4,GET,a,8\n5,GET,b,8\n' \
+	>"$tmp/abc.csv"
+expect 0 "0.3333" "$bench" --simulate --trace "$tmp/abc.csv" --cache 2 --json "$tmp/sim.json"
+[ "$(json "$tmp/sim.json" 'caches[0]["entries"]')" = 2 ] || fail "simulate JSON"
+
+ip netns add "$ns"
+ip netns exec "$ns" ip link set lo up
+
+# --- A target that does not answer: timeouts reported, exit 2, bounded.
+expect 2 "no reply from the target" ip netns exec "$ns" "$bench" -x socket -s 127.0.0.1:9 \
+	--no-preload -D 1 --timeout-us 100000 -q
+expect 2 "preload incomplete" ip netns exec "$ns" "$bench" -x socket -s 127.0.0.1:9 -k 10 \
+	-D 1 --timeout-us 50000 -q
+
+# --- Echo over memif.
+start_keymapd echo "net_memif0,role=server,socket=$sock" --echo
+expect 0 "ops/s" ip netns exec "$ns" "$bench" -t echo -D 1 -c 16 -q --json "$tmp/echo.json" \
+	"${memif_eal[@]}"
+[ "$(json "$tmp/echo.json" 'replies > 1000 and timeouts == 0 and hits == gets')" = True ] ||
+	fail "echo: $(cat "$tmp/echo.json")"
+stop_server
+
+# --- keymap over memif: GET hits after preload, open loop, trace replay.
+start_keymapd memif "net_memif0,role=server,socket=$sock"
+expect 0 "hit ratio 1.0000" ip netns exec "$ns" "$bench" -g 1 -k 2000 -D 1 -c 16 -q \
+	--json "$tmp/get.json" --csv "$tmp/get.csv" --cdf "$tmp/get.cdf" "${memif_eal[@]}"
+[ "$(json "$tmp/get.json" 'gets == hits and errors == 0 and timeouts == 0 and gets > 1000')" = True ] ||
+	fail "get: $(cat "$tmp/get.json")"
+head -1 "$tmp/get.csv" | grep -q "^t_s,ops_per_s,p50_us,p99_us,timeouts$" || fail "CSV header"
+tail -1 "$tmp/get.cdf" | grep -q " 1.000000$" || fail "CDF does not reach 1"
+expect 0 "open loop" ip netns exec "$ns" "$bench" -g 0.5 -k 2000 --no-preload -r 20000 -D 1 \
+	-q --json "$tmp/open.json" "${memif_eal[@]}"
+[ "$(json "$tmp/open.json" '15000 <= sent <= 21000 and replies == sent and puts > 0')" = True ] ||
+	fail "open loop: $(cat "$tmp/open.json")"
+# A trace: 300 PUTs then 700 GETs over 100 composite keys, half of them in sessions.
+{
+	echo "timestamp_us,op,key,value_size,session"
+	for i in $(seq 0 299); do echo "$i,PUT,t$((i % 10))/k$((i % 100)),32,$((i % 3))"; done
+	for i in $(seq 300 999); do echo "$i,GET,t$((i % 10))/k$((i % 100)),32,0"; done
+} >"$tmp/replay.csv"
+expect 0 "hit ratio 1.0000" ip netns exec "$ns" "$bench" --trace "$tmp/replay.csv" -D 10 -q \
+	--json "$tmp/replay.json" "${memif_eal[@]}"
+[ "$(json "$tmp/replay.json" 'gets == 700 and puts == 300 and replies == 1000')" = True ] ||
+	fail "replay: $(cat "$tmp/replay.json")"
+stop_server
+grep -q "cycles_per_req" "$tmp/keymapd-memif.log" || fail "keymapd stats without cycles_per_req"
+grep -q "interval .* cycles_per_req" "$tmp/keymapd-memif.log" || fail "no interval line"
+
+# --- keymap over tap through libkeymap (kernel sockets).
+start_keymapd tap "net_tap0,iface=kmbs0"
+ip netns exec "$ns" ip addr add 198.51.100.1/24 dev kmbs0
+ip netns exec "$ns" ip link set kmbs0 up
+expect 0 "hit ratio 1.0000" ip netns exec "$ns" "$bench" -x libkeymap -s 198.51.100.2 -g 1 \
+	-k 1000 -D 1 -c 16 -q
+stop_server
+echo "PASS"

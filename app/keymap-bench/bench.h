@@ -74,6 +74,7 @@ struct bench_result {
 	uint64_t tx_full; /* sends the transport refused (retried later) */
 	uint64_t late;    /* open loop: requests sent after their due time + 1 ms */
 	uint64_t failed;  /* preload: keys not stored (timed out every try, or not sent) */
+	uint64_t unsent;  /* open loop: requests due before the end that never went out */
 	double elapsed_s;
 	struct km_hist lat; /* ns */
 };

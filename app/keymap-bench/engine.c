@@ -29,9 +29,10 @@ volatile int bench_stop;
 static uint64_t next_seq; /* of the next request; 0: not drawn yet */
 
 struct slot {
-	uint64_t t_ns; /* when the request was due (open loop) or sent (closed loop) */
-	uint64_t id;   /* of the request in flight */
-	uint32_t key;  /* key index: preload retries resend it */
+	uint64_t t_ns;    /* when the request was due (open loop) or sent (closed loop) */
+	uint64_t sent_ns; /* when it went out: timeouts count from here */
+	uint64_t id;      /* of the request in flight */
+	uint32_t key;     /* key index: preload retries resend it */
 	uint8_t op;
 	uint8_t busy;
 	uint8_t tries;
@@ -44,8 +45,9 @@ struct engine {
 	uint64_t id_mask; /* bits of the id the target echoes */
 	uint32_t *free_ids;
 	uint32_t nb_free, nslots, inflight_max;
+	uint32_t hi; /* slots 0..hi-1 have been used: the sweep looks no further */
 	struct bench_source src;
-	uint64_t t0, period_ns, next_due;
+	uint64_t t0, next_due, nb_due; /* open loop: request nb_due is due at next_due */
 	struct bench_req pend[BENCH_BURST];
 	unsigned int nb_pend;
 	struct km_hist tick;
@@ -77,7 +79,7 @@ fill_pending(struct engine *e, uint64_t now)
 		if (bench_source_next(&e->src, now, p) != 0)
 			return 1;
 		if (open && e->ph->trace == NULL)
-			e->next_due += e->period_ns;
+			e->next_due = e->t0 + (uint64_t)((double)++e->nb_due * 1e9 / e->ph->rate);
 		if (open && e->ph->trace != NULL && p->due_ns > now) {
 			/* Not yet due: keep it first in line. */
 			e->nb_pend++;
@@ -132,6 +134,9 @@ send_pending(struct engine *e, struct bench_xport *x, uint64_t now, struct bench
 		sl->key = p->key;
 		sl->tries = p->tries;
 		sl->t_ns = p->due_ns;
+		sl->sent_ns = now;
+		if (s >= e->hi)
+			e->hi = s + 1;
 		if (p->due_ns + LATE_NS < now)
 			r->late++;
 		r->sent++;
@@ -212,10 +217,11 @@ sweep(struct engine *e, uint64_t now, struct bench_result *r)
 	const uint64_t tmo = e->c->timeout_us * 1000;
 	uint32_t s;
 
-	for (s = 0; s < e->nslots; s++) {
+	/* Free slots are taken lowest first: the busy ones sit below hi. */
+	for (s = 0; s < e->hi; s++) {
 		struct slot *sl = &e->slots[s];
 
-		if (!sl->busy || now - sl->t_ns < tmo || sl->t_ns > now)
+		if (!sl->busy || now - sl->sent_ns < tmo)
 			continue;
 		r->timeouts++;
 		e->tick_timeouts++;
@@ -297,16 +303,14 @@ bench_engine_run(struct bench_xport *x, struct bench_phase *ph, struct bench_res
 	now = bench_now_ns();
 	e.t0 = now;
 	e.src.t0 = now;
-	e.period_ns = open ? (uint64_t)(1e9 / ph->rate) : 0;
-	if (open && e.period_ns == 0)
-		e.period_ns = 1;
 	e.next_due = now;
 	end = now + (uint64_t)(ph->duration_s * 1e9);
 	next_sweep = now + SWEEP_NS;
 	next_tick = now + TICK_NS;
 	while (!bench_stop) {
 		now = bench_now_ns();
-		if (now >= end)
+		/* A key that failed every try already fails the preload: stop there. */
+		if (now >= end || (ph->preload && r->failed > 0))
 			break;
 		replies = r->replies;
 		receive(&e, x, now, r);
@@ -340,6 +344,14 @@ bench_engine_run(struct bench_xport *x, struct bench_phase *ph, struct bench_res
 		receive(&e, x, now, r);
 		if (r->replies != replies)
 			last_reply = now;
+	}
+	/* Open loop: requests that fell due but never went out. */
+	if (open && !bench_stop) {
+		uint64_t stop_ns = end < now ? end : now;
+
+		r->unsent = e.nb_pend;
+		if (stop_ns > e.next_due)
+			r->unsent += (uint64_t)((double)(stop_ns - e.next_due) * ph->rate / 1e9);
 	}
 	for (s = 0; s < e.nslots; s++)
 		if (e.slots[s].busy) {

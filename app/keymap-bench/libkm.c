@@ -31,7 +31,7 @@ bench_libkeymap_run(struct bench_phase *ph, struct bench_result *r, char *err, s
 	struct bench_tick t;
 	struct km_hist tick;
 	struct bench_req q;
-	uint64_t t0, now, end, next_tick, tick_replies = 0, tick_timeouts = 0, prev_timeouts = 0;
+	uint64_t t0, now, end, next_tick, tick_replies = 0, tick_timeouts = 0;
 	char *keys = NULL, *vals = NULL;
 	size_t chunk, n, i;
 	int rc, ret = -1, exhausted = 0;
@@ -65,7 +65,9 @@ bench_libkeymap_run(struct bench_phase *ph, struct bench_result *r, char *err, s
 	src.t0 = t0;
 	end = t0 + (uint64_t)(ph->duration_s * 1e9);
 	next_tick = t0 + 1000000000ull;
-	while (!bench_stop && !exhausted && (now = bench_now_ns()) < end) {
+	/* A preload stops at its first lost key: that already fails it. */
+	while (!bench_stop && !exhausted && (now = bench_now_ns()) < end &&
+		!(ph->preload && r->failed > 0)) {
 		for (n = 0; n < chunk; n++) {
 			struct km_batch_op *o = &ops[n];
 
@@ -101,6 +103,10 @@ bench_libkeymap_run(struct bench_phase *ph, struct bench_result *r, char *err, s
 			else
 				r->dels++;
 			if (o->err == KM_ERR_TIMEOUT) {
+				/* Lost after every retry: one timeout per request, as the
+				 * engine counts them. */
+				r->timeouts++;
+				tick_timeouts++;
 				if (ph->preload)
 					r->failed++;
 				continue;
@@ -116,11 +122,6 @@ bench_libkeymap_run(struct bench_phase *ph, struct bench_result *r, char *err, s
 			else if (o->err != KM_OK && o->err != KM_ERR_NOT_FOUND)
 				r->errors++;
 		}
-		/* Every lost attempt (retried or not) is a timeout, as the engine counts them. */
-		km_client_get_stats(cl, &cs);
-		tick_timeouts += cs.timeouts - prev_timeouts;
-		r->timeouts += cs.timeouts - prev_timeouts;
-		prev_timeouts = cs.timeouts;
 		if (now >= next_tick) {
 			t = (struct bench_tick){
 				.t_s = (double)(now - t0) / 1e9,
@@ -140,6 +141,8 @@ bench_libkeymap_run(struct bench_phase *ph, struct bench_result *r, char *err, s
 		}
 	}
 	r->elapsed_s = (double)(bench_now_ns() - t0) / 1e9;
+	if (ph->preload)
+		r->failed += src.nb_source - src.cursor; /* never tried */
 	km_client_get_stats(cl, &cs);
 	r->stray = cs.stray_replies;
 	ret = 0;

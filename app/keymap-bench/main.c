@@ -30,10 +30,11 @@
 #include "bench.h"
 #include "report.h"
 
-#define EXIT_USAGE      1
-#define EXIT_FAILED     2
-#define DURATION_MAX    86400.0
-#define CACHE_SIZES_MAX 16
+#define EXIT_USAGE           1
+#define EXIT_FAILED          2
+#define DURATION_MAX         86400.0
+#define CACHE_SIZES_MAX      16
+#define LIBKEYMAP_WINDOW_MAX 4096 /* km_client_opts.window */
 
 static void
 usage(FILE *f)
@@ -295,8 +296,9 @@ simulate(const struct bench_conf *c, const char *cache_list)
 			km_trace_free(t);
 			return EXIT_FAILED;
 		}
-		fprintf(jf, "{\n  \"trace\": \"%s\",\n  \"requests\": %zu,\n  \"keys\": %zu,\n",
-			c->trace_path, t->nb_recs, t->nb_keys);
+		fprintf(jf, "{\n  \"trace\": ");
+		bench_json_str(jf, c->trace_path);
+		fprintf(jf, ",\n  \"requests\": %zu,\n  \"keys\": %zu,\n", t->nb_recs, t->nb_keys);
 		fprintf(jf, "  \"caches\": [");
 	}
 	printf("trace %s: %zu requests, %zu distinct keys\n", c->trace_path, t->nb_recs,
@@ -406,7 +408,8 @@ main(int argc, char **argv)
 	};
 	const char *cache_list = NULL;
 	int opt, xport_set = 0, port_set = 0, simulate_mode = 0, eal = 0, eal_ok = 0, rc;
-	int ret = EXIT_FAILED;
+	int ret = EXIT_FAILED, out_err = 0;
+	uint64_t lost;
 	struct bench_xport *x = NULL;
 	struct km_trace *trace = NULL;
 	struct km_wl *wl = NULL;
@@ -547,6 +550,11 @@ main(int argc, char **argv)
 					"out for a closed loop)\n");
 				return EXIT_USAGE;
 			}
+			if (c.rate < 1) {
+				fprintf(stderr,
+					"keymap-bench: --rate must be at least 1 request/s\n");
+				return EXIT_USAGE;
+			}
 			break;
 		case 'D':
 			if (opt_double("duration", optarg, 0.001, DURATION_MAX, &c.duration_s) < 0)
@@ -593,6 +601,14 @@ main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	/* EAL arguments only after "--": a stray word is a mistake, not an EAL argument. */
+	if (optind < argc && strcmp(argv[optind - 1], "--") != 0) {
+		fprintf(stderr,
+			"keymap-bench: unexpected argument '%s' (EAL arguments go after "
+			"--)\n",
+			argv[optind]);
+		return EXIT_USAGE;
+	}
 	eal = optind < argc;
 
 	/* Offline mode: no network at all. */
@@ -628,6 +644,18 @@ main(int argc, char **argv)
 			"keymap-bench: --transport libkeymap speaks only to keymap "
 			"targets; use socket for %s\n",
 			km_tgt_name(c.target));
+		return EXIT_USAGE;
+	}
+	if (c.xport == BENCH_X_LIBKEYMAP && c.inflight > LIBKEYMAP_WINDOW_MAX) {
+		fprintf(stderr,
+			"keymap-bench: --inflight %u: libkeymap keeps at most %d requests "
+			"in flight\n",
+			c.inflight, LIBKEYMAP_WINDOW_MAX);
+		return EXIT_USAGE;
+	}
+	if (c.xport == BENCH_X_LIBKEYMAP && c.wl.dist == KM_WL_SESSION && c.trace_path == NULL) {
+		fprintf(stderr, "keymap-bench: --dist session sends session ids, which libkeymap's "
+				"batch API does not carry: use --transport socket or eth\n");
 		return EXIT_USAGE;
 	}
 	if (c.xport == BENCH_X_LIBKEYMAP && c.rate > 0) {
@@ -670,7 +698,8 @@ main(int argc, char **argv)
 	} else {
 		if (c.value_size > km_tgt_value_max(c.target, c.wl.key_size)) {
 			fprintf(stderr,
-				"keymap-bench: --value-size %u: a %s request with a %u-byte key "
+				"keymap-bench: --value-size %u: a %s request with a "
+				"%u-byte key "
 				"carries at most %zu bytes\n",
 				c.value_size, km_tgt_name(c.target), c.wl.key_size,
 				km_tgt_value_max(c.target, c.wl.key_size));
@@ -764,21 +793,31 @@ main(int argc, char **argv)
 		};
 
 		bench_print_summary(stdout, &rep);
-		if (c.json_path != NULL && (rc = bench_write_json(c.json_path, &rep, &ph)) < 0)
+		if (c.json_path != NULL && (rc = bench_write_json(c.json_path, &rep, &ph)) < 0) {
 			fprintf(stderr, "keymap-bench: %s: %s\n", c.json_path, strerror(-rc));
-		if (c.csv_path != NULL && (rc = bench_write_csv(c.csv_path, &ph)) < 0)
+			out_err = 1;
+		}
+		if (c.csv_path != NULL && (rc = bench_write_csv(c.csv_path, &ph)) < 0) {
 			fprintf(stderr, "keymap-bench: %s: %s\n", c.csv_path, strerror(-rc));
-		if (c.cdf_path != NULL && (rc = bench_write_cdf(c.cdf_path, &res.lat)) < 0)
+			out_err = 1;
+		}
+		if (c.cdf_path != NULL && (rc = bench_write_cdf(c.cdf_path, &res.lat)) < 0) {
 			fprintf(stderr, "keymap-bench: %s: %s\n", c.cdf_path, strerror(-rc));
-		if (res.replies == 0)
+			out_err = 1;
+		}
+		lost = res.timeouts + res.unsent;
+		if (bench_stop)
+			fprintf(stderr, "keymap-bench: interrupted\n");
+		else if (res.replies == 0)
 			fprintf(stderr, "keymap-bench: no reply from the target\n");
-		else if (res.sent > 0 &&
-			 (double)res.timeouts > c.max_timeout_ratio * (double)res.sent)
+		else if ((double)lost > c.max_timeout_ratio * (double)(res.sent + res.unsent))
 			fprintf(stderr,
 				"keymap-bench: %" PRIu64 " of %" PRIu64
-				" requests timed out (more than --max-timeouts %g)\n",
-				res.timeouts, res.sent, c.max_timeout_ratio);
-		else if (rc == 0)
+				" requests timed out or were never sent (more than "
+				"--max-timeouts "
+				"%g)\n",
+				lost, res.sent + res.unsent, c.max_timeout_ratio);
+		else if (!out_err)
 			ret = 0;
 	}
 	free(ph.ticks);

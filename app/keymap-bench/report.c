@@ -57,12 +57,12 @@ bench_print_summary(FILE *f, const struct bench_report *rep)
 		r->gets, r->hits, r->misses, bench_hit_ratio(r));
 	fprintf(f,
 		"  puts      %" PRIu64 "  dels %" PRIu64 "  errors %" PRIu64 "  timeouts %" PRIu64
-		"  stray %" PRIu64 "  late %" PRIu64 "\n",
-		r->puts, r->dels, r->errors, r->timeouts, r->stray, r->late);
+		"  stray %" PRIu64 "  late %" PRIu64 "  unsent %" PRIu64 "\n",
+		r->puts, r->dels, r->errors, r->timeouts, r->stray, r->late, r->unsent);
 }
 
-static void
-json_str(FILE *f, const char *s)
+void
+bench_json_str(FILE *f, const char *s)
 {
 	fputc('"', f);
 	for (; *s != '\0'; s++) {
@@ -87,13 +87,13 @@ bench_write_json(const char *path, const struct bench_report *rep, const struct 
 	if (f == NULL)
 		return -errno;
 	fprintf(f, "{\n  \"label\": ");
-	json_str(f, rep->label);
+	bench_json_str(f, rep->label);
 	fprintf(f, ",\n  \"target\": ");
-	json_str(f, rep->target);
+	bench_json_str(f, rep->target);
 	fprintf(f, ",\n  \"transport\": ");
-	json_str(f, rep->transport);
+	bench_json_str(f, rep->transport);
 	fprintf(f, ",\n  \"workload\": ");
-	json_str(f, rep->workload);
+	bench_json_str(f, rep->workload);
 	fprintf(f,
 		",\n  \"sent\": %" PRIu64 ",\n  \"replies\": %" PRIu64
 		",\n  \"elapsed_s\": %.6f,\n  \"ops_per_s\": %.1f,\n",
@@ -102,9 +102,9 @@ bench_write_json(const char *path, const struct bench_report *rep, const struct 
 		"  \"gets\": %" PRIu64 ",\n  \"hits\": %" PRIu64 ",\n  \"misses\": %" PRIu64
 		",\n  \"hit_ratio\": %.6f,\n  \"puts\": %" PRIu64 ",\n  \"dels\": %" PRIu64
 		",\n  \"errors\": %" PRIu64 ",\n  \"timeouts\": %" PRIu64 ",\n  \"stray\": %" PRIu64
-		",\n  \"late\": %" PRIu64 ",\n",
+		",\n  \"late\": %" PRIu64 ",\n  \"unsent\": %" PRIu64 ",\n",
 		r->gets, r->hits, r->misses, bench_hit_ratio(r), r->puts, r->dels, r->errors,
-		r->timeouts, r->stray, r->late);
+		r->timeouts, r->stray, r->late, r->unsent);
 	fprintf(f,
 		"  \"latency_us\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, \"p999\": %.3f, "
 		"\"max\": %.3f, \"mean\": %.3f},\n",

@@ -21,6 +21,8 @@ void bench_print_summary(FILE *f, const struct bench_report *rep);
 int bench_write_json(
 	const char *path, const struct bench_report *rep, const struct bench_phase *ph);
 int bench_write_csv(const char *path, const struct bench_phase *ph);
+/* s as a JSON string, quotes included. */
+void bench_json_str(FILE *f, const char *s);
 int bench_write_cdf(const char *path, const struct km_hist *h);
 
 #endif /* KEYMAP_BENCH_REPORT_H */

@@ -71,8 +71,13 @@ bench_source_next(struct bench_source *s, uint64_t now, struct bench_req *p)
 		p->op = r->op;
 		p->vlen = r->op == KM_WL_PUT ? r->value_size : 0;
 		p->session = r->session;
-		if (c->trace_speed > 0)
-			p->due_ns = s->t0 + (uint64_t)((double)r->ts_us * 1e3 / c->trace_speed);
+		if (c->trace_speed > 0) {
+			/* From the first record's time, saturated: timestamps may be huge. */
+			double d = (double)(r->ts_us - ph->trace->recs[0].ts_us) * 1e3 /
+				   c->trace_speed;
+
+			p->due_ns = d >= 1.8e19 ? UINT64_MAX : s->t0 + (uint64_t)d;
+		}
 	} else {
 		km_wl_next(ph->wl, now > s->t0 ? (now - s->t0) / 1000 : 0, &op);
 		p->key = (uint32_t)op.key;

@@ -73,7 +73,7 @@ struct km_slot {
 	struct km_batch_op *op;
 	struct km_hdr hdr; /* re-encoded at each send: the epoch may have changed */
 	uint64_t deadline; /* SENT: end of the attempt; BACKOFF: resend time */
-	uint64_t sent_ns;  /* last send, for latency_ns */
+	uint64_t first_ns; /* first send (0: not sent yet), for latency_ns */
 	uint32_t map_gen;  /* c->map_gen at the last send */
 	int32_t worker;    /* KM_WORKER_KEY, KM_WORKER_MAP or an explicit worker */
 	uint16_t len;      /* datagram length in buf */
@@ -416,6 +416,7 @@ km_slot_arm(struct km_client *c, uint32_t idx, struct km_batch_op *op, int32_t w
 	s->worker = worker;
 	s->attempts = 0;
 	s->moves = 0;
+	s->first_ns = 0;
 	memset(&s->hdr, 0, sizeof(s->hdr));
 	s->hdr.magic = KM_PROTO_MAGIC;
 	s->hdr.proto_ver = KM_PROTO_VERSION;
@@ -463,7 +464,7 @@ km_slot_done(struct km_client *c, uint32_t idx, int err, uint64_t now)
 		c->nb_wait_map--;
 	s->state = KM_SLOT_FREE;
 	s->op->err = err;
-	s->op->latency_ns = now - s->sent_ns;
+	s->op->latency_ns = s->first_ns == 0 ? 0 : now - s->first_ns;
 	if (idx == c->window) {
 		km_refresh_step(c, err);
 		return;
@@ -787,7 +788,8 @@ km_flush(struct km_client *c)
 			struct km_slot *s = &c->slots[c->txq[i]];
 
 			s->state = KM_SLOT_SENT;
-			s->sent_ns = now;
+			if (s->first_ns == 0)
+				s->first_ns = now;
 			s->deadline = now + c->timeout_ns;
 		}
 		if (r > 0 && now + c->timeout_ns < c->earliest)

@@ -135,7 +135,7 @@ struct km_batch_op {
 	int err;
 	size_t len;
 	uint64_t out_version;
-	uint64_t latency_ns; /* send of the last attempt to reply */
+	uint64_t latency_ns; /* first send to reply, retries included (0: never sent) */
 };
 
 /**

@@ -34,8 +34,9 @@ stop_server() {
 	fi
 }
 cleanup() {
-	stop_server
+	# Fast parts first: the runner may SIGKILL us shortly after its SIGTERM.
 	ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+	stop_server
 	ip netns del "$ns" 2>/dev/null || true
 	rm -rf "/var/run/dpdk/kmbs-$id-"* "$tmp"
 }
@@ -51,7 +52,9 @@ fail() {
 expect() {
 	local want=$1 pattern=$2 rc=0
 	shift 2
-	timeout 60 "$@" >"$tmp/out" 2>&1 || rc=$?
+	# --foreground: stay in our process group, so a SIGTERM from the test runner reaches
+	# the command and the cleanup trap runs at once.
+	timeout --foreground -k 5 60 "$@" >"$tmp/out" 2>&1 || rc=$?
 	if [ "$rc" -ne "$want" ] || ! grep -q -- "$pattern" "$tmp/out"; then
 		cat "$tmp/out"
 		fail "'$*': exit $rc (want $want), output should contain '$pattern'"
@@ -89,6 +92,10 @@ printf 'timestamp_us,op,key,value_size\n0,PUT,a,2000\n' >"$tmp/big.csv"
 expect 1 "unrecognized option" "$bench" --bogus
 expect 1 "rate must be > 0" "$bench" --rate 0
 expect 1 "expected a number" "$bench" --rate fast
+expect 1 "at least 1 request/s" "$bench" --rate 0.5
+expect 1 "unexpected argument 'stray'" "$bench" -x socket stray
+expect 1 "at most 4096" "$bench" -x libkeymap -c 5000
+expect 1 "session ids" "$bench" -x libkeymap -d session
 expect 1 "carries at most" "$bench" -t keymap -x socket --value-size 1430
 expect 1 "expected an integer" "$bench" --value-size 5000
 expect 1 "no-such-trace.csv" "$bench" --trace "$tmp/no-such-trace.csv"

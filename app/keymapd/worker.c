@@ -9,6 +9,7 @@
 #include <rte_icmp.h>
 #include <rte_ip.h>
 #include <rte_mbuf.h>
+#include <rte_prefetch.h>
 #include <rte_udp.h>
 
 #include <urcu-qsbr.h>
@@ -29,6 +30,22 @@ const char *const km_worker_counter_names[] = {
 #define L4_LEN     sizeof(struct rte_udp_hdr)
 #define BURST_MAX  64
 #define IPV4_IHL_5 0x45
+/* Packets ahead whose data stage 1 prefetches, as l3fwd does: a NIC without direct cache
+ * access leaves received frames in DRAM. */
+#define PKT_PREFETCH_AHEAD 4
+
+/* What stage 1 decided for a packet; the last stage acts on it in arrival order. */
+enum pkt_fate {
+	PKT_GONE,  /* dropped, or handed to its owner's ring */
+	PKT_SEND,  /* ARP or ICMP reply built in place: send as is */
+	PKT_REPLY, /* UDP payload of the reply written (status, echo): swap headers, send */
+	PKT_EXEC,  /* request for km_proc_execute_burst() */
+};
+
+struct pkt_next {
+	uint8_t fate; /* enum pkt_fate */
+	uint16_t arg; /* PKT_REPLY: payload length; PKT_EXEC: index in the request array */
+};
 
 /* Replies waiting for the TX burst at the end of an iteration. */
 struct tx_batch {
@@ -109,11 +126,14 @@ icmp_reply(struct km_worker *w, struct rte_ether_hdr *eth, struct rte_ipv4_hdr *
 	return 0;
 }
 
-/* Turn the request in m into a reply of plen payload bytes, headers swapped in place. */
+/* Turn the request in m (checked by pkt_stage1: IPv4 without options, UDP) into a reply of
+ * plen payload bytes, headers swapped in place. */
 static inline void
-udp_reply(struct rte_mbuf *m, struct rte_ether_hdr *eth, struct rte_ipv4_hdr *ip,
-	struct rte_udp_hdr *udp, size_t plen)
+udp_reply(struct rte_mbuf *m, size_t plen)
 {
+	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
+	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(ip + 1);
 	uint32_t a = ip->src_addr;
 	uint16_t p = udp->src_port;
 
@@ -145,21 +165,22 @@ udp_reply(struct rte_mbuf *m, struct rte_ether_hdr *eth, struct rte_ipv4_hdr *ip
 }
 
 /*
- * One packet from the NIC (handed == 0) or from another worker's hand-off (handed == 1).
- * The packet ends in the TX batch (a reply built in place), in its owner's ring, or freed.
+ * Stage 1 of one packet from the NIC (handed == 0) or from another worker's hand-off
+ * (handed == 1): L2-L4 checks, request parse, routing. A request this worker executes is
+ * filled into r and its index slot prefetched (km_proc_prefetch); the rest of the burst's
+ * stage 1 gives that line time to arrive. Everything else is answered in place, handed to
+ * its owner's ring, or freed here.
+ * @return enum pkt_fate; *plen is the reply payload length for PKT_REPLY.
  */
-static inline void
-process_pkt(struct km_worker *w, const struct km_shardmap *map, struct rte_mbuf *m, int handed,
-	struct tx_batch *tx)
+static inline enum pkt_fate
+pkt_stage1(struct km_worker *w, const struct km_shardmap *map, struct rte_mbuf *m, int handed,
+	struct km_proc_req *r, uint16_t *plen)
 {
 	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 	struct rte_ipv4_hdr *ip;
 	struct rte_udp_hdr *udp;
-	struct km_msg msg;
 	uint16_t ip_len, udp_len, dport;
 	uint8_t *payload;
-	struct km_route rt;
-	size_t plen, cap;
 	int st, target, pw;
 
 	if (unlikely(m->nb_segs != 1 || m->data_len < L2_LEN)) {
@@ -168,10 +189,8 @@ process_pkt(struct km_worker *w, const struct km_shardmap *map, struct rte_mbuf 
 	}
 	if (unlikely(eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))) {
 		if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP) &&
-			arp_reply(w, m, eth) == 0) {
-			tx_add(tx, m);
-			return;
-		}
+			arp_reply(w, m, eth) == 0)
+			return PKT_SEND;
 		w->cnt.drop_l2++;
 		goto drop;
 	}
@@ -200,8 +219,7 @@ process_pkt(struct km_worker *w, const struct km_shardmap *map, struct rte_mbuf 
 			m->ol_flags = 0;
 			m->data_len = (uint16_t)(L2_LEN + ip_len);
 			m->pkt_len = m->data_len;
-			tx_add(tx, m);
-			return;
+			return PKT_SEND;
 		}
 		w->cnt.drop_l4++;
 		goto drop;
@@ -217,13 +235,11 @@ process_pkt(struct km_worker *w, const struct km_shardmap *map, struct rte_mbuf 
 		goto drop;
 	}
 	payload = (uint8_t *)(udp + 1);
-	plen = udp_len - L4_LEN;
+	*plen = (uint16_t)(udp_len - L4_LEN);
 	if (unlikely(km_dp.echo))
-		goto reply; /* the benchmark baseline: same path, no request processing */
-	/* Room for the reply: from the payload to the end of the buffer. */
-	cap = (size_t)((uint8_t *)m->buf_addr + m->buf_len - payload);
+		return PKT_REPLY; /* the benchmark baseline: same path, no request processing */
 
-	st = km_req_parse(payload, plen, km_dp.value_max, &msg);
+	st = km_req_parse(payload, *plen, km_dp.value_max, &r->msg);
 	if (unlikely(st < 0)) {
 		w->cnt.drop_proto++;
 		goto drop;
@@ -231,36 +247,84 @@ process_pkt(struct km_worker *w, const struct km_shardmap *map, struct rte_mbuf 
 	if (unlikely(st != KM_ST_OK)) {
 		/* Error replies are never larger than the request: safe to any source. */
 		km_proc_count_status(w->proc, (uint8_t)st);
-		plen = km_proc_reply_status(&msg.hdr, (uint8_t)st, map->epoch, payload);
-		goto reply;
+		*plen = (uint16_t)km_proc_reply_status(
+			&r->msg.hdr, (uint8_t)st, map->epoch, payload);
+		return PKT_REPLY;
 	}
-	target = km_proc_target(map, &msg, pw, &rt);
+	target = km_proc_target(map, &r->msg, pw, &r->rt);
 	if (unlikely(target == KM_TARGET_MOVED)) {
 		km_proc_count_status(w->proc, KM_ST_MOVED);
-		plen = km_proc_reply_status(&msg.hdr, KM_ST_MOVED, map->epoch, payload);
-		goto reply;
+		*plen = (uint16_t)km_proc_reply_status(
+			&r->msg.hdr, KM_ST_MOVED, map->epoch, payload);
+		return PKT_REPLY;
 	}
 	if (target >= 0 && target != w->index) {
 		if (handed) {
 			/* The map changed while the request crossed: let the client retry. */
-			plen = km_proc_reply_status(&msg.hdr, KM_ST_BUSY, map->epoch, payload);
-			goto reply;
+			*plen = (uint16_t)km_proc_reply_status(
+				&r->msg.hdr, KM_ST_BUSY, map->epoch, payload);
+			return PKT_REPLY;
 		}
 		if (rte_ring_mp_enqueue(km_dp.workers[target].to_owner, m) == 0) {
 			w->cnt.handoff_out++;
-			return;
+			return PKT_GONE;
 		}
 		w->cnt.handoff_drops++;
 		goto drop;
 	}
-	plen = km_proc_execute(w->proc, map, &msg, &rt,
-		((uint64_t)ip->src_addr << 16) | udp->src_port, payload, cap);
-reply:
-	udp_reply(m, eth, ip, udp, plen);
-	tx_add(tx, m);
-	return;
+	r->src = ((uint64_t)ip->src_addr << 16) | udp->src_port;
+	r->out = payload;
+	/* Room for the reply: from the payload to the end of the buffer. */
+	r->cap = (size_t)((uint8_t *)m->buf_addr + m->buf_len - payload);
+	km_proc_prefetch(w->proc, r);
+	return PKT_EXEC;
 drop:
 	rte_pktmbuf_free(m);
+	return PKT_GONE;
+}
+
+/*
+ * A burst of packets, in stages so that the cache misses of its requests overlap (MICA):
+ * stage 1 checks, parses and routes every packet and prefetches the index slot of each
+ * request executed here; km_proc_execute_burst() prefetches their records and executes
+ * them; the replies then join the TX batch in arrival order. Each packet ends in the TX
+ * batch (a reply built in place), in its owner's ring, or freed.
+ */
+static void
+process_burst(struct km_worker *w, const struct km_shardmap *map, struct rte_mbuf **pkts,
+	uint16_t n, int handed, struct tx_batch *tx)
+{
+	struct km_proc_req reqs[BURST_MAX];
+	struct pkt_next next[BURST_MAX];
+	uint16_t nb_req = 0, plen = 0, i;
+	enum pkt_fate f;
+
+	for (i = 0; i < n; i++) {
+		if (i + PKT_PREFETCH_AHEAD < n)
+			rte_prefetch0(rte_pktmbuf_mtod(pkts[i + PKT_PREFETCH_AHEAD], void *));
+		f = pkt_stage1(w, map, pkts[i], handed, &reqs[nb_req], &plen);
+		next[i].fate = (uint8_t)f;
+		next[i].arg = f == PKT_EXEC ? nb_req++ : plen;
+	}
+	if (nb_req != 0)
+		km_proc_execute_burst(w->proc, map, reqs, nb_req);
+	for (i = 0; i < n; i++) {
+		switch (next[i].fate) {
+		case PKT_EXEC:
+			udp_reply(pkts[i], reqs[next[i].arg].len);
+			tx_add(tx, pkts[i]);
+			break;
+		case PKT_REPLY:
+			udp_reply(pkts[i], next[i].arg);
+			tx_add(tx, pkts[i]);
+			break;
+		case PKT_SEND:
+			tx_add(tx, pkts[i]);
+			break;
+		case PKT_GONE: /* freed or handed off in stage 1 */
+			break;
+		}
+	}
 }
 
 int
@@ -271,7 +335,7 @@ km_worker_main(void *arg)
 	const struct km_shardmap *map;
 	struct tx_batch tx = {.n = 0};
 	uint32_t idle = 0;
-	uint16_t nb_rx, nb_ho, i;
+	uint16_t nb_rx, nb_ho;
 	uint64_t t0;
 
 	rcu_register_thread();
@@ -295,13 +359,11 @@ km_worker_main(void *arg)
 		idle = 0;
 		t0 = rte_rdtsc();
 		w->cnt.rx_pkts += nb_rx;
-		for (i = 0; i < nb_rx; i++)
-			process_pkt(w, map, pkts[i], 0, &tx);
+		process_burst(w, map, pkts, nb_rx, 0, &tx);
 		nb_ho = (uint16_t)rte_ring_sc_dequeue_burst(
 			w->to_owner, (void **)pkts, km_dp.burst, NULL);
 		w->cnt.handoff_in += nb_ho;
-		for (i = 0; i < nb_ho; i++)
-			process_pkt(w, map, pkts[i], 1, &tx);
+		process_burst(w, map, pkts, nb_ho, 1, &tx);
 		tx_flush(w, &tx);
 		w->cnt.busy_cycles += rte_rdtsc() - t0;
 		w->cnt.busy_iters++;

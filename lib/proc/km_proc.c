@@ -10,6 +10,16 @@
 
 #define DEDUP_DEFAULT 65536
 
+/*
+ * Requests of a burst between the record prefetch of a request and its execution: enough
+ * for the record to arrive while the ones before it execute, few enough that the lines in
+ * flight (two per record) stay within the core's miss buffers. keymap-proc-bench, bursts
+ * of 32, 1 M keys, median TSC cycles per GET: 4 -> 236, 6 -> 233, 8 -> 234, 12 -> 240,
+ * 16 -> 269, all 32 prefetched before the first executes -> 316 (at 100 k keys: ~190 for
+ * all).
+ */
+#define PREFETCH_AHEAD 8
+
 const char *const km_proc_counter_names[] = {
 #define KM_X(name, help) #name,
 	KM_PROC_COUNTERS(KM_X)
@@ -110,7 +120,7 @@ km_proc_destroy(struct km_proc *p)
 	free(p);
 }
 
-static struct shard_slot *
+static inline struct shard_slot *
 shard_slot_find(const struct km_proc *p, uint64_t id)
 {
 	uint32_t i = id_slot(id, p->shards_mask);
@@ -251,16 +261,21 @@ km_proc_target(const struct km_shardmap *map, const struct km_msg *req, int port
 		struct km_mget_iter it;
 
 		if (km_mget_req_begin(&it, req->val, req->hdr.val_len) < 0 ||
-			km_mget_req_next(&it, &key, &klen) == 0)
+			km_mget_req_next(&it, &key, &klen) == 0) {
+			rt->hash = rt->key_hash = 0;
+			rt->shard = NULL;
 			return KM_TARGET_ANY; /* execute answers BAD_REQUEST */
+		}
 		route_of(map, key, klen, rt);
 		break;
 	}
 	default:
 		rt->hash = rt->key_hash = 0;
+		rt->shard = NULL;
 		return KM_TARGET_ANY;
 	}
 	sh = km_shardmap_lookup(map, rt->hash);
+	rt->shard = sh;
 	/* A client with an old map that also picked the wrong worker must learn the new map;
 	 * an up-to-date (or unsteered, epoch 0) client is served through the hand-off. */
 	if (req->hdr.epoch != 0 && req->hdr.epoch != map->epoch && port_worker >= 0 &&
@@ -311,15 +326,16 @@ km_proc_count_status(struct km_proc *p, uint8_t status)
 	}
 }
 
-/* Store of the shard a routing hash falls in, if this worker owns it. */
+/* Store of a shard if this worker owns it. */
 static inline struct km_store *
-owned_store(struct km_proc *p, const struct km_shardmap *map, uint64_t route_hash)
+owned_store(struct km_proc *p, const struct km_shard *sh)
 {
-	const struct km_shard *sh = km_shardmap_lookup(map, route_hash);
+	struct shard_slot *sl;
 
 	if (sh->owner != p->worker)
 		return NULL;
-	return km_proc_shard_store(p, sh->id);
+	sl = shard_slot_find(p, sh->id);
+	return sl == NULL ? NULL : sl->store;
 }
 
 static inline void
@@ -330,7 +346,7 @@ key_init(struct km_key *k, const uint8_t *key, size_t len, const struct km_route
 	k->hash = rt->key_hash;
 }
 
-static struct dedup_entry *
+static inline struct dedup_entry *
 dedup_slot(struct km_proc *p, uint64_t src, uint64_t req_id)
 {
 	uint64_t h = (src ^ (req_id * 0x9e3779b97f4a7c15ULL)) * 0xff51afd7ed558ccdULL;
@@ -364,45 +380,42 @@ status_of_store_rc(struct km_proc *p, int rc)
 
 static size_t
 exec_get(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
-	const struct km_route *rt, uint8_t *out, size_t cap)
+	const struct km_key *k, struct km_store *s, uint8_t *out, size_t cap)
 {
-	struct km_store *s = owned_store(p, map, rt->hash);
 	struct km_value_ref v;
-	struct km_key k;
 	struct km_hdr h;
-	size_t n;
 
 	p->cnt.req_get++;
 	if (s == NULL) {
 		p->cnt.store_error++;
 		return km_proc_reply_status(&req->hdr, KM_ST_BUSY, map->epoch, out);
 	}
-	key_init(&k, req->key, req->hdr.key_len, rt);
-	if (km_store_get(s, &k, &v) != 0) {
+	if (km_store_get(s, k, &v) != 0) {
 		p->cnt.get_miss++;
 		return km_proc_reply_status(&req->hdr, KM_ST_NOT_FOUND, map->epoch, out);
+	}
+	/* The value may not fit if value_max was raised after it was stored. */
+	if ((size_t)KM_HDR_LEN + v.len > cap) {
+		p->cnt.too_large++;
+		return km_proc_reply_status(&req->hdr, KM_ST_TOO_LARGE, map->epoch, out);
 	}
 	reply_hdr(&h, &req->hdr, KM_ST_OK, map->epoch);
 	h.val_len = v.len;
 	h.version = v.version;
-	/* The value may not fit if value_max was raised after it was stored. */
-	n = km_msg_build(out, cap, &h, NULL, v.data);
-	if (n == 0) {
-		p->cnt.too_large++;
-		return km_proc_reply_status(&req->hdr, KM_ST_TOO_LARGE, map->epoch, out);
-	}
+	km_hdr_encode(out, &h);
+	/* Not km_msg_build(): a stored value never overlaps the packet, so memcpy will do,
+	 * and the length is already checked. */
+	memcpy(out + KM_HDR_LEN, v.data, v.len);
 	p->cnt.get_hit++;
-	return n;
+	return KM_HDR_LEN + v.len;
 }
 
 static size_t
 exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
-	const struct km_route *rt, uint64_t src, uint8_t *out)
+	const struct km_key *k, struct km_store *s, uint64_t src, uint8_t *out)
 {
 	struct dedup_entry *d = dedup_slot(p, src, req->hdr.req_id);
-	struct km_store *s;
 	uint64_t version = 0;
-	struct km_key k;
 	struct km_hdr h;
 	uint8_t status;
 	int rc;
@@ -420,23 +433,21 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 		version = d->version;
 		goto reply;
 	}
-	s = owned_store(p, map, rt->hash);
 	if (s == NULL) {
 		p->cnt.store_error++;
 		return km_proc_reply_status(&req->hdr, KM_ST_BUSY, map->epoch, out);
 	}
-	key_init(&k, req->key, req->hdr.key_len, rt);
 	switch (req->hdr.op) {
 	case KM_OP_PUT:
-		rc = km_store_put(s, &k, req->val, req->hdr.val_len, KM_VERSION_ANY, 0, &version);
+		rc = km_store_put(s, k, req->val, req->hdr.val_len, KM_VERSION_ANY, 0, &version);
 		break;
 	case KM_OP_CAS:
 		/* CAS with version 0: create only if absent. */
-		rc = km_store_put(s, &k, req->val, req->hdr.val_len, req->hdr.version,
+		rc = km_store_put(s, k, req->val, req->hdr.val_len, req->hdr.version,
 			req->hdr.version == 0, &version);
 		break;
 	default:
-		rc = km_store_del(s, &k, req->hdr.version, &version);
+		rc = km_store_del(s, k, req->hdr.version, &version);
 		break;
 	}
 	status = status_of_store_rc(p, rc);
@@ -490,7 +501,7 @@ exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 
 		route_of(map, key, klen, &rt);
 		sh = km_shardmap_lookup(map, rt.hash);
-		s = sh->owner == p->worker ? km_proc_shard_store(p, sh->id) : NULL;
+		s = owned_store(p, sh);
 		if (s == NULL) {
 			status = KM_ST_MOVED;
 		} else {
@@ -550,19 +561,21 @@ exec_map(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *
 	return KM_HDR_LEN + n;
 }
 
-size_t
-km_proc_execute(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
-	const struct km_route *rt, uint64_t src, uint8_t *out, size_t cap)
+/* Both execution paths. For a single-key op, k is its key and s its store (NULL when not
+ * owned); others ignore both. */
+static inline size_t
+exec_one(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
+	const struct km_key *k, struct km_store *s, uint64_t src, uint8_t *out, size_t cap)
 {
 	struct km_hdr h;
 
 	switch (req->hdr.op) {
 	case KM_OP_GET:
-		return exec_get(p, map, req, rt, out, cap);
+		return exec_get(p, map, req, k, s, out, cap);
 	case KM_OP_PUT:
 	case KM_OP_CAS:
 	case KM_OP_DEL:
-		return exec_write(p, map, req, rt, src, out);
+		return exec_write(p, map, req, k, s, src, out);
 	case KM_OP_MGET:
 		return exec_mget(p, map, req, out, cap);
 	case KM_OP_MAP:
@@ -576,5 +589,65 @@ km_proc_execute(struct km_proc *p, const struct km_shardmap *map, const struct k
 	default:
 		p->cnt.bad_request++;
 		return km_proc_reply_status(&req->hdr, KM_ST_BAD_REQUEST, map->epoch, out);
+	}
+}
+
+static inline int
+op_single_key(uint8_t op)
+{
+	return op == KM_OP_GET || op == KM_OP_PUT || op == KM_OP_CAS || op == KM_OP_DEL;
+}
+
+size_t
+km_proc_execute(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
+	const struct km_route *rt, uint64_t src, uint8_t *out, size_t cap)
+{
+	struct km_store *s = NULL;
+	struct km_key k;
+
+	if (op_single_key(req->hdr.op)) {
+		key_init(&k, req->key, req->hdr.key_len, rt);
+		s = owned_store(p, rt->shard);
+	}
+	return exec_one(p, map, req, &k, s, src, out, cap);
+}
+
+void
+km_proc_prefetch(struct km_proc *p, struct km_proc_req *r)
+{
+	r->st = NULL;
+	if (!op_single_key(r->msg.hdr.op))
+		return;
+	/* A write reads and rewrites its at-most-once entry: a miss in a table of
+	 * dedup_entries x 32 bytes, as random as the key's. */
+	if (r->msg.hdr.op != KM_OP_GET)
+		__builtin_prefetch(dedup_slot(p, r->src, r->msg.hdr.req_id), 1);
+	key_init(&r->key, r->msg.key, r->msg.hdr.key_len, &r->rt);
+	r->st = owned_store(p, r->rt.shard);
+	if (r->st != NULL)
+		km_store_prefetch(r->st, &r->key, KM_STORE_PREFETCH_INDEX);
+}
+
+/* Stage 2 of one request: prefetch the record its (now cached) index slot points to. */
+static inline void
+req_prefetch_entry(struct km_proc_req *r)
+{
+	if (r->st != NULL)
+		km_store_prefetch(r->st, &r->key, KM_STORE_PREFETCH_ENTRY);
+}
+
+void
+km_proc_execute_burst(
+	struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r, unsigned int n)
+{
+	unsigned int i;
+
+	for (i = 0; i < n && i < PREFETCH_AHEAD; i++)
+		req_prefetch_entry(&r[i]);
+	for (i = 0; i < n; i++) {
+		if (i + PREFETCH_AHEAD < n)
+			req_prefetch_entry(&r[i + PREFETCH_AHEAD]);
+		r[i].len = exec_one(
+			p, map, &r[i].msg, &r[i].key, r[i].st, r[i].src, r[i].out, r[i].cap);
 	}
 }

@@ -86,10 +86,11 @@ void km_proc_store_stats(const struct km_proc *p, struct km_store_stats *st);
 /** Counters of this processor (read-only for other threads). */
 const struct km_proc_counters *km_proc_counters(const struct km_proc *p);
 
-/** Hashes of a request's (first) key, computed once by km_proc_target(). */
+/** Hashes of a request's (first) key and its shard, computed once by km_proc_target(). */
 struct km_route {
-	uint64_t hash;     /* XXH3 of the routing part: selects the shard */
-	uint64_t key_hash; /* XXH3 of the whole key: indexes the store */
+	uint64_t hash;                /* XXH3 of the routing part: selects the shard */
+	uint64_t key_hash;            /* XXH3 of the whole key: indexes the store */
+	const struct km_shard *shard; /* shard of hash in the map; NULL for keyless ops */
 };
 
 /* Targets returned by km_proc_target(). */
@@ -100,8 +101,8 @@ struct km_route {
  * Which worker must execute a parsed request.
  *
  * @param port_worker worker index the client addressed (UDP dst port - base), or -1.
- * @param rt out: hashes of the (first) key, passed on to km_proc_execute so that the
- *   owner does not hash twice.
+ * @param rt out: hashes of the (first) key and its shard, passed on to km_proc_execute
+ *   (or km_proc_prefetch) so that the owner neither hashes nor looks up the shard twice.
  * @return owner worker index, KM_TARGET_ANY, or KM_TARGET_MOVED. A request whose epoch
  *   differs from the map's (older, or from before a restart) and that was addressed to another
  * worker than the owner is MOVED (the client re-fetches the map); otherwise it is handed to the
@@ -123,6 +124,45 @@ int km_proc_target(const struct km_shardmap *map, const struct km_msg *req, int 
  */
 size_t km_proc_execute(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
 	const struct km_route *rt, uint64_t src, uint8_t *out, size_t cap);
+
+/**
+ * One request of a burst, for the staged path: km_proc_prefetch() as soon as the request
+ * is routed to this worker, then km_proc_execute_burst() on the whole burst. A worker
+ * that fills and prefetches every request of its RX burst before executing any overlaps
+ * the cache misses of their index slots and records (MICA-style staged prefetch:
+ * hash -> index slot -> record -> execute) instead of taking two in a row per request.
+ */
+struct km_proc_req {
+	struct km_msg msg;  /* in: request, km_req_parse() returned KM_ST_OK */
+	struct km_route rt; /* in: from km_proc_target() on the same map */
+	uint64_t src;       /* in: client address, as for km_proc_execute() */
+	uint8_t *out;       /* in: reply buffer, may alias the request datagram */
+	size_t cap;         /* in: bytes available at out */
+	size_t len;         /* out: reply length, set by km_proc_execute_burst() */
+	/* private, set by km_proc_prefetch() for single-key ops: */
+	struct km_key key;   /* the key, hashed */
+	struct km_store *st; /* its store if owned, else NULL */
+};
+
+/**
+ * Stage 1 of a request this worker executes (target is this worker or KM_TARGET_ANY):
+ * resolve its store and prefetch the index slot its key hashes to (for writes, also the
+ * at-most-once entry). Fills the private fields km_proc_execute_burst() needs.
+ * @note Context: the owner worker, map held under RCU until the burst is executed; no
+ *   shard may be added or removed between this call and km_proc_execute_burst().
+ */
+void km_proc_prefetch(struct km_proc *p, struct km_proc_req *r);
+
+/**
+ * Stages 2 and 3 of a burst: prefetch the record each request's index slot points to, and
+ * execute the requests in order, exactly as km_proc_execute() one after the other would
+ * (same replies, same counters), reply lengths in r[i].len. The two stages are pipelined:
+ * a request's record is prefetched a few requests before it executes. Every r[i] must
+ * have gone through km_proc_prefetch() on the same map.
+ * @note Context: the owner worker, map held under RCU.
+ */
+void km_proc_execute_burst(
+	struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r, unsigned int n);
 
 /**
  * Build a reply carrying only a status (errors, MOVED) for a request header.

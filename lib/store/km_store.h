@@ -24,12 +24,12 @@
 struct km_store;
 
 struct km_store_params {
-	const char *name;	/* for messages, e.g. "shard-5" */
+	const char *name; /* for messages, e.g. "shard-5" */
 	uint64_t shard_id;
-	uint32_t value_max;	/* largest value accepted (bytes) */
-	uint32_t initial_keys;	/* sizing hint, 0 = driver default */
-	uint64_t version_base;	/* versions issued are > version_base */
-	int socket_id;		/* NUMA node hint, -1 = any */
+	uint32_t value_max;    /* largest value accepted (bytes) */
+	uint32_t initial_keys; /* sizing hint, 0 = driver default */
+	uint64_t version_base; /* versions issued are > version_base */
+	int socket_id;         /* NUMA node hint, -1 = any */
 };
 
 /** A key with its precomputed 64-bit hash (XXH3-64 of the whole key). */
@@ -48,8 +48,8 @@ struct km_value_ref {
 
 struct km_store_stats {
 	uint64_t keys;
-	uint64_t value_bytes; /* sum of key + value bytes stored */
-	uint64_t index_bytes; /* index structure only */
+	uint64_t value_bytes;          /* sum of key + value bytes stored */
+	uint64_t index_bytes;          /* index structure only */
 	uint64_t entry_overhead_bytes; /* per-entry headers and allocator rounding */
 };
 
@@ -84,7 +84,23 @@ struct km_store_ops {
 		int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v),
 		void *arg);
 	void (*stats)(const struct km_store *s, struct km_store_stats *st);
+	/**
+	 * Optional (NULL: the driver has nothing worth prefetching). Start loading what a
+	 * get/put/del of k will read, one step at a time, so that a caller with a burst of
+	 * requests overlaps their cache misses instead of taking them one after the other
+	 * (MICA's staged prefetch). KM_STORE_PREFETCH_INDEX uses k->hash only and reads
+	 * nothing of the index; KM_STORE_PREFETCH_ENTRY reads the index lines the first step
+	 * asked for and prefetches the entry they point to, so call it for a key some time
+	 * after its first step (after the other keys of the burst got theirs).
+	 * Never modifies the store and never fails: a prefetch only costs time, and results
+	 * never depend on it.
+	 */
+	void (*prefetch)(struct km_store *s, const struct km_key *k, unsigned int step);
 };
+
+/* Steps of km_store_ops.prefetch. */
+#define KM_STORE_PREFETCH_INDEX 0 /* the index slots of the key's hash */
+#define KM_STORE_PREFETCH_ENTRY 1 /* the entry those slots point to */
 
 /** Common header of every store instance (drivers embed it first). */
 struct km_store {
@@ -103,10 +119,10 @@ const struct km_store_ops *km_store_driver(const char *name);
 /** Create an instance of the named driver. @return 0, -ENOENT (no driver), or driver's. */
 int km_store_create(const char *driver, const struct km_store_params *p, struct km_store **out);
 
-#define KM_STORE_REGISTER(ops_var)                                                           \
-	__attribute__((constructor)) static void km_store_register_##ops_var(void)           \
-	{                                                                                     \
-		km_store_register(&(ops_var));                                                \
+#define KM_STORE_REGISTER(ops_var)                                                 \
+	__attribute__((constructor)) static void km_store_register_##ops_var(void) \
+	{                                                                          \
+		km_store_register(&(ops_var));                                     \
 	}
 
 /* Thin inline wrappers so call sites read as calls on the store. */
@@ -134,6 +150,14 @@ static inline int
 km_store_del(struct km_store *s, const struct km_key *k, uint64_t expect, uint64_t *version)
 {
 	return s->ops->del(s, k, expect, version);
+}
+
+/** Prefetch step for k (see km_store_ops.prefetch); nothing for drivers without it. */
+static inline void
+km_store_prefetch(struct km_store *s, const struct km_key *k, unsigned int step)
+{
+	if (s->ops->prefetch != NULL)
+		s->ops->prefetch(s, k, step);
 }
 
 static inline void

@@ -1286,6 +1286,297 @@ test_model(void **state)
 	free(mk);
 }
 
+/*
+ * Staged path (km_proc_prefetch + km_proc_execute_burst, as keymapd's worker runs it)
+ * against the one-at-a-time path (km_proc_execute), differential (ISA-L style): two sets
+ * of processors over the same maps get the same random request sequence, one request at
+ * a time or in bursts of 1..64, and must give byte-identical replies, counters and store
+ * contents. The sequence mixes every op, hits and misses, retried writes (in and across
+ * bursts), small reply buffers (TOO_LARGE), and bursts run on a map that moved a shard to a
+ * worker without its store (BUSY, MGET MOVED).
+ */
+#define BURST_KEYS 300
+#define BURST_OPS  40000
+#define BURST_MAX  64
+#define BURST_SEED 0x6275727374ULL /* "burst" */
+
+struct burst_req {
+	uint8_t req[KM_DGRAM_MAX]; /* the datagram as sent */
+	size_t len;
+	size_t cap;                   /* reply buffer the worker offers, >= len */
+	uint64_t src;                 /* client address */
+	int port;                     /* worker the client addressed (PING, MAP go there) */
+	uint8_t one[KM_DGRAM_MAX];    /* reply from the one-at-a-time path */
+	uint8_t staged[KM_DGRAM_MAX]; /* reply from the staged path */
+	size_t one_len;
+	size_t staged_len;
+};
+
+static void
+burst_gen(uint64_t *seed, char (*keys)[24], struct burst_req *q, struct burst_req *last_write,
+	uint64_t *req_ids, uint32_t epoch)
+{
+	uint64_t r = rnd_next(seed);
+	unsigned int kind = (unsigned int)(r % 100), client = (unsigned int)((r >> 8) % 4);
+	static uint8_t val[VALUE_MAX], body[2 + 8 * 25];
+	struct req rq = {.key = keys[(r >> 16) % BURST_KEYS]};
+	const char *mk[8];
+	unsigned int n, j;
+
+	/* A lost reply: the client resends the very same datagram. */
+	if (kind < 6 && last_write->len != 0) {
+		memcpy(q->req, last_write->req, last_write->len);
+		q->len = last_write->len;
+		q->src = last_write->src;
+		q->port = last_write->port;
+		goto cap;
+	}
+	rq.src = 0x0a000001ULL << 16 | (2000 + client);
+	rq.req_id = ++req_ids[client];
+	if (kind < 40) {
+		rq.op = KM_OP_GET;
+	} else if (kind < 60) {
+		rq.op = KM_OP_PUT;
+		model_value(seed, val, &rq.val_len);
+		rq.val = val;
+	} else if (kind < 72) {
+		rq.op = KM_OP_CAS;
+		model_value(seed, val, &rq.val_len);
+		rq.val = val;
+		/* Versions are small per store: guesses hit now and then, 0 = create only. */
+		rq.version = rnd_next(seed) % 40;
+	} else if (kind < 84) {
+		rq.op = KM_OP_DEL;
+		rq.version = rnd_next(seed) % 3 == 0 ? rnd_next(seed) % 40 : 0;
+	} else if (kind < 96) {
+		rq.op = KM_OP_MGET;
+		n = 1 + (unsigned int)(rnd_next(seed) % 8);
+		for (j = 0; j < n; j++)
+			mk[j] = keys[rnd_next(seed) % BURST_KEYS];
+		rq.key = NULL;
+		rq.val = body;
+		rq.val_len = mget_body(body, mk, n);
+	} else {
+		rq.op = rnd_next(seed) % 2 ? KM_OP_PING : KM_OP_MAP;
+		rq.key = NULL;
+	}
+	q->len = req_build(q->req, sizeof(q->req), &rq, epoch);
+	q->src = rq.src;
+	q->port = (int)(rnd_next(seed) % NB_WORKERS);
+	if (rq.op == KM_OP_PUT || rq.op == KM_OP_CAS || rq.op == KM_OP_DEL)
+		*last_write = *q;
+cap:
+	/* Now and then a reply buffer that a GET value or an MGET reply overflows. */
+	q->cap = rnd_next(seed) % 8 == 0 ? 64 + rnd_next(seed) % 64 : KM_DGRAM_MAX;
+	if (q->cap < q->len)
+		q->cap = q->len;
+}
+
+/* Worker that executes q under map m, and its route. */
+static int
+burst_route(const struct km_shardmap *m, struct burst_req *q, uint8_t *buf, struct km_msg *msg,
+	struct km_route *rt)
+{
+	int t;
+
+	memcpy(buf, q->req, q->len);
+	assert_int_equal(km_req_parse(buf, q->len, VALUE_MAX, msg), KM_ST_OK);
+	t = km_proc_target(m, msg, -1, rt);
+	assert_true(t == KM_TARGET_ANY || (t >= 0 && t < NB_WORKERS));
+	return t == KM_TARGET_ANY ? q->port : t;
+}
+
+static void
+test_burst_differential(void **state)
+{
+	struct env *e = *state;
+	struct km_proc *staged[NB_WORKERS];
+	struct km_proc_req *rq[NB_WORKERS];
+	unsigned int nr[NB_WORKERS], rq_of[BURST_MAX];
+	struct burst_req *q = calloc(BURST_MAX, sizeof(*q)), *last_write;
+	char(*keys)[24] = calloc(BURST_KEYS, sizeof(*keys));
+	struct km_store_stats st1, st2;
+	struct km_shardmap *moved;
+	const struct km_shard *sh;
+	uint64_t seed = BURST_SEED, req_ids[4] = {0}, nb_st[KM_ST__MAX] = {0};
+	uint64_t nb_ops = 0, nb_bursts = 0;
+	unsigned int i, w, n;
+	char key[32];
+
+	assert_non_null(q);
+	assert_non_null(keys);
+	last_write = calloc(1, sizeof(*last_write));
+	assert_non_null(last_write);
+	for (w = 0; w < NB_WORKERS; w++) {
+		assert_int_equal(proc_new((uint16_t)w, &staged[w]), 0);
+		rq[w] = calloc(BURST_MAX, sizeof(*rq[w]));
+		assert_non_null(rq[w]);
+	}
+	for (i = 0; i < e->map->nb_shards; i++) {
+		sh = &e->map->shards[i];
+		assert_int_equal(km_proc_shard_add(staged[sh->owner], sh->id), 0);
+	}
+	/* Half the keys route by a shared first component (routing hash != key hash). */
+	for (i = 0; i < BURST_KEYS; i++)
+		snprintf(keys[i], sizeof(keys[i]), i % 2 ? "burst-key-%u" : "g%u/bk%u", i % 23, i);
+	/* A shard of worker 0 moved to worker 1, which has no store for it yet. */
+	key_owned(e->map, 0, "mv-", 0, key, sizeof(key));
+	assert_int_equal(km_shardmap_move(e->map, shard_of(e->map, key)->id, 1, &moved), 0);
+
+	/* Empty bursts are allowed. */
+	km_proc_execute_burst(staged[0], e->map, rq[0], 0);
+
+	while (nb_ops < BURST_OPS) {
+		const struct km_shardmap *m = rnd_next(&seed) % 8 == 0 ? moved : e->map;
+
+		n = 1 + (unsigned int)(rnd_next(&seed) % BURST_MAX);
+		for (i = 0; i < n; i++)
+			burst_gen(&seed, keys, &q[i], last_write, req_ids, m->epoch);
+
+		/* One at a time, in order. */
+		for (i = 0; i < n; i++) {
+			struct km_msg msg;
+			struct km_route rt;
+
+			w = (unsigned int)burst_route(m, &q[i], q[i].one, &msg, &rt);
+			q[i].one_len = km_proc_execute(
+				e->proc[w], m, &msg, &rt, q[i].src, q[i].one, q[i].cap);
+		}
+		/* Staged: stage 1 for the whole burst, then each worker's share. */
+		memset(nr, 0, sizeof(nr));
+		for (i = 0; i < n; i++) {
+			struct km_msg msg;
+			struct km_route rt;
+
+			w = (unsigned int)burst_route(m, &q[i], q[i].staged, &msg, &rt);
+			rq[w][nr[w]] = (struct km_proc_req){
+				.msg = msg,
+				.rt = rt,
+				.src = q[i].src,
+				.out = q[i].staged,
+				.cap = q[i].cap,
+			};
+			km_proc_prefetch(staged[w], &rq[w][nr[w]]);
+			rq_of[i] = w * BURST_MAX + nr[w]++;
+		}
+		for (w = 0; w < NB_WORKERS; w++)
+			km_proc_execute_burst(staged[w], m, rq[w], nr[w]);
+		for (i = 0; i < n; i++) {
+			q[i].staged_len = rq[rq_of[i] / BURST_MAX][rq_of[i] % BURST_MAX].len;
+			assert_true(q[i].one_len >= KM_HDR_LEN && q[i].one_len <= q[i].cap);
+			assert_int_equal(q[i].staged_len, q[i].one_len);
+			assert_memory_equal(q[i].staged, q[i].one, q[i].one_len);
+			nb_st[q[i].one[3] < KM_ST__MAX ? q[i].one[3] : KM_ST_ERROR]++;
+		}
+		nb_ops += n;
+		nb_bursts++;
+	}
+	print_message("burst: %" PRIu64 " ops in %" PRIu64 " bursts: OK %" PRIu64
+		      ", NOT_FOUND %" PRIu64 ", VERSION_MISMATCH %" PRIu64 ", TOO_LARGE %" PRIu64
+		      ", BUSY %" PRIu64 "\n",
+		nb_ops, nb_bursts, nb_st[KM_ST_OK], nb_st[KM_ST_NOT_FOUND],
+		nb_st[KM_ST_VERSION_MISMATCH], nb_st[KM_ST_TOO_LARGE], nb_st[KM_ST_BUSY]);
+	/* The sequence reached every outcome it is meant to compare. */
+	assert_true(nb_st[KM_ST_OK] > 1000);
+	assert_true(nb_st[KM_ST_NOT_FOUND] > 100);
+	assert_true(nb_st[KM_ST_VERSION_MISMATCH] > 100);
+	assert_true(nb_st[KM_ST_TOO_LARGE] > 100);
+	assert_true(nb_st[KM_ST_BUSY] > 100);
+
+	for (w = 0; w < NB_WORKERS; w++) {
+		const struct km_proc_counters *c1 = km_proc_counters(e->proc[w]);
+		const struct km_proc_counters *c2 = km_proc_counters(staged[w]);
+
+		assert_memory_equal(c1, c2, sizeof(*c1));
+		assert_true(c1->write_retry > 50);
+		assert_true(c1->get_hit > 1000);
+		km_proc_store_stats(e->proc[w], &st1);
+		km_proc_store_stats(staged[w], &st2);
+		assert_memory_equal(&st1, &st2, sizeof(st1));
+		km_proc_destroy(staged[w]);
+		free(rq[w]);
+	}
+	km_shardmap_free(moved);
+	free(last_write);
+	free(keys);
+	free(q);
+}
+
+/*
+ * The staged path on empty stores and for absent keys: prefetching finds nothing, and the
+ * replies are the one-at-a-time path's (NOT_FOUND, a delete of nothing, then a create).
+ */
+static void
+test_burst_empty(void **state)
+{
+	struct env *e = *state;
+	static const uint8_t ops[] = {KM_OP_GET, KM_OP_DEL, KM_OP_CAS, KM_OP_MGET, KM_OP_PING,
+		KM_OP_GET, KM_OP_PUT, KM_OP_GET};
+	static const uint8_t want[] = {KM_ST_NOT_FOUND, KM_ST_NOT_FOUND, KM_ST_VERSION_MISMATCH,
+		KM_ST_OK, KM_ST_OK, KM_ST_NOT_FOUND, KM_ST_OK, KM_ST_OK};
+	struct km_proc_counters c0 = cnt_sum(e);
+	struct km_proc_req r[sizeof(ops)];
+	uint8_t buf[sizeof(ops)][KM_DGRAM_MAX], body[64];
+	struct mget_entry ent[2];
+	const char *mk[2];
+	struct km_msg rep;
+	char key[32], other[32];
+	unsigned int i;
+
+	key_owned(e->map, 1, "empty-", 0, key, sizeof(key));
+	key_owned(e->map, 1, "empty-", 1, other, sizeof(other));
+	mk[0] = key;
+	mk[1] = other;
+	for (i = 0; i < sizeof(ops); i++) {
+		struct req q = {.op = ops[i], .key = key, .req_id = 500 + i, .src = 3};
+		size_t len;
+		int t;
+
+		if (ops[i] == KM_OP_CAS) {
+			q.val = "c";
+			q.val_len = 1;
+			q.version = 9; /* no entry has a version */
+		} else if (ops[i] == KM_OP_PUT) {
+			q.val = "p";
+			q.val_len = 1;
+		} else if (ops[i] == KM_OP_MGET) {
+			q.key = NULL;
+			q.val = body;
+			q.val_len = mget_body(body, mk, 2);
+		} else if (ops[i] == KM_OP_PING) {
+			q.key = NULL;
+		}
+		len = req_build(buf[i], sizeof(buf[i]), &q, e->map->epoch);
+		assert_int_equal(km_req_parse(buf[i], len, VALUE_MAX, &r[i].msg), KM_ST_OK);
+		t = km_proc_target(e->map, &r[i].msg, 1, &r[i].rt);
+		assert_true(t == 1 || t == KM_TARGET_ANY);
+		r[i].src = q.src;
+		r[i].out = buf[i];
+		r[i].cap = sizeof(buf[i]);
+		km_proc_prefetch(e->proc[1], &r[i]);
+	}
+	km_proc_execute_burst(e->proc[1], e->map, r, sizeof(ops));
+	for (i = 0; i < sizeof(ops); i++) {
+		assert_int_equal(km_reply_parse(buf[i], r[i].len, &rep), 0);
+		assert_int_equal(rep.hdr.op, ops[i]);
+		assert_int_equal(rep.hdr.req_id, 500 + i);
+		assert_int_equal(rep.hdr.status, want[i]);
+	}
+	/* The GET after the PUT in the same burst sees it. */
+	assert_int_equal(km_reply_parse(buf[7], r[7].len, &rep), 0);
+	assert_int_equal(rep.hdr.val_len, 1);
+	assert_memory_equal(rep.val, "p", 1);
+	assert_int_equal(km_reply_parse(buf[3], r[3].len, &rep), 0);
+	assert_int_equal(mget_decode(&rep, ent, 2), 2);
+	assert_int_equal(ent[0].status, KM_ST_NOT_FOUND);
+	assert_int_equal(ent[1].status, KM_ST_NOT_FOUND);
+	assert_int_equal(CNT_DELTA(e, c0, get_miss), 4);
+	assert_int_equal(CNT_DELTA(e, c0, get_hit), 1);
+	assert_int_equal(CNT_DELTA(e, c0, req_get), 3);
+	assert_int_equal(CNT_DELTA(e, c0, cas_mismatch), 1);
+	assert_int_equal(CNT_DELTA(e, c0, store_error), 0);
+}
+
 int
 main(void)
 {
@@ -1299,6 +1590,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_ping_status_counters, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_busy_after_move, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_model, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_burst_differential, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_burst_empty, env_setup, env_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -685,6 +685,127 @@ test_long_chains(void **state)
 	km_store_destroy(s);
 }
 
+/*
+ * Keys of one length that share home slot and tag, so that looking one up compares it with
+ * the other: the driver compares keys of up to 16 bytes with overlapping word loads, and
+ * must tell apart keys that differ only at their start, middle or end, at every length
+ * around its cut-offs.
+ */
+static void
+test_key_compare(void **state)
+{
+	struct tkey a, b;
+	uint64_t rng = 31, va, vb, v, c;
+	unsigned int len, i, win, at;
+
+	(void)state;
+	for (len = 3; len <= 24; len++) {
+		for (win = 0; win < 3; win++) {
+			/* initial_keys 2: 16 slots, home = hash & 15 */
+			struct km_store *s = store_new(64, 2, 0);
+
+			for (i = 0; i < len; i++)
+				a.buf[i] = (uint8_t)rng_next(&rng);
+			a.k.data = a.buf;
+			a.k.len = (uint16_t)len;
+			a.k.hash = km_key_hash(a.buf, len);
+			/* b differs from a in 3 bytes at the start, middle or end: about 2^20 of
+			 * the 2^24 choices share home (4 bits) and tag (16 bits) with a. */
+			at = win == 0 ? 0 : win == 1 ? (len - 3) / 2 : len - 3;
+			b = a;
+			b.k.data = b.buf;
+			for (c = 1; c < (1u << 24); c++) {
+				b.buf[at] = (uint8_t)(a.buf[at] ^ c);
+				b.buf[at + 1] = (uint8_t)(a.buf[at + 1] ^ (c >> 8));
+				b.buf[at + 2] = (uint8_t)(a.buf[at + 2] ^ (c >> 16));
+				b.k.hash = km_key_hash(b.buf, len);
+				if ((b.k.hash & 15) == (a.k.hash & 15) &&
+					mem_tag_of(b.k.hash) == mem_tag_of(a.k.hash))
+					break;
+			}
+			assert_true(c < (1u << 24));
+
+			assert_int_equal(km_store_put(s, &a.k, "A", 1, 0, 1, &va), 0);
+			check_absent(s, &b.k);
+			assert_int_equal(km_store_del(s, &b.k, KM_VERSION_ANY, &v), -ENOENT);
+			assert_int_equal(km_store_put(s, &b.k, "B", 1, 0, 1, &vb), 0);
+			check_value(s, &a.k, "A", 1, va);
+			check_value(s, &b.k, "B", 1, vb);
+			assert_int_equal(km_store_del(s, &a.k, KM_VERSION_ANY, &v), 0);
+			check_absent(s, &a.k);
+			check_value(s, &b.k, "B", 1, vb);
+			km_store_destroy(s);
+		}
+	}
+}
+
+/* Prefetch */
+
+static void
+prefetch_both(struct km_store *s, const struct km_key *k)
+{
+	km_store_prefetch(s, k, KM_STORE_PREFETCH_INDEX);
+	km_store_prefetch(s, k, KM_STORE_PREFETCH_ENTRY);
+}
+
+static const struct km_store_ops fake_noprefetch_ops = {.name = "fake-noprefetch"};
+
+/*
+ * Prefetching is a hint: on an empty store, for absent keys, at the end of a probe chain
+ * longer than the prefetch step looks, or on a driver without it, it changes nothing.
+ */
+static void
+test_prefetch(void **state)
+{
+	/* 32 slots; 28 keys homed on slots 30, 31, 0: chains longer than 8 slots */
+	struct km_store *s = store_new(64, 28, 0);
+	struct km_store fake = {.ops = &fake_noprefetch_ops};
+	struct km_store_stats st0, st;
+	struct tkey keys[30], absent;
+	uint64_t id = 0, version[28];
+	unsigned int i;
+
+	(void)state;
+	assert_non_null(km_store_driver("mem")->prefetch);
+	tkey_set(&absent, "absent", 1);
+	prefetch_both(s, &absent.k);
+	km_store_stats(s, &st0);
+	assert_int_equal(st0.keys, 0);
+	check_absent(s, &absent.k);
+
+	find_keys(&keys[0], 10, "p", 31, 30, -1, &id);
+	find_keys(&keys[10], 10, "p", 31, 31, -1, &id);
+	find_keys(&keys[20], 10, "p", 31, 0, -1, &id); /* the last two are never inserted */
+	for (i = 0; i < 28; i++) {
+		prefetch_both(s, &keys[i].k);
+		assert_int_equal(
+			km_store_put(s, &keys[i].k, keys[i].buf, keys[i].k.len, 0, 1, &version[i]),
+			0);
+	}
+	km_store_stats(s, &st0);
+	assert_int_equal(st0.keys, 28);
+	assert_int_equal(st0.index_bytes, 32 * 8); /* no growth: chains stay long */
+	/* Every step order a caller may use, present and absent keys. */
+	for (i = 0; i < 30; i++)
+		km_store_prefetch(s, &keys[i].k, KM_STORE_PREFETCH_INDEX);
+	for (i = 0; i < 30; i++)
+		km_store_prefetch(s, &keys[i].k, KM_STORE_PREFETCH_ENTRY);
+	for (i = 0; i < 30; i++)
+		km_store_prefetch(s, &keys[29 - i].k, KM_STORE_PREFETCH_ENTRY);
+	prefetch_both(s, &absent.k);
+	km_store_stats(s, &st);
+	assert_memory_equal(&st, &st0, sizeof(st));
+	for (i = 0; i < 28; i++)
+		check_value(s, &keys[i].k, keys[i].buf, keys[i].k.len, version[i]);
+	check_absent(s, &keys[28].k);
+	check_absent(s, &keys[29].k);
+	check_absent(s, &absent.k);
+	km_store_destroy(s);
+
+	/* A driver without the op: the wrapper skips it. */
+	prefetch_both(&fake, &absent.k);
+}
+
 /* Walk */
 
 #define WALK_KEYS 10000
@@ -808,6 +929,8 @@ main(void)
 		cmocka_unit_test(test_growth),
 		cmocka_unit_test(test_tag_collisions),
 		cmocka_unit_test(test_long_chains),
+		cmocka_unit_test(test_key_compare),
+		cmocka_unit_test(test_prefetch),
 		cmocka_unit_test(test_walk),
 		cmocka_unit_test(test_stats),
 	};

@@ -2,11 +2,14 @@
 /*
  * keymap-proc-bench: cost of keymapd's per-request processing without network I/O.
  *
- * One km_proc owns every shard (a map with one worker), as a keymapd worker would. Each
- * request is copied from a pre-built array into a per-request buffer (as the NIC would
- * deliver it), then goes through the calls of process_pkt() in app/keymapd/worker.c:
- * km_req_parse() -> km_proc_target() -> km_proc_execute(), the reply written over the
- * request. L2-L4 parsing, RX/TX and hand-off between workers are not measured.
+ * One km_proc owns every shard (a map with one worker), as a keymapd worker would. The
+ * requests of a burst are copied from a pre-built array into per-request buffers (as the
+ * NIC would deliver an RX burst), then go through the calls of process_burst() in
+ * app/keymapd/worker.c: stage 1 km_req_parse() -> km_proc_target() -> km_proc_prefetch()
+ * for each request, then km_proc_execute_burst() on the burst, replies written over the
+ * requests. With -b 0, each request instead goes through km_proc_execute() alone (the
+ * path before staging, for comparison). L2-L4 parsing, RX/TX and hand-off between
+ * workers are not measured.
  */
 
 #include <errno.h>
@@ -42,15 +45,22 @@
 #define KEYS_MAX       (UINT64_C(1) << 28)
 #define REQS_MAX       (UINT64_C(1) << 20)   /* pre-built requests, cycled */
 #define REQS_BYTES_MAX (UINT64_C(256) << 20) /* ... within this much memory */
-#define NB_BUFS        32                    /* per-request buffers: one RX burst of mbufs */
+#define BURST_MAX      64                    /* keymapd's largest [workers] burst */
+#define BURST_DEFAULT  32                    /* keymapd's default [workers] burst */
+#define NB_BUFS        BURST_MAX             /* per-request buffers: one RX burst of mbufs */
 #define BUF_LEN        2048                  /* mbuf data room: room for any reply */
+/* Distance between two buffers: a DPDK mempool of 2 KB mbufs places objects 37 cache lines
+ * apart (data room, headroom, mbuf and object headers, rounded to an odd number of lines).
+ * A power-of-two stride would put every request in the same few L1 sets, a conflict
+ * keymapd does not have. */
+#define BUF_STRIDE (37 * 64)
 
 /* Key characters: 6 bits each, no route separator, so every key routes by all its bytes
  * (flat keys, the common case in km_proc's key_init()). */
 static const char key_alphabet[] =
 	"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_";
 
-static uint8_t bufs[NB_BUFS][BUF_LEN] __attribute__((aligned(64)));
+static uint8_t bufs[NB_BUFS][BUF_STRIDE] __attribute__((aligned(64)));
 
 struct bench {
 	struct km_proc *proc;
@@ -58,6 +68,7 @@ struct bench {
 	uint32_t value_max;
 	uint32_t klen;
 	uint32_t vlen;
+	uint32_t burst;      /* requests per staged burst, 0 = one at a time */
 	const uint8_t *reqs; /* pre-built datagrams, back to back */
 	const uint32_t *off; /* request i is reqs[off[i], off[i + 1]) */
 	uint64_t nb_reqs;
@@ -76,14 +87,17 @@ usage(const char *prog)
 {
 	fprintf(stderr,
 		"usage: %s [-n ops] [-k keys] [-K keylen] [-v vallen] [-g get_ratio] [-s seed]\n"
+		"          [-b burst]\n"
 		"  -n ops        requests measured, 1..%llu (default 10000000)\n"
 		"  -k keys       distinct keys, all preloaded with PUT, 1..%llu (default 100000)\n"
 		"  -K keylen     key length in bytes, 1..%d (default 16)\n"
 		"  -v vallen     value length in bytes, 0..%d - keylen (default 64)\n"
 		"  -g get_ratio  share of GETs, the rest PUTs, 0..1 (default 1.0)\n"
-		"  -s seed       seed of the uniform key sequence (default 1)\n",
+		"  -s seed       seed of the uniform key sequence (default 1)\n"
+		"  -b burst      requests per burst, staged as keymapd runs them, 1..%d\n"
+		"                (default %d); 0: one at a time through km_proc_execute()\n",
 		prog, (unsigned long long)OPS_MAX, (unsigned long long)KEYS_MAX, KM_KEY_MAX,
-		KM_DGRAM_MAX - KM_HDR_LEN);
+		KM_DGRAM_MAX - KM_HDR_LEN, BURST_MAX, BURST_DEFAULT);
 }
 
 /* Whole-string ratio in [0, 1], or -1. */
@@ -155,32 +169,52 @@ req_build(const struct bench *b, uint8_t *out, size_t cap, uint8_t op, uint64_t 
 }
 
 /*
- * What a keymapd worker does with one request datagram (process_pkt() without L2-L4):
- * parse, find the owner, execute; the reply overwrites the request.
+ * Stage 1 of a keymapd worker for one request datagram (process_burst() without L2-L4):
+ * parse and find the owner into r.
+ * @return 1 when this worker executes r; else 0 with *n the length of the reply already
+ *   written over the request, 0 when the worker would drop or hand the request off.
+ */
+static inline int
+route_one(const struct bench *b, uint8_t *buf, size_t len, struct km_proc_req *r, size_t *n)
+{
+	int st, target;
+
+	*n = 0;
+	st = km_req_parse(buf, len, b->value_max, &r->msg);
+	if (st < 0)
+		return 0;
+	if (st != KM_ST_OK) {
+		km_proc_count_status(b->proc, (uint8_t)st);
+		*n = km_proc_reply_status(&r->msg.hdr, (uint8_t)st, b->map->epoch, buf);
+		return 0;
+	}
+	target = km_proc_target(b->map, &r->msg, WORKER, &r->rt);
+	if (target == KM_TARGET_MOVED) {
+		km_proc_count_status(b->proc, KM_ST_MOVED);
+		*n = km_proc_reply_status(&r->msg.hdr, KM_ST_MOVED, b->map->epoch, buf);
+		return 0;
+	}
+	if (target >= 0 && target != WORKER)
+		return 0; /* hand-off: impossible with one worker */
+	r->src = SRC;
+	r->out = buf;
+	r->cap = BUF_LEN;
+	return 1;
+}
+
+/*
+ * One request alone: route, then execute; the reply overwrites the request.
  * @return reply length, 0 when the worker would drop or hand the request off.
  */
 static inline size_t
 proc_one(const struct bench *b, uint8_t *buf, size_t len)
 {
-	struct km_route rt;
-	struct km_msg msg;
-	int st, target;
+	struct km_proc_req r;
+	size_t n;
 
-	st = km_req_parse(buf, len, b->value_max, &msg);
-	if (st < 0)
-		return 0;
-	if (st != KM_ST_OK) {
-		km_proc_count_status(b->proc, (uint8_t)st);
-		return km_proc_reply_status(&msg.hdr, (uint8_t)st, b->map->epoch, buf);
-	}
-	target = km_proc_target(b->map, &msg, WORKER, &rt);
-	if (target == KM_TARGET_MOVED) {
-		km_proc_count_status(b->proc, KM_ST_MOVED);
-		return km_proc_reply_status(&msg.hdr, KM_ST_MOVED, b->map->epoch, buf);
-	}
-	if (target >= 0 && target != WORKER)
-		return 0; /* hand-off: impossible with one worker */
-	return km_proc_execute(b->proc, b->map, &msg, &rt, SRC, buf, BUF_LEN);
+	if (!route_one(b, buf, len, &r, &n))
+		return n;
+	return km_proc_execute(b->proc, b->map, &r.msg, &r.rt, r.src, r.out, r.cap);
 }
 
 /* PUT every key once, through the same path. @return 0 or -1 (a PUT failed). */
@@ -204,37 +238,94 @@ preload(const struct bench *b, uint64_t nb_keys, const uint8_t *val, uint64_t *r
 	return 0;
 }
 
-/*
- * The measured loop: copy, give a fresh req_id (a retry would be answered from the
- * at-most-once table instead of executed), process, count the outcome.
- * Not inlined so that callgrind --toggle-collect=bench_run isolates it.
- */
-static __attribute__((noinline)) void
-bench_run(const struct bench *b, uint64_t ops, uint64_t req_id, struct tally *t)
+/* Count the outcome of a request from its reply (n bytes in buf, 0: none). Every reply
+ * echoes the request's op. */
+static inline void
+tally_add(const struct bench *b, struct tally *t, const uint8_t *buf, size_t n)
+{
+	int is_get = buf[2] == KM_OP_GET;
+
+	if (n == 0) {
+		t->dropped[is_get]++;
+	} else {
+		t->st[is_get][buf[3] < KM_ST__MAX ? buf[3] : KM_ST_ERROR]++;
+		if (is_get && buf[3] == KM_ST_OK && n != (size_t)KM_HDR_LEN + b->vlen)
+			t->get_bad_len++;
+	}
+	t->reply_bytes += n;
+}
+
+/* Copy request j into buf as the NIC would deliver it, with a fresh req_id (a retry would
+ * be answered from the at-most-once table instead of executed). @return its length. */
+static inline uint32_t
+req_deliver(const struct bench *b, uint64_t j, uint64_t req_id, uint8_t *buf)
+{
+	uint32_t len = b->off[j + 1] - b->off[j];
+
+	memcpy(buf, b->reqs + b->off[j], len);
+	km_put64(buf + REQ_ID_OFF, req_id);
+	return len;
+}
+
+/* One request at a time through km_proc_execute() (-b 0). */
+static inline void
+run_single(const struct bench *b, uint64_t ops, uint64_t req_id, struct tally *t)
 {
 	uint64_t i, j = 0;
 
 	for (i = 0; i < ops; i++) {
 		uint8_t *buf = bufs[i % NB_BUFS];
-		uint32_t len = b->off[j + 1] - b->off[j];
-		int is_get;
-		size_t n;
+		uint32_t len = req_deliver(b, j, req_id + i, buf);
 
-		memcpy(buf, b->reqs + b->off[j], len);
-		km_put64(buf + REQ_ID_OFF, req_id + i);
-		is_get = buf[2] == KM_OP_GET;
-		n = proc_one(b, buf, len);
-		if (n == 0) {
-			t->dropped[is_get]++;
-		} else {
-			t->st[is_get][buf[3] < KM_ST__MAX ? buf[3] : KM_ST_ERROR]++;
-			if (is_get && buf[3] == KM_ST_OK && n != (size_t)KM_HDR_LEN + b->vlen)
-				t->get_bad_len++;
-		}
-		t->reply_bytes += n;
+		tally_add(b, t, buf, proc_one(b, buf, len));
 		if (++j == b->nb_reqs)
 			j = 0;
 	}
+}
+
+/* Bursts through the staged path, as process_burst() in keymapd's worker runs them. */
+static inline void
+run_burst(const struct bench *b, uint64_t ops, uint64_t req_id, struct tally *t)
+{
+	struct km_proc_req r[BURST_MAX];
+	uint32_t len[BURST_MAX];
+	int16_t exec[BURST_MAX]; /* index in r[], or -1: reply length in n[] */
+	size_t n[BURST_MAX];
+	uint64_t i = 0, j = 0;
+	unsigned int k, nb, nr;
+
+	while (i < ops) {
+		nb = ops - i < b->burst ? (unsigned int)(ops - i) : b->burst;
+		for (k = 0; k < nb; k++) {
+			len[k] = req_deliver(b, j, req_id + i + k, bufs[k]);
+			if (++j == b->nb_reqs)
+				j = 0;
+		}
+		for (k = 0, nr = 0; k < nb; k++) {
+			exec[k] = -1;
+			if (route_one(b, bufs[k], len[k], &r[nr], &n[k])) {
+				km_proc_prefetch(b->proc, &r[nr]);
+				exec[k] = (int16_t)nr++;
+			}
+		}
+		km_proc_execute_burst(b->proc, b->map, r, nr);
+		for (k = 0; k < nb; k++)
+			tally_add(b, t, bufs[k], exec[k] < 0 ? n[k] : r[exec[k]].len);
+		i += nb;
+	}
+}
+
+/*
+ * The measured loop: deliver, process, count the outcome.
+ * Not inlined so that callgrind --toggle-collect=bench_run isolates it.
+ */
+static __attribute__((noinline)) void
+bench_run(const struct bench *b, uint64_t ops, uint64_t req_id, struct tally *t)
+{
+	if (b->burst == 0)
+		run_single(b, ops, req_id, t);
+	else
+		run_burst(b, ops, req_id, t);
 }
 
 /* The request copy alone, to show how much of the figure is the simulated NIC. */
@@ -246,8 +337,7 @@ copy_run(const struct bench *b, uint64_t ops, uint64_t req_id)
 	for (i = 0; i < ops; i++) {
 		uint8_t *buf = bufs[i % NB_BUFS];
 
-		memcpy(buf, b->reqs + b->off[j], b->off[j + 1] - b->off[j]);
-		km_put64(buf + REQ_ID_OFF, req_id + i);
+		req_deliver(b, j, req_id + i, buf);
 		__asm__ volatile("" : : "r"(buf) : "memory"); /* keep the copy */
 		if (++j == b->nb_reqs)
 			j = 0;
@@ -295,6 +385,7 @@ int
 main(int argc, char **argv)
 {
 	uint64_t ops = 10000000, nb_keys = 100000, klen = 16, vlen = 64, seed = 1;
+	uint64_t burst = BURST_DEFAULT;
 	uint64_t req_id = 0, nb_get_built, i, nb_get, nb_put, get_fail, put_fail;
 	struct km_shardmap_params mp = {
 		.nb_shards = CONF_SHARDS,
@@ -318,7 +409,7 @@ main(int argc, char **argv)
 	struct bench b;
 	int opt, rc;
 
-	while ((opt = getopt(argc, argv, "n:k:K:v:g:s:h")) != -1) {
+	while ((opt = getopt(argc, argv, "n:k:K:v:g:s:b:h")) != -1) {
 		switch (opt) {
 		case 'n':
 			rc = parse_u64(optarg, 1, OPS_MAX, &ops);
@@ -337,6 +428,9 @@ main(int argc, char **argv)
 			break;
 		case 's':
 			rc = parse_u64(optarg, 0, UINT64_MAX, &seed);
+			break;
+		case 'b':
+			rc = parse_u64(optarg, 0, BURST_MAX, &burst);
 			break;
 		default:
 			rc = -1;
@@ -378,6 +472,7 @@ main(int argc, char **argv)
 	b.value_max = pp.value_max;
 	b.klen = (uint32_t)klen;
 	b.vlen = (uint32_t)vlen;
+	b.burst = (uint32_t)burst;
 	memset(val, 'v', sizeof(val));
 	memset(&t, 0, sizeof(t));
 
@@ -418,6 +513,12 @@ main(int argc, char **argv)
 	       "get ratio %.3f, seed %llu\n",
 		map->nb_shards, (unsigned long long)nb_keys, (unsigned long long)klen,
 		(unsigned long long)vlen, get_ratio, (unsigned long long)seed);
+	if (burst == 0)
+		printf("path:       one request at a time (km_proc_execute)\n");
+	else
+		printf("path:       staged, bursts of %llu (km_proc_prefetch + "
+		       "km_proc_execute_burst)\n",
+			(unsigned long long)burst);
 	printf("preload:    %llu PUT in %.3f s (%.2f Mops/s)\n", (unsigned long long)nb_keys, t_pre,
 		nb_keys / t_pre / 1e6);
 	printf("requests:   %llu pre-built (%.1f MiB, %llu GET), cycled\n",

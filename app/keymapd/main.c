@@ -333,7 +333,8 @@ main(int argc, char **argv)
 		"checksums %s, mode %s",
 		ipbuf, km_dp.udp_base, km_dp.udp_base + km_dp.nb_workers - 1, km_dp.port,
 		km_dp.nb_workers, km_map_current->nb_shards, km_map_current->epoch,
-		rss ? "on" : "off", km_dp.tx_cksum_offload ? "offloaded" : "software", conf.worker_mode);
+		rss ? "on" : "off", km_dp.tx_cksum_offload ? "offloaded" : "software",
+		conf.worker_mode);
 	fflush(stdout);
 
 	control_loop(&conf);

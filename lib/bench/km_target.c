@@ -27,8 +27,8 @@
 #define MC_OP_GET     0x00
 #define MC_OP_SET     0x01
 #define MC_OP_DELETE  0x04
-#define MC_SET_EXTRAS 8 /* flags, expiration */
-#define MC_GET_EXTRAS 4 /* flags */
+#define MC_SET_EXTRAS 8    /* flags, expiration */
+#define MC_GET_EXTRAS 4    /* flags */
 #define MC_REPLY_MAX  1400 /* memcached's UDP_MAX_PAYLOAD_SIZE */
 #define MC_ST_OK      0
 #define MC_ST_NOENT   1

@@ -42,7 +42,7 @@ enum km_tgt_result {
 };
 
 struct km_tgt_reply {
-	uint64_t req_id; /* memcached: only the low 32 bits travel */
+	uint64_t req_id;  /* memcached: only the low 32 bits travel */
 	uint8_t result;   /* enum km_tgt_result */
 	uint16_t status;  /* the server's own status code (keymap: enum km_status) */
 	uint32_t val_len; /* GET hit: bytes of value */

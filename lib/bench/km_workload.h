@@ -52,16 +52,16 @@ enum km_wl_opcode {
 };
 
 struct km_wl_conf {
-	uint64_t nb_keys;    /* >= 1 (composite: rounded down to a multiple of fields) */
+	uint64_t nb_keys;      /* >= 1 (composite: rounded down to a multiple of fields) */
 	unsigned int key_size; /* bytes per key, 1..250; must hold the largest key number */
-	double get_ratio;    /* 0..1: share of GETs, the rest are PUTs */
+	double get_ratio;      /* 0..1: share of GETs, the rest are PUTs */
 	enum km_wl_dist dist;
-	double zipf_theta;   /* ZIPF: > 0 */
-	double hot_fraction; /* HOTSET: (0, 1) */
-	double hot_prob;     /* HOTSET: [0, 1] */
+	double zipf_theta;       /* ZIPF: > 0 */
+	double hot_fraction;     /* HOTSET: (0, 1) */
+	double hot_prob;         /* HOTSET: [0, 1] */
 	uint64_t hot_move_at_us; /* HOTSET: when the hot range moves (0: never) */
-	uint32_t fields;     /* SCAN, SESSION: keys per entity, >= 1 */
-	uint32_t sessions;   /* SESSION: >= 1 */
+	uint32_t fields;         /* SCAN, SESSION: keys per entity, >= 1 */
+	uint32_t sessions;       /* SESSION: >= 1 */
 	uint64_t seed;
 };
 

@@ -164,6 +164,15 @@ int bench_libkeymap_run(struct bench_phase *ph, struct bench_result *r, char *er
 /* Set by SIGINT/SIGTERM: phases end early and the summary is still printed. */
 extern volatile int bench_stop;
 
+/* What the current second of a phase collected. */
+struct bench_second {
+	struct km_hist lat;
+	uint64_t replies, timeouts;
+};
+
+/* Close the second ending t_s into the run: progress line, ph->ticks, then reset s. */
+void bench_second_close(struct bench_phase *ph, struct bench_second *s, double t_s);
+
 /* Progress line to stderr. */
 void bench_print_tick(const char *phase, const struct bench_tick *t, double interval_s);
 

@@ -50,8 +50,7 @@ struct engine {
 	uint64_t t0, next_due, nb_due; /* open loop: request nb_due is due at next_due */
 	struct bench_req pend[BENCH_BURST];
 	unsigned int nb_pend;
-	struct km_hist tick;
-	uint64_t tick_replies, tick_timeouts;
+	struct bench_second sec;
 };
 
 /* Is the next request due? Fills e->pend up to BENCH_BURST. @return 1 when exhausted. */
@@ -187,9 +186,9 @@ receive(struct engine *e, struct bench_xport *x, uint64_t now, struct bench_resu
 		sl = &e->slots[s];
 		lat = now > sl->t_ns ? now - sl->t_ns : 0;
 		km_hist_add(&r->lat, lat);
-		km_hist_add(&e->tick, lat);
+		km_hist_add(&e->sec.lat, lat);
 		r->replies++;
-		e->tick_replies++;
+		e->sec.replies++;
 		switch (rep.result) {
 		case KM_TGT_R_HIT:
 			if (sl->op == KM_WL_GET)
@@ -224,7 +223,7 @@ sweep(struct engine *e, uint64_t now, struct bench_result *r)
 		if (!sl->busy || now - sl->sent_ns < tmo)
 			continue;
 		r->timeouts++;
-		e->tick_timeouts++;
+		e->sec.timeouts++;
 		if (e->ph->preload && sl->tries + 1 < PRELOAD_TRIES) {
 			e->src.retry[e->src.nb_retry] = sl->key;
 			e->src.retry_tries[e->src.nb_retry] = (uint8_t)(sl->tries + 1);
@@ -234,27 +233,6 @@ sweep(struct engine *e, uint64_t now, struct bench_result *r)
 		}
 		slot_release(e, s);
 	}
-}
-
-static void
-tick(struct engine *e, uint64_t now)
-{
-	struct bench_phase *ph = e->ph;
-	struct bench_tick t = {
-		.t_s = (double)(now - e->t0) / 1e9,
-		.replies = e->tick_replies,
-		.timeouts = e->tick_timeouts,
-		.p50_ns = km_hist_percentile(&e->tick, 50),
-		.p99_ns = km_hist_percentile(&e->tick, 99),
-	};
-
-	if (ph->progress)
-		bench_print_tick(ph->name, &t, 1.0);
-	if (ph->ticks != NULL && ph->nb_ticks < ph->cap_ticks)
-		ph->ticks[ph->nb_ticks++] = t;
-	km_hist_init(&e->tick);
-	e->tick_replies = 0;
-	e->tick_timeouts = 0;
 }
 
 int
@@ -268,7 +246,7 @@ bench_engine_run(struct bench_xport *x, struct bench_phase *ph, struct bench_res
 
 	memset(r, 0, sizeof(*r));
 	km_hist_init(&r->lat);
-	km_hist_init(&e.tick);
+	km_hist_init(&e.sec.lat);
 	e.id_mask = c->target == KM_TGT_MEMCACHED ? UINT32_MAX : UINT64_MAX;
 	if (next_seq == 0) {
 		struct timespec ts;
@@ -330,7 +308,7 @@ bench_engine_run(struct bench_xport *x, struct bench_phase *ph, struct bench_res
 			next_sweep = now + SWEEP_NS;
 		}
 		if (now >= next_tick) {
-			tick(&e, now);
+			bench_second_close(ph, &e.sec, (double)(now - e.t0) / 1e9);
 			next_tick += TICK_NS;
 		}
 	}
@@ -356,14 +334,14 @@ bench_engine_run(struct bench_xport *x, struct bench_phase *ph, struct bench_res
 	for (s = 0; s < e.nslots; s++)
 		if (e.slots[s].busy) {
 			r->timeouts++;
-			e.tick_timeouts++;
+			e.sec.timeouts++;
 			if (ph->preload)
 				r->failed++;
 		}
 	if (ph->preload)
 		r->failed += e.src.nb_retry + e.nb_pend + (e.src.nb_source - e.src.cursor);
-	if (e.tick_replies > 0 || e.tick_timeouts > 0)
-		tick(&e, bench_now_ns());
+	if (e.sec.replies > 0 || e.sec.timeouts > 0)
+		bench_second_close(ph, &e.sec, (double)(bench_now_ns() - e.t0) / 1e9);
 	r->elapsed_s = (double)((last_reply > e.t0 ? last_reply : bench_now_ns()) - e.t0) / 1e9;
 	free(e.slots);
 	free(e.free_ids);

@@ -28,10 +28,9 @@ bench_libkeymap_run(struct bench_phase *ph, struct bench_result *r, char *err, s
 	struct km_batch_op *ops = NULL;
 	struct km_client_stats cs;
 	struct bench_source src;
-	struct bench_tick t;
-	struct km_hist tick;
+	struct bench_second sec = {.replies = 0, .timeouts = 0};
 	struct bench_req q;
-	uint64_t t0, now, end, next_tick, tick_replies = 0, tick_timeouts = 0;
+	uint64_t t0, now, end, next_tick;
 	char *keys = NULL, *vals = NULL;
 	size_t chunk, n, i;
 	int rc, ret = -1, exhausted = 0;
@@ -39,7 +38,7 @@ bench_libkeymap_run(struct bench_phase *ph, struct bench_result *r, char *err, s
 	memset(r, 0, sizeof(*r));
 	memset(&src, 0, sizeof(src));
 	km_hist_init(&r->lat);
-	km_hist_init(&tick);
+	km_hist_init(&sec.lat);
 	inet_ntop(AF_INET, &c->server_ip, host, sizeof(host));
 	opts.host = host;
 	opts.port = c->server_port;
@@ -106,15 +105,15 @@ bench_libkeymap_run(struct bench_phase *ph, struct bench_result *r, char *err, s
 				/* Lost after every retry: one timeout per request, as the
 				 * engine counts them. */
 				r->timeouts++;
-				tick_timeouts++;
+				sec.timeouts++;
 				if (ph->preload)
 					r->failed++;
 				continue;
 			}
 			r->replies++;
-			tick_replies++;
+			sec.replies++;
 			km_hist_add(&r->lat, o->latency_ns);
-			km_hist_add(&tick, o->latency_ns);
+			km_hist_add(&sec.lat, o->latency_ns);
 			if (o->err == KM_OK && o->op == KM_BATCH_GET)
 				r->hits++;
 			else if (o->err == KM_ERR_NOT_FOUND && o->op == KM_BATCH_GET)
@@ -123,20 +122,7 @@ bench_libkeymap_run(struct bench_phase *ph, struct bench_result *r, char *err, s
 				r->errors++;
 		}
 		if (now >= next_tick) {
-			t = (struct bench_tick){
-				.t_s = (double)(now - t0) / 1e9,
-				.replies = tick_replies,
-				.timeouts = tick_timeouts,
-				.p50_ns = km_hist_percentile(&tick, 50),
-				.p99_ns = km_hist_percentile(&tick, 99),
-			};
-			if (ph->progress)
-				bench_print_tick(ph->name, &t, 1.0);
-			if (ph->ticks != NULL && ph->nb_ticks < ph->cap_ticks)
-				ph->ticks[ph->nb_ticks++] = t;
-			km_hist_init(&tick);
-			tick_replies = 0;
-			tick_timeouts = 0;
+			bench_second_close(ph, &sec, (double)(now - t0) / 1e9);
 			next_tick += 1000000000ull;
 		}
 	}

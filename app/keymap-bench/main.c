@@ -28,6 +28,7 @@
 #include <km_proto.h>
 
 #include "bench.h"
+#include "bench_args.h"
 #include "report.h"
 
 #define EXIT_USAGE           1
@@ -167,19 +168,13 @@ on_signal(int sig)
 static int
 opt_u64(const char *name, const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
-	unsigned long long v;
-	char *end;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (s[0] < '0' || s[0] > '9' || errno != 0 || *end != '\0' || v < min || v > max) {
+	if (parse_u64(s, min, max, out) < 0) {
 		fprintf(stderr,
 			"keymap-bench: --%s '%s': expected an integer in %" PRIu64 "..%" PRIu64
 			"\n",
 			name, s, min, max);
 		return -1;
 	}
-	*out = v;
 	return 0;
 }
 

@@ -25,6 +25,26 @@ bench_print_tick(const char *phase, const struct bench_tick *t, double interval_
 		t->timeouts);
 }
 
+void
+bench_second_close(struct bench_phase *ph, struct bench_second *s, double t_s)
+{
+	struct bench_tick t = {
+		.t_s = t_s,
+		.replies = s->replies,
+		.timeouts = s->timeouts,
+		.p50_ns = km_hist_percentile(&s->lat, 50),
+		.p99_ns = km_hist_percentile(&s->lat, 99),
+	};
+
+	if (ph->progress)
+		bench_print_tick(ph->name, &t, 1.0);
+	if (ph->ticks != NULL && ph->nb_ticks < ph->cap_ticks)
+		ph->ticks[ph->nb_ticks++] = t;
+	km_hist_init(&s->lat);
+	s->replies = 0;
+	s->timeouts = 0;
+}
+
 double
 bench_ops_per_s(const struct bench_result *r)
 {

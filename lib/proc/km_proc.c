@@ -32,10 +32,14 @@ const char *const km_proc_counter_help[] = {
 #undef KM_X
 };
 
-/* Owned shard: id -> store, open addressing (ids are never 0, 0 marks a free slot). */
-struct shard_slot {
+/*
+ * Owned shard: id -> store, open addressing, linear probing (ids are never 0, 0 marks a
+ * free slot); deletion shifts the rest of the cluster back, so no tombstones.
+ */
+struct km_proc_shard {
 	uint64_t id;
 	struct km_store *store;
+	uint64_t requests; /* single-key requests executed since attach; worker: rw */
 };
 
 /*
@@ -59,7 +63,7 @@ struct km_proc {
 	uint32_t store_initial_keys;
 	char driver[32];
 
-	struct shard_slot *shards;
+	struct km_proc_shard *shards;
 	uint32_t shards_mask;
 	uint32_t nb_shards;
 
@@ -120,8 +124,8 @@ km_proc_destroy(struct km_proc *p)
 	free(p);
 }
 
-static inline struct shard_slot *
-shard_slot_find(const struct km_proc *p, uint64_t id)
+static inline struct km_proc_shard *
+shard_find(const struct km_proc *p, uint64_t id)
 {
 	uint32_t i = id_slot(id, p->shards_mask);
 
@@ -137,7 +141,7 @@ static int
 shard_table_grow(struct km_proc *p)
 {
 	uint32_t mask = p->shards_mask * 2 + 1, i, j;
-	struct shard_slot *t = calloc(mask + 1, sizeof(*t));
+	struct km_proc_shard *t = calloc(mask + 1, sizeof(*t));
 
 	if (t == NULL)
 		return -ENOMEM;
@@ -154,22 +158,35 @@ shard_table_grow(struct km_proc *p)
 	return 0;
 }
 
-int
-km_proc_shard_add(struct km_proc *p, uint64_t shard_id)
+/* Empty slot `hole`, then move back every following entry of the cluster whose home is
+ * not between the hole and itself, so that no probe sequence crosses an empty slot. */
+static void
+shard_table_remove(struct km_proc *p, uint32_t hole)
 {
-	struct km_store_params sp = {
-		.shard_id = shard_id,
-		.value_max = p->value_max,
-		.initial_keys = p->store_initial_keys,
-		.socket_id = -1,
-	};
-	struct km_store *s;
+	uint32_t mask = p->shards_mask, j = hole, dist;
+
+	for (;;) {
+		j = (j + 1) & mask;
+		if (p->shards[j].id == 0)
+			break;
+		dist = (j - id_slot(p->shards[j].id, mask)) & mask;
+		if (dist >= ((j - hole) & mask)) {
+			p->shards[hole] = p->shards[j];
+			hole = j;
+		}
+	}
+	p->shards[hole] = (struct km_proc_shard){0};
+}
+
+int
+km_proc_shard_attach(struct km_proc *p, uint64_t shard_id, struct km_store *s)
+{
 	uint32_t i;
 	int rc;
 
-	if (shard_id == 0)
+	if (shard_id == 0 || s == NULL)
 		return -EINVAL;
-	if (shard_slot_find(p, shard_id) != NULL)
+	if (shard_find(p, shard_id) != NULL)
 		return -EEXIST;
 	/* Keep the table at most half full so probes stay short. */
 	if ((p->nb_shards + 1) * 2 > p->shards_mask + 1) {
@@ -177,22 +194,75 @@ km_proc_shard_add(struct km_proc *p, uint64_t shard_id)
 		if (rc < 0)
 			return rc;
 	}
-	rc = km_store_create(p->driver, &sp, &s);
-	if (rc < 0)
-		return rc;
 	for (i = id_slot(shard_id, p->shards_mask); p->shards[i].id != 0;
 		i = (i + 1) & p->shards_mask)
 		;
-	p->shards[i].id = shard_id;
-	p->shards[i].store = s;
+	p->shards[i] = (struct km_proc_shard){.id = shard_id, .store = s};
 	p->nb_shards++;
 	return 0;
 }
 
 struct km_store *
+km_proc_shard_detach(struct km_proc *p, uint64_t shard_id, uint64_t *requests)
+{
+	struct km_proc_shard *sl;
+	struct km_store *s;
+
+	/* Id 0 would "find" the first free slot. */
+	if (shard_id == 0)
+		return NULL;
+	sl = shard_find(p, shard_id);
+	if (sl == NULL)
+		return NULL;
+	s = sl->store;
+	if (requests != NULL)
+		*requests = sl->requests;
+	shard_table_remove(p, (uint32_t)(sl - p->shards));
+	p->nb_shards--;
+	return s;
+}
+
+int
+km_proc_store_new(
+	const struct km_proc *p, uint64_t shard_id, uint64_t version_base, struct km_store **out)
+{
+	struct km_store_params sp = {
+		.shard_id = shard_id,
+		.value_max = p->value_max,
+		.initial_keys = p->store_initial_keys,
+		.version_base = version_base,
+		.socket_id = -1,
+	};
+
+	if (shard_id == 0 || out == NULL)
+		return -EINVAL;
+	return km_store_create(p->driver, &sp, out);
+}
+
+int
+km_proc_shard_add(struct km_proc *p, uint64_t shard_id)
+{
+	struct km_store *s;
+	int rc;
+
+	if (shard_id == 0)
+		return -EINVAL;
+	/* Checked before the store is created: creating one only to drop it costs more. */
+	if (shard_find(p, shard_id) != NULL)
+		return -EEXIST;
+	rc = km_proc_store_new(p, shard_id, 0, &s);
+	if (rc < 0)
+		return rc;
+	rc = km_proc_shard_attach(p, shard_id, s);
+	if (rc < 0)
+		km_store_destroy(s);
+	return rc;
+}
+
+struct km_store *
 km_proc_shard_store(struct km_proc *p, uint64_t shard_id)
 {
-	struct shard_slot *sl = shard_slot_find(p, shard_id);
+	struct km_proc_shard *sl = shard_find(p, shard_id);
 
 	return sl == NULL ? NULL : sl->store;
 }
@@ -218,7 +288,32 @@ km_proc_store_stats(const struct km_proc *p, struct km_store_stats *st)
 		st->value_bytes += one.value_bytes;
 		st->index_bytes += one.index_bytes;
 		st->entry_overhead_bytes += one.entry_overhead_bytes;
+		if (one.version_last > st->version_last)
+			st->version_last = one.version_last;
 	}
+}
+
+uint32_t
+km_proc_shard_infos(const struct km_proc *p, struct km_shard_info *out, uint32_t max)
+{
+	const struct km_proc_shard *sl;
+	struct km_store_stats st;
+	uint32_t i, n = 0;
+
+	for (i = 0; i <= p->shards_mask && n < max; i++) {
+		sl = &p->shards[i];
+		if (sl->id == 0)
+			continue;
+		km_store_stats(sl->store, &st);
+		out[n++] = (struct km_shard_info){
+			.id = sl->id,
+			.requests = sl->requests,
+			.keys = st.keys,
+			.bytes = st.value_bytes,
+			.version_last = st.version_last,
+		};
+	}
+	return p->nb_shards;
 }
 
 const struct km_proc_counters *
@@ -326,16 +421,13 @@ km_proc_count_status(struct km_proc *p, uint8_t status)
 	}
 }
 
-/* Store of a shard if this worker owns it. */
-static inline struct km_store *
-owned_store(struct km_proc *p, const struct km_shard *sh)
+/* Table entry of a shard if this worker owns it and holds its store. */
+static inline struct km_proc_shard *
+owned_shard(struct km_proc *p, const struct km_shard *sh)
 {
-	struct shard_slot *sl;
-
 	if (sh->owner != p->worker)
 		return NULL;
-	sl = shard_slot_find(p, sh->id);
-	return sl == NULL ? NULL : sl->store;
+	return shard_find(p, sh->id);
 }
 
 static inline void
@@ -378,19 +470,36 @@ status_of_store_rc(struct km_proc *p, int rc)
 	}
 }
 
+/*
+ * BUSY for a single-key request whose shard has no store here. If the map gives the shard
+ * to this worker, its store is being handed over (detached, copied for a split or merge,
+ * not attached yet): the client retries after a back-off. If not, the caller broke
+ * km_proc_execute()'s contract: a server error.
+ */
+static size_t
+reply_busy(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
+	const struct km_shard *sh, uint8_t *out)
+{
+	if (sh->owner == p->worker)
+		p->cnt.busy_handover++;
+	else
+		p->cnt.store_error++;
+	return km_proc_reply_status(&req->hdr, KM_ST_BUSY, map->epoch, out);
+}
+
 static size_t
 exec_get(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
-	const struct km_key *k, struct km_store *s, uint8_t *out, size_t cap)
+	const struct km_shard *sh, const struct km_key *k, struct km_proc_shard *shd, uint8_t *out,
+	size_t cap)
 {
 	struct km_value_ref v;
 	struct km_hdr h;
 
 	p->cnt.req_get++;
-	if (s == NULL) {
-		p->cnt.store_error++;
-		return km_proc_reply_status(&req->hdr, KM_ST_BUSY, map->epoch, out);
-	}
-	if (km_store_get(s, k, &v) != 0) {
+	if (shd == NULL)
+		return reply_busy(p, map, req, sh, out);
+	shd->requests++;
+	if (km_store_get(shd->store, k, &v) != 0) {
 		p->cnt.get_miss++;
 		return km_proc_reply_status(&req->hdr, KM_ST_NOT_FOUND, map->epoch, out);
 	}
@@ -412,10 +521,12 @@ exec_get(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *
 
 static size_t
 exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
-	const struct km_key *k, struct km_store *s, uint64_t src, uint8_t *out)
+	const struct km_shard *sh, const struct km_key *k, struct km_proc_shard *shd, uint64_t src,
+	uint8_t *out)
 {
 	struct dedup_entry *d = dedup_slot(p, src, req->hdr.req_id);
 	uint64_t version = 0;
+	struct km_store *s;
 	struct km_hdr h;
 	uint8_t status;
 	int rc;
@@ -426,6 +537,9 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 		p->cnt.req_cas++;
 	else
 		p->cnt.req_del++;
+	/* A retry answered from the at-most-once table counts too: load on the shard. */
+	if (shd != NULL)
+		shd->requests++;
 
 	if (d->valid && d->src == src && d->req_id == req->hdr.req_id && d->op == req->hdr.op) {
 		p->cnt.write_retry++;
@@ -433,10 +547,9 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 		version = d->version;
 		goto reply;
 	}
-	if (s == NULL) {
-		p->cnt.store_error++;
-		return km_proc_reply_status(&req->hdr, KM_ST_BUSY, map->epoch, out);
-	}
+	if (shd == NULL)
+		return reply_busy(p, map, req, sh, out);
+	s = shd->store;
 	switch (req->hdr.op) {
 	case KM_OP_PUT:
 		rc = km_store_put(s, k, req->val, req->hdr.val_len, KM_VERSION_ANY, 0, &version);
@@ -480,8 +593,8 @@ exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 	struct km_mget_iter it;
 	const uint8_t *key;
 	struct km_hdr h;
+	int count, first = 1;
 	uint8_t klen;
-	int count;
 
 	p->cnt.req_mget++;
 	count = km_mget_req_begin(&it, req->val, req->hdr.val_len);
@@ -494,19 +607,25 @@ exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 	while (km_mget_req_next(&it, &key, &klen)) {
 		struct km_route rt;
 		const struct km_shard *sh;
-		struct km_store *s;
+		struct km_proc_shard *shd;
 		struct km_value_ref v = {0};
 		uint8_t status = KM_ST_OK;
 		struct km_key k;
 
 		route_of(map, key, klen, &rt);
 		sh = km_shardmap_lookup(map, rt.hash);
-		s = owned_store(p, sh);
-		if (s == NULL) {
+		shd = owned_shard(p, sh);
+		/* The request counts once, on the shard of its first key (its owner). */
+		if (first && shd != NULL)
+			shd->requests++;
+		first = 0;
+		if (shd == NULL) {
+			/* Per entry, not BUSY, even for a shard in hand-over: the wire format
+			 * (km_proto.h) gives entries MOVED and the client re-routes them. */
 			status = KM_ST_MOVED;
 		} else {
 			key_init(&k, key, klen, &rt);
-			if (km_store_get(s, &k, &v) != 0) {
+			if (km_store_get(shd->store, &k, &v) != 0) {
 				status = KM_ST_NOT_FOUND;
 				p->cnt.get_miss++;
 			}
@@ -561,21 +680,22 @@ exec_map(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *
 	return KM_HDR_LEN + n;
 }
 
-/* Both execution paths. For a single-key op, k is its key and s its store (NULL when not
- * owned); others ignore both. */
+/* Both execution paths. For a single-key op, rt is its route, k its key and shd its shard
+ * (NULL when not owned or not attached); others ignore the three. */
 static inline size_t
 exec_one(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
-	const struct km_key *k, struct km_store *s, uint64_t src, uint8_t *out, size_t cap)
+	const struct km_route *rt, const struct km_key *k, struct km_proc_shard *shd, uint64_t src,
+	uint8_t *out, size_t cap)
 {
 	struct km_hdr h;
 
 	switch (req->hdr.op) {
 	case KM_OP_GET:
-		return exec_get(p, map, req, k, s, out, cap);
+		return exec_get(p, map, req, rt->shard, k, shd, out, cap);
 	case KM_OP_PUT:
 	case KM_OP_CAS:
 	case KM_OP_DEL:
-		return exec_write(p, map, req, k, s, src, out);
+		return exec_write(p, map, req, rt->shard, k, shd, src, out);
 	case KM_OP_MGET:
 		return exec_mget(p, map, req, out, cap);
 	case KM_OP_MAP:
@@ -602,20 +722,20 @@ size_t
 km_proc_execute(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
 	const struct km_route *rt, uint64_t src, uint8_t *out, size_t cap)
 {
-	struct km_store *s = NULL;
+	struct km_proc_shard *shd = NULL;
 	struct km_key k;
 
 	if (op_single_key(req->hdr.op)) {
 		key_init(&k, req->key, req->hdr.key_len, rt);
-		s = owned_store(p, rt->shard);
+		shd = owned_shard(p, rt->shard);
 	}
-	return exec_one(p, map, req, &k, s, src, out, cap);
+	return exec_one(p, map, req, rt, &k, shd, src, out, cap);
 }
 
 void
 km_proc_prefetch(struct km_proc *p, struct km_proc_req *r)
 {
-	r->st = NULL;
+	r->shd = NULL;
 	if (!op_single_key(r->msg.hdr.op))
 		return;
 	/* A write reads and rewrites its at-most-once entry: a miss in a table of
@@ -623,17 +743,17 @@ km_proc_prefetch(struct km_proc *p, struct km_proc_req *r)
 	if (r->msg.hdr.op != KM_OP_GET)
 		__builtin_prefetch(dedup_slot(p, r->src, r->msg.hdr.req_id), 1);
 	key_init(&r->key, r->msg.key, r->msg.hdr.key_len, &r->rt);
-	r->st = owned_store(p, r->rt.shard);
-	if (r->st != NULL)
-		km_store_prefetch(r->st, &r->key, KM_STORE_PREFETCH_INDEX);
+	r->shd = owned_shard(p, r->rt.shard);
+	if (r->shd != NULL)
+		km_store_prefetch(r->shd->store, &r->key, KM_STORE_PREFETCH_INDEX);
 }
 
 /* Stage 2 of one request: prefetch the record its (now cached) index slot points to. */
 static inline void
 req_prefetch_entry(struct km_proc_req *r)
 {
-	if (r->st != NULL)
-		km_store_prefetch(r->st, &r->key, KM_STORE_PREFETCH_ENTRY);
+	if (r->shd != NULL)
+		km_store_prefetch(r->shd->store, &r->key, KM_STORE_PREFETCH_ENTRY);
 }
 
 void
@@ -647,7 +767,74 @@ km_proc_execute_burst(
 	for (i = 0; i < n; i++) {
 		if (i + PREFETCH_AHEAD < n)
 			req_prefetch_entry(&r[i + PREFETCH_AHEAD]);
-		r[i].len = exec_one(
-			p, map, &r[i].msg, &r[i].key, r[i].st, r[i].src, r[i].out, r[i].cap);
+		r[i].len = exec_one(p, map, &r[i].msg, &r[i].rt, &r[i].key, r[i].shd, r[i].src,
+			r[i].out, r[i].cap);
 	}
+}
+
+/* Re-sharding copies: walk a store, load every entry elsewhere with its version. */
+
+struct reshard_ctx {
+	const struct km_shardmap *m;
+	unsigned int bit;        /* split: bit of the routing hash that picks the child */
+	struct km_store *dst[2]; /* split: lo, hi; copy: dst[0] */
+	int64_t copied;
+};
+
+static int
+reshard_split_one(void *arg, const struct km_key *k, const struct km_value_ref *v)
+{
+	struct reshard_ctx *c = arg;
+	uint64_t hash = km_shardmap_hash(c->m, k->data, k->len);
+	int rc;
+
+	rc = km_store_load(c->dst[(hash >> c->bit) & 1], k, v->data, v->len, v->version);
+	if (rc == 0)
+		c->copied++;
+	return rc;
+}
+
+int64_t
+km_reshard_split(const struct km_shardmap *m, struct km_store *src, uint64_t parent_id,
+	struct km_store *lo, struct km_store *hi)
+{
+	struct reshard_ctx c = {.m = m, .dst = {lo, hi}};
+	unsigned int depth = km_shard_depth(parent_id);
+	int rc;
+
+	/* The walk must not see its own loads. */
+	if (m == NULL || src == NULL || lo == NULL || hi == NULL || lo == hi || src == lo ||
+		src == hi || parent_id == 0)
+		return -EINVAL;
+	if (depth >= KM_SHARD_DEPTH_MAX)
+		return -ERANGE;
+	/* A shard of depth d owns the hashes whose top d bits are its prefix; its children
+	 * differ in the next one. */
+	c.bit = 63 - depth;
+	rc = km_store_walk(src, reshard_split_one, &c);
+	return rc != 0 ? rc : c.copied;
+}
+
+static int
+reshard_copy_one(void *arg, const struct km_key *k, const struct km_value_ref *v)
+{
+	struct reshard_ctx *c = arg;
+	int rc;
+
+	rc = km_store_load(c->dst[0], k, v->data, v->len, v->version);
+	if (rc == 0)
+		c->copied++;
+	return rc;
+}
+
+int64_t
+km_reshard_copy(struct km_store *src, struct km_store *dst)
+{
+	struct reshard_ctx c = {.dst = {dst, NULL}};
+	int rc;
+
+	if (src == NULL || dst == NULL || src == dst)
+		return -EINVAL;
+	rc = km_store_walk(src, reshard_copy_one, &c);
+	return rc != 0 ? rc : c.copied;
 }

@@ -39,7 +39,8 @@
 	X(too_large, "requests answered TOO_LARGE")                           \
 	X(moved, "requests answered MOVED (stale client map)")                \
 	X(write_retry, "retried writes answered from the at-most-once table") \
-	X(store_error, "store failures answered ERROR")
+	X(store_error, "store failures answered ERROR")                       \
+	X(busy_handover, "requests answered BUSY: shard being handed over")
 
 struct km_proc_counters {
 #define KM_X(name, help) uint64_t name;
@@ -61,6 +62,7 @@ struct km_proc_params {
 };
 
 struct km_proc;
+struct km_proc_shard;
 
 /** @return 0, -EINVAL, -ENOMEM. @note Context: any thread, before the worker runs. */
 int km_proc_create(const struct km_proc_params *p, struct km_proc **out);
@@ -73,6 +75,68 @@ void km_proc_destroy(struct km_proc *p);
  * @note Context: the owner worker, or any thread before the worker runs.
  */
 int km_proc_shard_add(struct km_proc *p, uint64_t shard_id);
+
+/**
+ * Hand an existing store (entries of shard_id only) to this worker: the receiving side of
+ * a shard move, split or merge. The processor owns it from now on.
+ * @return 0, -EINVAL (id 0 or store NULL), -EEXIST, -ENOMEM (the store stays the caller's
+ *   on any error).
+ * @note Context: the owner worker, at a loop boundary (no staged burst in progress).
+ */
+int km_proc_shard_attach(struct km_proc *p, uint64_t shard_id, struct km_store *s);
+
+/**
+ * Remove a shard from this worker and give its store to the caller, who then owns it
+ * (this worker answers BUSY for the shard until it is attached somewhere and the new map
+ * is published). The shard's request count is returned in *requests if not NULL.
+ * @return the store, or NULL if the shard is not owned.
+ * @note Context: the owner worker, at a loop boundary (no staged burst in progress).
+ */
+struct km_store *km_proc_shard_detach(struct km_proc *p, uint64_t shard_id, uint64_t *requests);
+
+/**
+ * Create an empty store of this processor's driver and parameters for shard_id, not
+ * attached to anything (the caller owns it): the target of a split or merge copy.
+ * Versions it issues are above version_base.
+ * @return 0, -EINVAL, -ENOENT, -ENOMEM.
+ * @note Context: any thread (reads only parameters fixed at creation).
+ */
+int km_proc_store_new(
+	const struct km_proc *p, uint64_t shard_id, uint64_t version_base, struct km_store **out);
+
+/** What the control plane sees of one owned shard. */
+struct km_shard_info {
+	uint64_t id;
+	uint64_t requests; /* single-key requests executed on it since it was attached */
+	uint64_t keys;
+	uint64_t bytes;        /* key + value bytes */
+	uint64_t version_last; /* highest version its store issued */
+};
+
+/**
+ * Figures of every owned shard, in no particular order.
+ * @return the number of shards owned; at most max are written to out.
+ * @note Context: the owner worker (stores are read).
+ */
+uint32_t km_proc_shard_infos(const struct km_proc *p, struct km_shard_info *out, uint32_t max);
+
+/**
+ * Split copy: every entry of src goes to lo (shard 2 * parent_id) or hi (2 * parent_id + 1)
+ * by the bit of its routing hash below the parent's depth (route rules of m), with its
+ * version. src is not modified.
+ * @return entries copied, or -errno of the first failed load (lo and hi then hold a part);
+ *   -EINVAL (NULL or shared stores, id 0), -ERANGE (parent at KM_SHARD_DEPTH_MAX).
+ * @note Context: the thread that owns all three stores.
+ */
+int64_t km_reshard_split(const struct km_shardmap *m, struct km_store *src, uint64_t parent_id,
+	struct km_store *lo, struct km_store *hi);
+
+/**
+ * Merge copy: every entry of src is loaded into dst with its version.
+ * @return entries copied, or -errno of the first failed load; -EINVAL (NULL, src == dst).
+ * @note Context: the thread that owns both stores.
+ */
+int64_t km_reshard_copy(struct km_store *src, struct km_store *dst);
 
 /** Store of an owned shard, or NULL. @note Context: the owner worker. */
 struct km_store *km_proc_shard_store(struct km_proc *p, uint64_t shard_id);
@@ -140,8 +204,8 @@ struct km_proc_req {
 	size_t cap;         /* in: bytes available at out */
 	size_t len;         /* out: reply length, set by km_proc_execute_burst() */
 	/* private, set by km_proc_prefetch() for single-key ops: */
-	struct km_key key;   /* the key, hashed */
-	struct km_store *st; /* its store if owned, else NULL */
+	struct km_key key;         /* the key, hashed */
+	struct km_proc_shard *shd; /* its shard if owned and attached, else NULL */
 };
 
 /**

@@ -51,6 +51,7 @@ struct km_store_stats {
 	uint64_t value_bytes;          /* sum of key + value bytes stored */
 	uint64_t index_bytes;          /* index structure only */
 	uint64_t entry_overhead_bytes; /* per-entry headers and allocator rounding */
+	uint64_t version_last;         /* highest version issued or loaded (version_base: none) */
 };
 
 /** Version condition for writes. */
@@ -96,6 +97,15 @@ struct km_store_ops {
 	 * never depend on it.
 	 */
 	void (*prefetch)(struct km_store *s, const struct km_key *k, unsigned int step);
+	/**
+	 * Insert or replace an entry keeping the given version: a shard handed from one store
+	 * to another (split, merge), or an entry replayed from a log. Versions the instance
+	 * issues afterwards are above every version loaded, so CAS and ordering hold across
+	 * the handover.
+	 * @return 0; -EINVAL (version 0 or key length 0); -E2BIG value over value_max; -ENOMEM.
+	 */
+	int (*load)(struct km_store *s, const struct km_key *k, const void *val, uint32_t len,
+		uint64_t version);
 };
 
 /* Steps of km_store_ops.prefetch. */
@@ -158,6 +168,24 @@ km_store_prefetch(struct km_store *s, const struct km_key *k, unsigned int step)
 {
 	if (s->ops->prefetch != NULL)
 		s->ops->prefetch(s, k, step);
+}
+
+static inline int
+km_store_load(
+	struct km_store *s, const struct km_key *k, const void *val, uint32_t len, uint64_t version)
+{
+	return s->ops->load(s, k, val, len, version);
+}
+
+/**
+ * Walk every entry (see km_store_ops.walk). The store must not be modified from fn.
+ * @return 0, or the first non-zero value fn returned.
+ */
+static inline int
+km_store_walk(struct km_store *s,
+	int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v), void *arg)
+{
+	return s->ops->walk(s, fn, arg);
 }
 
 static inline void

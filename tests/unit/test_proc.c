@@ -212,6 +212,51 @@ cnt_sum(const struct env *e)
 
 #define CNT_DELTA(e, before, name) (cnt_sum(e).name - (before).name)
 
+static int
+info_cmp(const void *a, const void *b)
+{
+	const struct km_shard_info *x = a, *y = b;
+
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* km_proc_shard_infos() of p, sorted by id; checks the count and each entry's store. */
+static uint32_t
+infos_sorted(struct km_proc *p, struct km_shard_info *out, uint32_t max)
+{
+	struct km_store_stats st;
+	uint32_t n = km_proc_shard_infos(p, out, max), i;
+
+	assert_int_equal(n, km_proc_nb_shards(p));
+	assert_true(n <= max);
+	qsort(out, n, sizeof(*out), info_cmp);
+	for (i = 0; i < n; i++) {
+		struct km_store *s = km_proc_shard_store(p, out[i].id);
+
+		assert_non_null(s);
+		assert_true(i == 0 || out[i].id != out[i - 1].id);
+		km_store_stats(s, &st);
+		assert_int_equal(out[i].keys, st.keys);
+		assert_int_equal(out[i].bytes, st.value_bytes);
+		assert_int_equal(out[i].version_last, st.version_last);
+	}
+	return n;
+}
+
+/* Request count of an owned shard, through km_proc_shard_infos(). */
+static uint64_t
+shard_requests(struct km_proc *p, uint64_t id)
+{
+	struct km_shard_info info[64];
+	uint32_t n = infos_sorted(p, info, 64), i;
+
+	for (i = 0; i < n; i++)
+		if (info[i].id == id)
+			return info[i].requests;
+	fail_msg("shard %" PRIu64 " not owned", id);
+	return 0;
+}
+
 static void
 test_create(void **state)
 {
@@ -260,7 +305,7 @@ test_create(void **state)
 
 	assert_int_equal(KM_PROC_NB_COUNTERS, sizeof(struct km_proc_counters) / 8);
 	assert_string_equal(km_proc_counter_names[0], "req_ping");
-	assert_string_equal(km_proc_counter_names[KM_PROC_NB_COUNTERS - 1], "store_error");
+	assert_string_equal(km_proc_counter_names[KM_PROC_NB_COUNTERS - 1], "busy_handover");
 	for (i = 0; i < KM_PROC_NB_COUNTERS; i++)
 		assert_non_null(km_proc_counter_help[i]);
 }
@@ -1490,12 +1535,25 @@ test_burst_differential(void **state)
 		assert_memory_equal(c1, c2, sizeof(*c1));
 		assert_true(c1->write_retry > 50);
 		assert_true(c1->get_hit > 1000);
+		assert_int_equal(c1->store_error, 0);
+		/* Same requests counted on the same shards, and every shard saw some. */
+		{
+			struct km_shard_info i1[NB_SHARDS], i2[NB_SHARDS];
+			uint32_t n1 = infos_sorted(e->proc[w], i1, NB_SHARDS);
+
+			assert_int_equal(infos_sorted(staged[w], i2, NB_SHARDS), n1);
+			assert_memory_equal(i1, i2, n1 * sizeof(i1[0]));
+			for (i = 0; i < n1; i++)
+				assert_true(i1[i].requests > 100);
+		}
 		km_proc_store_stats(e->proc[w], &st1);
 		km_proc_store_stats(staged[w], &st2);
 		assert_memory_equal(&st1, &st2, sizeof(st1));
 		km_proc_destroy(staged[w]);
 		free(rq[w]);
 	}
+	/* The moved shard's requests on the worker without its store. */
+	assert_true(km_proc_counters(e->proc[1])->busy_handover > 50);
 	km_shardmap_free(moved);
 	free(last_write);
 	free(keys);
@@ -1577,6 +1635,688 @@ test_burst_empty(void **state)
 	assert_int_equal(CNT_DELTA(e, c0, store_error), 0);
 }
 
+/*
+ * The shard table under attach and detach: growth from 16 slots, and deletes inside probe
+ * clusters (backward shift) that must leave every other shard findable.
+ */
+#define AD_IDS   200
+#define AD_STEPS 3000
+#define AD_SEED  0x617474616368ULL /* "attach" */
+
+/* The first n ids: attached ones found with their store, the others absent. */
+static void
+ad_check(struct km_proc *p, const uint64_t *ids, struct km_store *const *st, const int *in,
+	unsigned int n)
+{
+	uint32_t i, nb = 0;
+
+	for (i = 0; i < n; i++) {
+		if (in[i]) {
+			assert_ptr_equal(km_proc_shard_store(p, ids[i]), st[i]);
+			nb++;
+		} else {
+			assert_null(km_proc_shard_store(p, ids[i]));
+		}
+	}
+	assert_int_equal(km_proc_nb_shards(p), nb);
+}
+
+static void
+test_attach_detach(void **state)
+{
+	static struct km_shard_info info[AD_IDS];
+	struct km_store *st[AD_IDS], *other;
+	uint64_t ids[AD_IDS], seed = AD_SEED, req;
+	unsigned int order[AD_IDS], i, j, tmp, step;
+	int in[AD_IDS];
+	struct km_proc *p;
+
+	(void)state;
+	assert_int_equal(proc_new(0, &p), 0);
+	/* Distinct ids from a small range: sequential runs and shared home slots. */
+	for (i = 0; i < AD_IDS; i++) {
+		do {
+			ids[i] = 1 + rnd_next(&seed) % 1000;
+			for (j = 0; j < i && ids[j] != ids[i]; j++)
+				;
+		} while (j < i);
+		assert_int_equal(km_proc_store_new(p, ids[i], 0, &st[i]), 0);
+		assert_int_equal(km_proc_shard_attach(p, ids[i], st[i]), 0);
+		in[i] = 1;
+		ad_check(p, ids, st, in, i + 1);
+	}
+	assert_int_equal(km_proc_store_new(p, 5000, 0, &other), 0);
+	for (i = 0; i < AD_IDS; i++)
+		assert_int_equal(km_proc_shard_attach(p, ids[i], other), -EEXIST);
+	assert_int_equal(km_proc_shard_attach(p, 0, other), -EINVAL);
+	assert_int_equal(km_proc_shard_attach(p, 5000, NULL), -EINVAL);
+	assert_int_equal(km_proc_store_new(p, 0, 0, &other), -EINVAL);
+	assert_null(km_proc_shard_detach(p, 0, &req));
+	assert_null(km_proc_shard_detach(p, 5000, NULL));
+	ad_check(p, ids, st, in, AD_IDS);
+
+	/* Detach a random half, checking every id after each one. */
+	for (i = 0; i < AD_IDS; i++)
+		order[i] = i;
+	for (i = AD_IDS - 1; i > 0; i--) {
+		j = (unsigned int)(rnd_next(&seed) % (i + 1));
+		tmp = order[i], order[i] = order[j], order[j] = tmp;
+	}
+	for (i = 0; i < AD_IDS / 2; i++) {
+		req = 99;
+		assert_ptr_equal(km_proc_shard_detach(p, ids[order[i]], &req), st[order[i]]);
+		assert_int_equal(req, 0);
+		in[order[i]] = 0;
+		ad_check(p, ids, st, in, AD_IDS);
+		assert_null(km_proc_shard_detach(p, ids[order[i]], &req));
+	}
+	assert_int_equal(km_proc_shard_infos(p, info, AD_IDS), AD_IDS / 2);
+	for (i = 0; i < AD_IDS / 2; i++) {
+		for (j = 0; j < AD_IDS && ids[j] != info[i].id; j++)
+			;
+		assert_true(j < AD_IDS && in[j]);
+		assert_int_equal(info[i].requests, 0);
+	}
+	/* Attach them again: the same stores come back under their ids. */
+	for (i = 0; i < AD_IDS / 2; i++) {
+		assert_int_equal(km_proc_shard_attach(p, ids[order[i]], st[order[i]]), 0);
+		in[order[i]] = 1;
+	}
+	ad_check(p, ids, st, in, AD_IDS);
+
+	/* Random churn. */
+	for (step = 0; step < AD_STEPS; step++) {
+		i = (unsigned int)(rnd_next(&seed) % AD_IDS);
+		if (in[i]) {
+			assert_ptr_equal(km_proc_shard_detach(p, ids[i], NULL), st[i]);
+		} else {
+			assert_int_equal(km_proc_shard_attach(p, ids[i], st[i]), 0);
+		}
+		in[i] = !in[i];
+		ad_check(p, ids, st, in, AD_IDS);
+	}
+	/* Detached stores are the caller's; attached ones go with the processor. */
+	for (i = 0; i < AD_IDS; i++)
+		if (!in[i])
+			km_store_destroy(st[i]);
+	km_store_destroy(other);
+	km_proc_destroy(p);
+}
+
+/* Requests for a shard its owner has detached: BUSY, counted as a hand-over. */
+static void
+test_busy_handover(void **state)
+{
+	struct env *e = *state;
+	struct km_proc_counters c0;
+	struct mget_entry ent[1];
+	struct km_proc_req pr;
+	const struct km_shard *sh;
+	const char *keys[1];
+	uint8_t body[64], buf[KM_DGRAM_MAX];
+	struct km_store *s;
+	struct km_msg rp;
+	uint64_t v1, req;
+	struct rep rep;
+	char key[32];
+	struct req r;
+	size_t len, n;
+
+	key_owned(e->map, 0, "ho-", 0, key, sizeof(key));
+	sh = shard_of(e->map, key);
+	r = (struct req){
+		.op = KM_OP_PUT, .key = key, .val = "v1", .val_len = 2, .req_id = 1, .src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	v1 = rep.msg.hdr.version;
+	s = km_proc_shard_detach(e->proc[0], sh->id, &req);
+	assert_non_null(s);
+	assert_int_equal(req, 1);
+
+	c0 = cnt_sum(e);
+	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 2, .src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_BUSY);
+	assert_int_equal(rep.worker, 0);
+	r = (struct req){
+		.op = KM_OP_PUT, .key = key, .val = "v2", .val_len = 2, .req_id = 3, .src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_BUSY);
+	r = (struct req){.op = KM_OP_CAS,
+		.key = key,
+		.val = "v3",
+		.val_len = 2,
+		.version = v1,
+		.req_id = 4,
+		.src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_BUSY);
+	r = (struct req){.op = KM_OP_DEL, .key = key, .req_id = 5, .src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_BUSY);
+	/* The staged path too. */
+	memset(&pr, 0, sizeof(pr));
+	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 6, .src = 1};
+	len = req_build(buf, sizeof(buf), &r, e->map->epoch);
+	assert_int_equal(km_req_parse(buf, len, VALUE_MAX, &pr.msg), KM_ST_OK);
+	assert_int_equal(km_proc_target(e->map, &pr.msg, -1, &pr.rt), 0);
+	pr.out = buf;
+	pr.cap = sizeof(buf);
+	pr.src = 1;
+	km_proc_prefetch(e->proc[0], &pr);
+	km_proc_execute_burst(e->proc[0], e->map, &pr, 1);
+	assert_int_equal(km_reply_parse(buf, pr.len, &rp), 0);
+	assert_int_equal(rp.hdr.status, KM_ST_BUSY);
+	assert_int_equal(CNT_DELTA(e, c0, busy_handover), 5);
+	assert_int_equal(CNT_DELTA(e, c0, store_error), 0);
+	assert_int_equal(CNT_DELTA(e, c0, req_get), 2);
+	assert_int_equal(CNT_DELTA(e, c0, req_put), 1);
+
+	/* MGET entries keep their wire meaning: not served here, MOVED. */
+	keys[0] = key;
+	r = (struct req){.op = KM_OP_MGET,
+		.val = body,
+		.val_len = mget_body(body, keys, 1),
+		.req_id = 7,
+		.src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_int_equal(mget_decode(&rep.msg, ent, 1), 1);
+	assert_int_equal(ent[0].status, KM_ST_MOVED);
+	assert_int_equal(CNT_DELTA(e, c0, busy_handover), 5);
+
+	/* A worker the map does not give the shard to (the caller broke the contract): a
+	 * server error, not a hand-over. */
+	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 8, .src = 1};
+	len = req_build(buf, sizeof(buf), &r, e->map->epoch);
+	assert_int_equal(km_req_parse(buf, len, VALUE_MAX, &pr.msg), KM_ST_OK);
+	assert_int_equal(km_proc_target(e->map, &pr.msg, -1, &pr.rt), 0);
+	n = km_proc_execute(e->proc[1], e->map, &pr.msg, &pr.rt, 1, buf, sizeof(buf));
+	assert_int_equal(km_reply_parse(buf, n, &rp), 0);
+	assert_int_equal(rp.hdr.status, KM_ST_BUSY);
+	assert_int_equal(CNT_DELTA(e, c0, store_error), 1);
+	assert_int_equal(CNT_DELTA(e, c0, busy_handover), 5);
+
+	/* Attached again: served, and the retry of the PUT answered BUSY executes now. */
+	assert_int_equal(km_proc_shard_attach(e->proc[0], sh->id, s), 0);
+	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 9, .src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_int_equal(rep.msg.hdr.version, v1);
+	assert_memory_equal(rep.msg.val, "v1", 2);
+	r = (struct req){
+		.op = KM_OP_PUT, .key = key, .val = "v2", .val_len = 2, .req_id = 3, .src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_true(rep.msg.hdr.version > v1);
+	assert_int_equal(CNT_DELTA(e, c0, write_retry), 0);
+	/* Counting restarted at the attach. */
+	assert_int_equal(shard_requests(e->proc[0], sh->id), 2);
+}
+
+/*
+ * Per-shard request counts over a random sequence: every single-key request once on its
+ * key's shard (retried writes too), an MGET once on its first key's, PING and MAP nowhere.
+ */
+#define SR_OPS  4000
+#define SR_KEYS 200
+
+static void
+test_shard_requests(void **state)
+{
+	struct env *e = *state;
+	struct km_shard_info info[NB_SHARDS + 1];
+	uint64_t want[NB_SHARDS] = {0}, seed = SEED ^ 0x7265717ULL, req_id = 0, req;
+	char keys[SR_KEYS][24];
+	const char *mk[4];
+	uint8_t body[128];
+	struct req last = {0}, r;
+	struct rep rep;
+	unsigned int i, j, w, nmk, total = 0;
+
+	for (i = 0; i < SR_KEYS; i++)
+		snprintf(keys[i], sizeof(keys[i]), i % 3 ? "sr-%u" : "u%u/sr%u", i % 17, i);
+	for (i = 0; i < SR_OPS; i++) {
+		uint64_t x = rnd_next(&seed);
+		const char *key = keys[(x >> 8) % SR_KEYS];
+
+		r = (struct req){.key = key, .req_id = ++req_id, .src = 9};
+		switch (x % 10) {
+		case 0:
+		case 1:
+		case 2:
+			r.op = KM_OP_GET;
+			break;
+		case 3:
+		case 4:
+			r.op = KM_OP_PUT;
+			r.val = key;
+			r.val_len = (uint32_t)strlen(key);
+			break;
+		case 5:
+			r.op = KM_OP_CAS;
+			r.val = "c";
+			r.val_len = 1;
+			r.version = (x >> 32) % 4;
+			break;
+		case 6:
+			r.op = KM_OP_DEL;
+			break;
+		case 7:
+			r.op = KM_OP_MGET;
+			r.key = NULL;
+			nmk = 1 + (unsigned int)((x >> 20) % 4);
+			for (j = 0; j < nmk; j++)
+				mk[j] = keys[rnd_next(&seed) % SR_KEYS];
+			r.val = body;
+			r.val_len = mget_body(body, mk, nmk);
+			break;
+		case 8:
+			r.op = (x >> 20) % 2 ? KM_OP_PING : KM_OP_MAP;
+			r.key = NULL;
+			break;
+		default:
+			/* A resent write, answered from the at-most-once table. */
+			if (last.op == 0)
+				continue;
+			r = last;
+			break;
+		}
+		call(e, &r, &rep);
+		if (r.op == KM_OP_MGET)
+			want[shard_of(e->map, mk[0])->index]++;
+		else if (r.op != KM_OP_PING && r.op != KM_OP_MAP)
+			want[shard_of(e->map, r.key)->index]++;
+		if (r.op == KM_OP_PUT || r.op == KM_OP_CAS || r.op == KM_OP_DEL)
+			last = r;
+	}
+	assert_true(CNT_DELTA(e, (struct km_proc_counters){0}, write_retry) > 100);
+
+	for (w = 0; w < NB_WORKERS; w++) {
+		uint32_t n = infos_sorted(e->proc[w], info, NB_SHARDS);
+
+		for (i = 0; i < n; i++) {
+			const struct km_shard *sh = km_shardmap_find(e->map, info[i].id);
+
+			assert_non_null(sh);
+			assert_int_equal(sh->owner, w);
+			assert_true(want[sh->index] > 100);
+			assert_int_equal(info[i].requests, want[sh->index]);
+			assert_true(info[i].version_last > 0);
+		}
+		total += n;
+		/* Fewer slots than shards: the count is still the total, only max written. */
+		assert_true(n >= 2);
+		memset(info, 0xa5, sizeof(info));
+		assert_int_equal(km_proc_shard_infos(e->proc[w], info, 1), n);
+		assert_true(km_shardmap_find(e->map, info[0].id) != NULL);
+		assert_int_equal(info[1].id, 0xa5a5a5a5a5a5a5a5ULL);
+		assert_int_equal(km_proc_shard_infos(e->proc[w], NULL, 0), n);
+	}
+	assert_int_equal(total, NB_SHARDS);
+	/* Detach hands over the count. */
+	for (i = 0; i < e->map->nb_shards; i++) {
+		const struct km_shard *sh = &e->map->shards[i];
+		struct km_store *s = km_proc_shard_detach(e->proc[sh->owner], sh->id, &req);
+
+		assert_non_null(s);
+		assert_int_equal(req, want[i]);
+		km_store_destroy(s);
+	}
+}
+
+/*
+ * Split copy: ~5000 keys of one shard (plain, random bytes that may hold the separator,
+ * and composite keys that route by their first component), with overwrites and deletes
+ * behind them, split into the two children. Every key must be in the child the split
+ * map routes it to, with its value and version, and nowhere else.
+ */
+#define SPLIT_KEYS 5000
+
+struct split_key {
+	uint8_t key[48];
+	uint16_t len;
+	uint8_t val[32];
+	uint32_t vlen;
+	uint64_t version;
+	int present;
+};
+
+static void
+skey_init(struct km_key *k, const struct split_key *sk)
+{
+	k->data = sk->key;
+	k->len = sk->len;
+	k->hash = km_key_hash(sk->key, sk->len);
+}
+
+static void
+run_split(struct km_proc *p, const struct km_shardmap *m, uint64_t parent, uint64_t seed)
+{
+	struct split_key *keys = calloc(SPLIT_KEYS, sizeof(*keys));
+	struct km_store_stats st0, st, stlo, sthi;
+	struct km_store *src, *lo, *hi, *dst;
+	struct km_shardmap *m2;
+	struct km_value_ref v;
+	struct km_key k;
+	uint64_t serial = 0, nb_present = 0, composite = 0, ver;
+	unsigned int i, j, n;
+	int64_t copied;
+
+	assert_non_null(keys);
+	assert_int_equal(km_proc_store_new(p, parent, 0, &src), 0);
+	for (i = 0; i < SPLIT_KEYS;) {
+		struct split_key *sk = &keys[i];
+		uint64_t x = rnd_next(&seed);
+		int len;
+
+		switch (x % 3) {
+		case 0: /* a few hundred groups: routing part != key */
+			len = snprintf((char *)sk->key, sizeof(sk->key), "g%u/item-%" PRIu64,
+				(unsigned int)((x >> 8) % 300), serial++);
+			break;
+		case 1: /* random bytes, '/' among them now and then, then a unique tail */
+			n = (unsigned int)((x >> 8) % 16);
+			for (j = 0; j < n; j++) {
+				uint64_t b = rnd_next(&seed);
+
+				sk->key[j] = b % 16 == 0 ? '/' : (uint8_t)(b >> 8);
+			}
+			len = (int)n + snprintf((char *)sk->key + n, sizeof(sk->key) - n,
+					       "#%" PRIu64, serial++);
+			break;
+		default:
+			len = snprintf(
+				(char *)sk->key, sizeof(sk->key), "plain-%" PRIu64, serial++);
+			break;
+		}
+		sk->len = (uint16_t)len;
+		if (km_shardmap_lookup(m, km_shardmap_hash(m, sk->key, sk->len))->id != parent)
+			continue;
+		if (km_shardmap_route_len(m, sk->key, sk->len) != sk->len)
+			composite++;
+		sk->vlen = (uint32_t)((x >> 32) % sizeof(sk->val));
+		for (j = 0; j < sk->vlen; j++)
+			sk->val[j] = (uint8_t)rnd_next(&seed);
+		skey_init(&k, sk);
+		assert_int_equal(
+			km_store_put(src, &k, sk->val, sk->vlen, KM_VERSION_ANY, 1, &sk->version),
+			0);
+		sk->present = 1;
+		i++;
+	}
+	/* Overwrites and deletes: versions out of key order, gaps in the sequence. */
+	for (i = 0; i < SPLIT_KEYS; i++) {
+		struct split_key *sk = &keys[rnd_next(&seed) % SPLIT_KEYS];
+
+		skey_init(&k, sk);
+		if (rnd_next(&seed) % 4 == 0) {
+			if (sk->present)
+				assert_int_equal(km_store_del(src, &k, sk->version, NULL), 0);
+			sk->present = 0;
+		} else {
+			sk->vlen = (uint32_t)(rnd_next(&seed) % sizeof(sk->val));
+			memset(sk->val, (int)i, sk->vlen);
+			assert_int_equal(km_store_put(src, &k, sk->val, sk->vlen, KM_VERSION_ANY, 0,
+						 &sk->version),
+				0);
+			sk->present = 1;
+		}
+	}
+	for (i = 0; i < SPLIT_KEYS; i++)
+		nb_present += keys[i].present;
+	assert_true(composite > SPLIT_KEYS / 4);
+
+	km_store_stats(src, &st0);
+	assert_int_equal(st0.keys, nb_present);
+	assert_int_equal(km_proc_store_new(p, 2 * parent, st0.version_last, &lo), 0);
+	assert_int_equal(km_proc_store_new(p, 2 * parent + 1, st0.version_last, &hi), 0);
+	copied = km_reshard_split(m, src, parent, lo, hi);
+	assert_int_equal(copied, nb_present);
+
+	/* The map's split routes each key to the store it went to. */
+	assert_int_equal(km_shardmap_split(m, parent, &m2), 0);
+	for (i = 0; i < SPLIT_KEYS; i++) {
+		const struct split_key *sk = &keys[i];
+		uint64_t child = km_shardmap_lookup(m2, km_shardmap_hash(m2, sk->key, sk->len))->id;
+		struct km_store *in = child == 2 * parent ? lo : hi;
+		struct km_store *out = child == 2 * parent ? hi : lo;
+
+		assert_true(child == 2 * parent || child == 2 * parent + 1);
+		skey_init(&k, sk);
+		assert_int_equal(km_store_get(out, &k, &v), -ENOENT);
+		if (!sk->present) {
+			assert_int_equal(km_store_get(in, &k, &v), -ENOENT);
+			continue;
+		}
+		assert_int_equal(km_store_get(in, &k, &v), 0);
+		assert_int_equal(v.version, sk->version);
+		assert_int_equal(v.len, sk->vlen);
+		if (v.len != 0)
+			assert_memory_equal(v.data, sk->val, v.len);
+		/* The source is intact. */
+		assert_int_equal(km_store_get(src, &k, &v), 0);
+		assert_int_equal(v.version, sk->version);
+	}
+	/* Nothing else in the children: together they hold exactly the source. */
+	km_store_stats(lo, &stlo);
+	km_store_stats(hi, &sthi);
+	assert_int_equal(stlo.keys + sthi.keys, nb_present);
+	assert_int_equal(stlo.value_bytes + sthi.value_bytes, st0.value_bytes);
+	assert_true(stlo.keys > nb_present / 4 && sthi.keys > nb_present / 4);
+	km_store_stats(src, &st);
+	assert_memory_equal(&st, &st0, sizeof(st));
+
+	/* New writes in a child are above every version of the parent. */
+	k.data = (const uint8_t *)"after-split";
+	k.len = 11;
+	k.hash = km_key_hash(k.data, k.len);
+	assert_int_equal(km_store_put(lo, &k, "n", 1, KM_VERSION_ANY, 1, &ver), 0);
+	assert_true(ver > st0.version_last);
+
+	/* A failed load stops the copy and is reported: children that take smaller values. */
+	km_store_destroy(lo);
+	km_store_destroy(hi);
+	{
+		struct km_store_params sp = {.value_max = 4, .socket_id = -1};
+
+		assert_int_equal(km_store_create("mem", &sp, &lo), 0);
+		assert_int_equal(km_store_create("mem", &sp, &hi), 0);
+	}
+	assert_int_equal(km_reshard_split(m, src, parent, lo, hi), -E2BIG);
+	assert_int_equal(km_reshard_copy(src, lo), -E2BIG);
+
+	/* Arguments. */
+	assert_int_equal(km_reshard_split(NULL, src, parent, lo, hi), -EINVAL);
+	assert_int_equal(km_reshard_split(m, NULL, parent, lo, hi), -EINVAL);
+	assert_int_equal(km_reshard_split(m, src, parent, lo, lo), -EINVAL);
+	assert_int_equal(km_reshard_split(m, src, parent, src, hi), -EINVAL);
+	assert_int_equal(km_reshard_split(m, src, 0, lo, hi), -EINVAL);
+	assert_int_equal(
+		km_reshard_split(m, src, (uint64_t)1 << KM_SHARD_DEPTH_MAX, lo, hi), -ERANGE);
+	assert_int_equal(km_reshard_copy(src, src), -EINVAL);
+	assert_int_equal(km_reshard_copy(NULL, lo), -EINVAL);
+	assert_int_equal(km_reshard_copy(src, NULL), -EINVAL);
+
+	/* A copy reproduces the source entry for entry. */
+	assert_int_equal(km_proc_store_new(p, parent, 0, &dst), 0);
+	assert_int_equal(km_reshard_copy(src, dst), (int64_t)nb_present);
+	km_store_stats(dst, &st);
+	assert_int_equal(st.keys, st0.keys);
+	assert_int_equal(st.value_bytes, st0.value_bytes);
+	for (i = 0; i < SPLIT_KEYS; i++) {
+		skey_init(&k, &keys[i]);
+		if (!keys[i].present) {
+			assert_int_equal(km_store_get(dst, &k, &v), -ENOENT);
+			continue;
+		}
+		assert_int_equal(km_store_get(dst, &k, &v), 0);
+		assert_int_equal(v.version, keys[i].version);
+	}
+
+	km_store_destroy(dst);
+	km_store_destroy(lo);
+	km_store_destroy(hi);
+	km_store_destroy(src);
+	km_shardmap_free(m2);
+	free(keys);
+}
+
+static void
+test_reshard_split(void **state)
+{
+	struct km_shardmap_params mp = {
+		.nb_shards = 4,
+		.nb_workers = 1,
+		.udp_port_base = PORT_BASE,
+		.route_sep = '/',
+		.route_depth = 1,
+	};
+	struct km_shardmap *m, *m2;
+	struct km_proc *p;
+
+	(void)state;
+	assert_int_equal(proc_new(0, &p), 0);
+	assert_int_equal(km_shardmap_create(&mp, &m), 0);
+	/* Depth 2, then one of its children at depth 3 on the split map. */
+	run_split(p, m, m->shards[1].id, SEED + 1);
+	assert_int_equal(km_shardmap_split(m, m->shards[2].id, &m2), 0);
+	run_split(p, m2, 2 * m->shards[2].id + 1, SEED + 2);
+	km_shardmap_free(m2);
+	km_shardmap_free(m);
+	km_proc_destroy(p);
+}
+
+/*
+ * Merge: two buddy shards filled through requests, detached from their owners, copied
+ * into one parent store attached to the merged map's owner; every key is then served
+ * through km_proc on the merged map with its value and version.
+ */
+#define MERGE_KEYS 1500
+
+struct merge_key {
+	char name[32];
+	char val[32];
+	uint64_t version;
+	int present;
+};
+
+static void
+test_reshard_merge(void **state)
+{
+	struct env *e = *state;
+	struct merge_key *keys = calloc(MERGE_KEYS, sizeof(*keys));
+	uint64_t seed = SEED + 3, req_id = 0, want[2] = {0}, req, max = 0;
+	uint64_t lo_id = e->map->shards[2].id & ~1ULL, parent = lo_id >> 1;
+	struct km_store *src[2], *dst;
+	const struct km_shard *psh;
+	struct km_shardmap *m2;
+	uint64_t present[2] = {0}, gets = 0;
+	unsigned int i, b, serial = 0;
+	char fresh[32];
+	struct rep rep;
+	struct req r;
+
+	assert_non_null(keys);
+	assert_true(km_shard_depth(lo_id) == 3);
+	for (i = 0; i < MERGE_KEYS;) {
+		struct merge_key *mk = &keys[i];
+		uint64_t x = rnd_next(&seed);
+
+		if (x % 2)
+			snprintf(mk->name, sizeof(mk->name), "u%u/m%u", (unsigned int)(x >> 8) % 97,
+				serial++);
+		else
+			snprintf(mk->name, sizeof(mk->name), "merge-%u", serial++);
+		if ((shard_of(e->map, mk->name)->id | 1) != (lo_id | 1))
+			continue;
+		snprintf(mk->val, sizeof(mk->val), "v%" PRIu64, x % 100000);
+		r = (struct req){.op = KM_OP_PUT,
+			.key = mk->name,
+			.val = mk->val,
+			.val_len = (uint32_t)strlen(mk->val),
+			.req_id = ++req_id,
+			.src = 4};
+		assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+		want[shard_of(e->map, mk->name)->id & 1]++;
+		mk->version = rep.msg.hdr.version;
+		mk->present = 1;
+		/* Some deleted again. */
+		if (x % 7 == 0) {
+			r = (struct req){.op = KM_OP_DEL,
+				.key = mk->name,
+				.version = mk->version,
+				.req_id = ++req_id,
+				.src = 4};
+			assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+			want[shard_of(e->map, mk->name)->id & 1]++;
+			mk->present = 0;
+		}
+		i++;
+	}
+	for (i = 0; i < MERGE_KEYS; i++) {
+		if (!keys[i].present)
+			continue;
+		present[shard_of(e->map, keys[i].name)->id & 1]++;
+		if (keys[i].version > max)
+			max = keys[i].version;
+	}
+	assert_true(present[0] > 100 && present[1] > 100);
+
+	assert_int_equal(km_shardmap_merge(e->map, lo_id, &m2), 0);
+	psh = km_shardmap_find(m2, parent);
+	assert_non_null(psh);
+	for (b = 0; b < 2; b++) {
+		uint16_t owner = km_shardmap_find(e->map, lo_id + b)->owner;
+
+		src[b] = km_proc_shard_detach(e->proc[owner], lo_id + b, &req);
+		assert_non_null(src[b]);
+		assert_int_equal(req, want[b]);
+	}
+	/* Base 0: only the loads keep new versions above the copied ones. */
+	assert_int_equal(km_proc_store_new(e->proc[psh->owner], parent, 0, &dst), 0);
+	for (b = 0; b < 2; b++)
+		assert_int_equal(km_reshard_copy(src[b], dst), (int64_t)present[b]);
+	assert_int_equal(km_proc_shard_attach(e->proc[psh->owner], parent, dst), 0);
+	assert_int_equal(km_proc_shard_attach(e->proc[psh->owner], parent, dst), -EEXIST);
+
+	for (i = 0; i < MERGE_KEYS; i++) {
+		const struct merge_key *mk = &keys[i];
+
+		r = (struct req){.op = KM_OP_GET, .key = mk->name, .req_id = ++req_id, .src = 4};
+		if (!mk->present) {
+			assert_int_equal(call_map(e, m2, &r, &rep, KM_DGRAM_MAX), KM_ST_NOT_FOUND);
+		} else {
+			assert_int_equal(call_map(e, m2, &r, &rep, KM_DGRAM_MAX), KM_ST_OK);
+			assert_int_equal(rep.msg.hdr.version, mk->version);
+			assert_int_equal(rep.msg.hdr.val_len, strlen(mk->val));
+			assert_memory_equal(rep.msg.val, mk->val, rep.msg.hdr.val_len);
+		}
+		assert_int_equal(rep.worker, psh->owner);
+		gets++;
+	}
+	/* Writes on the merged shard: versions above everything copied, for existing keys
+	 * and new ones. */
+	for (i = 0; i < MERGE_KEYS && !keys[i].present; i++)
+		;
+	r = (struct req){.op = KM_OP_CAS,
+		.key = keys[i].name,
+		.val = "w",
+		.val_len = 1,
+		.version = keys[i].version,
+		.req_id = ++req_id,
+		.src = 4};
+	assert_int_equal(call_map(e, m2, &r, &rep, KM_DGRAM_MAX), KM_ST_OK);
+	assert_true(rep.msg.hdr.version > max);
+	max = rep.msg.hdr.version;
+	serial = 0;
+	do
+		snprintf(fresh, sizeof(fresh), "new-%u", serial++);
+	while (shard_of(m2, fresh) != psh);
+	r = (struct req){
+		.op = KM_OP_PUT, .key = fresh, .val = "n", .val_len = 1, .req_id = ++req_id};
+	assert_int_equal(call_map(e, m2, &r, &rep, KM_DGRAM_MAX), KM_ST_OK);
+	assert_true(rep.msg.hdr.version > max);
+	assert_int_equal(shard_requests(e->proc[psh->owner], parent), gets + 2);
+
+	for (b = 0; b < 2; b++)
+		km_store_destroy(src[b]);
+	km_shardmap_free(m2);
+	free(keys);
+}
+
 int
 main(void)
 {
@@ -1592,6 +2332,11 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_model, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_burst_differential, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_burst_empty, env_setup, env_teardown),
+		cmocka_unit_test(test_attach_detach),
+		cmocka_unit_test_setup_teardown(test_busy_handover, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_shard_requests, env_setup, env_teardown),
+		cmocka_unit_test(test_reshard_split),
+		cmocka_unit_test_setup_teardown(test_reshard_merge, env_setup, env_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -386,6 +386,30 @@ ref_del(struct ref_store *r, struct ref_entry *e, uint64_t expect, uint64_t *ver
 	return 0;
 }
 
+/* Load: the entry takes the given version; versions issued later are above it. */
+static int
+ref_load(struct ref_store *r, struct ref_entry *e, const uint8_t *val, uint32_t len,
+	uint64_t version)
+{
+	if (version == 0)
+		return -EINVAL;
+	if (len > DIFF_VALUE_MAX)
+		return -E2BIG;
+	if (e->present) {
+		r->bytes -= e->key.k.len + e->len;
+	} else {
+		r->keys++;
+		e->present = 1;
+	}
+	memcpy(e->val, val, len);
+	e->len = len;
+	e->version = version;
+	r->bytes += e->key.k.len + len;
+	if (version > r->version)
+		r->version = version;
+	return 0;
+}
+
 static uint64_t
 pick_expect(uint64_t *rng, const struct ref_entry *e)
 {
@@ -427,12 +451,31 @@ check_all(struct km_store *s, const struct ref_store *r)
 	km_store_stats(s, &st);
 	assert_int_equal(st.keys, r->keys);
 	assert_int_equal(st.value_bytes, r->bytes);
+	assert_int_equal(st.version_last, r->version);
 	assert_int_equal(s->ops->walk(s, count_cb, &walked), 0);
 	assert_int_equal(walked, r->keys);
 }
 
+/* A version for a load: 0 now and then, else around the store's last one (below it is
+ * fine: a handed-over entry may be older than what the target issued). */
+static uint64_t
+pick_load_version(uint64_t *rng, const struct ref_store *r)
+{
+	switch (rng_below(rng, 8)) {
+	case 0:
+		return 0;
+	case 1:
+	case 2:
+	case 3:
+		return r->version + 1 + rng_below(rng, 1000);
+	default:
+		return 1 + rng_below(rng, r->version);
+	}
+}
+
+/* with_load: one op in eight is a load (the others keep their proportions). */
 static void
-run_differential(uint64_t seed, uint32_t initial_keys)
+run_differential(uint64_t seed, uint32_t initial_keys, int with_load)
 {
 	struct ref_store *r = calloc(1, sizeof(*r));
 	uint8_t val[DIFF_VALUE_MAX + 1];
@@ -464,6 +507,18 @@ run_differential(uint64_t seed, uint32_t initial_keys)
 		int create_only = 0, got, want;
 		struct km_value_ref ref;
 
+		if (with_load && rng_below(&rng, 8) == 0) {
+			uint64_t lv = pick_load_version(&rng, r);
+
+			len = rng_below(&rng, 64) == 0 ? DIFF_VALUE_MAX + 1
+						       : rng_below(&rng, DIFF_VALUE_MAX + 1);
+			for (j = 0; j < len; j++)
+				val[j] = (uint8_t)rng_next(&rng);
+			want = ref_load(r, e, val, len, lv);
+			got = km_store_load(s, &e->key.k, val, len, lv);
+			assert_int_equal(got, want);
+			continue;
+		}
 		if (op < 30) {
 			if (!e->present)
 				assert_int_equal(km_store_get(s, &e->key.k, &ref), -ENOENT);
@@ -503,8 +558,9 @@ static void
 test_differential(void **state)
 {
 	(void)state;
-	run_differential(1, 0);    /* grows from the default size */
-	run_differential(2, 6000); /* presized, no growth */
+	run_differential(1, 0, 0);    /* grows from the default size */
+	run_differential(2, 6000, 0); /* presized, no growth */
+	run_differential(3, 0, 1);    /* loads among the writes */
 }
 
 /* Growth */
@@ -887,6 +943,7 @@ test_stats(void **state)
 	assert_int_equal(st.value_bytes, 0);
 	assert_int_equal(st.entry_overhead_bytes, 0);
 	assert_true(st.index_bytes > 0);
+	assert_int_equal(st.version_last, 0);
 
 	tkey_set(&a, "stats-a", 0);  /* 8 bytes */
 	tkey_set(&b, "stats-bb", 0); /* 9 bytes */
@@ -905,12 +962,163 @@ test_stats(void **state)
 	assert_int_equal(st.keys, 2);
 	assert_int_equal(st.value_bytes, 8 + 1000 + 9 + 10);
 
+	assert_int_equal(st.version_last, 4);
+
 	assert_int_equal(km_store_del(s, &a.k, 0, NULL), 0);
 	assert_int_equal(km_store_del(s, &b.k, 0, NULL), 0);
 	km_store_stats(s, &st);
 	assert_int_equal(st.keys, 0);
 	assert_int_equal(st.value_bytes, 0);
 	assert_int_equal(st.entry_overhead_bytes, 0);
+	assert_int_equal(st.version_last, 6); /* deletes consume versions */
+	km_store_destroy(s);
+
+	/* Nothing written yet: the base, below which nothing will be issued. */
+	s = store_new(16, 0, 777);
+	km_store_stats(s, &st);
+	assert_int_equal(st.version_last, 777);
+	km_store_destroy(s);
+}
+
+/* Load */
+
+static void
+check_stats(struct km_store *s, uint64_t keys, uint64_t bytes, uint64_t version_last)
+{
+	struct km_store_stats st;
+
+	km_store_stats(s, &st);
+	assert_int_equal(st.keys, keys);
+	assert_int_equal(st.value_bytes, bytes);
+	assert_int_equal(st.version_last, version_last);
+}
+
+static void
+test_load(void **state)
+{
+	struct km_store *s = store_new(64, 0, 0);
+	static uint8_t big[256];
+	struct tkey a, b, c;
+	struct km_key k;
+	uint64_t v, v2;
+
+	(void)state;
+	tkey_set(&a, "load-a", 0); /* 7 bytes */
+	tkey_set(&b, "load-b", 0);
+	tkey_set(&c, "load-c", 0);
+
+	/* Into an empty store: the entry keeps the given version. */
+	assert_int_equal(km_store_load(s, &a.k, "hello", 5, 100), 0);
+	check_value(s, &a.k, "hello", 5, 100);
+	check_stats(s, 1, 7 + 5, 100);
+
+	/* Replacing, with an older version and another size: value and version replaced,
+	 * the counter stays at the highest version seen. */
+	assert_int_equal(km_store_load(s, &a.k, "a longer value", 14, 40), 0);
+	check_value(s, &a.k, "a longer value", 14, 40);
+	check_stats(s, 1, 7 + 14, 100);
+	assert_int_equal(km_store_load(s, &a.k, "same size val!", 14, 41), 0);
+	check_value(s, &a.k, "same size val!", 14, 41);
+	assert_int_equal(km_store_load(s, &b.k, NULL, 0, 7), 0);
+	check_value(s, &b.k, NULL, 0, 7);
+	check_stats(s, 2, 7 + 14 + 7, 100);
+
+	/* Versions issued afterwards are above every loaded one, and CAS on a loaded version
+	 * holds across the handover. */
+	assert_int_equal(km_store_put(s, &c.k, "x", 1, KM_VERSION_ANY, 1, &v), 0);
+	assert_int_equal(v, 101);
+	assert_int_equal(km_store_put(s, &a.k, "y", 1, 40, 0, &v2), -ESTALE);
+	assert_int_equal(v2, 41);
+	assert_int_equal(km_store_put(s, &a.k, "y", 1, 41, 0, &v2), 0);
+	assert_int_equal(v2, 102);
+	assert_int_equal(km_store_del(s, &b.k, 7, &v2), 0);
+	assert_int_equal(v2, 7);
+	check_stats(s, 2, 7 + 1 + 7 + 1, 103);
+
+	/* A load above the counter moves it; the next delete and put are above that. */
+	assert_int_equal(km_store_load(s, &b.k, "z", 1, 5000), 0);
+	check_stats(s, 3, 7 + 1 + 7 + 1 + 7 + 1, 5000);
+	assert_int_equal(km_store_del(s, &b.k, 5000, &v2), 0);
+	assert_int_equal(km_store_put(s, &b.k, "w", 1, KM_VERSION_ANY, 1, &v2), 0);
+	assert_int_equal(v2, 5002);
+
+	/* Bad input changes nothing. */
+	assert_int_equal(km_store_load(s, &c.k, "q", 1, 0), -EINVAL);
+	memset(big, 'v', sizeof(big));
+	assert_int_equal(km_store_load(s, &c.k, big, 65, 9000), -E2BIG);
+	assert_int_equal(km_store_load(s, &c.k, NULL, 1, 9000), -EINVAL);
+	k = c.k;
+	k.len = 0;
+	k.hash = km_key_hash(c.buf, 0);
+	assert_int_equal(km_store_load(s, &k, "q", 1, 9000), -EINVAL);
+	k.data = big;
+	k.len = 251;
+	k.hash = km_key_hash(big, k.len);
+	assert_int_equal(km_store_load(s, &k, "q", 1, 9000), -EINVAL);
+	check_value(s, &c.k, "x", 1, 101);
+	check_stats(s, 3, 3 * (7 + 1), 5002);
+	/* value_max exactly, and the longest key, are accepted. */
+	assert_int_equal(km_store_load(s, &c.k, big, 64, 9000), 0);
+	check_value(s, &c.k, big, 64, 9000);
+	k.len = 250;
+	k.hash = km_key_hash(big, k.len);
+	assert_int_equal(km_store_load(s, &k, "q", 1, 1), 0);
+	check_value(s, &k, "q", 1, 1);
+	km_store_destroy(s);
+}
+
+#define LOAD_KEYS 20000
+
+/*
+ * A handover in bulk: entries loaded in random order with random versions into a store
+ * that starts small (growth during loads) and has a base of its own. Then every write,
+ * new key or loaded one, gets a version above the highest loaded, and so does a delete.
+ */
+static void
+test_load_bulk(void **state)
+{
+	const uint64_t base = 1000;
+	struct km_store *s = store_new(64, 0, base);
+	uint64_t *ver = calloc(LOAD_KEYS, sizeof(*ver));
+	uint64_t rng = 41, max = 0, v, i, bytes = 0;
+	struct km_store_stats st;
+	struct tkey t;
+
+	(void)state;
+	assert_non_null(ver);
+	for (i = 0; i < LOAD_KEYS; i++) {
+		/* Versions below the base too: the source store had its own numbering. */
+		ver[i] = 1 + rng_below(&rng, 4 * base);
+		if (ver[i] > max)
+			max = ver[i];
+		tkey_set(&t, "bulk-", i);
+		assert_int_equal(km_store_load(s, &t.k, &ver[i], sizeof(ver[i]), ver[i]), 0);
+		bytes += t.k.len + sizeof(ver[i]);
+	}
+	assert_true(max > base); /* else the base alone would explain the next checks */
+	km_store_stats(s, &st);
+	assert_int_equal(st.keys, LOAD_KEYS);
+	assert_int_equal(st.value_bytes, bytes);
+	assert_int_equal(st.version_last, max);
+	assert_true(st.index_bytes / 8 > LOAD_KEYS); /* grew from 64 slots */
+	for (i = 0; i < LOAD_KEYS; i++) {
+		tkey_set(&t, "bulk-", i);
+		check_value(s, &t.k, &ver[i], sizeof(ver[i]), ver[i]);
+	}
+	for (i = 0; i < LOAD_KEYS; i += 97) {
+		tkey_set(&t, "bulk-", i);
+		assert_int_equal(km_store_put(s, &t.k, "n", 1, ver[i], 0, &v), 0);
+		assert_true(v > max);
+		max = v;
+		tkey_set(&t, "fresh-", i);
+		assert_int_equal(km_store_put(s, &t.k, "n", 1, KM_VERSION_ANY, 1, &v), 0);
+		assert_true(v > max);
+		max = v;
+		assert_int_equal(km_store_del(s, &t.k, KM_VERSION_ANY, NULL), 0);
+	}
+	km_store_stats(s, &st);
+	assert_true(st.version_last > max);
+	free(ver);
 	km_store_destroy(s);
 }
 
@@ -933,6 +1141,8 @@ main(void)
 		cmocka_unit_test(test_prefetch),
 		cmocka_unit_test(test_walk),
 		cmocka_unit_test(test_stats),
+		cmocka_unit_test(test_load),
+		cmocka_unit_test(test_load_bulk),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

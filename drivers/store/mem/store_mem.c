@@ -71,7 +71,7 @@ struct mem_store {
 	uint64_t mask;    /* number of slots - 1 (a power of two) */
 	uint64_t grow_at; /* keys allowed before doubling: 7/8 of the slots */
 	uint64_t nb_keys;
-	uint64_t version;        /* last version issued; every successful write takes the next */
+	uint64_t version; /* last version issued or loaded; every successful write takes the next */
 	uint64_t value_bytes;    /* key + value bytes of all records */
 	uint64_t overhead_bytes; /* record headers + allocator rounding and chunk headers */
 	uint32_t value_max;
@@ -381,9 +381,10 @@ mem_prefetch(struct km_store *s, const struct km_key *k, unsigned int step)
 	}
 }
 
+/* New entry in the empty slot i ending k's probe sequence, with the given version. */
 static int
 mem_insert(struct mem_store *ms, const struct km_key *k, uint64_t tag, uint64_t i, const void *val,
-	uint32_t len, uint64_t *version)
+	uint32_t len, uint64_t version)
 {
 	struct mem_rec *r;
 	int rc;
@@ -397,7 +398,7 @@ mem_insert(struct mem_store *ms, const struct km_key *k, uint64_t tag, uint64_t 
 	r = rec_alloc(k->len, len);
 	if (r == NULL)
 		return -ENOMEM;
-	r->version = ++ms->version;
+	r->version = version;
 	r->val_len = len;
 	r->key_len = k->len;
 	memcpy(r->data, k->data, k->len);
@@ -407,13 +408,13 @@ mem_insert(struct mem_store *ms, const struct km_key *k, uint64_t tag, uint64_t 
 	ms->nb_keys++;
 	ms->value_bytes += k->len + len;
 	ms->overhead_bytes += rec_cost(r) - (k->len + len);
-	*version = r->version;
 	return 0;
 }
 
+/* New value and version for the entry r in slot i. */
 static int
 mem_update(struct mem_store *ms, uint64_t i, struct mem_rec *r, const void *val, uint32_t len,
-	uint64_t *version)
+	uint64_t version)
 {
 	struct mem_rec *nr;
 
@@ -434,8 +435,7 @@ mem_update(struct mem_store *ms, uint64_t i, struct mem_rec *r, const void *val,
 	}
 	if (len != 0)
 		memcpy(r->data + r->key_len, val, len);
-	r->version = ++ms->version;
-	*version = r->version;
+	r->version = version;
 	return 0;
 }
 
@@ -446,6 +446,7 @@ mem_put(struct km_store *s, const struct km_key *k, const void *val, uint32_t le
 	struct mem_store *ms = (struct mem_store *)s;
 	uint64_t tag, i, slot, unused;
 	struct mem_rec *r;
+	int rc;
 
 	if (version == NULL)
 		version = &unused;
@@ -461,18 +462,52 @@ mem_put(struct km_store *s, const struct km_key *k, const void *val, uint32_t le
 		/* No entry can have the expected version (versions are never 0). */
 		if (expect != KM_VERSION_ANY)
 			return -ESTALE;
-		return mem_insert(ms, k, tag, i, val, len, version);
+		rc = mem_insert(ms, k, tag, i, val, len, ms->version + 1);
+	} else {
+		r = slot_rec(slot);
+		if (create_only) {
+			*version = r->version;
+			return -EEXIST;
+		}
+		if (expect != KM_VERSION_ANY && expect != r->version) {
+			*version = r->version;
+			return -ESTALE;
+		}
+		rc = mem_update(ms, i, r, val, len, ms->version + 1);
 	}
-	r = slot_rec(slot);
-	if (create_only) {
-		*version = r->version;
-		return -EEXIST;
-	}
-	if (expect != KM_VERSION_ANY && expect != r->version) {
-		*version = r->version;
-		return -ESTALE;
-	}
-	return mem_update(ms, i, r, val, len, version);
+	/* A failed write consumes no version. */
+	if (rc == 0)
+		*version = ++ms->version;
+	return rc;
+}
+
+/*
+ * Insert or replace with the caller's version, whatever the entry had (the source store
+ * ordered its writes already). The counter only moves up, so that versions issued later
+ * are above every loaded one, whatever order the entries arrive in.
+ */
+static int
+mem_load(
+	struct km_store *s, const struct km_key *k, const void *val, uint32_t len, uint64_t version)
+{
+	struct mem_store *ms = (struct mem_store *)s;
+	uint64_t tag, i, slot;
+	int rc;
+
+	if (!mem_key_ok(k) || (val == NULL && len != 0) || version == 0)
+		return -EINVAL;
+	if (len > ms->value_max)
+		return -E2BIG;
+	tag = mem_tag(k->hash);
+	i = mem_lookup(ms, k, tag);
+	slot = ms->slots[i];
+	if (slot == 0)
+		rc = mem_insert(ms, k, tag, i, val, len, version);
+	else
+		rc = mem_update(ms, i, slot_rec(slot), val, len, version);
+	if (rc == 0 && version > ms->version)
+		ms->version = version;
+	return rc;
 }
 
 static int
@@ -546,6 +581,9 @@ mem_stats(const struct km_store *s, struct km_store_stats *st)
 	st->value_bytes = ms->value_bytes;
 	st->index_bytes = (ms->mask + 1) * sizeof(*ms->slots);
 	st->entry_overhead_bytes = ms->overhead_bytes;
+	/* Deletes consume versions too, and an instance that wrote nothing reports its
+	 * version_base: a store created above this value never reissues a version seen here. */
+	st->version_last = ms->version;
 }
 
 static const struct km_store_ops mem_ops = {
@@ -558,6 +596,7 @@ static const struct km_store_ops mem_ops = {
 	.walk = mem_walk,
 	.stats = mem_stats,
 	.prefetch = mem_prefetch,
+	.load = mem_load,
 };
 
 KM_STORE_REGISTER(mem_ops)

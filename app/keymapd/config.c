@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,17 +17,22 @@
 #include "config.h"
 
 enum conf_type {
-	T_U64,  /* decimal, within [min, max] */
-	T_STR,  /* up to size - 1 bytes */
-	T_IPV4, /* dotted quad */
-	T_CHAR, /* exactly one byte */
-	T_ENUM, /* one of the '|'-separated words in `choices` */
+	T_U64,   /* decimal, within [min, max] */
+	T_STR,   /* up to size - 1 bytes */
+	T_IPV4,  /* dotted quad */
+	T_CHAR,  /* exactly one byte */
+	T_ENUM,  /* one of the '|'-separated words in `choices` */
+	T_CIDRS, /* IPv4 CIDR list, checked by km_allow_parse(), kept as text */
 };
+
+#define F_RUNTIME 0x1 /* may change while keymapd runs (keymapctl set) */
+#define F_POW2    0x2 /* T_U64: a power of two */
 
 struct conf_desc {
 	const char *section;
 	const char *key;
 	enum conf_type type;
+	unsigned int flags; /* F_* */
 	size_t off;
 	size_t size;
 	uint64_t min, max;
@@ -34,64 +41,83 @@ struct conf_desc {
 	const char *help;
 };
 
-#define U64(s, k, field, lo, hi, d, h)                                                             \
-	{                                                                                          \
-		s, k, T_U64, offsetof(struct km_conf, field), sizeof(uint64_t), lo, hi, NULL, d, h \
+#define FIELD_SIZE(field) sizeof(((struct km_conf *)0)->field)
+#define DESC(s, k, t, fl, field, d, h, ...)                                                  \
+	{                                                                                    \
+		.section = s, .key = k, .type = t, .flags = fl,                              \
+		.off = offsetof(struct km_conf, field), .size = FIELD_SIZE(field), .def = d, \
+		.help = h, __VA_ARGS__                                                       \
 	}
-#define STR(s, k, field, d, h)                                                 \
-	{                                                                      \
-		s, k, T_STR, offsetof(struct km_conf, field),                  \
-			sizeof(((struct km_conf *)0)->field), 0, 0, NULL, d, h \
-	}
-#define ENUM(s, k, field, ch, d, h)                                          \
-	{                                                                    \
-		s, k, T_ENUM, offsetof(struct km_conf, field),               \
-			sizeof(((struct km_conf *)0)->field), 0, 0, ch, d, h \
-	}
+#define U64(s, k, fl, field, lo, hi, d, h) DESC(s, k, T_U64, fl, field, d, h, .min = lo, .max = hi)
+#define STR(s, k, fl, field, d, h)         DESC(s, k, T_STR, fl, field, d, h)
+#define ENUM(s, k, fl, field, ch, d, h)    DESC(s, k, T_ENUM, fl, field, d, h, .choices = ch)
+#define IPV4(s, k, fl, field, d, h)        DESC(s, k, T_IPV4, fl, field, d, h)
+#define CHAR(s, k, fl, field, d, h)        DESC(s, k, T_CHAR, fl, field, d, h)
+#define CIDRS(s, k, fl, field, d, h)       DESC(s, k, T_CIDRS, fl, field, d, h)
 
-/* Every tunable, once. docs/operations.md and config/keymapd.conf describe the same. */
+/*
+ * Every tunable, once, in file order (the keys of one section together). config/keymapd.conf
+ * is --print-config of this table and docs/operations.md has it as a table.
+ */
 static const struct conf_desc descs[] = {
-	STR("eal", "args", eal_args,
+	STR("eal", "args", 0, eal_args,
 		"--no-huge -m 512 --no-pci --file-prefix keymap --vdev net_tap0,iface=kmtap0 -l "
 		"0-1",
 		"EAL arguments (replaced by anything after -- on the command line)"),
-	U64("net", "port", port_id, 0, 31, "0", "ethdev port id to serve on"),
-	{"net", "ip", T_IPV4, offsetof(struct km_conf, ip), sizeof(uint32_t), 0, 0, NULL,
-		"198.51.100.2", "IPv4 address keymapd answers for (ARP, ICMP echo, UDP)"},
-	U64("net", "udp_port", udp_port, 1, 65535 - KM_WORKERS_MAX, "7070",
+	U64("net", "port", 0, port_id, 0, 31, "0", "ethdev port id to serve on"),
+	IPV4("net", "ip", 0, ip, "198.51.100.2",
+		"IPv4 address keymapd answers for (ARP, ICMP echo, UDP)"),
+	U64("net", "udp_port", 0, udp_port, 1, 65535 - KM_WORKERS_MAX, "7070",
 		"UDP port of worker 0; worker i listens on udp_port + i"),
-	U64("net", "rx_desc", rx_desc, 64, 16384, "1024", "RX descriptors per queue"),
-	U64("net", "tx_desc", tx_desc, 64, 16384, "1024", "TX descriptors per queue"),
-	U64("net", "mbufs", mbufs, 1024, 1 << 24, "16383", "packet buffers in the pool"),
-	U64("net", "rss", rss, 0, 1, "1",
+	U64("net", "rx_desc", 0, rx_desc, 64, 16384, "1024", "RX descriptors per queue"),
+	U64("net", "tx_desc", 0, tx_desc, 64, 16384, "1024", "TX descriptors per queue"),
+	U64("net", "mbufs", 0, mbufs, 1024, 1 << 24, "16383", "packet buffers in the pool"),
+	U64("net", "rss", 0, rss, 0, 1, "1",
 		"spread UDP flows over worker queues by RSS if the port can"),
-	ENUM("workers", "mode", worker_mode, "serve|echo", "serve",
+	ENUM("workers", "mode", 0, worker_mode, "serve|echo", "serve",
 		"serve: answer requests; echo: return every datagram to the worker ports unparsed "
 		"(the link and generator ceiling for benchmarks)"),
-	U64("workers", "burst", burst, 1, 64, "32", "packets per RX/TX burst"),
-	U64("workers", "idle_spin", idle_spin, 0, 1 << 30, "2048",
+	U64("workers", "burst", F_RUNTIME, burst, 1, 64, "32", "packets per RX/TX burst"),
+	U64("workers", "idle_spin", F_RUNTIME, idle_spin, 0, 1 << 30, "2048",
 		"empty polls before an idle worker starts sleeping"),
-	U64("workers", "idle_sleep_us", idle_sleep_us, 0, 100000, "50",
+	U64("workers", "idle_sleep_us", F_RUNTIME, idle_sleep_us, 0, 100000, "50",
 		"sleep of an idle worker between polls (microseconds, 0 = never sleep)"),
-	U64("shards", "count", shard_count, 1, 1 << 16, "16",
+	U64("shards", "count", F_POW2, shard_count, 1, 1 << 16, "16",
 		"initial number of shards (power of two)"),
-	{"shards", "route_sep", T_CHAR, offsetof(struct km_conf, route_sep), sizeof(uint64_t), 0, 0,
-		NULL, "/", "component separator of composite keys"},
-	U64("shards", "route_depth", route_depth, 1, 255, "1",
+	CHAR("shards", "route_sep", 0, route_sep, "/", "component separator of composite keys"),
+	U64("shards", "route_depth", 0, route_depth, 1, 255, "1",
 		"components of a composite key that choose its shard"),
-	ENUM("store", "driver", store_driver, "mem", "mem", "storage driver"),
-	U64("store", "value_max", value_max, 1, KM_VALUE_MAX, "1024", "largest value in bytes"),
-	U64("store", "initial_keys", initial_keys, 0, 1 << 26, "1024",
+	U64("shards", "split_rate", F_RUNTIME, split_rate, 0, 1000000000, "0",
+		"requests/s of one shard above which keymapd splits it (0 = never)"),
+	U64("shards", "merge_rate", F_RUNTIME, merge_rate, 0, 1000000000, "0",
+		"combined requests/s of two buddy shards below which keymapd merges them "
+		"(0 = never; below split_rate)"),
+	U64("shards", "hysteresis", F_RUNTIME, hysteresis, 1, 1000, "3",
+		"consecutive samples a split or merge condition must hold before keymapd acts"),
+	U64("shards", "sample_ms", F_RUNTIME, sample_ms, 100, 60000, "1000",
+		"period of the per-shard load samples (milliseconds)"),
+	U64("shards", "max_count", F_RUNTIME, max_count, 1, 1 << 20, "4096",
+		"automatic splits stop at this many shards (at least count)"),
+	ENUM("store", "driver", 0, store_driver, "mem", "mem", "storage driver"),
+	U64("store", "value_max", 0, value_max, 1, KM_VALUE_MAX, "1024", "largest value in bytes"),
+	U64("store", "initial_keys", 0, initial_keys, 0, 1 << 26, "1024",
 		"index sizing hint per shard"),
-	U64("store", "dedup_entries", dedup_entries, 1024, 1 << 24, "65536",
+	U64("store", "dedup_entries", F_POW2, dedup_entries, 1024, 1 << 24, "65536",
 		"per-worker window of writes remembered for at-most-once retries (power of two)"),
-	U64("control", "interval_ms", interval_ms, 1, 10000, "100",
+	U64("control", "interval_ms", F_RUNTIME, interval_ms, 1, 10000, "100",
 		"control loop period (the control lcore sleeps in between)"),
-	U64("control", "stats_interval_s", stats_interval_s, 0, 86400, "0",
+	U64("control", "stats_interval_s", F_RUNTIME, stats_interval_s, 0, 86400, "0",
 		"log requests, rate and cycles per request every N seconds (0 = never; the "
 		"counter table is logged at shutdown)"),
-	ENUM("log", "level", log_level, "emerg|alert|crit|err|warning|notice|info|debug", "info",
-		"log level of keymap.* log types"),
+	CIDRS("security", "allow", F_RUNTIME, allow, "0.0.0.0/0",
+		"client sources served: comma-separated IPv4 CIDRs, a bare address is a /32 (at "
+		"most 32 items); datagrams from other sources are dropped unanswered"),
+	IPV4("metrics", "ip", 0, metrics_ip, "127.0.0.1",
+		"address of the Prometheus endpoint http://ip:port/metrics"),
+	U64("metrics", "port", 0, metrics_port, 0, 65535, "9470",
+		"TCP port of the Prometheus endpoint (0 = no endpoint)"),
+	ENUM("log", "level", F_RUNTIME, log_level, "emerg|alert|crit|err|warning|notice|info|debug",
+		"info", "log level of keymap.* log types"),
 };
 
 #define NB_DESCS (sizeof(descs) / sizeof(descs[0]))
@@ -118,6 +144,33 @@ section_known(const char *section)
 	return 0;
 }
 
+/* "a, b, c": the sections (section NULL) or the keys of one section, for error messages. */
+static void
+names_list(const char *section, char *buf, size_t len)
+{
+	size_t i, n = 0;
+	int w;
+
+	buf[0] = '\0';
+	for (i = 0; i < NB_DESCS && n < len; i++) {
+		const char *name;
+
+		if (section == NULL) {
+			if (i > 0 && strcmp(descs[i].section, descs[i - 1].section) == 0)
+				continue;
+			name = descs[i].section;
+		} else {
+			if (strcmp(descs[i].section, section) != 0)
+				continue;
+			name = descs[i].key;
+		}
+		w = snprintf(buf + n, len - n, "%s%s", n == 0 ? "" : ", ", name);
+		if (w < 0)
+			break;
+		n += (size_t)w;
+	}
+}
+
 static int
 enum_has(const char *choices, const char *v)
 {
@@ -137,83 +190,430 @@ enum_has(const char *choices, const char *v)
 	return 0;
 }
 
-/* Parse value for d into c; returns a reason or NULL. One parser for every source. */
-static const char *
-desc_apply(const struct conf_desc *d, struct km_conf *c, const char *v)
+/* One CIDR item "a.b.c.d[/len]" (NUL-terminated, no blanks). @return 0 or -1 with why. */
+static int
+allow_item(char *item, uint32_t *net, uint32_t *mask, char *why, size_t len)
+{
+	char *slash = strchr(item, '/');
+	unsigned long plen = 32;
+	struct in_addr a;
+	char *end;
+
+	if (slash != NULL) {
+		*slash = '\0';
+		if (!isdigit((unsigned char)slash[1]) || strlen(slash + 1) > 2) {
+			snprintf(why, len, "'%s/%s': bad prefix length", item, slash + 1);
+			return -1;
+		}
+		plen = strtoul(slash + 1, &end, 10);
+		if (*end != '\0' || plen > 32) {
+			snprintf(why, len, "'%s/%s': prefix length not in 0..32", item, slash + 1);
+			return -1;
+		}
+	}
+	if (inet_pton(AF_INET, item, &a) != 1) {
+		snprintf(why, len, "'%s': not an IPv4 address", item);
+		return -1;
+	}
+	*mask = plen == 0 ? 0 : htonl(UINT32_MAX << (32 - plen));
+	*net = a.s_addr & *mask;
+	return 0;
+}
+
+int
+km_allow_parse(const char *s, struct km_allow *out, char *err, size_t errlen)
+{
+	struct km_allow a = {.n = 0};
+	char item[INET_ADDRSTRLEN + 4];
+	const char *p = s;
+
+	for (;;) {
+		const char *e = strchr(p, ',');
+		const char *end = e == NULL ? p + strlen(p) : e;
+		size_t len;
+
+		while (p < end && isspace((unsigned char)*p))
+			p++;
+		while (end > p && isspace((unsigned char)end[-1]))
+			end--;
+		len = (size_t)(end - p);
+		if (len == 0) {
+			if (e == NULL && a.n == 0)
+				snprintf(err, errlen, "empty list");
+			else
+				snprintf(err, errlen, "item %u is empty", a.n + 1);
+			return -1;
+		}
+		if (a.n == KM_ALLOW_MAX) {
+			snprintf(err, errlen, "more than %u items", KM_ALLOW_MAX);
+			return -1;
+		}
+		if (len >= sizeof(item)) {
+			snprintf(err, errlen, "'%.*s': not an IPv4 address or CIDR", (int)len, p);
+			return -1;
+		}
+		memcpy(item, p, len);
+		item[len] = '\0';
+		if (allow_item(item, &a.net[a.n], &a.mask[a.n], err, errlen) < 0)
+			return -1;
+		if (a.mask[a.n] == 0)
+			a.all = 1;
+		a.n++;
+		if (e == NULL)
+			break;
+		p = e + 1;
+	}
+	*out = a;
+	return 0;
+}
+
+/*
+ * Parse value v for d into c. One parser for every source (file, -o, keymapctl set).
+ * @return 0, or -1 with the reason in why.
+ */
+static int
+desc_apply(const struct conf_desc *d, struct km_conf *c, const char *v, char *why, size_t len)
 {
 	char *base = (char *)c + d->off, *end;
 	unsigned long long u;
+	struct km_allow allow;
 	struct in_addr a;
 
 	switch (d->type) {
 	case T_U64:
-		if (*v == '\0' || *v == '-')
-			return "not a non-negative integer";
 		errno = 0;
 		u = strtoull(v, &end, 10);
-		if (errno != 0 || *end != '\0')
-			return "not a non-negative integer";
-		if (u < d->min || u > d->max)
-			return "out of range";
+		if (!isdigit((unsigned char)*v) || errno != 0 || *end != '\0') {
+			snprintf(why, len, "not a non-negative integer");
+			return -1;
+		}
+		if (u < d->min || u > d->max) {
+			snprintf(why, len, "out of range %" PRIu64 "..%" PRIu64, d->min, d->max);
+			return -1;
+		}
+		if ((d->flags & F_POW2) != 0 && (u & (u - 1)) != 0) {
+			snprintf(why, len, "not a power of two");
+			return -1;
+		}
 		*(uint64_t *)base = u;
-		return NULL;
+		return 0;
 	case T_ENUM:
-		if (!enum_has(d->choices, v))
-			return "not one of the allowed values";
-		/* fall through */
+		if (!enum_has(d->choices, v)) {
+			snprintf(why, len, "not one of %s", d->choices);
+			return -1;
+		}
+		break;
+	case T_CIDRS:
+		if (km_allow_parse(v, &allow, why, len) < 0)
+			return -1;
+		break;
 	case T_STR:
-		if (strlen(v) >= d->size)
-			return "too long";
-		strcpy(base, v);
-		return NULL;
+		break;
 	case T_IPV4:
-		if (inet_pton(AF_INET, v, &a) != 1)
-			return "not an IPv4 address";
+		if (inet_pton(AF_INET, v, &a) != 1) {
+			snprintf(why, len, "not an IPv4 address");
+			return -1;
+		}
 		*(uint32_t *)base = a.s_addr;
-		return NULL;
+		return 0;
 	case T_CHAR:
-		if (strlen(v) != 1)
-			return "not a single character";
+		if (strlen(v) != 1) {
+			snprintf(why, len, "not a single character");
+			return -1;
+		}
+		/* What the INI file could not give back: a blank or the comment character. */
+		if (!isgraph((unsigned char)v[0]) || v[0] == ';') {
+			snprintf(why, len, "not a visible character other than ';'");
+			return -1;
+		}
 		*(uint64_t *)base = (uint8_t)v[0];
-		return NULL;
+		return 0;
 	}
-	return "bad type";
+	/* Text kept as given: T_STR, T_ENUM, T_CIDRS. */
+	if (strlen(v) >= d->size) {
+		snprintf(why, len, "too long (at most %zu characters)", d->size - 1);
+		return -1;
+	}
+	strcpy(base, v);
+	return 0;
 }
 
-static const char *
-conf_check(const struct km_conf *c)
+/* The value of d in c as the INI file writes it. The only formatter of values. */
+static void
+desc_format(const struct conf_desc *d, const struct km_conf *c, char *buf, size_t len)
 {
-	if ((c->shard_count & (c->shard_count - 1)) != 0)
-		return "[shards] count: not a power of two";
-	if ((c->dedup_entries & (c->dedup_entries - 1)) != 0)
-		return "[store] dedup_entries: not a power of two";
-	return NULL;
+	const char *base = (const char *)c + d->off;
+	char ip[INET_ADDRSTRLEN];
+
+	switch (d->type) {
+	case T_U64:
+		snprintf(buf, len, "%" PRIu64, *(const uint64_t *)base);
+		return;
+	case T_STR:
+	case T_ENUM:
+	case T_CIDRS:
+		snprintf(buf, len, "%s", base);
+		return;
+	case T_IPV4:
+		inet_ntop(AF_INET, base, ip, sizeof(ip));
+		snprintf(buf, len, "%s", ip);
+		return;
+	case T_CHAR:
+		snprintf(buf, len, "%c", (char)*(const uint64_t *)base);
+		return;
+	}
+}
+
+/* Two tunables that are valid alone but not together. */
+struct conf_conflict {
+	const struct conf_desc *a, *b;
+	char why[256];
+};
+
+/* Constraints between tunables. @return 0, or -1 with x filled. */
+static int
+conf_check(const struct km_conf *c, struct conf_conflict *x)
+{
+	if (c->max_count < c->shard_count) {
+		x->a = desc_find("shards", "count");
+		x->b = desc_find("shards", "max_count");
+		snprintf(x->why, sizeof(x->why),
+			"[shards] max_count = %" PRIu64 " is below [shards] count = %" PRIu64
+			" (automatic splits stop at max_count)",
+			c->max_count, c->shard_count);
+		return -1;
+	}
+	/* Hysteresis between the thresholds: a merged pair must not be hot enough to split. */
+	if (c->split_rate != 0 && c->merge_rate != 0 && c->merge_rate >= c->split_rate) {
+		x->a = desc_find("shards", "split_rate");
+		x->b = desc_find("shards", "merge_rate");
+		snprintf(x->why, sizeof(x->why),
+			"[shards] merge_rate = %" PRIu64
+			" is not below [shards] split_rate = %" PRIu64
+			" (a merged pair would be hot enough to split again)",
+			c->merge_rate, c->split_rate);
+		return -1;
+	}
+	return 0;
 }
 
 void
 km_conf_defaults(struct km_conf *c)
 {
+	char why[128];
 	size_t i;
 
 	memset(c, 0, sizeof(*c));
 	for (i = 0; i < NB_DESCS; i++)
-		desc_apply(&descs[i], c, descs[i].def);
+		desc_apply(&descs[i], c, descs[i].def, why, sizeof(why));
 }
 
-int
-km_conf_load(struct km_conf *c, const char *path, char *err, size_t errlen)
-{
-	struct rte_cfgfile *cfg;
-	char **secs = NULL;
-	struct rte_cfgfile_entry *ents = NULL;
-	const char *why;
-	int nsec, i, j, k, n, rc = -1;
+/*
+ * Line numbers. rte_cfgfile does not keep them, so the file is read again line by line,
+ * the way rte_cfgfile reads it: a ';' not preceded by '\' starts a comment, blanks around
+ * names and values are stripped, a line of more than LINE_MAX_CHARS characters is refused.
+ * rte_cfgfile silently skips a line that is neither "[section]" nor "key = value" and
+ * truncates long names and values: here those are syntax errors.
+ */
+#define LINE_MAX_CHARS (CFG_NAME_LEN + CFG_VALUE_LEN + 2)
 
-	cfg = rte_cfgfile_load(path, 0);
-	if (cfg == NULL) {
-		snprintf(err, errlen, "%s: cannot read or parse (INI syntax, ';' comments)", path);
+enum line_kind {
+	LINE_BLANK,   /* empty or comment only */
+	LINE_SECTION, /* name: the section */
+	LINE_ENTRY,   /* name = value */
+	LINE_BAD,     /* why says what is wrong */
+};
+
+static char *
+strip(char *s)
+{
+	size_t n;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	n = strlen(s);
+	while (n > 0 && isspace((unsigned char)s[n - 1]))
+		s[--n] = '\0';
+	return s;
+}
+
+/* Classify one line (modified in place); name and value point into it. */
+static enum line_kind
+line_parse(char *s, char **name, char **value, const char **why)
+{
+	char *p, *eq;
+
+	if (strlen(s) > LINE_MAX_CHARS) {
+		*why = "line too long for rte_cfgfile (at most 322 characters)";
+		return LINE_BAD;
+	}
+	p = strchr(s, ';');
+	if (p != NULL && (p == s || p[-1] != '\\'))
+		*p = '\0';
+	s = strip(s);
+	if (*s == '\0')
+		return LINE_BLANK;
+	if (*s == '[') {
+		p = strchr(s, ']');
+		if (p == NULL) {
+			*why = "no closing ']'";
+			return LINE_BAD;
+		}
+		if (p[1] != '\0') {
+			*why = "text after ']'";
+			return LINE_BAD;
+		}
+		*p = '\0';
+		*name = strip(s + 1);
+		if (**name == '\0') {
+			*why = "empty section name";
+			return LINE_BAD;
+		}
+		if (strlen(*name) >= CFG_NAME_LEN) {
+			*why = "section name too long";
+			return LINE_BAD;
+		}
+		return LINE_SECTION;
+	}
+	eq = strchr(s, '=');
+	if (eq == NULL) {
+		*why = "neither [section] nor key = value";
+		return LINE_BAD;
+	}
+	*eq = '\0';
+	*name = strip(s);
+	*value = strip(eq + 1);
+	if (**name == '\0') {
+		*why = "no key before '='";
+		return LINE_BAD;
+	}
+	if (strlen(*name) >= CFG_NAME_LEN) {
+		*why = "key too long";
+		return LINE_BAD;
+	}
+	if (strlen(*value) >= CFG_VALUE_LEN) {
+		*why = "value too long (at most 255 characters)";
+		return LINE_BAD;
+	}
+	return LINE_ENTRY;
+}
+
+/* What scan_file() looks for. */
+struct scan_query {
+	const char *section;         /* NULL: the first malformed line */
+	int sec_nth;                 /* the sec_nth (from 0) header [section] */
+	const char *key;             /* NULL: the header itself; else key within that section */
+	int key_nth;                 /* the key_nth (from 0) occurrence of key there */
+	char why[CFG_NAME_LEN + 96]; /* malformed line: what is wrong */
+};
+
+/* @return the number of the line q asks for, 0 if there is none, -1 if f cannot be read. */
+static int
+scan_file(FILE *f, struct scan_query *q)
+{
+	char *line = NULL, *name = NULL, *value = NULL;
+	char cur[CFG_NAME_LEN] = "";
+	int lineno = 0, sec_seen = 0, key_seen = 0, in = 0, found = 0;
+	size_t cap = 0;
+	const char *why = NULL;
+
+	errno = 0;
+	while (!found && getline(&line, &cap, f) >= 0) {
+		enum line_kind k;
+
+		lineno++;
+		line[strcspn(line, "\n")] = '\0';
+		k = line_parse(line, &name, &value, &why);
+		if (q->section == NULL) {
+			if (k == LINE_ENTRY && cur[0] == '\0') {
+				why = "key = value before any [section]";
+				k = LINE_BAD;
+			}
+			if (k == LINE_BAD) {
+				if (cur[0] != '\0')
+					snprintf(q->why, sizeof(q->why), "in [%s]: %s", cur, why);
+				else
+					snprintf(q->why, sizeof(q->why), "%s", why);
+				found = lineno;
+			} else if (k == LINE_SECTION) {
+				snprintf(cur, sizeof(cur), "%s", name);
+			}
+			continue;
+		}
+		if (k == LINE_SECTION) {
+			in = strcmp(name, q->section) == 0 && sec_seen++ == q->sec_nth;
+			if (in && q->key == NULL)
+				found = lineno;
+		} else if (k == LINE_ENTRY && in && strcmp(name, q->key) == 0 &&
+			   key_seen++ == q->key_nth) {
+			found = lineno;
+		}
+	}
+	if (!found && ferror(f))
+		found = -errno;
+	free(line);
+	if (found < 0)
+		errno = -found;
+	return found < 0 ? -1 : found;
+}
+
+/* Line of a header or key in path, 0 when it cannot be told. */
+static int
+line_of(const char *path, const char *section, int sec_nth, const char *key, int key_nth)
+{
+	struct scan_query q = {
+		.section = section, .sec_nth = sec_nth, .key = key, .key_nth = key_nth};
+	FILE *f = fopen(path, "r");
+	int line;
+
+	if (f == NULL)
+		return 0;
+	line = scan_file(f, &q);
+	fclose(f);
+	return line > 0 ? line : 0;
+}
+
+/* "path:LINE" or, line unknown, "path". */
+static const char *
+at(char *buf, size_t len, const char *path, int line)
+{
+	if (line > 0)
+		snprintf(buf, len, "%s:%d", path, line);
+	else
+		snprintf(buf, len, "%s", path);
+	return buf;
+}
+
+/* Before rte_cfgfile: the file can be read and every line is well formed. */
+static int
+conf_precheck(const char *path, char *err, size_t errlen)
+{
+	struct scan_query q = {.section = NULL};
+	FILE *f = fopen(path, "r");
+	int line;
+
+	if (f == NULL) {
+		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
 		return -1;
 	}
+	line = scan_file(f, &q);
+	if (line < 0)
+		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+	else if (line > 0)
+		snprintf(err, errlen, "%s:%d: syntax error: %s", path, line, q.why);
+	fclose(f);
+	return line == 0 ? 0 : -1;
+}
+
+/* Check every section and key rte_cfgfile read and apply them to c. */
+static int
+conf_apply_file(
+	struct rte_cfgfile *cfg, struct km_conf *c, const char *path, char *err, size_t errlen)
+{
+	char **secs = NULL, why[CFG_VALUE_LEN + 64], names[256], where[PATH_MAX + 16];
+	struct rte_cfgfile_entry *ents = NULL;
+	int nsec, i, j, k, n, nth, rc = -1;
+
 	nsec = rte_cfgfile_num_sections(cfg, NULL, 0);
 	secs = calloc(nsec > 0 ? nsec : 1, sizeof(*secs));
 	if (secs == NULL)
@@ -226,15 +626,22 @@ km_conf_load(struct km_conf *c, const char *path, char *err, size_t errlen)
 	rte_cfgfile_sections(cfg, secs, nsec);
 	for (i = 0; i < nsec; i++) {
 		if (!section_known(secs[i])) {
-			snprintf(err, errlen, "%s: [%s]: unknown section", path, secs[i]);
+			names_list(NULL, names, sizeof(names));
+			snprintf(err, errlen, "%s: [%s]: unknown section (sections: %s)",
+				at(where, sizeof(where), path, line_of(path, secs[i], 0, NULL, 0)),
+				secs[i], names);
 			goto out;
 		}
 		/* rte_cfgfile keeps a repeated section as a second one: refuse it. */
-		for (j = 0; j < i; j++)
-			if (strcmp(secs[i], secs[j]) == 0) {
-				snprintf(err, errlen, "%s: [%s]: duplicate section", path, secs[i]);
-				goto out;
-			}
+		for (j = 0, nth = 0; j < i; j++)
+			nth += strcmp(secs[i], secs[j]) == 0;
+		if (nth > 0) {
+			snprintf(err, errlen, "%s: [%s]: duplicate section (first at line %d)",
+				at(where, sizeof(where), path,
+					line_of(path, secs[i], nth, NULL, 0)),
+				secs[i], line_of(path, secs[i], 0, NULL, 0));
+			goto out;
+		}
 		n = rte_cfgfile_section_num_entries_by_index(cfg, secs[i], i);
 		free(ents);
 		ents = calloc(n > 0 ? n : 1, sizeof(*ents));
@@ -244,30 +651,25 @@ km_conf_load(struct km_conf *c, const char *path, char *err, size_t errlen)
 		for (j = 0; j < n; j++) {
 			const struct conf_desc *d = desc_find(secs[i], ents[j].name);
 
+			/* rte_cfgfile keeps both of two equal keys (lookups see the first). */
+			for (k = 0, nth = 0; k < j; k++)
+				nth += strcmp(ents[k].name, ents[j].name) == 0;
 			if (d == NULL) {
-				snprintf(err, errlen, "%s: [%s] %s: unknown key", path, secs[i],
-					ents[j].name);
-				goto out;
+				names_list(secs[i], names, sizeof(names));
+				snprintf(why, sizeof(why), "unknown key (keys of [%s]: %s)",
+					secs[i], names);
+			} else if (nth > 0) {
+				snprintf(why, sizeof(why), "duplicate key (first at line %d)",
+					line_of(path, secs[i], 0, ents[j].name, 0));
+			} else if (desc_apply(d, c, ents[j].value, why, sizeof(why)) == 0) {
+				continue;
 			}
-			/* rte_cfgfile silently keeps the first of two equal keys: refuse. */
-			for (k = 0; k < j; k++)
-				if (strcmp(ents[k].name, ents[j].name) == 0) {
-					snprintf(err, errlen, "%s: [%s] %s: duplicate key", path,
-						secs[i], ents[j].name);
-					goto out;
-				}
-			why = desc_apply(d, c, ents[j].value);
-			if (why != NULL) {
-				snprintf(err, errlen, "%s: [%s] %s = '%s': %s", path, secs[i],
-					ents[j].name, ents[j].value, why);
-				goto out;
-			}
+			snprintf(err, errlen, "%s: [%s] %s = '%s': %s",
+				at(where, sizeof(where), path,
+					line_of(path, secs[i], 0, ents[j].name, nth)),
+				secs[i], ents[j].name, ents[j].value, why);
+			goto out;
 		}
-	}
-	why = conf_check(c);
-	if (why != NULL) {
-		snprintf(err, errlen, "%s: %s", path, why);
-		goto out;
 	}
 	rc = 0;
 	goto out;
@@ -279,17 +681,50 @@ out:
 		for (i = 0; i < nsec; i++)
 			free(secs[i]);
 	free(secs);
-	rte_cfgfile_close(cfg);
 	return rc;
+}
+
+int
+km_conf_load(struct km_conf *c, const char *path, char *err, size_t errlen)
+{
+	struct conf_conflict x;
+	struct rte_cfgfile *cfg;
+	struct km_conf tmp = *c;
+	char where[PATH_MAX + 16];
+	int rc, la, lb;
+
+	if (conf_precheck(path, err, errlen) < 0)
+		return -1;
+	/* Empty values reach desc_apply like any other: the same answer as from -o. */
+	cfg = rte_cfgfile_load(path, CFG_FLAG_EMPTY_VALUES);
+	if (cfg == NULL) {
+		snprintf(err, errlen, "%s: rte_cfgfile cannot load it", path);
+		return -1;
+	}
+	rc = conf_apply_file(cfg, &tmp, path, err, errlen);
+	rte_cfgfile_close(cfg);
+	if (rc < 0)
+		return -1;
+	if (conf_check(&tmp, &x) < 0) {
+		/* Point at the later of the two keys the file sets. */
+		la = line_of(path, x.a->section, 0, x.a->key, 0);
+		lb = line_of(path, x.b->section, 0, x.b->key, 0);
+		snprintf(err, errlen, "%s: %s", at(where, sizeof(where), path, la > lb ? la : lb),
+			x.why);
+		return -1;
+	}
+	*c = tmp;
+	return 0;
 }
 
 int
 km_conf_set(struct km_conf *c, const char *assignment, char *err, size_t errlen)
 {
-	char section[CFG_NAME_LEN], key[CFG_NAME_LEN];
+	char section[CFG_NAME_LEN], key[CFG_NAME_LEN], why[CFG_VALUE_LEN + 64];
 	const char *dot = strchr(assignment, '.'), *eq = strchr(assignment, '=');
 	const struct conf_desc *d;
-	const char *why;
+	struct conf_conflict x;
+	struct km_conf tmp = *c;
 
 	if (dot == NULL || eq == NULL || dot > eq ||
 		(size_t)(dot - assignment) >= sizeof(section) ||
@@ -306,47 +741,78 @@ km_conf_set(struct km_conf *c, const char *assignment, char *err, size_t errlen)
 		snprintf(err, errlen, "'%s': unknown key [%s] %s", assignment, section, key);
 		return -1;
 	}
-	why = desc_apply(d, c, eq + 1);
-	if (why == NULL)
-		why = conf_check(c);
-	if (why != NULL) {
-		snprintf(err, errlen, "'%s': %s", assignment, why);
+	if (desc_apply(d, &tmp, eq + 1, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "'%s': [%s] %s = '%s': %s", assignment, section, key, eq + 1,
+			why);
 		return -1;
 	}
+	if (conf_check(&tmp, &x) < 0) {
+		snprintf(err, errlen, "'%s': %s", assignment, x.why);
+		return -1;
+	}
+	*c = tmp;
 	return 0;
 }
 
 void
 km_conf_print(const struct km_conf *c, FILE *f)
 {
+	char buf[KM_CONF_STR_MAX];
 	const char *sec = "";
-	char ip[INET_ADDRSTRLEN];
 	size_t i;
 
 	for (i = 0; i < NB_DESCS; i++) {
 		const struct conf_desc *d = &descs[i];
-		const char *base = (const char *)c + d->off;
 
 		if (strcmp(sec, d->section) != 0) {
 			fprintf(f, "%s[%s]\n", i == 0 ? "" : "\n", d->section);
 			sec = d->section;
 		}
-		fprintf(f, "; %s\n%s = ", d->help, d->key);
-		switch (d->type) {
-		case T_U64:
-			fprintf(f, "%" PRIu64 "\n", *(const uint64_t *)base);
-			break;
-		case T_STR:
-		case T_ENUM:
-			fprintf(f, "%s\n", base);
-			break;
-		case T_IPV4:
-			inet_ntop(AF_INET, base, ip, sizeof(ip));
-			fprintf(f, "%s\n", ip);
-			break;
-		case T_CHAR:
-			fprintf(f, "%c\n", (char)*(const uint64_t *)base);
-			break;
-		}
+		desc_format(d, c, buf, sizeof(buf));
+		fprintf(f, "; %s\n%s = %s\n", d->help, d->key, buf);
 	}
+}
+
+size_t
+km_conf_nb_items(void)
+{
+	return NB_DESCS;
+}
+
+void
+km_conf_item(size_t i, struct km_conf_item *out)
+{
+	const struct conf_desc *d = &descs[i];
+
+	out->section = d->section;
+	out->key = d->key;
+	out->help = d->help;
+	out->is_number = d->type == T_U64;
+	out->runtime = (d->flags & F_RUNTIME) != 0;
+}
+
+void
+km_conf_value(const struct km_conf *c, size_t i, uint64_t *num, char *buf, size_t len)
+{
+	const struct conf_desc *d = &descs[i];
+
+	if (num != NULL)
+		*num = d->type == T_U64 ? *(const uint64_t *)((const char *)c + d->off) : 0;
+	desc_format(d, c, buf, len);
+}
+
+int
+km_conf_find(const char *name)
+{
+	const char *dot = strchr(name, '.');
+	size_t i, n;
+
+	if (dot == NULL)
+		return -1;
+	n = (size_t)(dot - name);
+	for (i = 0; i < NB_DESCS; i++)
+		if (strlen(descs[i].section) == n && strncmp(descs[i].section, name, n) == 0 &&
+			strcmp(descs[i].key, dot + 1) == 0)
+			return (int)i;
+	return -1;
 }

@@ -33,6 +33,11 @@ struct km_conf {
 	uint64_t shard_count;
 	uint64_t route_sep;
 	uint64_t route_depth;
+	uint64_t split_rate;  /* req/s of one shard above which it is split (0 = never) */
+	uint64_t merge_rate;  /* req/s of two buddies below which they merge (0 = never) */
+	uint64_t hysteresis;  /* consecutive samples a condition must hold before acting */
+	uint64_t sample_ms;   /* per-shard load sampling period */
+	uint64_t max_count;   /* automatic splits stop at this many shards */
 	/* [store] */
 	char store_driver[32];
 	uint64_t value_max;
@@ -41,16 +46,51 @@ struct km_conf {
 	/* [control] */
 	uint64_t interval_ms;
 	uint64_t stats_interval_s;
+	/* [security] */
+	char allow[KM_CONF_STR_MAX]; /* comma-separated IPv4 CIDR list */
+	/* [metrics] */
+	uint32_t metrics_ip; /* network byte order */
+	uint64_t metrics_port; /* 0 = no metrics endpoint */
 	/* [log] */
 	char log_level[16];
 };
+
+/* Allow-list of client sources ([security] allow), parsed. */
+#define KM_ALLOW_MAX 32
+struct km_allow {
+	uint32_t n;
+	int all; /* one entry is 0.0.0.0/0: no check needed */
+	uint32_t net[KM_ALLOW_MAX];  /* network byte order, already masked */
+	uint32_t mask[KM_ALLOW_MAX]; /* network byte order */
+};
+
+/*
+ * Parse "a.b.c.d/len,..." (a bare address means /32; blanks around items are ignored).
+ * @return 0, or -1 with a reason in err (empty list, bad item, more than KM_ALLOW_MAX).
+ */
+int km_allow_parse(const char *s, struct km_allow *out, char *err, size_t errlen);
+
+/** 1 if the IPv4 address (network order) is allowed. */
+static inline int
+km_allow_match(const struct km_allow *a, uint32_t addr)
+{
+	uint32_t i;
+
+	if (a->all)
+		return 1;
+	for (i = 0; i < a->n; i++)
+		if ((addr & a->mask[i]) == a->net[i])
+			return 1;
+	return 0;
+}
 
 /* Fill c with the embedded defaults. */
 void km_conf_defaults(struct km_conf *c);
 
 /*
  * Load an INI file over c. Unknown sections or keys, duplicate sections or keys and bad
- * values are refused. @return 0, or -1 with a message "file: [section] key: reason" in err.
+ * values are refused; nothing is applied then. @return 0, or -1 with a message in err:
+ * "file:LINE: [section] key = 'value': reason" (or file:LINE: [section]: ..., file: ...).
  */
 int km_conf_load(struct km_conf *c, const char *path, char *err, size_t errlen);
 
@@ -59,5 +99,29 @@ int km_conf_set(struct km_conf *c, const char *assignment, char *err, size_t err
 
 /* Write the effective configuration as an INI file. */
 void km_conf_print(const struct km_conf *c, FILE *f);
+
+/* One tunable, as the control plane shows it. */
+struct km_conf_item {
+	const char *section;
+	const char *key;
+	const char *help;
+	int is_number; /* value is a number (u64); otherwise a string */
+	int runtime;   /* can be changed while keymapd runs (keymapctl set) */
+};
+
+/** Number of tunables. */
+size_t km_conf_nb_items(void);
+
+/** Tunable i (0 <= i < km_conf_nb_items()), in file order. */
+void km_conf_item(size_t i, struct km_conf_item *out);
+
+/*
+ * Value of tunable i in c: *num for numbers, text in buf (always filled, the form the
+ * INI file takes).
+ */
+void km_conf_value(const struct km_conf *c, size_t i, uint64_t *num, char *buf, size_t len);
+
+/** Index of "section.key", or -1. */
+int km_conf_find(const char *name);
 
 #endif /* KEYMAPD_CONFIG_H */

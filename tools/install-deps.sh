@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
 # Install what keymap needs to build, test, run and benchmark, from Debian 12 packages only
-# (memcached and gnuplot: the side-by-side comparison, tools/bench/compare).
+# (jansson: keymapctl; libmicrohttpd: the metrics endpoint; memcached and gnuplot: the
+# side-by-side comparison, tools/bench/compare).
 set -euo pipefail
 
 pkgs=(build-essential meson ninja-build pkg-config python3 iproute2 procps
 	libdpdk-dev dpdk dpdk-dev libisal-dev liburcu-dev libcmocka-dev libxxhash-dev liburing-dev
-	memcached gnuplot-nox)
+	libjansson-dev libmicrohttpd-dev memcached gnuplot-nox)
 
 missing=()
 for p in "${pkgs[@]}"; do

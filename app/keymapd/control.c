@@ -1,9 +1,23 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 
+#include <errno.h>
 #include <inttypes.h>
+#include <semaphore.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <rte_cycles.h>
+#include <rte_errno.h>
+#include <rte_log.h>
+#include <rte_malloc.h>
+#include <rte_ring.h>
 
 #include <urcu-qsbr.h>
 
+#include "control.h"
 #include "datapath.h"
 #include "keymapd.h"
 
@@ -37,19 +51,6 @@ print_row(FILE *f, const char *name, const uint64_t *per, uint16_t n)
 	fputc('\n', f);
 }
 
-/* Requests a worker handled: every datagram that got an answer from the processor, or,
- * in echo mode, every packet it received. */
-static uint64_t
-worker_requests(const struct km_worker *w)
-{
-	const struct km_proc_counters *pc = km_proc_counters(w->proc);
-
-	if (km_dp.echo)
-		return w->cnt.rx_pkts;
-	return pc->req_ping + pc->req_get + pc->req_mget + pc->req_put + pc->req_cas + pc->req_del +
-	       pc->req_map + pc->bad_request + pc->moved;
-}
-
 void
 km_control_print_interval(FILE *f, struct km_interval *prev, double secs)
 {
@@ -58,7 +59,7 @@ km_control_print_interval(FILE *f, struct km_interval *prev, double secs)
 
 	/* Counters are plain words each worker updates alone: a read may be one update old. */
 	for (i = 0; i < km_dp.nb_workers; i++) {
-		reqs += worker_requests(&km_dp.workers[i]);
+		reqs += km_worker_requests(&km_dp.workers[i]);
 		cycles += km_dp.workers[i].cnt.busy_cycles;
 	}
 	r = reqs - prev->requests;
@@ -95,7 +96,7 @@ km_control_print_stats(FILE *f, int workers_stopped)
 	}
 	/* Cost per request as the workers saw it: busy cycles / requests handled. */
 	for (i = 0; i < n; i++) {
-		reqs[i] = worker_requests(&km_dp.workers[i]);
+		reqs[i] = km_worker_requests(&km_dp.workers[i]);
 		cyc[i] = reqs[i] == 0 ? 0 : km_dp.workers[i].cnt.busy_cycles / reqs[i];
 	}
 	print_row(f, "requests", reqs, n);
@@ -114,4 +115,821 @@ km_control_print_stats(FILE *f, int workers_stopped)
 			st.index_bytes, st.entry_overhead_bytes);
 	}
 	fflush(f);
+}
+
+/* ---- Requests from other threads (telemetry, metrics) ---------------------------- */
+
+struct km_ctl_state km_ctl;
+
+#define CTL_RING_SIZE   64
+#define WCMD_TIMEOUT_MS 2000 /* a worker applies commands every loop iteration */
+#define RATE_DECAY      0.5  /* weight of the newest sample in a shard's rate */
+
+enum ctl_req_state { REQ_PENDING, REQ_RUNNING, REQ_DONE, REQ_ABANDONED };
+
+struct ctl_req {
+	int (*fn)(void *arg);
+	void *arg;
+	int rc;
+	atomic_int state; /* enum ctl_req_state */
+	atomic_int refs;  /* caller + control lcore: the last one frees */
+	sem_t done;
+};
+
+static struct rte_ring *ctl_ring; /* callers (MP) -> control lcore (SC) */
+static sem_t ctl_wake;		  /* posted with every request: the loop wakes at once */
+
+static void
+ctl_req_put(struct ctl_req *r)
+{
+	if (atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) == 1) {
+		sem_destroy(&r->done);
+		free(r);
+	}
+}
+
+static void
+deadline_after(struct timespec *ts, unsigned int ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+int
+km_ctl_call(int (*fn)(void *arg), void *arg, unsigned int timeout_ms)
+{
+	struct ctl_req *r;
+	struct timespec ts;
+	int expected = REQ_PENDING, rc;
+
+	if (ctl_ring == NULL || atomic_load_explicit(&km_dp.stop, memory_order_relaxed))
+		return -ESHUTDOWN;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	r->fn = fn;
+	r->arg = arg;
+	atomic_init(&r->state, REQ_PENDING);
+	atomic_init(&r->refs, 2);
+	sem_init(&r->done, 0, 0);
+	if (rte_ring_mp_enqueue(ctl_ring, r) != 0) {
+		sem_destroy(&r->done);
+		free(r);
+		return -EBUSY;
+	}
+	sem_post(&ctl_wake);
+	deadline_after(&ts, timeout_ms);
+	while ((rc = sem_clockwait(&r->done, CLOCK_MONOTONIC, &ts)) != 0 && errno == EINTR)
+		;
+	if (rc != 0) {
+		/* Not started yet: abandon it, the control lcore will skip it. Started: it
+		 * uses arg until it is done, so wait for the end. */
+		if (atomic_compare_exchange_strong(&r->state, &expected, REQ_ABANDONED)) {
+			ctl_req_put(r);
+			return -ETIMEDOUT;
+		}
+		while (sem_wait(&r->done) != 0 && errno == EINTR)
+			;
+	}
+	rc = r->rc;
+	ctl_req_put(r);
+	return rc;
+}
+
+/* Run (or, when stopping, refuse) every queued request. */
+static void
+ctl_serve(int refuse)
+{
+	struct ctl_req *r;
+	int expected;
+
+	while (rte_ring_sc_dequeue(ctl_ring, (void **)&r) == 0) {
+		expected = REQ_PENDING;
+		if (!atomic_compare_exchange_strong(&r->state, &expected, REQ_RUNNING)) {
+			ctl_req_put(r); /* abandoned by its caller */
+			continue;
+		}
+		r->rc = refuse ? -ESHUTDOWN : r->fn(r->arg);
+		if (!refuse)
+			km_ctl.cnt.commands++;
+		atomic_store(&r->state, REQ_DONE);
+		sem_post(&r->done);
+		ctl_req_put(r);
+	}
+}
+
+/* ---- Commands to workers ---------------------------------------------------------- */
+
+/* Queue c on worker w's command ring. @return 0 or -EBUSY (ring full). */
+static int
+wcmd_post(uint16_t w, struct km_wcmd *c)
+{
+	atomic_init(&c->done, 0);
+	return rte_ring_sp_enqueue(km_dp.workers[w].cmds, c) == 0 ? 0 : -EBUSY;
+}
+
+/* Wait until worker applied c. @return c->rc, or -ETIMEDOUT (c must then be leaked: the
+ * worker may still write it). */
+static int
+wcmd_wait(struct km_wcmd *c)
+{
+	uint64_t hz = rte_get_timer_hz(), end = rte_get_timer_cycles() + hz * WCMD_TIMEOUT_MS / 1000;
+
+	while (!atomic_load_explicit(&c->done, memory_order_acquire)) {
+		if (rte_get_timer_cycles() > end)
+			return -ETIMEDOUT;
+		rte_delay_us_sleep(10);
+	}
+	return c->rc;
+}
+
+/* One command, start to end. c is heap-allocated; freed here unless the worker timed out. */
+static int
+wcmd_run(uint16_t w, struct km_wcmd *c)
+{
+	int rc = wcmd_post(w, c);
+
+	if (rc == 0)
+		rc = wcmd_wait(c);
+	if (rc == -ETIMEDOUT)
+		KM_LOG(ERR, "worker %u did not apply a command within %u ms", w, WCMD_TIMEOUT_MS);
+	return rc;
+}
+
+static struct km_wcmd *
+wcmd_new(enum km_wcmd_op op, uint64_t shard_id)
+{
+	struct km_wcmd *c = calloc(1, sizeof(*c));
+
+	if (c != NULL) {
+		c->op = op;
+		c->shard_id = shard_id;
+	}
+	return c;
+}
+
+static void
+wcmd_free(struct km_wcmd *c, int rc)
+{
+	if (rc != -ETIMEDOUT)
+		free(c);
+}
+
+/* Detach shard id from worker w. @return 0 and *store, or -errno. */
+static int
+shard_detach(uint16_t w, uint64_t id, struct km_store **store)
+{
+	struct km_wcmd *c = wcmd_new(KM_WCMD_DETACH, id);
+	int rc;
+
+	if (c == NULL)
+		return -ENOMEM;
+	rc = wcmd_run(w, c);
+	if (rc == 0)
+		*store = c->store;
+	wcmd_free(c, rc);
+	return rc;
+}
+
+/* Attach store to worker w as shard id. On error the store stays the caller's. */
+static int
+shard_attach(uint16_t w, uint64_t id, struct km_store *store)
+{
+	struct km_wcmd *c = wcmd_new(KM_WCMD_ATTACH, id);
+	int rc;
+
+	if (c == NULL)
+		return -ENOMEM;
+	c->store = store;
+	rc = wcmd_run(w, c);
+	wcmd_free(c, rc);
+	return rc;
+}
+
+/* ---- Re-sharding ---------------------------------------------------------------------- */
+
+static uint64_t
+usec_since(uint64_t t0)
+{
+	return (rte_get_timer_cycles() - t0) * 1000000 / rte_get_timer_hz();
+}
+
+static int
+refuse(char *err, size_t errlen, int rc, const char *fmt, ...) __rte_format_printf(4, 5);
+
+static int
+refuse(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	if (rc != -ENOENT && rc != -EINVAL)
+		km_ctl.cnt.reshard_failures++;
+	return rc;
+}
+
+/* Publish nm and note the pause that started at t0. */
+static void
+reshard_publish(struct km_shardmap *nm, uint64_t t0)
+{
+	km_control_publish_map(nm);
+	km_ctl.last_pause_us = usec_since(t0);
+}
+
+static uint64_t
+store_version_last(struct km_store *s)
+{
+	struct km_store_stats st;
+
+	km_store_stats(s, &st);
+	return st.version_last;
+}
+
+int
+km_ctl_split(uint64_t id, char *err, size_t errlen)
+{
+	const struct km_shardmap *m = km_map_current;
+	const struct km_shard *sh = km_shardmap_find(m, id);
+	struct km_store *src = NULL, *lo = NULL, *hi = NULL;
+	struct km_shardmap *nm = NULL;
+	uint16_t olo, ohi, owner;
+	uint64_t t0, vbase;
+	int64_t copied;
+	int rc;
+
+	if (sh == NULL)
+		return refuse(err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id,
+			m->epoch);
+	owner = sh->owner;
+	rc = km_shardmap_split(m, id, &nm);
+	if (rc == -ERANGE)
+		return refuse(err, errlen, -EINVAL, "shard %" PRIu64 " is at the depth limit (%u)",
+			id, KM_SHARD_DEPTH_MAX);
+	if (rc < 0)
+		return refuse(err, errlen, rc, "cannot build the new map: %s", strerror(-rc));
+	olo = km_shardmap_find(nm, id * 2)->owner;
+	ohi = km_shardmap_find(nm, id * 2 + 1)->owner;
+
+	t0 = rte_get_timer_cycles();
+	rc = shard_detach(owner, id, &src);
+	if (rc < 0) {
+		km_shardmap_free(nm);
+		return refuse(err, errlen, rc, "worker %u cannot hand over shard %" PRIu64 ": %s",
+			owner, id, strerror(-rc));
+	}
+	vbase = store_version_last(src);
+	rc = km_proc_store_new(km_dp.workers[olo].proc, id * 2, vbase, &lo);
+	if (rc == 0)
+		rc = km_proc_store_new(km_dp.workers[ohi].proc, id * 2 + 1, vbase, &hi);
+	copied = rc == 0 ? km_reshard_split(nm, src, id, lo, hi) : rc;
+	if (copied < 0) {
+		rc = (int)copied;
+		goto rollback;
+	}
+	rc = shard_attach(olo, id * 2, lo);
+	if (rc < 0)
+		goto rollback;
+	rc = shard_attach(ohi, id * 2 + 1, hi);
+	if (rc < 0) {
+		/* lo is attached: take it back before restoring the parent. */
+		if (shard_detach(olo, id * 2, &lo) < 0)
+			lo = NULL; /* unreachable worker: leave it, it is no longer served */
+		goto rollback;
+	}
+	reshard_publish(nm, t0);
+	km_store_destroy(src);
+	km_ctl.cnt.splits++;
+	km_ctl.cnt.keys_handed_over += (uint64_t)copied;
+	km_ctl.last_keys = (uint64_t)copied;
+	KM_LOG(NOTICE,
+		"split shard %" PRIu64 " (worker %u) into %" PRIu64 " (worker %u) and %" PRIu64
+		" (worker %u): %" PRId64 " entries, epoch %u, paused %" PRIu64 " us",
+		id, owner, id * 2, olo, id * 2 + 1, ohi, copied, km_map_current->epoch,
+		km_ctl.last_pause_us);
+	return 0;
+rollback:
+	km_store_destroy(lo);
+	km_store_destroy(hi);
+	km_shardmap_free(nm);
+	if (shard_attach(owner, id, src) < 0) {
+		km_store_destroy(src);
+		KM_LOG(ERR, "split of shard %" PRIu64 ": cannot give it back to worker %u", id,
+			owner);
+	}
+	return refuse(err, errlen, rc, "split of shard %" PRIu64 " failed, nothing changed: %s",
+		id, strerror(-rc));
+}
+
+int
+km_ctl_merge(uint64_t id, char *err, size_t errlen)
+{
+	const struct km_shardmap *m = km_map_current;
+	const struct km_shard *a = km_shardmap_find(m, id), *b = km_shardmap_find(m, id ^ 1);
+	struct km_store *sa = NULL, *sb = NULL, *dst = NULL;
+	struct km_shardmap *nm = NULL;
+	uint64_t t0, vbase, parent = id >> 1;
+	uint16_t oa, ob, op;
+	int64_t ca = 0, cb = 0;
+	int rc;
+
+	if (a == NULL)
+		return refuse(err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id,
+			m->epoch);
+	if (id <= 1)
+		return refuse(err, errlen, -EINVAL, "shard 1 is the whole key space: nothing to merge");
+	if (b == NULL)
+		return refuse(err, errlen, -EINVAL,
+			"shard %" PRIu64 " and %" PRIu64 " are not buddies: %" PRIu64
+			" is split further",
+			id, id ^ 1, id ^ 1);
+	oa = a->owner;
+	ob = b->owner;
+	rc = km_shardmap_merge(m, id, &nm);
+	if (rc < 0)
+		return refuse(err, errlen, rc, "cannot build the new map: %s", strerror(-rc));
+	op = km_shardmap_find(nm, parent)->owner;
+
+	t0 = rte_get_timer_cycles();
+	rc = shard_detach(oa, id, &sa);
+	if (rc < 0) {
+		km_shardmap_free(nm);
+		return refuse(err, errlen, rc, "worker %u cannot hand over shard %" PRIu64 ": %s",
+			oa, id, strerror(-rc));
+	}
+	rc = shard_detach(ob, id ^ 1, &sb);
+	if (rc < 0)
+		goto rollback;
+	vbase = RTE_MAX(store_version_last(sa), store_version_last(sb));
+	rc = km_proc_store_new(km_dp.workers[op].proc, parent, vbase, &dst);
+	if (rc < 0)
+		goto rollback;
+	ca = km_reshard_copy(sa, dst);
+	cb = ca < 0 ? 0 : km_reshard_copy(sb, dst);
+	if (ca < 0 || cb < 0) {
+		rc = (int)(ca < 0 ? ca : cb);
+		goto rollback;
+	}
+	rc = shard_attach(op, parent, dst);
+	if (rc < 0)
+		goto rollback;
+	reshard_publish(nm, t0);
+	km_store_destroy(sa);
+	km_store_destroy(sb);
+	km_ctl.cnt.merges++;
+	km_ctl.cnt.keys_handed_over += (uint64_t)(ca + cb);
+	km_ctl.last_keys = (uint64_t)(ca + cb);
+	KM_LOG(NOTICE,
+		"merged shards %" PRIu64 " (worker %u) and %" PRIu64 " (worker %u) into %" PRIu64
+		" (worker %u): %" PRId64 " entries, epoch %u, paused %" PRIu64 " us",
+		id, oa, id ^ 1, ob, parent, op, ca + cb, km_map_current->epoch,
+		km_ctl.last_pause_us);
+	return 0;
+rollback:
+	km_store_destroy(dst);
+	km_shardmap_free(nm);
+	if (sa != NULL && shard_attach(oa, id, sa) < 0) {
+		km_store_destroy(sa);
+		KM_LOG(ERR, "merge: cannot give shard %" PRIu64 " back to worker %u", id, oa);
+	}
+	if (sb != NULL && shard_attach(ob, id ^ 1, sb) < 0) {
+		km_store_destroy(sb);
+		KM_LOG(ERR, "merge: cannot give shard %" PRIu64 " back to worker %u", id ^ 1, ob);
+	}
+	return refuse(err, errlen, rc, "merge of shard %" PRIu64 " failed, nothing changed: %s",
+		id, strerror(-rc));
+}
+
+int
+km_ctl_move(uint64_t id, uint16_t worker, char *err, size_t errlen)
+{
+	const struct km_shardmap *m = km_map_current;
+	const struct km_shard *sh = km_shardmap_find(m, id);
+	struct km_shardmap *nm = NULL;
+	struct km_store *st = NULL;
+	struct km_store_stats ss;
+	uint16_t from;
+	uint64_t t0;
+	int rc;
+
+	if (sh == NULL)
+		return refuse(err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id,
+			m->epoch);
+	if (worker >= km_dp.nb_workers)
+		return refuse(err, errlen, -EINVAL, "no worker %u (workers are 0..%u)", worker,
+			km_dp.nb_workers - 1);
+	from = sh->owner;
+	if (from == worker)
+		return refuse(err, errlen, -EINVAL, "shard %" PRIu64 " is already on worker %u", id,
+			worker);
+	rc = km_shardmap_move(m, id, worker, &nm);
+	if (rc < 0)
+		return refuse(err, errlen, rc, "cannot build the new map: %s", strerror(-rc));
+	t0 = rte_get_timer_cycles();
+	rc = shard_detach(from, id, &st);
+	if (rc < 0) {
+		km_shardmap_free(nm);
+		return refuse(err, errlen, rc, "worker %u cannot hand over shard %" PRIu64 ": %s",
+			from, id, strerror(-rc));
+	}
+	km_store_stats(st, &ss);
+	/* The store itself changes hands: no copy. */
+	rc = shard_attach(worker, id, st);
+	if (rc < 0) {
+		km_shardmap_free(nm);
+		if (shard_attach(from, id, st) < 0) {
+			km_store_destroy(st);
+			KM_LOG(ERR, "move: cannot give shard %" PRIu64 " back to worker %u", id,
+				from);
+		}
+		return refuse(err, errlen, rc,
+			"move of shard %" PRIu64 " failed, nothing changed: %s", id, strerror(-rc));
+	}
+	reshard_publish(nm, t0);
+	km_ctl.last_keys = ss.keys;
+	km_ctl.cnt.moves++;
+	km_ctl.cnt.keys_handed_over += ss.keys;
+	KM_LOG(NOTICE, "moved shard %" PRIu64 " from worker %u to worker %u: epoch %u, paused %" PRIu64 " us",
+		id, from, worker, km_map_current->epoch, km_ctl.last_pause_us);
+	return 0;
+}
+
+/* ---- Load sampling and automatic re-sharding ------------------------------------------ */
+
+static int
+info_cmp(const void *a, const void *b)
+{
+	uint64_t x = ((const struct km_shard_info *)a)->id, y = ((const struct km_shard_info *)b)->id;
+
+	return x < y ? -1 : x > y;
+}
+
+static int
+ctl_shard_cmp(const void *a, const void *b)
+{
+	uint64_t x = ((const struct km_ctl_shard *)a)->id, y = ((const struct km_ctl_shard *)b)->id;
+
+	return x < y ? -1 : x > y;
+}
+
+uint64_t
+km_worker_requests(const struct km_worker *w)
+{
+	const struct km_proc_counters *pc = km_proc_counters(w->proc);
+
+	if (km_dp.echo)
+		return w->cnt.rx_pkts;
+	return pc->req_ping + pc->req_get + pc->req_mget + pc->req_put + pc->req_cas + pc->req_del +
+	       pc->req_map + pc->bad_request + pc->moved;
+}
+
+/* Ask every worker for its shards (all in parallel). @return 0 and a sorted array of
+ * *n infos (free it), or -errno. */
+static int
+gather_infos(struct km_shard_info **out, uint32_t *n)
+{
+	uint32_t max = km_map_current->nb_shards, total = 0;
+	uint16_t nw = km_dp.nb_workers, i;
+	struct km_wcmd *c[KM_WORKERS_MAX] = {NULL};
+	struct km_shard_info *all;
+	int rc = 0, r;
+
+	all = calloc((size_t)nw * max + 1, sizeof(*all));
+	if (all == NULL)
+		return -ENOMEM;
+	for (i = 0; i < nw && rc == 0; i++) {
+		c[i] = wcmd_new(KM_WCMD_INFO, 0);
+		if (c[i] == NULL) {
+			rc = -ENOMEM;
+			break;
+		}
+		c[i]->infos = all + (size_t)i * max;
+		c[i]->max = max;
+		rc = wcmd_post(i, c[i]);
+		if (rc < 0) {
+			free(c[i]);
+			c[i] = NULL;
+		}
+	}
+	for (i = 0; i < nw; i++) {
+		if (c[i] == NULL)
+			continue;
+		r = wcmd_wait(c[i]);
+		if (r == -ETIMEDOUT) {
+			/* The worker may still write its command and array: leak both. */
+			KM_LOG(ERR, "worker %u did not report its shards within %u ms", i,
+				WCMD_TIMEOUT_MS);
+			rc = r;
+			all = NULL;
+			continue;
+		}
+		if (rc == 0 && all != NULL) {
+			/* Compact: worker i's infos follow the previous workers'. */
+			memmove(all + total, c[i]->infos, RTE_MIN(c[i]->n, max) * sizeof(*all));
+			total += RTE_MIN(c[i]->n, max);
+		}
+		free(c[i]);
+	}
+	if (rc < 0) {
+		free(all);
+		return rc;
+	}
+	qsort(all, total, sizeof(*all), info_cmp);
+	*out = all;
+	*n = total;
+	return 0;
+}
+
+int
+km_ctl_sample(void)
+{
+	const struct km_shardmap *m = km_map_current;
+	uint64_t now = rte_get_timer_cycles(), reqs = 0, d;
+	double dt = km_ctl.sample_tsc == 0 ? 0 : (double)(now - km_ctl.sample_tsc) / rte_get_timer_hz();
+	struct km_ctl_shard *ns, *old = km_ctl.shards, *o, key;
+	struct km_shard_info *infos, *in, ik;
+	uint32_t n, i;
+	uint16_t w;
+	int rc;
+
+	rc = gather_infos(&infos, &n);
+	if (rc < 0)
+		return rc;
+	ns = calloc(m->nb_shards + 1, sizeof(*ns));
+	if (ns == NULL) {
+		free(infos);
+		return -ENOMEM;
+	}
+	/* Look shards of the previous sample up by id. */
+	if (old != NULL)
+		qsort(old, km_ctl.nb_shards, sizeof(*old), ctl_shard_cmp);
+	for (i = 0; i < m->nb_shards; i++) {
+		ns[i].id = m->shards[i].id;
+		ns[i].owner = m->shards[i].owner;
+		ik.id = ns[i].id;
+		in = bsearch(&ik, infos, n, sizeof(*infos), info_cmp);
+		if (in != NULL) {
+			ns[i].keys = in->keys;
+			ns[i].bytes = in->bytes;
+			ns[i].requests = in->requests;
+		}
+		key.id = ns[i].id;
+		o = old == NULL ? NULL : bsearch(&key, old, km_ctl.nb_shards, sizeof(*old), ctl_shard_cmp);
+		if (o != NULL && o->owner == ns[i].owner && ns[i].requests >= o->requests) {
+			ns[i].rate = o->rate;
+			ns[i].hot = o->hot;
+			ns[i].cold = o->cold;
+			d = ns[i].requests - o->requests;
+		} else {
+			d = ns[i].requests; /* new here: everything since it was attached */
+		}
+		/* Samples closer than 10 ms apart (an operator's query) keep the rate. */
+		if (dt >= 0.01)
+			ns[i].rate = (o == NULL ? 0.0 : (1.0 - RATE_DECAY) * ns[i].rate) +
+				     (o == NULL ? 1.0 : RATE_DECAY) * (double)d / dt;
+	}
+	for (w = 0; w < km_dp.nb_workers; w++)
+		reqs += km_worker_requests(&km_dp.workers[w]);
+	if (dt >= 0.01) {
+		km_ctl.requests_per_s = (double)(reqs - km_ctl.sample_reqs) / dt;
+		km_ctl.sample_reqs = reqs;
+		km_ctl.sample_tsc = now;
+	} else if (km_ctl.sample_tsc == 0) {
+		km_ctl.sample_reqs = reqs;
+		km_ctl.sample_tsc = now;
+	}
+	free(infos);
+	free(old);
+	km_ctl.shards = ns;
+	km_ctl.nb_shards = m->nb_shards;
+	return 0;
+}
+
+/* Update the hot/cold streaks of the last sample and act on the first one long enough:
+ * one change per period, so that each is measured before the next. */
+static void
+ctl_autoshard(void)
+{
+	const struct km_conf *c = &km_ctl.conf;
+	struct km_ctl_shard *s = km_ctl.shards, *hot = NULL, *cold = NULL, *b, key;
+	struct km_ctl_shard *byid;
+	uint32_t n = km_ctl.nb_shards, i;
+	char err[256];
+	int rc;
+
+	if (s == NULL || (c->split_rate == 0 && c->merge_rate == 0))
+		return;
+	byid = malloc((n + 1) * sizeof(*byid));
+	if (byid == NULL)
+		return;
+	memcpy(byid, s, n * sizeof(*s));
+	qsort(byid, n, sizeof(*byid), ctl_shard_cmp);
+	for (i = 0; i < n; i++) {
+		s[i].hot = c->split_rate != 0 && s[i].rate > (double)c->split_rate ? s[i].hot + 1 : 0;
+		if (s[i].hot >= c->hysteresis && km_shard_depth(s[i].id) < KM_SHARD_DEPTH_MAX &&
+			n < c->max_count && (hot == NULL || s[i].rate > hot->rate))
+			hot = &s[i];
+		/* Buddy pairs are tracked on their even member. */
+		key.id = s[i].id ^ 1;
+		b = (s[i].id & 1) != 0 || s[i].id <= 1 ? NULL :
+							   bsearch(&key, byid, n, sizeof(*byid), ctl_shard_cmp);
+		s[i].cold = c->merge_rate != 0 && b != NULL &&
+					    s[i].rate + b->rate < (double)c->merge_rate ?
+				    s[i].cold + 1 :
+				    0;
+		if (s[i].cold >= c->hysteresis && n > c->shard_count &&
+			(cold == NULL || s[i].rate < cold->rate))
+			cold = &s[i];
+	}
+	free(byid);
+	if (hot != NULL) {
+		rc = km_ctl_split(hot->id, err, sizeof(err));
+		if (rc == 0)
+			km_ctl.cnt.auto_splits++;
+		else
+			KM_LOG(WARNING, "automatic split: %s", err);
+	} else if (cold != NULL) {
+		rc = km_ctl_merge(cold->id, err, sizeof(err));
+		if (rc == 0)
+			km_ctl.cnt.auto_merges++;
+		else
+			KM_LOG(WARNING, "automatic merge: %s", err);
+	} else {
+		return;
+	}
+	/* The map changed: streaks start again from the next sample. */
+	km_ctl_sample();
+	for (i = 0; i < km_ctl.nb_shards; i++)
+		km_ctl.shards[i].hot = km_ctl.shards[i].cold = 0;
+}
+
+/* ---- Runtime configuration ------------------------------------------------------------ */
+
+int
+km_log_level_of(const char *name)
+{
+	static const char *const names[] = {
+		"", "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"};
+	unsigned int i;
+
+	for (i = 1; i < RTE_DIM(names); i++)
+		if (strcmp(names[i], name) == 0)
+			return (int)i;
+	return RTE_LOG_INFO;
+}
+
+int
+km_ctl_publish_allow(const char *list, char *err, size_t errlen)
+{
+	struct km_allow *a = malloc(sizeof(*a)), *old = km_allow_current;
+
+	if (a == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if (km_allow_parse(list, a, err, errlen) < 0) {
+		free(a);
+		return -EINVAL;
+	}
+	rcu_assign_pointer(km_allow_current, a);
+	if (old != NULL) {
+		synchronize_rcu();
+		free(old);
+	}
+	return 0;
+}
+
+/* Send the [workers] tunables of c to every worker. */
+static int
+ctl_tune_workers(const struct km_conf *c)
+{
+	struct km_wcmd *cmd;
+	uint16_t i;
+	int rc, ret = 0;
+
+	for (i = 0; i < km_dp.nb_workers; i++) {
+		cmd = wcmd_new(KM_WCMD_TUNE, 0);
+		if (cmd == NULL)
+			return -ENOMEM;
+		cmd->tune = (struct km_worker_tune){
+			.burst = (uint16_t)c->burst,
+			.idle_spin = (uint32_t)c->idle_spin,
+			.idle_sleep_us = (uint32_t)c->idle_sleep_us,
+		};
+		rc = wcmd_run(i, cmd);
+		wcmd_free(cmd, rc);
+		if (rc < 0)
+			ret = rc;
+	}
+	return ret;
+}
+
+int
+km_ctl_set(const char *assignment, char *err, size_t errlen)
+{
+	const char *eq = strchr(assignment, '=');
+	struct km_conf nc = km_ctl.conf;
+	struct km_conf_item it;
+	char name[128];
+	int idx, rc;
+
+	if (eq == NULL || (size_t)(eq - assignment) >= sizeof(name)) {
+		snprintf(err, errlen, "'%s': expected section.key=value", assignment);
+		return -EINVAL;
+	}
+	memcpy(name, assignment, (size_t)(eq - assignment));
+	name[eq - assignment] = '\0';
+	idx = km_conf_find(name);
+	if (idx < 0) {
+		snprintf(err, errlen, "unknown tunable '%s' (keymapctl config lists them)", name);
+		return -ENOENT;
+	}
+	km_conf_item((size_t)idx, &it);
+	if (!it.runtime) {
+		snprintf(err, errlen,
+			"%s cannot change while keymapd runs: set it in the configuration file "
+			"and restart",
+			name);
+		return -EPERM;
+	}
+	if (km_conf_set(&nc, assignment, err, errlen) < 0)
+		return -EINVAL;
+	if (strcmp(nc.allow, km_ctl.conf.allow) != 0) {
+		rc = km_ctl_publish_allow(nc.allow, err, errlen);
+		if (rc < 0)
+			return rc;
+	}
+	if (nc.burst != km_ctl.conf.burst || nc.idle_spin != km_ctl.conf.idle_spin ||
+		nc.idle_sleep_us != km_ctl.conf.idle_sleep_us) {
+		rc = ctl_tune_workers(&nc);
+		if (rc < 0) {
+			snprintf(err, errlen, "a worker did not apply %s: %s", name, strerror(-rc));
+			return rc;
+		}
+	}
+	if (strcmp(nc.log_level, km_ctl.conf.log_level) != 0)
+		rte_log_set_level_pattern("keymap.*", (uint32_t)km_log_level_of(nc.log_level));
+	km_ctl.conf = nc;
+	KM_LOG(NOTICE, "set %s", assignment);
+	return 0;
+}
+
+/* ---- The loop ------------------------------------------------------------------------- */
+
+int
+km_ctl_init(const struct km_conf *conf)
+{
+	km_ctl.conf = *conf;
+	km_ctl.start_tsc = rte_get_timer_cycles();
+	if (sem_init(&ctl_wake, 0, 0) != 0)
+		return -errno;
+	ctl_ring = rte_ring_create("km_ctl", CTL_RING_SIZE, (int)rte_socket_id(), RING_F_SC_DEQ);
+	if (ctl_ring == NULL)
+		return -rte_errno;
+	return 0;
+}
+
+void
+km_ctl_loop(void)
+{
+	uint64_t hz = rte_get_timer_hz(), last = rte_get_timer_cycles(), now;
+	struct km_interval prev = {0, 0};
+	struct timespec ts;
+
+	while (!atomic_load_explicit(&km_dp.stop, memory_order_relaxed)) {
+		/* Sleep between iterations (the control lcore shares a CPU on small hosts),
+		 * but wake at once for a request. */
+		deadline_after(&ts, (unsigned int)km_ctl.conf.interval_ms);
+		sem_clockwait(&ctl_wake, CLOCK_MONOTONIC, &ts);
+		ctl_serve(0);
+		now = rte_get_timer_cycles();
+		if (now - km_ctl.sample_tsc >= km_ctl.conf.sample_ms * hz / 1000) {
+			if (km_ctl_sample() == 0)
+				ctl_autoshard();
+		}
+		if (km_ctl.conf.stats_interval_s != 0 &&
+			now - last >= km_ctl.conf.stats_interval_s * hz) {
+			km_control_print_interval(stdout, &prev, (double)(now - last) / (double)hz);
+			last = now;
+		}
+	}
+	ctl_serve(1);
+}
+
+void
+km_ctl_fini(void)
+{
+	/* The ring stays: a telemetry thread may still be about to post (it then times out
+	 * or sees the stop flag). */
+	if (ctl_ring != NULL)
+		ctl_serve(1);
+	free(km_ctl.shards);
+	km_ctl.shards = NULL;
+	km_ctl.nb_shards = 0;
 }

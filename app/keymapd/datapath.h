@@ -22,6 +22,8 @@
 #include <km_proc.h>
 #include <km_shardmap.h>
 
+#include "config.h"
+
 /* Per-worker packet counters, declared once (X-macro): name, help. */
 #define KM_WORKER_COUNTERS(X)                                                               \
 	X(rx_pkts, "packets received")                                                      \
@@ -36,6 +38,7 @@
 	X(handoff_out, "misdirected requests handed to their owner worker")                 \
 	X(handoff_in, "requests received from other workers")                               \
 	X(handoff_drops, "misdirected requests dropped: owner ring full")                   \
+	X(drop_denied, "datagrams dropped: source not in [security] allow")                \
 	X(busy_cycles, "TSC cycles spent on iterations that had work")                      \
 	X(busy_iters, "loop iterations that had work")
 
@@ -47,15 +50,62 @@ struct km_worker_counters {
 
 extern const char *const km_worker_counter_names[];
 
+/*
+ * Latency of a request inside keymapd, from its RX burst to its TX burst, in TSC cycles:
+ * bucket 0 counts 0 cycles, bucket b >= 1 counts [2^(b-1), 2^b); the last bucket also
+ * takes everything above.
+ */
+#define KM_LAT_BUCKETS 40
+
+static inline unsigned int
+km_lat_bucket(uint64_t cycles)
+{
+	unsigned int b = cycles == 0 ? 0 : 64 - (unsigned int)__builtin_clzll(cycles);
+
+	return b < KM_LAT_BUCKETS ? b : KM_LAT_BUCKETS - 1;
+}
+
+/* Worker tunables changed at run time ([workers] burst, idle_spin, idle_sleep_us). */
+struct km_worker_tune {
+	uint16_t burst;
+	uint32_t idle_spin;
+	uint32_t idle_sleep_us;
+};
+
+/* Commands from the control lcore to a worker, applied at a loop boundary. */
+enum km_wcmd_op {
+	KM_WCMD_ATTACH, /* store -> the shard shard_id of this worker */
+	KM_WCMD_DETACH, /* shard shard_id -> store (and requests) for the control lcore */
+	KM_WCMD_INFO,   /* fill infos[0..max), n = shards owned */
+	KM_WCMD_TUNE,   /* apply tune */
+};
+
+struct km_wcmd {
+	enum km_wcmd_op op;
+	uint64_t shard_id;
+	struct km_store *store;       /* ATTACH: in; DETACH: out */
+	uint64_t requests;            /* DETACH: out */
+	struct km_shard_info *infos;  /* INFO */
+	uint32_t max;                 /* INFO */
+	uint32_t n;                   /* INFO: out */
+	struct km_worker_tune tune;   /* TUNE */
+	int rc;                       /* out */
+	atomic_int done;              /* worker: 1 (release) when the outputs are written */
+};
+
 struct km_worker {
 	/* Set before launch, read-only afterwards. */
 	unsigned int lcore;
 	uint16_t index;
 	uint16_t queue;
 	struct rte_ring *to_owner; /* other workers -> this worker (MP/SC) */
+	struct rte_ring *cmds;     /* control lcore -> this worker (SP/SC), struct km_wcmd * */
 	struct km_proc *proc;      /* this worker only (counters: ro for others) */
+	/* worker only (changed through KM_WCMD_TUNE) */
+	struct km_worker_tune tune;
 	/* worker: rw (plain stores), control/others: ro, may read one update old */
 	struct km_worker_counters cnt;
+	uint64_t lat[KM_LAT_BUCKETS];
 } __rte_cache_aligned;
 
 struct km_datapath {
@@ -66,11 +116,9 @@ struct km_datapath {
 	uint32_t ip; /* network order */
 	struct rte_ether_addr mac;
 	uint16_t udp_base;
-	uint16_t burst;
 	uint32_t value_max;   /* requests are parsed against it */
 	int tx_cksum_offload; /* port computes IPv4 + UDP checksums */
-	uint32_t idle_spin;
-	uint32_t idle_sleep_us;
+	int rss;              /* RSS spreads flows over the worker queues */
 	int echo; /* [workers] mode = echo: datagrams go back unparsed */
 	/* control: writes 1 once; workers: read each iteration (relaxed: they only need to
 	 * see it eventually, nothing is published with it) */
@@ -83,6 +131,10 @@ struct km_datapath {
  * rcu_dereference between two quiescent states.
  */
 extern struct km_shardmap *km_map_current;
+
+/* The allow-list of client sources: published like the map (rcu_assign_pointer by the
+ * control lcore, rcu_dereference by workers once per loop iteration). */
+extern struct km_allow *km_allow_current;
 
 /* lcore entry point of a worker; arg is its struct km_worker. */
 int km_worker_main(void *arg);

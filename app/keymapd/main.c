@@ -13,15 +13,18 @@
 #include <rte_lcore.h>
 #include <rte_malloc.h>
 #include <rte_mbuf.h>
+#include <rte_pdump.h>
 #include <rte_ring.h>
 
 #include <urcu-qsbr.h>
 
+#include "control.h"
 #include "datapath.h"
 #include "keymapd.h"
 
 #define EAL_ARGS_MAX      64
 #define HANDOFF_RING_SIZE 4096
+#define CMD_RING_SIZE     64
 
 int km_logtype = RTE_LOGTYPE_USER1;
 
@@ -64,19 +67,6 @@ on_signal(int sig)
 }
 
 static int
-log_level_of(const char *name)
-{
-	static const char *const names[] = {
-		"", "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"};
-	unsigned int i;
-
-	for (i = 1; i < RTE_DIM(names); i++)
-		if (strcmp(names[i], name) == 0)
-			return (int)i;
-	return RTE_LOG_INFO;
-}
-
-static int
 workers_init(const struct km_conf *conf, const struct km_shardmap *map)
 {
 	struct km_proc_params pp = {
@@ -101,11 +91,19 @@ workers_init(const struct km_conf *conf, const struct km_shardmap *map)
 		snprintf(name, sizeof(name), "km_to_w%u", i);
 		w->to_owner = rte_ring_create(
 			name, HANDOFF_RING_SIZE, rte_lcore_to_socket_id(lcore), RING_F_SC_DEQ);
-		if (w->to_owner == NULL) {
+		snprintf(name, sizeof(name), "km_cmd_w%u", i);
+		w->cmds = rte_ring_create(name, CMD_RING_SIZE, rte_lcore_to_socket_id(lcore),
+			RING_F_SP_ENQ | RING_F_SC_DEQ);
+		if (w->to_owner == NULL || w->cmds == NULL) {
 			KM_LOG(ERR, "worker %u: cannot create ring: %s", i,
 				rte_strerror(rte_errno));
 			return -ENOMEM;
 		}
+		w->tune = (struct km_worker_tune){
+			.burst = (uint16_t)conf->burst,
+			.idle_spin = (uint32_t)conf->idle_spin,
+			.idle_sleep_us = (uint32_t)conf->idle_sleep_us,
+		};
 		pp.worker = i;
 		rc = km_proc_create(&pp, &w->proc);
 		if (rc < 0) {
@@ -147,27 +145,12 @@ workers_fini(void)
 				rte_pktmbuf_free_bulk(m, n);
 			rte_ring_free(w->to_owner);
 		}
+		/* Commands left behind are the control lcore's (stopped): nothing to free. */
+		rte_ring_free(w->cmds);
 		km_proc_destroy(w->proc);
 	}
 	rte_free(km_dp.workers);
 	km_dp.workers = NULL;
-}
-
-static void
-control_loop(const struct km_conf *conf)
-{
-	uint64_t hz = rte_get_timer_hz(), last = rte_get_timer_cycles(), now;
-	struct km_interval prev = {0, 0};
-
-	while (!atomic_load_explicit(&km_dp.stop, memory_order_relaxed)) {
-		/* The control lcore sleeps between iterations: it shares a CPU on small hosts. */
-		usleep((useconds_t)conf->interval_ms * 1000);
-		now = rte_get_timer_cycles();
-		if (conf->stats_interval_s != 0 && now - last >= conf->stats_interval_s * hz) {
-			km_control_print_interval(stdout, &prev, (double)(now - last) / (double)hz);
-			last = now;
-		}
-	}
 }
 
 int
@@ -189,7 +172,7 @@ main(int argc, char **argv)
 	struct km_conf conf;
 	char echo_set[] = "workers.mode=echo";
 	char **sets;
-	int eal_argc, opt, i, nb_sets = 0, print = 0, port_ok = 0, rss = 0, rc, ret = 1;
+	int eal_argc, opt, i, nb_sets = 0, print = 0, port_ok = 0, pdump_ok = 0, rss = 0, rc, ret = 1;
 	unsigned int nb_workers;
 
 	km_conf_defaults(&conf);
@@ -265,7 +248,7 @@ main(int argc, char **argv)
 	rc = rte_log_register_type_and_pick_level("keymap.main", RTE_LOG_INFO);
 	if (rc >= 0)
 		km_logtype = rc;
-	rte_log_set_level_pattern("keymap.*", (uint32_t)log_level_of(conf.log_level));
+	rte_log_set_level_pattern("keymap.*", (uint32_t)km_log_level_of(conf.log_level));
 
 	nb_workers = rte_lcore_count() - 1;
 	if (nb_workers == 0 || nb_workers > KM_WORKERS_MAX) {
@@ -284,10 +267,7 @@ main(int argc, char **argv)
 	km_dp.port = (uint16_t)conf.port_id;
 	km_dp.ip = conf.ip;
 	km_dp.udp_base = (uint16_t)conf.udp_port;
-	km_dp.burst = (uint16_t)conf.burst;
 	km_dp.value_max = (uint32_t)conf.value_max;
-	km_dp.idle_spin = (uint32_t)conf.idle_spin;
-	km_dp.idle_sleep_us = (uint32_t)conf.idle_sleep_us;
 	km_dp.echo = strcmp(conf.worker_mode, "echo") == 0;
 	rte_eth_macaddr_get(km_dp.port, &km_dp.mac);
 
@@ -302,6 +282,7 @@ main(int argc, char **argv)
 		    km_dp.port, km_dp.nb_workers, &conf, pool, &km_dp.tx_cksum_offload, &rss) != 0)
 		goto out;
 	port_ok = 1;
+	km_dp.rss = rss;
 
 	mp = (struct km_shardmap_params){
 		.nb_shards = (uint32_t)conf.shard_count,
@@ -321,6 +302,32 @@ main(int argc, char **argv)
 		goto out;
 	km_control_publish_map(map);
 	map = NULL; /* published: freed at shutdown through km_map_current */
+	if (km_ctl_publish_allow(conf.allow, err, sizeof(err)) < 0) {
+		KM_LOG(ERR, "[security] allow: %s", err);
+		goto out;
+	}
+	rc = km_ctl_init(&conf);
+	if (rc < 0) {
+		KM_LOG(ERR, "cannot start the control plane: %s", strerror(-rc));
+		goto out;
+	}
+	rc = km_telemetry_register();
+	if (rc < 0) {
+		KM_LOG(ERR, "cannot register telemetry commands: %s", strerror(-rc));
+		goto out;
+	}
+	/* Packet capture with dpdk-dumpcap (secondary process: hugepage deployments only). */
+	rc = rte_pdump_init();
+	if (rc < 0)
+		KM_LOG(WARNING, "packet capture unavailable: rte_pdump_init: %s",
+			rte_strerror(rte_errno));
+	else
+		pdump_ok = 1;
+	if (conf.metrics_port != 0 &&
+		km_metrics_start(conf.metrics_ip, (uint16_t)conf.metrics_port, err, sizeof(err)) < 0) {
+		KM_LOG(ERR, "[metrics]: %s", err);
+		goto out;
+	}
 
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
@@ -337,7 +344,7 @@ main(int argc, char **argv)
 		conf.worker_mode);
 	fflush(stdout);
 
-	control_loop(&conf);
+	km_ctl_loop();
 
 	KM_LOG(NOTICE, "stopping");
 	rte_eal_mp_wait_lcore();
@@ -347,6 +354,10 @@ out:
 	if (km_dp.workers != NULL)
 		atomic_store_explicit(&km_dp.stop, 1, memory_order_relaxed);
 	rte_eal_mp_wait_lcore();
+	km_metrics_stop();
+	km_ctl_fini();
+	if (pdump_ok)
+		rte_pdump_uninit();
 	if (port_ok)
 		km_port_fini(km_dp.port);
 	workers_fini();
@@ -354,6 +365,8 @@ out:
 	km_shardmap_free(km_map_current);
 	km_map_current = NULL;
 	km_shardmap_free(map);
+	free(km_allow_current);
+	km_allow_current = NULL;
 	rte_mempool_free(pool);
 	rte_eal_cleanup();
 	return ret;

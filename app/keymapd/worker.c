@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 
 #include <arpa/inet.h>
+#include <errno.h>
 
 #include <rte_arp.h>
 #include <rte_byteorder.h>
@@ -18,6 +19,7 @@
 
 struct km_datapath km_dp;
 struct km_shardmap *km_map_current;
+struct km_allow *km_allow_current;
 
 const char *const km_worker_counter_names[] = {
 #define KM_X(name, help) #name,
@@ -173,8 +175,8 @@ udp_reply(struct rte_mbuf *m, size_t plen)
  * @return enum pkt_fate; *plen is the reply payload length for PKT_REPLY.
  */
 static inline enum pkt_fate
-pkt_stage1(struct km_worker *w, const struct km_shardmap *map, struct rte_mbuf *m, int handed,
-	struct km_proc_req *r, uint16_t *plen)
+pkt_stage1(struct km_worker *w, const struct km_shardmap *map, const struct km_allow *allow,
+	struct rte_mbuf *m, int handed, struct km_proc_req *r, uint16_t *plen)
 {
 	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 	struct rte_ipv4_hdr *ip;
@@ -234,6 +236,12 @@ pkt_stage1(struct km_worker *w, const struct km_shardmap *map, struct rte_mbuf *
 		w->cnt.drop_l4++;
 		goto drop;
 	}
+	/* Sources outside the allow-list get nothing, not even an error (no amplification). A
+	 * request handed over by another worker was checked there. */
+	if (unlikely(!handed && !km_allow_match(allow, ip->src_addr))) {
+		w->cnt.drop_denied++;
+		goto drop;
+	}
 	payload = (uint8_t *)(udp + 1);
 	*plen = (uint16_t)(udp_len - L4_LEN);
 	if (unlikely(km_dp.echo))
@@ -291,8 +299,8 @@ drop:
  * batch (a reply built in place), in its owner's ring, or freed.
  */
 static void
-process_burst(struct km_worker *w, const struct km_shardmap *map, struct rte_mbuf **pkts,
-	uint16_t n, int handed, struct tx_batch *tx)
+process_burst(struct km_worker *w, const struct km_shardmap *map, const struct km_allow *allow,
+	struct rte_mbuf **pkts, uint16_t n, int handed, struct tx_batch *tx)
 {
 	struct km_proc_req reqs[BURST_MAX];
 	struct pkt_next next[BURST_MAX];
@@ -302,7 +310,7 @@ process_burst(struct km_worker *w, const struct km_shardmap *map, struct rte_mbu
 	for (i = 0; i < n; i++) {
 		if (i + PKT_PREFETCH_AHEAD < n)
 			rte_prefetch0(rte_pktmbuf_mtod(pkts[i + PKT_PREFETCH_AHEAD], void *));
-		f = pkt_stage1(w, map, pkts[i], handed, &reqs[nb_req], &plen);
+		f = pkt_stage1(w, map, allow, pkts[i], handed, &reqs[nb_req], &plen);
 		next[i].fate = (uint8_t)f;
 		next[i].arg = f == PKT_EXEC ? nb_req++ : plen;
 	}
@@ -327,46 +335,88 @@ process_burst(struct km_worker *w, const struct km_shardmap *map, struct rte_mbu
 	}
 }
 
+/* Apply the control lcore's commands, at a loop boundary: no staged burst is in progress
+ * and nothing of a shard is referenced across it. */
+static __rte_noinline void
+worker_commands(struct km_worker *w)
+{
+	struct km_wcmd *c;
+
+	while (rte_ring_sc_dequeue(w->cmds, (void **)&c) == 0) {
+		switch (c->op) {
+		case KM_WCMD_ATTACH:
+			c->rc = km_proc_shard_attach(w->proc, c->shard_id, c->store);
+			break;
+		case KM_WCMD_DETACH:
+			c->store = km_proc_shard_detach(w->proc, c->shard_id, &c->requests);
+			c->rc = c->store == NULL ? -ENOENT : 0;
+			break;
+		case KM_WCMD_INFO:
+			c->n = km_proc_shard_infos(w->proc, c->infos, c->max);
+			c->rc = 0;
+			break;
+		case KM_WCMD_TUNE:
+			w->tune = c->tune;
+			c->rc = 0;
+			break;
+		default:
+			c->rc = -EINVAL;
+			break;
+		}
+		/* Release: the control lcore that sees done sees the outputs (and, for a
+		 * detach, everything this worker wrote to the store). */
+		atomic_store_explicit(&c->done, 1, memory_order_release);
+	}
+}
+
 int
 km_worker_main(void *arg)
 {
 	struct km_worker *w = arg;
 	struct rte_mbuf *pkts[BURST_MAX];
 	const struct km_shardmap *map;
+	const struct km_allow *allow;
 	struct tx_batch tx = {.n = 0};
 	uint32_t idle = 0;
-	uint16_t nb_rx, nb_ho;
-	uint64_t t0;
+	uint16_t nb_rx, nb_ho, nb_tx;
+	uint64_t t0, t1;
 
 	rcu_register_thread();
 	while (!atomic_load_explicit(&km_dp.stop, memory_order_relaxed)) {
 		/* Nothing from the previous iteration is still referenced: old maps may go. */
 		rcu_quiescent_state();
+		if (unlikely(!rte_ring_empty(w->cmds)))
+			worker_commands(w);
 		map = rcu_dereference(km_map_current);
+		allow = rcu_dereference(km_allow_current);
 
-		nb_rx = rte_eth_rx_burst(km_dp.port, w->queue, pkts, km_dp.burst);
+		nb_rx = rte_eth_rx_burst(km_dp.port, w->queue, pkts, w->tune.burst);
 		if (nb_rx == 0 && rte_ring_empty(w->to_owner)) {
-			if (++idle < km_dp.idle_spin || km_dp.idle_sleep_us == 0) {
+			if (++idle < w->tune.idle_spin || w->tune.idle_sleep_us == 0) {
 				rte_pause();
 				continue;
 			}
 			/* Offline while asleep so that grace periods never wait for us. */
 			rcu_thread_offline();
-			rte_delay_us_sleep(km_dp.idle_sleep_us);
+			rte_delay_us_sleep(w->tune.idle_sleep_us);
 			rcu_thread_online();
 			continue;
 		}
 		idle = 0;
 		t0 = rte_rdtsc();
 		w->cnt.rx_pkts += nb_rx;
-		process_burst(w, map, pkts, nb_rx, 0, &tx);
+		process_burst(w, map, allow, pkts, nb_rx, 0, &tx);
 		nb_ho = (uint16_t)rte_ring_sc_dequeue_burst(
-			w->to_owner, (void **)pkts, km_dp.burst, NULL);
+			w->to_owner, (void **)pkts, w->tune.burst, NULL);
 		w->cnt.handoff_in += nb_ho;
-		process_burst(w, map, pkts, nb_ho, 1, &tx);
+		process_burst(w, map, allow, pkts, nb_ho, 1, &tx);
+		nb_tx = tx.n;
 		tx_flush(w, &tx);
-		w->cnt.busy_cycles += rte_rdtsc() - t0;
+		t1 = rte_rdtsc();
+		w->cnt.busy_cycles += t1 - t0;
 		w->cnt.busy_iters++;
+		/* Every reply of the iteration waited from its RX burst to this TX burst. */
+		w->lat[km_lat_bucket(t1 - t0)] += nb_tx;
 	}
 	rcu_thread_offline();
 	rcu_unregister_thread();

@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#ifndef KEYMAPD_CONTROL_H
+#define KEYMAPD_CONTROL_H
+
+/*
+ * The control lcore (main lcore) and the threads that talk to it.
+ *
+ * Only the control lcore changes keymapd's state: the shard map (split, merge, move,
+ * published through RCU), the configuration, the allow-list, and workers' tunables
+ * (through each worker's command ring). Telemetry callbacks and the metrics endpoint run
+ * on their own threads: they post a function to the control lcore with km_ctl_call() and
+ * wait for it, so everything they read or change is read or changed by the control lcore.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+/* One shard as the control lcore last sampled it. */
+struct km_ctl_shard {
+	uint64_t id;
+	uint16_t owner;
+	uint64_t keys;
+	uint64_t bytes;    /* key + value bytes */
+	uint64_t requests; /* since it was attached to its owner */
+	double rate;       /* requests/s, exponentially decayed over the samples */
+	uint32_t hot;      /* consecutive samples above [shards] split_rate */
+	uint32_t cold;     /* consecutive samples below [shards] merge_rate (with its buddy) */
+};
+
+/* Counters of the control plane (control lcore: rw; read through km_ctl_call). */
+#define KM_CTL_COUNTERS(X)                                                        \
+	X(splits, "shards split (operator and automatic)")                        \
+	X(merges, "buddy shards merged (operator and automatic)")                 \
+	X(moves, "shards moved to another worker by an operator")                 \
+	X(auto_splits, "automatic splits of hot shards")                          \
+	X(auto_merges, "automatic merges of cold buddies")                        \
+	X(reshard_failures, "re-shardings refused or rolled back")                \
+	X(keys_handed_over, "entries copied or moved between workers by re-sharding") \
+	X(commands, "control commands executed (telemetry and metrics)")
+
+struct km_ctl_counters {
+#define KM_X(name, help) uint64_t name;
+	KM_CTL_COUNTERS(KM_X)
+#undef KM_X
+};
+
+struct km_ctl_state {
+	struct km_conf conf;   /* effective configuration, runtime changes applied */
+	uint64_t start_tsc;    /* rte_get_timer_cycles() when serving began */
+	struct km_ctl_shard *shards; /* last sample, in map order */
+	uint32_t nb_shards;
+	uint64_t sample_tsc;     /* when it was taken */
+	double requests_per_s;   /* all workers, over the last sample period */
+	uint64_t sample_reqs;    /* requests of all workers at sample_tsc */
+	uint64_t last_pause_us;  /* how long the last re-sharding kept its shard(s) BUSY */
+	uint64_t last_keys;      /* entries the last re-sharding handed over */
+	struct km_ctl_counters cnt;
+};
+
+/* Control lcore only, and functions it runs for other threads through km_ctl_call(). */
+extern struct km_ctl_state km_ctl;
+
+/*
+ * Run fn(arg) on the control lcore and wait for its return value.
+ * @return fn's return value, or -ETIMEDOUT if the control lcore did not start it within
+ *   timeout_ms (it then never will), -ENOMEM, -ESHUTDOWN once keymapd is stopping.
+ * @note Context: any thread but the control lcore.
+ */
+int km_ctl_call(int (*fn)(void *arg), void *arg, unsigned int timeout_ms);
+
+/* Control loop: serves km_ctl_call requests, samples shard load, re-shards by the
+ * thresholds, logs interval lines; returns when km_dp.stop is set. */
+void km_ctl_loop(void);
+
+/* Create the request ring (before any other thread may call km_ctl_call). @return 0/-errno */
+int km_ctl_init(const struct km_conf *conf);
+void km_ctl_fini(void);
+
+/*
+ * Operator re-sharding, run on the control lcore. The new map is published only once the
+ * data is in place; requests for the shards concerned are answered BUSY (clients retry)
+ * meanwhile, never lost. On failure the previous state is restored.
+ * @return 0, or -errno with a message in err: -ENOENT no such shard, -EINVAL not buddies /
+ *   depth limit / bad worker, -ENOMEM, -ETIMEDOUT a worker did not answer.
+ */
+int km_ctl_split(uint64_t id, char *err, size_t errlen);
+int km_ctl_merge(uint64_t id, char *err, size_t errlen);
+int km_ctl_move(uint64_t id, uint16_t worker, char *err, size_t errlen);
+
+/*
+ * Change one tunable ("section.key=value") while running. Refused (-EPERM) for a tunable
+ * that needs a restart, -EINVAL for a bad value; err says why.
+ */
+int km_ctl_set(const char *assignment, char *err, size_t errlen);
+
+/*
+ * Take a fresh sample of every shard (keys, bytes, request counts, decayed rates) into
+ * km_ctl.shards. Done every [shards] sample_ms, and on demand (keymapctl shards).
+ * @return 0 or -errno (a worker did not answer; the previous sample stays).
+ */
+int km_ctl_sample(void);
+
+/* Parse and publish a new allow-list (RCU). @return 0, -EINVAL (err says why), -ENOMEM. */
+int km_ctl_publish_allow(const char *list, char *err, size_t errlen);
+
+/* Requests a worker answered (its share of km_ctl.requests_per_s). */
+struct km_worker;
+uint64_t km_worker_requests(const struct km_worker *w);
+
+/* rte_log level of a [log] level name. */
+int km_log_level_of(const char *name);
+
+/* Telemetry commands /keymap/... (telemetry.c). @return 0 or -errno. */
+int km_telemetry_register(void);
+
+/*
+ * Metrics endpoint (metrics.c): Prometheus text exposition over HTTP (libmicrohttpd) at
+ * http://ip:port/metrics, served by its own thread (not a worker core).
+ * @return 0, or -1 with a message in err.
+ */
+int km_metrics_start(uint32_t ip, uint16_t port, char *err, size_t errlen);
+void km_metrics_stop(void);
+
+/*
+ * The metrics page (Prometheus text format 0.0.4), malloc'd, length in *len; NULL when
+ * out of memory. Reads per-worker counters and km_ctl.
+ * @note Context: the control lcore (through km_ctl_call from the HTTP thread).
+ */
+char *km_metrics_render(size_t *len);
+
+#endif /* KEYMAPD_CONTROL_H */

@@ -1,0 +1,503 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+
+/*
+ * Metrics endpoint: GET /metrics, Prometheus text exposition format 0.0.4.
+ *
+ * libmicrohttpd serves it from one polling thread of its own. That thread reads nothing of
+ * keymapd: it posts km_metrics_render() to the control lcore with km_ctl_call(), which is
+ * where km_ctl and the map may be read, and sends back the text it gets.
+ */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <microhttpd.h>
+
+#include <rte_common.h>
+#include <rte_cycles.h>
+#include <rte_lcore.h>
+
+#include "control.h"
+#include "datapath.h"
+#include "keymapd.h"
+
+/* Handlers return enum MHD_Result since 0.9.71, int before. */
+#if MHD_VERSION >= 0x00097002
+typedef enum MHD_Result km_mhd_result;
+#else
+typedef int km_mhd_result;
+#endif
+
+#define METRICS_PATH           "/metrics"
+#define METRICS_CONTENT_TYPE   "text/plain; version=0.0.4; charset=utf-8"
+#define METRICS_CONN_LIMIT     16   /* scrapers are few; bounds fds and memory */
+#define METRICS_CONN_TIMEOUT_S 10   /* idle connections are closed after this */
+#define METRICS_CALL_MS        2000 /* wait for the control lcore at most this long */
+#define METRICS_SHARDS_MAX     1024 /* per-shard series only up to this many shards */
+
+/*
+ * Latency buckets exported: edges 2^7 .. 2^34 TSC cycles (about 50 ns .. 7 s at 2.5 GHz).
+ * Bucket b of w->lat counts [2^(b-1), 2^b) cycles, so the cumulative count up to b is the
+ * count of requests below 2^b cycles: le = 2^b / tsc_hz seconds (the one-cycle difference
+ * with "less or equal" is below the histogram's resolution).
+ */
+#define LAT_EDGE_FIRST 7
+#define LAT_EDGE_LAST  34
+_Static_assert(LAT_EDGE_LAST < KM_LAT_BUCKETS - 1, "the last bucket has no upper edge");
+
+/* The daemon while serving. Main lcore only (start, stop). */
+static struct MHD_Daemon *metrics_daemon;
+
+/* One counter of an X-macro table: where it is in its struct. */
+struct counter_desc {
+	const char *name;
+	const char *help;
+	size_t off;
+};
+
+static const struct counter_desc worker_counters[] = {
+#define KM_X(n, h) {#n, h, offsetof(struct km_worker_counters, n)},
+	KM_WORKER_COUNTERS(KM_X)
+#undef KM_X
+};
+
+static const struct counter_desc proc_counters[] = {
+#define KM_X(n, h) {#n, h, offsetof(struct km_proc_counters, n)},
+	KM_PROC_COUNTERS(KM_X)
+#undef KM_X
+};
+
+static const struct counter_desc ctl_counters[] = {
+#define KM_X(n, h) {#n, h, offsetof(struct km_ctl_counters, n)},
+	KM_CTL_COUNTERS(KM_X)
+#undef KM_X
+};
+
+static uint64_t
+counter_get(const void *base, const struct counter_desc *d)
+{
+	return *(const uint64_t *)(const void *)((const char *)base + d->off);
+}
+
+/* "# HELP" text escapes backslash and newline. */
+static void
+put_family(FILE *f, const char *name, const char *type, const char *help)
+{
+	const char *p;
+
+	fprintf(f, "# HELP %s ", name);
+	for (p = help; *p != '\0'; p++) {
+		if (*p == '\\')
+			fputs("\\\\", f);
+		else if (*p == '\n')
+			fputs("\\n", f);
+		else
+			fputc(*p, f);
+	}
+	fprintf(f, "\n# TYPE %s %s\n", name, type);
+}
+
+static void
+put_double(FILE *f, double v)
+{
+	if (isnan(v))
+		fputs("NaN", f);
+	else if (isinf(v))
+		fputs(v > 0 ? "+Inf" : "-Inf", f);
+	else
+		fprintf(f, "%.9g", v);
+}
+
+static void
+put_gauge_u64(FILE *f, const char *name, const char *help, uint64_t v)
+{
+	put_family(f, name, "gauge", help);
+	fprintf(f, "%s %" PRIu64 "\n", name, v);
+}
+
+static void
+put_gauge_double(FILE *f, const char *name, const char *help, double v)
+{
+	put_family(f, name, "gauge", help);
+	fprintf(f, "%s ", name);
+	put_double(f, v);
+	fputc('\n', f);
+}
+
+static const void *
+worker_cnt(const struct km_worker *w)
+{
+	return &w->cnt;
+}
+
+static const void *
+worker_proc_cnt(const struct km_worker *w)
+{
+	return w->proc == NULL ? NULL : km_proc_counters(w->proc);
+}
+
+/* One counter family per table entry, one series per worker. Counters are plain words each
+ * worker updates alone: a read may be one update old, never torn. */
+static void
+put_worker_counters(FILE *f, const struct counter_desc *tab, size_t n,
+	const void *(*base)(const struct km_worker *))
+{
+	char name[128];
+	const void *b;
+	size_t c;
+	uint16_t i;
+
+	for (c = 0; c < n; c++) {
+		snprintf(name, sizeof(name), "keymap_%s_total", tab[c].name);
+		put_family(f, name, "counter", tab[c].help);
+		for (i = 0; i < km_dp.nb_workers; i++) {
+			b = base(&km_dp.workers[i]);
+			if (b != NULL)
+				fprintf(f, "%s{worker=\"%u\"} %" PRIu64 "\n", name, i,
+					counter_get(b, &tab[c]));
+		}
+	}
+}
+
+static void
+put_ctl_counters(FILE *f)
+{
+	char name[128];
+	size_t c;
+
+	for (c = 0; c < RTE_DIM(ctl_counters); c++) {
+		snprintf(name, sizeof(name), "keymap_control_%s_total", ctl_counters[c].name);
+		put_family(f, name, "counter", ctl_counters[c].help);
+		fprintf(f, "%s %" PRIu64 "\n", name, counter_get(&km_ctl.cnt, &ctl_counters[c]));
+	}
+}
+
+/* Middle of bucket b in cycles: [2^(b-1), 2^b) for b >= 1; the last bucket, open above,
+ * is counted as if it were as wide as the others. */
+static double
+lat_mid_cycles(unsigned int b)
+{
+	return b == 0 ? 0.0 : 1.5 * (double)(UINT64_C(1) << (b - 1));
+}
+
+static void
+put_latency(FILE *f)
+{
+	static const char name[] = "keymap_request_duration_seconds";
+	double hz = (double)rte_get_tsc_hz(), sum;
+	uint64_t snap[KM_LAT_BUCKETS], cum;
+	unsigned int b;
+	uint16_t i;
+
+	put_family(f, name, "histogram",
+		"time of a request inside keymapd, RX burst to TX burst (power-of-two buckets of "
+		"TSC cycles; _sum is approximate: each request counted at its bucket's midpoint)");
+	if (hz <= 0)
+		hz = 1;
+	for (i = 0; i < km_dp.nb_workers; i++) {
+		/* One snapshot, so that the cumulative counts, _count and _sum agree even though
+		 * the worker keeps counting. */
+		for (b = 0; b < KM_LAT_BUCKETS; b++)
+			snap[b] = km_dp.workers[i].lat[b];
+		cum = 0;
+		sum = 0;
+		for (b = 0; b < KM_LAT_BUCKETS; b++) {
+			cum += snap[b];
+			sum += (double)snap[b] * lat_mid_cycles(b);
+			if (b < LAT_EDGE_FIRST || b > LAT_EDGE_LAST)
+				continue;
+			fprintf(f, "%s_bucket{worker=\"%u\",le=\"", name, i);
+			put_double(f, (double)(UINT64_C(1) << b) / hz);
+			fprintf(f, "\"} %" PRIu64 "\n", cum);
+		}
+		fprintf(f, "%s_bucket{worker=\"%u\",le=\"+Inf\"} %" PRIu64 "\n", name, i, cum);
+		fprintf(f, "%s_sum{worker=\"%u\"} ", name, i);
+		put_double(f, sum / hz);
+		fprintf(f, "\n%s_count{worker=\"%u\"} %" PRIu64 "\n", name, i, cum);
+	}
+}
+
+static void
+put_gauges(FILE *f)
+{
+	uint64_t now = rte_get_timer_cycles(), hz = rte_get_timer_hz(), keys = 0, bytes = 0;
+	/* The control lcore is the only writer of the map pointer: a plain read is safe. */
+	const struct km_shardmap *map = km_map_current;
+	uint32_t s;
+
+	put_gauge_u64(f, "keymap_workers", "worker lcores", km_dp.nb_workers);
+	put_gauge_u64(f, "keymap_shards", "shards in the map", km_ctl.nb_shards);
+	put_gauge_u64(f, "keymap_map_epoch", "epoch of the current shard map",
+		map == NULL ? 0 : map->epoch);
+	put_gauge_double(f, "keymap_uptime_seconds", "time since keymapd began serving",
+		km_ctl.start_tsc == 0 || now < km_ctl.start_tsc || hz == 0
+			? 0.0
+			: (double)(now - km_ctl.start_tsc) / (double)hz);
+	for (s = 0; s < km_ctl.nb_shards; s++) {
+		keys += km_ctl.shards[s].keys;
+		bytes += km_ctl.shards[s].bytes;
+	}
+	put_gauge_u64(f, "keymap_store_keys", "keys stored, as last sampled", keys);
+	put_gauge_u64(
+		f, "keymap_store_bytes", "key and value bytes stored, as last sampled", bytes);
+	put_gauge_double(f, "keymap_requests_per_second",
+		"requests per second of all workers over the last sample period",
+		km_ctl.requests_per_s);
+	put_gauge_double(f, "keymap_reshard_pause_seconds",
+		"how long the last re-sharding kept its shards answering BUSY",
+		(double)km_ctl.last_pause_us / 1e6);
+}
+
+/* Two series per shard: the page stays bounded by leaving them out above
+ * METRICS_SHARDS_MAX shards (the totals are still there). */
+static void
+put_shards(FILE *f)
+{
+	const struct km_ctl_shard *sh;
+	uint32_t s;
+
+	if (km_ctl.nb_shards > METRICS_SHARDS_MAX)
+		return;
+	put_family(f, "keymap_shard_keys", "gauge", "keys stored in a shard, as last sampled");
+	for (s = 0; s < km_ctl.nb_shards; s++) {
+		sh = &km_ctl.shards[s];
+		fprintf(f, "keymap_shard_keys{shard=\"%" PRIu64 "\",owner=\"%u\"} %" PRIu64 "\n",
+			sh->id, sh->owner, sh->keys);
+	}
+	put_family(f, "keymap_shard_requests_per_second", "gauge",
+		"requests per second of a shard, exponentially decayed over the samples");
+	for (s = 0; s < km_ctl.nb_shards; s++) {
+		sh = &km_ctl.shards[s];
+		fprintf(f, "keymap_shard_requests_per_second{shard=\"%" PRIu64 "\",owner=\"%u\"} ",
+			sh->id, sh->owner);
+		put_double(f, sh->rate);
+		fputc('\n', f);
+	}
+}
+
+char *
+km_metrics_render(size_t *len)
+{
+	char *buf = NULL;
+	size_t size = 0;
+	FILE *f;
+	int bad;
+
+	f = open_memstream(&buf, &size);
+	if (f == NULL)
+		return NULL;
+	put_worker_counters(f, worker_counters, RTE_DIM(worker_counters), worker_cnt);
+	put_worker_counters(f, proc_counters, RTE_DIM(proc_counters), worker_proc_cnt);
+	put_ctl_counters(f);
+	put_gauges(f);
+	put_shards(f);
+	put_latency(f);
+	bad = ferror(f);
+	if (fclose(f) != 0 || bad) {
+		free(buf);
+		return NULL;
+	}
+	*len = size;
+	return buf;
+}
+
+struct metrics_page {
+	char *text;
+	size_t len;
+};
+
+/* Runs on the control lcore. */
+static int
+metrics_render_call(void *arg)
+{
+	struct metrics_page *pg = arg;
+
+	pg->text = km_metrics_render(&pg->len);
+	return pg->text == NULL ? -ENOMEM : 0;
+}
+
+static km_mhd_result
+metrics_reply_text(
+	struct MHD_Connection *c, unsigned int status, const char *text, const char *allow)
+{
+	struct MHD_Response *r;
+	km_mhd_result ret;
+
+	r = MHD_create_response_from_buffer(
+		strlen(text), (void *)(uintptr_t)text, MHD_RESPMEM_PERSISTENT);
+	if (r == NULL)
+		return MHD_NO;
+	if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain") != MHD_YES ||
+		(allow != NULL &&
+			MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow) != MHD_YES)) {
+		MHD_destroy_response(r);
+		return MHD_NO;
+	}
+	ret = MHD_queue_response(c, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/*
+ * Errors (404, 405) are queued on the first call, before any request body is read: MHD then
+ * closes the connection. A GET /metrics is answered on the last call, once the request is
+ * complete, so that the connection can be kept alive for the next scrape.
+ */
+static km_mhd_result
+metrics_handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+	const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
+{
+	static int request_seen; /* *con_cls marker: the first call is over */
+	struct metrics_page pg = {NULL, 0};
+	struct MHD_Response *r;
+	km_mhd_result ret;
+	int rc;
+
+	RTE_SET_USED(cls);
+	RTE_SET_USED(version);
+	RTE_SET_USED(upload_data);
+
+	if (*con_cls == NULL) {
+		if (strcmp(url, METRICS_PATH) != 0)
+			return metrics_reply_text(c, MHD_HTTP_NOT_FOUND, "not found\n", NULL);
+		/* HEAD is GET without the body (MHD leaves it out). */
+		if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
+			strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+			return metrics_reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+				"method not allowed\n", "GET, HEAD");
+		*con_cls = &request_seen;
+		return MHD_YES;
+	}
+	if (*upload_data_size != 0) {
+		*upload_data_size = 0; /* a GET body means nothing: dropped */
+		return MHD_YES;
+	}
+
+	/* On -ETIMEDOUT the control lcore never runs the call: pg on this stack is safe. */
+	rc = km_ctl_call(metrics_render_call, &pg, METRICS_CALL_MS);
+	if (rc != 0)
+		return metrics_reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+			rc == -ESHUTDOWN   ? "keymapd is stopping\n"
+			: rc == -ETIMEDOUT ? "control lcore busy, try again\n"
+					   : "out of memory\n",
+			NULL);
+
+	r = MHD_create_response_from_buffer(pg.len, pg.text, MHD_RESPMEM_MUST_FREE);
+	if (r == NULL) {
+		free(pg.text);
+		return MHD_NO;
+	}
+	if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, METRICS_CONTENT_TYPE) !=
+		MHD_YES) {
+		MHD_destroy_response(r);
+		return MHD_NO;
+	}
+	ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* MHD's errors (bind failures, connection limit reached, ...) go to keymapd's log. */
+static void
+metrics_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[256];
+	size_t n;
+
+	RTE_SET_USED(cls);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = strlen(msg);
+	while (n > 0 && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+	KM_LOG(WARNING, "metrics: %s", msg);
+}
+
+/*
+ * MHD creates its thread from the calling thread and the new thread inherits that thread's
+ * CPU affinity: called on the main lcore, it runs on the main lcore's core, which the EAL
+ * pins and no worker polls on. Warn if the caller may run on a worker lcore's core, where every
+ * page would steal cycles from the datapath.
+ */
+static void
+metrics_check_affinity(void)
+{
+	rte_cpuset_t self, wcpus, both;
+	unsigned int lcore;
+
+	if (pthread_getaffinity_np(pthread_self(), sizeof(self), &self) != 0)
+		return;
+	RTE_LCORE_FOREACH_WORKER(lcore)
+	{
+		wcpus = rte_lcore_cpuset(lcore);
+		CPU_AND(&both, &self, &wcpus);
+		if (CPU_COUNT(&both) != 0) {
+			KM_LOG(WARNING,
+				"metrics: the HTTP thread may run on the core of worker lcore %u",
+				lcore);
+			return;
+		}
+	}
+}
+
+int
+km_metrics_start(uint32_t ip, uint16_t port, char *err, size_t errlen)
+{
+	struct sockaddr_in sa;
+	char addr[INET_ADDRSTRLEN];
+
+	if (metrics_daemon != NULL) {
+		snprintf(err, errlen, "metrics endpoint already started");
+		return -1;
+	}
+	if (port == 0) {
+		snprintf(err, errlen, "metrics port 0");
+		return -1;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = ip; /* network order, as configured */
+	sa.sin_port = htons(port);
+	inet_ntop(AF_INET, &sa.sin_addr, addr, sizeof(addr));
+
+	metrics_check_affinity();
+	/* One option and its value per line. */
+	/* clang-format off */
+	metrics_daemon = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, port,
+		NULL, NULL, metrics_handler, NULL,
+		MHD_OPTION_EXTERNAL_LOGGER, metrics_log, NULL, /* first, to catch every message */
+		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned int)METRICS_CONN_LIMIT,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)METRICS_CONN_TIMEOUT_S,
+		MHD_OPTION_END);
+	/* clang-format on */
+	if (metrics_daemon == NULL) {
+		snprintf(err, errlen, "cannot serve metrics on %s:%u (reason logged above)", addr,
+			port);
+		return -1;
+	}
+	KM_LOG(INFO, "metrics: http://%s:%u%s", addr, port, METRICS_PATH);
+	return 0;
+}
+
+void
+km_metrics_stop(void)
+{
+	if (metrics_daemon == NULL)
+		return;
+	/* Waits for the HTTP thread; a page it is waiting for is answered 503 once
+	 * km_ctl_call gives up (at most METRICS_CALL_MS). */
+	MHD_stop_daemon(metrics_daemon);
+	metrics_daemon = NULL;
+}

@@ -1,0 +1,585 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+
+/*
+ * Telemetry commands under /keymap/ (DPDK telemetry socket: dpdk-telemetry.py and
+ * keymapctl). Callbacks run on the telemetry library's threads: each one hands its work to
+ * the control lcore (km_ctl_call) and waits, so that only the control lcore reads
+ * keymapd's state or changes it. Refusals are answered {"error": "message"}.
+ */
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_telemetry.h>
+
+#include "control.h"
+#include "datapath.h"
+#include "keymapd.h"
+
+#define TEL_TIMEOUT_MS	   5000
+#define RESHARD_TIMEOUT_MS 60000 /* a split or merge copies the shard's entries */
+#define SHARDS_PAGE	   200	 /* shards per /keymap/shards reply (16 KB limit) */
+
+struct tel_arg {
+	const char *params;
+	struct rte_tel_data *d;
+};
+
+static int
+tel_error(struct rte_tel_data *d, const char *msg)
+{
+	rte_tel_data_start_dict(d);
+	rte_tel_data_add_dict_string(d, "error", msg);
+	return 0;
+}
+
+/* Hand fn to the control lcore and wait; a reply in d either way. */
+static int
+tel_run(int (*fn)(void *), const char *params, struct rte_tel_data *d, unsigned int timeout_ms)
+{
+	struct tel_arg a = {.params = params == NULL ? "" : params, .d = d};
+	char msg[128];
+	int rc = km_ctl_call(fn, &a, timeout_ms);
+
+	if (rc == 0)
+		return 0;
+	if (rc == -ETIMEDOUT)
+		snprintf(msg, sizeof(msg), "the control lcore did not take the command within %u ms",
+			timeout_ms);
+	else if (rc == -ESHUTDOWN)
+		snprintf(msg, sizeof(msg), "keymapd is stopping");
+	else
+		snprintf(msg, sizeof(msg), "cannot run the command: %s", strerror(-rc));
+	return tel_error(d, msg);
+}
+
+/* Strict unsigned decimal. @return 0 or -1. */
+static int
+parse_u64(const char *s, uint64_t *out)
+{
+	char *end;
+
+	if (s == NULL || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	*out = strtoull(s, &end, 10);
+	return errno != 0 || *end != '\0' ? -1 : 0;
+}
+
+static uint64_t
+uptime_s(void)
+{
+	return (rte_get_timer_cycles() - km_ctl.start_tsc) / rte_get_timer_hz();
+}
+
+static struct rte_tel_data *
+u64_array(void)
+{
+	struct rte_tel_data *a = rte_tel_data_alloc();
+
+	if (a != NULL)
+		rte_tel_data_start_array(a, RTE_TEL_U64_VAL);
+	return a;
+}
+
+/* ---- status ---- */
+
+static int
+ctl_status(void *arg)
+{
+	struct tel_arg *a = arg;
+	struct rte_tel_data *d = a->d, *lc = u64_array(), *port = rte_tel_data_alloc();
+	char buf[RTE_ETH_NAME_MAX_LEN], ip[INET_ADDRSTRLEN];
+	struct rte_eth_link link;
+	uint16_t i;
+
+	rte_tel_data_start_dict(d);
+	rte_tel_data_add_dict_string(d, "version", KM_VERSION);
+	rte_tel_data_add_dict_u64(d, "pid", (uint64_t)getpid());
+	rte_tel_data_add_dict_u64(d, "uptime_s", uptime_s());
+	rte_tel_data_add_dict_u64(d, "main_lcore", rte_get_main_lcore());
+	if (lc != NULL) {
+		for (i = 0; i < km_dp.nb_workers; i++)
+			rte_tel_data_add_array_u64(lc, km_dp.workers[i].lcore);
+		rte_tel_data_add_dict_container(d, "worker_lcores", lc, 0);
+	}
+	rte_tel_data_add_dict_u64(d, "workers", km_dp.nb_workers);
+	rte_tel_data_add_dict_string(d, "mode", km_ctl.conf.worker_mode);
+	if (port != NULL) {
+		rte_tel_data_start_dict(port);
+		rte_tel_data_add_dict_u64(port, "id", km_dp.port);
+		if (rte_eth_dev_get_name_by_port(km_dp.port, buf) == 0)
+			rte_tel_data_add_dict_string(port, "name", buf);
+		rte_ether_format_addr(buf, sizeof(buf), &km_dp.mac);
+		rte_tel_data_add_dict_string(port, "mac", buf);
+		inet_ntop(AF_INET, &km_dp.ip, ip, sizeof(ip));
+		rte_tel_data_add_dict_string(port, "ip", ip);
+		rte_tel_data_add_dict_u64(port, "udp_base", km_dp.udp_base);
+		memset(&link, 0, sizeof(link));
+		rte_eth_link_get_nowait(km_dp.port, &link);
+		rte_tel_data_add_dict_u64(port, "link_up", link.link_status);
+		rte_tel_data_add_dict_u64(port, "speed_mbps", link.link_speed);
+		rte_tel_data_add_dict_u64(port, "rss", (uint64_t)km_dp.rss);
+		rte_tel_data_add_dict_container(d, "port", port, 0);
+	}
+	rte_tel_data_add_dict_u64(d, "epoch", km_map_current->epoch);
+	rte_tel_data_add_dict_u64(d, "shards", km_map_current->nb_shards);
+	buf[0] = '\0';
+	if (km_ctl.conf.metrics_port != 0) {
+		inet_ntop(AF_INET, &km_ctl.conf.metrics_ip, ip, sizeof(ip));
+		snprintf(buf, sizeof(buf), "%s:%" PRIu64, ip, km_ctl.conf.metrics_port);
+	}
+	rte_tel_data_add_dict_string(d, "metrics", buf);
+	return 0;
+}
+
+/* ---- stats ---- */
+
+/* Latency quantile q of the summed histograms, in ns (upper edge of its bucket). */
+static uint64_t
+lat_quantile_ns(const uint64_t *h, double q)
+{
+	uint64_t total = 0, acc = 0, target;
+	unsigned int b;
+
+	for (b = 0; b < KM_LAT_BUCKETS; b++)
+		total += h[b];
+	if (total == 0)
+		return 0;
+	target = (uint64_t)(q * (double)total);
+	if (target == 0)
+		target = 1;
+	for (b = 0; b < KM_LAT_BUCKETS; b++) {
+		acc += h[b];
+		if (acc >= target)
+			break;
+	}
+	if (b == KM_LAT_BUCKETS)
+		b--;
+	return (uint64_t)((double)(b == 0 ? 0 : 1ULL << b) * 1e9 / (double)rte_get_timer_hz());
+}
+
+/* Counters of worker w, or the sum of all when w is NULL, into dict t. */
+static void
+add_counters(struct rte_tel_data *t, const struct km_worker *w)
+{
+	uint64_t v[sizeof(struct km_worker_counters) / sizeof(uint64_t)] = {0};
+	uint64_t p[KM_PROC_NB_COUNTERS] = {0}, reqs = 0;
+	uint16_t i, first = w == NULL ? 0 : w->index, last = w == NULL ? km_dp.nb_workers : w->index + 1;
+	size_t c;
+
+	for (i = first; i < last; i++) {
+		const struct km_worker *x = &km_dp.workers[i];
+
+		/* Plain words each worker updates alone: a value may be one update old. */
+		for (c = 0; c < RTE_DIM(v); c++)
+			v[c] += ((const uint64_t *)&x->cnt)[c];
+		for (c = 0; c < KM_PROC_NB_COUNTERS; c++)
+			p[c] += ((const uint64_t *)km_proc_counters(x->proc))[c];
+		reqs += km_worker_requests(x);
+	}
+	for (c = 0; c < RTE_DIM(v); c++)
+		rte_tel_data_add_dict_u64(t, km_worker_counter_names[c], v[c]);
+	for (c = 0; c < KM_PROC_NB_COUNTERS; c++)
+		rte_tel_data_add_dict_u64(t, km_proc_counter_names[c], p[c]);
+	rte_tel_data_add_dict_u64(t, "requests", reqs);
+	rte_tel_data_add_dict_u64(t, "cycles_per_req",
+		reqs == 0 ? 0 : v[offsetof(struct km_worker_counters, busy_cycles) / sizeof(uint64_t)] / reqs);
+}
+
+static const char *const ctl_counter_names[] = {
+#define KM_X(name, help) #name,
+	KM_CTL_COUNTERS(KM_X)
+#undef KM_X
+};
+
+static int
+ctl_stats(void *arg)
+{
+	struct tel_arg *a = arg;
+	struct rte_tel_data *d = a->d, *t;
+	uint64_t lat[KM_LAT_BUCKETS] = {0}, keys = 0, bytes = 0, busy = 0, reqs = 0;
+	char name[16];
+	uint16_t i;
+	uint32_t s;
+	size_t c;
+
+	for (i = 0; i < km_dp.nb_workers; i++) {
+		for (c = 0; c < KM_LAT_BUCKETS; c++)
+			lat[c] += km_dp.workers[i].lat[c];
+		busy += km_dp.workers[i].cnt.busy_cycles;
+		reqs += km_worker_requests(&km_dp.workers[i]);
+	}
+	for (s = 0; s < km_ctl.nb_shards; s++) {
+		keys += km_ctl.shards[s].keys;
+		bytes += km_ctl.shards[s].bytes;
+	}
+	rte_tel_data_start_dict(d);
+	rte_tel_data_add_dict_u64(d, "workers", km_dp.nb_workers);
+	rte_tel_data_add_dict_u64(d, "uptime_s", uptime_s());
+	rte_tel_data_add_dict_u64(d, "requests_per_s", (uint64_t)(km_ctl.requests_per_s + 0.5));
+	rte_tel_data_add_dict_u64(d, "cycles_per_req", reqs == 0 ? 0 : busy / reqs);
+	rte_tel_data_add_dict_u64(d, "latency_p50_ns", lat_quantile_ns(lat, 0.50));
+	rte_tel_data_add_dict_u64(d, "latency_p99_ns", lat_quantile_ns(lat, 0.99));
+	t = rte_tel_data_alloc();
+	if (t == NULL)
+		return 0;
+	rte_tel_data_start_dict(t);
+	add_counters(t, NULL);
+	rte_tel_data_add_dict_u64(t, "store_keys", keys);
+	rte_tel_data_add_dict_u64(t, "store_bytes", bytes);
+	rte_tel_data_add_dict_u64(t, "shards", km_map_current->nb_shards);
+	rte_tel_data_add_dict_u64(t, "epoch", km_map_current->epoch);
+	for (c = 0; c < RTE_DIM(ctl_counter_names); c++)
+		rte_tel_data_add_dict_u64(t, ctl_counter_names[c], ((const uint64_t *)&km_ctl.cnt)[c]);
+	rte_tel_data_add_dict_container(d, "total", t, 0);
+	for (i = 0; i < km_dp.nb_workers; i++) {
+		t = rte_tel_data_alloc();
+		if (t == NULL)
+			break;
+		rte_tel_data_start_dict(t);
+		add_counters(t, &km_dp.workers[i]);
+		snprintf(name, sizeof(name), "w%u", i);
+		rte_tel_data_add_dict_container(d, name, t, 0);
+	}
+	return 0;
+}
+
+/* ---- shards ---- */
+
+static int
+ctl_shards(void *arg)
+{
+	struct tel_arg *a = arg;
+	struct rte_tel_data *d = a->d, *col[6], *tier;
+	uint64_t first = 0, end;
+	const struct km_ctl_shard *s;
+	uint32_t i;
+	int k;
+
+	if (a->params[0] != '\0' && parse_u64(a->params, &first) < 0)
+		return tel_error(d, "usage: /keymap/shards[,FIRST] (FIRST: index of the first shard)");
+	/* Fresh figures; on failure (a worker did not answer) the last sample serves. */
+	km_ctl_sample();
+	if (first > km_ctl.nb_shards)
+		first = km_ctl.nb_shards;
+	end = RTE_MIN(first + SHARDS_PAGE, (uint64_t)km_ctl.nb_shards);
+	rte_tel_data_start_dict(d);
+	rte_tel_data_add_dict_u64(d, "epoch", km_map_current->epoch);
+	rte_tel_data_add_dict_u64(d, "nb_shards", km_ctl.nb_shards);
+	rte_tel_data_add_dict_u64(d, "first", first);
+	rte_tel_data_add_dict_u64(d, "next", end);
+	for (k = 0; k < 6; k++)
+		col[k] = u64_array();
+	tier = rte_tel_data_alloc();
+	if (tier != NULL)
+		rte_tel_data_start_array(tier, RTE_TEL_STRING_VAL);
+	for (k = 0; k < 6; k++)
+		if (col[k] == NULL)
+			goto oom;
+	if (tier == NULL)
+		goto oom;
+	for (i = (uint32_t)first; i < end; i++) {
+		s = &km_ctl.shards[i];
+		rte_tel_data_add_array_u64(col[0], s->id);
+		rte_tel_data_add_array_u64(col[1], km_shard_depth(s->id));
+		rte_tel_data_add_array_u64(col[2], s->owner);
+		rte_tel_data_add_array_u64(col[3], s->keys);
+		rte_tel_data_add_array_u64(col[4], s->bytes);
+		rte_tel_data_add_array_u64(col[5], (uint64_t)(s->rate + 0.5));
+		rte_tel_data_add_array_string(tier, km_ctl.conf.store_driver);
+	}
+	rte_tel_data_add_dict_container(d, "id", col[0], 0);
+	rte_tel_data_add_dict_container(d, "depth", col[1], 0);
+	rte_tel_data_add_dict_container(d, "owner", col[2], 0);
+	rte_tel_data_add_dict_container(d, "keys", col[3], 0);
+	rte_tel_data_add_dict_container(d, "bytes", col[4], 0);
+	rte_tel_data_add_dict_container(d, "rate", col[5], 0);
+	rte_tel_data_add_dict_container(d, "tier", tier, 0);
+	return 0;
+oom:
+	for (k = 0; k < 6; k++)
+		rte_tel_data_free(col[k]);
+	rte_tel_data_free(tier);
+	return tel_error(d, "out of memory");
+}
+
+/* ---- config, set, log_level ---- */
+
+static void
+add_value(struct rte_tel_data *t, const char *name, size_t i)
+{
+	struct km_conf_item it;
+	char buf[KM_CONF_STR_MAX];
+	uint64_t num = 0;
+
+	km_conf_item(i, &it);
+	km_conf_value(&km_ctl.conf, i, &num, buf, sizeof(buf));
+	if (it.is_number)
+		rte_tel_data_add_dict_u64(t, name, num);
+	else
+		rte_tel_data_add_dict_string(t, name, buf);
+}
+
+static int
+ctl_config(void *arg)
+{
+	struct tel_arg *a = arg;
+	struct rte_tel_data *d = a->d, *sec = NULL, *rt;
+	struct km_conf_item it;
+	const char *cur = "";
+	char name[128];
+	size_t i, n = km_conf_nb_items();
+	int idx;
+
+	rte_tel_data_start_dict(d);
+	if (a->params[0] != '\0') {
+		idx = km_conf_find(a->params);
+		if (idx < 0) {
+			snprintf(name, sizeof(name), "unknown tunable '%.64s' (section.key)", a->params);
+			return tel_error(d, name);
+		}
+		km_conf_item((size_t)idx, &it);
+		rte_tel_data_add_dict_string(d, "section", it.section);
+		rte_tel_data_add_dict_string(d, "key", it.key);
+		add_value(d, "value", (size_t)idx);
+		rte_tel_data_add_dict_u64(d, "runtime", (uint64_t)it.runtime);
+		rte_tel_data_add_dict_string(d, "help", it.help);
+		return 0;
+	}
+	rt = rte_tel_data_alloc();
+	if (rt != NULL)
+		rte_tel_data_start_array(rt, RTE_TEL_STRING_VAL);
+	for (i = 0; i < n; i++) {
+		km_conf_item(i, &it);
+		if (strcmp(cur, it.section) != 0) {
+			if (sec != NULL)
+				rte_tel_data_add_dict_container(d, cur, sec, 0);
+			sec = rte_tel_data_alloc();
+			if (sec == NULL)
+				return tel_error(d, "out of memory");
+			rte_tel_data_start_dict(sec);
+			cur = it.section;
+		}
+		add_value(sec, it.key, i);
+		if (it.runtime && rt != NULL) {
+			snprintf(name, sizeof(name), "%s.%s", it.section, it.key);
+			rte_tel_data_add_array_string(rt, name);
+		}
+	}
+	if (sec != NULL)
+		rte_tel_data_add_dict_container(d, cur, sec, 0);
+	if (rt != NULL)
+		rte_tel_data_add_dict_container(d, "runtime", rt, 0);
+	return 0;
+}
+
+static int
+do_set(struct rte_tel_data *d, const char *assignment)
+{
+	const char *eq = strchr(assignment, '=');
+	char name[128], old[KM_CONF_STR_MAX], now[KM_CONF_STR_MAX], err[512];
+	struct km_conf_item it;
+	uint64_t num;
+	int idx;
+
+	if (eq == NULL || (size_t)(eq - assignment) >= sizeof(name))
+		return tel_error(d, "usage: /keymap/set,SECTION.KEY=VALUE");
+	memcpy(name, assignment, (size_t)(eq - assignment));
+	name[eq - assignment] = '\0';
+	idx = km_conf_find(name);
+	if (idx >= 0)
+		km_conf_value(&km_ctl.conf, (size_t)idx, &num, old, sizeof(old));
+	if (km_ctl_set(assignment, err, sizeof(err)) < 0)
+		return tel_error(d, err);
+	km_conf_item((size_t)idx, &it);
+	km_conf_value(&km_ctl.conf, (size_t)idx, &num, now, sizeof(now));
+	rte_tel_data_start_dict(d);
+	rte_tel_data_add_dict_string(d, "section", it.section);
+	rte_tel_data_add_dict_string(d, "key", it.key);
+	rte_tel_data_add_dict_string(d, "old", old);
+	rte_tel_data_add_dict_string(d, "value", now);
+	return 0;
+}
+
+static int
+ctl_set(void *arg)
+{
+	struct tel_arg *a = arg;
+
+	return do_set(a->d, a->params);
+}
+
+static int
+ctl_log_level(void *arg)
+{
+	struct tel_arg *a = arg;
+	char buf[96];
+
+	if (a->params[0] != '\0') {
+		snprintf(buf, sizeof(buf), "log.level=%.64s", a->params);
+		if (do_set(a->d, buf) != 0 || strcmp(km_ctl.conf.log_level, a->params) != 0)
+			return 0; /* the error reply is in d */
+	}
+	rte_tel_data_start_dict(a->d);
+	rte_tel_data_add_dict_string(a->d, "level", km_ctl.conf.log_level);
+	return 0;
+}
+
+/* ---- split, merge, move ---- */
+
+static int
+ctl_split(void *arg)
+{
+	struct tel_arg *a = arg;
+	struct rte_tel_data *d = a->d, *ch, *ow;
+	char err[256];
+	uint64_t id;
+
+	if (parse_u64(a->params, &id) < 0)
+		return tel_error(d, "usage: /keymap/split,SHARD_ID");
+	if (km_ctl_split(id, err, sizeof(err)) < 0)
+		return tel_error(d, err);
+	rte_tel_data_start_dict(d);
+	rte_tel_data_add_dict_u64(d, "epoch", km_map_current->epoch);
+	rte_tel_data_add_dict_u64(d, "shard", id);
+	ch = u64_array();
+	ow = u64_array();
+	if (ch != NULL && ow != NULL) {
+		rte_tel_data_add_array_u64(ch, id * 2);
+		rte_tel_data_add_array_u64(ch, id * 2 + 1);
+		rte_tel_data_add_array_u64(ow, km_shardmap_find(km_map_current, id * 2)->owner);
+		rte_tel_data_add_array_u64(ow, km_shardmap_find(km_map_current, id * 2 + 1)->owner);
+		rte_tel_data_add_dict_container(d, "children", ch, 0);
+		rte_tel_data_add_dict_container(d, "owners", ow, 0);
+	} else {
+		rte_tel_data_free(ch);
+		rte_tel_data_free(ow);
+	}
+	rte_tel_data_add_dict_u64(d, "keys", km_ctl.last_keys);
+	rte_tel_data_add_dict_u64(d, "pause_us", km_ctl.last_pause_us);
+	return 0;
+}
+
+static int
+ctl_merge(void *arg)
+{
+	struct tel_arg *a = arg;
+	struct rte_tel_data *d = a->d, *mg;
+	char err[256];
+	uint64_t id;
+
+	if (parse_u64(a->params, &id) < 0)
+		return tel_error(d, "usage: /keymap/merge,SHARD_ID (merged with its buddy ID^1)");
+	if (km_ctl_merge(id, err, sizeof(err)) < 0)
+		return tel_error(d, err);
+	rte_tel_data_start_dict(d);
+	rte_tel_data_add_dict_u64(d, "epoch", km_map_current->epoch);
+	rte_tel_data_add_dict_u64(d, "shard", id >> 1);
+	mg = u64_array();
+	if (mg != NULL) {
+		rte_tel_data_add_array_u64(mg, id);
+		rte_tel_data_add_array_u64(mg, id ^ 1);
+		rte_tel_data_add_dict_container(d, "merged", mg, 0);
+	}
+	rte_tel_data_add_dict_u64(d, "owner", km_shardmap_find(km_map_current, id >> 1)->owner);
+	rte_tel_data_add_dict_u64(d, "keys", km_ctl.last_keys);
+	rte_tel_data_add_dict_u64(d, "pause_us", km_ctl.last_pause_us);
+	return 0;
+}
+
+static int
+ctl_move(void *arg)
+{
+	struct tel_arg *a = arg;
+	struct rte_tel_data *d = a->d;
+	const char *comma = strchr(a->params, ',');
+	char idbuf[32], err[256];
+	uint64_t id, w;
+	uint16_t from;
+
+	if (comma == NULL || (size_t)(comma - a->params) >= sizeof(idbuf))
+		return tel_error(d, "usage: /keymap/move,SHARD_ID,WORKER");
+	memcpy(idbuf, a->params, (size_t)(comma - a->params));
+	idbuf[comma - a->params] = '\0';
+	if (parse_u64(idbuf, &id) < 0 || parse_u64(comma + 1, &w) < 0)
+		return tel_error(d, "usage: /keymap/move,SHARD_ID,WORKER");
+	if (w >= km_dp.nb_workers) {
+		snprintf(err, sizeof(err), "no worker %" PRIu64 " (workers are 0..%u)", w,
+			km_dp.nb_workers - 1);
+		return tel_error(d, err);
+	}
+	from = km_shardmap_find(km_map_current, id) == NULL ?
+		       0 :
+		       km_shardmap_find(km_map_current, id)->owner;
+	if (km_ctl_move(id, (uint16_t)w, err, sizeof(err)) < 0)
+		return tel_error(d, err);
+	rte_tel_data_start_dict(d);
+	rte_tel_data_add_dict_u64(d, "epoch", km_map_current->epoch);
+	rte_tel_data_add_dict_u64(d, "shard", id);
+	rte_tel_data_add_dict_u64(d, "from", from);
+	rte_tel_data_add_dict_u64(d, "to", w);
+	rte_tel_data_add_dict_u64(d, "keys", km_ctl.last_keys);
+	rte_tel_data_add_dict_u64(d, "pause_us", km_ctl.last_pause_us);
+	return 0;
+}
+
+/* ---- registration ---- */
+
+#define TEL_CB(name, fn, timeout)                                                      \
+	static int tel_##name(const char *cmd, const char *params, struct rte_tel_data *d) \
+	{                                                                                  \
+		(void)cmd;                                                                 \
+		return tel_run(fn, params, d, timeout);                                    \
+	}
+
+TEL_CB(status, ctl_status, TEL_TIMEOUT_MS)
+TEL_CB(stats, ctl_stats, TEL_TIMEOUT_MS)
+TEL_CB(shards, ctl_shards, TEL_TIMEOUT_MS)
+TEL_CB(config, ctl_config, TEL_TIMEOUT_MS)
+TEL_CB(set, ctl_set, TEL_TIMEOUT_MS)
+TEL_CB(log_level, ctl_log_level, TEL_TIMEOUT_MS)
+TEL_CB(split, ctl_split, RESHARD_TIMEOUT_MS)
+TEL_CB(merge, ctl_merge, RESHARD_TIMEOUT_MS)
+TEL_CB(move, ctl_move, RESHARD_TIMEOUT_MS)
+
+int
+km_telemetry_register(void)
+{
+	static const struct {
+		const char *cmd;
+		telemetry_cb fn;
+		const char *help;
+	} cmds[] = {
+		{"/keymap/status", tel_status,
+			"Version, uptime, lcores, port, epoch, shard count, metrics address."},
+		{"/keymap/stats", tel_stats,
+			"Counters per worker and in total, request rate, cycles and latency."},
+		{"/keymap/shards", tel_shards,
+			"Shards: id, depth, owner, keys, bytes, req/s, tier. Param: first index."},
+		{"/keymap/config", tel_config,
+			"Every tunable and its value. Param: section.key for one."},
+		{"/keymap/set", tel_set, "Change a runtime tunable. Param: section.key=value"},
+		{"/keymap/split", tel_split, "Split a shard in two. Param: shard id"},
+		{"/keymap/merge", tel_merge, "Merge a shard with its buddy. Param: shard id"},
+		{"/keymap/move", tel_move, "Give a shard to another worker. Params: id,worker"},
+		{"/keymap/log_level", tel_log_level,
+			"Log level of keymap.* (emerg..debug). Param: new level"},
+	};
+	unsigned int i;
+	int rc;
+
+	for (i = 0; i < RTE_DIM(cmds); i++) {
+		rc = rte_telemetry_register_cmd(cmds[i].cmd, cmds[i].fn, cmds[i].help);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}

@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+#
+# keymapctl against mock_telemetry.py (no DPDK, no root): every command, its table and
+# --json output, and every exit status: 0 success, 1 bad usage (found without contacting
+# the server) or transport error (no socket, nothing listening, timeout, bad JSON, closed
+# connection), 2 refused by the server or unknown to it; shards paging, stats --watch,
+# metrics over HTTP (ok, disabled, HTTP error). Bounded in time; stops the mocks and
+# removes its files even when it fails.
+#
+# usage: keymapctl_mock.sh KEYMAPCTL [MOCK_TELEMETRY_PY]   (exit 77 = skipped: no python3)
+set -euo pipefail
+
+ctl=$1
+mock=${2:-$(dirname "$0")/mock_telemetry.py}
+if ! command -v python3 >/dev/null; then
+	echo "SKIP: needs python3 for the mock telemetry server"
+	exit 77
+fi
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+	local p
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+fail() {
+	echo "FAIL: $*"
+	exit 1
+}
+
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_mock SOCKET [OPTIONS]: start a mock and wait until its socket exists.
+start_mock() {
+	local sock=$1
+	shift
+	python3 "$mock" "$@" "$sock" 2>>"$tmp/mock.log" &
+	pids+=($!)
+	for _ in $(seq 100); do
+		[ -S "$sock" ] && return 0
+		sleep 0.05
+	done
+	cat "$tmp/mock.log"
+	fail "mock $* $sock did not start"
+}
+
+# run ARGS...: keymapctl with a hard time limit; stdout in $tmp/out, stderr in $tmp/err,
+# exit status in $rc.
+run() {
+	rc=0
+	timeout -k 2 20 "$ctl" "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
+}
+
+# expect CODE PATTERN ARGS...: exit status CODE and PATTERN (grep -E) in stdout + stderr.
+expect() {
+	local want=$1 pattern=$2
+	shift 2
+	run "$@"
+	if [ "$rc" -ne "$want" ] || ! cat "$tmp/out" "$tmp/err" | grep -Eq -- "$pattern"; then
+		cat "$tmp/out" "$tmp/err"
+		fail "keymapctl $*: exit $rc (want $want), output should match '$pattern'"
+	fi
+}
+
+# expect_json ARGS...: against the main mock, exit 0 and valid JSON on stdout.
+expect_json() {
+	expect 0 "" "${S[@]}" --json "$@"
+	python3 -m json.tool "$tmp/out" >/dev/null || { cat "$tmp/out"; fail "keymapctl --json $*: not JSON"; }
+}
+
+port=$(free_port)
+sock=$tmp/rt/dpdk/kmmock/dpdk_telemetry.v2
+mkdir -p "$(dirname "$sock")"
+start_mock "$sock" --metrics-port "$port" --page 5
+S=(-s "$sock")
+
+# Usage: exit 1 with the usage line, without contacting a server (the socket does not
+# exist: a connection attempt would say "not running").
+none=$tmp/none.sock
+for args in "" "bogus" "status extra" "stats --watch 0" "stats --watch x" "stats --watch 2 3" \
+	"shards 1" "config nodot" "config a.b c" "set a.b" "set nodot 1" "set a.b 1 2" \
+	"split" "split x" "split 0" "split 1 2" "merge" "merge -1" "move 5" "move 5 x" \
+	"move x 1" "move 5 70000" "log-level a,b" "log-level a b" "raw" "raw nocmd" \
+	"metrics --metrics-url nope" "metrics --metrics-url 127.0.0.1:0" "metrics extra" \
+	"stats --json"; do
+	# shellcheck disable=SC2086 # word splitting of args is wanted
+	expect 1 '^usage: keymapctl' -s "$none" $args
+	if grep -q 'not running' "$tmp/err"; then fail "keymapctl $args contacted the server"; fi
+done
+expect 1 'exclude each other' -s "$none" -f keymap status
+expect 1 '^usage: keymapctl' -s "$none" -T 0 status
+expect 1 '^usage: keymapctl' -s "$none" -T x status
+expect 1 '^usage: keymapctl' -s "$none" --bogus status
+expect 1 'metrics command only' -s "$none" --metrics-url "127.0.0.1:$port" status
+expect 0 '^usage: keymapctl' --help
+expect 0 '^usage: keymapctl' help
+
+# Transport errors: exit 1.
+expect 1 "keymapd is not running \\(no socket at $none\\)" -s "$none" status
+RUNTIME_DIRECTORY=$tmp/empty expect 1 "no socket at $tmp/empty/dpdk/keymap/dpdk_telemetry.v2" status
+python3 -c "import socket, sys; s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.bind(sys.argv[1])" "$tmp/stale.sock"
+expect 1 'keymapd is not running \(nothing listens' -s "$tmp/stale.sock" status
+expect 1 'bad JSON' "${S[@]}" raw /mock/garbage
+expect 1 'closed the connection' "${S[@]}" raw /mock/close
+start_mock "$tmp/slow.sock" --delay 3
+t0=$(date +%s%N)
+expect 1 'no reply from keymapd within 1 s' -s "$tmp/slow.sock" -T 1 status
+[ $(($(date +%s%N) - t0)) -lt 2500000000 ] || fail "-T 1 took more than 2.5 s"
+start_mock "$tmp/mute.sock" --hello-delay 3
+expect 1 'no hello from keymapd within 0.5 s' -s "$tmp/mute.sock" -T 0.5 status
+
+# The socket path from the file prefix ($RUNTIME_DIRECTORY as DPDK's EAL).
+RUNTIME_DIRECTORY=$tmp/rt expect 0 'net_tap0' -f kmmock status
+
+# Success, tables.
+expect 0 '^udp ports +7070-7071$' "${S[@]}" status
+grep -Eq '^metrics +http://127\.0\.0\.1:[0-9]+/metrics$' "$tmp/out" || fail "status: metrics line"
+expect 0 '^counter +total +w0 +w1$' "${S[@]}" stats
+grep -Eq '^rx_packets( +[0-9]+){3}$' "$tmp/out" || fail "stats: rx_packets row"
+grep -q 'requests/s' "$tmp/out" || fail "stats: summary line"
+
+# Paging: 16 shards, 5 per page: 4 requests, every shard once, in order.
+expect 0 '^epoch [0-9]+, 16 shards$' "${S[@]}" shards
+[ "$(grep -Ec '^[0-9]+ +4 +0x[0-9a-f]/4 ' "$tmp/out")" -eq 16 ] || fail "shards: 16 rows"
+grep -Eq '^31 +4 +0xf/4 +1 +1555 +149280 +875\.0 +mem$' "$tmp/out" || fail "shards: row of 31"
+expect_json shards
+python3 - "$tmp/out" <<'EOF' || fail "shards --json: pages not merged"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["nb_shards"] == 16 and d["next"] == 16, d
+assert d["id"] == list(range(16, 32)), d["id"]
+assert all(len(d[k]) == 16 for k in ("depth", "owner", "keys", "bytes", "rate", "tier"))
+EOF
+
+# stats --watch 2: two blocks a second apart, rates in the second.
+t0=$(date +%s%N)
+expect 0 'w1/s' "${S[@]}" stats --watch 2
+[ "$(grep -c '^counter' "$tmp/out")" -eq 2 ] || fail "stats --watch 2: two blocks"
+grep -Eq '^rx_packets +[0-9]+ +- ' "$tmp/out" || fail "stats --watch: no rate in the first block"
+grep -Eq '^rx_packets +[0-9]+ +[0-9]+\.[0-9] ' "$tmp/out" || fail "stats --watch: rates"
+elapsed=$(($(date +%s%N) - t0))
+if [ "$elapsed" -lt 900000000 ] || [ "$elapsed" -ge 5000000000 ]; then
+	fail "stats --watch 2 took ${elapsed} ns"
+fi
+
+# Configuration.
+expect 0 '^shards\.split_rate +50000 +yes$' "${S[@]}" config
+grep -Eq '^net\.ip +198\.51\.100\.2 +no$' "$tmp/out" || fail "config: net.ip row"
+expect 0 '^50000$' "${S[@]}" config shards.split_rate
+[ "$(wc -l <"$tmp/out")" -eq 1 ] || fail "config KEY: one line"
+expect 0 '^shards\.split_rate: 50000 -> 80000$' "${S[@]}" set shards.split_rate 80000
+expect 0 '^shards\.split_rate: 80000 -> 90000$' "${S[@]}" set shards.split_rate=90000
+expect 0 '^security\.allow: 0\.0\.0\.0/0 -> 10\.0\.0\.0/8,192\.168\.0\.0/16$' \
+	"${S[@]}" set security.allow=10.0.0.0/8,192.168.0.0/16
+
+# Refused by the server: exit 2, its message on stderr.
+expect 2 '^keymapctl: set: net\.ip cannot change while keymapd runs' "${S[@]}" set net.ip 192.0.2.1
+expect 2 '^keymapctl: config: unknown tunable no\.such' "${S[@]}" config no.such
+expect 2 '^keymapctl: split: no shard 999 in the map' "${S[@]}" split 999
+expect 2 '^keymapctl: move: no worker 9' "${S[@]}" move 17 9
+expect 2 '^keymapctl: log-level: unknown log level' "${S[@]}" log-level loud
+# Unknown to the server (null reply): exit 2.
+expect 2 'keymapd does not know /keymap/nope' "${S[@]}" raw /keymap/nope
+
+# Re-sharding, one line each.
+expect 0 '^shard 16 split into 32 \(worker 0\) and 33 \(worker 1\): 1000 keys, paused 150 us, epoch 2$' \
+	"${S[@]}" split 16
+expect 0 '^shards 33 and 32 merged into 16 \(worker 0\): 1000 keys, paused 80 us, epoch 3$' \
+	"${S[@]}" merge 33
+expect 0 '^shard 17 moved from worker 1 to worker 0: 1037 keys, paused 200 us, epoch 4$' \
+	"${S[@]}" move 17 0
+expect 0 '^log level: info$' "${S[@]}" log-level
+expect 0 '^log level: debug$' "${S[@]}" log-level debug
+expect 0 '"/keymap/stats"' "${S[@]}" raw /help,/keymap/stats
+
+# --json: valid JSON for every command.
+expect_json status
+expect_json stats
+expect_json config
+expect_json config shards.split_rate
+expect_json set shards.hysteresis=4
+expect_json split 18
+expect_json merge 37
+expect_json move 19 0
+expect_json log-level
+expect_json raw /info
+python3 -c 'import json, sys; assert json.load(open(sys.argv[1]))["max_output_len"] == 16384' \
+	"$tmp/out" || fail "raw /info --json"
+
+# Metrics: address from status, or given; disabled; HTTP error; nothing listening.
+expect 0 '^keymap_requests_total\{worker="1"\} 2000000$' "${S[@]}" metrics
+expect 0 '^keymap_shards 16$' "${S[@]}" metrics --metrics-url "127.0.0.1:$port"
+expect 0 '^keymap_shards 16$' -s "$none" --metrics-url "127.0.0.1:$port" metrics
+start_mock "$tmp/nometrics.sock"
+expect 2 '^keymapctl: metrics endpoint disabled \(\[metrics\] port = 0\)$' \
+	-s "$tmp/nometrics.sock" metrics
+port2=$(free_port)
+start_mock "$tmp/http503.sock" --metrics-port "$port2" --http-status 503
+expect 2 'HTTP/1\.[01] 503' -s "$tmp/http503.sock" metrics
+expect 1 'cannot connect to 127\.0\.0\.1:1: Connection refused' "${S[@]}" metrics --metrics-url 127.0.0.1:1
+
+echo "PASS: keymapctl against the mock telemetry server"

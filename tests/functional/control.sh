@@ -10,7 +10,8 @@
 #      model: no error, no lost key, exactly one new epoch per command, exact counters;
 #   d. every refusal: exit code, message on stderr, shard map and tunables unchanged;
 #   e. the Prometheus endpoint, through keymapctl and prom_check.py;
-#   f. the /keymap commands through DPDK's own dpdk-telemetry.py, when installed.
+#   f. the /keymap commands through DPDK's own dpdk-telemetry.py, when installed;
+#   h. automatic splits of hot shards under load, merges of cold buddies down to the floor.
 # Removes the namespace, the processes and /var/run/dpdk/<prefix> even when it fails;
 # every command is bounded by a timeout.
 #
@@ -511,6 +512,61 @@ if command -v dpdk-telemetry.py >/dev/null; then
 else
 	echo "note: dpdk-telemetry.py not installed (package dpdk-dev): part f skipped"
 fi
+
+section "h. automatic re-sharding"
+# Hot shards split by themselves, cold buddies merge back (never below [shards] count = 4),
+# keys intact. Thresholds low enough for reshard_client's load; samples every 200 ms.
+cj sh shards
+shards_before=$(jx "sh['nb_shards']")
+cj stats stats
+splits_before=$(jx "stats['total']['auto_splits']")
+for kv in shards.sample_ms=200 shards.hysteresis=2 shards.max_count=8 shards.split_rate=20; do
+	expect 0 "" "${ctl[@]}" set "$kv"
+done
+timeout -k 5 40 ip netns exec "$ns" "$rclient" -h "$server" -n 2000 -d 15 -s 7 \
+	--preload --stop-file "$tmp/stop2" >"$tmp/client2.out" 2>&1 &
+cl_pid=$!
+auto=0
+for _ in $(seq 100); do
+	cj stats stats
+	auto=$(jx "stats['total']['auto_splits'] - $splits_before")
+	[ "$auto" -ge 2 ] && break
+	sleep 0.1
+done
+[ "$auto" -ge 2 ] || fail "no automatic split within 10 s under load (auto_splits +$auto)"
+touch "$tmp/stop2"
+rc=0
+wait "$cl_pid" || rc=$?
+cl_pid=
+[ "$rc" -eq 0 ] || { cat "$tmp/client2.out"; fail "reshard_client exit $rc during automatic splits"; }
+grep '^ops ' "$tmp/client2.out"
+cj sh shards
+check "$shards_before < sh['nb_shards'] <= 8" "shard count after automatic splits"
+present2=$(sed -n 's/.* keys_present \([0-9]*\) .*/\1/p' "$tmp/client2.out")
+echo "   $auto automatic splits: $(jx "sh['nb_shards']") shards"
+# Idle now: every buddy pair is cold. Merges stop at the initial count.
+expect 0 "" "${ctl[@]}" set shards.split_rate 0
+expect 0 "" "${ctl[@]}" set shards.merge_rate 1000
+n=0
+for _ in $(seq 150); do
+	cj sh shards
+	n=$(jx "sh['nb_shards']")
+	[ "$n" -eq 4 ] && break
+	sleep 0.1
+done
+[ "$n" -eq 4 ] || fail "cold buddies did not merge back to [shards] count = 4 ($n shards)"
+sleep 1 # and no merge below the floor
+cj sh shards
+cj stats stats
+check "sh['nb_shards'] == 4 and stats['total']['auto_merges'] > 0 and
+	stats['total']['reshard_failures'] == 0" "automatic merges stop at the floor"
+echo "   merged back to 4 shards by $(jx "stats['total']['auto_merges']") automatic merges"
+# The second client rewrote the same key names (--preload) and checked every reply; the
+# store holds its keys, ctl:greeting and ctl:aba.
+check "sum(sh['keys']) == $present2 + 2" "keys kept through automatic re-sharding"
+expect 0 "^hello$" "${kcli[@]}" get ctl:greeting
+expect 0 "" "${ctl[@]}" set shards.merge_rate 0
+epoch=$(jx "sh['epoch']")
 
 section "shutdown"
 rc=0

@@ -81,6 +81,7 @@ struct km_slot {
 	uint8_t state;     /* enum km_slot_state */
 	uint8_t attempts;  /* sends since the first one or the last MOVED */
 	uint8_t moves;     /* MOVED replies acted upon */
+	uint8_t busy;      /* BUSY replies acted upon (backoff exponent) */
 	uint8_t *buf;      /* the request datagram */
 };
 
@@ -416,6 +417,7 @@ km_slot_arm(struct km_client *c, uint32_t idx, struct km_batch_op *op, int32_t w
 	s->worker = worker;
 	s->attempts = 0;
 	s->moves = 0;
+	s->busy = 0;
 	s->first_ns = 0;
 	memset(&s->hdr, 0, sizeof(s->hdr));
 	s->hdr.magic = KM_PROTO_MAGIC;
@@ -725,13 +727,20 @@ km_dispatch(struct km_client *c, const uint8_t *buf, size_t len, uint16_t sport,
 		km_slot_moved(c, idx, now);
 		return;
 	case KM_ST_BUSY:
-		if (s->attempts > c->retries) {
+		/* The server asks for time (a shard being handed over, overload): back off 1, 2,
+		 * 4 ms... up to the attempt timeout, for as long as the op's whole budget
+		 * (timeout x (retries + 1) since its first send) lasts. An answered attempt does
+		 * not use up a timeout retry. */
+		if (now - s->first_ns >= c->timeout_ns * (c->retries + 1)) {
 			km_slot_done(c, idx, KM_ERR_BUSY, now);
 			return;
 		}
+		if (s->busy < UINT8_MAX)
+			s->busy++;
+		if (s->attempts > 0)
+			s->attempts--;
 		s->state = KM_SLOT_BACKOFF;
-		s->deadline =
-			s->attempts > 20 ? c->timeout_ns : KM_BUSY_BACKOFF_NS << (s->attempts - 1);
+		s->deadline = s->busy > 20 ? c->timeout_ns : KM_BUSY_BACKOFF_NS << (s->busy - 1);
 		if (s->deadline > c->timeout_ns)
 			s->deadline = c->timeout_ns;
 		s->deadline += now;

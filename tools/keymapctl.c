@@ -44,6 +44,7 @@
 #define TEL_OUT_LIMIT   (16u << 20)
 
 #define TIMEOUT_DEFAULT_MS 5000
+#define RESHARD_TIMEOUT_MS 60000 /* keymapd gives a split or merge as long */
 #define WATCH_PERIOD_MS    1000
 /* A map that changes under the pager this many times in a row is reported, not shown. */
 #define SHARDS_ATTEMPTS 5
@@ -77,7 +78,8 @@ static const char usage_text[] =
 	"                             else $XDG_RUNTIME_DIR or /tmp (as DPDK's EAL)\n"
 	"  -s, --socket PATH          telemetry socket path (instead of -f)\n"
 	"      --json                 print keymapd's JSON data instead of a table\n"
-	"  -T, --timeout SECONDS      to connect, and for each reply (default 5)\n"
+	"  -T, --timeout SECONDS      to connect, and for each reply (default 5; 60 for\n"
+	"                             split, merge and move)\n"
 	"  -h, --help                 this text\n"
 	"\n"
 	"exit status: 0 success, 1 bad usage or transport error (keymapd not running, timeout,\n"
@@ -1552,6 +1554,7 @@ main(int argc, char **argv)
 		{NULL, 0, NULL, 0},
 	};
 	struct ctl c = {.timeout_ms = TIMEOUT_DEFAULT_MS, .fd = -1};
+	int timeout_set = 0;
 	const char *prefix = NULL, *socket_path = NULL;
 	double secs;
 	char *end;
@@ -1579,6 +1582,7 @@ main(int argc, char **argv)
 				return usage_error(
 					"-T takes seconds, more than 0 and at most 86400");
 			c.timeout_ms = secs * 1000 < 1 ? 1 : (int)(secs * 1000 + 0.5);
+			timeout_set = 1;
 			break;
 		case 'm':
 			c.metrics_url = optarg;
@@ -1631,6 +1635,12 @@ main(int argc, char **argv)
 	}
 
 	c.cmd = commands[i].name;
+	/* A split or merge copies the shard's entries before keymapd answers (keymapd allows
+	 * it 60 s): wait as long unless told otherwise, or a slow copy would look like a
+	 * failure that still happens later. */
+	if (!timeout_set && (strcmp(c.cmd, "split") == 0 || strcmp(c.cmd, "merge") == 0 ||
+				    strcmp(c.cmd, "move") == 0))
+		c.timeout_ms = RESHARD_TIMEOUT_MS;
 	rc = commands[i].fn(&c, argc - optind, argv + optind);
 	tel_close(&c);
 	free(c.buf);

@@ -70,6 +70,16 @@ cli cas user42/cart 1 '{"items": 4}'
 cli mget user42/cart user42/none || echo "(exit status $?: one key is absent)"
 cli map
 cli bench-lite -n 20000
+# The control plane: keymapd's telemetry socket (file prefix "keymap" by default).
+ctl() {
+	echo "\$ keymapctl $*"
+	build/tools/keymapctl "$@"
+}
+ctl status
+ctl shards
+ctl split 16
+ctl stats
+cli get user42/cart
 if [ "${1:-}" = "--keep" ]; then
 	echo "keymapd keeps running in namespace $ns (log $log); stop: sudo tools/run-demo.sh --stop"
 	trap - EXIT

@@ -229,26 +229,41 @@ ctl_serve(int refuse)
 static int
 wcmd_post(uint16_t w, struct km_wcmd *c)
 {
-	atomic_init(&c->done, 0);
+	atomic_init(&c->state, KM_WCMD_PENDING);
 	return rte_ring_sp_enqueue(km_dp.workers[w].cmds, c) == 0 ? 0 : -EBUSY;
 }
 
-/* Wait until worker applied c. @return c->rc, or -ETIMEDOUT (c must then be leaked: the
- * worker may still write it). */
+/*
+ * Wait until the worker applied c. @return c->rc, or -ETIMEDOUT: the worker did not claim
+ * it in time (or keymapd is stopping) and never will: c is abandoned, the worker frees it.
+ */
 static int
 wcmd_wait(struct km_wcmd *c)
 {
 	uint64_t hz = rte_get_timer_hz(), end = rte_get_timer_cycles() + hz * WCMD_TIMEOUT_MS / 1000;
+	unsigned int nap = 10;
+	int expected;
 
-	while (!atomic_load_explicit(&c->done, memory_order_acquire)) {
-		if (rte_get_timer_cycles() > end)
-			return -ETIMEDOUT;
-		rte_delay_us_sleep(10);
+	for (;;) {
+		if (atomic_load_explicit(&c->state, memory_order_acquire) == KM_WCMD_DONE)
+			return c->rc;
+		if (rte_get_timer_cycles() > end ||
+			atomic_load_explicit(&km_dp.stop, memory_order_relaxed)) {
+			expected = KM_WCMD_PENDING;
+			if (atomic_compare_exchange_strong(&c->state, &expected, KM_WCMD_ABANDONED))
+				return -ETIMEDOUT;
+			/* Claimed: it completes shortly, wait for it. */
+		}
+		/* A worker answers within one loop iteration (or one wake-up from its idle
+		 * sleep): short naps first, then longer ones, so that a busy host is not
+		 * flooded with wake-ups. */
+		rte_delay_us_sleep(nap);
+		if (nap < 500)
+			nap *= 2;
 	}
-	return c->rc;
 }
 
-/* One command, start to end. c is heap-allocated; freed here unless the worker timed out. */
+/* One command, start to end. */
 static int
 wcmd_run(uint16_t w, struct km_wcmd *c)
 {
@@ -257,7 +272,8 @@ wcmd_run(uint16_t w, struct km_wcmd *c)
 	if (rc == 0)
 		rc = wcmd_wait(c);
 	if (rc == -ETIMEDOUT)
-		KM_LOG(ERR, "worker %u did not apply a command within %u ms", w, WCMD_TIMEOUT_MS);
+		KM_LOG(ERR, "worker %u did not take a command within %u ms: not applied", w,
+			WCMD_TIMEOUT_MS);
 	return rc;
 }
 
@@ -273,6 +289,7 @@ wcmd_new(enum km_wcmd_op op, uint64_t shard_id)
 	return c;
 }
 
+/* Free a command after wcmd_run/wcmd_wait returned rc (an abandoned one is the worker's). */
 static void
 wcmd_free(struct km_wcmd *c, int rc)
 {
@@ -594,46 +611,57 @@ km_worker_requests(const struct km_worker *w)
 static int
 gather_infos(struct km_shard_info **out, uint32_t *n)
 {
-	uint32_t max = km_map_current->nb_shards, total = 0;
 	uint16_t nw = km_dp.nb_workers, i;
 	struct km_wcmd *c[KM_WORKERS_MAX] = {NULL};
-	struct km_shard_info *all;
+	struct km_shard_info *all = NULL;
+	uint32_t total = 0, max;
 	int rc = 0, r;
 
-	all = calloc((size_t)nw * max + 1, sizeof(*all));
-	if (all == NULL)
-		return -ENOMEM;
+	/* A worker's shard count changes only through this lcore's commands: exact here. */
 	for (i = 0; i < nw && rc == 0; i++) {
+		max = km_proc_nb_shards(km_dp.workers[i].proc);
 		c[i] = wcmd_new(KM_WCMD_INFO, 0);
-		if (c[i] == NULL) {
+		if (c[i] != NULL)
+			c[i]->infos = calloc(max + 1, sizeof(*c[i]->infos));
+		if (c[i] == NULL || c[i]->infos == NULL) {
+			if (c[i] != NULL)
+				free(c[i]);
+			c[i] = NULL;
 			rc = -ENOMEM;
 			break;
 		}
-		c[i]->infos = all + (size_t)i * max;
 		c[i]->max = max;
+		total += max;
 		rc = wcmd_post(i, c[i]);
 		if (rc < 0) {
+			free(c[i]->infos);
 			free(c[i]);
 			c[i] = NULL;
 		}
 	}
+	if (rc == 0) {
+		all = calloc(total + 1, sizeof(*all));
+		if (all == NULL)
+			rc = -ENOMEM;
+	}
+	total = 0;
 	for (i = 0; i < nw; i++) {
 		if (c[i] == NULL)
 			continue;
 		r = wcmd_wait(c[i]);
 		if (r == -ETIMEDOUT) {
-			/* The worker may still write its command and array: leak both. */
+			/* Abandoned: the worker will free the command and never write infos. */
 			KM_LOG(ERR, "worker %u did not report its shards within %u ms", i,
 				WCMD_TIMEOUT_MS);
+			free(c[i]->infos);
 			rc = r;
-			all = NULL;
 			continue;
 		}
-		if (rc == 0 && all != NULL) {
-			/* Compact: worker i's infos follow the previous workers'. */
-			memmove(all + total, c[i]->infos, RTE_MIN(c[i]->n, max) * sizeof(*all));
-			total += RTE_MIN(c[i]->n, max);
+		if (rc == 0) {
+			memcpy(all + total, c[i]->infos, RTE_MIN(c[i]->n, c[i]->max) * sizeof(*all));
+			total += RTE_MIN(c[i]->n, c[i]->max);
 		}
+		free(c[i]->infos);
 		free(c[i]);
 	}
 	if (rc < 0) {
@@ -647,14 +675,14 @@ gather_infos(struct km_shard_info **out, uint32_t *n)
 }
 
 int
-km_ctl_sample(void)
+km_ctl_sample(int periodic)
 {
 	const struct km_shardmap *m = km_map_current;
 	uint64_t now = rte_get_timer_cycles(), reqs = 0, d;
 	double dt = km_ctl.sample_tsc == 0 ? 0 : (double)(now - km_ctl.sample_tsc) / rte_get_timer_hz();
-	struct km_ctl_shard *ns, *old = km_ctl.shards, *o, key;
+	struct km_ctl_shard *ns, *old = km_ctl.shards, *o, *p, key;
 	struct km_shard_info *infos, *in, ik;
-	uint32_t n, i;
+	uint32_t n, i, nold = km_ctl.nb_shards;
 	uint16_t w;
 	int rc;
 
@@ -668,7 +696,8 @@ km_ctl_sample(void)
 	}
 	/* Look shards of the previous sample up by id. */
 	if (old != NULL)
-		qsort(old, km_ctl.nb_shards, sizeof(*old), ctl_shard_cmp);
+		qsort(old, nold, sizeof(*old), ctl_shard_cmp);
+#define OLD(x) (old == NULL ? NULL : (key.id = (x), bsearch(&key, old, nold, sizeof(*old), ctl_shard_cmp)))
 	for (i = 0; i < m->nb_shards; i++) {
 		ns[i].id = m->shards[i].id;
 		ns[i].owner = m->shards[i].owner;
@@ -679,28 +708,38 @@ km_ctl_sample(void)
 			ns[i].bytes = in->bytes;
 			ns[i].requests = in->requests;
 		}
-		key.id = ns[i].id;
-		o = old == NULL ? NULL : bsearch(&key, old, km_ctl.nb_shards, sizeof(*old), ctl_shard_cmp);
-		if (o != NULL && o->owner == ns[i].owner && ns[i].requests >= o->requests) {
+		o = OLD(ns[i].id);
+		if (o != NULL) {
 			ns[i].rate = o->rate;
 			ns[i].hot = o->hot;
 			ns[i].cold = o->cold;
-			d = ns[i].requests - o->requests;
+			/* A moved shard's count restarted at its attach. */
+			ns[i].rate_requests = o->owner == ns[i].owner && ns[i].requests >= o->rate_requests ?
+						      o->rate_requests :
+						      0;
+		} else if ((p = OLD(ns[i].id >> 1)) != NULL) {
+			ns[i].rate = p->rate / 2; /* half of the parent it was split from */
 		} else {
-			d = ns[i].requests; /* new here: everything since it was attached */
+			/* Merged: the sum of its two children. */
+			p = OLD(ns[i].id * 2);
+			ns[i].rate = p == NULL ? 0 : p->rate;
+			p = OLD(ns[i].id * 2 + 1);
+			ns[i].rate += p == NULL ? 0 : p->rate;
 		}
-		/* Samples closer than 10 ms apart (an operator's query) keep the rate. */
-		if (dt >= 0.01)
-			ns[i].rate = (o == NULL ? 0.0 : (1.0 - RATE_DECAY) * ns[i].rate) +
-				     (o == NULL ? 1.0 : RATE_DECAY) * (double)d / dt;
+		/* Rates move only with the periodic samples, at their pace; an operator's query
+		 * refreshes keys and bytes. */
+		if (periodic && dt > 0) {
+			d = ns[i].requests - ns[i].rate_requests;
+			ns[i].rate = (1.0 - RATE_DECAY) * ns[i].rate + RATE_DECAY * (double)d / dt;
+			ns[i].rate_requests = ns[i].requests;
+		}
 	}
-	for (w = 0; w < km_dp.nb_workers; w++)
-		reqs += km_worker_requests(&km_dp.workers[w]);
-	if (dt >= 0.01) {
-		km_ctl.requests_per_s = (double)(reqs - km_ctl.sample_reqs) / dt;
-		km_ctl.sample_reqs = reqs;
-		km_ctl.sample_tsc = now;
-	} else if (km_ctl.sample_tsc == 0) {
+#undef OLD
+	if (periodic) {
+		for (w = 0; w < km_dp.nb_workers; w++)
+			reqs += km_worker_requests(&km_dp.workers[w]);
+		if (dt > 0)
+			km_ctl.requests_per_s = (double)(reqs - km_ctl.sample_reqs) / dt;
 		km_ctl.sample_reqs = reqs;
 		km_ctl.sample_tsc = now;
 	}
@@ -732,13 +771,18 @@ ctl_autoshard(void)
 	qsort(byid, n, sizeof(*byid), ctl_shard_cmp);
 	for (i = 0; i < n; i++) {
 		s[i].hot = c->split_rate != 0 && s[i].rate > (double)c->split_rate ? s[i].hot + 1 : 0;
+		key.id = s[i].id ^ 1;
+		b = s[i].id <= 1 ? NULL : bsearch(&key, byid, n, sizeof(*byid), ctl_shard_cmp);
+		/* Splitting cannot spread one hot key, nor a shard whose last split sent all the
+		 * load one way (its buddy gets under a tenth of it): such a shard stays. */
 		if (s[i].hot >= c->hysteresis && km_shard_depth(s[i].id) < KM_SHARD_DEPTH_MAX &&
-			n < c->max_count && (hot == NULL || s[i].rate > hot->rate))
+			n < c->max_count && s[i].keys >= 2 &&
+			(b == NULL || b->rate * 10 >= s[i].rate) &&
+			(hot == NULL || s[i].rate > hot->rate))
 			hot = &s[i];
 		/* Buddy pairs are tracked on their even member. */
-		key.id = s[i].id ^ 1;
-		b = (s[i].id & 1) != 0 || s[i].id <= 1 ? NULL :
-							   bsearch(&key, byid, n, sizeof(*byid), ctl_shard_cmp);
+		if ((s[i].id & 1) != 0)
+			b = NULL;
 		s[i].cold = c->merge_rate != 0 && b != NULL &&
 					    s[i].rate + b->rate < (double)c->merge_rate ?
 				    s[i].cold + 1 :
@@ -764,7 +808,7 @@ ctl_autoshard(void)
 		return;
 	}
 	/* The map changed: streaks start again from the next sample. */
-	km_ctl_sample();
+	km_ctl_sample(0);
 	for (i = 0; i < km_ctl.nb_shards; i++)
 		km_ctl.shards[i].hot = km_ctl.shards[i].cold = 0;
 }
@@ -910,7 +954,7 @@ km_ctl_loop(void)
 		ctl_serve(0);
 		now = rte_get_timer_cycles();
 		if (now - km_ctl.sample_tsc >= km_ctl.conf.sample_ms * hz / 1000) {
-			if (km_ctl_sample() == 0)
+			if (km_ctl_sample(1) == 0)
 				ctl_autoshard();
 		}
 		if (km_ctl.conf.stats_interval_s != 0 &&
@@ -920,6 +964,12 @@ km_ctl_loop(void)
 		}
 	}
 	ctl_serve(1);
+}
+
+void
+km_ctl_wake(void)
+{
+	sem_post(&ctl_wake);
 }
 
 void

@@ -24,6 +24,7 @@ struct km_ctl_shard {
 	uint64_t keys;
 	uint64_t bytes;    /* key + value bytes */
 	uint64_t requests; /* since it was attached to its owner */
+	uint64_t rate_requests; /* requests at the last periodic sample */
 	double rate;       /* requests/s, exponentially decayed over the samples */
 	uint32_t hot;      /* consecutive samples above [shards] split_rate */
 	uint32_t cold;     /* consecutive samples below [shards] merge_rate (with its buddy) */
@@ -51,7 +52,7 @@ struct km_ctl_state {
 	uint64_t start_tsc;    /* rte_get_timer_cycles() when serving began */
 	struct km_ctl_shard *shards; /* last sample, in map order */
 	uint32_t nb_shards;
-	uint64_t sample_tsc;     /* when it was taken */
+	uint64_t sample_tsc;     /* when the last periodic sample was taken */
 	double requests_per_s;   /* all workers, over the last sample period */
 	uint64_t sample_reqs;    /* requests of all workers at sample_tsc */
 	uint64_t last_pause_us;  /* how long the last re-sharding kept its shard(s) BUSY */
@@ -76,6 +77,8 @@ void km_ctl_loop(void);
 
 /* Create the request ring (before any other thread may call km_ctl_call). @return 0/-errno */
 int km_ctl_init(const struct km_conf *conf);
+/* Wake the control loop now (async-signal-safe: sem_post). */
+void km_ctl_wake(void);
 void km_ctl_fini(void);
 
 /*
@@ -96,11 +99,13 @@ int km_ctl_move(uint64_t id, uint16_t worker, char *err, size_t errlen);
 int km_ctl_set(const char *assignment, char *err, size_t errlen);
 
 /*
- * Take a fresh sample of every shard (keys, bytes, request counts, decayed rates) into
- * km_ctl.shards. Done every [shards] sample_ms, and on demand (keymapctl shards).
+ * Take a fresh sample of every shard (keys, bytes, request counts) into km_ctl.shards.
+ * periodic (every [shards] sample_ms): also update the decayed rates and the total rate;
+ * on demand (keymapctl shards, after a re-sharding): rates are carried over (a new shard
+ * starts at half its parent's rate, a merged one at the sum of its children's).
  * @return 0 or -errno (a worker did not answer; the previous sample stays).
  */
-int km_ctl_sample(void);
+int km_ctl_sample(int periodic);
 
 /* Parse and publish a new allow-list (RCU). @return 0, -EINVAL (err says why), -ENOMEM. */
 int km_ctl_publish_allow(const char *list, char *err, size_t errlen);

@@ -90,8 +90,17 @@ struct km_wcmd {
 	uint32_t n;                   /* INFO: out */
 	struct km_worker_tune tune;   /* TUNE */
 	int rc;                       /* out */
-	atomic_int done;              /* worker: 1 (release) when the outputs are written */
+	atomic_int state;             /* enum km_wcmd_state */
 };
+
+/*
+ * Life of a command. The control lcore queues it PENDING. The worker claims it
+ * (PENDING -> RUNNING), applies it and stores DONE with release order (the outputs, and a
+ * detached store's contents, are then visible to the control lcore). A control lcore that
+ * gives up waiting abandons it (PENDING -> ABANDONED): the worker then frees it without
+ * applying it. A command already RUNNING is always waited for: applying one is short.
+ */
+enum km_wcmd_state { KM_WCMD_PENDING, KM_WCMD_RUNNING, KM_WCMD_DONE, KM_WCMD_ABANDONED };
 
 struct km_worker {
 	/* Set before launch, read-only afterwards. */

@@ -64,6 +64,7 @@ on_signal(int sig)
 {
 	(void)sig;
 	atomic_store_explicit(&km_dp.stop, 1, memory_order_relaxed);
+	km_ctl_wake(); /* do not wait for the end of its sleep */
 }
 
 static int
@@ -145,8 +146,15 @@ workers_fini(void)
 				rte_pktmbuf_free_bulk(m, n);
 			rte_ring_free(w->to_owner);
 		}
-		/* Commands left behind are the control lcore's (stopped): nothing to free. */
-		rte_ring_free(w->cmds);
+		/* Commands left behind were abandoned by the control lcore (it gives up when
+		 * keymapd stops): they are the worker's to free, and it has stopped. */
+		if (w->cmds != NULL) {
+			void *c = NULL;
+
+			while (rte_ring_sc_dequeue(w->cmds, &c) == 0)
+				free(c);
+			rte_ring_free(w->cmds);
+		}
 		km_proc_destroy(w->proc);
 	}
 	rte_free(km_dp.workers);
@@ -354,8 +362,9 @@ out:
 	if (km_dp.workers != NULL)
 		atomic_store_explicit(&km_dp.stop, 1, memory_order_relaxed);
 	rte_eal_mp_wait_lcore();
-	km_metrics_stop();
+	/* Requests still queued are refused first; then no metrics request waits on them. */
 	km_ctl_fini();
+	km_metrics_stop();
 	if (pdump_ok)
 		rte_pdump_uninit();
 	if (port_ok)

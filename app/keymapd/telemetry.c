@@ -26,6 +26,7 @@
 #define TEL_TIMEOUT_MS	   5000
 #define RESHARD_TIMEOUT_MS 60000 /* a split or merge copies the shard's entries */
 #define SHARDS_PAGE	   200	 /* shards per /keymap/shards reply (16 KB limit) */
+#define STATS_WORKERS	   12	 /* workers with their own column in /keymap/stats */
 
 struct tel_arg {
 	const char *params;
@@ -240,7 +241,10 @@ ctl_stats(void *arg)
 	for (c = 0; c < RTE_DIM(ctl_counter_names); c++)
 		rte_tel_data_add_dict_u64(t, ctl_counter_names[c], ((const uint64_t *)&km_ctl.cnt)[c]);
 	rte_tel_data_add_dict_container(d, "total", t, 0);
-	for (i = 0; i < km_dp.nb_workers; i++) {
+	/* One reply holds at most 16 KB: per-worker columns for the first STATS_WORKERS
+	 * workers (totals always cover all of them). */
+	rte_tel_data_add_dict_u64(d, "workers_listed", RTE_MIN(km_dp.nb_workers, STATS_WORKERS));
+	for (i = 0; i < km_dp.nb_workers && i < STATS_WORKERS; i++) {
 		t = rte_tel_data_alloc();
 		if (t == NULL)
 			break;
@@ -267,7 +271,7 @@ ctl_shards(void *arg)
 	if (a->params[0] != '\0' && parse_u64(a->params, &first) < 0)
 		return tel_error(d, "usage: /keymap/shards[,FIRST] (FIRST: index of the first shard)");
 	/* Fresh figures; on failure (a worker did not answer) the last sample serves. */
-	km_ctl_sample();
+	km_ctl_sample(0);
 	if (first > km_ctl.nb_shards)
 		first = km_ctl.nb_shards;
 	end = RTE_MIN(first + SHARDS_PAGE, (uint64_t)km_ctl.nb_shards);
@@ -322,10 +326,23 @@ add_value(struct rte_tel_data *t, const char *name, size_t i)
 
 	km_conf_item(i, &it);
 	km_conf_value(&km_ctl.conf, i, &num, buf, sizeof(buf));
-	if (it.is_number)
+	if (it.is_number) {
 		rte_tel_data_add_dict_u64(t, name, num);
-	else
+	} else if (strlen(buf) < RTE_TEL_MAX_STRING_LEN) {
 		rte_tel_data_add_dict_string(t, name, buf);
+	} else {
+		/* Telemetry strings stop at 127 bytes: a longer value (an allow-list) goes
+		 * as the array of its comma-separated items, never cut. */
+		struct rte_tel_data *a = rte_tel_data_alloc();
+		char *save = NULL, *item;
+
+		if (a == NULL)
+			return;
+		rte_tel_data_start_array(a, RTE_TEL_STRING_VAL);
+		for (item = strtok_r(buf, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save))
+			rte_tel_data_add_array_string(a, item);
+		rte_tel_data_add_dict_container(t, name, a, 0);
+	}
 }
 
 static int

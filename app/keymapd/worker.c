@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdlib.h>
 
 #include <rte_arp.h>
 #include <rte_byteorder.h>
@@ -341,8 +342,14 @@ static __rte_noinline void
 worker_commands(struct km_worker *w)
 {
 	struct km_wcmd *c;
+	int expected;
 
 	while (rte_ring_sc_dequeue(w->cmds, (void **)&c) == 0) {
+		expected = KM_WCMD_PENDING;
+		if (!atomic_compare_exchange_strong(&c->state, &expected, KM_WCMD_RUNNING)) {
+			free(c); /* abandoned by the control lcore: not applied, ours to free */
+			continue;
+		}
 		switch (c->op) {
 		case KM_WCMD_ATTACH:
 			c->rc = km_proc_shard_attach(w->proc, c->shard_id, c->store);
@@ -363,9 +370,9 @@ worker_commands(struct km_worker *w)
 			c->rc = -EINVAL;
 			break;
 		}
-		/* Release: the control lcore that sees done sees the outputs (and, for a
+		/* Release: the control lcore that sees DONE sees the outputs (and, for a
 		 * detach, everything this worker wrote to the store). */
-		atomic_store_explicit(&c->done, 1, memory_order_release);
+		atomic_store_explicit(&c->state, KM_WCMD_DONE, memory_order_release);
 	}
 }
 

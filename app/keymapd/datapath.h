@@ -12,6 +12,7 @@
  * quiescent state once per loop iteration and go offline before they sleep.
  */
 
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -144,6 +145,10 @@ extern struct km_shardmap *km_map_current;
 /* The allow-list of client sources: published like the map (rcu_assign_pointer by the
  * control lcore, rcu_dereference by workers once per loop iteration). */
 extern struct km_allow *km_allow_current;
+
+/* Signals drivers may raise per received packet (SIGIO, real-time signals): blocked
+ * everywhere but on the workers. */
+void km_rx_signals(sigset_t *set);
 
 /* lcore entry point of a worker; arg is its struct km_worker. */
 int km_worker_main(void *arg);

@@ -179,6 +179,7 @@ main(int argc, char **argv)
 	struct rte_mempool *pool = NULL;
 	struct km_conf conf;
 	char echo_set[] = "workers.mode=echo";
+	sigset_t rx_sigs;
 	char **sets;
 	int eal_argc, opt, i, nb_sets = 0, print = 0, port_ok = 0, pdump_ok = 0, rss = 0, rc, ret = 1;
 	unsigned int nb_workers;
@@ -249,6 +250,12 @@ main(int argc, char **argv)
 	}
 	eal_argv[eal_argc] = NULL;
 
+	/* Drivers that signal received packets (net_tap: SIGIO or a real-time signal per
+	 * packet) must interrupt the polling workers, not the control lcore and the telemetry
+	 * threads: block those signals here, before EAL creates its threads (they inherit
+	 * the mask); the workers unblock them. */
+	km_rx_signals(&rx_sigs);
+	pthread_sigmask(SIG_BLOCK, &rx_sigs, NULL);
 	if (rte_eal_init(eal_argc, eal_argv) < 0) {
 		fprintf(stderr, "keymapd: EAL init failed: %s\n", rte_strerror(rte_errno));
 		return 1;

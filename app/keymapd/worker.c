@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 
 #include <rte_arp.h>
@@ -376,6 +378,17 @@ worker_commands(struct km_worker *w)
 	}
 }
 
+void
+km_rx_signals(sigset_t *set)
+{
+	int s;
+
+	sigemptyset(set);
+	sigaddset(set, SIGIO);
+	for (s = SIGRTMIN; s <= SIGRTMAX; s++)
+		sigaddset(set, s);
+}
+
 int
 km_worker_main(void *arg)
 {
@@ -387,7 +400,10 @@ km_worker_main(void *arg)
 	uint32_t idle = 0;
 	uint16_t nb_rx, nb_ho, nb_tx;
 	uint64_t t0, t1;
+	sigset_t sigs;
 
+	km_rx_signals(&sigs);
+	pthread_sigmask(SIG_UNBLOCK, &sigs, NULL); /* see main(): RX signals land here */
 	rcu_register_thread();
 	while (!atomic_load_explicit(&km_dp.stop, memory_order_relaxed)) {
 		/* Nothing from the previous iteration is still referenced: old maps may go. */

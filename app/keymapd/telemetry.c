@@ -264,14 +264,20 @@ ctl_shards(void *arg)
 	struct tel_arg *a = arg;
 	struct rte_tel_data *d = a->d, *col[6], *tier;
 	uint64_t first = 0, end;
+	char msg[96];
+	int rc;
 	const struct km_ctl_shard *s;
 	uint32_t i;
 	int k;
 
 	if (a->params[0] != '\0' && parse_u64(a->params, &first) < 0)
 		return tel_error(d, "usage: /keymap/shards[,FIRST] (FIRST: index of the first shard)");
-	/* Fresh figures; on failure (a worker did not answer) the last sample serves. */
-	km_ctl_sample(0);
+	/* Fresh figures, on the current map. */
+	rc = km_ctl_sample(0);
+	if (rc < 0) {
+		snprintf(msg, sizeof(msg), "cannot sample the shards: %s", strerror(-rc));
+		return tel_error(d, msg);
+	}
 	if (first > km_ctl.nb_shards)
 		first = km_ctl.nb_shards;
 	end = RTE_MIN(first + SHARDS_PAGE, (uint64_t)km_ctl.nb_shards);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <time.h>
 #include <stdlib.h>
 
 #include <rte_arp.h>
@@ -378,6 +379,26 @@ worker_commands(struct km_worker *w)
 	}
 }
 
+/*
+ * Sleep us microseconds, to an absolute deadline: RX signals (net_tap raises one per
+ * packet) interrupt the sleep, and a relative sleep restarted with its remainder could,
+ * with timer slack, never end under a steady stream of them.
+ */
+static void
+sleep_us(uint32_t us)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	t.tv_nsec += (long)us * 1000;
+	while (t.tv_nsec >= 1000000000L) {
+		t.tv_sec++;
+		t.tv_nsec -= 1000000000L;
+	}
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL) == EINTR)
+		;
+}
+
 void
 km_rx_signals(sigset_t *set)
 {
@@ -421,7 +442,7 @@ km_worker_main(void *arg)
 			}
 			/* Offline while asleep so that grace periods never wait for us. */
 			rcu_thread_offline();
-			rte_delay_us_sleep(w->tune.idle_sleep_us);
+			sleep_us(w->tune.idle_sleep_us);
 			rcu_thread_online();
 			continue;
 		}

@@ -299,7 +299,9 @@ reshard() {
 	cj sh shards
 	read -r ok e1 keys pause <<<"$(jx "(r['epoch'] == $epoch + 1 == st['epoch'] == sh['epoch']
 		and ($want), r['epoch'], r['keys'], r['pause_us'])")"
-	[ "$ok" = True ] || fail "$*: epoch $epoch -> $e1 (status, shards) or '$want' false"
+	[ "$ok" = True ] || fail "$*: epoch $epoch -> $e1 (status, shards) or '$want' false:
+reply $(cat "$jdir/r.json")
+status epoch $(jx "st['epoch']"), shards $(jx "(sh['epoch'], sh['id'], sh['owner'])")"
 	checks=$((checks + 1))
 	epoch=$e1
 	case $1 in

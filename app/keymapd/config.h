@@ -33,11 +33,11 @@ struct km_conf {
 	uint64_t shard_count;
 	uint64_t route_sep;
 	uint64_t route_depth;
-	uint64_t split_rate;  /* req/s of one shard above which it is split (0 = never) */
-	uint64_t merge_rate;  /* req/s of two buddies below which they merge (0 = never) */
-	uint64_t hysteresis;  /* consecutive samples a condition must hold before acting */
-	uint64_t sample_ms;   /* per-shard load sampling period */
-	uint64_t max_count;   /* automatic splits stop at this many shards */
+	uint64_t split_rate; /* req/s of one shard above which it is split (0 = never) */
+	uint64_t merge_rate; /* req/s of two buddies below which they merge (0 = never) */
+	uint64_t hysteresis; /* consecutive samples a condition must hold before acting */
+	uint64_t sample_ms;  /* per-shard load sampling period */
+	uint64_t max_count;  /* automatic splits stop at this many shards */
 	/* [store] */
 	char store_driver[32];
 	uint64_t value_max;
@@ -49,7 +49,7 @@ struct km_conf {
 	/* [security] */
 	char allow[KM_CONF_STR_MAX]; /* comma-separated IPv4 CIDR list */
 	/* [metrics] */
-	uint32_t metrics_ip; /* network byte order */
+	uint32_t metrics_ip;   /* network byte order */
 	uint64_t metrics_port; /* 0 = no metrics endpoint */
 	/* [log] */
 	char log_level[16];
@@ -59,7 +59,7 @@ struct km_conf {
 #define KM_ALLOW_MAX 32
 struct km_allow {
 	uint32_t n;
-	int all; /* one entry is 0.0.0.0/0: no check needed */
+	int all;                     /* one entry is 0.0.0.0/0: no check needed */
 	uint32_t net[KM_ALLOW_MAX];  /* network byte order, already masked */
 	uint32_t mask[KM_ALLOW_MAX]; /* network byte order */
 };

@@ -137,7 +137,7 @@ struct ctl_req {
 };
 
 static struct rte_ring *ctl_ring; /* callers (MP) -> control lcore (SC) */
-static sem_t ctl_wake;		  /* posted with every request: the loop wakes at once */
+static sem_t ctl_wake;            /* posted with every request: the loop wakes at once */
 
 static void
 ctl_req_put(struct ctl_req *r)
@@ -240,7 +240,8 @@ wcmd_post(uint16_t w, struct km_wcmd *c)
 static int
 wcmd_wait(struct km_wcmd *c)
 {
-	uint64_t hz = rte_get_timer_hz(), end = rte_get_timer_cycles() + hz * WCMD_TIMEOUT_MS / 1000;
+	uint64_t hz = rte_get_timer_hz(),
+		 end = rte_get_timer_cycles() + hz * WCMD_TIMEOUT_MS / 1000;
 	unsigned int nap = 10;
 	int expected;
 
@@ -336,8 +337,7 @@ usec_since(uint64_t t0)
 	return (rte_get_timer_cycles() - t0) * 1000000 / rte_get_timer_hz();
 }
 
-static int
-refuse(char *err, size_t errlen, int rc, const char *fmt, ...) __rte_format_printf(4, 5);
+static int refuse(char *err, size_t errlen, int rc, const char *fmt, ...) __rte_format_printf(4, 5);
 
 static int
 refuse(char *err, size_t errlen, int rc, const char *fmt, ...)
@@ -382,8 +382,8 @@ km_ctl_split(uint64_t id, char *err, size_t errlen)
 	int rc;
 
 	if (sh == NULL)
-		return refuse(err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id,
-			m->epoch);
+		return refuse(
+			err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id, m->epoch);
 	owner = sh->owner;
 	rc = km_shardmap_split(m, id, &nm);
 	if (rc == -ERANGE)
@@ -440,8 +440,8 @@ rollback:
 		KM_LOG(ERR, "split of shard %" PRIu64 ": cannot give it back to worker %u", id,
 			owner);
 	}
-	return refuse(err, errlen, rc, "split of shard %" PRIu64 " failed, nothing changed: %s",
-		id, strerror(-rc));
+	return refuse(err, errlen, rc, "split of shard %" PRIu64 " failed, nothing changed: %s", id,
+		strerror(-rc));
 }
 
 int
@@ -457,10 +457,11 @@ km_ctl_merge(uint64_t id, char *err, size_t errlen)
 	int rc;
 
 	if (a == NULL)
-		return refuse(err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id,
-			m->epoch);
+		return refuse(
+			err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id, m->epoch);
 	if (id <= 1)
-		return refuse(err, errlen, -EINVAL, "shard 1 is the whole key space: nothing to merge");
+		return refuse(
+			err, errlen, -EINVAL, "shard 1 is the whole key space: nothing to merge");
 	if (b == NULL)
 		return refuse(err, errlen, -EINVAL,
 			"shard %" PRIu64 " and %" PRIu64 " are not buddies: %" PRIu64
@@ -519,8 +520,8 @@ rollback:
 		km_store_destroy(sb);
 		KM_LOG(ERR, "merge: cannot give shard %" PRIu64 " back to worker %u", id ^ 1, ob);
 	}
-	return refuse(err, errlen, rc, "merge of shard %" PRIu64 " failed, nothing changed: %s",
-		id, strerror(-rc));
+	return refuse(err, errlen, rc, "merge of shard %" PRIu64 " failed, nothing changed: %s", id,
+		strerror(-rc));
 }
 
 int
@@ -536,8 +537,8 @@ km_ctl_move(uint64_t id, uint16_t worker, char *err, size_t errlen)
 	int rc;
 
 	if (sh == NULL)
-		return refuse(err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id,
-			m->epoch);
+		return refuse(
+			err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id, m->epoch);
 	if (worker >= km_dp.nb_workers)
 		return refuse(err, errlen, -EINVAL, "no worker %u (workers are 0..%u)", worker,
 			km_dp.nb_workers - 1);
@@ -572,7 +573,9 @@ km_ctl_move(uint64_t id, uint16_t worker, char *err, size_t errlen)
 	km_ctl.last_keys = ss.keys;
 	km_ctl.cnt.moves++;
 	km_ctl.cnt.keys_handed_over += ss.keys;
-	KM_LOG(NOTICE, "moved shard %" PRIu64 " from worker %u to worker %u: epoch %u, paused %" PRIu64 " us",
+	KM_LOG(NOTICE,
+		"moved shard %" PRIu64 " from worker %u to worker %u: epoch %u, paused %" PRIu64
+		" us",
 		id, from, worker, km_map_current->epoch, km_ctl.last_pause_us);
 	return 0;
 }
@@ -582,7 +585,8 @@ km_ctl_move(uint64_t id, uint16_t worker, char *err, size_t errlen)
 static int
 info_cmp(const void *a, const void *b)
 {
-	uint64_t x = ((const struct km_shard_info *)a)->id, y = ((const struct km_shard_info *)b)->id;
+	uint64_t x = ((const struct km_shard_info *)a)->id,
+		 y = ((const struct km_shard_info *)b)->id;
 
 	return x < y ? -1 : x > y;
 }
@@ -658,7 +662,8 @@ gather_infos(struct km_shard_info **out, uint32_t *n)
 			continue;
 		}
 		if (rc == 0) {
-			memcpy(all + total, c[i]->infos, RTE_MIN(c[i]->n, c[i]->max) * sizeof(*all));
+			memcpy(all + total, c[i]->infos,
+				RTE_MIN(c[i]->n, c[i]->max) * sizeof(*all));
 			total += RTE_MIN(c[i]->n, c[i]->max);
 		}
 		free(c[i]->infos);
@@ -679,7 +684,8 @@ km_ctl_sample(int periodic)
 {
 	const struct km_shardmap *m = km_map_current;
 	uint64_t now = rte_get_timer_cycles(), reqs = 0, d;
-	double dt = km_ctl.sample_tsc == 0 ? 0 : (double)(now - km_ctl.sample_tsc) / rte_get_timer_hz();
+	double dt =
+		km_ctl.sample_tsc == 0 ? 0 : (double)(now - km_ctl.sample_tsc) / rte_get_timer_hz();
 	struct km_ctl_shard *ns, *old = km_ctl.shards, *o, *p, key;
 	struct km_shard_info *infos, *in, ik;
 	uint32_t n, i, nold = km_ctl.nb_shards;
@@ -697,7 +703,8 @@ km_ctl_sample(int periodic)
 	/* Look shards of the previous sample up by id. */
 	if (old != NULL)
 		qsort(old, nold, sizeof(*old), ctl_shard_cmp);
-#define OLD(x) (old == NULL ? NULL : (key.id = (x), bsearch(&key, old, nold, sizeof(*old), ctl_shard_cmp)))
+#define OLD(x) \
+	(old == NULL ? NULL : (key.id = (x), bsearch(&key, old, nold, sizeof(*old), ctl_shard_cmp)))
 	for (i = 0; i < m->nb_shards; i++) {
 		ns[i].id = m->shards[i].id;
 		ns[i].owner = m->shards[i].owner;
@@ -714,9 +721,10 @@ km_ctl_sample(int periodic)
 			ns[i].hot = o->hot;
 			ns[i].cold = o->cold;
 			/* A moved shard's count restarted at its attach. */
-			ns[i].rate_requests = o->owner == ns[i].owner && ns[i].requests >= o->rate_requests ?
-						      o->rate_requests :
-						      0;
+			ns[i].rate_requests =
+				o->owner == ns[i].owner && ns[i].requests >= o->rate_requests
+					? o->rate_requests
+					: 0;
 		} else if ((p = OLD(ns[i].id >> 1)) != NULL) {
 			ns[i].rate = p->rate / 2; /* half of the parent it was split from */
 		} else {
@@ -770,7 +778,8 @@ ctl_autoshard(void)
 	memcpy(byid, s, n * sizeof(*s));
 	qsort(byid, n, sizeof(*byid), ctl_shard_cmp);
 	for (i = 0; i < n; i++) {
-		s[i].hot = c->split_rate != 0 && s[i].rate > (double)c->split_rate ? s[i].hot + 1 : 0;
+		s[i].hot =
+			c->split_rate != 0 && s[i].rate > (double)c->split_rate ? s[i].hot + 1 : 0;
 		key.id = s[i].id ^ 1;
 		b = s[i].id <= 1 ? NULL : bsearch(&key, byid, n, sizeof(*byid), ctl_shard_cmp);
 		/* Splitting cannot spread one hot key, nor a shard whose last split sent all the
@@ -784,9 +793,9 @@ ctl_autoshard(void)
 		if ((s[i].id & 1) != 0)
 			b = NULL;
 		s[i].cold = c->merge_rate != 0 && b != NULL &&
-					    s[i].rate + b->rate < (double)c->merge_rate ?
-				    s[i].cold + 1 :
-				    0;
+					    s[i].rate + b->rate < (double)c->merge_rate
+				    ? s[i].cold + 1
+				    : 0;
 		if (s[i].cold >= c->hysteresis && n > c->shard_count &&
 			(cold == NULL || s[i].rate < cold->rate))
 			cold = &s[i];

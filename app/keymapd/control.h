@@ -22,22 +22,22 @@ struct km_ctl_shard {
 	uint64_t id;
 	uint16_t owner;
 	uint64_t keys;
-	uint64_t bytes;    /* key + value bytes */
-	uint64_t requests; /* since it was attached to its owner */
+	uint64_t bytes;         /* key + value bytes */
+	uint64_t requests;      /* since it was attached to its owner */
 	uint64_t rate_requests; /* requests at the last periodic sample */
-	double rate;       /* requests/s, exponentially decayed over the samples */
-	uint32_t hot;      /* consecutive samples above [shards] split_rate */
-	uint32_t cold;     /* consecutive samples below [shards] merge_rate (with its buddy) */
+	double rate;            /* requests/s, exponentially decayed over the samples */
+	uint32_t hot;           /* consecutive samples above [shards] split_rate */
+	uint32_t cold;          /* consecutive samples below [shards] merge_rate (with its buddy) */
 };
 
 /* Counters of the control plane (control lcore: rw; read through km_ctl_call). */
-#define KM_CTL_COUNTERS(X)                                                        \
-	X(splits, "shards split (operator and automatic)")                        \
-	X(merges, "buddy shards merged (operator and automatic)")                 \
-	X(moves, "shards moved to another worker by an operator")                 \
-	X(auto_splits, "automatic splits of hot shards")                          \
-	X(auto_merges, "automatic merges of cold buddies")                        \
-	X(reshard_failures, "re-shardings refused or rolled back")                \
+#define KM_CTL_COUNTERS(X)                                                            \
+	X(splits, "shards split (operator and automatic)")                            \
+	X(merges, "buddy shards merged (operator and automatic)")                     \
+	X(moves, "shards moved to another worker by an operator")                     \
+	X(auto_splits, "automatic splits of hot shards")                              \
+	X(auto_merges, "automatic merges of cold buddies")                            \
+	X(reshard_failures, "re-shardings refused or rolled back")                    \
 	X(keys_handed_over, "entries copied or moved between workers by re-sharding") \
 	X(commands, "control commands executed (telemetry and metrics)")
 
@@ -48,15 +48,15 @@ struct km_ctl_counters {
 };
 
 struct km_ctl_state {
-	struct km_conf conf;   /* effective configuration, runtime changes applied */
-	uint64_t start_tsc;    /* rte_get_timer_cycles() when serving began */
+	struct km_conf conf;         /* effective configuration, runtime changes applied */
+	uint64_t start_tsc;          /* rte_get_timer_cycles() when serving began */
 	struct km_ctl_shard *shards; /* last sample, in map order */
 	uint32_t nb_shards;
-	uint64_t sample_tsc;     /* when the last periodic sample was taken */
-	double requests_per_s;   /* all workers, over the last sample period */
-	uint64_t sample_reqs;    /* requests of all workers at sample_tsc */
-	uint64_t last_pause_us;  /* how long the last re-sharding kept its shard(s) BUSY */
-	uint64_t last_keys;      /* entries the last re-sharding handed over */
+	uint64_t sample_tsc;    /* when the last periodic sample was taken */
+	double requests_per_s;  /* all workers, over the last sample period */
+	uint64_t sample_reqs;   /* requests of all workers at sample_tsc */
+	uint64_t last_pause_us; /* how long the last re-sharding kept its shard(s) BUSY */
+	uint64_t last_keys;     /* entries the last re-sharding handed over */
 	struct km_ctl_counters cnt;
 };
 

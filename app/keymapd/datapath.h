@@ -39,7 +39,7 @@
 	X(handoff_out, "misdirected requests handed to their owner worker")                 \
 	X(handoff_in, "requests received from other workers")                               \
 	X(handoff_drops, "misdirected requests dropped: owner ring full")                   \
-	X(drop_denied, "datagrams dropped: source not in [security] allow")                \
+	X(drop_denied, "datagrams dropped: source not in [security] allow")                 \
 	X(busy_cycles, "TSC cycles spent on iterations that had work")                      \
 	X(busy_iters, "loop iterations that had work")
 
@@ -84,14 +84,14 @@ enum km_wcmd_op {
 struct km_wcmd {
 	enum km_wcmd_op op;
 	uint64_t shard_id;
-	struct km_store *store;       /* ATTACH: in; DETACH: out */
-	uint64_t requests;            /* DETACH: out */
-	struct km_shard_info *infos;  /* INFO */
-	uint32_t max;                 /* INFO */
-	uint32_t n;                   /* INFO: out */
-	struct km_worker_tune tune;   /* TUNE */
-	int rc;                       /* out */
-	atomic_int state;             /* enum km_wcmd_state */
+	struct km_store *store;      /* ATTACH: in; DETACH: out */
+	uint64_t requests;           /* DETACH: out */
+	struct km_shard_info *infos; /* INFO */
+	uint32_t max;                /* INFO */
+	uint32_t n;                  /* INFO: out */
+	struct km_worker_tune tune;  /* TUNE */
+	int rc;                      /* out */
+	atomic_int state;            /* enum km_wcmd_state */
 };
 
 /*
@@ -129,7 +129,7 @@ struct km_datapath {
 	uint32_t value_max;   /* requests are parsed against it */
 	int tx_cksum_offload; /* port computes IPv4 + UDP checksums */
 	int rss;              /* RSS spreads flows over the worker queues */
-	int echo; /* [workers] mode = echo: datagrams go back unparsed */
+	int echo;             /* [workers] mode = echo: datagrams go back unparsed */
 	/* control: writes 1 once; workers: read each iteration (relaxed: they only need to
 	 * see it eventually, nothing is published with it) */
 	atomic_int stop;

@@ -181,7 +181,8 @@ main(int argc, char **argv)
 	char echo_set[] = "workers.mode=echo";
 	sigset_t rx_sigs;
 	char **sets;
-	int eal_argc, opt, i, nb_sets = 0, print = 0, port_ok = 0, pdump_ok = 0, rss = 0, rc, ret = 1;
+	int eal_argc, opt, i, nb_sets = 0, print = 0, port_ok = 0, pdump_ok = 0, rss = 0, rc,
+			      ret = 1;
 	unsigned int nb_workers;
 
 	km_conf_defaults(&conf);
@@ -338,8 +339,8 @@ main(int argc, char **argv)
 			rte_strerror(rte_errno));
 	else
 		pdump_ok = 1;
-	if (conf.metrics_port != 0 &&
-		km_metrics_start(conf.metrics_ip, (uint16_t)conf.metrics_port, err, sizeof(err)) < 0) {
+	if (conf.metrics_port != 0 && km_metrics_start(conf.metrics_ip, (uint16_t)conf.metrics_port,
+					      err, sizeof(err)) < 0) {
 		KM_LOG(ERR, "[metrics]: %s", err);
 		goto out;
 	}

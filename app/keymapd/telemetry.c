@@ -23,10 +23,10 @@
 #include "datapath.h"
 #include "keymapd.h"
 
-#define TEL_TIMEOUT_MS	   5000
+#define TEL_TIMEOUT_MS     5000
 #define RESHARD_TIMEOUT_MS 60000 /* a split or merge copies the shard's entries */
-#define SHARDS_PAGE	   200	 /* shards per /keymap/shards reply (16 KB limit) */
-#define STATS_WORKERS	   12	 /* workers with their own column in /keymap/stats */
+#define SHARDS_PAGE        200   /* shards per /keymap/shards reply (16 KB limit) */
+#define STATS_WORKERS      12    /* workers with their own column in /keymap/stats */
 
 struct tel_arg {
 	const char *params;
@@ -52,8 +52,8 @@ tel_run(int (*fn)(void *), const char *params, struct rte_tel_data *d, unsigned 
 	if (rc == 0)
 		return 0;
 	if (rc == -ETIMEDOUT)
-		snprintf(msg, sizeof(msg), "the control lcore did not take the command within %u ms",
-			timeout_ms);
+		snprintf(msg, sizeof(msg),
+			"the control lcore did not take the command within %u ms", timeout_ms);
 	else if (rc == -ESHUTDOWN)
 		snprintf(msg, sizeof(msg), "keymapd is stopping");
 	else
@@ -173,7 +173,8 @@ add_counters(struct rte_tel_data *t, const struct km_worker *w)
 {
 	uint64_t v[sizeof(struct km_worker_counters) / sizeof(uint64_t)] = {0};
 	uint64_t p[KM_PROC_NB_COUNTERS] = {0}, reqs = 0;
-	uint16_t i, first = w == NULL ? 0 : w->index, last = w == NULL ? km_dp.nb_workers : w->index + 1;
+	uint16_t i, first = w == NULL ? 0 : w->index,
+		    last = w == NULL ? km_dp.nb_workers : w->index + 1;
 	size_t c;
 
 	for (i = first; i < last; i++) {
@@ -192,7 +193,9 @@ add_counters(struct rte_tel_data *t, const struct km_worker *w)
 		rte_tel_data_add_dict_u64(t, km_proc_counter_names[c], p[c]);
 	rte_tel_data_add_dict_u64(t, "requests", reqs);
 	rte_tel_data_add_dict_u64(t, "cycles_per_req",
-		reqs == 0 ? 0 : v[offsetof(struct km_worker_counters, busy_cycles) / sizeof(uint64_t)] / reqs);
+		reqs == 0 ? 0
+			  : v[offsetof(struct km_worker_counters, busy_cycles) / sizeof(uint64_t)] /
+				    reqs);
 }
 
 static const char *const ctl_counter_names[] = {
@@ -239,7 +242,8 @@ ctl_stats(void *arg)
 	rte_tel_data_add_dict_u64(t, "shards", km_map_current->nb_shards);
 	rte_tel_data_add_dict_u64(t, "epoch", km_map_current->epoch);
 	for (c = 0; c < RTE_DIM(ctl_counter_names); c++)
-		rte_tel_data_add_dict_u64(t, ctl_counter_names[c], ((const uint64_t *)&km_ctl.cnt)[c]);
+		rte_tel_data_add_dict_u64(
+			t, ctl_counter_names[c], ((const uint64_t *)&km_ctl.cnt)[c]);
 	rte_tel_data_add_dict_container(d, "total", t, 0);
 	/* One reply holds at most 16 KB: per-worker columns for the first STATS_WORKERS
 	 * workers (totals always cover all of them). */
@@ -271,7 +275,8 @@ ctl_shards(void *arg)
 	int k;
 
 	if (a->params[0] != '\0' && parse_u64(a->params, &first) < 0)
-		return tel_error(d, "usage: /keymap/shards[,FIRST] (FIRST: index of the first shard)");
+		return tel_error(
+			d, "usage: /keymap/shards[,FIRST] (FIRST: index of the first shard)");
 	/* Fresh figures, on the current map. */
 	rc = km_ctl_sample(0);
 	if (rc < 0) {
@@ -345,7 +350,8 @@ add_value(struct rte_tel_data *t, const char *name, size_t i)
 		if (a == NULL)
 			return;
 		rte_tel_data_start_array(a, RTE_TEL_STRING_VAL);
-		for (item = strtok_r(buf, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save))
+		for (item = strtok_r(buf, ",", &save); item != NULL;
+			item = strtok_r(NULL, ",", &save))
 			rte_tel_data_add_array_string(a, item);
 		rte_tel_data_add_dict_container(t, name, a, 0);
 	}
@@ -366,7 +372,8 @@ ctl_config(void *arg)
 	if (a->params[0] != '\0') {
 		idx = km_conf_find(a->params);
 		if (idx < 0) {
-			snprintf(name, sizeof(name), "unknown tunable '%.64s' (section.key)", a->params);
+			snprintf(name, sizeof(name), "unknown tunable '%.64s' (section.key)",
+				a->params);
 			return tel_error(d, name);
 		}
 		km_conf_item((size_t)idx, &it);
@@ -539,9 +546,9 @@ ctl_move(void *arg)
 			km_dp.nb_workers - 1);
 		return tel_error(d, err);
 	}
-	from = km_shardmap_find(km_map_current, id) == NULL ?
-		       0 :
-		       km_shardmap_find(km_map_current, id)->owner;
+	from = km_shardmap_find(km_map_current, id) == NULL
+		       ? 0
+		       : km_shardmap_find(km_map_current, id)->owner;
 	if (km_ctl_move(id, (uint16_t)w, err, sizeof(err)) < 0)
 		return tel_error(d, err);
 	rte_tel_data_start_dict(d);
@@ -556,7 +563,7 @@ ctl_move(void *arg)
 
 /* ---- registration ---- */
 
-#define TEL_CB(name, fn, timeout)                                                      \
+#define TEL_CB(name, fn, timeout)                                                          \
 	static int tel_##name(const char *cmd, const char *params, struct rte_tel_data *d) \
 	{                                                                                  \
 		(void)cmd;                                                                 \

@@ -98,12 +98,44 @@ static const struct conf_desc descs[] = {
 		"period of the per-shard load samples (milliseconds)"),
 	U64("shards", "max_count", F_RUNTIME, max_count, 1, 1 << 20, "4096",
 		"automatic splits stop at this many shards (at least count)"),
-	ENUM("store", "driver", 0, store_driver, "mem", "mem", "storage driver"),
+	ENUM("store", "driver", 0, store_driver, "mem|log", "mem",
+		"storage driver: mem (volatile, values in DRAM) or log (persistent: a log per shard "
+		"on disk, values read through a per-worker cache)"),
 	U64("store", "value_max", 0, value_max, 1, KM_VALUE_MAX, "1024", "largest value in bytes"),
 	U64("store", "initial_keys", 0, initial_keys, 0, 1 << 26, "1024",
 		"index sizing hint per shard"),
 	U64("store", "dedup_entries", F_POW2, dedup_entries, 1024, 1 << 24, "65536",
 		"per-worker window of writes remembered for at-most-once retries (power of two)"),
+	STR("store", "dir", 0, data_dir, "/var/lib/keymap",
+		"log driver: data directory (one log per shard; must exist and be writable)"),
+	STR("store", "cold_dir", 0, cold_dir, "/var/lib/keymap/cold",
+		"log driver: directory of the cold tier's compressed segments (must exist)"),
+	ENUM("store", "durability", 0, durability, "none|async|sync", "sync",
+		"log driver: none = written every loop, never fdatasync'ed; async = also "
+		"fdatasync'ed every sync_interval_ms, acknowledged at once; sync = acknowledged "
+		"after the record and an fdatasync (group commit per loop)"),
+	U64("store", "sync_interval_ms", 0, sync_interval_ms, 1, 60000, "10",
+		"log driver, async durability: longest time between fdatasyncs (milliseconds)"),
+	U64("store", "write_buffer", 0, write_buffer, 65536, 1 << 30, "4194304",
+		"log driver: bytes of records per shard waiting for the disk before writes are "
+		"answered BUSY"),
+	U64("store", "pending_max", 0, pending_max, 1, 65536, "256",
+		"log driver: disk reads in flight per worker before misses are answered BUSY"),
+	U64("store", "defer_max", 0, defer_max, 16, 1 << 20, "1024",
+		"log driver: requests per worker waiting for a read or a group write"),
+	U64("cache", "bytes", 0, cache_bytes, 4096, UINT64_C(1) << 40, "67108864",
+		"log driver: per-worker value cache (bytes, SIEVE eviction)"),
+	U64("tier", "cold_rate", F_RUNTIME, cold_rate, 0, 1000000000, "0",
+		"log driver: requests/s below which a shard moves to the cold tier after "
+		"[shards] hysteresis samples (0 = never)"),
+	U64("tier", "warm_rate", F_RUNTIME, warm_rate, 0, 1000000000, "0",
+		"log driver: requests/s above which a cold shard moves back to the log "
+		"(0 = never; above cold_rate)"),
+	U64("tier", "compact_pct", F_RUNTIME, compact_pct, 0, 99, "50",
+		"log driver: a log whose dead bytes are over this percentage of it is compacted "
+		"(0 = never)"),
+	U64("tier", "compact_min_bytes", F_RUNTIME, compact_min_bytes, 0, UINT64_C(1) << 40,
+		"16777216", "log driver: logs smaller than this are not compacted"),
 	U64("control", "interval_ms", F_RUNTIME, interval_ms, 1, 10000, "100",
 		"control loop period (the control lcore sleeps in between)"),
 	U64("control", "stats_interval_s", F_RUNTIME, stats_interval_s, 0, 86400, "0",
@@ -383,6 +415,15 @@ conf_check(const struct km_conf *c, struct conf_conflict *x)
 			c->max_count, c->shard_count);
 		return -1;
 	}
+	if (c->cold_rate != 0 && c->warm_rate != 0 && c->warm_rate <= c->cold_rate) {
+		x->a = desc_find("tier", "cold_rate");
+		x->b = desc_find("tier", "warm_rate");
+		snprintf(x->why, sizeof(x->why),
+			"[tier] warm_rate = %" PRIu64 " is not above [tier] cold_rate = %" PRIu64
+			" (a promoted shard would be cold enough to demote again)",
+			c->warm_rate, c->cold_rate);
+		return -1;
+	}
 	/* Hysteresis between the thresholds: a merged pair must not be hot enough to split. */
 	if (c->split_rate != 0 && c->merge_rate != 0 && c->merge_rate >= c->split_rate) {
 		x->a = desc_find("shards", "split_rate");
@@ -395,6 +436,12 @@ conf_check(const struct km_conf *c, struct conf_conflict *x)
 		return -1;
 	}
 	return 0;
+}
+
+uint8_t
+km_durability_of(const char *name)
+{
+	return strcmp(name, "none") == 0 ? 0 : strcmp(name, "async") == 0 ? 1 : 2;
 }
 
 void

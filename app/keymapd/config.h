@@ -43,6 +43,20 @@ struct km_conf {
 	uint64_t value_max;
 	uint64_t initial_keys;
 	uint64_t dedup_entries;
+	char data_dir[KM_CONF_STR_MAX];
+	char cold_dir[KM_CONF_STR_MAX];
+	char durability[8];
+	uint64_t sync_interval_ms;
+	uint64_t write_buffer;
+	uint64_t pending_max;
+	uint64_t defer_max;
+	/* [cache] */
+	uint64_t cache_bytes;
+	/* [tier] */
+	uint64_t cold_rate;         /* req/s below which a shard goes cold (0 = never) */
+	uint64_t warm_rate;         /* req/s above which a cold shard is promoted (0 = never) */
+	uint64_t compact_pct;       /* dead share of a log that triggers a compaction */
+	uint64_t compact_min_bytes; /* smaller logs are left alone */
 	/* [control] */
 	uint64_t interval_ms;
 	uint64_t stats_interval_s;
@@ -83,6 +97,9 @@ km_allow_match(const struct km_allow *a, uint32_t addr)
 			return 1;
 	return 0;
 }
+
+/* [store] durability as enum km_durability (none 0, async 1, sync 2). */
+uint8_t km_durability_of(const char *name);
 
 /* Fill c with the embedded defaults. */
 void km_conf_defaults(struct km_conf *c);

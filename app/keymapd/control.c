@@ -360,6 +360,46 @@ reshard_publish(struct km_shardmap *nm, uint64_t t0)
 	km_ctl.last_pause_us = usec_since(t0);
 }
 
+int
+km_ctl_prefetch(const uint8_t *key, uint16_t len)
+{
+	const struct km_shardmap *m = km_map_current;
+	struct km_wcmd *c;
+	int rc;
+
+	if (len == 0 || len > KM_KEY_MAX)
+		return -EINVAL;
+	c = wcmd_new(KM_WCMD_PREFETCH, 0);
+	if (c == NULL)
+		return -ENOMEM;
+	memcpy(c->key, key, len);
+	c->key_len = len;
+	rc = wcmd_run(km_shardmap_lookup(m, km_shardmap_hash(m, key, len))->owner, c);
+	if (rc == 0)
+		rc = c->rc;
+	wcmd_free(c, rc == -ETIMEDOUT ? rc : 0);
+	return rc;
+}
+
+/* A store replaced by a re-sharding: its files go too (a persistent driver). */
+static void
+store_discard(struct km_store *s)
+{
+	if (s == NULL)
+		return;
+	if (s->ops->unlink != NULL)
+		s->ops->unlink(s);
+	else
+		km_store_destroy(s);
+}
+
+/* Make a staged store durable and put its files in place (persistent drivers). */
+static int
+store_commit(struct km_store *s)
+{
+	return s->ops->commit != NULL ? s->ops->commit(s) : 0;
+}
+
 static uint64_t
 store_version_last(struct km_store *s)
 {
@@ -410,6 +450,11 @@ km_ctl_split(uint64_t id, char *err, size_t errlen)
 		rc = (int)copied;
 		goto rollback;
 	}
+	rc = store_commit(lo);
+	if (rc == 0)
+		rc = store_commit(hi);
+	if (rc < 0)
+		goto rollback;
 	rc = shard_attach(olo, id * 2, lo);
 	if (rc < 0)
 		goto rollback;
@@ -421,7 +466,7 @@ km_ctl_split(uint64_t id, char *err, size_t errlen)
 		goto rollback;
 	}
 	reshard_publish(nm, t0);
-	km_store_destroy(src);
+	store_discard(src);
 	km_ctl.cnt.splits++;
 	km_ctl.cnt.keys_handed_over += (uint64_t)copied;
 	km_ctl.last_keys = (uint64_t)copied;
@@ -432,8 +477,8 @@ km_ctl_split(uint64_t id, char *err, size_t errlen)
 		km_ctl.last_pause_us);
 	return 0;
 rollback:
-	km_store_destroy(lo);
-	km_store_destroy(hi);
+	store_discard(lo);
+	store_discard(hi);
 	km_shardmap_free(nm);
 	if (shard_attach(owner, id, src) < 0) {
 		km_store_destroy(src);
@@ -494,12 +539,15 @@ km_ctl_merge(uint64_t id, char *err, size_t errlen)
 		rc = (int)(ca < 0 ? ca : cb);
 		goto rollback;
 	}
+	rc = store_commit(dst);
+	if (rc < 0)
+		goto rollback;
 	rc = shard_attach(op, parent, dst);
 	if (rc < 0)
 		goto rollback;
 	reshard_publish(nm, t0);
-	km_store_destroy(sa);
-	km_store_destroy(sb);
+	store_discard(sa);
+	store_discard(sb);
 	km_ctl.cnt.merges++;
 	km_ctl.cnt.keys_handed_over += (uint64_t)(ca + cb);
 	km_ctl.last_keys = (uint64_t)(ca + cb);
@@ -510,7 +558,7 @@ km_ctl_merge(uint64_t id, char *err, size_t errlen)
 		km_ctl.last_pause_us);
 	return 0;
 rollback:
-	km_store_destroy(dst);
+	store_discard(dst);
 	km_shardmap_free(nm);
 	if (sa != NULL && shard_attach(oa, id, sa) < 0) {
 		km_store_destroy(sa);
@@ -679,6 +727,26 @@ gather_infos(struct km_shard_info **out, uint32_t *n)
 	return 0;
 }
 
+static void
+store_stats_add(struct km_store_stats *t, const struct km_store_stats *s)
+{
+	t->keys += s->keys;
+	t->value_bytes += s->value_bytes;
+	t->index_bytes += s->index_bytes;
+	t->file_bytes += s->file_bytes;
+	t->dead_bytes += s->dead_bytes;
+	t->replayed += s->replayed;
+	t->skipped_crc += s->skipped_crc;
+	t->torn_bytes += s->torn_bytes;
+	t->disk_reads += s->disk_reads;
+	t->disk_read_errors += s->disk_read_errors;
+	t->write_batches += s->write_batches;
+	t->fsyncs += s->fsyncs;
+	t->write_errors += s->write_errors;
+	t->writes_lost += s->writes_lost;
+	t->tier += s->tier; /* the number of cold shards */
+}
+
 int
 km_ctl_sample(int periodic)
 {
@@ -688,6 +756,7 @@ km_ctl_sample(int periodic)
 		km_ctl.sample_tsc == 0 ? 0 : (double)(now - km_ctl.sample_tsc) / rte_get_timer_hz();
 	struct km_ctl_shard *ns, *old = km_ctl.shards, *o, *p, key;
 	struct km_shard_info *infos, *in, ik;
+	struct km_store_stats tot = {0};
 	uint32_t n, i, nold = km_ctl.nb_shards;
 	uint16_t w;
 	int rc;
@@ -716,10 +785,18 @@ km_ctl_sample(int periodic)
 			ns[i].requests = in->requests;
 		}
 		o = OLD(ns[i].id);
+		if (in != NULL) {
+			store_stats_add(&tot, &in->st);
+			ns[i].tier = in->tier;
+			ns[i].file_bytes = in->file_bytes;
+			ns[i].dead_bytes = in->dead_bytes;
+		}
 		if (o != NULL) {
 			ns[i].rate = o->rate;
 			ns[i].hot = o->hot;
 			ns[i].cold = o->cold;
+			ns[i].chill = o->chill;
+			ns[i].warm = o->warm;
 			/* A moved shard's count restarted at its attach. */
 			ns[i].rate_requests =
 				o->owner == ns[i].owner && ns[i].requests >= o->rate_requests
@@ -753,14 +830,157 @@ km_ctl_sample(int periodic)
 	}
 	free(infos);
 	free(old);
+	km_ctl.store = tot;
 	km_ctl.shards = ns;
 	km_ctl.nb_shards = m->nb_shards;
 	return 0;
 }
 
+static const char *
+tier_name(int tier)
+{
+	return tier == KM_TIER_COLD ? "cold" : "hot";
+}
+
+int
+km_ctl_retier(uint64_t id, int tier, char *err, size_t errlen)
+{
+	const struct km_shardmap *m = km_map_current;
+	const struct km_shard *sh = km_shardmap_find(m, id);
+	struct km_store *src = NULL, *dst = NULL;
+	struct km_store_stats ss, ds;
+	uint64_t t0;
+	int64_t copied;
+	uint16_t owner;
+	int rc, to;
+
+	if (sh == NULL)
+		return refuse(
+			err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id, m->epoch);
+	if (km_store_driver(km_ctl.conf.store_driver)->commit == NULL)
+		return refuse(err, errlen, -EINVAL,
+			"[store] driver %s keeps no files: no tiers, nothing to compact",
+			km_ctl.conf.store_driver);
+	owner = sh->owner;
+	t0 = rte_get_timer_cycles();
+	rc = shard_detach(owner, id, &src);
+	if (rc < 0)
+		goto fail;
+	km_store_stats(src, &ss);
+	to = tier < 0 ? (int)ss.tier : tier;
+	if (tier >= 0 && (int)ss.tier == tier) {
+		rc = shard_attach(owner, id, src);
+		if (rc < 0)
+			goto give_back;
+		return refuse(err, errlen, -EINVAL, "shard %" PRIu64 " is already %s", id,
+			tier_name(tier));
+	}
+	rc = km_proc_store_stage(km_dp.workers[owner].proc, id, ss.version_last, (uint8_t)to, &dst);
+	copied = rc == 0 ? km_reshard_copy(src, dst) : rc;
+	if (copied < 0) {
+		rc = (int)copied;
+		km_store_destroy(dst);
+		goto give_back;
+	}
+	rc = store_commit(dst);
+	if (rc < 0) {
+		km_store_destroy(dst);
+		goto give_back;
+	}
+	/* The new files are in place: the old store must never serve again (its log is
+	 * gone from the directory), whatever happens now. */
+	km_store_destroy(src);
+	rc = shard_attach(owner, id, dst);
+	if (rc < 0) {
+		KM_LOG(ERR,
+			"shard %" PRIu64 ": rewritten, but worker %u does not take it back (%s): "
+			"it answers BUSY until a restart",
+			id, owner, strerror(-rc));
+		km_store_destroy(dst);
+		km_ctl.cnt.tier_failures++;
+		snprintf(err, errlen, "worker %u did not take shard %" PRIu64 " back: %s", owner,
+			id, strerror(-rc));
+		return rc;
+	}
+	km_ctl.last_pause_us = usec_since(t0);
+	km_ctl.last_keys = (uint64_t)copied;
+	km_store_stats(dst, &ds);
+	if (tier < 0)
+		km_ctl.cnt.compactions++;
+	else if (tier == KM_TIER_COLD)
+		km_ctl.cnt.to_cold++;
+	else
+		km_ctl.cnt.to_hot++;
+	KM_LOG(NOTICE,
+		"%s shard %" PRIu64 " (worker %u): %" PRId64 " entries, %" PRIu64 " -> %" PRIu64
+		" bytes on disk, paused %" PRIu64 " us",
+		tier < 0 ? "compacted" : to == KM_TIER_COLD ? "moved to the cold tier" : "promoted",
+		id, owner, copied, ss.file_bytes, ds.file_bytes, km_ctl.last_pause_us);
+	return 0;
+give_back:
+	if (shard_attach(owner, id, src) < 0) {
+		km_store_destroy(src);
+		KM_LOG(ERR, "shard %" PRIu64 ": cannot give it back to worker %u", id, owner);
+	}
+fail:
+	km_ctl.cnt.tier_failures++;
+	snprintf(err, errlen, "%s of shard %" PRIu64 " failed, nothing changed: %s",
+		tier < 0 ? "compaction" : "tier change", id, strerror(-rc));
+	return rc;
+}
+
+/*
+ * Tiers and compaction by the last sample: a shard colder than [tier] cold_rate for
+ * [shards] hysteresis samples goes to the cold tier, a cold one warmer than warm_rate
+ * comes back, a log mostly made of dead records is compacted. One change per period.
+ * @return 1 if something changed.
+ */
+static int
+ctl_autotier(void)
+{
+	const struct km_conf *c = &km_ctl.conf;
+	struct km_ctl_shard *s = km_ctl.shards, *pick = NULL;
+	uint32_t n = km_ctl.nb_shards, i;
+	int tier = -1, rc;
+	char err[256];
+
+	if (s == NULL || km_store_driver(c->store_driver)->commit == NULL)
+		return 0;
+	for (i = 0; i < n; i++) {
+		s[i].chill = c->cold_rate != 0 && s[i].tier == KM_TIER_HOT &&
+					     s[i].rate < (double)c->cold_rate
+				     ? s[i].chill + 1
+				     : 0;
+		s[i].warm = c->warm_rate != 0 && s[i].tier == KM_TIER_COLD &&
+					    s[i].rate > (double)c->warm_rate
+				    ? s[i].warm + 1
+				    : 0;
+		if (pick != NULL)
+			continue;
+		if (s[i].warm >= c->hysteresis) {
+			pick = &s[i];
+			tier = KM_TIER_HOT;
+		} else if (s[i].chill >= c->hysteresis && s[i].keys != 0) {
+			pick = &s[i];
+			tier = KM_TIER_COLD;
+		} else if (c->compact_pct != 0 && s[i].file_bytes >= c->compact_min_bytes &&
+			   s[i].dead_bytes * 100 > s[i].file_bytes * c->compact_pct) {
+			pick = &s[i];
+			tier = -1;
+		}
+	}
+	if (pick == NULL)
+		return 0;
+	rc = km_ctl_retier(pick->id, tier, err, sizeof(err));
+	if (rc < 0)
+		KM_LOG(WARNING, "automatic %s: %s", tier < 0 ? "compaction" : "tier change", err);
+	pick->chill = pick->warm = 0;
+	return rc == 0;
+}
+
 /* Update the hot/cold streaks of the last sample and act on the first one long enough:
  * one change per period, so that each is measured before the next. */
-static void
+static int
 ctl_autoshard(void)
 {
 	const struct km_conf *c = &km_ctl.conf;
@@ -771,10 +991,10 @@ ctl_autoshard(void)
 	int rc;
 
 	if (s == NULL || (c->split_rate == 0 && c->merge_rate == 0))
-		return;
+		return 0;
 	byid = malloc((n + 1) * sizeof(*byid));
 	if (byid == NULL)
-		return;
+		return 0;
 	memcpy(byid, s, n * sizeof(*s));
 	qsort(byid, n, sizeof(*byid), ctl_shard_cmp);
 	for (i = 0; i < n; i++) {
@@ -814,12 +1034,13 @@ ctl_autoshard(void)
 		else
 			KM_LOG(WARNING, "automatic merge: %s", err);
 	} else {
-		return;
+		return 0;
 	}
 	/* The map changed: streaks start again from the next sample. */
 	km_ctl_sample(0);
 	for (i = 0; i < km_ctl.nb_shards; i++)
 		km_ctl.shards[i].hot = km_ctl.shards[i].cold = 0;
+	return 1;
 }
 
 /* ---- Runtime configuration ------------------------------------------------------------ */
@@ -963,8 +1184,8 @@ km_ctl_loop(void)
 		ctl_serve(0);
 		now = rte_get_timer_cycles();
 		if (now - km_ctl.sample_tsc >= km_ctl.conf.sample_ms * hz / 1000) {
-			if (km_ctl_sample(1) == 0)
-				ctl_autoshard();
+			if (km_ctl_sample(1) == 0 && !ctl_autoshard())
+				ctl_autotier();
 		}
 		if (km_ctl.conf.stats_interval_s != 0 &&
 			now - last >= km_ctl.conf.stats_interval_s * hz) {

@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <km_store.h>
+
 #include "config.h"
 
 /* One shard as the control lcore last sampled it. */
@@ -28,6 +30,11 @@ struct km_ctl_shard {
 	double rate;            /* requests/s, exponentially decayed over the samples */
 	uint32_t hot;           /* consecutive samples above [shards] split_rate */
 	uint32_t cold;          /* consecutive samples below [shards] merge_rate (with its buddy) */
+	uint8_t tier;           /* enum km_tier (log driver) */
+	uint64_t file_bytes;    /* on disk (log driver) */
+	uint64_t dead_bytes;    /* reclaimable by a compaction (log driver) */
+	uint32_t chill;         /* consecutive samples below [tier] cold_rate */
+	uint32_t warm;          /* consecutive samples above [tier] warm_rate */
 };
 
 /* Counters of the control plane (control lcore: rw; read through km_ctl_call). */
@@ -38,6 +45,10 @@ struct km_ctl_shard {
 	X(auto_splits, "automatic splits of hot shards")                              \
 	X(auto_merges, "automatic merges of cold buddies")                            \
 	X(reshard_failures, "re-shardings refused or rolled back")                    \
+	X(to_cold, "shards compacted into the cold tier")                             \
+	X(to_hot, "cold shards promoted back to the log")                             \
+	X(compactions, "logs compacted (space of old records reclaimed)")             \
+	X(tier_failures, "tier changes and compactions refused or rolled back")       \
 	X(keys_handed_over, "entries copied or moved between workers by re-sharding") \
 	X(commands, "control commands executed (telemetry and metrics)")
 
@@ -57,6 +68,7 @@ struct km_ctl_state {
 	uint64_t sample_reqs;   /* requests of all workers at sample_tsc */
 	uint64_t last_pause_us; /* how long the last re-sharding kept its shard(s) BUSY */
 	uint64_t last_keys;     /* entries the last re-sharding handed over */
+	struct km_store_stats store; /* all shards, at the last sample */
 	struct km_ctl_counters cnt;
 };
 
@@ -91,6 +103,24 @@ void km_ctl_fini(void);
 int km_ctl_split(uint64_t id, char *err, size_t errlen);
 int km_ctl_merge(uint64_t id, char *err, size_t errlen);
 int km_ctl_move(uint64_t id, uint16_t worker, char *err, size_t errlen);
+
+/*
+ * Rewrite a shard of a persistent store while the others serve: into the given tier
+ * (KM_TIER_COLD: a compressed segment; KM_TIER_HOT: a log), or, with tier -1, into a
+ * new log of its tier (a compaction: only each key's latest record is kept). The shard
+ * answers BUSY meanwhile. The new files replace the old ones atomically; on failure the
+ * shard keeps its store.
+ * @return 0, or -errno with a message in err: -ENOENT no such shard, -EINVAL the driver
+ *   has no tiers / already in that tier, -ETIMEDOUT, -errno of the disk.
+ */
+int km_ctl_retier(uint64_t id, int tier, char *err, size_t errlen);
+
+/*
+ * Have the owner of key read it into its cache ahead of requests (persistent drivers).
+ * @return 1 read started, 0 nothing to do (cached, in flight, or values in DRAM),
+ *   -ENOENT no such key, -EINVAL bad key, -EAGAIN no room, -ETIMEDOUT.
+ */
+int km_ctl_prefetch(const uint8_t *key, uint16_t len);
 
 /*
  * Change one tunable ("section.key=value") while running. Refused (-EPERM) for a tunable

@@ -41,7 +41,8 @@
 	X(handoff_drops, "misdirected requests dropped: owner ring full")                   \
 	X(drop_denied, "datagrams dropped: source not in [security] allow")                 \
 	X(busy_cycles, "TSC cycles spent on iterations that had work")                      \
-	X(busy_iters, "loop iterations that had work")
+	X(busy_iters, "loop iterations that had work")                                      \
+	X(disk_replies, "replies sent after waiting for a disk read or a group write")
 
 struct km_worker_counters {
 #define KM_X(name, help) uint64_t name;
@@ -79,6 +80,7 @@ enum km_wcmd_op {
 	KM_WCMD_DETACH, /* shard shard_id -> store (and requests) for the control lcore */
 	KM_WCMD_INFO,   /* fill infos[0..max), n = shards owned */
 	KM_WCMD_TUNE,   /* apply tune */
+	KM_WCMD_PREFETCH, /* read key[0..key_len) into the cache, marked prefetched */
 };
 
 struct km_wcmd {
@@ -90,6 +92,8 @@ struct km_wcmd {
 	uint32_t max;                /* INFO */
 	uint32_t n;                  /* INFO: out */
 	struct km_worker_tune tune;  /* TUNE */
+	uint16_t key_len;            /* PREFETCH */
+	uint8_t key[KM_KEY_MAX];     /* PREFETCH */
 	int rc;                      /* out */
 	atomic_int state;            /* enum km_wcmd_state */
 };
@@ -111,6 +115,7 @@ struct km_worker {
 	struct rte_ring *to_owner; /* other workers -> this worker (MP/SC) */
 	struct rte_ring *cmds;     /* control lcore -> this worker (SP/SC), struct km_wcmd * */
 	struct km_proc *proc;      /* this worker only (counters: ro for others) */
+	int disk;                  /* its stores keep values on disk: poll completions */
 	/* worker only (changed through KM_WCMD_TUNE) */
 	struct km_worker_tune tune;
 	/* worker: rw (plain stores), control/others: ro, may read one update old */

@@ -25,6 +25,7 @@
 #define EAL_ARGS_MAX      64
 #define HANDOFF_RING_SIZE 4096
 #define CMD_RING_SIZE     64
+#define REC_IDS_MAX       (1 << 20) /* shards a data directory may hold */
 
 int km_logtype = RTE_LOGTYPE_USER1;
 
@@ -75,7 +76,19 @@ workers_init(const struct km_conf *conf, const struct km_shardmap *map)
 		.dedup_entries = (uint32_t)conf->dedup_entries,
 		.store_driver = conf->store_driver,
 		.store_initial_keys = (uint32_t)conf->initial_keys,
+		.dir = conf->data_dir,
+		.cold_dir = conf->cold_dir,
+		.durability = km_durability_of(conf->durability),
+		.route_sep = (uint8_t)conf->route_sep,
+		.route_depth = (uint8_t)conf->route_depth,
+		.sync_interval_ms = (uint32_t)conf->sync_interval_ms,
+		.write_buffer = (uint32_t)conf->write_buffer,
+		.cache_bytes = conf->cache_bytes,
+		.pending_max = (uint32_t)conf->pending_max,
+		.defer_max = (uint32_t)conf->defer_max,
 	};
+	struct km_store_stats st;
+	uint64_t t0 = rte_get_timer_cycles(), keys = 0, replayed = 0, skipped = 0, torn = 0;
 	unsigned int lcore;
 	uint16_t i = 0;
 	uint32_t s;
@@ -106,6 +119,7 @@ workers_init(const struct km_conf *conf, const struct km_shardmap *map)
 			.idle_sleep_us = (uint32_t)conf->idle_sleep_us,
 		};
 		pp.worker = i;
+		w->disk = km_store_driver(conf->store_driver)->read_start != NULL;
 		rc = km_proc_create(&pp, &w->proc);
 		if (rc < 0) {
 			KM_LOG(ERR, "worker %u: cannot create processor: %s", i, strerror(-rc));
@@ -118,14 +132,93 @@ workers_init(const struct km_conf *conf, const struct km_shardmap *map)
 				continue;
 			rc = km_proc_shard_add(w->proc, map->shards[s].id);
 			if (rc < 0) {
-				KM_LOG(ERR, "worker %u: cannot create shard %" PRIu64 ": %s", i,
-					map->shards[s].id, strerror(-rc));
+				KM_LOG(ERR, "worker %u: cannot %s shard %" PRIu64 ": %s", i,
+					km_store_driver(conf->store_driver)->recover != NULL
+						? "open the files of"
+						: "create",
+					map->shards[s].id,
+					rc == -EPROTO ? "written under another [shards] routing"
+						      : strerror(-rc));
 				return rc;
 			}
+			km_store_stats(km_proc_shard_store(w->proc, map->shards[s].id), &st);
+			if (st.skipped_crc != 0 || st.torn_bytes != 0)
+				KM_LOG(WARNING,
+					"shard %" PRIu64 ": %" PRIu64 " damaged record(s) skipped (CRC), "
+					"%" PRIu64 " byte(s) of an incomplete tail dropped; %" PRIu64
+					" keys served",
+					map->shards[s].id, st.skipped_crc, st.torn_bytes, st.keys);
+			keys += st.keys;
+			replayed += st.replayed;
+			skipped += st.skipped_crc;
+			torn += st.torn_bytes;
 		}
 		i++;
 	}
+	if (km_store_driver(conf->store_driver)->recover != NULL)
+		KM_LOG(INFO,
+			"store: %" PRIu64 " keys from %" PRIu64 " records in %.3f s (%" PRIu64
+			" damaged records skipped, %" PRIu64 " torn tail bytes dropped), %s durability",
+			keys, replayed, (double)(rte_get_timer_cycles() - t0) / rte_get_timer_hz(),
+			skipped, torn, conf->durability);
 	return 0;
+}
+
+/*
+ * The shard map a persistent store's files describe: the recovered shards, and new ones
+ * for any part of the hash space none of them covers (largest aligned blocks).
+ */
+static int
+map_fill(uint64_t id, const uint64_t *ids, int n, uint64_t *out, uint32_t *nout, uint32_t max)
+{
+	int i, below = 0;
+
+	for (i = 0; i < n; i++) {
+		unsigned int d = 63 - (unsigned int)__builtin_clzll(ids[i]);
+		unsigned int di = 63 - (unsigned int)__builtin_clzll(id);
+
+		if (ids[i] == id) {
+			below = -1;
+			break;
+		}
+		if (d > di && (ids[i] >> (d - di)) == id)
+			below = 1;
+	}
+	if (below == 0 || below == -1) {
+		if (*nout == max)
+			return -ENOSPC;
+		out[(*nout)++] = id;
+		return 0;
+	}
+	if (map_fill(id * 2, ids, n, out, nout, max) < 0)
+		return -ENOSPC;
+	return map_fill(id * 2 + 1, ids, n, out, nout, max);
+}
+
+static int
+map_recovered(const struct km_conf *conf, const struct km_shardmap_params *mp, const uint64_t *ids,
+	int n, struct km_shardmap **out)
+{
+	uint32_t nb = 0, max = (uint32_t)n * 2 + 64;
+	uint64_t *all = calloc(max, sizeof(*all));
+	uint16_t *owners = calloc(max, sizeof(*owners));
+	uint32_t i;
+	int rc = -ENOMEM;
+
+	if (all != NULL && owners != NULL) {
+		rc = map_fill(1, ids, n, all, &nb, max);
+		for (i = 0; i < nb; i++)
+			owners[i] = KM_OWNER_JUMP;
+		if (rc == 0)
+			rc = km_shardmap_from_list(1, mp->nb_workers, mp->udp_port_base,
+				(uint8_t)conf->route_sep, (uint8_t)conf->route_depth, all, owners, nb, out);
+		if (rc == 0 && nb != (uint32_t)n)
+			KM_LOG(NOTICE, "store: %u shard(s) recovered, %u new to cover the key space",
+				n, nb - (uint32_t)n);
+	}
+	free(all);
+	free(owners);
+	return rc;
 }
 
 static void
@@ -184,6 +277,8 @@ main(int argc, char **argv)
 	int eal_argc, opt, i, nb_sets = 0, print = 0, port_ok = 0, pdump_ok = 0, rss = 0, rc,
 			      ret = 1;
 	unsigned int nb_workers;
+	uint64_t *rec_ids = NULL;
+	int nb_rec = 0;
 
 	km_conf_defaults(&conf);
 	sets = calloc((size_t)argc, sizeof(*sets));
@@ -229,6 +324,35 @@ main(int argc, char **argv)
 	if (print) {
 		km_conf_print(&conf, stdout);
 		return 0;
+	}
+
+	/* A data directory keymapd cannot use is an error before anything starts. */
+	if (km_store_driver(conf.store_driver)->recover != NULL) {
+		struct km_store_params sp = {
+			.dir = conf.data_dir,
+			.cold_dir = conf.cold_dir,
+			.route_sep = (uint8_t)conf.route_sep,
+			.route_depth = (uint8_t)conf.route_depth,
+		};
+
+		rec_ids = calloc(REC_IDS_MAX, sizeof(*rec_ids));
+		nb_rec = rec_ids == NULL ? -ENOMEM
+					 : km_store_driver(conf.store_driver)->recover(&sp, rec_ids, REC_IDS_MAX);
+		if (nb_rec < 0) {
+			fprintf(stderr, "keymapd: [store] dir %s / cold_dir %s: %s\n", conf.data_dir,
+				conf.cold_dir,
+				nb_rec == -EPROTO ? "files written under another [shards] route_sep/"
+						    "route_depth"
+						  : strerror(-nb_rec));
+			free(rec_ids);
+			return 1;
+		}
+		if (nb_rec > REC_IDS_MAX) {
+			fprintf(stderr, "keymapd: [store] dir %s: more than %d shards\n",
+				conf.data_dir, REC_IDS_MAX);
+			free(rec_ids);
+			return 1;
+		}
 	}
 
 	eal_argv[0] = argv[0];
@@ -307,7 +431,8 @@ main(int argc, char **argv)
 		.route_sep = (uint8_t)conf.route_sep,
 		.route_depth = (uint8_t)conf.route_depth,
 	};
-	rc = km_shardmap_create(&mp, &map);
+	rc = nb_rec > 0 ? map_recovered(&conf, &mp, rec_ids, nb_rec, &map)
+			: km_shardmap_create(&mp, &map);
 	if (rc < 0) {
 		KM_LOG(ERR, "cannot create the shard map: %s", strerror(-rc));
 		goto out;
@@ -378,6 +503,7 @@ out:
 	if (port_ok)
 		km_port_fini(km_dp.port);
 	workers_fini();
+	free(rec_ids);
 	/* No worker runs any more: no reader can hold the map. */
 	km_shardmap_free(km_map_current);
 	km_map_current = NULL;

@@ -204,6 +204,60 @@ static const char *const ctl_counter_names[] = {
 #undef KM_X
 };
 
+/* Persistent store and cache figures (all workers), as dicts "store" and "cache" of d. */
+static void
+add_store(struct rte_tel_data *d)
+{
+	const struct km_store_stats *s = &km_ctl.store;
+	struct rte_tel_data *t = rte_tel_data_alloc(), *c = rte_tel_data_alloc();
+	struct km_cache_counters sum = {0};
+	const struct km_cache_counters *x;
+	uint16_t i;
+	size_t k;
+
+	if (t == NULL || c == NULL) {
+		rte_tel_data_free(t);
+		rte_tel_data_free(c);
+		return;
+	}
+	rte_tel_data_start_dict(t);
+	rte_tel_data_add_dict_string(t, "durability", km_ctl.conf.durability);
+	rte_tel_data_add_dict_u64(t, "cold_shards", s->tier);
+	rte_tel_data_add_dict_u64(t, "index_bytes", s->index_bytes);
+	rte_tel_data_add_dict_u64(t, "file_bytes", s->file_bytes);
+	rte_tel_data_add_dict_u64(t, "dead_bytes", s->dead_bytes);
+	rte_tel_data_add_dict_u64(t, "replayed", s->replayed);
+	rte_tel_data_add_dict_u64(t, "skipped_crc", s->skipped_crc);
+	rte_tel_data_add_dict_u64(t, "torn_bytes", s->torn_bytes);
+	rte_tel_data_add_dict_u64(t, "disk_reads", s->disk_reads);
+	rte_tel_data_add_dict_u64(t, "disk_read_errors", s->disk_read_errors);
+	rte_tel_data_add_dict_u64(t, "write_batches", s->write_batches);
+	rte_tel_data_add_dict_u64(t, "fsyncs", s->fsyncs);
+	rte_tel_data_add_dict_u64(t, "write_errors", s->write_errors);
+	rte_tel_data_add_dict_u64(t, "writes_lost", s->writes_lost);
+	rte_tel_data_add_dict_container(d, "store", t, 0);
+	for (i = 0; i < km_dp.nb_workers; i++) {
+		x = km_proc_cache_counters(km_dp.workers[i].proc);
+		if (x == NULL)
+			continue;
+		/* Plain words the worker updates alone: possibly one update old. */
+		for (k = 0; k < sizeof(sum) / sizeof(uint64_t); k++)
+			((uint64_t *)&sum)[k] += ((const uint64_t *)x)[k];
+	}
+	rte_tel_data_start_dict(c);
+	rte_tel_data_add_dict_u64(c, "hits", sum.hits);
+	rte_tel_data_add_dict_u64(c, "misses", sum.misses);
+	rte_tel_data_add_dict_u64(c, "inserts", sum.inserts);
+	rte_tel_data_add_dict_u64(c, "evictions", sum.evictions);
+	rte_tel_data_add_dict_u64(c, "invalidations", sum.invalidations);
+	rte_tel_data_add_dict_u64(c, "prefetched_used", sum.prefetched_used);
+	rte_tel_data_add_dict_u64(c, "prefetched_evicted_unused", sum.prefetched_evicted_unused);
+	rte_tel_data_add_dict_u64(c, "entries", sum.entries);
+	rte_tel_data_add_dict_u64(c, "bytes", sum.bytes);
+	rte_tel_data_add_dict_u64(c, "capacity", sum.capacity);
+	rte_tel_data_add_dict_container(d, "cache", c, 0);
+}
+
 static int
 ctl_stats(void *arg)
 {
@@ -245,6 +299,8 @@ ctl_stats(void *arg)
 		rte_tel_data_add_dict_u64(
 			t, ctl_counter_names[c], ((const uint64_t *)&km_ctl.cnt)[c]);
 	rte_tel_data_add_dict_container(d, "total", t, 0);
+	if (km_store_driver(km_ctl.conf.store_driver)->commit != NULL)
+		add_store(d);
 	/* One reply holds at most 16 KB: per-worker columns for the first STATS_WORKERS
 	 * workers (totals always cover all of them). */
 	rte_tel_data_add_dict_u64(d, "workers_listed", RTE_MIN(km_dp.nb_workers, STATS_WORKERS));
@@ -309,7 +365,10 @@ ctl_shards(void *arg)
 		rte_tel_data_add_array_u64(col[3], s->keys);
 		rte_tel_data_add_array_u64(col[4], s->bytes);
 		rte_tel_data_add_array_u64(col[5], (uint64_t)(s->rate + 0.5));
-		rte_tel_data_add_array_string(tier, km_ctl.conf.store_driver);
+		rte_tel_data_add_array_string(tier,
+			km_store_driver(km_ctl.conf.store_driver)->commit == NULL ? km_ctl.conf.store_driver
+			: s->tier == KM_TIER_COLD				     ? "cold"
+										     : "hot");
 	}
 	rte_tel_data_add_dict_container(d, "id", col[0], 0);
 	rte_tel_data_add_dict_container(d, "depth", col[1], 0);
@@ -561,6 +620,83 @@ ctl_move(void *arg)
 	return 0;
 }
 
+/* ---- tier, compact, prefetch ---- */
+
+static int
+retier_reply(struct rte_tel_data *d, uint64_t id, const char *what)
+{
+	rte_tel_data_start_dict(d);
+	rte_tel_data_add_dict_u64(d, "shard", id);
+	rte_tel_data_add_dict_string(d, "done", what);
+	rte_tel_data_add_dict_u64(d, "keys", km_ctl.last_keys);
+	rte_tel_data_add_dict_u64(d, "pause_us", km_ctl.last_pause_us);
+	return 0;
+}
+
+static int
+ctl_tier(void *arg)
+{
+	struct tel_arg *a = arg;
+	struct rte_tel_data *d = a->d;
+	const char *comma = strchr(a->params, ',');
+	char idbuf[32], err[256];
+	int tier;
+	uint64_t id;
+
+	if (comma == NULL || (size_t)(comma - a->params) >= sizeof(idbuf))
+		return tel_error(d, "usage: /keymap/tier,SHARD_ID,hot|cold");
+	memcpy(idbuf, a->params, (size_t)(comma - a->params));
+	idbuf[comma - a->params] = '\0';
+	if (strcmp(comma + 1, "hot") == 0)
+		tier = KM_TIER_HOT;
+	else if (strcmp(comma + 1, "cold") == 0)
+		tier = KM_TIER_COLD;
+	else
+		tier = -1;
+	if (parse_u64(idbuf, &id) < 0 || tier < 0)
+		return tel_error(d, "usage: /keymap/tier,SHARD_ID,hot|cold");
+	if (km_ctl_retier(id, tier, err, sizeof(err)) < 0)
+		return tel_error(d, err);
+	return retier_reply(d, id, tier == KM_TIER_COLD ? "cold" : "hot");
+}
+
+static int
+ctl_compact(void *arg)
+{
+	struct tel_arg *a = arg;
+	struct rte_tel_data *d = a->d;
+	char err[256];
+	uint64_t id;
+
+	if (parse_u64(a->params, &id) < 0)
+		return tel_error(d, "usage: /keymap/compact,SHARD_ID");
+	if (km_ctl_retier(id, -1, err, sizeof(err)) < 0)
+		return tel_error(d, err);
+	return retier_reply(d, id, "compacted");
+}
+
+static int
+ctl_prefetch(void *arg)
+{
+	struct tel_arg *a = arg;
+	struct rte_tel_data *d = a->d;
+	size_t len = strlen(a->params);
+	char err[128];
+	int rc;
+
+	if (len == 0 || len > KM_KEY_MAX)
+		return tel_error(d, "usage: /keymap/prefetch,KEY (1..250 bytes)");
+	rc = km_ctl_prefetch((const uint8_t *)a->params, (uint16_t)len);
+	if (rc < 0) {
+		snprintf(err, sizeof(err), "prefetch: %s",
+			rc == -ENOENT ? "no such key" : rc == -EAGAIN ? "no room now, try again" : strerror(-rc));
+		return tel_error(d, err);
+	}
+	rte_tel_data_start_dict(d);
+	rte_tel_data_add_dict_string(d, "prefetch", rc == 1 ? "started" : "nothing to do");
+	return 0;
+}
+
 /* ---- registration ---- */
 
 #define TEL_CB(name, fn, timeout)                                                          \
@@ -579,6 +715,9 @@ TEL_CB(log_level, ctl_log_level, TEL_TIMEOUT_MS)
 TEL_CB(split, ctl_split, RESHARD_TIMEOUT_MS)
 TEL_CB(merge, ctl_merge, RESHARD_TIMEOUT_MS)
 TEL_CB(move, ctl_move, RESHARD_TIMEOUT_MS)
+TEL_CB(tier, ctl_tier, RESHARD_TIMEOUT_MS)
+TEL_CB(compact, ctl_compact, RESHARD_TIMEOUT_MS)
+TEL_CB(prefetch, ctl_prefetch, TEL_TIMEOUT_MS)
 
 int
 km_telemetry_register(void)
@@ -600,6 +739,12 @@ km_telemetry_register(void)
 		{"/keymap/split", tel_split, "Split a shard in two. Param: shard id"},
 		{"/keymap/merge", tel_merge, "Merge a shard with its buddy. Param: shard id"},
 		{"/keymap/move", tel_move, "Give a shard to another worker. Params: id,worker"},
+		{"/keymap/tier", tel_tier,
+			"Move a shard to the cold tier or back (log driver). Params: id,hot|cold"},
+		{"/keymap/compact", tel_compact,
+			"Rewrite a shard's log without its dead records (log driver). Param: id"},
+		{"/keymap/prefetch", tel_prefetch,
+			"Read a key into its worker's cache ahead of requests. Param: key"},
 		{"/keymap/log_level", tel_log_level,
 			"Log level of keymap.* (emerg..debug). Param: new level"},
 	};

@@ -286,6 +286,7 @@ pkt_stage1(struct km_worker *w, const struct km_shardmap *map, const struct km_a
 	}
 	r->src = ((uint64_t)ip->src_addr << 16) | udp->src_port;
 	r->out = payload;
+	r->cookie = m;
 	/* Room for the reply: from the payload to the end of the buffer. */
 	r->cap = (size_t)((uint8_t *)m->buf_addr + m->buf_len - payload);
 	km_proc_prefetch(w->proc, r);
@@ -323,6 +324,9 @@ process_burst(struct km_worker *w, const struct km_shardmap *map, const struct k
 	for (i = 0; i < n; i++) {
 		switch (next[i].fate) {
 		case PKT_EXEC:
+			/* 0: the reply waits for the disk; km_proc_poll() gives it back. */
+			if (reqs[next[i].arg].len == 0)
+				break;
 			udp_reply(pkts[i], reqs[next[i].arg].len);
 			tx_add(tx, pkts[i]);
 			break;
@@ -337,6 +341,30 @@ process_burst(struct km_worker *w, const struct km_shardmap *map, const struct k
 			break;
 		}
 	}
+}
+
+/*
+ * Replies that waited for the disk (persistent stores): reap completions, submit group
+ * writes, send what is ready. @return replies sent.
+ */
+static uint16_t
+disk_poll(struct km_worker *w, struct tx_batch *tx)
+{
+	struct km_proc_done done[BURST_MAX];
+	unsigned int n, i, total = 0;
+
+	do {
+		n = km_proc_poll(w->proc, done, BURST_MAX);
+		for (i = 0; i < n; i++) {
+			if (tx->n == RTE_DIM(tx->pkts))
+				tx_flush(w, tx);
+			udp_reply(done[i].cookie, done[i].len);
+			tx_add(tx, done[i].cookie);
+		}
+		total += n;
+	} while (n == BURST_MAX);
+	w->cnt.disk_replies += total;
+	return (uint16_t)total;
 }
 
 /* Apply the control lcore's commands, at a loop boundary: no staged burst is in progress
@@ -368,6 +396,10 @@ worker_commands(struct km_worker *w)
 		case KM_WCMD_TUNE:
 			w->tune = c->tune;
 			c->rc = 0;
+			break;
+		case KM_WCMD_PREFETCH:
+			c->rc = km_proc_prefetch_key(w->proc, rcu_dereference(km_map_current),
+				c->key, c->key_len);
 			break;
 		default:
 			c->rc = -EINVAL;
@@ -434,9 +466,16 @@ km_worker_main(void *arg)
 		map = rcu_dereference(km_map_current);
 		allow = rcu_dereference(km_allow_current);
 
+		if (w->disk && km_proc_busy(w->proc)) {
+			/* Completions are answered as they come, whatever the traffic. */
+			if (disk_poll(w, &tx) != 0)
+				tx_flush(w, &tx);
+			idle = 0;
+		}
 		nb_rx = rte_eth_rx_burst(km_dp.port, w->queue, pkts, w->tune.burst);
 		if (nb_rx == 0 && rte_ring_empty(w->to_owner)) {
-			if (++idle < w->tune.idle_spin || w->tune.idle_sleep_us == 0) {
+			if (++idle < w->tune.idle_spin || w->tune.idle_sleep_us == 0 ||
+				(w->disk && km_proc_busy(w->proc))) {
 				rte_pause();
 				continue;
 			}
@@ -454,6 +493,8 @@ km_worker_main(void *arg)
 			w->to_owner, (void **)pkts, w->tune.burst, NULL);
 		w->cnt.handoff_in += nb_ho;
 		process_burst(w, map, allow, pkts, nb_ho, 1, &tx);
+		if (w->disk)
+			disk_poll(w, &tx);
 		nb_tx = tx.n;
 		tx_flush(w, &tx);
 		t1 = rte_rdtsc();
@@ -461,6 +502,14 @@ km_worker_main(void *arg)
 		w->cnt.busy_iters++;
 		/* Every reply of the iteration waited from its RX burst to this TX burst. */
 		w->lat[km_lat_bucket(t1 - t0)] += nb_tx;
+	}
+	/* Answer what waits for the disk before leaving (bounded: a stuck disk must not
+	 * keep keymapd from stopping). */
+	t0 = rte_rdtsc();
+	while (w->disk && km_proc_busy(w->proc) && rte_rdtsc() - t0 < rte_get_tsc_hz()) {
+		disk_poll(w, &tx);
+		tx_flush(w, &tx);
+		rte_pause();
 	}
 	rcu_thread_offline();
 	rcu_unregister_thread();

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <km_cache.h>
 #include <km_proto.h>
 #include <km_shardmap.h>
 #include <km_store.h>
@@ -40,7 +41,16 @@
 	X(moved, "requests answered MOVED (stale client map)")                \
 	X(write_retry, "retried writes answered from the at-most-once table") \
 	X(store_error, "store failures answered ERROR")                       \
-	X(busy_handover, "requests answered BUSY: shard being handed over")
+	X(busy_handover, "requests answered BUSY: shard being handed over")  \
+	X(busy_pending, "requests answered BUSY: too many reads or replies waiting on disk") \
+	X(busy_backlog, "writes answered BUSY: the shard's write buffer is full") \
+	X(disk_reads, "store reads started for cache misses")                 \
+	X(read_coalesced, "cache misses served by a read already in flight")  \
+	X(read_restarts, "reads started again: the entry changed meanwhile") \
+	X(prefetch_issued, "prefetch reads started")                          \
+	X(prefetch_coalesced, "cache misses that found a prefetch in flight") \
+	X(write_deferred, "write replies held until their group was durable") \
+	X(write_failed, "writes answered ERROR: their group write failed")
 
 struct km_proc_counters {
 #define KM_X(name, help) uint64_t name;
@@ -57,8 +67,19 @@ struct km_proc_params {
 	uint16_t worker;             /* this worker's index */
 	uint32_t value_max;          /* <= KM_VALUE_MAX */
 	uint32_t dedup_entries;      /* at-most-once window, power of two (0 = 65536) */
-	const char *store_driver;    /* "mem" */
+	const char *store_driver;    /* "mem", "log" */
 	uint32_t store_initial_keys; /* sizing hint per shard */
+	/* Persistent drivers (ignored by mem): */
+	const char *dir;             /* data directory */
+	const char *cold_dir;        /* cold segment directory */
+	uint8_t durability;          /* enum km_durability */
+	uint8_t route_sep;           /* the map's routing, recorded in the files */
+	uint8_t route_depth;
+	uint32_t sync_interval_ms;   /* KM_DUR_ASYNC bound (0 = 10) */
+	uint32_t write_buffer;       /* per shard (0 = 4 MiB) */
+	uint64_t cache_bytes;        /* per-worker value cache (0 = 64 MiB) */
+	uint32_t pending_max;        /* disk reads in flight (0 = 256) */
+	uint32_t defer_max;          /* requests waiting for a read or a group write (0 = 1024) */
 };
 
 struct km_proc;
@@ -104,6 +125,14 @@ struct km_store *km_proc_shard_detach(struct km_proc *p, uint64_t shard_id, uint
 int km_proc_store_new(
 	const struct km_proc *p, uint64_t shard_id, uint64_t version_base, struct km_store **out);
 
+/**
+ * As km_proc_store_new(), for the given tier: the target of a tier change or a
+ * compaction of shard_id (persistent drivers put its files in place at km_store_commit();
+ * the mem driver has one tier and ignores it).
+ */
+int km_proc_store_stage(const struct km_proc *p, uint64_t shard_id, uint64_t version_base,
+	uint8_t tier, struct km_store **out);
+
 /** What the control plane sees of one owned shard. */
 struct km_shard_info {
 	uint64_t id;
@@ -111,6 +140,10 @@ struct km_shard_info {
 	uint64_t keys;
 	uint64_t bytes;        /* key + value bytes */
 	uint64_t version_last; /* highest version its store issued */
+	uint64_t tier;         /* enum km_tier (persistent drivers) */
+	uint64_t file_bytes;   /* on disk */
+	uint64_t dead_bytes;   /* reclaimable by a compaction */
+	struct km_store_stats st; /* everything the store reports */
 };
 
 /**
@@ -202,7 +235,10 @@ struct km_proc_req {
 	uint64_t src;       /* in: client address, as for km_proc_execute() */
 	uint8_t *out;       /* in: reply buffer, may alias the request datagram */
 	size_t cap;         /* in: bytes available at out */
-	size_t len;         /* out: reply length, set by km_proc_execute_burst() */
+	void *cookie;       /* in: the caller's handle of the request (its packet) */
+	size_t len;         /* out: reply length, set by km_proc_execute_burst(); 0: the
+	                     * reply is deferred (a disk read or a group write): the caller
+	                     * keeps out valid until km_proc_poll() returns cookie */
 	/* private, set by km_proc_prefetch() for single-key ops: */
 	struct km_key key;         /* the key, hashed */
 	struct km_proc_shard *shd; /* its shard if owned and attached, else NULL */
@@ -227,6 +263,40 @@ void km_proc_prefetch(struct km_proc *p, struct km_proc_req *r);
  */
 void km_proc_execute_burst(
 	struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r, unsigned int n);
+
+/** A deferred reply now written at its request's out. */
+struct km_proc_done {
+	void *cookie;
+	size_t len;
+};
+
+/**
+ * Reap disk completions (answering the requests that waited for them), submit the group
+ * writes of the shards written since the last call, and return the replies ready.
+ * Call once per loop iteration, after the bursts.
+ * @return replies written to done (at most max; the others wait for the next call).
+ * @note Context: the owner worker.
+ */
+unsigned int km_proc_poll(struct km_proc *p, struct km_proc_done *done, unsigned int max);
+
+/** Whether disk I/O is in flight or replies are waiting: the worker must keep polling. */
+int km_proc_busy(const struct km_proc *p);
+
+/**
+ * Read key into the cache ahead of its requests (a prefetch): the entry is marked
+ * prefetched until its first hit. Nothing happens if the key is cached, already being
+ * read, not owned here, or its store keeps values in DRAM.
+ * @return 1 read started, 0 nothing to do, -EAGAIN/-ENOMEM no room now, -ENOENT no such key.
+ * @note Context: the owner worker.
+ */
+int km_proc_prefetch_key(struct km_proc *p, const struct km_shardmap *map, const uint8_t *key,
+	uint16_t len);
+
+/** The worker's value cache counters, or NULL (a driver with values in DRAM). */
+const struct km_cache_counters *km_proc_cache_counters(const struct km_proc *p);
+
+/** Requests waiting for disk (deferred), reads in flight. */
+void km_proc_waiting(const struct km_proc *p, uint32_t *deferred, uint32_t *reads);
 
 /**
  * Build a reply carrying only a status (errors, MOVED) for a request header.

@@ -5,6 +5,7 @@
  */
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <xxhash.h>
@@ -65,4 +66,13 @@ uint64_t
 km_key_hash(const void *key, size_t len)
 {
 	return XXH3_64bits(key, len);
+}
+
+void
+km_store_read_free(struct km_read *rd)
+{
+	free(rd->buf);
+	free(rd->ubuf);
+	rd->buf = NULL;
+	rd->ubuf = NULL;
 }

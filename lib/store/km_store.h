@@ -21,7 +21,28 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <km_io.h>
+
 struct km_store;
+
+/* Durability of the persistent drivers (the volatile mem driver ignores it). */
+enum km_durability {
+	KM_DUR_NONE = 0,  /* records written each loop iteration, never fdatasync'ed */
+	KM_DUR_ASYNC = 1, /* also fdatasync'ed at least every sync_interval_ms; ack at once */
+	KM_DUR_SYNC = 2,  /* a write is acknowledged after its record and an fdatasync */
+};
+
+/* Tiers of a persistent store. */
+enum km_tier {
+	KM_TIER_HOT = 0,  /* an append-only log, values read from it */
+	KM_TIER_COLD = 1, /* a compressed segment plus a log of the writes since */
+};
+
+/* How km_store_create() treats the shard's files. */
+enum km_store_mode {
+	KM_STORE_OPEN = 0,  /* open the shard's files and replay them (created if absent) */
+	KM_STORE_STAGE = 1, /* new files beside the shard's, put in their place at commit */
+};
 
 struct km_store_params {
 	const char *name; /* for messages, e.g. "shard-5" */
@@ -30,6 +51,17 @@ struct km_store_params {
 	uint32_t initial_keys; /* sizing hint, 0 = driver default */
 	uint64_t version_base; /* versions issued are > version_base */
 	int socket_id;         /* NUMA node hint, -1 = any */
+	/* Persistent drivers: */
+	const char *dir;           /* data directory (logs) */
+	const char *cold_dir;      /* cold segments */
+	uint8_t durability;        /* enum km_durability */
+	uint8_t tier;              /* enum km_tier: layout of a staged store */
+	uint8_t mode;              /* enum km_store_mode */
+	uint8_t route_sep;         /* routing of the map the files were written under: */
+	uint8_t route_depth;       /*   refused at open when they differ */
+	uint32_t sync_interval_ms; /* KM_DUR_ASYNC bound (0 = 10 ms) */
+	uint32_t write_buffer;     /* bytes of records waiting for the disk before writes get
+	                            * -EBUSY (0 = 4 MiB) */
 };
 
 /** A key with its precomputed 64-bit hash (XXH3-64 of the whole key). */
@@ -52,7 +84,42 @@ struct km_store_stats {
 	uint64_t index_bytes;          /* index structure only */
 	uint64_t entry_overhead_bytes; /* per-entry headers and allocator rounding */
 	uint64_t version_last;         /* highest version issued or loaded (version_base: none) */
+	/* Persistent drivers (0 for the others): */
+	uint64_t tier;                 /* enum km_tier */
+	uint64_t file_bytes;           /* log and segment bytes on disk */
+	uint64_t dead_bytes;           /* bytes of overwritten or deleted records in the log */
+	uint64_t replayed;             /* records read back at open */
+	uint64_t skipped_crc;          /* records skipped at open: CRC failed */
+	uint64_t torn_bytes;           /* bytes of an incomplete tail dropped at open */
+	uint64_t disk_reads;           /* values read from disk (log or segment) */
+	uint64_t disk_read_errors;     /* of which failed: I/O error, CRC, key mismatch */
+	uint64_t write_batches;        /* group writes submitted */
+	uint64_t fsyncs;               /* fdatasyncs completed */
+	uint64_t write_errors;         /* group writes or fdatasyncs that failed */
+	uint64_t writes_lost;          /* records acknowledged before a failed write (none/async) */
 };
+
+/**
+ * An asynchronous read of one value (persistent drivers). The caller owns the struct
+ * and sets op.done; the driver owns the other fields and the buffers until
+ * km_store_read_free().
+ */
+struct km_read {
+	struct km_io_op op; /* the caller's completion */
+	uint8_t *buf;       /* driver: bytes read */
+	uint8_t *ubuf;      /* driver: inflated block (cold tier) */
+	uint64_t loc;       /* driver: where the record was */
+	uint64_t version;   /* driver: the version the index had at submission */
+	uint32_t len;       /* driver: bytes asked */
+};
+
+/**
+ * Told by a persistent store bound to a thread (km_store_ops.bind) when records reach
+ * the disk: every record numbered up to seq is durable as the store's durability mode
+ * defines it. err < 0: the write failed; every record numbered after seq was rolled back
+ * (undone in the index) and its write must be answered with an error.
+ */
+typedef void (*km_store_durable_fn)(void *arg, uint64_t shard_id, uint64_t seq, int err);
 
 /** Version condition for writes. */
 #define KM_VERSION_ANY 0 /* write unconditionally */
@@ -106,6 +173,61 @@ struct km_store_ops {
 	 */
 	int (*load)(struct km_store *s, const struct km_key *k, const void *val, uint32_t len,
 		uint64_t version);
+
+	/*
+	 * Persistent drivers only (NULL for mem): values on disk, reads and writes through
+	 * the io_uring of the thread that owns the store.
+	 */
+
+	/**
+	 * Bind the store to its owner's io context (io NULL: unbind; the store then reads
+	 * and writes with blocking calls, for the control lcore). Unbinding waits for the
+	 * store's I/O in flight. durable is called from km_io_poll() on io.
+	 */
+	void (*bind)(struct km_store *s, struct km_io *io, km_store_durable_fn durable, void *arg);
+	/**
+	 * Start reading k's value.
+	 * @return 0: the value is in DRAM, *out filled (valid until the next write);
+	 *   1: a read is in flight, rd->op.done will be called from km_io_poll();
+	 *   -ENOENT; -EAGAIN: no room to submit now (answer BUSY); -ENOMEM.
+	 */
+	int (*read_start)(struct km_store *s, const struct km_key *k, struct km_read *rd,
+		struct km_value_ref *out);
+	/**
+	 * Finish a read whose done() was called with res: check the record (CRC, key, the
+	 * version the index has now).
+	 * @return 0 and *out (pointing into rd's buffers: valid until km_store_read_free());
+	 *   -EAGAIN: the entry changed or moved since the read started (start again);
+	 *   -ENOENT: deleted since; -EIO, -EBADMSG: a failed or damaged read (counted).
+	 */
+	int (*read_done)(struct km_store *s, struct km_read *rd, int res, const struct km_key *k,
+		struct km_value_ref *out);
+	/** Number of the last record appended (0: none yet): what a write waits for. */
+	uint64_t (*write_seq)(const struct km_store *s);
+	/** Number of the last durable record. */
+	uint64_t (*durable_seq)(const struct km_store *s);
+	/**
+	 * Submit the records appended since the last call (a group write, and an fdatasync
+	 * as the durability mode asks). Called once per loop iteration by the owner.
+	 * @return 1 while the store needs more calls (records not written or not synced
+	 *   yet, a group in flight), 0 when it is idle.
+	 */
+	int (*flush)(struct km_store *s);
+	/**
+	 * A staged store (KM_STORE_STAGE) is complete: write it out, fdatasync, and put its
+	 * files in place of the shard's (atomic rename). The store then serves as if opened.
+	 * @return 0 or -errno (the shard's files are then unchanged).
+	 */
+	int (*commit)(struct km_store *s);
+	/** Remove the store's files (a shard split or merged away), then destroy it. */
+	void (*unlink)(struct km_store *s);
+	/**
+	 * Shards whose files are in the data directory, after a crash resolved (files a
+	 * newer store superseded are removed). @return the number of ids (at most max are
+	 * written), or -errno (-ENOENT: no such directory; -EACCES; -EPROTO: files written
+	 * under another routing).
+	 */
+	int (*recover)(const struct km_store_params *p, uint64_t *ids, uint32_t max);
 };
 
 /* Steps of km_store_ops.prefetch. */
@@ -192,6 +314,16 @@ static inline void
 km_store_stats(const struct km_store *s, struct km_store_stats *st)
 {
 	s->ops->stats(s, st);
+}
+
+/** Release a finished (or abandoned) read's buffers. */
+void km_store_read_free(struct km_read *rd);
+
+/** Whether the driver keeps values on disk (asynchronous reads, durability). */
+static inline int
+km_store_persistent(const struct km_store *s)
+{
+	return s->ops->read_start != NULL;
 }
 
 /** XXH3-64 of a whole key: the hash stores index by. */

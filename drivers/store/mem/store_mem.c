@@ -577,6 +577,7 @@ mem_stats(const struct km_store *s, struct km_store_stats *st)
 {
 	const struct mem_store *ms = (const struct mem_store *)s;
 
+	memset(st, 0, sizeof(*st)); /* the persistent drivers' figures stay 0 */
 	st->keys = ms->nb_keys;
 	st->value_bytes = ms->value_bytes;
 	st->index_bytes = (ms->mask + 1) * sizeof(*ms->slots);

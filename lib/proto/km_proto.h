@@ -129,7 +129,8 @@ size_t km_msg_build(
  *   u16 count; count x { u8 status; u64 version; u16 val_len; value bytes }
  * Entries that would not fit in the reply datagram get status TOO_LARGE and no value
  * (the client fetches them with GET); entries whose shard the worker does not own
- * get MOVED.
+ * get MOVED; entries of a persistent store not in the worker's cache get BUSY, no value,
+ * and the worker starts reading them (the client GETs them: the GET waits for that read).
  */
 #define KM_MGET_REQ_ENTRY_HDR 1
 #define KM_MGET_REP_ENTRY_HDR 11

@@ -1,0 +1,611 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * The log store through the request processor, as a worker drives it: deferred replies
+ * (sync group commit, disk reads), coalesced misses, the pending bound, restarts, the
+ * cold tier, damaged logs, and recovery of a data directory after a crash in the middle
+ * of a split. Files live in a temporary directory; no EAL.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <km_proc.h>
+#include <km_record.h>
+
+#define NB_SHARDS 4
+#define VALUE_MAX 1024
+#define BURST	  32
+
+struct env {
+	char dir[64];
+	char cold[96];
+	struct km_shardmap *map;
+	struct km_proc *p;
+	uint8_t durability;
+	uint32_t pending_max;
+};
+
+/* One request in flight through a burst. */
+struct slot {
+	uint8_t buf[KM_DGRAM_MAX];
+	size_t len; /* reply length once answered */
+	int done;
+};
+
+static int
+proc_open(struct env *e)
+{
+	struct km_proc_params pp = {
+		.worker = 0,
+		.value_max = VALUE_MAX,
+		.store_driver = "log",
+		.dir = e->dir,
+		.cold_dir = e->cold,
+		.durability = e->durability,
+		.route_sep = '/',
+		.route_depth = 1,
+		.cache_bytes = 1 << 20,
+		.pending_max = e->pending_max,
+		.defer_max = 64,
+	};
+	uint32_t i;
+	int rc = km_proc_create(&pp, &e->p);
+
+	if (rc < 0)
+		return rc;
+	for (i = 0; i < e->map->nb_shards; i++) {
+		rc = km_proc_shard_add(e->p, e->map->shards[i].id);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int
+setup_mode(void **state, uint8_t durability)
+{
+	struct km_shardmap_params mp = {
+		.nb_shards = NB_SHARDS,
+		.nb_workers = 1,
+		.udp_port_base = 7070,
+		.route_sep = '/',
+		.route_depth = 1,
+	};
+	struct env *e = calloc(1, sizeof(*e));
+
+	if (e == NULL)
+		return -1;
+	strcpy(e->dir, "/tmp/km-test-log-XXXXXX");
+	if (mkdtemp(e->dir) == NULL)
+		return -1;
+	snprintf(e->cold, sizeof(e->cold), "%s/cold", e->dir);
+	if (mkdir(e->cold, 0755) < 0 || km_shardmap_create(&mp, &e->map) != 0)
+		return -1;
+	e->durability = durability;
+	e->pending_max = 16;
+	if (proc_open(e) < 0)
+		return -1;
+	*state = e;
+	return 0;
+}
+
+static int
+setup(void **state)
+{
+	return setup_mode(state, KM_DUR_SYNC);
+}
+
+static int
+teardown(void **state)
+{
+	struct env *e = *state;
+	char cmd[256];
+
+	km_proc_destroy(e->p);
+	km_shardmap_free(e->map);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e->dir);
+	assert_int_equal(system(cmd), 0);
+	free(e);
+	return 0;
+}
+
+/* Close and reopen the processor: a clean restart. */
+static void
+restart(struct env *e)
+{
+	km_proc_destroy(e->p);
+	e->p = NULL;
+	assert_int_equal(proc_open(e), 0);
+}
+
+static void
+req_fill(struct slot *s, uint8_t op, const char *key, const void *val, uint32_t vlen,
+	uint64_t version, uint64_t req_id)
+{
+	struct km_hdr h = {
+		.magic = KM_PROTO_MAGIC,
+		.proto_ver = KM_PROTO_VERSION,
+		.op = op,
+		.key_len = (uint16_t)strlen(key),
+		.val_len = vlen,
+		.req_id = req_id,
+		.version = version,
+	};
+
+	km_hdr_encode(s->buf, &h);
+	memcpy(s->buf + KM_HDR_LEN, key, h.key_len);
+	if (vlen != 0)
+		memcpy(s->buf + KM_HDR_LEN + h.key_len, val, vlen);
+	s->len = 0;
+	s->done = 0;
+}
+
+/* Run n requests as one burst, then poll until every reply is out (bounded). */
+static void
+run(struct env *e, struct slot *s, unsigned int n)
+{
+	struct km_proc_req r[BURST];
+	struct km_proc_done d[BURST];
+	unsigned int i, k, left = 0, spins;
+
+	assert_true(n <= BURST);
+	for (i = 0; i < n; i++) {
+		struct km_hdr h;
+
+		km_hdr_decode(s[i].buf, &h);
+		assert_int_equal(km_req_parse(s[i].buf, KM_HDR_LEN + h.key_len + h.val_len,
+					 VALUE_MAX, &r[i].msg),
+			KM_ST_OK);
+		assert_true(km_proc_target(e->map, &r[i].msg, -1, &r[i].rt) >= 0 ||
+			    r[i].msg.hdr.op == KM_OP_MGET);
+		r[i].src = 42;
+		r[i].out = s[i].buf;
+		r[i].cap = sizeof(s[i].buf);
+		r[i].cookie = &s[i];
+		km_proc_prefetch(e->p, &r[i]);
+	}
+	km_proc_execute_burst(e->p, e->map, r, n);
+	for (i = 0; i < n; i++) {
+		if (r[i].len != 0) {
+			s[i].len = r[i].len;
+			s[i].done = 1;
+		} else {
+			left++;
+		}
+	}
+	for (spins = 0; left != 0 && spins < 2000000; spins++) {
+		k = km_proc_poll(e->p, d, BURST);
+		for (i = 0; i < k; i++) {
+			struct slot *x = d[i].cookie;
+
+			assert_false(x->done);
+			x->len = d[i].len;
+			x->done = 1;
+			left--;
+		}
+		if (k == 0)
+			usleep(10);
+	}
+	assert_int_equal(left, 0);
+	/* Nothing else is owed. */
+	while (km_proc_busy(e->p))
+		assert_int_equal(km_proc_poll(e->p, d, BURST), 0);
+}
+
+static struct km_hdr
+reply(const struct slot *s)
+{
+	struct km_hdr h;
+
+	assert_true(s->done);
+	km_hdr_decode(s->buf, &h);
+	return h;
+}
+
+static uint64_t
+put(struct env *e, const char *key, const char *val)
+{
+	static uint64_t req_id = 1000;
+	struct slot s;
+	struct km_hdr h;
+
+	req_fill(&s, KM_OP_PUT, key, val, (uint32_t)strlen(val), 0, req_id++);
+	run(e, &s, 1);
+	h = reply(&s);
+	assert_int_equal(h.status, KM_ST_OK);
+	return h.version;
+}
+
+/* GET key: its value in val (NUL-terminated), status returned. */
+static uint8_t
+get(struct env *e, const char *key, char *val, size_t cap, uint64_t *version)
+{
+	struct slot s;
+	struct km_hdr h;
+
+	req_fill(&s, KM_OP_GET, key, NULL, 0, 0, 1);
+	run(e, &s, 1);
+	h = reply(&s);
+	if (h.status == KM_ST_OK) {
+		assert_true(h.val_len < cap);
+		memcpy(val, s.buf + KM_HDR_LEN, h.val_len);
+		val[h.val_len] = '\0';
+		if (version != NULL)
+			*version = h.version;
+	}
+	return h.status;
+}
+
+static void
+check_value(struct env *e, const char *key, const char *want)
+{
+	char v[VALUE_MAX + 1];
+
+	assert_int_equal(get(e, key, v, sizeof(v), NULL), KM_ST_OK);
+	assert_string_equal(v, want);
+}
+
+/* Sync mode: a write's reply waits for its group write and fdatasync. */
+static void
+test_sync_deferral(void **state)
+{
+	struct env *e = *state;
+	const struct km_proc_counters *c = km_proc_counters(e->p);
+	struct km_store_stats st;
+	struct slot s[8];
+	char key[16];
+	unsigned int i;
+
+	for (i = 0; i < 8; i++) {
+		snprintf(key, sizeof(key), "k%u", i);
+		req_fill(&s[i], KM_OP_PUT, key, "value", 5, 0, 100 + i);
+	}
+	run(e, s, 8);
+	for (i = 0; i < 8; i++)
+		assert_int_equal(reply(&s[i]).status, KM_ST_OK);
+	/* Every reply waited; the eight records went in at most one group per shard. */
+	assert_int_equal(c->write_deferred, 8);
+	km_proc_store_stats(e->p, &st);
+	assert_true(st.write_batches <= NB_SHARDS);
+	assert_true(st.fsyncs >= 1 && st.fsyncs <= NB_SHARDS);
+	assert_int_equal(st.keys, 8);
+	/* Written through the cache: read back without the disk. */
+	check_value(e, "k3", "value");
+	assert_int_equal(c->disk_reads, 0);
+	/* A retry of an acknowledged write is answered from the at-most-once table. */
+	req_fill(&s[0], KM_OP_PUT, "k0", "value", 5, 0, 100);
+	run(e, s, 1);
+	assert_int_equal(reply(&s[0]).status, KM_ST_OK);
+	assert_int_equal(c->write_retry, 1);
+}
+
+/* Misses of one key share one read; every waiter gets the value. */
+static void
+test_miss_coalescing(void **state)
+{
+	struct env *e = *state;
+	const struct km_proc_counters *c;
+	const struct km_cache_counters *cc;
+	struct slot s[6];
+	struct km_hdr h;
+	unsigned int i;
+
+	put(e, "alpha", "one");
+	put(e, "beta", "two");
+	restart(e); /* cold cache */
+	c = km_proc_counters(e->p);
+	cc = km_proc_cache_counters(e->p);
+	for (i = 0; i < 4; i++)
+		req_fill(&s[i], KM_OP_GET, "alpha", NULL, 0, 0, i);
+	req_fill(&s[4], KM_OP_GET, "beta", NULL, 0, 0, 4);
+	req_fill(&s[5], KM_OP_GET, "gamma", NULL, 0, 0, 5);
+	run(e, s, 6);
+	for (i = 0; i < 4; i++) {
+		h = reply(&s[i]);
+		assert_int_equal(h.status, KM_ST_OK);
+		assert_int_equal(h.val_len, 3);
+		assert_memory_equal(s[i].buf + KM_HDR_LEN, "one", 3);
+	}
+	assert_int_equal(reply(&s[4]).status, KM_ST_OK);
+	assert_int_equal(reply(&s[5]).status, KM_ST_NOT_FOUND);
+	assert_int_equal(c->disk_reads, 2);
+	assert_int_equal(c->read_coalesced, 3);
+	assert_int_equal(cc->misses, 6);
+	/* Now cached. */
+	check_value(e, "alpha", "one");
+	assert_int_equal(c->disk_reads, 2);
+	assert_true(cc->hits >= 1);
+}
+
+/* Beyond pending_max reads in flight, misses are answered BUSY. */
+static void
+test_pending_limit(void **state)
+{
+	struct env *e = *state;
+	struct slot s[8];
+	char key[16];
+	unsigned int i, ok = 0, busy = 0;
+
+	for (i = 0; i < 8; i++) {
+		snprintf(key, sizeof(key), "p%u", i);
+		put(e, key, "v");
+	}
+	e->pending_max = 3;
+	restart(e);
+	for (i = 0; i < 8; i++) {
+		snprintf(key, sizeof(key), "p%u", i);
+		req_fill(&s[i], KM_OP_GET, key, NULL, 0, 0, i);
+	}
+	run(e, s, 8);
+	for (i = 0; i < 8; i++) {
+		uint8_t st = reply(&s[i]).status;
+
+		ok += st == KM_ST_OK;
+		busy += st == KM_ST_BUSY;
+	}
+	assert_int_equal(ok, 3);
+	assert_int_equal(busy, 5);
+	assert_int_equal(km_proc_counters(e->p)->busy_pending, 5);
+}
+
+/* Versions keep increasing across restarts and deletes; CAS compares them. */
+static void
+test_restart_versions(void **state)
+{
+	struct env *e = *state;
+	uint64_t v1, v2, v3, v;
+	struct slot s;
+	char val[64];
+
+	v1 = put(e, "key", "a");
+	v2 = put(e, "key", "b");
+	assert_true(v2 > v1);
+	req_fill(&s, KM_OP_DEL, "key", NULL, 0, 0, 7);
+	run(e, &s, 1);
+	assert_int_equal(reply(&s).status, KM_ST_OK);
+	restart(e);
+	assert_int_equal(get(e, "key", val, sizeof(val), NULL), KM_ST_NOT_FOUND);
+	v3 = put(e, "key", "c");
+	assert_true(v3 > v2); /* no ABA after a delete and a restart */
+	restart(e);
+	assert_int_equal(get(e, "key", val, sizeof(val), &v), KM_ST_OK);
+	assert_string_equal(val, "c");
+	assert_int_equal(v, v3);
+	/* CAS against an old version fails, against the current one succeeds. */
+	req_fill(&s, KM_OP_CAS, "key", "d", 1, v2, 8);
+	run(e, &s, 1);
+	assert_int_equal(reply(&s).status, KM_ST_VERSION_MISMATCH);
+	req_fill(&s, KM_OP_CAS, "key", "d", 1, v3, 9);
+	run(e, &s, 1);
+	assert_int_equal(reply(&s).status, KM_ST_OK);
+	restart(e);
+	check_value(e, "key", "d");
+}
+
+/* Rewrite every shard into the cold tier, read back, write on top, restart, promote. */
+static void
+retier(struct env *e, uint64_t id, uint8_t tier)
+{
+	struct km_store *src, *dst;
+	struct km_store_stats st;
+
+	src = km_proc_shard_detach(e->p, id, NULL);
+	assert_non_null(src);
+	km_store_stats(src, &st);
+	assert_int_equal(km_proc_store_stage(e->p, id, st.version_last, tier, &dst), 0);
+	assert_int_equal(km_reshard_copy(src, dst), (int64_t)st.keys);
+	assert_int_equal(dst->ops->commit(dst), 0);
+	km_store_destroy(src);
+	assert_int_equal(km_proc_shard_attach(e->p, id, dst), 0);
+	km_store_stats(dst, &st);
+	assert_int_equal(st.tier, tier);
+}
+
+static void
+test_cold_tier(void **state)
+{
+	struct env *e = *state;
+	char key[32], val[256], want[256], path[256];
+	struct stat sb;
+	unsigned int i;
+	uint32_t s;
+
+	for (i = 0; i < 600; i++) {
+		snprintf(key, sizeof(key), "cold/%u", i);
+		snprintf(val, sizeof(val), "value-%u-%0*u", i, (int)(i % 150), 7);
+		put(e, key, val);
+	}
+	for (s = 0; s < e->map->nb_shards; s++)
+		retier(e, e->map->shards[s].id, KM_TIER_COLD);
+	snprintf(path, sizeof(path), "%s/shard-%" PRIu64 ".seg", e->cold, e->map->shards[0].id);
+	assert_int_equal(stat(path, &sb), 0);
+	restart(e);
+	for (i = 0; i < 600; i++) {
+		snprintf(key, sizeof(key), "cold/%u", i);
+		snprintf(want, sizeof(want), "value-%u-%0*u", i, (int)(i % 150), 7);
+		check_value(e, key, want);
+	}
+	/* Writes on top of the segment, and a restart. */
+	put(e, "cold/1", "new");
+	put(e, "fresh", "x");
+	restart(e);
+	check_value(e, "cold/1", "new");
+	check_value(e, "cold/2", "value-2-07");
+	check_value(e, "fresh", "x");
+	/* Back to the log: the segment goes. */
+	for (s = 0; s < e->map->nb_shards; s++)
+		retier(e, e->map->shards[s].id, KM_TIER_HOT);
+	assert_int_equal(stat(path, &sb), -1);
+	restart(e);
+	check_value(e, "cold/1", "new");
+	snprintf(want, sizeof(want), "value-%u-%0*u", 599, 599 % 150, 7);
+	check_value(e, "cold/599", want);
+}
+
+/* Compaction keeps only the latest records. */
+static void
+test_compaction(void **state)
+{
+	struct env *e = *state;
+	struct km_store_stats before, after;
+	char val[64];
+	unsigned int i;
+
+	for (i = 0; i < 300; i++) {
+		snprintf(val, sizeof(val), "v%u", i);
+		put(e, "hotkey", val);
+	}
+	km_proc_store_stats(e->p, &before);
+	assert_true(before.dead_bytes > 200 * 24);
+	for (i = 0; i < e->map->nb_shards; i++)
+		retier(e, e->map->shards[i].id, KM_TIER_HOT);
+	km_proc_store_stats(e->p, &after);
+	assert_true(after.file_bytes < before.file_bytes / 10);
+	restart(e);
+	check_value(e, "hotkey", "v299");
+}
+
+/* A flipped data byte: that record is skipped and counted; a torn tail is cut. */
+static void
+test_damaged_log(void **state)
+{
+	struct env *e = *state;
+	const struct km_shard *sh = km_shardmap_lookup(e->map, km_shardmap_hash(e->map,
+								   (const uint8_t *)"dmg", 3));
+	struct km_store_stats st;
+	char path[256], key[32], v[64];
+	uint8_t buf[4096];
+	struct km_rec r;
+	size_t size, off;
+	unsigned int i, found = 0;
+	ssize_t n;
+	int fd;
+
+	put(e, "dmg", "first");
+	put(e, "dmg", "second"); /* the record we damage: replay falls back to "first" */
+	for (i = 0; i < 20; i++) {
+		snprintf(key, sizeof(key), "other%u", i);
+		put(e, key, "fine");
+	}
+	km_proc_destroy(e->p);
+	e->p = NULL;
+	snprintf(path, sizeof(path), "%s/shard-%" PRIu64 ".log", e->dir, sh->id);
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	n = pread(fd, buf, sizeof(buf), 0);
+	assert_true(n > 0);
+	for (off = 0; off < (size_t)n; off += size) {
+		assert_int_equal(km_rec_decode(buf + off, (size_t)n - off, &r, &size), KM_REC_OK);
+		if (r.type == KM_REC_PUT && r.vlen == 6 && memcmp(r.val, "second", 6) == 0) {
+			buf[off + KM_REC_HDR_LEN + r.klen + 2] ^= 0x40;
+			assert_int_equal(pwrite(fd, buf + off, size, (off_t)off), (ssize_t)size);
+			found = 1;
+		}
+	}
+	assert_true(found);
+	/* The first 30 bytes of a record at the end: a write the crash cut. */
+	assert_int_equal(pwrite(fd, buf, 30, n), 30);
+	close(fd);
+	assert_int_equal(proc_open(e), 0);
+	km_proc_store_stats(e->p, &st);
+	assert_int_equal(st.skipped_crc, 1);
+	assert_int_equal(st.torn_bytes, 30);
+	check_value(e, "dmg", "first");
+	for (i = 0; i < 20; i++) {
+		snprintf(key, sizeof(key), "other%u", i);
+		check_value(e, key, "fine");
+	}
+	/* Appends go after the last good record; a restart finds them and no tail. */
+	put(e, "after", "ok");
+	restart(e);
+	km_proc_store_stats(e->p, &st);
+	assert_int_equal(st.torn_bytes, 0);
+	assert_int_equal(get(e, "after", v, sizeof(v), NULL), KM_ST_OK);
+}
+
+/* recover(): which files are current after a crash in the middle of a split. */
+static int
+has(const uint64_t *ids, int n, uint64_t id)
+{
+	for (int i = 0; i < n; i++)
+		if (ids[i] == id)
+			return 1;
+	return 0;
+}
+
+static void
+test_recover(void **state)
+{
+	struct env *e = *state;
+	struct km_store_params sp = {
+		.dir = e->dir,
+		.cold_dir = e->cold,
+		.route_sep = '/',
+		.route_depth = 1,
+	};
+	const struct km_store_ops *ops = km_store_driver("log");
+	struct km_store *lo, *hi;
+	uint64_t ids[16];
+	char path[256];
+	int n;
+
+	put(e, "x", "1");
+	n = ops->recover(&sp, ids, 16);
+	assert_int_equal(n, NB_SHARDS);
+	/* Shard 4's children staged and only one of them committed: 4 stays, 8 goes. */
+	assert_int_equal(km_proc_store_new(e->p, 8, 100, &lo), 0);
+	assert_int_equal(km_proc_store_new(e->p, 9, 100, &hi), 0);
+	assert_int_equal(lo->ops->commit(lo), 0);
+	km_store_destroy(lo);
+	km_store_destroy(hi); /* never committed: its staged file is removed */
+	n = ops->recover(&sp, ids, 16);
+	assert_int_equal(n, NB_SHARDS);
+	assert_true(has(ids, n, 4) && !has(ids, n, 8) && !has(ids, n, 9));
+	snprintf(path, sizeof(path), "%s/shard-8.log", e->dir);
+	assert_int_equal(access(path, F_OK), -1);
+	/* Both committed: the children supersede 4. */
+	assert_int_equal(km_proc_store_new(e->p, 8, 100, &lo), 0);
+	assert_int_equal(km_proc_store_new(e->p, 9, 100, &hi), 0);
+	assert_int_equal(lo->ops->commit(lo), 0);
+	assert_int_equal(hi->ops->commit(hi), 0);
+	km_store_destroy(lo);
+	km_store_destroy(hi);
+	n = ops->recover(&sp, ids, 16);
+	assert_int_equal(n, NB_SHARDS + 1);
+	assert_true(!has(ids, n, 4) && has(ids, n, 8) && has(ids, n, 9));
+	/* Another routing: refused. */
+	sp.route_depth = 2;
+	assert_int_equal(ops->recover(&sp, ids, 16), -EPROTO);
+	/* A missing directory. */
+	sp.dir = "/nonexistent/keymap";
+	assert_int_equal(ops->recover(&sp, ids, 16), -ENOENT);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_sync_deferral, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_miss_coalescing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pending_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restart_versions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cold_tier, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_compaction, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_damaged_log, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -30,6 +30,7 @@
 #include <jansson.h>
 
 #include "bench/bench_args.h"
+#include "../lib/proto/km_proto.h" /* KM_KEY_MAX */
 
 #define EXIT_USAGE     1
 #define EXIT_TRANSPORT 1
@@ -44,7 +45,7 @@
 #define TEL_OUT_LIMIT   (16u << 20)
 
 #define TIMEOUT_DEFAULT_MS 5000
-#define RESHARD_TIMEOUT_MS 60000 /* keymapd gives a split or merge as long */
+#define RESHARD_TIMEOUT_MS 60000 /* keymapd gives a split, merge, tier or compact as long */
 #define WATCH_PERIOD_MS    1000
 /* A map that changes under the pager this many times in a row is reported, not shown. */
 #define SHARDS_ATTEMPTS 5
@@ -66,6 +67,10 @@ static const char usage_text[] =
 	"  split ID                   split shard ID into 2*ID and 2*ID+1\n"
 	"  merge ID                   merge shard ID and its buddy ID^1 into ID/2\n"
 	"  move ID WORKER             give shard ID to worker WORKER\n"
+	"  tier ID hot|cold           move shard ID to the cold tier (compressed segments) or\n"
+	"                             back to the hot one (log store)\n"
+	"  compact ID                 rewrite shard ID's log without its dead records (log store)\n"
+	"  prefetch KEY               read KEY into its worker's cache ahead of requests\n"
 	"  log-level [LEVEL]          show or set the level of the keymap.* logs\n"
 	"  metrics [--metrics-url HOST:PORT]\n"
 	"                             print the Prometheus page (address from status)\n"
@@ -79,7 +84,7 @@ static const char usage_text[] =
 	"  -s, --socket PATH          telemetry socket path (instead of -f)\n"
 	"      --json                 print keymapd's JSON data instead of a table\n"
 	"  -T, --timeout SECONDS      to connect, and for each reply (default 5; 60 for\n"
-	"                             split, merge and move)\n"
+	"                             split, merge, move, tier and compact)\n"
 	"  -h, --help                 this text\n"
 	"\n"
 	"exit status: 0 success, 1 bad usage or transport error (keymapd not running, timeout,\n"
@@ -559,7 +564,7 @@ tel_query(struct ctl *c, const char *req, json_t **root, json_t **data)
 	size_t name_len = strcspn(req, ",");
 	size_t req_len = strlen(req), len;
 	json_error_t jerr;
-	const char *key;
+	const char *key, *msg;
 	int64_t deadline;
 	json_t *r, *d, *e;
 	ssize_t n;
@@ -614,7 +619,12 @@ tel_query(struct ctl *c, const char *req, json_t **root, json_t **data)
 	}
 	e = json_object_get(d, "error");
 	if (json_is_string(e)) {
-		errmsg("%s: %s", c->cmd, json_string_value(e));
+		msg = json_string_value(e);
+		/* A message that names the command already ("prefetch: no such key"). */
+		if (strncmp(msg, c->cmd, strlen(c->cmd)) == 0 &&
+			strncmp(msg + strlen(c->cmd), ": ", 2) == 0)
+			msg += strlen(c->cmd) + 2;
+		errmsg("%s: %s", c->cmd, msg);
 		json_decref(r);
 		return EXIT_REFUSED;
 	}
@@ -832,9 +842,59 @@ group_name(unsigned int g, char *buf, size_t len)
 }
 
 /*
+ * Section name of a stats sample, an object keymapd sends only with some store drivers
+ * (the log driver's "store" and "cache", totals of all workers): after a blank line, a
+ * row per member in keymapd's order, in watch mode with its rate as in the counter table.
+ * A section with hits and misses gets its hit ratio after the misses. Nothing when the
+ * sample has no such object.
+ */
+static void
+print_stats_section(const json_t *d, const json_t *prev, const char *name, double dt, int watch)
+{
+	const json_t *sec = json_object_get(d, name);
+	const json_t *psec = json_object_get(prev, name);
+	uint64_t hits, misses;
+	const char *key;
+	struct table t;
+	json_t *m;
+
+	if (!json_is_object(sec))
+		return;
+	table_init(&t, watch ? 3 : 2);
+	table_right(&t, 1);
+	table_add(&t, "%s", name);
+	table_add(&t, "value");
+	if (watch) {
+		table_right(&t, 2);
+		table_add(&t, "value/s");
+	}
+	json_object_foreach((json_t *)sec, key, m)
+	{
+		table_add(&t, "%s", key);
+		table_add(&t, "%s", jfmt(m));
+		if (watch)
+			table_add_rate(&t, m, json_object_get(psec, key), dt);
+		if (strcmp(key, "misses") != 0 || jint(sec, "hits", &hits) != 0 ||
+			jint(sec, "misses", &misses) != 0)
+			continue;
+		table_add(&t, "hit_ratio");
+		if (hits + misses == 0)
+			table_add(&t, "-");
+		else
+			table_add(&t, "%.1f%%",
+				100.0 * (double)hits / ((double)hits + (double)misses));
+		if (watch)
+			table_add(&t, "-");
+	}
+	putchar('\n');
+	table_print(&t);
+	table_free(&t);
+}
+
+/*
  * One stats sample: a summary line, then a counter per row, total and per-worker columns;
  * in watch mode each followed by its rate since the previous sample (prev, dt seconds
- * earlier; "-" in the first sample).
+ * earlier; "-" in the first sample). Then the store and cache sections, if any.
  */
 static void
 print_stats(const json_t *d, const json_t *prev, double dt, int watch)
@@ -891,6 +951,8 @@ print_stats(const json_t *d, const json_t *prev, double dt, int watch)
 	}
 	table_print(&t);
 	table_free(&t);
+	print_stats_section(d, prev, "store", dt, watch);
+	print_stats_section(d, prev, "cache", dt, watch);
 }
 
 static int
@@ -1266,6 +1328,86 @@ cmd_move(struct ctl *c, int argc, char **argv)
 	return 0;
 }
 
+/* Send req, a tier change or a compaction, and print its reply {shard, done, keys,
+ * pause_us}: done is the tier the shard is now in, or "compacted". */
+static int
+retier(struct ctl *c, const char *req)
+{
+	json_t *root, *d, *done;
+	int rc;
+
+	rc = tel_query(c, req, &root, &d);
+	if (rc != 0)
+		return rc;
+	done = json_object_get(d, "done");
+	if (c->json)
+		print_json(d);
+	else if (json_is_string(done) && (strcmp(json_string_value(done), "hot") == 0 ||
+						 strcmp(json_string_value(done), "cold") == 0))
+		printf("shard %s moved to the %s tier: %s keys, paused %s us\n",
+			jfmt(json_object_get(d, "shard")), jfmt(done),
+			jfmt(json_object_get(d, "keys")), jfmt(json_object_get(d, "pause_us")));
+	else
+		printf("shard %s %s: %s keys, paused %s us\n", jfmt(json_object_get(d, "shard")),
+			jfmt(done), jfmt(json_object_get(d, "keys")),
+			jfmt(json_object_get(d, "pause_us")));
+	json_decref(root);
+	return 0;
+}
+
+static int
+cmd_tier(struct ctl *c, int argc, char **argv)
+{
+	char req[64];
+	uint64_t id;
+
+	if (argc != 3 || parse_shard_id(argv[1], &id) != 0)
+		return usage_error("tier takes a shard id (an integer >= 1) and hot or cold");
+	if (strcmp(argv[2], "hot") != 0 && strcmp(argv[2], "cold") != 0)
+		return usage_error("tier: '%s' is not a tier (hot or cold)", argv[2]);
+	snprintf(req, sizeof(req), "/keymap/tier,%llu,%s", (unsigned long long)id, argv[2]);
+	return retier(c, req);
+}
+
+static int
+cmd_compact(struct ctl *c, int argc, char **argv)
+{
+	char req[64];
+	uint64_t id;
+
+	if (argc != 2 || parse_shard_id(argv[1], &id) != 0)
+		return usage_error("compact takes one shard id (an integer >= 1)");
+	snprintf(req, sizeof(req), "/keymap/compact,%llu", (unsigned long long)id);
+	return retier(c, req);
+}
+
+static int
+cmd_prefetch(struct ctl *c, int argc, char **argv)
+{
+	json_t *root, *d;
+	size_t len;
+	int rc;
+
+	if (argc != 2)
+		return usage_error("prefetch takes one KEY");
+	len = strlen(argv[1]);
+	if (len == 0 || len > KM_KEY_MAX)
+		return usage_error("prefetch: a key is 1 to %d bytes, not %zu", KM_KEY_MAX, len);
+	/* DPDK telemetry requests are "/cmd,params": a comma would read as a separator. */
+	if (strchr(argv[1], ',') != NULL)
+		return usage_error("prefetch: a key with a comma cannot be sent (telemetry "
+				   "parameters are comma-separated)");
+	rc = tel_queryf(c, &root, &d, "/keymap/prefetch,%s", argv[1]);
+	if (rc != 0)
+		return rc;
+	if (c->json)
+		print_json(d);
+	else
+		printf("prefetch '%s': %s\n", argv[1], jfmt(json_object_get(d, "prefetch")));
+	json_decref(root);
+	return 0;
+}
+
 static int
 cmd_log_level(struct ctl *c, int argc, char **argv)
 {
@@ -1527,18 +1669,22 @@ cmd_raw(struct ctl *c, int argc, char **argv)
 static const struct command {
 	const char *name;
 	int (*fn)(struct ctl *c, int argc, char **argv);
+	int long_running; /* copies a shard before keymapd answers: RESHARD_TIMEOUT_MS */
 } commands[] = {
-	{"status", cmd_status},
-	{"stats", cmd_stats},
-	{"shards", cmd_shards},
-	{"config", cmd_config},
-	{"set", cmd_set},
-	{"split", cmd_split},
-	{"merge", cmd_merge},
-	{"move", cmd_move},
-	{"log-level", cmd_log_level},
-	{"metrics", cmd_metrics},
-	{"raw", cmd_raw},
+	{"status", cmd_status, 0},
+	{"stats", cmd_stats, 0},
+	{"shards", cmd_shards, 0},
+	{"config", cmd_config, 0},
+	{"set", cmd_set, 0},
+	{"split", cmd_split, 1},
+	{"merge", cmd_merge, 1},
+	{"move", cmd_move, 1},
+	{"tier", cmd_tier, 1},
+	{"compact", cmd_compact, 1},
+	{"prefetch", cmd_prefetch, 0},
+	{"log-level", cmd_log_level, 0},
+	{"metrics", cmd_metrics, 0},
+	{"raw", cmd_raw, 0},
 };
 
 int
@@ -1635,11 +1781,10 @@ main(int argc, char **argv)
 	}
 
 	c.cmd = commands[i].name;
-	/* A split or merge copies the shard's entries before keymapd answers (keymapd allows
-	 * it 60 s): wait as long unless told otherwise, or a slow copy would look like a
-	 * failure that still happens later. */
-	if (!timeout_set && (strcmp(c.cmd, "split") == 0 || strcmp(c.cmd, "merge") == 0 ||
-				    strcmp(c.cmd, "move") == 0))
+	/* A split, merge, move, tier change or compaction copies the shard's entries before
+	 * keymapd answers (keymapd allows it 60 s): wait as long unless told otherwise, or a
+	 * slow copy would look like a failure that still happens later. */
+	if (!timeout_set && commands[i].long_running)
 		c.timeout_ms = RESHARD_TIMEOUT_MS;
 	rc = commands[i].fn(&c, argc - optind, argv + optind);
 	tel_close(&c);

@@ -5,8 +5,10 @@
 # --json output, and every exit status: 0 success, 1 bad usage (found without contacting
 # the server) or transport error (no socket, nothing listening, timeout, bad JSON, closed
 # connection), 2 refused by the server or unknown to it; shards paging, stats --watch,
-# metrics over HTTP (ok, disabled, HTTP error). Bounded in time; stops the mocks and
-# removes its files even when it fails.
+# metrics over HTTP (ok, disabled, HTTP error); tier, compact, prefetch and the store and
+# cache sections of stats against a mock of the log driver, and the 60 s default timeout
+# of tier and compact. Bounded in time; stops the mocks and removes its files even when it
+# fails.
 #
 # usage: keymapctl_mock.sh KEYMAPCTL [MOCK_TELEMETRY_PY]   (exit 77 = skipped: no python3)
 set -euo pipefail
@@ -76,6 +78,34 @@ expect_json() {
 	python3 -m json.tool "$tmp/out" >/dev/null || { cat "$tmp/out"; fail "keymapctl --json $*: not JSON"; }
 }
 
+# json_check EXPR: EXPR (Python, the JSON of $tmp/out as d) holds.
+json_check() {
+	python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert '"$1"', d' \
+		"$tmp/out" || { cat "$tmp/out"; fail "JSON output: $1"; }
+}
+
+# run_bg NAME ARGS...: keymapctl in the background, stdout, stderr and exit status in
+# $tmp/NAME.out, .err, .rc.
+run_bg() {
+	local name=$1
+	shift
+	{
+		local r=0
+		timeout -k 2 70 "$ctl" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" || r=$?
+		echo "$r" >"$tmp/$name.rc"
+	} &
+}
+
+# check_bg NAME CODE PATTERN: what run_bg NAME left.
+check_bg() {
+	local name=$1 want=$2 pattern=$3
+	if [ "$(cat "$tmp/$name.rc")" -ne "$want" ] ||
+		! cat "$tmp/$name.out" "$tmp/$name.err" | grep -Eq -- "$pattern"; then
+		cat "$tmp/$name.out" "$tmp/$name.err"
+		fail "$name: exit $(cat "$tmp/$name.rc") (want $want), output should match '$pattern'"
+	fi
+}
+
 port=$(free_port)
 sock=$tmp/rt/dpdk/kmmock/dpdk_telemetry.v2
 mkdir -p "$(dirname "$sock")"
@@ -90,17 +120,31 @@ for args in "" "bogus" "status extra" "stats --watch 0" "stats --watch x" "stats
 	"split" "split x" "split 0" "split 1 2" "merge" "merge -1" "move 5" "move 5 x" \
 	"move x 1" "move 5 70000" "log-level a,b" "log-level a b" "raw" "raw nocmd" \
 	"metrics --metrics-url nope" "metrics --metrics-url 127.0.0.1:0" "metrics extra" \
-	"stats --json"; do
+	"stats --json" "tier" "tier 16" "tier x cold" "tier 0 cold" "tier -1 cold" "tier 16 warm" \
+	"tier 16 HOT" "tier cold 16" "tier 16 cold 1" "compact" "compact x" "compact 0" \
+	"compact 16 17" "prefetch" "prefetch a b" "prefetch a,b" "prefetch ,"; do
 	# shellcheck disable=SC2086 # word splitting of args is wanted
 	expect 1 '^usage: keymapctl' -s "$none" $args
 	if grep -q 'not running' "$tmp/err"; then fail "keymapctl $args contacted the server"; fi
 done
 expect 1 'exclude each other' -s "$none" -f keymap status
+expect 1 "^keymapctl: tier: 'warm' is not a tier \\(hot or cold\\)$" -s "$none" tier 16 warm
+expect 1 '^keymapctl: prefetch: a key with a comma cannot be sent \(telemetry parameters are comma-separated\)$' \
+	-s "$none" prefetch user,42
+key251=$(printf 'k%.0s' $(seq 251))
+key250=${key251:1}
+for args in "" "$key251"; do
+	expect 1 "^keymapctl: prefetch: a key is 1 to 250 bytes, not ${#args}$" -s "$none" prefetch "$args"
+	grep -q '^usage: keymapctl' "$tmp/err" || fail "prefetch of ${#args} bytes: no usage line"
+done
 expect 1 '^usage: keymapctl' -s "$none" -T 0 status
 expect 1 '^usage: keymapctl' -s "$none" -T x status
 expect 1 '^usage: keymapctl' -s "$none" --bogus status
 expect 1 'metrics command only' -s "$none" --metrics-url "127.0.0.1:$port" status
 expect 0 '^usage: keymapctl' --help
+for cmd in 'tier ID hot\|cold' 'compact ID' 'prefetch KEY' 'split, merge, move, tier and compact'; do
+	grep -Eq "$cmd" "$tmp/out" || fail "--help does not list '$cmd'"
+done
 expect 0 '^usage: keymapctl' help
 
 # Transport errors: exit 1.
@@ -126,6 +170,11 @@ grep -Eq '^metrics +http://127\.0\.0\.1:[0-9]+/metrics$' "$tmp/out" || fail "sta
 expect 0 '^counter +total +w0 +w1$' "${S[@]}" stats
 grep -Eq '^rx_packets( +[0-9]+){3}$' "$tmp/out" || fail "stats: rx_packets row"
 grep -q 'requests/s' "$tmp/out" || fail "stats: summary line"
+grep -Eq '^to_cold +0 +- +-$' "$tmp/out" || fail "stats: control counters, total only"
+# The mem driver: no store or cache section, the counter table is the last thing.
+if grep -Eq '^(store|cache) ' "$tmp/out"; then fail "stats: store or cache section with mem"; fi
+[ "$(grep -c '^$' "$tmp/out")" -eq 1 ] || fail "stats: more than summary and counters"
+tail -n 1 "$tmp/out" | grep -Eq '^tier_failures( +[0-9-]+){3}$' || fail "stats: last line"
 
 # Paging: 16 shards, 5 per page: 4 requests, every shard once, in order.
 expect 0 '^epoch [0-9]+, 16 shards$' "${S[@]}" shards
@@ -167,6 +216,10 @@ expect 2 '^keymapctl: config: unknown tunable no\.such' "${S[@]}" config no.such
 expect 2 '^keymapctl: split: no shard 999 in the map' "${S[@]}" split 999
 expect 2 '^keymapctl: move: no worker 9' "${S[@]}" move 17 9
 expect 2 '^keymapctl: log-level: unknown log level' "${S[@]}" log-level loud
+expect 2 '^keymapctl: tier: \[store\] driver mem keeps no files: no tiers, nothing to compact$' \
+	"${S[@]}" tier 16 cold
+expect 2 '^keymapctl: compact: \[store\] driver mem keeps no files' "${S[@]}" compact 16
+expect 2 '^keymapctl: prefetch: no such key$' "${S[@]}" prefetch missing:1
 # Unknown to the server (null reply): exit 2.
 expect 2 'keymapd does not know /keymap/nope' "${S[@]}" raw /keymap/nope
 
@@ -177,6 +230,7 @@ expect 0 '^shards 33 and 32 merged into 16 \(worker 0\): 1000 keys, paused 80 us
 	"${S[@]}" merge 33
 expect 0 '^shard 17 moved from worker 1 to worker 0: 1037 keys, paused 200 us, epoch 4$' \
 	"${S[@]}" move 17 0
+expect 0 "^prefetch 'user:42': nothing to do$" "${S[@]}" prefetch user:42
 expect 0 '^log level: info$' "${S[@]}" log-level
 expect 0 '^log level: debug$' "${S[@]}" log-level debug
 expect 0 '"/keymap/stats"' "${S[@]}" raw /help,/keymap/stats
@@ -191,6 +245,8 @@ expect_json split 18
 expect_json merge 37
 expect_json move 19 0
 expect_json log-level
+expect_json prefetch user:42
+json_check 'd == {"prefetch": "nothing to do"}'
 expect_json raw /info
 python3 -c 'import json, sys; assert json.load(open(sys.argv[1]))["max_output_len"] == 16384' \
 	"$tmp/out" || fail "raw /info --json"
@@ -206,5 +262,71 @@ port2=$(free_port)
 start_mock "$tmp/http503.sock" --metrics-port "$port2" --http-status 503
 expect 2 'HTTP/1\.[01] 503' -s "$tmp/http503.sock" metrics
 expect 1 'cannot connect to 127\.0\.0\.1:1: Connection refused' "${S[@]}" metrics --metrics-url 127.0.0.1:1
+
+# The log driver: tiers, compaction, prefetch, the store and cache sections of stats.
+start_mock "$tmp/log.sock" --store log
+L=(-s "$tmp/log.sock")
+expect 0 '^shard 17 moved to the cold tier: 1037 keys, paused 2300 us$' "${L[@]}" tier 17 cold
+[ "$(wc -l <"$tmp/out")" -eq 1 ] || fail "tier: one line"
+expect 2 '^keymapctl: tier: shard 17 is already cold$' "${L[@]}" tier 17 cold
+[ ! -s "$tmp/out" ] || fail "tier refused: something on stdout"
+expect 0 '^17 +4 +0x1/4 +1 +1037 +99552 +525\.0 +cold$' "${L[@]}" shards
+grep -Eq '^16 +4 +0x0/4 .* hot$' "$tmp/out" || fail "shards: tier of 16"
+expect 0 '^cold_shards +1$' "${L[@]}" stats
+grep -Eq '^to_cold +1 +- +-$' "$tmp/out" || fail "stats: to_cold after a tier change"
+expect 0 '^shard 17 moved to the hot tier: 1037 keys, paused 2300 us$' "${L[@]}" tier 17 hot
+expect 2 '^keymapctl: tier: no shard 999 in map epoch 1$' "${L[@]}" tier 999 hot
+expect 0 '^shard 16 compacted: 1000 keys, paused 900 us$' "${L[@]}" compact 16
+expect 2 '^keymapctl: compact: no shard 999 in map epoch 1$' "${L[@]}" compact 999
+expect 0 "^prefetch 'user:42': started$" "${L[@]}" prefetch user:42
+expect 0 "^prefetch 'a b': started$" "${L[@]}" prefetch 'a b'
+expect 0 "^prefetch '$key250': started$" "${L[@]}" prefetch "$key250"
+expect 0 "^prefetch 'cached:7': nothing to do$" "${L[@]}" prefetch cached:7
+expect 2 '^keymapctl: prefetch: no such key$' "${L[@]}" prefetch missing:1
+expect 2 '^keymapctl: prefetch: no room now, try again$' "${L[@]}" prefetch full:1
+[ ! -s "$tmp/out" ] || fail "prefetch refused: something on stdout"
+expect 0 '' "${L[@]}" --json tier 18 cold
+json_check 'd == {"shard": 18, "done": "cold", "keys": 1074, "pause_us": 2300}'
+expect 0 '' "${L[@]}" --json compact 18
+json_check 'd == {"shard": 18, "done": "compacted", "keys": 1074, "pause_us": 900}'
+expect 0 '' "${L[@]}" --json prefetch user:43
+json_check 'd == {"prefetch": "started"}'
+expect 2 '^keymapctl: tier: shard 18 is already cold$' "${L[@]}" --json tier 18 cold
+[ ! -s "$tmp/out" ] || fail "--json tier refused: something on stdout"
+
+# Stats with the store and cache sections, after the counters, in keymapd's order.
+expect 0 '^store +value$' "${L[@]}" stats
+grep -Eq '^durability +sync$' "$tmp/out" || fail "stats: store durability"
+grep -Eq '^cold_shards +1$' "$tmp/out" || fail "stats: cold_shards"
+grep -Eq '^writes_lost +0$' "$tmp/out" || fail "stats: writes_lost"
+grep -Eq '^cache +value$' "$tmp/out" || fail "stats: cache section"
+grep -A1 -E '^misses +[0-9]+$' "$tmp/out" | grep -Eq '^hit_ratio +90\.0%$' ||
+	fail "stats: hit ratio after the misses"
+grep -Eq '^capacity +134217728$' "$tmp/out" || fail "stats: cache capacity"
+grep -Eq '^compactions +2 +- +-$' "$tmp/out" || fail "stats: compactions counter"
+[ "$(grep -c '^$' "$tmp/out")" -eq 3 ] || fail "stats: summary, counters, store, cache"
+awk '/^counter /{c=NR} /^store /{s=NR} /^cache /{k=NR} END{exit !(c < s && s < k)}' \
+	"$tmp/out" || fail "stats: sections out of order"
+expect 0 '' "${L[@]}" --json stats
+json_check 'd["store"]["durability"] == "sync" and d["cache"]["capacity"] == 134217728 and d["total"]["to_cold"] == 2'
+expect 0 '^cache +value +value/s$' "${L[@]}" stats --watch 2
+[ "$(grep -c '^store ' "$tmp/out")" -eq 2 ] || fail "stats --watch 2: two store sections"
+grep -Eq '^disk_reads +[0-9]+ +[0-9]+\.[0-9]$' "$tmp/out" || fail "stats --watch: store rates"
+grep -Eq '^hit_ratio +90\.0% +-$' "$tmp/out" || fail "stats --watch: hit ratio row"
+
+# Timeouts: tier and compact wait 60 s by default (the mock answers after 5.5 s), -T
+# still bounds them, prefetch keeps the 5 s default.
+start_mock "$tmp/slowlog.sock" --store log --delay 5.5
+t0=$(date +%s%N)
+run_bg tier -s "$tmp/slowlog.sock" tier 20 cold
+run_bg compact -s "$tmp/slowlog.sock" compact 20
+run_bg tier_t1 -s "$tmp/slowlog.sock" -T 1 tier 21 cold
+run_bg prefetch -s "$tmp/slowlog.sock" prefetch user:42
+wait
+check_bg tier 0 '^shard 20 moved to the cold tier: 1148 keys, paused 2300 us$'
+check_bg compact 0 '^shard 20 compacted: 1148 keys, paused 900 us$'
+check_bg tier_t1 1 'no reply from keymapd within 1 s'
+check_bg prefetch 1 'no reply from keymapd within 5 s'
+[ $(($(date +%s%N) - t0)) -lt 9000000000 ] || fail "slow tier, compact, prefetch took over 9 s"
 
 echo "PASS: keymapctl against the mock telemetry server"

@@ -9,12 +9,19 @@ of docs/keymapctl.md answered from a small in-memory state (shard map, configura
 counters that grow with time). Unknown commands get DATA null, refused ones
 {"error": "..."}, as keymapd does. Optionally it serves a Prometheus page over HTTP.
 
+With --store log it plays keymapd with the persistent log driver: shards are "hot" or
+"cold" (tier, compact), /keymap/stats carries the "store" and "cache" sections, and
+prefetch answers by the key: "missing..." no such key, "cached..." nothing to do, "full..."
+no room, any other key started. With the default --store mem, tier and compact are
+refused as keymapd refuses them, and prefetch has nothing to do.
+
 Commands only the mock has, to reach keymapctl's error paths:
   /mock/garbage   reply with text that is not JSON
   /mock/close     close the connection without replying
 
 usage: mock_telemetry.py [--workers N] [--shards N] [--page N] [--delay S]
-                         [--hello-delay S] [--metrics-port P] [--http-status CODE] SOCKET
+                         [--hello-delay S] [--metrics-port P] [--http-status CODE]
+                         [--store mem|log] SOCKET
 
 The socket appears (by rename) only once it listens, so waiting for the path to exist is
 enough. SIGTERM or SIGINT removes it and stops the mock.
@@ -33,8 +40,14 @@ import time
 MAX_OUTPUT_LEN = 16384
 REQ_MAX = 1023  # DPDK reads requests into 1024 bytes, NUL included
 LOG_LEVELS = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"]
+KEY_MAX = 250
+# Per-worker counters (in "total" and each "wI"), then the control lcore's (total only).
 COUNTERS = ["rx_packets", "tx_packets", "requests", "gets", "puts", "dels", "misses",
-            "busy", "bad_requests", "denied"]
+            "busy", "bad_requests", "denied", "busy_pending", "busy_backlog", "disk_reads",
+            "read_coalesced", "read_restarts", "prefetch_issued", "prefetch_coalesced",
+            "write_deferred", "write_failed", "disk_replies"]
+CTL_COUNTERS = ["splits", "merges", "moves", "to_cold", "to_hot", "compactions",
+                "tier_failures"]
 
 
 class Mock:
@@ -46,6 +59,9 @@ class Mock:
         self.start = time.monotonic()
         self.epoch = 1
         self.level = "info"
+        self.log = args.store == "log"
+        self.tier0 = "hot" if self.log else "mem"  # tier of a new shard
+        self.ctl = dict.fromkeys(CTL_COUNTERS, 0)
         # Initial map: `shards` shards at the depth that holds them, round-robin owners.
         depth = max(0, (args.shards - 1).bit_length())
         self.shards = {}
@@ -53,13 +69,14 @@ class Mock:
             sid = (1 << depth) | i
             keys = 1000 + 37 * i
             self.shards[sid] = {"owner": i % args.workers, "keys": keys,
-                                "bytes": keys * 96, "rate": 500 + 25 * i, "tier": "mem"}
+                                "bytes": keys * 96, "rate": 500 + 25 * i,
+                                "tier": self.tier0}
         self.config = {
             "net": {"port": 0, "ip": "198.51.100.2", "udp_port": 7070, "rss": 1},
             "workers": {"mode": "serve", "burst": 32, "idle_sleep_us": 50},
             "shards": {"count": 16, "split_rate": 50000, "merge_rate": 5000,
                        "hysteresis": 3, "sample_ms": 1000, "max_count": 4096},
-            "store": {"driver": "mem", "value_max": 1024},
+            "store": {"driver": args.store, "value_max": 1024, "durability": "sync"},
             "security": {"allow": "0.0.0.0/0"},
             "metrics": {"ip": "127.0.0.1", "port": args.metrics_port},
             "log": {"level": "info"},
@@ -79,6 +96,9 @@ class Mock:
             "/keymap/split": "split a shard. Parameters: id",
             "/keymap/merge": "merge a shard with its buddy. Parameters: id",
             "/keymap/move": "move a shard. Parameters: id,worker",
+            "/keymap/tier": "move a shard to the cold tier or back. Parameters: id,hot|cold",
+            "/keymap/compact": "rewrite a shard's log without dead records. Parameters: id",
+            "/keymap/prefetch": "read a key into its worker's cache. Parameters: key",
             "/keymap/log_level": "show or set the log level. Parameters: [level]",
         }
 
@@ -108,7 +128,25 @@ class Mock:
                 per[name] = 1000000 * (w + 1) // (i + 1) + int(t * 10000 / (i + 1))
                 total[name] += per[name]
             out["w%d" % w] = per
+        total.update(self.ctl)
         out["total"] = total
+        if self.log:
+            cold = [s for s in self.shards.values() if s["tier"] == "cold"]
+            out["store"] = {"durability": self.config["store"]["durability"],
+                            "cold_shards": len(cold), "index_bytes": 1048576,
+                            "file_bytes": 73400320, "dead_bytes": 5242880,
+                            "replayed": 16592, "skipped_crc": 1, "torn_bytes": 37,
+                            "disk_reads": 100000 + int(t * 1000), "disk_read_errors": 0,
+                            "write_batches": 5000 + int(t * 100),
+                            "fsyncs": 5000 + int(t * 100), "write_errors": 0,
+                            "writes_lost": 0}
+            # A 90.0% hit ratio at any time.
+            out["cache"] = {"hits": 900000 + int(t * 9000) * 9,
+                            "misses": 100000 + int(t * 9000),
+                            "inserts": 100000, "evictions": 2000, "invalidations": 300,
+                            "prefetched_used": 40, "prefetched_evicted_unused": 2,
+                            "entries": 98000, "bytes": 60000000,
+                            "capacity": 67108864 * self.args.workers}
         return out
 
     def shards_page(self, params):
@@ -210,7 +248,7 @@ class Mock:
         keys = a["keys"] + b["keys"]
         owner = (a if sid < buddy else b)["owner"]  # the lower buddy's owner keeps it
         self.shards[parent] = {"owner": owner, "keys": keys, "bytes": keys * 96,
-                               "rate": a["rate"] + b["rate"], "tier": "mem"}
+                               "rate": a["rate"] + b["rate"], "tier": self.tier0}
         self.epoch += 1
         return {"epoch": self.epoch, "shard": parent, "merged": [sid, buddy],
                 "owner": owner, "keys": keys, "pause_us": 80}
@@ -232,6 +270,49 @@ class Mock:
         self.epoch += 1
         return {"epoch": self.epoch, "shard": sid, "from": old, "to": to,
                 "keys": s["keys"], "pause_us": 200}
+
+    # tier, compact, prefetch: keymapd's messages (app/keymapd/telemetry.c, control.c).
+
+    def retier(self, sid, tier):
+        """Rewrite shard sid into tier ("hot", "cold", or None: compact it)."""
+        if not self.log:
+            return {"error": "[store] driver %s keeps no files: no tiers, nothing to "
+                             "compact" % self.args.store}
+        if sid not in self.shards:
+            return {"error": "no shard %d in map epoch %d" % (sid, self.epoch)}
+        s = self.shards[sid]
+        if tier is not None and s["tier"] == tier:
+            return {"error": "shard %d is already %s" % (sid, tier)}
+        if tier is None:
+            self.ctl["compactions"] += 1
+        else:
+            s["tier"] = tier
+            self.ctl["to_cold" if tier == "cold" else "to_hot"] += 1
+        return {"shard": sid, "done": tier or "compacted", "keys": s["keys"],
+                "pause_us": 900 if tier is None else 2300}
+
+    def tier(self, params):
+        sid, _, tier = (params or "").partition(",")
+        if not sid.isdigit() or tier not in ("hot", "cold"):
+            return {"error": "usage: /keymap/tier,SHARD_ID,hot|cold"}
+        return self.retier(int(sid), tier)
+
+    def compact(self, params):
+        if not params or not params.isdigit():
+            return {"error": "usage: /keymap/compact,SHARD_ID"}
+        return self.retier(int(params), None)
+
+    def prefetch(self, params):
+        key = (params or "").encode()
+        if not key or len(key) > KEY_MAX:
+            return {"error": "usage: /keymap/prefetch,KEY (1..250 bytes)"}
+        if key.startswith(b"missing"):
+            return {"error": "prefetch: no such key"}
+        if key.startswith(b"full"):
+            return {"error": "prefetch: no room now, try again"}
+        if not self.log or key.startswith(b"cached"):
+            return {"prefetch": "nothing to do"}
+        return {"prefetch": "started"}
 
     def log_level(self, params):
         if params:
@@ -257,6 +338,9 @@ class Mock:
             "/keymap/split": self.split,
             "/keymap/merge": self.merge,
             "/keymap/move": self.move,
+            "/keymap/tier": self.tier,
+            "/keymap/compact": self.compact,
+            "/keymap/prefetch": self.prefetch,
             "/keymap/log_level": self.log_level,
         }
         fn = table.get(cmd)
@@ -340,6 +424,9 @@ def main():
                     help="serve /metrics on 127.0.0.1:PORT (0: metrics disabled)")
     ap.add_argument("--http-status", type=int, default=200,
                     help="status of the /metrics replies")
+    ap.add_argument("--store", choices=("mem", "log"), default="mem",
+                    help="store driver played: log adds tiers, compaction, store and "
+                         "cache statistics")
     args = ap.parse_args()
     if args.workers < 1 or args.page < 1 or args.shards < 1:
         ap.error("--workers, --shards and --page must be >= 1")

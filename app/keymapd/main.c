@@ -411,6 +411,15 @@ main(int argc, char **argv)
 	km_dp.echo = strcmp(conf.worker_mode, "echo") == 0;
 	rte_eth_macaddr_get(km_dp.port, &km_dp.mac);
 
+	if (km_store_driver(conf.store_driver)->read_start != NULL &&
+		conf.defer_max * nb_workers > conf.mbufs / 2) {
+		KM_LOG(ERR,
+			"[store] defer_max = %" PRIu64 " x %u workers: requests waiting for the disk "
+			"could hold more than half of [net] mbufs = %" PRIu64
+			" (lower defer_max or raise mbufs)",
+			conf.defer_max, nb_workers, conf.mbufs);
+		goto out;
+	}
 	pool = rte_pktmbuf_pool_create("km_mbufs", (unsigned int)conf.mbufs, 256, 0,
 		RTE_MBUF_DEFAULT_BUF_SIZE, (int)rte_socket_id());
 	if (pool == NULL) {

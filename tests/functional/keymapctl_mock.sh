@@ -84,8 +84,9 @@ json_check() {
 		"$tmp/out" || { cat "$tmp/out"; fail "JSON output: $1"; }
 }
 
-# run_bg NAME ARGS...: keymapctl in the background, stdout, stderr and exit status in
-# $tmp/NAME.out, .err, .rc.
+# run_bg NAME ARGS...: keymapctl in the background (its pid added to bg), stdout, stderr
+# and exit status in $tmp/NAME.out, .err, .rc.
+bg=()
 run_bg() {
 	local name=$1
 	shift
@@ -94,6 +95,7 @@ run_bg() {
 		timeout -k 2 70 "$ctl" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" || r=$?
 		echo "$r" >"$tmp/$name.rc"
 	} &
+	bg+=($!)
 }
 
 # check_bg NAME CODE PATTERN: what run_bg NAME left.
@@ -322,7 +324,7 @@ run_bg tier -s "$tmp/slowlog.sock" tier 20 cold
 run_bg compact -s "$tmp/slowlog.sock" compact 20
 run_bg tier_t1 -s "$tmp/slowlog.sock" -T 1 tier 21 cold
 run_bg prefetch -s "$tmp/slowlog.sock" prefetch user:42
-wait
+wait "${bg[@]}"
 check_bg tier 0 '^shard 20 moved to the cold tier: 1148 keys, paused 2300 us$'
 check_bg compact 0 '^shard 20 compacted: 1148 keys, paused 900 us$'
 check_bg tier_t1 1 'no reply from keymapd within 1 s'

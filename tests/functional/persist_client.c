@@ -459,7 +459,8 @@ io_error:
 
 /* ---- verify ---- */
 
-enum { PEND_NONE, PEND_PUT, PEND_DEL };
+/* pending: an op in flight (PEND_*), then how verify found it ended (RES_*). */
+enum { PEND_NONE, PEND_PUT, PEND_DEL, RES_UNAPPLIED, RES_PUT, RES_DEL };
 
 struct hist {
 	uint64_t version, stamp;
@@ -719,7 +720,7 @@ cmd_verify(int argc, char **argv)
 			if (a.exempt != NULL && strcmp(a.exempt, k->key) == 0) {
 				/* Its last record was damaged: absent or an earlier value. */
 				if (!found) {
-					printf("verify: %s (exempt) is absent\n", k->key);
+					printf("verify: exempt %s is absent\n", k->key);
 					continue;
 				}
 				for (h = 0; h < k->nb_hist; h++)
@@ -727,8 +728,9 @@ cmd_verify(int argc, char **argv)
 						value_is(k, k->hist[h].stamp, bufs[j], o->len))
 						break;
 				if (h < k->nb_hist) {
-					printf("verify: %s (exempt) has version %" PRIu64 "\n", k->key,
+					printf("verify: exempt %s has version %" PRIu64 "\n", k->key,
 						o->out_version);
+					present++;
 					continue;
 				}
 				report("verify: %s (exempt): version %" PRIu64 ", %zu bytes '%.40s': "
@@ -739,7 +741,7 @@ cmd_verify(int argc, char **argv)
 			}
 			if (acked_state) {
 				if (k->pending != PEND_NONE) {
-					k->pending = PEND_NONE + 16; /* resolved: not applied */
+					k->pending = RES_UNAPPLIED;
 					resolved++;
 				}
 			} else if (inflight_state) {
@@ -750,10 +752,10 @@ cmd_verify(int argc, char **argv)
 					k->stamp = k->p_stamp;
 					k->len = (uint32_t)o->len;
 					k->crc = crc32_ieee(bufs[j], o->len);
-					k->pending = PEND_PUT + 16;
+					k->pending = RES_PUT;
 				} else {
 					k->present = 0;
-					k->pending = PEND_DEL + 16;
+					k->pending = RES_DEL;
 				}
 			} else {
 				report("verify: %s: %s (version %" PRIu64 ", %zu bytes '%.40s'), "
@@ -786,12 +788,12 @@ cmd_verify(int argc, char **argv)
 	for (i = 0; i < t.n; i++) {
 		struct vkey *k = &t.k[i];
 
-		if (k->pending == PEND_NONE + 16)
+		if (k->pending == RES_UNAPPLIED)
 			rc = write_line(fd, "unapplied %s", k->key);
-		else if (k->pending == PEND_PUT + 16)
+		else if (k->pending == RES_PUT)
 			rc = write_line(fd, "put %s %" PRIu64 " %" PRIu64 " %" PRIu32 " %08" PRIx32,
 				k->key, k->version, k->stamp, k->len, k->crc);
-		else if (k->pending == PEND_DEL + 16)
+		else if (k->pending == RES_DEL)
 			rc = write_line(fd, "del %s %" PRIu64, k->key, k->version);
 		else
 			rc = 0;
@@ -1063,8 +1065,8 @@ model_op(struct model *md)
 		md->mgets++;
 		n = 2 + splitmix(&md->rng) % (MGET_MAX - 1);
 		for (i = 0; i < n; i++) {
-			/* Duplicates allowed: each item gets its own answer. */
-			mk[i] = &md->k[splitmix(&md->rng) % md->n];
+			/* n distinct keys: consecutive from a random one. */
+			mk[i] = &md->k[(k - md->k + i) % md->n];
 			it[i] = (struct km_mget_item){
 				.key = mk[i]->key,
 				.klen = strlen(mk[i]->key),

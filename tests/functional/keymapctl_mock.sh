@@ -144,7 +144,8 @@ expect 1 '^usage: keymapctl' -s "$none" -T x status
 expect 1 '^usage: keymapctl' -s "$none" --bogus status
 expect 1 'metrics command only' -s "$none" --metrics-url "127.0.0.1:$port" status
 expect 0 '^usage: keymapctl' --help
-for cmd in 'tier ID hot\|cold' 'compact ID' 'prefetch KEY' 'split, merge, move, tier and compact'; do
+for cmd in 'tier ID hot\|cold' 'compact ID' 'prefetch KEY' \
+	'split, merge, move, tier and compact'; do
 	grep -Eq "$cmd" "$tmp/out" || fail "--help does not list '$cmd'"
 done
 expect 0 '^usage: keymapctl' help
@@ -310,7 +311,8 @@ grep -Eq '^compactions +2 +- +-$' "$tmp/out" || fail "stats: compactions counter
 awk '/^counter /{c=NR} /^store /{s=NR} /^cache /{k=NR} END{exit !(c < s && s < k)}' \
 	"$tmp/out" || fail "stats: sections out of order"
 expect 0 '' "${L[@]}" --json stats
-json_check 'd["store"]["durability"] == "sync" and d["cache"]["capacity"] == 134217728 and d["total"]["to_cold"] == 2'
+json_check 'd["store"]["durability"] == "sync" and d["cache"]["capacity"] == 134217728 and
+	d["total"]["to_cold"] == 2 and "w0" in d'
 expect 0 '^cache +value +value/s$' "${L[@]}" stats --watch 2
 [ "$(grep -c '^store ' "$tmp/out")" -eq 2 ] || fail "stats --watch 2: two store sections"
 grep -Eq '^disk_reads +[0-9]+ +[0-9]+\.[0-9]$' "$tmp/out" || fail "stats --watch: store rates"

@@ -1010,16 +1010,13 @@ store_durable(void *arg, uint64_t shard_id, uint64_t seq, int err)
 	}
 }
 
-unsigned int
-km_proc_poll(struct km_proc *p, struct km_proc_done *done, unsigned int max)
+/* Submit the group writes of the shards written since the last call. */
+static void
+flush_dirty(struct km_proc *p)
 {
 	struct km_proc_shard *sl;
-	unsigned int n = 0;
 	uint32_t i;
 
-	if (p->io == NULL)
-		return 0;
-	km_io_poll(p->io, 1024);
 	for (i = 0; i < p->nb_dirty;) {
 		sl = shard_find(p, p->dirty[i]);
 		if (sl != NULL && sl->store->ops->flush(sl->store)) {
@@ -1030,6 +1027,17 @@ km_proc_poll(struct km_proc *p, struct km_proc_done *done, unsigned int max)
 			sl->dirty = 0;
 		p->dirty[i] = p->dirty[--p->nb_dirty];
 	}
+}
+
+unsigned int
+km_proc_poll(struct km_proc *p, struct km_proc_done *done, unsigned int max)
+{
+	unsigned int n = 0;
+
+	if (p->io == NULL)
+		return 0;
+	km_io_poll(p->io, 1024);
+	flush_dirty(p);
 	while (n < max && p->ready_n != 0) {
 		done[n++] = p->ready[p->ready_head];
 		p->ready_head = (p->ready_head + 1) % p->defer_max;
@@ -1169,9 +1177,11 @@ park_reply(struct km_proc *p, struct km_proc_shard *shd, const struct km_msg *re
 	struct defer *d = defer_get(p, &req->hdr, epoch, cookie, out, cap);
 
 	while (d == NULL) {
-		/* Every deferral is taken: wait for completions to free one. Rare, and never
-		 * an acknowledgement before the disk has the record. */
-		if (km_io_wait(p->io) < 0)
+		/* Every deferral is taken: write out what waits and wait for completions to
+		 * free one. Rare, and never an acknowledgement before the disk has the
+		 * record. */
+		flush_dirty(p);
+		if (km_io_inflight(p->io) == 0 || km_io_wait(p->io) < 0)
 			break;
 		d = defer_get(p, &req->hdr, epoch, cookie, out, cap);
 	}

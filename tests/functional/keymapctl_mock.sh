@@ -80,7 +80,7 @@ expect_json() {
 
 # json_check EXPR: EXPR (Python, the JSON of $tmp/out as d) holds.
 json_check() {
-	python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert '"$1"', d' \
+	python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert ('"$1"'), d' \
 		"$tmp/out" || { cat "$tmp/out"; fail "JSON output: $1"; }
 }
 

@@ -1,2 +1,618 @@
 #!/usr/bin/env bash
-exit 77
+# SPDX-License-Identifier: BSD-3-Clause
+#
+# The log store end to end: keymapd (one worker, four shards, net_tap in a private network
+# namespace) with store.driver=log, checked with persist_client, keymap-cli and keymapctl:
+#   a. a data directory keymapd cannot use (missing, a file, read-only): exit 1, why;
+#   b. kill -9 during a sync PUT/DEL load, 20 times: after each restart every acknowledged
+#      write is there (value and version), deleted keys stay deleted, the key count is exact;
+#   c. damaged logs: a record with bad data is skipped (its key falls back to its previous
+#      value), an incomplete tail is cut; the rest is served, new writes survive restarts;
+#   d. model-based random operations across a SIGTERM and a kill -9 restart;
+#   e. the cold tier: shards to cold segments and back, writes and deletes on cold shards
+#      across a crash, compaction of a hot and of a cold shard, prefetch;
+#   f. durability none / async / sync: counters, clean restarts keep the data;
+#   g. a full disk: the failed write is refused and rolled back, reads go on, writes work
+#      again once there is room, a restart replays every acknowledged write.
+# Removes the namespace, the processes, mounts and /var/run/dpdk/<prefix> even when it
+# fails; every command is bounded by a timeout.
+#
+# usage: persist.sh KEYMAPD KEYMAPCTL PERSIST_CLIENT KEYMAP_CLI
+#        (exit 77 = skipped: needs root, ip and python3)
+set -euo pipefail
+shopt -s inherit_errexit
+
+keymapd=$1
+keymapctl=$2
+pclient=$3
+cli=$4
+if [ "$(id -u)" -ne 0 ] || ! command -v ip >/dev/null || ! command -v python3 >/dev/null; then
+	echo "SKIP: needs root, iproute2 and python3 (network namespace, DPDK vdevs)"
+	exit 77
+fi
+
+id=$$
+ns=kmps-$id
+prefix=kmps-$id
+tap=kmps0
+server=198.51.100.2
+# On the local disk, not a tmpfs: fdatasync must mean something.
+tmp=$(mktemp -d /var/tmp/kmpersist.XXXXXX)
+jdir=$tmp/json # keymapctl --json replies, NAME.json, for jx
+mkdir "$jdir"
+log=$tmp/keymapd.log # the running keymapd's; earlier runs are appended to keymapd-all.log
+srv_pid=              # timeout(1) around keymapd
+load_pid=
+mounts=
+checks=0
+t_start=$SECONDS
+# Main lcore (control) plus one worker.
+if [ "$(nproc)" -gt 1 ]; then lcores="0@0,1@1"; else lcores="0@0,1@0"; fi
+eal=(--no-huge -m 512 --no-pci --lcores "$lcores")
+
+# @return keymapd's exit status (timeout(1) passes SIGTERM on and returns it).
+stop_server() {
+	local rc=0
+
+	if [ -n "$srv_pid" ]; then
+		kill -TERM "$srv_pid" 2>/dev/null || true
+		for _ in $(seq 100); do kill -0 "$srv_pid" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$srv_pid" 2>/dev/null || true
+		wait "$srv_pid" 2>/dev/null || rc=$?
+		srv_pid=
+	fi
+	return "$rc"
+}
+unmount_all() {
+	local m
+
+	for m in $mounts; do
+		umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+	done
+	mounts=
+}
+cleanup() {
+	# Fast parts first: the runner may SIGKILL us shortly after its SIGTERM.
+	ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+	[ -z "$load_pid" ] || kill -KILL "$load_pid" 2>/dev/null || true
+	stop_server || true
+	ip netns del "$ns" 2>/dev/null || true
+	unmount_all
+	rm -rf "/var/run/dpdk/$prefix" "/var/run/dpdk/$prefix-a" "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+# On stderr, so that it shows when it fires inside $(...) too.
+fail() {
+	{
+		echo "FAIL: $*"
+		if [ -f "$log" ]; then
+			echo "---- keymapd log (last 30 lines) ----"
+			tail -30 "$log"
+		fi
+	} >&2
+	exit 1
+}
+
+section() {
+	echo "== $* (at $((SECONDS - t_start)) s)"
+}
+
+ok() {
+	checks=$((checks + 1))
+	echo "ok: $*"
+}
+
+# expect CODE PATTERN CMD...: exit code CODE; PATTERN (grep -E, may be empty) in stdout
+# when CODE is 0, in stderr otherwise.
+expect() {
+	local want=$1 pattern=$2 rc=0 where
+	shift 2
+	# --foreground: stay in our process group, so a SIGTERM from the test runner reaches
+	# the command and the cleanup trap runs at once.
+	timeout --foreground -k 5 60 "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
+	where=$tmp/out
+	[ "$want" -eq 0 ] || where=$tmp/err
+	if [ "$rc" -ne "$want" ] || { [ -n "$pattern" ] && ! grep -Eq -- "$pattern" "$where"; }; then
+		echo "---- stdout ----"
+		tail -40 "$tmp/out"
+		echo "---- stderr ----"
+		tail -40 "$tmp/err"
+		fail "'$*': exit $rc (want $want), $(basename "$where") should match '$pattern'"
+	fi
+	checks=$((checks + 1))
+	echo "ok: exit $rc${pattern:+, '$pattern'}: $(short "$@")"
+}
+
+# short CMD...: CMD without the timeout, namespace and directory noise, for the log.
+short() {
+	local s="$*"
+
+	s=${s#timeout -k 2 20 }
+	s=${s//"ip netns exec $ns "/}
+	s=${s//"$(dirname "$pclient")/"/}
+	s=${s//"$(dirname "$keymapctl")/"/}
+	s=${s//"$(dirname "$cli")/"/}
+	s=${s//"$(dirname "$keymapd")/"/}
+	s=${s//"$tmp"/\$tmp}
+	echo "${s:0:200}"
+}
+
+# Commands as arrays, not functions, so that timeout(1) can run them.
+ctl=(timeout -k 2 20 "$keymapctl" -f "$prefix")
+in_ns=(timeout -k 2 20 ip netns exec "$ns")
+pc=(ip netns exec "$ns" "$pclient")
+kcli=(ip netns exec "$ns" "$cli" -h "$server")
+
+# cj NAME ARGS...: keymapctl --json ARGS succeeds; its JSON becomes NAME for jx.
+cj() {
+	local name=$1
+	shift
+	"${ctl[@]}" --json "$@" >"$jdir/$name.json" || fail "keymapctl --json $* failed"
+}
+
+# jx EXPR: EXPR in Python over every JSON reply kept by cj (variables named after them).
+# A tuple prints space-separated.
+jx() {
+	python3 - "$jdir" "$1" <<'EOF'
+import glob, json, os, sys
+v = {os.path.basename(f)[:-5]: json.load(open(f)) for f in glob.glob(sys.argv[1] + "/*.json")}
+r = eval("(" + sys.argv[2] + ")", v)
+print(" ".join(map(str, r)) if isinstance(r, tuple) else r)
+EOF
+}
+
+# check EXPR WHAT: EXPR (over the cj replies) holds.
+check() {
+	local r
+	r=$(jx "$1" 2>&1) || true
+	[ "$r" = True ] || fail "$2: '$1' is not true ($r)"
+	ok "$2"
+}
+
+# fresh_stats: shards (which samples every store: the store figures of stats are as of the
+# last sample) then stats, as sh and st.
+fresh_stats() {
+	cj sh shards
+	cj st stats
+}
+
+# start_server DIR [-o K=V ...]: keymapd on the log store in DIR (cold tier in DIR/cold),
+# sync durability unless the options say otherwise; waits until it serves.
+start_server() {
+	local dir=$1
+	shift
+	[ -z "$srv_pid" ] || fail "start_server: keymapd already running"
+	rm -rf "/var/run/dpdk/$prefix"
+	# The previous keymapd's tap goes with its last file descriptor.
+	for _ in $(seq 50); do
+		"${in_ns[@]}" ip link show "$tap" >/dev/null 2>&1 || break
+		sleep 0.1
+	done
+	[ -f "$log" ] && cat "$log" >>"$tmp/keymapd-all.log"
+	: >"$log"
+	timeout -k 5 300 ip netns exec "$ns" "$keymapd" -o store.driver=log \
+		-o "store.dir=$dir" -o "store.cold_dir=$dir/cold" -o store.durability=sync \
+		-o shards.count=4 -o metrics.port=0 "$@" -- "${eal[@]}" \
+		--file-prefix "$prefix" --vdev "net_tap0,iface=$tap" >"$log" 2>&1 &
+	srv_pid=$!
+	for _ in $(seq 300); do
+		grep -q "keymapd: ready" "$log" && break
+		kill -0 "$srv_pid" 2>/dev/null || { srv_pid=; fail "keymapd exited during start-up"; }
+		sleep 0.1
+	done
+	grep -q "keymapd: ready" "$log" || fail "keymapd not ready after 30 s"
+	"${in_ns[@]}" ip addr add 198.51.100.1/24 dev "$tap"
+	"${in_ns[@]}" ip link set "$tap" up
+}
+
+# kill9_server: SIGKILL keymapd itself (the child of timeout(1)), no chance to flush.
+kill9_server() {
+	local kp
+
+	kp=$(pgrep -P "$srv_pid") || fail "keymapd (under timeout pid $srv_pid) not found"
+	kill -KILL "$kp"
+	wait "$srv_pid" 2>/dev/null || true
+	srv_pid=
+}
+
+restart_clean() {
+	local rc=0
+
+	stop_server || rc=$?
+	[ "$rc" -eq 0 ] || fail "keymapd exit $rc on SIGTERM"
+	start_server "$@"
+}
+
+restart_kill9() {
+	kill9_server
+	start_server "$@"
+}
+
+# store_line: the replay figures keymapd logged at start: "KEYS RECORDS SECONDS SKIPPED TORN".
+store_line() {
+	sed -n 's/^keymapd: store: \([0-9]*\) keys from \([0-9]*\) records in \([0-9.]*\) s (\([0-9]*\) damaged records skipped, \([0-9]*\) torn tail bytes dropped), .* durability$/\1 \2 \3 \4 \5/p' \
+		"$log" | tail -1
+}
+
+# kill_load: SIGKILL the load client (the child of timeout(1)) and reap it.
+kill_load() {
+	local kp
+
+	if [ -n "$load_pid" ]; then
+		kp=$(pgrep -P "$load_pid") && kill -KILL "$kp" 2>/dev/null
+		kill -KILL "$load_pid" 2>/dev/null || true
+		wait "$load_pid" 2>/dev/null || true
+		load_pid=
+	fi
+}
+
+timeout 10 ip netns add "$ns"
+"${in_ns[@]}" ip link set lo up
+
+# ---- a. A data directory keymapd cannot use: refused before EAL starts (no namespace
+# needed; the EAL arguments only matter if it wrongly went on).
+section "a. unusable data directories"
+kd_dirs() { # DIR COLD_DIR: the command line, as array kd
+	kd=("$keymapd" -o store.driver=log -o "store.dir=$1" -o "store.cold_dir=$2"
+		-o shards.count=4 -o metrics.port=0 -- "${eal[@]}" --file-prefix "$prefix-a"
+		--vdev net_null0)
+}
+mkdir -p "$tmp/a/ok/cold" "$tmp/a/ro/cold"
+kd_dirs "$tmp/a/nosuch" "$tmp/a/ok/cold"
+expect 1 "dir $tmp/a/nosuch .*No such file or directory" "${kd[@]}"
+kd_dirs "$tmp/a/ok" "$tmp/a/ok/nosuch"
+expect 1 "cold_dir $tmp/a/ok/nosuch: No such file or directory" "${kd[@]}"
+: >"$tmp/a/file"
+kd_dirs "$tmp/a/file" "$tmp/a/ok/cold"
+expect 1 "dir $tmp/a/file .*Not a directory" "${kd[@]}"
+mount --bind "$tmp/a/ro" "$tmp/a/ro"
+mounts="$tmp/a/ro $mounts"
+mount -o remount,bind,ro "$tmp/a/ro"
+kd_dirs "$tmp/a/ro" "$tmp/a/ro/cold"
+expect 1 "dir $tmp/a/ro .*Read-only file system" "${kd[@]}"
+kd_dirs "$tmp/a/ok" "$tmp/a/ro/cold"
+expect 1 "cold_dir $tmp/a/ro/cold: Read-only file system" "${kd[@]}"
+unmount_all
+[ -z "$(ls -A "$tmp/a/ok")" ] || [ "$(ls -A "$tmp/a/ok")" = cold ] ||
+	fail "a refused start left files in $tmp/a/ok: $(ls -A "$tmp/a/ok")"
+rm -rf "/var/run/dpdk/$prefix-a"
+
+# ---- b. kill -9 during a sync load, 20 rounds. One ACKFILE for all rounds (a seed, so a
+# key prefix, per round): every round checks the keys of all rounds before it too.
+section "b. crash durability: kill -9 under a sync PUT/DEL load, 20 rounds"
+D=$tmp/crash
+mkdir -p "$D/cold"
+ack=$tmp/ack
+start_server "$D"
+RANDOM=$id # a failing round shows its seed and delay; rerun with the same pid to replay
+for round in $(seq 20); do
+	ms=$((RANDOM % 1201 + 300))
+	delay=$((ms / 1000)).$(printf %03d $((ms % 1000)))
+	timeout -k 2 60 "${pc[@]}" load -h "$server" -n 1000000 -t 30 -o "$ack" -s "$round" \
+		>"$tmp/load.out" 2>&1 &
+	load_pid=$!
+	sleep "$delay"
+	if ! kill -0 "$load_pid" 2>/dev/null; then
+		rc=0
+		wait "$load_pid" || rc=$?
+		load_pid=
+		cat "$tmp/load.out"
+		fail "round $round: the load stopped by itself after less than $delay s (exit $rc)"
+	fi
+	kill9_server
+	kill_load
+	start_server "$D"
+	read -r keys recs secs skipped torn <<<"$(store_line)"
+	[ -n "${torn:-}" ] || fail "round $round: no store line in keymapd's log"
+	[ "$skipped" -eq 0 ] || fail "round $round: $skipped damaged records after a kill -9"
+	expect 0 "^verify: .* all found" "${pc[@]}" verify -h "$server" -i "$ack" -t 60
+	v=$(grep '^verify:' "$tmp/out")
+	read -r _ vkeys _ _ vacked _ _ _ _ vpresent _ <<<"$v"
+	[ "$keys" -eq "$vpresent" ] ||
+		fail "round $round: keymapd replayed $keys keys, the acknowledged state has $vpresent"
+	echo "   round $round: load ${delay} s, $vacked acked writes so far, $vkeys keys" \
+		"($vpresent present); replay: $keys keys from $recs records in $secs s," \
+		"$torn torn bytes; ${v##*, } to verify"
+done
+grep -q . "$ack" || fail "no write was acknowledged in 20 rounds"
+[ "$vacked" -ge 200 ] || fail "only $vacked writes acknowledged in 20 rounds: the load barely ran"
+ok "20 kill -9 rounds: $vacked acknowledged writes over $vkeys keys, all found after every restart"
+
+# ---- c. Damaged logs: one record with bad data in the middle of one shard's log, an
+# incomplete record at the end of another's.
+section "c. damaged logs"
+restart_clean "$D"
+expect 0 "^verify: .* all found" "${pc[@]}" verify -h "$server" -i "$ack"
+stop_server || fail "keymapd exit $? on SIGTERM"
+# Parse the logs (km_record.h): pick, in the longest log, a PUT in the middle that is the
+# last record of its key, and find what the key had before it; damage one byte of its
+# value (the data CRC fails, the header is intact). Append the first 30 bytes of a record
+# to another log: a header promising more than the file holds.
+read -r shard_a key_a prev_a shard_b size_b <<<"$(python3 - "$D" <<'EOF'
+import glob, os, re, struct, sys
+d = sys.argv[1]
+logs = {}
+for p in glob.glob(d + "/shard-*.log"):
+    sid = int(re.search(r"shard-(\d+)\.log$", p).group(1))
+    b = open(p, "rb").read()
+    recs, off = [], 0
+    while off + 24 <= len(b):
+        magic, typ, klen, vlen, ver = struct.unpack_from("<HBBIQ", b, off + 8)
+        assert magic == 0x4B52, (p, off)
+        size = (24 + klen + vlen + 7) & ~7
+        recs.append((off, typ, klen, vlen, ver, b[off + 24:off + 24 + klen]))
+        off += size
+    assert off == len(b), (p, off, len(b))
+    assert recs and recs[0][1] == 3, p
+    logs[sid] = recs
+a = max(logs, key=lambda s: len(logs[s]))
+recs = logs[a]
+last = {}
+for i, r in enumerate(recs[1:], 1):
+    last[r[5]] = i
+cands = [i for i, r in enumerate(recs) if r[1] == 1 and r[3] >= 8 and last[r[5]] == i]
+# Prefer keys that were written before (so the key falls back to an earlier value).
+def prev(i):
+    key = recs[i][5]
+    for j in range(i - 1, 0, -1):
+        if recs[j][5] == key:
+            return recs[j][4] if recs[j][1] == 1 else 0
+    return 0
+with_prev = [i for i in cands if prev(i)]
+pool = with_prev or cands
+i = pool[len(pool) // 2]
+off, typ, klen, vlen, ver, key = recs[i]
+with open(d + "/shard-%d.log" % a, "r+b") as f:
+    pos = off + 24 + klen + vlen // 2
+    f.seek(pos)
+    c = f.read(1)
+    f.seek(pos)
+    f.write(bytes([c[0] ^ 0x01]))
+b = min((s for s in logs if s != a and len(logs[s]) > 1), key=lambda s: len(logs[s]))
+p = d + "/shard-%d.log" % b
+size = os.path.getsize(p)
+first = logs[b][1][0]
+with open(p, "r+b") as f:
+    f.seek(first)
+    piece = f.read(30)
+    f.seek(0, 2)
+    f.write(piece)
+print(a, key.decode(), prev(i), b, size)
+EOF
+)" || fail "could not damage the logs"
+[ -n "${size_b:-}" ] || fail "could not damage the logs"
+prev_txt=$prev_a
+[ "$prev_a" -ne 0 ] || prev_txt=none
+echo "   shard $shard_a: flipped a byte in the last record of $key_a (previous version" \
+	"$prev_txt); shard $shard_b: 30 bytes of a record appended ($size_b bytes before)"
+start_server "$D"
+read -r keys recs secs skipped torn <<<"$(store_line)"
+[ "$skipped" -eq 1 ] && [ "$torn" -eq 30 ] ||
+	fail "start-up after the damage: $skipped damaged records skipped, $torn torn bytes (want 1, 30)"
+grep -Eq "shard $shard_a: 1 damaged record\(s\) skipped \(CRC\), 0 byte\(s\) of an incomplete tail dropped; [0-9]+ keys served" "$log" ||
+	fail "no warning for shard $shard_a's damaged record"
+grep -Eq "shard $shard_b: 0 damaged record\(s\) skipped \(CRC\), 30 byte\(s\) of an incomplete tail dropped; [0-9]+ keys served" "$log" ||
+	fail "no warning for shard $shard_b's torn tail"
+ok "start-up reports 1 damaged record (shard $shard_a) and 30 torn bytes (shard $shard_b)"
+[ "$(stat -c %s "$D/shard-$shard_b.log")" -eq "$size_b" ] ||
+	fail "shard-$shard_b.log is $(stat -c %s "$D/shard-$shard_b.log") bytes, not cut back to $size_b"
+ok "the incomplete tail was cut: shard-$shard_b.log back to $size_b bytes"
+expect 0 "^verify: .* all found" "${pc[@]}" verify -h "$server" -i "$ack" -x "$key_a"
+if [ "$prev_a" -eq 0 ]; then
+	grep -q "^verify: exempt $key_a is absent$" "$tmp/out" ||
+		fail "$key_a had no earlier value, it should be absent: $(grep exempt "$tmp/out")"
+else
+	grep -q "^verify: exempt $key_a has version $prev_a$" "$tmp/out" ||
+		fail "$key_a should be back at version $prev_a: $(grep exempt "$tmp/out")"
+fi
+ok "every other key intact; $key_a: $(grep exempt "$tmp/out" | cut -d' ' -f4-)"
+vpresent=$(sed -n 's/^verify: .* all found: \([0-9]*\) present.*/\1/p' "$tmp/out")
+[ "$keys" -eq "$vpresent" ] || fail "keymapd replayed $keys keys, $vpresent expected"
+fresh_stats
+check "st['store']['skipped_crc'] == 1 and st['store']['torn_bytes'] == 30 and
+	st['total']['store_keys'] == $vpresent" "stats: store.skipped_crc 1, torn_bytes 30, $vpresent keys"
+# Writes after the repair, and two more restarts.
+expect 0 "^load: .*stopped: op limit" "${pc[@]}" load -h "$server" -n 500 -t 60 -o "$ack" -s 21
+restart_clean "$D"
+expect 0 "^verify: .* all found" "${pc[@]}" verify -h "$server" -i "$ack" -x "$key_a"
+restart_kill9 "$D"
+read -r keys recs secs skipped torn <<<"$(store_line)"
+[ "$skipped" -eq 1 ] && [ "$torn" -eq 0 ] ||
+	fail "second start-up: $skipped damaged records, $torn torn bytes (want 1 and 0)"
+expect 0 "^verify: .* all found" "${pc[@]}" verify -h "$server" -i "$ack" -x "$key_a"
+stop_server || fail "keymapd exit $? on SIGTERM"
+
+# ---- d. Model-based: every reply checked, the model carried across restarts.
+section "d. model-based operations across restarts"
+M=$tmp/model
+mkdir -p "$M/cold"
+start_server "$M"
+expect 0 "^model: .* 0 mismatches" "${pc[@]}" model -h "$server" -s "$tmp/model.state" \
+	-n 2500 -t 60 -seed 1
+grep '^model:' "$tmp/out"
+restart_clean "$M"
+expect 0 "^model: .*state loaded, 0 mismatches" "${pc[@]}" model -h "$server" \
+	-s "$tmp/model.state" -n 2500 -t 60 -seed 2
+grep '^model:' "$tmp/out"
+restart_kill9 "$M"
+expect 0 "^model: .*state loaded, 0 mismatches" "${pc[@]}" model -h "$server" \
+	-s "$tmp/model.state" -n 2500 -t 60 -seed 3
+grep '^model:' "$tmp/out"
+restart_kill9 "$M"
+expect 0 "^model: .*state loaded, 0 mismatches" "${pc[@]}" model -h "$server" \
+	-s "$tmp/model.state" -n 200 -t 60 -seed 4
+stop_server || fail "keymapd exit $? on SIGTERM"
+
+# ---- e. The cold tier.
+section "e. cold tier, compaction, prefetch"
+E=$tmp/cold
+mkdir -p "$E/cold"
+start_server "$E"
+n=2000
+expect 0 "^fill: 2000 of 2000 keys written" "${pc[@]}" fill -h "$server" -n $n -p c -v 100
+cj sh shards
+ids=$(jx "' '.join(map(str, sh['id']))")
+for s in $ids; do
+	expect 0 '"done": "cold"' "${ctl[@]}" --json raw "/keymap/tier,$s,cold"
+done
+fresh_stats
+check "sh['tier'] == ['cold'] * 4 and sum(sh['keys']) == $n and
+	st['store']['cold_shards'] == 4 and st['total']['to_cold'] == 4" "every shard cold"
+for s in $ids; do
+	[ -s "$E/cold/shard-$s.seg" ] || fail "no segment $E/cold/shard-$s.seg"
+	sz=$(stat -c %s "$E/shard-$s.log")
+	[ "$sz" -le 256 ] || fail "shard-$s.log still $sz bytes after going cold"
+done
+ok "segments in $E/cold, logs down to $(stat -c %s "$E/shard-${ids%% *}.log") bytes"
+disk0=$(jx "st['store']['disk_reads']")
+expect 0 "^check: 2000 of 2000 keys read back intact" "${pc[@]}" check -h "$server" -n $n \
+	-p c -v 100
+fresh_stats
+check "st['store']['disk_reads'] > $disk0 and st['store']['disk_read_errors'] == 0" \
+	"values read from the segments"
+# Writes into cold shards (they go to the logs), a crash, then the cache is cold.
+expect 0 "^fill: 100 of 100 keys written" "${pc[@]}" fill -h "$server" -n 100 -p c -v 100 -g 1
+expect 0 "^drop: 50 of 50 keys deleted" "${pc[@]}" drop -h "$server" -f 100 -n 50 -p c
+restart_kill9 "$E"
+read -r keys _ <<<"$(store_line)"
+[ "$keys" -eq 1950 ] || fail "restart with cold shards: $keys keys, expected 1950"
+# Prefetch into the empty cache, then read it.
+expect 0 '"prefetch": "started"' "${ctl[@]}" --json raw "/keymap/prefetch,c500"
+sleep 0.2 # the read it started completes (a GET meanwhile would join that read)
+used=0
+for _ in $(seq 20); do
+	"${kcli[@]}" get c500 >"$tmp/c500" || fail "keymap-cli get c500 failed"
+	cj st stats
+	used=$(jx "st['cache']['prefetched_used']")
+	[ "$used" -ge 1 ] && break
+	sleep 0.1
+done
+[ "$used" -ge 1 ] || fail "GET after /keymap/prefetch: cache.prefetched_used is $used"
+ok "prefetch of c500 used by the GET that followed (prefetched_used $used)"
+expect 0 "^check: 100 of 100 keys read back intact" "${pc[@]}" check -h "$server" -n 100 \
+	-p c -v 100 -g 1
+expect 0 "^check: 50 of 50 keys absent" "${pc[@]}" check -h "$server" -f 100 -n 50 -p c -a
+expect 0 "^check: 1850 of 1850 keys read back intact" "${pc[@]}" check -h "$server" \
+	-f 150 -n 1850 -p c -v 100
+fresh_stats
+check "sh['tier'] == ['cold'] * 4 and sum(sh['keys']) == 1950" "still cold after kill -9"
+# Back to hot.
+hot=${ids%% *}
+expect 0 '"done": "hot"' "${ctl[@]}" --json raw "/keymap/tier,$hot,hot"
+[ ! -e "$E/cold/shard-$hot.seg" ] || fail "shard $hot is hot again but its segment is still there"
+expect 2 "already hot" "${ctl[@]}" raw "/keymap/tier,$hot,hot"
+fresh_stats
+check "sh['tier'][sh['id'].index($hot)] == 'hot' and st['store']['cold_shards'] == 3" \
+	"shard $hot hot, its segment removed"
+expect 0 "^check: 1850 of 1850 keys read back intact" "${pc[@]}" check -h "$server" \
+	-f 150 -n 1850 -p c -v 100
+expect 0 "^check: 100 of 100 keys read back intact" "${pc[@]}" check -h "$server" -n 100 \
+	-p c -v 100 -g 1
+# Compaction: every key rewritten three times, then compact the hot shard and a cold one.
+for g in 2 3 4; do
+	expect 0 "^fill: 2000 of 2000 keys written" "${pc[@]}" fill -h "$server" -n $n -p c \
+		-v 100 -g $g
+done
+cold1=$(echo "$ids" | cut -d' ' -f2)
+fresh_stats
+cp "$jdir/st.json" "$tmp/st-before.json"
+hot_before=$(stat -c %s "$E/shard-$hot.log")
+cold_before=$(stat -c %s "$E/shard-$cold1.log")
+read -r fb0 db0 <<<"$(jx "st['store']['file_bytes'], st['store']['dead_bytes']")"
+expect 0 '"done": "compacted"' "${ctl[@]}" --json raw "/keymap/compact,$hot"
+expect 0 '"done": "compacted"' "${ctl[@]}" --json raw "/keymap/compact,$cold1"
+hot_after=$(stat -c %s "$E/shard-$hot.log")
+cold_after=$(stat -c %s "$E/shard-$cold1.log")
+fresh_stats
+read -r fb1 db1 <<<"$(jx "st['store']['file_bytes'], st['store']['dead_bytes']")"
+[ "$hot_after" -lt $((hot_before / 2)) ] ||
+	fail "compact $hot: shard-$hot.log $hot_before -> $hot_after bytes, expected under half"
+[ "$cold_after" -le 256 ] ||
+	fail "compact $cold1 (cold): its log $cold_before -> $cold_after bytes, expected folded into the segment"
+[ "$fb1" -lt "$fb0" ] && [ "$db1" -lt "$db0" ] ||
+	fail "compaction: file_bytes $fb0 -> $fb1, dead_bytes $db0 -> $db1 (both should shrink)"
+check "sh['tier'][sh['id'].index($hot)] == 'hot' and
+	sh['tier'][sh['id'].index($cold1)] == 'cold' and st['total']['compactions'] == 2" \
+	"compaction keeps the tiers"
+ok "compaction: shard-$hot.log $hot_before -> $hot_after bytes, shard-$cold1.log" \
+	"$cold_before -> $cold_after; store file_bytes $fb0 -> $fb1, dead_bytes $db0 -> $db1"
+expect 0 "^check: 2000 of 2000 keys read back intact" "${pc[@]}" check -h "$server" -n $n \
+	-p c -v 100 -g 4
+restart_kill9 "$E"
+expect 0 "^check: 2000 of 2000 keys read back intact" "${pc[@]}" check -h "$server" -n $n \
+	-p c -v 100 -g 4
+fresh_stats
+check "sum(sh['keys']) == $n and st['store']['cold_shards'] == 3" "after compaction and kill -9"
+stop_server || fail "keymapd exit $? on SIGTERM"
+
+# ---- f. Durability modes. none and async may lose what was not synced at a crash: only
+# a clean restart is checked there.
+section "f. durability modes"
+for mode in none async sync; do
+	F=$tmp/dur-$mode
+	mkdir -p "$F/cold"
+	start_server "$F" -o "store.durability=$mode"
+	for i in 1 2 3; do
+		expect 0 "^OK version" "${kcli[@]}" put "dur:$i" "$mode-value-$i"
+	done
+	expect 0 "" "${kcli[@]}" del dur:3
+	expect 0 "^$mode-value-1$" "${kcli[@]}" get dur:1
+	sleep 0.1 # async: a sync interval (10 ms) passed
+	fresh_stats
+	case $mode in
+	none) want="st['total']['write_deferred'] == 0 and st['store']['fsyncs'] == 0" ;;
+	async) want="st['total']['write_deferred'] == 0 and st['store']['fsyncs'] > 0" ;;
+	sync) want="st['total']['write_deferred'] >= 4 and st['store']['fsyncs'] > 0" ;;
+	esac
+	check "st['store']['durability'] == '$mode' and st['store']['write_batches'] > 0 and
+		$want" "$mode: $(jx "'write_deferred %d, write_batches %d, fsyncs %d' % (
+		st['total']['write_deferred'], st['store']['write_batches'], st['store']['fsyncs'])")"
+	restart_clean "$F" -o "store.durability=$mode"
+	grep -q "torn tail bytes dropped), $mode durability" "$log" ||
+		fail "$mode: keymapd does not log $mode durability"
+	expect 0 "^$mode-value-1$" "${kcli[@]}" get dur:1
+	expect 0 "^$mode-value-2$" "${kcli[@]}" get dur:2
+	expect 3 "not found" "${kcli[@]}" get dur:3
+	stop_server || fail "keymapd exit $? on SIGTERM"
+done
+
+# ---- g. A full disk: a 2 MiB tmpfs.
+section "g. disk full"
+G=$tmp/full
+mkdir -p "$G"
+mount -t tmpfs -o size=2m kmpersist "$G"
+mounts="$G $mounts"
+mkdir "$G/cold"
+start_server "$G"
+expect 0 "^fill: stopped at g[0-9]+: (server error|server busy), .*acked [0-9]+$" \
+	"${pc[@]}" fill -h "$server" -n 5000 -p g -v 1000 -k -t 60
+cat "$tmp/out"
+acked=$(sed -n 's/.* acked \([0-9]*\)$/\1/p' "$tmp/out")
+[ "$acked" -ge 1000 ] || fail "the disk was full after $acked values of 1000 bytes in 2 MiB"
+expect 0 "^check: $acked of $acked keys read back intact" "${pc[@]}" check -h "$server" \
+	-n "$acked" -p g -v 1000
+expect 0 "^check: 1 of 1 keys absent" "${pc[@]}" check -h "$server" -f "$acked" -n 1 -p g -a
+fresh_stats
+check "st['store']['write_errors'] >= 1 and st['total']['store_keys'] == $acked" \
+	"write_errors $(jx "st['store']['write_errors']"), the refused write rolled back"
+mount -o remount,size=8m "$G"
+expect 0 "^fill: 200 of 200 keys written" "${pc[@]}" fill -h "$server" -n 200 -p h -v 1000
+expect 0 "^check: $acked of $acked keys read back intact" "${pc[@]}" check -h "$server" \
+	-n "$acked" -p g -v 1000
+restart_kill9 "$G"
+read -r keys recs _ skipped torn <<<"$(store_line)"
+[ "$keys" -eq $((acked + 200)) ] || fail "after the full disk: $keys keys replayed, $((acked + 200)) acknowledged"
+expect 0 "^check: $acked of $acked keys read back intact" "${pc[@]}" check -h "$server" \
+	-n "$acked" -p g -v 1000
+expect 0 "^check: 200 of 200 keys read back intact" "${pc[@]}" check -h "$server" -n 200 \
+	-p h -v 1000
+expect 0 "^check: 1 of 1 keys absent" "${pc[@]}" check -h "$server" -f "$acked" -n 1 -p g -a
+ok "full disk: $acked acknowledged before the refusal, all replayed ($recs records," \
+	"$skipped damaged, $torn torn bytes)"
+stop_server || fail "keymapd exit $? on SIGTERM"
+unmount_all
+
+echo "summary: $checks checks; $vacked writes acknowledged across 20 kill -9 rounds"
+echo "PASS ($((SECONDS - t_start)) s)"

@@ -1064,6 +1064,8 @@ model_op(struct model *md)
 	} else {
 		md->mgets++;
 		n = 2 + splitmix(&md->rng) % (MGET_MAX - 1);
+		if (n > md->n)
+			n = md->n;
 		for (i = 0; i < n; i++) {
 			/* n distinct keys: consecutive from a random one. */
 			mk[i] = &md->k[(k - md->k + i) % md->n];

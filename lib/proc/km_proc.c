@@ -127,8 +127,8 @@ struct km_proc {
 	struct defer *defers;   /* defer_max */
 	struct defer *defer_free;
 	uint32_t nb_defer, defer_max;
-	struct km_proc_done *ready; /* defer_max entries, FIFO */
-	uint32_t ready_head, ready_n;
+	struct km_proc_done *ready; /* ready_cap entries (grows), FIFO */
+	uint32_t ready_head, ready_n, ready_cap;
 	uint64_t *dirty;        /* shard ids with writes to flush */
 	uint32_t nb_dirty, dirty_cap;
 	uint8_t closing; /* km_proc_destroy(): completions only release */
@@ -175,7 +175,8 @@ persist_init(struct km_proc *p, const struct km_proc_params *prm)
 	p->pend_tab = calloc(slots, sizeof(*p->pend_tab));
 	p->pends = calloc(p->pending_max, sizeof(*p->pends));
 	p->defers = calloc(p->defer_max, sizeof(*p->defers));
-	p->ready = calloc(p->defer_max, sizeof(*p->ready));
+	p->ready_cap = p->defer_max;
+	p->ready = calloc(p->ready_cap, sizeof(*p->ready));
 	if (p->pend_tab == NULL || p->pends == NULL || p->defers == NULL || p->ready == NULL)
 		return -ENOMEM;
 	for (i = 0; i < p->pending_max; i++) {
@@ -723,7 +724,29 @@ defer_get(struct km_proc *p, const struct km_hdr *req, uint32_t epoch, void *coo
 static void
 ready_push(struct km_proc *p, struct defer *d, size_t len)
 {
-	uint32_t i = (p->ready_head + p->ready_n) % p->defer_max;
+	uint32_t i;
+
+	if (p->ready_n == p->ready_cap) {
+		/* More replies completed than deferrals exist (deferrals were reused between
+		 * two polls): make room, keeping the order. */
+		struct km_proc_done *t = malloc(2 * (size_t)p->ready_cap * sizeof(*t));
+
+		if (t != NULL) {
+			for (i = 0; i < p->ready_n; i++)
+				t[i] = p->ready[(p->ready_head + i) % p->ready_cap];
+			free(p->ready);
+			p->ready = t;
+			p->ready_head = 0;
+			p->ready_cap *= 2;
+		}
+		/* Out of memory: the oldest reply is overwritten below, its packet lost
+		 * (the client retries); never memory outside the ring. */
+	}
+	i = (p->ready_head + p->ready_n) % p->ready_cap;
+	if (p->ready_n == p->ready_cap) {
+		p->ready_head = (p->ready_head + 1) % p->ready_cap;
+		p->ready_n--;
+	}
 
 	p->ready[i] = (struct km_proc_done){.cookie = d->cookie, .len = len};
 	p->ready_n++;
@@ -1040,7 +1063,7 @@ km_proc_poll(struct km_proc *p, struct km_proc_done *done, unsigned int max)
 	flush_dirty(p);
 	while (n < max && p->ready_n != 0) {
 		done[n++] = p->ready[p->ready_head];
-		p->ready_head = (p->ready_head + 1) % p->defer_max;
+		p->ready_head = (p->ready_head + 1) % p->ready_cap;
 		p->ready_n--;
 	}
 	return n;

@@ -230,6 +230,54 @@ put_latency(FILE *f)
 }
 
 static void
+put_counter_u64(FILE *f, const char *name, const char *help, uint64_t v)
+{
+	put_family(f, name, "counter", help);
+	fprintf(f, "%s %" PRIu64 "\n", name, v);
+}
+
+/* The persistent store (as last sampled) and the workers' caches. */
+static void
+put_store(FILE *f)
+{
+	const struct km_store_stats *s = &km_ctl.store;
+	struct km_cache_counters c = {0};
+	const struct km_cache_counters *x;
+	uint16_t i;
+	size_t k;
+
+	put_gauge_u64(f, "keymap_store_cold_shards", "shards in the cold tier", s->tier);
+	put_gauge_u64(f, "keymap_store_file_bytes", "bytes of logs and segments", s->file_bytes);
+	put_gauge_u64(f, "keymap_store_dead_bytes", "log bytes a compaction would reclaim",
+		s->dead_bytes);
+	put_gauge_u64(f, "keymap_store_index_bytes", "DRAM index bytes", s->index_bytes);
+	put_gauge_u64(f, "keymap_store_skipped_crc", "damaged records skipped at start-up",
+		s->skipped_crc);
+	put_counter_u64(f, "keymap_store_disk_reads_total", "values read from disk", s->disk_reads);
+	put_counter_u64(f, "keymap_store_disk_read_errors_total",
+		"disk reads that failed (I/O error, CRC, key mismatch)", s->disk_read_errors);
+	put_counter_u64(f, "keymap_store_write_batches_total", "group writes", s->write_batches);
+	put_counter_u64(f, "keymap_store_fsyncs_total", "fdatasyncs completed", s->fsyncs);
+	put_counter_u64(f, "keymap_store_write_errors_total",
+		"group writes or fdatasyncs that failed", s->write_errors);
+	for (i = 0; i < km_dp.nb_workers; i++) {
+		x = km_proc_cache_counters(km_dp.workers[i].proc);
+		if (x == NULL)
+			continue;
+		for (k = 0; k < sizeof(c) / sizeof(uint64_t); k++)
+			((uint64_t *)&c)[k] += ((const uint64_t *)x)[k];
+	}
+	put_counter_u64(f, "keymap_cache_hits_total", "value cache hits", c.hits);
+	put_counter_u64(f, "keymap_cache_misses_total", "value cache misses", c.misses);
+	put_counter_u64(f, "keymap_cache_evictions_total", "value cache evictions", c.evictions);
+	put_counter_u64(f, "keymap_cache_prefetched_used_total",
+		"prefetched entries hit before eviction", c.prefetched_used);
+	put_counter_u64(f, "keymap_cache_prefetched_evicted_unused_total",
+		"prefetched entries gone without a hit", c.prefetched_evicted_unused);
+	put_gauge_u64(f, "keymap_cache_bytes", "value cache bytes in use", c.bytes);
+}
+
+static void
 put_gauges(FILE *f)
 {
 	uint64_t now = rte_get_timer_cycles(), hz = rte_get_timer_hz(), keys = 0, bytes = 0;
@@ -258,6 +306,8 @@ put_gauges(FILE *f)
 	put_gauge_double(f, "keymap_reshard_pause_seconds",
 		"how long the last re-sharding kept its shards answering BUSY",
 		(double)km_ctl.last_pause_us / 1e6);
+	if (km_store_driver(km_ctl.conf.store_driver)->commit != NULL)
+		put_store(f);
 }
 
 /* Two series per shard: the page stays bounded by leaving them out above

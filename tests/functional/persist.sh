@@ -14,6 +14,7 @@
 #   f. durability none / async / sync: counters, clean restarts keep the data;
 #   g. a full disk: the failed write is refused and rolled back, reads go on, writes work
 #      again once there is room, a restart replays every acknowledged write.
+# d runs last: the longest random part, a failure it finds leaves the others' results shown.
 # Removes the namespace, the processes, mounts and /var/run/dpdk/<prefix> even when it
 # fails; every command is bounded by a timeout.
 #
@@ -424,27 +425,6 @@ read -r keys recs secs skipped torn <<<"$(store_line)"
 expect 0 "^verify: .* all found" "${pc[@]}" verify -h "$server" -i "$ack" -x "$key_a"
 stop_server || fail "keymapd exit $? on SIGTERM"
 
-# ---- d. Model-based: every reply checked, the model carried across restarts.
-section "d. model-based operations across restarts"
-M=$tmp/model
-mkdir -p "$M/cold"
-start_server "$M"
-expect 0 "^model: .* 0 mismatches" "${pc[@]}" model -h "$server" -s "$tmp/model.state" \
-	-n 2500 -t 60 -seed 1
-grep '^model:' "$tmp/out"
-restart_clean "$M"
-expect 0 "^model: .*state loaded, 0 mismatches" "${pc[@]}" model -h "$server" \
-	-s "$tmp/model.state" -n 2500 -t 60 -seed 2
-grep '^model:' "$tmp/out"
-restart_kill9 "$M"
-expect 0 "^model: .*state loaded, 0 mismatches" "${pc[@]}" model -h "$server" \
-	-s "$tmp/model.state" -n 2500 -t 60 -seed 3
-grep '^model:' "$tmp/out"
-restart_kill9 "$M"
-expect 0 "^model: .*state loaded, 0 mismatches" "${pc[@]}" model -h "$server" \
-	-s "$tmp/model.state" -n 200 -t 60 -seed 4
-stop_server || fail "keymapd exit $? on SIGTERM"
-
 # ---- e. The cold tier.
 section "e. cold tier, compaction, prefetch"
 E=$tmp/cold
@@ -613,6 +593,27 @@ ok "full disk: $acked acknowledged before the refusal, all replayed ($recs recor
 	"$skipped damaged, $torn torn bytes)"
 stop_server || fail "keymapd exit $? on SIGTERM"
 unmount_all
+
+# ---- d. Model-based: every reply checked, the model carried across restarts.
+section "d. model-based operations across restarts"
+M=$tmp/model
+mkdir -p "$M/cold"
+start_server "$M"
+expect 0 "^model: .* 0 mismatches" "${pc[@]}" model -h "$server" -s "$tmp/model.state" \
+	-n 2500 -t 60 -seed 1
+grep '^model:' "$tmp/out"
+restart_clean "$M"
+expect 0 "^model: .*state loaded, 0 mismatches" "${pc[@]}" model -h "$server" \
+	-s "$tmp/model.state" -n 2500 -t 60 -seed 2
+grep '^model:' "$tmp/out"
+restart_kill9 "$M"
+expect 0 "^model: .*state loaded, 0 mismatches" "${pc[@]}" model -h "$server" \
+	-s "$tmp/model.state" -n 2500 -t 60 -seed 3
+grep '^model:' "$tmp/out"
+restart_kill9 "$M"
+expect 0 "^model: .*state loaded, 0 mismatches" "${pc[@]}" model -h "$server" \
+	-s "$tmp/model.state" -n 200 -t 60 -seed 4
+stop_server || fail "keymapd exit $? on SIGTERM"
 
 echo "summary: $checks checks; $vacked writes acknowledged across 20 kill -9 rounds"
 echo "PASS ($((SECONDS - t_start)) s)"

@@ -994,7 +994,7 @@ model_op(struct model *md)
 	struct km_mget_item it[MGET_MAX];
 	struct mkey *k = &md->k[splitmix(&md->rng) % md->n], *mk[MGET_MAX];
 	uint64_t r = splitmix(&md->rng) % 100, v = 0, expect;
-	size_t len = 0, n, i;
+	size_t len = 0, n, i, bad;
 	int rc, right;
 
 	md->ops++;
@@ -1082,9 +1082,20 @@ model_op(struct model *md)
 			md->mismatches++;
 			return;
 		}
+		bad = 0;
 		for (i = 0; i < n; i++)
-			model_check_read(md, mk[i], "MGET", it[i].err, buf[i], it[i].len,
-				it[i].version);
+			bad += model_check_read(md, mk[i], "MGET", it[i].err, buf[i], it[i].len,
+				       it[i].version) < 0;
+		if (bad == 0)
+			return;
+		/* The whole request, to replay it: keys and the value sizes they hold. */
+		fprintf(stderr, "model: that MGET asked for %zu keys:", n);
+		for (i = 0; i < n; i++)
+			if (mk[i]->present)
+				fprintf(stderr, " %s (%u bytes)", mk[i]->key, mk[i]->len);
+			else
+				fprintf(stderr, " %s (absent)", mk[i]->key);
+		fputc('\n', stderr);
 	}
 }
 

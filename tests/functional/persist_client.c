@@ -13,8 +13,8 @@
  *	Rebuild the acknowledged state from ACKFILE (the last line of a key wins) and read
  *	every key back: exact value and version, NOT_FOUND for deleted keys. An op in
  *	flight when keymapd died may or may not have happened: either outcome passes, and
- *	the one found is appended to ACKFILE ("put", "del" or "unapplied") so that the
- *	next verify expects exactly it. -x KEY: that key may instead be absent or hold any
+ *	the one found is appended to ACKFILE ("resolved put|del ..." or "unapplied KEY")
+ *	so that the next verify expects exactly it. -x KEY: that key may instead be absent or hold any
  *	earlier acknowledged value (its last record was damaged on purpose).
  *   model -h HOST -s STATEFILE -n N -t SECONDS [-seed S] [-k KEYS]
  *	Random PUT/CAS/DEL/GET/MGET over KEYS keys (default 300), values 0..1000 bytes,
@@ -200,6 +200,47 @@ write_line(int fd, const char *fmt, ...)
 	return 0;
 }
 
+/*
+ * Open ACKFILE to append, without the piece of a line a kill may have cut at its end (the
+ * lines are written whole, so it would be the last): that op is announced by the complete
+ * "inflight" line before it, or was never sent. @return the fd, or -1 (reported).
+ */
+static int
+ackfile_open(const char *path, int flags)
+{
+	char tail[512];
+	struct stat sb;
+	off_t from, keep;
+	ssize_t n;
+	int fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC | flags, 0644);
+
+	if (fd < 0 || fstat(fd, &sb) < 0)
+		goto fail;
+	if (sb.st_size == 0)
+		return fd;
+	from = sb.st_size > (off_t)sizeof(tail) ? sb.st_size - (off_t)sizeof(tail) : 0;
+	n = pread(fd, tail, (size_t)(sb.st_size - from), from);
+	if (n != sb.st_size - from)
+		goto fail;
+	if (tail[n - 1] == '\n')
+		return fd;
+	for (keep = n; keep > 0 && tail[keep - 1] != '\n'; keep--)
+		;
+	if (keep == 0 && from != 0) {
+		errno = EBADMSG; /* a line over 512 bytes: not ours */
+		goto fail;
+	}
+	if (ftruncate(fd, from + keep) < 0)
+		goto fail;
+	fprintf(stderr, "persist_client: %s: dropped %zd bytes of a cut line\n", path, n - keep);
+	return fd;
+fail:
+	fprintf(stderr, "persist_client: %s: %s\n", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
 static int
 parse_u64(const char *s, uint64_t max, uint64_t *out)
 {
@@ -353,7 +394,6 @@ cmd_load(int argc, char **argv)
 	struct km_client *c = NULL;
 	struct lkey *ks;
 	struct args a;
-	struct stat sb;
 	int fd, rc, ret = 0;
 	size_t len;
 
@@ -362,21 +402,9 @@ cmd_load(int argc, char **argv)
 		return rc;
 	if (a.file == NULL || a.n == 0)
 		return usage("load: -o ACKFILE and -n N (> 0) are required");
-	fd = open(a.file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		fprintf(stderr, "persist_client: %s: %s\n", a.file, strerror(errno));
+	fd = ackfile_open(a.file, O_CREAT);
+	if (fd < 0)
 		return EXIT_USAGE;
-	}
-	/* A line cut by a kill would run into ours: end it (verify ignores the piece). */
-	if (fstat(fd, &sb) == 0 && sb.st_size > 0) {
-		char last = '\n';
-		int rfd = open(a.file, O_RDONLY | O_CLOEXEC);
-
-		if (rfd >= 0 && pread(rfd, &last, 1, sb.st_size - 1) == 1 && last != '\n')
-			write_line(fd, "#");
-		if (rfd >= 0)
-			close(rfd);
-	}
 	ks = calloc(a.n, sizeof(*ks));
 	if (ks == NULL || client_open(&a, 3, &c) != KM_OK) {
 		free(ks);
@@ -546,6 +574,14 @@ vtab_line(struct vtab *t, char *line, const char *exempt, uint64_t *acked)
 
 	if (line[0] == '#' || line[0] == '\0')
 		return 1;
+	/* verify's record of an op in flight that happened: a write, not an acknowledged one. */
+	if (strncmp(line, "resolved ", 9) == 0) {
+		uint64_t none = 0;
+
+		return strncmp(line + 9, "put ", 4) == 0 || strncmp(line + 9, "del ", 4) == 0
+			       ? vtab_line(t, line + 9, exempt, &none)
+			       : -1;
+	}
 	n = sscanf(line, "%15s %63s %63s", w0, w1, w2);
 	if (n < 2)
 		return -1;
@@ -780,21 +816,20 @@ cmd_verify(int argc, char **argv)
 		goto out;
 	}
 	/* Record how the ops in flight ended: the next verify expects exactly that. */
-	fd = open(a.file, O_WRONLY | O_APPEND | O_CLOEXEC);
-	if (fd < 0) {
-		fprintf(stderr, "verify: %s: %s\n", a.file, strerror(errno));
+	fd = ackfile_open(a.file, 0);
+	if (fd < 0)
 		goto out;
-	}
 	for (i = 0; i < t.n; i++) {
 		struct vkey *k = &t.k[i];
 
 		if (k->pending == RES_UNAPPLIED)
 			rc = write_line(fd, "unapplied %s", k->key);
 		else if (k->pending == RES_PUT)
-			rc = write_line(fd, "put %s %" PRIu64 " %" PRIu64 " %" PRIu32 " %08" PRIx32,
+			rc = write_line(fd,
+				"resolved put %s %" PRIu64 " %" PRIu64 " %" PRIu32 " %08" PRIx32,
 				k->key, k->version, k->stamp, k->len, k->crc);
 		else if (k->pending == RES_DEL)
-			rc = write_line(fd, "del %s %" PRIu64, k->key, k->version);
+			rc = write_line(fd, "resolved del %s %" PRIu64, k->key, k->version);
 		else
 			rc = 0;
 		if (rc < 0) {

@@ -199,7 +199,8 @@ static int
 map_recovered(const struct km_conf *conf, const struct km_shardmap_params *mp, const uint64_t *ids,
 	int n, struct km_shardmap **out)
 {
-	uint32_t nb = 0, max = (uint32_t)n * 2 + 64;
+	/* Each shard found adds at most one filler per level above it. */
+	uint32_t nb = 0, max = (uint32_t)n * (KM_SHARD_DEPTH_MAX + 1) + 64;
 	uint64_t *all = calloc(max, sizeof(*all));
 	uint16_t *owners = calloc(max, sizeof(*owners));
 	uint32_t i;

@@ -235,6 +235,8 @@ km_proc_destroy(struct km_proc *p)
 
 	if (p == NULL)
 		return;
+	/* From here on a completion only releases: no shard is looked at any more. */
+	p->closing = 1;
 	if (p->shards != NULL)
 		for (i = 0; i <= p->shards_mask; i++)
 			if (p->shards[i].store != NULL) {
@@ -243,7 +245,6 @@ km_proc_destroy(struct km_proc *p)
 				km_store_destroy(p->shards[i].store);
 			}
 	/* Reads still in flight complete into their pend: wait for them before it goes. */
-	p->closing = 1;
 	km_io_destroy(p->io);
 	if (p->pends != NULL)
 		for (i = 0; i < p->pending_max; i++)
@@ -1208,9 +1209,26 @@ park_reply(struct km_proc *p, struct km_proc_shard *shd, const struct km_msg *re
 			break;
 		d = defer_get(p, &req->hdr, epoch, cookie, out, cap);
 	}
-	if (d == NULL) {
-		p->cnt.store_error++;
+	/* While waiting, the group of this write may have completed, or failed and been
+	 * rolled back (numbers after the durable one are then reused). */
+	if (d == NULL || shd->store->ops->write_seq(shd->store) < seq) {
+		struct dedup_entry *e = dedup_slot(p, src, req->hdr.req_id);
+
+		if (e->valid && e->src == src && e->req_id == req->hdr.req_id)
+			e->valid = 0;
+		if (d != NULL) {
+			d->next = p->defer_free;
+			p->defer_free = d;
+			p->nb_defer--;
+		}
+		p->cnt.write_failed++;
 		return km_proc_reply_status(&req->hdr, KM_ST_ERROR, epoch, out);
+	}
+	if (shd->store->ops->durable_seq(shd->store) >= seq) {
+		d->next = p->defer_free;
+		p->defer_free = d;
+		p->nb_defer--;
+		return KM_HDR_LEN; /* durable already: the reply built at out stands */
 	}
 	d->seq = seq;
 	d->src = src;

@@ -63,6 +63,16 @@ km_io_sqe(struct km_io *io, struct km_io_op *op)
 }
 
 int
+km_io_room(struct km_io *io, unsigned int n)
+{
+	if (io->inflight + n > io->limit)
+		return 0;
+	if (io_uring_sq_space_left(&io->ring) < n && io_uring_submit(&io->ring) < 0)
+		return 0;
+	return io_uring_sq_space_left(&io->ring) >= n;
+}
+
+int
 km_io_submit(struct km_io *io)
 {
 	int rc = io_uring_submit(&io->ring);

@@ -36,6 +36,12 @@ void km_io_destroy(struct km_io *io);
  */
 struct io_uring_sqe *km_io_sqe(struct km_io *io, struct km_io_op *op);
 
+/**
+ * Whether n more entries can be taken now with km_io_sqe() without it submitting
+ * anything in between (prepared entries are submitted here first if the queue is short).
+ */
+int km_io_room(struct km_io *io, unsigned int n);
+
 /** Hand the prepared entries to the kernel. @return 0 or -errno. */
 int km_io_submit(struct km_io *io);
 

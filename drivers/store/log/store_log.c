@@ -403,6 +403,8 @@ append(struct log_store *ls, const struct km_key *k, const void *val, uint32_t l
 		return -EIO;
 	if (ls->io != NULL && ls->open.len + size > ls->wbuf_max)
 		return -EBUSY;
+	if (ls->open.base + ls->open.len + size > LOC_POS_MASK)
+		return -ENOSPC; /* a log of 512 GiB: compact it */
 	rc = wbuf_reserve(&ls->open, size);
 	if (rc < 0)
 		return rc;
@@ -572,19 +574,12 @@ log_flush(struct km_store *s)
 	}
 	if (ls->group_cqes == 0 && ls->open.len != 0) {
 		/* Both entries or none: a write without its fdatasync is not a sync group. */
-		w = km_io_sqe(ls->io, &ls->wop);
-		if (w == NULL)
+		if (!km_io_room(ls->io, ls->durability == KM_DUR_SYNC ? 2 : 1))
 			return 1;
-		f = NULL;
-		if (ls->durability == KM_DUR_SYNC) {
-			f = km_io_sqe(ls->io, &ls->wop);
-			if (f == NULL) {
-				io_uring_prep_nop(w);
-				io_uring_sqe_set_data(w, NULL);
-				km_io_submit(ls->io);
-				return 1;
-			}
-		}
+		w = km_io_sqe(ls->io, &ls->wop);
+		f = ls->durability == KM_DUR_SYNC ? km_io_sqe(ls->io, &ls->wop) : NULL;
+		if (w == NULL || (ls->durability == KM_DUR_SYNC && f == NULL))
+			return 1; /* cannot happen after km_io_room() */
 		t = ls->flight;
 		ls->flight = ls->open;
 		ls->open = t;
@@ -932,7 +927,7 @@ open_existing(struct log_store *ls, const struct km_store_params *p)
 			km_seg_close(seg);
 			seg = NULL;
 			unlink(path);
-		} else if (have_log && lm.birth < sm->birth) {
+		} else if (have_log && lm.birth != 0 && lm.birth < sm->birth) {
 			/* Went cold, crashed before the log was replaced: the segment has it all. */
 			log_stale = 1;
 		}
@@ -1051,12 +1046,18 @@ log_create(const struct km_store_params *p, struct km_store **out)
 	return 0;
 }
 
+/*
+ * Everything that can fail comes before the first rename: once a new file has its name,
+ * the commit has happened (a restart would take the new files), so it must not be
+ * reported as failed and the old store must not serve again.
+ */
 static int
 log_commit(struct km_store *s)
 {
 	struct log_store *ls = ls_of(s);
-	char tmp[PATH_MAX], path[PATH_MAX];
+	char tmp[PATH_MAX], path[PATH_MAX], stmp[PATH_MAX], spath[PATH_MAX];
 	struct km_seg_writer *w;
+	struct km_seg *seg = NULL;
 	int rc;
 
 	if (!ls->staged)
@@ -1067,39 +1068,46 @@ log_commit(struct km_store *s)
 	if (rc < 0)
 		return rc;
 	ls->synced_end = ls->durable_end;
+	seg_path(ls, stmp, sizeof(stmp), 1);
+	seg_path(ls, spath, sizeof(spath), 0);
 	if (ls->segw != NULL) {
 		w = ls->segw;
 		ls->segw = NULL;
 		rc = km_seg_writer_finish(w);
-		if (rc < 0)
-			return rc;
-		seg_path(ls, tmp, sizeof(tmp), 1);
-		seg_path(ls, path, sizeof(path), 0);
-		if (rename(tmp, path) < 0) {
-			rc = -errno;
-			unlink(tmp);
+		if (rc == 0)
+			rc = km_seg_open(stmp, &seg); /* its descriptor outlives the rename */
+		if (rc < 0) {
+			unlink(stmp);
 			return rc;
 		}
-		rc = fsync_dir(ls->cold_dir);
-		if (rc == 0)
-			rc = km_seg_open(path, &ls->seg);
-		if (rc < 0)
+		if (rename(stmp, spath) < 0) {
+			rc = -errno;
+			km_seg_close(seg);
+			unlink(stmp);
 			return rc;
+		}
 	}
 	log_path(ls, tmp, sizeof(tmp), 1);
 	log_path(ls, path, sizeof(path), 0);
-	if (rename(tmp, path) < 0)
-		return -errno;
-	ls->staged = 0;
-	rc = fsync_dir(ls->dir);
-	if (rc < 0)
+	if (rename(tmp, path) < 0) {
+		rc = -errno;
+		if (seg != NULL) {
+			/* Not committed: the segment must not outrank the shard's log. */
+			if (rename(spath, stmp) == 0)
+				unlink(stmp);
+			km_seg_close(seg);
+		}
 		return rc;
-	if (ls->tier == KM_TIER_HOT) {
-		/* Promoted: the segment the shard had is superseded. */
-		seg_path(ls, path, sizeof(path), 0);
-		if (unlink(path) == 0)
-			fsync_dir(ls->cold_dir);
 	}
+	ls->staged = 0;
+	if (seg != NULL)
+		ls->seg = seg;
+	/* The new names are in place; an error making them durable is reported, the commit
+	 * stands (a crash before the directory reaches the disk finds the old files). */
+	if (fsync_dir(ls->dir) < 0 || (seg != NULL && fsync_dir(ls->cold_dir) < 0))
+		ls->st.write_errors++;
+	if (ls->tier == KM_TIER_HOT && unlink(spath) == 0 && fsync_dir(ls->cold_dir) < 0)
+		ls->st.write_errors++; /* promoted: the segment is superseded */
 	return 0;
 }
 
@@ -1603,7 +1611,8 @@ scan_dir(const struct km_store_params *p, const char *dir, const char *suffix,
 	while ((de = readdir(d)) != NULL) {
 		size_t l = strlen(de->d_name);
 
-		if (l > 4 && strcmp(de->d_name + l - 4, ".tmp") == 0) {
+		if (l > 4 && strcmp(de->d_name + l - 4, ".tmp") == 0 &&
+			strncmp(de->d_name, "shard-", 6) == 0) {
 			/* A staged file never committed. */
 			snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 			unlink(path);

@@ -1326,10 +1326,12 @@ exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 	const uint8_t *key;
 	struct km_hdr h;
 	int count, first = 1;
+	size_t left;
 	uint8_t klen;
 
 	p->cnt.req_mget++;
 	count = km_mget_req_begin(&it, req->val, req->hdr.val_len);
+	left = (size_t)(count < 0 ? 0 : count);
 	if (count < 0) {
 		p->cnt.bad_request++;
 		return km_proc_reply_status(&req->hdr, KM_ST_BAD_REQUEST, map->epoch, out);
@@ -1379,8 +1381,11 @@ exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 				p->cnt.get_miss++;
 			}
 		}
-		/* Entries whose value does not fit are marked; the client GETs them. */
-		if (status == KM_ST_OK && (size_t)(w - b) + KM_MGET_REP_ENTRY_HDR + v.len > lim)
+		/* Entries whose value does not fit are marked; the client GETs them. A value
+		 * fits only if the headers of the entries after it still do. */
+		left--;
+		if (status == KM_ST_OK && (size_t)(w - b) + KM_MGET_REP_ENTRY_HDR * (1 + left) +
+						  v.len > lim)
 			status = KM_ST_TOO_LARGE;
 		else if (status == KM_ST_OK)
 			p->cnt.get_hit++;

@@ -14,8 +14,8 @@
  *	every key back: exact value and version, NOT_FOUND for deleted keys. An op in
  *	flight when keymapd died may or may not have happened: either outcome passes, and
  *	the one found is appended to ACKFILE ("resolved put|del ..." or "unapplied KEY")
- *	so that the next verify expects exactly it. -x KEY: that key may instead be absent or hold any
- *	earlier acknowledged value (its last record was damaged on purpose).
+ *	so that the next verify expects exactly it. -x KEY: that key may instead be
+ *	absent or hold any earlier acknowledged value (its last record was damaged).
  *   model -h HOST -s STATEFILE -n N -t SECONDS [-seed S] [-k KEYS]
  *	Random PUT/CAS/DEL/GET/MGET over KEYS keys (default 300), values 0..1000 bytes,
  *	every reply checked against a model loaded from STATEFILE (if present) and saved
@@ -49,10 +49,10 @@
 #define EXIT_USAGE 1
 #define EXIT_CHECK 2
 
-#define KEY_MAX	     64
+#define KEY_MAX      64
 #define VALUE_CAP    1500 /* above KM_CLIENT_VALUE_MAX */
-#define REPORT_MAX   10	  /* problems described one by one */
-#define BATCH	     256  /* ops per km_batch call: the time limit is checked between */
+#define REPORT_MAX   10   /* problems described one by one */
+#define BATCH        256  /* ops per km_batch call: the time limit is checked between */
 #define LOAD_VMIN    16
 #define LOAD_VMAX    200
 #define MODEL_VMAX   1000
@@ -457,14 +457,15 @@ cmd_load(int argc, char **argv)
 			break;
 		}
 		if (v <= ks[x].version) {
-			fprintf(stderr, "load: PUT %s: version %" PRIu64 ", not above %" PRIu64 "\n",
-				key, v, ks[x].version);
+			fprintf(stderr,
+				"load: PUT %s: version %" PRIu64 ", not above %" PRIu64 "\n", key,
+				v, ks[x].version);
 			why = "version went down";
 			ret = EXIT_CHECK;
 			break;
 		}
-		if (write_line(fd, "put %s %" PRIu64 " %" PRIu64 " %zu %08" PRIx32, key, v, ops, len,
-			    crc32_ieee(val, len)) < 0)
+		if (write_line(fd, "put %s %" PRIu64 " %" PRIu64 " %zu %08" PRIx32, key, v, ops,
+			    len, crc32_ieee(val, len)) < 0)
 			goto io_error;
 		ks[x].version = v;
 		ks[x].live = 1;
@@ -562,9 +563,13 @@ vtab_get(struct vtab *t, const char *key)
 	return &t->k[t->n - 1];
 }
 
-/* Apply one ACKFILE line. @return 0, 1 (ignored: a comment or an empty line), -1 bad. */
+/*
+ * Apply one ACKFILE line, counting acknowledged writes in *acked and in-flight ones an
+ * earlier verify found applied in *resolved.
+ * @return 0, 1 (ignored: a comment or an empty line), -1 bad.
+ */
 static int
-vtab_line(struct vtab *t, char *line, const char *exempt, uint64_t *acked)
+vtab_line(struct vtab *t, char *line, const char *exempt, uint64_t *acked, uint64_t *resolved)
 {
 	char w0[16], w1[KEY_MAX], w2[KEY_MAX];
 	unsigned long long a0 = 0, a1 = 0, a2 = 0;
@@ -575,21 +580,17 @@ vtab_line(struct vtab *t, char *line, const char *exempt, uint64_t *acked)
 	if (line[0] == '#' || line[0] == '\0')
 		return 1;
 	/* verify's record of an op in flight that happened: a write, not an acknowledged one. */
-	if (strncmp(line, "resolved ", 9) == 0) {
-		uint64_t none = 0;
-
+	if (strncmp(line, "resolved ", 9) == 0)
 		return strncmp(line + 9, "put ", 4) == 0 || strncmp(line + 9, "del ", 4) == 0
-			       ? vtab_line(t, line + 9, exempt, &none)
+			       ? vtab_line(t, line + 9, exempt, resolved, resolved)
 			       : -1;
-	}
 	n = sscanf(line, "%15s %63s %63s", w0, w1, w2);
 	if (n < 2)
 		return -1;
 	if (strcmp(w0, "inflight") == 0) {
 		if (n != 3 || (k = vtab_get(t, w2)) == NULL)
 			return -1;
-		if (strcmp(w1, "put") == 0 &&
-			sscanf(line, "%*s %*s %*s %llu", &a0) == 1) {
+		if (strcmp(w1, "put") == 0 && sscanf(line, "%*s %*s %*s %llu", &a0) == 1) {
 			k->pending = PEND_PUT;
 			k->p_stamp = a0;
 			return 0;
@@ -639,7 +640,7 @@ vtab_line(struct vtab *t, char *line, const char *exempt, uint64_t *acked)
 }
 
 static int
-vtab_load(struct vtab *t, const char *path, const char *exempt, uint64_t *acked)
+vtab_load(struct vtab *t, const char *path, const char *exempt, uint64_t *acked, uint64_t *resolved)
 {
 	char line[512];
 	unsigned int lineno = 0;
@@ -656,7 +657,7 @@ vtab_load(struct vtab *t, const char *path, const char *exempt, uint64_t *acked)
 		if (len == 0 || line[len - 1] != '\n')
 			continue; /* the piece of a line a kill cut: its op stays in flight */
 		line[len - 1] = '\0';
-		if (vtab_line(t, line, exempt, acked) < 0) {
+		if (vtab_line(t, line, exempt, acked, resolved) < 0) {
 			fprintf(stderr, "persist_client: %s:%u: cannot parse '%s'\n", path, lineno,
 				line);
 			fclose(f);
@@ -680,11 +681,12 @@ value_is(const struct vkey *k, uint64_t stamp, const char *val, size_t len)
 static int
 cmd_verify(int argc, char **argv)
 {
-	uint64_t acked = 0, present = 0, deleted = 0, resolved = 0, bad = 0, t0 = now_ns();
+	uint64_t acked = 0, present = 0, deleted = 0, resolved = 0, applied = 0, bad = 0;
+	uint64_t earlier = 0, t0 = now_ns();
 	struct vtab t = {0};
 	struct km_batch_op *ops = NULL;
 	struct km_client *c = NULL;
-	char (*bufs)[VALUE_CAP] = NULL;
+	char(*bufs)[VALUE_CAP] = NULL;
 	char want[VALUE_CAP];
 	struct args a;
 	size_t i, j, m;
@@ -695,7 +697,7 @@ cmd_verify(int argc, char **argv)
 		return rc;
 	if (a.file == NULL)
 		return usage("verify: -i ACKFILE is required");
-	if (vtab_load(&t, a.file, a.exempt, &acked) < 0)
+	if (vtab_load(&t, a.file, a.exempt, &acked, &earlier) < 0)
 		return EXIT_USAGE;
 	/* The generator must still produce what load recorded. */
 	for (i = 0; i < t.n; i++) {
@@ -716,7 +718,8 @@ cmd_verify(int argc, char **argv)
 	for (i = 0; i < t.n && bad == 0; i += m) {
 		m = t.n - i < BATCH ? t.n - i : BATCH;
 		if (!time_left()) {
-			fprintf(stderr, "verify: time limit (%" PRIu64 " s) after %zu of %zu keys\n",
+			fprintf(stderr,
+				"verify: time limit (%" PRIu64 " s) after %zu of %zu keys\n",
 				a.secs, i, t.n);
 			goto out;
 		}
@@ -764,12 +767,13 @@ cmd_verify(int argc, char **argv)
 						value_is(k, k->hist[h].stamp, bufs[j], o->len))
 						break;
 				if (h < k->nb_hist) {
-					printf("verify: exempt %s has version %" PRIu64 "\n", k->key,
-						o->out_version);
+					printf("verify: exempt %s has version %" PRIu64 "\n",
+						k->key, o->out_version);
 					present++;
 					continue;
 				}
-				report("verify: %s (exempt): version %" PRIu64 ", %zu bytes '%.40s': "
+				report("verify: %s (exempt): version %" PRIu64
+				       ", %zu bytes '%.40s': "
 				       "no value it ever had",
 					k->key, o->out_version, o->len, bufs[j]);
 				bad++;
@@ -782,6 +786,7 @@ cmd_verify(int argc, char **argv)
 				}
 			} else if (inflight_state) {
 				resolved++;
+				applied++;
 				if (k->pending == PEND_PUT) {
 					k->present = 1;
 					k->version = o->out_version;
@@ -796,10 +801,11 @@ cmd_verify(int argc, char **argv)
 			} else {
 				report("verify: %s: %s (version %" PRIu64 ", %zu bytes '%.40s'), "
 				       "acknowledged: %s version %" PRIu64 "%s",
-					k->key, found ? "found" : "NOT FOUND", found ? o->out_version : 0,
-					found ? o->len : 0, found ? bufs[j] : "",
+					k->key, found ? "found" : "NOT FOUND",
+					found ? o->out_version : 0, found ? o->len : 0,
+					found ? bufs[j] : "",
 					k->present ? "present at" : "deleted,", k->version,
-					k->pending == PEND_PUT	 ? ", a PUT in flight"
+					k->pending == PEND_PUT   ? ", a PUT in flight"
 					: k->pending == PEND_DEL ? ", a DEL in flight"
 								 : "");
 				bad++;
@@ -837,9 +843,12 @@ cmd_verify(int argc, char **argv)
 			goto out;
 		}
 	}
+	/* Writes applied: one log record each (the shell compares with the replay). */
 	printf("verify: %zu keys checked, %" PRIu64 " acked writes, all found: %" PRIu64
-	       " present, %" PRIu64 " deleted, %" PRIu64 " in-flight op(s) resolved, %.2f s\n",
-		t.n, acked, present, deleted, resolved, (now_ns() - t0) / 1e9);
+	       " present, %" PRIu64 " deleted, %" PRIu64 " op(s) in flight (%" PRIu64
+	       " applied), %" PRIu64 " writes applied, %.2f s\n",
+		t.n, acked, present, deleted, resolved, applied, acked + earlier + applied,
+		(now_ns() - t0) / 1e9);
 	ret = 0;
 out:
 	if (fd >= 0)
@@ -963,8 +972,8 @@ model_check_read(struct model *md, struct mkey *k, const char *what, int err, co
 	if (!k->present) {
 		if (err == KM_ERR_NOT_FOUND)
 			return 0;
-		report("model: %s %s: %s (version %" PRIu64 ", %zu bytes), the key is absent",
-			what, k->key, err == KM_OK ? "found" : km_strerror(err), version, len);
+		report("model: %s %s: %s (version %" PRIu64 ", %zu bytes), the key is absent", what,
+			k->key, err == KM_OK ? "found" : km_strerror(err), version, len);
 	} else if (err != KM_OK) {
 		report("model: %s %s: %s, expected version %" PRIu64 " (%u bytes)", what, k->key,
 			km_strerror(err), k->version, k->len);
@@ -982,8 +991,8 @@ model_check_read(struct model *md, struct mkey *k, const char *what, int err, co
 
 /* A write the server acknowledged at version v. */
 static void
-model_written(struct model *md, struct mkey *k, const char *what, const char *val, size_t len,
-	uint64_t v)
+model_written(
+	struct model *md, struct mkey *k, const char *what, const char *val, size_t len, uint64_t v)
 {
 	if (v <= k->version_max) {
 		report("model: %s %s: new version %" PRIu64 " not above %" PRIu64
@@ -1056,7 +1065,8 @@ model_op(struct model *md)
 		if (right)
 			expect = k->present ? k->version : 0;
 		else if (k->present)
-			expect = splitmix(&md->rng) % 2 ? 0 : k->version + 1 + splitmix(&md->rng) % 5;
+			expect = splitmix(&md->rng) % 2 ? 0
+							: k->version + 1 + splitmix(&md->rng) % 5;
 		else
 			expect = k->version_max + 1 + splitmix(&md->rng) % 5;
 		if (!right)
@@ -1092,8 +1102,9 @@ model_op(struct model *md)
 		}
 		if (k->present && r == 2 && rc == KM_ERR_VERSION_MISMATCH)
 			return;
-		report("model: DEL %s expect %" PRIu64 ": %s, the key is %s version %" PRIu64, k->key,
-			expect, km_strerror(rc), k->present ? "present at" : "absent, highest",
+		report("model: DEL %s expect %" PRIu64 ": %s, the key is %s version %" PRIu64,
+			k->key, expect, km_strerror(rc),
+			k->present ? "present at" : "absent, highest",
 			k->present ? k->version : k->version_max);
 		md->mismatches++;
 	} else {
@@ -1178,9 +1189,9 @@ cmd_model(int argc, char **argv)
 		fprintf(stderr, "model: cannot save %s: %s\n", a.file, strerror(errno));
 		goto out;
 	}
-	printf("model: %" PRIu64 " ops (%" PRIu64 " GET, %" PRIu64 " PUT, %" PRIu64 " CAS of which %"
-	       PRIu64 " refused, %" PRIu64 " DEL of which %" PRIu64 " refused, %" PRIu64
-	       " MGET), %" PRIu64 " of %u keys present, state %s, %" PRIu64
+	printf("model: %" PRIu64 " ops (%" PRIu64 " GET, %" PRIu64 " PUT, %" PRIu64
+	       " CAS of which %" PRIu64 " refused, %" PRIu64 " DEL of which %" PRIu64
+	       " refused, %" PRIu64 " MGET), %" PRIu64 " of %u keys present, state %s, %" PRIu64
 	       " mismatches, %.2f s\n",
 		md.ops, md.gets, md.puts, md.cas, md.cas_wrong, md.dels, md.dels_wrong, md.mgets,
 		present, md.n, loaded ? "loaded" : "new", md.mismatches, (now_ns() - t0) / 1e9);
@@ -1210,8 +1221,8 @@ run_range(const struct args *a, const char *cmd, uint8_t op)
 	for (i = 0; i < a->n && bad == 0; i += m) {
 		m = a->n - i < BATCH ? a->n - i : BATCH;
 		if (!time_left()) {
-			fprintf(stderr, "%s: time limit after %" PRIu64 " of %" PRIu64 " keys\n", cmd,
-				i, a->n);
+			fprintf(stderr, "%s: time limit after %" PRIu64 " of %" PRIu64 " keys\n",
+				cmd, i, a->n);
 			bad++;
 			break;
 		}
@@ -1258,7 +1269,8 @@ run_range(const struct args *a, const char *cmd, uint8_t op)
 			if (o->err != KM_OK)
 				report("%s %s: %s", cmd, keys[j], km_strerror(o->err));
 			else
-				report("%s %s: version %" PRIu64 ", %zu bytes '%.30s', expected %zu "
+				report("%s %s: version %" PRIu64
+				       ", %zu bytes '%.30s', expected %zu "
 				       "bytes '%.30s' (generation %" PRIu64 ")",
 					cmd, keys[j], o->out_version, o->len, bufs[j], vl, vals[j],
 					a->gen);
@@ -1268,7 +1280,7 @@ run_range(const struct args *a, const char *cmd, uint8_t op)
 	printf("%s: %" PRIu64 " of %" PRIu64 " keys %s%s, %.2f s\n", cmd, done, a->n,
 		op == KM_BATCH_PUT   ? "written"
 		: op == KM_BATCH_DEL ? "deleted"
-		: a->absent	     ? "absent"
+		: a->absent          ? "absent"
 				     : "read back intact",
 		bad != 0 ? " (FAILED)" : "", (now_ns() - t0) / 1e9);
 	km_client_close(c);
@@ -1295,7 +1307,8 @@ fill_until_error(const struct args *a)
 			break;
 	}
 	printf("fill: stopped at %s%" PRIu64 ": %s, %.2f s, acked %" PRIu64 "\n", a->prefix,
-		a->first + i, rc == KM_OK ? (i == a->n ? "op limit" : "time limit") : km_strerror(rc),
+		a->first + i,
+		rc == KM_OK ? (i == a->n ? "op limit" : "time limit") : km_strerror(rc),
 		(now_ns() - t0) / 1e9, i);
 	km_client_close(c);
 	return 0;

@@ -5,8 +5,10 @@
  */
 
 #include <endian.h>
+#include <errno.h>
 #include <limits.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <isa-l/crc.h>
 
@@ -20,54 +22,6 @@
 #define REC_OFF_KLEN    11
 #define REC_OFF_VLEN    12
 #define REC_OFF_VERSION 16
-
-static inline void
-put16(uint8_t *p, uint16_t v)
-{
-	v = htole16(v);
-	memcpy(p, &v, sizeof(v));
-}
-
-static inline void
-put32(uint8_t *p, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(p, &v, sizeof(v));
-}
-
-static inline void
-put64(uint8_t *p, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(p, &v, sizeof(v));
-}
-
-static inline uint16_t
-get16(const uint8_t *p)
-{
-	uint16_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le16toh(v);
-}
-
-static inline uint32_t
-get32(const uint8_t *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le32toh(v);
-}
-
-static inline uint64_t
-get64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le64toh(v);
-}
 
 uint32_t
 km_crc32c(uint32_t crc, const void *buf, size_t len)
@@ -127,13 +81,13 @@ km_rec_encode(uint8_t *buf, size_t cap, const struct km_rec *r)
 	if (cap < size)
 		return 0;
 
-	put32(buf + REC_OFF_DCRC, rec_dcrc(r->key, r->klen, r->val, r->vlen));
-	put16(buf + REC_OFF_MAGIC, KM_REC_MAGIC);
+	km_le_put32(buf + REC_OFF_DCRC, rec_dcrc(r->key, r->klen, r->val, r->vlen));
+	km_le_put16(buf + REC_OFF_MAGIC, KM_REC_MAGIC);
 	buf[REC_OFF_TYPE] = r->type;
 	buf[REC_OFF_KLEN] = r->klen;
-	put32(buf + REC_OFF_VLEN, r->vlen);
-	put64(buf + REC_OFF_VERSION, r->version);
-	put32(buf + REC_OFF_HCRC, km_crc32c(0, buf + REC_OFF_DCRC, KM_REC_HDR_LEN - REC_OFF_DCRC));
+	km_le_put32(buf + REC_OFF_VLEN, r->vlen);
+	km_le_put64(buf + REC_OFF_VERSION, r->version);
+	km_le_put32(buf + REC_OFF_HCRC, km_crc32c(0, buf + REC_OFF_DCRC, KM_REC_HDR_LEN - REC_OFF_DCRC));
 
 	used = KM_REC_HDR_LEN;
 	if (r->klen > 0)
@@ -156,17 +110,17 @@ km_rec_decode(const uint8_t *buf, size_t len, struct km_rec *r, size_t *size)
 		*size = KM_REC_HDR_LEN;
 		return KM_REC_SHORT;
 	}
-	if (get16(buf + REC_OFF_MAGIC) != KM_REC_MAGIC)
+	if (km_le_get16(buf + REC_OFF_MAGIC) != KM_REC_MAGIC)
 		return KM_REC_BADHDR;
 	h.type = buf[REC_OFF_TYPE];
 	h.klen = buf[REC_OFF_KLEN];
-	h.vlen = get32(buf + REC_OFF_VLEN);
-	h.version = get64(buf + REC_OFF_VERSION);
+	h.vlen = km_le_get32(buf + REC_OFF_VLEN);
+	h.version = km_le_get64(buf + REC_OFF_VERSION);
 	h.key = NULL;
 	h.val = NULL;
 	if (!rec_lengths_valid(h.type, h.klen, h.vlen))
 		return KM_REC_BADHDR;
-	if (get32(buf + REC_OFF_HCRC) !=
+	if (km_le_get32(buf + REC_OFF_HCRC) !=
 		km_crc32c(0, buf + REC_OFF_DCRC, KM_REC_HDR_LEN - REC_OFF_DCRC))
 		return KM_REC_BADHDR;
 
@@ -178,7 +132,7 @@ km_rec_decode(const uint8_t *buf, size_t len, struct km_rec *r, size_t *size)
 		h.key = buf + KM_REC_HDR_LEN;
 	if (h.vlen > 0)
 		h.val = buf + KM_REC_HDR_LEN + h.klen;
-	if (get32(buf + REC_OFF_DCRC) != rec_dcrc(h.key, h.klen, h.val, h.vlen)) {
+	if (km_le_get32(buf + REC_OFF_DCRC) != rec_dcrc(h.key, h.klen, h.val, h.vlen)) {
 		h.key = NULL;
 		h.val = NULL;
 		*r = h;
@@ -186,4 +140,48 @@ km_rec_decode(const uint8_t *buf, size_t len, struct km_rec *r, size_t *size)
 	}
 	*r = h;
 	return KM_REC_OK;
+}
+
+int
+km_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+	const uint8_t *p = buf;
+	ssize_t n;
+
+	while (len > 0) {
+		n = pwrite(fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -ENOSPC;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+int
+km_pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+	uint8_t *p = buf;
+	ssize_t n;
+
+	while (len > 0) {
+		n = pread(fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
 }

@@ -115,38 +115,6 @@ struct km_seg {
 	struct seg_block *blocks;
 };
 
-static inline void
-put32(uint8_t *p, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(p, &v, sizeof(v));
-}
-
-static inline void
-put64(uint8_t *p, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(p, &v, sizeof(v));
-}
-
-static inline uint32_t
-get32(const uint8_t *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le32toh(v);
-}
-
-static inline uint64_t
-get64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le64toh(v);
-}
-
 /*
  * Room deflate needs for ulen input bytes in the worst case: igzip falls back to stored
  * blocks (5 header bytes per 65535 input bytes) when compression does not pay; the rest
@@ -156,51 +124,6 @@ static inline size_t
 seg_cbound(size_t ulen)
 {
 	return ulen + 5 * (ulen / 65535 + 1) + 64;
-}
-
-static int
-write_full(int fd, const void *buf, size_t len, uint64_t off)
-{
-	const uint8_t *p = buf;
-
-	while (len > 0) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
-/* @return 0, -errno, or -EIO when the file ends before len bytes. */
-static int
-read_full(int fd, void *buf, size_t len, uint64_t off)
-{
-	uint8_t *p = buf;
-
-	while (len > 0) {
-		ssize_t n = pread(fd, p, len, (off_t)off);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
 }
 
 /* Grow a buffer to at least need bytes (contents kept). */
@@ -308,7 +231,7 @@ writer_flush(struct km_seg_writer *w)
 	blk->ulen = w->uused;
 	blk->crc = km_crc32c(0, w->cbuf, blk->clen);
 	blk->nrec = w->unrec;
-	ret = write_full(w->fd, w->cbuf, blk->clen, blk->off);
+	ret = km_pwrite_all(w->fd, w->cbuf, blk->clen, blk->off);
 	if (ret < 0)
 		return ret;
 	w->file_off += blk->clen;
@@ -418,30 +341,30 @@ km_seg_writer_finish(struct km_seg_writer *w)
 	for (i = 0; i < w->nb_blocks; i++) {
 		uint8_t *e = table + (size_t)i * SEG_ENT_LEN;
 
-		put64(e + SEG_ENT_OFF, w->blocks[i].off);
-		put32(e + SEG_ENT_CLEN, w->blocks[i].clen);
-		put32(e + SEG_ENT_ULEN, w->blocks[i].ulen);
-		put32(e + SEG_ENT_CRC, w->blocks[i].crc);
-		put32(e + SEG_ENT_NREC, w->blocks[i].nrec);
+		km_le_put64(e + SEG_ENT_OFF, w->blocks[i].off);
+		km_le_put32(e + SEG_ENT_CLEN, w->blocks[i].clen);
+		km_le_put32(e + SEG_ENT_ULEN, w->blocks[i].ulen);
+		km_le_put32(e + SEG_ENT_CRC, w->blocks[i].crc);
+		km_le_put32(e + SEG_ENT_NREC, w->blocks[i].nrec);
 	}
-	put32(table + tlen, km_crc32c(0, table, tlen));
-	ret = write_full(w->fd, table, tlen + 4, w->file_off);
+	km_le_put32(table + tlen, km_crc32c(0, table, tlen));
+	ret = km_pwrite_all(w->fd, table, tlen + 4, w->file_off);
 	if (ret < 0)
 		goto fail;
 
 	memset(hdr, 0, sizeof(hdr));
 	memcpy(hdr + SEG_OFF_MAGIC, SEG_MAGIC, SEG_MAGIC_LEN);
-	put64(hdr + SEG_OFF_SHARD, w->meta.shard_id);
-	put64(hdr + SEG_OFF_BIRTH, w->meta.birth);
-	put64(hdr + SEG_OFF_VFLOOR, w->meta.version_floor);
-	put64(hdr + SEG_OFF_ENTRIES, w->entries);
+	km_le_put64(hdr + SEG_OFF_SHARD, w->meta.shard_id);
+	km_le_put64(hdr + SEG_OFF_BIRTH, w->meta.birth);
+	km_le_put64(hdr + SEG_OFF_VFLOOR, w->meta.version_floor);
+	km_le_put64(hdr + SEG_OFF_ENTRIES, w->entries);
 	hdr[SEG_OFF_ROUTE_SEP] = w->meta.route_sep;
 	hdr[SEG_OFF_ROUTE_DEPTH] = w->meta.route_depth;
-	put32(hdr + SEG_OFF_BLOCK_SIZE, w->block_size);
-	put32(hdr + SEG_OFF_NB_BLOCKS, w->nb_blocks);
-	put64(hdr + SEG_OFF_TABLE, w->file_off);
-	put32(hdr + SEG_OFF_HCRC, km_crc32c(0, hdr, SEG_OFF_HCRC));
-	ret = write_full(w->fd, hdr, sizeof(hdr), 0);
+	km_le_put32(hdr + SEG_OFF_BLOCK_SIZE, w->block_size);
+	km_le_put32(hdr + SEG_OFF_NB_BLOCKS, w->nb_blocks);
+	km_le_put64(hdr + SEG_OFF_TABLE, w->file_off);
+	km_le_put32(hdr + SEG_OFF_HCRC, km_crc32c(0, hdr, SEG_OFF_HCRC));
+	ret = km_pwrite_all(w->fd, hdr, sizeof(hdr), 0);
 	if (ret < 0)
 		goto fail;
 
@@ -512,24 +435,24 @@ km_seg_open(const char *path, struct km_seg **out)
 	ret = -EBADMSG;
 	if (s->file_bytes < KM_SEG_HDR_LEN + 4)
 		goto fail;
-	ret = read_full(s->fd, hdr, sizeof(hdr), 0);
+	ret = km_pread_all(s->fd, hdr, sizeof(hdr), 0);
 	if (ret < 0)
 		goto fail;
 
 	ret = -EBADMSG;
 	if (memcmp(hdr + SEG_OFF_MAGIC, SEG_MAGIC, SEG_MAGIC_LEN) != 0 ||
-		get32(hdr + SEG_OFF_HCRC) != km_crc32c(0, hdr, SEG_OFF_HCRC))
+		km_le_get32(hdr + SEG_OFF_HCRC) != km_crc32c(0, hdr, SEG_OFF_HCRC))
 		goto fail;
-	s->meta.shard_id = get64(hdr + SEG_OFF_SHARD);
-	s->meta.birth = get64(hdr + SEG_OFF_BIRTH);
-	s->meta.version_floor = get64(hdr + SEG_OFF_VFLOOR);
-	entries = get64(hdr + SEG_OFF_ENTRIES);
+	s->meta.shard_id = km_le_get64(hdr + SEG_OFF_SHARD);
+	s->meta.birth = km_le_get64(hdr + SEG_OFF_BIRTH);
+	s->meta.version_floor = km_le_get64(hdr + SEG_OFF_VFLOOR);
+	entries = km_le_get64(hdr + SEG_OFF_ENTRIES);
 	s->meta.entries = entries;
 	s->meta.route_sep = hdr[SEG_OFF_ROUTE_SEP];
 	s->meta.route_depth = hdr[SEG_OFF_ROUTE_DEPTH];
-	s->block_size = get32(hdr + SEG_OFF_BLOCK_SIZE);
-	s->nb_blocks = get32(hdr + SEG_OFF_NB_BLOCKS);
-	table_off = get64(hdr + SEG_OFF_TABLE);
+	s->block_size = km_le_get32(hdr + SEG_OFF_BLOCK_SIZE);
+	s->nb_blocks = km_le_get32(hdr + SEG_OFF_NB_BLOCKS);
+	table_off = km_le_get64(hdr + SEG_OFF_TABLE);
 	if (s->block_size < SEG_BLOCK_SIZE_MIN || s->block_size > KM_SEG_BLOCK_SIZE_MAX)
 		goto fail;
 	/* The table and its CRC end the file exactly. */
@@ -545,21 +468,21 @@ km_seg_open(const char *path, struct km_seg **out)
 	s->blocks = calloc(s->nb_blocks > 0 ? s->nb_blocks : 1, sizeof(*s->blocks));
 	if (s->blocks == NULL)
 		goto fail;
-	ret = read_full(s->fd, table, tlen + 4, table_off);
+	ret = km_pread_all(s->fd, table, tlen + 4, table_off);
 	if (ret < 0)
 		goto fail;
 	ret = -EBADMSG;
-	if (get32(table + tlen) != km_crc32c(0, table, tlen))
+	if (km_le_get32(table + tlen) != km_crc32c(0, table, tlen))
 		goto fail;
 	for (i = 0; i < s->nb_blocks; i++) {
 		const uint8_t *e = table + (size_t)i * SEG_ENT_LEN;
 		struct seg_block *b = &s->blocks[i];
 
-		b->off = get64(e + SEG_ENT_OFF);
-		b->clen = get32(e + SEG_ENT_CLEN);
-		b->ulen = get32(e + SEG_ENT_ULEN);
-		b->crc = get32(e + SEG_ENT_CRC);
-		b->nrec = get32(e + SEG_ENT_NREC);
+		b->off = km_le_get64(e + SEG_ENT_OFF);
+		b->clen = km_le_get32(e + SEG_ENT_CLEN);
+		b->ulen = km_le_get32(e + SEG_ENT_ULEN);
+		b->crc = km_le_get32(e + SEG_ENT_CRC);
+		b->nrec = km_le_get32(e + SEG_ENT_NREC);
 		if (!seg_block_valid(s, b, expect_off, table_off))
 			goto fail;
 		expect_off = b->off + b->clen;
@@ -689,7 +612,7 @@ km_seg_scan(struct km_seg *s,
 		uint32_t off = 0, n = 0;
 		int ulen;
 
-		ret = read_full(s->fd, cbuf, blk->clen, blk->off);
+		ret = km_pread_all(s->fd, cbuf, blk->clen, blk->off);
 		if (ret < 0)
 			break;
 		ulen = km_seg_block_decode(s, b, cbuf, blk->clen, ubuf, s->ublock_max);

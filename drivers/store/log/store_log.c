@@ -179,51 +179,6 @@ fsync_dir(const char *dir)
 	return rc;
 }
 
-/* Whole-buffer pwrite: a short write is an error (ENOSPC when the disk said nothing). */
-static int
-pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
-{
-	const uint8_t *p = buf;
-	ssize_t n;
-
-	while (len > 0) {
-		n = pwrite(fd, p, len, (off_t)off);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -ENOSPC;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
-static int
-pread_all(int fd, void *buf, size_t len, uint64_t off)
-{
-	uint8_t *p = buf;
-	ssize_t n;
-
-	while (len > 0) {
-		n = pread(fd, p, len, (off_t)off);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
 /* META record: what a log file says about itself. */
 struct meta {
 	uint64_t shard_id;
@@ -234,33 +189,16 @@ struct meta {
 	uint8_t tier;
 };
 
-static void
-put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t
-get64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
 static size_t
 meta_encode(uint8_t *buf, size_t cap, const struct meta *m)
 {
 	uint8_t v[META_LEN] = {0};
 	struct km_rec r = {.type = KM_REC_META, .vlen = META_LEN, .val = v};
 
-	put64(v, META_MAGIC);
-	put64(v + 8, m->shard_id);
-	put64(v + 16, m->birth);
-	put64(v + 24, m->version_floor);
+	km_le_put64(v, META_MAGIC);
+	km_le_put64(v + 8, m->shard_id);
+	km_le_put64(v + 16, m->birth);
+	km_le_put64(v + 24, m->version_floor);
 	v[32] = m->route_sep;
 	v[33] = m->route_depth;
 	v[34] = m->tier;
@@ -270,11 +208,11 @@ meta_encode(uint8_t *buf, size_t cap, const struct meta *m)
 static int
 meta_decode(const struct km_rec *r, struct meta *m)
 {
-	if (r->type != KM_REC_META || r->vlen < META_LEN || get64(r->val) != META_MAGIC)
+	if (r->type != KM_REC_META || r->vlen < META_LEN || km_le_get64(r->val) != META_MAGIC)
 		return -EBADMSG;
-	m->shard_id = get64(r->val + 8);
-	m->birth = get64(r->val + 16);
-	m->version_floor = get64(r->val + 24);
+	m->shard_id = km_le_get64(r->val + 8);
+	m->birth = km_le_get64(r->val + 16);
+	m->version_floor = km_le_get64(r->val + 24);
 	m->route_sep = r->val[32];
 	m->route_depth = r->val[33];
 	m->tier = r->val[34];
@@ -366,7 +304,7 @@ write_out_unbound(struct log_store *ls)
 
 	if (ls->open.len == 0)
 		return 0;
-	rc = pwrite_all(ls->fd, ls->open.data, ls->open.len, ls->open.base);
+	rc = km_pwrite_all(ls->fd, ls->open.data, ls->open.len, ls->open.base);
 	if (rc < 0)
 		return rc;
 	ls->open.base += ls->open.len;
@@ -712,7 +650,7 @@ meta_write(struct log_store *ls)
 		.tier = ls->tier,
 	};
 	size_t n = meta_encode(buf, sizeof(buf), &m);
-	int rc = pwrite_all(ls->fd, buf, n, 0);
+	int rc = km_pwrite_all(ls->fd, buf, n, 0);
 
 	if (rc < 0)
 		return rc;
@@ -1278,7 +1216,7 @@ read_sync(struct log_store *ls, const struct km_lidx_ent *e, const struct km_key
 		if (ls->ublk == NULL && (ls->ublk = malloc(KM_SEG_BLOCK_SIZE_MAX)) == NULL)
 			return -ENOMEM;
 		ls->ublk_valid = 0;
-		rc = pread_all(ls->fd, ls->ublk, loc_low(e->loc), loc_pos(e->loc));
+		rc = km_pread_all(ls->fd, ls->ublk, loc_low(e->loc), loc_pos(e->loc));
 		if (rc < 0)
 			return rc;
 		return rec_check(ls->ublk, loc_low(e->loc), k, e->version, out);
@@ -1294,7 +1232,7 @@ read_sync(struct log_store *ls, const struct km_lidx_ent *e, const struct km_key
 		cbuf = malloc(clen);
 		if (cbuf == NULL)
 			return -ENOMEM;
-		rc = pread_all(km_seg_fd(ls->seg), cbuf, clen, boff);
+		rc = km_pread_all(km_seg_fd(ls->seg), cbuf, clen, boff);
 		if (rc == 0)
 			rc = km_seg_block_decode(ls->seg, b, cbuf, clen, ls->ublk, KM_SEG_BLOCK_SIZE_MAX);
 		free(cbuf);

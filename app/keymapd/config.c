@@ -99,7 +99,8 @@ static const struct conf_desc descs[] = {
 	U64("shards", "max_count", F_RUNTIME, max_count, 1, 1 << 20, "4096",
 		"automatic splits stop at this many shards (at least count)"),
 	ENUM("store", "driver", 0, store_driver, "mem|log", "mem",
-		"storage driver: mem (volatile, values in DRAM) or log (persistent: a log per shard "
+		"storage driver: mem (volatile, values in DRAM) or log (persistent: a log per "
+		"shard "
 		"on disk, values read through a per-worker cache)"),
 	U64("store", "value_max", 0, value_max, 1, KM_VALUE_MAX, "1024", "largest value in bytes"),
 	U64("store", "initial_keys", 0, initial_keys, 0, 1 << 26, "1024",

@@ -914,7 +914,9 @@ km_ctl_retier(uint64_t id, int tier, char *err, size_t errlen)
 	KM_LOG(NOTICE,
 		"%s shard %" PRIu64 " (worker %u): %" PRId64 " entries, %" PRIu64 " -> %" PRIu64
 		" bytes on disk, paused %" PRIu64 " us",
-		tier < 0 ? "compacted" : to == KM_TIER_COLD ? "moved to the cold tier" : "promoted",
+		tier < 0             ? "compacted"
+		: to == KM_TIER_COLD ? "moved to the cold tier"
+				     : "promoted",
 		id, owner, copied, ss.file_bytes, ds.file_bytes, km_ctl.last_pause_us);
 	return 0;
 give_back:

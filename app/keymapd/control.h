@@ -63,11 +63,11 @@ struct km_ctl_state {
 	uint64_t start_tsc;          /* rte_get_timer_cycles() when serving began */
 	struct km_ctl_shard *shards; /* last sample, in map order */
 	uint32_t nb_shards;
-	uint64_t sample_tsc;    /* when the last periodic sample was taken */
-	double requests_per_s;  /* all workers, over the last sample period */
-	uint64_t sample_reqs;   /* requests of all workers at sample_tsc */
-	uint64_t last_pause_us; /* how long the last re-sharding kept its shard(s) BUSY */
-	uint64_t last_keys;     /* entries the last re-sharding handed over */
+	uint64_t sample_tsc;         /* when the last periodic sample was taken */
+	double requests_per_s;       /* all workers, over the last sample period */
+	uint64_t sample_reqs;        /* requests of all workers at sample_tsc */
+	uint64_t last_pause_us;      /* how long the last re-sharding kept its shard(s) BUSY */
+	uint64_t last_keys;          /* entries the last re-sharding handed over */
 	struct km_store_stats store; /* all shards, at the last sample */
 	struct km_ctl_counters cnt;
 };

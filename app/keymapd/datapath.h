@@ -76,10 +76,10 @@ struct km_worker_tune {
 
 /* Commands from the control lcore to a worker, applied at a loop boundary. */
 enum km_wcmd_op {
-	KM_WCMD_ATTACH, /* store -> the shard shard_id of this worker */
-	KM_WCMD_DETACH, /* shard shard_id -> store (and requests) for the control lcore */
-	KM_WCMD_INFO,   /* fill infos[0..max), n = shards owned */
-	KM_WCMD_TUNE,   /* apply tune */
+	KM_WCMD_ATTACH,   /* store -> the shard shard_id of this worker */
+	KM_WCMD_DETACH,   /* shard shard_id -> store (and requests) for the control lcore */
+	KM_WCMD_INFO,     /* fill infos[0..max), n = shards owned */
+	KM_WCMD_TUNE,     /* apply tune */
 	KM_WCMD_PREFETCH, /* read key[0..key_len) into the cache, marked prefetched */
 };
 

@@ -144,8 +144,10 @@ workers_init(const struct km_conf *conf, const struct km_shardmap *map)
 			km_store_stats(km_proc_shard_store(w->proc, map->shards[s].id), &st);
 			if (st.skipped_crc != 0 || st.torn_bytes != 0)
 				KM_LOG(WARNING,
-					"shard %" PRIu64 ": %" PRIu64 " damaged record(s) skipped (CRC), "
-					"%" PRIu64 " byte(s) of an incomplete tail dropped; %" PRIu64
+					"shard %" PRIu64 ": %" PRIu64
+					" damaged record(s) skipped (CRC), "
+					"%" PRIu64
+					" byte(s) of an incomplete tail dropped; %" PRIu64
 					" keys served",
 					map->shards[s].id, st.skipped_crc, st.torn_bytes, st.keys);
 			keys += st.keys;
@@ -158,7 +160,8 @@ workers_init(const struct km_conf *conf, const struct km_shardmap *map)
 	if (km_store_driver(conf->store_driver)->recover != NULL)
 		KM_LOG(INFO,
 			"store: %" PRIu64 " keys from %" PRIu64 " records in %.3f s (%" PRIu64
-			" damaged records skipped, %" PRIu64 " torn tail bytes dropped), %s durability",
+			" damaged records skipped, %" PRIu64
+			" torn tail bytes dropped), %s durability",
 			keys, replayed, (double)(rte_get_timer_cycles() - t0) / rte_get_timer_hz(),
 			skipped, torn, conf->durability);
 	return 0;
@@ -212,10 +215,12 @@ map_recovered(const struct km_conf *conf, const struct km_shardmap_params *mp, c
 			owners[i] = KM_OWNER_JUMP;
 		if (rc == 0)
 			rc = km_shardmap_from_list(1, mp->nb_workers, mp->udp_port_base,
-				(uint8_t)conf->route_sep, (uint8_t)conf->route_depth, all, owners, nb, out);
+				(uint8_t)conf->route_sep, (uint8_t)conf->route_depth, all, owners,
+				nb, out);
 		if (rc == 0 && nb != (uint32_t)n)
-			KM_LOG(NOTICE, "store: %u shard(s) recovered, %u new to cover the key space",
-				n, nb - (uint32_t)n);
+			KM_LOG(NOTICE,
+				"store: %u shard(s) recovered, %u new to cover the key space", n,
+				nb - (uint32_t)n);
 	}
 	free(all);
 	free(owners);
@@ -338,13 +343,15 @@ main(int argc, char **argv)
 
 		rec_ids = calloc(REC_IDS_MAX, sizeof(*rec_ids));
 		nb_rec = rec_ids == NULL ? -ENOMEM
-					 : km_store_driver(conf.store_driver)->recover(&sp, rec_ids, REC_IDS_MAX);
+					 : km_store_driver(conf.store_driver)
+						   ->recover(&sp, rec_ids, REC_IDS_MAX);
 		if (nb_rec < 0) {
-			fprintf(stderr, "keymapd: [store] dir %s / cold_dir %s: %s\n", conf.data_dir,
-				conf.cold_dir,
-				nb_rec == -EPROTO ? "files written under another [shards] route_sep/"
-						    "route_depth"
-						  : strerror(-nb_rec));
+			fprintf(stderr, "keymapd: [store] dir %s / cold_dir %s: %s\n",
+				conf.data_dir, conf.cold_dir,
+				nb_rec == -EPROTO
+					? "files written under another [shards] route_sep/"
+					  "route_depth"
+					: strerror(-nb_rec));
 			free(rec_ids);
 			return 1;
 		}
@@ -415,7 +422,8 @@ main(int argc, char **argv)
 	if (km_store_driver(conf.store_driver)->read_start != NULL &&
 		conf.defer_max * nb_workers > conf.mbufs / 2) {
 		KM_LOG(ERR,
-			"[store] defer_max = %" PRIu64 " x %u workers: requests waiting for the disk "
+			"[store] defer_max = %" PRIu64
+			" x %u workers: requests waiting for the disk "
 			"could hold more than half of [net] mbufs = %" PRIu64
 			" (lower defer_max or raise mbufs)",
 			conf.defer_max, nb_workers, conf.mbufs);

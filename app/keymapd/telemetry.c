@@ -365,10 +365,11 @@ ctl_shards(void *arg)
 		rte_tel_data_add_array_u64(col[3], s->keys);
 		rte_tel_data_add_array_u64(col[4], s->bytes);
 		rte_tel_data_add_array_u64(col[5], (uint64_t)(s->rate + 0.5));
-		rte_tel_data_add_array_string(tier,
-			km_store_driver(km_ctl.conf.store_driver)->commit == NULL ? km_ctl.conf.store_driver
-			: s->tier == KM_TIER_COLD				     ? "cold"
-										     : "hot");
+		rte_tel_data_add_array_string(
+			tier, km_store_driver(km_ctl.conf.store_driver)->commit == NULL
+				      ? km_ctl.conf.store_driver
+			      : s->tier == KM_TIER_COLD ? "cold"
+							: "hot");
 	}
 	rte_tel_data_add_dict_container(d, "id", col[0], 0);
 	rte_tel_data_add_dict_container(d, "depth", col[1], 0);
@@ -689,7 +690,9 @@ ctl_prefetch(void *arg)
 	rc = km_ctl_prefetch((const uint8_t *)a->params, (uint16_t)len);
 	if (rc < 0) {
 		snprintf(err, sizeof(err), "prefetch: %s",
-			rc == -ENOENT ? "no such key" : rc == -EAGAIN ? "no room now, try again" : strerror(-rc));
+			rc == -ENOENT   ? "no such key"
+			: rc == -EAGAIN ? "no room now, try again"
+					: strerror(-rc));
 		return tel_error(d, err);
 	}
 	rte_tel_data_start_dict(d);

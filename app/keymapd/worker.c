@@ -398,8 +398,8 @@ worker_commands(struct km_worker *w)
 			c->rc = 0;
 			break;
 		case KM_WCMD_PREFETCH:
-			c->rc = km_proc_prefetch_key(w->proc, rcu_dereference(km_map_current),
-				c->key, c->key_len);
+			c->rc = km_proc_prefetch_key(
+				w->proc, rcu_dereference(km_map_current), c->key, c->key_len);
 			break;
 		default:
 			c->rc = -EINVAL;

@@ -31,7 +31,7 @@
 #include <km_store.h>
 
 #define KM_CACHE_ENTRY_OVERHEAD 64 /* bytes charged per entry besides key and value */
-#define KM_CACHE_MIN_BYTES	4096
+#define KM_CACHE_MIN_BYTES      4096
 
 struct km_cache_counters {
 	uint64_t hits;
@@ -39,11 +39,11 @@ struct km_cache_counters {
 	uint64_t inserts;   /* new entries (replacements of a key are not counted) */
 	uint64_t evictions; /* entries removed to make room */
 	uint64_t invalidations;
-	uint64_t prefetched_used;	    /* prefetched entries hit at least once */
+	uint64_t prefetched_used;           /* prefetched entries hit at least once */
 	uint64_t prefetched_evicted_unused; /* prefetched entries gone before any hit */
-	uint64_t entries;		    /* current */
-	uint64_t bytes;			    /* current, as charged */
-	uint64_t capacity;		    /* bytes */
+	uint64_t entries;                   /* current */
+	uint64_t bytes;                     /* current, as charged */
+	uint64_t capacity;                  /* bytes */
 };
 
 struct km_cache;

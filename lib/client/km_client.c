@@ -1344,8 +1344,7 @@ km_mget_parse(struct km_client *c, struct km_mget_item *items, uint32_t *pend, u
 			/* Too large for the reply, or not in the server's cache yet (it started
 			 * reading it): a GET of its own fetches it. */
 			big[(*nbig)++] = idx;
-		}
-		else
+		} else
 			km_item_fill(it, st, km_get64(p + 1), p + KM_MGET_REP_ENTRY_HDR, vlen);
 		p += KM_MGET_REP_ENTRY_HDR + vlen;
 	}

@@ -45,8 +45,8 @@ const char *const km_proc_counter_help[] = {
 struct km_proc_shard {
 	uint64_t id;
 	struct km_store *store;
-	uint64_t requests; /* single-key requests executed since attach; worker: rw */
-	uint64_t gen;      /* cache tag: unique per attach */
+	uint64_t requests;  /* single-key requests executed since attach; worker: rw */
+	uint64_t gen;       /* cache tag: unique per attach */
 	uint8_t persistent; /* values on disk: cache, reads and writes deferred */
 	uint8_t dirty;      /* in the dirty list */
 	struct defer *parked_head, *parked_tail; /* write replies waiting for durability */
@@ -64,8 +64,8 @@ struct defer {
 	size_t cap;
 	struct km_hdr hdr; /* the request's */
 	uint32_t epoch;
-	uint64_t seq;      /* parked: the record the reply waits for */
-	uint64_t src;      /* parked: for the at-most-once entry */
+	uint64_t seq; /* parked: the record the reply waits for */
+	uint64_t src; /* parked: for the at-most-once entry */
 };
 
 /* A disk read in flight, keyed by key: every miss on the key waits on it. */
@@ -76,9 +76,9 @@ struct pend {
 	uint64_t gen;
 	struct km_key key; /* data points to kbuf */
 	uint8_t kbuf[KM_KEY_MAX];
-	uint8_t prefetch;  /* started by a prefetch */
+	uint8_t prefetch; /* started by a prefetch */
 	uint8_t restarts;
-	uint32_t slot;     /* in the pending hash */
+	uint32_t slot; /* in the pending hash */
 	struct defer *waiters, *waiters_tail;
 	struct pend *next_free;
 };
@@ -120,16 +120,16 @@ struct km_proc {
 	char dir[PATH_LEN], cold_dir[PATH_LEN];
 	uint8_t durability, route_sep, route_depth;
 	uint32_t sync_interval_ms, write_buffer;
-	struct pend *pends;     /* pending_max */
+	struct pend *pends; /* pending_max */
 	struct pend *pend_free;
 	struct pend **pend_tab; /* hash of reads in flight, 2 * pending_max slots, pow2 */
 	uint32_t pend_mask, nb_pend, pending_max;
-	struct defer *defers;   /* defer_max */
+	struct defer *defers; /* defer_max */
 	struct defer *defer_free;
 	uint32_t nb_defer, defer_max;
 	struct km_proc_done *ready; /* ready_cap entries (grows), FIFO */
 	uint32_t ready_head, ready_n, ready_cap;
-	uint64_t *dirty;        /* shard ids with writes to flush */
+	uint64_t *dirty; /* shard ids with writes to flush */
 	uint32_t nb_dirty, dirty_cap;
 	uint8_t closing; /* km_proc_destroy(): completions only release */
 
@@ -241,7 +241,8 @@ km_proc_destroy(struct km_proc *p)
 		for (i = 0; i <= p->shards_mask; i++)
 			if (p->shards[i].store != NULL) {
 				if (p->shards[i].persistent)
-					p->shards[i].store->ops->bind(p->shards[i].store, NULL, NULL, NULL);
+					p->shards[i].store->ops->bind(
+						p->shards[i].store, NULL, NULL, NULL);
 				km_store_destroy(p->shards[i].store);
 			}
 	/* Reads still in flight complete into their pend: wait for them before it goes. */
@@ -407,8 +408,8 @@ km_proc_store_new(
 }
 
 int
-km_proc_store_stage(const struct km_proc *p, uint64_t shard_id, uint64_t version_base,
-	uint8_t tier, struct km_store **out)
+km_proc_store_stage(const struct km_proc *p, uint64_t shard_id, uint64_t version_base, uint8_t tier,
+	struct km_store **out)
 {
 	return store_create(p, shard_id, version_base, KM_STORE_STAGE, tier, out);
 }
@@ -708,8 +709,8 @@ value_reply(struct km_proc *p, const struct km_hdr *req, uint32_t epoch,
  */
 
 static struct defer *
-defer_get(struct km_proc *p, const struct km_hdr *req, uint32_t epoch, void *cookie,
-	uint8_t *out, size_t cap)
+defer_get(struct km_proc *p, const struct km_hdr *req, uint32_t epoch, void *cookie, uint8_t *out,
+	size_t cap)
 {
 	struct defer *d = p->defer_free;
 
@@ -1090,8 +1091,8 @@ km_proc_cache_counters(const struct km_proc *p)
 }
 
 int
-km_proc_prefetch_key(struct km_proc *p, const struct km_shardmap *map, const uint8_t *key,
-	uint16_t len)
+km_proc_prefetch_key(
+	struct km_proc *p, const struct km_shardmap *map, const uint8_t *key, uint16_t len)
 {
 	struct km_proc_shard *sl;
 	struct km_value_ref v;
@@ -1195,8 +1196,8 @@ written_persistent(struct km_proc *p, struct km_proc_shard *shd, const struct km
  *   written instead (the disk cannot be waited for).
  */
 static size_t
-park_reply(struct km_proc *p, struct km_proc_shard *shd, const struct km_msg *req,
-	uint32_t epoch, uint64_t seq, uint64_t src, void *cookie, uint8_t *out, size_t cap)
+park_reply(struct km_proc *p, struct km_proc_shard *shd, const struct km_msg *req, uint32_t epoch,
+	uint64_t seq, uint64_t src, void *cookie, uint8_t *out, size_t cap)
 {
 	struct defer *d = defer_get(p, &req->hdr, epoch, cookie, out, cap);
 
@@ -1365,7 +1366,8 @@ exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 				int rc = read_key(p, shd, &k, NULL, 0, &v);
 
 				if (rc == 0)
-					km_cache_put(p->cache, &k, shd->gen, v.data, v.len, v.version, 0);
+					km_cache_put(p->cache, &k, shd->gen, v.data, v.len,
+						v.version, 0);
 				else if (rc == -ENOENT) {
 					status = KM_ST_NOT_FOUND;
 					p->cnt.get_miss++;
@@ -1384,8 +1386,8 @@ exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 		/* Entries whose value does not fit are marked; the client GETs them. A value
 		 * fits only if the headers of the entries after it still do. */
 		left--;
-		if (status == KM_ST_OK && (size_t)(w - b) + KM_MGET_REP_ENTRY_HDR * (1 + left) +
-						  v.len > lim)
+		if (status == KM_ST_OK &&
+			(size_t)(w - b) + KM_MGET_REP_ENTRY_HDR * (1 + left) + v.len > lim)
 			status = KM_ST_TOO_LARGE;
 		else if (status == KM_ST_OK)
 			p->cnt.get_hit++;

@@ -25,31 +25,31 @@
 #include <km_store.h>
 
 /* Per-worker request counters, declared once (X-macro): name, help. */
-#define KM_PROC_COUNTERS(X)                                                   \
-	X(req_ping, "PING requests")                                          \
-	X(req_get, "GET requests")                                            \
-	X(req_mget, "MGET requests")                                          \
-	X(req_put, "PUT requests")                                            \
-	X(req_cas, "CAS requests")                                            \
-	X(req_del, "DEL requests")                                            \
-	X(req_map, "MAP requests")                                            \
-	X(get_hit, "GET/MGET keys found")                                     \
-	X(get_miss, "GET/MGET keys not found")                                \
-	X(cas_mismatch, "CAS/DEL refused for a version mismatch")             \
-	X(bad_request, "requests answered BAD_REQUEST")                       \
-	X(too_large, "requests answered TOO_LARGE")                           \
-	X(moved, "requests answered MOVED (stale client map)")                \
-	X(write_retry, "retried writes answered from the at-most-once table") \
-	X(store_error, "store failures answered ERROR")                       \
-	X(busy_handover, "requests answered BUSY: shard being handed over")  \
+#define KM_PROC_COUNTERS(X)                                                                  \
+	X(req_ping, "PING requests")                                                         \
+	X(req_get, "GET requests")                                                           \
+	X(req_mget, "MGET requests")                                                         \
+	X(req_put, "PUT requests")                                                           \
+	X(req_cas, "CAS requests")                                                           \
+	X(req_del, "DEL requests")                                                           \
+	X(req_map, "MAP requests")                                                           \
+	X(get_hit, "GET/MGET keys found")                                                    \
+	X(get_miss, "GET/MGET keys not found")                                               \
+	X(cas_mismatch, "CAS/DEL refused for a version mismatch")                            \
+	X(bad_request, "requests answered BAD_REQUEST")                                      \
+	X(too_large, "requests answered TOO_LARGE")                                          \
+	X(moved, "requests answered MOVED (stale client map)")                               \
+	X(write_retry, "retried writes answered from the at-most-once table")                \
+	X(store_error, "store failures answered ERROR")                                      \
+	X(busy_handover, "requests answered BUSY: shard being handed over")                  \
 	X(busy_pending, "requests answered BUSY: too many reads or replies waiting on disk") \
-	X(busy_backlog, "writes answered BUSY: the shard's write buffer is full") \
-	X(disk_reads, "store reads started for cache misses")                 \
-	X(read_coalesced, "cache misses served by a read already in flight")  \
-	X(read_restarts, "reads started again: the entry changed meanwhile") \
-	X(prefetch_issued, "prefetch reads started")                          \
-	X(prefetch_coalesced, "cache misses that found a prefetch in flight") \
-	X(write_deferred, "write replies held until their group was durable") \
+	X(busy_backlog, "writes answered BUSY: the shard's write buffer is full")            \
+	X(disk_reads, "store reads started for cache misses")                                \
+	X(read_coalesced, "cache misses served by a read already in flight")                 \
+	X(read_restarts, "reads started again: the entry changed meanwhile")                 \
+	X(prefetch_issued, "prefetch reads started")                                         \
+	X(prefetch_coalesced, "cache misses that found a prefetch in flight")                \
+	X(write_deferred, "write replies held until their group was durable")                \
 	X(write_failed, "writes answered ERROR: their group write failed")
 
 struct km_proc_counters {
@@ -70,16 +70,16 @@ struct km_proc_params {
 	const char *store_driver;    /* "mem", "log" */
 	uint32_t store_initial_keys; /* sizing hint per shard */
 	/* Persistent drivers (ignored by mem): */
-	const char *dir;             /* data directory */
-	const char *cold_dir;        /* cold segment directory */
-	uint8_t durability;          /* enum km_durability */
-	uint8_t route_sep;           /* the map's routing, recorded in the files */
+	const char *dir;      /* data directory */
+	const char *cold_dir; /* cold segment directory */
+	uint8_t durability;   /* enum km_durability */
+	uint8_t route_sep;    /* the map's routing, recorded in the files */
 	uint8_t route_depth;
-	uint32_t sync_interval_ms;   /* KM_DUR_ASYNC bound (0 = 10) */
-	uint32_t write_buffer;       /* per shard (0 = 4 MiB) */
-	uint64_t cache_bytes;        /* per-worker value cache (0 = 64 MiB) */
-	uint32_t pending_max;        /* disk reads in flight (0 = 256) */
-	uint32_t defer_max;          /* requests waiting for a read or a group write (0 = 1024) */
+	uint32_t sync_interval_ms; /* KM_DUR_ASYNC bound (0 = 10) */
+	uint32_t write_buffer;     /* per shard (0 = 4 MiB) */
+	uint64_t cache_bytes;      /* per-worker value cache (0 = 64 MiB) */
+	uint32_t pending_max;      /* disk reads in flight (0 = 256) */
+	uint32_t defer_max;        /* requests waiting for a read or a group write (0 = 1024) */
 };
 
 struct km_proc;
@@ -138,11 +138,11 @@ struct km_shard_info {
 	uint64_t id;
 	uint64_t requests; /* single-key requests executed on it since it was attached */
 	uint64_t keys;
-	uint64_t bytes;        /* key + value bytes */
-	uint64_t version_last; /* highest version its store issued */
-	uint64_t tier;         /* enum km_tier (persistent drivers) */
-	uint64_t file_bytes;   /* on disk */
-	uint64_t dead_bytes;   /* reclaimable by a compaction */
+	uint64_t bytes;           /* key + value bytes */
+	uint64_t version_last;    /* highest version its store issued */
+	uint64_t tier;            /* enum km_tier (persistent drivers) */
+	uint64_t file_bytes;      /* on disk */
+	uint64_t dead_bytes;      /* reclaimable by a compaction */
 	struct km_store_stats st; /* everything the store reports */
 };
 
@@ -237,8 +237,8 @@ struct km_proc_req {
 	size_t cap;         /* in: bytes available at out */
 	void *cookie;       /* in: the caller's handle of the request (its packet) */
 	size_t len;         /* out: reply length, set by km_proc_execute_burst(); 0: the
-	                     * reply is deferred (a disk read or a group write): the caller
-	                     * keeps out valid until km_proc_poll() returns cookie */
+			     * reply is deferred (a disk read or a group write): the caller
+			     * keeps out valid until km_proc_poll() returns cookie */
 	/* private, set by km_proc_prefetch() for single-key ops: */
 	struct km_key key;         /* the key, hashed */
 	struct km_proc_shard *shd; /* its shard if owned and attached, else NULL */
@@ -289,8 +289,8 @@ int km_proc_busy(const struct km_proc *p);
  * @return 1 read started, 0 nothing to do, -EAGAIN/-ENOMEM no room now, -ENOENT no such key.
  * @note Context: the owner worker.
  */
-int km_proc_prefetch_key(struct km_proc *p, const struct km_shardmap *map, const uint8_t *key,
-	uint16_t len);
+int km_proc_prefetch_key(
+	struct km_proc *p, const struct km_shardmap *map, const uint8_t *key, uint16_t len);
 
 /** The worker's value cache counters, or NULL (a driver with values in DRAM). */
 const struct km_cache_counters *km_proc_cache_counters(const struct km_proc *p);

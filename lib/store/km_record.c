@@ -87,7 +87,8 @@ km_rec_encode(uint8_t *buf, size_t cap, const struct km_rec *r)
 	buf[REC_OFF_KLEN] = r->klen;
 	km_le_put32(buf + REC_OFF_VLEN, r->vlen);
 	km_le_put64(buf + REC_OFF_VERSION, r->version);
-	km_le_put32(buf + REC_OFF_HCRC, km_crc32c(0, buf + REC_OFF_DCRC, KM_REC_HDR_LEN - REC_OFF_DCRC));
+	km_le_put32(buf + REC_OFF_HCRC,
+		km_crc32c(0, buf + REC_OFF_DCRC, KM_REC_HDR_LEN - REC_OFF_DCRC));
 
 	used = KM_REC_HDR_LEN;
 	if (r->klen > 0)

@@ -30,9 +30,9 @@
 #include <stdint.h>
 #include <string.h>
 
-#define KM_REC_HDR_LEN 24
-#define KM_REC_ALIGN   8
-#define KM_REC_MAGIC   0x4b52 /* "RK" little endian */
+#define KM_REC_HDR_LEN  24
+#define KM_REC_ALIGN    8
+#define KM_REC_MAGIC    0x4b52     /* "RK" little endian */
 #define KM_REC_VLEN_MAX (1u << 20) /* larger lengths are refused as damage */
 
 enum km_rec_type {
@@ -52,10 +52,10 @@ struct km_rec {
 
 /* Results of km_rec_decode(). */
 enum km_rec_result {
-	KM_REC_OK = 0,       /* a whole, valid record */
-	KM_REC_SHORT = 1,    /* valid so far, but fewer bytes than the record needs */
-	KM_REC_BADHDR = 2,   /* no record starts here (magic, type, lengths or hcrc wrong) */
-	KM_REC_BADDATA = 3,  /* the header is valid, the key/value CRC is not */
+	KM_REC_OK = 0,      /* a whole, valid record */
+	KM_REC_SHORT = 1,   /* valid so far, but fewer bytes than the record needs */
+	KM_REC_BADHDR = 2,  /* no record starts here (magic, type, lengths or hcrc wrong) */
+	KM_REC_BADDATA = 3, /* the header is valid, the key/value CRC is not */
 };
 
 /**
@@ -71,7 +71,8 @@ uint32_t km_crc32c(uint32_t crc, const void *buf, size_t len);
 static inline size_t
 km_rec_size(uint32_t klen, uint32_t vlen)
 {
-	return (KM_REC_HDR_LEN + (size_t)klen + vlen + KM_REC_ALIGN - 1) & ~(size_t)(KM_REC_ALIGN - 1);
+	return (KM_REC_HDR_LEN + (size_t)klen + vlen + KM_REC_ALIGN - 1) &
+	       ~(size_t)(KM_REC_ALIGN - 1);
 }
 
 /**

@@ -61,7 +61,7 @@ struct km_store_params {
 	uint8_t route_depth;       /*   refused at open when they differ */
 	uint32_t sync_interval_ms; /* KM_DUR_ASYNC bound (0 = 10 ms) */
 	uint32_t write_buffer;     /* bytes of records waiting for the disk before writes get
-	                            * -EBUSY (0 = 4 MiB) */
+				    * -EBUSY (0 = 4 MiB) */
 };
 
 /** A key with its precomputed 64-bit hash (XXH3-64 of the whole key). */
@@ -85,18 +85,18 @@ struct km_store_stats {
 	uint64_t entry_overhead_bytes; /* per-entry headers and allocator rounding */
 	uint64_t version_last;         /* highest version issued or loaded (version_base: none) */
 	/* Persistent drivers (0 for the others): */
-	uint64_t tier;                 /* enum km_tier */
-	uint64_t file_bytes;           /* log and segment bytes on disk */
-	uint64_t dead_bytes;           /* bytes of overwritten or deleted records in the log */
-	uint64_t replayed;             /* records read back at open */
-	uint64_t skipped_crc;          /* records skipped at open: CRC failed */
-	uint64_t torn_bytes;           /* bytes of an incomplete tail dropped at open */
-	uint64_t disk_reads;           /* values read from disk (log or segment) */
-	uint64_t disk_read_errors;     /* of which failed: I/O error, CRC, key mismatch */
-	uint64_t write_batches;        /* group writes submitted */
-	uint64_t fsyncs;               /* fdatasyncs completed */
-	uint64_t write_errors;         /* group writes or fdatasyncs that failed */
-	uint64_t writes_lost;          /* records acknowledged before a failed write (none/async) */
+	uint64_t tier;             /* enum km_tier */
+	uint64_t file_bytes;       /* log and segment bytes on disk */
+	uint64_t dead_bytes;       /* bytes of overwritten or deleted records in the log */
+	uint64_t replayed;         /* records read back at open */
+	uint64_t skipped_crc;      /* records skipped at open: CRC failed */
+	uint64_t torn_bytes;       /* bytes of an incomplete tail dropped at open */
+	uint64_t disk_reads;       /* values read from disk (log or segment) */
+	uint64_t disk_read_errors; /* of which failed: I/O error, CRC, key mismatch */
+	uint64_t write_batches;    /* group writes submitted */
+	uint64_t fsyncs;           /* fdatasyncs completed */
+	uint64_t write_errors;     /* group writes or fdatasyncs that failed */
+	uint64_t writes_lost;      /* records acknowledged before a failed write (none/async) */
 };
 
 /**

@@ -26,7 +26,7 @@
 
 #define NB_SHARDS 4
 #define VALUE_MAX 1024
-#define BURST	  32
+#define BURST     32
 
 struct env {
 	char dir[64];
@@ -482,8 +482,8 @@ static void
 test_damaged_log(void **state)
 {
 	struct env *e = *state;
-	const struct km_shard *sh = km_shardmap_lookup(e->map, km_shardmap_hash(e->map,
-								   (const uint8_t *)"dmg", 3));
+	const struct km_shard *sh =
+		km_shardmap_lookup(e->map, km_shardmap_hash(e->map, (const uint8_t *)"dmg", 3));
 	struct km_store_stats st;
 	char path[256], key[32], v[64];
 	uint8_t buf[4096];

@@ -31,10 +31,10 @@
 #include <km_hist.h>
 #include <km_proc.h>
 
-#define BURST	   32
-#define SHARDS	   16
-#define VALUE_MAX  1024
-#define KEY_FMT	   "user%010u"
+#define BURST     32
+#define SHARDS    16
+#define VALUE_MAX 1024
+#define KEY_FMT   "user%010u"
 
 struct bench {
 	char dir[512];
@@ -391,15 +391,14 @@ bench_restart(struct bench *b, uint32_t keys)
 static void
 usage(FILE *f)
 {
-	fprintf(f,
-		"usage: keymap-store-bench -d DIR [-k KEYS] [-n READS] [-v VLEN] [-p PUTS]\n"
-		"                          [-r RESTART_KEYS] [--only get|put|restart]\n"
-		"  -d DIR   an existing directory for the logs (DIR/cold is created)\n"
-		"  -k KEYS  keys for the GET latency runs (default 100000)\n"
-		"  -n READS timed GETs per kind (default 20000)\n"
-		"  -v VLEN  value bytes (default 64)\n"
-		"  -p PUTS  PUTs per durability mode (default 100000)\n"
-		"  -r KEYS  keys of the restart run (default 1000000; 0 = skip)\n");
+	fprintf(f, "usage: keymap-store-bench -d DIR [-k KEYS] [-n READS] [-v VLEN] [-p PUTS]\n"
+		   "                          [-r RESTART_KEYS] [--only get|put|restart]\n"
+		   "  -d DIR   an existing directory for the logs (DIR/cold is created)\n"
+		   "  -k KEYS  keys for the GET latency runs (default 100000)\n"
+		   "  -n READS timed GETs per kind (default 20000)\n"
+		   "  -v VLEN  value bytes (default 64)\n"
+		   "  -p PUTS  PUTs per durability mode (default 100000)\n"
+		   "  -r KEYS  keys of the restart run (default 1000000; 0 = skip)\n");
 }
 
 int
@@ -455,8 +454,9 @@ main(int argc, char **argv)
 		}
 	}
 	if (b.dir[0] == '\0' || keys == 0 || reads == 0 || b.vlen == 0 || b.vlen > VALUE_MAX ||
-		puts == 0 || (only != NULL && strcmp(only, "get") != 0 && strcmp(only, "put") != 0 &&
-				     strcmp(only, "restart") != 0)) {
+		puts == 0 ||
+		(only != NULL && strcmp(only, "get") != 0 && strcmp(only, "put") != 0 &&
+			strcmp(only, "restart") != 0)) {
 		usage(stderr);
 		return 1;
 	}

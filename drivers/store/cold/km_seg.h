@@ -30,16 +30,16 @@
 
 #include <km_record.h>
 
-#define KM_SEG_HDR_LEN		 128
+#define KM_SEG_HDR_LEN            128
 #define KM_SEG_BLOCK_SIZE_DEFAULT 16384u
-#define KM_SEG_BLOCK_SIZE_MAX	 (1u << 20)
+#define KM_SEG_BLOCK_SIZE_MAX     (1u << 20)
 
 /** What the store layer keeps in a segment's header. */
 struct km_seg_meta {
 	uint64_t shard_id;
-	uint64_t birth;		/* stamp of the store the segment belongs to */
+	uint64_t birth;         /* stamp of the store the segment belongs to */
 	uint64_t version_floor; /* versions the store issues are above this */
-	uint64_t entries;	/* records in the segment (set by the writer) */
+	uint64_t entries;       /* records in the segment (set by the writer) */
 	uint8_t route_sep;
 	uint8_t route_depth;
 };
@@ -62,8 +62,8 @@ int km_seg_writer_open(const char *path, const struct km_seg_meta *meta, uint32_
  * @return 0, -EINVAL (not a PUT), -errno of write or -ENOMEM (the writer is then unusable:
  *   abort it).
  */
-int km_seg_writer_add(struct km_seg_writer *w, const struct km_rec *r, uint32_t *block,
-	uint32_t *off);
+int km_seg_writer_add(
+	struct km_seg_writer *w, const struct km_rec *r, uint32_t *block, uint32_t *off);
 
 /**
  * Compress and write the last block, the table and the header, fdatasync, close.

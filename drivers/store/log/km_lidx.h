@@ -26,7 +26,7 @@
 
 struct km_lidx_ent {
 	uint64_t hash;
-	uint64_t loc;	  /* the caller's: where the record is */
+	uint64_t loc;     /* the caller's: where the record is */
 	uint64_t version; /* 0 = free slot */
 };
 
@@ -51,7 +51,8 @@ struct km_lidx_ent *km_lidx_upsert(struct km_lidx *x, uint64_t hash, int *create
 /** Free a slot returned by find/upsert (the entries after it shift back). */
 void km_lidx_remove(struct km_lidx *x, struct km_lidx_ent *e);
 
-/** Resize to about count / load slots (load in (0, 0.95]); never below count + 1. @return 0, -ENOMEM, -EINVAL. */
+/** Resize to about count / load slots (load in (0, 0.95]); never below count + 1. @return 0,
+ * -ENOMEM, -EINVAL. */
 int km_lidx_fit(struct km_lidx *x, double load);
 
 uint64_t km_lidx_count(const struct km_lidx *x);

@@ -47,21 +47,21 @@
 #include <km_seg.h>
 #include <km_store.h>
 
-#define LOG_KEY_MAX	    250
-#define LOC_SEG		    (UINT64_C(1) << 63)
-#define LOC_POS_SHIFT	    24
-#define LOC_POS_MASK	    ((UINT64_C(1) << 39) - 1)
-#define LOC_LOW_MASK	    ((UINT64_C(1) << 24) - 1)
-#define LOC_TOMBSTONE	    (LOC_SEG - 1) /* replay only: the key was deleted */
-#define WBUF_DEFAULT	    (4u << 20)
-#define SYNC_INTERVAL_DEF   10
-#define REPLAY_CHUNK	    (4u << 20)
-#define UNBOUND_WRITE_AT    (1u << 20) /* an unbound store writes out at this much */
-#define META_MAGIC	    UINT64_C(0x314154454d4d4b) /* "KMMETA1" */
-#define META_LEN	    48
-#define SEG_BLOCK	    KM_SEG_BLOCK_SIZE_DEFAULT
-#define REC_MAX		    (KM_REC_HDR_LEN + LOG_KEY_MAX + KM_REC_VLEN_MAX + KM_REC_ALIGN)
-#define DEPTH_MAX	    24 /* the shard map's deepest shard */
+#define LOG_KEY_MAX       250
+#define LOC_SEG           (UINT64_C(1) << 63)
+#define LOC_POS_SHIFT     24
+#define LOC_POS_MASK      ((UINT64_C(1) << 39) - 1)
+#define LOC_LOW_MASK      ((UINT64_C(1) << 24) - 1)
+#define LOC_TOMBSTONE     (LOC_SEG - 1) /* replay only: the key was deleted */
+#define WBUF_DEFAULT      (4u << 20)
+#define SYNC_INTERVAL_DEF 10
+#define REPLAY_CHUNK      (4u << 20)
+#define UNBOUND_WRITE_AT  (1u << 20)                 /* an unbound store writes out at this much */
+#define META_MAGIC        UINT64_C(0x314154454d4d4b) /* "KMMETA1" */
+#define META_LEN          48
+#define SEG_BLOCK         KM_SEG_BLOCK_SIZE_DEFAULT
+#define REC_MAX           (KM_REC_HDR_LEN + LOG_KEY_MAX + KM_REC_VLEN_MAX + KM_REC_ALIGN)
+#define DEPTH_MAX         24 /* the shard map's deepest shard */
 
 /* Birth stamps: above every stamp found on disk. */
 static _Atomic uint64_t birth_next = 1;
@@ -113,10 +113,10 @@ struct log_store {
 
 	char dir[PATH_MAX / 2];
 	char cold_dir[PATH_MAX / 2];
-	int fd;			    /* the log (staged: the .tmp) */
-	struct km_seg *seg;	    /* cold tier */
+	int fd;                     /* the log (staged: the .tmp) */
+	struct km_seg *seg;         /* cold tier */
 	struct km_seg_writer *segw; /* staged cold store */
-	uint8_t *ublk;		    /* walk: last inflated block */
+	uint8_t *ublk;              /* walk: last inflated block */
 	uint32_t ublk_no;
 	int ublk_valid;
 
@@ -452,7 +452,8 @@ group_finish(struct log_store *ls)
 static void
 group_done(struct km_io_op *op, int res)
 {
-	struct log_store *ls = (struct log_store *)((uint8_t *)op - offsetof(struct log_store, wop));
+	struct log_store *ls =
+		(struct log_store *)((uint8_t *)op - offsetof(struct log_store, wop));
 
 	/* The write: all of it or an error; the fdatasync linked to it: 0 or an error
 	 * (-ECANCELED when the write failed). */
@@ -469,7 +470,8 @@ group_done(struct km_io_op *op, int res)
 static void
 sync_done(struct km_io_op *op, int res)
 {
-	struct log_store *ls = (struct log_store *)((uint8_t *)op - offsetof(struct log_store, sop));
+	struct log_store *ls =
+		(struct log_store *)((uint8_t *)op - offsetof(struct log_store, sop));
 
 	ls->sync_inflight = 0;
 	if (res < 0) {
@@ -527,8 +529,8 @@ log_flush(struct km_store *s)
 		ls->undo_flight = ls->nb_undo;
 		ls->group_err = 0;
 		ls->group_cqes = f != NULL ? 2 : 1;
-		io_uring_prep_write(w, ls->fd, ls->flight.data, (unsigned int)ls->flight.len,
-			ls->flight.base);
+		io_uring_prep_write(
+			w, ls->fd, ls->flight.data, (unsigned int)ls->flight.len, ls->flight.base);
 		if (f != NULL) {
 			w->flags |= IOSQE_IO_LINK;
 			io_uring_prep_fsync(f, ls->fd, IORING_FSYNC_DATASYNC);
@@ -537,7 +539,8 @@ log_flush(struct km_store *s)
 		km_io_submit(ls->io);
 	}
 	if (ls->durability == KM_DUR_ASYNC && !ls->sync_inflight &&
-		ls->synced_end < ls->durable_end && ms_since(&ls->last_sync) >= ls->sync_interval_ms) {
+		ls->synced_end < ls->durable_end &&
+		ms_since(&ls->last_sync) >= ls->sync_interval_ms) {
 		f = km_io_sqe(ls->io, &ls->sop);
 		if (f == NULL)
 			return 1;
@@ -866,7 +869,8 @@ open_existing(struct log_store *ls, const struct km_store_params *p)
 			seg = NULL;
 			unlink(path);
 		} else if (have_log && lm.birth != 0 && lm.birth < sm->birth) {
-			/* Went cold, crashed before the log was replaced: the segment has it all. */
+			/* Went cold, crashed before the log was replaced: the segment has it all.
+			 */
 			log_stale = 1;
 		}
 	}
@@ -1077,8 +1081,8 @@ check_key(const struct km_key *k)
 }
 
 static int
-log_put(struct km_store *s, const struct km_key *k, const void *val, uint32_t len,
-	uint64_t expect, int create_only, uint64_t *version)
+log_put(struct km_store *s, const struct km_key *k, const void *val, uint32_t len, uint64_t expect,
+	int create_only, uint64_t *version)
 {
 	struct log_store *ls = ls_of(s);
 	struct km_lidx_ent *e;
@@ -1089,7 +1093,8 @@ log_put(struct km_store *s, const struct km_key *k, const void *val, uint32_t le
 	if (len > ls->value_max)
 		return -E2BIG;
 	e = km_lidx_find(ls->idx, k->hash);
-	if ((create_only && e != NULL) || (expect != KM_VERSION_ANY && (e == NULL || e->version != expect))) {
+	if ((create_only && e != NULL) ||
+		(expect != KM_VERSION_ANY && (e == NULL || e->version != expect))) {
 		*version = e != NULL ? e->version : 0;
 		return create_only && e != NULL ? -EEXIST : -ESTALE;
 	}
@@ -1136,12 +1141,16 @@ log_del(struct km_store *s, const struct km_key *k, uint64_t expect, uint64_t *v
 }
 
 static int
-log_load(struct km_store *s, const struct km_key *k, const void *val, uint32_t len,
-	uint64_t version)
+log_load(
+	struct km_store *s, const struct km_key *k, const void *val, uint32_t len, uint64_t version)
 {
 	struct log_store *ls = ls_of(s);
-	struct km_rec r = {.type = KM_REC_PUT, .klen = (uint8_t)k->len, .vlen = len,
-		.version = version, .key = k->data, .val = val};
+	struct km_rec r = {.type = KM_REC_PUT,
+		.klen = (uint8_t)k->len,
+		.vlen = len,
+		.version = version,
+		.key = k->data,
+		.val = val};
 	struct km_lidx_ent *e;
 	uint32_t block, off;
 	int created, rc;
@@ -1234,7 +1243,8 @@ read_sync(struct log_store *ls, const struct km_lidx_ent *e, const struct km_key
 			return -ENOMEM;
 		rc = km_pread_all(km_seg_fd(ls->seg), cbuf, clen, boff);
 		if (rc == 0)
-			rc = km_seg_block_decode(ls->seg, b, cbuf, clen, ls->ublk, KM_SEG_BLOCK_SIZE_MAX);
+			rc = km_seg_block_decode(
+				ls->seg, b, cbuf, clen, ls->ublk, KM_SEG_BLOCK_SIZE_MAX);
 		free(cbuf);
 		if (rc < 0)
 			return rc;
@@ -1264,8 +1274,8 @@ log_get(struct km_store *s, const struct km_key *k, struct km_value_ref *out)
 }
 
 static int
-log_read_start(struct km_store *s, const struct km_key *k, struct km_read *rd,
-	struct km_value_ref *out)
+log_read_start(
+	struct km_store *s, const struct km_key *k, struct km_read *rd, struct km_value_ref *out)
 {
 	struct log_store *ls = ls_of(s);
 	struct km_lidx_ent *e = km_lidx_find(ls->idx, k->hash);
@@ -1339,8 +1349,8 @@ log_read_done(struct km_store *s, struct km_read *rd, int res, const struct km_k
 		rc = km_seg_block_decode(ls->seg, b, rd->buf, rd->len, rd->ubuf, ulen);
 		if (rc >= 0)
 			rc = loc_low(rd->loc) < (uint32_t)rc
-				     ? rec_check(rd->ubuf + loc_low(rd->loc), (uint32_t)rc - loc_low(rd->loc), k,
-					       rd->version, out)
+				     ? rec_check(rd->ubuf + loc_low(rd->loc),
+					       (uint32_t)rc - loc_low(rd->loc), k, rd->version, out)
 				     : -EBADMSG;
 	}
 	if (rc < 0 && rc != -ENOENT)
@@ -1382,8 +1392,8 @@ walk_seg_one(void *arg, const struct km_rec *r, uint32_t block, uint32_t off)
 }
 
 static int
-log_walk(struct km_store *s, int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v),
-	void *arg)
+log_walk(struct km_store *s,
+	int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v), void *arg)
 {
 	struct log_store *ls = ls_of(s);
 	struct walk_ctx c = {.ls = ls, .fn = fn, .arg = arg};
@@ -1431,9 +1441,11 @@ log_walk(struct km_store *s, int (*fn)(void *arg, const struct km_key *k, const 
 			continue;
 		}
 		if (rc == KM_REC_OK && r.type == KM_REC_PUT) {
-			struct km_key k = {.data = r.key, .len = r.klen, .hash = km_key_hash(r.key, r.klen)};
+			struct km_key k = {
+				.data = r.key, .len = r.klen, .hash = km_key_hash(r.key, r.klen)};
 			struct km_lidx_ent *e = km_lidx_find(ls->idx, k.hash);
-			struct km_value_ref v = {.data = r.val, .len = r.vlen, .version = r.version};
+			struct km_value_ref v = {
+				.data = r.val, .len = r.vlen, .version = r.version};
 
 			if (e != NULL && e->loc == loc_log(off, size)) {
 				rc = fn(arg, &k, &v);
@@ -1534,8 +1546,8 @@ cmp_birth_desc(const void *a, const void *b)
 }
 
 static int
-scan_dir(const struct km_store_params *p, const char *dir, const char *suffix,
-	struct found **f, size_t *n, size_t *cap)
+scan_dir(const struct km_store_params *p, const char *dir, const char *suffix, struct found **f,
+	size_t *n, size_t *cap)
 {
 	char path[PATH_MAX];
 	struct dirent *de;
@@ -1566,7 +1578,8 @@ scan_dir(const struct km_store_params *p, const char *dir, const char *suffix,
 				break;
 			}
 			if (meta_read(fd, &m) < 0)
-				m = (struct meta){.shard_id = id, .route_sep = p->route_sep,
+				m = (struct meta){.shard_id = id,
+					.route_sep = p->route_sep,
 					.route_depth = p->route_depth};
 			close(fd);
 		} else {

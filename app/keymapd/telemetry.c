@@ -585,21 +585,32 @@ ctl_merge(void *arg)
 	return 0;
 }
 
+/* "ID,REST": the shard id and where the second parameter starts. @return 0 or -1. */
+static int
+parse_id_rest(const char *params, uint64_t *id, const char **rest)
+{
+	const char *comma = strchr(params, ',');
+	char idbuf[32];
+
+	if (comma == NULL || (size_t)(comma - params) >= sizeof(idbuf))
+		return -1;
+	memcpy(idbuf, params, (size_t)(comma - params));
+	idbuf[comma - params] = '\0';
+	*rest = comma + 1;
+	return parse_u64(idbuf, id);
+}
+
 static int
 ctl_move(void *arg)
 {
 	struct tel_arg *a = arg;
 	struct rte_tel_data *d = a->d;
-	const char *comma = strchr(a->params, ',');
-	char idbuf[32], err[256];
+	const char *rest;
+	char err[256];
 	uint64_t id, w;
 	uint16_t from;
 
-	if (comma == NULL || (size_t)(comma - a->params) >= sizeof(idbuf))
-		return tel_error(d, "usage: /keymap/move,SHARD_ID,WORKER");
-	memcpy(idbuf, a->params, (size_t)(comma - a->params));
-	idbuf[comma - a->params] = '\0';
-	if (parse_u64(idbuf, &id) < 0 || parse_u64(comma + 1, &w) < 0)
+	if (parse_id_rest(a->params, &id, &rest) < 0 || parse_u64(rest, &w) < 0)
 		return tel_error(d, "usage: /keymap/move,SHARD_ID,WORKER");
 	if (w >= km_dp.nb_workers) {
 		snprintf(err, sizeof(err), "no worker %" PRIu64 " (workers are 0..%u)", w,
@@ -639,22 +650,16 @@ ctl_tier(void *arg)
 {
 	struct tel_arg *a = arg;
 	struct rte_tel_data *d = a->d;
-	const char *comma = strchr(a->params, ',');
-	char idbuf[32], err[256];
-	int tier;
+	const char *rest;
+	char err[256];
+	int tier = -1;
 	uint64_t id;
 
-	if (comma == NULL || (size_t)(comma - a->params) >= sizeof(idbuf))
-		return tel_error(d, "usage: /keymap/tier,SHARD_ID,hot|cold");
-	memcpy(idbuf, a->params, (size_t)(comma - a->params));
-	idbuf[comma - a->params] = '\0';
-	if (strcmp(comma + 1, "hot") == 0)
-		tier = KM_TIER_HOT;
-	else if (strcmp(comma + 1, "cold") == 0)
-		tier = KM_TIER_COLD;
-	else
-		tier = -1;
-	if (parse_u64(idbuf, &id) < 0 || tier < 0)
+	if (parse_id_rest(a->params, &id, &rest) == 0)
+		tier = strcmp(rest, "hot") == 0    ? KM_TIER_HOT
+		       : strcmp(rest, "cold") == 0 ? KM_TIER_COLD
+						   : -1;
+	if (tier < 0)
 		return tel_error(d, "usage: /keymap/tier,SHARD_ID,hot|cold");
 	if (km_ctl_retier(id, tier, err, sizeof(err)) < 0)
 		return tel_error(d, err);

@@ -30,7 +30,7 @@
 #include <jansson.h>
 
 #include "bench/bench_args.h"
-#include "../lib/proto/km_proto.h" /* KM_KEY_MAX */
+#include <km_util.h> /* KM_KEY_MAX */
 
 #define EXIT_USAGE     1
 #define EXIT_TRANSPORT 1

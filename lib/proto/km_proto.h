@@ -17,10 +17,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <km_util.h> /* KM_KEY_MAX */
+
 #define KM_PROTO_MAGIC   0x4b /* 'K' */
 #define KM_PROTO_VERSION 1
 #define KM_HDR_LEN       40
-#define KM_KEY_MAX       250
 /** Largest UDP payload one request or reply may use (1500 B MTU - IPv4 - UDP). */
 #define KM_DGRAM_MAX 1472
 /** Largest value a request can carry: a PUT with a 1-byte key fills one datagram. */

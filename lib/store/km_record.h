@@ -25,10 +25,10 @@
  * length is good: skip exactly this record).
  */
 
-#include <endian.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <string.h>
+
+#include <km_util.h> /* km_le_get/put: the little-endian fields */
 
 #define KM_REC_HDR_LEN  24
 #define KM_REC_ALIGN    8
@@ -94,55 +94,6 @@ size_t km_rec_encode(uint8_t *buf, size_t cap, const struct km_rec *r);
  * @note Context: any thread.
  */
 int km_rec_decode(const uint8_t *buf, size_t len, struct km_rec *r, size_t *size);
-
-/* Little-endian fields of the on-disk formats (records, log META, segments). */
-static inline void
-km_le_put16(uint8_t *p, uint16_t v)
-{
-	v = htole16(v);
-	memcpy(p, &v, sizeof(v));
-}
-
-static inline void
-km_le_put32(uint8_t *p, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(p, &v, sizeof(v));
-}
-
-static inline void
-km_le_put64(uint8_t *p, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(p, &v, sizeof(v));
-}
-
-static inline uint16_t
-km_le_get16(const uint8_t *p)
-{
-	uint16_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le16toh(v);
-}
-
-static inline uint32_t
-km_le_get32(const uint8_t *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le32toh(v);
-}
-
-static inline uint64_t
-km_le_get64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le64toh(v);
-}
 
 /**
  * Write all len bytes at off (retrying short writes and EINTR).

@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* Strict number parsing: one copy for every command line, config key and parameter. */
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include "km_util.h"
+
+int
+km_util_parse_u64n(const char *s, size_t len, uint64_t min, uint64_t max, uint64_t *out)
+{
+	uint64_t x = 0;
+	int over = 0;
+	size_t i;
+
+	if (s == NULL || len == 0)
+		return -EINVAL;
+	for (i = 0; i < len; i++) {
+		unsigned int d = (unsigned int)((unsigned char)s[i] - '0');
+
+		if (d > 9)
+			return -EINVAL;
+		/* Keep scanning after an overflow: a later non-digit is the better message. */
+		if (over || x > (UINT64_MAX - d) / 10)
+			over = 1;
+		else
+			x = x * 10 + d;
+	}
+	if (over || x < min || x > max)
+		return -ERANGE;
+	*out = x;
+	return 0;
+}
+
+int
+km_util_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	if (s == NULL)
+		return -EINVAL;
+	return km_util_parse_u64n(s, strlen(s), min, max, out);
+}
+
+int
+km_util_parse_double(const char *s, double min, double max, double *out)
+{
+	char *end;
+	double v;
+
+	if (s == NULL ||
+		!((s[0] >= '0' && s[0] <= '9') || s[0] == '.' || s[0] == '-' || s[0] == '+'))
+		return -EINVAL;
+	errno = 0;
+	v = strtod(s, &end);
+	if (end == s || *end != '\0')
+		return -EINVAL;
+	if (errno == ERANGE)
+		return -ERANGE;
+	if (!isfinite(v))
+		return -EINVAL;
+	if (!(v >= min && v <= max))
+		return -ERANGE;
+	*out = v;
+	return 0;
+}

@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#ifndef KM_UTIL_H
+#define KM_UTIL_H
+
+/**
+ * @file
+ * The small things every layer needs once: the key length limit, little-endian field
+ * access for the wire and on-disk formats, and strict number parsing for command lines,
+ * configuration and telemetry parameters.
+ *
+ * No dependencies, no global state: every function may be called from any thread.
+ */
+
+#include <endian.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/** Longest key, in bytes, anywhere in keymap (wire, stores, clients). */
+#define KM_KEY_MAX 250
+
+/**
+ * Parse the whole string s as an unsigned decimal number in [min, max].
+ * Digits only: no sign, no blanks, no base prefix, no suffix ("1e3", " 5", "+5", "0x10"
+ * are errors rather than something strtoull half-accepts).
+ * @param out set only on success.
+ * @return 0, -EINVAL (NULL, empty, or a character that is not a digit), -ERANGE (digits,
+ *   but below min or above max).
+ * @note Context: any thread.
+ */
+int km_util_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
+/**
+ * km_util_parse_u64() on exactly len bytes at s (need not be NUL-terminated).
+ * A non-digit anywhere wins over an overflow: "99999999999999999999x" is -EINVAL.
+ * @note Context: any thread.
+ */
+int km_util_parse_u64n(const char *s, size_t len, uint64_t min, uint64_t max, uint64_t *out);
+
+/**
+ * Parse the whole string s as a finite decimal number in [min, max] (strtod syntax, but
+ * it must start with a digit, a sign or a '.': no blanks, no "inf" or "nan").
+ * @param out set only on success.
+ * @return 0, -EINVAL (NULL, empty, not a whole number), -ERANGE (overflow, underflow, or
+ *   outside [min, max]).
+ * @note Context: any thread.
+ */
+int km_util_parse_double(const char *s, double min, double max, double *out);
+
+/*
+ * Little-endian fields of the on-disk formats (records, log META, segments).
+ * memcpy so that p needs no alignment.
+ */
+static inline void
+km_le_put16(uint8_t *p, uint16_t v)
+{
+	v = htole16(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+static inline void
+km_le_put32(uint8_t *p, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+static inline void
+km_le_put64(uint8_t *p, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+static inline uint16_t
+km_le_get16(const uint8_t *p)
+{
+	uint16_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return le16toh(v);
+}
+
+static inline uint32_t
+km_le_get32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return le32toh(v);
+}
+
+static inline uint64_t
+km_le_get64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return le64toh(v);
+}
+
+#endif /* KM_UTIL_H */

@@ -1,0 +1,226 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * lib/util tests: the strict number parsers (accepted syntax, bounds, overflow, which
+ * error wins) and the little-endian fields (byte order, unaligned access, round trips).
+ */
+
+#include <errno.h>
+#include <float.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <km_util.h>
+
+#define SENTINEL 0x5a5a5a5a5a5a5a5aULL
+
+static int
+u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	*out = SENTINEL;
+	return km_util_parse_u64(s, min, max, out);
+}
+
+static void
+test_u64_accepts_decimal(void **state)
+{
+	uint64_t v;
+
+	(void)state;
+	assert_int_equal(u64("0", 0, 10, &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(u64("7", 0, 10, &v), 0);
+	assert_int_equal(v, 7);
+	assert_int_equal(u64("007", 0, 10, &v), 0); /* decimal, not octal */
+	assert_int_equal(v, 7);
+	assert_int_equal(u64("18446744073709551615", 0, UINT64_MAX, &v), 0);
+	assert_true(v == UINT64_MAX);
+	assert_int_equal(u64("250", 250, 250, &v), 0);
+	assert_int_equal(v, 250);
+}
+
+static void
+test_u64_rejects_syntax(void **state)
+{
+	static const char *const bad[] = {
+		"",
+		" 5",
+		"5 ",
+		"+5",
+		"-5",
+		"-0",
+		"0x10",
+		"1e3",
+		"5k",
+		"1.0",
+		"abc",
+		"5\n",
+	};
+	uint64_t v;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(u64(bad[i], 0, UINT64_MAX, &v), -EINVAL);
+		assert_true(v == SENTINEL); /* untouched on error */
+	}
+	assert_int_equal(km_util_parse_u64(NULL, 0, 1, &v), -EINVAL);
+}
+
+static void
+test_u64_bounds(void **state)
+{
+	uint64_t v;
+
+	(void)state;
+	assert_int_equal(u64("9", 10, 20, &v), -ERANGE);
+	assert_int_equal(u64("21", 10, 20, &v), -ERANGE);
+	assert_true(v == SENTINEL);
+	assert_int_equal(u64("10", 10, 20, &v), 0);
+	assert_int_equal(u64("20", 10, 20, &v), 0);
+	/* One above UINT64_MAX, and far above it. */
+	assert_int_equal(u64("18446744073709551616", 0, UINT64_MAX, &v), -ERANGE);
+	assert_int_equal(u64("99999999999999999999999", 0, UINT64_MAX, &v), -ERANGE);
+	assert_true(v == SENTINEL);
+	/* A non-digit after an overflow is the better message. */
+	assert_int_equal(u64("99999999999999999999999x", 0, UINT64_MAX, &v), -EINVAL);
+}
+
+static void
+test_u64n_length(void **state)
+{
+	const char buf[] = "1234,56";
+	uint64_t v = SENTINEL;
+
+	(void)state;
+	assert_int_equal(km_util_parse_u64n(buf, 4, 0, UINT64_MAX, &v), 0);
+	assert_int_equal(v, 1234);
+	assert_int_equal(km_util_parse_u64n(buf + 5, 2, 0, UINT64_MAX, &v), 0);
+	assert_int_equal(v, 56);
+	assert_int_equal(km_util_parse_u64n(buf, 5, 0, UINT64_MAX, &v), -EINVAL);
+	assert_int_equal(km_util_parse_u64n(buf, 0, 0, UINT64_MAX, &v), -EINVAL);
+	assert_int_equal(km_util_parse_u64n(buf, 4, 0, 999, &v), -ERANGE);
+}
+
+static int
+dbl(const char *s, double min, double max, double *out)
+{
+	*out = -12345.0;
+	return km_util_parse_double(s, min, max, out);
+}
+
+static void
+test_double_accepts(void **state)
+{
+	double v;
+
+	(void)state;
+	assert_int_equal(dbl("0", 0, 1, &v), 0);
+	assert_true(v == 0.0);
+	assert_int_equal(dbl("1", 0, 1, &v), 0);
+	assert_true(v == 1.0);
+	assert_int_equal(dbl(".5", 0, 1, &v), 0);
+	assert_true(v == 0.5);
+	assert_int_equal(dbl("0.25", 0, 1, &v), 0);
+	assert_true(v == 0.25);
+	assert_int_equal(dbl("2.5e1", 0, 100, &v), 0);
+	assert_true(v == 25.0);
+	assert_int_equal(dbl("-1.5", -2, 0, &v), 0);
+	assert_true(v == -1.5);
+	assert_int_equal(dbl("+3", 0, 10, &v), 0);
+	assert_true(v == 3.0);
+}
+
+static void
+test_double_rejects(void **state)
+{
+	static const char *const bad[] = {
+		"",
+		" 1",
+		"1 ",
+		"x",
+		"1x",
+		"inf",
+		"nan",
+		"-inf",
+		"+nan",
+		"e5",
+		".",
+		"-",
+	};
+	double v;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(dbl(bad[i], -DBL_MAX, DBL_MAX, &v), -EINVAL);
+		assert_true(v == -12345.0);
+	}
+	assert_int_equal(km_util_parse_double(NULL, 0, 1, &v), -EINVAL);
+	assert_int_equal(dbl("1.5", 0, 1, &v), -ERANGE);
+	assert_int_equal(dbl("-0.1", 0, 1, &v), -ERANGE);
+	assert_int_equal(dbl("1e999", -DBL_MAX, DBL_MAX, &v), -ERANGE);
+	assert_true(v == -12345.0);
+}
+
+static void
+test_le_byte_order(void **state)
+{
+	uint8_t b[1 + 8];
+
+	(void)state;
+	memset(b, 0, sizeof(b));
+	/* Offset 1: the helpers must not need alignment. */
+	km_le_put16(b + 1, 0x0102);
+	assert_int_equal(b[1], 0x02);
+	assert_int_equal(b[2], 0x01);
+	km_le_put32(b + 1, 0x01020304);
+	assert_memory_equal(b + 1, "\x04\x03\x02\x01", 4);
+	km_le_put64(b + 1, 0x0102030405060708ULL);
+	assert_memory_equal(b + 1, "\x08\x07\x06\x05\x04\x03\x02\x01", 8);
+	assert_true(km_le_get64(b + 1) == 0x0102030405060708ULL);
+	assert_int_equal(km_le_get32(b + 1), 0x05060708);
+	assert_int_equal(km_le_get16(b + 1), 0x0708);
+}
+
+static void
+test_le_round_trip(void **state)
+{
+	uint64_t x = 0x9e3779b97f4a7c15ULL;
+	uint8_t b[8];
+	int i;
+
+	(void)state;
+	for (i = 0; i < 1000; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		km_le_put64(b, x);
+		assert_true(km_le_get64(b) == x);
+		km_le_put32(b, (uint32_t)x);
+		assert_int_equal(km_le_get32(b), (uint32_t)x);
+		km_le_put16(b, (uint16_t)x);
+		assert_int_equal(km_le_get16(b), (uint16_t)x);
+	}
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_u64_accepts_decimal),
+		cmocka_unit_test(test_u64_rejects_syntax),
+		cmocka_unit_test(test_u64_bounds),
+		cmocka_unit_test(test_u64n_length),
+		cmocka_unit_test(test_double_accepts),
+		cmocka_unit_test(test_double_rejects),
+		cmocka_unit_test(test_le_byte_order),
+		cmocka_unit_test(test_le_round_trip),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

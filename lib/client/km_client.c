@@ -248,11 +248,12 @@ km_client_map(const struct km_client *c)
 static inline unsigned int
 km_owner(const struct km_client *c, const void *key, size_t klen)
 {
-	const struct km_shardmap *m = c->map;
+	struct km_shardmap_route rt;
 
-	if (m == NULL || c->no_steer || klen == 0)
+	if (c->map == NULL || c->no_steer || klen == 0 ||
+		km_shardmap_route(c->map, key, klen, &rt) != 0)
 		return 0;
-	return km_shardmap_lookup(m, km_shardmap_hash(m, key, klen))->owner;
+	return rt.owner;
 }
 
 unsigned int

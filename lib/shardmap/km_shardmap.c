@@ -368,6 +368,23 @@ km_shardmap_hash(const struct km_shardmap *m, const uint8_t *key, size_t len)
 	return XXH3_64bits(key, km_shardmap_route_len(m, key, len));
 }
 
+int
+km_shardmap_route(
+	const struct km_shardmap *m, const uint8_t *key, size_t len, struct km_shardmap_route *out)
+{
+	size_t rlen;
+
+	if (m == NULL || out == NULL || (key == NULL && len != 0))
+		return -EINVAL;
+	rlen = km_shardmap_route_len(m, key, len);
+	out->hash = XXH3_64bits(key, rlen);
+	out->shard = km_shardmap_lookup(m, out->hash);
+	out->owner = out->shard->owner;
+	out->fallback = NULL;
+	out->route_len = rlen;
+	return 0;
+}
+
 const struct km_shard *
 km_shardmap_find(const struct km_shardmap *m, uint64_t id)
 {

@@ -25,12 +25,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define KM_SHARD_DEPTH_MAX 24	 /* directory of at most 16 M entries */
-#define KM_WORKERS_MAX	   128
-#define KM_OWNER_JUMP	   0xffff /* owner field: use Jump Consistent Hash */
+#define KM_SHARD_DEPTH_MAX 24 /* directory of at most 16 M entries */
+#define KM_WORKERS_MAX     128
+#define KM_OWNER_JUMP      0xffff /* owner field: use Jump Consistent Hash */
 
 struct km_shard {
-	uint64_t id;	/* (1 << depth) | prefix */
+	uint64_t id;    /* (1 << depth) | prefix */
 	uint16_t owner; /* worker index, resolved (jump hash or explicit) */
 	uint16_t moved; /* 1 if owner was set explicitly by a move */
 	uint32_t index; /* position in map->shards */
@@ -46,15 +46,15 @@ struct km_shardmap {
 	uint8_t reserved;
 	uint32_t nb_shards;
 	struct km_shard *shards; /* sorted by (prefix at global depth), nb_shards entries */
-	uint32_t *dir;		 /* 1 << global_depth indexes into shards[] */
+	uint32_t *dir;           /* 1 << global_depth indexes into shards[] */
 };
 
 struct km_shardmap_params {
-	uint32_t nb_shards;	/* initial shard count, power of two, >= 1 */
-	uint16_t nb_workers;	/* 1..KM_WORKERS_MAX */
+	uint32_t nb_shards;     /* initial shard count, power of two, >= 1 */
+	uint16_t nb_workers;    /* 1..KM_WORKERS_MAX */
 	uint16_t udp_port_base; /* informational, carried to clients */
-	uint8_t route_sep;	/* component separator, default '/' */
-	uint8_t route_depth;	/* components in the routing part, >= 1 */
+	uint8_t route_sep;      /* component separator, default '/' */
+	uint8_t route_depth;    /* components in the routing part, >= 1 */
 };
 
 /**
@@ -95,8 +95,8 @@ int km_shardmap_merge(const struct km_shardmap *m, uint64_t id, struct km_shardm
  * New map with shard `id` owned by `owner`.
  * @return 0, -ENOENT, -EINVAL (owner out of range), -ENOMEM.
  */
-int km_shardmap_move(const struct km_shardmap *m, uint64_t id, uint16_t owner,
-	struct km_shardmap **out);
+int km_shardmap_move(
+	const struct km_shardmap *m, uint64_t id, uint16_t owner, struct km_shardmap **out);
 
 /** The routing part of a key (prefix of key): returns its length. */
 size_t km_shardmap_route_len(const struct km_shardmap *m, const uint8_t *key, size_t len);
@@ -112,6 +112,29 @@ km_shardmap_lookup(const struct km_shardmap *m, uint64_t hash)
 
 	return &m->shards[m->dir[slot]];
 }
+
+/**
+ * Where a key goes: the one routing decision shared by keymapd and libkeymap.
+ * Filled by km_shardmap_route(); points into the map, valid as long as the map is.
+ */
+struct km_shardmap_route {
+	uint64_t hash;                   /* XXH3-64 of the routing part */
+	const struct km_shard *shard;    /* shard holding hash: reads and writes go here */
+	const struct km_shard *fallback; /* shard reads fall back to while a routing
+					  * override migrates the key's part; NULL today */
+	size_t route_len;                /* bytes of the key in its routing part */
+	uint16_t owner;                  /* worker executing the key's requests */
+};
+
+/**
+ * Route a key: routing part -> hash -> shard -> owner worker. One XXH3 of the routing
+ * part, one shift, one array index. Replaces km_shardmap_hash() + km_shardmap_lookup():
+ * the result always agrees with them.
+ * A key of length 0 routes by the empty routing part (its hash is XXH3 of nothing).
+ * @return 0, or -EINVAL when m or out is NULL, or key is NULL with len != 0.
+ */
+int km_shardmap_route(
+	const struct km_shardmap *m, const uint8_t *key, size_t len, struct km_shardmap_route *out);
 
 /** Shard by id, or NULL. O(1) through the directory. */
 const struct km_shard *km_shardmap_find(const struct km_shardmap *m, uint64_t id);
@@ -129,7 +152,7 @@ uint32_t km_jump_hash(uint64_t key, uint32_t nb_buckets);
  *   u16 reserved; u32 nb_shards (total); u32 first (index of the first entry here);
  *   u16 count; count x { u32 id; u16 owner; u16 flags (bit 0 = moved) }
  */
-#define KM_MAP_HDR_LEN	 22
+#define KM_MAP_HDR_LEN   22
 #define KM_MAP_ENTRY_LEN 8
 
 /**

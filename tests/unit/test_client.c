@@ -123,7 +123,10 @@ now_ms(void)
 static unsigned int
 fk_owner_of(const struct km_shardmap *m, const void *key, size_t klen)
 {
-	return km_shardmap_lookup(m, km_shardmap_hash(m, key, klen))->owner;
+	struct km_shardmap_route rt;
+
+	assert_int_equal(km_shardmap_route(m, key, klen, &rt), 0);
+	return rt.owner;
 }
 
 static uint32_t

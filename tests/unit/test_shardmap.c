@@ -236,6 +236,78 @@ test_hash(void **state)
 	km_shardmap_free(m2);
 }
 
+/* A random key of 0..40 bytes over a small alphabet that includes both separators. */
+static size_t
+rand_key(uint64_t *seed, uint8_t *key)
+{
+	static const char alpha[] = "ab/:x/0";
+	size_t len = rng_next(seed) % 41, i;
+
+	for (i = 0; i < len; i++)
+		key[i] = (uint8_t)alpha[rng_next(seed) % (sizeof(alpha) - 1)];
+	return len;
+}
+
+/* The routing function against the pair it replaces, hash + lookup, over random maps
+ * (splits, moves, both separators, depths 1..3) and random keys. */
+static void
+test_route(void **state)
+{
+	static const uint8_t seps[] = {'/', ':'};
+	uint64_t seed = 0x20a7e;
+	struct km_shardmap_route rt;
+	uint8_t key[64];
+	unsigned int k, i;
+
+	(void)state;
+	for (k = 0; k < 6; k++) {
+		struct km_shardmap *m = make_map(4, 5, seps[k % 2], (uint8_t)(1 + k % 3));
+
+		for (i = 0; i < 30; i++) {
+			uint64_t r = rng_next(&seed);
+			uint64_t id = m->shards[r % m->nb_shards].id;
+			struct km_shardmap *n = NULL;
+
+			if (i % 4 == 3)
+				assert_int_equal(km_shardmap_move(m, id, (r >> 32) % 5, &n), 0);
+			else
+				assert_int_equal(km_shardmap_split(m, id, &n), 0);
+			km_shardmap_free(m);
+			m = n;
+		}
+		for (i = 0; i < 5000; i++) {
+			size_t len = rand_key(&seed, key);
+			uint64_t h = km_shardmap_hash(m, key, len);
+			const struct km_shard *sh = km_shardmap_lookup(m, h);
+
+			assert_int_equal(km_shardmap_route(m, key, len, &rt), 0);
+			assert_int_equal(rt.hash, h);
+			assert_ptr_equal(rt.shard, sh);
+			assert_int_equal(rt.owner, sh->owner);
+			assert_null(rt.fallback);
+			assert_int_equal(rt.route_len, km_shardmap_route_len(m, key, len));
+			assert_int_equal(rt.hash, XXH3_64bits(key, rt.route_len));
+		}
+		km_shardmap_free(m);
+	}
+
+	{
+		struct km_shardmap *m = make_map(16, 3, '/', 1);
+
+		/* the empty key routes by the empty routing part */
+		assert_int_equal(km_shardmap_route(m, NULL, 0, &rt), 0);
+		assert_int_equal(rt.hash, XXH3_64bits("", 0));
+		assert_int_equal(rt.route_len, 0);
+		assert_int_equal(km_shardmap_route(m, (const uint8_t *)"u1/x", 4, &rt), 0);
+		assert_int_equal(rt.route_len, 2);
+		assert_int_equal(rt.hash, XXH3_64bits("u1", 2));
+		assert_int_equal(km_shardmap_route(NULL, key, 1, &rt), -EINVAL);
+		assert_int_equal(km_shardmap_route(m, key, 1, NULL), -EINVAL);
+		assert_int_equal(km_shardmap_route(m, NULL, 1, &rt), -EINVAL);
+		km_shardmap_free(m);
+	}
+}
+
 static void
 test_create(void **state)
 {
@@ -910,6 +982,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_route_len),
 		cmocka_unit_test(test_hash),
+		cmocka_unit_test(test_route),
 		cmocka_unit_test(test_create),
 		cmocka_unit_test(test_create_invalid),
 		cmocka_unit_test(test_split),

@@ -16,6 +16,7 @@
 #include "km_client.h"
 #include "km_proto.h"
 #include "km_shardmap.h"
+#include "km_util.h"
 
 #define EXIT_USAGE    1
 #define EXIT_FAILED   2
@@ -71,22 +72,6 @@ fail(const char *what, int err)
 	return err == KM_ERR_NOT_FOUND ? EXIT_NOTFOUND : EXIT_FAILED;
 }
 
-static int
-parse_u64(const char *s, uint64_t max, uint64_t *out)
-{
-	unsigned long long v;
-	char *end;
-
-	if (s == NULL || *s == '\0' || *s == '-')
-		return -1;
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno != 0 || *end != '\0' || v > max)
-		return -1;
-	*out = v;
-	return 0;
-}
-
 static uint64_t
 now_ns(void)
 {
@@ -103,7 +88,7 @@ cmd_ping(struct km_client *c, int argc, char **argv, int verbose)
 	int rc;
 
 	(void)verbose;
-	if (argc > 2 || (argc == 2 && parse_u64(argv[1], UINT16_MAX, &worker) != 0)) {
+	if (argc > 2 || (argc == 2 && km_util_parse_u64(argv[1], 0, UINT16_MAX, &worker) != 0)) {
 		usage();
 		return EXIT_USAGE;
 	}
@@ -189,7 +174,7 @@ cmd_cas(struct km_client *c, int argc, char **argv, int verbose)
 	int rc;
 
 	(void)verbose;
-	if (argc != 4 || parse_u64(argv[2], UINT64_MAX, &expect) != 0) {
+	if (argc != 4 || km_util_parse_u64(argv[2], 0, UINT64_MAX, &expect) != 0) {
 		usage();
 		return EXIT_USAGE;
 	}
@@ -212,7 +197,8 @@ cmd_del(struct km_client *c, int argc, char **argv, int verbose)
 	int rc;
 
 	(void)verbose;
-	if (argc < 2 || argc > 3 || (argc == 3 && parse_u64(argv[2], UINT64_MAX, &expect) != 0)) {
+	if (argc < 2 || argc > 3 ||
+		(argc == 3 && km_util_parse_u64(argv[2], 0, UINT64_MAX, &expect) != 0)) {
 		usage();
 		return EXIT_USAGE;
 	}
@@ -351,7 +337,6 @@ cmd_bench(struct km_client *c, int argc, char **argv)
 	uint64_t *lat = NULL;
 	uint8_t *val = NULL;
 	char *keys = NULL;
-	char *end;
 	int opt, ret = 0, rc;
 	size_t i;
 
@@ -359,21 +344,19 @@ cmd_bench(struct km_client *c, int argc, char **argv)
 	while ((opt = getopt_long(argc, argv, "+n:k:v:", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'n':
-			if (parse_u64(optarg, BENCH_MAX_OPS, &n) != 0 || n == 0)
+			if (km_util_parse_u64(optarg, 1, BENCH_MAX_OPS, &n) != 0)
 				goto bad;
 			break;
 		case 'k':
-			if (parse_u64(optarg, 100000000, &nkeys) != 0 || nkeys == 0)
+			if (km_util_parse_u64(optarg, 1, 100000000, &nkeys) != 0)
 				goto bad;
 			break;
 		case 'v':
-			if (parse_u64(optarg, KM_VALUE_MAX - 32, &vsize) != 0)
+			if (km_util_parse_u64(optarg, 0, KM_VALUE_MAX - 32, &vsize) != 0)
 				goto bad;
 			break;
 		case 'g':
-			errno = 0;
-			ratio = strtod(optarg, &end);
-			if (errno != 0 || *end != '\0' || !(ratio >= 0.0 && ratio <= 1.0))
+			if (km_util_parse_double(optarg, 0, 1, &ratio) != 0)
 				goto bad;
 			break;
 		default:
@@ -485,18 +468,18 @@ main(int argc, char **argv)
 			opts.host = optarg;
 			break;
 		case 'p':
-			if (parse_u64(optarg, UINT16_MAX, &v) != 0 || v == 0)
+			if (km_util_parse_u64(optarg, 1, UINT16_MAX, &v) != 0)
 				goto bad;
 			opts.port = (uint16_t)v;
 			break;
 		case 't':
-			if (parse_u64(optarg, 3600 * 1000, &v) != 0 || v == 0)
+			if (km_util_parse_u64(optarg, 1, 3600 * 1000, &v) != 0)
 				goto bad;
 			opts.timeout_ms = (unsigned int)v;
 			break;
 		case 'r':
 			/* The library reads 0 as "default": no way to ask for no retry. */
-			if (parse_u64(optarg, 100, &v) != 0 || v == 0)
+			if (km_util_parse_u64(optarg, 1, 100, &v) != 0)
 				goto bad;
 			opts.retries = (unsigned int)v;
 			break;

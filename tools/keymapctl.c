@@ -29,7 +29,6 @@
 
 #include <jansson.h>
 
-#include "bench/bench_args.h"
 #include <km_util.h> /* KM_KEY_MAX */
 
 #define EXIT_USAGE     1
@@ -684,7 +683,7 @@ valid_name(const char *s)
 static int
 parse_shard_id(const char *s, uint64_t *id)
 {
-	return parse_u64(s, 1, UINT64_MAX, id);
+	return km_util_parse_u64(s, 1, UINT64_MAX, id);
 }
 
 static unsigned int
@@ -973,7 +972,7 @@ cmd_stats(struct ctl *c, int argc, char **argv)
 			return usage_error("stats: unexpected argument '%s'", argv[argc - 1]);
 		watch = 1;
 		count = 0; /* until interrupted */
-		if (n[0] != '\0' && parse_u64(n, 1, UINT64_MAX, &count) != 0)
+		if (n[0] != '\0' && km_util_parse_u64(n, 1, UINT64_MAX, &count) != 0)
 			return usage_error(
 				"stats: --watch takes a number of samples >= 1, not '%s'", n);
 	}
@@ -1310,7 +1309,7 @@ cmd_move(struct ctl *c, int argc, char **argv)
 	int rc;
 
 	if (argc != 3 || parse_shard_id(argv[1], &id) != 0 ||
-		parse_u64(argv[2], 0, UINT16_MAX, &worker) != 0)
+		km_util_parse_u64(argv[2], 0, UINT16_MAX, &worker) != 0)
 		return usage_error("move takes a shard id (an integer >= 1) and a worker number");
 	rc = tel_queryf(c, &root, &d, "/keymap/move,%llu,%llu", (unsigned long long)id,
 		(unsigned long long)worker);
@@ -1458,7 +1457,7 @@ parse_host_port(const char *s, char *host, size_t hlen, char *port, size_t plen)
 		if (memchr(s, ':', n) != NULL) /* a bare IPv6 address needs brackets */
 			return -1;
 	}
-	if (n == 0 || n >= hlen || parse_u64(colon + 1, 1, UINT16_MAX, &p) != 0)
+	if (n == 0 || n >= hlen || km_util_parse_u64(colon + 1, 1, UINT16_MAX, &p) != 0)
 		return -1;
 	memcpy(host, h, n);
 	host[n] = '\0';
@@ -1524,7 +1523,8 @@ http_get_metrics(struct ctl *c, const char *url)
 	int64_t deadline = now_ms() + c->timeout_ms;
 	size_t len = 0, cap = 0, off, hdr;
 	char host[256], port[8], *req, *buf = NULL, *end;
-	int fd, rc = EXIT_TRANSPORT, code;
+	int fd, rc = EXIT_TRANSPORT;
+	uint64_t code;
 	ssize_t n;
 
 	if (parse_host_port(url, host, sizeof(host), port, sizeof(port)) != 0) {
@@ -1588,7 +1588,9 @@ http_get_metrics(struct ctl *c, const char *url)
 	}
 	buf[len] = '\0';
 	end = strchr(buf, ' ');
-	code = end != NULL ? atoi(end + 1) : 0;
+	/* The status: three digits after the first blank. */
+	if (end == NULL || km_util_parse_u64n(end + 1, 3, 0, 999, &code) < 0)
+		code = 0;
 	end = memmem(buf, len, "\r\n\r\n", 4);
 	hdr = end != NULL ? (size_t)(end - buf) + 4 : 0;
 	if (end == NULL) {
@@ -1703,7 +1705,6 @@ main(int argc, char **argv)
 	int timeout_set = 0;
 	const char *prefix = NULL, *socket_path = NULL;
 	double secs;
-	char *end;
 	size_t i;
 	int opt, rc, j;
 
@@ -1721,10 +1722,7 @@ main(int argc, char **argv)
 			c.json = 1;
 			break;
 		case 'T':
-			errno = 0;
-			secs = strtod(optarg, &end);
-			if (errno != 0 || end == optarg || *end != '\0' || !(secs > 0) ||
-				secs > 86400)
+			if (km_util_parse_double(optarg, 0, 86400, &secs) != 0 || !(secs > 0))
 				return usage_error(
 					"-T takes seconds, more than 0 and at most 86400");
 			c.timeout_ms = secs * 1000 < 1 ? 1 : (int)(secs * 1000 + 0.5);

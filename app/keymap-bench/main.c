@@ -26,9 +26,9 @@
 
 #include <km_cachesim.h>
 #include <km_proto.h>
+#include <km_util.h>
 
 #include "bench.h"
-#include "bench_args.h"
 #include "report.h"
 
 #define EXIT_USAGE           1
@@ -168,7 +168,7 @@ on_signal(int sig)
 static int
 opt_u64(const char *name, const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
-	if (parse_u64(s, min, max, out) < 0) {
+	if (km_util_parse_u64(s, min, max, out) < 0) {
 		fprintf(stderr,
 			"keymap-bench: --%s '%s': expected an integer in %" PRIu64 "..%" PRIu64
 			"\n",
@@ -181,17 +181,11 @@ opt_u64(const char *name, const char *s, uint64_t min, uint64_t max, uint64_t *o
 static int
 opt_double(const char *name, const char *s, double min, double max, double *out)
 {
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(s, &end);
-	if (s[0] == '\0' || errno != 0 || *end != '\0' || !isfinite(v) || v < min || v > max) {
+	if (km_util_parse_double(s, min, max, out) < 0) {
 		fprintf(stderr, "keymap-bench: --%s '%s': expected a number in %g..%g\n", name, s,
 			min, max);
 		return -1;
 	}
-	*out = v;
 	return 0;
 }
 

@@ -19,6 +19,8 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include <km_util.h>
+
 #include "km_trace.h"
 #include "km_workload.h"
 
@@ -77,37 +79,6 @@ show(const char *s, size_t len, char *buf)
 	return buf;
 }
 
-/*
- * Decimal digits only: no sign, no blanks, no base prefix, so "1e3" or " 5" are errors
- * rather than something strtoull half-accepts.
- * @return 0, -EINVAL (empty or not a digit), -ERANGE (digits, but above max).
- */
-static int
-parse_dec(const char *s, size_t len, uint64_t max, uint64_t *v)
-{
-	uint64_t x = 0;
-	int over = 0;
-	size_t i;
-
-	if (len == 0)
-		return -EINVAL;
-	for (i = 0; i < len; i++) {
-		unsigned int d = (unsigned int)((unsigned char)s[i] - '0');
-
-		if (d > 9)
-			return -EINVAL;
-		/* Keep scanning after an overflow: a later non-digit is the better message. */
-		if (d > max || x > (max - d) / 10)
-			over = 1;
-		else
-			x = x * 10 + d;
-	}
-	if (over)
-		return -ERANGE;
-	*v = x;
-	return 0;
-}
-
 static int
 num_err(int rc, const char *name, const char *s, size_t len, uint64_t max, char *err, size_t errlen)
 {
@@ -161,7 +132,7 @@ km_trace_parse_line(const char *line, size_t len, uint32_t value_max, struct km_
 		return -EINVAL;
 	}
 
-	rc = parse_dec(f[0], fl[0], UINT64_MAX, &out->ts_us);
+	rc = km_util_parse_u64n(f[0], fl[0], 0, UINT64_MAX, &out->ts_us);
 	if (rc < 0)
 		return num_err(rc, "timestamp_us", f[0], fl[0], UINT64_MAX, err, errlen);
 
@@ -196,14 +167,14 @@ km_trace_parse_line(const char *line, size_t len, uint32_t value_max, struct km_
 	out->key = f[2];
 	out->klen = fl[2];
 
-	rc = parse_dec(f[3], fl[3], value_max, &v);
+	rc = km_util_parse_u64n(f[3], fl[3], 0, value_max, &v);
 	if (rc < 0)
 		return num_err(rc, "value_size", f[3], fl[3], value_max, err, errlen);
 	out->value_size = (uint32_t)v;
 
 	out->session = 0;
 	if (nb == 5) {
-		rc = parse_dec(f[4], fl[4], UINT32_MAX, &v);
+		rc = km_util_parse_u64n(f[4], fl[4], 0, UINT32_MAX, &v);
 		if (rc < 0)
 			return num_err(rc, "session", f[4], fl[4], UINT32_MAX, err, errlen);
 		out->session = (uint32_t)v;

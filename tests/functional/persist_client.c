@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include "km_client.h"
+#include <km_util.h>
 
 #define EXIT_USAGE 1
 #define EXIT_CHECK 2
@@ -242,22 +243,6 @@ fail:
 }
 
 static int
-parse_u64(const char *s, uint64_t max, uint64_t *out)
-{
-	unsigned long long v;
-	char *end;
-
-	if (s == NULL || *s == '\0' || *s == '-')
-		return -1;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v > max)
-		return -1;
-	*out = v;
-	return 0;
-}
-
-static int
 usage(const char *fmt, ...)
 {
 	va_list ap;
@@ -326,7 +311,7 @@ parse_args(int argc, char **argv, const char *ok, struct args *a)
 			a->exempt = val;
 		} else if (strcmp(o, "-s") == 0 && strcmp(argv[1], "model") == 0) {
 			a->file = val;
-		} else if (parse_u64(val, UINT32_MAX, &v) < 0) {
+		} else if (km_util_parse_u64(val, 0, UINT32_MAX, &v) < 0) {
 			return usage("%s %s: not a number", o, val);
 		} else if (strcmp(o, "-P") == 0) {
 			if (v == 0 || v > 65535)

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "km_client.h"
+#include <km_util.h>
 
 #define EXIT_CHECK 1
 #define EXIT_USAGE 2
@@ -361,22 +362,6 @@ step(struct run *r)
 }
 
 static int
-parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-	unsigned long long v;
-	char *end;
-
-	if (s == NULL || *s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v < min || v > max)
-		return -1;
-	*out = v;
-	return 0;
-}
-
-static int
 parse_opts(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
@@ -397,27 +382,27 @@ parse_opts(int argc, char **argv, struct opts *o)
 	while ((opt = getopt_long(argc, argv, "n:d:s:o:h:p:v", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'n':
-			if (parse_u64(optarg, 1, KEYS_MAX, &v) < 0)
+			if (km_util_parse_u64(optarg, 1, KEYS_MAX, &v) < 0)
 				goto bad;
 			o->keys = (uint32_t)v;
 			break;
 		case 'd':
-			if (parse_u64(optarg, 1, 3600, &o->duration_s) < 0)
+			if (km_util_parse_u64(optarg, 1, 3600, &o->duration_s) < 0)
 				goto bad;
 			break;
 		case 's':
-			if (parse_u64(optarg, 0, UINT64_MAX, &o->seed) < 0)
+			if (km_util_parse_u64(optarg, 0, UINT64_MAX, &o->seed) < 0)
 				goto bad;
 			break;
 		case 'o':
-			if (parse_u64(optarg, 1, UINT64_MAX, &o->ops_max) < 0)
+			if (km_util_parse_u64(optarg, 1, UINT64_MAX, &o->ops_max) < 0)
 				goto bad;
 			break;
 		case 'h':
 			o->host = optarg;
 			break;
 		case 'p':
-			if (parse_u64(optarg, 1, 65535, &v) < 0)
+			if (km_util_parse_u64(optarg, 1, 65535, &v) < 0)
 				goto bad;
 			o->port = (uint16_t)v;
 			break;

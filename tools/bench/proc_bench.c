@@ -24,9 +24,9 @@
 
 #include <km_proc.h>
 
-#include "bench_args.h"
 #include <km_proto.h>
 #include <km_shardmap.h>
+#include <km_util.h>
 
 /* keymapd's defaults (app/keymapd/config.c): the server whose datapath is measured. */
 #define CONF_SHARDS       16
@@ -98,23 +98,6 @@ usage(const char *prog)
 		"                (default %d); 0: one at a time through km_proc_execute()\n",
 		prog, (unsigned long long)OPS_MAX, (unsigned long long)KEYS_MAX, KM_KEY_MAX,
 		KM_DGRAM_MAX - KM_HDR_LEN, BURST_MAX, BURST_DEFAULT);
-}
-
-/* Whole-string ratio in [0, 1], or -1. */
-static int
-parse_ratio(const char *s, double *out)
-{
-	char *end;
-	double v;
-
-	if ((s[0] < '0' || s[0] > '9') && s[0] != '.')
-		return -1;
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno != 0 || *end != '\0' || !(v >= 0.0 && v <= 1.0))
-		return -1;
-	*out = v;
-	return 0;
 }
 
 static double
@@ -412,25 +395,25 @@ main(int argc, char **argv)
 	while ((opt = getopt(argc, argv, "n:k:K:v:g:s:b:h")) != -1) {
 		switch (opt) {
 		case 'n':
-			rc = parse_u64(optarg, 1, OPS_MAX, &ops);
+			rc = km_util_parse_u64(optarg, 1, OPS_MAX, &ops);
 			break;
 		case 'k':
-			rc = parse_u64(optarg, 1, KEYS_MAX, &nb_keys);
+			rc = km_util_parse_u64(optarg, 1, KEYS_MAX, &nb_keys);
 			break;
 		case 'K':
-			rc = parse_u64(optarg, 1, KM_KEY_MAX, &klen);
+			rc = km_util_parse_u64(optarg, 1, KM_KEY_MAX, &klen);
 			break;
 		case 'v':
-			rc = parse_u64(optarg, 0, KM_VALUE_MAX, &vlen);
+			rc = km_util_parse_u64(optarg, 0, KM_VALUE_MAX, &vlen);
 			break;
 		case 'g':
-			rc = parse_ratio(optarg, &get_ratio);
+			rc = km_util_parse_double(optarg, 0, 1, &get_ratio);
 			break;
 		case 's':
-			rc = parse_u64(optarg, 0, UINT64_MAX, &seed);
+			rc = km_util_parse_u64(optarg, 0, UINT64_MAX, &seed);
 			break;
 		case 'b':
-			rc = parse_u64(optarg, 0, BURST_MAX, &burst);
+			rc = km_util_parse_u64(optarg, 0, BURST_MAX, &burst);
 			break;
 		default:
 			rc = -1;

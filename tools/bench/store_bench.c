@@ -30,6 +30,7 @@
 
 #include <km_hist.h>
 #include <km_proc.h>
+#include <km_util.h>
 
 #define BURST     32
 #define SHARDS    16
@@ -401,6 +402,18 @@ usage(FILE *f)
 		   "  -r KEYS  keys of the restart run (default 1000000; 0 = skip)\n");
 }
 
+/* A count on the command line: decimal, 0..UINT32_MAX (zero checked by the caller). */
+static int
+opt_u32(const char *s, uint32_t *out)
+{
+	uint64_t v;
+	int rc = km_util_parse_u64(s, 0, UINT32_MAX, &v);
+
+	if (rc == 0)
+		*out = (uint32_t)v;
+	return rc;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -428,19 +441,24 @@ main(int argc, char **argv)
 			snprintf(b.dir, sizeof(b.dir), "%s", optarg);
 			break;
 		case 'k':
-			keys = (uint32_t)strtoul(optarg, NULL, 0);
+			if (opt_u32(optarg, &keys) < 0)
+				goto bad;
 			break;
 		case 'n':
-			reads = (uint32_t)strtoul(optarg, NULL, 0);
+			if (opt_u32(optarg, &reads) < 0)
+				goto bad;
 			break;
 		case 'v':
-			b.vlen = (uint32_t)strtoul(optarg, NULL, 0);
+			if (opt_u32(optarg, &b.vlen) < 0)
+				goto bad;
 			break;
 		case 'p':
-			puts = (uint32_t)strtoul(optarg, NULL, 0);
+			if (opt_u32(optarg, &puts) < 0)
+				goto bad;
 			break;
 		case 'r':
-			rkeys = (uint32_t)strtoul(optarg, NULL, 0);
+			if (opt_u32(optarg, &rkeys) < 0)
+				goto bad;
 			break;
 		case 'o':
 			only = optarg;
@@ -449,17 +467,14 @@ main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		default:
-			usage(stderr);
-			return 1;
+			goto bad;
 		}
 	}
 	if (b.dir[0] == '\0' || keys == 0 || reads == 0 || b.vlen == 0 || b.vlen > VALUE_MAX ||
 		puts == 0 ||
 		(only != NULL && strcmp(only, "get") != 0 && strcmp(only, "put") != 0 &&
-			strcmp(only, "restart") != 0)) {
-		usage(stderr);
-		return 1;
-	}
+			strcmp(only, "restart") != 0))
+		goto bad;
 	snprintf(b.cold, sizeof(b.cold), "%s/cold", b.dir);
 	if (mkdir(b.cold, 0755) < 0 && errno != EEXIST)
 		die(b.cold, errno);
@@ -476,4 +491,7 @@ main(int argc, char **argv)
 	wipe(&b);
 	km_shardmap_free(b.map);
 	return 0;
+bad:
+	usage(stderr);
+	return 1;
 }

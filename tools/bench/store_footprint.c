@@ -15,10 +15,7 @@
 #include <unistd.h>
 
 #include <km_store.h>
-
-#include "bench_args.h"
-
-#define KEY_MAX 250 /* the protocol's KM_KEY_MAX */
+#include <km_util.h>
 
 static void
 usage(const char *prog)
@@ -28,7 +25,7 @@ usage(const char *prog)
 		"  -n keys    number of keys to insert (default 10000000)\n"
 		"  -k keylen  key length in bytes, 1..%d (default 16)\n"
 		"  -v vallen  value length in bytes, 0..65535 (default 64)\n",
-		prog, KEY_MAX);
+		prog, KM_KEY_MAX);
 }
 
 static double
@@ -80,7 +77,7 @@ main(int argc, char **argv)
 {
 	uint64_t n = 10000000, klen = 16, vlen = 64, rss0, rss1, i, rng, version;
 	struct km_store_params p = {.name = "footprint", .socket_id = -1};
-	static uint8_t key[KEY_MAX], val[UINT16_MAX];
+	static uint8_t key[KM_KEY_MAX], val[UINT16_MAX];
 	struct km_store_stats st;
 	struct km_value_ref ref;
 	struct km_store *s;
@@ -91,13 +88,13 @@ main(int argc, char **argv)
 	while ((opt = getopt(argc, argv, "n:k:v:h")) != -1) {
 		switch (opt) {
 		case 'n':
-			rc = parse_u64(optarg, 1, UINT64_MAX, &n);
+			rc = km_util_parse_u64(optarg, 1, UINT64_MAX, &n);
 			break;
 		case 'k':
-			rc = parse_u64(optarg, 1, KEY_MAX, &klen);
+			rc = km_util_parse_u64(optarg, 1, KM_KEY_MAX, &klen);
 			break;
 		case 'v':
-			rc = parse_u64(optarg, 0, UINT16_MAX, &vlen);
+			rc = km_util_parse_u64(optarg, 0, UINT16_MAX, &vlen);
 			break;
 		default:
 			rc = -1;

@@ -11,8 +11,10 @@
 
 #include <rte_cfgfile.h>
 
+#include <km_allow.h>
 #include <km_proto.h>
 #include <km_shardmap.h>
+#include <km_util.h>
 
 #include "config.h"
 
@@ -223,83 +225,6 @@ enum_has(const char *choices, const char *v)
 	return 0;
 }
 
-/* One CIDR item "a.b.c.d[/len]" (NUL-terminated, no blanks). @return 0 or -1 with why. */
-static int
-allow_item(char *item, uint32_t *net, uint32_t *mask, char *why, size_t len)
-{
-	char *slash = strchr(item, '/');
-	unsigned long plen = 32;
-	struct in_addr a;
-	char *end;
-
-	if (slash != NULL) {
-		*slash = '\0';
-		if (!isdigit((unsigned char)slash[1]) || strlen(slash + 1) > 2) {
-			snprintf(why, len, "'%s/%s': bad prefix length", item, slash + 1);
-			return -1;
-		}
-		plen = strtoul(slash + 1, &end, 10);
-		if (*end != '\0' || plen > 32) {
-			snprintf(why, len, "'%s/%s': prefix length not in 0..32", item, slash + 1);
-			return -1;
-		}
-	}
-	if (inet_pton(AF_INET, item, &a) != 1) {
-		snprintf(why, len, "'%s': not an IPv4 address", item);
-		return -1;
-	}
-	*mask = plen == 0 ? 0 : htonl(UINT32_MAX << (32 - plen));
-	*net = a.s_addr & *mask;
-	return 0;
-}
-
-int
-km_allow_parse(const char *s, struct km_allow *out, char *err, size_t errlen)
-{
-	struct km_allow a = {.n = 0};
-	char item[INET_ADDRSTRLEN + 4];
-	const char *p = s;
-
-	for (;;) {
-		const char *e = strchr(p, ',');
-		const char *end = e == NULL ? p + strlen(p) : e;
-		size_t len;
-
-		while (p < end && isspace((unsigned char)*p))
-			p++;
-		while (end > p && isspace((unsigned char)end[-1]))
-			end--;
-		len = (size_t)(end - p);
-		if (len == 0) {
-			if (e == NULL && a.n == 0)
-				snprintf(err, errlen, "empty list");
-			else
-				snprintf(err, errlen, "item %u is empty", a.n + 1);
-			return -1;
-		}
-		if (a.n == KM_ALLOW_MAX) {
-			snprintf(err, errlen, "more than %u items", KM_ALLOW_MAX);
-			return -1;
-		}
-		if (len >= sizeof(item)) {
-			snprintf(err, errlen, "'%.*s': not an IPv4 address or CIDR", (int)len, p);
-			return -1;
-		}
-		memcpy(item, p, len);
-		item[len] = '\0';
-		if (allow_item(item, &a.net[a.n], &a.mask[a.n], err, errlen) < 0)
-			return -1;
-		if (a.mask[a.n] == 0)
-			a.all = 1;
-		a.n++;
-		if (e == NULL)
-			break;
-		p = e + 1;
-	}
-	*out = a;
-	return 0;
-}
-
 /*
  * Parse value v for d into c. One parser for every source (file, -o, keymapctl set).
  * @return 0, or -1 with the reason in why.
@@ -307,16 +232,14 @@ km_allow_parse(const char *s, struct km_allow *out, char *err, size_t errlen)
 static int
 desc_apply(const struct conf_desc *d, struct km_conf *c, const char *v, char *why, size_t len)
 {
-	char *base = (char *)c + d->off, *end;
-	unsigned long long u;
+	char *base = (char *)c + d->off;
+	uint64_t u;
 	struct km_allow allow;
 	struct in_addr a;
 
 	switch (d->type) {
 	case T_U64:
-		errno = 0;
-		u = strtoull(v, &end, 10);
-		if (!isdigit((unsigned char)*v) || errno != 0 || *end != '\0') {
+		if (km_util_parse_u64(v, 0, UINT64_MAX, &u) < 0) {
 			snprintf(why, len, "not a non-negative integer");
 			return -1;
 		}

@@ -69,35 +69,6 @@ struct km_conf {
 	char log_level[16];
 };
 
-/* Allow-list of client sources ([security] allow), parsed. */
-#define KM_ALLOW_MAX 32
-struct km_allow {
-	uint32_t n;
-	int all;                     /* one entry is 0.0.0.0/0: no check needed */
-	uint32_t net[KM_ALLOW_MAX];  /* network byte order, already masked */
-	uint32_t mask[KM_ALLOW_MAX]; /* network byte order */
-};
-
-/*
- * Parse "a.b.c.d/len,..." (a bare address means /32; blanks around items are ignored).
- * @return 0, or -1 with a reason in err (empty list, bad item, more than KM_ALLOW_MAX).
- */
-int km_allow_parse(const char *s, struct km_allow *out, char *err, size_t errlen);
-
-/** 1 if the IPv4 address (network order) is allowed. */
-static inline int
-km_allow_match(const struct km_allow *a, uint32_t addr)
-{
-	uint32_t i;
-
-	if (a->all)
-		return 1;
-	for (i = 0; i < a->n; i++)
-		if ((addr & a->mask[i]) == a->net[i])
-			return 1;
-	return 0;
-}
-
 /* [store] durability as enum km_durability (none 0, async 1, sync 2). */
 uint8_t km_durability_of(const char *name);
 

@@ -20,6 +20,7 @@
 #include <rte_ether.h>
 #include <rte_ring.h>
 
+#include <km_allow.h>
 #include <km_proc.h>
 #include <km_shardmap.h>
 

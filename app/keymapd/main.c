@@ -526,7 +526,7 @@ out:
 	km_shardmap_free(km_map_current);
 	km_map_current = NULL;
 	km_shardmap_free(map);
-	free(km_allow_current);
+	km_allow_free(km_allow_current);
 	km_allow_current = NULL;
 	rte_mempool_free(pool);
 	rte_eal_cleanup();

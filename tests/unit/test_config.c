@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * Unit tests of keymapd's configuration (app/keymapd/config.c): the INI loader and its
- * error messages (file:line), -o overrides, the allow-list parser and the item API the
+ * error messages (file:line), -o overrides, the allow-list through the configuration and the
+ * item API the
  * control plane uses. Files are written to /tmp with mkstemp and removed afterwards.
  */
 
@@ -17,6 +18,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include <km_allow.h>
 
 #include "config.h"
 
@@ -416,81 +419,6 @@ allow_list(char *buf, size_t len, unsigned int n)
 			i / 200, i % 200 + 1);
 }
 
-static void
-test_allow(void **state)
-{
-	static const struct refusal bad[] = {
-		{"", "empty list"},
-		{"   ", "empty list"},
-		{"1.2.3.4/33", "'1.2.3.4/33': prefix length not in 0..32"},
-		{"300.1.1.1/8", "'300.1.1.1': not an IPv4 address"},
-		{"1.2.3.4/8/1", "'1.2.3.4/8/1': bad prefix length"},
-		{"1.2.3.4/", "bad prefix length"},
-		{"1.2.3.4/-1", "bad prefix length"},
-		{"1.2.3.4/ 8", "bad prefix length"},
-		{"1.2.3", "not an IPv4 address"},
-		{"10.0.0.0/8,", "item 2 is empty"},
-		{",10.0.0.0/8", "item 1 is empty"},
-	};
-	char err[256], list[1024];
-	struct km_allow a, keep;
-	size_t i;
-
-	(void)state;
-	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		memset(&a, 0x5a, sizeof(a));
-		keep = a;
-		err[0] = '\0';
-		if (km_allow_parse(bad[i].input, &a, err, sizeof(err)) == 0)
-			fail_msg("'%s' accepted", bad[i].input);
-		if (strstr(err, bad[i].want) == NULL)
-			fail_msg("'%s': '%s' lacks '%s'", bad[i].input, err, bad[i].want);
-		assert_memory_equal(&a, &keep, sizeof(a)); /* untouched */
-	}
-
-	/* A bare address is a /32. */
-	assert_int_equal(km_allow_parse("192.0.2.7", &a, err, sizeof(err)), 0);
-	assert_int_equal(a.n, 1);
-	assert_int_equal(a.all, 0);
-	assert_int_equal(a.mask[0], 0xffffffff);
-	assert_true(km_allow_match(&a, ip4("192.0.2.7")));
-	assert_false(km_allow_match(&a, ip4("192.0.2.8")));
-
-	/* Host bits are masked away. */
-	assert_int_equal(km_allow_parse("10.1.2.3/8", &a, err, sizeof(err)), 0);
-	assert_int_equal(a.net[0], ip4("10.0.0.0"));
-	assert_int_equal(a.mask[0], ip4("255.0.0.0"));
-	assert_true(km_allow_match(&a, ip4("10.9.9.9")));
-	assert_true(km_allow_match(&a, ip4("10.1.2.3")));
-	assert_false(km_allow_match(&a, ip4("11.1.2.3")));
-
-	/* Several, with blanks; /0 anywhere allows everything. */
-	assert_int_equal(
-		km_allow_parse(" 10.0.0.0/8 , 192.168.0.0/16 ,192.0.2.1/32", &a, err, sizeof(err)),
-		0);
-	assert_int_equal(a.n, 3);
-	assert_int_equal(a.all, 0);
-	assert_true(km_allow_match(&a, ip4("192.168.200.1")));
-	assert_true(km_allow_match(&a, ip4("192.0.2.1")));
-	assert_false(km_allow_match(&a, ip4("192.0.2.2")));
-	assert_false(km_allow_match(&a, ip4("172.16.0.1")));
-	assert_int_equal(km_allow_parse("0.0.0.0/0", &a, err, sizeof(err)), 0);
-	assert_int_equal(a.all, 1);
-	assert_true(km_allow_match(&a, ip4("203.0.113.9")));
-	assert_int_equal(km_allow_parse("192.0.2.1, 1.2.3.4/0", &a, err, sizeof(err)), 0);
-	assert_int_equal(a.all, 1);
-
-	/* At most KM_ALLOW_MAX items. */
-	allow_list(list, sizeof(list), KM_ALLOW_MAX);
-	assert_int_equal(km_allow_parse(list, &a, err, sizeof(err)), 0);
-	assert_int_equal(a.n, KM_ALLOW_MAX);
-	assert_true(km_allow_match(&a, ip4("1.0.0.32")));
-	assert_false(km_allow_match(&a, ip4("1.0.0.33")));
-	allow_list(list, sizeof(list), KM_ALLOW_MAX + 1);
-	assert_int_equal(km_allow_parse(list, &a, err, sizeof(err)), -1);
-	assert_non_null(strstr(err, "more than 32 items"));
-}
-
 /* 33 items through the configuration: refused for the count, not the length. */
 static void
 test_allow_conf(void **state)
@@ -655,7 +583,6 @@ main(void)
 		cmocka_unit_test(test_load_long_lines),
 		cmocka_unit_test(test_load_unreadable),
 		cmocka_unit_test(test_set),
-		cmocka_unit_test(test_allow),
 		cmocka_unit_test(test_allow_conf),
 		cmocka_unit_test(test_items),
 		cmocka_unit_test(test_value_matches_print),

@@ -188,6 +188,8 @@ km_strerror(int err)
 		return "out of memory";
 	case KM_ERR_BUFFER:
 		return "buffer too small";
+	case KM_ERR_MAP_VERSION:
+		return "shard map encoding of a newer major version: upgrade libkeymap";
 	}
 	return "unknown error";
 }
@@ -573,13 +575,15 @@ km_refresh_step(struct km_client *c, int err)
 	struct km_refresh *r = &c->refresh;
 	struct km_map_chunk ch;
 	uint32_t i;
+	int rc;
 
 	if (err != KM_OK) {
 		km_refresh_end(c, err);
 		return;
 	}
-	if (km_shardmap_decode_chunk(c->map_buf, c->map_op.len, &ch) != 0) {
-		km_refresh_end(c, KM_ERR_PROTO);
+	rc = km_shardmap_decode_chunk(c->map_buf, c->map_op.len, &ch);
+	if (rc != 0) {
+		km_refresh_end(c, rc == -EPROTO ? KM_ERR_MAP_VERSION : KM_ERR_PROTO);
 		return;
 	}
 	if (r->got != 0 && !km_chunk_same_map(&r->head, &ch)) {
@@ -614,20 +618,19 @@ km_refresh_step(struct km_client *c, int err)
 		}
 	}
 	for (i = 0; i < ch.count; i++) {
-		const uint8_t *e = ch.entries + (size_t)i * KM_MAP_ENTRY_LEN;
-		uint32_t id = km_get32(e);
-		uint16_t owner = km_get16(e + 4);
+		struct km_map_entry e;
 
-		r->ids[r->got + i] = id;
+		km_shardmap_chunk_entry(&ch, i, &e);
+		r->ids[r->got + i] = e.id;
 		/*
-		 * Entry flags bit 0: moved (explicit owner). Keep jump-hash owners as such so the
-		 * map reads like the server's; but the owner sent is the resolved one, and
-		 * routing must follow it even if our jump hash disagreed.
+		 * Keep jump-hash owners as such so the map reads like the server's; but the owner
+		 * sent is the resolved one, and routing must follow it even if our jump hash
+		 * disagreed.
 		 */
-		if ((km_get16(e + 6) & 1) == 0 && ch.nb_workers != 0 &&
-			km_jump_hash(id, ch.nb_workers) == owner)
-			owner = KM_OWNER_JUMP;
-		r->owners[r->got + i] = owner;
+		if ((e.flags & KM_MAP_ENTRY_F_MOVED) == 0 && ch.nb_workers != 0 &&
+			km_jump_hash(e.id, ch.nb_workers) == e.owner)
+			e.owner = KM_OWNER_JUMP;
+		r->owners[r->got + i] = e.owner;
 	}
 	r->got += ch.count;
 	if (r->got < r->head.nb_shards) {

@@ -39,7 +39,9 @@ enum km_err {
 	KM_ERR_PROTO = -11,           /* unexpected reply */
 	KM_ERR_MOVED = -12,           /* still MOVED after refreshing the map */
 	KM_ERR_NOMEM = -13,
-	KM_ERR_BUFFER = -14, /* value larger than the caller's buffer (length reported) */
+	KM_ERR_BUFFER = -14,      /* value larger than the caller's buffer (length reported) */
+	KM_ERR_MAP_VERSION = -15, /* the server's MAP encoding has a major version this
+				   * library does not know: requests go unsteered */
 };
 
 /** Text for an error code (never NULL). */

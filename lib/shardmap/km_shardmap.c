@@ -399,10 +399,11 @@ km_shardmap_find(const struct km_shardmap *m, uint64_t id)
 
 /*
  * Chunk layout, byte offsets:
- *   0 epoch, 4 nb_workers, 6 udp_port_base, 8 route_sep, 9 route_depth, 10 reserved,
- *   12 nb_shards, 16 first, 20 count, 22 entries { 0 id, 4 owner, 6 flags }.
+ *   0 epoch, 4 nb_workers, 6 udp_port_base, 8 route_sep, 9 route_depth, 10 version,
+ *   11 flags, 12 nb_shards, 16 first, 20 count, 22 entries { 0 id, 4 owner, 6 flags }.
  */
-#define KM_MAP_F_MOVED 0x0001
+#define KM_MAP_VERSION ((KM_MAP_VERSION_MAJOR << 4) | KM_MAP_VERSION_MINOR)
+_Static_assert(KM_MAP_VERSION_MAJOR < 16 && KM_MAP_VERSION_MINOR < 16, "version is 2 nibbles");
 
 size_t
 km_shardmap_encode(const struct km_shardmap *m, uint32_t first, uint8_t *buf, size_t cap)
@@ -425,7 +426,8 @@ km_shardmap_encode(const struct km_shardmap *m, uint32_t first, uint8_t *buf, si
 	km_put16(buf + 6, m->udp_port_base);
 	buf[8] = m->route_sep;
 	buf[9] = m->route_depth;
-	km_put16(buf + 10, 0);
+	buf[10] = KM_MAP_VERSION;
+	buf[11] = 0;
 	km_put32(buf + 12, m->nb_shards);
 	km_put32(buf + 16, first);
 	km_put16(buf + 20, (uint16_t)count);
@@ -436,7 +438,7 @@ km_shardmap_encode(const struct km_shardmap *m, uint32_t first, uint8_t *buf, si
 		/* Ids have at most KM_SHARD_DEPTH_MAX + 1 bits: u32 on the wire is enough. */
 		km_put32(e + 0, (uint32_t)s->id);
 		km_put16(e + 4, s->owner);
-		km_put16(e + 6, s->moved ? KM_MAP_F_MOVED : 0);
+		km_put16(e + 6, s->moved ? KM_MAP_ENTRY_F_MOVED : 0);
 	}
 	return KM_MAP_HDR_LEN + count * KM_MAP_ENTRY_LEN;
 }
@@ -446,6 +448,14 @@ km_shardmap_decode_chunk(const uint8_t *buf, size_t len, struct km_map_chunk *c)
 {
 	if (buf == NULL || c == NULL || len < KM_MAP_HDR_LEN)
 		return -EINVAL;
+	/* The version first: a layout we do not know is not worth reading further. */
+	c->version_major = buf[10] >> 4;
+	c->version_minor = buf[10] & 0x0f;
+	if (c->version_major == 0)
+		c->version_major = 1;
+	if (c->version_major != KM_MAP_VERSION_MAJOR)
+		return -EPROTO;
+	c->flags = buf[11];
 	c->epoch = km_get32(buf + 0);
 	c->nb_workers = km_get16(buf + 4);
 	c->udp_port_base = km_get16(buf + 6);
@@ -456,6 +466,7 @@ km_shardmap_decode_chunk(const uint8_t *buf, size_t len, struct km_map_chunk *c)
 	c->count = km_get16(buf + 20);
 	c->entries = buf + KM_MAP_HDR_LEN;
 
+	/* Bytes after the last entry are for later minor versions: ignored. */
 	if ((size_t)c->count * KM_MAP_ENTRY_LEN + KM_MAP_HDR_LEN > len)
 		return -EINVAL;
 	/* 64-bit sum: first + count must not wrap past the check. */
@@ -465,4 +476,14 @@ km_shardmap_decode_chunk(const uint8_t *buf, size_t len, struct km_map_chunk *c)
 	if (!map_params_valid(c->nb_workers, c->route_sep, c->route_depth))
 		return -EINVAL;
 	return 0;
+}
+
+void
+km_shardmap_chunk_entry(const struct km_map_chunk *c, uint32_t i, struct km_map_entry *e)
+{
+	const uint8_t *p = c->entries + (size_t)i * KM_MAP_ENTRY_LEN;
+
+	e->id = km_get32(p + 0);
+	e->owner = km_get16(p + 4);
+	e->flags = km_get16(p + 6);
 }

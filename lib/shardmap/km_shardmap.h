@@ -147,17 +147,29 @@ uint32_t km_jump_hash(uint64_t key, uint32_t nb_buckets);
 
 /*
  * Wire encoding of a map (the value of a MAP reply), chunked by a cursor so that a map
- * of any size crosses in datagrams:
+ * of any size crosses in datagrams (docs/protocol.md section 6 is the reference):
  *   u32 epoch; u16 nb_workers; u16 udp_port_base; u8 route_sep; u8 route_depth;
- *   u16 reserved; u32 nb_shards (total); u32 first (index of the first entry here);
- *   u16 count; count x { u32 id; u16 owner; u16 flags (bit 0 = moved) }
+ *   u8 version (major << 4 | minor); u8 flags (reserved, 0); u32 nb_shards (total);
+ *   u32 first (index of the first entry here); u16 count;
+ *   count x { u32 id; u16 owner; u16 flags (bit 0 = moved, others reserved) }
+ *
+ * Versions: a new major is a layout an older decoder would misread, so a decoder refuses
+ * a major it does not know (-EPROTO). A new minor only adds what an older decoder may
+ * ignore (meanings for reserved flag bits, bytes after the last entry), so decoders accept
+ * every minor of their major. Major 0 is the encoding before versions existed (the byte
+ * was reserved and 0): the same layout as 1.0, accepted as such.
  */
-#define KM_MAP_HDR_LEN   22
-#define KM_MAP_ENTRY_LEN 8
+#define KM_MAP_HDR_LEN       22
+#define KM_MAP_ENTRY_LEN     8
+#define KM_MAP_VERSION_MAJOR 1
+#define KM_MAP_VERSION_MINOR 0
+#define KM_MAP_ENTRY_F_MOVED 0x0001 /* entry flags: owner set explicitly by a move */
 
 /**
- * Encode shards [first, first + n) of m into buf, as many as fit in cap.
+ * Encode shards [first, first + n) of m into buf, as many as fit in cap, in the version
+ * KM_MAP_VERSION_MAJOR.KM_MAP_VERSION_MINOR.
  * @return bytes written (0 when first is past the end or nothing fits).
+ * @note Context: any thread; m must stay valid for the call (keymapd: RCU read side).
  */
 size_t km_shardmap_encode(const struct km_shardmap *m, uint32_t first, uint8_t *buf, size_t cap);
 
@@ -168,13 +180,34 @@ struct km_map_chunk {
 	uint16_t udp_port_base;
 	uint8_t route_sep;
 	uint8_t route_depth;
+	uint8_t version_major; /* KM_MAP_VERSION_MAJOR (0 read as 1) */
+	uint8_t version_minor; /* any: newer minors only add what may be ignored */
+	uint8_t flags;         /* header flags: none defined, ignored */
 	uint32_t nb_shards;
 	uint32_t first;
 	uint16_t count;
 	const uint8_t *entries; /* count x KM_MAP_ENTRY_LEN bytes */
 };
 
-/** Decode and validate a chunk. @return 0 or -EINVAL. */
+/** One entry of a chunk, decoded. */
+struct km_map_entry {
+	uint64_t id;    /* shard id */
+	uint16_t owner; /* resolved owner worker */
+	uint16_t flags; /* KM_MAP_ENTRY_F_MOVED; other bits reserved, ignored */
+};
+
+/**
+ * Decode and validate a chunk.
+ * @return 0, -EPROTO for a major version this code does not know, -EINVAL for a chunk
+ *   that is truncated or inconsistent.
+ * @note Context: any thread.
+ */
 int km_shardmap_decode_chunk(const uint8_t *buf, size_t len, struct km_map_chunk *c);
+
+/**
+ * Entry i (< c->count) of a chunk decoded by km_shardmap_decode_chunk().
+ * @note Context: any thread.
+ */
+void km_shardmap_chunk_entry(const struct km_map_chunk *c, uint32_t i, struct km_map_entry *e);
 
 #endif /* KM_SHARDMAP_H */

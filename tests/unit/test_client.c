@@ -86,6 +86,7 @@ struct fake {
 	int dup;                      /* send every reply twice */
 	int replay;                   /* before each reply, send the previous one again */
 	size_t map_cap;               /* MAP reply body limit */
+	uint8_t map_version;          /* != 0: version byte stamped into MAP chunks */
 	size_t mget_cap;              /* MGET reply datagram limit */
 	uint64_t next_version;
 	uint64_t applied; /* writes applied */
@@ -357,6 +358,8 @@ fk_handle(struct fake *f, unsigned int w, const uint8_t *buf, size_t len,
 			if (rh.val_len == 0)
 				rh.status = KM_ST_BAD_REQUEST;
 			val = out + KM_HDR_LEN;
+			if (rh.val_len != 0 && f->map_version != 0)
+				out[KM_HDR_LEN + 10] = f->map_version;
 			if (f->next_map != NULL && m.hdr.version == 0) {
 				km_shardmap_free(f->map);
 				f->map = f->next_map;
@@ -687,7 +690,7 @@ test_strerror(void **state)
 	static const int codes[] = {KM_OK, KM_ERR_NOT_FOUND, KM_ERR_VERSION_MISMATCH,
 		KM_ERR_TOO_LARGE, KM_ERR_BAD_REQUEST, KM_ERR_BUSY, KM_ERR_DENIED, KM_ERR_SERVER,
 		KM_ERR_TIMEOUT, KM_ERR_INVAL, KM_ERR_SYSTEM, KM_ERR_PROTO, KM_ERR_MOVED,
-		KM_ERR_NOMEM, KM_ERR_BUFFER};
+		KM_ERR_NOMEM, KM_ERR_BUFFER, KM_ERR_MAP_VERSION};
 	size_t i, j;
 
 	(void)state;
@@ -698,7 +701,7 @@ test_strerror(void **state)
 			assert_string_not_equal(km_strerror(codes[i]), km_strerror(codes[j]));
 	}
 	assert_string_equal(km_strerror(1), "unknown error");
-	assert_string_equal(km_strerror(-15), "unknown error");
+	assert_string_equal(km_strerror(-16), "unknown error");
 	assert_string_equal(km_strerror(-1000), "unknown error");
 }
 
@@ -1331,6 +1334,41 @@ test_no_map_server(void **state)
 	km_client_close(c);
 }
 
+/* MAP chunks of an unknown major version: a clear error, and the client works unsteered;
+ * a newer minor (what an older decoder may ignore) is accepted. */
+static void
+test_map_version(void **state)
+{
+	struct km_client *c;
+	unsigned int i;
+
+	(void)state;
+	fk_lock();
+	fk->map_version = (KM_MAP_VERSION_MAJOR + 1) << 4;
+	fk_unlock();
+	c = cl_open(200, 1, 0);
+	assert_int_equal(km_client_epoch(c), 0);
+	assert_null(km_client_map(c));
+	assert_int_equal(km_map_refresh(c), KM_ERR_MAP_VERSION);
+	assert_string_equal(km_strerror(KM_ERR_MAP_VERSION),
+		"shard map encoding of a newer major version: upgrade libkeymap");
+	for (i = 0; i < 10; i++) {
+		char key[16];
+
+		snprintf(key, sizeof(key), "v%u", i);
+		assert_int_equal(put_s(c, key, "v", NULL), KM_OK);
+		check_get(c, key, "v", 0);
+	}
+
+	fk_lock();
+	fk->map_version = (KM_MAP_VERSION_MAJOR << 4) | 0x0f;
+	fk_unlock();
+	assert_int_equal(km_map_refresh(c), KM_OK);
+	assert_int_equal(km_client_epoch(c), 1);
+	assert_int_equal(km_client_nb_workers(c), 4);
+	km_client_close(c);
+}
+
 static void
 test_map_dropped(void **state)
 {
@@ -1669,6 +1707,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_server_restart, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_batch_moved, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_no_map_server, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_map_version, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_map_dropped, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_no_steer, setup1, teardown),
 		cmocka_unit_test_setup_teardown(test_batch_10k, setup4, teardown),

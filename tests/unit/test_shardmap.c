@@ -903,7 +903,8 @@ test_encode_decode(void **state)
 	assert_int_equal(km_get16(buf + 6), 9000);
 	assert_int_equal(buf[8], ':');
 	assert_int_equal(buf[9], 2);
-	assert_int_equal(km_get16(buf + 10), 0);
+	assert_int_equal(buf[10], KM_MAP_VERSION_MAJOR << 4 | KM_MAP_VERSION_MINOR);
+	assert_int_equal(buf[11], 0);
 	assert_int_equal(km_get32(buf + 12), m->nb_shards);
 	assert_int_equal(km_get32(buf + 16), 3);
 	assert_int_equal(km_get16(buf + 20), 1);
@@ -973,6 +974,152 @@ test_decode_invalid(void **state)
 	bad[9] = 0;
 	assert_int_equal(km_shardmap_decode_chunk(bad, len, &c), -EINVAL);
 
+	/* versions: an unknown major is refused before anything else is read */
+	memcpy(bad, buf, len);
+	bad[10] = (KM_MAP_VERSION_MAJOR + 1) << 4;
+	assert_int_equal(km_shardmap_decode_chunk(bad, len, &c), -EPROTO);
+	bad[10] = 0xf0;
+	km_put16(bad + 20, UINT16_MAX); /* would be -EINVAL in a known version */
+	assert_int_equal(km_shardmap_decode_chunk(bad, len, &c), -EPROTO);
+	assert_int_equal(km_shardmap_decode_chunk(bad, KM_MAP_HDR_LEN, &c), -EPROTO);
+
+	km_shardmap_free(m);
+}
+
+/* Newer minors, the pre-version encoding (0) and reserved flag bits are all accepted. */
+static void
+test_decode_versions(void **state)
+{
+	struct km_shardmap *m = make_map(16, 2, '/', 1);
+	uint8_t buf[KM_MAP_HDR_LEN + 2 * KM_MAP_ENTRY_LEN + 5];
+	struct km_map_entry e;
+	struct km_map_chunk c;
+	size_t len;
+
+	(void)state;
+	len = km_shardmap_encode(m, 0, buf, KM_MAP_HDR_LEN + 2 * KM_MAP_ENTRY_LEN);
+	assert_int_equal(len, KM_MAP_HDR_LEN + 2 * KM_MAP_ENTRY_LEN);
+	assert_int_equal(km_shardmap_decode_chunk(buf, len, &c), 0);
+	assert_int_equal(c.version_major, KM_MAP_VERSION_MAJOR);
+	assert_int_equal(c.version_minor, KM_MAP_VERSION_MINOR);
+	assert_int_equal(c.flags, 0);
+
+	buf[10] = 0; /* before versions: the same layout */
+	assert_int_equal(km_shardmap_decode_chunk(buf, len, &c), 0);
+	assert_int_equal(c.version_major, 1);
+	assert_int_equal(c.version_minor, 0);
+
+	/* a later minor: header flags, reserved entry flags, bytes after the entries */
+	buf[10] = KM_MAP_VERSION_MAJOR << 4 | 0x0f;
+	buf[11] = 0xff;
+	km_put16(buf + KM_MAP_HDR_LEN + 6, 0xfffe);
+	memset(buf + len, 0xee, 5);
+	assert_int_equal(km_shardmap_decode_chunk(buf, len + 5, &c), 0);
+	assert_int_equal(c.version_minor, 0x0f);
+	assert_int_equal(c.flags, 0xff);
+	assert_int_equal(c.count, 2);
+	km_shardmap_chunk_entry(&c, 0, &e);
+	assert_int_equal(e.id, m->shards[0].id);
+	assert_int_equal(e.owner, m->shards[0].owner);
+	assert_int_equal(e.flags & KM_MAP_ENTRY_F_MOVED, 0);
+	km_shardmap_free(m);
+}
+
+/*
+ * The test vector of docs/protocol.md section 7 ("MAP chunk"), byte for byte: epoch 7,
+ * 4 workers, port base 7070, route '/' depth 1, version 1.0, shards 2 (owner 3 by jump
+ * hash), 6 (moved to worker 1) and 7 (owner 0 by jump hash). Keep the two identical.
+ */
+static const uint8_t map_vector[] = {
+	0x07,
+	0x00,
+	0x00,
+	0x00,
+	0x04,
+	0x00,
+	0x9e,
+	0x1b,
+	0x2f,
+	0x01,
+	0x10,
+	0x00,
+	0x03,
+	0x00,
+	0x00,
+	0x00,
+	0x00,
+	0x00,
+	0x00,
+	0x00,
+	0x03,
+	0x00,
+	0x02,
+	0x00,
+	0x00,
+	0x00,
+	0x03,
+	0x00,
+	0x00,
+	0x00,
+	0x06,
+	0x00,
+	0x00,
+	0x00,
+	0x01,
+	0x00,
+	0x01,
+	0x00,
+	0x07,
+	0x00,
+	0x00,
+	0x00,
+	0x00,
+	0x00,
+	0x00,
+	0x00,
+};
+
+static void
+test_map_vector(void **state)
+{
+	static const uint64_t ids[] = {2, 6, 7};
+	static const uint16_t owners[] = {3, 1, 0}, flags[] = {0, KM_MAP_ENTRY_F_MOVED, 0};
+	uint16_t list_owners[3] = {KM_OWNER_JUMP, 1, KM_OWNER_JUMP};
+	struct km_shardmap *m = NULL;
+	struct km_map_chunk c;
+	struct km_map_entry e;
+	uint8_t buf[64];
+	uint32_t i;
+
+	(void)state;
+	assert_int_equal(sizeof(map_vector), KM_MAP_HDR_LEN + 3 * KM_MAP_ENTRY_LEN);
+	assert_int_equal(km_shardmap_decode_chunk(map_vector, sizeof(map_vector), &c), 0);
+	assert_int_equal(c.epoch, 7);
+	assert_int_equal(c.nb_workers, 4);
+	assert_int_equal(c.udp_port_base, 7070);
+	assert_int_equal(c.route_sep, '/');
+	assert_int_equal(c.route_depth, 1);
+	assert_int_equal(c.version_major, 1);
+	assert_int_equal(c.version_minor, 0);
+	assert_int_equal(c.flags, 0);
+	assert_int_equal(c.nb_shards, 3);
+	assert_int_equal(c.first, 0);
+	assert_int_equal(c.count, 3);
+	for (i = 0; i < 3; i++) {
+		km_shardmap_chunk_entry(&c, i, &e);
+		assert_int_equal(e.id, ids[i]);
+		assert_int_equal(e.owner, owners[i]);
+		assert_int_equal(e.flags, flags[i]);
+	}
+	/* the jump-hash owners really are the jump hash; the moved one is not */
+	assert_int_equal(km_jump_hash(2, 4), 3);
+	assert_int_equal(km_jump_hash(7, 4), 0);
+	assert_int_not_equal(km_jump_hash(6, 4), 1);
+
+	/* and the encoder writes exactly these bytes for that map */
+	assert_int_equal(km_shardmap_from_list(7, 4, 7070, '/', 1, ids, list_owners, 3, &m), 0);
+	assert_int_equal(km_shardmap_encode(m, 0, buf, sizeof(buf)), sizeof(map_vector));
+	assert_memory_equal(buf, map_vector, sizeof(map_vector));
 	km_shardmap_free(m);
 }
 
@@ -995,6 +1142,8 @@ main(void)
 		cmocka_unit_test(test_from_list),
 		cmocka_unit_test(test_encode_decode),
 		cmocka_unit_test(test_decode_invalid),
+		cmocka_unit_test(test_decode_versions),
+		cmocka_unit_test(test_map_vector),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

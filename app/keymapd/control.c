@@ -13,7 +13,9 @@
 #include <rte_errno.h>
 #include <rte_log.h>
 #include <rte_malloc.h>
+#include <rte_lcore.h>
 #include <rte_ring.h>
+#include <rte_ring_elem.h>
 
 #include <urcu-qsbr.h>
 
@@ -137,6 +139,7 @@ struct ctl_req {
 };
 
 static struct rte_ring *ctl_ring; /* callers (MP) -> control lcore (SC) */
+static uint32_t ctl_seq;          /* number of the last command sent (control lcore) */
 static sem_t ctl_wake;            /* posted with every request: the loop wakes at once */
 
 static void
@@ -225,12 +228,26 @@ ctl_serve(int refuse)
 
 /* ---- Commands to workers ---------------------------------------------------------- */
 
-/* Queue c on worker w's command ring. @return 0 or -EBUSY (ring full). */
+/* Queue c on worker w's ctl_to_w ring. @return 0 or -EBUSY (ring full). */
 static int
 wcmd_post(uint16_t w, struct km_wcmd *c)
 {
+	struct km_cmsg m = {.type = KM_CMSG_SYNC, .u.sync = c};
+
 	atomic_init(&c->state, KM_WCMD_PENDING);
-	return rte_ring_sp_enqueue(km_dp.workers[w].cmds, c) == 0 ? 0 : -EBUSY;
+	return rte_ring_sp_enqueue_elem(km_dp.workers[w].ctl_to_w, &m, sizeof(m)) == 0 ? 0 : -EBUSY;
+}
+
+/* Queue a by-value command on worker w's ctl_to_w ring; a full ring drops it (counted).
+ * @return 0 or -EAGAIN. */
+static int
+cmsg_send(uint16_t w, const struct km_cmsg *m)
+{
+	if (rte_ring_sp_enqueue_elem(km_dp.workers[w].ctl_to_w, (void *)(uintptr_t)m, sizeof(*m)) ==
+		0)
+		return 0;
+	km_ctl.cnt.cmd_drops++;
+	return -EAGAIN;
 }
 
 /*
@@ -364,20 +381,16 @@ int
 km_ctl_prefetch(const uint8_t *key, uint16_t len)
 {
 	const struct km_shardmap *m = km_map_current;
-	struct km_wcmd *c;
+	struct km_cmsg c = {.type = KM_CMSG_PREFETCH, .key_len = len};
 	int rc;
 
 	if (len == 0 || len > KM_KEY_MAX)
 		return -EINVAL;
-	c = wcmd_new(KM_WCMD_PREFETCH, 0);
-	if (c == NULL)
-		return -ENOMEM;
-	memcpy(c->key, key, len);
-	c->key_len = len;
-	rc = wcmd_run(km_shardmap_lookup(m, km_shardmap_hash(m, key, len))->owner, c);
+	memcpy(c.u.key, key, len);
+	c.seq = ++ctl_seq;
+	rc = cmsg_send(km_shardmap_lookup(m, km_shardmap_hash(m, key, len))->owner, &c);
 	if (rc == 0)
-		rc = c->rc;
-	wcmd_free(c, rc == -ETIMEDOUT ? rc : 0);
+		km_ctl.cnt.prefetches++;
 	return rc;
 }
 
@@ -1081,25 +1094,25 @@ km_ctl_publish_allow(const char *list, char *err, size_t errlen)
 	return 0;
 }
 
-/* Send the [workers] tunables of c to every worker. */
+/* Send the [workers] tunables of c to every worker (applied at their next loop
+ * boundary). */
 static int
 ctl_tune_workers(const struct km_conf *c)
 {
-	struct km_wcmd *cmd;
+	struct km_cmsg m = {
+		.type = KM_CMSG_TUNE,
+		.u.tune =
+			{
+				.burst = (uint16_t)c->burst,
+				.idle_spin = (uint32_t)c->idle_spin,
+				.idle_sleep_us = (uint32_t)c->idle_sleep_us,
+			},
+	};
 	uint16_t i;
 	int rc, ret = 0;
 
 	for (i = 0; i < km_dp.nb_workers; i++) {
-		cmd = wcmd_new(KM_WCMD_TUNE, 0);
-		if (cmd == NULL)
-			return -ENOMEM;
-		cmd->tune = (struct km_worker_tune){
-			.burst = (uint16_t)c->burst,
-			.idle_spin = (uint32_t)c->idle_spin,
-			.idle_sleep_us = (uint32_t)c->idle_sleep_us,
-		};
-		rc = wcmd_run(i, cmd);
-		wcmd_free(cmd, rc);
+		rc = cmsg_send(i, &m);
 		if (rc < 0)
 			ret = rc;
 	}
@@ -1145,7 +1158,7 @@ km_ctl_set(const char *assignment, char *err, size_t errlen)
 		nc.idle_sleep_us != km_ctl.conf.idle_sleep_us) {
 		rc = ctl_tune_workers(&nc);
 		if (rc < 0) {
-			snprintf(err, errlen, "a worker did not apply %s: %s", name, strerror(-rc));
+			snprintf(err, errlen, "a worker did not take %s: %s", name, strerror(-rc));
 			return rc;
 		}
 	}
@@ -1158,9 +1171,52 @@ km_ctl_set(const char *assignment, char *err, size_t errlen)
 
 /* ---- The loop ------------------------------------------------------------------------- */
 
+/* What a worker sends back: counted now; samples feed the predictor later. */
+static void
+ctl_receive(const struct km_wmsg *m)
+{
+	switch (m->type) {
+	case KM_WMSG_SAMPLE:
+		km_ctl.cnt.samples++;
+		break;
+	case KM_WMSG_DONE:
+		if (m->u.done.cmd != KM_CMSG_PREFETCH)
+			break;
+		if (m->u.done.rc > 0)
+			km_ctl.cnt.prefetch_started++;
+		else if (m->u.done.rc == 0)
+			km_ctl.cnt.prefetch_nothing++;
+		else
+			km_ctl.cnt.prefetch_refused++;
+		break;
+	default:
+		break;
+	}
+}
+
+/* Take everything the workers sent (w_to_ctl). */
+static void
+ctl_drain(void)
+{
+	struct km_wmsg m[16];
+	unsigned int n, k;
+	uint16_t i;
+
+	for (i = 0; i < km_dp.nb_workers; i++)
+		while ((n = rte_ring_sc_dequeue_burst_elem(
+				km_dp.workers[i].w_to_ctl, m, sizeof(m[0]), RTE_DIM(m), NULL)) != 0)
+			for (k = 0; k < n; k++)
+				ctl_receive(&m[k]);
+}
+
 int
 km_ctl_init(const struct km_conf *conf)
 {
+	char name[RTE_RING_NAMESIZE];
+	struct km_worker *w;
+	uint16_t i;
+	int socket;
+
 	km_ctl.conf = *conf;
 	km_ctl.start_tsc = rte_get_timer_cycles();
 	if (sem_init(&ctl_wake, 0, 0) != 0)
@@ -1168,6 +1224,18 @@ km_ctl_init(const struct km_conf *conf)
 	ctl_ring = rte_ring_create("km_ctl", CTL_RING_SIZE, (int)rte_socket_id(), RING_F_SC_DEQ);
 	if (ctl_ring == NULL)
 		return -rte_errno;
+	for (i = 0; i < km_dp.nb_workers; i++) {
+		w = &km_dp.workers[i];
+		socket = (int)rte_lcore_to_socket_id(w->lcore);
+		snprintf(name, sizeof(name), "km_ctl_to_w%u", i);
+		w->ctl_to_w = rte_ring_create_elem(name, sizeof(struct km_cmsg), KM_CTL_RING_SIZE,
+			socket, RING_F_SP_ENQ | RING_F_SC_DEQ);
+		snprintf(name, sizeof(name), "km_w%u_to_ctl", i);
+		w->w_to_ctl = rte_ring_create_elem(name, sizeof(struct km_wmsg), KM_CTL_RING_SIZE,
+			socket, RING_F_SP_ENQ | RING_F_SC_DEQ);
+		if (w->ctl_to_w == NULL || w->w_to_ctl == NULL)
+			return -rte_errno;
+	}
 	return 0;
 }
 
@@ -1184,6 +1252,7 @@ km_ctl_loop(void)
 		deadline_after(&ts, (unsigned int)km_ctl.conf.interval_ms);
 		sem_clockwait(&ctl_wake, CLOCK_MONOTONIC, &ts);
 		ctl_serve(0);
+		ctl_drain();
 		now = rte_get_timer_cycles();
 		if (now - km_ctl.sample_tsc >= km_ctl.conf.sample_ms * hz / 1000) {
 			if (km_ctl_sample(1) == 0 && !ctl_autoshard())
@@ -1207,10 +1276,27 @@ km_ctl_wake(void)
 void
 km_ctl_fini(void)
 {
-	/* The ring stays: a telemetry thread may still be about to post (it then times out
-	 * or sees the stop flag). */
+	struct km_worker *w;
+	struct km_cmsg m;
+	uint16_t i;
+
+	/* The request ring stays: a telemetry thread may still be about to post (it then
+	 * times out or sees the stop flag). */
 	if (ctl_ring != NULL)
 		ctl_serve(1);
+	/* The workers have stopped. Handshakes left in ctl_to_w were abandoned by the control
+	 * lcore (it gives up when keymapd stops): never claimed, they are freed here. */
+	for (i = 0; km_dp.workers != NULL && i < km_dp.nb_workers; i++) {
+		w = &km_dp.workers[i];
+		while (w->ctl_to_w != NULL &&
+			rte_ring_sc_dequeue_elem(w->ctl_to_w, &m, sizeof(m)) == 0)
+			if (m.type == KM_CMSG_SYNC)
+				free(m.u.sync);
+		rte_ring_free(w->ctl_to_w);
+		rte_ring_free(w->w_to_ctl);
+		w->ctl_to_w = NULL;
+		w->w_to_ctl = NULL;
+	}
 	free(km_ctl.shards);
 	km_ctl.shards = NULL;
 	km_ctl.nb_shards = 0;

@@ -38,19 +38,25 @@ struct km_ctl_shard {
 };
 
 /* Counters of the control plane (control lcore: rw; read through km_ctl_call). */
-#define KM_CTL_COUNTERS(X)                                                            \
-	X(splits, "shards split (operator and automatic)")                            \
-	X(merges, "buddy shards merged (operator and automatic)")                     \
-	X(moves, "shards moved to another worker by an operator")                     \
-	X(auto_splits, "automatic splits of hot shards")                              \
-	X(auto_merges, "automatic merges of cold buddies")                            \
-	X(reshard_failures, "re-shardings refused or rolled back")                    \
-	X(to_cold, "shards compacted into the cold tier")                             \
-	X(to_hot, "cold shards promoted back to the log")                             \
-	X(compactions, "logs compacted (space of old records reclaimed)")             \
-	X(tier_failures, "tier changes and compactions refused or rolled back")       \
-	X(keys_handed_over, "entries copied or moved between workers by re-sharding") \
-	X(commands, "control commands executed (telemetry and metrics)")
+#define KM_CTL_COUNTERS(X)                                                                   \
+	X(splits, "shards split (operator and automatic)")                                   \
+	X(merges, "buddy shards merged (operator and automatic)")                            \
+	X(moves, "shards moved to another worker by an operator")                            \
+	X(auto_splits, "automatic splits of hot shards")                                     \
+	X(auto_merges, "automatic merges of cold buddies")                                   \
+	X(reshard_failures, "re-shardings refused or rolled back")                           \
+	X(to_cold, "shards compacted into the cold tier")                                    \
+	X(to_hot, "cold shards promoted back to the log")                                    \
+	X(compactions, "logs compacted (space of old records reclaimed)")                    \
+	X(tier_failures, "tier changes and compactions refused or rolled back")              \
+	X(keys_handed_over, "entries copied or moved between workers by re-sharding")        \
+	X(commands, "control commands executed (telemetry and metrics)")                     \
+	X(prefetches, "prefetch commands queued to workers")                                 \
+	X(prefetch_started, "prefetches that started a read (worker completions)")           \
+	X(prefetch_nothing, "prefetches with nothing to do: cached, being read, or in DRAM") \
+	X(prefetch_refused, "prefetches a worker refused: no such key, or no room")          \
+	X(cmd_drops, "commands to workers dropped: ctl_to_w ring full")                      \
+	X(samples, "access samples received from workers (w_to_ctl)")
 
 struct km_ctl_counters {
 #define KM_X(name, help) uint64_t name;
@@ -116,9 +122,13 @@ int km_ctl_move(uint64_t id, uint16_t worker, char *err, size_t errlen);
 int km_ctl_retier(uint64_t id, int tier, char *err, size_t errlen);
 
 /*
- * Have the owner of key read it into its cache ahead of requests (persistent drivers).
- * @return 1 read started, 0 nothing to do (cached, in flight, or values in DRAM),
- *   -ENOENT no such key, -EINVAL bad key, -EAGAIN no room, -ETIMEDOUT.
+ * Have the owner of key read it into its cache ahead of requests (persistent drivers):
+ * fire and forget, the command is queued on the owner's ctl_to_w ring. The worker's
+ * result comes back as a completion on w_to_ctl, counted in prefetch_started,
+ * prefetch_nothing (cached, being read, or values in DRAM) and prefetch_refused (no such
+ * key, no room).
+ * @return 0 queued, -EINVAL bad key, -EAGAIN the owner's ring is full (counted in
+ *   cmd_drops).
  */
 int km_ctl_prefetch(const uint8_t *key, uint16_t len);
 

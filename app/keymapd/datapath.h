@@ -18,7 +18,9 @@
 
 #include <rte_common.h>
 #include <rte_ether.h>
+#include <rte_branch_prediction.h>
 #include <rte_ring.h>
+#include <rte_ring_elem.h>
 
 #include <km_allow.h>
 #include <km_proc.h>
@@ -43,7 +45,8 @@
 	X(drop_denied, "datagrams dropped: source not in [security] allow")                 \
 	X(busy_cycles, "TSC cycles spent on iterations that had work")                      \
 	X(busy_iters, "loop iterations that had work")                                      \
-	X(disk_replies, "replies sent after waiting for a disk read or a group write")
+	X(disk_replies, "replies sent after waiting for a disk read or a group write")      \
+	X(ctl_drops, "messages to the control lcore dropped: w_to_ctl ring full")
 
 struct km_worker_counters {
 #define KM_X(name, help) uint64_t name;
@@ -68,6 +71,26 @@ km_lat_bucket(uint64_t cycles)
 	return b < KM_LAT_BUCKETS ? b : KM_LAT_BUCKETS - 1;
 }
 
+/*
+ * Rings between the control lcore and each worker, named by their direction. Messages go
+ * by value (rte_ring_*_elem: the ring holds a copy), fire and forget: a producer that
+ * finds its ring full drops the message and counts it, so a worker never waits for the
+ * control lcore. Only attach, detach and info need an answer: they travel as a
+ * KM_CMSG_SYNC message pointing to a struct km_wcmd the control lcore waits on.
+ *
+ *   control lcore --ctl_to_w--> worker   commands: sync handshakes, tunables, prefetches
+ *   worker        --w_to_ctl--> control  access samples, completions of prefetches
+ *   any worker    --to_owner--> worker   misdirected request mbufs (handoff)
+ */
+#define KM_CTL_RING_SIZE 256 /* messages per ring (ctl_to_w and w_to_ctl of each worker) */
+
+/* Commands carried by ctl_to_w. */
+enum km_cmsg_type {
+	KM_CMSG_SYNC = 1, /* u.sync: run a struct km_wcmd and store its state (handshake) */
+	KM_CMSG_TUNE,     /* u.tune: apply the worker tunables */
+	KM_CMSG_PREFETCH, /* u.key[0..key_len): read into the cache; completion on w_to_ctl */
+};
+
 /* Worker tunables changed at run time ([workers] burst, idle_spin, idle_sleep_us). */
 struct km_worker_tune {
 	uint16_t burst;
@@ -75,54 +98,126 @@ struct km_worker_tune {
 	uint32_t idle_sleep_us;
 };
 
-/* Commands from the control lcore to a worker, applied at a loop boundary. */
-enum km_wcmd_op {
-	KM_WCMD_ATTACH,   /* store -> the shard shard_id of this worker */
-	KM_WCMD_DETACH,   /* shard shard_id -> store (and requests) for the control lcore */
-	KM_WCMD_INFO,     /* fill infos[0..max), n = shards owned */
-	KM_WCMD_TUNE,     /* apply tune */
-	KM_WCMD_PREFETCH, /* read key[0..key_len) into the cache, marked prefetched */
+struct km_wcmd;
+
+/* One command on ctl_to_w. Control lcore: writes (its copy, before the enqueue); worker:
+ * reads (its copy, after the dequeue). Nothing of it is shared once enqueued. */
+struct km_cmsg {
+	uint16_t type;    /* enum km_cmsg_type */
+	uint16_t key_len; /* KM_CMSG_PREFETCH: 1..KM_KEY_MAX */
+	uint32_t seq;     /* KM_CMSG_PREFETCH: the control lcore's number, echoed back */
+	union {
+		struct km_wcmd *sync;       /* KM_CMSG_SYNC: see struct km_wcmd */
+		struct km_worker_tune tune; /* KM_CMSG_TUNE */
+		uint8_t key[KM_KEY_MAX];    /* KM_CMSG_PREFETCH */
+	} u;
 };
 
+/* Messages carried by w_to_ctl. */
+enum km_wmsg_type {
+	KM_WMSG_SAMPLE = 1, /* u.sample: one sampled access (for the predictor) */
+	KM_WMSG_DONE,       /* u.done: a command of ctl_to_w was applied */
+};
+
+/* One sampled access to a key. */
+struct km_access_sample {
+	uint64_t shard_id; /* shard the key routed to */
+	uint64_t session;  /* client session, 0 = none */
+	uint64_t tsc;      /* rte_rdtsc() of the worker when the request was executed */
+	uint16_t key_len;  /* 1..KM_KEY_MAX */
+	uint8_t op;        /* enum km_op */
+	uint8_t hit;       /* 1: answered from memory (cache or DRAM store); 0: a miss */
+	uint8_t key[KM_KEY_MAX];
+};
+
+/* The result of a command of ctl_to_w. */
+struct km_completion {
+	uint16_t cmd; /* enum km_cmsg_type that completed */
+	uint16_t pad;
+	uint32_t seq; /* struct km_cmsg seq */
+	int32_t rc;   /* KM_CMSG_PREFETCH: km_proc_prefetch_key()'s return */
+};
+
+/* One message on w_to_ctl. Worker: writes (its copy, before the enqueue); control lcore:
+ * reads (its copy, after the dequeue). */
+struct km_wmsg {
+	uint16_t type;   /* enum km_wmsg_type */
+	uint16_t worker; /* index of the sender */
+	uint32_t pad;
+	union {
+		struct km_access_sample sample; /* KM_WMSG_SAMPLE */
+		struct km_completion done;      /* KM_WMSG_DONE */
+	} u;
+};
+
+_Static_assert(sizeof(struct km_cmsg) % 4 == 0, "rte_ring elements are multiples of 4 bytes");
+_Static_assert(sizeof(struct km_wmsg) % 4 == 0, "rte_ring elements are multiples of 4 bytes");
+
+/* Handshake commands (KM_CMSG_SYNC), applied at a loop boundary. */
+enum km_wcmd_op {
+	KM_WCMD_ATTACH, /* store -> the shard shard_id of this worker */
+	KM_WCMD_DETACH, /* shard shard_id -> store (and requests) for the control lcore */
+	KM_WCMD_INFO,   /* fill infos[0..max), n = shards owned */
+};
+
+/*
+ * A command the control lcore waits for (calloc'd by it). Fields marked "in" are written
+ * by the control lcore before the enqueue and read by the worker; "out" fields are written
+ * by the worker before its DONE store (release) and read by the control lcore after its
+ * acquire load of DONE. state is the only field both touch concurrently.
+ */
 struct km_wcmd {
-	enum km_wcmd_op op;
-	uint64_t shard_id;
-	struct km_store *store;      /* ATTACH: in; DETACH: out */
+	enum km_wcmd_op op;          /* in */
+	uint64_t shard_id;           /* in: ATTACH, DETACH */
+	struct km_store *store;      /* ATTACH: in (the worker's once DONE with rc 0);
+				      * DETACH: out (the control lcore's once DONE) */
 	uint64_t requests;           /* DETACH: out */
-	struct km_shard_info *infos; /* INFO */
-	uint32_t max;                /* INFO */
+	struct km_shard_info *infos; /* INFO: in (buffer of max entries, written by the worker) */
+	uint32_t max;                /* INFO: in */
 	uint32_t n;                  /* INFO: out */
-	struct km_worker_tune tune;  /* TUNE */
-	uint16_t key_len;            /* PREFETCH */
-	uint8_t key[KM_KEY_MAX];     /* PREFETCH */
 	int rc;                      /* out */
-	atomic_int state;            /* enum km_wcmd_state */
+	atomic_int state;            /* enum km_wcmd_state: see there */
 };
 
 /*
  * Life of a command. The control lcore queues it PENDING. The worker claims it
- * (PENDING -> RUNNING), applies it and stores DONE with release order (the outputs, and a
- * detached store's contents, are then visible to the control lcore). A control lcore that
- * gives up waiting abandons it (PENDING -> ABANDONED): the worker then frees it without
- * applying it. A command already RUNNING is always waited for: applying one is short.
+ * (PENDING -> RUNNING, compare-and-exchange), applies it and stores DONE with release order
+ * (pairs with the control lcore's acquire load: the outputs, and a detached store's
+ * contents, are then visible to it). A control lcore that gives up waiting abandons it
+ * (PENDING -> ABANDONED, compare-and-exchange against the worker's claim): the worker then
+ * frees it without applying it (or km_ctl_fini does, once the workers have stopped). A
+ * command already RUNNING is always waited for: applying one is short.
  */
 enum km_wcmd_state { KM_WCMD_PENDING, KM_WCMD_RUNNING, KM_WCMD_DONE, KM_WCMD_ABANDONED };
 
 struct km_worker {
-	/* Set before launch, read-only afterwards. */
+	/* Set before launch (main lcore), read-only afterwards. */
 	unsigned int lcore;
 	uint16_t index;
 	uint16_t queue;
-	struct rte_ring *to_owner; /* other workers -> this worker (MP/SC) */
-	struct rte_ring *cmds;     /* control lcore -> this worker (SP/SC), struct km_wcmd * */
+	struct rte_ring *to_owner; /* other workers (MP) -> this worker (SC): struct rte_mbuf * */
+	struct rte_ring *ctl_to_w; /* control lcore (SP) -> this worker (SC): struct km_cmsg */
+	struct rte_ring *w_to_ctl; /* this worker (SP) -> control lcore (SC): struct km_wmsg */
 	struct km_proc *proc;      /* this worker only (counters: ro for others) */
 	int disk;                  /* its stores keep values on disk: poll completions */
-	/* worker only (changed through KM_WCMD_TUNE) */
+	/* worker: rw (changed by KM_CMSG_TUNE); others: never */
 	struct km_worker_tune tune;
 	/* worker: rw (plain stores), control/others: ro, may read one update old */
 	struct km_worker_counters cnt;
-	uint64_t lat[KM_LAT_BUCKETS];
+	uint64_t lat[KM_LAT_BUCKETS]; /* worker: rw (plain stores); control: ro, as cnt */
 } __rte_cache_aligned;
+
+/*
+ * Send m to the control lcore on w's w_to_ctl ring; a full ring drops it (counted in
+ * ctl_drops): the worker never waits.
+ * @note Context: worker w only (single producer).
+ */
+static inline void
+km_worker_to_ctl(struct km_worker *w, const struct km_wmsg *m)
+{
+	if (unlikely(rte_ring_sp_enqueue_elem(w->w_to_ctl, (void *)(uintptr_t)m, sizeof(*m)) != 0))
+		w->cnt.ctl_drops++;
+}
 
 struct km_datapath {
 	/* Set before launch, read-only afterwards. */

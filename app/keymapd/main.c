@@ -24,7 +24,6 @@
 
 #define EAL_ARGS_MAX      64
 #define HANDOFF_RING_SIZE 4096
-#define CMD_RING_SIZE     64
 #define REC_IDS_MAX       (1 << 20) /* shards a data directory may hold */
 
 int km_logtype = RTE_LOGTYPE_USER1;
@@ -105,10 +104,7 @@ workers_init(const struct km_conf *conf, const struct km_shardmap *map)
 		snprintf(name, sizeof(name), "km_to_w%u", i);
 		w->to_owner = rte_ring_create(
 			name, HANDOFF_RING_SIZE, rte_lcore_to_socket_id(lcore), RING_F_SC_DEQ);
-		snprintf(name, sizeof(name), "km_cmd_w%u", i);
-		w->cmds = rte_ring_create(name, CMD_RING_SIZE, rte_lcore_to_socket_id(lcore),
-			RING_F_SP_ENQ | RING_F_SC_DEQ);
-		if (w->to_owner == NULL || w->cmds == NULL) {
+		if (w->to_owner == NULL) {
 			KM_LOG(ERR, "worker %u: cannot create ring: %s", i,
 				rte_strerror(rte_errno));
 			return -ENOMEM;
@@ -244,15 +240,6 @@ workers_fini(void)
 					w->to_owner, (void **)m, RTE_DIM(m), NULL)) != 0)
 				rte_pktmbuf_free_bulk(m, n);
 			rte_ring_free(w->to_owner);
-		}
-		/* Commands left behind were abandoned by the control lcore (it gives up when
-		 * keymapd stops): they are the worker's to free, and it has stopped. */
-		if (w->cmds != NULL) {
-			void *c = NULL;
-
-			while (rte_ring_sc_dequeue(w->cmds, &c) == 0)
-				free(c);
-			rte_ring_free(w->cmds);
 		}
 		km_proc_destroy(w->proc);
 	}

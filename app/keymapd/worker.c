@@ -367,47 +367,63 @@ disk_poll(struct km_worker *w, struct tx_batch *tx)
 	return (uint16_t)total;
 }
 
-/* Apply the control lcore's commands, at a loop boundary: no staged burst is in progress
- * and nothing of a shard is referenced across it. */
+/* A handshake command: claim it, apply it, publish its outputs with DONE. */
+static void
+worker_sync(struct km_worker *w, struct km_wcmd *c)
+{
+	int expected = KM_WCMD_PENDING;
+
+	if (!atomic_compare_exchange_strong(&c->state, &expected, KM_WCMD_RUNNING)) {
+		free(c); /* abandoned by the control lcore: not applied, ours to free */
+		return;
+	}
+	switch (c->op) {
+	case KM_WCMD_ATTACH:
+		c->rc = km_proc_shard_attach(w->proc, c->shard_id, c->store);
+		break;
+	case KM_WCMD_DETACH:
+		c->store = km_proc_shard_detach(w->proc, c->shard_id, &c->requests);
+		c->rc = c->store == NULL ? -ENOENT : 0;
+		break;
+	case KM_WCMD_INFO:
+		c->n = km_proc_shard_infos(w->proc, c->infos, c->max);
+		c->rc = 0;
+		break;
+	default:
+		c->rc = -EINVAL;
+		break;
+	}
+	/* Release: the control lcore that sees DONE (acquire) sees the outputs (and, for a
+	 * detach, everything this worker wrote to the store). */
+	atomic_store_explicit(&c->state, KM_WCMD_DONE, memory_order_release);
+}
+
+/* Apply the control lcore's commands (ctl_to_w), at a loop boundary: no staged burst is in
+ * progress and nothing of a shard is referenced across it. */
 static __rte_noinline void
 worker_commands(struct km_worker *w)
 {
-	struct km_wcmd *c;
-	int expected;
+	struct km_wmsg done = {.type = KM_WMSG_DONE, .worker = w->index};
+	struct km_cmsg m;
 
-	while (rte_ring_sc_dequeue(w->cmds, (void **)&c) == 0) {
-		expected = KM_WCMD_PENDING;
-		if (!atomic_compare_exchange_strong(&c->state, &expected, KM_WCMD_RUNNING)) {
-			free(c); /* abandoned by the control lcore: not applied, ours to free */
-			continue;
-		}
-		switch (c->op) {
-		case KM_WCMD_ATTACH:
-			c->rc = km_proc_shard_attach(w->proc, c->shard_id, c->store);
+	while (rte_ring_sc_dequeue_elem(w->ctl_to_w, &m, sizeof(m)) == 0) {
+		switch (m.type) {
+		case KM_CMSG_SYNC:
+			worker_sync(w, m.u.sync);
 			break;
-		case KM_WCMD_DETACH:
-			c->store = km_proc_shard_detach(w->proc, c->shard_id, &c->requests);
-			c->rc = c->store == NULL ? -ENOENT : 0;
+		case KM_CMSG_TUNE:
+			w->tune = m.u.tune;
 			break;
-		case KM_WCMD_INFO:
-			c->n = km_proc_shard_infos(w->proc, c->infos, c->max);
-			c->rc = 0;
-			break;
-		case KM_WCMD_TUNE:
-			w->tune = c->tune;
-			c->rc = 0;
-			break;
-		case KM_WCMD_PREFETCH:
-			c->rc = km_proc_prefetch_key(
-				w->proc, rcu_dereference(km_map_current), c->key, c->key_len);
+		case KM_CMSG_PREFETCH:
+			done.u.done.cmd = KM_CMSG_PREFETCH;
+			done.u.done.seq = m.seq;
+			done.u.done.rc = km_proc_prefetch_key(
+				w->proc, rcu_dereference(km_map_current), m.u.key, m.key_len);
+			km_worker_to_ctl(w, &done);
 			break;
 		default:
-			c->rc = -EINVAL;
 			break;
 		}
-		/* Release: the control lcore that sees DONE sees the outputs (and, for a
-		 * detach, everything this worker wrote to the store). */
-		atomic_store_explicit(&c->state, KM_WCMD_DONE, memory_order_release);
 	}
 }
 
@@ -461,7 +477,7 @@ km_worker_main(void *arg)
 	while (!atomic_load_explicit(&km_dp.stop, memory_order_relaxed)) {
 		/* Nothing from the previous iteration is still referenced: old maps may go. */
 		rcu_quiescent_state();
-		if (unlikely(!rte_ring_empty(w->cmds)))
+		if (unlikely(!rte_ring_empty(w->ctl_to_w)))
 			worker_commands(w);
 		map = rcu_dereference(km_map_current);
 		allow = rcu_dereference(km_allow_current);

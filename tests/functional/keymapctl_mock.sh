@@ -222,7 +222,6 @@ expect 2 '^keymapctl: log-level: unknown log level' "${S[@]}" log-level loud
 expect 2 '^keymapctl: tier: \[store\] driver mem keeps no files: no tiers, nothing to compact$' \
 	"${S[@]}" tier 16 cold
 expect 2 '^keymapctl: compact: \[store\] driver mem keeps no files' "${S[@]}" compact 16
-expect 2 '^keymapctl: prefetch: no such key$' "${S[@]}" prefetch missing:1
 # Unknown to the server (null reply): exit 2.
 expect 2 'keymapd does not know /keymap/nope' "${S[@]}" raw /keymap/nope
 
@@ -233,7 +232,7 @@ expect 0 '^shards 33 and 32 merged into 16 \(worker 0\): 1000 keys, paused 80 us
 	"${S[@]}" merge 33
 expect 0 '^shard 17 moved from worker 1 to worker 0: 1037 keys, paused 200 us, epoch 4$' \
 	"${S[@]}" move 17 0
-expect 0 "^prefetch 'user:42': nothing to do$" "${S[@]}" prefetch user:42
+expect 0 "^prefetch 'user:42': queued$" "${S[@]}" prefetch user:42
 expect 0 '^log level: info$' "${S[@]}" log-level
 expect 0 '^log level: debug$' "${S[@]}" log-level debug
 expect 0 '"/keymap/stats"' "${S[@]}" raw /help,/keymap/stats
@@ -249,7 +248,7 @@ expect_json merge 37
 expect_json move 19 0
 expect_json log-level
 expect_json prefetch user:42
-json_check 'd == {"prefetch": "nothing to do"}'
+json_check 'd == {"prefetch": "queued"}'
 expect_json raw /info
 python3 -c 'import json, sys; assert json.load(open(sys.argv[1]))["max_output_len"] == 16384' \
 	"$tmp/out" || fail "raw /info --json"
@@ -281,11 +280,9 @@ expect 0 '^shard 17 moved to the hot tier: 1037 keys, paused 2300 us$' "${L[@]}"
 expect 2 '^keymapctl: tier: no shard 999 in map epoch 1$' "${L[@]}" tier 999 hot
 expect 0 '^shard 16 compacted: 1000 keys, paused 900 us$' "${L[@]}" compact 16
 expect 2 '^keymapctl: compact: no shard 999 in map epoch 1$' "${L[@]}" compact 999
-expect 0 "^prefetch 'user:42': started$" "${L[@]}" prefetch user:42
-expect 0 "^prefetch 'a b': started$" "${L[@]}" prefetch 'a b'
-expect 0 "^prefetch '$key250': started$" "${L[@]}" prefetch "$key250"
-expect 0 "^prefetch 'cached:7': nothing to do$" "${L[@]}" prefetch cached:7
-expect 2 '^keymapctl: prefetch: no such key$' "${L[@]}" prefetch missing:1
+expect 0 "^prefetch 'user:42': queued$" "${L[@]}" prefetch user:42
+expect 0 "^prefetch 'a b': queued$" "${L[@]}" prefetch 'a b'
+expect 0 "^prefetch '$key250': queued$" "${L[@]}" prefetch "$key250"
 expect 2 '^keymapctl: prefetch: no room now, try again$' "${L[@]}" prefetch full:1
 [ ! -s "$tmp/out" ] || fail "prefetch refused: something on stdout"
 expect 0 '' "${L[@]}" --json tier 18 cold
@@ -293,7 +290,7 @@ json_check 'd == {"shard": 18, "done": "cold", "keys": 1074, "pause_us": 2300}'
 expect 0 '' "${L[@]}" --json compact 18
 json_check 'd == {"shard": 18, "done": "compacted", "keys": 1074, "pause_us": 900}'
 expect 0 '' "${L[@]}" --json prefetch user:43
-json_check 'd == {"prefetch": "started"}'
+json_check 'd == {"prefetch": "queued"}'
 expect 2 '^keymapctl: tier: shard 18 is already cold$' "${L[@]}" --json tier 18 cold
 [ ! -s "$tmp/out" ] || fail "--json tier refused: something on stdout"
 

@@ -10,10 +10,9 @@ counters that grow with time). Unknown commands get DATA null, refused ones
 {"error": "..."}, as keymapd does. Optionally it serves a Prometheus page over HTTP.
 
 With --store log it plays keymapd with the persistent log driver: shards are "hot" or
-"cold" (tier, compact), /keymap/stats carries the "store" and "cache" sections, and
-prefetch answers by the key: "missing..." no such key, "cached..." nothing to do, "full..."
-no room, any other key started. With the default --store mem, tier and compact are
-refused as keymapd refuses them, and prefetch has nothing to do.
+"cold" (tier, compact), /keymap/stats carries the "store" and "cache" sections. With the
+default --store mem, tier and compact are refused as keymapd refuses them. prefetch is
+queued (keymapd answers before the worker acts), a key "full..." finds no room.
 
 Commands only the mock has, to reach keymapctl's error paths:
   /mock/garbage   reply with text that is not JSON
@@ -306,13 +305,9 @@ class Mock:
         key = (params or "").encode()
         if not key or len(key) > KEY_MAX:
             return {"error": "usage: /keymap/prefetch,KEY (1..250 bytes)"}
-        if key.startswith(b"missing"):
-            return {"error": "prefetch: no such key"}
         if key.startswith(b"full"):
             return {"error": "prefetch: no room now, try again"}
-        if not self.log or key.startswith(b"cached"):
-            return {"prefetch": "nothing to do"}
-        return {"prefetch": "started"}
+        return {"prefetch": "queued"}
 
     def log_level(self, params):
         if params:

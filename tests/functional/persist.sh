@@ -475,7 +475,7 @@ restart_kill9 "$E"
 read -r keys _ <<<"$(store_line)"
 [ "$keys" -eq 1950 ] || fail "restart with cold shards: $keys keys, expected 1950"
 # Prefetch into the empty cache, then read it.
-expect 0 '"prefetch": "started"' "${ctl[@]}" --json raw "/keymap/prefetch,c500"
+expect 0 '"prefetch": "queued"' "${ctl[@]}" --json raw "/keymap/prefetch,c500"
 sleep 0.2 # the read it started completes (a GET meanwhile would join that read)
 used=0
 for _ in $(seq 20); do
@@ -487,6 +487,8 @@ for _ in $(seq 20); do
 done
 [ "$used" -ge 1 ] || fail "GET after /keymap/prefetch: cache.prefetched_used is $used"
 ok "prefetch of c500 used by the GET that followed (prefetched_used $used)"
+check "st['total']['prefetches'] == 1 and st['total']['prefetch_started'] == 1 and
+	st['total']['cmd_drops'] == 0" "the worker's completion of the prefetch counted"
 expect 0 "^check: 100 of 100 keys read back intact" "${pc[@]}" check -h "$server" -n 100 \
 	-p c -v 100 -g 1
 expect 0 "^check: 50 of 50 keys absent" "${pc[@]}" check -h "$server" -f 100 -n 50 -p c -a

@@ -76,3 +76,15 @@ km_store_read_free(struct km_read *rd)
 	rd->buf = NULL;
 	rd->ubuf = NULL;
 }
+
+void
+km_store_stats_add(struct km_store_stats *sum, const struct km_store_stats *one)
+{
+#define KM_STAT_MERGE_SUM(a, b)       ((a) + (b))
+#define KM_STAT_MERGE_MAX(a, b)       ((a) > (b) ? (a) : (b))
+#define KM_X(name, kind, merge, help) sum->name = KM_STAT_MERGE_##merge(sum->name, one->name);
+	KM_STORE_STATS(KM_X)
+#undef KM_X
+#undef KM_STAT_MERGE_SUM
+#undef KM_STAT_MERGE_MAX
+}

@@ -78,26 +78,46 @@ struct km_value_ref {
 	uint64_t version;
 };
 
+/*
+ * Figures of a store, declared once: X(name, kind, merge, help).
+ * kind: KM_STAT_GAUGE (a level: may fall) or KM_STAT_COUNTER (only grows while the store
+ * lives); merge: how km_store_stats_add() combines two stores (KM_STAT_SUM or KM_STAT_MAX).
+ * The figures from tier on are the persistent drivers' (0 for the others).
+ */
+#define KM_STORE_STATS(X)                                                                          \
+	X(keys, GAUGE, SUM, "keys stored")                                                         \
+	X(value_bytes, GAUGE, SUM, "sum of key + value bytes stored")                              \
+	X(entry_overhead_bytes, GAUGE, SUM, "per-entry headers and allocator rounding")            \
+	X(version_last, GAUGE, MAX, "highest version issued or loaded (version_base: none)")       \
+	X(tier, GAUGE, SUM, "enum km_tier; summed over shards: the shards in the cold tier")       \
+	X(index_bytes, GAUGE, SUM, "DRAM index bytes")                                             \
+	X(file_bytes, GAUGE, SUM, "bytes of logs and segments")                                    \
+	X(dead_bytes, GAUGE, SUM, "log bytes a compaction would reclaim")                          \
+	X(replayed, GAUGE, SUM, "records read back at open")                                       \
+	X(skipped_crc, GAUGE, SUM, "damaged records skipped at start-up")                          \
+	X(torn_bytes, GAUGE, SUM, "bytes of an incomplete tail dropped at open")                   \
+	X(disk_reads, COUNTER, SUM, "values read from disk")                                       \
+	X(disk_read_errors, COUNTER, SUM, "disk reads that failed (I/O error, CRC, key mismatch)") \
+	X(write_batches, COUNTER, SUM, "group writes")                                             \
+	X(fsyncs, COUNTER, SUM, "fdatasyncs completed")                                            \
+	X(write_errors, COUNTER, SUM, "group writes or fdatasyncs that failed")                    \
+	X(writes_lost, COUNTER, SUM, "records acknowledged before a failed write (none, async)")
+
+enum km_stat_kind { KM_STAT_COUNTER, KM_STAT_GAUGE };
+enum km_stat_merge { KM_STAT_SUM, KM_STAT_MAX };
+
 struct km_store_stats {
-	uint64_t keys;
-	uint64_t value_bytes;          /* sum of key + value bytes stored */
-	uint64_t index_bytes;          /* index structure only */
-	uint64_t entry_overhead_bytes; /* per-entry headers and allocator rounding */
-	uint64_t version_last;         /* highest version issued or loaded (version_base: none) */
-	/* Persistent drivers (0 for the others): */
-	uint64_t tier;             /* enum km_tier */
-	uint64_t file_bytes;       /* log and segment bytes on disk */
-	uint64_t dead_bytes;       /* bytes of overwritten or deleted records in the log */
-	uint64_t replayed;         /* records read back at open */
-	uint64_t skipped_crc;      /* records skipped at open: CRC failed */
-	uint64_t torn_bytes;       /* bytes of an incomplete tail dropped at open */
-	uint64_t disk_reads;       /* values read from disk (log or segment) */
-	uint64_t disk_read_errors; /* of which failed: I/O error, CRC, key mismatch */
-	uint64_t write_batches;    /* group writes submitted */
-	uint64_t fsyncs;           /* fdatasyncs completed */
-	uint64_t write_errors;     /* group writes or fdatasyncs that failed */
-	uint64_t writes_lost;      /* records acknowledged before a failed write (none/async) */
+#define KM_X(name, kind, merge, help) uint64_t name;
+	KM_STORE_STATS(KM_X)
+#undef KM_X
 };
+
+/**
+ * Add the figures of one store to a sum of several (each by its merge rule: summed, or the
+ * maximum for version_last). sum starts zeroed.
+ * @note Context: any thread; the caller owns both structs.
+ */
+void km_store_stats_add(struct km_store_stats *sum, const struct km_store_stats *one);
 
 /**
  * An asynchronous read of one value (persistent drivers). The caller owns the struct

@@ -1,0 +1,373 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * Automatic policies on synthetic loads: streaks must last the hysteresis, the hottest
+ * shard is split and the coldest pair merged, one hot key is never split, merges stop
+ * at the floor and splits at max_count, a load between the thresholds settles without
+ * oscillating; tiers: cold after a long chill (not when empty), back when warm,
+ * compaction by the dead share, first shard in order wins, its streaks restart.
+ */
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <km_policy.h>
+#include <km_shardmap.h>
+#include <km_store.h>
+
+#define MAX_SHARDS 64
+
+static const struct km_policy_shard_conf shard_conf = {
+	.split_rate = 1000,
+	.merge_rate = 400,
+	.hysteresis = 3,
+	.min_count = 2,
+	.max_count = 16,
+};
+
+static const struct km_policy_tier_conf tier_conf = {
+	.cold_rate = 10,
+	.warm_rate = 100,
+	.hysteresis = 3,
+	.compact_pct = 50,
+	.compact_min_bytes = 1000,
+};
+
+static struct km_policy_shard
+shard(uint64_t id, double rate, uint64_t keys)
+{
+	return (struct km_policy_shard){.id = id, .rate = rate, .keys = keys};
+}
+
+static struct km_policy_decision
+decide(struct km_policy_shard *s, uint32_t n)
+{
+	struct km_policy_decision d;
+
+	assert_int_equal(km_policy_shards(&shard_conf, s, n, &d), 0);
+	return d;
+}
+
+/* A hot shard is split only once its streak reaches the hysteresis; a dip restarts it. */
+static void
+test_split_hysteresis(void **state)
+{
+	struct km_policy_shard s[2] = {shard(2, 1500, 100), shard(3, 900, 100)};
+	struct km_policy_decision d;
+
+	(void)state;
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(decide(s, 2).action, KM_POLICY_NONE);
+	s[0].rate = 999; /* a dip */
+	assert_int_equal(decide(s, 2).action, KM_POLICY_NONE);
+	assert_int_equal(s[0].hot, 0);
+	s[0].rate = 1500;
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(decide(s, 2).action, KM_POLICY_NONE);
+	d = decide(s, 2);
+	assert_int_equal(d.action, KM_POLICY_SPLIT);
+	assert_int_equal(d.id, 2);
+	/* A decision restarts every streak. */
+	assert_int_equal(s[0].hot, 0);
+	assert_int_equal(s[1].hot, 0);
+}
+
+/* Of two hot shards, the hotter is split; of equal ones, the first in order. */
+static void
+test_split_hottest(void **state)
+{
+	struct km_policy_shard s[4] = {
+		shard(4, 1200, 10), shard(5, 1100, 10), shard(6, 3000, 10), shard(7, 2900, 10)};
+	struct km_policy_decision d;
+
+	(void)state;
+	decide(s, 4);
+	decide(s, 4);
+	d = decide(s, 4);
+	assert_int_equal(d.action, KM_POLICY_SPLIT);
+	assert_int_equal(d.id, 6);
+	s[2].rate = s[3].rate = 2000;
+	decide(s, 4);
+	decide(s, 4);
+	assert_int_equal(decide(s, 4).id, 6);
+}
+
+/* One hot key: a shard with a single key, or one whose buddy got under a tenth of its
+ * load at the last split, is never split. */
+static void
+test_single_hot_key(void **state)
+{
+	struct km_policy_shard one[2] = {shard(2, 50000, 1), shard(3, 10, 500)};
+	struct km_policy_shard lopsided[2] = {shard(2, 50000, 900), shard(3, 900, 900)};
+	struct km_policy_shard root = shard(1, 50000, 1);
+
+	(void)state;
+	for (int i = 0; i < 20; i++) {
+		assert_int_equal(decide(one, 2).action, KM_POLICY_NONE);
+		assert_int_equal(decide(lopsided, 2).action, KM_POLICY_NONE);
+		assert_int_equal(decide(&root, 1).action, KM_POLICY_NONE);
+	}
+	/* The streak is counted all the same: the guard, not the streak, holds it. */
+	assert_int_equal(one[0].hot, 20);
+	lopsided[1].rate = 5000; /* a tenth exactly: spread enough */
+	assert_int_equal(decide(lopsided, 2).action, KM_POLICY_SPLIT);
+}
+
+/* Splits stop at max_count shards and at the depth limit. */
+static void
+test_split_limits(void **state)
+{
+	struct km_policy_shard s[MAX_SHARDS];
+	struct km_policy_shard deep[2];
+	uint64_t base = 1ULL << KM_SHARD_DEPTH_MAX;
+	uint32_t i;
+
+	(void)state;
+	for (i = 0; i < 16; i++)
+		s[i] = shard(16 + i, 5000, 100);
+	for (i = 0; i < 10; i++)
+		assert_int_equal(decide(s, 16).action, KM_POLICY_NONE);
+	deep[0] = shard(base, 5000, 100);
+	deep[1] = shard(base + 1, 5000, 100);
+	for (i = 0; i < 10; i++)
+		assert_int_equal(decide(deep, 2).action, KM_POLICY_NONE);
+	/* One level up splits. */
+	deep[0] = shard(base / 2, 5000, 100);
+	deep[1] = shard(base / 2 + 1, 5000, 100);
+	for (i = 0; i < 2; i++)
+		decide(deep, 2);
+	assert_int_equal(decide(deep, 2).action, KM_POLICY_SPLIT);
+}
+
+/* The coldest buddy pair merges after the hysteresis, tracked on its even member; only
+ * buddies (both present) count. */
+static void
+test_merge(void **state)
+{
+	struct km_policy_shard s[5] = {shard(4, 100, 10), shard(5, 150, 10), shard(6, 10, 10),
+		shard(7, 20, 10), shard(3, 1, 10)};
+	struct km_policy_decision d;
+
+	(void)state;
+	decide(s, 5);
+	decide(s, 5);
+	assert_int_equal(s[0].cold, 2);
+	assert_int_equal(s[1].cold, 0); /* odd member */
+	assert_int_equal(s[4].cold, 0); /* 3's buddy 2 is split further */
+	d = decide(s, 5);
+	assert_int_equal(d.action, KM_POLICY_MERGE);
+	assert_int_equal(d.id, 6);
+}
+
+/* Merges stop at the floor (min_count shards). */
+static void
+test_merge_floor(void **state)
+{
+	struct km_policy_shard s[2] = {shard(2, 1, 10), shard(3, 1, 10)};
+	struct km_policy_shard_conf c = shard_conf;
+	struct km_policy_decision d;
+
+	(void)state;
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(decide(s, 2).action, KM_POLICY_NONE);
+	c.min_count = 1;
+	assert_int_equal(km_policy_shards(&c, s, 2, &d), 0);
+	assert_int_equal(d.action, KM_POLICY_MERGE);
+	assert_int_equal(d.id, 2);
+}
+
+/* Both thresholds 0: nothing decided, streaks untouched. */
+static void
+test_disabled(void **state)
+{
+	struct km_policy_shard_conf c = shard_conf;
+	struct km_policy_shard s[2] = {shard(2, 1e9, 10), shard(3, 0, 10)};
+	struct km_policy_decision d;
+
+	(void)state;
+	c.split_rate = c.merge_rate = 0;
+	s[0].hot = 7;
+	assert_int_equal(km_policy_shards(&c, s, 2, &d), 0);
+	assert_int_equal(d.action, KM_POLICY_NONE);
+	assert_int_equal(s[0].hot, 7);
+	assert_int_equal(km_policy_shards(NULL, s, 2, &d), -EINVAL);
+	assert_int_equal(km_policy_tiers(&tier_conf, NULL, 1, &d), -EINVAL);
+}
+
+/*
+ * A synthetic key space: nb_keys keys of equal load, total requests/s, the shards as the
+ * control lcore samples them (a split child starts at half its parent's rate, a merged
+ * shard at the sum of its children's). Apply every decision; return the changes made.
+ */
+struct sim {
+	struct km_policy_shard s[MAX_SHARDS];
+	uint32_t n;
+	double total;
+};
+
+static double
+share(uint64_t id)
+{
+	return 1.0 / (double)(1ULL << km_shard_depth(id));
+}
+
+static unsigned int
+sim_run(struct sim *m, unsigned int samples)
+{
+	struct km_policy_decision d;
+	unsigned int changes = 0, k;
+	uint32_t i;
+
+	for (k = 0; k < samples; k++) {
+		for (i = 0; i < m->n; i++)
+			m->s[i].rate = m->total * share(m->s[i].id);
+		assert_int_equal(km_policy_shards(&shard_conf, m->s, m->n, &d), 0);
+		if (d.action == KM_POLICY_NONE)
+			continue;
+		changes++;
+		for (i = 0; i < m->n && m->s[i].id != d.id; i++)
+			;
+		assert_true(i < m->n);
+		if (d.action == KM_POLICY_SPLIT) {
+			assert_true(m->n < MAX_SHARDS);
+			m->s[m->n] = shard(d.id * 2 + 1, m->s[i].rate / 2, 100);
+			m->s[i] = shard(d.id * 2, m->s[i].rate / 2, 100);
+			m->n++;
+		} else {
+			uint32_t j;
+
+			for (j = 0; j < m->n && m->s[j].id != (d.id ^ 1); j++)
+				;
+			assert_true(j < m->n);
+			m->s[i] = shard(d.id >> 1, m->s[i].rate + m->s[j].rate, 200);
+			m->s[j] = m->s[--m->n];
+		}
+	}
+	return changes;
+}
+
+/* Load rises, settles, falls: the map follows it and stays still in between (no split
+ * undone by a merge), never below the floor nor above max_count. */
+static void
+test_no_oscillation(void **state)
+{
+	struct sim m = {.n = 2, .total = 3500};
+	unsigned int c;
+
+	(void)state;
+	m.s[0] = shard(2, 0, 100);
+	m.s[1] = shard(3, 0, 100);
+	c = sim_run(&m, 200);
+	/* 3500 req/s: split until every shard is under 1000: 4 shards of 875. */
+	assert_int_equal(m.n, 4);
+	assert_int_equal(c, 2);
+	/* Steady load: not one more change. */
+	assert_int_equal(sim_run(&m, 500), 0);
+	assert_int_equal(m.n, 4);
+	/* Between the thresholds (pairs at 2 x 150 < 400 would merge; 2 x 250 = 500 not). */
+	m.total = 1000;
+	assert_int_equal(sim_run(&m, 500), 0);
+	/* Load falls: merge down to the floor, then nothing. */
+	m.total = 100;
+	c = sim_run(&m, 500);
+	assert_int_equal(m.n, 2);
+	assert_int_equal(c, 2);
+	/* Load beyond what max_count can spread: 16 shards and no further. */
+	m.total = 1e6;
+	sim_run(&m, 1000);
+	assert_int_equal(m.n, 16);
+	assert_int_equal(sim_run(&m, 100), 0);
+}
+
+static struct km_policy_decision
+tiers(struct km_policy_shard *s, uint32_t n)
+{
+	struct km_policy_decision d;
+
+	assert_int_equal(km_policy_tiers(&tier_conf, s, n, &d), 0);
+	return d;
+}
+
+/* A hot shard below cold_rate goes cold after the hysteresis, unless it is empty; a cold
+ * one above warm_rate comes back; the picked shard's streaks restart. */
+static void
+test_tiers(void **state)
+{
+	struct km_policy_shard s[3] = {shard(4, 5, 0), shard(5, 5, 10), shard(3, 500, 10)};
+	struct km_policy_decision d;
+
+	(void)state;
+	s[2].tier = KM_TIER_COLD;
+	assert_int_equal(tiers(s, 3).action, KM_POLICY_NONE);
+	assert_int_equal(tiers(s, 3).action, KM_POLICY_NONE);
+	d = tiers(s, 3);
+	/* 4 is empty: left alone; 5 goes cold first (order), 3's streak keeps growing. */
+	assert_int_equal(d.action, KM_POLICY_TO_COLD);
+	assert_int_equal(d.id, 5);
+	assert_int_equal(s[1].chill, 0);
+	assert_int_equal(s[0].chill, 3);
+	assert_int_equal(s[2].warm, 3);
+	d = tiers(s, 3);
+	assert_int_equal(d.action, KM_POLICY_TO_HOT);
+	assert_int_equal(d.id, 3);
+	assert_int_equal(s[2].warm, 0);
+	/* A cold shard is never "chill", a hot one never "warm". */
+	s[1].tier = KM_TIER_COLD;
+	s[1].rate = 5;
+	tiers(s, 3);
+	assert_int_equal(s[1].chill, 0);
+	assert_int_equal(s[1].warm, 0);
+}
+
+/* Compaction: by the dead share, over the minimum size; a tier change of an earlier shard
+ * comes first. */
+static void
+test_compaction(void **state)
+{
+	struct km_policy_shard s[2] = {shard(2, 50, 10), shard(3, 50, 10)};
+	struct km_policy_decision d;
+
+	(void)state;
+	s[1].file_bytes = 10000;
+	s[1].dead_bytes = 5000; /* exactly 50 %: not over */
+	assert_int_equal(tiers(s, 2).action, KM_POLICY_NONE);
+	s[1].dead_bytes = 5001;
+	d = tiers(s, 2);
+	assert_int_equal(d.action, KM_POLICY_COMPACT);
+	assert_int_equal(d.id, 3);
+	s[1].file_bytes = 999;
+	s[1].dead_bytes = 900;
+	assert_int_equal(tiers(s, 2).action, KM_POLICY_NONE);
+	s[1].file_bytes = 100000;
+	s[1].dead_bytes = 90000;
+	s[0].rate = 1; /* chill from now on */
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(tiers(s, 2).action, KM_POLICY_COMPACT);
+	d = tiers(s, 2);
+	assert_int_equal(d.action, KM_POLICY_TO_COLD);
+	assert_int_equal(d.id, 2);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_split_hysteresis),
+		cmocka_unit_test(test_split_hottest),
+		cmocka_unit_test(test_single_hot_key),
+		cmocka_unit_test(test_split_limits),
+		cmocka_unit_test(test_merge),
+		cmocka_unit_test(test_merge_floor),
+		cmocka_unit_test(test_disabled),
+		cmocka_unit_test(test_no_oscillation),
+		cmocka_unit_test(test_tiers),
+		cmocka_unit_test(test_compaction),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

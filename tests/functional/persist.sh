@@ -249,7 +249,7 @@ kill_load() {
 	local kp
 
 	if [ -n "$load_pid" ]; then
-		kp=$(pgrep -P "$load_pid") && kill -KILL "$kp" 2>/dev/null
+		kp=$(pgrep -P "$load_pid") && { kill -KILL "$kp" 2>/dev/null || true; }
 		kill -KILL "$load_pid" 2>/dev/null || true
 		wait "$load_pid" 2>/dev/null || true
 		load_pid=

@@ -1,0 +1,365 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+
+/*
+ * The control lcore's mailboxes: requests of other threads (km_ctl_call), commands to the
+ * workers on their ctl_to_w rings (by value, or a handshake for attach, detach and info),
+ * and what the workers send back on w_to_ctl.
+ */
+
+#include <errno.h>
+#include <semaphore.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <rte_cycles.h>
+#include <rte_errno.h>
+#include <rte_lcore.h>
+#include <rte_ring.h>
+#include <rte_ring_elem.h>
+
+#include "control.h"
+#include "datapath.h"
+#include "keymapd.h"
+#include "mailbox.h"
+
+#define CTL_RING_SIZE 64
+
+enum ctl_req_state { REQ_PENDING, REQ_RUNNING, REQ_DONE, REQ_ABANDONED };
+
+struct ctl_req {
+	int (*fn)(void *arg);
+	void *arg;
+	int rc;
+	atomic_int state; /* enum ctl_req_state */
+	atomic_int refs;  /* caller + control lcore: the last one frees */
+	sem_t done;
+};
+
+static struct rte_ring *ctl_ring; /* callers (MP) -> control lcore (SC) */
+static uint32_t ctl_seq;          /* number of the last prefetch sent (control lcore) */
+static sem_t ctl_wake;            /* posted with every request: the loop wakes at once */
+
+static void
+ctl_req_put(struct ctl_req *r)
+{
+	if (atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) == 1) {
+		sem_destroy(&r->done);
+		free(r);
+	}
+}
+
+static void
+deadline_after(struct timespec *ts, unsigned int ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+int
+km_ctl_call(int (*fn)(void *arg), void *arg, unsigned int timeout_ms)
+{
+	struct ctl_req *r;
+	struct timespec ts;
+	int expected = REQ_PENDING, rc;
+
+	if (ctl_ring == NULL || atomic_load_explicit(&km_dp.stop, memory_order_relaxed))
+		return -ESHUTDOWN;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	r->fn = fn;
+	r->arg = arg;
+	atomic_init(&r->state, REQ_PENDING);
+	atomic_init(&r->refs, 2);
+	sem_init(&r->done, 0, 0);
+	if (rte_ring_mp_enqueue(ctl_ring, r) != 0) {
+		sem_destroy(&r->done);
+		free(r);
+		return -EBUSY;
+	}
+	sem_post(&ctl_wake);
+	deadline_after(&ts, timeout_ms);
+	while ((rc = sem_clockwait(&r->done, CLOCK_MONOTONIC, &ts)) != 0 && errno == EINTR)
+		;
+	if (rc != 0) {
+		/* Not started yet: abandon it, the control lcore will skip it. Started: it
+		 * uses arg until it is done, so wait for the end. */
+		if (atomic_compare_exchange_strong(&r->state, &expected, REQ_ABANDONED)) {
+			ctl_req_put(r);
+			return -ETIMEDOUT;
+		}
+		while (sem_wait(&r->done) != 0 && errno == EINTR)
+			;
+	}
+	rc = r->rc;
+	ctl_req_put(r);
+	return rc;
+}
+
+/* Run (or, when stopping, refuse) every queued request. */
+void
+km_mailbox_serve(int refuse)
+{
+	struct ctl_req *r;
+	int expected;
+
+	while (rte_ring_sc_dequeue(ctl_ring, (void **)&r) == 0) {
+		expected = REQ_PENDING;
+		if (!atomic_compare_exchange_strong(&r->state, &expected, REQ_RUNNING)) {
+			ctl_req_put(r); /* abandoned by its caller */
+			continue;
+		}
+		r->rc = refuse ? -ESHUTDOWN : r->fn(r->arg);
+		if (!refuse)
+			km_ctl.cnt.commands++;
+		atomic_store(&r->state, REQ_DONE);
+		sem_post(&r->done);
+		ctl_req_put(r);
+	}
+}
+
+/* ---- Commands to workers ---------------------------------------------------------- */
+
+/* Queue c on worker w's ctl_to_w ring. @return 0 or -EBUSY (ring full). */
+int
+km_mailbox_post(uint16_t w, struct km_wcmd *c)
+{
+	struct km_cmsg m = {.type = KM_CMSG_SYNC, .u.sync = c};
+
+	atomic_init(&c->state, KM_WCMD_PENDING);
+	return rte_ring_sp_enqueue_elem(km_dp.workers[w].ctl_to_w, &m, sizeof(m)) == 0 ? 0 : -EBUSY;
+}
+
+/* Queue a by-value command on worker w's ctl_to_w ring; a full ring drops it (counted).
+ * @return 0 or -EAGAIN. */
+int
+km_mailbox_send(uint16_t w, const struct km_cmsg *m)
+{
+	if (rte_ring_sp_enqueue_elem(km_dp.workers[w].ctl_to_w, (void *)(uintptr_t)m, sizeof(*m)) ==
+		0)
+		return 0;
+	km_ctl.cnt.cmd_drops++;
+	return -EAGAIN;
+}
+
+/*
+ * Wait until the worker applied c. @return c->rc, or -ETIMEDOUT: the worker did not claim
+ * it in time (or keymapd is stopping) and never will: c is abandoned, the worker frees it.
+ */
+int
+km_mailbox_wait(struct km_wcmd *c)
+{
+	uint64_t hz = rte_get_timer_hz(),
+		 end = rte_get_timer_cycles() + hz * KM_WCMD_TIMEOUT_MS / 1000;
+	unsigned int nap = 10;
+	int expected;
+
+	for (;;) {
+		if (atomic_load_explicit(&c->state, memory_order_acquire) == KM_WCMD_DONE)
+			return c->rc;
+		if (rte_get_timer_cycles() > end ||
+			atomic_load_explicit(&km_dp.stop, memory_order_relaxed)) {
+			expected = KM_WCMD_PENDING;
+			if (atomic_compare_exchange_strong(&c->state, &expected, KM_WCMD_ABANDONED))
+				return -ETIMEDOUT;
+			/* Claimed: it completes shortly, wait for it. */
+		}
+		/* A worker answers within one loop iteration (or one wake-up from its idle
+		 * sleep): short naps first, then longer ones, so that a busy host is not
+		 * flooded with wake-ups. */
+		rte_delay_us_sleep(nap);
+		if (nap < 500)
+			nap *= 2;
+	}
+}
+
+/* One command, start to end. */
+static int
+wcmd_run(uint16_t w, struct km_wcmd *c)
+{
+	int rc = km_mailbox_post(w, c);
+
+	if (rc == 0)
+		rc = km_mailbox_wait(c);
+	if (rc == -ETIMEDOUT)
+		KM_LOG(ERR, "worker %u did not take a command within %u ms: not applied", w,
+			KM_WCMD_TIMEOUT_MS);
+	return rc;
+}
+
+struct km_wcmd *
+km_mailbox_cmd_new(enum km_wcmd_op op, uint64_t shard_id)
+{
+	struct km_wcmd *c = calloc(1, sizeof(*c));
+
+	if (c != NULL) {
+		c->op = op;
+		c->shard_id = shard_id;
+	}
+	return c;
+}
+
+void
+km_mailbox_cmd_free(struct km_wcmd *c, int rc)
+{
+	if (rc != -ETIMEDOUT)
+		free(c);
+}
+
+int
+km_mailbox_detach(uint16_t w, uint64_t id, struct km_store **store)
+{
+	struct km_wcmd *c = km_mailbox_cmd_new(KM_WCMD_DETACH, id);
+	int rc;
+
+	if (c == NULL)
+		return -ENOMEM;
+	rc = wcmd_run(w, c);
+	if (rc == 0)
+		*store = c->store;
+	km_mailbox_cmd_free(c, rc);
+	return rc;
+}
+
+int
+km_mailbox_attach(uint16_t w, uint64_t id, struct km_store *store)
+{
+	struct km_wcmd *c = km_mailbox_cmd_new(KM_WCMD_ATTACH, id);
+	int rc;
+
+	if (c == NULL)
+		return -ENOMEM;
+	c->store = store;
+	rc = wcmd_run(w, c);
+	km_mailbox_cmd_free(c, rc);
+	return rc;
+}
+
+int
+km_ctl_prefetch(const uint8_t *key, uint16_t len)
+{
+	const struct km_shardmap *m = km_map_current;
+	struct km_cmsg c = {.type = KM_CMSG_PREFETCH, .key_len = len};
+	int rc;
+
+	if (len == 0 || len > KM_KEY_MAX)
+		return -EINVAL;
+	memcpy(c.u.key, key, len);
+	c.seq = ++ctl_seq;
+	rc = km_mailbox_send(km_shardmap_lookup(m, km_shardmap_hash(m, key, len))->owner, &c);
+	if (rc == 0)
+		km_ctl.cnt.prefetches++;
+	return rc;
+}
+
+/* What a worker sends back: counted now; samples feed the predictor later. */
+static void
+ctl_receive(const struct km_wmsg *m)
+{
+	switch (m->type) {
+	case KM_WMSG_SAMPLE:
+		km_ctl.cnt.samples++;
+		break;
+	case KM_WMSG_DONE:
+		if (m->u.done.cmd != KM_CMSG_PREFETCH)
+			break;
+		if (m->u.done.rc > 0)
+			km_ctl.cnt.prefetch_started++;
+		else if (m->u.done.rc == 0)
+			km_ctl.cnt.prefetch_nothing++;
+		else
+			km_ctl.cnt.prefetch_refused++;
+		break;
+	default:
+		break;
+	}
+}
+
+void
+km_mailbox_drain(void)
+{
+	struct km_wmsg m[16];
+	unsigned int n, k;
+	uint16_t i;
+
+	for (i = 0; i < km_dp.nb_workers; i++)
+		while ((n = rte_ring_sc_dequeue_burst_elem(
+				km_dp.workers[i].w_to_ctl, m, sizeof(m[0]), RTE_DIM(m), NULL)) != 0)
+			for (k = 0; k < n; k++)
+				ctl_receive(&m[k]);
+}
+
+int
+km_mailbox_init(void)
+{
+	char name[RTE_RING_NAMESIZE];
+	struct km_worker *w;
+	uint16_t i;
+	int socket;
+
+	if (sem_init(&ctl_wake, 0, 0) != 0)
+		return -errno;
+	ctl_ring = rte_ring_create("km_ctl", CTL_RING_SIZE, (int)rte_socket_id(), RING_F_SC_DEQ);
+	if (ctl_ring == NULL)
+		return -rte_errno;
+	for (i = 0; i < km_dp.nb_workers; i++) {
+		w = &km_dp.workers[i];
+		socket = (int)rte_lcore_to_socket_id(w->lcore);
+		snprintf(name, sizeof(name), "km_ctl_to_w%u", i);
+		w->ctl_to_w = rte_ring_create_elem(name, sizeof(struct km_cmsg), KM_CTL_RING_SIZE,
+			socket, RING_F_SP_ENQ | RING_F_SC_DEQ);
+		snprintf(name, sizeof(name), "km_w%u_to_ctl", i);
+		w->w_to_ctl = rte_ring_create_elem(name, sizeof(struct km_wmsg), KM_CTL_RING_SIZE,
+			socket, RING_F_SP_ENQ | RING_F_SC_DEQ);
+		if (w->ctl_to_w == NULL || w->w_to_ctl == NULL)
+			return -rte_errno;
+	}
+	return 0;
+}
+
+void
+km_mailbox_fini(void)
+{
+	struct km_worker *w;
+	struct km_cmsg m;
+	uint16_t i;
+
+	/* The request ring stays: a telemetry thread may still be about to post (it then
+	 * times out or sees the stop flag). */
+	if (ctl_ring != NULL)
+		km_mailbox_serve(1);
+	/* The workers have stopped. Handshakes left in ctl_to_w were abandoned by the control
+	 * lcore (it gives up when keymapd stops): never claimed, they are freed here. */
+	for (i = 0; km_dp.workers != NULL && i < km_dp.nb_workers; i++) {
+		w = &km_dp.workers[i];
+		while (w->ctl_to_w != NULL &&
+			rte_ring_sc_dequeue_elem(w->ctl_to_w, &m, sizeof(m)) == 0)
+			if (m.type == KM_CMSG_SYNC)
+				free(m.u.sync);
+		rte_ring_free(w->ctl_to_w);
+		rte_ring_free(w->w_to_ctl);
+		w->ctl_to_w = NULL;
+		w->w_to_ctl = NULL;
+	}
+}
+
+void
+km_mailbox_sleep(unsigned int ms)
+{
+	struct timespec ts;
+
+	deadline_after(&ts, ms);
+	sem_clockwait(&ctl_wake, CLOCK_MONOTONIC, &ts);
+}
+
+void
+km_ctl_wake(void)
+{
+	sem_post(&ctl_wake);
+}

@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+
+/*
+ * Load sampling: every [shards] sample_ms, and on demand, the control lcore asks every
+ * worker for the figures of its shards (the INFO handshake, all workers in parallel) and
+ * keeps them in km_ctl.shards with a decayed request rate per shard, which the automatic
+ * policies read.
+ */
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rte_common.h>
+#include <rte_cycles.h>
+
+#include "control.h"
+#include "datapath.h"
+#include "keymapd.h"
+#include "mailbox.h"
+
+#define RATE_DECAY 0.5 /* weight of the newest sample in a shard's rate */
+
+static int
+info_cmp(const void *a, const void *b)
+{
+	uint64_t x = ((const struct km_shard_info *)a)->id,
+		 y = ((const struct km_shard_info *)b)->id;
+
+	return x < y ? -1 : x > y;
+}
+
+static int
+ctl_shard_cmp(const void *a, const void *b)
+{
+	uint64_t x = ((const struct km_ctl_shard *)a)->id, y = ((const struct km_ctl_shard *)b)->id;
+
+	return x < y ? -1 : x > y;
+}
+
+uint64_t
+km_worker_requests(const struct km_worker *w)
+{
+	const struct km_proc_counters *pc = km_proc_counters(w->proc);
+
+	if (km_dp.echo)
+		return w->cnt.rx_pkts;
+	return pc->req_ping + pc->req_get + pc->req_mget + pc->req_put + pc->req_cas + pc->req_del +
+	       pc->req_map + pc->bad_request + pc->moved;
+}
+
+/* Ask every worker for its shards (all in parallel). @return 0 and a sorted array of
+ * *n infos (free it), or -errno. */
+static int
+gather_infos(struct km_shard_info **out, uint32_t *n)
+{
+	uint16_t nw = km_dp.nb_workers, i;
+	struct km_wcmd *c[KM_WORKERS_MAX] = {NULL};
+	struct km_shard_info *all = NULL;
+	uint32_t total = 0, max;
+	int rc = 0, r;
+
+	/* A worker's shard count changes only through this lcore's commands: exact here. */
+	for (i = 0; i < nw && rc == 0; i++) {
+		max = km_proc_nb_shards(km_dp.workers[i].proc);
+		c[i] = km_mailbox_cmd_new(KM_WCMD_INFO, 0);
+		if (c[i] != NULL)
+			c[i]->infos = calloc(max + 1, sizeof(*c[i]->infos));
+		if (c[i] == NULL || c[i]->infos == NULL) {
+			if (c[i] != NULL)
+				free(c[i]);
+			c[i] = NULL;
+			rc = -ENOMEM;
+			break;
+		}
+		c[i]->max = max;
+		total += max;
+		rc = km_mailbox_post(i, c[i]);
+		if (rc < 0) {
+			free(c[i]->infos);
+			free(c[i]);
+			c[i] = NULL;
+		}
+	}
+	if (rc == 0) {
+		all = calloc(total + 1, sizeof(*all));
+		if (all == NULL)
+			rc = -ENOMEM;
+	}
+	total = 0;
+	for (i = 0; i < nw; i++) {
+		if (c[i] == NULL)
+			continue;
+		r = km_mailbox_wait(c[i]);
+		if (r == -ETIMEDOUT) {
+			/* Abandoned: the worker will free the command and never write infos. */
+			KM_LOG(ERR, "worker %u did not report its shards within %u ms", i,
+				KM_WCMD_TIMEOUT_MS);
+			free(c[i]->infos);
+			rc = r;
+			continue;
+		}
+		if (rc == 0) {
+			memcpy(all + total, c[i]->infos,
+				RTE_MIN(c[i]->n, c[i]->max) * sizeof(*all));
+			total += RTE_MIN(c[i]->n, c[i]->max);
+		}
+		free(c[i]->infos);
+		free(c[i]);
+	}
+	if (rc < 0) {
+		free(all);
+		return rc;
+	}
+	qsort(all, total, sizeof(*all), info_cmp);
+	*out = all;
+	*n = total;
+	return 0;
+}
+
+int
+km_ctl_sample(int periodic)
+{
+	const struct km_shardmap *m = km_map_current;
+	uint64_t now = rte_get_timer_cycles(), reqs = 0, d;
+	double dt =
+		km_ctl.sample_tsc == 0 ? 0 : (double)(now - km_ctl.sample_tsc) / rte_get_timer_hz();
+	struct km_ctl_shard *ns, *old = km_ctl.shards, *o, *p, key;
+	struct km_shard_info *infos, *in, ik;
+	struct km_store_stats tot = {0};
+	uint32_t n, i, nold = km_ctl.nb_shards;
+	uint16_t w;
+	int rc;
+
+	rc = gather_infos(&infos, &n);
+	if (rc < 0)
+		return rc;
+	ns = calloc(m->nb_shards + 1, sizeof(*ns));
+	if (ns == NULL) {
+		free(infos);
+		return -ENOMEM;
+	}
+	/* Look shards of the previous sample up by id. */
+	if (old != NULL)
+		qsort(old, nold, sizeof(*old), ctl_shard_cmp);
+#define OLD(x) \
+	(old == NULL ? NULL : (key.id = (x), bsearch(&key, old, nold, sizeof(*old), ctl_shard_cmp)))
+	for (i = 0; i < m->nb_shards; i++) {
+		ns[i].id = m->shards[i].id;
+		ns[i].owner = m->shards[i].owner;
+		ik.id = ns[i].id;
+		in = bsearch(&ik, infos, n, sizeof(*infos), info_cmp);
+		if (in != NULL) {
+			ns[i].keys = in->keys;
+			ns[i].bytes = in->bytes;
+			ns[i].requests = in->requests;
+		}
+		o = OLD(ns[i].id);
+		if (in != NULL) {
+			km_store_stats_add(&tot, &in->st);
+			ns[i].tier = in->tier;
+			ns[i].file_bytes = in->file_bytes;
+			ns[i].dead_bytes = in->dead_bytes;
+		}
+		if (o != NULL) {
+			ns[i].rate = o->rate;
+			ns[i].hot = o->hot;
+			ns[i].cold = o->cold;
+			ns[i].chill = o->chill;
+			ns[i].warm = o->warm;
+			/* A moved shard's count restarted at its attach. */
+			ns[i].rate_requests =
+				o->owner == ns[i].owner && ns[i].requests >= o->rate_requests
+					? o->rate_requests
+					: 0;
+		} else if ((p = OLD(ns[i].id >> 1)) != NULL) {
+			ns[i].rate = p->rate / 2; /* half of the parent it was split from */
+		} else {
+			/* Merged: the sum of its two children. */
+			p = OLD(ns[i].id * 2);
+			ns[i].rate = p == NULL ? 0 : p->rate;
+			p = OLD(ns[i].id * 2 + 1);
+			ns[i].rate += p == NULL ? 0 : p->rate;
+		}
+		/* Rates move only with the periodic samples, at their pace; an operator's query
+		 * refreshes keys and bytes. */
+		if (periodic && dt > 0) {
+			d = ns[i].requests - ns[i].rate_requests;
+			ns[i].rate = (1.0 - RATE_DECAY) * ns[i].rate + RATE_DECAY * (double)d / dt;
+			ns[i].rate_requests = ns[i].requests;
+		}
+	}
+#undef OLD
+	if (periodic) {
+		for (w = 0; w < km_dp.nb_workers; w++)
+			reqs += km_worker_requests(&km_dp.workers[w]);
+		if (dt > 0)
+			km_ctl.requests_per_s = (double)(reqs - km_ctl.sample_reqs) / dt;
+		km_ctl.sample_reqs = reqs;
+		km_ctl.sample_tsc = now;
+	}
+	free(infos);
+	free(old);
+	km_ctl.store = tot;
+	km_ctl.shards = ns;
+	km_ctl.nb_shards = m->nb_shards;
+	return 0;
+}

@@ -287,20 +287,21 @@ cmd_map(struct km_client *c, int argc, char **argv, int no_steer)
 			return fail("map", rc);
 		m = km_client_map(c);
 	}
-	printf("epoch %u\nworkers %u\nbase port %u\nshards %u\n", m->epoch, m->nb_workers,
-		m->udp_port_base, m->nb_shards);
+	printf("epoch %u\nworkers %u\nbase port %u\nshards %u\n", km_shardmap_epoch(m),
+		km_shardmap_nb_workers(m), km_shardmap_udp_port_base(m), km_shardmap_nb_shards(m));
 	printf("%-10s %-5s %-10s %s\n", "id", "depth", "prefix", "owner");
-	for (i = 0; i < m->nb_shards; i++) {
-		const struct km_shard *s = &m->shards[i];
-		unsigned int depth = km_shard_depth(s->id) & 63;
-		uint64_t prefix = s->id & (((uint64_t)1 << depth) - 1);
+	for (i = 0; i < km_shardmap_nb_shards(m); i++) {
+		const struct km_shard *s = km_shardmap_shard_at(m, i);
+		uint64_t id = km_shard_id(s);
+		unsigned int depth = km_shard_depth(id) & 63;
+		uint64_t prefix = id & (((uint64_t)1 << depth) - 1);
 		int digits = depth == 0 ? 1 : (int)(depth + 3) / 4;
 		char hex[24];
 
 		/* As many hex digits as the depth needs: the prefix has `depth` bits. */
 		snprintf(hex, sizeof(hex), "0x%0*llx", digits, (unsigned long long)prefix);
-		printf("%-10llu %-5u %-10s %u%s\n", (unsigned long long)s->id, depth, hex, s->owner,
-			s->moved ? " (moved)" : "");
+		printf("%-10llu %-5u %-10s %u%s\n", (unsigned long long)id, depth, hex,
+			km_shard_owner(s), km_shard_moved(s) ? " (moved)" : "");
 	}
 	return 0;
 }

@@ -232,13 +232,13 @@ km_status_err(unsigned int st)
 uint32_t
 km_client_epoch(const struct km_client *c)
 {
-	return c != NULL && c->map != NULL ? c->map->epoch : 0;
+	return c != NULL && c->map != NULL ? km_shardmap_epoch(c->map) : 0;
 }
 
 unsigned int
 km_client_nb_workers(const struct km_client *c)
 {
-	return c != NULL && c->map != NULL ? c->map->nb_workers : 1;
+	return c != NULL && c->map != NULL ? km_shardmap_nb_workers(c->map) : 1;
 }
 
 const struct km_shardmap *
@@ -278,8 +278,8 @@ km_client_get_stats(const struct km_client *c, struct km_client_stats *st)
 static inline uint16_t
 km_base_port(const struct km_client *c)
 {
-	if (c->map != NULL && !c->no_steer && c->map->udp_port_base != 0)
-		return c->map->udp_port_base;
+	if (c->map != NULL && !c->no_steer && km_shardmap_udp_port_base(c->map) != 0)
+		return km_shardmap_udp_port_base(c->map);
 	return c->port;
 }
 
@@ -547,7 +547,8 @@ km_refresh_install(struct km_client *c)
 	if (rc != 0)
 		return KM_ERR_PROTO;
 	/* Every worker port must exist: base + nb_workers - 1 <= 65535. */
-	if ((uint32_t)(m->udp_port_base != 0 ? m->udp_port_base : c->port) + m->nb_workers - 1 >
+	if ((uint32_t)(km_shardmap_udp_port_base(m) != 0 ? km_shardmap_udp_port_base(m) : c->port) +
+			km_shardmap_nb_workers(m) - 1 >
 		UINT16_MAX) {
 		km_shardmap_free(m);
 		return KM_ERR_PROTO;
@@ -1153,7 +1154,7 @@ km_ping(struct km_client *c, unsigned int worker)
 
 	if (c == NULL)
 		return KM_ERR_INVAL;
-	if ((c->map != NULL && !c->no_steer && worker >= c->map->nb_workers) ||
+	if ((c->map != NULL && !c->no_steer && worker >= km_shardmap_nb_workers(c->map)) ||
 		(uint32_t)km_base_port(c) + worker > UINT16_MAX)
 		return KM_ERR_INVAL;
 	memset(&op, 0, sizeof(op));

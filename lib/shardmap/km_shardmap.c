@@ -368,6 +368,66 @@ km_shardmap_hash(const struct km_shardmap *m, const uint8_t *key, size_t len)
 	return XXH3_64bits(key, km_shardmap_route_len(m, key, len));
 }
 
+uint32_t
+km_shardmap_epoch(const struct km_shardmap *m)
+{
+	return m->epoch;
+}
+
+uint16_t
+km_shardmap_nb_workers(const struct km_shardmap *m)
+{
+	return m->nb_workers;
+}
+
+uint16_t
+km_shardmap_udp_port_base(const struct km_shardmap *m)
+{
+	return m->udp_port_base;
+}
+
+uint8_t
+km_shardmap_route_sep(const struct km_shardmap *m)
+{
+	return m->route_sep;
+}
+
+uint8_t
+km_shardmap_route_depth(const struct km_shardmap *m)
+{
+	return m->route_depth;
+}
+
+uint32_t
+km_shardmap_nb_shards(const struct km_shardmap *m)
+{
+	return m->nb_shards;
+}
+
+const struct km_shard *
+km_shardmap_shard_at(const struct km_shardmap *m, uint32_t i)
+{
+	return i < m->nb_shards ? &m->shards[i] : NULL;
+}
+
+uint64_t
+km_shard_id(const struct km_shard *s)
+{
+	return s->id;
+}
+
+uint16_t
+km_shard_owner(const struct km_shard *s)
+{
+	return s->owner;
+}
+
+int
+km_shard_moved(const struct km_shard *s)
+{
+	return s->moved != 0;
+}
+
 int
 km_shardmap_route(
 	const struct km_shardmap *m, const uint8_t *key, size_t len, struct km_shardmap_route *out)

@@ -136,6 +136,45 @@ struct km_shardmap_route {
 int km_shardmap_route(
 	const struct km_shardmap *m, const uint8_t *key, size_t len, struct km_shardmap_route *out);
 
+/*
+ * Readers of a map and of its shards. A map is immutable, so each answer holds for as long
+ * as the map does. Context of all of them: any thread holding the map (keymapd: the RCU
+ * read side or the control thread that published it; libkeymap: the handle's thread).
+ */
+
+/** Epoch: 1 for a new map, + 1 per change. @note Context: any thread holding m. */
+uint32_t km_shardmap_epoch(const struct km_shardmap *m);
+
+/** Workers the shards are spread over. @note Context: any thread holding m. */
+uint16_t km_shardmap_nb_workers(const struct km_shardmap *m);
+
+/** Worker 0's UDP port (worker i: base + i), 0 if unknown. @note Context: any thread holding m. */
+uint16_t km_shardmap_udp_port_base(const struct km_shardmap *m);
+
+/** Separator of routing-part components. @note Context: any thread holding m. */
+uint8_t km_shardmap_route_sep(const struct km_shardmap *m);
+
+/** Components in a key's routing part. @note Context: any thread holding m. */
+uint8_t km_shardmap_route_depth(const struct km_shardmap *m);
+
+/** Number of shards. @note Context: any thread holding m. */
+uint32_t km_shardmap_nb_shards(const struct km_shardmap *m);
+
+/**
+ * Shard i, in prefix order (the order of MAP chunks), or NULL when i >= nb_shards.
+ * @note Context: any thread holding m.
+ */
+const struct km_shard *km_shardmap_shard_at(const struct km_shardmap *m, uint32_t i);
+
+/** Shard id, (1 << depth) | prefix. @note Context: any thread holding the shard's map. */
+uint64_t km_shard_id(const struct km_shard *s);
+
+/** Owner worker, resolved. @note Context: any thread holding the shard's map. */
+uint16_t km_shard_owner(const struct km_shard *s);
+
+/** 1 if a move set the owner explicitly, else 0 (jump hash). @note Context: as above. */
+int km_shard_moved(const struct km_shard *s);
+
 /** Shard by id, or NULL. O(1) through the directory. */
 const struct km_shard *km_shardmap_find(const struct km_shardmap *m, uint64_t id);
 

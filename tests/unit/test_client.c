@@ -130,6 +130,28 @@ fk_owner_of(const struct km_shardmap *m, const void *key, size_t klen)
 	return rt.owner;
 }
 
+/* Shard of a key in m. */
+static const struct km_shard *
+shard_of(const struct km_shardmap *m, const char *key)
+{
+	struct km_shardmap_route rt;
+
+	assert_int_equal(km_shardmap_route(m, (const uint8_t *)key, strlen(key), &rt), 0);
+	return rt.shard;
+}
+
+static uint64_t
+id_at(const struct km_shardmap *m, uint32_t i)
+{
+	return km_shard_id(km_shardmap_shard_at(m, i));
+}
+
+static uint16_t
+owner_at(const struct km_shardmap *m, uint32_t i)
+{
+	return km_shard_owner(km_shardmap_shard_at(m, i));
+}
+
 static uint32_t
 fk_hash(const uint8_t *key, size_t len)
 {
@@ -232,7 +254,7 @@ fk_moved(const struct fake *f, const struct km_msg *m, const uint8_t *key, size_
 	unsigned int w)
 {
 	return f->check_owner && !f->map_disabled && m->hdr.epoch != 0 &&
-	       m->hdr.epoch != f->map->epoch && fk_owner_of(f->map, key, klen) != w;
+	       m->hdr.epoch != km_shardmap_epoch(f->map) && fk_owner_of(f->map, key, klen) != w;
 }
 
 /*
@@ -1038,11 +1060,10 @@ test_moved(void **state)
 
 	/* The server moves the key's shard to worker 3: epoch 2. */
 	fk_lock();
-	sh = km_shardmap_lookup(
-		fk->map, km_shardmap_hash(fk->map, (const uint8_t *)key, strlen(key)));
-	assert_int_equal(km_shardmap_move(fk->map, sh->id, 3, &m2), 0);
+	sh = shard_of(fk->map, key);
+	assert_int_equal(km_shardmap_move(fk->map, km_shard_id(sh), 3, &m2), 0);
 	fk_unlock();
-	assert_int_equal(m2->epoch, 2);
+	assert_int_equal(km_shardmap_epoch(m2), 2);
 	fk_publish(m2);
 
 	from = fk_nlog();
@@ -1070,11 +1091,12 @@ test_moved(void **state)
 		const struct km_shardmap *cm = km_client_map(c);
 		uint32_t i;
 
-		assert_int_equal(cm->nb_shards, fk->map->nb_shards);
-		for (i = 0; i < cm->nb_shards; i++) {
-			assert_int_equal(cm->shards[i].id, fk->map->shards[i].id);
-			assert_int_equal(cm->shards[i].owner, fk->map->shards[i].owner);
-			assert_int_equal(cm->shards[i].moved, fk->map->shards[i].moved);
+		assert_int_equal(km_shardmap_nb_shards(cm), km_shardmap_nb_shards(fk->map));
+		for (i = 0; i < km_shardmap_nb_shards(cm); i++) {
+			assert_int_equal(id_at(cm, i), id_at(fk->map, i));
+			assert_int_equal(owner_at(cm, i), owner_at(fk->map, i));
+			assert_int_equal(km_shard_moved(km_shardmap_shard_at(cm, i)),
+				km_shard_moved(km_shardmap_shard_at(fk->map, i)));
 		}
 	}
 	fk_unlock();
@@ -1104,9 +1126,8 @@ test_moved_forever(void **state)
 	key_of_worker(2, key, sizeof(key));
 	fk_lock();
 	fk->drop_map = 1;
-	sh = km_shardmap_lookup(
-		fk->map, km_shardmap_hash(fk->map, (const uint8_t *)key, strlen(key)));
-	assert_int_equal(km_shardmap_move(fk->map, sh->id, 0, &m2), 0);
+	sh = shard_of(fk->map, key);
+	assert_int_equal(km_shardmap_move(fk->map, km_shard_id(sh), 0, &m2), 0);
 	fk_unlock();
 	fk_publish(m2);
 
@@ -1140,12 +1161,10 @@ test_split_follow(void **state)
 	/* Split the shard of `key`; `other` lives in another shard, unaffected. */
 	snprintf(key, sizeof(key), "split-me");
 	fk_lock();
-	id = km_shardmap_lookup(fk->map, km_shardmap_hash(fk->map, (const uint8_t *)key, 8))->id;
+	id = km_shard_id(shard_of(fk->map, key));
 	for (i = 0; i < 1000; i++) {
 		snprintf(other, sizeof(other), "other-%u", i);
-		if (km_shardmap_lookup(fk->map,
-			    km_shardmap_hash(fk->map, (const uint8_t *)other, strlen(other)))
-				->id != id)
+		if (km_shard_id(shard_of(fk->map, other)) != id)
 			break;
 	}
 	assert_int_equal(km_shardmap_split(fk->map, id, &m2), 0);
@@ -1187,8 +1206,8 @@ test_map_changes_during_fetch(void **state)
 
 	/* Epoch 2 published now; epoch 3 appears right after the next chunk 0 is served. */
 	fk_lock();
-	assert_int_equal(km_shardmap_split(fk->map, fk->map->shards[0].id, &m2), 0);
-	assert_int_equal(km_shardmap_split(m2, m2->shards[m2->nb_shards - 1].id, &m3), 0);
+	assert_int_equal(km_shardmap_split(fk->map, id_at(fk->map, 0), &m2), 0);
+	assert_int_equal(km_shardmap_split(m2, id_at(m2, km_shardmap_nb_shards(m2) - 1), &m3), 0);
 	km_shardmap_free(fk->map);
 	fk->map = m2;
 	fk->next_map = m3;
@@ -1228,7 +1247,7 @@ test_server_restart(void **state)
 	(void)state;
 	c = cl_open(500, 3, 0);
 	fk_lock();
-	assert_int_equal(km_shardmap_split(fk->map, fk->map->shards[3].id, &m2), 0);
+	assert_int_equal(km_shardmap_split(fk->map, id_at(fk->map, 3), &m2), 0);
 	fk_unlock();
 	fk_publish(m2);
 	assert_int_equal(put_s(c, "r", "1", NULL), KM_OK);
@@ -1239,7 +1258,7 @@ test_server_restart(void **state)
 	fk_publish(m1);
 	assert_int_equal(put_s(c, "r", "2", NULL), KM_OK);
 	assert_int_equal(km_client_epoch(c), 1);
-	assert_int_equal(km_client_map(c)->nb_shards, 4);
+	assert_int_equal(km_shardmap_nb_shards(km_client_map(c)), 4);
 	for (i = 0; i < 200; i++) {
 		snprintf(key, sizeof(key), "k%u", i);
 		assert_int_equal(km_client_worker_of(c, key, strlen(key)), fk_owner(key));
@@ -1275,11 +1294,11 @@ test_batch_moved(void **state)
 	/* Every other shard moves to the next worker: epoch 1 + 8. */
 	fk_lock();
 	m = NULL;
-	for (i = 0; i < fk->map->nb_shards; i += 2) {
+	for (i = 0; i < km_shardmap_nb_shards(fk->map); i += 2) {
 		const struct km_shardmap *cur = m != NULL ? m : fk->map;
 
-		assert_int_equal(km_shardmap_move(cur, cur->shards[i].id,
-					 (uint16_t)((cur->shards[i].owner + 1) % 4), &next),
+		assert_int_equal(km_shardmap_move(cur, id_at(cur, i),
+					 (uint16_t)((owner_at(cur, i) + 1) % 4), &next),
 			0);
 		km_shardmap_free(m);
 		m = next;
@@ -1660,12 +1679,11 @@ test_mget_moved(void **state)
 	}
 	/* Two shards change owner behind the client's back. */
 	fk_lock();
-	assert_int_equal(km_shardmap_move(fk->map, fk->map->shards[0].id,
-				 (uint16_t)((fk->map->shards[0].owner + 1) % 4), &m2),
+	assert_int_equal(km_shardmap_move(fk->map, id_at(fk->map, 0),
+				 (uint16_t)((owner_at(fk->map, 0) + 1) % 4), &m2),
 		0);
-	assert_int_equal(km_shardmap_move(m2, m2->shards[5].id,
-				 (uint16_t)((m2->shards[5].owner + 2) % 4), &m3),
-		0);
+	assert_int_equal(
+		km_shardmap_move(m2, id_at(m2, 5), (uint16_t)((owner_at(m2, 5) + 2) % 4), &m3), 0);
 	km_shardmap_free(m2);
 	fk_unlock();
 	fk_publish(m3);

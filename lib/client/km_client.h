@@ -120,7 +120,11 @@ enum km_batch_opcode {
 	KM_BATCH_DEL = 6,
 };
 
-/** Limits of protocol version 1 (checked by the client before sending). */
+/**
+ * Limits of protocol version 1 (checked by the client before sending). Copies, since this
+ * header is installed alone: the library's build checks them against lib/util's
+ * KM_KEY_MAX and the protocol's KM_VALUE_MAX.
+ */
 #define KM_CLIENT_KEY_MAX   250
 #define KM_CLIENT_VALUE_MAX 1431
 

@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#ifndef KM_CLIENT_PRIV_H
+#define KM_CLIENT_PRIV_H
+
+/*
+ * libkeymap internals, shared by its files and never installed:
+ *   km_client.c  open/close, errors, the single-op calls and km_batch
+ *   km_engine.c  the request engine: slots, req_id table, send, receive, dispatch,
+ *                deadlines, km_run()
+ *   km_map.c     the client's shard map: routing a key, refreshing the map in chunks
+ *   km_mget.c    MGET: grouping by owner, packing datagrams, the GET fallback
+ *
+ * Concurrency: a handle is single-threaded (km_client.h), so nothing here is shared
+ * between threads; every field is read and written by the thread that calls the API.
+ */
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "km_client.h"
+#include "km_proto.h"
+#include "km_shardmap.h"
+
+/* Internal functions: linked into libkeymap.so, not exported from it. */
+#define KM_INTERNAL __attribute__((visibility("hidden")))
+
+#define KM_DEFAULT_PORT       7070
+#define KM_DEFAULT_TIMEOUT_MS 200
+#define KM_DEFAULT_RETRIES    3
+#define KM_DEFAULT_WINDOW     64
+#define KM_WINDOW_MAX         4096
+#define KM_RETRIES_MAX        100
+#define KM_SOCK_BUF           (4 << 20)
+#define KM_RX_BURST           32
+/* Larger than any valid reply so that an oversized one shows up as MSG_TRUNC. */
+#define KM_RX_BUF 2048
+/* The map changed this many times while we fetched its chunks: give up for now. */
+#define KM_MAP_RESTARTS 4
+/* After a failed refresh, replies with a newer epoch do not trigger another one before
+ * this hold (doubled per failure): a server that drops MAP must not stall every call. */
+#define KM_HOLD_MIN_NS (1000ull * 1000 * 1000)
+#define KM_HOLD_MAX_NS (64ull * 1000 * 1000 * 1000)
+/* First wait after BUSY, doubled per attempt, capped at the attempt timeout. */
+#define KM_BUSY_BACKOFF_NS (1000ull * 1000)
+/* MGET datagrams in flight per round of km_mget(). */
+#define KM_MGET_WAVE 16
+
+/* Destination of a slot other than an explicit worker index. */
+#define KM_WORKER_KEY (-1) /* owner of the key in the current map */
+#define KM_WORKER_MAP (-2) /* base port from the options */
+
+enum km_slot_state {
+	KM_SLOT_FREE = 0,
+	KM_SLOT_QUEUED,   /* datagram ready, waiting in the send queue */
+	KM_SLOT_SENT,     /* in flight until deadline */
+	KM_SLOT_BACKOFF,  /* answered BUSY: resend at deadline */
+	KM_SLOT_WAIT_MAP, /* answered MOVED: resend when the map refresh ends */
+};
+
+struct km_slot {
+	struct km_batch_op *op;
+	struct km_hdr hdr; /* re-encoded at each send: the epoch may have changed */
+	uint64_t deadline; /* SENT: end of the attempt; BACKOFF: resend time */
+	uint64_t first_ns; /* first send (0: not sent yet), for latency_ns */
+	uint32_t map_gen;  /* c->map_gen at the last send */
+	int32_t worker;    /* KM_WORKER_KEY, KM_WORKER_MAP or an explicit worker */
+	uint16_t len;      /* datagram length in buf */
+	uint16_t port;     /* destination port of the last send, host order */
+	uint8_t state;     /* enum km_slot_state */
+	uint8_t attempts;  /* sends since the first one or the last MOVED */
+	uint8_t moves;     /* MOVED replies acted upon */
+	uint8_t busy;      /* BUSY replies acted upon (backoff exponent) */
+	uint8_t *buf;      /* the request datagram */
+};
+
+enum km_refresh_state {
+	KM_REFRESH_IDLE = 0,
+	KM_REFRESH_WANTED,  /* starts at the next turn of the engine loop */
+	KM_REFRESH_RUNNING, /* a MAP chunk request is in the map slot */
+};
+
+/* A map being assembled from MAP chunks. */
+struct km_refresh {
+	int state;  /* enum km_refresh_state */
+	int result; /* outcome of the last refresh */
+	unsigned int restarts;
+	struct km_map_chunk head; /* header fields of the first chunk */
+	uint32_t got;             /* entries received */
+	uint32_t cap;             /* entries allocated in ids/owners */
+	uint64_t *ids;
+	uint16_t *owners;
+	uint64_t hold_until; /* no epoch-triggered refresh before (after failures) */
+	uint64_t hold_ns;
+};
+
+struct km_mget_scratch {
+	struct km_batch_op ops[KM_MGET_WAVE];
+	int32_t workers[KM_MGET_WAVE];
+	uint32_t first[KM_MGET_WAVE]; /* first position in the pending list */
+	uint32_t count[KM_MGET_WAVE];
+	uint8_t req[KM_MGET_WAVE][KM_DGRAM_MAX];
+	uint8_t rep[KM_MGET_WAVE][KM_DGRAM_MAX];
+};
+
+struct km_client {
+	int fd;
+	struct sockaddr_in addr; /* server address; the port is set per datagram */
+	uint16_t port;           /* base port from the options: MAP, unsteered requests */
+	bool no_steer;
+	uint32_t session;
+	unsigned int retries;
+	unsigned int window;
+	uint64_t timeout_ns;
+	uint64_t next_req_id;
+
+	struct km_shardmap *map; /* NULL: unsteered */
+	uint32_t map_gen;        /* bumped whenever a map is installed */
+	struct km_refresh refresh;
+	struct km_batch_op map_op; /* the MAP request of the refresh in progress */
+	uint8_t map_buf[KM_DGRAM_MAX];
+
+	/* Engine. slots[window] is reserved for MAP so a refresh never waits for a slot. */
+	struct km_slot *slots;
+	uint32_t *free_slots;
+	uint32_t nb_free;
+	uint32_t *ht; /* req_id -> slot index + 1 (0 = empty), linear probing */
+	uint32_t ht_mask;
+	uint32_t *txq; /* slots waiting for sendmmsg, in order */
+	uint32_t txq_len;
+	struct mmsghdr *txmsg;
+	struct iovec *txiov;
+	struct sockaddr_in *txaddr;
+	struct mmsghdr rxmsg[KM_RX_BURST];
+	struct iovec rxiov[KM_RX_BURST];
+	struct sockaddr_in rxaddr[KM_RX_BURST];
+	uint8_t *rxbuf;
+	uint64_t earliest;    /* lower bound of every SENT/BACKOFF deadline */
+	size_t pending;       /* ops of the current run not completed */
+	uint32_t nb_wait_map; /* slots in KM_SLOT_WAIT_MAP */
+
+	struct km_mget_scratch *mget; /* allocated by the first km_mget() */
+	struct km_client_stats st;
+};
+
+static inline uint64_t
+km_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* km_client.c */
+/** Wire status -> enum km_err. */
+KM_INTERNAL int km_status_err(unsigned int st);
+
+/* km_engine.c */
+/**
+ * Run ops to completion, keeping up to window in flight, plus any map refresh they
+ * trigger. workers: explicit destination per op, or NULL to route each op by its key.
+ * internal: MAP and MGET ops allowed. @return 0 (each op->err set) or KM_ERR_SYSTEM.
+ */
+KM_INTERNAL int km_run(struct km_client *c, struct km_batch_op *ops, const int32_t *workers,
+	size_t n, bool internal);
+/** km_run() of one op. @return KM_ERR_SYSTEM or the op's err. */
+KM_INTERNAL int km_run_one(struct km_client *c, struct km_batch_op *op, int32_t worker);
+/** Put op in slot idx (a free slot or the map slot) and queue it. */
+KM_INTERNAL void km_slot_arm(
+	struct km_client *c, uint32_t idx, struct km_batch_op *op, int32_t worker);
+/** Queue a (re)send of slot idx, same req_id, to the current owner. */
+KM_INTERNAL void km_slot_send(struct km_client *c, uint32_t idx);
+
+/* km_map.c */
+/** Owner worker of a key in the client's map (0 when unsteered). */
+KM_INTERNAL unsigned int km_owner(const struct km_client *c, const void *key, size_t klen);
+/** Port of worker 0: the map's, unless the server left it out. */
+KM_INTERNAL uint16_t km_base_port(const struct km_client *c);
+/** Ask for a map refresh at the next turn of the engine (no-op if one is under way). */
+KM_INTERNAL void km_refresh_want(struct km_client *c);
+/** Start the wanted refresh: the first MAP chunk request goes into the map slot. */
+KM_INTERNAL void km_refresh_begin(struct km_client *c);
+/** The MAP chunk request completed with err: take its entries, ask for the next. */
+KM_INTERNAL void km_refresh_step(struct km_client *c, int err);
+/** A reply carried the server's epoch: want a refresh if it is not ours. */
+KM_INTERNAL void km_note_epoch(struct km_client *c, uint32_t epoch, uint64_t now);
+
+#endif /* KM_CLIENT_PRIV_H */

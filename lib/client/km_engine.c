@@ -1,0 +1,527 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * libkeymap's request engine. One engine (km_run) serves every call: the sync calls run
+ * it with one op, km_batch with many, km_mget with MGET datagrams, and a map refresh is
+ * one more request slot in the same engine. So replies that arrive while a map is being
+ * fetched are delivered, not dropped, and every path shares the same retry and MOVED
+ * rules.
+ *
+ * Up to `window` slots, each holding one request (its datagram kept for resends with the
+ * same req_id), plus one slot reserved for MAP. An open-addressing table maps
+ * req_id -> slot, so a reply whose id is not in flight (a late duplicate) is ignored.
+ * No allocation per op: slots, send queue and receive buffers are allocated at open.
+ */
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+
+#include "km_client_priv.h"
+
+static inline uint16_t
+km_slot_port(const struct km_client *c, const struct km_slot *s)
+{
+	if (s->worker == KM_WORKER_MAP)
+		return c->port;
+	if (s->worker >= 0)
+		return (uint16_t)(km_base_port(c) + s->worker);
+	return (uint16_t)(km_base_port(c) + km_owner(c, s->op->key, s->op->klen));
+}
+
+/*
+ * req_id -> slot table. Ids are consecutive, so their low bits spread well; the table
+ * has at least 4 entries per slot to keep probe chains short.
+ */
+static inline uint32_t
+km_ht_home(const struct km_client *c, uint64_t id)
+{
+	return (uint32_t)(id ^ (id >> 32)) & c->ht_mask;
+}
+
+static void
+km_ht_insert(struct km_client *c, uint32_t idx)
+{
+	uint32_t pos = km_ht_home(c, c->slots[idx].hdr.req_id);
+
+	while (c->ht[pos] != 0)
+		pos = (pos + 1) & c->ht_mask;
+	c->ht[pos] = idx + 1;
+}
+
+static int64_t
+km_ht_find(const struct km_client *c, uint64_t id)
+{
+	uint32_t pos = km_ht_home(c, id);
+	uint32_t e;
+
+	while ((e = c->ht[pos]) != 0) {
+		if (c->slots[e - 1].hdr.req_id == id)
+			return pos;
+		pos = (pos + 1) & c->ht_mask;
+	}
+	return -1;
+}
+
+/* Backward-shift deletion: no tombstones, so lookups never slow down over time. */
+static void
+km_ht_remove(struct km_client *c, uint64_t id)
+{
+	int64_t found = km_ht_find(c, id);
+	uint32_t i, j, k;
+
+	if (found < 0)
+		return;
+	i = j = (uint32_t)found;
+	for (;;) {
+		j = (j + 1) & c->ht_mask;
+		if (c->ht[j] == 0)
+			break;
+		k = km_ht_home(c, c->slots[c->ht[j] - 1].hdr.req_id);
+		/* Entry j may stay if its home lies cyclically in (i, j]. */
+		if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
+			continue;
+		c->ht[i] = c->ht[j];
+		i = j;
+	}
+	c->ht[i] = 0;
+}
+
+void
+km_slot_send(struct km_client *c, uint32_t idx)
+{
+	struct km_slot *s = &c->slots[idx];
+
+	s->port = km_slot_port(c, s);
+	s->map_gen = c->map_gen;
+	s->hdr.epoch = c->no_steer ? 0 : km_client_epoch(c);
+	km_hdr_encode(s->buf, &s->hdr);
+	s->attempts++;
+	s->state = KM_SLOT_QUEUED;
+	c->txq[c->txq_len++] = idx;
+}
+
+/* Client-side validation: nothing that the server would refuse leaves the host. */
+static int
+km_op_check(const struct km_batch_op *op, bool internal)
+{
+	bool need_key = false, has_val = false;
+
+	switch (op->op) {
+	case KM_OP_PUT:
+	case KM_OP_CAS:
+		has_val = true;
+		need_key = true;
+		break;
+	case KM_OP_GET:
+	case KM_OP_DEL:
+		need_key = true;
+		break;
+	case KM_OP_PING:
+		break;
+	case KM_OP_MGET:
+		has_val = true;
+		/* fallthrough */
+	case KM_OP_MAP:
+		if (!internal)
+			return KM_ERR_INVAL;
+		break;
+	default:
+		return KM_ERR_INVAL;
+	}
+	if (need_key && (op->key == NULL || op->klen == 0))
+		return KM_ERR_INVAL;
+	if (!need_key && op->klen != 0)
+		return KM_ERR_INVAL;
+	if (op->klen > KM_KEY_MAX)
+		return KM_ERR_TOO_LARGE;
+	if (has_val) {
+		if (op->val == NULL && op->vlen != 0)
+			return KM_ERR_INVAL;
+		if (op->vlen > KM_VALUE_MAX || KM_HDR_LEN + op->klen + op->vlen > KM_DGRAM_MAX)
+			return KM_ERR_TOO_LARGE;
+	}
+	return KM_OK;
+}
+
+void
+km_slot_arm(struct km_client *c, uint32_t idx, struct km_batch_op *op, int32_t worker)
+{
+	struct km_slot *s = &c->slots[idx];
+	bool has_val = op->op == KM_OP_PUT || op->op == KM_OP_CAS || op->op == KM_OP_MGET;
+
+	s->op = op;
+	s->worker = worker;
+	s->attempts = 0;
+	s->moves = 0;
+	s->busy = 0;
+	s->first_ns = 0;
+	memset(&s->hdr, 0, sizeof(s->hdr));
+	s->hdr.magic = KM_PROTO_MAGIC;
+	s->hdr.proto_ver = KM_PROTO_VERSION;
+	s->hdr.op = op->op;
+	s->hdr.key_len = (uint16_t)op->klen;
+	s->hdr.val_len = has_val ? (uint32_t)op->vlen : 0;
+	s->hdr.req_id = c->next_req_id++;
+	if (op->op == KM_OP_CAS || op->op == KM_OP_DEL || op->op == KM_OP_MAP)
+		s->hdr.version = op->version;
+	s->hdr.session = c->session;
+	/* Sizes were checked by km_op_check(): the build cannot fail. */
+	s->len = (uint16_t)km_msg_build(s->buf, KM_DGRAM_MAX, &s->hdr, op->key, op->val);
+	km_ht_insert(c, idx);
+	c->st.requests++;
+	km_slot_send(c, idx);
+}
+
+/* Start an op in a free slot, or complete it at once when it is invalid. */
+static void
+km_op_start(struct km_client *c, struct km_batch_op *op, int32_t worker, bool internal)
+{
+	int err;
+
+	op->len = 0;
+	op->out_version = 0;
+	op->latency_ns = 0;
+	err = km_op_check(op, internal);
+	if (err != KM_OK) {
+		op->err = err;
+		c->pending--;
+		return;
+	}
+	km_slot_arm(c, c->free_slots[--c->nb_free], op, worker);
+}
+
+static void
+km_slot_done(struct km_client *c, uint32_t idx, int err, uint64_t now)
+{
+	struct km_slot *s = &c->slots[idx];
+
+	km_ht_remove(c, s->hdr.req_id);
+	if (s->state == KM_SLOT_WAIT_MAP)
+		c->nb_wait_map--;
+	s->state = KM_SLOT_FREE;
+	s->op->err = err;
+	s->op->latency_ns = s->first_ns == 0 ? 0 : now - s->first_ns;
+	if (idx == c->window) {
+		km_refresh_step(c, err);
+		return;
+	}
+	c->free_slots[c->nb_free++] = idx;
+	c->pending--;
+}
+
+static void
+km_slot_moved(struct km_client *c, uint32_t idx, uint64_t now)
+{
+	struct km_slot *s = &c->slots[idx];
+
+	c->st.moved++;
+	if (c->no_steer || idx == c->window) {
+		km_slot_done(c, idx, KM_ERR_MOVED, now);
+		return;
+	}
+	/* Explicit destination (MGET, PING): the caller regroups after the refresh. */
+	if (s->worker != KM_WORKER_KEY) {
+		km_refresh_want(c);
+		km_slot_done(c, idx, KM_ERR_MOVED, now);
+		return;
+	}
+	if (s->moves > c->retries) {
+		km_slot_done(c, idx, KM_ERR_MOVED, now);
+		return;
+	}
+	s->moves++;
+	/* A new owner means a new timeout budget; moves bound the total. */
+	s->attempts = 0;
+	if (s->map_gen != c->map_gen) {
+		/* Sent with an older map than ours: no need to fetch another one. */
+		km_slot_send(c, idx);
+		return;
+	}
+	km_refresh_want(c);
+	s->state = KM_SLOT_WAIT_MAP;
+	c->nb_wait_map++;
+}
+
+static void
+km_dispatch(struct km_client *c, const uint8_t *buf, size_t len, uint16_t sport, uint64_t now)
+{
+	struct km_batch_op *op;
+	struct km_slot *s;
+	struct km_msg m;
+	int64_t pos;
+	uint32_t idx;
+	int err;
+
+	if (km_reply_parse(buf, len, &m) != 0) {
+		c->st.stray_replies++;
+		return;
+	}
+	pos = km_ht_find(c, m.hdr.req_id);
+	if (pos < 0) {
+		c->st.stray_replies++;
+		return;
+	}
+	idx = c->ht[pos] - 1;
+	s = &c->slots[idx];
+	op = s->op;
+	/*
+	 * QUEUED: the resend is not out yet; its own reply will come. MOVED and BUSY only
+	 * concern the attempt in flight. MOVED comes from the worker that received the
+	 * request, so one from another port answers an earlier attempt: stale. (BUSY comes
+	 * from the owner, which may not be the worker we sent to.)
+	 */
+	if (s->state == KM_SLOT_QUEUED || m.hdr.op != op->op ||
+		((m.hdr.status == KM_ST_MOVED || m.hdr.status == KM_ST_BUSY) &&
+			s->state != KM_SLOT_SENT) ||
+		(m.hdr.status == KM_ST_MOVED && sport != s->port)) {
+		c->st.stray_replies++;
+		return;
+	}
+	if (op->op != KM_OP_MAP)
+		km_note_epoch(c, m.hdr.epoch, now);
+
+	switch (m.hdr.status) {
+	case KM_ST_MOVED:
+		km_slot_moved(c, idx, now);
+		return;
+	case KM_ST_BUSY:
+		/* The server asks for time (a shard being handed over, overload): back off 1, 2,
+		 * 4 ms... up to the attempt timeout, for as long as the op's whole budget
+		 * (timeout x (retries + 1) since its first send) lasts. An answered attempt does
+		 * not use up a timeout retry. */
+		if (now - s->first_ns >= c->timeout_ns * (c->retries + 1)) {
+			km_slot_done(c, idx, KM_ERR_BUSY, now);
+			return;
+		}
+		if (s->busy < UINT8_MAX)
+			s->busy++;
+		if (s->attempts > 0)
+			s->attempts--;
+		s->state = KM_SLOT_BACKOFF;
+		s->deadline = s->busy > 20 ? c->timeout_ns : KM_BUSY_BACKOFF_NS << (s->busy - 1);
+		if (s->deadline > c->timeout_ns)
+			s->deadline = c->timeout_ns;
+		s->deadline += now;
+		if (s->deadline < c->earliest)
+			c->earliest = s->deadline;
+		return;
+	}
+	err = km_status_err(m.hdr.status);
+	op->out_version = m.hdr.version;
+	if (err == KM_OK && (op->op == KM_OP_GET || op->op == KM_OP_MGET || op->op == KM_OP_MAP)) {
+		op->len = m.hdr.val_len;
+		if (op->buf != NULL) {
+			if (op->len > op->cap)
+				err = KM_ERR_BUFFER;
+			else
+				memcpy(op->buf, m.val, op->len);
+		}
+	}
+	km_slot_done(c, idx, err, now);
+}
+
+/* Send what is queued. Leaves the rest queued when the socket buffer is full. */
+static int
+km_flush(struct km_client *c)
+{
+	while (c->txq_len > 0) {
+		uint64_t now;
+		uint32_t i;
+		int r;
+
+		for (i = 0; i < c->txq_len; i++) {
+			struct km_slot *s = &c->slots[c->txq[i]];
+
+			c->txaddr[i] = c->addr;
+			c->txaddr[i].sin_port = htons(s->port);
+			c->txiov[i].iov_base = s->buf;
+			c->txiov[i].iov_len = s->len;
+			memset(&c->txmsg[i], 0, sizeof(c->txmsg[i]));
+			c->txmsg[i].msg_hdr.msg_name = &c->txaddr[i];
+			c->txmsg[i].msg_hdr.msg_namelen = sizeof(c->txaddr[i]);
+			c->txmsg[i].msg_hdr.msg_iov = &c->txiov[i];
+			c->txmsg[i].msg_hdr.msg_iovlen = 1;
+		}
+		r = sendmmsg(c->fd, c->txmsg, c->txq_len, 0);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+				return 0;
+			return KM_ERR_SYSTEM;
+		}
+		now = km_now();
+		for (i = 0; i < (uint32_t)r; i++) {
+			struct km_slot *s = &c->slots[c->txq[i]];
+
+			s->state = KM_SLOT_SENT;
+			if (s->first_ns == 0)
+				s->first_ns = now;
+			s->deadline = now + c->timeout_ns;
+		}
+		if (r > 0 && now + c->timeout_ns < c->earliest)
+			c->earliest = now + c->timeout_ns;
+		c->txq_len -= (uint32_t)r;
+		memmove(c->txq, c->txq + r, c->txq_len * sizeof(c->txq[0]));
+	}
+	return 0;
+}
+
+/* Receive what is there without blocking. @return datagrams read, or an error. */
+static int
+km_recv(struct km_client *c)
+{
+	uint64_t now;
+	int r, i;
+
+	for (i = 0; i < KM_RX_BURST; i++) {
+		c->rxmsg[i].msg_hdr.msg_namelen = sizeof(c->rxaddr[i]);
+		c->rxmsg[i].msg_hdr.msg_flags = 0;
+	}
+	do
+		r = recvmmsg(c->fd, c->rxmsg, KM_RX_BURST, MSG_DONTWAIT, NULL);
+	while (r < 0 && errno == EINTR);
+	if (r < 0) {
+		/* ECONNREFUSED: an ICMP error for an earlier datagram; the attempt times out. */
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNREFUSED)
+			return 0;
+		return KM_ERR_SYSTEM;
+	}
+	now = km_now();
+	for (i = 0; i < r; i++) {
+		const struct sockaddr_in *from = &c->rxaddr[i];
+
+		/* Only the server may answer; truncated datagrams are not valid replies. */
+		if ((c->rxmsg[i].msg_hdr.msg_flags & MSG_TRUNC) != 0 ||
+			c->rxmsg[i].msg_hdr.msg_namelen < sizeof(*from) ||
+			from->sin_family != AF_INET ||
+			from->sin_addr.s_addr != c->addr.sin_addr.s_addr) {
+			c->st.stray_replies++;
+			continue;
+		}
+		km_dispatch(
+			c, c->rxiov[i].iov_base, c->rxmsg[i].msg_len, ntohs(from->sin_port), now);
+	}
+	return r;
+}
+
+/* Deadlines: time out or resend; recompute the earliest one. */
+static void
+km_expire(struct km_client *c, uint64_t now)
+{
+	uint64_t earliest = UINT64_MAX;
+	uint32_t i;
+
+	for (i = 0; i <= c->window; i++) {
+		struct km_slot *s = &c->slots[i];
+
+		if (s->state != KM_SLOT_SENT && s->state != KM_SLOT_BACKOFF)
+			continue;
+		if (now < s->deadline) {
+			if (s->deadline < earliest)
+				earliest = s->deadline;
+			continue;
+		}
+		if (s->state == KM_SLOT_SENT) {
+			c->st.timeouts++;
+			if (s->attempts > c->retries) {
+				km_slot_done(c, i, KM_ERR_TIMEOUT, now);
+				continue;
+			}
+		}
+		c->st.retries++;
+		km_slot_send(c, i);
+	}
+	c->earliest = earliest;
+}
+
+/* Socket failure: every op not completed gets KM_ERR_SYSTEM, the engine is reset. */
+static int
+km_abort(struct km_client *c, struct km_batch_op *ops, size_t next, size_t n)
+{
+	int saved = errno;
+	uint32_t i;
+
+	for (i = 0; i <= c->window; i++) {
+		struct km_slot *s = &c->slots[i];
+
+		if (s->state == KM_SLOT_FREE)
+			continue;
+		km_ht_remove(c, s->hdr.req_id);
+		s->state = KM_SLOT_FREE;
+		s->op->err = KM_ERR_SYSTEM;
+		if (i != c->window)
+			c->free_slots[c->nb_free++] = i;
+	}
+	for (; next < n; next++)
+		ops[next].err = KM_ERR_SYSTEM;
+	c->refresh.state = KM_REFRESH_IDLE;
+	c->refresh.result = KM_ERR_SYSTEM;
+	c->txq_len = 0;
+	c->pending = 0;
+	c->nb_wait_map = 0;
+	c->earliest = UINT64_MAX;
+	errno = saved;
+	return KM_ERR_SYSTEM;
+}
+
+/*
+ * Run ops to completion, keeping up to window in flight, plus any map refresh they
+ * trigger. workers: explicit destination per op, or NULL to route each op by its key.
+ * @return 0 (each op->err set) or KM_ERR_SYSTEM.
+ */
+int
+km_run(struct km_client *c, struct km_batch_op *ops, const int32_t *workers, size_t n,
+	bool internal)
+{
+	size_t next = 0;
+	int r;
+
+	c->pending = n;
+	for (;;) {
+		uint64_t now, wait;
+		struct timespec ts;
+		struct pollfd pfd;
+
+		if (c->refresh.state == KM_REFRESH_WANTED)
+			km_refresh_begin(c);
+		while (next < n && c->nb_free > 0) {
+			km_op_start(c, &ops[next], workers != NULL ? workers[next] : KM_WORKER_KEY,
+				internal);
+			next++;
+		}
+		if (c->txq_len > 0 && km_flush(c) < 0)
+			return km_abort(c, ops, next, n);
+		if (c->pending == 0 && c->refresh.state == KM_REFRESH_IDLE)
+			return 0;
+
+		r = km_recv(c);
+		if (r < 0)
+			return km_abort(c, ops, next, n);
+		now = km_now();
+		if (now >= c->earliest) {
+			km_expire(c, now);
+			continue;
+		}
+		if (r > 0 || c->refresh.state == KM_REFRESH_WANTED)
+			continue;
+
+		/* Nothing to do until a reply or the next deadline. */
+		wait = c->earliest == UINT64_MAX ? c->timeout_ns : c->earliest - now;
+		ts.tv_sec = (time_t)(wait / 1000000000ull);
+		ts.tv_nsec = (long)(wait % 1000000000ull);
+		pfd.fd = c->fd;
+		pfd.events = POLLIN | (c->txq_len > 0 ? POLLOUT : 0);
+		pfd.revents = 0;
+		if (ppoll(&pfd, 1, &ts, NULL) < 0 && errno != EINTR)
+			return km_abort(c, ops, next, n);
+	}
+}
+
+int
+km_run_one(struct km_client *c, struct km_batch_op *op, int32_t worker)
+{
+	int rc = km_run(c, op, &worker, 1, false);
+
+	return rc < 0 ? rc : op->err;
+}

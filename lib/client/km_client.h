@@ -12,7 +12,10 @@
  * Every request has a 64-bit request id; retries after a timeout reuse it, so the server
  * applies a retried write at most once.
  *
- * Concurrency: a handle is not thread-safe; use one handle per thread.
+ * Concurrency: a handle is single-threaded: it may move between threads, but calls on one
+ * handle must not overlap; use one handle per thread. Different handles share nothing
+ * (the library keeps no global state), so threads with their own handles never wait on
+ * each other.
  * Errors: functions return 0 (KM_OK) or a negative enum km_err value; km_strerror()
  * names it.
  */
@@ -44,7 +47,10 @@ enum km_err {
 				   * library does not know: requests go unsteered */
 };
 
-/** Text for an error code (never NULL). */
+/**
+ * Text for an error code (never NULL, static storage).
+ * @note Context: any thread.
+ */
 const char *km_strerror(int err);
 
 struct km_client_opts {
@@ -63,32 +69,51 @@ struct km_client;
  * Open a client. Fetches the shard map unless opts->no_steer (a server that does not
  * answer MAP leaves the client unsteered, epoch 0).
  * @return 0 or KM_ERR_INVAL / KM_ERR_SYSTEM / KM_ERR_NOMEM.
+ * @note Context: any thread; it blocks for the MAP round trips. The handle then belongs
+ *   to the calling thread (it may be handed to another one between calls).
  */
 int km_client_open(const struct km_client_opts *opts, struct km_client **out);
+
+/**
+ * Close a handle (NULL is allowed): its socket and memory. Keeps errno.
+ * @note Context: the thread that uses c, with no call on c in progress.
+ */
 void km_client_close(struct km_client *c);
 
-/** Round trip to worker `worker` (0 = base port). */
+/**
+ * Round trip to worker `worker` (0 = base port). Blocks until the reply or the timeout.
+ * @note Context: the thread that uses c (a handle is single-threaded).
+ */
 int km_ping(struct km_client *c, unsigned int worker);
 
 /**
  * GET. On success copies the value into buf (cap bytes) and sets *len and *version.
  * If the value is larger than cap: KM_ERR_BUFFER with *len = the value's length.
+ * Blocks until the reply, the retries or MOVED handling end.
+ * @note Context: the thread that uses c (a handle is single-threaded).
  */
 int km_get(struct km_client *c, const void *key, size_t klen, void *buf, size_t cap, size_t *len,
 	uint64_t *version);
 
-/** PUT (unconditional). *version (may be NULL) receives the new version. */
+/**
+ * PUT (unconditional). *version (may be NULL) receives the new version. Blocks.
+ * @note Context: the thread that uses c (a handle is single-threaded).
+ */
 int km_put(struct km_client *c, const void *key, size_t klen, const void *val, size_t vlen,
 	uint64_t *version);
 
 /**
  * CAS: write only if the entry's version is `expect` (0: only if the key is absent).
- * On KM_ERR_VERSION_MISMATCH *version holds the current version (0 if absent).
+ * On KM_ERR_VERSION_MISMATCH *version holds the current version (0 if absent). Blocks.
+ * @note Context: the thread that uses c (a handle is single-threaded).
  */
 int km_cas(struct km_client *c, const void *key, size_t klen, const void *val, size_t vlen,
 	uint64_t expect, uint64_t *version);
 
-/** DEL; expect 0 = unconditional, else only if the version matches. */
+/**
+ * DEL; expect 0 = unconditional, else only if the version matches. Blocks.
+ * @note Context: the thread that uses c (a handle is single-threaded).
+ */
 int km_del(struct km_client *c, const void *key, size_t klen, uint64_t expect);
 
 /** One key of an MGET; results filled in per key. */
@@ -106,6 +131,7 @@ struct km_mget_item {
  * MGET: keys are grouped by owner worker and sent in as few datagrams as fit; entries
  * the server could not fit in a reply are fetched with GET.
  * @return 0 when every item has its own err set, or an error for the whole call.
+ * @note Context: the thread that uses c (a handle is single-threaded); blocks.
  */
 int km_mget(struct km_client *c, struct km_mget_item *items, size_t n);
 
@@ -149,26 +175,44 @@ struct km_batch_op {
  * Retries and MOVED handling as for the sync calls.
  * @return number of ops with err == KM_OK or KM_ERR_NOT_FOUND, or a negative error
  *   for the whole call (bad argument, socket failure).
+ * @note Context: the thread that uses c (a handle is single-threaded); blocks until
+ *   every op has completed. ops and their buffers belong to the call until it returns.
  */
 int km_batch(struct km_client *c, struct km_batch_op *ops, size_t n);
 
-/** Fetch the shard map again. @return 0 or an error. */
+/**
+ * Fetch the shard map again.
+ * @return 0, KM_ERR_MAP_VERSION (the server's map encoding is newer than this library:
+ *   the client stays unsteered), or another error.
+ * @note Context: the thread that uses c (a handle is single-threaded); blocks.
+ */
 int km_map_refresh(struct km_client *c);
 
-/** Epoch of the client's map (0 = none). */
+/**
+ * Epoch of the client's map (0 = none).
+ * @note Context: the thread that uses c.
+ */
 uint32_t km_client_epoch(const struct km_client *c);
 
-/** Worker the key is routed to (0 when unsteered). */
+/**
+ * Worker the key is routed to (0 when unsteered).
+ * @note Context: the thread that uses c.
+ */
 unsigned int km_client_worker_of(const struct km_client *c, const void *key, size_t klen);
 
-/** Number of workers in the client's map (1 when unsteered). */
+/**
+ * Number of workers in the client's map (1 when unsteered).
+ * @note Context: the thread that uses c.
+ */
 unsigned int km_client_nb_workers(const struct km_client *c);
 
 struct km_shardmap; /* km_shardmap.h */
 
 /**
  * The client's shard map, read-only (NULL when unsteered), e.g. for keymap-cli map.
- * Valid until the next call on c (a refresh replaces it).
+ * Read it with the km_shardmap_* accessors. Valid until the next call on c (a refresh
+ * replaces it).
+ * @note Context: the thread that uses c.
  */
 const struct km_shardmap *km_client_map(const struct km_client *c);
 
@@ -181,6 +225,11 @@ struct km_client_stats {
 	uint64_t map_refreshes;
 	uint64_t stray_replies; /* replies matching no request in flight (late duplicates) */
 };
+
+/**
+ * Copy the handle's counters into *st.
+ * @note Context: the thread that uses c.
+ */
 void km_client_get_stats(const struct km_client *c, struct km_client_stats *st);
 
 #ifdef __cplusplus

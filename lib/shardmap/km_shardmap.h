@@ -60,10 +60,15 @@ struct km_shardmap_params {
 /**
  * Build the initial map (epoch 1).
  * @return 0 or -EINVAL / -ENOMEM.
+ * @note Context: any thread; the caller owns the new map until it publishes it.
  */
 int km_shardmap_create(const struct km_shardmap_params *p, struct km_shardmap **out);
 
-/** Free a map (NULL is allowed). Only when no reader can still hold it. */
+/**
+ * Free a map (NULL is allowed).
+ * @note Context: any thread, once no reader can still hold m (keymapd: after an RCU
+ *   grace period following the publication of its successor).
+ */
 void km_shardmap_free(struct km_shardmap *m);
 
 /**
@@ -71,6 +76,7 @@ void km_shardmap_free(struct km_shardmap *m);
  * reply. The shards must tile the hash space exactly (prefix-free, complete).
  * Owners of KM_OWNER_JUMP are resolved by jump hash.
  * @return 0, -EINVAL when the list is not a tiling or an owner is out of range, -ENOMEM.
+ * @note Context: any thread; the caller owns the new map.
  */
 int km_shardmap_from_list(uint32_t epoch, uint16_t nb_workers, uint16_t udp_port_base,
 	uint8_t route_sep, uint8_t route_depth, const uint64_t *ids, const uint16_t *owners,
@@ -80,6 +86,7 @@ int km_shardmap_from_list(uint32_t epoch, uint16_t nb_workers, uint16_t udp_port
  * New map with shard `id` split in two (children 2*id, 2*id+1, same owner rule as any
  * shard: explicit owner inherited if the parent was moved, else jump hash).
  * @return 0, -ENOENT no such shard, -ERANGE depth limit, -ENOMEM.
+ * @note Context: any thread holding m (m is only read); the caller owns the new map.
  */
 int km_shardmap_split(const struct km_shardmap *m, uint64_t id, struct km_shardmap **out);
 
@@ -88,23 +95,34 @@ int km_shardmap_split(const struct km_shardmap *m, uint64_t id, struct km_shardm
  * Both must exist as shards. The parent takes the owner of the lower child if either
  * child was moved, else its jump-hash owner.
  * @return 0, -ENOENT, -EINVAL (depth 0 or buddy split further), -ENOMEM.
+ * @note Context: any thread holding m (m is only read); the caller owns the new map.
  */
 int km_shardmap_merge(const struct km_shardmap *m, uint64_t id, struct km_shardmap **out);
 
 /**
  * New map with shard `id` owned by `owner`.
  * @return 0, -ENOENT, -EINVAL (owner out of range), -ENOMEM.
+ * @note Context: any thread holding m (m is only read); the caller owns the new map.
  */
 int km_shardmap_move(
 	const struct km_shardmap *m, uint64_t id, uint16_t owner, struct km_shardmap **out);
 
-/** The routing part of a key (prefix of key): returns its length. */
+/**
+ * The routing part of a key (prefix of key): returns its length.
+ * @note Context: any thread holding m.
+ */
 size_t km_shardmap_route_len(const struct km_shardmap *m, const uint8_t *key, size_t len);
 
-/** XXH3-64 of the key's routing part. */
+/**
+ * XXH3-64 of the key's routing part. km_shardmap_route() gives it with the shard.
+ * @note Context: any thread holding m.
+ */
 uint64_t km_shardmap_hash(const struct km_shardmap *m, const uint8_t *key, size_t len);
 
-/** Shard holding a hash: one shift and one array index. */
+/**
+ * Shard holding a hash: one shift and one array index.
+ * @note Context: any thread holding m; wait-free.
+ */
 static inline const struct km_shard *
 km_shardmap_lookup(const struct km_shardmap *m, uint64_t hash)
 {
@@ -132,32 +150,52 @@ struct km_shardmap_route {
  * the result always agrees with them.
  * A key of length 0 routes by the empty routing part (its hash is XXH3 of nothing).
  * @return 0, or -EINVAL when m or out is NULL, or key is NULL with len != 0.
+ * @note Context: any thread holding m (keymapd workers: on the RCU read side, per
+ *   request); wait-free, no allocation.
  */
 int km_shardmap_route(
 	const struct km_shardmap *m, const uint8_t *key, size_t len, struct km_shardmap_route *out);
 
 /*
  * Readers of a map and of its shards. A map is immutable, so each answer holds for as long
- * as the map does. Context of all of them: any thread holding the map (keymapd: the RCU
- * read side or the control thread that published it; libkeymap: the handle's thread).
+ * as the map does. "Holding" a map: keymapd, the RCU read side or the control thread that
+ * published it; libkeymap, the handle's thread until its next call.
  */
 
-/** Epoch: 1 for a new map, + 1 per change. @note Context: any thread holding m. */
+/**
+ * Epoch: 1 for a new map, + 1 per change.
+ * @note Context: any thread holding m.
+ */
 uint32_t km_shardmap_epoch(const struct km_shardmap *m);
 
-/** Workers the shards are spread over. @note Context: any thread holding m. */
+/**
+ * Workers the shards are spread over.
+ * @note Context: any thread holding m.
+ */
 uint16_t km_shardmap_nb_workers(const struct km_shardmap *m);
 
-/** Worker 0's UDP port (worker i: base + i), 0 if unknown. @note Context: any thread holding m. */
+/**
+ * Worker 0's UDP port (worker i: base + i), 0 if unknown.
+ * @note Context: any thread holding m.
+ */
 uint16_t km_shardmap_udp_port_base(const struct km_shardmap *m);
 
-/** Separator of routing-part components. @note Context: any thread holding m. */
+/**
+ * Separator of routing-part components.
+ * @note Context: any thread holding m.
+ */
 uint8_t km_shardmap_route_sep(const struct km_shardmap *m);
 
-/** Components in a key's routing part. @note Context: any thread holding m. */
+/**
+ * Components in a key's routing part.
+ * @note Context: any thread holding m.
+ */
 uint8_t km_shardmap_route_depth(const struct km_shardmap *m);
 
-/** Number of shards. @note Context: any thread holding m. */
+/**
+ * Number of shards.
+ * @note Context: any thread holding m.
+ */
 uint32_t km_shardmap_nb_shards(const struct km_shardmap *m);
 
 /**
@@ -166,22 +204,40 @@ uint32_t km_shardmap_nb_shards(const struct km_shardmap *m);
  */
 const struct km_shard *km_shardmap_shard_at(const struct km_shardmap *m, uint32_t i);
 
-/** Shard id, (1 << depth) | prefix. @note Context: any thread holding the shard's map. */
+/**
+ * Shard id, (1 << depth) | prefix.
+ * @note Context: any thread holding the shard's map.
+ */
 uint64_t km_shard_id(const struct km_shard *s);
 
-/** Owner worker, resolved. @note Context: any thread holding the shard's map. */
+/**
+ * Owner worker, resolved (jump hash or explicit).
+ * @note Context: any thread holding the shard's map.
+ */
 uint16_t km_shard_owner(const struct km_shard *s);
 
-/** 1 if a move set the owner explicitly, else 0 (jump hash). @note Context: as above. */
+/**
+ * 1 if a move set the owner explicitly, else 0 (jump hash).
+ * @note Context: any thread holding the shard's map.
+ */
 int km_shard_moved(const struct km_shard *s);
 
-/** Shard by id, or NULL. O(1) through the directory. */
+/**
+ * Shard by id, or NULL. O(1) through the directory.
+ * @note Context: any thread holding m.
+ */
 const struct km_shard *km_shardmap_find(const struct km_shardmap *m, uint64_t id);
 
-/** Depth of a shard id (position of its top bit). */
+/**
+ * Depth of a shard id (position of its top bit).
+ * @note Context: any thread.
+ */
 unsigned int km_shard_depth(uint64_t id);
 
-/** Jump Consistent Hash (Lamping & Veach 2014): bucket in [0, nb_buckets). */
+/**
+ * Jump Consistent Hash (Lamping & Veach 2014): bucket in [0, nb_buckets).
+ * @note Context: any thread.
+ */
 uint32_t km_jump_hash(uint64_t key, uint32_t nb_buckets);
 
 /*

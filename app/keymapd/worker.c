@@ -40,17 +40,17 @@ const char *const km_worker_counter_names[] = {
  * access leaves received frames in DRAM. */
 #define PKT_PREFETCH_AHEAD 4
 
-/* What stage 1 decided for a packet; the last stage acts on it in arrival order. */
+/* What the L2-L4 checks decided for a packet; the last stage acts on it in arrival order. */
 enum pkt_fate {
-	PKT_GONE,  /* dropped, or handed to its owner's ring */
-	PKT_SEND,  /* ARP or ICMP reply built in place: send as is */
-	PKT_REPLY, /* UDP payload of the reply written (status, echo): swap headers, send */
-	PKT_EXEC,  /* request for km_proc_execute_burst() */
+	PKT_GONE, /* dropped */
+	PKT_SEND, /* ARP or ICMP reply built in place: send as is */
+	PKT_ECHO, /* echo mode: the datagram goes back as it came */
+	PKT_PROC, /* a datagram for km_proc_rx_burst() */
 };
 
 struct pkt_next {
 	uint8_t fate; /* enum pkt_fate */
-	uint16_t arg; /* PKT_REPLY: payload length; PKT_EXEC: index in the request array */
+	uint16_t arg; /* PKT_ECHO: payload length; PKT_PROC: index in the request array */
 };
 
 /* Replies waiting for the TX burst at the end of an iteration. */
@@ -132,7 +132,7 @@ icmp_reply(struct km_worker *w, struct rte_ether_hdr *eth, struct rte_ipv4_hdr *
 	return 0;
 }
 
-/* Turn the request in m (checked by pkt_stage1: IPv4 without options, UDP) into a reply of
+/* Turn the request in m (checked by pkt_l4: IPv4 without options, UDP) into a reply of
  * plen payload bytes, headers swapped in place. */
 static inline void
 udp_reply(struct rte_mbuf *m, size_t plen)
@@ -171,23 +171,21 @@ udp_reply(struct rte_mbuf *m, size_t plen)
 }
 
 /*
- * Stage 1 of one packet from the NIC (handed == 0) or from another worker's hand-off
- * (handed == 1): L2-L4 checks, request parse, routing. A request this worker executes is
- * filled into r and its index slot prefetched (km_proc_prefetch); the rest of the burst's
- * stage 1 gives that line time to arrive. Everything else is answered in place, handed to
- * its owner's ring, or freed here.
- * @return enum pkt_fate; *plen is the reply payload length for PKT_REPLY.
+ * L2-L4 of one packet from the NIC (handed == 0) or from another worker's hand-off
+ * (handed == 1). A UDP datagram for the processor is described in r; ARP and ICMP echo
+ * are answered in place; everything else is freed here.
+ * @return enum pkt_fate; *plen is the payload length for PKT_ECHO.
  */
 static inline enum pkt_fate
-pkt_stage1(struct km_worker *w, const struct km_shardmap *map, const struct km_allow *allow,
-	struct rte_mbuf *m, int handed, struct km_proc_req *r, uint16_t *plen)
+pkt_l4(struct km_worker *w, const struct km_allow *allow, struct rte_mbuf *m, int handed,
+	struct km_proc_req *r, uint16_t *plen)
 {
 	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 	struct rte_ipv4_hdr *ip;
 	struct rte_udp_hdr *udp;
 	uint16_t ip_len, udp_len, dport;
 	uint8_t *payload;
-	int st, target, pw;
+	int pw;
 
 	if (unlikely(m->nb_segs != 1 || m->data_len < L2_LEN)) {
 		w->cnt.drop_l2++;
@@ -249,59 +247,53 @@ pkt_stage1(struct km_worker *w, const struct km_shardmap *map, const struct km_a
 	payload = (uint8_t *)(udp + 1);
 	*plen = (uint16_t)(udp_len - L4_LEN);
 	if (unlikely(km_dp.echo))
-		return PKT_REPLY; /* the benchmark baseline: same path, no request processing */
-
-	st = km_req_parse(payload, *plen, km_dp.value_max, &r->msg);
-	if (unlikely(st < 0)) {
-		w->cnt.drop_proto++;
-		goto drop;
-	}
-	if (unlikely(st != KM_ST_OK)) {
-		/* Error replies are never larger than the request: safe to any source. */
-		km_proc_count_status(w->proc, (uint8_t)st);
-		*plen = (uint16_t)km_proc_reply_status(
-			&r->msg.hdr, (uint8_t)st, map->epoch, payload);
-		return PKT_REPLY;
-	}
-	target = km_proc_target(map, &r->msg, pw, &r->rt);
-	if (unlikely(target == KM_TARGET_MOVED)) {
-		km_proc_count_status(w->proc, KM_ST_MOVED);
-		*plen = (uint16_t)km_proc_reply_status(
-			&r->msg.hdr, KM_ST_MOVED, map->epoch, payload);
-		return PKT_REPLY;
-	}
-	if (target >= 0 && target != w->index) {
-		if (handed) {
-			/* The map changed while the request crossed: let the client retry. */
-			*plen = (uint16_t)km_proc_reply_status(
-				&r->msg.hdr, KM_ST_BUSY, map->epoch, payload);
-			return PKT_REPLY;
-		}
-		if (rte_ring_mp_enqueue(km_dp.workers[target].to_owner, m) == 0) {
-			w->cnt.handoff_out++;
-			return PKT_GONE;
-		}
-		w->cnt.handoff_drops++;
-		goto drop;
-	}
-	r->src = ((uint64_t)ip->src_addr << 16) | udp->src_port;
-	r->out = payload;
-	r->cookie = m;
+		return PKT_ECHO; /* the benchmark baseline: same path, no request processing */
+	r->buf = payload;
+	r->len = *plen;
 	/* Room for the reply: from the payload to the end of the buffer. */
 	r->cap = (size_t)((uint8_t *)m->buf_addr + m->buf_len - payload);
-	km_proc_prefetch(w->proc, r);
-	return PKT_EXEC;
+	r->src = ((uint64_t)ip->src_addr << 16) | udp->src_port;
+	r->cookie = m;
+	r->port_worker = (int16_t)pw;
+	r->handed = (uint8_t)handed;
+	return PKT_PROC;
 drop:
 	rte_pktmbuf_free(m);
 	return PKT_GONE;
 }
 
+/* Act on the processor's verdict for the datagram in m. */
+static inline void
+pkt_verdict(
+	struct km_worker *w, struct rte_mbuf *m, const struct km_proc_req *r, struct tx_batch *tx)
+{
+	switch (r->verdict) {
+	case KM_PROC_REPLY:
+		udp_reply(m, r->reply_len);
+		tx_add(tx, m);
+		break;
+	case KM_PROC_DEFER: /* the reply waits for the disk; km_proc_poll() gives it back */
+		break;
+	case KM_PROC_HANDOFF:
+		if (likely(rte_ring_mp_enqueue(km_dp.workers[r->owner].to_owner, m) == 0)) {
+			w->cnt.handoff_out++;
+			break;
+		}
+		w->cnt.handoff_drops++;
+		rte_pktmbuf_free(m);
+		break;
+	default: /* KM_PROC_DROP */
+		w->cnt.drop_proto++;
+		rte_pktmbuf_free(m);
+		break;
+	}
+}
+
 /*
- * A burst of packets, in stages so that the cache misses of its requests overlap (MICA):
- * stage 1 checks, parses and routes every packet and prefetches the index slot of each
- * request executed here; km_proc_execute_burst() prefetches their records and executes
- * them; the replies then join the TX batch in arrival order. Each packet ends in the TX
- * batch (a reply built in place), in its owner's ring, or freed.
+ * A burst of packets: L2-L4 checks of every packet, then the datagrams in one call to the
+ * processor (which parses, routes and executes them in stages so that their cache misses
+ * overlap), then each packet ends in the TX batch (a reply built in place), in its owner's
+ * ring, or freed, in arrival order.
  */
 static void
 process_burst(struct km_worker *w, const struct km_shardmap *map, const struct km_allow *allow,
@@ -315,29 +307,25 @@ process_burst(struct km_worker *w, const struct km_shardmap *map, const struct k
 	for (i = 0; i < n; i++) {
 		if (i + PKT_PREFETCH_AHEAD < n)
 			rte_prefetch0(rte_pktmbuf_mtod(pkts[i + PKT_PREFETCH_AHEAD], void *));
-		f = pkt_stage1(w, map, allow, pkts[i], handed, &reqs[nb_req], &plen);
+		f = pkt_l4(w, allow, pkts[i], handed, &reqs[nb_req], &plen);
 		next[i].fate = (uint8_t)f;
-		next[i].arg = f == PKT_EXEC ? nb_req++ : plen;
+		next[i].arg = f == PKT_PROC ? nb_req++ : plen;
 	}
 	if (nb_req != 0)
-		km_proc_execute_burst(w->proc, map, reqs, nb_req);
+		km_proc_rx_burst(w->proc, map, reqs, nb_req);
 	for (i = 0; i < n; i++) {
 		switch (next[i].fate) {
-		case PKT_EXEC:
-			/* 0: the reply waits for the disk; km_proc_poll() gives it back. */
-			if (reqs[next[i].arg].len == 0)
-				break;
-			udp_reply(pkts[i], reqs[next[i].arg].len);
-			tx_add(tx, pkts[i]);
+		case PKT_PROC:
+			pkt_verdict(w, pkts[i], &reqs[next[i].arg], tx);
 			break;
-		case PKT_REPLY:
+		case PKT_ECHO:
 			udp_reply(pkts[i], next[i].arg);
 			tx_add(tx, pkts[i]);
 			break;
 		case PKT_SEND:
 			tx_add(tx, pkts[i]);
 			break;
-		case PKT_GONE: /* freed or handed off in stage 1 */
+		case PKT_GONE: /* freed in pkt_l4() */
 			break;
 		}
 	}

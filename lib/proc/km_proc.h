@@ -183,86 +183,66 @@ void km_proc_store_stats(const struct km_proc *p, struct km_store_stats *st);
 /** Counters of this processor (read-only for other threads). */
 const struct km_proc_counters *km_proc_counters(const struct km_proc *p);
 
-/** Hashes of a request's (first) key and its shard, computed once by km_proc_target(). */
+/** Route of a request's (first) key, computed once in stage 1. */
 struct km_route {
 	uint64_t hash;                /* XXH3 of the routing part: selects the shard */
 	uint64_t key_hash;            /* XXH3 of the whole key: indexes the store */
 	const struct km_shard *shard; /* shard of hash in the map; NULL for keyless ops */
 };
 
-/* Targets returned by km_proc_target(). */
-#define KM_TARGET_ANY   -1 /* any worker may answer (PING, MAP) */
-#define KM_TARGET_MOVED -2 /* answer MOVED: stale client epoch and wrong port */
-
-/**
- * Which worker must execute a parsed request.
- *
- * @param port_worker worker index the client addressed (UDP dst port - base), or -1.
- * @param rt out: hashes of the (first) key and its shard, passed on to km_proc_execute
- *   (or km_proc_prefetch) so that the owner neither hashes nor looks up the shard twice.
- * @return owner worker index, KM_TARGET_ANY, or KM_TARGET_MOVED. A request whose epoch
- *   differs from the map's (older, or from before a restart) and that was addressed to another
- * worker than the owner is MOVED (the client re-fetches the map); otherwise it is handed to the
- * owner.
- * @note Context: any worker, map held under RCU.
- */
-int km_proc_target(const struct km_shardmap *map, const struct km_msg *req, int port_worker,
-	struct km_route *rt);
-
-/**
- * Execute a parsed, validated request this worker owns (or KM_TARGET_ANY) and write the
- * reply into out. out may alias the request datagram: the request is read before any
- * byte it overlaps is written.
- *
- * @param rt as computed by km_proc_target() on the same map.
- * @param src opaque client address (e.g. IPv4 << 16 | UDP port), for at-most-once.
- * @return reply length (> 0).
- * @note Context: the owner worker, map held under RCU.
- */
-size_t km_proc_execute(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
-	const struct km_route *rt, uint64_t src, uint8_t *out, size_t cap);
-
-/**
- * One request of a burst, for the staged path: km_proc_prefetch() as soon as the request
- * is routed to this worker, then km_proc_execute_burst() on the whole burst. A worker
- * that fills and prefetches every request of its RX burst before executing any overlaps
- * the cache misses of their index slots and records (MICA-style staged prefetch:
- * hash -> index slot -> record -> execute) instead of taking two in a row per request.
- */
-struct km_proc_req {
-	struct km_msg msg;  /* in: request, km_req_parse() returned KM_ST_OK */
-	struct km_route rt; /* in: from km_proc_target() on the same map */
-	uint64_t src;       /* in: client address, as for km_proc_execute() */
-	uint8_t *out;       /* in: reply buffer, may alias the request datagram */
-	size_t cap;         /* in: bytes available at out */
-	void *cookie;       /* in: the caller's handle of the request (its packet) */
-	size_t len;         /* out: reply length, set by km_proc_execute_burst(); 0: the
-			     * reply is deferred (a disk read or a group write): the caller
-			     * keeps out valid until km_proc_poll() returns cookie */
-	/* private, set by km_proc_prefetch() for single-key ops: */
-	struct km_key key;         /* the key, hashed */
-	struct km_proc_shard *shd; /* its shard if owned and attached, else NULL */
+/** What the caller does with a request after km_proc_rx_burst(). */
+enum km_proc_verdict {
+	KM_PROC_REPLY,   /* reply_len bytes of reply written at buf: send them */
+	KM_PROC_DEFER,   /* the reply waits (disk read, group write): km_proc_poll() returns
+			  * cookie once it is written at buf; keep buf valid until then */
+	KM_PROC_HANDOFF, /* another worker (owner) executes it: hand the datagram over */
+	KM_PROC_DROP,    /* not a request (short, bad magic or version, a reply): drop it
+			  * silently, nothing is answered */
 };
 
 /**
- * Stage 1 of a request this worker executes (target is this worker or KM_TARGET_ANY):
- * resolve its store and prefetch the index slot its key hashes to (for writes, also the
- * at-most-once entry). Fills the private fields km_proc_execute_burst() needs.
- * @note Context: the owner worker, map held under RCU until the burst is executed; no
- *   shard may be added or removed between this call and km_proc_execute_burst().
+ * One received datagram. The caller fills the input fields; km_proc_rx_burst() sets the
+ * verdict. The reply is written over the request (buf), which is read before any byte it
+ * overlaps is written.
  */
-void km_proc_prefetch(struct km_proc *p, struct km_proc_req *r);
+struct km_proc_req {
+	/* in: set by the caller */
+	uint8_t *buf;        /* the datagram (UDP payload) */
+	size_t len;          /* its length */
+	size_t cap;          /* bytes writable at buf, >= len: room for the reply */
+	uint64_t src;        /* client address (e.g. IPv4 << 16 | UDP port): at-most-once key */
+	void *cookie;        /* the caller's handle (its packet), returned by km_proc_poll() */
+	int16_t port_worker; /* worker the client addressed (UDP dst port - base), -1: none */
+	uint8_t handed;      /* handed over by another worker: never handed on again */
+	/* out: set by km_proc_rx_burst() */
+	uint8_t verdict;  /* enum km_proc_verdict */
+	uint16_t owner;   /* KM_PROC_HANDOFF: the worker that executes it */
+	size_t reply_len; /* KM_PROC_REPLY: reply bytes at buf */
+	/* private to the processor */
+	struct km_msg msg;
+	struct km_route rt;
+	struct km_key key;
+	struct km_proc_shard *shd;
+};
 
 /**
- * Stages 2 and 3 of a burst: prefetch the record each request's index slot points to, and
- * execute the requests in order, exactly as km_proc_execute() one after the other would
- * (same replies, same counters), reply lengths in r[i].len. The two stages are pipelined:
- * a request's record is prefetched a few requests before it executes. Every r[i] must
- * have gone through km_proc_prefetch() on the same map.
- * @note Context: the owner worker, map held under RCU.
+ * The request entry: everything a worker does with a burst of received datagrams between
+ * its L2-L4 checks and its TX burst. Each request is parsed (a malformed one: DROP, or a
+ * status reply), routed on map (MOVED for a stale client that addressed the wrong worker;
+ * HANDOFF to the owner; BUSY for a handed-over request whose shard moved meanwhile), and
+ * the ones this worker owns are executed in stages so that their cache misses overlap:
+ * index slots prefetched for the whole burst, then each record prefetched a few requests
+ * before it executes. Every outcome is counted in the processor's counters.
+ * @note Context: the owner worker, map held under RCU for the call.
  */
-void km_proc_execute_burst(
+void km_proc_rx_burst(
 	struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r, unsigned int n);
+
+/**
+ * km_proc_rx_burst() of one request.
+ * @note Context: the owner worker, map held under RCU for the call.
+ */
+void km_proc_rx(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r);
 
 /** A deferred reply now written at its request's out. */
 struct km_proc_done {
@@ -297,18 +277,5 @@ const struct km_cache_counters *km_proc_cache_counters(const struct km_proc *p);
 
 /** Requests waiting for disk (deferred), reads in flight. */
 void km_proc_waiting(const struct km_proc *p, uint32_t *deferred, uint32_t *reads);
-
-/**
- * Build a reply carrying only a status (errors, MOVED) for a request header.
- * @return reply length (KM_HDR_LEN).
- * @note Context: any thread.
- */
-size_t km_proc_reply_status(const struct km_hdr *req, uint8_t status, uint32_t epoch, uint8_t *out);
-
-/**
- * Count a request answered outside km_proc_execute (parse errors, MOVED) so that all
- * request outcomes appear in the counters.
- */
-void km_proc_count_status(struct km_proc *p, uint8_t status);
 
 #endif /* KM_PROC_H */

@@ -165,21 +165,18 @@ run(struct env *e, struct slot *s, unsigned int n)
 		struct km_hdr h;
 
 		km_hdr_decode(s[i].buf, &h);
-		assert_int_equal(km_req_parse(s[i].buf, KM_HDR_LEN + h.key_len + h.val_len,
-					 VALUE_MAX, &r[i].msg),
-			KM_ST_OK);
-		assert_true(km_proc_target(e->map, &r[i].msg, -1, &r[i].rt) >= 0 ||
-			    r[i].msg.hdr.op == KM_OP_MGET);
-		r[i].src = 42;
-		r[i].out = s[i].buf;
-		r[i].cap = sizeof(s[i].buf);
-		r[i].cookie = &s[i];
-		km_proc_prefetch(e->p, &r[i]);
+		r[i] = (struct km_proc_req){.buf = s[i].buf,
+			.len = KM_HDR_LEN + h.key_len + h.val_len,
+			.cap = sizeof(s[i].buf),
+			.src = 42,
+			.cookie = &s[i],
+			.port_worker = -1};
 	}
-	km_proc_execute_burst(e->p, e->map, r, n);
+	km_proc_rx_burst(e->p, e->map, r, n);
 	for (i = 0; i < n; i++) {
-		if (r[i].len != 0) {
-			s[i].len = r[i].len;
+		assert_true(r[i].verdict == KM_PROC_REPLY || r[i].verdict == KM_PROC_DEFER);
+		if (r[i].verdict == KM_PROC_REPLY) {
+			s[i].len = r[i].reply_len;
 			s[i].done = 1;
 		} else {
 			left++;

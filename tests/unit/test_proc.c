@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * Request processor tests: two workers over an 8-shard map with the mem store driver.
- * Every request travels as a datagram (km_msg_build -> km_req_parse -> km_proc_target ->
- * km_proc_execute -> km_reply_parse) and the reply is written over the request buffer,
+ * Every request travels as a datagram (km_msg_build -> km_proc_rx_burst -> km_reply_parse) and the reply is written over the request buffer,
  * as keymapd does with its mbufs.
  */
 
@@ -155,27 +154,52 @@ req_build(uint8_t *buf, size_t cap, const struct req *r, uint32_t epoch)
 	return n;
 }
 
+/* Outcomes of route(): a worker index, or one of these. */
+#define T_ANY   -1 /* executed by whichever worker gets it */
+#define T_MOVED -2 /* answered MOVED */
+
 /*
- * Send r with map m as an up-to-date client would (epoch of m, port of the owner), run
- * it on the worker km_proc_target() picks, reply written over the request buffer.
+ * The datagram buf[0..len) through km_proc_rx() on worker port (worker 0 for -1), as
+ * keymapd's worker hands it over: a HANDOFF verdict is followed by the owner's
+ * km_proc_rx() of the same datagram, marked handed. Reply written over buf (cap bytes).
+ * @return the worker whose verdict is in *r.
+ */
+static unsigned int
+rx_call(struct km_proc *const *procs, const struct km_shardmap *m, uint8_t *buf, size_t len,
+	size_t cap, int port, uint64_t src, struct km_proc_req *r)
+{
+	unsigned int w = port < 0 ? 0 : (unsigned int)port;
+
+	*r = (struct km_proc_req){
+		.buf = buf, .len = len, .cap = cap, .src = src, .port_worker = (int16_t)port};
+	km_proc_rx(procs[w], m, r);
+	if (r->verdict == KM_PROC_HANDOFF) {
+		w = r->owner;
+		assert_true(w < NB_WORKERS);
+		r->handed = 1;
+		km_proc_rx(procs[w], m, r);
+		assert_int_not_equal(r->verdict, KM_PROC_HANDOFF);
+	}
+	return w;
+}
+
+/*
+ * Send r with map m as an up-to-date client would (epoch of m, no port preference), run
+ * it through km_proc_rx() (handed to the owner), reply written over the request buffer.
  * Returns the reply status.
  */
 static uint8_t
 call_map(struct env *e, const struct km_shardmap *m, const struct req *r, struct rep *out,
 	size_t cap)
 {
-	struct km_msg req;
-	struct km_route rh = {0};
+	struct km_proc_req pr;
 	size_t len;
-	int t;
 
 	assert_true(cap <= sizeof(out->buf));
 	len = req_build(out->buf, cap, r, m->epoch);
-	assert_int_equal(km_req_parse(out->buf, len, VALUE_MAX, &req), KM_ST_OK);
-	t = km_proc_target(m, &req, -1, &rh);
-	assert_true(t == KM_TARGET_ANY || (t >= 0 && t < NB_WORKERS));
-	out->worker = t == KM_TARGET_ANY ? 0 : t;
-	out->len = km_proc_execute(e->proc[out->worker], m, &req, &rh, r->src, out->buf, cap);
+	out->worker = (int)rx_call(e->proc, m, out->buf, len, cap, -1, r->src, &pr);
+	assert_int_equal(pr.verdict, KM_PROC_REPLY);
+	out->len = pr.reply_len;
 	assert_true(out->len >= KM_HDR_LEN && out->len <= cap);
 	assert_int_equal(km_reply_parse(out->buf, out->len, &out->msg), 0);
 	/* Every reply echoes op and request id and tells the map epoch. */
@@ -310,15 +334,20 @@ test_create(void **state)
 		assert_non_null(km_proc_counter_help[i]);
 }
 
-/* km_proc_target() of a request for key with the given epoch and port. */
+/*
+ * Where a request for key with the given epoch, sent to port_worker's port (-1: none),
+ * ends: the worker that executes it (T_ANY for keyless ops), or T_MOVED.
+ */
 static int
-target_of(const struct km_shardmap *m, uint8_t op, const char *key, uint32_t epoch, int port_worker)
+target_of(struct env *e, const struct km_shardmap *m, uint8_t op, const char *key, uint32_t epoch,
+	int port_worker)
 {
 	uint8_t buf[KM_DGRAM_MAX];
 	struct req r = {.op = op, .key = key, .req_id = 1};
 	uint8_t body[2 + 1 + KM_KEY_MAX];
-	struct km_msg msg;
-	struct km_route rh;
+	struct km_proc_req pr;
+	struct km_msg rep;
+	unsigned int w;
 	size_t len;
 
 	if (op == KM_OP_MGET) {
@@ -339,8 +368,12 @@ target_of(const struct km_shardmap *m, uint8_t op, const char *key, uint32_t epo
 		r.val_len = 1;
 	}
 	len = req_build(buf, sizeof(buf), &r, epoch);
-	assert_int_equal(km_req_parse(buf, len, VALUE_MAX, &msg), KM_ST_OK);
-	return km_proc_target(m, &msg, port_worker, &rh);
+	w = rx_call(e->proc, m, buf, len, sizeof(buf), port_worker, 1, &pr);
+	assert_int_equal(pr.verdict, KM_PROC_REPLY);
+	assert_int_equal(km_reply_parse(buf, pr.reply_len, &rep), 0);
+	if (rep.hdr.status == KM_ST_MOVED)
+		return T_MOVED;
+	return op == KM_OP_PING || op == KM_OP_MAP ? T_ANY : (int)w;
 }
 
 static void
@@ -351,10 +384,9 @@ test_target(void **state)
 	const struct km_shard *sh;
 	struct km_shardmap *m2;
 	uint8_t buf[KM_DGRAM_MAX];
-	struct km_msg msg;
+	struct km_proc_req pr;
 	char key[32];
 	unsigned int i, k;
-	struct km_route rh;
 	size_t len;
 
 	/* Keys go to the owner of their shard; the route hash is the shard map's hash. */
@@ -365,13 +397,21 @@ test_target(void **state)
 		sh = shard_of(e->map, key);
 		for (k = 0; k < sizeof(keyed); k++)
 			assert_int_equal(
-				target_of(e->map, keyed[k], key, e->map->epoch, -1), sh->owner);
+				target_of(e, e->map, keyed[k], key, e->map->epoch, -1), sh->owner);
+		/* Sent to the other worker: handed to the owner, with the route computed. */
 		len = req_build(buf, sizeof(buf), &r, 0);
-		assert_int_equal(km_req_parse(buf, len, VALUE_MAX, &msg), KM_ST_OK);
-		assert_int_equal(km_proc_target(e->map, &msg, 1 - sh->owner, &rh), sh->owner);
+		pr = (struct km_proc_req){.buf = buf,
+			.len = len,
+			.cap = sizeof(buf),
+			.src = 1,
+			.port_worker = (int16_t)(1 - sh->owner)};
+		km_proc_rx(e->proc[1 - sh->owner], e->map, &pr);
+		assert_int_equal(pr.verdict, KM_PROC_HANDOFF);
+		assert_int_equal(pr.owner, sh->owner);
 		assert_int_equal(
-			rh.hash, km_shardmap_hash(e->map, (const uint8_t *)key, strlen(key)));
-		assert_int_equal(rh.key_hash, km_key_hash(key, strlen(key)));
+			pr.rt.hash, km_shardmap_hash(e->map, (const uint8_t *)key, strlen(key)));
+		assert_int_equal(pr.rt.key_hash, km_key_hash(key, strlen(key)));
+		assert_ptr_equal(pr.rt.shard, sh);
 	}
 	/* Routing uses only the first component: "g/a" and "g/b" share an owner. */
 	assert_ptr_equal(shard_of(e->map, "g/a"), shard_of(e->map, "g/bbbbbbbb"));
@@ -379,10 +419,14 @@ test_target(void **state)
 	for (i = 0; i < 2; i++) {
 		struct req r = {.op = i == 0 ? KM_OP_PING : KM_OP_MAP, .req_id = 9};
 
-		len = req_build(buf, sizeof(buf), &r, 1234);
-		assert_int_equal(km_req_parse(buf, len, VALUE_MAX, &msg), KM_ST_OK);
-		assert_int_equal(km_proc_target(e->map, &msg, 1, &rh), KM_TARGET_ANY);
-		assert_int_equal(km_proc_target(e->map, &msg, -1, &rh), KM_TARGET_ANY);
+		/* Answered where it lands, whatever its epoch: never handed over. */
+		for (k = 0; k < NB_WORKERS; k++) {
+			len = req_build(buf, sizeof(buf), &r, 1234);
+			pr = (struct km_proc_req){
+				.buf = buf, .len = len, .cap = sizeof(buf), .src = 1, .port_worker = -1};
+			km_proc_rx(e->proc[k], e->map, &pr);
+			assert_int_equal(pr.verdict, KM_PROC_REPLY);
+		}
 	}
 
 	/*
@@ -397,24 +441,24 @@ test_target(void **state)
 		uint8_t op = keyed[k];
 		uint32_t old = e->map->epoch, cur = m2->epoch;
 
-		assert_int_equal(target_of(m2, op, key, old, 0), KM_TARGET_MOVED);
-		assert_int_equal(target_of(m2, op, key, old, 1), 1);
-		assert_int_equal(target_of(m2, op, key, old, -1), 1);
-		assert_int_equal(target_of(m2, op, key, 0, 0), 1);
-		assert_int_equal(target_of(m2, op, key, cur, 0), 1);
+		assert_int_equal(target_of(e, m2, op, key, old, 0), T_MOVED);
+		assert_int_equal(target_of(e, m2, op, key, old, 1), 1);
+		assert_int_equal(target_of(e, m2, op, key, old, -1), 1);
+		assert_int_equal(target_of(e, m2, op, key, 0, 0), 1);
+		assert_int_equal(target_of(e, m2, op, key, cur, 0), 1);
 		/*
 		 * Any other epoch counts as stale, newer ones too: epochs restart at 1 with
 		 * the server, so a client's higher epoch may describe a map that is gone.
 		 */
-		assert_int_equal(target_of(m2, op, key, cur + 1, 0), KM_TARGET_MOVED);
-		assert_int_equal(target_of(m2, op, key, cur + 1, 1), 1);
+		assert_int_equal(target_of(e, m2, op, key, cur + 1, 0), T_MOVED);
+		assert_int_equal(target_of(e, m2, op, key, cur + 1, 1), 1);
 		/* The old map is still right for the other keys. */
 		for (i = 0; i < 20; i++) {
 			char other[32];
 
 			key_owned(m2, 0, "stay-", i, other, sizeof(other));
-			assert_int_equal(target_of(m2, op, other, old, 0), 0);
-			assert_int_equal(target_of(m2, op, other, old, 1), KM_TARGET_MOVED);
+			assert_int_equal(target_of(e, m2, op, other, old, 0), 0);
+			assert_int_equal(target_of(e, m2, op, other, old, 1), T_MOVED);
 		}
 	}
 	km_shardmap_free(m2);
@@ -430,8 +474,8 @@ test_get_put_cas_del(void **state)
 	char key[32], key2[32];
 	struct req r;
 	uint8_t out[KM_DGRAM_MAX];
-	struct km_msg req, alt;
-	struct km_route rh;
+	struct km_proc_req pr;
+	struct km_msg alt;
 	size_t len, n;
 
 	key_owned(e->map, 1, "basic-", 0, key, sizeof(key));
@@ -457,10 +501,10 @@ test_get_put_cas_del(void **state)
 	assert_memory_equal(rep.msg.val, "one", 3);
 
 	/* The same GET into a separate buffer gives the same bytes as the aliased one. */
-	len = req_build(rep2.buf, sizeof(rep2.buf), &r, e->map->epoch);
-	assert_int_equal(km_req_parse(rep2.buf, len, VALUE_MAX, &req), KM_ST_OK);
-	assert_int_equal(km_proc_target(e->map, &req, 1, &rh), 1);
-	n = km_proc_execute(e->proc[1], e->map, &req, &rh, 1, out, sizeof(out));
+	len = req_build(out, sizeof(out), &r, e->map->epoch);
+	assert_int_equal(rx_call(e->proc, e->map, out, len, sizeof(out), 1, 1, &pr), 1);
+	assert_int_equal(pr.verdict, KM_PROC_REPLY);
+	n = pr.reply_len;
 	assert_int_equal(n, rep.len);
 	assert_memory_equal(out, rep.buf, n);
 	assert_int_equal(km_reply_parse(out, n, &alt), 0);
@@ -570,9 +614,9 @@ test_get_put_cas_del(void **state)
 		assert_memory_equal(rep.msg.val, big, VALUE_MAX);
 		/* A GET whose reply does not fit the caller's buffer is TOO_LARGE. */
 		len = req_build(rep2.buf, sizeof(rep2.buf), &r, e->map->epoch);
-		assert_int_equal(km_req_parse(rep2.buf, len, VALUE_MAX, &req), KM_ST_OK);
-		assert_int_equal(km_proc_target(e->map, &req, -1, &rh), 1);
-		n = km_proc_execute(e->proc[1], e->map, &req, &rh, 1, rep2.buf, 512);
+		assert_int_equal(rx_call(e->proc, e->map, rep2.buf, len, 512, -1, 1, &pr), 1);
+		assert_int_equal(pr.verdict, KM_PROC_REPLY);
+		n = pr.reply_len;
 		assert_int_equal(n, KM_HDR_LEN);
 		assert_int_equal(km_reply_parse(rep2.buf, n, &alt), 0);
 		assert_int_equal(alt.hdr.status, KM_ST_TOO_LARGE);
@@ -991,11 +1035,13 @@ test_ping_status_counters(void **state)
 	struct env *e = *state;
 	struct km_proc_counters c0 = cnt_sum(e);
 	uint8_t buf[KM_DGRAM_MAX];
-	struct km_msg req, rep;
+	struct km_msg rep;
 	struct req r = {.op = KM_OP_PING, .req_id = 77};
 	uint64_t ping0[NB_WORKERS];
+	struct km_proc_req pr;
+	struct km_shardmap *m2;
 	unsigned int w;
-	struct km_route rh;
+	char key[32], big[VALUE_MAX + 1];
 	size_t len, n;
 
 	for (w = 0; w < NB_WORKERS; w++)
@@ -1003,9 +1049,9 @@ test_ping_status_counters(void **state)
 	/* PING is answered by whichever worker gets it, and says which one it was. */
 	for (w = 0; w < NB_WORKERS; w++) {
 		len = req_build(buf, sizeof(buf), &r, 0);
-		assert_int_equal(km_req_parse(buf, len, VALUE_MAX, &req), KM_ST_OK);
-		assert_int_equal(km_proc_target(e->map, &req, (int)w, &rh), KM_TARGET_ANY);
-		n = km_proc_execute(e->proc[w], e->map, &req, &rh, 5, buf, sizeof(buf));
+		assert_int_equal(rx_call(e->proc, e->map, buf, len, sizeof(buf), (int)w, 5, &pr), w);
+		assert_int_equal(pr.verdict, KM_PROC_REPLY);
+		n = pr.reply_len;
 		assert_int_equal(n, KM_HDR_LEN);
 		assert_int_equal(km_reply_parse(buf, n, &rep), 0);
 		assert_int_equal(rep.hdr.status, KM_ST_OK);
@@ -1016,14 +1062,15 @@ test_ping_status_counters(void **state)
 	assert_int_equal(CNT_DELTA(e, c0, req_ping), NB_WORKERS);
 
 	/*
-	 * What the worker loop does outside km_proc_execute: a parse error or MOVED is
-	 * answered with a bare status reply and counted.
+	 * Requests answered before any execution: a parse error (an op this server does not
+	 * know, a value over value_max) or MOVED is answered with a bare status reply and
+	 * counted; a datagram that is not a request is dropped, uncounted.
 	 */
 	r = (struct req){.op = KM_OP_SCAN, .req_id = 78};
 	len = req_build(buf, sizeof(buf), &r, 0);
-	assert_int_equal(km_req_parse(buf, len, VALUE_MAX, &req), KM_ST_BAD_REQUEST);
-	km_proc_count_status(e->proc[0], KM_ST_BAD_REQUEST);
-	n = km_proc_reply_status(&req.hdr, KM_ST_BAD_REQUEST, e->map->epoch, buf);
+	rx_call(e->proc, e->map, buf, len, sizeof(buf), 0, 5, &pr);
+	assert_int_equal(pr.verdict, KM_PROC_REPLY);
+	n = pr.reply_len;
 	assert_int_equal(n, KM_HDR_LEN);
 	assert_int_equal(km_reply_parse(buf, n, &rep), 0);
 	assert_int_equal(rep.hdr.op, KM_OP_SCAN);
@@ -1031,11 +1078,22 @@ test_ping_status_counters(void **state)
 	assert_int_equal(rep.hdr.req_id, 78);
 	assert_int_equal(rep.hdr.epoch, e->map->epoch);
 	assert_int_equal(rep.hdr.val_len, 0);
-	km_proc_count_status(e->proc[1], KM_ST_MOVED);
-	km_proc_count_status(e->proc[1], KM_ST_MOVED);
-	km_proc_count_status(e->proc[0], KM_ST_TOO_LARGE);
-	km_proc_count_status(e->proc[0], KM_ST_OK);
-	km_proc_count_status(e->proc[0], KM_ST_NOT_FOUND);
+	/* MOVED twice: an old epoch sent to a worker that is not the owner any more. */
+	key_owned(e->map, 0, "st-", 0, key, sizeof(key));
+	assert_int_equal(km_shardmap_move(e->map, shard_of(e->map, key)->id, 1, &m2), 0);
+	for (w = 0; w < 2; w++)
+		assert_int_equal(target_of(e, m2, KM_OP_GET, key, e->map->epoch, 0), T_MOVED);
+	km_shardmap_free(m2);
+	memset(big, 'b', sizeof(big));
+	r = (struct req){.op = KM_OP_PUT, .key = key, .val = big, .val_len = VALUE_MAX + 1};
+	len = req_build(buf, sizeof(buf), &r, 0);
+	rx_call(e->proc, e->map, buf, len, sizeof(buf), 0, 5, &pr);
+	assert_int_equal(pr.verdict, KM_PROC_REPLY);
+	assert_int_equal(km_reply_parse(buf, pr.reply_len, &rep), 0);
+	assert_int_equal(rep.hdr.status, KM_ST_TOO_LARGE);
+	buf[0] ^= 0xff; /* bad magic */
+	rx_call(e->proc, e->map, buf, len, sizeof(buf), 0, 5, &pr);
+	assert_int_equal(pr.verdict, KM_PROC_DROP);
 	assert_int_equal(CNT_DELTA(e, c0, bad_request), 1);
 	assert_int_equal(CNT_DELTA(e, c0, moved), 2);
 	assert_int_equal(CNT_DELTA(e, c0, too_large), 1);
@@ -1079,17 +1137,26 @@ test_busy_after_move(void **state)
 		.req_id = 1002,
 		.src = 1};
 	{
+		/* An MGET led by a key worker 0 still owns, sent to worker 0: the moved
+		 * key's entry is MOVED (the client re-routes it). */
 		uint8_t buf[KM_DGRAM_MAX];
-		struct km_msg req, rp;
-		struct km_route rh;
-		size_t len = req_build(buf, sizeof(buf), &r, m2->epoch), n;
+		const char *two[2];
+		char stay[32];
+		struct km_proc_req pr;
+		struct km_msg rp;
+		size_t len;
 
-		assert_int_equal(km_req_parse(buf, len, VALUE_MAX, &req), KM_ST_OK);
-		assert_int_equal(km_proc_target(m2, &req, 0, &rh), 1);
-		n = km_proc_execute(e->proc[0], m2, &req, &rh, 1, buf, sizeof(buf));
-		assert_int_equal(km_reply_parse(buf, n, &rp), 0);
-		assert_int_equal(mget_decode(&rp, ent, 2), 1);
-		assert_int_equal(ent[0].status, KM_ST_MOVED);
+		key_owned(m2, 0, "stay-", 0, stay, sizeof(stay));
+		two[0] = stay;
+		two[1] = key;
+		r.val_len = mget_body(body, two, 2);
+		len = req_build(buf, sizeof(buf), &r, m2->epoch);
+		assert_int_equal(rx_call(e->proc, m2, buf, len, sizeof(buf), 0, 1, &pr), 0);
+		assert_int_equal(pr.verdict, KM_PROC_REPLY);
+		assert_int_equal(km_reply_parse(buf, pr.reply_len, &rp), 0);
+		assert_int_equal(mget_decode(&rp, ent, 2), 2);
+		assert_int_equal(ent[0].status, KM_ST_NOT_FOUND);
+		assert_int_equal(ent[1].status, KM_ST_MOVED);
 	}
 	km_shardmap_free(m2);
 }
@@ -1332,8 +1399,8 @@ test_model(void **state)
 }
 
 /*
- * Staged path (km_proc_prefetch + km_proc_execute_burst, as keymapd's worker runs it)
- * against the one-at-a-time path (km_proc_execute), differential (ISA-L style): two sets
+ * Bursts (km_proc_rx_burst, as keymapd's worker runs it) against one request at a time
+ * (km_proc_rx), differential (ISA-L style): two sets
  * of processors over the same maps get the same random request sequence, one request at
  * a time or in bursts of 1..64, and must give byte-identical replies, counters and store
  * contents. The sequence mixes every op, hits and misses, retried writes (in and across
@@ -1417,18 +1484,45 @@ cap:
 		q->cap = q->len;
 }
 
-/* Worker that executes q under map m, and its route. */
-static int
-burst_route(const struct km_shardmap *m, struct burst_req *q, uint8_t *buf, struct km_msg *msg,
-	struct km_route *rt)
+/* Worker that executes q under map m: the owner of its (first) key, computed here from
+ * the shard map's own functions; q->port for keyless ops. */
+static unsigned int
+burst_owner(const struct km_shardmap *m, const struct burst_req *q)
 {
-	int t;
+	uint8_t buf[KM_DGRAM_MAX];
+	struct km_mget_iter it;
+	const uint8_t *key;
+	struct km_msg msg;
+	uint8_t klen;
 
 	memcpy(buf, q->req, q->len);
-	assert_int_equal(km_req_parse(buf, q->len, VALUE_MAX, msg), KM_ST_OK);
-	t = km_proc_target(m, msg, -1, rt);
-	assert_true(t == KM_TARGET_ANY || (t >= 0 && t < NB_WORKERS));
-	return t == KM_TARGET_ANY ? q->port : t;
+	assert_int_equal(km_req_parse(buf, q->len, VALUE_MAX, &msg), KM_ST_OK);
+	switch (msg.hdr.op) {
+	case KM_OP_MGET:
+		if (km_mget_req_begin(&it, msg.val, msg.hdr.val_len) < 0 ||
+			km_mget_req_next(&it, &key, &klen) == 0)
+			return (unsigned int)q->port;
+		break;
+	case KM_OP_GET:
+	case KM_OP_PUT:
+	case KM_OP_CAS:
+	case KM_OP_DEL:
+		key = msg.key;
+		klen = (uint8_t)msg.hdr.key_len;
+		break;
+	default:
+		return (unsigned int)q->port;
+	}
+	return km_shardmap_lookup(m, km_shardmap_hash(m, key, klen))->owner;
+}
+
+/* q as the worker w receives it, its reply to be written at buf. */
+static struct km_proc_req
+burst_rx_req(const struct burst_req *q, uint8_t *buf, unsigned int w)
+{
+	memcpy(buf, q->req, q->len);
+	return (struct km_proc_req){
+		.buf = buf, .len = q->len, .cap = q->cap, .src = q->src, .port_worker = (int16_t)w};
 }
 
 static void
@@ -1469,7 +1563,7 @@ test_burst_differential(void **state)
 	assert_int_equal(km_shardmap_move(e->map, shard_of(e->map, key)->id, 1, &moved), 0);
 
 	/* Empty bursts are allowed. */
-	km_proc_execute_burst(staged[0], e->map, rq[0], 0);
+	km_proc_rx_burst(staged[0], e->map, rq[0], 0);
 
 	while (nb_ops < BURST_OPS) {
 		const struct km_shardmap *m = rnd_next(&seed) % 8 == 0 ? moved : e->map;
@@ -1480,34 +1574,28 @@ test_burst_differential(void **state)
 
 		/* One at a time, in order. */
 		for (i = 0; i < n; i++) {
-			struct km_msg msg;
-			struct km_route rt;
+			struct km_proc_req one;
 
-			w = (unsigned int)burst_route(m, &q[i], q[i].one, &msg, &rt);
-			q[i].one_len = km_proc_execute(
-				e->proc[w], m, &msg, &rt, q[i].src, q[i].one, q[i].cap);
+			w = burst_owner(m, &q[i]);
+			one = burst_rx_req(&q[i], q[i].one, w);
+			km_proc_rx(e->proc[w], m, &one);
+			assert_int_equal(one.verdict, KM_PROC_REPLY);
+			q[i].one_len = one.reply_len;
 		}
-		/* Staged: stage 1 for the whole burst, then each worker's share. */
+		/* In bursts: each worker's share of the burst in one call. */
 		memset(nr, 0, sizeof(nr));
 		for (i = 0; i < n; i++) {
-			struct km_msg msg;
-			struct km_route rt;
-
-			w = (unsigned int)burst_route(m, &q[i], q[i].staged, &msg, &rt);
-			rq[w][nr[w]] = (struct km_proc_req){
-				.msg = msg,
-				.rt = rt,
-				.src = q[i].src,
-				.out = q[i].staged,
-				.cap = q[i].cap,
-			};
-			km_proc_prefetch(staged[w], &rq[w][nr[w]]);
+			w = burst_owner(m, &q[i]);
+			rq[w][nr[w]] = burst_rx_req(&q[i], q[i].staged, w);
 			rq_of[i] = w * BURST_MAX + nr[w]++;
 		}
 		for (w = 0; w < NB_WORKERS; w++)
-			km_proc_execute_burst(staged[w], m, rq[w], nr[w]);
+			km_proc_rx_burst(staged[w], m, rq[w], nr[w]);
 		for (i = 0; i < n; i++) {
-			q[i].staged_len = rq[rq_of[i] / BURST_MAX][rq_of[i] % BURST_MAX].len;
+			const struct km_proc_req *sr = &rq[rq_of[i] / BURST_MAX][rq_of[i] % BURST_MAX];
+
+			assert_int_equal(sr->verdict, KM_PROC_REPLY);
+			q[i].staged_len = sr->reply_len;
 			assert_true(q[i].one_len >= KM_HDR_LEN && q[i].one_len <= q[i].cap);
 			assert_int_equal(q[i].staged_len, q[i].one_len);
 			assert_memory_equal(q[i].staged, q[i].one, q[i].one_len);
@@ -1588,7 +1676,6 @@ test_burst_empty(void **state)
 	for (i = 0; i < sizeof(ops); i++) {
 		struct req q = {.op = ops[i], .key = key, .req_id = 500 + i, .src = 3};
 		size_t len;
-		int t;
 
 		if (ops[i] == KM_OP_CAS) {
 			q.val = "c";
@@ -1605,26 +1692,22 @@ test_burst_empty(void **state)
 			q.key = NULL;
 		}
 		len = req_build(buf[i], sizeof(buf[i]), &q, e->map->epoch);
-		assert_int_equal(km_req_parse(buf[i], len, VALUE_MAX, &r[i].msg), KM_ST_OK);
-		t = km_proc_target(e->map, &r[i].msg, 1, &r[i].rt);
-		assert_true(t == 1 || t == KM_TARGET_ANY);
-		r[i].src = q.src;
-		r[i].out = buf[i];
-		r[i].cap = sizeof(buf[i]);
-		km_proc_prefetch(e->proc[1], &r[i]);
+		r[i] = (struct km_proc_req){
+			.buf = buf[i], .len = len, .cap = sizeof(buf[i]), .src = q.src, .port_worker = 1};
 	}
-	km_proc_execute_burst(e->proc[1], e->map, r, sizeof(ops));
+	km_proc_rx_burst(e->proc[1], e->map, r, sizeof(ops));
 	for (i = 0; i < sizeof(ops); i++) {
-		assert_int_equal(km_reply_parse(buf[i], r[i].len, &rep), 0);
+		assert_int_equal(r[i].verdict, KM_PROC_REPLY);
+		assert_int_equal(km_reply_parse(buf[i], r[i].reply_len, &rep), 0);
 		assert_int_equal(rep.hdr.op, ops[i]);
 		assert_int_equal(rep.hdr.req_id, 500 + i);
 		assert_int_equal(rep.hdr.status, want[i]);
 	}
 	/* The GET after the PUT in the same burst sees it. */
-	assert_int_equal(km_reply_parse(buf[7], r[7].len, &rep), 0);
+	assert_int_equal(km_reply_parse(buf[7], r[7].reply_len, &rep), 0);
 	assert_int_equal(rep.hdr.val_len, 1);
 	assert_memory_equal(rep.val, "p", 1);
-	assert_int_equal(km_reply_parse(buf[3], r[3].len, &rep), 0);
+	assert_int_equal(km_reply_parse(buf[3], r[3].reply_len, &rep), 0);
 	assert_int_equal(mget_decode(&rep, ent, 2), 2);
 	assert_int_equal(ent[0].status, KM_ST_NOT_FOUND);
 	assert_int_equal(ent[1].status, KM_ST_NOT_FOUND);
@@ -1760,7 +1843,7 @@ test_busy_handover(void **state)
 	struct rep rep;
 	char key[32];
 	struct req r;
-	size_t len, n;
+	size_t len;
 
 	key_owned(e->map, 0, "ho-", 0, key, sizeof(key));
 	sh = shard_of(e->map, key);
@@ -1790,17 +1873,12 @@ test_busy_handover(void **state)
 	r = (struct req){.op = KM_OP_DEL, .key = key, .req_id = 5, .src = 1};
 	assert_int_equal(call(e, &r, &rep), KM_ST_BUSY);
 	/* The staged path too. */
-	memset(&pr, 0, sizeof(pr));
 	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 6, .src = 1};
 	len = req_build(buf, sizeof(buf), &r, e->map->epoch);
-	assert_int_equal(km_req_parse(buf, len, VALUE_MAX, &pr.msg), KM_ST_OK);
-	assert_int_equal(km_proc_target(e->map, &pr.msg, -1, &pr.rt), 0);
-	pr.out = buf;
-	pr.cap = sizeof(buf);
-	pr.src = 1;
-	km_proc_prefetch(e->proc[0], &pr);
-	km_proc_execute_burst(e->proc[0], e->map, &pr, 1);
-	assert_int_equal(km_reply_parse(buf, pr.len, &rp), 0);
+	pr = (struct km_proc_req){.buf = buf, .len = len, .cap = sizeof(buf), .src = 1, .port_worker = 0};
+	km_proc_rx_burst(e->proc[0], e->map, &pr, 1);
+	assert_int_equal(pr.verdict, KM_PROC_REPLY);
+	assert_int_equal(km_reply_parse(buf, pr.reply_len, &rp), 0);
 	assert_int_equal(rp.hdr.status, KM_ST_BUSY);
 	assert_int_equal(CNT_DELTA(e, c0, busy_handover), 5);
 	assert_int_equal(CNT_DELTA(e, c0, store_error), 0);
@@ -1819,17 +1897,18 @@ test_busy_handover(void **state)
 	assert_int_equal(ent[0].status, KM_ST_MOVED);
 	assert_int_equal(CNT_DELTA(e, c0, busy_handover), 5);
 
-	/* A worker the map does not give the shard to (the caller broke the contract): a
-	 * server error, not a hand-over. */
+	/* A request handed to a worker the map does not give the shard to (the map changed
+	 * while it crossed): BUSY, never handed on again. */
 	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 8, .src = 1};
 	len = req_build(buf, sizeof(buf), &r, e->map->epoch);
-	assert_int_equal(km_req_parse(buf, len, VALUE_MAX, &pr.msg), KM_ST_OK);
-	assert_int_equal(km_proc_target(e->map, &pr.msg, -1, &pr.rt), 0);
-	n = km_proc_execute(e->proc[1], e->map, &pr.msg, &pr.rt, 1, buf, sizeof(buf));
-	assert_int_equal(km_reply_parse(buf, n, &rp), 0);
+	pr = (struct km_proc_req){
+		.buf = buf, .len = len, .cap = sizeof(buf), .src = 1, .port_worker = 1, .handed = 1};
+	km_proc_rx(e->proc[1], e->map, &pr);
+	assert_int_equal(pr.verdict, KM_PROC_REPLY);
+	assert_int_equal(km_reply_parse(buf, pr.reply_len, &rp), 0);
 	assert_int_equal(rp.hdr.status, KM_ST_BUSY);
-	assert_int_equal(CNT_DELTA(e, c0, store_error), 1);
-	assert_int_equal(CNT_DELTA(e, c0, busy_handover), 5);
+	assert_int_equal(CNT_DELTA(e, c0, store_error), 0);
+	assert_int_equal(CNT_DELTA(e, c0, busy_handover), 6);
 
 	/* Attached again: served, and the retry of the PUT answered BUSY executes now. */
 	assert_int_equal(km_proc_shard_attach(e->proc[0], sh->id, s), 0);

@@ -4,11 +4,10 @@
  *
  * One km_proc owns every shard (a map with one worker), as a keymapd worker would. The
  * requests of a burst are copied from a pre-built array into per-request buffers (as the
- * NIC would deliver an RX burst), then go through the calls of process_burst() in
- * app/keymapd/worker.c: stage 1 km_req_parse() -> km_proc_target() -> km_proc_prefetch()
- * for each request, then km_proc_execute_burst() on the burst, replies written over the
- * requests. With -b 0, each request instead goes through km_proc_execute() alone (the
- * path before staging, for comparison). L2-L4 parsing, RX/TX and hand-off between
+ * NIC would deliver an RX burst), then go through the one call of process_burst() in
+ * app/keymapd/worker.c: km_proc_rx_burst() on the burst (parse, route, staged prefetch,
+ * execute), replies written over the requests. With -b 0, each request instead goes
+ * through km_proc_rx() alone (no overlap of cache misses, for comparison). L2-L4 parsing, RX/TX and hand-off between
  * workers are not measured.
  */
 
@@ -65,7 +64,6 @@ static uint8_t bufs[NB_BUFS][BUF_STRIDE] __attribute__((aligned(64)));
 struct bench {
 	struct km_proc *proc;
 	const struct km_shardmap *map;
-	uint32_t value_max;
 	uint32_t klen;
 	uint32_t vlen;
 	uint32_t burst;      /* requests per staged burst, 0 = one at a time */
@@ -95,7 +93,7 @@ usage(const char *prog)
 		"  -g get_ratio  share of GETs, the rest PUTs, 0..1 (default 1.0)\n"
 		"  -s seed       seed of the uniform key sequence (default 1)\n"
 		"  -b burst      requests per burst, staged as keymapd runs them, 1..%d\n"
-		"                (default %d); 0: one at a time through km_proc_execute()\n",
+		"                (default %d); 0: one at a time through km_proc_rx()\n",
 		prog, (unsigned long long)OPS_MAX, (unsigned long long)KEYS_MAX, KM_KEY_MAX,
 		KM_DGRAM_MAX - KM_HDR_LEN, BURST_MAX, BURST_DEFAULT);
 }
@@ -151,53 +149,33 @@ req_build(const struct bench *b, uint8_t *out, size_t cap, uint8_t op, uint64_t 
 	return km_msg_build(out, cap, &h, key, val);
 }
 
-/*
- * Stage 1 of a keymapd worker for one request datagram (process_burst() without L2-L4):
- * parse and find the owner into r.
- * @return 1 when this worker executes r; else 0 with *n the length of the reply already
- *   written over the request, 0 when the worker would drop or hand the request off.
- */
-static inline int
-route_one(const struct bench *b, uint8_t *buf, size_t len, struct km_proc_req *r, size_t *n)
+/* A request datagram as keymapd's worker hands it to the processor (after L2-L4). */
+static inline struct km_proc_req
+req_of(uint8_t *buf, size_t len)
 {
-	int st, target;
+	return (struct km_proc_req){
+		.buf = buf, .len = len, .cap = BUF_LEN, .src = SRC, .port_worker = WORKER};
+}
 
-	*n = 0;
-	st = km_req_parse(buf, len, b->value_max, &r->msg);
-	if (st < 0)
-		return 0;
-	if (st != KM_ST_OK) {
-		km_proc_count_status(b->proc, (uint8_t)st);
-		*n = km_proc_reply_status(&r->msg.hdr, (uint8_t)st, b->map->epoch, buf);
-		return 0;
-	}
-	target = km_proc_target(b->map, &r->msg, WORKER, &r->rt);
-	if (target == KM_TARGET_MOVED) {
-		km_proc_count_status(b->proc, KM_ST_MOVED);
-		*n = km_proc_reply_status(&r->msg.hdr, KM_ST_MOVED, b->map->epoch, buf);
-		return 0;
-	}
-	if (target >= 0 && target != WORKER)
-		return 0; /* hand-off: impossible with one worker */
-	r->src = SRC;
-	r->out = buf;
-	r->cap = BUF_LEN;
-	return 1;
+/* The reply length of a request the processor is done with, 0 when it would drop it or
+ * hand it off (impossible with one worker). */
+static inline size_t
+reply_len(const struct km_proc_req *r)
+{
+	return r->verdict == KM_PROC_REPLY ? r->reply_len : 0;
 }
 
 /*
- * One request alone: route, then execute; the reply overwrites the request.
+ * One request alone through km_proc_rx(); the reply overwrites the request.
  * @return reply length, 0 when the worker would drop or hand the request off.
  */
 static inline size_t
 proc_one(const struct bench *b, uint8_t *buf, size_t len)
 {
-	struct km_proc_req r;
-	size_t n;
+	struct km_proc_req r = req_of(buf, len);
 
-	if (!route_one(b, buf, len, &r, &n))
-		return n;
-	return km_proc_execute(b->proc, b->map, &r.msg, &r.rt, r.src, r.out, r.cap);
+	km_proc_rx(b->proc, b->map, &r);
+	return reply_len(&r);
 }
 
 /* PUT every key once, through the same path. @return 0 or -1 (a PUT failed). */
@@ -250,7 +228,7 @@ req_deliver(const struct bench *b, uint64_t j, uint64_t req_id, uint8_t *buf)
 	return len;
 }
 
-/* One request at a time through km_proc_execute() (-b 0). */
+/* One request at a time through km_proc_rx() (-b 0). */
 static inline void
 run_single(const struct bench *b, uint64_t ops, uint64_t req_id, struct tally *t)
 {
@@ -266,34 +244,24 @@ run_single(const struct bench *b, uint64_t ops, uint64_t req_id, struct tally *t
 	}
 }
 
-/* Bursts through the staged path, as process_burst() in keymapd's worker runs them. */
+/* Bursts through km_proc_rx_burst(), as process_burst() in keymapd's worker runs them. */
 static inline void
 run_burst(const struct bench *b, uint64_t ops, uint64_t req_id, struct tally *t)
 {
 	struct km_proc_req r[BURST_MAX];
-	uint32_t len[BURST_MAX];
-	int16_t exec[BURST_MAX]; /* index in r[], or -1: reply length in n[] */
-	size_t n[BURST_MAX];
 	uint64_t i = 0, j = 0;
-	unsigned int k, nb, nr;
+	unsigned int k, nb;
 
 	while (i < ops) {
 		nb = ops - i < b->burst ? (unsigned int)(ops - i) : b->burst;
 		for (k = 0; k < nb; k++) {
-			len[k] = req_deliver(b, j, req_id + i + k, bufs[k]);
+			r[k] = req_of(bufs[k], req_deliver(b, j, req_id + i + k, bufs[k]));
 			if (++j == b->nb_reqs)
 				j = 0;
 		}
-		for (k = 0, nr = 0; k < nb; k++) {
-			exec[k] = -1;
-			if (route_one(b, bufs[k], len[k], &r[nr], &n[k])) {
-				km_proc_prefetch(b->proc, &r[nr]);
-				exec[k] = (int16_t)nr++;
-			}
-		}
-		km_proc_execute_burst(b->proc, b->map, r, nr);
+		km_proc_rx_burst(b->proc, b->map, r, nb);
 		for (k = 0; k < nb; k++)
-			tally_add(b, t, bufs[k], exec[k] < 0 ? n[k] : r[exec[k]].len);
+			tally_add(b, t, bufs[k], reply_len(&r[k]));
 		i += nb;
 	}
 }
@@ -452,7 +420,6 @@ main(int argc, char **argv)
 		}
 	}
 	b.map = map;
-	b.value_max = pp.value_max;
 	b.klen = (uint32_t)klen;
 	b.vlen = (uint32_t)vlen;
 	b.burst = (uint32_t)burst;
@@ -497,10 +464,9 @@ main(int argc, char **argv)
 		map->nb_shards, (unsigned long long)nb_keys, (unsigned long long)klen,
 		(unsigned long long)vlen, get_ratio, (unsigned long long)seed);
 	if (burst == 0)
-		printf("path:       one request at a time (km_proc_execute)\n");
+		printf("path:       one request at a time (km_proc_rx)\n");
 	else
-		printf("path:       staged, bursts of %llu (km_proc_prefetch + "
-		       "km_proc_execute_burst)\n",
+		printf("path:       staged, bursts of %llu (km_proc_rx_burst)\n",
 			(unsigned long long)burst);
 	printf("preload:    %llu PUT in %.3f s (%.2f Mops/s)\n", (unsigned long long)nb_keys, t_pre,
 		nb_keys / t_pre / 1e6);

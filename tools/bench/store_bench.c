@@ -173,20 +173,19 @@ run(struct bench *b, struct slot *s, unsigned int n)
 		struct km_hdr h;
 
 		km_hdr_decode(s[i].buf, &h);
-		if (km_req_parse(s[i].buf, KM_HDR_LEN + h.key_len + h.val_len, VALUE_MAX,
-			    &r[i].msg) != KM_ST_OK)
-			die("request", EINVAL);
-		km_proc_target(b->map, &r[i].msg, -1, &r[i].rt);
-		r[i].src = 1;
-		r[i].out = s[i].buf;
-		r[i].cap = sizeof(s[i].buf);
-		r[i].cookie = &s[i];
-		km_proc_prefetch(b->p, &r[i]);
+		r[i] = (struct km_proc_req){.buf = s[i].buf,
+			.len = KM_HDR_LEN + h.key_len + h.val_len,
+			.cap = sizeof(s[i].buf),
+			.src = 1,
+			.cookie = &s[i],
+			.port_worker = -1};
 	}
-	km_proc_execute_burst(b->p, b->map, r, n);
+	km_proc_rx_burst(b->p, b->map, r, n);
 	for (i = 0; i < n; i++) {
-		s[i].len = r[i].len;
-		s[i].done = r[i].len != 0;
+		if (r[i].verdict != KM_PROC_REPLY && r[i].verdict != KM_PROC_DEFER)
+			die("request", EINVAL);
+		s[i].len = r[i].verdict == KM_PROC_REPLY ? r[i].reply_len : 0;
+		s[i].done = s[i].len != 0;
 		left += !s[i].done;
 	}
 	/* Polled at least once, as the worker loop does: it submits the group writes. */

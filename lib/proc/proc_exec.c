@@ -1,0 +1,389 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* Execution of each op, the at-most-once table, status replies (see proc_private.h). */
+
+#include <errno.h>
+#include <string.h>
+
+#include "proc_private.h"
+
+static inline void
+reply_hdr(struct km_hdr *h, const struct km_hdr *req, uint8_t status, uint32_t epoch)
+{
+	*h = (struct km_hdr){
+		.magic = KM_PROTO_MAGIC,
+		.proto_ver = KM_PROTO_VERSION,
+		.op = req->op,
+		.status = status,
+		.flags = KM_F_REPLY,
+		.epoch = epoch,
+		.req_id = req->req_id,
+	};
+}
+
+size_t
+proc_reply_status(const struct km_hdr *req, uint8_t status, uint32_t epoch, uint8_t *out)
+{
+	struct km_hdr h;
+
+	reply_hdr(&h, req, status, epoch);
+	km_hdr_encode(out, &h);
+	return KM_HDR_LEN;
+}
+
+/* Count a status answered without executing the op (parse errors, MOVED). */
+void
+proc_count_status(struct km_proc *p, uint8_t status)
+{
+	switch (status) {
+	case KM_ST_BAD_REQUEST:
+		p->cnt.bad_request++;
+		break;
+	case KM_ST_TOO_LARGE:
+		p->cnt.too_large++;
+		break;
+	case KM_ST_MOVED:
+		p->cnt.moved++;
+		break;
+	default:
+		break;
+	}
+}
+
+/*
+ * The one mapping of a store's return code to a wire status, counted. A read (read != 0:
+ * a GET, a read completion) knows only found, not found, no room now and failure; a
+ * write's refusals each have their status.
+ */
+uint8_t
+proc_status_of_rc(struct km_proc *p, int rc, int read)
+{
+	if (rc == 0)
+		return KM_ST_OK;
+	if (rc == -ENOENT) {
+		if (read)
+			p->cnt.get_miss++;
+		return KM_ST_NOT_FOUND;
+	}
+	if (read) {
+		if (rc == -EAGAIN || rc == -ENOMEM) {
+			p->cnt.busy_pending++;
+			return KM_ST_BUSY;
+		}
+		p->cnt.store_error++;
+		return KM_ST_ERROR;
+	}
+	switch (rc) {
+	case -ESTALE:
+	case -EEXIST:
+		p->cnt.cas_mismatch++;
+		return KM_ST_VERSION_MISMATCH;
+	case -E2BIG:
+		p->cnt.too_large++;
+		return KM_ST_TOO_LARGE;
+	case -EINVAL:
+		p->cnt.bad_request++;
+		return KM_ST_BAD_REQUEST;
+	case -EBUSY:
+		p->cnt.busy_backlog++;
+		return KM_ST_BUSY;
+	default:
+		p->cnt.store_error++;
+		return KM_ST_ERROR;
+	}
+}
+
+/*
+ * BUSY for a single-key request whose shard has no store here. If the map gives the shard
+ * to this worker, its store is being handed over (detached, copied for a split or merge,
+ * not attached yet): the client retries after a back-off. If not, the request was routed
+ * against another map than the one it executes on: a server error.
+ */
+static size_t
+reply_busy(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
+	const struct km_shard *sh, uint8_t *out)
+{
+	if (sh->owner == p->worker)
+		p->cnt.busy_handover++;
+	else
+		p->cnt.store_error++;
+	return proc_reply_status(&req->hdr, KM_ST_BUSY, map->epoch, out);
+}
+
+/* A GET reply carrying v, written at out. */
+size_t
+proc_value_reply(struct km_proc *p, const struct km_hdr *req, uint32_t epoch,
+	const struct km_value_ref *v, uint8_t *out, size_t cap)
+{
+	struct km_hdr h;
+
+	/* The value may not fit if value_max was raised after it was stored. */
+	if ((size_t)KM_HDR_LEN + v->len > cap) {
+		p->cnt.too_large++;
+		return proc_reply_status(req, KM_ST_TOO_LARGE, epoch, out);
+	}
+	reply_hdr(&h, req, KM_ST_OK, epoch);
+	h.val_len = v->len;
+	h.version = v->version;
+	km_hdr_encode(out, &h);
+	/* Not km_msg_build(): a stored value never overlaps the packet, so memcpy will do,
+	 * and the length is already checked. */
+	memcpy(out + KM_HDR_LEN, v->data, v->len);
+	p->cnt.get_hit++;
+	return KM_HDR_LEN + v->len;
+}
+
+static size_t
+exec_get(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
+	const struct km_shard *sh, const struct km_key *k, struct km_proc_shard *shd, void *cookie,
+	uint8_t *out, size_t cap)
+{
+	struct km_value_ref v;
+
+	p->cnt.req_get++;
+	if (shd == NULL)
+		return reply_busy(p, map, req, sh, out);
+	shd->requests++;
+	if (shd->persistent)
+		return proc_get_persistent(p, map, req, k, shd, cookie, out, cap);
+	if (km_store_get(shd->store, k, &v) != 0) {
+		p->cnt.get_miss++;
+		return proc_reply_status(&req->hdr, KM_ST_NOT_FOUND, map->epoch, out);
+	}
+	return proc_value_reply(p, &req->hdr, map->epoch, &v, out, cap);
+}
+
+static size_t
+exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
+	const struct km_shard *sh, const struct km_key *k, struct km_proc_shard *shd, uint64_t src,
+	void *cookie, uint8_t *out, size_t cap)
+{
+	struct dedup_entry *d = dedup_slot(p, src, req->hdr.req_id);
+	uint64_t version = 0, seq = 0;
+	struct km_store *s;
+	struct km_hdr h;
+	uint8_t status;
+	int rc;
+
+	if (req->hdr.op == KM_OP_PUT)
+		p->cnt.req_put++;
+	else if (req->hdr.op == KM_OP_CAS)
+		p->cnt.req_cas++;
+	else
+		p->cnt.req_del++;
+	/* A retry answered from the at-most-once table counts too: load on the shard. */
+	if (shd != NULL)
+		shd->requests++;
+
+	if (d->valid && d->src == src && d->req_id == req->hdr.req_id && d->op == req->hdr.op) {
+		p->cnt.write_retry++;
+		status = d->status;
+		version = d->version;
+		/* The first copy may still wait for its group: so does the retry. */
+		if (d->seq != 0 && shd != NULL && shd->gen == d->gen &&
+			shd->store->ops->durable_seq(shd->store) < d->seq)
+			seq = d->seq;
+		goto reply;
+	}
+	if (shd == NULL)
+		return reply_busy(p, map, req, sh, out);
+	s = shd->store;
+	switch (req->hdr.op) {
+	case KM_OP_PUT:
+		rc = km_store_put(s, k, req->val, req->hdr.val_len, KM_VERSION_ANY, 0, &version);
+		break;
+	case KM_OP_CAS:
+		/* CAS with version 0: create only if absent. */
+		rc = km_store_put(s, k, req->val, req->hdr.val_len, req->hdr.version,
+			req->hdr.version == 0, &version);
+		break;
+	default:
+		rc = km_store_del(s, k, req->hdr.version, &version);
+		break;
+	}
+	status = proc_status_of_rc(p, rc, 0);
+	if (rc == 0 && shd->persistent) {
+		proc_written_persistent(p, shd, req, k, version);
+		if (p->durability == KM_DUR_SYNC)
+			seq = s->ops->write_seq(s);
+	}
+	/* Record every definitive outcome, refusals too: a retried CAS must not see its own
+	 * write as a mismatch, nor a retried refused CAS succeed later. A server failure
+	 * (ERROR) or a full write buffer (BUSY) changed nothing and may pass: its retry
+	 * executes again. */
+	if (status == KM_ST_ERROR || status == KM_ST_BUSY)
+		goto reply;
+	*d = (struct dedup_entry){
+		.src = src,
+		.req_id = req->hdr.req_id,
+		.version = version,
+		.seq = seq,
+		.gen = shd->gen,
+		.op = req->hdr.op,
+		.status = status,
+		.valid = 1,
+	};
+reply:
+	reply_hdr(&h, &req->hdr, status, map->epoch);
+	h.version = version;
+	km_hdr_encode(out, &h);
+	if (seq != 0)
+		return proc_park_reply(p, shd, req, map->epoch, seq, src, cookie, out, cap);
+	return KM_HDR_LEN;
+}
+
+/* One MGET entry's value: found (OK, *v), not found, or BUSY (not cached: its read starts
+ * now and the client GETs the key, which then finds it cached or in flight). */
+static uint8_t
+mget_entry(struct km_proc *p, struct km_proc_shard *shd, const struct km_key *k,
+	struct km_value_ref *v)
+{
+	int rc;
+
+	if (!shd->persistent) {
+		if (km_store_get(shd->store, k, v) == 0)
+			return KM_ST_OK;
+		p->cnt.get_miss++;
+		return KM_ST_NOT_FOUND;
+	}
+	if (km_cache_get(p->cache, k, shd->gen, v) == 0)
+		return KM_ST_OK;
+	rc = proc_read_key(p, shd, k, NULL, 0, v);
+	if (rc == 0) {
+		proc_cache_fill(p, k, shd->gen, v, 0);
+		return KM_ST_OK;
+	}
+	if (rc == -ENOENT) {
+		p->cnt.get_miss++;
+		return KM_ST_NOT_FOUND;
+	}
+	return KM_ST_BUSY;
+}
+
+static size_t
+exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req, uint8_t *out,
+	size_t cap)
+{
+	uint8_t *b = p->scratch, *w;
+	size_t lim = cap < sizeof(p->scratch) ? cap : sizeof(p->scratch);
+	struct km_mget_iter it;
+	const uint8_t *key;
+	struct km_hdr h;
+	int count, first = 1;
+	size_t left;
+	uint8_t klen;
+
+	p->cnt.req_mget++;
+	count = km_mget_req_begin(&it, req->val, req->hdr.val_len);
+	left = (size_t)(count < 0 ? 0 : count);
+	if (count < 0) {
+		p->cnt.bad_request++;
+		return proc_reply_status(&req->hdr, KM_ST_BAD_REQUEST, map->epoch, out);
+	}
+	km_put16(b + KM_HDR_LEN, (uint16_t)count);
+	w = b + KM_HDR_LEN + 2;
+	while (km_mget_req_next(&it, &key, &klen)) {
+		struct km_route rt;
+		struct km_proc_shard *shd;
+		struct km_value_ref v = {0};
+		uint8_t status;
+		struct km_key k;
+
+		route_of(map, key, klen, &rt);
+		shd = owned_shard(p, rt.shard);
+		/* The request counts once, on the shard of its first key (its owner). */
+		if (first && shd != NULL)
+			shd->requests++;
+		first = 0;
+		if (shd == NULL) {
+			/* Per entry, not BUSY, even for a shard in hand-over: the wire format
+			 * (km_proto.h) gives entries MOVED and the client re-routes them. */
+			status = KM_ST_MOVED;
+		} else {
+			key_init(&k, key, klen, &rt);
+			status = mget_entry(p, shd, &k, &v);
+		}
+		/* Entries whose value does not fit are marked; the client GETs them. A value
+		 * fits only if the headers of the entries after it still do. */
+		left--;
+		if (status == KM_ST_OK &&
+			(size_t)(w - b) + KM_MGET_REP_ENTRY_HDR * (1 + left) + v.len > lim)
+			status = KM_ST_TOO_LARGE;
+		else if (status == KM_ST_OK)
+			p->cnt.get_hit++;
+		if (status != KM_ST_OK)
+			v.len = 0;
+		if ((size_t)(w - b) + KM_MGET_REP_ENTRY_HDR + v.len > lim) {
+			/* Not even the entry header fits: cannot happen with KM_MGET_MAX entries
+			 * of 11 bytes in a datagram, but never write past the buffer. */
+			p->cnt.too_large++;
+			return proc_reply_status(&req->hdr, KM_ST_TOO_LARGE, map->epoch, out);
+		}
+		w[0] = status;
+		km_put64(w + 1, v.version);
+		km_put16(w + 9, (uint16_t)v.len);
+		/* MOVED/NOT_FOUND entries have no data pointer: memcpy(NULL, 0) is undefined. */
+		if (v.len != 0)
+			memcpy(w + KM_MGET_REP_ENTRY_HDR, v.data, v.len);
+		w += KM_MGET_REP_ENTRY_HDR + v.len;
+	}
+	reply_hdr(&h, &req->hdr, KM_ST_OK, map->epoch);
+	h.val_len = (uint32_t)(w - b - KM_HDR_LEN);
+	km_hdr_encode(b, &h);
+	memcpy(out, b, (size_t)(w - b));
+	return (size_t)(w - b);
+}
+
+static size_t
+exec_map(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req, uint8_t *out,
+	size_t cap)
+{
+	size_t lim = cap < KM_DGRAM_MAX ? cap : KM_DGRAM_MAX;
+	struct km_hdr h;
+	size_t n;
+
+	p->cnt.req_map++;
+	/* The cursor (first shard wanted) travels in the version field. */
+	if (req->hdr.version >= map->nb_shards) {
+		p->cnt.bad_request++;
+		return proc_reply_status(&req->hdr, KM_ST_BAD_REQUEST, map->epoch, out);
+	}
+	n = km_shardmap_encode(map, (uint32_t)req->hdr.version, out + KM_HDR_LEN, lim - KM_HDR_LEN);
+	reply_hdr(&h, &req->hdr, KM_ST_OK, map->epoch);
+	h.val_len = (uint32_t)n;
+	h.version = req->hdr.version;
+	km_hdr_encode(out, &h);
+	return KM_HDR_LEN + n;
+}
+
+/* Execute one request. For a single-key op, rt is its route, k its key and shd its shard
+ * (NULL when not owned or not attached); others ignore the three. @return the reply
+ * length, 0 when the reply is deferred. */
+size_t
+proc_exec_one(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
+	const struct km_route *rt, const struct km_key *k, struct km_proc_shard *shd, uint64_t src,
+	void *cookie, uint8_t *out, size_t cap)
+{
+	struct km_hdr h;
+
+	switch (req->hdr.op) {
+	case KM_OP_GET:
+		return exec_get(p, map, req, rt->shard, k, shd, cookie, out, cap);
+	case KM_OP_PUT:
+	case KM_OP_CAS:
+	case KM_OP_DEL:
+		return exec_write(p, map, req, rt->shard, k, shd, src, cookie, out, cap);
+	case KM_OP_MGET:
+		return exec_mget(p, map, req, out, cap);
+	case KM_OP_MAP:
+		return exec_map(p, map, req, out, cap);
+	case KM_OP_PING:
+		p->cnt.req_ping++;
+		reply_hdr(&h, &req->hdr, KM_ST_OK, map->epoch);
+		h.version = p->worker; /* which worker answered: useful to check steering */
+		km_hdr_encode(out, &h);
+		return KM_HDR_LEN;
+	default:
+		p->cnt.bad_request++;
+		return proc_reply_status(&req->hdr, KM_ST_BAD_REQUEST, map->epoch, out);
+	}
+}

@@ -1,0 +1,228 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#ifndef KM_PROC_PRIVATE_H
+#define KM_PROC_PRIVATE_H
+
+/*
+ * What the files of lib/proc share; not installed, not for callers.
+ *
+ *   km_proc.c       creation, the table of owned shards, figures for the control plane
+ *   proc_rx.c       the request entry: parse, route, verdict, staged prefetch, execution
+ *   proc_exec.c     execution of each op, the at-most-once table, status replies
+ *   proc_miss.c     the miss path: deferred replies, reads in flight, group writes, poll
+ *   proc_reshard.c  split and merge copies between stores
+ *
+ * Everything here is used by the owner worker only (see km_proc.h).
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "km_proc.h"
+
+#define READ_RESTARTS 4 /* a read whose entry keeps changing answers BUSY after this */
+#define PATH_LEN      2048
+
+#define proc_likely(x)   __builtin_expect(!!(x), 1)
+#define proc_unlikely(x) __builtin_expect(!!(x), 0)
+
+/*
+ * Owned shard: id -> store, open addressing, linear probing (ids are never 0, 0 marks a
+ * free slot); deletion shifts the rest of the cluster back, so no tombstones.
+ */
+struct km_proc_shard {
+	uint64_t id;
+	struct km_store *store;
+	uint64_t requests;  /* single-key requests executed since attach; worker: rw */
+	uint64_t gen;       /* cache tag: unique per attach */
+	uint8_t persistent; /* values on disk: cache, reads and writes deferred */
+	uint8_t dirty;      /* in the dirty list */
+	struct defer *parked_head, *parked_tail; /* write replies waiting for durability */
+};
+
+/*
+ * A request whose reply waits: for a disk read (a waiter of a struct pend) or for its
+ * group write to be durable (parked on its shard). The packet stays the caller's until
+ * km_proc_poll() hands the cookie back.
+ */
+struct defer {
+	struct defer *next;
+	void *cookie;
+	uint8_t *out;
+	size_t cap;
+	struct km_hdr hdr; /* the request's */
+	uint32_t epoch;
+	uint64_t seq; /* parked: the record the reply waits for */
+	uint64_t src; /* parked: for the at-most-once entry */
+};
+
+/* A disk read in flight, keyed by key: every miss on the key waits on it. */
+struct pend {
+	struct km_read rd; /* first: rd.op is the completion */
+	struct km_proc *p;
+	uint64_t shard_id;
+	uint64_t gen;
+	struct km_key key; /* data points to kbuf */
+	uint8_t kbuf[KM_KEY_MAX];
+	uint8_t prefetch; /* started by a prefetch */
+	uint8_t restarts;
+	uint32_t slot; /* in the pending hash */
+	struct defer *waiters, *waiters_tail;
+	struct pend *next_free;
+};
+
+/*
+ * At-most-once table for writes: direct-mapped by (client address, request id). A retry
+ * that finds its own entry gets the recorded outcome instead of a second execution.
+ * The window is the last `dedup_mask + 1` writes that did not collide.
+ */
+struct dedup_entry {
+	uint64_t src;
+	uint64_t req_id;
+	uint64_t version;
+	uint64_t seq; /* sync mode: the write's record, 0 = none */
+	uint64_t gen; /* ... in the store of this shard generation */
+	uint8_t op;
+	uint8_t status;
+	uint8_t valid;
+};
+
+/* All fields: the owner worker reads and writes them; cnt is read by others (km_proc.h). */
+struct km_proc {
+	struct km_proc_counters cnt;
+	uint16_t worker;
+	uint32_t value_max;
+	uint32_t store_initial_keys;
+	char driver[32];
+
+	struct km_proc_shard *shards;
+	uint32_t shards_mask;
+	uint32_t nb_shards;
+
+	struct dedup_entry *dedup;
+	uint32_t dedup_mask;
+
+	/* Persistent drivers. */
+	struct km_io *io;
+	struct km_cache *cache;
+	uint64_t gen_next;
+	char dir[PATH_LEN], cold_dir[PATH_LEN];
+	uint8_t durability, route_sep, route_depth;
+	uint32_t sync_interval_ms, write_buffer;
+	struct pend *pends; /* pending_max */
+	struct pend *pend_free;
+	struct pend **pend_tab; /* hash of reads in flight, 2 * pending_max slots, pow2 */
+	uint32_t pend_mask, nb_pend, pending_max;
+	struct defer *defers; /* defer_max */
+	struct defer *defer_free;
+	uint32_t nb_defer, defer_max;
+	struct km_proc_done *ready; /* ready_cap entries (grows), FIFO */
+	uint32_t ready_head, ready_n, ready_cap;
+	uint64_t *dirty; /* shard ids with writes to flush */
+	uint32_t nb_dirty, dirty_cap;
+	uint8_t closing; /* km_proc_destroy(): completions only release */
+
+	uint8_t scratch[KM_DGRAM_MAX]; /* MGET replies are built here: they outgrow requests */
+};
+
+static inline uint32_t
+id_slot(uint64_t id, uint32_t mask)
+{
+	return (uint32_t)((id * 0x9e3779b97f4a7c15ULL) >> 32) & mask;
+}
+
+static inline struct km_proc_shard *
+shard_find(const struct km_proc *p, uint64_t id)
+{
+	uint32_t i = id_slot(id, p->shards_mask);
+
+	for (;; i = (i + 1) & p->shards_mask) {
+		if (p->shards[i].id == id)
+			return &p->shards[i];
+		if (p->shards[i].id == 0)
+			return NULL;
+	}
+}
+
+/* Table entry of a shard if this worker owns it and holds its store. */
+static inline struct km_proc_shard *
+owned_shard(struct km_proc *p, const struct km_shard *sh)
+{
+	if (sh->owner != p->worker)
+		return NULL;
+	return shard_find(p, sh->id);
+}
+
+/*
+ * Both hashes of a key, with one scan for the routing part. Most keys route by all their
+ * bytes: then the routing hash is the key hash. The one place the server routes a key;
+ * rt->hash equals km_shardmap_hash() (XXH3 of the routing part), which clients use.
+ */
+static inline void
+route_of(const struct km_shardmap *m, const uint8_t *key, size_t len, struct km_route *rt)
+{
+	size_t rlen = km_shardmap_route_len(m, key, len);
+
+	rt->hash = km_key_hash(key, rlen);
+	rt->key_hash = rlen == len ? rt->hash : km_key_hash(key, len);
+	rt->shard = km_shardmap_lookup(m, rt->hash);
+}
+
+static inline void
+key_init(struct km_key *k, const uint8_t *key, size_t len, const struct km_route *rt)
+{
+	k->data = key;
+	k->len = (uint16_t)len;
+	k->hash = rt->key_hash;
+}
+
+static inline struct dedup_entry *
+dedup_slot(struct km_proc *p, uint64_t src, uint64_t req_id)
+{
+	uint64_t h = (src ^ (req_id * 0x9e3779b97f4a7c15ULL)) * 0xff51afd7ed558ccdULL;
+
+	return &p->dedup[(h >> 32) & p->dedup_mask];
+}
+
+/* Forget the at-most-once outcome of (src, req_id): it is not the outcome any more. */
+static inline void
+dedup_forget(struct km_proc *p, uint64_t src, uint64_t req_id)
+{
+	struct dedup_entry *e = dedup_slot(p, src, req_id);
+
+	if (e->valid && e->src == src && e->req_id == req_id)
+		e->valid = 0;
+}
+
+static inline int
+op_single_key(uint8_t op)
+{
+	return op == KM_OP_GET || op == KM_OP_PUT || op == KM_OP_CAS || op == KM_OP_DEL;
+}
+
+/* proc_exec.c */
+size_t proc_reply_status(const struct km_hdr *req, uint8_t status, uint32_t epoch, uint8_t *out);
+void proc_count_status(struct km_proc *p, uint8_t status);
+uint8_t proc_status_of_rc(struct km_proc *p, int rc, int read);
+size_t proc_value_reply(struct km_proc *p, const struct km_hdr *req, uint32_t epoch,
+	const struct km_value_ref *v, uint8_t *out, size_t cap);
+size_t proc_exec_one(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
+	const struct km_route *rt, const struct km_key *k, struct km_proc_shard *shd, uint64_t src,
+	void *cookie, uint8_t *out, size_t cap);
+
+/* proc_miss.c */
+void proc_store_durable(void *arg, uint64_t shard_id, uint64_t seq, int err);
+void proc_parked_fail(struct km_proc *p, struct km_proc_shard *sl, uint8_t status);
+size_t proc_get_persistent(struct km_proc *p, const struct km_shardmap *map,
+	const struct km_msg *req, const struct km_key *k, struct km_proc_shard *shd, void *cookie,
+	uint8_t *out, size_t cap);
+int proc_read_key(struct km_proc *p, struct km_proc_shard *sl, const struct km_key *k,
+	struct defer *d, int prefetch, struct km_value_ref *v);
+void proc_cache_fill(struct km_proc *p, const struct km_key *k, uint64_t gen,
+	const struct km_value_ref *v, int prefetched);
+void proc_written_persistent(struct km_proc *p, struct km_proc_shard *shd, const struct km_msg *req,
+	const struct km_key *k, uint64_t version);
+size_t proc_park_reply(struct km_proc *p, struct km_proc_shard *shd, const struct km_msg *req,
+	uint32_t epoch, uint64_t seq, uint64_t src, void *cookie, uint8_t *out, size_t cap);
+
+#endif /* KM_PROC_PRIVATE_H */

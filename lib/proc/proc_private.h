@@ -154,18 +154,19 @@ owned_shard(struct km_proc *p, const struct km_shard *sh)
 }
 
 /*
- * Both hashes of a key, with one scan for the routing part. Most keys route by all their
- * bytes: then the routing hash is the key hash. The one place the server routes a key;
- * rt->hash equals km_shardmap_hash() (XXH3 of the routing part), which clients use.
+ * Route of a key through the shard map's one routing function (the same as libkeymap's),
+ * plus the hash of the whole key that indexes the store. Most keys route by all their
+ * bytes: then the key hash is the routing hash, computed once.
  */
 static inline void
 route_of(const struct km_shardmap *m, const uint8_t *key, size_t len, struct km_route *rt)
 {
-	size_t rlen = km_shardmap_route_len(m, key, len);
+	struct km_shardmap_route sr;
 
-	rt->hash = km_key_hash(key, rlen);
-	rt->key_hash = rlen == len ? rt->hash : km_key_hash(key, len);
-	rt->shard = km_shardmap_lookup(m, rt->hash);
+	km_shardmap_route(m, key, len, &sr);
+	rt->hash = sr.hash;
+	rt->shard = sr.shard;
+	rt->key_hash = sr.route_len == len ? sr.hash : km_key_hash(key, len);
 }
 
 static inline void

@@ -87,7 +87,10 @@ struct km_proc_shard;
 
 /** @return 0, -EINVAL, -ENOMEM. @note Context: any thread, before the worker runs. */
 int km_proc_create(const struct km_proc_params *p, struct km_proc **out);
-/** Frees the processor and every store it owns. */
+/**
+ * Frees the processor and every store it owns (reads in flight are waited for).
+ * @note Context: any thread, once the worker has stopped using it.
+ */
 void km_proc_destroy(struct km_proc *p);
 
 /**
@@ -129,6 +132,7 @@ int km_proc_store_new(
  * As km_proc_store_new(), for the given tier: the target of a tier change or a
  * compaction of shard_id (persistent drivers put its files in place at km_store_commit();
  * the mem driver has one tier and ignores it).
+ * @note Context: any thread (reads only parameters fixed at creation).
  */
 int km_proc_store_stage(const struct km_proc *p, uint64_t shard_id, uint64_t version_base,
 	uint8_t tier, struct km_store **out);
@@ -174,13 +178,17 @@ int64_t km_reshard_copy(struct km_store *src, struct km_store *dst);
 /** Store of an owned shard, or NULL. @note Context: the owner worker. */
 struct km_store *km_proc_shard_store(struct km_proc *p, uint64_t shard_id);
 
-/** Number of shards owned. */
+/** Number of shards owned. @note Context: the owner worker. */
 uint32_t km_proc_nb_shards(const struct km_proc *p);
 
-/** Sum of the stats of all owned stores. */
+/** Sum of the stats of all owned stores. @note Context: the owner worker (stores are read). */
 void km_proc_store_stats(const struct km_proc *p, struct km_store_stats *st);
 
-/** Counters of this processor (read-only for other threads). */
+/**
+ * Counters of this processor: written by the owner worker with plain stores, read by any
+ * thread (a value may be one update old, never torn).
+ * @note Context: any thread.
+ */
 const struct km_proc_counters *km_proc_counters(const struct km_proc *p);
 
 /** Route of a request's (first) key, computed once in stage 1. */
@@ -259,7 +267,10 @@ struct km_proc_done {
  */
 unsigned int km_proc_poll(struct km_proc *p, struct km_proc_done *done, unsigned int max);
 
-/** Whether disk I/O is in flight or replies are waiting: the worker must keep polling. */
+/**
+ * Whether disk I/O is in flight or replies are waiting: the worker must keep polling.
+ * @note Context: the owner worker.
+ */
 int km_proc_busy(const struct km_proc *p);
 
 /**
@@ -272,10 +283,17 @@ int km_proc_busy(const struct km_proc *p);
 int km_proc_prefetch_key(
 	struct km_proc *p, const struct km_shardmap *map, const uint8_t *key, uint16_t len);
 
-/** The worker's value cache counters, or NULL (a driver with values in DRAM). */
+/**
+ * The worker's value cache counters, or NULL (a driver with values in DRAM). Written by
+ * the owner worker, readable (possibly one update old) by any thread.
+ * @note Context: any thread.
+ */
 const struct km_cache_counters *km_proc_cache_counters(const struct km_proc *p);
 
-/** Requests waiting for disk (deferred), reads in flight. */
+/**
+ * Requests waiting for disk (deferred), reads in flight.
+ * @note Context: the owner worker (others may read a stale value).
+ */
 void km_proc_waiting(const struct km_proc *p, uint32_t *deferred, uint32_t *reads);
 
 #endif /* KM_PROC_H */

@@ -326,23 +326,7 @@ km_proc_store_stats(const struct km_proc *p, struct km_store_stats *st)
 		if (p->shards[i].store == NULL)
 			continue;
 		km_store_stats(p->shards[i].store, &one);
-		st->keys += one.keys;
-		st->value_bytes += one.value_bytes;
-		st->index_bytes += one.index_bytes;
-		st->entry_overhead_bytes += one.entry_overhead_bytes;
-		if (one.version_last > st->version_last)
-			st->version_last = one.version_last;
-		st->file_bytes += one.file_bytes;
-		st->dead_bytes += one.dead_bytes;
-		st->replayed += one.replayed;
-		st->skipped_crc += one.skipped_crc;
-		st->torn_bytes += one.torn_bytes;
-		st->disk_reads += one.disk_reads;
-		st->disk_read_errors += one.disk_read_errors;
-		st->write_batches += one.write_batches;
-		st->fsyncs += one.fsyncs;
-		st->write_errors += one.write_errors;
-		st->writes_lost += one.writes_lost;
+		km_store_stats_add(st, &one);
 	}
 }
 

@@ -72,15 +72,6 @@ fail(const char *what, int err)
 	return err == KM_ERR_NOT_FOUND ? EXIT_NOTFOUND : EXIT_FAILED;
 }
 
-static uint64_t
-now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static int
 cmd_ping(struct km_client *c, int argc, char **argv, int verbose)
 {
@@ -92,11 +83,11 @@ cmd_ping(struct km_client *c, int argc, char **argv, int verbose)
 		usage();
 		return EXIT_USAGE;
 	}
-	t0 = now_ns();
+	t0 = km_util_now_ns();
 	rc = km_ping(c, (unsigned int)worker);
 	if (rc != KM_OK)
 		return fail("ping", rc);
-	printf("PONG worker %u rtt %.1f us\n", (unsigned int)worker, (now_ns() - t0) / 1e3);
+	printf("PONG worker %u rtt %.1f us\n", (unsigned int)worker, (km_util_now_ns() - t0) / 1e3);
 	return 0;
 }
 
@@ -380,8 +371,8 @@ cmd_bench(struct km_client *c, int argc, char **argv)
 	for (i = 0; i < vsize; i++)
 		val[i] = (uint8_t)('a' + i % 26);
 
-	t0 = now_ns();
-	while (done < n && now_ns() - t0 < BENCH_TIME_LIMIT_S * 1000000000ull) {
+	t0 = km_util_now_ns();
+	while (done < n && km_util_now_ns() - t0 < BENCH_TIME_LIMIT_S * 1000000000ull) {
 		size_t k = n - done < BENCH_CHUNK ? (size_t)(n - done) : BENCH_CHUNK;
 		uint64_t chunk_ok = 0;
 
@@ -419,7 +410,7 @@ cmd_bench(struct km_client *c, int argc, char **argv)
 		if (chunk_ok == 0)
 			break;
 	}
-	t1 = now_ns();
+	t1 = km_util_now_ns();
 	secs = (double)(t1 - t0) / 1e9;
 	qsort(lat, nlat, sizeof(*lat), cmp_u64);
 	printf("ops %llu ok %llu not_found %llu errors %llu time %.3f s\n",

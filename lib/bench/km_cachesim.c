@@ -131,38 +131,27 @@ heap_set(struct min_heap *h, size_t slot, uint32_t k)
 	h->pos[k] = (uint32_t)slot;
 }
 
+/* Move the key at slot up or down to where its priority belongs. */
 static void
-heap_up(struct min_heap *h, size_t slot)
-{
-	uint32_t k = h->heap[slot];
-
-	while (slot > 0) {
-		size_t parent = (slot - 1) / 2;
-
-		if (h->prio[h->heap[parent]] >= h->prio[k])
-			break;
-		heap_set(h, slot, h->heap[parent]);
-		slot = parent;
-	}
-	heap_set(h, slot, k);
-}
-
-static void
-heap_down(struct min_heap *h, size_t slot)
+heap_sift(struct min_heap *h, size_t slot)
 {
 	uint32_t k = h->heap[slot];
 
 	for (;;) {
-		size_t c = 2 * slot + 1;
+		size_t next = slot, c = 2 * slot + 1;
 
-		if (c >= h->size)
+		if (slot > 0 && h->prio[h->heap[(slot - 1) / 2]] < h->prio[k]) {
+			next = (slot - 1) / 2;
+		} else if (c < h->size) {
+			if (c + 1 < h->size && h->prio[h->heap[c + 1]] > h->prio[h->heap[c]])
+				c++;
+			if (h->prio[h->heap[c]] > h->prio[k])
+				next = c;
+		}
+		if (next == slot)
 			break;
-		if (c + 1 < h->size && h->prio[h->heap[c + 1]] > h->prio[h->heap[c]])
-			c++;
-		if (h->prio[h->heap[c]] <= h->prio[k])
-			break;
-		heap_set(h, slot, h->heap[c]);
-		slot = c;
+		heap_set(h, slot, h->heap[next]);
+		slot = next;
 	}
 	heap_set(h, slot, k);
 }
@@ -177,8 +166,7 @@ heap_remove(struct min_heap *h, uint32_t k)
 	if (slot == h->size)
 		return;
 	heap_set(h, slot, last);
-	heap_up(h, slot);
-	heap_down(h, h->pos[last]);
+	heap_sift(h, slot);
 }
 
 static void
@@ -187,7 +175,7 @@ heap_push(struct min_heap *h, uint32_t k, uint64_t prio)
 	h->prio[k] = prio;
 	heap_set(h, h->size, k);
 	h->size++;
-	heap_up(h, h->size - 1);
+	heap_sift(h, h->size - 1);
 }
 
 int
@@ -246,7 +234,7 @@ km_sim_belady(const struct km_trace *t, uint64_t capacity, struct km_sim_result 
 		}
 		if (cached) {
 			h.prio[k] = next[i];
-			heap_up(&h, h.pos[k]);
+			heap_sift(&h, h.pos[k]);
 			continue;
 		}
 		if (h.size == cap)

@@ -5,8 +5,8 @@
 /**
  * @file
  * The small things every layer needs once: the key length limit, little-endian field
- * access for the wire and on-disk formats, and strict number parsing for command lines,
- * configuration and telemetry parameters.
+ * access for the wire and on-disk formats, strict number parsing for command lines,
+ * configuration and telemetry parameters, and a monotonic clock for the tools.
  *
  * No dependencies, no global state: every function may be called from any thread.
  */
@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 /** Longest key, in bytes, anywhere in keymap (wire, stores, clients). */
 #define KM_KEY_MAX 250
@@ -46,6 +47,20 @@ int km_util_parse_u64n(const char *s, size_t len, uint64_t min, uint64_t max, ui
  * @note Context: any thread.
  */
 int km_util_parse_double(const char *s, double min, double max, double *out);
+
+/**
+ * @return CLOCK_MONOTONIC in nanoseconds (for timing and deadlines in tools and tests;
+ *   the data path uses the TSC).
+ * @note Context: any thread.
+ */
+static inline uint64_t
+km_util_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /*
  * Little-endian fields of the on-disk formats (records, log META, segments).

@@ -77,22 +77,13 @@ struct args {
 	int keep_going;
 };
 
-static uint64_t t_end; /* now_ns() limit of the subcommand */
+static uint64_t t_end; /* km_util_now_ns() limit of the subcommand */
 static unsigned int reports;
-
-static uint64_t
-now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static int
 time_left(void)
 {
-	return now_ns() < t_end;
+	return km_util_now_ns() < t_end;
 }
 
 static uint64_t
@@ -341,7 +332,7 @@ parse_args(int argc, char **argv, const char *ok, struct args *a)
 	}
 	if (a->host == NULL)
 		return usage("%s: -h HOST is required", argv[1]);
-	t_end = now_ns() + a->secs * 1000000000ull;
+	t_end = km_util_now_ns() + a->secs * 1000000000ull;
 	return 0;
 }
 
@@ -373,7 +364,7 @@ struct lkey {
 static int
 cmd_load(int argc, char **argv)
 {
-	uint64_t ops = 0, puts = 0, dels = 0, created = 0, rng, v, t0 = now_ns();
+	uint64_t ops = 0, puts = 0, dels = 0, created = 0, rng, v, t0 = km_util_now_ns();
 	char key[KEY_MAX], val[VALUE_CAP];
 	const char *why = "op limit";
 	struct km_client *c = NULL;
@@ -458,7 +449,7 @@ cmd_load(int argc, char **argv)
 	}
 	printf("load: seed %" PRIu64 ": %" PRIu64 " acked writes (%" PRIu64 " puts, %" PRIu64
 	       " dels), %" PRIu64 " keys, %.2f s, stopped: %s\n",
-		a.seed, puts + dels, puts, dels, created, (now_ns() - t0) / 1e9, why);
+		a.seed, puts + dels, puts, dels, created, (km_util_now_ns() - t0) / 1e9, why);
 	km_client_close(c);
 	free(ks);
 	close(fd);
@@ -667,7 +658,7 @@ static int
 cmd_verify(int argc, char **argv)
 {
 	uint64_t acked = 0, present = 0, deleted = 0, resolved = 0, applied = 0, bad = 0;
-	uint64_t earlier = 0, t0 = now_ns();
+	uint64_t earlier = 0, t0 = km_util_now_ns();
 	struct vtab t = {0};
 	struct km_batch_op *ops = NULL;
 	struct km_client *c = NULL;
@@ -833,7 +824,7 @@ cmd_verify(int argc, char **argv)
 	       " present, %" PRIu64 " deleted, %" PRIu64 " op(s) in flight (%" PRIu64
 	       " applied), %" PRIu64 " writes applied, %.2f s\n",
 		t.n, acked, present, deleted, resolved, applied, acked + earlier + applied,
-		(now_ns() - t0) / 1e9);
+		(km_util_now_ns() - t0) / 1e9);
 	ret = 0;
 out:
 	if (fd >= 0)
@@ -1134,7 +1125,7 @@ static int
 cmd_model(int argc, char **argv)
 {
 	struct model md = {0};
-	uint64_t t0 = now_ns(), present = 0;
+	uint64_t t0 = km_util_now_ns(), present = 0;
 	struct args a;
 	uint32_t i;
 	int rc, loaded, ret = EXIT_CHECK;
@@ -1179,7 +1170,8 @@ cmd_model(int argc, char **argv)
 	       " refused, %" PRIu64 " MGET), %" PRIu64 " of %u keys present, state %s, %" PRIu64
 	       " mismatches, %.2f s\n",
 		md.ops, md.gets, md.puts, md.cas, md.cas_wrong, md.dels, md.dels_wrong, md.mgets,
-		present, md.n, loaded ? "loaded" : "new", md.mismatches, (now_ns() - t0) / 1e9);
+		present, md.n, loaded ? "loaded" : "new", md.mismatches,
+		(km_util_now_ns() - t0) / 1e9);
 	if (md.mismatches == 0 && md.ops > 0)
 		ret = 0;
 out:
@@ -1196,7 +1188,7 @@ run_range(const struct args *a, const char *cmd, uint8_t op)
 {
 	static char keys[BATCH][KEY_MAX], vals[BATCH][VALUE_CAP], bufs[BATCH][VALUE_CAP];
 	struct km_batch_op ops[BATCH];
-	uint64_t done = 0, bad = 0, t0 = now_ns(), i, m, j;
+	uint64_t done = 0, bad = 0, t0 = km_util_now_ns(), i, m, j;
 	struct km_client *c = NULL;
 	size_t vl;
 	int rc;
@@ -1267,7 +1259,7 @@ run_range(const struct args *a, const char *cmd, uint8_t op)
 		: op == KM_BATCH_DEL ? "deleted"
 		: a->absent          ? "absent"
 				     : "read back intact",
-		bad != 0 ? " (FAILED)" : "", (now_ns() - t0) / 1e9);
+		bad != 0 ? " (FAILED)" : "", (km_util_now_ns() - t0) / 1e9);
 	km_client_close(c);
 	return bad == 0 ? 0 : EXIT_CHECK;
 }
@@ -1278,7 +1270,7 @@ fill_until_error(const struct args *a)
 {
 	char key[KEY_MAX], val[VALUE_CAP];
 	struct km_client *c = NULL;
-	uint64_t i, v, t0 = now_ns();
+	uint64_t i, v, t0 = km_util_now_ns();
 	size_t vl;
 	int rc = KM_OK;
 
@@ -1294,7 +1286,7 @@ fill_until_error(const struct args *a)
 	printf("fill: stopped at %s%" PRIu64 ": %s, %.2f s, acked %" PRIu64 "\n", a->prefix,
 		a->first + i,
 		rc == KM_OK ? (i == a->n ? "op limit" : "time limit") : km_strerror(rc),
-		(now_ns() - t0) / 1e9, i);
+		(km_util_now_ns() - t0) / 1e9, i);
 	km_client_close(c);
 	return 0;
 }

@@ -109,15 +109,6 @@ rnd(struct run *r)
 	return z ^ (z >> 31);
 }
 
-static uint64_t
-now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* Describe the first REPORT_MAX problems; the counters carry the rest. */
 static void report(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -469,14 +460,14 @@ initial_state(struct run *r, int preload)
 static void
 verify_all(struct run *r)
 {
-	uint64_t deadline = now_ns() + VERIFY_BOUND_S * 1000000000ull, unverified = 0;
+	uint64_t deadline = km_util_now_ns() + VERIFY_BOUND_S * 1000000000ull, unverified = 0;
 	unsigned int fails = 0;
 	uint32_t i;
 
 	for (i = 0; i < r->n; i++) {
 		struct model_key *k = &r->m[i];
 
-		if (fails >= FAILS_IN_A_ROW || now_ns() > deadline) {
+		if (fails >= FAILS_IN_A_ROW || km_util_now_ns() > deadline) {
 			unverified = r->n - i;
 			break;
 		}
@@ -533,7 +524,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "reshard_client: no shard map from %s:%u (unsteered)\n", o.host,
 			o.port);
 
-	t0 = now_ns();
+	t0 = km_util_now_ns();
 	deadline = t0 + o.duration_s * 1000000000ull;
 	next_report = t0 + 1000000000ull;
 	live_ops = 0;
@@ -542,7 +533,7 @@ main(int argc, char **argv)
 	/* The clock and the stop file at every operation (a syscall against a round trip):
 	 * an operation that times out must not delay the stop by many more. */
 	while (live_ops < o.ops_max) {
-		uint64_t now = now_ns();
+		uint64_t now = km_util_now_ns();
 
 		if (now >= deadline || stop_requested(&o))
 			break;
@@ -576,7 +567,7 @@ summary:
 	       " duration %.1f s\n",
 		live_ops, r.nb_get, r.nb_put, r.nb_del, r.nb_del_wrong, r.nb_cas, r.nb_cas_wrong,
 		r.resyncs, present, st.requests, st.retries, st.timeouts, st.moved, o.seed,
-		(double)(now_ns() - t0) / 1e9);
+		(double)(km_util_now_ns() - t0) / 1e9);
 	km_client_close(r.c);
 	free(r.m);
 	ok = r.errors == 0 && r.mismatches == 0 && r.lost == 0 && live_ops > 0;

@@ -98,15 +98,6 @@ usage(const char *prog)
 		KM_DGRAM_MAX - KM_HDR_LEN, BURST_MAX, BURST_DEFAULT);
 }
 
-static double
-now_sec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* splitmix64: a full-period generator, good enough for a uniform key sequence. */
 static uint64_t
 rng_next(uint64_t *state)
@@ -426,27 +417,27 @@ main(int argc, char **argv)
 	memset(val, 'v', sizeof(val));
 	memset(&t, 0, sizeof(t));
 
-	t0 = now_sec();
+	t0 = km_util_now_ns() * 1e-9;
 	if (preload(&b, nb_keys, val, &req_id) != 0)
 		return 1;
-	t_pre = now_sec() - t0;
+	t_pre = km_util_now_ns() * 1e-9 - t0;
 	if (reqs_build(&b, ops, nb_keys, get_ratio, seed, val, &nb_get_built) != 0) {
 		fprintf(stderr, "cannot allocate the request array\n");
 		return 1;
 	}
 
 	c0 = *km_proc_counters(b.proc);
-	t0 = now_sec();
+	t0 = km_util_now_ns() * 1e-9;
 	tsc0 = __rdtsc();
 	bench_run(&b, ops, req_id + 1, &t);
 	tsc1 = __rdtsc();
-	t_run = now_sec() - t0;
+	t_run = km_util_now_ns() * 1e-9 - t0;
 	c1 = *km_proc_counters(b.proc);
 	req_id += ops;
 
-	t0 = now_sec();
+	t0 = km_util_now_ns() * 1e-9;
 	copy_run(&b, ops, req_id + 1);
-	t_copy = now_sec() - t0;
+	t_copy = km_util_now_ns() * 1e-9 - t0;
 
 	nb_get = nb_put = get_fail = put_fail = 0;
 	for (i = 0; i < KM_ST__MAX; i++) {

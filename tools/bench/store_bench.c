@@ -54,15 +54,6 @@ struct slot {
 	int done;
 };
 
-static uint64_t
-now_ns(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
 static void
 die(const char *what, int rc)
 {
@@ -244,9 +235,9 @@ get_latency(struct bench *b, uint32_t keys, uint32_t n, struct km_hist *h)
 	for (i = 0; i < n; i++) {
 		k = (k + step) % keys;
 		req_fill(b, &s, KM_OP_GET, k);
-		t0 = now_ns();
+		t0 = km_util_now_ns();
 		run(b, &s, 1);
-		km_hist_add(h, now_ns() - t0);
+		km_hist_add(h, km_util_now_ns() - t0);
 	}
 }
 
@@ -316,7 +307,7 @@ put_rate(struct bench *b, uint8_t mode, uint32_t n, unsigned int burst)
 	b->durability = mode;
 	wipe(b);
 	proc_open(b);
-	t0 = now_ns();
+	t0 = km_util_now_ns();
 	while (k < n) {
 		m = n - k < burst ? n - k : burst;
 		for (i = 0; i < m; i++)
@@ -324,7 +315,7 @@ put_rate(struct bench *b, uint8_t mode, uint32_t n, unsigned int burst)
 		run(b, s, m);
 		k += m;
 	}
-	t0 = now_ns() - t0;
+	t0 = km_util_now_ns() - t0;
 	proc_close(b);
 	return (double)n * 1e9 / (double)t0;
 }
@@ -357,21 +348,21 @@ bench_restart(struct bench *b, uint32_t keys)
 
 	b->durability = KM_DUR_NONE;
 	wipe(b);
-	t0 = now_ns();
+	t0 = km_util_now_ns();
 	proc_open(b);
 	fill(b, keys);
 	proc_close(b);
-	fill_s = (double)(now_ns() - t0) / 1e9;
+	fill_s = (double)(km_util_now_ns() - t0) / 1e9;
 	/* From the disk: the logs leave the page cache first. */
 	drop_dir(b->dir);
-	t0 = now_ns();
+	t0 = km_util_now_ns();
 	proc_open(b);
-	disk_s = (double)(now_ns() - t0) / 1e9;
+	disk_s = (double)(km_util_now_ns() - t0) / 1e9;
 	proc_close(b);
 	/* Again, the logs now in the page cache (a restart right after a stop). */
-	t0 = now_ns();
+	t0 = km_util_now_ns();
 	proc_open(b);
-	open_s = (double)(now_ns() - t0) / 1e9;
+	open_s = (double)(km_util_now_ns() - t0) / 1e9;
 	km_proc_store_stats(b->p, &st);
 	printf("\nRestart: %" PRIu64 " keys (%u-byte values) written in %.1f s, %" PRIu64
 	       " MB of logs\n",

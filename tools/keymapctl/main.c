@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <km_util.h>
 
@@ -59,29 +58,32 @@ static const char usage_text[] =
 	"exit status: 0 success, 1 bad usage or transport error (keymapd not running, timeout,\n"
 	"             unreadable reply), 2 refused by keymapd or unknown to it\n";
 
+static void
+verrmsg(const char *fmt, va_list ap)
+{
+	fputs("keymapctl: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
 void
 errmsg(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("keymapctl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	verrmsg(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 }
 
-/* A usage error: why, then the usage line. @return EXIT_USAGE */
 int
 usage_error(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("keymapctl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	verrmsg(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	/* The first line of the usage text, and where the rest is. */
 	fprintf(stderr, "%.*s(keymapctl --help lists the commands and options)\n",
 		(int)(strchr(usage_text, '\n') - usage_text + 1), usage_text);
@@ -107,10 +109,7 @@ xrealloc(void *p, size_t len)
 int64_t
 now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)(km_util_now_ns() / 1000000);
 }
 
 double

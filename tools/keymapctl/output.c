@@ -91,21 +91,35 @@ table_right(struct table *t, unsigned int col)
 	t->right[col] = 1;
 }
 
-void
-table_add(struct table *t, const char *fmt, ...)
+/* vasprintf or exit. */
+static char *
+xvasprintf(const char *fmt, va_list ap)
 {
-	va_list ap;
 	char *s;
 
-	va_start(ap, fmt);
 	if (vasprintf(&s, fmt, ap) < 0)
 		oom();
-	va_end(ap);
+	return s;
+}
+
+static void
+table_push(struct table *t, char *s)
+{
 	if (t->ncells == t->cap) {
 		t->cap = t->cap != 0 ? 2 * t->cap : 64;
 		t->cells = xrealloc(t->cells, t->cap * sizeof(*t->cells));
 	}
 	t->cells[t->ncells++] = s;
+}
+
+void
+table_add(struct table *t, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	table_push(t, xvasprintf(fmt, ap));
+	va_end(ap);
 }
 
 void
@@ -154,15 +168,11 @@ void
 table_kv(struct table *t, const char *label, const char *fmt, ...)
 {
 	va_list ap;
-	char *s;
 
-	va_start(ap, fmt);
-	if (vasprintf(&s, fmt, ap) < 0)
-		oom();
-	va_end(ap);
 	table_add(t, "%s", label);
-	table_add(t, "%s", s);
-	free(s);
+	va_start(ap, fmt);
+	table_push(t, xvasprintf(fmt, ap));
+	va_end(ap);
 }
 
 /* "label  value" rows for v, objects flattened into "label.member". */

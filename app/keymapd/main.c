@@ -247,8 +247,25 @@ workers_fini(void)
 	km_dp.workers = NULL;
 }
 
-int
-main(int argc, char **argv)
+/*
+ * What start-up built, in the order it is built; shutdown() releases whatever exists.
+ * Used by the main thread only.
+ */
+struct boot {
+	struct km_conf conf;
+	uint64_t *rec_ids; /* shards found in the data directory (nb_rec of them) */
+	int nb_rec;
+	struct rte_mempool *pool;
+	struct km_shardmap *map; /* until published */
+	int port_ok;
+	int pdump_ok;
+	int rss;
+};
+
+/* Options, then defaults < file < -o overrides, whatever their order on the command line.
+ * @return -1 to go on, else the exit status. */
+static int
+load_config(int argc, char **argv, struct km_conf *conf)
 {
 	static const struct option longopts[] = {
 		{"config", required_argument, NULL, 'c'},
@@ -258,26 +275,16 @@ main(int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	char *eal_argv[EAL_ARGS_MAX + 1], err[512], ipbuf[INET_ADDRSTRLEN];
+	static char echo_set[] = "workers.mode=echo";
 	const char *conf_path = NULL;
-	struct km_shardmap_params mp;
-	struct km_shardmap *map = NULL;
-	struct rte_mempool *pool = NULL;
-	struct km_conf conf;
-	char echo_set[] = "workers.mode=echo";
-	sigset_t rx_sigs;
-	char **sets;
-	int eal_argc, opt, i, nb_sets = 0, print = 0, port_ok = 0, pdump_ok = 0, rss = 0, rc,
-			      ret = 1;
-	unsigned int nb_workers;
-	uint64_t *rec_ids = NULL;
-	int nb_rec = 0;
+	int opt, i, nb_sets = 0, print = 0, ret = -1;
+	char **sets, err[512];
 
-	km_conf_defaults(&conf);
+	km_conf_defaults(conf);
 	sets = calloc((size_t)argc, sizeof(*sets));
 	if (sets == NULL)
 		return 1;
-	while ((opt = getopt_long(argc, argv, "c:o:h", longopts, NULL)) != -1) {
+	while (ret < 0 && (opt = getopt_long(argc, argv, "c:o:h", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			conf_path = optarg;
@@ -293,82 +300,100 @@ main(int argc, char **argv)
 			break;
 		case 'h':
 			usage(stdout);
-			free(sets);
-			return 0;
+			ret = 0;
+			break;
 		default:
 			usage(stderr);
-			free(sets);
-			return 1;
+			ret = 1;
+			break;
 		}
 	}
-	/* Defaults < file < -o overrides, whatever their order on the command line. */
-	if (conf_path != NULL && km_conf_load(&conf, conf_path, err, sizeof(err)) < 0) {
+	if (ret < 0 && conf_path != NULL && km_conf_load(conf, conf_path, err, sizeof(err)) < 0) {
 		fprintf(stderr, "keymapd: config: %s\n", err);
-		free(sets);
-		return 1;
+		ret = 1;
 	}
-	for (i = 0; i < nb_sets; i++)
-		if (km_conf_set(&conf, sets[i], err, sizeof(err)) < 0) {
+	for (i = 0; ret < 0 && i < nb_sets; i++)
+		if (km_conf_set(conf, sets[i], err, sizeof(err)) < 0) {
 			fprintf(stderr, "keymapd: -o %s\n", err);
-			free(sets);
-			return 1;
+			ret = 1;
 		}
 	free(sets);
-	if (print) {
-		km_conf_print(&conf, stdout);
+	if (ret < 0 && print) {
+		km_conf_print(conf, stdout);
+		ret = 0;
+	}
+	return ret;
+}
+
+/* A data directory keymapd cannot use is an error before anything starts: the shards it
+ * holds go to b->rec_ids. @return 0 or -1 after saying why. */
+static int
+recover_dir(struct boot *b)
+{
+	const struct km_conf *conf = &b->conf;
+	struct km_store_params sp = {
+		.dir = conf->data_dir,
+		.cold_dir = conf->cold_dir,
+		.route_sep = (uint8_t)conf->route_sep,
+		.route_depth = (uint8_t)conf->route_depth,
+	};
+	const struct km_store_ops *drv = km_store_driver(conf->store_driver);
+
+	if (drv->recover == NULL)
 		return 0;
+	b->rec_ids = calloc(REC_IDS_MAX, sizeof(*b->rec_ids));
+	b->nb_rec = b->rec_ids == NULL ? -ENOMEM : drv->recover(&sp, b->rec_ids, REC_IDS_MAX);
+	if (b->nb_rec < 0) {
+		fprintf(stderr, "keymapd: [store] dir %s / cold_dir %s: %s\n", conf->data_dir,
+			conf->cold_dir,
+			b->nb_rec == -EPROTO ? "files written under another [shards] route_sep/"
+					       "route_depth"
+					     : strerror(-b->nb_rec));
+		return -1;
 	}
-
-	/* A data directory keymapd cannot use is an error before anything starts. */
-	if (km_store_driver(conf.store_driver)->recover != NULL) {
-		struct km_store_params sp = {
-			.dir = conf.data_dir,
-			.cold_dir = conf.cold_dir,
-			.route_sep = (uint8_t)conf.route_sep,
-			.route_depth = (uint8_t)conf.route_depth,
-		};
-
-		rec_ids = calloc(REC_IDS_MAX, sizeof(*rec_ids));
-		nb_rec = rec_ids == NULL ? -ENOMEM
-					 : km_store_driver(conf.store_driver)
-						   ->recover(&sp, rec_ids, REC_IDS_MAX);
-		if (nb_rec < 0) {
-			fprintf(stderr, "keymapd: [store] dir %s / cold_dir %s: %s\n",
-				conf.data_dir, conf.cold_dir,
-				nb_rec == -EPROTO
-					? "files written under another [shards] route_sep/"
-					  "route_depth"
-					: strerror(-nb_rec));
-			free(rec_ids);
-			return 1;
-		}
-		if (nb_rec > REC_IDS_MAX) {
-			fprintf(stderr, "keymapd: [store] dir %s: more than %d shards\n",
-				conf.data_dir, REC_IDS_MAX);
-			free(rec_ids);
-			return 1;
-		}
+	if (b->nb_rec > REC_IDS_MAX) {
+		fprintf(stderr, "keymapd: [store] dir %s: more than %d shards\n", conf->data_dir,
+			REC_IDS_MAX);
+		return -1;
 	}
+	return 0;
+}
+
+/* EAL's argv: what follows "--", else [eal] args. @return its argc, or -1 after saying
+ * why. */
+static int
+eal_args(int argc, char **argv, int first, struct km_conf *conf, char **eal_argv)
+{
+	int i, eal_argc;
 
 	eal_argv[0] = argv[0];
-	if (optind < argc) {
+	if (first < argc) {
 		/* getopt stops at "--": the rest are EAL arguments. */
-		if (argc - optind > EAL_ARGS_MAX) {
+		if (argc - first > EAL_ARGS_MAX) {
 			fprintf(stderr, "keymapd: too many EAL arguments\n");
-			return 1;
+			return -1;
 		}
-		for (i = optind; i < argc; i++)
-			eal_argv[1 + i - optind] = argv[i];
-		eal_argc = 1 + argc - optind;
+		for (i = first; i < argc; i++)
+			eal_argv[1 + i - first] = argv[i];
+		eal_argc = 1 + argc - first;
 	} else {
-		eal_argc = split_args(conf.eal_args, eal_argv + 1, EAL_ARGS_MAX);
+		eal_argc = split_args(conf->eal_args, eal_argv + 1, EAL_ARGS_MAX);
 		if (eal_argc < 0) {
 			fprintf(stderr, "keymapd: [eal] args: too many arguments\n");
-			return 1;
+			return -1;
 		}
 		eal_argc++;
 	}
 	eal_argv[eal_argc] = NULL;
+	return eal_argc;
+}
+
+/* EAL and the logs. @return 0 or -1 after saying why. */
+static int
+eal_start(int eal_argc, char **eal_argv, const struct km_conf *conf)
+{
+	sigset_t rx_sigs;
+	int rc;
 
 	/* Drivers that signal received packets (net_tap: SIGIO or a real-time signal per
 	 * packet) must interrupt the polling workers, not the control lcore and the telemetry
@@ -378,89 +403,120 @@ main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &rx_sigs, NULL);
 	if (rte_eal_init(eal_argc, eal_argv) < 0) {
 		fprintf(stderr, "keymapd: EAL init failed: %s\n", rte_strerror(rte_errno));
-		return 1;
+		return -1;
 	}
 	rc = rte_log_register_type_and_pick_level("keymap.main", RTE_LOG_INFO);
 	if (rc >= 0)
 		km_logtype = rc;
-	rte_log_set_level_pattern("keymap.*", (uint32_t)km_log_level_of(conf.log_level));
+	rte_log_set_level_pattern("keymap.*", (uint32_t)km_log_level_of(conf->log_level));
+	return 0;
+}
 
-	nb_workers = rte_lcore_count() - 1;
+/* The data path's constants (km_dp), the mbuf pool and the port. @return 0 or -1 after
+ * saying why. */
+static int
+port_start(struct boot *b)
+{
+	const struct km_conf *conf = &b->conf;
+	unsigned int nb_workers = rte_lcore_count() - 1;
+
 	if (nb_workers == 0 || nb_workers > KM_WORKERS_MAX) {
 		KM_LOG(ERR, "need 1..%u worker lcores besides the main lcore, have %u",
 			KM_WORKERS_MAX, nb_workers);
-		goto out;
+		return -1;
 	}
-	if (!rte_eth_dev_is_valid_port((uint16_t)conf.port_id)) {
+	if (!rte_eth_dev_is_valid_port((uint16_t)conf->port_id)) {
 		KM_LOG(ERR,
 			"[net] port %" PRIu64 ": no such port (%u ports available; give a "
 			"--vdev or a PCI device in [eal] args)",
-			conf.port_id, rte_eth_dev_count_avail());
-		goto out;
+			conf->port_id, rte_eth_dev_count_avail());
+		return -1;
 	}
 	km_dp.nb_workers = (uint16_t)nb_workers;
-	km_dp.port = (uint16_t)conf.port_id;
-	km_dp.ip = conf.ip;
-	km_dp.udp_base = (uint16_t)conf.udp_port;
-	km_dp.value_max = (uint32_t)conf.value_max;
-	km_dp.echo = strcmp(conf.worker_mode, "echo") == 0;
+	km_dp.port = (uint16_t)conf->port_id;
+	km_dp.ip = conf->ip;
+	km_dp.udp_base = (uint16_t)conf->udp_port;
+	km_dp.value_max = (uint32_t)conf->value_max;
+	km_dp.echo = strcmp(conf->worker_mode, "echo") == 0;
 	rte_eth_macaddr_get(km_dp.port, &km_dp.mac);
 
-	if (km_store_driver(conf.store_driver)->read_start != NULL &&
-		conf.defer_max * nb_workers > conf.mbufs / 2) {
+	if (km_store_driver(conf->store_driver)->read_start != NULL &&
+		conf->defer_max * nb_workers > conf->mbufs / 2) {
 		KM_LOG(ERR,
 			"[store] defer_max = %" PRIu64
 			" x %u workers: requests waiting for the disk "
 			"could hold more than half of [net] mbufs = %" PRIu64
 			" (lower defer_max or raise mbufs)",
-			conf.defer_max, nb_workers, conf.mbufs);
-		goto out;
+			conf->defer_max, nb_workers, conf->mbufs);
+		return -1;
 	}
-	pool = rte_pktmbuf_pool_create("km_mbufs", (unsigned int)conf.mbufs, 256, 0,
+	b->pool = rte_pktmbuf_pool_create("km_mbufs", (unsigned int)conf->mbufs, 256, 0,
 		RTE_MBUF_DEFAULT_BUF_SIZE, (int)rte_socket_id());
-	if (pool == NULL) {
+	if (b->pool == NULL) {
 		KM_LOG(ERR, "cannot create %" PRIu64 " mbufs: %s (raise -m in [eal] args)",
-			conf.mbufs, rte_strerror(rte_errno));
-		goto out;
+			conf->mbufs, rte_strerror(rte_errno));
+		return -1;
 	}
-	if (km_port_init(
-		    km_dp.port, km_dp.nb_workers, &conf, pool, &km_dp.tx_cksum_offload, &rss) != 0)
-		goto out;
-	port_ok = 1;
-	km_dp.rss = rss;
+	if (km_port_init(km_dp.port, km_dp.nb_workers, conf, b->pool, &km_dp.tx_cksum_offload,
+		    &b->rss) != 0)
+		return -1;
+	b->port_ok = 1;
+	km_dp.rss = b->rss;
+	return 0;
+}
 
-	mp = (struct km_shardmap_params){
-		.nb_shards = (uint32_t)conf.shard_count,
+/* The shard map (fresh, or the recovered shards'), the workers, and the map published.
+ * @return 0 or -1 after saying why. */
+static int
+workers_start(struct boot *b)
+{
+	const struct km_conf *conf = &b->conf;
+	struct km_shardmap_params mp = {
+		.nb_shards = (uint32_t)conf->shard_count,
 		.nb_workers = km_dp.nb_workers,
 		.udp_port_base = km_dp.udp_base,
-		.route_sep = (uint8_t)conf.route_sep,
-		.route_depth = (uint8_t)conf.route_depth,
+		.route_sep = (uint8_t)conf->route_sep,
+		.route_depth = (uint8_t)conf->route_depth,
 	};
-	rc = nb_rec > 0 ? map_recovered(&conf, &mp, rec_ids, nb_rec, &map)
-			: km_shardmap_create(&mp, &map);
+	int rc;
+
+	rc = b->nb_rec > 0 ? map_recovered(conf, &mp, b->rec_ids, b->nb_rec, &b->map)
+			   : km_shardmap_create(&mp, &b->map);
 	if (rc < 0) {
 		KM_LOG(ERR, "cannot create the shard map: %s", strerror(-rc));
-		goto out;
+		return -1;
 	}
-	km_dp.workers =
-		rte_zmalloc("km_workers", sizeof(*km_dp.workers) * nb_workers, RTE_CACHE_LINE_SIZE);
-	if (km_dp.workers == NULL || workers_init(&conf, map) != 0)
-		goto out;
-	km_control_publish_map(map);
-	map = NULL; /* published: freed at shutdown through km_map_current */
-	if (km_ctl_publish_allow(conf.allow, err, sizeof(err)) < 0) {
+	km_dp.workers = rte_zmalloc(
+		"km_workers", sizeof(*km_dp.workers) * km_dp.nb_workers, RTE_CACHE_LINE_SIZE);
+	if (km_dp.workers == NULL || workers_init(conf, b->map) != 0)
+		return -1;
+	km_control_publish_map(b->map);
+	b->map = NULL; /* published: freed at shutdown through km_map_current */
+	return 0;
+}
+
+/* The allow-list, the control plane, telemetry, packet capture and metrics.
+ * @return 0 or -1 after saying why. */
+static int
+control_start(struct boot *b)
+{
+	const struct km_conf *conf = &b->conf;
+	char err[512];
+	int rc;
+
+	if (km_ctl_publish_allow(conf->allow, err, sizeof(err)) < 0) {
 		KM_LOG(ERR, "[security] allow: %s", err);
-		goto out;
+		return -1;
 	}
-	rc = km_ctl_init(&conf);
+	rc = km_ctl_init(conf);
 	if (rc < 0) {
 		KM_LOG(ERR, "cannot start the control plane: %s", strerror(-rc));
-		goto out;
+		return -1;
 	}
 	rc = km_telemetry_register();
 	if (rc < 0) {
 		KM_LOG(ERR, "cannot register telemetry commands: %s", strerror(-rc));
-		goto out;
+		return -1;
 	}
 	/* Packet capture with dpdk-dumpcap (secondary process: hugepage deployments only). */
 	rc = rte_pdump_init();
@@ -468,26 +524,36 @@ main(int argc, char **argv)
 		KM_LOG(WARNING, "packet capture unavailable: rte_pdump_init: %s",
 			rte_strerror(rte_errno));
 	else
-		pdump_ok = 1;
-	if (conf.metrics_port != 0 && km_metrics_start(conf.metrics_ip, (uint16_t)conf.metrics_port,
-					      err, sizeof(err)) < 0) {
+		b->pdump_ok = 1;
+	if (conf->metrics_port != 0 &&
+		km_metrics_start(conf->metrics_ip, (uint16_t)conf->metrics_port, err, sizeof(err)) <
+			0) {
 		KM_LOG(ERR, "[metrics]: %s", err);
-		goto out;
+		return -1;
 	}
+	return 0;
+}
+
+/* Launch the workers, run the control loop until SIGINT/SIGTERM, wait for the workers. */
+static void
+serve(const struct boot *b)
+{
+	char ipbuf[INET_ADDRSTRLEN];
+	int i;
 
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	for (i = 0; i < km_dp.nb_workers; i++)
 		rte_eal_remote_launch(km_worker_main, &km_dp.workers[i], km_dp.workers[i].lcore);
 
-	inet_ntop(AF_INET, &conf.ip, ipbuf, sizeof(ipbuf));
+	inet_ntop(AF_INET, &b->conf.ip, ipbuf, sizeof(ipbuf));
 	KM_LOG(NOTICE,
 		"ready: %s udp %u-%u, port %u, %u workers, %u shards, epoch %u, rss %s, "
 		"checksums %s, mode %s",
 		ipbuf, km_dp.udp_base, km_dp.udp_base + km_dp.nb_workers - 1, km_dp.port,
 		km_dp.nb_workers, km_map_current->nb_shards, km_map_current->epoch,
-		rss ? "on" : "off", km_dp.tx_cksum_offload ? "offloaded" : "software",
-		conf.worker_mode);
+		b->rss ? "on" : "off", km_dp.tx_cksum_offload ? "offloaded" : "software",
+		b->conf.worker_mode);
 	fflush(stdout);
 
 	km_ctl_loop();
@@ -495,27 +561,55 @@ main(int argc, char **argv)
 	KM_LOG(NOTICE, "stopping");
 	rte_eal_mp_wait_lcore();
 	km_control_print_stats(stdout, 1);
-	ret = 0;
-out:
+}
+
+/* Stop and free whatever start-up built (after EAL init). */
+static void
+shutdown_all(struct boot *b)
+{
 	if (km_dp.workers != NULL)
 		atomic_store_explicit(&km_dp.stop, 1, memory_order_relaxed);
 	rte_eal_mp_wait_lcore();
 	/* Requests still queued are refused first; then no metrics request waits on them. */
 	km_ctl_fini();
 	km_metrics_stop();
-	if (pdump_ok)
+	if (b->pdump_ok)
 		rte_pdump_uninit();
-	if (port_ok)
+	if (b->port_ok)
 		km_port_fini(km_dp.port);
 	workers_fini();
-	free(rec_ids);
 	/* No worker runs any more: no reader can hold the map. */
 	km_shardmap_free(km_map_current);
 	km_map_current = NULL;
-	km_shardmap_free(map);
+	km_shardmap_free(b->map);
 	km_allow_free(km_allow_current);
 	km_allow_current = NULL;
-	rte_mempool_free(pool);
+	rte_mempool_free(b->pool);
 	rte_eal_cleanup();
+}
+
+int
+main(int argc, char **argv)
+{
+	char *eal_argv[EAL_ARGS_MAX + 1];
+	struct boot b = {.nb_rec = 0};
+	int eal_argc, ret = 1;
+
+	ret = load_config(argc, argv, &b.conf);
+	if (ret >= 0)
+		return ret;
+	ret = 1;
+	if (recover_dir(&b) < 0)
+		goto out;
+	eal_argc = eal_args(argc, argv, optind, &b.conf, eal_argv);
+	if (eal_argc < 0 || eal_start(eal_argc, eal_argv, &b.conf) < 0)
+		goto out;
+	if (port_start(&b) == 0 && workers_start(&b) == 0 && control_start(&b) == 0) {
+		serve(&b);
+		ret = 0;
+	}
+	shutdown_all(&b);
+out:
+	free(b.rec_ids);
 	return ret;
 }

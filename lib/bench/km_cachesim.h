@@ -38,6 +38,12 @@ struct km_sim_result {
  * @note Context: any thread; t is only read, so several simulations may share it.
  */
 int km_sim_lru(const struct km_trace *t, uint64_t capacity, struct km_sim_result *r);
+
+/**
+ * As km_sim_lru(), with Belady's optimal policy (evict the key used farthest in the
+ * future): the upper bound of any policy's hit ratio at this capacity.
+ * @note Context: any thread; t is only read.
+ */
 int km_sim_belady(const struct km_trace *t, uint64_t capacity, struct km_sim_result *r);
 
 #endif /* KM_CACHESIM_H */

@@ -34,13 +34,16 @@ struct km_hist {
 /** Empty h. @note Context: any thread. */
 void km_hist_init(struct km_hist *h);
 
-/** Index of the bucket holding v. */
+/** Index of the bucket holding v. @note Context: any thread (pure). */
 unsigned int km_hist_bucket_of(uint64_t v);
 
-/** Smallest value of bucket i. */
+/** Smallest value of bucket i. @note Context: any thread (pure). */
 uint64_t km_hist_bucket_low(unsigned int i);
 
-/** Largest value of bucket i (UINT64_MAX for the last one). */
+/**
+ * Largest value of bucket i (UINT64_MAX for the last one).
+ * @note Context: any thread (pure).
+ */
 uint64_t km_hist_bucket_high(unsigned int i);
 
 /** Add one value. @note Context: the histogram's writer. */
@@ -56,17 +59,21 @@ km_hist_add(struct km_hist *h, uint64_t v)
 		h->max = v;
 }
 
-/** Add every value of src to dst. */
+/**
+ * Add every value of src to dst.
+ * @note Context: dst's writer; src not written meanwhile (its writer stopped, or a copy).
+ */
 void km_hist_merge(struct km_hist *dst, const struct km_hist *src);
 
 /**
  * Percentile p (0 < p <= 100): the value of rank ceil(p/100 * count) in sorted order,
  * reported as the upper bound of its bucket, clamped to [min, max] (so p=100 is max and
  * a histogram of one value reports it exactly). 0 when empty.
+ * @note Context: any thread, h not written meanwhile.
  */
 uint64_t km_hist_percentile(const struct km_hist *h, double p);
 
-/** Mean of the values added (0 when empty). */
+/** Mean of the values added (0 when empty). @note Context: any thread, h not written meanwhile. */
 double km_hist_mean(const struct km_hist *h);
 
 #endif /* KM_HIST_H */

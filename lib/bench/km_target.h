@@ -56,6 +56,7 @@ struct km_tgt_reply {
  *   (keymap: key 1..250 bytes, value <= KM_VALUE_MAX, whole datagram <= 1472 bytes;
  *   memcached: key 1..250 bytes, whole datagram <= 1472 bytes, value <= 1364 bytes so
  *   that the GET reply fits memcached's 1400-byte UDP payload).
+ * @note Context: any thread (pure: writes only buf).
  */
 size_t km_tgt_build(enum km_tgt_kind kind, uint8_t op, uint64_t req_id, uint32_t session,
 	const void *key, size_t klen, const void *val, size_t vlen, uint8_t *buf, size_t cap);
@@ -66,15 +67,24 @@ size_t km_tgt_build(enum km_tgt_kind kind, uint8_t op, uint64_t req_id, uint32_t
  * KM_TGT_R_HIT for a GET and KM_TGT_R_STORED for a PUT or DEL.
  * @return 0, or -1 when buf is not a reply of this target (wrong magic, truncated,
  *   inconsistent lengths, keymap reply flag missing): the caller counts it as stray.
+ * @note Context: any thread (pure: writes only out).
  */
 int km_tgt_parse(enum km_tgt_kind kind, const uint8_t *buf, size_t len, struct km_tgt_reply *out);
 
-/** Largest value a PUT can carry for a key of klen bytes and a GET can read back in one
- *  datagram (0 if klen is invalid). */
+/**
+ * Largest value a PUT can carry for a key of klen bytes and a GET can read back in one
+ * datagram (0 if klen is invalid).
+ * @note Context: any thread (pure).
+ */
 size_t km_tgt_value_max(enum km_tgt_kind kind, size_t klen);
 
-/** "keymap", "echo", "memcached" <-> enum. @return 0 or -EINVAL. */
+/**
+ * "keymap", "echo", "memcached" -> enum. @return 0 or -EINVAL.
+ * @note Context: any thread (pure).
+ */
 int km_tgt_parse_name(const char *name, enum km_tgt_kind *out);
+
+/** enum -> "keymap", "echo", "memcached" (a static string). @note Context: any thread. */
 const char *km_tgt_name(enum km_tgt_kind kind);
 
 #endif /* KM_TARGET_H */

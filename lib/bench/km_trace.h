@@ -83,7 +83,7 @@ int km_trace_parse_line(const char *line, size_t len, uint32_t value_max, struct
 int km_trace_load(
 	const char *path, uint32_t value_max, struct km_trace **out, char *err, size_t errlen);
 
-/** Free a loaded trace; NULL is fine. */
+/** Free a loaded trace; NULL is fine. @note Context: any thread, once nobody reads t. */
 void km_trace_free(struct km_trace *t);
 
 #endif /* KM_TRACE_H */

@@ -77,36 +77,59 @@ struct km_wl;
  * Check conf and build a generator.
  * @return 0, or -EINVAL with a readable reason in err (e.g. "key_size 4 cannot hold
  *   1000000 keys (needs 7)"), or -ENOMEM.
+ * @note Context: any thread; the generator then belongs to its caller (not thread-safe).
  */
 int km_wl_create(const struct km_wl_conf *conf, struct km_wl **out, char *err, size_t errlen);
 
+/** Free a generator; NULL is fine. @note Context: the generator's owner. */
 void km_wl_free(struct km_wl *wl);
 
-/** The next request; now_us is the time since the run started (HOTSET uses it). */
+/**
+ * The next request; now_us is the time since the run started (HOTSET uses it).
+ * @note Context: the generator's owner (it advances the generator's state).
+ */
 void km_wl_next(struct km_wl *wl, uint64_t now_us, struct km_wl_op *op);
 
-/** Write key number idx as exactly conf.key_size bytes into buf (no NUL). @return key_size */
+/**
+ * Write key number idx as exactly conf.key_size bytes into buf (no NUL). @return key_size
+ * @note Context: any thread (reads only the generator's configuration).
+ */
 size_t km_wl_key(const struct km_wl *wl, uint64_t idx, char *buf);
 
-/** Number of keys actually used (nb_keys after rounding for composite keys). */
+/**
+ * Number of keys actually used (nb_keys after rounding for composite keys).
+ * @note Context: any thread.
+ */
 uint64_t km_wl_nb_keys(const struct km_wl *wl);
 
 /**
  * Name <-> enum for command lines: "uniform", "zipf", "hotset", "scan", "session".
  * @return 0 or -EINVAL.
+ * @note Context: any thread (pure).
  */
 int km_wl_dist_parse(const char *name, enum km_wl_dist *out);
+
+/** enum -> name (a static string). @note Context: any thread. */
 const char *km_wl_dist_name(enum km_wl_dist d);
 
-/** A small, fast PRNG (xoshiro256**) shared by the generators and the bench. */
+/** A small, fast PRNG (xoshiro256**) shared by the generators and the bench. One owner. */
 struct km_rng {
 	uint64_t s[4];
 };
+
+/** Seed r (splitmix64 of seed: any seed, 0 included). @note Context: r's owner. */
 void km_rng_seed(struct km_rng *r, uint64_t seed);
+
+/** The next 64 random bits. @note Context: r's owner. */
 uint64_t km_rng_next(struct km_rng *r);
-/** Uniform in [0, n) without modulo bias worth mentioning (Lemire's multiply-shift). */
+
+/**
+ * Uniform in [0, n) without modulo bias worth mentioning (Lemire's multiply-shift).
+ * @note Context: r's owner.
+ */
 uint64_t km_rng_below(struct km_rng *r, uint64_t n);
-/** Uniform double in [0, 1). */
+
+/** Uniform double in [0, 1). @note Context: r's owner. */
 double km_rng_double(struct km_rng *r);
 
 #endif /* KM_WORKLOAD_H */

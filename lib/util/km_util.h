@@ -66,6 +66,7 @@ km_util_now_ns(void)
  * Little-endian fields of the on-disk formats (records, log META, segments).
  * memcpy so that p needs no alignment.
  */
+/** Store v at p as 2 little-endian bytes. @note Context: any thread. */
 static inline void
 km_le_put16(uint8_t *p, uint16_t v)
 {
@@ -73,6 +74,7 @@ km_le_put16(uint8_t *p, uint16_t v)
 	memcpy(p, &v, sizeof(v));
 }
 
+/** Store v at p as 4 little-endian bytes. @note Context: any thread. */
 static inline void
 km_le_put32(uint8_t *p, uint32_t v)
 {
@@ -80,6 +82,7 @@ km_le_put32(uint8_t *p, uint32_t v)
 	memcpy(p, &v, sizeof(v));
 }
 
+/** Store v at p as 8 little-endian bytes. @note Context: any thread. */
 static inline void
 km_le_put64(uint8_t *p, uint64_t v)
 {
@@ -87,6 +90,7 @@ km_le_put64(uint8_t *p, uint64_t v)
 	memcpy(p, &v, sizeof(v));
 }
 
+/** @return the 2 little-endian bytes at p. @note Context: any thread. */
 static inline uint16_t
 km_le_get16(const uint8_t *p)
 {
@@ -96,6 +100,7 @@ km_le_get16(const uint8_t *p)
 	return le16toh(v);
 }
 
+/** @return the 4 little-endian bytes at p. @note Context: any thread. */
 static inline uint32_t
 km_le_get32(const uint8_t *p)
 {
@@ -105,6 +110,7 @@ km_le_get32(const uint8_t *p)
 	return le32toh(v);
 }
 
+/** @return the 8 little-endian bytes at p. @note Context: any thread. */
 static inline uint64_t
 km_le_get64(const uint8_t *p)
 {

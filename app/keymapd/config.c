@@ -326,37 +326,51 @@ struct conf_conflict {
 	char why[256];
 };
 
+/*
+ * Orders between tunables: lo must stay below hi (strictly, or not above it when !strict);
+ * with zero_off, a 0 on either side (a disabled threshold) lifts the order. The message
+ * names one side first: "[s] k = v <rel> [s] k = v (why)".
+ */
+static const struct conf_order {
+	const char *lo_sec, *lo_key, *hi_sec, *hi_key;
+	int strict, zero_off, hi_first;
+	const char *rel;
+	const char *why;
+} conf_orders[] = {
+	{"shards", "count", "shards", "max_count", 0, 0, 1, "is below",
+		"automatic splits stop at max_count"},
+	{"tier", "cold_rate", "tier", "warm_rate", 1, 1, 1, "is not above",
+		"a promoted shard would be cold enough to demote again"},
+	/* Hysteresis between the thresholds: a merged pair must not be hot enough to split. */
+	{"shards", "merge_rate", "shards", "split_rate", 1, 1, 0, "is not below",
+		"a merged pair would be hot enough to split again"},
+};
+
 /* Constraints between tunables. @return 0, or -1 with x filled. */
 static int
 conf_check(const struct km_conf *c, struct conf_conflict *x)
 {
-	if (c->max_count < c->shard_count) {
-		x->a = desc_find("shards", "count");
-		x->b = desc_find("shards", "max_count");
+	const struct conf_desc *lo, *hi, *first, *second;
+	uint64_t l, h;
+	size_t i;
+
+	for (i = 0; i < sizeof(conf_orders) / sizeof(conf_orders[0]); i++) {
+		const struct conf_order *o = &conf_orders[i];
+
+		lo = desc_find(o->lo_sec, o->lo_key);
+		hi = desc_find(o->hi_sec, o->hi_key);
+		l = *(const uint64_t *)((const char *)c + lo->off);
+		h = *(const uint64_t *)((const char *)c + hi->off);
+		if ((o->zero_off && (l == 0 || h == 0)) || (o->strict ? l < h : l <= h))
+			continue;
+		first = o->hi_first ? hi : lo;
+		second = o->hi_first ? lo : hi;
+		x->a = lo;
+		x->b = hi;
 		snprintf(x->why, sizeof(x->why),
-			"[shards] max_count = %" PRIu64 " is below [shards] count = %" PRIu64
-			" (automatic splits stop at max_count)",
-			c->max_count, c->shard_count);
-		return -1;
-	}
-	if (c->cold_rate != 0 && c->warm_rate != 0 && c->warm_rate <= c->cold_rate) {
-		x->a = desc_find("tier", "cold_rate");
-		x->b = desc_find("tier", "warm_rate");
-		snprintf(x->why, sizeof(x->why),
-			"[tier] warm_rate = %" PRIu64 " is not above [tier] cold_rate = %" PRIu64
-			" (a promoted shard would be cold enough to demote again)",
-			c->warm_rate, c->cold_rate);
-		return -1;
-	}
-	/* Hysteresis between the thresholds: a merged pair must not be hot enough to split. */
-	if (c->split_rate != 0 && c->merge_rate != 0 && c->merge_rate >= c->split_rate) {
-		x->a = desc_find("shards", "split_rate");
-		x->b = desc_find("shards", "merge_rate");
-		snprintf(x->why, sizeof(x->why),
-			"[shards] merge_rate = %" PRIu64
-			" is not below [shards] split_rate = %" PRIu64
-			" (a merged pair would be hot enough to split again)",
-			c->merge_rate, c->split_rate);
+			"[%s] %s = %" PRIu64 " %s [%s] %s = %" PRIu64 " (%s)", first->section,
+			first->key, o->hi_first ? h : l, o->rel, second->section, second->key,
+			o->hi_first ? l : h, o->why);
 		return -1;
 	}
 	return 0;

@@ -9,6 +9,8 @@
 
 #include <km_proto.h>
 
+#include <km_util.h>
+
 #include "km_workload.h"
 
 struct wl_session {
@@ -37,24 +39,13 @@ struct km_wl {
 	struct wl_session *sess;
 };
 
-/* splitmix64: spreads any seed, 0 included, over a non-zero xoshiro state. */
-static uint64_t
-splitmix64(uint64_t *x)
-{
-	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 void
 km_rng_seed(struct km_rng *r, uint64_t seed)
 {
 	unsigned int i;
 
 	for (i = 0; i < 4; i++)
-		r->s[i] = splitmix64(&seed);
+		r->s[i] = km_util_splitmix64(&seed);
 }
 
 static inline uint64_t

@@ -6,7 +6,7 @@
  * @file
  * The small things every layer needs once: the key length limit, little-endian field
  * access for the wire and on-disk formats, strict number parsing for command lines,
- * configuration and telemetry parameters, and a monotonic clock for the tools.
+ * configuration and telemetry parameters, a monotonic clock and a seed mixer for the tools.
  *
  * No dependencies, no global state: every function may be called from any thread.
  */
@@ -60,6 +60,21 @@ km_util_now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/**
+ * splitmix64: advance *state and return 64 well-mixed bits. A full-period generator for
+ * tests and tools, and the usual way to spread a seed (0 included) over a larger state.
+ * @note Context: the owner of *state.
+ */
+static inline uint64_t
+km_util_splitmix64(uint64_t *state)
+{
+	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
 }
 
 /*

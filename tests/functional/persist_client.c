@@ -87,16 +87,6 @@ time_left(void)
 }
 
 static uint64_t
-splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static uint64_t
 fnv1a(const char *s, size_t len)
 {
 	uint64_t h = 0xcbf29ce484222325ull;
@@ -133,7 +123,7 @@ fill_bytes(uint64_t *s, char *buf, size_t len)
 	size_t i;
 
 	for (i = 0; i < len; i++)
-		buf[i] = abc[splitmix(s) & 63];
+		buf[i] = abc[km_util_splitmix64(s) & 63];
 }
 
 /*
@@ -146,7 +136,7 @@ gen_value(const char *key, uint64_t stamp, size_t vlen, char *buf)
 	uint64_t s = fnv1a(key, strlen(key)) ^ (stamp * 0xd1b54a32d192ed03ull);
 
 	if (vlen == 0)
-		vlen = LOAD_VMIN + splitmix(&s) % (LOAD_VMAX - LOAD_VMIN + 1);
+		vlen = LOAD_VMIN + km_util_splitmix64(&s) % (LOAD_VMAX - LOAD_VMIN + 1);
 	fill_bytes(&s, buf, vlen);
 	return vlen;
 }
@@ -389,7 +379,7 @@ cmd_load(int argc, char **argv)
 	}
 	rng = a.seed * 0x2545f4914f6cdd1dull + 1;
 	for (ops = 0; ops < a.n; ops++) {
-		uint64_t r = splitmix(&rng) % 100, x;
+		uint64_t r = km_util_splitmix64(&rng) % 100, x;
 		int del = 0;
 
 		if (!time_left()) {
@@ -400,7 +390,7 @@ cmd_load(int argc, char **argv)
 		if (created == 0 || r < 70) {
 			x = created++;
 		} else {
-			x = splitmix(&rng) % created;
+			x = km_util_splitmix64(&rng) % created;
 			del = r >= 90 && ks[x].live;
 		}
 		snprintf(key, sizeof(key), "k%" PRIu64 "-%" PRIu64, a.seed, x);
@@ -1012,8 +1002,8 @@ model_op(struct model *md)
 {
 	static char buf[MGET_MAX][VALUE_CAP], val[MODEL_VMAX];
 	struct km_mget_item it[MGET_MAX];
-	struct mkey *k = &md->k[splitmix(&md->rng) % md->n], *mk[MGET_MAX];
-	uint64_t r = splitmix(&md->rng) % 100, v = 0, expect;
+	struct mkey *k = &md->k[km_util_splitmix64(&md->rng) % md->n], *mk[MGET_MAX];
+	uint64_t r = km_util_splitmix64(&md->rng) % 100, v = 0, expect;
 	size_t len = 0, n, i, bad;
 	int rc, right;
 
@@ -1024,7 +1014,7 @@ model_op(struct model *md)
 		model_check_read(md, k, "GET", rc, buf[0], len, v);
 	} else if (r < 50) {
 		md->puts++;
-		len = splitmix(&md->rng) % (MODEL_VMAX + 1);
+		len = km_util_splitmix64(&md->rng) % (MODEL_VMAX + 1);
 		fill_bytes(&md->rng, val, len);
 		rc = km_put(md->c, k->key, strlen(k->key), val, len, &v);
 		if (rc != KM_OK) {
@@ -1035,16 +1025,17 @@ model_op(struct model *md)
 		model_written(md, k, "PUT", val, len, v);
 	} else if (r < 65) {
 		md->cas++;
-		len = splitmix(&md->rng) % (MODEL_VMAX + 1);
+		len = km_util_splitmix64(&md->rng) % (MODEL_VMAX + 1);
 		fill_bytes(&md->rng, val, len);
-		right = splitmix(&md->rng) % 3 != 0;
+		right = km_util_splitmix64(&md->rng) % 3 != 0;
 		if (right)
 			expect = k->present ? k->version : 0;
 		else if (k->present)
-			expect = splitmix(&md->rng) % 2 ? 0
-							: k->version + 1 + splitmix(&md->rng) % 5;
+			expect = km_util_splitmix64(&md->rng) % 2
+					 ? 0
+					 : k->version + 1 + km_util_splitmix64(&md->rng) % 5;
 		else
-			expect = k->version_max + 1 + splitmix(&md->rng) % 5;
+			expect = k->version_max + 1 + km_util_splitmix64(&md->rng) % 5;
 		if (!right)
 			md->cas_wrong++;
 		rc = km_cas(md->c, k->key, strlen(k->key), val, len, expect, &v);
@@ -1063,7 +1054,7 @@ model_op(struct model *md)
 	} else if (r < 80) {
 		md->dels++;
 		/* Unconditional, with the right version, or with a wrong one. */
-		r = splitmix(&md->rng) % 3;
+		r = km_util_splitmix64(&md->rng) % 3;
 		expect = r == 0 ? 0 : r == 1 ? k->version : k->version_max + 1;
 		if (!k->present && r == 1)
 			expect = 0;
@@ -1085,7 +1076,7 @@ model_op(struct model *md)
 		md->mismatches++;
 	} else {
 		md->mgets++;
-		n = 2 + splitmix(&md->rng) % (MGET_MAX - 1);
+		n = 2 + km_util_splitmix64(&md->rng) % (MGET_MAX - 1);
 		if (n > md->n)
 			n = md->n;
 		for (i = 0; i < n; i++) {

@@ -7,8 +7,8 @@
  * NIC would deliver an RX burst), then go through the one call of process_burst() in
  * app/keymapd/worker.c: km_proc_rx_burst() on the burst (parse, route, staged prefetch,
  * execute), replies written over the requests. With -b 0, each request instead goes
- * through km_proc_rx() alone (no overlap of cache misses, for comparison). L2-L4 parsing, RX/TX and hand-off between
- * workers are not measured.
+ * through km_proc_rx() alone (no overlap of cache misses, for comparison). L2-L4 parsing, RX/TX and
+ * hand-off between workers are not measured.
  */
 
 #include <errno.h>
@@ -96,17 +96,6 @@ usage(const char *prog)
 		"                (default %d); 0: one at a time through km_proc_rx()\n",
 		prog, (unsigned long long)OPS_MAX, (unsigned long long)KEYS_MAX, KM_KEY_MAX,
 		KM_DGRAM_MAX - KM_HDR_LEN, BURST_MAX, BURST_DEFAULT);
-}
-
-/* splitmix64: a full-period generator, good enough for a uniform key sequence. */
-static uint64_t
-rng_next(uint64_t *state)
-{
-	uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
 }
 
 /* Key number id, distinct for id < 64^klen. */
@@ -308,9 +297,9 @@ reqs_build(struct bench *b, uint64_t ops, uint64_t nb_keys, double get_ratio, ui
 	}
 	*nb_get = 0;
 	for (i = 0; i < n; i++) {
-		uint64_t id = rng_next(&rng) % nb_keys;
+		uint64_t id = km_util_splitmix64(&rng) % nb_keys;
 		/* 53 random bits as a double in [0, 1): exact comparison with the ratio. */
-		int get = (double)(rng_next(&rng) >> 11) * 0x1.0p-53 < get_ratio;
+		int get = (double)(km_util_splitmix64(&rng) >> 11) * 0x1.0p-53 < get_ratio;
 
 		off[i] = (uint32_t)pos;
 		pos += req_build(b, reqs + pos, max_len, get ? KM_OP_GET : KM_OP_PUT, id, val);

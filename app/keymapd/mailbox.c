@@ -246,13 +246,16 @@ km_ctl_prefetch(const uint8_t *key, uint16_t len)
 {
 	const struct km_shardmap *m = km_map_current;
 	struct km_cmsg c = {.type = KM_CMSG_PREFETCH, .key_len = len};
+	struct km_shardmap_route rt;
 	int rc;
 
 	if (len == 0 || len > KM_KEY_MAX)
 		return -EINVAL;
 	memcpy(c.u.key, key, len);
 	c.seq = ++ctl_seq;
-	rc = km_mailbox_send(km_shardmap_lookup(m, km_shardmap_hash(m, key, len))->owner, &c);
+	rc = km_shardmap_route(m, key, len, &rt);
+	if (rc == 0)
+		rc = km_mailbox_send(rt.owner, &c);
 	if (rc == 0)
 		km_ctl.cnt.prefetches++;
 	return rc;

@@ -123,21 +123,23 @@ workers_init(const struct km_conf *conf, const struct km_shardmap *map)
 		}
 		/* The initial shards are created before the workers run; afterwards only
 		 * the owner touches them. */
-		for (s = 0; s < map->nb_shards; s++) {
-			if (map->shards[s].owner != i)
+		for (s = 0; s < km_shardmap_nb_shards(map); s++) {
+			if (km_shard_owner(km_shardmap_shard_at(map, s)) != i)
 				continue;
-			rc = km_proc_shard_add(w->proc, map->shards[s].id);
+			rc = km_proc_shard_add(w->proc, km_shard_id(km_shardmap_shard_at(map, s)));
 			if (rc < 0) {
 				KM_LOG(ERR, "worker %u: cannot %s shard %" PRIu64 ": %s", i,
 					km_store_driver(conf->store_driver)->recover != NULL
 						? "open the files of"
 						: "create",
-					map->shards[s].id,
+					km_shard_id(km_shardmap_shard_at(map, s)),
 					rc == -EPROTO ? "written under another [shards] routing"
 						      : strerror(-rc));
 				return rc;
 			}
-			km_store_stats(km_proc_shard_store(w->proc, map->shards[s].id), &st);
+			km_store_stats(km_proc_shard_store(
+					       w->proc, km_shard_id(km_shardmap_shard_at(map, s))),
+				&st);
 			if (st.skipped_crc != 0 || st.torn_bytes != 0)
 				KM_LOG(WARNING,
 					"shard %" PRIu64 ": %" PRIu64
@@ -145,7 +147,8 @@ workers_init(const struct km_conf *conf, const struct km_shardmap *map)
 					"%" PRIu64
 					" byte(s) of an incomplete tail dropped; %" PRIu64
 					" keys served",
-					map->shards[s].id, st.skipped_crc, st.torn_bytes, st.keys);
+					km_shard_id(km_shardmap_shard_at(map, s)), st.skipped_crc,
+					st.torn_bytes, st.keys);
 			keys += st.keys;
 			replayed += st.replayed;
 			skipped += st.skipped_crc;
@@ -551,9 +554,9 @@ serve(const struct boot *b)
 		"ready: %s udp %u-%u, port %u, %u workers, %u shards, epoch %u, rss %s, "
 		"checksums %s, mode %s",
 		ipbuf, km_dp.udp_base, km_dp.udp_base + km_dp.nb_workers - 1, km_dp.port,
-		km_dp.nb_workers, km_map_current->nb_shards, km_map_current->epoch,
-		b->rss ? "on" : "off", km_dp.tx_cksum_offload ? "offloaded" : "software",
-		b->conf.worker_mode);
+		km_dp.nb_workers, km_shardmap_nb_shards(km_map_current),
+		km_shardmap_epoch(km_map_current), b->rss ? "on" : "off",
+		km_dp.tx_cksum_offload ? "offloaded" : "software", b->conf.worker_mode);
 	fflush(stdout);
 
 	km_ctl_loop();

@@ -288,7 +288,7 @@ put_gauges(FILE *f)
 	put_gauge_u64(f, "keymap_workers", "worker lcores", km_dp.nb_workers);
 	put_gauge_u64(f, "keymap_shards", "shards in the map", km_ctl.nb_shards);
 	put_gauge_u64(f, "keymap_map_epoch", "epoch of the current shard map",
-		map == NULL ? 0 : map->epoch);
+		map == NULL ? 0 : km_shardmap_epoch(map));
 	put_gauge_double(f, "keymap_uptime_seconds", "time since keymapd began serving",
 		km_ctl.start_tsc == 0 || now < km_ctl.start_tsc || hz == 0
 			? 0.0

@@ -281,19 +281,19 @@ km_ctl_split(uint64_t id, char *err, size_t errlen)
 	int rc;
 
 	if (sh == NULL)
-		return refuse(
-			err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id, m->epoch);
+		return refuse(err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id,
+			km_shardmap_epoch(m));
 	rc = km_shardmap_split(m, id, &t.nm);
 	if (rc == -ERANGE)
 		return refuse(err, errlen, -EINVAL, "shard %" PRIu64 " is at the depth limit (%u)",
 			id, KM_SHARD_DEPTH_MAX);
 	if (rc < 0)
 		return refuse(err, errlen, rc, "cannot build the new map: %s", strerror(-rc));
-	t.src[0] = (struct reshard_part){.id = id, .owner = sh->owner};
-	t.dst[0] =
-		(struct reshard_part){.id = id * 2, .owner = km_shardmap_find(t.nm, id * 2)->owner};
+	t.src[0] = (struct reshard_part){.id = id, .owner = km_shard_owner(sh)};
+	t.dst[0] = (struct reshard_part){
+		.id = id * 2, .owner = km_shard_owner(km_shardmap_find(t.nm, id * 2))};
 	t.dst[1] = (struct reshard_part){
-		.id = id * 2 + 1, .owner = km_shardmap_find(t.nm, id * 2 + 1)->owner};
+		.id = id * 2 + 1, .owner = km_shard_owner(km_shardmap_find(t.nm, id * 2 + 1))};
 	rc = reshard_run(&t, err, errlen);
 	if (rc < 0)
 		return failed(rc);
@@ -303,7 +303,7 @@ km_ctl_split(uint64_t id, char *err, size_t errlen)
 		"split shard %" PRIu64 " (worker %u) into %" PRIu64 " (worker %u) and %" PRIu64
 		" (worker %u): %" PRIu64 " entries, epoch %u, paused %" PRIu64 " us",
 		id, t.src[0].owner, id * 2, t.dst[0].owner, id * 2 + 1, t.dst[1].owner, t.keys,
-		km_map_current->epoch, km_ctl.last_pause_us);
+		km_shardmap_epoch(km_map_current), km_ctl.last_pause_us);
 	return 0;
 }
 
@@ -317,8 +317,8 @@ km_ctl_merge(uint64_t id, char *err, size_t errlen)
 	int rc;
 
 	if (a == NULL)
-		return refuse(
-			err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id, m->epoch);
+		return refuse(err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id,
+			km_shardmap_epoch(m));
 	if (id <= 1)
 		return refuse(
 			err, errlen, -EINVAL, "shard 1 is the whole key space: nothing to merge");
@@ -330,10 +330,10 @@ km_ctl_merge(uint64_t id, char *err, size_t errlen)
 	rc = km_shardmap_merge(m, id, &t.nm);
 	if (rc < 0)
 		return refuse(err, errlen, rc, "cannot build the new map: %s", strerror(-rc));
-	t.src[0] = (struct reshard_part){.id = id, .owner = a->owner};
-	t.src[1] = (struct reshard_part){.id = id ^ 1, .owner = b->owner};
-	t.dst[0] =
-		(struct reshard_part){.id = parent, .owner = km_shardmap_find(t.nm, parent)->owner};
+	t.src[0] = (struct reshard_part){.id = id, .owner = km_shard_owner(a)};
+	t.src[1] = (struct reshard_part){.id = id ^ 1, .owner = km_shard_owner(b)};
+	t.dst[0] = (struct reshard_part){
+		.id = parent, .owner = km_shard_owner(km_shardmap_find(t.nm, parent))};
 	rc = reshard_run(&t, err, errlen);
 	if (rc < 0)
 		return failed(rc);
@@ -343,7 +343,7 @@ km_ctl_merge(uint64_t id, char *err, size_t errlen)
 		"merged shards %" PRIu64 " (worker %u) and %" PRIu64 " (worker %u) into %" PRIu64
 		" (worker %u): %" PRIu64 " entries, epoch %u, paused %" PRIu64 " us",
 		id, t.src[0].owner, id ^ 1, t.src[1].owner, parent, t.dst[0].owner, t.keys,
-		km_map_current->epoch, km_ctl.last_pause_us);
+		km_shardmap_epoch(km_map_current), km_ctl.last_pause_us);
 	return 0;
 }
 
@@ -356,18 +356,18 @@ km_ctl_move(uint64_t id, uint16_t worker, char *err, size_t errlen)
 	int rc;
 
 	if (sh == NULL)
-		return refuse(
-			err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id, m->epoch);
+		return refuse(err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id,
+			km_shardmap_epoch(m));
 	if (worker >= km_dp.nb_workers)
 		return refuse(err, errlen, -EINVAL, "no worker %u (workers are 0..%u)", worker,
 			km_dp.nb_workers - 1);
-	if (sh->owner == worker)
+	if (km_shard_owner(sh) == worker)
 		return refuse(err, errlen, -EINVAL, "shard %" PRIu64 " is already on worker %u", id,
 			worker);
 	rc = km_shardmap_move(m, id, worker, &t.nm);
 	if (rc < 0)
 		return refuse(err, errlen, rc, "cannot build the new map: %s", strerror(-rc));
-	t.src[0] = (struct reshard_part){.id = id, .owner = sh->owner};
+	t.src[0] = (struct reshard_part){.id = id, .owner = km_shard_owner(sh)};
 	t.dst[0] = (struct reshard_part){.id = id, .owner = worker};
 	rc = reshard_run(&t, err, errlen);
 	if (rc < 0)
@@ -377,7 +377,8 @@ km_ctl_move(uint64_t id, uint16_t worker, char *err, size_t errlen)
 	KM_LOG(NOTICE,
 		"moved shard %" PRIu64 " from worker %u to worker %u: epoch %u, paused %" PRIu64
 		" us",
-		id, t.src[0].owner, worker, km_map_current->epoch, km_ctl.last_pause_us);
+		id, t.src[0].owner, worker, km_shardmap_epoch(km_map_current),
+		km_ctl.last_pause_us);
 	return 0;
 }
 
@@ -397,13 +398,13 @@ km_ctl_retier(uint64_t id, int tier, char *err, size_t errlen)
 
 	t.what = tier < 0 ? "compaction" : "tier change";
 	if (sh == NULL)
-		return refuse(
-			err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id, m->epoch);
+		return refuse(err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id,
+			km_shardmap_epoch(m));
 	if (km_store_driver(km_ctl.conf.store_driver)->commit == NULL)
 		return refuse(err, errlen, -EINVAL,
 			"[store] driver %s keeps no files: no tiers, nothing to compact",
 			km_ctl.conf.store_driver);
-	t.src[0] = (struct reshard_part){.id = id, .owner = sh->owner};
+	t.src[0] = (struct reshard_part){.id = id, .owner = km_shard_owner(sh)};
 	t.dst[0] = t.src[0];
 	rc = reshard_run(&t, err, errlen);
 	if (rc == -EALREADY)
@@ -425,7 +426,7 @@ km_ctl_retier(uint64_t id, int tier, char *err, size_t errlen)
 		tier < 0                       ? "compacted"
 		: t.after.tier == KM_TIER_COLD ? "moved to the cold tier"
 					       : "promoted",
-		id, sh->owner, t.keys, t.before.file_bytes, t.after.file_bytes,
+		id, km_shard_owner(sh), t.keys, t.before.file_bytes, t.after.file_bytes,
 		km_ctl.last_pause_us);
 	return 0;
 }

@@ -135,7 +135,7 @@ km_ctl_sample(int periodic)
 	rc = gather_infos(&infos, &n);
 	if (rc < 0)
 		return rc;
-	ns = calloc(m->nb_shards + 1, sizeof(*ns));
+	ns = calloc(km_shardmap_nb_shards(m) + 1, sizeof(*ns));
 	if (ns == NULL) {
 		free(infos);
 		return -ENOMEM;
@@ -145,9 +145,9 @@ km_ctl_sample(int periodic)
 		qsort(old, nold, sizeof(*old), ctl_shard_cmp);
 #define OLD(x) \
 	(old == NULL ? NULL : (key.id = (x), bsearch(&key, old, nold, sizeof(*old), ctl_shard_cmp)))
-	for (i = 0; i < m->nb_shards; i++) {
-		ns[i].id = m->shards[i].id;
-		ns[i].owner = m->shards[i].owner;
+	for (i = 0; i < km_shardmap_nb_shards(m); i++) {
+		ns[i].id = km_shard_id(km_shardmap_shard_at(m, i));
+		ns[i].owner = km_shard_owner(km_shardmap_shard_at(m, i));
 		ik.id = ns[i].id;
 		in = bsearch(&ik, infos, n, sizeof(*infos), info_cmp);
 		if (in != NULL) {
@@ -203,6 +203,6 @@ km_ctl_sample(int periodic)
 	free(old);
 	km_ctl.store = tot;
 	km_ctl.shards = ns;
-	km_ctl.nb_shards = m->nb_shards;
+	km_ctl.nb_shards = km_shardmap_nb_shards(m);
 	return 0;
 }

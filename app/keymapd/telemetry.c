@@ -130,8 +130,8 @@ ctl_status(void *arg)
 		rte_tel_data_add_dict_u64(port, "rss", (uint64_t)km_dp.rss);
 		rte_tel_data_add_dict_container(d, "port", port, 0);
 	}
-	rte_tel_data_add_dict_u64(d, "epoch", km_map_current->epoch);
-	rte_tel_data_add_dict_u64(d, "shards", km_map_current->nb_shards);
+	rte_tel_data_add_dict_u64(d, "epoch", km_shardmap_epoch(km_map_current));
+	rte_tel_data_add_dict_u64(d, "shards", km_shardmap_nb_shards(km_map_current));
 	buf[0] = '\0';
 	if (km_ctl.conf.metrics_port != 0) {
 		inet_ntop(AF_INET, &km_ctl.conf.metrics_ip, ip, sizeof(ip));
@@ -293,8 +293,8 @@ ctl_stats(void *arg)
 	add_counters(t, NULL);
 	rte_tel_data_add_dict_u64(t, "store_keys", keys);
 	rte_tel_data_add_dict_u64(t, "store_bytes", bytes);
-	rte_tel_data_add_dict_u64(t, "shards", km_map_current->nb_shards);
-	rte_tel_data_add_dict_u64(t, "epoch", km_map_current->epoch);
+	rte_tel_data_add_dict_u64(t, "shards", km_shardmap_nb_shards(km_map_current));
+	rte_tel_data_add_dict_u64(t, "epoch", km_shardmap_epoch(km_map_current));
 	for (c = 0; c < RTE_DIM(ctl_counter_names); c++)
 		rte_tel_data_add_dict_u64(
 			t, ctl_counter_names[c], ((const uint64_t *)&km_ctl.cnt)[c]);
@@ -343,7 +343,7 @@ ctl_shards(void *arg)
 		first = km_ctl.nb_shards;
 	end = RTE_MIN(first + SHARDS_PAGE, (uint64_t)km_ctl.nb_shards);
 	rte_tel_data_start_dict(d);
-	rte_tel_data_add_dict_u64(d, "epoch", km_map_current->epoch);
+	rte_tel_data_add_dict_u64(d, "epoch", km_shardmap_epoch(km_map_current));
 	rte_tel_data_add_dict_u64(d, "nb_shards", km_ctl.nb_shards);
 	rte_tel_data_add_dict_u64(d, "first", first);
 	rte_tel_data_add_dict_u64(d, "next", end);
@@ -538,15 +538,17 @@ ctl_split(void *arg)
 	if (km_ctl_split(id, err, sizeof(err)) < 0)
 		return tel_error(d, err);
 	rte_tel_data_start_dict(d);
-	rte_tel_data_add_dict_u64(d, "epoch", km_map_current->epoch);
+	rte_tel_data_add_dict_u64(d, "epoch", km_shardmap_epoch(km_map_current));
 	rte_tel_data_add_dict_u64(d, "shard", id);
 	ch = u64_array();
 	ow = u64_array();
 	if (ch != NULL && ow != NULL) {
 		rte_tel_data_add_array_u64(ch, id * 2);
 		rte_tel_data_add_array_u64(ch, id * 2 + 1);
-		rte_tel_data_add_array_u64(ow, km_shardmap_find(km_map_current, id * 2)->owner);
-		rte_tel_data_add_array_u64(ow, km_shardmap_find(km_map_current, id * 2 + 1)->owner);
+		rte_tel_data_add_array_u64(
+			ow, km_shard_owner(km_shardmap_find(km_map_current, id * 2)));
+		rte_tel_data_add_array_u64(
+			ow, km_shard_owner(km_shardmap_find(km_map_current, id * 2 + 1)));
 		rte_tel_data_add_dict_container(d, "children", ch, 0);
 		rte_tel_data_add_dict_container(d, "owners", ow, 0);
 	} else {
@@ -571,7 +573,7 @@ ctl_merge(void *arg)
 	if (km_ctl_merge(id, err, sizeof(err)) < 0)
 		return tel_error(d, err);
 	rte_tel_data_start_dict(d);
-	rte_tel_data_add_dict_u64(d, "epoch", km_map_current->epoch);
+	rte_tel_data_add_dict_u64(d, "epoch", km_shardmap_epoch(km_map_current));
 	rte_tel_data_add_dict_u64(d, "shard", id >> 1);
 	mg = u64_array();
 	if (mg != NULL) {
@@ -579,7 +581,8 @@ ctl_merge(void *arg)
 		rte_tel_data_add_array_u64(mg, id ^ 1);
 		rte_tel_data_add_dict_container(d, "merged", mg, 0);
 	}
-	rte_tel_data_add_dict_u64(d, "owner", km_shardmap_find(km_map_current, id >> 1)->owner);
+	rte_tel_data_add_dict_u64(
+		d, "owner", km_shard_owner(km_shardmap_find(km_map_current, id >> 1)));
 	rte_tel_data_add_dict_u64(d, "keys", km_ctl.last_keys);
 	rte_tel_data_add_dict_u64(d, "pause_us", km_ctl.last_pause_us);
 	return 0;
@@ -619,11 +622,11 @@ ctl_move(void *arg)
 	}
 	from = km_shardmap_find(km_map_current, id) == NULL
 		       ? 0
-		       : km_shardmap_find(km_map_current, id)->owner;
+		       : km_shard_owner(km_shardmap_find(km_map_current, id));
 	if (km_ctl_move(id, (uint16_t)w, err, sizeof(err)) < 0)
 		return tel_error(d, err);
 	rte_tel_data_start_dict(d);
-	rte_tel_data_add_dict_u64(d, "epoch", km_map_current->epoch);
+	rte_tel_data_add_dict_u64(d, "epoch", km_shardmap_epoch(km_map_current));
 	rte_tel_data_add_dict_u64(d, "shard", id);
 	rte_tel_data_add_dict_u64(d, "from", from);
 	rte_tel_data_add_dict_u64(d, "to", w);

@@ -102,11 +102,11 @@ static size_t
 reply_busy(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
 	const struct km_shard *sh, uint8_t *out)
 {
-	if (sh->owner == p->worker)
+	if (km_shard_owner_fast(sh) == p->worker)
 		p->cnt.busy_handover++;
 	else
 		p->cnt.store_error++;
-	return proc_reply_status(&req->hdr, KM_ST_BUSY, map->epoch, out);
+	return proc_reply_status(&req->hdr, KM_ST_BUSY, km_shardmap_epoch_fast(map), out);
 }
 
 /* A GET reply carrying v, written at out. */
@@ -147,9 +147,10 @@ exec_get(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *
 		return proc_get_persistent(p, map, req, k, shd, cookie, out, cap);
 	if (km_store_get(shd->store, k, &v) != 0) {
 		p->cnt.get_miss++;
-		return proc_reply_status(&req->hdr, KM_ST_NOT_FOUND, map->epoch, out);
+		return proc_reply_status(
+			&req->hdr, KM_ST_NOT_FOUND, km_shardmap_epoch_fast(map), out);
 	}
-	return proc_value_reply(p, &req->hdr, map->epoch, &v, out, cap);
+	return proc_value_reply(p, &req->hdr, km_shardmap_epoch_fast(map), &v, out, cap);
 }
 
 static size_t
@@ -223,11 +224,12 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 		.valid = 1,
 	};
 reply:
-	reply_hdr(&h, &req->hdr, status, map->epoch);
+	reply_hdr(&h, &req->hdr, status, km_shardmap_epoch_fast(map));
 	h.version = version;
 	km_hdr_encode(out, &h);
 	if (seq != 0)
-		return proc_park_reply(p, shd, req, map->epoch, seq, src, cookie, out, cap);
+		return proc_park_reply(
+			p, shd, req, km_shardmap_epoch_fast(map), seq, src, cookie, out, cap);
 	return KM_HDR_LEN;
 }
 
@@ -277,7 +279,8 @@ exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 	left = (size_t)(count < 0 ? 0 : count);
 	if (count < 0) {
 		p->cnt.bad_request++;
-		return proc_reply_status(&req->hdr, KM_ST_BAD_REQUEST, map->epoch, out);
+		return proc_reply_status(
+			&req->hdr, KM_ST_BAD_REQUEST, km_shardmap_epoch_fast(map), out);
 	}
 	km_put16(b + KM_HDR_LEN, (uint16_t)count);
 	w = b + KM_HDR_LEN + 2;
@@ -316,7 +319,8 @@ exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 			/* Not even the entry header fits: cannot happen with KM_MGET_MAX entries
 			 * of 11 bytes in a datagram, but never write past the buffer. */
 			p->cnt.too_large++;
-			return proc_reply_status(&req->hdr, KM_ST_TOO_LARGE, map->epoch, out);
+			return proc_reply_status(
+				&req->hdr, KM_ST_TOO_LARGE, km_shardmap_epoch_fast(map), out);
 		}
 		w[0] = status;
 		km_put64(w + 1, v.version);
@@ -326,7 +330,7 @@ exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 			memcpy(w + KM_MGET_REP_ENTRY_HDR, v.data, v.len);
 		w += KM_MGET_REP_ENTRY_HDR + v.len;
 	}
-	reply_hdr(&h, &req->hdr, KM_ST_OK, map->epoch);
+	reply_hdr(&h, &req->hdr, KM_ST_OK, km_shardmap_epoch_fast(map));
 	h.val_len = (uint32_t)(w - b - KM_HDR_LEN);
 	km_hdr_encode(b, &h);
 	memcpy(out, b, (size_t)(w - b));
@@ -343,12 +347,13 @@ exec_map(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *
 
 	p->cnt.req_map++;
 	/* The cursor (first shard wanted) travels in the version field. */
-	if (req->hdr.version >= map->nb_shards) {
+	if (req->hdr.version >= km_shardmap_nb_shards(map)) {
 		p->cnt.bad_request++;
-		return proc_reply_status(&req->hdr, KM_ST_BAD_REQUEST, map->epoch, out);
+		return proc_reply_status(
+			&req->hdr, KM_ST_BAD_REQUEST, km_shardmap_epoch_fast(map), out);
 	}
 	n = km_shardmap_encode(map, (uint32_t)req->hdr.version, out + KM_HDR_LEN, lim - KM_HDR_LEN);
-	reply_hdr(&h, &req->hdr, KM_ST_OK, map->epoch);
+	reply_hdr(&h, &req->hdr, KM_ST_OK, km_shardmap_epoch_fast(map));
 	h.val_len = (uint32_t)n;
 	h.version = req->hdr.version;
 	km_hdr_encode(out, &h);
@@ -378,12 +383,13 @@ proc_exec_one(struct km_proc *p, const struct km_shardmap *map, const struct km_
 		return exec_map(p, map, req, out, cap);
 	case KM_OP_PING:
 		p->cnt.req_ping++;
-		reply_hdr(&h, &req->hdr, KM_ST_OK, map->epoch);
+		reply_hdr(&h, &req->hdr, KM_ST_OK, km_shardmap_epoch_fast(map));
 		h.version = p->worker; /* which worker answered: useful to check steering */
 		km_hdr_encode(out, &h);
 		return KM_HDR_LEN;
 	default:
 		p->cnt.bad_request++;
-		return proc_reply_status(&req->hdr, KM_ST_BAD_REQUEST, map->epoch, out);
+		return proc_reply_status(
+			&req->hdr, KM_ST_BAD_REQUEST, km_shardmap_epoch_fast(map), out);
 	}
 }

@@ -276,11 +276,11 @@ proc_get_persistent(struct km_proc *p, const struct km_shardmap *map, const stru
 	int rc;
 
 	if (km_cache_get(p->cache, k, shd->gen, &v) == 0)
-		return proc_value_reply(p, &req->hdr, map->epoch, &v, out, cap);
-	d = defer_get(p, &req->hdr, map->epoch, cookie, out, cap);
+		return proc_value_reply(p, &req->hdr, km_shardmap_epoch_fast(map), &v, out, cap);
+	d = defer_get(p, &req->hdr, km_shardmap_epoch_fast(map), cookie, out, cap);
 	if (d == NULL) {
 		p->cnt.busy_pending++;
-		return proc_reply_status(&req->hdr, KM_ST_BUSY, map->epoch, out);
+		return proc_reply_status(&req->hdr, KM_ST_BUSY, km_shardmap_epoch_fast(map), out);
 	}
 	rc = proc_read_key(p, shd, k, d, 0, &v);
 	if (rc == 1)
@@ -288,9 +288,10 @@ proc_get_persistent(struct km_proc *p, const struct km_shardmap *map, const stru
 	/* Not queued: answer now. */
 	defer_put(p, d);
 	if (rc != 0)
-		return proc_reply_status(&req->hdr, proc_status_of_rc(p, rc, 1), map->epoch, out);
+		return proc_reply_status(
+			&req->hdr, proc_status_of_rc(p, rc, 1), km_shardmap_epoch_fast(map), out);
 	proc_cache_fill(p, k, shd->gen, &v, 0);
-	return proc_value_reply(p, &req->hdr, map->epoch, &v, out, cap);
+	return proc_value_reply(p, &req->hdr, km_shardmap_epoch_fast(map), &v, out, cap);
 }
 
 static void

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "km_proc.h"
+#include "km_shardmap_fast.h"
 
 #define READ_RESTARTS 4 /* a read whose entry keeps changing answers BUSY after this */
 #define PATH_LEN      2048
@@ -148,9 +149,9 @@ shard_find(const struct km_proc *p, uint64_t id)
 static inline struct km_proc_shard *
 owned_shard(struct km_proc *p, const struct km_shard *sh)
 {
-	if (sh->owner != p->worker)
+	if (km_shard_owner_fast(sh) != p->worker)
 		return NULL;
-	return shard_find(p, sh->id);
+	return shard_find(p, km_shard_id_fast(sh));
 }
 
 /*

@@ -57,10 +57,10 @@ route_target(const struct km_shardmap *map, const struct km_msg *req, int port_w
 	default:
 		goto any;
 	}
-	if (req->hdr.epoch != 0 && req->hdr.epoch != map->epoch && port_worker >= 0 &&
-		port_worker != rt->shard->owner)
+	if (req->hdr.epoch != 0 && req->hdr.epoch != km_shardmap_epoch_fast(map) &&
+		port_worker >= 0 && port_worker != km_shard_owner_fast(rt->shard))
 		return TARGET_MOVED;
-	return rt->shard->owner;
+	return km_shard_owner_fast(rt->shard);
 any:
 	rt->hash = rt->key_hash = 0;
 	rt->shard = NULL;
@@ -91,21 +91,23 @@ rx_stage1(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *
 	if (proc_unlikely(st != KM_ST_OK)) {
 		/* Error replies are never larger than the request: safe to any source. */
 		proc_count_status(p, (uint8_t)st);
-		reply_now(r, proc_reply_status(&r->msg.hdr, (uint8_t)st, map->epoch, r->buf));
+		reply_now(r, proc_reply_status(&r->msg.hdr, (uint8_t)st,
+				     km_shardmap_epoch_fast(map), r->buf));
 		return 0;
 	}
 	target = route_target(map, &r->msg, r->port_worker, &r->rt);
 	if (proc_unlikely(target == TARGET_MOVED)) {
 		proc_count_status(p, KM_ST_MOVED);
-		reply_now(r, proc_reply_status(&r->msg.hdr, KM_ST_MOVED, map->epoch, r->buf));
+		reply_now(r, proc_reply_status(&r->msg.hdr, KM_ST_MOVED,
+				     km_shardmap_epoch_fast(map), r->buf));
 		return 0;
 	}
 	if (target >= 0 && target != p->worker) {
 		if (proc_unlikely(r->handed)) {
 			/* The map changed while the request crossed: let the client retry. */
 			p->cnt.busy_handover++;
-			reply_now(
-				r, proc_reply_status(&r->msg.hdr, KM_ST_BUSY, map->epoch, r->buf));
+			reply_now(r, proc_reply_status(&r->msg.hdr, KM_ST_BUSY,
+					     km_shardmap_epoch_fast(map), r->buf));
 			return 0;
 		}
 		r->verdict = KM_PROC_HANDOFF;

@@ -16,7 +16,7 @@
 
 #include <km_proto.h>
 
-#include "km_shardmap.h"
+#include "km_shardmap_priv.h"
 
 unsigned int
 km_shard_depth(uint64_t id)
@@ -428,6 +428,27 @@ km_shard_moved(const struct km_shard *s)
 	return s->moved != 0;
 }
 
+/* Shard of a hash: one shift, one array index. Inline in km_shardmap_route(). */
+static inline const struct km_shard *
+dir_lookup(const struct km_shardmap *m, uint64_t hash)
+{
+	uint64_t slot = m->global_depth == 0 ? 0 : hash >> (64 - m->global_depth);
+
+	return &m->shards[m->dir[slot]];
+}
+
+const struct km_shard *
+km_shardmap_lookup(const struct km_shardmap *m, uint64_t hash)
+{
+	return dir_lookup(m, hash);
+}
+
+uint32_t
+km_shard_index(const struct km_shard *s)
+{
+	return s->index;
+}
+
 int
 km_shardmap_route(
 	const struct km_shardmap *m, const uint8_t *key, size_t len, struct km_shardmap_route *out)
@@ -438,7 +459,7 @@ km_shardmap_route(
 		return -EINVAL;
 	rlen = km_shardmap_route_len(m, key, len);
 	out->hash = XXH3_64bits(key, rlen);
-	out->shard = km_shardmap_lookup(m, out->hash);
+	out->shard = dir_lookup(m, out->hash);
 	out->owner = out->shard->owner;
 	out->fallback = NULL;
 	out->route_len = rlen;

@@ -29,25 +29,9 @@
 #define KM_WORKERS_MAX     128
 #define KM_OWNER_JUMP      0xffff /* owner field: use Jump Consistent Hash */
 
-struct km_shard {
-	uint64_t id;    /* (1 << depth) | prefix */
-	uint16_t owner; /* worker index, resolved (jump hash or explicit) */
-	uint16_t moved; /* 1 if owner was set explicitly by a move */
-	uint32_t index; /* position in map->shards */
-};
-
-struct km_shardmap {
-	uint32_t epoch;
-	uint16_t nb_workers;
-	uint16_t udp_port_base; /* worker i listens on udp_port_base + i */
-	uint8_t route_sep;
-	uint8_t route_depth;
-	uint8_t global_depth; /* directory has 1 << global_depth entries */
-	uint8_t reserved;
-	uint32_t nb_shards;
-	struct km_shard *shards; /* sorted by (prefix at global depth), nb_shards entries */
-	uint32_t *dir;           /* 1 << global_depth indexes into shards[] */
-};
+/* Opaque: read through the accessors below (km_shardmap_priv.h is the library's own). */
+struct km_shard;
+struct km_shardmap;
 
 struct km_shardmap_params {
 	uint32_t nb_shards;     /* initial shard count, power of two, >= 1 */
@@ -123,13 +107,7 @@ uint64_t km_shardmap_hash(const struct km_shardmap *m, const uint8_t *key, size_
  * Shard holding a hash: one shift and one array index.
  * @note Context: any thread holding m; wait-free.
  */
-static inline const struct km_shard *
-km_shardmap_lookup(const struct km_shardmap *m, uint64_t hash)
-{
-	uint64_t slot = m->global_depth == 0 ? 0 : hash >> (64 - m->global_depth);
-
-	return &m->shards[m->dir[slot]];
-}
+const struct km_shard *km_shardmap_lookup(const struct km_shardmap *m, uint64_t hash);
 
 /**
  * Where a key goes: the one routing decision shared by keymapd and libkeymap.
@@ -221,6 +199,12 @@ uint16_t km_shard_owner(const struct km_shard *s);
  * @note Context: any thread holding the shard's map.
  */
 int km_shard_moved(const struct km_shard *s);
+
+/**
+ * Position of the shard in its map: km_shardmap_shard_at(m, km_shard_index(s)) == s.
+ * @note Context: any thread holding the shard's map.
+ */
+uint32_t km_shard_index(const struct km_shard *s);
 
 /**
  * Shard by id, or NULL. O(1) through the directory.

@@ -355,7 +355,7 @@ fk_handle(struct fake *f, unsigned int w, const uint8_t *buf, size_t len,
 	rh = m.hdr;
 	rh.flags = KM_F_REPLY;
 	rh.status = KM_ST_OK;
-	rh.epoch = f->map_disabled ? 0 : f->map->epoch;
+	rh.epoch = f->map_disabled ? 0 : km_shardmap_epoch(f->map);
 	rh.key_len = 0;
 	rh.val_len = 0;
 	rh.version = 0;

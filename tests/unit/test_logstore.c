@@ -65,8 +65,8 @@ proc_open(struct env *e)
 
 	if (rc < 0)
 		return rc;
-	for (i = 0; i < e->map->nb_shards; i++) {
-		rc = km_proc_shard_add(e->p, e->map->shards[i].id);
+	for (i = 0; i < km_shardmap_nb_shards(e->map); i++) {
+		rc = km_proc_shard_add(e->p, km_shard_id(km_shardmap_shard_at(e->map, i)));
 		if (rc < 0)
 			return rc;
 	}
@@ -424,9 +424,10 @@ test_cold_tier(void **state)
 		snprintf(val, sizeof(val), "value-%u-%0*u", i, (int)(i % 150), 7);
 		put(e, key, val);
 	}
-	for (s = 0; s < e->map->nb_shards; s++)
-		retier(e, e->map->shards[s].id, KM_TIER_COLD);
-	snprintf(path, sizeof(path), "%s/shard-%" PRIu64 ".seg", e->cold, e->map->shards[0].id);
+	for (s = 0; s < km_shardmap_nb_shards(e->map); s++)
+		retier(e, km_shard_id(km_shardmap_shard_at(e->map, s)), KM_TIER_COLD);
+	snprintf(path, sizeof(path), "%s/shard-%" PRIu64 ".seg", e->cold,
+		km_shard_id(km_shardmap_shard_at(e->map, 0)));
 	assert_int_equal(stat(path, &sb), 0);
 	restart(e);
 	for (i = 0; i < 600; i++) {
@@ -442,8 +443,8 @@ test_cold_tier(void **state)
 	check_value(e, "cold/2", "value-2-07");
 	check_value(e, "fresh", "x");
 	/* Back to the log: the segment goes. */
-	for (s = 0; s < e->map->nb_shards; s++)
-		retier(e, e->map->shards[s].id, KM_TIER_HOT);
+	for (s = 0; s < km_shardmap_nb_shards(e->map); s++)
+		retier(e, km_shard_id(km_shardmap_shard_at(e->map, s)), KM_TIER_HOT);
 	assert_int_equal(stat(path, &sb), -1);
 	restart(e);
 	check_value(e, "cold/1", "new");
@@ -466,8 +467,8 @@ test_compaction(void **state)
 	}
 	km_proc_store_stats(e->p, &before);
 	assert_true(before.dead_bytes > 200 * 24);
-	for (i = 0; i < e->map->nb_shards; i++)
-		retier(e, e->map->shards[i].id, KM_TIER_HOT);
+	for (i = 0; i < km_shardmap_nb_shards(e->map); i++)
+		retier(e, km_shard_id(km_shardmap_shard_at(e->map, i)), KM_TIER_HOT);
 	km_proc_store_stats(e->p, &after);
 	assert_true(after.file_bytes < before.file_bytes / 10);
 	restart(e);
@@ -498,7 +499,7 @@ test_damaged_log(void **state)
 	}
 	km_proc_destroy(e->p);
 	e->p = NULL;
-	snprintf(path, sizeof(path), "%s/shard-%" PRIu64 ".log", e->dir, sh->id);
+	snprintf(path, sizeof(path), "%s/shard-%" PRIu64 ".log", e->dir, km_shard_id(sh));
 	fd = open(path, O_RDWR);
 	assert_true(fd >= 0);
 	n = pread(fd, buf, sizeof(buf), 0);

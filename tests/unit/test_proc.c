@@ -92,10 +92,10 @@ env_setup(void **state)
 		if (proc_new((uint16_t)i, &e->proc[i]) != 0)
 			return -1;
 	/* Each worker creates the stores of the shards the map assigns it. */
-	for (i = 0; i < e->map->nb_shards; i++) {
-		const struct km_shard *sh = &e->map->shards[i];
+	for (i = 0; i < km_shardmap_nb_shards(e->map); i++) {
+		const struct km_shard *sh = km_shardmap_shard_at(e->map, i);
 
-		if (km_proc_shard_add(e->proc[sh->owner], sh->id) != 0)
+		if (km_proc_shard_add(e->proc[km_shard_owner(sh)], km_shard_id(sh)) != 0)
 			return -1;
 	}
 	*state = e;
@@ -130,7 +130,7 @@ key_owned(const struct km_shardmap *m, uint16_t worker, const char *prefix, unsi
 
 	for (n = 0;; n++) {
 		snprintf(key, cap, "%s%u", prefix, n);
-		if (shard_of(m, key)->owner == worker && i-- == 0)
+		if (km_shard_owner(shard_of(m, key)) == worker && i-- == 0)
 			return;
 	}
 }
@@ -196,7 +196,7 @@ call_map(struct env *e, const struct km_shardmap *m, const struct req *r, struct
 	size_t len;
 
 	assert_true(cap <= sizeof(out->buf));
-	len = req_build(out->buf, cap, r, m->epoch);
+	len = req_build(out->buf, cap, r, km_shardmap_epoch(m));
 	out->worker = (int)rx_call(e->proc, m, out->buf, len, cap, -1, r->src, &pr);
 	assert_int_equal(pr.verdict, KM_PROC_REPLY);
 	out->len = pr.reply_len;
@@ -205,7 +205,7 @@ call_map(struct env *e, const struct km_shardmap *m, const struct req *r, struct
 	/* Every reply echoes op and request id and tells the map epoch. */
 	assert_int_equal(out->msg.hdr.op, r->op);
 	assert_int_equal(out->msg.hdr.req_id, r->req_id);
-	assert_int_equal(out->msg.hdr.epoch, m->epoch);
+	assert_int_equal(out->msg.hdr.epoch, km_shardmap_epoch(m));
 	assert_int_equal(out->msg.hdr.key_len, 0);
 	return out->msg.hdr.status;
 }
@@ -295,12 +295,13 @@ test_create(void **state)
 		total += km_proc_nb_shards(e->proc[w]);
 	}
 	assert_int_equal(total, NB_SHARDS);
-	for (i = 0; i < e->map->nb_shards; i++) {
-		const struct km_shard *sh = &e->map->shards[i];
+	for (i = 0; i < km_shardmap_nb_shards(e->map); i++) {
+		const struct km_shard *sh = km_shardmap_shard_at(e->map, i);
 
-		assert_non_null(km_proc_shard_store(e->proc[sh->owner], sh->id));
-		assert_null(km_proc_shard_store(e->proc[1 - sh->owner], sh->id));
-		assert_int_equal(km_proc_shard_add(e->proc[sh->owner], sh->id), -EEXIST);
+		assert_non_null(km_proc_shard_store(e->proc[km_shard_owner(sh)], km_shard_id(sh)));
+		assert_null(km_proc_shard_store(e->proc[1 - km_shard_owner(sh)], km_shard_id(sh)));
+		assert_int_equal(
+			km_proc_shard_add(e->proc[km_shard_owner(sh)], km_shard_id(sh)), -EEXIST);
 	}
 	assert_int_equal(km_proc_shard_add(e->proc[0], 0), -EINVAL);
 
@@ -397,17 +398,18 @@ test_target(void **state)
 		sh = shard_of(e->map, key);
 		for (k = 0; k < sizeof(keyed); k++)
 			assert_int_equal(
-				target_of(e, e->map, keyed[k], key, e->map->epoch, -1), sh->owner);
+				target_of(e, e->map, keyed[k], key, km_shardmap_epoch(e->map), -1),
+				km_shard_owner(sh));
 		/* Sent to the other worker: handed to the owner, with the route computed. */
 		len = req_build(buf, sizeof(buf), &r, 0);
 		pr = (struct km_proc_req){.buf = buf,
 			.len = len,
 			.cap = sizeof(buf),
 			.src = 1,
-			.port_worker = (int16_t)(1 - sh->owner)};
-		km_proc_rx(e->proc[1 - sh->owner], e->map, &pr);
+			.port_worker = (int16_t)(1 - km_shard_owner(sh))};
+		km_proc_rx(e->proc[1 - km_shard_owner(sh)], e->map, &pr);
 		assert_int_equal(pr.verdict, KM_PROC_HANDOFF);
-		assert_int_equal(pr.owner, sh->owner);
+		assert_int_equal(pr.owner, km_shard_owner(sh));
 		assert_int_equal(
 			pr.rt.hash, km_shardmap_hash(e->map, (const uint8_t *)key, strlen(key)));
 		assert_int_equal(pr.rt.key_hash, km_key_hash(key, strlen(key)));
@@ -435,11 +437,11 @@ test_target(void **state)
 	 */
 	key_owned(e->map, 0, "mv-", 0, key, sizeof(key));
 	sh = shard_of(e->map, key);
-	assert_int_equal(km_shardmap_move(e->map, sh->id, 1, &m2), 0);
-	assert_int_equal(m2->epoch, e->map->epoch + 1);
+	assert_int_equal(km_shardmap_move(e->map, km_shard_id(sh), 1, &m2), 0);
+	assert_int_equal(km_shardmap_epoch(m2), km_shardmap_epoch(e->map) + 1);
 	for (k = 0; k < sizeof(keyed); k++) {
 		uint8_t op = keyed[k];
-		uint32_t old = e->map->epoch, cur = m2->epoch;
+		uint32_t old = km_shardmap_epoch(e->map), cur = km_shardmap_epoch(m2);
 
 		assert_int_equal(target_of(e, m2, op, key, old, 0), T_MOVED);
 		assert_int_equal(target_of(e, m2, op, key, old, 1), 1);
@@ -501,7 +503,7 @@ test_get_put_cas_del(void **state)
 	assert_memory_equal(rep.msg.val, "one", 3);
 
 	/* The same GET into a separate buffer gives the same bytes as the aliased one. */
-	len = req_build(out, sizeof(out), &r, e->map->epoch);
+	len = req_build(out, sizeof(out), &r, km_shardmap_epoch(e->map));
 	assert_int_equal(rx_call(e->proc, e->map, out, len, sizeof(out), 1, 1, &pr), 1);
 	assert_int_equal(pr.verdict, KM_PROC_REPLY);
 	n = pr.reply_len;
@@ -613,7 +615,7 @@ test_get_put_cas_del(void **state)
 		assert_int_equal(rep.msg.hdr.val_len, VALUE_MAX);
 		assert_memory_equal(rep.msg.val, big, VALUE_MAX);
 		/* A GET whose reply does not fit the caller's buffer is TOO_LARGE. */
-		len = req_build(rep2.buf, sizeof(rep2.buf), &r, e->map->epoch);
+		len = req_build(rep2.buf, sizeof(rep2.buf), &r, km_shardmap_epoch(e->map));
 		assert_int_equal(rx_call(e->proc, e->map, rep2.buf, len, 512, -1, 1, &pr), 1);
 		assert_int_equal(pr.verdict, KM_PROC_REPLY);
 		n = pr.reply_len;
@@ -926,8 +928,8 @@ test_mget(void **state)
 static void
 map_fetch_check(struct env *e, const struct km_shardmap *m, size_t cap)
 {
-	uint64_t *ids = calloc(m->nb_shards, sizeof(*ids));
-	uint16_t *owners = calloc(m->nb_shards, sizeof(*owners));
+	uint64_t *ids = calloc(km_shardmap_nb_shards(m), sizeof(*ids));
+	uint16_t *owners = calloc(km_shardmap_nb_shards(m), sizeof(*owners));
 	struct km_shardmap *copy;
 	struct km_map_chunk c;
 	uint32_t cursor = 0, chunks = 0, i;
@@ -936,49 +938,51 @@ map_fetch_check(struct env *e, const struct km_shardmap *m, size_t cap)
 
 	assert_non_null(ids);
 	assert_non_null(owners);
-	while (cursor < m->nb_shards) {
+	while (cursor < km_shardmap_nb_shards(m)) {
 		struct req r = {.op = KM_OP_MAP, .version = cursor, .req_id = 900 + chunks};
 
 		assert_int_equal(call_map(e, m, &r, &rep, cap), KM_ST_OK);
 		assert_int_equal(rep.msg.hdr.version, cursor);
 		assert_int_equal(km_shardmap_decode_chunk(rep.msg.val, rep.msg.hdr.val_len, &c), 0);
 		assert_int_equal(rep.msg.hdr.val_len, KM_MAP_HDR_LEN + c.count * KM_MAP_ENTRY_LEN);
-		assert_int_equal(c.epoch, m->epoch);
-		assert_int_equal(c.nb_workers, m->nb_workers);
+		assert_int_equal(c.epoch, km_shardmap_epoch(m));
+		assert_int_equal(c.nb_workers, km_shardmap_nb_workers(m));
 		assert_int_equal(c.udp_port_base, PORT_BASE);
 		assert_int_equal(c.route_sep, '/');
 		assert_int_equal(c.route_depth, 1);
-		assert_int_equal(c.nb_shards, m->nb_shards);
+		assert_int_equal(c.nb_shards, km_shardmap_nb_shards(m));
 		assert_int_equal(c.first, cursor);
 		assert_true(c.count >= 1);
 		for (i = 0; i < c.count; i++) {
 			const uint8_t *en = c.entries + i * KM_MAP_ENTRY_LEN;
-			const struct km_shard *s = &m->shards[cursor + i];
+			const struct km_shard *s = km_shardmap_shard_at(m, cursor + i);
 
 			ids[cursor + i] = km_get32(en);
 			owners[cursor + i] = km_get16(en + 4);
-			assert_int_equal(ids[cursor + i], s->id);
-			assert_int_equal(owners[cursor + i], s->owner);
-			assert_int_equal(km_get16(en + 6) & 1, s->moved);
+			assert_int_equal(ids[cursor + i], km_shard_id(s));
+			assert_int_equal(owners[cursor + i], km_shard_owner(s));
+			assert_int_equal(km_get16(en + 6) & 1, km_shard_moved(s));
 		}
 		cursor += c.count;
 		chunks++;
 	}
-	assert_int_equal(chunks,
-		(m->nb_shards + (cap - KM_HDR_LEN - KM_MAP_HDR_LEN) / KM_MAP_ENTRY_LEN - 1) /
-			((cap - KM_HDR_LEN - KM_MAP_HDR_LEN) / KM_MAP_ENTRY_LEN));
+	assert_int_equal(
+		chunks, (km_shardmap_nb_shards(m) +
+				(cap - KM_HDR_LEN - KM_MAP_HDR_LEN) / KM_MAP_ENTRY_LEN - 1) /
+				((cap - KM_HDR_LEN - KM_MAP_HDR_LEN) / KM_MAP_ENTRY_LEN));
 	assert_int_equal(km_shardmap_from_list(c.epoch, c.nb_workers, c.udp_port_base, c.route_sep,
 				 c.route_depth, ids, owners, c.nb_shards, &copy),
 		0);
-	assert_int_equal(copy->epoch, m->epoch);
-	assert_int_equal(copy->nb_shards, m->nb_shards);
+	assert_int_equal(km_shardmap_epoch(copy), km_shardmap_epoch(m));
+	assert_int_equal(km_shardmap_nb_shards(copy), km_shardmap_nb_shards(m));
 	/* The rebuilt map routes every hash like the original. */
 	for (i = 0; i < 10000; i++) {
 		uint64_t h = rnd_next(&seed);
 
-		assert_int_equal(km_shardmap_lookup(copy, h)->id, km_shardmap_lookup(m, h)->id);
-		assert_int_equal(
-			km_shardmap_lookup(copy, h)->owner, km_shardmap_lookup(m, h)->owner);
+		assert_int_equal(km_shard_id(km_shardmap_lookup(copy, h)),
+			km_shard_id(km_shardmap_lookup(m, h)));
+		assert_int_equal(km_shard_owner(km_shardmap_lookup(copy, h)),
+			km_shard_owner(km_shardmap_lookup(m, h)));
 	}
 	km_shardmap_free(copy);
 	free(ids);
@@ -1009,10 +1013,12 @@ test_map(void **state)
 	assert_int_equal(km_shardmap_create(&mp, &big), 0);
 	map_fetch_check(e, big, KM_DGRAM_MAX);
 	/* Moved shards keep their explicit owner and flag; split shards their new ids. */
-	assert_int_equal(km_shardmap_move(e->map, e->map->shards[3].id,
-				 (uint16_t)(1 - e->map->shards[3].owner), &moved),
+	assert_int_equal(
+		km_shardmap_move(e->map, km_shard_id(km_shardmap_shard_at(e->map, 3)),
+			(uint16_t)(1 - km_shard_owner(km_shardmap_shard_at(e->map, 3))), &moved),
 		0);
-	assert_int_equal(km_shardmap_split(moved, moved->shards[5].id, &split), 0);
+	assert_int_equal(
+		km_shardmap_split(moved, km_shard_id(km_shardmap_shard_at(moved, 5)), &split), 0);
 	map_fetch_check(e, split, KM_HDR_LEN + KM_MAP_HDR_LEN + 2 * KM_MAP_ENTRY_LEN);
 
 	/* A cursor at or past the end is refused. */
@@ -1076,13 +1082,14 @@ test_ping_status_counters(void **state)
 	assert_int_equal(rep.hdr.op, KM_OP_SCAN);
 	assert_int_equal(rep.hdr.status, KM_ST_BAD_REQUEST);
 	assert_int_equal(rep.hdr.req_id, 78);
-	assert_int_equal(rep.hdr.epoch, e->map->epoch);
+	assert_int_equal(rep.hdr.epoch, km_shardmap_epoch(e->map));
 	assert_int_equal(rep.hdr.val_len, 0);
 	/* MOVED twice: an old epoch sent to a worker that is not the owner any more. */
 	key_owned(e->map, 0, "st-", 0, key, sizeof(key));
-	assert_int_equal(km_shardmap_move(e->map, shard_of(e->map, key)->id, 1, &m2), 0);
+	assert_int_equal(km_shardmap_move(e->map, km_shard_id(shard_of(e->map, key)), 1, &m2), 0);
 	for (w = 0; w < 2; w++)
-		assert_int_equal(target_of(e, m2, KM_OP_GET, key, e->map->epoch, 0), T_MOVED);
+		assert_int_equal(
+			target_of(e, m2, KM_OP_GET, key, km_shardmap_epoch(e->map), 0), T_MOVED);
 	km_shardmap_free(m2);
 	memset(big, 'b', sizeof(big));
 	r = (struct req){.op = KM_OP_PUT, .key = key, .val = big, .val_len = VALUE_MAX + 1};
@@ -1119,7 +1126,7 @@ test_busy_after_move(void **state)
 
 	key_owned(e->map, 0, "busy-", 0, key, sizeof(key));
 	sh = shard_of(e->map, key);
-	assert_int_equal(km_shardmap_move(e->map, sh->id, 1, &m2), 0);
+	assert_int_equal(km_shardmap_move(e->map, km_shard_id(sh), 1, &m2), 0);
 	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 1000, .src = 1};
 	assert_int_equal(call_map(e, m2, &r, &rep, KM_DGRAM_MAX), KM_ST_BUSY);
 	assert_int_equal(rep.worker, 1);
@@ -1127,7 +1134,7 @@ test_busy_after_move(void **state)
 		.op = KM_OP_PUT, .key = key, .val = "x", .val_len = 1, .req_id = 1001, .src = 1};
 	assert_int_equal(call_map(e, m2, &r, &rep, KM_DGRAM_MAX), KM_ST_BUSY);
 	/* BUSY is not recorded as an outcome: the retry is executed once the store exists. */
-	assert_int_equal(km_proc_shard_add(e->proc[1], sh->id), 0);
+	assert_int_equal(km_proc_shard_add(e->proc[1], km_shard_id(sh)), 0);
 	assert_int_equal(call_map(e, m2, &r, &rep, KM_DGRAM_MAX), KM_ST_OK);
 	/* The old owner, running on the new map, no longer answers for the key. */
 	keys[0] = key;
@@ -1150,7 +1157,7 @@ test_busy_after_move(void **state)
 		two[0] = stay;
 		two[1] = key;
 		r.val_len = mget_body(body, two, 2);
-		len = req_build(buf, sizeof(buf), &r, m2->epoch);
+		len = req_build(buf, sizeof(buf), &r, km_shardmap_epoch(m2));
 		assert_int_equal(rx_call(e->proc, m2, buf, len, sizeof(buf), 0, 1, &pr), 0);
 		assert_int_equal(pr.verdict, KM_PROC_REPLY);
 		assert_int_equal(km_reply_parse(buf, pr.reply_len, &rp), 0);
@@ -1264,7 +1271,7 @@ test_model(void **state)
 			q.key = NULL;
 			q.val = body;
 			q.val_len = mget_body(body, keys, n);
-			owner = shard_of(e->map, keys[0])->owner;
+			owner = km_shard_owner(shard_of(e->map, keys[0]));
 			assert_int_equal(call(e, &q, &rep), KM_ST_OK);
 			assert_int_equal(rep.worker, owner);
 			assert_int_equal(mget_decode(&rep.msg, ent, 8), n);
@@ -1273,7 +1280,7 @@ test_model(void **state)
 				const struct model_key *x = ks[j];
 				uint8_t want;
 
-				if (shard_of(e->map, x->name)->owner != owner)
+				if (km_shard_owner(shard_of(e->map, x->name)) != owner)
 					want = KM_ST_MOVED;
 				else if (!x->present)
 					want = KM_ST_NOT_FOUND;
@@ -1306,7 +1313,7 @@ test_model(void **state)
 			assert_int_equal(st_got, KM_ST_OK);
 			continue;
 		}
-		assert_int_equal(rep.worker, sh->owner);
+		assert_int_equal(rep.worker, km_shard_owner(sh));
 		switch (q.op) {
 		case KM_OP_GET:
 			gets++;
@@ -1332,8 +1339,8 @@ test_model(void **state)
 			}
 			assert_int_equal(st_got, KM_ST_OK);
 			/* Versions grow across every write of the shard's store. */
-			assert_true(rep.msg.hdr.version > shard_max[sh->index]);
-			shard_max[sh->index] = rep.msg.hdr.version;
+			assert_true(rep.msg.hdr.version > shard_max[km_shard_index(sh)]);
+			shard_max[km_shard_index(sh)] = rep.msg.hdr.version;
 			k->present = 1;
 			k->version = rep.msg.hdr.version;
 			k->len = q.val_len;
@@ -1513,7 +1520,7 @@ burst_owner(const struct km_shardmap *m, const struct burst_req *q)
 	default:
 		return (unsigned int)q->port;
 	}
-	return km_shardmap_lookup(m, km_shardmap_hash(m, key, klen))->owner;
+	return km_shard_owner(km_shardmap_lookup(m, km_shardmap_hash(m, key, klen)));
 }
 
 /* q as the worker w receives it, its reply to be written at buf. */
@@ -1551,16 +1558,17 @@ test_burst_differential(void **state)
 		rq[w] = calloc(BURST_MAX, sizeof(*rq[w]));
 		assert_non_null(rq[w]);
 	}
-	for (i = 0; i < e->map->nb_shards; i++) {
-		sh = &e->map->shards[i];
-		assert_int_equal(km_proc_shard_add(staged[sh->owner], sh->id), 0);
+	for (i = 0; i < km_shardmap_nb_shards(e->map); i++) {
+		sh = km_shardmap_shard_at(e->map, i);
+		assert_int_equal(km_proc_shard_add(staged[km_shard_owner(sh)], km_shard_id(sh)), 0);
 	}
 	/* Half the keys route by a shared first component (routing hash != key hash). */
 	for (i = 0; i < BURST_KEYS; i++)
 		snprintf(keys[i], sizeof(keys[i]), i % 2 ? "burst-key-%u" : "g%u/bk%u", i % 23, i);
 	/* A shard of worker 0 moved to worker 1, which has no store for it yet. */
 	key_owned(e->map, 0, "mv-", 0, key, sizeof(key));
-	assert_int_equal(km_shardmap_move(e->map, shard_of(e->map, key)->id, 1, &moved), 0);
+	assert_int_equal(
+		km_shardmap_move(e->map, km_shard_id(shard_of(e->map, key)), 1, &moved), 0);
 
 	/* Empty bursts are allowed. */
 	km_proc_rx_burst(staged[0], e->map, rq[0], 0);
@@ -1570,7 +1578,7 @@ test_burst_differential(void **state)
 
 		n = 1 + (unsigned int)(rnd_next(&seed) % BURST_MAX);
 		for (i = 0; i < n; i++)
-			burst_gen(&seed, keys, &q[i], last_write, req_ids, m->epoch);
+			burst_gen(&seed, keys, &q[i], last_write, req_ids, km_shardmap_epoch(m));
 
 		/* One at a time, in order. */
 		for (i = 0; i < n; i++) {
@@ -1691,7 +1699,7 @@ test_burst_empty(void **state)
 		} else if (ops[i] == KM_OP_PING) {
 			q.key = NULL;
 		}
-		len = req_build(buf[i], sizeof(buf[i]), &q, e->map->epoch);
+		len = req_build(buf[i], sizeof(buf[i]), &q, km_shardmap_epoch(e->map));
 		r[i] = (struct km_proc_req){
 			.buf = buf[i], .len = len, .cap = sizeof(buf[i]), .src = q.src, .port_worker = 1};
 	}
@@ -1851,7 +1859,7 @@ test_busy_handover(void **state)
 		.op = KM_OP_PUT, .key = key, .val = "v1", .val_len = 2, .req_id = 1, .src = 1};
 	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
 	v1 = rep.msg.hdr.version;
-	s = km_proc_shard_detach(e->proc[0], sh->id, &req);
+	s = km_proc_shard_detach(e->proc[0], km_shard_id(sh), &req);
 	assert_non_null(s);
 	assert_int_equal(req, 1);
 
@@ -1874,7 +1882,7 @@ test_busy_handover(void **state)
 	assert_int_equal(call(e, &r, &rep), KM_ST_BUSY);
 	/* The staged path too. */
 	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 6, .src = 1};
-	len = req_build(buf, sizeof(buf), &r, e->map->epoch);
+	len = req_build(buf, sizeof(buf), &r, km_shardmap_epoch(e->map));
 	pr = (struct km_proc_req){.buf = buf, .len = len, .cap = sizeof(buf), .src = 1, .port_worker = 0};
 	km_proc_rx_burst(e->proc[0], e->map, &pr, 1);
 	assert_int_equal(pr.verdict, KM_PROC_REPLY);
@@ -1900,7 +1908,7 @@ test_busy_handover(void **state)
 	/* A request handed to a worker the map does not give the shard to (the map changed
 	 * while it crossed): BUSY, never handed on again. */
 	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 8, .src = 1};
-	len = req_build(buf, sizeof(buf), &r, e->map->epoch);
+	len = req_build(buf, sizeof(buf), &r, km_shardmap_epoch(e->map));
 	pr = (struct km_proc_req){
 		.buf = buf, .len = len, .cap = sizeof(buf), .src = 1, .port_worker = 1, .handed = 1};
 	km_proc_rx(e->proc[1], e->map, &pr);
@@ -1911,7 +1919,7 @@ test_busy_handover(void **state)
 	assert_int_equal(CNT_DELTA(e, c0, busy_handover), 6);
 
 	/* Attached again: served, and the retry of the PUT answered BUSY executes now. */
-	assert_int_equal(km_proc_shard_attach(e->proc[0], sh->id, s), 0);
+	assert_int_equal(km_proc_shard_attach(e->proc[0], km_shard_id(sh), s), 0);
 	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 9, .src = 1};
 	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
 	assert_int_equal(rep.msg.hdr.version, v1);
@@ -1922,7 +1930,7 @@ test_busy_handover(void **state)
 	assert_true(rep.msg.hdr.version > v1);
 	assert_int_equal(CNT_DELTA(e, c0, write_retry), 0);
 	/* Counting restarted at the attach. */
-	assert_int_equal(shard_requests(e->proc[0], sh->id), 2);
+	assert_int_equal(shard_requests(e->proc[0], km_shard_id(sh)), 2);
 }
 
 /*
@@ -1995,9 +2003,9 @@ test_shard_requests(void **state)
 		}
 		call(e, &r, &rep);
 		if (r.op == KM_OP_MGET)
-			want[shard_of(e->map, mk[0])->index]++;
+			want[km_shard_index(shard_of(e->map, mk[0]))]++;
 		else if (r.op != KM_OP_PING && r.op != KM_OP_MAP)
-			want[shard_of(e->map, r.key)->index]++;
+			want[km_shard_index(shard_of(e->map, r.key))]++;
 		if (r.op == KM_OP_PUT || r.op == KM_OP_CAS || r.op == KM_OP_DEL)
 			last = r;
 	}
@@ -2010,9 +2018,9 @@ test_shard_requests(void **state)
 			const struct km_shard *sh = km_shardmap_find(e->map, info[i].id);
 
 			assert_non_null(sh);
-			assert_int_equal(sh->owner, w);
-			assert_true(want[sh->index] > 100);
-			assert_int_equal(info[i].requests, want[sh->index]);
+			assert_int_equal(km_shard_owner(sh), w);
+			assert_true(want[km_shard_index(sh)] > 100);
+			assert_int_equal(info[i].requests, want[km_shard_index(sh)]);
 			assert_true(info[i].version_last > 0);
 		}
 		total += n;
@@ -2026,9 +2034,10 @@ test_shard_requests(void **state)
 	}
 	assert_int_equal(total, NB_SHARDS);
 	/* Detach hands over the count. */
-	for (i = 0; i < e->map->nb_shards; i++) {
-		const struct km_shard *sh = &e->map->shards[i];
-		struct km_store *s = km_proc_shard_detach(e->proc[sh->owner], sh->id, &req);
+	for (i = 0; i < km_shardmap_nb_shards(e->map); i++) {
+		const struct km_shard *sh = km_shardmap_shard_at(e->map, i);
+		struct km_store *s =
+			km_proc_shard_detach(e->proc[km_shard_owner(sh)], km_shard_id(sh), &req);
 
 		assert_non_null(s);
 		assert_int_equal(req, want[i]);
@@ -2102,7 +2111,8 @@ run_split(struct km_proc *p, const struct km_shardmap *m, uint64_t parent, uint6
 			break;
 		}
 		sk->len = (uint16_t)len;
-		if (km_shardmap_lookup(m, km_shardmap_hash(m, sk->key, sk->len))->id != parent)
+		if (km_shard_id(km_shardmap_lookup(m, km_shardmap_hash(m, sk->key, sk->len))) !=
+			parent)
 			continue;
 		if (km_shardmap_route_len(m, sk->key, sk->len) != sk->len)
 			composite++;
@@ -2149,7 +2159,8 @@ run_split(struct km_proc *p, const struct km_shardmap *m, uint64_t parent, uint6
 	assert_int_equal(km_shardmap_split(m, parent, &m2), 0);
 	for (i = 0; i < SPLIT_KEYS; i++) {
 		const struct split_key *sk = &keys[i];
-		uint64_t child = km_shardmap_lookup(m2, km_shardmap_hash(m2, sk->key, sk->len))->id;
+		uint64_t child =
+			km_shard_id(km_shardmap_lookup(m2, km_shardmap_hash(m2, sk->key, sk->len)));
 		struct km_store *in = child == 2 * parent ? lo : hi;
 		struct km_store *out = child == 2 * parent ? hi : lo;
 
@@ -2250,9 +2261,9 @@ test_reshard_split(void **state)
 	assert_int_equal(proc_new(0, &p), 0);
 	assert_int_equal(km_shardmap_create(&mp, &m), 0);
 	/* Depth 2, then one of its children at depth 3 on the split map. */
-	run_split(p, m, m->shards[1].id, SEED + 1);
-	assert_int_equal(km_shardmap_split(m, m->shards[2].id, &m2), 0);
-	run_split(p, m2, 2 * m->shards[2].id + 1, SEED + 2);
+	run_split(p, m, km_shard_id(km_shardmap_shard_at(m, 1)), SEED + 1);
+	assert_int_equal(km_shardmap_split(m, km_shard_id(km_shardmap_shard_at(m, 2)), &m2), 0);
+	run_split(p, m2, 2 * km_shard_id(km_shardmap_shard_at(m, 2)) + 1, SEED + 2);
 	km_shardmap_free(m2);
 	km_shardmap_free(m);
 	km_proc_destroy(p);
@@ -2278,7 +2289,7 @@ test_reshard_merge(void **state)
 	struct env *e = *state;
 	struct merge_key *keys = calloc(MERGE_KEYS, sizeof(*keys));
 	uint64_t seed = SEED + 3, req_id = 0, want[2] = {0}, req, max = 0;
-	uint64_t lo_id = e->map->shards[2].id & ~1ULL, parent = lo_id >> 1;
+	uint64_t lo_id = km_shard_id(km_shardmap_shard_at(e->map, 2)) & ~1ULL, parent = lo_id >> 1;
 	struct km_store *src[2], *dst;
 	const struct km_shard *psh;
 	struct km_shardmap *m2;
@@ -2299,7 +2310,7 @@ test_reshard_merge(void **state)
 				serial++);
 		else
 			snprintf(mk->name, sizeof(mk->name), "merge-%u", serial++);
-		if ((shard_of(e->map, mk->name)->id | 1) != (lo_id | 1))
+		if ((km_shard_id(shard_of(e->map, mk->name)) | 1) != (lo_id | 1))
 			continue;
 		snprintf(mk->val, sizeof(mk->val), "v%" PRIu64, x % 100000);
 		r = (struct req){.op = KM_OP_PUT,
@@ -2309,7 +2320,7 @@ test_reshard_merge(void **state)
 			.req_id = ++req_id,
 			.src = 4};
 		assert_int_equal(call(e, &r, &rep), KM_ST_OK);
-		want[shard_of(e->map, mk->name)->id & 1]++;
+		want[km_shard_id(shard_of(e->map, mk->name)) & 1]++;
 		mk->version = rep.msg.hdr.version;
 		mk->present = 1;
 		/* Some deleted again. */
@@ -2320,7 +2331,7 @@ test_reshard_merge(void **state)
 				.req_id = ++req_id,
 				.src = 4};
 			assert_int_equal(call(e, &r, &rep), KM_ST_OK);
-			want[shard_of(e->map, mk->name)->id & 1]++;
+			want[km_shard_id(shard_of(e->map, mk->name)) & 1]++;
 			mk->present = 0;
 		}
 		i++;
@@ -2328,7 +2339,7 @@ test_reshard_merge(void **state)
 	for (i = 0; i < MERGE_KEYS; i++) {
 		if (!keys[i].present)
 			continue;
-		present[shard_of(e->map, keys[i].name)->id & 1]++;
+		present[km_shard_id(shard_of(e->map, keys[i].name)) & 1]++;
 		if (keys[i].version > max)
 			max = keys[i].version;
 	}
@@ -2338,18 +2349,18 @@ test_reshard_merge(void **state)
 	psh = km_shardmap_find(m2, parent);
 	assert_non_null(psh);
 	for (b = 0; b < 2; b++) {
-		uint16_t owner = km_shardmap_find(e->map, lo_id + b)->owner;
+		uint16_t owner = km_shard_owner(km_shardmap_find(e->map, lo_id + b));
 
 		src[b] = km_proc_shard_detach(e->proc[owner], lo_id + b, &req);
 		assert_non_null(src[b]);
 		assert_int_equal(req, want[b]);
 	}
 	/* Base 0: only the loads keep new versions above the copied ones. */
-	assert_int_equal(km_proc_store_new(e->proc[psh->owner], parent, 0, &dst), 0);
+	assert_int_equal(km_proc_store_new(e->proc[km_shard_owner(psh)], parent, 0, &dst), 0);
 	for (b = 0; b < 2; b++)
 		assert_int_equal(km_reshard_copy(src[b], dst), (int64_t)present[b]);
-	assert_int_equal(km_proc_shard_attach(e->proc[psh->owner], parent, dst), 0);
-	assert_int_equal(km_proc_shard_attach(e->proc[psh->owner], parent, dst), -EEXIST);
+	assert_int_equal(km_proc_shard_attach(e->proc[km_shard_owner(psh)], parent, dst), 0);
+	assert_int_equal(km_proc_shard_attach(e->proc[km_shard_owner(psh)], parent, dst), -EEXIST);
 
 	for (i = 0; i < MERGE_KEYS; i++) {
 		const struct merge_key *mk = &keys[i];
@@ -2363,7 +2374,7 @@ test_reshard_merge(void **state)
 			assert_int_equal(rep.msg.hdr.val_len, strlen(mk->val));
 			assert_memory_equal(rep.msg.val, mk->val, rep.msg.hdr.val_len);
 		}
-		assert_int_equal(rep.worker, psh->owner);
+		assert_int_equal(rep.worker, km_shard_owner(psh));
 		gets++;
 	}
 	/* Writes on the merged shard: versions above everything copied, for existing keys
@@ -2388,7 +2399,7 @@ test_reshard_merge(void **state)
 		.op = KM_OP_PUT, .key = fresh, .val = "n", .val_len = 1, .req_id = ++req_id};
 	assert_int_equal(call_map(e, m2, &r, &rep, KM_DGRAM_MAX), KM_ST_OK);
 	assert_true(rep.msg.hdr.version > max);
-	assert_int_equal(shard_requests(e->proc[psh->owner], parent), gets + 2);
+	assert_int_equal(shard_requests(e->proc[km_shard_owner(psh)], parent), gets + 2);
 
 	for (b = 0; b < 2; b++)
 		km_store_destroy(src[b]);

@@ -18,7 +18,7 @@
 #include <xxhash.h>
 
 #include <km_proto.h>
-#include <km_shardmap.h>
+#include <km_shardmap_priv.h>
 
 /* splitmix64: tiny, fixed-seed, good enough to spread hashes over every prefix. */
 static uint64_t

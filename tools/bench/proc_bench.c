@@ -122,7 +122,7 @@ req_build(const struct bench *b, uint8_t *out, size_t cap, uint8_t op, uint64_t 
 		.op = op,
 		.key_len = (uint16_t)b->klen,
 		.val_len = op == KM_OP_PUT ? b->vlen : 0,
-		.epoch = b->map->epoch,
+		.epoch = km_shardmap_epoch(b->map),
 	};
 
 	key_make(key, b->klen, id);
@@ -391,10 +391,11 @@ main(int argc, char **argv)
 		fprintf(stderr, "processor: %s\n", strerror(-rc));
 		return 1;
 	}
-	for (i = 0; i < map->nb_shards; i++) {
-		rc = km_proc_shard_add(b.proc, map->shards[i].id);
+	for (i = 0; i < km_shardmap_nb_shards(map); i++) {
+		rc = km_proc_shard_add(b.proc, km_shard_id(km_shardmap_shard_at(map, i)));
 		if (rc < 0) {
-			fprintf(stderr, "shard %llu: %s\n", (unsigned long long)map->shards[i].id,
+			fprintf(stderr, "shard %llu: %s\n",
+				(unsigned long long)km_shard_id(km_shardmap_shard_at(map, i)),
 				strerror(-rc));
 			return 1;
 		}
@@ -441,7 +442,7 @@ main(int argc, char **argv)
 
 	printf("setup:      1 worker, %u shards, %llu keys (key %llu B, value %llu B), "
 	       "get ratio %.3f, seed %llu\n",
-		map->nb_shards, (unsigned long long)nb_keys, (unsigned long long)klen,
+		km_shardmap_nb_shards(map), (unsigned long long)nb_keys, (unsigned long long)klen,
 		(unsigned long long)vlen, get_ratio, (unsigned long long)seed);
 	if (burst == 0)
 		printf("path:       one request at a time (km_proc_rx)\n");

@@ -82,8 +82,8 @@ proc_open(struct bench *b)
 
 	if (rc < 0)
 		die("km_proc_create", rc);
-	for (i = 0; i < b->map->nb_shards; i++) {
-		rc = km_proc_shard_add(b->p, b->map->shards[i].id);
+	for (i = 0; i < km_shardmap_nb_shards(b->map); i++) {
+		rc = km_proc_shard_add(b->p, km_shard_id(km_shardmap_shard_at(b->map, i)));
 		if (rc < 0)
 			die("opening a shard", rc);
 	}
@@ -270,8 +270,8 @@ bench_get(struct bench *b, uint32_t keys, uint32_t n)
 	drop_dir(b->dir);
 	get_latency(b, keys, n, &log);
 	/* Cold reads: every shard rewritten into the cold tier. */
-	for (s = 0; s < b->map->nb_shards; s++) {
-		uint64_t id = b->map->shards[s].id;
+	for (s = 0; s < km_shardmap_nb_shards(b->map); s++) {
+		uint64_t id = km_shard_id(km_shardmap_shard_at(b->map, s));
 		struct km_store *src = km_proc_shard_detach(b->p, id, NULL), *dst;
 		struct km_store_stats st;
 

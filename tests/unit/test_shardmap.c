@@ -236,6 +236,30 @@ test_hash(void **state)
 	km_shardmap_free(m2);
 }
 
+/* Replace m by the result of `steps` random changes: every `every`-th a move to a random
+ * worker, the others splits of a random shard. */
+static struct km_shardmap *
+grow_map(struct km_shardmap *m, uint64_t *seed, unsigned int steps, unsigned int every)
+{
+	unsigned int i;
+
+	for (i = 0; i < steps; i++) {
+		uint64_t r = rng_next(seed);
+		uint64_t id = m->shards[r % m->nb_shards].id;
+		struct km_shardmap *n = NULL;
+
+		if (i % every == every - 1)
+			assert_int_equal(
+				km_shardmap_move(m, id, (uint16_t)((r >> 32) % m->nb_workers), &n),
+				0);
+		else
+			assert_int_equal(km_shardmap_split(m, id, &n), 0);
+		km_shardmap_free(m);
+		m = n;
+	}
+	return m;
+}
+
 /* A random key of 0..40 bytes over a small alphabet that includes both separators. */
 static size_t
 rand_key(uint64_t *seed, uint8_t *key)
@@ -261,20 +285,9 @@ test_route(void **state)
 
 	(void)state;
 	for (k = 0; k < 6; k++) {
-		struct km_shardmap *m = make_map(4, 5, seps[k % 2], (uint8_t)(1 + k % 3));
+		struct km_shardmap *m =
+			grow_map(make_map(4, 5, seps[k % 2], (uint8_t)(1 + k % 3)), &seed, 30, 4);
 
-		for (i = 0; i < 30; i++) {
-			uint64_t r = rng_next(&seed);
-			uint64_t id = m->shards[r % m->nb_shards].id;
-			struct km_shardmap *n = NULL;
-
-			if (i % 4 == 3)
-				assert_int_equal(km_shardmap_move(m, id, (r >> 32) % 5, &n), 0);
-			else
-				assert_int_equal(km_shardmap_split(m, id, &n), 0);
-			km_shardmap_free(m);
-			m = n;
-		}
 		for (i = 0; i < 5000; i++) {
 			size_t len = rand_key(&seed, key);
 			uint64_t h = km_shardmap_hash(m, key, len);
@@ -825,22 +838,7 @@ test_from_list(void **state)
 static struct km_shardmap *
 make_busy_map(uint64_t seed)
 {
-	struct km_shardmap *m = make_map(8, 6, ':', 2);
-	unsigned int i;
-
-	for (i = 0; i < 40; i++) {
-		uint64_t r = rng_next(&seed);
-		uint64_t id = m->shards[r % m->nb_shards].id;
-		struct km_shardmap *n = NULL;
-
-		if (i % 5 == 4)
-			assert_int_equal(km_shardmap_move(m, id, (r >> 32) % 6, &n), 0);
-		else
-			assert_int_equal(km_shardmap_split(m, id, &n), 0);
-		km_shardmap_free(m);
-		m = n;
-	}
-	return m;
+	return grow_map(make_map(8, 6, ':', 2), &seed, 40, 5);
 }
 
 static void

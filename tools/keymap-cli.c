@@ -315,171 +315,223 @@ bench_rand(uint64_t *s)
 	return *s * 2685821657736338717ull;
 }
 
+/* One bench-lite run: its options, buffers and tallies. */
+struct bench_lite {
+	uint64_t n, nkeys, vsize, seed;
+	double ratio;
+	char *keys; /* nkeys slots of BENCH_KEY_SLOT bytes: "bench:<i>" */
+	uint8_t *val;
+	uint64_t *lat; /* one per answered op */
+	uint64_t done, ok, missing, errors, nlat;
+};
+
+/* bench-lite's own options. @return 0 or -1 (bad usage). */
 static int
-cmd_bench(struct km_client *c, int argc, char **argv)
+bench_opts(int argc, char **argv, struct bench_lite *b)
 {
 	static const struct option longopts[] = {
 		{"get-ratio", required_argument, NULL, 'g'},
 		{NULL, 0, NULL, 0},
 	};
-	uint64_t n = BENCH_DEFAULT_OPS, nkeys = 1000, vsize = 32, seed = 0x6b6d62656e6368ull;
-	uint64_t done = 0, ok = 0, missing = 0, errors = 0, t0, t1, nlat = 0;
-	struct km_batch_op ops[BENCH_CHUNK];
-	double ratio = 0.9, secs;
-	uint64_t *lat = NULL;
-	uint8_t *val = NULL;
-	char *keys = NULL;
-	int opt, ret = 0, rc;
-	size_t i;
+	int opt, rc;
 
 	optind = 0; /* glibc: restart getopt on the command's own arguments */
 	while ((opt = getopt_long(argc, argv, "+n:k:v:", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'n':
-			if (km_util_parse_u64(optarg, 1, BENCH_MAX_OPS, &n) != 0)
-				goto bad;
+			rc = km_util_parse_u64(optarg, 1, BENCH_MAX_OPS, &b->n);
 			break;
 		case 'k':
-			if (km_util_parse_u64(optarg, 1, 100000000, &nkeys) != 0)
-				goto bad;
+			rc = km_util_parse_u64(optarg, 1, 100000000, &b->nkeys);
 			break;
 		case 'v':
-			if (km_util_parse_u64(optarg, 0, KM_VALUE_MAX - 32, &vsize) != 0)
-				goto bad;
+			rc = km_util_parse_u64(optarg, 0, KM_VALUE_MAX - 32, &b->vsize);
 			break;
 		case 'g':
-			if (km_util_parse_double(optarg, 0, 1, &ratio) != 0)
-				goto bad;
+			rc = km_util_parse_double(optarg, 0, 1, &b->ratio);
 			break;
 		default:
-			goto bad;
+			rc = -1;
+			break;
+		}
+		if (rc != 0)
+			return -1;
+	}
+	return optind == argc ? 0 : -1;
+}
+
+/*
+ * k random GETs and PUTs in one km_batch call, tallied. @return 0; 1 when none succeeded
+ * (a server that answers nothing: do not wait out the time limit); a KM_ERR (< 0).
+ */
+static int
+bench_chunk(struct km_client *c, struct bench_lite *b, struct km_batch_op *ops, size_t k)
+{
+	uint64_t chunk_ok = 0;
+	size_t i;
+	int rc;
+
+	memset(ops, 0, k * sizeof(ops[0]));
+	for (i = 0; i < k; i++) {
+		const char *key = b->keys + (bench_rand(&b->seed) % b->nkeys) * BENCH_KEY_SLOT;
+
+		ops[i].key = key;
+		ops[i].klen = strlen(key);
+		if ((double)(bench_rand(&b->seed) >> 11) / (double)(1ull << 53) < b->ratio) {
+			ops[i].op = KM_OP_GET; /* buf NULL: the value is discarded */
+		} else {
+			ops[i].op = KM_OP_PUT;
+			ops[i].val = b->val;
+			ops[i].vlen = b->vsize;
 		}
 	}
-	if (optind != argc)
-		goto bad;
+	rc = km_batch(c, ops, k);
+	if (rc < 0)
+		return rc;
+	for (i = 0; i < k; i++) {
+		if (ops[i].err == KM_OK || ops[i].err == KM_ERR_NOT_FOUND) {
+			b->ok++;
+			chunk_ok++;
+			b->missing += ops[i].err == KM_ERR_NOT_FOUND;
+			b->lat[b->nlat++] = ops[i].latency_ns;
+		} else {
+			b->errors++;
+		}
+	}
+	b->done += k;
+	return chunk_ok == 0 ? 1 : 0;
+}
 
+/* Totals, throughput and latency percentiles. @return 0, or EXIT_FAILED if nothing
+ * succeeded. */
+static int
+bench_report(struct bench_lite *b, double secs)
+{
+	qsort(b->lat, b->nlat, sizeof(*b->lat), cmp_u64);
+	printf("ops %llu ok %llu not_found %llu errors %llu time %.3f s\n",
+		(unsigned long long)b->done, (unsigned long long)b->ok,
+		(unsigned long long)b->missing, (unsigned long long)b->errors, secs);
+	printf("throughput %.0f ops/s\n", secs > 0 ? (double)b->done / secs : 0.0);
+	if (b->nlat > 0)
+		printf("latency p50 %.1f us p99 %.1f us\n", b->lat[b->nlat / 2] / 1e3,
+			b->lat[b->nlat * 99 / 100] / 1e3);
+	if (b->ok == 0) {
+		fprintf(stderr, "keymap-cli: bench-lite: no request succeeded\n");
+		return EXIT_FAILED;
+	}
+	return 0;
+}
+
+static int
+cmd_bench(struct km_client *c, int argc, char **argv, int verbose)
+{
+	struct bench_lite b = {
+		.n = BENCH_DEFAULT_OPS,
+		.nkeys = 1000,
+		.vsize = 32,
+		.seed = 0x6b6d62656e6368ull,
+		.ratio = 0.9,
+	};
+	struct km_batch_op ops[BENCH_CHUNK];
+	int ret = 0, rc = 0;
+	uint64_t t0;
+	size_t i;
+
+	(void)verbose;
+	if (bench_opts(argc, argv, &b) < 0) {
+		usage();
+		return EXIT_USAGE;
+	}
 	/* Keys "bench:<i>", fixed width slots so an op points into the array. */
-	keys = malloc(nkeys * BENCH_KEY_SLOT);
-	val = malloc(vsize + 1);
-	lat = malloc(n * sizeof(*lat));
-	if (keys == NULL || val == NULL || lat == NULL) {
+	b.keys = malloc(b.nkeys * BENCH_KEY_SLOT);
+	b.val = malloc(b.vsize + 1);
+	b.lat = malloc(b.n * sizeof(*b.lat));
+	if (b.keys == NULL || b.val == NULL || b.lat == NULL) {
 		ret = fail("bench-lite", KM_ERR_NOMEM);
 		goto out;
 	}
-	for (i = 0; i < nkeys; i++)
-		snprintf(keys + i * BENCH_KEY_SLOT, BENCH_KEY_SLOT, "bench:%u", (unsigned int)i);
-	for (i = 0; i < vsize; i++)
-		val[i] = (uint8_t)('a' + i % 26);
+	for (i = 0; i < b.nkeys; i++)
+		snprintf(b.keys + i * BENCH_KEY_SLOT, BENCH_KEY_SLOT, "bench:%u", (unsigned int)i);
+	for (i = 0; i < b.vsize; i++)
+		b.val[i] = (uint8_t)('a' + i % 26);
 
 	t0 = km_util_now_ns();
-	while (done < n && km_util_now_ns() - t0 < BENCH_TIME_LIMIT_S * 1000000000ull) {
-		size_t k = n - done < BENCH_CHUNK ? (size_t)(n - done) : BENCH_CHUNK;
-		uint64_t chunk_ok = 0;
+	while (rc == 0 && b.done < b.n &&
+		km_util_now_ns() - t0 < BENCH_TIME_LIMIT_S * 1000000000ull) {
+		size_t k = b.n - b.done < BENCH_CHUNK ? (size_t)(b.n - b.done) : BENCH_CHUNK;
 
-		memset(ops, 0, k * sizeof(ops[0]));
-		for (i = 0; i < k; i++) {
-			const char *key = keys + (bench_rand(&seed) % nkeys) * BENCH_KEY_SLOT;
-
-			ops[i].key = key;
-			ops[i].klen = strlen(key);
-			if ((double)(bench_rand(&seed) >> 11) / (double)(1ull << 53) < ratio) {
-				ops[i].op = KM_OP_GET; /* buf NULL: the value is discarded */
-			} else {
-				ops[i].op = KM_OP_PUT;
-				ops[i].val = val;
-				ops[i].vlen = vsize;
-			}
-		}
-		rc = km_batch(c, ops, k);
-		if (rc < 0) {
-			ret = fail("bench-lite", rc);
-			goto out;
-		}
-		for (i = 0; i < k; i++) {
-			if (ops[i].err == KM_OK || ops[i].err == KM_ERR_NOT_FOUND) {
-				ok++;
-				chunk_ok++;
-				missing += ops[i].err == KM_ERR_NOT_FOUND;
-				lat[nlat++] = ops[i].latency_ns;
-			} else {
-				errors++;
-			}
-		}
-		done += k;
-		/* A server that answers nothing: do not wait out the time limit. */
-		if (chunk_ok == 0)
-			break;
+		rc = bench_chunk(c, &b, ops, k);
 	}
-	t1 = km_util_now_ns();
-	secs = (double)(t1 - t0) / 1e9;
-	qsort(lat, nlat, sizeof(*lat), cmp_u64);
-	printf("ops %llu ok %llu not_found %llu errors %llu time %.3f s\n",
-		(unsigned long long)done, (unsigned long long)ok, (unsigned long long)missing,
-		(unsigned long long)errors, secs);
-	printf("throughput %.0f ops/s\n", secs > 0 ? (double)done / secs : 0.0);
-	if (nlat > 0)
-		printf("latency p50 %.1f us p99 %.1f us\n", lat[nlat / 2] / 1e3,
-			lat[nlat * 99 / 100] / 1e3);
-	if (ok == 0) {
-		fprintf(stderr, "keymap-cli: bench-lite: no request succeeded\n");
-		ret = EXIT_FAILED;
-	}
+	if (rc < 0)
+		ret = fail("bench-lite", rc);
+	else
+		ret = bench_report(&b, (double)(km_util_now_ns() - t0) / 1e9);
 out:
-	free(keys);
-	free(val);
-	free(lat);
+	free(b.keys);
+	free(b.val);
+	free(b.lat);
 	return ret;
-bad:
-	usage();
-	return EXIT_USAGE;
 }
 
-int
-main(int argc, char **argv)
+static const struct cli_cmd {
+	const char *name;
+	int (*fn)(struct km_client *c, int argc, char **argv, int flag);
+	int flag_is_no_steer; /* flag: --no-steer (map), else -v */
+} commands[] = {
+	{"ping", cmd_ping, 0},
+	{"get", cmd_get, 0},
+	{"put", cmd_put, 0},
+	{"cas", cmd_cas, 0},
+	{"del", cmd_del, 0},
+	{"mget", cmd_mget, 0},
+	{"map", cmd_map, 1},
+	{"bench-lite", cmd_bench, 0},
+};
+
+/* The options before the command into opts and *verbose. @return -1 to go on, else the
+ * exit status. */
+static int
+parse_opts(int argc, char **argv, struct km_client_opts *opts, int *verbose)
 {
 	static const struct option longopts[] = {
 		{"no-steer", no_argument, NULL, 'N'},
 		{"help", no_argument, NULL, 'H'},
 		{NULL, 0, NULL, 0},
 	};
-	struct km_client_opts opts;
-	struct km_client *c;
-	const char *cmd;
 	uint64_t v;
-	int opt, rc, verbose = 0;
-	char what[300];
+	int opt;
 
-	memset(&opts, 0, sizeof(opts));
-	opts.host = getenv("KEYMAP_HOST");
-	if (opts.host == NULL || opts.host[0] == '\0')
-		opts.host = "127.0.0.1";
+	memset(opts, 0, sizeof(*opts));
+	opts->host = getenv("KEYMAP_HOST");
+	if (opts->host == NULL || opts->host[0] == '\0')
+		opts->host = "127.0.0.1";
 	/* "+": options stop at the command, which has its own (bench-lite -v). */
 	while ((opt = getopt_long(argc, argv, "+h:p:t:r:v", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'h':
-			opts.host = optarg;
+			opts->host = optarg;
 			break;
 		case 'p':
 			if (km_util_parse_u64(optarg, 1, UINT16_MAX, &v) != 0)
 				goto bad;
-			opts.port = (uint16_t)v;
+			opts->port = (uint16_t)v;
 			break;
 		case 't':
 			if (km_util_parse_u64(optarg, 1, 3600 * 1000, &v) != 0)
 				goto bad;
-			opts.timeout_ms = (unsigned int)v;
+			opts->timeout_ms = (unsigned int)v;
 			break;
 		case 'r':
 			/* The library reads 0 as "default": no way to ask for no retry. */
 			if (km_util_parse_u64(optarg, 1, 100, &v) != 0)
 				goto bad;
-			opts.retries = (unsigned int)v;
+			opts->retries = (unsigned int)v;
 			break;
 		case 'v':
-			verbose = 1;
+			*verbose = 1;
 			break;
 		case 'N':
-			opts.no_steer = 1;
+			opts->no_steer = 1;
 			break;
 		case 'H':
 			fputs(usage_text, stdout);
@@ -488,54 +540,61 @@ main(int argc, char **argv)
 			goto bad;
 		}
 	}
-	if (optind >= argc)
-		goto bad;
-	cmd = argv[optind];
+	if (optind < argc)
+		return -1;
+bad:
+	usage();
+	return EXIT_USAGE;
+}
+
+/* -v: the client's own counters, on stderr. */
+static void
+print_client_stats(struct km_client *c)
+{
+	struct km_client_stats st;
+
+	km_client_get_stats(c, &st);
+	fprintf(stderr,
+		"requests %llu retries %llu timeouts %llu moved %llu map_refreshes %llu stray "
+		"%llu\n",
+		(unsigned long long)st.requests, (unsigned long long)st.retries,
+		(unsigned long long)st.timeouts, (unsigned long long)st.moved,
+		(unsigned long long)st.map_refreshes, (unsigned long long)st.stray_replies);
+}
+
+int
+main(int argc, char **argv)
+{
+	const struct cli_cmd *cmd = NULL;
+	struct km_client_opts opts;
+	struct km_client *c;
+	int rc, verbose = 0;
+	char what[300];
+	size_t i;
+
+	rc = parse_opts(argc, argv, &opts, &verbose);
+	if (rc >= 0)
+		return rc;
+	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (strcmp(argv[optind], commands[i].name) == 0)
+			cmd = &commands[i];
+	if (cmd == NULL) {
+		fprintf(stderr, "keymap-cli: unknown command '%s'\n", argv[optind]);
+		usage();
+		return EXIT_USAGE;
+	}
 	argc -= optind;
 	argv += optind;
-	if (strcmp(cmd, "ping") != 0 && strcmp(cmd, "get") != 0 && strcmp(cmd, "put") != 0 &&
-		strcmp(cmd, "cas") != 0 && strcmp(cmd, "del") != 0 && strcmp(cmd, "mget") != 0 &&
-		strcmp(cmd, "map") != 0 && strcmp(cmd, "bench-lite") != 0) {
-		fprintf(stderr, "keymap-cli: unknown command '%s'\n", cmd);
-		goto bad;
-	}
 
 	rc = km_client_open(&opts, &c);
 	if (rc != KM_OK) {
 		snprintf(what, sizeof(what), "open %s", opts.host);
 		return fail(what, rc);
 	}
-	if (strcmp(cmd, "ping") == 0)
-		rc = cmd_ping(c, argc, argv, verbose);
-	else if (strcmp(cmd, "get") == 0)
-		rc = cmd_get(c, argc, argv, verbose);
-	else if (strcmp(cmd, "put") == 0)
-		rc = cmd_put(c, argc, argv, verbose);
-	else if (strcmp(cmd, "cas") == 0)
-		rc = cmd_cas(c, argc, argv, verbose);
-	else if (strcmp(cmd, "del") == 0)
-		rc = cmd_del(c, argc, argv, verbose);
-	else if (strcmp(cmd, "mget") == 0)
-		rc = cmd_mget(c, argc, argv, verbose);
-	else if (strcmp(cmd, "map") == 0)
-		rc = cmd_map(c, argc, argv, opts.no_steer);
-	else
-		rc = cmd_bench(c, argc, argv);
-	if (verbose) {
-		struct km_client_stats st;
-
-		km_client_get_stats(c, &st);
-		fprintf(stderr,
-			"requests %llu retries %llu timeouts %llu moved %llu map_refreshes %llu "
-			"stray %llu\n",
-			(unsigned long long)st.requests, (unsigned long long)st.retries,
-			(unsigned long long)st.timeouts, (unsigned long long)st.moved,
-			(unsigned long long)st.map_refreshes, (unsigned long long)st.stray_replies);
-	}
+	rc = cmd->fn(c, argc, argv, cmd->flag_is_no_steer ? opts.no_steer : verbose);
+	if (verbose)
+		print_client_stats(c);
 	km_client_close(c);
 	fflush(stdout);
 	return rc;
-bad:
-	usage();
-	return EXIT_USAGE;
 }

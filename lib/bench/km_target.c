@@ -32,7 +32,7 @@
 #define MC_REPLY_MAX  1400 /* memcached's UDP_MAX_PAYLOAD_SIZE */
 #define MC_ST_OK      0
 #define MC_ST_NOENT   1
-#define MC_KEY_MAX    250
+#define MC_KEY_MAX    250 /* memcached's KEY_MAX: its own limit, equal to KM_KEY_MAX today */
 
 static void
 put_be16(uint8_t *p, uint16_t v)

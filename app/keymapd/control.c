@@ -27,6 +27,7 @@
 #include "datapath.h"
 #include "keymapd.h"
 #include "mailbox.h"
+#include "stats.h"
 
 void
 km_control_publish_map(struct km_shardmap *map)
@@ -81,38 +82,39 @@ km_control_print_interval(FILE *f, struct km_interval *prev, double secs)
 void
 km_control_print_stats(FILE *f, int workers_stopped)
 {
-	uint16_t n = km_dp.nb_workers, i;
-	uint64_t per[KM_WORKERS_MAX] = {0}, reqs[KM_WORKERS_MAX] = {0}, cyc[KM_WORKERS_MAX] = {0};
+	uint64_t per[KM_WORKERS_MAX] = {0};
+	const struct km_stats_desc *d;
+	struct km_stats_snap s;
 	struct km_store_stats st;
-	size_t c;
+	uint16_t n, i;
+	size_t k;
 
+	if (km_stats_take(&s) < 0)
+		return;
+	n = s.nb_workers;
 	fprintf(f, "%-16s %14s", "counter", "total");
 	if (n > 1)
 		for (i = 0; i < n; i++)
 			fprintf(f, " %11s%u", "w", i);
 	fputc('\n', f);
-	for (c = 0; c < sizeof(struct km_worker_counters) / sizeof(uint64_t); c++) {
+	/* The per-worker figures of the table (stats.h). A ratio has no total. */
+	for (k = 0; k < km_stats_table_len; k++) {
+		d = &km_stats_table[k];
+		if (d->where != KM_STATS_WORKER)
+			continue;
 		for (i = 0; i < n; i++)
-			per[i] = ((const uint64_t *)&km_dp.workers[i].cnt)[c];
-		print_row(f, km_worker_counter_names[c], per, n);
-	}
-	for (c = 0; c < KM_PROC_NB_COUNTERS; c++) {
+			per[i] = km_stats_u64(&s, d, i);
+		if (d->kind == KM_STAT_COUNTER) {
+			print_row(f, d->tel, per, n);
+			continue;
+		}
+		fprintf(f, "%-16s", d->tel);
 		for (i = 0; i < n; i++)
-			per[i] = ((const uint64_t *)km_proc_counters(km_dp.workers[i].proc))[c];
-		print_row(f, km_proc_counter_names[c], per, n);
+			fprintf(f, " %12" PRIu64, per[i]);
+		fputc('\n', f);
 	}
-	/* Cost per request as the workers saw it: busy cycles / requests handled. */
-	for (i = 0; i < n; i++) {
-		reqs[i] = km_worker_requests(&km_dp.workers[i]);
-		cyc[i] = reqs[i] == 0 ? 0 : km_dp.workers[i].cnt.busy_cycles / reqs[i];
-	}
-	print_row(f, "requests", reqs, n);
-	fprintf(f, "%-16s", "cycles_per_req");
-	for (i = 0; i < n; i++)
-		fprintf(f, " %12" PRIu64, cyc[i]);
-	fputc('\n', f);
-	/* Stores belong to their workers: walk them only once the workers have stopped.
-	 * Counters above are plain 64-bit words the workers update, safe to read. */
+	km_stats_release(&s);
+	/* Stores belong to their workers: walk them only once the workers have stopped. */
 	for (i = 0; workers_stopped && i < n; i++) {
 		km_proc_store_stats(km_dp.workers[i].proc, &st);
 		fprintf(f,

@@ -32,6 +32,7 @@
 #include "control.h"
 #include "datapath.h"
 #include "keymapd.h"
+#include "stats.h"
 
 /* Handlers return enum MHD_Result since 0.9.71, int before. */
 #if MHD_VERSION >= 0x00097002
@@ -59,37 +60,6 @@ _Static_assert(LAT_EDGE_LAST < KM_LAT_BUCKETS - 1, "the last bucket has no upper
 
 /* The daemon while serving. Main lcore only (start, stop). */
 static struct MHD_Daemon *metrics_daemon;
-
-/* One counter of an X-macro table: where it is in its struct. */
-struct counter_desc {
-	const char *name;
-	const char *help;
-	size_t off;
-};
-
-static const struct counter_desc worker_counters[] = {
-#define KM_X(n, h) {#n, h, offsetof(struct km_worker_counters, n)},
-	KM_WORKER_COUNTERS(KM_X)
-#undef KM_X
-};
-
-static const struct counter_desc proc_counters[] = {
-#define KM_X(n, h) {#n, h, offsetof(struct km_proc_counters, n)},
-	KM_PROC_COUNTERS(KM_X)
-#undef KM_X
-};
-
-static const struct counter_desc ctl_counters[] = {
-#define KM_X(n, h) {#n, h, offsetof(struct km_ctl_counters, n)},
-	KM_CTL_COUNTERS(KM_X)
-#undef KM_X
-};
-
-static uint64_t
-counter_get(const void *base, const struct counter_desc *d)
-{
-	return *(const uint64_t *)(const void *)((const char *)base + d->off);
-}
 
 /* "# HELP" text escapes backslash and newline. */
 static void
@@ -120,67 +90,33 @@ put_double(FILE *f, double v)
 		fprintf(f, "%.9g", v);
 }
 
+/*
+ * Every figure of the table (stats.h) that Prometheus exports: per-worker ones as one
+ * series per worker, the others as one sample.
+ */
 static void
-put_gauge_u64(FILE *f, const char *name, const char *help, uint64_t v)
+put_table(FILE *f, const struct km_stats_snap *s)
 {
-	put_family(f, name, "gauge", help);
-	fprintf(f, "%s %" PRIu64 "\n", name, v);
-}
+	const struct km_stats_desc *d;
+	size_t i;
+	uint16_t w;
 
-static void
-put_gauge_double(FILE *f, const char *name, const char *help, double v)
-{
-	put_family(f, name, "gauge", help);
-	fprintf(f, "%s ", name);
-	put_double(f, v);
-	fputc('\n', f);
-}
-
-static const void *
-worker_cnt(const struct km_worker *w)
-{
-	return &w->cnt;
-}
-
-static const void *
-worker_proc_cnt(const struct km_worker *w)
-{
-	return w->proc == NULL ? NULL : km_proc_counters(w->proc);
-}
-
-/* One counter family per table entry, one series per worker. Counters are plain words each
- * worker updates alone: a read may be one update old, never torn. */
-static void
-put_worker_counters(FILE *f, const struct counter_desc *tab, size_t n,
-	const void *(*base)(const struct km_worker *))
-{
-	char name[128];
-	const void *b;
-	size_t c;
-	uint16_t i;
-
-	for (c = 0; c < n; c++) {
-		snprintf(name, sizeof(name), "keymap_%s_total", tab[c].name);
-		put_family(f, name, "counter", tab[c].help);
-		for (i = 0; i < km_dp.nb_workers; i++) {
-			b = base(&km_dp.workers[i]);
-			if (b != NULL)
-				fprintf(f, "%s{worker=\"%u\"} %" PRIu64 "\n", name, i,
-					counter_get(b, &tab[c]));
+	for (i = 0; i < km_stats_table_len; i++) {
+		d = &km_stats_table[i];
+		if (d->prom == NULL || !km_stats_shown(s, d))
+			continue;
+		put_family(f, d->prom, d->kind == KM_STAT_COUNTER ? "counter" : "gauge", d->help);
+		if (d->where == KM_STATS_WORKER) {
+			for (w = 0; w < s->nb_workers; w++)
+				fprintf(f, "%s{worker=\"%u\"} %" PRIu64 "\n", d->prom, w,
+					km_stats_u64(s, d, w));
+		} else if (d->is_double) {
+			fprintf(f, "%s ", d->prom);
+			put_double(f, km_stats_double(s, d));
+			fputc('\n', f);
+		} else {
+			fprintf(f, "%s %" PRIu64 "\n", d->prom, km_stats_u64(s, d, 0));
 		}
-	}
-}
-
-static void
-put_ctl_counters(FILE *f)
-{
-	char name[128];
-	size_t c;
-
-	for (c = 0; c < RTE_DIM(ctl_counters); c++) {
-		snprintf(name, sizeof(name), "keymap_control_%s_total", ctl_counters[c].name);
-		put_family(f, name, "counter", ctl_counters[c].help);
-		fprintf(f, "%s %" PRIu64 "\n", name, counter_get(&km_ctl.cnt, &ctl_counters[c]));
 	}
 }
 
@@ -193,11 +129,12 @@ lat_mid_cycles(unsigned int b)
 }
 
 static void
-put_latency(FILE *f)
+put_latency(FILE *f, const struct km_stats_snap *s)
 {
 	static const char name[] = "keymap_request_duration_seconds";
 	double hz = (double)rte_get_tsc_hz(), sum;
-	uint64_t snap[KM_LAT_BUCKETS], cum;
+	const uint64_t *snap;
+	uint64_t cum;
 	unsigned int b;
 	uint16_t i;
 
@@ -206,11 +143,10 @@ put_latency(FILE *f)
 		"TSC cycles; _sum is approximate: each request counted at its bucket's midpoint)");
 	if (hz <= 0)
 		hz = 1;
-	for (i = 0; i < km_dp.nb_workers; i++) {
-		/* One snapshot, so that the cumulative counts, _count and _sum agree even though
-		 * the worker keeps counting. */
-		for (b = 0; b < KM_LAT_BUCKETS; b++)
-			snap[b] = km_dp.workers[i].lat[b];
+	for (i = 0; i < s->nb_workers; i++) {
+		/* From the snapshot, so that the cumulative counts, _count and _sum agree even
+		 * though the worker keeps counting. */
+		snap = s->w[i].lat;
 		cum = 0;
 		sum = 0;
 		for (b = 0; b < KM_LAT_BUCKETS; b++) {
@@ -227,87 +163,6 @@ put_latency(FILE *f)
 		put_double(f, sum / hz);
 		fprintf(f, "\n%s_count{worker=\"%u\"} %" PRIu64 "\n", name, i, cum);
 	}
-}
-
-static void
-put_counter_u64(FILE *f, const char *name, const char *help, uint64_t v)
-{
-	put_family(f, name, "counter", help);
-	fprintf(f, "%s %" PRIu64 "\n", name, v);
-}
-
-/* The persistent store (as last sampled) and the workers' caches. */
-static void
-put_store(FILE *f)
-{
-	const struct km_store_stats *s = &km_ctl.store;
-	struct km_cache_counters c = {0};
-	const struct km_cache_counters *x;
-	uint16_t i;
-	size_t k;
-
-	put_gauge_u64(f, "keymap_store_cold_shards", "shards in the cold tier", s->tier);
-	put_gauge_u64(f, "keymap_store_file_bytes", "bytes of logs and segments", s->file_bytes);
-	put_gauge_u64(f, "keymap_store_dead_bytes", "log bytes a compaction would reclaim",
-		s->dead_bytes);
-	put_gauge_u64(f, "keymap_store_index_bytes", "DRAM index bytes", s->index_bytes);
-	put_gauge_u64(f, "keymap_store_skipped_crc", "damaged records skipped at start-up",
-		s->skipped_crc);
-	put_counter_u64(f, "keymap_store_disk_reads_total", "values read from disk", s->disk_reads);
-	put_counter_u64(f, "keymap_store_disk_read_errors_total",
-		"disk reads that failed (I/O error, CRC, key mismatch)", s->disk_read_errors);
-	put_counter_u64(f, "keymap_store_write_batches_total", "group writes", s->write_batches);
-	put_counter_u64(f, "keymap_store_fsyncs_total", "fdatasyncs completed", s->fsyncs);
-	put_counter_u64(f, "keymap_store_write_errors_total",
-		"group writes or fdatasyncs that failed", s->write_errors);
-	for (i = 0; i < km_dp.nb_workers; i++) {
-		x = km_proc_cache_counters(km_dp.workers[i].proc);
-		if (x == NULL)
-			continue;
-		for (k = 0; k < sizeof(c) / sizeof(uint64_t); k++)
-			((uint64_t *)&c)[k] += ((const uint64_t *)x)[k];
-	}
-	put_counter_u64(f, "keymap_cache_hits_total", "value cache hits", c.hits);
-	put_counter_u64(f, "keymap_cache_misses_total", "value cache misses", c.misses);
-	put_counter_u64(f, "keymap_cache_evictions_total", "value cache evictions", c.evictions);
-	put_counter_u64(f, "keymap_cache_prefetched_used_total",
-		"prefetched entries hit before eviction", c.prefetched_used);
-	put_counter_u64(f, "keymap_cache_prefetched_evicted_unused_total",
-		"prefetched entries gone without a hit", c.prefetched_evicted_unused);
-	put_gauge_u64(f, "keymap_cache_bytes", "value cache bytes in use", c.bytes);
-}
-
-static void
-put_gauges(FILE *f)
-{
-	uint64_t now = rte_get_timer_cycles(), hz = rte_get_timer_hz(), keys = 0, bytes = 0;
-	/* The control lcore is the only writer of the map pointer: a plain read is safe. */
-	const struct km_shardmap *map = km_map_current;
-	uint32_t s;
-
-	put_gauge_u64(f, "keymap_workers", "worker lcores", km_dp.nb_workers);
-	put_gauge_u64(f, "keymap_shards", "shards in the map", km_ctl.nb_shards);
-	put_gauge_u64(f, "keymap_map_epoch", "epoch of the current shard map",
-		map == NULL ? 0 : km_shardmap_epoch(map));
-	put_gauge_double(f, "keymap_uptime_seconds", "time since keymapd began serving",
-		km_ctl.start_tsc == 0 || now < km_ctl.start_tsc || hz == 0
-			? 0.0
-			: (double)(now - km_ctl.start_tsc) / (double)hz);
-	for (s = 0; s < km_ctl.nb_shards; s++) {
-		keys += km_ctl.shards[s].keys;
-		bytes += km_ctl.shards[s].bytes;
-	}
-	put_gauge_u64(f, "keymap_store_keys", "keys stored, as last sampled", keys);
-	put_gauge_u64(
-		f, "keymap_store_bytes", "key and value bytes stored, as last sampled", bytes);
-	put_gauge_double(f, "keymap_requests_per_second",
-		"requests per second of all workers over the last sample period",
-		km_ctl.requests_per_s);
-	put_gauge_double(f, "keymap_reshard_pause_seconds",
-		"how long the last re-sharding kept its shards answering BUSY",
-		(double)km_ctl.last_pause_us / 1e6);
-	if (km_store_driver(km_ctl.conf.store_driver)->commit != NULL)
-		put_store(f);
 }
 
 /* Two series per shard: the page stays bounded by leaving them out above
@@ -340,20 +195,23 @@ put_shards(FILE *f)
 char *
 km_metrics_render(size_t *len)
 {
+	struct km_stats_snap s;
 	char *buf = NULL;
 	size_t size = 0;
 	FILE *f;
 	int bad;
 
-	f = open_memstream(&buf, &size);
-	if (f == NULL)
+	if (km_stats_take(&s) < 0)
 		return NULL;
-	put_worker_counters(f, worker_counters, RTE_DIM(worker_counters), worker_cnt);
-	put_worker_counters(f, proc_counters, RTE_DIM(proc_counters), worker_proc_cnt);
-	put_ctl_counters(f);
-	put_gauges(f);
+	f = open_memstream(&buf, &size);
+	if (f == NULL) {
+		km_stats_release(&s);
+		return NULL;
+	}
+	put_table(f, &s);
 	put_shards(f);
-	put_latency(f);
+	put_latency(f, &s);
+	km_stats_release(&s);
 	bad = ferror(f);
 	if (fclose(f) != 0 || bad) {
 		free(buf);

@@ -22,6 +22,7 @@
 #include "control.h"
 #include "datapath.h"
 #include "keymapd.h"
+#include "stats.h"
 
 #define TEL_TIMEOUT_MS     5000
 #define RESHARD_TIMEOUT_MS 60000 /* a split or merge copies the shard's entries */
@@ -143,176 +144,70 @@ ctl_status(void *arg)
 
 /* ---- stats ---- */
 
-/* Latency quantile q of the summed histograms, in ns (upper edge of its bucket). */
-static uint64_t
-lat_quantile_ns(const uint64_t *h, double q)
-{
-	uint64_t total = 0, acc = 0, target;
-	unsigned int b;
-
-	for (b = 0; b < KM_LAT_BUCKETS; b++)
-		total += h[b];
-	if (total == 0)
-		return 0;
-	target = (uint64_t)(q * (double)total);
-	if (target == 0)
-		target = 1;
-	for (b = 0; b < KM_LAT_BUCKETS; b++) {
-		acc += h[b];
-		if (acc >= target)
-			break;
-	}
-	if (b == KM_LAT_BUCKETS)
-		b--;
-	return (uint64_t)((double)(b == 0 ? 0 : 1ULL << b) * 1e9 / (double)rte_get_timer_hz());
-}
-
-/* Counters of worker w, or the sum of all when w is NULL, into dict t. */
+/*
+ * The figures of one part of /keymap/stats into dict t, in the table's order (stats.h):
+ * where KM_STATS_WORKER: worker w's counters (w == nb_workers: their sums); KM_STATS_TOTAL:
+ * the sums followed by the global figures of "total"; the others: that section.
+ */
 static void
-add_counters(struct rte_tel_data *t, const struct km_worker *w)
+add_section(struct rte_tel_data *t, const struct km_stats_snap *s, enum km_stats_where where,
+	uint16_t w)
 {
-	uint64_t v[sizeof(struct km_worker_counters) / sizeof(uint64_t)] = {0};
-	uint64_t p[KM_PROC_NB_COUNTERS] = {0}, reqs = 0;
-	uint16_t i, first = w == NULL ? 0 : w->index,
-		    last = w == NULL ? km_dp.nb_workers : w->index + 1;
-	size_t c;
+	const struct km_stats_desc *d;
+	size_t i;
 
-	for (i = first; i < last; i++) {
-		const struct km_worker *x = &km_dp.workers[i];
-
-		/* Plain words each worker updates alone: a value may be one update old. */
-		for (c = 0; c < RTE_DIM(v); c++)
-			v[c] += ((const uint64_t *)&x->cnt)[c];
-		for (c = 0; c < KM_PROC_NB_COUNTERS; c++)
-			p[c] += ((const uint64_t *)km_proc_counters(x->proc))[c];
-		reqs += km_worker_requests(x);
-	}
-	for (c = 0; c < RTE_DIM(v); c++)
-		rte_tel_data_add_dict_u64(t, km_worker_counter_names[c], v[c]);
-	for (c = 0; c < KM_PROC_NB_COUNTERS; c++)
-		rte_tel_data_add_dict_u64(t, km_proc_counter_names[c], p[c]);
-	rte_tel_data_add_dict_u64(t, "requests", reqs);
-	rte_tel_data_add_dict_u64(t, "cycles_per_req",
-		reqs == 0 ? 0
-			  : v[offsetof(struct km_worker_counters, busy_cycles) / sizeof(uint64_t)] /
-				    reqs);
-}
-
-static const char *const ctl_counter_names[] = {
-#define KM_X(name, help) #name,
-	KM_CTL_COUNTERS(KM_X)
-#undef KM_X
-};
-
-/* Persistent store and cache figures (all workers), as dicts "store" and "cache" of d. */
-static void
-add_store(struct rte_tel_data *d)
-{
-	const struct km_store_stats *s = &km_ctl.store;
-	struct rte_tel_data *t = rte_tel_data_alloc(), *c = rte_tel_data_alloc();
-	struct km_cache_counters sum = {0};
-	const struct km_cache_counters *x;
-	uint16_t i;
-	size_t k;
-
-	if (t == NULL || c == NULL) {
-		rte_tel_data_free(t);
-		rte_tel_data_free(c);
-		return;
-	}
-	rte_tel_data_start_dict(t);
-	rte_tel_data_add_dict_string(t, "durability", km_ctl.conf.durability);
-	rte_tel_data_add_dict_u64(t, "cold_shards", s->tier);
-	rte_tel_data_add_dict_u64(t, "index_bytes", s->index_bytes);
-	rte_tel_data_add_dict_u64(t, "file_bytes", s->file_bytes);
-	rte_tel_data_add_dict_u64(t, "dead_bytes", s->dead_bytes);
-	rte_tel_data_add_dict_u64(t, "replayed", s->replayed);
-	rte_tel_data_add_dict_u64(t, "skipped_crc", s->skipped_crc);
-	rte_tel_data_add_dict_u64(t, "torn_bytes", s->torn_bytes);
-	rte_tel_data_add_dict_u64(t, "disk_reads", s->disk_reads);
-	rte_tel_data_add_dict_u64(t, "disk_read_errors", s->disk_read_errors);
-	rte_tel_data_add_dict_u64(t, "write_batches", s->write_batches);
-	rte_tel_data_add_dict_u64(t, "fsyncs", s->fsyncs);
-	rte_tel_data_add_dict_u64(t, "write_errors", s->write_errors);
-	rte_tel_data_add_dict_u64(t, "writes_lost", s->writes_lost);
-	rte_tel_data_add_dict_container(d, "store", t, 0);
-	for (i = 0; i < km_dp.nb_workers; i++) {
-		x = km_proc_cache_counters(km_dp.workers[i].proc);
-		if (x == NULL)
+	for (i = 0; i < km_stats_table_len; i++) {
+		d = &km_stats_table[i];
+		if (d->tel == NULL || d->is_double ||
+			!(d->where == where ||
+				(where == KM_STATS_TOTAL && d->where == KM_STATS_WORKER)))
 			continue;
-		/* Plain words the worker updates alone: possibly one update old. */
-		for (k = 0; k < sizeof(sum) / sizeof(uint64_t); k++)
-			((uint64_t *)&sum)[k] += ((const uint64_t *)x)[k];
+		rte_tel_data_add_dict_u64(t, d->tel, km_stats_u64(s, d, w));
 	}
-	rte_tel_data_start_dict(c);
-	rte_tel_data_add_dict_u64(c, "hits", sum.hits);
-	rte_tel_data_add_dict_u64(c, "misses", sum.misses);
-	rte_tel_data_add_dict_u64(c, "inserts", sum.inserts);
-	rte_tel_data_add_dict_u64(c, "evictions", sum.evictions);
-	rte_tel_data_add_dict_u64(c, "invalidations", sum.invalidations);
-	rte_tel_data_add_dict_u64(c, "prefetched_used", sum.prefetched_used);
-	rte_tel_data_add_dict_u64(c, "prefetched_evicted_unused", sum.prefetched_evicted_unused);
-	rte_tel_data_add_dict_u64(c, "entries", sum.entries);
-	rte_tel_data_add_dict_u64(c, "bytes", sum.bytes);
-	rte_tel_data_add_dict_u64(c, "capacity", sum.capacity);
-	rte_tel_data_add_dict_container(d, "cache", c, 0);
+}
+
+/* A dict of section where, added to d as name. */
+static void
+add_dict(struct rte_tel_data *d, const char *name, const struct km_stats_snap *s,
+	enum km_stats_where where, uint16_t w)
+{
+	struct rte_tel_data *t = rte_tel_data_alloc();
+
+	if (t == NULL)
+		return;
+	rte_tel_data_start_dict(t);
+	if (where == KM_STATS_STORE)
+		rte_tel_data_add_dict_string(t, "durability", km_ctl.conf.durability);
+	add_section(t, s, where, w);
+	rte_tel_data_add_dict_container(d, name, t, 0);
 }
 
 static int
 ctl_stats(void *arg)
 {
 	struct tel_arg *a = arg;
-	struct rte_tel_data *d = a->d, *t;
-	uint64_t lat[KM_LAT_BUCKETS] = {0}, keys = 0, bytes = 0, busy = 0, reqs = 0;
+	struct rte_tel_data *d = a->d;
+	struct km_stats_snap s;
 	char name[16];
 	uint16_t i;
-	uint32_t s;
-	size_t c;
 
-	for (i = 0; i < km_dp.nb_workers; i++) {
-		for (c = 0; c < KM_LAT_BUCKETS; c++)
-			lat[c] += km_dp.workers[i].lat[c];
-		busy += km_dp.workers[i].cnt.busy_cycles;
-		reqs += km_worker_requests(&km_dp.workers[i]);
-	}
-	for (s = 0; s < km_ctl.nb_shards; s++) {
-		keys += km_ctl.shards[s].keys;
-		bytes += km_ctl.shards[s].bytes;
-	}
+	if (km_stats_take(&s) < 0)
+		return tel_error(d, "out of memory");
 	rte_tel_data_start_dict(d);
-	rte_tel_data_add_dict_u64(d, "workers", km_dp.nb_workers);
-	rte_tel_data_add_dict_u64(d, "uptime_s", uptime_s());
-	rte_tel_data_add_dict_u64(d, "requests_per_s", (uint64_t)(km_ctl.requests_per_s + 0.5));
-	rte_tel_data_add_dict_u64(d, "cycles_per_req", reqs == 0 ? 0 : busy / reqs);
-	rte_tel_data_add_dict_u64(d, "latency_p50_ns", lat_quantile_ns(lat, 0.50));
-	rte_tel_data_add_dict_u64(d, "latency_p99_ns", lat_quantile_ns(lat, 0.99));
-	t = rte_tel_data_alloc();
-	if (t == NULL)
-		return 0;
-	rte_tel_data_start_dict(t);
-	add_counters(t, NULL);
-	rte_tel_data_add_dict_u64(t, "store_keys", keys);
-	rte_tel_data_add_dict_u64(t, "store_bytes", bytes);
-	rte_tel_data_add_dict_u64(t, "shards", km_shardmap_nb_shards(km_map_current));
-	rte_tel_data_add_dict_u64(t, "epoch", km_shardmap_epoch(km_map_current));
-	for (c = 0; c < RTE_DIM(ctl_counter_names); c++)
-		rte_tel_data_add_dict_u64(
-			t, ctl_counter_names[c], ((const uint64_t *)&km_ctl.cnt)[c]);
-	rte_tel_data_add_dict_container(d, "total", t, 0);
-	if (km_store_driver(km_ctl.conf.store_driver)->commit != NULL)
-		add_store(d);
+	add_section(d, &s, KM_STATS_TOP, 0);
+	add_dict(d, "total", &s, KM_STATS_TOTAL, s.nb_workers);
+	if (s.persistent) {
+		add_dict(d, "store", &s, KM_STATS_STORE, 0);
+		add_dict(d, "cache", &s, KM_STATS_CACHE, 0);
+	}
 	/* One reply holds at most 16 KB: per-worker columns for the first STATS_WORKERS
 	 * workers (totals always cover all of them). */
-	rte_tel_data_add_dict_u64(d, "workers_listed", RTE_MIN(km_dp.nb_workers, STATS_WORKERS));
-	for (i = 0; i < km_dp.nb_workers && i < STATS_WORKERS; i++) {
-		t = rte_tel_data_alloc();
-		if (t == NULL)
-			break;
-		rte_tel_data_start_dict(t);
-		add_counters(t, &km_dp.workers[i]);
+	rte_tel_data_add_dict_u64(d, "workers_listed", RTE_MIN(s.nb_workers, STATS_WORKERS));
+	for (i = 0; i < s.nb_workers && i < STATS_WORKERS; i++) {
 		snprintf(name, sizeof(name), "w%u", i);
-		rte_tel_data_add_dict_container(d, name, t, 0);
+		add_dict(d, name, &s, KM_STATS_WORKER, i);
 	}
+	km_stats_release(&s);
 	return 0;
 }
 

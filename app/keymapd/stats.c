@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+
+/*
+ * One snapshot of keymapd's figures and the one table that describes them (stats.h).
+ */
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rte_common.h>
+#include <rte_cycles.h>
+
+#include "control.h"
+#include "datapath.h"
+#include "stats.h"
+
+#define SNAP(field) offsetof(struct km_stats_snap, field)
+#define WORK(field) offsetof(struct km_stats_worker, field)
+
+/* A global figure. */
+#define G(where, tel, prom, kind, field, help)                                    \
+	{                                                                         \
+		tel, prom, help, KM_STAT_##kind, KM_STATS_##where, 0, SNAP(field) \
+	}
+#define G_DOUBLE(where, prom, field, help)                                        \
+	{                                                                         \
+		NULL, prom, help, KM_STAT_GAUGE, KM_STATS_##where, 1, SNAP(field) \
+	}
+
+const struct km_stats_desc km_stats_table[] = {
+	G(TOP, "workers", "keymap_workers", GAUGE, workers, "worker lcores"),
+	G(TOP, "uptime_s", NULL, GAUGE, uptime_s, "time since keymapd began serving (s)"),
+	G_DOUBLE(TOP, "keymap_uptime_seconds", uptime_seconds, "time since keymapd began serving"),
+	G(TOP, "requests_per_s", NULL, GAUGE, requests_per_s,
+		"requests per second of all workers over the last sample period"),
+	G_DOUBLE(TOP, "keymap_requests_per_second", requests_per_second,
+		"requests per second of all workers over the last sample period"),
+	G(TOP, "cycles_per_req", NULL, GAUGE, total.cycles_per_req,
+		"busy TSC cycles per request, all workers"),
+	G(TOP, "latency_p50_ns", NULL, GAUGE, latency_p50_ns, "median latency inside keymapd"),
+	G(TOP, "latency_p99_ns", NULL, GAUGE, latency_p99_ns,
+		"99th percentile latency inside keymapd"),
+#define KM_X(n, h) {#n, "keymap_" #n "_total", h, KM_STAT_COUNTER, KM_STATS_WORKER, 0, WORK(w.n)},
+	KM_WORKER_COUNTERS(KM_X)
+#undef KM_X
+#define KM_X(n, h) {#n, "keymap_" #n "_total", h, KM_STAT_COUNTER, KM_STATS_WORKER, 0, WORK(p.n)},
+		KM_PROC_COUNTERS(KM_X)
+#undef KM_X
+			{"requests", NULL, "requests answered", KM_STAT_COUNTER, KM_STATS_WORKER, 0,
+				WORK(requests)},
+	{"cycles_per_req", NULL, "busy TSC cycles per request", KM_STAT_GAUGE, KM_STATS_WORKER, 0,
+		WORK(cycles_per_req)},
+	G(TOTAL, "store_keys", "keymap_store_keys", GAUGE, store_keys,
+		"keys stored, as last sampled"),
+	G(TOTAL, "store_bytes", "keymap_store_bytes", GAUGE, store_bytes,
+		"key and value bytes stored, as last sampled"),
+	G(TOTAL, "shards", "keymap_shards", GAUGE, shards, "shards in the map"),
+	G(TOTAL, "epoch", "keymap_map_epoch", GAUGE, epoch, "epoch of the current shard map"),
+#define KM_X(n, h) \
+	{#n, "keymap_control_" #n "_total", h, KM_STAT_COUNTER, KM_STATS_TOTAL, 0, SNAP(ctl.n)},
+	KM_CTL_COUNTERS(KM_X)
+#undef KM_X
+		G_DOUBLE(TOTAL, "keymap_reshard_pause_seconds", reshard_pause_seconds,
+			"how long the last re-sharding kept its shards answering BUSY"),
+	G(STORE, "cold_shards", "keymap_store_cold_shards", GAUGE, store.tier,
+		"shards in the cold tier"),
+	G(STORE, "index_bytes", "keymap_store_index_bytes", GAUGE, store.index_bytes,
+		"DRAM index bytes"),
+	G(STORE, "file_bytes", "keymap_store_file_bytes", GAUGE, store.file_bytes,
+		"bytes of logs and segments"),
+	G(STORE, "dead_bytes", "keymap_store_dead_bytes", GAUGE, store.dead_bytes,
+		"log bytes a compaction would reclaim"),
+	G(STORE, "replayed", NULL, GAUGE, store.replayed, "records read back at start-up"),
+	G(STORE, "skipped_crc", "keymap_store_skipped_crc", GAUGE, store.skipped_crc,
+		"damaged records skipped at start-up"),
+	G(STORE, "torn_bytes", NULL, GAUGE, store.torn_bytes,
+		"bytes of an incomplete tail dropped at start-up"),
+	G(STORE, "disk_reads", "keymap_store_disk_reads_total", COUNTER, store.disk_reads,
+		"values read from disk"),
+	G(STORE, "disk_read_errors", "keymap_store_disk_read_errors_total", COUNTER,
+		store.disk_read_errors, "disk reads that failed (I/O error, CRC, key mismatch)"),
+	G(STORE, "write_batches", "keymap_store_write_batches_total", COUNTER, store.write_batches,
+		"group writes"),
+	G(STORE, "fsyncs", "keymap_store_fsyncs_total", COUNTER, store.fsyncs,
+		"fdatasyncs completed"),
+	G(STORE, "write_errors", "keymap_store_write_errors_total", COUNTER, store.write_errors,
+		"group writes or fdatasyncs that failed"),
+	G(STORE, "writes_lost", NULL, COUNTER, store.writes_lost,
+		"records acknowledged before a failed write"),
+	G(CACHE, "hits", "keymap_cache_hits_total", COUNTER, cache.hits, "value cache hits"),
+	G(CACHE, "misses", "keymap_cache_misses_total", COUNTER, cache.misses,
+		"value cache misses"),
+	G(CACHE, "inserts", NULL, COUNTER, cache.inserts, "value cache inserts"),
+	G(CACHE, "evictions", "keymap_cache_evictions_total", COUNTER, cache.evictions,
+		"value cache evictions"),
+	G(CACHE, "invalidations", NULL, COUNTER, cache.invalidations, "value cache invalidations"),
+	G(CACHE, "prefetched_used", "keymap_cache_prefetched_used_total", COUNTER,
+		cache.prefetched_used, "prefetched entries hit before eviction"),
+	G(CACHE, "prefetched_evicted_unused", "keymap_cache_prefetched_evicted_unused_total",
+		COUNTER, cache.prefetched_evicted_unused, "prefetched entries gone without a hit"),
+	G(CACHE, "entries", NULL, GAUGE, cache.entries, "value cache entries"),
+	G(CACHE, "bytes", "keymap_cache_bytes", GAUGE, cache.bytes, "value cache bytes in use"),
+	G(CACHE, "capacity", NULL, GAUGE, cache.capacity, "value cache capacity in bytes"),
+};
+
+const size_t km_stats_table_len = RTE_DIM(km_stats_table);
+
+uint64_t
+km_stats_lat_quantile_ns(const uint64_t *h, double q)
+{
+	uint64_t total = 0, acc = 0, target;
+	unsigned int b;
+
+	for (b = 0; b < KM_LAT_BUCKETS; b++)
+		total += h[b];
+	if (total == 0)
+		return 0;
+	target = (uint64_t)(q * (double)total);
+	if (target == 0)
+		target = 1;
+	for (b = 0; b < KM_LAT_BUCKETS; b++) {
+		acc += h[b];
+		if (acc >= target)
+			break;
+	}
+	if (b == KM_LAT_BUCKETS)
+		b--;
+	return (uint64_t)((double)(b == 0 ? 0 : 1ULL << b) * 1e9 / (double)rte_get_timer_hz());
+}
+
+/* dst += src, word by word (structs made only of uint64_t counters). */
+static void
+add_words(void *dst, const void *src, size_t size)
+{
+	uint64_t *d = dst;
+	const uint64_t *s = src;
+	size_t i;
+
+	for (i = 0; i < size / sizeof(uint64_t); i++)
+		d[i] += s[i];
+}
+
+int
+km_stats_take(struct km_stats_snap *s)
+{
+	uint64_t now = rte_get_timer_cycles(), hz = rte_get_timer_hz();
+	const struct km_cache_counters *cc;
+	struct km_stats_worker *x;
+	uint16_t i;
+	uint32_t k;
+
+	memset(s, 0, sizeof(*s));
+	s->nb_workers = km_dp.nb_workers;
+	s->w = calloc(s->nb_workers + 1, sizeof(*s->w));
+	if (s->w == NULL)
+		return -ENOMEM;
+	for (i = 0; i < s->nb_workers; i++) {
+		const struct km_worker *w = &km_dp.workers[i];
+
+		x = &s->w[i];
+		/* Plain words each worker updates alone: a value may be one update old. */
+		x->w = w->cnt;
+		memcpy(x->lat, w->lat, sizeof(x->lat));
+		if (w->proc != NULL)
+			x->p = *km_proc_counters(w->proc);
+		x->requests = km_worker_requests(w);
+		x->cycles_per_req = x->requests == 0 ? 0 : x->w.busy_cycles / x->requests;
+		add_words(&s->total.w, &x->w, sizeof(x->w));
+		add_words(&s->total.p, &x->p, sizeof(x->p));
+		add_words(s->total.lat, x->lat, sizeof(x->lat));
+		s->total.requests += x->requests;
+		cc = w->proc == NULL ? NULL : km_proc_cache_counters(w->proc);
+		if (cc != NULL)
+			add_words(&s->cache, cc, sizeof(*cc));
+	}
+	s->total.cycles_per_req =
+		s->total.requests == 0 ? 0 : s->total.w.busy_cycles / s->total.requests;
+	s->persistent = km_store_driver(km_ctl.conf.store_driver)->commit != NULL;
+	s->workers = s->nb_workers;
+	if (km_ctl.start_tsc != 0 && now >= km_ctl.start_tsc && hz != 0) {
+		s->uptime_s = (now - km_ctl.start_tsc) / hz;
+		s->uptime_seconds = (double)(now - km_ctl.start_tsc) / (double)hz;
+	}
+	s->requests_per_second = km_ctl.requests_per_s;
+	s->requests_per_s = (uint64_t)(km_ctl.requests_per_s + 0.5);
+	s->latency_p50_ns = km_stats_lat_quantile_ns(s->total.lat, 0.50);
+	s->latency_p99_ns = km_stats_lat_quantile_ns(s->total.lat, 0.99);
+	for (k = 0; k < km_ctl.nb_shards; k++) {
+		s->store_keys += km_ctl.shards[k].keys;
+		s->store_bytes += km_ctl.shards[k].bytes;
+	}
+	/* The control lcore is the only writer of the map pointer: a plain read is safe. */
+	if (km_map_current != NULL) {
+		s->shards = km_shardmap_nb_shards(km_map_current);
+		s->epoch = km_shardmap_epoch(km_map_current);
+	}
+	s->reshard_pause_seconds = (double)km_ctl.last_pause_us / 1e6;
+	s->ctl = km_ctl.cnt;
+	s->store = km_ctl.store;
+	return 0;
+}
+
+void
+km_stats_release(struct km_stats_snap *s)
+{
+	free(s->w);
+	s->w = NULL;
+}
+
+uint64_t
+km_stats_u64(const struct km_stats_snap *s, const struct km_stats_desc *d, uint16_t w)
+{
+	const void *base = d->where != KM_STATS_WORKER ? (const void *)s
+			   : w < s->nb_workers         ? (const void *)&s->w[w]
+						       : (const void *)&s->total;
+
+	return *(const uint64_t *)(const void *)((const char *)base + d->off);
+}
+
+double
+km_stats_double(const struct km_stats_snap *s, const struct km_stats_desc *d)
+{
+	return *(const double *)(const void *)((const char *)s + d->off);
+}
+
+int
+km_stats_shown(const struct km_stats_snap *s, const struct km_stats_desc *d)
+{
+	return (d->where != KM_STATS_STORE && d->where != KM_STATS_CACHE) || s->persistent;
+}

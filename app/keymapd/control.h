@@ -7,9 +7,15 @@
  *
  * Only the control lcore changes keymapd's state: the shard map (split, merge, move,
  * published through RCU), the configuration, the allow-list, and workers' tunables
- * (through each worker's command ring). Telemetry callbacks and the metrics endpoint run
- * on their own threads: they post a function to the control lcore with km_ctl_call() and
- * wait for it, so everything they read or change is read or changed by the control lcore.
+ * (through each worker's ctl_to_w ring, datapath.h). Telemetry callbacks and the metrics
+ * endpoint run on their own threads: they post a function to the control lcore with
+ * km_ctl_call() and wait for it, so everything they read or change is read or changed by
+ * the control lcore.
+ *
+ * Files: control.c (the loop, runtime configuration, automatic policies applied from
+ * lib/policy), mailbox.c (km_ctl_call and the worker rings), reshard.c (the re-sharding
+ * transaction), sample.c (load sampling), stats.c (the stats snapshot), telemetry.c and
+ * metrics.c (the two renderings).
  */
 
 #include <stddef.h>
@@ -19,7 +25,8 @@
 
 #include "config.h"
 
-/* One shard as the control lcore last sampled it. */
+/* One shard as the control lcore last sampled it. Control lcore: rw (km_ctl_sample, the
+ * policies' streaks); other threads read it only through km_ctl_call. */
 struct km_ctl_shard {
 	uint64_t id;
 	uint16_t owner;
@@ -64,6 +71,9 @@ struct km_ctl_counters {
 #undef KM_X
 };
 
+/* Every field: written by the control lcore only (km_ctl_init on the main lcore before
+ * any other thread runs); read by the control lcore and by the functions it runs for
+ * other threads through km_ctl_call (telemetry, metrics). Workers never touch it. */
 struct km_ctl_state {
 	struct km_conf conf;         /* effective configuration, runtime changes applied */
 	uint64_t start_tsc;          /* rte_get_timer_cycles() when serving began */
@@ -89,14 +99,28 @@ extern struct km_ctl_state km_ctl;
  */
 int km_ctl_call(int (*fn)(void *arg), void *arg, unsigned int timeout_ms);
 
-/* Control loop: serves km_ctl_call requests, samples shard load, re-shards by the
- * thresholds, logs interval lines; returns when km_dp.stop is set. */
+/*
+ * Control loop: serves km_ctl_call requests, takes what workers send on w_to_ctl, samples
+ * shard load, re-shards and re-tiers by the thresholds, logs interval lines; returns when
+ * km_dp.stop is set.
+ * @note Context: the main lcore (it becomes the control lcore), after km_ctl_init.
+ */
 void km_ctl_loop(void);
 
-/* Create the request ring (before any other thread may call km_ctl_call). @return 0/-errno */
+/*
+ * Create the request ring and every worker's ctl_to_w and w_to_ctl rings.
+ * @return 0 or -errno.
+ * @note Context: main lcore, workers set up but not launched, before any other thread may
+ *   call km_ctl_call.
+ */
 int km_ctl_init(const struct km_conf *conf);
-/* Wake the control loop now (async-signal-safe: sem_post). */
+
+/* Wake the control loop now (sem_post: async-signal-safe).
+ * @note Context: any thread, signal handlers included. */
 void km_ctl_wake(void);
+
+/* Refuse the requests still queued, free the worker rings and the last sample.
+ * @note Context: main lcore, after km_ctl_loop returned and the workers stopped. */
 void km_ctl_fini(void);
 
 /*
@@ -105,6 +129,7 @@ void km_ctl_fini(void);
  * meanwhile, never lost. On failure the previous state is restored.
  * @return 0, or -errno with a message in err: -ENOENT no such shard, -EINVAL not buddies /
  *   depth limit / bad worker, -ENOMEM, -ETIMEDOUT a worker did not answer.
+ * @note Context: control lcore (waits for the workers' handshakes and a grace period).
  */
 int km_ctl_split(uint64_t id, char *err, size_t errlen);
 int km_ctl_merge(uint64_t id, char *err, size_t errlen);
@@ -118,6 +143,7 @@ int km_ctl_move(uint64_t id, uint16_t worker, char *err, size_t errlen);
  * shard keeps its store.
  * @return 0, or -errno with a message in err: -ENOENT no such shard, -EINVAL the driver
  *   has no tiers / already in that tier, -ETIMEDOUT, -errno of the disk.
+ * @note Context: control lcore (waits for the owner's handshakes and the disk).
  */
 int km_ctl_retier(uint64_t id, int tier, char *err, size_t errlen);
 
@@ -129,12 +155,16 @@ int km_ctl_retier(uint64_t id, int tier, char *err, size_t errlen);
  * key, no room).
  * @return 0 queued, -EINVAL bad key, -EAGAIN the owner's ring is full (counted in
  *   cmd_drops).
+ * @note Context: control lcore (the only producer of ctl_to_w).
  */
 int km_ctl_prefetch(const uint8_t *key, uint16_t len);
 
 /*
  * Change one tunable ("section.key=value") while running. Refused (-EPERM) for a tunable
- * that needs a restart, -EINVAL for a bad value; err says why.
+ * that needs a restart, -EINVAL for a bad value; err says why. Worker tunables are queued
+ * on every ctl_to_w (applied at each worker's next loop iteration): -EAGAIN if a ring is
+ * full.
+ * @note Context: control lcore.
  */
 int km_ctl_set(const char *assignment, char *err, size_t errlen);
 
@@ -144,28 +174,35 @@ int km_ctl_set(const char *assignment, char *err, size_t errlen);
  * on demand (keymapctl shards, after a re-sharding): rates are carried over (a new shard
  * starts at half its parent's rate, a merged one at the sum of its children's).
  * @return 0 or -errno (a worker did not answer; the previous sample stays).
+ * @note Context: control lcore (waits for every worker's INFO handshake).
  */
 int km_ctl_sample(int periodic);
 
-/* Parse and publish a new allow-list (RCU). @return 0, -EINVAL (err says why), -ENOMEM. */
+/* Parse and publish a new allow-list (RCU). @return 0, -EINVAL (err says why), -ENOMEM.
+ * @note Context: control lcore, or the main lcore before it (waits for a grace period). */
 int km_ctl_publish_allow(const char *list, char *err, size_t errlen);
 
-/* Requests a worker answered (its share of km_ctl.requests_per_s). */
+/* Requests a worker answered (its share of km_ctl.requests_per_s).
+ * @note Context: any thread (reads counters the worker writes: may be one update old). */
 struct km_worker;
 uint64_t km_worker_requests(const struct km_worker *w);
 
-/* rte_log level of a [log] level name. */
+/* rte_log level of a [log] level name. @note Context: any thread. */
 int km_log_level_of(const char *name);
 
-/* Telemetry commands /keymap/... (telemetry.c). @return 0 or -errno. */
+/* Telemetry commands /keymap/... (telemetry.c). @return 0 or -errno.
+ * @note Context: main lcore, after km_ctl_init. */
 int km_telemetry_register(void);
 
 /*
  * Metrics endpoint (metrics.c): Prometheus text exposition over HTTP (libmicrohttpd) at
  * http://ip:port/metrics, served by its own thread (not a worker core).
  * @return 0, or -1 with a message in err.
+ * @note Context: main lcore, after km_ctl_init.
  */
 int km_metrics_start(uint32_t ip, uint16_t port, char *err, size_t errlen);
+
+/* Stop the endpoint, waiting for its thread. @note Context: main lcore. */
 void km_metrics_stop(void);
 
 /*

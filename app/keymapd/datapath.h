@@ -63,6 +63,7 @@ extern const char *const km_worker_counter_names[];
  */
 #define KM_LAT_BUCKETS 40
 
+/* @note Context: any thread. */
 static inline unsigned int
 km_lat_bucket(uint64_t cycles)
 {
@@ -220,7 +221,7 @@ km_worker_to_ctl(struct km_worker *w, const struct km_wmsg *m)
 }
 
 struct km_datapath {
-	/* Set before launch, read-only afterwards. */
+	/* Set before launch (main lcore), read-only afterwards (everyone). */
 	struct km_worker *workers;
 	uint16_t nb_workers;
 	uint16_t port;
@@ -248,10 +249,11 @@ extern struct km_shardmap *km_map_current;
 extern struct km_allow *km_allow_current;
 
 /* Signals drivers may raise per received packet (SIGIO, real-time signals): blocked
- * everywhere but on the workers. */
+ * everywhere but on the workers. @note Context: any thread. */
 void km_rx_signals(sigset_t *set);
 
-/* lcore entry point of a worker; arg is its struct km_worker. */
+/* lcore entry point of a worker; arg is its struct km_worker. Returns when km_dp.stop is
+ * set. @note Context: the worker's lcore (rte_eal_remote_launch), after km_ctl_init. */
 int km_worker_main(void *arg);
 
 /* The datapath shared by the workers (defined in worker.c). */

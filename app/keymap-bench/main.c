@@ -362,6 +362,10 @@ main(int argc, char **argv)
 	ret = bench_options_parse(argc, argv, &cli);
 	if (ret >= 0)
 		return ret;
+	if (cli.pf.gen != NULL)
+		return bench_gen_trace(&cli.c, &cli.pf);
+	if (cli.simulate && cli.pf.enabled)
+		return bench_prefetch_simulate(&cli.c, cli.cache_list, &cli.pf);
 	if (cli.simulate)
 		return simulate(&cli.c, cli.cache_list);
 	ret = load_workload(&r);

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <km_predict.h>
 #include <km_util.h>
 
 #include "options.h"
@@ -69,6 +70,22 @@ usage(FILE *f)
 		"      --simulate         with --trace and --cache: hit ratios of LRU and Belady\n"
 		"      --cache LIST       cache sizes: entries or percent of distinct keys, e.g.\n"
 		"                         1%%,10%%,5000\n"
+		"      --prefetch         with --simulate: replay through lib/predict too and "
+		"show\n"
+		"                         hit ratios with prefetch off and on, accuracy, coverage\n"
+		"      --prefetch-models L succ,coacc,entity,stride,template or all (default)\n"
+		"      --prefetch-latency N  a prefetch completes N requests after issue (default\n"
+		"                         32)\n"
+		"      --prefetch-mem B   predictor memory cap in bytes (default 64 MiB)\n"
+		"      --prefetch-unvisited  prefetched entries enter the cache unvisited (by\n"
+		"                         default they enter visited: SIEVE's hand would take "
+		"them\n"
+		"                         first)\n"
+		"      --prefetch-no-carry  no carry into the previous digit run at a wrap\n"
+		"      --prefetch-no-aimd fixed scheduler threshold and budget\n"
+		"      --gen-trace KIND   write a sessions, listing or timeseries trace to --out\n"
+		"                         (-k keys, -n requests, --seed, -v value size)\n"
+		"      --out FILE         the trace --gen-trace writes\n"
 		"Output:\n"
 		"      --label S          name of the run in the summary and JSON\n"
 		"      --json FILE        summary and per-second figures as JSON\n"
@@ -96,6 +113,15 @@ enum {
 	O_MAX_TIMEOUTS,
 	O_SIMULATE,
 	O_CACHE,
+	O_PREFETCH,
+	O_PREFETCH_MODELS,
+	O_PREFETCH_LATENCY,
+	O_PREFETCH_MEM,
+	O_PREFETCH_VISITED,
+	O_PREFETCH_NO_CARRY,
+	O_PREFETCH_NO_AIMD,
+	O_GEN_TRACE,
+	O_OUT,
 	O_LABEL,
 	O_JSON,
 	O_CSV,
@@ -172,6 +198,15 @@ static const struct opt_desc opts[] = {
 	DNUM("max-timeouts", O_MAX_TIMEOUTS, max_timeout_ratio, 0, 1),
 	OTHER0("simulate", O_SIMULATE),
 	OTHER("cache", O_CACHE),
+	OTHER0("prefetch", O_PREFETCH),
+	OTHER("prefetch-models", O_PREFETCH_MODELS),
+	OTHER("prefetch-latency", O_PREFETCH_LATENCY),
+	OTHER("prefetch-mem", O_PREFETCH_MEM),
+	OTHER0("prefetch-unvisited", O_PREFETCH_VISITED),
+	OTHER0("prefetch-no-carry", O_PREFETCH_NO_CARRY),
+	OTHER0("prefetch-no-aimd", O_PREFETCH_NO_AIMD),
+	OTHER("gen-trace", O_GEN_TRACE),
+	OTHER("out", O_OUT),
 	FLAG("label", O_LABEL, K_STR, label),
 	FLAG("json", O_JSON, K_STR, json_path),
 	FLAG("csv", O_CSV, K_STR, csv_path),
@@ -346,6 +381,46 @@ opt_other(int val, const char *arg, struct bench_cli *cli, int *xport_set, int *
 	case O_CACHE:
 		cli->cache_list = arg;
 		return -1;
+	case O_PREFETCH:
+		cli->pf.enabled = 1;
+		return -1;
+	case O_PREFETCH_MODELS:
+		if (km_predict_models_parse(arg, &cli->pf.models) < 0 || cli->pf.models == 0) {
+			fprintf(stderr,
+				"keymap-bench: --prefetch-models '%s': expected a list of "
+				"succ, coacc, entity, stride, template, or all\n",
+				arg);
+			return EXIT_USAGE;
+		}
+		return -1;
+	case O_PREFETCH_LATENCY: {
+		uint64_t v;
+
+		if (opt_u64("prefetch-latency", arg, 0, 1 << 20, &v) < 0)
+			return EXIT_USAGE;
+		cli->pf.latency = (uint32_t)v;
+		return -1;
+	}
+	case O_PREFETCH_MEM:
+		return opt_u64("prefetch-mem", arg, KM_PREDICT_MEM_MIN, 1ULL << 40,
+			       &cli->pf.mem_bytes) < 0
+			       ? EXIT_USAGE
+			       : -1;
+	case O_PREFETCH_VISITED:
+		cli->pf.visited = 0;
+		return -1;
+	case O_PREFETCH_NO_CARRY:
+		cli->pf.no_carry = 1;
+		return -1;
+	case O_PREFETCH_NO_AIMD:
+		cli->pf.no_aimd = 1;
+		return -1;
+	case O_GEN_TRACE:
+		cli->pf.gen = arg;
+		return -1;
+	case O_OUT:
+		cli->pf.out = arg;
+		return -1;
 	case 'h':
 		usage(stdout);
 		return 0;
@@ -475,6 +550,9 @@ bench_options_parse(int argc, char **argv, struct bench_cli *cli)
 
 	memset(cli, 0, sizeof(*cli));
 	conf_defaults(&cli->c);
+	cli->pf.models = KM_PREDICT_ALL;
+	cli->pf.latency = BENCH_PREFETCH_LATENCY_DEFAULT;
+	cli->pf.visited = 1;
 	for (i = 0; i < NB_OPTS; i++) {
 		int has_arg =
 			opts[i].kind != K_ON && opts[i].kind != K_OFF && opts[i].kind != K_OTHER0;
@@ -512,7 +590,19 @@ bench_options_parse(int argc, char **argv, struct bench_cli *cli)
 	cli->eal = optind < argc;
 	cli->eal_first = optind;
 
-	/* Offline mode: no network at all. */
+	/* Offline modes: no network at all. */
+	if (cli->pf.gen != NULL || cli->pf.out != NULL) {
+		if (cli->pf.gen == NULL || cli->pf.out == NULL) {
+			fprintf(stderr,
+				"keymap-bench: --gen-trace KIND and --out FILE go together\n");
+			return EXIT_USAGE;
+		}
+		return -1;
+	}
+	if (cli->pf.enabled && !cli->simulate) {
+		fprintf(stderr, "keymap-bench: --prefetch is for --simulate\n");
+		return EXIT_USAGE;
+	}
 	if (cli->simulate) {
 		if (cli->c.trace_path == NULL || cli->cache_list == NULL) {
 			fprintf(stderr, "keymap-bench: --simulate needs --trace FILE and --cache "

@@ -5,6 +5,7 @@
 /* keymap-bench's command line: the options, their ranges and the checks between them. */
 
 #include "bench.h"
+#include "prefetch.h"
 
 #define EXIT_USAGE  1
 #define EXIT_FAILED 2
@@ -16,6 +17,9 @@ struct bench_cli {
 	int simulate;           /* --simulate: offline, no network */
 	int eal;                /* EAL arguments follow "--": they start at argv[eal_first] */
 	int eal_first;
+
+	/* --prefetch*, --gen-trace, --out (prefetch.h) */
+	struct bench_prefetch_cli pf;
 };
 
 /*

@@ -11,6 +11,8 @@
 
 #include "km_pfsched.h"
 
+#define PROBE_EVERY 64 /* one prediction in this many below the threshold is let through */
+
 struct pf_item {
 	float conf;
 	uint32_t target;
@@ -43,6 +45,7 @@ struct km_pfsched {
 	struct pf_target *tg;
 	float threshold;
 	uint32_t budget;
+	uint32_t probe_at;
 	uint32_t w_used, w_unused, w_harm;
 	struct km_pfsched_stats st;
 };
@@ -77,7 +80,7 @@ km_pfsched_create(const struct km_pfsched_params *p, struct km_pfsched **out)
 	DEF(ghost_size, 1024);
 	DEF(threshold, 0.3f);
 	DEF(thr_min, 0.1f);
-	DEF(thr_max, 0.95f);
+	DEF(thr_max, 0.5f);
 	DEF(acc_hi, 0.5f);
 	DEF(acc_lo, 0.3f);
 	DEF(harm_max, 0.05f);
@@ -178,8 +181,12 @@ km_pfsched_push(
 		return -EINVAL;
 	s->st.pushed++;
 	if (p->conf < s->threshold) {
-		s->st.below_threshold++;
-		return 0;
+		/* A probe now and then keeps feedback flowing, so the threshold can come back. */
+		if (p->conf < s->p.thr_min || ++s->probe_at % PROBE_EVERY != 0) {
+			s->st.below_threshold++;
+			return 0;
+		}
+		s->st.probes++;
 	}
 	f = &s->filter[p->hash % s->p.filter_size];
 	if (f->hash == p->hash && f->expire > now_ns) {
@@ -292,7 +299,8 @@ aimd_step(struct km_pfsched *s)
 	uint32_t n = s->w_used + s->w_unused;
 	float acc = (float)s->w_used / (float)n, harm = (float)s->w_harm / (float)n;
 
-	if (harm > s->p.harm_max || acc < s->p.acc_lo) {
+	/* Harm only counts when it outweighs what the prefetches brought. */
+	if ((harm > s->p.harm_max && s->w_harm * 2 > s->w_used) || acc < s->p.acc_lo) {
 		s->budget = s->budget / 2 < s->p.inflight_min ? s->p.inflight_min : s->budget / 2;
 		s->threshold += 0.05f;
 		if (s->threshold > s->p.thr_max)

@@ -16,11 +16,14 @@
  *   (demand first); a target at its budget (prefetch reads in flight, bytes/s) keeps them
  *   queued.
  * - AIMD, every aimd_window resolved prefetches: accuracy (hit before eviction / resolved)
- *   at or above acc_hi with harm at most harm_max raises the in-flight budget by one and
- *   lowers the threshold by 0.02; accuracy below acc_lo or harm above harm_max halves the
- *   budget and raises the threshold by 0.05. Harm is a demand miss on a key a prefetch
- *   evicted (a ghost list of ghost_size hashes). On a workload without structure the
- *   budget and threshold converge to their floor and ceiling: almost nothing is issued.
+ *   at or above acc_hi raises the in-flight budget by one and lowers the threshold by
+ *   0.02; accuracy below acc_lo, or harm above harm_max per resolved prefetch that also
+ *   outweighs the prefetches used (harm * 2 > used), halves the budget and raises the
+ *   threshold by 0.05. Harm is a demand miss on a key a prefetch evicted (a ghost list of
+ *   ghost_size hashes). On a workload without structure the budget and threshold converge
+ *   to their floor and ceiling: almost nothing is issued. One prediction in 64 between
+ *   thr_min and the threshold is let through as a probe, so that feedback keeps coming and
+ *   the threshold can come back down when the workload changes.
  * - Coverage (prefetches used / (used + demand misses)) is measured and reported.
  *
  * Concurrency: single-threaded; the thread that owns the scheduler calls every function.
@@ -44,7 +47,7 @@ struct km_pfsched_params {
 	uint32_t filter_size;   /* recent key hashes (default 4096) */
 	uint32_t ghost_size;    /* keys evicted by prefetches (default 1024) */
 	float threshold;        /* initial confidence threshold (default 0.3) */
-	float thr_min, thr_max; /* AIMD range of the threshold (default 0.1, 0.95) */
+	float thr_min, thr_max; /* AIMD range of the threshold (default 0.1, 0.5) */
 	float acc_hi, acc_lo;   /* AIMD accuracy bounds (default 0.5, 0.3) */
 	float harm_max;         /* harm per resolved prefetch tolerated (default 0.05) */
 };
@@ -63,6 +66,7 @@ struct km_pfsched_stats {
 	uint64_t pushed, below_threshold, filtered, queue_full;
 	uint64_t stale, dropped_watermark, issued, completed;
 	uint64_t used, unused, demand_misses, harm;
+	uint64_t probes;               /* below the threshold, let through to keep measuring */
 	uint64_t increases, decreases; /* AIMD steps */
 	float threshold;
 	uint32_t budget;

@@ -12,6 +12,8 @@
 
 #define F_LINEAR        0x01 /* pos = prev * mod + last */
 #define F_HAS_PREV      0x02
+#define F_PAD_LAST      0x04 /* the last run was seen zero padded: keep its width */
+#define F_PAD_PREV      0x08
 #define WINDOW_MAX      255
 #define PREV_DIGITS_MAX 9
 
@@ -21,6 +23,7 @@ struct skey {
 	uint64_t last;
 	uint32_t prev;
 	uint64_t shape;
+	uint64_t tshape; /* every digit run masked: the key of learned moduli */
 };
 
 static inline int
@@ -79,6 +82,14 @@ skey_parse(const uint8_t *k, uint16_t len, struct skey *o)
 	}
 	h = pr_hash_seg(k + o->le, (size_t)(len - o->le), h);
 	o->shape = pr_hash_fin(h);
+	/* Moduli are a property of the key scheme, shared by every entity (ts12, ts13, ...). */
+	h = 0xcbf29ce484222325ULL;
+	for (int j = 0; j < (int)len; j++) {
+		if (is_digit(k[j]) && j > 0 && is_digit(k[j - 1]))
+			continue;
+		h = (h ^ (is_digit(k[j]) ? '#' : k[j])) * 0x100000001b3ULL;
+	}
+	o->tshape = pr_hash_fin(h);
 	return 0;
 }
 
@@ -103,11 +114,11 @@ put_digits(uint8_t *out, int room, uint64_t v, int run_len, int padded)
 
 static int
 key_build(const uint8_t *k, uint16_t len, const struct skey *p, uint64_t last, uint32_t prev,
-	int with_prev, struct km_stream_key *out)
+	int with_prev, uint8_t flags, struct km_stream_key *out)
 {
 	int at = 0, n, room = KM_KEY_MAX;
-	int lpad = p->le - p->ls > 1 && k[p->ls] == '0';
-	int ppad = p->ps >= 0 && p->pe - p->ps > 1 && k[p->ps] == '0';
+	int lpad = p->le - p->ls > 1 && (k[p->ls] == '0' || (flags & F_PAD_LAST));
+	int ppad = p->ps >= 0 && p->pe - p->ps > 1 && (k[p->ps] == '0' || (flags & F_PAD_PREV));
 	int cut = with_prev ? p->ps : p->ls;
 
 	memcpy(out->key, k, (size_t)cut);
@@ -222,7 +233,7 @@ km_stream_observe(struct km_stream_ctx *sc, struct km_stream *s, const uint8_t *
 		return 0;
 	}
 	if (carry && p.ps >= 0)
-		mod = mod_find(sc, p.shape);
+		mod = mod_find(sc, p.tshape);
 	if (mod != 0 && p.last >= mod)
 		mod = 0;
 	pos = mod != 0 ? (uint64_t)p.prev * mod + p.last : p.last;
@@ -242,7 +253,7 @@ km_stream_observe(struct km_stream_ctx *sc, struct km_stream *s, const uint8_t *
 		if (carry && p.prev == s->prev + 1 && p.last == 0 && s->stride == 1 && s->run > 0 &&
 			s->pos > 0 && s->pos < UINT32_MAX) {
 			mod = (uint32_t)s->pos + 1;
-			mod_learn(sc, p.shape, mod);
+			mod_learn(sc, p.tshape, mod);
 			s->pos = (uint64_t)s->prev * mod + s->pos;
 			s->ahead = (uint64_t)s->prev * mod + (s->ahead < mod ? s->ahead : mod - 1);
 			s->flags |= F_LINEAR;
@@ -278,6 +289,11 @@ km_stream_observe(struct km_stream_ctx *sc, struct km_stream *s, const uint8_t *
 	}
 	s->pos = pos;
 	s->prev = p.prev;
+	/* `h09` -> `h10` -> ... `h23` -> `h00`: a run once seen padded stays padded. */
+	if (p.le - p.ls > 1 && key[p.ls] == '0')
+		s->flags |= F_PAD_LAST;
+	if (p.ps >= 0 && p.pe - p.ps > 1 && key[p.ps] == '0')
+		s->flags |= F_PAD_PREV;
 	if (s->run == 0 || (s->stride != 1 && s->run < 2))
 		return 0;
 	if (s->depth == 0) {
@@ -309,7 +325,8 @@ km_stream_observe(struct km_stream_ctx *sc, struct km_stream *s, const uint8_t *
 			prev = p.prev;
 			last = (uint64_t)next;
 		}
-		if (key_build(key, len, &p, last, prev, (s->flags & F_LINEAR) != 0, &out[n]) < 0)
+		if (key_build(key, len, &p, last, prev, (s->flags & F_LINEAR) != 0, s->flags,
+			    &out[n]) < 0)
 			break;
 		s->ahead = (uint64_t)next;
 		n++;

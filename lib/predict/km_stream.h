@@ -13,8 +13,9 @@
  * the position moved by the stream's stride; a forward step of 1..gap_max continues a
  * stride-1 stream (listings read in order with skips). When the last component wraps at a
  * modulus into the previous digit run (`blk12/255` -> `blk13/0`, the block trace's key
- * scheme), the modulus is learned once per shape and shared by every stream of the owner
- * (struct km_stream_ctx), so streams carry across routing parts.
+ * scheme), the modulus is learned once per key scheme (the key with every digit run
+ * masked: `ts12/d0153/h23` and `ts40/d0007/h23` share it) and shared by every stream of the
+ * owner (struct km_stream_ctx), so streams carry across routing parts.
  *
  * Depth (how many keys ahead are kept prefetched) starts at depth_min once a run is
  * established, doubles each time the run consumes a whole window (readahead), and shrinks

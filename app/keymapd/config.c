@@ -12,6 +12,7 @@
 #include <rte_cfgfile.h>
 
 #include <km_allow.h>
+#include <km_predict.h>
 #include <km_proto.h>
 #include <km_shardmap.h>
 #include <km_util.h>
@@ -19,12 +20,13 @@
 #include "config.h"
 
 enum conf_type {
-	T_U64,   /* decimal, within [min, max] */
-	T_STR,   /* up to size - 1 bytes */
-	T_IPV4,  /* dotted quad */
-	T_CHAR,  /* exactly one byte */
-	T_ENUM,  /* one of the '|'-separated words in `choices` */
-	T_CIDRS, /* IPv4 CIDR list, checked by km_allow_parse(), kept as text */
+	T_U64,    /* decimal, within [min, max] */
+	T_STR,    /* up to size - 1 bytes */
+	T_IPV4,   /* dotted quad */
+	T_CHAR,   /* exactly one byte */
+	T_ENUM,   /* one of the '|'-separated words in `choices` */
+	T_CIDRS,  /* IPv4 CIDR list, checked by km_allow_parse(), kept as text */
+	T_MODELS, /* predictor models, checked by km_predict_models_parse(), kept as text */
 };
 
 #define F_RUNTIME 0x1 /* may change while keymapd runs (keymapctl set) */
@@ -56,6 +58,7 @@ struct conf_desc {
 #define IPV4(s, k, fl, field, d, h)        DESC(s, k, T_IPV4, fl, field, d, h)
 #define CHAR(s, k, fl, field, d, h)        DESC(s, k, T_CHAR, fl, field, d, h)
 #define CIDRS(s, k, fl, field, d, h)       DESC(s, k, T_CIDRS, fl, field, d, h)
+#define MODELS(s, k, fl, field, d, h)      DESC(s, k, T_MODELS, fl, field, d, h)
 
 /*
  * Every tunable, once, in file order (the keys of one section together). config/keymapd.conf
@@ -147,6 +150,27 @@ static const struct conf_desc descs[] = {
 	CIDRS("security", "allow", F_RUNTIME, allow, "0.0.0.0/0",
 		"client sources served: comma-separated IPv4 CIDRs, a bare address is a /32 (at "
 		"most 32 items); datagrams from other sources are dropped unanswered"),
+	U64("prefetch", "enable", F_RUNTIME, pf_enable, 0, 1, "1",
+		"log driver: predictive prefetch (per-shard stream detector on the workers, "
+		"predictor and scheduler on the control lcore)"),
+	MODELS("prefetch", "models", F_RUNTIME, pf_models, "all",
+		"predictor models, comma-separated: succ, coacc, entity, stride, template, or all, "
+		"none (stride: the workers' stream detectors)"),
+	U64("prefetch", "threshold", F_RUNTIME, pf_threshold, 1, 99, "30",
+		"initial confidence (percent) a prediction needs to be prefetched; AIMD moves "
+		"it between min(10, threshold) and max(50, threshold)"),
+	U64("prefetch", "budget", F_RUNTIME, pf_budget, 1, 4096, "64",
+		"prefetch reads in flight per worker (AIMD ceiling)"),
+	U64("prefetch", "bytes_per_s", F_RUNTIME, pf_bytes_per_s, 0, UINT64_C(1) << 40, "0",
+		"prefetched bytes per second per worker (0 = no limit)"),
+	U64("prefetch", "watermark", F_RUNTIME, pf_watermark, 1, 100, "75",
+		"no prefetch starts while a worker's disk reads in flight are above this "
+		"percentage of [store] pending_max (demand misses first)"),
+	U64("prefetch", "sampling", F_RUNTIME | F_POW2, pf_sampling, 1, 1024, "1",
+		"sample the accesses of one client (session) in N for the predictor (power of "
+		"two); keymapd raises it while samples are dropped"),
+	U64("prefetch", "memory", 0, pf_memory, 65536, UINT64_C(1) << 36, "33554432",
+		"bytes of the predictor's tables (160 per tracked key)"),
 	IPV4("metrics", "ip", 0, metrics_ip, "127.0.0.1",
 		"address of the Prometheus endpoint http://ip:port/metrics"),
 	U64("metrics", "port", 0, metrics_port, 0, 65535, "9470",
@@ -263,6 +287,17 @@ desc_apply(const struct conf_desc *d, struct km_conf *c, const char *v, char *wh
 		if (km_allow_parse(v, &allow, why, len) < 0)
 			return -1;
 		break;
+	case T_MODELS: {
+		uint32_t mask;
+
+		if (km_predict_models_parse(v, &mask) < 0) {
+			snprintf(why, len,
+				"not a list of succ, coacc, entity, stride, template (or all, "
+				"none)");
+			return -1;
+		}
+		break;
+	}
 	case T_STR:
 		break;
 	case T_IPV4:
@@ -285,7 +320,7 @@ desc_apply(const struct conf_desc *d, struct km_conf *c, const char *v, char *wh
 		*(uint64_t *)base = (uint8_t)v[0];
 		return 0;
 	}
-	/* Text kept as given: T_STR, T_ENUM, T_CIDRS. */
+	/* Text kept as given: T_STR, T_ENUM, T_CIDRS, T_MODELS. */
 	if (strlen(v) >= d->size) {
 		snprintf(why, len, "too long (at most %zu characters)", d->size - 1);
 		return -1;
@@ -308,6 +343,7 @@ desc_format(const struct conf_desc *d, const struct km_conf *c, char *buf, size_
 	case T_STR:
 	case T_ENUM:
 	case T_CIDRS:
+	case T_MODELS:
 		snprintf(buf, len, "%s", base);
 		return;
 	case T_IPV4:

@@ -62,6 +62,15 @@ struct km_conf {
 	uint64_t stats_interval_s;
 	/* [security] */
 	char allow[KM_CONF_STR_MAX]; /* comma-separated IPv4 CIDR list */
+	/* [prefetch] */
+	uint64_t pf_enable;
+	char pf_models[64];      /* km_predict_models_parse() list */
+	uint64_t pf_threshold;   /* percent */
+	uint64_t pf_budget;      /* reads in flight per worker */
+	uint64_t pf_bytes_per_s; /* per worker, 0 = no limit */
+	uint64_t pf_watermark;   /* percent of pending_max */
+	uint64_t pf_sampling;    /* one client in N, power of two */
+	uint64_t pf_memory;      /* predictor tables, bytes */
 	/* [metrics] */
 	uint32_t metrics_ip;   /* network byte order */
 	uint64_t metrics_port; /* 0 = no metrics endpoint */

@@ -27,7 +27,11 @@
 #include "datapath.h"
 #include "keymapd.h"
 #include "mailbox.h"
+#include "prefetch.h"
 #include "stats.h"
+
+#define PF_POLL_US 100  /* control loop period while workers' notes flow */
+#define PF_IDLE_US 1000 /* ... while prefetching is on and nothing flows */
 
 void
 km_control_publish_map(struct km_shardmap *map)
@@ -366,6 +370,11 @@ km_ctl_set(const char *assignment, char *err, size_t errlen)
 	}
 	if (strcmp(nc.log_level, km_ctl.conf.log_level) != 0)
 		rte_log_set_level_pattern("keymap.*", (uint32_t)km_log_level_of(nc.log_level));
+	rc = km_pf_configure(&nc);
+	if (rc < 0) {
+		snprintf(err, errlen, "prefetch: %s", strerror(-rc));
+		return rc;
+	}
 	km_ctl.conf = nc;
 	KM_LOG(NOTICE, "set %s", assignment);
 	return 0;
@@ -376,9 +385,14 @@ km_ctl_set(const char *assignment, char *err, size_t errlen)
 int
 km_ctl_init(const struct km_conf *conf)
 {
+	int rc;
+
 	km_ctl.conf = *conf;
 	km_ctl.start_tsc = rte_get_timer_cycles();
-	return km_mailbox_init();
+	rc = km_mailbox_init();
+	if (rc == 0)
+		rc = km_pf_init(conf);
+	return rc;
 }
 
 void
@@ -386,13 +400,21 @@ km_ctl_loop(void)
 {
 	uint64_t hz = rte_get_timer_hz(), last = rte_get_timer_cycles(), now;
 	struct km_interval prev = {0, 0};
+	unsigned int notes = 0;
+	int pf_active = 0;
 
 	while (!atomic_load_explicit(&km_dp.stop, memory_order_relaxed)) {
 		/* Sleep between iterations (the control lcore shares a CPU on small hosts),
-		 * but wake at once for a request. */
-		km_mailbox_sleep((unsigned int)km_ctl.conf.interval_ms);
+		 * but wake at once for a request. While prefetching, the workers' notes are
+		 * taken every PF_POLL_US while they flow, every PF_IDLE_US otherwise: a
+		 * prediction is worth something only before its request. */
+		if (!pf_active)
+			km_mailbox_sleep((unsigned int)km_ctl.conf.interval_ms * 1000);
+		else
+			km_mailbox_sleep(notes != 0 ? PF_POLL_US : PF_IDLE_US);
 		km_mailbox_serve(0);
-		km_mailbox_drain();
+		notes = km_mailbox_drain();
+		pf_active = km_pf_tick();
 		now = rte_get_timer_cycles();
 		if (now - km_ctl.sample_tsc >= km_ctl.conf.sample_ms * hz / 1000) {
 			if (km_ctl_sample(1) == 0 && !ctl_autoshard())
@@ -411,6 +433,7 @@ void
 km_ctl_fini(void)
 {
 	km_mailbox_fini();
+	km_pf_fini();
 	free(km_ctl.shards);
 	km_ctl.shards = NULL;
 	km_ctl.nb_shards = 0;

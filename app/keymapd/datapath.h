@@ -80,16 +80,19 @@ km_lat_bucket(uint64_t cycles)
  * KM_CMSG_SYNC message pointing to a struct km_wcmd the control lcore waits on.
  *
  *   control lcore --ctl_to_w--> worker   commands: sync handshakes, tunables, prefetches
- *   worker        --w_to_ctl--> control  access samples, completions of prefetches
+ *   worker        --w_to_ctl--> control  notes (sampled accesses, outcomes of prefetches,
+ *                                        keys for other owners), completions of prefetches
  *   any worker    --to_owner--> worker   misdirected request mbufs (handoff)
  */
 #define KM_CTL_RING_SIZE 256 /* messages per ring (ctl_to_w and w_to_ctl of each worker) */
 
 /* Commands carried by ctl_to_w. */
 enum km_cmsg_type {
-	KM_CMSG_SYNC = 1, /* u.sync: run a struct km_wcmd and store its state (handshake) */
-	KM_CMSG_TUNE,     /* u.tune: apply the worker tunables */
-	KM_CMSG_PREFETCH, /* u.key[0..key_len): read into the cache; completion on w_to_ctl */
+	KM_CMSG_SYNC = 1,      /* u.sync: run a struct km_wcmd and store its state (handshake) */
+	KM_CMSG_TUNE,          /* u.tune: apply the worker tunables */
+	KM_CMSG_PREFETCH,      /* u.key[0..key_len): read into the cache with mark; completion on
+				* w_to_ctl */
+	KM_CMSG_PREFETCH_TUNE, /* u.pf: the worker's prefetch parameters */
 };
 
 /* Worker tunables changed at run time ([workers] burst, idle_spin, idle_sleep_us). */
@@ -107,34 +110,27 @@ struct km_cmsg {
 	uint16_t type;    /* enum km_cmsg_type */
 	uint16_t key_len; /* KM_CMSG_PREFETCH: 1..KM_KEY_MAX */
 	uint32_t seq;     /* KM_CMSG_PREFETCH: the control lcore's number, echoed back */
+	uint8_t mark;     /* KM_CMSG_PREFETCH: who asked (km_proc.h marks), echoed back */
+	uint8_t pad[7];
 	union {
-		struct km_wcmd *sync;       /* KM_CMSG_SYNC: see struct km_wcmd */
-		struct km_worker_tune tune; /* KM_CMSG_TUNE */
-		uint8_t key[KM_KEY_MAX];    /* KM_CMSG_PREFETCH */
+		struct km_wcmd *sync;        /* KM_CMSG_SYNC: see struct km_wcmd */
+		struct km_worker_tune tune;  /* KM_CMSG_TUNE */
+		uint8_t key[KM_KEY_MAX];     /* KM_CMSG_PREFETCH */
+		struct km_proc_pf_params pf; /* KM_CMSG_PREFETCH_TUNE */
 	} u;
 };
 
 /* Messages carried by w_to_ctl. */
 enum km_wmsg_type {
-	KM_WMSG_SAMPLE = 1, /* u.sample: one sampled access (for the predictor) */
-	KM_WMSG_DONE,       /* u.done: a command of ctl_to_w was applied */
-};
-
-/* One sampled access to a key. */
-struct km_access_sample {
-	uint64_t shard_id; /* shard the key routed to */
-	uint64_t session;  /* client session, 0 = none */
-	uint64_t tsc;      /* rte_rdtsc() of the worker when the request was executed */
-	uint16_t key_len;  /* 1..KM_KEY_MAX */
-	uint8_t op;        /* enum km_op */
-	uint8_t hit;       /* 1: answered from memory (cache or DRAM store); 0: a miss */
-	uint8_t key[KM_KEY_MAX];
+	KM_WMSG_NOTE = 1, /* u.note: a note of the processor (km_proc_notes) for the predictor */
+	KM_WMSG_DONE,     /* u.done: a command of ctl_to_w was applied */
 };
 
 /* The result of a command of ctl_to_w. */
 struct km_completion {
 	uint16_t cmd; /* enum km_cmsg_type that completed */
-	uint16_t pad;
+	uint8_t mark; /* KM_CMSG_PREFETCH: its mark */
+	uint8_t pad;
 	uint32_t seq; /* struct km_cmsg seq */
 	int32_t rc;   /* KM_CMSG_PREFETCH: km_proc_prefetch_key()'s return */
 };
@@ -146,8 +142,8 @@ struct km_wmsg {
 	uint16_t worker; /* index of the sender */
 	uint32_t pad;
 	union {
-		struct km_access_sample sample; /* KM_WMSG_SAMPLE */
-		struct km_completion done;      /* KM_WMSG_DONE */
+		struct km_proc_note note;  /* KM_WMSG_NOTE */
+		struct km_completion done; /* KM_WMSG_DONE */
 	} u;
 };
 

@@ -22,6 +22,7 @@
 #include "datapath.h"
 #include "keymapd.h"
 #include "mailbox.h"
+#include "prefetch.h"
 
 #define CTL_RING_SIZE 64
 
@@ -245,7 +246,8 @@ int
 km_ctl_prefetch(const uint8_t *key, uint16_t len)
 {
 	const struct km_shardmap *m = km_map_current;
-	struct km_cmsg c = {.type = KM_CMSG_PREFETCH, .key_len = len};
+	struct km_cmsg c = {
+		.type = KM_CMSG_PREFETCH, .key_len = len, .mark = KM_PROC_MARK_OPERATOR};
 	struct km_shardmap_route rt;
 	int rc;
 
@@ -261,17 +263,24 @@ km_ctl_prefetch(const uint8_t *key, uint16_t len)
 	return rc;
 }
 
-/* What a worker sends back: counted now; samples feed the predictor later. */
-static void
+/* What a worker sends back: notes and the completions of the predictor's prefetches go
+ * to it (prefetch.c); an operator's prefetch is counted here. */
+static int
 ctl_receive(const struct km_wmsg *m)
 {
 	switch (m->type) {
-	case KM_WMSG_SAMPLE:
-		km_ctl.cnt.samples++;
-		break;
+	case KM_WMSG_NOTE:
+		if (m->u.note.type == KM_PROC_NOTE_SAMPLE)
+			km_ctl.cnt.samples++;
+		km_pf_receive(m);
+		return 1;
 	case KM_WMSG_DONE:
 		if (m->u.done.cmd != KM_CMSG_PREFETCH)
 			break;
+		if (m->u.done.mark != KM_PROC_MARK_OPERATOR) {
+			km_pf_receive(m);
+			return 1;
+		}
 		if (m->u.done.rc > 0)
 			km_ctl.cnt.prefetch_started++;
 		else if (m->u.done.rc == 0)
@@ -282,20 +291,22 @@ ctl_receive(const struct km_wmsg *m)
 	default:
 		break;
 	}
+	return 0;
 }
 
-void
+unsigned int
 km_mailbox_drain(void)
 {
 	struct km_wmsg m[16];
-	unsigned int n, k;
+	unsigned int n, k, pf = 0;
 	uint16_t i;
 
 	for (i = 0; i < km_dp.nb_workers; i++)
 		while ((n = rte_ring_sc_dequeue_burst_elem(
 				km_dp.workers[i].w_to_ctl, m, sizeof(m[0]), RTE_DIM(m), NULL)) != 0)
 			for (k = 0; k < n; k++)
-				ctl_receive(&m[k]);
+				pf += (unsigned int)ctl_receive(&m[k]);
+	return pf;
 }
 
 int
@@ -353,11 +364,17 @@ km_mailbox_fini(void)
 }
 
 void
-km_mailbox_sleep(unsigned int ms)
+km_mailbox_sleep(unsigned int us)
 {
 	struct timespec ts;
 
-	deadline_after(&ts, ms);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += us / 1000000;
+	ts.tv_nsec += (long)(us % 1000000) * 1000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
 	sem_clockwait(&ctl_wake, CLOCK_MONOTONIC, &ts);
 }
 

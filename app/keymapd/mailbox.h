@@ -31,16 +31,17 @@ int km_mailbox_init(void);
  */
 void km_mailbox_fini(void);
 
-/* Sleep up to ms, or until km_ctl_wake() or a request. @note Context: control lcore. */
-void km_mailbox_sleep(unsigned int ms);
+/* Sleep up to us microseconds, or until km_ctl_wake() or a request.
+ * @note Context: control lcore. */
+void km_mailbox_sleep(unsigned int us);
 
 /* Run (refuse != 0: refuse with -ESHUTDOWN) every queued km_ctl_call request.
  * @note Context: control lcore. */
 void km_mailbox_serve(int refuse);
 
-/* Take every message of the workers' w_to_ctl rings and count it. @note Context: control
- * lcore. */
-void km_mailbox_drain(void);
+/* Take every message of the workers' w_to_ctl rings: count it, give prefetching its own
+ * (prefetch.h). @return the messages for prefetching. @note Context: control lcore. */
+unsigned int km_mailbox_drain(void);
 
 /*
  * Queue a by-value command on worker w's ctl_to_w; a full ring drops it (cmd_drops).

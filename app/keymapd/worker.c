@@ -405,14 +405,28 @@ worker_commands(struct km_worker *w)
 		case KM_CMSG_PREFETCH:
 			done.u.done.cmd = KM_CMSG_PREFETCH;
 			done.u.done.seq = m.seq;
-			done.u.done.rc = km_proc_prefetch_key(
-				w->proc, rcu_dereference(km_map_current), m.u.key, m.key_len);
+			done.u.done.mark = m.mark;
+			done.u.done.rc = km_proc_prefetch_key(w->proc,
+				rcu_dereference(km_map_current), m.u.key, m.key_len, m.mark);
 			km_worker_to_ctl(w, &done);
+			break;
+		case KM_CMSG_PREFETCH_TUNE:
+			km_proc_prefetch_params(w->proc, &m.u.pf);
 			break;
 		default:
 			break;
 		}
 	}
+}
+
+/* Hand the processor's notes (samples, outcomes of prefetches) to the control lcore. */
+static inline void
+worker_notes(struct km_worker *w)
+{
+	struct km_wmsg m = {.type = KM_WMSG_NOTE, .worker = w->index};
+
+	while (km_proc_notes(w->proc, &m.u.note, 1) == 1)
+		km_worker_to_ctl(w, &m);
 }
 
 /*
@@ -457,6 +471,8 @@ km_worker_main(void *arg)
 	uint32_t idle = 0;
 	uint16_t nb_rx, nb_ho, nb_tx;
 	uint64_t t0, t1;
+	/* The processor's clock (stream timing, read latency) in ns, from the TSC. */
+	const double ns_per_tsc = 1e9 / (double)rte_get_tsc_hz();
 	sigset_t sigs;
 
 	km_rx_signals(&sigs);
@@ -472,8 +488,10 @@ km_worker_main(void *arg)
 
 		if (w->disk && km_proc_busy(w->proc)) {
 			/* Completions are answered as they come, whatever the traffic. */
+			km_proc_time(w->proc, (uint64_t)((double)rte_rdtsc() * ns_per_tsc));
 			if (disk_poll(w, &tx) != 0)
 				tx_flush(w, &tx);
+			worker_notes(w);
 			idle = 0;
 		}
 		nb_rx = rte_eth_rx_burst(km_dp.port, w->queue, pkts, w->tune.burst);
@@ -491,6 +509,8 @@ km_worker_main(void *arg)
 		}
 		idle = 0;
 		t0 = rte_rdtsc();
+		if (w->disk)
+			km_proc_time(w->proc, (uint64_t)((double)t0 * ns_per_tsc));
 		w->cnt.rx_pkts += nb_rx;
 		process_burst(w, map, allow, pkts, nb_rx, 0, &tx);
 		nb_ho = (uint16_t)rte_ring_sc_dequeue_burst(
@@ -501,6 +521,8 @@ km_worker_main(void *arg)
 			disk_poll(w, &tx);
 		nb_tx = tx.n;
 		tx_flush(w, &tx);
+		if (w->disk)
+			worker_notes(w);
 		t1 = rte_rdtsc();
 		w->cnt.busy_cycles += t1 - t0;
 		w->cnt.busy_iters++;

@@ -23,8 +23,9 @@
  * one being replaced is a candidate, and one always exists when room is needed, because
  * an entry alone never exceeds a quarter of the capacity.
  *
- * Prefetched marks: every mark set by a put ends in exactly one of prefetched_used (first
- * hit) or prefetched_evicted_unused (the marked value left the cache any other way:
+ * Prefetch marks: every mark set by a put ends in exactly one of prefetched_used (first
+ * hit, which returns it to km_cache_get_mark()'s caller) or prefetched_evicted_unused (told
+ * to the unused callback) (the marked value left the cache any other way:
  * eviction, invalidation, tag drop, replacement by a put, -E2BIG drop, clear), so
  * used + evicted_unused + marks still cached = prefetched puts.
  *
@@ -54,7 +55,7 @@ struct cache_ent {
 	uint32_t val_room; /* value bytes the block can hold */
 	uint16_t key_len;
 	uint8_t visited;
-	uint8_t prefetched;
+	uint8_t mark;   /* the prefetch that brought the value, until its first hit; 0: none */
 	uint8_t data[]; /* key_len bytes of key, then val_len bytes of value */
 };
 
@@ -62,9 +63,14 @@ struct km_cache {
 	struct cache_ent **buckets;
 	unsigned int shift; /* 64 - log2(number of buckets) */
 	uint64_t nb_buckets;
-	struct cache_ent *head; /* newest */
-	struct cache_ent *tail; /* oldest */
-	struct cache_ent *hand; /* next entry the hand examines; NULL: the tail */
+	struct cache_ent *head;     /* newest */
+	struct cache_ent *tail;     /* oldest */
+	struct cache_ent *hand;     /* next entry the hand examines; NULL: the tail */
+	km_cache_unused_fn *unused; /* told of every marked value that leaves unused */
+	void *unused_arg;
+	km_cache_evict_fn *evicted; /* told of every eviction */
+	void *evicted_arg;
+	uint8_t pf_visited; /* marked entries enter the queue visited */
 	struct km_cache_counters cnt;
 };
 
@@ -195,14 +201,24 @@ ent_substitute(struct km_cache *c, struct cache_ent *o, struct cache_ent *n)
 		n->hnext->hpprev = &n->hnext;
 }
 
+/* e's marked value leaves the cache before any hit. */
+static void
+mark_unused(struct km_cache *c, struct cache_ent *e)
+{
+	cnt_add(&c->cnt.prefetched_evicted_unused, 1);
+	if (c->unused != NULL)
+		c->unused(c->unused_arg, e->mark, e->tag, e->data, e->key_len);
+	e->mark = 0;
+}
+
 /* Unlink and free e, fixing the byte, entry and prefetch counters. */
 static void
 ent_drop(struct km_cache *c, struct cache_ent *e)
 {
 	hash_unlink(e);
 	queue_unlink(c, e);
-	if (e->prefetched)
-		cnt_add(&c->cnt.prefetched_evicted_unused, 1);
+	if (e->mark != 0)
+		mark_unused(c, e);
 	cnt_sub(&c->cnt.bytes, ent_charge(e->key_len, e->val_len));
 	cnt_sub(&c->cnt.entries, 1);
 	free(e);
@@ -223,6 +239,8 @@ cache_evict(struct km_cache *c, const struct cache_ent *keep)
 		e = e->qprev != NULL ? e->qprev : c->tail;
 	}
 	c->hand = e->qprev;
+	if (c->evicted != NULL)
+		c->evicted(c->evicted_arg, e->hash);
 	ent_drop(c, e);
 	cnt_add(&c->cnt.evictions, 1);
 }
@@ -239,11 +257,11 @@ ent_alloc(uint16_t key_len, uint32_t val_len)
 
 static inline void
 ent_fill(struct cache_ent *e, uint64_t tag, const void *val, uint32_t len, uint64_t version,
-	int prefetched)
+	uint8_t mark)
 {
 	e->tag = tag;
 	e->version = version;
-	e->prefetched = prefetched != 0;
+	e->mark = mark;
 	e->val_len = len;
 	if (len != 0)
 		memcpy(e->data + e->key_len, val, len);
@@ -289,8 +307,18 @@ km_cache_destroy(struct km_cache *c)
 int
 km_cache_get(struct km_cache *c, const struct km_key *k, uint64_t tag, struct km_value_ref *v)
 {
+	uint8_t mark;
+
+	return km_cache_get_mark(c, k, tag, v, &mark);
+}
+
+int
+km_cache_get_mark(struct km_cache *c, const struct km_key *k, uint64_t tag, struct km_value_ref *v,
+	uint8_t *mark)
+{
 	struct cache_ent *e = cache_lookup(c, k);
 
+	*mark = 0;
 	if (e == NULL || e->tag != tag) {
 		/* A value from another generation of the shard must never be served. */
 		if (e != NULL)
@@ -299,8 +327,9 @@ km_cache_get(struct km_cache *c, const struct km_key *k, uint64_t tag, struct km
 		return -ENOENT;
 	}
 	e->visited = 1;
-	if (e->prefetched) {
-		e->prefetched = 0;
+	if (e->mark != 0) {
+		*mark = e->mark;
+		e->mark = 0;
 		cnt_add(&c->cnt.prefetched_used, 1);
 	}
 	v->data = e->data + e->key_len;
@@ -320,7 +349,7 @@ km_cache_contains(const struct km_cache *c, const struct km_key *k, uint64_t tag
 
 int
 km_cache_put(struct km_cache *c, const struct km_key *k, uint64_t tag, const void *val,
-	uint32_t len, uint64_t version, int prefetched)
+	uint32_t len, uint64_t version, uint8_t mark)
 {
 	uint64_t charge = ent_charge(k->len, len), old_charge;
 	struct cache_ent *e = cache_lookup(c, k), *n;
@@ -344,8 +373,8 @@ km_cache_put(struct km_cache *c, const struct km_key *k, uint64_t tag, const voi
 		n->hash = k->hash;
 		n->key_len = k->len;
 		memcpy(n->data, k->data, k->len);
-		n->visited = 0;
-		ent_fill(n, tag, val, len, version, prefetched);
+		n->visited = mark != 0 && c->pf_visited;
+		ent_fill(n, tag, val, len, version, mark);
 		queue_push_head(c, n);
 		hash_link(bucket_of(c, k->hash), n);
 		cnt_add(&c->cnt.bytes, charge);
@@ -369,8 +398,8 @@ km_cache_put(struct km_cache *c, const struct km_key *k, uint64_t tag, const voi
 	old_charge = ent_charge(e->key_len, e->val_len);
 	while (c->cnt.bytes - old_charge + charge > c->cnt.capacity)
 		cache_evict(c, e);
-	if (e->prefetched)
-		cnt_add(&c->cnt.prefetched_evicted_unused, 1);
+	if (e->mark != 0)
+		mark_unused(c, e);
 	if (n != e) {
 		n->hash = e->hash;
 		n->key_len = e->key_len;
@@ -379,7 +408,7 @@ km_cache_put(struct km_cache *c, const struct km_key *k, uint64_t tag, const voi
 		ent_substitute(c, e, n);
 		free(e);
 	}
-	ent_fill(n, tag, val, len, version, prefetched);
+	ent_fill(n, tag, val, len, version, mark);
 	cnt_sub(&c->cnt.bytes, old_charge);
 	cnt_add(&c->cnt.bytes, charge);
 	return 0;
@@ -402,6 +431,26 @@ km_cache_clear(struct km_cache *c)
 	/* Dropping from the head moves the hand to NULL with the last entry it was on. */
 	while (c->head != NULL)
 		ent_drop(c, c->head);
+}
+
+void
+km_cache_on_unused(struct km_cache *c, km_cache_unused_fn *fn, void *arg)
+{
+	c->unused = fn;
+	c->unused_arg = arg;
+}
+
+void
+km_cache_on_evict(struct km_cache *c, km_cache_evict_fn *fn, void *arg)
+{
+	c->evicted = fn;
+	c->evicted_arg = arg;
+}
+
+void
+km_cache_prefetch_visited(struct km_cache *c, int on)
+{
+	c->pf_visited = on != 0;
 }
 
 const struct km_cache_counters *

@@ -643,6 +643,81 @@ km_predict_stats(const struct km_predict *pr, struct km_predict_stats *st)
 	*st = pr->st;
 }
 
+/* Keep out[0..*n) the max strongest, descending: insert t if it is strong enough. */
+static void
+top_insert(struct km_predict_transition *out, unsigned max, unsigned *n,
+	const struct km_predict_transition *t)
+{
+	unsigned i;
+
+	if (*n == max && out[max - 1].count >= t->count)
+		return;
+	i = *n < max ? (*n)++ : max - 1;
+	for (; i > 0 && out[i - 1].count < t->count; i--)
+		out[i] = out[i - 1];
+	out[i] = *t;
+}
+
+unsigned
+km_predict_top(const struct km_predict *pr, struct km_predict_transition *out, unsigned max)
+{
+	struct km_predict_transition t;
+	unsigned n = 0;
+	uint32_t i, j;
+
+	if (pr == NULL || out == NULL || max == 0)
+		return 0;
+	for (i = 0; i < pr->nb_key_sets * PR_KEY_WAYS; i++) {
+		const struct pr_key *e = &pr->keys[i], *to;
+
+		if (e->hash == 0 || e->out_total == 0)
+			continue;
+		for (j = 0; j < PR_SUCC; j++) {
+			if (e->succ[j].cnt == 0)
+				continue;
+			to = &pr->keys[e->succ[j].slot];
+			if (to->hash == 0 || tag_of(to->hash) != e->succ[j].tag)
+				continue;
+			t = (struct km_predict_transition){
+				.model = KM_PREDICT_SUCC,
+				.from_len = e->len,
+				.to_len = to->len,
+				.count = cnt_shift(e->succ[j].cnt, pr->epoch - e->epoch),
+				.share = (float)e->succ[j].cnt / (float)e->out_total,
+			};
+			memcpy(t.from, e->key, e->len);
+			memcpy(t.to, to->key, to->len);
+			if (t.count != 0)
+				top_insert(out, max, &n, &t);
+		}
+	}
+	for (i = 0; i < pr->nb_tpl_sets * PR_WAYS; i++) {
+		const struct pr_tpl *e = &pr->tpls[i], *to;
+
+		if (e->hash == 0 || e->total == 0)
+			continue;
+		for (j = 0; j < PR_TPL_NEXT; j++) {
+			if (e->next[j].cnt == 0)
+				continue;
+			to = &pr->tpls[e->next[j].slot];
+			if (to->hash == 0 || tag_of(to->hash) != e->next[j].tag)
+				continue;
+			t = (struct km_predict_transition){
+				.model = KM_PREDICT_TEMPLATE,
+				.from_len = e->len,
+				.to_len = to->len,
+				.count = cnt_shift(e->next[j].cnt, pr->epoch - e->epoch),
+				.share = (float)e->next[j].cnt / (float)e->total,
+			};
+			memcpy(t.from, e->str, e->len);
+			memcpy(t.to, to->str, to->len);
+			if (t.count != 0)
+				top_insert(out, max, &n, &t);
+		}
+	}
+	return n;
+}
+
 uint64_t
 km_predict_hash(const uint8_t *key, uint16_t len)
 {

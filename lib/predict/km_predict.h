@@ -176,6 +176,25 @@ uint8_t km_predict_stride_bin(unsigned run);
  */
 void km_predict_stats(const struct km_predict *pr, struct km_predict_stats *st);
 
+/** One learned transition: after `from`, `to` (a key, or a template for TEMPLATE). */
+struct km_predict_transition {
+	uint8_t model; /* KM_PREDICT_SUCC or KM_PREDICT_TEMPLATE */
+	uint8_t from_len, to_len;
+	uint16_t count; /* decayed count of the transition */
+	float share;    /* count / all transitions out of `from` */
+	uint8_t from[KM_PREDICT_KEY_INLINE];
+	uint8_t to[KM_PREDICT_KEY_INLINE];
+};
+
+/**
+ * The strongest learned transitions (successors and template transitions), by decayed
+ * count, descending. Scans every table: for an operator's command, not per access.
+ * @return the number written to out (0..max).
+ * @note Context: the owner thread.
+ */
+unsigned km_predict_top(
+	const struct km_predict *pr, struct km_predict_transition *out, unsigned max);
+
 /**
  * The key hash lib/predict uses (the scheduler's filter and ghost list take it).
  * @note Context: any thread.

@@ -67,7 +67,7 @@ persist_init(struct km_proc *p, const struct km_proc_params *prm)
 		p->defers[i].next = p->defer_free;
 		p->defer_free = &p->defers[i];
 	}
-	return 0;
+	return proc_pf_init(p);
 }
 
 int
@@ -131,6 +131,7 @@ km_proc_destroy(struct km_proc *p)
 		for (i = 0; i < p->pending_max; i++)
 			km_store_read_free(&p->pends[i].rd);
 	km_cache_destroy(p->cache);
+	proc_pf_fini(p);
 	free(p->pend_tab);
 	free(p->pends);
 	free(p->defers);

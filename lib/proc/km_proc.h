@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include <km_cache.h>
+#include <km_predict.h>
 #include <km_proto.h>
 #include <km_shardmap.h>
 #include <km_store.h>
@@ -48,7 +49,13 @@
 	X(read_coalesced, "cache misses served by a read already in flight")                 \
 	X(read_restarts, "reads started again: the entry changed meanwhile")                 \
 	X(prefetch_issued, "prefetch reads started")                                         \
-	X(prefetch_coalesced, "cache misses that found a prefetch in flight")                \
+	X(prefetch_coalesced, "cache misses that found a prefetch in flight (late)")         \
+	X(prefetch_refused, "prefetches refused: budget or pending watermark reached")       \
+	X(prefetch_harm, "cache misses on a key a prefetch had evicted")                     \
+	X(stream_prefetches, "prefetches asked by the per-shard stream detector")            \
+	X(stream_forwarded, "stream prefetches of keys another worker owns (to control)")    \
+	X(samples, "accesses sampled for the predictor")                                     \
+	X(notes_dropped, "notes for the control lcore dropped: note buffer full")            \
 	X(write_deferred, "write replies held until their group was durable")                \
 	X(write_failed, "writes answered ERROR: their group write failed")
 
@@ -273,15 +280,118 @@ unsigned int km_proc_poll(struct km_proc *p, struct km_proc_done *done, unsigned
  */
 int km_proc_busy(const struct km_proc *p);
 
+/*
+ * Predictive prefetch, the worker's part (DESIGN §5). Everything below concerns shards
+ * whose values live on disk (a store with values in DRAM has nothing to prefetch).
+ *
+ * - Stream detector: every GET of a shard feeds the shard's struct km_stream
+ *   (lib/predict); the keys it asks for are read into the cache at once when this worker
+ *   owns them, or handed to the control lcore as FORWARD notes when another does.
+ * - Sampling: accesses of one in sample_every clients (by session id, else by source
+ *   address: a sampled client is sampled whole, so its successions stay intact) become
+ *   SAMPLE notes for the control lcore's predictor; writes are sampled too.
+ * - Outcomes: every prefetched value is marked in the cache with who asked for it (a
+ *   mark: 1..KM_PREDICT_NB_SRC the control lcore's prediction source + 1,
+ *   KM_PROC_MARK_OPERATOR, KM_PROC_MARK_STREAM | bin the stream detector); its first hit
+ *   (USED), its eviction unused (UNUSED), a request that waited for it (LATE) and a miss
+ *   on a key one of them evicted (HARM) go back to the stream (its depth and distance)
+ *   and, for the control lcore's marks, as OUTCOME notes.
+ * - Budget: prefetch reads in flight are capped (inflight_max), and none starts while
+ *   the pending table is above the watermark: demand misses first (refusals counted).
+ * - Validation: a prefetch read whose entry is written meanwhile is restarted by the
+ *   store (read_restarts), a write replaces or drops the cached entry: no read after an
+ *   acknowledged write returns an older value.
+ * Notes wait in a bounded buffer (KM_PROC_NOTES_MAX; overflow counted in notes_dropped)
+ * until the worker takes them with km_proc_notes().
+ */
+#define KM_PROC_MARK_OPERATOR 0x7f /* keymapctl prefetch KEY */
+#define KM_PROC_MARK_STREAM   0x80 /* | km_predict_stride_bin(): the stream detector */
+#define KM_PROC_NOTES_MAX     256
+
+_Static_assert(KM_PREDICT_NB_SRC < KM_PROC_MARK_OPERATOR, "marks of sources fit below 0x7f");
+
+struct km_proc_pf_params {
+	uint32_t sample_every; /* 0: no sampling; else one client in N (rounded up to 2^k) */
+	uint8_t stream;        /* run the per-shard stream detector */
+	uint32_t inflight_max; /* prefetch reads in flight (0: 64) */
+	uint32_t watermark;    /* no prefetch while this many reads are pending (0: 3/4 of
+				* pending_max) */
+	uint16_t depth_max;    /* stream window cap (0: 64) */
+};
+
 /**
- * Read key into the cache ahead of its requests (a prefetch): the entry is marked
- * prefetched until its first hit. Nothing happens if the key is cached, already being
- * read, not owned here, or its store keeps values in DRAM.
- * @return 1 read started, 0 nothing to do, -EAGAIN/-ENOMEM no room now, -ENOENT no such key.
+ * Apply prefetch parameters. At creation: no sampling, no stream detector, 64 reads in
+ * flight, watermark 3/4 of pending_max.
+ * @return 0, -EINVAL (sample_every over 2^20).
  * @note Context: the owner worker.
  */
-int km_proc_prefetch_key(
-	struct km_proc *p, const struct km_shardmap *map, const uint8_t *key, uint16_t len);
+int km_proc_prefetch_params(struct km_proc *p, const struct km_proc_pf_params *pp);
+
+/**
+ * The worker's clock for what follows (stream timing, read latency, note times): call
+ * once per loop iteration.
+ * @note Context: the owner worker.
+ */
+void km_proc_time(struct km_proc *p, uint64_t now_ns);
+
+enum km_proc_note_type {
+	KM_PROC_NOTE_SAMPLE = 1, /* a sampled access: what is KM_PROC_ACC_* */
+	KM_PROC_NOTE_OUTCOME,    /* what became of a prefetch: what is KM_PROC_PF_* */
+	KM_PROC_NOTE_FORWARD,    /* a key the stream detector wants, owned by another worker */
+};
+
+/** What a sampled access found. */
+enum km_proc_access {
+	KM_PROC_ACC_HIT = 0,      /* cached, not by a prefetch (or already hit since) */
+	KM_PROC_ACC_PREFETCH_HIT, /* the first hit on a prefetched value */
+	KM_PROC_ACC_LATE,         /* waited for a prefetch still in flight */
+	KM_PROC_ACC_MISS,         /* a read from the store */
+	KM_PROC_ACC_NOT_FOUND,
+	KM_PROC_ACC_WRITE, /* PUT, CAS or DEL */
+};
+
+/** What became of a prefetch. */
+enum km_proc_pf_event {
+	KM_PROC_PF_USED = 0,
+	KM_PROC_PF_UNUSED,
+	KM_PROC_PF_LATE,
+	KM_PROC_PF_HARM, /* a demand miss on a key this mark's prefetch had evicted */
+};
+
+/** One note for the control lcore. */
+struct km_proc_note {
+	uint8_t type;     /* enum km_proc_note_type */
+	uint8_t op;       /* SAMPLE: enum km_op */
+	uint8_t what;     /* SAMPLE: enum km_proc_access; OUTCOME: enum km_proc_pf_event */
+	uint8_t mark;     /* OUTCOME, FORWARD: the prefetch's mark */
+	uint16_t key_len; /* SAMPLE, FORWARD, OUTCOME (HARM: the missed key) */
+	uint16_t pad;
+	uint32_t session; /* SAMPLE: the request's session id, 0 = none */
+	uint32_t pad2;
+	uint64_t shard_id;
+	uint64_t src;  /* SAMPLE: the client's address (its stream when there is no session) */
+	uint64_t t_ns; /* km_proc_time() when it happened */
+	uint8_t key[KM_KEY_MAX];
+};
+
+/**
+ * Take up to max notes, oldest first.
+ * @return the number taken.
+ * @note Context: the owner worker.
+ */
+unsigned int km_proc_notes(struct km_proc *p, struct km_proc_note *out, unsigned int max);
+
+/**
+ * Read key into the cache ahead of its requests (a prefetch): the entry carries mark (see
+ * above, nonzero) until its first hit. Nothing happens if the key is cached, already being
+ * read, not owned here, or its store keeps values in DRAM.
+ * @return 1 read started (or the value was in a write buffer and is cached now), 0 nothing
+ *   to do, -EBUSY refused (budget or watermark), -EAGAIN/-ENOMEM no room now, -ENOENT no
+ *   such key, -EINVAL (length, mark 0).
+ * @note Context: the owner worker.
+ */
+int km_proc_prefetch_key(struct km_proc *p, const struct km_shardmap *map, const uint8_t *key,
+	uint16_t len, uint8_t mark);
 
 /**
  * The worker's value cache counters, or NULL (a driver with values in DRAM). Written by

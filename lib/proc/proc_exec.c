@@ -134,17 +134,31 @@ proc_value_reply(struct km_proc *p, const struct km_hdr *req, uint32_t epoch,
 
 static size_t
 exec_get(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
-	const struct km_shard *sh, const struct km_key *k, struct km_proc_shard *shd, void *cookie,
-	uint8_t *out, size_t cap)
+	const struct km_shard *sh, const struct km_key *k, struct km_proc_shard *shd, uint64_t src,
+	void *cookie, uint8_t *out, size_t cap)
 {
 	struct km_value_ref v;
+	uint8_t acc;
+	size_t len;
 
 	p->cnt.req_get++;
 	if (shd == NULL)
 		return reply_busy(p, map, req, sh, out);
 	shd->requests++;
-	if (shd->persistent)
-		return proc_get_persistent(p, map, req, k, shd, cookie, out, cap);
+	if (shd->persistent) {
+		struct km_key kc;
+		uint8_t kbuf[KM_KEY_MAX];
+
+		if (proc_likely(!proc_pf_on(p)))
+			return proc_get_persistent(p, map, req, k, shd, cookie, out, cap, &acc);
+		/* The reply overwrites the request, key included; and what the access teaches
+		 * must wait for the reply (a prefetch may evict the value it copies). */
+		memcpy(kbuf, k->data, k->len);
+		kc = (struct km_key){.data = kbuf, .len = k->len, .hash = k->hash};
+		len = proc_get_persistent(p, map, req, k, shd, cookie, out, cap, &acc);
+		proc_pf_access(p, map, shd, &kc, &req->hdr, src, acc);
+		return len;
+	}
 	if (km_store_get(shd->store, k, &v) != 0) {
 		p->cnt.get_miss++;
 		return proc_reply_status(
@@ -204,6 +218,8 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 	status = proc_status_of_rc(p, rc, 0);
 	if (rc == 0 && shd->persistent) {
 		proc_written_persistent(p, shd, req, k, version);
+		if (proc_pf_on(p)) /* before the reply header is written over the request */
+			proc_pf_access(p, map, shd, k, &req->hdr, src, KM_PROC_ACC_WRITE);
 		if (p->durability == KM_DUR_SYNC)
 			seq = s->ops->write_seq(s);
 	}
@@ -234,11 +250,13 @@ reply:
 }
 
 /* One MGET entry's value: found (OK, *v), not found, or BUSY (not cached: its read starts
- * now and the client GETs the key, which then finds it cached or in flight). */
+ * now and the client GETs the key, which then finds it cached or in flight). *acc tells
+ * what it found (enum km_proc_access). */
 static uint8_t
 mget_entry(struct km_proc *p, struct km_proc_shard *shd, const struct km_key *k,
-	struct km_value_ref *v)
+	struct km_value_ref *v, uint8_t *acc)
 {
+	uint8_t mark;
 	int rc;
 
 	if (!shd->persistent) {
@@ -247,14 +265,22 @@ mget_entry(struct km_proc *p, struct km_proc_shard *shd, const struct km_key *k,
 		p->cnt.get_miss++;
 		return KM_ST_NOT_FOUND;
 	}
-	if (km_cache_get(p->cache, k, shd->gen, v) == 0)
+	if (km_cache_get_mark(p->cache, k, shd->gen, v, &mark) == 0) {
+		*acc = KM_PROC_ACC_HIT;
+		if (mark != 0) {
+			*acc = KM_PROC_ACC_PREFETCH_HIT;
+			proc_pf_used(p, shd, mark);
+		}
 		return KM_ST_OK;
+	}
+	*acc = KM_PROC_ACC_MISS;
 	rc = proc_read_key(p, shd, k, NULL, 0, v);
 	if (rc == 0) {
 		proc_cache_fill(p, k, shd->gen, v, 0);
 		return KM_ST_OK;
 	}
 	if (rc == -ENOENT) {
+		*acc = KM_PROC_ACC_NOT_FOUND;
 		p->cnt.get_miss++;
 		return KM_ST_NOT_FOUND;
 	}
@@ -262,8 +288,8 @@ mget_entry(struct km_proc *p, struct km_proc_shard *shd, const struct km_key *k,
 }
 
 static size_t
-exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req, uint8_t *out,
-	size_t cap)
+exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req, uint64_t src,
+	uint8_t *out, size_t cap)
 {
 	uint8_t *b = p->scratch, *w;
 	size_t lim = cap < sizeof(p->scratch) ? cap : sizeof(p->scratch);
@@ -288,7 +314,7 @@ exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 		struct km_route rt;
 		struct km_proc_shard *shd;
 		struct km_value_ref v = {0};
-		uint8_t status;
+		uint8_t status, acc = KM_PROC_ACC_HIT;
 		struct km_key k;
 
 		route_of(map, key, klen, &rt);
@@ -303,7 +329,7 @@ exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 			status = KM_ST_MOVED;
 		} else {
 			key_init(&k, key, klen, &rt);
-			status = mget_entry(p, shd, &k, &v);
+			status = mget_entry(p, shd, &k, &v, &acc);
 		}
 		/* Entries whose value does not fit are marked; the client GETs them. A value
 		 * fits only if the headers of the entries after it still do. */
@@ -329,6 +355,9 @@ exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 		if (v.len != 0)
 			memcpy(w + KM_MGET_REP_ENTRY_HDR, v.data, v.len);
 		w += KM_MGET_REP_ENTRY_HDR + v.len;
+		/* After the copy: what the access teaches may evict the value v points to. */
+		if (shd != NULL && shd->persistent && proc_pf_on(p))
+			proc_pf_access(p, map, shd, &k, &req->hdr, src, acc);
 	}
 	reply_hdr(&h, &req->hdr, KM_ST_OK, km_shardmap_epoch_fast(map));
 	h.val_len = (uint32_t)(w - b - KM_HDR_LEN);
@@ -372,13 +401,13 @@ proc_exec_one(struct km_proc *p, const struct km_shardmap *map, const struct km_
 
 	switch (req->hdr.op) {
 	case KM_OP_GET:
-		return exec_get(p, map, req, rt->shard, k, shd, cookie, out, cap);
+		return exec_get(p, map, req, rt->shard, k, shd, src, cookie, out, cap);
 	case KM_OP_PUT:
 	case KM_OP_CAS:
 	case KM_OP_DEL:
 		return exec_write(p, map, req, rt->shard, k, shd, src, cookie, out, cap);
 	case KM_OP_MGET:
-		return exec_mget(p, map, req, out, cap);
+		return exec_mget(p, map, req, src, out, cap);
 	case KM_OP_MAP:
 		return exec_map(p, map, req, out, cap);
 	case KM_OP_PING:

@@ -66,12 +66,15 @@ ready_push(struct km_proc *p, struct defer *d, size_t len)
 	defer_put(p, d);
 }
 
-/* A value read from the store enters the cache (prefetched: marked until its first hit). */
+/* A value read from the store enters the cache (a prefetch's: marked until its first hit;
+ * what it evicts is remembered, to count its harm). */
 void
 proc_cache_fill(struct km_proc *p, const struct km_key *k, uint64_t gen,
-	const struct km_value_ref *v, int prefetched)
+	const struct km_value_ref *v, uint8_t mark)
 {
-	km_cache_put(p->cache, k, gen, v->data, v->len, v->version, prefetched);
+	p->pf_filling = mark != 0;
+	km_cache_put(p->cache, k, gen, v->data, v->len, v->version, mark);
+	p->pf_filling = 0;
 }
 
 static inline uint32_t
@@ -93,8 +96,14 @@ pend_find(struct km_proc *p, const struct km_key *k)
 	return NULL;
 }
 
+int
+proc_read_pending(struct km_proc *p, const struct km_key *k)
+{
+	return pend_find(p, k) != NULL;
+}
+
 static struct pend *
-pend_new(struct km_proc *p, const struct km_key *k, const struct km_proc_shard *sl, int prefetch)
+pend_new(struct km_proc *p, const struct km_key *k, const struct km_proc_shard *sl, uint8_t mark)
 {
 	struct pend *pe = p->pend_free;
 	uint32_t i;
@@ -109,7 +118,10 @@ pend_new(struct km_proc *p, const struct km_key *k, const struct km_proc_shard *
 	pe->gen = sl->gen;
 	memcpy(pe->kbuf, k->data, k->len);
 	pe->key = (struct km_key){.data = pe->kbuf, .len = k->len, .hash = k->hash};
-	pe->prefetch = (uint8_t)prefetch;
+	pe->mark = mark;
+	pe->t_start = p->now_ns;
+	if (mark != 0)
+		p->pf_inflight++;
 	pe->waiters = pe->waiters_tail = NULL;
 	for (i = pend_home(p, k->hash); p->pend_tab[i] != NULL; i = (i + 1) & p->pend_mask)
 		;
@@ -137,6 +149,8 @@ pend_release(struct km_proc *p, struct pend *pe)
 		}
 	}
 	p->pend_tab[hole] = NULL;
+	if (pe->mark != 0)
+		p->pf_inflight--;
 	km_store_read_free(&pe->rd);
 	pe->next_free = p->pend_free;
 	p->pend_free = pe;
@@ -221,21 +235,25 @@ pend_done(struct km_io_op *op, int res)
 		if (rc == 1)
 			return;
 	}
+	if (pe->mark != 0)
+		proc_pf_read_done(p, pe->t_start);
+	/* A prefetch a request joined is a demand read now: cached unmarked. */
 	if (rc == 0 && p->cache != NULL)
-		proc_cache_fill(p, &pe->key, pe->gen, &v, pe->prefetch && pe->waiters == NULL);
+		proc_cache_fill(p, &pe->key, pe->gen, &v, pe->waiters == NULL ? pe->mark : 0);
 	pend_answer(p, pe, rc, &v);
 	pend_release(p, pe);
 }
 
 /*
  * Read k of shard sl for a request (d != NULL: it waits on the read) or for a prefetch
- * (d == NULL). Joins a read of k already in flight.
- * @return 1 the request waits (or the read started); 0 value at once in *v (the request
- *   was not queued); < 0: -ENOENT, -EAGAIN (no room), other errors.
+ * (d == NULL, mark != 0). Joins a read of k already in flight.
+ * @return 1 the request waits (or the read started); 2 the request waits for a prefetch
+ *   still in flight (late); 0 value at once in *v (the request was not queued); < 0:
+ *   -ENOENT, -EAGAIN (no room), other errors.
  */
 int
 proc_read_key(struct km_proc *p, struct km_proc_shard *sl, const struct km_key *k, struct defer *d,
-	int prefetch, struct km_value_ref *v)
+	uint8_t mark, struct km_value_ref *v)
 {
 	struct pend *pe = pend_find(p, k);
 	int rc;
@@ -243,15 +261,19 @@ proc_read_key(struct km_proc *p, struct km_proc_shard *sl, const struct km_key *
 	if (pe != NULL) {
 		if (pe->shard_id != sl->id || pe->gen != sl->gen)
 			return -EAGAIN; /* a read for a previous owner of the shard: soon gone */
-		if (d != NULL) {
-			pend_wait(pe, d);
-			p->cnt.read_coalesced++;
-			if (pe->prefetch)
-				p->cnt.prefetch_coalesced++;
-		}
-		return 1;
+		if (d == NULL)
+			return 1;
+		pend_wait(pe, d);
+		p->cnt.read_coalesced++;
+		if (pe->mark == 0 || pe->late)
+			return 1;
+		/* The first request that waits for a prefetch: it came too late. */
+		pe->late = 1;
+		p->cnt.prefetch_coalesced++;
+		proc_pf_late(p, sl, pe->mark);
+		return 2;
 	}
-	pe = pend_new(p, k, sl, prefetch);
+	pe = pend_new(p, k, sl, mark);
 	if (pe == NULL)
 		return -EAGAIN;
 	rc = pend_start(p, pe, sl->store, v);
@@ -259,34 +281,48 @@ proc_read_key(struct km_proc *p, struct km_proc_shard *sl, const struct km_key *
 		pend_release(p, pe);
 		return rc;
 	}
-	if (prefetch)
+	if (mark != 0)
 		p->cnt.prefetch_issued++;
 	if (d != NULL)
 		pend_wait(pe, d);
 	return 1;
 }
 
-/* GET of a key whose store keeps values on disk: cache, read in flight, or a new read. */
+/* GET of a key whose store keeps values on disk: cache, read in flight, or a new read.
+ * *acc tells what it found (enum km_proc_access). */
 size_t
 proc_get_persistent(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
-	const struct km_key *k, struct km_proc_shard *shd, void *cookie, uint8_t *out, size_t cap)
+	const struct km_key *k, struct km_proc_shard *shd, void *cookie, uint8_t *out, size_t cap,
+	uint8_t *acc)
 {
 	struct km_value_ref v;
 	struct defer *d;
+	uint8_t mark;
 	int rc;
 
-	if (km_cache_get(p->cache, k, shd->gen, &v) == 0)
+	if (km_cache_get_mark(p->cache, k, shd->gen, &v, &mark) == 0) {
+		*acc = KM_PROC_ACC_HIT;
+		if (mark != 0) {
+			*acc = KM_PROC_ACC_PREFETCH_HIT;
+			proc_pf_used(p, shd, mark);
+		}
 		return proc_value_reply(p, &req->hdr, km_shardmap_epoch_fast(map), &v, out, cap);
+	}
+	*acc = KM_PROC_ACC_MISS;
 	d = defer_get(p, &req->hdr, km_shardmap_epoch_fast(map), cookie, out, cap);
 	if (d == NULL) {
 		p->cnt.busy_pending++;
 		return proc_reply_status(&req->hdr, KM_ST_BUSY, km_shardmap_epoch_fast(map), out);
 	}
 	rc = proc_read_key(p, shd, k, d, 0, &v);
-	if (rc == 1)
+	if (rc == 2)
+		*acc = KM_PROC_ACC_LATE;
+	if (rc >= 1)
 		return 0;
 	/* Not queued: answer now. */
 	defer_put(p, d);
+	if (rc == -ENOENT)
+		*acc = KM_PROC_ACC_NOT_FOUND;
 	if (rc != 0)
 		return proc_reply_status(
 			&req->hdr, proc_status_of_rc(p, rc, 1), km_shardmap_epoch_fast(map), out);
@@ -469,32 +505,4 @@ const struct km_cache_counters *
 km_proc_cache_counters(const struct km_proc *p)
 {
 	return p->cache != NULL ? km_cache_counters(p->cache) : NULL;
-}
-
-int
-km_proc_prefetch_key(
-	struct km_proc *p, const struct km_shardmap *map, const uint8_t *key, uint16_t len)
-{
-	struct km_proc_shard *sl;
-	struct km_value_ref v;
-	struct km_route rt;
-	struct km_key k;
-	int rc;
-
-	if (len == 0 || len > KM_KEY_MAX)
-		return -EINVAL;
-	route_of(map, key, len, &rt);
-	sl = owned_shard(p, rt.shard);
-	if (sl == NULL || !sl->persistent)
-		return 0;
-	key_init(&k, key, len, &rt);
-	if (km_cache_contains(p->cache, &k, sl->gen) || pend_find(p, &k) != NULL)
-		return 0;
-	rc = proc_read_key(p, sl, &k, NULL, 1, &v);
-	if (rc == 0) {
-		/* In a write buffer: cache it as a prefetch all the same. */
-		proc_cache_fill(p, &k, sl->gen, &v, 1);
-		return 1;
-	}
-	return rc;
 }

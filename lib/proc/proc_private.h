@@ -10,6 +10,8 @@
  *   proc_exec.c     execution of each op, the at-most-once table, status replies
  *   proc_miss.c     the miss path: deferred replies, reads in flight, group writes, poll
  *   proc_reshard.c  split and merge copies between stores
+ *   proc_predict.c  the worker's part of predictive prefetch: stream detector, sampling,
+ *                   outcomes of prefetches, budget, notes for the control lcore
  *
  * Everything here is used by the owner worker only (see km_proc.h).
  */
@@ -17,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#include <km_stream.h>
 
 #include "km_proc.h"
 #include "km_shardmap_fast.h"
@@ -39,6 +43,7 @@ struct km_proc_shard {
 	uint8_t persistent; /* values on disk: cache, reads and writes deferred */
 	uint8_t dirty;      /* in the dirty list */
 	struct defer *parked_head, *parked_tail; /* write replies waiting for durability */
+	struct km_stream stream;                 /* sequential/stride detector of its GETs */
 };
 
 /*
@@ -65,9 +70,11 @@ struct pend {
 	uint64_t gen;
 	struct km_key key; /* data points to kbuf */
 	uint8_t kbuf[KM_KEY_MAX];
-	uint8_t prefetch; /* started by a prefetch */
+	uint8_t mark; /* started by a prefetch: its mark (0: a demand read) */
+	uint8_t late; /* a demand request joined the prefetch (counted once) */
 	uint8_t restarts;
-	uint32_t slot; /* in the pending hash */
+	uint64_t t_start; /* km_proc_time() at the start: the read latency */
+	uint32_t slot;    /* in the pending hash */
 	struct defer *waiters, *waiters_tail;
 	struct pend *next_free;
 };
@@ -122,6 +129,18 @@ struct km_proc {
 	uint64_t *dirty; /* shard ids with writes to flush */
 	uint32_t nb_dirty, dirty_cap;
 	uint8_t closing; /* km_proc_destroy(): completions only release */
+
+	/* Predictive prefetch (proc_predict.c). */
+	struct km_proc_pf_params pf;
+	uint32_t sample_mask; /* a client is sampled when its hash & mask == 0 */
+	uint32_t pf_inflight; /* prefetch reads in flight (pends with a mark) */
+	uint64_t now_ns;      /* km_proc_time() */
+	uint64_t read_ns;     /* read latency, EWMA 1/8 */
+	struct km_stream_ctx sctx;
+	struct km_proc_note *notes; /* KM_PROC_NOTES_MAX, FIFO */
+	uint32_t notes_head, notes_n;
+	uint64_t *ghost;    /* hashes of keys prefetches evicted, direct-mapped */
+	uint8_t pf_filling; /* a prefetched value is being cached: evictions are its harm */
 
 	uint8_t scratch[KM_DGRAM_MAX]; /* MGET replies are built here: they outgrow requests */
 };
@@ -217,14 +236,33 @@ void proc_store_durable(void *arg, uint64_t shard_id, uint64_t seq, int err);
 void proc_parked_fail(struct km_proc *p, struct km_proc_shard *sl, uint8_t status);
 size_t proc_get_persistent(struct km_proc *p, const struct km_shardmap *map,
 	const struct km_msg *req, const struct km_key *k, struct km_proc_shard *shd, void *cookie,
-	uint8_t *out, size_t cap);
+	uint8_t *out, size_t cap, uint8_t *acc);
 int proc_read_key(struct km_proc *p, struct km_proc_shard *sl, const struct km_key *k,
-	struct defer *d, int prefetch, struct km_value_ref *v);
+	struct defer *d, uint8_t mark, struct km_value_ref *v);
 void proc_cache_fill(struct km_proc *p, const struct km_key *k, uint64_t gen,
-	const struct km_value_ref *v, int prefetched);
+	const struct km_value_ref *v, uint8_t mark);
+int proc_read_pending(struct km_proc *p, const struct km_key *k);
 void proc_written_persistent(struct km_proc *p, struct km_proc_shard *shd, const struct km_msg *req,
 	const struct km_key *k, uint64_t version);
 size_t proc_park_reply(struct km_proc *p, struct km_proc_shard *shd, const struct km_msg *req,
 	uint32_t epoch, uint64_t seq, uint64_t src, void *cookie, uint8_t *out, size_t cap);
+
+/* proc_predict.c */
+/* Whether accesses feed prediction (stream detector or sampling). */
+static inline int
+proc_pf_on(const struct km_proc *p)
+{
+	return p->pf.stream || p->pf.sample_every != 0;
+}
+
+int proc_pf_init(struct km_proc *p);
+void proc_pf_fini(struct km_proc *p);
+void proc_pf_access(struct km_proc *p, const struct km_shardmap *map, struct km_proc_shard *shd,
+	const struct km_key *k, const struct km_hdr *req, uint64_t src, uint8_t acc);
+void proc_pf_used(struct km_proc *p, struct km_proc_shard *shd, uint8_t mark);
+void proc_pf_late(struct km_proc *p, struct km_proc_shard *shd, uint8_t mark);
+void proc_pf_read_done(struct km_proc *p, uint64_t t_start);
+int proc_prefetch(struct km_proc *p, const struct km_shardmap *map, const uint8_t *key,
+	uint16_t len, uint8_t mark);
 
 #endif /* KM_PROC_PRIVATE_H */

@@ -992,6 +992,109 @@ test_clear(void **state)
 	pair_fini(&p);
 }
 
+/* ---- (e) prefetch marks: returned on the first hit, told to the callback when unused ---- */
+
+struct unused_log {
+	unsigned int n;
+	uint8_t mark[8];
+	uint64_t tag[8];
+	uint32_t id[8];
+};
+
+static void
+on_unused(void *arg, uint8_t mark, uint64_t tag, const uint8_t *key, uint16_t len)
+{
+	struct unused_log *l = arg;
+	uint32_t id = 0;
+	uint16_t i;
+
+	/* tkey_set(): "k", the id in decimal, '.' padding */
+	assert_true(len > 1 && key[0] == 'k');
+	for (i = 1; i < len && key[i] != '.'; i++)
+		id = id * 10 + (uint32_t)(key[i] - '0');
+	if (l->n < 8) {
+		l->mark[l->n] = mark;
+		l->tag[l->n] = tag;
+		l->id[l->n] = id;
+	}
+	l->n++;
+}
+
+static void
+test_marks(void **state)
+{
+	const uint64_t cap = 64 * 128; /* 64 entries of 12-byte keys and 52-byte values */
+	struct unused_log log = {0};
+	struct km_cache *c;
+	struct km_value_ref v;
+	struct tkey t;
+	uint8_t val[52] = {0}, mark = 0xff;
+	uint32_t id;
+
+	(void)state;
+	assert_int_equal(km_cache_create(cap, &c), 0);
+	km_cache_on_unused(c, on_unused, &log);
+
+	/* the mark comes back once, with the first hit */
+	tkey_set(&t, 1, HASH_GOOD, 12);
+	assert_int_equal(km_cache_put(c, &t.k, 5, val, 52, 1, 0x81), 0);
+	assert_int_equal(km_cache_get_mark(c, &t.k, 5, &v, &mark), 0);
+	assert_int_equal(mark, 0x81);
+	assert_int_equal(km_cache_get_mark(c, &t.k, 5, &v, &mark), 0);
+	assert_int_equal(mark, 0);
+	/* a miss says no mark */
+	tkey_set(&t, 2, HASH_GOOD, 12);
+	mark = 0xff;
+	assert_int_equal(km_cache_get_mark(c, &t.k, 5, &v, &mark), -ENOENT);
+	assert_int_equal(mark, 0);
+	assert_int_equal(log.n, 0);
+
+	/* replaced by a write before any hit: unused, with its mark and tag */
+	assert_int_equal(km_cache_put(c, &t.k, 5, val, 52, 1, 7), 0);
+	assert_int_equal(km_cache_put(c, &t.k, 5, val, 52, 2, 0), 0);
+	assert_int_equal(log.n, 1);
+	assert_int_equal(log.mark[0], 7);
+	assert_int_equal(log.tag[0], 5);
+	assert_int_equal(log.id[0], 2);
+	/* invalidated marked */
+	tkey_set(&t, 3, HASH_GOOD, 12);
+	assert_int_equal(km_cache_put(c, &t.k, 6, val, 52, 1, 9), 0);
+	km_cache_invalidate(c, &t.k);
+	assert_int_equal(log.n, 2);
+	assert_int_equal(log.mark[1], 9);
+	assert_int_equal(log.id[1], 3);
+
+	/* without prefetch_visited, a marked entry is the hand's first victim */
+	km_cache_clear(c);
+	log.n = 0;
+	tkey_set(&t, 10, HASH_GOOD, 12);
+	assert_int_equal(km_cache_put(c, &t.k, 1, val, 52, 1, 3), 0);
+	for (id = 100; km_cache_counters(c)->evictions == 0; id++) {
+		tkey_set(&t, id, HASH_GOOD, 12);
+		assert_int_equal(km_cache_put(c, &t.k, 1, val, 52, 1, 0), 0);
+	}
+	assert_int_equal(log.n, 1);
+	assert_int_equal(log.id[0], 10);
+
+	/* with it, the hand passes it once: the oldest unmarked entry goes first */
+	km_cache_clear(c);
+	log.n = 0;
+	km_cache_prefetch_visited(c, 1);
+	tkey_set(&t, 10, HASH_GOOD, 12);
+	assert_int_equal(km_cache_put(c, &t.k, 1, val, 52, 1, 3), 0);
+	for (id = 100; km_cache_counters(c)->evictions == 1; id++) {
+		tkey_set(&t, id, HASH_GOOD, 12);
+		assert_int_equal(km_cache_put(c, &t.k, 1, val, 52, 1, 0), 0);
+	}
+	assert_int_equal(log.n, 0);
+	tkey_set(&t, 10, HASH_GOOD, 12);
+	assert_int_equal(km_cache_get_mark(c, &t.k, 1, &v, &mark), 0);
+	assert_int_equal(mark, 3);
+	tkey_set(&t, 100, HASH_GOOD, 12);
+	assert_int_equal(km_cache_get(c, &t.k, 1, &v), -ENOENT);
+	km_cache_destroy(c);
+}
+
 int
 main(void)
 {
@@ -1002,6 +1105,7 @@ main(void)
 		cmocka_unit_test(test_tags),
 		cmocka_unit_test(test_key_identity),
 		cmocka_unit_test(test_prefetched),
+		cmocka_unit_test(test_marks),
 		cmocka_unit_test(test_byte_bound),
 		cmocka_unit_test(test_limits),
 		cmocka_unit_test(test_clear),

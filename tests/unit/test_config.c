@@ -369,6 +369,10 @@ test_set(void **state)
 		{"shards.route_sep=ab", "not a single character"},
 		{"shards.route_sep=;", "not a visible character other than ';'"},
 		{"shards.route_sep= ", "not a visible character"},
+		{"prefetch.models=succ,bogus", "not a list of succ, coacc"},
+		{"prefetch.sampling=3", "not a power of two"},
+		{"prefetch.threshold=0", "out of range 1..99"},
+		{"prefetch.memory=1024", "out of range"},
 	};
 	char err[ERR_LEN], longv[400];
 	struct km_conf c, before;
@@ -383,6 +387,10 @@ test_set(void **state)
 	assert_int_equal(km_conf_set(&c, "shards.split_rate=1000", err, sizeof(err)), 0);
 	assert_int_equal(km_conf_set(&c, "shards.merge_rate=999", err, sizeof(err)), 0);
 	assert_int_equal(c.merge_rate, 999);
+	assert_int_equal(km_conf_set(&c, "prefetch.models=succ,template", err, sizeof(err)), 0);
+	assert_string_equal(c.pf_models, "succ,template");
+	assert_int_equal(km_conf_set(&c, "prefetch.sampling=8", err, sizeof(err)), 0);
+	assert_int_equal(c.pf_sampling, 8);
 
 	before = c;
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -447,6 +455,13 @@ test_items(void **state)
 		"tier.compact_min_bytes",
 		"control.interval_ms",
 		"control.stats_interval_s",
+		"prefetch.enable",
+		"prefetch.models",
+		"prefetch.threshold",
+		"prefetch.budget",
+		"prefetch.bytes_per_s",
+		"prefetch.watermark",
+		"prefetch.sampling",
 		"security.allow",
 		"log.level",
 	};

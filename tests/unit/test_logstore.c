@@ -591,6 +591,242 @@ test_recover(void **state)
 	assert_int_equal(ops->recover(&sp, ids, 16), -ENOENT);
 }
 
+/* ---- Predictive prefetch, the worker's part (km_proc.h) ---- */
+
+/* Complete every read in flight. */
+static void
+drain(struct env *e)
+{
+	struct km_proc_done d[BURST];
+	unsigned int spins;
+
+	for (spins = 0; km_proc_busy(e->p) && spins < 2000000; spins++)
+		if (km_proc_poll(e->p, d, BURST) == 0)
+			usleep(10);
+	assert_false(km_proc_busy(e->p));
+}
+
+static void
+pf_params(struct env *e, uint32_t sample_every, uint8_t stream, uint32_t inflight, uint32_t wm)
+{
+	struct km_proc_pf_params pp = {
+		.sample_every = sample_every,
+		.stream = stream,
+		.inflight_max = inflight,
+		.watermark = wm,
+	};
+
+	assert_int_equal(km_proc_prefetch_params(e->p, &pp), 0);
+}
+
+/* A sequential reader: the shard's stream detector reads ahead, and the reads it started
+ * are hit by the requests that follow; every value is the one written. */
+static void
+test_stream_prefetch(void **state)
+{
+	struct env *e = *state;
+	const struct km_proc_counters *c;
+	const struct km_cache_counters *cc;
+	char key[32], want[32], v[VALUE_MAX + 1];
+	unsigned int i;
+
+	for (i = 0; i < 64; i++) {
+		snprintf(key, sizeof(key), "bkt/obj/%08u", i);
+		snprintf(want, sizeof(want), "value-%u", i);
+		put(e, key, want);
+	}
+	restart(e); /* cold cache */
+	pf_params(e, 0, 1, 0, 0);
+	c = km_proc_counters(e->p);
+	cc = km_proc_cache_counters(e->p);
+	for (i = 0; i < 64; i++) {
+		km_proc_time(e->p, (uint64_t)i * 1000000);
+		snprintf(key, sizeof(key), "bkt/obj/%08u", i);
+		snprintf(want, sizeof(want), "value-%u", i);
+		assert_int_equal(get(e, key, v, sizeof(v), NULL), KM_ST_OK);
+		assert_string_equal(v, want);
+		drain(e);
+	}
+	assert_true(c->stream_prefetches > 32);
+	assert_true(c->prefetch_issued > 32);
+	print_message("stream: %" PRIu64 " asked, %" PRIu64 " read, %" PRIu64 " used, %" PRIu64
+		      " disk reads, %" PRIu64 " refused\n",
+		c->stream_prefetches, c->prefetch_issued, cc->prefetched_used, c->disk_reads,
+		c->prefetch_refused);
+	/* Once the run is established, the rest come from the prefetches. */
+	assert_true(cc->prefetched_used > 48);
+	assert_true(c->disk_reads - c->prefetch_issued < 8);
+	assert_int_equal(c->stream_forwarded, 0);
+}
+
+/* Prefetch reads in flight stop at the budget, and at the pending watermark. */
+static void
+test_prefetch_budget(void **state)
+{
+	struct env *e = *state;
+	const struct km_proc_counters *c;
+	char key[16];
+	unsigned int i;
+	int rc;
+
+	for (i = 0; i < 8; i++) {
+		snprintf(key, sizeof(key), "b%u", i);
+		put(e, key, "v");
+	}
+	restart(e);
+	c = km_proc_counters(e->p);
+	pf_params(e, 0, 0, 2, 16);
+	for (i = 0; i < 4; i++) {
+		snprintf(key, sizeof(key), "b%u", i);
+		rc = km_proc_prefetch_key(
+			e->p, e->map, (const uint8_t *)key, (uint16_t)strlen(key), 1);
+		assert_int_equal(rc, i < 2 ? 1 : -EBUSY);
+	}
+	assert_int_equal(c->prefetch_refused, 2);
+	/* Already being read: nothing to do, not a refusal. */
+	assert_int_equal(km_proc_prefetch_key(e->p, e->map, (const uint8_t *)"b0", 2, 1), 0);
+	drain(e);
+	/* Watermark: 1 read pending is enough to refuse. */
+	pf_params(e, 0, 0, 64, 1);
+	assert_int_equal(km_proc_prefetch_key(e->p, e->map, (const uint8_t *)"b4", 2, 1), 1);
+	assert_int_equal(km_proc_prefetch_key(e->p, e->map, (const uint8_t *)"b5", 2, 1), -EBUSY);
+	drain(e);
+	/* Cached now: nothing to do. */
+	assert_int_equal(km_proc_prefetch_key(e->p, e->map, (const uint8_t *)"b4", 2, 1), 0);
+	assert_int_equal(
+		km_proc_prefetch_key(e->p, e->map, (const uint8_t *)"nokey", 5, 1), -ENOENT);
+	assert_int_equal(km_proc_prefetch_key(e->p, e->map, (const uint8_t *)"b6", 2, 0), -EINVAL);
+	assert_int_equal(c->prefetch_refused, 3);
+}
+
+/* Take the next note; fails when there is none. */
+static struct km_proc_note
+note_next(struct env *e)
+{
+	struct km_proc_note n;
+
+	assert_int_equal(km_proc_notes(e->p, &n, 1), 1);
+	return n;
+}
+
+/* Sampled accesses and what became of each prefetch go to the control lcore as notes. */
+static void
+test_prefetch_notes(void **state)
+{
+	struct env *e = *state;
+	struct km_proc_note n;
+	char v[VALUE_MAX + 1];
+
+	put(e, "n/a", "A");
+	put(e, "n/b", "B");
+	put(e, "n/c", "C");
+	restart(e);
+	pf_params(e, 1, 0, 0, 0);
+	km_proc_time(e->p, 777);
+
+	/* A sampled miss: key, op, session, source, what it found. */
+	assert_int_equal(get(e, "n/a", v, sizeof(v), NULL), KM_ST_OK);
+	n = note_next(e);
+	assert_int_equal(n.type, KM_PROC_NOTE_SAMPLE);
+	assert_int_equal(n.op, KM_OP_GET);
+	assert_int_equal(n.what, KM_PROC_ACC_MISS);
+	assert_int_equal(n.src, 42);
+	assert_int_equal(n.t_ns, 777);
+	assert_int_equal(n.key_len, 3);
+	assert_memory_equal(n.key, "n/a", 3);
+	assert_int_equal(km_proc_notes(e->p, &n, 1), 0);
+
+	/* A prefetch of source 5 hit: USED with its mark, and the access says PREFETCH_HIT. */
+	assert_int_equal(km_proc_prefetch_key(e->p, e->map, (const uint8_t *)"n/b", 3, 5), 1);
+	drain(e);
+	assert_int_equal(get(e, "n/b", v, sizeof(v), NULL), KM_ST_OK);
+	assert_string_equal(v, "B");
+	n = note_next(e);
+	assert_int_equal(n.type, KM_PROC_NOTE_OUTCOME);
+	assert_int_equal(n.what, KM_PROC_PF_USED);
+	assert_int_equal(n.mark, 5);
+	n = note_next(e);
+	assert_int_equal(n.type, KM_PROC_NOTE_SAMPLE);
+	assert_int_equal(n.what, KM_PROC_ACC_PREFETCH_HIT);
+
+	/* A request that waits for a prefetch in flight: LATE, counted once. */
+	assert_int_equal(km_proc_prefetch_key(e->p, e->map, (const uint8_t *)"n/c", 3, 6), 1);
+	assert_int_equal(get(e, "n/c", v, sizeof(v), NULL), KM_ST_OK);
+	assert_string_equal(v, "C");
+	n = note_next(e);
+	assert_int_equal(n.type, KM_PROC_NOTE_OUTCOME);
+	assert_int_equal(n.what, KM_PROC_PF_LATE);
+	assert_int_equal(n.mark, 6);
+	n = note_next(e);
+	assert_int_equal(n.what, KM_PROC_ACC_LATE);
+	assert_int_equal(km_proc_counters(e->p)->prefetch_coalesced, 1);
+
+	/* A prefetched value replaced by a write before any hit: UNUSED; the write is
+	 * sampled too. */
+	put(e, "n/d", "D");
+	while (km_proc_notes(e->p, &n, 1) == 1)
+		;
+	restart(e);
+	pf_params(e, 1, 0, 0, 0);
+	assert_int_equal(km_proc_prefetch_key(e->p, e->map, (const uint8_t *)"n/d", 3, 9), 1);
+	drain(e);
+	put(e, "n/d", "D2");
+	n = note_next(e);
+	assert_int_equal(n.type, KM_PROC_NOTE_OUTCOME);
+	assert_int_equal(n.what, KM_PROC_PF_UNUSED);
+	assert_int_equal(n.mark, 9);
+	n = note_next(e);
+	assert_int_equal(n.type, KM_PROC_NOTE_SAMPLE);
+	assert_int_equal(n.what, KM_PROC_ACC_WRITE);
+	assert_int_equal(n.op, KM_OP_PUT);
+	check_value(e, "n/d", "D2");
+
+	/* Operator and stream marks stay on the worker: no note. */
+	while (km_proc_notes(e->p, &n, 1) == 1)
+		;
+	pf_params(e, 0, 0, 0, 0);
+	put(e, "n/e", "E");
+	restart(e);
+	assert_int_equal(km_proc_prefetch_key(
+				 e->p, e->map, (const uint8_t *)"n/e", 3, KM_PROC_MARK_OPERATOR),
+		1);
+	drain(e);
+	check_value(e, "n/e", "E");
+	assert_int_equal(km_proc_notes(e->p, &n, 1), 0);
+}
+
+/* A write while a prefetch of its key is in flight: the old value is never served. */
+static void
+test_prefetch_write_race(void **state)
+{
+	struct env *e = *state;
+	char key[16], want[16];
+	unsigned int i;
+
+	for (i = 0; i < 16; i++) {
+		snprintf(key, sizeof(key), "r%u", i);
+		put(e, key, "old");
+	}
+	restart(e);
+	pf_params(e, 0, 0, 0, 0);
+	for (i = 0; i < 16; i++) {
+		snprintf(key, sizeof(key), "r%u", i);
+		assert_int_equal(km_proc_prefetch_key(e->p, e->map, (const uint8_t *)key,
+					 (uint16_t)strlen(key), 3),
+			1);
+		/* The write lands while the read is in flight (its reply may wait for the
+		 * group; run() polls, which may complete the read before or after). */
+		snprintf(want, sizeof(want), "new%u", i);
+		put(e, key, want);
+	}
+	drain(e);
+	for (i = 0; i < 16; i++) {
+		snprintf(key, sizeof(key), "r%u", i);
+		snprintf(want, sizeof(want), "new%u", i);
+		check_value(e, key, want);
+	}
+}
+
 int
 main(void)
 {
@@ -603,6 +839,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_compaction, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_log, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stream_prefetch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch_budget, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch_notes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch_write_race, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

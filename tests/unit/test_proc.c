@@ -1638,12 +1638,16 @@ test_burst_differential(void **state)
 			uint32_t n1 = infos_sorted(e->proc[w], i1, NB_SHARDS);
 
 			assert_int_equal(infos_sorted(staged[w], i2, NB_SHARDS), n1);
+			/* Allocator rounding depends on where malloc found room: not compared. */
+			for (i = 0; i < n1; i++)
+				i1[i].st.entry_overhead_bytes = i2[i].st.entry_overhead_bytes = 0;
 			assert_memory_equal(i1, i2, n1 * sizeof(i1[0]));
 			for (i = 0; i < n1; i++)
 				assert_true(i1[i].requests > 100);
 		}
 		km_proc_store_stats(e->proc[w], &st1);
 		km_proc_store_stats(staged[w], &st2);
+		st1.entry_overhead_bytes = st2.entry_overhead_bytes = 0;
 		assert_memory_equal(&st1, &st2, sizeof(st1));
 		km_proc_destroy(staged[w]);
 		free(rq[w]);

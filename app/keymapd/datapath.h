@@ -224,7 +224,6 @@ struct km_datapath {
 	uint32_t ip; /* network order */
 	struct rte_ether_addr mac;
 	uint16_t udp_base;
-	uint32_t value_max;   /* requests are parsed against it */
 	int tx_cksum_offload; /* port computes IPv4 + UDP checksums */
 	int rss;              /* RSS spreads flows over the worker queues */
 	int echo;             /* [workers] mode = echo: datagrams go back unparsed */

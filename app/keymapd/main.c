@@ -439,7 +439,6 @@ port_start(struct boot *b)
 	km_dp.port = (uint16_t)conf->port_id;
 	km_dp.ip = conf->ip;
 	km_dp.udp_base = (uint16_t)conf->udp_port;
-	km_dp.value_max = (uint32_t)conf->value_max;
 	km_dp.echo = strcmp(conf->worker_mode, "echo") == 0;
 	rte_eth_macaddr_get(km_dp.port, &km_dp.mac);
 

@@ -172,11 +172,11 @@ stage_and_copy(struct reshard *t)
 	if (rc < 0)
 		return rc;
 	if (t->kind == RESHARD_SPLIT) {
-		copied = km_reshard_split(
+		copied = km_proc_reshard_split(
 			t->nm, t->src[0].store, t->src[0].id, t->dst[0].store, t->dst[1].store);
 	} else {
 		for (i = 0; i < t->nb_src && copied >= 0; i++) {
-			c = km_reshard_copy(t->src[i].store, t->dst[0].store);
+			c = km_proc_reshard_copy(t->src[i].store, t->dst[0].store);
 			copied = c < 0 ? c : copied + c;
 		}
 	}

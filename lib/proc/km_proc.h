@@ -172,7 +172,7 @@ uint32_t km_proc_shard_infos(const struct km_proc *p, struct km_shard_info *out,
  *   -EINVAL (NULL or shared stores, id 0), -ERANGE (parent at KM_SHARD_DEPTH_MAX).
  * @note Context: the thread that owns all three stores.
  */
-int64_t km_reshard_split(const struct km_shardmap *m, struct km_store *src, uint64_t parent_id,
+int64_t km_proc_reshard_split(const struct km_shardmap *m, struct km_store *src, uint64_t parent_id,
 	struct km_store *lo, struct km_store *hi);
 
 /**
@@ -180,7 +180,7 @@ int64_t km_reshard_split(const struct km_shardmap *m, struct km_store *src, uint
  * @return entries copied, or -errno of the first failed load; -EINVAL (NULL, src == dst).
  * @note Context: the thread that owns both stores.
  */
-int64_t km_reshard_copy(struct km_store *src, struct km_store *dst);
+int64_t km_proc_reshard_copy(struct km_store *src, struct km_store *dst);
 
 /** Store of an owned shard, or NULL. @note Context: the owner worker. */
 struct km_store *km_proc_shard_store(struct km_proc *p, uint64_t shard_id);

@@ -28,7 +28,7 @@ reshard_split_one(void *arg, const struct km_key *k, const struct km_value_ref *
 }
 
 int64_t
-km_reshard_split(const struct km_shardmap *m, struct km_store *src, uint64_t parent_id,
+km_proc_reshard_split(const struct km_shardmap *m, struct km_store *src, uint64_t parent_id,
 	struct km_store *lo, struct km_store *hi)
 {
 	struct reshard_ctx c = {.m = m, .dst = {lo, hi}};
@@ -61,7 +61,7 @@ reshard_copy_one(void *arg, const struct km_key *k, const struct km_value_ref *v
 }
 
 int64_t
-km_reshard_copy(struct km_store *src, struct km_store *dst)
+km_proc_reshard_copy(struct km_store *src, struct km_store *dst)
 {
 	struct reshard_ctx c = {.dst = {dst, NULL}};
 	int rc;

@@ -402,7 +402,7 @@ retier(struct env *e, uint64_t id, uint8_t tier)
 	assert_non_null(src);
 	km_store_stats(src, &st);
 	assert_int_equal(km_proc_store_stage(e->p, id, st.version_last, tier, &dst), 0);
-	assert_int_equal(km_reshard_copy(src, dst), (int64_t)st.keys);
+	assert_int_equal(km_proc_reshard_copy(src, dst), (int64_t)st.keys);
 	assert_int_equal(dst->ops->commit(dst), 0);
 	km_store_destroy(src);
 	assert_int_equal(km_proc_shard_attach(e->p, id, dst), 0);

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * Request processor tests: two workers over an 8-shard map with the mem store driver.
- * Every request travels as a datagram (km_msg_build -> km_proc_rx_burst -> km_reply_parse) and the reply is written over the request buffer,
- * as keymapd does with its mbufs.
+ * Every request travels as a datagram (km_msg_build -> km_proc_rx_burst -> km_reply_parse) and the
+ * reply is written over the request buffer, as keymapd does with its mbufs.
  */
 
 #include <errno.h>
@@ -424,8 +424,11 @@ test_target(void **state)
 		/* Answered where it lands, whatever its epoch: never handed over. */
 		for (k = 0; k < NB_WORKERS; k++) {
 			len = req_build(buf, sizeof(buf), &r, 1234);
-			pr = (struct km_proc_req){
-				.buf = buf, .len = len, .cap = sizeof(buf), .src = 1, .port_worker = -1};
+			pr = (struct km_proc_req){.buf = buf,
+				.len = len,
+				.cap = sizeof(buf),
+				.src = 1,
+				.port_worker = -1};
 			km_proc_rx(e->proc[k], e->map, &pr);
 			assert_int_equal(pr.verdict, KM_PROC_REPLY);
 		}
@@ -1055,7 +1058,8 @@ test_ping_status_counters(void **state)
 	/* PING is answered by whichever worker gets it, and says which one it was. */
 	for (w = 0; w < NB_WORKERS; w++) {
 		len = req_build(buf, sizeof(buf), &r, 0);
-		assert_int_equal(rx_call(e->proc, e->map, buf, len, sizeof(buf), (int)w, 5, &pr), w);
+		assert_int_equal(
+			rx_call(e->proc, e->map, buf, len, sizeof(buf), (int)w, 5, &pr), w);
 		assert_int_equal(pr.verdict, KM_PROC_REPLY);
 		n = pr.reply_len;
 		assert_int_equal(n, KM_HDR_LEN);
@@ -1600,7 +1604,8 @@ test_burst_differential(void **state)
 		for (w = 0; w < NB_WORKERS; w++)
 			km_proc_rx_burst(staged[w], m, rq[w], nr[w]);
 		for (i = 0; i < n; i++) {
-			const struct km_proc_req *sr = &rq[rq_of[i] / BURST_MAX][rq_of[i] % BURST_MAX];
+			const struct km_proc_req *sr =
+				&rq[rq_of[i] / BURST_MAX][rq_of[i] % BURST_MAX];
 
 			assert_int_equal(sr->verdict, KM_PROC_REPLY);
 			q[i].staged_len = sr->reply_len;
@@ -1704,8 +1709,11 @@ test_burst_empty(void **state)
 			q.key = NULL;
 		}
 		len = req_build(buf[i], sizeof(buf[i]), &q, km_shardmap_epoch(e->map));
-		r[i] = (struct km_proc_req){
-			.buf = buf[i], .len = len, .cap = sizeof(buf[i]), .src = q.src, .port_worker = 1};
+		r[i] = (struct km_proc_req){.buf = buf[i],
+			.len = len,
+			.cap = sizeof(buf[i]),
+			.src = q.src,
+			.port_worker = 1};
 	}
 	km_proc_rx_burst(e->proc[1], e->map, r, sizeof(ops));
 	for (i = 0; i < sizeof(ops); i++) {
@@ -1887,7 +1895,8 @@ test_busy_handover(void **state)
 	/* The staged path too. */
 	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 6, .src = 1};
 	len = req_build(buf, sizeof(buf), &r, km_shardmap_epoch(e->map));
-	pr = (struct km_proc_req){.buf = buf, .len = len, .cap = sizeof(buf), .src = 1, .port_worker = 0};
+	pr = (struct km_proc_req){
+		.buf = buf, .len = len, .cap = sizeof(buf), .src = 1, .port_worker = 0};
 	km_proc_rx_burst(e->proc[0], e->map, &pr, 1);
 	assert_int_equal(pr.verdict, KM_PROC_REPLY);
 	assert_int_equal(km_reply_parse(buf, pr.reply_len, &rp), 0);
@@ -1913,8 +1922,12 @@ test_busy_handover(void **state)
 	 * while it crossed): BUSY, never handed on again. */
 	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 8, .src = 1};
 	len = req_build(buf, sizeof(buf), &r, km_shardmap_epoch(e->map));
-	pr = (struct km_proc_req){
-		.buf = buf, .len = len, .cap = sizeof(buf), .src = 1, .port_worker = 1, .handed = 1};
+	pr = (struct km_proc_req){.buf = buf,
+		.len = len,
+		.cap = sizeof(buf),
+		.src = 1,
+		.port_worker = 1,
+		.handed = 1};
 	km_proc_rx(e->proc[1], e->map, &pr);
 	assert_int_equal(pr.verdict, KM_PROC_REPLY);
 	assert_int_equal(km_reply_parse(buf, pr.reply_len, &rp), 0);
@@ -2156,7 +2169,7 @@ run_split(struct km_proc *p, const struct km_shardmap *m, uint64_t parent, uint6
 	assert_int_equal(st0.keys, nb_present);
 	assert_int_equal(km_proc_store_new(p, 2 * parent, st0.version_last, &lo), 0);
 	assert_int_equal(km_proc_store_new(p, 2 * parent + 1, st0.version_last, &hi), 0);
-	copied = km_reshard_split(m, src, parent, lo, hi);
+	copied = km_proc_reshard_split(m, src, parent, lo, hi);
 	assert_int_equal(copied, nb_present);
 
 	/* The map's split routes each key to the store it went to. */
@@ -2209,24 +2222,24 @@ run_split(struct km_proc *p, const struct km_shardmap *m, uint64_t parent, uint6
 		assert_int_equal(km_store_create("mem", &sp, &lo), 0);
 		assert_int_equal(km_store_create("mem", &sp, &hi), 0);
 	}
-	assert_int_equal(km_reshard_split(m, src, parent, lo, hi), -E2BIG);
-	assert_int_equal(km_reshard_copy(src, lo), -E2BIG);
+	assert_int_equal(km_proc_reshard_split(m, src, parent, lo, hi), -E2BIG);
+	assert_int_equal(km_proc_reshard_copy(src, lo), -E2BIG);
 
 	/* Arguments. */
-	assert_int_equal(km_reshard_split(NULL, src, parent, lo, hi), -EINVAL);
-	assert_int_equal(km_reshard_split(m, NULL, parent, lo, hi), -EINVAL);
-	assert_int_equal(km_reshard_split(m, src, parent, lo, lo), -EINVAL);
-	assert_int_equal(km_reshard_split(m, src, parent, src, hi), -EINVAL);
-	assert_int_equal(km_reshard_split(m, src, 0, lo, hi), -EINVAL);
+	assert_int_equal(km_proc_reshard_split(NULL, src, parent, lo, hi), -EINVAL);
+	assert_int_equal(km_proc_reshard_split(m, NULL, parent, lo, hi), -EINVAL);
+	assert_int_equal(km_proc_reshard_split(m, src, parent, lo, lo), -EINVAL);
+	assert_int_equal(km_proc_reshard_split(m, src, parent, src, hi), -EINVAL);
+	assert_int_equal(km_proc_reshard_split(m, src, 0, lo, hi), -EINVAL);
 	assert_int_equal(
-		km_reshard_split(m, src, (uint64_t)1 << KM_SHARD_DEPTH_MAX, lo, hi), -ERANGE);
-	assert_int_equal(km_reshard_copy(src, src), -EINVAL);
-	assert_int_equal(km_reshard_copy(NULL, lo), -EINVAL);
-	assert_int_equal(km_reshard_copy(src, NULL), -EINVAL);
+		km_proc_reshard_split(m, src, (uint64_t)1 << KM_SHARD_DEPTH_MAX, lo, hi), -ERANGE);
+	assert_int_equal(km_proc_reshard_copy(src, src), -EINVAL);
+	assert_int_equal(km_proc_reshard_copy(NULL, lo), -EINVAL);
+	assert_int_equal(km_proc_reshard_copy(src, NULL), -EINVAL);
 
 	/* A copy reproduces the source entry for entry. */
 	assert_int_equal(km_proc_store_new(p, parent, 0, &dst), 0);
-	assert_int_equal(km_reshard_copy(src, dst), (int64_t)nb_present);
+	assert_int_equal(km_proc_reshard_copy(src, dst), (int64_t)nb_present);
 	km_store_stats(dst, &st);
 	assert_int_equal(st.keys, st0.keys);
 	assert_int_equal(st.value_bytes, st0.value_bytes);
@@ -2362,7 +2375,7 @@ test_reshard_merge(void **state)
 	/* Base 0: only the loads keep new versions above the copied ones. */
 	assert_int_equal(km_proc_store_new(e->proc[km_shard_owner(psh)], parent, 0, &dst), 0);
 	for (b = 0; b < 2; b++)
-		assert_int_equal(km_reshard_copy(src[b], dst), (int64_t)present[b]);
+		assert_int_equal(km_proc_reshard_copy(src[b], dst), (int64_t)present[b]);
 	assert_int_equal(km_proc_shard_attach(e->proc[km_shard_owner(psh)], parent, dst), 0);
 	assert_int_equal(km_proc_shard_attach(e->proc[km_shard_owner(psh)], parent, dst), -EEXIST);
 

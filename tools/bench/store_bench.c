@@ -277,7 +277,7 @@ bench_get(struct bench *b, uint32_t keys, uint32_t n)
 
 		km_store_stats(src, &st);
 		if (km_proc_store_stage(b->p, id, st.version_last, KM_TIER_COLD, &dst) < 0 ||
-			km_reshard_copy(src, dst) < 0 || dst->ops->commit(dst) < 0)
+			km_proc_reshard_copy(src, dst) < 0 || dst->ops->commit(dst) < 0)
 			die("moving a shard to the cold tier", EIO);
 		km_store_destroy(src);
 		km_proc_shard_attach(b->p, id, dst);

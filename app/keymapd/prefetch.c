@@ -23,6 +23,8 @@
 #define ADAPT_NS      100000000ULL /* sampling is reconsidered every 100 ms */
 #define QUIET_PERIODS 10           /* ... and relaxed after 1 s without drops */
 #define SAMPLING_MAX  1024
+#define BUSY_HI       0.5  /* a worker busier than this samples fewer clients */
+#define BUSY_LO       0.25 /* ... and below this, more again (after a quiet second) */
 
 static struct {
 	struct km_predict *pr;
@@ -35,6 +37,8 @@ static struct {
 	double ns_per_tsc;
 	uint64_t adapt_ns;
 	uint64_t drops_seen; /* ctl_drops + notes_dropped of all workers at adapt_ns */
+	uint64_t adapt_tsc;
+	uint64_t busy_seen[KM_WORKERS_MAX]; /* each worker's busy_cycles at adapt_tsc */
 	uint32_t quiet;
 	struct km_pf_stats st;
 } pf;
@@ -288,25 +292,40 @@ km_pf_receive(const struct km_wmsg *m)
 	}
 }
 
-/* Sample fewer clients while workers drop notes; more again after a quiet second. */
+/*
+ * Sample fewer clients while workers drop notes or are busy (the load they carry is worth
+ * more than the predictions); more again, back towards [prefetch] sampling, after a quiet
+ * second.
+ */
 static void
 adapt_sampling(uint64_t t)
 {
-	uint64_t drops = 0;
+	uint64_t drops = 0, tsc = rte_rdtsc(), busy;
+	double share, share_max = 0;
 	uint32_t want = pf.sampling;
 	uint16_t i;
 
 	if (t - pf.adapt_ns < ADAPT_NS)
 		return;
 	pf.adapt_ns = t;
-	for (i = 0; i < km_dp.nb_workers; i++)
+	for (i = 0; i < km_dp.nb_workers; i++) {
 		drops += km_dp.workers[i].cnt.ctl_drops +
 			 km_proc_counters(km_dp.workers[i].proc)->notes_dropped;
-	if (drops > pf.drops_seen) {
+		busy = km_dp.workers[i].cnt.busy_cycles;
+		share = pf.adapt_tsc == 0 || tsc <= pf.adapt_tsc
+				? 0
+				: (double)(busy - pf.busy_seen[i]) / (double)(tsc - pf.adapt_tsc);
+		share_max = share > share_max ? share : share_max;
+		pf.busy_seen[i] = busy;
+	}
+	pf.adapt_tsc = tsc;
+	pf.st.busy_share = share_max;
+	if (drops > pf.drops_seen || share_max > BUSY_HI) {
 		pf.quiet = 0;
 		if (pf.sampling < SAMPLING_MAX)
 			want = pf.sampling * 2;
-	} else if (++pf.quiet >= QUIET_PERIODS && pf.sampling > pf.conf.pf_sampling) {
+	} else if (share_max < BUSY_LO && ++pf.quiet >= QUIET_PERIODS &&
+		   pf.sampling > pf.conf.pf_sampling) {
 		pf.quiet = 0;
 		want = pf.sampling / 2;
 	}

@@ -13,9 +13,10 @@
  *              or refused (its budget or pending watermark: demand first);
  *   outcome -> USED / UNUSED / LATE to the predictor (measured precision per source) and
  *              the scheduler (AIMD on threshold and budget); HARM to the ghost list.
- * Sampling adapts: a worker that drops notes (its ring or note buffer full) makes the
- * control lcore sample half as many clients; a quiet second brings it back towards
- * [prefetch] sampling.
+ * Sampling adapts: a worker that drops notes (its ring or note buffer full) or is busy
+ * more than half of its cycles makes the control lcore sample half as many clients; a
+ * quiet second (no drops, under a quarter busy) brings it back towards [prefetch]
+ * sampling.
  *
  * Everything here runs on the control lcore (other threads reach km_pf_stats and
  * km_pf_top through km_ctl_call).
@@ -48,6 +49,7 @@ struct km_pf_stats {
 	uint64_t refused;   /* ... refused: budget, watermark, no such key, no room */
 	uint64_t used, unused, late, harm;   /* the control lcore's prefetches */
 	uint64_t sampling_up, sampling_down; /* adaptive sampling steps */
+	double busy_share; /* the busiest worker's share of busy cycles, last 100 ms */
 	struct km_pfsched_stats sched;
 	struct km_predict_stats pred;
 	struct km_pf_model_stats model[KM_PREDICT_NB_MODELS];

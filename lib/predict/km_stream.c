@@ -23,7 +23,6 @@ struct skey {
 	uint64_t last;
 	uint32_t prev;
 	uint64_t shape;
-	uint64_t tshape; /* every digit run masked: the key of learned moduli */
 };
 
 static inline int
@@ -82,15 +81,25 @@ skey_parse(const uint8_t *k, uint16_t len, struct skey *o)
 	}
 	h = pr_hash_seg(k + o->le, (size_t)(len - o->le), h);
 	o->shape = pr_hash_fin(h);
-	/* Moduli are a property of the key scheme, shared by every entity (ts12, ts13, ...). */
-	h = 0xcbf29ce484222325ULL;
+	return 0;
+}
+
+/*
+ * The key with every digit run masked: the key of learned moduli (they are a property of
+ * the key scheme, shared by every entity: ts12, ts13, ...). Computed only when a modulus
+ * is looked up or learned: a byte-wise hash of the whole key.
+ */
+static uint64_t
+skey_tshape(const uint8_t *k, uint16_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
 	for (int j = 0; j < (int)len; j++) {
 		if (is_digit(k[j]) && j > 0 && is_digit(k[j - 1]))
 			continue;
 		h = (h ^ (is_digit(k[j]) ? '#' : k[j])) * 0x100000001b3ULL;
 	}
-	o->tshape = pr_hash_fin(h);
-	return 0;
+	return pr_hash_fin(h);
 }
 
 /* Write v in the run's width when it was zero padded, else naturally. */
@@ -221,7 +230,7 @@ km_stream_observe(struct km_stream_ctx *sc, struct km_stream *s, const uint8_t *
 {
 	struct skey p;
 	uint32_t mod = 0;
-	uint64_t pos, last_t = s->t_ns;
+	uint64_t pos, last_t = s->t_ns, tshape = 0;
 	int64_t d, step;
 	unsigned n = 0, win;
 	int carry = !(sc->p.flags & KM_STREAM_NO_CARRY);
@@ -232,8 +241,11 @@ km_stream_observe(struct km_stream_ctx *sc, struct km_stream *s, const uint8_t *
 		s->shape = 0;
 		return 0;
 	}
-	if (carry && p.ps >= 0)
-		mod = mod_find(sc, p.tshape);
+	/* No modulus learned yet (the common case): no need of the key scheme's hash. */
+	if (carry && p.ps >= 0 && sc->carries != 0) {
+		tshape = skey_tshape(key, len);
+		mod = mod_find(sc, tshape);
+	}
 	if (mod != 0 && p.last >= mod)
 		mod = 0;
 	pos = mod != 0 ? (uint64_t)p.prev * mod + p.last : p.last;
@@ -253,7 +265,9 @@ km_stream_observe(struct km_stream_ctx *sc, struct km_stream *s, const uint8_t *
 		if (carry && p.prev == s->prev + 1 && p.last == 0 && s->stride == 1 && s->run > 0 &&
 			s->pos > 0 && s->pos < UINT32_MAX) {
 			mod = (uint32_t)s->pos + 1;
-			mod_learn(sc, p.tshape, mod);
+			if (tshape == 0)
+				tshape = skey_tshape(key, len);
+			mod_learn(sc, tshape, mod);
 			s->pos = (uint64_t)s->prev * mod + s->pos;
 			s->ahead = (uint64_t)s->prev * mod + (s->ahead < mod ? s->ahead : mod - 1);
 			s->flags |= F_LINEAR;

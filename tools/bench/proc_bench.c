@@ -9,14 +9,24 @@
  * execute), replies written over the requests. With -b 0, each request instead goes
  * through km_proc_rx() alone (no overlap of cache misses, for comparison). L2-L4 parsing, RX/TX and
  * hand-off between workers are not measured.
+ *
+ * -S log measures the log store behind the worker's value cache (sized to hold every key:
+ * every GET is a cache hit; data in a temporary directory under /var/tmp, durability
+ * none), with km_proc_poll() after each burst as the worker loop calls it. -P N turns
+ * predictive prefetch's worker part on (the stream detector on every GET, one client in N
+ * sampled, 0: none; with one client, 1 samples every access: the notes are taken after
+ * each burst as the worker takes them, the ring enqueue is not measured): the cost a GET
+ * hit pays for prediction.
  */
 
 #include <errno.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <x86intrin.h>
@@ -67,6 +77,7 @@ struct bench {
 	uint32_t klen;
 	uint32_t vlen;
 	uint32_t burst;      /* requests per staged burst, 0 = one at a time */
+	int disk;            /* a store with values on disk: poll, take the notes */
 	const uint8_t *reqs; /* pre-built datagrams, back to back */
 	const uint32_t *off; /* request i is reqs[off[i], off[i + 1]) */
 	uint64_t nb_reqs;
@@ -85,7 +96,7 @@ usage(const char *prog)
 {
 	fprintf(stderr,
 		"usage: %s [-n ops] [-k keys] [-K keylen] [-v vallen] [-g get_ratio] [-s seed]\n"
-		"          [-b burst]\n"
+		"          [-b burst] [-S mem|log] [-P sampling]\n"
 		"  -n ops        requests measured, 1..%llu (default 10000000)\n"
 		"  -k keys       distinct keys, all preloaded with PUT, 1..%llu (default 100000)\n"
 		"  -K keylen     key length in bytes, 1..%d (default 16)\n"
@@ -93,9 +104,37 @@ usage(const char *prog)
 		"  -g get_ratio  share of GETs, the rest PUTs, 0..1 (default 1.0)\n"
 		"  -s seed       seed of the uniform key sequence (default 1)\n"
 		"  -b burst      requests per burst, staged as keymapd runs them, 1..%d\n"
-		"                (default %d); 0: one at a time through km_proc_rx()\n",
+		"                (default %d); 0: one at a time through km_proc_rx()\n"
+		"  -S driver     store: mem (default) or log (values on disk behind a cache\n"
+		"                that holds every key: GETs are cache hits)\n"
+		"  -P sampling   log: predictive prefetch's worker part on: the stream\n"
+		"                detector, and one client in `sampling` sampled (0: none)\n",
 		prog, (unsigned long long)OPS_MAX, (unsigned long long)KEYS_MAX, KM_KEY_MAX,
 		KM_DGRAM_MAX - KM_HDR_LEN, BURST_MAX, BURST_DEFAULT);
+}
+
+static const char *tmp_dir; /* -S log: removed at exit */
+
+static int
+rm_one(const char *path, const struct stat *st, int flag, struct FTW *f)
+{
+	(void)st;
+	(void)flag;
+	(void)f;
+	return remove(path);
+}
+
+static void
+rmtree(const char *dir)
+{
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void
+cleanup_dir(void)
+{
+	if (tmp_dir != NULL)
+		rmtree(tmp_dir);
 }
 
 /* Key number id, distinct for id < 64^klen. */
@@ -158,6 +197,22 @@ proc_one(const struct bench *b, uint8_t *buf, size_t len)
 	return reply_len(&r);
 }
 
+/* After a burst, as keymapd's worker loop: reap completions, write groups out, and hand
+ * the notes for the control lcore on (here: dropped). */
+static inline void
+worker_after(const struct bench *b)
+{
+	struct km_proc_done done[BURST_MAX];
+	struct km_proc_note notes[8];
+
+	if (!b->disk)
+		return;
+	while (km_proc_poll(b->proc, done, BURST_MAX) != 0)
+		;
+	while (km_proc_notes(b->proc, notes, 8) != 0)
+		;
+}
+
 /* PUT every key once, through the same path. @return 0 or -1 (a PUT failed). */
 static int
 preload(const struct bench *b, uint64_t nb_keys, const uint8_t *val, uint64_t *req_id)
@@ -175,7 +230,11 @@ preload(const struct bench *b, uint64_t nb_keys, const uint8_t *val, uint64_t *r
 				(unsigned long long)id, km_status_name(buf[3]));
 			return -1;
 		}
+		if (id % 1024 == 0)
+			worker_after(b);
 	}
+	while (b->disk && km_proc_busy(b->proc))
+		worker_after(b);
 	return 0;
 }
 
@@ -219,6 +278,7 @@ run_single(const struct bench *b, uint64_t ops, uint64_t req_id, struct tally *t
 		uint32_t len = req_deliver(b, j, req_id + i, buf);
 
 		tally_add(b, t, buf, proc_one(b, buf, len));
+		worker_after(b);
 		if (++j == b->nb_reqs)
 			j = 0;
 	}
@@ -242,6 +302,7 @@ run_burst(const struct bench *b, uint64_t ops, uint64_t req_id, struct tally *t)
 		km_proc_rx_burst(b->proc, b->map, r, nb);
 		for (k = 0; k < nb; k++)
 			tally_add(b, t, bufs[k], reply_len(&r[k]));
+		worker_after(b);
 		i += nb;
 	}
 }
@@ -316,7 +377,7 @@ int
 main(int argc, char **argv)
 {
 	uint64_t ops = 10000000, nb_keys = 100000, klen = 16, vlen = 64, seed = 1;
-	uint64_t burst = BURST_DEFAULT;
+	uint64_t burst = BURST_DEFAULT, sample_every = 0;
 	uint64_t req_id = 0, nb_get_built, i, nb_get, nb_put, get_fail, put_fail;
 	struct km_shardmap_params mp = {
 		.nb_shards = CONF_SHARDS,
@@ -337,10 +398,11 @@ main(int argc, char **argv)
 	struct tally t;
 	double get_ratio = 1.0, t0, t_pre, t_run, t_copy, hz;
 	uint64_t tsc0, tsc1;
-	struct bench b;
-	int opt, rc;
+	struct bench b = {0};
+	char dir[64] = "", cold[80];
+	int opt, rc, pf = 0;
 
-	while ((opt = getopt(argc, argv, "n:k:K:v:g:s:b:h")) != -1) {
+	while ((opt = getopt(argc, argv, "n:k:K:v:g:s:b:S:P:h")) != -1) {
 		switch (opt) {
 		case 'n':
 			rc = km_util_parse_u64(optarg, 1, OPS_MAX, &ops);
@@ -363,6 +425,14 @@ main(int argc, char **argv)
 		case 'b':
 			rc = km_util_parse_u64(optarg, 0, BURST_MAX, &burst);
 			break;
+		case 'S':
+			rc = strcmp(optarg, "mem") == 0 || strcmp(optarg, "log") == 0 ? 0 : -1;
+			pp.store_driver = optarg;
+			break;
+		case 'P':
+			pf = 1;
+			rc = km_util_parse_u64(optarg, 0, 1024, &sample_every);
+			break;
 		default:
 			rc = -1;
 			break;
@@ -372,8 +442,9 @@ main(int argc, char **argv)
 			return 1;
 		}
 	}
-	/* A PUT must fit in a datagram; keys must be distinct. */
-	if (optind != argc || KM_HDR_LEN + klen + vlen > KM_DGRAM_MAX ||
+	/* A PUT must fit in a datagram; keys must be distinct; -P needs a store on disk. */
+	if (optind != argc || (pf && strcmp(pp.store_driver, "log") != 0) ||
+		KM_HDR_LEN + klen + vlen > KM_DGRAM_MAX ||
 		(klen * 6 < 64 && nb_keys > (UINT64_C(1) << (klen * 6)))) {
 		usage(argv[0]);
 		return 1;
@@ -386,10 +457,39 @@ main(int argc, char **argv)
 	}
 	/* keymapd's value_max, raised when the values measured need more. */
 	pp.value_max = vlen > CONF_VALUE_MAX ? (uint32_t)vlen : CONF_VALUE_MAX;
+	if (strcmp(pp.store_driver, "log") == 0) {
+		strcpy(dir, "/var/tmp/km-proc-bench-XXXXXX");
+		if (mkdtemp(dir) == NULL) {
+			fprintf(stderr, "%s: %s\n", dir, strerror(errno));
+			return 1;
+		}
+		snprintf(cold, sizeof(cold), "%s/cold", dir);
+		if (mkdir(cold, 0700) < 0) {
+			fprintf(stderr, "%s: %s\n", cold, strerror(errno));
+			rmtree(dir);
+			return 1;
+		}
+		atexit(cleanup_dir);
+		tmp_dir = dir;
+		pp.dir = dir;
+		pp.cold_dir = cold;
+		pp.durability = KM_DUR_NONE;
+		pp.route_sep = CONF_ROUTE_SEP;
+		pp.route_depth = CONF_ROUTE_DEPTH;
+		/* Room for every entry: the cache's charge per entry plus key and value. */
+		pp.cache_bytes = nb_keys * (KM_CACHE_ENTRY_OVERHEAD + klen + vlen) * 5 / 4 + 65536;
+		b.disk = 1;
+	}
 	rc = km_proc_create(&pp, &b.proc);
 	if (rc < 0) {
 		fprintf(stderr, "processor: %s\n", strerror(-rc));
 		return 1;
+	}
+	if (pf) {
+		struct km_proc_pf_params pfp = {
+			.sample_every = (uint32_t)sample_every, .stream = 1};
+
+		km_proc_prefetch_params(b.proc, &pfp);
 	}
 	for (i = 0; i < km_shardmap_nb_shards(map); i++) {
 		rc = km_proc_shard_add(b.proc, km_shard_id(km_shardmap_shard_at(map, i)));
@@ -444,6 +544,12 @@ main(int argc, char **argv)
 	       "get ratio %.3f, seed %llu\n",
 		km_shardmap_nb_shards(map), (unsigned long long)nb_keys, (unsigned long long)klen,
 		(unsigned long long)vlen, get_ratio, (unsigned long long)seed);
+	printf("store:      %s%s\n", pp.store_driver,
+		b.disk ? (pf ? ", cache holds every key, prefetch on" : ", cache holds every key")
+		       : "");
+	if (pf)
+		printf("prefetch:   stream detector on every GET, sampling %s%llu\n",
+			sample_every ? "1 in " : "", (unsigned long long)sample_every);
 	if (burst == 0)
 		printf("path:       one request at a time (km_proc_rx)\n");
 	else

@@ -169,6 +169,9 @@ static const struct conf_desc descs[] = {
 	U64("prefetch", "sampling", F_RUNTIME | F_POW2, pf_sampling, 1, 1024, "1",
 		"sample the accesses of one client (session) in N for the predictor (power of "
 		"two); keymapd raises it while notes are dropped or a worker is over half busy"),
+	U64("prefetch", "lcore", 0, pf_lcore, 0, RTE_MAX_LCORE - 1, "0",
+		"an EAL lcore of its own for the predictor (taken from the workers); 0 = on the "
+		"control lcore"),
 	U64("prefetch", "memory", 0, pf_memory, 65536, UINT64_C(1) << 36, "33554432",
 		"bytes of the predictor's tables (160 per tracked key)"),
 	IPV4("metrics", "ip", 0, metrics_ip, "127.0.0.1",

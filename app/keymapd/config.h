@@ -71,6 +71,7 @@ struct km_conf {
 	uint64_t pf_watermark;   /* percent of pending_max */
 	uint64_t pf_sampling;    /* one client in N, power of two */
 	uint64_t pf_memory;      /* predictor tables, bytes */
+	uint64_t pf_lcore;       /* the predictor's own lcore, 0 = the control lcore */
 	/* [metrics] */
 	uint32_t metrics_ip;   /* network byte order */
 	uint64_t metrics_port; /* 0 = no metrics endpoint */

@@ -413,8 +413,11 @@ km_ctl_loop(void)
 		else
 			km_mailbox_sleep(notes != 0 ? PF_POLL_US : PF_IDLE_US);
 		km_mailbox_serve(0);
-		notes = km_mailbox_drain();
-		pf_active = km_pf_tick();
+		/* With [prefetch] lcore, that lcore takes the workers' notes. */
+		if (km_ctl.conf.pf_lcore == 0) {
+			notes = km_mailbox_drain();
+			pf_active = km_pf_tick();
+		}
 		now = rte_get_timer_cycles();
 		if (now - km_ctl.sample_tsc >= km_ctl.conf.sample_ms * hz / 1000) {
 			if (km_ctl_sample(1) == 0 && !ctl_autoshard())

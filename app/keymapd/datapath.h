@@ -83,6 +83,8 @@ km_lat_bucket(uint64_t cycles)
  *   worker        --w_to_ctl--> control  notes (sampled accesses, outcomes of prefetches,
  *                                        keys for other owners), completions of prefetches
  *   any worker    --to_owner--> worker   misdirected request mbufs (handoff)
+ * With [prefetch] lcore set, the predictor's lcore takes w_to_ctl instead of the control
+ * lcore and sends its prefetches on ctl_to_w too (a multi-producer ring).
  */
 #define KM_CTL_RING_SIZE 256 /* messages per ring (ctl_to_w and w_to_ctl of each worker) */
 
@@ -193,8 +195,10 @@ struct km_worker {
 	uint16_t index;
 	uint16_t queue;
 	struct rte_ring *to_owner; /* other workers (MP) -> this worker (SC): struct rte_mbuf * */
-	struct rte_ring *ctl_to_w; /* control lcore (SP) -> this worker (SC): struct km_cmsg */
-	struct rte_ring *w_to_ctl; /* this worker (SP) -> control lcore (SC): struct km_wmsg */
+	struct rte_ring *ctl_to_w; /* control lcore and the predictor's lcore (MP) -> this
+				    * worker (SC): struct km_cmsg */
+	struct rte_ring *w_to_ctl; /* this worker (SP) -> control lcore, or the predictor's
+				    * lcore when it has one (SC): struct km_wmsg */
 	struct km_proc *proc;      /* this worker only (counters: ro for others) */
 	int disk;                  /* its stores keep values on disk: poll completions */
 	/* worker: rw (changed by KM_CMSG_TUNE); others: never */

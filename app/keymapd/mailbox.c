@@ -134,7 +134,7 @@ km_mailbox_post(uint16_t w, struct km_wcmd *c)
 	struct km_cmsg m = {.type = KM_CMSG_SYNC, .u.sync = c};
 
 	atomic_init(&c->state, KM_WCMD_PENDING);
-	return rte_ring_sp_enqueue_elem(km_dp.workers[w].ctl_to_w, &m, sizeof(m)) == 0 ? 0 : -EBUSY;
+	return rte_ring_mp_enqueue_elem(km_dp.workers[w].ctl_to_w, &m, sizeof(m)) == 0 ? 0 : -EBUSY;
 }
 
 /* Queue a by-value command on worker w's ctl_to_w ring; a full ring drops it (counted).
@@ -142,10 +142,11 @@ km_mailbox_post(uint16_t w, struct km_wcmd *c)
 int
 km_mailbox_send(uint16_t w, const struct km_cmsg *m)
 {
-	if (rte_ring_sp_enqueue_elem(km_dp.workers[w].ctl_to_w, (void *)(uintptr_t)m, sizeof(*m)) ==
+	if (rte_ring_mp_enqueue_elem(km_dp.workers[w].ctl_to_w, (void *)(uintptr_t)m, sizeof(*m)) ==
 		0)
 		return 0;
-	km_ctl.cnt.cmd_drops++;
+	/* Two senders when the predictor has an lcore of its own. */
+	__atomic_fetch_add(&km_ctl.cnt.cmd_drops, 1, __ATOMIC_RELAXED);
 	return -EAGAIN;
 }
 
@@ -326,8 +327,8 @@ km_mailbox_init(void)
 		w = &km_dp.workers[i];
 		socket = (int)rte_lcore_to_socket_id(w->lcore);
 		snprintf(name, sizeof(name), "km_ctl_to_w%u", i);
-		w->ctl_to_w = rte_ring_create_elem(name, sizeof(struct km_cmsg), KM_CTL_RING_SIZE,
-			socket, RING_F_SP_ENQ | RING_F_SC_DEQ);
+		w->ctl_to_w = rte_ring_create_elem(
+			name, sizeof(struct km_cmsg), KM_CTL_RING_SIZE, socket, RING_F_SC_DEQ);
 		snprintf(name, sizeof(name), "km_w%u_to_ctl", i);
 		w->w_to_ctl = rte_ring_create_elem(name, sizeof(struct km_wmsg), KM_CTL_RING_SIZE,
 			socket, RING_F_SP_ENQ | RING_F_SC_DEQ);

@@ -21,6 +21,7 @@
 #include "control.h"
 #include "datapath.h"
 #include "keymapd.h"
+#include "prefetch.h"
 
 #define EAL_ARGS_MAX      64
 #define HANDOFF_RING_SIZE 4096
@@ -97,6 +98,9 @@ workers_init(const struct km_conf *conf, const struct km_shardmap *map)
 	RTE_LCORE_FOREACH_WORKER(lcore)
 	{
 		struct km_worker *w = &km_dp.workers[i];
+
+		if (conf->pf_lcore != 0 && lcore == conf->pf_lcore)
+			continue; /* the predictor's own */
 
 		w->lcore = lcore;
 		w->index = i;
@@ -423,8 +427,22 @@ port_start(struct boot *b)
 	const struct km_conf *conf = &b->conf;
 	unsigned int nb_workers = rte_lcore_count() - 1;
 
+	if (conf->pf_lcore != 0) {
+		if (conf->pf_lcore >= RTE_MAX_LCORE ||
+			!rte_lcore_is_enabled((unsigned int)conf->pf_lcore) ||
+			conf->pf_lcore == rte_get_main_lcore()) {
+			KM_LOG(ERR,
+				"[prefetch] lcore %" PRIu64
+				": not one of the EAL lcores besides the main lcore (-l/--lcores)",
+				conf->pf_lcore);
+			return -1;
+		}
+		nb_workers--;
+	}
 	if (nb_workers == 0 || nb_workers > KM_WORKERS_MAX) {
-		KM_LOG(ERR, "need 1..%u worker lcores besides the main lcore, have %u",
+		KM_LOG(ERR,
+			"need 1..%u worker lcores besides the main lcore (and the predictor's), "
+			"have %u",
 			KM_WORKERS_MAX, nb_workers);
 		return -1;
 	}
@@ -547,6 +565,8 @@ serve(const struct boot *b)
 	signal(SIGTERM, on_signal);
 	for (i = 0; i < km_dp.nb_workers; i++)
 		rte_eal_remote_launch(km_worker_main, &km_dp.workers[i], km_dp.workers[i].lcore);
+	if (b->conf.pf_lcore != 0)
+		rte_eal_remote_launch(km_pf_lcore_main, NULL, (unsigned int)b->conf.pf_lcore);
 
 	inet_ntop(AF_INET, &b->conf.ip, ipbuf, sizeof(ipbuf));
 	KM_LOG(NOTICE,

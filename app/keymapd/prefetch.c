@@ -6,9 +6,13 @@
  */
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
+#include <time.h>
 
 #include <rte_cycles.h>
+
+#include <urcu-qsbr.h>
 
 #include <km_proc.h>
 #include <km_shardmap.h>
@@ -18,13 +22,14 @@
 #include "mailbox.h"
 #include "prefetch.h"
 
-#define PREDICT_MAX   8            /* predictions per sampled access */
-#define POP_MAX       32           /* commands sent per tick */
-#define ADAPT_NS      100000000ULL /* sampling is reconsidered every 100 ms */
-#define QUIET_PERIODS 10           /* ... and relaxed after 1 s without drops */
-#define SAMPLING_MAX  1024
-#define BUSY_HI       0.5  /* a worker busier than this samples fewer clients */
-#define BUSY_LO       0.25 /* ... and below this, more again (after a quiet second) */
+#define PREDICT_MAX     8            /* predictions per sampled access */
+#define POP_MAX         32           /* commands sent per tick */
+#define ADAPT_NS        100000000ULL /* sampling is reconsidered every 100 ms */
+#define QUIET_PERIODS   10           /* ... and relaxed after 1 s without drops */
+#define SAMPLING_MAX    1024
+#define BUSY_HI         0.5   /* a worker busier than this samples fewer clients */
+#define BUSY_LO         0.25  /* ... and below this, more again (after a quiet second) */
+#define PF_LCORE_NAP_NS 50000 /* the predictor's own lcore sleeps this long when idle */
 
 static struct {
 	struct km_predict *pr;
@@ -42,6 +47,9 @@ static struct {
 	uint32_t quiet;
 	struct km_pf_stats st;
 } pf;
+
+/* Between the thread that drains w_to_ctl and the control lcore (see prefetch.h). */
+static pthread_mutex_t pf_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static uint64_t
 now_ns(void)
@@ -109,8 +117,8 @@ build(const struct km_conf *c)
 	return 0;
 }
 
-int
-km_pf_configure(const struct km_conf *c)
+static int
+pf_configure(const struct km_conf *c)
 {
 	int rebuild = pf.pr == NULL || strcmp(c->pf_models, pf.conf.pf_models) != 0 ||
 		      c->pf_threshold != pf.conf.pf_threshold ||
@@ -144,6 +152,17 @@ km_pf_init(const struct km_conf *c)
 	return km_pf_configure(c);
 }
 
+int
+km_pf_configure(const struct km_conf *c)
+{
+	int rc;
+
+	pthread_mutex_lock(&pf_lock);
+	rc = pf_configure(c);
+	pthread_mutex_unlock(&pf_lock);
+	return rc;
+}
+
 void
 km_pf_fini(void)
 {
@@ -159,7 +178,8 @@ push(const struct km_prediction *p, uint64_t t)
 {
 	struct km_shardmap_route rt;
 
-	if (km_shardmap_route(km_map_current, p->key, p->len, &rt) == 0)
+	/* The control lcore writes the map; the predictor's lcore reads it under QSBR. */
+	if (km_shardmap_route(rcu_dereference(km_map_current), p->key, p->len, &rt) == 0)
 		km_pfsched_push(pf.sched, p, rt.owner, t);
 }
 
@@ -244,7 +264,7 @@ on_forward(const struct km_proc_note *n)
 	struct km_prediction p = {
 		.conf = 1.0f,
 		.model = KM_PREDICT_STRIDE,
-		.src = KM_PREDICT_SRC(KM_PREDICT_STRIDE, n->mark & (KM_PREDICT_BINS - 1)),
+		.src = KM_PREDICT_SRC(KM_PREDICT_STRIDE, n->mark % KM_PREDICT_BINS),
 		.len = n->key_len,
 	};
 
@@ -254,8 +274,8 @@ on_forward(const struct km_proc_note *n)
 	push(&p, now_ns());
 }
 
-void
-km_pf_receive(const struct km_wmsg *m)
+static void
+pf_receive(const struct km_wmsg *m)
 {
 	if (pf.pr == NULL)
 		return;
@@ -340,8 +360,8 @@ adapt_sampling(uint64_t t)
 	tune_workers();
 }
 
-int
-km_pf_tick(void)
+static int
+pf_tick(void)
 {
 	struct km_pfsched_cmd cmd[POP_MAX];
 	struct km_cmsg m = {.type = KM_CMSG_PREFETCH};
@@ -366,8 +386,8 @@ km_pf_tick(void)
 	return 1;
 }
 
-void
-km_pf_stats(struct km_pf_stats *st)
+static void
+pf_stats(struct km_pf_stats *st)
 {
 	const struct km_proc_counters *pc;
 	const struct km_cache_counters *cc;
@@ -425,8 +445,65 @@ km_pf_stats(struct km_pf_stats *st)
 		st->w_used + demand == 0 ? 0 : (double)st->w_used / (double)(st->w_used + demand);
 }
 
+void
+km_pf_receive(const struct km_wmsg *m)
+{
+	pthread_mutex_lock(&pf_lock);
+	pf_receive(m);
+	pthread_mutex_unlock(&pf_lock);
+}
+
+int
+km_pf_tick(void)
+{
+	int active;
+
+	pthread_mutex_lock(&pf_lock);
+	active = pf_tick();
+	pthread_mutex_unlock(&pf_lock);
+	return active;
+}
+
+void
+km_pf_stats(struct km_pf_stats *st)
+{
+	pthread_mutex_lock(&pf_lock);
+	pf_stats(st);
+	pthread_mutex_unlock(&pf_lock);
+}
+
 unsigned int
 km_pf_top(struct km_predict_transition *out, unsigned int max)
 {
-	return pf.pr == NULL ? 0 : km_predict_top(pf.pr, out, max);
+	unsigned int n;
+
+	pthread_mutex_lock(&pf_lock);
+	n = pf.pr == NULL ? 0 : km_predict_top(pf.pr, out, max);
+	pthread_mutex_unlock(&pf_lock);
+	return n;
+}
+
+int
+km_pf_lcore_main(void *arg)
+{
+	struct timespec nap = {.tv_sec = 0, .tv_nsec = PF_LCORE_NAP_NS};
+	unsigned int n;
+
+	(void)arg;
+	rcu_register_thread();
+	while (!atomic_load_explicit(&km_dp.stop, memory_order_relaxed)) {
+		/* Nothing of the previous iteration is referenced: old maps may go. */
+		rcu_quiescent_state();
+		n = km_mailbox_drain();
+		km_pf_tick();
+		if (n != 0)
+			continue;
+		/* Nothing flows: offline while asleep, so grace periods never wait. */
+		rcu_thread_offline();
+		nanosleep(&nap, NULL);
+		rcu_thread_online();
+	}
+	rcu_thread_offline();
+	rcu_unregister_thread();
+	return 0;
 }

@@ -18,8 +18,10 @@
  * quiet second (no drops, under a quarter busy) brings it back towards [prefetch]
  * sampling.
  *
- * Everything here runs on the control lcore (other threads reach km_pf_stats and
- * km_pf_top through km_ctl_call).
+ * By default everything here runs on the control lcore. With [prefetch] lcore, the
+ * predictor has an lcore of its own (km_pf_lcore_main): it takes the workers' w_to_ctl
+ * rings and runs the ticks, while the control lcore still configures it and reads its
+ * figures; one mutex keeps the two apart (uncontended but for an operator's command).
  */
 
 #include <stdint.h>
@@ -77,13 +79,14 @@ void km_pf_fini(void);
 int km_pf_configure(const struct km_conf *c);
 
 /* A message of a worker's w_to_ctl ring for prefetching (KM_WMSG_NOTE, or KM_WMSG_DONE of
- * a KM_CMSG_PREFETCH the predictor sent). @note Context: control lcore. */
+ * a KM_CMSG_PREFETCH the predictor sent). @note Context: the thread that drains w_to_ctl
+ * (control lcore, or the predictor's lcore). */
 void km_pf_receive(const struct km_wmsg *m);
 
 /*
  * Send what the scheduler lets through now; adapt the sampling.
  * @return whether prefetching is active (the loop then polls the workers' rings often).
- * @note Context: control lcore.
+ * @note Context: the thread that drains w_to_ctl.
  */
 int km_pf_tick(void);
 
@@ -93,5 +96,12 @@ void km_pf_stats(struct km_pf_stats *st);
 /* The strongest learned transitions. @return the number written. @note Context: control
  * lcore. */
 unsigned int km_pf_top(struct km_predict_transition *out, unsigned int max);
+
+/*
+ * The predictor's own lcore ([prefetch] lcore): drain the workers' w_to_ctl rings and
+ * tick until keymapd stops; a QSBR reader of the shard map. arg is unused.
+ * @note Context: the predictor's lcore (rte_eal_remote_launch), after km_ctl_init.
+ */
+int km_pf_lcore_main(void *arg);
 
 #endif /* KEYMAPD_PREFETCH_H */

@@ -203,14 +203,15 @@ struct sim {
 	struct sieve c;
 	struct keyidx idx;
 	uint8_t *src;      /* per key: source of its prefetch */
-	uint32_t *origin;  /* per key: detector shard that asked for it, SHARD_NONE */
+	uint32_t *origin;  /* per key: detector stream (shard * KM_STREAM_SET + slot) that
+			    * asked for it, SHARD_NONE */
 	uint64_t *khash;   /* per key: km_predict_hash */
 	struct flight *fl; /* FIFO ring */
 	size_t fl_head, fl_n, fl_cap;
 	struct km_predict *pr;
 	struct km_pfsched *sch;
 	struct km_stream_ctx *sctx; /* per worker */
-	struct km_stream *st;       /* per shard */
+	struct km_stream *st;       /* per shard, KM_STREAM_SET each */
 	struct km_prediction pred[PRED_MAX];
 	struct km_pfsched_cmd cmd[64];
 };
@@ -240,7 +241,7 @@ outcome(struct sim *s, uint32_t k, enum km_stream_outcome o)
 	else
 		km_pfsched_outcome(s->sch, 1);
 	if (sh != SHARD_NONE)
-		km_stream_feedback(&s->sctx[sh % s->p.nb_workers], &s->st[sh], o);
+		km_stream_feedback(&s->sctx[sh / KM_STREAM_SET % s->p.nb_workers], &s->st[sh], o);
 	if (o == KM_STREAM_USED) {
 		s->r->all.used++;
 		s->r->model[KM_PREDICT_SRC_MODEL(src)].used++;
@@ -440,11 +441,13 @@ observe(struct sim *s, const struct km_trace_rec *rec, int hit, uint64_t now)
 
 	if (rec->op == KM_WL_GET && (s->p.models & (1u << KM_PREDICT_STRIDE))) {
 		uint32_t sh = shard_of(s, key, tk->len);
-		struct km_stream *st = &s->st[sh];
 		struct km_stream_key ks[PRED_MAX];
-		unsigned m = km_stream_observe(
-			&s->sctx[sh % s->p.nb_workers], st, key, tk->len, a.t_ns, ks, PRED_MAX);
-		uint8_t src = KM_PREDICT_SRC(KM_PREDICT_STRIDE, km_predict_stride_bin(st->run));
+		unsigned slot;
+		unsigned m = km_stream_observe_set(&s->sctx[sh % s->p.nb_workers],
+			&s->st[sh * KM_STREAM_SET], KM_STREAM_SET, key, tk->len, a.t_ns, &slot, ks,
+			PRED_MAX);
+		uint8_t src = KM_PREDICT_SRC(KM_PREDICT_STRIDE,
+			km_predict_stride_bin(s->st[sh * KM_STREAM_SET + slot].run));
 
 		for (unsigned i = 0; i < m; i++) {
 			struct km_prediction *p = &s->pred[0];
@@ -455,7 +458,7 @@ observe(struct sim *s, const struct km_trace_rec *rec, int hit, uint64_t now)
 			p->len = ks[i].len;
 			memcpy(p->key, ks[i].key, ks[i].len);
 			p->hash = km_predict_hash(p->key, p->len);
-			push_pred(s, p, sh, a.t_ns);
+			push_pred(s, p, sh * KM_STREAM_SET + slot, a.t_ns);
 		}
 	}
 	if ((s->p.models & ~(1u << KM_PREDICT_STRIDE)) == 0)
@@ -520,7 +523,7 @@ sim_init(struct sim *s, const struct km_trace *t, const struct km_prefsim_params
 	s->origin = malloc((t->nb_keys + 1) * sizeof(*s->origin));
 	s->khash = malloc((t->nb_keys + 1) * sizeof(*s->khash));
 	s->sctx = calloc(s->p.nb_workers, sizeof(*s->sctx));
-	s->st = calloc(s->p.nb_shards, sizeof(*s->st));
+	s->st = calloc((size_t)s->p.nb_shards * KM_STREAM_SET, sizeof(*s->st));
 	if (s->src == NULL || s->origin == NULL || s->khash == NULL || s->sctx == NULL ||
 		s->st == NULL)
 		return -ENOMEM;

@@ -224,23 +224,19 @@ stream_reset(struct km_stream *s, const struct skey *p, uint64_t pos, int linear
 	s->flags = (uint8_t)((linear ? F_LINEAR : 0) | (p->ps >= 0 ? F_HAS_PREV : 0));
 }
 
-unsigned
-km_stream_observe(struct km_stream_ctx *sc, struct km_stream *s, const uint8_t *key, uint16_t len,
-	uint64_t t_ns, struct km_stream_key *out, unsigned max)
+/* km_stream_observe() of a parsed key. */
+static unsigned
+observe_parsed(struct km_stream_ctx *sc, struct km_stream *s, const struct skey *pk,
+	const uint8_t *key, uint16_t len, uint64_t t_ns, struct km_stream_key *out, unsigned max)
 {
-	struct skey p;
+	struct skey p = *pk;
 	uint32_t mod = 0;
 	uint64_t pos, last_t = s->t_ns, tshape = 0;
 	int64_t d, step;
 	unsigned n = 0, win;
 	int carry = !(sc->p.flags & KM_STREAM_NO_CARRY);
 
-	sc->observed++;
 	s->t_ns = t_ns;
-	if (skey_parse(key, len, &p) < 0) {
-		s->shape = 0;
-		return 0;
-	}
 	/* No modulus learned yet (the common case): no need of the key scheme's hash. */
 	if (carry && p.ps >= 0 && sc->carries != 0) {
 		tshape = skey_tshape(key, len);
@@ -347,6 +343,57 @@ km_stream_observe(struct km_stream_ctx *sc, struct km_stream *s, const uint8_t *
 	}
 	sc->issued += n;
 	return n;
+}
+
+unsigned
+km_stream_observe(struct km_stream_ctx *sc, struct km_stream *s, const uint8_t *key, uint16_t len,
+	uint64_t t_ns, struct km_stream_key *out, unsigned max)
+{
+	struct skey p;
+
+	sc->observed++;
+	if (skey_parse(key, len, &p) < 0) {
+		s->t_ns = t_ns;
+		s->shape = 0;
+		return 0;
+	}
+	return observe_parsed(sc, s, &p, key, len, t_ns, out, max);
+}
+
+/* Whether key p may continue stream s: same shape, and the same previous digit run or the
+ * next one at a wrap (the position decides then). */
+static inline int
+may_continue(const struct km_stream *s, const struct skey *p)
+{
+	return s->shape == p->shape &&
+	       (s->prev == p->prev || (p->last == 0 && p->prev == s->prev + 1));
+}
+
+unsigned
+km_stream_observe_set(struct km_stream_ctx *sc, struct km_stream *set, unsigned nb,
+	const uint8_t *key, uint16_t len, uint64_t t_ns, unsigned *slot, struct km_stream_key *out,
+	unsigned max)
+{
+	struct skey p;
+	unsigned i, best = nb, victim = 0;
+
+	sc->observed++;
+	*slot = 0;
+	if (nb == 0 || skey_parse(key, len, &p) < 0)
+		return 0; /* not a position: no stream is broken by it */
+	for (i = 0; i < nb; i++) {
+		if (may_continue(&set[i], &p)) {
+			best = i;
+			break;
+		}
+		/* The victim: a free slot, else the one idle longest. */
+		if (set[victim].shape != 0 && (set[i].shape == 0 || set[i].t_ns < set[victim].t_ns))
+			victim = i;
+	}
+	if (best == nb)
+		best = victim;
+	*slot = best;
+	return observe_parsed(sc, &set[best], &p, key, len, t_ns, out, max);
 }
 
 void

@@ -103,6 +103,22 @@ void km_stream_init(struct km_stream *s);
 unsigned km_stream_observe(struct km_stream_ctx *sc, struct km_stream *s, const uint8_t *key,
 	uint16_t len, uint64_t t_ns, struct km_stream_key *out, unsigned max);
 
+/** Streams per shard in a set (interleaved readers of one shard: listings, windows). */
+#define KM_STREAM_SET 4
+
+/**
+ * km_stream_observe() on a set of nb streams of one shard, as readahead keeps one state
+ * per reader: the key goes to the stream it may continue (same shape, same previous digit
+ * run or the next one at a wrap), else to a free slot or the one idle longest, which starts
+ * over. A key without a position changes nothing. *slot tells which stream (for
+ * km_stream_feedback()).
+ * @return the number of keys written to out (0..max).
+ * @note Context: the owner thread of sc and set.
+ */
+unsigned km_stream_observe_set(struct km_stream_ctx *sc, struct km_stream *set, unsigned nb,
+	const uint8_t *key, uint16_t len, uint64_t t_ns, unsigned *slot, struct km_stream_key *out,
+	unsigned max);
+
 enum km_stream_outcome {
 	KM_STREAM_UNUSED = 0, /* a prefetched entry was evicted before any hit */
 	KM_STREAM_USED = 1,   /* a prefetched entry was hit */

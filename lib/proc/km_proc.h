@@ -305,7 +305,7 @@ int km_proc_busy(const struct km_proc *p);
  * until the worker takes them with km_proc_notes().
  */
 #define KM_PROC_MARK_OPERATOR 0x7f /* keymapctl prefetch KEY */
-#define KM_PROC_MARK_STREAM   0x80 /* | km_predict_stride_bin(): the stream detector */
+#define KM_PROC_MARK_STREAM   0x80 /* | slot << 2 | km_predict_stride_bin(): a stream */
 #define KM_PROC_NOTES_MAX     256
 
 _Static_assert(KM_PREDICT_NB_SRC < KM_PROC_MARK_OPERATOR, "marks of sources fit below 0x7f");

@@ -70,11 +70,18 @@ outcome(struct km_proc *p, uint8_t mark, enum km_proc_pf_event ev, uint64_t shar
 	n->shard_id = shard_id;
 }
 
+/* The stream of shard sl a stream mark names. */
+static inline struct km_stream *
+mark_stream(struct km_proc_shard *sl, uint8_t mark)
+{
+	return &sl->stream[(mark >> 2) % KM_STREAM_SET];
+}
+
 void
 proc_pf_used(struct km_proc *p, struct km_proc_shard *shd, uint8_t mark)
 {
 	if (mark & KM_PROC_MARK_STREAM)
-		km_stream_feedback(&p->sctx, &shd->stream, KM_STREAM_USED);
+		km_stream_feedback(&p->sctx, mark_stream(shd, mark), KM_STREAM_USED);
 	else
 		outcome(p, mark, KM_PROC_PF_USED, shd->id);
 }
@@ -83,7 +90,7 @@ void
 proc_pf_late(struct km_proc *p, struct km_proc_shard *shd, uint8_t mark)
 {
 	if (mark & KM_PROC_MARK_STREAM)
-		km_stream_feedback(&p->sctx, &shd->stream, KM_STREAM_LATE);
+		km_stream_feedback(&p->sctx, mark_stream(shd, mark), KM_STREAM_LATE);
 	else
 		outcome(p, mark, KM_PROC_PF_LATE, shd->id);
 }
@@ -105,7 +112,7 @@ cache_unused(void *arg, uint8_t mark, uint64_t tag, const uint8_t *key, uint16_t
 		if (sl->id == 0 || sl->gen != tag)
 			continue;
 		if (mark & KM_PROC_MARK_STREAM)
-			km_stream_feedback(&p->sctx, &sl->stream, KM_STREAM_UNUSED);
+			km_stream_feedback(&p->sctx, mark_stream(sl, mark), KM_STREAM_UNUSED);
 		else
 			outcome(p, mark, KM_PROC_PF_UNUSED, sl->id);
 		return;
@@ -256,13 +263,15 @@ stream_step(struct km_proc *p, const struct km_shardmap *map, struct km_proc_sha
 {
 	struct km_stream_key ks[STREAM_KEYS];
 	struct km_proc_note *n;
-	unsigned int i, nb;
+	unsigned int i, nb, slot;
 	uint8_t mark;
 
-	nb = km_stream_observe(&p->sctx, &shd->stream, k->data, k->len, p->now_ns, ks, STREAM_KEYS);
+	nb = km_stream_observe_set(&p->sctx, shd->stream, KM_STREAM_SET, k->data, k->len, p->now_ns,
+		&slot, ks, STREAM_KEYS);
 	if (nb == 0)
 		return;
-	mark = (uint8_t)(KM_PROC_MARK_STREAM | km_predict_stride_bin(shd->stream.run));
+	mark = (uint8_t)(KM_PROC_MARK_STREAM | slot << 2 |
+			 km_predict_stride_bin(shd->stream[slot].run));
 	for (i = 0; i < nb; i++) {
 		p->cnt.stream_prefetches++;
 		if (proc_prefetch(p, map, ks[i].key, ks[i].len, mark) != -EXDEV)

@@ -185,6 +185,59 @@ test_stream_carry(void **state)
 	}
 }
 
+/* Interleaved readers of one shard keep a stream each; a single stream would restart at
+ * every switch and predict nothing. */
+static void
+test_stream_set(void **state)
+{
+	struct km_stream_ctx sc;
+	struct km_stream set[KM_STREAM_SET], one;
+	struct km_stream_key out[64];
+	unsigned slot, n, total_set = 0, total_one = 0, slots_seen = 0;
+	char k[32];
+
+	(void)state;
+	km_stream_ctx_init(&sc, NULL);
+	for (unsigned i = 0; i < KM_STREAM_SET; i++)
+		km_stream_init(&set[i]);
+	km_stream_init(&one);
+	for (int i = 0; i < 60; i++) {
+		/* Three listings of three buckets, round robin. */
+		int b = i % 3, item = 100 * b + i / 3;
+
+		snprintf(k, sizeof(k), "bkt%d/obj/%08d", b, item);
+		n = km_stream_observe_set(&sc, set, KM_STREAM_SET, (const uint8_t *)k,
+			(uint16_t)strlen(k), (uint64_t)i * 1000, &slot, out, 64);
+		assert_true(slot < KM_STREAM_SET);
+		slots_seen |= 1u << slot;
+		for (unsigned j = 0; j < n; j++) {
+			char want[32];
+
+			/* Every prediction is ahead in the same bucket. */
+			snprintf(want, sizeof(want), "bkt%d/obj/", b);
+			assert_memory_equal(out[j].key, want, strlen(want));
+		}
+		total_set += n;
+		total_one += km_stream_observe(&sc, &one, (const uint8_t *)k, (uint16_t)strlen(k),
+			(uint64_t)i * 1000, out, 64);
+	}
+	assert_int_equal(__builtin_popcount(slots_seen), 3);
+	assert_true(total_set >= 40);
+	assert_int_equal(total_one, 0);
+
+	/* A fourth and fifth reader: the one idle longest gives its slot up. */
+	n = km_stream_observe_set(
+		&sc, set, KM_STREAM_SET, (const uint8_t *)"x/1", 3, 100000, &slot, out, 64);
+	assert_int_equal(n, 0);
+	n = km_stream_observe_set(
+		&sc, set, KM_STREAM_SET, (const uint8_t *)"y/1", 3, 100001, &slot, out, 64);
+	assert_int_equal(n, 0);
+	/* A key without digits changes nothing. */
+	n = km_stream_observe_set(
+		&sc, set, KM_STREAM_SET, (const uint8_t *)"nodigits", 8, 100002, &slot, out, 64);
+	assert_int_equal(n, 0);
+}
+
 static void
 test_stream_depth(void **state)
 {
@@ -514,6 +567,7 @@ main(void)
 		cmocka_unit_test(test_stride),
 		cmocka_unit_test(test_stream_carry),
 		cmocka_unit_test(test_stream_depth),
+		cmocka_unit_test(test_stream_set),
 		cmocka_unit_test(test_template),
 		cmocka_unit_test(test_decay),
 		cmocka_unit_test(test_ensemble),

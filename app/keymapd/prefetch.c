@@ -88,10 +88,17 @@ build(const struct km_conf *c)
 		.models = pf.models & ~(1u << KM_PREDICT_STRIDE),
 	};
 	float thr = (float)c->pf_threshold / 100.0f;
+	/* In flight here: commands a worker has not answered yet (it answers once it started
+	 * the read or refused it; its own budget counts the reads). The answer takes a loop
+	 * iteration of each side: room for a few times the reads the worker allows. */
+	uint64_t window = c->pf_budget * 4 < UINT16_MAX ? c->pf_budget * 4 : UINT16_MAX;
 	struct km_pfsched_params sp = {
 		.nb_targets = km_dp.nb_workers,
-		.inflight_max = (uint16_t)c->pf_budget,
-		.inflight_init = (uint16_t)(c->pf_budget < 16 ? c->pf_budget : 16),
+		.inflight_max = (uint16_t)window,
+		.inflight_init = (uint16_t)c->pf_budget,
+		/* The worker's budget and watermark keep demand reads first; AIMD here only
+		 * trims the window, it cannot close it. */
+		.inflight_min = (uint16_t)(c->pf_budget / 4 > 0 ? c->pf_budget / 4 : 1),
 		.bytes_per_s = c->pf_bytes_per_s,
 		.threshold = thr,
 		.thr_min = thr < 0.1f ? thr : 0.1f,
@@ -290,6 +297,8 @@ pf_receive(const struct km_wmsg *m)
 			km_predict_feedback(pf.pr, (uint8_t)(d->mark - 1), KM_PREDICT_ISSUED);
 		} else if (d->rc == 0) {
 			pf.st.nothing++;
+		} else if (d->rc == -ENOENT) {
+			pf.st.absent++;
 		} else {
 			pf.st.refused++;
 		}

@@ -39,16 +39,17 @@ struct km_pf_model_stats {
 };
 
 struct km_pf_stats {
-	int active;         /* enabled with a driver that keeps values on disk */
-	uint32_t models;    /* 1 << enum km_predict_model */
-	uint32_t sampling;  /* one client in N sampled now */
-	uint64_t samples;   /* notes received: sampled accesses */
-	uint64_t outcomes;  /* notes received: outcomes of prefetches */
-	uint64_t forwarded; /* stream keys forwarded to their owner */
-	uint64_t sent;      /* prefetch commands sent to workers */
-	uint64_t started;   /* ... that started a read */
-	uint64_t nothing;   /* ... cached or being read already */
-	uint64_t refused;   /* ... refused: budget, watermark, no such key, no room */
+	int active;                          /* enabled with a driver that keeps values on disk */
+	uint32_t models;                     /* 1 << enum km_predict_model */
+	uint32_t sampling;                   /* one client in N sampled now */
+	uint64_t samples;                    /* notes received: sampled accesses */
+	uint64_t outcomes;                   /* notes received: outcomes of prefetches */
+	uint64_t forwarded;                  /* stream keys forwarded to their owner */
+	uint64_t sent;                       /* prefetch commands sent to workers */
+	uint64_t started;                    /* ... that started a read */
+	uint64_t nothing;                    /* ... cached or being read already */
+	uint64_t absent;                     /* ... of a key that does not exist */
+	uint64_t refused;                    /* ... refused: budget, watermark, no room */
 	uint64_t used, unused, late, harm;   /* the control lcore's prefetches */
 	uint64_t sampling_up, sampling_down; /* adaptive sampling steps */
 	double busy_share; /* the busiest worker's share of busy cycles, last 100 ms */

@@ -32,7 +32,7 @@
 
 static const char usage_text[] =
 	"usage: keymap-cli [-h host] [-p port] [-t timeout_ms] [-r retries] [-v] [--no-steer]\n"
-	"                  <command> [args]\n"
+	"                  [--session N] <command> [args]\n"
 	"\n"
 	"commands:\n"
 	"  ping [WORKER]                     round trip to a worker (default 0)\n"
@@ -54,6 +54,8 @@ static const char usage_text[] =
 	"  -r retries     attempts after the first, 1..100 (default 3)\n"
 	"  -v             verbose\n"
 	"  --no-steer     send everything to the base port, do not fetch the map\n"
+	"  --session N    session id the requests carry, 1..4294967295 (default 0: none);\n"
+	"                 the server learns per session what is read next\n"
 	"  --help         this text\n"
 	"\n"
 	"exit status: 0 success, 1 bad usage, 2 request failed (server or transport error),\n"
@@ -495,6 +497,7 @@ parse_opts(int argc, char **argv, struct km_client_opts *opts, int *verbose)
 {
 	static const struct option longopts[] = {
 		{"no-steer", no_argument, NULL, 'N'},
+		{"session", required_argument, NULL, 'S'},
 		{"help", no_argument, NULL, 'H'},
 		{NULL, 0, NULL, 0},
 	};
@@ -532,6 +535,15 @@ parse_opts(int argc, char **argv, struct km_client_opts *opts, int *verbose)
 			break;
 		case 'N':
 			opts->no_steer = 1;
+			break;
+		case 'S':
+			if (km_util_parse_u64(optarg, 0, UINT32_MAX, &v) != 0) {
+				fprintf(stderr,
+					"keymap-cli: --session '%s': expected a number 0..%u\n",
+					optarg, UINT32_MAX);
+				goto bad;
+			}
+			opts->session = (uint32_t)v;
 			break;
 		case 'H':
 			fputs(usage_text, stdout);

@@ -82,6 +82,7 @@ bench_libkeymap_run(struct bench_phase *ph, struct bench_result *r, char *err, s
 					: (q.op == KM_WL_PUT ? KM_BATCH_PUT : KM_BATCH_DEL);
 			o->val = vals;
 			o->vlen = q.vlen;
+			o->session = q.session; /* the trace's or the workload's, 0: none */
 		}
 		if (n == 0)
 			break;

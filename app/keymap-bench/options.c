@@ -501,11 +501,6 @@ check_transport(struct bench_conf *c, int eal, int xport_set)
 			c->inflight, LIBKEYMAP_WINDOW_MAX);
 		return EXIT_USAGE;
 	}
-	if (c->wl.dist == KM_WL_SESSION && c->trace_path == NULL) {
-		fprintf(stderr, "keymap-bench: --dist session sends session ids, which libkeymap's "
-				"batch API does not carry: use --transport socket or eth\n");
-		return EXIT_USAGE;
-	}
 	if (c->rate > 0) {
 		fprintf(stderr, "keymap-bench: libkeymap runs a closed loop: --rate needs "
 				"--transport socket or eth\n");

@@ -245,6 +245,19 @@ km_client_close(struct km_client *c)
 }
 
 int
+km_client_set_session(struct km_client *c, uint32_t session)
+{
+	c->session = session;
+	return KM_OK;
+}
+
+uint32_t
+km_client_session(const struct km_client *c)
+{
+	return c->session;
+}
+
+int
 km_batch(struct km_client *c, struct km_batch_op *ops, size_t n)
 {
 	size_t i;

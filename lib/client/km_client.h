@@ -58,7 +58,8 @@ struct km_client_opts {
 	uint16_t port;           /* base UDP port (worker 0), default 7070 */
 	unsigned int timeout_ms; /* per attempt, default 200 */
 	unsigned int retries;    /* attempts after the first, default 3 */
-	uint32_t session;        /* session id carried in requests, 0 = none */
+	uint32_t session;        /* session id carried in requests, 0 = none (see
+				  * km_client_set_session) */
 	int no_steer;            /* 1: send everything to the base port, no MAP */
 	unsigned int window;     /* batch API: requests in flight, default 64 */
 };
@@ -163,6 +164,7 @@ struct km_batch_op {
 	uint64_t version; /* CAS/DEL expected version */
 	void *buf;        /* GET: value buffer (may be NULL to discard the value) */
 	size_t cap;
+	uint32_t session; /* session id of this request; 0: the handle's */
 	/* results */
 	int err;
 	size_t len;
@@ -179,6 +181,22 @@ struct km_batch_op {
  *   every op has completed. ops and their buffers belong to the call until it returns.
  */
 int km_batch(struct km_client *c, struct km_batch_op *ops, size_t n);
+
+/**
+ * Set the session id every later request of the handle carries (0 = none): the server
+ * learns what each session reads next from it and prefetches accordingly (a user's
+ * requests, a request handler's, a job's: whatever reads in a pattern). A batch op with
+ * its own session overrides it. Retries carry the session of their first attempt.
+ * @return 0.
+ * @note Context: the thread that uses c (a handle is single-threaded).
+ */
+int km_client_set_session(struct km_client *c, uint32_t session);
+
+/**
+ * The handle's session id (0 = none).
+ * @note Context: the thread that uses c.
+ */
+uint32_t km_client_session(const struct km_client *c);
 
 /**
  * Fetch the shard map again.

@@ -164,7 +164,7 @@ km_slot_arm(struct km_client *c, uint32_t idx, struct km_batch_op *op, int32_t w
 	s->hdr.req_id = c->next_req_id++;
 	if (op->op == KM_OP_CAS || op->op == KM_OP_DEL || op->op == KM_OP_MAP)
 		s->hdr.version = op->version;
-	s->hdr.session = c->session;
+	s->hdr.session = op->session != 0 ? op->session : c->session;
 	/* Sizes were checked by km_op_check(): the build cannot fail. */
 	s->len = (uint16_t)km_msg_build(s->buf, KM_DGRAM_MAX, &s->hdr, op->key, op->val);
 	km_ht_insert(c, idx);

@@ -95,7 +95,6 @@ expect 1 "expected a number" "$bench" --rate fast
 expect 1 "at least 1 request/s" "$bench" --rate 0.5
 expect 1 "unexpected argument 'stray'" "$bench" -x socket stray
 expect 1 "at most 4096" "$bench" -x libkeymap -c 5000
-expect 1 "session ids" "$bench" -x libkeymap -d session
 expect 1 "carries at most" "$bench" -t keymap -x socket --value-size 1430
 expect 1 "expected an integer" "$bench" --value-size 5000
 expect 1 "no-such-trace.csv" "$bench" --trace "$tmp/no-such-trace.csv"

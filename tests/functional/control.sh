@@ -372,6 +372,12 @@ kput() { # KEY VALUE: the new version
 	[[ $out =~ ^OK\ version\ ([0-9]+)$ ]] || fail "keymap-cli put $1 printed '$out'"
 	echo "${BASH_REMATCH[1]}"
 }
+# keymap-cli --session: a number 0..2^32-1, else a usage error; with one, requests work.
+expect 1 "--session 'x': expected a number 0\.\.4294967295" "${kcli[@]}" --session x ping
+expect 1 "--session '4294967296'" "${kcli[@]}" --session 4294967296 ping
+expect 0 "" "${kcli[@]}" --session 4294967295 put ctl:sess one
+expect 0 "^one$" "${kcli[@]}" --session 7 get ctl:sess
+expect 0 "" "${kcli[@]}" --session 7 del ctl:sess
 v1=$(kput ctl:aba one)
 expect 0 "" "${kcli[@]}" del ctl:aba
 for s in 5 6 7 8 9; do

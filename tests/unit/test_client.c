@@ -55,6 +55,7 @@ struct fk_req {
 	uint32_t epoch;
 	uint64_t req_id;
 	uint64_t version; /* CAS/DEL expected version, MAP cursor */
+	uint32_t session;
 	uint8_t klen;
 	uint8_t key[FK_KEY_LOG];
 };
@@ -334,6 +335,7 @@ fk_handle(struct fake *f, unsigned int w, const uint8_t *buf, size_t len,
 		lg->epoch = m.hdr.epoch;
 		lg->req_id = m.hdr.req_id;
 		lg->version = m.hdr.version;
+		lg->session = m.hdr.session;
 		if (st == KM_ST_OK && m.hdr.op == KM_OP_MGET)
 			lg->nkeys = km_get16(m.val);
 		lg->klen = (uint8_t)(m.hdr.key_len < FK_KEY_LOG ? m.hdr.key_len : FK_KEY_LOG);
@@ -1706,6 +1708,80 @@ test_mget_moved(void **state)
 	km_client_close(c);
 }
 
+/* Session ids: the handle's on every request (retries and MGET datagrams too), a batch op's
+ * own overrides it, 0 falls back to the handle's. */
+static void
+test_session(void **state)
+{
+	struct km_client *c = cl_open(50, 3, 0);
+	struct km_batch_op ops[2];
+	struct km_mget_item items[8];
+	char keys[8][16], bufs[8][16];
+	unsigned int from, i, n, mgets = 0;
+	uint64_t first_id;
+
+	(void)state;
+	assert_int_equal(km_client_session(c), 0);
+	assert_int_equal(put_s(c, "s-a", "v", NULL), KM_OK);
+	assert_int_equal(fk_log_at(fk_nlog() - 1).session, 0);
+
+	assert_int_equal(km_client_set_session(c, 77), KM_OK);
+	assert_int_equal(km_client_session(c), 77);
+	check_get(c, "s-a", "v", 0);
+	assert_int_equal(fk_log_at(fk_nlog() - 1).session, 77);
+
+	/* A batch op's own session, and 0: the handle's. */
+	memset(ops, 0, sizeof(ops));
+	ops[0] = (struct km_batch_op){.op = KM_BATCH_GET, .key = "s-a", .klen = 3, .session = 5};
+	ops[1] = (struct km_batch_op){.op = KM_BATCH_GET, .key = "s-a", .klen = 3};
+	from = fk_nlog();
+	assert_int_equal(km_batch(c, ops, 2), 2);
+	n = 0;
+	for (i = from; i < fk_nlog(); i++) {
+		struct fk_req r = fk_log_at(i);
+
+		if (r.op != KM_OP_GET)
+			continue;
+		assert_true(r.session == 5 || r.session == 77);
+		n += r.session == 5 ? 1 : 10;
+	}
+	assert_int_equal(n, 11);
+
+	/* MGET: every datagram, to every worker. */
+	for (i = 0; i < 8; i++) {
+		key_of_worker(i % 4, keys[i], sizeof(keys[i]));
+		assert_int_equal(put_s(c, keys[i], "x", NULL), KM_OK);
+		items[i] = (struct km_mget_item){.key = keys[i],
+			.klen = strlen(keys[i]),
+			.buf = bufs[i],
+			.cap = sizeof(bufs[i])};
+	}
+	from = fk_nlog();
+	assert_int_equal(km_mget(c, items, 8), KM_OK);
+	for (i = from; i < fk_nlog(); i++) {
+		struct fk_req r = fk_log_at(i);
+
+		if (r.op == KM_OP_MGET) {
+			assert_int_equal(r.session, 77);
+			mgets++;
+		}
+	}
+	assert_true(mgets >= 4);
+
+	/* A retry carries the session of its first attempt. */
+	fk_lock();
+	fk->drop_req = 1;
+	fk_unlock();
+	from = fk_nlog();
+	check_get(c, "s-a", "v", 0);
+	assert_int_equal(fk_nlog() - from, 2);
+	first_id = fk_log_at(from).req_id;
+	assert_int_equal(fk_log_at(from + 1).req_id, first_id);
+	assert_int_equal(fk_log_at(from).session, 77);
+	assert_int_equal(fk_log_at(from + 1).session, 77);
+	km_client_close(c);
+}
+
 int
 main(void)
 {
@@ -1713,6 +1789,7 @@ main(void)
 		cmocka_unit_test(test_strerror),
 		cmocka_unit_test(test_open_inval),
 		cmocka_unit_test_setup_teardown(test_basic, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_session, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_validation, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_retry_same_req_id, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_timeout, setup4, teardown),

@@ -194,6 +194,11 @@ int km_log_level_of(const char *name);
  * @note Context: main lcore, after km_ctl_init. */
 int km_telemetry_register(void);
 
+/* /keymap/prefetch without a parameter: predictive prefetch's figures into d
+ * (telemetry_prefetch.c). @return 0. @note Context: control lcore. */
+struct rte_tel_data;
+int km_telemetry_prefetch_stats(struct rte_tel_data *d);
+
 /*
  * Metrics endpoint (metrics.c): Prometheus text exposition over HTTP (libmicrohttpd) at
  * http://ip:port/metrics, served by its own thread (not a worker core).

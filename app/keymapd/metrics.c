@@ -192,6 +192,34 @@ put_shards(FILE *f)
 	}
 }
 
+/* Per predictor model: what it issued, what was used, its measured precision. */
+static void
+put_prefetch_models(FILE *f, const struct km_stats_snap *s)
+{
+	unsigned int m;
+
+	if (!s->persistent)
+		return;
+	put_family(f, "keymap_prefetch_model_issued_total", "counter",
+		"prefetch reads a model's predictions started");
+	for (m = 0; m < KM_PREDICT_NB_MODELS; m++)
+		fprintf(f, "keymap_prefetch_model_issued_total{model=\"%s\"} %" PRIu64 "\n",
+			km_predict_model_name(m), s->pf.model[m].issued);
+	put_family(f, "keymap_prefetch_model_used_total", "counter",
+		"a model's prefetched values hit before eviction");
+	for (m = 0; m < KM_PREDICT_NB_MODELS; m++)
+		fprintf(f, "keymap_prefetch_model_used_total{model=\"%s\"} %" PRIu64 "\n",
+			km_predict_model_name(m), s->pf.model[m].used);
+	put_family(f, "keymap_prefetch_model_precision", "gauge",
+		"a model's measured precision now (decayed): the confidence its predictions get");
+	for (m = 0; m < KM_PREDICT_NB_MODELS; m++) {
+		fprintf(f, "keymap_prefetch_model_precision{model=\"%s\"} ",
+			km_predict_model_name(m));
+		put_double(f, s->pf.model[m].precision);
+		fputc('\n', f);
+	}
+}
+
 char *
 km_metrics_render(size_t *len)
 {
@@ -209,6 +237,7 @@ km_metrics_render(size_t *len)
 		return NULL;
 	}
 	put_table(f, &s);
+	put_prefetch_models(f, &s);
 	put_shards(f);
 	put_latency(f, &s);
 	km_stats_release(&s);

@@ -102,6 +102,56 @@ const struct km_stats_desc km_stats_table[] = {
 	G(CACHE, "entries", NULL, GAUGE, cache.entries, "value cache entries"),
 	G(CACHE, "bytes", "keymap_cache_bytes", GAUGE, cache.bytes, "value cache bytes in use"),
 	G(CACHE, "capacity", NULL, GAUGE, cache.capacity, "value cache capacity in bytes"),
+	G(PREFETCH, "active", "keymap_prefetch_active", GAUGE, pf_active,
+		"predictive prefetch on (enabled, store on disk)"),
+	G(PREFETCH, "sampling", "keymap_prefetch_sampling", GAUGE, pf_sampling,
+		"one client (session) in N sampled for the predictor now"),
+	G(PREFETCH, "budget", "keymap_prefetch_budget", GAUGE, pf_budget,
+		"prefetch commands in flight per worker the scheduler allows now (AIMD)"),
+	G_DOUBLE(PREFETCH, "keymap_prefetch_threshold", pf_threshold,
+		"confidence a prediction needs now (AIMD)"),
+	G_DOUBLE(PREFETCH, "keymap_prefetch_accuracy", pf_accuracy,
+		"prefetched values hit before eviction / prefetched values resolved, all sources"),
+	G_DOUBLE(PREFETCH, "keymap_prefetch_coverage", pf_coverage,
+		"prefetched values hit / (those + reads for requests)"),
+	G(PREFETCH, "samples", "keymap_prefetch_samples_total", COUNTER, pf.samples,
+		"sampled accesses the predictor learned from"),
+	G(PREFETCH, "predicted", "keymap_prefetch_predictions_total", COUNTER, pf.pred.predicted,
+		"predictions made"),
+	G(PREFETCH, "suppressed", "keymap_prefetch_suppressed_total", COUNTER, pf.pred.suppressed,
+		"predictions of a source below its precision floor, not made"),
+	G(PREFETCH, "below_threshold", "keymap_prefetch_below_threshold_total", COUNTER,
+		pf.sched.below_threshold, "predictions below the confidence threshold"),
+	G(PREFETCH, "filtered", "keymap_prefetch_filtered_total", COUNTER, pf.sched.filtered,
+		"predictions of a key pushed moments ago"),
+	G(PREFETCH, "stale", "keymap_prefetch_stale_total", COUNTER, pf.sched.stale,
+		"predictions queued past their deadline"),
+	G(PREFETCH, "dropped_watermark", "keymap_prefetch_dropped_watermark_total", COUNTER,
+		pf.sched.dropped_watermark,
+		"predictions dropped while their worker refused prefetches"),
+	G(PREFETCH, "sent", "keymap_prefetch_sent_total", COUNTER, pf.sent,
+		"prefetch commands the predictor sent to workers"),
+	G(PREFETCH, "started", "keymap_prefetch_started_total", COUNTER, pf.started,
+		"... that started a read"),
+	G(PREFETCH, "nothing", "keymap_prefetch_nothing_total", COUNTER, pf.nothing,
+		"... whose key was cached or being read"),
+	G(PREFETCH, "absent", "keymap_prefetch_absent_total", COUNTER, pf.absent,
+		"... whose key does not exist"),
+	G(PREFETCH, "refused", "keymap_prefetch_refused_total", COUNTER, pf.refused,
+		"... refused by the worker: budget, pending watermark, no room"),
+	G(PREFETCH, "used", "keymap_prefetch_used_total", COUNTER, pf.used,
+		"the predictor's prefetches hit before eviction"),
+	G(PREFETCH, "unused", "keymap_prefetch_unused_total", COUNTER, pf.unused,
+		"the predictor's prefetches evicted or replaced unused"),
+	G(PREFETCH, "late", "keymap_prefetch_late_total", COUNTER, pf.late,
+		"the predictor's prefetches a request had to wait for"),
+	G(PREFETCH, "harm", "keymap_prefetch_harm_total", COUNTER, pf.harm,
+		"misses on a key a prefetch had evicted"),
+	G(PREFETCH, "forwarded", "keymap_prefetch_forwarded_total", COUNTER, pf.forwarded,
+		"stream keys forwarded to the worker that owns them"),
+	G(PREFETCH, "sampling_up", NULL, COUNTER, pf.sampling_up,
+		"times sampling backed off (notes dropped, worker busy)"),
+	G(PREFETCH, "sampling_down", NULL, COUNTER, pf.sampling_down, "times sampling came back"),
 };
 
 const size_t km_stats_table_len = RTE_DIM(km_stats_table);
@@ -198,6 +248,13 @@ km_stats_take(struct km_stats_snap *s)
 	s->reshard_pause_seconds = (double)km_ctl.last_pause_us / 1e6;
 	s->ctl = km_ctl.cnt;
 	s->store = km_ctl.store;
+	km_pf_stats(&s->pf);
+	s->pf_active = (uint64_t)s->pf.active;
+	s->pf_sampling = s->pf.sampling;
+	s->pf_budget = s->pf.sched.budget;
+	s->pf_threshold = s->pf.sched.threshold;
+	s->pf_accuracy = s->pf.accuracy;
+	s->pf_coverage = s->pf.coverage;
 	return 0;
 }
 
@@ -227,5 +284,7 @@ km_stats_double(const struct km_stats_snap *s, const struct km_stats_desc *d)
 int
 km_stats_shown(const struct km_stats_snap *s, const struct km_stats_desc *d)
 {
-	return (d->where != KM_STATS_STORE && d->where != KM_STATS_CACHE) || s->persistent;
+	return (d->where != KM_STATS_STORE && d->where != KM_STATS_CACHE &&
+		       d->where != KM_STATS_PREFETCH) ||
+	       s->persistent;
 }

@@ -19,6 +19,7 @@
 
 #include "control.h"
 #include "datapath.h"
+#include "prefetch.h"
 
 /* The figures of one worker (or their sum over all workers). */
 struct km_stats_worker {
@@ -50,15 +51,19 @@ struct km_stats_snap {
 	struct km_ctl_counters ctl;
 	struct km_store_stats store;    /* as last sampled */
 	struct km_cache_counters cache; /* summed over the workers */
+	struct km_pf_stats pf;          /* predictive prefetch (persistent drivers) */
+	uint64_t pf_active, pf_sampling, pf_budget;
+	double pf_threshold, pf_accuracy, pf_coverage;
 };
 
 /* Where a figure lives, and where /keymap/stats shows it. */
 enum km_stats_where {
-	KM_STATS_WORKER, /* per worker (struct km_stats_worker): "total" and each "wI" */
-	KM_STATS_TOP,    /* struct km_stats_snap, top level of /keymap/stats */
-	KM_STATS_TOTAL,  /* struct km_stats_snap, in "total" */
-	KM_STATS_STORE,  /* struct km_stats_snap, in "store" (persistent drivers only) */
-	KM_STATS_CACHE,  /* struct km_stats_snap, in "cache" (persistent drivers only) */
+	KM_STATS_WORKER,   /* per worker (struct km_stats_worker): "total" and each "wI" */
+	KM_STATS_TOP,      /* struct km_stats_snap, top level of /keymap/stats */
+	KM_STATS_TOTAL,    /* struct km_stats_snap, in "total" */
+	KM_STATS_STORE,    /* struct km_stats_snap, in "store" (persistent drivers only) */
+	KM_STATS_CACHE,    /* struct km_stats_snap, in "cache" (persistent drivers only) */
+	KM_STATS_PREFETCH, /* struct km_stats_snap, in "prefetch" (persistent drivers only) */
 };
 
 /* One figure. */

@@ -199,6 +199,7 @@ ctl_stats(void *arg)
 	if (s.persistent) {
 		add_dict(d, "store", &s, KM_STATS_STORE, 0);
 		add_dict(d, "cache", &s, KM_STATS_CACHE, 0);
+		add_dict(d, "prefetch", &s, KM_STATS_PREFETCH, 0);
 	}
 	/* One reply holds at most 16 KB: per-worker columns for the first STATS_WORKERS
 	 * workers (totals always cover all of them). */
@@ -588,8 +589,10 @@ ctl_prefetch(void *arg)
 	char err[128];
 	int rc;
 
-	if (len == 0 || len > KM_KEY_MAX)
-		return tel_error(d, "usage: /keymap/prefetch,KEY (1..250 bytes)");
+	if (len == 0)
+		return km_telemetry_prefetch_stats(d);
+	if (len > KM_KEY_MAX)
+		return tel_error(d, "usage: /keymap/prefetch[,KEY (1..250 bytes)]");
 	/* Fire and forget: the owner reads the key at its next loop boundary; what it did is
 	 * counted in prefetch_started, prefetch_nothing and prefetch_refused (stats). */
 	rc = km_ctl_prefetch((const uint8_t *)a->params, (uint16_t)len);
@@ -650,7 +653,8 @@ km_telemetry_register(void)
 		{"/keymap/compact", tel_compact,
 			"Rewrite a shard's log without its dead records (log driver). Param: id"},
 		{"/keymap/prefetch", tel_prefetch,
-			"Read a key into its worker's cache ahead of requests. Param: key"},
+			"Predictive prefetch's figures; with a key as param, read it into its "
+			"worker's cache ahead of requests"},
 		{"/keymap/log_level", tel_log_level,
 			"Log level of keymap.* (emerg..debug). Param: new level"},
 	};

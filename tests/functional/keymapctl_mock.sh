@@ -124,7 +124,7 @@ for args in "" "bogus" "status extra" "stats --watch 0" "stats --watch x" "stats
 	"metrics --metrics-url nope" "metrics --metrics-url 127.0.0.1:0" "metrics extra" \
 	"stats --json" "tier" "tier 16" "tier x cold" "tier 0 cold" "tier -1 cold" "tier 16 warm" \
 	"tier 16 HOT" "tier cold 16" "tier 16 cold 1" "compact" "compact x" "compact 0" \
-	"compact 16 17" "prefetch" "prefetch a b" "prefetch a,b" "prefetch ,"; do
+	"compact 16 17" "prefetch a b" "prefetch a,b" "prefetch ,"; do
 	# shellcheck disable=SC2086 # word splitting of args is wanted
 	expect 1 '^usage: keymapctl' -s "$none" $args
 	if grep -q 'not running' "$tmp/err"; then fail "keymapctl $args contacted the server"; fi
@@ -144,7 +144,7 @@ expect 1 '^usage: keymapctl' -s "$none" -T x status
 expect 1 '^usage: keymapctl' -s "$none" --bogus status
 expect 1 'metrics command only' -s "$none" --metrics-url "127.0.0.1:$port" status
 expect 0 '^usage: keymapctl' --help
-for cmd in 'tier ID hot\|cold' 'compact ID' 'prefetch KEY' \
+for cmd in 'tier ID hot\|cold' 'compact ID' 'prefetch \[KEY\]' \
 	'split, merge, move, tier and compact'; do
 	grep -Eq "$cmd" "$tmp/out" || fail "--help does not list '$cmd'"
 done
@@ -233,6 +233,18 @@ expect 0 '^shards 33 and 32 merged into 16 \(worker 0\): 1000 keys, paused 80 us
 expect 0 '^shard 17 moved from worker 1 to worker 0: 1037 keys, paused 200 us, epoch 4$' \
 	"${S[@]}" move 17 0
 expect 0 "^prefetch 'user:42': queued$" "${S[@]}" prefetch user:42
+# Predictive prefetch's figures: the summary lines, the model table, the transitions in
+# rank order.
+expect 0 '^prefetch   off' "${S[@]}" prefetch
+for line in '^result     accuracy 0.566, coverage 0.510$' \
+	'^workers    issued 89017 used 50263 unused 38497 late 3 ' \
+	'^control    samples 100000 sent 146018 started 88880 nothing 19714 absent 37424 ' \
+	'^template +1 +40 +20 +0.500$' '^u#/profile +u#/cart +template +12294 +0.701$'; do
+	grep -Eq -- "$line" "$tmp/out" || fail "keymapctl prefetch: no line '$line'"
+done
+[ "$(grep -En 'u#/profile|u745/cart' "$tmp/out" | cut -d: -f2 | tr -d ' ' | cut -c1-5)" = \
+	"$(printf 'u#/pr\nu745/')" ] || fail "keymapctl prefetch: transitions not in rank order"
+expect 1 '^usage: keymapctl' "${S[@]}" prefetch a b
 expect 0 '^log level: info$' "${S[@]}" log-level
 expect 0 '^log level: debug$' "${S[@]}" log-level debug
 expect 0 '"/keymap/stats"' "${S[@]}" raw /help,/keymap/stats
@@ -249,6 +261,8 @@ expect_json move 19 0
 expect_json log-level
 expect_json prefetch user:42
 json_check 'd == {"prefetch": "queued"}'
+expect_json prefetch
+json_check 'd["top"]["1"]["to"] == "u#/cart" and d["per_model"]["template"]["used"] == 20'
 expect_json raw /info
 python3 -c 'import json, sys; assert json.load(open(sys.argv[1]))["max_output_len"] == 16384' \
 	"$tmp/out" || fail "raw /info --json"

@@ -303,11 +303,43 @@ class Mock:
 
     def prefetch(self, params):
         key = (params or "").encode()
-        if not key or len(key) > KEY_MAX:
-            return {"error": "usage: /keymap/prefetch,KEY (1..250 bytes)"}
+        if not key:
+            return self.prefetch_stats()
+        if len(key) > KEY_MAX:
+            return {"error": "usage: /keymap/prefetch[,KEY (1..250 bytes)]"}
         if key.startswith(b"full"):
             return {"error": "prefetch: no room now, try again"}
         return {"prefetch": "queued"}
+
+    def prefetch_stats(self):
+        """keymapd's /keymap/prefetch without a key (docs/keymapctl.md)."""
+        log = self.args.store == "log"
+        models = ["succ", "coacc", "entity", "stride", "template"]
+        return {
+            "active": 1 if log else 0, "models": ",".join(models), "sampling": 2,
+            "threshold": "0.140", "budget": 23, "accuracy": "0.566", "coverage": "0.510",
+            "busy_share": "0.170",
+            "workers": {"issued": 89017, "used": 50263, "unused": 38497, "late": 3,
+                        "refused": 0, "harm": 4199, "stream": 159, "stream_forwarded": 0,
+                        "samples": 100000, "notes_dropped": 0, "disk_reads": 120000},
+            "control": {"samples": 100000, "outcomes": 90000, "forwarded": 0,
+                        "sent": 146018, "started": 88880, "nothing": 19714,
+                        "absent": 37424, "refused": 0, "used": 50259, "unused": 38369,
+                        "late": 0, "harm": 4199, "sampling_up": 1, "sampling_down": 0},
+            "scheduler": {"pushed": 247377, "below_threshold": 3421, "filtered": 97938,
+                          "queue_full": 0, "stale": 0, "dropped_watermark": 0,
+                          "issued": 146018, "probes": 54, "increases": 704,
+                          "decreases": 138, "harm": 4199},
+            "predictor": {"observed": 100000, "predicted": 247377, "suppressed": 96213,
+                          "untracked": 0, "key_replaced": 0, "tracked_max": 146800,
+                          "mem_bytes": 33553088},
+            "per_model": {m: {"issued": 10 * i, "used": 5 * i, "precision": "0.500",
+                              "on": 1} for i, m in enumerate(models)},
+            "top": {"1": {"model": "template", "from": "u#/profile", "to": "u#/cart",
+                          "count": 12294, "share": "0.701"},
+                    "2": {"model": "succ", "from": "u745/cart", "to": "u745%22/x",
+                          "count": 11, "share": "1.000"}},
+        }
 
     def log_level(self, params):
         if params:

@@ -489,6 +489,12 @@ done
 ok "prefetch of c500 used by the GET that followed (prefetched_used $used)"
 check "st['total']['prefetches'] == 1 and st['total']['prefetch_started'] == 1 and
 	st['total']['cmd_drops'] == 0" "the worker's completion of the prefetch counted"
+# Predictive prefetch is on with the log store, and says what it did.
+expect 0 '^prefetch   on, models succ,coacc,entity,stride,template' "${ctl[@]}" prefetch
+expect 0 '"active": 1' "${ctl[@]}" --json prefetch
+cj pf prefetch
+check "pf['workers']['issued'] >= 1 and 'template' in pf['per_model'] and
+	st['prefetch']['active'] == 1" "prefetch figures in keymapctl prefetch and stats"
 expect 0 "^check: 100 of 100 keys read back intact" "${pc[@]}" check -h "$server" -n 100 \
 	-p c -v 100 -g 1
 expect 0 "^check: 50 of 50 keys absent" "${pc[@]}" check -h "$server" -f 100 -n 50 -p c -a

@@ -144,13 +144,105 @@ show_prefetch(const json_t *d, const char *arg)
 	printf("prefetch '%s': %s\n", arg, jfmt(json_object_get(d, "prefetch")));
 }
 
+/* "name value" of members of a dict, on one line after label. */
+static void
+show_line(const char *label, const json_t *d, const char *const *names)
+{
+	printf("%-10s", label);
+	for (; *names != NULL; names++)
+		printf(" %s %s", *names, jfmt(json_object_get(d, *names)));
+	printf("\n");
+}
+
+static const char *
+rank_of(size_t i, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%zu", i);
+	return buf;
+}
+
+/* Predictive prefetch: state, figures, models, strongest transitions. */
+static void
+show_prefetch_stats(const json_t *d, const char *arg)
+{
+	static const char *const workers[] = {"issued", "used", "unused", "late", "refused", "harm",
+		"stream", "stream_forwarded", "notes_dropped", NULL};
+	static const char *const control[] = {"samples", "sent", "started", "nothing", "absent",
+		"refused", "used", "unused", "late", "harm", "forwarded", NULL};
+	static const char *const sched[] = {"pushed", "below_threshold", "filtered", "stale",
+		"dropped_watermark", "probes", "increases", "decreases", NULL};
+	static const char *const pred[] = {"observed", "predicted", "suppressed", "untracked",
+		"tracked_max", "mem_bytes", NULL};
+	const json_t *models = json_object_get(d, "per_model"), *top = json_object_get(d, "top");
+	const json_t *m, *e;
+	const char *name;
+	uint64_t active = 0;
+	struct table t;
+	char rank[24];
+	size_t i;
+
+	(void)arg;
+	jint(d, "active", &active);
+	printf("prefetch   %s, models %s, sampling 1/%s, threshold %s, budget %s\n",
+		active ? "on" : "off (disabled, or a store with values in DRAM)",
+		jfmt(json_object_get(d, "models")), jfmt(json_object_get(d, "sampling")),
+		jfmt(json_object_get(d, "threshold")), jfmt(json_object_get(d, "budget")));
+	printf("result     accuracy %s, coverage %s\n", jfmt(json_object_get(d, "accuracy")),
+		jfmt(json_object_get(d, "coverage")));
+	show_line("workers", json_object_get(d, "workers"), workers);
+	show_line("control", json_object_get(d, "control"), control);
+	show_line("scheduler", json_object_get(d, "scheduler"), sched);
+	show_line("predictor", json_object_get(d, "predictor"), pred);
+	if (json_is_object(models)) {
+		printf("\n");
+		table_init(&t, 5);
+		table_add(&t, "model");
+		table_add(&t, "on");
+		table_add(&t, "issued");
+		table_add(&t, "used");
+		table_add(&t, "precision");
+		json_object_foreach((json_t *)models, name, m)
+		{
+			table_add(&t, "%s", name);
+			table_add(&t, "%s", jfmt(json_object_get(m, "on")));
+			table_add(&t, "%s", jfmt(json_object_get(m, "issued")));
+			table_add(&t, "%s", jfmt(json_object_get(m, "used")));
+			table_add(&t, "%s", jfmt(json_object_get(m, "precision")));
+		}
+		table_print(&t);
+		table_free(&t);
+	}
+	if (json_is_object(top) && json_object_size(top) > 0) {
+		printf("\nstrongest learned transitions\n");
+		table_init(&t, 5);
+		table_add(&t, "from");
+		table_add(&t, "to");
+		table_add(&t, "model");
+		table_add(&t, "count");
+		table_add(&t, "share");
+		/* Ranks "1".."N": in rank order. */
+		for (i = 1; (e = json_object_get(top, rank_of(i, rank, sizeof(rank)))) != NULL;
+			i++) {
+			table_add(&t, "%s", jfmt(json_object_get(e, "from")));
+			table_add(&t, "%s", jfmt(json_object_get(e, "to")));
+			table_add(&t, "%s", jfmt(json_object_get(e, "model")));
+			table_add(&t, "%s", jfmt(json_object_get(e, "count")));
+			table_add(&t, "%s", jfmt(json_object_get(e, "share")));
+		}
+		table_print(&t);
+		table_free(&t);
+	}
+}
+
 int
 cmd_prefetch(struct ctl *c, int argc, char **argv)
 {
 	size_t len;
 
+	if (argc == 1)
+		return tel_showf(c, show_prefetch_stats, NULL, "/keymap/prefetch");
 	if (argc != 2)
-		return usage_error("prefetch takes one KEY");
+		return usage_error("prefetch takes at most one KEY");
 	len = strlen(argv[1]);
 	if (len == 0 || len > KM_KEY_MAX)
 		return usage_error("prefetch: a key is 1 to %d bytes, not %zu", KM_KEY_MAX, len);

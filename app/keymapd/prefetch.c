@@ -27,9 +27,10 @@
 #define ADAPT_NS        100000000ULL /* sampling is reconsidered every 100 ms */
 #define QUIET_PERIODS   10           /* ... and relaxed after 1 s without drops */
 #define SAMPLING_MAX    1024
-#define BUSY_HI         0.5   /* a worker busier than this samples fewer clients */
-#define BUSY_LO         0.25  /* ... and below this, more again (after a quiet second) */
-#define PF_LCORE_NAP_NS 50000 /* the predictor's own lcore sleeps this long when idle */
+#define WATERMARK_NS    1000000ULL /* a refusing worker is tried again after 1 ms */
+#define BUSY_HI         0.5        /* a worker busier than this samples fewer clients */
+#define BUSY_LO         0.25       /* ... and below this, more again (after a quiet second) */
+#define PF_LCORE_NAP_NS 50000      /* the predictor's own lcore sleeps this long when idle */
 
 static struct {
 	struct km_predict *pr;
@@ -43,7 +44,8 @@ static struct {
 	uint64_t adapt_ns;
 	uint64_t drops_seen; /* ctl_drops + notes_dropped of all workers at adapt_ns */
 	uint64_t adapt_tsc;
-	uint64_t busy_seen[KM_WORKERS_MAX]; /* each worker's busy_cycles at adapt_tsc */
+	uint64_t busy_seen[KM_WORKERS_MAX];  /* each worker's busy_cycles at adapt_tsc */
+	uint64_t refused_ns[KM_WORKERS_MAX]; /* when the worker last refused (0: it takes) */
 	uint32_t quiet;
 	struct km_pf_stats st;
 } pf;
@@ -290,8 +292,12 @@ pf_receive(const struct km_wmsg *m)
 		const struct km_completion *d = &m->u.done;
 
 		km_pfsched_done(pf.sched, m->worker);
-		/* -EBUSY: the worker is at its budget or above its pending watermark. */
+		/* -EBUSY: the worker is at its budget or above its pending watermark: its
+		 * prefetches are dropped until it takes one again, or for WATERMARK_NS (nothing
+		 * is sent meanwhile, so nothing else would tell). */
 		km_pfsched_watermark(pf.sched, m->worker, d->rc == -EBUSY);
+		if (m->worker < KM_WORKERS_MAX)
+			pf.refused_ns[m->worker] = d->rc == -EBUSY ? now_ns() : 0;
 		if (d->rc > 0) {
 			pf.st.started++;
 			km_predict_feedback(pf.pr, (uint8_t)(d->mark - 1), KM_PREDICT_ISSUED);
@@ -380,6 +386,11 @@ pf_tick(void)
 	if (!pf.active || pf.pr == NULL)
 		return 0;
 	t = now_ns();
+	for (i = 0; i < km_dp.nb_workers && i < KM_WORKERS_MAX; i++)
+		if (pf.refused_ns[i] != 0 && t - pf.refused_ns[i] > WATERMARK_NS) {
+			pf.refused_ns[i] = 0;
+			km_pfsched_watermark(pf.sched, i, 0);
+		}
 	n = km_pfsched_pop(pf.sched, t, cmd, POP_MAX);
 	for (i = 0; i < n; i++) {
 		m.key_len = cmd[i].len;

@@ -25,8 +25,9 @@
  *	PUT keys PREFIX<FIRST>..PREFIX<FIRST+N-1>, values of VLEN bytes derived from the
  *	key and GEN. -k: one PUT at a time, stop at the first failure and report how many
  *	were acknowledged (a full disk), exit 0.
- *   check -h HOST -n N -p PREFIX -v VLEN [-f FIRST] [-g GEN] [-a]
- *	GET those keys and compare (-a: every one must be NOT_FOUND).
+ *   check -h HOST -n N -p PREFIX -v VLEN [-f FIRST] [-g GEN] [-a] [-w WINDOW]
+ *	GET those keys, in order, and compare (-a: every one must be NOT_FOUND); -w: at
+ *	most WINDOW requests in flight (1..64, default 64; 1 reads one key at a time).
  *   drop -h HOST -n N -p PREFIX [-f FIRST]
  *	DEL those keys (each must exist).
  * Common options: -P PORT (default 7070), -t SECONDS (wall-clock limit, default 60).
@@ -75,6 +76,7 @@ struct args {
 	uint64_t keys;
 	int absent;
 	int keep_going;
+	uint64_t window; /* requests in flight, 0: 64 */
 };
 
 static uint64_t t_end; /* km_util_now_ns() limit of the subcommand */
@@ -318,6 +320,10 @@ parse_args(int argc, char **argv, const char *ok, struct args *a)
 			if (v == 0 || v > 100000)
 				return usage("-k: 1..100000 keys");
 			a->keys = v;
+		} else if (strcmp(o, "-w") == 0) {
+			if (v == 0 || v > 64)
+				return usage("-w: 1..64 requests in flight");
+			a->window = v;
 		}
 	}
 	if (a->host == NULL)
@@ -334,7 +340,7 @@ client_open(const struct args *a, unsigned int retries, struct km_client **c)
 		.port = a->port,
 		.timeout_ms = 200,
 		.retries = retries,
-		.window = 64,
+		.window = a->window != 0 ? (unsigned int)a->window : 64,
 	};
 	int rc = km_client_open(&o, c);
 
@@ -1291,7 +1297,7 @@ cmd_range(int argc, char **argv)
 
 	rc = parse_args(argc, argv,
 		strcmp(cmd, "fill") == 0    ? "h P n p v f g k t"
-		: strcmp(cmd, "check") == 0 ? "h P n p v f g a t"
+		: strcmp(cmd, "check") == 0 ? "h P n p v f g a t w"
 					    : "h P n p f t",
 		&a);
 	if (rc != 0)

@@ -521,8 +521,11 @@ km_worker_main(void *arg)
 			disk_poll(w, &tx);
 		nb_tx = tx.n;
 		tx_flush(w, &tx);
-		if (w->disk)
+		if (w->disk) {
+			/* Read-ahead after the replies are out: not on their way. */
+			km_proc_prefetch_run(w->proc, map);
 			worker_notes(w);
+		}
 		t1 = rte_rdtsc();
 		w->cnt.busy_cycles += t1 - t0;
 		w->cnt.busy_iters++;

@@ -284,9 +284,10 @@ int km_proc_busy(const struct km_proc *p);
  * Predictive prefetch, the worker's part (DESIGN §5). Everything below concerns shards
  * whose values live on disk (a store with values in DRAM has nothing to prefetch).
  *
- * - Stream detector: every GET of a shard feeds the shard's struct km_stream
- *   (lib/predict); the keys it asks for are read into the cache at once when this worker
- *   owns them, or handed to the control lcore as FORWARD notes when another does.
+ * - Stream detector: every GET of a shard feeds the shard's streams (lib/predict); the
+ *   keys they ask for are read into the cache by km_proc_prefetch_run() once the burst's
+ *   replies are sent when this worker owns them, or handed to the control lcore as
+ *   FORWARD notes when another does.
  * - Sampling: accesses of one in sample_every clients (by session id, else by source
  *   address: a sampled client is sampled whole, so its successions stay intact) become
  *   SAMPLE notes for the control lcore's predictor; writes are sampled too.
@@ -373,6 +374,16 @@ struct km_proc_note {
 	uint64_t t_ns; /* km_proc_time() when it happened */
 	uint8_t key[KM_KEY_MAX];
 };
+
+/**
+ * Read what the stream detectors asked for during the last bursts (a key owned by another
+ * worker becomes a FORWARD note). Call after the replies of the bursts are sent: the
+ * reads are not on their way.
+ * @return the prefetch reads started.
+ * @note Context: the owner worker, map held under RCU for the call (the same map as the
+ *   bursts').
+ */
+unsigned int km_proc_prefetch_run(struct km_proc *p, const struct km_shardmap *map);
 
 /**
  * Take up to max notes, oldest first.

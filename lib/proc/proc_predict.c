@@ -20,6 +20,7 @@
 #define SAMPLE_EVERY_MAX (1u << 20)
 #define GHOST_SIZE       1024 /* keys prefetches evicted, remembered for harm (power of 2) */
 #define STREAM_KEYS      8    /* keys the detector may ask for per access */
+#define PF_QUEUE         64   /* keys queued for km_proc_prefetch_run() */
 
 static inline uint32_t
 ghost_slot(uint64_t hash)
@@ -134,7 +135,9 @@ proc_pf_init(struct km_proc *p)
 {
 	p->notes = calloc(KM_PROC_NOTES_MAX, sizeof(*p->notes));
 	p->ghost = calloc(GHOST_SIZE, sizeof(*p->ghost));
-	if (p->notes == NULL || p->ghost == NULL)
+	p->pfq = calloc(PF_QUEUE, sizeof(*p->pfq));
+	p->pfq_mark = calloc(PF_QUEUE, sizeof(*p->pfq_mark));
+	if (p->notes == NULL || p->ghost == NULL || p->pfq == NULL || p->pfq_mark == NULL)
 		return -ENOMEM;
 	p->pf = (struct km_proc_pf_params){
 		.inflight_max = INFLIGHT_DEFAULT,
@@ -154,8 +157,12 @@ proc_pf_fini(struct km_proc *p)
 {
 	free(p->notes);
 	free(p->ghost);
+	free(p->pfq);
+	free(p->pfq_mark);
 	p->notes = NULL;
 	p->ghost = NULL;
+	p->pfq = NULL;
+	p->pfq_mark = NULL;
 }
 
 int
@@ -261,28 +268,42 @@ static void
 stream_step(struct km_proc *p, const struct km_shardmap *map, struct km_proc_shard *shd,
 	const struct km_key *k)
 {
-	struct km_stream_key ks[STREAM_KEYS];
-	struct km_proc_note *n;
-	unsigned int i, nb, slot;
+	unsigned int i, nb, slot, room = PF_QUEUE - p->pfq_n;
 	uint8_t mark;
 
+	(void)map;
+	/* Queued, read by km_proc_prefetch_run() once the burst's replies are out. */
 	nb = km_stream_observe_set(&p->sctx, shd->stream, KM_STREAM_SET, k->data, k->len, p->now_ns,
-		&slot, ks, STREAM_KEYS);
+		&slot, &p->pfq[p->pfq_n], room < STREAM_KEYS ? room : STREAM_KEYS);
 	if (nb == 0)
 		return;
 	mark = (uint8_t)(KM_PROC_MARK_STREAM | slot << 2 |
 			 km_predict_stride_bin(shd->stream[slot].run));
-	for (i = 0; i < nb; i++) {
-		p->cnt.stream_prefetches++;
-		if (proc_prefetch(p, map, ks[i].key, ks[i].len, mark) != -EXDEV)
+	for (i = 0; i < nb; i++)
+		p->pfq_mark[p->pfq_n + i] = mark;
+	p->pfq_n += nb;
+	p->cnt.stream_prefetches += nb;
+}
+
+unsigned int
+km_proc_prefetch_run(struct km_proc *p, const struct km_shardmap *map)
+{
+	struct km_proc_note *n;
+	unsigned int i, started = 0;
+	int rc;
+
+	for (i = 0; i < p->pfq_n; i++) {
+		rc = proc_prefetch(p, map, p->pfq[i].key, p->pfq[i].len, p->pfq_mark[i]);
+		if (rc == 1)
+			started++;
+		if (rc != -EXDEV || (n = note_new(p, KM_PROC_NOTE_FORWARD)) == NULL)
 			continue;
-		n = note_new(p, KM_PROC_NOTE_FORWARD);
-		if (n == NULL)
-			return;
 		p->cnt.stream_forwarded++;
-		n->mark = mark;
-		note_key(n, ks[i].key, ks[i].len);
+		n->mark = p->pfq_mark[i];
+		note_key(n, p->pfq[i].key, p->pfq[i].len);
 	}
+	p->pfq_n = 0;
+	return started;
 }
 
 /* Whether the client of req is sampled: one in sample_every, by session, else by source. */

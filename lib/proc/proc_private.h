@@ -139,7 +139,10 @@ struct km_proc {
 	struct km_stream_ctx sctx;
 	struct km_proc_note *notes; /* KM_PROC_NOTES_MAX, FIFO */
 	uint32_t notes_head, notes_n;
-	uint64_t *ghost;    /* hashes of keys prefetches evicted, direct-mapped */
+	uint64_t *ghost;           /* hashes of keys prefetches evicted, direct-mapped */
+	struct km_stream_key *pfq; /* stream prefetches waiting for km_proc_prefetch_run() */
+	uint8_t *pfq_mark;
+	uint32_t pfq_n;
 	uint8_t pf_filling; /* a prefetched value is being cached: evictions are its harm */
 
 	uint8_t scratch[KM_DGRAM_MAX]; /* MGET replies are built here: they outgrow requests */

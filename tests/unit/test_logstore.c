@@ -173,6 +173,7 @@ run(struct env *e, struct slot *s, unsigned int n)
 			.port_worker = -1};
 	}
 	km_proc_rx_burst(e->p, e->map, r, n);
+	km_proc_prefetch_run(e->p, e->map); /* as the worker, after the burst's replies */
 	for (i = 0; i < n; i++) {
 		assert_true(r[i].verdict == KM_PROC_REPLY || r[i].verdict == KM_PROC_DEFER);
 		if (r[i].verdict == KM_PROC_REPLY) {

@@ -207,6 +207,7 @@ worker_after(const struct bench *b)
 
 	if (!b->disk)
 		return;
+	km_proc_prefetch_run(b->proc, b->map);
 	while (km_proc_poll(b->proc, done, BURST_MAX) != 0)
 		;
 	while (km_proc_notes(b->proc, notes, 8) != 0)

@@ -1,0 +1,282 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * The log driver's read path: values from the write buffer or the disk (synchronous for
+ * walks and small stores, io_uring for the worker's misses), checked against the index,
+ * and walks over every entry.
+ */
+
+#include "log_store.h"
+
+/* A record in a write buffer (not on disk yet), or NULL. */
+static const uint8_t *
+buffered(const struct log_store *ls, uint64_t off)
+{
+	if (ls->flight.len != 0 && off >= ls->flight.base && off < ls->flight.base + ls->flight.len)
+		return ls->flight.data + (off - ls->flight.base);
+	if (off >= ls->open.base && off < ls->open.base + ls->open.len)
+		return ls->open.data + (off - ls->open.base);
+	return NULL;
+}
+
+/* Check a record read for k: the key, the type, the version. */
+static int
+rec_check(const uint8_t *p, size_t len, const struct km_key *k, uint64_t version,
+	struct km_value_ref *out)
+{
+	struct km_rec r;
+	size_t size;
+	int res = km_rec_decode(p, len, &r, &size);
+
+	if (res != KM_REC_OK || r.type != KM_REC_PUT)
+		return -EBADMSG;
+	if (r.klen != k->len || memcmp(r.key, k->data, k->len) != 0)
+		return -ENOENT; /* another key with the same 64-bit hash */
+	if (r.version != version)
+		return -EBADMSG;
+	out->data = r.val;
+	out->len = r.vlen;
+	out->version = r.version;
+	return 0;
+}
+
+/* Blocking read of an entry (unbound use: the control lcore's walk, get). */
+static int
+read_sync(struct log_store *ls, const struct km_lidx_ent *e, const struct km_key *k,
+	struct km_value_ref *out)
+{
+	uint64_t boff;
+	uint32_t clen, b;
+	const uint8_t *p;
+	uint8_t *cbuf;
+	int rc;
+
+	if (!(e->loc & LOC_SEG)) {
+		p = buffered(ls, loc_pos(e->loc));
+		if (p != NULL)
+			return rec_check(p, loc_low(e->loc), k, e->version, out);
+		if (ls->ublk == NULL && (ls->ublk = malloc(KM_SEG_BLOCK_SIZE_MAX)) == NULL)
+			return -ENOMEM;
+		ls->ublk_valid = 0;
+		rc = km_pread_all(ls->fd, ls->ublk, loc_low(e->loc), loc_pos(e->loc));
+		if (rc < 0)
+			return rc;
+		return rec_check(ls->ublk, loc_low(e->loc), k, e->version, out);
+	}
+	b = (uint32_t)loc_pos(e->loc);
+	if (ls->ublk == NULL && (ls->ublk = malloc(KM_SEG_BLOCK_SIZE_MAX)) == NULL)
+		return -ENOMEM;
+	if (!ls->ublk_valid || ls->ublk_no != b) {
+		ls->ublk_valid = 0;
+		rc = km_seg_block_extent(ls->seg, b, &boff, &clen);
+		if (rc < 0)
+			return rc;
+		cbuf = malloc(clen);
+		if (cbuf == NULL)
+			return -ENOMEM;
+		rc = km_pread_all(km_seg_fd(ls->seg), cbuf, clen, boff);
+		if (rc == 0)
+			rc = km_seg_block_decode(
+				ls->seg, b, cbuf, clen, ls->ublk, KM_SEG_BLOCK_SIZE_MAX);
+		free(cbuf);
+		if (rc < 0)
+			return rc;
+		ls->ublk_no = b;
+		ls->ublk_valid = 1;
+	}
+	if (loc_low(e->loc) >= km_seg_ublock_max(ls->seg))
+		return -EBADMSG;
+	return rec_check(ls->ublk + loc_low(e->loc), km_seg_ublock_max(ls->seg) - loc_low(e->loc),
+		k, e->version, out);
+}
+
+int
+log_get(struct km_store *s, const struct km_key *k, struct km_value_ref *out)
+{
+	struct log_store *ls = ls_of(s);
+	struct km_lidx_ent *e = km_lidx_find(ls->idx, k->hash);
+	int rc;
+
+	if (e == NULL)
+		return -ENOENT;
+	rc = read_sync(ls, e, k, out);
+	ls->st.disk_reads++;
+	if (rc < 0 && rc != -ENOENT)
+		ls->st.disk_read_errors++;
+	return rc;
+}
+
+int
+log_read_start(
+	struct km_store *s, const struct km_key *k, struct km_read *rd, struct km_value_ref *out)
+{
+	struct log_store *ls = ls_of(s);
+	struct km_lidx_ent *e = km_lidx_find(ls->idx, k->hash);
+	struct io_uring_sqe *sqe;
+	const uint8_t *p;
+	uint64_t off;
+	uint32_t len;
+	int fd;
+
+	if (e == NULL)
+		return -ENOENT;
+	if (ls->io == NULL) {
+		int rc = log_get(s, k, out);
+
+		return rc;
+	}
+	if (!(e->loc & LOC_SEG)) {
+		p = buffered(ls, loc_pos(e->loc));
+		if (p != NULL)
+			return rec_check(p, loc_low(e->loc), k, e->version, out);
+		off = loc_pos(e->loc);
+		len = loc_low(e->loc);
+		fd = ls->fd;
+	} else {
+		if (km_seg_block_extent(ls->seg, (uint32_t)loc_pos(e->loc), &off, &len) < 0)
+			return -EBADMSG;
+		fd = km_seg_fd(ls->seg);
+	}
+	rd->buf = calloc(1, len); /* zeroed: memory checkers do not see the kernel fill it */
+	if (rd->buf == NULL)
+		return -ENOMEM;
+	sqe = km_io_sqe(ls->io, &rd->op);
+	if (sqe == NULL) {
+		km_store_read_free(rd);
+		return -EAGAIN;
+	}
+	io_uring_prep_read(sqe, fd, rd->buf, len, off);
+	km_io_submit(ls->io);
+	rd->loc = e->loc;
+	rd->version = e->version;
+	rd->len = len;
+	return 1;
+}
+
+int
+log_read_done(struct km_store *s, struct km_read *rd, int res, const struct km_key *k,
+	struct km_value_ref *out)
+{
+	struct log_store *ls = ls_of(s);
+	struct km_lidx_ent *e = km_lidx_find(ls->idx, k->hash);
+	uint32_t b, ulen;
+	int rc;
+
+	ls->st.disk_reads++;
+	if (res < 0 || (uint32_t)res != rd->len) {
+		ls->st.disk_read_errors++;
+		return -EIO;
+	}
+	if (e == NULL)
+		return -ENOENT;
+	if (e->loc != rd->loc || e->version != rd->version)
+		return -EAGAIN;
+	if (!(rd->loc & LOC_SEG)) {
+		rc = rec_check(rd->buf, rd->len, k, rd->version, out);
+	} else {
+		b = (uint32_t)loc_pos(rd->loc);
+		ulen = km_seg_ublock_max(ls->seg);
+		rd->ubuf = malloc(ulen);
+		if (rd->ubuf == NULL)
+			return -ENOMEM;
+		rc = km_seg_block_decode(ls->seg, b, rd->buf, rd->len, rd->ubuf, ulen);
+		if (rc >= 0)
+			rc = loc_low(rd->loc) < (uint32_t)rc
+				     ? rec_check(rd->ubuf + loc_low(rd->loc),
+					       (uint32_t)rc - loc_low(rd->loc), k, rd->version, out)
+				     : -EBADMSG;
+	}
+	if (rc < 0 && rc != -ENOENT)
+		ls->st.disk_read_errors++;
+	return rc;
+}
+
+/* Walk: every live record, read sequentially (segment, then log), checked against the
+ * index so that only each key's latest record is reported. */
+struct walk_ctx {
+	struct log_store *ls;
+	int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v);
+	void *arg;
+};
+
+static int
+walk_seg_one(void *arg, const struct km_rec *r, uint32_t block, uint32_t off)
+{
+	struct walk_ctx *c = arg;
+	struct km_key k = {.data = r->key, .len = r->klen, .hash = km_key_hash(r->key, r->klen)};
+	struct km_lidx_ent *e = km_lidx_find(c->ls->idx, k.hash);
+	struct km_value_ref v = {.data = r->val, .len = r->vlen, .version = r->version};
+
+	if (e == NULL || e->loc != (LOC_SEG | ((uint64_t)block << LOC_POS_SHIFT) | off))
+		return 0;
+	return c->fn(c->arg, &k, &v);
+}
+
+int
+log_walk(struct km_store *s,
+	int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v), void *arg)
+{
+	struct log_store *ls = ls_of(s);
+	struct walk_ctx c = {.ls = ls, .fn = fn, .arg = arg};
+	uint8_t *buf;
+	uint64_t off = 0, end;
+	size_t have = 0, pos = 0, size;
+	struct km_rec r;
+	int rc = 0;
+	ssize_t n;
+
+	if (ls->seg != NULL) {
+		rc = km_seg_scan(ls->seg, walk_seg_one, &c);
+		if (rc != 0)
+			return rc;
+	}
+	/* Whatever is still buffered goes to the file first (a bound store's owner may
+	 * walk it too: the group in flight is waited for). */
+	if (ls->io != NULL) {
+		log_settle(ls);
+	} else {
+		rc = log_write_out_unbound(ls);
+		if (rc < 0)
+			return rc;
+	}
+	end = ls->durable_end;
+	buf = malloc(REPLAY_CHUNK);
+	if (buf == NULL)
+		return -ENOMEM;
+	while (off < end) {
+		if (pos + REC_MAX > have && off + (have - pos) < end) {
+			n = pread(ls->fd, buf, REPLAY_CHUNK, (off_t)off);
+			if (n <= 0) {
+				rc = n < 0 ? -errno : -EIO;
+				break;
+			}
+			have = (size_t)n;
+			pos = 0;
+		}
+		rc = km_rec_decode(buf + pos, have - pos, &r, &size);
+		if (rc == KM_REC_BADHDR || rc == KM_REC_SHORT) {
+			/* Damage replay already skipped: resynchronise the same way. */
+			off += KM_REC_ALIGN;
+			pos += KM_REC_ALIGN;
+			rc = 0;
+			continue;
+		}
+		if (rc == KM_REC_OK && r.type == KM_REC_PUT) {
+			struct km_key k = {
+				.data = r.key, .len = r.klen, .hash = km_key_hash(r.key, r.klen)};
+			struct km_lidx_ent *e = km_lidx_find(ls->idx, k.hash);
+			struct km_value_ref v = {
+				.data = r.val, .len = r.vlen, .version = r.version};
+
+			if (e != NULL && e->loc == loc_log(off, size)) {
+				rc = fn(arg, &k, &v);
+				if (rc != 0)
+					break;
+			}
+		}
+		rc = 0;
+		off += size;
+		pos += size;
+	}
+	free(buf);
+	return rc;
+}

@@ -1,0 +1,444 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * The log driver's write path: records appended to the write buffer with an undo entry,
+ * group writes linked to an fdatasync (sync), the async bound, rollback of a failed group,
+ * and the durability callbacks to the owner.
+ */
+
+#include "log_store.h"
+
+static int
+wbuf_reserve(struct wbuf *b, size_t more)
+{
+	size_t cap = b->cap ? b->cap : 65536;
+	uint8_t *d;
+
+	if (b->len + more <= b->cap)
+		return 0;
+	while (cap < b->len + more)
+		cap *= 2;
+	d = realloc(b->data, cap);
+	if (d == NULL)
+		return -ENOMEM;
+	b->data = d;
+	b->cap = cap;
+	return 0;
+}
+
+static int
+undo_push(struct log_store *ls, const struct undo *u)
+{
+	if (ls->nb_undo == ls->undo_cap) {
+		size_t cap = ls->undo_cap ? ls->undo_cap * 2 : 256;
+		struct undo *n = realloc(ls->undo, cap * sizeof(*n));
+
+		if (n == NULL)
+			return -ENOMEM;
+		ls->undo = n;
+		ls->undo_cap = cap;
+	}
+	ls->undo[ls->nb_undo++] = *u;
+	return 0;
+}
+
+int
+log_write_out_unbound(struct log_store *ls)
+{
+	int rc;
+
+	if (ls->open.len == 0)
+		return 0;
+	rc = km_pwrite_all(ls->fd, ls->open.data, ls->open.len, ls->open.base);
+	if (rc < 0)
+		return rc;
+	ls->open.base += ls->open.len;
+	ls->open.len = 0;
+	ls->durable_end = ls->open.base;
+	ls->seq_durable = ls->seq_flight = ls->seq_appended;
+	ls->nb_undo = ls->undo_flight = 0;
+	ls->st.write_batches++;
+	return 0;
+}
+
+/*
+ * Append a record and point the index at it. For a DEL (val == NULL, del set), the entry
+ * is removed. The previous state goes to the undo log until the record is durable.
+ */
+static int
+append(struct log_store *ls, const struct km_key *k, const void *val, uint32_t len,
+	uint64_t version, int del, struct km_lidx_ent *e)
+{
+	struct km_rec r = {
+		.type = del ? KM_REC_DEL : KM_REC_PUT,
+		.klen = (uint8_t)k->len,
+		.vlen = del ? 0 : len,
+		.version = version,
+		.key = k->data,
+		.val = val,
+	};
+	size_t size = km_rec_size(r.klen, r.vlen);
+	struct undo u = {.hash = k->hash};
+	uint64_t off;
+	int created, rc;
+
+	if (ls->failed)
+		return -EIO;
+	if (ls->io != NULL && ls->open.len + size > ls->wbuf_max)
+		return -EBUSY;
+	if (ls->open.base + ls->open.len + size > LOC_POS_MASK)
+		return -ENOSPC; /* a log of 512 GiB: compact it */
+	rc = wbuf_reserve(&ls->open, size);
+	if (rc < 0)
+		return rc;
+	if (e == NULL) {
+		e = km_lidx_upsert(ls->idx, k->hash, &created);
+		if (e == NULL)
+			return -ENOMEM;
+	}
+	if (ls->io != NULL && undo_push(ls, &u) < 0) {
+		if (e->version == 0)
+			km_lidx_remove(ls->idx, e);
+		return -ENOMEM;
+	}
+	off = ls->open.base + ls->open.len;
+	km_rec_encode(ls->open.data + ls->open.len, size, &r);
+	ls->open.len += size;
+	ls->log_bytes += size;
+	ls->seq_appended++;
+	if (ls->io != NULL) {
+		struct undo *up = &ls->undo[ls->nb_undo - 1];
+
+		up->loc = e->loc;
+		up->version = e->version;
+		up->old_size = e->version != 0 ? entry_size(e->loc) : 0;
+		up->new_size = del ? 0 : (uint32_t)size;
+	}
+	if (e->version != 0)
+		ls->live_bytes -= entry_size(e->loc);
+	if (del) {
+		km_lidx_remove(ls->idx, e);
+	} else {
+		e->loc = loc_log(off, size);
+		e->version = version;
+		ls->live_bytes += size;
+	}
+	if (version > ls->version_last)
+		ls->version_last = version;
+	if (ls->io == NULL && ls->open.len >= UNBOUND_WRITE_AT)
+		return log_write_out_unbound(ls);
+	return 0;
+}
+
+/* Undo every record after seq_durable, newest first. */
+static void
+rollback(struct log_store *ls)
+{
+	struct km_lidx_ent *e;
+	size_t i;
+	int created;
+
+	for (i = ls->nb_undo; i-- > 0;) {
+		const struct undo *u = &ls->undo[i];
+
+		e = km_lidx_find(ls->idx, u->hash);
+		if (e != NULL) {
+			ls->live_bytes -= entry_size(e->loc);
+			if (u->version == 0)
+				km_lidx_remove(ls->idx, e);
+		}
+		if (u->version != 0) {
+			e = e != NULL ? e : km_lidx_upsert(ls->idx, u->hash, &created);
+			if (e == NULL)
+				continue; /* out of memory restoring: the entry is lost */
+			e->loc = u->loc;
+			e->version = u->version;
+			ls->live_bytes += entry_size(u->loc);
+		}
+	}
+	if (ls->durability != KM_DUR_SYNC)
+		ls->st.writes_lost += ls->seq_appended - ls->seq_durable;
+	ls->nb_undo = ls->undo_flight = 0;
+	ls->log_bytes = ls->durable_end;
+	ls->open.base = ls->durable_end;
+	ls->open.len = 0;
+	ls->flight.len = 0;
+	ls->seq_appended = ls->seq_flight = ls->seq_durable;
+	if (ftruncate(ls->fd, (off_t)ls->durable_end) < 0)
+		ls->failed = 1;
+}
+
+static void
+group_finish(struct log_store *ls)
+{
+	int err = ls->group_err;
+
+	ls->st.write_batches++;
+	if (err < 0) {
+		ls->st.write_errors++;
+		rollback(ls);
+	} else {
+		ls->durable_end = ls->flight.base + ls->flight.len;
+		if (ls->durability == KM_DUR_SYNC) {
+			ls->st.fsyncs++;
+			ls->synced_end = ls->durable_end;
+		}
+		ls->seq_durable = ls->seq_flight;
+		memmove(ls->undo, ls->undo + ls->undo_flight,
+			(ls->nb_undo - ls->undo_flight) * sizeof(*ls->undo));
+		ls->nb_undo -= ls->undo_flight;
+		ls->undo_flight = 0;
+		ls->flight.len = 0;
+	}
+	if (ls->durable != NULL)
+		ls->durable(ls->darg, ls->id, ls->seq_durable, err);
+}
+
+void
+log_group_done(struct km_io_op *op, int res)
+{
+	struct log_store *ls =
+		(struct log_store *)((uint8_t *)op - offsetof(struct log_store, wop));
+
+	/* The write: all of it or an error; the fdatasync linked to it: 0 or an error
+	 * (-ECANCELED when the write failed). */
+	if (ls->group_cqes == 2 || ls->durability != KM_DUR_SYNC) {
+		if (res >= 0 && (size_t)res != ls->flight.len)
+			res = -ENOSPC;
+	}
+	if (res < 0 && ls->group_err == 0)
+		ls->group_err = res;
+	if (--ls->group_cqes == 0)
+		group_finish(ls);
+}
+
+void
+log_sync_done(struct km_io_op *op, int res)
+{
+	struct log_store *ls =
+		(struct log_store *)((uint8_t *)op - offsetof(struct log_store, sop));
+
+	ls->sync_inflight = 0;
+	if (res < 0) {
+		/* The page cache may have dropped what it could not write: records already
+		 * acknowledged (async mode) may be gone. */
+		ls->st.write_errors++;
+		return;
+	}
+	ls->st.fsyncs++;
+	ls->synced_end = ls->sync_target;
+}
+
+static uint64_t
+ms_since(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (uint64_t)(now.tv_sec - t->tv_sec) * 1000 +
+	       (uint64_t)((now.tv_nsec - t->tv_nsec) / 1000000);
+}
+
+static int
+flush_more(const struct log_store *ls)
+{
+	return ls->open.len != 0 || ls->group_cqes != 0 || ls->sync_inflight ||
+	       (ls->durability == KM_DUR_ASYNC && ls->synced_end < ls->durable_end);
+}
+
+int
+log_flush(struct km_store *s)
+{
+	struct log_store *ls = ls_of(s);
+	struct io_uring_sqe *w, *f;
+	struct wbuf t;
+
+	if (ls->io == NULL) {
+		log_write_out_unbound(ls);
+		return 0;
+	}
+	if (ls->group_cqes == 0 && ls->open.len != 0) {
+		/* Both entries or none: a write without its fdatasync is not a sync group. */
+		if (!km_io_room(ls->io, ls->durability == KM_DUR_SYNC ? 2 : 1))
+			return 1;
+		w = km_io_sqe(ls->io, &ls->wop);
+		f = ls->durability == KM_DUR_SYNC ? km_io_sqe(ls->io, &ls->wop) : NULL;
+		if (w == NULL || (ls->durability == KM_DUR_SYNC && f == NULL))
+			return 1; /* cannot happen after km_io_room() */
+		t = ls->flight;
+		ls->flight = ls->open;
+		ls->open = t;
+		ls->open.len = 0;
+		ls->open.base = ls->flight.base + ls->flight.len;
+		ls->seq_flight = ls->seq_appended;
+		ls->undo_flight = ls->nb_undo;
+		ls->group_err = 0;
+		ls->group_cqes = f != NULL ? 2 : 1;
+		io_uring_prep_write(
+			w, ls->fd, ls->flight.data, (unsigned int)ls->flight.len, ls->flight.base);
+		if (f != NULL) {
+			w->flags |= IOSQE_IO_LINK;
+			io_uring_prep_fsync(f, ls->fd, IORING_FSYNC_DATASYNC);
+			clock_gettime(CLOCK_MONOTONIC, &ls->last_sync);
+		}
+		km_io_submit(ls->io);
+	}
+	if (ls->durability == KM_DUR_ASYNC && !ls->sync_inflight &&
+		ls->synced_end < ls->durable_end &&
+		ms_since(&ls->last_sync) >= ls->sync_interval_ms) {
+		f = km_io_sqe(ls->io, &ls->sop);
+		if (f == NULL)
+			return 1;
+		io_uring_prep_fsync(f, ls->fd, IORING_FSYNC_DATASYNC);
+		ls->sync_inflight = 1;
+		ls->sync_target = ls->durable_end;
+		clock_gettime(CLOCK_MONOTONIC, &ls->last_sync);
+		km_io_submit(ls->io);
+	}
+	return flush_more(ls);
+}
+
+/* Write out everything appended and wait for the store's I/O in flight, blocking (a
+ * failed write rolls the rest back, so this ends). */
+void
+log_settle(struct log_store *ls)
+{
+	while (ls->io != NULL && (ls->group_cqes != 0 || ls->sync_inflight || ls->open.len != 0)) {
+		log_flush(&ls->base);
+		if (km_io_wait(ls->io) < 0)
+			break;
+	}
+}
+
+void
+log_bind(struct km_store *s, struct km_io *io, km_store_durable_fn durable, void *arg)
+{
+	struct log_store *ls = ls_of(s);
+
+	log_settle(ls);
+	ls->io = io;
+	ls->durable = durable;
+	ls->darg = arg;
+	if (io == NULL && ls->open.len != 0 && log_write_out_unbound(ls) < 0) {
+		ls->st.write_errors++;
+		ls->nb_undo = 0;
+	}
+	if (io == NULL && ls->durability != KM_DUR_NONE && ls->synced_end < ls->durable_end) {
+		if (fdatasync(ls->fd) == 0) {
+			ls->st.fsyncs++;
+			ls->synced_end = ls->durable_end;
+		}
+	}
+}
+
+static int
+check_key(const struct km_key *k)
+{
+	return k->len == 0 || k->len > LOG_KEY_MAX ? -EINVAL : 0;
+}
+
+int
+log_put(struct km_store *s, const struct km_key *k, const void *val, uint32_t len, uint64_t expect,
+	int create_only, uint64_t *version)
+{
+	struct log_store *ls = ls_of(s);
+	struct km_lidx_ent *e;
+	int created, rc;
+
+	if (check_key(k) < 0)
+		return -EINVAL;
+	if (len > ls->value_max)
+		return -E2BIG;
+	e = km_lidx_find(ls->idx, k->hash);
+	if ((create_only && e != NULL) ||
+		(expect != KM_VERSION_ANY && (e == NULL || e->version != expect))) {
+		*version = e != NULL ? e->version : 0;
+		return create_only && e != NULL ? -EEXIST : -ESTALE;
+	}
+	if (e == NULL) {
+		e = km_lidx_upsert(ls->idx, k->hash, &created);
+		if (e == NULL)
+			return -ENOMEM;
+	}
+	rc = append(ls, k, val, len, ls->version_last + 1, 0, e);
+	if (rc < 0) {
+		/* A slot just created and never filled must not stay. */
+		e = km_lidx_find(ls->idx, k->hash);
+		if (e != NULL && e->version == 0)
+			km_lidx_remove(ls->idx, e);
+		return rc;
+	}
+	*version = ls->version_last;
+	return 0;
+}
+
+int
+log_del(struct km_store *s, const struct km_key *k, uint64_t expect, uint64_t *version)
+{
+	struct log_store *ls = ls_of(s);
+	struct km_lidx_ent *e;
+	uint64_t v;
+	int rc;
+
+	if (check_key(k) < 0)
+		return -EINVAL;
+	e = km_lidx_find(ls->idx, k->hash);
+	if (e == NULL)
+		return -ENOENT;
+	v = e->version;
+	if (expect != KM_VERSION_ANY && v != expect) {
+		*version = v;
+		return -ESTALE;
+	}
+	rc = append(ls, k, NULL, 0, v, 1, e);
+	if (rc < 0)
+		return rc;
+	*version = v;
+	return 0;
+}
+
+int
+log_load(
+	struct km_store *s, const struct km_key *k, const void *val, uint32_t len, uint64_t version)
+{
+	struct log_store *ls = ls_of(s);
+	struct km_rec r = {.type = KM_REC_PUT,
+		.klen = (uint8_t)k->len,
+		.vlen = len,
+		.version = version,
+		.key = k->data,
+		.val = val};
+	struct km_lidx_ent *e;
+	uint32_t block, off;
+	int created, rc;
+
+	if (version == 0 || check_key(k) < 0)
+		return -EINVAL;
+	if (len > ls->value_max)
+		return -E2BIG;
+	if (ls->segw == NULL)
+		return append(ls, k, val, len, version, 0, NULL);
+	/* A staged cold store: straight into the segment. */
+	rc = km_seg_writer_add(ls->segw, &r, &block, &off);
+	if (rc < 0)
+		return rc;
+	e = km_lidx_upsert(ls->idx, k->hash, &created);
+	if (e == NULL)
+		return -ENOMEM;
+	e->loc = LOC_SEG | ((uint64_t)block << LOC_POS_SHIFT) | off;
+	e->version = version;
+	if (version > ls->version_last)
+		ls->version_last = version;
+	return 0;
+}
+
+uint64_t
+log_write_seq(const struct km_store *s)
+{
+	return ((const struct log_store *)s)->seq_appended;
+}
+
+uint64_t
+log_durable_seq(const struct km_store *s)
+{
+	return ((const struct log_store *)s)->seq_durable;
+}

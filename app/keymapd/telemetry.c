@@ -19,6 +19,8 @@
 #include <rte_lcore.h>
 #include <rte_telemetry.h>
 
+#include <km_util.h>
+
 #include "control.h"
 #include "datapath.h"
 #include "keymapd.h"
@@ -62,17 +64,11 @@ tel_run(int (*fn)(void *), const char *params, struct rte_tel_data *d, unsigned 
 	return tel_error(d, msg);
 }
 
-/* Strict unsigned decimal. @return 0 or -1. */
+/* Strict unsigned decimal (lib/util's parser). @return 0 or < 0. */
 static int
 parse_u64(const char *s, uint64_t *out)
 {
-	char *end;
-
-	if (s == NULL || *s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	*out = strtoull(s, &end, 10);
-	return errno != 0 || *end != '\0' ? -1 : 0;
+	return km_util_parse_u64(s, 0, UINT64_MAX, out);
 }
 
 static uint64_t

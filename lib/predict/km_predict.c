@@ -650,7 +650,7 @@ top_insert(struct km_predict_transition *out, unsigned max, unsigned *n,
 {
 	unsigned i;
 
-	if (*n == max && out[max - 1].count >= t->count)
+	if (t->count == 0 || (*n == max && out[max - 1].count >= t->count))
 		return;
 	i = *n < max ? (*n)++ : max - 1;
 	for (; i > 0 && out[i - 1].count < t->count; i--)
@@ -658,61 +658,56 @@ top_insert(struct km_predict_transition *out, unsigned max, unsigned *n,
 	out[i] = *t;
 }
 
+/* One transition from -> to (the decayed count of its reference r, out of total). */
+static void
+top_offer(struct km_predict_transition *out, unsigned max, unsigned *n, uint8_t model,
+	const uint8_t *from, uint8_t from_len, const uint8_t *to, uint8_t to_len,
+	const struct pr_ref *r, uint16_t total, uint32_t shift)
+{
+	struct km_predict_transition t = {
+		.model = model,
+		.from_len = from_len,
+		.to_len = to_len,
+		.count = cnt_shift(r->cnt, shift),
+		.share = (float)r->cnt / (float)total,
+	};
+
+	memcpy(t.from, from, from_len);
+	memcpy(t.to, to, to_len);
+	top_insert(out, max, n, &t);
+}
+
 unsigned
 km_predict_top(const struct km_predict *pr, struct km_predict_transition *out, unsigned max)
 {
-	struct km_predict_transition t;
 	unsigned n = 0;
 	uint32_t i, j;
 
 	if (pr == NULL || out == NULL || max == 0)
 		return 0;
+	/* Successors: key -> key, out of the key's transitions. */
 	for (i = 0; i < pr->nb_key_sets * PR_KEY_WAYS; i++) {
 		const struct pr_key *e = &pr->keys[i], *to;
 
-		if (e->hash == 0 || e->out_total == 0)
-			continue;
-		for (j = 0; j < PR_SUCC; j++) {
-			if (e->succ[j].cnt == 0)
-				continue;
+		for (j = 0; e->hash != 0 && e->out_total != 0 && j < PR_SUCC; j++) {
 			to = &pr->keys[e->succ[j].slot];
-			if (to->hash == 0 || tag_of(to->hash) != e->succ[j].tag)
-				continue;
-			t = (struct km_predict_transition){
-				.model = KM_PREDICT_SUCC,
-				.from_len = e->len,
-				.to_len = to->len,
-				.count = cnt_shift(e->succ[j].cnt, pr->epoch - e->epoch),
-				.share = (float)e->succ[j].cnt / (float)e->out_total,
-			};
-			memcpy(t.from, e->key, e->len);
-			memcpy(t.to, to->key, to->len);
-			if (t.count != 0)
-				top_insert(out, max, &n, &t);
+			if (e->succ[j].cnt != 0 && to->hash != 0 &&
+				tag_of(to->hash) == e->succ[j].tag)
+				top_offer(out, max, &n, KM_PREDICT_SUCC, e->key, e->len, to->key,
+					to->len, &e->succ[j], e->out_total, pr->epoch - e->epoch);
 		}
 	}
+	/* Templates: template -> template, out of the template's transitions. */
 	for (i = 0; i < pr->nb_tpl_sets * PR_WAYS; i++) {
 		const struct pr_tpl *e = &pr->tpls[i], *to;
 
-		if (e->hash == 0 || e->total == 0)
-			continue;
-		for (j = 0; j < PR_TPL_NEXT; j++) {
-			if (e->next[j].cnt == 0)
-				continue;
+		for (j = 0; e->hash != 0 && e->total != 0 && j < PR_TPL_NEXT; j++) {
 			to = &pr->tpls[e->next[j].slot];
-			if (to->hash == 0 || tag_of(to->hash) != e->next[j].tag)
-				continue;
-			t = (struct km_predict_transition){
-				.model = KM_PREDICT_TEMPLATE,
-				.from_len = e->len,
-				.to_len = to->len,
-				.count = cnt_shift(e->next[j].cnt, pr->epoch - e->epoch),
-				.share = (float)e->next[j].cnt / (float)e->total,
-			};
-			memcpy(t.from, e->str, e->len);
-			memcpy(t.to, to->str, to->len);
-			if (t.count != 0)
-				top_insert(out, max, &n, &t);
+			if (e->next[j].cnt != 0 && to->hash != 0 &&
+				tag_of(to->hash) == e->next[j].tag)
+				top_offer(out, max, &n, KM_PREDICT_TEMPLATE, e->str, e->len,
+					to->str, to->len, &e->next[j], e->total,
+					pr->epoch - e->epoch);
 		}
 	}
 	return n;

@@ -78,22 +78,32 @@ mark_stream(struct km_proc_shard *sl, uint8_t mark)
 	return &sl->stream[(mark >> 2) % KM_STREAM_SET];
 }
 
+/* What became of a prefetch of shard sl: to its stream, or to whoever else asked. */
+static void
+pf_event(struct km_proc *p, struct km_proc_shard *sl, uint8_t mark, enum km_proc_pf_event ev)
+{
+	static const enum km_stream_outcome to_stream[] = {
+		[KM_PROC_PF_USED] = KM_STREAM_USED,
+		[KM_PROC_PF_UNUSED] = KM_STREAM_UNUSED,
+		[KM_PROC_PF_LATE] = KM_STREAM_LATE,
+	};
+
+	if (mark & KM_PROC_MARK_STREAM)
+		km_stream_feedback(&p->sctx, mark_stream(sl, mark), to_stream[ev]);
+	else
+		outcome(p, mark, ev, sl->id);
+}
+
 void
 proc_pf_used(struct km_proc *p, struct km_proc_shard *shd, uint8_t mark)
 {
-	if (mark & KM_PROC_MARK_STREAM)
-		km_stream_feedback(&p->sctx, mark_stream(shd, mark), KM_STREAM_USED);
-	else
-		outcome(p, mark, KM_PROC_PF_USED, shd->id);
+	pf_event(p, shd, mark, KM_PROC_PF_USED);
 }
 
 void
 proc_pf_late(struct km_proc *p, struct km_proc_shard *shd, uint8_t mark)
 {
-	if (mark & KM_PROC_MARK_STREAM)
-		km_stream_feedback(&p->sctx, mark_stream(shd, mark), KM_STREAM_LATE);
-	else
-		outcome(p, mark, KM_PROC_PF_LATE, shd->id);
+	pf_event(p, shd, mark, KM_PROC_PF_LATE);
 }
 
 /* The cache tells of a marked value that left unused (tag: the shard's generation). */
@@ -112,10 +122,7 @@ cache_unused(void *arg, uint8_t mark, uint64_t tag, const uint8_t *key, uint16_t
 
 		if (sl->id == 0 || sl->gen != tag)
 			continue;
-		if (mark & KM_PROC_MARK_STREAM)
-			km_stream_feedback(&p->sctx, mark_stream(sl, mark), KM_STREAM_UNUSED);
-		else
-			outcome(p, mark, KM_PROC_PF_UNUSED, sl->id);
+		pf_event(p, sl, mark, KM_PROC_PF_UNUSED);
 		return;
 	}
 }

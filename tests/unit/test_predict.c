@@ -103,6 +103,59 @@ test_chain(void **state)
 	km_predict_destroy(pr);
 }
 
+/* The strongest learned transitions: successors and templates, strongest first. */
+static void
+test_top(void **state)
+{
+	struct km_predict_transition t[8];
+	struct km_prediction out[PMAX];
+	struct km_predict *pr = mk((1u << KM_PREDICT_SUCC) | (1u << KM_PREDICT_TEMPLATE), 0);
+	char a[32], b[32];
+	unsigned n, i;
+	int seen_tpl = 0, seen_succ = 0;
+
+	(void)state;
+	assert_int_equal(km_predict_top(pr, t, 8), 0);
+	/* alpha -> bravo 30 times, alpha -> charlie 10 times (one session each pass). */
+	for (int r = 0; r < 40; r++) {
+		obs(pr, "alpha", 1000 + (uint32_t)r, out);
+		obs(pr, r % 4 == 3 ? "charlie" : "bravo", 1000 + (uint32_t)r, out);
+	}
+	/* u<N>/cart -> u<N>/checkout for 20 users: one template transition. */
+	for (int u = 0; u < 20; u++) {
+		snprintf(a, sizeof(a), "u%d/cart", u);
+		snprintf(b, sizeof(b), "u%d/checkout", u);
+		obs(pr, a, 2000 + (uint32_t)u, out);
+		obs(pr, b, 2000 + (uint32_t)u, out);
+	}
+	n = km_predict_top(pr, t, 8);
+	assert_true(n >= 3);
+	for (i = 0; i < n; i++) {
+		if (i > 0)
+			assert_true(t[i - 1].count >= t[i].count);
+		if (t[i].model == KM_PREDICT_SUCC && t[i].from_len == 5 &&
+			memcmp(t[i].from, "alpha", 5) == 0 && t[i].to_len == 5 &&
+			memcmp(t[i].to, "bravo", 5) == 0) {
+			seen_succ = 1;
+			assert_true(t[i].share > 0.6f && t[i].share < 0.9f); /* 30 of 40 */
+		}
+		if (t[i].model == KM_PREDICT_TEMPLATE && t[i].from_len == 7 &&
+			memcmp(t[i].from, "u#/cart", 7) == 0 && t[i].to_len == 11 &&
+			memcmp(t[i].to, "u#/checkout", 11) == 0) {
+			seen_tpl = 1;
+			assert_true(t[i].share > 0.9f);
+		}
+	}
+	assert_true(seen_succ);
+	assert_true(seen_tpl);
+	/* max bounds the answer; NULL and 0 are refused quietly. */
+	assert_int_equal(km_predict_top(pr, t, 1), 1);
+	assert_int_equal(t[0].count, km_predict_top(pr, t + 1, 7) > 0 ? t[1].count : 0);
+	assert_int_equal(km_predict_top(NULL, t, 8), 0);
+	assert_int_equal(km_predict_top(pr, t, 0), 0);
+	km_predict_destroy(pr);
+}
+
 static void
 test_stride(void **state)
 {
@@ -564,6 +617,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_chain),
+		cmocka_unit_test(test_top),
 		cmocka_unit_test(test_stride),
 		cmocka_unit_test(test_stream_carry),
 		cmocka_unit_test(test_stream_depth),

@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+
+/* The table of keymapd's tunables: section, key, type, range, default, help. */
+
+#include <km_proto.h>
+#include <km_shardmap.h>
+
+#include "config_priv.h"
+
+#define FIELD_SIZE(field) sizeof(((struct km_conf *)0)->field)
+#define DESC(s, k, t, fl, field, d, h, ...)                                                  \
+	{                                                                                    \
+		.section = s, .key = k, .type = t, .flags = fl,                              \
+		.off = offsetof(struct km_conf, field), .size = FIELD_SIZE(field), .def = d, \
+		.help = h, __VA_ARGS__                                                       \
+	}
+#define U64(s, k, fl, field, lo, hi, d, h) DESC(s, k, T_U64, fl, field, d, h, .min = lo, .max = hi)
+#define STR(s, k, fl, field, d, h)         DESC(s, k, T_STR, fl, field, d, h)
+#define ENUM(s, k, fl, field, ch, d, h)    DESC(s, k, T_ENUM, fl, field, d, h, .choices = ch)
+#define IPV4(s, k, fl, field, d, h)        DESC(s, k, T_IPV4, fl, field, d, h)
+#define CHAR(s, k, fl, field, d, h)        DESC(s, k, T_CHAR, fl, field, d, h)
+#define CIDRS(s, k, fl, field, d, h)       DESC(s, k, T_CIDRS, fl, field, d, h)
+#define MODELS(s, k, fl, field, d, h)      DESC(s, k, T_MODELS, fl, field, d, h)
+
+/*
+ * Every tunable, once, in file order (the keys of one section together). config/keymapd.conf
+ * is --print-config of this table and docs/operations.md has it as a table.
+ */
+const struct conf_desc km_conf_descs[] = {
+	STR("eal", "args", 0, eal_args,
+		"--no-huge -m 512 --no-pci --file-prefix keymap --vdev net_tap0,iface=kmtap0 -l "
+		"0-1",
+		"EAL arguments (replaced by anything after -- on the command line)"),
+	U64("net", "port", 0, port_id, 0, 31, "0", "ethdev port id to serve on"),
+	IPV4("net", "ip", 0, ip, "198.51.100.2",
+		"IPv4 address keymapd answers for (ARP, ICMP echo, UDP)"),
+	U64("net", "udp_port", 0, udp_port, 1, 65535 - KM_WORKERS_MAX, "7070",
+		"UDP port of worker 0; worker i listens on udp_port + i"),
+	U64("net", "rx_desc", 0, rx_desc, 64, 16384, "1024", "RX descriptors per queue"),
+	U64("net", "tx_desc", 0, tx_desc, 64, 16384, "1024", "TX descriptors per queue"),
+	U64("net", "mbufs", 0, mbufs, 1024, 1 << 24, "16383", "packet buffers in the pool"),
+	U64("net", "rss", 0, rss, 0, 1, "1",
+		"spread UDP flows over worker queues by RSS if the port can"),
+	ENUM("workers", "mode", 0, worker_mode, "serve|echo", "serve",
+		"serve: answer requests; echo: return every datagram to the worker ports unparsed "
+		"(the link and generator ceiling for benchmarks)"),
+	U64("workers", "burst", F_RUNTIME, burst, 1, 64, "32", "packets per RX/TX burst"),
+	U64("workers", "idle_spin", F_RUNTIME, idle_spin, 0, 1 << 30, "2048",
+		"empty polls before an idle worker starts sleeping"),
+	U64("workers", "idle_sleep_us", F_RUNTIME, idle_sleep_us, 0, 100000, "50",
+		"sleep of an idle worker between polls (microseconds, 0 = never sleep)"),
+	U64("shards", "count", F_POW2, shard_count, 1, 1 << 16, "16",
+		"initial number of shards (power of two)"),
+	CHAR("shards", "route_sep", 0, route_sep, "/", "component separator of composite keys"),
+	U64("shards", "route_depth", 0, route_depth, 1, 255, "1",
+		"components of a composite key that choose its shard"),
+	U64("shards", "split_rate", F_RUNTIME, split_rate, 0, 1000000000, "0",
+		"requests/s of one shard above which keymapd splits it (0 = never)"),
+	U64("shards", "merge_rate", F_RUNTIME, merge_rate, 0, 1000000000, "0",
+		"combined requests/s of two buddy shards below which keymapd merges them "
+		"(0 = never; below split_rate)"),
+	U64("shards", "hysteresis", F_RUNTIME, hysteresis, 1, 1000, "3",
+		"consecutive samples a split or merge condition must hold before keymapd acts"),
+	U64("shards", "sample_ms", F_RUNTIME, sample_ms, 100, 60000, "1000",
+		"period of the per-shard load samples (milliseconds)"),
+	U64("shards", "max_count", F_RUNTIME, max_count, 1, 1 << 20, "4096",
+		"automatic splits stop at this many shards (at least count)"),
+	ENUM("store", "driver", 0, store_driver, "mem|log", "mem",
+		"storage driver: mem (volatile, values in DRAM) or log (persistent: a log per "
+		"shard "
+		"on disk, values read through a per-worker cache)"),
+	U64("store", "value_max", 0, value_max, 1, KM_VALUE_MAX, "1024", "largest value in bytes"),
+	U64("store", "initial_keys", 0, initial_keys, 0, 1 << 26, "1024",
+		"index sizing hint per shard"),
+	U64("store", "dedup_entries", F_POW2, dedup_entries, 1024, 1 << 24, "65536",
+		"per-worker window of writes remembered for at-most-once retries (power of two)"),
+	STR("store", "dir", 0, data_dir, "/var/lib/keymap",
+		"log driver: data directory (one log per shard; must exist and be writable)"),
+	STR("store", "cold_dir", 0, cold_dir, "/var/lib/keymap/cold",
+		"log driver: directory of the cold tier's compressed segments (must exist)"),
+	ENUM("store", "durability", 0, durability, "none|async|sync", "sync",
+		"log driver: none = written every loop, never fdatasync'ed; async = also "
+		"fdatasync'ed every sync_interval_ms, acknowledged at once; sync = acknowledged "
+		"after the record and an fdatasync (group commit per loop)"),
+	U64("store", "sync_interval_ms", 0, sync_interval_ms, 1, 60000, "10",
+		"log driver, async durability: longest time between fdatasyncs (milliseconds)"),
+	U64("store", "write_buffer", 0, write_buffer, 65536, 1 << 30, "4194304",
+		"log driver: bytes of records per shard waiting for the disk before writes are "
+		"answered BUSY"),
+	U64("store", "pending_max", 0, pending_max, 1, 65536, "256",
+		"log driver: disk reads in flight per worker before misses are answered BUSY"),
+	U64("store", "defer_max", 0, defer_max, 16, 1 << 20, "1024",
+		"log driver: requests per worker waiting for a read or a group write"),
+	U64("cache", "bytes", 0, cache_bytes, 4096, UINT64_C(1) << 40, "67108864",
+		"log driver: per-worker value cache (bytes, SIEVE eviction)"),
+	U64("tier", "cold_rate", F_RUNTIME, cold_rate, 0, 1000000000, "0",
+		"log driver: requests/s below which a shard moves to the cold tier after "
+		"[shards] hysteresis samples (0 = never)"),
+	U64("tier", "warm_rate", F_RUNTIME, warm_rate, 0, 1000000000, "0",
+		"log driver: requests/s above which a cold shard moves back to the log "
+		"(0 = never; above cold_rate)"),
+	U64("tier", "compact_pct", F_RUNTIME, compact_pct, 0, 99, "50",
+		"log driver: a log whose dead bytes are over this percentage of it is compacted "
+		"(0 = never)"),
+	U64("tier", "compact_min_bytes", F_RUNTIME, compact_min_bytes, 0, UINT64_C(1) << 40,
+		"16777216", "log driver: logs smaller than this are not compacted"),
+	U64("control", "interval_ms", F_RUNTIME, interval_ms, 1, 10000, "100",
+		"control loop period (the control lcore sleeps in between)"),
+	U64("control", "stats_interval_s", F_RUNTIME, stats_interval_s, 0, 86400, "0",
+		"log requests, rate and cycles per request every N seconds (0 = never; the "
+		"counter table is logged at shutdown)"),
+	CIDRS("security", "allow", F_RUNTIME, allow, "0.0.0.0/0",
+		"client sources served: comma-separated IPv4 CIDRs, a bare address is a /32 (at "
+		"most 32 items); datagrams from other sources are dropped unanswered"),
+	U64("prefetch", "enable", F_RUNTIME, pf_enable, 0, 1, "1",
+		"log driver: predictive prefetch (per-shard stream detector on the workers, "
+		"predictor and scheduler on the control lcore)"),
+	MODELS("prefetch", "models", F_RUNTIME, pf_models, "all",
+		"predictor models, comma-separated: succ, coacc, entity, stride, template, or all, "
+		"none (stride: the workers' stream detectors)"),
+	U64("prefetch", "threshold", F_RUNTIME, pf_threshold, 1, 99, "30",
+		"initial confidence (percent) a prediction needs to be prefetched; AIMD moves "
+		"it between min(10, threshold) and max(50, threshold)"),
+	U64("prefetch", "budget", F_RUNTIME, pf_budget, 1, 4096, "64",
+		"prefetch reads in flight per worker (AIMD ceiling)"),
+	U64("prefetch", "bytes_per_s", F_RUNTIME, pf_bytes_per_s, 0, UINT64_C(1) << 40, "0",
+		"prefetched bytes per second per worker (0 = no limit)"),
+	U64("prefetch", "watermark", F_RUNTIME, pf_watermark, 1, 100, "75",
+		"no prefetch starts while a worker's disk reads in flight are above this "
+		"percentage of [store] pending_max (demand misses first)"),
+	U64("prefetch", "sampling", F_RUNTIME | F_POW2, pf_sampling, 1, 1024, "1",
+		"sample the accesses of one client (session) in N for the predictor (power of "
+		"two); keymapd raises it while notes are dropped or a worker is over half busy"),
+	U64("prefetch", "lcore", 0, pf_lcore, 0, RTE_MAX_LCORE - 1, "0",
+		"an EAL lcore of its own for the predictor (taken from the workers); 0 = on the "
+		"control lcore"),
+	U64("prefetch", "memory", 0, pf_memory, 65536, UINT64_C(1) << 36, "33554432",
+		"bytes of the predictor's tables (160 per tracked key)"),
+	IPV4("metrics", "ip", 0, metrics_ip, "127.0.0.1",
+		"address of the Prometheus endpoint http://ip:port/metrics"),
+	U64("metrics", "port", 0, metrics_port, 0, 65535, "9470",
+		"TCP port of the Prometheus endpoint (0 = no endpoint)"),
+	ENUM("log", "level", F_RUNTIME, log_level, "emerg|alert|crit|err|warning|notice|info|debug",
+		"info", "log level of keymap.* log types"),
+};
+
+const size_t km_conf_nb_descs = sizeof(km_conf_descs) / sizeof(km_conf_descs[0]);

@@ -31,34 +31,35 @@ is_digit(uint8_t c)
 	return c >= '0' && c <= '9';
 }
 
-static uint64_t
-digits_value(const uint8_t *k, int s, int e)
-{
-	uint64_t v = 0;
+static const uint64_t pow10_tab[KM_STREAM_DIGITS_MAX + 1] = {1ULL, 10ULL, 100ULL, 1000ULL,
+	10000ULL, 100000ULL, 1000000ULL, 10000000ULL, 100000000ULL, 1000000000ULL,
+	10000000000ULL, 100000000000ULL, 1000000000000ULL, 10000000000000ULL,
+	100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL, 100000000000000000ULL,
+	1000000000000000000ULL};
 
-	for (; s < e; s++)
-		v = v * 10 + (uint64_t)(k[s] - '0');
-	return v;
-}
-
-/* 0: parsed; -1: no usable position. */
+/*
+ * 0: parsed; -1: no usable position. One backward pass: digit values are summed by powers
+ * of ten as they are met (no chain of multiplications), then the shape is hashed.
+ */
 static int
 skey_parse(const uint8_t *k, uint16_t len, struct skey *o)
 {
-	int i = (int)len - 1;
-	uint64_t h;
+	int i = (int)len - 1, d;
+	uint64_t v = 0, h;
+	uint32_t pv = 0;
 
 	while (i >= 0 && !is_digit(k[i]))
 		i--;
 	if (i < 0)
 		return -1;
 	o->le = i + 1;
-	while (i >= 0 && is_digit(k[i]))
-		i--;
-	o->ls = i + 1;
-	if (o->le - o->ls > KM_STREAM_DIGITS_MAX)
+	for (d = 0; i >= 0 && is_digit(k[i]); i--, d++)
+		if (d < KM_STREAM_DIGITS_MAX)
+			v += (uint64_t)(k[i] - '0') * pow10_tab[d];
+	if (d > KM_STREAM_DIGITS_MAX)
 		return -1;
-	o->last = digits_value(k, o->ls, o->le);
+	o->ls = i + 1;
+	o->last = v;
 	o->ps = -1;
 	o->pe = -1;
 	o->prev = 0;
@@ -66,11 +67,12 @@ skey_parse(const uint8_t *k, uint16_t len, struct skey *o)
 		i--;
 	if (i >= 0) {
 		o->pe = i + 1;
-		while (i >= 0 && is_digit(k[i]))
-			i--;
-		if (o->pe - (i + 1) <= PREV_DIGITS_MAX) {
+		for (d = 0; i >= 0 && is_digit(k[i]); i--, d++)
+			if (d < PREV_DIGITS_MAX)
+				pv += (uint32_t)(k[i] - '0') * (uint32_t)pow10_tab[d];
+		if (d <= PREV_DIGITS_MAX) {
 			o->ps = i + 1;
-			o->prev = (uint32_t)digits_value(k, o->ps, o->pe);
+			o->prev = pv;
 		}
 	}
 	if (o->ps >= 0) {

@@ -26,8 +26,11 @@ pr_hash_seg(const uint8_t *p, size_t n, uint64_t h)
 		n -= 8;
 	}
 	if (n > 0) {
+		/* The tail byte by byte (little endian): a memcpy of a variable length is a call
+		 * to libc, the most expensive part of a short segment. */
 		v = 0;
-		memcpy(&v, p, n);
+		for (size_t i = 0; i < n; i++)
+			v |= (uint64_t)p[i] << (8 * i);
 		h = (h ^ v) * 0xc4ceb9fe1a85ec53ULL;
 		h ^= h >> 29;
 	}

@@ -206,7 +206,10 @@ km_proc_notes(struct km_proc *p, struct km_proc_note *out, unsigned int max)
 	unsigned int n = 0;
 
 	while (n < max && p->notes_n != 0) {
-		out[n++] = p->notes[p->notes_head];
+		const struct km_proc_note *x = &p->notes[p->notes_head];
+
+		/* The header and the key's bytes only: most of key[] is unused. */
+		memcpy(&out[n++], x, offsetof(struct km_proc_note, key) + x->key_len);
 		p->notes_head = (p->notes_head + 1) % KM_PROC_NOTES_MAX;
 		p->notes_n--;
 	}
@@ -341,7 +344,12 @@ proc_pf_access(struct km_proc *p, const struct km_shardmap *map, struct km_proc_
 			note_key(n, k->data, k->len);
 		}
 	}
-	if (p->pf.stream && acc != KM_PROC_ACC_WRITE)
+	/* The streams watch what went to the disk, or was saved from it: a read-ahead keeps
+	 * its stream going through the prefetched values it hits, and a value already cached
+	 * needs no read-ahead (a run of them only restarts the stream). A GET served from
+	 * the cache by an older read pays nothing for the detector. */
+	if (p->pf.stream && (acc == KM_PROC_ACC_MISS || acc == KM_PROC_ACC_PREFETCH_HIT ||
+				    acc == KM_PROC_ACC_LATE))
 		stream_step(p, map, shd, k);
 	if (!sampled(p, req, src) || (n = note_new(p, KM_PROC_NOTE_SAMPLE)) == NULL)
 		return;

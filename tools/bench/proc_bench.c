@@ -578,6 +578,16 @@ main(int argc, char **argv)
 		(unsigned long long)(c1.get_hit - c0.get_hit),
 		(unsigned long long)(c1.req_put - c0.req_put),
 		(unsigned long long)(c1.write_retry - c0.write_retry));
+	if (pf)
+		printf("prefetch:   stream asked %llu, reads started %llu, samples %llu\n",
+			(unsigned long long)(c1.stream_prefetches - c0.stream_prefetches),
+			(unsigned long long)(c1.prefetch_issued - c0.prefetch_issued),
+			(unsigned long long)(c1.samples - c0.samples));
+	if (pf)
+		printf("prefetch:   stream asked %llu, reads started %llu, samples %llu\n",
+			(unsigned long long)(c1.stream_prefetches - c0.stream_prefetches),
+			(unsigned long long)(c1.prefetch_issued - c0.prefetch_issued),
+			(unsigned long long)(c1.samples - c0.samples));
 	/* Every key was preloaded and none is deleted: every GET must hit, every PUT succeed,
 	 * and the processor's own counters must agree. */
 	if (get_fail != 0 || put_fail != 0 || c1.get_hit - c0.get_hit != nb_get ||

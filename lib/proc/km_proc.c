@@ -124,6 +124,7 @@ km_proc_destroy(struct km_proc *p)
 					p->shards[i].store->ops->bind(
 						p->shards[i].store, NULL, NULL, NULL);
 				km_store_destroy(p->shards[i].store);
+				free(p->shards[i].stream);
 			}
 	/* Reads still in flight complete into their pend: wait for them before it goes. */
 	km_io_destroy(p->io);
@@ -186,8 +187,9 @@ shard_table_remove(struct km_proc *p, uint32_t hole)
 int
 km_proc_shard_attach(struct km_proc *p, uint64_t shard_id, struct km_store *s)
 {
+	struct km_stream *stream = NULL;
+	int rc, persistent;
 	uint32_t i;
-	int rc;
 
 	if (shard_id == 0 || s == NULL)
 		return -EINVAL;
@@ -199,6 +201,12 @@ km_proc_shard_attach(struct km_proc *p, uint64_t shard_id, struct km_store *s)
 		if (rc < 0)
 			return rc;
 	}
+	persistent = km_store_persistent(s) && p->io != NULL;
+	if (persistent) {
+		stream = calloc(KM_STREAM_SET, sizeof(*stream));
+		if (stream == NULL)
+			return -ENOMEM;
+	}
 	for (i = id_slot(shard_id, p->shards_mask); p->shards[i].id != 0;
 		i = (i + 1) & p->shards_mask)
 		;
@@ -206,7 +214,8 @@ km_proc_shard_attach(struct km_proc *p, uint64_t shard_id, struct km_store *s)
 		.id = shard_id,
 		.store = s,
 		.gen = ++p->gen_next,
-		.persistent = km_store_persistent(s) && p->io != NULL,
+		.persistent = (uint8_t)persistent,
+		.stream = stream,
 	};
 	p->nb_shards++;
 	if (p->shards[i].persistent)
@@ -237,6 +246,7 @@ km_proc_shard_detach(struct km_proc *p, uint64_t shard_id, uint64_t *requests)
 		sl = shard_find(p, shard_id);
 		proc_parked_fail(p, sl, KM_ST_BUSY);
 	}
+	free(sl->stream);
 	shard_table_remove(p, (uint32_t)(sl - p->shards));
 	p->nb_shards--;
 	return s;

@@ -43,7 +43,8 @@ struct km_proc_shard {
 	uint8_t persistent; /* values on disk: cache, reads and writes deferred */
 	uint8_t dirty;      /* in the dirty list */
 	struct defer *parked_head, *parked_tail; /* write replies waiting for durability */
-	struct km_stream stream[KM_STREAM_SET];  /* sequential/stride readers of its GETs */
+	struct km_stream *stream;                /* persistent: KM_STREAM_SET read-ahead
+						  * streams (apart: the table stays small) */
 };
 
 /*

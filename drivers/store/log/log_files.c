@@ -226,13 +226,15 @@ struct found {
 static int
 shard_file_id(const char *name, const char *suffix, uint64_t *id)
 {
-	char *end;
-	unsigned long long v;
+	const char *digits = name + 6;
+	size_t n;
+	uint64_t v;
 
 	if (strncmp(name, "shard-", 6) != 0)
 		return 0;
-	v = strtoull(name + 6, &end, 10);
-	if (end == name + 6 || strcmp(end, suffix) != 0 || v == 0 || v >> (DEPTH_MAX + 1) != 0)
+	n = strspn(digits, "0123456789");
+	if (n == 0 || strcmp(digits + n, suffix) != 0 ||
+		km_util_parse_u64n(digits, n, 1, (UINT64_C(1) << (DEPTH_MAX + 1)) - 1, &v) != 0)
 		return 0;
 	*id = v;
 	return 1;

@@ -29,9 +29,11 @@
 #include <string.h>
 
 #include <km_store.h>
+#include <km_util.h>
 
-/* Same bound as the wire protocol's KM_KEY_MAX; the record keeps the length in a byte. */
-#define MEM_KEY_MAX 250
+/* The protocol's bound; the record keeps the length in a byte. */
+#define MEM_KEY_MAX KM_KEY_MAX
+_Static_assert(KM_KEY_MAX <= UINT8_MAX, "a key's length fits the record's byte");
 /* A worker holds many shard stores: keep an unsized one small (512 bytes of slots). */
 #define MEM_SLOTS_DEFAULT 64
 #define MEM_SLOTS_MIN     16

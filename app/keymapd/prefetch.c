@@ -81,8 +81,10 @@ tune_workers(void)
 		km_mailbox_send(i, &m);
 }
 
+/* (Re)create the predictor (if predictor) and the scheduler (if sched) from c; on
+ * failure nothing changes. A new predictor learns from scratch. */
 static int
-build(const struct km_conf *c)
+build(const struct km_conf *c, int predictor, int sched)
 {
 	struct km_predict_params pp = {
 		.mem_bytes = c->pf_memory,
@@ -112,37 +114,45 @@ build(const struct km_conf *c)
 
 	if (pp.models == 0)
 		pp.models = 1u << KM_PREDICT_SUCC; /* kept idle: nothing is sampled */
-	rc = km_predict_create(&pp, &pr);
-	if (rc == 0)
+	rc = predictor ? km_predict_create(&pp, &pr) : 0;
+	if (rc == 0 && sched)
 		rc = km_pfsched_create(&sp, &s);
 	if (rc < 0) {
 		km_predict_destroy(pr);
 		return rc;
 	}
-	km_predict_destroy(pf.pr);
-	km_pfsched_destroy(pf.sched);
-	pf.pr = pr;
-	pf.sched = s;
+	if (predictor) {
+		km_predict_destroy(pf.pr);
+		pf.pr = pr;
+	}
+	if (sched) {
+		km_pfsched_destroy(pf.sched);
+		pf.sched = s;
+	}
 	return 0;
 }
 
 static int
 pf_configure(const struct km_conf *c)
 {
-	int rebuild = pf.pr == NULL || strcmp(c->pf_models, pf.conf.pf_models) != 0 ||
-		      c->pf_threshold != pf.conf.pf_threshold ||
-		      c->pf_budget != pf.conf.pf_budget ||
-		      c->pf_bytes_per_s != pf.conf.pf_bytes_per_s;
-	uint32_t models = 0;
+	/* Only what a change parameterizes starts over: the models rebuild the predictor
+	 * (what it learned is lost), threshold, budget and bytes/s the scheduler. */
+	int predictor = pf.pr == NULL || strcmp(c->pf_models, pf.conf.pf_models) != 0;
+	int sched = pf.sched == NULL || c->pf_threshold != pf.conf.pf_threshold ||
+		    c->pf_budget != pf.conf.pf_budget ||
+		    c->pf_bytes_per_s != pf.conf.pf_bytes_per_s;
+	uint32_t models = 0, old = pf.models;
 	int rc;
 
 	if (km_predict_models_parse(c->pf_models, &models) < 0)
 		return -EINVAL;
 	pf.models = models;
-	if (rebuild) {
-		rc = build(c);
-		if (rc < 0)
+	if (predictor || sched) {
+		rc = build(c, predictor, sched);
+		if (rc < 0) {
+			pf.models = old;
 			return rc;
+		}
 	}
 	if (c->pf_sampling != pf.conf.pf_sampling || pf.sampling == 0)
 		pf.sampling = (uint32_t)c->pf_sampling;

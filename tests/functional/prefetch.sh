@@ -171,6 +171,15 @@ pon=$(hit_ratio)
 # The metrics endpoint listens on 127.0.0.1 inside the namespace.
 "${in_ns[@]}" "$keymapctl" -f "$prefix" metrics >"$tmp/metrics.txt" ||
 	fail "keymapctl metrics failed"
+# Runtime tunables: set, shown, refused with a reason.
+"${ctl[@]}" set prefetch.threshold 40 >/dev/null || fail "set prefetch.threshold 40"
+[ "$("${ctl[@]}" config prefetch.threshold)" = 40 ] || fail "prefetch.threshold not 40 after set"
+if "${ctl[@]}" set prefetch.models bogus >"$tmp/out" 2>&1; then fail "set prefetch.models bogus accepted"; fi
+grep -q "not a list of succ" "$tmp/out" || { cat "$tmp/out"; fail "set prefetch.models bogus: no reason"; }
+if "${ctl[@]}" set prefetch.memory 1048576 >"$tmp/out" 2>&1; then fail "set prefetch.memory accepted"; fi
+grep -q "cannot change while keymapd runs" "$tmp/out" || { cat "$tmp/out"; fail "set prefetch.memory: no reason"; }
+"${ctl[@]}" set prefetch.enable 0 >/dev/null || fail "set prefetch.enable 0"
+"${ctl[@]}" prefetch | grep -q '^prefetch   off' || fail "keymapctl prefetch not off after prefetch.enable=0"
 stop_server
 echo "sessions: hit ratio off $off, on $pon"
 at_least "$pon" "$off" 0.2 || fail "sessions: hit ratio on $pon is not off $off + 0.2"

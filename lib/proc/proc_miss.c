@@ -237,8 +237,12 @@ pend_done(struct km_io_op *op, int res)
 	}
 	if (pe->mark != 0)
 		proc_pf_read_done(p, pe->t_start);
-	/* A prefetch a request joined is a demand read now: cached unmarked. */
-	if (rc == 0 && p->cache != NULL)
+	/* A prefetch a request joined is a demand read now: cached unmarked. A prefetch
+	 * nobody waited for leaves a value cached meanwhile alone (a write put it there: it
+	 * is as new, and it is not the prefetch's to claim). */
+	if (rc == 0 && p->cache != NULL &&
+		(pe->waiters != NULL || pe->mark == 0 ||
+			!km_cache_contains(p->cache, &pe->key, pe->gen)))
 		proc_cache_fill(p, &pe->key, pe->gen, &v, pe->waiters == NULL ? pe->mark : 0);
 	pend_answer(p, pe, rc, &v);
 	pend_release(p, pe);

@@ -802,6 +802,7 @@ test_prefetch_write_race(void **state)
 {
 	struct env *e = *state;
 	char key[16], want[16];
+	uint64_t used;
 	unsigned int i;
 
 	for (i = 0; i < 16; i++) {
@@ -821,11 +822,14 @@ test_prefetch_write_race(void **state)
 		put(e, key, want);
 	}
 	drain(e);
+	used = km_proc_cache_counters(e->p)->prefetched_used;
 	for (i = 0; i < 16; i++) {
 		snprintf(key, sizeof(key), "r%u", i);
 		snprintf(want, sizeof(want), "new%u", i);
 		check_value(e, key, want);
 	}
+	/* The values are the writes': no prefetch claims them. */
+	assert_int_equal(km_proc_cache_counters(e->p)->prefetched_used, used);
 }
 
 int

@@ -124,7 +124,9 @@ const struct conf_desc km_conf_descs[] = {
 	U64("prefetch", "budget", F_RUNTIME, pf_budget, 1, 4096, "64",
 		"prefetch reads in flight per worker (AIMD ceiling)"),
 	U64("prefetch", "bytes_per_s", F_RUNTIME, pf_bytes_per_s, 0, UINT64_C(1) << 40, "0",
-		"prefetched bytes per second per worker (0 = no limit)"),
+		"disk bytes per second per worker the predictor's prefetches may read, each "
+		"charged a 4 KiB page (0 = no limit; the streams are bounded by budget and "
+		"watermark)"),
 	U64("prefetch", "watermark", F_RUNTIME, pf_watermark, 1, 100, "75",
 		"no prefetch starts while a worker's disk reads in flight are above this "
 		"percentage of [store] pending_max (demand misses first)"),

@@ -122,7 +122,8 @@ const struct conf_desc km_conf_descs[] = {
 		"initial confidence (percent) a prediction needs to be prefetched; AIMD moves "
 		"it between min(10, threshold) and max(50, threshold)"),
 	U64("prefetch", "budget", F_RUNTIME, pf_budget, 1, 4096, "64",
-		"prefetch reads in flight per worker (AIMD ceiling)"),
+		"prefetch reads in flight per worker; the predictor's commands not yet taken "
+		"adapt (AIMD) between a quarter and 4 times it"),
 	U64("prefetch", "bytes_per_s", F_RUNTIME, pf_bytes_per_s, 0, UINT64_C(1) << 40, "0",
 		"disk bytes per second per worker the predictor's prefetches may read, each "
 		"charged a 4 KiB page (0 = no limit; the streams are bounded by budget and "

@@ -119,6 +119,8 @@ pend_new(struct km_proc *p, const struct km_key *k, const struct km_proc_shard *
 	memcpy(pe->kbuf, k->data, k->len);
 	pe->key = (struct km_key){.data = pe->kbuf, .len = k->len, .hash = k->hash};
 	pe->mark = mark;
+	pe->late = 0; /* after kbuf: not cleared by the memset above */
+	pe->restarts = 0;
 	pe->t_start = p->now_ns;
 	if (mark != 0)
 		p->pf_inflight++;

@@ -54,7 +54,7 @@ static const char usage_text[] =
 	"  -r retries     attempts after the first, 1..100 (default 3)\n"
 	"  -v             verbose\n"
 	"  --no-steer     send everything to the base port, do not fetch the map\n"
-	"  --session N    session id the requests carry, 1..4294967295 (default 0: none);\n"
+	"  --session N    session id the requests carry, 0..4294967295 (default 0: none);\n"
 	"                 the server learns per session what is read next\n"
 	"  --help         this text\n"
 	"\n"

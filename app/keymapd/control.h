@@ -155,7 +155,7 @@ int km_ctl_retier(uint64_t id, int tier, char *err, size_t errlen);
  * key, no room).
  * @return 0 queued, -EINVAL bad key, -EAGAIN the owner's ring is full (counted in
  *   cmd_drops).
- * @note Context: control lcore (the only producer of ctl_to_w).
+ * @note Context: control lcore (ctl_to_w has one more producer: the predictor's lcore).
  */
 int km_ctl_prefetch(const uint8_t *key, uint16_t len);
 

@@ -46,7 +46,8 @@
 	X(busy_cycles, "TSC cycles spent on iterations that had work")                      \
 	X(busy_iters, "loop iterations that had work")                                      \
 	X(disk_replies, "replies sent after waiting for a disk read or a group write")      \
-	X(ctl_drops, "messages to the control lcore dropped: w_to_ctl ring full")
+	X(ctl_drops, "messages to the control lcore dropped: w_to_ctl ring full")           \
+	X(pf_commands, "the predictor's prefetch commands applied")
 
 struct km_worker_counters {
 #define KM_X(name, help) uint64_t name;
@@ -87,6 +88,7 @@ km_lat_bucket(uint64_t cycles)
  * lcore and sends its prefetches on ctl_to_w too (a multi-producer ring).
  */
 #define KM_CTL_RING_SIZE 256 /* messages per ring (ctl_to_w and w_to_ctl of each worker) */
+#define KM_NOTES_RESERVE 64  /* room on w_to_ctl that notes leave to completions */
 
 /* Commands carried by ctl_to_w. */
 enum km_cmsg_type {

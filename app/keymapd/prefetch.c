@@ -22,10 +22,11 @@
 #include "mailbox.h"
 #include "prefetch.h"
 
-#define PREDICT_MAX     8            /* predictions per sampled access */
-#define POP_MAX         32           /* commands sent per tick */
-#define ADAPT_NS        100000000ULL /* sampling is reconsidered every 100 ms */
-#define QUIET_PERIODS   10           /* ... and relaxed after 1 s without drops */
+#define PREDICT_MAX     8                      /* predictions per sampled access */
+#define POP_MAX         32                     /* commands sent per tick */
+#define WINDOW_MAX      (KM_CTL_RING_SIZE / 2) /* commands in flight per worker, at most */
+#define ADAPT_NS        100000000ULL           /* sampling is reconsidered every 100 ms */
+#define QUIET_PERIODS   10                     /* ... and relaxed after 1 s without drops */
 #define SAMPLING_MAX    1024
 #define WATERMARK_NS    1000000ULL /* a refusing worker is tried again after 1 ms */
 #define BUSY_HI         0.5        /* a worker busier than this samples fewer clients */
@@ -47,6 +48,8 @@ static struct {
 	uint64_t busy_seen[KM_WORKERS_MAX];  /* each worker's busy_cycles at adapt_tsc */
 	uint64_t refused_ns[KM_WORKERS_MAX]; /* when the worker last refused (0: it takes) */
 	uint32_t quiet;
+	uint64_t sent_to[KM_WORKERS_MAX]; /* commands sent to each worker (it counts the applied) */
+	uint8_t tune_due[KM_WORKERS_MAX]; /* the worker's ring was full: tune it again */
 	struct km_pf_stats st;
 } pf;
 
@@ -59,9 +62,10 @@ now_ns(void)
 	return (uint64_t)((double)rte_rdtsc() * pf.ns_per_tsc);
 }
 
-/* The workers' part: sampling, stream detector, budget, watermark. */
+/* The workers' part: sampling, stream detector, budget, watermark; to all workers, or
+ * to those whose ring was full last time (retried every tick until each took it). */
 static void
-tune_workers(void)
+tune_workers(int all)
 {
 	const struct km_conf *c = &pf.conf;
 	struct km_cmsg m = {.type = KM_CMSG_PREFETCH_TUNE};
@@ -77,8 +81,9 @@ tune_workers(void)
 	};
 	if (m.u.pf.watermark == 0)
 		m.u.pf.watermark = 1;
-	for (i = 0; i < km_dp.nb_workers; i++)
-		km_mailbox_send(i, &m);
+	for (i = 0; i < km_dp.nb_workers && i < KM_WORKERS_MAX; i++)
+		if (pf.tune_due[i] != 0 || all)
+			pf.tune_due[i] = km_mailbox_send(i, &m) != 0;
 }
 
 /* (Re)create the predictor (if predictor) and the scheduler (if sched) from c; on
@@ -94,15 +99,18 @@ build(const struct km_conf *c, int predictor, int sched)
 	float thr = (float)c->pf_threshold / 100.0f;
 	/* In flight here: commands a worker has not answered yet (it answers once it started
 	 * the read or refused it; its own budget counts the reads). The answer takes a loop
-	 * iteration of each side: room for a few times the reads the worker allows. */
-	uint64_t window = c->pf_budget * 4 < UINT16_MAX ? c->pf_budget * 4 : UINT16_MAX;
+	 * iteration of each side: room for a few times the reads the worker allows, and for
+	 * the other commands on the worker's ring. */
+	uint64_t window = c->pf_budget * 4 < WINDOW_MAX ? c->pf_budget * 4 : WINDOW_MAX;
 	struct km_pfsched_params sp = {
 		.nb_targets = km_dp.nb_workers,
 		.inflight_max = (uint16_t)window,
-		.inflight_init = (uint16_t)c->pf_budget,
+		.inflight_init = (uint16_t)(c->pf_budget < window ? c->pf_budget : window),
 		/* The worker's budget and watermark keep demand reads first; AIMD here only
 		 * trims the window, it cannot close it. */
-		.inflight_min = (uint16_t)(c->pf_budget / 4 > 0 ? c->pf_budget / 4 : 1),
+		.inflight_min = (uint16_t)(c->pf_budget / 4 == 0       ? 1
+					   : c->pf_budget / 4 < window ? c->pf_budget / 4
+								       : window),
 		.bytes_per_s = c->pf_bytes_per_s,
 		.threshold = thr,
 		.thr_min = thr < 0.1f ? thr : 0.1f,
@@ -159,7 +167,7 @@ pf_configure(const struct km_conf *c)
 	pf.conf = *c;
 	pf.active =
 		c->pf_enable && models != 0 && km_store_driver(c->store_driver)->read_start != NULL;
-	tune_workers();
+	tune_workers(1);
 	return 0;
 }
 
@@ -246,16 +254,14 @@ on_outcome(const struct km_proc_note *n)
 	uint8_t src = (uint8_t)(n->mark - 1);
 
 	pf.st.outcomes++;
-	if (n->what == KM_PROC_PF_HARM) {
-		uint64_t h = km_predict_hash(n->key, n->key_len);
-
-		pf.st.harm++;
-		km_pfsched_evicted(pf.sched, h);
-		km_pfsched_demand_miss(pf.sched, h);
-		return;
-	}
 	if (n->mark == 0 || n->mark > KM_PREDICT_NB_SRC)
 		return;
+	if (n->what == KM_PROC_PF_HARM) {
+		/* The miss itself is counted by its sample, if sampled. */
+		pf.st.harm++;
+		km_pfsched_harm(pf.sched);
+		return;
+	}
 	switch (n->what) {
 	case KM_PROC_PF_USED:
 	case KM_PROC_PF_LATE: /* the prediction was right, the read not early enough */
@@ -301,10 +307,10 @@ pf_receive(const struct km_wmsg *m)
 	if (m->type == KM_WMSG_DONE) {
 		const struct km_completion *d = &m->u.done;
 
-		km_pfsched_done(pf.sched, m->worker);
-		/* -EBUSY: the worker is at its budget or above its pending watermark: its
-		 * prefetches are dropped until it takes one again, or for WATERMARK_NS (nothing
-		 * is sent meanwhile, so nothing else would tell). */
+		/* In flight is counted apart (pf_tick): completions may be lost. -EBUSY: the worker
+		 * is at its budget or at its pending watermark: its prefetches are dropped until
+		 * it takes one again, or for WATERMARK_NS (nothing is sent meanwhile, so nothing
+		 * else would tell). */
 		km_pfsched_watermark(pf.sched, m->worker, d->rc == -EBUSY);
 		if (m->worker < KM_WORKERS_MAX)
 			pf.refused_ns[m->worker] = d->rc == -EBUSY ? now_ns() : 0;
@@ -382,7 +388,7 @@ adapt_sampling(uint64_t t)
 	else
 		pf.st.sampling_down++;
 	pf.sampling = want;
-	tune_workers();
+	tune_workers(1);
 }
 
 static int
@@ -393,24 +399,32 @@ pf_tick(void)
 	unsigned int i, n;
 	uint64_t t;
 
+	tune_workers(0);
 	if (!pf.active || pf.pr == NULL)
 		return 0;
 	t = now_ns();
-	for (i = 0; i < km_dp.nb_workers && i < KM_WORKERS_MAX; i++)
+	for (i = 0; i < km_dp.nb_workers && i < KM_WORKERS_MAX; i++) {
 		if (pf.refused_ns[i] != 0 && t - pf.refused_ns[i] > WATERMARK_NS) {
 			pf.refused_ns[i] = 0;
 			km_pfsched_watermark(pf.sched, i, 0);
 		}
+		/* Sent minus applied: the worker counts before it answers, so this never
+		 * undercounts; it reads the counter one update late at worst. */
+		km_pfsched_inflight(
+			pf.sched, i, (uint32_t)(pf.sent_to[i] - km_dp.workers[i].cnt.pf_commands));
+	}
 	n = km_pfsched_pop(pf.sched, t, cmd, POP_MAX);
 	for (i = 0; i < n; i++) {
 		m.key_len = cmd[i].len;
 		m.seq = ++pf.seq;
 		m.mark = (uint8_t)(cmd[i].src + 1);
 		memcpy(m.u.key, cmd[i].key, cmd[i].len);
-		if (km_mailbox_send((uint16_t)cmd[i].target, &m) == 0)
+		if (km_mailbox_send((uint16_t)cmd[i].target, &m) == 0) {
 			pf.st.sent++;
-		else
+			pf.sent_to[cmd[i].target]++;
+		} else {
 			km_pfsched_done(pf.sched, cmd[i].target); /* never sent: not in flight */
+		}
 	}
 	adapt_sampling(t);
 	return 1;

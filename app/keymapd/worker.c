@@ -408,6 +408,10 @@ worker_commands(struct km_worker *w)
 			done.u.done.mark = m.mark;
 			done.u.done.rc = km_proc_prefetch_key(w->proc,
 				rcu_dereference(km_map_current), m.u.key, m.key_len, m.mark);
+			/* The predictor's count of commands in flight: a completion lost on
+			 * a full ring must not hold its slot. */
+			if (m.mark != KM_PROC_MARK_OPERATOR)
+				w->cnt.pf_commands++;
 			km_worker_to_ctl(w, &done);
 			break;
 		case KM_CMSG_PREFETCH_TUNE:
@@ -419,13 +423,18 @@ worker_commands(struct km_worker *w)
 	}
 }
 
-/* Hand the processor's notes (samples, outcomes of prefetches) to the control lcore. */
+/*
+ * Hand the processor's notes (samples, outcomes of prefetches) to the control lcore. They
+ * leave room on w_to_ctl for the completions of commands (the processor keeps, or drops
+ * and counts, what does not fit).
+ */
 static inline void
 worker_notes(struct km_worker *w)
 {
 	struct km_wmsg m = {.type = KM_WMSG_NOTE, .worker = w->index};
 
-	while (km_proc_notes(w->proc, &m.u.note, 1) == 1)
+	while (rte_ring_free_count(w->w_to_ctl) > KM_NOTES_RESERVE &&
+		km_proc_notes(w->proc, &m.u.note, 1) == 1)
 		km_worker_to_ctl(w, &m);
 }
 

@@ -342,6 +342,8 @@ km_flush(struct km_client *c)
 			c->txmsg[i].msg_hdr.msg_iov = &c->txiov[i];
 			c->txmsg[i].msg_hdr.msg_iovlen = 1;
 		}
+		/* Stamped before the call: sending a batch takes time a request waits too. */
+		now = km_now();
 		r = sendmmsg(c->fd, c->txmsg, c->txq_len, 0);
 		if (r < 0) {
 			if (errno == EINTR)
@@ -350,7 +352,6 @@ km_flush(struct km_client *c)
 				return 0;
 			return KM_ERR_SYSTEM;
 		}
-		now = km_now();
 		for (i = 0; i < (uint32_t)r; i++) {
 			struct km_slot *s = &c->slots[c->txq[i]];
 

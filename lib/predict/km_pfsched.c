@@ -287,6 +287,13 @@ km_pfsched_done(struct km_pfsched *s, uint32_t target)
 }
 
 void
+km_pfsched_inflight(struct km_pfsched *s, uint32_t target, uint32_t n)
+{
+	if (target < s->p.nb_targets)
+		s->tg[target].inflight = n;
+}
+
+void
 km_pfsched_watermark(struct km_pfsched *s, uint32_t target, int over)
 {
 	if (target < s->p.nb_targets)
@@ -350,6 +357,13 @@ km_pfsched_demand_miss(struct km_pfsched *s, uint64_t hash)
 		s->st.harm++;
 		s->w_harm++;
 	}
+}
+
+void
+km_pfsched_harm(struct km_pfsched *s)
+{
+	s->st.harm++;
+	s->w_harm++;
 }
 
 void

@@ -114,6 +114,14 @@ unsigned km_pfsched_pop(
 void km_pfsched_done(struct km_pfsched *s, uint32_t target);
 
 /**
+ * Set how many of target's prefetches are in flight, from a count the owner keeps apart
+ * (commands sent minus commands the target applied): a completion that never arrives
+ * cannot hold a slot forever.
+ * @note Context: the owner thread.
+ */
+void km_pfsched_inflight(struct km_pfsched *s, uint32_t target, uint32_t n);
+
+/**
  * Whether target's pending table is above its watermark (demand first: its prefetches are
  * dropped while it is).
  * @note Context: the owner thread.
@@ -138,6 +146,14 @@ void km_pfsched_evicted(struct km_pfsched *s, uint64_t hash);
  * @note Context: the owner thread.
  */
 void km_pfsched_demand_miss(struct km_pfsched *s, uint64_t hash);
+
+/**
+ * A demand miss on a key a prefetch evicted, found by the caller (who remembers
+ * evictions itself, instead of km_pfsched_evicted() and km_pfsched_demand_miss()): counts
+ * as harm for AIMD, not as a demand miss.
+ * @note Context: the owner thread.
+ */
+void km_pfsched_harm(struct km_pfsched *s);
 
 /**
  * Figures so far, current threshold and budget.

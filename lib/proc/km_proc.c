@@ -217,6 +217,8 @@ km_proc_shard_attach(struct km_proc *p, uint64_t shard_id, struct km_store *s)
 		.persistent = (uint8_t)persistent,
 		.stream = stream,
 	};
+	p->gen_ids[p->gen_next & (PROC_GEN_IDS - 1)].gen = p->gen_next;
+	p->gen_ids[p->gen_next & (PROC_GEN_IDS - 1)].id = shard_id;
 	p->nb_shards++;
 	if (p->shards[i].persistent)
 		s->ops->bind(s, p->io, proc_store_durable, p);

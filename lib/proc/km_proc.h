@@ -49,7 +49,7 @@
 	X(read_coalesced, "cache misses served by a read already in flight")                 \
 	X(read_restarts, "reads started again: the entry changed meanwhile")                 \
 	X(prefetch_issued, "prefetch reads started")                                         \
-	X(prefetch_coalesced, "cache misses that found a prefetch in flight (late)")         \
+	X(prefetch_coalesced, "prefetches a request found still in flight (late)")           \
 	X(prefetch_refused, "prefetches refused: budget or pending watermark reached")       \
 	X(prefetch_harm, "cache misses on a key a prefetch had evicted")                     \
 	X(stream_prefetches, "prefetches asked by the per-shard stream detector")            \
@@ -298,7 +298,7 @@ int km_proc_busy(const struct km_proc *p);
  *   on a key one of them evicted (HARM) go back to the stream (its depth and distance)
  *   and, for the control lcore's marks, as OUTCOME notes.
  * - Budget: prefetch reads in flight are capped (inflight_max), and none starts while
- *   the pending table is above the watermark: demand misses first (refusals counted).
+ *   the pending table holds watermark reads or more: demand misses first (refusals counted).
  * - Validation: a prefetch read whose entry is written meanwhile is restarted by the
  *   store (read_restarts), a write replaces or drops the cached entry: no read after an
  *   acknowledged write returns an older value.
@@ -364,7 +364,7 @@ struct km_proc_note {
 	uint8_t type;     /* enum km_proc_note_type */
 	uint8_t op;       /* SAMPLE: enum km_op */
 	uint8_t what;     /* SAMPLE: enum km_proc_access; OUTCOME: enum km_proc_pf_event */
-	uint8_t mark;     /* OUTCOME, FORWARD: the prefetch's mark */
+	uint8_t mark;     /* OUTCOME (HARM: a prediction's), FORWARD: the prefetch's mark */
 	uint16_t key_len; /* SAMPLE, FORWARD, OUTCOME (HARM: the missed key) */
 	uint16_t pad;
 	uint32_t session; /* SAMPLE: the request's session id, 0 = none */

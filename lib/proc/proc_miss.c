@@ -72,7 +72,8 @@ void
 proc_cache_fill(struct km_proc *p, const struct km_key *k, uint64_t gen,
 	const struct km_value_ref *v, uint8_t mark)
 {
-	p->pf_filling = mark != 0;
+	proc_ghost_clear(p, k->hash);
+	p->pf_filling = mark;
 	km_cache_put(p->cache, k, gen, v->data, v->len, v->version, mark);
 	p->pf_filling = 0;
 }
@@ -359,6 +360,7 @@ void
 proc_written_persistent(struct km_proc *p, struct km_proc_shard *shd, const struct km_msg *req,
 	const struct km_key *k, uint64_t version)
 {
+	proc_ghost_clear(p, k->hash); /* what it was, a miss now does not say */
 	if (req->hdr.op == KM_OP_DEL)
 		km_cache_invalidate(p->cache, k);
 	else if (km_cache_put(p->cache, k, shd->gen, req->val, req->hdr.val_len, version, 0) < 0)

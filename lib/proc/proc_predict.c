@@ -111,19 +111,26 @@ static void
 cache_unused(void *arg, uint8_t mark, uint64_t tag, const uint8_t *key, uint16_t len)
 {
 	struct km_proc *p = arg;
+	struct km_proc_shard *sl;
 	uint32_t i;
 
 	(void)key;
 	(void)len;
 	if (p->closing)
 		return;
-	for (i = 0; i <= p->shards_mask; i++) {
-		struct km_proc_shard *sl = &p->shards[i];
-
-		if (sl->id == 0 || sl->gen != tag)
-			continue;
-		pf_event(p, sl, mark, KM_PROC_PF_UNUSED);
+	if (p->gen_ids[tag & (PROC_GEN_IDS - 1)].gen == tag) {
+		sl = shard_find(p, p->gen_ids[tag & (PROC_GEN_IDS - 1)].id);
+		if (sl != NULL && sl->gen == tag)
+			pf_event(p, sl, mark, KM_PROC_PF_UNUSED);
 		return;
+	}
+	/* Overwritten by a later shard's gen (over PROC_GEN_IDS attaches apart): look. */
+	for (i = 0; i <= p->shards_mask; i++) {
+		sl = &p->shards[i];
+		if (sl->id != 0 && sl->gen == tag) {
+			pf_event(p, sl, mark, KM_PROC_PF_UNUSED);
+			return;
+		}
 	}
 }
 
@@ -133,8 +140,18 @@ cache_evicted(void *arg, uint64_t hash)
 {
 	struct km_proc *p = arg;
 
-	if (p->pf_filling)
-		p->ghost[ghost_slot(hash)] = hash;
+	if (p->pf_filling != 0)
+		p->ghost[ghost_slot(hash)] =
+			(struct proc_ghost){.hash = hash, .mark = p->pf_filling};
+}
+
+void
+proc_ghost_clear(struct km_proc *p, uint64_t hash)
+{
+	struct proc_ghost *g = &p->ghost[ghost_slot(hash)];
+
+	if (g->hash == hash)
+		g->hash = 0;
 }
 
 int
@@ -331,15 +348,19 @@ void
 proc_pf_access(struct km_proc *p, const struct km_shardmap *map, struct km_proc_shard *shd,
 	const struct km_key *k, const struct km_hdr *req, uint64_t src, uint8_t acc)
 {
+	struct proc_ghost *g;
 	struct km_proc_note *n;
 
-	if (acc == KM_PROC_ACC_MISS && p->ghost[ghost_slot(k->hash)] == k->hash) {
-		/* A prefetch evicted this key, and it was wanted: that prefetch did harm. */
-		p->ghost[ghost_slot(k->hash)] = 0;
+	g = &p->ghost[ghost_slot(k->hash)];
+	if (acc == KM_PROC_ACC_MISS && g->hash == k->hash && k->hash != 0) {
+		/* A prefetch evicted this key, and it was wanted: that prefetch did harm
+		 * (told to the control lcore when one of its predictions did it). */
+		g->hash = 0;
 		p->cnt.prefetch_harm++;
-		n = note_new(p, KM_PROC_NOTE_OUTCOME);
-		if (n != NULL) {
+		if (g->mark <= KM_PREDICT_NB_SRC &&
+			(n = note_new(p, KM_PROC_NOTE_OUTCOME)) != NULL) {
 			n->what = KM_PROC_PF_HARM;
+			n->mark = g->mark;
 			n->shard_id = shd->id;
 			note_key(n, k->data, k->len);
 		}

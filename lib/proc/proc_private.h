@@ -97,6 +97,14 @@ struct dedup_entry {
 };
 
 /* All fields: the owner worker reads and writes them; cnt is read by others (km_proc.h). */
+/* A key a prefetch evicted (hash 0: none), and the mark of that prefetch. */
+struct proc_ghost {
+	uint64_t hash;
+	uint8_t mark;
+};
+
+#define PROC_GEN_IDS 1024 /* power of 2 */
+
 struct km_proc {
 	struct km_proc_counters cnt;
 	uint16_t worker;
@@ -115,6 +123,10 @@ struct km_proc {
 	struct km_io *io;
 	struct km_cache *cache;
 	uint64_t gen_next;
+	/* gen -> shard id of attached shards, direct-mapped: the cache names a shard by gen. */
+	struct {
+		uint64_t gen, id;
+	} gen_ids[PROC_GEN_IDS];
 	char dir[PATH_LEN], cold_dir[PATH_LEN];
 	uint8_t durability, route_sep, route_depth;
 	uint32_t sync_interval_ms, write_buffer;
@@ -140,11 +152,12 @@ struct km_proc {
 	struct km_stream_ctx sctx;
 	struct km_proc_note *notes; /* KM_PROC_NOTES_MAX, FIFO */
 	uint32_t notes_head, notes_n;
-	uint64_t *ghost;           /* hashes of keys prefetches evicted, direct-mapped */
+	struct proc_ghost *ghost;  /* keys prefetches evicted, direct-mapped */
 	struct km_stream_key *pfq; /* stream prefetches waiting for km_proc_prefetch_run() */
 	uint8_t *pfq_mark;
 	uint32_t pfq_n;
-	uint8_t pf_filling; /* a prefetched value is being cached: evictions are its harm */
+	uint8_t pf_filling; /* the mark of a prefetched value being cached (its evictions are its
+			     harm), 0 */
 
 	uint8_t scratch[KM_DGRAM_MAX]; /* MGET replies are built here: they outgrow requests */
 };
@@ -245,6 +258,7 @@ int proc_read_key(struct km_proc *p, struct km_proc_shard *sl, const struct km_k
 	struct defer *d, uint8_t mark, struct km_value_ref *v);
 void proc_cache_fill(struct km_proc *p, const struct km_key *k, uint64_t gen,
 	const struct km_value_ref *v, uint8_t mark);
+void proc_ghost_clear(struct km_proc *p, uint64_t hash);
 int proc_read_pending(struct km_proc *p, const struct km_key *k);
 void proc_written_persistent(struct km_proc *p, struct km_proc_shard *shd, const struct km_msg *req,
 	const struct km_key *k, uint64_t version);

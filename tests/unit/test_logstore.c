@@ -35,6 +35,7 @@ struct env {
 	struct km_proc *p;
 	uint8_t durability;
 	uint32_t pending_max;
+	uint64_t cache_bytes;
 };
 
 /* One request in flight through a burst. */
@@ -56,7 +57,7 @@ proc_open(struct env *e)
 		.durability = e->durability,
 		.route_sep = '/',
 		.route_depth = 1,
-		.cache_bytes = 1 << 20,
+		.cache_bytes = e->cache_bytes,
 		.pending_max = e->pending_max,
 		.defer_max = 64,
 	};
@@ -95,6 +96,7 @@ setup_mode(void **state, uint8_t durability)
 		return -1;
 	e->durability = durability;
 	e->pending_max = 16;
+	e->cache_bytes = 1 << 20;
 	if (proc_open(e) < 0)
 		return -1;
 	*state = e;
@@ -796,6 +798,97 @@ test_prefetch_notes(void **state)
 	assert_int_equal(km_proc_notes(e->p, &n, 1), 0);
 }
 
+/* Count the HARM notes of mark among the notes waiting. */
+static unsigned int
+harm_notes(struct env *e, uint8_t mark)
+{
+	struct km_proc_note n;
+	unsigned int harm = 0;
+
+	while (km_proc_notes(e->p, &n, 1) == 1)
+		if (n.type == KM_PROC_NOTE_OUTCOME && n.what == KM_PROC_PF_HARM) {
+			assert_int_equal(n.mark, mark);
+			harm++;
+		}
+	return harm;
+}
+
+/* A prefetch that evicts a key read again does harm: told to the control lcore for its
+ * predictions only; a value cached again by a read or a write is no longer its harm. */
+static void
+test_prefetch_harm(void **state)
+{
+	struct env *e = *state;
+	const struct km_proc_counters *c;
+	char key[16], big[1001], v[VALUE_MAX + 1];
+	unsigned int i;
+	/* The prefetch (mark, key), and what it should be told. */
+	static const struct {
+		uint8_t mark;
+		const char *key;
+		unsigned int notes;
+	} t[] = {{5, "h/a", 1}, {KM_PROC_MARK_OPERATOR, "h/b", 0}, {KM_PROC_MARK_STREAM, "h/c", 0}};
+
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	for (i = 0; i < 8; i++) {
+		snprintf(key, sizeof(key), "h/%u", i);
+		put(e, key, big);
+	}
+	put(e, "h/a", big);
+	put(e, "h/b", big);
+	put(e, "h/c", big);
+	e->cache_bytes = 8 * 1024; /* 7 values */
+	for (i = 0; i < 3; i++) {
+		restart(e);
+		c = km_proc_counters(e->p);
+		pf_params(e, 1, 0, 0, 0);
+		for (unsigned int j = 0; j < 7; j++) {
+			snprintf(key, sizeof(key), "h/%u", j);
+			assert_int_equal(get(e, key, v, sizeof(v), NULL), KM_ST_OK);
+		}
+		harm_notes(e, 0);
+		assert_int_equal(
+			km_proc_prefetch_key(e->p, e->map, (const uint8_t *)t[i].key, 3, t[i].mark),
+			1);
+		drain(e);
+		/* Exactly one of the 7 was evicted by the prefetch; reading them all again
+		 * finds it (the misses' own fills evict others, no harm). */
+		for (unsigned int j = 0; j < 7; j++) {
+			snprintf(key, sizeof(key), "h/%u", j);
+			assert_int_equal(get(e, key, v, sizeof(v), NULL), KM_ST_OK);
+			assert_string_equal(v, big);
+		}
+		assert_int_equal(c->prefetch_harm, 1);
+		assert_int_equal(harm_notes(e, t[i].mark), t[i].notes);
+	}
+	/* Cached again by a write before it is missed: not the prefetch's harm. */
+	restart(e);
+	c = km_proc_counters(e->p);
+	pf_params(e, 1, 0, 0, 0);
+	for (i = 0; i < 7; i++) {
+		snprintf(key, sizeof(key), "h/%u", i);
+		assert_int_equal(get(e, key, v, sizeof(v), NULL), KM_ST_OK);
+	}
+	assert_int_equal(km_proc_prefetch_key(e->p, e->map, (const uint8_t *)"h/a", 3, 5), 1);
+	drain(e);
+	for (i = 0; i < 7; i++) {
+		snprintf(key, sizeof(key), "h/%u", i);
+		put(e, key, big);
+	}
+	/* The writes cached all 7 (evicting the prefetched value); fill the cache with
+	 * others, then read the 7 again: misses, none of them harm. */
+	for (i = 0; i < 3; i++)
+		assert_int_equal(get(e, t[i].key, v, sizeof(v), NULL), KM_ST_OK);
+	put(e, "h/7", big);
+	for (i = 0; i < 7; i++) {
+		snprintf(key, sizeof(key), "h/%u", i);
+		assert_int_equal(get(e, key, v, sizeof(v), NULL), KM_ST_OK);
+	}
+	assert_int_equal(c->prefetch_harm, 0);
+	assert_int_equal(harm_notes(e, 5), 0);
+}
+
 /* A write while a prefetch of its key is in flight: the old value is never served. */
 static void
 test_prefetch_write_race(void **state)
@@ -847,6 +940,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_stream_prefetch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_budget, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_notes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch_harm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_write_race, setup, teardown),
 	};
 

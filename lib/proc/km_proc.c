@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "proc_private.h"
 
@@ -86,6 +87,7 @@ km_proc_create(const struct km_proc_params *prm, struct km_proc **out)
 		return -ENOMEM;
 	p->worker = prm->worker;
 	p->value_max = prm->value_max;
+	p->version_base = prm->version_base;
 	p->store_initial_keys = prm->store_initial_keys;
 	strcpy(p->driver, prm->store_driver);
 	p->shards_mask = 15;
@@ -294,6 +296,18 @@ km_proc_store_stage(const struct km_proc *p, uint64_t shard_id, uint64_t version
 	return store_create(p, shard_id, version_base, KM_STORE_STAGE, tier, out);
 }
 
+/* Where the versions of a shard opened now start (km_proc_params.version_base). */
+static uint64_t
+version_base_now(const struct km_proc *p)
+{
+	struct timespec t;
+
+	if (p->version_base != 0)
+		return p->version_base;
+	clock_gettime(CLOCK_REALTIME, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
 int
 km_proc_shard_add(struct km_proc *p, uint64_t shard_id)
 {
@@ -305,7 +319,7 @@ km_proc_shard_add(struct km_proc *p, uint64_t shard_id)
 	/* Checked before the store is created: creating one only to drop it costs more. */
 	if (shard_find(p, shard_id) != NULL)
 		return -EEXIST;
-	rc = store_create(p, shard_id, 0, KM_STORE_OPEN, KM_TIER_HOT, &s);
+	rc = store_create(p, shard_id, version_base_now(p), KM_STORE_OPEN, KM_TIER_HOT, &s);
 	if (rc < 0)
 		return rc;
 	rc = km_proc_shard_attach(p, shard_id, s);

@@ -87,6 +87,10 @@ struct km_proc_params {
 	uint64_t cache_bytes;      /* per-worker value cache (0 = 64 MiB) */
 	uint32_t pending_max;      /* disk reads in flight (0 = 256) */
 	uint32_t defer_max;        /* requests waiting for a read or a group write (0 = 1024) */
+	/* Versions of a shard km_proc_shard_add() opens start above this; 0: the wall clock
+	 * in ns then, so that a store that keeps nothing across restarts (mem) never issues
+	 * a version again that a client may hold from before (unless the clock went back). */
+	uint64_t version_base;
 };
 
 struct km_proc;

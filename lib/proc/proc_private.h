@@ -123,6 +123,7 @@ struct km_proc {
 	struct km_io *io;
 	struct km_cache *cache;
 	uint64_t gen_next;
+	uint64_t version_base; /* km_proc_params.version_base */
 	/* gen -> shard id of attached shards, direct-mapped: the cache names a shard by gen. */
 	struct {
 		uint64_t gen, id;

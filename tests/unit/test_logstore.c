@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -60,6 +61,7 @@ proc_open(struct env *e)
 		.cache_bytes = e->cache_bytes,
 		.pending_max = e->pending_max,
 		.defer_max = 64,
+		.version_base = 1, /* as if the clock went back: the log's reservations only */
 	};
 	uint32_t i;
 	int rc = km_proc_create(&pp, &e->p);
@@ -392,6 +394,78 @@ test_restart_versions(void **state)
 	assert_int_equal(reply(&s).status, KM_ST_OK);
 	restart(e);
 	check_value(e, "key", "d");
+}
+
+static int
+setup_async(void **state)
+{
+	return setup_mode(state, KM_DUR_ASYNC);
+}
+
+/*
+ * A version acknowledged and lost in a crash is never issued again: the process crashes
+ * (exits without writing out) with an acknowledged write in its write buffer; after the
+ * restart the key has its older value, a new write gets a higher version than the lost
+ * one, and a CAS by a holder of the lost version fails.
+ */
+static void
+test_version_after_crash(void **state)
+{
+	struct env *e = *state;
+	uint64_t kept, lost = 0, v;
+	int fd[2], st;
+	char val[64];
+	pid_t pid;
+
+	kept = put(e, "vr/k", "kept"); /* run() waits until it is written */
+	km_proc_destroy(e->p);
+	e->p = NULL;
+	assert_int_equal(pipe(fd), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct km_proc_req r;
+		struct slot s;
+		struct km_hdr h;
+
+		if (proc_open(e) < 0)
+			_exit(2);
+		req_fill(&s, KM_OP_PUT, "vr/k", "lost", 4, 0, 77);
+		r = (struct km_proc_req){.buf = s.buf,
+			.len = KM_HDR_LEN + 4 + 4,
+			.cap = sizeof(s.buf),
+			.src = 42,
+			.cookie = &s,
+			.port_worker = -1};
+		km_proc_rx_burst(e->p, e->map, &r, 1);
+		if (r.verdict != KM_PROC_REPLY)
+			_exit(3);
+		km_hdr_decode(s.buf, &h);
+		if (h.status != KM_ST_OK || write(fd[1], &h.version, 8) != 8)
+			_exit(4);
+		_exit(0); /* a crash: the write buffer is never written out */
+	}
+	close(fd[1]);
+	assert_int_equal(read(fd[0], &lost, 8), 8);
+	close(fd[0]);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_true(lost > kept);
+	assert_int_equal(proc_open(e), 0);
+	assert_int_equal(get(e, "vr/k", val, sizeof(val), &v), KM_ST_OK);
+	assert_string_equal(val, "kept");
+	assert_int_equal(v, kept);
+	v = put(e, "vr/k", "new");
+	assert_true(v > lost);
+	/* Its holder's CAS cannot succeed on a value it never saw. */
+	{
+		struct slot s;
+
+		req_fill(&s, KM_OP_CAS, "vr/k", "cas", 3, lost, 78);
+		run(e, &s, 1);
+		assert_int_equal(reply(&s).status, KM_ST_VERSION_MISMATCH);
+	}
+	check_value(e, "vr/k", "new");
 }
 
 /* Rewrite every shard into the cold tier, read back, write on top, restart, promote. */
@@ -941,6 +1015,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_prefetch_budget, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_notes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_harm, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_version_after_crash, setup_async, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_write_race, setup, teardown),
 	};
 

@@ -68,6 +68,7 @@ proc_new(uint16_t worker, struct km_proc **out)
 		.worker = worker,
 		.value_max = VALUE_MAX,
 		.store_driver = "mem",
+		.version_base = 1, /* the same versions in every processor of a test */
 	};
 
 	return km_proc_create(&pp, out);

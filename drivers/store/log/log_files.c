@@ -77,25 +77,63 @@ log_meta_read(int fd, struct meta *m)
 	return log_meta_decode(&r, m);
 }
 
-/* Write the META record of a new log file (synchronously). */
-int
-log_meta_write(struct log_store *ls)
+/* This store's META record, stating floor as its version floor. */
+size_t
+log_meta_encode(uint8_t *buf, size_t cap, const struct log_store *ls, uint64_t floor)
 {
-	uint8_t buf[KM_REC_HDR_LEN + META_LEN + KM_REC_ALIGN];
 	struct meta m = {
 		.shard_id = ls->id,
 		.birth = ls->birth,
-		.version_floor = ls->version_last,
+		.version_floor = floor,
 		.route_sep = ls->route_sep,
 		.route_depth = ls->route_depth,
 		.tier = ls->tier,
 	};
-	size_t n = meta_encode(buf, sizeof(buf), &m);
+
+	return meta_encode(buf, cap, &m);
+}
+
+/*
+ * Write the META record of a new log file (synchronously), reserving versions: the
+ * caller makes it durable before the store issues any (at once, or at its commit).
+ */
+int
+log_meta_write(struct log_store *ls)
+{
+	uint8_t buf[KM_REC_HDR_LEN + META_LEN + KM_REC_ALIGN];
+	uint64_t floor = ls->version_last + VERSION_RESERVE;
+	size_t n = log_meta_encode(buf, sizeof(buf), ls, floor);
 	int rc = km_pwrite_all(ls->fd, buf, n, 0);
 
 	if (rc < 0)
 		return rc;
 	ls->log_bytes = ls->durable_end = ls->open.base = n;
+	ls->res_durable = ls->res_appended = floor;
+	ls->res_off = 0;
+	return 0;
+}
+
+/*
+ * Reserve versions for an existing log that was just replayed: a META record at its end,
+ * made durable before any version is issued (what it issued before a crash is at most the
+ * floor found, which version_last is now).
+ */
+int
+log_reserve_sync(struct log_store *ls)
+{
+	uint8_t buf[KM_REC_HDR_LEN + META_LEN + KM_REC_ALIGN];
+	uint64_t floor = ls->version_last + VERSION_RESERVE;
+	size_t n = log_meta_encode(buf, sizeof(buf), ls, floor);
+	int rc = km_pwrite_all(ls->fd, buf, n, ls->log_bytes);
+
+	if (rc == 0 && fdatasync(ls->fd) < 0)
+		rc = -errno;
+	if (rc < 0)
+		return rc;
+	ls->log_bytes += n;
+	ls->durable_end = ls->synced_end = ls->open.base = ls->log_bytes;
+	ls->res_durable = ls->res_appended = floor;
+	ls->res_off = 0;
 	return 0;
 }
 

@@ -265,6 +265,11 @@ log_open_existing(struct log_store *ls, const struct km_store_params *p)
 			ls->synced_end = ls->durable_end;
 		}
 	}
+	if (ls->res_durable <= ls->version_last) {
+		rc = log_reserve_sync(ls);
+		if (rc < 0)
+			return rc;
+	}
 	if (km_lidx_count(ls->idx) > 1024)
 		km_lidx_fit(ls->idx, 0.8);
 	return 0;

@@ -51,7 +51,8 @@
 #define META_LEN          48
 #define SEG_BLOCK         KM_SEG_BLOCK_SIZE_DEFAULT
 #define REC_MAX           (KM_REC_HDR_LEN + LOG_KEY_MAX + KM_REC_VLEN_MAX + KM_REC_ALIGN)
-#define DEPTH_MAX         24 /* the shard map's deepest shard */
+#define DEPTH_MAX         24                  /* the shard map's deepest shard */
+#define VERSION_RESERVE   (UINT64_C(1) << 20) /* versions reserved by one META record */
 
 struct undo {
 	uint64_t hash;
@@ -82,6 +83,12 @@ struct log_store {
 	uint32_t wbuf_max;
 	uint64_t birth;
 	uint64_t version_last;
+	/* Versions are handed out only up to a floor a durable META record states (a
+	 * restart starts above it: a version lost in a crash is never issued again). The
+	 * next reservation is appended when half of the current one is used. */
+	uint64_t res_durable;  /* versions up to this may be issued */
+	uint64_t res_appended; /* the floor of the last META record appended */
+	uint64_t res_off;      /* end of that record while it is not durable, else 0 */
 
 	char dir[PATH_MAX / 2];
 	char cold_dir[PATH_MAX / 2];
@@ -187,6 +194,10 @@ void log_bind(struct km_store *s, struct km_io *io, km_store_durable_fn durable,
 void log_destroy(struct km_store *s);
 
 int log_meta_write(struct log_store *ls);
+
+int log_reserve_sync(struct log_store *ls);
+
+size_t log_meta_encode(uint8_t *buf, size_t cap, const struct log_store *ls, uint64_t floor);
 
 int log_open_existing(struct log_store *ls, const struct km_store_params *p);
 

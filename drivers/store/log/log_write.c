@@ -129,6 +129,49 @@ append(struct log_store *ls, const struct km_key *k, const void *val, uint32_t l
 	return 0;
 }
 
+/* The reservation appended last is durable once the log is, up to its end. */
+static void
+res_settle(struct log_store *ls)
+{
+	uint64_t reached = ls->durability == KM_DUR_NONE ? ls->durable_end : ls->synced_end;
+
+	if (ls->res_off != 0 && reached >= ls->res_off) {
+		ls->res_durable = ls->res_appended;
+		ls->res_off = 0;
+	}
+}
+
+/*
+ * Make version v issuable: a META record reserving the next range goes into the write
+ * buffer when half of this one is used, and is durable with the records around it long
+ * before the range runs out.
+ * @return 0, or -EBUSY: v is above the last durable reservation (the next one is on its
+ *   way: retry).
+ */
+static int
+reserve(struct log_store *ls, uint64_t v)
+{
+	uint8_t buf[KM_REC_HDR_LEN + META_LEN + KM_REC_ALIGN];
+	uint64_t floor = (v > ls->res_appended ? v : ls->res_appended) + VERSION_RESERVE;
+	size_t n;
+
+	if (ls->res_off == 0 && v + VERSION_RESERVE / 2 > ls->res_appended &&
+		(ls->io == NULL || ls->open.len + sizeof(buf) <= ls->wbuf_max) &&
+		wbuf_reserve(&ls->open, sizeof(buf)) == 0) {
+		n = log_meta_encode(ls->open.data + ls->open.len, sizeof(buf), ls, floor);
+		ls->open.len += n;
+		ls->log_bytes += n;
+		ls->res_appended = floor;
+		ls->res_off = ls->open.base + ls->open.len;
+		if (ls->io == NULL) {
+			/* Unbound: written out with the records, synced when bound. */
+			ls->res_durable = floor;
+			ls->res_off = 0;
+		}
+	}
+	return v <= ls->res_durable ? 0 : -EBUSY;
+}
+
 /* Undo every record after seq_durable, newest first. */
 static void
 rollback(struct log_store *ls)
@@ -163,6 +206,10 @@ rollback(struct log_store *ls)
 	ls->open.len = 0;
 	ls->flight.len = 0;
 	ls->seq_appended = ls->seq_flight = ls->seq_durable;
+	if (ls->res_off > ls->durable_end) {
+		ls->res_appended = ls->res_durable; /* its reservation went with the group */
+		ls->res_off = 0;
+	}
 	if (ftruncate(ls->fd, (off_t)ls->durable_end) < 0)
 		ls->failed = 1;
 }
@@ -182,6 +229,7 @@ group_finish(struct log_store *ls)
 			ls->st.fsyncs++;
 			ls->synced_end = ls->durable_end;
 		}
+		res_settle(ls);
 		ls->seq_durable = ls->seq_flight;
 		memmove(ls->undo, ls->undo + ls->undo_flight,
 			(ls->nb_undo - ls->undo_flight) * sizeof(*ls->undo));
@@ -226,6 +274,7 @@ log_sync_done(struct km_io_op *op, int res)
 	}
 	ls->st.fsyncs++;
 	ls->synced_end = ls->sync_target;
+	res_settle(ls);
 }
 
 static uint64_t
@@ -359,7 +408,9 @@ log_put(struct km_store *s, const struct km_key *k, const void *val, uint32_t le
 		if (e == NULL)
 			return -ENOMEM;
 	}
-	rc = append(ls, k, val, len, ls->version_last + 1, 0, e);
+	rc = reserve(ls, ls->version_last + 1);
+	if (rc == 0)
+		rc = append(ls, k, val, len, ls->version_last + 1, 0, e);
 	if (rc < 0) {
 		/* A slot just created and never filled must not stay. */
 		e = km_lidx_find(ls->idx, k->hash);

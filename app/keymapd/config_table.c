@@ -79,11 +79,12 @@ const struct conf_desc km_conf_descs[] = {
 	STR("store", "cold_dir", 0, cold_dir, "/var/lib/keymap/cold",
 		"log driver: directory of the cold tier's compressed segments (must exist)"),
 	ENUM("store", "durability", 0, durability, "none|async|sync", "sync",
-		"log driver: none = written every loop, never fdatasync'ed; async = also "
-		"fdatasync'ed every sync_interval_ms, acknowledged at once; sync = acknowledged "
-		"after the record and an fdatasync (group commit per loop)"),
+		"log driver: none = written every loop, never fdatasync'ed; async = acknowledged "
+		"at once, durable within sync_interval_ms plus one device write (BUSY beyond); "
+		"sync = acknowledged after the record and an fdatasync (group commit per loop)"),
 	U64("store", "sync_interval_ms", 0, sync_interval_ms, 1, 60000, "10",
-		"log driver, async durability: longest time between fdatasyncs (milliseconds)"),
+		"log driver, async durability: how long an acknowledged write may wait to be "
+		"durable (milliseconds)"),
 	U64("store", "write_buffer", 0, write_buffer, 65536, 1 << 30, "4194304",
 		"log driver: bytes of records per shard waiting for the disk before writes are "
 		"answered BUSY"),

@@ -220,7 +220,7 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 		proc_written_persistent(p, shd, req, k, version);
 		if (proc_pf_on(p)) /* before the reply header is written over the request */
 			proc_pf_access(p, map, shd, k, &req->hdr, src, KM_PROC_ACC_WRITE);
-		if (p->durability == KM_DUR_SYNC)
+		if (s->ops->ack_waits != NULL && s->ops->ack_waits(s))
 			seq = s->ops->write_seq(s);
 	}
 	/* Record every definitive outcome, refusals too: a retried CAS must not see its own

@@ -28,7 +28,7 @@ struct km_store;
 /* Durability of the persistent drivers (the volatile mem driver ignores it). */
 enum km_durability {
 	KM_DUR_NONE = 0,  /* records written each loop iteration, never fdatasync'ed */
-	KM_DUR_ASYNC = 1, /* also fdatasync'ed at least every sync_interval_ms; ack at once */
+	KM_DUR_ASYNC = 1, /* ack at once, durable within sync_interval_ms (BUSY beyond) */
 	KM_DUR_SYNC = 2,  /* a write is acknowledged after its record and an fdatasync */
 };
 
@@ -101,7 +101,9 @@ struct km_value_ref {
 	X(write_batches, COUNTER, SUM, "group writes")                                             \
 	X(fsyncs, COUNTER, SUM, "fdatasyncs completed")                                            \
 	X(write_errors, COUNTER, SUM, "group writes or fdatasyncs that failed")                    \
-	X(writes_lost, COUNTER, SUM, "records acknowledged before a failed write (none, async)")
+	X(writes_lost, COUNTER, SUM, "records acknowledged before a failed write (none, async)")   \
+	X(write_busy, COUNTER, SUM, "writes answered BUSY: write buffer full, or the async bound") \
+	X(durable_lag_max_us, GAUGE, MAX, "longest wait of a group to be durable since start (us)")
 
 enum km_stat_kind { KM_STAT_COUNTER, KM_STAT_GAUGE };
 enum km_stat_merge { KM_STAT_SUM, KM_STAT_MAX };
@@ -226,6 +228,12 @@ struct km_store_ops {
 	uint64_t (*write_seq)(const struct km_store *s);
 	/** Number of the last durable record. */
 	uint64_t (*durable_seq)(const struct km_store *s);
+	/**
+	 * Whether the reply to a write must wait until its record is durable (write_seq()
+	 * after the write, durable_seq() reaching it): sync durability, or a store whose
+	 * last group failed (acknowledging at once could lose the write again).
+	 */
+	int (*ack_waits)(const struct km_store *s);
 	/**
 	 * Submit the records appended since the last call (a group write, and an fdatasync
 	 * as the durability mode asks). Called once per loop iteration by the owner.

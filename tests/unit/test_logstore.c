@@ -37,6 +37,7 @@ struct env {
 	uint8_t durability;
 	uint32_t pending_max;
 	uint64_t cache_bytes;
+	uint32_t sync_interval_ms;
 };
 
 /* One request in flight through a burst. */
@@ -59,6 +60,7 @@ proc_open(struct env *e)
 		.route_sep = '/',
 		.route_depth = 1,
 		.cache_bytes = e->cache_bytes,
+		.sync_interval_ms = e->sync_interval_ms,
 		.pending_max = e->pending_max,
 		.defer_max = 64,
 		.version_base = 1, /* as if the clock went back: the log's reservations only */
@@ -468,6 +470,94 @@ test_version_after_crash(void **state)
 	check_value(e, "vr/k", "new");
 }
 
+/* Complete every read in flight. */
+static void
+drain(struct env *e)
+{
+	struct km_proc_done d[BURST];
+	unsigned int spins;
+
+	for (spins = 0; km_proc_busy(e->p) && spins < 2000000; spins++)
+		if (km_proc_poll(e->p, d, BURST) == 0)
+			usleep(10);
+	assert_false(km_proc_busy(e->p));
+}
+
+/* PUT key = val as one burst, without polling: nothing is written out meanwhile. */
+static uint8_t
+put_nopoll(struct env *e, const char *key, const char *val)
+{
+	static uint64_t req_id = 500000;
+	struct km_proc_req r;
+	struct slot s;
+	struct km_hdr h;
+
+	req_fill(&s, KM_OP_PUT, key, val, (uint32_t)strlen(val), 0, req_id++);
+	r = (struct km_proc_req){.buf = s.buf,
+		.len = KM_HDR_LEN + strlen(key) + strlen(val),
+		.cap = sizeof(s.buf),
+		.src = 42,
+		.cookie = &s,
+		.port_worker = -1};
+	km_proc_rx_burst(e->p, e->map, &r, 1);
+	assert_int_equal(r.verdict, KM_PROC_REPLY); /* async: answered at once */
+	km_hdr_decode(s.buf, &h);
+	return h.status;
+}
+
+/* async: a write is refused (BUSY) rather than acknowledged beyond the bound: once the
+ * oldest record not durable yet has waited sync_interval_ms, or more than the budget of
+ * bytes wait; accepted again once the group is durable. */
+static void
+test_async_bound(void **state)
+{
+	struct env *e = *state;
+	char key[32], big[1001];
+	struct km_store_stats st;
+	unsigned int n;
+
+	e->sync_interval_ms = 40;
+	restart(e);
+	assert_int_equal(put_nopoll(e, "ab/1", "one"), KM_ST_OK);
+	usleep(45000);
+	assert_int_equal(put_nopoll(e, "ab/1", "two"), KM_ST_BUSY);
+	drain(e); /* written and fdatasync'ed */
+	assert_int_equal(put_nopoll(e, "ab/1", "three"), KM_ST_OK);
+	drain(e);
+	check_value(e, "ab/1", "three");
+	/* The budget: a few hundred KiB may wait, not the whole write buffer. */
+	memset(big, 'b', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	for (n = 0; n < 4000; n++) {
+		snprintf(key, sizeof(key), "ab/%u", n);
+		if (put_nopoll(e, key, big) != KM_ST_OK)
+			break;
+	}
+	print_message("async: %u writes of 1 KB acknowledged before the budget\n", n);
+	assert_true(n > 16 && n < 1000);
+	drain(e);
+	snprintf(key, sizeof(key), "ab/%u", n);
+	assert_int_equal(put_nopoll(e, key, big), KM_ST_OK);
+	drain(e);
+	memset(&st, 0, sizeof(st));
+	for (unsigned int i = 0; i < km_shardmap_nb_shards(e->map); i++) {
+		struct km_store_stats one;
+
+		km_store_stats(
+			km_proc_shard_store(e->p, km_shard_id(km_shardmap_shard_at(e->map, i))),
+			&one);
+		km_store_stats_add(&st, &one);
+	}
+	assert_int_equal(st.write_busy, 2);
+	assert_int_equal(st.writes_lost, 0);
+	restart(e);
+	for (unsigned int i = 0; i <= n; i += 97) {
+		snprintf(key, sizeof(key), "ab/%u", i);
+		check_value(e, key, big);
+	}
+	e->sync_interval_ms = 0;
+}
+
 /* Rewrite every shard into the cold tier, read back, write on top, restart, promote. */
 static void
 retier(struct env *e, uint64_t id, uint8_t tier)
@@ -669,19 +759,6 @@ test_recover(void **state)
 }
 
 /* ---- Predictive prefetch, the worker's part (km_proc.h) ---- */
-
-/* Complete every read in flight. */
-static void
-drain(struct env *e)
-{
-	struct km_proc_done d[BURST];
-	unsigned int spins;
-
-	for (spins = 0; km_proc_busy(e->p) && spins < 2000000; spins++)
-		if (km_proc_poll(e->p, d, BURST) == 0)
-			usleep(10);
-	assert_false(km_proc_busy(e->p));
-}
 
 static void
 pf_params(struct env *e, uint32_t sample_every, uint8_t stream, uint32_t inflight, uint32_t wm)
@@ -1016,6 +1093,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_prefetch_notes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_harm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_version_after_crash, setup_async, teardown),
+		cmocka_unit_test_setup_teardown(test_async_bound, setup_async, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_write_race, setup, teardown),
 	};
 

@@ -53,6 +53,9 @@
 #define REC_MAX           (KM_REC_HDR_LEN + LOG_KEY_MAX + KM_REC_VLEN_MAX + KM_REC_ALIGN)
 #define DEPTH_MAX         24                  /* the shard map's deepest shard */
 #define VERSION_RESERVE   (UINT64_C(1) << 20) /* versions reserved by one META record */
+#define BUDGET_MIN        4096u               /* async: bytes that may always wait for durability */
+#define BUDGET_INIT       (256u << 10)
+#define PREALLOC_CHUNK    (256u << 10) /* async: file space allocated ahead, at a time */
 
 struct undo {
 	uint64_t hash;
@@ -78,7 +81,10 @@ struct log_store {
 	uint8_t staged;
 	uint8_t route_sep;
 	uint8_t route_depth;
-	uint8_t failed; /* the log could not be truncated after a failed write: read-only */
+	uint8_t failed;       /* the log could not be truncated after a failed write: read-only */
+	uint8_t degraded;     /* the last group failed: acknowledgements wait (as in sync) */
+	uint8_t settling;     /* log_settle(): write out now, whatever the batching */
+	uint8_t prealloc_off; /* the file system cannot preallocate */
 	uint32_t sync_interval_ms;
 	uint32_t wbuf_max;
 	uint64_t birth;
@@ -112,13 +118,19 @@ struct log_store {
 	size_t nb_undo, undo_cap, undo_flight;
 	int group_cqes; /* CQEs of the group still to come */
 	int group_err;
-	int sync_inflight;
-	uint64_t synced_end, sync_target;
-	struct timespec last_sync;
+	uint64_t synced_end;
+	/* The async bound: acknowledged records wait at most sync_interval_ms to be durable.
+	 * Each group is a write and its fdatasync; a write is answered BUSY when the oldest
+	 * record not durable yet is that old, or when more than budget bytes wait (budget
+	 * adapts to what the device made durable within the interval). */
+	uint64_t open_t0, flight_t0; /* monotonic ns of the first record of open / of flight */
+	uint64_t budget;
+	uint64_t seq_acked;    /* the last record acknowledged before it was durable */
+	uint64_t prealloc_end; /* file bytes allocated ahead (async: no ENOSPC after an ack) */
 	struct km_io *io;
 	km_store_durable_fn durable;
 	void *darg;
-	struct km_io_op wop, sop;
+	struct km_io_op wop;
 
 	struct km_store_stats st; /* counters kept here; the rest is computed */
 };
@@ -183,9 +195,9 @@ int log_write_out_unbound(struct log_store *ls);
 
 void log_group_done(struct km_io_op *op, int res);
 
-void log_sync_done(struct km_io_op *op, int res);
-
 int log_flush(struct km_store *s);
+
+int log_ack_waits(const struct km_store *s);
 
 void log_settle(struct log_store *ls);
 

@@ -1,8 +1,17 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * The log driver's write path: records appended to the write buffer with an undo entry,
- * group writes linked to an fdatasync (sync), the async bound, rollback of a failed group,
- * and the durability callbacks to the owner.
+ * group writes linked to their fdatasync (sync and async), the async bound, rollback of a
+ * failed group, and the durability callbacks to the owner.
+ *
+ * sync: every loop iteration's records are one group (a write and its fdatasync); the
+ * replies wait for it. async: the replies go at once; records are batched for up to a
+ * quarter of sync_interval_ms, then written and fdatasync'ed as one group; a write is
+ * refused (BUSY) once the oldest record not durable yet has waited sync_interval_ms or
+ * more than the budget of bytes wait, and the file space of what is acknowledged is
+ * allocated first (a full disk answers ERROR, it never loses an acknowledged write).
+ * After a failed group, acknowledgements wait for durability (as in sync) until a group
+ * succeeds again. none: written every iteration, never fdatasync'ed.
  */
 
 #include "log_store.h"
@@ -39,6 +48,69 @@ undo_push(struct log_store *ls, const struct undo *u)
 	}
 	ls->undo[ls->nb_undo++] = *u;
 	return 0;
+}
+
+static uint64_t
+now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/*
+ * Allocate the file space a write of size bytes will take (async: an acknowledged write
+ * must not meet a full disk later). Done ahead in chunks; a file system that cannot
+ * preallocate is written without.
+ * @return 0 or -ENOSPC, -EIO.
+ */
+static int
+prealloc(struct log_store *ls, size_t size)
+{
+	uint64_t need = ls->log_bytes + size, from;
+
+	if (ls->prealloc_off || need <= ls->prealloc_end)
+		return 0;
+	from = ls->prealloc_end > ls->log_bytes ? ls->prealloc_end : ls->log_bytes;
+	if (fallocate(ls->fd, FALLOC_FL_KEEP_SIZE, (off_t)from,
+		    (off_t)(need - from + PREALLOC_CHUNK)) == 0) {
+		ls->prealloc_end = need + PREALLOC_CHUNK;
+		return 0;
+	}
+	if (errno == EOPNOTSUPP || errno == ENOSYS) {
+		ls->prealloc_off = 1;
+		return 0;
+	}
+	/* Maybe room for this write alone. */
+	if (errno == ENOSPC &&
+		fallocate(ls->fd, FALLOC_FL_KEEP_SIZE, (off_t)from, (off_t)(need - from)) == 0) {
+		ls->prealloc_end = need;
+		return 0;
+	}
+	return errno == ENOSPC ? -ENOSPC : -EIO;
+}
+
+/*
+ * Whether a write of size bytes may be acknowledged before it is durable (async): not
+ * when the bound would be broken (-EBUSY, counted), nor without its file space (-ENOSPC).
+ */
+static int
+async_admit(struct log_store *ls, size_t size)
+{
+	uint64_t waiting = ls->log_bytes - ls->durable_end, t0;
+
+	if (ls->durability != KM_DUR_ASYNC || ls->io == NULL || ls->degraded)
+		return 0;
+	if (waiting != 0) {
+		t0 = ls->group_cqes != 0 ? ls->flight_t0 : ls->open_t0;
+		if (now_ns() - t0 >= (uint64_t)ls->sync_interval_ms * 1000000u ||
+			waiting + size > ls->budget) {
+			ls->st.write_busy++;
+			return -EBUSY;
+		}
+	}
+	return prealloc(ls, size);
 }
 
 int
@@ -101,10 +173,14 @@ append(struct log_store *ls, const struct km_key *k, const void *val, uint32_t l
 		return -ENOMEM;
 	}
 	off = ls->open.base + ls->open.len;
+	if (ls->open.len == 0)
+		ls->open_t0 = now_ns();
 	km_rec_encode(ls->open.data + ls->open.len, size, &r);
 	ls->open.len += size;
 	ls->log_bytes += size;
 	ls->seq_appended++;
+	if (ls->durability != KM_DUR_SYNC && !ls->degraded)
+		ls->seq_acked = ls->seq_appended; /* answered before it is durable */
 	if (ls->io != NULL) {
 		struct undo *up = &ls->undo[ls->nb_undo - 1];
 
@@ -159,6 +235,8 @@ reserve(struct log_store *ls, uint64_t v)
 		(ls->io == NULL || ls->open.len + sizeof(buf) <= ls->wbuf_max) &&
 		wbuf_reserve(&ls->open, sizeof(buf)) == 0) {
 		n = log_meta_encode(ls->open.data + ls->open.len, sizeof(buf), ls, floor);
+		if (ls->open.len == 0)
+			ls->open_t0 = now_ns();
 		ls->open.len += n;
 		ls->log_bytes += n;
 		ls->res_appended = floor;
@@ -198,8 +276,9 @@ rollback(struct log_store *ls)
 			ls->live_bytes += entry_size(u->loc);
 		}
 	}
-	if (ls->durability != KM_DUR_SYNC)
-		ls->st.writes_lost += ls->seq_appended - ls->seq_durable;
+	if (ls->seq_acked > ls->seq_durable)
+		ls->st.writes_lost += ls->seq_acked - ls->seq_durable;
+	ls->seq_acked = ls->seq_durable;
 	ls->nb_undo = ls->undo_flight = 0;
 	ls->log_bytes = ls->durable_end;
 	ls->open.base = ls->durable_end;
@@ -212,23 +291,46 @@ rollback(struct log_store *ls)
 	}
 	if (ftruncate(ls->fd, (off_t)ls->durable_end) < 0)
 		ls->failed = 1;
+	ls->prealloc_end = ls->durable_end; /* the truncation freed it */
+}
+
+/* async: the budget follows what the device makes durable within the interval. */
+static void
+budget_adapt(struct log_store *ls, uint64_t lag_ns)
+{
+	uint64_t bound = (uint64_t)ls->sync_interval_ms * 1000000u;
+
+	if (lag_ns > bound)
+		ls->budget = ls->budget / 2 > BUDGET_MIN ? ls->budget / 2 : BUDGET_MIN;
+	else if (lag_ns < bound / 2)
+		ls->budget = ls->budget + ls->budget / 8 + BUDGET_MIN < ls->wbuf_max
+				     ? ls->budget + ls->budget / 8 + BUDGET_MIN
+				     : ls->wbuf_max;
 }
 
 static void
 group_finish(struct log_store *ls)
 {
 	int err = ls->group_err;
+	uint64_t lag = now_ns() - ls->flight_t0;
 
 	ls->st.write_batches++;
 	if (err < 0) {
 		ls->st.write_errors++;
 		rollback(ls);
+		if (ls->durability != KM_DUR_SYNC)
+			ls->degraded = 1;
 	} else {
 		ls->durable_end = ls->flight.base + ls->flight.len;
-		if (ls->durability == KM_DUR_SYNC) {
+		if (ls->durability != KM_DUR_NONE) {
 			ls->st.fsyncs++;
 			ls->synced_end = ls->durable_end;
 		}
+		if (ls->durability == KM_DUR_ASYNC)
+			budget_adapt(ls, lag);
+		if (lag / 1000 > ls->st.durable_lag_max_us)
+			ls->st.durable_lag_max_us = lag / 1000;
+		ls->degraded = 0;
 		res_settle(ls);
 		ls->seq_durable = ls->seq_flight;
 		memmove(ls->undo, ls->undo + ls->undo_flight,
@@ -249,7 +351,7 @@ log_group_done(struct km_io_op *op, int res)
 
 	/* The write: all of it or an error; the fdatasync linked to it: 0 or an error
 	 * (-ECANCELED when the write failed). */
-	if (ls->group_cqes == 2 || ls->durability != KM_DUR_SYNC) {
+	if (ls->group_cqes == 2 || ls->durability == KM_DUR_NONE) {
 		if (res >= 0 && (size_t)res != ls->flight.len)
 			res = -ENOSPC;
 	}
@@ -259,39 +361,19 @@ log_group_done(struct km_io_op *op, int res)
 		group_finish(ls);
 }
 
-void
-log_sync_done(struct km_io_op *op, int res)
+/* async: whether the records of open are due to be written now. */
+static int
+open_due(const struct log_store *ls)
 {
-	struct log_store *ls =
-		(struct log_store *)((uint8_t *)op - offsetof(struct log_store, sop));
-
-	ls->sync_inflight = 0;
-	if (res < 0) {
-		/* The page cache may have dropped what it could not write: records already
-		 * acknowledged (async mode) may be gone. */
-		ls->st.write_errors++;
-		return;
-	}
-	ls->st.fsyncs++;
-	ls->synced_end = ls->sync_target;
-	res_settle(ls);
-}
-
-static uint64_t
-ms_since(const struct timespec *t)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (uint64_t)(now.tv_sec - t->tv_sec) * 1000 +
-	       (uint64_t)((now.tv_nsec - t->tv_nsec) / 1000000);
+	return ls->durability != KM_DUR_ASYNC || ls->settling || ls->degraded ||
+	       ls->open.len >= ls->budget / 2 ||
+	       now_ns() - ls->open_t0 >= (uint64_t)ls->sync_interval_ms * 250000u;
 }
 
 static int
 flush_more(const struct log_store *ls)
 {
-	return ls->open.len != 0 || ls->group_cqes != 0 || ls->sync_inflight ||
-	       (ls->durability == KM_DUR_ASYNC && ls->synced_end < ls->durable_end);
+	return ls->open.len != 0 || ls->group_cqes != 0;
 }
 
 int
@@ -300,18 +382,20 @@ log_flush(struct km_store *s)
 	struct log_store *ls = ls_of(s);
 	struct io_uring_sqe *w, *f;
 	struct wbuf t;
+	int synced;
 
 	if (ls->io == NULL) {
 		log_write_out_unbound(ls);
 		return 0;
 	}
-	if (ls->group_cqes == 0 && ls->open.len != 0) {
-		/* Both entries or none: a write without its fdatasync is not a sync group. */
-		if (!km_io_room(ls->io, ls->durability == KM_DUR_SYNC ? 2 : 1))
+	if (ls->group_cqes == 0 && ls->open.len != 0 && open_due(ls)) {
+		/* Both entries or none: a write without its fdatasync is not a group. */
+		synced = ls->durability != KM_DUR_NONE;
+		if (!km_io_room(ls->io, synced ? 2 : 1))
 			return 1;
 		w = km_io_sqe(ls->io, &ls->wop);
-		f = ls->durability == KM_DUR_SYNC ? km_io_sqe(ls->io, &ls->wop) : NULL;
-		if (w == NULL || (ls->durability == KM_DUR_SYNC && f == NULL))
+		f = synced ? km_io_sqe(ls->io, &ls->wop) : NULL;
+		if (w == NULL || (synced && f == NULL))
 			return 1; /* cannot happen after km_io_room() */
 		t = ls->flight;
 		ls->flight = ls->open;
@@ -319,6 +403,7 @@ log_flush(struct km_store *s)
 		ls->open.len = 0;
 		ls->open.base = ls->flight.base + ls->flight.len;
 		ls->seq_flight = ls->seq_appended;
+		ls->flight_t0 = ls->open_t0;
 		ls->undo_flight = ls->nb_undo;
 		ls->group_err = 0;
 		ls->group_cqes = f != NULL ? 2 : 1;
@@ -327,20 +412,7 @@ log_flush(struct km_store *s)
 		if (f != NULL) {
 			w->flags |= IOSQE_IO_LINK;
 			io_uring_prep_fsync(f, ls->fd, IORING_FSYNC_DATASYNC);
-			clock_gettime(CLOCK_MONOTONIC, &ls->last_sync);
 		}
-		km_io_submit(ls->io);
-	}
-	if (ls->durability == KM_DUR_ASYNC && !ls->sync_inflight &&
-		ls->synced_end < ls->durable_end &&
-		ms_since(&ls->last_sync) >= ls->sync_interval_ms) {
-		f = km_io_sqe(ls->io, &ls->sop);
-		if (f == NULL)
-			return 1;
-		io_uring_prep_fsync(f, ls->fd, IORING_FSYNC_DATASYNC);
-		ls->sync_inflight = 1;
-		ls->sync_target = ls->durable_end;
-		clock_gettime(CLOCK_MONOTONIC, &ls->last_sync);
 		km_io_submit(ls->io);
 	}
 	return flush_more(ls);
@@ -351,11 +423,21 @@ log_flush(struct km_store *s)
 void
 log_settle(struct log_store *ls)
 {
-	while (ls->io != NULL && (ls->group_cqes != 0 || ls->sync_inflight || ls->open.len != 0)) {
+	ls->settling = 1;
+	while (ls->io != NULL && (ls->group_cqes != 0 || ls->open.len != 0)) {
 		log_flush(&ls->base);
 		if (km_io_wait(ls->io) < 0)
 			break;
 	}
+	ls->settling = 0;
+}
+
+int
+log_ack_waits(const struct km_store *s)
+{
+	const struct log_store *ls = (const struct log_store *)s;
+
+	return ls->durability == KM_DUR_SYNC || ls->degraded;
 }
 
 void
@@ -408,7 +490,9 @@ log_put(struct km_store *s, const struct km_key *k, const void *val, uint32_t le
 		if (e == NULL)
 			return -ENOMEM;
 	}
-	rc = reserve(ls, ls->version_last + 1);
+	rc = async_admit(ls, km_rec_size(k->len, len));
+	if (rc == 0)
+		rc = reserve(ls, ls->version_last + 1);
 	if (rc == 0)
 		rc = append(ls, k, val, len, ls->version_last + 1, 0, e);
 	if (rc < 0) {
@@ -440,7 +524,9 @@ log_del(struct km_store *s, const struct km_key *k, uint64_t expect, uint64_t *v
 		*version = v;
 		return -ESTALE;
 	}
-	rc = append(ls, k, NULL, 0, v, 1, e);
+	rc = async_admit(ls, km_rec_size(k->len, 0));
+	if (rc == 0)
+		rc = append(ls, k, NULL, 0, v, 1, e);
 	if (rc < 0)
 		return rc;
 	*version = v;

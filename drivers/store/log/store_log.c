@@ -68,7 +68,7 @@ params_copy(struct log_store *ls, const struct km_store_params *p)
 	ls->wbuf_max = p->write_buffer ? p->write_buffer : WBUF_DEFAULT;
 	ls->version_last = p->version_base;
 	ls->fd = -1;
-	clock_gettime(CLOCK_MONOTONIC, &ls->last_sync);
+	ls->budget = BUDGET_INIT < ls->wbuf_max ? BUDGET_INIT : ls->wbuf_max;
 	return 0;
 }
 
@@ -87,8 +87,13 @@ log_destroy(struct km_store *s)
 		}
 		km_seg_writer_abort(ls->segw);
 		ls->segw = NULL;
-	} else if (ls->open.len != 0) {
-		log_write_out_unbound(ls);
+	} else {
+		if (ls->open.len != 0)
+			log_write_out_unbound(ls);
+		/* Space allocated ahead and not used goes back. */
+		if (ls->prealloc_end > ls->log_bytes && ls->fd >= 0 && !ls->failed &&
+			ftruncate(ls->fd, (off_t)ls->log_bytes) < 0)
+			ls->st.write_errors++;
 	}
 	if (ls->fd >= 0)
 		close(ls->fd);
@@ -111,7 +116,6 @@ log_create(const struct km_store_params *p, struct km_store **out)
 		return -ENOMEM;
 	ls->base.ops = &log_ops;
 	ls->wop.done = log_group_done;
-	ls->sop.done = log_sync_done;
 	rc = params_copy(ls, p);
 	if (rc < 0) {
 		free(ls);
@@ -162,6 +166,7 @@ static const struct km_store_ops log_ops = {
 	.read_done = log_read_done,
 	.write_seq = log_write_seq,
 	.durable_seq = log_durable_seq,
+	.ack_waits = log_ack_waits,
 	.flush = log_flush,
 	.commit = log_commit,
 	.unlink = log_unlink,

@@ -61,6 +61,8 @@ km_strerror(int err)
 		return "buffer too small";
 	case KM_ERR_MAP_VERSION:
 		return "shard map encoding of a newer major version: upgrade libkeymap";
+	case KM_ERR_DAMAGED:
+		return "damaged on the server (rewrite or delete the key)";
 	}
 	return "unknown error";
 }
@@ -87,6 +89,8 @@ km_status_err(unsigned int st)
 		return KM_ERR_DENIED;
 	case KM_ST_ERROR:
 		return KM_ERR_SERVER;
+	case KM_ST_DAMAGED:
+		return KM_ERR_DAMAGED;
 	}
 	return KM_ERR_PROTO;
 }

@@ -45,6 +45,8 @@ enum km_err {
 	KM_ERR_BUFFER = -14,      /* value larger than the caller's buffer (length reported) */
 	KM_ERR_MAP_VERSION = -15, /* the server's MAP encoding has a major version this
 				   * library does not know: requests go unsteered */
+	KM_ERR_DAMAGED = -16,     /* the key's stored value, or its shard, is damaged or
+				   * missing on the server: rewrite or delete the key */
 };
 
 /**

@@ -26,37 +26,38 @@
 #include <km_store.h>
 
 /* Per-worker request counters, declared once (X-macro): name, help. */
-#define KM_PROC_COUNTERS(X)                                                                  \
-	X(req_ping, "PING requests")                                                         \
-	X(req_get, "GET requests")                                                           \
-	X(req_mget, "MGET requests")                                                         \
-	X(req_put, "PUT requests")                                                           \
-	X(req_cas, "CAS requests")                                                           \
-	X(req_del, "DEL requests")                                                           \
-	X(req_map, "MAP requests")                                                           \
-	X(get_hit, "GET/MGET keys found")                                                    \
-	X(get_miss, "GET/MGET keys not found")                                               \
-	X(cas_mismatch, "CAS/DEL refused for a version mismatch")                            \
-	X(bad_request, "requests answered BAD_REQUEST")                                      \
-	X(too_large, "requests answered TOO_LARGE")                                          \
-	X(moved, "requests answered MOVED (stale client map)")                               \
-	X(write_retry, "retried writes answered from the at-most-once table")                \
-	X(store_error, "store failures answered ERROR")                                      \
-	X(busy_handover, "requests answered BUSY: shard being handed over")                  \
-	X(busy_pending, "requests answered BUSY: too many reads or replies waiting on disk") \
-	X(busy_backlog, "writes answered BUSY: the shard's write buffer is full")            \
-	X(disk_reads, "store reads started for cache misses")                                \
-	X(read_coalesced, "cache misses served by a read already in flight")                 \
-	X(read_restarts, "reads started again: the entry changed meanwhile")                 \
-	X(prefetch_issued, "prefetch reads started")                                         \
-	X(prefetch_coalesced, "prefetches a request found still in flight (late)")           \
-	X(prefetch_refused, "prefetches refused: budget or pending watermark reached")       \
-	X(prefetch_harm, "cache misses on a key a prefetch had evicted")                     \
-	X(stream_prefetches, "prefetches asked by the per-shard stream detector")            \
-	X(stream_forwarded, "stream prefetches of keys another worker owns (to control)")    \
-	X(samples, "accesses sampled for the predictor")                                     \
-	X(notes_dropped, "notes for the control lcore dropped: note buffer full")            \
-	X(write_deferred, "write replies held until their group was durable")                \
+#define KM_PROC_COUNTERS(X)                                                                       \
+	X(req_ping, "PING requests")                                                              \
+	X(req_get, "GET requests")                                                                \
+	X(req_mget, "MGET requests")                                                              \
+	X(req_put, "PUT requests")                                                                \
+	X(req_cas, "CAS requests")                                                                \
+	X(req_del, "DEL requests")                                                                \
+	X(req_map, "MAP requests")                                                                \
+	X(get_hit, "GET/MGET keys found")                                                         \
+	X(get_miss, "GET/MGET keys not found")                                                    \
+	X(cas_mismatch, "CAS/DEL refused for a version mismatch")                                 \
+	X(bad_request, "requests answered BAD_REQUEST")                                           \
+	X(too_large, "requests answered TOO_LARGE")                                               \
+	X(moved, "requests answered MOVED (stale client map)")                                    \
+	X(write_retry, "retried writes answered from the at-most-once table")                     \
+	X(store_error, "store failures answered ERROR")                                           \
+	X(damaged, "reads answered DAMAGED: the newest record damaged, or the shard quarantined") \
+	X(busy_handover, "requests answered BUSY: shard being handed over")                       \
+	X(busy_pending, "requests answered BUSY: too many reads or replies waiting on disk")      \
+	X(busy_backlog, "writes answered BUSY: write buffer full, or the async durability bound") \
+	X(disk_reads, "store reads started for cache misses")                                     \
+	X(read_coalesced, "cache misses served by a read already in flight")                      \
+	X(read_restarts, "reads started again: the entry changed meanwhile")                      \
+	X(prefetch_issued, "prefetch reads started")                                              \
+	X(prefetch_coalesced, "prefetches a request found still in flight (late)")                \
+	X(prefetch_refused, "prefetches refused: budget or pending watermark reached")            \
+	X(prefetch_harm, "cache misses on a key a prefetch had evicted")                          \
+	X(stream_prefetches, "prefetches asked by the per-shard stream detector")                 \
+	X(stream_forwarded, "stream prefetches of keys another worker owns (to control)")         \
+	X(samples, "accesses sampled for the predictor")                                          \
+	X(notes_dropped, "notes for the control lcore dropped: note buffer full")                 \
+	X(write_deferred, "write replies held until their group was durable")                     \
 	X(write_failed, "writes answered ERROR: their group write failed")
 
 struct km_proc_counters {

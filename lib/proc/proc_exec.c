@@ -69,6 +69,10 @@ proc_status_of_rc(struct km_proc *p, int rc, int read)
 			p->cnt.busy_pending++;
 			return KM_ST_BUSY;
 		}
+		if (rc == -EBADMSG) {
+			p->cnt.damaged++;
+			return KM_ST_DAMAGED;
+		}
 		p->cnt.store_error++;
 		return KM_ST_ERROR;
 	}
@@ -283,6 +287,10 @@ mget_entry(struct km_proc *p, struct km_proc_shard *shd, const struct km_key *k,
 		*acc = KM_PROC_ACC_NOT_FOUND;
 		p->cnt.get_miss++;
 		return KM_ST_NOT_FOUND;
+	}
+	if (rc == -EBADMSG) {
+		p->cnt.damaged++;
+		return KM_ST_DAMAGED;
 	}
 	return KM_ST_BUSY;
 }

@@ -193,6 +193,7 @@ static const char *const status_names[KM_ST__MAX] = {
 	[KM_ST_VERSION_MISMATCH] = "VERSION_MISMATCH",
 	[KM_ST_DENIED] = "DENIED",
 	[KM_ST_ERROR] = "ERROR",
+	[KM_ST_DAMAGED] = "DAMAGED",
 };
 
 const char *

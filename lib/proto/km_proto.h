@@ -51,7 +51,8 @@ enum km_status {
 	KM_ST_BAD_REQUEST = 5,
 	KM_ST_VERSION_MISMATCH = 6,
 	KM_ST_DENIED = 7,
-	KM_ST_ERROR = 8, /* server-side failure (out of memory, I/O error) */
+	KM_ST_ERROR = 8,   /* server-side failure (out of memory, I/O error) */
+	KM_ST_DAMAGED = 9, /* the key's newest record, or its shard, is damaged or missing */
 	KM_ST__MAX
 };
 

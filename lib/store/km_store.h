@@ -95,6 +95,7 @@ struct km_value_ref {
 	X(dead_bytes, GAUGE, SUM, "log bytes a compaction would reclaim")                          \
 	X(replayed, GAUGE, SUM, "records read back at open")                                       \
 	X(skipped_crc, GAUGE, SUM, "damaged records skipped at start-up")                          \
+	X(damaged_keys, GAUGE, SUM, "keys whose newest record is damaged: answered DAMAGED")       \
 	X(torn_bytes, GAUGE, SUM, "bytes of an incomplete tail dropped at open")                   \
 	X(disk_reads, COUNTER, SUM, "values read from disk")                                       \
 	X(disk_read_errors, COUNTER, SUM, "disk reads that failed (I/O error, CRC, key mismatch)") \

@@ -395,14 +395,15 @@ remove_shard_files(const struct km_store_params *p, uint64_t id)
 	unlink(path);
 }
 
-/* A directory keymapd can create files in (permission bits do not stop root; a
- * read-only or full file system does). */
+/* A directory keymapd can create files in and has room in (permission bits do not stop
+ * root; a read-only or full file system does: PROBE_BYTES must fit). */
 static int
 probe_dir(const char *dir)
 {
+	static const uint8_t zero[4096];
 	char path[PATH_MAX];
 	struct stat sb;
-	int fd;
+	int fd, rc = 0;
 
 	if (stat(dir, &sb) < 0)
 		return -errno;
@@ -412,9 +413,17 @@ probe_dir(const char *dir)
 	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
+	if (fallocate(fd, 0, 0, PROBE_BYTES) < 0) {
+		rc = -errno;
+		/* A file system that cannot preallocate: a page written and synced. */
+		if (rc == -EOPNOTSUPP || rc == -ENOSYS)
+			rc = km_pwrite_all(fd, zero, sizeof(zero), 0);
+		if (rc == 0 && fdatasync(fd) < 0)
+			rc = -errno;
+	}
 	close(fd);
 	unlink(path);
-	return 0;
+	return rc;
 }
 
 int

@@ -98,6 +98,8 @@ log_get(struct km_store *s, const struct km_key *k, struct km_value_ref *out)
 
 	if (e == NULL)
 		return -ENOENT;
+	if (e->loc == LOC_DAMAGED)
+		return -EBADMSG;
 	rc = read_sync(ls, e, k, out);
 	ls->st.disk_reads++;
 	if (rc < 0 && rc != -ENOENT)
@@ -119,6 +121,8 @@ log_read_start(
 
 	if (e == NULL)
 		return -ENOENT;
+	if (e->loc == LOC_DAMAGED)
+		return -EBADMSG;
 	if (ls->io == NULL) {
 		int rc = log_get(s, k, out);
 

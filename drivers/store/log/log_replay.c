@@ -6,6 +6,35 @@
 
 #include "log_store.h"
 
+/*
+ * Replay: a record whose header is sound and whose key or value is not (its CRC fails).
+ * If it is the key's newest, the key answers DAMAGED until it is written again: an older
+ * value must not pass for the current one. Its key is read as it is on disk: if the
+ * damage hit the key itself, the record cannot be told from another key's (counted in
+ * skipped_crc all the same).
+ */
+static int
+replay_damaged(struct log_store *ls, const struct km_rec *r, const uint8_t *key)
+{
+	struct km_lidx_ent *e;
+	int created;
+
+	if (r->version > ls->version_last)
+		ls->version_last = r->version;
+	if (r->type == KM_REC_META || r->klen == 0)
+		return 0;
+	e = km_lidx_upsert(ls->idx, km_key_hash(key, r->klen), &created);
+	if (e == NULL)
+		return -ENOMEM;
+	if (!created && r->version < e->version)
+		return 0;
+	if (!created)
+		ls->live_bytes -= entry_size(e->loc);
+	e->loc = LOC_DAMAGED;
+	e->version = r->version;
+	return 0;
+}
+
 /* Replay: apply one record found in the log at off. */
 static int
 replay_rec(struct log_store *ls, const struct km_rec *r, uint64_t off, size_t size)
@@ -90,6 +119,10 @@ replay_log(struct log_store *ls, int skip_records)
 			}
 			if (res == KM_REC_BADDATA) {
 				ls->st.skipped_crc++;
+				if (!skip_records)
+					rc = replay_damaged(ls, &r, buf + pos + KM_REC_HDR_LEN);
+				if (rc < 0)
+					break;
 			} else if (!skip_records || r.type == KM_REC_META) {
 				rc = replay_rec(ls, &r, off, size);
 				if (rc < 0)
@@ -149,7 +182,9 @@ drop_tombstones(struct log_store *ls)
 	size_t n = 0, cap = 0, i;
 	struct km_lidx_ent *e;
 
+	ls->st.damaged_keys = 0;
 	while ((e = km_lidx_next(ls->idx, &pos)) != NULL) {
+		ls->st.damaged_keys += e->loc == LOC_DAMAGED;
 		if (e->loc != LOC_TOMBSTONE)
 			continue;
 		if (n == cap) {

@@ -43,6 +43,7 @@
 #define LOC_POS_MASK      ((UINT64_C(1) << 39) - 1)
 #define LOC_LOW_MASK      ((UINT64_C(1) << 24) - 1)
 #define LOC_TOMBSTONE     (LOC_SEG - 1) /* replay only: the key was deleted */
+#define LOC_DAMAGED       (LOC_SEG - 2) /* the key's newest record is damaged: -EBADMSG */
 #define WBUF_DEFAULT      (4u << 20)
 #define SYNC_INTERVAL_DEF 10
 #define REPLAY_CHUNK      (4u << 20)
@@ -54,8 +55,9 @@
 #define DEPTH_MAX         24                  /* the shard map's deepest shard */
 #define VERSION_RESERVE   (UINT64_C(1) << 20) /* versions reserved by one META record */
 #define BUDGET_MIN        4096u               /* async: bytes that may always wait for durability */
-#define BUDGET_INIT       (256u << 10)
+#define BUDGET_INIT       (16u << 10) /* grows with each group durable in time */
 #define PREALLOC_CHUNK    (256u << 10) /* async: file space allocated ahead, at a time */
+#define PROBE_BYTES       (1u << 20)   /* free space keymapd needs to start */
 
 struct undo {
 	uint64_t hash;
@@ -174,7 +176,7 @@ static inline uint32_t
 entry_size(uint64_t loc)
 {
 	/* Segment entries: the record size is not in loc; count them by the segment. */
-	return (loc & LOC_SEG) ? 0 : loc_low(loc);
+	return (loc & LOC_SEG) || loc >= LOC_DAMAGED ? 0 : loc_low(loc);
 }
 
 void log_birth_seen(uint64_t b);

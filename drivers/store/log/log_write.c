@@ -191,6 +191,8 @@ append(struct log_store *ls, const struct km_key *k, const void *val, uint32_t l
 	}
 	if (e->version != 0)
 		ls->live_bytes -= entry_size(e->loc);
+	if (e->loc == LOC_DAMAGED && e->version != 0)
+		ls->st.damaged_keys--; /* written again: what it is now is known */
 	if (del) {
 		km_lidx_remove(ls->idx, e);
 	} else {
@@ -274,6 +276,7 @@ rollback(struct log_store *ls)
 			e->loc = u->loc;
 			e->version = u->version;
 			ls->live_bytes += entry_size(u->loc);
+			ls->st.damaged_keys += u->loc == LOC_DAMAGED;
 		}
 	}
 	if (ls->seq_acked > ls->seq_durable)

@@ -33,11 +33,49 @@
 #define PF_POLL_US 100  /* control loop period while workers' notes flow */
 #define PF_IDLE_US 1000 /* ... while prefetching is on and nothing flows */
 
+static struct {
+	const struct km_store_ops *drv; /* NULL: no manifest */
+	char dir[KM_CONF_STR_MAX];
+} manifest;
+
+void
+km_control_manifest_init(const struct km_conf *conf)
+{
+	const struct km_store_ops *drv = km_store_driver(conf->store_driver);
+
+	manifest.drv = drv != NULL && drv->manifest != NULL ? drv : NULL;
+	snprintf(manifest.dir, sizeof(manifest.dir), "%s", conf->data_dir);
+}
+
+/* The data directory's manifest lists the shards of map (a failure is logged: the next
+ * change writes it again, and a start finds the files themselves). */
+static void
+manifest_write(const struct km_shardmap *map)
+{
+	struct km_store_params sp = {.dir = manifest.dir};
+	uint32_t i, n = km_shardmap_nb_shards(map);
+	uint64_t *ids;
+	int rc = -ENOMEM;
+
+	if (manifest.drv == NULL)
+		return;
+	ids = malloc((n ? n : 1) * sizeof(*ids));
+	if (ids != NULL) {
+		for (i = 0; i < n; i++)
+			ids[i] = km_shard_id(km_shardmap_shard_at(map, i));
+		rc = manifest.drv->manifest(&sp, ids, n);
+		free(ids);
+	}
+	if (rc < 0)
+		KM_LOG(WARNING, "%s/MANIFEST: cannot write it: %s", manifest.dir, strerror(-rc));
+}
+
 void
 km_control_publish_map(struct km_shardmap *map)
 {
 	struct km_shardmap *old = km_map_current;
 
+	manifest_write(map);
 	/* Release: workers that see the new pointer see the map's contents. */
 	rcu_assign_pointer(km_map_current, map);
 	if (old == NULL)
@@ -151,6 +189,7 @@ policy_view(void)
 			.tier = s->tier,
 			.file_bytes = s->file_bytes,
 			.dead_bytes = s->dead_bytes,
+			.pinned = s->quarantined,
 			.hot = s->hot,
 			.cold = s->cold,
 			.chill = s->chill,

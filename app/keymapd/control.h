@@ -42,6 +42,7 @@ struct km_ctl_shard {
 	uint64_t dead_bytes;    /* reclaimable by a compaction (log driver) */
 	uint32_t chill;         /* consecutive samples below [tier] cold_rate */
 	uint32_t warm;          /* consecutive samples above [tier] warm_rate */
+	uint8_t quarantined;    /* its files are missing, unreadable or damaged */
 };
 
 /* Counters of the control plane (control lcore: rw; read through km_ctl_call). */
@@ -146,6 +147,16 @@ int km_ctl_move(uint64_t id, uint16_t worker, char *err, size_t errlen);
  * @note Context: control lcore (waits for the owner's handshakes and the disk).
  */
 int km_ctl_retier(uint64_t id, int tier, char *err, size_t errlen);
+
+/*
+ * Give up the data of a quarantined shard (its files missing, unreadable or damaged): it
+ * gets new, empty files (its versions start above the wall clock) and serves again. What
+ * stands in the shard's path must be removed first (e.g. a directory).
+ * @return 0, or -errno with a message in err: -ENOENT no such shard, -EINVAL not
+ *   quarantined or no files, -errno of the disk.
+ * @note Context: control lcore.
+ */
+int km_ctl_accept_loss(uint64_t id, char *err, size_t errlen);
 
 /*
  * Have the owner of key read it into its cache ahead of requests (persistent drivers):

@@ -27,8 +27,12 @@ int km_port_init(uint16_t port, uint16_t nb_queues, const struct km_conf *conf,
 	struct rte_mempool *pool, int *tx_cksum_offload, int *rss);
 void km_port_fini(uint16_t port);
 
-/* Publish a new shard map to the workers and free the old one after a grace period. */
+/* Publish a new shard map to the workers and free the old one after a grace period; the
+ * data directory's manifest (km_control_manifest_init) then lists its shards. */
 void km_control_publish_map(struct km_shardmap *map);
+/* Where and how the manifest of a persistent store is written (a copy of conf's parts is
+ * kept; nothing is written for a driver without one). */
+void km_control_manifest_init(const struct km_conf *conf);
 /* Write the counters of every worker and their total; store sizes too once the workers
  * have stopped (stores are owned by their workers). */
 void km_control_print_stats(FILE *f, int workers_stopped);

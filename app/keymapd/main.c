@@ -26,6 +26,7 @@
 #define EAL_ARGS_MAX      64
 #define HANDOFF_RING_SIZE 4096
 #define REC_IDS_MAX       (1 << 20) /* shards a data directory may hold */
+#define MISS_IDS_MAX      4096      /* shards whose files may be missing */
 
 int km_logtype = RTE_LOGTYPE_USER1;
 
@@ -68,8 +69,34 @@ on_signal(int sig)
 	km_ctl_wake(); /* do not wait for the end of its sleep */
 }
 
+/*
+ * Open the store of shard id on proc: quarantined if its files are missing (miss), or
+ * cannot be read or are damaged (the reason logged with the file): the other shards
+ * serve. @return 0, or -errno: keymapd cannot start (files of another routing, memory).
+ */
 static int
-workers_init(const struct km_conf *conf, const struct km_shardmap *map)
+shard_open(const struct km_conf *conf, struct km_proc *proc, uint64_t id, const uint64_t *miss,
+	int nb_miss)
+{
+	int i, rc;
+
+	for (i = 0; i < nb_miss; i++)
+		if (miss[i] == id)
+			return km_proc_shard_quarantine(proc, id, ENOENT);
+	rc = km_proc_shard_add(proc, id);
+	if (rc == 0 || rc == -EPROTO || rc == -ENOMEM ||
+		km_store_driver(conf->store_driver)->recover == NULL)
+		return rc;
+	KM_LOG(ERR,
+		"shard %" PRIu64 ": %s/shard-%" PRIu64 ".log (or its segment in %s): %s: "
+		"quarantined, its keys answer DAMAGED (docs/operations.md 2.9)",
+		id, conf->data_dir, id, conf->cold_dir, strerror(-rc));
+	return km_proc_shard_quarantine(proc, id, -rc);
+}
+
+static int
+workers_init(const struct km_conf *conf, const struct km_shardmap *map, const uint64_t *miss,
+	int nb_miss)
 {
 	struct km_proc_params pp = {
 		.value_max = (uint32_t)conf->value_max,
@@ -130,7 +157,8 @@ workers_init(const struct km_conf *conf, const struct km_shardmap *map)
 		for (s = 0; s < km_shardmap_nb_shards(map); s++) {
 			if (km_shard_owner(km_shardmap_shard_at(map, s)) != i)
 				continue;
-			rc = km_proc_shard_add(w->proc, km_shard_id(km_shardmap_shard_at(map, s)));
+			rc = shard_open(conf, w->proc, km_shard_id(km_shardmap_shard_at(map, s)),
+				miss, nb_miss);
 			if (rc < 0) {
 				KM_LOG(ERR, "worker %u: cannot %s shard %" PRIu64 ": %s", i,
 					km_store_driver(conf->store_driver)->recover != NULL
@@ -262,6 +290,8 @@ struct boot {
 	struct km_conf conf;
 	uint64_t *rec_ids; /* shards found in the data directory (nb_rec of them) */
 	int nb_rec;
+	uint64_t *miss_ids; /* shards whose files are missing (nb_miss of them) */
+	int nb_miss;
 	struct rte_mempool *pool;
 	struct km_shardmap *map; /* until published */
 	int port_ok;
@@ -332,6 +362,47 @@ load_config(int argc, char **argv, struct km_conf *conf)
 	return ret;
 }
 
+/*
+ * Shards the manifest lists and no file covers (deleted, lost): they stay in the map,
+ * quarantined (their keys answer DAMAGED), instead of coming back empty. They go to
+ * b->miss_ids and to b->rec_ids. @return 0 or -1 after saying why.
+ */
+static int
+missing_files(struct boot *b, const struct km_store_ops *drv, const struct km_store_params *sp)
+{
+	int i, n;
+
+	if (drv->missing == NULL)
+		return 0;
+	b->miss_ids = calloc(MISS_IDS_MAX, sizeof(*b->miss_ids));
+	if (b->miss_ids == NULL)
+		return -1;
+	n = drv->missing(sp, b->rec_ids, b->nb_rec, b->miss_ids, MISS_IDS_MAX);
+	if (n == -EBADMSG) {
+		fprintf(stderr,
+			"keymapd: WARNING: %s/MANIFEST is damaged: missing shard files cannot be "
+			"told; it is written anew\n",
+			sp->dir);
+		return 0;
+	}
+	if (n < 0 || n > MISS_IDS_MAX || b->nb_rec + n > REC_IDS_MAX) {
+		fprintf(stderr, "keymapd: %s/MANIFEST: %s\n", sp->dir,
+			n < 0 ? strerror(-n) : "too many missing shards");
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		fprintf(stderr,
+			"keymapd: ERROR: shard %" PRIu64 ": its files are missing from %s (the "
+			"manifest lists it): quarantined, its keys answer DAMAGED "
+			"(docs/operations.md "
+			"2.9)\n",
+			b->miss_ids[i], sp->dir);
+		b->rec_ids[b->nb_rec++] = b->miss_ids[i];
+	}
+	b->nb_miss = n;
+	return 0;
+}
+
 /* A data directory keymapd cannot use is an error before anything starts: the shards it
  * holds go to b->rec_ids. @return 0 or -1 after saying why. */
 static int
@@ -363,7 +434,7 @@ recover_dir(struct boot *b)
 			REC_IDS_MAX);
 		return -1;
 	}
-	return 0;
+	return missing_files(b, drv, &sp);
 }
 
 /* EAL's argv: what follows "--", else [eal] args. @return its argc, or -1 after saying
@@ -508,8 +579,9 @@ workers_start(struct boot *b)
 	}
 	km_dp.workers = rte_zmalloc(
 		"km_workers", sizeof(*km_dp.workers) * km_dp.nb_workers, RTE_CACHE_LINE_SIZE);
-	if (km_dp.workers == NULL || workers_init(conf, b->map) != 0)
+	if (km_dp.workers == NULL || workers_init(conf, b->map, b->miss_ids, b->nb_miss) != 0)
 		return -1;
+	km_control_manifest_init(conf);
 	km_control_publish_map(b->map);
 	b->map = NULL; /* published: freed at shutdown through km_map_current */
 	return 0;
@@ -633,5 +705,6 @@ main(int argc, char **argv)
 	shutdown_all(&b);
 out:
 	free(b.rec_ids);
+	free(b.miss_ids);
 	return ret;
 }

@@ -17,6 +17,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <rte_common.h>
 #include <rte_cycles.h>
@@ -46,6 +47,7 @@ struct reshard {
 	struct km_shardmap *nm;  /* the map to publish (NULL: the map does not change); the
 				  * transaction's: published or freed */
 	int tier;                /* RESHARD_RETIER: the tier wanted, -1 the same one */
+	int accept_loss;         /* RESHARD_RETIER of a quarantined shard: nothing to copy */
 	uint32_t nb_src, nb_dst; /* 1 or 2 */
 	struct reshard_part src[2];
 	struct reshard_part dst[2];
@@ -153,6 +155,13 @@ stage_and_copy(struct reshard *t)
 		km_store_stats(t->src[i].store, &st);
 		vbase = RTE_MAX(vbase, st.version_last);
 	}
+	if (t->accept_loss) {
+		/* The versions the lost files issued are not known: above the clock. */
+		struct timespec now;
+
+		clock_gettime(CLOCK_REALTIME, &now);
+		vbase = RTE_MAX(vbase, (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec);
+	}
 	switch (t->kind) {
 	case RESHARD_MOVE:
 		t->dst[0].store = t->src[0].store; /* the store itself changes hands */
@@ -171,7 +180,9 @@ stage_and_copy(struct reshard *t)
 	}
 	if (rc < 0)
 		return rc;
-	if (t->kind == RESHARD_SPLIT) {
+	if (t->accept_loss) {
+		copied = 0;
+	} else if (t->kind == RESHARD_SPLIT) {
 		copied = km_proc_reshard_split(
 			t->nm, t->src[0].store, t->src[0].id, t->dst[0].store, t->dst[1].store);
 	} else {
@@ -215,9 +226,25 @@ reshard_run(struct reshard *t, char *err, size_t errlen)
 		}
 	}
 	km_store_stats(t->src[0].store, &t->before);
-	if (t->kind == RESHARD_RETIER && t->tier >= 0 && (int)t->before.tier == t->tier) {
+	if ((t->kind == RESHARD_RETIER && !t->accept_loss && t->tier >= 0 &&
+		    (int)t->before.tier == t->tier) ||
+		(t->accept_loss && t->before.quarantined == 0)) {
 		rc = -EALREADY;
 		goto give_back;
+	}
+	for (i = 0; i < t->nb_src && !t->accept_loss; i++) {
+		struct km_store_stats q;
+
+		km_store_stats(t->src[i].store, &q);
+		if (q.quarantined != 0) {
+			snprintf(err, errlen,
+				"shard %" PRIu64
+				" is quarantined (its files are missing or damaged): "
+				"restore them and restart, or keymapctl accept-loss %" PRIu64,
+				t->src[i].id, t->src[i].id);
+			rc = -EBADMSG;
+			goto give_back;
+		}
 	}
 	rc = stage_and_copy(t);
 	if (rc < 0) {
@@ -428,5 +455,38 @@ km_ctl_retier(uint64_t id, int tier, char *err, size_t errlen)
 					       : "promoted",
 		id, km_shard_owner(sh), t.keys, t.before.file_bytes, t.after.file_bytes,
 		km_ctl.last_pause_us);
+	return 0;
+}
+
+int
+km_ctl_accept_loss(uint64_t id, char *err, size_t errlen)
+{
+	const struct km_shardmap *m = km_map_current;
+	const struct km_shard *sh = km_shardmap_find(m, id);
+	struct reshard t = {.kind = RESHARD_RETIER,
+		.what = "accept-loss",
+		.tier = KM_TIER_HOT,
+		.accept_loss = 1,
+		.nb_src = 1,
+		.nb_dst = 1};
+	int rc;
+
+	if (sh == NULL)
+		return refuse(err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id,
+			km_shardmap_epoch(m));
+	if (km_store_driver(km_ctl.conf.store_driver)->commit == NULL)
+		return refuse(err, errlen, -EINVAL, "[store] driver %s keeps no files",
+			km_ctl.conf.store_driver);
+	t.src[0] = (struct reshard_part){.id = id, .owner = km_shard_owner(sh)};
+	t.dst[0] = t.src[0];
+	rc = reshard_run(&t, err, errlen);
+	if (rc == -EALREADY)
+		return refuse(err, errlen, -EINVAL, "shard %" PRIu64 " is not quarantined", id);
+	if (rc < 0)
+		return rc;
+	KM_LOG(WARNING,
+		"shard %" PRIu64 " (worker %u): its lost data given up by the operator, empty "
+		"files in place; it serves again",
+		id, km_shard_owner(sh));
 	return 0;
 }

@@ -161,6 +161,7 @@ km_ctl_sample(int periodic)
 			ns[i].tier = in->tier;
 			ns[i].file_bytes = in->file_bytes;
 			ns[i].dead_bytes = in->dead_bytes;
+			ns[i].quarantined = in->st.quarantined != 0;
 		}
 		if (o != NULL) {
 			ns[i].rate = o->rate;

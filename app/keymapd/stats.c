@@ -94,6 +94,8 @@ const struct km_stats_desc km_stats_table[] = {
 		store.durable_lag_max_us, "longest wait of a group to be durable since start"),
 	G(STORE, "damaged_keys", "keymap_store_damaged_keys", GAUGE, store.damaged_keys,
 		"keys whose newest record is damaged: answered DAMAGED until rewritten"),
+	G(STORE, "quarantined", "keymap_store_quarantined_shards", GAUGE, store.quarantined,
+		"shards quarantined (files missing, unreadable or damaged): answered DAMAGED"),
 	G(CACHE, "hits", "keymap_cache_hits_total", COUNTER, cache.hits, "value cache hits"),
 	G(CACHE, "misses", "keymap_cache_misses_total", COUNTER, cache.misses,
 		"value cache misses"),

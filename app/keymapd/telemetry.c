@@ -214,7 +214,7 @@ static int
 ctl_shards(void *arg)
 {
 	struct tel_arg *a = arg;
-	struct rte_tel_data *d = a->d, *col[6], *tier;
+	struct rte_tel_data *d = a->d, *col[6], *tier, *state = NULL;
 	uint64_t first = 0, end;
 	char msg[96];
 	int rc;
@@ -244,10 +244,13 @@ ctl_shards(void *arg)
 	tier = rte_tel_data_alloc();
 	if (tier != NULL)
 		rte_tel_data_start_array(tier, RTE_TEL_STRING_VAL);
+	state = rte_tel_data_alloc();
+	if (state != NULL)
+		rte_tel_data_start_array(state, RTE_TEL_STRING_VAL);
 	for (k = 0; k < 6; k++)
 		if (col[k] == NULL)
 			goto oom;
-	if (tier == NULL)
+	if (tier == NULL || state == NULL)
 		goto oom;
 	for (i = (uint32_t)first; i < end; i++) {
 		s = &km_ctl.shards[i];
@@ -262,6 +265,7 @@ ctl_shards(void *arg)
 				      ? km_ctl.conf.store_driver
 			      : s->tier == KM_TIER_COLD ? "cold"
 							: "hot");
+		rte_tel_data_add_array_string(state, s->quarantined ? "quarantined" : "ok");
 	}
 	rte_tel_data_add_dict_container(d, "id", col[0], 0);
 	rte_tel_data_add_dict_container(d, "depth", col[1], 0);
@@ -270,11 +274,13 @@ ctl_shards(void *arg)
 	rte_tel_data_add_dict_container(d, "bytes", col[4], 0);
 	rte_tel_data_add_dict_container(d, "rate", col[5], 0);
 	rte_tel_data_add_dict_container(d, "tier", tier, 0);
+	rte_tel_data_add_dict_container(d, "state", state, 0);
 	return 0;
 oom:
 	for (k = 0; k < 6; k++)
 		rte_tel_data_free(col[k]);
 	rte_tel_data_free(tier);
+	rte_tel_data_free(state);
 	return tel_error(d, "out of memory");
 }
 
@@ -577,6 +583,21 @@ ctl_compact(void *arg)
 }
 
 static int
+ctl_accept_loss(void *arg)
+{
+	struct tel_arg *a = arg;
+	struct rte_tel_data *d = a->d;
+	char err[256];
+	uint64_t id;
+
+	if (parse_u64(a->params, &id) < 0)
+		return tel_error(d, "usage: /keymap/accept_loss,SHARD_ID");
+	if (km_ctl_accept_loss(id, err, sizeof(err)) < 0)
+		return tel_error(d, err);
+	return retier_reply(d, id, "emptied");
+}
+
+static int
 ctl_prefetch(void *arg)
 {
 	struct tel_arg *a = arg;
@@ -622,6 +643,7 @@ TEL_CB(merge, ctl_merge, RESHARD_TIMEOUT_MS)
 TEL_CB(move, ctl_move, RESHARD_TIMEOUT_MS)
 TEL_CB(tier, ctl_tier, RESHARD_TIMEOUT_MS)
 TEL_CB(compact, ctl_compact, RESHARD_TIMEOUT_MS)
+TEL_CB(accept_loss, ctl_accept_loss, RESHARD_TIMEOUT_MS)
 TEL_CB(prefetch, ctl_prefetch, TEL_TIMEOUT_MS)
 
 int
@@ -648,6 +670,8 @@ km_telemetry_register(void)
 			"Move a shard to the cold tier or back (log driver). Params: id,hot|cold"},
 		{"/keymap/compact", tel_compact,
 			"Rewrite a shard's log without its dead records (log driver). Param: id"},
+		{"/keymap/accept_loss", tel_accept_loss,
+			"Give up a quarantined shard's data: new empty files. Param: id"},
 		{"/keymap/prefetch", tel_prefetch,
 			"Predictive prefetch's figures; with a key as param, read it into its "
 			"worker's cache ahead of requests"},

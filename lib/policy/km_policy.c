@@ -64,9 +64,9 @@ km_policy_shards(const struct km_policy_shard_conf *c, struct km_policy_shard *s
 		b = s[i].id <= 1 ? NULL : find(s, t, n, s[i].id ^ 1);
 		/* Splitting cannot spread one hot key, nor a shard whose last split sent all the
 		 * load one way (its buddy gets under a tenth of it): such a shard stays. */
-		if (s[i].hot >= c->hysteresis && km_shard_depth(s[i].id) < KM_SHARD_DEPTH_MAX &&
-			n < c->max_count && s[i].keys >= 2 &&
-			(b == NULL || b->rate * 10 >= s[i].rate) &&
+		if (s[i].hot >= c->hysteresis && !s[i].pinned &&
+			km_shard_depth(s[i].id) < KM_SHARD_DEPTH_MAX && n < c->max_count &&
+			s[i].keys >= 2 && (b == NULL || b->rate * 10 >= s[i].rate) &&
 			(hot == NULL || s[i].rate > hot->rate))
 			hot = &s[i];
 		/* Buddy pairs are tracked on their even member. */
@@ -76,8 +76,8 @@ km_policy_shards(const struct km_policy_shard_conf *c, struct km_policy_shard *s
 					    s[i].rate + b->rate < (double)c->merge_rate
 				    ? s[i].cold + 1
 				    : 0;
-		if (s[i].cold >= c->hysteresis && n > c->min_count &&
-			(cold == NULL || s[i].rate < cold->rate))
+		if (s[i].cold >= c->hysteresis && n > c->min_count && !s[i].pinned && b != NULL &&
+			!b->pinned && (cold == NULL || s[i].rate < cold->rate))
 			cold = &s[i];
 	}
 	free(t);
@@ -115,7 +115,7 @@ km_policy_tiers(const struct km_policy_tier_conf *c, struct km_policy_shard *s, 
 					    s[i].rate > (double)c->warm_rate
 				    ? s[i].warm + 1
 				    : 0;
-		if (pick != NULL)
+		if (pick != NULL || s[i].pinned)
 			continue;
 		if (s[i].warm >= c->hysteresis)
 			d->action = KM_POLICY_TO_HOT;

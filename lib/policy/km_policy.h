@@ -28,6 +28,8 @@ struct km_policy_shard {
 	uint8_t tier;        /* enum km_tier (persistent drivers) */
 	uint64_t file_bytes; /* on disk */
 	uint64_t dead_bytes; /* reclaimable by a compaction */
+	uint8_t pinned;      /* no automatic action takes it, nor merges its buddy with it (a
+			      * quarantined shard: its data is not known) */
 	/* Streaks, in/out: consecutive samples a condition held. Zero for a new shard. */
 	uint32_t hot;   /* rate above split_rate */
 	uint32_t cold;  /* even member of a buddy pair: the pair's rate below merge_rate */

@@ -258,7 +258,7 @@ km_proc_shard_detach(struct km_proc *p, uint64_t shard_id, uint64_t *requests)
 
 static int
 store_create(const struct km_proc *p, uint64_t shard_id, uint64_t version_base, uint8_t mode,
-	uint8_t tier, struct km_store **out)
+	uint8_t tier, int quarantine, struct km_store **out)
 {
 	struct km_store_params sp = {
 		.shard_id = shard_id,
@@ -275,6 +275,7 @@ store_create(const struct km_proc *p, uint64_t shard_id, uint64_t version_base, 
 		.route_depth = p->route_depth,
 		.sync_interval_ms = p->sync_interval_ms,
 		.write_buffer = p->write_buffer,
+		.quarantine = quarantine,
 	};
 
 	if (shard_id == 0 || out == NULL || tier > KM_TIER_COLD)
@@ -286,14 +287,14 @@ int
 km_proc_store_new(
 	const struct km_proc *p, uint64_t shard_id, uint64_t version_base, struct km_store **out)
 {
-	return store_create(p, shard_id, version_base, KM_STORE_STAGE, KM_TIER_HOT, out);
+	return store_create(p, shard_id, version_base, KM_STORE_STAGE, KM_TIER_HOT, 0, out);
 }
 
 int
 km_proc_store_stage(const struct km_proc *p, uint64_t shard_id, uint64_t version_base, uint8_t tier,
 	struct km_store **out)
 {
-	return store_create(p, shard_id, version_base, KM_STORE_STAGE, tier, out);
+	return store_create(p, shard_id, version_base, KM_STORE_STAGE, tier, 0, out);
 }
 
 /* Where the versions of a shard opened now start (km_proc_params.version_base). */
@@ -319,7 +320,26 @@ km_proc_shard_add(struct km_proc *p, uint64_t shard_id)
 	/* Checked before the store is created: creating one only to drop it costs more. */
 	if (shard_find(p, shard_id) != NULL)
 		return -EEXIST;
-	rc = store_create(p, shard_id, version_base_now(p), KM_STORE_OPEN, KM_TIER_HOT, &s);
+	rc = store_create(p, shard_id, version_base_now(p), KM_STORE_OPEN, KM_TIER_HOT, 0, &s);
+	if (rc < 0)
+		return rc;
+	rc = km_proc_shard_attach(p, shard_id, s);
+	if (rc < 0)
+		km_store_destroy(s);
+	return rc;
+}
+
+int
+km_proc_shard_quarantine(struct km_proc *p, uint64_t shard_id, int reason)
+{
+	struct km_store *s;
+	int rc;
+
+	if (shard_id == 0 || reason <= 0)
+		return -EINVAL;
+	if (shard_find(p, shard_id) != NULL)
+		return -EEXIST;
+	rc = store_create(p, shard_id, 0, KM_STORE_QUARANTINE, KM_TIER_HOT, reason, &s);
 	if (rc < 0)
 		return rc;
 	rc = km_proc_shard_attach(p, shard_id, s);

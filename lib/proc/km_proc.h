@@ -113,6 +113,15 @@ void km_proc_destroy(struct km_proc *p);
 int km_proc_shard_add(struct km_proc *p, uint64_t shard_id);
 
 /**
+ * Add a shard whose files are missing, unreadable or damaged (reason: the errno), with a
+ * quarantined store: every request of its keys is answered DAMAGED, nothing of its files
+ * is touched (KM_STORE_QUARANTINE).
+ * @return 0, -EEXIST, -EINVAL, -ENOMEM (a driver without quarantine: -EINVAL).
+ * @note Context: any thread, before the worker runs; then the owner worker only.
+ */
+int km_proc_shard_quarantine(struct km_proc *p, uint64_t shard_id, int reason);
+
+/**
  * Hand an existing store (entries of shard_id only) to this worker: the receiving side of
  * a shard move, split or merge. The processor owns it from now on.
  * @return 0, -EINVAL (id 0 or store NULL), -EEXIST, -ENOMEM (the store stays the caller's

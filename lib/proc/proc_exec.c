@@ -90,6 +90,9 @@ proc_status_of_rc(struct km_proc *p, int rc, int read)
 	case -EBUSY:
 		p->cnt.busy_backlog++;
 		return KM_ST_BUSY;
+	case -EBADMSG: /* a quarantined shard */
+		p->cnt.damaged++;
+		return KM_ST_DAMAGED;
 	default:
 		p->cnt.store_error++;
 		return KM_ST_ERROR;

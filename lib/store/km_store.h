@@ -42,6 +42,10 @@ enum km_tier {
 enum km_store_mode {
 	KM_STORE_OPEN = 0,  /* open the shard's files and replay them (created if absent) */
 	KM_STORE_STAGE = 1, /* new files beside the shard's, put in their place at commit */
+	/* Quarantined: the shard's files are missing, unreadable or damaged (params.quarantine
+	 * says why). No file is touched, not even at unlink; every get, read, put, del, load
+	 * and walk fails with -EBADMSG, stats count it in quarantined. */
+	KM_STORE_QUARANTINE = 2,
 };
 
 struct km_store_params {
@@ -62,6 +66,7 @@ struct km_store_params {
 	uint32_t sync_interval_ms; /* KM_DUR_ASYNC bound (0 = 10 ms) */
 	uint32_t write_buffer;     /* bytes of records waiting for the disk before writes get
 				    * -EBUSY (0 = 4 MiB) */
+	int quarantine;            /* KM_STORE_QUARANTINE: the errno that put it there */
 };
 
 /** A key with its precomputed 64-bit hash (XXH3-64 of the whole key). */
@@ -96,6 +101,7 @@ struct km_value_ref {
 	X(replayed, GAUGE, SUM, "records read back at open")                                       \
 	X(skipped_crc, GAUGE, SUM, "damaged records skipped at start-up")                          \
 	X(damaged_keys, GAUGE, SUM, "keys whose newest record is damaged: answered DAMAGED")       \
+	X(quarantined, GAUGE, SUM, "shards quarantined: files missing, unreadable or damaged")     \
 	X(torn_bytes, GAUGE, SUM, "bytes of an incomplete tail dropped at open")                   \
 	X(disk_reads, COUNTER, SUM, "values read from disk")                                       \
 	X(disk_read_errors, COUNTER, SUM, "disk reads that failed (I/O error, CRC, key mismatch)") \
@@ -257,6 +263,21 @@ struct km_store_ops {
 	 * under another routing).
 	 */
 	int (*recover)(const struct km_store_params *p, uint64_t *ids, uint32_t max);
+	/**
+	 * Record, durably, which shards the data directory holds (after start-up and after
+	 * every change of the set): missing() compares the files found with it. Optional.
+	 * @return 0 or -errno.
+	 */
+	int (*manifest)(const struct km_store_params *p, const uint64_t *ids, uint32_t n);
+	/**
+	 * The shards, or parts of shards, the manifest lists that none of the n files
+	 * recover() found covers: files that went missing (a manifest that does not exist
+	 * yet lists nothing).
+	 * @return the number of ids (at most max written to out), or -errno (-EBADMSG: the
+	 *   manifest is damaged).
+	 */
+	int (*missing)(const struct km_store_params *p, const uint64_t *ids, int n, uint64_t *out,
+		uint32_t max);
 };
 
 /* Steps of km_store_ops.prefetch. */

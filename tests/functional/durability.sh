@@ -13,7 +13,10 @@
 #   c. async on a full disk (a small tmpfs): the writes that do not fit are answered
 #      ERROR, every acknowledged write is there while keymapd runs and after a restart;
 #   d. a failing disk (kmfs fail eio) under async: the writes get errors, those
-#      acknowledged before are counted lost (writes_lost), writes succeed once it recovers.
+#      acknowledged before are counted lost (writes_lost), writes succeed once it recovers;
+#   e. damaged shards: a shard file deleted (the manifest tells), another replaced by a
+#      directory: both quarantined (named in the log, DAMAGED to their keys, shown in
+#      keymapctl shards and stats), the others serve; accept-loss gives them empty files.
 # ROUNDS (environment, default 3) sets the kill rounds of a and b (tools/bench/durability
 # runs 30). Everything is bounded in time and cleaned up even when it fails.
 #
@@ -183,6 +186,52 @@ expect 0 "^write: [1-9][0-9]* acknowledged, 0 refused" "${dc[@]}" write -h "$ser
 expect 0 "^verify: .* 0 lost" "${dc[@]}" verify -h "$server" -i "$tmp/ack.d3" -K 0 -b 0
 ok "failing disk: errors while it fails, acknowledged writes durable once it recovers"
 kmfs_umount "$D"
+
+# ---- e. Damaged shards.
+section "e. damaged shards: quarantined, the others serve"
+E=$tmp/e
+mkdir -p "$E/cold"
+start_server "$E"
+expect 0 "^put: ok 400 not_found 0 damaged 0 other 0$" "${dc[@]}" put -h "$server" -k 400
+cj sh shards
+read -r qa ka qb kb <<<"$(jx "tuple(x for i, k in [(i, k) for i, k in zip(sh['id'], sh['keys']) if k > 0][:2] for x in (i, k))")"
+[ -n "${kb:-}" ] || fail "two shards with keys expected"
+good=$((400 - ka - kb))
+stop_server || fail "keymapd exit $? on SIGTERM"
+rm "$E/shard-$qa.log"
+rm "$E/shard-$qb.log"
+mkdir "$E/shard-$qb.log"
+start_server "$E"
+grep -q "shard $qa: its files are missing from $E" "$log" || fail "no error for shard $qa's missing file"
+grep -q "shard $qb: $E/shard-$qb.log .*: Is a directory: quarantined" "$log" ||
+	fail "no error naming shard $qb's file"
+ok "start-up: shard $qa (file deleted) and shard $qb (a directory) quarantined, named"
+expect 0 "^status: ok $good not_found 0 damaged $((ka + kb)) other 0$" "${dc[@]}" status \
+	-h "$server" -k 400
+expect 0 "^put: ok $good not_found 0 damaged $((ka + kb)) other 0$" "${dc[@]}" put \
+	-h "$server" -k 400
+fresh_stats
+check "st['store']['quarantined'] == 2 and
+	sorted(i for i, s in zip(sh['id'], sh['state']) if s == 'quarantined') == sorted([$qa, $qb])" \
+	"stats and shards show the two quarantined shards"
+expect 2 "shard $qa is quarantined" "${ctl[@]}" split "$qa"
+restart_clean "$E"
+grep -q "shard $qa: its files are missing" "$log" || fail "the restart forgot shard $qa"
+expect 0 "^status: ok $good not_found 0 damaged $((ka + kb)) other 0$" "${dc[@]}" status \
+	-h "$server" -k 400
+ok "across a restart: still quarantined (the manifest lists shard $qa)"
+expect 0 "shard $qa emptied" "${ctl[@]}" accept-loss "$qa"
+expect 2 "Is a directory" "${ctl[@]}" accept-loss "$qb"
+rmdir "$E/shard-$qb.log"
+expect 0 "shard $qb emptied" "${ctl[@]}" accept-loss "$qb"
+expect 2 "is not quarantined" "${ctl[@]}" accept-loss "$qb"
+expect 0 "^status: ok $good not_found $((ka + kb)) damaged 0 other 0$" "${dc[@]}" status \
+	-h "$server" -k 400
+restart_clean "$E"
+! grep -q "quarantined" "$log" || fail "quarantined again after accept-loss: $(grep quarantined "$log")"
+expect 0 "^put: ok 400 not_found 0 damaged 0 other 0$" "${dc[@]}" put -h "$server" -k 400
+ok "accept-loss: empty files, the shards serve again, across a restart"
+stop_server || fail "keymapd exit $? on SIGTERM"
 
 echo "summary: $checks checks; async at ${WRITE_BPS:-262144} B/s: the oldest lost write was acknowledged $worst_async ms before a crash ($rounds rounds)"
 echo "PASS ($((SECONDS - t_start)) s)"

@@ -17,6 +17,10 @@
  *	the last acknowledged version must fail (versions are never issued twice) and a PUT
  *	must get a higher version. -b: the worst lost write may be at most BOUND_MS before
  *	the kill (-b 0: nothing may be lost).
+ *   status -h HOST -k KEYS
+ *	GET d0..d<KEYS-1> and count the answers: ok, not found, damaged, other.
+ *   put -h HOST -k KEYS
+ *	PUT d0..d<KEYS-1> once each (a new value) and count the answers likewise.
  * Common options: -P PORT (default 7070).
  * Exit: 0 success, 1 bad usage or unreadable file, 2 a check failed.
  */
@@ -353,13 +357,60 @@ cmd_verify(const struct args *a)
 	return 0;
 }
 
+/* status (put 0) or put (put 1) over d0..d<keys-1>. */
+static int
+cmd_status(const struct args *a, int put)
+{
+	static char keys[WINDOW_MAX][KEY_LEN], vals[WINDOW_MAX][VLEN + 1];
+	struct km_batch_op ops[WINDOW_MAX];
+	uint64_t ok = 0, nf = 0, dmg = 0, other = 0, i, j, m;
+	struct km_client *c;
+
+	if (open_client(a, &c) != KM_OK)
+		return EXIT_CHECK;
+	for (i = 0; i < a->keys; i += m) {
+		m = a->keys - i < a->window ? a->keys - i : a->window;
+		memset(ops, 0, sizeof(ops));
+		for (j = 0; j < m; j++) {
+			key_of(i + j, keys[j]);
+			ops[j].op = put ? KM_BATCH_PUT : KM_BATCH_GET;
+			ops[j].key = keys[j];
+			ops[j].klen = strlen(keys[j]);
+			if (put) {
+				ops[j].val = vals[j];
+				ops[j].vlen = value_of(i + j, gen_next(), vals[j]);
+			} else {
+				ops[j].buf = vals[j];
+				ops[j].cap = sizeof(vals[j]);
+			}
+		}
+		if (km_batch(c, ops, m) < 0)
+			return EXIT_CHECK;
+		for (j = 0; j < m; j++) {
+			if (ops[j].err == KM_OK)
+				ok++;
+			else if (ops[j].err == KM_ERR_NOT_FOUND)
+				nf++;
+			else if (ops[j].err == KM_ERR_DAMAGED)
+				dmg++;
+			else
+				other++;
+		}
+	}
+	printf("%s: ok %" PRIu64 " not_found %" PRIu64 " damaged %" PRIu64 " other %" PRIu64 "\n",
+		put ? "put" : "status", ok, nf, dmg, other);
+	km_client_close(c);
+	return 0;
+}
+
 static int
 usage(void)
 {
 	fprintf(stderr, "usage: durability_client write -h HOST -k KEYS -n N -o ACKFILE "
 			"[-w WINDOW] [-t S] [-P PORT]\n"
 			"       durability_client verify -h HOST -i ACKFILE -K KILL_NS "
-			"[-b BOUND_MS] [-P PORT]\n");
+			"[-b BOUND_MS] [-P PORT]\n"
+			"       durability_client status|put -h HOST -k KEYS [-P PORT]\n");
 	return EXIT_USAGE;
 }
 
@@ -396,8 +447,11 @@ main(int argc, char **argv)
 		else
 			return usage();
 	}
-	if (i != argc || a.host == NULL || a.file == NULL || a.keys == 0 || a.window == 0 ||
-		a.window > WINDOW_MAX)
+	if (i != argc || a.host == NULL || a.keys == 0 || a.window == 0 || a.window > WINDOW_MAX)
+		return usage();
+	if (strcmp(argv[1], "status") == 0 || strcmp(argv[1], "put") == 0)
+		return cmd_status(&a, argv[1][0] == 'p');
+	if (a.file == NULL)
 		return usage();
 	if (strcmp(argv[1], "write") == 0)
 		return cmd_write(&a);

@@ -182,7 +182,7 @@ tail -n 1 "$tmp/out" | grep -Eq '^tier_failures( +[0-9-]+){3}$' || fail "stats: 
 # Paging: 16 shards, 5 per page: 4 requests, every shard once, in order.
 expect 0 '^epoch [0-9]+, 16 shards$' "${S[@]}" shards
 [ "$(grep -Ec '^[0-9]+ +4 +0x[0-9a-f]/4 ' "$tmp/out")" -eq 16 ] || fail "shards: 16 rows"
-grep -Eq '^31 +4 +0xf/4 +1 +1555 +149280 +875\.0 +mem$' "$tmp/out" || fail "shards: row of 31"
+grep -Eq '^31 +4 +0xf/4 +1 +1555 +149280 +875\.0 +mem +ok$' "$tmp/out" || fail "shards: row of 31"
 expect_json shards
 python3 - "$tmp/out" <<'EOF' || fail "shards --json: pages not merged"
 import json, sys
@@ -286,8 +286,8 @@ expect 0 '^shard 17 moved to the cold tier: 1037 keys, paused 2300 us$' "${L[@]}
 [ "$(wc -l <"$tmp/out")" -eq 1 ] || fail "tier: one line"
 expect 2 '^keymapctl: tier: shard 17 is already cold$' "${L[@]}" tier 17 cold
 [ ! -s "$tmp/out" ] || fail "tier refused: something on stdout"
-expect 0 '^17 +4 +0x1/4 +1 +1037 +99552 +525\.0 +cold$' "${L[@]}" shards
-grep -Eq '^16 +4 +0x0/4 .* hot$' "$tmp/out" || fail "shards: tier of 16"
+expect 0 '^17 +4 +0x1/4 +1 +1037 +99552 +525\.0 +cold +ok$' "${L[@]}" shards
+grep -Eq '^16 +4 +0x0/4 .* hot +ok$' "$tmp/out" || fail "shards: tier of 16"
 expect 0 '^cold_shards +1$' "${L[@]}" stats
 grep -Eq '^to_cold +1 +- +-$' "$tmp/out" || fail "stats: to_cold after a tier change"
 expect 0 '^shard 17 moved to the hot tier: 1037 keys, paused 2300 us$' "${L[@]}" tier 17 hot

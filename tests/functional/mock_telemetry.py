@@ -165,7 +165,8 @@ class Mock:
                 "keys": [s[i]["keys"] for i in page],
                 "bytes": [s[i]["bytes"] for i in page],
                 "rate": [s[i]["rate"] for i in page],
-                "tier": [s[i]["tier"] for i in page]}
+                "tier": [s[i]["tier"] for i in page],
+                "state": ["ok" for i in page]}
 
     def find(self, name):
         if "." in name:

@@ -324,6 +324,36 @@ test_tiers(void **state)
 	assert_int_equal(s[1].warm, 0);
 }
 
+/* A pinned (quarantined) shard is never split, merged, retiered or compacted, and its buddy
+ * is not merged with it; the others still are. */
+static void
+test_pinned(void **state)
+{
+	struct km_policy_shard s[4] = {
+		shard(4, 5000, 10), shard(5, 1, 10), shard(6, 1, 10), shard(7, 1, 10)};
+	struct km_policy_decision d;
+	int i;
+
+	(void)state;
+	s[0].pinned = 1; /* hot, and the even member of a cold pair with 5 */
+	s[2].pinned = 1;
+	for (i = 0; i < 5; i++) {
+		d = decide(s, 4);
+		assert_int_equal(d.action, KM_POLICY_NONE);
+	}
+	s[2].pinned = 0; /* 6 and 7 may merge now (their streak went on); 4 stays */
+	d = decide(s, 4);
+	assert_int_equal(d.action, KM_POLICY_MERGE);
+	assert_int_equal(d.id, 6);
+	/* Tiers: a pinned shard below cold_rate stays hot; the next one goes. */
+	s[0].rate = 1;
+	s[0].chill = 10;
+	for (i = 0; i < 3; i++)
+		d = tiers(s, 4);
+	assert_int_equal(d.action, KM_POLICY_TO_COLD);
+	assert_int_equal(d.id, 5);
+}
+
 /* Compaction: by the dead share, over the minimum size; a tier change of an earlier shard
  * comes first. */
 static void
@@ -367,6 +397,7 @@ main(void)
 		cmocka_unit_test(test_no_oscillation),
 		cmocka_unit_test(test_tiers),
 		cmocka_unit_test(test_compaction),
+		cmocka_unit_test(test_pinned),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -106,19 +106,20 @@ int tel_showf(struct ctl *c, void (*show)(const json_t *d, const char *arg), con
 
 /* The commands: (c, argc, argv) with argv[0] the command's name. Each checks its
  * arguments before it connects. @return the exit status. */
-int cmd_status(struct ctl *c, int argc, char **argv);    /* stats.c */
-int cmd_stats(struct ctl *c, int argc, char **argv);     /* stats.c */
-int cmd_shards(struct ctl *c, int argc, char **argv);    /* shards.c */
-int cmd_split(struct ctl *c, int argc, char **argv);     /* shards.c */
-int cmd_merge(struct ctl *c, int argc, char **argv);     /* shards.c */
-int cmd_move(struct ctl *c, int argc, char **argv);      /* shards.c */
-int cmd_tier(struct ctl *c, int argc, char **argv);      /* shards.c */
-int cmd_compact(struct ctl *c, int argc, char **argv);   /* shards.c */
-int cmd_config(struct ctl *c, int argc, char **argv);    /* conf.c */
-int cmd_set(struct ctl *c, int argc, char **argv);       /* conf.c */
-int cmd_log_level(struct ctl *c, int argc, char **argv); /* conf.c */
-int cmd_prefetch(struct ctl *c, int argc, char **argv);  /* conf.c */
-int cmd_metrics(struct ctl *c, int argc, char **argv);   /* metrics.c */
-int cmd_raw(struct ctl *c, int argc, char **argv);       /* tel.c */
+int cmd_status(struct ctl *c, int argc, char **argv);      /* stats.c */
+int cmd_stats(struct ctl *c, int argc, char **argv);       /* stats.c */
+int cmd_shards(struct ctl *c, int argc, char **argv);      /* shards.c */
+int cmd_split(struct ctl *c, int argc, char **argv);       /* shards.c */
+int cmd_merge(struct ctl *c, int argc, char **argv);       /* shards.c */
+int cmd_move(struct ctl *c, int argc, char **argv);        /* shards.c */
+int cmd_tier(struct ctl *c, int argc, char **argv);        /* shards.c */
+int cmd_compact(struct ctl *c, int argc, char **argv);     /* shards.c */
+int cmd_accept_loss(struct ctl *c, int argc, char **argv); /* shards.c */
+int cmd_config(struct ctl *c, int argc, char **argv);      /* conf.c */
+int cmd_set(struct ctl *c, int argc, char **argv);         /* conf.c */
+int cmd_log_level(struct ctl *c, int argc, char **argv);   /* conf.c */
+int cmd_prefetch(struct ctl *c, int argc, char **argv);    /* conf.c */
+int cmd_metrics(struct ctl *c, int argc, char **argv);     /* metrics.c */
+int cmd_raw(struct ctl *c, int argc, char **argv);         /* tel.c */
 
 #endif /* KEYMAPCTL_H */

@@ -38,6 +38,8 @@ static const char usage_text[] =
 	"  tier ID hot|cold           move shard ID to the cold tier (compressed segments) or\n"
 	"                             back to the hot one (log store)\n"
 	"  compact ID                 rewrite shard ID's log without its dead records (log store)\n"
+	"  accept-loss ID             give up the data of quarantined shard ID (its files missing\n"
+	"                             or damaged): new empty files, it serves again\n"
 	"  prefetch [KEY]             predictive prefetch: state, accuracy, models, learned\n"
 	"                             transitions; with KEY: read it into its worker's cache\n"
 	"  log-level [LEVEL]          show or set the level of the keymap.* logs\n"
@@ -156,6 +158,7 @@ static const struct command {
 	{"move", cmd_move, 1, 0},
 	{"tier", cmd_tier, 1, 0},
 	{"compact", cmd_compact, 1, 0},
+	{"accept-loss", cmd_accept_loss, 1, 0},
 	{"prefetch", cmd_prefetch, 0, 0},
 	{"log-level", cmd_log_level, 0, 0},
 	{"metrics", cmd_metrics, 0, 0},

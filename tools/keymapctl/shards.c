@@ -128,7 +128,7 @@ int
 cmd_shards(struct ctl *c, int argc, char **argv)
 {
 	static const char *const cols[] = {
-		"id", "depth", "prefix", "owner", "keys", "bytes", "rate", "tier"};
+		"id", "depth", "prefix", "owner", "keys", "bytes", "rate", "tier", "state"};
 	json_t *all, *ids, *rate;
 	char prefix[40];
 	struct table t;
@@ -150,9 +150,9 @@ cmd_shards(struct ctl *c, int argc, char **argv)
 	ids = json_object_get(all, "id");
 	printf("epoch %s, %s shards\n\n", jfmt(json_object_get(all, "epoch")),
 		jfmt(json_object_get(all, "nb_shards")));
-	table_init(&t, 8);
-	for (i = 0; i < 8; i++) {
-		if (i != 2 && i != 7)
+	table_init(&t, 9);
+	for (i = 0; i < 9; i++) {
+		if (i != 2 && i < 7)
 			table_right(&t, (unsigned int)i);
 		table_add(&t, "%s", cols[i]);
 	}
@@ -177,6 +177,7 @@ cmd_shards(struct ctl *c, int argc, char **argv)
 		else
 			table_add(&t, "%s", jfmt(rate));
 		table_add(&t, "%s", jfmt(json_array_get(json_object_get(all, "tier"), i)));
+		table_add(&t, "%s", jfmt(json_array_get(json_object_get(all, "state"), i)));
 	}
 	table_print(&t);
 	table_free(&t);
@@ -295,4 +296,14 @@ cmd_compact(struct ctl *c, int argc, char **argv)
 	if (argc != 2 || parse_shard_id(argv[1], &id) != 0)
 		return usage_error("compact takes one shard id (an integer >= 1)");
 	return tel_showf(c, show_retier, NULL, "/keymap/compact,%llu", (unsigned long long)id);
+}
+
+int
+cmd_accept_loss(struct ctl *c, int argc, char **argv)
+{
+	uint64_t id;
+
+	if (argc != 2 || parse_shard_id(argv[1], &id) != 0)
+		return usage_error("accept-loss takes one shard id (an integer >= 1)");
+	return tel_showf(c, show_retier, NULL, "/keymap/accept_loss,%llu", (unsigned long long)id);
 }

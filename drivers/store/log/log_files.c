@@ -242,7 +242,7 @@ log_unlink(struct km_store *s)
 	struct log_store *ls = ls_of(s);
 	char path[PATH_MAX];
 
-	if (!ls->staged) {
+	if (!ls->staged && !ls->quarantined) {
 		log_path(ls, path, sizeof(path), 0);
 		unlink(path);
 		log_seg_path(ls, path, sizeof(path), 0);
@@ -490,4 +490,98 @@ log_recover(const struct km_store_params *p, uint64_t *ids, uint32_t max)
 	}
 	free(f);
 	return out;
+}
+
+/* ---- The manifest: which shards the data directory holds. ---- */
+
+#define MANIFEST_HEAD "keymap-manifest 1\n"
+
+static void
+manifest_path(const char *dir, char *buf, size_t n, int tmp)
+{
+	snprintf(buf, n, "%s/MANIFEST%s", dir, tmp ? ".tmp" : "");
+}
+
+int
+log_manifest(const struct km_store_params *p, const uint64_t *ids, uint32_t n)
+{
+	char tmp[PATH_MAX], path[PATH_MAX];
+	FILE *f;
+	uint32_t i;
+	int rc = 0;
+
+	if (p->dir == NULL)
+		return -EINVAL;
+	manifest_path(p->dir, tmp, sizeof(tmp), 1);
+	manifest_path(p->dir, path, sizeof(path), 0);
+	f = fopen(tmp, "we");
+	if (f == NULL)
+		return -errno;
+	fputs(MANIFEST_HEAD, f);
+	for (i = 0; i < n; i++)
+		fprintf(f, "%" PRIu64 "\n", ids[i]);
+	if (fflush(f) != 0 || fdatasync(fileno(f)) < 0)
+		rc = -errno;
+	if (fclose(f) != 0 && rc == 0)
+		rc = -errno;
+	if (rc == 0 && rename(tmp, path) < 0)
+		rc = -errno;
+	if (rc == 0)
+		rc = log_fsync_dir(p->dir);
+	if (rc < 0)
+		unlink(tmp);
+	return rc;
+}
+
+/* Append to out the parts of id no file of ids covers. */
+static void
+missing_parts(uint64_t id, const uint64_t *ids, int n, uint64_t *out, uint32_t max, int *nout)
+{
+	int i, inside = 0;
+
+	for (i = 0; i < n; i++) {
+		if (id_contains(ids[i], id))
+			return; /* all of it */
+		inside |= id_contains(id, ids[i]);
+	}
+	if (!inside || id_depth(id) >= DEPTH_MAX) {
+		if ((uint32_t)*nout < max)
+			out[*nout] = id;
+		(*nout)++;
+		return;
+	}
+	missing_parts(id * 2, ids, n, out, max, nout);
+	missing_parts(id * 2 + 1, ids, n, out, max, nout);
+}
+
+int
+log_missing(
+	const struct km_store_params *p, const uint64_t *ids, int n, uint64_t *out, uint32_t max)
+{
+	char path[PATH_MAX], line[64];
+	uint64_t id;
+	int nout = 0;
+	size_t len;
+	FILE *f;
+
+	manifest_path(p->dir, path, sizeof(path), 0);
+	f = fopen(path, "re");
+	if (f == NULL)
+		return errno == ENOENT ? 0 : -errno;
+	if (fgets(line, sizeof(line), f) == NULL || strcmp(line, MANIFEST_HEAD) != 0) {
+		fclose(f);
+		return -EBADMSG;
+	}
+	while (fgets(line, sizeof(line), f) != NULL) {
+		len = strlen(line);
+		if (len < 2 || line[len - 1] != '\n' ||
+			km_util_parse_u64n(
+				line, len - 1, 1, (UINT64_C(1) << (DEPTH_MAX + 1)) - 1, &id) != 0) {
+			fclose(f);
+			return -EBADMSG;
+		}
+		missing_parts(id, ids, n, out, max, &nout);
+	}
+	fclose(f);
+	return nout;
 }

@@ -96,6 +96,8 @@ log_get(struct km_store *s, const struct km_key *k, struct km_value_ref *out)
 	struct km_lidx_ent *e = km_lidx_find(ls->idx, k->hash);
 	int rc;
 
+	if (ls->quarantined)
+		return -EBADMSG;
 	if (e == NULL)
 		return -ENOENT;
 	if (e->loc == LOC_DAMAGED)
@@ -119,6 +121,8 @@ log_read_start(
 	uint32_t len;
 	int fd;
 
+	if (ls->quarantined)
+		return -EBADMSG;
 	if (e == NULL)
 		return -ENOENT;
 	if (e->loc == LOC_DAMAGED)
@@ -228,6 +232,8 @@ log_walk(struct km_store *s,
 	int rc = 0;
 	ssize_t n;
 
+	if (ls->quarantined)
+		return -EBADMSG; /* nothing to copy: its data is not known */
 	if (ls->seg != NULL) {
 		rc = km_seg_scan(ls->seg, walk_seg_one, &c);
 		if (rc != 0)

@@ -55,9 +55,9 @@
 #define DEPTH_MAX         24                  /* the shard map's deepest shard */
 #define VERSION_RESERVE   (UINT64_C(1) << 20) /* versions reserved by one META record */
 #define BUDGET_MIN        4096u               /* async: bytes that may always wait for durability */
-#define BUDGET_INIT       (16u << 10) /* grows with each group durable in time */
-#define PREALLOC_CHUNK    (256u << 10) /* async: file space allocated ahead, at a time */
-#define PROBE_BYTES       (1u << 20)   /* free space keymapd needs to start */
+#define BUDGET_INIT       (16u << 10)         /* grows with each group durable in time */
+#define PREALLOC_CHUNK    (256u << 10)        /* async: file space allocated ahead, at a time */
+#define PROBE_BYTES       (1u << 20)          /* free space keymapd needs to start */
 
 struct undo {
 	uint64_t hash;
@@ -87,6 +87,7 @@ struct log_store {
 	uint8_t degraded;     /* the last group failed: acknowledgements wait (as in sync) */
 	uint8_t settling;     /* log_settle(): write out now, whatever the batching */
 	uint8_t prealloc_off; /* the file system cannot preallocate */
+	int quarantined;      /* KM_STORE_QUARANTINE: why (errno), else 0 */
 	uint32_t sync_interval_ms;
 	uint32_t wbuf_max;
 	uint64_t birth;
@@ -245,5 +246,10 @@ int log_walk(struct km_store *s,
 	int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v), void *arg);
 
 int log_recover(const struct km_store_params *p, uint64_t *ids, uint32_t max);
+
+int log_manifest(const struct km_store_params *p, const uint64_t *ids, uint32_t n);
+
+int log_missing(
+	const struct km_store_params *p, const uint64_t *ids, int n, uint64_t *out, uint32_t max);
 
 #endif /* LOG_STORE_H */

@@ -480,6 +480,8 @@ log_put(struct km_store *s, const struct km_key *k, const void *val, uint32_t le
 
 	if (check_key(k) < 0)
 		return -EINVAL;
+	if (ls->quarantined)
+		return -EBADMSG;
 	if (len > ls->value_max)
 		return -E2BIG;
 	e = km_lidx_find(ls->idx, k->hash);
@@ -519,6 +521,8 @@ log_del(struct km_store *s, const struct km_key *k, uint64_t expect, uint64_t *v
 
 	if (check_key(k) < 0)
 		return -EINVAL;
+	if (ls->quarantined)
+		return -EBADMSG;
 	e = km_lidx_find(ls->idx, k->hash);
 	if (e == NULL)
 		return -ENOENT;
@@ -553,6 +557,8 @@ log_load(
 
 	if (version == 0 || check_key(k) < 0)
 		return -EINVAL;
+	if (ls->quarantined)
+		return -EBADMSG;
 	if (len > ls->value_max)
 		return -E2BIG;
 	if (ls->segw == NULL)

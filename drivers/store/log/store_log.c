@@ -123,7 +123,9 @@ log_create(const struct km_store_params *p, struct km_store **out)
 	}
 	ls->tier = p->tier;
 	rc = km_lidx_create(p->initial_keys, &ls->idx);
-	if (rc == 0)
+	if (rc == 0 && p->mode == KM_STORE_QUARANTINE)
+		ls->quarantined = p->quarantine > 0 ? p->quarantine : EIO;
+	else if (rc == 0)
 		rc = p->mode == KM_STORE_STAGE ? log_open_staged(ls) : log_open_existing(ls, p);
 	if (rc < 0) {
 		ls->staged = p->mode == KM_STORE_STAGE && ls->fd >= 0;
@@ -140,6 +142,7 @@ log_stats(const struct km_store *s, struct km_store_stats *st)
 	const struct log_store *ls = (const struct log_store *)s;
 
 	*st = ls->st;
+	st->quarantined = ls->quarantined != 0;
 	st->keys = km_lidx_count(ls->idx);
 	st->value_bytes = ls->live_bytes;
 	st->index_bytes = km_lidx_bytes(ls->idx);
@@ -171,6 +174,8 @@ static const struct km_store_ops log_ops = {
 	.commit = log_commit,
 	.unlink = log_unlink,
 	.recover = log_recover,
+	.manifest = log_manifest,
+	.missing = log_missing,
 };
 
 KM_STORE_REGISTER(log_ops)

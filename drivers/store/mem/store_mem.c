@@ -274,7 +274,7 @@ mem_create(const struct km_store_params *p, struct km_store **out)
 	struct mem_store *ms;
 	uint64_t nb = MEM_SLOTS_MIN;
 
-	if (p == NULL || out == NULL || p->value_max > UINT16_MAX)
+	if (p == NULL || out == NULL || p->value_max > UINT16_MAX || p->mode == KM_STORE_QUARANTINE)
 		return -EINVAL;
 	if (p->initial_keys == 0)
 		nb = MEM_SLOTS_DEFAULT;

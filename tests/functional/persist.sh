@@ -3,7 +3,7 @@
 #
 # The log store end to end: keymapd (one worker, four shards, net_tap in a private network
 # namespace) with store.driver=log, checked with persist_client, keymap-cli and keymapctl:
-#   a. a data directory keymapd cannot use (missing, a file, read-only): exit 1, why;
+#   a. a data directory keymapd cannot use (missing, a file, read-only, full): exit 1, why;
 #   b. kill -9 during a sync PUT/DEL load, 20 times: after each restart every acknowledged
 #      write is there (value and version), deleted keys stay deleted, the key count is exact;
 #   c. damaged logs: a record with bad data is skipped (its key answers DAMAGED, not its
@@ -64,6 +64,13 @@ kd_dirs "$tmp/a/ro" "$tmp/a/ro/cold"
 expect 1 "dir $tmp/a/ro .*Read-only file system" "${kd[@]}"
 kd_dirs "$tmp/a/ok" "$tmp/a/ro/cold"
 expect 1 "cold_dir $tmp/a/ro/cold: Read-only file system" "${kd[@]}"
+# Full: less than the 1 MiB keymapd needs to start.
+mkdir -p "$tmp/a/full"
+mount -t tmpfs -o size=512k kmps-full "$tmp/a/full"
+mounts="$tmp/a/full $mounts"
+mkdir -p "$tmp/a/full/cold"
+kd_dirs "$tmp/a/full" "$tmp/a/full/cold"
+expect 1 "dir $tmp/a/full .*No space left on device" "${kd[@]}"
 unmount_all
 [ -z "$(ls -A "$tmp/a/ok")" ] || [ "$(ls -A "$tmp/a/ok")" = cold ] ||
 	fail "a refused start left files in $tmp/a/ok: $(ls -A "$tmp/a/ok")"

@@ -309,8 +309,9 @@ version_base_now(const struct km_proc *p)
 	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-int
-km_proc_shard_add(struct km_proc *p, uint64_t shard_id)
+/* Open (mode) a store for a shard not here yet and attach it. */
+static int
+shard_open(struct km_proc *p, uint64_t shard_id, uint8_t mode, int reason)
 {
 	struct km_store *s;
 	int rc;
@@ -320,7 +321,8 @@ km_proc_shard_add(struct km_proc *p, uint64_t shard_id)
 	/* Checked before the store is created: creating one only to drop it costs more. */
 	if (shard_find(p, shard_id) != NULL)
 		return -EEXIST;
-	rc = store_create(p, shard_id, version_base_now(p), KM_STORE_OPEN, KM_TIER_HOT, 0, &s);
+	rc = store_create(p, shard_id, mode == KM_STORE_OPEN ? version_base_now(p) : 0, mode,
+		KM_TIER_HOT, reason, &s);
 	if (rc < 0)
 		return rc;
 	rc = km_proc_shard_attach(p, shard_id, s);
@@ -330,22 +332,15 @@ km_proc_shard_add(struct km_proc *p, uint64_t shard_id)
 }
 
 int
+km_proc_shard_add(struct km_proc *p, uint64_t shard_id)
+{
+	return shard_open(p, shard_id, KM_STORE_OPEN, 0);
+}
+
+int
 km_proc_shard_quarantine(struct km_proc *p, uint64_t shard_id, int reason)
 {
-	struct km_store *s;
-	int rc;
-
-	if (shard_id == 0 || reason <= 0)
-		return -EINVAL;
-	if (shard_find(p, shard_id) != NULL)
-		return -EEXIST;
-	rc = store_create(p, shard_id, 0, KM_STORE_QUARANTINE, KM_TIER_HOT, reason, &s);
-	if (rc < 0)
-		return rc;
-	rc = km_proc_shard_attach(p, shard_id, s);
-	if (rc < 0)
-		km_store_destroy(s);
-	return rc;
+	return reason <= 0 ? -EINVAL : shard_open(p, shard_id, KM_STORE_QUARANTINE, reason);
 }
 
 struct km_store *

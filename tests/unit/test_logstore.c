@@ -768,6 +768,45 @@ test_recover(void **state)
 	assert_int_equal(ops->recover(&sp, ids, 16), -ENOENT);
 }
 
+/* The manifest: the shards, or parts of shards, it lists that no file covers. */
+static void
+test_manifest(void **state)
+{
+	struct env *e = *state;
+	struct km_store_params sp = {.dir = e->dir};
+	const struct km_store_ops *ops = km_store_driver("log");
+	const uint64_t four[] = {4}, kids[] = {8, 9}, some[] = {8, 5, 3};
+	uint64_t out[8];
+	char path[256];
+	FILE *f;
+
+	/* No manifest yet: nothing is missing. */
+	snprintf(path, sizeof(path), "%s/MANIFEST", e->dir);
+	unlink(path);
+	assert_int_equal(ops->missing(&sp, four, 1, out, 8), 0);
+	/* Listed 4; files 8 and 9 (a split whose manifest was not written yet): covered. */
+	assert_int_equal(ops->manifest(&sp, four, 1), 0);
+	assert_int_equal(ops->missing(&sp, kids, 2, out, 8), 0);
+	/* Listed 4; only 8 found: 9 is missing. */
+	assert_int_equal(ops->missing(&sp, kids, 1, out, 8), 1);
+	assert_int_equal(out[0], 9);
+	/* Listed 8, 9; file 4 (a merge): covered. Listed 8, 5, 3; files 8, 3: 5 missing. */
+	assert_int_equal(ops->manifest(&sp, kids, 2), 0);
+	assert_int_equal(ops->missing(&sp, four, 1, out, 8), 0);
+	assert_int_equal(ops->manifest(&sp, some, 3), 0);
+	assert_int_equal(ops->missing(&sp, (const uint64_t[]){8, 3}, 2, out, 8), 1);
+	assert_int_equal(out[0], 5);
+	/* Nothing found at all: everything listed. */
+	assert_int_equal(ops->missing(&sp, NULL, 0, out, 8), 3);
+	/* A damaged manifest says so. */
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("keymap-manifest 1\n12x\n", f);
+	fclose(f);
+	assert_int_equal(ops->missing(&sp, four, 1, out, 8), -EBADMSG);
+	unlink(path);
+}
+
 /* ---- Predictive prefetch, the worker's part (km_proc.h) ---- */
 
 static void
@@ -1102,6 +1141,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_prefetch_budget, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_notes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_harm, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_manifest, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_version_after_crash, setup_async, teardown),
 		cmocka_unit_test_setup_teardown(test_async_bound, setup_async, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_write_race, setup, teardown),

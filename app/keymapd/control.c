@@ -117,6 +117,13 @@ km_control_print_stats(FILE *f, int workers_stopped)
 			fprintf(f, " %12" PRIu64, per[i]);
 		fputc('\n', f);
 	}
+	/* What the port lost before the workers' queues, and the workers' TX queues. */
+	fprintf(f, "%-16s %14s\n", "port", s.port_name);
+	for (k = 0; k < km_stats_table_len; k++) {
+		d = &km_stats_table[k];
+		if (d->where == KM_STATS_PORT)
+			fprintf(f, "%-16s %14" PRIu64 "\n", d->tel, km_stats_u64(&s, d, 0));
+	}
 	km_stats_release(&s);
 	/* Stores belong to their workers: walk them only once the workers have stopped. */
 	for (i = 0; workers_stopped && i < n; i++) {

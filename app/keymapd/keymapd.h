@@ -27,6 +27,38 @@ int km_port_init(uint16_t port, uint16_t nb_queues, const struct km_conf *conf,
 	struct rte_mempool *pool, int *tx_cksum_offload, int *rss);
 void km_port_fini(uint16_t port);
 
+/*
+ * Counters of the port, declared once (X-macro): name, help. Frames lost before keymapd's
+ * RX queues show here and nowhere in the workers' counters. What each PMD counts is in
+ * docs/operations.md, 2.11: a counter a PMD does not keep stays 0.
+ */
+#define KM_PORT_COUNTERS(X)                                                                   \
+	X(ipackets, "frames the port received into keymapd's RX queues")                      \
+	X(opackets, "frames the port sent")                                                   \
+	X(imissed, "frames the port dropped: an RX queue was full (NICs, af_xdp)")            \
+	X(ierrors, "received frames the port dropped as erroneous")                           \
+	X(rx_nombuf, "frames the port could not receive: no free mbuf")                       \
+	X(oerrors, "frames the port failed to send")                                          \
+	X(kernel_drops, "net_tap: frames the kernel dropped because keymapd's tap queue was " \
+			"full (the interface's tx_dropped)")
+
+struct km_port_counters {
+#define KM_X(name, help) uint64_t name;
+	KM_PORT_COUNTERS(KM_X)
+#undef KM_X
+};
+
+/*
+ * Read the port's counters (rte_eth_stats_get; for net_tap also the kernel interface's
+ * drops, from sysfs) into pc, and the drops of RX queue q (rte_eth_stats q_errors, the
+ * first RTE_ETHDEV_QUEUE_STAT_CNTRS queues) into rxq_drops[q] for q < nb_queues.
+ * @return 0 or -errno (pc and rxq_drops then zero).
+ * @note Context: the control lcore, or the main lcore once the workers have stopped: never
+ *   a worker (it may sleep in a system call).
+ */
+int km_port_stats(
+	uint16_t port, struct km_port_counters *pc, uint64_t *rxq_drops, uint16_t nb_queues);
+
 /* Publish a new shard map to the workers and free the old one after a grace period. */
 void km_control_publish_map(struct km_shardmap *map);
 /* Write the counters of every worker and their total; store sizes too once the workers

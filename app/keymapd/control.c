@@ -307,8 +307,8 @@ km_ctl_publish_allow(const char *list, char *err, size_t errlen)
 	return 0;
 }
 
-/* Send the [workers] tunables of c to every worker (applied at their next loop
- * boundary). */
+/* Send the [workers] tunables and [net] busy_watermark of c to every worker (applied at
+ * their next loop boundary). */
 static int
 ctl_tune_workers(const struct km_conf *c)
 {
@@ -319,6 +319,8 @@ ctl_tune_workers(const struct km_conf *c)
 				.burst = (uint16_t)c->burst,
 				.idle_spin = (uint32_t)c->idle_spin,
 				.idle_sleep_us = (uint32_t)c->idle_sleep_us,
+				.busy_pkts = km_policy_backlog_watermark(
+					(uint32_t)c->busy_watermark, km_dp.nb_rxd),
 			},
 	};
 	uint16_t i;
@@ -368,7 +370,8 @@ km_ctl_set(const char *assignment, char *err, size_t errlen)
 			return rc;
 	}
 	if (nc.burst != km_ctl.conf.burst || nc.idle_spin != km_ctl.conf.idle_spin ||
-		nc.idle_sleep_us != km_ctl.conf.idle_sleep_us) {
+		nc.idle_sleep_us != km_ctl.conf.idle_sleep_us ||
+		nc.busy_watermark != km_ctl.conf.busy_watermark) {
 		rc = ctl_tune_workers(&nc);
 		if (rc < 0) {
 			snprintf(err, errlen, "a worker did not take %s: %s", name, strerror(-rc));

@@ -18,13 +18,22 @@ extern int km_logtype;
 #define KM_LOG(level, fmt, ...) \
 	rte_log(RTE_LOG_##level, km_logtype, "keymapd: " fmt "\n", ##__VA_ARGS__)
 
+/* What km_port_init() found the port does. */
+struct km_port_caps {
+	int tx_cksum_offload; /* the port computes IPv4 + UDP checksums */
+	int rss;              /* RSS spreads flows over the worker queues */
+	uint16_t nb_rxd;      /* RX descriptors per queue, as the port took them */
+	int rx_desc_status;   /* rte_eth_rx_descriptor_status() answers: a worker can ask
+			       * whether its RX queue holds N packets */
+};
+
 /*
- * Configure and start the port with one RX and one TX queue per worker.
- * Sets *tx_cksum_offload when the port computes IPv4/UDP checksums, *rss when RSS is on.
+ * Configure and start the port with one RX and one TX queue per worker, and say what it
+ * does in *caps.
  * @return 0 or -errno (message logged).
  */
 int km_port_init(uint16_t port, uint16_t nb_queues, const struct km_conf *conf,
-	struct rte_mempool *pool, int *tx_cksum_offload, int *rss);
+	struct rte_mempool *pool, struct km_port_caps *caps);
 void km_port_fini(uint16_t port);
 
 /*

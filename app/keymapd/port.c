@@ -20,7 +20,7 @@ static unsigned int tap_ifindex;
 
 int
 km_port_init(uint16_t port, uint16_t nb_queues, const struct km_conf *conf,
-	struct rte_mempool *pool, int *tx_cksum_offload, int *rss)
+	struct rte_mempool *pool, struct km_port_caps *caps)
 {
 	const uint64_t cksum_tx = RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_UDP_CKSUM;
 	const uint64_t cksum_rx = RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_UDP_CKSUM;
@@ -41,27 +41,27 @@ km_port_init(uint16_t port, uint16_t nb_queues, const struct km_conf *conf,
 		return -EINVAL;
 	}
 	tap_ifindex = strcmp(info.driver_name, "net_tap") == 0 ? info.if_index : 0;
-	*tx_cksum_offload = (info.tx_offload_capa & cksum_tx) == cksum_tx;
-	if (*tx_cksum_offload)
+	caps->tx_cksum_offload = (info.tx_offload_capa & cksum_tx) == cksum_tx;
+	if (caps->tx_cksum_offload)
 		pc.txmode.offloads |= cksum_tx;
 	if ((info.rx_offload_capa & cksum_rx) == cksum_rx)
 		pc.rxmode.offloads |= cksum_rx;
-	*rss = 0;
+	caps->rss = 0;
 	if (nb_queues > 1 && conf->rss &&
 		(info.flow_type_rss_offloads & RTE_ETH_RSS_NONFRAG_IPV4_UDP) != 0) {
 		pc.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
 		pc.rx_adv_conf.rss_conf.rss_hf = info.flow_type_rss_offloads &
 						 (RTE_ETH_RSS_IPV4 | RTE_ETH_RSS_NONFRAG_IPV4_UDP);
-		*rss = 1;
+		caps->rss = 1;
 	}
 	rc = rte_eth_dev_configure(port, nb_queues, nb_queues, &pc);
-	if (rc != 0 && *rss) {
+	if (rc != 0 && caps->rss) {
 		/* Some vdevs advertise RSS they cannot set up here: hand-off still delivers. */
 		KM_LOG(WARNING, "port %u: RSS refused (%s), continuing without", port,
 			rte_strerror(-rc));
 		pc.rxmode.mq_mode = RTE_ETH_MQ_RX_NONE;
 		pc.rx_adv_conf.rss_conf.rss_hf = 0;
-		*rss = 0;
+		caps->rss = 0;
 		rc = rte_eth_dev_configure(port, nb_queues, nb_queues, &pc);
 	}
 	if (rc != 0) {
@@ -93,6 +93,13 @@ km_port_init(uint16_t port, uint16_t nb_queues, const struct km_conf *conf,
 		KM_LOG(ERR, "port %u: start failed: %s", port, rte_strerror(-rc));
 		return rc;
 	}
+	caps->nb_rxd = nb_rxd;
+	/* Real NICs say whether a descriptor is filled; tap, memif and af_packet do not:
+	 * workers then judge their backlog by full bursts (km_policy_backlog_update()). */
+	caps->rx_desc_status = rte_eth_rx_descriptor_status(port, 0, 0) >= 0;
+	KM_LOG(INFO, "port %u (%s): %u RX descriptors per queue, RX backlog judged by %s", port,
+		info.driver_name, nb_rxd,
+		caps->rx_desc_status ? "descriptor status" : "consecutive full bursts");
 	return 0;
 }
 

@@ -6,7 +6,10 @@
 #      follow the traffic sent;
 #   b. a burst the worker cannot take in time (it sleeps 100 ms between polls, the tap
 #      queue holds 64 frames) is dropped by the kernel: every datagram sent shows either
-#      in the port's ipackets or in its kernel_drops.
+#      in the port's ipackets or in its kernel_drops;
+#   c. the same worker taking a blast of PUTs and GETs from its queue in full bursts, with
+#      [net] busy_watermark at 5 %: every request is answered, PUTs past the watermark
+#      BUSY (busy_overload), GETs OK; with the watermark at 0, all OK.
 # Removes the namespace, the processes and /var/run/dpdk/<prefix> even when it fails; every
 # command is bounded by a timeout.
 #
@@ -165,6 +168,34 @@ check "3000 <= (s3['port']['ipackets'] - s2['port']['ipackets']) +
 	s2['port']['kernel_drops'], s3['total']['drop_proto'] - s2['total']['drop_proto'])"
 echo "   3000 sent: $(jx "(s3['port']['ipackets'] - s2['port']['ipackets'],
 	s3['port']['kernel_drops'] - s2['port']['kernel_drops'])" | sed 's/ / received, /') dropped by the kernel"
+
+echo "== c. over the backlog watermark: writes answered BUSY, GETs served"
+# Room for every datagram of a blast in the tap queue: the worker takes them in full
+# bursts of 32 after its sleep, and 5 % of 1024 descriptors (51 packets) is two of them.
+"${in_ns[@]}" ip link set "$tap" txqueuelen 4096
+"${ctl[@]}" set net.busy_watermark 0 >/dev/null || fail "set busy_watermark 0"
+settle s4
+"${run_client[@]}" blast 800 >"$tmp/calm.json" || fail "blast"
+settle s5
+check "calm['replies'] == calm['sent'] == 800 and calm['put'] == {'OK': 400} and
+	calm['get'] == {'OK': 400} and s5['total']['busy_overload'] == s4['total']['busy_overload']" \
+	"watermark 0: 800 requests sent back to back, all answered OK" "calm"
+"${ctl[@]}" set net.busy_watermark 5 >/dev/null || fail "set busy_watermark 5"
+# A blast the worker happened to wake in the middle of may not fill two bursts: try again.
+for try in 1 2 3; do
+	settle s6
+	"${run_client[@]}" blast 800 >"$tmp/busy.json" || fail "blast"
+	settle s7
+	[ "$(jx "busy['put'].get('BUSY', 0) > 0")" = True ] && break
+	echo "   try $try: no BUSY reply, again"
+done
+check "busy['replies'] == busy['sent'] == 800 and busy['put'].get('BUSY', 0) > 0 and
+	busy['get'] == {'OK': 400} and busy['put'].get('BUSY', 0) + busy['put'].get('OK', 0) == 400 and
+	s7['total']['busy_overload'] - s6['total']['busy_overload'] == busy['put']['BUSY'] and
+	s7['total']['req_put'] - s6['total']['req_put'] == 401" \
+	"watermark 5 %: every request answered, some PUTs BUSY (busy_overload), every GET OK" \
+	"busy, s7['total']['busy_overload'] - s6['total']['busy_overload']"
+echo "   800 sent: $(jx "busy['put']['BUSY']") PUTs answered BUSY, $(jx "busy['put'].get('OK', 0)") PUTs and 400 GETs served"
 "${in_ns[@]}" ip link set "$tap" txqueuelen 1000
 
 kill -TERM "$srv_pid"

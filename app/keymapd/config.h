@@ -24,6 +24,7 @@ struct km_conf {
 	uint64_t tx_desc;
 	uint64_t mbufs;
 	uint64_t rss;
+	uint64_t busy_watermark; /* percent of rx_desc, 0 = never BUSY for backlog */
 	/* [workers] */
 	char worker_mode[8];
 	uint64_t burst;

@@ -41,6 +41,10 @@ const struct conf_desc km_conf_descs[] = {
 	U64("net", "mbufs", 0, mbufs, 1024, 1 << 24, "16383", "packet buffers in the pool"),
 	U64("net", "rss", 0, rss, 0, 1, "1",
 		"spread UDP flows over worker queues by RSS if the port can"),
+	U64("net", "busy_watermark", F_RUNTIME, busy_watermark, 0, 100, "0",
+		"a worker whose RX queue holds more than this percentage of rx_desc (judged from "
+		"consecutive full bursts where the port cannot tell) answers writes and disk "
+		"reads BUSY until it catches up (0 = never)"),
 	ENUM("workers", "mode", 0, worker_mode, "serve|echo", "serve",
 		"serve: answer requests; echo: return every datagram to the worker ports unparsed "
 		"(the link and generator ceiling for benchmarks)"),

@@ -155,6 +155,13 @@ km_control_print_stats(FILE *f, int workers_stopped)
 			fprintf(f, " %12" PRIu64, per[i]);
 		fputc('\n', f);
 	}
+	/* What the port lost before the workers' queues, and the workers' TX queues. */
+	fprintf(f, "%-16s %14s\n", "port", s.port_name);
+	for (k = 0; k < km_stats_table_len; k++) {
+		d = &km_stats_table[k];
+		if (d->where == KM_STATS_PORT)
+			fprintf(f, "%-16s %14" PRIu64 "\n", d->tel, km_stats_u64(&s, d, 0));
+	}
 	km_stats_release(&s);
 	/* Stores belong to their workers: walk them only once the workers have stopped. */
 	for (i = 0; workers_stopped && i < n; i++) {
@@ -339,8 +346,8 @@ km_ctl_publish_allow(const char *list, char *err, size_t errlen)
 	return 0;
 }
 
-/* Send the [workers] tunables of c to every worker (applied at their next loop
- * boundary). */
+/* Send the [workers] tunables and [net] busy_watermark of c to every worker (applied at
+ * their next loop boundary). */
 static int
 ctl_tune_workers(const struct km_conf *c)
 {
@@ -351,6 +358,8 @@ ctl_tune_workers(const struct km_conf *c)
 				.burst = (uint16_t)c->burst,
 				.idle_spin = (uint32_t)c->idle_spin,
 				.idle_sleep_us = (uint32_t)c->idle_sleep_us,
+				.busy_pkts = km_policy_backlog_watermark(
+					(uint32_t)c->busy_watermark, km_dp.nb_rxd),
 			},
 	};
 	uint16_t i;
@@ -400,7 +409,8 @@ km_ctl_set(const char *assignment, char *err, size_t errlen)
 			return rc;
 	}
 	if (nc.burst != km_ctl.conf.burst || nc.idle_spin != km_ctl.conf.idle_spin ||
-		nc.idle_sleep_us != km_ctl.conf.idle_sleep_us) {
+		nc.idle_sleep_us != km_ctl.conf.idle_sleep_us ||
+		nc.busy_watermark != km_ctl.conf.busy_watermark) {
 		rc = ctl_tune_workers(&nc);
 		if (rc < 0) {
 			snprintf(err, errlen, "a worker did not take %s: %s", name, strerror(-rc));

@@ -23,6 +23,7 @@
 #include <rte_ring_elem.h>
 
 #include <km_allow.h>
+#include <km_policy.h>
 #include <km_proc.h>
 #include <km_shardmap.h>
 
@@ -99,11 +100,13 @@ enum km_cmsg_type {
 	KM_CMSG_PREFETCH_TUNE, /* u.pf: the worker's prefetch parameters */
 };
 
-/* Worker tunables changed at run time ([workers] burst, idle_spin, idle_sleep_us). */
+/* Worker tunables changed at run time ([workers] burst, idle_spin, idle_sleep_us; [net]
+ * busy_watermark, in packets of the RX queue). */
 struct km_worker_tune {
 	uint16_t burst;
 	uint32_t idle_spin;
 	uint32_t idle_sleep_us;
+	uint32_t busy_pkts; /* 0: never overloaded */
 };
 
 struct km_wcmd;
@@ -205,6 +208,9 @@ struct km_worker {
 	int disk;                  /* its stores keep values on disk: poll completions */
 	/* worker: rw (changed by KM_CMSG_TUNE); others: never */
 	struct km_worker_tune tune;
+	/* worker: rw; others: never */
+	struct km_policy_backlog backlog; /* its RX queue, judged each iteration */
+	uint8_t overload;                 /* what km_proc_overload() was last told */
 	/* worker: rw (plain stores), control/others: ro, may read one update old */
 	struct km_worker_counters cnt;
 	uint64_t lat[KM_LAT_BUCKETS]; /* worker: rw (plain stores); control: ro, as cnt */
@@ -232,6 +238,8 @@ struct km_datapath {
 	uint16_t udp_base;
 	int tx_cksum_offload; /* port computes IPv4 + UDP checksums */
 	int rss;              /* RSS spreads flows over the worker queues */
+	int rx_desc_status;   /* rte_eth_rx_descriptor_status() answers (struct km_port_caps) */
+	uint16_t nb_rxd;      /* RX descriptors per queue */
 	int echo;             /* [workers] mode = echo: datagrams go back unparsed */
 	/* control: writes 1 once; workers: read each iteration (relaxed: they only need to
 	 * see it eventually, nothing is published with it) */

@@ -18,14 +18,55 @@ extern int km_logtype;
 #define KM_LOG(level, fmt, ...) \
 	rte_log(RTE_LOG_##level, km_logtype, "keymapd: " fmt "\n", ##__VA_ARGS__)
 
+/* What km_port_init() found the port does. */
+struct km_port_caps {
+	int tx_cksum_offload; /* the port computes IPv4 + UDP checksums */
+	int rss;              /* RSS spreads flows over the worker queues */
+	uint16_t nb_rxd;      /* RX descriptors per queue, as the port took them */
+	int rx_desc_status;   /* rte_eth_rx_descriptor_status() answers: a worker can ask
+			       * whether its RX queue holds N packets */
+};
+
 /*
- * Configure and start the port with one RX and one TX queue per worker.
- * Sets *tx_cksum_offload when the port computes IPv4/UDP checksums, *rss when RSS is on.
+ * Configure and start the port with one RX and one TX queue per worker, and say what it
+ * does in *caps.
  * @return 0 or -errno (message logged).
  */
 int km_port_init(uint16_t port, uint16_t nb_queues, const struct km_conf *conf,
-	struct rte_mempool *pool, int *tx_cksum_offload, int *rss);
+	struct rte_mempool *pool, struct km_port_caps *caps);
 void km_port_fini(uint16_t port);
+
+/*
+ * Counters of the port, declared once (X-macro): name, help. Frames lost before keymapd's
+ * RX queues show here and nowhere in the workers' counters. What each PMD counts is in
+ * docs/operations.md, 2.11: a counter a PMD does not keep stays 0.
+ */
+#define KM_PORT_COUNTERS(X)                                                                   \
+	X(ipackets, "frames the port received into keymapd's RX queues")                      \
+	X(opackets, "frames the port sent")                                                   \
+	X(imissed, "frames the port dropped: an RX queue was full (NICs, af_xdp)")            \
+	X(ierrors, "received frames the port dropped as erroneous")                           \
+	X(rx_nombuf, "frames the port could not receive: no free mbuf")                       \
+	X(oerrors, "frames the port failed to send")                                          \
+	X(kernel_drops, "net_tap: frames the kernel dropped because keymapd's tap queue was " \
+			"full (the interface's tx_dropped)")
+
+struct km_port_counters {
+#define KM_X(name, help) uint64_t name;
+	KM_PORT_COUNTERS(KM_X)
+#undef KM_X
+};
+
+/*
+ * Read the port's counters (rte_eth_stats_get; for net_tap also the kernel interface's
+ * drops, from sysfs) into pc, and the drops of RX queue q (rte_eth_stats q_errors, the
+ * first RTE_ETHDEV_QUEUE_STAT_CNTRS queues) into rxq_drops[q] for q < nb_queues.
+ * @return 0 or -errno (pc and rxq_drops then zero).
+ * @note Context: the control lcore, or the main lcore once the workers have stopped: never
+ *   a worker (it may sleep in a system call).
+ */
+int km_port_stats(
+	uint16_t port, struct km_port_counters *pc, uint64_t *rxq_drops, uint16_t nb_queues);
 
 /* Publish a new shard map to the workers and free the old one after a grace period; the
  * data directory's manifest (km_control_manifest_init) then lists its shards. */

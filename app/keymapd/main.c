@@ -144,6 +144,8 @@ workers_init(const struct km_conf *conf, const struct km_shardmap *map, const ui
 			.burst = (uint16_t)conf->burst,
 			.idle_spin = (uint32_t)conf->idle_spin,
 			.idle_sleep_us = (uint32_t)conf->idle_sleep_us,
+			.busy_pkts = km_policy_backlog_watermark(
+				(uint32_t)conf->busy_watermark, km_dp.nb_rxd),
 		};
 		pp.worker = i;
 		w->disk = km_store_driver(conf->store_driver)->read_start != NULL;
@@ -296,7 +298,7 @@ struct boot {
 	struct km_shardmap *map; /* until published */
 	int port_ok;
 	int pdump_ok;
-	int rss;
+	struct km_port_caps caps;
 };
 
 /* Options, then defaults < file < -o overrides, whatever their order on the command line.
@@ -548,11 +550,13 @@ port_start(struct boot *b)
 			conf->mbufs, rte_strerror(rte_errno));
 		return -1;
 	}
-	if (km_port_init(km_dp.port, km_dp.nb_workers, conf, b->pool, &km_dp.tx_cksum_offload,
-		    &b->rss) != 0)
+	if (km_port_init(km_dp.port, km_dp.nb_workers, conf, b->pool, &b->caps) != 0)
 		return -1;
 	b->port_ok = 1;
-	km_dp.rss = b->rss;
+	km_dp.tx_cksum_offload = b->caps.tx_cksum_offload;
+	km_dp.rss = b->caps.rss;
+	km_dp.nb_rxd = b->caps.nb_rxd;
+	km_dp.rx_desc_status = b->caps.rx_desc_status;
 	return 0;
 }
 
@@ -646,7 +650,7 @@ serve(const struct boot *b)
 		"checksums %s, mode %s",
 		ipbuf, km_dp.udp_base, km_dp.udp_base + km_dp.nb_workers - 1, km_dp.port,
 		km_dp.nb_workers, km_shardmap_nb_shards(km_map_current),
-		km_shardmap_epoch(km_map_current), b->rss ? "on" : "off",
+		km_shardmap_epoch(km_map_current), b->caps.rss ? "on" : "off",
 		km_dp.tx_cksum_offload ? "offloaded" : "software", b->conf.worker_mode);
 	fflush(stdout);
 

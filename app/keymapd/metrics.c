@@ -110,6 +110,9 @@ put_table(FILE *f, const struct km_stats_snap *s)
 			for (w = 0; w < s->nb_workers; w++)
 				fprintf(f, "%s{worker=\"%u\"} %" PRIu64 "\n", d->prom, w,
 					km_stats_u64(s, d, w));
+		} else if (d->where == KM_STATS_PORT) {
+			fprintf(f, "%s{port=\"%u\"} %" PRIu64 "\n", d->prom, s->port_id,
+				km_stats_u64(s, d, 0));
 		} else if (d->is_double) {
 			fprintf(f, "%s ", d->prom);
 			put_double(f, km_stats_double(s, d));

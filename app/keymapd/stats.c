@@ -10,6 +10,7 @@
 
 #include <rte_common.h>
 #include <rte_cycles.h>
+#include <rte_ethdev.h>
 
 #include "control.h"
 #include "datapath.h"
@@ -44,11 +45,15 @@ const struct km_stats_desc km_stats_table[] = {
 #define KM_X(n, h) {#n, "keymap_" #n "_total", h, KM_STAT_COUNTER, KM_STATS_WORKER, 0, WORK(w.n)},
 	KM_WORKER_COUNTERS(KM_X)
 #undef KM_X
+		{"rxq_drops", "keymap_rxq_drops_total",
+			"frames the port dropped on the worker's RX queue (PMDs that count per "
+			"queue)",
+			KM_STAT_COUNTER, KM_STATS_WORKER, 0, WORK(rxq_drops)},
 #define KM_X(n, h) {#n, "keymap_" #n "_total", h, KM_STAT_COUNTER, KM_STATS_WORKER, 0, WORK(p.n)},
-		KM_PROC_COUNTERS(KM_X)
+	KM_PROC_COUNTERS(KM_X)
 #undef KM_X
-			{"requests", NULL, "requests answered", KM_STAT_COUNTER, KM_STATS_WORKER, 0,
-				WORK(requests)},
+		{"requests", NULL, "requests answered", KM_STAT_COUNTER, KM_STATS_WORKER, 0,
+			WORK(requests)},
 	{"cycles_per_req", NULL, "busy TSC cycles per request", KM_STAT_GAUGE, KM_STATS_WORKER, 0,
 		WORK(cycles_per_req)},
 	G(TOTAL, "store_keys", "keymap_store_keys", GAUGE, store_keys,
@@ -63,6 +68,15 @@ const struct km_stats_desc km_stats_table[] = {
 #undef KM_X
 		G_DOUBLE(TOTAL, "keymap_reshard_pause_seconds", reshard_pause_seconds,
 			"how long the last re-sharding kept its shards answering BUSY"),
+#define KM_X(n, h) \
+	{#n, "keymap_port_" #n "_total", h, KM_STAT_COUNTER, KM_STATS_PORT, 0, SNAP(port.n)},
+	KM_PORT_COUNTERS(KM_X)
+#undef KM_X
+	/* Beside the port's, what the workers lost at their queues (exported per worker). */
+	G(PORT, "rxq_drops", NULL, COUNTER, total.rxq_drops,
+		"frames the port dropped on the workers' RX queues"),
+	G(PORT, "tx_drops", NULL, COUNTER, total.w.tx_drops,
+		"replies the workers dropped: a TX queue was full"),
 	G(STORE, "cold_shards", "keymap_store_cold_shards", GAUGE, store.tier,
 		"shards in the cold tier"),
 	G(STORE, "index_bytes", "keymap_store_index_bytes", GAUGE, store.index_bytes,
@@ -199,10 +213,14 @@ add_words(void *dst, const void *src, size_t size)
 		d[i] += s[i];
 }
 
+_Static_assert(sizeof(((struct km_stats_snap *)0)->port_name) >= RTE_ETH_NAME_MAX_LEN,
+	"room for an ethdev name");
+
 int
 km_stats_take(struct km_stats_snap *s)
 {
 	uint64_t now = rte_get_timer_cycles(), hz = rte_get_timer_hz();
+	uint64_t rxq_drops[KM_WORKERS_MAX];
 	const struct km_cache_counters *cc;
 	struct km_stats_worker *x;
 	uint16_t i;
@@ -213,6 +231,11 @@ km_stats_take(struct km_stats_snap *s)
 	s->w = calloc(s->nb_workers + 1, sizeof(*s->w));
 	if (s->w == NULL)
 		return -ENOMEM;
+	/* Worker i polls RX queue i. */
+	s->port_id = km_dp.port;
+	if (rte_eth_dev_get_name_by_port(km_dp.port, s->port_name) != 0)
+		s->port_name[0] = '\0';
+	km_port_stats(km_dp.port, &s->port, rxq_drops, s->nb_workers);
 	for (i = 0; i < s->nb_workers; i++) {
 		const struct km_worker *w = &km_dp.workers[i];
 
@@ -224,6 +247,8 @@ km_stats_take(struct km_stats_snap *s)
 			x->p = *km_proc_counters(w->proc);
 		x->requests = km_worker_requests(w);
 		x->cycles_per_req = x->requests == 0 ? 0 : x->w.busy_cycles / x->requests;
+		x->rxq_drops = rxq_drops[i];
+		s->total.rxq_drops += x->rxq_drops;
 		add_words(&s->total.w, &x->w, sizeof(x->w));
 		add_words(&s->total.p, &x->p, sizeof(x->p));
 		add_words(s->total.lat, x->lat, sizeof(x->lat));

@@ -19,6 +19,7 @@
 
 #include "control.h"
 #include "datapath.h"
+#include "keymapd.h"
 #include "prefetch.h"
 
 /* The figures of one worker (or their sum over all workers). */
@@ -27,6 +28,7 @@ struct km_stats_worker {
 	struct km_proc_counters p;
 	uint64_t requests;       /* km_worker_requests() */
 	uint64_t cycles_per_req; /* busy cycles / requests */
+	uint64_t rxq_drops;      /* the port's drops on this worker's RX queue (q_errors) */
 	uint64_t lat[KM_LAT_BUCKETS];
 };
 
@@ -36,6 +38,9 @@ struct km_stats_snap {
 	int persistent;               /* the store driver keeps files: store and cache */
 	struct km_stats_worker *w;    /* [nb_workers] */
 	struct km_stats_worker total; /* sums (cycles_per_req: of the sums) */
+	uint16_t port_id;
+	char port_name[64];           /* the ethdev's name, e.g. net_tap0 */
+	struct km_port_counters port; /* as read when the snapshot was taken */
 	uint64_t workers;             /* nb_workers */
 	uint64_t uptime_s;
 	double uptime_seconds;
@@ -64,6 +69,7 @@ enum km_stats_where {
 	KM_STATS_STORE,    /* struct km_stats_snap, in "store" (persistent drivers only) */
 	KM_STATS_CACHE,    /* struct km_stats_snap, in "cache" (persistent drivers only) */
 	KM_STATS_PREFETCH, /* struct km_stats_snap, in "prefetch" (persistent drivers only) */
+	KM_STATS_PORT,     /* struct km_stats_snap, in "port"; Prometheus: a port label */
 };
 
 /* One figure. */

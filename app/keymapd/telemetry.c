@@ -174,6 +174,10 @@ add_dict(struct rte_tel_data *d, const char *name, const struct km_stats_snap *s
 	rte_tel_data_start_dict(t);
 	if (where == KM_STATS_STORE)
 		rte_tel_data_add_dict_string(t, "durability", km_ctl.conf.durability);
+	if (where == KM_STATS_PORT) {
+		rte_tel_data_add_dict_u64(t, "id", s->port_id);
+		rte_tel_data_add_dict_string(t, "name", s->port_name);
+	}
 	add_section(t, s, where, w);
 	rte_tel_data_add_dict_container(d, name, t, 0);
 }
@@ -192,6 +196,7 @@ ctl_stats(void *arg)
 	rte_tel_data_start_dict(d);
 	add_section(d, &s, KM_STATS_TOP, 0);
 	add_dict(d, "total", &s, KM_STATS_TOTAL, s.nb_workers);
+	add_dict(d, "port", &s, KM_STATS_PORT, 0);
 	if (s.persistent) {
 		add_dict(d, "store", &s, KM_STATS_STORE, 0);
 		add_dict(d, "cache", &s, KM_STATS_CACHE, 0);

@@ -439,6 +439,39 @@ worker_notes(struct km_worker *w)
 }
 
 /*
+ * Whether the RX queue still holds w->tune.busy_pkts packets, after a full burst: 1 yes,
+ * 0 no, -1 the port cannot tell (the worker then counts full bursts). One descriptor read
+ * where the PMD answers (rte_eth_rx_queue_count() would walk the ring on several PMDs).
+ */
+static inline int
+rx_deep(const struct km_worker *w)
+{
+	int rc;
+
+	if (!km_dp.rx_desc_status || w->tune.busy_pkts == 0)
+		return -1;
+	rc = rte_eth_rx_descriptor_status(km_dp.port, w->queue, (uint16_t)(w->tune.busy_pkts - 1));
+	return rc == RTE_ETH_RX_DESC_DONE ? 1 : rc >= 0 ? 0 : -1;
+}
+
+/*
+ * Judge the RX backlog after a burst of nb_rx packets and tell the processor when overload
+ * starts or ends (km_proc_overload(): requests that cost more than a BUSY reply get one).
+ */
+static inline void
+backlog_update(struct km_worker *w, uint16_t nb_rx)
+{
+	int deep = nb_rx == w->tune.burst ? rx_deep(w) : -1;
+	int over = km_policy_backlog_update(
+		&w->backlog, nb_rx, w->tune.burst, deep, w->tune.busy_pkts);
+
+	if (unlikely(over != w->overload)) {
+		w->overload = (uint8_t)over;
+		km_proc_overload(w->proc, over);
+	}
+}
+
+/*
  * Sleep us microseconds, to an absolute deadline: RX signals (net_tap raises one per
  * packet) interrupt the sleep, and a relative sleep restarted with its remainder could,
  * with timer slack, never end under a steady stream of them.
@@ -504,6 +537,7 @@ km_worker_main(void *arg)
 			idle = 0;
 		}
 		nb_rx = rte_eth_rx_burst(km_dp.port, w->queue, pkts, w->tune.burst);
+		backlog_update(w, nb_rx);
 		if (nb_rx == 0 && rte_ring_empty(w->to_owner)) {
 			if (++idle < w->tune.idle_spin || w->tune.idle_sleep_us == 0 ||
 				(w->disk && km_proc_busy(w->proc))) {

@@ -16,6 +16,9 @@
  *
  * Concurrency: none. The functions touch only their arguments; one thread at a time per
  * array of shards (the control lcore).
+ *
+ * Beside them, the one decision a worker takes for itself, on the same terms: whether its
+ * RX backlog is over the watermark (km_policy_backlog_update(), at the end).
  */
 
 #include <stdint.h>
@@ -98,5 +101,57 @@ int km_policy_shards(const struct km_policy_shard_conf *c, struct km_policy_shar
  */
 int km_policy_tiers(const struct km_policy_tier_conf *c, struct km_policy_shard *s, uint32_t n,
 	struct km_policy_decision *d);
+
+/*
+ * Overload of a worker, judged once per loop iteration from its RX burst: is the RX queue
+ * holding more than the watermark, so that new requests that cost more than a BUSY reply
+ * should get one (docs/operations.md, 2.11)? Unlike the policies above it runs on the
+ * worker's data path: static inline, no system call, nothing but its arguments.
+ *
+ * Where the port can tell (rte_eth_rx_descriptor_status(): real NICs), the caller asks it
+ * whether the descriptor `watermark` places past the next one to read is filled, after a
+ * full burst only. Where it cannot (net_tap, memif, af_packet), consecutive full bursts are
+ * the measure: a burst that comes back full left packets behind, and a queue that held
+ * `watermark` packets takes at least watermark / burst full bursts to drain; so the
+ * backlog is over once full bursts in a row have taken `watermark` packets or more. The
+ * first burst that is not full (the queue ran dry) ends it.
+ */
+struct km_policy_backlog {
+	uint32_t full; /* consecutive full bursts, the last one included */
+};
+
+/* Packets of a watermark given in percent of the RX descriptors: 0 (off) for 0, else at
+ * least 1. @note Context: any thread. */
+static inline uint32_t
+km_policy_backlog_watermark(uint32_t pct, uint32_t nb_desc)
+{
+	uint64_t w = (uint64_t)pct * nb_desc / 100;
+
+	return pct == 0 ? 0 : w == 0 ? 1 : (uint32_t)w;
+}
+
+/**
+ * One RX burst: nb_rx packets of the burst asked for. deep says whether the port reports
+ * `watermark` more packets waiting after this burst: 1 yes, 0 no, -1 the port cannot tell
+ * (or was not asked: the burst was not full). watermark in packets, 0: never over.
+ * @return 1 if the worker is over its backlog watermark for this burst, else 0.
+ * @note Context: the worker that owns b.
+ */
+static inline int
+km_policy_backlog_update(
+	struct km_policy_backlog *b, uint32_t nb_rx, uint32_t burst, int deep, uint32_t watermark)
+{
+	if (nb_rx < burst || burst == 0) {
+		b->full = 0;
+		return 0;
+	}
+	if (b->full < UINT32_MAX)
+		b->full++;
+	if (watermark == 0)
+		return 0;
+	if (deep >= 0)
+		return deep;
+	return (uint64_t)b->full * burst >= watermark;
+}
 
 #endif /* KM_POLICY_H */

@@ -404,3 +404,9 @@ km_proc_counters(const struct km_proc *p)
 {
 	return &p->cnt;
 }
+
+void
+km_proc_overload(struct km_proc *p, int on)
+{
+	p->overload = on != 0;
+}

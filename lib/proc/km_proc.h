@@ -46,6 +46,7 @@
 	X(busy_handover, "requests answered BUSY: shard being handed over")                       \
 	X(busy_pending, "requests answered BUSY: too many reads or replies waiting on disk")      \
 	X(busy_backlog, "writes answered BUSY: write buffer full, or the async durability bound") \
+	X(busy_overload, "requests answered BUSY: the RX queue over busy_watermark")              \
 	X(disk_reads, "store reads started for cache misses")                                     \
 	X(read_coalesced, "cache misses served by a read already in flight")                      \
 	X(read_restarts, "reads started again: the entry changed meanwhile")                      \
@@ -204,6 +205,21 @@ uint32_t km_proc_nb_shards(const struct km_proc *p);
 
 /** Sum of the stats of all owned stores. @note Context: the owner worker (stores are read). */
 void km_proc_store_stats(const struct km_proc *p, struct km_store_stats *st);
+
+/**
+ * Overload: while on (the worker's RX backlog is over its watermark), a request that costs
+ * several times the BUSY reply standing for it gets that reply, counted in busy_overload:
+ * PUT, CAS and DEL, answered in stage 1 before their cache misses (a retry of a write
+ * already applied too: its outcome stays in the at-most-once table for the next try), and
+ * a GET whose value is not in DRAM (not in the cache of a store on disk; no read starts).
+ * GETs of values in DRAM, MGET, PING and MAP are served: with the packet I/O both pay, a
+ * GET hit costs little more than its BUSY, and a refused one would be sent again. MGET
+ * entries not cached are BUSY as always, but start no read. Off at creation.
+ * keymap-proc-bench, mem store, 100 k keys, TSC cycles of processing: a write answered
+ * BUSY 95, a GET hit 245, a PUT 310 (docs/operations.md, 2.11).
+ * @note Context: the owner worker, between bursts.
+ */
+void km_proc_overload(struct km_proc *p, int on);
 
 /**
  * Counters of this processor: written by the owner worker with plain stores, read by any

@@ -186,12 +186,7 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 	uint8_t status;
 	int rc;
 
-	if (req->hdr.op == KM_OP_PUT)
-		p->cnt.req_put++;
-	else if (req->hdr.op == KM_OP_CAS)
-		p->cnt.req_cas++;
-	else
-		p->cnt.req_del++;
+	proc_count_write(p, req->hdr.op);
 	/* A retry answered from the at-most-once table counts too: load on the shard. */
 	if (shd != NULL)
 		shd->requests++;
@@ -281,6 +276,8 @@ mget_entry(struct km_proc *p, struct km_proc_shard *shd, const struct km_key *k,
 		return KM_ST_OK;
 	}
 	*acc = KM_PROC_ACC_MISS;
+	if (proc_unlikely(p->overload))
+		return KM_ST_BUSY; /* no new disk read while overloaded */
 	rc = proc_read_key(p, shd, k, NULL, 0, v);
 	if (rc == 0) {
 		proc_cache_fill(p, k, shd->gen, v, 0);

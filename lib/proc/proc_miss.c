@@ -316,6 +316,11 @@ proc_get_persistent(struct km_proc *p, const struct km_shardmap *map, const stru
 		return proc_value_reply(p, &req->hdr, km_shardmap_epoch_fast(map), &v, out, cap);
 	}
 	*acc = KM_PROC_ACC_MISS;
+	if (proc_unlikely(p->overload)) {
+		/* A read costs a read slot, a packet held and a disk access: more than BUSY. */
+		p->cnt.busy_overload++;
+		return proc_reply_status(&req->hdr, KM_ST_BUSY, km_shardmap_epoch_fast(map), out);
+	}
 	d = defer_get(p, &req->hdr, km_shardmap_epoch_fast(map), cookie, out, cap);
 	if (d == NULL) {
 		p->cnt.busy_pending++;

@@ -108,6 +108,7 @@ struct proc_ghost {
 struct km_proc {
 	struct km_proc_counters cnt;
 	uint16_t worker;
+	uint8_t overload; /* km_proc_overload(); beside worker, which every request reads */
 	uint32_t value_max;
 	uint32_t store_initial_keys;
 	char driver[32];
@@ -237,6 +238,18 @@ static inline int
 op_single_key(uint8_t op)
 {
 	return op == KM_OP_GET || op == KM_OP_PUT || op == KM_OP_CAS || op == KM_OP_DEL;
+}
+
+/* Count a write request (PUT, CAS or DEL) by its op. */
+static inline void
+proc_count_write(struct km_proc *p, uint8_t op)
+{
+	if (op == KM_OP_PUT)
+		p->cnt.req_put++;
+	else if (op == KM_OP_CAS)
+		p->cnt.req_cas++;
+	else
+		p->cnt.req_del++;
 }
 
 /* proc_exec.c */

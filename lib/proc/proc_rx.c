@@ -117,6 +117,15 @@ rx_stage1(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *
 	r->shd = NULL;
 	if (!op_single_key(r->msg.hdr.op))
 		return 1;
+	if (proc_unlikely(p->overload) && r->msg.hdr.op != KM_OP_GET) {
+		/* Overload (km_proc_overload()): BUSY before the write's two cache misses (its
+		 * at-most-once entry, its index slot). Nothing happened: its retry executes. */
+		proc_count_write(p, r->msg.hdr.op);
+		p->cnt.busy_overload++;
+		reply_now(r, proc_reply_status(
+				     &r->msg.hdr, KM_ST_BUSY, km_shardmap_epoch_fast(map), r->buf));
+		return 0;
+	}
 	/* A write reads and rewrites its at-most-once entry: a miss in a table of
 	 * dedup_entries x 32 bytes, as random as the key's. */
 	if (r->msg.hdr.op != KM_OP_GET)

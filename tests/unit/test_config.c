@@ -441,6 +441,7 @@ static void
 test_items(void **state)
 {
 	static const char *const runtime[] = {
+		"net.busy_watermark",
 		"workers.burst",
 		"workers.idle_spin",
 		"workers.idle_sleep_us",

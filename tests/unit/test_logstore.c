@@ -364,6 +364,41 @@ test_pending_limit(void **state)
 	assert_int_equal(km_proc_counters(e->p)->busy_pending, 5);
 }
 
+/*
+ * Overload with values on disk: a GET that would read the disk is answered BUSY without
+ * starting the read, a cached one is served, a write is refused; off again, the read
+ * happens.
+ */
+static void
+test_overload(void **state)
+{
+	struct env *e = *state;
+	const struct km_proc_counters *c;
+	char v[VALUE_MAX + 1];
+	struct slot s;
+
+	put(e, "hot", "cached");
+	put(e, "cold", "on disk");
+	restart(e); /* cold cache */
+	c = km_proc_counters(e->p);
+	check_value(e, "hot", "cached"); /* read once: cached now */
+	assert_int_equal(c->disk_reads, 1);
+	km_proc_overload(e->p, 1);
+	assert_int_equal(get(e, "cold", v, sizeof(v), NULL), KM_ST_BUSY);
+	check_value(e, "hot", "cached");
+	req_fill(&s, KM_OP_PUT, "hot", "new", 3, 0, 77);
+	run(e, &s, 1);
+	assert_int_equal(reply(&s).status, KM_ST_BUSY);
+	assert_int_equal(c->busy_overload, 2);
+	assert_int_equal(c->disk_reads, 1);
+	assert_int_equal(c->write_deferred, 0);
+	km_proc_overload(e->p, 0);
+	check_value(e, "cold", "on disk");
+	check_value(e, "hot", "cached");
+	assert_int_equal(c->disk_reads, 2);
+	assert_int_equal(c->busy_overload, 2);
+}
+
 /* Versions keep increasing across restarts and deletes; CAS compares them. */
 static void
 test_restart_versions(void **state)
@@ -1132,6 +1167,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_sync_deferral, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_miss_coalescing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pending_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_overload, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_versions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cold_tier, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_compaction, setup, teardown),

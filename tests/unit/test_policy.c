@@ -4,7 +4,9 @@
  * shard is split and the coldest pair merged, one hot key is never split, merges stop
  * at the floor and splits at max_count, a load between the thresholds settles without
  * oscillating; tiers: cold after a long chill (not when empty), back when warm,
- * compaction by the dead share, first shard in order wins, its streaks restart.
+ * compaction by the dead share, first shard in order wins, its streaks restart; a worker's
+ * RX backlog: over after full bursts worth the watermark, never from bursts that are not
+ * full, at once where the port reports the depth.
  */
 
 #include <setjmp.h>
@@ -383,6 +385,142 @@ test_compaction(void **state)
 	assert_int_equal(d.id, 2);
 }
 
+/* Feed bursts of nb[i] packets (of burst asked) and check the verdict want[i] of each. */
+static void
+bursts(struct km_policy_backlog *b, uint32_t burst, uint32_t wm, int deep, const uint32_t *nb,
+	const int *want, unsigned int n)
+{
+	unsigned int i;
+
+	for (i = 0; i < n; i++)
+		if (km_policy_backlog_update(b, nb[i], burst, deep, wm) != want[i])
+			fail_msg("burst %u of %u packets (burst %u, watermark %u, deep %d): "
+				 "expected %d",
+				i, nb[i], burst, wm, deep, want[i]);
+}
+
+/* Ports that cannot tell their depth: consecutive full bursts worth the watermark. */
+static void
+test_backlog_full_bursts(void **state)
+{
+	/* 100 packets: the 4th full burst of 32 in a row (128 >= 100, 96 is not). */
+	static const uint32_t nb[] = {32, 32, 32, 32, 32, 31, 32, 32, 32, 0, 32, 32, 32, 32};
+	static const int want[] = {0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+	/* A watermark that is a multiple of the burst: over at exactly 64 packets. */
+	static const uint32_t nb64[] = {32, 32, 32, 1, 32};
+	static const int want64[] = {0, 1, 1, 0, 0};
+	struct km_policy_backlog b = {0};
+
+	(void)state;
+	bursts(&b, 32, 100, -1, nb, want, 14);
+	b = (struct km_policy_backlog){0};
+	bursts(&b, 32, 64, -1, nb64, want64, 5);
+	/* One full burst already holds a watermark below it. */
+	b = (struct km_policy_backlog){0};
+	assert_int_equal(km_policy_backlog_update(&b, 32, 32, -1, 20), 1);
+	assert_int_equal(km_policy_backlog_update(&b, 5, 32, -1, 20), 0);
+}
+
+/* The burst size changes at run time ([workers] burst): the streak counts bursts of the
+ * size asked now. */
+static void
+test_backlog_burst_change(void **state)
+{
+	struct km_policy_backlog b = {0};
+	unsigned int i;
+
+	(void)state;
+	for (i = 0; i < 6; i++)
+		assert_int_equal(km_policy_backlog_update(&b, 16, 16, -1, 100), 0);
+	assert_int_equal(km_policy_backlog_update(&b, 16, 16, -1, 100), 1); /* 7 x 16 = 112 */
+	assert_int_equal(km_policy_backlog_update(&b, 64, 64, -1, 100), 1); /* 8 x 64 */
+	assert_int_equal(km_policy_backlog_update(&b, 63, 64, -1, 100), 0);
+}
+
+/* Off (watermark 0): never over, however long the queue stays full. */
+static void
+test_backlog_off(void **state)
+{
+	struct km_policy_backlog b = {0};
+	unsigned int i;
+
+	(void)state;
+	for (i = 0; i < 100000; i++)
+		assert_int_equal(km_policy_backlog_update(&b, 32, 32, -1, 0), 0);
+	/* The streak saturates instead of wrapping to 0. */
+	b.full = UINT32_MAX - 1;
+	assert_int_equal(km_policy_backlog_update(&b, 1, 1, -1, 5), 1);
+	assert_int_equal(km_policy_backlog_update(&b, 1, 1, -1, 5), 1);
+	assert_int_equal(b.full, UINT32_MAX);
+}
+
+/* Ports that report the depth (descriptor status): their answer decides a full burst. */
+static void
+test_backlog_depth_known(void **state)
+{
+	struct km_policy_backlog b = {0};
+	unsigned int i;
+
+	(void)state;
+	assert_int_equal(km_policy_backlog_update(&b, 32, 32, 1, 512), 1); /* first burst */
+	for (i = 0; i < 100; i++)
+		assert_int_equal(km_policy_backlog_update(&b, 32, 32, 0, 512), 0);
+	/* A burst that is not full ends it, whatever the caller passes. */
+	assert_int_equal(km_policy_backlog_update(&b, 31, 32, 1, 512), 0);
+	assert_int_equal(km_policy_backlog_update(&b, 32, 32, 1, 0), 0); /* off */
+}
+
+/* Watermarks in percent of the RX descriptors. */
+static void
+test_backlog_watermark(void **state)
+{
+	(void)state;
+	assert_int_equal(km_policy_backlog_watermark(0, 1024), 0);
+	assert_int_equal(km_policy_backlog_watermark(50, 1024), 512);
+	assert_int_equal(km_policy_backlog_watermark(100, 1024), 1024);
+	assert_int_equal(km_policy_backlog_watermark(1, 64), 1); /* 0.64: at least 1 */
+	assert_int_equal(km_policy_backlog_watermark(100, 16384), 16384);
+}
+
+/*
+ * A queue drained by the worker, with arrivals: with no arrivals, a queue of D packets
+ * sets the backlog over exactly when D reaches the watermark rounded up to whole bursts;
+ * with arrivals faster than the worker, it stays over until the arrivals stop.
+ */
+static void
+test_backlog_queue(void **state)
+{
+	const uint32_t burst = 32, wm = 512;
+	uint32_t depth, q, take, i;
+	struct km_policy_backlog b;
+	int over, ever;
+
+	(void)state;
+	for (depth = 0; depth <= 1024; depth += 7) {
+		b = (struct km_policy_backlog){0};
+		ever = 0;
+		for (q = depth; q > 0 || b.full != 0; q -= take) {
+			take = q < burst ? q : burst;
+			ever |= km_policy_backlog_update(&b, take, burst, -1, wm);
+		}
+		assert_int_equal(ever, depth >= (wm + burst - 1) / burst * burst);
+	}
+	/* 40 packets arrive per 32 taken: over from the 16th burst on, as long as they come. */
+	b = (struct km_policy_backlog){0};
+	for (q = 0, i = 0; i < 200; i++) {
+		q += 40;
+		take = q < burst ? q : burst;
+		q -= take;
+		over = km_policy_backlog_update(&b, take, burst, -1, wm);
+		assert_int_equal(over, i >= 15);
+	}
+	while (q >= burst) {
+		q -= burst;
+		assert_int_equal(km_policy_backlog_update(&b, burst, burst, -1, wm), 1);
+	}
+	assert_int_equal(km_policy_backlog_update(&b, q, burst, -1, wm), 0);
+}
+
 int
 main(void)
 {
@@ -398,6 +536,12 @@ main(void)
 		cmocka_unit_test(test_tiers),
 		cmocka_unit_test(test_compaction),
 		cmocka_unit_test(test_pinned),
+		cmocka_unit_test(test_backlog_full_bursts),
+		cmocka_unit_test(test_backlog_burst_change),
+		cmocka_unit_test(test_backlog_off),
+		cmocka_unit_test(test_backlog_depth_known),
+		cmocka_unit_test(test_backlog_watermark),
+		cmocka_unit_test(test_backlog_queue),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

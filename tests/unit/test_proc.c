@@ -1848,6 +1848,80 @@ test_attach_detach(void **state)
 }
 
 /* Requests for a shard its owner has detached: BUSY, counted as a hand-over. */
+/*
+ * Overload (km_proc_overload(), the worker's RX backlog over its watermark): writes are
+ * answered BUSY and change nothing, a retry of a write already applied too (its outcome
+ * stays in the at-most-once table), GETs of values in DRAM and PINGs are served. Once off,
+ * the retry gets its outcome and the write the BUSY refused executes with its request id
+ * (the BUSY left no at-most-once entry).
+ */
+static void
+test_overload(void **state)
+{
+	struct env *e = *state;
+	struct km_proc_counters c0;
+	uint64_t v1;
+	struct rep rep;
+	char key[32];
+	struct req r;
+	unsigned int w;
+
+	key_owned(e->map, 1, "ov-", 0, key, sizeof(key));
+	r = (struct req){
+		.op = KM_OP_PUT, .key = key, .val = "v1", .val_len = 2, .req_id = 1, .src = 7};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	v1 = rep.msg.hdr.version;
+	for (w = 0; w < NB_WORKERS; w++)
+		km_proc_overload(e->proc[w], 1);
+	c0 = cnt_sum(e);
+	r = (struct req){
+		.op = KM_OP_PUT, .key = key, .val = "v2", .val_len = 2, .req_id = 2, .src = 7};
+	assert_int_equal(call(e, &r, &rep), KM_ST_BUSY);
+	assert_int_equal(rep.worker, 1);
+	r = (struct req){.op = KM_OP_CAS,
+		.key = key,
+		.val = "v3",
+		.val_len = 2,
+		.version = v1,
+		.req_id = 3,
+		.src = 7};
+	assert_int_equal(call(e, &r, &rep), KM_ST_BUSY);
+	r = (struct req){.op = KM_OP_DEL, .key = key, .req_id = 4, .src = 7};
+	assert_int_equal(call(e, &r, &rep), KM_ST_BUSY);
+	r = (struct req){
+		.op = KM_OP_PUT, .key = key, .val = "v1", .val_len = 2, .req_id = 1, .src = 7};
+	assert_int_equal(call(e, &r, &rep), KM_ST_BUSY);
+	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 5, .src = 7};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_int_equal(rep.msg.hdr.val_len, 2);
+	assert_memory_equal(rep.msg.val, "v1", 2);
+	assert_int_equal(rep.msg.hdr.version, v1);
+	r = (struct req){.op = KM_OP_PING, .req_id = 6, .src = 7};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_int_equal(CNT_DELTA(e, c0, busy_overload), 4);
+	assert_int_equal(CNT_DELTA(e, c0, write_retry), 0);
+	assert_int_equal(CNT_DELTA(e, c0, get_hit), 1);
+	assert_int_equal(CNT_DELTA(e, c0, req_put), 2);
+	assert_int_equal(CNT_DELTA(e, c0, req_cas), 1);
+	assert_int_equal(CNT_DELTA(e, c0, req_del), 1);
+
+	for (w = 0; w < NB_WORKERS; w++)
+		km_proc_overload(e->proc[w], 0);
+	r = (struct req){
+		.op = KM_OP_PUT, .key = key, .val = "v1", .val_len = 2, .req_id = 1, .src = 7};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_int_equal(rep.msg.hdr.version, v1);
+	assert_int_equal(CNT_DELTA(e, c0, write_retry), 1);
+	r = (struct req){
+		.op = KM_OP_PUT, .key = key, .val = "v2", .val_len = 2, .req_id = 2, .src = 7};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_true(rep.msg.hdr.version > v1);
+	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 8, .src = 7};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_memory_equal(rep.msg.val, "v2", 2);
+	assert_int_equal(CNT_DELTA(e, c0, busy_overload), 4);
+}
+
 static void
 test_busy_handover(void **state)
 {
@@ -2442,6 +2516,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_burst_empty, env_setup, env_teardown),
 		cmocka_unit_test(test_attach_detach),
 		cmocka_unit_test_setup_teardown(test_busy_handover, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_overload, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_shard_requests, env_setup, env_teardown),
 		cmocka_unit_test(test_reshard_split),
 		cmocka_unit_test_setup_teardown(test_reshard_merge, env_setup, env_teardown),

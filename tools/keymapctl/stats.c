@@ -149,11 +149,12 @@ group_name(unsigned int g, char *buf, size_t len)
 }
 
 /*
- * Section name of a stats sample, an object keymapd sends only with some store drivers
+ * Section name of a stats sample: "port" (the port's counters, with the workers' RX and TX
+ * queue drops beside them), and the objects keymapd sends only with some store drivers
  * (the log driver's "store" and "cache", totals of all workers): after a blank line, a
- * row per member in keymapd's order, in watch mode with its rate as in the counter table.
- * A section with hits and misses gets its hit ratio after the misses. Nothing when the
- * sample has no such object.
+ * row per member in keymapd's order, in watch mode with its rate as in the counter table
+ * (none for the port's id). A section with hits and misses gets its hit ratio after the
+ * misses. Nothing when the sample has no such object.
  */
 static void
 print_stats_section(const json_t *d, const json_t *prev, const char *name, double dt, int watch)
@@ -180,7 +181,8 @@ print_stats_section(const json_t *d, const json_t *prev, const char *name, doubl
 		table_add(&t, "%s", key);
 		table_add(&t, "%s", jfmt(m));
 		if (watch)
-			table_add_rate(&t, m, json_object_get(psec, key), dt);
+			table_add_rate(&t, strcmp(key, "id") == 0 ? NULL : m,
+				json_object_get(psec, key), dt);
 		if (strcmp(key, "misses") != 0 || jint(sec, "hits", &hits) != 0 ||
 			jint(sec, "misses", &misses) != 0)
 			continue;
@@ -201,7 +203,8 @@ print_stats_section(const json_t *d, const json_t *prev, const char *name, doubl
 /*
  * One stats sample: a summary line, then a counter per row, total and per-worker columns;
  * in watch mode each followed by its rate since the previous sample (prev, dt seconds
- * earlier; "-" in the first sample). Then the store and cache sections, if any.
+ * earlier; "-" in the first sample). Then the port section, and the store and cache
+ * sections, if any.
  */
 static void
 print_stats(const json_t *d, const json_t *prev, double dt, int watch)
@@ -258,6 +261,7 @@ print_stats(const json_t *d, const json_t *prev, double dt, int watch)
 	}
 	table_print(&t);
 	table_free(&t);
+	print_stats_section(d, prev, "port", dt, watch);
 	print_stats_section(d, prev, "store", dt, watch);
 	print_stats_section(d, prev, "cache", dt, watch);
 }

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
+"""
+A raw UDP client of the keymap protocol (docs/protocol.md) for drops.sh: it sends exactly
+what it is told, as fast as it can, and counts what comes back by op and status, so that
+the test can compare keymapd's counters with what was sent.
+
+usage: drops_client.py SERVER PORT MODE N
+  ping   N PINGs, one at a time (each waits up to 1 s for its reply)
+  junk   N datagrams that are not requests (keymapd drops them, counted in drop_proto),
+         back to back; nothing comes back
+  blast  one PUT of the key drops/k (answered), then N requests back to back, PUTs and
+         GETs of that key in turn, then the replies until none came for 2 s
+
+Prints one JSON object: sent, replies, and per op the count of each status name.
+Every wait is bounded: the whole run ends within N seconds plus a few.
+"""
+
+import json
+import socket
+import struct
+import sys
+import time
+
+MAGIC, VERSION = 0x4B, 1
+OPS = {1: "ping", 2: "get", 4: "put"}
+STATUS = ["OK", "NOT_FOUND", "MOVED", "BUSY", "TOO_LARGE", "BAD_REQUEST",
+          "VERSION_MISMATCH", "DENIED", "ERROR"]
+HDR = struct.Struct("<BBBBHHIIQQII")  # the 40-byte header, little-endian
+KEY = b"drops/k"
+
+
+def request(op, req_id, key=b"", val=b""):
+    return HDR.pack(MAGIC, VERSION, op, 0, 0, len(key), len(val), 0, req_id, 0, 0, 0) + key + val
+
+
+def main():
+    server, port, mode, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # Room for every reply of a blast (SO_RCVBUFFORCE: root may exceed rmem_max).
+    s.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)
+    s.connect((server, port))
+    out = {"sent": 0, "replies": 0}
+
+    def take(timeout):
+        s.settimeout(timeout)
+        try:
+            b = s.recv(2048)
+        except socket.timeout:
+            return False
+        if len(b) < HDR.size:
+            return True
+        h = HDR.unpack_from(b)
+        name = OPS.get(h[2], str(h[2]))
+        st = STATUS[h[3]] if h[3] < len(STATUS) else str(h[3])
+        out.setdefault(name, {})
+        out[name][st] = out[name].get(st, 0) + 1
+        out["replies"] += 1
+        return True
+
+    if mode == "ping":
+        for i in range(n):
+            s.send(request(1, i + 1))
+            out["sent"] += 1
+            take(1.0)
+    elif mode == "junk":
+        for i in range(n):
+            s.send(b"not a keymap request %08d" % i)
+            out["sent"] += 1
+    elif mode == "blast":
+        s.send(request(4, 1, KEY, b"v" * 32))
+        if not take(2.0):
+            sys.exit("blast: the first PUT got no reply")
+        out = {"sent": 0, "replies": 0}
+        reqs = [request(4 if i % 2 == 0 else 2, i + 2, KEY, b"v" * 32 if i % 2 == 0 else b"")
+                for i in range(n)]
+        for r in reqs:
+            s.send(r)
+            out["sent"] += 1
+        end = time.monotonic() + n / 100 + 5
+        while out["replies"] < out["sent"] and time.monotonic() < end and take(2.0):
+            pass
+    else:
+        sys.exit("unknown mode " + mode)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -195,10 +195,16 @@ km_client_open(const struct km_client_opts *opts, struct km_client **out)
 	rc = km_client_alloc(c);
 	if (rc != KM_OK)
 		goto fail;
-	/* Ids of different clients (and runs) must not collide at the server's dedup. */
+	/* Ids of different clients (and runs) must not collide at the server's dedup, and
+	 * must not be guessable (another source reusing one is not a retry there, but a
+	 * guess should not even come close). */
 	if (getrandom(&c->next_req_id, sizeof(c->next_req_id), GRND_NONBLOCK) !=
-		sizeof(c->next_req_id))
+			sizeof(c->next_req_id) ||
+		getrandom(&c->req_id_key, sizeof(c->req_id_key), GRND_NONBLOCK) !=
+			sizeof(c->req_id_key)) {
 		c->next_req_id = km_now() ^ ((uint64_t)getpid() << 32);
+		c->req_id_key = km_now() * 0x9e3779b97f4a7c15ULL;
+	}
 
 	rc = KM_ERR_SYSTEM;
 	c->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

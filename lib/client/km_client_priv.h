@@ -114,7 +114,8 @@ struct km_client {
 	unsigned int retries;
 	unsigned int window;
 	uint64_t timeout_ns;
-	uint64_t next_req_id;
+	uint64_t next_req_id; /* a counter from a random start ... */
+	uint64_t req_id_key;  /* ... mixed with this random key into each request id */
 
 	struct km_shardmap *map; /* NULL: unsteered */
 	uint32_t map_gen;        /* bumped whenever a map is installed */

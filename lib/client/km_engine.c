@@ -18,6 +18,24 @@
 
 #include "km_client_priv.h"
 
+/*
+ * The next request id: the counter through a bijective mix (xor-shift-multiply rounds,
+ * each invertible) keyed at open: every id of a handle is distinct for 2^64 requests and
+ * cannot be predicted from the ones before.
+ */
+static inline uint64_t
+km_req_id_next(struct km_client *c)
+{
+	uint64_t x = c->next_req_id++ ^ c->req_id_key;
+
+	x ^= x >> 31;
+	x *= 0x7fb5d329728ea185ULL;
+	x ^= x >> 27;
+	x *= 0x81dadef4bc2dd44dULL;
+	x ^= x >> 33;
+	return x ^ (c->req_id_key >> 7);
+}
+
 static inline uint16_t
 km_slot_port(const struct km_client *c, const struct km_slot *s)
 {
@@ -29,7 +47,7 @@ km_slot_port(const struct km_client *c, const struct km_slot *s)
 }
 
 /*
- * req_id -> slot table. Ids are consecutive, so their low bits spread well; the table
+ * req_id -> slot table. Ids are mixed (km_req_id_next), so their low bits spread well; the table
  * has at least 4 entries per slot to keep probe chains short.
  */
 static inline uint32_t
@@ -161,7 +179,7 @@ km_slot_arm(struct km_client *c, uint32_t idx, struct km_batch_op *op, int32_t w
 	s->hdr.op = op->op;
 	s->hdr.key_len = (uint16_t)op->klen;
 	s->hdr.val_len = has_val ? (uint32_t)op->vlen : 0;
-	s->hdr.req_id = c->next_req_id++;
+	s->hdr.req_id = km_req_id_next(c);
 	if (op->op == KM_OP_CAS || op->op == KM_OP_DEL || op->op == KM_OP_MAP)
 		s->hdr.version = op->version;
 	s->hdr.session = op->session != 0 ? op->session : c->session;

@@ -191,7 +191,8 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 	if (shd != NULL)
 		shd->requests++;
 
-	if (d->valid && d->src == src && d->req_id == req->hdr.req_id && d->op == req->hdr.op) {
+	if (d->valid && d->src == src && d->req_id == req->hdr.req_id && d->op == req->hdr.op &&
+		d->key_hash == k->hash) {
 		p->cnt.write_retry++;
 		status = d->status;
 		version = d->version;
@@ -234,6 +235,7 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 	*d = (struct dedup_entry){
 		.src = src,
 		.req_id = req->hdr.req_id,
+		.key_hash = k->hash,
 		.version = version,
 		.seq = seq,
 		.gen = shd->gen,

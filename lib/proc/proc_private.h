@@ -88,6 +88,7 @@ struct pend {
 struct dedup_entry {
 	uint64_t src;
 	uint64_t req_id;
+	uint64_t key_hash; /* a reused id with another key is another request */
 	uint64_t version;
 	uint64_t seq; /* sync mode: the write's record, 0 = none */
 	uint64_t gen; /* ... in the store of this shard generation */

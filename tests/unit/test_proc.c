@@ -735,9 +735,24 @@ test_at_most_once(void **state)
 	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
 	assert_memory_equal(rep.msg.val, "G", 1);
 
+	/* The same client reusing an id with another key: another request, executed (the
+	 * table's outcome belongs to the first key). */
+	r = (struct req){.op = KM_OP_PUT,
+		.key = "other-key",
+		.val = "H",
+		.val_len = 1,
+		.req_id = 510,
+		.src = 100};
+	r.req_id = put_a.req_id;
+	r.src = put_a.src;
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	r = (struct req){.op = KM_OP_GET, .key = "other-key", .req_id = 511, .src = 100};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_memory_equal(rep.msg.val, "H", 1);
+
 	/* Retried: PUT twice, CAS, refused CAS, DEL twice. */
 	assert_int_equal(CNT_DELTA(e, c0, write_retry), 6);
-	assert_int_equal(CNT_DELTA(e, c0, req_put), 7);
+	assert_int_equal(CNT_DELTA(e, c0, req_put), 8);
 	assert_int_equal(CNT_DELTA(e, c0, req_cas), 4);
 	assert_int_equal(CNT_DELTA(e, c0, req_del), 3);
 }

@@ -44,6 +44,7 @@
 	X(handoff_in, "requests received from other workers")                               \
 	X(handoff_drops, "misdirected requests dropped: owner ring full")                   \
 	X(drop_denied, "datagrams dropped: source not in [security] allow")                 \
+	X(drop_src, "packets dropped: a source no reply may go to (spoofed or broken)")     \
 	X(busy_cycles, "TSC cycles spent on iterations that had work")                      \
 	X(busy_iters, "loop iterations that had work")                                      \
 	X(disk_replies, "replies sent after waiting for a disk read or a group write")      \

@@ -218,6 +218,13 @@ pkt_l4(struct km_worker *w, const struct km_allow *allow, struct rte_mbuf *m, in
 		w->cnt.drop_l3++;
 		goto drop;
 	}
+	/* No reply to a source it could only reflect traffic from (ICMP included). A
+	 * broadcast or multicast frame is not a request to this server either. */
+	if (unlikely(!km_addr_replyable(ip->src_addr, 1, km_dp.ip) ||
+		     rte_is_multicast_ether_addr(&eth->src_addr))) {
+		w->cnt.drop_src++;
+		goto drop;
+	}
 	if (unlikely(ip->next_proto_id != IPPROTO_UDP)) {
 		if (ip->next_proto_id == IPPROTO_ICMP && icmp_reply(w, eth, ip, ip_len) == 0) {
 			m->ol_flags = 0;
@@ -236,6 +243,10 @@ pkt_l4(struct km_worker *w, const struct km_allow *allow, struct rte_mbuf *m, in
 		     pw >= km_dp.nb_workers ||
 		     (m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_BAD)) {
 		w->cnt.drop_l4++;
+		goto drop;
+	}
+	if (unlikely(udp->src_port == 0)) {
+		w->cnt.drop_src++;
 		goto drop;
 	}
 	/* Sources outside the allow-list get nothing, not even an error (no amplification). A

@@ -39,6 +39,16 @@ allow_item(char *item, uint32_t *net, uint32_t *mask, char *why, size_t len)
 	}
 	*mask = plen == 0 ? 0 : htonl(UINT32_MAX << (32 - plen));
 	*net = a.s_addr & *mask;
+	if (*net != a.s_addr) {
+		/* 1.2.3.4/8 is most likely a typo: say which network it would have been. */
+		char want[INET_ADDRSTRLEN];
+		struct in_addr n = {.s_addr = *net};
+
+		inet_ntop(AF_INET, &n, want, sizeof(want));
+		snprintf(why, len, "'%s/%u': host bits set (the network is %s/%u)", item,
+			(unsigned int)plen, want, (unsigned int)plen);
+		return -EINVAL;
+	}
 	return 0;
 }
 

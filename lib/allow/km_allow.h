@@ -71,4 +71,21 @@ km_allow_match(const struct km_allow *a, uint32_t addr)
 	return 0;
 }
 
+/**
+ * Whether a reply may go to source addr (network byte order), port (network byte order)
+ * of a server at own: not to an unspecified, "this network" (0/8), loopback (127/8),
+ * multicast (224/4), reserved or broadcast (240/4, 255.255.255.255) address, nor to the
+ * server's own address, nor to port 0: such a source is spoofed or broken, and a reply
+ * could only reflect traffic somewhere it was not asked for.
+ * @return 1 if it may, 0 if not.
+ * @note Context: any thread (the data path: per packet).
+ */
+static inline int
+km_addr_replyable(uint32_t addr, uint16_t port, uint32_t own)
+{
+	const uint8_t *b = (const uint8_t *)&addr; /* network order: b[0] is the first octet */
+
+	return port != 0 && addr != own && b[0] != 0 && b[0] != 127 && b[0] < 224;
+}
+
 #endif /* KM_ALLOW_H */

@@ -198,6 +198,16 @@ check "busy['replies'] == busy['sent'] == 800 and busy['put'].get('BUSY', 0) > 0
 echo "   800 sent: $(jx "busy['put']['BUSY']") PUTs answered BUSY, $(jx "busy['put'].get('OK', 0)") PUTs and 400 GETs served"
 "${in_ns[@]}" ip link set "$tap" txqueuelen 1000
 
+echo "== d. sources no reply may go to: dropped, counted"
+settle s8
+"${run_client[@]}" spoof 5 >"$tmp/spoof.json" || fail "spoof"
+settle s9
+check "spoof['sent'] == 5 * spoof['sources'] == 35 and
+	s9['total']['drop_src'] - s8['total']['drop_src'] == 35 and
+	s9['total']['tx_pkts'] - s8['total']['tx_pkts'] == 1" \
+	"35 PINGs from 7 bad sources (loopback, multicast, broadcast, reserved, 0/8, own, port 0): all in drop_src, none answered" \
+	"spoof, s9['total']['drop_src'] - s8['total']['drop_src'], s9['port']['opackets'] - s8['port']['opackets']"
+
 kill -TERM "$srv_pid"
 for _ in $(seq 100); do kill -0 "$srv_pid" 2>/dev/null || break; sleep 0.1; done
 wait "$srv_pid" || fail "keymapd exited with status $?"

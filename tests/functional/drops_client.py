@@ -11,6 +11,10 @@ usage: drops_client.py SERVER PORT MODE N
          back to back; nothing comes back
   blast  one PUT of the key drops/k (answered), then N requests back to back, PUTs and
          GETs of that key in turn, then the replies until none came for 2 s
+  spoof  N PINGs from each source no reply may go to (loopback, multicast, broadcast,
+         reserved, this network, the server itself, and a real address with UDP port 0;
+         0.0.0.0 cannot be sent: the kernel fills in its own), sent through a raw socket
+         (IP_HDRINCL), after one real PING; nothing else may come back
 
 Prints one JSON object: sent, replies, and per op the count of each status name.
 Every wait is bounded: the whole run ends within N seconds plus a few.
@@ -80,6 +84,26 @@ def main():
         end = time.monotonic() + n / 100 + 5
         while out["replies"] < out["sent"] and time.monotonic() < end and take(2.0):
             pass
+    elif mode == "spoof":
+        s.send(request(1, 999))  # a real PING first: ARP resolved, a source address known
+        take(2.0)
+        out = {"sent": 0, "replies": 0}
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        bad = [("127.0.0.1", 40000), ("224.0.0.1", 40000), ("255.255.255.255", 40000),
+               ("240.0.0.1", 40000), ("0.1.2.3", 40000),
+               (server, 40000), (s.getsockname()[0], 0)]
+        out["sources"] = len(bad)
+        for src, sport in bad:
+            for i in range(n):
+                body = request(1, 1000 + i)
+                udp = struct.pack("!HHHH", sport, port, 8 + len(body), 0) + body
+                ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i, 0, 64, 17, 0,
+                                 socket.inet_aton(src), socket.inet_aton(server))
+                raw.sendto(ip + udp, (server, 0))
+                out["sent"] += 1
+        # The socket bound to the real address with port 0 cannot receive; any reply to
+        # the others would not come here either: keymapd's counters are the check.
+        time.sleep(0.5)
     else:
         sys.exit("unknown mode " + mode)
     print(json.dumps(out))

@@ -88,8 +88,10 @@ test_allow(void **state)
 	assert_true(km_allow_match(&a, ip4("192.0.2.7")));
 	assert_false(km_allow_match(&a, ip4("192.0.2.8")));
 
-	/* Host bits are masked away. */
-	assert_int_equal(km_allow_parse("10.1.2.3/8", &a, err, sizeof(err)), 0);
+	/* Host bits set: most likely a typo, refused with the network meant. */
+	assert_int_equal(km_allow_parse("10.1.2.3/8", &a, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "host bits set (the network is 10.0.0.0/8)"));
+	assert_int_equal(km_allow_parse("10.0.0.0/8", &a, err, sizeof(err)), 0);
 	assert_int_equal(a.net[0], ip4("10.0.0.0"));
 	assert_int_equal(a.mask[0], ip4("255.0.0.0"));
 	assert_true(km_allow_match(&a, ip4("10.9.9.9")));
@@ -109,7 +111,7 @@ test_allow(void **state)
 	assert_int_equal(km_allow_parse("0.0.0.0/0", &a, err, sizeof(err)), 0);
 	assert_int_equal(a.all, 1);
 	assert_true(km_allow_match(&a, ip4("203.0.113.9")));
-	assert_int_equal(km_allow_parse("192.0.2.1, 1.2.3.4/0", &a, err, sizeof(err)), 0);
+	assert_int_equal(km_allow_parse("192.0.2.1, 0.0.0.0/0", &a, err, sizeof(err)), 0);
 	assert_int_equal(a.all, 1);
 
 	/* At most KM_ALLOW_MAX items. */
@@ -134,7 +136,7 @@ test_allow_prefix_edges(void **state)
 		{"10.0.0.0/8", "10.0.0.0", "10.255.255.255", "9.255.255.255", "11.0.0.0"},
 		{"198.51.100.64/26", "198.51.100.64", "198.51.100.127", "198.51.100.63",
 			"198.51.100.128"},
-		{"203.0.113.7/31", "203.0.113.6", "203.0.113.7", "203.0.113.5", "203.0.113.8"},
+		{"203.0.113.6/31", "203.0.113.6", "203.0.113.7", "203.0.113.5", "203.0.113.8"},
 	};
 	struct km_allow a;
 	char err[256];
@@ -148,6 +150,35 @@ test_allow_prefix_edges(void **state)
 		assert_false(km_allow_match(&a, ip4(c[i].before)));
 		assert_false(km_allow_match(&a, ip4(c[i].after)));
 	}
+}
+
+/* Sources no reply may go to. */
+static void
+test_replyable(void **state)
+{
+	static const struct {
+		const char *addr;
+		uint16_t port;
+		int ok;
+	} t[] = {
+		{"198.51.100.1", 40000, 1}, {"10.0.0.1", 1, 1}, {"169.254.1.1", 5000, 1},
+		{"223.255.255.254", 5000, 1}, {"198.51.100.1", 0, 0}, /* port 0 */
+		{"0.0.0.0", 5000, 0},                                 /* unspecified */
+		{"0.1.2.3", 5000, 0},                                 /* this network */
+		{"127.0.0.1", 5000, 0},                               /* loopback */
+		{"127.255.0.9", 5000, 0},                             /* loopback */
+		{"224.0.0.1", 5000, 0},                               /* multicast */
+		{"239.255.255.250", 5000, 0}, {"240.0.0.1", 5000, 0}, /* reserved */
+		{"255.255.255.255", 5000, 0},                         /* broadcast */
+		{"198.51.100.2", 5000, 0},                            /* the server itself */
+	};
+	unsigned int i;
+
+	(void)state;
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+		assert_int_equal(
+			km_addr_replyable(ip4(t[i].addr), htons(t[i].port), ip4("198.51.100.2")),
+			t[i].ok);
 }
 
 static void
@@ -169,6 +200,9 @@ test_allow_create_free(void **state)
 	assert_int_equal(km_allow_create("10.0.0.0/40", &a, err, sizeof(err)), -EINVAL);
 	assert_null(a);
 	assert_non_null(strstr(err, "prefix length not in 0..32"));
+	assert_int_equal(km_allow_create("10.0.0.0/8, 1.2.3.4/8", &a, err, sizeof(err)), -EINVAL);
+	assert_null(a);
+	assert_non_null(strstr(err, "'1.2.3.4/8': host bits set (the network is 1.0.0.0/8)"));
 	km_allow_free(NULL);
 }
 
@@ -179,6 +213,7 @@ main(void)
 		cmocka_unit_test(test_allow),
 		cmocka_unit_test(test_allow_prefix_edges),
 		cmocka_unit_test(test_allow_create_free),
+		cmocka_unit_test(test_replyable),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -184,7 +184,7 @@ test_load_good(void **state)
 		    "[shards]\n"
 		    "merge_rate = 500\n" /* split_rate 0: no constraint */
 		    "[security]\n"
-		    "allow = 10.1.2.3/8,192.0.2.1\n"
+		    "allow = 10.0.0.0/8,192.0.2.1\n"
 		    "[metrics]\n"
 		    "port = 0\n"
 		    "\n",
@@ -193,7 +193,7 @@ test_load_good(void **state)
 	assert_int_equal(c.burst, 16);
 	assert_int_equal(c.idle_spin, 0);
 	assert_int_equal(c.merge_rate, 500);
-	assert_string_equal(c.allow, "10.1.2.3/8,192.0.2.1");
+	assert_string_equal(c.allow, "10.0.0.0/8,192.0.2.1");
 	assert_int_equal(c.metrics_port, 0);
 	assert_int_equal(c.rx_desc, 1024); /* untouched */
 }
@@ -245,6 +245,7 @@ static const struct bad_case bad_cases[] = {
 	{"[security]\nallow = 1.2.3.4/33\n", 2,
 		{"[security] allow = '1.2.3.4/33': ", "prefix length not in 0..32"}},
 	{"[security]\nallow = 10.0.0.0/8, 300.1.1.1/8\n", 2, {"'300.1.1.1': not an IPv4 address"}},
+	{"[security]\nallow = 10.1.2.3/8\n", 2, {"host bits set (the network is 10.0.0.0/8)"}},
 	{"[security]\nallow = 1.2.3.4/8/1\n", 2, {"'1.2.3.4/8/1': bad prefix length"}},
 	{"[security]\nallow = 1.2.3.4,,5.6.7.8\n", 2, {"item 2 is empty"}},
 	{"[net]\nport = 0\nburst 64\n", 3,

@@ -49,6 +49,7 @@ struct km_conf {
 	char durability[8];
 	uint64_t sync_interval_ms;
 	uint64_t write_buffer;
+	uint64_t max_bytes;
 	uint64_t pending_max;
 	uint64_t defer_max;
 	/* [cache] */

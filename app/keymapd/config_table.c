@@ -89,6 +89,9 @@ const struct conf_desc km_conf_descs[] = {
 	U64("store", "sync_interval_ms", 0, sync_interval_ms, 1, 60000, "10",
 		"log driver, async durability: how long an acknowledged write may wait to be "
 		"durable (milliseconds)"),
+	U64("store", "max_bytes", 0, max_bytes, 0, UINT64_C(1) << 50, "0",
+		"DRAM the stores may hold, all workers (each an equal share): mem keys, values "
+		"and slots, log indexes; over it PUT/CAS are answered FULL (0: no bound)"),
 	U64("store", "write_buffer", 0, write_buffer, 65536, 1 << 30, "4194304",
 		"log driver: bytes of records per shard waiting for the disk before writes are "
 		"answered BUSY"),

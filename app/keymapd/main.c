@@ -110,6 +110,7 @@ workers_init(const struct km_conf *conf, const struct km_shardmap *map, const ui
 		.route_depth = (uint8_t)conf->route_depth,
 		.sync_interval_ms = (uint32_t)conf->sync_interval_ms,
 		.write_buffer = (uint32_t)conf->write_buffer,
+		.dram_max = conf->max_bytes / km_dp.nb_workers,
 		.cache_bytes = conf->cache_bytes,
 		.pending_max = (uint32_t)conf->pending_max,
 		.defer_max = (uint32_t)conf->defer_max,

@@ -63,6 +63,8 @@ km_strerror(int err)
 		return "shard map encoding of a newer major version: upgrade libkeymap";
 	case KM_ERR_DAMAGED:
 		return "damaged on the server (rewrite or delete the key)";
+	case KM_ERR_FULL:
+		return "server memory full (write not applied)";
 	}
 	return "unknown error";
 }
@@ -91,6 +93,8 @@ km_status_err(unsigned int st)
 		return KM_ERR_SERVER;
 	case KM_ST_DAMAGED:
 		return KM_ERR_DAMAGED;
+	case KM_ST_FULL:
+		return KM_ERR_FULL;
 	}
 	return KM_ERR_PROTO;
 }

@@ -47,6 +47,8 @@ enum km_err {
 				   * library does not know: requests go unsteered */
 	KM_ERR_DAMAGED = -16,     /* the key's stored value, or its shard, is damaged or
 				   * missing on the server: rewrite or delete the key */
+	KM_ERR_FULL = -17,        /* the server's memory bound is reached: the write was
+				   * not applied (reads and deletes work) */
 };
 
 /**

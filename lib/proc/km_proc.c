@@ -88,6 +88,7 @@ km_proc_create(const struct km_proc_params *prm, struct km_proc **out)
 	p->worker = prm->worker;
 	p->value_max = prm->value_max;
 	p->version_base = prm->version_base;
+	p->dram_max = prm->dram_max;
 	p->store_initial_keys = prm->store_initial_keys;
 	strcpy(p->driver, prm->store_driver);
 	p->shards_mask = 15;
@@ -218,7 +219,9 @@ km_proc_shard_attach(struct km_proc *p, uint64_t shard_id, struct km_store *s)
 		.gen = ++p->gen_next,
 		.persistent = (uint8_t)persistent,
 		.stream = stream,
+		.dram = s->ops->dram_bytes != NULL ? s->ops->dram_bytes(s) : 0,
 	};
+	p->dram_used += p->shards[i].dram;
 	p->gen_ids[p->gen_next & (PROC_GEN_IDS - 1)].gen = p->gen_next;
 	p->gen_ids[p->gen_next & (PROC_GEN_IDS - 1)].id = shard_id;
 	p->nb_shards++;
@@ -251,6 +254,7 @@ km_proc_shard_detach(struct km_proc *p, uint64_t shard_id, uint64_t *requests)
 		proc_parked_fail(p, sl, KM_ST_BUSY);
 	}
 	free(sl->stream);
+	p->dram_used -= sl->dram;
 	shard_table_remove(p, (uint32_t)(sl - p->shards));
 	p->nb_shards--;
 	return s;

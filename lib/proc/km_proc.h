@@ -47,6 +47,7 @@
 	X(busy_pending, "requests answered BUSY: too many reads or replies waiting on disk")      \
 	X(busy_backlog, "writes answered BUSY: write buffer full, or the async durability bound") \
 	X(busy_overload, "requests answered BUSY: the RX queue over busy_watermark")              \
+	X(full, "writes answered FULL: the worker's share of [store] max_bytes reached")          \
 	X(disk_reads, "store reads started for cache misses")                                     \
 	X(read_coalesced, "cache misses served by a read already in flight")                      \
 	X(read_restarts, "reads started again: the entry changed meanwhile")                      \
@@ -93,6 +94,10 @@ struct km_proc_params {
 	 * in ns then, so that a store that keeps nothing across restarts (mem) never issues
 	 * a version again that a client may hold from before (unless the clock went back). */
 	uint64_t version_base;
+	/* DRAM this worker's stores may hold (km_store_ops.dram_bytes: mem's keys and values,
+	 * log's index), 0 = no bound: over it, a PUT or CAS is answered FULL (reads, DELs and
+	 * writes that do not grow go on). The bound may be passed by one index growth. */
+	uint64_t dram_max;
 };
 
 struct km_proc;

@@ -205,6 +205,14 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 	if (shd == NULL)
 		return reply_busy(p, map, req, sh, out);
 	s = shd->store;
+	/* The DRAM bound: a write that may grow the store waits for room (reads and DELs go
+	 * on). Its own size is a lower bound of what it adds. */
+	if (p->dram_max != 0 && req->hdr.op != KM_OP_DEL &&
+		p->dram_used + k->len + req->hdr.val_len > p->dram_max) {
+		p->cnt.full++;
+		status = KM_ST_FULL;
+		goto reply;
+	}
 	switch (req->hdr.op) {
 	case KM_OP_PUT:
 		rc = km_store_put(s, k, req->val, req->hdr.val_len, KM_VERSION_ANY, 0, &version);
@@ -219,6 +227,12 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 		break;
 	}
 	status = proc_status_of_rc(p, rc, 0);
+	if (rc == 0 && s->ops->dram_bytes != NULL) {
+		uint64_t now = s->ops->dram_bytes(s);
+
+		p->dram_used = p->dram_used - shd->dram + now;
+		shd->dram = now;
+	}
 	if (rc == 0 && shd->persistent) {
 		proc_written_persistent(p, shd, req, k, version);
 		if (proc_pf_on(p)) /* before the reply header is written over the request */

@@ -42,6 +42,7 @@ struct km_proc_shard {
 	uint64_t gen;       /* cache tag: unique per attach */
 	uint8_t persistent; /* values on disk: cache, reads and writes deferred */
 	uint8_t dirty;      /* in the dirty list */
+	uint64_t dram;      /* the store's dram_bytes as last counted in p->dram_used */
 	struct defer *parked_head, *parked_tail; /* write replies waiting for durability */
 	struct km_stream *stream;                /* persistent: KM_STREAM_SET read-ahead
 						  * streams (apart: the table stays small) */
@@ -126,6 +127,8 @@ struct km_proc {
 	struct km_cache *cache;
 	uint64_t gen_next;
 	uint64_t version_base; /* km_proc_params.version_base */
+	uint64_t dram_max;     /* km_proc_params.dram_max */
+	uint64_t dram_used;    /* the shards' dram, summed */
 	/* gen -> shard id of attached shards, direct-mapped: the cache names a shard by gen. */
 	struct {
 		uint64_t gen, id;

@@ -55,7 +55,7 @@ km_req_parse(const uint8_t *buf, size_t len, size_t value_max, struct km_msg *ms
 	km_hdr_decode(buf, h);
 	/* Not ours, or a reply: answering could reflect traffic between two servers. */
 	if (h->magic != KM_PROTO_MAGIC || h->proto_ver != KM_PROTO_VERSION ||
-			(h->flags & KM_F_REPLY) != 0)
+		(h->flags & KM_F_REPLY) != 0)
 		return -1;
 	if (len > KM_DGRAM_MAX)
 		return KM_ST_TOO_LARGE;
@@ -109,7 +109,7 @@ km_reply_parse(const uint8_t *buf, size_t len, struct km_msg *msg)
 		return -1;
 	km_hdr_decode(buf, h);
 	if (h->magic != KM_PROTO_MAGIC || h->proto_ver != KM_PROTO_VERSION ||
-			(h->flags & KM_F_REPLY) == 0 || h->status >= KM_ST__MAX)
+		(h->flags & KM_F_REPLY) == 0 || h->status >= KM_ST__MAX)
 		return -1;
 	if ((size_t)KM_HDR_LEN + h->key_len + h->val_len != len)
 		return -1;
@@ -194,6 +194,7 @@ static const char *const status_names[KM_ST__MAX] = {
 	[KM_ST_DENIED] = "DENIED",
 	[KM_ST_ERROR] = "ERROR",
 	[KM_ST_DAMAGED] = "DAMAGED",
+	[KM_ST_FULL] = "FULL",
 };
 
 const char *

@@ -53,6 +53,7 @@ enum km_status {
 	KM_ST_DENIED = 7,
 	KM_ST_ERROR = 8,   /* server-side failure (out of memory, I/O error) */
 	KM_ST_DAMAGED = 9, /* the key's newest record, or its shard, is damaged or missing */
+	KM_ST_FULL = 10,   /* the server's memory bound ([store] max_bytes) is reached */
 	KM_ST__MAX
 };
 

@@ -202,6 +202,11 @@ struct km_store_ops {
 	 */
 	int (*load)(struct km_store *s, const struct km_key *k, const void *val, uint32_t len,
 		uint64_t version);
+	/**
+	 * DRAM the instance holds for its entries (mem: slots, keys, values and their
+	 * overhead; log: the index; the value cache is apart). Optional. O(1).
+	 */
+	uint64_t (*dram_bytes)(const struct km_store *s);
 
 	/*
 	 * Persistent drivers only (NULL for mem): values on disk, reads and writes through

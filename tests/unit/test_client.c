@@ -714,7 +714,7 @@ test_strerror(void **state)
 	static const int codes[] = {KM_OK, KM_ERR_NOT_FOUND, KM_ERR_VERSION_MISMATCH,
 		KM_ERR_TOO_LARGE, KM_ERR_BAD_REQUEST, KM_ERR_BUSY, KM_ERR_DENIED, KM_ERR_SERVER,
 		KM_ERR_TIMEOUT, KM_ERR_INVAL, KM_ERR_SYSTEM, KM_ERR_PROTO, KM_ERR_MOVED,
-		KM_ERR_NOMEM, KM_ERR_BUFFER, KM_ERR_MAP_VERSION, KM_ERR_DAMAGED};
+		KM_ERR_NOMEM, KM_ERR_BUFFER, KM_ERR_MAP_VERSION, KM_ERR_DAMAGED, KM_ERR_FULL};
 	size_t i, j;
 
 	(void)state;
@@ -725,7 +725,7 @@ test_strerror(void **state)
 			assert_string_not_equal(km_strerror(codes[i]), km_strerror(codes[j]));
 	}
 	assert_string_equal(km_strerror(1), "unknown error");
-	assert_string_equal(km_strerror(-17), "unknown error");
+	assert_string_equal(km_strerror(-18), "unknown error");
 	assert_string_equal(km_strerror(-1000), "unknown error");
 }
 

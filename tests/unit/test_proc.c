@@ -757,6 +757,73 @@ test_at_most_once(void **state)
 	assert_int_equal(CNT_DELTA(e, c0, req_del), 3);
 }
 
+/* [store] max_bytes: over the worker's share, PUT and CAS are answered FULL and change
+ * nothing; GETs and DELs go on, and a DEL makes room again. */
+static void
+test_dram_bound(void **state)
+{
+	struct env *e = *state;
+	struct km_proc_params pp = {
+		.worker = 0, .value_max = VALUE_MAX, .store_driver = "mem", .version_base = 1};
+	uint64_t base = 0;
+	char key[32], val[200];
+	struct rep rep;
+	struct req r;
+	unsigned int i, n;
+
+	/* Worker 0 again, bounded at its empty stores plus 20 KB. */
+	km_proc_destroy(e->proc[0]);
+	assert_int_equal(km_proc_create(&pp, &e->proc[0]), 0);
+	for (i = 0; i < km_shardmap_nb_shards(e->map); i++) {
+		const struct km_shard *sh = km_shardmap_shard_at(e->map, i);
+		struct km_store *s;
+
+		if (km_shard_owner(sh) != 0)
+			continue;
+		assert_int_equal(km_proc_shard_add(e->proc[0], km_shard_id(sh)), 0);
+		s = km_proc_shard_store(e->proc[0], km_shard_id(sh));
+		base += s->ops->dram_bytes(s);
+	}
+	km_proc_destroy(e->proc[0]);
+	pp.dram_max = base + 20000;
+	assert_int_equal(km_proc_create(&pp, &e->proc[0]), 0);
+	for (i = 0; i < km_shardmap_nb_shards(e->map); i++) {
+		const struct km_shard *sh = km_shardmap_shard_at(e->map, i);
+
+		if (km_shard_owner(sh) == 0)
+			assert_int_equal(km_proc_shard_add(e->proc[0], km_shard_id(sh)), 0);
+	}
+	memset(val, 'v', sizeof(val));
+	for (n = 0; n < 1000; n++) {
+		key_owned(e->map, 0, "full-", n, key, sizeof(key));
+		r = (struct req){.op = KM_OP_PUT,
+			.key = key,
+			.val = val,
+			.val_len = sizeof(val),
+			.req_id = 9000 + n,
+			.src = 100};
+		if (call(e, &r, &rep) != KM_ST_OK)
+			break;
+	}
+	print_message("dram bound: %u values of 200 bytes in 20 KB\n", n);
+	assert_true(n > 20 && n < 200);
+	assert_int_equal(rep.msg.hdr.status, KM_ST_FULL);
+	assert_int_equal(km_proc_counters(e->proc[0])->full, 1);
+	/* Not applied: absent. The ones before it read back. */
+	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 1, .src = 100};
+	assert_int_equal(call(e, &r, &rep), KM_ST_NOT_FOUND);
+	key_owned(e->map, 0, "full-", 0, key, sizeof(key));
+	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 2, .src = 100};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	/* A DEL makes room; the refused key goes in then. */
+	r = (struct req){.op = KM_OP_DEL, .key = key, .req_id = 3, .src = 100};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	key_owned(e->map, 0, "full-", n, key, sizeof(key));
+	r = (struct req){
+		.op = KM_OP_PUT, .key = key, .val = "x", .val_len = 1, .req_id = 4, .src = 100};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+}
+
 /* MGET request body for keys. */
 static uint32_t
 mget_body(uint8_t *b, const char *const *keys, unsigned int n)
@@ -2522,6 +2589,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_target, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_get_put_cas_del, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_at_most_once, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_dram_bound, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_mget, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_map, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_ping_status_counters, env_setup, env_teardown),

@@ -802,7 +802,7 @@ test_names(void **state)
 	static const char *const ops[] = {
 		"?", "PING", "GET", "MGET", "PUT", "CAS", "DEL", "SCAN", "MAP", "HELLO"};
 	static const char *const sts[] = {"OK", "NOT_FOUND", "MOVED", "BUSY", "TOO_LARGE",
-		"BAD_REQUEST", "VERSION_MISMATCH", "DENIED", "ERROR", "DAMAGED"};
+		"BAD_REQUEST", "VERSION_MISMATCH", "DENIED", "ERROR", "DAMAGED", "FULL"};
 	unsigned int i;
 
 	(void)state;

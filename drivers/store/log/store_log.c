@@ -136,6 +136,12 @@ log_create(const struct km_store_params *p, struct km_store **out)
 	return 0;
 }
 
+static uint64_t
+log_dram_bytes(const struct km_store *s)
+{
+	return km_lidx_bytes(((const struct log_store *)s)->idx);
+}
+
 static void
 log_stats(const struct km_store *s, struct km_store_stats *st)
 {
@@ -169,6 +175,7 @@ static const struct km_store_ops log_ops = {
 	.read_done = log_read_done,
 	.write_seq = log_write_seq,
 	.durable_seq = log_durable_seq,
+	.dram_bytes = log_dram_bytes,
 	.ack_waits = log_ack_waits,
 	.flush = log_flush,
 	.commit = log_commit,

@@ -589,7 +589,16 @@ mem_stats(const struct km_store *s, struct km_store_stats *st)
 	st->version_last = ms->version;
 }
 
+static uint64_t
+mem_dram_bytes(const struct km_store *s)
+{
+	const struct mem_store *ms = (const struct mem_store *)s;
+
+	return (ms->mask + 1) * sizeof(*ms->slots) + ms->value_bytes + ms->overhead_bytes;
+}
+
 static const struct km_store_ops mem_ops = {
+	.dram_bytes = mem_dram_bytes,
 	.name = "mem",
 	.create = mem_create,
 	.destroy = mem_destroy,

@@ -84,11 +84,11 @@ const struct conf_desc km_conf_descs[] = {
 		"log driver: directory of the cold tier's compressed segments (must exist)"),
 	ENUM("store", "durability", 0, durability, "none|async|sync", "sync",
 		"log driver: none = written every loop, never fdatasync'ed; async = acknowledged "
-		"at once, durable within sync_interval_ms plus one device write (BUSY beyond); "
+		"at once, durable within sync_interval_ms plus two group writes (BUSY beyond); "
 		"sync = acknowledged after the record and an fdatasync (group commit per loop)"),
 	U64("store", "sync_interval_ms", 0, sync_interval_ms, 1, 60000, "10",
 		"log driver, async durability: how long an acknowledged write may wait to be "
-		"durable (milliseconds)"),
+		"durable, plus two group writes (milliseconds)"),
 	U64("store", "max_bytes", 0, max_bytes, 0, UINT64_C(1) << 50, "0",
 		"DRAM the stores may hold, all workers (each an equal share): mem keys, values "
 		"and slots, log indexes; over it PUT/CAS are answered FULL (0: no bound)"),

@@ -196,7 +196,8 @@ policy_view(void)
 			.tier = s->tier,
 			.file_bytes = s->file_bytes,
 			.dead_bytes = s->dead_bytes,
-			.pinned = s->quarantined,
+			/* A rewrite would turn damaged keys into absent ones: the operator's. */
+			.pinned = s->quarantined || s->damaged_keys != 0,
 			.hot = s->hot,
 			.cold = s->cold,
 			.chill = s->chill,

@@ -43,6 +43,7 @@ struct km_ctl_shard {
 	uint32_t chill;         /* consecutive samples below [tier] cold_rate */
 	uint32_t warm;          /* consecutive samples above [tier] warm_rate */
 	uint8_t quarantined;    /* its files are missing, unreadable or damaged */
+	uint64_t damaged_keys;  /* keys answering DAMAGED (a rewrite would drop them) */
 };
 
 /* Counters of the control plane (control lcore: rw; read through km_ctl_call). */

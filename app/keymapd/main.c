@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <sys/resource.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -84,8 +85,10 @@ shard_open(const struct km_conf *conf, struct km_proc *proc, uint64_t id, const 
 		if (miss[i] == id)
 			return km_proc_shard_quarantine(proc, id, ENOENT);
 	rc = km_proc_shard_add(proc, id);
-	if (rc == 0 || rc == -EPROTO || rc == -ENOMEM ||
-		km_store_driver(conf->store_driver)->recover == NULL)
+	/* Only what says the files themselves are gone or bad: running out of descriptors,
+	 * memory or permissions is keymapd's to fix, not a reason to give up data. */
+	if (rc == 0 || km_store_driver(conf->store_driver)->recover == NULL ||
+		(rc != -ENOENT && rc != -ENOTDIR && rc != -EISDIR && rc != -EBADMSG && rc != -EIO))
 		return rc;
 	KM_LOG(ERR,
 		"shard %" PRIu64 ": %s/shard-%" PRIu64 ".log (or its segment in %s): %s: "
@@ -408,6 +411,19 @@ missing_files(struct boot *b, const struct km_store_ops *drv, const struct km_st
 
 /* A data directory keymapd cannot use is an error before anything starts: the shards it
  * holds go to b->rec_ids. @return 0 or -1 after saying why. */
+/* As many file descriptors as allowed: every shard of the log store holds its log (and a
+ * cold one its segment) open. */
+static void
+raise_nofile(void)
+{
+	struct rlimit r;
+
+	if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+		r.rlim_cur = r.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &r);
+	}
+}
+
 static int
 recover_dir(struct boot *b)
 {
@@ -422,6 +438,7 @@ recover_dir(struct boot *b)
 
 	if (drv->recover == NULL)
 		return 0;
+	raise_nofile();
 	b->rec_ids = calloc(REC_IDS_MAX, sizeof(*b->rec_ids));
 	b->nb_rec = b->rec_ids == NULL ? -ENOMEM : drv->recover(&sp, b->rec_ids, REC_IDS_MAX);
 	if (b->nb_rec < 0) {

@@ -162,6 +162,7 @@ km_ctl_sample(int periodic)
 			ns[i].file_bytes = in->file_bytes;
 			ns[i].dead_bytes = in->dead_bytes;
 			ns[i].quarantined = in->st.quarantined != 0;
+			ns[i].damaged_keys = in->st.damaged_keys;
 		}
 		if (o != NULL) {
 			ns[i].rate = o->rate;

@@ -233,6 +233,9 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 		p->dram_used = p->dram_used - shd->dram + now;
 		shd->dram = now;
 	}
+	if (rc < 0 && shd->persistent)
+		proc_mark_dirty(p, shd); /* a refused write may have left a record (a version
+					  * reservation) that must still be written */
 	if (rc == 0 && shd->persistent) {
 		proc_written_persistent(p, shd, req, k, version);
 		if (proc_pf_on(p)) /* before the reply header is written over the request */

@@ -342,8 +342,8 @@ proc_get_persistent(struct km_proc *p, const struct km_shardmap *map, const stru
 	return proc_value_reply(p, &req->hdr, km_shardmap_epoch_fast(map), &v, out, cap);
 }
 
-static void
-mark_dirty(struct km_proc *p, struct km_proc_shard *sl)
+void
+proc_mark_dirty(struct km_proc *p, struct km_proc_shard *sl)
 {
 	if (sl->dirty)
 		return;
@@ -370,7 +370,7 @@ proc_written_persistent(struct km_proc *p, struct km_proc_shard *shd, const stru
 		km_cache_invalidate(p->cache, k);
 	else if (km_cache_put(p->cache, k, shd->gen, req->val, req->hdr.val_len, version, 0) < 0)
 		km_cache_invalidate(p->cache, k);
-	mark_dirty(p, shd);
+	proc_mark_dirty(p, shd);
 }
 
 static void

@@ -277,6 +277,7 @@ int proc_read_key(struct km_proc *p, struct km_proc_shard *sl, const struct km_k
 void proc_cache_fill(struct km_proc *p, const struct km_key *k, uint64_t gen,
 	const struct km_value_ref *v, uint8_t mark);
 void proc_ghost_clear(struct km_proc *p, uint64_t hash);
+void proc_mark_dirty(struct km_proc *p, struct km_proc_shard *sl);
 int proc_read_pending(struct km_proc *p, const struct km_key *k);
 void proc_written_persistent(struct km_proc *p, struct km_proc_shard *shd, const struct km_msg *req,
 	const struct km_key *k, uint64_t version);

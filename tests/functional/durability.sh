@@ -30,7 +30,7 @@ keymapctl=${2:-}
 dclient=${3:-}
 kmfs=${4:-}
 rounds=${ROUNDS:-3}
-bound_ms=${BOUND_MS:-200} # sync_interval_ms (10) plus one device write, with margin
+bound_ms=${BOUND_MS:-100} # sync_interval_ms (10) plus two group writes of the slow disk, with margin
 if [ "$(id -u)" -ne 0 ] || ! command -v ip >/dev/null || ! command -v python3 >/dev/null ||
 	[ -z "$kmfs" ] || [ ! -e /dev/fuse ]; then
 	echo "SKIP: needs root, iproute2, python3, /dev/fuse and kmfs"
@@ -181,6 +181,14 @@ fresh_stats
 check "st['store']['write_errors'] > 0" "the failed groups are counted"
 echo "   writes_lost $(jx "st['store']['writes_lost']"), write_errors $(jx "st['store']['write_errors']")"
 kmfs_cmd "$D" "fail off"
+# What was acknowledged while the disk failed is there, but for the writes the failed
+# groups held, which writes_lost counts exactly (after the first failure nothing is
+# acknowledged before it is durable).
+expect 0 "^verify: " "${dc[@]}" verify -h "$server" -i "$tmp/ack.d2" -K 0
+dlost=$(sed -n 's/^verify: .* acknowledged, \([0-9]*\) lost.*/\1/p' "$tmp/out")
+[ "$dlost" = "$(jx "st['store']['writes_lost']")" ] ||
+	fail "failing disk: $dlost acknowledged writes lost, writes_lost says $(jx "st['store']['writes_lost']")"
+ok "failing disk: the $dlost acknowledged writes lost are exactly those counted in writes_lost"
 expect 0 "^write: [1-9][0-9]* acknowledged, 0 refused" "${dc[@]}" write -h "$server" -k 100 \
 	-n 2000 -o "$tmp/ack.d3"
 expect 0 "^verify: .* 0 lost" "${dc[@]}" verify -h "$server" -i "$tmp/ack.d3" -K 0 -b 0

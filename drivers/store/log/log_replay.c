@@ -254,6 +254,13 @@ log_open_existing(struct log_store *ls, const struct km_store_params *p)
 			log_stale = 1;
 		}
 	}
+	/* A cold shard is a segment and a log made together: one without the other lost
+	 * data (the writes on top, or the segment's keys) and must not serve as whole. */
+	if ((seg != NULL && !have_log) ||
+		(seg == NULL && have_log && lm.birth != 0 && lm.tier == KM_TIER_COLD)) {
+		km_seg_close(seg);
+		return -ENOENT;
+	}
 	ls->seg = seg;
 	ls->tier = seg != NULL ? KM_TIER_COLD : KM_TIER_HOT;
 	if (seg != NULL) {

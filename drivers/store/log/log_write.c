@@ -102,10 +102,15 @@ async_admit(struct log_store *ls, size_t size)
 
 	if (ls->durability != KM_DUR_ASYNC || ls->io == NULL || ls->degraded)
 		return 0;
+	/* A version reservation may go in front of the record: its room too. */
+	size += KM_REC_HDR_LEN + META_LEN + KM_REC_ALIGN;
 	if (waiting != 0) {
 		t0 = ls->group_cqes != 0 ? ls->flight_t0 : ls->open_t0;
+		/* Over the budget: refused, but a record larger than the budget itself waits
+		 * only for a small queue (it would never fit in a full one). */
 		if (now_ns() - t0 >= (uint64_t)ls->sync_interval_ms * 1000000u ||
-			waiting + size > ls->budget) {
+			(waiting + size > ls->budget &&
+				(size <= ls->budget || waiting > BUDGET_MIN))) {
 			ls->st.write_busy++;
 			return -EBUSY;
 		}

@@ -842,6 +842,41 @@ test_manifest(void **state)
 	unlink(path);
 }
 
+/* A cold shard is a segment and a log made together: with one of them lost it does not
+ * open (keymapd then quarantines it) instead of serving older values or losing keys. */
+static void
+test_cold_half_missing(void **state)
+{
+	struct env *e = *state;
+	const struct km_shard *sh =
+		km_shardmap_lookup(e->map, km_shardmap_hash(e->map, (const uint8_t *)"cm", 2));
+	uint64_t id = km_shard_id(sh);
+	char path[256], keep[300];
+	int lost;
+
+	for (lost = 0; lost < 2; lost++) {
+		put(e, "cm/a", "old");
+		retier(e, id, KM_TIER_COLD);
+		put(e, "cm/a", "new"); /* in the log, on top of the segment */
+		km_proc_destroy(e->p);
+		e->p = NULL;
+		if (lost == 0)
+			snprintf(path, sizeof(path), "%s/shard-%" PRIu64 ".log", e->dir, id);
+		else
+			snprintf(path, sizeof(path), "%s/shard-%" PRIu64 ".seg", e->cold, id);
+		snprintf(keep, sizeof(keep), "%s.keep", path);
+		assert_int_equal(rename(path, keep), 0);
+		assert_int_equal(proc_open(e), -ENOENT);
+		km_proc_destroy(e->p);
+		e->p = NULL;
+		/* Put back: whole again. */
+		assert_int_equal(rename(keep, path), 0);
+		assert_int_equal(proc_open(e), 0);
+		check_value(e, "cm/a", "new");
+		retier(e, id, KM_TIER_HOT);
+	}
+}
+
 /* ---- Predictive prefetch, the worker's part (km_proc.h) ---- */
 
 static void
@@ -1178,6 +1213,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_prefetch_notes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_harm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_manifest, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cold_half_missing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_version_after_crash, setup_async, teardown),
 		cmocka_unit_test_setup_teardown(test_async_bound, setup_async, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_write_race, setup, teardown),

@@ -7,3 +7,5 @@ cd "$(dirname "$0")/.."
 tools/install-deps.sh
 tools/build.sh
 meson test -C build --print-errorlogs --num-processes 2 "$@"
+# The unit tests again under ASan and UBSan (a few minutes: a build of its own).
+[ "$#" -ne 0 ] || tools/sanitize.sh

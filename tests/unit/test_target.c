@@ -378,7 +378,8 @@ mc_reply(const uint8_t *req, uint16_t status, const char *val, uint8_t *out)
 	out[16] = out[17] = out[18] = 0;
 	out[19] = (uint8_t)(ext + vlen);
 	memset(out + 32, 0, ext);
-	memcpy(out + 32 + ext, val, vlen);
+	if (vlen != 0)
+		memcpy(out + 32 + ext, val, vlen);
 	return 32 + ext + vlen;
 }
 

@@ -2,12 +2,13 @@
 # SPDX-License-Identifier: BSD-3-Clause
 # Install what keymap needs to build, test, run and benchmark, from Debian 12 packages only
 # (jansson: keymapctl; libmicrohttpd: the metrics endpoint; memcached and gnuplot: the
-# side-by-side comparison, tools/bench/compare; libfuse3 and fuse3: kmfs, tools/kmfs).
+# side-by-side comparison, tools/bench/compare; libfuse3 and fuse3: kmfs, tools/kmfs;
+# clang: the libFuzzer targets, tools/fuzz.sh).
 set -euo pipefail
 
 pkgs=(build-essential meson ninja-build pkg-config python3 iproute2 procps
 	libdpdk-dev dpdk dpdk-dev libisal-dev liburcu-dev libcmocka-dev libxxhash-dev liburing-dev
-	libjansson-dev libmicrohttpd-dev memcached gnuplot-nox libfuse3-dev fuse3)
+	libjansson-dev libmicrohttpd-dev memcached gnuplot-nox libfuse3-dev fuse3 clang)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -7,5 +7,9 @@ cd "$(dirname "$0")/.."
 tools/install-deps.sh
 tools/build.sh
 meson test -C build --print-errorlogs --num-processes 2 "$@"
-# The unit tests again under ASan and UBSan (a few minutes: a build of its own).
-[ "$#" -ne 0 ] || tools/sanitize.sh
+# The unit tests again under ASan and UBSan, then each fuzz target for 60 s (a few
+# minutes: builds of their own).
+if [ "$#" -eq 0 ]; then
+	tools/sanitize.sh
+	tools/fuzz.sh 60
+fi

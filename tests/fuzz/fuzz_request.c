@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * libFuzzer target: the request path of a worker (parse -> route -> execute -> reply),
+ * km_proc_rx_burst() over a mem store, as keymapd runs it after its L2-L4 checks. The
+ * input is cut into datagrams (2-byte little-endian length, then the bytes) and given as
+ * one burst; every reply must fit the buffer it was written into, and a request must get
+ * a verdict. State (keys, versions, the at-most-once table) carries over between inputs,
+ * as in a server.
+ */
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <km_proc.h>
+#include <km_proto.h>
+
+#define BURST 32
+
+static struct km_proc *proc;
+static struct km_shardmap *map;
+
+/* At exit, before the leak check: what the inputs stored is not a leak. */
+static void
+fini(void)
+{
+	km_proc_destroy(proc);
+	km_shardmap_free(map);
+}
+
+static void
+init(void)
+{
+	struct km_shardmap_params mp = {
+		.nb_shards = 4,
+		.nb_workers = 1,
+		.udp_port_base = 7070,
+		.route_sep = '/',
+		.route_depth = 1,
+	};
+	struct km_proc_params pp = {
+		.worker = 0,
+		.value_max = KM_VALUE_MAX,
+		.store_driver = "mem",
+		.version_base = 1,
+		.dram_max = 8 << 20, /* the FULL path too, and bounded memory */
+	};
+	uint32_t i;
+
+	if (km_shardmap_create(&mp, &map) != 0 || km_proc_create(&pp, &proc) != 0)
+		abort();
+	for (i = 0; i < km_shardmap_nb_shards(map); i++)
+		if (km_proc_shard_add(proc, km_shard_id(km_shardmap_shard_at(map, i))) != 0)
+			abort();
+	atexit(fini);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static uint8_t bufs[BURST][KM_DGRAM_MAX];
+	struct km_proc_req r[BURST];
+	unsigned int n = 0, i;
+	size_t len;
+
+	if (proc == NULL)
+		init();
+	while (size >= 2 && n < BURST) {
+		len = (size_t)data[0] | (size_t)data[1] << 8;
+		data += 2;
+		size -= 2;
+		len = len < size ? len : size;
+		len = len < KM_DGRAM_MAX ? len : KM_DGRAM_MAX;
+		memcpy(bufs[n], data, len);
+		r[n] = (struct km_proc_req){
+			.buf = bufs[n],
+			.len = len,
+			.cap = KM_DGRAM_MAX,
+			.src = (uint64_t)(n & 3) << 16 | 40000, /* a few clients */
+			.port_worker = (int16_t)(n % 3) - 1,
+		};
+		data += len;
+		size -= len;
+		n++;
+	}
+	if (n == 0)
+		return 0;
+	km_proc_rx_burst(proc, map, r, n);
+	for (i = 0; i < n; i++) {
+		if (r[i].verdict == KM_PROC_REPLY &&
+			(r[i].reply_len < KM_HDR_LEN || r[i].reply_len > r[i].cap))
+			abort();
+		if (r[i].verdict == KM_PROC_DEFER) /* no disk: nothing may wait */
+			abort();
+	}
+	return 0;
+}

@@ -37,9 +37,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		ids[i] = e.id;
 		owners[i] = e.owner;
 	}
-	if (c.nb_workers != 0 &&
-		km_shardmap_from_list(c.epoch, c.nb_workers, c.udp_port_base, c.route_sep,
-			c.route_depth, ids, owners, n, &m) == 0) {
+	if (c.nb_workers != 0 && km_shardmap_from_list(c.epoch, c.nb_workers, c.udp_port_base,
+					 c.route_sep, c.route_depth, ids, owners, n, &m) == 0) {
 		/* A map that was accepted routes every key to one of its shards. */
 		struct km_shardmap_route rt;
 

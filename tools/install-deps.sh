@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
 # Install what keymap needs to build, test, run and benchmark, from Debian 12 packages only
-# (jansson: keymapctl; libmicrohttpd: the metrics endpoint; memcached and gnuplot: the
+# (libsodium: request MACs and address-validation cookies; jansson: keymapctl;
+# libmicrohttpd: the metrics endpoint; memcached and gnuplot: the
 # side-by-side comparison, tools/bench/compare; libfuse3 and fuse3: kmfs, tools/kmfs;
 # clang: the libFuzzer targets, tools/fuzz.sh).
 set -euo pipefail
 
 pkgs=(build-essential meson ninja-build pkg-config python3 iproute2 procps
 	libdpdk-dev dpdk dpdk-dev libisal-dev liburcu-dev libcmocka-dev libxxhash-dev liburing-dev
-	libjansson-dev libmicrohttpd-dev memcached gnuplot-nox libfuse3-dev fuse3 clang)
+	libjansson-dev libmicrohttpd-dev libsodium-dev memcached gnuplot-nox libfuse3-dev fuse3 clang)
 
 missing=()
 for p in "${pkgs[@]}"; do

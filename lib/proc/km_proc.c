@@ -89,13 +89,14 @@ km_proc_create(const struct km_proc_params *prm, struct km_proc **out)
 	p->value_max = prm->value_max;
 	p->version_base = prm->version_base;
 	p->dram_max = prm->dram_max;
+	p->hello = prm->hello;
 	p->store_initial_keys = prm->store_initial_keys;
 	strcpy(p->driver, prm->store_driver);
 	p->shards_mask = 15;
 	p->shards = calloc(p->shards_mask + 1, sizeof(*p->shards));
 	p->dedup_mask = n - 1;
 	p->dedup = calloc(n, sizeof(*p->dedup));
-	if (p->shards == NULL || p->dedup == NULL) {
+	if (p->shards == NULL || p->dedup == NULL || proc_guard_init(p) < 0) {
 		km_proc_destroy(p);
 		return -ENOMEM;
 	}
@@ -136,6 +137,7 @@ km_proc_destroy(struct km_proc *p)
 			km_store_read_free(&p->pends[i].rd);
 	km_cache_destroy(p->cache);
 	proc_pf_fini(p);
+	proc_guard_fini(p);
 	free(p->pend_tab);
 	free(p->pends);
 	free(p->defers);

@@ -22,6 +22,7 @@
 #include <km_cache.h>
 #include <km_predict.h>
 #include <km_proto.h>
+#include <km_auth.h>
 #include <km_shardmap.h>
 #include <km_store.h>
 
@@ -34,6 +35,10 @@
 	X(req_cas, "CAS requests")                                                                \
 	X(req_del, "DEL requests")                                                                \
 	X(req_map, "MAP requests")                                                                \
+	X(req_hello, "HELLO requests (cookies handed out)")                                       \
+	X(denied_cookie, "replies larger than their request refused: no valid cookie (DENIED)")   \
+	X(denied_auth, "requests without a valid MAC where one is needed (DENIED)")               \
+	X(denied_perm, "requests their client key may not make (DENIED)")                         \
 	X(get_hit, "GET/MGET keys found")                                                         \
 	X(get_miss, "GET/MGET keys not found")                                                    \
 	X(cas_mismatch, "CAS/DEL refused for a version mismatch")                                 \
@@ -98,10 +103,52 @@ struct km_proc_params {
 	 * log's index), 0 = no bound: over it, a PUT or CAS is answered FULL (reads, DELs and
 	 * writes that do not grow go on). The bound may be passed by one index growth. */
 	uint64_t dram_max;
+	/* Address validation (HELLO cookies): a reply larger than its request goes only to a
+	 * source whose request carries a valid cookie; NULL: no validation. Shared by every
+	 * worker (a cookie is good on every port); the caller keeps it alive. */
+	const struct km_hello_secrets *hello;
 };
+
+/*
+ * The rotating secrets of HELLO cookies. A cookie is km_cookie(secret of slot s, source,
+ * s) for the slot s in which HELLO answered, and is accepted during slots s and s + 1: it
+ * lives between slot_ms and twice that. Slot s's secret is key[s % KM_HELLO_SECRETS]: the
+ * one thread that calls km_hello_rotate() writes the secret of slot s + 1 when slot s
+ * starts, then publishes s; readers (workers) use slots s and s - 1 only, so the secret
+ * being written is never one in use (as long as readers lag by less than a slot).
+ */
+#define KM_HELLO_SECRETS 4
+
+struct km_hello_secrets {
+	uint32_t slot_ms;                          /* fixed by km_hello_init() */
+	_Atomic uint64_t slot;                     /* the current slot */
+	_Atomic uint64_t key[KM_HELLO_SECRETS][2]; /* 16-byte secrets, as two words */
+};
+
+/**
+ * Random secrets (libsodium's randombytes), slot from now_ns (any clock, the same for
+ * km_hello_rotate()).
+ * @return 0, or -EIO when the random source fails.
+ * @note Context: any thread, before publication.
+ */
+int km_hello_init(struct km_hello_secrets *hs, uint32_t slot_ms, uint64_t now_ns);
+
+/**
+ * Start the slot of now_ns if it is a new one: a new random secret for the slot after it,
+ * then the slot published. Cheap when the slot did not change.
+ * @note Context: one thread (keymapd: the control lcore), periodically.
+ */
+void km_hello_rotate(struct km_hello_secrets *hs, uint64_t now_ns);
 
 struct km_proc;
 struct km_proc_shard;
+
+/**
+ * The client keys in force (NULL: none; a request with a MAC is then DENIED, and every
+ * request is served without one). Requests of the next bursts are checked against it.
+ * @note Context: the owner worker, a held under RCU until the next call or quiescent state.
+ */
+void km_proc_set_auth(struct km_proc *p, const struct km_auth *a);
 
 /** @return 0, -EINVAL, -ENOMEM. @note Context: any thread, before the worker runs. */
 int km_proc_create(const struct km_proc_params *p, struct km_proc **out);
@@ -273,6 +320,7 @@ struct km_proc_req {
 	struct km_route rt;
 	struct km_key key;
 	struct km_proc_shard *shd;
+	size_t limit; /* largest reply allowed: len without a valid cookie */
 };
 
 /**

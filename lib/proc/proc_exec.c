@@ -30,6 +30,18 @@ proc_reply_status(const struct km_hdr *req, uint8_t status, uint32_t epoch, uint
 	return KM_HDR_LEN;
 }
 
+/* DENIED, the reason (enum km_deny) in the version field. */
+size_t
+proc_reply_denied(const struct km_hdr *req, uint8_t reason, uint32_t epoch, uint8_t *out)
+{
+	struct km_hdr h;
+
+	reply_hdr(&h, req, KM_ST_DENIED, epoch);
+	h.version = reason;
+	km_hdr_encode(out, &h);
+	return KM_HDR_LEN;
+}
+
 /* Count a status answered without executing the op (parse errors, MOVED). */
 void
 proc_count_status(struct km_proc *p, uint8_t status)
@@ -119,7 +131,7 @@ reply_busy(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 /* A GET reply carrying v, written at out. */
 size_t
 proc_value_reply(struct km_proc *p, const struct km_hdr *req, uint32_t epoch,
-	const struct km_value_ref *v, uint8_t *out, size_t cap)
+	const struct km_value_ref *v, uint8_t *out, size_t cap, size_t limit)
 {
 	struct km_hdr h;
 
@@ -127,6 +139,10 @@ proc_value_reply(struct km_proc *p, const struct km_hdr *req, uint32_t epoch,
 	if ((size_t)KM_HDR_LEN + v->len > cap) {
 		p->cnt.too_large++;
 		return proc_reply_status(req, KM_ST_TOO_LARGE, epoch, out);
+	}
+	if (proc_unlikely((size_t)KM_HDR_LEN + v->len > limit)) {
+		p->cnt.denied_cookie++;
+		return proc_reply_denied(req, KM_DENY_COOKIE, epoch, out);
 	}
 	reply_hdr(&h, req, KM_ST_OK, epoch);
 	h.val_len = v->len;
@@ -142,7 +158,7 @@ proc_value_reply(struct km_proc *p, const struct km_hdr *req, uint32_t epoch,
 static size_t
 exec_get(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
 	const struct km_shard *sh, const struct km_key *k, struct km_proc_shard *shd, uint64_t src,
-	void *cookie, uint8_t *out, size_t cap)
+	void *cookie, uint8_t *out, size_t cap, size_t limit)
 {
 	struct km_value_ref v;
 	uint8_t acc;
@@ -157,12 +173,13 @@ exec_get(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *
 		uint8_t kbuf[KM_KEY_MAX];
 
 		if (proc_likely(!proc_pf_on(p)))
-			return proc_get_persistent(p, map, req, k, shd, cookie, out, cap, &acc);
+			return proc_get_persistent(
+				p, map, req, k, shd, cookie, out, cap, limit, &acc);
 		/* The reply overwrites the request, key included; and what the access teaches
 		 * must wait for the reply (a prefetch may evict the value it copies). */
 		memcpy(kbuf, k->data, k->len);
 		kc = (struct km_key){.data = kbuf, .len = k->len, .hash = k->hash};
-		len = proc_get_persistent(p, map, req, k, shd, cookie, out, cap, &acc);
+		len = proc_get_persistent(p, map, req, k, shd, cookie, out, cap, limit, &acc);
 		proc_pf_access(p, map, shd, &kc, &req->hdr, src, acc);
 		return len;
 	}
@@ -171,7 +188,7 @@ exec_get(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *
 		return proc_reply_status(
 			&req->hdr, KM_ST_NOT_FOUND, km_shardmap_epoch_fast(map), out);
 	}
-	return proc_value_reply(p, &req->hdr, km_shardmap_epoch_fast(map), &v, out, cap);
+	return proc_value_reply(p, &req->hdr, km_shardmap_epoch_fast(map), &v, out, cap, limit);
 }
 
 static size_t
@@ -316,7 +333,7 @@ mget_entry(struct km_proc *p, struct km_proc_shard *shd, const struct km_key *k,
 
 static size_t
 exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req, uint64_t src,
-	uint8_t *out, size_t cap)
+	uint8_t *out, size_t cap, size_t limit)
 {
 	uint8_t *b = p->scratch, *w;
 	size_t lim = cap < sizeof(p->scratch) ? cap : sizeof(p->scratch);
@@ -386,6 +403,11 @@ exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 		if (shd != NULL && shd->persistent && proc_pf_on(p))
 			proc_pf_access(p, map, shd, &k, &req->hdr, src, acc);
 	}
+	if (proc_unlikely((size_t)(w - b) > limit)) {
+		p->cnt.denied_cookie++;
+		return proc_reply_denied(
+			&req->hdr, KM_DENY_COOKIE, km_shardmap_epoch_fast(map), out);
+	}
 	reply_hdr(&h, &req->hdr, KM_ST_OK, km_shardmap_epoch_fast(map));
 	h.val_len = (uint32_t)(w - b - KM_HDR_LEN);
 	km_hdr_encode(b, &h);
@@ -395,7 +417,7 @@ exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 
 static size_t
 exec_map(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req, uint8_t *out,
-	size_t cap)
+	size_t cap, size_t limit)
 {
 	size_t lim = cap < KM_DGRAM_MAX ? cap : KM_DGRAM_MAX;
 	struct km_hdr h;
@@ -409,6 +431,11 @@ exec_map(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *
 			&req->hdr, KM_ST_BAD_REQUEST, km_shardmap_epoch_fast(map), out);
 	}
 	n = km_shardmap_encode(map, (uint32_t)req->hdr.version, out + KM_HDR_LEN, lim - KM_HDR_LEN);
+	if (KM_HDR_LEN + n > limit) {
+		p->cnt.denied_cookie++;
+		return proc_reply_denied(
+			&req->hdr, KM_DENY_COOKIE, km_shardmap_epoch_fast(map), out);
+	}
 	reply_hdr(&h, &req->hdr, KM_ST_OK, km_shardmap_epoch_fast(map));
 	h.val_len = (uint32_t)n;
 	h.version = req->hdr.version;
@@ -422,21 +449,23 @@ exec_map(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *
 size_t
 proc_exec_one(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
 	const struct km_route *rt, const struct km_key *k, struct km_proc_shard *shd, uint64_t src,
-	void *cookie, uint8_t *out, size_t cap)
+	void *cookie, uint8_t *out, size_t cap, size_t limit)
 {
 	struct km_hdr h;
 
 	switch (req->hdr.op) {
 	case KM_OP_GET:
-		return exec_get(p, map, req, rt->shard, k, shd, src, cookie, out, cap);
+		return exec_get(p, map, req, rt->shard, k, shd, src, cookie, out, cap, limit);
 	case KM_OP_PUT:
 	case KM_OP_CAS:
 	case KM_OP_DEL:
 		return exec_write(p, map, req, rt->shard, k, shd, src, cookie, out, cap);
 	case KM_OP_MGET:
-		return exec_mget(p, map, req, src, out, cap);
+		return exec_mget(p, map, req, src, out, cap, limit);
 	case KM_OP_MAP:
-		return exec_map(p, map, req, out, cap);
+		return exec_map(p, map, req, out, cap, limit);
+	case KM_OP_HELLO:
+		return proc_exec_hello(p, map, req, src, out);
 	case KM_OP_PING:
 		p->cnt.req_ping++;
 		reply_hdr(&h, &req->hdr, KM_ST_OK, km_shardmap_epoch_fast(map));

@@ -13,7 +13,7 @@
 
 static struct defer *
 defer_get(struct km_proc *p, const struct km_hdr *req, uint32_t epoch, void *cookie, uint8_t *out,
-	size_t cap)
+	size_t cap, size_t limit)
 {
 	struct defer *d = p->defer_free;
 
@@ -21,7 +21,12 @@ defer_get(struct km_proc *p, const struct km_hdr *req, uint32_t epoch, void *coo
 		return NULL;
 	p->defer_free = d->next;
 	p->nb_defer++;
-	*d = (struct defer){.cookie = cookie, .out = out, .cap = cap, .hdr = *req, .epoch = epoch};
+	*d = (struct defer){.cookie = cookie,
+		.out = out,
+		.cap = cap,
+		.limit = limit,
+		.hdr = *req,
+		.epoch = epoch};
 	return d;
 }
 
@@ -182,7 +187,7 @@ pend_answer(struct km_proc *p, struct pend *pe, int rc, const struct km_value_re
 	for (; d != NULL; d = next) {
 		next = d->next;
 		if (rc == 0)
-			len = proc_value_reply(p, &d->hdr, d->epoch, v, d->out, d->cap);
+			len = proc_value_reply(p, &d->hdr, d->epoch, v, d->out, d->cap, d->limit);
 		else
 			len = proc_reply_status(
 				&d->hdr, proc_status_of_rc(p, rc, 1), d->epoch, d->out);
@@ -300,7 +305,7 @@ proc_read_key(struct km_proc *p, struct km_proc_shard *sl, const struct km_key *
 size_t
 proc_get_persistent(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
 	const struct km_key *k, struct km_proc_shard *shd, void *cookie, uint8_t *out, size_t cap,
-	uint8_t *acc)
+	size_t limit, uint8_t *acc)
 {
 	struct km_value_ref v;
 	struct defer *d;
@@ -313,7 +318,8 @@ proc_get_persistent(struct km_proc *p, const struct km_shardmap *map, const stru
 			*acc = KM_PROC_ACC_PREFETCH_HIT;
 			proc_pf_used(p, shd, mark);
 		}
-		return proc_value_reply(p, &req->hdr, km_shardmap_epoch_fast(map), &v, out, cap);
+		return proc_value_reply(
+			p, &req->hdr, km_shardmap_epoch_fast(map), &v, out, cap, limit);
 	}
 	*acc = KM_PROC_ACC_MISS;
 	if (proc_unlikely(p->overload)) {
@@ -321,7 +327,7 @@ proc_get_persistent(struct km_proc *p, const struct km_shardmap *map, const stru
 		p->cnt.busy_overload++;
 		return proc_reply_status(&req->hdr, KM_ST_BUSY, km_shardmap_epoch_fast(map), out);
 	}
-	d = defer_get(p, &req->hdr, km_shardmap_epoch_fast(map), cookie, out, cap);
+	d = defer_get(p, &req->hdr, km_shardmap_epoch_fast(map), cookie, out, cap, limit);
 	if (d == NULL) {
 		p->cnt.busy_pending++;
 		return proc_reply_status(&req->hdr, KM_ST_BUSY, km_shardmap_epoch_fast(map), out);
@@ -339,7 +345,7 @@ proc_get_persistent(struct km_proc *p, const struct km_shardmap *map, const stru
 		return proc_reply_status(
 			&req->hdr, proc_status_of_rc(p, rc, 1), km_shardmap_epoch_fast(map), out);
 	proc_cache_fill(p, k, shd->gen, &v, 0);
-	return proc_value_reply(p, &req->hdr, km_shardmap_epoch_fast(map), &v, out, cap);
+	return proc_value_reply(p, &req->hdr, km_shardmap_epoch_fast(map), &v, out, cap, limit);
 }
 
 void
@@ -453,7 +459,7 @@ size_t
 proc_park_reply(struct km_proc *p, struct km_proc_shard *shd, const struct km_msg *req,
 	uint32_t epoch, uint64_t seq, uint64_t src, void *cookie, uint8_t *out, size_t cap)
 {
-	struct defer *d = defer_get(p, &req->hdr, epoch, cookie, out, cap);
+	struct defer *d = defer_get(p, &req->hdr, epoch, cookie, out, cap, SIZE_MAX);
 
 	while (d == NULL) {
 		/* Every deferral is taken: write out what waits and wait for completions to
@@ -462,7 +468,7 @@ proc_park_reply(struct km_proc *p, struct km_proc_shard *shd, const struct km_ms
 		flush_dirty(p);
 		if (km_io_inflight(p->io) == 0 || km_io_wait(p->io) < 0)
 			break;
-		d = defer_get(p, &req->hdr, epoch, cookie, out, cap);
+		d = defer_get(p, &req->hdr, epoch, cookie, out, cap, SIZE_MAX);
 	}
 	/* While waiting, the group of this write may have completed, or failed and been
 	 * rolled back (numbers after the durable one are then reused). */

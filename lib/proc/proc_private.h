@@ -10,6 +10,7 @@
  *   proc_exec.c     execution of each op, the at-most-once table, status replies
  *   proc_miss.c     the miss path: deferred replies, reads in flight, group writes, poll
  *   proc_reshard.c  split and merge copies between stores
+ *   proc_guard.c    HELLO cookies (address validation), client keys (MACs, permissions)
  *   proc_predict.c  the worker's part of predictive prefetch: stream detector, sampling,
  *                   outcomes of prefetches, budget, notes for the control lcore
  *
@@ -58,6 +59,7 @@ struct defer {
 	void *cookie;
 	uint8_t *out;
 	size_t cap;
+	size_t limit;      /* largest reply allowed (km_proc_req.limit) */
 	struct km_hdr hdr; /* the request's */
 	uint32_t epoch;
 	uint64_t seq; /* parked: the record the reply waits for */
@@ -165,8 +167,22 @@ struct km_proc {
 	uint8_t pf_filling; /* the mark of a prefetched value being cached (its evictions are its
 			     harm), 0 */
 
+	/* Address validation and client keys (proc_guard.c). */
+	const struct km_hello_secrets *hello;
+	const struct km_auth *auth;
+	struct proc_cookie_seen *seen; /* cookies verified lately, direct-mapped by source */
+
 	uint8_t scratch[KM_DGRAM_MAX]; /* MGET replies are built here: they outgrow requests */
 };
+
+/* A cookie found valid for a source in slot `slot` (the one it was made in). */
+struct proc_cookie_seen {
+	uint64_t src;
+	uint64_t cookie;
+	uint64_t slot;
+};
+
+#define PROC_COOKIE_SEEN 1024 /* power of 2 */
 
 static inline uint32_t
 id_slot(uint64_t id, uint32_t mask)
@@ -256,22 +272,38 @@ proc_count_write(struct km_proc *p, uint8_t op)
 		p->cnt.req_del++;
 }
 
+/* proc_guard.c */
+int proc_guard_init(struct km_proc *p);
+void proc_guard_fini(struct km_proc *p);
+uint8_t proc_auth_check(struct km_proc *p, const struct km_proc_req *r);
+int proc_cookie_valid(struct km_proc *p, uint64_t src, const struct km_msg *m);
+size_t proc_exec_hello(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
+	uint64_t src, uint8_t *out);
+
+/* Ops whose reply may be larger than their request: they need a cookie. */
+static inline int
+op_may_grow(uint8_t op)
+{
+	return op == KM_OP_GET || op == KM_OP_MGET || op == KM_OP_MAP;
+}
+
 /* proc_exec.c */
 size_t proc_reply_status(const struct km_hdr *req, uint8_t status, uint32_t epoch, uint8_t *out);
+size_t proc_reply_denied(const struct km_hdr *req, uint8_t reason, uint32_t epoch, uint8_t *out);
 void proc_count_status(struct km_proc *p, uint8_t status);
 uint8_t proc_status_of_rc(struct km_proc *p, int rc, int read);
 size_t proc_value_reply(struct km_proc *p, const struct km_hdr *req, uint32_t epoch,
-	const struct km_value_ref *v, uint8_t *out, size_t cap);
+	const struct km_value_ref *v, uint8_t *out, size_t cap, size_t limit);
 size_t proc_exec_one(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
 	const struct km_route *rt, const struct km_key *k, struct km_proc_shard *shd, uint64_t src,
-	void *cookie, uint8_t *out, size_t cap);
+	void *cookie, uint8_t *out, size_t cap, size_t limit);
 
 /* proc_miss.c */
 void proc_store_durable(void *arg, uint64_t shard_id, uint64_t seq, int err);
 void proc_parked_fail(struct km_proc *p, struct km_proc_shard *sl, uint8_t status);
 size_t proc_get_persistent(struct km_proc *p, const struct km_shardmap *map,
 	const struct km_msg *req, const struct km_key *k, struct km_proc_shard *shd, void *cookie,
-	uint8_t *out, size_t cap, uint8_t *acc);
+	uint8_t *out, size_t cap, size_t limit, uint8_t *acc);
 int proc_read_key(struct km_proc *p, struct km_proc_shard *sl, const struct km_key *k,
 	struct defer *d, uint8_t mark, struct km_value_ref *v);
 void proc_cache_fill(struct km_proc *p, const struct km_key *k, uint64_t gen,

@@ -78,9 +78,21 @@ reply_now(struct km_proc_req *r, size_t len)
  * Stage 1 of one request: parse, route, decide. @return 1 if this worker executes it (its
  * index slot is then being prefetched), 0 if its verdict is final.
  */
+/* A request that gets no more than a DENIED (never larger than the request). */
+static __attribute__((noinline)) void
+deny(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r, uint8_t reason)
+{
+	if (reason == KM_DENY_AUTH)
+		p->cnt.denied_auth++;
+	else
+		p->cnt.denied_perm++;
+	reply_now(r, proc_reply_denied(&r->msg.hdr, reason, km_shardmap_epoch_fast(map), r->buf));
+}
+
 static inline int
 rx_stage1(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r)
 {
+	uint8_t why;
 	int st, target;
 
 	st = km_req_parse(r->buf, r->len, p->value_max, &r->msg);
@@ -94,6 +106,14 @@ rx_stage1(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *
 		reply_now(r, proc_reply_status(&r->msg.hdr, (uint8_t)st,
 				     km_shardmap_epoch_fast(map), r->buf));
 		return 0;
+	}
+	/* Client keys: checked once, by the worker that received the request. */
+	if (proc_unlikely(!r->handed && (r->msg.mac != NULL || p->auth != NULL))) {
+		why = proc_auth_check(p, r);
+		if (why != 0) {
+			deny(p, map, r, why);
+			return 0;
+		}
 	}
 	target = route_target(map, &r->msg, r->port_worker, &r->rt);
 	if (proc_unlikely(target == TARGET_MOVED)) {
@@ -114,6 +134,12 @@ rx_stage1(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *
 		r->owner = (uint16_t)target;
 		return 0;
 	}
+	/* Address validation: a source without a valid cookie gets no reply larger than its
+	 * request (checked where it executes). */
+	r->limit = SIZE_MAX;
+	if (p->hello != NULL && op_may_grow(r->msg.hdr.op) &&
+		!proc_cookie_valid(p, r->src, &r->msg))
+		r->limit = r->len;
 	r->shd = NULL;
 	if (!op_single_key(r->msg.hdr.op))
 		return 1;
@@ -148,8 +174,8 @@ prefetch_entry(struct km_proc_req *r)
 static inline void
 exec_req(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r)
 {
-	size_t len = proc_exec_one(
-		p, map, &r->msg, &r->rt, &r->key, r->shd, r->src, r->cookie, r->buf, r->cap);
+	size_t len = proc_exec_one(p, map, &r->msg, &r->rt, &r->key, r->shd, r->src, r->cookie,
+		r->buf, r->cap, r->limit);
 
 	if (len == 0)
 		r->verdict = KM_PROC_DEFER;

@@ -45,10 +45,19 @@ op_has_key(unsigned int op)
 	return op == KM_OP_GET || op == KM_OP_PUT || op == KM_OP_CAS || op == KM_OP_DEL;
 }
 
+/* Bytes of the trailers flags announce. */
+static inline size_t
+trailer_len(uint16_t flags)
+{
+	return ((flags & KM_F_COOKIE) != 0 ? KM_COOKIE_LEN : 0) +
+	       ((flags & KM_F_AUTH) != 0 ? KM_AUTH_LEN : 0);
+}
+
 int
 km_req_parse(const uint8_t *buf, size_t len, size_t value_max, struct km_msg *msg)
 {
 	struct km_hdr *h = &msg->hdr;
+	const uint8_t *t;
 
 	if (len < KM_HDR_LEN)
 		return -1;
@@ -60,13 +69,23 @@ km_req_parse(const uint8_t *buf, size_t len, size_t value_max, struct km_msg *ms
 	if (len > KM_DGRAM_MAX)
 		return KM_ST_TOO_LARGE;
 	/* The lengths must account for every byte of the datagram, no more, no less. */
-	if ((size_t)KM_HDR_LEN + h->key_len + h->val_len != len)
+	if ((size_t)KM_HDR_LEN + h->key_len + h->val_len + trailer_len(h->flags) != len)
 		return KM_ST_BAD_REQUEST;
 	msg->key = buf + KM_HDR_LEN;
 	msg->val = msg->key + h->key_len;
-	if (h->op == 0 || h->op >= KM_OP__MAX || h->op == KM_OP_SCAN || h->op == KM_OP_HELLO)
+	t = msg->val + h->val_len;
+	msg->mac = NULL;
+	if ((h->flags & KM_F_COOKIE) != 0) {
+		msg->cookie = km_get64(t);
+		t += KM_COOKIE_LEN;
+	}
+	if ((h->flags & KM_F_AUTH) != 0) {
+		msg->key_id = km_get32(t);
+		msg->mac = t + 4;
+	}
+	if (h->op == 0 || h->op >= KM_OP__MAX || h->op == KM_OP_SCAN)
 		return KM_ST_BAD_REQUEST;
-	if (h->status != 0 || h->reserved != 0 || h->flags != 0)
+	if (h->status != 0 || h->reserved != 0 || (h->flags & ~KM_F_TRAILERS) != 0)
 		return KM_ST_BAD_REQUEST;
 
 	if (op_has_key(h->op)) {
@@ -91,6 +110,11 @@ km_req_parse(const uint8_t *buf, size_t len, size_t value_max, struct km_msg *ms
 			return KM_ST_BAD_REQUEST;
 		break;
 	}
+	case KM_OP_HELLO:
+		/* Padding: the reply is no larger than the request. */
+		if (h->val_len != KM_HELLO_LEN)
+			return KM_ST_BAD_REQUEST;
+		break;
 	default:
 		/* GET, DEL, PING, MAP carry no value. */
 		if (h->val_len != 0)

@@ -38,7 +38,7 @@ enum km_op {
 	KM_OP_DEL = 6,
 	KM_OP_SCAN = 7, /* reserved: answered BAD_REQUEST until implemented */
 	KM_OP_MAP = 8,
-	KM_OP_HELLO = 9, /* reserved: answered BAD_REQUEST until implemented */
+	KM_OP_HELLO = 9, /* address validation: returns a cookie (docs/protocol.md 4.2) */
 	KM_OP__MAX
 };
 
@@ -58,7 +58,36 @@ enum km_status {
 };
 
 /** Header flags. */
-#define KM_F_REPLY 0x0001 /* set in every reply */
+#define KM_F_REPLY    0x0001 /* set in every reply */
+#define KM_F_COOKIE   0x0002 /* request: an 8-byte server cookie follows the value */
+#define KM_F_AUTH     0x0004 /* request: a key id and a MAC follow (after the cookie), last */
+#define KM_F_TRAILERS (KM_F_COOKIE | KM_F_AUTH)
+
+/*
+ * Request trailers, after the value, in this order, each present when its flag is set:
+ *   cookie  u64                    KM_F_COOKIE: from HELLO, proves the source address
+ *   key id  u32, MAC 16 bytes      KM_F_AUTH: SipHash-2-4-128 keyed with the client key
+ *                                  over every byte of the datagram before the MAC
+ */
+#define KM_COOKIE_LEN  8
+#define KM_MAC_LEN     16
+#define KM_MAC_KEY_LEN 16
+#define KM_AUTH_LEN    (4 + KM_MAC_LEN)
+#define KM_TRAILER_MAX (KM_COOKIE_LEN + KM_AUTH_LEN)
+
+/* HELLO: the request's value is KM_HELLO_LEN bytes of padding (zeros), so that the reply,
+ * whose value is { u64 cookie; u32 valid_ms; u32 server flags }, is no larger. */
+#define KM_HELLO_LEN       16
+#define KM_HELLO_F_COOKIES 0x1 /* replies larger than their request need a cookie */
+#define KM_HELLO_F_AUTH    0x2 /* every request needs a valid MAC */
+
+/* Why a request was DENIED: the reply's version field. */
+enum km_deny {
+	KM_DENY_COOKIE = 1, /* the reply would be larger than the request and the request has
+			     * no valid cookie for its source: HELLO, then resend */
+	KM_DENY_AUTH = 2,   /* no MAC where one is required, unknown key id or wrong MAC */
+	KM_DENY_PERM = 3,   /* the key may not do this op or touch this key */
+};
 
 /**
  * Fixed header, byte offsets in comments. Little-endian on the wire; the struct is only
@@ -86,6 +115,9 @@ struct km_msg {
 	struct km_hdr hdr;
 	const uint8_t *key;
 	const uint8_t *val;
+	uint64_t cookie;    /* hdr.flags & KM_F_COOKIE: the request's cookie */
+	uint32_t key_id;    /* hdr.flags & KM_F_AUTH: the client key it names ... */
+	const uint8_t *mac; /* ... and its MAC, over the mac - buf bytes before it */
 };
 
 /**
@@ -111,6 +143,39 @@ void km_hdr_decode(const uint8_t *buf, struct km_hdr *hdr);
  * @note Context: any thread.
  */
 int km_req_parse(const uint8_t *buf, size_t len, size_t value_max, struct km_msg *msg);
+
+/**
+ * MAC of a request: SipHash-2-4 with a 128-bit output (libsodium's
+ * crypto_shorthash_siphashx24) keyed with the client key, over len bytes at buf.
+ * @note Context: any thread.
+ */
+void km_mac(
+	const uint8_t key[KM_MAC_KEY_LEN], const uint8_t *buf, size_t len, uint8_t mac[KM_MAC_LEN]);
+
+/**
+ * Whether the MAC of a request parsed by km_req_parse() (KM_F_AUTH set) is right for key:
+ * compared in constant time. buf is the datagram msg was parsed from.
+ * @return 1 if it is, 0 if not.
+ */
+int km_mac_check(const uint8_t key[KM_MAC_KEY_LEN], const uint8_t *buf, const struct km_msg *msg);
+
+/**
+ * Append the trailers to the request of len bytes at buf (header, key, value, no
+ * trailers): the cookie if has_cookie, then key_id and the MAC if key is not NULL; the
+ * header's KM_F_COOKIE and KM_F_AUTH flags are set to match (first cleared).
+ * @return the new length, or 0 when it does not fit in cap.
+ * @note Context: any thread.
+ */
+size_t km_req_seal(uint8_t *buf, size_t len, size_t cap, int has_cookie, uint64_t cookie,
+	uint32_t key_id, const uint8_t *key);
+
+/**
+ * The cookie a server with secret hands to the client at src (its IPv4 address and port,
+ * as the server keeps them) for time slot slot: SipHash-2-4 (crypto_shorthash) of
+ * { u64 src; u64 slot } little-endian. Only the server computes it; clients treat cookies
+ * as opaque.
+ */
+uint64_t km_cookie(const uint8_t secret[KM_MAC_KEY_LEN], uint64_t src, uint64_t slot);
 
 /**
  * Parse a reply datagram; checks magic, version, reply flag and lengths.

@@ -63,7 +63,11 @@ struct km_conf {
 	uint64_t interval_ms;
 	uint64_t stats_interval_s;
 	/* [security] */
-	char allow[KM_CONF_STR_MAX]; /* comma-separated IPv4 CIDR list */
+	char allow[KM_CONF_STR_MAX];     /* comma-separated IPv4 CIDR list */
+	uint64_t cookies;                /* address validation (HELLO cookies) on */
+	uint64_t cookie_lifetime_s;      /* a cookie lives between this and twice this */
+	uint64_t auth;                   /* every request needs a valid MAC */
+	char keys_file[KM_CONF_STR_MAX]; /* client keys, "" = none */
 	/* [prefetch] */
 	uint64_t pf_enable;
 	char pf_models[64];      /* km_predict_models_parse() list */

@@ -120,6 +120,20 @@ const struct conf_desc km_conf_descs[] = {
 	CIDRS("security", "allow", F_RUNTIME, allow, "0.0.0.0/0",
 		"client sources served: comma-separated IPv4 CIDRs, a bare address is a /32 (at "
 		"most 32 items); datagrams from other sources are dropped unanswered"),
+	U64("security", "cookies", 0, cookies, 0, 1, "0",
+		"address validation: a reply larger than its request (GET, MGET, MAP) goes only to "
+		"a source whose request carries a valid HELLO cookie, others get DENIED; 0 = to "
+		"any allowed source (an amplifier where sources can be spoofed)"),
+	U64("security", "cookie_lifetime_s", 0, cookie_lifetime_s, 1, 86400, "60",
+		"a HELLO cookie is accepted for between this and twice this; the secret it is "
+		"made with rotates as often"),
+	U64("security", "auth", F_RUNTIME, auth, 0, 1, "0",
+		"1 = every request must carry a valid MAC of a client key of keys_file (DENIED "
+		"otherwise); 0 = requests without a MAC are served with every right (those with "
+		"one are checked)"),
+	STR("security", "keys_file", 0, keys_file, "",
+		"client keys, one per line: ID SECRET(32 hex) ro|rw [PREFIX ...], mode 0600; "
+		"keymapctl key add/remove rewrite it (empty = no keys)"),
 	U64("prefetch", "enable", F_RUNTIME, pf_enable, 0, 1, "1",
 		"log driver: predictive prefetch (per-shard stream detector on the workers, "
 		"predictor and scheduler on the control lcore)"),

@@ -409,6 +409,11 @@ km_ctl_set(const char *assignment, char *err, size_t errlen)
 		if (rc < 0)
 			return rc;
 	}
+	if (nc.auth != km_ctl.conf.auth) {
+		rc = km_guard_required((int)nc.auth, err, errlen);
+		if (rc < 0)
+			return rc;
+	}
 	if (nc.burst != km_ctl.conf.burst || nc.idle_spin != km_ctl.conf.idle_spin ||
 		nc.idle_sleep_us != km_ctl.conf.idle_sleep_us ||
 		nc.busy_watermark != km_ctl.conf.busy_watermark) {
@@ -463,6 +468,7 @@ km_ctl_loop(void)
 		else
 			km_mailbox_sleep(notes != 0 ? PF_POLL_US : PF_IDLE_US);
 		km_mailbox_serve(0);
+		km_guard_tick();
 		/* With [prefetch] lcore, that lcore takes the workers' notes. */
 		if (km_ctl.conf.pf_lcore == 0) {
 			notes = km_mailbox_drain();

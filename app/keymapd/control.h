@@ -194,6 +194,23 @@ int km_ctl_sample(int periodic);
  * @note Context: control lcore, or the main lcore before it (waits for a grace period). */
 int km_ctl_publish_allow(const char *list, char *err, size_t errlen);
 
+/*
+ * Cookies and client keys (guard.c). km_guard_init: draw the cookie secrets, load and
+ * publish the keys (main lcore, before the workers start); km_guard_tick: rotate the
+ * secrets (control lcore, every iteration); the others change the keys at run time
+ * (control lcore: telemetry, km_ctl_set), writing the keys file before publishing.
+ * @return 0 or -errno with the reason in err.
+ */
+struct km_auth_key;
+int km_guard_init(const struct km_conf *c, char *err, size_t errlen);
+void km_guard_fini(void);
+void km_guard_tick(void);
+int km_guard_required(int required, char *err, size_t errlen);
+/* k->id 0: the lowest free id (set in k); the secret is drawn here (set in k). */
+int km_guard_key_add(struct km_auth_key *k, char *err, size_t errlen);
+int km_guard_key_remove(uint32_t id, char *err, size_t errlen);
+int km_guard_keys_reload(char *err, size_t errlen);
+
 /* Requests a worker answered (its share of km_ctl.requests_per_s).
  * @note Context: any thread (reads counters the worker writes: may be one update old). */
 struct km_worker;

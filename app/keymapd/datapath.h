@@ -258,6 +258,13 @@ extern struct km_shardmap *km_map_current;
  * control lcore, rcu_dereference by workers once per loop iteration). */
 extern struct km_allow *km_allow_current;
 
+/* The client keys (guard.c): published like the allow-list; NULL = none. */
+extern struct km_auth *km_auth_current;
+
+/* The secrets of HELLO cookies (guard.c): rotated by the control lcore, read by workers
+ * (km_proc_params.hello) when [security] cookies is on. */
+extern struct km_hello_secrets km_hello;
+
 /* Signals drivers may raise per received packet (SIGIO, real-time signals): blocked
  * everywhere but on the workers. @note Context: any thread. */
 void km_rx_signals(sigset_t *set);

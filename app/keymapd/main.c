@@ -117,6 +117,7 @@ workers_init(const struct km_conf *conf, const struct km_shardmap *map, const ui
 		.cache_bytes = conf->cache_bytes,
 		.pending_max = (uint32_t)conf->pending_max,
 		.defer_max = (uint32_t)conf->defer_max,
+		.hello = conf->cookies ? &km_hello : NULL, /* drawn by km_guard_init() */
 	};
 	struct km_store_stats st;
 	uint64_t t0 = rte_get_timer_cycles(), keys = 0, replayed = 0, skipped = 0, torn = 0;
@@ -622,6 +623,10 @@ control_start(struct boot *b)
 		KM_LOG(ERR, "[security] allow: %s", err);
 		return -1;
 	}
+	if (km_guard_init(conf, err, sizeof(err)) < 0) {
+		KM_LOG(ERR, "[security] %s", err);
+		return -1;
+	}
 	rc = km_ctl_init(conf);
 	if (rc < 0) {
 		KM_LOG(ERR, "cannot start the control plane: %s", strerror(-rc));
@@ -700,6 +705,7 @@ shutdown_all(struct boot *b)
 	km_shardmap_free(b->map);
 	km_allow_free(km_allow_current);
 	km_allow_current = NULL;
+	km_guard_fini();
 	rte_mempool_free(b->pool);
 	rte_eal_cleanup();
 }

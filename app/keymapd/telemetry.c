@@ -19,6 +19,7 @@
 #include <rte_lcore.h>
 #include <rte_telemetry.h>
 
+#include <km_auth.h>
 #include <km_util.h>
 
 #include "control.h"
@@ -628,6 +629,135 @@ ctl_prefetch(void *arg)
 	return 0;
 }
 
+/* ---- client keys ---- */
+
+static int
+ctl_keys(void *arg)
+{
+	struct tel_arg *a = arg;
+	struct rte_tel_data *d = a->d, *ids = u64_array(), *perm = rte_tel_data_alloc(),
+			    *pfx = rte_tel_data_alloc();
+	const struct km_auth *t = km_auth_current;
+	char buf[4400];
+	uint32_t i;
+
+	if (ids == NULL || perm == NULL || pfx == NULL) {
+		rte_tel_data_free(ids);
+		rte_tel_data_free(perm);
+		rte_tel_data_free(pfx);
+		return tel_error(d, "out of memory");
+	}
+	rte_tel_data_start_array(perm, RTE_TEL_STRING_VAL);
+	rte_tel_data_start_array(pfx, RTE_TEL_STRING_VAL);
+	for (i = 0; t != NULL && i < t->nb; i++) {
+		const struct km_auth_key *k = &t->keys[i];
+		size_t off = 0;
+		unsigned int j;
+
+		rte_tel_data_add_array_u64(ids, k->id);
+		rte_tel_data_add_array_string(perm, k->write ? "rw" : "ro");
+		buf[0] = '\0';
+		for (j = 0; j < k->nb_prefix && off < RTE_TEL_MAX_STRING_LEN; j++)
+			off += (size_t)snprintf(buf + off, sizeof(buf) - off, "%s%s",
+				j == 0 ? "" : " ", k->prefix[j]);
+		/* Telemetry strings stop at 127 bytes. */
+		if (off >= RTE_TEL_MAX_STRING_LEN)
+			strcpy(buf + RTE_TEL_MAX_STRING_LEN - 4, "...");
+		rte_tel_data_add_array_string(pfx, buf);
+	}
+	rte_tel_data_start_dict(d);
+	rte_tel_data_add_dict_u64(d, "auth", km_ctl.conf.auth);
+	rte_tel_data_add_dict_u64(d, "cookies", km_ctl.conf.cookies);
+	rte_tel_data_add_dict_string(d, "keys_file",
+		strlen(km_ctl.conf.keys_file) < RTE_TEL_MAX_STRING_LEN ? km_ctl.conf.keys_file
+								       : "(long path)");
+	rte_tel_data_add_dict_container(d, "id", ids, 0);
+	rte_tel_data_add_dict_container(d, "perm", perm, 0);
+	rte_tel_data_add_dict_container(d, "prefixes", pfx, 0);
+	return 0;
+}
+
+/* /keymap/key_add,ID,ro|rw[,PREFIX...] (ID 0: the lowest free): the new secret is in the
+ * reply, and only there. */
+static int
+ctl_key_add(void *arg)
+{
+	struct tel_arg *a = arg;
+	struct rte_tel_data *d = a->d;
+	struct km_auth_key k = {0};
+	char line[1200], err[300], hex[2 * KM_MAC_KEY_LEN + 1], *p;
+	uint64_t id;
+	unsigned int i;
+	int rc;
+
+	/* The keys-file parser checks the rest: "ID SECRET PERM PREFIX..." with a dummy
+	 * secret, commas as blanks. */
+	if ((size_t)snprintf(line, sizeof(line), "%s", a->params) >= sizeof(line))
+		return tel_error(d, "key_add: too long");
+	p = strchr(line, ',');
+	if (p == NULL)
+		return tel_error(d, "usage: /keymap/key_add,ID(0 = next free),ro|rw[,PREFIX...]");
+	*p++ = '\0';
+	if (km_util_parse_u64(line, 0, UINT32_MAX, &id) < 0)
+		return tel_error(d, "key_add: the key id must be 0..4294967295 (0: the next free)");
+	{
+		char full[1300];
+
+		for (i = 0; p[i] != '\0'; i++)
+			if (p[i] == ',')
+				p[i] = ' ';
+		snprintf(full, sizeof(full), "1 %0*d %s", 2 * KM_MAC_KEY_LEN, 0, p);
+		rc = km_auth_parse_line(full, &k, err, sizeof(err));
+		if (rc != 0)
+			return tel_error(d, rc == 1 ? "key_add: no permission given" : err);
+	}
+	k.id = (uint32_t)id;
+	rc = km_guard_key_add(&k, err, sizeof(err));
+	for (i = 0; i < k.nb_prefix; i++)
+		free(k.prefix[i]);
+	if (rc < 0)
+		return tel_error(d, err);
+	for (i = 0; i < KM_MAC_KEY_LEN; i++)
+		snprintf(hex + 2 * i, 3, "%02x", k.secret[i]);
+	snprintf(line, sizeof(line), "%u:%s", k.id, hex);
+	rte_tel_data_start_dict(d);
+	rte_tel_data_add_dict_u64(d, "id", k.id);
+	rte_tel_data_add_dict_string(d, "perm", k.write ? "rw" : "ro");
+	rte_tel_data_add_dict_string(d, "key", line);
+	return 0;
+}
+
+static int
+ctl_key_remove(void *arg)
+{
+	struct tel_arg *a = arg;
+	struct rte_tel_data *d = a->d;
+	char err[300];
+	uint64_t id;
+
+	if (km_util_parse_u64(a->params, 1, UINT32_MAX, &id) < 0)
+		return tel_error(d, "usage: /keymap/key_remove,ID (1..4294967295)");
+	if (km_guard_key_remove((uint32_t)id, err, sizeof(err)) < 0)
+		return tel_error(d, err);
+	rte_tel_data_start_dict(d);
+	rte_tel_data_add_dict_u64(d, "removed", id);
+	return 0;
+}
+
+static int
+ctl_keys_reload(void *arg)
+{
+	struct tel_arg *a = arg;
+	struct rte_tel_data *d = a->d;
+	char err[300];
+
+	if (km_guard_keys_reload(err, sizeof(err)) < 0)
+		return tel_error(d, err);
+	rte_tel_data_start_dict(d);
+	rte_tel_data_add_dict_u64(d, "keys", km_auth_current != NULL ? km_auth_current->nb : 0);
+	return 0;
+}
+
 /* ---- registration ---- */
 
 #define TEL_CB(name, fn, timeout)                                                          \
@@ -650,6 +780,10 @@ TEL_CB(tier, ctl_tier, RESHARD_TIMEOUT_MS)
 TEL_CB(compact, ctl_compact, RESHARD_TIMEOUT_MS)
 TEL_CB(accept_loss, ctl_accept_loss, RESHARD_TIMEOUT_MS)
 TEL_CB(prefetch, ctl_prefetch, TEL_TIMEOUT_MS)
+TEL_CB(keys, ctl_keys, TEL_TIMEOUT_MS)
+TEL_CB(key_add, ctl_key_add, TEL_TIMEOUT_MS)
+TEL_CB(key_remove, ctl_key_remove, TEL_TIMEOUT_MS)
+TEL_CB(keys_reload, ctl_keys_reload, TEL_TIMEOUT_MS)
 
 int
 km_telemetry_register(void)
@@ -680,6 +814,14 @@ km_telemetry_register(void)
 		{"/keymap/prefetch", tel_prefetch,
 			"Predictive prefetch's figures; with a key as param, read it into its "
 			"worker's cache ahead of requests"},
+		{"/keymap/keys", tel_keys,
+			"Client keys: id, permission, prefixes (never the secrets)."},
+		{"/keymap/key_add", tel_key_add,
+			"Add a client key, written to keys_file. Params: ID(0 = next free),ro|rw"
+			"[,PREFIX...]; the reply holds the new ID:SECRET"},
+		{"/keymap/key_remove", tel_key_remove,
+			"Remove a client key from keys_file and from service. Param: ID"},
+		{"/keymap/keys_reload", tel_keys_reload, "Read keys_file again."},
 		{"/keymap/log_level", tel_log_level,
 			"Log level of keymap.* (emerg..debug). Param: new level"},
 	};

@@ -538,6 +538,7 @@ km_worker_main(void *arg)
 			worker_commands(w);
 		map = rcu_dereference(km_map_current);
 		allow = rcu_dereference(km_allow_current);
+		km_proc_set_auth(w->proc, rcu_dereference(km_auth_current));
 
 		if (w->disk && km_proc_busy(w->proc)) {
 			/* Completions are answered as they come, whatever the traffic. */

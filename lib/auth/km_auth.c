@@ -250,7 +250,7 @@ km_auth_with(const struct km_auth *a, const struct km_auth_key *k, uint32_t remo
 
 	if (k != NULL && km_auth_find(a, k->id) != NULL)
 		return -EEXIST;
-	if (k == NULL && km_auth_find(a, remove_id) == NULL)
+	if (k == NULL && remove_id != 0 && km_auth_find(a, remove_id) == NULL)
 		return -ENOENT;
 	if (k != NULL && nb == KM_AUTH_KEYS_MAX)
 		return -ENOSPC;

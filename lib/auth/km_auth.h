@@ -60,7 +60,8 @@ int km_auth_load(const char *path, struct km_auth **out, char *err, size_t errle
 int km_auth_parse_line(const char *line, struct km_auth_key *k, char *err, size_t errlen);
 
 /**
- * A new table holding a's keys and k, or a's keys without id (k NULL): for key rotation.
+ * A new table holding a's keys and k, or a's keys without remove_id (k NULL), or a copy of a
+ * (k NULL, remove_id 0), with a's required flag: for key rotation.
  * @return 0, -EEXIST (k's id is taken), -ENOENT (no key id to remove), -ENOSPC, -ENOMEM.
  */
 int km_auth_with(const struct km_auth *a, const struct km_auth_key *k, uint32_t remove_id,

@@ -465,6 +465,7 @@ test_items(void **state)
 		"prefetch.watermark",
 		"prefetch.sampling",
 		"security.allow",
+		"security.auth",
 		"log.level",
 	};
 	struct km_conf_item it;

@@ -114,6 +114,30 @@ static const uint8_t vec_map_err_rep[] = {
 	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  24 */
 	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  32 */
 };
+static const uint8_t vec_hello_req[] = {
+	0x4b, 0x01, 0x09, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x20, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+};
+static const uint8_t vec_hello_rep[] = {
+	0x4b, 0x01, 0x09, 0x00, 0x01, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00,
+	0x20, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11,
+	0x60, 0xea, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
+};
+static const uint8_t vec_get_sealed[] = {
+	0x4b, 0x01, 0x02, 0x00, 0x06, 0x00, 0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00,
+	0x21, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x75, 0x73, 0x65, 0x72, 0x2f, 0x34, 0x32, 0x88,
+	0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0x01, 0x00, 0x00, 0x00, 0x79, 0x6f, 0xdb, 0x7e, 0x1c,
+	0x92, 0x6d, 0x1e, 0x4e, 0x1b, 0xc4, 0xfe, 0xcd, 0x90, 0x76, 0xf9,
+};
+static const uint8_t vec_denied_rep[] = {
+	0x4b, 0x01, 0x02, 0x07, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00,
+	0x21, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+};
 /* clang-format on */
 
 struct vector {
@@ -137,7 +161,26 @@ static const uint8_t mget_rep_body[] = {
 
 #define VEC(n) .name = #n, .bytes = vec_##n, .len = sizeof(vec_##n)
 
+static const uint8_t hello_pad[KM_HELLO_LEN];
+static const uint8_t hello_body[KM_HELLO_LEN] = {
+	0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0x60, 0xea, 0, 0, 1, 0, 0, 0};
+
 static const struct vector vectors[] = {
+	{VEC(hello_req), .hdr = {.op = KM_OP_HELLO, .val_len = KM_HELLO_LEN, .req_id = 0x20},
+		.val = hello_pad},
+	{VEC(hello_rep),
+		.hdr = {.op = KM_OP_HELLO,
+			.flags = KM_F_REPLY,
+			.val_len = KM_HELLO_LEN,
+			.epoch = 3,
+			.req_id = 0x20},
+		.val = hello_body},
+	{VEC(denied_rep), .hdr = {.op = KM_OP_GET,
+				  .status = KM_ST_DENIED,
+				  .flags = KM_F_REPLY,
+				  .epoch = 3,
+				  .req_id = 0x21,
+				  .version = KM_DENY_COOKIE}},
 	{VEC(ping_req), .hdr = {.op = KM_OP_PING, .req_id = 0x0102030405060708ULL}},
 	{VEC(get_req),
 		.hdr = {.op = KM_OP_GET,
@@ -369,6 +412,34 @@ test_vectors(void **state)
 	}
 }
 
+/* The sealed GET vector (docs/protocol.md 7): cookie and MAC trailers, byte for byte. */
+static void
+test_vector_sealed(void **state)
+{
+	static const uint8_t secret[KM_MAC_KEY_LEN] = {
+		0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+	static const uint8_t empty_mac[KM_MAC_LEN] = {0xa3, 0x81, 0x7f, 0x04, 0xba, 0x25, 0xa8,
+		0xe6, 0x6d, 0xf6, 0x72, 0x14, 0xc7, 0x55, 0x02, 0x93};
+	struct km_hdr h = {.op = KM_OP_GET, .key_len = 7, .epoch = 3, .req_id = 0x21};
+	uint8_t buf[KM_DGRAM_MAX], mac[KM_MAC_LEN];
+	struct km_msg m;
+	size_t n;
+
+	(void)state;
+	hdr_frame(&h, KM_PROTO_MAGIC, KM_PROTO_VERSION);
+	n = km_msg_build(buf, sizeof(buf), &h, "user/42", NULL);
+	n = km_req_seal(buf, n, sizeof(buf), 1, 0x1122334455667788ULL, 1, secret);
+	assert_int_equal(n, sizeof(vec_get_sealed));
+	assert_memory_equal(buf, vec_get_sealed, n);
+	assert_int_equal(km_req_parse(vec_get_sealed, n, KM_VALUE_MAX, &m), KM_ST_OK);
+	assert_int_equal(m.cookie, 0x1122334455667788ULL);
+	assert_int_equal(m.key_id, 1);
+	assert_true(km_mac_check(secret, vec_get_sealed, &m));
+	/* The reference SipHash-2-4-128 vector: any implementation will do. */
+	km_mac(secret, buf, 0, mac);
+	assert_memory_equal(mac, empty_mac, KM_MAC_LEN);
+}
+
 static void
 test_vector_mget_bodies(void **state)
 {
@@ -581,7 +652,7 @@ test_req_values(void **state)
 static void
 test_req_ops(void **state)
 {
-	static const unsigned int bad_ops[] = {0, KM_OP_SCAN, KM_OP_HELLO, 10, 11, 128, 255};
+	static const unsigned int bad_ops[] = {0, KM_OP_SCAN, 10, 11, 128, 255};
 	struct km_hdr h;
 	unsigned int i;
 
@@ -930,11 +1001,14 @@ test_fuzz(void **state)
 			/* Accepted: every documented invariant holds and it re-encodes exactly. */
 			assert_int_equal(rrc, -1);
 			assert_true(len <= KM_DGRAM_MAX);
-			assert_int_equal(len, (size_t)KM_HDR_LEN + m.hdr.key_len + m.hdr.val_len);
+			assert_int_equal(len, (size_t)KM_HDR_LEN + m.hdr.key_len + m.hdr.val_len +
+						      ((m.hdr.flags & KM_F_COOKIE) ? KM_COOKIE_LEN : 0) +
+						      ((m.hdr.flags & KM_F_AUTH) ? KM_AUTH_LEN : 0));
 			assert_true(m.hdr.op >= KM_OP_PING && m.hdr.op < KM_OP__MAX &&
-				    m.hdr.op != KM_OP_SCAN && m.hdr.op != KM_OP_HELLO);
+				    m.hdr.op != KM_OP_SCAN);
+			assert_true(m.hdr.op != KM_OP_HELLO || m.hdr.val_len == KM_HELLO_LEN);
 			assert_int_equal(m.hdr.status, 0);
-			assert_int_equal(m.hdr.flags, 0);
+			assert_int_equal(m.hdr.flags & ~KM_F_TRAILERS, 0);
 			assert_int_equal(m.hdr.reserved, 0);
 			assert_true(m.hdr.key_len <= KM_KEY_MAX);
 			if (m.hdr.op == KM_OP_PUT || m.hdr.op == KM_OP_CAS)
@@ -985,6 +1059,7 @@ main(void)
 		cmocka_unit_test(test_hdr_roundtrip),
 		cmocka_unit_test(test_vectors),
 		cmocka_unit_test(test_vector_mget_bodies),
+		cmocka_unit_test(test_vector_sealed),
 		cmocka_unit_test(test_req_dropped),
 		cmocka_unit_test(test_req_lengths),
 		cmocka_unit_test(test_req_keys),

@@ -14,7 +14,8 @@
  * Files by concern: main.c (options, command table), tel.c (telemetry socket client),
  * output.c (JSON values as text, aligned tables), stats.c (status, stats), shards.c (the
  * shard map and re-sharding commands), conf.c (tunables, log level, prefetch), metrics.c
- * (the Prometheus page over HTTP). One thread; each command runs once and exits.
+ * (the Prometheus page over HTTP), keys.c (client keys). One thread; each command runs once
+ * and exits.
  *
  * Exit status: 0 success; 1 bad usage or transport error (keymapd not running, timeout,
  * unreadable reply); 2 keymapd refused the command or does not know it.
@@ -115,6 +116,8 @@ int cmd_move(struct ctl *c, int argc, char **argv);        /* shards.c */
 int cmd_tier(struct ctl *c, int argc, char **argv);        /* shards.c */
 int cmd_compact(struct ctl *c, int argc, char **argv);     /* shards.c */
 int cmd_accept_loss(struct ctl *c, int argc, char **argv); /* shards.c */
+int cmd_keys(struct ctl *c, int argc, char **argv);        /* keys.c */
+int cmd_key(struct ctl *c, int argc, char **argv);         /* keys.c */
 int cmd_config(struct ctl *c, int argc, char **argv);      /* conf.c */
 int cmd_set(struct ctl *c, int argc, char **argv);         /* conf.c */
 int cmd_log_level(struct ctl *c, int argc, char **argv);   /* conf.c */

@@ -42,6 +42,13 @@ static const char usage_text[] =
 	"                             or damaged): new empty files, it serves again\n"
 	"  prefetch [KEY]             predictive prefetch: state, accuracy, models, learned\n"
 	"                             transitions; with KEY: read it into its worker's cache\n"
+	"  keys                       client keys: id, permission, key prefixes (no secrets)\n"
+	"  key add [--id ID] ro|rw [PREFIX...]\n"
+	"                             a new client key (read-only or read-write, limited to\n"
+	"                             keys starting with a PREFIX if any): keymapd writes it to\n"
+	"                             its keys file and prints ID:SECRET for the client, once\n"
+	"  key remove ID              stop serving key ID and remove it from the keys file\n"
+	"  key reload                 read the keys file again\n"
 	"  log-level [LEVEL]          show or set the level of the keymap.* logs\n"
 	"  metrics [--metrics-url HOST:PORT]\n"
 	"                             print the Prometheus page (address from status)\n"
@@ -160,6 +167,8 @@ static const struct command {
 	{"compact", cmd_compact, 1, 0},
 	{"accept-loss", cmd_accept_loss, 1, 0},
 	{"prefetch", cmd_prefetch, 0, 0},
+	{"keys", cmd_keys, 0, 0},
+	{"key", cmd_key, 0, 1},
 	{"log-level", cmd_log_level, 0, 0},
 	{"metrics", cmd_metrics, 0, 0},
 	{"raw", cmd_raw, 0, 1},

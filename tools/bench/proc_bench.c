@@ -17,6 +17,12 @@
  * sampled, 0: none; with one client, 1 samples every access: the notes are taken after
  * each burst as the worker takes them, the ring enqueue is not measured): the cost a GET
  * hit pays for prediction.
+ *
+ * -A cookie|mac|both measures the guards (lib/proc/proc_guard.c): every request carries a
+ * HELLO cookie (fetched first, through the processor) and/or a MAC of client key 1 (with
+ * [security] auth = 1: every request checked). The MAC covers the request id, so those
+ * requests are sealed once, each with its own id, and not given a fresh id per delivery:
+ * with PUTs (-g < 1) every request must then be distinct (-n at most the pre-built count).
  */
 
 #include <errno.h>
@@ -81,7 +87,14 @@ struct bench {
 	const uint8_t *reqs; /* pre-built datagrams, back to back */
 	const uint32_t *off; /* request i is reqs[off[i], off[i + 1]) */
 	uint64_t nb_reqs;
+	int has_cookie;         /* -A cookie|both */
+	uint64_t cookie;        /* ... fetched with HELLO */
+	const uint8_t *mac_key; /* -A mac|both: client key 1's secret, else NULL */
 };
+
+/* -A mac|both: client key 1, read-write, every key. */
+static const uint8_t bench_secret[KM_MAC_KEY_LEN] = {
+	0x6b, 0x6d, 0x2d, 0x62, 0x65, 0x6e, 0x63, 0x68, 1, 2, 3, 4, 5, 6, 7, 8};
 
 /* Outcomes of the measured requests: [is_get][status], dropped, GET OK of the wrong size. */
 struct tally {
@@ -96,7 +109,7 @@ usage(const char *prog)
 {
 	fprintf(stderr,
 		"usage: %s [-n ops] [-k keys] [-K keylen] [-v vallen] [-g get_ratio] [-s seed]\n"
-		"          [-b burst] [-S mem|log] [-P sampling]\n"
+		"          [-b burst] [-S mem|log] [-P sampling] [-A cookie|mac|both]\n"
 		"  -n ops        requests measured, 1..%llu (default 10000000)\n"
 		"  -k keys       distinct keys, all preloaded with PUT, 1..%llu (default 100000)\n"
 		"  -K keylen     key length in bytes, 1..%d (default 16)\n"
@@ -108,7 +121,9 @@ usage(const char *prog)
 		"  -S driver     store: mem (default) or log (values on disk behind a cache\n"
 		"                that holds every key: GETs are cache hits)\n"
 		"  -P sampling   log: predictive prefetch's worker part on: the stream\n"
-		"                detector, and one client in `sampling` sampled (0: none)\n",
+		"                detector, and one client in `sampling` sampled (0: none)\n"
+		"  -A guards     every request carries a HELLO cookie (cookie), a MAC of a client\n"
+		"                key with auth required (mac), or both: their cost per request\n",
 		prog, (unsigned long long)OPS_MAX, (unsigned long long)KEYS_MAX, KM_KEY_MAX,
 		KM_DGRAM_MAX - KM_HDR_LEN, BURST_MAX, BURST_DEFAULT);
 }
@@ -149,10 +164,10 @@ key_make(uint8_t *key, uint32_t klen, uint64_t id)
 	}
 }
 
-/* A request datagram as a client builds it (up-to-date epoch, req_id set per send). */
+/* A request datagram as a client builds it (up-to-date epoch), with the trailers of -A. */
 static size_t
 req_build(const struct bench *b, uint8_t *out, size_t cap, uint8_t op, uint64_t id,
-	const uint8_t *val)
+	const uint8_t *val, uint64_t req_id)
 {
 	uint8_t key[KM_KEY_MAX];
 	struct km_hdr h = {
@@ -162,10 +177,15 @@ req_build(const struct bench *b, uint8_t *out, size_t cap, uint8_t op, uint64_t 
 		.key_len = (uint16_t)b->klen,
 		.val_len = op == KM_OP_PUT ? b->vlen : 0,
 		.epoch = km_shardmap_epoch(b->map),
+		.req_id = req_id,
 	};
+	size_t len;
 
 	key_make(key, b->klen, id);
-	return km_msg_build(out, cap, &h, key, val);
+	len = km_msg_build(out, cap, &h, key, val);
+	if (len != 0 && (b->has_cookie || b->mac_key != NULL))
+		len = km_req_seal(out, len, cap, b->has_cookie, b->cookie, 1, b->mac_key);
+	return len;
 }
 
 /* A request datagram as keymapd's worker hands it to the processor (after L2-L4). */
@@ -219,6 +239,32 @@ worker_after(const struct bench *b)
 		worker_after_disk(b);
 }
 
+/* -A cookie|both: HELLO through the processor, as a client's first request. */
+static int
+hello(struct bench *b)
+{
+	static const uint8_t pad[KM_HELLO_LEN];
+	uint8_t *buf = bufs[0];
+	struct km_hdr h = {
+		.magic = KM_PROTO_MAGIC,
+		.proto_ver = KM_PROTO_VERSION,
+		.op = KM_OP_HELLO,
+		.val_len = KM_HELLO_LEN,
+		.req_id = 1,
+	};
+	size_t len = km_msg_build(buf, BUF_LEN, &h, NULL, pad);
+
+	if (b->mac_key != NULL)
+		len = km_req_seal(buf, len, BUF_LEN, 0, 0, 1, b->mac_key);
+	if (proc_one(b, buf, len) != KM_HDR_LEN + KM_HELLO_LEN || buf[3] != KM_ST_OK) {
+		fprintf(stderr, "HELLO failed (%s)\n", km_status_name(buf[3]));
+		return -1;
+	}
+	b->cookie = km_get64(buf + KM_HDR_LEN);
+	b->has_cookie = 1;
+	return 0;
+}
+
 /* PUT every key once, through the same path. @return 0 or -1 (a PUT failed). */
 static int
 preload(const struct bench *b, uint64_t nb_keys, const uint8_t *val, uint64_t *req_id)
@@ -229,8 +275,7 @@ preload(const struct bench *b, uint64_t nb_keys, const uint8_t *val, uint64_t *r
 	for (id = 0; id < nb_keys; id++) {
 		uint8_t *buf = bufs[id % NB_BUFS];
 
-		len = req_build(b, buf, BUF_LEN, KM_OP_PUT, id, val);
-		km_put64(buf + REQ_ID_OFF, ++*req_id);
+		len = req_build(b, buf, BUF_LEN, KM_OP_PUT, id, val, ++*req_id);
 		if (len == 0 || proc_one(b, buf, len) != KM_HDR_LEN || buf[3] != KM_ST_OK) {
 			fprintf(stderr, "preload: PUT of key %llu failed (%s)\n",
 				(unsigned long long)id, km_status_name(buf[3]));
@@ -269,7 +314,8 @@ req_deliver(const struct bench *b, uint64_t j, uint64_t req_id, uint8_t *buf)
 	uint32_t len = b->off[j + 1] - b->off[j];
 
 	memcpy(buf, b->reqs + b->off[j], len);
-	km_put64(buf + REQ_ID_OFF, req_id);
+	if (b->mac_key == NULL) /* sealed requests keep the id their MAC covers */
+		km_put64(buf + REQ_ID_OFF, req_id);
 	return len;
 }
 
@@ -347,7 +393,8 @@ static int
 reqs_build(struct bench *b, uint64_t ops, uint64_t nb_keys, double get_ratio, uint64_t seed,
 	const uint8_t *val, uint64_t *nb_get)
 {
-	size_t max_len = (size_t)KM_HDR_LEN + b->klen + (get_ratio < 1.0 ? b->vlen : 0);
+	size_t max_len =
+		(size_t)KM_HDR_LEN + b->klen + (get_ratio < 1.0 ? b->vlen : 0) + KM_TRAILER_MAX;
 	uint64_t rng = seed, i, pos = 0, n;
 	uint32_t *off;
 	uint8_t *reqs;
@@ -369,7 +416,9 @@ reqs_build(struct bench *b, uint64_t ops, uint64_t nb_keys, double get_ratio, ui
 		int get = (double)(km_util_splitmix64(&rng) >> 11) * 0x1.0p-53 < get_ratio;
 
 		off[i] = (uint32_t)pos;
-		pos += req_build(b, reqs + pos, max_len, get ? KM_OP_GET : KM_OP_PUT, id, val);
+		/* Ids above the preload's; sealed requests keep theirs. */
+		pos += req_build(b, reqs + pos, max_len, get ? KM_OP_GET : KM_OP_PUT, id, val,
+			(UINT64_C(1) << 40) + i);
 		*nb_get += get;
 	}
 	off[n] = (uint32_t)pos;
@@ -406,9 +455,13 @@ main(int argc, char **argv)
 	uint64_t tsc0, tsc1;
 	struct bench b = {0};
 	char dir[64] = "", cold[80];
+	const char *guards = NULL;
+	static struct km_hello_secrets hs;
+	struct km_auth_key key = {.id = 1, .write = 1};
+	struct km_auth auth = {.required = 1, .nb = 1, .keys = &key};
 	int opt, rc, pf = 0;
 
-	while ((opt = getopt(argc, argv, "n:k:K:v:g:s:b:S:P:h")) != -1) {
+	while ((opt = getopt(argc, argv, "n:k:K:v:g:s:b:S:P:A:h")) != -1) {
 		switch (opt) {
 		case 'n':
 			rc = km_util_parse_u64(optarg, 1, OPS_MAX, &ops);
@@ -439,6 +492,13 @@ main(int argc, char **argv)
 			pf = 1;
 			rc = km_util_parse_u64(optarg, 0, 1024, &sample_every);
 			break;
+		case 'A':
+			guards = optarg;
+			rc = strcmp(optarg, "cookie") == 0 || strcmp(optarg, "mac") == 0 ||
+					     strcmp(optarg, "both") == 0
+				     ? 0
+				     : -1;
+			break;
 		default:
 			rc = -1;
 			break;
@@ -450,7 +510,7 @@ main(int argc, char **argv)
 	}
 	/* A PUT must fit in a datagram; keys must be distinct; -P needs a store on disk. */
 	if (optind != argc || (pf && strcmp(pp.store_driver, "log") != 0) ||
-		KM_HDR_LEN + klen + vlen > KM_DGRAM_MAX ||
+		KM_HDR_LEN + klen + vlen + (guards != NULL ? KM_TRAILER_MAX : 0) > KM_DGRAM_MAX ||
 		(klen * 6 < 64 && nb_keys > (UINT64_C(1) << (klen * 6)))) {
 		usage(argv[0]);
 		return 1;
@@ -486,10 +546,23 @@ main(int argc, char **argv)
 		pp.cache_bytes = nb_keys * (KM_CACHE_ENTRY_OVERHEAD + klen + vlen) * 5 / 4 + 65536;
 		b.disk = 1;
 	}
+	if (guards != NULL && strcmp(guards, "mac") != 0) {
+		rc = km_hello_init(&hs, 60000, km_util_now_ns());
+		if (rc < 0) {
+			fprintf(stderr, "cookie secrets: %s\n", strerror(-rc));
+			return 1;
+		}
+		pp.hello = &hs;
+	}
 	rc = km_proc_create(&pp, &b.proc);
 	if (rc < 0) {
 		fprintf(stderr, "processor: %s\n", strerror(-rc));
 		return 1;
+	}
+	if (guards != NULL && strcmp(guards, "cookie") != 0) {
+		memcpy(key.secret, bench_secret, sizeof(bench_secret));
+		km_proc_set_auth(b.proc, &auth);
+		b.mac_key = bench_secret;
 	}
 	if (pf) {
 		struct km_proc_pf_params pfp = {
@@ -510,6 +583,8 @@ main(int argc, char **argv)
 	b.klen = (uint32_t)klen;
 	b.vlen = (uint32_t)vlen;
 	b.burst = (uint32_t)burst;
+	if (pp.hello != NULL && hello(&b) != 0)
+		return 1;
 	memset(val, 'v', sizeof(val));
 	memset(&t, 0, sizeof(t));
 
@@ -519,6 +594,13 @@ main(int argc, char **argv)
 	t_pre = km_util_now_ns() * 1e-9 - t0;
 	if (reqs_build(&b, ops, nb_keys, get_ratio, seed, val, &nb_get_built) != 0) {
 		fprintf(stderr, "cannot allocate the request array\n");
+		return 1;
+	}
+	if (b.mac_key != NULL && get_ratio < 1.0 && ops > b.nb_reqs) {
+		fprintf(stderr,
+			"-A %s with PUTs: -n must be at most %llu (sealed requests are not "
+			"given fresh ids, and a repeated PUT is a retry)\n",
+			guards, (unsigned long long)b.nb_reqs);
 		return 1;
 	}
 
@@ -553,6 +635,11 @@ main(int argc, char **argv)
 	printf("store:      %s%s\n", pp.store_driver,
 		b.disk ? (pf ? ", cache holds every key, prefetch on" : ", cache holds every key")
 		       : "");
+	if (guards != NULL)
+		printf("guards:     %s%s\n", b.has_cookie ? "HELLO cookie on every request" : "",
+			b.mac_key != NULL ? (b.has_cookie ? ", MAC of client key 1, auth required"
+							  : "MAC of client key 1, auth required")
+					  : "");
 	if (pf)
 		printf("prefetch:   stream detector on every GET, sampling %s%llu\n",
 			sample_every ? "1 in " : "", (unsigned long long)sample_every);
@@ -583,11 +670,6 @@ main(int argc, char **argv)
 		(unsigned long long)(c1.get_hit - c0.get_hit),
 		(unsigned long long)(c1.req_put - c0.req_put),
 		(unsigned long long)(c1.write_retry - c0.write_retry));
-	if (pf)
-		printf("prefetch:   stream asked %llu, reads started %llu, samples %llu\n",
-			(unsigned long long)(c1.stream_prefetches - c0.stream_prefetches),
-			(unsigned long long)(c1.prefetch_issued - c0.prefetch_issued),
-			(unsigned long long)(c1.samples - c0.samples));
 	if (pf)
 		printf("prefetch:   stream asked %llu, reads started %llu, samples %llu\n",
 			(unsigned long long)(c1.stream_prefetches - c0.stream_prefetches),

@@ -4,10 +4,16 @@
  * km_proc_rx_burst() over a mem store, as keymapd runs it after its L2-L4 checks. The
  * input is cut into datagrams (2-byte little-endian length, then the bytes) and given as
  * one burst; every reply must fit the buffer it was written into, and a request must get
- * a verdict. State (keys, versions, the at-most-once table) carries over between inputs,
- * as in a server.
+ * a verdict, and no reply may be larger than its request unless the request carries a
+ * valid cookie (no amplification). State (keys, versions, the at-most-once table) carries
+ * over between inputs, as in a server.
+ *
+ * Cookies are on with fixed secrets (all zero bytes) and slot 1, so that seeds can carry
+ * valid cookies (km_cookie(0, src, 1) for the sources below); client keys: key 1 (read-write)
+ * and key 2 (read-only, keys under "pub/"), both with an all-zero secret, not required.
  */
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +25,11 @@
 
 static struct km_proc *proc;
 static struct km_shardmap *map;
+static struct km_hello_secrets hs;
+static struct km_auth_key keys[2];
+static char pub[] = "pub/";
+static struct km_auth auth = {.nb = 2, .keys = keys};
+static const uint8_t zero_secret[KM_MAC_KEY_LEN];
 
 /* At exit, before the leak check: what the inputs stored is not a leak. */
 static void
@@ -45,10 +56,20 @@ init(void)
 		.version_base = 1,
 		.dram_max = 8 << 20, /* the FULL path too, and bounded memory */
 	};
-	uint32_t i;
+	uint32_t i, j;
 
+	if (km_hello_init(&hs, 60000, 0) != 0)
+		abort();
+	for (i = 0; i < KM_HELLO_SECRETS; i++)
+		for (j = 0; j < 2; j++)
+			atomic_store(&hs.key[i][j], 0);
+	atomic_store(&hs.slot, 1);
+	pp.hello = &hs;
+	keys[0] = (struct km_auth_key){.id = 1, .write = 1};
+	keys[1] = (struct km_auth_key){.id = 2, .nb_prefix = 1, .prefix_len = {4}, .prefix = {pub}};
 	if (km_shardmap_create(&mp, &map) != 0 || km_proc_create(&pp, &proc) != 0)
 		abort();
+	km_proc_set_auth(proc, &auth);
 	for (i = 0; i < km_shardmap_nb_shards(map); i++)
 		if (km_proc_shard_add(proc, km_shard_id(km_shardmap_shard_at(map, i))) != 0)
 			abort();
@@ -62,6 +83,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static uint8_t bufs[BURST][KM_DGRAM_MAX];
 	struct km_proc_req r[BURST];
+	uint8_t validated[BURST];
+	struct km_msg m;
 	unsigned int n = 0, i;
 	size_t len;
 
@@ -81,6 +104,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			.src = (uint64_t)(n & 3) << 16 | 40000, /* a few clients */
 			.port_worker = (int16_t)(n % 3) - 1,
 		};
+		/* Whether it carries the cookie of its source (slot 1 or 0). */
+		validated[n] = km_req_parse(bufs[n], len, KM_VALUE_MAX, &m) >= 0 &&
+			       (m.hdr.flags & KM_F_COOKIE) != 0 &&
+			       (m.cookie == km_cookie(zero_secret, r[n].src, 1) ||
+				       m.cookie == km_cookie(zero_secret, r[n].src, 0));
 		data += len;
 		size -= len;
 		n++;
@@ -94,6 +122,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		if (r[i].verdict == KM_PROC_DEFER) /* no disk: nothing may wait */
 			abort();
+		if (r[i].verdict == KM_PROC_REPLY && r[i].reply_len > r[i].len && !validated[i])
+			abort(); /* an amplifier */
 	}
 	return 0;
 }

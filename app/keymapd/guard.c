@@ -10,9 +10,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <rte_cycles.h>
+
 #include <urcu-qsbr.h>
 
-#include <km_util.h>
 
 #include "control.h"
 #include "datapath.h"
@@ -20,6 +21,13 @@
 
 struct km_hello_secrets km_hello;
 struct km_auth *km_auth_current;
+
+/* The workers' clock (km_proc_time()): the TSC in ns. */
+static uint64_t
+tsc_ns(void)
+{
+	return (uint64_t)((double)rte_rdtsc() * (1e9 / (double)rte_get_tsc_hz()));
+}
 
 /* Publish t (NULL: none) and free the table it replaces once no worker can hold it. */
 static void
@@ -69,7 +77,7 @@ km_guard_init(const struct km_conf *c, char *err, size_t errlen)
 
 	if (c->cookies) {
 		rc = km_hello_init(
-			&km_hello, (uint32_t)(c->cookie_lifetime_s * 1000), km_util_now_ns());
+			&km_hello, (uint32_t)(c->cookie_lifetime_s * 1000), tsc_ns());
 		if (rc < 0) {
 			snprintf(err, errlen, "cannot draw the cookie secrets: %s", strerror(-rc));
 			return rc;
@@ -96,7 +104,7 @@ void
 km_guard_tick(void)
 {
 	if (km_ctl.conf.cookies)
-		km_hello_rotate(&km_hello, km_util_now_ns());
+		km_hello_rotate(&km_hello, tsc_ns());
 }
 
 int
@@ -134,24 +142,40 @@ keys_file(char *err, size_t errlen)
 	return km_ctl.conf.keys_file;
 }
 
-/* Make t the keys in force: written to the keys file first, so what serves is on disk. */
+/*
+ * Make t the keys in force, written to the keys file first so that what serves is what a
+ * restart reads. serve_anyway (a removal): if the file cannot be written, serve without
+ * the key all the same (a compromised key must go now) and say what to fix.
+ * @return 0, or -errno (nothing changed, unless serve_anyway).
+ */
 static int
-commit(struct km_auth *t, char *err, size_t errlen)
+commit(struct km_auth *t, int serve_anyway, char *err, size_t errlen)
 {
 	const char *path = keys_file(err, errlen);
+	char why[600];
 	int rc;
 
 	if (path == NULL) {
 		km_auth_free(t);
 		return -EINVAL;
 	}
-	rc = km_auth_save(t, path);
-	if (rc < 0) {
-		snprintf(err, errlen, "cannot write %s: %s", path, strerror(-rc));
+	rc = km_auth_save(t, path, why, sizeof(why));
+	if (rc == 1)
+		KM_LOG(WARNING, "client keys: %s", why);
+	if (rc < 0 && !serve_anyway) {
+		snprintf(err, errlen, "%s", why);
 		km_auth_free(t);
 		return rc;
 	}
 	publish(t);
+	if (rc < 0) {
+		snprintf(err, errlen,
+			"no longer served, but the keys file was not updated (%s): edit %s by "
+			"hand, or it comes back at the next start or key reload",
+			why, path);
+		KM_LOG(ERR, "client keys: %s", err);
+		return rc;
+	}
 	return 0;
 }
 
@@ -185,7 +209,7 @@ km_guard_key_add(struct km_auth_key *k, char *err, size_t errlen)
 	}
 	if (cur == NULL)
 		t->required = (uint8_t)km_ctl.conf.auth;
-	rc = commit(t, err, errlen);
+	rc = commit(t, 0, err, errlen);
 	if (rc == 0)
 		KM_LOG(NOTICE, "client key %u added (%s)", k->id, k->write ? "rw" : "ro");
 	return rc;
@@ -206,9 +230,8 @@ km_guard_key_remove(uint32_t id, char *err, size_t errlen)
 				      : strerror(-rc));
 		return rc;
 	}
-	rc = commit(t, err, errlen);
-	if (rc == 0)
-		KM_LOG(NOTICE, "client key %u removed", id);
+	rc = commit(t, 1, err, errlen);
+	KM_LOG(NOTICE, "client key %u removed", id);
 	return rc;
 }
 

@@ -19,6 +19,8 @@
 #include <rte_lcore.h>
 #include <rte_telemetry.h>
 
+#include <sodium.h>
+
 #include <km_auth.h>
 #include <km_util.h>
 
@@ -703,9 +705,17 @@ ctl_key_add(void *arg)
 	{
 		char full[1300];
 
-		for (i = 0; p[i] != '\0'; i++)
+		/* Prefixes are comma-separated here: no blank in one, none starting with
+		 * '#' (the keys file could not say them). */
+		for (i = 0; p[i] != '\0'; i++) {
+			if (p[i] == ' ' || p[i] == '\t' ||
+				(p[i] == '#' && (i == 0 || p[i - 1] == ',')))
+				return tel_error(d,
+					"key_add: a prefix may not hold a blank or start "
+					"with '#'");
 			if (p[i] == ',')
 				p[i] = ' ';
+		}
 		snprintf(full, sizeof(full), "1 %0*d %s", 2 * KM_MAC_KEY_LEN, 0, p);
 		rc = km_auth_parse_line(full, &k, err, sizeof(err));
 		if (rc != 0)
@@ -715,8 +725,10 @@ ctl_key_add(void *arg)
 	rc = km_guard_key_add(&k, err, sizeof(err));
 	for (i = 0; i < k.nb_prefix; i++)
 		free(k.prefix[i]);
-	if (rc < 0)
+	if (rc < 0) {
+		sodium_memzero(k.secret, sizeof(k.secret));
 		return tel_error(d, err);
+	}
 	for (i = 0; i < KM_MAC_KEY_LEN; i++)
 		snprintf(hex + 2 * i, 3, "%02x", k.secret[i]);
 	snprintf(line, sizeof(line), "%u:%s", k.id, hex);
@@ -724,6 +736,9 @@ ctl_key_add(void *arg)
 	rte_tel_data_add_dict_u64(d, "id", k.id);
 	rte_tel_data_add_dict_string(d, "perm", k.write ? "rw" : "ro");
 	rte_tel_data_add_dict_string(d, "key", line);
+	sodium_memzero(k.secret, sizeof(k.secret));
+	sodium_memzero(hex, sizeof(hex));
+	sodium_memzero(line, sizeof(line));
 	return 0;
 }
 

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include <km_util.h>
 
 #include "km_auth.h"
@@ -22,6 +24,7 @@ key_clear(struct km_auth_key *k)
 	for (i = 0; i < k->nb_prefix; i++)
 		free(k->prefix[i]);
 	k->nb_prefix = 0;
+	sodium_memzero(k->secret, sizeof(k->secret));
 }
 
 static int
@@ -39,20 +42,23 @@ hexval(char c)
 int
 km_auth_parse_line(const char *line, struct km_auth_key *k, char *err, size_t errlen)
 {
-	char buf[4096], *save = NULL, *tok;
+	char buf[4096], *save = NULL, *tok, *p;
 	struct km_auth_key nk = {0};
 	uint64_t id;
 	unsigned int i;
-	char *hash;
 
 	if (strlen(line) >= sizeof(buf)) {
 		snprintf(err, errlen, "line too long");
 		return -EINVAL;
 	}
 	strcpy(buf, line);
-	hash = strchr(buf, '#');
-	if (hash != NULL)
-		*hash = '\0';
+	/* A comment starts with a '#' at the start of a word: a '#' inside a prefix is part
+	 * of it. */
+	for (p = buf; *p != '\0'; p++)
+		if (*p == '#' && (p == buf || strchr(" \t", p[-1]) != NULL)) {
+			*p = '\0';
+			break;
+		}
 	tok = strtok_r(buf, " \t\r\n", &save);
 	if (tok == NULL)
 		return 1;
@@ -210,6 +216,7 @@ km_auth_load(const char *path, struct km_auth **out, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: read error", path);
 	}
 	fclose(f);
+	sodium_memzero(line, sizeof(line));
 	if (rc == 0 && table_finish(t, &dup) < 0) {
 		snprintf(err, errlen, "%s: key id %u appears twice", path, dup);
 		rc = -EINVAL;
@@ -306,21 +313,33 @@ km_auth_format(const struct km_auth_key *k, char *buf, size_t len)
 }
 
 int
-km_auth_save(const struct km_auth *a, const char *path)
+km_auth_save(const struct km_auth *a, const char *path, char *err, size_t errlen)
 {
 	char tmp[4096], dir[4096], line[4400];
 	uint32_t i;
 	int fd, dfd, rc = 0;
 	FILE *f;
 
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp)) {
+		snprintf(err, errlen, "%s: path too long", path);
 		return -ENAMETOOLONG;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
+	}
+	/* A new file of our own: never a stale one (its mode) nor a symbolic link. */
+	if (unlink(tmp) < 0 && errno != ENOENT) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot remove %s: %s", tmp, strerror(errno));
+		return rc;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+		return rc;
+	}
 	f = fdopen(fd, "w");
 	if (f == NULL) {
 		rc = -errno;
+		snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
 		close(fd);
 		unlink(tmp);
 		return rc;
@@ -330,23 +349,33 @@ km_auth_save(const struct km_auth *a, const char *path)
 		km_auth_format(&a->keys[i], line, sizeof(line));
 		fprintf(f, "%s\n", line);
 	}
+	sodium_memzero(line, sizeof(line));
 	if (fflush(f) != 0 || fsync(fd) != 0)
 		rc = -errno;
 	if (fclose(f) != 0 && rc == 0)
 		rc = -errno;
-	if (rc == 0 && rename(tmp, path) != 0)
-		rc = -errno;
 	if (rc < 0) {
+		snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(-rc));
 		unlink(tmp);
 		return rc;
 	}
+	if (rename(tmp, path) != 0) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+		unlink(tmp);
+		return rc;
+	}
+	/* Renamed: the file holds the keys. The directory's fsync makes the name durable;
+	 * its failure is told (1), not a failure of the write. */
 	snprintf(dir, sizeof(dir), "%s", path);
 	dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		if (fsync(dfd) != 0)
-			rc = -errno;
-		close(dfd);
+	if (dfd < 0 || fsync(dfd) != 0) {
+		snprintf(err, errlen, "%s written, but its directory not synced: %s", path,
+			strerror(errno));
+		rc = 1;
 	}
+	if (dfd >= 0)
+		close(dfd);
 	return rc;
 }
 

@@ -11,7 +11,8 @@
  * KM_AUTH_PREFIX_MAX key prefixes it is limited to (none: every key).
  *
  * The keys file has one key per line: `ID SECRET ro|rw [PREFIX ...]`, SECRET as 32 hex
- * digits, PREFIX the first bytes of the keys allowed (no blanks); `#` starts a comment.
+ * digits, PREFIX the first bytes of the keys allowed (no blanks, not starting with `#`);
+ * a `#` at the start of a word starts a comment.
  * It must not be readable by group or others.
  *
  * Concurrency: as struct km_allow: a table is built whole by one thread, published by
@@ -68,16 +69,19 @@ int km_auth_with(const struct km_auth *a, const struct km_auth_key *k, uint32_t 
 	struct km_auth **out);
 
 /**
- * Write a's keys to path in the keys-file format: a temporary file (mode 0600) written,
+ * Write a's keys to path in the keys-file format: a new temporary file PATH.tmp (mode
+ * 0600; a stale one or a symbolic link of that name is removed first) written,
  * fsync'ed, renamed over path, and the directory fsync'ed.
- * @return 0 or -errno.
+ * @return 0; 1 when only the directory's fsync failed (path holds the keys; err says
+ *   so); or -errno, path untouched, the reason (naming the file) in err.
  */
-int km_auth_save(const struct km_auth *a, const char *path);
+int km_auth_save(const struct km_auth *a, const char *path, char *err, size_t errlen);
 
 /** One key as a keys-file line (no newline) into buf. @return its length (snprintf). */
 int km_auth_format(const struct km_auth_key *k, char *buf, size_t len);
 
-/** Free a table (NULL is fine), after a grace period when it was published. */
+/** Free a table (NULL is fine; secrets wiped), after a grace period when it was
+ * published. */
 void km_auth_free(struct km_auth *a);
 
 /**

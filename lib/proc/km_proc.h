@@ -110,33 +110,35 @@ struct km_proc_params {
 };
 
 /*
- * The rotating secrets of HELLO cookies. A cookie is km_cookie(secret of slot s, source,
- * s) for the slot s in which HELLO answered, and is accepted during slots s and s + 1: it
- * lives between slot_ms and twice that. Slot s's secret is key[s % KM_HELLO_SECRETS]: the
- * one thread that calls km_hello_rotate() writes the secret of slot s + 1 when slot s
- * starts, then publishes s; readers (workers) use slots s and s - 1 only, so the secret
- * being written is never one in use (as long as readers lag by less than a slot).
+ * The rotating secrets of HELLO cookies. Time is cut in slots of slot_ms; a cookie is
+ * km_cookie(secret of slot s, source, s) for the slot s in which HELLO answered, and is
+ * accepted during slots s and s + 1 (on the clock of km_proc_time()): it lives between
+ * slot_ms and twice that. Slot s's secret is key[s % KM_HELLO_SECRETS]. The one thread
+ * that calls km_hello_rotate() draws the secret of slot s + 2 during slot s (never one of
+ * a slot that started: readers use slots s and s - 1), so a stalled rotator only leaves
+ * older secrets in use longer; the slot number is part of each cookie, so a secret used
+ * again four slots later makes other cookies.
  */
 #define KM_HELLO_SECRETS 4
 
 struct km_hello_secrets {
-	uint32_t slot_ms;                          /* fixed by km_hello_init() */
-	_Atomic uint64_t slot;                     /* the current slot */
+	uint64_t slot_ns;                          /* fixed by km_hello_init() */
+	uint64_t drawn;                            /* the rotator's: last slot drawn */
 	_Atomic uint64_t key[KM_HELLO_SECRETS][2]; /* 16-byte secrets, as two words */
 };
 
 /**
- * Random secrets (libsodium's randombytes), slot from now_ns (any clock, the same for
- * km_hello_rotate()).
- * @return 0, or -EIO when the random source fails.
+ * Random secrets (libsodium's randombytes) for the slots around now_ns.
+ * @return 0, -EINVAL (slot_ms 0), or -EIO when the random source fails.
  * @note Context: any thread, before publication.
  */
 int km_hello_init(struct km_hello_secrets *hs, uint32_t slot_ms, uint64_t now_ns);
 
 /**
- * Start the slot of now_ns if it is a new one: a new random secret for the slot after it,
- * then the slot published. Cheap when the slot did not change.
- * @note Context: one thread (keymapd: the control lcore), periodically.
+ * Draw the secrets of the slots up to two after now_ns's not drawn yet (never one of a
+ * slot that started). Cheap when there is none.
+ * @note Context: one thread (keymapd: the control lcore), periodically, on the clock the
+ *   workers give km_proc_time().
  */
 void km_hello_rotate(struct km_hello_secrets *hs, uint64_t now_ns);
 

@@ -11,37 +11,47 @@
 
 #include "proc_private.h"
 
+static void
+draw(struct km_hello_secrets *hs, uint64_t slot)
+{
+	unsigned int i = (unsigned int)(slot % KM_HELLO_SECRETS);
+	uint64_t k[2];
+
+	randombytes_buf(k, sizeof(k));
+	atomic_store_explicit(&hs->key[i][0], k[0], memory_order_relaxed);
+	atomic_store_explicit(&hs->key[i][1], k[1], memory_order_relaxed);
+	sodium_memzero(k, sizeof(k));
+}
+
 int
 km_hello_init(struct km_hello_secrets *hs, uint32_t slot_ms, uint64_t now_ns)
 {
-	uint64_t k[2];
+	uint64_t s;
 	unsigned int i;
 
-	if (slot_ms == 0 || sodium_init() < 0)
-		return slot_ms == 0 ? -EINVAL : -EIO;
-	hs->slot_ms = slot_ms;
-	for (i = 0; i < KM_HELLO_SECRETS; i++) {
-		randombytes_buf(k, sizeof(k));
-		atomic_store_explicit(&hs->key[i][0], k[0], memory_order_relaxed);
-		atomic_store_explicit(&hs->key[i][1], k[1], memory_order_relaxed);
-	}
-	atomic_store_explicit(&hs->slot, now_ns / (slot_ms * 1000000ull), memory_order_release);
+	if (slot_ms == 0)
+		return -EINVAL;
+	if (sodium_init() < 0)
+		return -EIO;
+	hs->slot_ns = slot_ms * 1000000ull;
+	s = now_ns / hs->slot_ns;
+	for (i = 0; i < KM_HELLO_SECRETS; i++)
+		draw(hs, s + i);
+	hs->drawn = s + 2;
 	return 0;
 }
 
 void
 km_hello_rotate(struct km_hello_secrets *hs, uint64_t now_ns)
 {
-	uint64_t s = now_ns / (hs->slot_ms * 1000000ull), k[2];
-	unsigned int i = (unsigned int)((s + 1) % KM_HELLO_SECRETS);
+	uint64_t s = now_ns / hs->slot_ns, t;
 
-	if (s == atomic_load_explicit(&hs->slot, memory_order_relaxed))
+	if (hs->drawn >= s + 2)
 		return;
-	/* The secret of the slot after this one: no reader uses it before s is published. */
-	randombytes_buf(k, sizeof(k));
-	atomic_store_explicit(&hs->key[i][0], k[0], memory_order_relaxed);
-	atomic_store_explicit(&hs->key[i][1], k[1], memory_order_relaxed);
-	atomic_store_explicit(&hs->slot, s, memory_order_release);
+	/* Slots s + 1 and before may have started for a reader: left as they are. */
+	for (t = hs->drawn + 1 > s + 2 ? hs->drawn + 1 : s + 2; t <= s + 2; t++)
+		draw(hs, t);
+	hs->drawn = s + 2;
 }
 
 /* The cookie of src in slot s. */
@@ -85,8 +95,9 @@ seen_slot(struct km_proc *p, uint64_t src)
 }
 
 /*
- * Whether m carries a valid cookie for src: made in the current slot or the one before.
- * A source's last valid cookie is remembered, so a client costs one SipHash per slot.
+ * Whether m carries a valid cookie for src: made in the current slot or the one before
+ * (the clock of km_proc_time()). A source's last valid cookie is remembered (per worker,
+ * direct-mapped), so a client usually costs one SipHash per slot, at most two per request.
  */
 int
 proc_cookie_valid(struct km_proc *p, uint64_t src, const struct km_msg *m)
@@ -97,7 +108,7 @@ proc_cookie_valid(struct km_proc *p, uint64_t src, const struct km_msg *m)
 
 	if ((m->hdr.flags & KM_F_COOKIE) == 0)
 		return 0;
-	s = atomic_load_explicit(&hs->slot, memory_order_acquire);
+	s = p->now_ns / hs->slot_ns;
 	e = seen_slot(p, src);
 	/* e->slot is the cookie's slot + 1 (0: empty). */
 	if (e->src == src && e->cookie == m->cookie && (e->slot == s + 1 || e->slot == s))
@@ -162,11 +173,11 @@ proc_exec_hello(struct km_proc *p, const struct km_shardmap *map, const struct k
 
 	p->cnt.req_hello++;
 	if (hs != NULL) {
-		s = atomic_load_explicit(&hs->slot, memory_order_acquire);
+		s = p->now_ns / hs->slot_ns;
 		cookie = cookie_of(hs, src, s);
 		*seen_slot(p, src) =
 			(struct proc_cookie_seen){.src = src, .cookie = cookie, .slot = s + 1};
-		valid_ms = hs->slot_ms; /* the rest of this slot, then the next one */
+		valid_ms = (uint32_t)(hs->slot_ns / 1000000); /* the rest of this slot, the next */
 		flags |= KM_HELLO_F_COOKIES;
 	}
 	if (p->auth != NULL && p->auth->required)

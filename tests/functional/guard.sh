@@ -121,11 +121,18 @@ check "r4['status'] == 'OK' and r5['status'] == 'DENIED' and r5['version'] == 2"
 ! grep -q "^2 " "$tmp/keys" || fail "key 2 still in the keys file"
 expect 2 "no such key id" "${ctl[@]}" key remove 2
 expect 1 "usage" "${ctl[@]}" key add rx
+expect 1 "starts with '#'" "${ctl[@]}" key add ro "#priv/"
+expect 1 "blank" "${ctl[@]}" key add ro "a b"
 "${ctl[@]}" set security.auth 0 >/dev/null || fail "keymapctl set security.auth 0"
 rq n4 put pub/c x
 check "n4['status'] == 'OK'" "security.auth=0 at run time: a request without a MAC is served"
+"${ctl[@]}" set security.auth 1 >/dev/null || fail "keymapctl set security.auth 1"
+rq n5 put pub/c x
+rq n6 --key "$k3" --cookie hello get pub/c
+check "n5['status'] == 'DENIED' and n6['status'] == 'OK'" \
+	"security.auth=1 again: without a MAC DENIED, key 3 served"
 cj st2 stats
-check "st2['total']['denied_auth'] == 4 and st2['total']['denied_perm'] == 2" \
+check "st2['total']['denied_auth'] == 5 and st2['total']['denied_perm'] == 2" \
 	"denied_auth and denied_perm counted"
 stop_server || fail "keymapd exit status $? on SIGTERM"
 echo "PASS: $checks checks in $((SECONDS - t_start)) s"

@@ -63,13 +63,13 @@ init(void)
 	for (i = 0; i < KM_HELLO_SECRETS; i++)
 		for (j = 0; j < 2; j++)
 			atomic_store(&hs.key[i][j], 0);
-	atomic_store(&hs.slot, 1);
 	pp.hello = &hs;
 	keys[0] = (struct km_auth_key){.id = 1, .write = 1};
 	keys[1] = (struct km_auth_key){.id = 2, .nb_prefix = 1, .prefix_len = {4}, .prefix = {pub}};
 	if (km_shardmap_create(&mp, &map) != 0 || km_proc_create(&pp, &proc) != 0)
 		abort();
 	km_proc_set_auth(proc, &auth);
+	km_proc_time(proc, hs.slot_ns + 1); /* slot 1 */
 	for (i = 0; i < km_shardmap_nb_shards(map); i++)
 		if (km_proc_shard_add(proc, km_shard_id(km_shardmap_shard_at(map, i))) != 0)
 			abort();

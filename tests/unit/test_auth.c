@@ -61,6 +61,17 @@ test_parse_line(void **state)
 	assert_true(km_auth_allows(&k, KM_OP_MAP, NULL, 0));
 	free(k.prefix[0]);
 	free(k.prefix[1]);
+	/* A '#' inside a word is part of the prefix; at a word's start, a comment. */
+	assert_int_equal(km_auth_parse_line("8 000102030405060708090a0b0c0d0e0f ro a#b/ #c/ d\n",
+				 &k, err, sizeof(err)),
+		0);
+	assert_int_equal(k.nb_prefix, 1);
+	assert_string_equal(k.prefix[0], "a#b/");
+	assert_false(km_auth_allows(&k, KM_OP_GET, (const uint8_t *)"a/x", 3));
+	free(k.prefix[0]);
+	assert_int_equal(km_auth_parse_line(
+				 "#8 000102030405060708090a0b0c0d0e0f ro\n", &k, err, sizeof(err)),
+		1);
 
 	/* Each bad field is named. */
 	assert_int_equal(
@@ -125,8 +136,33 @@ test_load_rotate_save(void **state)
 	assert_null(km_auth_find(c, 9));
 	assert_int_equal(a->nb, 2);
 
-	/* Saved and loaded again: the same keys. */
-	assert_int_equal(km_auth_save(c, path), 0);
+	/* Saved and loaded again: the same keys, mode 0600 whatever was there: a stale
+	 * temporary file readable by others, or a symbolic link where it goes, is not used. */
+	{
+		char tmp[80], victim[80];
+		struct stat st;
+
+		snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+		snprintf(victim, sizeof(victim), "%s/victim", dir);
+		assert_int_equal(write_file(tmp, "stale\n", 0644), 0);
+		assert_int_equal(km_auth_save(c, path, err, sizeof(err)), 0);
+		assert_int_equal(stat(path, &st), 0);
+		assert_int_equal(st.st_mode & 0777, 0600);
+		assert_int_equal(write_file(victim, "keep\n", 0644), 0);
+		assert_int_equal(symlink(victim, tmp), 0);
+		assert_int_equal(km_auth_save(c, path, err, sizeof(err)), 0);
+		assert_int_equal(lstat(path, &st), 0);
+		assert_true(S_ISREG(st.st_mode));
+		assert_int_equal(st.st_mode & 0777, 0600);
+		assert_int_equal(stat(victim, &st), 0);
+		assert_int_equal(st.st_size, 5); /* untouched */
+		unlink(victim);
+		/* An unwritable place: the error names the temporary file. */
+		assert_int_equal(mkdir(tmp, 0700), 0);
+		assert_true(km_auth_save(c, path, err, sizeof(err)) < 0);
+		assert_non_null(strstr(err, ".tmp"));
+		rmdir(tmp);
+	}
 	km_auth_free(b);
 	assert_int_equal(km_auth_load(path, &b, err, sizeof(err)), 0);
 	assert_int_equal(b->nb, 2);

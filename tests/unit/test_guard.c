@@ -26,6 +26,7 @@ static const uint8_t K_RO[KM_MAC_KEY_LEN] = {4, 5, 6};
 struct env {
 	struct km_shardmap *map;
 	struct km_proc *proc;
+	struct km_proc *proc2; /* another worker: the same secrets, its own cookie cache */
 	struct km_hello_secrets hs;
 	struct km_auth auth;
 	struct km_auth_key keys[2];
@@ -48,11 +49,15 @@ setup(void **state)
 		km_hello_init(&e->hs, SLOT_MS, 100 * SLOT_MS * MS) != 0)
 		return -1;
 	pp.hello = &e->hs;
-	if (km_proc_create(&pp, &e->proc) != 0)
+	if (km_proc_create(&pp, &e->proc) != 0 || km_proc_create(&pp, &e->proc2) != 0)
 		return -1;
 	for (i = 0; i < km_shardmap_nb_shards(e->map); i++)
-		if (km_proc_shard_add(e->proc, km_shard_id(km_shardmap_shard_at(e->map, i))) != 0)
+		if (km_proc_shard_add(e->proc, km_shard_id(km_shardmap_shard_at(e->map, i))) != 0 ||
+			km_proc_shard_add(e->proc2, km_shard_id(km_shardmap_shard_at(e->map, i))) !=
+				0)
 			return -1;
+	km_proc_time(e->proc, 100 * SLOT_MS * MS);
+	km_proc_time(e->proc2, 100 * SLOT_MS * MS);
 	/* Key 1: read-write, every key; key 2: read-only, keys under pub/. */
 	e->keys[0] = (struct km_auth_key){.id = 1, .write = 1};
 	memcpy(e->keys[0].secret, K_RW, sizeof(K_RW));
@@ -71,6 +76,7 @@ teardown(void **state)
 	struct env *e = *state;
 
 	km_proc_destroy(e->proc);
+	km_proc_destroy(e->proc2);
 	km_shardmap_free(e->map);
 	free(e);
 	return 0;
@@ -183,14 +189,40 @@ test_cookies(void **state)
 	expect(e, &(struct rq){.op = KM_OP_MAP, .cookie = 1, .c = c}, KM_ST_OK, 0);
 	expect(e, &(struct rq){.op = KM_OP_GET, .key = "big", .cookie = 1, .c = c + 1},
 		KM_ST_DENIED, KM_DENY_COOKIE);
-	/* Good in its slot and the next, not after. */
-	km_hello_rotate(&e->hs, 101 * SLOT_MS * MS);
+	/* Good in its slot and the next, not after; the rotator draws ahead, never a slot
+	 * in use. */
+	km_hello_rotate(&e->hs, 101 * SLOT_MS * MS + 5);
+	km_proc_time(e->proc, 101 * SLOT_MS * MS + 5);
 	expect(e, &(struct rq){.op = KM_OP_GET, .key = "big", .cookie = 1, .c = c}, KM_ST_OK, 0);
-	km_hello_rotate(&e->hs, 102 * SLOT_MS * MS);
+	/* Another worker, which never saw it: computed for the slot before. */
+	km_proc_time(e->proc2, 101 * SLOT_MS * MS + 5);
+	{
+		struct km_proc *p1 = e->proc;
+		struct km_hdr h2;
+
+		e->proc = e->proc2;
+		expect(e, &(struct rq){.op = KM_OP_PUT, .key = "big", .val = big, .val_len = 600},
+			KM_ST_OK, 0);
+		h2 = expect(e, &(struct rq){.op = KM_OP_GET, .key = "big", .cookie = 1, .c = c},
+			KM_ST_OK, 0);
+		assert_int_equal(h2.val_len, 600);
+		e->proc = p1;
+	}
+	/* A rotator late by slots: what is in use is not redrawn. */
+	km_hello_rotate(&e->hs, 101 * SLOT_MS * MS + 6);
+	km_proc_time(e->proc, 101 * SLOT_MS * MS + 7);
+	expect(e, &(struct rq){.op = KM_OP_GET, .key = "big", .cookie = 1, .c = c}, KM_ST_OK, 0);
+	km_proc_time(e->proc, 102 * SLOT_MS * MS);
 	expect(e, &(struct rq){.op = KM_OP_GET, .key = "big", .cookie = 1, .c = c}, KM_ST_DENIED,
 		KM_DENY_COOKIE);
-	/* A fresh one works again. */
+	/* A fresh one works again; a stalled rotator (three slots late) leaves it valid. */
+	km_hello_rotate(&e->hs, 105 * SLOT_MS * MS);
+	km_proc_time(e->proc, 105 * SLOT_MS * MS);
 	c = hello(e, &valid_ms, &flags);
+	km_proc_time(e->proc, 106 * SLOT_MS * MS + SLOT_MS * MS / 2);
+	expect(e, &(struct rq){.op = KM_OP_GET, .key = "big", .cookie = 1, .c = c}, KM_ST_OK, 0);
+	km_hello_rotate(&e->hs, 106 * SLOT_MS * MS + SLOT_MS * MS / 2);
+	expect(e, &(struct rq){.op = KM_OP_GET, .key = "big", .cookie = 1, .c = c}, KM_ST_OK, 0);
 	expect(e, &(struct rq){.op = KM_OP_GET, .key = "big", .cookie = 1, .c = c}, KM_ST_OK, 0);
 	assert_int_equal(cnt->req_hello, 2);
 }

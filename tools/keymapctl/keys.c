@@ -101,9 +101,11 @@ cmd_key(struct ctl *c, int argc, char **argv)
 		off = (size_t)snprintf(
 			req, sizeof(req), "/keymap/key_add,%llu", (unsigned long long)id);
 		for (; i < argc; i++) {
-			if (strchr(argv[i], ',') != NULL || argv[i][0] == '\0')
-				return usage_error(
-					"key add: prefix '%s' is empty or has a comma", argv[i]);
+			if (argv[i][0] == '\0' || argv[i][0] == '#' ||
+				strpbrk(argv[i], ", \t\n") != NULL)
+				return usage_error("key add: prefix '%s' is empty, starts with '#' "
+						   "or holds a comma or a blank",
+					argv[i]);
 			off += (size_t)snprintf(req + off,
 				off < sizeof(req) ? sizeof(req) - off : 0, ",%s", argv[i]);
 			if (off >= sizeof(req))

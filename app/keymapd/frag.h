@@ -20,7 +20,7 @@
  * a direct mbuf per fragment for its IPv4 header, an indirect one pointing into the
  * reply), from two small per-worker pools.
  *
- * Memory, per worker: the table (frag_max entries, a few hundred bytes each); the
+ * Memory, per worker: the table (4 slots of 512 bytes per datagram of frag_max); the
  * fragments it holds, RX mbufs of the port's pool, at most frag_max x
  * RTE_LIBRTE_IP_FRAG_MAX_FRAG (start-up refuses more than a quarter of [net] mbufs for all
  * workers); large_bufs x (room + 400) bytes; two pools of tx_desc + 192 small mbufs.

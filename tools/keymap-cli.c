@@ -37,7 +37,9 @@ static const char usage_text[] =
 	"commands:\n"
 	"  ping [WORKER]                     round trip to a worker (default 0)\n"
 	"  get KEY                           print the value (and 'version N' on stderr with -v)\n"
-	"  put KEY VALUE                     store VALUE ('-': read it from stdin)\n"
+	"  put KEY VALUE                     store VALUE ('-': read it from stdin, up to\n"
+	"                                    64959 bytes; over 1431 it is sent as IPv4\n"
+	"                                    fragments)\n"
 	"  cas KEY EXPECTED_VERSION VALUE    store if the version matches (0: only if absent)\n"
 	"  del KEY [EXPECTED_VERSION]        delete (only if the version matches, when given)\n"
 	"  mget KEY...                       print 'KEY<tab>VALUE' for each key found\n"
@@ -96,7 +98,7 @@ cmd_ping(struct km_client *c, int argc, char **argv, int verbose)
 static int
 cmd_get(struct km_client *c, int argc, char **argv, int verbose)
 {
-	static uint8_t buf[KM_DGRAM_MAX];
+	static uint8_t buf[KM_VALUE_MAX_LARGE];
 	uint64_t version = 0;
 	size_t len = 0;
 	int rc;
@@ -120,7 +122,7 @@ cmd_get(struct km_client *c, int argc, char **argv, int verbose)
 static int
 read_value(const char *arg, const void **val, size_t *len)
 {
-	static uint8_t buf[KM_VALUE_MAX + 1];
+	static uint8_t buf[KM_VALUE_MAX_LARGE + 1];
 
 	if (strcmp(arg, "-") != 0) {
 		*val = arg;
@@ -215,7 +217,7 @@ cmd_mget(struct km_client *c, int argc, char **argv, int verbose)
 		return EXIT_USAGE;
 	}
 	items = calloc(n, sizeof(*items));
-	bufs = malloc(n * KM_DGRAM_MAX);
+	bufs = malloc(n * KM_VALUE_MAX_LARGE);
 	if (items == NULL || bufs == NULL) {
 		free(items);
 		free(bufs);
@@ -224,8 +226,8 @@ cmd_mget(struct km_client *c, int argc, char **argv, int verbose)
 	for (i = 0; i < n; i++) {
 		items[i].key = argv[i + 1];
 		items[i].klen = strlen(argv[i + 1]);
-		items[i].buf = bufs + i * KM_DGRAM_MAX;
-		items[i].cap = KM_DGRAM_MAX;
+		items[i].buf = bufs + i * KM_VALUE_MAX_LARGE;
+		items[i].cap = KM_VALUE_MAX_LARGE;
 	}
 	rc = km_mget(c, items, n);
 	if (rc != KM_OK) {
@@ -347,7 +349,7 @@ bench_opts(int argc, char **argv, struct bench_lite *b)
 			rc = km_util_parse_u64(optarg, 1, 100000000, &b->nkeys);
 			break;
 		case 'v':
-			rc = km_util_parse_u64(optarg, 0, KM_VALUE_MAX - 32, &b->vsize);
+			rc = km_util_parse_u64(optarg, 0, KM_VALUE_MAX_LARGE - 32, &b->vsize);
 			break;
 		case 'g':
 			rc = km_util_parse_double(optarg, 0, 1, &b->ratio);

@@ -24,7 +24,10 @@ struct km_conf {
 	uint64_t tx_desc;
 	uint64_t mbufs;
 	uint64_t rss;
-	uint64_t busy_watermark; /* percent of rx_desc, 0 = never BUSY for backlog */
+	uint64_t busy_watermark;  /* percent of rx_desc, 0 = never BUSY for backlog */
+	uint64_t frag_max;        /* datagrams in reassembly per worker, 0 = fragments dropped */
+	uint64_t frag_timeout_ms; /* a datagram's fragments must all come within this */
+	uint64_t large_bufs;      /* large buffers per worker */
 	/* [workers] */
 	char worker_mode[8];
 	uint64_t burst;

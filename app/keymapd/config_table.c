@@ -45,6 +45,17 @@ const struct conf_desc km_conf_descs[] = {
 		"a worker whose RX queue holds more than this percentage of rx_desc (judged from "
 		"consecutive full bursts where the port cannot tell) answers writes and disk "
 		"reads BUSY until it catches up (0 = never)"),
+	U64("net", "frag_max", 0, frag_max, 0, 65536, "64",
+		"datagrams each worker reassembles from IPv4 fragments at once, each of at most 8 "
+		"fragments (0 = fragments dropped); frag_max x 8 x workers must stay within a "
+		"quarter of mbufs"),
+	U64("net", "frag_timeout_ms", 0, frag_timeout_ms, 1, 60000, "100",
+		"a datagram whose fragments are not all in this long after its first one is "
+		"dropped (milliseconds)"),
+	U64("net", "large_bufs", 0, large_bufs, 16, 65536, "128",
+		"buffers per worker for requests reassembled from fragments and replies larger "
+		"than a packet buffer, each of the largest request or reply (at most 65,000 "
+		"bytes): docs/operations.md 2.5"),
 	ENUM("workers", "mode", 0, worker_mode, "serve|echo", "serve",
 		"serve: answer requests; echo: return every datagram to the worker ports unparsed "
 		"(the link and generator ceiling for benchmarks)"),
@@ -73,7 +84,10 @@ const struct conf_desc km_conf_descs[] = {
 		"storage driver: mem (volatile, values in DRAM) or log (persistent: a log per "
 		"shard "
 		"on disk, values read through a per-worker cache)"),
-	U64("store", "value_max", 0, value_max, 1, KM_VALUE_MAX, "1024", "largest value in bytes"),
+	U64("store", "value_max", 0, value_max, 1, KM_VALUE_MAX_LARGE, "1024",
+		"largest value in bytes; over 1431 requests and replies travel in IPv4 fragments, "
+		"a request in at most 8: at MTU 1500, 11,792 bytes of key and value "
+		"(docs/protocol.md 3)"),
 	U64("store", "initial_keys", 0, initial_keys, 0, 1 << 26, "1024",
 		"index sizing hint per shard"),
 	U64("store", "dedup_entries", F_POW2, dedup_entries, 1024, 1 << 24, "65536",

@@ -37,7 +37,7 @@
 	X(arp_replies, "ARP requests answered")                                             \
 	X(icmp_replies, "ICMP echo requests answered")                                      \
 	X(drop_l2, "frames dropped: not IPv4/ARP, short, or multi-segment")                 \
-	X(drop_l3, "packets dropped: bad IPv4 header, options, fragment or other address")  \
+	X(drop_l3, "packets dropped: bad IPv4 header, options or other address")            \
 	X(drop_l4, "packets dropped: not UDP/ICMP, bad UDP length or checksum, other port") \
 	X(drop_proto, "datagrams dropped silently: short, bad magic/version, or a reply")   \
 	X(handoff_out, "misdirected requests handed to their owner worker")                 \
@@ -49,7 +49,12 @@
 	X(busy_iters, "loop iterations that had work")                                      \
 	X(disk_replies, "replies sent after waiting for a disk read or a group write")      \
 	X(ctl_drops, "messages to the control lcore dropped: w_to_ctl ring full")           \
-	X(pf_commands, "the predictor's prefetch commands applied")
+	X(pf_commands, "the predictor's prefetch commands applied")                         \
+	X(frag_rx, "IPv4 fragments received for keymapd's address")                         \
+	X(frag_reassembled, "datagrams reassembled from fragments")                         \
+	X(frag_drops, "fragments dropped: malformed or not UDP, table full, timed out")     \
+	X(frag_tx, "fragments sent: replies larger than the port MTU")                      \
+	X(large_drops, "datagrams dropped: no large buffer or fragment mbuf free")
 
 struct km_worker_counters {
 #define KM_X(name, help) uint64_t name;
@@ -111,6 +116,9 @@ struct km_worker_tune {
 };
 
 struct km_wcmd;
+struct rte_ip_frag_tbl;
+struct rte_ip_frag_death_row;
+struct rte_mempool;
 
 /* One command on ctl_to_w. Control lcore: writes (its copy, before the enqueue); worker:
  * reads (its copy, after the dequeue). Nothing of it is shared once enqueued. */
@@ -212,6 +220,14 @@ struct km_worker {
 	/* worker: rw; others: never */
 	struct km_policy_backlog backlog; /* its RX queue, judged each iteration */
 	uint8_t overload;                 /* what km_proc_overload() was last told */
+	/* worker: rw; others: never (frag.h) */
+	struct rte_ip_frag_tbl *frag_tbl;      /* NULL: [net] frag_max 0 */
+	struct rte_ip_frag_death_row *frag_dr; /* fragments to free */
+	uint64_t frag_last;                    /* TSC of the last fragment, 0: none left */
+	struct rte_mempool *large;             /* large buffers (MP: freed by any worker) */
+	struct rte_mempool *frag_direct;       /* fragment headers of replies */
+	struct rte_mempool *frag_indirect;     /* fragment data of replies */
+	uint16_t ip_id;                        /* IPv4 id of the next fragmented reply */
 	/* worker: rw (plain stores), control/others: ro, may read one update old */
 	struct km_worker_counters cnt;
 	uint64_t lat[KM_LAT_BUCKETS]; /* worker: rw (plain stores); control: ro, as cnt */
@@ -241,6 +257,9 @@ struct km_datapath {
 	int rss;              /* RSS spreads flows over the worker queues */
 	int rx_desc_status;   /* rte_eth_rx_descriptor_status() answers (struct km_port_caps) */
 	uint16_t nb_rxd;      /* RX descriptors per queue */
+	uint16_t mtu;         /* the port's: larger replies leave as fragments */
+	uint32_t large_room;  /* UDP payload bytes of a large buffer (km_frag_room()) */
+	uint64_t frag_cycles; /* [net] frag_timeout_ms in TSC cycles */
 	int echo;             /* [workers] mode = echo: datagrams go back unparsed */
 	/* control: writes 1 once; workers: read each iteration (relaxed: they only need to
 	 * see it eventually, nothing is published with it) */

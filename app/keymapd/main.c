@@ -21,6 +21,7 @@
 
 #include "control.h"
 #include "datapath.h"
+#include "frag.h"
 #include "keymapd.h"
 #include "prefetch.h"
 
@@ -118,6 +119,7 @@ workers_init(const struct km_conf *conf, const struct km_shardmap *map, const ui
 		.pending_max = (uint32_t)conf->pending_max,
 		.defer_max = (uint32_t)conf->defer_max,
 		.hello = conf->cookies ? &km_hello : NULL, /* drawn by km_guard_init() */
+		.reply_max = km_dp.large_room,
 	};
 	struct km_store_stats st;
 	uint64_t t0 = rte_get_timer_cycles(), keys = 0, replayed = 0, skipped = 0, torn = 0;
@@ -152,6 +154,9 @@ workers_init(const struct km_conf *conf, const struct km_shardmap *map, const ui
 			.busy_pkts = km_policy_backlog_watermark(
 				(uint32_t)conf->busy_watermark, km_dp.nb_rxd),
 		};
+		rc = km_frag_init(w, conf);
+		if (rc < 0)
+			return rc;
 		pp.worker = i;
 		w->disk = km_store_driver(conf->store_driver)->read_start != NULL;
 		rc = km_proc_create(&pp, &w->proc);
@@ -285,6 +290,9 @@ workers_fini(void)
 		}
 		km_proc_destroy(w->proc);
 	}
+	/* After every ring is drained: a worker's large buffers may wait in another's. */
+	for (i = 0; i < km_dp.nb_workers; i++)
+		km_frag_fini(&km_dp.workers[i]);
 	rte_free(km_dp.workers);
 	km_dp.workers = NULL;
 }
@@ -562,6 +570,16 @@ port_start(struct boot *b)
 			conf->defer_max, nb_workers, conf->mbufs);
 		return -1;
 	}
+	/* Fragments waiting in the reassembly tables hold RX mbufs: a flood of fragments that
+	 * never complete must leave the port most of its pool. */
+	if (conf->frag_max * RTE_LIBRTE_IP_FRAG_MAX_FRAG * nb_workers > conf->mbufs / 4) {
+		KM_LOG(ERR,
+			"[net] frag_max = %" PRIu64 " x %u fragments x %u workers: fragments "
+			"waiting for reassembly could hold more than a quarter of [net] mbufs = "
+			"%" PRIu64 " (lower frag_max or raise mbufs)",
+			conf->frag_max, RTE_LIBRTE_IP_FRAG_MAX_FRAG, nb_workers, conf->mbufs);
+		return -1;
+	}
 	b->pool = rte_pktmbuf_pool_create("km_mbufs", (unsigned int)conf->mbufs, 256, 0,
 		RTE_MBUF_DEFAULT_BUF_SIZE, (int)rte_socket_id());
 	if (b->pool == NULL) {
@@ -576,6 +594,15 @@ port_start(struct boot *b)
 	km_dp.rss = b->caps.rss;
 	km_dp.nb_rxd = b->caps.nb_rxd;
 	km_dp.rx_desc_status = b->caps.rx_desc_status;
+	if (rte_eth_dev_get_mtu(km_dp.port, &km_dp.mtu) != 0 || km_dp.mtu < RTE_ETHER_MIN_MTU)
+		km_dp.mtu = RTE_ETHER_MTU;
+	km_dp.large_room = km_frag_room(conf->value_max, km_dp.mtu);
+	km_dp.frag_cycles = rte_get_tsc_hz() / 1000 * conf->frag_timeout_ms;
+	KM_LOG(INFO,
+		"port %u: MTU %u; fragments: %" PRIu64 " datagrams per worker, %" PRIu64
+		" ms; %" PRIu64 " large buffers of %u bytes per worker",
+		km_dp.port, km_dp.mtu, conf->frag_max, conf->frag_timeout_ms, conf->large_bufs,
+		km_dp.large_room);
 	return 0;
 }
 

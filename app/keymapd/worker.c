@@ -13,6 +13,7 @@
 #include <rte_ethdev.h>
 #include <rte_icmp.h>
 #include <rte_ip.h>
+#include <rte_ip_frag.h>
 #include <rte_mbuf.h>
 #include <rte_prefetch.h>
 #include <rte_udp.h>
@@ -20,6 +21,7 @@
 #include <urcu-qsbr.h>
 
 #include "datapath.h"
+#include "frag.h"
 
 struct km_datapath km_dp;
 struct km_shardmap *km_map_current;
@@ -56,13 +58,21 @@ struct pkt_next {
 /* Replies waiting for the TX burst at the end of an iteration. */
 struct tx_batch {
 	uint16_t n;
+	uint16_t replies; /* since the iteration began: a fragmented reply counts once */
 	struct rte_mbuf *pkts[2 * BURST_MAX];
 };
 
+_Static_assert(2 * BURST_MAX >= KM_FRAG_OUT_MAX, "a fragmented reply fits an empty batch");
+
+static void tx_flush(struct km_worker *w, struct tx_batch *tx);
+
 static inline void
-tx_add(struct tx_batch *tx, struct rte_mbuf *m)
+tx_add(struct km_worker *w, struct tx_batch *tx, struct rte_mbuf *m)
 {
+	if (unlikely(tx->n == RTE_DIM(tx->pkts)))
+		tx_flush(w, tx);
 	tx->pkts[tx->n++] = m;
+	tx->replies++;
 }
 
 static void
@@ -170,23 +180,55 @@ udp_reply(struct rte_mbuf *m, size_t plen)
 	}
 }
 
+/* A reply too large for one frame: its fragments into the batch (frag.h). */
+static __rte_noinline void
+tx_frags(struct km_worker *w, struct tx_batch *tx, struct rte_mbuf *m)
+{
+	struct rte_mbuf *frags[KM_FRAG_OUT_MAX];
+	unsigned int n = km_frag_output(w, m, frags, RTE_DIM(frags)), i;
+
+	if (n == 0)
+		return; /* counted */
+	if (tx->n + n > RTE_DIM(tx->pkts))
+		tx_flush(w, tx);
+	for (i = 0; i < n; i++)
+		tx->pkts[tx->n++] = frags[i];
+	tx->replies++;
+}
+
+/* Send the reply of plen payload bytes written over the request in m: one frame, or IPv4
+ * fragments when it is larger than the port MTU. */
+static inline void
+tx_reply(struct km_worker *w, struct tx_batch *tx, struct rte_mbuf *m, size_t plen)
+{
+	udp_reply(m, plen);
+	if (likely(L3_LEN + L4_LEN + plen <= km_dp.mtu))
+		tx_add(w, tx, m);
+	else
+		tx_frags(w, tx, m);
+}
+
 /*
  * L2-L4 of one packet from the NIC (handed == 0) or from another worker's hand-off
  * (handed == 1). A UDP datagram for the processor is described in r; ARP and ICMP echo
- * are answered in place; everything else is freed here.
+ * are answered in place; an IPv4 fragment goes to the reassembly table, and the datagram
+ * it completes, in a large buffer, replaces it in *mp; everything else is freed here.
  * @return enum pkt_fate; *plen is the payload length for PKT_ECHO.
  */
 static inline enum pkt_fate
-pkt_l4(struct km_worker *w, const struct km_allow *allow, struct rte_mbuf *m, int handed,
+pkt_l4(struct km_worker *w, const struct km_allow *allow, struct rte_mbuf **mp, int handed,
 	struct km_proc_req *r, uint16_t *plen)
 {
-	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	struct rte_mbuf *m = *mp;
+	struct rte_ether_hdr *eth;
 	struct rte_ipv4_hdr *ip;
 	struct rte_udp_hdr *udp;
 	uint16_t ip_len, udp_len, dport;
 	uint8_t *payload;
 	int pw;
 
+again:
+	eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 	if (unlikely(m->nb_segs != 1 || m->data_len < L2_LEN)) {
 		w->cnt.drop_l2++;
 		goto drop;
@@ -205,9 +247,7 @@ pkt_l4(struct km_worker *w, const struct km_allow *allow, struct rte_mbuf *m, in
 		goto drop;
 	}
 	ip_len = rte_be_to_cpu_16(ip->total_length);
-	if (unlikely(ip_len < L3_LEN || L2_LEN + ip_len > m->data_len ||
-		     (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG |
-							     RTE_IPV4_HDR_OFFSET_MASK)) != 0)) {
+	if (unlikely(ip_len < L3_LEN || L2_LEN + ip_len > m->data_len)) {
 		w->cnt.drop_l3++;
 		goto drop;
 	}
@@ -224,6 +264,24 @@ pkt_l4(struct km_worker *w, const struct km_allow *allow, struct rte_mbuf *m, in
 		     rte_is_multicast_ether_addr(&eth->src_addr))) {
 		w->cnt.drop_src++;
 		goto drop;
+	}
+	if (unlikely((ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG |
+							     RTE_IPV4_HDR_OFFSET_MASK)) != 0)) {
+		/* Hand-offs are whole datagrams. A source outside the allow-list fills no
+		 * reassembly entry. */
+		if (handed) {
+			w->cnt.drop_l3++;
+			goto drop;
+		}
+		if (!km_allow_match(allow, ip->src_addr)) {
+			w->cnt.drop_denied++;
+			goto drop;
+		}
+		m = km_frag_input(w, m, ip);
+		if (m == NULL)
+			return PKT_GONE; /* kept for the rest, or dropped and counted */
+		*mp = m;
+		goto again; /* the whole datagram, checked like any other */
 	}
 	if (unlikely(ip->next_proto_id != IPPROTO_UDP)) {
 		if (ip->next_proto_id == IPPROTO_ICMP && icmp_reply(w, eth, ip, ip_len) == 0) {
@@ -273,15 +331,20 @@ drop:
 	return PKT_GONE;
 }
 
+static void pkt_grow(struct km_worker *w, const struct km_shardmap *map, struct rte_mbuf *m,
+	struct tx_batch *tx);
+
 /* Act on the processor's verdict for the datagram in m. */
 static inline void
-pkt_verdict(
-	struct km_worker *w, struct rte_mbuf *m, const struct km_proc_req *r, struct tx_batch *tx)
+pkt_verdict(struct km_worker *w, const struct km_shardmap *map, struct rte_mbuf *m,
+	const struct km_proc_req *r, struct tx_batch *tx)
 {
 	switch (r->verdict) {
 	case KM_PROC_REPLY:
-		udp_reply(m, r->reply_len);
-		tx_add(tx, m);
+		tx_reply(w, tx, m, r->reply_len);
+		break;
+	case KM_PROC_GROW:
+		pkt_grow(w, map, m, tx);
 		break;
 	case KM_PROC_DEFER: /* the reply waits for the disk; km_proc_poll() gives it back */
 		break;
@@ -298,6 +361,36 @@ pkt_verdict(
 		rte_pktmbuf_free(m);
 		break;
 	}
+}
+
+/*
+ * The GET in m needs more room for its reply than m has (KM_PROC_GROW, or a disk read's
+ * km_proc_done of length 0): submitted again from a large buffer. Marked handed: its
+ * source was checked, and it is executed here (or answered BUSY if its shard moved).
+ */
+static __rte_noinline void
+pkt_grow(
+	struct km_worker *w, const struct km_shardmap *map, struct rte_mbuf *m, struct tx_batch *tx)
+{
+	struct rte_mbuf *big = km_frag_large_copy(w, m);
+	struct km_proc_req r;
+	uint16_t plen;
+
+	rte_pktmbuf_free(m);
+	if (big == NULL) {
+		w->cnt.large_drops++;
+		return;
+	}
+	if (pkt_l4(w, NULL, &big, 1, &r, &plen) != PKT_PROC)
+		return; /* cannot happen: it passed before; freed and counted */
+	km_proc_rx(w->proc, map, &r);
+	if (unlikely(r.verdict == KM_PROC_GROW)) {
+		/* Cannot happen: it has the room reply_max promised. */
+		w->cnt.large_drops++;
+		rte_pktmbuf_free(big);
+		return;
+	}
+	pkt_verdict(w, map, big, &r, tx);
 }
 
 /*
@@ -318,7 +411,7 @@ process_burst(struct km_worker *w, const struct km_shardmap *map, const struct k
 	for (i = 0; i < n; i++) {
 		if (i + PKT_PREFETCH_AHEAD < n)
 			rte_prefetch0(rte_pktmbuf_mtod(pkts[i + PKT_PREFETCH_AHEAD], void *));
-		f = pkt_l4(w, allow, pkts[i], handed, &reqs[nb_req], &plen);
+		f = pkt_l4(w, allow, &pkts[i], handed, &reqs[nb_req], &plen);
 		next[i].fate = (uint8_t)f;
 		next[i].arg = f == PKT_PROC ? nb_req++ : plen;
 	}
@@ -327,14 +420,13 @@ process_burst(struct km_worker *w, const struct km_shardmap *map, const struct k
 	for (i = 0; i < n; i++) {
 		switch (next[i].fate) {
 		case PKT_PROC:
-			pkt_verdict(w, pkts[i], &reqs[next[i].arg], tx);
+			pkt_verdict(w, map, pkts[i], &reqs[next[i].arg], tx);
 			break;
 		case PKT_ECHO:
-			udp_reply(pkts[i], next[i].arg);
-			tx_add(tx, pkts[i]);
+			tx_reply(w, tx, pkts[i], next[i].arg);
 			break;
 		case PKT_SEND:
-			tx_add(tx, pkts[i]);
+			tx_add(w, tx, pkts[i]);
 			break;
 		case PKT_GONE: /* freed in pkt_l4() */
 			break;
@@ -347,7 +439,7 @@ process_burst(struct km_worker *w, const struct km_shardmap *map, const struct k
  * writes, send what is ready. @return replies sent.
  */
 static uint16_t
-disk_poll(struct km_worker *w, struct tx_batch *tx)
+disk_poll(struct km_worker *w, const struct km_shardmap *map, struct tx_batch *tx)
 {
 	struct km_proc_done done[BURST_MAX];
 	unsigned int n, i, total = 0;
@@ -355,10 +447,10 @@ disk_poll(struct km_worker *w, struct tx_batch *tx)
 	do {
 		n = km_proc_poll(w->proc, done, BURST_MAX);
 		for (i = 0; i < n; i++) {
-			if (tx->n == RTE_DIM(tx->pkts))
-				tx_flush(w, tx);
-			udp_reply(done[i].cookie, done[i].len);
-			tx_add(tx, done[i].cookie);
+			if (unlikely(done[i].len == 0))
+				pkt_grow(w, map, done[i].cookie, tx);
+			else
+				tx_reply(w, tx, done[i].cookie, done[i].len);
 		}
 		total += n;
 	} while (n == BURST_MAX);
@@ -520,7 +612,7 @@ km_worker_main(void *arg)
 	struct rte_mbuf *pkts[BURST_MAX];
 	const struct km_shardmap *map;
 	const struct km_allow *allow;
-	struct tx_batch tx = {.n = 0};
+	struct tx_batch tx = {.n = 0, .replies = 0};
 	uint32_t idle = 0;
 	uint16_t nb_rx, nb_ho, nb_tx;
 	uint64_t t0, t1;
@@ -539,12 +631,16 @@ km_worker_main(void *arg)
 		map = rcu_dereference(km_map_current);
 		allow = rcu_dereference(km_allow_current);
 		km_proc_set_auth(w->proc, rcu_dereference(km_auth_current));
+		/* Fragments dropped, datagrams whose fragments timed out: freed while idle too. */
+		if (unlikely(w->frag_last != 0 || w->frag_dr->cnt != 0))
+			km_frag_tick(w, rte_rdtsc());
 
 		if (w->disk && km_proc_busy(w->proc)) {
 			/* Completions are answered as they come, whatever the traffic. */
 			km_proc_time(w->proc, (uint64_t)((double)rte_rdtsc() * ns_per_tsc));
-			if (disk_poll(w, &tx) != 0)
+			if (disk_poll(w, map, &tx) != 0)
 				tx_flush(w, &tx);
+			tx.replies = 0; /* the latency buckets count the busy iterations' */
 			worker_notes(w);
 			idle = 0;
 		}
@@ -573,8 +669,9 @@ km_worker_main(void *arg)
 		w->cnt.handoff_in += nb_ho;
 		process_burst(w, map, allow, pkts, nb_ho, 1, &tx);
 		if (w->disk)
-			disk_poll(w, &tx);
-		nb_tx = tx.n;
+			disk_poll(w, map, &tx);
+		nb_tx = tx.replies;
+		tx.replies = 0;
 		tx_flush(w, &tx);
 		if (w->disk) {
 			/* Read-ahead after the replies are out: not on their way. */
@@ -590,8 +687,9 @@ km_worker_main(void *arg)
 	/* Answer what waits for the disk before leaving (bounded: a stuck disk must not
 	 * keep keymapd from stopping). */
 	t0 = rte_rdtsc();
+	map = rcu_dereference(km_map_current);
 	while (w->disk && km_proc_busy(w->proc) && rte_rdtsc() - t0 < rte_get_tsc_hz()) {
-		disk_poll(w, &tx);
+		disk_poll(w, map, &tx);
 		tx_flush(w, &tx);
 		rte_pause();
 	}

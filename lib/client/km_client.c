@@ -23,7 +23,7 @@ _Static_assert((int)KM_BATCH_PING == (int)KM_OP_PING && (int)KM_BATCH_GET == (in
 /* km_client.h is installed alone, so it cannot include km_util.h: its copy of the key
  * limit is checked here against the one definition, lib/util's. */
 _Static_assert(KM_CLIENT_KEY_MAX == KM_KEY_MAX, "KM_CLIENT_KEY_MAX is lib/util's KM_KEY_MAX");
-_Static_assert(KM_CLIENT_VALUE_MAX == KM_VALUE_MAX, "KM_CLIENT_VALUE_MAX is the protocol's");
+_Static_assert(KM_CLIENT_VALUE_MAX == KM_VALUE_MAX_LARGE, "KM_CLIENT_VALUE_MAX is the protocol's");
 
 const char *
 km_strerror(int err)
@@ -128,11 +128,11 @@ km_client_alloc(struct km_client *c)
 		c->txmsg == NULL || c->txiov == NULL || c->txaddr == NULL || c->rxbuf == NULL)
 		return KM_ERR_NOMEM;
 	/* One allocation for every request datagram: resends reuse them as they are. */
-	c->slots[0].buf = malloc((size_t)nslots * KM_DGRAM_MAX);
-	if (c->slots[0].buf == NULL)
+	c->slot_bufs = malloc((size_t)nslots * KM_DGRAM_MAX);
+	if (c->slot_bufs == NULL)
 		return KM_ERR_NOMEM;
 	for (i = 0; i < nslots; i++)
-		c->slots[i].buf = c->slots[0].buf + (size_t)i * KM_DGRAM_MAX;
+		c->slots[i].buf = c->slots[i].dgram = c->slot_bufs + (size_t)i * KM_DGRAM_MAX;
 	/* Popped from the end: slot 0 is used first. */
 	for (i = 0; i < c->window; i++)
 		c->free_slots[i] = c->window - 1 - i;
@@ -235,6 +235,7 @@ void
 km_client_close(struct km_client *c)
 {
 	int saved = errno;
+	uint32_t i;
 
 	if (c == NULL)
 		return;
@@ -243,8 +244,9 @@ km_client_close(struct km_client *c)
 	km_shardmap_free(c->map);
 	free(c->refresh.ids);
 	free(c->refresh.owners);
-	if (c->slots != NULL)
-		free(c->slots[0].buf);
+	for (i = 0; c->slots != NULL && i <= c->window; i++)
+		free(c->slots[i].big);
+	free(c->slot_bufs);
 	free(c->slots);
 	free(c->free_slots);
 	free(c->ht);

@@ -154,10 +154,12 @@ enum km_batch_opcode {
 /**
  * Limits of protocol version 1 (checked by the client before sending). Copies, since this
  * header is installed alone: the library's build checks them against lib/util's
- * KM_KEY_MAX and the protocol's KM_VALUE_MAX.
+ * KM_KEY_MAX and the protocol's KM_VALUE_MAX_LARGE. A request or reply over the path MTU
+ * (a value over about 1400 bytes at MTU 1500) travels as IPv4 fragments; the server
+ * accepts values up to its [store] value_max (docs/protocol.md, section 3).
  */
 #define KM_CLIENT_KEY_MAX   250
-#define KM_CLIENT_VALUE_MAX 1431
+#define KM_CLIENT_VALUE_MAX 64959
 
 struct km_batch_op {
 	uint8_t op; /* enum km_batch_opcode */

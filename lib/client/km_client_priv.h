@@ -35,8 +35,9 @@
 #define KM_RETRIES_MAX        100
 #define KM_SOCK_BUF           (4 << 20)
 #define KM_RX_BURST           32
-/* Larger than any valid reply so that an oversized one shows up as MSG_TRUNC. */
-#define KM_RX_BUF 2048
+/* Larger than any valid reply so that an oversized one shows up as MSG_TRUNC. The burst's
+ * buffers take 2 MB of address space; a page is touched only by a reply that reaches it. */
+#define KM_RX_BUF (KM_MSG_MAX + 1)
 /* The map changed this many times while we fetched its chunks: give up for now. */
 #define KM_MAP_RESTARTS 4
 /* After a failed refresh, replies with a newer epoch do not trigger another one before
@@ -73,7 +74,10 @@ struct km_slot {
 	uint8_t attempts;  /* sends since the first one or the last MOVED */
 	uint8_t moves;     /* MOVED replies acted upon */
 	uint8_t busy;      /* BUSY replies acted upon (backoff exponent) */
-	uint8_t *buf;      /* the request datagram */
+	uint8_t *buf;      /* the request datagram: dgram, or big above KM_DGRAM_MAX bytes */
+	uint8_t *dgram;    /* KM_DGRAM_MAX bytes of the handle's slot_bufs */
+	uint8_t *big;      /* KM_MSG_MAX bytes, allocated by the slot's first request that
+			    * needs them (fragmented on the wire), kept until close */
 };
 
 enum km_refresh_state {
@@ -125,6 +129,7 @@ struct km_client {
 
 	/* Engine. slots[window] is reserved for MAP so a refresh never waits for a slot. */
 	struct km_slot *slots;
+	uint8_t *slot_bufs; /* (window + 1) x KM_DGRAM_MAX: every slot's dgram */
 	uint32_t *free_slots;
 	uint32_t nb_free;
 	uint32_t *ht; /* req_id -> slot index + 1 (0 = empty), linear probing */

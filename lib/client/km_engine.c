@@ -9,11 +9,13 @@
  * Up to `window` slots, each holding one request (its datagram kept for resends with the
  * same req_id), plus one slot reserved for MAP. An open-addressing table maps
  * req_id -> slot, so a reply whose id is not in flight (a late duplicate) is ignored.
- * No allocation per op: slots, send queue and receive buffers are allocated at open.
+ * No allocation per op: slots, send queue and receive buffers are allocated at open; a
+ * slot's first request over KM_DGRAM_MAX bytes gives it a KM_MSG_MAX buffer it keeps.
  */
 
 #include <errno.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "km_client_priv.h"
@@ -155,7 +157,7 @@ km_op_check(const struct km_batch_op *op, bool internal)
 	if (has_val) {
 		if (op->val == NULL && op->vlen != 0)
 			return KM_ERR_INVAL;
-		if (op->vlen > KM_VALUE_MAX || KM_HDR_LEN + op->klen + op->vlen > KM_DGRAM_MAX)
+		if (op->vlen > KM_VALUE_MAX_LARGE || KM_HDR_LEN + op->klen + op->vlen > KM_MSG_MAX)
 			return KM_ERR_TOO_LARGE;
 	}
 	return KM_OK;
@@ -183,23 +185,48 @@ km_slot_arm(struct km_client *c, uint32_t idx, struct km_batch_op *op, int32_t w
 	if (op->op == KM_OP_CAS || op->op == KM_OP_DEL || op->op == KM_OP_MAP)
 		s->hdr.version = op->version;
 	s->hdr.session = op->session != 0 ? op->session : c->session;
-	/* Sizes were checked by km_op_check(): the build cannot fail. */
-	s->len = (uint16_t)km_msg_build(s->buf, KM_DGRAM_MAX, &s->hdr, op->key, op->val);
+	/* Sizes were checked by km_op_check(), room by km_slot_room(): the build cannot fail. */
+	s->len = (uint16_t)km_msg_build(
+		s->buf, s->buf == s->big ? KM_MSG_MAX : KM_DGRAM_MAX, &s->hdr, op->key, op->val);
 	km_ht_insert(c, idx);
 	c->st.requests++;
 	km_slot_send(c, idx);
+}
+
+/*
+ * Room in slot idx for a request of len bytes (checked by km_op_check()): its datagram
+ * buffer, or the KM_MSG_MAX one it got for an earlier large request, else a new one.
+ * @return KM_OK or KM_ERR_NOMEM.
+ */
+static int
+km_slot_room(struct km_client *c, uint32_t idx, size_t len)
+{
+	struct km_slot *s = &c->slots[idx];
+
+	if (len <= KM_DGRAM_MAX) {
+		s->buf = s->dgram;
+		return KM_OK;
+	}
+	if (s->big == NULL && (s->big = malloc(KM_MSG_MAX)) == NULL)
+		return KM_ERR_NOMEM;
+	s->buf = s->big;
+	return KM_OK;
 }
 
 /* Start an op in a free slot, or complete it at once when it is invalid. */
 static void
 km_op_start(struct km_client *c, struct km_batch_op *op, int32_t worker, bool internal)
 {
+	bool has_val = op->op == KM_OP_PUT || op->op == KM_OP_CAS || op->op == KM_OP_MGET;
 	int err;
 
 	op->len = 0;
 	op->out_version = 0;
 	op->latency_ns = 0;
 	err = km_op_check(op, internal);
+	if (err == KM_OK)
+		err = km_slot_room(c, c->free_slots[c->nb_free - 1],
+			KM_HDR_LEN + op->klen + (has_val ? op->vlen : 0));
 	if (err != KM_OK) {
 		op->err = err;
 		c->pending--;

@@ -77,7 +77,8 @@ km_proc_create(const struct km_proc_params *prm, struct km_proc **out)
 	struct km_proc *p;
 	uint32_t n = prm->dedup_entries == 0 ? DEDUP_DEFAULT : prm->dedup_entries;
 
-	if (prm->value_max > KM_VALUE_MAX || (n & (n - 1)) != 0 || prm->store_driver == NULL ||
+	if (prm->value_max > KM_VALUE_MAX_LARGE || prm->reply_max > KM_MSG_MAX ||
+		(n & (n - 1)) != 0 || prm->store_driver == NULL ||
 		strlen(prm->store_driver) >= sizeof(p->driver))
 		return -EINVAL;
 	if (km_store_driver(prm->store_driver) == NULL)
@@ -87,6 +88,7 @@ km_proc_create(const struct km_proc_params *prm, struct km_proc **out)
 		return -ENOMEM;
 	p->worker = prm->worker;
 	p->value_max = prm->value_max;
+	p->reply_max = prm->reply_max;
 	p->version_base = prm->version_base;
 	p->dram_max = prm->dram_max;
 	p->hello = prm->hello;

@@ -80,7 +80,7 @@ extern const char *const km_proc_counter_help[];
 
 struct km_proc_params {
 	uint16_t worker;             /* this worker's index */
-	uint32_t value_max;          /* <= KM_VALUE_MAX */
+	uint32_t value_max;          /* <= KM_VALUE_MAX_LARGE */
 	uint32_t dedup_entries;      /* at-most-once window, power of two (0 = 65536) */
 	const char *store_driver;    /* "mem", "log" */
 	uint32_t store_initial_keys; /* sizing hint per shard */
@@ -107,6 +107,9 @@ struct km_proc_params {
 	 * source whose request carries a valid cookie; NULL: no validation. Shared by every
 	 * worker (a cookie is good on every port); the caller keeps it alive. */
 	const struct km_hello_secrets *hello;
+	/* Room the caller can give the reply of a GET whose value does not fit the buffer it
+	 * came in (KM_PROC_GROW), <= KM_MSG_MAX; 0: none, such a GET is answered TOO_LARGE. */
+	uint32_t reply_max;
 };
 
 /*
@@ -297,6 +300,10 @@ enum km_proc_verdict {
 	KM_PROC_HANDOFF, /* another worker (owner) executes it: hand the datagram over */
 	KM_PROC_DROP,    /* not a request (short, bad magic or version, a reply): drop it
 			  * silently, nothing is answered */
+	KM_PROC_GROW,    /* a GET whose value does not fit cap (it fits reply_max): nothing
+			  * was written, the request is intact at buf; the caller submits it
+			  * again (km_proc_rx) in a buffer with reply_max bytes of room, or
+			  * drops it. It is counted once, when it executes. */
 };
 
 /**
@@ -344,7 +351,12 @@ void km_proc_rx_burst(
  */
 void km_proc_rx(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r);
 
-/** A deferred reply now written at its request's out. */
+/**
+ * A deferred reply now written at its request's buffer; or, len 0, a GET whose value
+ * turned out larger than that buffer: nothing was written, the request is intact, and the
+ * caller submits it again with more room, as for KM_PROC_GROW (the value is cached by
+ * then, unless the cache cannot hold it: then it is read again).
+ */
 struct km_proc_done {
 	void *cookie;
 	size_t len;

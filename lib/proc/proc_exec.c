@@ -128,21 +128,28 @@ reply_busy(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 	return proc_reply_status(&req->hdr, KM_ST_BUSY, km_shardmap_epoch_fast(map), out);
 }
 
-/* A GET reply carrying v, written at out. */
+/* A GET reply carrying v, written at out; PROC_GROW (nothing written, the GET not
+ * counted: it comes back) when it needs more room than cap and the caller can give it. */
 size_t
 proc_value_reply(struct km_proc *p, const struct km_hdr *req, uint32_t epoch,
 	const struct km_value_ref *v, uint8_t *out, size_t cap, size_t limit)
 {
 	struct km_hdr h;
 
-	/* The value may not fit if value_max was raised after it was stored. */
-	if ((size_t)KM_HDR_LEN + v->len > cap) {
-		p->cnt.too_large++;
-		return proc_reply_status(req, KM_ST_TOO_LARGE, epoch, out);
-	}
+	/* Larger than the request for a source without a valid cookie: first (no room is
+	 * found for a reply that will not go). */
 	if (proc_unlikely((size_t)KM_HDR_LEN + v->len > limit)) {
 		p->cnt.denied_cookie++;
 		return proc_reply_denied(req, KM_DENY_COOKIE, epoch, out);
+	}
+	if (proc_unlikely((size_t)KM_HDR_LEN + v->len > cap)) {
+		if ((size_t)KM_HDR_LEN + v->len <= p->reply_max) {
+			p->cnt.req_get--;
+			return PROC_GROW;
+		}
+		/* Larger than any reply: stored before value_max was lowered. */
+		p->cnt.too_large++;
+		return proc_reply_status(req, KM_ST_TOO_LARGE, epoch, out);
 	}
 	reply_hdr(&h, req, KM_ST_OK, epoch);
 	h.val_len = v->len;
@@ -172,23 +179,30 @@ exec_get(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *
 		struct km_key kc;
 		uint8_t kbuf[KM_KEY_MAX];
 
-		if (proc_likely(!proc_pf_on(p)))
-			return proc_get_persistent(
+		if (proc_likely(!proc_pf_on(p))) {
+			len = proc_get_persistent(
 				p, map, req, k, shd, cookie, out, cap, limit, &acc);
+			goto out;
+		}
 		/* The reply overwrites the request, key included; and what the access teaches
 		 * must wait for the reply (a prefetch may evict the value it copies). */
 		memcpy(kbuf, k->data, k->len);
 		kc = (struct km_key){.data = kbuf, .len = k->len, .hash = k->hash};
 		len = proc_get_persistent(p, map, req, k, shd, cookie, out, cap, limit, &acc);
-		proc_pf_access(p, map, shd, &kc, &req->hdr, src, acc);
-		return len;
+		if (len != PROC_GROW) /* else taught when it comes back */
+			proc_pf_access(p, map, shd, &kc, &req->hdr, src, acc);
+		goto out;
 	}
 	if (km_store_get(shd->store, k, &v) != 0) {
 		p->cnt.get_miss++;
 		return proc_reply_status(
 			&req->hdr, KM_ST_NOT_FOUND, km_shardmap_epoch_fast(map), out);
 	}
-	return proc_value_reply(p, &req->hdr, km_shardmap_epoch_fast(map), &v, out, cap, limit);
+	len = proc_value_reply(p, &req->hdr, km_shardmap_epoch_fast(map), &v, out, cap, limit);
+out:
+	if (proc_unlikely(len == PROC_GROW))
+		shd->requests--; /* counted when it comes back */
+	return len;
 }
 
 static size_t

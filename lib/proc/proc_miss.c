@@ -176,11 +176,16 @@ pend_wait(struct pend *pe, struct defer *d)
 	pe->waiters_tail = d;
 }
 
-/* Answer every waiter of pe: with v (rc 0) or the status rc maps to. */
-static void
+/*
+ * Answer every waiter of pe: with v (rc 0) or the status rc maps to. A waiter whose buffer
+ * is too small for v goes back to the caller unanswered (len 0, km_proc_done).
+ * @return the waiters sent back so.
+ */
+static unsigned int
 pend_answer(struct km_proc *p, struct pend *pe, int rc, const struct km_value_ref *v)
 {
 	struct defer *d = pe->waiters, *next;
+	unsigned int grown = 0;
 	size_t len;
 
 	pe->waiters = pe->waiters_tail = NULL;
@@ -191,8 +196,13 @@ pend_answer(struct km_proc *p, struct pend *pe, int rc, const struct km_value_re
 		else
 			len = proc_reply_status(
 				&d->hdr, proc_status_of_rc(p, rc, 1), d->epoch, d->out);
+		if (len == PROC_GROW) {
+			len = 0;
+			grown++;
+		}
 		ready_push(p, d, len);
 	}
+	return grown;
 }
 
 static void pend_done(struct km_io_op *op, int res);
@@ -252,7 +262,8 @@ pend_done(struct km_io_op *op, int res)
 		(pe->waiters != NULL || pe->mark == 0 ||
 			!km_cache_contains(p->cache, &pe->key, pe->gen)))
 		proc_cache_fill(p, &pe->key, pe->gen, &v, pe->waiters == NULL ? pe->mark : 0);
-	pend_answer(p, pe, rc, &v);
+	/* A GET sent back for room counts on its shard when it comes back. */
+	sl->requests -= pend_answer(p, pe, rc, &v);
 	pend_release(p, pe);
 }
 

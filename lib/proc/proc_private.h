@@ -28,6 +28,9 @@
 
 #define READ_RESTARTS 4 /* a read whose entry keeps changing answers BUSY after this */
 #define PATH_LEN      2048
+/* What the GET paths return instead of a reply length when the value needs more room
+ * than the request's buffer and the caller can give it (KM_PROC_GROW). */
+#define PROC_GROW SIZE_MAX
 
 #define proc_likely(x)   __builtin_expect(!!(x), 1)
 #define proc_unlikely(x) __builtin_expect(!!(x), 0)
@@ -114,6 +117,7 @@ struct km_proc {
 	uint16_t worker;
 	uint8_t overload; /* km_proc_overload(); beside worker, which every request reads */
 	uint32_t value_max;
+	uint32_t reply_max; /* km_proc_params.reply_max */
 	uint32_t store_initial_keys;
 	char driver[32];
 

@@ -179,6 +179,8 @@ exec_req(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r
 
 	if (len == 0)
 		r->verdict = KM_PROC_DEFER;
+	else if (proc_unlikely(len == PROC_GROW))
+		r->verdict = KM_PROC_GROW;
 	else
 		reply_now(r, len);
 }

@@ -66,7 +66,7 @@ km_req_parse(const uint8_t *buf, size_t len, size_t value_max, struct km_msg *ms
 	if (h->magic != KM_PROTO_MAGIC || h->proto_ver != KM_PROTO_VERSION ||
 		(h->flags & KM_F_REPLY) != 0)
 		return -1;
-	if (len > KM_DGRAM_MAX)
+	if (len > KM_MSG_MAX)
 		return KM_ST_TOO_LARGE;
 	/* The lengths must account for every byte of the datagram, no more, no less. */
 	if ((size_t)KM_HDR_LEN + h->key_len + h->val_len + trailer_len(h->flags) != len)

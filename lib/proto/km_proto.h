@@ -6,9 +6,10 @@
  * @file
  * keymap wire protocol, version 1 (docs/protocol.md is the normative description).
  *
- * One request and one reply per UDP datagram. Every message starts with the fixed
- * 40-byte header below, all integers little-endian, followed by the key (key_len bytes)
- * and the value (val_len bytes). MGET and MAP carry a structured body in the value.
+ * One request and one reply per UDP datagram (at most KM_MSG_MAX bytes: IPv4 fragments
+ * above the MTU). Every message starts with the fixed 40-byte header below, all integers
+ * little-endian, followed by the key (key_len bytes) and the value (val_len bytes). MGET
+ * and MAP carry a structured body in the value.
  *
  * The library has no DPDK dependency: keymapd and libkeymap both use it. All functions
  * are pure (no global state) and may be called from any thread.
@@ -22,10 +23,21 @@
 #define KM_PROTO_MAGIC   0x4b /* 'K' */
 #define KM_PROTO_VERSION 1
 #define KM_HDR_LEN       40
-/** Largest UDP payload one request or reply may use (1500 B MTU - IPv4 - UDP). */
+/**
+ * Largest request or reply that travels unfragmented at a 1500-byte MTU (minus the IPv4
+ * and UDP headers). MGET and MAP replies stay within it.
+ */
 #define KM_DGRAM_MAX 1472
-/** Largest value a request can carry: a PUT with a 1-byte key fills one datagram. */
+/**
+ * Largest request or reply (UDP payload). One over the path MTU travels as IPv4
+ * fragments. Below IPv4's 65,507 so that a whole frame (Ethernet, IPv4 and UDP headers,
+ * and a DPDK buffer's headroom) fits one mbuf, whose length is 16 bits.
+ */
+#define KM_MSG_MAX 65000
+/** Largest value in one unfragmented request: a PUT with a 1-byte key fills KM_DGRAM_MAX. */
 #define KM_VALUE_MAX (KM_DGRAM_MAX - KM_HDR_LEN - 1)
+/** Largest value a request can carry: a PUT with a 1-byte key fills KM_MSG_MAX. */
+#define KM_VALUE_MAX_LARGE (KM_MSG_MAX - KM_HDR_LEN - 1)
 /** Largest number of keys in one MGET. */
 #define KM_MGET_MAX 64
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: BSD-3-Clause
 """
-A raw UDP client of the keymap protocol (docs/protocol.md) for drops.sh: it sends exactly
-what it is told, as fast as it can, and counts what comes back by op and status, so that
-the test can compare keymapd's counters with what was sent.
+A raw UDP client of the keymap protocol (docs/protocol.md) for drops.sh and frag.sh: it
+sends exactly what it is told, as fast as it can, and counts what comes back by op and
+status, so that the test can compare keymapd's counters with what was sent.
 
 usage: drops_client.py SERVER PORT MODE N
   ping   N PINGs, one at a time (each waits up to 1 s for its reply)
@@ -15,6 +15,9 @@ usage: drops_client.py SERVER PORT MODE N
          reserved, this network, the server itself, and a real address with UDP port 0;
          0.0.0.0 cannot be sent: the kernel fills in its own), sent through a raw socket
          (IP_HDRINCL), after one real PING; nothing else may come back
+  frag   N first fragments of UDP datagrams that never complete (a PUT header and 1000
+         bytes of a 10,000-byte value each, more-fragments set, distinct IPv4 ids),
+         through a raw socket after one real PING; nothing comes back
 
 Prints one JSON object: sent, replies, and per op the count of each status name.
 Every wait is bounded: the whole run ends within N seconds plus a few.
@@ -104,6 +107,23 @@ def main():
         # The socket bound to the real address with port 0 cannot receive; any reply to
         # the others would not come here either: keymapd's counters are the check.
         time.sleep(0.5)
+    elif mode == "frag":
+        s.send(request(1, 999))
+        take(2.0)
+        out = {"sent": 0, "replies": 0}
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        src, sport = s.getsockname()
+        body = request(4, 5000, b"frag/flood", b"f" * 10000)
+        udp = struct.pack("!HHHH", sport, port, 8 + len(body), 0) + body
+        first = udp[:1008]  # a multiple of 8 bytes: the data of a first fragment
+        for i in range(n):
+            # More fragments (0x2000), offset 0; ids from 1 (0 would be filled in).
+            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(first), 1 + i % 65535,
+                             0x2000, 64, 17, 0, socket.inet_aton(src),
+                             socket.inet_aton(server))
+            raw.sendto(ip + first, (server, 0))
+            out["sent"] += 1
+        time.sleep(0.2)
     else:
         sys.exit("unknown mode " + mode)
     print(json.dumps(out))

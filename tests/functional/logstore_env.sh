@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# What the end-to-end tests of the log store share (sourced by persist.sh and
-# durability.sh): a private network namespace, keymapd on net_tap in it with the log store,
+# What the end-to-end tests of the log store share (sourced by persist.sh, durability.sh
+# and frag.sh): a private network namespace, keymapd on net_tap in it with the log store,
 # start / stop / kill -9, keymapctl --json checks, and a cleanup that removes the namespace,
 # the processes, mounts and /var/run/dpdk/<prefix> even when the test fails.
 # Set before sourcing: keymapd, keymapctl, tag (names the namespace, prefix and temporary

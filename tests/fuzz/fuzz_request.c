@@ -5,8 +5,11 @@
  * input is cut into datagrams (2-byte little-endian length, then the bytes) and given as
  * one burst; every reply must fit the buffer it was written into, and a request must get
  * a verdict, and no reply may be larger than its request unless the request carries a
- * valid cookie (no amplification). State (keys, versions, the at-most-once table) carries
- * over between inputs, as in a server.
+ * valid cookie (no amplification). As in keymapd, a datagram gets a buffer of
+ * KM_DGRAM_MAX bytes, or one of KM_MSG_MAX when it is larger (reassembled from fragments),
+ * and a GET sent back for room (KM_PROC_GROW) is submitted again in a KM_MSG_MAX one.
+ * State (keys, versions, the at-most-once table) carries over between inputs, as in a
+ * server.
  *
  * Cookies are on with fixed secrets (all zero bytes) and slot 1, so that seeds can carry
  * valid cookies (km_cookie(0, src, 1) for the sources below); client keys: key 1 (read-write)
@@ -51,7 +54,8 @@ init(void)
 	};
 	struct km_proc_params pp = {
 		.worker = 0,
-		.value_max = KM_VALUE_MAX,
+		.value_max = KM_VALUE_MAX_LARGE,
+		.reply_max = KM_MSG_MAX,
 		.store_driver = "mem",
 		.version_base = 1,
 		.dram_max = 8 << 20, /* the FULL path too, and bounded memory */
@@ -81,12 +85,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static uint8_t bufs[BURST][KM_DGRAM_MAX];
+	static uint8_t bufs[BURST][KM_DGRAM_MAX], large[BURST][KM_MSG_MAX];
 	struct km_proc_req r[BURST];
 	uint8_t validated[BURST];
 	struct km_msg m;
 	unsigned int n = 0, i;
 	size_t len;
+	uint8_t *b;
 
 	if (proc == NULL)
 		init();
@@ -95,17 +100,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		data += 2;
 		size -= 2;
 		len = len < size ? len : size;
-		len = len < KM_DGRAM_MAX ? len : KM_DGRAM_MAX;
-		memcpy(bufs[n], data, len);
+		len = len < KM_MSG_MAX ? len : KM_MSG_MAX;
+		b = len <= KM_DGRAM_MAX ? bufs[n] : large[n];
+		memcpy(b, data, len);
 		r[n] = (struct km_proc_req){
-			.buf = bufs[n],
+			.buf = b,
 			.len = len,
-			.cap = KM_DGRAM_MAX,
+			.cap = len <= KM_DGRAM_MAX ? KM_DGRAM_MAX : KM_MSG_MAX,
 			.src = (uint64_t)(n & 3) << 16 | 40000, /* a few clients */
 			.port_worker = (int16_t)(n % 3) - 1,
 		};
 		/* Whether it carries the cookie of its source (slot 1 or 0). */
-		validated[n] = km_req_parse(bufs[n], len, KM_VALUE_MAX, &m) >= 0 &&
+		validated[n] = km_req_parse(b, len, KM_VALUE_MAX_LARGE, &m) >= 0 &&
 			       (m.hdr.flags & KM_F_COOKIE) != 0 &&
 			       (m.cookie == km_cookie(zero_secret, r[n].src, 1) ||
 				       m.cookie == km_cookie(zero_secret, r[n].src, 0));
@@ -117,6 +123,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	km_proc_rx_burst(proc, map, r, n);
 	for (i = 0; i < n; i++) {
+		if (r[i].verdict == KM_PROC_GROW) {
+			if (r[i].cap == KM_MSG_MAX)
+				abort(); /* it had all the room there is */
+			memcpy(large[i], r[i].buf, r[i].len);
+			r[i].buf = large[i];
+			r[i].cap = KM_MSG_MAX;
+			km_proc_rx(proc, map, &r[i]);
+		}
 		if (r[i].verdict == KM_PROC_REPLY &&
 			(r[i].reply_len < KM_HDR_LEN || r[i].reply_len > r[i].cap))
 			abort();

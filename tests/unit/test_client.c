@@ -42,9 +42,9 @@ struct fk_entry {
 	uint8_t present;
 	uint8_t klen;
 	uint8_t key[KM_KEY_MAX];
-	uint16_t vlen;
+	uint32_t vlen;
 	uint64_t version;
-	uint8_t val[KM_DGRAM_MAX];
+	uint8_t *val; /* malloc'ed: values up to KM_VALUE_MAX_LARGE */
 };
 
 /* One request as the fake received it (before any scripted drop). */
@@ -97,7 +97,7 @@ struct fake {
 	unsigned int nlog;
 	struct fk_dedup *dedup;
 	unsigned int dedup_next;
-	uint8_t prev[KM_DGRAM_MAX];
+	uint8_t prev[KM_MSG_MAX];
 	size_t prev_len;
 };
 
@@ -221,7 +221,9 @@ fk_exec(struct fake *f, const struct km_msg *m, struct km_hdr *rh)
 		/* fallthrough */
 	case KM_OP_PUT:
 		e->present = 1;
-		e->vlen = (uint16_t)m->hdr.val_len;
+		e->vlen = m->hdr.val_len;
+		e->val = realloc(e->val, e->vlen + 1);
+		assert_non_null(e->val);
 		memcpy(e->val, m->val, m->hdr.val_len);
 		e->version = ++f->next_version;
 		rh->version = e->version;
@@ -316,7 +318,7 @@ static void
 fk_handle(struct fake *f, unsigned int w, const uint8_t *buf, size_t len,
 	const struct sockaddr_in *from)
 {
-	static uint8_t out[KM_DGRAM_MAX];
+	static uint8_t out[KM_MSG_MAX];
 	const uint8_t *val = NULL;
 	struct km_hdr rh;
 	struct km_msg m;
@@ -324,7 +326,7 @@ fk_handle(struct fake *f, unsigned int w, const uint8_t *buf, size_t len,
 	int st, is_write, is_key;
 	size_t olen;
 
-	st = km_req_parse(buf, len, KM_VALUE_MAX, &m);
+	st = km_req_parse(buf, len, KM_VALUE_MAX_LARGE, &m);
 	if (st < 0)
 		return;
 	if (f->nlog < FK_LOG) {
@@ -431,7 +433,7 @@ fk_thread(void *arg)
 {
 	struct fake *f = arg;
 	struct pollfd pfd[FK_WORKERS_MAX];
-	uint8_t buf[2048];
+	static uint8_t buf[KM_MSG_MAX + 1];
 	unsigned int i;
 
 	for (i = 0; i < f->n; i++) {
@@ -549,6 +551,8 @@ fk_stop(struct fake *f)
 	km_shardmap_free(f->map);
 	km_shardmap_free(f->next_map);
 	pthread_mutex_destroy(&f->lock);
+	for (i = 0; i < FK_TABLE; i++)
+		free(f->table[i].val);
 	free(f->table);
 	free(f->log);
 	free(f->dedup);
@@ -819,7 +823,7 @@ test_basic(void **state)
 static void
 test_validation(void **state)
 {
-	static uint8_t big[KM_DGRAM_MAX * 2];
+	static uint8_t big[KM_MSG_MAX + 64];
 	char key[KM_KEY_MAX + 2];
 	struct km_batch_op ops[3];
 	struct km_client *c;
@@ -834,13 +838,14 @@ test_validation(void **state)
 	assert_int_equal(km_put(c, NULL, 3, "v", 1, NULL), KM_ERR_INVAL);
 	assert_int_equal(km_put(c, key, KM_KEY_MAX + 1, "v", 1, NULL), KM_ERR_TOO_LARGE);
 	assert_int_equal(km_get(c, key, KM_KEY_MAX + 1, NULL, 0, NULL, NULL), KM_ERR_TOO_LARGE);
-	assert_int_equal(km_put(c, key, 1, big, KM_VALUE_MAX + 1, NULL), KM_ERR_TOO_LARGE);
+	assert_int_equal(km_put(c, key, 1, big, KM_VALUE_MAX_LARGE + 1, NULL), KM_ERR_TOO_LARGE);
 	assert_int_equal(km_put(c, key, 1, NULL, 5, NULL), KM_ERR_INVAL);
-	/* Each limit fits alone but the datagram would be over KM_DGRAM_MAX. */
+	/* Each limit fits alone but the datagram would be over KM_MSG_MAX. */
 	assert_int_equal(
-		km_put(c, key, KM_KEY_MAX, big, KM_DGRAM_MAX - KM_HDR_LEN - KM_KEY_MAX + 1, NULL),
+		km_put(c, key, KM_KEY_MAX, big, KM_MSG_MAX - KM_HDR_LEN - KM_KEY_MAX + 1, NULL),
 		KM_ERR_TOO_LARGE);
-	assert_int_equal(km_cas(c, key, KM_KEY_MAX, big, KM_VALUE_MAX, 0, NULL), KM_ERR_TOO_LARGE);
+	assert_int_equal(
+		km_cas(c, key, KM_KEY_MAX, big, KM_VALUE_MAX_LARGE, 0, NULL), KM_ERR_TOO_LARGE);
 	assert_int_equal(km_del(c, key, 0, 0), KM_ERR_INVAL);
 
 	memset(ops, 0, sizeof(ops));
@@ -857,10 +862,76 @@ test_validation(void **state)
 	assert_int_equal(fk_nlog(), from);
 
 	/* The largest valid requests go through. */
-	assert_int_equal(km_put(c, key, 1, big, KM_VALUE_MAX, NULL), KM_OK);
+	assert_int_equal(km_put(c, key, 1, big, KM_VALUE_MAX_LARGE, NULL), KM_OK);
 	assert_int_equal(
-		km_put(c, key, KM_KEY_MAX, big, KM_DGRAM_MAX - KM_HDR_LEN - KM_KEY_MAX, NULL),
-		KM_OK);
+		km_put(c, key, KM_KEY_MAX, big, KM_MSG_MAX - KM_HDR_LEN - KM_KEY_MAX, NULL), KM_OK);
+	km_client_close(c);
+}
+
+/*
+ * Values over one datagram: requests from a slot's large buffer, replies up to
+ * KM_MSG_MAX received whole, a slot back to its own buffer for a small request after a
+ * large one, several large requests in flight, the caller's buffer too small.
+ */
+static void
+test_large_values(void **state)
+{
+	static uint8_t val[KM_VALUE_MAX_LARGE], got[KM_VALUE_MAX_LARGE];
+	static const size_t sizes[] = {KM_VALUE_MAX, KM_VALUE_MAX + 1, 10240,
+		KM_MSG_MAX - KM_HDR_LEN - 5}; /* "big/N": 5-byte keys */
+	struct km_batch_op ops[8];
+	char keys[8][16];
+	struct km_client *c;
+	uint64_t ver;
+	size_t i, len;
+
+	(void)state;
+	for (i = 0; i < sizeof(val); i++)
+		val[i] = (uint8_t)(i * 7 + i / 251);
+	c = cl_open(500, 3, 0);
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		snprintf(keys[0], sizeof(keys[0]), "big/%zu", i);
+		assert_int_equal(km_put(c, keys[0], strlen(keys[0]), val, sizes[i], &ver), KM_OK);
+		memset(got, 0, sizeof(got));
+		assert_int_equal(
+			km_get(c, keys[0], strlen(keys[0]), got, sizeof(got), &len, &ver), KM_OK);
+		assert_int_equal(len, sizes[i]);
+		assert_memory_equal(got, val, len);
+		/* The same slot, a small request again. */
+		assert_int_equal(km_put(c, "small", 5, "v", 1, NULL), KM_OK);
+		assert_int_equal(km_get(c, "small", 5, got, sizeof(got), &len, NULL), KM_OK);
+		assert_int_equal(len, 1);
+	}
+	assert_int_equal(km_get(c, "big/2", 5, got, 10239, &len, NULL), KM_ERR_BUFFER);
+	assert_int_equal(len, 10240);
+
+	/* Eight large PUTs in flight, then eight GETs of them. */
+	memset(ops, 0, sizeof(ops));
+	for (i = 0; i < 8; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "many/%zu", i);
+		ops[i].op = KM_BATCH_PUT;
+		ops[i].key = keys[i];
+		ops[i].klen = strlen(keys[i]);
+		ops[i].val = val + i;
+		ops[i].vlen = 20000 + i;
+	}
+	assert_int_equal(km_batch(c, ops, 8), 8);
+	for (i = 0; i < 8; i++) {
+		ops[i].op = KM_BATCH_GET;
+		ops[i].buf = got + i * 8000;
+		ops[i].cap = 8000;
+	}
+	assert_int_equal(km_batch(c, ops, 8), 0);
+	for (i = 0; i < 8; i++) {
+		assert_int_equal(ops[i].err, KM_ERR_BUFFER);
+		assert_int_equal(ops[i].len, 20000 + i);
+	}
+	for (i = 0; i < 8; i++) {
+		assert_int_equal(
+			km_get(c, keys[i], strlen(keys[i]), got, sizeof(got), &len, NULL), KM_OK);
+		assert_int_equal(len, 20000 + i);
+		assert_memory_equal(got, val + i, len);
+	}
 	km_client_close(c);
 }
 
@@ -1791,6 +1862,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_basic, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_session, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_validation, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_large_values, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_retry_same_req_id, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_timeout, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_busy, setup4, teardown),

@@ -38,6 +38,8 @@ struct env {
 	uint32_t pending_max;
 	uint64_t cache_bytes;
 	uint32_t sync_interval_ms;
+	uint32_t value_max; /* 0: VALUE_MAX */
+	uint32_t reply_max;
 };
 
 /* One request in flight through a burst. */
@@ -52,7 +54,8 @@ proc_open(struct env *e)
 {
 	struct km_proc_params pp = {
 		.worker = 0,
-		.value_max = VALUE_MAX,
+		.value_max = e->value_max != 0 ? e->value_max : VALUE_MAX,
+		.reply_max = e->reply_max,
 		.store_driver = "log",
 		.dir = e->dir,
 		.cold_dir = e->cold,
@@ -1195,11 +1198,82 @@ test_prefetch_write_race(void **state)
 	assert_int_equal(km_proc_cache_counters(e->p)->prefetched_used, used);
 }
 
+/*
+ * A GET that waited for the disk and whose value turns out larger than its buffer comes
+ * back unanswered (km_proc_done len 0, the request intact); submitted again with room, it
+ * finds the value cached. Counted once.
+ */
+static void
+test_grow_after_read(void **state)
+{
+	static uint8_t val[20000], big[KM_MSG_MAX];
+	struct env *e = *state;
+	struct km_proc_done d[BURST];
+	struct km_proc_req r;
+	struct slot s;
+	struct km_msg m;
+	unsigned int n = 0, spins;
+	size_t i, len;
+
+	for (i = 0; i < sizeof(val); i++)
+		val[i] = (uint8_t)(i * 13);
+	km_proc_destroy(e->p);
+	e->value_max = sizeof(val);
+	e->reply_max = KM_MSG_MAX;
+	assert_int_equal(proc_open(e), 0);
+	/* The PUT comes in a buffer large enough for it (reassembled, in keymapd). */
+	req_fill(&s, KM_OP_PUT, "big", NULL, 0, 0, 7);
+	km_hdr_decode(s.buf, &m.hdr);
+	m.hdr.val_len = sizeof(val);
+	km_hdr_encode(big, &m.hdr);
+	memcpy(big + KM_HDR_LEN, "big", 3);
+	memcpy(big + KM_HDR_LEN + 3, val, sizeof(val));
+	r = (struct km_proc_req){.buf = big,
+		.len = KM_HDR_LEN + 3 + sizeof(val),
+		.cap = sizeof(big),
+		.src = 42,
+		.cookie = big,
+		.port_worker = -1};
+	km_proc_rx(e->p, e->map, &r);
+	assert_int_equal(r.verdict, KM_PROC_DEFER); /* sync: after its fdatasync */
+	drain(e);
+	restart(e); /* nothing cached */
+
+	req_fill(&s, KM_OP_GET, "big", NULL, 0, 0, 8);
+	len = KM_HDR_LEN + 3;
+	r = (struct km_proc_req){
+		.buf = s.buf, .len = len, .cap = sizeof(s.buf), .cookie = &s, .port_worker = -1};
+	km_proc_rx(e->p, e->map, &r);
+	assert_int_equal(r.verdict, KM_PROC_DEFER);
+	for (spins = 0; n == 0 && spins < 2000000; spins++)
+		if ((n = km_proc_poll(e->p, d, BURST)) == 0)
+			usleep(10);
+	assert_int_equal(n, 1);
+	assert_ptr_equal(d[0].cookie, &s);
+	assert_int_equal(d[0].len, 0);
+	assert_int_equal(km_proc_counters(e->p)->req_get, 0);
+	assert_int_equal(km_proc_counters(e->p)->disk_reads, 1);
+	/* Intact: submitted again with room, answered from the cache. */
+	memcpy(big, s.buf, len);
+	r = (struct km_proc_req){
+		.buf = big, .len = len, .cap = sizeof(big), .cookie = big, .port_worker = -1};
+	km_proc_rx(e->p, e->map, &r);
+	assert_int_equal(r.verdict, KM_PROC_REPLY);
+	assert_int_equal(km_reply_parse(big, r.reply_len, &m), 0);
+	assert_int_equal(m.hdr.status, KM_ST_OK);
+	assert_int_equal(m.hdr.val_len, sizeof(val));
+	assert_memory_equal(m.val, val, sizeof(val));
+	assert_int_equal(km_proc_counters(e->p)->req_get, 1);
+	assert_int_equal(km_proc_counters(e->p)->get_hit, 1);
+	assert_int_equal(km_proc_counters(e->p)->disk_reads, 1);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_sync_deferral, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_grow_after_read, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_miss_coalescing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pending_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_overload, setup, teardown),

@@ -306,9 +306,12 @@ test_create(void **state)
 	}
 	assert_int_equal(km_proc_shard_add(e->proc[0], 0), -EINVAL);
 
-	pp.value_max = KM_VALUE_MAX + 1;
+	pp.value_max = KM_VALUE_MAX_LARGE + 1;
 	assert_int_equal(km_proc_create(&pp, &p), -EINVAL);
 	pp.value_max = VALUE_MAX;
+	pp.reply_max = KM_MSG_MAX + 1;
+	assert_int_equal(km_proc_create(&pp, &p), -EINVAL);
+	pp.reply_max = 0;
 	pp.dedup_entries = 1000;
 	assert_int_equal(km_proc_create(&pp, &p), -EINVAL);
 	pp.dedup_entries = 1024;
@@ -2581,11 +2584,121 @@ test_reshard_merge(void **state)
 	free(keys);
 }
 
+/*
+ * A GET whose value does not fit the buffer it came in: KM_PROC_GROW with the room it
+ * needs, the request left intact and not counted; submitted again with that room it is
+ * answered (and counted once). Without reply_max it is TOO_LARGE; an MGET entry never
+ * grows (TOO_LARGE, fetched with GET).
+ */
+static void
+test_grow(void **state)
+{
+	static uint8_t big[KM_MSG_MAX], val[KM_VALUE_MAX_LARGE];
+	struct km_shardmap_params mp = {
+		.nb_shards = 1,
+		.nb_workers = 1,
+		.udp_port_base = PORT_BASE,
+		.route_sep = '/',
+		.route_depth = 1,
+	};
+	struct km_proc_params pp = {
+		.worker = 0,
+		.value_max = KM_VALUE_MAX_LARGE,
+		.reply_max = KM_MSG_MAX,
+		.store_driver = "mem",
+		.version_base = 1,
+	};
+	uint8_t small[KM_DGRAM_MAX], copy[KM_DGRAM_MAX], body[8];
+	struct req put = {.op = KM_OP_PUT, .key = "g", .val = val, .req_id = 1};
+	struct req get = {.op = KM_OP_GET, .key = "g", .req_id = 2};
+	struct km_proc_counters c0;
+	struct km_shardmap *m;
+	struct km_proc *p;
+	struct km_proc_req r;
+	struct km_msg msg;
+	size_t len, i;
+
+	(void)state;
+	for (i = 0; i < sizeof(val); i++)
+		val[i] = (uint8_t)(i ^ (i >> 8));
+	assert_int_equal(km_shardmap_create(&mp, &m), 0);
+	assert_int_equal(km_proc_create(&pp, &p), 0);
+	assert_int_equal(km_proc_shard_add(p, km_shard_id(km_shardmap_shard_at(m, 0))), 0);
+
+	/* The largest PUT (a reassembled datagram: its buffer has room for it). */
+	put.val_len = KM_VALUE_MAX_LARGE;
+	len = req_build(big, sizeof(big), &put, 0);
+	assert_int_equal(len, KM_MSG_MAX);
+	r = (struct km_proc_req){.buf = big, .len = len, .cap = sizeof(big), .port_worker = 0};
+	km_proc_rx(p, m, &r);
+	assert_int_equal(r.verdict, KM_PROC_REPLY);
+	assert_int_equal(km_reply_parse(big, r.reply_len, &msg), 0);
+	assert_int_equal(msg.hdr.status, KM_ST_OK);
+
+	/* GET in a datagram-sized buffer: sent back for room, untouched, not counted. */
+	len = req_build(small, sizeof(small), &get, 0);
+	memcpy(copy, small, len);
+	c0 = *km_proc_counters(p);
+	r = (struct km_proc_req){.buf = small, .len = len, .cap = sizeof(small), .port_worker = 0};
+	km_proc_rx(p, m, &r);
+	assert_int_equal(r.verdict, KM_PROC_GROW);
+	assert_memory_equal(small, copy, len);
+	assert_memory_equal(km_proc_counters(p), &c0, sizeof(c0));
+	/* ... and answered with room. */
+	memcpy(big, small, len);
+	r = (struct km_proc_req){.buf = big, .len = len, .cap = sizeof(big), .port_worker = 0};
+	km_proc_rx(p, m, &r);
+	assert_int_equal(r.verdict, KM_PROC_REPLY);
+	assert_int_equal(r.reply_len, KM_HDR_LEN + KM_VALUE_MAX_LARGE);
+	assert_int_equal(km_reply_parse(big, r.reply_len, &msg), 0);
+	assert_int_equal(msg.hdr.status, KM_ST_OK);
+	assert_memory_equal(msg.val, val, KM_VALUE_MAX_LARGE);
+	assert_int_equal(km_proc_counters(p)->req_get, c0.req_get + 1);
+	assert_int_equal(km_proc_counters(p)->get_hit, c0.get_hit + 1);
+	assert_int_equal(km_proc_counters(p)->too_large, c0.too_large);
+
+	/* An MGET entry that does not fit is TOO_LARGE, the MGET is answered. */
+	body[0] = 1;
+	body[1] = 0;
+	body[2] = 1;
+	body[3] = 'g';
+	get = (struct req){.op = KM_OP_MGET, .val = body, .val_len = 4, .req_id = 3};
+	len = req_build(small, sizeof(small), &get, 0);
+	r = (struct km_proc_req){.buf = small, .len = len, .cap = sizeof(small), .port_worker = 0};
+	km_proc_rx(p, m, &r);
+	assert_int_equal(r.verdict, KM_PROC_REPLY);
+	assert_int_equal(km_reply_parse(small, r.reply_len, &msg), 0);
+	assert_int_equal(msg.hdr.status, KM_ST_OK);
+	assert_int_equal(msg.val[2], KM_ST_TOO_LARGE);
+	km_proc_destroy(p);
+
+	/* No room to give (reply_max 0): TOO_LARGE, as before fragments. */
+	pp.reply_max = 0;
+	assert_int_equal(km_proc_create(&pp, &p), 0);
+	assert_int_equal(km_proc_shard_add(p, km_shard_id(km_shardmap_shard_at(m, 0))), 0);
+	put.val_len = KM_DGRAM_MAX; /* a reply of 40 more bytes than small */
+	len = req_build(big, sizeof(big), &put, 0);
+	r = (struct km_proc_req){.buf = big, .len = len, .cap = sizeof(big), .port_worker = 0};
+	km_proc_rx(p, m, &r);
+	assert_int_equal(r.verdict, KM_PROC_REPLY);
+	get = (struct req){.op = KM_OP_GET, .key = "g", .req_id = 4};
+	len = req_build(small, sizeof(small), &get, 0);
+	r = (struct km_proc_req){.buf = small, .len = len, .cap = sizeof(small), .port_worker = 0};
+	km_proc_rx(p, m, &r);
+	assert_int_equal(r.verdict, KM_PROC_REPLY);
+	assert_int_equal(km_reply_parse(small, r.reply_len, &msg), 0);
+	assert_int_equal(msg.hdr.status, KM_ST_TOO_LARGE);
+	assert_int_equal(km_proc_counters(p)->too_large, 1);
+	km_proc_destroy(p);
+	km_shardmap_free(m);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_create, env_setup, env_teardown),
+		cmocka_unit_test(test_grow),
 		cmocka_unit_test_setup_teardown(test_target, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_get_put_cas_del, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_at_most_once, env_setup, env_teardown),

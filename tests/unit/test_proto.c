@@ -478,7 +478,7 @@ test_vector_mget_bodies(void **state)
 static void
 test_req_dropped(void **state)
 {
-	uint8_t buf[KM_DGRAM_MAX + 64];
+	static uint8_t buf[KM_MSG_MAX + 64];
 	struct km_hdr h;
 	struct km_msg m;
 	size_t len;
@@ -509,16 +509,16 @@ test_req_dropped(void **state)
 	assert_int_equal(parse_hdr(&h), -1);
 
 	/* Dropping is decided before the size limits: no answer to oversized foreign junk. */
-	h = req_hdr(KM_OP_PUT, 1, KM_DGRAM_MAX);
+	h = req_hdr(KM_OP_PUT, 1, KM_MSG_MAX);
 	hdr_frame(&h, 0, KM_PROTO_VERSION);
-	len = build_raw(buf, sizeof(buf), &h, KM_DGRAM_MAX + 1 - KM_HDR_LEN);
+	len = build_raw(buf, sizeof(buf), &h, KM_MSG_MAX + 1 - KM_HDR_LEN);
 	assert_int_equal(km_req_parse(buf, len, KM_VALUE_MAX, &m), -1);
 }
 
 static void
 test_req_lengths(void **state)
 {
-	uint8_t buf[KM_DGRAM_MAX + 64];
+	static uint8_t buf[KM_MSG_MAX + 64];
 	struct km_hdr h;
 	struct km_msg m;
 	size_t len;
@@ -551,16 +551,27 @@ test_req_lengths(void **state)
 	len = build_raw(buf, sizeof(buf), &h, 1);
 	assert_int_equal(km_req_parse(buf, len, KM_VALUE_MAX, &m), KM_ST_BAD_REQUEST);
 
-	/* The whole datagram is bounded, consistent lengths or not. */
+	/* A request over one unfragmented datagram is a request (it came in fragments): its
+	 * value is judged by value_max alone. */
 	h = req_hdr(KM_OP_PUT, 1, KM_DGRAM_MAX - KM_HDR_LEN - 1);
 	len = build_raw(buf, sizeof(buf), &h, KM_DGRAM_MAX - KM_HDR_LEN);
 	assert_int_equal(len, KM_DGRAM_MAX);
 	assert_int_equal(km_req_parse(buf, len, KM_VALUE_MAX, &m), KM_ST_OK);
 	h.val_len++;
 	len = build_raw(buf, sizeof(buf), &h, KM_DGRAM_MAX + 1 - KM_HDR_LEN);
+	assert_int_equal(km_req_parse(buf, len, KM_VALUE_MAX, &m), KM_ST_TOO_LARGE);
+	assert_int_equal(km_req_parse(buf, len, KM_VALUE_MAX + 1, &m), KM_ST_OK);
+	/* The whole datagram is bounded, consistent lengths or not. */
+	h = req_hdr(KM_OP_PUT, 1, KM_VALUE_MAX_LARGE);
+	len = build_raw(buf, sizeof(buf), &h, KM_MSG_MAX - KM_HDR_LEN);
+	assert_int_equal(len, KM_MSG_MAX);
+	assert_int_equal(km_req_parse(buf, len, KM_VALUE_MAX_LARGE, &m), KM_ST_OK);
+	assert_int_equal(km_req_parse(buf, len, KM_VALUE_MAX_LARGE - 1, &m), KM_ST_TOO_LARGE);
+	h.val_len++;
+	len = build_raw(buf, sizeof(buf), &h, KM_MSG_MAX + 1 - KM_HDR_LEN);
 	assert_int_equal(km_req_parse(buf, len, SIZE_MAX, &m), KM_ST_TOO_LARGE);
 	h = req_hdr(KM_OP_GET, 1, 0);
-	len = build_raw(buf, sizeof(buf), &h, KM_DGRAM_MAX + 10 - KM_HDR_LEN);
+	len = build_raw(buf, sizeof(buf), &h, KM_MSG_MAX + 10 - KM_HDR_LEN);
 	assert_int_equal(km_req_parse(buf, len, KM_VALUE_MAX, &m), KM_ST_TOO_LARGE);
 	/* The header of a refused request is still decoded for the error reply. */
 	assert_int_equal(m.hdr.op, KM_OP_GET);
@@ -891,7 +902,7 @@ test_names(void **state)
 	assert_string_equal(km_status_name(UINT32_MAX), "?");
 }
 
-/* Make one fuzz datagram into buf; returns its length (may exceed KM_DGRAM_MAX). */
+/* Make one fuzz datagram into buf; returns its length (may exceed KM_MSG_MAX). */
 static size_t
 fuzz_make(uint8_t *buf, size_t cap, uint64_t *seed)
 {
@@ -905,9 +916,13 @@ fuzz_make(uint8_t *buf, size_t cap, uint64_t *seed)
 		for (i = 0; i < len; i++)
 			buf[i] = (uint8_t)rnd_next(seed);
 		return len;
-	case 1: { /* a random but plausible header: right magic and version, small lengths */
-		struct km_hdr h = req_hdr((uint8_t)(rnd_next(seed) % 12),
-			(uint16_t)(rnd_next(seed) % 300), (uint32_t)(rnd_next(seed) % 1500));
+	case 1: { /* a random but plausible header: right magic and version, small lengths
+		   * (one in 3 around the largest request, on either side) */
+		uint32_t vlen = rnd_next(seed) % 3 == 0
+					? KM_MSG_MAX - 128 + (uint32_t)(rnd_next(seed) % 256)
+					: (uint32_t)(rnd_next(seed) % 1500);
+		struct km_hdr h = req_hdr(
+			(uint8_t)(rnd_next(seed) % 12), (uint16_t)(rnd_next(seed) % 300), vlen);
 
 		if (rnd_next(seed) % 4 == 0)
 			h.flags = (uint16_t)rnd_next(seed);
@@ -971,7 +986,7 @@ fuzz_make(uint8_t *buf, size_t cap, uint64_t *seed)
 static void
 test_fuzz(void **state)
 {
-	uint8_t *src = malloc(KM_DGRAM_MAX + 64), *again = malloc(KM_DGRAM_MAX);
+	uint8_t *src = malloc(KM_MSG_MAX + 64), *again = malloc(KM_MSG_MAX + 64);
 	unsigned int counts[4] = {0};
 	uint64_t seed = FUZZ_SEED;
 	unsigned int i;
@@ -980,10 +995,10 @@ test_fuzz(void **state)
 	assert_non_null(src);
 	assert_non_null(again);
 	for (i = 0; i < FUZZ_ITERATIONS; i++) {
-		size_t len = fuzz_make(src, KM_DGRAM_MAX + 64, &seed);
+		size_t len = fuzz_make(src, KM_MSG_MAX + 64, &seed);
 		/* Exact-size copy so that a sanitizer catches any read past the datagram. */
 		uint8_t *buf = malloc(len == 0 ? 1 : len);
-		size_t value_max = rnd_next(&seed) % 2 ? KM_VALUE_MAX : 100;
+		size_t value_max = rnd_next(&seed) % 2 ? KM_VALUE_MAX_LARGE : 100;
 		struct km_msg m, r;
 		int rc, rrc;
 
@@ -1000,7 +1015,7 @@ test_fuzz(void **state)
 			counts[1]++;
 			/* Accepted: every documented invariant holds and it re-encodes exactly. */
 			assert_int_equal(rrc, -1);
-			assert_true(len <= KM_DGRAM_MAX);
+			assert_true(len <= KM_MSG_MAX);
 			assert_int_equal(len, (size_t)KM_HDR_LEN + m.hdr.key_len + m.hdr.val_len +
 						      ((m.hdr.flags & KM_F_COOKIE) ? KM_COOKIE_LEN : 0) +
 						      ((m.hdr.flags & KM_F_AUTH) ? KM_AUTH_LEN : 0));
@@ -1028,7 +1043,7 @@ test_fuzz(void **state)
 				assert_int_equal(cnt, 0);
 			}
 			assert_int_equal(
-				km_msg_build(again, KM_DGRAM_MAX, &m.hdr, m.key, m.val), len);
+				km_msg_build(again, KM_MSG_MAX + 64, &m.hdr, m.key, m.val), len);
 			assert_memory_equal(again, buf, len);
 			break;
 		case KM_ST_BAD_REQUEST:

@@ -14,7 +14,6 @@
 
 #include <urcu-qsbr.h>
 
-
 #include "control.h"
 #include "datapath.h"
 #include "keymapd.h"
@@ -76,8 +75,7 @@ km_guard_init(const struct km_conf *c, char *err, size_t errlen)
 	int rc;
 
 	if (c->cookies) {
-		rc = km_hello_init(
-			&km_hello, (uint32_t)(c->cookie_lifetime_s * 1000), tsc_ns());
+		rc = km_hello_init(&km_hello, (uint32_t)(c->cookie_lifetime_s * 1000), tsc_ns());
 		if (rc < 0) {
 			snprintf(err, errlen, "cannot draw the cookie secrets: %s", strerror(-rc));
 			return rc;

@@ -1016,9 +1016,10 @@ test_fuzz(void **state)
 			/* Accepted: every documented invariant holds and it re-encodes exactly. */
 			assert_int_equal(rrc, -1);
 			assert_true(len <= KM_MSG_MAX);
-			assert_int_equal(len, (size_t)KM_HDR_LEN + m.hdr.key_len + m.hdr.val_len +
-						      ((m.hdr.flags & KM_F_COOKIE) ? KM_COOKIE_LEN : 0) +
-						      ((m.hdr.flags & KM_F_AUTH) ? KM_AUTH_LEN : 0));
+			assert_int_equal(
+				len, (size_t)KM_HDR_LEN + m.hdr.key_len + m.hdr.val_len +
+					     ((m.hdr.flags & KM_F_COOKIE) ? KM_COOKIE_LEN : 0) +
+					     ((m.hdr.flags & KM_F_AUTH) ? KM_AUTH_LEN : 0));
 			assert_true(m.hdr.op >= KM_OP_PING && m.hdr.op < KM_OP__MAX &&
 				    m.hdr.op != KM_OP_SCAN);
 			assert_true(m.hdr.op != KM_OP_HELLO || m.hdr.val_len == KM_HELLO_LEN);

@@ -102,6 +102,7 @@ struct fake {
 	int rotate;           /* every HELLO hands out a new cookie (the old one stays valid) */
 	uint32_t valid_ms;    /* in the HELLO reply */
 	int hello_bad;        /* HELLO -> BAD_REQUEST (a server without HELLO) */
+	int hello_wrong;      /* HELLO hands out a cookie it does not take */
 	int drop_hello;       /* never answer HELLO */
 	int old_server;       /* any flag in a request, HELLO -> BAD_REQUEST */
 	/* Client keys. */
@@ -413,7 +414,8 @@ fk_handle(struct fake *f, unsigned int w, const uint8_t *buf, size_t len,
 			}
 			rh.val_len = KM_HELLO_LEN;
 			val = out + KM_HDR_LEN;
-			km_put64(out + KM_HDR_LEN, f->cookies ? f->cookie : 0);
+			km_put64(out + KM_HDR_LEN,
+				f->cookies ? f->cookie ^ (uint64_t)(f->hello_wrong != 0) : 0);
 			km_put32(out + KM_HDR_LEN + 8, f->cookies ? f->valid_ms : 0);
 			km_put32(out + KM_HDR_LEN + 12,
 				(f->cookies ? KM_HELLO_F_COOKIES : 0) |
@@ -2141,9 +2143,21 @@ test_cookie_no_hello(void **state)
 	assert_int_equal(fk_count_flags(0, 0, KM_F_COOKIE), 0);
 	km_client_close(c);
 
-	/* HELLO lost: the GET waiting for it times out. */
+	/* Cookies that never work: three refusals, two HELLOs, then KM_ERR_DENIED. */
 	fk_lock();
 	fk->hello_bad = 0;
+	fk->hello_wrong = 1;
+	fk_unlock();
+	c = cl_open(500, 3, 1);
+	assert_int_equal(km_get(c, "k", 1, buf, sizeof(buf), &len, NULL), KM_ERR_DENIED);
+	assert_int_equal(cl_stats(c).cookie_fetches, 2);
+	assert_int_equal(cl_stats(c).denied, 3);
+	assert_int_equal(put_s(c, "k", "w-longer-than-any-trailers", NULL), KM_OK);
+	km_client_close(c);
+
+	/* HELLO lost: the GET waiting for it times out. */
+	fk_lock();
+	fk->hello_wrong = 0;
 	fk->drop_hello = 1;
 	fk_unlock();
 	c = cl_open(50, 1, 1);

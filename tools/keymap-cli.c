@@ -32,7 +32,7 @@
 
 static const char usage_text[] =
 	"usage: keymap-cli [-h host] [-p port] [-t timeout_ms] [-r retries] [-v] [--no-steer]\n"
-	"                  [--session N] <command> [args]\n"
+	"                  [--session N] [--key ID:HEX] <command> [args]\n"
 	"\n"
 	"commands:\n"
 	"  ping [WORKER]                     round trip to a worker (default 0)\n"
@@ -44,6 +44,8 @@ static const char usage_text[] =
 	"  del KEY [EXPECTED_VERSION]        delete (only if the version matches, when given)\n"
 	"  mget KEY...                       print 'KEY<tab>VALUE' for each key found\n"
 	"  map                               print the shard map\n"
+	"  hello                             ask the server for a cookie: print it, how long\n"
+	"                                    it is valid and what the server requires\n"
 	"  bench-lite [-n N] [-k KEYS] [-v SIZE] [--get-ratio R]\n"
 	"                                    at most N ops (default 10000) over KEYS keys\n"
 	"                                    (default 1000), values of SIZE bytes (default 32),\n"
@@ -58,6 +60,9 @@ static const char usage_text[] =
 	"  --no-steer     send everything to the base port, do not fetch the map\n"
 	"  --session N    session id the requests carry, 0..4294967295 (default 0: none);\n"
 	"                 the server learns per session what is read next\n"
+	"  --key ID:HEX   client key: key id 1..4294967295 and its 32-hex-digit secret;\n"
+	"                 every request carries a MAC (default $KEYMAP_KEY, else none;\n"
+	"                 prefer the variable: command lines are visible to other users)\n"
 	"  --help         this text\n"
 	"\n"
 	"exit status: 0 success, 1 bad usage, 2 request failed (server or transport error),\n"
@@ -477,6 +482,36 @@ out:
 	return ret;
 }
 
+static int
+cmd_hello(struct km_client *c, int argc, char **argv, int verbose)
+{
+	struct km_client_hello h;
+	int rc;
+
+	(void)argv;
+	(void)verbose;
+	if (argc != 1) {
+		usage();
+		return EXIT_USAGE;
+	}
+	rc = km_client_hello(c, &h);
+	if (rc == KM_ERR_BAD_REQUEST) {
+		fprintf(stderr, "keymap-cli: hello: the server does not know HELLO (it predates "
+				"cookies and client keys)\n");
+		return EXIT_FAILED;
+	}
+	if (rc != KM_OK)
+		return fail("hello", rc);
+	printf("cookie 0x%016llx\nvalid_ms %u\nflags 0x%x", (unsigned long long)h.cookie,
+		h.valid_ms, h.flags);
+	if (h.flags & KM_CLIENT_HELLO_COOKIES)
+		printf(" cookies");
+	if (h.flags & KM_CLIENT_HELLO_AUTH)
+		printf(" key");
+	printf("\n");
+	return 0;
+}
+
 static const struct cli_cmd {
 	const char *name;
 	int (*fn)(struct km_client *c, int argc, char **argv, int flag);
@@ -489,6 +524,7 @@ static const struct cli_cmd {
 	{"del", cmd_del, 0},
 	{"mget", cmd_mget, 0},
 	{"map", cmd_map, 1},
+	{"hello", cmd_hello, 0},
 	{"bench-lite", cmd_bench, 0},
 };
 
@@ -500,9 +536,13 @@ parse_opts(int argc, char **argv, struct km_client_opts *opts, int *verbose)
 	static const struct option longopts[] = {
 		{"no-steer", no_argument, NULL, 'N'},
 		{"session", required_argument, NULL, 'S'},
+		{"key", required_argument, NULL, 'K'},
 		{"help", no_argument, NULL, 'H'},
 		{NULL, 0, NULL, 0},
 	};
+	uint8_t secret[KM_MAC_KEY_LEN];
+	const char *key_from = NULL;
+	uint32_t key_id;
 	uint64_t v;
 	int opt;
 
@@ -510,6 +550,11 @@ parse_opts(int argc, char **argv, struct km_client_opts *opts, int *verbose)
 	opts->host = getenv("KEYMAP_HOST");
 	if (opts->host == NULL || opts->host[0] == '\0')
 		opts->host = "127.0.0.1";
+	opts->auth_key = getenv("KEYMAP_KEY");
+	if (opts->auth_key != NULL && opts->auth_key[0] == '\0')
+		opts->auth_key = NULL;
+	if (opts->auth_key != NULL)
+		key_from = "$KEYMAP_KEY";
 	/* "+": options stop at the command, which has its own (bench-lite -v). */
 	while ((opt = getopt_long(argc, argv, "+h:p:t:r:v", longopts, NULL)) != -1) {
 		switch (opt) {
@@ -547,6 +592,11 @@ parse_opts(int argc, char **argv, struct km_client_opts *opts, int *verbose)
 			}
 			opts->session = (uint32_t)v;
 			break;
+		case 'K':
+			/* The option wins over the variable. */
+			opts->auth_key = optarg;
+			key_from = "--key";
+			break;
 		case 'H':
 			fputs(usage_text, stdout);
 			return 0;
@@ -554,6 +604,14 @@ parse_opts(int argc, char **argv, struct km_client_opts *opts, int *verbose)
 			goto bad;
 		}
 	}
+	/* Checked here for a message that says what is wrong (never the secret). */
+	if (opts->auth_key != NULL && km_key_parse(opts->auth_key, &key_id, secret) != 0) {
+		fprintf(stderr,
+			"keymap-cli: %s: expected ID:HEX, a key id 1..%u and 32 hex digits\n",
+			key_from, UINT32_MAX);
+		goto bad;
+	}
+	explicit_bzero(secret, sizeof(secret));
 	if (optind < argc)
 		return -1;
 bad:
@@ -570,10 +628,11 @@ print_client_stats(struct km_client *c)
 	km_client_get_stats(c, &st);
 	fprintf(stderr,
 		"requests %llu retries %llu timeouts %llu moved %llu map_refreshes %llu stray "
-		"%llu\n",
+		"%llu cookie_fetches %llu denied %llu\n",
 		(unsigned long long)st.requests, (unsigned long long)st.retries,
 		(unsigned long long)st.timeouts, (unsigned long long)st.moved,
-		(unsigned long long)st.map_refreshes, (unsigned long long)st.stray_replies);
+		(unsigned long long)st.map_refreshes, (unsigned long long)st.stray_replies,
+		(unsigned long long)st.cookie_fetches, (unsigned long long)st.denied);
 }
 
 int

@@ -54,6 +54,11 @@ struct bench_conf {
 	uint64_t max_requests; /* 0: unbounded (duration decides) */
 	uint64_t timeout_us;
 	double max_timeout_ratio; /* more timeouts than this share of requests: exit 2 */
+	/* keymap: client key (--key ID:HEX), every request carries its MAC */
+	const char *auth_key; /* as given, for libkeymap; NULL: none */
+	int has_key;
+	uint32_t key_id;
+	uint8_t key[KM_MAC_KEY_LEN];
 	/* output */
 	int quiet;
 	const char *json_path;
@@ -108,10 +113,45 @@ uint64_t bench_now_ns(void);
 struct bench_xport *bench_xport_socket(const struct bench_conf *c, char *err, size_t errlen);
 struct bench_xport *bench_xport_eth(const struct bench_conf *c, char *err, size_t errlen);
 
+/*
+ * keymap over the eth and socket transports: what requests carry (hello.c). A server may
+ * require a cookie, bound to the one source address and port a transport sends from, on
+ * requests whose reply is larger (GET): a HELLO at start fetches it, then the engine
+ * renews it at half its lifetime, or at once when a reply says it was refused. The
+ * cookie and the key id are pre-encoded in the seal; with a key, a MAC per request.
+ */
+struct bench_auth {
+	const struct bench_conf *c; /* the key */
+	struct km_tgt_seal seal;    /* every request's trailers */
+	struct km_tgt_seal hseal;   /* HELLO's: the MAC only */
+	uint64_t timeout_ns;        /* of a HELLO */
+	uint64_t renew_ns;          /* a HELLO is due from then (0: none) */
+	uint64_t hello_id;          /* of the HELLO in flight (0: none) */
+	uint64_t hello_ns;          /* when the last one was sent */
+	uint64_t next_id;
+	uint64_t hellos; /* sent */
+};
+
+/*
+ * HELLO once before the run (a bounded wait): take the cookie if the server requires
+ * one. A server without HELLO is fine without a key; no answer at all is left to the run
+ * to report.
+ * @return 0, or -1 with a message in err (the server refused the key, or requires one).
+ */
+int bench_hello_start(struct bench_xport *x, const struct bench_conf *c, struct bench_auth *a,
+	char *err, size_t errlen);
+/* In the run: send a HELLO when one is due, again when it was lost. */
+void bench_hello_tick(struct bench_xport *x, struct bench_auth *a, uint64_t now);
+/* A datagram no request claims: @return 1 when it was the HELLO's reply (taken). */
+int bench_hello_reply(struct bench_auth *a, const uint8_t *buf, size_t len);
+/* A reply said DENIED for want of a cookie: renew it. */
+void bench_hello_refused(struct bench_auth *a, uint64_t now);
+
 /* Everything the engine and the libkeymap driver need for one phase. */
 struct bench_phase {
 	const char *name; /* "preload", "run", "replay" */
 	const struct bench_conf *conf;
+	struct bench_auth *auth; /* keymap over eth/socket: trailers, HELLO; else NULL */
 	/* the request source: exactly one of wl (synthetic), trace (replay) or
 	 * preload_keys (PUT keys 0..n-1 of wl, or every key of trace) */
 	struct km_wl *wl;

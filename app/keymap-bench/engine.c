@@ -41,6 +41,7 @@ struct slot {
 struct engine {
 	struct bench_phase *ph;
 	const struct bench_conf *c;
+	struct bench_auth *auth; /* keymap: trailers and HELLO; NULL for the other targets */
 	struct slot *slots;
 	uint64_t id_mask; /* bits of the id the target echoes */
 	uint32_t *free_ids;
@@ -117,6 +118,9 @@ send_pending(struct engine *e, struct bench_xport *x, uint64_t now, struct bench
 		klen = bench_source_key(&e->src, p->key, key);
 		len = km_tgt_build(e->c->target, p->op, id, p->session, key, klen, NULL, p->vlen,
 			bufs[i], cap[i]);
+		/* The cookie and key id are pre-encoded: a copy, and a MAC with a key. */
+		if (e->auth != NULL)
+			len = km_tgt_seal(&e->auth->seal, bufs[i], len, cap[i]);
 		/* Sizes were checked against the target's limits before the run. */
 		lens[i] = (uint16_t)len;
 	}
@@ -174,7 +178,8 @@ receive(struct engine *e, struct bench_xport *x, uint64_t now, struct bench_resu
 	n = x->rx(x, BENCH_BURST, bufs, lens);
 	for (i = 0; i < n; i++) {
 		if (km_tgt_parse(e->c->target, bufs[i], lens[i], &rep) != 0) {
-			r->stray++;
+			if (e->auth == NULL || !bench_hello_reply(e->auth, bufs[i], lens[i]))
+				r->stray++;
 			continue;
 		}
 		s = rep.req_id & 0xffff;
@@ -203,6 +208,10 @@ receive(struct engine *e, struct bench_xport *x, uint64_t now, struct bench_resu
 			break;
 		default:
 			r->errors++;
+			/* The server no longer takes our cookie (it restarted, or its
+			 * secrets turned over): get another one. */
+			if (rep.deny == KM_DENY_COOKIE && e->auth != NULL)
+				bench_hello_refused(e->auth, now);
 			break;
 		}
 		slot_release(e, s);
@@ -239,7 +248,7 @@ int
 bench_engine_run(struct bench_xport *x, struct bench_phase *ph, struct bench_result *r)
 {
 	const struct bench_conf *c = ph->conf;
-	struct engine e = {.ph = ph, .c = c};
+	struct engine e = {.ph = ph, .c = c, .auth = ph->auth};
 	uint64_t now, end, next_sweep, next_tick, drain_end, last_reply = 0, replies;
 	int exhausted = 0, open = ph->rate > 0;
 	uint32_t s;
@@ -302,6 +311,8 @@ bench_engine_run(struct bench_xport *x, struct bench_phase *ph, struct bench_res
 			break;
 		if (now >= next_sweep) {
 			sweep(&e, now, r);
+			if (e.auth != NULL)
+				bench_hello_tick(x, e.auth, now);
 			/* Preload retries refill the source. */
 			if (exhausted && e.src.nb_retry > 0)
 				exhausted = 0;

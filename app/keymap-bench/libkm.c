@@ -44,6 +44,7 @@ bench_libkeymap_run(struct bench_phase *ph, struct bench_result *r, char *err, s
 	opts.port = c->server_port;
 	opts.timeout_ms = (unsigned int)(c->timeout_us / 1000 > 0 ? c->timeout_us / 1000 : 1);
 	opts.window = c->inflight;
+	opts.auth_key = c->has_key ? c->auth_key : NULL; /* cookies: libkeymap's own */
 	chunk = (size_t)c->inflight * CHUNK_WINDOWS;
 	if (chunk > CHUNK_MAX)
 		chunk = CHUNK_MAX;

@@ -101,6 +101,18 @@ xport_name(enum bench_xport_kind x)
 	return x == BENCH_X_ETH ? "eth" : (x == BENCH_X_SOCKET ? "socket" : "libkeymap");
 }
 
+/* The largest value of a request with a klen-byte key: the target's, less the MAC that
+ * shares the datagram with a client key. */
+static size_t
+value_max(const struct bench_conf *c, size_t klen)
+{
+	size_t v = km_tgt_value_max(c->target, klen);
+
+	if (c->has_key)
+		v = v > KM_AUTH_LEN ? v - KM_AUTH_LEN : 0;
+	return v;
+}
+
 /* Every key with its largest value must fit the target's datagram. */
 static int
 check_trace_sizes(const struct bench_conf *c, const struct km_trace *t)
@@ -112,12 +124,12 @@ check_trace_sizes(const struct bench_conf *c, const struct km_trace *t)
 		const struct km_trace_key *k = &t->keys[r->key_id];
 		uint32_t v = r->op == KM_WL_PUT ? r->value_size : k->first_value_size;
 
-		if (v > km_tgt_value_max(c->target, k->len)) {
+		if (v > value_max(c, k->len)) {
 			fprintf(stderr,
 				"keymap-bench: %s: record %zu: key '%.*s' with a %u-byte value "
 				"does not fit one %s request (at most %zu bytes)\n",
 				c->trace_path, i + 1, (int)k->len, k->key, v,
-				km_tgt_name(c->target), km_tgt_value_max(c->target, k->len));
+				km_tgt_name(c->target), value_max(c, k->len));
 			return -1;
 		}
 	}
@@ -149,6 +161,8 @@ struct run {
 	struct bench_xport *x;
 	struct km_trace *trace;
 	struct km_wl *wl;
+	struct bench_auth auth; /* keymap over eth/socket */
+	int auth_on;
 	int eal_ok;
 	char workload[256]; /* one line for the summary */
 };
@@ -174,12 +188,12 @@ load_workload(struct run *r)
 			r->trace->nb_recs, r->trace->nb_keys, c->trace_speed);
 		return -1;
 	}
-	if (c->value_size > km_tgt_value_max(c->target, c->wl.key_size)) {
+	if (c->value_size > value_max(c, c->wl.key_size)) {
 		fprintf(stderr,
 			"keymap-bench: --value-size %u: a %s request with a %u-byte key carries at "
 			"most %zu bytes\n",
 			c->value_size, km_tgt_name(c->target), c->wl.key_size,
-			km_tgt_value_max(c->target, c->wl.key_size));
+			value_max(c, c->wl.key_size));
 		return EXIT_USAGE;
 	}
 	if (km_wl_create(&c->wl, &r->wl, err, sizeof(err)) < 0) {
@@ -223,6 +237,14 @@ start(struct run *r, const struct bench_cli *cli, int argc, char **argv)
 		fprintf(stderr, "keymap-bench: %s transport: %s\n", xport_name(r->c->xport), err);
 		return -1;
 	}
+	/* One source address and port per transport: one cookie (libkeymap gets its own). */
+	if (r->c->xport != BENCH_X_LIBKEYMAP && r->c->target == KM_TGT_KEYMAP) {
+		if (bench_hello_start(r->x, r->c, &r->auth, err, sizeof(err)) < 0) {
+			fprintf(stderr, "keymap-bench: %s\n", err);
+			return -1;
+		}
+		r->auth_on = 1;
+	}
 	return 0;
 }
 
@@ -236,6 +258,7 @@ preload(struct run *r)
 		.conf = c,
 		.wl = r->wl,
 		.trace = r->trace,
+		.auth = r->auth_on ? &r->auth : NULL,
 		.preload = 1,
 		.duration_s = 600,
 		.progress = !c->quiet,
@@ -317,6 +340,7 @@ measure(struct run *r)
 		.conf = c,
 		.wl = r->wl,
 		.trace = r->trace,
+		.auth = r->auth_on ? &r->auth : NULL,
 		.rate = c->rate,
 		.duration_s = c->duration_s,
 		.max_requests = c->max_requests,

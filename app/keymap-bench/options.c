@@ -38,6 +38,12 @@ usage(FILE *f)
 		"                         for memcached)\n"
 		"      --src IP[:PORT]    eth: our address (default 198.51.100.3:40000)\n"
 		"      --eth-port N       eth: DPDK port id (default 0)\n"
+		"      --key ID:HEX       keymap: client key (key id, 32 hex digits); every\n"
+		"                         request carries its MAC, a SipHash the generator\n"
+		"                         computes per request: fewer requests/s per core than\n"
+		"                         without a key. (A server that requires cookies needs\n"
+		"                         no option: eth and socket fetch one with HELLO at\n"
+		"                         start, libkeymap when refused.)\n"
 		"Workload:\n"
 		"  -k, --keys N           distinct keys (default 100000)\n"
 		"      --key-size B       bytes per key (default 16)\n"
@@ -111,6 +117,7 @@ enum {
 	O_TRACE_SPEED,
 	O_TIMEOUT_US,
 	O_MAX_TIMEOUTS,
+	O_KEY,
 	O_SIMULATE,
 	O_CACHE,
 	O_PREFETCH,
@@ -196,6 +203,7 @@ static const struct opt_desc opts[] = {
 	UNUM("requests", 'n', max_requests, 1, UINT64_MAX),
 	UNUM("timeout-us", O_TIMEOUT_US, timeout_us, 10, 60000000),
 	DNUM("max-timeouts", O_MAX_TIMEOUTS, max_timeout_ratio, 0, 1),
+	OTHER("key", O_KEY),
 	OTHER0("simulate", O_SIMULATE),
 	OTHER("cache", O_CACHE),
 	OTHER0("prefetch", O_PREFETCH),
@@ -375,6 +383,17 @@ opt_other(int val, const char *arg, struct bench_cli *cli, int *xport_set, int *
 			return EXIT_USAGE;
 		}
 		return -1;
+	case O_KEY:
+		if (km_key_parse(arg, &c->key_id, c->key) != 0) {
+			fprintf(stderr,
+				"keymap-bench: --key: expected ID:HEX, a key id 1..%u and 32 hex "
+				"digits\n",
+				UINT32_MAX);
+			return EXIT_USAGE;
+		}
+		c->auth_key = arg;
+		c->has_key = 1;
+		return -1;
 	case O_SIMULATE:
 		cli->simulate = 1;
 		return -1;
@@ -525,6 +544,10 @@ check_load(struct bench_conf *c, int port_set)
 	if (c->xport == BENCH_X_LIBKEYMAP && c->trace_speed > 0) {
 		fprintf(stderr, "keymap-bench: --trace-speed needs --transport socket or eth "
 				"(libkeymap runs a closed loop)\n");
+		return EXIT_USAGE;
+	}
+	if (c->has_key && c->target != KM_TGT_KEYMAP) {
+		fprintf(stderr, "keymap-bench: --key is for the keymap target\n");
 		return EXIT_USAGE;
 	}
 	if (c->target == KM_TGT_MEMCACHED && !port_set)

@@ -93,6 +93,91 @@ km_tgt_value_max(enum km_tgt_kind kind, size_t klen)
 	return 0;
 }
 
+void
+km_tgt_seal_init(
+	struct km_tgt_seal *s, int has_cookie, uint64_t cookie, uint32_t key_id, const uint8_t *key)
+{
+	memset(s, 0, sizeof(*s));
+	if (has_cookie) {
+		s->flags |= KM_F_COOKIE;
+		km_put64(s->tail, cookie);
+		s->tail_len = KM_COOKIE_LEN;
+	}
+	if (key != NULL) {
+		s->flags |= KM_F_AUTH;
+		s->has_key = 1;
+		km_put32(s->tail + s->tail_len, key_id);
+		s->tail_len += 4;
+		memcpy(s->key, key, KM_MAC_KEY_LEN);
+	}
+}
+
+size_t
+km_tgt_seal(const struct km_tgt_seal *s, uint8_t *buf, size_t len, size_t cap)
+{
+	size_t lim = cap < KM_DGRAM_MAX ? cap : KM_DGRAM_MAX;
+	size_t mac = s->has_key ? KM_MAC_LEN : 0, tlen = s->tail_len;
+	const uint8_t *tail = s->tail;
+	uint16_t flags = s->flags;
+
+	if (flags == 0)
+		return len;
+	if (len < KM_HDR_LEN)
+		return 0;
+	/* No room for the cookie: a write that fills the datagram, which needs none. */
+	if ((flags & KM_F_COOKIE) != 0 && len + tlen + mac > lim) {
+		flags &= (uint16_t)~KM_F_COOKIE;
+		tail += KM_COOKIE_LEN;
+		tlen -= KM_COOKIE_LEN;
+	}
+	if (len + tlen + mac > lim)
+		return 0;
+	km_put16(buf + 4, (uint16_t)(km_get16(buf + 4) | flags));
+	memcpy(buf + len, tail, tlen);
+	len += tlen;
+	if (s->has_key) {
+		km_mac(s->key, buf, len, buf + len);
+		len += KM_MAC_LEN;
+	}
+	return len;
+}
+
+size_t
+km_tgt_hello_build(uint64_t req_id, uint8_t *buf, size_t cap)
+{
+	static const uint8_t pad[KM_HELLO_LEN];
+	struct km_hdr h = {
+		.magic = KM_PROTO_MAGIC,
+		.proto_ver = KM_PROTO_VERSION,
+		.op = KM_OP_HELLO,
+		.val_len = KM_HELLO_LEN,
+		.req_id = req_id,
+	};
+
+	return km_msg_build(buf, cap, &h, NULL, pad);
+}
+
+int
+km_tgt_hello_parse(const uint8_t *buf, size_t len, uint64_t req_id, struct km_tgt_hello *out)
+{
+	struct km_msg m;
+
+	if (km_reply_parse(buf, len, &m) != 0 || m.hdr.op != KM_OP_HELLO || m.hdr.req_id != req_id)
+		return -1;
+	if (m.hdr.status == KM_ST_OK && m.hdr.val_len != KM_HELLO_LEN)
+		return -1;
+	memset(out, 0, sizeof(*out));
+	out->status = m.hdr.status;
+	if (m.hdr.status == KM_ST_DENIED)
+		out->deny = (uint8_t)m.hdr.version;
+	if (m.hdr.status == KM_ST_OK) {
+		out->cookie = km_get64(m.val);
+		out->valid_ms = km_get32(m.val + 8);
+		out->flags = km_get32(m.val + 12);
+	}
+	return 0;
+}
+
 static size_t
 keymap_build(uint8_t op, uint64_t req_id, uint32_t session, const void *key, size_t klen,
 	const void *val, size_t vlen, uint8_t *buf, size_t cap)
@@ -245,6 +330,8 @@ keymap_parse(const uint8_t *buf, size_t len, struct km_tgt_reply *out)
 	if (km_reply_parse(buf, len, &m) != 0)
 		return -1;
 	out->req_id = m.hdr.req_id;
+	/* DENIED says why in its version field. */
+	out->deny = m.hdr.status == KM_ST_DENIED ? (uint8_t)m.hdr.version : 0;
 	return classify(keymap_wl_op(m.hdr.op), m.hdr.status, m.hdr.val_len, out);
 }
 
@@ -257,6 +344,7 @@ echo_parse(const uint8_t *buf, size_t len, struct km_tgt_reply *out)
 	if (km_req_parse(buf, len, KM_VALUE_MAX, &m) != KM_ST_OK)
 		return -1;
 	out->req_id = m.hdr.req_id;
+	out->deny = 0;
 	/* Status 0 in every request: a GET counts as a hit (of its empty value), a PUT as
 	 * stored. */
 	return classify(keymap_wl_op(m.hdr.op), KM_ST_OK, 0, out);
@@ -296,6 +384,7 @@ memcached_parse(const uint8_t *buf, size_t len, struct km_tgt_reply *out)
 		return -1;
 	}
 	out->req_id = opaque;
+	out->deny = 0;
 	return classify(op, get_be16(h + 6), body - extlen - klen, out);
 }
 

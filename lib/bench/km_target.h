@@ -21,11 +21,17 @@
  * Request ids: 64 bits; keymap carries all of them, memcached the low 32 in opaque and
  * the low 16 in the frame header (the parser checks that both agree), so a memcached
  * reply's req_id has only its low 32 bits.
+ *
+ * keymap requests may end with trailers (docs/protocol.md): the cookie a HELLO returned,
+ * for a server that requires one, and a MAC with a client key. km_tgt_seal() appends
+ * them, pre-encoded by km_tgt_seal_init(), to a request km_tgt_build() made.
  * All functions are pure and thread-safe.
  */
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include <km_proto.h>
 
 enum km_tgt_kind {
 	KM_TGT_KEYMAP,
@@ -44,6 +50,7 @@ enum km_tgt_result {
 struct km_tgt_reply {
 	uint64_t req_id;  /* memcached: only the low 32 bits travel */
 	uint8_t result;   /* enum km_tgt_result */
+	uint8_t deny;     /* keymap DENIED: why (enum km_deny), else 0 */
 	uint16_t status;  /* the server's own status code (keymap: enum km_status) */
 	uint32_t val_len; /* GET hit: bytes of value */
 };
@@ -73,10 +80,64 @@ int km_tgt_parse(enum km_tgt_kind kind, const uint8_t *buf, size_t len, struct k
 
 /**
  * Largest value a PUT can carry for a key of klen bytes and a GET can read back in one
- * datagram (0 if klen is invalid).
+ * datagram (0 if klen is invalid). Trailers are not counted: with a client key a keymap
+ * value must leave KM_AUTH_LEN more bytes (the MAC shares the datagram); a cookie needs
+ * no room (a write that leaves none goes without: its reply is no larger than the
+ * request).
  * @note Context: any thread (pure).
  */
 size_t km_tgt_value_max(enum km_tgt_kind kind, size_t klen);
+
+/** The trailers of a run's keymap requests, encoded once. */
+struct km_tgt_seal {
+	uint16_t flags;                  /* KM_F_COOKIE, KM_F_AUTH: 0 = nothing to add */
+	uint8_t has_key;                 /* a MAC is computed per request */
+	uint8_t tail_len;                /* bytes of tail */
+	uint8_t tail[KM_COOKIE_LEN + 4]; /* the cookie, then the key id, wire order */
+	uint8_t key[KM_MAC_KEY_LEN];     /* the client key's secret */
+};
+
+/**
+ * Encode the trailers: the cookie if has_cookie, the key id and a MAC if key is not NULL.
+ * @note Context: any thread (pure: writes only s).
+ */
+void km_tgt_seal_init(struct km_tgt_seal *s, int has_cookie, uint64_t cookie, uint32_t key_id,
+	const uint8_t *key);
+
+/**
+ * Append s's trailers to the keymap request of len bytes at buf and set its flags: the
+ * cookie when it fits in the datagram (KM_DGRAM_MAX) with the MAC, the key id and MAC
+ * always. Costs a copy of up to 12 bytes, plus a SipHash of the datagram with a key.
+ * @return the new length (len when s adds nothing), or 0 when the MAC does not fit in
+ *   cap or KM_DGRAM_MAX.
+ * @note Context: any thread (pure: writes only buf).
+ */
+size_t km_tgt_seal(const struct km_tgt_seal *s, uint8_t *buf, size_t len, size_t cap);
+
+/** What a keymap server answered to HELLO. */
+struct km_tgt_hello {
+	uint8_t status;    /* enum km_status: OK, BAD_REQUEST (a server without HELLO), ... */
+	uint8_t deny;      /* status DENIED: why (enum km_deny) */
+	uint64_t cookie;   /* status OK: the cookie ... */
+	uint32_t valid_ms; /* ... good at least this long after the HELLO ... */
+	uint32_t flags;    /* ... and KM_HELLO_F_* (what the server requires) */
+};
+
+/**
+ * Build a keymap HELLO request (no trailers: km_tgt_seal() adds the MAC, with a seal
+ * without cookie).
+ * @return its length, or 0 when cap is too small.
+ * @note Context: any thread (pure: writes only buf).
+ */
+size_t km_tgt_hello_build(uint64_t req_id, uint8_t *buf, size_t cap);
+
+/**
+ * Read the reply to the HELLO of req_id.
+ * @return 0 with out filled in, or -1 when buf is not that reply (another datagram,
+ *   malformed, an OK without the 16-byte value).
+ * @note Context: any thread (pure: writes only out).
+ */
+int km_tgt_hello_parse(const uint8_t *buf, size_t len, uint64_t req_id, struct km_tgt_hello *out);
 
 /**
  * "keymap", "echo", "memcached" -> enum. @return 0 or -EINVAL.

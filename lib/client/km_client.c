@@ -24,6 +24,10 @@ _Static_assert((int)KM_BATCH_PING == (int)KM_OP_PING && (int)KM_BATCH_GET == (in
  * limit is checked here against the one definition, lib/util's. */
 _Static_assert(KM_CLIENT_KEY_MAX == KM_KEY_MAX, "KM_CLIENT_KEY_MAX is lib/util's KM_KEY_MAX");
 _Static_assert(KM_CLIENT_VALUE_MAX == KM_VALUE_MAX_LARGE, "KM_CLIENT_VALUE_MAX is the protocol's");
+_Static_assert(KM_CLIENT_AUTH_LEN == KM_AUTH_LEN, "KM_CLIENT_AUTH_LEN is the protocol's");
+_Static_assert(
+	KM_CLIENT_HELLO_COOKIES == KM_HELLO_F_COOKIES && KM_CLIENT_HELLO_AUTH == KM_HELLO_F_AUTH,
+	"HELLO flags are the wire's");
 
 const char *
 km_strerror(int err)
@@ -42,7 +46,8 @@ km_strerror(int err)
 	case KM_ERR_BUSY:
 		return "server busy";
 	case KM_ERR_DENIED:
-		return "denied";
+		return "not allowed: the client key may not do this, or the server requires a "
+		       "cookie and gives none";
 	case KM_ERR_SERVER:
 		return "server error";
 	case KM_ERR_TIMEOUT:
@@ -65,6 +70,9 @@ km_strerror(int err)
 		return "damaged on the server (rewrite or delete the key)";
 	case KM_ERR_FULL:
 		return "server memory full (write not applied)";
+	case KM_ERR_AUTH:
+		return "authentication failed: unknown key id or wrong key, or the server "
+		       "requires a key";
 	}
 	return "unknown error";
 }
@@ -110,7 +118,7 @@ km_client_get_stats(const struct km_client *c, struct km_client_stats *st)
 static int
 km_client_alloc(struct km_client *c)
 {
-	uint32_t nslots = c->window + 1;
+	uint32_t nslots = c->window + 2; /* and the MAP and HELLO slots */
 	uint32_t htsize = 1, i;
 
 	while (htsize < 4 * nslots)
@@ -128,11 +136,11 @@ km_client_alloc(struct km_client *c)
 		c->txmsg == NULL || c->txiov == NULL || c->txaddr == NULL || c->rxbuf == NULL)
 		return KM_ERR_NOMEM;
 	/* One allocation for every request datagram: resends reuse them as they are. */
-	c->slot_bufs = malloc((size_t)nslots * KM_DGRAM_MAX);
+	c->slot_bufs = malloc((size_t)nslots * KM_SLOT_BUF);
 	if (c->slot_bufs == NULL)
 		return KM_ERR_NOMEM;
 	for (i = 0; i < nslots; i++)
-		c->slots[i].buf = c->slots[i].dgram = c->slot_bufs + (size_t)i * KM_DGRAM_MAX;
+		c->slots[i].buf = c->slots[i].dgram = c->slot_bufs + (size_t)i * KM_SLOT_BUF;
 	/* Popped from the end: slot 0 is used first. */
 	for (i = 0; i < c->window; i++)
 		c->free_slots[i] = c->window - 1 - i;
@@ -192,6 +200,12 @@ km_client_open(const struct km_client_opts *opts, struct km_client **out)
 	c->no_steer = opts->no_steer != 0;
 	c->earliest = UINT64_MAX;
 	c->addr.sin_family = AF_INET;
+	if (opts->auth_key != NULL) {
+		rc = KM_ERR_INVAL;
+		if (km_key_parse(opts->auth_key, &c->key_id, c->key) != 0)
+			goto fail;
+		c->has_key = true;
+	}
 
 	rc = km_resolve(opts->host, &c->addr.sin_addr);
 	if (rc != KM_OK)
@@ -256,6 +270,8 @@ km_client_close(struct km_client *c)
 	free(c->txaddr);
 	free(c->rxbuf);
 	free(c->mget);
+	/* The key's secret does not outlive the handle in freed memory. */
+	explicit_bzero(c->key, sizeof(c->key));
 	free(c);
 	errno = saved;
 }

@@ -49,6 +49,8 @@ enum km_err {
 				   * missing on the server: rewrite or delete the key */
 	KM_ERR_FULL = -17,        /* the server's memory bound is reached: the write was
 				   * not applied (reads and deletes work) */
+	KM_ERR_AUTH = -18,        /* the server refused the client key: unknown key id or
+				   * wrong secret, or it requires a key and none is set */
 };
 
 /**
@@ -66,6 +68,8 @@ struct km_client_opts {
 				  * km_client_set_session) */
 	int no_steer;            /* 1: send everything to the base port, no MAP */
 	unsigned int window;     /* batch API: requests in flight, default 64 */
+	const char *auth_key;    /* client key "ID:HEX" (key id 1..4294967295, 32 hex
+				  * digits): every request carries a MAC; NULL = none */
 };
 
 struct km_client;
@@ -73,7 +77,13 @@ struct km_client;
 /**
  * Open a client. Fetches the shard map unless opts->no_steer (a server that does not
  * answer MAP leaves the client unsteered, epoch 0).
- * @return 0 or KM_ERR_INVAL / KM_ERR_SYSTEM / KM_ERR_NOMEM.
+ *
+ * Address validation is transparent: when the server refuses a reply larger than its
+ * request (GET, MGET, MAP) for want of a cookie, the handle fetches one with HELLO and
+ * resends the request; the cookie is then attached to every request and renewed before
+ * it expires. A server without HELLO is spoken to as before.
+ * @return 0 or KM_ERR_INVAL (a bad option, a malformed auth_key) / KM_ERR_SYSTEM /
+ *   KM_ERR_NOMEM.
  * @note Context: any thread; it blocks for the MAP round trips. The handle then belongs
  *   to the calling thread (it may be handed to another one between calls).
  */
@@ -154,12 +164,15 @@ enum km_batch_opcode {
 /**
  * Limits of protocol version 1 (checked by the client before sending). Copies, since this
  * header is installed alone: the library's build checks them against lib/util's
- * KM_KEY_MAX and the protocol's KM_VALUE_MAX_LARGE. A request or reply over the path MTU
- * (a value over about 1400 bytes at MTU 1500) travels as IPv4 fragments; the server
- * accepts values up to its [store] value_max (docs/protocol.md, section 3).
+ * KM_KEY_MAX, the protocol's KM_VALUE_MAX_LARGE and KM_AUTH_LEN. A request or reply over
+ * the path MTU (a value over about 1400 bytes at MTU 1500) travels as IPv4 fragments; the
+ * server accepts values up to its [store] value_max (docs/protocol.md, section 3). With a
+ * client key (auth_key) every request also carries KM_CLIENT_AUTH_LEN bytes (key id and
+ * MAC): a PUT's key and value must leave that room in 65,000 bytes.
  */
 #define KM_CLIENT_KEY_MAX   250
 #define KM_CLIENT_VALUE_MAX 64959
+#define KM_CLIENT_AUTH_LEN  20
 
 struct km_batch_op {
 	uint8_t op; /* enum km_batch_opcode */
@@ -247,7 +260,9 @@ struct km_client_stats {
 	uint64_t timeouts;
 	uint64_t moved;
 	uint64_t map_refreshes;
-	uint64_t stray_replies; /* replies matching no request in flight (late duplicates) */
+	uint64_t stray_replies;  /* replies matching no request in flight (late duplicates) */
+	uint64_t cookie_fetches; /* HELLO exchanges started to get a cookie */
+	uint64_t denied;         /* DENIED replies (no valid cookie, key refused, not allowed) */
 };
 
 /**
@@ -255,6 +270,25 @@ struct km_client_stats {
  * @note Context: the thread that uses c.
  */
 void km_client_get_stats(const struct km_client *c, struct km_client_stats *st);
+
+/** What a server said to HELLO (km_client_hello). */
+struct km_client_hello {
+	uint64_t cookie;   /* opaque; bound to the handle's address and port */
+	uint32_t valid_ms; /* the cookie is good at least this long after the HELLO */
+	uint32_t flags;    /* KM_CLIENT_HELLO_* */
+};
+
+#define KM_CLIENT_HELLO_COOKIES 0x1 /* replies larger than their request need a cookie */
+#define KM_CLIENT_HELLO_AUTH    0x2 /* every request needs a client key */
+
+/**
+ * Send a HELLO now and wait for its answer (the handle fetches cookies on its own when
+ * needed: this is for tools and diagnostics). A cookie received is used from then on.
+ * @return 0 with *out filled in; KM_ERR_BAD_REQUEST from a server without HELLO;
+ *   KM_ERR_AUTH, KM_ERR_TIMEOUT, ...
+ * @note Context: the thread that uses c (a handle is single-threaded); blocks.
+ */
+int km_client_hello(struct km_client *c, struct km_client_hello *out);
 
 #ifdef __cplusplus
 }

@@ -9,6 +9,7 @@
  *                deadlines, km_run()
  *   km_map.c     the client's shard map: routing a key, refreshing the map in chunks
  *   km_mget.c    MGET: grouping by owner, packing datagrams, the GET fallback
+ *   km_hello.c   address validation: the cookie, HELLO, requests waiting for a cookie
  *
  * Concurrency: a handle is single-threaded (km_client.h), so nothing here is shared
  * between threads; every field is read and written by the thread that calls the API.
@@ -48,6 +49,10 @@
 #define KM_BUSY_BACKOFF_NS (1000ull * 1000)
 /* MGET datagrams in flight per round of km_mget(). */
 #define KM_MGET_WAVE 16
+/* A request datagram and the trailers sealed onto it at each send. */
+#define KM_SLOT_BUF (KM_DGRAM_MAX + KM_TRAILER_MAX)
+/* DENIED for want of a cookie this many times (each followed by a HELLO) is final. */
+#define KM_COOKIE_TRIES 2
 
 /* Destination of a slot other than an explicit worker index. */
 #define KM_WORKER_KEY (-1) /* owner of the key in the current map */
@@ -55,29 +60,34 @@
 
 enum km_slot_state {
 	KM_SLOT_FREE = 0,
-	KM_SLOT_QUEUED,   /* datagram ready, waiting in the send queue */
-	KM_SLOT_SENT,     /* in flight until deadline */
-	KM_SLOT_BACKOFF,  /* answered BUSY: resend at deadline */
-	KM_SLOT_WAIT_MAP, /* answered MOVED: resend when the map refresh ends */
+	KM_SLOT_QUEUED,      /* datagram ready, waiting in the send queue */
+	KM_SLOT_SENT,        /* in flight until deadline */
+	KM_SLOT_BACKOFF,     /* answered BUSY: resend at deadline */
+	KM_SLOT_WAIT_MAP,    /* answered MOVED: resend when the map refresh ends */
+	KM_SLOT_WAIT_COOKIE, /* its reply needs a cookie the handle does not hold: resend
+			      * when the HELLO ends */
 };
 
 struct km_slot {
 	struct km_batch_op *op;
-	struct km_hdr hdr; /* re-encoded at each send: the epoch may have changed */
-	uint64_t deadline; /* SENT: end of the attempt; BACKOFF: resend time */
-	uint64_t first_ns; /* first send (0: not sent yet), for latency_ns */
-	uint32_t map_gen;  /* c->map_gen at the last send */
-	int32_t worker;    /* KM_WORKER_KEY, KM_WORKER_MAP or an explicit worker */
-	uint16_t len;      /* datagram length in buf */
-	uint16_t port;     /* destination port of the last send, host order */
-	uint8_t state;     /* enum km_slot_state */
-	uint8_t attempts;  /* sends since the first one or the last MOVED */
-	uint8_t moves;     /* MOVED replies acted upon */
-	uint8_t busy;      /* BUSY replies acted upon (backoff exponent) */
-	uint8_t *buf;      /* the request datagram: dgram, or big above KM_DGRAM_MAX bytes */
-	uint8_t *dgram;    /* KM_DGRAM_MAX bytes of the handle's slot_bufs */
-	uint8_t *big;      /* KM_MSG_MAX bytes, allocated by the slot's first request that
-			    * needs them (fragmented on the wire), kept until close */
+	struct km_hdr hdr;   /* re-encoded at each send: the epoch may have changed */
+	uint64_t deadline;   /* SENT: end of the attempt; BACKOFF: resend time */
+	uint64_t first_ns;   /* first send (0: not sent yet), for latency_ns */
+	uint32_t map_gen;    /* c->map_gen at the last send */
+	uint32_t cookie_gen; /* c->cookie_gen of the cookie the last send carried (0: none) */
+	int32_t worker;      /* KM_WORKER_KEY, KM_WORKER_MAP or an explicit worker */
+	uint32_t len;        /* request length in buf, without trailers */
+	uint32_t wlen;       /* as sent: trailers included */
+	uint16_t port;       /* destination port of the last send, host order */
+	uint8_t state;       /* enum km_slot_state */
+	uint8_t attempts;    /* sends since the first one or the last MOVED */
+	uint8_t moves;       /* MOVED replies acted upon */
+	uint8_t busy;        /* BUSY replies acted upon (backoff exponent) */
+	uint8_t denials;     /* DENIED (no valid cookie) replies acted upon */
+	uint8_t *buf;        /* the request datagram: dgram, or big above KM_DGRAM_MAX bytes */
+	uint8_t *dgram;      /* KM_SLOT_BUF bytes of the handle's slot_bufs */
+	uint8_t *big;        /* KM_MSG_MAX bytes, allocated by the slot's first request that
+			      * needs them (fragmented on the wire), kept until close */
 };
 
 enum km_refresh_state {
@@ -98,6 +108,28 @@ struct km_refresh {
 	uint16_t *owners;
 	uint64_t hold_until; /* no epoch-triggered refresh before (after failures) */
 	uint64_t hold_ns;
+};
+
+/*
+ * Address validation (docs/protocol.md): the handle's cookie, bound by the server to the
+ * socket's address and port, and the HELLO that fetches it.
+ */
+struct km_cookie_state {
+	bool held;       /* cookie is attached to every request (where it fits) */
+	bool required;   /* the server refuses larger replies without one: requests whose
+			  * reply may be larger wait for a cookie rather than go without */
+	bool hello_busy; /* a HELLO is in the hello slot */
+	bool hello_sync; /* km_client_hello() waits for it */
+	uint64_t cookie;
+	uint32_t gen;     /* bumped per cookie received, so never 0 once one is held */
+	uint64_t expires; /* ns: good at least until then (0: no lifetime given) */
+	uint64_t renew;   /* ns: the next GET/MGET/MAP from then starts a HELLO (0: never) */
+	int hello_result; /* outcome of the last HELLO */
+	struct km_client_hello last; /* what the last successful HELLO said */
+	uint32_t nb_wait;            /* slots in KM_SLOT_WAIT_COOKIE */
+	struct km_batch_op op;
+	uint8_t pad[KM_HELLO_LEN];   /* the request's value: zeros */
+	uint8_t reply[KM_HELLO_LEN]; /* the reply's value */
 };
 
 struct km_mget_scratch {
@@ -127,9 +159,17 @@ struct km_client {
 	struct km_batch_op map_op; /* the MAP request of the refresh in progress */
 	uint8_t map_buf[KM_DGRAM_MAX];
 
-	/* Engine. slots[window] is reserved for MAP so a refresh never waits for a slot. */
+	struct km_cookie_state ck;
+	bool has_key; /* a client key: every request carries a MAC */
+	uint32_t key_id;
+	uint8_t key[KM_MAC_KEY_LEN];
+
+	/*
+	 * Engine. slots[window] is reserved for MAP and slots[window + 1] for HELLO, so a
+	 * refresh or a cookie never waits for a slot.
+	 */
 	struct km_slot *slots;
-	uint8_t *slot_bufs; /* (window + 1) x KM_DGRAM_MAX: every slot's dgram */
+	uint8_t *slot_bufs; /* (window + 2) x KM_SLOT_BUF: every slot's dgram */
 	uint32_t *free_slots;
 	uint32_t nb_free;
 	uint32_t *ht; /* req_id -> slot index + 1 (0 = empty), linear probing */
@@ -160,6 +200,35 @@ km_now(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* Index of the reserved slots. */
+static inline uint32_t
+km_map_slot(const struct km_client *c)
+{
+	return c->window;
+}
+
+static inline uint32_t
+km_hello_slot(const struct km_client *c)
+{
+	return c->window + 1;
+}
+
+/* Ops whose reply may be larger than the request: the server wants a cookie for them. */
+static inline bool
+km_op_grows(uint8_t op)
+{
+	return op == KM_OP_GET || op == KM_OP_MGET || op == KM_OP_MAP;
+}
+
+/* Trailer bytes a request of op may carry: what the size checks leave room for. A cookie
+ * only on ops that need one: a write that fills the datagram goes without (its reply is
+ * never larger than the request). */
+static inline size_t
+km_trailer_room(const struct km_client *c, uint8_t op)
+{
+	return (km_op_grows(op) ? KM_COOKIE_LEN : 0) + (c->has_key ? KM_AUTH_LEN : 0);
+}
+
 /* km_client.c */
 /** Wire status -> enum km_err. */
 KM_INTERNAL int km_status_err(unsigned int st);
@@ -177,8 +246,15 @@ KM_INTERNAL int km_run_one(struct km_client *c, struct km_batch_op *op, int32_t 
 /** Put op in slot idx (a free slot or the map slot) and queue it. */
 KM_INTERNAL void km_slot_arm(
 	struct km_client *c, uint32_t idx, struct km_batch_op *op, int32_t worker);
-/** Queue a (re)send of slot idx, same req_id, to the current owner. */
+/**
+ * Queue a (re)send of slot idx, same req_id, to the current owner; or, when its reply
+ * needs a cookie the handle does not hold, park it until the HELLO ends.
+ */
 KM_INTERNAL void km_slot_send(struct km_client *c, uint32_t idx);
+/** Queue a (re)send of slot idx now, with the trailers the handle holds. */
+KM_INTERNAL void km_slot_transmit(struct km_client *c, uint32_t idx);
+/** Complete slot idx with err: its op, the map refresh or the HELLO. */
+KM_INTERNAL void km_slot_done(struct km_client *c, uint32_t idx, int err, uint64_t now);
 
 /* km_map.c */
 /** Owner worker of a key in the client's map (0 when unsteered). */
@@ -193,5 +269,18 @@ KM_INTERNAL void km_refresh_begin(struct km_client *c);
 KM_INTERNAL void km_refresh_step(struct km_client *c, int err);
 /** A reply carried the server's epoch: want a refresh if it is not ours. */
 KM_INTERNAL void km_note_epoch(struct km_client *c, uint32_t epoch, uint64_t now);
+
+/* km_hello.c */
+/**
+ * Before a send of slot idx: expire the cookie, start a HELLO when one is due.
+ * @return true when the slot must wait for a cookie (it is then parked).
+ */
+KM_INTERNAL bool km_cookie_gate(struct km_client *c, uint32_t idx);
+/** Slot idx was answered DENIED for want of a valid cookie: HELLO, then resend it. */
+KM_INTERNAL void km_cookie_denied(struct km_client *c, uint32_t idx, uint64_t now);
+/** Start a HELLO in the hello slot (no-op if one is under way). */
+KM_INTERNAL void km_hello_start(struct km_client *c);
+/** The HELLO completed with err: take the cookie, resend or fail the waiting slots. */
+KM_INTERNAL void km_hello_end(struct km_client *c, int err, uint64_t now);
 
 #endif /* KM_CLIENT_PRIV_H */

@@ -7,10 +7,14 @@
  * rules.
  *
  * Up to `window` slots, each holding one request (its datagram kept for resends with the
- * same req_id), plus one slot reserved for MAP. An open-addressing table maps
- * req_id -> slot, so a reply whose id is not in flight (a late duplicate) is ignored.
+ * same req_id), plus one slot reserved for MAP and one for HELLO. An open-addressing table
+ * maps req_id -> slot, so a reply whose id is not in flight (a late duplicate) is ignored.
  * No allocation per op: slots, send queue and receive buffers are allocated at open; a
  * slot's first request over KM_DGRAM_MAX bytes gives it a KM_MSG_MAX buffer it keeps.
+ *
+ * Trailers (the cookie, the client key's MAC) are sealed onto the datagram at every send,
+ * not once: the epoch in the header, which the MAC covers, and the cookie may change
+ * between attempts.
  */
 
 #include <errno.h>
@@ -107,22 +111,39 @@ km_ht_remove(struct km_client *c, uint64_t id)
 }
 
 void
-km_slot_send(struct km_client *c, uint32_t idx)
+km_slot_transmit(struct km_client *c, uint32_t idx)
 {
 	struct km_slot *s = &c->slots[idx];
+	bool cookie;
 
 	s->port = km_slot_port(c, s);
 	s->map_gen = c->map_gen;
 	s->hdr.epoch = c->no_steer ? 0 : km_client_epoch(c);
 	km_hdr_encode(s->buf, &s->hdr);
+	/* The cookie wherever it fits (km_trailer_room() kept room on the ops that need it);
+	 * never on HELLO, which asks for one. */
+	cookie = c->ck.held && idx != km_hello_slot(c) &&
+		 s->len + KM_COOKIE_LEN + (c->has_key ? KM_AUTH_LEN : 0) <= KM_DGRAM_MAX;
+	/* Room was checked before the request was built: sealing cannot fail. */
+	s->wlen = (uint32_t)km_req_seal(s->buf, s->len, s->buf == s->big ? KM_MSG_MAX : KM_SLOT_BUF,
+		cookie, c->ck.cookie,
+		c->key_id, c->has_key ? c->key : NULL);
+	s->cookie_gen = cookie ? c->ck.gen : 0;
 	s->attempts++;
 	s->state = KM_SLOT_QUEUED;
 	c->txq[c->txq_len++] = idx;
 }
 
+void
+km_slot_send(struct km_client *c, uint32_t idx)
+{
+	if (!km_cookie_gate(c, idx))
+		km_slot_transmit(c, idx);
+}
+
 /* Client-side validation: nothing that the server would refuse leaves the host. */
 static int
-km_op_check(const struct km_batch_op *op, bool internal)
+km_op_check(const struct km_client *c, const struct km_batch_op *op, bool internal)
 {
 	bool need_key = false, has_val = false;
 
@@ -139,6 +160,7 @@ km_op_check(const struct km_batch_op *op, bool internal)
 	case KM_OP_PING:
 		break;
 	case KM_OP_MGET:
+	case KM_OP_HELLO:
 		has_val = true;
 		/* fallthrough */
 	case KM_OP_MAP:
@@ -157,7 +179,8 @@ km_op_check(const struct km_batch_op *op, bool internal)
 	if (has_val) {
 		if (op->val == NULL && op->vlen != 0)
 			return KM_ERR_INVAL;
-		if (op->vlen > KM_VALUE_MAX_LARGE || KM_HDR_LEN + op->klen + op->vlen > KM_MSG_MAX)
+		if (op->vlen > KM_VALUE_MAX_LARGE ||
+			KM_HDR_LEN + op->klen + op->vlen + km_trailer_room(c, op->op) > KM_MSG_MAX)
 			return KM_ERR_TOO_LARGE;
 	}
 	return KM_OK;
@@ -167,13 +190,15 @@ void
 km_slot_arm(struct km_client *c, uint32_t idx, struct km_batch_op *op, int32_t worker)
 {
 	struct km_slot *s = &c->slots[idx];
-	bool has_val = op->op == KM_OP_PUT || op->op == KM_OP_CAS || op->op == KM_OP_MGET;
+	bool has_val = op->op == KM_OP_PUT || op->op == KM_OP_CAS || op->op == KM_OP_MGET ||
+		       op->op == KM_OP_HELLO;
 
 	s->op = op;
 	s->worker = worker;
 	s->attempts = 0;
 	s->moves = 0;
 	s->busy = 0;
+	s->denials = 0;
 	s->first_ns = 0;
 	memset(&s->hdr, 0, sizeof(s->hdr));
 	s->hdr.magic = KM_PROTO_MAGIC;
@@ -186,7 +211,7 @@ km_slot_arm(struct km_client *c, uint32_t idx, struct km_batch_op *op, int32_t w
 		s->hdr.version = op->version;
 	s->hdr.session = op->session != 0 ? op->session : c->session;
 	/* Sizes were checked by km_op_check(), room by km_slot_room(): the build cannot fail. */
-	s->len = (uint16_t)km_msg_build(
+	s->len = (uint32_t)km_msg_build(
 		s->buf, s->buf == s->big ? KM_MSG_MAX : KM_DGRAM_MAX, &s->hdr, op->key, op->val);
 	km_ht_insert(c, idx);
 	c->st.requests++;
@@ -223,10 +248,11 @@ km_op_start(struct km_client *c, struct km_batch_op *op, int32_t worker, bool in
 	op->len = 0;
 	op->out_version = 0;
 	op->latency_ns = 0;
-	err = km_op_check(op, internal);
+	err = km_op_check(c, op, internal);
 	if (err == KM_OK)
 		err = km_slot_room(c, c->free_slots[c->nb_free - 1],
-			KM_HDR_LEN + op->klen + (has_val ? op->vlen : 0));
+			KM_HDR_LEN + op->klen + (has_val ? op->vlen : 0) +
+				km_trailer_room(c, op->op));
 	if (err != KM_OK) {
 		op->err = err;
 		c->pending--;
@@ -235,7 +261,7 @@ km_op_start(struct km_client *c, struct km_batch_op *op, int32_t worker, bool in
 	km_slot_arm(c, c->free_slots[--c->nb_free], op, worker);
 }
 
-static void
+void
 km_slot_done(struct km_client *c, uint32_t idx, int err, uint64_t now)
 {
 	struct km_slot *s = &c->slots[idx];
@@ -243,11 +269,17 @@ km_slot_done(struct km_client *c, uint32_t idx, int err, uint64_t now)
 	km_ht_remove(c, s->hdr.req_id);
 	if (s->state == KM_SLOT_WAIT_MAP)
 		c->nb_wait_map--;
+	else if (s->state == KM_SLOT_WAIT_COOKIE)
+		c->ck.nb_wait--;
 	s->state = KM_SLOT_FREE;
 	s->op->err = err;
 	s->op->latency_ns = s->first_ns == 0 ? 0 : now - s->first_ns;
-	if (idx == c->window) {
+	if (idx == km_map_slot(c)) {
 		km_refresh_step(c, err);
+		return;
+	}
+	if (idx == km_hello_slot(c)) {
+		km_hello_end(c, err, now);
 		return;
 	}
 	c->free_slots[c->nb_free++] = idx;
@@ -260,7 +292,7 @@ km_slot_moved(struct km_client *c, uint32_t idx, uint64_t now)
 	struct km_slot *s = &c->slots[idx];
 
 	c->st.moved++;
-	if (c->no_steer || idx == c->window) {
+	if (c->no_steer || idx >= km_map_slot(c)) {
 		km_slot_done(c, idx, KM_ERR_MOVED, now);
 		return;
 	}
@@ -310,13 +342,15 @@ km_dispatch(struct km_client *c, const uint8_t *buf, size_t len, uint16_t sport,
 	s = &c->slots[idx];
 	op = s->op;
 	/*
-	 * QUEUED: the resend is not out yet; its own reply will come. MOVED and BUSY only
-	 * concern the attempt in flight. MOVED comes from the worker that received the
-	 * request, so one from another port answers an earlier attempt: stale. (BUSY comes
-	 * from the owner, which may not be the worker we sent to.)
+	 * QUEUED: the resend is not out yet; its own reply will come. MOVED, BUSY and DENIED
+	 * for want of a cookie only concern the attempt in flight (a parked request has
+	 * already acted on one). MOVED comes from the worker that received the request, so
+	 * one from another port answers an earlier attempt: stale. (BUSY comes from the
+	 * owner, which may not be the worker we sent to.)
 	 */
 	if (s->state == KM_SLOT_QUEUED || m.hdr.op != op->op ||
-		((m.hdr.status == KM_ST_MOVED || m.hdr.status == KM_ST_BUSY) &&
+		((m.hdr.status == KM_ST_MOVED || m.hdr.status == KM_ST_BUSY ||
+			 (m.hdr.status == KM_ST_DENIED && m.hdr.version == KM_DENY_COOKIE)) &&
 			s->state != KM_SLOT_SENT) ||
 		(m.hdr.status == KM_ST_MOVED && sport != s->port)) {
 		c->st.stray_replies++;
@@ -350,10 +384,20 @@ km_dispatch(struct km_client *c, const uint8_t *buf, size_t len, uint16_t sport,
 		if (s->deadline < c->earliest)
 			c->earliest = s->deadline;
 		return;
+	case KM_ST_DENIED:
+		/* The reason travels in the version field. */
+		c->st.denied++;
+		if (m.hdr.version == KM_DENY_COOKIE && idx != km_hello_slot(c)) {
+			km_cookie_denied(c, idx, now);
+			return;
+		}
+		km_slot_done(
+			c, idx, m.hdr.version == KM_DENY_AUTH ? KM_ERR_AUTH : KM_ERR_DENIED, now);
+		return;
 	}
 	err = km_status_err(m.hdr.status);
 	op->out_version = m.hdr.version;
-	if (err == KM_OK && (op->op == KM_OP_GET || op->op == KM_OP_MGET || op->op == KM_OP_MAP)) {
+	if (err == KM_OK && (km_op_grows(op->op) || op->op == KM_OP_HELLO)) {
 		op->len = m.hdr.val_len;
 		if (op->buf != NULL) {
 			if (op->len > op->cap)
@@ -380,7 +424,7 @@ km_flush(struct km_client *c)
 			c->txaddr[i] = c->addr;
 			c->txaddr[i].sin_port = htons(s->port);
 			c->txiov[i].iov_base = s->buf;
-			c->txiov[i].iov_len = s->len;
+			c->txiov[i].iov_len = s->wlen;
 			memset(&c->txmsg[i], 0, sizeof(c->txmsg[i]));
 			c->txmsg[i].msg_hdr.msg_name = &c->txaddr[i];
 			c->txmsg[i].msg_hdr.msg_namelen = sizeof(c->txaddr[i]);
@@ -458,7 +502,7 @@ km_expire(struct km_client *c, uint64_t now)
 	uint64_t earliest = UINT64_MAX;
 	uint32_t i;
 
-	for (i = 0; i <= c->window; i++) {
+	for (i = 0; i <= km_hello_slot(c); i++) {
 		struct km_slot *s = &c->slots[i];
 
 		if (s->state != KM_SLOT_SENT && s->state != KM_SLOT_BACKOFF)
@@ -488,7 +532,7 @@ km_abort(struct km_client *c, struct km_batch_op *ops, size_t next, size_t n)
 	int saved = errno;
 	uint32_t i;
 
-	for (i = 0; i <= c->window; i++) {
+	for (i = 0; i <= km_hello_slot(c); i++) {
 		struct km_slot *s = &c->slots[i];
 
 		if (s->state == KM_SLOT_FREE)
@@ -496,7 +540,7 @@ km_abort(struct km_client *c, struct km_batch_op *ops, size_t next, size_t n)
 		km_ht_remove(c, s->hdr.req_id);
 		s->state = KM_SLOT_FREE;
 		s->op->err = KM_ERR_SYSTEM;
-		if (i != c->window)
+		if (i < km_map_slot(c))
 			c->free_slots[c->nb_free++] = i;
 	}
 	for (; next < n; next++)
@@ -506,6 +550,9 @@ km_abort(struct km_client *c, struct km_batch_op *ops, size_t next, size_t n)
 	c->txq_len = 0;
 	c->pending = 0;
 	c->nb_wait_map = 0;
+	c->ck.nb_wait = 0;
+	c->ck.hello_busy = false;
+	c->ck.hello_result = KM_ERR_SYSTEM;
 	c->earliest = UINT64_MAX;
 	errno = saved;
 	return KM_ERR_SYSTEM;
@@ -538,7 +585,10 @@ km_run(struct km_client *c, struct km_batch_op *ops, const int32_t *workers, siz
 		}
 		if (c->txq_len > 0 && km_flush(c) < 0)
 			return km_abort(c, ops, next, n);
-		if (c->pending == 0 && c->refresh.state == KM_REFRESH_IDLE)
+		/* A HELLO started ahead of a cookie's expiry may still be out: its reply is
+		 * taken by a later call. */
+		if (c->pending == 0 && c->refresh.state == KM_REFRESH_IDLE &&
+			!(c->ck.hello_sync && c->ck.hello_busy))
 			return 0;
 
 		r = km_recv(c);

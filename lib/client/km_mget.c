@@ -8,7 +8,8 @@
 
 /*
  * MGET. Each round groups the pending items by owner (counting sort on the worker),
- * packs them into datagrams of at most KM_MGET_MAX keys and KM_DGRAM_MAX bytes, and
+ * packs them into datagrams of at most KM_MGET_MAX keys and KM_DGRAM_MAX bytes (trailers
+ * included), and
  * runs KM_MGET_WAVE datagrams at a time. Items answered MOVED wait for the next round,
  * after a map refresh; items answered TOO_LARGE (no room in the reply) are fetched
  * with GET.
@@ -142,6 +143,8 @@ km_mget_round(struct km_client *c, struct km_mget_item *items, uint32_t *pend, u
 	struct km_mget_scratch *g = c->mget;
 	uint32_t big[KM_MGET_WAVE * KM_MGET_MAX];
 	uint32_t pos = 0, nbig, d, nd;
+	/* Room for the trailers: the cookie and the client key's MAC. */
+	const size_t max = KM_DGRAM_MAX - km_trailer_room(c, KM_OP_MGET);
 	int rc;
 
 	*nmoved = 0;
@@ -154,8 +157,7 @@ km_mget_round(struct km_client *c, struct km_mget_item *items, uint32_t *pend, u
 
 			g->first[nd] = pos;
 			while (pos < npend && wk[pend[pos]] == w && cnt < KM_MGET_MAX &&
-				size + KM_MGET_REQ_ENTRY_HDR + items[pend[pos]].klen <=
-					KM_DGRAM_MAX) {
+				size + KM_MGET_REQ_ENTRY_HDR + items[pend[pos]].klen <= max) {
 				const struct km_mget_item *it = &items[pend[pos]];
 
 				*p = (uint8_t)it->klen;

@@ -190,6 +190,15 @@ size_t km_req_seal(uint8_t *buf, size_t len, size_t cap, int has_cookie, uint64_
 uint64_t km_cookie(const uint8_t secret[KM_MAC_KEY_LEN], uint64_t src, uint64_t slot);
 
 /**
+ * Parse a client key as clients are given it: "ID:HEX", the key id in decimal
+ * (1..4294967295) and the 16-byte secret as 32 hex digits (either case), nothing else.
+ * @param id, key set only on success.
+ * @return 0 or -EINVAL.
+ * @note Context: any thread.
+ */
+int km_key_parse(const char *spec, uint32_t *id, uint8_t key[KM_MAC_KEY_LEN]);
+
+/**
  * Parse a reply datagram; checks magic, version, reply flag and lengths.
  * @return 0 or -1 when malformed.
  */

@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* Request trailers: MACs (client keys) and cookies (address validation), from libsodium. */
 
+#include <errno.h>
 #include <sodium.h>
 #include <string.h>
+
+#include <km_util.h>
 
 #include "km_proto.h"
 
@@ -64,4 +67,46 @@ km_cookie(const uint8_t secret[KM_MAC_KEY_LEN], uint64_t src, uint64_t slot)
 	km_put64(in + 8, slot);
 	crypto_shorthash(out, in, sizeof(in), secret);
 	return km_get64(out);
+}
+
+static int
+hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int
+km_key_parse(const char *spec, uint32_t *id, uint8_t key[KM_MAC_KEY_LEN])
+{
+	uint8_t k[KM_MAC_KEY_LEN];
+	const char *colon, *hex;
+	uint64_t v;
+	unsigned int i;
+
+	if (spec == NULL || (colon = strchr(spec, ':')) == NULL)
+		return -EINVAL;
+	if (km_util_parse_u64n(spec, (size_t)(colon - spec), 1, UINT32_MAX, &v) != 0)
+		return -EINVAL;
+	hex = colon + 1;
+	if (strlen(hex) != 2 * KM_MAC_KEY_LEN)
+		return -EINVAL;
+	for (i = 0; i < KM_MAC_KEY_LEN; i++) {
+		int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
+
+		if (hi < 0 || lo < 0) {
+			sodium_memzero(k, sizeof(k));
+			return -EINVAL;
+		}
+		k[i] = (uint8_t)(hi << 4 | lo);
+	}
+	*id = (uint32_t)v;
+	memcpy(key, k, sizeof(k));
+	sodium_memzero(k, sizeof(k));
+	return 0;
 }

@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: BSD-3-Clause
 #
 # keymap-bench against keymapd, short and bounded: echo and keymap over net_memif (closed
-# and open loop, trace replay), keymap over net_tap through libkeymap, the offline
-# simulator, and every bad-input case (clear message, exit 1), a target that does not
-# answer (exit 2, no hang). Runs in its own network namespace and removes it, the
+# and open loop, trace replay), keymap over net_tap through libkeymap and the socket
+# transport (HELLO first; a client key the server does not know is refused, exit 2), the
+# offline simulator, and every bad-input case (clear message, exit 1), a target that does
+# not answer (exit 2, no hang). Runs in its own network namespace and removes it, the
 # processes and /var/run/dpdk/<prefix> directories even when it fails.
 #
 # usage: bench_smoke.sh KEYMAPD KEYMAP_BENCH   (exit 77 = skipped: needs root and ip)
@@ -107,6 +108,8 @@ expect 1 "needs EAL arguments" "$bench" -x eth
 expect 1 "only for --transport eth" "$bench" -x socket -- --no-huge
 expect 1 "expected keymap, echo or memcached" "$bench" -t redis
 expect 1 "expected uniform" "$bench" --dist pareto
+expect 1 "expected ID:HEX" "$bench" --key 7:zz
+expect 1 "for the keymap target" "$bench" -t echo -x socket --key 7:000102030405060708090a0b0c0d0e0f
 
 # --- Offline simulator: LRU on a trace worked out by hand.
 # GETs a b a c a b, capacity 2: LRU hits the 2nd and 3rd 'a' only (2 of 6).
@@ -158,11 +161,16 @@ stop_server
 grep -q "cycles_per_req" "$tmp/keymapd-memif.log" || fail "keymapd stats without cycles_per_req"
 grep -q "interval .* cycles_per_req" "$tmp/keymapd-memif.log" || fail "no interval line"
 
-# --- keymap over tap through libkeymap (kernel sockets).
+# --- keymap over tap through libkeymap and the socket transport (kernel sockets).
 start_keymapd tap "net_tap0,iface=kmbs0"
 ip netns exec "$ns" ip addr add 198.51.100.1/24 dev kmbs0
 ip netns exec "$ns" ip link set kmbs0 up
 expect 0 "hit ratio 1.0000" ip netns exec "$ns" "$bench" -x libkeymap -s 198.51.100.2 -g 1 \
 	-k 1000 -D 1 -c 16 -q
+# The socket transport says HELLO first; a client key the server does not know is refused.
+expect 0 "hit ratio 1.0000" ip netns exec "$ns" "$bench" -x socket -s 198.51.100.2 -g 1 \
+	-k 1000 -D 1 -c 16 -q
+expect 2 "refused the client key" ip netns exec "$ns" "$bench" -x socket -s 198.51.100.2 \
+	-k 10 -D 1 -q --key 7:000102030405060708090a0b0c0d0e0f
 stop_server
 echo "PASS"

@@ -378,6 +378,13 @@ expect 1 "--session '4294967296'" "${kcli[@]}" --session 4294967296 ping
 expect 0 "" "${kcli[@]}" --session 4294967295 put ctl:sess one
 expect 0 "^one$" "${kcli[@]}" --session 7 get ctl:sess
 expect 0 "" "${kcli[@]}" --session 7 del ctl:sess
+# keymap-cli hello and --key: the server answers HELLO; a malformed key is a usage error; a
+# key the server does not know is refused (exit 2).
+expect 0 "^valid_ms [0-9]+$" "${kcli[@]}" hello
+expect 1 "--key: expected ID:HEX" "${kcli[@]}" --key 7:xyz ping
+expect 1 "KEYMAP_KEY: expected ID:HEX" env KEYMAP_KEY=7 "${kcli[@]}" ping
+expect 2 "authentication failed" "${kcli[@]}" --key 7:000102030405060708090a0b0c0d0e0f \
+	put ctl:key v
 v1=$(kput ctl:aba one)
 expect 0 "" "${kcli[@]}" del ctl:aba
 for s in 5 6 7 8 9; do

@@ -4,6 +4,8 @@
  * (one per worker, consecutive ports) with km_proto, km_shardmap and an in-memory
  * table. Each test scripts the fake (drop, BUSY, duplicate, silence, publish a new map)
  * and checks what the client did from the fake's request log: ports, req_ids, epochs.
+ * It can also play a server that requires cookies (HELLO) or client keys (MACs), or one
+ * that predates them.
  *
  * Deterministic: fixed seeds; timing only enters through generous upper bounds.
  */
@@ -58,6 +60,10 @@ struct fk_req {
 	uint32_t session;
 	uint8_t klen;
 	uint8_t key[FK_KEY_LOG];
+	uint16_t flags;  /* KM_F_COOKIE, KM_F_AUTH */
+	uint64_t cookie; /* flags & KM_F_COOKIE */
+	uint32_t key_id; /* flags & KM_F_AUTH ... */
+	uint8_t mac_ok;  /* ... and whether the MAC is right for the fake's key */
 };
 
 struct fk_dedup {
@@ -89,6 +95,21 @@ struct fake {
 	size_t map_cap;               /* MAP reply body limit */
 	uint8_t map_version;          /* != 0: version byte stamped into MAP chunks */
 	size_t mget_cap;              /* MGET reply datagram limit */
+	/* Address validation: a reply larger than its request needs a cookie. */
+	int cookies;          /* require cookies (HELLO answers with flag COOKIES) */
+	uint64_t cookie;      /* the cookie HELLO hands out; it and prev_cookie are valid */
+	uint64_t prev_cookie; /* 0: none */
+	int rotate;           /* every HELLO hands out a new cookie (the old one stays valid) */
+	uint32_t valid_ms;    /* in the HELLO reply */
+	int hello_bad;        /* HELLO -> BAD_REQUEST (a server without HELLO) */
+	int hello_wrong;      /* HELLO hands out a cookie it does not take */
+	int drop_hello;       /* never answer HELLO */
+	int old_server;       /* any flag in a request, HELLO -> BAD_REQUEST */
+	/* Client keys. */
+	uint32_t auth_id; /* != 0: the one key the fake knows ... */
+	uint8_t auth_key[KM_MAC_KEY_LEN];
+	int auth_required; /* ... a MAC is required on every request */
+	int auth_ro;       /* the key may not write (DENIED/PERM) */
 	uint64_t next_version;
 	uint64_t applied; /* writes applied */
 	unsigned long nreq;
@@ -329,6 +350,8 @@ fk_handle(struct fake *f, unsigned int w, const uint8_t *buf, size_t len,
 	st = km_req_parse(buf, len, KM_VALUE_MAX_LARGE, &m);
 	if (st < 0)
 		return;
+	if (f->old_server && st == KM_ST_OK && (m.hdr.flags != 0 || m.hdr.op == KM_OP_HELLO))
+		st = KM_ST_BAD_REQUEST;
 	if (f->nlog < FK_LOG) {
 		lg = &f->log[f->nlog++];
 		memset(lg, 0, sizeof(*lg));
@@ -343,9 +366,17 @@ fk_handle(struct fake *f, unsigned int w, const uint8_t *buf, size_t len,
 		lg->klen = (uint8_t)(m.hdr.key_len < FK_KEY_LOG ? m.hdr.key_len : FK_KEY_LOG);
 		if (st == KM_ST_OK)
 			memcpy(lg->key, m.key, lg->klen);
+		lg->flags = m.hdr.flags;
+		if (st == KM_ST_OK && (m.hdr.flags & KM_F_COOKIE) != 0)
+			lg->cookie = m.cookie;
+		if (st == KM_ST_OK && m.mac != NULL) {
+			lg->key_id = m.key_id;
+			lg->mac_ok = m.key_id == f->auth_id && km_mac_check(f->auth_key, buf, &m);
+		}
 	}
 	f->nreq++;
-	if (f->silent || (m.hdr.op == KM_OP_MAP && f->drop_map))
+	if (f->silent || (m.hdr.op == KM_OP_MAP && f->drop_map) ||
+		(m.hdr.op == KM_OP_HELLO && f->drop_hello))
 		return;
 	if (f->drop_req > 0) {
 		f->drop_req--;
@@ -366,6 +397,32 @@ fk_handle(struct fake *f, unsigned int w, const uint8_t *buf, size_t len,
 
 	if (st != KM_ST_OK) {
 		rh.status = (uint8_t)st;
+	} else if ((m.mac == NULL && f->auth_required) ||
+		   (m.mac != NULL &&
+			   (m.key_id != f->auth_id || !km_mac_check(f->auth_key, buf, &m)))) {
+		rh.status = KM_ST_DENIED;
+		rh.version = KM_DENY_AUTH;
+	} else if (is_write && f->auth_ro && m.mac != NULL) {
+		rh.status = KM_ST_DENIED;
+		rh.version = KM_DENY_PERM;
+	} else if (m.hdr.op == KM_OP_HELLO) {
+		if (f->hello_bad) {
+			rh.status = KM_ST_BAD_REQUEST;
+		} else {
+			if (f->rotate) {
+				f->prev_cookie = f->cookie;
+				f->cookie =
+					f->cookie * 6364136223846793005ull + 1442695040888963407ull;
+			}
+			rh.val_len = KM_HELLO_LEN;
+			val = out + KM_HDR_LEN;
+			km_put64(out + KM_HDR_LEN,
+				f->cookies ? f->cookie ^ (uint64_t)(f->hello_wrong != 0) : 0);
+			km_put32(out + KM_HDR_LEN + 8, f->cookies ? f->valid_ms : 0);
+			km_put32(out + KM_HDR_LEN + 12,
+				(f->cookies ? KM_HELLO_F_COOKIES : 0) |
+					(f->auth_required ? KM_HELLO_F_AUTH : 0));
+		}
 	} else if (is_write && fk_dedup_find(f, m.hdr.req_id) != NULL) {
 		/* A retried write: answer what we answered, do not apply it again. */
 		const struct fk_dedup *d = fk_dedup_find(f, m.hdr.req_id);
@@ -407,6 +464,16 @@ fk_handle(struct fake *f, unsigned int w, const uint8_t *buf, size_t len,
 	}
 
 	olen = km_msg_build(out, sizeof(out), &rh, NULL, val);
+	/* A reply larger than the request goes only to a source with a valid cookie. */
+	if (f->cookies && olen > len &&
+		((m.hdr.flags & KM_F_COOKIE) == 0 ||
+			(m.cookie != f->cookie &&
+				(f->prev_cookie == 0 || m.cookie != f->prev_cookie)))) {
+		rh.status = KM_ST_DENIED;
+		rh.val_len = 0;
+		rh.version = KM_DENY_COOKIE;
+		olen = km_msg_build(out, sizeof(out), &rh, NULL, NULL);
+	}
 	if (is_write && (rh.status == KM_ST_OK || rh.status == KM_ST_NOT_FOUND ||
 				rh.status == KM_ST_VERSION_MISMATCH)) {
 		struct fk_dedup *d = &f->dedup[f->dedup_next++ % FK_DEDUP];
@@ -532,6 +599,8 @@ fk_start(unsigned int n, uint32_t nb_shards)
 	p.udp_port_base = f->base;
 	assert_int_equal(km_shardmap_create(&p, &f->map), 0);
 	f->check_owner = 1;
+	f->cookie = 0x1234567890abcdefull;
+	f->valid_ms = 60000;
 	f->map_cap = KM_DGRAM_MAX - KM_HDR_LEN;
 	f->mget_cap = KM_DGRAM_MAX;
 	pthread_mutex_init(&f->lock, NULL);
@@ -627,7 +696,7 @@ fk_owner(const char *key)
 }
 
 static struct km_client *
-cl_open(unsigned int timeout_ms, unsigned int retries, int no_steer)
+cl_open_key(unsigned int timeout_ms, unsigned int retries, int no_steer, const char *auth_key)
 {
 	struct km_client_opts o = {
 		.host = "127.0.0.1",
@@ -635,12 +704,32 @@ cl_open(unsigned int timeout_ms, unsigned int retries, int no_steer)
 		.timeout_ms = timeout_ms,
 		.retries = retries,
 		.no_steer = no_steer,
+		.auth_key = auth_key,
 	};
 	struct km_client *c = NULL;
 
 	assert_int_equal(km_client_open(&o, &c), KM_OK);
 	assert_non_null(c);
 	return c;
+}
+
+static struct km_client *
+cl_open(unsigned int timeout_ms, unsigned int retries, int no_steer)
+{
+	return cl_open_key(timeout_ms, retries, no_steer, NULL);
+}
+
+/* Requests logged from `from` on, of op (0: any), with every flag of `flags` set. */
+static unsigned int
+fk_count_flags(unsigned int from, uint8_t op, uint16_t flags)
+{
+	unsigned int i, n = 0;
+
+	fk_lock();
+	for (i = from; i < fk->nlog; i++)
+		n += (op == 0 || fk->log[i].op == op) && (fk->log[i].flags & flags) == flags;
+	fk_unlock();
+	return n;
 }
 
 static struct km_client_stats
@@ -718,7 +807,8 @@ test_strerror(void **state)
 	static const int codes[] = {KM_OK, KM_ERR_NOT_FOUND, KM_ERR_VERSION_MISMATCH,
 		KM_ERR_TOO_LARGE, KM_ERR_BAD_REQUEST, KM_ERR_BUSY, KM_ERR_DENIED, KM_ERR_SERVER,
 		KM_ERR_TIMEOUT, KM_ERR_INVAL, KM_ERR_SYSTEM, KM_ERR_PROTO, KM_ERR_MOVED,
-		KM_ERR_NOMEM, KM_ERR_BUFFER, KM_ERR_MAP_VERSION, KM_ERR_DAMAGED, KM_ERR_FULL};
+		KM_ERR_NOMEM, KM_ERR_BUFFER, KM_ERR_MAP_VERSION, KM_ERR_DAMAGED, KM_ERR_FULL,
+		KM_ERR_AUTH};
 	size_t i, j;
 
 	(void)state;
@@ -729,15 +819,32 @@ test_strerror(void **state)
 			assert_string_not_equal(km_strerror(codes[i]), km_strerror(codes[j]));
 	}
 	assert_string_equal(km_strerror(1), "unknown error");
-	assert_string_equal(km_strerror(-18), "unknown error");
+	assert_string_equal(km_strerror(-19), "unknown error");
 	assert_string_equal(km_strerror(-1000), "unknown error");
 }
 
 static void
 test_open_inval(void **state)
 {
+	static const char *const bad_keys[] = {
+		"",
+		"7",
+		"7:",
+		":000102030405060708090a0b0c0d0e0f",
+		"0:000102030405060708090a0b0c0d0e0f",
+		"4294967296:000102030405060708090a0b0c0d0e0f",
+		"-7:000102030405060708090a0b0c0d0e0f",
+		" 7:000102030405060708090a0b0c0d0e0f",
+		"7:000102030405060708090a0b0c0d0e0",
+		"7:000102030405060708090a0b0c0d0e0f0",
+		"7:000102030405060708090a0b0c0d0e0g",
+		"7:000102030405060708090a0b0c0d0e0f ",
+		"7 000102030405060708090a0b0c0d0e0f",
+		"7::000102030405060708090a0b0c0d0e0",
+	};
 	struct km_client_opts o = {.host = NULL};
 	struct km_client *c = NULL;
+	size_t i;
 
 	(void)state;
 	assert_int_equal(km_client_open(NULL, &c), KM_ERR_INVAL);
@@ -749,6 +856,14 @@ test_open_inval(void **state)
 	o.window = 1u << 20;
 	assert_int_equal(km_client_open(&o, &c), KM_ERR_INVAL);
 	assert_null(c);
+	o.window = 0;
+	for (i = 0; i < sizeof(bad_keys) / sizeof(bad_keys[0]); i++) {
+		o.auth_key = bad_keys[i];
+		assert_int_equal(km_client_open(&o, &c), KM_ERR_INVAL);
+		assert_null(c);
+	}
+	o.auth_key = NULL;
+	assert_int_equal(km_client_hello(NULL, NULL), KM_ERR_INVAL);
 	km_client_close(NULL);
 	assert_int_equal(km_get(NULL, "a", 1, NULL, 0, NULL, NULL), KM_ERR_INVAL);
 	assert_int_equal(km_batch(NULL, NULL, 0), KM_ERR_INVAL);
@@ -1853,6 +1968,400 @@ test_session(void **state)
 	km_client_close(c);
 }
 
+/* A value 25 bytes longer than its key k: its GET reply is larger than the request
+ * with a cookie and a MAC. */
+static const char *
+val_of(const char *k)
+{
+	static char v[64];
+
+	snprintf(v, sizeof(v), "%s-longer-than-any-trailers", k);
+	return v;
+}
+
+/* The key the fake knows as id 7, and its spelling for auth_key. */
+#define TEST_KEY "7:000102030405060708090a0b0c0d0e0f"
+
+static void
+fk_set_key(int required)
+{
+	unsigned int i;
+
+	fk_lock();
+	fk->auth_id = 7;
+	for (i = 0; i < KM_MAC_KEY_LEN; i++)
+		fk->auth_key[i] = (uint8_t)i;
+	fk->auth_required = required;
+	fk_unlock();
+}
+
+static void
+fk_set_cookies(int on, uint32_t valid_ms)
+{
+	fk_lock();
+	fk->cookies = on;
+	fk->valid_ms = valid_ms;
+	fk_unlock();
+}
+
+/*
+ * First contact with a server that requires cookies: the MAP at open is refused, the
+ * client fetches a cookie with HELLO and resends it; then every request carries the
+ * cookie and a whole window of GETs needs no second HELLO.
+ */
+static void
+test_cookie_first_contact(void **state)
+{
+	static struct km_batch_op ops[200];
+	static char keys[200][16];
+	static uint8_t bufs[200][48];
+	struct km_client_stats st;
+	struct km_client *c;
+	unsigned int i, n;
+	char buf[64];
+	size_t len;
+
+	(void)state;
+	fk_set_cookies(1, 60000);
+	c = cl_open(500, 3, 0);
+	/* Steered: the MAP went through after the HELLO. */
+	assert_int_equal(km_client_epoch(c), 1);
+	st = cl_stats(c);
+	assert_int_equal(st.cookie_fetches, 1);
+	assert_int_equal(st.denied, 1);
+	assert_int_equal(fk_count_op(0, KM_OP_HELLO), 1);
+	/* The HELLO carries no cookie; the MAP resent after it carries the cookie. */
+	assert_int_equal(fk_count_flags(0, KM_OP_HELLO, KM_F_COOKIE), 0);
+	assert_int_equal(fk_count_flags(0, KM_OP_MAP, KM_F_COOKIE), fk_count_op(0, KM_OP_MAP) - 1);
+
+	for (i = 0; i < 200; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "c%u", i);
+		/* Values longer than keys: a GET's reply is larger than its request. */
+		assert_int_equal(put_s(c, keys[i], val_of(keys[i]), NULL), KM_OK);
+	}
+	memset(ops, 0, sizeof(ops));
+	for (i = 0; i < 200; i++) {
+		ops[i].op = KM_BATCH_GET;
+		ops[i].key = keys[i];
+		ops[i].klen = strlen(keys[i]);
+		ops[i].buf = bufs[i];
+		ops[i].cap = sizeof(bufs[i]);
+	}
+	assert_int_equal(km_batch(c, ops, 200), 200);
+	for (i = 0; i < 200; i++) {
+		assert_int_equal(ops[i].len, strlen(keys[i]) + 25);
+		assert_memory_equal(bufs[i], keys[i], strlen(keys[i]));
+	}
+	check_get(c, "c7", "c7-longer-than-any-trailers", 0);
+	st = cl_stats(c);
+	assert_int_equal(st.cookie_fetches, 1);
+	assert_int_equal(st.denied, 1);
+	/* Every request after the HELLO carried the cookie the fake handed out. */
+	fk_lock();
+	for (i = 0, n = 0; i < fk->nlog; i++) {
+		if (fk->log[i].op == KM_OP_HELLO) {
+			n = 1;
+			continue;
+		}
+		if (n == 0)
+			continue;
+		assert_true((fk->log[i].flags & KM_F_COOKIE) != 0);
+		assert_true(fk->log[i].cookie == fk->cookie);
+		assert_true((fk->log[i].flags & KM_F_AUTH) == 0);
+	}
+	fk_unlock();
+	km_client_close(c);
+
+	/* Unsteered (no MAP at open): the first GETs of a batch are refused together, one
+	 * HELLO serves them all, and they are resent with their request ids. */
+	c = cl_open(500, 3, 1);
+	for (i = 0; i < 200; i++)
+		ops[i].len = 0;
+	assert_int_equal(km_batch(c, ops, 200), 200);
+	for (i = 0; i < 200; i++)
+		assert_int_equal(ops[i].len, strlen(keys[i]) + 25);
+	st = cl_stats(c);
+	assert_int_equal(st.cookie_fetches, 1);
+	assert_true(st.denied >= 1 && st.denied <= 64);
+	assert_int_equal(st.requests, 201);
+	len = 0;
+	assert_int_equal(km_get(c, "c1", 2, buf, sizeof(buf), &len, NULL), KM_OK);
+	assert_int_equal(len, 27);
+	km_client_close(c);
+}
+
+/* A server restart (new secrets: the cookie is refused), expiry and renewal. */
+static void
+test_cookie_change(void **state)
+{
+	struct km_mget_item items[3];
+	uint8_t bufs[3][48];
+	struct km_client_stats st;
+	struct km_client *c;
+	unsigned int from, i;
+
+	(void)state;
+	fk_set_cookies(1, 60000);
+	c = cl_open(500, 3, 0);
+	assert_int_equal(put_s(c, "a/1", "one-longer-than-any-trailers", NULL), KM_OK);
+	assert_int_equal(put_s(c, "b/2", "two-longer-than-any-trailers", NULL), KM_OK);
+	check_get(c, "a/1", "one-longer-than-any-trailers", 0);
+	assert_int_equal(cl_stats(c).cookie_fetches, 1);
+
+	/* Restart: the cookie the client holds is no longer valid. */
+	fk_lock();
+	fk->cookie ^= 0xffff;
+	fk_unlock();
+	from = fk_nlog();
+	check_get(c, "a/1", "one-longer-than-any-trailers", 0);
+	st = cl_stats(c);
+	assert_int_equal(st.cookie_fetches, 2);
+	assert_int_equal(st.denied, 2);
+	/* GET (refused), HELLO, the same GET again with the new cookie. */
+	assert_int_equal(fk_nlog() - from, 3);
+	assert_int_equal(fk_log_at(from).op, KM_OP_GET);
+	assert_int_equal(fk_log_at(from + 1).op, KM_OP_HELLO);
+	assert_int_equal(fk_log_at(from + 2).op, KM_OP_GET);
+	assert_true(fk_log_at(from + 2).req_id == fk_log_at(from).req_id);
+	assert_true(fk_log_at(from + 2).cookie != fk_log_at(from).cookie);
+
+	/* MGET refused, then served with the new cookie. */
+	fk_lock();
+	fk->cookie ^= 0xffff;
+	fk_unlock();
+	memset(items, 0, sizeof(items));
+	items[0].key = "a/1";
+	items[1].key = "b/2";
+	items[2].key = "a/none";
+	for (i = 0; i < 3; i++) {
+		items[i].klen = strlen(items[i].key);
+		items[i].buf = bufs[i];
+		items[i].cap = sizeof(bufs[i]);
+	}
+	assert_int_equal(km_mget(c, items, 3), KM_OK);
+	assert_int_equal(items[0].err, KM_OK);
+	assert_int_equal(items[1].err, KM_OK);
+	assert_int_equal(items[2].err, KM_ERR_NOT_FOUND);
+	assert_memory_equal(bufs[1], "two-longer-than-any-trailers", 28);
+	assert_int_equal(cl_stats(c).cookie_fetches, 3);
+	km_client_close(c);
+
+	/* Short-lived cookies, a new one per HELLO (the previous one stays valid). */
+	fk_lock();
+	fk->rotate = 1;
+	fk_unlock();
+	fk_set_cookies(1, 400);
+	c = cl_open(500, 3, 0);
+	assert_int_equal(cl_stats(c).cookie_fetches, 1);
+	/* Past half of valid_ms: the GET goes out with the current cookie at once and a
+	 * HELLO renews it, before it expires. */
+	usleep(250 * 1000);
+	from = fk_nlog();
+	check_get(c, "a/1", "one-longer-than-any-trailers", 0);
+	st = cl_stats(c);
+	assert_int_equal(st.cookie_fetches, 2);
+	assert_int_equal(st.denied, 1);
+	/* The HELLO's reply, behind the GET's, is taken by the next call. */
+	usleep(20 * 1000);
+	check_get(c, "a/1", "one-longer-than-any-trailers", 0);
+	/* Expired (no request in between to renew it): the GET waits for a HELLO rather
+	 * than being refused. */
+	usleep(450 * 1000);
+	from = fk_nlog();
+	check_get(c, "b/2", "two-longer-than-any-trailers", 0);
+	st = cl_stats(c);
+	assert_int_equal(st.cookie_fetches, 3);
+	assert_int_equal(st.denied, 1);
+	assert_int_equal(fk_log_at(from).op, KM_OP_HELLO);
+	assert_int_equal(fk_log_at(from + 1).op, KM_OP_GET);
+	fk_lock();
+	assert_true(fk->log[from + 1].cookie == fk->cookie);
+	fk_unlock();
+	/* Writes never start a HELLO, even with the cookie expired. */
+	usleep(450 * 1000);
+	assert_int_equal(put_s(c, "a/1", "uno-longer-than-any-trailers", NULL), KM_OK);
+	assert_int_equal(cl_stats(c).cookie_fetches, 3);
+	km_client_close(c);
+}
+
+/* HELLO answered BAD_REQUEST: a server that refuses larger replies but has no HELLO. */
+static void
+test_cookie_no_hello(void **state)
+{
+	struct km_client_hello h;
+	struct km_client *c;
+	char buf[16];
+	size_t len;
+
+	(void)state;
+	fk_set_cookies(1, 60000);
+	fk_lock();
+	fk->hello_bad = 1;
+	fk_unlock();
+	c = cl_open(500, 3, 0);
+	/* The MAP failed: unsteered. */
+	assert_int_equal(km_client_epoch(c), 0);
+	/* Writes need no cookie. */
+	assert_int_equal(put_s(c, "k", "a longer value", NULL), KM_OK);
+	assert_int_equal(km_get(c, "k", 1, buf, sizeof(buf), &len, NULL), KM_ERR_DENIED);
+	assert_non_null(strstr(km_strerror(KM_ERR_DENIED), "cookie"));
+	assert_int_equal(km_get(c, "k", 1, buf, sizeof(buf), &len, NULL), KM_ERR_DENIED);
+	/* A NOT_FOUND is no larger than the request: no cookie needed. */
+	assert_int_equal(km_get(c, "nokey", 5, buf, sizeof(buf), &len, NULL), KM_ERR_NOT_FOUND);
+	assert_int_equal(km_client_hello(c, &h), KM_ERR_BAD_REQUEST);
+	assert_int_equal(put_s(c, "k", "w-longer-than-any-trailers", NULL), KM_OK);
+	/* No cookie was ever attached. */
+	assert_int_equal(fk_count_flags(0, 0, KM_F_COOKIE), 0);
+	km_client_close(c);
+
+	/* Cookies that never work: three refusals, two HELLOs, then KM_ERR_DENIED. */
+	fk_lock();
+	fk->hello_bad = 0;
+	fk->hello_wrong = 1;
+	fk_unlock();
+	c = cl_open(500, 3, 1);
+	assert_int_equal(km_get(c, "k", 1, buf, sizeof(buf), &len, NULL), KM_ERR_DENIED);
+	assert_int_equal(cl_stats(c).cookie_fetches, 2);
+	assert_int_equal(cl_stats(c).denied, 3);
+	assert_int_equal(put_s(c, "k", "w-longer-than-any-trailers", NULL), KM_OK);
+	km_client_close(c);
+
+	/* HELLO lost: the GET waiting for it times out. */
+	fk_lock();
+	fk->hello_wrong = 0;
+	fk->drop_hello = 1;
+	fk_unlock();
+	c = cl_open(50, 1, 1);
+	assert_int_equal(km_get(c, "k", 1, buf, sizeof(buf), &len, NULL), KM_ERR_TIMEOUT);
+	assert_int_equal(put_s(c, "k", "x-longer-than-any-trailers", NULL), KM_OK);
+	km_client_close(c);
+}
+
+/* A server from before cookies and keys: no HELLO, no trailer ever reaches it. */
+static void
+test_old_server(void **state)
+{
+	struct km_client_hello h;
+	struct km_client *c;
+
+	(void)state;
+	fk_lock();
+	fk->old_server = 1;
+	fk_unlock();
+	c = cl_open(500, 3, 0);
+	assert_int_equal(km_client_epoch(c), 1);
+	assert_int_equal(put_s(c, "o/1", "v1", NULL), KM_OK);
+	check_get(c, "o/1", "v1", 0);
+	assert_int_equal(fk_count_op(0, KM_OP_HELLO), 0);
+	assert_int_equal(fk_count_flags(0, 0, KM_F_COOKIE), 0);
+	assert_int_equal(fk_count_flags(0, 0, KM_F_AUTH), 0);
+	assert_int_equal(cl_stats(c).cookie_fetches, 0);
+	/* Asked explicitly, HELLO fails; nothing changes for the other requests. */
+	assert_int_equal(km_client_hello(c, &h), KM_ERR_BAD_REQUEST);
+	check_get(c, "o/1", "v1", 0);
+	km_client_close(c);
+
+	/* A key given for such a server: every request is refused as malformed. */
+	c = cl_open_key(500, 3, 1, TEST_KEY);
+	assert_int_equal(put_s(c, "o/1", "v2", NULL), KM_ERR_BAD_REQUEST);
+	km_client_close(c);
+}
+
+/* With a client key every request carries a MAC the server can check: MAP, HELLO too. */
+static void
+test_auth_mac(void **state)
+{
+	static uint8_t big[KM_DGRAM_MAX], large[KM_VALUE_MAX_LARGE];
+	struct km_client_hello h;
+	struct km_mget_item it[2];
+	uint8_t b0[48], b1[48];
+	struct km_client *c;
+	unsigned int i, n;
+
+	(void)state;
+	fk_set_key(1);
+	fk_set_cookies(1, 60000);
+	c = cl_open_key(500, 3, 0, TEST_KEY);
+	assert_int_equal(km_client_epoch(c), 1);
+	assert_int_equal(put_s(c, "x/1", "one-longer-than-any-trailers", NULL), KM_OK);
+	assert_int_equal(put_s(c, "y/2", "two-longer-than-any-trailers", NULL), KM_OK);
+	check_get(c, "x/1", "one-longer-than-any-trailers", 0);
+	memset(it, 0, sizeof(it));
+	it[0] = (struct km_mget_item){.key = "x/1", .klen = 3, .buf = b0, .cap = sizeof(b0)};
+	it[1] = (struct km_mget_item){.key = "y/2", .klen = 3, .buf = b1, .cap = sizeof(b1)};
+	assert_int_equal(km_mget(c, it, 2), KM_OK);
+	assert_int_equal(it[0].err, KM_OK);
+	assert_int_equal(it[1].err, KM_OK);
+	assert_int_equal(km_ping(c, 1), KM_OK);
+	assert_int_equal(km_client_hello(c, &h), KM_OK);
+	assert_true(h.cookie == 0x1234567890abcdefull);
+	assert_int_equal(h.valid_ms, 60000);
+	assert_int_equal(h.flags, KM_CLIENT_HELLO_COOKIES | KM_CLIENT_HELLO_AUTH);
+
+	/* The MAC takes room in the request: the size checks count it (the largest value,
+	 * with a 1-byte key, leaves none; refused before sending). */
+	assert_int_equal(km_put(c, "k", 1, large, KM_VALUE_MAX_LARGE, NULL), KM_ERR_TOO_LARGE);
+	assert_int_equal(km_put(c, "k", 1, big, KM_VALUE_MAX - KM_CLIENT_AUTH_LEN, NULL), KM_OK);
+
+	fk_lock();
+	n = fk->nlog;
+	for (i = 0; i < n; i++) {
+		assert_true((fk->log[i].flags & KM_F_AUTH) != 0);
+		assert_int_equal(fk->log[i].key_id, 7);
+		assert_int_equal(fk->log[i].mac_ok, 1);
+	}
+	/* The largest PUT left no room for the cookie: it went without. */
+	assert_int_equal(fk->log[n - 1].op, KM_OP_PUT);
+	assert_int_equal(fk->log[n - 1].flags, KM_F_AUTH);
+	fk_unlock();
+	assert_int_equal(fk_count_op(0, KM_OP_HELLO), 2);
+	assert_int_equal(
+		fk_count_flags(0, KM_OP_MGET, KM_F_COOKIE | KM_F_AUTH), fk_count_op(0, KM_OP_MGET));
+	km_client_close(c);
+}
+
+/* The server refuses the key (KM_ERR_AUTH), or what the key asks (KM_ERR_DENIED). */
+static void
+test_auth_denied(void **state)
+{
+	struct km_client *c;
+	char buf[16];
+	size_t len;
+
+	(void)state;
+	fk_set_key(1);
+	/* Wrong secret. */
+	c = cl_open_key(500, 3, 1, "7:000102030405060708090a0b0c0d0eff");
+	assert_int_equal(put_s(c, "k", "v", NULL), KM_ERR_AUTH);
+	assert_int_equal(km_get(c, "k", 1, buf, sizeof(buf), &len, NULL), KM_ERR_AUTH);
+	assert_int_equal(cl_stats(c).denied, 2);
+	km_client_close(c);
+	/* Unknown key id. */
+	c = cl_open_key(500, 3, 1, "8:000102030405060708090a0b0c0d0e0f");
+	assert_int_equal(put_s(c, "k", "v", NULL), KM_ERR_AUTH);
+	km_client_close(c);
+	/* No key where one is required; with cookies too, the HELLO is refused likewise. */
+	fk_set_cookies(1, 60000);
+	c = cl_open(500, 3, 0);
+	assert_int_equal(km_client_epoch(c), 0);
+	assert_int_equal(put_s(c, "k", "v", NULL), KM_ERR_AUTH);
+	assert_int_equal(km_get(c, "k", 1, buf, sizeof(buf), &len, NULL), KM_ERR_AUTH);
+	km_client_close(c);
+	assert_non_null(strstr(km_strerror(KM_ERR_AUTH), "key"));
+
+	/* A read-only key: writes are not allowed, reads are. */
+	fk_lock();
+	fk->auth_ro = 1;
+	fk_unlock();
+	c = cl_open_key(500, 3, 0, TEST_KEY);
+	assert_int_equal(km_client_epoch(c), 1);
+	assert_int_equal(put_s(c, "k", "v", NULL), KM_ERR_DENIED);
+	assert_int_equal(km_del(c, "k", 1, 0), KM_ERR_DENIED);
+	assert_int_equal(km_get(c, "k", 1, buf, sizeof(buf), &len, NULL), KM_ERR_NOT_FOUND);
+	assert_int_equal(cl_stats(c).denied, 3); /* the MAP at open (cookie), PUT, DEL */
+	km_client_close(c);
+}
+
 int
 main(void)
 {
@@ -1880,6 +2389,12 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_batch_10k, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_mget, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_mget_moved, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_cookie_first_contact, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_cookie_change, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_cookie_no_hello, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_old_server, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_auth_mac, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_auth_denied, setup4, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

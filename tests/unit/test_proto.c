@@ -4,6 +4,7 @@
  * documented outcome of km_req_parse() and km_reply_parse(), and a fuzz loop.
  */
 
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1067,6 +1068,72 @@ test_fuzz(void **state)
 	free(again);
 }
 
+/* Client keys as given to clients: "ID:HEX". */
+static void
+test_key_parse(void **state)
+{
+	static const char *const bad[] = {NULL, "", "7", "7:", ":00112233445566778899aabbccddeeff",
+		"0:00112233445566778899aabbccddeeff", "4294967296:00112233445566778899aabbccddeeff",
+		"+7:00112233445566778899aabbccddeeff", "7 :00112233445566778899aabbccddeeff",
+		"7:00112233445566778899aabbccddeef", "7:00112233445566778899aabbccddeeff0",
+		"7:00112233445566778899aabbccddeefg", "7:00112233445566778899aabbccddeeff\n",
+		"7:0x112233445566778899aabbccddeeff"};
+	uint8_t key[KM_MAC_KEY_LEN], want[KM_MAC_KEY_LEN];
+	uint32_t id = 99;
+	unsigned int i;
+
+	(void)state;
+	for (i = 0; i < KM_MAC_KEY_LEN; i++)
+		want[i] = (uint8_t)(i * 0x11);
+	assert_int_equal(km_key_parse("7:00112233445566778899aabbccddeeff", &id, key), 0);
+	assert_int_equal(id, 7);
+	assert_memory_equal(key, want, sizeof(key));
+	assert_int_equal(km_key_parse("4294967295:00112233445566778899AABBCCDDEEFF", &id, key), 0);
+	assert_int_equal(id, UINT32_MAX);
+	assert_memory_equal(key, want, sizeof(key));
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		id = 99;
+		memset(key, 0xa5, sizeof(key));
+		assert_int_equal(km_key_parse(bad[i], &id, key), -EINVAL);
+		/* Nothing written on failure. */
+		assert_int_equal(id, 99);
+		assert_int_equal(key[0], 0xa5);
+	}
+}
+
+/* km_req_seal: cookie then key id and MAC, flags set; km_req_parse finds them. */
+static void
+test_req_seal(void **state)
+{
+	struct km_hdr h = {.magic = KM_PROTO_MAGIC,
+		.proto_ver = KM_PROTO_VERSION,
+		.op = KM_OP_GET,
+		.key_len = 3,
+		.req_id = 5};
+	uint8_t key[KM_MAC_KEY_LEN], buf[KM_HDR_LEN + 3 + KM_TRAILER_MAX];
+	struct km_msg m;
+	size_t len, sealed;
+
+	(void)state;
+	memset(key, 0x42, sizeof(key));
+	len = km_msg_build(buf, sizeof(buf), &h, "abc", NULL);
+	sealed = km_req_seal(buf, len, sizeof(buf), 1, 0x0102030405060708ull, 9, key);
+	assert_int_equal(sealed, len + KM_TRAILER_MAX);
+	assert_int_equal(km_req_parse(buf, sealed, KM_VALUE_MAX, &m), KM_ST_OK);
+	assert_int_equal(m.hdr.flags, KM_F_COOKIE | KM_F_AUTH);
+	assert_true(m.cookie == 0x0102030405060708ull);
+	assert_int_equal(m.key_id, 9);
+	assert_int_equal(km_mac_check(key, buf, &m), 1);
+	key[0] ^= 1;
+	assert_int_equal(km_mac_check(key, buf, &m), 0);
+	/* Resealed without trailers: the flags are cleared. */
+	assert_int_equal(km_req_seal(buf, len, sizeof(buf), 0, 0, 0, NULL), len);
+	assert_int_equal(km_req_parse(buf, len, KM_VALUE_MAX, &m), KM_ST_OK);
+	assert_int_equal(m.hdr.flags, 0);
+	/* No room. */
+	assert_int_equal(km_req_seal(buf, len, len + KM_COOKIE_LEN - 1, 1, 1, 0, NULL), 0);
+}
+
 int
 main(void)
 {
@@ -1087,6 +1154,8 @@ main(void)
 		cmocka_unit_test(test_msg_build),
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_fuzz),
+		cmocka_unit_test(test_key_parse),
+		cmocka_unit_test(test_req_seal),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

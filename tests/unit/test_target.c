@@ -505,6 +505,177 @@ test_names(void **state)
 	assert_int_equal(k, KM_TGT_ECHO);
 }
 
+/* Trailers: the cookie and the key id pre-encoded, the MAC computed per request. */
+static void
+test_seal(void **state)
+{
+	static const uint8_t key[KM_MAC_KEY_LEN] = {
+		1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+	struct km_tgt_seal none, ck, auth, both;
+	uint8_t req[BUF];
+	struct km_msg m;
+	size_t len, vmax, sealed;
+
+	(void)state;
+	km_tgt_seal_init(&none, 0, 0, 0, NULL);
+	km_tgt_seal_init(&ck, 1, 0x1122334455667788ull, 0, NULL);
+	km_tgt_seal_init(&auth, 0, 0, 9, key);
+	km_tgt_seal_init(&both, 1, 0x1122334455667788ull, 9, key);
+
+	len = km_tgt_build(KM_TGT_KEYMAP, KM_WL_GET, 5, 0, "user/42", 7, NULL, 0, req, sizeof(req));
+	assert_int_equal(km_tgt_seal(&none, req, len, sizeof(req)), len);
+	assert_int_equal(km_req_parse(req, len, KM_VALUE_MAX, &m), KM_ST_OK);
+	assert_int_equal(m.hdr.flags, 0);
+
+	sealed = km_tgt_seal(&ck, req, len, sizeof(req));
+	assert_int_equal(sealed, len + KM_COOKIE_LEN);
+	assert_int_equal(km_req_parse(req, sealed, KM_VALUE_MAX, &m), KM_ST_OK);
+	assert_int_equal(m.hdr.flags, KM_F_COOKIE);
+	assert_true(m.cookie == 0x1122334455667788ull);
+	assert_null(m.mac);
+
+	len = km_tgt_build(KM_TGT_KEYMAP, KM_WL_GET, 5, 0, "user/42", 7, NULL, 0, req, sizeof(req));
+	sealed = km_tgt_seal(&auth, req, len, sizeof(req));
+	assert_int_equal(sealed, len + KM_AUTH_LEN);
+	assert_int_equal(km_req_parse(req, sealed, KM_VALUE_MAX, &m), KM_ST_OK);
+	assert_int_equal(m.hdr.flags, KM_F_AUTH);
+	assert_int_equal(m.key_id, 9);
+	assert_int_equal(km_mac_check(key, req, &m), 1);
+
+	len = km_tgt_build(KM_TGT_KEYMAP, KM_WL_GET, 5, 0, "user/42", 7, NULL, 0, req, sizeof(req));
+	sealed = km_tgt_seal(&both, req, len, sizeof(req));
+	assert_int_equal(sealed, len + KM_TRAILER_MAX);
+	assert_int_equal(km_req_parse(req, sealed, KM_VALUE_MAX, &m), KM_ST_OK);
+	assert_int_equal(m.hdr.flags, KM_F_COOKIE | KM_F_AUTH);
+	assert_true(m.cookie == 0x1122334455667788ull);
+	assert_int_equal(m.key_id, 9);
+	assert_int_equal(km_mac_check(key, req, &m), 1);
+	/* The same as libkeymap's sealing. */
+	{
+		uint8_t ref[BUF];
+
+		len = km_tgt_build(
+			KM_TGT_KEYMAP, KM_WL_GET, 5, 0, "user/42", 7, NULL, 0, ref, sizeof(ref));
+		assert_int_equal(
+			km_req_seal(ref, len, sizeof(ref), 1, 0x1122334455667788ull, 9, key),
+			sealed);
+		assert_memory_equal(ref, req, sealed);
+	}
+	/* No room for the MAC: refused. */
+	assert_int_equal(km_tgt_seal(&both, req, len, len + KM_AUTH_LEN - 1), 0);
+
+	/* A PUT that fills the datagram with its MAC leaves no room for the cookie: it goes
+	 * without (its reply is never larger than the request). */
+	vmax = km_tgt_value_max(KM_TGT_KEYMAP, 1) - KM_AUTH_LEN;
+	len = km_tgt_build(KM_TGT_KEYMAP, KM_WL_PUT, 6, 0, "k", 1, NULL, vmax, req, sizeof(req));
+	sealed = km_tgt_seal(&both, req, len, sizeof(req));
+	assert_int_equal(sealed, KM_DGRAM_MAX);
+	assert_int_equal(km_req_parse(req, sealed, KM_VALUE_MAX, &m), KM_ST_OK);
+	assert_int_equal(m.hdr.flags, KM_F_AUTH);
+	assert_int_equal(km_mac_check(key, req, &m), 1);
+	/* One byte more and the MAC does not fit. */
+	len = km_tgt_build(
+		KM_TGT_KEYMAP, KM_WL_PUT, 6, 0, "k", 1, NULL, vmax + 1, req, sizeof(req));
+	assert_int_equal(km_tgt_seal(&both, req, len, sizeof(req)), 0);
+	/* Without a key the cookie fits wherever it can, and is left out where not. */
+	len = km_tgt_build(KM_TGT_KEYMAP, KM_WL_PUT, 6, 0, "k", 1, NULL, vmax, req, sizeof(req));
+	assert_int_equal(km_tgt_seal(&ck, req, len, sizeof(req)), len + KM_COOKIE_LEN);
+	len = km_tgt_build(
+		KM_TGT_KEYMAP, KM_WL_PUT, 6, 0, "k", 1, NULL, vmax + KM_AUTH_LEN, req, sizeof(req));
+	assert_int_equal(km_tgt_seal(&ck, req, len, sizeof(req)), len);
+	assert_int_equal(km_req_parse(req, len, KM_VALUE_MAX, &m), KM_ST_OK);
+	assert_int_equal(m.hdr.flags, 0);
+}
+
+/* A keymap reply to req (its op and req_id) with status, version and a value. */
+static size_t
+hello_reply(const uint8_t *req, size_t len, uint8_t status, uint64_t version, const uint8_t *val,
+	uint32_t vlen, uint8_t *out)
+{
+	struct km_msg m;
+	struct km_hdr h = {
+		.magic = KM_PROTO_MAGIC, .proto_ver = KM_PROTO_VERSION, .flags = KM_F_REPLY};
+
+	assert_int_equal(km_req_parse(req, len, KM_VALUE_MAX, &m), KM_ST_OK);
+	h.op = m.hdr.op;
+	h.req_id = m.hdr.req_id;
+	h.status = status;
+	h.version = version;
+	h.val_len = vlen;
+	return km_msg_build(out, BUF, &h, NULL, val);
+}
+
+static void
+test_hello(void **state)
+{
+	static const uint8_t zero[KM_HELLO_LEN];
+	static const uint8_t key[KM_MAC_KEY_LEN] = {7};
+	uint8_t req[BUF], rep[BUF], body[KM_HELLO_LEN];
+	struct km_tgt_seal auth;
+	struct km_tgt_reply r;
+	struct km_tgt_hello h;
+	struct km_msg m;
+	size_t len, rlen, sealed;
+
+	(void)state;
+	len = km_tgt_hello_build(0xabcdef, req, sizeof(req));
+	assert_int_equal(len, KM_HDR_LEN + KM_HELLO_LEN);
+	assert_int_equal(km_tgt_hello_build(1, req, len - 1), 0);
+	len = km_tgt_hello_build(0xabcdef, req, sizeof(req));
+	assert_int_equal(km_req_parse(req, len, KM_VALUE_MAX, &m), KM_ST_OK);
+	assert_int_equal(m.hdr.op, KM_OP_HELLO);
+	assert_int_equal(m.hdr.req_id, 0xabcdef);
+	assert_int_equal(m.hdr.key_len, 0);
+	assert_int_equal(m.hdr.val_len, KM_HELLO_LEN);
+	assert_memory_equal(m.val, zero, KM_HELLO_LEN);
+	/* A key's MAC on the HELLO too. */
+	km_tgt_seal_init(&auth, 0, 0, 3, key);
+	sealed = km_tgt_seal(&auth, req, len, sizeof(req));
+	assert_int_equal(sealed, len + KM_AUTH_LEN);
+	assert_int_equal(km_req_parse(req, sealed, KM_VALUE_MAX, &m), KM_ST_OK);
+	assert_int_equal(km_mac_check(key, req, &m), 1);
+
+	/* OK: cookie, valid_ms, flags. */
+	km_put64(body, 0x0102030405060708ull);
+	km_put32(body + 8, 30000);
+	km_put32(body + 12, KM_HELLO_F_COOKIES | KM_HELLO_F_AUTH);
+	rlen = hello_reply(req, sealed, KM_ST_OK, 0, body, KM_HELLO_LEN, rep);
+	memset(&h, 0xff, sizeof(h));
+	assert_int_equal(km_tgt_hello_parse(rep, rlen, 0xabcdef, &h), 0);
+	assert_int_equal(h.status, KM_ST_OK);
+	assert_true(h.cookie == 0x0102030405060708ull);
+	assert_int_equal(h.valid_ms, 30000);
+	assert_int_equal(h.flags, KM_HELLO_F_COOKIES | KM_HELLO_F_AUTH);
+	/* Another request's reply, a truncated one, or not a HELLO reply at all. */
+	assert_int_equal(km_tgt_hello_parse(rep, rlen, 0xabcdee, &h), -1);
+	assert_int_equal(km_tgt_hello_parse(rep, rlen - 1, 0xabcdef, &h), -1);
+	/* The bench never sends HELLO through km_tgt_parse: it is no reply of its ops. */
+	assert_int_equal(km_tgt_parse(KM_TGT_KEYMAP, rep, rlen, &r), -1);
+	rlen = hello_reply(req, sealed, KM_ST_OK, 0, body, 8, rep);
+	assert_int_equal(km_tgt_hello_parse(rep, rlen, 0xabcdef, &h), -1);
+
+	/* A server without HELLO; one that refuses the key. */
+	rlen = hello_reply(req, sealed, KM_ST_BAD_REQUEST, 0, NULL, 0, rep);
+	assert_int_equal(km_tgt_hello_parse(rep, rlen, 0xabcdef, &h), 0);
+	assert_int_equal(h.status, KM_ST_BAD_REQUEST);
+	rlen = hello_reply(req, sealed, KM_ST_DENIED, KM_DENY_AUTH, NULL, 0, rep);
+	assert_int_equal(km_tgt_hello_parse(rep, rlen, 0xabcdef, &h), 0);
+	assert_int_equal(h.status, KM_ST_DENIED);
+	assert_int_equal(h.deny, KM_DENY_AUTH);
+
+	/* A GET refused for want of a cookie: an error, and why. */
+	len = km_tgt_build(KM_TGT_KEYMAP, KM_WL_GET, 77, 0, "k", 1, NULL, 0, req, sizeof(req));
+	rlen = hello_reply(req, len, KM_ST_DENIED, KM_DENY_COOKIE, NULL, 0, rep);
+	assert_int_equal(km_tgt_parse(KM_TGT_KEYMAP, rep, rlen, &r), 0);
+	assert_int_equal(r.req_id, 77);
+	assert_int_equal(r.result, KM_TGT_R_ERROR);
+	assert_int_equal(r.status, KM_ST_DENIED);
+	assert_int_equal(r.deny, KM_DENY_COOKIE);
+	rlen = hello_reply(req, len, KM_ST_OK, 0, (const uint8_t *)"v", 1, rep);
+	assert_int_equal(km_tgt_parse(KM_TGT_KEYMAP, rep, rlen, &r), 0);
+	assert_int_equal(r.deny, 0);
+}
+
 int
 main(void)
 {
@@ -521,6 +692,8 @@ main(void)
 		cmocka_unit_test(test_build_limits),
 		cmocka_unit_test(test_value_max),
 		cmocka_unit_test(test_names),
+		cmocka_unit_test(test_seal),
+		cmocka_unit_test(test_hello),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

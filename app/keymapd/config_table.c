@@ -134,7 +134,7 @@ const struct conf_desc km_conf_descs[] = {
 	CIDRS("security", "allow", F_RUNTIME, allow, "0.0.0.0/0",
 		"client sources served: comma-separated IPv4 CIDRs, a bare address is a /32 (at "
 		"most 32 items); datagrams from other sources are dropped unanswered"),
-	U64("security", "cookies", 0, cookies, 0, 1, "0",
+	U64("security", "cookies", 0, cookies, 0, 1, "1",
 		"address validation: a reply larger than its request (GET, MGET, MAP) goes only to "
 		"a source whose request carries a valid HELLO cookie, others get DENIED; 0 = to "
 		"any allowed source (an amplifier where sources can be spoofed)"),

@@ -9,8 +9,9 @@ usage: drops_client.py SERVER PORT MODE N
   ping   N PINGs, one at a time (each waits up to 1 s for its reply)
   junk   N datagrams that are not requests (keymapd drops them, counted in drop_proto),
          back to back; nothing comes back
-  blast  one PUT of the key drops/k (answered), then N requests back to back, PUTs and
-         GETs of that key in turn, then the replies until none came for 2 s
+  blast  a HELLO, one PUT of the key drops/k (answered), then N requests back to back,
+         PUTs and GETs (with the cookie) of that key in turn, then the replies until none
+         came for 2 s
   spoof  N PINGs from each source no reply may go to (loopback, multicast, broadcast,
          reserved, this network, the server itself, and a real address with UDP port 0;
          0.0.0.0 cannot be sent: the kernel fills in its own), sent through a raw socket
@@ -37,8 +38,21 @@ HDR = struct.Struct("<BBBBHHIIQQII")  # the 40-byte header, little-endian
 KEY = b"drops/k"
 
 
-def request(op, req_id, key=b"", val=b""):
-    return HDR.pack(MAGIC, VERSION, op, 0, 0, len(key), len(val), 0, req_id, 0, 0, 0) + key + val
+def request(op, req_id, key=b"", val=b"", cookie=None):
+    """A request; with a cookie (from HELLO) its trailer and flag (docs/protocol.md 2.2)."""
+    flags = 0x2 if cookie is not None else 0
+    b = HDR.pack(MAGIC, VERSION, op, 0, flags, len(key), len(val), 0, req_id, 0, 0, 0) + key + val
+    return b + struct.pack("<Q", cookie) if cookie is not None else b
+
+
+def hello(s):
+    """The cookie of this socket's address (HELLO: 16 bytes of padding each way)."""
+    s.send(request(9, 0x4845, val=bytes(16)))
+    s.settimeout(2.0)
+    r = s.recv(2048)
+    if len(r) != 56 or r[3] != 0:
+        sys.exit("HELLO: no cookie")
+    return struct.unpack_from("<Q", r, 40)[0]
 
 
 def main():
@@ -75,12 +89,14 @@ def main():
             s.send(b"not a keymap request %08d" % i)
             out["sent"] += 1
     elif mode == "blast":
+        # The GETs' replies are larger than their requests: they carry the cookie.
+        cookie = hello(s)
         s.send(request(4, 1, KEY, b"v" * 32))
         if not take(2.0):
             sys.exit("blast: the first PUT got no reply")
         out = {"sent": 0, "replies": 0}
-        reqs = [request(4 if i % 2 == 0 else 2, i + 2, KEY, b"v" * 32 if i % 2 == 0 else b"")
-                for i in range(n)]
+        reqs = [request(4, i + 2, KEY, b"v" * 32) if i % 2 == 0 else
+                request(2, i + 2, KEY, cookie=cookie) for i in range(n)]
         for r in reqs:
             s.send(r)
             out["sent"] += 1

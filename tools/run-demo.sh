@@ -63,9 +63,11 @@ for _ in $(seq 20); do
 	ip netns exec "$ns" build/tools/keymap-cli -h "$server" -t 250 ping >/dev/null 2>&1 && break
 done
 cli ping
-cli put user42/cart '{"items": 3}'
+out=$(cli put user42/cart '{"items": 3}')
+echo "$out"
 cli get user42/cart
-cli cas user42/cart 1 '{"items": 4}'
+# CAS against the version the PUT returned ("OK version N").
+cli cas user42/cart "${out##* }" '{"items": 4}'
 # keymap-cli exits 3 when a key is absent: show it rather than stop the demo.
 cli mget user42/cart user42/none || echo "(exit status $?: one key is absent)"
 cli map

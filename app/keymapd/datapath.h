@@ -254,6 +254,7 @@ struct km_datapath {
 	struct rte_ether_addr mac;
 	uint16_t udp_base;
 	int tx_cksum_offload; /* port computes IPv4 + UDP checksums */
+	int tx_multi_seg;     /* port sends mbuf chains; else fragments are copied flat */
 	int rss;              /* RSS spreads flows over the worker queues */
 	int rx_desc_status;   /* rte_eth_rx_descriptor_status() answers (struct km_port_caps) */
 	uint16_t nb_rxd;      /* RX descriptors per queue */

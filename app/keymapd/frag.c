@@ -83,8 +83,11 @@ km_frag_init(struct km_worker *w, const struct km_conf *conf)
 		(uint16_t)(RTE_PKTMBUF_HEADROOM + L2_LEN + L3_LEN + L4_LEN + km_dp.large_room),
 		socket);
 	snprintf(name, sizeof(name), "km_fdir%u", w->index);
-	w->frag_direct =
-		rte_pktmbuf_pool_create(name, nb_out, 0, 0, RTE_PKTMBUF_HEADROOM + L3_LEN, socket);
+	/* A fragment's header; where the port cannot send chains, its whole frame (the
+	 * fragment's data is copied after the header: rte_pktmbuf_linearize()). */
+	w->frag_direct = rte_pktmbuf_pool_create(name, nb_out, 0, 0,
+		(uint16_t)(RTE_PKTMBUF_HEADROOM + (km_dp.tx_multi_seg ? L3_LEN : km_dp.mtu)),
+		socket);
 	snprintf(name, sizeof(name), "km_find%u", w->index);
 	w->frag_indirect = rte_pktmbuf_pool_create(name, nb_out, 0, 0, 0, socket);
 	if (w->large == NULL || w->frag_direct == NULL || w->frag_indirect == NULL) {
@@ -236,9 +239,11 @@ km_frag_tick(struct km_worker *w, uint64_t tsc)
 {
 	if (w->frag_last != 0) {
 		rte_ip_frag_table_del_expired_entries(w->frag_tbl, w->frag_dr, tsc);
-		/* Every entry is expired once the timeout passed since the last fragment;
-		 * one more call after that frees them. */
-		if (tsc - w->frag_last > km_dp.frag_cycles)
+		/* Every entry is expired once the timeout passed since the last fragment; the
+		 * call stops early when the death row fills up, so the table is clear only
+		 * once a call left the row with room. */
+		if (tsc - w->frag_last > km_dp.frag_cycles &&
+			w->frag_dr->cnt + FRAG_DR_PER_CALL <= RTE_IP_FRAG_DEATH_ROW_MBUF_LEN)
 			w->frag_last = 0;
 	}
 	death_row_free(w);
@@ -277,6 +282,13 @@ km_frag_output(struct km_worker *w, struct rte_mbuf *m, struct rte_mbuf **out, u
 
 		*e = eth;
 		fip->hdr_checksum = rte_ipv4_cksum(fip);
+		/* A port without chains reads one segment: the fragment's data goes after its
+		 * header (room made at pool creation). */
+		if (!km_dp.tx_multi_seg && rte_pktmbuf_linearize(out[i]) != 0) {
+			rte_pktmbuf_free_bulk(out, (unsigned int)n);
+			w->cnt.large_drops++;
+			return 0;
+		}
 		out[i]->ol_flags = 0;
 		out[i]->l2_len = L2_LEN;
 		out[i]->l3_len = L3_LEN;

@@ -21,6 +21,7 @@ extern int km_logtype;
 /* What km_port_init() found the port does. */
 struct km_port_caps {
 	int tx_cksum_offload; /* the port computes IPv4 + UDP checksums */
+	int tx_multi_seg;     /* the port sends mbuf chains (fragments built by reference) */
 	int rss;              /* RSS spreads flows over the worker queues */
 	uint16_t nb_rxd;      /* RX descriptors per queue, as the port took them */
 	int rx_desc_status;   /* rte_eth_rx_descriptor_status() answers: a worker can ask

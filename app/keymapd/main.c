@@ -591,6 +591,7 @@ port_start(struct boot *b)
 		return -1;
 	b->port_ok = 1;
 	km_dp.tx_cksum_offload = b->caps.tx_cksum_offload;
+	km_dp.tx_multi_seg = b->caps.tx_multi_seg;
 	km_dp.rss = b->caps.rss;
 	km_dp.nb_rxd = b->caps.nb_rxd;
 	km_dp.rx_desc_status = b->caps.rx_desc_status;

@@ -44,6 +44,11 @@ km_port_init(uint16_t port, uint16_t nb_queues, const struct km_conf *conf,
 	caps->tx_cksum_offload = (info.tx_offload_capa & cksum_tx) == cksum_tx;
 	if (caps->tx_cksum_offload)
 		pc.txmode.offloads |= cksum_tx;
+	/* Fragments of a large reply are chains (a header, then a reference into the reply):
+	 * asked for where the port offers it, else km_frag_output() makes them flat. */
+	caps->tx_multi_seg = (info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_MULTI_SEGS) != 0;
+	if (caps->tx_multi_seg)
+		pc.txmode.offloads |= RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
 	if ((info.rx_offload_capa & cksum_rx) == cksum_rx)
 		pc.rxmode.offloads |= cksum_rx;
 	caps->rss = 0;

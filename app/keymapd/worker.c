@@ -383,6 +383,7 @@ pkt_grow(
 	}
 	if (pkt_l4(w, NULL, &big, 1, &r, &plen) != PKT_PROC)
 		return; /* cannot happen: it passed before; freed and counted */
+	r.again = 1;
 	km_proc_rx(w->proc, map, &r);
 	if (unlikely(r.verdict == KM_PROC_GROW)) {
 		/* Cannot happen: it has the room reply_max promised. */
@@ -447,10 +448,12 @@ disk_poll(struct km_worker *w, const struct km_shardmap *map, struct tx_batch *t
 	do {
 		n = km_proc_poll(w->proc, done, BURST_MAX);
 		for (i = 0; i < n; i++) {
-			if (unlikely(done[i].len == 0))
+			if (unlikely(done[i].len == 0)) {
 				pkt_grow(w, map, done[i].cookie, tx);
-			else
+				total--; /* answered by pkt_grow(), not from the disk */
+			} else {
 				tx_reply(w, tx, done[i].cookie, done[i].len);
+			}
 		}
 		total += n;
 	} while (n == BURST_MAX);

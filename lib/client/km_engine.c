@@ -126,8 +126,7 @@ km_slot_transmit(struct km_client *c, uint32_t idx)
 		 s->len + KM_COOKIE_LEN + (c->has_key ? KM_AUTH_LEN : 0) <= KM_DGRAM_MAX;
 	/* Room was checked before the request was built: sealing cannot fail. */
 	s->wlen = (uint32_t)km_req_seal(s->buf, s->len, s->buf == s->big ? KM_MSG_MAX : KM_SLOT_BUF,
-		cookie, c->ck.cookie,
-		c->key_id, c->has_key ? c->key : NULL);
+		cookie, c->ck.cookie, c->key_id, c->has_key ? c->key : NULL);
 	s->cookie_gen = cookie ? c->ck.gen : 0;
 	s->attempts++;
 	s->state = KM_SLOT_QUEUED;

@@ -151,8 +151,9 @@ km_hello_end(struct km_client *c, int err, uint64_t now)
 			k->expires = life != 0 ? hs->first_ns + life : 0;
 			k->renew = life != 0 ? hs->first_ns + life / 2 : 0;
 		}
-	} else {
-		/* Send as to a server without cookies; a refusal starts over. */
+	} else if (!(k->held && (k->expires == 0 || now < k->expires))) {
+		/* Send as to a server without cookies; a refusal starts over. A renewal that
+		 * failed leaves a cookie still valid in use. */
 		k->held = false;
 		k->required = false;
 	}

@@ -320,6 +320,8 @@ struct km_proc_req {
 	void *cookie;        /* the caller's handle (its packet), returned by km_proc_poll() */
 	int16_t port_worker; /* worker the client addressed (UDP dst port - base), -1: none */
 	uint8_t handed;      /* handed over by another worker: never handed on again */
+	uint8_t again;       /* a GET submitted again for room (KM_PROC_GROW, a done of length
+			      * 0): the predictor learnt from its first pass */
 	/* out: set by km_proc_rx_burst() */
 	uint8_t verdict;  /* enum km_proc_verdict */
 	uint16_t owner;   /* KM_PROC_HANDOFF: the worker that executes it */

@@ -189,7 +189,9 @@ exec_get(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *
 		memcpy(kbuf, k->data, k->len);
 		kc = (struct km_key){.data = kbuf, .len = k->len, .hash = k->hash};
 		len = proc_get_persistent(p, map, req, k, shd, cookie, out, cap, limit, &acc);
-		if (len != PROC_GROW) /* else taught when it comes back */
+		/* Once per GET: on its first pass (what it found then), not when it comes back
+		 * for room. */
+		if (!p->again)
 			proc_pf_access(p, map, shd, &kc, &req->hdr, src, acc);
 		goto out;
 	}

@@ -168,6 +168,7 @@ struct km_proc {
 	struct km_stream_key *pfq; /* stream prefetches waiting for km_proc_prefetch_run() */
 	uint8_t *pfq_mark;
 	uint32_t pfq_n;
+	uint8_t again;      /* the request executing is km_proc_req.again */
 	uint8_t pf_filling; /* the mark of a prefetched value being cached (its evictions are its
 			     harm), 0 */
 

@@ -174,8 +174,12 @@ prefetch_entry(struct km_proc_req *r)
 static inline void
 exec_req(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r)
 {
-	size_t len = proc_exec_one(p, map, &r->msg, &r->rt, &r->key, r->shd, r->src, r->cookie,
-		r->buf, r->cap, r->limit);
+	size_t len;
+
+	p->again = r->again;
+	len = proc_exec_one(p, map, &r->msg, &r->rt, &r->key, r->shd, r->src, r->cookie, r->buf,
+		r->cap, r->limit);
+	p->again = 0;
 
 	if (len == 0)
 		r->verdict = KM_PROC_DEFER;

@@ -11,7 +11,9 @@
 #   d. a flood of 3000 first fragments of datagrams that never complete: every one counted
 #      in frag_rx, then in frag_drops once the table is full or the entry timed out
 #      (frag_timeout_ms 100), nothing reassembled; keymapd's RSS grows by less than 4 MiB;
-#      it still answers, large values included; the counters are on the metrics page.
+#      it still answers, large values included; the counters are on the metrics page;
+#   e. on net_af_xdp over a veth (no TX of mbuf chains) the 10 KB value round-trips: its
+#      reply's fragments are made flat.
 # Removes the namespace, the processes and /var/run/dpdk/<prefix> even when it fails; every
 # command is bounded by a timeout.
 #
@@ -98,6 +100,8 @@ sleep 0.5 # past frag_timeout_ms: every entry expired
 cj s5 stats
 rss1=$(rss)
 check "flood['sent'] == 3000 and s5['port']['kernel_drops'] == s4['port']['kernel_drops'] and
+	s5['port']['rx_nombuf'] == s4['port']['rx_nombuf'] and
+	s5['port']['imissed'] == s4['port']['imissed'] and
 	s5['total']['frag_rx'] - s4['total']['frag_rx'] == 3000 and
 	s5['total']['frag_drops'] - s4['total']['frag_drops'] == 3000 and
 	s5['total']['frag_reassembled'] == s4['total']['frag_reassembled']" \
@@ -120,4 +124,30 @@ ok "keymap_frag_*_total and keymap_large_drops_total on the metrics page"
 
 stop_server || fail "keymapd exit status $? on SIGTERM"
 grep -Eq "^frag_drops +[0-9]+" "$log" || fail "exit print: no frag_drops row"
+
+section "e. a port that cannot send mbuf chains (net_af_xdp on a veth): fragments made flat"
+for _ in $(seq 50); do "${in_ns[@]}" ip link show "$tap" >/dev/null 2>&1 || break; sleep 0.1; done
+"${in_ns[@]}" ip link add kmfragv0 type veth peer name kmfragv1
+"${in_ns[@]}" ip link set kmfragv0 up
+"${in_ns[@]}" ip addr add 198.51.100.1/24 dev kmfragv1
+"${in_ns[@]}" ip link set kmfragv1 up
+: >"$log"
+timeout -k 5 60 ip netns exec "$ns" "$keymapd" -o "store.value_max=$value_max" \
+	-o metrics.port=0 -- "${eal[@]}" --file-prefix "$prefix" \
+	--vdev net_af_xdp0,iface=kmfragv0 >"$log" 2>&1 &
+srv_pid=$!
+for _ in $(seq 300); do
+	grep -q "keymapd: ready" "$log" && break
+	kill -0 "$srv_pid" 2>/dev/null || { srv_pid=; fail "keymapd on net_af_xdp exited"; }
+	sleep 0.1
+done
+grep -q "keymapd: ready" "$log" || fail "keymapd on net_af_xdp not ready after 30 s"
+expect 0 "^OK version" "${kcli[@]}" put frag/xdp - <"$tmp/v10k"
+"${kcli[@]}" get frag/xdp >"$tmp/got" || fail "get frag/xdp over net_af_xdp"
+truncate -s -1 "$tmp/got"
+same "$tmp/v10k" "$tmp/got" "a 10 KB value PUT and GET over net_af_xdp"
+cj x1 stats
+check "x1['total']['frag_tx'] >= 7 and x1['total']['large_drops'] == 0" \
+	"its reply sent as flat fragments"
+stop_server || fail "keymapd exit status $? on SIGTERM"
 echo "PASS: $((checks + 1)) checks in $((SECONDS - t_start)) s"

@@ -47,10 +47,12 @@ section "a. address validation (HELLO cookies)"
 # The log store, restarted after the PUT: the first GET waits for its disk read (the
 # deferred reply is checked too).
 mkdir -p "$tmp/data/cold"
-start_server "$tmp/data" -o security.cookies=1
+start_server "$tmp/data" -o security.cookies=1 -o store.value_max=11000
 rq put --value-size 1000 put g/big
-check "put['status'] == 'OK' and put['rep_len'] == 40" "a PUT needs no cookie (40-byte reply)"
-restart_clean "$tmp/data" -o security.cookies=1
+rq puth --value-size 10000 put g/huge
+check "put['status'] == puth['status'] == 'OK' and put['rep_len'] == puth['rep_len'] == 40" \
+	"a PUT needs no cookie (40-byte reply), a 10 KB one in fragments neither"
+restart_clean "$tmp/data" -o security.cookies=1 -o store.value_max=11000
 rq map0 map
 rq get0 get g/big
 check "map0['status'] == get0['status'] == 'DENIED' and map0['version'] == get0['version'] == 1
@@ -67,9 +69,14 @@ rq get2 --cookie hello --other-port get g/big
 rq get3 --cookie 12345 get g/big
 check "get2['status'] == get3['status'] == 'DENIED' and get2['rep_len'] <= get2['req_len']" \
 	"a cookie of another port, a made-up one: DENIED"
+rq huge0 get g/huge
+rq huge1 --cookie hello get g/huge
+check "huge0['status'] == 'DENIED' and huge0['rep_len'] <= huge0['req_len'] and
+	huge1['status'] == 'OK' and huge1['val_len'] == 10000" \
+	"a GET of 10 KB (fragments, grown from disk): DENIED without a cookie, whole with one"
 rq small get nokey
 check "small['status'] == 'NOT_FOUND'" "a reply no larger than the request goes without a cookie"
-echo "ratio: $(jx "max(r['rep_len'] / r['req_len'] for r in (map0, get0, get2, get3, hello))")" \
+echo "ratio: $(jx "max(r['rep_len'] / r['req_len'] for r in (map0, get0, get2, get3, huge0, hello))")" \
 	"(worst reply/request bytes without a valid cookie)"
 rq id1 --sport 40001 --req-id 77 put g/r1 one
 rq id2 --sport 40001 --req-id 77 put g/r2 two
@@ -79,7 +86,7 @@ check "id1['status'] == id2['status'] == 'OK' and id2['version'] != id1['version
 	id3['version'] == id2['version'] and id4['val_len'] == 3" \
 	"a request id reused for another key is executed; its retry is answered from the table"
 cj st stats
-check "st['total']['denied_cookie'] == 4 and st['total']['req_hello'] >= 3 and
+check "st['total']['denied_cookie'] == 5 and st['total']['req_hello'] >= 3 and
 	st['total']['disk_reads'] >= 1" \
 	"denied_cookie and req_hello counted"
 

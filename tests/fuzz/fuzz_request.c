@@ -129,6 +129,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			memcpy(large[i], r[i].buf, r[i].len);
 			r[i].buf = large[i];
 			r[i].cap = KM_MSG_MAX;
+			r[i].again = 1;
 			km_proc_rx(proc, map, &r[i]);
 		}
 		if (r[i].verdict == KM_PROC_REPLY &&

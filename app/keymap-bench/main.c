@@ -291,17 +291,18 @@ report(const struct run *r, const struct bench_phase *ph, const struct bench_res
 static int
 judge(const struct bench_conf *c, const struct bench_result *res)
 {
-	uint64_t lost = res->timeouts + res->unsent;
+	uint64_t lost = res->timeouts + res->unsent + res->dropped;
 
 	if (bench_stop)
 		fprintf(stderr, "keymap-bench: interrupted\n");
 	else if (res->replies == 0)
 		fprintf(stderr, "keymap-bench: no reply from the target\n");
-	else if ((double)lost > c->max_timeout_ratio * (double)(res->sent + res->unsent))
+	else if ((double)lost >
+		 c->max_timeout_ratio * (double)(res->sent + res->unsent + res->dropped))
 		fprintf(stderr,
 			"keymap-bench: %" PRIu64 " of %" PRIu64
 			" requests timed out or were never sent (more than --max-timeouts %g)\n",
-			lost, res->sent + res->unsent, c->max_timeout_ratio);
+			lost, res->sent + res->unsent + res->dropped, c->max_timeout_ratio);
 	else
 		return 0;
 	return -1;

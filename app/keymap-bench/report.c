@@ -76,9 +76,13 @@ bench_print_summary(FILE *f, const struct bench_report *rep)
 		"  gets      %" PRIu64 "  hits %" PRIu64 "  misses %" PRIu64 "  hit ratio %.4f\n",
 		r->gets, r->hits, r->misses, bench_hit_ratio(r));
 	fprintf(f,
-		"  puts      %" PRIu64 "  dels %" PRIu64 "  errors %" PRIu64 "  timeouts %" PRIu64
-		"  stray %" PRIu64 "  late %" PRIu64 "  unsent %" PRIu64 "\n",
-		r->puts, r->dels, r->errors, r->timeouts, r->stray, r->late, r->unsent);
+		"  puts      %" PRIu64 "  dels %" PRIu64 "  errors %" PRIu64 " (busy %" PRIu64
+		")  timeouts %" PRIu64 "  stray %" PRIu64 "\n",
+		r->puts, r->dels, r->errors, r->busy, r->timeouts, r->stray);
+	fprintf(f,
+		"  sending   late %" PRIu64 "  unsent %" PRIu64 "  refused %" PRIu64
+		"  dropped %" PRIu64 "\n",
+		r->late, r->unsent, r->tx_full, r->dropped);
 }
 
 void
@@ -125,6 +129,10 @@ bench_write_json(const char *path, const struct bench_report *rep, const struct 
 		",\n  \"late\": %" PRIu64 ",\n  \"unsent\": %" PRIu64 ",\n",
 		r->gets, r->hits, r->misses, bench_hit_ratio(r), r->puts, r->dels, r->errors,
 		r->timeouts, r->stray, r->late, r->unsent);
+	fprintf(f,
+		"  \"busy\": %" PRIu64 ",\n  \"refused\": %" PRIu64 ",\n  \"dropped\": %" PRIu64
+		",\n  \"cpu_share\": %.4f,\n",
+		r->busy, r->tx_full, r->dropped, r->cpu_share);
 	fprintf(f,
 		"  \"latency_us\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, \"p999\": %.3f, "
 		"\"max\": %.3f, \"mean\": %.3f},\n",

@@ -103,6 +103,7 @@ expect 1 "big.csv:2:" "$bench" --trace "$tmp/big.csv"
 expect 1 "needs --trace FILE and --cache" "$bench" --simulate --cache 10
 expect 1 "only to keymap" "$bench" -t echo -x libkeymap
 expect 1 "closed loop" "$bench" -x libkeymap --rate 1000
+expect 1 "is for an open loop" "$bench" -x socket --drop-refused
 expect 1 "needs EAL arguments" "$bench" -x eth
 expect 1 "only for --transport eth" "$bench" -x socket -- --no-huge
 expect 1 "expected keymap, echo or memcached" "$bench" -t redis
@@ -142,7 +143,8 @@ head -1 "$tmp/get.csv" | grep -q "^t_s,ops_per_s,p50_us,p99_us,timeouts$" || fai
 tail -1 "$tmp/get.cdf" | grep -q " 1.000000$" || fail "CDF does not reach 1"
 expect 0 "open loop" ip netns exec "$ns" "$bench" -g 0.5 -k 2000 --no-preload -r 20000 -D 1 \
 	-q --json "$tmp/open.json" "${memif_eal[@]}"
-[ "$(json "$tmp/open.json" '15000 <= sent <= 21000 and replies == sent and puts > 0')" = True ] ||
+[ "$(json "$tmp/open.json" '(15000 <= sent <= 21000 and replies == sent and puts > 0 and
+	busy == refused == dropped == 0 and 0 < cpu_share <= 1.05)')" = True ] ||
 	fail "open loop: $(cat "$tmp/open.json")"
 # A trace: 300 PUTs then 700 GETs over 100 composite keys, half of them in sessions.
 {

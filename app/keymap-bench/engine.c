@@ -92,9 +92,11 @@ fill_pending(struct engine *e, uint64_t now)
 }
 
 /*
- * The transport refused a burst: its ring is full now. What fell due since the previous
- * attempt would have met the same ring, so it is dropped without being built (building
- * requests only to have them refused would let the server set the generator's pace).
+ * The transport refused part of a burst: its ring is full now. Between two sends only the
+ * server takes from the ring, so its room only grew since the previous send, and this one
+ * filled it: of the requests due meanwhile, no more than this send carried could have
+ * entered at their due times. The others are dropped without being built (building them
+ * only to have them refused would let the server set the generator's pace).
  */
 static void
 skip_due(struct engine *e, uint64_t now, struct bench_result *r)

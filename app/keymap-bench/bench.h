@@ -82,6 +82,9 @@ struct bench_result {
 	double cpu_share;   /* the engine thread's CPU time / wall time of the phase: below 1 when
 			     * the machine's other work took its CPU */
 	struct km_hist lat; /* ns */
+	/* open loop: from the send rather than the due time (the server's and the link's part,
+	 * without the generator's own lag); closed loop: the same as lat */
+	struct km_hist lat_sent;
 };
 
 /* One second of the run, for the progress line and the CSV. */

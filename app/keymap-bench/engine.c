@@ -214,6 +214,7 @@ receive(struct engine *e, struct bench_xport *x, uint64_t now, struct bench_resu
 		sl = &e->slots[s];
 		lat = now > sl->t_ns ? now - sl->t_ns : 0;
 		km_hist_add(&r->lat, lat);
+		km_hist_add(&r->lat_sent, now > sl->sent_ns ? now - sl->sent_ns : 0);
 		km_hist_add(&e->sec.lat, lat);
 		r->replies++;
 		e->sec.replies++;
@@ -286,6 +287,7 @@ bench_engine_run(struct bench_xport *x, struct bench_phase *ph, struct bench_res
 
 	memset(r, 0, sizeof(*r));
 	km_hist_init(&r->lat);
+	km_hist_init(&r->lat_sent);
 	km_hist_init(&e.sec.lat);
 	e.id_mask = c->target == KM_TGT_MEMCACHED ? UINT32_MAX : UINT64_MAX;
 	if (next_seq == 0) {

@@ -267,6 +267,7 @@ report(const struct run *r, const struct bench_phase *ph, const struct bench_res
 		.target = km_tgt_name(c->target),
 		.transport = xport_name(c->xport),
 		.workload = r->workload,
+		.open_loop = c->rate > 0 || (c->trace_path != NULL && c->trace_speed > 0),
 		.r = res,
 	};
 	int rc, out_err = 0;

@@ -72,6 +72,12 @@ bench_print_summary(FILE *f, const struct bench_report *rep)
 		us(km_hist_percentile(h, 50)), us(km_hist_percentile(h, 90)),
 		us(km_hist_percentile(h, 99)), us(km_hist_percentile(h, 99.9)), us(h->max),
 		km_hist_mean(h) / 1e3);
+	if (rep->open_loop)
+		fprintf(f, "  from send p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f (us)\n",
+			us(km_hist_percentile(&r->lat_sent, 50)),
+			us(km_hist_percentile(&r->lat_sent, 90)),
+			us(km_hist_percentile(&r->lat_sent, 99)),
+			us(km_hist_percentile(&r->lat_sent, 99.9)));
 	fprintf(f,
 		"  gets      %" PRIu64 "  hits %" PRIu64 "  misses %" PRIu64 "  hit ratio %.4f\n",
 		r->gets, r->hits, r->misses, bench_hit_ratio(r));
@@ -139,6 +145,12 @@ bench_write_json(const char *path, const struct bench_report *rep, const struct 
 		us(km_hist_percentile(h, 50)), us(km_hist_percentile(h, 90)),
 		us(km_hist_percentile(h, 99)), us(km_hist_percentile(h, 99.9)), us(h->max),
 		km_hist_mean(h) / 1e3);
+	fprintf(f,
+		"  \"latency_from_send_us\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, "
+		"\"p999\": %.3f},\n",
+		us(km_hist_percentile(&r->lat_sent, 50)), us(km_hist_percentile(&r->lat_sent, 90)),
+		us(km_hist_percentile(&r->lat_sent, 99)),
+		us(km_hist_percentile(&r->lat_sent, 99.9)));
 	fprintf(f, "  \"seconds\": [");
 	for (i = 0; ph != NULL && i < ph->nb_ticks; i++)
 		fprintf(f,

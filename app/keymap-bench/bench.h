@@ -50,6 +50,7 @@ struct bench_conf {
 	/* load */
 	uint32_t inflight;     /* closed loop: requests in flight */
 	double rate;           /* open loop: requests/s (0: closed loop) */
+	int drop_refused;      /* open loop: a request the transport refuses is dropped */
 	double duration_s;     /* measuring phase bound */
 	uint64_t max_requests; /* 0: unbounded (duration decides) */
 	uint64_t timeout_us;
@@ -74,14 +75,21 @@ struct bench_result {
 	uint64_t gets, hits, misses;
 	uint64_t puts, dels;
 	uint64_t errors; /* replies with an error status */
+	uint64_t busy;   /* of which BUSY (keymap target) */
 	uint64_t timeouts;
 	uint64_t stray;   /* datagrams that matched no request in flight */
-	uint64_t tx_full; /* sends the transport refused (retried later) */
+	uint64_t tx_full; /* sends the transport refused (retried later unless dropped) */
+	uint64_t dropped; /* open loop, drop_refused: requests refused and not sent again */
 	uint64_t late;    /* open loop: requests sent after their due time + 1 ms */
 	uint64_t failed;  /* preload: keys not stored (timed out every try, or not sent) */
 	uint64_t unsent;  /* open loop: requests due before the end that never went out */
 	double elapsed_s;
+	double cpu_share;   /* the engine thread's CPU time / wall time of the phase: below 1 when
+			     * the machine's other work took its CPU */
 	struct km_hist lat; /* ns */
+	/* open loop: from the send rather than the due time (the server's and the link's part,
+	 * without the generator's own lag); closed loop: the same as lat */
+	struct km_hist lat_sent;
 };
 
 /* One second of the run, for the progress line and the CSV. */

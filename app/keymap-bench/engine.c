@@ -92,6 +92,25 @@ fill_pending(struct engine *e, uint64_t now)
 	return 0;
 }
 
+/*
+ * The transport refused part of a burst: its ring is full now. Between two sends only the
+ * server takes from the ring, so its room only grew since the previous send, and this one
+ * filled it: of the requests due meanwhile, no more than this send carried could have
+ * entered at their due times. The others are dropped without being built (building them
+ * only to have them refused would let the server set the generator's pace).
+ */
+static void
+skip_due(struct engine *e, uint64_t now, struct bench_result *r)
+{
+	uint64_t due = (uint64_t)((double)(now - e->t0) * e->ph->rate / 1e9) + 1;
+
+	if (e->ph->trace != NULL || due <= e->nb_due)
+		return;
+	r->dropped += due - e->nb_due;
+	e->nb_due = due;
+	e->next_due = e->t0 + (uint64_t)((double)e->nb_due * 1e9 / e->ph->rate);
+}
+
 static void
 send_pending(struct engine *e, struct bench_xport *x, uint64_t now, struct bench_result *r)
 {
@@ -99,7 +118,7 @@ send_pending(struct engine *e, struct bench_xport *x, uint64_t now, struct bench
 	size_t cap[BENCH_BURST];
 	uint16_t lens[BENCH_BURST];
 	char key[KM_KEY_MAX + 1];
-	unsigned int n = 0, k, sent, i;
+	unsigned int n = 0, k, sent, gone, i;
 	uint64_t id;
 	uint32_t s;
 	size_t klen, len;
@@ -153,8 +172,17 @@ send_pending(struct engine *e, struct bench_xport *x, uint64_t now, struct bench
 	next_seq += k; /* ids of unsent requests are not reused either */
 	if (sent < n)
 		r->tx_full += n - sent;
-	memmove(&e->pend[0], &e->pend[sent], (e->nb_pend - sent) * sizeof(e->pend[0]));
-	e->nb_pend -= sent;
+	/* Dropped, as a server's full RX ring drops what arrives: the schedule goes on and
+	 * the generator does not queue what the server cannot take. Requests without a
+	 * buffer (k < n) were not refused by the transport: they wait. */
+	gone = sent;
+	if (e->c->drop_refused && e->ph->rate > 0 && sent < k) {
+		r->dropped += k - sent;
+		gone = k;
+		skip_due(e, now, r);
+	}
+	memmove(&e->pend[0], &e->pend[gone], (e->nb_pend - gone) * sizeof(e->pend[0]));
+	e->nb_pend -= gone;
 }
 
 static inline void
@@ -191,6 +219,7 @@ receive(struct engine *e, struct bench_xport *x, uint64_t now, struct bench_resu
 		sl = &e->slots[s];
 		lat = now > sl->t_ns ? now - sl->t_ns : 0;
 		km_hist_add(&r->lat, lat);
+		km_hist_add(&r->lat_sent, now > sl->sent_ns ? now - sl->sent_ns : 0);
 		km_hist_add(&e->sec.lat, lat);
 		r->replies++;
 		e->sec.replies++;
@@ -208,6 +237,8 @@ receive(struct engine *e, struct bench_xport *x, uint64_t now, struct bench_resu
 			break;
 		default:
 			r->errors++;
+			if (e->c->target == KM_TGT_KEYMAP && rep.status == KM_ST_BUSY)
+				r->busy++;
 			/* The server no longer takes our cookie (it restarted, or its
 			 * secrets turned over): get another one. */
 			if (rep.deny == KM_DENY_COOKIE && e->auth != NULL)
@@ -244,17 +275,28 @@ sweep(struct engine *e, uint64_t now, struct bench_result *r)
 	}
 }
 
+/* CPU time of the calling thread (ns). */
+static uint64_t
+thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 int
 bench_engine_run(struct bench_xport *x, struct bench_phase *ph, struct bench_result *r)
 {
 	const struct bench_conf *c = ph->conf;
 	struct engine e = {.ph = ph, .c = c, .auth = ph->auth};
-	uint64_t now, end, next_sweep, next_tick, drain_end, last_reply = 0, replies;
+	uint64_t now, end, next_sweep, next_tick, drain_end, last_reply = 0, replies, cpu0;
 	int exhausted = 0, open = ph->rate > 0;
 	uint32_t s;
 
 	memset(r, 0, sizeof(*r));
 	km_hist_init(&r->lat);
+	km_hist_init(&r->lat_sent);
 	km_hist_init(&e.sec.lat);
 	e.id_mask = c->target == KM_TGT_MEMCACHED ? UINT32_MAX : UINT64_MAX;
 	if (next_seq == 0) {
@@ -287,6 +329,7 @@ bench_engine_run(struct bench_xport *x, struct bench_phase *ph, struct bench_res
 		e.free_ids[s] = e.nslots - 1 - s;
 	e.nb_free = e.nslots;
 
+	cpu0 = thread_cpu_ns();
 	now = bench_now_ns();
 	e.t0 = now;
 	e.src.t0 = now;
@@ -354,6 +397,8 @@ bench_engine_run(struct bench_xport *x, struct bench_phase *ph, struct bench_res
 	if (e.sec.replies > 0 || e.sec.timeouts > 0)
 		bench_second_close(ph, &e.sec, (double)(bench_now_ns() - e.t0) / 1e9);
 	r->elapsed_s = (double)((last_reply > e.t0 ? last_reply : bench_now_ns()) - e.t0) / 1e9;
+	now = bench_now_ns();
+	r->cpu_share = now > e.t0 ? (double)(thread_cpu_ns() - cpu0) / (double)(now - e.t0) : 0;
 	free(e.slots);
 	free(e.free_ids);
 	bench_source_fini(&e.src);

@@ -38,6 +38,7 @@ bench_libkeymap_run(struct bench_phase *ph, struct bench_result *r, char *err, s
 	memset(r, 0, sizeof(*r));
 	memset(&src, 0, sizeof(src));
 	km_hist_init(&r->lat);
+	km_hist_init(&r->lat_sent);
 	km_hist_init(&sec.lat);
 	inet_ntop(AF_INET, &c->server_ip, host, sizeof(host));
 	opts.host = host;
@@ -115,6 +116,7 @@ bench_libkeymap_run(struct bench_phase *ph, struct bench_result *r, char *err, s
 			r->replies++;
 			sec.replies++;
 			km_hist_add(&r->lat, o->latency_ns);
+			km_hist_add(&r->lat_sent, o->latency_ns);
 			km_hist_add(&sec.lat, o->latency_ns);
 			if (o->err == KM_OK && o->op == KM_BATCH_GET)
 				r->hits++;

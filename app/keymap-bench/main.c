@@ -290,6 +290,7 @@ report(const struct run *r, const struct bench_phase *ph, const struct bench_res
 		.target = km_tgt_name(c->target),
 		.transport = xport_name(c->xport),
 		.workload = r->workload,
+		.open_loop = c->rate > 0 || (c->trace_path != NULL && c->trace_speed > 0),
 		.r = res,
 	};
 	int rc, out_err = 0;
@@ -314,17 +315,18 @@ report(const struct run *r, const struct bench_phase *ph, const struct bench_res
 static int
 judge(const struct bench_conf *c, const struct bench_result *res)
 {
-	uint64_t lost = res->timeouts + res->unsent;
+	uint64_t lost = res->timeouts + res->unsent + res->dropped;
 
 	if (bench_stop)
 		fprintf(stderr, "keymap-bench: interrupted\n");
 	else if (res->replies == 0)
 		fprintf(stderr, "keymap-bench: no reply from the target\n");
-	else if ((double)lost > c->max_timeout_ratio * (double)(res->sent + res->unsent))
+	else if ((double)lost >
+		 c->max_timeout_ratio * (double)(res->sent + res->unsent + res->dropped))
 		fprintf(stderr,
 			"keymap-bench: %" PRIu64 " of %" PRIu64
 			" requests timed out or were never sent (more than --max-timeouts %g)\n",
-			lost, res->sent + res->unsent, c->max_timeout_ratio);
+			lost, res->sent + res->unsent + res->dropped, c->max_timeout_ratio);
 	else
 		return 0;
 	return -1;

@@ -66,6 +66,9 @@ usage(FILE *f)
 		"  -c, --inflight N       closed loop: requests in flight (default 32)\n"
 		"  -r, --rate R           open loop: requests per second, latency measured from\n"
 		"                         when each request was due\n"
+		"      --drop-refused     open loop: a request the transport refuses (ring or\n"
+		"                         socket buffer full) is dropped and counted, not sent\n"
+		"                         again\n"
 		"  -D, --duration S       length of the measured phase in seconds (default 10)\n"
 		"  -n, --requests N       stop after N requests\n"
 		"      --timeout-us N     a request without reply after N us is lost (default\n"
@@ -116,6 +119,7 @@ enum {
 	O_TRACE,
 	O_TRACE_SPEED,
 	O_TIMEOUT_US,
+	O_DROP_REFUSED,
 	O_MAX_TIMEOUTS,
 	O_KEY,
 	O_SIMULATE,
@@ -199,6 +203,7 @@ static const struct opt_desc opts[] = {
 	DNUM("trace-speed", O_TRACE_SPEED, trace_speed, 0, 1e6),
 	UNUM("inflight", 'c', inflight, 1, 65536),
 	OTHER("rate", 'r'),
+	FLAG("drop-refused", O_DROP_REFUSED, K_ON, drop_refused),
 	DNUM("duration", 'D', duration_s, 0.001, DURATION_MAX),
 	UNUM("requests", 'n', max_requests, 1, UINT64_MAX),
 	UNUM("timeout-us", O_TIMEOUT_US, timeout_us, 10, 60000000),
@@ -548,6 +553,10 @@ check_load(struct bench_conf *c, int port_set)
 	}
 	if (c->has_key && c->target != KM_TGT_KEYMAP) {
 		fprintf(stderr, "keymap-bench: --key is for the keymap target\n");
+		return EXIT_USAGE;
+	}
+	if (c->drop_refused && c->rate <= 0) {
+		fprintf(stderr, "keymap-bench: --drop-refused is for an open loop (--rate)\n");
 		return EXIT_USAGE;
 	}
 	if (c->target == KM_TGT_MEMCACHED && !port_set)

@@ -72,13 +72,23 @@ bench_print_summary(FILE *f, const struct bench_report *rep)
 		us(km_hist_percentile(h, 50)), us(km_hist_percentile(h, 90)),
 		us(km_hist_percentile(h, 99)), us(km_hist_percentile(h, 99.9)), us(h->max),
 		km_hist_mean(h) / 1e3);
+	if (rep->open_loop)
+		fprintf(f, "  from send p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f (us)\n",
+			us(km_hist_percentile(&r->lat_sent, 50)),
+			us(km_hist_percentile(&r->lat_sent, 90)),
+			us(km_hist_percentile(&r->lat_sent, 99)),
+			us(km_hist_percentile(&r->lat_sent, 99.9)));
 	fprintf(f,
 		"  gets      %" PRIu64 "  hits %" PRIu64 "  misses %" PRIu64 "  hit ratio %.4f\n",
 		r->gets, r->hits, r->misses, bench_hit_ratio(r));
 	fprintf(f,
-		"  puts      %" PRIu64 "  dels %" PRIu64 "  errors %" PRIu64 "  timeouts %" PRIu64
-		"  stray %" PRIu64 "  late %" PRIu64 "  unsent %" PRIu64 "\n",
-		r->puts, r->dels, r->errors, r->timeouts, r->stray, r->late, r->unsent);
+		"  puts      %" PRIu64 "  dels %" PRIu64 "  errors %" PRIu64 " (busy %" PRIu64
+		")  timeouts %" PRIu64 "  stray %" PRIu64 "\n",
+		r->puts, r->dels, r->errors, r->busy, r->timeouts, r->stray);
+	fprintf(f,
+		"  sending   late %" PRIu64 "  unsent %" PRIu64 "  refused %" PRIu64
+		"  dropped %" PRIu64 "\n",
+		r->late, r->unsent, r->tx_full, r->dropped);
 }
 
 void
@@ -126,11 +136,21 @@ bench_write_json(const char *path, const struct bench_report *rep, const struct 
 		r->gets, r->hits, r->misses, bench_hit_ratio(r), r->puts, r->dels, r->errors,
 		r->timeouts, r->stray, r->late, r->unsent);
 	fprintf(f,
+		"  \"busy\": %" PRIu64 ",\n  \"refused\": %" PRIu64 ",\n  \"dropped\": %" PRIu64
+		",\n  \"cpu_share\": %.4f,\n",
+		r->busy, r->tx_full, r->dropped, r->cpu_share);
+	fprintf(f,
 		"  \"latency_us\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, \"p999\": %.3f, "
 		"\"max\": %.3f, \"mean\": %.3f},\n",
 		us(km_hist_percentile(h, 50)), us(km_hist_percentile(h, 90)),
 		us(km_hist_percentile(h, 99)), us(km_hist_percentile(h, 99.9)), us(h->max),
 		km_hist_mean(h) / 1e3);
+	fprintf(f,
+		"  \"latency_from_send_us\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, "
+		"\"p999\": %.3f},\n",
+		us(km_hist_percentile(&r->lat_sent, 50)), us(km_hist_percentile(&r->lat_sent, 90)),
+		us(km_hist_percentile(&r->lat_sent, 99)),
+		us(km_hist_percentile(&r->lat_sent, 99.9)));
 	fprintf(f, "  \"seconds\": [");
 	for (i = 0; ph != NULL && i < ph->nb_ticks; i++)
 		fprintf(f,

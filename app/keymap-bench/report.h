@@ -11,6 +11,7 @@ struct bench_report {
 	const char *target;
 	const char *transport;
 	const char *workload; /* one line describing the load */
+	int open_loop;        /* the summary shows the latency from the send too */
 	const struct bench_result *r;
 };
 

@@ -1,0 +1,120 @@
+# SPDX-License-Identifier: BSD-3-Clause
+# shellcheck shell=bash
+#
+# What tools/bench/compare and tools/bench/overload share, sourced by both: a private
+# network namespace, keymapd with one worker pinned to a CPU, keymap-bench on the other CPU
+# over net_memif, and the clean-up of all of it (processes, namespace, /var/run/dpdk/<prefix>
+# directories) on exit, also on failure.
+#
+# The caller sets before sourcing:
+#   tool      its name, for messages ("compare")
+#   tag       a short name for the namespace, socket and DPDK file prefixes ("cmp")
+#   out       output directory (created, made absolute)
+#   duration  seconds per keymap-bench run
+#   keys      keys of the workload
+# and gets: keymapd, bench, keymapctl (binaries), gen_cpu, srv_cpu, id, ns, sock, srv_pid,
+# srv_prefix, and the functions below. Root only.
+
+: "${tool:?}" "${tag:?}" "${out:?}" "${duration:?}" "${keys:?}"
+
+keymapd=build/app/keymapd/keymapd
+bench=build/app/keymap-bench/keymap-bench
+keymapctl=build/tools/keymapctl
+if [ ! -x "$keymapd" ] || [ ! -x "$bench" ] || [ ! -x "$keymapctl" ]; then
+	tools/install-deps.sh
+	tools/build.sh
+fi
+
+# CPUs: the server's worker on one, the generator (and keymapd's sleeping control lcore)
+# on another.
+ncpu=$(nproc)
+gen_cpu=0
+srv_cpu=$((ncpu > 1 ? 1 : 0))
+[ "$ncpu" -gt 1 ] || echo "$tool: one CPU only: server and generator share it" >&2
+
+id=$$
+ns=km$tag-$id
+sock=/run/km$tag-$id.sock
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+srv_pid=
+srv_prefix=
+
+stop_server() {
+	if [ -n "$srv_pid" ]; then
+		kill -TERM "$srv_pid" 2>/dev/null || true
+		for _ in $(seq 100); do kill -0 "$srv_pid" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$srv_pid" 2>/dev/null || true
+		wait "$srv_pid" 2>/dev/null || true
+		srv_pid=
+	fi
+	[ -z "$srv_prefix" ] || rm -rf "/var/run/dpdk/$srv_prefix"
+	srv_prefix=
+}
+cleanup() {
+	ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+	stop_server
+	ip netns del "$ns" 2>/dev/null || true
+	rm -rf "/var/run/dpdk/km$tag-$id-"*
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ip netns add "$ns"
+ip netns exec "$ns" ip link set lo up
+
+# start_keymapd NAME VDEV [keymapd options...]: keymapd in the namespace, worker on srv_cpu.
+start_keymapd() {
+	local name=$1 vdev=$2
+	shift 2
+	srv_prefix=km$tag-$id-$name
+	ip netns exec "$ns" "$keymapd" -o control.stats_interval_s=1 -o workers.idle_sleep_us=0 \
+		-o store.initial_keys=$((keys / 16 + 1024)) "$@" -- \
+		--no-huge -m 1024 --no-pci --file-prefix "$srv_prefix" --vdev "$vdev" \
+		--lcores "0@$gen_cpu,1@$srv_cpu" >"$out/keymapd-$name.log" 2>&1 &
+	srv_pid=$!
+	for _ in $(seq 200); do
+		grep -q "keymapd: ready" "$out/keymapd-$name.log" && return 0
+		kill -0 "$srv_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	cat "$out/keymapd-$name.log" >&2
+	echo "$tool: keymapd ($name) did not start" >&2
+	exit 1
+}
+
+# bench NAME [keymap-bench options...] [-- EAL args]: one run, bounded in time, its summary
+# in NAME.txt and its figures in NAME.json, .cdf and .csv.
+bench() {
+	local name=$1
+	shift
+	echo "== $name" >&2
+	ip netns exec "$ns" taskset -c "$gen_cpu" timeout -k 5 $((duration + 120)) "$bench" \
+		--label "$name" -D "$duration" --json "$out/$name.json" --cdf "$out/$name.cdf" \
+		--csv "$out/$name.csv" "$@" >"$out/$name.txt"
+	cat "$out/$name.txt" >&2
+}
+
+memif_eal() {
+	echo -- --no-huge -m 256 --no-pci --file-prefix "km$tag-$id-gen" \
+		--vdev "net_memif0,role=client,socket=$sock" --lcores "0@$gen_cpu"
+}
+
+# Median busy cycles per request from keymapd's interval lines of the steady seconds
+# (those with at least half the busiest second's requests).
+cycles_of() {
+	python3 - "$1" <<'EOF'
+import re, statistics, sys
+rows = [(int(m.group(1)), int(m.group(2))) for m in
+        (re.search(r"interval .*: requests (\d+) .*cycles_per_req (\d+)", l)
+         for l in open(sys.argv[1])) if m]
+top = max((r for r, _ in rows), default=0)
+steady = [c for r, c in rows if top and r >= top / 2]
+print(int(statistics.median(steady)) if steady else 0)
+EOF
+}
+
+# json FILE EXPR: a Python expression over the fields of a JSON file.
+json() {
+	python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, d))' "$@"
+}

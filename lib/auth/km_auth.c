@@ -27,25 +27,12 @@ key_clear(struct km_auth_key *k)
 	sodium_memzero(k->secret, sizeof(k->secret));
 }
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int
 km_auth_parse_line(const char *line, struct km_auth_key *k, char *err, size_t errlen)
 {
 	char buf[4096], *save = NULL, *tok, *p;
 	struct km_auth_key nk = {0};
 	uint64_t id;
-	unsigned int i;
 
 	if (strlen(line) >= sizeof(buf)) {
 		snprintf(err, errlen, "line too long");
@@ -68,20 +55,10 @@ km_auth_parse_line(const char *line, struct km_auth_key *k, char *err, size_t er
 	}
 	nk.id = (uint32_t)id;
 	tok = strtok_r(NULL, " \t\r\n", &save);
-	if (tok == NULL || strlen(tok) != 2 * KM_MAC_KEY_LEN) {
+	if (tok == NULL || km_secret_parse(tok, nk.secret) != 0) {
 		snprintf(err, errlen, "key %u: the secret must be %d hex digits", nk.id,
 			2 * KM_MAC_KEY_LEN);
 		return -EINVAL;
-	}
-	for (i = 0; i < KM_MAC_KEY_LEN; i++) {
-		int hi = hexval(tok[2 * i]), lo = hexval(tok[2 * i + 1]);
-
-		if (hi < 0 || lo < 0) {
-			snprintf(err, errlen, "key %u: the secret must be %d hex digits", nk.id,
-				2 * KM_MAC_KEY_LEN);
-			return -EINVAL;
-		}
-		nk.secret[i] = (uint8_t)(hi << 4 | lo);
 	}
 	tok = strtok_r(NULL, " \t\r\n", &save);
 	if (tok == NULL || (strcmp(tok, "ro") != 0 && strcmp(tok, "rw") != 0)) {

@@ -198,6 +198,9 @@ uint64_t km_cookie(const uint8_t secret[KM_MAC_KEY_LEN], uint64_t src, uint64_t 
  */
 int km_key_parse(const char *spec, uint32_t *id, uint8_t key[KM_MAC_KEY_LEN]);
 
+/** A client key's secret from its 2 * KM_MAC_KEY_LEN hex digits. @return 0 or -EINVAL. */
+int km_secret_parse(const char *hex, uint8_t key[KM_MAC_KEY_LEN]);
+
 /**
  * Parse a reply datagram; checks magic, version, reply flag and lengths.
  * @return 0 or -1 when malformed.

@@ -82,18 +82,11 @@ hex_digit(char c)
 }
 
 int
-km_key_parse(const char *spec, uint32_t *id, uint8_t key[KM_MAC_KEY_LEN])
+km_secret_parse(const char *hex, uint8_t key[KM_MAC_KEY_LEN])
 {
 	uint8_t k[KM_MAC_KEY_LEN];
-	const char *colon, *hex;
-	uint64_t v;
 	unsigned int i;
 
-	if (spec == NULL || (colon = strchr(spec, ':')) == NULL)
-		return -EINVAL;
-	if (km_util_parse_u64n(spec, (size_t)(colon - spec), 1, UINT32_MAX, &v) != 0)
-		return -EINVAL;
-	hex = colon + 1;
 	if (strlen(hex) != 2 * KM_MAC_KEY_LEN)
 		return -EINVAL;
 	for (i = 0; i < KM_MAC_KEY_LEN; i++) {
@@ -105,6 +98,25 @@ km_key_parse(const char *spec, uint32_t *id, uint8_t key[KM_MAC_KEY_LEN])
 		}
 		k[i] = (uint8_t)(hi << 4 | lo);
 	}
+	memcpy(key, k, sizeof(k));
+	sodium_memzero(k, sizeof(k));
+	return 0;
+}
+
+int
+km_key_parse(const char *spec, uint32_t *id, uint8_t key[KM_MAC_KEY_LEN])
+{
+	uint8_t k[KM_MAC_KEY_LEN];
+	const char *colon, *hex;
+	uint64_t v;
+
+	if (spec == NULL || (colon = strchr(spec, ':')) == NULL)
+		return -EINVAL;
+	if (km_util_parse_u64n(spec, (size_t)(colon - spec), 1, UINT32_MAX, &v) != 0)
+		return -EINVAL;
+	hex = colon + 1;
+	if (km_secret_parse(hex, k) != 0)
+		return -EINVAL;
 	*id = (uint32_t)v;
 	memcpy(key, k, sizeof(k));
 	sodium_memzero(k, sizeof(k));

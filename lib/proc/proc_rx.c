@@ -74,10 +74,6 @@ reply_now(struct km_proc_req *r, size_t len)
 	r->reply_len = len;
 }
 
-/*
- * Stage 1 of one request: parse, route, decide. @return 1 if this worker executes it (its
- * index slot is then being prefetched), 0 if its verdict is final.
- */
 /* A request that gets no more than a DENIED (never larger than the request). */
 static __attribute__((noinline)) void
 deny(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r, uint8_t reason)
@@ -89,6 +85,10 @@ deny(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r, ui
 	reply_now(r, proc_reply_denied(&r->msg.hdr, reason, km_shardmap_epoch_fast(map), r->buf));
 }
 
+/*
+ * Stage 1 of one request: parse, route, decide. @return 1 if this worker executes it (its
+ * index slot is then being prefetched), 0 if its verdict is final.
+ */
 static inline int
 rx_stage1(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r)
 {

@@ -30,8 +30,9 @@
 #include "prefetch.h"
 #include "stats.h"
 
-#define PF_POLL_US 100  /* control loop period while workers' notes flow */
-#define PF_IDLE_US 1000 /* ... while prefetching is on and nothing flows */
+#define RESHARD_POLL_US 500  /* control loop period while a split or merge copies */
+#define PF_POLL_US      100  /* control loop period while workers' notes flow */
+#define PF_IDLE_US      1000 /* ... while prefetching is on and nothing flows */
 
 static struct {
 	const struct km_store_ops *drv; /* NULL: no manifest */
@@ -463,12 +464,15 @@ km_ctl_loop(void)
 		 * but wake at once for a request. While prefetching, the workers' notes are
 		 * taken every PF_POLL_US while they flow, every PF_IDLE_US otherwise: a
 		 * prediction is worth something only before its request. */
-		if (!pf_active)
+		if (km_ctl_reshard_active())
+			km_mailbox_sleep(RESHARD_POLL_US); /* a swap follows its copy closely */
+		else if (!pf_active)
 			km_mailbox_sleep((unsigned int)km_ctl.conf.interval_ms * 1000);
 		else
 			km_mailbox_sleep(notes != 0 ? PF_POLL_US : PF_IDLE_US);
 		km_mailbox_serve(0);
 		km_guard_tick();
+		km_ctl_reshard_tick();
 		/* With [prefetch] lcore, that lcore takes the workers' notes. */
 		if (km_ctl.conf.pf_lcore == 0) {
 			notes = km_mailbox_drain();

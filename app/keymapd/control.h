@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <km_proc.h>
 #include <km_store.h>
 
 #include "config.h"
@@ -73,6 +74,24 @@ struct km_ctl_counters {
 #undef KM_X
 };
 
+/* The incremental split or merge in progress, or the last one (reshard.c). */
+struct km_reshard_status {
+	uint64_t seq;   /* number of the job (from 1; 0: none yet) */
+	int active;     /* copying, or waiting for its swap */
+	uint8_t kind;   /* enum km_mig_kind */
+	uint64_t id;    /* split: the shard split; merge: the parent made */
+	uint16_t owner; /* the worker that copies */
+	uint64_t t0;    /* rte_get_timer_cycles() at the start */
+	struct km_mig_progress progress; /* as last polled */
+	/* Once over: */
+	int rc;             /* 0, or -errno (nothing changed) */
+	char msg[256];      /* what happened, as logged */
+	uint64_t keys;      /* entries of the new shard(s) */
+	uint64_t pause_us;  /* the swap: the owner answered nothing else meanwhile */
+	uint64_t copy_ms;   /* start to end */
+	uint32_t epoch;     /* of the map published */
+};
+
 /* Every field: written by the control lcore only (km_ctl_init on the main lcore before
  * any other thread runs); read by the control lcore and by the functions it runs for
  * other threads through km_ctl_call (telemetry, metrics). Workers never touch it. */
@@ -87,6 +106,7 @@ struct km_ctl_state {
 	uint64_t last_pause_us;      /* how long the last re-sharding kept its shard(s) BUSY */
 	uint64_t last_keys;          /* entries the last re-sharding handed over */
 	struct km_store_stats store; /* all shards, at the last sample */
+	struct km_reshard_status reshard; /* split/merge in progress, or the last one */
 	struct km_ctl_counters cnt;
 };
 
@@ -133,9 +153,22 @@ void km_ctl_fini(void);
  *   depth limit / bad worker, -ENOMEM, -ETIMEDOUT a worker did not answer.
  * @note Context: control lcore (waits for the workers' handshakes and a grace period).
  */
+int km_ctl_move(uint64_t id, uint16_t worker, char *err, size_t errlen);
+/*
+ * Start an incremental split of shard id, or a merge of id with its buddy (brought onto one
+ * worker by a move first): the owner copies while serving, km_ctl_reshard_tick() swaps the
+ * copies in and publishes the map; km_ctl.reshard tells how it went.
+ * @return 0 started; -EBUSY one is in progress; -ENOENT, -EINVAL, -EBADMSG (quarantined),
+ *   -ENOMEM, -ETIMEDOUT, with a message in err.
+ * @note Context: control lcore.
+ */
 int km_ctl_split(uint64_t id, char *err, size_t errlen);
 int km_ctl_merge(uint64_t id, char *err, size_t errlen);
-int km_ctl_move(uint64_t id, uint16_t worker, char *err, size_t errlen);
+/* Drive the split or merge in progress: poll the copy, swap, publish, log.
+ * @note Context: control lcore, every loop iteration. */
+void km_ctl_reshard_tick(void);
+/* 1 while a split or merge is in progress. @note Context: control lcore. */
+int km_ctl_reshard_active(void);
 
 /*
  * Rewrite a shard of a persistent store while the others serve: into the given tier

@@ -171,6 +171,10 @@ enum km_wcmd_op {
 	KM_WCMD_ATTACH, /* store -> the shard shard_id of this worker */
 	KM_WCMD_DETACH, /* shard shard_id -> store (and requests) for the control lcore */
 	KM_WCMD_INFO,   /* fill infos[0..max), n = shards owned */
+	/* Incremental split/merge (km_proc.h): the worker copies between its bursts. */
+	KM_WCMD_MIG_START,  /* start kind (enum km_mig_kind) on shard_id */
+	KM_WCMD_MIG_FINISH, /* swap the copies in: old[] (the sources), keys, pause_tsc out */
+	KM_WCMD_MIG_CANCEL, /* drop the copies */
 };
 
 /*
@@ -185,9 +189,16 @@ struct km_wcmd {
 	struct km_store *store;      /* ATTACH: in (the worker's once DONE with rc 0);
 				      * DETACH: out (the control lcore's once DONE) */
 	uint64_t requests;           /* DETACH: out */
+	struct km_proc_dedup *dedup; /* DETACH: out (its at-most-once entries); ATTACH: in
+				      * (taken with the store when rc is 0) */
+	uint8_t same_store;          /* ATTACH: in, dedup was taken with this very store */
 	struct km_shard_info *infos; /* INFO: in (buffer of max entries, written by the worker) */
 	uint32_t max;                /* INFO: in */
 	uint32_t n;                  /* INFO: out */
+	uint8_t kind;                /* MIG_START: in */
+	struct km_store *old[2];     /* MIG_FINISH: out (the control lcore's once DONE) */
+	uint64_t keys;               /* MIG_FINISH: out, entries of the copies */
+	uint64_t pause_tsc;          /* MIG_FINISH: out, TSC cycles the swap took */
 	int rc;                      /* out */
 	atomic_int state;            /* enum km_wcmd_state: see there */
 };
@@ -220,6 +231,7 @@ struct km_worker {
 	/* worker: rw; others: never */
 	struct km_policy_backlog backlog; /* its RX queue, judged each iteration */
 	uint8_t overload;                 /* what km_proc_overload() was last told */
+	uint8_t mig;                      /* a split/merge copy is in progress here */
 	/* worker: rw; others: never (frag.h) */
 	struct rte_ip_frag_tbl *frag_tbl;      /* NULL: [net] frag_max 0 */
 	struct rte_ip_frag_death_row *frag_dr; /* fragments to free */

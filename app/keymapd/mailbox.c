@@ -182,8 +182,8 @@ km_mailbox_wait(struct km_wcmd *c)
 }
 
 /* One command, start to end. */
-static int
-wcmd_run(uint16_t w, struct km_wcmd *c)
+int
+km_mailbox_run(uint16_t w, struct km_wcmd *c)
 {
 	int rc = km_mailbox_post(w, c);
 
@@ -215,22 +215,25 @@ km_mailbox_cmd_free(struct km_wcmd *c, int rc)
 }
 
 int
-km_mailbox_detach(uint16_t w, uint64_t id, struct km_store **store)
+km_mailbox_detach(uint16_t w, uint64_t id, struct km_store **store, struct km_proc_dedup **dedup)
 {
 	struct km_wcmd *c = km_mailbox_cmd_new(KM_WCMD_DETACH, id);
 	int rc;
 
 	if (c == NULL)
 		return -ENOMEM;
-	rc = wcmd_run(w, c);
-	if (rc == 0)
+	rc = km_mailbox_run(w, c);
+	if (rc == 0) {
 		*store = c->store;
+		*dedup = c->dedup;
+	}
 	km_mailbox_cmd_free(c, rc);
 	return rc;
 }
 
 int
-km_mailbox_attach(uint16_t w, uint64_t id, struct km_store *store)
+km_mailbox_attach(
+	uint16_t w, uint64_t id, struct km_store *store, struct km_proc_dedup **dedup, int same)
 {
 	struct km_wcmd *c = km_mailbox_cmd_new(KM_WCMD_ATTACH, id);
 	int rc;
@@ -238,7 +241,11 @@ km_mailbox_attach(uint16_t w, uint64_t id, struct km_store *store)
 	if (c == NULL)
 		return -ENOMEM;
 	c->store = store;
-	rc = wcmd_run(w, c);
+	c->dedup = *dedup;
+	c->same_store = (uint8_t)same;
+	rc = km_mailbox_run(w, c);
+	if (rc == 0)
+		*dedup = NULL; /* the worker's now */
 	km_mailbox_cmd_free(c, rc);
 	return rc;
 }

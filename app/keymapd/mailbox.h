@@ -65,16 +65,25 @@ int km_mailbox_post(uint16_t w, struct km_wcmd *c);
  */
 int km_mailbox_wait(struct km_wcmd *c);
 
+/* km_mailbox_post + km_mailbox_wait. @return c->rc, -EBUSY (not queued), -ETIMEDOUT.
+ * @note Context: control lcore. */
+int km_mailbox_run(uint16_t w, struct km_wcmd *c);
+
 /* Free c after km_mailbox_wait returned rc (an abandoned one is the worker's).
  * @note Context: control lcore. */
 void km_mailbox_cmd_free(struct km_wcmd *c, int rc);
 
-/* Take shard id from worker w. @return 0 and *store (the control lcore's), or -errno.
+/* Take shard id from worker w. @return 0, *store and *dedup (its at-most-once entries,
+ * possibly NULL; both the control lcore's), or -errno.
  * @note Context: control lcore. */
-int km_mailbox_detach(uint16_t w, uint64_t id, struct km_store **store);
+int km_mailbox_detach(
+	uint16_t w, uint64_t id, struct km_store **store, struct km_proc_dedup **dedup);
 
-/* Give store to worker w as shard id. On error the store stays the caller's.
+/* Give store to worker w as shard id, with the at-most-once entries *dedup (NULL: none;
+ * same: they were taken with this store, see km_proc_dedup_give). On success *dedup is
+ * set to NULL (the worker's); on error both stay the caller's.
  * @return 0 or -errno. @note Context: control lcore. */
-int km_mailbox_attach(uint16_t w, uint64_t id, struct km_store *store);
+int km_mailbox_attach(
+	uint16_t w, uint64_t id, struct km_store *store, struct km_proc_dedup **dedup, int same);
 
 #endif /* KEYMAPD_MAILBOX_H */

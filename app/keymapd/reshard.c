@@ -1,7 +1,16 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 
 /*
- * Re-sharding: one transaction behind split, merge, move, tier changes and compactions.
+ * Re-sharding.
+ *
+ * Split and merge are incremental (a job): the owner copies the shard into new stores
+ * between its bursts while it keeps serving (km_proc_mig_*), the control lcore watches the
+ * copy from km_ctl_reshard_tick() and, once it is whole, has the owner swap the copies in
+ * at one loop boundary and publishes the new map. No request is answered BUSY for it; the
+ * swap is the only pause (a few microseconds in DRAM, a commit for persistent shards). Two
+ * buddies on different workers are first brought together by a move.
+ *
+ * Moves, tier changes and compactions are one transaction:
  *
  *   detach sources -> stage targets -> copy -> commit -> attach targets -> publish the map
  *
@@ -16,6 +25,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -28,8 +38,6 @@
 #include "mailbox.h"
 
 enum reshard_kind {
-	RESHARD_SPLIT,  /* src[0] -> dst[0] (2 id) and dst[1] (2 id + 1), copied by route */
-	RESHARD_MERGE,  /* src[0] and src[1] -> dst[0] (id / 2), both copied */
 	RESHARD_MOVE,   /* src[0]'s store changes owner: no copy */
 	RESHARD_RETIER, /* src[0] -> dst[0], same id, staged in a tier and copied */
 };
@@ -38,6 +46,7 @@ struct reshard_part {
 	uint64_t id;
 	uint16_t owner;
 	struct km_store *store;
+	struct km_proc_dedup *dedup; /* its at-most-once entries, handed over with it */
 };
 
 /* One transaction (control lcore only). */
@@ -68,7 +77,7 @@ refuse(char *err, size_t errlen, int rc, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(err, errlen, fmt, ap);
 	va_end(ap);
-	if (rc != -ENOENT && rc != -EINVAL)
+	if (rc != -ENOENT && rc != -EINVAL && rc != -EBUSY)
 		km_ctl.cnt.reshard_failures++;
 	return rc;
 }
@@ -114,9 +123,11 @@ give_back(struct reshard *t)
 	uint32_t i;
 
 	for (i = 0; i < t->nb_src; i++) {
-		if (t->src[i].store == NULL ||
-			km_mailbox_attach(t->src[i].owner, t->src[i].id, t->src[i].store) == 0)
+		if (t->src[i].store == NULL || km_mailbox_attach(t->src[i].owner, t->src[i].id,
+						       t->src[i].store, &t->src[i].dedup, 1) == 0)
 			continue;
+		km_proc_dedup_free(t->src[i].dedup);
+		t->src[i].dedup = NULL;
 		km_store_destroy(t->src[i].store);
 		KM_LOG(ERR, "%s: cannot give shard %" PRIu64 " back to worker %u", t->what,
 			t->src[i].id, t->src[i].owner);
@@ -162,29 +173,18 @@ stage_and_copy(struct reshard *t)
 		clock_gettime(CLOCK_REALTIME, &now);
 		vbase = RTE_MAX(vbase, (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec);
 	}
-	switch (t->kind) {
-	case RESHARD_MOVE:
+	if (t->kind == RESHARD_MOVE) {
 		t->dst[0].store = t->src[0].store; /* the store itself changes hands */
 		t->keys = t->before.keys;
 		return 0;
-	case RESHARD_RETIER:
-		to = t->tier < 0 ? (int)t->before.tier : t->tier;
-		rc = km_proc_store_stage(km_dp.workers[t->dst[0].owner].proc, t->dst[0].id, vbase,
-			(uint8_t)to, &t->dst[0].store);
-		break;
-	default:
-		for (i = 0; i < t->nb_dst && rc == 0; i++)
-			rc = km_proc_store_new(km_dp.workers[t->dst[i].owner].proc, t->dst[i].id,
-				vbase, &t->dst[i].store);
-		break;
 	}
+	to = t->tier < 0 ? (int)t->before.tier : t->tier;
+	rc = km_proc_store_stage(km_dp.workers[t->dst[0].owner].proc, t->dst[0].id, vbase,
+		(uint8_t)to, &t->dst[0].store);
 	if (rc < 0)
 		return rc;
 	if (t->accept_loss) {
 		copied = 0;
-	} else if (t->kind == RESHARD_SPLIT) {
-		copied = km_proc_reshard_split(
-			t->nm, t->src[0].store, t->src[0].id, t->dst[0].store, t->dst[1].store);
 	} else {
 		for (i = 0; i < t->nb_src && copied >= 0; i++) {
 			c = km_proc_reshard_copy(t->src[i].store, t->dst[0].store);
@@ -206,14 +206,15 @@ stage_and_copy(struct reshard *t)
  * after a rewrite's commit, see the top of the file).
  */
 static int
-reshard_run(struct reshard *t, char *err, size_t errlen)
+reshard_steps(struct reshard *t, char *err, size_t errlen)
 {
 	uint64_t t0 = rte_get_timer_cycles();
 	uint32_t i, j;
 	int rc = 0;
 
 	for (i = 0; i < t->nb_src; i++) {
-		rc = km_mailbox_detach(t->src[i].owner, t->src[i].id, &t->src[i].store);
+		rc = km_mailbox_detach(
+			t->src[i].owner, t->src[i].id, &t->src[i].store, &t->src[i].dedup);
 		if (rc < 0) {
 			t->src[i].store = NULL;
 			if (i == 0 && t->kind != RESHARD_RETIER) {
@@ -258,7 +259,9 @@ reshard_run(struct reshard *t, char *err, size_t errlen)
 		t->src[0].store = NULL;
 	}
 	for (i = 0; i < t->nb_dst; i++) {
-		rc = km_mailbox_attach(t->dst[i].owner, t->dst[i].id, t->dst[i].store);
+		/* A move hands the entries over with the store; a rewrite keeps them. */
+		rc = km_mailbox_attach(t->dst[i].owner, t->dst[i].id, t->dst[i].store,
+			&t->src[i].dedup, t->kind == RESHARD_MOVE);
 		if (rc == 0)
 			continue;
 		if (t->kind == RESHARD_RETIER) {
@@ -274,7 +277,8 @@ reshard_run(struct reshard *t, char *err, size_t errlen)
 		}
 		/* Take back the targets already attached before restoring the sources. */
 		for (j = 0; j < i; j++)
-			if (km_mailbox_detach(t->dst[j].owner, t->dst[j].id, &t->dst[j].store) < 0)
+			if (km_mailbox_detach(t->dst[j].owner, t->dst[j].id, &t->dst[j].store,
+				    &t->src[j].dedup) < 0)
 				t->dst[j].store = NULL; /* unreachable: left, no longer served */
 		drop_targets(t);
 		goto failed;
@@ -285,9 +289,6 @@ reshard_run(struct reshard *t, char *err, size_t errlen)
 	km_ctl.last_keys = t->keys;
 	if (t->kind == RESHARD_RETIER)
 		km_store_stats(t->dst[0].store, &t->after);
-	if (t->kind == RESHARD_SPLIT || t->kind == RESHARD_MERGE)
-		for (i = 0; i < t->nb_src; i++)
-			store_discard(t->src[i].store);
 	return 0;
 failed:
 	snprintf(err, errlen, "%s of shard %" PRIu64 " failed, nothing changed: %s", t->what,
@@ -299,39 +300,278 @@ give_back:
 	return rc;
 }
 
+/* reshard_steps(), then the at-most-once entries no worker took are dropped (their
+ * retries execute again). */
+static int
+reshard_run(struct reshard *t, char *err, size_t errlen)
+{
+	int rc = reshard_steps(t, err, errlen);
+	uint32_t i;
+
+	for (i = 0; i < t->nb_src; i++) {
+		km_proc_dedup_free(t->src[i].dedup);
+		t->src[i].dedup = NULL;
+	}
+	return rc;
+}
+
+/* ---- incremental split and merge ---- */
+
+/* Whether shard id takes part in the job in progress (its source or its target). */
+static int
+job_involves(uint64_t id)
+{
+	const struct km_reshard_status *j = &km_ctl.reshard;
+
+	if (!j->active)
+		return 0;
+	if (j->kind == KM_MIG_SPLIT)
+		return id == j->id || id == j->id * 2 || id == j->id * 2 + 1;
+	return id == j->id || id >> 1 == j->id;
+}
+
+static const char *
+job_what(uint8_t kind)
+{
+	return kind == KM_MIG_SPLIT ? "split" : "merge";
+}
+
+/* -EBUSY with a message when a job is in progress, else 0. */
+static int
+job_busy(char *err, size_t errlen)
+{
+	const struct km_reshard_status *j = &km_ctl.reshard;
+
+	if (!j->active)
+		return 0;
+	return refuse(err, errlen, -EBUSY,
+		"a %s of shard %" PRIu64 " is in progress (keymapctl shards shows it): "
+		"try again when it is done",
+		job_what(j->kind), j->kind == KM_MIG_SPLIT ? j->id : j->id * 2);
+}
+
+static int
+job_start(enum km_mig_kind kind, uint64_t id, uint16_t owner, char *err, size_t errlen)
+{
+	struct km_reshard_status *j = &km_ctl.reshard;
+	struct km_wcmd *c = km_mailbox_cmd_new(KM_WCMD_MIG_START, id);
+	int rc;
+
+	if (c == NULL)
+		return refuse(err, errlen, -ENOMEM, "out of memory");
+	c->kind = (uint8_t)kind;
+	rc = km_mailbox_run(owner, c);
+	km_mailbox_cmd_free(c, rc);
+	if (rc == -EBADMSG && kind == KM_MIG_SPLIT)
+		return refuse(err, errlen, rc,
+			"shard %" PRIu64 " is quarantined (its files are missing or damaged): "
+			"restore them and restart, or keymapctl accept-loss %" PRIu64,
+			id, id);
+	if (rc == -EBADMSG)
+		return refuse(err, errlen, rc,
+			"shard %" PRIu64 " or %" PRIu64
+			" is quarantined (its files are missing or damaged): "
+			"restore them and restart, or keymapctl accept-loss",
+			id * 2, id * 2 + 1);
+	if (rc < 0)
+		return refuse(err, errlen, rc, "worker %u cannot start the %s: %s", owner,
+			job_what(kind), strerror(-rc));
+	*j = (struct km_reshard_status){
+		.seq = j->seq + 1,
+		.active = 1,
+		.kind = (uint8_t)kind,
+		.id = id,
+		.owner = owner,
+		.t0 = rte_get_timer_cycles(),
+	};
+	KM_LOG(INFO, "%s of shard %" PRIu64 " started on worker %u", job_what(kind),
+		kind == KM_MIG_SPLIT ? id : id * 2, owner);
+	return 0;
+}
+
+/* The job is over: rc and its message. */
+static void job_end(int rc, const char *fmt, ...) __rte_format_printf(2, 3);
+
+static void
+job_end(int rc, const char *fmt, ...)
+{
+	struct km_reshard_status *j = &km_ctl.reshard;
+	va_list ap;
+
+	j->active = 0;
+	j->rc = rc;
+	j->copy_ms = usec_since(j->t0) / 1000;
+	va_start(ap, fmt);
+	vsnprintf(j->msg, sizeof(j->msg), fmt, ap);
+	va_end(ap);
+	if (rc < 0) {
+		km_ctl.cnt.reshard_failures++;
+		KM_LOG(ERR, "%s", j->msg);
+	} else {
+		KM_LOG(NOTICE, "%s", j->msg);
+	}
+}
+
+/* Have the owner drop its copies (the sources serve on). */
+static void
+job_cancel(void)
+{
+	struct km_wcmd *c = km_mailbox_cmd_new(KM_WCMD_MIG_CANCEL, km_ctl.reshard.id);
+	int rc;
+
+	if (c == NULL)
+		return; /* the copies stay until the worker's next migration or exit */
+	rc = km_mailbox_run(km_ctl.reshard.owner, c);
+	km_mailbox_cmd_free(c, rc);
+}
+
+/* The map after the job, from the current one, at the next epoch: the new shards on the
+ * owner that holds them (it may move them afterwards). @return 0 or -errno. */
+static int
+job_map(struct km_shardmap **out)
+{
+	const struct km_reshard_status *j = &km_ctl.reshard;
+	const struct km_shardmap *cur = km_map_current;
+	struct km_shardmap *nm;
+	uint64_t *ids;
+	uint16_t *owners;
+	uint32_t i, n;
+	int rc;
+
+	rc = j->kind == KM_MIG_SPLIT ? km_shardmap_split(cur, j->id, &nm)
+				     : km_shardmap_merge(cur, j->id * 2, &nm);
+	if (rc < 0)
+		return rc;
+	n = km_shardmap_nb_shards(nm);
+	ids = calloc(n, sizeof(*ids));
+	owners = calloc(n, sizeof(*owners));
+	if (ids == NULL || owners == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		const struct km_shard *sh = km_shardmap_shard_at(nm, i);
+		uint64_t id = km_shard_id(sh);
+		int made = j->kind == KM_MIG_SPLIT ? id >> 1 == j->id : id == j->id;
+
+		ids[i] = id;
+		/* Explicit owners stay explicit; the new shards are where their copies are. */
+		owners[i] = made || km_shard_moved(sh) ? (made ? j->owner : km_shard_owner(sh))
+						       : KM_OWNER_JUMP;
+	}
+	rc = km_shardmap_from_list(km_shardmap_epoch(cur) + 1, km_shardmap_nb_workers(cur),
+		km_shardmap_udp_port_base(cur), km_shardmap_route_sep(cur),
+		km_shardmap_route_depth(cur), ids, owners, n, out);
+out:
+	free(ids);
+	free(owners);
+	km_shardmap_free(nm);
+	return rc;
+}
+
+int
+km_ctl_reshard_active(void)
+{
+	return km_ctl.reshard.active;
+}
+
+void
+km_ctl_reshard_tick(void)
+{
+	struct km_reshard_status *j = &km_ctl.reshard;
+	struct km_shardmap *nm = NULL;
+	struct km_wcmd *c;
+	uint64_t keys, pause_us;
+	struct km_store *old[2];
+	int rc;
+
+	if (!j->active)
+		return;
+	km_proc_mig_progress(km_dp.workers[j->owner].proc, &j->progress);
+	if (j->progress.phase == KM_MIG_COPYING)
+		return;
+	if (j->progress.phase != KM_MIG_READY) {
+		rc = j->progress.err < 0 ? j->progress.err : -ECANCELED;
+		job_cancel();
+		job_end(rc, "%s of shard %" PRIu64 " failed while copying, nothing changed: %s",
+			job_what(j->kind), j->kind == KM_MIG_SPLIT ? j->id : j->id * 2,
+			strerror(-rc));
+		return;
+	}
+	rc = job_map(&nm);
+	c = rc == 0 ? km_mailbox_cmd_new(KM_WCMD_MIG_FINISH, j->id) : NULL;
+	if (c == NULL) {
+		km_shardmap_free(nm);
+		job_cancel();
+		job_end(rc < 0 ? rc : -ENOMEM,
+			"%s of shard %" PRIu64 " failed, nothing changed: cannot build the map: %s",
+			job_what(j->kind), j->id, strerror(rc < 0 ? -rc : ENOMEM));
+		return;
+	}
+	rc = km_mailbox_run(j->owner, c);
+	memcpy(old, c->old, sizeof(old));
+	keys = c->keys;
+	pause_us = c->pause_tsc * 1000000 / rte_get_tsc_hz();
+	km_mailbox_cmd_free(c, rc);
+	if (rc == -EAGAIN || rc == -EBUSY || rc == -ETIMEDOUT) {
+		/* Not whole any more (the copy goes on), or the worker did not take the
+		 * command: again at the next tick. */
+		km_shardmap_free(nm);
+		return;
+	}
+	if (rc < 0) {
+		km_shardmap_free(nm);
+		job_cancel();
+		job_end(rc, "%s of shard %" PRIu64 " failed at the swap, nothing changed: %s",
+			job_what(j->kind), j->kind == KM_MIG_SPLIT ? j->id : j->id * 2,
+			strerror(-rc));
+		return;
+	}
+	km_control_publish_map(nm);
+	store_discard(old[0]);
+	store_discard(old[1]);
+	km_ctl.last_pause_us = pause_us;
+	km_ctl.last_keys = keys;
+	km_ctl.cnt.keys_handed_over += keys;
+	j->keys = keys;
+	j->pause_us = pause_us;
+	j->epoch = km_shardmap_epoch(km_map_current);
+	if (j->kind == KM_MIG_SPLIT) {
+		km_ctl.cnt.splits++;
+		job_end(0,
+			"split shard %" PRIu64 " (worker %u) into %" PRIu64 " and %" PRIu64
+			": %" PRIu64 " entries copied while serving in %" PRIu64
+			" ms, epoch %u, paused %" PRIu64 " us",
+			j->id, j->owner, j->id * 2, j->id * 2 + 1, keys, usec_since(j->t0) / 1000,
+			j->epoch, pause_us);
+	} else {
+		km_ctl.cnt.merges++;
+		job_end(0,
+			"merged shards %" PRIu64 " and %" PRIu64 " (worker %u) into %" PRIu64
+			": %" PRIu64 " entries copied while serving in %" PRIu64
+			" ms, epoch %u, paused %" PRIu64 " us",
+			j->id * 2, j->id * 2 + 1, j->owner, j->id, keys, usec_since(j->t0) / 1000,
+			j->epoch, pause_us);
+	}
+}
+
 int
 km_ctl_split(uint64_t id, char *err, size_t errlen)
 {
 	const struct km_shardmap *m = km_map_current;
 	const struct km_shard *sh = km_shardmap_find(m, id);
-	struct reshard t = {.kind = RESHARD_SPLIT, .what = "split", .nb_src = 1, .nb_dst = 2};
 	int rc;
 
 	if (sh == NULL)
 		return refuse(err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id,
 			km_shardmap_epoch(m));
-	rc = km_shardmap_split(m, id, &t.nm);
-	if (rc == -ERANGE)
+	if (km_shard_depth(id) >= KM_SHARD_DEPTH_MAX)
 		return refuse(err, errlen, -EINVAL, "shard %" PRIu64 " is at the depth limit (%u)",
 			id, KM_SHARD_DEPTH_MAX);
+	rc = job_busy(err, errlen);
 	if (rc < 0)
-		return refuse(err, errlen, rc, "cannot build the new map: %s", strerror(-rc));
-	t.src[0] = (struct reshard_part){.id = id, .owner = km_shard_owner(sh)};
-	t.dst[0] = (struct reshard_part){
-		.id = id * 2, .owner = km_shard_owner(km_shardmap_find(t.nm, id * 2))};
-	t.dst[1] = (struct reshard_part){
-		.id = id * 2 + 1, .owner = km_shard_owner(km_shardmap_find(t.nm, id * 2 + 1))};
-	rc = reshard_run(&t, err, errlen);
-	if (rc < 0)
-		return failed(rc);
-	km_ctl.cnt.splits++;
-	km_ctl.cnt.keys_handed_over += t.keys;
-	KM_LOG(NOTICE,
-		"split shard %" PRIu64 " (worker %u) into %" PRIu64 " (worker %u) and %" PRIu64
-		" (worker %u): %" PRIu64 " entries, epoch %u, paused %" PRIu64 " us",
-		id, t.src[0].owner, id * 2, t.dst[0].owner, id * 2 + 1, t.dst[1].owner, t.keys,
-		km_shardmap_epoch(km_map_current), km_ctl.last_pause_us);
-	return 0;
+		return rc;
+	return job_start(KM_MIG_SPLIT, id, km_shard_owner(sh), err, errlen);
 }
 
 int
@@ -339,8 +579,6 @@ km_ctl_merge(uint64_t id, char *err, size_t errlen)
 {
 	const struct km_shardmap *m = km_map_current;
 	const struct km_shard *a = km_shardmap_find(m, id), *b = km_shardmap_find(m, id ^ 1);
-	struct reshard t = {.kind = RESHARD_MERGE, .what = "merge", .nb_src = 2, .nb_dst = 1};
-	uint64_t parent = id >> 1;
 	int rc;
 
 	if (a == NULL)
@@ -354,24 +592,16 @@ km_ctl_merge(uint64_t id, char *err, size_t errlen)
 			"shard %" PRIu64 " and %" PRIu64 " are not buddies: %" PRIu64
 			" is split further",
 			id, id ^ 1, id ^ 1);
-	rc = km_shardmap_merge(m, id, &t.nm);
+	rc = job_busy(err, errlen);
 	if (rc < 0)
-		return refuse(err, errlen, rc, "cannot build the new map: %s", strerror(-rc));
-	t.src[0] = (struct reshard_part){.id = id, .owner = km_shard_owner(a)};
-	t.src[1] = (struct reshard_part){.id = id ^ 1, .owner = km_shard_owner(b)};
-	t.dst[0] = (struct reshard_part){
-		.id = parent, .owner = km_shard_owner(km_shardmap_find(t.nm, parent))};
-	rc = reshard_run(&t, err, errlen);
-	if (rc < 0)
-		return failed(rc);
-	km_ctl.cnt.merges++;
-	km_ctl.cnt.keys_handed_over += t.keys;
-	KM_LOG(NOTICE,
-		"merged shards %" PRIu64 " (worker %u) and %" PRIu64 " (worker %u) into %" PRIu64
-		" (worker %u): %" PRIu64 " entries, epoch %u, paused %" PRIu64 " us",
-		id, t.src[0].owner, id ^ 1, t.src[1].owner, parent, t.dst[0].owner, t.keys,
-		km_shardmap_epoch(km_map_current), km_ctl.last_pause_us);
-	return 0;
+		return rc;
+	/* Both halves on one worker first: the merge copies on the owner. */
+	if (km_shard_owner(a) != km_shard_owner(b)) {
+		rc = km_ctl_move(id ^ 1, km_shard_owner(a), err, errlen);
+		if (rc < 0)
+			return rc;
+	}
+	return job_start(KM_MIG_MERGE, id >> 1, km_shard_owner(a), err, errlen);
 }
 
 int
@@ -388,6 +618,8 @@ km_ctl_move(uint64_t id, uint16_t worker, char *err, size_t errlen)
 	if (worker >= km_dp.nb_workers)
 		return refuse(err, errlen, -EINVAL, "no worker %u (workers are 0..%u)", worker,
 			km_dp.nb_workers - 1);
+	if (job_involves(id))
+		return job_busy(err, errlen);
 	if (km_shard_owner(sh) == worker)
 		return refuse(err, errlen, -EINVAL, "shard %" PRIu64 " is already on worker %u", id,
 			worker);
@@ -427,6 +659,8 @@ km_ctl_retier(uint64_t id, int tier, char *err, size_t errlen)
 	if (sh == NULL)
 		return refuse(err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id,
 			km_shardmap_epoch(m));
+	if (job_involves(id))
+		return job_busy(err, errlen);
 	if (km_store_driver(km_ctl.conf.store_driver)->commit == NULL)
 		return refuse(err, errlen, -EINVAL,
 			"[store] driver %s keeps no files: no tiers, nothing to compact",
@@ -474,6 +708,8 @@ km_ctl_accept_loss(uint64_t id, char *err, size_t errlen)
 	if (sh == NULL)
 		return refuse(err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id,
 			km_shardmap_epoch(m));
+	if (job_involves(id))
+		return job_busy(err, errlen);
 	if (km_store_driver(km_ctl.conf.store_driver)->commit == NULL)
 		return refuse(err, errlen, -EINVAL, "[store] driver %s keeps no files",
 			km_ctl.conf.store_driver);

@@ -47,13 +47,13 @@ tel_error(struct rte_tel_data *d, const char *msg)
 	return 0;
 }
 
-/* Hand fn to the control lcore and wait; a reply in d either way. */
+/* Hand fn(arg) to the control lcore and wait. @return 0 (fn ran: its reply, if any, is
+ * in d), or 1 with an error reply in d. */
 static int
-tel_run(int (*fn)(void *), const char *params, struct rte_tel_data *d, unsigned int timeout_ms)
+tel_run_arg(int (*fn)(void *), void *arg, struct rte_tel_data *d, unsigned int timeout_ms)
 {
-	struct tel_arg a = {.params = params == NULL ? "" : params, .d = d};
 	char msg[128];
-	int rc = km_ctl_call(fn, &a, timeout_ms);
+	int rc = km_ctl_call(fn, arg, timeout_ms);
 
 	if (rc == 0)
 		return 0;
@@ -64,7 +64,18 @@ tel_run(int (*fn)(void *), const char *params, struct rte_tel_data *d, unsigned 
 		snprintf(msg, sizeof(msg), "keymapd is stopping");
 	else
 		snprintf(msg, sizeof(msg), "cannot run the command: %s", strerror(-rc));
-	return tel_error(d, msg);
+	tel_error(d, msg);
+	return 1;
+}
+
+/* Hand fn to the control lcore and wait; a reply in d either way. */
+static int
+tel_run(int (*fn)(void *), const char *params, struct rte_tel_data *d, unsigned int timeout_ms)
+{
+	struct tel_arg a = {.params = params == NULL ? "" : params, .d = d};
+
+	tel_run_arg(fn, &a, d, timeout_ms);
+	return 0;
 }
 
 /* Strict unsigned decimal (lib/util's parser). @return 0 or < 0. */
@@ -431,67 +442,126 @@ ctl_log_level(void *arg)
 
 /* ---- split, merge, move ---- */
 
+/*
+ * Split and merge run as a job (reshard.c): the command starts it on the control lcore,
+ * then this thread polls the job until it is over and answers with its outcome (or, past
+ * RESHARD_TIMEOUT_MS, with its progress: it goes on).
+ */
+struct tel_job {
+	struct tel_arg a;
+	int merge;
+	uint64_t seq;
+	struct km_reshard_status st;
+};
+
 static int
-ctl_split(void *arg)
+ctl_job_start(void *arg)
 {
-	struct tel_arg *a = arg;
-	struct rte_tel_data *d = a->d, *ch, *ow;
+	struct tel_job *j = arg;
 	char err[256];
 	uint64_t id;
+	int rc;
 
-	if (parse_u64(a->params, &id) < 0)
-		return tel_error(d, "usage: /keymap/split,SHARD_ID");
-	if (km_ctl_split(id, err, sizeof(err)) < 0)
-		return tel_error(d, err);
-	rte_tel_data_start_dict(d);
-	rte_tel_data_add_dict_u64(d, "epoch", km_shardmap_epoch(km_map_current));
-	rte_tel_data_add_dict_u64(d, "shard", id);
-	ch = u64_array();
-	ow = u64_array();
-	if (ch != NULL && ow != NULL) {
-		rte_tel_data_add_array_u64(ch, id * 2);
-		rte_tel_data_add_array_u64(ch, id * 2 + 1);
-		rte_tel_data_add_array_u64(
-			ow, km_shard_owner(km_shardmap_find(km_map_current, id * 2)));
-		rte_tel_data_add_array_u64(
-			ow, km_shard_owner(km_shardmap_find(km_map_current, id * 2 + 1)));
-		rte_tel_data_add_dict_container(d, "children", ch, 0);
-		rte_tel_data_add_dict_container(d, "owners", ow, 0);
-	} else {
-		rte_tel_data_free(ch);
-		rte_tel_data_free(ow);
-	}
-	rte_tel_data_add_dict_u64(d, "keys", km_ctl.last_keys);
-	rte_tel_data_add_dict_u64(d, "pause_us", km_ctl.last_pause_us);
+	if (parse_u64(j->a.params, &id) < 0)
+		return tel_error(j->a.d,
+			j->merge ? "usage: /keymap/merge,SHARD_ID (merged with its buddy ID^1)"
+				 : "usage: /keymap/split,SHARD_ID");
+	rc = j->merge ? km_ctl_merge(id, err, sizeof(err)) : km_ctl_split(id, err, sizeof(err));
+	if (rc < 0)
+		return tel_error(j->a.d, err);
+	j->seq = km_ctl.reshard.seq;
 	return 0;
 }
 
 static int
-ctl_merge(void *arg)
+ctl_job_poll(void *arg)
 {
-	struct tel_arg *a = arg;
-	struct rte_tel_data *d = a->d, *mg;
-	char err[256];
-	uint64_t id;
+	struct tel_job *j = arg;
 
-	if (parse_u64(a->params, &id) < 0)
-		return tel_error(d, "usage: /keymap/merge,SHARD_ID (merged with its buddy ID^1)");
-	if (km_ctl_merge(id, err, sizeof(err)) < 0)
-		return tel_error(d, err);
-	rte_tel_data_start_dict(d);
-	rte_tel_data_add_dict_u64(d, "epoch", km_shardmap_epoch(km_map_current));
-	rte_tel_data_add_dict_u64(d, "shard", id >> 1);
-	mg = u64_array();
-	if (mg != NULL) {
-		rte_tel_data_add_array_u64(mg, id);
-		rte_tel_data_add_array_u64(mg, id ^ 1);
-		rte_tel_data_add_dict_container(d, "merged", mg, 0);
-	}
-	rte_tel_data_add_dict_u64(
-		d, "owner", km_shard_owner(km_shardmap_find(km_map_current, id >> 1)));
-	rte_tel_data_add_dict_u64(d, "keys", km_ctl.last_keys);
-	rte_tel_data_add_dict_u64(d, "pause_us", km_ctl.last_pause_us);
+	j->st = km_ctl.reshard;
 	return 0;
+}
+
+static void
+job_reply(struct tel_job *j)
+{
+	const struct km_reshard_status *st = &j->st;
+	struct rte_tel_data *d = j->a.d, *ch;
+
+	if (!st->active && st->rc < 0) {
+		tel_error(d, st->msg);
+		return;
+	}
+	rte_tel_data_start_dict(d);
+	rte_tel_data_add_dict_string(d, "state", st->active ? "copying" : "done");
+	rte_tel_data_add_dict_u64(d, "shard", st->id);
+	rte_tel_data_add_dict_u64(d, "owner", st->owner);
+	ch = u64_array();
+	if (ch != NULL) {
+		rte_tel_data_add_array_u64(ch, st->id * 2);
+		rte_tel_data_add_array_u64(ch, st->id * 2 + 1);
+		rte_tel_data_add_dict_container(
+			d, st->kind == KM_MIG_SPLIT ? "children" : "merged", ch, 0);
+	}
+	if (st->active) {
+		rte_tel_data_add_dict_u64(d, "copied", st->progress.copied);
+		rte_tel_data_add_dict_u64(d, "source_keys", st->progress.src_keys);
+		return;
+	}
+	if (st->kind == KM_MIG_SPLIT) {
+		struct rte_tel_data *ow = u64_array();
+
+		if (ow != NULL) {
+			rte_tel_data_add_array_u64(ow, st->owner);
+			rte_tel_data_add_array_u64(ow, st->owner);
+			rte_tel_data_add_dict_container(d, "owners", ow, 0);
+		}
+	}
+	rte_tel_data_add_dict_u64(d, "epoch", st->epoch);
+	rte_tel_data_add_dict_u64(d, "keys", st->keys);
+	rte_tel_data_add_dict_u64(d, "pause_us", st->pause_us);
+	rte_tel_data_add_dict_u64(d, "copy_ms", st->copy_ms);
+	rte_tel_data_add_dict_u64(d, "writes_repeated", st->progress.mirrored);
+}
+
+static int
+tel_job(const char *params, struct rte_tel_data *d, int merge)
+{
+	struct tel_job j = {.a = {.params = params == NULL ? "" : params, .d = d}, .merge = merge};
+	struct timespec t0, now;
+	int rc;
+
+	rc = tel_run_arg(ctl_job_start, &j, d, TEL_TIMEOUT_MS);
+	if (rc != 0 || j.seq == 0)
+		return 0; /* the error reply is in d */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		usleep(2000);
+		if (tel_run_arg(ctl_job_poll, &j, d, TEL_TIMEOUT_MS) != 0)
+			return 0;
+		if (j.st.seq != j.seq || !j.st.active)
+			break;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000 >=
+			RESHARD_TIMEOUT_MS)
+			break;
+	}
+	job_reply(&j);
+	return 0;
+}
+
+static int
+tel_split(const char *cmd, const char *params, struct rte_tel_data *d)
+{
+	(void)cmd;
+	return tel_job(params, d, 0);
+}
+
+static int
+tel_merge(const char *cmd, const char *params, struct rte_tel_data *d)
+{
+	(void)cmd;
+	return tel_job(params, d, 1);
 }
 
 /* "ID,REST": the shard id and where the second parameter starts. @return 0 or -1. */
@@ -788,8 +858,6 @@ TEL_CB(shards, ctl_shards, TEL_TIMEOUT_MS)
 TEL_CB(config, ctl_config, TEL_TIMEOUT_MS)
 TEL_CB(set, ctl_set, TEL_TIMEOUT_MS)
 TEL_CB(log_level, ctl_log_level, TEL_TIMEOUT_MS)
-TEL_CB(split, ctl_split, RESHARD_TIMEOUT_MS)
-TEL_CB(merge, ctl_merge, RESHARD_TIMEOUT_MS)
 TEL_CB(move, ctl_move, RESHARD_TIMEOUT_MS)
 TEL_CB(tier, ctl_tier, RESHARD_TIMEOUT_MS)
 TEL_CB(compact, ctl_compact, RESHARD_TIMEOUT_MS)

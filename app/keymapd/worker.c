@@ -474,13 +474,36 @@ worker_sync(struct km_worker *w, struct km_wcmd *c)
 	switch (c->op) {
 	case KM_WCMD_ATTACH:
 		c->rc = km_proc_shard_attach(w->proc, c->shard_id, c->store);
+		if (c->rc == 0) {
+			km_proc_dedup_give(w->proc, c->shard_id, c->dedup, c->same_store);
+			c->dedup = NULL;
+		}
 		break;
 	case KM_WCMD_DETACH:
 		c->store = km_proc_shard_detach(w->proc, c->shard_id, &c->requests);
 		c->rc = c->store == NULL ? -ENOENT : 0;
+		if (c->store != NULL)
+			c->dedup = km_proc_dedup_take(w->proc, c->shard_id);
 		break;
 	case KM_WCMD_INFO:
 		c->n = km_proc_shard_infos(w->proc, c->infos, c->max);
+		c->rc = 0;
+		break;
+	case KM_WCMD_MIG_START:
+		c->rc = km_proc_mig_start(w->proc, (enum km_mig_kind)c->kind, c->shard_id);
+		w->mig = km_proc_mig_active(w->proc);
+		break;
+	case KM_WCMD_MIG_FINISH: {
+		uint64_t t0 = rte_rdtsc();
+
+		c->rc = km_proc_mig_finish(w->proc, c->old, &c->keys);
+		c->pause_tsc = rte_rdtsc() - t0;
+		w->mig = km_proc_mig_active(w->proc);
+		break;
+	}
+	case KM_WCMD_MIG_CANCEL:
+		km_proc_mig_cancel(w->proc);
+		w->mig = km_proc_mig_active(w->proc);
 		c->rc = 0;
 		break;
 	default:
@@ -634,6 +657,13 @@ km_worker_main(void *arg)
 		map = rcu_dereference(km_map_current);
 		allow = rcu_dereference(km_allow_current);
 		km_proc_set_auth(w->proc, rcu_dereference(km_auth_current));
+		if (unlikely(w->mig)) {
+			/* A split/merge copy, a bounded step per iteration, idle or not. */
+			t0 = rte_rdtsc();
+			km_proc_mig_step(w->proc, map);
+			w->cnt.busy_cycles += rte_rdtsc() - t0;
+			idle = 0;
+		}
 		/* Fragments dropped, datagrams whose fragments timed out: freed while idle too. */
 		if (unlikely(w->frag_last != 0 || w->frag_dr->cnt != 0))
 			km_frag_tick(w, rte_rdtsc());

@@ -121,6 +121,7 @@ km_proc_destroy(struct km_proc *p)
 
 	if (p == NULL)
 		return;
+	km_proc_mig_cancel(p); /* its staged files go */
 	/* From here on a completion only releases: no shard is looked at any more. */
 	p->closing = 1;
 	if (p->shards != NULL)
@@ -246,6 +247,7 @@ km_proc_shard_detach(struct km_proc *p, uint64_t shard_id, uint64_t *requests)
 	sl = shard_find(p, shard_id);
 	if (sl == NULL)
 		return NULL;
+	proc_mig_detaching(p, shard_id);
 	s = sl->store;
 	if (requests != NULL)
 		*requests = sl->requests;

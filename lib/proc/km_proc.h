@@ -46,6 +46,9 @@
 	X(too_large, "requests answered TOO_LARGE")                                               \
 	X(moved, "requests answered MOVED (stale client map)")                                    \
 	X(write_retry, "retried writes answered from the at-most-once table")                     \
+	X(mig_done, "incremental splits and merges swapped in")                                   \
+	X(mig_copied, "entries copied by incremental splits and merges")                          \
+	X(mig_mirrored, "writes repeated in the copy of a shard being split or merged")           \
 	X(store_error, "store failures answered ERROR")                                           \
 	X(damaged, "reads answered DAMAGED: the newest record damaged, or the shard quarantined") \
 	X(busy_handover, "requests answered BUSY: shard being handed over")                       \
@@ -235,6 +238,108 @@ struct km_shard_info {
  * @note Context: the owner worker (stores are read).
  */
 uint32_t km_proc_shard_infos(const struct km_proc *p, struct km_shard_info *out, uint32_t max);
+
+/*
+ * Incremental split and merge (proc_mig.c). The owner copies a shard (split: into its two
+ * children; merge: two buddies into their parent, both owned here) into new stores a few
+ * hundred entries per loop iteration, serving every request from the old store meanwhile
+ * and repeating each write in the copy; km_proc_mig_finish() then swaps the copies in at
+ * one loop boundary. Persistent copies are staged files, committed at the swap: a crash
+ * before leaves the old files, after it the new ones (km_store_ops.commit).
+ *
+ *   km_proc_mig_start -> km_proc_mig_step (every loop iteration) ... phase READY
+ *     -> km_proc_mig_finish (swap; -EAGAIN: not ready, the copy goes on) | km_proc_mig_cancel
+ *
+ * One at a time per worker. Until the new map is published, requests routed to a shard
+ * that was swapped out find the child or parent that holds their hash.
+ */
+enum km_mig_kind { KM_MIG_SPLIT = 1, KM_MIG_MERGE = 2 };
+enum km_mig_phase { KM_MIG_NONE, KM_MIG_COPYING, KM_MIG_READY, KM_MIG_FAILED };
+
+/* Where the migration of a worker stands (km_proc_mig_progress). */
+struct km_mig_progress {
+	uint8_t phase;     /* enum km_mig_phase */
+	int32_t err;       /* KM_MIG_FAILED: why (-errno) */
+	uint32_t passes;   /* walks of the sources completed */
+	uint64_t src_keys; /* entries of the sources (damaged ones apart) */
+	uint64_t dst_keys; /* entries of the copies */
+	uint64_t copied;   /* entries copied by the walks */
+	uint64_t mirrored; /* writes repeated in the copies */
+};
+
+/**
+ * Start a split of shard id (kind KM_MIG_SPLIT), or a merge of its children 2 id and
+ * 2 id + 1 into id (KM_MIG_MERGE). The shards must be attached here.
+ * @return 0; -EBUSY one is in progress; -ENOENT a source is not here; -EBADMSG a source is
+ *   quarantined; -ERANGE depth limit; -EINVAL; -ENOMEM or the store's -errno.
+ * @note Context: the owner worker (a handshake command).
+ */
+int km_proc_mig_start(struct km_proc *p, enum km_mig_kind kind, uint64_t id);
+
+/**
+ * Copy the next few hundred entries of the migration in progress (nothing if none).
+ * map: the current map (only its routing rule is used).
+ * @return the entries copied.
+ * @note Context: the owner worker, once per loop iteration, outside a burst.
+ */
+unsigned int km_proc_mig_step(struct km_proc *p, const struct km_shardmap *map);
+
+/**
+ * Swap the copies in: detach the sources (into old[0..1], NULL-filled by the caller: the
+ * caller's to discard once the new map is published), commit and attach the copies.
+ * *keys: entries of the copies.
+ * @return 0; -EAGAIN not ready (the copy goes on); -ENOENT none in progress; another
+ *   -errno: failed, the sources serve on unchanged and the migration is cancelled, except
+ *   that a failure before the call (phase KM_MIG_FAILED) leaves it for km_proc_mig_cancel().
+ * @note Context: the owner worker (a handshake command).
+ */
+int km_proc_mig_finish(struct km_proc *p, struct km_store **old, uint64_t *keys);
+
+/**
+ * Drop the copies of the migration in progress (if any); the sources serve on.
+ * @note Context: the owner worker (a handshake command), or km_proc_destroy().
+ */
+void km_proc_mig_cancel(struct km_proc *p);
+
+/**
+ * Whether a migration is in progress (started, not finished or cancelled).
+ * @note Context: the owner worker.
+ */
+int km_proc_mig_active(const struct km_proc *p);
+
+/*
+ * The at-most-once entries of a shard travel with it when it changes owner: taken from the
+ * old owner's table at its detach, given to the new owner's after its attach, so that a
+ * write retried after the move is answered from its first outcome there.
+ */
+struct km_proc_dedup;
+
+/**
+ * Take (remove) the at-most-once entries of writes to shard shard_id.
+ * @return them (the caller's: km_proc_dedup_give or km_proc_dedup_free), or NULL when
+ *   there are none (or no memory: their retries would then execute again).
+ * @note Context: the worker of p (a handshake), at the shard's detach.
+ */
+struct km_proc_dedup *km_proc_dedup_take(struct km_proc *p, uint64_t shard_id);
+
+/**
+ * Put entries taken by km_proc_dedup_take() into p's table (and free them); set may be
+ * NULL. Call it after the shard's attach. same_store: the store attached is the one the
+ * entries were taken with (a move: retries wait for the durability of their write there);
+ * 0: a committed rewrite (nothing to wait for).
+ * @note Context: the worker of p (a handshake).
+ */
+void km_proc_dedup_give(
+	struct km_proc *p, uint64_t shard_id, struct km_proc_dedup *set, int same_store);
+
+/** Free entries nobody takes (NULL allowed). @note Context: any thread. */
+void km_proc_dedup_free(struct km_proc_dedup *set);
+
+/**
+ * Progress of the migration in progress (phase KM_MIG_NONE: none).
+ * @note Context: any thread (relaxed reads of what the worker last published).
+ */
+void km_proc_mig_progress(const struct km_proc *p, struct km_mig_progress *out);
 
 /**
  * Split copy: every entry of src goes to lo (shard 2 * parent_id) or hi (2 * parent_id + 1)

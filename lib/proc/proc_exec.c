@@ -209,7 +209,7 @@ out:
 
 static size_t
 exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
-	const struct km_shard *sh, const struct km_key *k, struct km_proc_shard *shd, uint64_t src,
+	const struct km_route *rt, const struct km_key *k, struct km_proc_shard *shd, uint64_t src,
 	void *cookie, uint8_t *out, size_t cap)
 {
 	struct dedup_entry *d = dedup_slot(p, src, req->hdr.req_id);
@@ -236,7 +236,7 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 		goto reply;
 	}
 	if (shd == NULL)
-		return reply_busy(p, map, req, sh, out);
+		return reply_busy(p, map, req, rt->shard, out);
 	s = shd->store;
 	/* The DRAM bound: a write that may grow the store waits for room (reads and DELs go
 	 * on). Its own size is a lower bound of what it adds. */
@@ -269,6 +269,9 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 	if (rc < 0 && shd->persistent)
 		proc_mark_dirty(p, shd); /* a refused write may have left a record (a version
 					  * reservation) that must still be written */
+	if (proc_unlikely(p->mig != NULL) && rc == 0)
+		proc_mig_mirror(
+			p, map, shd->id, k, req->hdr.op, req->val, req->hdr.val_len, version);
 	if (rc == 0 && shd->persistent) {
 		proc_written_persistent(p, shd, req, k, version);
 		if (proc_pf_on(p)) /* before the reply header is written over the request */
@@ -286,6 +289,7 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 		.src = src,
 		.req_id = req->hdr.req_id,
 		.key_hash = k->hash,
+		.route_hash = rt->hash,
 		.version = version,
 		.seq = seq,
 		.gen = shd->gen,
@@ -378,7 +382,7 @@ exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 		struct km_key k;
 
 		route_of(map, key, klen, &rt);
-		shd = owned_shard(p, rt.shard);
+		shd = owned_shard(p, rt.shard, rt.hash);
 		/* The request counts once, on the shard of its first key (its owner). */
 		if (first && shd != NULL)
 			shd->requests++;
@@ -475,7 +479,7 @@ proc_exec_one(struct km_proc *p, const struct km_shardmap *map, const struct km_
 	case KM_OP_PUT:
 	case KM_OP_CAS:
 	case KM_OP_DEL:
-		return exec_write(p, map, req, rt->shard, k, shd, src, cookie, out, cap);
+		return exec_write(p, map, req, rt, k, shd, src, cookie, out, cap);
 	case KM_OP_MGET:
 		return exec_mget(p, map, req, src, out, cap, limit);
 	case KM_OP_MAP:

@@ -436,6 +436,7 @@ proc_store_durable(void *arg, uint64_t shard_id, uint64_t seq, int err)
 		ready_push(p, d, KM_HDR_LEN);
 	}
 	if (err < 0) {
+		proc_mig_durable_failed(p, shard_id);
 		/* Rolled back: values of the failed group may be cached. */
 		km_cache_clear(p->cache);
 		proc_parked_fail(p, sl, KM_ST_ERROR);

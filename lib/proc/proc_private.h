@@ -94,7 +94,8 @@ struct pend {
 struct dedup_entry {
 	uint64_t src;
 	uint64_t req_id;
-	uint64_t key_hash; /* a reused id with another key is another request */
+	uint64_t key_hash;   /* a reused id with another key is another request */
+	uint64_t route_hash; /* the shard the write went to: the entry moves with it */
 	uint64_t version;
 	uint64_t seq; /* sync mode: the write's record, 0 = none */
 	uint64_t gen; /* ... in the store of this shard generation */
@@ -177,6 +178,11 @@ struct km_proc {
 	const struct km_auth *auth;
 	struct proc_cookie_seen *seen; /* cookies verified lately, direct-mapped by source */
 
+	/* Incremental split and merge (proc_mig.c): the one in progress, NULL; migp: its
+	 * progress for the control lcore (relaxed atomic stores; read by others). */
+	struct proc_mig *mig;
+	struct km_mig_progress migp;
+
 	uint8_t scratch[KM_DGRAM_MAX]; /* MGET replies are built here: they outgrow requests */
 };
 
@@ -208,13 +214,29 @@ shard_find(const struct km_proc *p, uint64_t id)
 	}
 }
 
-/* Table entry of a shard if this worker owns it and holds its store. */
+/* proc_mig.c */
+struct km_proc_shard *proc_shard_resharded(struct km_proc *p, uint64_t id, uint64_t hash);
+void proc_mig_mirror(struct km_proc *p, const struct km_shardmap *map, uint64_t shard_id,
+	const struct km_key *k, uint8_t op, const void *val, uint32_t len, uint64_t version);
+void proc_mig_durable_failed(struct km_proc *p, uint64_t shard_id);
+void proc_mig_detaching(struct km_proc *p, uint64_t shard_id);
+
+/*
+ * Table entry of a shard if this worker owns it and holds its store. A shard this worker
+ * has just split or merged is not in the table any more while the map that says so is not
+ * published: the request goes to the child or parent holding its routing hash.
+ */
 static inline struct km_proc_shard *
-owned_shard(struct km_proc *p, const struct km_shard *sh)
+owned_shard(struct km_proc *p, const struct km_shard *sh, uint64_t hash)
 {
+	struct km_proc_shard *sl;
+
 	if (km_shard_owner_fast(sh) != p->worker)
 		return NULL;
-	return shard_find(p, km_shard_id_fast(sh));
+	sl = shard_find(p, km_shard_id_fast(sh));
+	if (proc_likely(sl != NULL))
+		return sl;
+	return proc_shard_resharded(p, km_shard_id_fast(sh), hash);
 }
 
 /*

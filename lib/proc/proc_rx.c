@@ -157,7 +157,7 @@ rx_stage1(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *
 	if (r->msg.hdr.op != KM_OP_GET)
 		__builtin_prefetch(dedup_slot(p, r->src, r->msg.hdr.req_id), 1);
 	key_init(&r->key, r->msg.key, r->msg.hdr.key_len, &r->rt);
-	r->shd = owned_shard(p, r->rt.shard);
+	r->shd = owned_shard(p, r->rt.shard, r->rt.hash);
 	if (r->shd != NULL)
 		km_store_prefetch(r->shd->store, &r->key, KM_STORE_PREFETCH_INDEX);
 	return 1;

@@ -592,22 +592,23 @@ km_seg_block_decode(const struct km_seg *s, uint32_t b, const void *cbuf, uint32
 }
 
 int
-km_seg_scan(struct km_seg *s,
+km_seg_scan_blocks(struct km_seg *s, uint32_t first, uint32_t n_blocks,
 	int (*fn)(void *arg, const struct km_rec *r, uint32_t block, uint32_t off), void *arg)
 {
 	uint8_t *cbuf, *ubuf;
-	uint32_t b;
+	uint32_t b, last;
 	int ret = 0;
 
-	if (s->nb_blocks == 0)
+	if (first >= s->nb_blocks || n_blocks == 0)
 		return 0;
+	last = n_blocks < s->nb_blocks - first ? first + n_blocks : s->nb_blocks;
 	cbuf = malloc(s->cblock_max);
 	ubuf = malloc(s->ublock_max);
 	if (cbuf == NULL || ubuf == NULL) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	for (b = 0; b < s->nb_blocks && ret == 0; b++) {
+	for (b = first; b < last && ret == 0; b++) {
 		const struct seg_block *blk = &s->blocks[b];
 		uint32_t off = 0, n = 0;
 		int ulen;
@@ -643,4 +644,11 @@ out:
 	free(ubuf);
 	free(cbuf);
 	return ret;
+}
+
+int
+km_seg_scan(struct km_seg *s,
+	int (*fn)(void *arg, const struct km_rec *r, uint32_t block, uint32_t off), void *arg)
+{
+	return km_seg_scan_blocks(s, 0, s->nb_blocks, fn, arg);
 }

@@ -119,4 +119,12 @@ int km_seg_block_decode(const struct km_seg *s, uint32_t b, const void *cbuf, ui
 int km_seg_scan(struct km_seg *s,
 	int (*fn)(void *arg, const struct km_rec *r, uint32_t block, uint32_t off), void *arg);
 
+/**
+ * km_seg_scan() over blocks [first, first + n_blocks) only (clipped to the segment): a
+ * scan made a few blocks at a time.
+ * @return as km_seg_scan().
+ */
+int km_seg_scan_blocks(struct km_seg *s, uint32_t first, uint32_t n_blocks,
+	int (*fn)(void *arg, const struct km_rec *r, uint32_t block, uint32_t off), void *arg);
+
 #endif /* KM_SEG_H */

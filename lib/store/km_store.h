@@ -18,6 +18,7 @@
  * CAS never suffers ABA. Versions start above params->version_base.
  */
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -67,6 +68,13 @@ struct km_store_params {
 	uint32_t write_buffer;     /* bytes of records waiting for the disk before writes get
 				    * -EBUSY (0 = 4 MiB) */
 	int quarantine;            /* KM_STORE_QUARANTINE: the errno that put it there */
+};
+
+/** Where a resumable walk (km_store_ops.walk_step) stands: zero it to start. */
+struct km_walk_pos {
+	uint64_t pos;  /* the driver's: a slot, or a file offset + 1 */
+	uint64_t end;  /* the driver's: where the walk stops */
+	uint32_t part; /* the driver's: which part of the store */
 };
 
 /** A key with its precomputed 64-bit hash (XXH3-64 of the whole key). */
@@ -203,6 +211,21 @@ struct km_store_ops {
 	int (*load)(struct km_store *s, const struct km_key *k, const void *val, uint32_t len,
 		uint64_t version);
 	/**
+	 * Optional. A resumable walk, for copies made a little at a time while the store
+	 * keeps serving: call fn for the entries from *pos on (zeroed: the start), about
+	 * `budget` entries or slots per call, and advance *pos. Between calls the store may
+	 * be written: an entry written or deleted meanwhile may be visited or not, and an
+	 * entry that moves inside the store (the mem driver's growth, or deletions of other
+	 * keys) may be missed; entries appended after the first call are never visited. A
+	 * caller that must copy everything therefore repeats every write it makes meanwhile
+	 * in its copy and compares counts at the end (lib/proc's incremental split/merge).
+	 * fn must not modify the store.
+	 * @return 1: more to walk; 0: the end was reached; -errno, or fn's non-zero value.
+	 */
+	int (*walk_step)(struct km_store *s, struct km_walk_pos *pos, uint32_t budget,
+		int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v),
+		void *arg);
+	/**
 	 * DRAM the instance holds for its entries (mem: slots, keys, values and their
 	 * overhead; log: the index; the value cache is apart). Optional. O(1).
 	 */
@@ -324,6 +347,14 @@ static inline int
 km_store_get(struct km_store *s, const struct km_key *k, struct km_value_ref *out)
 {
 	return s->ops->get(s, k, out);
+}
+
+/* Resumable walk, or -ENOTSUP when the driver has none. */
+static inline int
+km_store_walk_step(struct km_store *s, struct km_walk_pos *pos, uint32_t budget,
+	int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v), void *arg)
+{
+	return s->ops->walk_step != NULL ? s->ops->walk_step(s, pos, budget, fn, arg) : -ENOTSUP;
 }
 
 static inline int

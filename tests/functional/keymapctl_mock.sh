@@ -226,9 +226,9 @@ expect 2 '^keymapctl: compact: \[store\] driver mem keeps no files' "${S[@]}" co
 expect 2 'keymapd does not know /keymap/nope' "${S[@]}" raw /keymap/nope
 
 # Re-sharding, one line each.
-expect 0 '^shard 16 split into 32 \(worker 0\) and 33 \(worker 1\): 1000 keys, paused 150 us, epoch 2$' \
+expect 0 '^shard 16 split into 32 and 33 \(worker 0\): 1000 keys copied while serving in 12 ms, paused 150 us, epoch 2$' \
 	"${S[@]}" split 16
-expect 0 '^shards 33 and 32 merged into 16 \(worker 0\): 1000 keys, paused 80 us, epoch 3$' \
+expect 0 '^shards 32 and 33 merged into 16 \(worker 0\): 1000 keys copied while serving in 9 ms, paused 80 us, epoch 3$' \
 	"${S[@]}" merge 33
 expect 0 '^shard 17 moved from worker 1 to worker 0: 1037 keys, paused 200 us, epoch 4$' \
 	"${S[@]}" move 17 0

@@ -225,14 +225,15 @@ class Mock:
             return {"error": "shard %d is at the depth limit" % sid}
         s = self.shards.pop(sid)
         a, b = 2 * sid, 2 * sid + 1
-        owners = [s["owner"], (s["owner"] + 1) % self.args.workers]
+        owners = [s["owner"], s["owner"]]  # both copies are made on the owner
         half = s["keys"] // 2
         for cid, owner, keys in ((a, owners[0], s["keys"] - half), (b, owners[1], half)):
             self.shards[cid] = {"owner": owner, "keys": keys, "bytes": keys * 96,
                                 "rate": s["rate"] // 2, "tier": s["tier"]}
         self.epoch += 1
-        return {"epoch": self.epoch, "shard": sid, "children": [a, b], "owners": owners,
-                "keys": s["keys"], "pause_us": 150}
+        return {"state": "done", "epoch": self.epoch, "shard": sid, "owner": s["owner"],
+                "children": [a, b], "owners": owners, "keys": s["keys"], "pause_us": 150,
+                "copy_ms": 12, "writes_repeated": 3}
 
     def merge(self, params):
         sid, err = self.shard_arg(params)
@@ -250,8 +251,9 @@ class Mock:
         self.shards[parent] = {"owner": owner, "keys": keys, "bytes": keys * 96,
                                "rate": a["rate"] + b["rate"], "tier": self.tier0}
         self.epoch += 1
-        return {"epoch": self.epoch, "shard": parent, "merged": [sid, buddy],
-                "owner": owner, "keys": keys, "pause_us": 80}
+        return {"state": "done", "epoch": self.epoch, "shard": parent,
+                "merged": [2 * parent, 2 * parent + 1], "owner": owner, "keys": keys,
+                "pause_us": 80, "copy_ms": 9, "writes_repeated": 0}
 
     def move(self, params):
         parts = (params or "").split(",")

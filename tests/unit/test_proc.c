@@ -2693,6 +2693,293 @@ test_grow(void **state)
 	km_shardmap_free(m);
 }
 
+/* ---- incremental split and merge (proc_mig.c) ---- */
+
+#define MIG_KEYS 1500
+
+struct mig_ref {
+	char key[24];
+	int present;
+	uint64_t version;
+	uint32_t len;
+	uint8_t val[64];
+};
+
+/* Every key of the reference as GET answers it through map m. */
+static void
+mig_check_all(struct env *e, const struct km_shardmap *m, const struct mig_ref *ref, unsigned int n)
+{
+	struct rep rep;
+	unsigned int i;
+
+	for (i = 0; i < n; i++) {
+		struct req r = {.op = KM_OP_GET, .key = ref[i].key, .req_id = 900000 + i, .src = 3};
+		uint8_t st = call_map(e, m, &r, &rep, KM_DGRAM_MAX);
+
+		if (!ref[i].present) {
+			assert_int_equal(st, KM_ST_NOT_FOUND);
+			continue;
+		}
+		assert_int_equal(st, KM_ST_OK);
+		assert_int_equal(rep.msg.hdr.version, ref[i].version);
+		assert_int_equal(rep.msg.hdr.val_len, ref[i].len);
+		if (ref[i].len != 0)
+			assert_memory_equal(rep.msg.val, ref[i].val, ref[i].len);
+	}
+}
+
+/* One random write of the reference through map m (old or new: both must work). */
+static void
+mig_write(struct env *e, const struct km_shardmap *m, struct mig_ref *ref, unsigned int n,
+	uint64_t *seed, uint64_t req_id)
+{
+	struct mig_ref *k = &ref[rnd_next(seed) % n];
+	struct rep rep;
+	struct req r = {.key = k->key, .req_id = req_id, .src = 4};
+	unsigned int what = (unsigned int)(rnd_next(seed) % 8);
+	uint8_t st;
+
+	if (what == 0) {
+		r.op = KM_OP_DEL;
+		st = call_map(e, m, &r, &rep, KM_DGRAM_MAX);
+		assert_int_equal(st, k->present ? KM_ST_OK : KM_ST_NOT_FOUND);
+		k->present = 0;
+		return;
+	}
+	k->len = (uint32_t)(rnd_next(seed) % sizeof(k->val));
+	memset(k->val, (int)(req_id & 0xff), k->len);
+	r.op = what == 1 && k->present ? KM_OP_CAS : KM_OP_PUT;
+	r.version = r.op == KM_OP_CAS ? k->version : 0;
+	r.val = k->val;
+	r.val_len = k->len;
+	st = call_map(e, m, &r, &rep, KM_DGRAM_MAX);
+	assert_int_equal(st, KM_ST_OK);
+	assert_true(rep.msg.hdr.version > k->version);
+	k->version = rep.msg.hdr.version;
+	k->present = 1;
+}
+
+/* Copy with writes between the steps until the copy is whole; every key checked as it
+ * goes. @return steps taken. */
+static unsigned int
+mig_run(struct env *e, struct km_proc *p, const struct km_shardmap *m, struct mig_ref *ref,
+	unsigned int n, uint64_t *seed, uint64_t *req_id)
+{
+	struct km_mig_progress pg;
+	unsigned int steps = 0;
+
+	for (;;) {
+		km_proc_mig_progress(p, &pg);
+		if (pg.phase != KM_MIG_COPYING)
+			break;
+		km_proc_mig_step(p, m);
+		mig_write(e, m, ref, n, seed, (*req_id)++);
+		mig_write(e, m, ref, n, seed, (*req_id)++);
+		if (++steps % 8 == 0)
+			mig_check_all(e, m, ref, n);
+		assert_true(steps < 100000);
+	}
+	assert_int_equal(pg.phase, KM_MIG_READY);
+	assert_true(pg.mirrored > 0);
+	return steps;
+}
+
+/* The map after a split or merge done on worker w: its new shard(s) on w. */
+static struct km_shardmap *
+mig_map(const struct km_shardmap *m, int split, uint64_t id, uint16_t w)
+{
+	struct km_shardmap *nm, *mv;
+	uint64_t ids[2] = {split ? id * 2 : id, id * 2 + 1};
+	unsigned int i;
+
+	assert_int_equal(
+		split ? km_shardmap_split(m, id, &nm) : km_shardmap_merge(m, id * 2, &nm), 0);
+	for (i = 0; i < (split ? 2u : 1u); i++) {
+		if (km_shard_owner(km_shardmap_find(nm, ids[i])) == w)
+			continue;
+		assert_int_equal(km_shardmap_move(nm, ids[i], w, &mv), 0);
+		km_shardmap_free(nm);
+		nm = mv;
+	}
+	return nm;
+}
+
+static void
+test_incremental_split_merge(void **state)
+{
+	struct env *e = *state;
+	struct mig_ref *ref = calloc(MIG_KEYS, sizeof(*ref));
+	struct km_shardmap *m1 = e->map, *m2, *m3;
+	struct km_store *old[2] = {NULL, NULL};
+	uint64_t seed = SEED, req_id = 1, keys, sid, v;
+	struct km_proc_counters c0;
+	struct km_proc *p;
+	struct rep rep;
+	struct req r;
+	unsigned int i, n = 0, cand;
+	char key[24];
+	uint16_t w;
+
+	assert_non_null(ref);
+	key_owned(m1, 1, "mig-", 0, key, sizeof(key));
+	sid = km_shard_id(shard_of(m1, key));
+	w = km_shard_owner(shard_of(m1, key));
+	p = e->proc[w];
+	/* Keys of that shard, plain and composite (routed by their first component). */
+	for (cand = 0; n < MIG_KEYS; cand++) {
+		if (cand % 3 == 0)
+			snprintf(key, sizeof(key), "ent%u/k%u", cand % 97, cand);
+		else
+			snprintf(key, sizeof(key), "mig-%u", cand);
+		if (km_shard_id(shard_of(m1, key)) != sid)
+			continue;
+		memcpy(ref[n].key, key, sizeof(key));
+		n++;
+	}
+	for (i = 0; i < n; i++)
+		mig_write(e, m1, ref, n, &seed, req_id++);
+	/* A write whose retry comes after the split: applied once. */
+	r = (struct req){.op = KM_OP_PUT,
+		.key = ref[0].key,
+		.val = "once",
+		.val_len = 4,
+		.req_id = 777777,
+		.src = 9};
+	assert_int_equal(call_map(e, m1, &r, &rep, KM_DGRAM_MAX), KM_ST_OK);
+	v = rep.msg.hdr.version;
+	ref[0].present = 1;
+	ref[0].version = v;
+	ref[0].len = 4;
+	memcpy(ref[0].val, "once", 4);
+
+	/* Arguments and states. */
+	assert_int_equal(km_proc_mig_finish(p, old, &keys), -ENOENT);
+	assert_int_equal(km_proc_mig_start(p, KM_MIG_SPLIT, 0), -EINVAL);
+	assert_int_equal(km_proc_mig_start(p, (enum km_mig_kind)9, sid), -EINVAL);
+	assert_int_equal(km_proc_mig_start(e->proc[1 - w], KM_MIG_SPLIT, sid), -ENOENT);
+	assert_int_equal(km_proc_mig_start(p, KM_MIG_MERGE, sid), -ENOENT); /* no children */
+
+	/* Split while serving through the old map. */
+	c0 = cnt_sum(e);
+	assert_int_equal(km_proc_mig_start(p, KM_MIG_SPLIT, sid), 0);
+	assert_true(km_proc_mig_active(p));
+	assert_int_equal(km_proc_mig_start(p, KM_MIG_SPLIT, sid), -EBUSY);
+	assert_int_equal(km_proc_mig_finish(p, old, &keys), -EAGAIN);
+	mig_run(e, p, m1, ref, n, &seed, &req_id);
+	assert_int_equal(km_proc_mig_finish(p, old, &keys), 0);
+	assert_false(km_proc_mig_active(p));
+	assert_non_null(old[0]);
+	assert_null(old[1]);
+	km_store_destroy(old[0]);
+	old[0] = NULL;
+	assert_int_equal(CNT_DELTA(e, c0, busy_handover), 0);
+	assert_int_equal(CNT_DELTA(e, c0, mig_done), 1);
+	/* The map is not published yet: requests routed to the parent find the children. */
+	mig_check_all(e, m1, ref, n);
+	for (i = 0; i < 50; i++)
+		mig_write(e, m1, ref, n, &seed, req_id++);
+	m2 = mig_map(m1, 1, sid, w);
+	mig_check_all(e, m2, ref, n);
+	/* The retry of the write made before the split is answered, not applied again. */
+	r = (struct req){.op = KM_OP_PUT,
+		.key = ref[0].key,
+		.val = "once",
+		.val_len = 4,
+		.req_id = 777777,
+		.src = 9};
+	c0 = cnt_sum(e);
+	assert_int_equal(call_map(e, m2, &r, &rep, KM_DGRAM_MAX), KM_ST_OK);
+	assert_int_equal(rep.msg.hdr.version, v);
+	assert_int_equal(CNT_DELTA(e, c0, write_retry), 1);
+
+	/* Merge the children back while serving through the map that has them. */
+	assert_int_equal(km_proc_mig_start(p, KM_MIG_MERGE, sid), 0);
+	mig_run(e, p, m2, ref, n, &seed, &req_id);
+	assert_int_equal(km_proc_mig_finish(p, old, &keys), 0);
+	assert_non_null(old[0]);
+	assert_non_null(old[1]);
+	km_store_destroy(old[0]);
+	km_store_destroy(old[1]);
+	mig_check_all(e, m2, ref, n); /* children gone: the parent answers */
+	m3 = mig_map(m2, 0, sid, w);
+	mig_check_all(e, m3, ref, n);
+
+	/* A cancelled split leaves the shard as it was. */
+	assert_int_equal(km_proc_mig_start(p, KM_MIG_SPLIT, sid), 0);
+	km_proc_mig_step(p, m3);
+	km_proc_mig_cancel(p);
+	assert_false(km_proc_mig_active(p));
+	mig_check_all(e, m3, ref, n);
+	/* Handing a source away cancels its copy. */
+	assert_int_equal(km_proc_mig_start(p, KM_MIG_SPLIT, sid), 0);
+	old[0] = km_proc_shard_detach(p, sid, NULL);
+	assert_non_null(old[0]);
+	assert_false(km_proc_mig_active(p));
+	assert_int_equal(km_proc_shard_attach(p, sid, old[0]), 0);
+	mig_check_all(e, m3, ref, n);
+
+	km_shardmap_free(m1);
+	km_shardmap_free(m2);
+	e->map = m3;
+	free(ref);
+}
+
+/* A write retried after its shard moved is answered from its first outcome (the entries
+ * travel with the shard), not applied again. */
+static void
+test_dedup_moves(void **state)
+{
+	struct env *e = *state;
+	struct km_proc_counters c0;
+	struct km_proc_dedup *dd;
+	struct km_shardmap *m2;
+	struct km_store *s;
+	struct rep rep;
+	char key[32], other[32];
+	uint64_t sid, v;
+	struct req r;
+
+	key_owned(e->map, 0, "dd-", 0, key, sizeof(key));
+	sid = km_shard_id(shard_of(e->map, key));
+	/* A key of another shard of worker 0: its entry stays. */
+	for (unsigned int i = 0;; i++) {
+		key_owned(e->map, 0, "dd-", i, other, sizeof(other));
+		if (km_shard_id(shard_of(e->map, other)) != sid)
+			break;
+	}
+	r = (struct req){
+		.op = KM_OP_PUT, .key = key, .val = "a", .val_len = 1, .req_id = 4242, .src = 7};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	v = rep.msg.hdr.version;
+	r = (struct req){
+		.op = KM_OP_PUT, .key = other, .val = "b", .val_len = 1, .req_id = 4343, .src = 7};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+
+	s = km_proc_shard_detach(e->proc[0], sid, NULL);
+	assert_non_null(s);
+	dd = km_proc_dedup_take(e->proc[0], sid);
+	assert_non_null(dd);
+	assert_null(km_proc_dedup_take(e->proc[0], sid)); /* taken: none left */
+	assert_int_equal(km_proc_shard_attach(e->proc[1], sid, s), 0);
+	km_proc_dedup_give(e->proc[1], sid, dd, 1);
+	assert_int_equal(km_shardmap_move(e->map, sid, 1, &m2), 0);
+
+	c0 = cnt_sum(e);
+	r = (struct req){
+		.op = KM_OP_PUT, .key = key, .val = "a", .val_len = 1, .req_id = 4242, .src = 7};
+	assert_int_equal(call_map(e, m2, &r, &rep, KM_DGRAM_MAX), KM_ST_OK);
+	assert_int_equal(rep.msg.hdr.version, v);
+	assert_int_equal(CNT_DELTA(e, c0, write_retry), 1);
+	/* The other shard's entry stayed with worker 0. */
+	r = (struct req){
+		.op = KM_OP_PUT, .key = other, .val = "b", .val_len = 1, .req_id = 4343, .src = 7};
+	assert_int_equal(call_map(e, m2, &r, &rep, KM_DGRAM_MAX), KM_ST_OK);
+	assert_int_equal(CNT_DELTA(e, c0, write_retry), 2);
+	km_proc_dedup_free(NULL);
+	km_shardmap_free(e->map);
+	e->map = m2;
+}
+
 int
 main(void)
 {
@@ -2715,6 +3002,9 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_overload, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_shard_requests, env_setup, env_teardown),
 		cmocka_unit_test(test_reshard_split),
+		cmocka_unit_test_setup_teardown(
+			test_incremental_split_merge, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_dedup_moves, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_reshard_merge, env_setup, env_teardown),
 	};
 

@@ -185,17 +185,34 @@ cmd_shards(struct ctl *c, int argc, char **argv)
 	return 0;
 }
 
+/* A split or merge still copying when the command's wait ran out: it goes on. */
+static int
+show_copying(const json_t *d, const char *what)
+{
+	const char *state = json_string_value(json_object_get(d, "state"));
+
+	if (state == NULL || strcmp(state, "copying") != 0)
+		return 0;
+	printf("%s of shard %s still copying on worker %s (%s of %s entries): it goes on; "
+	       "keymapctl shards shows the result\n",
+		what, jfmt(json_object_get(d, "shard")), jfmt(json_object_get(d, "owner")),
+		jfmt(json_object_get(d, "copied")), jfmt(json_object_get(d, "source_keys")));
+	return 1;
+}
+
 static void
 show_split(const json_t *d, const char *arg)
 {
-	const json_t *ch = json_object_get(d, "children"), *ow = json_object_get(d, "owners");
+	const json_t *ch = json_object_get(d, "children");
 
 	(void)arg;
-	printf("shard %s split into %s (worker %s) and %s (worker %s): %s keys, "
-	       "paused %s us, epoch %s\n",
+	if (show_copying(d, "split"))
+		return;
+	printf("shard %s split into %s and %s (worker %s): %s keys copied while serving in "
+	       "%s ms, paused %s us, epoch %s\n",
 		jfmt(json_object_get(d, "shard")), jfmt(json_array_get(ch, 0)),
-		jfmt(json_array_get(ow, 0)), jfmt(json_array_get(ch, 1)),
-		jfmt(json_array_get(ow, 1)), jfmt(json_object_get(d, "keys")),
+		jfmt(json_array_get(ch, 1)), jfmt(json_object_get(d, "owner")),
+		jfmt(json_object_get(d, "keys")), jfmt(json_object_get(d, "copy_ms")),
 		jfmt(json_object_get(d, "pause_us")), jfmt(json_object_get(d, "epoch")));
 }
 
@@ -215,12 +232,14 @@ show_merge(const json_t *d, const char *arg)
 	const json_t *m = json_object_get(d, "merged");
 
 	(void)arg;
-	printf("shards %s and %s merged into %s (worker %s): %s keys, paused %s us, "
-	       "epoch %s\n",
+	if (show_copying(d, "merge"))
+		return;
+	printf("shards %s and %s merged into %s (worker %s): %s keys copied while serving in "
+	       "%s ms, paused %s us, epoch %s\n",
 		jfmt(json_array_get(m, 0)), jfmt(json_array_get(m, 1)),
 		jfmt(json_object_get(d, "shard")), jfmt(json_object_get(d, "owner")),
-		jfmt(json_object_get(d, "keys")), jfmt(json_object_get(d, "pause_us")),
-		jfmt(json_object_get(d, "epoch")));
+		jfmt(json_object_get(d, "keys")), jfmt(json_object_get(d, "copy_ms")),
+		jfmt(json_object_get(d, "pause_us")), jfmt(json_object_get(d, "epoch")));
 }
 
 int

@@ -219,6 +219,21 @@ walk_seg_one(void *arg, const struct km_rec *r, uint32_t block, uint32_t off)
 	return c->fn(c->arg, &k, &v);
 }
 
+/* A record of the log at off: reported if it is its key's newest. */
+static int
+walk_log_one(struct log_store *ls, const struct km_rec *r, uint64_t off, size_t size,
+	int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v), void *arg)
+{
+	struct km_key k = {.data = r->key, .len = r->klen, .hash = km_key_hash(r->key, r->klen)};
+	struct km_value_ref v = {.data = r->val, .len = r->vlen, .version = r->version};
+	struct km_lidx_ent *e;
+
+	if (r->type != KM_REC_PUT)
+		return 0;
+	e = km_lidx_find(ls->idx, k.hash);
+	return e != NULL && e->loc == loc_log(off, size) ? fn(arg, &k, &v) : 0;
+}
+
 int
 log_walk(struct km_store *s,
 	int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v), void *arg)
@@ -270,23 +285,106 @@ log_walk(struct km_store *s,
 			rc = 0;
 			continue;
 		}
-		if (rc == KM_REC_OK && r.type == KM_REC_PUT) {
-			struct km_key k = {
-				.data = r.key, .len = r.klen, .hash = km_key_hash(r.key, r.klen)};
-			struct km_lidx_ent *e = km_lidx_find(ls->idx, k.hash);
-			struct km_value_ref v = {
-				.data = r.val, .len = r.vlen, .version = r.version};
-
-			if (e != NULL && e->loc == loc_log(off, size)) {
-				rc = fn(arg, &k, &v);
-				if (rc != 0)
-					break;
-			}
-		}
-		rc = 0;
+		rc = rc == KM_REC_OK ? walk_log_one(ls, &r, off, size, fn, arg) : 0;
+		if (rc != 0)
+			break;
 		off += size;
 		pos += size;
 	}
 	free(buf);
 	return rc;
+}
+
+/*
+ * Resumable walk: the segment a few blocks at a time (part 1), then the log from its
+ * start to where it ended at the first call (part 2), a window at a time. Records never
+ * move in either; what is appended after the first call is not visited. Part 2 reads only
+ * what is written out: while the rest waits for its group, the call visits nothing and
+ * returns 1.
+ */
+#define WALK_SEG_BLOCKS 2
+#define WALK_WINDOW     (256u << 10)
+
+int
+log_walk_step(struct km_store *s, struct km_walk_pos *wp, uint32_t budget,
+	int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v), void *arg)
+{
+	struct log_store *ls = ls_of(s);
+	struct walk_ctx c = {.ls = ls, .fn = fn, .arg = arg};
+	uint64_t limit, want;
+	size_t off = 0, size;
+	uint32_t seen = 0;
+	struct km_rec r;
+	uint8_t *buf;
+	ssize_t n;
+	int rc;
+
+	if (fn == NULL || wp == NULL)
+		return -EINVAL;
+	if (ls->quarantined)
+		return -EBADMSG;
+	if (wp->part == 0) {
+		wp->end = ls->log_bytes;
+		wp->pos = 0;
+		wp->part = ls->seg != NULL ? 1 : 2;
+	}
+	if (wp->part == 1) {
+		rc = km_seg_scan_blocks(ls->seg, (uint32_t)wp->pos, WALK_SEG_BLOCKS, walk_seg_one, &c);
+		if (rc != 0)
+			return rc;
+		wp->pos += WALK_SEG_BLOCKS;
+		if (wp->pos >= km_seg_nb_blocks(ls->seg)) {
+			wp->part = 2;
+			wp->pos = 0;
+		}
+		return 1;
+	}
+	if (ls->io == NULL) {
+		rc = log_write_out_unbound(ls);
+		if (rc < 0)
+			return rc;
+	}
+	/* A failed group is cut off the log: the walk ends where the log ends now. */
+	if (wp->end > ls->log_bytes)
+		wp->end = ls->log_bytes;
+	if (wp->pos >= wp->end)
+		return 0;
+	limit = wp->end < ls->durable_end ? wp->end : ls->durable_end;
+	if (wp->pos >= limit)
+		return 1;
+	want = limit - wp->pos;
+	if (want > (uint64_t)WALK_WINDOW + REC_MAX)
+		want = (uint64_t)WALK_WINDOW + REC_MAX;
+	buf = malloc(want);
+	if (buf == NULL)
+		return -ENOMEM;
+	n = pread(ls->fd, buf, want, (off_t)wp->pos);
+	if (n <= 0) {
+		free(buf);
+		return n < 0 ? -errno : -EIO;
+	}
+	rc = 0;
+	while (off < (size_t)n && seen < budget) {
+		rc = km_rec_decode(buf + off, (size_t)n - off, &r, &size);
+		if (rc == KM_REC_SHORT && off + REC_MAX > (size_t)n && wp->pos + n < limit) {
+			rc = 0; /* cut by the window: the next call reads it whole */
+			break;
+		}
+		if (rc == KM_REC_BADHDR || rc == KM_REC_SHORT) {
+			/* Damage replay already skipped: resynchronise the same way. */
+			off += KM_REC_ALIGN;
+			rc = 0;
+			continue;
+		}
+		rc = rc == KM_REC_OK ? walk_log_one(ls, &r, wp->pos + off, size, fn, arg) : 0;
+		off += size;
+		seen++;
+		if (rc != 0)
+			break;
+	}
+	free(buf);
+	wp->pos += off;
+	if (rc != 0)
+		return rc;
+	return wp->pos < wp->end;
 }

@@ -167,6 +167,7 @@ static const struct km_store_ops log_ops = {
 	.put = log_put,
 	.del = log_del,
 	.walk = log_walk,
+	.walk_step = log_walk_step,
 	.stats = log_stats,
 	.prefetch = NULL,
 	.load = log_load,

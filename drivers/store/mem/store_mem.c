@@ -543,14 +543,25 @@ mem_del(struct km_store *s, const struct km_key *k, uint64_t expect, uint64_t *v
 	return 0;
 }
 
+/* Report one record to a walk's fn. */
+static inline int
+mem_visit(const struct mem_rec *r,
+	int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v), void *arg)
+{
+	/* Callers may re-route keys by hash (shard split): give them the real one. */
+	struct km_key k = {
+		.data = r->data, .len = r->key_len, .hash = km_key_hash(r->data, r->key_len)};
+	struct km_value_ref v = {
+		.data = r->data + r->key_len, .len = r->val_len, .version = r->version};
+
+	return fn(arg, &k, &v);
+}
+
 static int
 mem_walk(struct km_store *s,
 	int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v), void *arg)
 {
 	struct mem_store *ms = (struct mem_store *)s;
-	const struct mem_rec *r;
-	struct km_value_ref v;
-	struct km_key k;
 	uint64_t i;
 	int rc;
 
@@ -559,19 +570,36 @@ mem_walk(struct km_store *s,
 	for (i = 0; i <= ms->mask; i++) {
 		if (ms->slots[i] == 0)
 			continue;
-		r = slot_rec(ms->slots[i]);
-		k.data = r->data;
-		k.len = r->key_len;
-		/* Callers may re-route keys by hash (shard split): give them the real one. */
-		k.hash = km_key_hash(r->data, r->key_len);
-		v.data = r->data + r->key_len;
-		v.len = r->val_len;
-		v.version = r->version;
-		rc = fn(arg, &k, &v);
+		rc = mem_visit(slot_rec(ms->slots[i]), fn, arg);
 		if (rc != 0)
 			return rc;
 	}
 	return 0;
+}
+
+/* Slots in the order of the table: pos->pos is the next slot. */
+static int
+mem_walk_step(struct km_store *s, struct km_walk_pos *pos, uint32_t budget,
+	int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v), void *arg)
+{
+	struct mem_store *ms = (struct mem_store *)s;
+	uint64_t i, end;
+	int rc;
+
+	if (fn == NULL || pos == NULL)
+		return -EINVAL;
+	end = pos->pos + (budget == 0 ? 1 : budget);
+	for (i = pos->pos; i <= ms->mask && i < end; i++) {
+		if (ms->slots[i] == 0)
+			continue;
+		rc = mem_visit(slot_rec(ms->slots[i]), fn, arg);
+		if (rc != 0) {
+			pos->pos = i + 1;
+			return rc;
+		}
+	}
+	pos->pos = i;
+	return i <= ms->mask;
 }
 
 static void
@@ -606,6 +634,7 @@ static const struct km_store_ops mem_ops = {
 	.put = mem_put,
 	.del = mem_del,
 	.walk = mem_walk,
+	.walk_step = mem_walk_step,
 	.stats = mem_stats,
 	.prefetch = mem_prefetch,
 	.load = mem_load,

@@ -1,0 +1,441 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+
+/*
+ * Incremental split and merge (see km_proc.h): the owner copies its shard into new stores
+ * a little at a time between bursts, serving every request from the old store meanwhile,
+ * and repeats each write it applies there in the copy. Invariant: every entry of the copy
+ * is an entry of the source, with the same value and version (copies take the source's
+ * current entry; writes are repeated; deletions too). So once a walk has visited the whole
+ * source and the counts agree, the copy is the source; a walk that missed entries (the mem
+ * driver moves entries when it grows or deletes) shows it in the counts and walks again.
+ * The swap (km_proc_mig_finish) is one loop boundary: no request is ever answered BUSY for
+ * it, and requests routed by a map that does not show the new shards yet find them through
+ * proc_shard_resharded().
+ */
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "proc_private.h"
+
+#define MIG_STEP_ENTRIES 256 /* entries (mem: slots) visited per loop iteration */
+#define MIG_PASSES_MAX   8   /* walks of the whole source before giving up */
+
+struct proc_mig {
+	uint8_t kind;  /* enum km_mig_kind */
+	uint8_t phase; /* enum km_mig_phase */
+	int err;
+	uint32_t nb_src, nb_dst;
+	uint64_t src[2], dst[2];
+	struct km_store *dst_store[2];
+	unsigned int bit; /* split: bit of the routing hash that picks the child */
+	uint32_t cur;     /* source being walked */
+	uint32_t passes;
+	struct km_walk_pos pos;
+	const struct km_shardmap *map; /* during a step: the routing of the walk's keys */
+	uint64_t copied, mirrored;
+	uint8_t swapping; /* km_proc_mig_finish() detaches the sources */
+};
+
+static void
+progress_publish(struct km_proc *p)
+{
+	const struct proc_mig *m = p->mig;
+	struct km_store_stats st;
+	uint64_t src = 0, dst = 0;
+	uint32_t i;
+
+	for (i = 0; m != NULL && i < m->nb_src; i++) {
+		struct km_proc_shard *sl = shard_find(p, m->src[i]);
+
+		if (sl != NULL) {
+			km_store_stats(sl->store, &st);
+			src += st.keys - st.damaged_keys;
+		}
+	}
+	for (i = 0; m != NULL && i < m->nb_dst; i++) {
+		km_store_stats(m->dst_store[i], &st);
+		dst += st.keys;
+	}
+	__atomic_store_n(&p->migp.phase, m != NULL ? m->phase : KM_MIG_NONE, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->migp.err, m != NULL ? m->err : 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->migp.src_keys, src, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->migp.dst_keys, dst, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->migp.copied, m != NULL ? m->copied : 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->migp.mirrored, m != NULL ? m->mirrored : 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->migp.passes, m != NULL ? m->passes : 0, __ATOMIC_RELAXED);
+}
+
+int
+km_proc_mig_active(const struct km_proc *p)
+{
+	return p->mig != NULL;
+}
+
+void
+km_proc_mig_progress(const struct km_proc *p, struct km_mig_progress *out)
+{
+	out->phase = __atomic_load_n(&p->migp.phase, __ATOMIC_RELAXED);
+	out->err = __atomic_load_n(&p->migp.err, __ATOMIC_RELAXED);
+	out->src_keys = __atomic_load_n(&p->migp.src_keys, __ATOMIC_RELAXED);
+	out->dst_keys = __atomic_load_n(&p->migp.dst_keys, __ATOMIC_RELAXED);
+	out->copied = __atomic_load_n(&p->migp.copied, __ATOMIC_RELAXED);
+	out->mirrored = __atomic_load_n(&p->migp.mirrored, __ATOMIC_RELAXED);
+	out->passes = __atomic_load_n(&p->migp.passes, __ATOMIC_RELAXED);
+}
+
+/* A store made for the migration and never served: its staged files go with it. */
+static void
+store_drop(struct km_store *s)
+{
+	if (s == NULL)
+		return;
+	if (s->ops->unlink != NULL)
+		s->ops->unlink(s);
+	else
+		km_store_destroy(s);
+}
+
+static void
+mig_fail(struct km_proc *p, int err)
+{
+	if (p->mig->phase != KM_MIG_FAILED) {
+		p->mig->phase = KM_MIG_FAILED;
+		p->mig->err = err < 0 ? err : -EIO;
+	}
+}
+
+int
+km_proc_mig_start(struct km_proc *p, enum km_mig_kind kind, uint64_t id)
+{
+	struct proc_mig *m;
+	struct km_store_stats st;
+	uint64_t vbase = 0;
+	uint32_t i;
+	int rc = 0;
+
+	if (p->mig != NULL)
+		return -EBUSY;
+	if (id == 0 || (kind != KM_MIG_SPLIT && kind != KM_MIG_MERGE))
+		return -EINVAL;
+	if (kind == KM_MIG_SPLIT && km_shard_depth(id) >= KM_SHARD_DEPTH_MAX)
+		return -ERANGE;
+	m = calloc(1, sizeof(*m));
+	if (m == NULL)
+		return -ENOMEM;
+	m->kind = (uint8_t)kind;
+	m->phase = KM_MIG_COPYING;
+	if (kind == KM_MIG_SPLIT) {
+		m->nb_src = 1;
+		m->src[0] = id;
+		m->nb_dst = 2;
+		m->dst[0] = id * 2;
+		m->dst[1] = id * 2 + 1;
+		/* A shard of depth d owns the hashes whose top d bits are its prefix; its
+		 * children differ in the next one. */
+		m->bit = 63 - km_shard_depth(id);
+	} else {
+		m->nb_src = 2;
+		m->src[0] = id * 2;
+		m->src[1] = id * 2 + 1;
+		m->nb_dst = 1;
+		m->dst[0] = id;
+	}
+	for (i = 0; i < m->nb_src; i++) {
+		struct km_proc_shard *sl = shard_find(p, m->src[i]);
+
+		if (sl == NULL) {
+			free(m);
+			return -ENOENT;
+		}
+		km_store_stats(sl->store, &st);
+		if (st.quarantined != 0) {
+			free(m);
+			return -EBADMSG;
+		}
+		if (st.version_last > vbase)
+			vbase = st.version_last;
+	}
+	for (i = 0; i < m->nb_dst && rc == 0; i++)
+		rc = km_proc_store_new(p, m->dst[i], vbase, &m->dst_store[i]);
+	if (rc < 0) {
+		for (i = 0; i < m->nb_dst; i++)
+			store_drop(m->dst_store[i]);
+		free(m);
+		return rc;
+	}
+	p->mig = m;
+	progress_publish(p);
+	return 0;
+}
+
+/* The copy a key of a source belongs in. */
+static struct km_store *
+mig_target(const struct proc_mig *m, const struct km_shardmap *map, const struct km_key *k)
+{
+	if (m->kind == KM_MIG_MERGE)
+		return m->dst_store[0];
+	return m->dst_store[(km_shardmap_hash(map, k->data, k->len) >> m->bit) & 1];
+}
+
+static int
+mig_copy_one(void *arg, const struct km_key *k, const struct km_value_ref *v)
+{
+	struct km_proc *p = arg;
+	struct proc_mig *m = p->mig;
+	int rc;
+
+	rc = km_store_load(mig_target(m, m->map, k), k, v->data, v->len, v->version);
+	if (rc == 0) {
+		m->copied++;
+		p->cnt.mig_copied++;
+	}
+	return rc;
+}
+
+static int
+mig_is_src(const struct proc_mig *m, uint64_t shard_id)
+{
+	return m->src[0] == shard_id || (m->nb_src == 2 && m->src[1] == shard_id);
+}
+
+void
+proc_mig_mirror(struct km_proc *p, const struct km_shardmap *map, uint64_t shard_id,
+	const struct km_key *k, uint8_t op, const void *val, uint32_t len, uint64_t version)
+{
+	struct proc_mig *m = p->mig;
+	struct km_store *t;
+	uint64_t v;
+	int rc;
+
+	if (!mig_is_src(m, shard_id) || m->phase == KM_MIG_FAILED)
+		return;
+	t = mig_target(m, map, k);
+	if (op == KM_OP_DEL) {
+		rc = km_store_del(t, k, KM_VERSION_ANY, &v);
+		if (rc == -ENOENT)
+			rc = 0; /* not copied yet: nothing to repeat */
+	} else {
+		rc = km_store_load(t, k, val, len, version);
+	}
+	if (rc < 0)
+		mig_fail(p, rc);
+	else {
+		m->mirrored++;
+		p->cnt.mig_mirrored++;
+	}
+}
+
+void
+proc_mig_durable_failed(struct km_proc *p, uint64_t shard_id)
+{
+	/* The source rolled writes back that the copy holds: the copy is wrong. */
+	if (p->mig != NULL && mig_is_src(p->mig, shard_id))
+		mig_fail(p, -EIO);
+}
+
+void
+proc_mig_detaching(struct km_proc *p, uint64_t shard_id)
+{
+	/* A source handed away (not by the swap): the copy has no source any more. */
+	if (p->mig != NULL && !p->mig->swapping && mig_is_src(p->mig, shard_id))
+		km_proc_mig_cancel(p);
+}
+
+/* Whether the copies hold every entry of the sources. */
+static int
+mig_complete(struct km_proc *p)
+{
+	progress_publish(p);
+	return p->migp.dst_keys >= p->migp.src_keys;
+}
+
+unsigned int
+km_proc_mig_step(struct km_proc *p, const struct km_shardmap *map)
+{
+	struct proc_mig *m = p->mig;
+	struct km_proc_shard *sl;
+	uint64_t before;
+	int rc;
+
+	if (m == NULL || m->phase != KM_MIG_COPYING)
+		return 0;
+	sl = shard_find(p, m->src[m->cur]);
+	if (sl == NULL) {
+		mig_fail(p, -ENOENT);
+		progress_publish(p);
+		return 0;
+	}
+	before = m->copied;
+	m->map = map;
+	rc = km_store_walk_step(sl->store, &m->pos, MIG_STEP_ENTRIES, mig_copy_one, p);
+	m->map = NULL;
+	if (rc < 0 || rc > 1) {
+		mig_fail(p, rc < 0 ? rc : -EIO);
+	} else if (rc == 0) {
+		m->pos = (struct km_walk_pos){0};
+		if (++m->cur == m->nb_src) {
+			m->cur = 0;
+			m->passes++;
+			if (mig_complete(p))
+				m->phase = KM_MIG_READY;
+			else if (m->passes >= MIG_PASSES_MAX)
+				mig_fail(p, -EAGAIN);
+		}
+	}
+	progress_publish(p);
+	return (unsigned int)(m->copied - before);
+}
+
+/* Drop the copies and forget the migration (the sources serve on). */
+void
+km_proc_mig_cancel(struct km_proc *p)
+{
+	uint32_t i;
+
+	if (p->mig == NULL)
+		return;
+	for (i = 0; i < p->mig->nb_dst; i++)
+		store_drop(p->mig->dst_store[i]);
+	free(p->mig);
+	p->mig = NULL;
+	progress_publish(p);
+}
+
+int
+km_proc_mig_finish(struct km_proc *p, struct km_store **old, uint64_t *keys)
+{
+	struct proc_mig *m = p->mig;
+	uint32_t i, j;
+	int rc = 0;
+
+	if (m == NULL)
+		return -ENOENT;
+	if (m->phase == KM_MIG_FAILED)
+		return m->err;
+	/* Writes since READY were repeated: the copies are still whole, unless the mem
+	 * driver moved an entry past the walk; then it walks again. */
+	if (m->phase != KM_MIG_READY || !mig_complete(p)) {
+		m->phase = KM_MIG_COPYING;
+		return -EAGAIN;
+	}
+	*keys = p->migp.dst_keys;
+	/* The sources first: their writes in flight settle (a failure there makes the
+	 * copies wrong, see proc_mig_durable_failed()). */
+	m->swapping = 1;
+	for (i = 0; i < m->nb_src; i++)
+		old[i] = km_proc_shard_detach(p, m->src[i], NULL);
+	m->swapping = 0;
+	if (m->phase == KM_MIG_FAILED)
+		rc = m->err;
+	for (i = 0; i < m->nb_dst && rc == 0; i++)
+		if (m->dst_store[i]->ops->commit != NULL)
+			rc = m->dst_store[i]->ops->commit(m->dst_store[i]);
+	for (i = 0; i < m->nb_dst && rc == 0; i++) {
+		rc = km_proc_shard_attach(p, m->dst[i], m->dst_store[i]);
+		if (rc < 0)
+			for (j = 0; j < i; j++)
+				km_proc_shard_detach(p, m->dst[j], NULL);
+	}
+	if (rc < 0) {
+		/* The sources serve again, unchanged; the copies go. */
+		for (i = 0; i < m->nb_src; i++) {
+			if (old[i] != NULL && km_proc_shard_attach(p, m->src[i], old[i]) < 0)
+				km_store_destroy(
+					old[i]); /* files kept: it serves after a restart */
+			old[i] = NULL;
+		}
+		m->phase = KM_MIG_FAILED;
+		m->err = rc;
+		km_proc_mig_cancel(p);
+		return rc;
+	}
+	p->cnt.mig_done++;
+	free(m);
+	p->mig = NULL;
+	progress_publish(p);
+	return 0;
+}
+
+struct km_proc_shard *
+proc_shard_resharded(struct km_proc *p, uint64_t id, uint64_t hash)
+{
+	struct km_proc_shard *sl = NULL;
+	unsigned int d = km_shard_depth(id);
+
+	/* Split here, the map not published yet: the child holding the hash. */
+	if (d < KM_SHARD_DEPTH_MAX)
+		sl = shard_find(p, id * 2 + ((hash >> (63 - d)) & 1));
+	/* Merged here: the parent. */
+	if (sl == NULL && id > 1)
+		sl = shard_find(p, id >> 1);
+	return sl;
+}
+
+/* ---- the at-most-once entries of a shard, handed over with it ---- */
+
+struct km_proc_dedup {
+	uint32_t n;
+	struct dedup_entry e[];
+};
+
+/* Whether a routing hash falls in shard id. */
+static int
+shard_holds(uint64_t id, uint64_t route_hash)
+{
+	unsigned int d = km_shard_depth(id);
+
+	return d == 0 || route_hash >> (64 - d) == (id ^ ((uint64_t)1 << d));
+}
+
+struct km_proc_dedup *
+km_proc_dedup_take(struct km_proc *p, uint64_t shard_id)
+{
+	struct km_proc_dedup *set;
+	uint32_t i, n = 0;
+
+	for (i = 0; i <= p->dedup_mask; i++)
+		n += p->dedup[i].valid && shard_holds(shard_id, p->dedup[i].route_hash);
+	if (n == 0)
+		return NULL;
+	set = malloc(sizeof(*set) + n * sizeof(set->e[0]));
+	if (set == NULL)
+		return NULL; /* retries of those writes would execute again: as before moves */
+	set->n = 0;
+	for (i = 0; i <= p->dedup_mask; i++) {
+		struct dedup_entry *d = &p->dedup[i];
+
+		if (!d->valid || !shard_holds(shard_id, d->route_hash))
+			continue;
+		set->e[set->n++] = *d;
+		d->valid = 0;
+	}
+	return set;
+}
+
+void
+km_proc_dedup_give(struct km_proc *p, uint64_t shard_id, struct km_proc_dedup *set, int same_store)
+{
+	struct km_proc_shard *sl = shard_find(p, shard_id);
+	uint32_t i;
+
+	if (set == NULL)
+		return;
+	for (i = 0; i < set->n; i++) {
+		struct dedup_entry *d = dedup_slot(p, set->e[i].src, set->e[i].req_id);
+
+		*d = set->e[i];
+		/* The store moved with its record numbers: a retry still waits for its write
+		 * to be durable there. A rewritten store was committed: nothing to wait for. */
+		d->gen = sl != NULL ? sl->gen : 0;
+		if (sl == NULL || !same_store)
+			d->seq = 0;
+	}
+	free(set);
+}
+
+void
+km_proc_dedup_free(struct km_proc_dedup *set)
+{
+	free(set);
+}

@@ -14,6 +14,8 @@
 #      ERROR, every acknowledged write is there while keymapd runs and after a restart;
 #   d. a failing disk (kmfs fail eio) under async: the writes get errors, those
 #      acknowledged before are counted lost (writes_lost), writes succeed once it recovers;
+#   f. sync while the shards are split and merged over and over (copied by their owner
+#      while serving, then swapped in): kill -9 and a power cut, nothing acknowledged lost;
 #   e. damaged shards: a shard file deleted (the manifest tells), another replaced by a
 #      directory: both quarantined (named in the log, DAMAGED to their keys, shown in
 #      keymapctl shards and stats), the others serve; accept-loss gives them empty files.
@@ -86,15 +88,33 @@ write_load() {
 	load_pid=$!
 }
 
-# crash_rounds DIR ACK DURABILITY BOUND_MS: ROUNDS times a load, then at a random moment
-# kill -9 and a power cut, a restart and the verification (durability_client -b).
+# reshard_loop: split and merge the shards over and over (keymapctl; a command that fails,
+# e.g. on a shard a crash left split, is skipped) until keymapd is gone.
+reshard_loop() {
+	local s
+	for _ in $(seq 200); do
+		for s in 4 5 6 7; do
+			"${ctl[@]}" -T 5 split "$s" >/dev/null 2>&1 || true
+			"${ctl[@]}" -T 5 merge $((2 * s)) >/dev/null 2>&1 || true
+		done
+		kill -0 "$srv_pid" 2>/dev/null || return 0
+	done
+}
+
+# crash_rounds DIR ACK DURABILITY BOUND_MS [DURING]: ROUNDS times a load (and the function
+# DURING in the background), then at a random moment kill -9 and a power cut, a restart
+# and the verification (durability_client -b).
 worst_all=0
 crash_rounds() {
-	local d=$1 ack=$2 dur=$3 bound=$4 round ms kill_ns v worst
+	local d=$1 ack=$2 dur=$3 bound=$4 during=${5:-} round ms kill_ns v worst during_pid=
 
 	for round in $(seq "$rounds"); do
 		start_server "$d/data" -o "store.durability=$dur" -o store.sync_interval_ms=10
 		write_load "$ack" 20
+		if [ -n "$during" ]; then
+			"$during" &
+			during_pid=$!
+		fi
 		ms=$((RANDOM % 1001 + 500))
 		sleep "$((ms / 1000)).$(printf %03d $((ms % 1000)))"
 		kill -0 "$load_pid" 2>/dev/null || { cat "$tmp/load.out"; fail "the load stopped"; }
@@ -102,6 +122,12 @@ crash_rounds() {
 		kill9_server
 		kmfs_cmd "$d" powercut
 		kill_load
+		if [ -n "$during_pid" ]; then
+			kill "$during_pid" 2>/dev/null || true
+			wait "$during_pid" 2>/dev/null || true
+			during_pid=
+			during_done=$((during_done + $(grep -Ec "split shard|merged shards" "$log")))
+		fi
 		start_server "$d/data" -o "store.durability=$dur"
 		expect 0 "^verify: " "${dc[@]}" verify -h "$server" -i "$ack" -K "$kill_ns" \
 			-b "$bound"
@@ -136,6 +162,18 @@ kmfs_mount "$B"
 crash_rounds "$B" "$tmp/ack.b" sync 0
 ok "sync: no acknowledged write lost across $rounds power cuts"
 kmfs_umount "$B"
+
+# ---- f. sync while shards are split and merged: nothing lost.
+section "f. sync: kill -9 and a power cut while shards are split and merged, $rounds rounds"
+worst_all=0
+F=$tmp/f
+kmfs_mount "$F"
+during_done=0
+crash_rounds "$F" "$tmp/ack.f" sync 0 reshard_loop
+[ "$during_done" -gt 0 ] || fail "no split or merge completed before the crashes"
+ok "sync, $during_done splits and merges done, more under way at each crash: no" \
+	"acknowledged write lost across $rounds power cuts"
+kmfs_umount "$F"
 
 # ---- c. async on a full disk.
 section "c. async on a full disk"

@@ -28,6 +28,7 @@
 #include "keymapd.h"
 #include "mailbox.h"
 #include "prefetch.h"
+#include "shift.h"
 #include "stats.h"
 
 #define RESHARD_POLL_US 500  /* control loop period while a split or merge copies */
@@ -473,6 +474,7 @@ km_ctl_loop(void)
 		km_mailbox_serve(0);
 		km_guard_tick();
 		km_ctl_reshard_tick();
+		km_shift_tick(); /* partition shifter: settle overrides whose keys have moved */
 		/* With [prefetch] lcore, that lcore takes the workers' notes. */
 		if (km_ctl.conf.pf_lcore == 0) {
 			notes = km_mailbox_drain();

@@ -24,6 +24,7 @@
 #include "frag.h"
 #include "keymapd.h"
 #include "prefetch.h"
+#include "shift.h"
 
 #define EAL_ARGS_MAX      64
 #define HANDOFF_RING_SIZE 4096
@@ -284,8 +285,10 @@ workers_fini(void)
 
 		if (w->to_owner != NULL) {
 			while ((n = rte_ring_dequeue_burst(
-					w->to_owner, (void **)m, RTE_DIM(m), NULL)) != 0)
+					w->to_owner, (void **)m, RTE_DIM(m), NULL)) != 0) {
+				km_shift_drop(m, n); /* moves riding in them */
 				rte_pktmbuf_free_bulk(m, n);
+			}
 			rte_ring_free(w->to_owner);
 		}
 		km_proc_destroy(w->proc);
@@ -658,6 +661,11 @@ control_start(struct boot *b)
 	rc = km_ctl_init(conf);
 	if (rc < 0) {
 		KM_LOG(ERR, "cannot start the control plane: %s", strerror(-rc));
+		return -1;
+	}
+	rc = km_shift_init();
+	if (rc < 0) {
+		KM_LOG(ERR, "cannot register the hand-off mbuf field: %s", strerror(-rc));
 		return -1;
 	}
 	rc = km_telemetry_register();

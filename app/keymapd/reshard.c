@@ -579,6 +579,7 @@ km_ctl_merge(uint64_t id, char *err, size_t errlen)
 {
 	const struct km_shardmap *m = km_map_current;
 	const struct km_shard *a = km_shardmap_find(m, id), *b = km_shardmap_find(m, id ^ 1);
+	uint16_t owner;
 	int rc;
 
 	if (a == NULL)
@@ -595,13 +596,15 @@ km_ctl_merge(uint64_t id, char *err, size_t errlen)
 	rc = job_busy(err, errlen);
 	if (rc < 0)
 		return rc;
-	/* Both halves on one worker first: the merge copies on the owner. */
-	if (km_shard_owner(a) != km_shard_owner(b)) {
-		rc = km_ctl_move(id ^ 1, km_shard_owner(a), err, errlen);
+	/* Both halves on one worker first: the merge copies on the owner. (The move
+	 * publishes a new map: a and b are gone with the old one.) */
+	owner = km_shard_owner(a);
+	if (km_shard_owner(b) != owner) {
+		rc = km_ctl_move(id ^ 1, owner, err, errlen);
 		if (rc < 0)
 			return rc;
 	}
-	return job_start(KM_MIG_MERGE, id >> 1, km_shard_owner(a), err, errlen);
+	return job_start(KM_MIG_MERGE, id >> 1, owner, err, errlen);
 }
 
 int

@@ -27,6 +27,7 @@
 #include "control.h"
 #include "datapath.h"
 #include "keymapd.h"
+#include "shift.h"
 #include "stats.h"
 
 #define TEL_TIMEOUT_MS     5000
@@ -916,5 +917,5 @@ km_telemetry_register(void)
 		if (rc < 0)
 			return rc;
 	}
-	return 0;
+	return km_telemetry_shift_register(); /* telemetry_shift.c */
 }

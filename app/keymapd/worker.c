@@ -22,6 +22,7 @@
 
 #include "datapath.h"
 #include "frag.h"
+#include "shift.h"
 
 struct km_datapath km_dp;
 struct km_shardmap *km_map_current;
@@ -325,6 +326,8 @@ again:
 	r->cookie = m;
 	r->port_worker = (int16_t)pw;
 	r->handed = (uint8_t)handed;
+	r->move = NULL;
+	r->hand_mark = 0;
 	return PKT_PROC;
 drop:
 	rte_pktmbuf_free(m);
@@ -349,17 +352,74 @@ pkt_verdict(struct km_worker *w, const struct km_shardmap *map, struct rte_mbuf 
 	case KM_PROC_DEFER: /* the reply waits for the disk; km_proc_poll() gives it back */
 		break;
 	case KM_PROC_HANDOFF:
+		/* The mark (and a move riding along) for the owner: shift.h. */
+		km_shift_dyn(m)->mark = r->hand_mark != 0 ? r->hand_mark : KM_HAND_PLAIN;
+		km_shift_dyn(m)->mv = r->move;
 		if (likely(rte_ring_mp_enqueue(km_dp.workers[r->owner].to_owner, m) == 0)) {
 			w->cnt.handoff_out++;
 			break;
 		}
 		w->cnt.handoff_drops++;
+		if (unlikely(r->move != NULL))
+			km_proc_shift_restore(w->proc, r->move); /* back in its old place */
 		rte_pktmbuf_free(m);
 		break;
 	default: /* KM_PROC_DROP */
 		w->cnt.drop_proto++;
 		rte_pktmbuf_free(m);
 		break;
+	}
+}
+
+/*
+ * A moved entry alone from another worker's background pass (KM_HAND_MOVE): loaded into
+ * its new place here, or sent on to the owner of its shard now (the map changed), or, its
+ * store being handed over, queued again behind what waits.
+ */
+static __rte_noinline void
+shift_move_in(struct km_worker *w, const struct km_shardmap *map, struct rte_mbuf *m)
+{
+	struct km_shift_dyn *d = km_shift_dyn(m);
+	uint16_t owner = w->index;
+	int rc;
+
+	rc = km_proc_shift_apply(w->proc, map, d->mv, &owner);
+	if (rc == 0) {
+		rte_pktmbuf_free(m);
+		return;
+	}
+	if (rte_ring_mp_enqueue(km_dp.workers[owner].to_owner, m) == 0)
+		return;
+	/* Nowhere to go: the entry is lost, and counted. */
+	w->cnt.handoff_drops++;
+	km_proc_shift_free(d->mv);
+	rte_pktmbuf_free(m);
+}
+
+/*
+ * The partition shifter's background pass (km_proc_shift_step()): entries of a migrating
+ * or reverting override taken out of their old place go to their new owner in small
+ * mbufs; one that cannot go is put back.
+ */
+static __rte_noinline void
+shift_step(struct km_worker *w, const struct km_shardmap *map)
+{
+	struct km_shift_move *mv[32];
+	uint16_t to[32];
+	unsigned int n, i;
+
+	n = km_proc_shift_step(w->proc, map, mv, to, RTE_DIM(mv));
+	for (i = 0; i < n; i++) {
+		struct rte_mbuf *m = rte_pktmbuf_alloc(w->frag_indirect);
+
+		if (m != NULL) {
+			km_shift_dyn(m)->mark = KM_HAND_MOVE;
+			km_shift_dyn(m)->mv = mv[i];
+			if (rte_ring_mp_enqueue(km_dp.workers[to[i]].to_owner, m) == 0)
+				continue;
+			rte_pktmbuf_free(m);
+		}
+		km_proc_shift_restore(w->proc, mv[i]);
 	}
 }
 
@@ -410,9 +470,26 @@ process_burst(struct km_worker *w, const struct km_shardmap *map, const struct k
 	enum pkt_fate f;
 
 	for (i = 0; i < n; i++) {
+		struct km_shift_dyn *d = NULL;
+
 		if (i + PKT_PREFETCH_AHEAD < n)
 			rte_prefetch0(rte_pktmbuf_mtod(pkts[i + PKT_PREFETCH_AHEAD], void *));
+		if (handed) {
+			/* Hand-offs carry a mark and maybe a move (shift.h). */
+			d = km_shift_dyn(pkts[i]);
+			if (unlikely(d->mark == KM_HAND_MOVE)) {
+				shift_move_in(w, map, pkts[i]);
+				next[i].fate = PKT_GONE;
+				continue;
+			}
+		}
 		f = pkt_l4(w, allow, &pkts[i], handed, &reqs[nb_req], &plen);
+		if (d != NULL && f == PKT_PROC) {
+			reqs[nb_req].handed = d->mark;
+			reqs[nb_req].move = d->mv;
+		} else if (unlikely(d != NULL && d->mv != NULL)) {
+			km_proc_shift_free(d->mv); /* cannot happen: it passed L2-L4 before */
+		}
 		next[i].fate = (uint8_t)f;
 		next[i].arg = f == PKT_PROC ? nb_req++ : plen;
 	}
@@ -662,6 +739,11 @@ km_worker_main(void *arg)
 			t0 = rte_rdtsc();
 			km_proc_mig_step(w->proc, map);
 			w->cnt.busy_cycles += rte_rdtsc() - t0;
+			idle = 0;
+		}
+		/* An override migrating or reverting: move its entries, a shard per iteration. */
+		if (unlikely(km_proc_shift_pending(w->proc, map))) {
+			shift_step(w, map);
 			idle = 0;
 		}
 		/* Fragments dropped, datagrams whose fragments timed out: freed while idle too. */

@@ -106,6 +106,8 @@ struct km_refresh {
 	uint32_t cap;             /* entries allocated in ids/owners */
 	uint64_t *ids;
 	uint16_t *owners;
+	uint32_t nb_ovr; /* routing overrides of the first chunk (map encoding 1.1) */
+	struct km_override_info ovr[KM_OVERRIDES_MAX];
 	uint64_t hold_until; /* no epoch-triggered refresh before (after failures) */
 	uint64_t hold_ns;
 };

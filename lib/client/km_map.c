@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
- * libkeymap's shard map: routing a key with km_shardmap_route(), and refreshing the map.
+ * libkeymap's shard map: routing a key with km_shardmap_route() (routing overrides of the
+ * partition shifter included: the first chunk carries them), and refreshing the map.
  * A refresh fetches the map chunk by chunk through the engine's map slot, starts over
  * when the map changes in between, and installs it only when every chunk has arrived;
  * the ops that were answered MOVED wait in KM_SLOT_WAIT_MAP and are resent at the end.
@@ -125,6 +126,11 @@ km_refresh_install(struct km_client *c)
 		return KM_ERR_NOMEM;
 	if (rc != 0)
 		return KM_ERR_PROTO;
+	/* Routing overrides (partition shifter): steer a hot entity's keys as the server does. */
+	if (km_shardmap_set_overrides(m, r->ovr, r->nb_ovr) != 0) {
+		km_shardmap_free(m);
+		return KM_ERR_PROTO;
+	}
 	/* Every worker port must exist: base + nb_workers - 1 <= 65535. */
 	if ((uint32_t)(km_shardmap_udp_port_base(m) != 0 ? km_shardmap_udp_port_base(m) : c->port) +
 			km_shardmap_nb_workers(m) - 1 >
@@ -180,6 +186,9 @@ km_refresh_step(struct km_client *c, int err)
 	}
 	if (r->got == 0) {
 		r->head = ch;
+		r->nb_ovr = ch.nb_overrides;
+		for (i = 0; i < ch.nb_overrides; i++)
+			km_shardmap_chunk_override(&ch, i, &r->ovr[i]);
 		if (r->cap < ch.nb_shards) {
 			uint64_t *ids = realloc(r->ids, ch.nb_shards * sizeof(*ids));
 			uint16_t *owners;

@@ -67,6 +67,9 @@
 	X(stream_forwarded, "stream prefetches of keys another worker owns (to control)")         \
 	X(samples, "accesses sampled for the predictor")                                          \
 	X(notes_dropped, "notes for the control lcore dropped: note buffer full")                 \
+	X(shift_fallback_reads, "GETs answered from an override's old place (fallback)")          \
+	X(shift_moved_keys, "entries the partition shifter moved to their new place")             \
+	X(shift_move_restored, "moves put back in their old place: hand-off ring or mbufs full")  \
 	X(write_deferred, "write replies held until their group was durable")                     \
 	X(write_failed, "writes answered ERROR: their group write failed")
 
@@ -392,9 +395,10 @@ const struct km_proc_counters *km_proc_counters(const struct km_proc *p);
 
 /** Route of a request's (first) key, computed once in stage 1. */
 struct km_route {
-	uint64_t hash;                /* XXH3 of the routing part: selects the shard */
-	uint64_t key_hash;            /* XXH3 of the whole key: indexes the store */
-	const struct km_shard *shard; /* shard of hash in the map; NULL for keyless ops */
+	uint64_t hash;                   /* XXH3 of the routing part: selects the shard */
+	uint64_t key_hash;               /* XXH3 of the whole key: indexes the store */
+	const struct km_shard *shard;    /* shard of hash in the map; NULL for keyless ops */
+	const struct km_shard *fallback; /* km_shardmap_route(): old place of a shifted part */
 };
 
 /** What the caller does with a request after km_proc_rx_burst(). */
@@ -424,13 +428,19 @@ struct km_proc_req {
 	uint64_t src;        /* client address (e.g. IPv4 << 16 | UDP port): at-most-once key */
 	void *cookie;        /* the caller's handle (its packet), returned by km_proc_poll() */
 	int16_t port_worker; /* worker the client addressed (UDP dst port - base), -1: none */
-	uint8_t handed;      /* handed over by another worker: never handed on again */
-	uint8_t again;       /* a GET submitted again for room (KM_PROC_GROW, a done of length
-			      * 0): the predictor learnt from its first pass */
+	uint8_t handed;      /* handed over by another worker (a KM_HAND_* mark): never handed
+			      * on again, but along the partition shifter's marks */
+	struct km_shift_move *move; /* in: an entry moved along with a handed write (the
+				     * processor's from now on); out (HANDOFF): one to send
+				     * with the request, or to put back if it cannot go */
+	uint8_t again; /* a GET submitted again for room (KM_PROC_GROW, a done of length
+			* 0): the predictor learnt from its first pass */
 	/* out: set by km_proc_rx_burst() */
-	uint8_t verdict;  /* enum km_proc_verdict */
-	uint16_t owner;   /* KM_PROC_HANDOFF: the worker that executes it */
-	size_t reply_len; /* KM_PROC_REPLY: reply bytes at buf */
+	uint8_t verdict;   /* enum km_proc_verdict */
+	uint16_t owner;    /* KM_PROC_HANDOFF: the worker that executes it */
+	uint8_t hand_mark; /* KM_PROC_HANDOFF: the KM_HAND_* mark it travels with */
+	uint8_t shift;     /* private: the partition shifter's step (proc_shift.c) */
+	size_t reply_len;  /* KM_PROC_REPLY: reply bytes at buf */
 	/* private to the processor */
 	struct km_msg msg;
 	struct km_route rt;
@@ -620,5 +630,80 @@ const struct km_cache_counters *km_proc_cache_counters(const struct km_proc *p);
  * @note Context: the owner worker (others may read a stale value).
  */
 void km_proc_waiting(const struct km_proc *p, uint32_t *deferred, uint32_t *reads);
+
+/*
+ * The partition shifter's part on the workers (proc_shift.c; docs/architecture.md). While
+ * a routing override migrates or reverts (km_shardmap.h), a key may still be in its old
+ * place, the route's fallback shard:
+ * - a GET that misses in the new place is handed to the fallback's owner (FALLBACK),
+ *   which answers from the old place, or, the key not there either, hands it back once
+ *   (FINAL) to the new owner, which answers authoritatively;
+ * - a write goes first to the fallback's owner (VIA_OLD), which takes the key out of the
+ *   old place (value and version) and sends it along with the write (FINAL) to the new
+ *   owner: it loads the entry unless it has a newer one, then executes the write;
+ * - km_proc_shift_step() moves the rest in the background, one owned shard per call.
+ * Moves and the requests behind them go through the same FIFO hand-off ring, so no read
+ * after an acknowledged write sees an older value, and nothing is lost: a move that
+ * cannot be sent is put back (km_proc_shift_restore()) and its write dropped (the client
+ * retries). Stores that keep values on disk are not shifted (keymapd refuses overrides).
+ */
+#define KM_HAND_PLAIN    1 /* routed here by another worker */
+#define KM_HAND_FALLBACK 2 /* a GET the new owner missed: answer from the old place */
+#define KM_HAND_VIA_OLD  3 /* a write: take its key out of the old place first */
+#define KM_HAND_FINAL    4 /* execute here without fallback (a move may ride along) */
+#define KM_HAND_MOVE     5 /* no request: a moved entry only */
+
+struct km_shift_move;
+
+/**
+ * Load a moved entry into this worker's store of its shard, unless that store has the key
+ * already (a newer write there wins); the move is freed.
+ * @return 0; 1 when another worker owns the key's shard in map (*owner: send it there,
+ *   the move is still the caller's); -EAGAIN the shard's store is being handed over (the
+ *   move is still the caller's: send it again later).
+ * @note Context: the owner worker, map held under RCU.
+ */
+int km_proc_shift_apply(struct km_proc *p, const struct km_shardmap *map, struct km_shift_move *mv,
+	uint16_t *owner);
+
+/**
+ * Put back a move that could not be sent (ring or mbufs full) into its old place, unless
+ * the key is there again; the move is freed, and the background pass starts over.
+ * @note Context: the worker that made the move, in the iteration that made it (same map).
+ */
+void km_proc_shift_restore(struct km_proc *p, struct km_shift_move *mv);
+
+/**
+ * Free a move nobody will apply (keymapd stopping).
+ * @note Context: any thread that holds it.
+ */
+void km_proc_shift_free(struct km_shift_move *mv);
+
+/**
+ * Background migration: walk the next owned shard for entries of migrating or reverting
+ * overrides that are not in the shard their key routes to, and take them out of it (at
+ * most max per call): those this worker owns the new place of are loaded there, the
+ * others go to out[] with their new owner in to[] for the caller to hand over (or put
+ * back). A full pass that finds nothing marks the worker clean for map's epoch.
+ * @return the moves written to out.
+ * @note Context: the owner worker, map held under RCU, once per loop iteration while
+ *   km_proc_shift_pending() says so.
+ */
+unsigned int km_proc_shift_step(struct km_proc *p, const struct km_shardmap *map,
+	struct km_shift_move **out, uint16_t *to, unsigned int max);
+
+/**
+ * Whether map has overrides migrating or reverting that this worker has not yet found
+ * clean: km_proc_shift_step() has work.
+ * @note Context: the owner worker, map held under RCU.
+ */
+int km_proc_shift_pending(const struct km_proc *p, const struct km_shardmap *map);
+
+/**
+ * The last map epoch for which this worker found no entry left to move (0: none).
+ * Written by the owner worker with release order, read by the control lcore with acquire.
+ * @note Context: any thread.
+ */
+uint32_t km_proc_shift_clean(const struct km_proc *p);
 
 #endif /* KM_PROC_H */

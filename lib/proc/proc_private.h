@@ -182,6 +182,11 @@ struct km_proc {
 	 * progress for the control lcore (relaxed atomic stores; read by others). */
 	struct proc_mig *mig;
 	struct km_mig_progress migp;
+	/* The partition shifter's background pass (proc_shift.c). */
+	uint32_t shift_epoch;        /* map epoch of the pass under way */
+	uint32_t shift_cursor;       /* next slot of shards[] it walks */
+	uint32_t shift_found;        /* entries it took out so far */
+	_Atomic uint32_t shift_clean; /* km_proc_shift_clean(); worker: rw, others: ro */
 
 	uint8_t scratch[KM_DGRAM_MAX]; /* MGET replies are built here: they outgrow requests */
 };
@@ -252,6 +257,7 @@ route_of(const struct km_shardmap *m, const uint8_t *key, size_t len, struct km_
 	km_shardmap_route(m, key, len, &sr);
 	rt->hash = sr.hash;
 	rt->shard = sr.shard;
+	rt->fallback = sr.fallback;
 	rt->key_hash = sr.route_len == len ? sr.hash : km_key_hash(key, len);
 }
 
@@ -342,6 +348,13 @@ void proc_written_persistent(struct km_proc *p, struct km_proc_shard *shd, const
 	const struct km_key *k, uint64_t version);
 size_t proc_park_reply(struct km_proc *p, struct km_proc_shard *shd, const struct km_msg *req,
 	uint32_t epoch, uint64_t seq, uint64_t src, void *cookie, uint8_t *out, size_t cap);
+
+/* proc_shift.c: verdicts of the partition shifter's requests (a route with a fallback,
+ * or a KM_HAND_* mark past PLAIN). stage1: @return 0 verdict final, 1 go on with *target
+ * (p->worker: executed here, by proc_shift_exec() when r->shift is set). */
+int proc_shift_stage1(
+	struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r, int *target);
+void proc_shift_exec(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r);
 
 /* proc_predict.c */
 /* Whether accesses feed prediction (stream detector or sampling). */

@@ -116,6 +116,12 @@ rx_stage1(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *
 		}
 	}
 	target = route_target(map, &r->msg, r->port_worker, &r->rt);
+	/* Partition shifter (proc_shift.c): a part whose keys are moving, or its hand-offs. */
+	r->shift = 0;
+	if (proc_unlikely((r->rt.shard != NULL && r->rt.fallback != NULL) ||
+			  r->handed > KM_HAND_PLAIN) &&
+		proc_shift_stage1(p, map, r, &target) == 0)
+		return 0;
 	if (proc_unlikely(target == TARGET_MOVED)) {
 		proc_count_status(p, KM_ST_MOVED);
 		reply_now(r, proc_reply_status(&r->msg.hdr, KM_ST_MOVED,
@@ -176,6 +182,10 @@ exec_req(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r
 {
 	size_t len;
 
+	if (proc_unlikely(r->shift != 0)) {
+		proc_shift_exec(p, map, r);
+		return;
+	}
 	p->again = r->again;
 	len = proc_exec_one(p, map, &r->msg, &r->rt, &r->key, r->shd, r->src, r->cookie, r->buf,
 		r->cap, r->limit);

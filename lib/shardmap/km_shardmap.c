@@ -98,18 +98,25 @@ map_alloc(uint32_t epoch, uint16_t nb_workers, uint16_t udp_port_base, uint8_t r
 	m->route_sep = route_sep;
 	m->route_depth = route_depth;
 	m->global_depth = (uint8_t)global_depth;
-	m->reserved = 0;
+	m->nb_overrides = 0;
 	m->nb_shards = nb_shards;
 	m->shards = (struct km_shard *)(m + 1);
 	m->dir = (uint32_t *)(m->shards + nb_shards);
 	return m;
 }
 
+/* The successor of old (epoch + 1), with its routing overrides. */
 static struct km_shardmap *
 map_alloc_like(const struct km_shardmap *old, uint32_t nb_shards, unsigned int global_depth)
 {
-	return map_alloc(old->epoch + 1, old->nb_workers, old->udp_port_base, old->route_sep,
-		old->route_depth, nb_shards, global_depth);
+	struct km_shardmap *m = map_alloc(old->epoch + 1, old->nb_workers, old->udp_port_base,
+		old->route_sep, old->route_depth, nb_shards, global_depth);
+
+	if (m != NULL) {
+		m->nb_overrides = old->nb_overrides;
+		memcpy(m->ovr, old->ovr, old->nb_overrides * sizeof(old->ovr[0]));
+	}
+	return m;
 }
 
 /*
@@ -343,8 +350,9 @@ km_shardmap_move(const struct km_shardmap *m, uint64_t id, uint16_t owner, struc
 	return 0;
 }
 
-size_t
-km_shardmap_route_len(const struct km_shardmap *m, const uint8_t *key, size_t len)
+/* Length of the first `depth` components of key (all of it when it has fewer). */
+static size_t
+part_len(uint8_t route_sep, unsigned int depth, const uint8_t *key, size_t len)
 {
 	const uint8_t *p = key, *end = key + len, *sep;
 	unsigned int seen = 0;
@@ -352,20 +360,30 @@ km_shardmap_route_len(const struct km_shardmap *m, const uint8_t *key, size_t le
 	/* memchr() on a NULL key is undefined even for length 0. */
 	if (len == 0)
 		return 0;
-	/* The routing part ends at the route_depth-th separator; an empty component
-	 * ("/x") counts like any other, so "/x" routes by "". */
-	while ((sep = memchr(p, m->route_sep, (size_t)(end - p))) != NULL) {
-		if (++seen == m->route_depth)
+	/* The routing part ends at the depth-th separator; an empty component ("/x")
+	 * counts like any other, so "/x" routes by "". */
+	while ((sep = memchr(p, route_sep, (size_t)(end - p))) != NULL) {
+		if (++seen == depth)
 			return (size_t)(sep - key);
 		p = sep + 1;
 	}
 	return len;
 }
 
+size_t
+km_shardmap_route_len(const struct km_shardmap *m, const uint8_t *key, size_t len)
+{
+	return part_len(m->route_sep, m->route_depth, key, len);
+}
+
 uint64_t
 km_shardmap_hash(const struct km_shardmap *m, const uint8_t *key, size_t len)
 {
-	return XXH3_64bits(key, km_shardmap_route_len(m, key, len));
+	struct km_shardmap_route rt;
+
+	if (km_shardmap_route(m, key, len, &rt) != 0)
+		return XXH3_64bits(key, km_shardmap_route_len(m, key, len));
+	return rt.hash;
 }
 
 uint32_t
@@ -449,20 +467,199 @@ km_shard_index(const struct km_shard *s)
 	return s->index;
 }
 
+const struct km_override_info *
+km_shardmap_override_find(const struct km_shardmap *m, uint64_t hash)
+{
+	uint32_t i;
+
+	for (i = 0; i < m->nb_overrides; i++)
+		if (m->ovr[i].hash == hash)
+			return &m->ovr[i];
+	return NULL;
+}
+
+/* The routing of a key whose part is overridden by o: out holds the part's own route. */
+static __attribute__((noinline)) void
+route_override(const struct km_shardmap *m, const struct km_override_info *o, const uint8_t *key,
+	size_t len, struct km_shardmap_route *out)
+{
+	size_t elen = part_len(m->route_sep, (unsigned int)m->route_depth + o->extra, key, len);
+	const struct km_shard *own = out->shard, *ext;
+	uint64_t ehash;
+
+	/* A key with no component past its part routes the same by either rule. */
+	if (elen == out->route_len)
+		return;
+	ehash = XXH3_64bits(key, elen);
+	ext = dir_lookup(m, ehash);
+	if (o->state == KM_OVR_REVERTING) {
+		out->fallback = ext != own ? ext : NULL;
+		return;
+	}
+	out->hash = ehash;
+	out->route_len = elen;
+	out->shard = ext;
+	out->owner = ext->owner;
+	if (o->state == KM_OVR_MIGRATING && own != ext)
+		out->fallback = own;
+}
+
 int
 km_shardmap_route(
 	const struct km_shardmap *m, const uint8_t *key, size_t len, struct km_shardmap_route *out)
 {
+	const struct km_override_info *o;
 	size_t rlen;
 
 	if (m == NULL || out == NULL || (key == NULL && len != 0))
 		return -EINVAL;
 	rlen = km_shardmap_route_len(m, key, len);
 	out->hash = XXH3_64bits(key, rlen);
+	out->part_hash = out->hash;
 	out->shard = dir_lookup(m, out->hash);
 	out->owner = out->shard->owner;
 	out->fallback = NULL;
 	out->route_len = rlen;
+	if (__builtin_expect(m->nb_overrides != 0, 0) &&
+		(o = km_shardmap_override_find(m, out->hash)) != NULL)
+		route_override(m, o, key, len, out);
+	return 0;
+}
+
+uint32_t
+km_shardmap_nb_overrides(const struct km_shardmap *m)
+{
+	return m->nb_overrides;
+}
+
+const struct km_override_info *
+km_shardmap_override_at(const struct km_shardmap *m, uint32_t i)
+{
+	return i < m->nb_overrides ? &m->ovr[i] : NULL;
+}
+
+/* A copy of m with epoch + 1: the base of every override change. */
+static struct km_shardmap *
+map_copy(const struct km_shardmap *m)
+{
+	struct km_shardmap *n = map_alloc_like(m, m->nb_shards, m->global_depth);
+
+	if (n == NULL)
+		return NULL;
+	memcpy(n->shards, m->shards, m->nb_shards * sizeof(m->shards[0]));
+	map_finish(n);
+	return n;
+}
+
+int
+km_shardmap_override_add(const struct km_shardmap *m, const uint8_t *part, size_t len,
+	uint8_t extra, struct km_shardmap **out)
+{
+	struct km_override_info *o;
+	struct km_shardmap *n;
+	uint64_t hash;
+
+	if (m == NULL || out == NULL || part == NULL || len == 0 || extra == 0 ||
+		(unsigned int)m->route_depth + extra > UINT8_MAX)
+		return -EINVAL;
+	/* A routing part has fewer than route_depth separators: it is its own part. */
+	if (km_shardmap_route_len(m, part, len) != len)
+		return -EINVAL;
+	hash = XXH3_64bits(part, len);
+	o = (struct km_override_info *)km_shardmap_override_find(m, hash);
+	if (o != NULL && o->state != KM_OVR_REVERTING)
+		return -EEXIST;
+	if (o == NULL && m->nb_overrides >= KM_OVERRIDES_MAX)
+		return -ENOSPC;
+	n = map_copy(m);
+	if (n == NULL)
+		return -ENOMEM;
+	if (o != NULL) {
+		o = &n->ovr[o - m->ovr];
+	} else {
+		o = &n->ovr[n->nb_overrides++];
+		memset(o, 0, sizeof(*o));
+		o->hash = hash;
+		if (len < sizeof(o->name))
+			memcpy(o->name, part, len);
+	}
+	/* A reverting part keeps its old extra: its keys are spread by it. */
+	if (o->extra == 0)
+		o->extra = extra;
+	o->state = KM_OVR_MIGRATING;
+	*out = n;
+	return 0;
+}
+
+int
+km_shardmap_override_settle(const struct km_shardmap *m, uint64_t hash, struct km_shardmap **out)
+{
+	const struct km_override_info *o;
+	struct km_shardmap *n;
+	uint32_t i;
+
+	if (m == NULL || out == NULL)
+		return -EINVAL;
+	o = km_shardmap_override_find(m, hash);
+	if (o == NULL)
+		return -ENOENT;
+	if (o->state == KM_OVR_SETTLED)
+		return -EALREADY;
+	n = map_copy(m);
+	if (n == NULL)
+		return -ENOMEM;
+	i = (uint32_t)(o - m->ovr);
+	if (o->state == KM_OVR_MIGRATING) {
+		n->ovr[i].state = KM_OVR_SETTLED;
+	} else {
+		memmove(&n->ovr[i], &n->ovr[i + 1], (n->nb_overrides - i - 1) * sizeof(n->ovr[0]));
+		n->nb_overrides--;
+	}
+	*out = n;
+	return 0;
+}
+
+int
+km_shardmap_override_remove(const struct km_shardmap *m, uint64_t hash, struct km_shardmap **out)
+{
+	const struct km_override_info *o;
+	struct km_shardmap *n;
+
+	if (m == NULL || out == NULL)
+		return -EINVAL;
+	o = km_shardmap_override_find(m, hash);
+	if (o == NULL)
+		return -ENOENT;
+	if (o->state == KM_OVR_REVERTING)
+		return -EALREADY;
+	n = map_copy(m);
+	if (n == NULL)
+		return -ENOMEM;
+	n->ovr[o - m->ovr].state = KM_OVR_REVERTING;
+	*out = n;
+	return 0;
+}
+
+int
+km_shardmap_set_overrides(struct km_shardmap *m, const struct km_override_info *o, uint32_t n)
+{
+	uint32_t i, j;
+
+	if (m == NULL || (o == NULL && n != 0) || n > KM_OVERRIDES_MAX)
+		return -EINVAL;
+	for (i = 0; i < n; i++) {
+		if (o[i].extra == 0 || (unsigned int)m->route_depth + o[i].extra > UINT8_MAX ||
+			o[i].state > KM_OVR_REVERTING)
+			return -EINVAL;
+		for (j = 0; j < i; j++)
+			if (o[j].hash == o[i].hash)
+				return -EINVAL;
+	}
+	for (i = 0; i < n; i++) {
+		m->ovr[i] = o[i];
+		m->ovr[i].name[sizeof(m->ovr[i].name) - 1] = '\0';
+	}
+	m->nb_overrides = (uint8_t)n;
 	return 0;
 }
 
@@ -481,7 +678,8 @@ km_shardmap_find(const struct km_shardmap *m, uint64_t id)
 /*
  * Chunk layout, byte offsets:
  *   0 epoch, 4 nb_workers, 6 udp_port_base, 8 route_sep, 9 route_depth, 10 version,
- *   11 flags, 12 nb_shards, 16 first, 20 count, 22 entries { 0 id, 4 owner, 6 flags }.
+ *   11 flags, 12 nb_shards, 16 first, 20 count, 22 entries { 0 id, 4 owner, 6 flags },
+ *   then (flag KM_MAP_F_OVERRIDES) the override list.
  */
 #define KM_MAP_VERSION ((KM_MAP_VERSION_MAJOR << 4) | KM_MAP_VERSION_MINOR)
 _Static_assert(KM_MAP_VERSION_MAJOR < 16 && KM_MAP_VERSION_MINOR < 16, "version is 2 nibbles");
@@ -489,14 +687,20 @@ _Static_assert(KM_MAP_VERSION_MAJOR < 16 && KM_MAP_VERSION_MINOR < 16, "version 
 size_t
 km_shardmap_encode(const struct km_shardmap *m, uint32_t first, uint8_t *buf, size_t cap)
 {
-	size_t count, room, i;
+	size_t count, room, i, ovr_len = 0;
 	uint8_t *e;
 
 	if (m == NULL || buf == NULL || first >= m->nb_shards ||
 		cap < KM_MAP_HDR_LEN + KM_MAP_ENTRY_LEN)
 		return 0;
+	/* The first chunk carries the overrides after its entries (1.1). */
+	if (first == 0 && m->nb_overrides != 0) {
+		ovr_len = 1 + (size_t)m->nb_overrides * KM_MAP_OVR_LEN;
+		if (cap < KM_MAP_HDR_LEN + KM_MAP_ENTRY_LEN + ovr_len)
+			return 0;
+	}
 	count = m->nb_shards - first;
-	room = (cap - KM_MAP_HDR_LEN) / KM_MAP_ENTRY_LEN;
+	room = (cap - KM_MAP_HDR_LEN - ovr_len) / KM_MAP_ENTRY_LEN;
 	if (count > room)
 		count = room;
 	if (count > UINT16_MAX)
@@ -508,7 +712,7 @@ km_shardmap_encode(const struct km_shardmap *m, uint32_t first, uint8_t *buf, si
 	buf[8] = m->route_sep;
 	buf[9] = m->route_depth;
 	buf[10] = KM_MAP_VERSION;
-	buf[11] = 0;
+	buf[11] = ovr_len != 0 ? KM_MAP_F_OVERRIDES : 0;
 	km_put32(buf + 12, m->nb_shards);
 	km_put32(buf + 16, first);
 	km_put16(buf + 20, (uint16_t)count);
@@ -521,12 +725,23 @@ km_shardmap_encode(const struct km_shardmap *m, uint32_t first, uint8_t *buf, si
 		km_put16(e + 4, s->owner);
 		km_put16(e + 6, s->moved ? KM_MAP_ENTRY_F_MOVED : 0);
 	}
-	return KM_MAP_HDR_LEN + count * KM_MAP_ENTRY_LEN;
+	if (ovr_len != 0) {
+		/* Override list: u8 n; n x { 0 hash (u64), 8 extra, 9 state }. */
+		*e++ = m->nb_overrides;
+		for (i = 0; i < m->nb_overrides; i++, e += KM_MAP_OVR_LEN) {
+			km_put64(e + 0, m->ovr[i].hash);
+			e[8] = m->ovr[i].extra;
+			e[9] = m->ovr[i].state;
+		}
+	}
+	return KM_MAP_HDR_LEN + count * KM_MAP_ENTRY_LEN + ovr_len;
 }
 
 int
 km_shardmap_decode_chunk(const uint8_t *buf, size_t len, struct km_map_chunk *c)
 {
+	size_t end;
+
 	if (buf == NULL || c == NULL || len < KM_MAP_HDR_LEN)
 		return -EINVAL;
 	/* The version first: a layout we do not know is not worth reading further. */
@@ -547,9 +762,30 @@ km_shardmap_decode_chunk(const uint8_t *buf, size_t len, struct km_map_chunk *c)
 	c->count = km_get16(buf + 20);
 	c->entries = buf + KM_MAP_HDR_LEN;
 
-	/* Bytes after the last entry are for later minor versions: ignored. */
-	if ((size_t)c->count * KM_MAP_ENTRY_LEN + KM_MAP_HDR_LEN > len)
+	c->nb_overrides = 0;
+	c->overrides = NULL;
+
+	/* Bytes after the last entry (and the override list) are for later minor versions:
+	 * ignored. */
+	end = (size_t)c->count * KM_MAP_ENTRY_LEN + KM_MAP_HDR_LEN;
+	if (end > len)
 		return -EINVAL;
+	if (c->flags & KM_MAP_F_OVERRIDES) {
+		uint32_t i;
+
+		/* Only the first chunk carries them; it has the room for them. */
+		if (c->first != 0 || end + 1 > len || buf[end] > KM_OVERRIDES_MAX ||
+			end + 1 + (size_t)buf[end] * KM_MAP_OVR_LEN > len)
+			return -EINVAL;
+		c->nb_overrides = buf[end];
+		c->overrides = buf + end + 1;
+		for (i = 0; i < c->nb_overrides; i++) {
+			const uint8_t *o = c->overrides + (size_t)i * KM_MAP_OVR_LEN;
+
+			if (o[8] == 0 || o[9] > KM_OVR_REVERTING)
+				return -EINVAL;
+		}
+	}
 	/* 64-bit sum: first + count must not wrap past the check. */
 	if (c->nb_shards == 0 || (uint64_t)c->first + c->count > c->nb_shards)
 		return -EINVAL;
@@ -567,4 +803,15 @@ km_shardmap_chunk_entry(const struct km_map_chunk *c, uint32_t i, struct km_map_
 	e->id = km_get32(p + 0);
 	e->owner = km_get16(p + 4);
 	e->flags = km_get16(p + 6);
+}
+
+void
+km_shardmap_chunk_override(const struct km_map_chunk *c, uint32_t i, struct km_override_info *o)
+{
+	const uint8_t *p = c->overrides + (size_t)i * KM_MAP_OVR_LEN;
+
+	memset(o, 0, sizeof(*o));
+	o->hash = km_get64(p + 0);
+	o->extra = p[8];
+	o->state = p[9];
 }

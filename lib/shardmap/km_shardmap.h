@@ -15,8 +15,14 @@
  *   s is s ^ 1: split and merge are arithmetic on ids.
  * - Owner: Jump Consistent Hash of the shard id over the workers, unless the map holds
  *   an explicit owner for that shard (a move).
+ * - Routing overrides (the partition shifter, DESIGN §3): a routing part P (one entity,
+ *   e.g. "user42") may route by `extra` more components, so that the keys of one hot
+ *   entity spread over several shards. Overrides are matched by the hash of P. An
+ *   override is MIGRATING (new rule; reads fall back to P's own shard until its keys have
+ *   moved), SETTLED (new rule only) or REVERTING (P's own rule again; reads fall back to
+ *   the extended rule's shard until the keys have moved back).
  *
- * Concurrency: a map is immutable once built. Every change (split, merge, move) builds a
+ * Concurrency: a map is immutable once built. Every change (split, merge, move, override) builds a
  * new map with epoch + 1; the caller publishes it (keymapd: rcu_assign_pointer, liburcu
  * QSBR) and frees the old one after a grace period. Lookups on a published map are
  * wait-free. The library has no DPDK or RCU dependency and may be used from any thread.
@@ -32,6 +38,26 @@
 /* Opaque: read through the accessors below (km_shardmap_priv.h is the library's own). */
 struct km_shard;
 struct km_shardmap;
+
+#define KM_OVERRIDES_MAX     16 /* routing overrides in one map */
+#define KM_OVERRIDE_NAME_MAX 64 /* routing part kept for operators, NUL included */
+
+/** State of a routing override (values on the wire: docs/protocol.md section 6). */
+enum km_override_state {
+	KM_OVR_SETTLED = 0,   /* route by the extended rule */
+	KM_OVR_MIGRATING = 1, /* extended rule; reads fall back to the part's own shard */
+	KM_OVR_REVERTING = 2, /* the part's own rule; reads fall back to the extended shard */
+};
+
+/** One routing override, as the map holds it. */
+struct km_override_info {
+	uint64_t hash; /* XXH3-64 of the routing part (route_depth components) */
+	uint8_t extra; /* components added to the part's routing, >= 1 */
+	uint8_t state; /* enum km_override_state */
+	/* The routing part itself, NUL-terminated, for operators; "" in a map decoded from
+	 * MAP (the wire carries only the hash), or when the part is longer than the field. */
+	char name[KM_OVERRIDE_NAME_MAX];
+};
 
 struct km_shardmap_params {
 	uint32_t nb_shards;     /* initial shard count, power of two, >= 1 */
@@ -92,13 +118,15 @@ int km_shardmap_move(
 	const struct km_shardmap *m, uint64_t id, uint16_t owner, struct km_shardmap **out);
 
 /**
- * The routing part of a key (prefix of key): returns its length.
+ * The routing part of a key (prefix of key) by the map's route_depth, overrides aside:
+ * returns its length.
  * @note Context: any thread holding m.
  */
 size_t km_shardmap_route_len(const struct km_shardmap *m, const uint8_t *key, size_t len);
 
 /**
- * XXH3-64 of the key's routing part. km_shardmap_route() gives it with the shard.
+ * XXH3-64 of the key's routing part in force: the part's own, or the extended one of an
+ * override (MIGRATING or SETTLED). km_shardmap_route() gives it with the shard.
  * @note Context: any thread holding m.
  */
 uint64_t km_shardmap_hash(const struct km_shardmap *m, const uint8_t *key, size_t len);
@@ -114,18 +142,22 @@ const struct km_shard *km_shardmap_lookup(const struct km_shardmap *m, uint64_t 
  * Filled by km_shardmap_route(); points into the map, valid as long as the map is.
  */
 struct km_shardmap_route {
-	uint64_t hash;                   /* XXH3-64 of the routing part */
+	uint64_t hash;                   /* XXH3-64 of the routing part in force */
+	uint64_t part_hash;              /* XXH3-64 of the route_depth-component part, which
+					  * names an override (== hash without one) */
 	const struct km_shard *shard;    /* shard holding hash: reads and writes go here */
-	const struct km_shard *fallback; /* shard reads fall back to while a routing
-					  * override migrates the key's part; NULL today */
-	size_t route_len;                /* bytes of the key in its routing part */
+	const struct km_shard *fallback; /* shard that may still hold the key while an
+					  * override of its part migrates or reverts (its
+					  * old place); NULL otherwise, or when it is shard */
+	size_t route_len;                /* bytes of the key in its routing part in force */
 	uint16_t owner;                  /* worker executing the key's requests */
 };
 
 /**
  * Route a key: routing part -> hash -> shard -> owner worker. One XXH3 of the routing
- * part, one shift, one array index. Replaces km_shardmap_hash() + km_shardmap_lookup():
- * the result always agrees with them.
+ * part, one shift, one array index; a map with overrides adds a scan of its (at most
+ * KM_OVERRIDES_MAX) override hashes and, for an overridden part, one more XXH3.
+ * Replaces km_shardmap_hash() + km_shardmap_lookup(): the result always agrees with them.
  * A key of length 0 routes by the empty routing part (its hash is XXH3 of nothing).
  * @return 0, or -EINVAL when m or out is NULL, or key is NULL with len != 0.
  * @note Context: any thread holding m (keymapd workers: on the RCU read side, per
@@ -133,6 +165,65 @@ struct km_shardmap_route {
  */
 int km_shardmap_route(
 	const struct km_shardmap *m, const uint8_t *key, size_t len, struct km_shardmap_route *out);
+
+/**
+ * New map where routing part `part` (exactly route_depth components: it holds fewer than
+ * route_depth separators) routes by `extra` more components, state MIGRATING. An
+ * override of the part that is REVERTING becomes MIGRATING again (its keys are in both
+ * places: the same mechanism moves them).
+ * @return 0; -EINVAL (part not a routing part, empty, extra 0 or route_depth + extra over
+ *   255); -EEXIST (already MIGRATING or SETTLED); -ENOSPC (KM_OVERRIDES_MAX in the map);
+ *   -ENOMEM.
+ * @note Context: any thread holding m (m is only read); the caller owns the new map.
+ */
+int km_shardmap_override_add(const struct km_shardmap *m, const uint8_t *part, size_t len,
+	uint8_t extra, struct km_shardmap **out);
+
+/**
+ * New map where the override of the part whose hash is `hash` ends its migration: a
+ * MIGRATING one becomes SETTLED, a REVERTING one is removed.
+ * @return 0; -ENOENT (no override of hash); -EALREADY (SETTLED already); -ENOMEM.
+ * @note Context: any thread holding m (m is only read); the caller owns the new map.
+ */
+int km_shardmap_override_settle(
+	const struct km_shardmap *m, uint64_t hash, struct km_shardmap **out);
+
+/**
+ * New map where the override of `hash` is undone: it becomes REVERTING (the part's own
+ * rule again; its keys move back, then km_shardmap_override_settle() removes it).
+ * @return 0; -ENOENT; -EALREADY (REVERTING already); -ENOMEM.
+ * @note Context: any thread holding m (m is only read); the caller owns the new map.
+ */
+int km_shardmap_override_remove(
+	const struct km_shardmap *m, uint64_t hash, struct km_shardmap **out);
+
+/**
+ * Give a map just built by km_shardmap_from_list() the overrides of the map it copies
+ * (a MAP reply's): hashes must be distinct, extra >= 1, states known, n <=
+ * KM_OVERRIDES_MAX. Names are copied when given.
+ * @return 0, or -EINVAL (m is then unchanged).
+ * @note Context: the thread that built m, before any other thread can hold it.
+ */
+int km_shardmap_set_overrides(struct km_shardmap *m, const struct km_override_info *o, uint32_t n);
+
+/**
+ * Number of routing overrides.
+ * @note Context: any thread holding m.
+ */
+uint32_t km_shardmap_nb_overrides(const struct km_shardmap *m);
+
+/**
+ * Override i (< km_shardmap_nb_overrides()), or NULL.
+ * @note Context: any thread holding m; valid as long as m is.
+ */
+const struct km_override_info *km_shardmap_override_at(const struct km_shardmap *m, uint32_t i);
+
+/**
+ * The override of the routing part whose hash is `hash`, or NULL.
+ * @note Context: any thread holding m; valid as long as m is.
+ */
+const struct km_override_info *km_shardmap_override_find(
+	const struct km_shardmap *m, uint64_t hash);
 
 /*
  * Readers of a map and of its shards. A map is immutable, so each answer holds for as long
@@ -228,9 +319,11 @@ uint32_t km_jump_hash(uint64_t key, uint32_t nb_buckets);
  * Wire encoding of a map (the value of a MAP reply), chunked by a cursor so that a map
  * of any size crosses in datagrams (docs/protocol.md section 6 is the reference):
  *   u32 epoch; u16 nb_workers; u16 udp_port_base; u8 route_sep; u8 route_depth;
- *   u8 version (major << 4 | minor); u8 flags (reserved, 0); u32 nb_shards (total);
+ *   u8 version (major << 4 | minor); u8 flags; u32 nb_shards (total);
  *   u32 first (index of the first entry here); u16 count;
  *   count x { u32 id; u16 owner; u16 flags (bit 0 = moved, others reserved) }
+ *   1.1, header flag KM_MAP_F_OVERRIDES (chunk 0 only): after the entries,
+ *   u8 n; n x { u64 part hash; u8 extra; u8 state }
  *
  * Versions: a new major is a layout an older decoder would misread, so a decoder refuses
  * a major it does not know (-EPROTO). A new minor only adds what an older decoder may
@@ -241,12 +334,15 @@ uint32_t km_jump_hash(uint64_t key, uint32_t nb_buckets);
 #define KM_MAP_HDR_LEN       22
 #define KM_MAP_ENTRY_LEN     8
 #define KM_MAP_VERSION_MAJOR 1
-#define KM_MAP_VERSION_MINOR 0
+#define KM_MAP_VERSION_MINOR 1
 #define KM_MAP_ENTRY_F_MOVED 0x0001 /* entry flags: owner set explicitly by a move */
+#define KM_MAP_F_OVERRIDES   0x01   /* header flags (1.1): an override list follows */
+#define KM_MAP_OVR_LEN       10     /* one override on the wire */
 
 /**
  * Encode shards [first, first + n) of m into buf, as many as fit in cap, in the version
- * KM_MAP_VERSION_MAJOR.KM_MAP_VERSION_MINOR.
+ * KM_MAP_VERSION_MAJOR.KM_MAP_VERSION_MINOR. The chunk of first 0 carries the overrides
+ * (when the map has any) and so fewer entries.
  * @return bytes written (0 when first is past the end or nothing fits).
  * @note Context: any thread; m must stay valid for the call (keymapd: RCU read side).
  */
@@ -261,11 +357,13 @@ struct km_map_chunk {
 	uint8_t route_depth;
 	uint8_t version_major; /* KM_MAP_VERSION_MAJOR (0 read as 1) */
 	uint8_t version_minor; /* any: newer minors only add what may be ignored */
-	uint8_t flags;         /* header flags: none defined, ignored */
+	uint8_t flags;         /* header flags: KM_MAP_F_OVERRIDES; others ignored */
 	uint32_t nb_shards;
 	uint32_t first;
 	uint16_t count;
-	const uint8_t *entries; /* count x KM_MAP_ENTRY_LEN bytes */
+	const uint8_t *entries;   /* count x KM_MAP_ENTRY_LEN bytes */
+	uint8_t nb_overrides;     /* KM_MAP_F_OVERRIDES: overrides after the entries, else 0 */
+	const uint8_t *overrides; /* nb_overrides x KM_MAP_OVR_LEN bytes */
 };
 
 /** One entry of a chunk, decoded. */
@@ -276,7 +374,8 @@ struct km_map_entry {
 };
 
 /**
- * Decode and validate a chunk.
+ * Decode and validate a chunk (the override list too: at most KM_OVERRIDES_MAX, extra
+ * >= 1, known states, only in the chunk of first 0).
  * @return 0, -EPROTO for a major version this code does not know, -EINVAL for a chunk
  *   that is truncated or inconsistent.
  * @note Context: any thread.
@@ -288,5 +387,13 @@ int km_shardmap_decode_chunk(const uint8_t *buf, size_t len, struct km_map_chunk
  * @note Context: any thread.
  */
 void km_shardmap_chunk_entry(const struct km_map_chunk *c, uint32_t i, struct km_map_entry *e);
+
+/**
+ * Override i (< c->nb_overrides) of a chunk decoded by km_shardmap_decode_chunk(), name
+ * "" (the wire carries none).
+ * @note Context: any thread.
+ */
+void km_shardmap_chunk_override(
+	const struct km_map_chunk *c, uint32_t i, struct km_override_info *o);
 
 #endif /* KM_SHARDMAP_H */

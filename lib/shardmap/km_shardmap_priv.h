@@ -28,10 +28,13 @@ struct km_shardmap {
 	uint8_t route_sep;
 	uint8_t route_depth;
 	uint8_t global_depth; /* directory has 1 << global_depth entries */
-	uint8_t reserved;
+	uint8_t nb_overrides; /* entries of ovr[] in use, <= KM_OVERRIDES_MAX */
 	uint32_t nb_shards;
 	struct km_shard *shards; /* sorted by (prefix at global depth), nb_shards entries */
 	uint32_t *dir;           /* 1 << global_depth indexes into shards[] */
+	/* Routing overrides (the partition shifter), in the order they were added. Read by
+	 * km_shardmap_route() only when nb_overrides != 0: the common map costs one test. */
+	struct km_override_info ovr[KM_OVERRIDES_MAX];
 };
 
 #endif /* KM_SHARDMAP_PRIV_H */

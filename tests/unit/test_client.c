@@ -1377,6 +1377,84 @@ test_split_follow(void **state)
 	km_client_close(c);
 }
 
+/*
+ * The partition shifter: a map with a routing override (map encoding 1.1) crosses in
+ * small chunks, and the client steers the overridden entity's keys by the extended part,
+ * to the owners the fake computes (no MOVED, no hand-off needed), for every state.
+ */
+static void
+test_override_follow(void **state)
+{
+	static const uint8_t states[] = {KM_OVR_MIGRATING, KM_OVR_SETTLED, KM_OVR_REVERTING};
+	struct km_shardmap *m2, *m3;
+	struct km_client *c;
+	unsigned int i, k, from, workers_seen, seen_mask;
+	uint64_t h = 0;
+	char key[32];
+
+	(void)state;
+	fk_lock();
+	fk->map_cap = KM_MAP_HDR_LEN + 3 * KM_MAP_ENTRY_LEN + 1 + KM_MAP_OVR_LEN;
+	fk_unlock();
+	c = cl_open(500, 3, 0);
+	assert_int_equal(km_client_epoch(c), 1);
+	/* without an override every "hot/..." key goes to one worker */
+	for (i = 0; i < 64; i++) {
+		snprintf(key, sizeof(key), "hot/%u", i);
+		assert_int_equal(
+			km_client_worker_of(c, key, strlen(key)), km_client_worker_of(c, "hot", 3));
+	}
+	for (k = 0; k < 3; k++) {
+		fk_lock();
+		if (k == 0)
+			assert_int_equal(km_shardmap_override_add(
+						 fk->map, (const uint8_t *)"hot", 3, 1, &m2),
+				0);
+		else if (k == 1)
+			assert_int_equal(km_shardmap_override_settle(fk->map, h, &m2), 0);
+		else
+			assert_int_equal(km_shardmap_override_remove(fk->map, h, &m2), 0);
+		h = km_shardmap_override_at(m2, 0)->hash;
+		fk_unlock();
+		fk_publish(m2);
+		/* An OK reply carrying the new epoch: the client fetches the map. */
+		assert_int_equal(put_s(c, "other", "o", NULL), KM_OK);
+		assert_int_equal(km_client_epoch(c), 2 + k);
+		assert_int_equal(km_shardmap_nb_overrides(km_client_map(c)), 1);
+		assert_int_equal(km_shardmap_override_at(km_client_map(c), 0)->state, states[k]);
+		from = fk_nlog();
+		seen_mask = 0;
+		for (i = 0; i < 64; i++) {
+			unsigned int w;
+
+			snprintf(key, sizeof(key), "hot/%u", i);
+			w = fk_owner(key);
+			assert_int_equal(km_client_worker_of(c, key, strlen(key)), w);
+			assert_int_equal(put_s(c, key, "v", NULL), KM_OK);
+			assert_int_equal(fk_log_at(fk_nlog() - 1).worker, w);
+			seen_mask |= 1u << w;
+		}
+		for (workers_seen = 0, i = 0; i < 4; i++)
+			workers_seen += (seen_mask >> i) & 1;
+		/* spread over the workers while the override routes, one worker once reverting */
+		if (states[k] == KM_OVR_REVERTING)
+			assert_int_equal(workers_seen, 1);
+		else
+			assert_true(workers_seen >= 3);
+		assert_int_equal(fk_count_op(from, KM_OP_MAP), 0);
+	}
+	assert_int_equal(cl_stats(c).moved, 0);
+
+	/* removed: back to the part's own rule */
+	fk_lock();
+	assert_int_equal(km_shardmap_override_settle(fk->map, h, &m3), 0);
+	fk_unlock();
+	fk_publish(m3);
+	assert_int_equal(put_s(c, "other", "o", NULL), KM_OK);
+	assert_int_equal(km_shardmap_nb_overrides(km_client_map(c)), 0);
+	km_client_close(c);
+}
+
 static void
 test_map_changes_during_fetch(void **state)
 {
@@ -2379,6 +2457,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_moved, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_moved_forever, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_split_follow, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_override_follow, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_map_changes_during_fetch, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_server_restart, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_batch_moved, setup4, teardown),

@@ -300,6 +300,7 @@ test_route(void **state)
 			assert_null(rt.fallback);
 			assert_int_equal(rt.route_len, km_shardmap_route_len(m, key, len));
 			assert_int_equal(rt.hash, XXH3_64bits(key, rt.route_len));
+			assert_int_equal(rt.part_hash, rt.hash);
 		}
 		km_shardmap_free(m);
 	}
@@ -1007,14 +1008,16 @@ test_decode_versions(void **state)
 	assert_int_equal(c.version_major, 1);
 	assert_int_equal(c.version_minor, 0);
 
-	/* a later minor: header flags, reserved entry flags, bytes after the entries */
+	/* a later minor: header flags not defined yet (bit 0 is the override list since 1.1),
+	 * reserved entry flags, bytes after the entries */
 	buf[10] = KM_MAP_VERSION_MAJOR << 4 | 0x0f;
-	buf[11] = 0xff;
+	buf[11] = 0xfe;
 	km_put16(buf + KM_MAP_HDR_LEN + 6, 0xfffe);
 	memset(buf + len, 0xee, 5);
 	assert_int_equal(km_shardmap_decode_chunk(buf, len + 5, &c), 0);
 	assert_int_equal(c.version_minor, 0x0f);
-	assert_int_equal(c.flags, 0xff);
+	assert_int_equal(c.flags, 0xfe);
+	assert_int_equal(c.nb_overrides, 0);
 	assert_int_equal(c.count, 2);
 	km_shardmap_chunk_entry(&c, 0, &e);
 	assert_int_equal(e.id, m->shards[0].id);
@@ -1026,7 +1029,8 @@ test_decode_versions(void **state)
 /*
  * The test vector of docs/protocol.md section 7 ("MAP chunk"), byte for byte: epoch 7,
  * 4 workers, port base 7070, route '/' depth 1, version 1.0, shards 2 (owner 3 by jump
- * hash), 6 (moved to worker 1) and 7 (owner 0 by jump hash). Keep the two identical.
+ * hash), 6 (moved to worker 1) and 7 (owner 0 by jump hash); encoded as 1.1, without
+ * overrides. Keep the two identical.
  */
 static const uint8_t map_vector[] = {
 	0x07,
@@ -1039,7 +1043,7 @@ static const uint8_t map_vector[] = {
 	0x1b,
 	0x2f,
 	0x01,
-	0x10,
+	0x11,
 	0x00,
 	0x03,
 	0x00,
@@ -1098,7 +1102,7 @@ test_map_vector(void **state)
 	assert_int_equal(c.route_sep, '/');
 	assert_int_equal(c.route_depth, 1);
 	assert_int_equal(c.version_major, 1);
-	assert_int_equal(c.version_minor, 0);
+	assert_int_equal(c.version_minor, 1);
 	assert_int_equal(c.flags, 0);
 	assert_int_equal(c.nb_shards, 3);
 	assert_int_equal(c.first, 0);
@@ -1119,6 +1123,373 @@ test_map_vector(void **state)
 	assert_int_equal(km_shardmap_encode(m, 0, buf, sizeof(buf)), sizeof(map_vector));
 	assert_memory_equal(buf, map_vector, sizeof(map_vector));
 	km_shardmap_free(m);
+}
+
+/* Keys "part/c<i>" routed on m: the reference of every override rule, the slow way. */
+static void
+check_override_routes(const struct km_shardmap *m, const char *part, uint8_t state, int present,
+	unsigned int extra)
+{
+	const struct km_shard *own = ref_lookup(m, XXH3_64bits(part, strlen(part)));
+	struct km_shardmap_route rt;
+	char key[96];
+	unsigned int i, spread = 0;
+	const struct km_shard *first = NULL;
+
+	for (i = 0; i < 200; i++) {
+		size_t plen, len;
+		const struct km_shard *ext;
+
+		len = (size_t)snprintf(key, sizeof(key), "%s/c%u/leaf", part, i);
+		/* one more component: "part/c<i>"; two: the whole key */
+		plen = extra == 1 ? strlen(part) + (size_t)snprintf(NULL, 0, "/c%u", i) : len;
+		ext = ref_lookup(m, XXH3_64bits(key, plen));
+		assert_int_equal(km_shardmap_route(m, (const uint8_t *)key, len, &rt), 0);
+		assert_int_equal(rt.part_hash, XXH3_64bits(part, strlen(part)));
+		assert_int_equal(km_shardmap_hash(m, (const uint8_t *)key, len), rt.hash);
+		if (!present || state == KM_OVR_REVERTING) {
+			assert_int_equal(rt.hash, rt.part_hash);
+			assert_int_equal(rt.route_len, strlen(part));
+			assert_ptr_equal(rt.shard, own);
+			if (present)
+				assert_ptr_equal(rt.fallback, ext != own ? ext : NULL);
+			else
+				assert_null(rt.fallback);
+		} else {
+			assert_int_equal(rt.route_len, plen);
+			assert_int_equal(rt.hash, XXH3_64bits(key, plen));
+			assert_ptr_equal(rt.shard, ext);
+			if (state == KM_OVR_MIGRATING)
+				assert_ptr_equal(rt.fallback, ext != own ? own : NULL);
+			else
+				assert_null(rt.fallback);
+		}
+		assert_int_equal(rt.owner, rt.shard->owner);
+		if (first == NULL)
+			first = rt.shard;
+		else if (rt.shard != first)
+			spread++;
+	}
+	/* 200 sub-parts over 16+ shards: an override spreads, no override does not. */
+	if (present && state != KM_OVR_REVERTING)
+		assert_true(spread > 100);
+	else
+		assert_int_equal(spread, 0);
+	/* the part alone has no component past it: the same route by either rule */
+	assert_int_equal(km_shardmap_route(m, (const uint8_t *)part, strlen(part), &rt), 0);
+	assert_ptr_equal(rt.shard, own);
+	assert_null(rt.fallback);
+}
+
+static void
+test_override_route(void **state)
+{
+	struct km_shardmap *m = make_map(16, 4, '/', 1), *a = NULL, *b = NULL, *c = NULL, *d = NULL,
+			   *e = NULL, *f = NULL;
+	const struct km_override_info *o;
+	struct km_shardmap_route rt;
+	uint64_t h = XXH3_64bits("user42", 6);
+
+	(void)state;
+	check_override_routes(m, "user42", 0, 0, 1);
+	assert_int_equal(km_shardmap_override_add(m, (const uint8_t *)"user42", 6, 1, &a), 0);
+	assert_int_equal(a->epoch, m->epoch + 1);
+	assert_int_equal(km_shardmap_nb_overrides(a), 1);
+	o = km_shardmap_override_at(a, 0);
+	assert_non_null(o);
+	assert_int_equal(o->hash, h);
+	assert_int_equal(o->extra, 1);
+	assert_int_equal(o->state, KM_OVR_MIGRATING);
+	assert_string_equal(o->name, "user42");
+	assert_ptr_equal(km_shardmap_override_find(a, h), o);
+	assert_null(km_shardmap_override_at(a, 1));
+	check_override_routes(a, "user42", KM_OVR_MIGRATING, 1, 1);
+	/* other parts keep their route */
+	check_override_routes(a, "user43", 0, 0, 1);
+	assert_int_equal(km_shardmap_route(a, (const uint8_t *)"user4/x", 7, &rt), 0);
+	assert_int_equal(rt.hash, XXH3_64bits("user4", 5));
+
+	/* the original map is untouched */
+	assert_int_equal(km_shardmap_nb_overrides(m), 0);
+	check_override_routes(m, "user42", 0, 0, 1);
+
+	/* errors */
+	assert_int_equal(km_shardmap_override_add(a, (const uint8_t *)"user42", 6, 1, &b), -EEXIST);
+	assert_int_equal(km_shardmap_override_add(a, (const uint8_t *)"u/x", 3, 1, &b), -EINVAL);
+	assert_int_equal(km_shardmap_override_add(a, (const uint8_t *)"u", 0, 1, &b), -EINVAL);
+	assert_int_equal(km_shardmap_override_add(a, (const uint8_t *)"u", 1, 0, &b), -EINVAL);
+	assert_int_equal(km_shardmap_override_add(a, (const uint8_t *)"u", 1, 255, &b), -EINVAL);
+	assert_int_equal(km_shardmap_override_settle(a, h + 1, &b), -ENOENT);
+	assert_int_equal(km_shardmap_override_remove(a, h + 1, &b), -ENOENT);
+	assert_null(b);
+
+	/* settle: new rule only */
+	assert_int_equal(km_shardmap_override_settle(a, h, &b), 0);
+	assert_int_equal(b->epoch, a->epoch + 1);
+	assert_int_equal(km_shardmap_override_at(b, 0)->state, KM_OVR_SETTLED);
+	check_override_routes(b, "user42", KM_OVR_SETTLED, 1, 1);
+	assert_int_equal(km_shardmap_override_settle(b, h, &c), -EALREADY);
+
+	/* overrides survive splits, merges and moves */
+	assert_int_equal(km_shardmap_split(b, b->shards[3].id, &c), 0);
+	assert_int_equal(km_shardmap_nb_overrides(c), 1);
+	check_override_routes(c, "user42", KM_OVR_SETTLED, 1, 1);
+	km_shardmap_free(c);
+	c = NULL;
+
+	/* remove: reverting, then settled away */
+	assert_int_equal(km_shardmap_override_remove(b, h, &c), 0);
+	assert_int_equal(km_shardmap_override_at(c, 0)->state, KM_OVR_REVERTING);
+	check_override_routes(c, "user42", KM_OVR_REVERTING, 1, 1);
+	assert_int_equal(km_shardmap_override_remove(c, h, &d), -EALREADY);
+	/* hot again while reverting: migrating again */
+	assert_int_equal(km_shardmap_override_add(c, (const uint8_t *)"user42", 6, 1, &d), 0);
+	assert_int_equal(km_shardmap_nb_overrides(d), 1);
+	assert_int_equal(km_shardmap_override_at(d, 0)->state, KM_OVR_MIGRATING);
+	assert_int_equal(km_shardmap_override_settle(c, h, &e), 0);
+	assert_int_equal(km_shardmap_nb_overrides(e), 0);
+	check_override_routes(e, "user42", 0, 0, 1);
+	assert_int_equal(e->epoch, m->epoch + 4);
+
+	/* KM_OVERRIDES_MAX at most */
+	{
+		struct km_shardmap *cur = e, *next;
+		char part[16];
+		int i, len;
+
+		for (i = 0; i < KM_OVERRIDES_MAX; i++) {
+			len = snprintf(part, sizeof(part), "e%d", i);
+			assert_int_equal(km_shardmap_override_add(
+						 cur, (const uint8_t *)part, (size_t)len, 1, &next),
+				0);
+			if (cur != e)
+				km_shardmap_free(cur);
+			cur = next;
+		}
+		assert_int_equal(
+			km_shardmap_override_add(cur, (const uint8_t *)"one", 3, 1, &f), -ENOSPC);
+		check_override_routes(cur, "e7", KM_OVR_MIGRATING, 1, 1);
+		km_shardmap_free(cur);
+	}
+
+	/* a deeper route: the part is route_depth components, the override adds one */
+	{
+		struct km_shardmap *m2 = make_map(16, 4, ':', 2), *o2 = NULL;
+
+		assert_int_equal(
+			km_shardmap_override_add(m2, (const uint8_t *)"t:u", 3, 1, &o2), 0);
+		assert_int_equal(km_shardmap_route(o2, (const uint8_t *)"t:u:v:w", 7, &rt), 0);
+		assert_int_equal(rt.route_len, 5);
+		assert_int_equal(rt.hash, XXH3_64bits("t:u:v", 5));
+		assert_int_equal(rt.part_hash, XXH3_64bits("t:u", 3));
+		assert_int_equal(
+			km_shardmap_override_add(m2, (const uint8_t *)"t:u:v", 5, 1, &f), -EINVAL);
+		km_shardmap_free(m2);
+		km_shardmap_free(o2);
+	}
+	km_shardmap_free(m);
+	km_shardmap_free(a);
+	km_shardmap_free(b);
+	km_shardmap_free(c);
+	km_shardmap_free(d);
+	km_shardmap_free(e);
+}
+
+/* Overrides cross in MAP: chunk 0 carries them, a 1.0 decoder skips them. */
+static void
+test_override_encode(void **state)
+{
+	struct km_shardmap *m = make_map(64, 4, '/', 1), *a = NULL, *b = NULL, *r = NULL;
+	uint64_t ids[64];
+	uint16_t owners[64];
+	struct km_override_info got[KM_OVERRIDES_MAX];
+	uint8_t buf[KM_MAP_HDR_LEN + 10 * KM_MAP_ENTRY_LEN];
+	struct km_map_chunk c;
+	uint32_t first = 0, i, nov = 0;
+	size_t len;
+
+	(void)state;
+	assert_int_equal(km_shardmap_override_add(m, (const uint8_t *)"hot", 3, 1, &a), 0);
+	assert_int_equal(km_shardmap_override_settle(a, XXH3_64bits("hot", 3), &b), 0);
+	km_shardmap_free(a);
+	assert_int_equal(km_shardmap_override_add(b, (const uint8_t *)"warm", 4, 2, &a), 0);
+	while ((len = km_shardmap_encode(a, first, buf, sizeof(buf))) > 0) {
+		assert_int_equal(km_shardmap_decode_chunk(buf, len, &c), 0);
+		assert_int_equal(c.version_minor, 1);
+		if (first == 0) {
+			/* 2 overrides: 21 bytes, so 7 entries instead of 10 */
+			assert_int_equal(c.flags, KM_MAP_F_OVERRIDES);
+			assert_int_equal(c.count, 7);
+			assert_int_equal(len,
+				KM_MAP_HDR_LEN + 7 * KM_MAP_ENTRY_LEN + 1 + 2 * KM_MAP_OVR_LEN);
+			nov = c.nb_overrides;
+			for (i = 0; i < nov; i++)
+				km_shardmap_chunk_override(&c, i, &got[i]);
+		} else {
+			assert_int_equal(c.flags, 0);
+			assert_int_equal(c.nb_overrides, 0);
+			assert_int_equal(len, KM_MAP_HDR_LEN + c.count * KM_MAP_ENTRY_LEN);
+		}
+		/* what a 1.0 decoder reads: the entries, whatever follows them */
+		assert_true(KM_MAP_HDR_LEN + (size_t)c.count * KM_MAP_ENTRY_LEN <= len);
+		for (i = 0; i < c.count; i++) {
+			struct km_map_entry e;
+
+			km_shardmap_chunk_entry(&c, i, &e);
+			ids[first + i] = e.id;
+			owners[first + i] = e.owner;
+		}
+		first += c.count;
+	}
+	assert_int_equal(first, 64);
+	assert_int_equal(nov, 2);
+	assert_int_equal(got[0].hash, XXH3_64bits("hot", 3));
+	assert_int_equal(got[0].extra, 1);
+	assert_int_equal(got[0].state, KM_OVR_SETTLED);
+	assert_string_equal(got[0].name, "");
+	assert_int_equal(got[1].hash, XXH3_64bits("warm", 4));
+	assert_int_equal(got[1].extra, 2);
+	assert_int_equal(got[1].state, KM_OVR_MIGRATING);
+
+	assert_int_equal(km_shardmap_from_list(a->epoch, 4, 9000, '/', 1, ids, owners, 64, &r), 0);
+	assert_int_equal(km_shardmap_set_overrides(r, got, nov), 0);
+	check_override_routes(r, "hot", KM_OVR_SETTLED, 1, 1);
+	check_override_routes(r, "warm", KM_OVR_MIGRATING, 1, 2);
+	/* and they agree with the server's map key by key */
+	for (i = 0; i < 300; i++) {
+		struct km_shardmap_route x, y;
+		char key[32];
+		int kl = snprintf(key, sizeof(key), "%s/%u/%u", i % 2 ? "hot" : "warm", i, i * 7);
+
+		assert_int_equal(km_shardmap_route(a, (const uint8_t *)key, (size_t)kl, &x), 0);
+		assert_int_equal(km_shardmap_route(r, (const uint8_t *)key, (size_t)kl, &y), 0);
+		assert_int_equal(x.hash, y.hash);
+		assert_int_equal(x.owner, y.owner);
+		assert_int_equal(km_shard_id(x.shard), km_shard_id(y.shard));
+		assert_int_equal(x.fallback == NULL, y.fallback == NULL);
+	}
+	/* set_overrides refuses what is not a list of overrides */
+	got[1].hash = got[0].hash;
+	assert_int_equal(km_shardmap_set_overrides(r, got, 2), -EINVAL);
+	got[1].hash = 5;
+	got[1].extra = 0;
+	assert_int_equal(km_shardmap_set_overrides(r, got, 2), -EINVAL);
+	got[1].extra = 1;
+	got[1].state = 3;
+	assert_int_equal(km_shardmap_set_overrides(r, got, 2), -EINVAL);
+	assert_int_equal(km_shardmap_set_overrides(r, got, KM_OVERRIDES_MAX + 1), -EINVAL);
+	assert_int_equal(km_shardmap_nb_overrides(r), 2); /* unchanged */
+
+	/* chunk 0 too small for one entry and the list: nothing */
+	assert_int_equal(km_shardmap_encode(a, 0, buf, KM_MAP_HDR_LEN + KM_MAP_ENTRY_LEN + 20), 0);
+	assert_int_equal(km_shardmap_encode(a, 0, buf, KM_MAP_HDR_LEN + KM_MAP_ENTRY_LEN + 21),
+		KM_MAP_HDR_LEN + KM_MAP_ENTRY_LEN + 21);
+
+	/* invalid lists */
+	len = km_shardmap_encode(a, 0, buf, sizeof(buf));
+	assert_int_equal(km_shardmap_decode_chunk(buf, len - 1, &c), -EINVAL); /* truncated */
+	assert_int_equal(km_shardmap_decode_chunk(buf, KM_MAP_HDR_LEN + 7 * KM_MAP_ENTRY_LEN, &c),
+		-EINVAL);                                       /* no count */
+	buf[KM_MAP_HDR_LEN + 7 * KM_MAP_ENTRY_LEN + 1 + 8] = 0; /* extra 0 */
+	assert_int_equal(km_shardmap_decode_chunk(buf, len, &c), -EINVAL);
+	buf[KM_MAP_HDR_LEN + 7 * KM_MAP_ENTRY_LEN + 1 + 8] = 1;
+	buf[KM_MAP_HDR_LEN + 7 * KM_MAP_ENTRY_LEN + 1 + 9] = 3; /* unknown state */
+	assert_int_equal(km_shardmap_decode_chunk(buf, len, &c), -EINVAL);
+	buf[KM_MAP_HDR_LEN + 7 * KM_MAP_ENTRY_LEN + 1 + 9] = 1;
+	buf[KM_MAP_HDR_LEN + 7 * KM_MAP_ENTRY_LEN] = KM_OVERRIDES_MAX + 1; /* too many */
+	assert_int_equal(km_shardmap_decode_chunk(buf, len + 200, &c), -EINVAL);
+	buf[KM_MAP_HDR_LEN + 7 * KM_MAP_ENTRY_LEN] = 2;
+	assert_int_equal(km_shardmap_decode_chunk(buf, len, &c), 0);
+	len = km_shardmap_encode(a, 7, buf, sizeof(buf));
+	buf[11] = KM_MAP_F_OVERRIDES; /* only chunk 0 carries the list */
+	buf[len] = 0;
+	assert_int_equal(km_shardmap_decode_chunk(buf, len + 1, &c), -EINVAL);
+
+	km_shardmap_free(m);
+	km_shardmap_free(a);
+	km_shardmap_free(b);
+	km_shardmap_free(r);
+}
+
+/*
+ * The override test vector of docs/protocol.md section 7 ("MAP chunk with an override"):
+ * epoch 9, 4 workers, port base 7070, route '/' depth 1, version 1.1, one shard (id 1,
+ * owner 0), routing part "user42" (XXH3-64 0x9fdc8e44c5b9267c) overridden by one more
+ * component, MIGRATING. Keep the two identical.
+ */
+static const uint8_t map_ovr_vector[] = {
+	0x09,
+	0x00,
+	0x00,
+	0x00,
+	0x04,
+	0x00,
+	0x9e,
+	0x1b,
+	0x2f,
+	0x01,
+	0x11,
+	0x01,
+	0x01,
+	0x00,
+	0x00,
+	0x00,
+	0x00,
+	0x00,
+	0x00,
+	0x00,
+	0x01,
+	0x00,
+	0x01,
+	0x00,
+	0x00,
+	0x00,
+	0x00,
+	0x00,
+	0x00,
+	0x00,
+	0x01,
+	0x7c,
+	0x26,
+	0xb9,
+	0xc5,
+	0x44,
+	0x8e,
+	0xdc,
+	0x9f,
+	0x01,
+	0x01,
+};
+
+static void
+test_map_ovr_vector(void **state)
+{
+	static const uint64_t ids[] = {1};
+	static const uint16_t owners[] = {KM_OWNER_JUMP};
+	struct km_shardmap *m = NULL, *o = NULL;
+	struct km_override_info ov;
+	struct km_map_chunk c;
+	uint8_t buf[64];
+
+	(void)state;
+	assert_int_equal(km_shardmap_decode_chunk(map_ovr_vector, sizeof(map_ovr_vector), &c), 0);
+	assert_int_equal(c.epoch, 9);
+	assert_int_equal(c.version_minor, 1);
+	assert_int_equal(c.flags, KM_MAP_F_OVERRIDES);
+	assert_int_equal(c.count, 1);
+	assert_int_equal(c.nb_overrides, 1);
+	km_shardmap_chunk_override(&c, 0, &ov);
+	assert_int_equal(ov.hash, 0x9fdc8e44c5b9267cULL);
+	assert_int_equal(ov.hash, XXH3_64bits("user42", 6));
+	assert_int_equal(ov.extra, 1);
+	assert_int_equal(ov.state, KM_OVR_MIGRATING);
+
+	assert_int_equal(km_shardmap_from_list(8, 4, 7070, '/', 1, ids, owners, 1, &m), 0);
+	assert_int_equal(km_shardmap_override_add(m, (const uint8_t *)"user42", 6, 1, &o), 0);
+	assert_int_equal(km_shardmap_encode(o, 0, buf, sizeof(buf)), sizeof(map_ovr_vector));
+	assert_memory_equal(buf, map_ovr_vector, sizeof(map_ovr_vector));
+	km_shardmap_free(m);
+	km_shardmap_free(o);
 }
 
 int
@@ -1142,6 +1513,9 @@ main(void)
 		cmocka_unit_test(test_decode_invalid),
 		cmocka_unit_test(test_decode_versions),
 		cmocka_unit_test(test_map_vector),
+		cmocka_unit_test(test_override_route),
+		cmocka_unit_test(test_override_encode),
+		cmocka_unit_test(test_map_ovr_vector),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

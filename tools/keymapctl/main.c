@@ -52,6 +52,10 @@ static const char usage_text[] =
 	"  log-level [LEVEL]          show or set the level of the keymap.* logs\n"
 	"  metrics [--metrics-url HOST:PORT]\n"
 	"                             print the Prometheus page (address from status)\n"
+	"  overrides                  the partition shifter's routing overrides and counters\n"
+	"  override add PART [EXTRA]  route hot routing part PART by EXTRA (default 1) more\n"
+	"                             key components: its keys spread over workers\n"
+	"  override remove PART       undo it (its keys move back)\n"
 	"  raw /CMD[,PARAMS]          send any telemetry command, print the JSON it returns\n"
 	"\n"
 	"options (before the command):\n"
@@ -171,6 +175,8 @@ static const struct command {
 	{"key", cmd_key, 0, 1},
 	{"log-level", cmd_log_level, 0, 0},
 	{"metrics", cmd_metrics, 0, 0},
+	{"overrides", cmd_overrides, 0, 0},
+	{"override", cmd_override, 0, 1},
 	{"raw", cmd_raw, 0, 1},
 };
 

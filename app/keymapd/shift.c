@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* The partition shifter: the control lcore's part and the hand-off field (shift.h). */
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <rte_errno.h>
+#include <rte_mbuf_dyn.h>
+
+#include <xxhash.h>
+
+#include "control.h"
+#include "datapath.h"
+#include "keymapd.h"
+#include "shift.h"
+
+int km_shift_dyn_off = -1;
+
+int
+km_shift_init(void)
+{
+	static const struct rte_mbuf_dynfield desc = {
+		.name = "keymap_shift_handoff",
+		.size = sizeof(struct km_shift_dyn),
+		.align = __alignof__(struct km_shift_dyn),
+	};
+
+	km_shift_dyn_off = rte_mbuf_dynfield_register(&desc);
+	return km_shift_dyn_off < 0 ? -rte_errno : 0;
+}
+
+void
+km_shift_drop(struct rte_mbuf **m, unsigned int n)
+{
+	unsigned int i;
+
+	for (i = 0; i < n; i++) {
+		struct km_shift_dyn *d = km_shift_dyn(m[i]);
+
+		if (d->mv != NULL)
+			km_proc_shift_free(d->mv);
+		d->mv = NULL;
+	}
+}
+
+/* Whether the store driver keeps values on disk: its shards are not shifted. */
+static int
+driver_on_disk(void)
+{
+	const struct km_store_ops *drv = km_store_driver(km_ctl.conf.store_driver);
+
+	return drv != NULL && drv->read_start != NULL;
+}
+
+static int
+shift_publish(
+	int rc, struct km_shardmap *n, const char *what, const char *part, char *err, size_t errlen)
+{
+	static const struct {
+		int rc;
+		const char *why;
+	} whys[] = {
+		{-EINVAL, "not a routing part (too many components, empty, or extra too large)"},
+		{-EEXIST, "already overridden"},
+		{-ENOSPC, "the map holds the most overrides it can (16)"},
+		{-ENOENT, "no override of that routing part"},
+		{-EALREADY, "already being undone"},
+		{-ENOMEM, "out of memory"},
+	};
+	const char *why = strerror(-rc);
+	size_t i;
+
+	if (rc == 0) {
+		km_control_publish_map(n);
+		KM_LOG(INFO, "override %s: %s (map epoch %u)", what, part,
+			km_shardmap_epoch(km_map_current));
+		return 0;
+	}
+	for (i = 0; i < sizeof(whys) / sizeof(whys[0]); i++)
+		if (whys[i].rc == rc)
+			why = whys[i].why;
+	snprintf(err, errlen, "override %s %s: %s", what, part, why);
+	return rc;
+}
+
+int
+km_shift_add(const char *part, uint8_t extra, char *err, size_t errlen)
+{
+	struct km_shardmap *n = NULL;
+	int rc;
+
+	if (driver_on_disk()) {
+		snprintf(err, errlen,
+			"override add %s: the %s store keeps values on disk; only stores with "
+			"values in DRAM (mem) are shifted",
+			part, km_ctl.conf.store_driver);
+		return -ENOTSUP;
+	}
+	rc = km_shardmap_override_add(
+		km_map_current, (const uint8_t *)part, strlen(part), extra, &n);
+	return shift_publish(rc, n, "add", part, err, errlen);
+}
+
+int
+km_shift_remove(const char *part, char *err, size_t errlen)
+{
+	struct km_shardmap *n = NULL;
+	int rc;
+
+	rc = km_shardmap_override_remove(km_map_current, XXH3_64bits(part, strlen(part)), &n);
+	return shift_publish(rc, n, "remove", part, err, errlen);
+}
+
+void
+km_shift_tick(void)
+{
+	struct km_shardmap *cur = km_map_current, *n = NULL, *next;
+	uint32_t epoch = km_shardmap_epoch(cur), i;
+	uint64_t hashes[KM_OVERRIDES_MAX];
+	uint32_t nh = 0;
+
+	for (i = 0; i < km_shardmap_nb_overrides(cur); i++)
+		if (km_shardmap_override_at(cur, i)->state != KM_OVR_SETTLED)
+			hashes[nh++] = km_shardmap_override_at(cur, i)->hash;
+	if (nh == 0)
+		return;
+	/* Every worker walked all its shards under this very map and found nothing left in
+	 * an old place: the moves it made are in the rings ahead of anything it sends later. */
+	for (i = 0; i < km_dp.nb_workers; i++)
+		if (km_proc_shift_clean(km_dp.workers[i].proc) != epoch)
+			return;
+	for (i = 0; i < nh; i++) {
+		if (km_shardmap_override_settle(n != NULL ? n : cur, hashes[i], &next) != 0) {
+			km_shardmap_free(n);
+			return; /* out of memory: next time */
+		}
+		km_shardmap_free(n);
+		n = next;
+	}
+	km_control_publish_map(n);
+	KM_LOG(INFO, "overrides settled: %u (map epoch %u)", nh, km_shardmap_epoch(n));
+}

@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#ifndef KEYMAPD_SHIFT_H
+#define KEYMAPD_SHIFT_H
+
+/*
+ * The partition shifter in keymapd (DESIGN §3, docs/architecture.md): routing overrides
+ * for hot entities, added and removed by the operator (keymapctl override), settled by
+ * the control lcore once every worker's background pass found nothing left to move.
+ *
+ * Hand-offs between workers carry a mark and, for a moved entry, the move (lib/proc
+ * km_proc.h, KM_HAND_*) in an mbuf dynamic field: written by the sending worker before
+ * the enqueue, read by the receiving worker after the dequeue (the ring orders them).
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <rte_mbuf.h>
+#include <rte_mbuf_dyn.h>
+
+#include <km_proc.h>
+
+/* What a hand-off carries besides its datagram. */
+struct km_shift_dyn {
+	uint8_t mark;             /* KM_HAND_* (a hand-off always sets it) */
+	struct km_shift_move *mv; /* a moved entry, or NULL */
+};
+
+/* Offset of the dynamic field (km_shift_init()); read-only afterwards. */
+extern int km_shift_dyn_off;
+
+static inline struct km_shift_dyn *
+km_shift_dyn(struct rte_mbuf *m)
+{
+	return RTE_MBUF_DYNFIELD(m, km_shift_dyn_off, struct km_shift_dyn *);
+}
+
+/*
+ * Register the mbuf dynamic field. @return 0 or -errno.
+ * @note Context: main lcore, before the workers start.
+ */
+int km_shift_init(void);
+
+/*
+ * Free the moves riding in mbufs about to be freed unprocessed (keymapd stopping).
+ * @note Context: main lcore, once the workers have stopped.
+ */
+void km_shift_drop(struct rte_mbuf **m, unsigned int n);
+
+/*
+ * Settle the overrides whose keys have all moved: when every worker found the current
+ * map clean, MIGRATING ones become SETTLED and REVERTING ones are removed (one new map).
+ * @note Context: control lcore, once per loop iteration.
+ */
+void km_shift_tick(void);
+
+/*
+ * Operator changes (keymapctl override): add an override of routing part `part` (extra
+ * more components), or undo it (it reverts, then goes). The new map is published at once.
+ * @return 0, or -errno with a message in err: -EINVAL not a routing part, -EEXIST,
+ *   -ENOSPC, -ENOENT, -EALREADY, -ENOTSUP (a store driver that keeps values on disk).
+ * @note Context: control lcore.
+ */
+int km_shift_add(const char *part, uint8_t extra, char *err, size_t errlen);
+int km_shift_remove(const char *part, char *err, size_t errlen);
+
+/* Register /keymap/overrides, /keymap/override_add, /keymap/override_remove
+ * (telemetry_shift.c). @return 0 or -errno. @note Context: main lcore. */
+int km_telemetry_shift_register(void);
+
+#endif /* KEYMAPD_SHIFT_H */

@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+#
+# The partition shifter against a running keymapd (two workers, four shards, mem store,
+# net_tap in a private network namespace):
+#   a. an override of one entity: its keys stay readable, steered and unsteered, while it
+#      migrates and once keymapd settled it; undone, it reverts and goes;
+#   b. overrides added, settled, removed and removed while migrating, under
+#      reshard_client, which checks every reply against its reference model (composite
+#      keys user<i>/cart move between workers): no error, no mismatch, no lost key;
+#   c. every refusal: exit code and message, the overrides unchanged.
+# Removes the namespace, the processes and /var/run/dpdk/<prefix> even when it fails;
+# every command and wait is bounded.
+#
+# usage: shift.sh KEYMAPD KEYMAPCTL RESHARD_CLIENT KEYMAP_CLI   (exit 77: needs root, ip)
+set -euo pipefail
+shopt -s inherit_errexit
+
+keymapd=$1
+keymapctl=$2
+rclient=$3
+cli=$4
+if [ "$(id -u)" -ne 0 ] || ! command -v ip >/dev/null; then
+	echo "SKIP: needs root and iproute2 (network namespace, DPDK vdevs)"
+	exit 77
+fi
+
+id=$$
+ns=kmshift-$id
+prefix=kmshift-$id
+server=198.51.100.2
+tmp=$(mktemp -d)
+srv_pid=
+cl_pid=
+checks=0
+t_start=$SECONDS
+if [ "$(nproc)" -gt 1 ]; then lcores="0@0,1@0,2@1"; else lcores="0@0,1@0,2@0"; fi
+
+cleanup() {
+	ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+	[ -z "$cl_pid" ] || kill -KILL "$cl_pid" 2>/dev/null || true
+	if [ -n "$srv_pid" ]; then
+		kill -TERM "$srv_pid" 2>/dev/null || true
+		for _ in $(seq 100); do kill -0 "$srv_pid" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$srv_pid" 2>/dev/null || true
+		wait "$srv_pid" 2>/dev/null || true
+	fi
+	ip netns del "$ns" 2>/dev/null || true
+	rm -rf "/var/run/dpdk/$prefix" "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+fail() {
+	{
+		echo "FAIL: $*"
+		if [ -f "$tmp/keymapd.log" ]; then
+			echo "---- keymapd log (last 30 lines) ----"
+			tail -30 "$tmp/keymapd.log"
+		fi
+	} >&2
+	exit 1
+}
+
+section() {
+	echo "== $* (at $((SECONDS - t_start)) s)"
+}
+
+# expect CODE PATTERN CMD...: exit code CODE, PATTERN (grep -E) in stdout (CODE 0) or
+# stderr.
+expect() {
+	local want=$1 pattern=$2 rc=0 where
+	shift 2
+	timeout --foreground -k 5 30 "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
+	where=$tmp/out
+	[ "$want" -eq 0 ] || where=$tmp/err
+	if [ "$rc" -ne "$want" ] || { [ -n "$pattern" ] && ! grep -Eq -- "$pattern" "$where"; }; then
+		echo "---- stdout ----"
+		cat "$tmp/out"
+		echo "---- stderr ----"
+		cat "$tmp/err"
+		fail "'$*': exit $rc (want $want), $(basename "$where") should match '$pattern'"
+	fi
+	checks=$((checks + 1))
+	echo "ok: exit $rc${pattern:+, '$pattern'}: $*"
+}
+
+ctl=(timeout -k 2 20 "$keymapctl" -f "$prefix")
+in_ns=(timeout -k 2 20 ip netns exec "$ns")
+
+# ovr EXPR: EXPR in Python over keymapctl --json overrides (as o) holds.
+ovr() {
+	"${ctl[@]}" --json overrides >"$tmp/o.json" || fail "keymapctl overrides failed"
+	python3 -c 'import json, sys
+o = json.load(open(sys.argv[1]))
+sys.exit(0 if eval(sys.argv[2], {"o": o}) else 1)' "$tmp/o.json" "$1"
+}
+
+# wait_ovr EXPR WHAT: EXPR holds within 20 s.
+wait_ovr() {
+	for _ in $(seq 200); do
+		if ovr "$1"; then
+			checks=$((checks + 1))
+			return 0
+		fi
+		sleep 0.1
+	done
+	fail "$2: '$1' not true after 20 s: $(cat "$tmp/o.json")"
+}
+
+cat >"$tmp/keymapd.conf" <<EOF
+; shift.sh: two workers, four shards, the mem store
+[net]
+ip = $server
+udp_port = 7070
+[shards]
+count = 4
+[log]
+level = info
+EOF
+
+section "starting keymapd"
+timeout 10 ip netns add "$ns"
+"${in_ns[@]}" ip link set lo up
+timeout -k 5 300 ip netns exec "$ns" "$keymapd" -c "$tmp/keymapd.conf" -- --no-huge -m 512 \
+	--no-pci --file-prefix "$prefix" --vdev net_tap0,iface=kmshift0 --lcores "$lcores" \
+	>"$tmp/keymapd.log" 2>&1 &
+srv_pid=$!
+for _ in $(seq 300); do
+	grep -q "keymapd: ready" "$tmp/keymapd.log" && break
+	kill -0 "$srv_pid" 2>/dev/null || fail "keymapd exited during start-up"
+	sleep 0.1
+done
+grep -q "keymapd: ready" "$tmp/keymapd.log" || fail "keymapd not ready after 30 s"
+"${in_ns[@]}" ip addr add 198.51.100.1/24 dev kmshift0
+"${in_ns[@]}" ip link set kmshift0 up
+kcli=("${in_ns[@]}" "$cli" -h "$server")
+
+section "a. one entity: migrating, settled, reverting, gone"
+expect 0 "overrides 0" "${ctl[@]}" overrides
+for i in $(seq 0 39); do
+	"${kcli[@]}" put "hot/$i" "v$i" >/dev/null || fail "put hot/$i"
+done
+expect 0 "^override of hot: migrating \(map epoch [0-9]+\)$" "${ctl[@]}" override add hot
+# Read every key right away (some still in the old place), steered and not.
+for i in $(seq 0 39); do
+	expect 0 "^v$i$" "${kcli[@]}" get "hot/$i"
+	[ $((i % 4)) -ne 0 ] || expect 0 "^v$i$" "${kcli[@]}" --no-steer get "hot/$i"
+done
+expect 0 "" "${kcli[@]}" put hot/0 new0
+expect 0 "" "${kcli[@]}" del hot/1
+wait_ovr "o['part'] == ['hot'] and o['state'] == ['settled'] and o['moved_keys'] >= 1" \
+	"override settled"
+expect 0 "^hot +0x[0-9a-f]{16} +1 +settled$" "${ctl[@]}" overrides
+expect 0 "^new0$" "${kcli[@]}" get hot/0
+expect 3 "not found" "${kcli[@]}" get hot/1
+for i in $(seq 2 39); do
+	expect 0 "^v$i$" "${kcli[@]}" get "hot/$i"
+done
+# The client steers by the override: the map it prints holds it.
+expect 0 "" "${kcli[@]}" map
+expect 0 "^override of hot: reverting" "${ctl[@]}" override remove hot
+for i in $(seq 2 39 | shuf -n 10 --random-source=<(yes)); do
+	expect 0 "^v$i$" "${kcli[@]}" get "hot/$i"
+done
+wait_ovr "o['overrides'] == 0" "override gone after reverting"
+for i in $(seq 2 39); do
+	expect 0 "^v$i$" "${kcli[@]}" get "hot/$i"
+done
+expect 0 "^new0$" "${kcli[@]}" get hot/0
+
+section "b. overrides under reshard_client"
+timeout -k 5 90 ip netns exec "$ns" "$rclient" -h "$server" -n 2000 -d 40 -s 7 --preload -v \
+	--stop-file "$tmp/stop" >"$tmp/client.out" 2>&1 &
+cl_pid=$!
+for _ in $(seq 200); do
+	grep -q "^t 1 s" "$tmp/client.out" && break
+	kill -0 "$cl_pid" 2>/dev/null || { cat "$tmp/client.out"; fail "reshard_client exited early"; }
+	sleep 0.1
+done
+grep -q "^t 1 s" "$tmp/client.out" || fail "reshard_client made no progress in 20 s"
+# user<odd>/cart keys are the model's composite ones: 16 entities (the most a map holds).
+parts=$(for i in $(seq 1 2 31); do echo "user$i"; done)
+for round in 1 2; do
+	for p in $parts; do expect 0 "migrating" "${ctl[@]}" override add "$p"; done
+	wait_ovr "o['overrides'] == 16 and set(o['state']) == {'settled'}" "16 settled"
+	for p in $parts; do expect 0 "reverting" "${ctl[@]}" override remove "$p"; done
+	wait_ovr "o['overrides'] == 0" "16 gone"
+	# Undone while migrating: it reverts from wherever its keys are.
+	for p in $parts; do
+		expect 0 "migrating" "${ctl[@]}" override add "$p"
+		expect 0 "reverting" "${ctl[@]}" override remove "$p"
+	done
+	wait_ovr "o['overrides'] == 0" "undone while migrating"
+	echo "   round $round done"
+done
+touch "$tmp/stop"
+rc=0
+wait "$cl_pid" || rc=$?
+cl_pid=
+grep -v '^t [0-9]* s ' "$tmp/client.out" || true
+[ "$rc" -eq 0 ] || fail "reshard_client exit $rc"
+summary=$(grep '^ops ' "$tmp/client.out") || fail "reshard_client printed no summary"
+read -r _ cl_ops _ cl_err _ cl_mis _ cl_lost _ <<<"$summary"
+[ "$cl_err" -eq 0 ] && [ "$cl_mis" -eq 0 ] && [ "$cl_lost" -eq 0 ] && [ "$cl_ops" -gt 1000 ] ||
+	fail "reshard_client: $summary"
+checks=$((checks + 1))
+ovr "o['moved_keys'] >= 16" || fail "keys moved: $(cat "$tmp/o.json")"
+checks=$((checks + 1))
+
+section "c. refusals"
+expect 2 "not a routing part" "${ctl[@]}" override add a/b
+expect 2 "no override of that routing part" "${ctl[@]}" override remove nosuch
+expect 1 "EXTRA '9' is not 1\.\.8" "${ctl[@]}" override add x 9
+expect 1 "no comma" "${ctl[@]}" override add a,b
+expect 1 "usage: override add" "${ctl[@]}" override
+for i in $(seq 0 15); do expect 0 "migrating" "${ctl[@]}" override add "full$i"; done
+expect 2 "the most overrides it can \(16\)" "${ctl[@]}" override add full16
+expect 2 "already overridden" "${ctl[@]}" override add full3
+wait_ovr "o['overrides'] == 16 and set(o['state']) == {'settled'}" "16 settled again"
+for i in $(seq 0 15); do expect 0 "reverting" "${ctl[@]}" override remove "full$i"; done
+wait_ovr "o['overrides'] == 0" "all gone"
+expect 2 "no override of that routing part" "${ctl[@]}" override remove full0
+grep -q "override add: hot" "$tmp/keymapd.log" || fail "keymapd did not log the override"
+
+echo "PASS: $checks checks in $((SECONDS - t_start)) s"

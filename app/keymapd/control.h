@@ -76,20 +76,20 @@ struct km_ctl_counters {
 
 /* The incremental split or merge in progress, or the last one (reshard.c). */
 struct km_reshard_status {
-	uint64_t seq;   /* number of the job (from 1; 0: none yet) */
-	int active;     /* copying, or waiting for its swap */
-	uint8_t kind;   /* enum km_mig_kind */
-	uint64_t id;    /* split: the shard split; merge: the parent made */
-	uint16_t owner; /* the worker that copies */
-	uint64_t t0;    /* rte_get_timer_cycles() at the start */
+	uint64_t seq;                    /* number of the job (from 1; 0: none yet) */
+	int active;                      /* copying, or waiting for its swap */
+	uint8_t kind;                    /* enum km_mig_kind */
+	uint64_t id;                     /* split: the shard split; merge: the parent made */
+	uint16_t owner;                  /* the worker that copies */
+	uint64_t t0;                     /* rte_get_timer_cycles() at the start */
 	struct km_mig_progress progress; /* as last polled */
 	/* Once over: */
-	int rc;             /* 0, or -errno (nothing changed) */
-	char msg[256];      /* what happened, as logged */
-	uint64_t keys;      /* entries of the new shard(s) */
-	uint64_t pause_us;  /* the swap: the owner answered nothing else meanwhile */
-	uint64_t copy_ms;   /* start to end */
-	uint32_t epoch;     /* of the map published */
+	int rc;            /* 0, or -errno (nothing changed) */
+	char msg[256];     /* what happened, as logged */
+	uint64_t keys;     /* entries of the new shard(s) */
+	uint64_t pause_us; /* the swap: the owner answered nothing else meanwhile */
+	uint64_t copy_ms;  /* start to end */
+	uint32_t epoch;    /* of the map published */
 };
 
 /* Every field: written by the control lcore only (km_ctl_init on the main lcore before
@@ -100,12 +100,12 @@ struct km_ctl_state {
 	uint64_t start_tsc;          /* rte_get_timer_cycles() when serving began */
 	struct km_ctl_shard *shards; /* last sample, in map order */
 	uint32_t nb_shards;
-	uint64_t sample_tsc;         /* when the last periodic sample was taken */
-	double requests_per_s;       /* all workers, over the last sample period */
-	uint64_t sample_reqs;        /* requests of all workers at sample_tsc */
-	uint64_t last_pause_us;      /* how long the last re-sharding kept its shard(s) BUSY */
-	uint64_t last_keys;          /* entries the last re-sharding handed over */
-	struct km_store_stats store; /* all shards, at the last sample */
+	uint64_t sample_tsc;              /* when the last periodic sample was taken */
+	double requests_per_s;            /* all workers, over the last sample period */
+	uint64_t sample_reqs;             /* requests of all workers at sample_tsc */
+	uint64_t last_pause_us;           /* how long the last re-sharding kept its shard(s) BUSY */
+	uint64_t last_keys;               /* entries the last re-sharding handed over */
+	struct km_store_stats store;      /* all shards, at the last sample */
 	struct km_reshard_status reshard; /* split/merge in progress, or the last one */
 	struct km_ctl_counters cnt;
 };

@@ -183,9 +183,9 @@ struct km_proc {
 	struct proc_mig *mig;
 	struct km_mig_progress migp;
 	/* The partition shifter's background pass (proc_shift.c). */
-	uint32_t shift_epoch;        /* map epoch of the pass under way */
-	uint32_t shift_cursor;       /* next slot of shards[] it walks */
-	uint32_t shift_found;        /* entries it took out so far */
+	uint32_t shift_epoch;         /* map epoch of the pass under way */
+	uint32_t shift_cursor;        /* next slot of shards[] it walks */
+	uint32_t shift_found;         /* entries it took out so far */
 	_Atomic uint32_t shift_clean; /* km_proc_shift_clean(); worker: rw, others: ro */
 
 	uint8_t scratch[KM_DGRAM_MAX]; /* MGET replies are built here: they outgrow requests */

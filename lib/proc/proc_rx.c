@@ -118,8 +118,8 @@ rx_stage1(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *
 	target = route_target(map, &r->msg, r->port_worker, &r->rt);
 	/* Partition shifter (proc_shift.c): a part whose keys are moving, or its hand-offs. */
 	r->shift = 0;
-	if (proc_unlikely((r->rt.shard != NULL && r->rt.fallback != NULL) ||
-			  r->handed > KM_HAND_PLAIN) &&
+	if (proc_unlikely(
+		    (r->rt.shard != NULL && r->rt.fallback != NULL) || r->handed > KM_HAND_PLAIN) &&
 		proc_shift_stage1(p, map, r, &target) == 0)
 		return 0;
 	if (proc_unlikely(target == TARGET_MOVED)) {

@@ -329,7 +329,8 @@ log_walk_step(struct km_store *s, struct km_walk_pos *wp, uint32_t budget,
 		wp->part = ls->seg != NULL ? 1 : 2;
 	}
 	if (wp->part == 1) {
-		rc = km_seg_scan_blocks(ls->seg, (uint32_t)wp->pos, WALK_SEG_BLOCKS, walk_seg_one, &c);
+		rc = km_seg_scan_blocks(
+			ls->seg, (uint32_t)wp->pos, WALK_SEG_BLOCKS, walk_seg_one, &c);
 		if (rc != 0)
 			return rc;
 		wp->pos += WALK_SEG_BLOCKS;

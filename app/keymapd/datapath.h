@@ -175,6 +175,8 @@ enum km_wcmd_op {
 	KM_WCMD_MIG_START,  /* start kind (enum km_mig_kind) on shard_id */
 	KM_WCMD_MIG_FINISH, /* swap the copies in: old[] (the sources), keys, pause_tsc out */
 	KM_WCMD_MIG_CANCEL, /* drop the copies */
+	KM_WCMD_FLOOR,      /* stores issue versions above floor (0: none); keys out: the
+			     * highest version they issued */
 };
 
 /*
@@ -199,6 +201,7 @@ struct km_wcmd {
 	struct km_store *old[2];     /* MIG_FINISH: out (the control lcore's once DONE) */
 	uint64_t keys;               /* MIG_FINISH: out, entries of the copies */
 	uint64_t pause_tsc;          /* MIG_FINISH: out, TSC cycles the swap took */
+	uint64_t floor;              /* FLOOR: in */
 	int rc;                      /* out */
 	atomic_int state;            /* enum km_wcmd_state: see there */
 };

@@ -13,6 +13,7 @@
 #include "control.h"
 #include "datapath.h"
 #include "keymapd.h"
+#include "mailbox.h"
 #include "shift.h"
 
 int km_shift_dyn_off = -1;
@@ -53,6 +54,41 @@ driver_on_disk(void)
 	return drv != NULL && drv->read_start != NULL;
 }
 
+/* Versions a store may issue between the floor and the publication: far more than it can. */
+#define FLOOR_MARGIN (UINT64_C(1) << 20)
+
+/*
+ * Before a routing change: every store issues versions above every version any store
+ * issued, so that a key deleted in its old place and created in its new one (or back)
+ * never gets a version it had. @return 0 or -errno (a worker did not answer).
+ */
+static int
+versions_floor(void)
+{
+	uint64_t v = 0;
+	uint16_t w;
+	int pass, rc;
+
+	for (pass = 0; pass < 2; pass++) {
+		for (w = 0; w < km_dp.nb_workers; w++) {
+			struct km_wcmd *c = km_mailbox_cmd_new(KM_WCMD_FLOOR, 0);
+
+			if (c == NULL)
+				return -ENOMEM;
+			c->floor = pass == 0 ? 0 : v;
+			rc = km_mailbox_run(w, c);
+			if (rc == 0 && c->keys > v)
+				v = c->keys;
+			km_mailbox_cmd_free(c, rc);
+			if (rc < 0)
+				return rc;
+		}
+		if (pass == 0)
+			v += FLOOR_MARGIN;
+	}
+	return 0;
+}
+
 static int
 shift_publish(
 	int rc, struct km_shardmap *n, const char *what, const char *part, char *err, size_t errlen)
@@ -71,12 +107,15 @@ shift_publish(
 	const char *why = strerror(-rc);
 	size_t i;
 
+	if (rc == 0)
+		rc = versions_floor();
 	if (rc == 0) {
 		km_control_publish_map(n);
 		KM_LOG(INFO, "override %s: %s (map epoch %u)", what, part,
 			km_shardmap_epoch(km_map_current));
 		return 0;
 	}
+	km_shardmap_free(n); /* not published */
 	for (i = 0; i < sizeof(whys) / sizeof(whys[0]); i++)
 		if (whys[i].rc == rc)
 			why = whys[i].why;

@@ -578,6 +578,12 @@ worker_sync(struct km_worker *w, struct km_wcmd *c)
 		w->mig = km_proc_mig_active(w->proc);
 		break;
 	}
+	case KM_WCMD_FLOOR:
+		if (c->floor != 0)
+			km_proc_version_floor(w->proc, c->floor);
+		c->keys = km_proc_version_last(w->proc);
+		c->rc = 0;
+		break;
 	case KM_WCMD_MIG_CANCEL:
 		km_proc_mig_cancel(w->proc);
 		w->mig = km_proc_mig_active(w->proc);

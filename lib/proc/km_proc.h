@@ -310,6 +310,20 @@ void km_proc_mig_cancel(struct km_proc *p);
  */
 int km_proc_mig_active(const struct km_proc *p);
 
+/**
+ * The highest version any store of p issued or loaded.
+ * @note Context: the worker of p (a handshake), or the thread that owns p.
+ */
+uint64_t km_proc_version_last(const struct km_proc *p);
+
+/**
+ * Raise every store of p so that the versions it issues from now on are above v: keys a
+ * routing change sends to other stores (partition shifter) never get a version again that
+ * they had before.
+ * @note Context: the worker of p (a handshake), or the thread that owns p.
+ */
+void km_proc_version_floor(struct km_proc *p, uint64_t v);
+
 /*
  * The at-most-once entries of a shard travel with it when it changes owner: taken from the
  * old owner's table at its detach, given to the new owner's after its attach, so that a

@@ -439,3 +439,30 @@ km_proc_dedup_free(struct km_proc_dedup *set)
 {
 	free(set);
 }
+
+uint64_t
+km_proc_version_last(const struct km_proc *p)
+{
+	struct km_store_stats st;
+	uint64_t v = 0;
+	uint32_t i;
+
+	for (i = 0; i <= p->shards_mask; i++) {
+		if (p->shards[i].store == NULL)
+			continue;
+		km_store_stats(p->shards[i].store, &st);
+		if (st.version_last > v)
+			v = st.version_last;
+	}
+	return v;
+}
+
+void
+km_proc_version_floor(struct km_proc *p, uint64_t v)
+{
+	uint32_t i;
+
+	for (i = 0; i <= p->shards_mask; i++)
+		if (p->shards[i].store != NULL)
+			km_store_version_floor(p->shards[i].store, v);
+}

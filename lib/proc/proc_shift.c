@@ -28,10 +28,20 @@ enum shift_step {
 struct km_shift_move {
 	uint64_t from;    /* shard id of the old place (to put it back) */
 	uint64_t version; /* kept: CAS and ordering hold across the move */
+	uint64_t floor;   /* the old store's last version: the new one issues above it */
 	uint32_t val_len;
 	uint16_t key_len;
 	uint8_t data[]; /* key, then value */
 };
+
+static uint64_t
+store_version_last(const struct km_store *s)
+{
+	struct km_store_stats st;
+
+	km_store_stats(s, &st);
+	return st.version_last;
+}
 
 /* Keep the worker's DRAM account of a store its entries moved in or out of. */
 static void
@@ -56,13 +66,14 @@ move_key(const struct km_shift_move *mv, struct km_key *k)
 }
 
 static struct km_shift_move *
-move_new(uint64_t from, const struct km_key *k, const struct km_value_ref *v)
+move_new(uint64_t from, uint64_t floor, const struct km_key *k, const struct km_value_ref *v)
 {
 	struct km_shift_move *mv = malloc(sizeof(*mv) + k->len + v->len);
 
 	if (mv == NULL)
 		return NULL;
 	mv->from = from;
+	mv->floor = floor;
 	mv->version = v->version;
 	mv->val_len = v->len;
 	mv->key_len = k->len;
@@ -80,6 +91,8 @@ move_load(struct km_proc *p, struct km_proc_shard *shd, struct km_shift_move *mv
 	struct km_key k;
 
 	move_key(mv, &k);
+	/* A key deleted in the old place and created here again gets a higher version. */
+	km_store_version_floor(shd->store, mv->floor);
 	if (km_store_get(shd->store, &k, &v) != 0) {
 		if (km_store_load(
 			    shd->store, &k, mv->data + mv->key_len, mv->val_len, mv->version) != 0)
@@ -104,7 +117,7 @@ move_take(struct km_proc *p, struct km_proc_shard *shd, const struct km_key *k,
 	*out = NULL;
 	if (shd == NULL || shd->persistent || km_store_get(shd->store, k, &v) != 0)
 		return 0;
-	mv = move_new(shd->id, k, &v);
+	mv = move_new(shd->id, store_version_last(shd->store), k, &v);
 	if (mv == NULL)
 		return -ENOMEM;
 	if (km_store_del(shd->store, k, mv->version, &ver) != 0) {
@@ -388,7 +401,8 @@ proc_shift_exec(struct km_proc *p, const struct km_shardmap *map, struct km_proc
 
 struct walk_ctx {
 	const struct km_shardmap *map;
-	uint64_t id; /* the shard walked */
+	uint64_t id;    /* the shard walked */
+	uint64_t floor; /* its store's last version */
 	struct km_shift_move *mv[SHIFT_WALK_MAX];
 	uint16_t to[SHIFT_WALK_MAX];
 	unsigned int n, max;
@@ -404,7 +418,7 @@ walk_one(void *arg, const struct km_key *k, const struct km_value_ref *v)
 	/* Only the parts of a migrating or reverting override have a fallback. */
 	if (rt.fallback == NULL || km_shard_id_fast(rt.shard) == c->id)
 		return 0;
-	c->mv[c->n] = move_new(c->id, k, v);
+	c->mv[c->n] = move_new(c->id, c->floor, k, v);
 	if (c->mv[c->n] == NULL)
 		return -ENOMEM;
 	c->to[c->n] = km_shard_owner_fast(rt.shard);
@@ -468,6 +482,7 @@ km_proc_shift_step(struct km_proc *p, const struct km_shardmap *map, struct km_s
 		return 0;
 	}
 	c.id = shd->id;
+	c.floor = store_version_last(shd->store);
 	c.max = max < SHIFT_WALK_MAX ? max : SHIFT_WALK_MAX;
 	if (c.max == 0)
 		return 0;

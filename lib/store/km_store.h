@@ -226,6 +226,12 @@ struct km_store_ops {
 		int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v),
 		void *arg);
 	/**
+	 * Optional. Versions issued from now on are above v (entries moved in from another
+	 * store that issued versions up to v: a key deleted there and created here again
+	 * must not get a version it had before). Never lowers anything.
+	 */
+	void (*version_floor)(struct km_store *s, uint64_t v);
+	/**
 	 * DRAM the instance holds for its entries (mem: slots, keys, values and their
 	 * overhead; log: the index; the value cache is apart). Optional. O(1).
 	 */
@@ -355,6 +361,14 @@ km_store_walk_step(struct km_store *s, struct km_walk_pos *pos, uint32_t budget,
 	int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v), void *arg)
 {
 	return s->ops->walk_step != NULL ? s->ops->walk_step(s, pos, budget, fn, arg) : -ENOTSUP;
+}
+
+/* Raise the versions the store issues above v (drivers without the op: nothing). */
+static inline void
+km_store_version_floor(struct km_store *s, uint64_t v)
+{
+	if (s->ops->version_floor != NULL)
+		s->ops->version_floor(s, v);
 }
 
 static inline int

@@ -244,6 +244,8 @@ uint64_t log_durable_seq(const struct km_store *s);
 
 int log_walk(struct km_store *s,
 	int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v), void *arg);
+void log_version_floor(struct km_store *s, uint64_t v);
+
 int log_walk_step(struct km_store *s, struct km_walk_pos *wp, uint32_t budget,
 	int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v), void *arg);
 

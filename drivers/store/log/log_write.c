@@ -593,3 +593,13 @@ log_durable_seq(const struct km_store *s)
 {
 	return ((const struct log_store *)s)->seq_durable;
 }
+
+void
+log_version_floor(struct km_store *s, uint64_t v)
+{
+	struct log_store *ls = ls_of(s);
+
+	/* The next write reserves versions above it durably before it uses one (reserve()). */
+	if (v > ls->version_last)
+		ls->version_last = v;
+}

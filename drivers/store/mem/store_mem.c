@@ -603,6 +603,15 @@ mem_walk_step(struct km_store *s, struct km_walk_pos *pos, uint32_t budget,
 }
 
 static void
+mem_version_floor(struct km_store *s, uint64_t v)
+{
+	struct mem_store *ms = (struct mem_store *)s;
+
+	if (v > ms->version)
+		ms->version = v;
+}
+
+static void
 mem_stats(const struct km_store *s, struct km_store_stats *st)
 {
 	const struct mem_store *ms = (const struct mem_store *)s;
@@ -635,6 +644,7 @@ static const struct km_store_ops mem_ops = {
 	.del = mem_del,
 	.walk = mem_walk,
 	.walk_step = mem_walk_step,
+	.version_floor = mem_version_floor,
 	.stats = mem_stats,
 	.prefetch = mem_prefetch,
 	.load = mem_load,

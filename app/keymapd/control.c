@@ -497,6 +497,7 @@ km_ctl_loop(void)
 void
 km_ctl_fini(void)
 {
+	km_ctl_reshard_fini();
 	km_mailbox_fini();
 	km_pf_fini();
 	free(km_ctl.shards);

@@ -167,8 +167,11 @@ int km_ctl_merge(uint64_t id, char *err, size_t errlen);
 /* Drive the split or merge in progress: poll the copy, swap, publish, log.
  * @note Context: control lcore, every loop iteration. */
 void km_ctl_reshard_tick(void);
-/* 1 while a split or merge is in progress. @note Context: control lcore. */
+/* 1 while a split or merge is in progress, or the stores it replaced are being freed.
+ * @note Context: control lcore. */
 int km_ctl_reshard_active(void);
+/* Free what split and merge left to free. @note Context: main lcore, at shutdown. */
+void km_ctl_reshard_fini(void);
 
 /*
  * Rewrite a shard of a persistent store while the others serve: into the given tier

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 
+#include <malloc.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <sys/resource.h>
@@ -753,6 +754,14 @@ main(int argc, char **argv)
 	struct boot b = {.nb_rec = 0};
 	int eal_argc, ret = 1;
 
+	/*
+	 * No fastbins: a store freed on the control lcore (a split's or merge's source, a
+	 * rewritten shard) returns its entries to the arena of the worker that allocated
+	 * them; in fastbins they would wait there for that worker's next large allocation,
+	 * which would then spend hundreds of milliseconds consolidating a million of them.
+	 * Without, each free coalesces at once (per-thread caches still serve the hot path).
+	 */
+	mallopt(M_MXFAST, 0);
 	ret = load_config(argc, argv, &b.conf);
 	if (ret >= 0)
 		return ret;

@@ -469,10 +469,59 @@ out:
 	return rc;
 }
 
+/*
+ * Stores a split or merge replaced, freed a little per control loop iteration (a store of
+ * a million entries takes a few hundred milliseconds to free: at once, it would hold the
+ * control lcore, and on a small host the CPU it shares).
+ */
+#define GRAVE_STEP 16384 /* entries freed per iteration */
+static struct km_store **grave;
+static uint32_t nb_grave;
+
+static void
+store_bury(struct km_store *s)
+{
+	struct km_store **g;
+
+	if (s == NULL)
+		return;
+	if (s->ops->unlink != NULL || s->ops->destroy_step == NULL) {
+		store_discard(s); /* files to remove now, or nothing worth spreading */
+		return;
+	}
+	g = realloc(grave, (nb_grave + 1) * sizeof(*grave));
+	if (g == NULL) {
+		km_store_destroy(s);
+		return;
+	}
+	grave = g;
+	grave[nb_grave++] = s;
+}
+
+static void
+grave_step(void)
+{
+	if (nb_grave == 0)
+		return;
+	if (km_store_destroy_step(grave[nb_grave - 1], GRAVE_STEP) == 0)
+		nb_grave--;
+	if (nb_grave == 0) {
+		free(grave);
+		grave = NULL;
+	}
+}
+
+void
+km_ctl_reshard_fini(void)
+{
+	while (nb_grave > 0)
+		grave_step();
+}
+
 int
 km_ctl_reshard_active(void)
 {
-	return km_ctl.reshard.active;
+	return km_ctl.reshard.active || nb_grave > 0;
 }
 
 void
@@ -485,6 +534,7 @@ km_ctl_reshard_tick(void)
 	struct km_store *old[2];
 	int rc;
 
+	grave_step();
 	if (!j->active)
 		return;
 	km_proc_mig_progress(km_dp.workers[j->owner].proc, &j->progress);
@@ -528,8 +578,8 @@ km_ctl_reshard_tick(void)
 		return;
 	}
 	km_control_publish_map(nm);
-	store_discard(old[0]);
-	store_discard(old[1]);
+	store_bury(old[0]);
+	store_bury(old[1]);
 	km_ctl.last_pause_us = pause_us;
 	km_ctl.last_keys = keys;
 	km_ctl.cnt.keys_handed_over += keys;

@@ -42,6 +42,7 @@ const char *const km_worker_counter_names[] = {
 /* Packets ahead whose data stage 1 prefetches, as l3fwd does: a NIC without direct cache
  * access leaves received frames in DRAM. */
 #define PKT_PREFETCH_AHEAD 4
+#define MIG_STEP_US        50 /* split/merge copy per idle loop iteration, at least */
 
 /* What the L2-L4 checks decided for a packet; the last stage acts on it in arrival order. */
 enum pkt_fate {
@@ -727,6 +728,8 @@ km_worker_main(void *arg)
 	uint64_t t0, t1;
 	/* The processor's clock (stream timing, read latency) in ns, from the TSC. */
 	const double ns_per_tsc = 1e9 / (double)rte_get_tsc_hz();
+	const uint64_t mig_step_tsc = rte_get_tsc_hz() / 1000000 * MIG_STEP_US;
+	uint64_t iter_tsc = 0; /* TSC cycles of the last busy iteration */
 	sigset_t sigs;
 
 	km_rx_signals(&sigs);
@@ -741,9 +744,13 @@ km_worker_main(void *arg)
 		allow = rcu_dereference(km_allow_current);
 		km_proc_set_auth(w->proc, rcu_dereference(km_auth_current));
 		if (unlikely(w->mig)) {
-			/* A split/merge copy, a bounded step per iteration, idle or not. */
+			/* A split/merge copy, idle or not: MIG_STEP_US per iteration, or half
+			 * as long as the last busy iteration took (the copy then takes a third
+			 * of the worker, whatever the port's cost per burst). */
 			t0 = rte_rdtsc();
-			km_proc_mig_step(w->proc, map);
+			t1 = t0 + RTE_MAX(mig_step_tsc, iter_tsc / 2);
+			while (km_proc_mig_step(w->proc, map) != 0 && rte_rdtsc() < t1)
+				;
 			w->cnt.busy_cycles += rte_rdtsc() - t0;
 			idle = 0;
 		}
@@ -800,6 +807,7 @@ km_worker_main(void *arg)
 			worker_notes(w);
 		}
 		t1 = rte_rdtsc();
+		iter_tsc = t1 - t0;
 		w->cnt.busy_cycles += t1 - t0;
 		w->cnt.busy_iters++;
 		/* Every reply of the iteration waited from its RX burst to this TX burst. */

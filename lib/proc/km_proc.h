@@ -282,8 +282,9 @@ int km_proc_mig_start(struct km_proc *p, enum km_mig_kind kind, uint64_t id);
 /**
  * Copy the next few hundred entries of the migration in progress (nothing if none).
  * map: the current map (only its routing rule is used).
- * @return the entries copied.
- * @note Context: the owner worker, once per loop iteration, outside a burst.
+ * @return 1 when it moved on and more is to copy (call again while time allows), 0 when
+ *   there is nothing more to do now (done, failed, none, or waiting for the disk).
+ * @note Context: the owner worker, between bursts.
  */
 unsigned int km_proc_mig_step(struct km_proc *p, const struct km_shardmap *map);
 

@@ -266,7 +266,7 @@ km_proc_mig_step(struct km_proc *p, const struct km_shardmap *map)
 		progress_publish(p);
 		return 0;
 	}
-	before = m->copied;
+	before = m->pos.pos;
 	m->map = map;
 	rc = km_store_walk_step(sl->store, &m->pos, MIG_STEP_ENTRIES, mig_copy_one, p);
 	m->map = NULL;
@@ -284,7 +284,7 @@ km_proc_mig_step(struct km_proc *p, const struct km_shardmap *map)
 		}
 	}
 	progress_publish(p);
-	return (unsigned int)(m->copied - before);
+	return m->phase == KM_MIG_COPYING && (rc != 1 || m->pos.pos != before);
 }
 
 /* Drop the copies and forget the migration (the sources serve on). */

@@ -226,6 +226,12 @@ struct km_store_ops {
 		int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v),
 		void *arg);
 	/**
+	 * Optional. Destroy a store nobody uses any more a little at a time (about `budget`
+	 * entries per call), so that freeing a large one does not hold its thread: after a
+	 * call returns 1 only further destroy_step calls are allowed; 0: it is gone.
+	 */
+	int (*destroy_step)(struct km_store *s, uint32_t budget);
+	/**
 	 * Optional. Versions issued from now on are above v (entries moved in from another
 	 * store that issued versions up to v: a key deleted there and created here again
 	 * must not get a version it had before). Never lowers anything.
@@ -361,6 +367,16 @@ km_store_walk_step(struct km_store *s, struct km_walk_pos *pos, uint32_t budget,
 	int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v), void *arg)
 {
 	return s->ops->walk_step != NULL ? s->ops->walk_step(s, pos, budget, fn, arg) : -ENOTSUP;
+}
+
+/* destroy_step, or the whole destroy at once (drivers without it). @return 1 more, 0 gone. */
+static inline int
+km_store_destroy_step(struct km_store *s, uint32_t budget)
+{
+	if (s->ops->destroy_step != NULL)
+		return s->ops->destroy_step(s, budget);
+	s->ops->destroy(s);
+	return 0;
 }
 
 /* Raise the versions the store issues above v (drivers without the op: nothing). */

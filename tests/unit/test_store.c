@@ -1122,6 +1122,52 @@ test_load_bulk(void **state)
 	km_store_destroy(s);
 }
 
+/* A store freed a little at a time, and a resumable walk that sees every entry once when
+ * nothing changes. */
+static void
+test_walk_step_destroy_step(void **state)
+{
+	struct km_store_params sp = {.value_max = 64, .socket_id = -1};
+	struct km_walk_pos pos = {0};
+	struct km_store *s;
+	unsigned int i, calls = 0;
+	uint64_t seen = 0;
+	char key[16];
+	int rc;
+
+	(void)state;
+	assert_int_equal(km_store_create("mem", &sp, &s), 0);
+	for (i = 0; i < 5000; i++) {
+		struct km_key k = {.data = (const uint8_t *)key};
+		uint64_t v;
+
+		k.len = (uint16_t)snprintf(key, sizeof(key), "k%u", i);
+		k.hash = km_key_hash(k.data, k.len);
+		assert_int_equal(km_store_put(s, &k, "v", 1, KM_VERSION_ANY, 0, &v), 0);
+	}
+	do {
+		rc = km_store_walk_step(s, &pos, 100, count_cb, &seen);
+		calls++;
+	} while (rc == 1);
+	assert_int_equal(rc, 0);
+	assert_int_equal(seen, 5000);
+	assert_true(calls > 10);
+	/* Version floor: the next write is above it. */
+	km_store_version_floor(s, UINT64_C(1) << 40);
+	{
+		struct km_key k = {.data = (const uint8_t *)"x", .len = 1};
+		uint64_t v;
+
+		k.hash = km_key_hash(k.data, k.len);
+		assert_int_equal(km_store_put(s, &k, "v", 1, KM_VERSION_ANY, 0, &v), 0);
+		assert_true(v > UINT64_C(1) << 40);
+	}
+	calls = 0;
+	while (km_store_destroy_step(s, 100) == 1)
+		calls++;
+	assert_true(calls > 10);
+}
+
 int
 main(void)
 {
@@ -1143,6 +1189,7 @@ main(void)
 		cmocka_unit_test(test_stats),
 		cmocka_unit_test(test_load),
 		cmocka_unit_test(test_load_bulk),
+		cmocka_unit_test(test_walk_step_destroy_step),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

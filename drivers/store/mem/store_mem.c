@@ -314,6 +314,28 @@ mem_destroy(struct km_store *s)
 	free(ms);
 }
 
+/* Free the records of `budget` slots (from the last one down), then everything. */
+static int
+mem_destroy_step(struct km_store *s, uint32_t budget)
+{
+	struct mem_store *ms = (struct mem_store *)s;
+
+	while (budget-- > 0 && ms->nb_keys > 0) {
+		if (ms->slots[ms->mask] != 0) {
+			free(slot_rec(ms->slots[ms->mask]));
+			ms->slots[ms->mask] = 0;
+			ms->nb_keys--;
+		}
+		if (ms->mask == 0)
+			break;
+		ms->mask--; /* the table is never probed again: only its size shrinks */
+	}
+	if (ms->nb_keys > 0 && ms->mask > 0)
+		return 1;
+	mem_destroy(s);
+	return 0;
+}
+
 /* A read, specialised by the constant short_key as mem_probe() is. */
 static inline __attribute__((always_inline)) int
 mem_get_probe(struct mem_store *ms, const struct km_key *k, struct km_value_ref *out, int short_key)
@@ -645,6 +667,7 @@ static const struct km_store_ops mem_ops = {
 	.walk = mem_walk,
 	.walk_step = mem_walk_step,
 	.version_floor = mem_version_floor,
+	.destroy_step = mem_destroy_step,
 	.stats = mem_stats,
 	.prefetch = mem_prefetch,
 	.load = mem_load,

@@ -133,3 +133,109 @@ km_policy_tiers(const struct km_policy_tier_conf *c, struct km_policy_shard *s, 
 		pick->chill = pick->warm = 0;
 	return 0;
 }
+
+/* The coldest buddy pair colder than `below` for hysteresis samples (cold streaks are
+ * kept on the even member), or -1. */
+static int64_t
+place_cold_pair(
+	const struct km_policy_place_conf *c, struct km_policy_shard *s, uint32_t n, double below)
+{
+	int64_t best = -1;
+	double best_rate = 0;
+	uint32_t i, j;
+
+	for (i = 0; i < n; i++) {
+		if ((s[i].id & 1) != 0 || s[i].id < 2)
+			continue;
+		for (j = 0; j < n && s[j].id != (s[i].id ^ 1); j++)
+			;
+		if (j == n || s[i].pinned || s[j].pinned || s[i].rate + s[j].rate >= below) {
+			s[i].cold = 0;
+			continue;
+		}
+		if (++s[i].cold < c->hysteresis)
+			continue;
+		if (best < 0 || s[i].rate + s[j].rate < best_rate) {
+			best = i;
+			best_rate = s[i].rate + s[j].rate;
+		}
+	}
+	return best;
+}
+
+int
+km_policy_place(const struct km_policy_place_conf *c, struct km_policy_shard *s, uint32_t n,
+	uint16_t nb_workers, uint32_t *streak, struct km_policy_decision *d)
+{
+	double load[KM_WORKERS_MAX] = {0}, total = 0, mean, gap, best_rate = -1;
+	uint16_t w, hi = 0, lo = 0;
+	int64_t best = -1, hottest = -1, pair;
+	uint32_t i;
+
+	if (c == NULL || s == NULL || streak == NULL || d == NULL || nb_workers == 0 ||
+		nb_workers > KM_WORKERS_MAX)
+		return -EINVAL;
+	*d = (struct km_policy_decision){.action = KM_POLICY_NONE};
+	for (i = 0; i < n; i++) {
+		if (s[i].owner >= nb_workers)
+			return -EINVAL;
+		load[s[i].owner] += s[i].rate;
+		total += s[i].rate;
+	}
+	if (nb_workers < 2 || total < c->min_rate || total <= 0) {
+		*streak = 0;
+		return 0;
+	}
+	mean = total / nb_workers;
+	for (w = 1; w < nb_workers; w++) {
+		if (load[w] > load[hi])
+			hi = w;
+		if (load[w] < load[lo])
+			lo = w;
+	}
+	if (load[hi] * 100 <= mean * (double)c->imbalance_pct) {
+		*streak = 0;
+		/* Balanced: fold back a pair of buddies that went cold. */
+		if (n > c->min_count) {
+			pair = place_cold_pair(c, s, n, total / n / 16);
+			if (pair >= 0) {
+				for (i = 0; i < n; i++)
+					s[i].cold = 0;
+				*d = (struct km_policy_decision){
+					.action = KM_POLICY_MERGE, .id = s[pair].id};
+			}
+		}
+		return 0;
+	}
+	if (++*streak < c->hysteresis)
+		return 0;
+	gap = load[hi] - load[lo];
+	for (i = 0; i < n; i++) {
+		if (s[i].owner != hi || s[i].pinned)
+			continue;
+		if (hottest < 0 || s[i].rate > s[hottest].rate)
+			hottest = i;
+		/* Worth a move: a twentieth of the gap at least. */
+		if (s[i].rate >= gap / 20 && s[i].rate <= gap / 2 && s[i].rate > best_rate) {
+			best = i;
+			best_rate = s[i].rate;
+		}
+	}
+	*streak = 0;
+	if (best >= 0) {
+		*d = (struct km_policy_decision){
+			.action = KM_POLICY_MOVE, .id = s[best].id, .to = lo};
+		return 0;
+	}
+	if (hottest < 0 || s[hottest].keys < 2 ||
+		km_shard_depth(s[hottest].id) >= KM_SHARD_DEPTH_MAX || n >= c->max_count)
+		return 0;
+	/* A buddy beside it under a tenth of its rate: the last split did not spread the
+	 * load (one hot key), another would not either. */
+	for (i = 0; i < n; i++)
+		if (s[i].id == (s[hottest].id ^ 1) && s[i].owner == hi &&
+			s[i].rate * 10 < s[hottest].rate)
+			return 0;
+	*d = (struct km_policy_decision){.action = KM_POLICY_SPLIT, .id = s[hottest].id};
+	return 0;
+}

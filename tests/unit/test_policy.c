@@ -521,6 +521,205 @@ test_backlog_queue(void **state)
 	assert_int_equal(km_policy_backlog_update(&b, q, burst, -1, wm), 0);
 }
 
+/* ---- load-aware placement ---- */
+
+#define PL_MAX 64
+
+/* A model server: shards with owners and rates; decisions applied as keymapd would. */
+struct pl_model {
+	struct km_policy_shard s[PL_MAX];
+	uint32_t n;
+	uint16_t workers;
+	uint32_t streak;
+};
+
+static double
+pl_ratio(const struct pl_model *m)
+{
+	double load[8] = {0}, total = 0, max = 0;
+	uint32_t i;
+
+	for (i = 0; i < m->n; i++) {
+		load[m->s[i].owner] += m->s[i].rate;
+		total += m->s[i].rate;
+	}
+	for (i = 0; i < m->workers; i++)
+		if (load[i] > max)
+			max = load[i];
+	return total > 0 ? max / (total / m->workers) : 1;
+}
+
+/* Apply d to the model (a split halves the rate between the children, on the owner). */
+static void
+pl_apply(struct pl_model *m, const struct km_policy_decision *d)
+{
+	uint32_t i, j;
+
+	for (i = 0; i < m->n && m->s[i].id != d->id; i++)
+		;
+	assert_true(i < m->n);
+	if (d->action == KM_POLICY_MOVE) {
+		assert_int_not_equal(m->s[i].owner, d->to);
+		m->s[i].owner = d->to;
+	} else if (d->action == KM_POLICY_SPLIT) {
+		assert_true(m->n < PL_MAX);
+		m->s[m->n] = m->s[i];
+		m->s[m->n].id = m->s[i].id * 2 + 1;
+		m->s[m->n].rate = m->s[i].rate / 2;
+		m->s[m->n].keys = m->s[i].keys / 2;
+		m->s[i].id *= 2;
+		m->s[i].rate /= 2;
+		m->s[i].keys -= m->s[m->n].keys;
+		m->n++;
+	} else if (d->action == KM_POLICY_MERGE) {
+		for (j = 0; j < m->n && m->s[j].id != (d->id ^ 1); j++)
+			;
+		assert_true(j < m->n);
+		m->s[i].id >>= 1;
+		m->s[i].rate += m->s[j].rate;
+		m->s[i].keys += m->s[j].keys;
+		m->s[j] = m->s[--m->n];
+	}
+}
+
+/* Samples until nothing is due for 10 samples in a row. @return decisions taken. */
+static unsigned int
+pl_run(struct pl_model *m, const struct km_policy_place_conf *c, unsigned int max_samples,
+	unsigned int *moves_back)
+{
+	uint64_t last_id[PL_MAX * 4] = {0};
+	uint16_t last_from[PL_MAX * 4] = {0};
+	unsigned int taken = 0, quiet = 0, t, k, nl = 0;
+	struct km_policy_decision d;
+
+	*moves_back = 0;
+	for (t = 0; t < max_samples && quiet < 10; t++) {
+		assert_int_equal(km_policy_place(c, m->s, m->n, m->workers, &m->streak, &d), 0);
+		if (d.action == KM_POLICY_NONE) {
+			quiet++;
+			continue;
+		}
+		quiet = 0;
+		taken++;
+		if (d.action == KM_POLICY_MOVE) {
+			uint32_t i;
+
+			for (i = 0; m->s[i].id != d.id; i++)
+				;
+			/* Moved back to where it came from: oscillation. */
+			for (k = 0; k < nl; k++)
+				if (last_id[k] == d.id && last_from[k] == d.to)
+					(*moves_back)++;
+			if (nl < PL_MAX * 4) {
+				last_id[nl] = d.id;
+				last_from[nl++] = m->s[i].owner;
+			}
+		}
+		pl_apply(m, &d);
+	}
+	assert_true(quiet >= 10);
+	return taken;
+}
+
+static void
+test_place(void **state)
+{
+	const struct km_policy_place_conf c = {.imbalance_pct = 110,
+		.hysteresis = 2,
+		.min_rate = 100,
+		.max_count = 64,
+		.min_count = 8};
+	struct km_policy_decision d;
+	struct pl_model m = {.n = 8, .workers = 2};
+	unsigned int i, taken, back;
+	uint32_t streak = 0;
+
+	(void)state;
+	/* Balanced: nothing to do. */
+	for (i = 0; i < 8; i++)
+		m.s[i] = (struct km_policy_shard){
+			.id = 8 + i, .keys = 1000, .rate = 1000, .owner = (uint16_t)(i % 2)};
+	assert_int_equal(pl_run(&m, &c, 100, &back), 0);
+
+	/* Skewed (a hot set on worker 0's shards): converges within a few moves, never
+	 * back, below the threshold. */
+	for (i = 0; i < 8; i++)
+		m.s[i].rate = i % 2 == 0 ? 5000 + 1000.0 * i : 500;
+	taken = pl_run(&m, &c, 1000, &back);
+	assert_true(taken > 0 && taken <= 8);
+	assert_int_equal(back, 0);
+	assert_true(pl_ratio(&m) <= 1.10);
+
+	/* One shard holds most of the load: too big to move, it is split and its halves
+	 * are spread. */
+	for (i = 0; i < 8; i++)
+		m.s[i] = (struct km_policy_shard){.id = 8 + i,
+			.keys = 1000,
+			.rate = i == 0 ? 80000 : 100,
+			.owner = (uint16_t)(i % 2)};
+	m.n = 8;
+	taken = pl_run(&m, &c, 1000, &back);
+	assert_true(m.n > 8);
+	assert_int_equal(back, 0);
+	assert_true(pl_ratio(&m) <= 1.10);
+
+	/* One hot key: a split leaves all of it in one half; no split after that. */
+	m.n = 2;
+	m.s[0] = (struct km_policy_shard){.id = 2, .keys = 1000, .rate = 90000, .owner = 0};
+	m.s[1] = (struct km_policy_shard){.id = 3, .keys = 1000, .rate = 10, .owner = 1};
+	streak = 0;
+	for (i = 0; i < 5; i++)
+		assert_int_equal(km_policy_place(&c, m.s, m.n, 2, &streak, &d), 0);
+	assert_int_equal(d.action, KM_POLICY_NONE);
+
+	/* Hysteresis: one sample of imbalance does nothing. */
+	m.s[0].rate = 3000;
+	m.s[1].rate = 10;
+	m.s[1].id = 3;
+	m.s[0].id = 2;
+	m.n = 2;
+	{
+		struct km_policy_place_conf c3 = c;
+
+		c3.hysteresis = 3;
+		c3.min_count = 1;
+		streak = 0;
+		assert_int_equal(km_policy_place(&c3, m.s, m.n, 2, &streak, &d), 0);
+		assert_int_equal(d.action, KM_POLICY_NONE);
+		assert_int_equal(streak, 1);
+	}
+
+	/* Cold buddies fold back once balanced, not below min_count. */
+	m.workers = 2;
+	m.n = 10;
+	for (i = 0; i < 8; i++)
+		m.s[i] = (struct km_policy_shard){
+			.id = 8 + i, .keys = 1000, .rate = 1000, .owner = (uint16_t)(i % 2)};
+	m.s[0].id = 16;
+	m.s[0].rate = 1;
+	m.s[8] = (struct km_policy_shard){.id = 17, .keys = 10, .rate = 1, .owner = 0};
+	m.s[9] = (struct km_policy_shard){.id = 9 * 2, .keys = 10, .rate = 0, .owner = 1};
+	m.s[1].id = 19;
+	m.s[1].rate = 999;
+	m.s[9].rate = 1;
+	m.s[1].owner = 1;
+	m.s[9].owner = 1;
+	taken = pl_run(&m, &c, 1000, &back);
+	assert_true(taken >= 1);
+	assert_true(m.n >= c.min_count);
+
+	/* Idle, and bad arguments. */
+	for (i = 0; i < m.n; i++)
+		m.s[i].rate = 0;
+	streak = 0;
+	assert_int_equal(km_policy_place(&c, m.s, m.n, 2, &streak, &d), 0);
+	assert_int_equal(d.action, KM_POLICY_NONE);
+	assert_int_equal(km_policy_place(NULL, m.s, m.n, 2, &streak, &d), -EINVAL);
+	assert_int_equal(km_policy_place(&c, m.s, m.n, 0, &streak, &d), -EINVAL);
+	m.s[0].owner = 7;
+	assert_int_equal(km_policy_place(&c, m.s, m.n, 2, &streak, &d), -EINVAL);
+}
+
 int
 main(void)
 {
@@ -542,6 +741,7 @@ main(void)
 		cmocka_unit_test(test_backlog_depth_known),
 		cmocka_unit_test(test_backlog_watermark),
 		cmocka_unit_test(test_backlog_queue),
+		cmocka_unit_test(test_place),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -55,8 +55,6 @@ usage(FILE *f)
 		"      --hot-prob P       hotset: share of requests to hot keys (default 0.9)\n"
 		"      --hot-move-at S    hotset: the hot set moves after S seconds (default "
 		"never)\n"
-		"      --move-every S     uniform/zipf/hotset: every S seconds the popular keys "
-		"become others (default never)\n"
 		"      --fields N         scan/session: keys per entity (default 16)\n"
 		"      --sessions N       session: concurrent sessions (default 64)\n"
 		"      --seed N           random seed (default 1)\n"
@@ -114,7 +112,6 @@ enum {
 	O_HOT_FRACTION,
 	O_HOT_PROB,
 	O_HOT_MOVE_AT,
-	O_MOVE_EVERY,
 	O_FIELDS,
 	O_SESSIONS,
 	O_SEED,
@@ -198,7 +195,6 @@ static const struct opt_desc opts[] = {
 	DNUM("hot-fraction", O_HOT_FRACTION, wl.hot_fraction, 1e-9, 0.999999),
 	DNUM("hot-prob", O_HOT_PROB, wl.hot_prob, 0, 1),
 	OTHER("hot-move-at", O_HOT_MOVE_AT),
-	OTHER("move-every", O_MOVE_EVERY),
 	UNUM("fields", O_FIELDS, wl.fields, 1, 1 << 20),
 	UNUM("sessions", O_SESSIONS, wl.sessions, 1, 1 << 20),
 	UNUM("seed", O_SEED, wl.seed, 0, UINT64_MAX),
@@ -378,11 +374,6 @@ opt_other(int val, const char *arg, struct bench_cli *cli, int *xport_set, int *
 		if (opt_double("hot-move-at", arg, 0.000001, DURATION_MAX, &d) < 0)
 			return EXIT_USAGE;
 		c->wl.hot_move_at_us = (uint64_t)(d * 1e6);
-		return -1;
-	case O_MOVE_EVERY:
-		if (opt_double("move-every", arg, 0.001, DURATION_MAX, &d) < 0)
-			return EXIT_USAGE;
-		c->wl.move_every_us = (uint64_t)(d * 1e6);
 		return -1;
 	case 'r':
 		if (opt_double("rate", arg, 0, 1e9, &c->rate) < 0)

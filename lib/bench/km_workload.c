@@ -399,13 +399,6 @@ km_wl_next(struct km_wl *wl, uint64_t now_us, struct km_wl_op *op)
 		op->key = km_rng_below(&wl->rng, wl->nb_keys);
 		break;
 	}
-	if (c->move_every_us != 0 && !is_composite(c->dist)) {
-		/* An odd stride near the golden ratio: successive shifts land far apart. */
-		uint64_t stride = (uint64_t)((double)wl->nb_keys * 0.618) | 1;
-		unsigned __int128 shift = (unsigned __int128)(now_us / c->move_every_us) * stride;
-
-		op->key = (uint64_t)(((unsigned __int128)op->key + shift) % wl->nb_keys);
-	}
 }
 
 size_t

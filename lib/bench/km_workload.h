@@ -23,9 +23,6 @@
  *   (uniform inside, uniform over the other keys otherwise). The hot range starts at key
  *   0 and, once now_us >= hot_move_at_us (if not 0), moves to the next hot-range-sized
  *   block of keys (once), so a cache or a re-sharder has to follow.
- * - move_every_us (UNIFORM, ZIPF, HOTSET): every move_every_us the drawn key index is
- *   shifted by a further stride of about 0.618 x nb_keys (modulo nb_keys): the popular keys
- *   become other keys, in other shards, over and over (a hot spot that keeps moving).
  * - SCAN: sequential scans over composite keys: pick an entity uniformly, request its
  *   fields 0 .. fields-1 in order, then pick the next entity.
  * - SESSION: `sessions` clients, each walking its own entity's keys in one template order
@@ -63,8 +60,6 @@ struct km_wl_conf {
 	double hot_fraction;     /* HOTSET: (0, 1) */
 	double hot_prob;         /* HOTSET: [0, 1] */
 	uint64_t hot_move_at_us; /* HOTSET: when the hot range moves (0: never) */
-	uint64_t move_every_us;  /* UNIFORM, ZIPF, HOTSET: every this long the keys the
-				  * distribution draws shift to others (0: never) */
 	uint32_t fields;         /* SCAN, SESSION: keys per entity, >= 1 */
 	uint32_t sessions;       /* SESSION: >= 1 */
 	uint64_t seed;

@@ -265,28 +265,6 @@ test_hotset_moves(void **state)
 	km_wl_free(wl);
 }
 
-/* move_every_us: the popular keys shift by the stride every period, over and over. */
-static void
-test_move_every(void **state)
-{
-	struct km_wl_conf c = base_conf(KM_WL_HOTSET);
-	const unsigned int n = 100000;
-	uint64_t stride;
-	struct km_wl *wl;
-
-	(void)state;
-	c.nb_keys = 10000;
-	c.move_every_us = 1000000;
-	stride = (uint64_t)(10000 * 0.618) | 1;
-	wl = make(&c);
-	assert_true(fabs(share_in(wl, 0, n, 0, 1000) - 0.9) < 0.006);
-	/* Second 1: keys stride .. stride + 999; second 2: twice the stride, wrapped. */
-	assert_true(fabs(share_in(wl, 1500000, n, stride, 1000) - 0.9) < 0.006);
-	assert_true(share_in(wl, 1500000, n, 0, 1000) < 0.02);
-	assert_true(fabs(share_in(wl, 2000000, n, (2 * stride) % 10000, 1000) - 0.9) < 0.006);
-	km_wl_free(wl);
-}
-
 static void
 test_hotset_extremes(void **state)
 {
@@ -770,7 +748,6 @@ main(void)
 		cmocka_unit_test(test_zipf_frequencies),
 		cmocka_unit_test(test_zipf_large_population),
 		cmocka_unit_test(test_hotset_moves),
-		cmocka_unit_test(test_move_every),
 		cmocka_unit_test(test_hotset_extremes),
 		cmocka_unit_test(test_scan_order),
 		cmocka_unit_test(test_session_walks),

@@ -37,14 +37,11 @@ struct km_conf {
 	uint64_t shard_count;
 	uint64_t route_sep;
 	uint64_t route_depth;
-	uint64_t split_rate;    /* req/s of one shard above which it is split (0 = never) */
-	uint64_t merge_rate;    /* req/s of two buddies below which they merge (0 = never) */
-	uint64_t hysteresis;    /* consecutive samples a condition must hold before acting */
-	uint64_t sample_ms;     /* per-shard load sampling period */
-	uint64_t max_count;     /* automatic splits stop at this many shards */
-	uint64_t balance;       /* load-aware placement on (1) or off (0) */
-	uint64_t imbalance_pct; /* placement acts above this % of the mean worker load */
-	uint64_t moves_per_s;   /* placement's bound on changes per second */
+	uint64_t split_rate; /* req/s of one shard above which it is split (0 = never) */
+	uint64_t merge_rate; /* req/s of two buddies below which they merge (0 = never) */
+	uint64_t hysteresis; /* consecutive samples a condition must hold before acting */
+	uint64_t sample_ms;  /* per-shard load sampling period */
+	uint64_t max_count;  /* automatic splits stop at this many shards */
 	/* [store] */
 	char store_driver[32];
 	uint64_t value_max;

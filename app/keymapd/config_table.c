@@ -76,16 +76,8 @@ const struct conf_desc km_conf_descs[] = {
 		"(0 = never; below split_rate)"),
 	U64("shards", "hysteresis", F_RUNTIME, hysteresis, 1, 1000, "3",
 		"consecutive samples a split or merge condition must hold before keymapd acts"),
-	U64("shards", "sample_ms", F_RUNTIME, sample_ms, 50, 60000, "250",
+	U64("shards", "sample_ms", F_RUNTIME, sample_ms, 100, 60000, "1000",
 		"period of the per-shard load samples (milliseconds)"),
-	U64("shards", "balance", F_RUNTIME, balance, 0, 1, "1",
-		"load-aware placement while split_rate and merge_rate are 0: move shards to even "
-		"the workers' load, split a shard too hot to move, merge cold buddies (0 = off)"),
-	U64("shards", "imbalance_pct", F_RUNTIME, imbalance_pct, 101, 1000, "110",
-		"placement acts while the busiest worker carries more than this % of the mean "
-		"load for [shards] hysteresis samples"),
-	U64("shards", "moves_per_s", F_RUNTIME, moves_per_s, 1, 1000, "4",
-		"placement: at most this many moves, splits or merges per second"),
 	U64("shards", "max_count", F_RUNTIME, max_count, 1, 1 << 20, "4096",
 		"automatic splits stop at this many shards (at least count)"),
 	ENUM("store", "driver", 0, store_driver, "mem|log", "mem",

@@ -31,7 +31,6 @@
 #include "shift.h"
 #include "stats.h"
 
-#define PLACE_MIN_RATE  100  /* req/s of all shards under which placement rests */
 #define RESHARD_POLL_US 500  /* control loop period while a split or merge copies */
 #define PF_POLL_US      100  /* control loop period while workers' notes flow */
 #define PF_IDLE_US      1000 /* ... while prefetching is on and nothing flows */
@@ -201,7 +200,6 @@ policy_view(void)
 			.dead_bytes = s->dead_bytes,
 			/* A rewrite would turn damaged keys into absent ones: the operator's. */
 			.pinned = s->quarantined || s->damaged_keys != 0,
-			.owner = s->owner,
 			.hot = s->hot,
 			.cold = s->cold,
 			.chill = s->chill,
@@ -223,63 +221,6 @@ policy_keep(const struct km_policy_shard *v)
 		km_ctl.shards[i].chill = v[i].chill;
 		km_ctl.shards[i].warm = v[i].warm;
 	}
-}
-
-/*
- * Load-aware placement by the last sample (lib/policy: km_policy_place): at most
- * [shards] moves_per_s changes a second. A change refused because a split or merge is
- * under way is tried again later. @return 1 if something changed.
- */
-static int
-ctl_place(void)
-{
-	const struct km_conf *c = &km_ctl.conf;
-	const struct km_policy_place_conf pc = {
-		.imbalance_pct = c->imbalance_pct,
-		.hysteresis = c->hysteresis,
-		.min_rate = PLACE_MIN_RATE,
-		.max_count = c->max_count,
-		.min_count = c->shard_count,
-	};
-	uint64_t now = rte_get_timer_cycles();
-	struct km_policy_decision d;
-	struct km_policy_shard *v;
-	char err[256];
-	int rc;
-
-	if (now - km_ctl.place_tsc < rte_get_timer_hz() / c->moves_per_s || km_ctl_reshard_active())
-		return 0;
-	v = policy_view();
-	if (v == NULL)
-		return 0;
-	rc = km_policy_place(&pc, v, km_ctl.nb_shards, km_dp.nb_workers, &km_ctl.place_streak, &d);
-	if (rc == 0)
-		policy_keep(v);
-	free(v);
-	if (rc < 0 || d.action == KM_POLICY_NONE)
-		return 0;
-	switch (d.action) {
-	case KM_POLICY_MOVE:
-		rc = km_ctl_move(d.id, d.to, err, sizeof(err));
-		if (rc == 0)
-			km_ctl.cnt.auto_moves++;
-		break;
-	case KM_POLICY_SPLIT:
-		rc = km_ctl_split(d.id, err, sizeof(err));
-		if (rc == 0)
-			km_ctl.cnt.auto_splits++;
-		break;
-	default:
-		rc = km_ctl_merge(d.id, err, sizeof(err));
-		if (rc == 0)
-			km_ctl.cnt.auto_merges++;
-		break;
-	}
-	if (rc < 0 && rc != -EBUSY)
-		KM_LOG(WARNING, "placement: %s", err);
-	km_ctl.place_tsc = now;
-	km_ctl_sample(0);
-	return rc == 0;
 }
 
 /*
@@ -344,8 +285,6 @@ ctl_autoshard(void)
 
 	if (km_ctl.shards == NULL)
 		return 0;
-	if (c->split_rate == 0 && c->merge_rate == 0)
-		return c->balance ? ctl_place() : 0;
 	v = policy_view();
 	if (v == NULL)
 		return 0;

@@ -54,7 +54,6 @@ struct km_ctl_shard {
 	X(moves, "shards moved to another worker by an operator")                            \
 	X(auto_splits, "automatic splits of hot shards")                                     \
 	X(auto_merges, "automatic merges of cold buddies")                                   \
-	X(auto_moves, "shards moved by load-aware placement")                                \
 	X(reshard_failures, "re-shardings refused or rolled back")                           \
 	X(to_cold, "shards compacted into the cold tier")                                    \
 	X(to_hot, "cold shards promoted back to the log")                                    \
@@ -108,8 +107,6 @@ struct km_ctl_state {
 	uint64_t last_keys;               /* entries the last re-sharding handed over */
 	struct km_store_stats store;      /* all shards, at the last sample */
 	struct km_reshard_status reshard; /* split/merge in progress, or the last one */
-	uint32_t place_streak;            /* samples the worker load stayed imbalanced */
-	uint64_t place_tsc;               /* when placement last changed something */
 	struct km_ctl_counters cnt;
 };
 

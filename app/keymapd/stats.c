@@ -56,12 +56,6 @@ const struct km_stats_desc km_stats_table[] = {
 			WORK(requests)},
 	{"cycles_per_req", NULL, "busy TSC cycles per request", KM_STAT_GAUGE, KM_STATS_WORKER, 0,
 		WORK(cycles_per_req)},
-	{"load_rps", "keymap_worker_load_rps",
-		"requests/s of the shards the worker owns, decayed, as last sampled (placement "
-		"evens it out)",
-		KM_STAT_GAUGE, KM_STATS_WORKER, 0, WORK(load_rps)},
-	{"shards_owned", "keymap_worker_shards", "shards the worker owns, as last sampled",
-		KM_STAT_GAUGE, KM_STATS_WORKER, 0, WORK(shards_owned)},
 	G(TOTAL, "store_keys", "keymap_store_keys", GAUGE, store_keys,
 		"keys stored, as last sampled"),
 	G(TOTAL, "store_bytes", "keymap_store_bytes", GAUGE, store_bytes,
@@ -265,16 +259,6 @@ km_stats_take(struct km_stats_snap *s)
 	}
 	s->total.cycles_per_req =
 		s->total.requests == 0 ? 0 : s->total.w.busy_cycles / s->total.requests;
-	for (k = 0; k < km_ctl.nb_shards; k++) {
-		const struct km_ctl_shard *sh = &km_ctl.shards[k];
-
-		if (sh->owner < s->nb_workers) {
-			s->w[sh->owner].load_rps += (uint64_t)(sh->rate + 0.5);
-			s->w[sh->owner].shards_owned++;
-		}
-		s->total.load_rps += (uint64_t)(sh->rate + 0.5);
-		s->total.shards_owned++;
-	}
 	s->persistent = km_store_driver(km_ctl.conf.store_driver)->commit != NULL;
 	s->workers = s->nb_workers;
 	if (km_ctl.start_tsc != 0 && now >= km_ctl.start_tsc && hz != 0) {

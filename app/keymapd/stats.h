@@ -29,8 +29,6 @@ struct km_stats_worker {
 	uint64_t requests;       /* km_worker_requests() */
 	uint64_t cycles_per_req; /* busy cycles / requests */
 	uint64_t rxq_drops;      /* the port's drops on this worker's RX queue (q_errors) */
-	uint64_t load_rps;       /* summed decayed rates of its shards, as last sampled */
-	uint64_t shards_owned;   /* its shards, as last sampled */
 	uint64_t lat[KM_LAT_BUCKETS];
 };
 

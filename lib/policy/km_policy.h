@@ -33,7 +33,6 @@ struct km_policy_shard {
 	uint64_t dead_bytes; /* reclaimable by a compaction */
 	uint8_t pinned;      /* no automatic action takes it, nor merges its buddy with it (a
 			      * quarantined shard: its data is not known) */
-	uint16_t owner;      /* worker (km_policy_place) */
 	/* Streaks, in/out: consecutive samples a condition held. Zero for a new shard. */
 	uint32_t hot;   /* rate above split_rate */
 	uint32_t cold;  /* even member of a buddy pair: the pair's rate below merge_rate */
@@ -66,46 +65,13 @@ enum km_policy_action {
 	KM_POLICY_TO_COLD, /* rewrite id into the cold tier */
 	KM_POLICY_TO_HOT,  /* rewrite id back into a log */
 	KM_POLICY_COMPACT, /* rewrite id's log without its dead records */
-	KM_POLICY_MOVE,    /* move id to worker `to` */
 };
 
 /** What a policy decided. */
 struct km_policy_decision {
 	enum km_policy_action action;
 	uint64_t id;
-	uint16_t to; /* KM_POLICY_MOVE */
 };
-
-/** Load-aware placement ([shards] balance, imbalance_pct, ...). */
-struct km_policy_place_conf {
-	uint64_t imbalance_pct; /* act while the busiest worker carries more than this % of the
-				 * mean worker load (e.g. 110) */
-	uint64_t hysteresis;    /* consecutive samples the imbalance must hold */
-	double min_rate;        /* total req/s under which nothing is worth moving */
-	uint64_t max_count;     /* splits stop at this many shards */
-	uint64_t min_count;     /* merges stop at this many shards */
-};
-
-/**
- * Load-aware placement, one sample. Worker load = the summed rates of its shards. While
- * the busiest worker stays above imbalance_pct % of the mean for hysteresis samples
- * (*streak counts them), move from it to the least loaded worker the hottest of its shards
- * whose rate is at most half the gap between the two (and at least a twentieth of it: a
- * move must be worth its pause): the busiest stays at least as loaded
- * as the receiver, so the move is never undone by the next one, and the sum of squared
- * loads falls with every move (no oscillation; it converges). When none is that small, the
- * busiest worker's hottest shard is too big to balance by moves: split it (not a shard of
- * one key, not at the depth limit, not past max_count, not one whose buddy on the same
- * worker has under a tenth of its rate: its last split did not spread the load, a hot
- * key); its halves are then moved. When
- * the workers are balanced, merge the coldest buddy pair whose summed rate stays under a
- * sixteenth of the mean shard rate (cold streaks, hysteresis samples), above min_count
- * shards. Shards must carry their owner. Ties go to the first in s's order.
- * @return 0 and *d (KM_POLICY_NONE: nothing due), -EINVAL.
- * @note Context: any thread; s is not shared during the call.
- */
-int km_policy_place(const struct km_policy_place_conf *c, struct km_policy_shard *s, uint32_t n,
-	uint16_t nb_workers, uint32_t *streak, struct km_policy_decision *d);
 
 /**
  * Automatic re-sharding, one sample. Updates the hot and cold streaks of s[0..n) and

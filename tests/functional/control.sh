@@ -204,9 +204,6 @@ ip = $server
 udp_port = 7070
 [shards]
 count = 4
-; placement off: the operator's re-sharding below counts epochs exactly (section k turns
-; it on)
-balance = 0
 [metrics]
 ip = ${metrics%:*}
 port = ${metrics#*:}
@@ -588,50 +585,6 @@ echo "   merged back to 4 shards by $(jx "stats['total']['auto_merges']") automa
 check "sum(sh['keys']) == $present2 + 2" "keys kept through automatic re-sharding"
 expect 0 "^hello$" "${kcli[@]}" get ctl:greeting
 expect 0 "" "${ctl[@]}" set shards.merge_rate 0
-epoch=$(jx "sh['epoch']")
-
-section "i. load-aware placement"
-# Every shard on worker 0 (operator moves, placement off), then placement on under a
-# uniform load: it moves shards until the workers' loads are within [shards]
-# imbalance_pct, at most moves_per_s a second, with every reply checked.
-cj sh shards
-for id in $(jx "' '.join(str(i) for i, o in zip(sh['id'], sh['owner']) if o != 0)"); do
-	expect 0 "" "${ctl[@]}" move "$id" 0
-done
-cj stats stats
-moves_before=$(jx "stats['total']['auto_moves']")
-for kv in shards.sample_ms=200 shards.hysteresis=2 shards.balance=1; do
-	expect 0 "" "${ctl[@]}" set "$kv"
-done
-timeout -k 5 40 ip netns exec "$ns" "$rclient" -h "$server" -n 2000 -d 15 -s 9 \
-	--preload --stop-file "$tmp/stop3" >"$tmp/client3.out" 2>&1 &
-cl_pid=$!
-ratio=0
-for _ in $(seq 100); do
-	sleep 0.2
-	cj stats stats
-	cj sh shards
-	# Balanced: both workers own shards and carry loads within 1.5x of each other.
-	ratio=$(jx "(lambda a, b: max(a, b) / max(min(a, b), 1))(stats['w0']['load_rps'],
-		stats['w1']['load_rps']) if 0 in sh['owner'] and 1 in sh['owner'] else 99")
-	python3 -c "import sys; sys.exit(0 if $ratio <= 1.5 and \
-		$(jx "stats['total']['auto_moves']") > $moves_before else 1)" && break
-done
-touch "$tmp/stop3"
-rc=0
-wait "$cl_pid" || rc=$?
-cl_pid=
-[ "$rc" -eq 0 ] || { cat "$tmp/client3.out"; fail "reshard_client exit $rc during placement"; }
-grep '^ops ' "$tmp/client3.out"
-auto_moves=$(jx "stats['total']['auto_moves'] - $moves_before")
-[ "$auto_moves" -ge 1 ] || fail "placement moved no shard off the loaded worker in 20 s"
-python3 -c "import sys; sys.exit(0 if $ratio <= 1.5 else 1)" ||
-	fail "placement left the workers' loads $ratio apart"
-[ "$auto_moves" -le 20 ] || fail "placement made $auto_moves moves: thrashing"
-checks=$((checks + 1))
-echo "   placement: $auto_moves moves, the workers' loads within ${ratio}x of each other"
-expect 0 "" "${ctl[@]}" set shards.balance 0
-cj sh shards
 epoch=$(jx "sh['epoch']")
 
 section "shutdown"

@@ -123,10 +123,7 @@ test_defaults_round_trip(void **state)
 	assert_int_equal(c.split_rate, 0);
 	assert_int_equal(c.merge_rate, 0);
 	assert_int_equal(c.hysteresis, 3);
-	assert_int_equal(c.sample_ms, 250);
-	assert_int_equal(c.balance, 1);
-	assert_int_equal(c.imbalance_pct, 110);
-	assert_int_equal(c.moves_per_s, 4);
+	assert_int_equal(c.sample_ms, 1000);
 	assert_int_equal(c.max_count, 4096);
 	assert_string_equal(c.allow, "0.0.0.0/0");
 	assert_int_equal(c.metrics_ip, ip4("127.0.0.1"));
@@ -233,7 +230,7 @@ static const struct bad_case bad_cases[] = {
 	{"[store]\ndedup_entries = 3000\n", 2,
 		{"[store] dedup_entries = '3000': not a power of two"}},
 	{"[shards]\nhysteresis = 0\n", 2, {"[shards] hysteresis = '0': out of range 1..1000"}},
-	{"[shards]\nsample_ms = 49\n", 2, {"[shards] sample_ms = '49': out of range 50..60000"}},
+	{"[shards]\nsample_ms = 99\n", 2, {"[shards] sample_ms = '99': out of range 100..60000"}},
 	{"[shards]\nmax_count = 2097152\n", 2, {"max_count = '2097152': out of range 1..1048576"}},
 	/* max_count < count: the later of the two keys in the file */
 	{"[shards]\nmax_count = 32\ncount = 64\n", 3,
@@ -453,9 +450,6 @@ test_items(void **state)
 		"shards.merge_rate",
 		"shards.hysteresis",
 		"shards.sample_ms",
-		"shards.balance",
-		"shards.imbalance_pct",
-		"shards.moves_per_s",
 		"shards.max_count",
 		"tier.cold_rate",
 		"tier.warm_rate",

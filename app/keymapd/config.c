@@ -216,7 +216,7 @@ struct conf_conflict {
 /*
  * Orders between tunables: lo must stay below hi (strictly, or not above it when !strict);
  * with zero_off, a 0 on either side (a disabled threshold) lifts the order; "auto" on
- * either side lifts it too (the derived values keep it: docs/operations.md 2.12). The message
+ * either side lifts it too (the derived values keep it: docs/operations.md 2.13). The message
  * names one side first: "[s] k = v <rel> [s] k = v (why)".
  */
 static const struct conf_order {

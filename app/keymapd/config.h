@@ -14,7 +14,7 @@
 #define KM_CONF_STR_MAX 256
 
 /* The value of a numeric tunable set to "auto" (those whose help says so): keymapd derives
- * it from what it measures (docs/operations.md 2.12), an explicit number wins. */
+ * it from what it measures (docs/operations.md 2.13), an explicit number wins. */
 #define KM_CONF_AUTO UINT64_MAX
 
 struct km_conf {

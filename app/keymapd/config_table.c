@@ -72,7 +72,7 @@ const struct conf_desc km_conf_descs[] = {
 	U64("shards", "split_rate", F_RUNTIME | F_AUTO, split_rate, 0, 1000000000, "auto",
 		"requests/s of one shard above which keymapd splits it (0 = never; auto = half "
 		"the capacity keymapd measures for the least capable worker: docs/operations.md "
-		"2.12)"),
+		"2.13)"),
 	U64("shards", "merge_rate", F_RUNTIME | F_AUTO, merge_rate, 0, 1000000000, "auto",
 		"combined requests/s of two buddy shards below which keymapd merges them, never "
 		"below count shards (0 = never; below split_rate; auto = a sixteenth of the "

@@ -93,7 +93,7 @@ struct km_ctl_worker {
 };
 
 /* The thresholds in force: the configured ones, or those derived from the measured
- * capacity where the configuration says "auto" (docs/operations.md 2.12). Control lcore:
+ * capacity where the configuration says "auto" (docs/operations.md 2.13). Control lcore:
  * rw after every periodic sample. 0: the policy is off (nothing measured yet for auto). */
 struct km_ctl_derived {
 	uint64_t split_rate;

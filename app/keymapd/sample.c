@@ -5,7 +5,7 @@
  * worker for the figures of its shards (the INFO handshake, all workers in parallel) and
  * keeps them in km_ctl.shards with a decayed request rate per shard, which the automatic
  * policies read; beside them each worker's rate, busy share and capacity (km_ctl.workers)
- * and the thresholds derived from them (km_ctl.derived, docs/operations.md 2.12).
+ * and the thresholds derived from them (km_ctl.derived, docs/operations.md 2.13).
  */
 
 #include <errno.h>
@@ -24,7 +24,7 @@
 /* A period measures a worker's cost per request only with this many requests: fewer say
  * more about the loop's fixed costs than about requests. */
 #define CAPACITY_MIN_REQS 1000
-/* Derived thresholds (docs/operations.md 2.12), as fractions of the least capable
+/* Derived thresholds (docs/operations.md 2.13), as fractions of the least capable
  * worker's capacity: a shard that alone takes half a worker cannot be evened out by moves
  * (it must split); a buddy pair under a sixteenth is cold (and under a quarter of the
  * split rate: a merged pair is never hot enough to split again); below a twentieth of a

@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: BSD-3-Clause
 #
 # Elasticity, short: tools/bench/elastic with keymapd's defaults (adaptive: nothing set but
-# its address) for 14 s, 20,000 keys, the hot keys moving every 5 s. Asserts correctness
+# its address) for 14 s, 20,000 keys, the hot keys moving every 5 s; placement acts above
+# 103 % of the mean (instead of 110 %) so that a short run moves shards whatever the
+# machine's noise. Asserts correctness
 # only, never timing: every GET a hit, no error or timeout, the checker's replies all as
 # its model says, automatic moves happened, within [shards] balance_moves per second, and
 # no shard changed owner more than twice per move of the hot keys (no oscillation). The
@@ -21,7 +23,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 rc=0
 timeout -k 10 240 "$src/tools/bench/elastic" -b "$build" -d 14 -m 5 -k 20000 -c 16 \
-	-o "$tmp" || rc=$?
+	-x shards.balance_pct=103 -o "$tmp" || rc=$?
 if [ "$rc" -ne 0 ]; then
 	for f in elastic.md bench.txt checker.txt; do
 		[ -f "$tmp/$f" ] && { echo "---- $f ----"; cat "$tmp/$f"; }

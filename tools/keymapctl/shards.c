@@ -168,7 +168,8 @@ print_workers(struct ctl *c)
 	table_free(&t);
 	bal = json_object_get(d, "balance");
 	if (json_is_object(bal))
-		printf("\nmost loaded worker at %s%% of the mean; in force: split above %s req/s, "
+		printf("\nmost loaded worker at %s%% of the mean; in force (0: off): split above "
+		       "%s req/s, "
 		       "merge below %s req/s, balance above a mean of %s req/s\n",
 			jfmt(json_object_get(bal, "imbalance_pct")),
 			jfmt(json_object_get(bal, "split_rate")),

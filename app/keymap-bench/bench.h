@@ -43,6 +43,7 @@ struct bench_conf {
 	uint16_t eth_port; /* ethdev port id */
 	/* workload */
 	struct km_wl_conf wl;
+	uint64_t hot_move_us; /* zipf, hotset: the hot keys move every this long (0: never) */
 	uint32_t value_size;
 	const char *trace_path;
 	double trace_speed; /* 0: as fast as the window allows; else timestamps / speed */
@@ -200,6 +201,11 @@ int bench_source_init(struct bench_source *s, const struct bench_phase *ph, uint
 void bench_source_fini(struct bench_source *s);
 /* The next request (now: time in ns, for the hot set's move). @return 0, 1 exhausted. */
 int bench_source_next(struct bench_source *s, uint64_t now, struct bench_req *p);
+/* Key number `key` of the workload t_us into the run with --hot-move-at: every
+ * hot_move_us the numbering rotates (hotset: by the hot range's size, the next block of
+ * keys becomes hot; zipf: by a golden-ratio share of the keys), so the hot keys move.
+ * @return the key number to ask for. @note Context: any thread. */
+uint64_t bench_hot_move(const struct bench_conf *c, uint64_t key, uint64_t t_us);
 /* Bytes of key number `key` into buf (KM_KEY_MAX bytes). @return its length. */
 size_t bench_source_key(const struct bench_source *s, uint32_t key, char *buf);
 

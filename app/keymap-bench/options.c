@@ -53,8 +53,8 @@ usage(FILE *f)
 		"      --theta T          zipf exponent (default 0.99)\n"
 		"      --hot-fraction F   hotset: share of keys that are hot (default 0.01)\n"
 		"      --hot-prob P       hotset: share of requests to hot keys (default 0.9)\n"
-		"      --hot-move-at S    hotset: the hot set moves after S seconds (default "
-		"never)\n"
+		"      --hot-move-at S    zipf, hotset: the hot keys move to other keys every S "
+		"seconds (default never)\n"
 		"      --fields N         scan/session: keys per entity (default 16)\n"
 		"      --sessions N       session: concurrent sessions (default 64)\n"
 		"      --seed N           random seed (default 1)\n"
@@ -373,7 +373,7 @@ opt_other(int val, const char *arg, struct bench_cli *cli, int *xport_set, int *
 	case O_HOT_MOVE_AT:
 		if (opt_double("hot-move-at", arg, 0.000001, DURATION_MAX, &d) < 0)
 			return EXIT_USAGE;
-		c->wl.hot_move_at_us = (uint64_t)(d * 1e6);
+		c->hot_move_us = (uint64_t)(d * 1e6);
 		return -1;
 	case 'r':
 		if (opt_double("rate", arg, 0, 1e9, &c->rate) < 0)
@@ -553,6 +553,11 @@ check_load(struct bench_conf *c, int port_set)
 	}
 	if (c->has_key && c->target != KM_TGT_KEYMAP) {
 		fprintf(stderr, "keymap-bench: --key is for the keymap target\n");
+		return EXIT_USAGE;
+	}
+	if (c->hot_move_us != 0 && (c->trace_path != NULL || (c->wl.dist != KM_WL_ZIPF &&
+								     c->wl.dist != KM_WL_HOTSET))) {
+		fprintf(stderr, "keymap-bench: --hot-move-at is for --dist zipf or hotset\n");
 		return EXIT_USAGE;
 	}
 	if (c->drop_refused && c->rate <= 0) {

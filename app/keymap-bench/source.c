@@ -79,14 +79,34 @@ bench_source_next(struct bench_source *s, uint64_t now, struct bench_req *p)
 			p->due_ns = d >= 1.8e19 ? UINT64_MAX : s->t0 + (uint64_t)d;
 		}
 	} else {
-		km_wl_next(ph->wl, now > s->t0 ? (now - s->t0) / 1000 : 0, &op);
-		p->key = (uint32_t)op.key;
+		uint64_t t_us = now > s->t0 ? (now - s->t0) / 1000 : 0;
+
+		km_wl_next(ph->wl, t_us, &op);
+		p->key = (uint32_t)bench_hot_move(c, op.key, t_us);
 		p->op = op.op;
 		p->vlen = op.op == KM_WL_PUT ? c->value_size : 0;
 		p->session = op.session;
 	}
 	s->issued++;
 	return 0;
+}
+
+uint64_t
+bench_hot_move(const struct bench_conf *c, uint64_t key, uint64_t t_us)
+{
+	const uint64_t n = c->wl.nb_keys;
+	uint64_t m, stride;
+
+	if (c->hot_move_us == 0 || n < 2)
+		return key;
+	m = t_us / c->hot_move_us;
+	/* hotset: the next block of hot keys; zipf: a golden-ratio stride, so that the
+	 * successive places of the head spread over the keys and do not come back soon. */
+	stride = c->wl.dist == KM_WL_HOTSET ? (uint64_t)(c->wl.hot_fraction * (double)n)
+					    : (uint64_t)((double)n * 0.6180339887498949);
+	if (stride == 0)
+		stride = 1;
+	return (key + (m % n) * (stride % n)) % n;
 }
 
 size_t

@@ -103,7 +103,15 @@ desc_apply(const struct conf_desc *d, struct km_conf *c, const char *v, char *wh
 
 	switch (d->type) {
 	case T_U64:
+		if ((d->flags & F_AUTO) != 0 && strcmp(v, "auto") == 0) {
+			*(uint64_t *)base = KM_CONF_AUTO;
+			return 0;
+		}
 		if (km_util_parse_u64(v, 0, UINT64_MAX, &u) < 0) {
+			if ((d->flags & F_AUTO) != 0) {
+				snprintf(why, len, "neither a non-negative integer nor auto");
+				return -1;
+			}
 			snprintf(why, len, "not a non-negative integer");
 			return -1;
 		}
@@ -178,7 +186,10 @@ desc_format(const struct conf_desc *d, const struct km_conf *c, char *buf, size_
 
 	switch (d->type) {
 	case T_U64:
-		snprintf(buf, len, "%" PRIu64, *(const uint64_t *)base);
+		if ((d->flags & F_AUTO) != 0 && *(const uint64_t *)base == KM_CONF_AUTO)
+			snprintf(buf, len, "auto");
+		else
+			snprintf(buf, len, "%" PRIu64, *(const uint64_t *)base);
 		return;
 	case T_STR:
 	case T_ENUM:
@@ -204,7 +215,8 @@ struct conf_conflict {
 
 /*
  * Orders between tunables: lo must stay below hi (strictly, or not above it when !strict);
- * with zero_off, a 0 on either side (a disabled threshold) lifts the order. The message
+ * with zero_off, a 0 on either side (a disabled threshold) lifts the order; "auto" on
+ * either side lifts it too (the derived values keep it: docs/operations.md 2.13). The message
  * names one side first: "[s] k = v <rel> [s] k = v (why)".
  */
 static const struct conf_order {
@@ -237,7 +249,8 @@ conf_check(const struct km_conf *c, struct conf_conflict *x)
 		hi = desc_find(o->hi_sec, o->hi_key);
 		l = *(const uint64_t *)((const char *)c + lo->off);
 		h = *(const uint64_t *)((const char *)c + hi->off);
-		if ((o->zero_off && (l == 0 || h == 0)) || (o->strict ? l < h : l <= h))
+		if ((o->zero_off && (l == 0 || h == 0)) || l == KM_CONF_AUTO || h == KM_CONF_AUTO ||
+			(o->strict ? l < h : l <= h))
 			continue;
 		first = o->hi_first ? hi : lo;
 		second = o->hi_first ? lo : hi;
@@ -247,6 +260,16 @@ conf_check(const struct km_conf *c, struct conf_conflict *x)
 			"[%s] %s = %" PRIu64 " %s [%s] %s = %" PRIu64 " (%s)", first->section,
 			first->key, o->hi_first ? h : l, o->rel, second->section, second->key,
 			o->hi_first ? l : h, o->why);
+		return -1;
+	}
+	/* A ratio to the mean of at most 100 % holds always: every sample would move. */
+	if (c->balance_pct != 0 && c->balance_pct <= 100) {
+		x->a = x->b = desc_find("shards", "balance_pct");
+		snprintf(x->why, sizeof(x->why),
+			"[shards] balance_pct = %" PRIu64
+			" is not above 100 (the busiest worker always carries at least the mean; 0 "
+			"turns placement off)",
+			c->balance_pct);
 		return -1;
 	}
 	return 0;
@@ -650,6 +673,7 @@ km_conf_item(size_t i, struct km_conf_item *out)
 	out->help = d->help;
 	out->is_number = d->type == T_U64;
 	out->runtime = (d->flags & F_RUNTIME) != 0;
+	out->can_auto = (d->flags & F_AUTO) != 0;
 }
 
 void

@@ -13,6 +13,10 @@
 
 #define KM_CONF_STR_MAX 256
 
+/* The value of a numeric tunable set to "auto" (those whose help says so): keymapd derives
+ * it from what it measures (docs/operations.md 2.13), an explicit number wins. */
+#define KM_CONF_AUTO UINT64_MAX
+
 struct km_conf {
 	/* [eal] */
 	char eal_args[KM_CONF_STR_MAX];
@@ -37,11 +41,15 @@ struct km_conf {
 	uint64_t shard_count;
 	uint64_t route_sep;
 	uint64_t route_depth;
-	uint64_t split_rate; /* req/s of one shard above which it is split (0 = never) */
-	uint64_t merge_rate; /* req/s of two buddies below which they merge (0 = never) */
-	uint64_t hysteresis; /* consecutive samples a condition must hold before acting */
-	uint64_t sample_ms;  /* per-shard load sampling period */
-	uint64_t max_count;  /* automatic splits stop at this many shards */
+	uint64_t split_rate;  /* req/s of one shard above which it is split (0 = never, or auto) */
+	uint64_t merge_rate;  /* req/s of two buddies below which they merge (0 = never, or auto) */
+	uint64_t hysteresis;  /* consecutive samples a condition must hold before acting */
+	uint64_t sample_ms;   /* per-shard load sampling period */
+	uint64_t max_count;   /* automatic splits stop at this many shards */
+	uint64_t balance_pct; /* move shards while the busiest worker carries more than
+			       * this percentage of the mean load (0 = never) */
+	uint64_t balance_moves;    /* automatic moves per second at most */
+	uint64_t balance_min_rate; /* mean worker req/s below which nothing moves (or auto) */
 	/* [store] */
 	char store_driver[32];
 	uint64_t value_max;
@@ -114,6 +122,7 @@ struct km_conf_item {
 	const char *help;
 	int is_number; /* value is a number (u64); otherwise a string */
 	int runtime;   /* can be changed while keymapd runs (keymapctl set) */
+	int can_auto;  /* a number that may also be "auto" (KM_CONF_AUTO) */
 };
 
 /** Number of tunables. */
@@ -123,8 +132,8 @@ size_t km_conf_nb_items(void);
 void km_conf_item(size_t i, struct km_conf_item *out);
 
 /*
- * Value of tunable i in c: *num for numbers, text in buf (always filled, the form the
- * INI file takes).
+ * Value of tunable i in c: *num for numbers (KM_CONF_AUTO for "auto"), text in buf (always
+ * filled, the form the INI file takes).
  */
 void km_conf_value(const struct km_conf *c, size_t i, uint64_t *num, char *buf, size_t len);
 

@@ -24,6 +24,7 @@ enum conf_type {
 
 #define F_RUNTIME 0x1 /* may change while keymapd runs (keymapctl set) */
 #define F_POW2    0x2 /* T_U64: a power of two */
+#define F_AUTO    0x4 /* T_U64: may also be "auto" (KM_CONF_AUTO: keymapd derives it) */
 
 struct conf_desc {
 	const char *section;

@@ -69,17 +69,32 @@ const struct conf_desc km_conf_descs[] = {
 	CHAR("shards", "route_sep", 0, route_sep, "/", "component separator of composite keys"),
 	U64("shards", "route_depth", 0, route_depth, 1, 255, "1",
 		"components of a composite key that choose its shard"),
-	U64("shards", "split_rate", F_RUNTIME, split_rate, 0, 1000000000, "0",
-		"requests/s of one shard above which keymapd splits it (0 = never)"),
-	U64("shards", "merge_rate", F_RUNTIME, merge_rate, 0, 1000000000, "0",
-		"combined requests/s of two buddy shards below which keymapd merges them "
-		"(0 = never; below split_rate)"),
+	U64("shards", "split_rate", F_RUNTIME | F_AUTO, split_rate, 0, 1000000000, "auto",
+		"requests/s of one shard above which keymapd splits it (0 = never; auto = half "
+		"the capacity keymapd measures for the least capable worker: docs/operations.md "
+		"2.13)"),
+	U64("shards", "merge_rate", F_RUNTIME | F_AUTO, merge_rate, 0, 1000000000, "auto",
+		"combined requests/s of two buddy shards below which keymapd merges them, never "
+		"below count shards (0 = never; below split_rate; auto = a sixteenth of the "
+		"measured worker capacity and at most a quarter of the split rate)"),
 	U64("shards", "hysteresis", F_RUNTIME, hysteresis, 1, 1000, "3",
-		"consecutive samples a split or merge condition must hold before keymapd acts"),
-	U64("shards", "sample_ms", F_RUNTIME, sample_ms, 100, 60000, "1000",
-		"period of the per-shard load samples (milliseconds)"),
+		"consecutive samples a split, merge or placement condition must hold before "
+		"keymapd acts"),
+	U64("shards", "sample_ms", F_RUNTIME, sample_ms, 100, 60000, "250",
+		"period of the per-shard and per-worker load samples (milliseconds); rates are "
+		"decayed by half each sample"),
 	U64("shards", "max_count", F_RUNTIME, max_count, 1, 1 << 20, "4096",
 		"automatic splits stop at this many shards (at least count)"),
+	U64("shards", "balance_pct", F_RUNTIME, balance_pct, 0, 1000, "110",
+		"keymapd moves shards between workers while the most loaded worker carries more "
+		"than this percentage of the mean worker load for hysteresis samples (0 = never; "
+		"otherwise above 100)"),
+	U64("shards", "balance_moves", F_RUNTIME, balance_moves, 1, 1000, "4",
+		"automatic moves per second at most"),
+	U64("shards", "balance_min_rate", F_RUNTIME | F_AUTO, balance_min_rate, 0, 1000000000,
+		"auto",
+		"mean requests/s of a worker below which no shard moves for balance (auto = a "
+		"twentieth of the measured worker capacity)"),
 	ENUM("store", "driver", 0, store_driver, "mem|log", "mem",
 		"storage driver: mem (volatile, values in DRAM) or log (persistent: a log per "
 		"shard "

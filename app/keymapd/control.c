@@ -33,6 +33,7 @@
 
 #define RESHARD_POLL_US 500  /* control loop period while a split or merge copies */
 #define PF_POLL_US      100  /* control loop period while workers' notes flow */
+#define PLACE_MOVES_MAX 16   /* moves one placement decision may choose */
 #define PF_IDLE_US      1000 /* ... while prefetching is on and nothing flows */
 
 static struct {
@@ -193,6 +194,7 @@ policy_view(void)
 		s = &km_ctl.shards[i];
 		v[i] = (struct km_policy_shard){
 			.id = s->id,
+			.owner = s->owner,
 			.keys = s->keys,
 			.rate = s->rate,
 			.tier = s->tier,
@@ -264,16 +266,19 @@ ctl_autotier(void)
 }
 
 /*
- * Splits and merges by the last sample (lib/policy: km_policy_shards): one change per
- * period, so that each is measured before the next. @return 1 if something was tried.
+ * Splits and merges by the last sample (lib/policy: km_policy_shards) and the thresholds
+ * in force (km_ctl.derived): one change per period, so that each is measured before the
+ * next. A change put off because another re-sharding is in progress (-EBUSY) is tried
+ * again at a later sample: the streaks stay as they were. @return 1 if something was
+ * tried.
  */
 static int
 ctl_autoshard(void)
 {
 	const struct km_conf *c = &km_ctl.conf;
 	const struct km_policy_shard_conf pc = {
-		.split_rate = c->split_rate,
-		.merge_rate = c->merge_rate,
+		.split_rate = km_ctl.derived.split_rate,
+		.merge_rate = km_ctl.derived.merge_rate,
 		.hysteresis = c->hysteresis,
 		.min_count = c->shard_count,
 		.max_count = c->max_count,
@@ -289,26 +294,108 @@ ctl_autoshard(void)
 	if (v == NULL)
 		return 0;
 	rc = km_policy_shards(&pc, v, km_ctl.nb_shards, &d);
-	if (rc == 0)
-		policy_keep(v);
-	free(v);
-	if (rc < 0 || d.action == KM_POLICY_NONE)
+	if (rc < 0 || d.action == KM_POLICY_NONE) {
+		if (rc == 0)
+			policy_keep(v);
+		free(v);
 		return 0;
-	if (d.action == KM_POLICY_SPLIT) {
-		rc = km_ctl_split(d.id, err, sizeof(err));
-		if (rc == 0)
-			km_ctl.cnt.auto_splits++;
-		else
-			KM_LOG(WARNING, "automatic split: %s", err);
-	} else {
-		rc = km_ctl_merge(d.id, err, sizeof(err));
-		if (rc == 0)
-			km_ctl.cnt.auto_merges++;
-		else
-			KM_LOG(WARNING, "automatic merge: %s", err);
 	}
+	if (d.action == KM_POLICY_SPLIT)
+		rc = km_ctl_split(d.id, err, sizeof(err));
+	else
+		rc = km_ctl_merge(d.id, err, sizeof(err));
+	if (rc == -EBUSY) {
+		km_ctl.cnt.reshard_deferred++;
+		free(v);
+		return 1;
+	}
+	policy_keep(v);
+	free(v);
+	if (rc == 0 && d.action == KM_POLICY_SPLIT)
+		km_ctl.cnt.auto_splits++;
+	else if (rc == 0)
+		km_ctl.cnt.auto_merges++;
+	else
+		KM_LOG(WARNING, "automatic %s: %s", d.action == KM_POLICY_SPLIT ? "split" : "merge",
+			err);
 	/* The map changed: the next sample starts from it (the policy restarted every
 	 * streak). */
+	km_ctl_sample(0);
+	return 1;
+}
+
+/* Placement's streak and tokens (control lcore only). */
+static struct km_policy_place_state place_state;
+
+uint16_t
+km_ctl_place(double rate)
+{
+	double load[KM_WORKERS_MAX];
+	uint16_t w;
+
+	for (w = 0; w < km_dp.nb_workers; w++)
+		load[w] = km_ctl.workers[w].load;
+	return km_policy_place_new(load, km_dp.nb_workers, rate);
+}
+
+/*
+ * Moves between workers by the last sample (lib/policy: km_policy_place), dt seconds
+ * after the previous decision, each through km_ctl_move() (an O(1) hand-over of the
+ * store). Nothing moves before a capacity was measured when [shards] balance_min_rate is
+ * auto. When a move is put off (-EBUSY: another re-sharding in progress) the decision's
+ * remaining moves are dropped; if none was made, the streak and tokens are restored so
+ * that the next sample tries again. @return 1 if a shard moved.
+ */
+static int
+ctl_autoplace(double dt)
+{
+	const struct km_conf *c = &km_ctl.conf;
+	const struct km_policy_place_conf pc = {
+		.ratio = (double)c->balance_pct / 100.0,
+		.min_load = (double)km_ctl.derived.balance_min_rate,
+		.hysteresis = (uint32_t)c->hysteresis,
+		.moves_per_s = (double)c->balance_moves,
+	};
+	struct km_policy_place_state saved = place_state;
+	struct km_policy_move mv[PLACE_MOVES_MAX];
+	struct km_policy_shard *v;
+	uint32_t nb = 0, k, done = 0;
+	char err[256];
+	int rc;
+
+	if (km_ctl.shards == NULL || km_dp.nb_workers < 2 ||
+		(c->balance_min_rate == KM_CONF_AUTO && km_ctl.derived.capacity <= 0))
+		return 0;
+	v = policy_view();
+	if (v == NULL)
+		return 0;
+	rc = km_policy_place(&pc, &place_state, v, km_ctl.nb_shards, km_dp.nb_workers, dt, mv,
+		PLACE_MOVES_MAX, &nb);
+	free(v);
+	if (rc < 0) {
+		KM_LOG(WARNING, "automatic placement: %s", strerror(-rc));
+		return 0;
+	}
+	for (k = 0; k < nb; k++) {
+		rc = km_ctl_move(mv[k].id, mv[k].to, err, sizeof(err));
+		if (rc == -EBUSY) {
+			km_ctl.cnt.reshard_deferred++;
+			break;
+		}
+		if (rc < 0) {
+			KM_LOG(WARNING, "automatic move of shard %" PRIu64 " to worker %u: %s",
+				mv[k].id, mv[k].to, err);
+			break;
+		}
+		km_ctl.cnt.auto_moves++;
+		done++;
+	}
+	if (nb > 0 && done == 0 && rc == -EBUSY)
+		place_state = saved;
+	if (done == 0)
+		return 0;
+	km_ctl.cnt.placements++;
+	KM_LOG(INFO, "placement: %u shard(s) moved to even out the workers' load", done);
 	km_ctl_sample(0);
 	return 1;
 }
@@ -433,6 +520,7 @@ km_ctl_set(const char *assignment, char *err, size_t errlen)
 		return rc;
 	}
 	km_ctl.conf = nc;
+	km_ctl_derive();
 	KM_LOG(NOTICE, "set %s", assignment);
 	return 0;
 }
@@ -446,6 +534,7 @@ km_ctl_init(const struct km_conf *conf)
 
 	km_ctl.conf = *conf;
 	km_ctl.start_tsc = rte_get_timer_cycles();
+	km_ctl_derive();
 	rc = km_mailbox_init();
 	if (rc == 0)
 		rc = km_pf_init(conf);
@@ -455,7 +544,8 @@ km_ctl_init(const struct km_conf *conf)
 void
 km_ctl_loop(void)
 {
-	uint64_t hz = rte_get_timer_hz(), last = rte_get_timer_cycles(), now;
+	uint64_t hz = rte_get_timer_hz(), last = rte_get_timer_cycles(), now, before;
+	double place_dt = 0;
 	struct km_interval prev = {0, 0};
 	unsigned int notes = 0;
 	int pf_active = 0;
@@ -482,8 +572,20 @@ km_ctl_loop(void)
 		}
 		now = rte_get_timer_cycles();
 		if (now - km_ctl.sample_tsc >= km_ctl.conf.sample_ms * hz / 1000) {
-			if (km_ctl_sample(1) == 0 && !ctl_autoshard())
-				ctl_autotier();
+			/* One kind of change per sample: splits and merges first (a shard too hot
+			 * to be evened out by moves), then moves, then tiers. Placement's token
+			 * bucket counts the time of the samples it did not see. */
+			before = km_ctl.sample_tsc;
+			if (km_ctl_sample(1) == 0) {
+				if (before != 0)
+					place_dt +=
+						(double)(km_ctl.sample_tsc - before) / (double)hz;
+				if (!ctl_autoshard()) {
+					if (!ctl_autoplace(place_dt))
+						ctl_autotier();
+					place_dt = 0;
+				}
+			}
 		}
 		if (km_ctl.conf.stats_interval_s != 0 &&
 			now - last >= km_ctl.conf.stats_interval_s * hz) {

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include <km_proc.h>
+#include <km_shardmap.h>
 #include <km_store.h>
 
 #include "config.h"
@@ -48,24 +49,27 @@ struct km_ctl_shard {
 };
 
 /* Counters of the control plane (control lcore: rw; read through km_ctl_call). */
-#define KM_CTL_COUNTERS(X)                                                                   \
-	X(splits, "shards split (operator and automatic)")                                   \
-	X(merges, "buddy shards merged (operator and automatic)")                            \
-	X(moves, "shards moved to another worker by an operator")                            \
-	X(auto_splits, "automatic splits of hot shards")                                     \
-	X(auto_merges, "automatic merges of cold buddies")                                   \
-	X(reshard_failures, "re-shardings refused or rolled back")                           \
-	X(to_cold, "shards compacted into the cold tier")                                    \
-	X(to_hot, "cold shards promoted back to the log")                                    \
-	X(compactions, "logs compacted (space of old records reclaimed)")                    \
-	X(tier_failures, "tier changes and compactions refused or rolled back")              \
-	X(keys_handed_over, "entries copied or moved between workers by re-sharding")        \
-	X(commands, "control commands executed (telemetry and metrics)")                     \
-	X(prefetches, "prefetch commands queued to workers")                                 \
-	X(prefetch_started, "prefetches that started a read (worker completions)")           \
-	X(prefetch_nothing, "prefetches with nothing to do: cached, being read, or in DRAM") \
-	X(prefetch_refused, "prefetches a worker refused: no such key, or no room")          \
-	X(cmd_drops, "commands to workers dropped: ctl_to_w ring full")                      \
+#define KM_CTL_COUNTERS(X)                                                                    \
+	X(splits, "shards split (operator and automatic)")                                    \
+	X(merges, "buddy shards merged (operator and automatic)")                             \
+	X(moves, "shards moved to another worker (operator and automatic)")                   \
+	X(auto_splits, "automatic splits of hot shards")                                      \
+	X(auto_merges, "automatic merges of cold buddies")                                    \
+	X(auto_moves, "automatic moves of shards to even out the workers' load")              \
+	X(placements, "placement decisions that moved at least one shard")                    \
+	X(reshard_deferred, "automatic changes put off: another re-sharding was in progress") \
+	X(reshard_failures, "re-shardings refused or rolled back")                            \
+	X(to_cold, "shards compacted into the cold tier")                                     \
+	X(to_hot, "cold shards promoted back to the log")                                     \
+	X(compactions, "logs compacted (space of old records reclaimed)")                     \
+	X(tier_failures, "tier changes and compactions refused or rolled back")               \
+	X(keys_handed_over, "entries copied or moved between workers by re-sharding")         \
+	X(commands, "control commands executed (telemetry and metrics)")                      \
+	X(prefetches, "prefetch commands queued to workers")                                  \
+	X(prefetch_started, "prefetches that started a read (worker completions)")            \
+	X(prefetch_nothing, "prefetches with nothing to do: cached, being read, or in DRAM")  \
+	X(prefetch_refused, "prefetches a worker refused: no such key, or no room")           \
+	X(cmd_drops, "commands to workers dropped: ctl_to_w ring full")                       \
 	X(samples, "access samples received from workers (w_to_ctl)")
 
 struct km_ctl_counters {
@@ -92,6 +96,31 @@ struct km_reshard_status {
 	uint32_t epoch;    /* of the map published */
 };
 
+/*
+ * One worker as the control lcore last sampled it (every [shards] sample_ms). Control
+ * lcore: rw (km_ctl_sample); other threads read it only through km_ctl_call.
+ */
+struct km_ctl_worker {
+	double rate;          /* requests/s it answered, decayed like the shards' rates */
+	double load;          /* sum of its shards' decayed rates: what placement evens out */
+	double busy;          /* share of the last period spent on iterations with work, 0..1 */
+	double capacity;      /* requests/s it could answer: TSC rate / busy cycles per request
+			       * (decayed; 0 until a period with enough requests measured it) */
+	uint32_t shards;      /* shards it owns */
+	uint64_t requests;    /* km_worker_requests() at the last periodic sample */
+	uint64_t busy_cycles; /* its busy_cycles at the last periodic sample */
+};
+
+/* The thresholds in force: the configured ones, or those derived from the measured
+ * capacity where the configuration says "auto" (docs/operations.md 2.13). Control lcore:
+ * rw after every periodic sample. 0: the policy is off (nothing measured yet for auto). */
+struct km_ctl_derived {
+	uint64_t split_rate;
+	uint64_t merge_rate;
+	uint64_t balance_min_rate;
+	double capacity; /* requests/s of the least capable measured worker, 0: none yet */
+};
+
 /* Every field: written by the control lcore only (km_ctl_init on the main lcore before
  * any other thread runs); read by the control lcore and by the functions it runs for
  * other threads through km_ctl_call (telemetry, metrics). Workers never touch it. */
@@ -108,6 +137,8 @@ struct km_ctl_state {
 	struct km_store_stats store;      /* all shards, at the last sample */
 	struct km_reshard_status reshard; /* split/merge in progress, or the last one */
 	struct km_ctl_counters cnt;
+	struct km_ctl_worker workers[KM_WORKERS_MAX]; /* [km_dp.nb_workers] */
+	struct km_ctl_derived derived;
 };
 
 /* Control lcore only, and functions it runs for other threads through km_ctl_call(). */
@@ -174,6 +205,16 @@ int km_ctl_reshard_active(void);
 void km_ctl_reshard_fini(void);
 
 /*
+ * The worker a new shard with this request rate should go to, by current load: the one
+ * whose load (the sum of its shards' decayed rates, km_ctl.workers[].load, as last
+ * sampled) plus rate is the smallest, the first by index on a tie (lib/policy:
+ * km_policy_place_new). The automatic placement moves shards to the same worker.
+ * @return a worker index < km_dp.nb_workers.
+ * @note Context: control lcore (reads the last sample).
+ */
+uint16_t km_ctl_place(double rate);
+
+/*
  * Rewrite a shard of a persistent store while the others serve: into the given tier
  * (KM_TIER_COLD: a compressed segment; KM_TIER_HOT: a log), or, with tier -1, into a
  * new log of its tier (a compaction: only each key's latest record is kept). The shard
@@ -225,6 +266,11 @@ int km_ctl_set(const char *assignment, char *err, size_t errlen);
  * @note Context: control lcore (waits for every worker's INFO handshake).
  */
 int km_ctl_sample(int periodic);
+
+/* Derive km_ctl.derived again from km_ctl.conf and the last measured capacity (after a
+ * change of the configuration: an explicit value takes effect at once).
+ * @note Context: control lcore. */
+void km_ctl_derive(void);
 
 /* Parse and publish a new allow-list (RCU). @return 0, -EINVAL (err says why), -ENOMEM.
  * @note Context: control lcore, or the main lcore before it (waits for a grace period). */

@@ -518,6 +518,32 @@ km_ctl_reshard_fini(void)
 		grave_step();
 }
 
+/*
+ * A split's halves are copied on the parent's owner: with placement on ([shards]
+ * balance_pct), the upper one then goes where placement would put a new shard of its rate
+ * (km_ctl_place: the least loaded worker), if that is another worker. The store is handed
+ * over: O(1).
+ */
+static void
+place_child(uint64_t id, uint16_t owner)
+{
+	double rate = 0;
+	char err[256];
+	uint16_t to;
+	uint32_t i;
+
+	for (i = 0; i < km_ctl.nb_shards; i++)
+		if (km_ctl.shards[i].id == id >> 1)
+			rate = km_ctl.shards[i].rate / 2;
+	if (km_ctl.conf.balance_pct == 0 || km_dp.nb_workers < 2 || rate <= 0)
+		return; /* placement off: the operator places */
+	to = km_ctl_place(rate);
+	if (to == owner || to >= km_dp.nb_workers)
+		return;
+	if (km_ctl_move(id, to, err, sizeof(err)) < 0)
+		KM_LOG(WARNING, "placing shard %" PRIu64 " of a split: %s", id, err);
+}
+
 int
 km_ctl_reshard_active(void)
 {
@@ -532,7 +558,7 @@ km_ctl_reshard_tick(void)
 	struct km_wcmd *c;
 	uint64_t keys, pause_us;
 	struct km_store *old[2];
-	int rc;
+	int rc, place = 0;
 
 	grave_step();
 	if (!j->active)
@@ -588,6 +614,7 @@ km_ctl_reshard_tick(void)
 	j->epoch = km_shardmap_epoch(km_map_current);
 	if (j->kind == KM_MIG_SPLIT) {
 		km_ctl.cnt.splits++;
+		place = 1;
 		job_end(0,
 			"split shard %" PRIu64 " (worker %u) into %" PRIu64 " and %" PRIu64
 			": %" PRIu64 " entries copied while serving in %" PRIu64
@@ -603,6 +630,8 @@ km_ctl_reshard_tick(void)
 			j->id * 2, j->id * 2 + 1, j->owner, j->id, keys, usec_since(j->t0) / 1000,
 			j->epoch, pause_us);
 	}
+	if (place)
+		place_child(j->id * 2 + 1, j->owner);
 }
 
 int

@@ -4,7 +4,8 @@
  * Load sampling: every [shards] sample_ms, and on demand, the control lcore asks every
  * worker for the figures of its shards (the INFO handshake, all workers in parallel) and
  * keeps them in km_ctl.shards with a decayed request rate per shard, which the automatic
- * policies read.
+ * policies read; beside them each worker's rate, busy share and capacity (km_ctl.workers)
+ * and the thresholds derived from them (km_ctl.derived, docs/operations.md 2.13).
  */
 
 #include <errno.h>
@@ -20,6 +21,17 @@
 #include "mailbox.h"
 
 #define RATE_DECAY 0.5 /* weight of the newest sample in a shard's rate */
+/* A period measures a worker's cost per request only with this many requests: fewer say
+ * more about the loop's fixed costs than about requests. */
+#define CAPACITY_MIN_REQS 1000
+/* Derived thresholds (docs/operations.md 2.13), as fractions of the least capable
+ * worker's capacity: a shard that alone takes half a worker cannot be evened out by moves
+ * (it must split); a buddy pair under a sixteenth is cold (and under a quarter of the
+ * split rate: a merged pair is never hot enough to split again); below a twentieth of a
+ * worker's capacity on average, an imbalance costs nothing worth a move. */
+#define AUTO_SPLIT_SHARE   0.5
+#define AUTO_MERGE_SHARE   (1.0 / 16)
+#define AUTO_BALANCE_SHARE (1.0 / 20)
 
 static int
 info_cmp(const void *a, const void *b)
@@ -47,6 +59,91 @@ km_worker_requests(const struct km_worker *w)
 		return w->cnt.rx_pkts;
 	return pc->req_ping + pc->req_get + pc->req_mget + pc->req_put + pc->req_cas + pc->req_del +
 	       pc->req_map + pc->bad_request + pc->moved;
+}
+
+/* The thresholds in force: explicit values of the configuration, or derived from cap. */
+static void
+derive(const struct km_conf *c, double cap, struct km_ctl_derived *d)
+{
+	d->capacity = cap;
+	if (c->split_rate != KM_CONF_AUTO)
+		d->split_rate = c->split_rate;
+	else if (cap <= 0)
+		d->split_rate = 0;
+	else
+		/* Keeps above an explicit merge_rate: a merged pair must not split again. */
+		d->split_rate = RTE_MAX((uint64_t)(cap * AUTO_SPLIT_SHARE),
+			c->merge_rate == KM_CONF_AUTO ? 1 : 2 * c->merge_rate + 1);
+	if (c->merge_rate != KM_CONF_AUTO)
+		d->merge_rate = c->merge_rate;
+	else if (cap <= 0)
+		d->merge_rate = 0;
+	else if (d->split_rate != 0)
+		d->merge_rate = RTE_MIN((uint64_t)(cap * AUTO_MERGE_SHARE), d->split_rate / 4);
+	else
+		d->merge_rate = (uint64_t)(cap * AUTO_MERGE_SHARE);
+	if (c->balance_min_rate != KM_CONF_AUTO)
+		d->balance_min_rate = c->balance_min_rate;
+	else
+		d->balance_min_rate = (uint64_t)(cap * AUTO_BALANCE_SHARE);
+}
+
+/*
+ * Each worker's load and shard count from the new sample ns[0..n); with periodic, dt
+ * seconds after the previous periodic sample, its rate, busy share and capacity too, and
+ * then the derived thresholds.
+ */
+static void
+workers_update(const struct km_ctl_shard *ns, uint32_t n, int periodic, double dt)
+{
+	const double hz = (double)rte_get_tsc_hz();
+	struct km_ctl_worker *w;
+	uint64_t req, busy, dreq, dbusy;
+	double cap = 0, c;
+	uint32_t i;
+	uint16_t k;
+
+	for (k = 0; k < km_dp.nb_workers; k++) {
+		km_ctl.workers[k].load = 0;
+		km_ctl.workers[k].shards = 0;
+	}
+	for (i = 0; i < n; i++) {
+		if (ns[i].owner >= km_dp.nb_workers)
+			continue;
+		km_ctl.workers[ns[i].owner].load += ns[i].rate;
+		km_ctl.workers[ns[i].owner].shards++;
+	}
+	if (!periodic)
+		return;
+	for (k = 0; k < km_dp.nb_workers; k++) {
+		w = &km_ctl.workers[k];
+		/* Plain words the worker updates alone: may be one update old, never torn. */
+		req = km_worker_requests(&km_dp.workers[k]);
+		busy = km_dp.workers[k].cnt.busy_cycles;
+		if (dt > 0 && req >= w->requests && busy >= w->busy_cycles) {
+			dreq = req - w->requests;
+			dbusy = busy - w->busy_cycles;
+			w->rate = (1.0 - RATE_DECAY) * w->rate + RATE_DECAY * (double)dreq / dt;
+			w->busy = RTE_MIN(1.0, (double)dbusy / (dt * hz));
+			if (dreq >= CAPACITY_MIN_REQS && dbusy > 0) {
+				c = hz * (double)dreq / (double)dbusy;
+				w->capacity = w->capacity <= 0 ? c
+							       : (1.0 - RATE_DECAY) * w->capacity +
+									 RATE_DECAY * c;
+			}
+		}
+		w->requests = req;
+		w->busy_cycles = busy;
+		if (w->capacity > 0 && (cap <= 0 || w->capacity < cap))
+			cap = w->capacity;
+	}
+	derive(&km_ctl.conf, cap, &km_ctl.derived);
+}
+
+void
+km_ctl_derive(void)
+{
+	derive(&km_ctl.conf, km_ctl.derived.capacity, &km_ctl.derived);
 }
 
 /* Ask every worker for its shards (all in parallel). @return 0 and a sorted array of
@@ -206,5 +303,6 @@ km_ctl_sample(int periodic)
 	km_ctl.store = tot;
 	km_ctl.shards = ns;
 	km_ctl.nb_shards = km_shardmap_nb_shards(m);
+	workers_update(ns, km_ctl.nb_shards, periodic, dt);
 	return 0;
 }

@@ -56,6 +56,18 @@ const struct km_stats_desc km_stats_table[] = {
 			WORK(requests)},
 	{"cycles_per_req", NULL, "busy TSC cycles per request", KM_STAT_GAUGE, KM_STATS_WORKER, 0,
 		WORK(cycles_per_req)},
+	{"req_per_s", "keymap_worker_requests_per_second",
+		"requests per second the worker answered, decayed over the load samples",
+		KM_STAT_GAUGE, KM_STATS_WORKER, 0, WORK(req_per_s)},
+	{"busy_pct", "keymap_worker_busy_percent",
+		"share of the last load sample period the worker spent on iterations with work",
+		KM_STAT_GAUGE, KM_STATS_WORKER, 0, WORK(busy_pct)},
+	{"owned_shards", "keymap_worker_shards", "shards the worker owns", KM_STAT_GAUGE,
+		KM_STATS_WORKER, 0, WORK(owned_shards)},
+	{"capacity", "keymap_worker_capacity_requests_per_second",
+		"requests per second the worker could answer: TSC rate / busy cycles per request "
+		"(0 until measured)",
+		KM_STAT_GAUGE, KM_STATS_WORKER, 0, WORK(capacity)},
 	G(TOTAL, "store_keys", "keymap_store_keys", GAUGE, store_keys,
 		"keys stored, as last sampled"),
 	G(TOTAL, "store_bytes", "keymap_store_bytes", GAUGE, store_bytes,
@@ -77,6 +89,16 @@ const struct km_stats_desc km_stats_table[] = {
 		"frames the port dropped on the workers' RX queues"),
 	G(PORT, "tx_drops", NULL, COUNTER, total.w.tx_drops,
 		"replies the workers dropped: a TX queue was full"),
+	G(BALANCE, "split_rate", "keymap_balance_split_rate", GAUGE, bal_split_rate,
+		"requests/s of a shard above which it is split, in force (0: off)"),
+	G(BALANCE, "merge_rate", "keymap_balance_merge_rate", GAUGE, bal_merge_rate,
+		"requests/s of a buddy pair below which it merges, in force (0: off)"),
+	G(BALANCE, "min_rate", "keymap_balance_min_rate", GAUGE, bal_min_rate,
+		"mean worker requests/s below which no shard moves for balance, in force"),
+	G(BALANCE, "capacity", "keymap_balance_capacity", GAUGE, bal_capacity,
+		"requests/s of the least capable worker, as measured (0: not yet)"),
+	G(BALANCE, "imbalance_pct", "keymap_balance_imbalance_percent", GAUGE, bal_imbalance_pct,
+		"load of the most loaded worker in percent of the mean worker load"),
 	G(STORE, "cold_shards", "keymap_store_cold_shards", GAUGE, store.tier,
 		"shards in the cold tier"),
 	G(STORE, "index_bytes", "keymap_store_index_bytes", GAUGE, store.index_bytes,
@@ -223,6 +245,7 @@ km_stats_take(struct km_stats_snap *s)
 	uint64_t rxq_drops[KM_WORKERS_MAX];
 	const struct km_cache_counters *cc;
 	struct km_stats_worker *x;
+	double load_sum = 0, load_max = 0;
 	uint16_t i;
 	uint32_t k;
 
@@ -248,6 +271,17 @@ km_stats_take(struct km_stats_snap *s)
 		x->requests = km_worker_requests(w);
 		x->cycles_per_req = x->requests == 0 ? 0 : x->w.busy_cycles / x->requests;
 		x->rxq_drops = rxq_drops[i];
+		x->req_per_s = (uint64_t)(km_ctl.workers[i].rate + 0.5);
+		x->busy_pct = (uint64_t)(km_ctl.workers[i].busy * 100 + 0.5);
+		x->owned_shards = km_ctl.workers[i].shards;
+		x->capacity = (uint64_t)(km_ctl.workers[i].capacity + 0.5);
+		s->total.req_per_s += x->req_per_s;
+		s->total.busy_pct += x->busy_pct;
+		s->total.owned_shards += x->owned_shards;
+		s->total.capacity += x->capacity;
+		load_sum += km_ctl.workers[i].load;
+		if (km_ctl.workers[i].load > load_max)
+			load_max = km_ctl.workers[i].load;
 		s->total.rxq_drops += x->rxq_drops;
 		add_words(&s->total.w, &x->w, sizeof(x->w));
 		add_words(&s->total.p, &x->p, sizeof(x->p));
@@ -259,6 +293,14 @@ km_stats_take(struct km_stats_snap *s)
 	}
 	s->total.cycles_per_req =
 		s->total.requests == 0 ? 0 : s->total.w.busy_cycles / s->total.requests;
+	if (s->nb_workers != 0)
+		s->total.busy_pct /= s->nb_workers;
+	s->bal_split_rate = km_ctl.derived.split_rate;
+	s->bal_merge_rate = km_ctl.derived.merge_rate;
+	s->bal_min_rate = km_ctl.derived.balance_min_rate;
+	s->bal_capacity = (uint64_t)(km_ctl.derived.capacity + 0.5);
+	s->bal_imbalance_pct =
+		load_sum > 0 ? (uint64_t)(100 * load_max * s->nb_workers / load_sum + 0.5) : 0;
 	s->persistent = km_store_driver(km_ctl.conf.store_driver)->commit != NULL;
 	s->workers = s->nb_workers;
 	if (km_ctl.start_tsc != 0 && now >= km_ctl.start_tsc && hz != 0) {

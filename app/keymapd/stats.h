@@ -29,6 +29,11 @@ struct km_stats_worker {
 	uint64_t requests;       /* km_worker_requests() */
 	uint64_t cycles_per_req; /* busy cycles / requests */
 	uint64_t rxq_drops;      /* the port's drops on this worker's RX queue (q_errors) */
+	/* Load as last sampled (km_ctl.workers); total: sums, busy_pct the mean. */
+	uint64_t req_per_s;    /* requests/s answered, decayed */
+	uint64_t busy_pct;     /* share of the last sample period with work, percent */
+	uint64_t owned_shards; /* shards it owns */
+	uint64_t capacity;     /* requests/s it could answer (0: not measured yet) */
 	uint64_t lat[KM_LAT_BUCKETS];
 };
 
@@ -54,6 +59,9 @@ struct km_stats_snap {
 	uint64_t epoch;
 	double reshard_pause_seconds;
 	struct km_ctl_counters ctl;
+	/* Placement and re-sharding thresholds in force (km_ctl.derived) */
+	uint64_t bal_split_rate, bal_merge_rate, bal_min_rate, bal_capacity;
+	uint64_t bal_imbalance_pct;     /* most loaded worker's load / mean load, percent */
 	struct km_store_stats store;    /* as last sampled */
 	struct km_cache_counters cache; /* summed over the workers */
 	struct km_pf_stats pf;          /* predictive prefetch (persistent drivers) */
@@ -70,6 +78,7 @@ enum km_stats_where {
 	KM_STATS_CACHE,    /* struct km_stats_snap, in "cache" (persistent drivers only) */
 	KM_STATS_PREFETCH, /* struct km_stats_snap, in "prefetch" (persistent drivers only) */
 	KM_STATS_PORT,     /* struct km_stats_snap, in "port"; Prometheus: a port label */
+	KM_STATS_BALANCE,  /* struct km_stats_snap, in "balance" */
 };
 
 /* One figure. */

@@ -212,6 +212,7 @@ ctl_stats(void *arg)
 	add_section(d, &s, KM_STATS_TOP, 0);
 	add_dict(d, "total", &s, KM_STATS_TOTAL, s.nb_workers);
 	add_dict(d, "port", &s, KM_STATS_PORT, 0);
+	add_dict(d, "balance", &s, KM_STATS_BALANCE, 0);
 	if (s.persistent) {
 		add_dict(d, "store", &s, KM_STATS_STORE, 0);
 		add_dict(d, "cache", &s, KM_STATS_CACHE, 0);
@@ -315,7 +316,7 @@ add_value(struct rte_tel_data *t, const char *name, size_t i)
 
 	km_conf_item(i, &it);
 	km_conf_value(&km_ctl.conf, i, &num, buf, sizeof(buf));
-	if (it.is_number) {
+	if (it.is_number && !(it.can_auto && num == KM_CONF_AUTO)) {
 		rte_tel_data_add_dict_u64(t, name, num);
 	} else if (strlen(buf) < RTE_TEL_MAX_STRING_LEN) {
 		rte_tel_data_add_dict_string(t, name, buf);

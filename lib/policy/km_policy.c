@@ -133,3 +133,103 @@ km_policy_tiers(const struct km_policy_tier_conf *c, struct km_policy_shard *s, 
 		pick->chill = pick->warm = 0;
 	return 0;
 }
+
+uint16_t
+km_policy_place_new(const double *load, uint16_t nb_workers, double rate)
+{
+	uint16_t w, best = 0;
+
+	if (load == NULL)
+		return 0;
+	for (w = 1; w < nb_workers; w++)
+		if (load[w] + rate < load[best] + rate)
+			best = w;
+	return best;
+}
+
+/* The most loaded of load[0..nb) (the first by index on a tie). */
+static uint16_t
+most_loaded(const double *load, uint16_t nb)
+{
+	uint16_t w, best = 0;
+
+	for (w = 1; w < nb; w++)
+		if (load[w] > load[best])
+			best = w;
+	return best;
+}
+
+int
+km_policy_place(const struct km_policy_place_conf *c, struct km_policy_place_state *st,
+	const struct km_policy_shard *s, uint32_t n, uint16_t nb_workers, double dt,
+	struct km_policy_move *mv, uint32_t max_mv, uint32_t *nb_mv)
+{
+	double *load, total = 0, mean, target, gap, burst;
+	uint8_t *moved;
+	uint16_t hi, lo;
+	uint32_t i, pick;
+	int rc = 0;
+
+	if (c == NULL || st == NULL || nb_mv == NULL || (s == NULL && n != 0) ||
+		(mv == NULL && max_mv != 0) || nb_workers == 0 || c->hysteresis == 0 ||
+		!(c->ratio == 0 || c->ratio > 1) || !(c->moves_per_s > 0) || !(dt >= 0))
+		return -EINVAL;
+	*nb_mv = 0;
+	for (i = 0; i < n; i++)
+		if (s[i].owner >= nb_workers)
+			return -EINVAL;
+	load = calloc(nb_workers, sizeof(*load));
+	moved = calloc((size_t)n + 1, 1);
+	if (load == NULL || moved == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	burst = c->moves_per_s > 1 ? c->moves_per_s : 1;
+	st->tokens += c->moves_per_s * dt;
+	if (st->tokens > burst)
+		st->tokens = burst;
+	for (i = 0; i < n; i++) {
+		load[s[i].owner] += s[i].rate;
+		total += s[i].rate;
+	}
+	mean = total / nb_workers;
+	hi = most_loaded(load, nb_workers);
+	if (c->ratio == 0 || nb_workers < 2 || !(mean > 0) || mean < c->min_load ||
+		load[hi] <= c->ratio * mean) {
+		st->over = 0;
+		goto out;
+	}
+	if (st->over < UINT32_MAX)
+		st->over++;
+	if (st->over < c->hysteresis)
+		goto out;
+	target = mean * (1 + (c->ratio - 1) / 2);
+	while (*nb_mv < max_mv && st->tokens >= 1) {
+		hi = most_loaded(load, nb_workers);
+		lo = km_policy_place_new(load, nb_workers, 0);
+		if (load[hi] <= target)
+			break;
+		gap = load[hi] - load[lo];
+		pick = n;
+		for (i = 0; i < n; i++) {
+			if (s[i].owner != hi || moved[i] || s[i].pinned || !(s[i].rate > 0) ||
+				s[i].rate > gap / 2)
+				continue;
+			if (pick == n || s[i].rate > s[pick].rate)
+				pick = i;
+		}
+		if (pick == n)
+			break;
+		moved[pick] = 1;
+		load[hi] -= s[pick].rate;
+		load[lo] += s[pick].rate;
+		mv[(*nb_mv)++] = (struct km_policy_move){.id = s[pick].id, .from = hi, .to = lo};
+		st->tokens -= 1;
+	}
+	if (*nb_mv > 0)
+		st->over = 0;
+out:
+	free(load);
+	free(moved);
+	return rc;
+}

@@ -6,8 +6,8 @@
  * @file
  * Automatic policies of the control plane, as pure functions: given the load of every
  * shard as last sampled and the thresholds, decide what to change (split or merge a
- * shard, move one to another tier, compact its log). They never act: the control lcore
- * applies the decision through its re-sharding transaction.
+ * shard, move shards between workers, move one to another tier, compact its log). They
+ * never act: the control lcore applies the decision through its re-sharding transaction.
  *
  * Streaks: a condition must hold for `hysteresis` consecutive samples before anything is
  * done. Each call is one sample: it updates the streak counters of the shards it is
@@ -26,6 +26,7 @@
 /** One shard as the policies see it. */
 struct km_policy_shard {
 	uint64_t id;         /* shard id (buddy: id ^ 1) */
+	uint16_t owner;      /* worker that owns it (placement) */
 	uint64_t keys;       /* entries stored */
 	double rate;         /* requests/s, decayed over the samples */
 	uint8_t tier;        /* enum km_tier (persistent drivers) */
@@ -101,6 +102,65 @@ int km_policy_shards(const struct km_policy_shard_conf *c, struct km_policy_shar
  */
 int km_policy_tiers(const struct km_policy_tier_conf *c, struct km_policy_shard *s, uint32_t n,
 	struct km_policy_decision *d);
+
+/*
+ * Load-aware placement: which worker should own which shard so that every worker carries
+ * about the mean load. A worker's load is the sum of the rates of the shards it owns.
+ *
+ * Hysteresis and bounds, so that it never thrashes: nothing moves while the mean load is
+ * below min_load (an idle server has nothing to even out), nor until the most loaded
+ * worker has carried more than ratio x the mean for hysteresis consecutive samples. Then
+ * moves are chosen greedily on the loads as they would be after the moves already chosen:
+ * from the most loaded worker to the least loaded one, the shard whose rate is the
+ * largest that is at most half their gap (so that the pair's larger load strictly
+ * shrinks: a shard never goes to a worker that ends up more loaded than the one it left,
+ * and with steady rates the sum of the squared loads falls with every move: no cycle),
+ * until the most loaded worker is within half the margin (1 + (ratio - 1) / 2 of the
+ * mean) or no shard qualifies. A token bucket bounds the moves: moves_per_s tokens a
+ * second, at most max(1, moves_per_s) saved; each move takes one. A decision that moves
+ * anything restarts the streak: its effect is measured before the next one.
+ */
+struct km_policy_place_conf {
+	double ratio;        /* act above this max/mean load (> 1); 0 = never move */
+	double min_load;     /* mean load (requests/s) below which nothing moves */
+	uint32_t hysteresis; /* consecutive samples above ratio before moving (>= 1) */
+	double moves_per_s;  /* token rate of the move bound (> 0) */
+};
+
+/** What the placement keeps between two samples (zero it to start). */
+struct km_policy_place_state {
+	uint32_t over; /* consecutive samples above ratio */
+	double tokens; /* moves allowed now */
+};
+
+/** One move: shard id from worker `from` to worker `to`. */
+struct km_policy_move {
+	uint64_t id;
+	uint16_t from;
+	uint16_t to;
+};
+
+/**
+ * Placement, one sample taken dt seconds after the previous one: s[0..n) with their
+ * owners and rates, nb_workers workers. Updates st (streak and tokens) and chooses at most
+ * max_mv moves into mv[0..*nb_mv), in the order they are to be made. Pinned shards and
+ * shards of rate 0 never move; ties go to the first worker by index and to the first
+ * shard in s's order, so equal inputs give equal moves.
+ * @return 0 (*nb_mv may be 0), -EINVAL (NULL, nb_workers 0, an owner >= nb_workers, ratio
+ *   in (0, 1], hysteresis 0, moves_per_s <= 0, dt < 0), -ENOMEM (st unchanged).
+ * @note Context: any thread; s, st and mv are not shared during the call.
+ */
+int km_policy_place(const struct km_policy_place_conf *c, struct km_policy_place_state *st,
+	const struct km_policy_shard *s, uint32_t n, uint16_t nb_workers, double dt,
+	struct km_policy_move *mv, uint32_t max_mv, uint32_t *nb_mv);
+
+/**
+ * The worker a new shard of the given rate should go to: the one whose load plus rate is
+ * the smallest (the least loaded; the first by index on a tie). load[0..nb_workers).
+ * @return the worker's index; 0 when nb_workers is 0 or load is NULL.
+ * @note Context: any thread.
+ */
+uint16_t km_policy_place_new(const double *load, uint16_t nb_workers, double rate);
 
 /*
  * Overload of a worker, judged once per loop iteration from its RX burst: is the RX queue

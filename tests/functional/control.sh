@@ -155,7 +155,8 @@ wait_stat() {
 # state: epoch, shards and owners, and the tunables refusals try to change. From the
 # tables (no JSON parsing: it runs twice per refusal).
 state() {
-	"${ctl[@]}" shards | awk 'NR == 1 || NR > 3 { print $1, $2, $3, $4 }' ||
+	# The shard table only: the workers' live load follows it after a blank line.
+	"${ctl[@]}" shards | awk 'NR > 3 && NF == 0 { exit } NR == 1 || NR > 3 { print $1, $2, $3, $4 }' ||
 		fail "keymapctl shards failed"
 	for k in workers.burst security.allow log.level net.udp_port shards.split_rate; do
 		"${ctl[@]}" config "$k" || fail "keymapctl config $k failed"
@@ -204,6 +205,10 @@ ip = $server
 udp_port = 7070
 [shards]
 count = 4
+; the operator alone re-shards: the counters and epochs below are exact
+split_rate = 0
+merge_rate = 0
+balance_pct = 0
 [metrics]
 ip = ${metrics%:*}
 port = ${metrics#*:}

@@ -120,10 +120,13 @@ test_defaults_round_trip(void **state)
 	km_conf_defaults(&c);
 	assert_int_equal(c.burst, 32);
 	assert_int_equal(c.shard_count, 16);
-	assert_int_equal(c.split_rate, 0);
-	assert_int_equal(c.merge_rate, 0);
+	assert_true(c.split_rate == KM_CONF_AUTO);
+	assert_true(c.merge_rate == KM_CONF_AUTO);
+	assert_true(c.balance_min_rate == KM_CONF_AUTO);
+	assert_int_equal(c.balance_pct, 110);
+	assert_int_equal(c.balance_moves, 4);
 	assert_int_equal(c.hysteresis, 3);
-	assert_int_equal(c.sample_ms, 1000);
+	assert_int_equal(c.sample_ms, 250);
 	assert_int_equal(c.max_count, 4096);
 	assert_string_equal(c.allow, "0.0.0.0/0");
 	assert_int_equal(c.metrics_ip, ip4("127.0.0.1"));
@@ -145,6 +148,8 @@ test_changed_round_trip(void **state)
 		"shards.split_rate=50000",
 		"shards.merge_rate=1000",
 		"shards.max_count=1024",
+		"shards.balance_pct=0",
+		"shards.balance_min_rate=5000",
 		"security.allow=10.0.0.0/8, 192.168.1.1",
 		"metrics.ip=0.0.0.0",
 		"metrics.port=0",
@@ -166,6 +171,40 @@ test_changed_round_trip(void **state)
 	round_trip(&c);
 }
 
+/* "auto": back to the derived value from a number, printed and parsed as itself; an order
+ * between two tunables is lifted while either side is auto. */
+static void
+test_auto(void **state)
+{
+	char err[ERR_LEN], buf[64];
+	struct km_conf c;
+	struct km_conf_item it;
+	uint64_t num;
+	int i;
+
+	(void)state;
+	km_conf_defaults(&c);
+	assert_int_equal(km_conf_set(&c, "shards.split_rate=1000", err, sizeof(err)), 0);
+	assert_int_equal(c.split_rate, 1000);
+	/* merge_rate auto under an explicit split_rate: accepted (derived below it). */
+	assert_int_equal(km_conf_set(&c, "shards.merge_rate=1000", err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "is not below"));
+	assert_int_equal(km_conf_set(&c, "shards.split_rate=auto", err, sizeof(err)), 0);
+	assert_true(c.split_rate == KM_CONF_AUTO);
+	assert_int_equal(km_conf_set(&c, "shards.merge_rate=1000", err, sizeof(err)), 0);
+	i = km_conf_find("shards.split_rate");
+	assert_true(i >= 0);
+	km_conf_item((size_t)i, &it);
+	assert_true(it.is_number && it.can_auto);
+	km_conf_value(&c, (size_t)i, &num, buf, sizeof(buf));
+	assert_true(num == KM_CONF_AUTO);
+	assert_string_equal(buf, "auto");
+	km_conf_item((size_t)km_conf_find("shards.hysteresis"), &it);
+	assert_false(it.can_auto);
+	assert_int_equal(km_conf_set(&c, "shards.hysteresis=auto", err, sizeof(err)), -1);
+	round_trip(&c);
+}
+
 /* A file that loads, with comments, blanks and inline comments. */
 static void
 test_load_good(void **state)
@@ -182,7 +221,7 @@ test_load_good(void **state)
 		    "burst=16 ; sixteen\n"
 		    "\tidle_spin =   0\n"
 		    "[shards]\n"
-		    "merge_rate = 500\n" /* split_rate 0: no constraint */
+		    "merge_rate = 500\n" /* split_rate auto: no constraint */
 		    "[security]\n"
 		    "allow = 10.0.0.0/8,192.0.2.1\n"
 		    "[metrics]\n"
@@ -218,7 +257,12 @@ static const struct bad_case bad_cases[] = {
 	{"[net]\nrx_desc = +100\n", 2, {"rx_desc = '+100': not a non-negative integer"}},
 	{"[net]\nport =\n", 2, {"[net] port = '': not a non-negative integer"}},
 	{"[shards]\nsplit_rate = 99999999999999999999999\n", 2,
-		{"split_rate = '99999999999999999999999': not a non-negative integer"}},
+		{"split_rate = '99999999999999999999999': neither a non-negative integer nor "
+		 "auto"}},
+	{"[shards]\nbalance_pct = 100\n", 2, {"[shards] balance_pct = 100 is not above 100"}},
+	{"[shards]\nbalance_pct = auto\n", 2,
+		{"[shards] balance_pct = 'auto': not a non-negative integer"}},
+	{"[shards]\nbalance_moves = 0\n", 2, {"balance_moves = '0': out of range 1..1000"}},
 	{"[net]\nip = 198.51.100.256\n", 2, {"[net] ip = '198.51.100.256': not an IPv4 address"}},
 	{"[metrics]\nip = localhost\n", 2, {"[metrics] ip = 'localhost': not an IPv4 address"}},
 	{"[metrics]\nport = 65536\n", 2, {"[metrics] port = '65536': out of range 0..65535"}},
@@ -451,6 +495,9 @@ test_items(void **state)
 		"shards.hysteresis",
 		"shards.sample_ms",
 		"shards.max_count",
+		"shards.balance_pct",
+		"shards.balance_moves",
+		"shards.balance_min_rate",
 		"tier.cold_rate",
 		"tier.warm_rate",
 		"tier.compact_pct",
@@ -586,6 +633,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults_round_trip),
 		cmocka_unit_test(test_changed_round_trip),
+		cmocka_unit_test(test_auto),
 		cmocka_unit_test(test_load_good),
 		cmocka_unit_test(test_load_errors),
 		cmocka_unit_test(test_load_error_atomic),

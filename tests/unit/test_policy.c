@@ -6,9 +6,14 @@
  * oscillating; tiers: cold after a long chill (not when empty), back when warm,
  * compaction by the dead share, first shard in order wins, its streaks restart; a worker's
  * RX backlog: over after full bursts worth the watermark, never from bursts that are not
- * full, at once where the port reports the depth.
+ * full, at once where the port reports the depth; placement: nothing while balanced or
+ * idle, moves only after the hysteresis, converges on skewed loads with every move from the
+ * heavier worker, bounded by its token bucket, never oscillates under noisy rates, leaves a
+ * shard too hot to help alone (it must split), ties stable, the least loaded for a new
+ * shard.
  */
 
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -521,6 +526,302 @@ test_backlog_queue(void **state)
 	assert_int_equal(km_policy_backlog_update(&b, q, burst, -1, wm), 0);
 }
 
+/* ---- Placement ---------------------------------------------------------------------- */
+
+static const struct km_policy_place_conf place_conf = {
+	.ratio = 1.10,
+	.min_load = 100,
+	.hysteresis = 2,
+	.moves_per_s = 4,
+};
+
+static struct km_policy_shard
+owned(uint64_t id, double rate, uint16_t owner)
+{
+	return (struct km_policy_shard){.id = id, .rate = rate, .keys = 10, .owner = owner};
+}
+
+/* Loads of nw workers from s[0..n). */
+static void
+loads(const struct km_policy_shard *s, uint32_t n, uint16_t nw, double *l)
+{
+	uint32_t i;
+
+	memset(l, 0, nw * sizeof(*l));
+	for (i = 0; i < n; i++)
+		l[s[i].owner] += s[i].rate;
+}
+
+static double
+max_over_mean(const struct km_policy_shard *s, uint32_t n, uint16_t nw)
+{
+	double l[8], max = 0, sum = 0;
+	uint16_t w;
+
+	loads(s, n, nw, l);
+	for (w = 0; w < nw; w++) {
+		sum += l[w];
+		max = l[w] > max ? l[w] : max;
+	}
+	return sum > 0 ? max / (sum / nw) : 0;
+}
+
+/* One sample (dt 0.25 s); the moves are applied to s. @return the number of moves. */
+static uint32_t
+place_apply(const struct km_policy_place_conf *c, struct km_policy_place_state *st,
+	struct km_policy_shard *s, uint32_t n, uint16_t nw, struct km_policy_move *mv)
+{
+	uint32_t nb = 0, i, k;
+
+	assert_int_equal(km_policy_place(c, st, s, n, nw, 0.25, mv, 16, &nb), 0);
+	for (k = 0; k < nb; k++) {
+		for (i = 0; i < n && s[i].id != mv[k].id; i++)
+			;
+		assert_true(i < n);
+		assert_int_equal(s[i].owner, mv[k].from);
+		assert_int_not_equal(mv[k].from, mv[k].to);
+		s[i].owner = mv[k].to;
+	}
+	return nb;
+}
+
+/* Balanced, or too little load to matter: nothing moves and the streak stays 0. */
+static void
+test_place_balanced(void **state)
+{
+	struct km_policy_shard s[4] = {
+		owned(4, 1000, 0), owned(5, 1050, 1), owned(6, 1000, 0), owned(7, 1000, 1)};
+	struct km_policy_place_state st = {0};
+	struct km_policy_move mv[16];
+	int i;
+
+	(void)state;
+	for (i = 0; i < 20; i++)
+		assert_int_equal(place_apply(&place_conf, &st, s, 4, 2, mv), 0);
+	assert_int_equal(st.over, 0);
+	/* Skewed but idle: under min_load. */
+	s[0].rate = 90;
+	s[1].rate = 1;
+	s[2].rate = 90;
+	s[3].rate = 1;
+	for (i = 0; i < 20; i++)
+		assert_int_equal(place_apply(&place_conf, &st, s, 4, 2, mv), 0);
+	assert_int_equal(st.over, 0);
+	/* ratio 0: never, however skewed. */
+	{
+		struct km_policy_place_conf off = place_conf;
+
+		off.ratio = 0;
+		s[0].rate = 100000;
+		for (i = 0; i < 20; i++)
+			assert_int_equal(place_apply(&off, &st, s, 4, 2, mv), 0);
+	}
+}
+
+/* A skew must last the hysteresis; a balanced sample in between restarts the streak. The
+ * decision that moves restarts it too. */
+static void
+test_place_hysteresis(void **state)
+{
+	struct km_policy_shard s[4] = {
+		owned(4, 3000, 0), owned(5, 1000, 1), owned(6, 1000, 0), owned(7, 1000, 1)};
+	struct km_policy_place_state st = {0};
+	struct km_policy_move mv[16];
+
+	(void)state;
+	assert_int_equal(place_apply(&place_conf, &st, s, 4, 2, mv), 0);
+	assert_int_equal(st.over, 1);
+	s[0].rate = 1000; /* a dip */
+	assert_int_equal(place_apply(&place_conf, &st, s, 4, 2, mv), 0);
+	assert_int_equal(st.over, 0);
+	s[0].rate = 3000;
+	assert_int_equal(place_apply(&place_conf, &st, s, 4, 2, mv), 0);
+	/* Loads 4000 / 2000, gap 2000: shard 6 (1000, at most half the gap) goes to worker 1;
+	 * then 3000 / 3000. */
+	assert_int_equal(place_apply(&place_conf, &st, s, 4, 2, mv), 1);
+	assert_int_equal(mv[0].id, 6);
+	assert_int_equal(mv[0].from, 0);
+	assert_int_equal(mv[0].to, 1);
+	assert_int_equal(st.over, 0);
+	assert_true(max_over_mean(s, 4, 2) <= 1.0 + 1e-9);
+}
+
+/* Zipf-like rates, all on worker 0 of two: converges under ratio with every move from the
+ * heavier worker (no shard goes back), within the token bucket. */
+static void
+test_place_converges(void **state)
+{
+	struct km_policy_shard s[32];
+	struct km_policy_place_state st = {0};
+	struct km_policy_move mv[16];
+	uint32_t i, nb, total = 0, samples;
+	uint8_t moved[32] = {0};
+
+	(void)state;
+	for (i = 0; i < 32; i++)
+		s[i] = owned(32 + i, 10000.0 / (i + 1), 0);
+	for (samples = 1; samples <= 200; samples++) {
+		nb = place_apply(&place_conf, &st, s, 32, 2, mv);
+		for (i = 0; i < nb; i++) {
+			assert_int_equal(mv[i].from, 0);
+			assert_int_equal(moved[mv[i].id - 32], 0);
+			moved[mv[i].id - 32] = 1;
+		}
+		total += nb;
+		/* At most 4 a second, plus the first second's saved token (none: it starts
+		 * empty). */
+		assert_true(total <= 4 * samples * 0.25 + 1e-9);
+	}
+	assert_true(total > 0);
+	assert_true(max_over_mean(s, 32, 2) <= place_conf.ratio);
+	/* Settled: nothing more moves. */
+	for (i = 0; i < 50; i++)
+		assert_int_equal(place_apply(&place_conf, &st, s, 32, 2, mv), 0);
+}
+
+/* Four workers, one heavy: converges, every move strictly lowers the sum of squared loads
+ * (no cycle), and the bucket bounds every decision and the total. */
+static void
+test_place_bounded(void **state)
+{
+	struct km_policy_place_conf c = place_conf;
+	struct km_policy_shard s[64];
+	struct km_policy_place_state st = {0};
+	struct km_policy_move mv[16];
+	double l[4], sq, prev = 1e300;
+	uint32_t i, nb, total = 0, samples;
+	uint16_t w;
+
+	(void)state;
+	c.moves_per_s = 2;
+	c.hysteresis = 1;
+	for (i = 0; i < 64; i++)
+		s[i] = owned(64 + i, 100 + (i * 37) % 50, i < 56 ? 0 : (uint16_t)(1 + i % 3));
+	for (samples = 1; samples <= 400; samples++) {
+		nb = place_apply(&c, &st, s, 64, 4, mv);
+		assert_true(nb <= 2); /* burst: max(1, moves_per_s) */
+		total += nb;
+		assert_true(total <= 2 * samples * 0.25 + 1e-9);
+		loads(s, 64, 4, l);
+		for (sq = 0, w = 0; w < 4; w++)
+			sq += l[w] * l[w];
+		if (nb > 0)
+			assert_true(sq < prev);
+		prev = sq;
+	}
+	assert_true(max_over_mean(s, 64, 4) <= c.ratio);
+	/* A long pause saves at most max(1, moves_per_s) tokens. */
+	nb = 0;
+	assert_int_equal(km_policy_place(&c, &st, s, 64, 4, 1000, mv, 16, &nb), 0);
+	assert_true(st.tokens <= 2);
+}
+
+/* Noisy rates around balance (+-4 %), and a balanced split of the load: no move over a
+ * thousand samples, so no oscillation between the two workers. */
+static void
+test_place_no_oscillation(void **state)
+{
+	struct km_policy_shard s[8];
+	struct km_policy_place_state st = {0};
+	struct km_policy_move mv[16];
+	uint64_t x = 42;
+	uint32_t i, k, total = 0;
+
+	(void)state;
+	for (k = 0; k < 1000; k++) {
+		for (i = 0; i < 8; i++) {
+			x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+			s[i] = owned(8 + i,
+				1000 * (0.96 + 0.08 * (double)(x >> 11) / 9007199254740992.0),
+				(uint16_t)(i & 1));
+		}
+		total += place_apply(&place_conf, &st, s, 8, 2, mv);
+	}
+	assert_int_equal(total, 0);
+}
+
+/* A shard hotter than half the gap cannot even the load out by moving (it must split):
+ * it stays; a pinned shard never moves; ties go to the first shard in order, the same
+ * on the same input. */
+static void
+test_place_limits(void **state)
+{
+	struct km_policy_shard s[4] = {
+		owned(4, 5000, 0), owned(5, 100, 1), owned(6, 100, 1), owned(7, 10, 0)};
+	struct km_policy_shard t[4];
+	struct km_policy_place_state st = {0}, st2;
+	struct km_policy_move mv[16], mv2[16];
+	uint32_t nb = 0, nb2 = 0;
+	int i;
+
+	(void)state;
+	/* Gap 4810: 4 (5000) is too hot; 7 (10) moves, then nothing qualifies any more. */
+	for (i = 0; i < 2; i++)
+		nb = place_apply(&place_conf, &st, s, 4, 2, mv);
+	assert_int_equal(nb, 1);
+	assert_int_equal(mv[0].id, 7);
+	for (i = 0; i < 10; i++)
+		assert_int_equal(place_apply(&place_conf, &st, s, 4, 2, mv), 0);
+	assert_int_equal(s[0].owner, 0);
+	/* Pinned. */
+	s[0] = owned(4, 1000, 0);
+	s[1] = owned(5, 1000, 0);
+	s[2] = owned(6, 1000, 0);
+	s[3] = owned(7, 1000, 1);
+	s[0].pinned = s[1].pinned = s[2].pinned = 1;
+	memset(&st, 0, sizeof(st));
+	for (i = 0; i < 10; i++)
+		assert_int_equal(place_apply(&place_conf, &st, s, 4, 2, mv), 0);
+	/* Ties: three equal shards, the first one moves, twice the same. */
+	s[1].pinned = s[2].pinned = 0;
+	s[0].pinned = 0;
+	s[3].rate = 0;
+	memset(&st, 0, sizeof(st));
+	st.over = 1;
+	st.tokens = 4;
+	st2 = st;
+	memcpy(t, s, sizeof(t));
+	assert_int_equal(km_policy_place(&place_conf, &st, s, 4, 2, 0, mv, 16, &nb), 0);
+	assert_int_equal(km_policy_place(&place_conf, &st2, t, 4, 2, 0, mv2, 16, &nb2), 0);
+	assert_int_equal(nb, 1);
+	assert_int_equal(nb2, 1);
+	assert_int_equal(mv[0].id, 4);
+	assert_int_equal(mv2[0].id, 4);
+	assert_int_equal(mv[0].to, 1);
+	assert_int_equal(mv2[0].to, 1);
+}
+
+/* Bad arguments are refused; the least loaded worker takes a new shard, the first on a
+ * tie. */
+static void
+test_place_args(void **state)
+{
+	struct km_policy_shard s[2] = {owned(2, 10, 0), owned(3, 10, 2)};
+	struct km_policy_place_conf c = place_conf;
+	struct km_policy_place_state st = {0};
+	struct km_policy_move mv[4];
+	const double l[4] = {30, 10, 10, 20};
+	uint32_t nb;
+
+	(void)state;
+	assert_int_equal(km_policy_place(&c, &st, s, 2, 2, 0.25, mv, 4, &nb), -EINVAL);
+	assert_int_equal(km_policy_place(&c, &st, s, 2, 0, 0.25, mv, 4, &nb), -EINVAL);
+	assert_int_equal(km_policy_place(&c, &st, s, 2, 3, -1, mv, 4, &nb), -EINVAL);
+	assert_int_equal(km_policy_place(&c, NULL, s, 2, 3, 0.25, mv, 4, &nb), -EINVAL);
+	c.ratio = 1;
+	assert_int_equal(km_policy_place(&c, &st, s, 2, 3, 0.25, mv, 4, &nb), -EINVAL);
+	c = place_conf;
+	c.hysteresis = 0;
+	assert_int_equal(km_policy_place(&c, &st, s, 2, 3, 0.25, mv, 4, &nb), -EINVAL);
+	c = place_conf;
+	c.moves_per_s = 0;
+	assert_int_equal(km_policy_place(&c, &st, s, 2, 3, 0.25, mv, 4, &nb), -EINVAL);
+	assert_int_equal(km_policy_place(&place_conf, &st, s, 2, 3, 0.25, mv, 4, &nb), 0);
+	assert_int_equal(km_policy_place_new(l, 4, 5), 1);
+	assert_int_equal(km_policy_place_new(l, 1, 5), 0);
+	assert_int_equal(km_policy_place_new(NULL, 4, 5), 0);
+}
+
 int
 main(void)
 {
@@ -542,6 +843,13 @@ main(void)
 		cmocka_unit_test(test_backlog_depth_known),
 		cmocka_unit_test(test_backlog_watermark),
 		cmocka_unit_test(test_backlog_queue),
+		cmocka_unit_test(test_place_balanced),
+		cmocka_unit_test(test_place_hysteresis),
+		cmocka_unit_test(test_place_converges),
+		cmocka_unit_test(test_place_bounded),
+		cmocka_unit_test(test_place_no_oscillation),
+		cmocka_unit_test(test_place_limits),
+		cmocka_unit_test(test_place_args),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

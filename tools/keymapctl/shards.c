@@ -124,6 +124,60 @@ bad:
 	return EXIT_TRANSPORT;
 }
 
+/*
+ * Below the shards, one row per worker from /keymap/stats: requests/s (decayed), busy
+ * share, shards owned, measured capacity; then the thresholds in force. Nothing when
+ * keymapd does not report them (older versions).
+ */
+static void
+print_workers(struct ctl *c)
+{
+	json_t *root, *d, *w, *bal;
+	struct table t;
+	uint64_t nw = 0, i;
+	char name[24];
+
+	if (tel_query(c, "/keymap/stats", &root, &d) != 0)
+		return;
+	if (jint(d, "workers_listed", &nw) != 0 || nw == 0 ||
+		json_object_get(json_object_get(d, "w0"), "req_per_s") == NULL) {
+		json_decref(root);
+		return;
+	}
+	table_init(&t, 5);
+	for (i = 0; i < 5; i++) {
+		if (i > 0)
+			table_right(&t, (unsigned int)i);
+	}
+	table_add(&t, "worker");
+	table_add(&t, "req/s");
+	table_add(&t, "busy");
+	table_add(&t, "shards");
+	table_add(&t, "capacity");
+	for (i = 0; i < nw; i++) {
+		snprintf(name, sizeof(name), "w%llu", (unsigned long long)i);
+		w = json_object_get(d, name);
+		table_add(&t, "%llu", (unsigned long long)i);
+		table_add(&t, "%s", jfmt(json_object_get(w, "req_per_s")));
+		table_add(&t, "%s%%", jfmt(json_object_get(w, "busy_pct")));
+		table_add(&t, "%s", jfmt(json_object_get(w, "owned_shards")));
+		table_add(&t, "%s", jfmt(json_object_get(w, "capacity")));
+	}
+	putchar('\n');
+	table_print(&t);
+	table_free(&t);
+	bal = json_object_get(d, "balance");
+	if (json_is_object(bal))
+		printf("\nmost loaded worker at %s%% of the mean; in force (0: off): split above "
+		       "%s req/s, "
+		       "merge below %s req/s, balance above a mean of %s req/s\n",
+			jfmt(json_object_get(bal, "imbalance_pct")),
+			jfmt(json_object_get(bal, "split_rate")),
+			jfmt(json_object_get(bal, "merge_rate")),
+			jfmt(json_object_get(bal, "min_rate")));
+	json_decref(root);
+}
+
 int
 cmd_shards(struct ctl *c, int argc, char **argv)
 {
@@ -182,6 +236,7 @@ cmd_shards(struct ctl *c, int argc, char **argv)
 	table_print(&t);
 	table_free(&t);
 	json_decref(all);
+	print_workers(c);
 	return 0;
 }
 

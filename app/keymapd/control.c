@@ -24,6 +24,7 @@
 #include <km_policy.h>
 
 #include "control.h"
+#include "crew.h"
 #include "datapath.h"
 #include "keymapd.h"
 #include "mailbox.h"
@@ -430,6 +431,7 @@ km_ctl_set(const char *assignment, char *err, size_t errlen)
 		snprintf(err, errlen, "prefetch: %s", strerror(-rc));
 		return rc;
 	}
+	km_crew_configure(&nc);
 	km_ctl.conf = nc;
 	KM_LOG(NOTICE, "set %s", assignment);
 	return 0;
@@ -447,6 +449,8 @@ km_ctl_init(const struct km_conf *conf)
 	rc = km_mailbox_init();
 	if (rc == 0)
 		rc = km_pf_init(conf);
+	if (rc == 0)
+		rc = km_crew_init(conf);
 	return rc;
 }
 
@@ -474,6 +478,7 @@ km_ctl_loop(void)
 			notes = km_mailbox_drain();
 			pf_active = km_pf_tick();
 		}
+		km_crew_tick();
 		now = rte_get_timer_cycles();
 		if (now - km_ctl.sample_tsc >= km_ctl.conf.sample_ms * hz / 1000) {
 			if (km_ctl_sample(1) == 0 && !ctl_autoshard())
@@ -493,6 +498,7 @@ km_ctl_fini(void)
 {
 	km_mailbox_fini();
 	km_pf_fini();
+	km_crew_fini();
 	free(km_ctl.shards);
 	km_ctl.shards = NULL;
 	km_ctl.nb_shards = 0;

@@ -25,6 +25,7 @@
 #include <km_util.h>
 
 #include "control.h"
+#include "crew.h"
 #include "datapath.h"
 #include "keymapd.h"
 #include "stats.h"
@@ -848,5 +849,5 @@ km_telemetry_register(void)
 		if (rc < 0)
 			return rc;
 	}
-	return 0;
+	return km_telemetry_crew_register();
 }

@@ -130,6 +130,9 @@ rx_stage1(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *
 					     km_shardmap_epoch_fast(map), r->buf));
 			return 0;
 		}
+		/* A hot key's read copy serves it here (proc_crew.c). */
+		if (p->crew != NULL && proc_crew_serve(p, map, r, (uint16_t)target))
+			return 0;
 		r->verdict = KM_PROC_HANDOFF;
 		r->owner = (uint16_t)target;
 		return 0;

@@ -334,7 +334,7 @@ test_create(void **state)
 
 	assert_int_equal(KM_PROC_NB_COUNTERS, sizeof(struct km_proc_counters) / 8);
 	assert_string_equal(km_proc_counter_names[0], "req_ping");
-	assert_string_equal(km_proc_counter_names[KM_PROC_NB_COUNTERS - 1], "write_failed");
+	assert_string_equal(km_proc_counter_names[KM_PROC_NB_COUNTERS - 1], "crew_withdrawn");
 	for (i = 0; i < KM_PROC_NB_COUNTERS; i++)
 		assert_non_null(km_proc_counter_help[i]);
 }

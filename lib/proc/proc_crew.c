@@ -372,19 +372,29 @@ proc_crew_written(struct km_proc *p, const struct km_key *k, const uint8_t *val,
 	p->cnt.crew_updates++;
 }
 
-/* Whether key hash h has a copy in the owner's own table: its GET replies say so (a hint
- * to clients: a colliding hash costs a request that another worker hands over). */
-int
-proc_crew_has(const struct km_proc *p, uint64_t h)
+/* Whether owner's table tags key hash h (a hint: the copy is checked when read). */
+static int
+tagged(const struct km_crew *c, uint16_t owner, uint64_t h)
 {
-	const struct crew_table *t = &p->crew->tables[p->worker];
-	uint32_t g = group_of(p->crew, h), i;
+	const struct crew_table *t = &c->tables[owner];
+	uint32_t g, i;
 
+	if (atomic_load_explicit(&t->nb, memory_order_relaxed) == 0)
+		return 0;
+	g = group_of(c, h);
 	for (i = 0; i < CREW_GROUP; i++)
 		if (atomic_load_explicit(&t->tags[g * CREW_GROUP + i], memory_order_relaxed) ==
 			tag_of(h))
 			return 1;
 	return 0;
+}
+
+/* Whether key hash h has a copy in the owner's own table: its GET replies say so (a hint
+ * to clients: a colliding hash costs a request that another worker hands over). */
+int
+proc_crew_has(const struct km_proc *p, uint64_t h)
+{
+	return tagged(p->crew, p->worker, h);
 }
 
 /* ---- Readers: any worker ---------------------------------------------------------- */
@@ -450,13 +460,10 @@ proc_crew_read(struct km_proc *p, uint16_t owner, const struct km_key *k, uint8_
 	return -EAGAIN;
 }
 
-/*
- * A GET another worker owns: served here from the owner's copy if it has one. The reply
- * carries KM_F_CREW. @return 1 answered (r's verdict set), 0 not (hand it over).
- */
-int
-proc_crew_serve(
-	struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r, uint16_t owner)
+/* A GET another worker owns: served here from the owner's copy if it has one. The reply
+ * carries KM_F_CREW. @return 1 answered (r's verdict set), 0 not (hand it over). */
+static int
+crew_serve(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r, uint16_t owner)
 {
 	uint8_t buf[KM_CREW_VALUE_MAX];
 	struct km_value_ref v;
@@ -484,6 +491,34 @@ proc_crew_serve(
 	r->verdict = KM_PROC_REPLY;
 	r->reply_len = len;
 	return 1;
+}
+
+/*
+ * A GET of a key owned by owner, at stage 1. A steered client (epoch set) spreads a hot
+ * key's GETs over the workers' ports on purpose: one that arrived at another worker's
+ * queue (RSS, or a port that steers by flow, as net_tap does by the queue of the flow's
+ * last reply) is handed to the worker the client addressed, whose reply brings the flow
+ * back to its queue; one that arrived where it was sent, an unsteered one and a handed
+ * one are served here from the copy (the owner executes its own). @return 1 verdict set
+ * (REPLY or HANDOFF), 0 the usual path.
+ */
+int
+proc_crew_route(
+	struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r, uint16_t owner)
+{
+	int16_t pw = r->port_worker;
+
+	if (owner >= p->crew->nb_workers)
+		return 0;
+	if (!r->handed && pw >= 0 && pw != p->worker && pw < p->crew->nb_workers &&
+		r->msg.hdr.epoch != 0 && tagged(p->crew, owner, r->rt.key_hash)) {
+		r->verdict = KM_PROC_HANDOFF;
+		r->owner = (uint16_t)pw;
+		return 1;
+	}
+	if (owner == p->worker)
+		return 0;
+	return crew_serve(p, map, r, owner);
 }
 
 /* One MGET entry another worker owns: its copy, if it has one. @return 0 (*v from buf),

@@ -356,7 +356,7 @@ void proc_crew_written(struct km_proc *p, const struct km_key *k, const uint8_t 
 int proc_crew_has(const struct km_proc *p, uint64_t h);
 int proc_crew_read(struct km_proc *p, uint16_t owner, const struct km_key *k, uint8_t *buf,
 	struct km_value_ref *v);
-int proc_crew_serve(
+int proc_crew_route(
 	struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r, uint16_t owner);
 int proc_crew_mget_entry(struct km_proc *p, const struct km_route *rt, const struct km_key *k,
 	uint8_t *buf, struct km_value_ref *v);

@@ -15,8 +15,11 @@
  * With --big N, the writer makes every Nth value larger than [crew] value_max (its copies
  * are withdrawn) and the next one small again.
  *
+ * --hot KEY checks another hot key (tools/bench/crew: the one keymap-bench's workload
+ * makes hot, written here once the bench's preload is over).
+ *
  * usage: crew_client HOST SECONDS READERS HOT_PCT [--keys N] [--value N] [--big N]
- *        [--write-us US]
+ *        [--write-us US] [--hot KEY]
  * Prints one line of figures; exit 0 all checked, 1 a violation or an error, 2 usage.
  */
 
@@ -32,10 +35,10 @@
 #include <km_client.h>
 
 #define READERS_MAX 16
-#define HOT_KEY     "crew/hot"
 #define BIG_LEN     600 /* over the test's [crew] value_max, under [store] value_max */
 
 static const char *host;
+static const char *hot_key = "crew/hot";
 static double seconds;
 static unsigned int hot_pct, nb_keys = 1000, value_len = 32, big_every, write_us = 1000;
 static _Atomic uint64_t acked; /* the writer's last acknowledged counter */
@@ -102,7 +105,7 @@ writer_main(void *arg)
 			len = BIG_LEN;
 			big_writes++;
 		}
-		if (km_put(c, HOT_KEY, strlen(HOT_KEY), v, hot_value(counter, v, len), NULL) !=
+		if (km_put(c, hot_key, strlen(hot_key), v, hot_value(counter, v, len), NULL) !=
 			KM_OK) {
 			write_errors++;
 			break;
@@ -138,7 +141,7 @@ reader_main(void *arg)
 		r->reads++;
 		if (rng % 100 < hot_pct) {
 			floor = atomic_load(&acked);
-			rc = km_get(c, HOT_KEY, strlen(HOT_KEY), buf, sizeof(buf) - 1, &len, NULL);
+			rc = km_get(c, hot_key, strlen(hot_key), buf, sizeof(buf) - 1, &len, NULL);
 			if (rc != KM_OK || len < 20) {
 				fprintf(stderr, "reader %u: hot GET: %s (len %zu)\n", r->id,
 					km_strerror(rc), rc == KM_OK ? len : 0);
@@ -197,7 +200,7 @@ preload(void)
 		rc = km_put(c, key, strlen(key), v, other_value(k, v), NULL);
 	}
 	if (rc == KM_OK)
-		rc = km_put(c, HOT_KEY, strlen(HOT_KEY), v, hot_value(0, v, value_len), NULL);
+		rc = km_put(c, hot_key, strlen(hot_key), v, hot_value(0, v, value_len), NULL);
 	km_client_close(c);
 	if (rc != KM_OK)
 		fprintf(stderr, "crew_client: preload: %s\n", km_strerror(rc));
@@ -215,7 +218,7 @@ main(int argc, char **argv)
 
 	if (argc < 5) {
 		fprintf(stderr, "usage: crew_client HOST SECONDS READERS HOT_PCT [--keys N] "
-				"[--value N] [--big N] [--write-us US]\n");
+				"[--value N] [--big N] [--write-us US] [--hot KEY]\n");
 		return 2;
 	}
 	host = argv[1];
@@ -225,7 +228,9 @@ main(int argc, char **argv)
 	for (i = 5; i + 1 < (unsigned int)argc; i += 2) {
 		unsigned int v = (unsigned int)atoi(argv[i + 1]);
 
-		if (strcmp(argv[i], "--keys") == 0)
+		if (strcmp(argv[i], "--hot") == 0)
+			hot_key = argv[i + 1];
+		else if (strcmp(argv[i], "--keys") == 0)
 			nb_keys = v;
 		else if (strcmp(argv[i], "--value") == 0)
 			value_len = v;
@@ -238,7 +243,7 @@ main(int argc, char **argv)
 	}
 	if (i != (unsigned int)argc || seconds <= 0 || seconds > 600 || nb_readers == 0 ||
 		nb_readers > READERS_MAX || hot_pct > 100 || nb_keys == 0 || value_len < 20 ||
-		value_len > 1024) {
+		strlen(hot_key) == 0 || value_len > 1024) {
 		fprintf(stderr, "crew_client: bad arguments\n");
 		return 2;
 	}

@@ -232,6 +232,8 @@ static const struct conf_order {
 	/* Hysteresis between the thresholds: a merged pair must not be hot enough to split. */
 	{"shards", "merge_rate", "shards", "split_rate", 1, 1, 0, "is not below",
 		"a merged pair would be hot enough to split again"},
+	{"crew", "share_off", "crew", "share_on", 1, 0, 0, "is not below",
+		"a replicated key would be withdrawn and replicated again"},
 };
 
 /* Constraints between tunables. @return 0, or -1 with x filled. */

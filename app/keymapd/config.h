@@ -89,6 +89,17 @@ struct km_conf {
 	uint64_t pf_sampling;    /* one client in N, power of two */
 	uint64_t pf_memory;      /* predictor tables, bytes */
 	uint64_t pf_lcore;       /* the predictor's own lcore, 0 = the control lcore */
+	/* [crew] hot-key replication (app/keymapd/crew.c) */
+	uint64_t crew_enable;
+	uint64_t crew_keys;        /* read copies per worker */
+	uint64_t crew_value_max;   /* value bytes of a copy */
+	uint64_t crew_sampling;    /* one access in N sampled, power of two */
+	uint64_t crew_interval_ms; /* decisions every ... */
+	uint64_t crew_share_on;    /* percent of the owner's sampled accesses: replicate */
+	uint64_t crew_share_off;   /* ... below: withdraw */
+	uint64_t crew_write_max;   /* percent of a key's accesses that may be writes */
+	uint64_t crew_hysteresis;  /* intervals a condition holds before acting */
+	uint64_t crew_min_samples; /* samples of a key in an interval to replicate it */
 	/* [metrics] */
 	uint32_t metrics_ip;   /* network byte order */
 	uint64_t metrics_port; /* 0 = no metrics endpoint */

@@ -190,6 +190,31 @@ const struct conf_desc km_conf_descs[] = {
 		"control lcore"),
 	U64("prefetch", "memory", 0, pf_memory, 65536, UINT64_C(1) << 36, "33554432",
 		"bytes of the predictor's tables (160 per tracked key)"),
+	U64("crew", "enable", F_RUNTIME, crew_enable, 0, 1, "1",
+		"hot-key replication: read copies of the hottest read-mostly keys, served by "
+		"every worker (0 = off, copies withdrawn)"),
+	U64("crew", "keys", 0, crew_keys, 1, 1024, "64",
+		"read copies each worker may hold for the keys it owns"),
+	U64("crew", "value_max", 0, crew_value_max, 1, 4096, "256",
+		"largest value (bytes) a read copy holds; a key written larger is withdrawn"),
+	U64("crew", "sampling", F_RUNTIME | F_POW2, crew_sampling, 1, 4096, "16",
+		"sample one GET/PUT/CAS/DEL in N on each worker to find hot keys (power of two)"),
+	U64("crew", "interval_ms", F_RUNTIME, crew_interval_ms, 10, 60000, "200",
+		"the control lcore decides which keys to replicate every interval_ms"),
+	U64("crew", "share_on", F_RUNTIME, crew_share_on, 1, 100, "25",
+		"replicate a key whose reads reach this percentage of its owner's sampled "
+		"accesses"),
+	U64("crew", "share_off", F_RUNTIME, crew_share_off, 0, 99, "10",
+		"withdraw a key's copies once its accesses fall below this percentage of its "
+		"owner's"),
+	U64("crew", "write_max", F_RUNTIME, crew_write_max, 0, 100, "10",
+		"a key whose writes are above this percentage of its accesses is not replicated "
+		"(or is withdrawn)"),
+	U64("crew", "hysteresis", F_RUNTIME, crew_hysteresis, 1, 100, "2",
+		"consecutive intervals a condition must hold before a key is replicated or "
+		"withdrawn"),
+	U64("crew", "min_samples", F_RUNTIME, crew_min_samples, 1, 1000000, "16",
+		"samples of a key within an interval before it may be replicated"),
 	IPV4("metrics", "ip", 0, metrics_ip, "127.0.0.1",
 		"address of the Prometheus endpoint http://ip:port/metrics"),
 	U64("metrics", "port", 0, metrics_port, 0, 65535, "9470",

@@ -24,6 +24,7 @@
 #include <km_policy.h>
 
 #include "control.h"
+#include "crew.h"
 #include "datapath.h"
 #include "keymapd.h"
 #include "mailbox.h"
@@ -519,6 +520,7 @@ km_ctl_set(const char *assignment, char *err, size_t errlen)
 		snprintf(err, errlen, "prefetch: %s", strerror(-rc));
 		return rc;
 	}
+	km_crew_configure(&nc);
 	km_ctl.conf = nc;
 	km_ctl_derive();
 	KM_LOG(NOTICE, "set %s", assignment);
@@ -538,6 +540,8 @@ km_ctl_init(const struct km_conf *conf)
 	rc = km_mailbox_init();
 	if (rc == 0)
 		rc = km_pf_init(conf);
+	if (rc == 0)
+		rc = km_crew_init(conf);
 	return rc;
 }
 
@@ -570,6 +574,7 @@ km_ctl_loop(void)
 			notes = km_mailbox_drain();
 			pf_active = km_pf_tick();
 		}
+		km_crew_tick();
 		now = rte_get_timer_cycles();
 		if (now - km_ctl.sample_tsc >= km_ctl.conf.sample_ms * hz / 1000) {
 			/* One kind of change per sample: splits and merges first (a shard too hot
@@ -602,6 +607,7 @@ km_ctl_fini(void)
 	km_ctl_reshard_fini();
 	km_mailbox_fini();
 	km_pf_fini();
+	km_crew_fini();
 	free(km_ctl.shards);
 	km_ctl.shards = NULL;
 	km_ctl.nb_shards = 0;

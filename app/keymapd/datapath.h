@@ -104,6 +104,10 @@ enum km_cmsg_type {
 	KM_CMSG_PREFETCH,      /* u.key[0..key_len): read into the cache with mark; completion on
 				* w_to_ctl */
 	KM_CMSG_PREFETCH_TUNE, /* u.pf: the worker's prefetch parameters */
+	KM_CMSG_CREW_ADD,      /* u.key[0..key_len): make a read copy (hot-key replication);
+				* completion on w_to_ctl */
+	KM_CMSG_CREW_DEL,      /* u.key[0..key_len): withdraw its read copy; key_len 0: all */
+	KM_CMSG_CREW_TUNE,     /* seq: sample one access in seq for crew.c (0: none) */
 };
 
 /* Worker tunables changed at run time ([workers] burst, idle_spin, idle_sleep_us; [net]
@@ -124,14 +128,15 @@ struct rte_mempool;
  * reads (its copy, after the dequeue). Nothing of it is shared once enqueued. */
 struct km_cmsg {
 	uint16_t type;    /* enum km_cmsg_type */
-	uint16_t key_len; /* KM_CMSG_PREFETCH: 1..KM_KEY_MAX */
-	uint32_t seq;     /* KM_CMSG_PREFETCH: the control lcore's number, echoed back */
+	uint16_t key_len; /* KM_CMSG_PREFETCH, KM_CMSG_CREW_*: 1..KM_KEY_MAX */
+	uint32_t seq;     /* KM_CMSG_PREFETCH, KM_CMSG_CREW_ADD: the control lcore's number,
+			   * echoed back; KM_CMSG_CREW_TUNE: the sampling */
 	uint8_t mark;     /* KM_CMSG_PREFETCH: who asked (km_proc.h marks), echoed back */
 	uint8_t pad[7];
 	union {
 		struct km_wcmd *sync;        /* KM_CMSG_SYNC: see struct km_wcmd */
 		struct km_worker_tune tune;  /* KM_CMSG_TUNE */
-		uint8_t key[KM_KEY_MAX];     /* KM_CMSG_PREFETCH */
+		uint8_t key[KM_KEY_MAX];     /* KM_CMSG_PREFETCH, KM_CMSG_CREW_ADD/DEL */
 		struct km_proc_pf_params pf; /* KM_CMSG_PREFETCH_TUNE */
 	} u;
 };
@@ -148,7 +153,8 @@ struct km_completion {
 	uint8_t mark; /* KM_CMSG_PREFETCH: its mark */
 	uint8_t pad;
 	uint32_t seq; /* struct km_cmsg seq */
-	int32_t rc;   /* KM_CMSG_PREFETCH: km_proc_prefetch_key()'s return */
+	int32_t rc;   /* KM_CMSG_PREFETCH: km_proc_prefetch_key()'s return; KM_CMSG_CREW_ADD:
+		       * km_proc_crew_add()'s */
 };
 
 /* One message on w_to_ctl. Worker: writes (its copy, before the enqueue); control lcore:

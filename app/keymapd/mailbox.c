@@ -19,6 +19,7 @@
 #include <rte_ring_elem.h>
 
 #include "control.h"
+#include "crew.h"
 #include "datapath.h"
 #include "keymapd.h"
 #include "mailbox.h"
@@ -276,6 +277,8 @@ km_ctl_prefetch(const uint8_t *key, uint16_t len)
 static int
 ctl_receive(const struct km_wmsg *m)
 {
+	if (km_crew_receive(m))
+		return 1; /* hot-key replication's notes and completions */
 	switch (m->type) {
 	case KM_WMSG_NOTE:
 		if (m->u.note.type == KM_PROC_NOTE_SAMPLE)

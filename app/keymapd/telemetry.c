@@ -25,6 +25,7 @@
 #include <km_util.h>
 
 #include "control.h"
+#include "crew.h"
 #include "datapath.h"
 #include "keymapd.h"
 #include "shift.h"
@@ -918,5 +919,6 @@ km_telemetry_register(void)
 		if (rc < 0)
 			return rc;
 	}
-	return km_telemetry_shift_register(); /* telemetry_shift.c */
+	rc = km_telemetry_shift_register(); /* telemetry_shift.c */
+	return rc < 0 ? rc : km_telemetry_crew_register();
 }

@@ -630,6 +630,23 @@ worker_commands(struct km_worker *w)
 		case KM_CMSG_PREFETCH_TUNE:
 			km_proc_prefetch_params(w->proc, &m.u.pf);
 			break;
+		case KM_CMSG_CREW_ADD:
+			done.u.done.cmd = KM_CMSG_CREW_ADD;
+			done.u.done.seq = m.seq;
+			done.u.done.mark = 0;
+			done.u.done.rc = km_proc_crew_add(
+				w->proc, rcu_dereference(km_map_current), m.u.key, m.key_len);
+			km_worker_to_ctl(w, &done);
+			break;
+		case KM_CMSG_CREW_DEL:
+			if (m.key_len == 0)
+				km_proc_crew_withdraw(w->proc, 0);
+			else
+				km_proc_crew_remove(w->proc, m.u.key, m.key_len);
+			break;
+		case KM_CMSG_CREW_TUNE:
+			km_proc_crew_sampling(w->proc, m.seq);
+			break;
 		default:
 			break;
 		}
@@ -637,7 +654,8 @@ worker_commands(struct km_worker *w)
 }
 
 /*
- * Hand the processor's notes (samples, outcomes of prefetches) to the control lcore. They
+ * Hand the processor's notes (samples for prefetch and for hot-key replication, outcomes of
+ * prefetches) to the control lcore. They
  * leave room on w_to_ctl for the completions of commands (the processor keeps, or drops
  * and counts, what does not fit).
  */
@@ -721,6 +739,7 @@ km_worker_main(void *arg)
 	struct km_worker *w = arg;
 	struct rte_mbuf *pkts[BURST_MAX];
 	const struct km_shardmap *map;
+	uint32_t epoch_seen = 0; /* of the map the read copies were last checked against */
 	const struct km_allow *allow;
 	struct tx_batch tx = {.n = 0, .replies = 0};
 	uint32_t idle = 0;
@@ -741,6 +760,12 @@ km_worker_main(void *arg)
 		if (unlikely(!rte_ring_empty(w->ctl_to_w)))
 			worker_commands(w);
 		map = rcu_dereference(km_map_current);
+		if (unlikely(km_shardmap_epoch(map) != epoch_seen)) {
+			/* Read copies of keys this worker no longer owns go (crew). Epochs,
+			 * not pointers: a freed map's address may come back. */
+			km_proc_crew_revalidate(w->proc, map);
+			epoch_seen = km_shardmap_epoch(map);
+		}
 		allow = rcu_dereference(km_allow_current);
 		km_proc_set_auth(w->proc, rcu_dereference(km_auth_current));
 		if (unlikely(w->mig)) {
@@ -801,11 +826,10 @@ km_worker_main(void *arg)
 		nb_tx = tx.replies;
 		tx.replies = 0;
 		tx_flush(w, &tx);
-		if (w->disk) {
-			/* Read-ahead after the replies are out: not on their way. */
+		/* Read-ahead after the replies are out: not on their way. */
+		if (w->disk)
 			km_proc_prefetch_run(w->proc, map);
-			worker_notes(w);
-		}
+		worker_notes(w);
 		t1 = rte_rdtsc();
 		iter_tsc = t1 - t0;
 		w->cnt.busy_cycles += t1 - t0;

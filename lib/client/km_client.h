@@ -263,6 +263,8 @@ struct km_client_stats {
 	uint64_t stray_replies;  /* replies matching no request in flight (late duplicates) */
 	uint64_t cookie_fetches; /* HELLO exchanges started to get a cookie */
 	uint64_t denied;         /* DENIED replies (no valid cookie, key refused, not allowed) */
+	uint64_t crew_spread;    /* GETs of hot keys sent to any worker (the server said every
+				  * worker holds a read copy) rather than to the owner */
 };
 
 /**

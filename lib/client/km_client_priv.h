@@ -10,6 +10,7 @@
  *   km_map.c     the client's shard map: routing a key, refreshing the map in chunks
  *   km_mget.c    MGET: grouping by owner, packing datagrams, the GET fallback
  *   km_hello.c   address validation: the cookie, HELLO, requests waiting for a cookie
+ *   km_crew.c    hot keys with read copies on every worker: their GETs go to any worker
  *
  * Concurrency: a handle is single-threaded (km_client.h), so nothing here is shared
  * between threads; every field is read and written by the thread that calls the API.
@@ -53,6 +54,21 @@
 #define KM_SLOT_BUF (KM_DGRAM_MAX + KM_TRAILER_MAX)
 /* DENIED for want of a cookie this many times (each followed by a HELLO) is final. */
 #define KM_COOKIE_TRIES 2
+
+/* Hot keys remembered (km_crew.c), power of 2, and how long a flagged reply holds. */
+#define KM_CREW_SET    64
+#define KM_CREW_TTL_NS (1000ull * 1000 * 1000)
+
+struct km_crew_key {
+	uint64_t hash;    /* XXH3-64 of the key; 0: free */
+	uint64_t expires; /* ns */
+};
+
+struct km_crew_set {
+	struct km_crew_key keys[KM_CREW_SET];
+	uint32_t nb;   /* slots in use */
+	uint32_t next; /* the worker the next spread GET goes to */
+};
 
 /* Destination of a slot other than an explicit worker index. */
 #define KM_WORKER_KEY (-1) /* owner of the key in the current map */
@@ -190,6 +206,7 @@ struct km_client {
 	uint32_t nb_wait_map; /* slots in KM_SLOT_WAIT_MAP */
 
 	struct km_mget_scratch *mget; /* allocated by the first km_mget() */
+	struct km_crew_set crew;      /* hot keys any worker serves */
 	struct km_client_stats st;
 };
 
@@ -284,5 +301,13 @@ KM_INTERNAL void km_cookie_denied(struct km_client *c, uint32_t idx, uint64_t no
 KM_INTERNAL void km_hello_start(struct km_client *c);
 /** The HELLO completed with err: take the cookie, resend or fail the waiting slots. */
 KM_INTERNAL void km_hello_end(struct km_client *c, int err, uint64_t now);
+
+/* km_crew.c */
+/** Worker a GET of key goes to: owner, or any worker in turn for a hot key with copies. */
+KM_INTERNAL unsigned int km_crew_worker(
+	struct km_client *c, const void *key, size_t klen, unsigned int owner);
+/** A GET reply of key: OK with KM_F_CREW (flagged) remembers it, anything else forgets it. */
+KM_INTERNAL void km_crew_reply(
+	struct km_client *c, const void *key, size_t klen, bool flagged, uint64_t now);
 
 #endif /* KM_CLIENT_PRIV_H */

@@ -43,12 +43,15 @@ km_req_id_next(struct km_client *c)
 }
 
 static inline uint16_t
-km_slot_port(const struct km_client *c, const struct km_slot *s)
+km_slot_port(struct km_client *c, const struct km_slot *s)
 {
 	if (s->worker == KM_WORKER_MAP)
 		return c->port;
 	if (s->worker >= 0)
 		return (uint16_t)(km_base_port(c) + s->worker);
+	if (s->op->op == KM_OP_GET)
+		return (uint16_t)(km_base_port(c) + km_crew_worker(c, s->op->key, s->op->klen,
+							    km_owner(c, s->op->key, s->op->klen)));
 	return (uint16_t)(km_base_port(c) + km_owner(c, s->op->key, s->op->klen));
 }
 
@@ -396,6 +399,8 @@ km_dispatch(struct km_client *c, const uint8_t *buf, size_t len, uint16_t sport,
 	}
 	err = km_status_err(m.hdr.status);
 	op->out_version = m.hdr.version;
+	if (op->op == KM_OP_GET && (err == KM_OK || err == KM_ERR_NOT_FOUND))
+		km_crew_reply(c, op->key, op->klen, err == KM_OK && (m.hdr.flags & KM_F_CREW), now);
 	if (err == KM_OK && (km_op_grows(op->op) || op->op == KM_OP_HELLO)) {
 		op->len = m.hdr.val_len;
 		if (op->buf != NULL) {

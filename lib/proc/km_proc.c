@@ -251,6 +251,8 @@ km_proc_shard_detach(struct km_proc *p, uint64_t shard_id, uint64_t *requests)
 	s = sl->store;
 	if (requests != NULL)
 		*requests = sl->requests;
+	/* Its read copies go before its store: the next owner's writes must not find them. */
+	km_proc_crew_withdraw(p, shard_id);
 	if (sl->persistent) {
 		/* Write out and wait: the replies parked on the shard are released (or
 		 * failed) through proc_store_durable() meanwhile. Reads in flight find the shard

@@ -71,7 +71,13 @@
 	X(shift_moved_keys, "entries the partition shifter moved to their new place")             \
 	X(shift_move_restored, "moves put back in their old place: hand-off ring or mbufs full")  \
 	X(write_deferred, "write replies held until their group was durable")                     \
-	X(write_failed, "writes answered ERROR: their group write failed")
+	X(write_failed, "writes answered ERROR: their group write failed")                        \
+	X(crew_reads, "GETs and MGET entries served from another worker's read copy")             \
+	X(crew_retries, "read copy reads repeated: the owner was rewriting the entry")            \
+	X(crew_fallbacks, "read copy reads given up (entry kept changing): handed to the owner")  \
+	X(crew_added, "keys this owner replicated (read copies made)")                            \
+	X(crew_updates, "read copies rewritten by a write to their key")                          \
+	X(crew_withdrawn, "read copies withdrawn: deleted, too large, cooled, or shard moved")
 
 struct km_proc_counters {
 #define KM_X(name, help) uint64_t name;
@@ -568,6 +574,7 @@ enum km_proc_note_type {
 	KM_PROC_NOTE_SAMPLE = 1, /* a sampled access: what is KM_PROC_ACC_* */
 	KM_PROC_NOTE_OUTCOME,    /* what became of a prefetch: what is KM_PROC_PF_* */
 	KM_PROC_NOTE_FORWARD,    /* a key the stream detector wants, owned by another worker */
+	KM_PROC_NOTE_CREW,       /* a sampled access for hot-key replication: op, key, owner */
 };
 
 /** What a sampled access found. */
@@ -594,8 +601,8 @@ struct km_proc_note {
 	uint8_t op;       /* SAMPLE: enum km_op */
 	uint8_t what;     /* SAMPLE: enum km_proc_access; OUTCOME: enum km_proc_pf_event */
 	uint8_t mark;     /* OUTCOME (HARM: a prediction's), FORWARD: the prefetch's mark */
-	uint16_t key_len; /* SAMPLE, FORWARD, OUTCOME (HARM: the missed key) */
-	uint16_t pad;
+	uint16_t key_len; /* SAMPLE, FORWARD, OUTCOME (HARM: the missed key), CREW */
+	uint16_t owner;   /* CREW: the key's owner worker (where it was served may differ) */
 	uint32_t session; /* SAMPLE: the request's session id, 0 = none */
 	uint32_t pad2;
 	uint64_t shard_id;
@@ -720,5 +727,108 @@ int km_proc_shift_pending(const struct km_proc *p, const struct km_shardmap *map
  * @note Context: any thread.
  */
 uint32_t km_proc_shift_clean(const struct km_proc *p);
+
+/*
+ * Hot-key replication across workers (CREW: concurrent reads, exclusive writes; MICA).
+ *
+ * An owner worker keeps read copies of a few hot keys (key, value up to value_max bytes,
+ * version) in a table every worker reads; the other workers serve GETs (and MGET entries)
+ * of those keys from the copy instead of handing them over, so one key can use every
+ * core. Only the owner writes its table, each entry under a sequence counter (seqlock);
+ * it rewrites a key's copy in the same step as it applies a write to the key, before the
+ * reply leaves, so no read after an acknowledged write returns the older value. A copy is
+ * withdrawn when its key is deleted, written with a value over value_max, no longer
+ * wanted, or its shard leaves the owner (km_proc_crew_withdraw, _revalidate). Replies
+ * served from a copy, and the owner's GET replies of a replicated key, carry KM_F_CREW.
+ * Which keys: the control lcore, from sampled accesses (KM_PROC_NOTE_CREW notes).
+ *
+ * The tables are created once, before the workers run, and freed after they stopped; the
+ * same struct km_crew is given to every worker's processor.
+ */
+#define KM_CREW_KEYS_MAX  1024 /* read copies per owner worker, at most */
+#define KM_CREW_VALUE_MAX 4096 /* value bytes of one copy, at most */
+
+struct km_crew;
+
+struct km_crew_params {
+	uint16_t nb_workers; /* one table per worker */
+	uint32_t keys_max;   /* copies per worker, 1..KM_CREW_KEYS_MAX */
+	uint32_t value_max;  /* value bytes per copy, 1..KM_CREW_VALUE_MAX */
+};
+
+/**
+ * @return 0, -EINVAL (a parameter out of range), -ENOMEM.
+ * @note Context: any thread, before the workers run.
+ */
+int km_crew_create(const struct km_crew_params *cp, struct km_crew **out);
+
+/** @note Context: any thread, once no processor uses it any more. */
+void km_crew_destroy(struct km_crew *c);
+
+/** value_max it was created with. @note Context: any thread. */
+uint32_t km_crew_value_max(const struct km_crew *c);
+
+/**
+ * Use the copy tables c (NULL: none): this processor serves GETs of other owners' copies
+ * and keeps its own. Sampling starts off (km_proc_crew_sampling).
+ * @return 0, -EINVAL (the worker has no table in c), -ENOMEM.
+ * @note Context: any thread, before the worker runs.
+ */
+int km_proc_set_crew(struct km_proc *p, struct km_crew *c);
+
+/**
+ * Sample one GET/PUT/CAS/DEL in every (0: none) executed or served from a copy into a
+ * KM_PROC_NOTE_CREW note (km_proc_notes()).
+ * @note Context: the owner worker.
+ */
+void km_proc_crew_sampling(struct km_proc *p, uint32_t every);
+
+/**
+ * Make a read copy of key, a key this worker owns under map, with its current value.
+ * @return 1 made, 0 already there, -EXDEV not owned here, -ENOENT no such key (or damaged),
+ *   -EAGAIN its value is not in DRAM now (a store on disk, not cached), -E2BIG value over
+ *   value_max, -ENOSPC table (or the key's group of slots) full, -EINVAL.
+ * @note Context: the owner worker, at a loop boundary, map held under RCU.
+ */
+int km_proc_crew_add(
+	struct km_proc *p, const struct km_shardmap *map, const uint8_t *key, uint16_t len);
+
+/**
+ * Withdraw key's read copy. @return 1 withdrawn, 0 there was none, -EINVAL.
+ * @note Context: the owner worker.
+ */
+int km_proc_crew_remove(struct km_proc *p, const uint8_t *key, uint16_t len);
+
+/**
+ * Withdraw the copies of keys of shard_id (0: every copy).
+ * @return the copies withdrawn.
+ * @note Context: the owner worker; before the shard's store leaves it (detach), and
+ *   whenever the copies must go (replication off).
+ */
+unsigned int km_proc_crew_withdraw(struct km_proc *p, uint64_t shard_id);
+
+/**
+ * Withdraw the copies of keys this worker no longer owns under map (a map changed).
+ * @return the copies withdrawn.
+ * @note Context: the owner worker, map held under RCU.
+ */
+unsigned int km_proc_crew_revalidate(struct km_proc *p, const struct km_shardmap *map);
+
+/** One read copy, as km_crew_list() sees it. */
+struct km_crew_info {
+	uint16_t owner;
+	uint16_t key_len;
+	uint32_t val_len;
+	uint64_t version;
+	uint64_t shard_id;
+	uint8_t key[KM_KEY_MAX];
+};
+
+/**
+ * The read copies of every worker (an entry being rewritten at that moment is left out).
+ * @return the number written to out (at most max).
+ * @note Context: any thread (reads the tables as workers do).
+ */
+uint32_t km_crew_list(const struct km_crew *c, struct km_crew_info *out, uint32_t max);
 
 #endif /* KM_PROC_H */

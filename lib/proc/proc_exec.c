@@ -175,6 +175,8 @@ exec_get(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *
 	if (shd == NULL)
 		return reply_busy(p, map, req, sh, out);
 	shd->requests++;
+	if (proc_unlikely(p->crew_every != 0))
+		proc_crew_sample(p, k, KM_OP_GET, shd->id, p->worker);
 	if (shd->persistent) {
 		struct km_key kc;
 		uint8_t kbuf[KM_KEY_MAX];
@@ -204,6 +206,9 @@ exec_get(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *
 out:
 	if (proc_unlikely(len == PROC_GROW))
 		shd->requests--; /* counted when it comes back */
+	else if (proc_unlikely(p->crew_own != 0) && len >= KM_HDR_LEN && out[3] == KM_ST_OK &&
+		 proc_crew_has(p, k->hash))
+		km_put16(out + 4, KM_F_REPLY | KM_F_CREW); /* any worker may serve it */
 	return len;
 }
 
@@ -237,6 +242,8 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 	}
 	if (shd == NULL)
 		return reply_busy(p, map, req, rt->shard, out);
+	if (proc_unlikely(p->crew_every != 0))
+		proc_crew_sample(p, k, req->hdr.op, shd->id, p->worker);
 	s = shd->store;
 	/* The DRAM bound: a write that may grow the store waits for room (reads and DELs go
 	 * on). Its own size is a lower bound of what it adds. */
@@ -260,6 +267,10 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 		break;
 	}
 	status = proc_status_of_rc(p, rc, 0);
+	/* The key's read copy takes the write before the reply leaves (proc_crew.c). */
+	if (rc == 0 && proc_unlikely(p->crew_own != 0))
+		proc_crew_written(p, k, req->hdr.op == KM_OP_DEL ? NULL : req->val,
+			req->hdr.val_len, version);
 	if (rc == 0 && s->ops->dram_bytes != NULL) {
 		uint64_t now = s->ops->dram_bytes(s);
 
@@ -355,7 +366,7 @@ static size_t
 exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req, uint64_t src,
 	uint8_t *out, size_t cap, size_t limit)
 {
-	uint8_t *b = p->scratch, *w;
+	uint8_t *b = p->scratch, *w, cbuf[KM_CREW_VALUE_MAX];
 	size_t lim = cap < sizeof(p->scratch) ? cap : sizeof(p->scratch);
 	struct km_mget_iter it;
 	const uint8_t *key;
@@ -389,8 +400,12 @@ exec_mget(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 		first = 0;
 		if (shd == NULL) {
 			/* Per entry, not BUSY, even for a shard in hand-over: the wire format
-			 * (km_proto.h) gives entries MOVED and the client re-routes them. */
+			 * (km_proto.h) gives entries MOVED and the client re-routes them; a
+			 * hot key of another owner is served from its read copy. */
+			key_init(&k, key, klen, &rt);
 			status = KM_ST_MOVED;
+			if (p->crew != NULL && proc_crew_mget_entry(p, &rt, &k, cbuf, &v) == 0)
+				status = KM_ST_OK;
 		} else {
 			key_init(&k, key, klen, &rt);
 			status = mget_entry(p, shd, &k, &v, &acc);

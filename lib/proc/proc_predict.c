@@ -29,8 +29,8 @@ ghost_slot(uint64_t hash)
 }
 
 /* A new note at the end of the buffer, header zeroed, or NULL (full: counted). */
-static struct km_proc_note *
-note_new(struct km_proc *p, uint8_t type)
+struct km_proc_note *
+proc_note_new(struct km_proc *p, uint8_t type)
 {
 	struct km_proc_note *n;
 
@@ -64,7 +64,7 @@ outcome(struct km_proc *p, uint8_t mark, enum km_proc_pf_event ev, uint64_t shar
 {
 	struct km_proc_note *n;
 
-	if (!mark_control(mark) || (n = note_new(p, KM_PROC_NOTE_OUTCOME)) == NULL)
+	if (!mark_control(mark) || (n = proc_note_new(p, KM_PROC_NOTE_OUTCOME)) == NULL)
 		return;
 	n->what = (uint8_t)ev;
 	n->mark = mark;
@@ -323,7 +323,7 @@ km_proc_prefetch_run(struct km_proc *p, const struct km_shardmap *map)
 		rc = proc_prefetch(p, map, p->pfq[i].key, p->pfq[i].len, p->pfq_mark[i]);
 		if (rc == 1)
 			started++;
-		if (rc != -EXDEV || (n = note_new(p, KM_PROC_NOTE_FORWARD)) == NULL)
+		if (rc != -EXDEV || (n = proc_note_new(p, KM_PROC_NOTE_FORWARD)) == NULL)
 			continue;
 		p->cnt.stream_forwarded++;
 		n->mark = p->pfq_mark[i];
@@ -358,7 +358,7 @@ proc_pf_access(struct km_proc *p, const struct km_shardmap *map, struct km_proc_
 		g->hash = 0;
 		p->cnt.prefetch_harm++;
 		if (g->mark <= KM_PREDICT_NB_SRC &&
-			(n = note_new(p, KM_PROC_NOTE_OUTCOME)) != NULL) {
+			(n = proc_note_new(p, KM_PROC_NOTE_OUTCOME)) != NULL) {
 			n->what = KM_PROC_PF_HARM;
 			n->mark = g->mark;
 			n->shard_id = shd->id;
@@ -372,7 +372,7 @@ proc_pf_access(struct km_proc *p, const struct km_shardmap *map, struct km_proc_
 	if (p->pf.stream && (acc == KM_PROC_ACC_MISS || acc == KM_PROC_ACC_PREFETCH_HIT ||
 				    acc == KM_PROC_ACC_LATE))
 		stream_step(p, map, shd, k);
-	if (!sampled(p, req, src) || (n = note_new(p, KM_PROC_NOTE_SAMPLE)) == NULL)
+	if (!sampled(p, req, src) || (n = proc_note_new(p, KM_PROC_NOTE_SAMPLE)) == NULL)
 		return;
 	p->cnt.samples++;
 	n->op = req->op;

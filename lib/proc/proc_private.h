@@ -13,6 +13,7 @@
  *   proc_guard.c    HELLO cookies (address validation), client keys (MACs, permissions)
  *   proc_predict.c  the worker's part of predictive prefetch: stream detector, sampling,
  *                   outcomes of prefetches, budget, notes for the control lcore
+ *   proc_crew.c     hot-key replication: read copies, served by every worker
  *
  * Everything here is used by the owner worker only (see km_proc.h).
  */
@@ -187,6 +188,11 @@ struct km_proc {
 	uint32_t shift_cursor;        /* next slot of shards[] it walks */
 	uint32_t shift_found;         /* entries it took out so far */
 	_Atomic uint32_t shift_clean; /* km_proc_shift_clean(); worker: rw, others: ro */
+	/* Hot-key replication (proc_crew.c). */
+	struct km_crew *crew; /* every worker's copy tables (shared), NULL: none */
+	uint32_t crew_own;    /* copies in this worker's own table */
+	uint32_t crew_every;  /* sample one access in this many (0: off) */
+	uint32_t crew_left;   /* accesses until the next sample */
 
 	uint8_t scratch[KM_DGRAM_MAX]; /* MGET replies are built here: they outgrow requests */
 };
@@ -373,5 +379,22 @@ void proc_pf_late(struct km_proc *p, struct km_proc_shard *shd, uint8_t mark);
 void proc_pf_read_done(struct km_proc *p, uint64_t t_start);
 int proc_prefetch(struct km_proc *p, const struct km_shardmap *map, const uint8_t *key,
 	uint16_t len, uint8_t mark);
+
+/* proc_predict.c: a new note at the end of the buffer, header zeroed, or NULL (full:
+ * counted). */
+struct km_proc_note *proc_note_new(struct km_proc *p, uint8_t type);
+
+/* proc_crew.c */
+void proc_crew_written(struct km_proc *p, const struct km_key *k, const uint8_t *val, uint32_t len,
+	uint64_t version);
+int proc_crew_has(const struct km_proc *p, uint64_t h);
+int proc_crew_read(struct km_proc *p, uint16_t owner, const struct km_key *k, uint8_t *buf,
+	struct km_value_ref *v);
+int proc_crew_route(
+	struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r, uint16_t owner);
+int proc_crew_mget_entry(struct km_proc *p, const struct km_route *rt, const struct km_key *k,
+	uint8_t *buf, struct km_value_ref *v);
+void proc_crew_sample(
+	struct km_proc *p, const struct km_key *k, uint8_t op, uint64_t shard_id, uint16_t owner);
 
 #endif /* KM_PROC_PRIVATE_H */

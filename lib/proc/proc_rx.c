@@ -128,6 +128,10 @@ rx_stage1(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *
 				     km_shardmap_epoch_fast(map), r->buf));
 		return 0;
 	}
+	/* A hot key with read copies is served by the worker the client chose (proc_crew.c). */
+	if (p->crew != NULL && target >= 0 && r->msg.hdr.op == KM_OP_GET &&
+		proc_crew_route(p, map, r, (uint16_t)target))
+		return 0;
 	if (target >= 0 && target != p->worker) {
 		if (proc_unlikely(r->handed)) {
 			/* The map changed while the request crossed: let the client retry. */

@@ -73,6 +73,7 @@ enum km_status {
 #define KM_F_REPLY    0x0001 /* set in every reply */
 #define KM_F_COOKIE   0x0002 /* request: an 8-byte server cookie follows the value */
 #define KM_F_AUTH     0x0004 /* request: a key id and a MAC follow (after the cookie), last */
+#define KM_F_CREW     0x0008 /* GET reply: the key has read copies, any worker may serve it */
 #define KM_F_TRAILERS (KM_F_COOKIE | KM_F_AUTH)
 
 /*

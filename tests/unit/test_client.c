@@ -105,6 +105,7 @@ struct fake {
 	int hello_wrong;      /* HELLO hands out a cookie it does not take */
 	int drop_hello;       /* never answer HELLO */
 	int old_server;       /* any flag in a request, HELLO -> BAD_REQUEST */
+	int crew;             /* OK GET replies of keys starting "hot" carry KM_F_CREW */
 	/* Client keys. */
 	uint32_t auth_id; /* != 0: the one key the fake knows ... */
 	uint8_t auth_key[KM_MAC_KEY_LEN];
@@ -461,6 +462,9 @@ fk_handle(struct fake *f, unsigned int w, const uint8_t *buf, size_t len,
 		rh.status = KM_ST_MOVED;
 	} else if (is_key) {
 		val = fk_exec(f, &m, &rh);
+		if (f->crew && m.hdr.op == KM_OP_GET && rh.status == KM_ST_OK &&
+			m.hdr.key_len >= 3 && memcmp(m.key, "hot", 3) == 0)
+			rh.flags |= KM_F_CREW;
 	}
 
 	olen = km_msg_build(out, sizeof(out), &rh, NULL, val);
@@ -2440,6 +2444,105 @@ test_auth_denied(void **state)
 	km_client_close(c);
 }
 
+/* Workers the GETs logged from `from` on went to, as a bit set. */
+static unsigned int
+crew_workers(unsigned int from, const char *key)
+{
+	unsigned int i, set = 0;
+
+	for (i = from; i < fk_nlog(); i++) {
+		struct fk_req r = fk_log_at(i);
+
+		if (r.op == KM_OP_GET && r.klen == strlen(key) && memcmp(r.key, key, r.klen) == 0)
+			set |= 1u << r.worker;
+	}
+	return set;
+}
+
+/* Hot keys (docs/protocol.md 2.3): a flagged GET reply spreads the key's next GETs over
+ * every worker; an unflagged reply, NOT_FOUND or a second without a flagged reply brings
+ * them back to the owner; other keys and writes stay steered. */
+static void
+test_crew_spread(void **state)
+{
+	struct km_client *c = cl_open(200, 3, 0), *u;
+	unsigned int hot_owner = 1u << fk_owner("hot1"), cold_owner = 1u << fk_owner("cold1");
+	uint8_t buf[64];
+	unsigned int n0, i;
+	size_t len;
+
+	(void)state;
+	assert_int_equal(km_put(c, "hot1", 4, "h", 1, NULL), KM_OK);
+	assert_int_equal(km_put(c, "cold1", 5, "c", 1, NULL), KM_OK);
+	/* Without the flag: the owner only. */
+	n0 = fk_nlog();
+	for (i = 0; i < 4; i++)
+		assert_int_equal(km_get(c, "hot1", 4, buf, sizeof(buf), &len, NULL), KM_OK);
+	assert_int_equal(crew_workers(n0, "hot1"), hot_owner);
+	assert_int_equal(cl_stats(c).crew_spread, 0);
+
+	/* Flagged: the first GET learns it, the next ones go to every worker in turn. */
+	fk_lock();
+	fk->crew = 1;
+	fk_unlock();
+	assert_int_equal(km_get(c, "hot1", 4, buf, sizeof(buf), &len, NULL), KM_OK);
+	n0 = fk_nlog();
+	for (i = 0; i < 8; i++) {
+		assert_int_equal(km_get(c, "hot1", 4, buf, sizeof(buf), &len, NULL), KM_OK);
+		assert_int_equal(km_get(c, "cold1", 5, buf, sizeof(buf), &len, NULL), KM_OK);
+	}
+	assert_int_equal(crew_workers(n0, "hot1"), 0xf);
+	assert_int_equal(crew_workers(n0, "cold1"), cold_owner);
+	assert_int_equal(cl_stats(c).crew_spread, 8);
+	/* Writes of the hot key still go to its owner. */
+	n0 = fk_nlog();
+	assert_int_equal(km_put(c, "hot1", 4, "h2", 2, NULL), KM_OK);
+	assert_int_equal(fk_log_at(n0).worker, fk_owner("hot1"));
+
+	/* A reply without the flag (the copies were withdrawn): back to the owner. */
+	fk_lock();
+	fk->crew = 0;
+	fk_unlock();
+	assert_int_equal(km_get(c, "hot1", 4, buf, sizeof(buf), &len, NULL), KM_OK);
+	n0 = fk_nlog();
+	for (i = 0; i < 4; i++)
+		assert_int_equal(km_get(c, "hot1", 4, buf, sizeof(buf), &len, NULL), KM_OK);
+	assert_int_equal(crew_workers(n0, "hot1"), hot_owner);
+
+	/* The hint expires a second after the last flagged reply. */
+	fk_lock();
+	fk->crew = 1;
+	fk_unlock();
+	assert_int_equal(km_get(c, "hot1", 4, buf, sizeof(buf), &len, NULL), KM_OK);
+	fk_lock();
+	fk->crew = 0;
+	fk_unlock();
+	usleep(1100 * 1000);
+	n0 = fk_nlog();
+	assert_int_equal(km_get(c, "hot1", 4, buf, sizeof(buf), &len, NULL), KM_OK);
+	assert_int_equal(crew_workers(n0, "hot1"), hot_owner);
+
+	/* NOT_FOUND forgets it too. */
+	fk_lock();
+	fk->crew = 1;
+	fk_unlock();
+	assert_int_equal(km_get(c, "hot1", 4, buf, sizeof(buf), &len, NULL), KM_OK);
+	assert_int_equal(km_del(c, "hot1", 4, 0), KM_OK);
+	assert_int_equal(km_get(c, "hot1", 4, buf, sizeof(buf), &len, NULL), KM_ERR_NOT_FOUND);
+	n0 = fk_nlog();
+	assert_int_equal(km_get(c, "hot1", 4, buf, sizeof(buf), &len, NULL), KM_ERR_NOT_FOUND);
+	assert_int_equal(crew_workers(n0, "hot1"), hot_owner);
+
+	/* An unsteered client sends everything to the base port, flag or not. */
+	assert_int_equal(km_put(c, "hot1", 4, "h", 1, NULL), KM_OK);
+	u = cl_open(200, 3, 1);
+	for (i = 0; i < 4; i++)
+		assert_int_equal(km_get(u, "hot1", 4, buf, sizeof(buf), &len, NULL), KM_OK);
+	assert_int_equal(cl_stats(u).crew_spread, 0);
+	km_client_close(u);
+	km_client_close(c);
+}
+
 int
 main(void)
 {
@@ -2474,6 +2577,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_old_server, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_auth_mac, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_auth_denied, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_crew_spread, setup4, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

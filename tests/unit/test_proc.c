@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -334,7 +335,7 @@ test_create(void **state)
 
 	assert_int_equal(KM_PROC_NB_COUNTERS, sizeof(struct km_proc_counters) / 8);
 	assert_string_equal(km_proc_counter_names[0], "req_ping");
-	assert_string_equal(km_proc_counter_names[KM_PROC_NB_COUNTERS - 1], "write_failed");
+	assert_string_equal(km_proc_counter_names[KM_PROC_NB_COUNTERS - 1], "crew_withdrawn");
 	for (i = 0; i < KM_PROC_NB_COUNTERS; i++)
 		assert_non_null(km_proc_counter_help[i]);
 }
@@ -2980,6 +2981,328 @@ test_dedup_moves(void **state)
 	e->map = m2;
 }
 
+/* ---- Hot-key replication (proc_crew.c) ---- */
+
+#define CREW_VALUE_MAX 16
+
+/* One datagram sent by an up-to-date client to worker `port`, run through that worker
+ * only (no hand-off followed): the verdict and the reply in *pr, parsed in *rep. */
+static void
+crew_rx(struct env *e, unsigned int port, const struct req *r, uint8_t *buf, size_t cap,
+	struct km_proc_req *pr, struct km_msg *rep)
+{
+	size_t len = req_build(buf, cap, r, km_shardmap_epoch(e->map));
+
+	*pr = (struct km_proc_req){
+		.buf = buf, .len = len, .cap = cap, .src = r->src, .port_worker = (int16_t)port};
+	km_proc_rx(e->proc[port], e->map, pr);
+	if (pr->verdict == KM_PROC_REPLY)
+		assert_int_equal(km_reply_parse(buf, pr->reply_len, rep), 0);
+}
+
+static struct km_crew *
+crew_setup(struct env *e)
+{
+	struct km_crew_params cp = {
+		.nb_workers = NB_WORKERS, .keys_max = 4, .value_max = CREW_VALUE_MAX};
+	struct km_crew *c;
+	unsigned int w;
+
+	assert_int_equal(km_crew_create(&cp, &c), 0);
+	for (w = 0; w < NB_WORKERS; w++)
+		assert_int_equal(km_proc_set_crew(e->proc[w], c), 0);
+	return c;
+}
+
+static void
+crew_teardown(struct env *e, struct km_crew *c)
+{
+	unsigned int w;
+
+	for (w = 0; w < NB_WORKERS; w++)
+		km_proc_set_crew(e->proc[w], NULL);
+	km_crew_destroy(c);
+}
+
+static void
+test_crew(void **state)
+{
+	struct env *e = *state;
+	struct km_crew_params bad = {.nb_workers = NB_WORKERS, .keys_max = 0, .value_max = 8};
+	struct km_crew *c, *x;
+	struct km_crew_info info[8];
+	struct km_proc_note note;
+	struct km_proc_req pr;
+	struct km_msg rep;
+	struct rep out;
+	uint8_t buf[KM_DGRAM_MAX], body[64];
+	char key[32], other[32], big[CREW_VALUE_MAX + 1];
+	uint64_t v2;
+	size_t kl;
+
+	assert_int_equal(km_crew_create(&bad, &x), -EINVAL);
+	bad.keys_max = KM_CREW_KEYS_MAX + 1;
+	assert_int_equal(km_crew_create(&bad, &x), -EINVAL);
+	c = crew_setup(e);
+	key_owned(e->map, 0, "hot", 0, key, sizeof(key));
+	key_owned(e->map, 1, "cold", 0, other, sizeof(other));
+	assert_int_equal(call(e,
+				 &(struct req){.op = KM_OP_PUT,
+					 .key = key,
+					 .val = "v1",
+					 .val_len = 2,
+					 .req_id = 1,
+					 .src = 9},
+				 &out),
+		KM_ST_OK);
+
+	/* Only the owner makes copies, of keys that exist, with values that fit. */
+	assert_int_equal(
+		km_proc_crew_add(e->proc[1], e->map, (const uint8_t *)key, strlen(key)), -EXDEV);
+	key_owned(e->map, 0, "absent", 0, big, sizeof(big));
+	assert_int_equal(
+		km_proc_crew_add(e->proc[0], e->map, (const uint8_t *)big, strlen(big)), -ENOENT);
+	assert_int_equal(
+		km_proc_crew_add(e->proc[0], e->map, (const uint8_t *)key, strlen(key)), 1);
+	assert_int_equal(
+		km_proc_crew_add(e->proc[0], e->map, (const uint8_t *)key, strlen(key)), 0);
+	assert_int_equal(km_crew_list(c, info, 8), 1);
+	assert_int_equal(info[0].owner, 0);
+	assert_memory_equal(info[0].key, key, strlen(key));
+
+	/* The other worker serves it from the copy, flagged; so does the owner's reply. */
+	crew_rx(e, 1, &(struct req){.op = KM_OP_GET, .key = key, .req_id = 2}, buf, sizeof(buf),
+		&pr, &rep);
+	assert_int_equal(pr.verdict, KM_PROC_REPLY);
+	assert_int_equal(rep.hdr.status, KM_ST_OK);
+	assert_true((rep.hdr.flags & KM_F_CREW) != 0);
+	assert_int_equal(rep.hdr.val_len, 2);
+	assert_memory_equal(rep.val, "v1", 2);
+	assert_int_equal(km_proc_counters(e->proc[1])->crew_reads, 1);
+	crew_rx(e, 0, &(struct req){.op = KM_OP_GET, .key = key, .req_id = 3}, buf, sizeof(buf),
+		&pr, &rep);
+	assert_true((rep.hdr.flags & KM_F_CREW) != 0);
+	crew_rx(e, 1, &(struct req){.op = KM_OP_GET, .key = other, .req_id = 4}, buf, sizeof(buf),
+		&pr, &rep);
+	assert_int_equal(rep.hdr.status, KM_ST_NOT_FOUND);
+	assert_true((rep.hdr.flags & KM_F_CREW) == 0);
+
+	/* A GET the client sent to worker 0's port that reached worker 1 goes to worker 0. */
+	{
+		size_t len = req_build(buf, sizeof(buf),
+			&(struct req){.op = KM_OP_GET, .key = key, .req_id = 5},
+			km_shardmap_epoch(e->map));
+
+		pr = (struct km_proc_req){
+			.buf = buf, .len = len, .cap = sizeof(buf), .port_worker = 0};
+		km_proc_rx(e->proc[1], e->map, &pr);
+		assert_int_equal(pr.verdict, KM_PROC_HANDOFF);
+		assert_int_equal(pr.owner, 0);
+	}
+
+	/* A write replaces the copy before its reply: the next read anywhere sees it. */
+	assert_int_equal(call(e,
+				 &(struct req){.op = KM_OP_PUT,
+					 .key = key,
+					 .val = "v2",
+					 .val_len = 2,
+					 .req_id = 6,
+					 .src = 9},
+				 &out),
+		KM_ST_OK);
+	v2 = out.msg.hdr.version;
+	assert_int_equal(km_proc_counters(e->proc[0])->crew_updates, 1);
+	crew_rx(e, 1, &(struct req){.op = KM_OP_GET, .key = key, .req_id = 7}, buf, sizeof(buf),
+		&pr, &rep);
+	assert_int_equal(pr.verdict, KM_PROC_REPLY);
+	assert_memory_equal(rep.val, "v2", 2);
+	assert_int_equal(rep.hdr.version, v2);
+
+	/* An MGET entry of the key at the other worker comes from the copy, not MOVED. */
+	kl = strlen(key);
+	km_put16(body, 1);
+	body[2] = (uint8_t)kl;
+	memcpy(body + 3, key, kl);
+	crew_rx(e, 1,
+		&(struct req){
+			.op = KM_OP_MGET, .val = body, .val_len = (uint32_t)(3 + kl), .req_id = 8},
+		buf, sizeof(buf), &pr, &rep);
+	assert_int_equal(
+		pr.verdict, KM_PROC_HANDOFF); /* an MGET belongs to its first key's owner */
+	pr.handed = 1;
+	pr.verdict = 0;
+	km_proc_rx(e->proc[0], e->map, &pr);
+	assert_int_equal(pr.verdict, KM_PROC_REPLY);
+
+	/* Sampling: a served copy read becomes a note naming the owner. */
+	km_proc_crew_sampling(e->proc[1], 1);
+	crew_rx(e, 1, &(struct req){.op = KM_OP_GET, .key = key, .req_id = 9}, buf, sizeof(buf),
+		&pr, &rep);
+	assert_int_equal(km_proc_notes(e->proc[1], &note, 1), 1);
+	assert_int_equal(note.type, KM_PROC_NOTE_CREW);
+	assert_int_equal(note.op, KM_OP_GET);
+	assert_int_equal(note.owner, 0);
+	assert_int_equal(note.key_len, strlen(key));
+	assert_memory_equal(note.key, key, strlen(key));
+	km_proc_crew_sampling(e->proc[1], 0);
+
+	/* A value over value_max withdraws the copy: the read goes to the owner, unflagged. */
+	memset(big, 'b', sizeof(big));
+	assert_int_equal(call(e,
+				 &(struct req){.op = KM_OP_PUT,
+					 .key = key,
+					 .val = big,
+					 .val_len = sizeof(big),
+					 .req_id = 10,
+					 .src = 9},
+				 &out),
+		KM_ST_OK);
+	assert_int_equal(km_crew_list(c, info, 8), 0);
+	assert_int_equal(km_proc_counters(e->proc[0])->crew_withdrawn, 1);
+	crew_rx(e, 1, &(struct req){.op = KM_OP_GET, .key = key, .req_id = 11}, buf, sizeof(buf),
+		&pr, &rep);
+	assert_int_equal(pr.verdict, KM_PROC_HANDOFF);
+	assert_int_equal(
+		km_proc_crew_add(e->proc[0], e->map, (const uint8_t *)key, strlen(key)), -E2BIG);
+
+	/* DEL withdraws it; so do a detach of its shard, a remove and a withdraw-all. */
+	assert_int_equal(call(e,
+				 &(struct req){.op = KM_OP_PUT,
+					 .key = key,
+					 .val = "v3",
+					 .val_len = 2,
+					 .req_id = 12,
+					 .src = 9},
+				 &out),
+		KM_ST_OK);
+	assert_int_equal(
+		km_proc_crew_add(e->proc[0], e->map, (const uint8_t *)key, strlen(key)), 1);
+	assert_int_equal(
+		call(e, &(struct req){.op = KM_OP_DEL, .key = key, .req_id = 13, .src = 9}, &out),
+		KM_ST_OK);
+	assert_int_equal(km_crew_list(c, info, 8), 0);
+	assert_int_equal(call(e, &(struct req){.op = KM_OP_GET, .key = key, .req_id = 14}, &out),
+		KM_ST_NOT_FOUND);
+	assert_int_equal(call(e,
+				 &(struct req){.op = KM_OP_PUT,
+					 .key = key,
+					 .val = "v4",
+					 .val_len = 2,
+					 .req_id = 15,
+					 .src = 9},
+				 &out),
+		KM_ST_OK);
+	assert_int_equal(
+		km_proc_crew_add(e->proc[0], e->map, (const uint8_t *)key, strlen(key)), 1);
+	{
+		uint64_t id = km_shard_id(shard_of(e->map, key));
+		struct km_store *st = km_proc_shard_detach(e->proc[0], id, NULL);
+
+		assert_non_null(st);
+		assert_int_equal(km_crew_list(c, info, 8), 0);
+		assert_int_equal(km_proc_shard_attach(e->proc[0], id, st), 0);
+	}
+	assert_int_equal(
+		km_proc_crew_add(e->proc[0], e->map, (const uint8_t *)key, strlen(key)), 1);
+	assert_int_equal(km_proc_crew_remove(e->proc[0], (const uint8_t *)key, strlen(key)), 1);
+	assert_int_equal(km_proc_crew_remove(e->proc[0], (const uint8_t *)key, strlen(key)), 0);
+	assert_int_equal(
+		km_proc_crew_add(e->proc[0], e->map, (const uint8_t *)key, strlen(key)), 1);
+	assert_int_equal(km_proc_crew_withdraw(e->proc[0], 0), 1);
+	assert_int_equal(km_crew_list(c, info, 8), 0);
+	crew_teardown(e, c);
+}
+
+/* The owner rewrites a copy while the other worker reads it: every value read is whole
+ * (one writer's bytes, never a mix) and never older than the one read before. */
+struct crew_race {
+	struct env *e;
+	const char *key;
+	volatile int stop;
+	uint64_t writes;
+};
+
+static void *
+crew_writer(void *arg)
+{
+	struct crew_race *r = arg;
+	struct km_proc_req pr;
+	struct km_msg rep;
+	uint8_t buf[KM_DGRAM_MAX], v[CREW_VALUE_MAX];
+	uint64_t n;
+
+	for (n = 1; !r->stop && n < 300000; n++) {
+		memset(v, (int)(n & 0xff), sizeof(v));
+		km_put64(v, n);
+		crew_rx(r->e, 0,
+			&(struct req){.op = KM_OP_PUT,
+				.key = r->key,
+				.val = v,
+				.val_len = sizeof(v),
+				.req_id = n,
+				.src = 7},
+			buf, sizeof(buf), &pr, &rep);
+		if (pr.verdict != KM_PROC_REPLY || rep.hdr.status != KM_ST_OK)
+			break;
+		r->writes = n;
+	}
+	r->stop = 1;
+	return NULL;
+}
+
+static void
+test_crew_race(void **state)
+{
+	struct env *e = *state;
+	struct crew_race r = {.e = e};
+	struct km_crew *c = crew_setup(e);
+	struct km_proc_req pr;
+	struct km_msg rep;
+	uint8_t buf[KM_DGRAM_MAX], v[CREW_VALUE_MAX];
+	char key[32];
+	uint64_t last = 0, got, reads = 0, i;
+	pthread_t th;
+
+	key_owned(e->map, 0, "race", 0, key, sizeof(key));
+	r.key = key;
+	memset(v, 0, sizeof(v));
+	assert_int_equal(call(e,
+				 &(struct req){.op = KM_OP_PUT,
+					 .key = key,
+					 .val = v,
+					 .val_len = sizeof(v),
+					 .req_id = 1,
+					 .src = 8},
+				 &(struct rep){0}),
+		KM_ST_OK);
+	assert_int_equal(
+		km_proc_crew_add(e->proc[0], e->map, (const uint8_t *)key, strlen(key)), 1);
+	assert_int_equal(pthread_create(&th, NULL, crew_writer, &r), 0);
+	for (i = 0; i < 1000000 && !r.stop; i++) {
+		crew_rx(e, 1, &(struct req){.op = KM_OP_GET, .key = key, .req_id = i + 1}, buf,
+			sizeof(buf), &pr, &rep);
+		if (pr.verdict == KM_PROC_HANDOFF)
+			continue; /* gave up on an entry that kept changing: the owner's turn */
+		assert_int_equal(pr.verdict, KM_PROC_REPLY);
+		assert_int_equal(rep.hdr.status, KM_ST_OK);
+		assert_int_equal(rep.hdr.val_len, CREW_VALUE_MAX);
+		got = km_get64(rep.val);
+		for (size_t b = 8; b < CREW_VALUE_MAX; b++)
+			assert_int_equal(rep.val[b], (uint8_t)(got & 0xff));
+		assert_true(got >= last);
+		last = got;
+		reads++;
+	}
+	r.stop = 1;
+	pthread_join(th, NULL);
+	print_message("crew race: %" PRIu64 " reads of %" PRIu64 " writes, %" PRIu64
+		      " retries, %" PRIu64 " fallbacks\n",
+		reads, r.writes, km_proc_counters(e->proc[1])->crew_retries,
+		km_proc_counters(e->proc[1])->crew_fallbacks);
+	assert_true(reads > 0 && r.writes > 0);
+	crew_teardown(e, c);
+}
+
 int
 main(void)
 {
@@ -3006,6 +3329,8 @@ main(void)
 			test_incremental_split_merge, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_dedup_moves, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_reshard_merge, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_crew, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_crew_race, env_setup, env_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -123,6 +123,7 @@ int cmd_set(struct ctl *c, int argc, char **argv);         /* conf.c */
 int cmd_log_level(struct ctl *c, int argc, char **argv);   /* conf.c */
 int cmd_prefetch(struct ctl *c, int argc, char **argv);    /* conf.c */
 int cmd_metrics(struct ctl *c, int argc, char **argv);     /* metrics.c */
+int cmd_hot(struct ctl *c, int argc, char **argv);         /* crew.c */
 int cmd_raw(struct ctl *c, int argc, char **argv);         /* tel.c */
 int cmd_overrides(struct ctl *c, int argc, char **argv);   /* shift.c */
 int cmd_override(struct ctl *c, int argc, char **argv);    /* shift.c */

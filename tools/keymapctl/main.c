@@ -42,6 +42,8 @@ static const char usage_text[] =
 	"                             or damaged): new empty files, it serves again\n"
 	"  prefetch [KEY]             predictive prefetch: state, accuracy, models, learned\n"
 	"                             transitions; with KEY: read it into its worker's cache\n"
+	"  hot                        hot-key replication: keys with read copies on every\n"
+	"                             worker (owner, version, value bytes), counters\n"
 	"  keys                       client keys: id, permission, key prefixes (no secrets)\n"
 	"  key add [--id ID] ro|rw [PREFIX...]\n"
 	"                             a new client key (read-only or read-write, limited to\n"
@@ -171,6 +173,7 @@ static const struct command {
 	{"compact", cmd_compact, 1, 0},
 	{"accept-loss", cmd_accept_loss, 1, 0},
 	{"prefetch", cmd_prefetch, 0, 0},
+	{"hot", cmd_hot, 0, 0},
 	{"keys", cmd_keys, 0, 0},
 	{"key", cmd_key, 0, 1},
 	{"log-level", cmd_log_level, 0, 0},

@@ -306,9 +306,10 @@ ctl_autoshard(void)
 	else
 		rc = km_ctl_merge(d.id, err, sizeof(err));
 	if (rc == -EBUSY) {
+		/* Later: placement and tiers go on meanwhile. */
 		km_ctl.cnt.reshard_deferred++;
 		free(v);
-		return 1;
+		return 0;
 	}
 	policy_keep(v);
 	free(v);

@@ -82,6 +82,7 @@ struct km_ctl_counters {
 struct km_reshard_status {
 	uint64_t seq;                    /* number of the job (from 1; 0: none yet) */
 	int active;                      /* copying, or waiting for its swap */
+	int cancelling;                  /* failed: the owner's cancel is being retried */
 	uint8_t kind;                    /* enum km_mig_kind */
 	uint64_t id;                     /* split: the shard split; merge: the parent made */
 	uint16_t owner;                  /* the worker that copies */

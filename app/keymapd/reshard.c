@@ -336,12 +336,19 @@ job_what(uint8_t kind)
 	return kind == KM_MIG_SPLIT ? "split" : "merge";
 }
 
-/* -EBUSY with a message when a job is in progress, else 0. */
+/* -EBUSY with a message when a job is in progress, or a routing override still moves
+ * keys (a copy would not see the shifter's moves), else 0. */
 static int
 job_busy(char *err, size_t errlen)
 {
 	const struct km_reshard_status *j = &km_ctl.reshard;
+	uint32_t i;
 
+	for (i = 0; i < km_shardmap_nb_overrides(km_map_current); i++)
+		if (km_shardmap_override_at(km_map_current, i)->state != KM_OVR_SETTLED)
+			return refuse(err, errlen, -EBUSY,
+				"a routing override is still moving keys (keymapctl overrides): "
+				"split and merge wait until it is settled");
 	if (!j->active)
 		return 0;
 	return refuse(err, errlen, -EBUSY,
@@ -412,17 +419,45 @@ job_end(int rc, const char *fmt, ...)
 	}
 }
 
-/* Have the owner drop its copies (the sources serve on). */
-static void
+/* Have the owner drop its copies (the sources serve on). @return 0 or -errno. */
+static int
 job_cancel(void)
 {
 	struct km_wcmd *c = km_mailbox_cmd_new(KM_WCMD_MIG_CANCEL, km_ctl.reshard.id);
 	int rc;
 
 	if (c == NULL)
-		return; /* the copies stay until the worker's next migration or exit */
+		return -ENOMEM;
 	rc = km_mailbox_run(km_ctl.reshard.owner, c);
 	km_mailbox_cmd_free(c, rc);
+	return rc;
+}
+
+/*
+ * The job failed (rc, message): the owner drops its copies, then the job ends. A cancel
+ * the worker did not take is tried again at every tick (the job stays active meanwhile:
+ * the worker would refuse another migration, and repeats writes into its copies).
+ */
+static void job_fail(int rc, const char *fmt, ...) __rte_format_printf(2, 3);
+
+static void
+job_fail(int rc, const char *fmt, ...)
+{
+	struct km_reshard_status *j = &km_ctl.reshard;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(j->msg, sizeof(j->msg), fmt, ap);
+	va_end(ap);
+	j->rc = rc;
+	j->cancelling = 1;
+	if (job_cancel() == 0) {
+		char msg[sizeof(j->msg)];
+
+		j->cancelling = 0;
+		memcpy(msg, j->msg, sizeof(msg));
+		job_end(rc, "%s", msg);
+	}
 }
 
 /* The map after the job, from the current one, at the next epoch: the new shards on the
@@ -462,6 +497,18 @@ job_map(struct km_shardmap **out)
 	rc = km_shardmap_from_list(km_shardmap_epoch(cur) + 1, km_shardmap_nb_workers(cur),
 		km_shardmap_udp_port_base(cur), km_shardmap_route_sep(cur),
 		km_shardmap_route_depth(cur), ids, owners, n, out);
+	if (rc == 0 && km_shardmap_nb_overrides(cur) != 0) {
+		/* The routing overrides stay (jobs run only while they are settled). */
+		struct km_override_info ov[KM_OVERRIDES_MAX];
+
+		for (i = 0; i < km_shardmap_nb_overrides(cur); i++)
+			ov[i] = *km_shardmap_override_at(cur, i);
+		rc = km_shardmap_set_overrides(*out, ov, km_shardmap_nb_overrides(cur));
+		if (rc < 0) {
+			km_shardmap_free(*out);
+			*out = NULL;
+		}
+	}
 out:
 	free(ids);
 	free(owners);
@@ -556,20 +603,29 @@ km_ctl_reshard_tick(void)
 	struct km_reshard_status *j = &km_ctl.reshard;
 	struct km_shardmap *nm = NULL;
 	struct km_wcmd *c;
-	uint64_t keys, pause_us;
-	struct km_store *old[2];
+	uint64_t keys = 0, pause_us = 0;
+	struct km_store *old[2] = {NULL, NULL};
 	int rc, place = 0;
 
 	grave_step();
 	if (!j->active)
 		return;
+	if (j->cancelling) {
+		if (job_cancel() == 0) {
+			char msg[sizeof(j->msg)];
+
+			j->cancelling = 0;
+			memcpy(msg, j->msg, sizeof(msg));
+			job_end(j->rc, "%s", msg);
+		}
+		return;
+	}
 	km_proc_mig_progress(km_dp.workers[j->owner].proc, &j->progress);
 	if (j->progress.phase == KM_MIG_COPYING)
 		return;
 	if (j->progress.phase != KM_MIG_READY) {
 		rc = j->progress.err < 0 ? j->progress.err : -ECANCELED;
-		job_cancel();
-		job_end(rc, "%s of shard %" PRIu64 " failed while copying, nothing changed: %s",
+		job_fail(rc, "%s of shard %" PRIu64 " failed while copying, nothing changed: %s",
 			job_what(j->kind), j->kind == KM_MIG_SPLIT ? j->id : j->id * 2,
 			strerror(-rc));
 		return;
@@ -578,16 +634,17 @@ km_ctl_reshard_tick(void)
 	c = rc == 0 ? km_mailbox_cmd_new(KM_WCMD_MIG_FINISH, j->id) : NULL;
 	if (c == NULL) {
 		km_shardmap_free(nm);
-		job_cancel();
-		job_end(rc < 0 ? rc : -ENOMEM,
+		job_fail(rc < 0 ? rc : -ENOMEM,
 			"%s of shard %" PRIu64 " failed, nothing changed: cannot build the map: %s",
 			job_what(j->kind), j->id, strerror(rc < 0 ? -rc : ENOMEM));
 		return;
 	}
 	rc = km_mailbox_run(j->owner, c);
-	memcpy(old, c->old, sizeof(old));
-	keys = c->keys;
-	pause_us = c->pause_tsc * 1000000 / rte_get_tsc_hz();
+	if (rc == 0) { /* an abandoned command is the worker's: read nothing of it */
+		memcpy(old, c->old, sizeof(old));
+		keys = c->keys;
+		pause_us = c->pause_tsc * 1000000 / rte_get_tsc_hz();
+	}
 	km_mailbox_cmd_free(c, rc);
 	if (rc == -EAGAIN || rc == -EBUSY || rc == -ETIMEDOUT) {
 		/* Not whole any more (the copy goes on), or the worker did not take the
@@ -597,8 +654,7 @@ km_ctl_reshard_tick(void)
 	}
 	if (rc < 0) {
 		km_shardmap_free(nm);
-		job_cancel();
-		job_end(rc, "%s of shard %" PRIu64 " failed at the swap, nothing changed: %s",
+		job_fail(rc, "%s of shard %" PRIu64 " failed at the swap, nothing changed: %s",
 			job_what(j->kind), j->kind == KM_MIG_SPLIT ? j->id : j->id * 2,
 			strerror(-rc));
 		return;

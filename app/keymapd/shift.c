@@ -136,6 +136,13 @@ km_shift_add(const char *part, uint8_t extra, char *err, size_t errlen)
 			part, km_ctl.conf.store_driver);
 		return -ENOTSUP;
 	}
+	if (km_ctl.reshard.active) {
+		snprintf(err, errlen,
+			"override add %s: a split or merge is copying a shard; try again when it "
+			"is done",
+			part);
+		return -EBUSY;
+	}
 	rc = km_shardmap_override_add(
 		km_map_current, (const uint8_t *)part, strlen(part), extra, &n);
 	return shift_publish(rc, n, "add", part, err, errlen);
@@ -147,6 +154,13 @@ km_shift_remove(const char *part, char *err, size_t errlen)
 	struct km_shardmap *n = NULL;
 	int rc;
 
+	if (km_ctl.reshard.active) {
+		snprintf(err, errlen,
+			"override remove %s: a split or merge is copying a shard; try again when "
+			"it is done",
+			part);
+		return -EBUSY;
+	}
 	rc = km_shardmap_override_remove(km_map_current, XXH3_64bits(part, strlen(part)), &n);
 	return shift_publish(rc, n, "remove", part, err, errlen);
 }

@@ -232,6 +232,9 @@ km_proc_shard_attach(struct km_proc *p, uint64_t shard_id, struct km_store *s)
 	p->nb_shards++;
 	if (p->shards[i].persistent)
 		s->ops->bind(s, p->io, proc_store_durable, p);
+	/* A shard came (back): the shifter's background pass starts over, so that it never
+	 * declares this map clean without having walked it. */
+	p->shift_epoch = 0;
 	return 0;
 }
 
@@ -269,13 +272,13 @@ km_proc_shard_detach(struct km_proc *p, uint64_t shard_id, uint64_t *requests)
 }
 
 static int
-store_create(const struct km_proc *p, uint64_t shard_id, uint64_t version_base, uint8_t mode,
-	uint8_t tier, int quarantine, struct km_store **out)
+store_create_sized(const struct km_proc *p, uint64_t shard_id, uint64_t version_base, uint8_t mode,
+	uint8_t tier, int quarantine, uint32_t initial_keys, struct km_store **out)
 {
 	struct km_store_params sp = {
 		.shard_id = shard_id,
 		.value_max = p->value_max,
-		.initial_keys = p->store_initial_keys,
+		.initial_keys = initial_keys,
 		.version_base = version_base,
 		.socket_id = -1,
 		.dir = p->dir,
@@ -293,6 +296,24 @@ store_create(const struct km_proc *p, uint64_t shard_id, uint64_t version_base, 
 	if (shard_id == 0 || out == NULL || tier > KM_TIER_COLD)
 		return -EINVAL;
 	return km_store_create(p->driver, &sp, out);
+}
+
+static int
+store_create(const struct km_proc *p, uint64_t shard_id, uint64_t version_base, uint8_t mode,
+	uint8_t tier, int quarantine, struct km_store **out)
+{
+	return store_create_sized(
+		p, shard_id, version_base, mode, tier, quarantine, p->store_initial_keys, out);
+}
+
+int
+km_proc_store_new_sized(const struct km_proc *p, uint64_t shard_id, uint64_t version_base,
+	uint64_t keys, struct km_store **out)
+{
+	uint32_t n = keys > UINT32_MAX ? UINT32_MAX : (uint32_t)keys;
+
+	return store_create_sized(p, shard_id, version_base, KM_STORE_STAGE, KM_TIER_HOT, 0,
+		n > p->store_initial_keys ? n : p->store_initial_keys, out);
 }
 
 int

@@ -216,6 +216,14 @@ struct km_store *km_proc_shard_detach(struct km_proc *p, uint64_t shard_id, uint
  * @return 0, -EINVAL, -ENOENT, -ENOMEM.
  * @note Context: any thread (reads only parameters fixed at creation).
  */
+/**
+ * km_proc_store_new() for about `keys` entries: the store is sized for them at once (a copy
+ * that grows while it is filled would rehash everything in one step).
+ * @note Context: any thread (p is only read).
+ */
+int km_proc_store_new_sized(const struct km_proc *p, uint64_t shard_id, uint64_t version_base,
+	uint64_t keys, struct km_store **out);
+
 int km_proc_store_new(
 	const struct km_proc *p, uint64_t shard_id, uint64_t version_base, struct km_store **out);
 

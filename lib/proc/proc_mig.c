@@ -110,7 +110,7 @@ km_proc_mig_start(struct km_proc *p, enum km_mig_kind kind, uint64_t id)
 {
 	struct proc_mig *m;
 	struct km_store_stats st;
-	uint64_t vbase = 0;
+	uint64_t vbase = 0, keys = 0;
 	uint32_t i;
 	int rc = 0;
 
@@ -155,9 +155,13 @@ km_proc_mig_start(struct km_proc *p, enum km_mig_kind kind, uint64_t id)
 		}
 		if (st.version_last > vbase)
 			vbase = st.version_last;
+		keys += st.keys;
 	}
+	/* Sized for what they will hold (a split's halves: a little over half each). */
+	if (kind == KM_MIG_SPLIT)
+		keys = keys / 2 + keys / 8;
 	for (i = 0; i < m->nb_dst && rc == 0; i++)
-		rc = km_proc_store_new(p, m->dst[i], vbase, &m->dst_store[i]);
+		rc = km_proc_store_new_sized(p, m->dst[i], vbase, keys, &m->dst_store[i]);
 	if (rc < 0) {
 		for (i = 0; i < m->nb_dst; i++)
 			store_drop(m->dst_store[i]);
@@ -247,7 +251,8 @@ static int
 mig_complete(struct km_proc *p)
 {
 	progress_publish(p);
-	return p->migp.dst_keys >= p->migp.src_keys;
+	/* Never more: every entry of a copy is one of the sources'. */
+	return p->migp.dst_keys == p->migp.src_keys;
 }
 
 unsigned int
@@ -424,6 +429,8 @@ km_proc_dedup_give(struct km_proc *p, uint64_t shard_id, struct km_proc_dedup *s
 	for (i = 0; i < set->n; i++) {
 		struct dedup_entry *d = dedup_slot(p, set->e[i].src, set->e[i].req_id);
 
+		if (d->valid)
+			continue; /* a write recorded here since is newer: it keeps the slot */
 		*d = set->e[i];
 		/* The store moved with its record numbers: a retry still waits for its write
 		 * to be durable there. A rewritten store was committed: nothing to wait for. */
@@ -465,4 +472,7 @@ km_proc_version_floor(struct km_proc *p, uint64_t v)
 	for (i = 0; i <= p->shards_mask; i++)
 		if (p->shards[i].store != NULL)
 			km_store_version_floor(p->shards[i].store, v);
+	/* The copies of a split or merge become shards too. */
+	for (i = 0; p->mig != NULL && i < p->mig->nb_dst; i++)
+		km_store_version_floor(p->mig->dst_store[i], v);
 }

@@ -157,6 +157,21 @@ expect 3 "not found" "${kcli[@]}" get hot/1
 for i in $(seq 2 39); do
 	expect 0 "^v$i$" "${kcli[@]}" get "hot/$i"
 done
+# A split and a merge while the override is settled keep it: every key is still read
+# where the override routes it.
+"${ctl[@]}" --json shards >"$tmp/sh.json" || fail "keymapctl shards failed"
+sid=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['id'][0])" "$tmp/sh.json")
+expect 0 "^shard $sid split into" "${ctl[@]}" split "$sid"
+expect 0 "^hot +0x[0-9a-f]{16} +1 +settled$" "${ctl[@]}" overrides
+for i in $(seq 2 39); do
+	expect 0 "^v$i$" "${kcli[@]}" get "hot/$i"
+done
+expect 0 "merged into $sid " "${ctl[@]}" merge $((2 * sid))
+expect 0 "^hot +0x[0-9a-f]{16} +1 +settled$" "${ctl[@]}" overrides
+expect 0 "^new0$" "${kcli[@]}" get hot/0
+for i in $(seq 2 39); do
+	expect 0 "^v$i$" "${kcli[@]}" get "hot/$i"
+done
 # The client steers by the override: the map it prints holds it.
 expect 0 "" "${kcli[@]}" map
 expect 0 "^override of hot: reverting" "${ctl[@]}" override remove hot

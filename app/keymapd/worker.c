@@ -776,7 +776,7 @@ km_worker_main(void *arg)
 			t1 = t0 + RTE_MAX(mig_step_tsc, iter_tsc / 2);
 			while (km_proc_mig_step(w->proc, map) != 0 && rte_rdtsc() < t1)
 				;
-			w->cnt.busy_cycles += rte_rdtsc() - t0;
+			/* Not in busy_cycles: the capacity measured from them is the serving's. */
 			idle = 0;
 		}
 		/* An override migrating or reverting: move its entries, a shard per iteration. */

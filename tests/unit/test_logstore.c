@@ -1268,6 +1268,49 @@ test_grow_after_read(void **state)
 	assert_int_equal(km_proc_counters(e->p)->disk_reads, 1);
 }
 
+/* The resumable walk of a log (what a split copies from): every live record once, small
+ * and large ones, a few per call, overwritten keys only at their newest record. */
+static int
+walk_count(void *arg, const struct km_key *k, const struct km_value_ref *v)
+{
+	(void)k;
+	(void)v;
+	(*(uint64_t *)arg)++;
+	return 0;
+}
+
+static void
+test_walk_step(void **state)
+{
+	struct env *e = *state;
+	static uint8_t val[VALUE_MAX];
+	struct km_walk_pos pos = {0};
+	struct km_store *s;
+	uint64_t seen = 0, calls = 0;
+	unsigned int i;
+	char key[16];
+	int rc;
+
+	assert_int_equal(km_proc_store_new(e->p, 999, 1, &s), 0);
+	memset(val, 'v', sizeof(val));
+	for (i = 0; i < 3000; i++) {
+		struct km_key k = {.data = (const uint8_t *)key};
+		uint32_t len = i % 97 == 0 ? VALUE_MAX : i % 64;
+
+		k.len = (uint16_t)snprintf(key, sizeof(key), "w%u", i % 2500);
+		k.hash = km_key_hash(k.data, k.len);
+		assert_int_equal(km_store_load(s, &k, val, len, 1000 + i), 0);
+	}
+	do {
+		rc = km_store_walk_step(s, &pos, 7, walk_count, &seen);
+		calls++;
+	} while (rc == 1 && calls < 100000);
+	assert_int_equal(rc, 0);
+	assert_int_equal(seen, 2500);
+	assert_true(calls > 300);
+	km_store_destroy(s);
+}
+
 int
 main(void)
 {
@@ -1291,6 +1334,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_version_after_crash, setup_async, teardown),
 		cmocka_unit_test_setup_teardown(test_async_bound, setup_async, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_write_race, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_walk_step, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

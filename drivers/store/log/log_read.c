@@ -303,7 +303,7 @@ log_walk(struct km_store *s,
  * returns 1.
  */
 #define WALK_SEG_BLOCKS 2
-#define WALK_WINDOW     (256u << 10)
+#define WALK_WINDOW     (64u << 10)
 
 int
 log_walk_step(struct km_store *s, struct km_walk_pos *wp, uint32_t budget,
@@ -353,13 +353,20 @@ log_walk_step(struct km_store *s, struct km_walk_pos *wp, uint32_t budget,
 	limit = wp->end < ls->durable_end ? wp->end : ls->durable_end;
 	if (wp->pos >= limit)
 		return 1;
+	/* A window for about `budget` small records; one that holds any record when the
+	 * first one is larger. */
 	want = limit - wp->pos;
-	if (want > (uint64_t)WALK_WINDOW + REC_MAX)
-		want = (uint64_t)WALK_WINDOW + REC_MAX;
-	buf = malloc(want);
+	if (want > WALK_WINDOW)
+		want = WALK_WINDOW;
+	buf = malloc(REC_MAX > WALK_WINDOW ? REC_MAX : WALK_WINDOW);
 	if (buf == NULL)
 		return -ENOMEM;
 	n = pread(ls->fd, buf, want, (off_t)wp->pos);
+	if (n > 0 && km_rec_decode(buf, (size_t)n, &r, &size) == KM_REC_SHORT &&
+		wp->pos + (uint64_t)n < limit) {
+		want = limit - wp->pos < REC_MAX ? limit - wp->pos : REC_MAX;
+		n = pread(ls->fd, buf, want, (off_t)wp->pos);
+	}
 	if (n <= 0) {
 		free(buf);
 		return n < 0 ? -errno : -EIO;
@@ -367,8 +374,9 @@ log_walk_step(struct km_store *s, struct km_walk_pos *wp, uint32_t budget,
 	rc = 0;
 	while (off < (size_t)n && seen < budget) {
 		rc = km_rec_decode(buf + off, (size_t)n - off, &r, &size);
-		if (rc == KM_REC_SHORT && off + REC_MAX > (size_t)n && wp->pos + n < limit) {
-			rc = 0; /* cut by the window: the next call reads it whole */
+		if (rc == KM_REC_SHORT && off > 0 && wp->pos + off + REC_MAX > wp->pos + n &&
+			wp->pos + n < limit) {
+			rc = 0; /* cut by the window: the next call reads it from its start */
 			break;
 		}
 		if (rc == KM_REC_BADHDR || rc == KM_REC_SHORT) {

@@ -97,18 +97,6 @@ usec_since(uint64_t t0)
 	return (rte_get_timer_cycles() - t0) * 1000000 / rte_get_timer_hz();
 }
 
-/* A store replaced by a re-sharding: its files go too (a persistent driver). */
-static void
-store_discard(struct km_store *s)
-{
-	if (s == NULL)
-		return;
-	if (s->ops->unlink != NULL)
-		s->ops->unlink(s);
-	else
-		km_store_destroy(s);
-}
-
 /* Make a staged store durable and put its files in place (persistent drivers). */
 static int
 store_commit(struct km_store *s)
@@ -147,7 +135,7 @@ drop_targets(struct reshard *t)
 		if (t->kind == RESHARD_RETIER)
 			km_store_destroy(t->dst[i].store);
 		else
-			store_discard(t->dst[i].store);
+			km_store_discard(t->dst[i].store);
 		t->dst[i].store = NULL;
 	}
 }
@@ -533,7 +521,7 @@ store_bury(struct km_store *s)
 	if (s == NULL)
 		return;
 	if (s->ops->unlink != NULL || s->ops->destroy_step == NULL) {
-		store_discard(s); /* files to remove now, or nothing worth spreading */
+		km_store_discard(s); /* files to remove now, or nothing worth spreading */
 		return;
 	}
 	g = realloc(grave, (nb_grave + 1) * sizeof(*grave));

@@ -84,18 +84,6 @@ km_proc_mig_progress(const struct km_proc *p, struct km_mig_progress *out)
 	out->passes = __atomic_load_n(&p->migp.passes, __ATOMIC_RELAXED);
 }
 
-/* A store made for the migration and never served: its staged files go with it. */
-static void
-store_drop(struct km_store *s)
-{
-	if (s == NULL)
-		return;
-	if (s->ops->unlink != NULL)
-		s->ops->unlink(s);
-	else
-		km_store_destroy(s);
-}
-
 static void
 mig_fail(struct km_proc *p, int err)
 {
@@ -164,7 +152,7 @@ km_proc_mig_start(struct km_proc *p, enum km_mig_kind kind, uint64_t id)
 		rc = km_proc_store_new_sized(p, m->dst[i], vbase, keys, &m->dst_store[i]);
 	if (rc < 0) {
 		for (i = 0; i < m->nb_dst; i++)
-			store_drop(m->dst_store[i]);
+			km_store_discard(m->dst_store[i]);
 		free(m);
 		return rc;
 	}
@@ -301,7 +289,7 @@ km_proc_mig_cancel(struct km_proc *p)
 	if (p->mig == NULL)
 		return;
 	for (i = 0; i < p->mig->nb_dst; i++)
-		store_drop(p->mig->dst_store[i]);
+		km_store_discard(p->mig->dst_store[i]);
 	free(p->mig);
 	p->mig = NULL;
 	progress_publish(p);

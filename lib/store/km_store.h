@@ -369,6 +369,19 @@ km_store_walk_step(struct km_store *s, struct km_walk_pos *pos, uint32_t budget,
 	return s->ops->walk_step != NULL ? s->ops->walk_step(s, pos, budget, fn, arg) : -ENOTSUP;
 }
 
+/* Destroy a store with its files (a persistent driver's unlink), e.g. one a re-sharding
+ * replaced, or a staged one never served; NULL allowed. */
+static inline void
+km_store_discard(struct km_store *s)
+{
+	if (s == NULL)
+		return;
+	if (s->ops->unlink != NULL)
+		s->ops->unlink(s);
+	else
+		s->ops->destroy(s);
+}
+
 /* destroy_step, or the whole destroy at once (drivers without it). @return 1 more, 0 gone. */
 static inline int
 km_store_destroy_step(struct km_store *s, uint32_t budget)

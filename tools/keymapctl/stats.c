@@ -151,10 +151,10 @@ group_name(unsigned int g, char *buf, size_t len)
 /*
  * Section name of a stats sample: "port" (the port's counters, with the workers' RX and TX
  * queue drops beside them), "balance" (the re-sharding and placement thresholds in force,
- * the measured capacity, the most loaded worker's share of the mean), and the objects keymapd sends only with some store drivers
- * (the log driver's "store" and "cache", totals of all workers): after a blank line, a
- * row per member in keymapd's order, in watch mode with its rate as in the counter table
- * (none for the port's id). A section with hits and misses gets its hit ratio after the
+ * the measured capacity, the most loaded worker's share of the mean), and the objects keymapd sends
+ * only with some store drivers (the log driver's "store" and "cache", totals of all workers): after
+ * a blank line, a row per member in keymapd's order, in watch mode with its rate as in the counter
+ * table (none for the port's id). A section with hits and misses gets its hit ratio after the
  * misses. Nothing when the sample has no such object.
  */
 static void

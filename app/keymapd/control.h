@@ -306,6 +306,9 @@ int km_log_level_of(const char *name);
  * @note Context: main lcore, after km_ctl_init. */
 int km_telemetry_register(void);
 
+/* key (len bytes) as text for telemetry: printable ASCII kept, the rest %XX, cut to fit
+ * cap (telemetry_prefetch.c). @note Context: any thread. */
+void km_tel_key_text(const uint8_t *key, unsigned int len, char *out, size_t cap);
 /* /keymap/prefetch without a parameter: predictive prefetch's figures into d
  * (telemetry_prefetch.c). @return 0. @note Context: control lcore. */
 struct rte_tel_data;

@@ -20,26 +20,6 @@
 #define TEL_TIMEOUT_MS 2000
 #define HOT_SHOWN      64 /* copies listed (the 16 KB reply bounds it) */
 
-static void
-key_text(const uint8_t *key, unsigned int len, char *out, size_t cap)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	size_t n = 0;
-	unsigned int i;
-
-	for (i = 0; i < len && n + 4 <= cap; i++) {
-		if (key[i] >= 0x20 && key[i] < 0x7f && key[i] != '%' && key[i] != '"' &&
-			key[i] != '\\') {
-			out[n++] = (char)key[i];
-		} else {
-			out[n++] = '%';
-			out[n++] = hex[key[i] >> 4];
-			out[n++] = hex[key[i] & 15];
-		}
-	}
-	out[n] = '\0';
-}
-
 struct hot_arg {
 	struct rte_tel_data *d;
 	struct km_crew_stats st;
@@ -89,7 +69,7 @@ tel_hot(const char *cmd, const char *params, struct rte_tel_data *d)
 	rte_tel_data_start_array(version, RTE_TEL_U64_VAL);
 	rte_tel_data_start_array(bytes, RTE_TEL_U64_VAL);
 	for (i = 0; i < a.n; i++) {
-		key_text(a.ci[i].key, a.ci[i].key_len, text, sizeof(text));
+		km_tel_key_text(a.ci[i].key, a.ci[i].key_len, text, sizeof(text));
 		rte_tel_data_add_array_string(keys, text);
 		rte_tel_data_add_array_u64(owner, a.ci[i].owner);
 		rte_tel_data_add_array_u64(version, a.ci[i].version);

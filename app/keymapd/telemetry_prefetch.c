@@ -31,9 +31,8 @@ add_ratio(struct rte_tel_data *d, const char *name, double v)
 	rte_tel_data_add_dict_string(d, name, buf);
 }
 
-/* key (len bytes) as text: printable ASCII kept, the rest %XX. */
-static void
-key_text(const uint8_t *key, unsigned int len, char *out, size_t cap)
+void
+km_tel_key_text(const uint8_t *key, unsigned int len, char *out, size_t cap)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	size_t n = 0;
@@ -190,8 +189,8 @@ top_dict(void)
 		e = dict_new();
 		if (e == NULL)
 			break;
-		key_text(tr[i].from, tr[i].from_len, from, sizeof(from));
-		key_text(tr[i].to, tr[i].to_len, to, sizeof(to));
+		km_tel_key_text(tr[i].from, tr[i].from_len, from, sizeof(from));
+		km_tel_key_text(tr[i].to, tr[i].to_len, to, sizeof(to));
 		rte_tel_data_add_dict_string(e, "model", km_predict_model_name(tr[i].model));
 		rte_tel_data_add_dict_string(e, "from", from);
 		rte_tel_data_add_dict_string(e, "to", to);

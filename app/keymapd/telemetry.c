@@ -33,8 +33,11 @@
 
 #define TEL_TIMEOUT_MS     5000
 #define RESHARD_TIMEOUT_MS 60000 /* a split or merge copies the shard's entries */
-#define SHARDS_PAGE        200   /* shards per /keymap/shards reply (16 KB limit) */
-#define STATS_WORKERS      12    /* workers with their own column in /keymap/stats */
+/* How long /keymap/split and /keymap/merge wait for their job: well inside keymapctl's
+ * 60 s, so that it gets the "still copying" reply rather than a timeout. */
+#define JOB_WAIT_MS   (RESHARD_TIMEOUT_MS - 10000)
+#define SHARDS_PAGE   200 /* shards per /keymap/shards reply (16 KB limit) */
+#define STATS_WORKERS 12  /* workers with their own column in /keymap/stats */
 
 struct tel_arg {
 	const char *params;
@@ -448,7 +451,7 @@ ctl_log_level(void *arg)
 /*
  * Split and merge run as a job (reshard.c): the command starts it on the control lcore,
  * then this thread polls the job until it is over and answers with its outcome (or, past
- * RESHARD_TIMEOUT_MS, with its progress: it goes on).
+ * JOB_WAIT_MS, with its progress: it goes on).
  */
 struct tel_job {
 	struct tel_arg a;
@@ -546,7 +549,7 @@ tel_job(const char *params, struct rte_tel_data *d, int merge)
 			break;
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		if ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000 >=
-			RESHARD_TIMEOUT_MS)
+			JOB_WAIT_MS)
 			break;
 	}
 	job_reply(&j);

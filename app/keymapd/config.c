@@ -234,6 +234,8 @@ static const struct conf_order {
 		"a merged pair would be hot enough to split again"},
 	{"crew", "share_off", "crew", "share_on", 1, 0, 0, "is not below",
 		"a replicated key would be withdrawn and replicated again"},
+	{"shift", "share_off", "shift", "share_on", 1, 0, 0, "is not below",
+		"an overridden part would be undone and overridden again"},
 };
 
 /* Constraints between tunables. @return 0, or -1 with x filled. */

@@ -100,6 +100,13 @@ struct km_conf {
 	uint64_t crew_write_max;   /* percent of a key's accesses that may be writes */
 	uint64_t crew_hysteresis;  /* intervals a condition holds before acting */
 	uint64_t crew_min_samples; /* samples of a key in an interval to replicate it */
+	/* [shift] automatic partition shifter (app/keymapd/shift_auto.c) */
+	uint64_t shift_auto;        /* override hot routing parts without the operator */
+	uint64_t shift_interval_ms; /* decisions every ... */
+	uint64_t shift_share_on;    /* percent of a mean worker's sampled accesses: spread */
+	uint64_t shift_share_off;   /* ... below: undo an automatic override */
+	uint64_t shift_hysteresis;  /* intervals a part is hot before it is overridden */
+	uint64_t shift_undo_s;      /* seconds an automatic override's part is cool before undo */
 	/* [metrics] */
 	uint32_t metrics_ip;   /* network byte order */
 	uint64_t metrics_port; /* 0 = no metrics endpoint */

@@ -198,7 +198,8 @@ const struct conf_desc km_conf_descs[] = {
 	U64("crew", "value_max", 0, crew_value_max, 1, 4096, "256",
 		"largest value (bytes) a read copy holds; a key written larger is withdrawn"),
 	U64("crew", "sampling", F_RUNTIME | F_POW2, crew_sampling, 1, 4096, "16",
-		"sample one GET/PUT/CAS/DEL in N on each worker to find hot keys (power of two)"),
+		"sample one GET/PUT/CAS/DEL in N on each worker to find hot keys and hot routing "
+		"parts ([shift]) (power of two)"),
 	U64("crew", "interval_ms", F_RUNTIME, crew_interval_ms, 10, 60000, "200",
 		"the control lcore decides which keys to replicate every interval_ms"),
 	U64("crew", "share_on", F_RUNTIME, crew_share_on, 1, 100, "25",
@@ -215,6 +216,24 @@ const struct conf_desc km_conf_descs[] = {
 		"withdrawn"),
 	U64("crew", "min_samples", F_RUNTIME, crew_min_samples, 1, 1000000, "16",
 		"samples of a key within an interval before it may be replicated"),
+	U64("shift", "auto", F_RUNTIME, shift_auto, 0, 1, "1",
+		"partition shifter: spread a hot routing part (entity) over several shards by "
+		"an override, undone when it cools (0 = only keymapctl override add/remove; the "
+		"automatic overrides are then undone)"),
+	U64("shift", "interval_ms", F_RUNTIME, shift_interval_ms, 50, 60000, "500",
+		"the control lcore looks for hot routing parts every interval_ms (from the "
+		"accesses [crew] sampling samples)"),
+	U64("shift", "share_on", F_RUNTIME, shift_share_on, 1, 1000, "50",
+		"override a routing part whose sampled accesses reach this percentage of a mean "
+		"worker's and whose keys spread (not one hot key)"),
+	U64("shift", "share_off", F_RUNTIME, shift_share_off, 0, 999, "20",
+		"undo an automatic override once its part falls below this percentage of a mean "
+		"worker's accesses"),
+	U64("shift", "hysteresis", F_RUNTIME, shift_hysteresis, 1, 100, "3",
+		"consecutive intervals a part must be hot before it is overridden"),
+	U64("shift", "undo_s", F_RUNTIME, shift_undo_s, 1, 86400, "10",
+		"seconds an automatic override's part must stay cool (or idle) before the "
+		"override is undone: its keys move back"),
 	IPV4("metrics", "ip", 0, metrics_ip, "127.0.0.1",
 		"address of the Prometheus endpoint http://ip:port/metrics"),
 	U64("metrics", "port", 0, metrics_port, 0, 65535, "9470",

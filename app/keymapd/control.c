@@ -538,6 +538,7 @@ km_ctl_init(const struct km_conf *conf)
 	km_ctl.conf = *conf;
 	km_ctl.start_tsc = rte_get_timer_cycles();
 	km_ctl_derive();
+	km_shift_auto_init(conf);
 	rc = km_mailbox_init();
 	if (rc == 0)
 		rc = km_pf_init(conf);
@@ -570,6 +571,7 @@ km_ctl_loop(void)
 		km_guard_tick();
 		km_ctl_reshard_tick();
 		km_shift_tick(); /* partition shifter: settle overrides whose keys have moved */
+		km_shift_auto_tick(); /* ... and override hot routing parts, undo cool ones */
 		/* With [prefetch] lcore, that lcore takes the workers' notes. */
 		if (km_ctl.conf.pf_lcore == 0) {
 			notes = km_mailbox_drain();

@@ -49,27 +49,31 @@ struct km_ctl_shard {
 };
 
 /* Counters of the control plane (control lcore: rw; read through km_ctl_call). */
-#define KM_CTL_COUNTERS(X)                                                                    \
-	X(splits, "shards split (operator and automatic)")                                    \
-	X(merges, "buddy shards merged (operator and automatic)")                             \
-	X(moves, "shards moved to another worker (operator and automatic)")                   \
-	X(auto_splits, "automatic splits of hot shards")                                      \
-	X(auto_merges, "automatic merges of cold buddies")                                    \
-	X(auto_moves, "automatic moves of shards to even out the workers' load")              \
-	X(placements, "placement decisions that moved at least one shard")                    \
-	X(reshard_deferred, "automatic changes put off: another re-sharding was in progress") \
-	X(reshard_failures, "re-shardings refused or rolled back")                            \
-	X(to_cold, "shards compacted into the cold tier")                                     \
-	X(to_hot, "cold shards promoted back to the log")                                     \
-	X(compactions, "logs compacted (space of old records reclaimed)")                     \
-	X(tier_failures, "tier changes and compactions refused or rolled back")               \
-	X(keys_handed_over, "entries copied or moved between workers by re-sharding")         \
-	X(commands, "control commands executed (telemetry and metrics)")                      \
-	X(prefetches, "prefetch commands queued to workers")                                  \
-	X(prefetch_started, "prefetches that started a read (worker completions)")            \
-	X(prefetch_nothing, "prefetches with nothing to do: cached, being read, or in DRAM")  \
-	X(prefetch_refused, "prefetches a worker refused: no such key, or no room")           \
-	X(cmd_drops, "commands to workers dropped: ctl_to_w ring full")                       \
+#define KM_CTL_COUNTERS(X)                                                                     \
+	X(splits, "shards split (operator and automatic)")                                     \
+	X(merges, "buddy shards merged (operator and automatic)")                              \
+	X(moves, "shards moved to another worker (operator and automatic)")                    \
+	X(auto_splits, "automatic splits of hot shards")                                       \
+	X(auto_merges, "automatic merges of cold buddies")                                     \
+	X(auto_moves, "automatic moves of shards to even out the workers' load")               \
+	X(placements, "placement decisions that moved at least one shard")                     \
+	X(reshard_deferred, "automatic changes put off: another re-sharding was in progress")  \
+	X(reshard_failures, "re-shardings refused or rolled back")                             \
+	X(to_cold, "shards compacted into the cold tier")                                      \
+	X(to_hot, "cold shards promoted back to the log")                                      \
+	X(compactions, "logs compacted (space of old records reclaimed)")                      \
+	X(tier_failures, "tier changes and compactions refused or rolled back")                \
+	X(shift_auto_adds, "routing parts overridden automatically: hot, their keys spread")   \
+	X(shift_auto_removes, "automatic overrides undone: their routing part cooled")         \
+	X(shift_auto_deferred, "automatic override changes put off: a split or merge copying") \
+	X(shift_auto_refused, "automatic overrides refused: map full, or not a routing part")  \
+	X(keys_handed_over, "entries copied or moved between workers by re-sharding")          \
+	X(commands, "control commands executed (telemetry and metrics)")                       \
+	X(prefetches, "prefetch commands queued to workers")                                   \
+	X(prefetch_started, "prefetches that started a read (worker completions)")             \
+	X(prefetch_nothing, "prefetches with nothing to do: cached, being read, or in DRAM")   \
+	X(prefetch_refused, "prefetches a worker refused: no such key, or no room")            \
+	X(cmd_drops, "commands to workers dropped: ctl_to_w ring full")                        \
 	X(samples, "access samples received from workers (w_to_ctl)")
 
 struct km_ctl_counters {

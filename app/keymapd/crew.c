@@ -22,6 +22,7 @@
 #include "crew.h"
 #include "keymapd.h"
 #include "mailbox.h"
+#include "shift.h"
 
 #define TRACK_MAX   512  /* keys tracked per interval */
 #define TRACK_INDEX 1024 /* hash index slots, power of 2, > TRACK_MAX */
@@ -147,7 +148,7 @@ tune_workers(void)
 	struct km_cmsg m = {.type = KM_CMSG_CREW_TUNE};
 	uint16_t w;
 
-	m.seq = crew.conf.crew_enable ? (uint32_t)crew.conf.crew_sampling : 0;
+	m.seq = km_shift_auto_sampling(&crew.conf) ? (uint32_t)crew.conf.crew_sampling : 0;
 	for (w = 0; w < km_dp.nb_workers; w++) {
 		if (crew.clear_due[w] && send_key(w, KM_CMSG_CREW_DEL, NULL, 0) == 0)
 			crew.clear_due[w] = 0;
@@ -175,8 +176,8 @@ km_crew_init(const struct km_conf *c)
 		if (rc < 0)
 			return rc;
 		/* Before the workers run: set directly. */
-		km_proc_crew_sampling(
-			km_dp.workers[w].proc, c->crew_enable ? (uint32_t)c->crew_sampling : 0);
+		km_proc_crew_sampling(km_dp.workers[w].proc,
+			km_shift_auto_sampling(c) ? (uint32_t)c->crew_sampling : 0);
 	}
 	crew.conf = *c;
 	crew.st.enabled = (int)c->crew_enable;
@@ -202,7 +203,8 @@ km_crew_configure(const struct km_conf *c)
 	uint16_t w;
 
 	pthread_mutex_lock(&crew_lock);
-	if (c->crew_enable != crew.conf.crew_enable || c->crew_sampling != crew.conf.crew_sampling)
+	if (km_shift_auto_sampling(c) != km_shift_auto_sampling(&crew.conf) ||
+		c->crew_sampling != crew.conf.crew_sampling)
 		for (w = 0; w < km_dp.nb_workers; w++)
 			crew.tune_due[w] = 1;
 	if (!c->crew_enable && crew.conf.crew_enable) {
@@ -253,6 +255,7 @@ km_crew_receive(const struct km_wmsg *m)
 {
 
 	if (m->type == KM_WMSG_NOTE && m->u.note.type == KM_PROC_NOTE_CREW) {
+		km_shift_note(&m->u.note); /* hot routing parts, for the shifter */
 		pthread_mutex_lock(&crew_lock);
 		on_note(m->worker, &m->u.note);
 		pthread_mutex_unlock(&crew_lock);

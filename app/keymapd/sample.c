@@ -68,8 +68,8 @@ derive(const struct km_conf *c, double cap, struct km_ctl_derived *d)
 	d->capacity = cap;
 	if (c->split_rate != KM_CONF_AUTO)
 		d->split_rate = c->split_rate;
-	else if (cap <= 0)
-		d->split_rate = 0;
+	else if (cap <= 0 || km_dp.nb_workers < 2)
+		d->split_rate = 0; /* one worker: halves of a shard would share its core */
 	else
 		/* Keeps above an explicit merge_rate: a merged pair must not split again. */
 		d->split_rate = RTE_MAX((uint64_t)(cap * AUTO_SPLIT_SHARE),

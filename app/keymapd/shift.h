@@ -4,8 +4,9 @@
 
 /*
  * The partition shifter in keymapd (DESIGN §3, docs/architecture.md): routing overrides
- * for hot entities, added and removed by the operator (keymapctl override), settled by
- * the control lcore once every worker's background pass found nothing left to move.
+ * for hot entities, added and removed by keymapd itself (shift_auto.c) or by the operator
+ * (keymapctl override), settled by the control lcore once every worker's background pass
+ * found nothing left to move.
  *
  * Hand-offs between workers carry a mark and, for a moved entry, the move (lib/proc
  * km_proc.h, KM_HAND_*) in an mbuf dynamic field: written by the sending worker before
@@ -19,6 +20,8 @@
 #include <rte_mbuf_dyn.h>
 
 #include <km_proc.h>
+
+#include "config.h"
 
 /* What a hand-off carries besides its datagram. */
 struct km_shift_dyn {
@@ -63,6 +66,22 @@ void km_shift_tick(void);
  */
 int km_shift_add(const char *part, uint8_t extra, char *err, size_t errlen);
 int km_shift_remove(const char *part, char *err, size_t errlen);
+
+/*
+ * The automatic shifter (shift_auto.c): hot routing parts found from the sampled accesses
+ * get an override, undone when they cool ([shift], docs/operations.md 2.14).
+ * km_shift_auto_init: control lcore init, before the workers run. km_shift_note: one
+ * sampled access (a KM_PROC_NOTE_CREW note), from the thread draining the workers' notes.
+ * km_shift_auto_tick: control lcore, once per loop iteration (decides every
+ * [shift] interval_ms). km_shift_auto_sampling: whether the workers must sample accesses
+ * (for hot keys or hot parts). km_shift_is_auto: whether the override of the part whose
+ * hash is given was added automatically (control lcore).
+ */
+void km_shift_auto_init(const struct km_conf *c);
+void km_shift_note(const struct km_proc_note *n);
+void km_shift_auto_tick(void);
+int km_shift_auto_sampling(const struct km_conf *c);
+int km_shift_is_auto(uint64_t hash);
 
 /* Register /keymap/overrides, /keymap/override_add, /keymap/override_remove
  * (telemetry_shift.c). @return 0 or -errno. @note Context: main lcore. */

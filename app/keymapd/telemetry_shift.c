@@ -48,13 +48,14 @@ ctl_overrides(void *arg)
 	struct shift_arg *a = arg;
 	struct rte_tel_data *d = a->d, *parts = rte_tel_data_alloc(),
 			    *hashes = rte_tel_data_alloc(), *extra = rte_tel_data_alloc(),
-			    *states = rte_tel_data_alloc();
+			    *states = rte_tel_data_alloc(), *autos = rte_tel_data_alloc();
 	const struct km_shardmap *m = km_map_current;
 	uint64_t fallback = 0, moved = 0, restored = 0;
 	char hex[24];
 	uint32_t i;
 
-	if (parts == NULL || hashes == NULL || extra == NULL || states == NULL) {
+	if (parts == NULL || hashes == NULL || extra == NULL || states == NULL || autos == NULL) {
+		rte_tel_data_free(autos);
 		rte_tel_data_free(parts);
 		rte_tel_data_free(hashes);
 		rte_tel_data_free(extra);
@@ -65,6 +66,7 @@ ctl_overrides(void *arg)
 	rte_tel_data_start_array(hashes, RTE_TEL_STRING_VAL);
 	rte_tel_data_start_array(extra, RTE_TEL_U64_VAL);
 	rte_tel_data_start_array(states, RTE_TEL_STRING_VAL);
+	rte_tel_data_start_array(autos, RTE_TEL_U64_VAL);
 	for (i = 0; i < km_shardmap_nb_overrides(m); i++) {
 		const struct km_override_info *o = km_shardmap_override_at(m, i);
 
@@ -73,6 +75,7 @@ ctl_overrides(void *arg)
 		rte_tel_data_add_array_string(hashes, hex);
 		rte_tel_data_add_array_u64(extra, o->extra);
 		rte_tel_data_add_array_string(states, state_name(o->state));
+		rte_tel_data_add_array_u64(autos, (uint64_t)km_shift_is_auto(o->hash));
 	}
 	/* Worker counters: plain words, possibly one update old. */
 	for (i = 0; i < km_dp.nb_workers; i++) {
@@ -92,6 +95,10 @@ ctl_overrides(void *arg)
 	rte_tel_data_add_dict_container(d, "hash", hashes, 0);
 	rte_tel_data_add_dict_container(d, "extra", extra, 0);
 	rte_tel_data_add_dict_container(d, "state", states, 0);
+	rte_tel_data_add_dict_container(d, "auto", autos, 0);
+	rte_tel_data_add_dict_u64(d, "auto_enabled", km_ctl.conf.shift_auto);
+	rte_tel_data_add_dict_u64(d, "auto_adds", km_ctl.cnt.shift_auto_adds);
+	rte_tel_data_add_dict_u64(d, "auto_removes", km_ctl.cnt.shift_auto_removes);
 	return 0;
 }
 

@@ -371,6 +371,12 @@ part_len(uint8_t route_sep, unsigned int depth, const uint8_t *key, size_t len)
 }
 
 size_t
+km_shardmap_part_len(uint8_t route_sep, unsigned int depth, const uint8_t *key, size_t len)
+{
+	return part_len(route_sep, depth, key, len);
+}
+
+size_t
 km_shardmap_route_len(const struct km_shardmap *m, const uint8_t *key, size_t len)
 {
 	return part_len(m->route_sep, m->route_depth, key, len);

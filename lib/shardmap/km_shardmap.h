@@ -118,6 +118,14 @@ int km_shardmap_move(
 	const struct km_shardmap *m, uint64_t id, uint16_t owner, struct km_shardmap **out);
 
 /**
+ * Length of the first `depth` components of key, components separated by route_sep (all
+ * of key when it holds fewer): the routing part for depth = route_depth, an override's
+ * extended part for route_depth + extra, without a map at hand.
+ * @note Context: any thread.
+ */
+size_t km_shardmap_part_len(uint8_t route_sep, unsigned int depth, const uint8_t *key, size_t len);
+
+/**
  * The routing part of a key (prefix of key) by the map's route_depth, overrides aside:
  * returns its length.
  * @note Context: any thread holding m.

@@ -8,11 +8,16 @@
 #   b. overrides added, settled, removed and removed while migrating, under
 #      reshard_client, which checks every reply against its reference model (composite
 #      keys user<i>/cart move between workers): no error, no mismatch, no lost key;
-#   c. every refusal: exit code and message, the overrides unchanged.
+#   c. every refusal: exit code and message, the overrides unchanged;
+#   d. the automatic shifter: under a load of which most names one entity's keys
+#      (keymap-bench replaying a trace), keymapd overrides the entity by itself, every key
+#      still reads its value; once the load stops, the override is undone after
+#      [shift] undo_s and the keys read their values again.
 # Removes the namespace, the processes and /var/run/dpdk/<prefix> even when it fails;
 # every command and wait is bounded.
 #
-# usage: shift.sh KEYMAPD KEYMAPCTL RESHARD_CLIENT KEYMAP_CLI   (exit 77: needs root, ip)
+# usage: shift.sh KEYMAPD KEYMAPCTL RESHARD_CLIENT KEYMAP_CLI KEYMAP_BENCH
+#   (exit 77: needs root, ip)
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -20,6 +25,7 @@ keymapd=$1
 keymapctl=$2
 rclient=$3
 cli=$4
+bench=$5
 if [ "$(id -u)" -ne 0 ] || ! command -v ip >/dev/null; then
 	echo "SKIP: needs root and iproute2 (network namespace, DPDK vdevs)"
 	exit 77
@@ -115,6 +121,11 @@ ip = $server
 udp_port = 7070
 [shards]
 count = 4
+; the load of section d through net_tap is far below the derived threshold
+balance_min_rate = 1000
+[shift]
+interval_ms = 200
+undo_s = 2
 [log]
 level = info
 EOF
@@ -151,7 +162,7 @@ expect 0 "" "${kcli[@]}" put hot/0 new0
 expect 0 "" "${kcli[@]}" del hot/1
 wait_ovr "o['part'] == ['hot'] and o['state'] == ['settled'] and o['moved_keys'] >= 1" \
 	"override settled"
-expect 0 "^hot +0x[0-9a-f]{16} +1 +settled$" "${ctl[@]}" overrides
+expect 0 "^hot +0x[0-9a-f]{16} +1 +settled +operator$" "${ctl[@]}" overrides
 expect 0 "^new0$" "${kcli[@]}" get hot/0
 expect 3 "not found" "${kcli[@]}" get hot/1
 for i in $(seq 2 39); do
@@ -162,12 +173,12 @@ done
 "${ctl[@]}" --json shards >"$tmp/sh.json" || fail "keymapctl shards failed"
 sid=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['id'][0])" "$tmp/sh.json")
 expect 0 "^shard $sid split into" "${ctl[@]}" split "$sid"
-expect 0 "^hot +0x[0-9a-f]{16} +1 +settled$" "${ctl[@]}" overrides
+expect 0 "^hot +0x[0-9a-f]{16} +1 +settled +operator$" "${ctl[@]}" overrides
 for i in $(seq 2 39); do
 	expect 0 "^v$i$" "${kcli[@]}" get "hot/$i"
 done
 expect 0 "merged into $sid " "${ctl[@]}" merge $((2 * sid))
-expect 0 "^hot +0x[0-9a-f]{16} +1 +settled$" "${ctl[@]}" overrides
+expect 0 "^hot +0x[0-9a-f]{16} +1 +settled +operator$" "${ctl[@]}" overrides
 expect 0 "^new0$" "${kcli[@]}" get hot/0
 for i in $(seq 2 39); do
 	expect 0 "^v$i$" "${kcli[@]}" get "hot/$i"
@@ -237,5 +248,53 @@ for i in $(seq 0 15); do expect 0 "reverting" "${ctl[@]}" override remove "full$
 wait_ovr "o['overrides'] == 0" "all gone"
 expect 2 "no override of that routing part" "${ctl[@]}" override remove full0
 grep -q "override add: hot" "$tmp/keymapd.log" || fail "keymapd did not log the override"
+
+section "d. the automatic shifter: found, settled, undone once cool"
+for i in $(seq 0 19); do
+	"${kcli[@]}" put "auto/$i" "a$i" >/dev/null || fail "put auto/$i"
+done
+# 70 % of the requests name auto/0..199 (one entity, its keys spread), the rest 5000
+# entities of one key each (an override of those would move nothing apart).
+python3 - "$tmp/trace.csv" <<'PY'
+import random, sys
+r = random.Random(5)
+with open(sys.argv[1], "w") as f:
+    f.write("timestamp_us,op,key,value_size\n")
+    for _ in range(300000):
+        if r.random() < 0.7:
+            f.write("0,GET,auto/%d,16\n" % r.randrange(200))
+        else:
+            f.write("0,GET,e%d/x,16\n" % r.randrange(5000))
+PY
+timeout -k 5 120 ip netns exec "$ns" "$bench" -x libkeymap -s "$server:7070" \
+	--trace "$tmp/trace.csv" --no-preload -c 32 --max-timeouts 0.01 >"$tmp/bench.out" 2>&1 &
+cl_pid=$!
+found=0
+for _ in $(seq 600); do
+	if ovr "o['part'] == ['auto'] and o['auto'] == [1]"; then
+		found=1
+		break
+	fi
+	kill -0 "$cl_pid" 2>/dev/null || break
+	sleep 0.1
+done
+[ "$found" = 1 ] || fail "keymapd did not override the hot entity: $(cat "$tmp/o.json")
+$(tail -5 "$tmp/bench.out")"
+checks=$((checks + 1))
+expect 0 "^auto +0x[0-9a-f]{16} +1 +(migrating|settled) +keymapd$" "${ctl[@]}" overrides
+expect 0 "^automatic: on; overridden [1-9]" "${ctl[@]}" overrides
+for i in $(seq 0 19); do expect 0 "^a$i$" "${kcli[@]}" get "auto/$i"; done
+rc=0
+wait "$cl_pid" || rc=$?
+cl_pid=
+[ "$rc" -eq 0 ] || { cat "$tmp/bench.out"; fail "keymap-bench exit $rc"; }
+# No load: after undo_s (2 s) the override reverts, its keys move back, then it goes.
+wait_ovr "o['overrides'] == 0 and o['auto_removes'] >= 1" "automatic override undone"
+for i in $(seq 0 19); do expect 0 "^a$i$" "${kcli[@]}" get "auto/$i"; done
+grep -q "routing part auto is hot" "$tmp/keymapd.log" || fail "keymapd did not log the override"
+grep -q "routing part auto cooled" "$tmp/keymapd.log" || fail "keymapd did not log the undo"
+# Off: nothing is overridden automatically (the operator's still can be).
+expect 0 "^shift\.auto: 1 -> 0$" "${ctl[@]}" set shift.auto 0
+expect 0 "automatic: off" "${ctl[@]}" overrides
 
 echo "PASS: $checks checks in $((SECONDS - t_start)) s"

@@ -17,7 +17,8 @@ static void
 show_overrides(const json_t *d, const char *arg)
 {
 	const json_t *part = json_object_get(d, "part"), *hash = json_object_get(d, "hash"),
-		     *extra = json_object_get(d, "extra"), *state = json_object_get(d, "state");
+		     *extra = json_object_get(d, "extra"), *state = json_object_get(d, "state"),
+		     *by = json_object_get(d, "auto");
 	struct table t;
 	size_t i;
 
@@ -27,14 +28,18 @@ show_overrides(const json_t *d, const char *arg)
 		jfmt(json_object_get(d, "epoch")), jfmt(json_object_get(d, "overrides")),
 		jfmt(json_object_get(d, "fallback_reads")), jfmt(json_object_get(d, "moved_keys")),
 		jfmt(json_object_get(d, "moves_restored")));
+	printf("automatic: %s; overridden %s, undone %s\n",
+		json_integer_value(json_object_get(d, "auto_enabled")) ? "on" : "off",
+		jfmt(json_object_get(d, "auto_adds")), jfmt(json_object_get(d, "auto_removes")));
 	if (json_array_size(part) == 0)
 		return;
-	table_init(&t, 4);
+	table_init(&t, 5);
 	table_right(&t, 2);
 	table_add(&t, "part");
 	table_add(&t, "hash");
 	table_add(&t, "extra");
 	table_add(&t, "state");
+	table_add(&t, "by");
 	for (i = 0; i < json_array_size(part); i++) {
 		const char *p = jfmt(json_array_get(part, i));
 
@@ -42,6 +47,8 @@ show_overrides(const json_t *d, const char *arg)
 		table_add(&t, "%s", jfmt(json_array_get(hash, i)));
 		table_add(&t, "%s", jfmt(json_array_get(extra, i)));
 		table_add(&t, "%s", jfmt(json_array_get(state, i)));
+		table_add(&t, "%s",
+			json_integer_value(json_array_get(by, i)) ? "keymapd" : "operator");
 	}
 	table_print(&t);
 	table_free(&t);

@@ -25,118 +25,15 @@ keymapctl=$2
 rclient=$3
 cli=$4
 here=$(cd "$(dirname "$0")" && pwd)
-if [ "$(id -u)" -ne 0 ] || ! command -v ip >/dev/null; then
-	echo "SKIP: needs root and iproute2 (network namespace, DPDK vdevs)"
-	exit 77
-fi
-
-id=$$
-ns=kmctl-$id
-prefix=kmctl-$id
-server=198.51.100.2
+tag=kmctl
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 metrics=127.0.0.1:9470
-tmp=$(mktemp -d)
-jdir=$tmp/json # keymapctl --json replies, NAME.json, for jx
-mkdir "$jdir"
-srv_pid=
-cl_pid=
 hang_pid=
-checks=0
-t_start=$SECONDS
 # Main lcore (control) plus two workers; on one CPU they all share it.
 if [ "$(nproc)" -gt 1 ]; then lcores="0@0,1@0,2@1"; else lcores="0@0,1@0,2@0"; fi
-
-# @return keymapd's exit status (timeout(1) passes SIGTERM on and returns it).
-stop_server() {
-	local rc=0
-
-	if [ -n "$srv_pid" ]; then
-		kill -TERM "$srv_pid" 2>/dev/null || true
-		for _ in $(seq 100); do kill -0 "$srv_pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$srv_pid" 2>/dev/null || true
-		wait "$srv_pid" 2>/dev/null || rc=$?
-		srv_pid=
-	fi
-	return "$rc"
-}
-cleanup() {
-	# Fast parts first: the runner may SIGKILL us shortly after its SIGTERM.
-	ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
-	for p in $cl_pid $hang_pid; do kill -KILL "$p" 2>/dev/null || true; done
-	stop_server || true
-	ip netns del "$ns" 2>/dev/null || true
-	rm -rf "/var/run/dpdk/$prefix" "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-
-# On stderr, so that it shows when it fires inside $(...) too.
-fail() {
-	{
-		echo "FAIL: $*"
-		if [ -f "$tmp/keymapd.log" ]; then
-			echo "---- keymapd log (last 30 lines) ----"
-			tail -30 "$tmp/keymapd.log"
-		fi
-	} >&2
-	exit 1
-}
-
-section() {
-	echo "== $* (at $((SECONDS - t_start)) s)"
-}
-
-# expect CODE PATTERN CMD...: exit code CODE; PATTERN (grep -E, may be empty) in stdout
-# when CODE is 0, in stderr otherwise (refusals are explained on stderr).
-expect() {
-	local want=$1 pattern=$2 rc=0 where
-	shift 2
-	# --foreground: stay in our process group, so a SIGTERM from the test runner reaches
-	# the command and the cleanup trap runs at once.
-	timeout --foreground -k 5 30 "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
-	where=$tmp/out
-	[ "$want" -eq 0 ] || where=$tmp/err
-	if [ "$rc" -ne "$want" ] || { [ -n "$pattern" ] && ! grep -Eq -- "$pattern" "$where"; }; then
-		echo "---- stdout ----"
-		cat "$tmp/out"
-		echo "---- stderr ----"
-		cat "$tmp/err"
-		fail "'$*': exit $rc (want $want), $(basename "$where") should match '$pattern'"
-	fi
-	checks=$((checks + 1))
-	echo "ok: exit $rc${pattern:+, '$pattern'}: $*"
-}
-
-# Commands as arrays, not functions, so that timeout(1) can run them.
-ctl=(timeout -k 2 20 "$keymapctl" -f "$prefix")
-in_ns=(timeout -k 2 20 ip netns exec "$ns")
-
-# cj NAME ARGS...: keymapctl --json ARGS succeeds; its JSON becomes NAME for jx.
-cj() {
-	local name=$1
-	shift
-	"${ctl[@]}" --json "$@" >"$jdir/$name.json" || fail "keymapctl --json $* failed"
-}
-
-# jx EXPR: EXPR in Python over every JSON reply kept by cj (variables named after them;
-# own(ID) is the owner of shard ID in sh). A tuple prints space-separated. One interpreter
-# for many checks: each start costs 0.1 s or more on this loaded 2-CPU machine.
-jx() {
-	python3 - "$jdir" "$1" <<'EOF'
-import glob, json, os, sys
-v = {os.path.basename(f)[:-5]: json.load(open(f)) for f in glob.glob(sys.argv[1] + "/*.json")}
-v["own"] = lambda s: v["sh"]["owner"][v["sh"]["id"].index(s)]
-r = eval("(" + sys.argv[2] + ")", v)
-print(" ".join(map(str, r)) if isinstance(r, tuple) else r)
-EOF
-}
-
-# check EXPR WHAT: EXPR (over the cj replies) holds.
-check() {
-	local r
-	r=$(jx "$1" 2>&1) || true
-	[ "$r" = True ] || fail "$2: '$1' is not true ($r)"
-	checks=$((checks + 1))
+extra_cleanup() {
+	[ -z "$hang_pid" ] || kill -KILL "$hang_pid" 2>/dev/null || true
 }
 
 # wait_stat COUNTER MIN: total.COUNTER of stats reaches MIN within 3 s (a worker counts a
@@ -221,20 +118,7 @@ expect 0 "" "$keymapd" -c "$tmp/printed.conf" --print-config
 cmp -s "$tmp/out" "$tmp/printed.conf" || fail "--print-config output does not load back as itself"
 
 section "starting keymapd"
-timeout 10 ip netns add "$ns"
-"${in_ns[@]}" ip link set lo up
-timeout -k 5 300 ip netns exec "$ns" "$keymapd" -c "$tmp/keymapd.conf" -- --no-huge -m 512 \
-	--no-pci --file-prefix "$prefix" --vdev net_tap0,iface=kmctl0 --lcores "$lcores" \
-	>"$tmp/keymapd.log" 2>&1 &
-srv_pid=$!
-for _ in $(seq 300); do
-	grep -q "keymapd: ready" "$tmp/keymapd.log" && break
-	kill -0 "$srv_pid" 2>/dev/null || fail "keymapd exited during start-up"
-	sleep 0.1
-done
-grep -q "keymapd: ready" "$tmp/keymapd.log" || fail "keymapd not ready after 30 s"
-"${in_ns[@]}" ip addr add 198.51.100.1/24 dev kmctl0
-"${in_ns[@]}" ip link set kmctl0 up
+start_keymapd "$lcores" -c "$tmp/keymapd.conf"
 kcli=("${in_ns[@]}" "$cli" -h "$server")
 
 section "a. status and stats"
@@ -596,7 +480,7 @@ section "shutdown"
 rc=0
 stop_server || rc=$?
 [ "$rc" -eq 0 ] || fail "keymapd exit $rc on SIGTERM"
-grep -q "keymapd: stopping" "$tmp/keymapd.log" || fail "keymapd did not log its shutdown"
+grep -q "keymapd: stopping" "$log" || fail "keymapd did not log its shutdown"
 
 echo "summary: $checks checks; epoch $epoch0 -> $epoch_c under reshard_client, $epoch at the" \
 	"end (every command exactly one); $nsplit splits, $nmerge merges, $nmove moves"

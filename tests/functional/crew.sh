@@ -22,74 +22,20 @@ shopt -s inherit_errexit
 keymapd=$1
 keymapctl=$2
 client=$3
-if [ "$(id -u)" -ne 0 ] || ! command -v ip >/dev/null || ! command -v python3 >/dev/null; then
-	echo "SKIP: needs root, iproute2 and python3 (network namespace, DPDK vdevs)"
-	exit 77
-fi
-
-id=$$
-ns=kmcw-$id
-prefix=kmcw-$id
-tap=kmcw0
-server=198.51.100.2
-tmp=$(mktemp -d -p /var/tmp)
-log=$tmp/keymapd.log
-srv_pid=
+tag=kmcw
+needs=python3
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 enable=1
 [ "${KM_CREW_TEST_OFF:-0}" = 1 ] && enable=0
 if [ "$(nproc)" -gt 1 ]; then cpu1=1; else cpu1=0; fi
 
-stop_server() {
-	if [ -n "$srv_pid" ]; then
-		kill -TERM "$srv_pid" 2>/dev/null || true
-		for _ in $(seq 100); do kill -0 "$srv_pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$srv_pid" 2>/dev/null || true
-		wait "$srv_pid" 2>/dev/null || true
-		srv_pid=
-	fi
-}
-cleanup() {
-	ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
-	stop_server || true
-	ip netns del "$ns" 2>/dev/null || true
-	rm -rf "/var/run/dpdk/$prefix" "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-
-fail() {
-	{
-		echo "FAIL: $*"
-		if [ -f "$log" ]; then
-			echo "---- keymapd log (last 20 lines) ----"
-			tail -20 "$log"
-		fi
-	} >&2
-	exit 1
-}
-ok() { echo "ok: $*"; }
-
 in_ns=(timeout -k 2 60 ip netns exec "$ns")
-ctl=(timeout -k 2 20 "$keymapctl" -f "$prefix")
 
-ip netns add "$ns"
-ip netns exec "$ns" ip link set lo up
-: >"$log"
-timeout -k 5 180 ip netns exec "$ns" "$keymapd" -o shards.count=4 -o metrics.port=0 \
+start_keymapd "0@0,1@0,2@$cpu1" -o shards.count=4 -o metrics.port=0 \
 	-o "crew.enable=$enable" -o crew.interval_ms=50 -o crew.sampling=4 \
-	-o crew.value_max=256 -o workers.idle_sleep_us=20 -- \
-	--no-huge -m 512 --no-pci --file-prefix "$prefix" --vdev "net_tap0,iface=$tap" \
-	--lcores "0@0,1@0,2@$cpu1" >"$log" 2>&1 &
-srv_pid=$!
-for _ in $(seq 300); do
-	grep -q "keymapd: ready" "$log" && break
-	kill -0 "$srv_pid" 2>/dev/null || { srv_pid=; fail "keymapd exited during start-up"; }
-	sleep 0.1
-done
-grep -q "keymapd: ready" "$log" || fail "keymapd not ready after 30 s"
+	-o crew.value_max=256 -o workers.idle_sleep_us=20
 grep -q "2 workers" "$log" || fail "keymapd did not start two workers"
-ip netns exec "$ns" ip addr add 198.51.100.1/24 dev "$tap"
-ip netns exec "$ns" ip link set "$tap" up
 
 # stat NAME: the total of a worker counter.
 stat() {

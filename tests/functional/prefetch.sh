@@ -26,85 +26,24 @@ keymapctl=$2
 pclient=$3
 bench=$4
 promcheck=$5
-if [ "$(id -u)" -ne 0 ] || ! command -v ip >/dev/null || ! command -v python3 >/dev/null; then
-	echo "SKIP: needs root, iproute2 and python3 (network namespace, DPDK vdevs)"
-	exit 77
-fi
-
-id=$$
-ns=kmpf-$id
-prefix=kmpf-$id
-tap=kmpf0
-server=198.51.100.2
-tmp=$(mktemp -d /var/tmp/kmprefetch.XXXXXX)
-log=$tmp/keymapd.log
-srv_pid=
-t_start=$SECONDS
+tag=kmpf
+needs=python3
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 on=1
 [ "${KM_PREFETCH_TEST_OFF:-0}" = 1 ] && on=0
 # Main lcore (control) plus one worker; part b adds the predictor's lcore.
 if [ "$(nproc)" -gt 1 ]; then cpu1=1; else cpu1=0; fi
 
-stop_server() {
-	if [ -n "$srv_pid" ]; then
-		kill -TERM "$srv_pid" 2>/dev/null || true
-		for _ in $(seq 100); do kill -0 "$srv_pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$srv_pid" 2>/dev/null || true
-		wait "$srv_pid" 2>/dev/null || true
-		srv_pid=
-	fi
-}
-cleanup() {
-	ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
-	stop_server || true
-	ip netns del "$ns" 2>/dev/null || true
-	rm -rf "/var/run/dpdk/$prefix" "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-
-fail() {
-	{
-		echo "FAIL: $*"
-		if [ -f "$log" ]; then
-			echo "---- keymapd log (last 20 lines) ----"
-			tail -20 "$log"
-		fi
-	} >&2
-	exit 1
-}
-ok() { echo "ok: $*"; }
-
 in_ns=(timeout -k 2 60 ip netns exec "$ns")
-ctl=(timeout -k 2 20 "$keymapctl" -f "$prefix")
-
-ip netns add "$ns"
-ip netns exec "$ns" ip link set lo up
 
 # start_server LCORES ARGS...: keymapd on the data in $tmp/data, ready.
 start_server() {
 	local lcores=$1
 	shift
-	rm -rf "/var/run/dpdk/$prefix"
-	for _ in $(seq 50); do
-		ip netns exec "$ns" ip link show "$tap" >/dev/null 2>&1 || break
-		sleep 0.1
-	done
-	: >"$log"
-	timeout -k 5 120 ip netns exec "$ns" "$keymapd" -o store.driver=log \
-		-o "store.dir=$tmp/data" -o "store.cold_dir=$tmp/data/cold" \
-		-o store.durability=none -o shards.count=4 -o metrics.port=9470 "$@" -- \
-		--no-huge -m 512 --no-pci --file-prefix "$prefix" --vdev "net_tap0,iface=$tap" \
-		--lcores "$lcores" >"$log" 2>&1 &
-	srv_pid=$!
-	for _ in $(seq 300); do
-		grep -q "keymapd: ready" "$log" && break
-		kill -0 "$srv_pid" 2>/dev/null || { srv_pid=; fail "keymapd exited during start-up"; }
-		sleep 0.1
-	done
-	grep -q "keymapd: ready" "$log" || fail "keymapd not ready after 30 s"
-	ip netns exec "$ns" ip addr add 198.51.100.1/24 dev "$tap"
-	ip netns exec "$ns" ip link set "$tap" up
+	start_keymapd "$lcores" -o store.driver=log -o "store.dir=$tmp/data" \
+		-o "store.cold_dir=$tmp/data/cold" -o store.durability=none -o shards.count=4 \
+		-o metrics.port=9470 "$@"
 }
 
 # hit_ratio: the value cache's hits / (hits + misses) since keymapd started.

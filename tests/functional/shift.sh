@@ -26,73 +26,10 @@ keymapctl=$2
 rclient=$3
 cli=$4
 bench=$5
-if [ "$(id -u)" -ne 0 ] || ! command -v ip >/dev/null; then
-	echo "SKIP: needs root and iproute2 (network namespace, DPDK vdevs)"
-	exit 77
-fi
-
-id=$$
-ns=kmshift-$id
-prefix=kmshift-$id
-server=198.51.100.2
-tmp=$(mktemp -d)
-srv_pid=
-cl_pid=
-checks=0
-t_start=$SECONDS
+tag=kmshift
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 if [ "$(nproc)" -gt 1 ]; then lcores="0@0,1@0,2@1"; else lcores="0@0,1@0,2@0"; fi
-
-cleanup() {
-	ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
-	[ -z "$cl_pid" ] || kill -KILL "$cl_pid" 2>/dev/null || true
-	if [ -n "$srv_pid" ]; then
-		kill -TERM "$srv_pid" 2>/dev/null || true
-		for _ in $(seq 100); do kill -0 "$srv_pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$srv_pid" 2>/dev/null || true
-		wait "$srv_pid" 2>/dev/null || true
-	fi
-	ip netns del "$ns" 2>/dev/null || true
-	rm -rf "/var/run/dpdk/$prefix" "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-
-fail() {
-	{
-		echo "FAIL: $*"
-		if [ -f "$tmp/keymapd.log" ]; then
-			echo "---- keymapd log (last 30 lines) ----"
-			tail -30 "$tmp/keymapd.log"
-		fi
-	} >&2
-	exit 1
-}
-
-section() {
-	echo "== $* (at $((SECONDS - t_start)) s)"
-}
-
-# expect CODE PATTERN CMD...: exit code CODE, PATTERN (grep -E) in stdout (CODE 0) or
-# stderr.
-expect() {
-	local want=$1 pattern=$2 rc=0 where
-	shift 2
-	timeout --foreground -k 5 30 "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
-	where=$tmp/out
-	[ "$want" -eq 0 ] || where=$tmp/err
-	if [ "$rc" -ne "$want" ] || { [ -n "$pattern" ] && ! grep -Eq -- "$pattern" "$where"; }; then
-		echo "---- stdout ----"
-		cat "$tmp/out"
-		echo "---- stderr ----"
-		cat "$tmp/err"
-		fail "'$*': exit $rc (want $want), $(basename "$where") should match '$pattern'"
-	fi
-	checks=$((checks + 1))
-	echo "ok: exit $rc${pattern:+, '$pattern'}: $*"
-}
-
-ctl=(timeout -k 2 20 "$keymapctl" -f "$prefix")
-in_ns=(timeout -k 2 20 ip netns exec "$ns")
 
 # ovr EXPR: EXPR in Python over keymapctl --json overrides (as o) holds.
 ovr() {
@@ -131,20 +68,7 @@ level = info
 EOF
 
 section "starting keymapd"
-timeout 10 ip netns add "$ns"
-"${in_ns[@]}" ip link set lo up
-timeout -k 5 300 ip netns exec "$ns" "$keymapd" -c "$tmp/keymapd.conf" -- --no-huge -m 512 \
-	--no-pci --file-prefix "$prefix" --vdev net_tap0,iface=kmshift0 --lcores "$lcores" \
-	>"$tmp/keymapd.log" 2>&1 &
-srv_pid=$!
-for _ in $(seq 300); do
-	grep -q "keymapd: ready" "$tmp/keymapd.log" && break
-	kill -0 "$srv_pid" 2>/dev/null || fail "keymapd exited during start-up"
-	sleep 0.1
-done
-grep -q "keymapd: ready" "$tmp/keymapd.log" || fail "keymapd not ready after 30 s"
-"${in_ns[@]}" ip addr add 198.51.100.1/24 dev kmshift0
-"${in_ns[@]}" ip link set kmshift0 up
+start_keymapd "$lcores" -c "$tmp/keymapd.conf"
 kcli=("${in_ns[@]}" "$cli" -h "$server")
 
 section "a. one entity: migrating, settled, reverting, gone"
@@ -247,7 +171,7 @@ wait_ovr "o['overrides'] == 16 and set(o['state']) == {'settled'}" "16 settled a
 for i in $(seq 0 15); do expect 0 "reverting" "${ctl[@]}" override remove "full$i"; done
 wait_ovr "o['overrides'] == 0" "all gone"
 expect 2 "no override of that routing part" "${ctl[@]}" override remove full0
-grep -q "override add: hot" "$tmp/keymapd.log" || fail "keymapd did not log the override"
+grep -q "override add: hot" "$log" || fail "keymapd did not log the override"
 
 section "d. the automatic shifter: found, settled, undone once cool"
 for i in $(seq 0 19); do
@@ -291,8 +215,8 @@ cl_pid=
 # No load: after undo_s (2 s) the override reverts, its keys move back, then it goes.
 wait_ovr "o['overrides'] == 0 and o['auto_removes'] >= 1" "automatic override undone"
 for i in $(seq 0 19); do expect 0 "^a$i$" "${kcli[@]}" get "auto/$i"; done
-grep -q "routing part auto is hot" "$tmp/keymapd.log" || fail "keymapd did not log the override"
-grep -q "routing part auto cooled" "$tmp/keymapd.log" || fail "keymapd did not log the undo"
+grep -q "routing part auto is hot" "$log" || fail "keymapd did not log the override"
+grep -q "routing part auto cooled" "$log" || fail "keymapd did not log the undo"
 # Off: nothing is overridden automatically (the operator's still can be).
 expect 0 "^shift\.auto: 1 -> 0$" "${ctl[@]}" set shift.auto 0
 expect 0 "automatic: off" "${ctl[@]}" overrides

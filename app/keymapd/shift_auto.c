@@ -26,6 +26,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -70,6 +71,7 @@ struct cand {
 static struct {
 	uint8_t route_sep; /* [shards] route_sep and route_depth: set before any note */
 	unsigned int route_depth;
+	atomic_int on; /* whether notes are counted: set by the control lcore */
 	/* Written by the mailbox thread under lock, judged by the control lcore under lock. */
 	struct entity ent[ENT_MAX];
 	uint32_t nb_ent;
@@ -142,7 +144,8 @@ km_shift_note(const struct km_proc_note *n)
 	size_t plen, slen;
 	struct entity *e;
 
-	if (n->key_len == 0 || n->key_len > KM_KEY_MAX)
+	if (n->key_len == 0 || n->key_len > KM_KEY_MAX ||
+		!atomic_load_explicit(&sa.on, memory_order_relaxed))
 		return;
 	plen = km_shardmap_part_len(sa.route_sep, sa.route_depth, n->key, n->key_len);
 	slen = km_shardmap_part_len(sa.route_sep, sa.route_depth + 1, n->key, n->key_len);
@@ -330,6 +333,7 @@ km_shift_auto_tick(void)
 		if (sa.cand[i].active && (o == NULL || o->state == KM_OVR_REVERTING))
 			cand_drop(&sa.cand[i]);
 	}
+	atomic_store_explicit(&sa.on, conf->shift_auto && can_shift(), memory_order_relaxed);
 	if (conf->shift_auto && can_shift())
 		decide();
 	else

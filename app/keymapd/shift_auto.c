@@ -130,12 +130,21 @@ sub_count(struct entity *e, uint64_t sub)
 	e->sub_count[e->nb_sub++] = 1;
 }
 
+static int
+can_shift(void)
+{
+	const struct km_store_ops *drv = km_store_driver(km_ctl.conf.store_driver);
+
+	return km_dp.nb_workers >= 2 && drv != NULL && drv->read_start == NULL;
+}
+
 void
 km_shift_auto_init(const struct km_conf *c)
 {
 	sa.route_sep = (uint8_t)c->route_sep;
 	sa.route_depth = (unsigned int)c->route_depth;
 	sa.interval_tsc = rte_get_timer_cycles();
+	atomic_store_explicit(&sa.on, c->shift_auto && can_shift(), memory_order_relaxed);
 }
 
 void
@@ -202,14 +211,6 @@ rate_of(uint64_t n)
 	const struct km_conf *c = &km_ctl.conf;
 
 	return (double)n * (double)c->crew_sampling * 1000.0 / (double)c->shift_interval_ms;
-}
-
-static int
-can_shift(void)
-{
-	const struct km_store_ops *drv = km_store_driver(km_ctl.conf.store_driver);
-
-	return km_dp.nb_workers >= 2 && drv != NULL && drv->read_start == NULL;
 }
 
 static void

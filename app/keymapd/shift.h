@@ -82,6 +82,10 @@ void km_shift_note(const struct km_proc_note *n);
 void km_shift_auto_tick(void);
 int km_shift_auto_sampling(const struct km_conf *c);
 int km_shift_is_auto(uint64_t hash);
+/* The operator added (removed = 0) or removed the override of the part whose hash is
+ * given: whatever the automatic shifter thought of it, it is the operator's now; a part
+ * the operator undid is not overridden automatically for 10 minutes. Control lcore. */
+void km_shift_auto_forget(uint64_t hash, int removed);
 
 /* Register /keymap/overrides, /keymap/override_add, /keymap/override_remove
  * (telemetry_shift.c). @return 0 or -errno. @note Context: main lcore. */

@@ -41,9 +41,12 @@
 #include "keymapd.h"
 #include "shift.h"
 
-#define ENT_MAX     64 /* routing parts counted per interval */
-#define SUB_MAX     8  /* longer parts counted per routing part */
-#define SAMPLES_MIN 32 /* samples of a part in an interval before it may be judged hot */
+#define ENT_MAX     64  /* routing parts counted per interval */
+#define SUB_MAX     8   /* longer parts counted per routing part */
+#define SAMPLES_MIN 32  /* samples of a part in an interval before it may be judged hot */
+#define REFUSED_MAX 8   /* parts whose override was refused, remembered ... */
+#define REFUSED_S   60  /* ... for so long, so that they are not tried every interval */
+#define OPERATOR_S  600 /* a part the operator undid is left alone for so long */
 
 /* One routing part in the interval's summary. */
 struct entity {
@@ -72,13 +75,21 @@ static struct {
 	uint8_t route_sep; /* [shards] route_sep and route_depth: set before any note */
 	unsigned int route_depth;
 	atomic_int on; /* whether notes are counted: set by the control lcore */
-	/* Written by the mailbox thread under lock, judged by the control lcore under lock. */
+	/* Written by the thread draining the notes, under sa_lock. */
 	struct entity ent[ENT_MAX];
 	uint32_t nb_ent;
 	uint64_t samples; /* this interval, all workers */
-	/* Control lcore only. */
+	/* Control lcore only: the interval judged (taken out of the above under the lock,
+	 * judged without it: adding an override waits for an RCU grace period, which the
+	 * thread draining the notes, an RCU reader, must be free to end). */
+	struct entity judge[ENT_MAX];
+	uint32_t nb_judge;
+	uint64_t judge_samples;
 	struct cand cand[KM_OVERRIDES_MAX];
 	uint32_t nb_cand;
+	struct {
+		uint64_t hash, until_tsc;
+	} refused[REFUSED_MAX]; /* parts not tried again before until_tsc */
 	uint64_t interval_tsc;
 } sa;
 
@@ -204,13 +215,39 @@ cand_drop(struct cand *c)
 	*c = sa.cand[--sa.nb_cand];
 }
 
-/* Requests/s that n samples of an interval stand for. */
+/*
+ * Requests/s that n of the interval's samples stand for: their share of the samples times
+ * the requests/s of all workers (the workers' notes are bounded, so samples x sampling
+ * would undercount a fast worker).
+ */
 static double
 rate_of(uint64_t n)
 {
-	const struct km_conf *c = &km_ctl.conf;
+	return sa.judge_samples == 0 ? 0
+				     : (double)n / (double)sa.judge_samples * km_ctl.requests_per_s;
+}
 
-	return (double)n * (double)c->crew_sampling * 1000.0 / (double)c->shift_interval_ms;
+static int
+refused(uint64_t hash, uint64_t now)
+{
+	uint32_t i;
+
+	for (i = 0; i < REFUSED_MAX; i++)
+		if (sa.refused[i].hash == hash && now < sa.refused[i].until_tsc)
+			return 1;
+	return 0;
+}
+
+static void
+refuse(uint64_t hash, uint64_t now, uint64_t seconds)
+{
+	uint32_t i, old = 0;
+
+	for (i = 0; i < REFUSED_MAX; i++)
+		if (sa.refused[i].until_tsc < sa.refused[old].until_tsc)
+			old = i;
+	sa.refused[old].hash = hash;
+	sa.refused[old].until_tsc = now + seconds * rte_get_timer_hz();
 }
 
 static void
@@ -231,9 +268,11 @@ add_override(struct cand *c)
 		km_ctl.cnt.shift_auto_deferred++; /* a split or merge copying: next interval */
 		return;
 	}
-	/* The operator's override, a full map, a part that cannot be one: not ours. */
+	/* The operator's override, a full map, a part that cannot be one: not ours, and not
+	 * tried again for a while. */
 	km_ctl.cnt.shift_auto_refused++;
-	KM_LOG(INFO, "partition shifter: %s", err);
+	KM_LOG(INFO, "partition shifter: %s (not tried again for %d s)", err, REFUSED_S);
+	refuse(c->hash, rte_get_timer_cycles(), REFUSED_S);
 	cand_drop(c);
 }
 
@@ -273,14 +312,14 @@ act(struct cand *c, const struct km_conf *conf)
 		remove_override(c);
 }
 
-/* Judge the interval. Control lcore, sa_lock held. */
+/* Judge the interval taken into sa.judge. Control lcore. */
 static void
 decide(void)
 {
 	const struct km_conf *conf = &km_ctl.conf;
 	const struct km_shardmap *m = km_map_current;
 	double floor = (double)km_ctl.derived.balance_min_rate;
-	uint64_t total = sa.samples, nw = km_dp.nb_workers;
+	uint64_t total = sa.judge_samples, nw = km_dp.nb_workers, now = rte_get_timer_cycles();
 	uint32_t i;
 
 	/* A part not in the summary had no sample at all: cold. */
@@ -288,8 +327,8 @@ decide(void)
 		sa.cand[i].hot_now = 0;
 		sa.cand[i].cold_now = 1;
 	}
-	for (i = 0; i < sa.nb_ent; i++) {
-		const struct entity *e = &sa.ent[i];
+	for (i = 0; i < sa.nb_judge; i++) {
+		const struct entity *e = &sa.judge[i];
 		const struct km_override_info *o = km_shardmap_override_find(m, e->hash);
 		uint64_t est = e->count - e->error;
 		struct cand *c = cand_find(e->hash);
@@ -299,7 +338,8 @@ decide(void)
 		if (c == NULL) {
 			/* Cool, no room, or overridden by the operator. */
 			if (!hot || sa.nb_cand == KM_OVERRIDES_MAX ||
-				(o != NULL && o->state != KM_OVR_REVERTING))
+				(o != NULL && o->state != KM_OVR_REVERTING) ||
+				refused(e->hash, now))
 				continue;
 			c = &sa.cand[sa.nb_cand++];
 			memset(c, 0, sizeof(*c));
@@ -321,12 +361,20 @@ km_shift_auto_tick(void)
 	const struct km_conf *conf = &km_ctl.conf;
 	const struct km_shardmap *m = km_map_current;
 	uint64_t now = rte_get_timer_cycles();
+	int on = conf->shift_auto && can_shift();
 	uint32_t i;
 
 	if (now - sa.interval_tsc < conf->shift_interval_ms * rte_get_timer_hz() / 1000)
 		return;
 	sa.interval_tsc = now;
+	atomic_store_explicit(&sa.on, on, memory_order_relaxed);
 	pthread_mutex_lock(&sa_lock);
+	memcpy(sa.judge, sa.ent, sa.nb_ent * sizeof(sa.ent[0]));
+	sa.nb_judge = sa.nb_ent;
+	sa.judge_samples = sa.samples;
+	sa.nb_ent = 0;
+	sa.samples = 0;
+	pthread_mutex_unlock(&sa_lock);
 	/* An automatic override the operator undid is forgotten. */
 	for (i = sa.nb_cand; i-- > 0;) {
 		const struct km_override_info *o = km_shardmap_override_find(m, sa.cand[i].hash);
@@ -334,8 +382,7 @@ km_shift_auto_tick(void)
 		if (sa.cand[i].active && (o == NULL || o->state == KM_OVR_REVERTING))
 			cand_drop(&sa.cand[i]);
 	}
-	atomic_store_explicit(&sa.on, conf->shift_auto && can_shift(), memory_order_relaxed);
-	if (conf->shift_auto && can_shift())
+	if (on)
 		decide();
 	else
 		/* Off: the automatic overrides go (the operator's stay). */
@@ -344,15 +391,24 @@ km_shift_auto_tick(void)
 				cand_drop(&sa.cand[i]);
 			else
 				remove_override(&sa.cand[i]);
-	sa.nb_ent = 0;
-	sa.samples = 0;
-	pthread_mutex_unlock(&sa_lock);
+}
+
+void
+km_shift_auto_forget(uint64_t hash, int removed)
+{
+	struct cand *c = cand_find(hash);
+
+	if (c != NULL)
+		cand_drop(c);
+	if (removed)
+		refuse(hash, rte_get_timer_cycles(), OPERATOR_S);
 }
 
 int
 km_shift_auto_sampling(const struct km_conf *c)
 {
-	return c->crew_enable || c->shift_auto;
+	/* One worker: nobody to serve a read copy or an entity's spread keys. */
+	return km_dp.nb_workers >= 2 && (c->crew_enable || c->shift_auto);
 }
 
 int

@@ -13,6 +13,8 @@
 #include <rte_common.h>
 #include <rte_telemetry.h>
 
+#include <xxhash.h>
+
 #include <km_util.h>
 
 #include "control.h"
@@ -128,6 +130,7 @@ ctl_override_add(void *arg)
 
 	if (parse_part(a->params, part, sizeof(part), &extra) < 0)
 		return shift_error(a->d, "usage: /keymap/override_add,PART[,EXTRA (1..8)]");
+	km_shift_auto_forget(XXH3_64bits(part, strlen(part)), 0);
 	if (km_shift_add(part, (uint8_t)extra, err, sizeof(err)) < 0)
 		return shift_error(a->d, err);
 	rte_tel_data_start_dict(a->d);
@@ -145,6 +148,7 @@ ctl_override_remove(void *arg)
 
 	if (parse_part(a->params, part, sizeof(part), &extra) < 0 || strchr(a->params, ','))
 		return shift_error(a->d, "usage: /keymap/override_remove,PART");
+	km_shift_auto_forget(XXH3_64bits(part, strlen(part)), 1);
 	if (km_shift_remove(part, err, sizeof(err)) < 0)
 		return shift_error(a->d, err);
 	rte_tel_data_start_dict(a->d);

@@ -29,7 +29,10 @@ bench=$5
 tag=kmshift
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
-if [ "$(nproc)" -gt 1 ]; then lcores="0@0,1@0,2@1"; else lcores="0@0,1@0,2@0"; fi
+# Main lcore, two workers and the predictor's lcore (3): the notes are then drained by
+# an RCU reader other than the control lcore, which must never wait for it while the
+# control lcore publishes a map (an automatic override) and waits for a grace period.
+if [ "$(nproc)" -gt 1 ]; then lcores="0@0,1@0,2@1,3@1"; else lcores="0@0,1@0,2@0,3@0"; fi
 
 # ovr EXPR: EXPR in Python over keymapctl --json overrides (as o) holds.
 ovr() {
@@ -60,6 +63,8 @@ udp_port = 7070
 count = 4
 ; the load of section d through net_tap is far below the derived threshold
 balance_min_rate = 1000
+[prefetch]
+lcore = 3
 [shift]
 interval_ms = 200
 undo_s = 2

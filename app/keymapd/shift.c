@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <rte_cycles.h>
 #include <rte_errno.h>
 #include <rte_mbuf_dyn.h>
 
@@ -17,6 +18,17 @@
 #include "shift.h"
 
 int km_shift_dyn_off = -1;
+
+/*
+ * An override stays unsettled (writes pass through the old place's owner, which answers a
+ * retried write from its at-most-once record) for at least SETTLE_HOLD_MS after the last
+ * override change: longer than a client retries a request (libkeymap: 800 ms by default),
+ * so that a write executed in the old place before the change is not executed again in
+ * the new one when its retry comes.
+ */
+#define SETTLE_HOLD_MS 2000
+
+static uint64_t last_change_tsc; /* control lcore */
 
 int
 km_shift_init(void)
@@ -111,6 +123,7 @@ shift_publish(
 		rc = versions_floor();
 	if (rc == 0) {
 		km_control_publish_map(n);
+		last_change_tsc = rte_get_timer_cycles();
 		KM_LOG(INFO, "override %s: %s (map epoch %u)", what, part,
 			km_shardmap_epoch(km_map_current));
 		return 0;
@@ -176,7 +189,8 @@ km_shift_tick(void)
 	for (i = 0; i < km_shardmap_nb_overrides(cur); i++)
 		if (km_shardmap_override_at(cur, i)->state != KM_OVR_SETTLED)
 			hashes[nh++] = km_shardmap_override_at(cur, i)->hash;
-	if (nh == 0)
+	if (nh == 0 || rte_get_timer_cycles() - last_change_tsc <
+			       SETTLE_HOLD_MS * rte_get_timer_hz() / 1000)
 		return;
 	/* Every worker walked all its shards under this very map and found nothing left in
 	 * an old place: the moves it made are in the rings ahead of anything it sends later. */

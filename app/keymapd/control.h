@@ -101,6 +101,18 @@ struct km_reshard_status {
 	uint32_t epoch;    /* of the map published */
 };
 
+/* Where the last move spent its time in transit (reshard.c; keymapctl move --json): the
+ * old owner's requests for the shard were handed to the new one meanwhile. */
+struct km_move_phases {
+	uint64_t old_queued_us; /* the command posted -> claimed by the old owner */
+	uint64_t old_run_us;    /* its detach (at-most-once entries taken through the index) */
+	uint64_t new_queued_us; /* ... -> the new owner took it (its scheduling) */
+	uint64_t new_run_us;    /* its attach (at-most-once entries given) */
+	uint64_t seen_us;       /* ... -> seen by the control lcore */
+	uint64_t publish_us;    /* the new map's publication, its grace period included */
+	uint64_t dedup;         /* at-most-once entries handed over */
+};
+
 /*
  * One worker as the control lcore last sampled it (every [shards] sample_ms). Control
  * lcore: rw (km_ctl_sample); other threads read it only through km_ctl_call.
@@ -139,6 +151,7 @@ struct km_ctl_state {
 	uint64_t sample_reqs;             /* requests of all workers at sample_tsc */
 	uint64_t last_pause_us;           /* how long the last re-sharding kept its shard(s) BUSY */
 	uint64_t last_keys;               /* entries the last re-sharding handed over */
+	struct km_move_phases last_move;  /* the last move's time in transit, by phase */
 	struct km_store_stats store;      /* all shards, at the last sample */
 	struct km_reshard_status reshard; /* split/merge in progress, or the last one */
 	struct km_ctl_counters cnt;

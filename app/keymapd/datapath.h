@@ -108,6 +108,8 @@ enum km_cmsg_type {
 				* completion on w_to_ctl */
 	KM_CMSG_CREW_DEL,      /* u.key[0..key_len): withdraw its read copy; key_len 0: all */
 	KM_CMSG_CREW_TUNE,     /* seq: sample one access in seq for crew.c (0: none) */
+	KM_CMSG_MOVE_IN,       /* u.sync: the second half of a KM_WCMD_MOVE, from the old
+				* owner: attach its store (claimed already) */
 };
 
 /* Worker tunables changed at run time ([workers] burst, idle_spin, idle_sleep_us; [net]
@@ -183,6 +185,8 @@ enum km_wcmd_op {
 	KM_WCMD_MIG_CANCEL, /* drop the copies */
 	KM_WCMD_FLOOR,      /* stores issue versions above floor (0: none); keys out: the
 			     * highest version they issued */
+	KM_WCMD_MOVE,       /* shard shard_id -> worker to, without the control lcore in
+			     * between: see km_mailbox_move() */
 };
 
 /*
@@ -202,12 +206,18 @@ struct km_wcmd {
 	uint8_t same_store;          /* ATTACH: in, dedup was taken with this very store */
 	struct km_shard_info *infos; /* INFO: in (buffer of max entries, written by the worker) */
 	uint32_t max;                /* INFO: in */
-	uint32_t n;                  /* INFO: out */
+	uint32_t n;                  /* INFO: out; MOVE: out, at-most-once entries handed over */
 	uint8_t kind;                /* MIG_START: in */
 	struct km_store *old[2];     /* MIG_FINISH: out (the control lcore's once DONE) */
 	uint64_t keys;               /* MIG_FINISH: out, entries of the copies */
 	uint64_t pause_tsc;          /* MIG_FINISH: out, TSC cycles the swap took */
 	uint64_t floor;              /* FLOOR: in */
+	uint16_t to;                 /* MOVE: in, the new owner */
+	uint32_t epoch;              /* MOVE: in, epoch of the map that gives it the shard */
+	uint64_t claim_tsc;          /* out: rte_rdtsc() when the worker claimed it */
+	uint64_t run_tsc;            /* out: TSC cycles the worker took to apply it */
+	uint64_t in_claim_tsc;       /* MOVE: out, rte_rdtsc() when the new owner took it */
+	uint64_t in_run_tsc;         /* MOVE: out, TSC cycles the new owner's attach took */
 	int rc;                      /* out */
 	atomic_int state;            /* enum km_wcmd_state: see there */
 };
@@ -220,6 +230,15 @@ struct km_wcmd {
  * (PENDING -> ABANDONED, compare-and-exchange against the worker's claim): the worker then
  * frees it without applying it (or km_ctl_fini does, once the workers have stopped). A
  * command already RUNNING is always waited for: applying one is short.
+ *
+ * A MOVE has two halves: the old owner claims it, detaches the shard and, instead of
+ * storing DONE, queues it on the new owner's ctl_to_w as KM_CMSG_MOVE_IN (still RUNNING:
+ * nothing may abandon it now); the new owner attaches the store and stores DONE. Until then
+ * the old owner hands the shard's requests to the new owner (km_proc_shard_forward), which
+ * applies its commands before a burst of hand-offs: the attach comes first. If the new
+ * owner cannot take it, it stores DONE with rc < 0 and the store (and at-most-once
+ * entries) still in the command, the control lcore's to give back; if the old owner
+ * cannot queue it, it attaches the shard again itself (rc -EBUSY, store NULL).
  */
 enum km_wcmd_state { KM_WCMD_PENDING, KM_WCMD_RUNNING, KM_WCMD_DONE, KM_WCMD_ABANDONED };
 

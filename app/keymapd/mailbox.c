@@ -171,7 +171,12 @@ km_mailbox_wait(struct km_wcmd *c)
 			expected = KM_WCMD_PENDING;
 			if (atomic_compare_exchange_strong(&c->state, &expected, KM_WCMD_ABANDONED))
 				return -ETIMEDOUT;
-			/* Claimed: it completes shortly, wait for it. */
+			/* Claimed: it completes shortly, wait for it. But the second half of a
+			 * move waits on another worker, which may have stopped: left to
+			 * km_mailbox_fini() then. */
+			if (c->op == KM_WCMD_MOVE &&
+				atomic_load_explicit(&km_dp.stop, memory_order_relaxed))
+				return -ETIMEDOUT;
 		}
 		/* A worker answers within one loop iteration (or one wake-up from its idle
 		 * sleep): short naps first, then longer ones, so that a busy host is not
@@ -182,14 +187,37 @@ km_mailbox_wait(struct km_wcmd *c)
 	}
 }
 
+struct km_mailbox_timing km_mailbox_last;
+
+/* Microseconds from TSC a to b (0 if b is not after a: stamps of two CPUs). */
+static uint64_t
+tsc_us(uint64_t a, uint64_t b)
+{
+	return b > a ? (b - a) * 1000000 / rte_get_tsc_hz() : 0;
+}
+
 /* One command, start to end. */
 int
 km_mailbox_run(uint16_t w, struct km_wcmd *c)
 {
+	uint64_t t0 = rte_rdtsc();
 	int rc = km_mailbox_post(w, c);
 
 	if (rc == 0)
 		rc = km_mailbox_wait(c);
+	km_mailbox_last = (struct km_mailbox_timing){0};
+	if (rc != -ETIMEDOUT && rc != -EBUSY) { /* c was applied: its stamps are set */
+		uint64_t done = c->claim_tsc + c->run_tsc;
+
+		km_mailbox_last.queued_us = tsc_us(t0, c->claim_tsc);
+		km_mailbox_last.run_us = tsc_us(0, c->run_tsc);
+		if (c->op == KM_WCMD_MOVE && c->in_claim_tsc != 0) {
+			km_mailbox_last.in_queued_us = tsc_us(done, c->in_claim_tsc);
+			km_mailbox_last.in_run_us = tsc_us(0, c->in_run_tsc);
+			done = c->in_claim_tsc + c->in_run_tsc;
+		}
+		km_mailbox_last.seen_us = tsc_us(done, rte_rdtsc());
+	}
 	if (rc == -ETIMEDOUT)
 		KM_LOG(ERR, "worker %u did not take a command within %u ms: not applied", w,
 			KM_WCMD_TIMEOUT_MS);
@@ -247,6 +275,32 @@ km_mailbox_attach(
 	rc = km_mailbox_run(w, c);
 	if (rc == 0)
 		*dedup = NULL; /* the worker's now */
+	km_mailbox_cmd_free(c, rc);
+	return rc;
+}
+
+int
+km_mailbox_move(uint16_t from, uint16_t to, uint64_t id, uint32_t epoch, struct km_store **store,
+	struct km_proc_dedup **dedup, uint64_t *keys, uint32_t *nb_dedup)
+{
+	struct km_wcmd *c = km_mailbox_cmd_new(KM_WCMD_MOVE, id);
+	int rc;
+
+	*store = NULL;
+	*dedup = NULL;
+	if (c == NULL)
+		return -ENOMEM;
+	c->to = to;
+	c->epoch = epoch;
+	rc = km_mailbox_run(from, c);
+	if (rc < 0 && rc != -ETIMEDOUT) {
+		/* Detached but attached nowhere (the new owner refused it, or the old one
+		 * could neither queue nor keep it): the caller's. NULL: nothing detached. */
+		*store = c->store;
+		*dedup = c->dedup;
+	}
+	*keys = rc == 0 ? c->keys : 0;
+	*nb_dedup = rc == 0 ? c->n : 0;
 	km_mailbox_cmd_free(c, rc);
 	return rc;
 }
@@ -364,9 +418,15 @@ km_mailbox_fini(void)
 	for (i = 0; km_dp.workers != NULL && i < km_dp.nb_workers; i++) {
 		w = &km_dp.workers[i];
 		while (w->ctl_to_w != NULL &&
-			rte_ring_sc_dequeue_elem(w->ctl_to_w, &m, sizeof(m)) == 0)
-			if (m.type == KM_CMSG_SYNC)
+			rte_ring_sc_dequeue_elem(w->ctl_to_w, &m, sizeof(m)) == 0) {
+			if (m.type == KM_CMSG_MOVE_IN) {
+				/* A move's second half that no worker took: its shard goes. */
+				km_proc_dedup_free(m.u.sync->dedup);
+				km_store_destroy(m.u.sync->store);
+			}
+			if (m.type == KM_CMSG_SYNC || m.type == KM_CMSG_MOVE_IN)
 				free(m.u.sync);
+		}
 		rte_ring_free(w->ctl_to_w);
 		rte_ring_free(w->w_to_ctl);
 		w->ctl_to_w = NULL;

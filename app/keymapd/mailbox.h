@@ -69,6 +69,17 @@ int km_mailbox_wait(struct km_wcmd *c);
  * @note Context: control lcore. */
 int km_mailbox_run(uint16_t w, struct km_wcmd *c);
 
+/* Where the last km_mailbox_run() spent its time (all 0 when the command was not applied).
+ * Control lcore: rw. */
+struct km_mailbox_timing {
+	uint64_t queued_us;    /* posted -> claimed by the worker (its scheduling, its iteration) */
+	uint64_t run_us;       /* the worker applying it */
+	uint64_t in_queued_us; /* MOVE: the old owner done -> the new owner took it */
+	uint64_t in_run_us;    /* MOVE: the new owner's attach */
+	uint64_t seen_us;      /* applied -> seen by the control lcore (its naps) */
+};
+extern struct km_mailbox_timing km_mailbox_last;
+
 /* Free c after km_mailbox_wait returned rc (an abandoned one is the worker's).
  * @note Context: control lcore. */
 void km_mailbox_cmd_free(struct km_wcmd *c, int rc);
@@ -85,5 +96,20 @@ int km_mailbox_detach(
  * @return 0 or -errno. @note Context: control lcore. */
 int km_mailbox_attach(
 	uint16_t w, uint64_t id, struct km_store *store, struct km_proc_dedup **dedup, int same);
+
+/*
+ * Move shard id from worker `from` to worker `to` in one command (KM_WCMD_MOVE, datapath.h):
+ * the old owner detaches it and queues its attach on the new owner itself, handing the
+ * shard's requests to it meanwhile, so that none is answered BUSY; epoch is that of the map
+ * that gives the shard to `to`, to be published once this returns 0.
+ * @return 0 (the shard is `to`'s, with its at-most-once entries; *keys: its entries,
+ *   *nb_dedup: at-most-once entries handed over);
+ *   -EBADMSG (quarantined: not moved); or -errno: *store NULL, nothing changed (the shard
+ *   is still `from`'s); *store set, detached and not attached anywhere: the caller's, with
+ *   *dedup (to give back).
+ * @note Context: control lcore.
+ */
+int km_mailbox_move(uint16_t from, uint16_t to, uint64_t id, uint32_t epoch,
+	struct km_store **store, struct km_proc_dedup **dedup, uint64_t *keys, uint32_t *nb_dedup);
 
 #endif /* KEYMAPD_MAILBOX_H */

@@ -10,7 +10,11 @@
  * swap is the only pause (a few microseconds in DRAM, a commit for persistent shards). Two
  * buddies on different workers are first brought together by a move.
  *
- * Moves, tier changes and compactions are one transaction:
+ * A move is one command to the old owner, which detaches the shard and has the new owner
+ * attach it, handing the shard's requests over meanwhile (move_run, km_mailbox_move): no
+ * request is answered BUSY for it; then the map is published.
+ *
+ * Tier changes and compactions are one transaction:
  *
  *   detach sources -> stage targets -> copy -> commit -> attach targets -> publish the map
  *
@@ -38,7 +42,7 @@
 #include "mailbox.h"
 
 enum reshard_kind {
-	RESHARD_MOVE,   /* src[0]'s store changes owner: no copy */
+	RESHARD_MOVE,   /* src[0]'s store changes owner: no copy, one command (move_run) */
 	RESHARD_RETIER, /* src[0] -> dst[0], same id, staged in a tier and copied */
 };
 
@@ -122,14 +126,12 @@ give_back(struct reshard *t)
 	}
 }
 
-/* Drop the staged targets (a moved store is the source itself: kept). */
+/* Drop the staged targets. */
 static void
 drop_targets(struct reshard *t)
 {
 	uint32_t i;
 
-	if (t->kind == RESHARD_MOVE)
-		return;
 	for (i = 0; i < t->nb_dst; i++) {
 		/* A staged rewrite of a shard's own files must not unlink the shard's files. */
 		if (t->kind == RESHARD_RETIER)
@@ -160,11 +162,6 @@ stage_and_copy(struct reshard *t)
 
 		clock_gettime(CLOCK_REALTIME, &now);
 		vbase = RTE_MAX(vbase, (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec);
-	}
-	if (t->kind == RESHARD_MOVE) {
-		t->dst[0].store = t->src[0].store; /* the store itself changes hands */
-		t->keys = t->before.keys;
-		return 0;
 	}
 	to = t->tier < 0 ? (int)t->before.tier : t->tier;
 	rc = km_proc_store_stage(km_dp.workers[t->dst[0].owner].proc, t->dst[0].id, vbase,
@@ -248,8 +245,9 @@ reshard_steps(struct reshard *t, char *err, size_t errlen)
 	}
 	for (i = 0; i < t->nb_dst; i++) {
 		/* A move hands the entries over with the store; a rewrite keeps them. */
-		rc = km_mailbox_attach(t->dst[i].owner, t->dst[i].id, t->dst[i].store,
-			&t->src[i].dedup, t->kind == RESHARD_MOVE);
+		/* A rewrite keeps the entries, with nothing to wait for (committed). */
+		rc = km_mailbox_attach(
+			t->dst[i].owner, t->dst[i].id, t->dst[i].store, &t->src[i].dedup, 0);
 		if (rc == 0)
 			continue;
 		if (t->kind == RESHARD_RETIER) {
@@ -730,6 +728,68 @@ km_ctl_merge(uint64_t id, char *err, size_t errlen)
 	return job_start(KM_MIG_MERGE, id >> 1, owner, err, errlen);
 }
 
+/*
+ * A move: one command to the old owner, which detaches the shard and has the new owner
+ * attach it (km_mailbox_move), handing the shard's requests over meanwhile instead of
+ * answering BUSY; then the new map is published. t->nm is published or freed.
+ * @return 0, or -errno with a message in err (the shard given back: nothing changed).
+ */
+static int
+move_run(struct reshard *t, char *err, size_t errlen)
+{
+	struct km_move_phases *ph = &km_ctl.last_move;
+	uint64_t t0 = rte_get_timer_cycles(), t1;
+	struct reshard_part *src = &t->src[0];
+	uint32_t dedup_n = 0;
+	int rc;
+
+	rc = km_mailbox_move(src->owner, t->dst[0].owner, src->id, km_shardmap_epoch(t->nm),
+		&src->store, &src->dedup, &t->keys, &dedup_n);
+	*ph = (struct km_move_phases){
+		.dedup = dedup_n,
+		.old_queued_us = km_mailbox_last.queued_us,
+		.old_run_us = km_mailbox_last.run_us,
+		.new_queued_us = km_mailbox_last.in_queued_us,
+		.new_run_us = km_mailbox_last.in_run_us,
+		.seen_us = km_mailbox_last.seen_us,
+	};
+	if (rc < 0) {
+		km_shardmap_free(t->nm);
+		t->nm = NULL;
+		if (rc == -EBADMSG)
+			snprintf(err, errlen,
+				"shard %" PRIu64
+				" is quarantined (its files are missing or damaged): "
+				"restore them and restart, or keymapctl accept-loss %" PRIu64,
+				src->id, src->id);
+		else if (src->store == NULL)
+			snprintf(err, errlen, "worker %u cannot hand over shard %" PRIu64 ": %s",
+				src->owner, src->id, strerror(-rc));
+		else
+			snprintf(err, errlen,
+				"move of shard %" PRIu64 " failed, nothing changed: worker %u "
+				"cannot take it: %s",
+				src->id, t->dst[0].owner, strerror(-rc));
+		give_back(t);
+		km_proc_dedup_free(src->dedup);
+		src->dedup = NULL;
+		return rc;
+	}
+	t1 = rte_get_timer_cycles();
+	km_control_publish_map(t->nm);
+	t->nm = NULL;
+	km_ctl.last_pause_us = usec_since(t0);
+	km_ctl.last_keys = t->keys;
+	ph->publish_us = usec_since(t1);
+	KM_LOG(DEBUG,
+		"move of shard %" PRIu64 ": old owner %" PRIu64 "+%" PRIu64
+		" us (queued, run), new owner %" PRIu64 "+%" PRIu64 " us, seen after %" PRIu64
+		" us, published in %" PRIu64 " us",
+		src->id, ph->old_queued_us, ph->old_run_us, ph->new_queued_us, ph->new_run_us,
+		ph->seen_us, ph->publish_us);
+	return 0;
+}
+
 int
 km_ctl_move(uint64_t id, uint16_t worker, char *err, size_t errlen)
 {
@@ -754,7 +814,7 @@ km_ctl_move(uint64_t id, uint16_t worker, char *err, size_t errlen)
 		return refuse(err, errlen, rc, "cannot build the new map: %s", strerror(-rc));
 	t.src[0] = (struct reshard_part){.id = id, .owner = km_shard_owner(sh)};
 	t.dst[0] = (struct reshard_part){.id = id, .owner = worker};
-	rc = reshard_run(&t, err, errlen);
+	rc = move_run(&t, err, errlen);
 	if (rc < 0)
 		return failed(rc);
 	km_ctl.cnt.moves++;

@@ -614,6 +614,14 @@ ctl_move(void *arg)
 	rte_tel_data_add_dict_u64(d, "to", w);
 	rte_tel_data_add_dict_u64(d, "keys", km_ctl.last_keys);
 	rte_tel_data_add_dict_u64(d, "pause_us", km_ctl.last_pause_us);
+	/* Where the time in transit went (requests were handed over meanwhile). */
+	rte_tel_data_add_dict_u64(d, "old_queued_us", km_ctl.last_move.old_queued_us);
+	rte_tel_data_add_dict_u64(d, "old_run_us", km_ctl.last_move.old_run_us);
+	rte_tel_data_add_dict_u64(d, "new_queued_us", km_ctl.last_move.new_queued_us);
+	rte_tel_data_add_dict_u64(d, "new_run_us", km_ctl.last_move.new_run_us);
+	rte_tel_data_add_dict_u64(d, "seen_us", km_ctl.last_move.seen_us);
+	rte_tel_data_add_dict_u64(d, "publish_us", km_ctl.last_move.publish_us);
+	rte_tel_data_add_dict_u64(d, "dedup_moved", km_ctl.last_move.dedup);
 	return 0;
 }
 

@@ -539,6 +539,67 @@ disk_poll(struct km_worker *w, const struct km_shardmap *map, struct tx_batch *t
 	return (uint16_t)total;
 }
 
+/*
+ * First half of a MOVE (datapath.h): detach the shard, take its at-most-once entries, hand
+ * its requests to the new owner from now on and queue the attach there. @return 0 (c is
+ * the new owner's: not to be touched any more), or -errno with c->rc set (nothing
+ * changed; c->store NULL).
+ */
+static int
+worker_move_out(struct km_worker *w, struct km_wcmd *c)
+{
+	struct km_cmsg m = {.type = KM_CMSG_MOVE_IN, .u.sync = c};
+	struct km_store *s = km_proc_shard_store(w->proc, c->shard_id);
+	struct km_store_stats st;
+
+	if (s == NULL) {
+		c->rc = -ENOENT;
+		return c->rc;
+	}
+	km_store_stats(s, &st);
+	if (st.quarantined != 0) {
+		c->rc = -EBADMSG; /* its files are missing or damaged: it stays */
+		return c->rc;
+	}
+	c->keys = st.keys;
+	c->dedup = km_proc_dedup_take(w->proc, c->shard_id); /* O(its entries): first */
+	c->n = km_proc_dedup_count(c->dedup);
+	c->store = km_proc_shard_detach(w->proc, c->shard_id, &c->requests);
+	c->rc = 0;
+	c->run_tsc = rte_rdtsc() - c->claim_tsc;
+	/* Before the enqueue: the requests handed on after it find the attach ahead of
+	 * them. */
+	km_proc_shard_forward(w->proc, c->shard_id, c->to, c->epoch);
+	/* Release (the ring's): the new owner that dequeues c sees the store as we left it. */
+	if (rte_ring_mp_enqueue_elem(km_dp.workers[c->to].ctl_to_w, &m, sizeof(m)) == 0)
+		return 0;
+	/* Its ring is full: the shard stays here (or, if even that fails, goes back to the
+	 * control lcore with the command, which gives it back as after any failed move). */
+	if (km_proc_shard_attach(w->proc, c->shard_id, c->store) == 0) {
+		km_proc_dedup_give(w->proc, c->shard_id, c->dedup, 1);
+		c->store = NULL;
+		c->dedup = NULL;
+	}
+	c->rc = -EBUSY;
+	return c->rc;
+}
+
+/* Second half of a MOVE (datapath.h): attach what the old owner detached, store DONE. */
+static void
+worker_move_in(struct km_worker *w, struct km_wcmd *c)
+{
+	c->in_claim_tsc = rte_rdtsc();
+	c->rc = km_proc_shard_attach(w->proc, c->shard_id, c->store);
+	if (c->rc == 0) {
+		km_proc_dedup_give(w->proc, c->shard_id, c->dedup, 1);
+		c->dedup = NULL;
+		c->store = NULL; /* ours */
+	}
+	c->in_run_tsc = rte_rdtsc() - c->in_claim_tsc;
+	/* Release: pairs with the control lcore's acquire load of DONE. */
+	atomic_store_explicit(&c->state, KM_WCMD_DONE, memory_order_release);
+}
+
 /* A handshake command: claim it, apply it, publish its outputs with DONE. */
 static void
 worker_sync(struct km_worker *w, struct km_wcmd *c)
@@ -549,6 +610,7 @@ worker_sync(struct km_worker *w, struct km_wcmd *c)
 		free(c); /* abandoned by the control lcore: not applied, ours to free */
 		return;
 	}
+	c->claim_tsc = rte_rdtsc();
 	switch (c->op) {
 	case KM_WCMD_ATTACH:
 		c->rc = km_proc_shard_attach(w->proc, c->shard_id, c->store);
@@ -558,10 +620,11 @@ worker_sync(struct km_worker *w, struct km_wcmd *c)
 		}
 		break;
 	case KM_WCMD_DETACH:
+		/* Its at-most-once entries first: through the shard's own index. */
+		if (km_proc_shard_store(w->proc, c->shard_id) != NULL)
+			c->dedup = km_proc_dedup_take(w->proc, c->shard_id);
 		c->store = km_proc_shard_detach(w->proc, c->shard_id, &c->requests);
 		c->rc = c->store == NULL ? -ENOENT : 0;
-		if (c->store != NULL)
-			c->dedup = km_proc_dedup_take(w->proc, c->shard_id);
 		break;
 	case KM_WCMD_INFO:
 		c->n = km_proc_shard_infos(w->proc, c->infos, c->max);
@@ -590,10 +653,15 @@ worker_sync(struct km_worker *w, struct km_wcmd *c)
 		w->mig = km_proc_mig_active(w->proc);
 		c->rc = 0;
 		break;
+	case KM_WCMD_MOVE:
+		if (worker_move_out(w, c) == 0)
+			return; /* the new owner's now: it stores DONE */
+		break;
 	default:
 		c->rc = -EINVAL;
 		break;
 	}
+	c->run_tsc = rte_rdtsc() - c->claim_tsc;
 	/* Release: the control lcore that sees DONE (acquire) sees the outputs (and, for a
 	 * detach, everything this worker wrote to the store). */
 	atomic_store_explicit(&c->state, KM_WCMD_DONE, memory_order_release);
@@ -611,6 +679,9 @@ worker_commands(struct km_worker *w)
 		switch (m.type) {
 		case KM_CMSG_SYNC:
 			worker_sync(w, m.u.sync);
+			break;
+		case KM_CMSG_MOVE_IN:
+			worker_move_in(w, m.u.sync);
 			break;
 		case KM_CMSG_TUNE:
 			w->tune = m.u.tune;
@@ -819,6 +890,11 @@ km_worker_main(void *arg)
 		process_burst(w, map, allow, pkts, nb_rx, 0, &tx);
 		nb_ho = (uint16_t)rte_ring_sc_dequeue_burst(
 			w->to_owner, (void **)pkts, w->tune.burst, NULL);
+		/* A shard moving here: its old owner queued the attach (KM_CMSG_MOVE_IN)
+		 * before it handed on any request for it, so the attach is visible now (the
+		 * dequeue's acquire) and goes first. Between two bursts: a loop boundary. */
+		if (unlikely(nb_ho != 0 && !rte_ring_empty(w->ctl_to_w)))
+			worker_commands(w);
 		w->cnt.handoff_in += nb_ho;
 		process_burst(w, map, allow, pkts, nb_ho, 1, &tx);
 		if (w->disk)

@@ -97,7 +97,15 @@ km_proc_create(const struct km_proc_params *prm, struct km_proc **out)
 	p->shards_mask = 15;
 	p->shards = calloc(p->shards_mask + 1, sizeof(*p->shards));
 	p->dedup_mask = n - 1;
-	p->dedup = calloc(n, sizeof(*p->dedup));
+	p->dedup = malloc((size_t)n * sizeof(*p->dedup));
+	if (p->dedup != NULL) {
+		/* Written now, not zero pages mapped on first use: the first writes of a
+		 * worker, or a shard's entries handed to it (km_proc_dedup_give), would take
+		 * the page faults of the whole table (25 ms for 4 MB on a small VM). The barrier
+		 * keeps the compiler from turning malloc + memset into calloc. */
+		__asm__ volatile("" : : "r"(p->dedup) : "memory");
+		memset(p->dedup, 0, (size_t)n * sizeof(*p->dedup));
+	}
 	if (p->shards == NULL || p->dedup == NULL || proc_guard_init(p) < 0) {
 		km_proc_destroy(p);
 		return -ENOMEM;
@@ -132,6 +140,7 @@ km_proc_destroy(struct km_proc *p)
 						p->shards[i].store, NULL, NULL, NULL);
 				km_store_destroy(p->shards[i].store);
 				free(p->shards[i].stream);
+				free(p->shards[i].dlog);
 			}
 	/* Reads still in flight complete into their pend: wait for them before it goes. */
 	km_io_destroy(p->io);
@@ -232,10 +241,40 @@ km_proc_shard_attach(struct km_proc *p, uint64_t shard_id, struct km_store *s)
 	p->nb_shards++;
 	if (p->shards[i].persistent)
 		s->ops->bind(s, p->io, proc_store_durable, p);
+	for (i = 0; p->nb_fwd != 0 && i < PROC_FWD_MAX; i++)
+		if (p->fwd[i].id == shard_id) { /* back here: no longer in transit */
+			p->fwd[i].id = 0;
+			p->nb_fwd--;
+		}
 	/* A shard came (back): the shifter's background pass starts over, so that it never
 	 * declares this map clean without having walked it. */
 	p->shift_epoch = 0;
 	return 0;
+}
+
+void
+km_proc_shard_forward(struct km_proc *p, uint64_t shard_id, uint16_t to, uint32_t epoch)
+{
+	uint32_t i, slot = PROC_FWD_MAX;
+
+	for (i = 0; i < PROC_FWD_MAX; i++) {
+		if (p->fwd[i].id == shard_id) {
+			slot = i;
+			break;
+		}
+		if (p->fwd[i].id == 0 && slot == PROC_FWD_MAX)
+			slot = i;
+	}
+	if (slot == PROC_FWD_MAX) {
+		/* All taken (moves are one at a time: these are dead ones the map has not
+		 * passed yet): the oldest goes, its shard's requests answer BUSY again. */
+		slot = p->fwd_next++ % PROC_FWD_MAX;
+		p->fwd[slot].id = 0;
+		p->nb_fwd--;
+	}
+	if (p->fwd[slot].id == 0)
+		p->nb_fwd++;
+	p->fwd[slot] = (struct proc_fwd){.id = shard_id, .epoch = epoch, .to = to};
 }
 
 struct km_store *
@@ -265,6 +304,7 @@ km_proc_shard_detach(struct km_proc *p, uint64_t shard_id, uint64_t *requests)
 		proc_parked_fail(p, sl, KM_ST_BUSY);
 	}
 	free(sl->stream);
+	free(sl->dlog);
 	p->dram_used -= sl->dram;
 	shard_table_remove(p, (uint32_t)(sl - p->shards));
 	p->nb_shards--;

@@ -52,6 +52,7 @@
 	X(store_error, "store failures answered ERROR")                                           \
 	X(damaged, "reads answered DAMAGED: the newest record damaged, or the shard quarantined") \
 	X(busy_handover, "requests answered BUSY: shard being handed over")                       \
+	X(handover_forwarded, "requests handed to the new owner of a shard in transit")           \
 	X(busy_pending, "requests answered BUSY: too many reads or replies waiting on disk")      \
 	X(busy_backlog, "writes answered BUSY: write buffer full, or the async durability bound") \
 	X(busy_overload, "requests answered BUSY: the RX queue over busy_watermark")              \
@@ -201,6 +202,16 @@ int km_proc_shard_quarantine(struct km_proc *p, uint64_t shard_id, int reason);
 int km_proc_shard_attach(struct km_proc *p, uint64_t shard_id, struct km_store *s);
 
 /**
+ * Shard shard_id, just detached from p, goes to worker `to`, which attaches it before the
+ * map that says so (epoch) is published. Until this worker sees that map, a request it
+ * would execute for the shard is handed to `to` instead of answered BUSY; there, a handed
+ * request for a shard the worker holds executes whatever its map says (the store is the
+ * authority: one worker holds it at a time). Attaching the shard here again ends it.
+ * @note Context: the owner worker, after km_proc_shard_detach().
+ */
+void km_proc_shard_forward(struct km_proc *p, uint64_t shard_id, uint16_t to, uint32_t epoch);
+
+/**
  * Remove a shard from this worker and give its store to the caller, who then owns it
  * (this worker answers BUSY for the shard until it is attached somewhere and the new map
  * is published). The shard's request count is returned in *requests if not NULL.
@@ -347,7 +358,9 @@ void km_proc_version_floor(struct km_proc *p, uint64_t v);
 struct km_proc_dedup;
 
 /**
- * Take (remove) the at-most-once entries of writes to shard shard_id.
+ * Take (remove) the at-most-once entries of writes to shard shard_id. While the shard is
+ * attached this walks its own index of entries (O(its entries)): call it just before
+ * km_proc_shard_detach(); afterwards it walks the whole table.
  * @return them (the caller's: km_proc_dedup_give or km_proc_dedup_free), or NULL when
  *   there are none (or no memory: their retries would then execute again).
  * @note Context: the worker of p (a handshake), at the shard's detach.
@@ -363,6 +376,9 @@ struct km_proc_dedup *km_proc_dedup_take(struct km_proc *p, uint64_t shard_id);
  */
 void km_proc_dedup_give(
 	struct km_proc *p, uint64_t shard_id, struct km_proc_dedup *set, int same_store);
+
+/** Number of entries in set (NULL: 0). @note Context: any thread. */
+uint32_t km_proc_dedup_count(const struct km_proc_dedup *set);
 
 /** Free entries nobody takes (NULL allowed). @note Context: any thread. */
 void km_proc_dedup_free(struct km_proc_dedup *set);

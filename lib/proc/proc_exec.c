@@ -308,6 +308,7 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 		.status = status,
 		.valid = 1,
 	};
+	proc_dedup_listed(p, shd, (uint32_t)(d - p->dedup));
 reply:
 	reply_hdr(&h, &req->hdr, status, km_shardmap_epoch_fast(map));
 	h.version = version;

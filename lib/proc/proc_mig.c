@@ -295,9 +295,41 @@ km_proc_mig_cancel(struct km_proc *p)
 	progress_publish(p);
 }
 
+/*
+ * Add the index of from (a shard replaced by a split or merge) to that of sl (one that
+ * replaces it); steal: take its array when sl has none (from's is then NULL), else copy.
+ * No memory: the entries stay behind at a move (their retries execute again).
+ */
+static void
+dlog_adopt(struct km_proc_shard *sl, struct km_proc_shard *from, int steal)
+{
+	uint32_t *t;
+
+	if (sl == NULL || from->dlog_n == 0)
+		return;
+	if (steal && sl->dlog == NULL) {
+		sl->dlog = from->dlog;
+		sl->dlog_n = from->dlog_n;
+		sl->dlog_cap = from->dlog_cap;
+		from->dlog = NULL;
+		from->dlog_n = from->dlog_cap = 0;
+		return;
+	}
+	if (sl->dlog_n + from->dlog_n > sl->dlog_cap) {
+		t = realloc(sl->dlog, (size_t)(sl->dlog_n + from->dlog_n) * 2 * sizeof(*t));
+		if (t == NULL)
+			return;
+		sl->dlog = t;
+		sl->dlog_cap = (sl->dlog_n + from->dlog_n) * 2;
+	}
+	memcpy(sl->dlog + sl->dlog_n, from->dlog, (size_t)from->dlog_n * sizeof(*t));
+	sl->dlog_n += from->dlog_n;
+}
+
 int
 km_proc_mig_finish(struct km_proc *p, struct km_store **old, uint64_t *keys)
 {
+	struct km_proc_shard dlog[2] = {{0}, {0}}, *sl;
 	struct proc_mig *m = p->mig;
 	uint32_t i, j;
 	int rc = 0;
@@ -316,8 +348,15 @@ km_proc_mig_finish(struct km_proc *p, struct km_store **old, uint64_t *keys)
 	/* The sources first: their writes in flight settle (a failure there makes the
 	 * copies wrong, see proc_mig_durable_failed()). */
 	m->swapping = 1;
-	for (i = 0; i < m->nb_src; i++)
+	for (i = 0; i < m->nb_src; i++) {
+		/* Their at-most-once index goes to the new shards (below). */
+		sl = shard_find(p, m->src[i]);
+		if (sl != NULL) {
+			dlog[i] = *sl;
+			sl->dlog = NULL;
+		}
 		old[i] = km_proc_shard_detach(p, m->src[i], NULL);
+	}
 	m->swapping = 0;
 	if (m->phase == KM_MIG_FAILED)
 		rc = m->err;
@@ -336,13 +375,23 @@ km_proc_mig_finish(struct km_proc *p, struct km_store **old, uint64_t *keys)
 			if (old[i] != NULL && km_proc_shard_attach(p, m->src[i], old[i]) < 0)
 				km_store_destroy(
 					old[i]); /* files kept: it serves after a restart */
+			else if (old[i] != NULL)
+				dlog_adopt(shard_find(p, m->src[i]), &dlog[i], 1);
 			old[i] = NULL;
+			free(dlog[i].dlog);
 		}
 		m->phase = KM_MIG_FAILED;
 		m->err = rc;
 		km_proc_mig_cancel(p);
 		return rc;
 	}
+	/* A split's halves both take the parent's index, a merge's parent both halves'
+	 * (the walks keep what is theirs). */
+	for (i = 0; i < m->nb_dst; i++)
+		for (j = 0; j < m->nb_src; j++)
+			dlog_adopt(shard_find(p, m->dst[i]), &dlog[j], i + 1 == m->nb_dst);
+	for (j = 0; j < m->nb_src; j++)
+		free(dlog[j].dlog);
 	p->cnt.mig_done++;
 	free(m);
 	p->mig = NULL;
@@ -381,12 +430,107 @@ shard_holds(uint64_t id, uint64_t route_hash)
 	return d == 0 || route_hash >> (64 - d) == (id ^ ((uint64_t)1 << d));
 }
 
+#define DLOG_MIN      64 /* slots of a shard's index at least */
+#define DLOG_PREFETCH 8  /* entries a walk of an index reads ahead */
+
+/*
+ * Walk sl's index: fn(e, arg) for every listed entry that is valid, of sl's routing hashes
+ * and not seen before in this walk (a slot listed twice was written twice for sl), then
+ * clear the walk's marks. fn may invalidate e. @return the entries passed to fn.
+ */
+static uint32_t
+dlog_walk(struct km_proc *p, struct km_proc_shard *sl,
+	void (*fn)(struct dedup_entry *e, uint32_t slot, void *arg), void *arg)
+{
+	uint32_t i, n = 0;
+
+	for (i = 0; i < sl->dlog_n; i++) {
+		struct dedup_entry *e = &p->dedup[sl->dlog[i]];
+
+		if (i + DLOG_PREFETCH < sl->dlog_n)
+			__builtin_prefetch(&p->dedup[sl->dlog[i + DLOG_PREFETCH]], 1);
+		if (e->mark || !e->valid || !shard_holds(sl->id, e->route_hash))
+			continue;
+		e->mark = 1;
+		fn(e, sl->dlog[i], arg);
+		n++;
+	}
+	for (i = 0; i < sl->dlog_n; i++)
+		p->dedup[sl->dlog[i]].mark = 0;
+	return n;
+}
+
+/* dlog_walk() step of a compaction: the slots kept are written over the index, in place
+ * (never ahead of the walk). */
+static void
+dlog_keep(struct dedup_entry *e, uint32_t slot, void *arg)
+{
+	struct km_proc_shard *sl = arg;
+
+	(void)e;
+	sl->dlog[sl->dlog_cap++] = slot; /* dlog_cap: the count kept so far, see below */
+}
+
+void
+proc_dedup_list_grow(struct km_proc *p, struct km_proc_shard *sl)
+{
+	uint32_t cap = sl->dlog_cap, *t;
+
+	if (sl->dlog_n != 0) {
+		/* Compaction: stale and repeated slots go. */
+		sl->dlog_cap = 0;
+		dlog_walk(p, sl, dlog_keep, sl);
+		sl->dlog_n = sl->dlog_cap;
+		sl->dlog_cap = cap;
+		if (sl->dlog_n * 2 <= cap)
+			return;
+	}
+	/* Still more than half full: room for as many again, so that a compaction comes
+	 * after as many appends as it walks at most (O(1) each). At most one slot per entry
+	 * is listed after a compaction: the index stays below twice the table. */
+	cap = cap < DLOG_MIN ? DLOG_MIN : cap * 2;
+	t = realloc(sl->dlog, (size_t)cap * sizeof(*t));
+	if (t == NULL)
+		return;
+	sl->dlog = t;
+	sl->dlog_cap = cap;
+}
+
+/* dlog_walk() step of a take: the entry goes into the set, out of the table. */
+static void
+dedup_take_one(struct dedup_entry *e, uint32_t slot, void *arg)
+{
+	struct km_proc_dedup *set = arg;
+
+	(void)slot;
+	set->e[set->n++] = *e;
+	set->e[set->n - 1].mark = 0;
+	e->valid = 0;
+}
+
 struct km_proc_dedup *
 km_proc_dedup_take(struct km_proc *p, uint64_t shard_id)
 {
+	struct km_proc_shard *sl = shard_id != 0 ? shard_find(p, shard_id) : NULL;
 	struct km_proc_dedup *set;
 	uint32_t i, n = 0;
 
+	if (sl != NULL) {
+		/* Through its index: O(its entries), not O(the table). */
+		if (sl->dlog_n == 0)
+			return NULL;
+		set = malloc(sizeof(*set) + (size_t)sl->dlog_n * sizeof(set->e[0]));
+		if (set == NULL)
+			return NULL; /* retries of those writes would execute again */
+		set->n = 0;
+		dlog_walk(p, sl, dedup_take_one, set);
+		sl->dlog_n = 0;
+		if (set->n != 0)
+			return set;
+		free(set);
+		return NULL;
+	}
+	/* Not attached here (any more): a walk of the whole table. */
 	for (i = 0; i <= p->dedup_mask; i++)
 		n += p->dedup[i].valid && shard_holds(shard_id, p->dedup[i].route_hash);
 	if (n == 0)
@@ -425,8 +569,16 @@ km_proc_dedup_give(struct km_proc *p, uint64_t shard_id, struct km_proc_dedup *s
 		d->gen = sl != NULL ? sl->gen : 0;
 		if (sl == NULL || !same_store)
 			d->seq = 0;
+		if (sl != NULL)
+			proc_dedup_listed(p, sl, (uint32_t)(d - p->dedup));
 	}
 	free(set);
+}
+
+uint32_t
+km_proc_dedup_count(const struct km_proc_dedup *set)
+{
+	return set != NULL ? set->n : 0;
 }
 
 void

@@ -51,6 +51,11 @@ struct km_proc_shard {
 	struct defer *parked_head, *parked_tail; /* write replies waiting for durability */
 	struct km_stream *stream;                /* persistent: KM_STREAM_SET read-ahead
 						  * streams (apart: the table stays small) */
+	/* Index of its at-most-once entries (km_proc_dedup_take walks it, not the table):
+	 * the slots of p->dedup written for it, in order. A slot taken over since by
+	 * another write stays listed until a compaction (proc_dedup_listed). */
+	uint32_t *dlog;
+	uint32_t dlog_n, dlog_cap;
 };
 
 /*
@@ -103,6 +108,7 @@ struct dedup_entry {
 	uint8_t op;
 	uint8_t status;
 	uint8_t valid;
+	uint8_t mark; /* scratch of a walk of a shard's index (0 between walks) */
 };
 
 /* All fields: the owner worker reads and writes them; cnt is read by others (km_proc.h). */
@@ -113,6 +119,16 @@ struct proc_ghost {
 };
 
 #define PROC_GEN_IDS 1024 /* power of 2 */
+
+/* A shard detached here on its way to another worker, which holds it before the map that
+ * says so is published (km_proc_shard_forward): requests for it go there meanwhile. */
+struct proc_fwd {
+	uint64_t id;    /* 0: free */
+	uint32_t epoch; /* dead once the map's epoch reaches it */
+	uint16_t to;
+};
+
+#define PROC_FWD_MAX 8
 
 struct km_proc {
 	struct km_proc_counters cnt;
@@ -129,6 +145,11 @@ struct km_proc {
 
 	struct dedup_entry *dedup;
 	uint32_t dedup_mask;
+
+	/* Shards in transit to another worker (km_proc_shard_forward). */
+	struct proc_fwd fwd[PROC_FWD_MAX];
+	uint32_t fwd_next; /* the slot the next one takes when none is free */
+	uint8_t nb_fwd;    /* slots with an id */
 
 	/* Persistent drivers. */
 	struct km_io *io;
@@ -281,6 +302,21 @@ dedup_slot(struct km_proc *p, uint64_t src, uint64_t req_id)
 	uint64_t h = (src ^ (req_id * 0x9e3779b97f4a7c15ULL)) * 0xff51afd7ed558ccdULL;
 
 	return &p->dedup[(h >> 32) & p->dedup_mask];
+}
+
+void proc_dedup_list_grow(struct km_proc *p, struct km_proc_shard *sl);
+
+/* List slot `slot` of p->dedup, just written for shard sl, in sl's index (amortized O(1):
+ * the index is compacted when full, doubled when still half full after that). */
+static inline void
+proc_dedup_listed(struct km_proc *p, struct km_proc_shard *sl, uint32_t slot)
+{
+	if (proc_unlikely(sl->dlog_n == sl->dlog_cap)) {
+		proc_dedup_list_grow(p, sl);
+		if (sl->dlog_n == sl->dlog_cap)
+			return; /* no memory: a move then leaves it behind (its retry executes) */
+	}
+	sl->dlog[sl->dlog_n++] = slot;
 }
 
 /* Forget the at-most-once outcome of (src, req_id): it is not the outcome any more. */

@@ -86,12 +86,50 @@ deny(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r, ui
 }
 
 /*
+ * The worker a shard detached here is in transit to (km_proc_shard_forward), or -1. Entries
+ * the map has passed are dropped on the way.
+ */
+static __attribute__((noinline)) int
+fwd_target(struct km_proc *p, const struct km_shardmap *map, uint64_t id)
+{
+	uint32_t epoch = km_shardmap_epoch_fast(map), i;
+	int to = -1;
+
+	for (i = 0; i < PROC_FWD_MAX; i++) {
+		if (p->fwd[i].id == 0)
+			continue;
+		if ((int32_t)(epoch - p->fwd[i].epoch) >= 0) {
+			p->fwd[i].id = 0;
+			p->nb_fwd--;
+		} else if (p->fwd[i].id == id) {
+			to = p->fwd[i].to;
+		}
+	}
+	return to;
+}
+
+/*
+ * Whether a request handed here for a shard the map gives to another worker executes here
+ * all the same: the shard's store was handed to this worker ahead of the map
+ * (km_proc_shard_forward). Plain hand-offs of single-key requests only.
+ */
+static inline struct km_proc_shard *
+ahead_of_map(struct km_proc *p, const struct km_proc_req *r)
+{
+	if (r->handed != KM_HAND_PLAIN || r->rt.shard == NULL || r->rt.fallback != NULL ||
+		!op_single_key(r->msg.hdr.op))
+		return NULL;
+	return shard_find(p, km_shard_id_fast(r->rt.shard));
+}
+
+/*
  * Stage 1 of one request: parse, route, decide. @return 1 if this worker executes it (its
  * index slot is then being prefetched), 0 if its verdict is final.
  */
 static inline int
 rx_stage1(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r)
 {
+	struct km_proc_shard *ahead = NULL;
 	uint8_t why;
 	int st, target;
 
@@ -132,7 +170,9 @@ rx_stage1(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *
 	if (p->crew != NULL && target >= 0 && r->msg.hdr.op == KM_OP_GET &&
 		proc_crew_route(p, map, r, (uint16_t)target))
 		return 0;
-	if (target >= 0 && target != p->worker) {
+	/* A handed request for a shard whose store came here before the map: executed. */
+	if (target >= 0 && target != p->worker &&
+		!(proc_unlikely(r->handed) && (ahead = ahead_of_map(p, r)) != NULL)) {
 		if (proc_unlikely(r->handed)) {
 			/* The map changed while the request crossed: let the client retry. */
 			p->cnt.busy_handover++;
@@ -167,9 +207,21 @@ rx_stage1(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *
 	if (r->msg.hdr.op != KM_OP_GET)
 		__builtin_prefetch(dedup_slot(p, r->src, r->msg.hdr.req_id), 1);
 	key_init(&r->key, r->msg.key, r->msg.hdr.key_len, &r->rt);
-	r->shd = owned_shard(p, r->rt.shard, r->rt.hash);
-	if (r->shd != NULL)
+	r->shd = proc_likely(ahead == NULL) ? owned_shard(p, r->rt.shard, r->rt.hash) : ahead;
+	if (proc_likely(r->shd != NULL)) {
 		km_store_prefetch(r->shd->store, &r->key, KM_STORE_PREFETCH_INDEX);
+		return 1;
+	}
+	if (proc_unlikely(p->nb_fwd != 0) && r->rt.fallback == NULL && r->move == NULL &&
+		r->shift == 0 && r->handed <= KM_HAND_PLAIN &&
+		(target = fwd_target(p, map, km_shard_id_fast(r->rt.shard))) >= 0) {
+		/* Its store is on its way to another worker: the request follows it. */
+		p->cnt.handover_forwarded++;
+		r->verdict = KM_PROC_HANDOFF;
+		r->owner = (uint16_t)target;
+		r->hand_mark = 0;
+		return 0;
+	}
 	return 1;
 }
 

@@ -2981,6 +2981,157 @@ test_dedup_moves(void **state)
 	e->map = m2;
 }
 
+/*
+ * A move as keymapd makes it (KM_WCMD_MOVE): the entries of the shard taken through its own
+ * index before the detach, more of them than the index holds at first (compactions), the
+ * old owner handing the shard's requests to the new one before the map says so, the new
+ * one executing them: a retried write is answered from its first outcome on both sides of
+ * the publication, and another shard's entries stay where they were.
+ */
+#define DD_WRITES 200
+
+static void
+test_dedup_index_forward(void **state)
+{
+	struct env *e = *state;
+	struct km_proc_counters c0;
+	struct km_proc_dedup *dd;
+	struct km_shardmap *m2;
+	struct km_store *s;
+	struct rep rep;
+	char key[32], other[32];
+	uint64_t sid, v[DD_WRITES];
+	struct req r;
+	unsigned int i;
+
+	key_owned(e->map, 0, "dx-", 0, key, sizeof(key));
+	sid = km_shard_id(shard_of(e->map, key));
+	for (i = 0;; i++) {
+		key_owned(e->map, 0, "dx-", i, other, sizeof(other));
+		if (km_shard_id(shard_of(e->map, other)) != sid)
+			break;
+	}
+	/* Writes to the shard, each key written twice (the index lists a slot per write). */
+	for (i = 0; i < DD_WRITES; i++) {
+		r = (struct req){.op = KM_OP_PUT,
+			.key = key,
+			.val = "a",
+			.val_len = 1,
+			.req_id = 10000 + i,
+			.src = 9};
+		assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+		v[i] = rep.msg.hdr.version;
+	}
+	r = (struct req){
+		.op = KM_OP_PUT, .key = other, .val = "b", .val_len = 1, .req_id = 4343, .src = 9};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+
+	/* The move's first half, on worker 0: entries, detach, requests follow the store. */
+	assert_int_equal(km_shardmap_move(e->map, sid, 1, &m2), 0);
+	dd = km_proc_dedup_take(e->proc[0], sid);
+	assert_non_null(dd);
+	assert_int_equal(km_proc_dedup_count(dd), DD_WRITES);
+	s = km_proc_shard_detach(e->proc[0], sid, NULL);
+	assert_non_null(s);
+	assert_null(km_proc_dedup_take(e->proc[0], sid)); /* taken: none left */
+	km_proc_shard_forward(e->proc[0], sid, 1, km_shardmap_epoch(m2));
+	/* Second half, on worker 1. */
+	assert_int_equal(km_proc_shard_attach(e->proc[1], sid, s), 0);
+	km_proc_dedup_give(e->proc[1], sid, dd, 1);
+
+	/* The old map still says worker 0: handed to 1, executed there, no BUSY. */
+	c0 = cnt_sum(e);
+	for (i = 0; i < DD_WRITES; i++) {
+		r = (struct req){.op = KM_OP_PUT,
+			.key = key,
+			.val = "a",
+			.val_len = 1,
+			.req_id = 10000 + i,
+			.src = 9};
+		assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+		assert_int_equal(rep.worker, 1);
+		assert_int_equal(rep.msg.hdr.version, v[i]);
+	}
+	assert_int_equal(CNT_DELTA(e, c0, write_retry), DD_WRITES);
+	assert_int_equal(CNT_DELTA(e, c0, handover_forwarded), DD_WRITES);
+	assert_int_equal(CNT_DELTA(e, c0, busy_handover), 0);
+	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 1, .src = 9};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	assert_int_equal(rep.worker, 1);
+	/* A new write goes through too, once. */
+	r = (struct req){
+		.op = KM_OP_PUT, .key = key, .val = "c", .val_len = 1, .req_id = 777, .src = 9};
+	assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	v[0] = rep.msg.hdr.version;
+
+	/* The new map published: straight to worker 1, still from the table. */
+	c0 = cnt_sum(e);
+	assert_int_equal(call_map(e, m2, &r, &rep, KM_DGRAM_MAX), KM_ST_OK);
+	assert_int_equal(rep.worker, 1);
+	assert_int_equal(rep.msg.hdr.version, v[0]);
+	assert_int_equal(CNT_DELTA(e, c0, write_retry), 1);
+	assert_int_equal(CNT_DELTA(e, c0, handover_forwarded), 0);
+	/* The other shard's entry stayed with worker 0. */
+	r = (struct req){
+		.op = KM_OP_PUT, .key = other, .val = "b", .val_len = 1, .req_id = 4343, .src = 9};
+	assert_int_equal(call_map(e, m2, &r, &rep, KM_DGRAM_MAX), KM_ST_OK);
+	assert_int_equal(rep.worker, 0);
+	assert_int_equal(CNT_DELTA(e, c0, write_retry), 2);
+	km_shardmap_free(e->map);
+	e->map = m2;
+
+	/* Back to worker 0 the same way: the entries travel back, the forward ends. */
+	assert_int_equal(km_shardmap_move(e->map, sid, 0, &m2), 0);
+	dd = km_proc_dedup_take(e->proc[1], sid);
+	assert_int_equal(km_proc_dedup_count(dd), DD_WRITES + 1);
+	s = km_proc_shard_detach(e->proc[1], sid, NULL);
+	assert_int_equal(km_proc_shard_attach(e->proc[0], sid, s), 0);
+	km_proc_dedup_give(e->proc[0], sid, dd, 1);
+	c0 = cnt_sum(e);
+	r = (struct req){
+		.op = KM_OP_PUT, .key = key, .val = "c", .val_len = 1, .req_id = 777, .src = 9};
+	assert_int_equal(call_map(e, m2, &r, &rep, KM_DGRAM_MAX), KM_ST_OK);
+	assert_int_equal(rep.worker, 0);
+	assert_int_equal(rep.msg.hdr.version, v[0]);
+	assert_int_equal(CNT_DELTA(e, c0, write_retry), 1);
+	km_shardmap_free(e->map);
+	e->map = m2;
+}
+
+/* A request for a shard detached without a forward (a move in progress the old way, or
+ * one that failed) is answered BUSY, and a handed request for a shard the receiving
+ * worker does not hold too. */
+static void
+test_forward_none(void **state)
+{
+	struct env *e = *state;
+	struct km_proc_counters c0;
+	struct km_store *s;
+	struct rep rep;
+	char key[32];
+	uint64_t sid;
+	struct req r;
+
+	key_owned(e->map, 0, "fn-", 0, key, sizeof(key));
+	sid = km_shard_id(shard_of(e->map, key));
+	s = km_proc_shard_detach(e->proc[0], sid, NULL);
+	assert_non_null(s);
+	c0 = cnt_sum(e);
+	r = (struct req){.op = KM_OP_GET, .key = key, .req_id = 1, .src = 9};
+	assert_int_equal(call(e, &r, &rep), KM_ST_BUSY);
+	/* Forwarded to a worker that does not hold it (its attach failed): BUSY there. */
+	km_proc_shard_forward(e->proc[0], sid, 1, km_shardmap_epoch(e->map) + 1);
+	assert_int_equal(call(e, &r, &rep), KM_ST_BUSY);
+	assert_int_equal(rep.worker, 1);
+	assert_int_equal(CNT_DELTA(e, c0, handover_forwarded), 1);
+	/* Given back: served again, the forward gone. */
+	assert_int_equal(km_proc_shard_attach(e->proc[0], sid, s), 0);
+	c0 = cnt_sum(e);
+	assert_int_not_equal(call(e, &r, &rep), KM_ST_BUSY);
+	assert_int_equal(rep.worker, 0);
+	assert_int_equal(CNT_DELTA(e, c0, handover_forwarded), 0);
+}
+
 /* ---- Hot-key replication (proc_crew.c) ---- */
 
 #define CREW_VALUE_MAX 16
@@ -3328,6 +3479,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 			test_incremental_split_merge, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_dedup_moves, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_dedup_index_forward, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_forward_none, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_reshard_merge, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_crew, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_crew_race, env_setup, env_teardown),

@@ -1,0 +1,386 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#ifndef KM_CLUSTER_H
+#define KM_CLUSTER_H
+
+/**
+ * @file
+ * The cluster map and the placer's decisions (DESIGN §8): data and pure functions, no I/O,
+ * no DPDK, no etcd. keymap-placer (elected through etcd) owns the map and writes it to
+ * etcd in the JSON form below; keymapd nodes apply it; clients route by it.
+ *
+ * The cluster map (struct km_cmap):
+ * - epoch: >= 1, + 1 per change. Epochs never restart: a new placer continues from the
+ *   published map.
+ * - route_sep, route_depth: the routing rule of the whole cluster (DESIGN §3). A node
+ *   refuses a map that disagrees with its own configuration.
+ * - nodes[]: the node table, at most KM_CLUSTER_NODES_MAX. A node's workers are the global
+ *   owners first .. first + workers - 1, first being the sum of the workers of the nodes
+ *   before it in the table; worker w of a node listens on UDP port + w. The workers of all
+ *   nodes are at most KM_WORKERS_MAX in all, so that a global owner fits the shard map's
+ *   owner field (km_cmap_shardmap()).
+ * - shards[]: {id, node index, worker}, sorted by id, tiling the hash space exactly (ids as
+ *   in km_shardmap.h: (1 << depth) | prefix). At most KM_CLUSTER_SHARDS_MAX.
+ * Routing overrides (the partition shifter) are not part of the cluster map yet: the shard
+ * map built from it has none.
+ *
+ * JSON form (the value the placer writes to etcd), version 1:
+ *
+ *   {"version": 1, "epoch": 7, "route_sep": "/", "route_depth": 1,
+ *    "nodes": [{"id": "n1", "ip": "198.51.100.11", "port": 7070, "workers": 2,
+ *               "incarnation": 3, "state": "active"},
+ *              {"id": "n2", "ip": "198.51.100.12", "port": 7070, "workers": 2,
+ *               "incarnation": 1, "state": "draining", "down": true}],
+ *    "shards": [[4, 0, 0], [5, 1, 0], [6, 0, 1], [7, 1, 1]]}
+ *
+ * - version: integer, the major version of this layout. A decoder refuses a version it does
+ *   not know (-EPROTO) before it reads anything else. Within version 1, a decoder ignores
+ *   object members it does not know: later additions that an older reader may skip need no
+ *   new version.
+ * - epoch: integer 1..4294967295. route_sep: a string of one ASCII character (not NUL).
+ *   route_depth: integer 1..255.
+ * - nodes: array of 1..KM_CLUSTER_NODES_MAX objects, in table order (the order defines
+ *   first): id (1..KM_CLUSTER_ID_MAX characters of [A-Za-z0-9._-], unique), ip (dotted IPv4,
+ *   not 0.0.0.0), port (1..65535, port + workers - 1 <= 65535), workers (1..KM_WORKERS_MAX),
+ *   incarnation (1..2^63-1: JSON integers are signed 64-bit here), state ("active" or
+ *   "draining"), down (optional boolean, false when absent: the node had no live member
+ *   at the placer's last decision).
+ * - shards: array of 1..KM_CLUSTER_SHARDS_MAX arrays [id, node index, worker], all integers,
+ *   worker < that node's workers, the ids tiling the hash space.
+ * km_cmap_encode() writes the canonical form: compact (no blanks), members in the order
+ * above, "down" only when true, nodes in table order, shards sorted by id. Two equal maps
+ * encode to the same bytes.
+ *
+ * The placer (km_cluster_decide()): from the current map (or none), the live members (from
+ * etcd) and the per-shard request rates, what must change. See the comment before
+ * struct km_cluster_params for the rules.
+ *
+ * Concurrency: none. A map is a plain value: whoever holds it may read it from any thread;
+ * every change builds a new map. The functions touch only their arguments.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <km_shardmap.h>
+
+#define KM_CLUSTER_NODES_MAX  32
+#define KM_CLUSTER_ID_MAX     63    /* characters of a node id, NUL not included */
+#define KM_CLUSTER_SHARDS_MAX 65536 /* shards in a cluster map */
+#define KM_CLUSTER_MOVES_MAX  4096  /* moves in one decision */
+#define KM_CMAP_VERSION       1     /* major version of the JSON form */
+#define KM_CLUSTER_ERR_MAX    160   /* a message buffer that holds every message in full */
+
+/** What the operator asked of a node (JSON "state"). */
+enum km_cmap_state {
+	KM_CMAP_ACTIVE = 0,   /* "active": serves, receives shards */
+	KM_CMAP_DRAINING = 1, /* "draining": its shards move away, then it leaves the table */
+};
+
+/** One node of the cluster map. */
+struct km_cmap_node {
+	char id[KM_CLUSTER_ID_MAX + 1]; /* NUL-terminated */
+	uint32_t ip;                    /* IPv4, host byte order */
+	uint16_t port;                  /* worker w listens on port + w */
+	uint16_t workers;               /* 1..KM_WORKERS_MAX */
+	uint64_t incarnation;           /* restart count of the node, >= 1 */
+	uint8_t state;                  /* enum km_cmap_state */
+	uint8_t down;                   /* 1: no live member at the last decision; no shard
+					 * moves to it (its shards wait for it) */
+	uint16_t first;                 /* derived: global owner of its worker 0 */
+};
+
+/** One shard of the cluster map. */
+struct km_cmap_shard {
+	uint64_t id;     /* (1 << depth) | prefix */
+	uint16_t node;   /* index into nodes[] */
+	uint16_t worker; /* < nodes[node].workers */
+};
+
+/**
+ * A cluster map: one allocation (km_cmap_alloc()), shards[] at its end. Valid when
+ * km_cmap_check() says so; every map this library returns is.
+ */
+struct km_cmap {
+	uint32_t epoch;
+	uint8_t route_sep;
+	uint8_t route_depth;
+	uint16_t nb_nodes;
+	uint32_t nb_shards;
+	struct km_cmap_node nodes[KM_CLUSTER_NODES_MAX];
+	struct km_cmap_shard shards[]; /* nb_shards, sorted by id */
+};
+
+/**
+ * A zeroed map with room for nb_shards shards (nb_shards set), to be filled by the caller
+ * and completed by km_cmap_finish().
+ * @return the map, or NULL (nb_shards 0 or over KM_CLUSTER_SHARDS_MAX, or no memory).
+ * @note Context: any thread; the caller owns the map (km_cmap_free()).
+ */
+struct km_cmap *km_cmap_alloc(uint32_t nb_shards);
+
+/**
+ * Complete a map filled by hand: sort shards by id, compute every node's first, then check
+ * it all as km_cmap_check() does.
+ * @param err, errlen: a buffer for the reason of a refusal (may be NULL), in the form
+ *   "field: what is wrong", e.g. "nodes[1].workers: 0 is out of range (1..128)".
+ * @return 0, or -EINVAL (the reason in err; m is then sorted but not valid).
+ * @note Context: the thread that owns m.
+ */
+int km_cmap_finish(struct km_cmap *m, char *err, size_t errlen);
+
+/**
+ * Check a map: epoch >= 1, route rule, 1..KM_CLUSTER_NODES_MAX nodes with valid and unique
+ * ids, valid addresses, ports, workers (KM_WORKERS_MAX in all), incarnations and states,
+ * first as derived, shards sorted by id, node and worker indices in range, ids tiling the
+ * hash space.
+ * @return 0, or -EINVAL with the reason in err (may be NULL).
+ * @note Context: any thread holding m.
+ */
+int km_cmap_check(const struct km_cmap *m, char *err, size_t errlen);
+
+/**
+ * A copy of m.
+ * @return the copy, or NULL (m NULL, or no memory).
+ * @note Context: any thread holding m; the caller owns the copy.
+ */
+struct km_cmap *km_cmap_dup(const struct km_cmap *m);
+
+/**
+ * Free a map (NULL is allowed).
+ * @note Context: the owner of m.
+ */
+void km_cmap_free(struct km_cmap *m);
+
+/**
+ * Equality of two maps, every field (epoch, route rule, nodes with their down flags,
+ * shards).
+ * @return 1 if equal, else 0 (also when either is NULL).
+ * @note Context: any thread holding both.
+ */
+int km_cmap_equal(const struct km_cmap *a, const struct km_cmap *b);
+
+/**
+ * Decode and check a map in the JSON form (len bytes at json, need not be NUL-terminated).
+ * @param err, errlen: the reason of a refusal (may be NULL): "nodes[1].ip: not an IPv4
+ *   address", "shards: id 5 overlaps id 2", "invalid JSON at line 1 column 9: ...".
+ * @return 0 and *out (the caller frees it), -EPROTO (a version this decoder does not know),
+ *   -EINVAL (not the JSON form, or a map km_cmap_check() refuses), -ENOMEM.
+ * @note Context: any thread.
+ */
+int km_cmap_decode(const char *json, size_t len, struct km_cmap **out, char *err, size_t errlen);
+
+/**
+ * Encode a valid map in the canonical JSON form.
+ * @param out: a NUL-terminated string the caller frees with free(); *len its length (len
+ *   may be NULL).
+ * @return 0, -EINVAL (m refused by km_cmap_check()), -ENOMEM.
+ * @note Context: any thread holding m.
+ */
+int km_cmap_encode(const struct km_cmap *m, char **out, size_t *len);
+
+/**
+ * Index of the node whose id is id.
+ * @return the index, or -ENOENT (also for NULL arguments).
+ * @note Context: any thread holding m.
+ */
+int km_cmap_node_find(const struct km_cmap *m, const char *id);
+
+/**
+ * Shard by id (binary search: shards are sorted by id).
+ * @return the shard, or NULL.
+ * @note Context: any thread holding m; valid as long as m is.
+ */
+const struct km_cmap_shard *km_cmap_shard_find(const struct km_cmap *m, uint64_t id);
+
+/**
+ * Workers of all nodes: the global owners are 0 .. total - 1.
+ * @note Context: any thread holding m.
+ */
+uint32_t km_cmap_total_workers(const struct km_cmap *m);
+
+/**
+ * Node and worker of a global owner (an owner of km_cmap_shardmap()'s map).
+ * @return 0, or -ENOENT (owner >= total workers), -EINVAL (NULL).
+ * @note Context: any thread holding m.
+ */
+int km_cmap_owner(const struct km_cmap *m, uint16_t owner, uint16_t *node, uint16_t *worker);
+
+/**
+ * Global owner of worker `worker` of node `node`: nodes[node].first + worker.
+ * @return 0 and *owner, or -ENOENT (node or worker out of range), -EINVAL (NULL).
+ * @note Context: any thread holding m.
+ */
+int km_cmap_global_owner(const struct km_cmap *m, uint16_t node, uint16_t worker, uint16_t *owner);
+
+/**
+ * The shard map of a cluster map: its shards with global owners (first + worker) over the
+ * total of workers, its epoch and routing rule, no routing override (the cluster map has
+ * none yet), udp_port_base 0 (each node has its own port: km_cmap_owner() then
+ * nodes[node].port + worker). km_shardmap_route() on it gives, for every key, the global
+ * owner of the node and worker the cluster map names.
+ * @return 0 and *out (the caller frees it with km_shardmap_free()), -EINVAL (m invalid),
+ *   -ENOMEM.
+ * @note Context: any thread holding m.
+ */
+int km_cmap_shardmap(const struct km_cmap *m, struct km_shardmap **out);
+
+/*
+ * The placer's decisions.
+ *
+ * Inputs: the current map (NULL before the first one), the live members (etcd: id, address,
+ * workers, incarnation, the state the operator asked for), per-shard request rates
+ * (optional: 0 when unknown) and the parameters. km_cluster_decide() returns:
+ * - map: the next node table, epoch + 1 (epoch 1 for the first map), or NULL when the
+ *   table is as it was. It carries every membership change but moves no shard (except the
+ *   first map, which places all of them: there is no data yet; and shards of a node that
+ *   came back with fewer workers, which go to its remaining workers: the data is on that
+ *   node).
+ * - moves: the shard moves wanted, in the order they are to be made, each against the map
+ *   as left by the ones before it, starting from the base: map when there is one, else
+ *   the current map (node indices are the base's; moves never change the table). The
+ *   placer publishes map first (so that new nodes are known), then carries out the moves
+ *   one at a time: a move across nodes copies the shard's data before the ownership
+ *   switch, which km_cmap_move_apply() makes (epoch + 1). It may decide again at any
+ *   point: the decision depends only on its inputs, and a decision on a map with some of
+ *   the moves made goes on from there.
+ *
+ * Rules, in this order:
+ * 1. First map (no current one): the members that ask to be active, sorted by id, become
+ *    the nodes; initial_shards shards of depth log2(initial_shards), in prefix order, go
+ *    round-robin over the workers taken in rounds (worker 0 of every node, then worker 1
+ *    of every node that has one, ...): within one shard per worker, and across nodes.
+ * 2. Node table: a node whose member is live gets the member's address, port, workers and
+ *    incarnation (a new incarnation moves nothing) and the state the member asks for, and
+ *    loses its down mark; a node without a live member is marked down and stays (its
+ *    shards wait for it); members not in the table that ask to be active are appended,
+ *    sorted by id, with no shard (a member that would pass KM_CLUSTER_NODES_MAX nodes or
+ *    KM_WORKERS_MAX workers, or is not valid, is skipped and counted; so is one whose node
+ *    comes back with more workers than the cluster has room for: the node stays as it was,
+ *    marked down; of two members with one id, the newer incarnation counts); a node left
+ *    with no shard that is draining or down is removed (the later nodes' first shifts: the
+ *    epoch changes anyway). A draining node thus leaves the table in the decision after its last
+ *    shard moved away.
+ * 3. Moves, at most max_moves in all, a shard at most once per decision, only between
+ *    nodes that are not down, only to ACTIVE nodes ("eligible" below):
+ *    a. Drain: every shard of a DRAINING node goes to the least loaded eligible node (load
+ *       per worker with rates known, else shards per worker; the lowest index on a tie).
+ *    b. Fair share: eligible node i's share is S x workers_i / W, S the shards on eligible
+ *       nodes and W their workers. While the node furthest above its share and the one
+ *       furthest below are more than one shard apart (in deviation from their shares),
+ *       the lower receives from the higher: the donor's coldest shard (then on its fullest
+ *       worker, then the lowest id). Every node ends within one shard of its share (the
+ *       rounded shares need not add up to S, so "below its rounded share" would leave the
+ *       rest on one node). A node that joins n - 1 others thus receives about 1/n of the
+ *       shards, all from the others, and no shard moves between the others. With rates
+ *       known and balancing on, the load rule may have left a node with fewer, hotter
+ *       shards on purpose: a node then receives by share only while clearly underloaded
+ *       (load per worker below mean / (balance_pct / 100): a new node is), and only a
+ *       shard that keeps its receiving worker within the stop line of c (below).
+ *    c. Load (balance_pct != 0, rates known): km_policy_place() over the workers of the
+ *       eligible nodes (a node's load thus evens out in proportion to its workers):
+ *       nothing moves until the busiest worker carries more than balance_pct % of the mean
+ *       worker load (or while the mean is below min_rate); then, from the busiest to the
+ *       least loaded worker, the largest shard of at most half their gap, until the
+ *       busiest is within 1 + (balance_pct / 100 - 1) / 2 of the mean. The band between the
+ *       two is the hysteresis: noisy rates around a balanced placement move nothing. Such
+ *       a move may stay inside one node (a local handover, no copy).
+ *    Within the receiving node (a and b), a shard goes to the least loaded worker (by
+ *    rate with rates known, then fewest shards, then the lowest index).
+ * Every output is a valid map (km_cmap_check()); equal inputs give equal outputs (member
+ * and rate order do not matter).
+ */
+
+/** One live member, as etcd has it. */
+struct km_cluster_member {
+	char id[KM_CLUSTER_ID_MAX + 1]; /* NUL-terminated, as a node id */
+	uint32_t ip;                    /* IPv4, host byte order */
+	uint16_t port;                  /* base UDP port */
+	uint16_t workers;               /* 1..KM_WORKERS_MAX */
+	uint64_t incarnation;           /* >= 1, + 1 per restart */
+	uint8_t state;                  /* requested by the operator: enum km_cmap_state */
+};
+
+/** Request rate of one shard (requests/s). Shards without one have rate 0. */
+struct km_cluster_rate {
+	uint64_t id;
+	double rate; /* negative or not a number: 0 */
+};
+
+/** Parameters of the placer. */
+struct km_cluster_params {
+	uint32_t initial_shards; /* first map: a power of two, 1..KM_CLUSTER_SHARDS_MAX */
+	uint8_t route_sep;       /* first map: routing rule (later maps keep theirs) */
+	uint8_t route_depth;
+	uint32_t max_moves;   /* per decision, 0..KM_CLUSTER_MOVES_MAX (0: table changes only) */
+	uint32_t balance_pct; /* load balancing above this % of the mean (> 100); 0 = off */
+	double min_rate;      /* no load balancing while the mean worker load is below it */
+};
+
+/** Why a move was chosen. */
+enum km_cluster_reason {
+	KM_CLUSTER_DRAIN = 1, /* its node is draining */
+	KM_CLUSTER_SHARE = 2, /* fair share of shards */
+	KM_CLUSTER_LOAD = 3,  /* request rates */
+};
+
+/** One shard move: from (node, worker) to (node, worker), node indices of the base map. */
+struct km_cluster_move {
+	uint64_t id;
+	uint16_t from_node;
+	uint16_t from_worker;
+	uint16_t to_node;
+	uint16_t to_worker;
+	uint8_t reason; /* enum km_cluster_reason */
+};
+
+/** A decision (see above). Zero it before the first use; km_cluster_decision_free(). */
+struct km_cluster_decision {
+	struct km_cmap *map;           /* next table (epoch + 1), or NULL: unchanged */
+	struct km_cluster_move *moves; /* nb_moves, in order */
+	uint32_t nb_moves;
+	uint32_t nb_skipped;              /* members left out (invalid, duplicate, over a limit) */
+	char skipped[KM_CLUSTER_ERR_MAX]; /* why the first one was, "" when none */
+};
+
+/**
+ * Decide (rules above).
+ * @param cur: the current map, NULL before the first one.
+ * @param mem, nb_mem: the live members, in any order.
+ * @param rates, nb_rates: per-shard rates in any order, ids absent from the map ignored (an
+ *   id given twice counts with its largest rate); NULL/0 when unknown.
+ * @param d: filled; whatever it held is freed first.
+ * @return 0 (d->map NULL and d->nb_moves 0 when nothing is to change), -EINVAL (NULL
+ *   argument, bad parameters or a current map km_cmap_check() refuses: reason in err,
+ *   which may be NULL), -EOVERFLOW (the epoch cannot grow), -ENOMEM. On error d holds no
+ *   map and no move (nb_skipped and skipped still tell about the members).
+ * @note Context: any thread; the arguments are not shared during the call.
+ */
+int km_cluster_decide(const struct km_cluster_params *p, const struct km_cmap *cur,
+	const struct km_cluster_member *mem, uint32_t nb_mem, const struct km_cluster_rate *rates,
+	uint32_t nb_rates, struct km_cluster_decision *d, char *err, size_t errlen);
+
+/**
+ * Free what a decision holds and zero it (NULL is allowed).
+ * @note Context: the owner of d.
+ */
+void km_cluster_decision_free(struct km_cluster_decision *d);
+
+/**
+ * The map after one move: shard mv->id owned by (to_node, to_worker), epoch + 1.
+ * @return 0 and *out (the caller frees it), -ENOENT (no such shard), -ESTALE (the shard is
+ *   not at (from_node, from_worker) in m: the move was planned on another map), -EINVAL
+ *   (NULL, m invalid, the destination out of range or equal to the source), -EOVERFLOW
+ *   (epoch), -ENOMEM.
+ * @note Context: any thread holding m; the caller owns the new map.
+ */
+int km_cmap_move_apply(
+	const struct km_cmap *m, const struct km_cluster_move *mv, struct km_cmap **out);
+
+/**
+ * Whether a string is a valid node id (1..KM_CLUSTER_ID_MAX characters of [A-Za-z0-9._-]).
+ * @return 1 or 0.
+ * @note Context: any thread.
+ */
+int km_cluster_id_valid(const char *id);
+
+#endif /* KM_CLUSTER_H */

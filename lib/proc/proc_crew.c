@@ -298,6 +298,16 @@ km_proc_crew_remove(struct km_proc *p, const uint8_t *key, uint16_t len)
 	return 1;
 }
 
+/* Whether shards a and b hold hashes in common: one is the other or an ancestor of it
+ * (a copy made before a split carries the parent's id). */
+static int
+shards_overlap(uint64_t a, uint64_t b)
+{
+	unsigned int da = km_shard_depth(a), db = km_shard_depth(b);
+
+	return da <= db ? (b >> (db - da)) == a : (a >> (da - db)) == b;
+}
+
 unsigned int
 km_proc_crew_withdraw(struct km_proc *p, uint64_t shard_id)
 {
@@ -311,7 +321,8 @@ km_proc_crew_withdraw(struct km_proc *p, uint64_t shard_id)
 	for (slot = 0; slot < p->crew->groups * CREW_GROUP && p->crew_own != 0; slot++) {
 		if (atomic_load_explicit(&t->tags[slot], memory_order_relaxed) == 0)
 			continue;
-		if (shard_id != 0 && entry_at(p->crew, t, slot)->shard_id != shard_id)
+		if (shard_id != 0 &&
+			!shards_overlap(entry_at(p->crew, t, slot)->shard_id, shard_id))
 			continue;
 		withdraw_slot(p, slot);
 		n++;

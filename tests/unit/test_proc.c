@@ -3361,6 +3361,28 @@ test_crew(void **state)
 		km_proc_crew_add(e->proc[0], e->map, (const uint8_t *)key, strlen(key)), 1);
 	assert_int_equal(km_proc_crew_withdraw(e->proc[0], 0), 1);
 	assert_int_equal(km_crew_list(c, info, 8), 0);
+	/* A copy made before a split carries the parent's id: a detach of either child, or of
+	 * an ancestor, withdraws it; another shard's does not. */
+	{
+		uint64_t id = km_shard_id(shard_of(e->map, key)), other = id ^ 1;
+		uint64_t ids[] = {2 * id, 2 * id + 1, id >> 1};
+		unsigned int i, n = km_shard_depth(id) > 0 ? 3 : 2;
+
+		assert_true(km_shard_depth(id) > 0); /* the env has several shards */
+
+		for (i = 0; i < n; i++) {
+			assert_int_equal(km_proc_crew_add(e->proc[0], e->map, (const uint8_t *)key,
+						 strlen(key)),
+				1);
+			if (km_shard_depth(id) > 0) {
+				assert_int_equal(km_proc_crew_withdraw(e->proc[0], other), 0);
+				assert_int_equal(
+					km_proc_crew_withdraw(e->proc[0], 4 * other + 1), 0);
+			}
+			assert_int_equal(km_proc_crew_withdraw(e->proc[0], ids[i]), 1);
+			assert_int_equal(km_crew_list(c, info, 8), 0);
+		}
+	}
 	crew_teardown(e, c);
 }
 

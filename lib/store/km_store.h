@@ -221,10 +221,10 @@ struct km_store_ops {
 	 * meanwhile is visited at least once, however other keys are written or deleted
 	 * (the mem driver ends each call just after an empty slot for this) - unless fn
 	 * stopped a call: *pos is then just after the entry fn stopped at, and a caller that
-	 * needs the promise walks again from the position it had before that call (lib/proc's
-	 * partition shifter). A caller that must copy everything repeats every write it makes
-	 * meanwhile in its copy and compares counts at the end (lib/proc's incremental
-	 * split/merge). fn must not modify the store.
+	 * needs the promise walks again from the position it had before that call. lib/proc's
+	 * partition shifter relies on it; a caller that must copy everything repeats every
+	 * write it makes meanwhile in its copy and compares counts at the end (lib/proc's
+	 * incremental split/merge). fn must not modify the store.
 	 * @return 1: more to walk; 0: the end was reached; -errno, or fn's non-zero value.
 	 */
 	int (*walk_step)(struct km_store *s, struct km_walk_pos *pos, uint32_t budget,

@@ -308,6 +308,9 @@ km_proc_shard_detach(struct km_proc *p, uint64_t shard_id, uint64_t *requests)
 	p->dram_used -= sl->dram;
 	shard_table_remove(p, (uint32_t)(sl - p->shards));
 	p->nb_shards--;
+	/* shard_table_remove() may move a shard the shifter's pass has not walked yet behind
+	 * its cursor: the pass starts over (as after an attach). */
+	p->shift_epoch = 0;
 	return s;
 }
 

@@ -6,8 +6,9 @@
  * and repeats each write it applies there in the copy. Invariant: every entry of the copy
  * is an entry of the source, with the same value and version (copies take the source's
  * current entry; writes are repeated; deletions too). So once a walk has visited the whole
- * source and the counts agree, the copy is the source; a walk that missed entries (the mem
- * driver moves entries when it grows or deletes) shows it in the counts and walks again.
+ * source and the counts agree, the copy is the source; a walk that missed entries (a driver
+ * may miss one written while it walks: km_store.h, walk_step) shows it in the counts and
+ * walks again.
  * The swap (km_proc_mig_finish) is one loop boundary: no request is ever answered BUSY for
  * it, and requests routed by a map that does not show the new shards yet find them through
  * proc_shard_resharded().
@@ -338,8 +339,8 @@ km_proc_mig_finish(struct km_proc *p, struct km_store **old, uint64_t *keys)
 		return -ENOENT;
 	if (m->phase == KM_MIG_FAILED)
 		return m->err;
-	/* Writes since READY were repeated: the copies are still whole, unless the mem
-	 * driver moved an entry past the walk; then it walks again. */
+	/* Writes since READY were repeated: the copies are still whole, unless the walk
+	 * missed an entry; then it walks again. */
 	if (m->phase != KM_MIG_READY || !mig_complete(p)) {
 		m->phase = KM_MIG_COPYING;
 		return -EAGAIN;

@@ -205,10 +205,15 @@ struct km_proc {
 	struct proc_mig *mig;
 	struct km_mig_progress migp;
 	/* The partition shifter's background pass (proc_shift.c). */
-	uint32_t shift_epoch;         /* map epoch of the pass under way */
-	uint32_t shift_cursor;        /* next slot of shards[] it walks */
+	uint32_t shift_epoch;         /* map epoch of the pass under way (0: start over) */
+	uint32_t shift_cursor;        /* slot of shards[] it walks */
 	uint32_t shift_found;         /* entries it took out so far */
 	_Atomic uint32_t shift_clean; /* km_proc_shift_clean(); worker: rw, others: ro */
+	struct {
+		uint64_t gen;           /* km_proc_shard.gen of the store pos belongs to (unique
+					 * per attach, unlike a store's address), 0: none */
+		struct km_walk_pos pos; /* where its walk resumes */
+	} shift_walk;
 	/* Hot-key replication (proc_crew.c). */
 	struct km_crew *crew; /* every worker's copy tables (shared), NULL: none */
 	uint32_t crew_own;    /* copies in this worker's own table */

@@ -397,7 +397,45 @@ proc_shift_exec(struct km_proc *p, const struct km_shardmap *map, struct km_proc
 
 /* ---- the background pass ---- */
 
-#define SHIFT_WALK_MAX 64 /* entries one step takes out of a shard */
+/*
+ * A pass walks every owned shard a slice at a time (KM_PROC_SHIFT_BUDGET per call, resumed
+ * through p->shift_walk) and takes out "stale" entries: those whose key has a fallback
+ * under the pass's map and routes to another shard than the one holding them. It may
+ * publish shift_clean = epoch only if one complete pass over all owned shards, under that
+ * one epoch, took nothing out. Why that is sound although the stores are written between
+ * the calls of a pass:
+ *
+ * - No stale entry appears in a store of this worker during a pass. A write of a key with
+ *   a fallback executes in its route shard (the new place), after SHIFT_WRITE_OLD took the
+ *   key out of the old place; a write of a key without one creates no stale entry. A move
+ *   is loaded into the route shard of its key under the current map (move_load() from
+ *   km_proc_shift_apply(), SHIFT_WRITE_OLD, SHIFT_APPLY). Keys inserted behind the walk
+ *   are therefore never keys that must move. The exceptions reset the pass:
+ *   km_proc_shift_restore() puts a stale entry back and counts it in shift_found (this
+ *   pass is not clean); an attached store (a shard moved in, a split's or merge's swap)
+ *   and a new map epoch start the pass over.
+ * - So while a store is walked its stale entries can only go away, and one that is there
+ *   from the walk's first call to its last was not written (a write would have taken it
+ *   out): km_store_walk_step() promises to visit it at least once (km_store.h;
+ *   the mem driver ends each call just after an empty slot, so deletions that move
+ *   entries back in its table never move one from ahead of the walk to behind it, and it
+ *   starts over when its table grows). That promise does not hold across a call that fn
+ *   stopped (the step's moves full) nor across the deletions of the entries the pass
+ *   takes out; but a pass that took anything out is not clean in any case, and a pass
+ *   that took nothing never stopped a call and deleted nothing.
+ * - A walk position belongs to one store: it is kept with the generation of the attach
+ *   that brought that store (km_proc_shard.gen: a store's address may come back for
+ *   another one), and a walk restarts from the beginning when the slot under the cursor
+ *   holds another generation. A detach (a shard moved away, split or merged) may move
+ *   another shard of the table behind the cursor, and an attach adds one: both start the
+ *   pass over (km_proc_shard_detach/attach set shift_epoch to 0).
+ * - Stores without walk_step are walked whole in one call (km_store_walk), as one slice.
+ * - A walk that fails (out of memory, a store error) counts as having found something:
+ *   the pass is not clean, and the next one walks that shard again.
+ */
+
+#define SHIFT_WALK_MAX  64 /* entries one step takes out of a shard */
+#define SHIFT_WALK_FULL 2  /* walk_one(): the step's moves are full (1 is walk_step's "more") */
 
 struct walk_ctx {
 	const struct km_shardmap *map;
@@ -406,6 +444,7 @@ struct walk_ctx {
 	struct km_shift_move *mv[SHIFT_WALK_MAX];
 	uint16_t to[SHIFT_WALK_MAX];
 	unsigned int n, max;
+	uint64_t visited; /* entries looked at */
 };
 
 static int
@@ -414,6 +453,7 @@ walk_one(void *arg, const struct km_key *k, const struct km_value_ref *v)
 	struct walk_ctx *c = arg;
 	struct km_route rt;
 
+	c->visited++;
 	route_of(c->map, k->data, k->len, &rt);
 	/* Only the parts of a migrating or reverting override have a fallback. */
 	if (rt.fallback == NULL || km_shard_id_fast(rt.shard) == c->id)
@@ -422,7 +462,49 @@ walk_one(void *arg, const struct km_key *k, const struct km_value_ref *v)
 	if (c->mv[c->n] == NULL)
 		return -ENOMEM;
 	c->to[c->n] = km_shard_owner_fast(rt.shard);
-	return ++c->n == c->max;
+	return ++c->n == c->max ? SHIFT_WALK_FULL : 0;
+}
+
+static void
+walk_reset(struct km_proc *p)
+{
+	p->shift_walk.gen = 0;
+	p->shift_walk.pos = (struct km_walk_pos){0};
+}
+
+/*
+ * Walk the next slice of shd into c. @return 1 the shard has more (the next call goes on
+ * with it), 0 its walk is over (a failed one counted in shift_found).
+ */
+static int
+walk_slice(struct km_proc *p, struct km_proc_shard *shd, struct walk_ctx *c)
+{
+	int rc;
+
+	if (p->shift_walk.gen != shd->gen) {
+		/* Another shard, or another store of it: from its start. */
+		walk_reset(p);
+		p->shift_walk.gen = shd->gen;
+	}
+	p->cnt.shift_walk_steps++;
+	if (shd->store->ops->walk_step != NULL) {
+		rc = km_store_walk_step(
+			shd->store, &p->shift_walk.pos, KM_PROC_SHIFT_BUDGET, walk_one, c);
+		if (rc == SHIFT_WALK_FULL)
+			rc = 1; /* the rest of the slice at the next step */
+	} else {
+		rc = km_store_walk(shd->store, walk_one, c);
+		if (rc == SHIFT_WALK_FULL)
+			rc = 1; /* the whole store again */
+	}
+	p->cnt.shift_walk_entries += c->visited;
+	if (rc < 0) {
+		p->shift_found++; /* not walked whole: this pass is not clean */
+		rc = 0;
+	}
+	if (rc == 0)
+		walk_reset(p);
+	return rc;
 }
 
 int
@@ -456,13 +538,13 @@ km_proc_shift_step(struct km_proc *p, const struct km_shardmap *map, struct km_s
 	struct km_proc_shard *shd = NULL;
 	unsigned int i, nout = 0;
 	uint64_t ver;
-	int rc;
 
 	if (p->shift_epoch != km_shardmap_epoch_fast(map)) {
-		/* A new map: a new pass. */
+		/* A new map (or a shard came or went): a new pass. */
 		p->shift_epoch = km_shardmap_epoch_fast(map);
 		p->shift_cursor = 0;
 		p->shift_found = 0;
+		walk_reset(p);
 	}
 	while (p->shift_cursor <= p->shards_mask && p->shards[p->shift_cursor].id == 0)
 		p->shift_cursor++;
@@ -474,6 +556,7 @@ km_proc_shift_step(struct km_proc *p, const struct km_shardmap *map, struct km_s
 				&p->shift_clean, p->shift_epoch, memory_order_release);
 		p->shift_cursor = 0;
 		p->shift_found = 0;
+		walk_reset(p);
 		return 0;
 	}
 	shd = &p->shards[p->shift_cursor];
@@ -486,9 +569,8 @@ km_proc_shift_step(struct km_proc *p, const struct km_shardmap *map, struct km_s
 	c.max = max < SHIFT_WALK_MAX ? max : SHIFT_WALK_MAX;
 	if (c.max == 0)
 		return 0;
-	rc = km_store_walk(shd->store, walk_one, &c);
-	/* All of it walked: the next shard at the next step; else this one again. */
-	if (rc == 0)
+	/* Its walk over: the next shard at the next step; else more of this one. */
+	if (walk_slice(p, shd, &c) == 0)
 		p->shift_cursor++;
 	for (i = 0; i < c.n; i++) {
 		struct km_shift_move *mv = c.mv[i];

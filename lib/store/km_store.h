@@ -214,12 +214,17 @@ struct km_store_ops {
 	 * Optional. A resumable walk, for copies made a little at a time while the store
 	 * keeps serving: call fn for the entries from *pos on (zeroed: the start), about
 	 * `budget` entries or slots per call, and advance *pos. Between calls the store may
-	 * be written: an entry written or deleted meanwhile may be visited or not, and an
-	 * entry that moves inside the store (the mem driver's growth, or deletions of other
-	 * keys) may be missed; entries appended after the first call are never visited. A
-	 * caller that must copy everything therefore repeats every write it makes meanwhile
-	 * in its copy and compares counts at the end (lib/proc's incremental split/merge).
-	 * fn must not modify the store.
+	 * be written: an entry written or deleted meanwhile may be visited or not, an entry
+	 * may be visited more than once (the mem driver's walk starts over when its table
+	 * grows), and entries appended after the first call are never visited. But every
+	 * entry that is in the store from the first call to the last and is not written
+	 * meanwhile is visited at least once, however other keys are written or deleted
+	 * (the mem driver ends each call just after an empty slot for this) - unless fn
+	 * stopped a call: *pos is then just after the entry fn stopped at, and a caller that
+	 * needs the promise walks again from the position it had before that call. lib/proc's
+	 * partition shifter relies on it; a caller that must copy everything repeats every
+	 * write it makes meanwhile in its copy and compares counts at the end (lib/proc's
+	 * incremental split/merge). fn must not modify the store.
 	 * @return 1: more to walk; 0: the end was reached; -errno, or fn's non-zero value.
 	 */
 	int (*walk_step)(struct km_store *s, struct km_walk_pos *pos, uint32_t budget,

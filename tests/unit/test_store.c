@@ -1168,6 +1168,201 @@ test_walk_step_destroy_step(void **state)
 	assert_true(calls > 10);
 }
 
+/* Keys "k<i>" of the churn test: which were seen by the walk. */
+struct churn {
+	uint8_t *seen;
+	uint32_t nb;
+	uint64_t visits;
+	uint32_t stop_at; /* stop a call at its stop_at-th entry (0: never) */
+	uint32_t in_call; /* entries visited by the call under way */
+	uint32_t last;    /* the last "k" key visited */
+};
+
+static int
+churn_cb(void *arg, const struct km_key *k, const struct km_value_ref *v)
+{
+	struct churn *c = arg;
+	char buf[16];
+	unsigned long i;
+
+	(void)v;
+	c->visits++;
+	if (k->len < 2 || k->len >= sizeof(buf) || k->data[0] != 'k')
+		return 0;
+	memcpy(buf, k->data + 1, k->len - 1u);
+	buf[k->len - 1] = '\0';
+	i = strtoul(buf, NULL, 10);
+	assert_true(i < c->nb);
+	c->seen[i] = 1;
+	c->last = (uint32_t)i;
+	return c->stop_at != 0 && ++c->in_call == c->stop_at ? 2 : 0;
+}
+
+static void
+churn_key(struct km_key *k, char *buf, size_t cap, char c, unsigned int i)
+{
+	k->data = (const uint8_t *)buf;
+	k->len = (uint16_t)snprintf(buf, cap, "%c%u", c, i);
+	k->hash = km_key_hash(k->data, k->len);
+}
+
+/* A "k" key still there, from start on, whose home slot (mem: hash & slots - 1) is one of
+ * the 16 slots just behind slot at; UINT32_MAX: none. */
+static uint32_t
+churn_behind(const uint64_t *hash, const uint8_t *gone, uint32_t nb, uint64_t slots, uint64_t at,
+	uint32_t start)
+{
+	uint32_t n, i;
+
+	for (n = 0; n < nb; n++) {
+		i = (start + n) % nb;
+		if (!gone[i] && ((at - 1 - hash[i]) & (slots - 1)) < 16)
+			return i;
+	}
+	return UINT32_MAX;
+}
+
+/*
+ * A resumable walk while keys are deleted (which moves entries of their cluster back in
+ * the mem table) and inserted (which makes the table grow and place every entry anew),
+ * calls stopped by the walk's fn included: every key that is there from the first call to
+ * the last is visited. Over several budgets and seeds; each walk sees deletions and growth.
+ */
+static void
+test_walk_step_churn(void **state)
+{
+	static const uint32_t budgets[] = {1, 7, 64, 300};
+	const uint32_t nb = 3300, adds = 400;
+	uint8_t *gone = calloc(nb, 1), *seen = calloc(nb, 1);
+	uint64_t *hash = calloc(nb, sizeof(*hash));
+	unsigned int b, seed;
+	char key[16];
+
+	(void)state;
+	assert_non_null(gone);
+	assert_non_null(seen);
+	assert_non_null(hash);
+	for (b = 0; b < sizeof(budgets) / sizeof(budgets[0]); b++) {
+		for (seed = 1; seed <= 3; seed++) {
+			struct km_store_params sp = {.value_max = 64, .socket_id = -1};
+			struct churn c = {.seen = seen, .nb = nb};
+			struct km_walk_pos pos = {0};
+			struct km_store_stats st;
+			uint64_t rng = seed * 1000 + b, v, slots0;
+			uint32_t i, added = 0, dels = 0, calls = 0;
+			struct km_store *s;
+			struct km_key k;
+			int rc;
+
+			memset(gone, 0, nb);
+			memset(seen, 0, nb);
+			assert_int_equal(km_store_create("mem", &sp, &s), 0);
+			for (i = 0; i < nb; i++) {
+				churn_key(&k, key, sizeof(key), 'k', i);
+				hash[i] = k.hash;
+				assert_int_equal(
+					km_store_put(s, &k, "v", 1, KM_VERSION_ANY, 0, &v), 0);
+			}
+			km_store_stats(s, &st);
+			slots0 = st.index_bytes;
+			do {
+				/* Between calls: deletions of "k" keys, about one per 20 slots
+				 * walked, and once many insertions (the table grows mid-walk). */
+				uint32_t nd =
+					budgets[b] / 20 + (rng_below(&rng, 20) < budgets[b] % 20);
+
+				km_store_stats(s, &st);
+				for (i = 0; i < nd; i++) {
+					uint32_t d = (uint32_t)rng_below(&rng, nb);
+
+					/* Half of them just behind where the walk stands:
+					 * their clusters may reach ahead of it. */
+					if (rng_below(&rng, 2) == 0)
+						d = churn_behind(hash, gone, nb,
+							st.index_bytes / sizeof(uint64_t), pos.pos,
+							d);
+					if (d == UINT32_MAX || gone[d])
+						continue;
+					churn_key(&k, key, sizeof(key), 'k', d);
+					assert_int_equal(
+						km_store_del(s, &k, KM_VERSION_ANY, &v), 0);
+					gone[d] = 1;
+					dels++;
+				}
+				for (i = 0; calls == 2 && i < adds; i++) {
+					churn_key(&k, key, sizeof(key), 'n', added++);
+					assert_int_equal(
+						km_store_put(s, &k, "v", 1, KM_VERSION_ANY, 0, &v),
+						0);
+				}
+				rc = km_store_walk_step(s, &pos, budgets[b], churn_cb, &c);
+				calls++;
+			} while (rc == 1 && calls < 1000000);
+			assert_int_equal(rc, 0);
+			km_store_stats(s, &st);
+			assert_true(st.index_bytes > slots0); /* it grew during the walk */
+			assert_true(dels > 100);
+			for (i = 0; i < nb; i++)
+				if (!gone[i] && !seen[i])
+					fail_msg("budget %u seed %u: k%u never visited", budgets[b],
+						seed, i);
+			km_store_destroy(s);
+		}
+	}
+	/* A call stopped by fn: walked again from where it began, nothing is missed. */
+	{
+		struct km_store_params sp = {.value_max = 64, .socket_id = -1};
+		struct churn c = {.seen = seen, .nb = nb, .stop_at = 3};
+		struct km_walk_pos pos = {0}, from;
+		uint64_t rng = 77, v;
+		uint32_t i, calls = 0;
+		struct km_store *s;
+		struct km_key k;
+		int rc;
+
+		memset(gone, 0, nb);
+		memset(seen, 0, nb);
+		assert_int_equal(km_store_create("mem", &sp, &s), 0);
+		for (i = 0; i < nb; i++) {
+			churn_key(&k, key, sizeof(key), 'k', i);
+			assert_int_equal(km_store_put(s, &k, "v", 1, KM_VERSION_ANY, 0, &v), 0);
+		}
+		do {
+			uint64_t before = c.visits;
+
+			from = pos;
+			c.in_call = 0;
+			rc = km_store_walk_step(s, &pos, 50, churn_cb, &c);
+			if (rc == 2) {
+				/* Stopped after the third entry: delete it (entries behind it in
+				 * its cluster move back), and resume from the call's start. */
+				assert_int_equal(c.visits - before, 3);
+				churn_key(&k, key, sizeof(key), 'k', c.last);
+				assert_int_equal(km_store_del(s, &k, KM_VERSION_ANY, &v), 0);
+				gone[c.last] = 1;
+				pos = from;
+				rc = 1;
+			}
+			/* Deletions elsewhere too. */
+			i = (uint32_t)rng_below(&rng, nb);
+			if (!gone[i]) {
+				churn_key(&k, key, sizeof(key), 'k', i);
+				assert_int_equal(km_store_del(s, &k, KM_VERSION_ANY, &v), 0);
+				gone[i] = 1;
+			}
+			calls++;
+		} while (rc == 1 && calls < 1000000);
+		assert_int_equal(rc, 0);
+		for (i = 0; i < nb; i++)
+			if (!gone[i] && !seen[i])
+				fail_msg("stopped walk: k%u never visited", i);
+		km_store_destroy(s);
+	}
+	free(gone);
+	free(seen);
+	free(hash);
+}
+
 int
 main(void)
 {
@@ -1190,6 +1385,7 @@ main(void)
 		cmocka_unit_test(test_load),
 		cmocka_unit_test(test_load_bulk),
 		cmocka_unit_test(test_walk_step_destroy_step),
+		cmocka_unit_test(test_walk_step_churn),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

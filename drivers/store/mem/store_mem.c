@@ -599,19 +599,49 @@ mem_walk(struct km_store *s,
 	return 0;
 }
 
-/* Slots in the order of the table: pos->pos is the next slot. */
+/*
+ * Slots in the order of the table: pos->pos is the next slot, pos->end the table's size
+ * when the walk (re)started. A call ends just after an empty slot: its window is cut back
+ * to the last empty slot in it, or stretched to the next one when it holds none (a
+ * cluster longer than the budget). A deletion moves entries back only within their
+ * cluster, toward their home slot, and never across an empty slot: so an entry ahead of
+ * the walk when a call ends stays ahead of it until a call visits it. Growth places every
+ * entry anew: the walk then starts over (entries may be visited twice, none is missed).
+ */
 static int
 mem_walk_step(struct km_store *s, struct km_walk_pos *pos, uint32_t budget,
 	int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v), void *arg)
 {
 	struct mem_store *ms = (struct mem_store *)s;
-	uint64_t i, end;
+	uint64_t nb = ms->mask + 1, i, end;
 	int rc;
 
 	if (fn == NULL || pos == NULL)
 		return -EINVAL;
+	if (pos->end != nb) {
+		/* The first call, or the table grew since the last one. */
+		pos->pos = 0;
+		pos->end = nb;
+	}
+	if (pos->pos >= nb)
+		return 0;
 	end = pos->pos + (budget == 0 ? 1 : budget);
-	for (i = pos->pos; i <= ms->mask && i < end; i++) {
+	if (end >= nb) {
+		end = nb;
+	} else {
+		i = end;
+		while (i > pos->pos && ms->slots[i - 1] != 0)
+			i--;
+		if (i > pos->pos) {
+			end = i;
+		} else {
+			while (end < nb && ms->slots[end] != 0)
+				end++;
+			if (end < nb)
+				end++;
+		}
+	}
+	for (i = pos->pos; i < end; i++) {
 		if (ms->slots[i] == 0)
 			continue;
 		rc = mem_visit(slot_rec(ms->slots[i]), fn, arg);
@@ -620,8 +650,8 @@ mem_walk_step(struct km_store *s, struct km_walk_pos *pos, uint32_t budget,
 			return rc;
 		}
 	}
-	pos->pos = i;
-	return i <= ms->mask;
+	pos->pos = end;
+	return end < nb;
 }
 
 static void

@@ -73,6 +73,7 @@
 	X(shift_move_restored, "moves put back in their old place: hand-off ring or mbufs full")  \
 	X(shift_walk_steps, "partition shifter background steps that walked part of a shard")     \
 	X(shift_walk_entries, "entries the partition shifter's background steps looked at")       \
+	X(shift_retry_old, "retried writes answered from the old place's at-most-once record")    \
 	X(write_deferred, "write replies held until their group was durable")                     \
 	X(write_failed, "writes answered ERROR: their group write failed")                        \
 	X(crew_reads, "GETs and MGET entries served from another worker's read copy")             \

@@ -217,7 +217,7 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 	const struct km_route *rt, const struct km_key *k, struct km_proc_shard *shd, uint64_t src,
 	void *cookie, uint8_t *out, size_t cap)
 {
-	struct dedup_entry *d = dedup_slot(p, src, req->hdr.req_id);
+	struct dedup_entry *d = dedup_find(p, src, &req->hdr, k->hash);
 	uint64_t version = 0, seq = 0;
 	struct km_store *s;
 	struct km_hdr h;
@@ -229,8 +229,7 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 	if (shd != NULL)
 		shd->requests++;
 
-	if (d->valid && d->src == src && d->req_id == req->hdr.req_id && d->op == req->hdr.op &&
-		d->key_hash == k->hash) {
+	if (d != NULL) {
 		p->cnt.write_retry++;
 		status = d->status;
 		version = d->version;
@@ -296,6 +295,7 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 	 * executes again. */
 	if (status == KM_ST_ERROR || status == KM_ST_BUSY)
 		goto reply;
+	d = dedup_slot(p, src, req->hdr.req_id);
 	*d = (struct dedup_entry){
 		.src = src,
 		.req_id = req->hdr.req_id,

@@ -309,6 +309,18 @@ dedup_slot(struct km_proc *p, uint64_t src, uint64_t req_id)
 	return &p->dedup[(h >> 32) & p->dedup_mask];
 }
 
+/* The at-most-once record of write req with key hash key_hash from src, or NULL. */
+static inline struct dedup_entry *
+dedup_find(struct km_proc *p, uint64_t src, const struct km_hdr *req, uint64_t key_hash)
+{
+	struct dedup_entry *d = dedup_slot(p, src, req->req_id);
+
+	return d->valid && d->src == src && d->req_id == req->req_id && d->op == req->op &&
+			       d->key_hash == key_hash
+		       ? d
+		       : NULL;
+}
+
 void proc_dedup_list_grow(struct km_proc *p, struct km_proc_shard *sl);
 
 /* List slot `slot` of p->dedup, just written for shard sl, in sl's index (amortized O(1):

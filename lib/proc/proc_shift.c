@@ -356,6 +356,13 @@ proc_shift_exec(struct km_proc *p, const struct km_shardmap *map, struct km_proc
 		exec_plain(p, map, r);
 		return;
 	case SHIFT_WRITE_OLD:
+		/* A retry of a write this worker executed (in the old place before the
+		 * override changed, or here through it): its record answers, nothing moves. */
+		if (dedup_find(p, r->src, &r->msg.hdr, r->key.hash) != NULL) {
+			p->cnt.shift_retry_old++;
+			exec_plain(p, map, r);
+			return;
+		}
 		if (move_take(p, old_place(p, fb), &r->key, &mv) < 0) {
 			reply_status(p, map, r, KM_ST_BUSY);
 			return;

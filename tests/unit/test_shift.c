@@ -142,28 +142,15 @@ pump(struct env *e, unsigned int w, uint8_t *out, size_t *olen)
 	return 1;
 }
 
-/* Send a request to worker `to` (as a client would: steered or not) and run everything,
- * background passes included, in a seeded order until its reply. */
+/* Send datagram buf to worker `to` (as a client would: steered or not) and run
+ * everything, background passes included, in a seeded order until its reply. */
 static struct km_msg
-call(struct env *e, unsigned int to, uint8_t op, const char *key, const char *val, uint64_t version,
-	uint8_t *out)
+send_raw(struct env *e, unsigned int to, const uint8_t *buf, size_t len, uint8_t *out)
 {
-	struct km_hdr h = {
-		.magic = KM_PROTO_MAGIC,
-		.proto_ver = KM_PROTO_VERSION,
-		.op = op,
-		.key_len = (uint16_t)strlen(key),
-		.val_len = val == NULL ? 0 : (uint32_t)strlen(val),
-		.req_id = ++e->req_id,
-		.version = version,
-		.epoch = km_shardmap_epoch(e->map),
-	};
-	uint8_t buf[KM_DGRAM_MAX];
-	size_t len = km_msg_build(buf, sizeof(buf), &h, key, val), olen = 0;
 	struct km_msg m;
 	unsigned int guard;
+	size_t olen = 0;
 
-	assert_true(len > 0);
 	push(e, to, buf, len, 0, NULL, 1);
 	for (guard = 0; guard < 100000; guard++) {
 		unsigned int w = (unsigned int)(rng(&e->seed) & 1);
@@ -179,6 +166,41 @@ call(struct env *e, unsigned int to, uint8_t op, const char *key, const char *va
 	}
 	fail_msg("no reply");
 	return m;
+}
+
+/* Build a request (a new req_id) and send it as send_raw() does; the datagram in buf
+ * (*len) when buf is given, for a retry. */
+static struct km_msg
+call_keep(struct env *e, unsigned int to, uint8_t op, const char *key, const char *val,
+	uint64_t version, uint8_t *out, uint8_t *buf, size_t *len)
+{
+	struct km_hdr h = {
+		.magic = KM_PROTO_MAGIC,
+		.proto_ver = KM_PROTO_VERSION,
+		.op = op,
+		.key_len = (uint16_t)strlen(key),
+		.val_len = val == NULL ? 0 : (uint32_t)strlen(val),
+		.req_id = ++e->req_id,
+		.version = version,
+		.epoch = km_shardmap_epoch(e->map),
+	};
+	uint8_t own[KM_DGRAM_MAX];
+	size_t n;
+
+	if (buf == NULL)
+		buf = own;
+	n = km_msg_build(buf, KM_DGRAM_MAX, &h, key, val);
+	assert_true(n > 0);
+	if (len != NULL)
+		*len = n;
+	return send_raw(e, to, buf, n, out);
+}
+
+static struct km_msg
+call(struct env *e, unsigned int to, uint8_t op, const char *key, const char *val, uint64_t version,
+	uint8_t *out)
+{
+	return call_keep(e, to, op, key, val, version, out, NULL, NULL);
 }
 
 static void
@@ -706,6 +728,81 @@ test_shift_store_swapped(void **state)
 	big_env_free(e);
 }
 
+/* A key of e0 whose place moves to the other worker under an override of e0. */
+static void
+moving_key(struct env *e, unsigned int w_old, unsigned int from, char *key, size_t cap)
+{
+	struct km_shardmap *m = NULL;
+	struct km_shardmap_route rt;
+	unsigned int i;
+
+	assert_int_equal(km_shardmap_override_add(e->map, (const uint8_t *)"e0", 2, 1, &m), 0);
+	for (i = from; i < from + 1000; i++) {
+		snprintf(key, cap, "e0/k%u", i);
+		assert_int_equal(km_shardmap_route(m, (const uint8_t *)key, strlen(key), &rt), 0);
+		if (km_shard_owner(rt.shard) != w_old)
+			break;
+	}
+	assert_true(i < from + 1000);
+	km_shardmap_free(m);
+}
+
+/* Writes executed before an override changed their key's place, retried unchanged after
+ * it (to the same worker, or steered to the new owner): answered from the record of their
+ * first execution at the old place's owner, never executed again. */
+static void
+test_shift_retry_old(void **state)
+{
+	const struct km_shard *old;
+	struct env *e = big_env(&old);
+	uint8_t out[KM_DGRAM_MAX], cas[KM_DGRAM_MAX], del[KM_DGRAM_MAX];
+	unsigned int w_old = km_shard_owner(old), to;
+	size_t cas_len, del_len;
+	struct km_msg rep, first;
+	char k1[16], k2[16];
+
+	(void)state;
+	/* The other shard on the other worker, so that e0's keys spread over both. */
+	for (to = 0; to < km_shardmap_nb_shards(e->map); to++) {
+		const struct km_shard *sh = km_shardmap_shard_at(e->map, to);
+		uint64_t id = km_shard_id(sh);
+		struct km_shardmap *m = NULL;
+		struct km_store *st;
+
+		if (sh == old || km_shard_owner(sh) != w_old)
+			continue;
+		st = km_proc_shard_detach(e->proc[w_old], id, NULL);
+		assert_non_null(st);
+		assert_int_equal(km_proc_shard_attach(e->proc[1 - w_old], id, st), 0);
+		assert_int_equal(km_shardmap_move(e->map, id, (uint16_t)(1 - w_old), &m), 0);
+		publish(e, m);
+		break;
+	}
+	moving_key(e, w_old, 0, k1, sizeof(k1));
+	moving_key(e, w_old, (unsigned int)atoi(k1 + 4) + 1, k2, sizeof(k2));
+	first = call_keep(e, w_old, KM_OP_CAS, k1, "a", 0, out, cas, &cas_len);
+	assert_int_equal(first.hdr.status, KM_ST_OK);
+	assert_int_equal(call(e, w_old, KM_OP_PUT, k2, "b", 0, out).hdr.status, KM_ST_OK);
+	rep = call_keep(e, w_old, KM_OP_DEL, k2, NULL, 0, out, del, &del_len);
+	assert_int_equal(rep.hdr.status, KM_ST_OK);
+	override_e0(e);
+	for (to = 0; to < 2; to++) {
+		rep = send_raw(e, to == 0 ? w_old : 1 - w_old, cas, cas_len, out);
+		assert_int_equal(rep.hdr.status, KM_ST_OK); /* not VERSION_MISMATCH */
+		assert_int_equal(rep.hdr.version, first.hdr.version);
+		rep = send_raw(e, to == 0 ? w_old : 1 - w_old, del, del_len, out);
+		assert_int_equal(rep.hdr.status, KM_ST_OK); /* not NOT_FOUND */
+	}
+	assert_true(km_proc_counters(e->proc[w_old])->shift_retry_old >= 4);
+	/* Nothing was executed twice: the values are the first writes'. */
+	rep = call(e, 1 - w_old, KM_OP_GET, k1, NULL, 0, out);
+	assert_int_equal(rep.hdr.status, KM_ST_OK);
+	assert_int_equal(rep.hdr.version, first.hdr.version);
+	assert_int_equal(
+		call(e, 1 - w_old, KM_OP_GET, k2, NULL, 0, out).hdr.status, KM_ST_NOT_FOUND);
+	big_env_free(e);
+}
+
 int
 main(void)
 {
@@ -713,6 +810,7 @@ main(void)
 		cmocka_unit_test(test_shift_model),
 		cmocka_unit_test(test_shift_pass_bounded),
 		cmocka_unit_test(test_shift_store_swapped),
+		cmocka_unit_test(test_shift_retry_old),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -796,6 +796,7 @@ km_ctl_move(uint64_t id, uint16_t worker, char *err, size_t errlen)
 	const struct km_shardmap *m = km_map_current;
 	const struct km_shard *sh = km_shardmap_find(m, id);
 	struct reshard t = {.kind = RESHARD_MOVE, .what = "move", .nb_src = 1, .nb_dst = 1};
+	uint32_t i;
 	int rc;
 
 	if (sh == NULL)
@@ -806,6 +807,13 @@ km_ctl_move(uint64_t id, uint16_t worker, char *err, size_t errlen)
 			km_dp.nb_workers - 1);
 	if (job_involves(id))
 		return job_busy(err, errlen);
+	/* An override that still moves keys: its old places' requests and at-most-once
+	 * records must stay where its fallback looks for them. */
+	for (i = 0; i < km_shardmap_nb_overrides(m); i++)
+		if (km_shardmap_override_at(m, i)->state != KM_OVR_SETTLED)
+			return refuse(err, errlen, -EBUSY,
+				"a routing override is still moving keys (keymapctl overrides): "
+				"moves wait until it is settled");
 	if (km_shard_owner(sh) == worker)
 		return refuse(err, errlen, -EINVAL, "shard %" PRIu64 " is already on worker %u", id,
 			worker);

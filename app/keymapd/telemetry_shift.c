@@ -130,6 +130,7 @@ ctl_override_add(void *arg)
 
 	if (parse_part(a->params, part, sizeof(part), &extra) < 0)
 		return shift_error(a->d, "usage: /keymap/override_add,PART[,EXTRA (1..8)]");
+	/* The operator's now, even when keymapd had added it already (-EEXIST). */
 	km_shift_auto_forget(XXH3_64bits(part, strlen(part)), 0);
 	if (km_shift_add(part, (uint8_t)extra, err, sizeof(err)) < 0)
 		return shift_error(a->d, err);
@@ -148,9 +149,9 @@ ctl_override_remove(void *arg)
 
 	if (parse_part(a->params, part, sizeof(part), &extra) < 0 || strchr(a->params, ','))
 		return shift_error(a->d, "usage: /keymap/override_remove,PART");
-	km_shift_auto_forget(XXH3_64bits(part, strlen(part)), 1);
 	if (km_shift_remove(part, err, sizeof(err)) < 0)
 		return shift_error(a->d, err);
+	km_shift_auto_forget(XXH3_64bits(part, strlen(part)), 1); /* the operator's now */
 	rte_tel_data_start_dict(a->d);
 	rte_tel_data_add_dict_string(a->d, "override", "reverting");
 	rte_tel_data_add_dict_u64(a->d, "epoch", km_shardmap_epoch(km_map_current));

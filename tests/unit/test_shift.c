@@ -230,25 +230,21 @@ drain_clean(struct env *e)
 	fail_msg("never clean");
 }
 
-static void
-test_shift_model(void **state)
+/* nb_shards shards on two workers, every shard added to its owner, the queues empty. */
+static struct env *
+env_new(uint32_t nb_shards, uint64_t seed)
 {
-	struct km_shardmap_params mp = {.nb_shards = 16,
+	struct km_shardmap_params mp = {.nb_shards = nb_shards,
 		.nb_workers = 2,
 		.udp_port_base = 7070,
 		.route_sep = '/',
 		.route_depth = 1};
 	struct km_proc_params pp = {.value_max = 1000, .store_driver = "mem", .version_base = 1};
 	struct env *e = calloc(1, sizeof(*e));
-	uint8_t out[KM_DGRAM_MAX];
-	struct km_shardmap *m;
-	unsigned int op, i, w, n_ovr = 0;
-	uint64_t fallback = 0, moved = 0;
-	char key[16], part[8];
+	unsigned int i, w;
 
-	(void)state;
 	assert_non_null(e);
-	e->seed = 0x5eed;
+	e->seed = seed;
 	assert_int_equal(km_shardmap_create(&mp, &e->map), 0);
 	for (w = 0; w < 2; w++) {
 		pp.worker = (uint16_t)w;
@@ -261,6 +257,38 @@ test_shift_model(void **state)
 
 		assert_int_equal(km_proc_shard_add(e->proc[km_shard_owner(s)], km_shard_id(s)), 0);
 	}
+	return e;
+}
+
+static void
+env_free(struct env *e)
+{
+	unsigned int w;
+
+	for (w = 0; w < 2; w++) {
+		while (e->n[w] != 0) {
+			km_proc_shift_free(e->q[w][e->head[w]].mv);
+			e->head[w] = (e->head[w] + 1) % QMAX;
+			e->n[w]--;
+		}
+		km_proc_destroy(e->proc[w]);
+		free(e->q[w]);
+	}
+	km_shardmap_free(e->map);
+	free(e);
+}
+
+static void
+test_shift_model(void **state)
+{
+	struct env *e = env_new(16, 0x5eed);
+	uint8_t out[KM_DGRAM_MAX];
+	struct km_shardmap *m;
+	unsigned int op, i, w, n_ovr = 0;
+	uint64_t fallback = 0, moved = 0;
+	char key[16], part[8];
+
+	(void)state;
 	for (op = 0; op < 6000; op++) {
 		uint64_t r = rng(&e->seed);
 		unsigned int k = (unsigned int)(r % NKEYS), to;
@@ -369,19 +397,7 @@ test_shift_model(void **state)
 	assert_true(moved > 50);
 	print_message("overrides %u, fallback reads %llu, keys moved %llu\n", n_ovr,
 		(unsigned long long)fallback, (unsigned long long)moved);
-	for (w = 0; w < 2; w++) {
-		while (e->n[w] != 0) {
-			struct item *it = &e->q[w][e->head[w]];
-
-			km_proc_shift_free(it->mv);
-			e->head[w] = (e->head[w] + 1) % QMAX;
-			e->n[w]--;
-		}
-		km_proc_destroy(e->proc[w]);
-		free(e->q[w]);
-	}
-	km_shardmap_free(e->map);
-	free(e);
+	env_free(e);
 }
 
 /* ---- the background pass over large shards ---- */
@@ -393,51 +409,12 @@ test_shift_model(void **state)
 static struct env *
 big_env(const struct km_shard **old)
 {
-	struct km_shardmap_params mp = {.nb_shards = 2,
-		.nb_workers = 2,
-		.udp_port_base = 7070,
-		.route_sep = '/',
-		.route_depth = 1};
-	struct km_proc_params pp = {.value_max = 1000, .store_driver = "mem", .version_base = 1};
-	struct env *e = calloc(1, sizeof(*e));
+	struct env *e = env_new(2, 0xb16);
 	struct km_shardmap_route rt;
-	unsigned int i, w;
 
-	assert_non_null(e);
-	e->seed = 0xb16;
-	assert_int_equal(km_shardmap_create(&mp, &e->map), 0);
-	for (w = 0; w < 2; w++) {
-		pp.worker = (uint16_t)w;
-		assert_int_equal(km_proc_create(&pp, &e->proc[w]), 0);
-		e->q[w] = calloc(QMAX, sizeof(struct item));
-		assert_non_null(e->q[w]);
-	}
-	for (i = 0; i < km_shardmap_nb_shards(e->map); i++) {
-		const struct km_shard *s = km_shardmap_shard_at(e->map, i);
-
-		assert_int_equal(km_proc_shard_add(e->proc[km_shard_owner(s)], km_shard_id(s)), 0);
-	}
 	assert_int_equal(km_shardmap_route(e->map, (const uint8_t *)"e0/k0", 5, &rt), 0);
 	*old = rt.shard;
 	return e;
-}
-
-static void
-big_env_free(struct env *e)
-{
-	unsigned int w;
-
-	for (w = 0; w < 2; w++) {
-		while (e->n[w] != 0) {
-			km_proc_shift_free(e->q[w][e->head[w]].mv);
-			e->head[w] = (e->head[w] + 1) % QMAX;
-			e->n[w]--;
-		}
-		km_proc_destroy(e->proc[w]);
-		free(e->q[w]);
-	}
-	km_shardmap_free(e->map);
-	free(e);
 }
 
 /* The store of the shard key routes to under the current map. */
@@ -645,7 +622,7 @@ test_shift_pass_bounded(void **state)
 		(unsigned long long)slots, (unsigned long long)expect,
 		(unsigned long long)steps_at_clean[wo]);
 	free(ver);
-	big_env_free(e);
+	env_free(e);
 }
 
 /*
@@ -725,7 +702,7 @@ test_shift_store_swapped(void **state)
 	assert_int_equal(
 		cnt_sum(e, offsetof(struct km_proc_counters, shift_moved_keys)) - moved0, expect);
 	assert_int_equal(stale_entries(e, 0) + stale_entries(e, 1), 0);
-	big_env_free(e);
+	env_free(e);
 }
 
 /* A key of e0 whose place moves to the other worker under an override of e0. */
@@ -800,7 +777,7 @@ test_shift_retry_old(void **state)
 	assert_int_equal(rep.hdr.version, first.hdr.version);
 	assert_int_equal(
 		call(e, 1 - w_old, KM_OP_GET, k2, NULL, 0, out).hdr.status, KM_ST_NOT_FOUND);
-	big_env_free(e);
+	env_free(e);
 }
 
 int

@@ -171,6 +171,12 @@ start_keymapd() {
 		--file-prefix "$prefix" --vdev "net_tap0,iface=$tap" --lcores "$lcores" \
 		>"$log" 2>&1 &
 	srv_pid=$!
+	wait_ready
+}
+
+# wait_ready: keymapd ($srv_pid, output in $log) serves within 30 s; the tap gets
+# 198.51.100.1/24.
+wait_ready() {
 	for _ in $(seq 300); do
 		grep -q "keymapd: ready" "$log" && break
 		kill -0 "$srv_pid" 2>/dev/null || { srv_pid=; fail "keymapd exited during start-up"; }

@@ -55,14 +55,7 @@ start_server() {
 		-o shards.count=4 -o metrics.port=0 "$@" -- "${eal[@]}" \
 		--file-prefix "$prefix" --vdev "net_tap0,iface=$tap" >"$log" 2>&1 &
 	srv_pid=$!
-	for _ in $(seq 300); do
-		grep -q "keymapd: ready" "$log" && break
-		kill -0 "$srv_pid" 2>/dev/null || { srv_pid=; fail "keymapd exited during start-up"; }
-		sleep 0.1
-	done
-	grep -q "keymapd: ready" "$log" || fail "keymapd not ready after 30 s"
-	"${in_ns[@]}" ip addr add 198.51.100.1/24 dev "$tap"
-	"${in_ns[@]}" ip link set "$tap" up
+	wait_ready
 }
 
 # kill9_server: SIGKILL keymapd itself (the child of timeout(1)), no chance to flush.

@@ -25,11 +25,7 @@ ns=$tag-$id
 prefix=$tag-$id
 tap=${tag}0
 server=198.51.100.2
-# On the local disk, not a tmpfs: fdatasync must mean something.
-tmp=$(mktemp -d -p /var/tmp)
-jdir=$tmp/json # keymapctl --json replies, NAME.json, for jx
-mkdir "$jdir"
-log=$tmp/keymapd.log
+tmp= # created once the cleanup is in place (below)
 srv_pid=
 cl_pid=
 checks=0
@@ -57,10 +53,15 @@ cleanup() {
 	ip netns del "$ns" 2>/dev/null || true
 	! declare -F extra_cleanup >/dev/null || extra_cleanup
 	! declare -F env_cleanup >/dev/null || env_cleanup
-	rm -rf "/var/run/dpdk/$prefix" "/var/run/dpdk/$prefix-a" "$tmp"
+	rm -rf "/var/run/dpdk/$prefix" "/var/run/dpdk/$prefix-a" ${tmp:+"$tmp"}
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
+# On the local disk, not a tmpfs: fdatasync must mean something.
+tmp=$(mktemp -d -p /var/tmp)
+jdir=$tmp/json # keymapctl --json replies, NAME.json, for jx
+mkdir "$jdir"
+log=$tmp/keymapd.log
 
 # On stderr, so that it shows when it fires inside $(...) too.
 fail() {

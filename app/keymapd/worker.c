@@ -562,9 +562,8 @@ worker_move_out(struct km_worker *w, struct km_wcmd *c)
 		return c->rc;
 	}
 	c->keys = st.keys;
-	c->dedup = km_proc_dedup_take(w->proc, c->shard_id); /* O(its entries): first */
+	c->store = km_proc_shard_detach_dedup(w->proc, c->shard_id, &c->requests, &c->dedup);
 	c->n = km_proc_dedup_count(c->dedup);
-	c->store = km_proc_shard_detach(w->proc, c->shard_id, &c->requests);
 	c->rc = 0;
 	c->run_tsc = rte_rdtsc() - c->claim_tsc;
 	/* Before the enqueue: the requests handed on after it find the attach ahead of
@@ -620,10 +619,8 @@ worker_sync(struct km_worker *w, struct km_wcmd *c)
 		}
 		break;
 	case KM_WCMD_DETACH:
-		/* Its at-most-once entries first: through the shard's own index. */
-		if (km_proc_shard_store(w->proc, c->shard_id) != NULL)
-			c->dedup = km_proc_dedup_take(w->proc, c->shard_id);
-		c->store = km_proc_shard_detach(w->proc, c->shard_id, &c->requests);
+		c->store =
+			km_proc_shard_detach_dedup(w->proc, c->shard_id, &c->requests, &c->dedup);
 		c->rc = c->store == NULL ? -ENOENT : 0;
 		break;
 	case KM_WCMD_INFO:

@@ -280,6 +280,13 @@ km_proc_shard_forward(struct km_proc *p, uint64_t shard_id, uint16_t to, uint32_
 struct km_store *
 km_proc_shard_detach(struct km_proc *p, uint64_t shard_id, uint64_t *requests)
 {
+	return km_proc_shard_detach_dedup(p, shard_id, requests, NULL);
+}
+
+struct km_store *
+km_proc_shard_detach_dedup(
+	struct km_proc *p, uint64_t shard_id, uint64_t *requests, struct km_proc_dedup **dedup)
+{
 	struct km_proc_shard *sl;
 	struct km_store *s;
 
@@ -303,6 +310,11 @@ km_proc_shard_detach(struct km_proc *p, uint64_t shard_id, uint64_t *requests)
 		sl = shard_find(p, shard_id);
 		proc_parked_fail(p, sl, KM_ST_BUSY);
 	}
+	/* Its at-most-once entries after the write-out, through its own index: a write the
+	 * write-out failed has forgotten its entry by now, so its retry cannot be answered
+	 * OK from a record taken along. */
+	if (dedup != NULL)
+		*dedup = km_proc_dedup_take(p, shard_id);
 	free(sl->stream);
 	free(sl->dlog);
 	p->dram_used -= sl->dram;

@@ -223,6 +223,18 @@ void km_proc_shard_forward(struct km_proc *p, uint64_t shard_id, uint16_t to, ui
  */
 struct km_store *km_proc_shard_detach(struct km_proc *p, uint64_t shard_id, uint64_t *requests);
 
+struct km_proc_dedup;
+
+/**
+ * km_proc_shard_detach(), and the shard's at-most-once entries taken into *dedup (NULL:
+ * none) after a persistent shard's write-out, so that a write the write-out failed travels
+ * without a record (its retry executes again rather than being answered OK). The way to
+ * detach a shard that changes owner.
+ * @note Context: the owner worker, at a loop boundary (no staged burst in progress).
+ */
+struct km_store *km_proc_shard_detach_dedup(
+	struct km_proc *p, uint64_t shard_id, uint64_t *requests, struct km_proc_dedup **dedup);
+
 /**
  * Create an empty store of this processor's driver and parameters for shard_id, not
  * attached to anything (the caller owns it): the target of a split or merge copy.
@@ -362,8 +374,8 @@ struct km_proc_dedup;
 
 /**
  * Take (remove) the at-most-once entries of writes to shard shard_id. While the shard is
- * attached this walks its own index of entries (O(its entries)): call it just before
- * km_proc_shard_detach(); afterwards it walks the whole table.
+ * attached this walks its own index of entries (O(its entries)); afterwards it walks the
+ * whole table. A shard that changes owner takes them with km_proc_shard_detach_dedup().
  * @return them (the caller's: km_proc_dedup_give or km_proc_dedup_free), or NULL when
  *   there are none (or no memory: their retries would then execute again).
  * @note Context: the worker of p (a handshake), at the shard's detach.

@@ -6,7 +6,9 @@
  * of a split. Files live in a temporary directory; no EAL.
  */
 
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <setjmp.h>
@@ -594,6 +596,85 @@ test_async_bound(void **state)
 		check_value(e, key, big);
 	}
 	e->sync_interval_ms = 0;
+}
+
+/* Make the open log of shard id refuse writes (a disk that fails): its descriptor becomes
+ * a read-only one. */
+static void
+log_refuse_writes(const struct env *e, uint64_t id)
+{
+	char want[128], link[PATH_MAX], path[300];
+	struct dirent *de;
+	int found = 0, ro;
+	DIR *d;
+
+	snprintf(want, sizeof(want), "%s/shard-%" PRIu64 ".log", e->dir, id);
+	ro = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	assert_true(ro >= 0);
+	d = opendir("/proc/self/fd");
+	assert_non_null(d);
+	while ((de = readdir(d)) != NULL) {
+		ssize_t n;
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
+		n = readlink(path, link, sizeof(link) - 1);
+		if (n <= 0)
+			continue;
+		link[n] = '\0';
+		if (strcmp(link, want) == 0) {
+			assert_true(dup2(ro, atoi(de->d_name)) >= 0);
+			found++;
+		}
+	}
+	closedir(d);
+	close(ro);
+	assert_true(found >= 1);
+}
+
+/* A shard that changes owner while a sync write waits for its group: the write-out fails,
+ * the write is answered ERROR, and no at-most-once record of it travels with the shard (a
+ * retry at the new owner must execute, not be answered OK for a write rolled back). */
+static void
+test_detach_failed_flush(void **state)
+{
+	struct env *e = *state;
+	const struct km_shard *sh =
+		km_shardmap_lookup(e->map, km_shardmap_hash(e->map, (const uint8_t *)"ff", 2));
+	uint64_t id = km_shard_id(sh);
+	struct km_proc_dedup *set = (struct km_proc_dedup *)1;
+	struct km_proc_done d[BURST];
+	struct km_proc_req r;
+	struct km_store *st;
+	struct slot s;
+	unsigned int k, spins, errors = 0;
+
+	put(e, "ff/0", "durable"); /* a record of an acknowledged write travels */
+	req_fill(&s, KM_OP_PUT, "ff/1", "lost", 4, 0, 777);
+	r = (struct km_proc_req){.buf = s.buf,
+		.len = KM_HDR_LEN + 4 + 4,
+		.cap = sizeof(s.buf),
+		.src = 42,
+		.cookie = &s,
+		.port_worker = -1};
+	km_proc_rx_burst(e->p, e->map, &r, 1);
+	assert_int_equal(r.verdict, KM_PROC_DEFER); /* parked: not written out yet */
+	log_refuse_writes(e, id);
+	st = km_proc_shard_detach_dedup(e->p, id, NULL, &set);
+	assert_non_null(st);
+	for (spins = 0; errors == 0 && spins < 1000; spins++) {
+		k = km_proc_poll(e->p, d, BURST);
+		for (unsigned int i = 0; i < k; i++) {
+			assert_ptr_equal(d[i].cookie, &s);
+			s.len = d[i].len;
+			s.done = 1;
+			errors += reply(&s).status == KM_ST_ERROR;
+		}
+	}
+	assert_int_equal(errors, 1);
+	/* Only the acknowledged write's record left with the shard. */
+	assert_int_equal(km_proc_dedup_count(set), 1);
+	km_proc_dedup_free(set);
+	km_store_destroy(st);
 }
 
 /* Rewrite every shard into the cold tier, read back, write on top, restart, promote. */
@@ -1316,6 +1397,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_sync_deferral, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_detach_failed_flush, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_grow_after_read, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_miss_coalescing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pending_limit, setup, teardown),

@@ -272,6 +272,8 @@ struct km_shard_info {
 	uint64_t tier;            /* enum km_tier (persistent drivers) */
 	uint64_t file_bytes;      /* on disk */
 	uint64_t dead_bytes;      /* reclaimable by a compaction */
+	uint64_t dedup_listed;    /* positions of its at-most-once index (live or not yet
+				   * compacted: bounded by twice its entries plus a pass) */
 	struct km_store_stats st; /* everything the store reports */
 };
 

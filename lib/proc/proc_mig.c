@@ -296,35 +296,87 @@ km_proc_mig_cancel(struct km_proc *p)
 	progress_publish(p);
 }
 
+/* Whether a routing hash falls in shard id. */
+static int
+shard_holds(uint64_t id, uint64_t route_hash)
+{
+	unsigned int d = km_shard_depth(id);
+
+	return d == 0 || route_hash >> (64 - d) == (id ^ ((uint64_t)1 << d));
+}
+
+#define DLOG_PREFETCH 8  /* entries a walk of an index reads ahead */
+#define DLOG_MIN      64 /* slots of a shard's index at least */
+#define DLOG_STEP     4  /* positions a compaction pass examines per append */
+
+/* Whether position i of index l (of shard id) lists a live entry (struct proc_dlog). */
+static inline int
+dlog_live(const struct km_proc *p, const struct proc_dlog *l, uint64_t id, uint32_t i)
+{
+	const struct dedup_entry *e = &p->dedup[l->slot[i]];
+
+	return e->valid && e->dpos == i && shard_holds(id, e->route_hash);
+}
+
+/* Resize l to cap slots (at least n). @return 0, or -ENOMEM (l unchanged). */
+static int
+dlog_resize(struct proc_dlog *l, uint32_t cap)
+{
+	uint32_t *t = realloc(l->slot, (size_t)cap * sizeof(*t));
+
+	if (t == NULL)
+		return -ENOMEM;
+	l->slot = t;
+	l->cap = cap;
+	return 0;
+}
+
 /*
  * Add the index of from (a shard replaced by a split or merge) to that of sl (one that
- * replaces it); steal: take its array when sl has none (from's is then NULL), else copy.
- * No memory: the entries stay behind at a move (their retries execute again).
+ * replaces it); steal: take its array when sl has none (from's is then empty), else copy.
+ * Into an empty index it goes whole, positions unchanged (a split: each half keeps what
+ * is its own, the next appends start a pass that drops the rest); after sl's own
+ * positions only its live entries go, renumbered: O(from's index), the merge of a cold
+ * shard. No memory: the entries stay behind at a move (their retries execute again).
  */
 static void
-dlog_adopt(struct km_proc_shard *sl, struct km_proc_shard *from, int steal)
+dlog_adopt(struct km_proc *p, struct km_proc_shard *sl, struct km_proc_shard *from, int steal)
 {
-	uint32_t *t;
+	struct proc_dlog *l, *f = &from->dlog;
+	uint32_t i;
 
-	if (sl == NULL || from->dlog_n == 0)
+	if (sl == NULL || f->n == 0)
 		return;
-	if (steal && sl->dlog == NULL) {
-		sl->dlog = from->dlog;
-		sl->dlog_n = from->dlog_n;
-		sl->dlog_cap = from->dlog_cap;
-		from->dlog = NULL;
-		from->dlog_n = from->dlog_cap = 0;
+	l = &sl->dlog;
+	if (l->n == 0) {
+		if (steal) {
+			free(l->slot);
+			*l = *f;
+			*f = (struct proc_dlog){0};
+		} else {
+			if (l->cap < f->n && dlog_resize(l, f->cap) < 0)
+				return;
+			memcpy(l->slot, f->slot, (size_t)f->n * sizeof(*l->slot));
+			l->n = f->n;
+			l->keep = f->keep;
+			l->scan = f->scan;
+			l->pass = f->pass;
+		}
+		l->next = 0;
 		return;
 	}
-	if (sl->dlog_n + from->dlog_n > sl->dlog_cap) {
-		t = realloc(sl->dlog, (size_t)(sl->dlog_n + from->dlog_n) * 2 * sizeof(*t));
-		if (t == NULL)
-			return;
-		sl->dlog = t;
-		sl->dlog_cap = (sl->dlog_n + from->dlog_n) * 2;
+	if (l->cap - l->n < f->n && dlog_resize(l, (l->n + f->n) * 2) < 0)
+		return;
+	for (i = 0; i < f->n; i++) {
+		if (f->pass && i == f->keep)
+			i = f->scan;
+		if (i == f->n)
+			break;
+		if (!dlog_live(p, f, from->id, i))
+			continue;
+		p->dedup[f->slot[i]].dpos = l->n;
+		l->slot[l->n++] = f->slot[i];
 	}
-	memcpy(sl->dlog + sl->dlog_n, from->dlog, (size_t)from->dlog_n * sizeof(*t));
-	sl->dlog_n += from->dlog_n;
 }
 
 int
@@ -354,7 +406,7 @@ km_proc_mig_finish(struct km_proc *p, struct km_store **old, uint64_t *keys)
 		sl = shard_find(p, m->src[i]);
 		if (sl != NULL) {
 			dlog[i] = *sl;
-			sl->dlog = NULL;
+			sl->dlog = (struct proc_dlog){0};
 		}
 		old[i] = km_proc_shard_detach(p, m->src[i], NULL);
 	}
@@ -377,9 +429,9 @@ km_proc_mig_finish(struct km_proc *p, struct km_store **old, uint64_t *keys)
 				km_store_destroy(
 					old[i]); /* files kept: it serves after a restart */
 			else if (old[i] != NULL)
-				dlog_adopt(shard_find(p, m->src[i]), &dlog[i], 1);
+				dlog_adopt(p, shard_find(p, m->src[i]), &dlog[i], 1);
 			old[i] = NULL;
-			free(dlog[i].dlog);
+			free(dlog[i].dlog.slot);
 		}
 		m->phase = KM_MIG_FAILED;
 		m->err = rc;
@@ -390,9 +442,9 @@ km_proc_mig_finish(struct km_proc *p, struct km_store **old, uint64_t *keys)
 	 * (the walks keep what is theirs). */
 	for (i = 0; i < m->nb_dst; i++)
 		for (j = 0; j < m->nb_src; j++)
-			dlog_adopt(shard_find(p, m->dst[i]), &dlog[j], i + 1 == m->nb_dst);
+			dlog_adopt(p, shard_find(p, m->dst[i]), &dlog[j], i + 1 == m->nb_dst);
 	for (j = 0; j < m->nb_src; j++)
-		free(dlog[j].dlog);
+		free(dlog[j].dlog.slot);
 	p->cnt.mig_done++;
 	free(m);
 	p->mig = NULL;
@@ -422,79 +474,64 @@ struct km_proc_dedup {
 	struct dedup_entry e[];
 };
 
-/* Whether a routing hash falls in shard id. */
-static int
-shard_holds(uint64_t id, uint64_t route_hash)
+void
+proc_dedup_list_step(struct km_proc *p, struct km_proc_shard *sl)
 {
-	unsigned int d = km_shard_depth(id);
+	struct proc_dlog *l = &sl->dlog;
+	uint32_t k, cap;
 
-	return d == 0 || route_hash >> (64 - d) == (id ^ ((uint64_t)1 << d));
+	if (!l->pass && l->n >= l->next && l->n != 0) {
+		l->pass = 1;
+		l->keep = l->scan = 0;
+	}
+	for (k = 0; l->pass && k < DLOG_STEP; k++) {
+		if (l->scan == l->n) {
+			/* Done: what follows the kept positions is gone. The next pass comes
+			 * once as many again were appended (amortized O(1) per append). */
+			l->pass = 0;
+			l->n = l->keep;
+			l->next = l->keep * 2 < DLOG_MIN ? DLOG_MIN : l->keep * 2;
+			if (l->cap > 4 * l->next)
+				(void)dlog_resize(
+					l, 2 * l->next); /* smaller: cannot fail for long */
+			break;
+		}
+		if (dlog_live(p, l, sl->id, l->scan)) {
+			p->dedup[l->slot[l->scan]].dpos = l->keep;
+			l->slot[l->keep++] = l->slot[l->scan];
+		}
+		l->scan++;
+	}
+	if (l->n == l->cap) {
+		cap = l->cap < DLOG_MIN ? DLOG_MIN : l->cap * 2;
+		(void)dlog_resize(l, cap); /* no memory: the caller leaves the entry out */
+	}
 }
 
-#define DLOG_MIN      64 /* slots of a shard's index at least */
-#define DLOG_PREFETCH 8  /* entries a walk of an index reads ahead */
-
 /*
- * Walk sl's index: fn(e, arg) for every listed entry that is valid, of sl's routing hashes
- * and not seen before in this walk (a slot listed twice was written twice for sl), then
- * clear the walk's marks. fn may invalidate e. @return the entries passed to fn.
+ * Walk sl's index: fn(e, slot, arg) for every live entry (each once: a slot listed again
+ * later is dead at its earlier position). fn may invalidate e. @return the entries passed.
  */
 static uint32_t
 dlog_walk(struct km_proc *p, struct km_proc_shard *sl,
 	void (*fn)(struct dedup_entry *e, uint32_t slot, void *arg), void *arg)
 {
+	const struct proc_dlog *l = &sl->dlog;
 	uint32_t i, n = 0;
 
-	for (i = 0; i < sl->dlog_n; i++) {
-		struct dedup_entry *e = &p->dedup[sl->dlog[i]];
-
-		if (i + DLOG_PREFETCH < sl->dlog_n)
-			__builtin_prefetch(&p->dedup[sl->dlog[i + DLOG_PREFETCH]], 1);
-		if (e->mark || !e->valid || !shard_holds(sl->id, e->route_hash))
+	for (i = 0; i < l->n; i++) {
+		if (l->pass && i == l->keep)
+			i = l->scan; /* the dead part of a pass under way */
+		if (i == l->n)
+			break;
+		if (i + DLOG_PREFETCH < l->n)
+			__builtin_prefetch(&p->dedup[l->slot[i + DLOG_PREFETCH]], 1);
+		if (!dlog_live(p, l, sl->id, i))
 			continue;
-		e->mark = 1;
-		fn(e, sl->dlog[i], arg);
+		fn(&p->dedup[l->slot[i]], l->slot[i], arg);
 		n++;
 	}
-	for (i = 0; i < sl->dlog_n; i++)
-		p->dedup[sl->dlog[i]].mark = 0;
 	return n;
-}
-
-/* dlog_walk() step of a compaction: the slots kept are written over the index, in place
- * (never ahead of the walk). */
-static void
-dlog_keep(struct dedup_entry *e, uint32_t slot, void *arg)
-{
-	struct km_proc_shard *sl = arg;
-
-	(void)e;
-	sl->dlog[sl->dlog_cap++] = slot; /* dlog_cap: the count kept so far, see below */
-}
-
-void
-proc_dedup_list_grow(struct km_proc *p, struct km_proc_shard *sl)
-{
-	uint32_t cap = sl->dlog_cap, *t;
-
-	if (sl->dlog_n != 0) {
-		/* Compaction: stale and repeated slots go. */
-		sl->dlog_cap = 0;
-		dlog_walk(p, sl, dlog_keep, sl);
-		sl->dlog_n = sl->dlog_cap;
-		sl->dlog_cap = cap;
-		if (sl->dlog_n * 2 <= cap)
-			return;
-	}
-	/* Still more than half full: room for as many again, so that a compaction comes
-	 * after as many appends as it walks at most (O(1) each). At most one slot per entry
-	 * is listed after a compaction: the index stays below twice the table. */
-	cap = cap < DLOG_MIN ? DLOG_MIN : cap * 2;
-	t = realloc(sl->dlog, (size_t)cap * sizeof(*t));
-	if (t == NULL)
-		return;
-	sl->dlog = t;
-	sl->dlog_cap = cap;
 }
 
 /* dlog_walk() step of a take: the entry goes into the set, out of the table. */
@@ -505,7 +542,6 @@ dedup_take_one(struct dedup_entry *e, uint32_t slot, void *arg)
 
 	(void)slot;
 	set->e[set->n++] = *e;
-	set->e[set->n - 1].mark = 0;
 	e->valid = 0;
 }
 
@@ -518,14 +554,15 @@ km_proc_dedup_take(struct km_proc *p, uint64_t shard_id)
 
 	if (sl != NULL) {
 		/* Through its index: O(its entries), not O(the table). */
-		if (sl->dlog_n == 0)
+		if (sl->dlog.n == 0)
 			return NULL;
-		set = malloc(sizeof(*set) + (size_t)sl->dlog_n * sizeof(set->e[0]));
+		set = malloc(sizeof(*set) + (size_t)sl->dlog.n * sizeof(set->e[0]));
 		if (set == NULL)
 			return NULL; /* retries of those writes would execute again */
 		set->n = 0;
 		dlog_walk(p, sl, dedup_take_one, set);
-		sl->dlog_n = 0;
+		sl->dlog.n = sl->dlog.keep = sl->dlog.scan = sl->dlog.pass = 0;
+		sl->dlog.next = 0;
 		if (set->n != 0)
 			return set;
 		free(set);

@@ -37,6 +37,24 @@
 #define proc_unlikely(x) __builtin_expect(!!(x), 0)
 
 /*
+ * Index of a shard's at-most-once entries (km_proc_dedup_take walks it, not the table):
+ * the slots of p->dedup written for the shard, in order. Position i lists a live entry
+ * when that entry is valid, of the shard's routing hashes and records i as its position
+ * (dedup_entry.dpos): a slot taken over since, or listed again later, is dead there.
+ * Dead positions go in a compaction pass that runs a few positions per append
+ * (proc_dedup_list_step), so no write waits for a whole pass; a pass starts when the
+ * index has doubled since the last one, and the array shrinks after a pass that kept
+ * little.
+ */
+struct proc_dlog {
+	uint32_t *slot;
+	uint32_t n, cap;
+	uint32_t keep, scan; /* pass: [0, keep) compacted, [keep, scan) dead, [scan, n) to do */
+	uint32_t next;       /* a pass starts once n reaches it */
+	uint8_t pass;        /* a pass is under way */
+};
+
+/*
  * Owned shard: id -> store, open addressing, linear probing (ids are never 0, 0 marks a
  * free slot); deletion shifts the rest of the cluster back, so no tombstones.
  */
@@ -51,11 +69,7 @@ struct km_proc_shard {
 	struct defer *parked_head, *parked_tail; /* write replies waiting for durability */
 	struct km_stream *stream;                /* persistent: KM_STREAM_SET read-ahead
 						  * streams (apart: the table stays small) */
-	/* Index of its at-most-once entries (km_proc_dedup_take walks it, not the table):
-	 * the slots of p->dedup written for it, in order. A slot taken over since by
-	 * another write stays listed until a compaction (proc_dedup_listed). */
-	uint32_t *dlog;
-	uint32_t dlog_n, dlog_cap;
+	struct proc_dlog dlog;
 };
 
 /*
@@ -108,7 +122,7 @@ struct dedup_entry {
 	uint8_t op;
 	uint8_t status;
 	uint8_t valid;
-	uint8_t mark; /* scratch of a walk of a shard's index (0 between walks) */
+	uint32_t dpos; /* its position in its shard's index (struct proc_dlog) */
 };
 
 /* All fields: the owner worker reads and writes them; cnt is read by others (km_proc.h). */
@@ -321,19 +335,23 @@ dedup_find(struct km_proc *p, uint64_t src, const struct km_hdr *req, uint64_t k
 		       : NULL;
 }
 
-void proc_dedup_list_grow(struct km_proc *p, struct km_proc_shard *sl);
+void proc_dedup_list_step(struct km_proc *p, struct km_proc_shard *sl);
 
-/* List slot `slot` of p->dedup, just written for shard sl, in sl's index (amortized O(1):
- * the index is compacted when full, doubled when still half full after that). */
+/* List slot `slot` of p->dedup, just written for shard sl, in sl's index (O(1): a few
+ * positions of a compaction pass while one is under way, see struct proc_dlog). */
 static inline void
 proc_dedup_listed(struct km_proc *p, struct km_proc_shard *sl, uint32_t slot)
 {
-	if (proc_unlikely(sl->dlog_n == sl->dlog_cap)) {
-		proc_dedup_list_grow(p, sl);
-		if (sl->dlog_n == sl->dlog_cap)
+	struct proc_dlog *l = &sl->dlog;
+
+	p->dedup[slot].dpos = UINT32_MAX;
+	if (proc_unlikely(l->pass || l->n >= l->next || l->n == l->cap)) {
+		proc_dedup_list_step(p, sl);
+		if (l->n == l->cap)
 			return; /* no memory: a move then leaves it behind (its retry executes) */
 	}
-	sl->dlog[sl->dlog_n++] = slot;
+	p->dedup[slot].dpos = l->n;
+	l->slot[l->n++] = slot;
 }
 
 /* Forget the at-most-once outcome of (src, req_id): it is not the outcome any more. */

@@ -3098,6 +3098,143 @@ test_dedup_index_forward(void **state)
 	e->map = m2;
 }
 
+/* Worker 0 and a twin of it, both with a table of 1024 at-most-once entries. */
+static struct km_proc *
+dedup_twins(struct env *e)
+{
+	struct km_proc_params pp = {.worker = 0,
+		.value_max = VALUE_MAX,
+		.store_driver = "mem",
+		.version_base = 1,
+		.dedup_entries = 1024};
+	struct km_proc *twin;
+	unsigned int i;
+
+	km_proc_destroy(e->proc[0]);
+	assert_int_equal(km_proc_create(&pp, &e->proc[0]), 0);
+	assert_int_equal(km_proc_create(&pp, &twin), 0);
+	for (i = 0; i < km_shardmap_nb_shards(e->map); i++) {
+		const struct km_shard *sh = km_shardmap_shard_at(e->map, i);
+
+		if (km_shard_owner(sh) != 0)
+			continue;
+		assert_int_equal(km_proc_shard_add(e->proc[0], km_shard_id(sh)), 0);
+		assert_int_equal(km_proc_shard_add(twin, km_shard_id(sh)), 0);
+	}
+	return twin;
+}
+
+/* n random writes of the keys of worker 0, executed by worker 0 and by its twin alike;
+ * every shard's index stays within its bound meanwhile. */
+static void
+dedup_writes(struct env *e, struct km_proc *twin, const struct km_shardmap *m, unsigned int n,
+	uint64_t *seed, uint64_t *req_id)
+{
+	struct km_proc *procs[NB_WORKERS] = {twin, e->proc[1]};
+	struct km_shard_info info[4 * NB_SHARDS];
+	struct km_proc_req pr;
+	struct rep rep;
+	char key[32];
+	unsigned int i, j, k;
+
+	for (i = 0; i < n; i++) {
+		struct req r = {.op = KM_OP_PUT,
+			.key = key,
+			.val = "x",
+			.val_len = 1,
+			.req_id = ++*req_id,
+			.src = 1 + rnd_next(seed) % 4};
+		size_t len;
+
+		key_owned(m, 0, "ix-", (unsigned int)(rnd_next(seed) % 64), key, sizeof(key));
+		assert_int_equal(call_map(e, m, &r, &rep, KM_DGRAM_MAX), KM_ST_OK);
+		len = req_build(rep.buf, sizeof(rep.buf), &r, km_shardmap_epoch(m));
+		assert_int_equal(
+			rx_call(procs, m, rep.buf, len, sizeof(rep.buf), -1, r.src, &pr), 0);
+		if (i % 251 != 0)
+			continue;
+		k = km_proc_shard_infos(e->proc[0], info, 4 * NB_SHARDS);
+		for (j = 0; j < k; j++)
+			assert_true(info[j].dedup_listed <= 3 * 1024 + 64);
+	}
+}
+
+/* Split (or merge) shard sid on p, no writes meanwhile. */
+static void
+dedup_mig(struct km_proc *p, const struct km_shardmap *m, int split, uint64_t sid)
+{
+	struct km_store *old[2] = {NULL, NULL};
+	struct km_mig_progress pg;
+	uint64_t keys;
+	unsigned int i;
+
+	assert_int_equal(km_proc_mig_start(p, split ? KM_MIG_SPLIT : KM_MIG_MERGE, sid), 0);
+	for (i = 0; i < 100000; i++) {
+		km_proc_mig_progress(p, &pg);
+		if (pg.phase != KM_MIG_COPYING)
+			break;
+		km_proc_mig_step(p, m);
+	}
+	assert_int_equal(km_proc_mig_finish(p, old, &keys), 0);
+	km_store_destroy(old[0]);
+	if (old[1] != NULL)
+		km_store_destroy(old[1]);
+}
+
+/*
+ * The index of a shard's at-most-once entries, under many writes that take over each
+ * other's slots (a small table), compacted a few positions per write: it stays bounded,
+ * and a take through it finds exactly the entries a walk of the whole table finds (the
+ * twin's, detached first), after a split and a merge too.
+ */
+static void
+test_dedup_index_compaction(void **state)
+{
+	struct env *e = *state;
+	struct km_proc *twin = dedup_twins(e);
+	struct km_shardmap *m2, *m3;
+	struct km_proc_dedup *a, *b;
+	struct km_shard_info info[4 * NB_SHARDS];
+	uint64_t seed = SEED, req_id = 0, sid;
+	struct km_store *s;
+	char key[32];
+	unsigned int k, j;
+
+	key_owned(e->map, 0, "ix-", 0, key, sizeof(key));
+	sid = km_shard_id(shard_of(e->map, key));
+	dedup_writes(e, twin, e->map, 20000, &seed, &req_id);
+	/* Split: each half starts with its parent's index, sheds the other half's entries. */
+	dedup_mig(e->proc[0], e->map, 1, sid);
+	dedup_mig(twin, e->map, 1, sid);
+	m2 = mig_map(e->map, 1, sid, 0);
+	dedup_writes(e, twin, m2, 5000, &seed, &req_id);
+	/* Merge: the second half's live entries are renumbered after the first's. */
+	dedup_mig(e->proc[0], m2, 0, sid);
+	dedup_mig(twin, m2, 0, sid);
+	m3 = mig_map(m2, 0, sid, 0);
+	dedup_writes(e, twin, m3, 3000, &seed, &req_id);
+
+	a = km_proc_dedup_take(e->proc[0], sid); /* through the index */
+	s = km_proc_shard_detach(twin, sid, NULL);
+	assert_non_null(s);
+	b = km_proc_dedup_take(twin, sid); /* a walk of the whole table */
+	print_message("dedup index: %u entries of shard %" PRIu64 " taken, %u in the table\n",
+		km_proc_dedup_count(a), sid, km_proc_dedup_count(b));
+	assert_true(km_proc_dedup_count(b) > 50);
+	assert_int_equal(km_proc_dedup_count(a), km_proc_dedup_count(b));
+	k = km_proc_shard_infos(e->proc[0], info, 4 * NB_SHARDS);
+	for (j = 0; j < k; j++)
+		if (info[j].id == sid)
+			assert_int_equal(info[j].dedup_listed, 0);
+	km_proc_dedup_free(a);
+	km_proc_dedup_free(b);
+	km_store_destroy(s);
+	km_proc_destroy(twin);
+	km_shardmap_free(e->map);
+	km_shardmap_free(m2);
+	e->map = m3;
+}
+
 /* A request for a shard detached without a forward (a move in progress the old way, or
  * one that failed) is answered BUSY, and a handed request for a shard the receiving
  * worker does not hold too. */
@@ -3502,6 +3639,8 @@ main(void)
 			test_incremental_split_merge, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_dedup_moves, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_dedup_index_forward, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_dedup_index_compaction, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_forward_none, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_reshard_merge, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_crew, env_setup, env_teardown),

@@ -319,6 +319,9 @@ decide(void)
 	const struct km_conf *conf = &km_ctl.conf;
 	const struct km_shardmap *m = km_map_current;
 	double floor = (double)km_ctl.derived.balance_min_rate;
+	/* As the other automatic policies: off while the floor is derived from a capacity
+	 * not measured yet. */
+	int measured = conf->balance_min_rate != KM_CONF_AUTO || km_ctl.derived.capacity > 0;
 	uint64_t total = sa.judge_samples, nw = km_dp.nb_workers, now = rte_get_timer_cycles();
 	uint32_t i;
 
@@ -332,7 +335,7 @@ decide(void)
 		const struct km_override_info *o = km_shardmap_override_find(m, e->hash);
 		uint64_t est = e->count - e->error;
 		struct cand *c = cand_find(e->hash);
-		int hot = est >= SAMPLES_MIN && est * 100 * nw >= conf->shift_share_on * total &&
+		int hot = measured && est >= SAMPLES_MIN && est * 100 * nw >= conf->shift_share_on * total &&
 			  rate_of(est) >= floor && spreads(e) && e->len != 0;
 
 		if (c == NULL) {

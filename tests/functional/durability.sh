@@ -41,9 +41,11 @@ fi
 
 tag=kmdu
 kmfs_pid=
+during_pid=
 extra_cleanup() {
 	local m
 
+	[ -z "$during_pid" ] || kill "$during_pid" 2>/dev/null || true
 	for m in $mounts; do
 		fusermount3 -u "$m" 2>/dev/null || true
 	done
@@ -106,7 +108,7 @@ reshard_loop() {
 # and the verification (durability_client -b).
 worst_all=0
 crash_rounds() {
-	local d=$1 ack=$2 dur=$3 bound=$4 during=${5:-} round ms kill_ns v worst during_pid=
+	local d=$1 ack=$2 dur=$3 bound=$4 during=${5:-} round ms kill_ns v worst
 
 	for round in $(seq "$rounds"); do
 		start_server "$d/data" -o "store.durability=$dur" -o store.sync_interval_ms=10

@@ -140,7 +140,7 @@ km_proc_destroy(struct km_proc *p)
 						p->shards[i].store, NULL, NULL, NULL);
 				km_store_destroy(p->shards[i].store);
 				free(p->shards[i].stream);
-				free(p->shards[i].dlog.slot);
+				free(p->shards[i].dlog.e);
 			}
 	/* Reads still in flight complete into their pend: wait for them before it goes. */
 	km_io_destroy(p->io);
@@ -316,7 +316,7 @@ km_proc_shard_detach_dedup(
 	if (dedup != NULL)
 		*dedup = km_proc_dedup_take(p, shard_id);
 	free(sl->stream);
-	free(sl->dlog.slot);
+	free(sl->dlog.e);
 	p->dram_used -= sl->dram;
 	shard_table_remove(p, (uint32_t)(sl - p->shards));
 	p->nb_shards--;

@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "proc_private.h"
 
@@ -36,7 +37,15 @@ struct proc_mig {
 	const struct km_shardmap *map; /* during a step: the routing of the walk's keys */
 	uint64_t copied, mirrored;
 	uint8_t swapping; /* km_proc_mig_finish() detaches the sources */
+	/* The new shards' at-most-once indexes, copied from the sources' while the stores
+	 * are (dlog_precopy): pre[i] for dst[i]; dpos[j]: how far source j's is copied. */
+	struct proc_dlog pre[2];
+	uint32_t dpos[2];
 };
+
+static int dlog_precopy(struct proc_mig *m, const struct proc_dlog *const src[2], uint32_t budget);
+
+#define DLOG_COPY_STEP 2048 /* listings copied per loop iteration */
 
 static void
 progress_publish(struct km_proc *p)
@@ -248,18 +257,34 @@ unsigned int
 km_proc_mig_step(struct km_proc *p, const struct km_shardmap *map)
 {
 	struct proc_mig *m = p->mig;
+	const struct proc_dlog *srcl[2] = {NULL, NULL};
 	struct km_proc_shard *sl;
 	uint64_t before;
+	uint32_t i;
 	int rc;
 
 	if (m == NULL || m->phase != KM_MIG_COPYING)
 		return 0;
-	sl = shard_find(p, m->src[m->cur]);
-	if (sl == NULL) {
-		mig_fail(p, -ENOENT);
+	for (i = 0; i < m->nb_src; i++) {
+		sl = shard_find(p, m->src[i]);
+		if (sl == NULL) {
+			mig_fail(p, -ENOENT);
+			progress_publish(p);
+			return 0;
+		}
+		srcl[i] = &sl->dlog;
+	}
+	/* The indexes first, then the stores: at the swap only what was listed since the
+	 * last step is left to copy. */
+	rc = dlog_precopy(m, srcl, DLOG_COPY_STEP);
+	if (rc < 0) {
+		mig_fail(p, rc);
 		progress_publish(p);
 		return 0;
 	}
+	if (rc == 0)
+		return 1;
+	sl = shard_find(p, m->src[m->cur]);
 	before = m->pos.pos;
 	m->map = map;
 	rc = km_store_walk_step(sl->store, &m->pos, MIG_STEP_ENTRIES, mig_copy_one, p);
@@ -289,8 +314,10 @@ km_proc_mig_cancel(struct km_proc *p)
 
 	if (p->mig == NULL)
 		return;
-	for (i = 0; i < p->mig->nb_dst; i++)
+	for (i = 0; i < p->mig->nb_dst; i++) {
 		km_store_discard(p->mig->dst_store[i]);
+		free(p->mig->pre[i].e);
+	}
 	free(p->mig);
 	p->mig = NULL;
 	progress_publish(p);
@@ -306,77 +333,112 @@ shard_holds(uint64_t id, uint64_t route_hash)
 }
 
 #define DLOG_PREFETCH 8  /* entries a walk of an index reads ahead */
-#define DLOG_MIN      64 /* slots of a shard's index at least */
-#define DLOG_STEP     4  /* positions a compaction pass examines per append */
+#define DLOG_MIN      64 /* listings of a shard's index at least */
+#define DLOG_STEP     4  /* listings a compaction pass examines per append */
 
-/* Whether position i of index l (of shard id) lists a live entry (struct proc_dlog). */
+/* Whether listing i of index l (of shard id) is live (struct proc_dlog). */
 static inline int
 dlog_live(const struct km_proc *p, const struct proc_dlog *l, uint64_t id, uint32_t i)
 {
-	const struct dedup_entry *e = &p->dedup[l->slot[i]];
+	const struct dedup_entry *e = &p->dedup[l->e[i].slot];
 
-	return e->valid && e->dpos == i && shard_holds(id, e->route_hash);
+	return e->valid && e->dseq == l->e[i].seq && shard_holds(id, e->route_hash);
 }
 
-/* Resize l to cap slots (at least n). @return 0, or -ENOMEM (l unchanged). */
+/* Resize l to cap listings (at least n). @return 0, or -ENOMEM (l unchanged). */
 static int
 dlog_resize(struct proc_dlog *l, uint32_t cap)
 {
-	uint32_t *t = realloc(l->slot, (size_t)cap * sizeof(*t));
+	struct proc_dlog_ent *t = realloc(l->e, (size_t)cap * sizeof(*t));
 
 	if (t == NULL)
 		return -ENOMEM;
-	l->slot = t;
+	l->e = t;
 	l->cap = cap;
 	return 0;
 }
 
-/*
- * Add the index of from (a shard replaced by a split or merge) to that of sl (one that
- * replaces it); steal: take its array when sl has none (from's is then empty), else copy.
- * Into an empty index it goes whole, positions unchanged (a split: each half keeps what
- * is its own, the next appends start a pass that drops the rest); after sl's own
- * positions only its live entries go, renumbered: O(from's index), the merge of a cold
- * shard. No memory: the entries stay behind at a move (their retries execute again).
- */
-static void
-dlog_adopt(struct km_proc *p, struct km_proc_shard *sl, struct km_proc_shard *from, int steal)
+/* Append n listings to l. @return 0, -ENOMEM. */
+static int
+dlog_append(struct proc_dlog *l, const struct proc_dlog_ent *e, uint32_t n)
 {
-	struct proc_dlog *l, *f = &from->dlog;
-	uint32_t i;
+	uint32_t cap = l->cap < DLOG_MIN ? DLOG_MIN : l->cap;
 
-	if (sl == NULL || f->n == 0)
-		return;
-	l = &sl->dlog;
-	if (l->n == 0) {
-		if (steal) {
-			free(l->slot);
-			*l = *f;
-			*f = (struct proc_dlog){0};
-		} else {
-			if (l->cap < f->n && dlog_resize(l, f->cap) < 0)
-				return;
-			memcpy(l->slot, f->slot, (size_t)f->n * sizeof(*l->slot));
-			l->n = f->n;
-			l->keep = f->keep;
-			l->scan = f->scan;
-			l->pass = f->pass;
+	while (cap - l->n < n)
+		cap *= 2;
+	if (cap != l->cap && dlog_resize(l, cap) < 0)
+		return -ENOMEM;
+	memcpy(l->e + l->n, e, (size_t)n * sizeof(*e));
+	l->n += n;
+	return 0;
+}
+
+/*
+ * Copy up to budget more listings of the sources' indexes src[] into the new shards'
+ * (m->pre): a split's two halves both take the parent's, a merge's parent both halves'.
+ * The listings a source's paused pass found dead are skipped (copied, they would be live
+ * twice). @return 1: all copied; 0: more to copy; -ENOMEM.
+ */
+static int
+dlog_precopy(struct proc_mig *m, const struct proc_dlog *const src[2], uint32_t budget)
+{
+	uint32_t i, j, end, n;
+
+	for (j = 0; j < m->nb_src; j++) {
+		const struct proc_dlog *l = src[j];
+
+		while (m->dpos[j] < l->n) {
+			if (l->pass && m->dpos[j] >= l->keep && m->dpos[j] < l->scan)
+				m->dpos[j] = l->scan;
+			end = l->pass && m->dpos[j] < l->keep ? l->keep : l->n;
+			n = end - m->dpos[j];
+			if (n > budget)
+				n = budget;
+			if (n == 0)
+				break;
+			for (i = 0; i < m->nb_dst; i++)
+				if (dlog_append(&m->pre[i], l->e + m->dpos[j], n) < 0)
+					return -ENOMEM;
+			m->dpos[j] += n;
+			budget -= n;
+			if (budget == 0)
+				return m->dpos[j] == l->n && j + 1 == m->nb_src;
 		}
-		l->next = 0;
-		return;
 	}
-	if (l->cap - l->n < f->n && dlog_resize(l, (l->n + f->n) * 2) < 0)
-		return;
-	for (i = 0; i < f->n; i++) {
-		if (f->pass && i == f->keep)
-			i = f->scan;
-		if (i == f->n)
+	return 1;
+}
+
+void
+proc_dedup_list_step(struct km_proc *p, struct km_proc_shard *sl)
+{
+	struct proc_dlog *l = &sl->dlog;
+	/* A shard being copied keeps its listings where they are (dlog_precopy). */
+	int paused = p->mig != NULL && mig_is_src(p->mig, sl->id);
+	uint32_t k;
+
+	if (!l->pass && !paused && l->n >= l->next && l->n != 0) {
+		l->pass = 1;
+		l->keep = l->scan = 0;
+	}
+	for (k = 0; l->pass && !paused && k < DLOG_STEP; k++) {
+		if (l->scan == l->n) {
+			/* Done: what follows the kept listings is gone. The next pass comes once
+			 * as many again were appended (amortized O(1) per append). */
+			l->pass = 0;
+			l->n = l->keep;
+			l->next = l->keep * 2 < DLOG_MIN ? DLOG_MIN : l->keep * 2;
+			if (l->cap > 4 * l->next)
+				(void)dlog_resize(
+					l, 2 * l->next); /* smaller: cannot fail for long */
 			break;
-		if (!dlog_live(p, f, from->id, i))
-			continue;
-		p->dedup[f->slot[i]].dpos = l->n;
-		l->slot[l->n++] = f->slot[i];
+		}
+		if (dlog_live(p, l, sl->id, l->scan))
+			l->e[l->keep++] = l->e[l->scan];
+		l->scan++;
 	}
+	if (l->n == l->cap)
+		(void)dlog_resize(l, l->cap < DLOG_MIN ? DLOG_MIN : l->cap * 2);
+	/* No memory: the caller leaves the entry out. */
 }
 
 int
@@ -413,6 +475,12 @@ km_proc_mig_finish(struct km_proc *p, struct km_store **old, uint64_t *keys)
 	m->swapping = 0;
 	if (m->phase == KM_MIG_FAILED)
 		rc = m->err;
+	/* What the sources listed since the last step. */
+	if (rc == 0) {
+		const struct proc_dlog *srcl[2] = {&dlog[0].dlog, &dlog[1].dlog};
+
+		rc = dlog_precopy(m, srcl, UINT32_MAX) < 0 ? -ENOMEM : 0;
+	}
 	for (i = 0; i < m->nb_dst && rc == 0; i++)
 		if (m->dst_store[i]->ops->commit != NULL)
 			rc = m->dst_store[i]->ops->commit(m->dst_store[i]);
@@ -428,23 +496,30 @@ km_proc_mig_finish(struct km_proc *p, struct km_store **old, uint64_t *keys)
 			if (old[i] != NULL && km_proc_shard_attach(p, m->src[i], old[i]) < 0)
 				km_store_destroy(
 					old[i]); /* files kept: it serves after a restart */
-			else if (old[i] != NULL)
-				dlog_adopt(p, shard_find(p, m->src[i]), &dlog[i], 1);
+			else if (old[i] != NULL && (sl = shard_find(p, m->src[i])) != NULL) {
+				free(sl->dlog.e);
+				sl->dlog = dlog[i].dlog;
+				dlog[i].dlog = (struct proc_dlog){0};
+			}
 			old[i] = NULL;
-			free(dlog[i].dlog.slot);
+			free(dlog[i].dlog.e);
 		}
 		m->phase = KM_MIG_FAILED;
 		m->err = rc;
 		km_proc_mig_cancel(p);
 		return rc;
 	}
-	/* A split's halves both take the parent's index, a merge's parent both halves'
-	 * (the walks keep what is theirs). */
-	for (i = 0; i < m->nb_dst; i++)
-		for (j = 0; j < m->nb_src; j++)
-			dlog_adopt(p, shard_find(p, m->dst[i]), &dlog[j], i + 1 == m->nb_dst);
+	/* The indexes copied: a split's halves both hold the parent's, a merge's parent
+	 * both halves' (each keeps what is its own); a pass starts at their next append. */
+	for (i = 0; i < m->nb_dst; i++) {
+		sl = shard_find(p, m->dst[i]);
+		free(sl->dlog.e);
+		sl->dlog = m->pre[i];
+		sl->dlog.pass = 0;
+		sl->dlog.next = 0;
+	}
 	for (j = 0; j < m->nb_src; j++)
-		free(dlog[j].dlog.slot);
+		free(dlog[j].dlog.e);
 	p->cnt.mig_done++;
 	free(m);
 	p->mig = NULL;
@@ -474,43 +549,10 @@ struct km_proc_dedup {
 	struct dedup_entry e[];
 };
 
-void
-proc_dedup_list_step(struct km_proc *p, struct km_proc_shard *sl)
-{
-	struct proc_dlog *l = &sl->dlog;
-	uint32_t k, cap;
-
-	if (!l->pass && l->n >= l->next && l->n != 0) {
-		l->pass = 1;
-		l->keep = l->scan = 0;
-	}
-	for (k = 0; l->pass && k < DLOG_STEP; k++) {
-		if (l->scan == l->n) {
-			/* Done: what follows the kept positions is gone. The next pass comes
-			 * once as many again were appended (amortized O(1) per append). */
-			l->pass = 0;
-			l->n = l->keep;
-			l->next = l->keep * 2 < DLOG_MIN ? DLOG_MIN : l->keep * 2;
-			if (l->cap > 4 * l->next)
-				(void)dlog_resize(
-					l, 2 * l->next); /* smaller: cannot fail for long */
-			break;
-		}
-		if (dlog_live(p, l, sl->id, l->scan)) {
-			p->dedup[l->slot[l->scan]].dpos = l->keep;
-			l->slot[l->keep++] = l->slot[l->scan];
-		}
-		l->scan++;
-	}
-	if (l->n == l->cap) {
-		cap = l->cap < DLOG_MIN ? DLOG_MIN : l->cap * 2;
-		(void)dlog_resize(l, cap); /* no memory: the caller leaves the entry out */
-	}
-}
-
 /*
- * Walk sl's index: fn(e, slot, arg) for every live entry (each once: a slot listed again
- * later is dead at its earlier position). fn may invalidate e. @return the entries passed.
+ * Walk sl's index: fn(e, slot, arg) for every live listing. An entry listed twice (a
+ * split's listing kept by both halves, then merged again) is passed twice unless fn
+ * invalidates it, as a take does. @return the listings passed.
  */
 static uint32_t
 dlog_walk(struct km_proc *p, struct km_proc_shard *sl,
@@ -525,10 +567,10 @@ dlog_walk(struct km_proc *p, struct km_proc_shard *sl,
 		if (i == l->n)
 			break;
 		if (i + DLOG_PREFETCH < l->n)
-			__builtin_prefetch(&p->dedup[l->slot[i + DLOG_PREFETCH]], 1);
+			__builtin_prefetch(&p->dedup[l->e[i + DLOG_PREFETCH].slot], 1);
 		if (!dlog_live(p, l, sl->id, i))
 			continue;
-		fn(&p->dedup[l->slot[i]], l->slot[i], arg);
+		fn(&p->dedup[l->e[i].slot], l->e[i].slot, arg);
 		n++;
 	}
 	return n;

@@ -38,16 +38,22 @@
 
 /*
  * Index of a shard's at-most-once entries (km_proc_dedup_take walks it, not the table):
- * the slots of p->dedup written for the shard, in order. Position i lists a live entry
- * when that entry is valid, of the shard's routing hashes and records i as its position
- * (dedup_entry.dpos): a slot taken over since, or listed again later, is dead there.
- * Dead positions go in a compaction pass that runs a few positions per append
- * (proc_dedup_list_step), so no write waits for a whole pass; a pass starts when the
- * index has doubled since the last one, and the array shrinks after a pass that kept
- * little.
+ * a listing per entry written for the shard, in no particular order. A listing is live
+ * when the entry in its slot is valid, of the shard's routing hashes and carries the
+ * listing's number (dedup_entry.dseq, from km_proc.dseq): a slot taken over since, or
+ * listed again later, is dead there. So indexes are merged by concatenation and a split's
+ * halves may both hold the parent's (each keeps what is its own). Dead listings go in a
+ * compaction pass that runs a few listings per append (proc_dedup_list_step), so no write
+ * waits for a whole pass; a pass starts when the index has doubled since the last one,
+ * pauses while the shard is copied by a split or merge, and the array shrinks after a
+ * pass that kept little.
  */
+struct proc_dlog_ent {
+	uint32_t slot, seq;
+};
+
 struct proc_dlog {
-	uint32_t *slot;
+	struct proc_dlog_ent *e;
 	uint32_t n, cap;
 	uint32_t keep, scan; /* pass: [0, keep) compacted, [keep, scan) dead, [scan, n) to do */
 	uint32_t next;       /* a pass starts once n reaches it */
@@ -122,7 +128,7 @@ struct dedup_entry {
 	uint8_t op;
 	uint8_t status;
 	uint8_t valid;
-	uint32_t dpos; /* its position in its shard's index (struct proc_dlog) */
+	uint32_t dseq; /* the number of its listing in its shard's index (struct proc_dlog) */
 };
 
 /* All fields: the owner worker reads and writes them; cnt is read by others (km_proc.h). */
@@ -169,6 +175,7 @@ struct km_proc {
 	struct km_io *io;
 	struct km_cache *cache;
 	uint64_t gen_next;
+	uint32_t dseq;         /* the last at-most-once listing's number (struct proc_dlog) */
 	uint64_t version_base; /* km_proc_params.version_base */
 	uint64_t dram_max;     /* km_proc_params.dram_max */
 	uint64_t dram_used;    /* the shards' dram, summed */
@@ -344,14 +351,13 @@ proc_dedup_listed(struct km_proc *p, struct km_proc_shard *sl, uint32_t slot)
 {
 	struct proc_dlog *l = &sl->dlog;
 
-	p->dedup[slot].dpos = UINT32_MAX;
+	p->dedup[slot].dseq = ++p->dseq;
 	if (proc_unlikely(l->pass || l->n >= l->next || l->n == l->cap)) {
 		proc_dedup_list_step(p, sl);
 		if (l->n == l->cap)
 			return; /* no memory: a move then leaves it behind (its retry executes) */
 	}
-	p->dedup[slot].dpos = l->n;
-	l->slot[l->n++] = slot;
+	l->e[l->n++] = (struct proc_dlog_ent){.slot = slot, .seq = p->dseq};
 }
 
 /* Forget the at-most-once outcome of (src, req_id): it is not the outcome any more. */

@@ -3159,33 +3159,64 @@ dedup_writes(struct env *e, struct km_proc *twin, const struct km_shardmap *m, u
 	}
 }
 
-/* Split (or merge) shard sid on p, no writes meanwhile. */
+/* Split (or merge) shard sid on worker 0 and on its twin alike, with writes through m
+ * between the steps (listed in the sources' indexes while they are copied). */
 static void
-dedup_mig(struct km_proc *p, const struct km_shardmap *m, int split, uint64_t sid)
+dedup_mig(struct env *e, struct km_proc *twin, const struct km_shardmap *m, int split, uint64_t sid,
+	uint64_t *seed, uint64_t *req_id)
 {
+	struct km_proc *pp[2] = {e->proc[0], twin};
 	struct km_store *old[2] = {NULL, NULL};
 	struct km_mig_progress pg;
 	uint64_t keys;
-	unsigned int i;
+	unsigned int i, k;
 
-	assert_int_equal(km_proc_mig_start(p, split ? KM_MIG_SPLIT : KM_MIG_MERGE, sid), 0);
+	for (k = 0; k < 2; k++)
+		assert_int_equal(
+			km_proc_mig_start(pp[k], split ? KM_MIG_SPLIT : KM_MIG_MERGE, sid), 0);
 	for (i = 0; i < 100000; i++) {
-		km_proc_mig_progress(p, &pg);
+		km_proc_mig_progress(e->proc[0], &pg);
 		if (pg.phase != KM_MIG_COPYING)
 			break;
-		km_proc_mig_step(p, m);
+		for (k = 0; k < 2; k++)
+			km_proc_mig_step(pp[k], m);
+		dedup_writes(e, twin, m, 3, seed, req_id);
 	}
-	assert_int_equal(km_proc_mig_finish(p, old, &keys), 0);
-	km_store_destroy(old[0]);
-	if (old[1] != NULL)
-		km_store_destroy(old[1]);
+	dedup_writes(e, twin, m, 20, seed, req_id); /* listed after the last step */
+	for (k = 0; k < 2; k++) {
+		assert_int_equal(km_proc_mig_finish(pp[k], old, &keys), 0);
+		km_store_destroy(old[0]);
+		if (old[1] != NULL)
+			km_store_destroy(old[1]);
+	}
+}
+
+/* The entries of shard id that a take through worker 0's index finds, and those a walk of
+ * the twin's whole table finds (its shard detached meanwhile): the same count. Both
+ * given back. */
+static void
+dedup_compare(struct env *e, struct km_proc *twin, uint64_t id)
+{
+	struct km_proc_dedup *a = km_proc_dedup_take(e->proc[0], id);
+	struct km_store *s = km_proc_shard_detach(twin, id, NULL);
+	struct km_proc_dedup *b;
+
+	assert_non_null(s);
+	b = km_proc_dedup_take(twin, id);
+	print_message("dedup index: %u entries of shard %" PRIu64 " taken, %u in the table\n",
+		km_proc_dedup_count(a), id, km_proc_dedup_count(b));
+	assert_true(km_proc_dedup_count(b) > 20);
+	assert_int_equal(km_proc_dedup_count(a), km_proc_dedup_count(b));
+	assert_int_equal(km_proc_shard_attach(twin, id, s), 0);
+	km_proc_dedup_give(e->proc[0], id, a, 1);
+	km_proc_dedup_give(twin, id, b, 1);
 }
 
 /*
  * The index of a shard's at-most-once entries, under many writes that take over each
  * other's slots (a small table), compacted a few positions per write: it stays bounded,
  * and a take through it finds exactly the entries a walk of the whole table finds (the
- * twin's, detached first), after a split and a merge too.
+ * twin's, detached first), after a split and a merge copied while written to.
  */
 static void
 test_dedup_index_compaction(void **state)
@@ -3193,10 +3224,9 @@ test_dedup_index_compaction(void **state)
 	struct env *e = *state;
 	struct km_proc *twin = dedup_twins(e);
 	struct km_shardmap *m2, *m3;
-	struct km_proc_dedup *a, *b;
+	struct km_proc_dedup *a;
 	struct km_shard_info info[4 * NB_SHARDS];
 	uint64_t seed = SEED, req_id = 0, sid;
-	struct km_store *s;
 	char key[32];
 	unsigned int k, j;
 
@@ -3204,31 +3234,25 @@ test_dedup_index_compaction(void **state)
 	sid = km_shard_id(shard_of(e->map, key));
 	dedup_writes(e, twin, e->map, 20000, &seed, &req_id);
 	/* Split: each half starts with its parent's index, sheds the other half's entries. */
-	dedup_mig(e->proc[0], e->map, 1, sid);
-	dedup_mig(twin, e->map, 1, sid);
+	dedup_mig(e, twin, e->map, 1, sid, &seed, &req_id);
+	dedup_compare(e, twin, sid * 2);
+	dedup_compare(e, twin, sid * 2 + 1);
 	m2 = mig_map(e->map, 1, sid, 0);
 	dedup_writes(e, twin, m2, 5000, &seed, &req_id);
-	/* Merge: the second half's live entries are renumbered after the first's. */
-	dedup_mig(e->proc[0], m2, 0, sid);
-	dedup_mig(twin, m2, 0, sid);
+	/* Merge: the halves' indexes, concatenated. */
+	dedup_mig(e, twin, m2, 0, sid, &seed, &req_id);
+	dedup_compare(e, twin, sid);
 	m3 = mig_map(m2, 0, sid, 0);
 	dedup_writes(e, twin, m3, 3000, &seed, &req_id);
 
-	a = km_proc_dedup_take(e->proc[0], sid); /* through the index */
-	s = km_proc_shard_detach(twin, sid, NULL);
-	assert_non_null(s);
-	b = km_proc_dedup_take(twin, sid); /* a walk of the whole table */
-	print_message("dedup index: %u entries of shard %" PRIu64 " taken, %u in the table\n",
-		km_proc_dedup_count(a), sid, km_proc_dedup_count(b));
-	assert_true(km_proc_dedup_count(b) > 50);
-	assert_int_equal(km_proc_dedup_count(a), km_proc_dedup_count(b));
+	dedup_compare(e, twin, sid);
+	a = km_proc_dedup_take(e->proc[0], sid);
+	assert_non_null(a);
 	k = km_proc_shard_infos(e->proc[0], info, 4 * NB_SHARDS);
 	for (j = 0; j < k; j++)
 		if (info[j].id == sid)
 			assert_int_equal(info[j].dedup_listed, 0);
 	km_proc_dedup_free(a);
-	km_proc_dedup_free(b);
-	km_store_destroy(s);
 	km_proc_destroy(twin);
 	km_shardmap_free(e->map);
 	km_shardmap_free(m2);

@@ -167,6 +167,9 @@ km_refresh_step(struct km_client *c, int err)
 		return;
 	}
 	rc = km_shardmap_decode_chunk(c->map_buf, c->map_op.len, &ch);
+	/* A cluster's map (2.0): this client steers within one server only. */
+	if (rc == 0 && ch.version_major != KM_MAP_VERSION_MAJOR)
+		rc = -EPROTO;
 	if (rc != 0) {
 		km_refresh_end(c, rc == -EPROTO ? KM_ERR_MAP_VERSION : KM_ERR_PROTO);
 		return;

@@ -213,16 +213,17 @@ int km_cmap_owner(const struct km_cmap *m, uint16_t owner, uint16_t *node, uint1
 int km_cmap_global_owner(const struct km_cmap *m, uint16_t node, uint16_t worker, uint16_t *owner);
 
 /**
- * The shard map of a cluster map: its shards with global owners (first + worker) over the
- * total of workers, its epoch and routing rule, no routing override (the cluster map has
- * none yet), udp_port_base 0 (each node has its own port: km_cmap_owner() then
- * nodes[node].port + worker). km_shardmap_route() on it gives, for every key, the global
- * owner of the node and worker the cluster map names.
- * @return 0 and *out (the caller frees it with km_shardmap_free()), -EINVAL (m invalid),
- *   -ENOMEM.
+ * The shard map of a cluster map (km_shardmap_from_cluster()): with self < 0 a client's
+ * view, the global owners (first + worker) over the total of workers, km_shardmap_route()
+ * giving for every key the global owner of the node and worker the cluster map names;
+ * with self a node index, that node's view (its shards on its workers, the others
+ * remote). Both carry the node table (MAP 2.0) and no routing override (the cluster map
+ * has none yet).
+ * @return 0 and *out (the caller frees it with km_shardmap_free()), -EINVAL (m invalid,
+ *   self past the table), -ENOMEM.
  * @note Context: any thread holding m.
  */
-int km_cmap_shardmap(const struct km_cmap *m, struct km_shardmap **out);
+int km_cmap_shardmap(const struct km_cmap *m, int self, struct km_shardmap **out);
 
 /*
  * The placer's decisions.

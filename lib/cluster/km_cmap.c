@@ -436,14 +436,16 @@ km_cmap_global_owner(const struct km_cmap *m, uint16_t node, uint16_t worker, ui
 }
 
 int
-km_cmap_shardmap(const struct km_cmap *m, struct km_shardmap **out)
+km_cmap_shardmap(const struct km_cmap *m, int self, struct km_shardmap **out)
 {
+	struct km_map_node nodes[KM_CLUSTER_NODES_MAX];
 	uint64_t *ids;
 	uint16_t *owners;
 	uint32_t i;
 	int rc;
 
-	if (out == NULL || km_cmap_check(m, NULL, 0) != 0)
+	_Static_assert(KM_CLUSTER_NODES_MAX <= KM_MAP_NODES_MAX, "a cluster map's table fits");
+	if (out == NULL || km_cmap_check(m, NULL, 0) != 0 || self >= (int)m->nb_nodes)
 		return -EINVAL;
 	ids = malloc((size_t)m->nb_shards * sizeof(*ids));
 	owners = malloc((size_t)m->nb_shards * sizeof(*owners));
@@ -455,8 +457,12 @@ km_cmap_shardmap(const struct km_cmap *m, struct km_shardmap **out)
 		ids[i] = m->shards[i].id;
 		owners[i] = (uint16_t)(m->nodes[m->shards[i].node].first + m->shards[i].worker);
 	}
-	rc = km_shardmap_from_list(m->epoch, (uint16_t)km_cmap_total_workers(m), 0, m->route_sep,
-		m->route_depth, ids, owners, m->nb_shards, out);
+	for (i = 0; i < m->nb_nodes; i++)
+		nodes[i] = (struct km_map_node){.ip = m->nodes[i].ip,
+			.port = m->nodes[i].port,
+			.workers = m->nodes[i].workers};
+	rc = km_shardmap_from_cluster(m->epoch, m->route_sep, m->route_depth, ids, owners,
+		m->nb_shards, nodes, m->nb_nodes, self < 0 ? -1 : self, out);
 out:
 	free(ids);
 	free(owners);

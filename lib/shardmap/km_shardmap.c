@@ -99,6 +99,9 @@ map_alloc(uint32_t epoch, uint16_t nb_workers, uint16_t udp_port_base, uint8_t r
 	m->route_depth = route_depth;
 	m->global_depth = (uint8_t)global_depth;
 	m->nb_overrides = 0;
+	m->nb_nodes = 0;
+	m->self = -1;
+	m->gowner = NULL;
 	m->nb_shards = nb_shards;
 	m->shards = (struct km_shard *)(m + 1);
 	m->dir = (uint32_t *)(m->shards + nb_shards);
@@ -176,6 +179,8 @@ km_shardmap_create(const struct km_shardmap_params *p, struct km_shardmap **out)
 void
 km_shardmap_free(struct km_shardmap *m)
 {
+	if (m != NULL)
+		free(m->gowner);
 	free(m);
 }
 
@@ -194,10 +199,15 @@ shard_cmp(const void *a, const void *b)
 	return dx < dy ? -1 : dx > dy;
 }
 
-int
-km_shardmap_from_list(uint32_t epoch, uint16_t nb_workers, uint16_t udp_port_base,
-	uint8_t route_sep, uint8_t route_depth, const uint64_t *ids, const uint16_t *owners,
-	uint32_t nb_shards, struct km_shardmap **out)
+/*
+ * A map from a list of shards (km_shardmap_from_list()); gowner (may be NULL): a global
+ * owner per shard, kept in the order of the map's shards; remote: owners may be
+ * KM_OWNER_REMOTE.
+ */
+static int
+map_build(uint32_t epoch, uint16_t nb_workers, uint16_t udp_port_base, uint8_t route_sep,
+	uint8_t route_depth, const uint64_t *ids, const uint16_t *owners, const uint16_t *gowner,
+	uint32_t nb_shards, int remote, struct km_shardmap **out)
 {
 	struct km_shardmap *m;
 	unsigned int g = 0;
@@ -214,7 +224,8 @@ km_shardmap_from_list(uint32_t epoch, uint16_t nb_workers, uint16_t udp_port_bas
 	for (i = 0; i < nb_shards; i++) {
 		if (!shard_id_valid(ids[i]))
 			return -EINVAL;
-		if (owners[i] != KM_OWNER_JUMP && owners[i] >= nb_workers)
+		if (owners[i] != KM_OWNER_JUMP && owners[i] >= nb_workers &&
+			!(remote && owners[i] == KM_OWNER_REMOTE))
 			return -EINVAL;
 		if (km_shard_depth(ids[i]) > g)
 			g = km_shard_depth(ids[i]);
@@ -223,12 +234,23 @@ km_shardmap_from_list(uint32_t epoch, uint16_t nb_workers, uint16_t udp_port_bas
 	m = map_alloc(epoch, nb_workers, udp_port_base, route_sep, route_depth, nb_shards, g);
 	if (m == NULL)
 		return -ENOMEM;
+	if (gowner != NULL) {
+		m->gowner = malloc((size_t)nb_shards * sizeof(*m->gowner));
+		if (m->gowner == NULL) {
+			free(m);
+			return -ENOMEM;
+		}
+	}
 	for (i = 0; i < nb_shards; i++) {
 		m->shards[i].id = ids[i];
 		m->shards[i].moved = owners[i] != KM_OWNER_JUMP;
 		m->shards[i].owner = owners[i];
+		/* Carried through the sort in index (map_finish() numbers the shards). */
+		m->shards[i].index = gowner != NULL ? gowner[i] : 0;
 	}
 	qsort(m->shards, nb_shards, sizeof(m->shards[0]), shard_cmp);
+	for (i = 0; gowner != NULL && i < nb_shards; i++)
+		m->gowner[i] = (uint16_t)m->shards[i].index;
 
 	/* In slot order each shard must start where the previous one ended: no gap, no
 	 * overlap, and the last one ends at the end of the directory. */
@@ -240,12 +262,128 @@ km_shardmap_from_list(uint32_t epoch, uint16_t nb_workers, uint16_t udp_port_bas
 		next += (uint64_t)1 << (g - km_shard_depth(id));
 	}
 	if (i != nb_shards || next != (uint64_t)1 << g) {
-		free(m);
+		km_shardmap_free(m);
 		return -EINVAL;
 	}
 	map_finish(m);
 	*out = m;
 	return 0;
+}
+
+int
+km_shardmap_from_list(uint32_t epoch, uint16_t nb_workers, uint16_t udp_port_base,
+	uint8_t route_sep, uint8_t route_depth, const uint64_t *ids, const uint16_t *owners,
+	uint32_t nb_shards, struct km_shardmap **out)
+{
+	return map_build(epoch, nb_workers, udp_port_base, route_sep, route_depth, ids, owners,
+		NULL, nb_shards, 0, out);
+}
+
+/* Derive first and check a node table (km_shardmap_from_cluster()). @return total
+ * workers, or 0 when the table is not valid. */
+static uint32_t
+nodes_check(struct km_map_node *t, uint16_t n)
+{
+	uint32_t total = 0;
+	uint16_t i;
+
+	if (n == 0 || n > KM_MAP_NODES_MAX)
+		return 0;
+	for (i = 0; i < n; i++) {
+		if (t[i].workers == 0 || t[i].ip == 0 || t[i].port == 0 ||
+			(uint32_t)t[i].port + t[i].workers - 1 > UINT16_MAX)
+			return 0;
+		t[i].first = (uint16_t)total;
+		total += t[i].workers;
+		if (total > KM_WORKERS_MAX)
+			return 0;
+	}
+	return total;
+}
+
+int
+km_shardmap_from_cluster(uint32_t epoch, uint8_t route_sep, uint8_t route_depth,
+	const uint64_t *ids, const uint16_t *owners, uint32_t nb_shards,
+	const struct km_map_node *nodes, uint16_t nb_nodes, int self, struct km_shardmap **out)
+{
+	struct km_map_node t[KM_MAP_NODES_MAX];
+	struct km_shardmap *m;
+	uint16_t *local = NULL;
+	uint32_t total, i;
+	int rc;
+
+	if (nodes == NULL || owners == NULL || out == NULL || nb_nodes > KM_MAP_NODES_MAX)
+		return -EINVAL;
+	memcpy(t, nodes, (size_t)nb_nodes * sizeof(t[0]));
+	total = nodes_check(t, nb_nodes);
+	if (total == 0 || self >= (int)nb_nodes)
+		return -EINVAL;
+	if (nb_shards == 0 || nb_shards > (UINT32_C(1) << KM_SHARD_DEPTH_MAX))
+		return -EINVAL;
+	for (i = 0; i < nb_shards; i++)
+		if (owners[i] >= total)
+			return -EINVAL;
+	if (self < 0) {
+		rc = map_build(epoch, (uint16_t)total, 0, route_sep, route_depth, ids, owners,
+			owners, nb_shards, 0, &m);
+	} else {
+		local = malloc((size_t)nb_shards * sizeof(*local));
+		if (local == NULL)
+			return -ENOMEM;
+		for (i = 0; i < nb_shards; i++)
+			local[i] = owners[i] >= t[self].first &&
+						   owners[i] < t[self].first + t[self].workers
+					   ? (uint16_t)(owners[i] - t[self].first)
+					   : KM_OWNER_REMOTE;
+		rc = map_build(epoch, t[self].workers, t[self].port, route_sep, route_depth, ids,
+			local, owners, nb_shards, 1, &m);
+		free(local);
+	}
+	if (rc < 0)
+		return rc;
+	memcpy(m->nodes, t, (size_t)nb_nodes * sizeof(t[0]));
+	m->nb_nodes = nb_nodes;
+	m->self = (int16_t)(self < 0 ? -1 : self);
+	*out = m;
+	return 0;
+}
+
+uint16_t
+km_shardmap_nb_nodes(const struct km_shardmap *m)
+{
+	return m->nb_nodes;
+}
+
+const struct km_map_node *
+km_shardmap_node_at(const struct km_shardmap *m, uint16_t i)
+{
+	return i < m->nb_nodes ? &m->nodes[i] : NULL;
+}
+
+int
+km_shardmap_self(const struct km_shardmap *m)
+{
+	return m->nb_nodes != 0 ? m->self : -1;
+}
+
+uint16_t
+km_shardmap_global_owner(const struct km_shardmap *m, const struct km_shard *s)
+{
+	return m->gowner != NULL ? m->gowner[s->index] : s->owner;
+}
+
+int
+km_shardmap_owner_node(const struct km_shardmap *m, uint16_t owner, uint16_t *worker)
+{
+	uint16_t i;
+
+	for (i = 0; i < m->nb_nodes; i++)
+		if (owner >= m->nodes[i].first && owner < m->nodes[i].first + m->nodes[i].workers) {
+			if (worker != NULL)
+				*worker = (uint16_t)(owner - m->nodes[i].first);
+			return i;
+		}
+	return -ENOENT;
 }
 
 int
@@ -256,6 +394,8 @@ km_shardmap_split(const struct km_shardmap *m, uint64_t id, struct km_shardmap *
 	unsigned int d, g;
 	uint32_t i, k;
 
+	if (m != NULL && m->nb_nodes != 0)
+		return -EPERM; /* a cluster map: the placer changes it */
 	if (m == NULL || out == NULL)
 		return -EINVAL;
 	s = km_shardmap_find(m, id);
@@ -291,6 +431,8 @@ km_shardmap_merge(const struct km_shardmap *m, uint64_t id, struct km_shardmap *
 	unsigned int g = 0;
 	uint32_t i, k;
 
+	if (m != NULL && m->nb_nodes != 0)
+		return -EPERM; /* a cluster map: the placer changes it */
 	if (m == NULL || out == NULL)
 		return -EINVAL;
 	if (id == 1)
@@ -331,6 +473,8 @@ km_shardmap_move(const struct km_shardmap *m, uint64_t id, uint16_t owner, struc
 	const struct km_shard *s;
 	struct km_shardmap *n;
 
+	if (m != NULL && m->nb_nodes != 0)
+		return -EPERM; /* a cluster map: the placer changes it */
 	if (m == NULL || out == NULL)
 		return -EINVAL;
 	s = km_shardmap_find(m, id);
@@ -565,6 +709,8 @@ km_shardmap_override_add(const struct km_shardmap *m, const uint8_t *part, size_
 	struct km_shardmap *n;
 	uint64_t hash;
 
+	if (m != NULL && m->nb_nodes != 0)
+		return -EPERM; /* a cluster map: the placer changes it */
 	if (m == NULL || out == NULL || part == NULL || len == 0 || extra == 0 ||
 		(unsigned int)m->route_depth + extra > UINT8_MAX)
 		return -EINVAL;
@@ -604,6 +750,8 @@ km_shardmap_override_settle(const struct km_shardmap *m, uint64_t hash, struct k
 	struct km_shardmap *n;
 	uint32_t i;
 
+	if (m != NULL && m->nb_nodes != 0)
+		return -EPERM; /* a cluster map: the placer changes it */
 	if (m == NULL || out == NULL)
 		return -EINVAL;
 	o = km_shardmap_override_find(m, hash);
@@ -631,6 +779,8 @@ km_shardmap_override_remove(const struct km_shardmap *m, uint64_t hash, struct k
 	const struct km_override_info *o;
 	struct km_shardmap *n;
 
+	if (m != NULL && m->nb_nodes != 0)
+		return -EPERM; /* a cluster map: the placer changes it */
 	if (m == NULL || out == NULL)
 		return -EINVAL;
 	o = km_shardmap_override_find(m, hash);
@@ -651,6 +801,8 @@ km_shardmap_set_overrides(struct km_shardmap *m, const struct km_override_info *
 {
 	uint32_t i, j;
 
+	if (m != NULL && m->nb_nodes != 0)
+		return -EPERM; /* a cluster map: the placer changes it */
 	if (m == NULL || (o == NULL && n != 0) || n > KM_OVERRIDES_MAX)
 		return -EINVAL;
 	for (i = 0; i < n; i++) {
@@ -693,32 +845,42 @@ _Static_assert(KM_MAP_VERSION_MAJOR < 16 && KM_MAP_VERSION_MINOR < 16, "version 
 size_t
 km_shardmap_encode(const struct km_shardmap *m, uint32_t first, uint8_t *buf, size_t cap)
 {
-	size_t count, room, i, ovr_len = 0;
+	size_t count, room, i, ovr_len = 0, nodes_len = 0;
 	uint8_t *e;
 
 	if (m == NULL || buf == NULL || first >= m->nb_shards ||
 		cap < KM_MAP_HDR_LEN + KM_MAP_ENTRY_LEN)
 		return 0;
-	/* The first chunk carries the overrides after its entries (1.1). */
-	if (first == 0 && m->nb_overrides != 0) {
+	/* The first chunk carries the overrides (1.1) and the node table (2.0) after its
+	 * entries. */
+	if (first == 0 && m->nb_overrides != 0)
 		ovr_len = 1 + (size_t)m->nb_overrides * KM_MAP_OVR_LEN;
-		if (cap < KM_MAP_HDR_LEN + KM_MAP_ENTRY_LEN + ovr_len)
-			return 0;
-	}
+	if (first == 0 && m->nb_nodes != 0)
+		nodes_len = 1 + (size_t)m->nb_nodes * KM_MAP_NODE_LEN;
+	if (cap < KM_MAP_HDR_LEN + KM_MAP_ENTRY_LEN + ovr_len + nodes_len)
+		return 0;
 	count = m->nb_shards - first;
-	room = (cap - KM_MAP_HDR_LEN - ovr_len) / KM_MAP_ENTRY_LEN;
+	room = (cap - KM_MAP_HDR_LEN - ovr_len - nodes_len) / KM_MAP_ENTRY_LEN;
 	if (count > room)
 		count = room;
 	if (count > UINT16_MAX)
 		count = UINT16_MAX;
 
 	km_put32(buf + 0, m->epoch);
-	km_put16(buf + 4, m->nb_workers);
-	km_put16(buf + 6, m->udp_port_base);
+	if (m->nb_nodes != 0) {
+		const struct km_map_node *last = &m->nodes[m->nb_nodes - 1];
+
+		km_put16(buf + 4, (uint16_t)(last->first + last->workers));
+		km_put16(buf + 6, 0);
+		buf[10] = (KM_MAP_CLUSTER_MAJOR << 4) | KM_MAP_CLUSTER_MINOR;
+	} else {
+		km_put16(buf + 4, m->nb_workers);
+		km_put16(buf + 6, m->udp_port_base);
+		buf[10] = KM_MAP_VERSION;
+	}
 	buf[8] = m->route_sep;
 	buf[9] = m->route_depth;
-	buf[10] = KM_MAP_VERSION;
-	buf[11] = ovr_len != 0 ? KM_MAP_F_OVERRIDES : 0;
+	buf[11] = (ovr_len != 0 ? KM_MAP_F_OVERRIDES : 0) | (nodes_len != 0 ? KM_MAP_F_NODES : 0);
 	km_put32(buf + 12, m->nb_shards);
 	km_put32(buf + 16, first);
 	km_put16(buf + 20, (uint16_t)count);
@@ -728,8 +890,8 @@ km_shardmap_encode(const struct km_shardmap *m, uint32_t first, uint8_t *buf, si
 
 		/* Ids have at most KM_SHARD_DEPTH_MAX + 1 bits: u32 on the wire is enough. */
 		km_put32(e + 0, (uint32_t)s->id);
-		km_put16(e + 4, s->owner);
-		km_put16(e + 6, s->moved ? KM_MAP_ENTRY_F_MOVED : 0);
+		km_put16(e + 4, km_shardmap_global_owner(m, s));
+		km_put16(e + 6, s->moved && m->nb_nodes == 0 ? KM_MAP_ENTRY_F_MOVED : 0);
 	}
 	if (ovr_len != 0) {
 		/* Override list: u8 n; n x { 0 hash (u64), 8 extra, 9 state }. */
@@ -740,7 +902,16 @@ km_shardmap_encode(const struct km_shardmap *m, uint32_t first, uint8_t *buf, si
 			e[9] = m->ovr[i].state;
 		}
 	}
-	return KM_MAP_HDR_LEN + count * KM_MAP_ENTRY_LEN + ovr_len;
+	if (nodes_len != 0) {
+		/* Node table: u8 n; n x { 0 ip (u32), 4 port, 6 workers }. */
+		*e++ = (uint8_t)m->nb_nodes;
+		for (i = 0; i < m->nb_nodes; i++, e += KM_MAP_NODE_LEN) {
+			km_put32(e + 0, m->nodes[i].ip);
+			km_put16(e + 4, m->nodes[i].port);
+			km_put16(e + 6, m->nodes[i].workers);
+		}
+	}
+	return KM_MAP_HDR_LEN + count * KM_MAP_ENTRY_LEN + ovr_len + nodes_len;
 }
 
 int
@@ -755,7 +926,7 @@ km_shardmap_decode_chunk(const uint8_t *buf, size_t len, struct km_map_chunk *c)
 	c->version_minor = buf[10] & 0x0f;
 	if (c->version_major == 0)
 		c->version_major = 1;
-	if (c->version_major != KM_MAP_VERSION_MAJOR)
+	if (c->version_major != KM_MAP_VERSION_MAJOR && c->version_major != KM_MAP_CLUSTER_MAJOR)
 		return -EPROTO;
 	c->flags = buf[11];
 	c->epoch = km_get32(buf + 0);
@@ -770,6 +941,8 @@ km_shardmap_decode_chunk(const uint8_t *buf, size_t len, struct km_map_chunk *c)
 
 	c->nb_overrides = 0;
 	c->overrides = NULL;
+	c->nb_nodes = 0;
+	c->nodes = NULL;
 
 	/* Bytes after the last entry (and the override list) are for later minor versions:
 	 * ignored. */
@@ -791,6 +964,26 @@ km_shardmap_decode_chunk(const uint8_t *buf, size_t len, struct km_map_chunk *c)
 			if (o[8] == 0 || o[9] > KM_OVR_REVERTING)
 				return -EINVAL;
 		}
+		end += 1 + (size_t)c->nb_overrides * KM_MAP_OVR_LEN;
+	}
+	/* 2.0: the node table, in chunk 0 and only there (1.x ignores the reserved bit). */
+	if (c->version_major == KM_MAP_CLUSTER_MAJOR &&
+		((c->first == 0) != ((c->flags & KM_MAP_F_NODES) != 0)))
+		return -EINVAL;
+	if (c->version_major == KM_MAP_CLUSTER_MAJOR && c->first == 0) {
+		struct km_map_node t[KM_MAP_NODES_MAX];
+		uint32_t i;
+
+		if (end + 1 > len || buf[end] == 0 || buf[end] > KM_MAP_NODES_MAX ||
+			end + 1 + (size_t)buf[end] * KM_MAP_NODE_LEN > len)
+			return -EINVAL;
+		c->nb_nodes = buf[end];
+		c->nodes = buf + end + 1;
+		for (i = 0; i < c->nb_nodes; i++)
+			km_shardmap_chunk_node(c, i, &t[i]);
+		/* The table must name every worker of the header, and valid ports. */
+		if (nodes_check(t, c->nb_nodes) != c->nb_workers)
+			return -EINVAL;
 	}
 	/* 64-bit sum: first + count must not wrap past the check. */
 	if (c->nb_shards == 0 || (uint64_t)c->first + c->count > c->nb_shards)
@@ -820,4 +1013,20 @@ km_shardmap_chunk_override(const struct km_map_chunk *c, uint32_t i, struct km_o
 	o->hash = km_get64(p + 0);
 	o->extra = p[8];
 	o->state = p[9];
+}
+
+void
+km_shardmap_chunk_node(const struct km_map_chunk *c, uint32_t i, struct km_map_node *n)
+{
+	const uint8_t *p = c->nodes + (size_t)i * KM_MAP_NODE_LEN;
+	uint32_t k;
+
+	n->ip = km_get32(p + 0);
+	n->port = km_get16(p + 4);
+	n->workers = km_get16(p + 6);
+	/* first: the workers of the nodes before it. */
+	n->first = 0;
+	for (k = 0; k < i; k++)
+		n->first =
+			(uint16_t)(n->first + km_get16(c->nodes + (size_t)k * KM_MAP_NODE_LEN + 6));
 }

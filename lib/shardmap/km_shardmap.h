@@ -35,6 +35,18 @@
 #define KM_WORKERS_MAX     128
 #define KM_OWNER_JUMP      0xffff /* owner field: use Jump Consistent Hash */
 
+#define KM_OWNER_REMOTE  0xfffe /* owner of a shard of another node (cluster maps) */
+#define KM_MAP_NODES_MAX 32     /* nodes of a cluster map */
+
+/** One node of a cluster map: its workers are the global owners first .. first + workers
+ * - 1; worker w listens on ip:port + w. */
+struct km_map_node {
+	uint32_t ip;      /* IPv4, host byte order */
+	uint16_t port;    /* UDP port of its worker 0 */
+	uint16_t workers; /* 1..KM_WORKERS_MAX */
+	uint16_t first;   /* derived: the sum of the workers of the nodes before it */
+};
+
 /* Opaque: read through the accessors below (km_shardmap_priv.h is the library's own). */
 struct km_shard;
 struct km_shardmap;
@@ -91,6 +103,46 @@ void km_shardmap_free(struct km_shardmap *m);
 int km_shardmap_from_list(uint32_t epoch, uint16_t nb_workers, uint16_t udp_port_base,
 	uint8_t route_sep, uint8_t route_depth, const uint64_t *ids, const uint16_t *owners,
 	uint32_t nb_shards, struct km_shardmap **out);
+
+/**
+ * Build a cluster map (docs/cluster.md): epoch, routing rule, nb_shards shards (ids[i]
+ * owned by the global owner owners[i]) and the node table (nodes[].first is derived,
+ * whatever it held). The map of node self (keymapd: 0 <= self < nb_nodes) has that node's
+ * workers as its workers: a shard it owns has its local worker as owner, every other
+ * shard KM_OWNER_REMOTE. A client's map (self < 0) has every worker of the cluster and the
+ * global owners. Either way MAP sends the table and the global owners (encoding 2.0), and
+ * derived maps (split, merge, move, overrides) are refused (-EPERM): in a cluster the
+ * placer changes the map.
+ * @return 0, -EINVAL (no node or over KM_MAP_NODES_MAX, a node with no worker, address 0,
+ *   port 0 or ports past 65535, over KM_WORKERS_MAX workers in all, an owner that is no
+ *   worker, self past the table, ids that do not tile), -ENOMEM.
+ * @note Context: any thread; the caller owns the new map until it publishes it.
+ */
+int km_shardmap_from_cluster(uint32_t epoch, uint8_t route_sep, uint8_t route_depth,
+	const uint64_t *ids, const uint16_t *owners, uint32_t nb_shards,
+	const struct km_map_node *nodes, uint16_t nb_nodes, int self, struct km_shardmap **out);
+
+/** Nodes of a cluster map (0: not one). @note Context: any thread holding m. */
+uint16_t km_shardmap_nb_nodes(const struct km_shardmap *m);
+
+/** Node i (< km_shardmap_nb_nodes()) of a cluster map. @note Context: any thread holding m. */
+const struct km_map_node *km_shardmap_node_at(const struct km_shardmap *m, uint16_t i);
+
+/** This node's index in a server's cluster map; -1 otherwise. @note Context: any thread. */
+int km_shardmap_self(const struct km_shardmap *m);
+
+/**
+ * Global owner of a shard: its owner in a map that is not a cluster map.
+ * @note Context: any thread holding the shard's map.
+ */
+uint16_t km_shardmap_global_owner(const struct km_shardmap *m, const struct km_shard *s);
+
+/**
+ * Node and worker of a global owner of a cluster map.
+ * @return the node's index (*worker set), or -ENOENT.
+ * @note Context: any thread holding m.
+ */
+int km_shardmap_owner_node(const struct km_shardmap *m, uint16_t owner, uint16_t *worker);
 
 /**
  * New map with shard `id` split in two (children 2*id, 2*id+1, same owner rule as any
@@ -332,6 +384,9 @@ uint32_t km_jump_hash(uint64_t key, uint32_t nb_buckets);
  *   count x { u32 id; u16 owner; u16 flags (bit 0 = moved, others reserved) }
  *   1.1, header flag KM_MAP_F_OVERRIDES (chunk 0 only): after the entries,
  *   u8 n; n x { u64 part hash; u8 extra; u8 state }
+ *   2.0 (a cluster map): nb_workers is the cluster's, owners are global, udp_port_base 0;
+ *   header flag KM_MAP_F_NODES (chunk 0 only, and always there): after the entries and
+ *   the override list, u8 n; n x { u32 ip; u16 port; u16 workers }
  *
  * Versions: a new major is a layout an older decoder would misread, so a decoder refuses
  * a major it does not know (-EPROTO). A new minor only adds what an older decoder may
@@ -341,16 +396,21 @@ uint32_t km_jump_hash(uint64_t key, uint32_t nb_buckets);
  */
 #define KM_MAP_HDR_LEN       22
 #define KM_MAP_ENTRY_LEN     8
-#define KM_MAP_VERSION_MAJOR 1
+#define KM_MAP_VERSION_MAJOR 1 /* a server's own map */
 #define KM_MAP_VERSION_MINOR 1
+#define KM_MAP_CLUSTER_MAJOR 2 /* a cluster map: global owners and a node table */
+#define KM_MAP_CLUSTER_MINOR 0
 #define KM_MAP_ENTRY_F_MOVED 0x0001 /* entry flags: owner set explicitly by a move */
 #define KM_MAP_F_OVERRIDES   0x01   /* header flags (1.1): an override list follows */
 #define KM_MAP_OVR_LEN       10     /* one override on the wire */
+#define KM_MAP_F_NODES       0x02   /* header flags (2.0): the node table follows */
+#define KM_MAP_NODE_LEN      8      /* one node on the wire */
 
 /**
  * Encode shards [first, first + n) of m into buf, as many as fit in cap, in the version
- * KM_MAP_VERSION_MAJOR.KM_MAP_VERSION_MINOR. The chunk of first 0 carries the overrides
- * (when the map has any) and so fewer entries.
+ * KM_MAP_VERSION_MAJOR.KM_MAP_VERSION_MINOR, or KM_MAP_CLUSTER_MAJOR.KM_MAP_CLUSTER_MINOR
+ * for a cluster map. The chunk of first 0 carries the overrides (when the map has any) and
+ * the node table (a cluster map), and so fewer entries.
  * @return bytes written (0 when first is past the end or nothing fits).
  * @note Context: any thread; m must stay valid for the call (keymapd: RCU read side).
  */
@@ -372,6 +432,8 @@ struct km_map_chunk {
 	const uint8_t *entries;   /* count x KM_MAP_ENTRY_LEN bytes */
 	uint8_t nb_overrides;     /* KM_MAP_F_OVERRIDES: overrides after the entries, else 0 */
 	const uint8_t *overrides; /* nb_overrides x KM_MAP_OVR_LEN bytes */
+	uint8_t nb_nodes;         /* 2.0, chunk 0: the node table, else 0 */
+	const uint8_t *nodes;     /* nb_nodes x KM_MAP_NODE_LEN bytes */
 };
 
 /** One entry of a chunk, decoded. */
@@ -383,9 +445,11 @@ struct km_map_entry {
 
 /**
  * Decode and validate a chunk (the override list too: at most KM_OVERRIDES_MAX, extra
- * >= 1, known states, only in the chunk of first 0).
- * @return 0, -EPROTO for a major version this code does not know, -EINVAL for a chunk
- *   that is truncated or inconsistent.
+ * >= 1, known states, only in the chunk of first 0; in 2.0 the node table: in chunk 0
+ * and only there, 1..KM_MAP_NODES_MAX nodes whose workers add up to nb_workers, none with
+ * address 0, port 0 or ports past 65535).
+ * @return 0, -EPROTO for a major version this code does not know (1 and 2 it does), -EINVAL
+ *   for a chunk that is truncated or inconsistent.
  * @note Context: any thread.
  */
 int km_shardmap_decode_chunk(const uint8_t *buf, size_t len, struct km_map_chunk *c);
@@ -403,5 +467,11 @@ void km_shardmap_chunk_entry(const struct km_map_chunk *c, uint32_t i, struct km
  */
 void km_shardmap_chunk_override(
 	const struct km_map_chunk *c, uint32_t i, struct km_override_info *o);
+
+/**
+ * Node i (< c->nb_nodes) of a chunk decoded by km_shardmap_decode_chunk(), first derived.
+ * @note Context: any thread.
+ */
+void km_shardmap_chunk_node(const struct km_map_chunk *c, uint32_t i, struct km_map_node *n);
 
 #endif /* KM_SHARDMAP_H */

@@ -35,6 +35,13 @@ struct km_shardmap {
 	/* Routing overrides (the partition shifter), in the order they were added. Read by
 	 * km_shardmap_route() only when nb_overrides != 0: the common map costs one test. */
 	struct km_override_info ovr[KM_OVERRIDES_MAX];
+	/* Cluster maps (km_shardmap_from_cluster()): the node table, this node's index (-1:
+	 * a client's map, whose owners are global) and the global owner of each shard, in
+	 * shards[] order; nb_nodes 0 and gowner NULL otherwise. */
+	uint16_t nb_nodes;
+	int16_t self;
+	uint16_t *gowner;
+	struct km_map_node nodes[KM_MAP_NODES_MAX];
 };
 
 #endif /* KM_SHARDMAP_PRIV_H */

@@ -1633,7 +1633,7 @@ test_map_version(void **state)
 
 	(void)state;
 	fk_lock();
-	fk->map_version = (KM_MAP_VERSION_MAJOR + 1) << 4;
+	fk->map_version = (KM_MAP_CLUSTER_MAJOR + 1) << 4;
 	fk_unlock();
 	c = cl_open(200, 1, 0);
 	assert_int_equal(km_client_epoch(c), 0);

@@ -470,7 +470,7 @@ test_shardmap(void **state)
 	int i;
 
 	(void)state;
-	assert_int_equal(km_cmap_shardmap(m, &sm), 0);
+	assert_int_equal(km_cmap_shardmap(m, -1, &sm), 0);
 	assert_int_equal(km_shardmap_epoch(sm), m->epoch);
 	assert_int_equal(km_shardmap_nb_workers(sm), 6);
 	assert_int_equal(km_shardmap_nb_shards(sm), m->nb_shards);
@@ -496,7 +496,21 @@ test_shardmap(void **state)
 		assert_int_equal(worker, s->worker);
 	}
 	km_shardmap_free(sm);
-	assert_int_equal(km_cmap_shardmap(NULL, &sm), -EINVAL);
+	assert_int_equal(km_cmap_shardmap(NULL, -1, &sm), -EINVAL);
+	assert_int_equal(km_cmap_shardmap(m, m->nb_nodes, &sm), -EINVAL);
+	/* Each node's view: its shards on its own workers, every other one remote. */
+	for (i = 0; i < m->nb_nodes; i++) {
+		assert_int_equal(km_cmap_shardmap(m, i, &sm), 0);
+		assert_int_equal(km_shardmap_self(sm), i);
+		assert_int_equal(km_shardmap_nb_workers(sm), m->nodes[i].workers);
+		for (uint32_t k = 0; k < m->nb_shards; k++) {
+			const struct km_shard *sh = km_shardmap_find(sm, m->shards[k].id);
+
+			assert_int_equal(km_shard_owner(sh),
+				m->shards[k].node == i ? m->shards[k].worker : KM_OWNER_REMOTE);
+		}
+		km_shardmap_free(sm);
+	}
 	km_cmap_free(m);
 }
 

@@ -975,7 +975,7 @@ test_decode_invalid(void **state)
 
 	/* versions: an unknown major is refused before anything else is read */
 	memcpy(bad, buf, len);
-	bad[10] = (KM_MAP_VERSION_MAJOR + 1) << 4;
+	bad[10] = (KM_MAP_CLUSTER_MAJOR + 1) << 4;
 	assert_int_equal(km_shardmap_decode_chunk(bad, len, &c), -EPROTO);
 	bad[10] = 0xf0;
 	km_put16(bad + 20, UINT16_MAX); /* would be -EINVAL in a known version */
@@ -1023,6 +1023,212 @@ test_decode_versions(void **state)
 	assert_int_equal(e.id, m->shards[0].id);
 	assert_int_equal(e.owner, m->shards[0].owner);
 	assert_int_equal(e.flags & KM_MAP_ENTRY_F_MOVED, 0);
+	km_shardmap_free(m);
+}
+
+/* A cluster of three nodes (2, 1 and 2 workers) and 8 shards of depth 3, global owners
+ * 0..4 round-robin. */
+static const struct km_map_node cl_nodes[3] = {
+	{.ip = 0xc6336410, .port = 7070, .workers = 2},
+	{.ip = 0xc6336411, .port = 7070, .workers = 1},
+	{.ip = 0xc6336412, .port = 8000, .workers = 2},
+};
+static const uint64_t cl_ids[8] = {8, 9, 10, 11, 12, 13, 14, 15};
+static const uint16_t cl_owners[8] = {0, 1, 2, 3, 4, 0, 1, 2};
+
+/* Cluster maps: a node's view (its shards local, the others remote), a client's view
+ * (global owners), the node table, and no derived map. */
+static void
+test_cluster_map(void **state)
+{
+	struct km_shardmap *m, *c, *n;
+	uint64_t seed = 5;
+	uint16_t w;
+	uint32_t i;
+
+	(void)state;
+	assert_int_equal(
+		km_shardmap_from_cluster(3, '/', 1, cl_ids, cl_owners, 8, cl_nodes, 3, 2, &m), 0);
+	assert_int_equal(
+		km_shardmap_from_cluster(3, '/', 1, cl_ids, cl_owners, 8, cl_nodes, 3, -1, &c), 0);
+	assert_int_equal(km_shardmap_nb_workers(m), 2);
+	assert_int_equal(km_shardmap_udp_port_base(m), 8000);
+	assert_int_equal(km_shardmap_nb_workers(c), 5);
+	assert_int_equal(km_shardmap_self(m), 2);
+	assert_int_equal(km_shardmap_self(c), -1);
+	assert_int_equal(km_shardmap_nb_nodes(m), 3);
+	assert_int_equal(km_shardmap_node_at(m, 0)->first, 0);
+	assert_int_equal(km_shardmap_node_at(m, 1)->first, 2);
+	assert_int_equal(km_shardmap_node_at(m, 2)->first, 3);
+	assert_null(km_shardmap_node_at(m, 3));
+	for (i = 0; i < 8; i++) {
+		const struct km_shard *sm = km_shardmap_find(m, cl_ids[i]);
+		const struct km_shard *sc = km_shardmap_find(c, cl_ids[i]);
+		uint16_t g = cl_owners[i];
+
+		assert_int_equal(km_shardmap_global_owner(m, sm), g);
+		assert_int_equal(km_shardmap_global_owner(c, sc), g);
+		assert_int_equal(km_shard_owner(sc), g);
+		assert_int_equal(km_shard_owner(sm), g >= 3 ? g - 3 : KM_OWNER_REMOTE);
+		assert_int_equal(km_shardmap_owner_node(c, g, &w), g < 2 ? 0 : g < 3 ? 1 : 2);
+		assert_int_equal(w, g < 2 ? g : g < 3 ? 0 : g - 3);
+	}
+	assert_int_equal(km_shardmap_owner_node(c, 5, &w), -ENOENT);
+	/* Both views route every key to the same shard. */
+	for (i = 0; i < 1000; i++) {
+		uint64_t h = rng_next(&seed);
+
+		assert_int_equal(km_shard_id(km_shardmap_lookup(m, h)),
+			km_shard_id(km_shardmap_lookup(c, h)));
+	}
+	/* The placer changes a cluster map, nobody else. */
+	assert_int_equal(km_shardmap_split(m, 8, &n), -EPERM);
+	assert_int_equal(km_shardmap_merge(c, 8, &n), -EPERM);
+	assert_int_equal(km_shardmap_move(m, 8, 0, &n), -EPERM);
+	assert_int_equal(km_shardmap_override_add(m, (const uint8_t *)"u", 1, 1, &n), -EPERM);
+	/* A map that is not a cluster map. */
+	n = make_map(4, 2, '/', 1);
+	assert_int_equal(km_shardmap_nb_nodes(n), 0);
+	assert_int_equal(km_shardmap_self(n), -1);
+	assert_int_equal(km_shardmap_global_owner(n, km_shardmap_shard_at(n, 1)),
+		km_shard_owner(km_shardmap_shard_at(n, 1)));
+	km_shardmap_free(n);
+	km_shardmap_free(m);
+	km_shardmap_free(c);
+}
+
+static void
+test_cluster_map_invalid(void **state)
+{
+	struct km_map_node t[KM_MAP_NODES_MAX + 1];
+	uint16_t owners[8];
+	uint64_t ids[8];
+	struct km_shardmap *m = NULL;
+	unsigned int i;
+
+	(void)state;
+	memcpy(t, cl_nodes, sizeof(cl_nodes));
+	memcpy(owners, cl_owners, sizeof(owners));
+	memcpy(ids, cl_ids, sizeof(ids));
+	assert_int_equal(
+		km_shardmap_from_cluster(1, '/', 1, ids, owners, 8, t, 0, -1, &m), -EINVAL);
+	assert_int_equal(km_shardmap_from_cluster(1, '/', 1, ids, owners, 8, t, 3, 3, &m), -EINVAL);
+	assert_int_equal(
+		km_shardmap_from_cluster(1, '/', 1, ids, owners, 8, NULL, 3, 0, &m), -EINVAL);
+	owners[3] = 5; /* no such worker */
+	assert_int_equal(km_shardmap_from_cluster(1, '/', 1, ids, owners, 8, t, 3, 0, &m), -EINVAL);
+	owners[3] = 3;
+	ids[7] = 7; /* overlaps 14 and 15 */
+	assert_int_equal(km_shardmap_from_cluster(1, '/', 1, ids, owners, 8, t, 3, 0, &m), -EINVAL);
+	ids[7] = 15;
+	t[1].workers = 0;
+	assert_int_equal(km_shardmap_from_cluster(1, '/', 1, ids, owners, 8, t, 3, 0, &m), -EINVAL);
+	t[1].workers = 1;
+	t[1].ip = 0;
+	assert_int_equal(km_shardmap_from_cluster(1, '/', 1, ids, owners, 8, t, 3, 0, &m), -EINVAL);
+	t[1].ip = 1;
+	t[2].port = 65535; /* its second worker would need port 65536 */
+	assert_int_equal(km_shardmap_from_cluster(1, '/', 1, ids, owners, 8, t, 3, 0, &m), -EINVAL);
+	t[2].port = 0;
+	assert_int_equal(km_shardmap_from_cluster(1, '/', 1, ids, owners, 8, t, 3, 0, &m), -EINVAL);
+	for (i = 0; i <= KM_MAP_NODES_MAX; i++)
+		t[i] = (struct km_map_node){.ip = 1 + i, .port = 7000, .workers = 1};
+	assert_int_equal(
+		km_shardmap_from_cluster(1, '/', 1, ids, owners, 8, t, KM_MAP_NODES_MAX + 1, 0, &m),
+		-EINVAL);
+	t[0].workers = KM_WORKERS_MAX; /* with the 31 others: over the workers a map holds */
+	assert_int_equal(
+		km_shardmap_from_cluster(1, '/', 1, ids, owners, 8, t, KM_MAP_NODES_MAX, 0, &m),
+		-EINVAL);
+	assert_null(m);
+}
+
+/* MAP of a cluster map: 2.0, global owners, the node table in chunk 0 only; decoded, the
+ * chunks rebuild the client's view; malformed tables refused. */
+static void
+test_cluster_encode(void **state)
+{
+	uint8_t buf[KM_MAP_HDR_LEN + 4 * KM_MAP_ENTRY_LEN + 1 + 3 * KM_MAP_NODE_LEN];
+	uint8_t bad[sizeof(buf)];
+	struct km_shardmap *m, *c;
+	struct km_map_node nodes[KM_MAP_NODES_MAX];
+	struct km_map_chunk ch;
+	struct km_map_entry e;
+	uint16_t owners[8], nb_nodes = 0;
+	uint64_t ids[8];
+	uint32_t first = 0, n = 0, i;
+	size_t len, len0 = 0;
+
+	(void)state;
+	assert_int_equal(
+		km_shardmap_from_cluster(9, '/', 1, cl_ids, cl_owners, 8, cl_nodes, 3, 1, &m), 0);
+	while ((len = km_shardmap_encode(m, first, buf, sizeof(buf))) > 0) {
+		assert_int_equal(km_shardmap_decode_chunk(buf, len, &ch), 0);
+		assert_int_equal(ch.version_major, KM_MAP_CLUSTER_MAJOR);
+		assert_int_equal(ch.version_minor, KM_MAP_CLUSTER_MINOR);
+		assert_int_equal(ch.nb_workers, 5);
+		assert_int_equal(ch.udp_port_base, 0);
+		assert_int_equal(ch.epoch, 9);
+		assert_int_equal(ch.first, first);
+		if (first == 0) {
+			len0 = len;
+			memcpy(bad, buf, len);
+			assert_int_equal(ch.flags, KM_MAP_F_NODES);
+			assert_int_equal(ch.count, 4); /* the table took room */
+			nb_nodes = ch.nb_nodes;
+			for (i = 0; i < ch.nb_nodes; i++)
+				km_shardmap_chunk_node(&ch, i, &nodes[i]);
+		} else {
+			assert_int_equal(ch.flags, 0);
+			assert_int_equal(ch.nb_nodes, 0);
+		}
+		for (i = 0; i < ch.count; i++, n++) {
+			km_shardmap_chunk_entry(&ch, i, &e);
+			ids[n] = e.id;
+			owners[n] = e.owner;
+			assert_int_equal(e.flags, 0);
+		}
+		first += ch.count;
+	}
+	assert_int_equal(n, 8);
+	assert_int_equal(nb_nodes, 3);
+	for (i = 0; i < 3; i++) {
+		assert_int_equal(nodes[i].ip, cl_nodes[i].ip);
+		assert_int_equal(nodes[i].port, cl_nodes[i].port);
+		assert_int_equal(nodes[i].workers, cl_nodes[i].workers);
+	}
+	assert_int_equal(nodes[2].first, 3);
+	assert_int_equal(km_shardmap_from_cluster(9, '/', 1, ids, owners, 8, nodes, 3, -1, &c), 0);
+	for (i = 0; i < 8; i++)
+		assert_int_equal(km_shard_owner(km_shardmap_find(c, cl_ids[i])), cl_owners[i]);
+
+	/* Refused: no table in chunk 0, a table elsewhere, workers that do not add up, a
+	 * truncated or empty table, a node on port 0. */
+	bad[11] = 0;
+	assert_int_equal(km_shardmap_decode_chunk(bad, len0, &ch), -EINVAL);
+	assert_int_equal(km_shardmap_encode(m, 0, bad, sizeof(bad)), len0);
+	km_put32(bad + 16, 1);
+	assert_int_equal(km_shardmap_decode_chunk(bad, len0, &ch), -EINVAL);
+	km_put32(bad + 16, 0);
+	km_put16(bad + 4, 6);
+	assert_int_equal(km_shardmap_decode_chunk(bad, len0, &ch), -EINVAL);
+	km_put16(bad + 4, 5);
+	assert_int_equal(km_shardmap_decode_chunk(bad, len0 - 1, &ch), -EINVAL);
+	bad[KM_MAP_HDR_LEN + 4 * KM_MAP_ENTRY_LEN] = 0;
+	assert_int_equal(km_shardmap_decode_chunk(bad, len0, &ch), -EINVAL);
+	bad[KM_MAP_HDR_LEN + 4 * KM_MAP_ENTRY_LEN] = 3;
+	km_put16(bad + KM_MAP_HDR_LEN + 4 * KM_MAP_ENTRY_LEN + 1 + 4, 0);
+	assert_int_equal(km_shardmap_decode_chunk(bad, len0, &ch), -EINVAL);
+	km_put16(bad + KM_MAP_HDR_LEN + 4 * KM_MAP_ENTRY_LEN + 1 + 4, 7070);
+	assert_int_equal(km_shardmap_decode_chunk(bad, len0, &ch), 0);
+	/* A 1.x chunk with the reserved bit set: ignored there, as reserved bits are. */
+	km_shardmap_free(c);
+	c = make_map(4, 2, '/', 1);
+	len = km_shardmap_encode(c, 0, buf, sizeof(buf));
+	buf[11] = KM_MAP_F_NODES;
+	assert_int_equal(km_shardmap_decode_chunk(buf, len, &ch), 0);
+	assert_int_equal(ch.nb_nodes, 0);
+	km_shardmap_free(c);
 	km_shardmap_free(m);
 }
 
@@ -1519,6 +1725,9 @@ main(void)
 		cmocka_unit_test(test_override_route),
 		cmocka_unit_test(test_override_encode),
 		cmocka_unit_test(test_map_ovr_vector),
+		cmocka_unit_test(test_cluster_map),
+		cmocka_unit_test(test_cluster_map_invalid),
+		cmocka_unit_test(test_cluster_encode),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -107,6 +107,14 @@ struct km_conf {
 	uint64_t shift_share_off;   /* ... below: undo an automatic override */
 	uint64_t shift_hysteresis;  /* intervals a part is hot before it is overridden */
 	uint64_t shift_undo_s;      /* seconds an automatic override's part is cool before undo */
+	/* [cluster] several nodes, metadata in etcd (docs/cluster.md, app/keymapd/cluster.c) */
+	char cluster_name[64];              /* "" = a single node */
+	char cluster_node[64];              /* this node's id */
+	char cluster_etcd[KM_CONF_STR_MAX]; /* etcd endpoints, comma-separated */
+	uint32_t cluster_advertise;         /* network byte order; 0 = [net] ip */
+	uint64_t cluster_side_port;         /* TCP port of the side channel */
+	uint64_t cluster_ttl_s;             /* membership lease */
+	uint64_t cluster_load_ms;           /* load reports every ... */
 	/* [metrics] */
 	uint32_t metrics_ip;   /* network byte order */
 	uint64_t metrics_port; /* 0 = no metrics endpoint */

@@ -23,6 +23,7 @@
 
 #include <km_policy.h>
 
+#include "cluster.h"
 #include "control.h"
 #include "crew.h"
 #include "datapath.h"
@@ -65,9 +66,13 @@ manifest_write(const struct km_shardmap *map)
 		return;
 	ids = malloc((n ? n : 1) * sizeof(*ids));
 	if (ids != NULL) {
+		uint32_t k = 0;
+
+		/* This node's shards (a cluster map has the others' too). */
 		for (i = 0; i < n; i++)
-			ids[i] = km_shard_id(km_shardmap_shard_at(map, i));
-		rc = manifest.drv->manifest(&sp, ids, n);
+			if (km_shard_owner(km_shardmap_shard_at(map, i)) != KM_OWNER_REMOTE)
+				ids[k++] = km_shard_id(km_shardmap_shard_at(map, i));
+		rc = manifest.drv->manifest(&sp, ids, k);
 		free(ids);
 	}
 	if (rc < 0)
@@ -578,6 +583,7 @@ km_ctl_loop(void)
 			pf_active = km_pf_tick();
 		}
 		km_crew_tick();
+		km_cluster_tick(); /* a cluster node: the placer's maps */
 		now = rte_get_timer_cycles();
 		if (now - km_ctl.sample_tsc >= km_ctl.conf.sample_ms * hz / 1000) {
 			/* One kind of change per sample: splits and merges first (a shard too hot
@@ -588,7 +594,11 @@ km_ctl_loop(void)
 				if (before != 0)
 					place_dt +=
 						(double)(km_ctl.sample_tsc - before) / (double)hz;
-				if (!ctl_autoshard()) {
+				/* A cluster node's shards are the placer's to split, merge and
+				 * move (docs/cluster.md); tiers stay the node's. */
+				if (km_cluster_on())
+					ctl_autotier();
+				else if (!ctl_autoshard()) {
 					if (!ctl_autoplace(place_dt))
 						ctl_autotier();
 					place_dt = 0;

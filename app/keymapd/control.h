@@ -285,6 +285,12 @@ int km_ctl_set(const char *assignment, char *err, size_t errlen);
  */
 int km_ctl_sample(int periodic);
 
+/* Ask every worker for its shards (all in parallel). @return 0 and an array of *n infos
+ * sorted by id, each with its worker (the caller frees it), or -errno.
+ * @note Context: control lcore. */
+struct km_shard_info;
+int km_ctl_gather_infos(struct km_shard_info **out, uint32_t *n);
+
 /* Derive km_ctl.derived again from km_ctl.conf and the last measured capacity (after a
  * change of the configuration: an explicit value takes effect at once).
  * @note Context: control lcore. */

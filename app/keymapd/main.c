@@ -20,6 +20,7 @@
 
 #include <urcu-qsbr.h>
 
+#include "cluster.h"
 #include "control.h"
 #include "datapath.h"
 #include "frag.h"
@@ -71,6 +72,13 @@ on_signal(int sig)
 	(void)sig;
 	atomic_store_explicit(&km_dp.stop, 1, memory_order_relaxed);
 	km_ctl_wake(); /* do not wait for the end of its sleep */
+}
+
+static void
+on_signal_early(int sig)
+{
+	(void)sig;
+	atomic_store_explicit(&km_dp.stop, 1, memory_order_relaxed);
 }
 
 /*
@@ -626,8 +634,13 @@ workers_start(struct boot *b)
 	};
 	int rc;
 
-	rc = b->nb_rec > 0 ? map_recovered(conf, &mp, b->rec_ids, b->nb_rec, &b->map)
-			   : km_shardmap_create(&mp, &b->map);
+	if (km_cluster_join(conf, km_dp.nb_workers, &b->map) < 0)
+		return -1;
+	if (b->map != NULL)
+		rc = 0; /* a cluster node: the placer's map, the files of its shards opened */
+	else
+		rc = b->nb_rec > 0 ? map_recovered(conf, &mp, b->rec_ids, b->nb_rec, &b->map)
+				   : km_shardmap_create(&mp, &b->map);
 	if (rc < 0) {
 		KM_LOG(ERR, "cannot create the shard map: %s", strerror(-rc));
 		return -1;
@@ -725,6 +738,7 @@ serve(const struct boot *b)
 static void
 shutdown_all(struct boot *b)
 {
+	km_cluster_leave();
 	if (km_dp.workers != NULL)
 		atomic_store_explicit(&km_dp.stop, 1, memory_order_relaxed);
 	rte_eal_mp_wait_lcore();
@@ -768,6 +782,9 @@ main(int argc, char **argv)
 	ret = 1;
 	if (recover_dir(&b) < 0)
 		goto out;
+	/* Until serve() takes over: a stop while a cluster node waits for its first map. */
+	signal(SIGINT, on_signal_early);
+	signal(SIGTERM, on_signal_early);
 	eal_argc = eal_args(argc, argv, optind, &b.conf, eal_argv);
 	if (eal_argc < 0 || eal_start(eal_argc, eal_argv, &b.conf) < 0)
 		goto out;

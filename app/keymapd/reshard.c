@@ -36,6 +36,7 @@
 #include <rte_common.h>
 #include <rte_cycles.h>
 
+#include "cluster.h"
 #include "control.h"
 #include "datapath.h"
 #include "keymapd.h"
@@ -683,6 +684,10 @@ km_ctl_split(uint64_t id, char *err, size_t errlen)
 	const struct km_shard *sh = km_shardmap_find(m, id);
 	int rc;
 
+	if (km_cluster_on())
+		return refuse(err, errlen, -ENOTSUP,
+			"a cluster node's shards are split, merged and moved by keymap-placer "
+			"(docs/cluster.md)");
 	if (sh == NULL)
 		return refuse(err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id,
 			km_shardmap_epoch(m));
@@ -703,6 +708,10 @@ km_ctl_merge(uint64_t id, char *err, size_t errlen)
 	uint16_t owner;
 	int rc;
 
+	if (km_cluster_on())
+		return refuse(err, errlen, -ENOTSUP,
+			"a cluster node's shards are split, merged and moved by keymap-placer "
+			"(docs/cluster.md)");
 	if (a == NULL)
 		return refuse(err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id,
 			km_shardmap_epoch(m));
@@ -799,6 +808,10 @@ km_ctl_move(uint64_t id, uint16_t worker, char *err, size_t errlen)
 	uint32_t i;
 	int rc;
 
+	if (km_cluster_on())
+		return refuse(err, errlen, -ENOTSUP,
+			"a cluster node's shards are split, merged and moved by keymap-placer "
+			"(docs/cluster.md)");
 	if (sh == NULL)
 		return refuse(err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id,
 			km_shardmap_epoch(m));
@@ -850,8 +863,9 @@ km_ctl_retier(uint64_t id, int tier, char *err, size_t errlen)
 	int rc;
 
 	t.what = tier < 0 ? "compaction" : "tier change";
-	if (sh == NULL)
-		return refuse(err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id,
+	if (sh == NULL || km_shard_owner(sh) == KM_OWNER_REMOTE)
+		return refuse(err, errlen, -ENOENT,
+			"no shard %" PRIu64 " on this node in map epoch %u", id,
 			km_shardmap_epoch(m));
 	if (job_involves(id))
 		return job_busy(err, errlen);
@@ -899,8 +913,9 @@ km_ctl_accept_loss(uint64_t id, char *err, size_t errlen)
 		.nb_dst = 1};
 	int rc;
 
-	if (sh == NULL)
-		return refuse(err, errlen, -ENOENT, "no shard %" PRIu64 " in map epoch %u", id,
+	if (sh == NULL || km_shard_owner(sh) == KM_OWNER_REMOTE)
+		return refuse(err, errlen, -ENOENT,
+			"no shard %" PRIu64 " on this node in map epoch %u", id,
 			km_shardmap_epoch(m));
 	if (job_involves(id))
 		return job_busy(err, errlen);

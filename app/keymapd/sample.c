@@ -148,8 +148,8 @@ km_ctl_derive(void)
 
 /* Ask every worker for its shards (all in parallel). @return 0 and a sorted array of
  * *n infos (free it), or -errno. */
-static int
-gather_infos(struct km_shard_info **out, uint32_t *n)
+int
+km_ctl_gather_infos(struct km_shard_info **out, uint32_t *n)
 {
 	uint16_t nw = km_dp.nb_workers, i;
 	struct km_wcmd *c[KM_WORKERS_MAX] = {NULL};
@@ -225,11 +225,11 @@ km_ctl_sample(int periodic)
 	struct km_ctl_shard *ns, *old = km_ctl.shards, *o, *p, key;
 	struct km_shard_info *infos, *in, ik;
 	struct km_store_stats tot = {0};
-	uint32_t n, i, nold = km_ctl.nb_shards;
+	uint32_t n, i, k, nold = km_ctl.nb_shards;
 	uint16_t w;
 	int rc;
 
-	rc = gather_infos(&infos, &n);
+	rc = km_ctl_gather_infos(&infos, &n);
 	if (rc < 0)
 		return rc;
 	ns = calloc(km_shardmap_nb_shards(m) + 1, sizeof(*ns));
@@ -242,9 +242,12 @@ km_ctl_sample(int periodic)
 		qsort(old, nold, sizeof(*old), ctl_shard_cmp);
 #define OLD(x) \
 	(old == NULL ? NULL : (key.id = (x), bsearch(&key, old, nold, sizeof(*old), ctl_shard_cmp)))
-	for (i = 0; i < km_shardmap_nb_shards(m); i++) {
-		ns[i].id = km_shard_id(km_shardmap_shard_at(m, i));
-		ns[i].owner = km_shard_owner(km_shardmap_shard_at(m, i));
+	for (i = 0, k = 0; k < km_shardmap_nb_shards(m); k++) {
+		/* Only this node's shards (a cluster map has the others' too). */
+		if (km_shard_owner(km_shardmap_shard_at(m, k)) == KM_OWNER_REMOTE)
+			continue;
+		ns[i].id = km_shard_id(km_shardmap_shard_at(m, k));
+		ns[i].owner = km_shard_owner(km_shardmap_shard_at(m, k));
 		ik.id = ns[i].id;
 		in = bsearch(&ik, infos, n, sizeof(*infos), info_cmp);
 		if (in != NULL) {
@@ -288,6 +291,7 @@ km_ctl_sample(int periodic)
 			ns[i].rate = (1.0 - RATE_DECAY) * ns[i].rate + RATE_DECAY * (double)d / dt;
 			ns[i].rate_requests = ns[i].requests;
 		}
+		i++;
 	}
 #undef OLD
 	if (periodic) {
@@ -302,7 +306,7 @@ km_ctl_sample(int periodic)
 	free(old);
 	km_ctl.store = tot;
 	km_ctl.shards = ns;
-	km_ctl.nb_shards = km_shardmap_nb_shards(m);
+	km_ctl.nb_shards = i;
 	workers_update(ns, km_ctl.nb_shards, periodic, dt);
 	return 0;
 }

@@ -11,6 +11,7 @@
 
 #include <xxhash.h>
 
+#include "cluster.h"
 #include "control.h"
 #include "datapath.h"
 #include "keymapd.h"
@@ -142,6 +143,13 @@ km_shift_add(const char *part, uint8_t extra, char *err, size_t errlen)
 	struct km_shardmap *n = NULL;
 	int rc;
 
+	if (km_cluster_on()) {
+		snprintf(err, errlen,
+			"override add %s: a cluster node routes by the placer's map, which has no "
+			"overrides (docs/cluster.md)",
+			part);
+		return -ENOTSUP;
+	}
 	if (driver_on_disk()) {
 		snprintf(err, errlen,
 			"override add %s: the %s store keeps values on disk; only stores with "

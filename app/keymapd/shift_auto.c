@@ -36,6 +36,7 @@
 
 #include <km_shardmap.h>
 
+#include "cluster.h"
 #include "control.h"
 #include "datapath.h"
 #include "keymapd.h"
@@ -146,7 +147,8 @@ can_shift(void)
 {
 	const struct km_store_ops *drv = km_store_driver(km_ctl.conf.store_driver);
 
-	return km_dp.nb_workers >= 2 && drv != NULL && drv->read_start == NULL;
+	/* A cluster map has no override (the placer's map: docs/cluster.md). */
+	return km_dp.nb_workers >= 2 && drv != NULL && drv->read_start == NULL && !km_cluster_on();
 }
 
 void
@@ -335,8 +337,9 @@ decide(void)
 		const struct km_override_info *o = km_shardmap_override_find(m, e->hash);
 		uint64_t est = e->count - e->error;
 		struct cand *c = cand_find(e->hash);
-		int hot = measured && est >= SAMPLES_MIN && est * 100 * nw >= conf->shift_share_on * total &&
-			  rate_of(est) >= floor && spreads(e) && e->len != 0;
+		int hot = measured && est >= SAMPLES_MIN &&
+			  est * 100 * nw >= conf->shift_share_on * total && rate_of(est) >= floor &&
+			  spreads(e) && e->len != 0;
 
 		if (c == NULL) {
 			/* Cool, no room, or overridden by the operator. */

@@ -474,6 +474,7 @@ km_proc_shard_infos(const struct km_proc *p, struct km_shard_info *out, uint32_t
 		km_store_stats(sl->store, &st);
 		out[n++] = (struct km_shard_info){
 			.id = sl->id,
+			.worker = p->worker,
 			.requests = sl->requests,
 			.keys = st.keys,
 			.bytes = st.value_bytes,

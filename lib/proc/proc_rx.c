@@ -30,7 +30,7 @@
  * A request whose epoch differs from the map's (older, or from before a restart) and that
  * was addressed to another worker than the owner is MOVED (the client re-fetches the map);
  * otherwise it goes to the owner. An up-to-date or unsteered (epoch 0) client is served
- * through the hand-off.
+ * through the hand-off. A shard of another node (a cluster map) is MOVED.
  */
 static inline int
 route_target(const struct km_shardmap *map, const struct km_msg *req, int port_worker,
@@ -38,6 +38,7 @@ route_target(const struct km_shardmap *map, const struct km_msg *req, int port_w
 {
 	const uint8_t *key = req->key;
 	struct km_mget_iter it;
+	uint16_t owner;
 	uint8_t klen;
 
 	switch (req->hdr.op) {
@@ -57,10 +58,14 @@ route_target(const struct km_shardmap *map, const struct km_msg *req, int port_w
 	default:
 		goto any;
 	}
-	if (req->hdr.epoch != 0 && req->hdr.epoch != km_shardmap_epoch_fast(map) &&
-		port_worker >= 0 && port_worker != km_shard_owner_fast(rt->shard))
+	owner = km_shard_owner_fast(rt->shard);
+	/* Another node's shard (a cluster map), whatever the request's epoch. */
+	if (proc_unlikely(owner == KM_OWNER_REMOTE))
 		return TARGET_MOVED;
-	return km_shard_owner_fast(rt->shard);
+	if (req->hdr.epoch != 0 && req->hdr.epoch != km_shardmap_epoch_fast(map) &&
+		port_worker >= 0 && port_worker != owner)
+		return TARGET_MOVED;
+	return owner;
 any:
 	rt->hash = rt->key_hash = 0;
 	rt->shard = NULL;

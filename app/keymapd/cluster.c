@@ -31,6 +31,7 @@
 #include <jansson.h>
 #include <rte_cycles.h>
 #include <rte_ether.h>
+#include <rte_telemetry.h>
 
 #include <km_cluster.h>
 #include <km_etcd.h>
@@ -856,4 +857,58 @@ km_cluster_status(struct km_cluster_status *st)
 	st->etcd_errors = cl.etcd_errors;
 	snprintf(st->last_error, sizeof(st->last_error), "%s", cl.err);
 	pthread_mutex_unlock(&cl.mu);
+}
+
+/* /keymap/cluster on the control lcore. */
+static int
+ctl_cluster(void *arg)
+{
+	struct rte_tel_data *d = arg;
+	struct km_cluster_status st;
+
+	km_cluster_status(&st);
+	rte_tel_data_start_dict(d);
+	rte_tel_data_add_dict_u64(d, "cluster", cl.on);
+	if (!cl.on)
+		return 0;
+	rte_tel_data_add_dict_string(d, "name", st.name);
+	rte_tel_data_add_dict_string(d, "node", st.node);
+	rte_tel_data_add_dict_string(d, "etcd", cl.conf->cluster_etcd);
+	rte_tel_data_add_dict_string(d, "prefix", cl.prefix);
+	rte_tel_data_add_dict_u64(d, "incarnation", st.incarnation);
+	rte_tel_data_add_dict_u64(d, "epoch", st.epoch);
+	rte_tel_data_add_dict_u64(d, "refused_epoch", st.refused_epoch);
+	rte_tel_data_add_dict_u64(d, "etcd_ok", (uint64_t)st.etcd_ok);
+	rte_tel_data_add_dict_u64(d, "etcd_errors", st.etcd_errors);
+	rte_tel_data_add_dict_string(d, "last_error", st.last_error);
+	rte_tel_data_add_dict_u64(d, "maps_applied", st.maps_applied);
+	rte_tel_data_add_dict_u64(d, "maps_refused", st.maps_refused);
+	rte_tel_data_add_dict_u64(d, "shards_created", st.shards_created);
+	rte_tel_data_add_dict_u64(d, "shards_moved", st.shards_moved);
+	rte_tel_data_add_dict_u64(d, "shards_dropped", st.shards_dropped);
+	rte_tel_data_add_dict_u64(d, "shards_here", km_ctl.nb_shards);
+	return 0;
+}
+
+static int
+tel_cluster(const char *cmd, const char *params, struct rte_tel_data *d)
+{
+	int rc;
+
+	(void)cmd;
+	(void)params;
+	rc = km_ctl_call(ctl_cluster, d, 2000);
+	if (rc < 0) {
+		rte_tel_data_start_dict(d);
+		rte_tel_data_add_dict_string(d, "error", strerror(-rc));
+	}
+	return 0;
+}
+
+int
+km_telemetry_cluster_register(void)
+{
+	return rte_telemetry_register_cmd("/keymap/cluster", tel_cluster,
+		"This node in its cluster: name, node, etcd, incarnation, map epoch applied, "
+		"counters (cluster 0: a single node).");
 }

@@ -62,4 +62,7 @@ struct km_cluster_status {
 /** Fill st. @note Context: control lcore (or through km_ctl_call). */
 void km_cluster_status(struct km_cluster_status *st);
 
+/** Register /keymap/cluster. @return 0 or -errno. @note Context: main lcore, at start. */
+int km_telemetry_cluster_register(void);
+
 #endif /* KEYMAPD_CLUSTER_H */

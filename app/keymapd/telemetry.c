@@ -24,6 +24,7 @@
 #include <km_auth.h>
 #include <km_util.h>
 
+#include "cluster.h"
 #include "control.h"
 #include "crew.h"
 #include "datapath.h"
@@ -931,5 +932,7 @@ km_telemetry_register(void)
 			return rc;
 	}
 	rc = km_telemetry_shift_register(); /* telemetry_shift.c */
+	if (rc == 0)
+		rc = km_telemetry_cluster_register(); /* cluster.c */
 	return rc < 0 ? rc : km_telemetry_crew_register();
 }

@@ -38,6 +38,7 @@
 #include <km_proc.h>
 
 #include "cluster.h"
+#include "cluster_priv.h"
 #include "control.h"
 #include "datapath.h"
 #include "keymapd.h"
@@ -66,15 +67,22 @@ static struct {
 
 	pthread_mutex_t mu;
 	struct km_cmap *pending; /* mu: newest valid map not applied yet */
-	char *load;              /* mu: the control lcore's last load report */
-	char err[160];           /* mu: the cluster thread's last error */
-	uint64_t etcd_errors;    /* mu */
-	int etcd_ok;             /* mu */
+	/* mu: moves of this node's shards the placer put, and those it deleted */
+	struct km_cluster_move_req moves[16];
+	unsigned int nb_moves;
+	uint64_t gone[64];
+	unsigned int nb_gone;
+	char *load;           /* mu: the control lcore's last load report */
+	char err[160];        /* mu: the cluster thread's last error */
+	uint64_t etcd_errors; /* mu */
+	int etcd_ok;          /* mu */
 
 	/* Control lcore. */
-	uint32_t epoch;   /* of the map applied */
-	uint32_t refused; /* of the last map refused */
+	struct km_cmap *cur; /* the map applied */
+	uint32_t epoch;      /* of the map applied */
+	uint32_t refused;    /* of the last map refused */
 	uint64_t load_tsc;
+	uint64_t expire_tsc;
 	struct km_cluster_status st;
 } cl = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -215,23 +223,128 @@ map_seen(const uint8_t *v, size_t len, int64_t rev)
 			rev, err);
 }
 
+void
+km_cluster_move_key(char *buf, size_t cap, uint64_t id)
+{
+	snprintf(buf, cap, "%smoves/%" PRIu64, cl.prefix, id);
+}
+
+const char *
+km_cluster_etcd_endpoints(void)
+{
+	return cl.conf->cluster_etcd;
+}
+
+int
+km_cluster_side_of(struct km_etcd *e, const char *node, uint32_t *ip)
+{
+	char key[KEY_MAX];
+	struct km_etcd_kvs *r = NULL;
+	struct in_addr in;
+	json_t *j, *p;
+	const char *a;
+	int rc, port = 0;
+
+	key_of(key, sizeof(key), "members/", node);
+	rc = km_etcd_get(e, key, strlen(key), 0, &r);
+	if (rc <= 0) {
+		km_etcd_kvs_free(r);
+		return rc;
+	}
+	j = json_loadb((const char *)r->kv[0].value, r->kv[0].vlen, 0, NULL);
+	km_etcd_kvs_free(r);
+	p = j != NULL ? json_object_get(j, "side_port") : NULL;
+	a = j != NULL ? json_string_value(json_object_get(j, "side_ip")) : NULL;
+	if (json_is_integer(p) && json_integer_value(p) > 0 && json_integer_value(p) <= 65535 &&
+		a != NULL && inet_pton(AF_INET, a, &in) == 1) {
+		port = (int)json_integer_value(p);
+		*ip = ntohl(in.s_addr);
+	}
+	json_decref(j);
+	return port > 0 ? port : -EPROTO;
+}
+
+/* A move key's value or deletion (the cluster thread). A move of one of this node's
+ * shards in state "copy" goes to the control lcore; a deleted one too, when the map still
+ * gives the shard to this node (the placer gave the move up; a completed move deletes its
+ * key with the map that gives the shard away). */
+static void
+move_seen(const struct km_etcd_kv *kv)
+{
+	const char *node = cl.conf->cluster_node;
+	struct km_cluster_move_req rq = {0};
+	const char *from, *to, *state;
+	size_t plen = strlen(cl.prefix) + strlen("moves/");
+	char idbuf[24];
+	json_t *j;
+
+	if (kv->klen <= plen || kv->klen - plen >= sizeof(idbuf))
+		return;
+	memcpy(idbuf, kv->key + plen, kv->klen - plen);
+	idbuf[kv->klen - plen] = '\0';
+	rq.id = strtoull(idbuf, NULL, 10);
+	if (rq.id == 0)
+		return;
+	if (kv->deleted) {
+		char key[KEY_MAX];
+		struct km_etcd_kvs *r = NULL;
+		struct km_cmap *m = NULL;
+		const struct km_cmap_shard *sh;
+		int mine = 0;
+
+		key_of(key, sizeof(key), "map/current", NULL);
+		if (km_etcd_get(cl.e, key, strlen(key), 0, &r) > 0 &&
+			km_cmap_decode((const char *)r->kv[0].value, r->kv[0].vlen, &m, NULL, 0) ==
+				0 &&
+			(sh = km_cmap_shard_find(m, rq.id)) != NULL)
+			mine = strcmp(m->nodes[sh->node].id, node) == 0;
+		km_cmap_free(m);
+		km_etcd_kvs_free(r);
+		if (!mine)
+			return;
+		pthread_mutex_lock(&cl.mu);
+		if (cl.nb_gone < RTE_DIM(cl.gone))
+			cl.gone[cl.nb_gone++] = rq.id;
+		pthread_mutex_unlock(&cl.mu);
+		return;
+	}
+	j = json_loadb((const char *)kv->value, kv->vlen, 0, NULL);
+	from = json_string_value(json_object_get(j, "from"));
+	to = json_string_value(json_object_get(j, "to"));
+	state = json_string_value(json_object_get(j, "state"));
+	if (from != NULL && to != NULL && state != NULL && strcmp(from, node) == 0 &&
+		strcmp(state, "copy") == 0 && km_cluster_id_valid(to) &&
+		json_is_integer(json_object_get(j, "to_worker"))) {
+		rq.rev = kv->mod_rev;
+		snprintf(rq.to, sizeof(rq.to), "%s", to);
+		rq.to_worker = (uint16_t)json_integer_value(json_object_get(j, "to_worker"));
+		pthread_mutex_lock(&cl.mu);
+		if (cl.nb_moves < RTE_DIM(cl.moves))
+			cl.moves[cl.nb_moves++] = rq;
+		pthread_mutex_unlock(&cl.mu);
+	}
+	json_decref(j);
+}
+
 /* ---- membership -------------------------------------------------------------------- */
 
 static char *
 member_json(void)
 {
 	const struct km_conf *c = cl.conf;
-	char ip[INET_ADDRSTRLEN], mac[RTE_ETHER_ADDR_FMT_SIZE];
+	char ip[INET_ADDRSTRLEN], side[INET_ADDRSTRLEN], mac[RTE_ETHER_ADDR_FMT_SIZE];
 	uint32_t a = htonl(cl.ip);
 	json_t *o;
 	char *s;
 
 	inet_ntop(AF_INET, &a, ip, sizeof(ip));
 	rte_ether_format_addr(mac, sizeof(mac), &km_dp.mac);
-	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:s}", "id", c->cluster_node, "ip", ip,
-		"mac", mac, "port", (json_int_t)c->udp_port, "workers", (json_int_t)cl.nb_workers,
-		"incarnation", (json_int_t)cl.incarnation, "side_port",
-		(json_int_t)c->cluster_side_port, "state", "active");
+	a = c->cluster_side_addr != 0 ? c->cluster_side_addr : htonl(cl.ip);
+	inet_ntop(AF_INET, &a, side, sizeof(side));
+	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:I, s:s}", "id", c->cluster_node, "ip",
+		ip, "mac", mac, "port", (json_int_t)c->udp_port, "workers",
+		(json_int_t)cl.nb_workers, "incarnation", (json_int_t)cl.incarnation, "side_ip",
+		side, "side_port", (json_int_t)c->cluster_side_port, "state", "active");
 	if (o == NULL)
 		return NULL;
 	s = json_dumps(o, JSON_COMPACT);
@@ -431,13 +544,14 @@ cluster_thread(void *arg)
 	uint64_t hz = rte_get_timer_hz(), ka = 0, load = 0, now;
 	uint64_t ka_every = cl.conf->cluster_ttl_s * hz / 3;
 	uint64_t load_every = cl.conf->cluster_load_ms * hz / 1000;
-	struct km_etcd_watch *w = NULL;
-	int64_t from = cl.watch_rev;
-	char key[KEY_MAX];
+	struct km_etcd_watch *w = NULL, *mw = NULL;
+	int64_t from = cl.watch_rev, mfrom = 0;
+	char key[KEY_MAX], mkey[KEY_MAX];
 	int rc;
 
 	(void)arg;
 	key_of(key, sizeof(key), "map/current", NULL);
+	key_of(mkey, sizeof(mkey), "moves/", NULL);
 	while (!atomic_load(&cl.stop)) {
 		struct km_etcd_kvs *ev = NULL;
 		size_t i;
@@ -465,7 +579,44 @@ cluster_thread(void *arg)
 				continue;
 			}
 		}
-		rc = km_etcd_watch_next(w, 200, &ev);
+		if (mw == NULL) {
+			if (mfrom == 0) {
+				/* The moves as they are, then their changes. */
+				rc = km_etcd_get(cl.e, mkey, strlen(mkey), KM_ETCD_PREFIX, &ev);
+				if (rc < 0) {
+					etcd_failed("read the moves", rc);
+					thread_sleep_ms(RETRY_MS);
+					continue;
+				}
+				for (i = 0; i < (size_t)rc; i++)
+					move_seen(&ev->kv[i]);
+				mfrom = ev->revision + 1;
+				km_etcd_kvs_free(ev);
+				ev = NULL;
+			}
+			rc = km_etcd_watch_open(
+				cl.e, mkey, strlen(mkey), KM_ETCD_PREFIX, mfrom, &mw);
+			if (rc < 0) {
+				etcd_failed("watch the moves", rc);
+				mw = NULL;
+				thread_sleep_ms(RETRY_MS);
+				continue;
+			}
+		}
+		rc = km_etcd_watch_next(mw, 100, &ev);
+		if (rc < 0) {
+			mfrom = rc == -ESTALE ? 0 : km_etcd_watch_next_rev(mw);
+			km_etcd_watch_close(mw);
+			mw = NULL;
+			if (rc != -ESTALE && rc != -ECONNRESET)
+				etcd_failed("moves watch", rc);
+		} else {
+			for (i = 0; i < (size_t)rc; i++)
+				move_seen(&ev->kv[i]);
+			km_etcd_kvs_free(ev);
+		}
+		ev = NULL;
+		rc = km_etcd_watch_next(w, 100, &ev);
 		if (rc < 0) {
 			/* Compacted: read it again; broken: resume after the last event. */
 			from = rc == -ESTALE ? 0 : km_etcd_watch_next_rev(w);
@@ -481,6 +632,7 @@ cluster_thread(void *arg)
 		km_etcd_kvs_free(ev);
 	}
 	km_etcd_watch_close(w);
+	km_etcd_watch_close(mw);
 	return NULL;
 }
 
@@ -526,6 +678,13 @@ km_cluster_join(const struct km_conf *conf, uint16_t nb_workers, struct km_shard
 		if (rc != -EEXIST)
 			KM_LOG(ERR, "cluster: cannot register node %s at %s: %s",
 				conf->cluster_node, conf->cluster_etcd, km_etcd_errmsg(cl.e));
+		goto fail;
+	}
+	rc = km_cluster_side_start(
+		ntohl(conf->cluster_side_addr), (uint16_t)conf->cluster_side_port);
+	if (rc < 0) {
+		KM_LOG(ERR, "[cluster] side_port %" PRIu64 ": cannot listen: %s",
+			conf->cluster_side_port, strerror(-rc));
 		goto fail;
 	}
 	cl.on = 1;
@@ -574,7 +733,7 @@ km_cluster_join(const struct km_conf *conf, uint16_t nb_workers, struct km_shard
 	}
 	cl.epoch = m->epoch;
 	cl.st.maps_applied = 1;
-	km_cmap_free(m);
+	cl.cur = m;
 	for (uint32_t i = 0; i < km_shardmap_nb_shards(*map); i++)
 		mine += km_shard_owner(km_shardmap_shard_at(*map, i)) != KM_OWNER_REMOTE;
 	KM_LOG(NOTICE, "cluster %s: map epoch %u, %u of its %u shards on this node",
@@ -604,7 +763,10 @@ km_cluster_leave(void)
 		km_etcd_close(cl.e);
 		cl.e = NULL;
 	}
+	km_cluster_side_stop();
 	cl.on = 0;
+	km_cmap_free(cl.cur);
+	cl.cur = NULL;
 	pthread_mutex_lock(&cl.mu);
 	km_cmap_free(cl.pending);
 	cl.pending = NULL;
@@ -670,6 +832,8 @@ apply(const struct km_cmap *m, int quiet)
 	struct km_shardmap *nm = NULL;
 	char err[KM_CLUSTER_ERR_MAX + 64];
 	uint32_t n = 0, i, mine = 0;
+	struct km_proc_dedup *dd_in = NULL;
+	struct km_store *st_in;
 	int self, rc, k;
 
 	self = map_for_us(m, err, sizeof(err));
@@ -695,9 +859,19 @@ apply(const struct km_cmap *m, int quiet)
 			continue;
 		mine++;
 		k = info_find(in, n, id);
-		if (k >= 0 && in[k].worker == w)
-			continue;
-		if (k < 0) {
+		if ((k >= 0 && in[k].worker == w) || (k < 0 && km_cluster_move_parked(id)))
+			continue; /* where it should be, or on its way to another node */
+		if (k < 0 && (st_in = km_cluster_incoming_take(id)) != NULL) {
+			/* Sent here by its previous node (a cross-node move). */
+			rc = km_mailbox_attach(w, id, st_in, &dd_in, 0);
+			if (rc < 0)
+				km_store_discard(st_in);
+			else
+				KM_LOG(NOTICE,
+					"cluster map epoch %u: shard %" PRIu64
+					" received from another node, serving on worker %u",
+					m->epoch, id, w);
+		} else if (k < 0) {
 			rc = shard_create(w, id);
 			if (rc == 0) {
 				cl.st.shards_created++;
@@ -798,12 +972,43 @@ out:
 	json_decref(o);
 }
 
+/* A new map from the cluster thread: applied, kept as the current one; one that cannot
+ * be applied for now (not one refused) is tried again at the next tick unless a newer map
+ * came meanwhile. */
+static void
+tick_map(struct km_cmap *m)
+{
+	int rc;
+
+	if (m->epoch <= cl.epoch) {
+		km_cmap_free(m);
+		return;
+	}
+	rc = apply(m, cl.refused == m->epoch);
+	if (rc == 0) {
+		km_cmap_free(cl.cur);
+		cl.cur = m;
+		return;
+	}
+	if (cl.refused != m->epoch)
+		cl.st.maps_refused++;
+	cl.refused = m->epoch;
+	pthread_mutex_lock(&cl.mu);
+	if (rc != -EINVAL && cl.pending == NULL) {
+		cl.pending = m;
+		m = NULL;
+	}
+	pthread_mutex_unlock(&cl.mu);
+	km_cmap_free(m);
+}
+
 void
 km_cluster_tick(void)
 {
-	uint64_t now;
+	struct km_cluster_move_req mvs[RTE_DIM(cl.moves)];
+	uint64_t gone[RTE_DIM(cl.gone)], now;
+	unsigned int nmv, ngone, i;
 	struct km_cmap *m;
-	int rc;
 
 	if (!cl.on)
 		return;
@@ -817,28 +1022,34 @@ km_cluster_tick(void)
 		return;
 	m = cl.pending;
 	cl.pending = NULL;
+	nmv = cl.nb_moves;
+	memcpy(mvs, cl.moves, nmv * sizeof(mvs[0]));
+	cl.nb_moves = 0;
+	ngone = cl.nb_gone;
+	memcpy(gone, cl.gone, ngone * sizeof(gone[0]));
+	cl.nb_gone = 0;
 	pthread_mutex_unlock(&cl.mu);
-	if (m == NULL)
-		return;
-	if (m->epoch <= cl.epoch) {
-		km_cmap_free(m);
-		return;
-	}
-	rc = apply(m, cl.refused == m->epoch);
-	if (rc < 0) {
-		if (cl.refused != m->epoch)
-			cl.st.maps_refused++;
-		cl.refused = m->epoch;
-		/* A map that cannot be applied for now (not one refused): tried again at the
-		 * next tick unless a newer map came meanwhile. */
-		pthread_mutex_lock(&cl.mu);
-		if (rc != -EINVAL && cl.pending == NULL) {
-			cl.pending = m;
-			m = NULL;
+	if (m != NULL)
+		tick_map(m);
+	/* Moves after the map: a move of a shard the map just gave away is over. */
+	for (i = 0; i < nmv; i++) {
+		const struct km_shard *sh = km_shardmap_find(km_map_current, mvs[i].id);
+		int to = cl.cur != NULL ? km_cmap_node_find(cl.cur, mvs[i].to) : -1;
+
+		if (sh == NULL || km_shard_owner(sh) == KM_OWNER_REMOTE || to < 0) {
+			KM_LOG(WARNING, "cluster: move of shard %" PRIu64 " to node %s ignored: %s",
+				mvs[i].id, mvs[i].to,
+				to < 0 ? "no such node in the map" : "not this node's shard");
+			continue;
 		}
-		pthread_mutex_unlock(&cl.mu);
+		mvs[i].to_ip = cl.cur->nodes[to].ip;
+		km_cluster_move_start(&mvs[i]);
 	}
-	km_cmap_free(m);
+	km_cluster_move_tick(km_map_current, gone, ngone);
+	if (now - cl.expire_tsc >= rte_get_timer_hz()) {
+		km_cluster_incoming_expire();
+		cl.expire_tsc = now;
+	}
 }
 
 void
@@ -887,6 +1098,14 @@ ctl_cluster(void *arg)
 	rte_tel_data_add_dict_u64(d, "shards_moved", st.shards_moved);
 	rte_tel_data_add_dict_u64(d, "shards_dropped", st.shards_dropped);
 	rte_tel_data_add_dict_u64(d, "shards_here", km_ctl.nb_shards);
+	{
+		uint64_t out, in, failed;
+
+		km_cluster_move_counts(&out, &in, &failed);
+		rte_tel_data_add_dict_u64(d, "shards_sent", out);
+		rte_tel_data_add_dict_u64(d, "shards_received", in);
+		rte_tel_data_add_dict_u64(d, "moves_failed", failed);
+	}
 	return 0;
 }
 

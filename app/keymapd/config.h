@@ -112,6 +112,7 @@ struct km_conf {
 	char cluster_node[64];              /* this node's id */
 	char cluster_etcd[KM_CONF_STR_MAX]; /* etcd endpoints, comma-separated */
 	uint32_t cluster_advertise;         /* network byte order; 0 = [net] ip */
+	uint32_t cluster_side_addr;         /* network byte order; 0 = advertise */
 	uint64_t cluster_side_port;         /* TCP port of the side channel */
 	uint64_t cluster_ttl_s;             /* membership lease */
 	uint64_t cluster_load_ms;           /* load reports every ... */

@@ -243,6 +243,9 @@ const struct conf_desc km_conf_descs[] = {
 		"etcd endpoints (its v3 JSON gateway), comma-separated"),
 	IPV4("cluster", "advertise", 0, cluster_advertise, "0.0.0.0",
 		"address clients and nodes reach this node at (0.0.0.0 = [net] ip)"),
+	IPV4("cluster", "side_addr", 0, cluster_side_addr, "0.0.0.0",
+		"kernel address other nodes reach this node's side channel at (TCP; 0.0.0.0 = "
+		"advertise, which a NIC that DPDK drives does not answer for)"),
 	U64("cluster", "side_port", 0, cluster_side_port, 1, 65535, "7069",
 		"TCP port of this node's side channel (cross-node shard moves)"),
 	U64("cluster", "ttl_s", 0, cluster_ttl_s, 2, 300, "6",

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#ifndef KEYMAPD_CLUSTER_PRIV_H
+#define KEYMAPD_CLUSTER_PRIV_H
+
+/* Between cluster.c (membership, maps) and cluster_move.c (cross-node moves). */
+
+#include <stdint.h>
+
+#include <km_cluster.h>
+#include <km_etcd.h>
+#include <km_shardmap.h>
+#include <km_store.h>
+
+#include "cluster.h"
+
+#define KM_CLUSTER_MOVE_KEY_MAX 192
+
+/* A move of one of this node's shards, as the placer put it (P/moves/<id>). */
+struct km_cluster_move_req {
+	uint64_t id;
+	int64_t rev; /* the move key's mod revision */
+	char to[KM_CLUSTER_ID_MAX + 1];
+	uint32_t to_ip; /* side channel address, host byte order (from its member record) */
+	uint16_t to_worker;
+};
+
+/* P/moves/<id> into buf. */
+void km_cluster_move_key(char *buf, size_t cap, uint64_t id);
+
+/* [cluster] etcd. */
+const char *km_cluster_etcd_endpoints(void);
+
+/* The side channel of live member node (its record): *ip (host byte order) and the port.
+ * @return the port, 0 (no live member), or -errno. @note Context: the thread that owns e. */
+int km_cluster_side_of(struct km_etcd *e, const char *node, uint32_t *ip);
+
+/* The side channel's listener (incoming shards). @return 0 or -errno. Main lcore. */
+int km_cluster_side_start(uint32_t ip, uint16_t port);
+void km_cluster_side_stop(void);
+
+/* The store received for shard id, if any (the caller's then). Control lcore. */
+struct km_store *km_cluster_incoming_take(uint64_t id);
+/* Drop received stores no map claimed for long. Control lcore. */
+void km_cluster_incoming_expire(void);
+
+/* Start sending a shard (detach, stream in a thread). Control lcore. */
+void km_cluster_move_start(const struct km_cluster_move_req *rq);
+/* Finish or undo moves: map is the view published; gone[] the moves the placer deleted. */
+void km_cluster_move_tick(
+	const struct km_shardmap *map, const uint64_t *gone, unsigned int nb_gone);
+/* Whether shard id is detached here for a move under way (not to be created anew). */
+int km_cluster_move_parked(uint64_t id);
+void km_cluster_move_counts(uint64_t *out, uint64_t *in, uint64_t *failed);
+
+#endif /* KEYMAPD_CLUSTER_PRIV_H */

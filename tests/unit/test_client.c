@@ -99,6 +99,8 @@ struct fake {
 	size_t mget_cap;              /* MGET reply datagram limit */
 	int map_corrupt;              /* != 0: MAP chunk 0 of a cluster map made malformed
 				       * (enum fk_corrupt) */
+	int reply_fd;                 /* > 0: replies leave from this socket (another
+				       * address) */
 	/* Address validation: a reply larger than its request needs a cookie. */
 	int cookies;          /* require cookies (HELLO answers with flag COOKIES) */
 	uint64_t cookie;      /* the cookie HELLO hands out; it and prev_cookie are valid */
@@ -411,7 +413,8 @@ static void
 fk_send(struct fake *f, unsigned int w, const uint8_t *buf, size_t len,
 	const struct sockaddr_in *to)
 {
-	(void)sendto(f->fd[w], buf, len, 0, (const struct sockaddr *)to, sizeof(*to));
+	(void)sendto(f->reply_fd > 0 ? f->reply_fd : f->fd[w], buf, len, 0,
+		(const struct sockaddr *)to, sizeof(*to));
 }
 
 static void
@@ -3161,6 +3164,38 @@ test_cluster_malformed(void **state)
 	km_client_close(c);
 }
 
+/* A reply must come from the address its request went to: the same reply from another
+ * address is ignored (the request times out), and taken again once it comes from the
+ * node. */
+static void
+test_cluster_foreign_reply(void **state)
+{
+	struct km_client *c;
+	struct km_client_stats st;
+	char key[64], buf[16];
+	size_t len;
+	int fd;
+
+	(void)state;
+	c = fc_open(fcl.hosts, 50, 2);
+	fc_key_of(FC_WORKERS, "fr", key, sizeof(key));
+	assert_int_equal(put_s(c, key, "f", NULL), KM_OK);
+	fd = fk_socket("127.0.0.5", 0);
+	assert_true(fd > 0);
+	fx_lock(fcl.node[1]);
+	fcl.node[1]->reply_fd = fd;
+	fx_unlock(fcl.node[1]);
+	st = cl_stats(c);
+	assert_int_equal(km_get(c, key, strlen(key), buf, sizeof(buf), &len, NULL), KM_ERR_TIMEOUT);
+	assert_true(cl_stats(c).stray_replies >= st.stray_replies + 3);
+	fx_lock(fcl.node[1]);
+	fcl.node[1]->reply_fd = 0;
+	fx_unlock(fcl.node[1]);
+	check_get(c, key, "f", 0);
+	close(fd);
+	km_client_close(c);
+}
+
 /* Several seeds in front of one server of map 1.x: the one that answers is used as
  * before (its worker ports, its MOVED), a dead seed is skipped. */
 static void
@@ -3234,6 +3269,8 @@ main(void)
 			test_cluster_dead_seed, setup_cluster, teardown_cluster),
 		cmocka_unit_test_setup_teardown(
 			test_cluster_malformed, setup_cluster, teardown_cluster),
+		cmocka_unit_test_setup_teardown(
+			test_cluster_foreign_reply, setup_cluster, teardown_cluster),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -22,6 +22,10 @@
 #define EXIT_FAILED   2
 #define EXIT_NOTFOUND 3
 
+/* -h given several times: the seeds joined with commas, as km_client_opts.host takes
+ * them. */
+#define HOSTS_MAX 1024
+
 #define BENCH_DEFAULT_OPS  10000
 #define BENCH_MAX_OPS      10000000
 #define BENCH_TIME_LIMIT_S 30
@@ -31,11 +35,12 @@
 #define BENCH_KEY_SLOT 32 /* "bench:<u32>" */
 
 static const char usage_text[] =
-	"usage: keymap-cli [-h host] [-p port] [-t timeout_ms] [-r retries] [-v] [--no-steer]\n"
-	"                  [--session N] [--key ID:HEX] <command> [args]\n"
+	"usage: keymap-cli [-h host[,host...]]... [-p port] [-t timeout_ms] [-r retries] [-v]\n"
+	"                  [--no-steer] [--session N] [--key ID:HEX] <command> [args]\n"
 	"\n"
 	"commands:\n"
-	"  ping [WORKER]                     round trip to a worker (default 0)\n"
+	"  ping [WORKER]                     round trip to a worker (default 0; in a cluster\n"
+	"                                    a global worker, numbered across the nodes)\n"
 	"  get KEY                           print the value (and 'version N' on stderr with -v)\n"
 	"  put KEY VALUE                     store VALUE ('-': read it from stdin, up to\n"
 	"                                    64959 bytes; over 1431 it is sent as IPv4\n"
@@ -43,7 +48,7 @@ static const char usage_text[] =
 	"  cas KEY EXPECTED_VERSION VALUE    store if the version matches (0: only if absent)\n"
 	"  del KEY [EXPECTED_VERSION]        delete (only if the version matches, when given)\n"
 	"  mget KEY...                       print 'KEY<tab>VALUE' for each key found\n"
-	"  map                               print the shard map\n"
+	"  map                               print the shard map (and a cluster's nodes)\n"
 	"  hello                             ask the server for a cookie: print it, how long\n"
 	"                                    it is valid and what the server requires\n"
 	"  bench-lite [-n N] [-k KEYS] [-v SIZE] [--get-ratio R]\n"
@@ -52,8 +57,11 @@ static const char usage_text[] =
 	"                                    a share R of GETs (default 0.9), 30 s at most\n"
 	"\n"
 	"options:\n"
-	"  -h host        server address (default $KEYMAP_HOST, else 127.0.0.1)\n"
-	"  -p port        base UDP port, worker 0 (default 7070)\n"
+	"  -h host        server address (default $KEYMAP_HOST, else 127.0.0.1); for a\n"
+	"                 cluster, several seeds: -h a,b:7071 or -h a -h b:7071 (at most\n"
+	"                 16, host[:port]); the map comes from the first that answers\n"
+	"  -p port        base UDP port, worker 0, of every host given without one\n"
+	"                 (default 7070)\n"
 	"  -t timeout_ms  per attempt (default 200)\n"
 	"  -r retries     attempts after the first, 1..100 (default 3)\n"
 	"  -v             verbose\n"
@@ -289,6 +297,20 @@ cmd_map(struct km_client *c, int argc, char **argv, int no_steer)
 	}
 	printf("epoch %u\nworkers %u\nbase port %u\nshards %u\n", km_shardmap_epoch(m),
 		km_shardmap_nb_workers(m), km_shardmap_udp_port_base(m), km_shardmap_nb_shards(m));
+	/* A cluster: owners are global, node i has the workers first .. first + workers - 1. */
+	if (km_shardmap_nb_nodes(m) != 0) {
+		printf("nodes %u\n", km_shardmap_nb_nodes(m));
+		printf("%-5s %-21s %-8s %s\n", "node", "address", "workers", "owners");
+		for (i = 0; i < km_shardmap_nb_nodes(m); i++) {
+			const struct km_map_node *n = km_shardmap_node_at(m, (uint16_t)i);
+			char addr[24];
+
+			snprintf(addr, sizeof(addr), "%u.%u.%u.%u:%u", n->ip >> 24,
+				(n->ip >> 16) & 0xff, (n->ip >> 8) & 0xff, n->ip & 0xff, n->port);
+			printf("%-5u %-21s %-8u %u-%u\n", i, addr, n->workers, n->first,
+				n->first + n->workers - 1);
+		}
+	}
 	printf("%-10s %-5s %-10s %s\n", "id", "depth", "prefix", "owner");
 	for (i = 0; i < km_shardmap_nb_shards(m); i++) {
 		const struct km_shard *s = km_shardmap_shard_at(m, i);
@@ -540,8 +562,10 @@ parse_opts(int argc, char **argv, struct km_client_opts *opts, int *verbose)
 		{"help", no_argument, NULL, 'H'},
 		{NULL, 0, NULL, 0},
 	};
+	static char hosts[HOSTS_MAX];
 	uint8_t secret[KM_MAC_KEY_LEN];
 	const char *key_from = NULL;
+	size_t hlen = 0, alen;
 	uint32_t key_id;
 	uint64_t v;
 	int opt;
@@ -559,7 +583,19 @@ parse_opts(int argc, char **argv, struct km_client_opts *opts, int *verbose)
 	while ((opt = getopt_long(argc, argv, "+h:p:t:r:v", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'h':
-			opts->host = optarg;
+			/* Repeated: the seeds of a cluster, joined as the library takes them. */
+			alen = strlen(optarg);
+			if (hlen + (hlen != 0) + alen >= sizeof(hosts)) {
+				fprintf(stderr,
+					"keymap-cli: -h: more than %d characters of hosts\n",
+					HOSTS_MAX - 1);
+				goto bad;
+			}
+			if (hlen != 0)
+				hosts[hlen++] = ',';
+			memcpy(hosts + hlen, optarg, alen + 1);
+			hlen += alen;
+			opts->host = hosts;
 			break;
 		case 'p':
 			if (km_util_parse_u64(optarg, 1, UINT16_MAX, &v) != 0)

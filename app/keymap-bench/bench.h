@@ -33,14 +33,22 @@ enum bench_xport_kind {
 	BENCH_X_LIBKEYMAP, /* libkeymap's batch API (keymap target only, closed loop) */
 };
 
+/** Servers -s may name (libkeymap: the seeds of a cluster). */
+#define BENCH_SERVERS_MAX 16
+
 struct bench_conf {
 	enum km_tgt_kind target;
 	enum bench_xport_kind xport;
-	uint32_t server_ip; /* network order */
+	uint32_t server_ip; /* network order; the first -s */
 	uint16_t server_port;
-	uint32_t src_ip;   /* ethdev: our address, network order */
-	uint16_t src_port; /* ethdev: our UDP port */
-	uint16_t eth_port; /* ethdev port id */
+	/* Every server of -s (a list, or -s repeated), the first one included; only
+	 * libkeymap takes more than one. Port 0: none given (server_port's default). */
+	uint32_t servers_ip[BENCH_SERVERS_MAX];
+	uint16_t servers_port[BENCH_SERVERS_MAX];
+	uint32_t nb_servers; /* 0: -s not given */
+	uint32_t src_ip;     /* ethdev: our address, network order */
+	uint16_t src_port;   /* ethdev: our UDP port */
+	uint16_t eth_port;   /* ethdev port id */
 	/* workload */
 	struct km_wl_conf wl;
 	uint64_t hot_move_us; /* zipf, hotset: the hot keys move every this long (0: never) */

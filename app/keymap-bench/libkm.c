@@ -18,11 +18,32 @@
 #define CHUNK_WINDOWS 4
 #define CHUNK_MAX     4096
 
+/* c's servers as km_client_opts.host takes them; ports not given are opts.port. */
+static void
+libkm_hosts(const struct bench_conf *c, char *out, size_t cap)
+{
+	uint32_t i, n = c->nb_servers != 0 ? c->nb_servers : 1;
+	size_t off = 0;
+
+	out[0] = '\0';
+	for (i = 0; i < n; i++) {
+		char ip[INET_ADDRSTRLEN];
+		uint32_t addr = c->nb_servers != 0 ? c->servers_ip[i] : c->server_ip;
+		uint16_t port = c->nb_servers != 0 ? c->servers_port[i] : 0;
+
+		inet_ntop(AF_INET, &addr, ip, sizeof(ip));
+		off += (size_t)snprintf(out + off, cap - off, "%s%s", i == 0 ? "" : ",", ip);
+		if (port != 0)
+			off += (size_t)snprintf(out + off, cap - off, ":%u", port);
+	}
+}
+
 int
 bench_libkeymap_run(struct bench_phase *ph, struct bench_result *r, char *err, size_t errlen)
 {
 	const struct bench_conf *c = ph->conf;
-	char host[INET_ADDRSTRLEN];
+	/* Every server as IP[:PORT], comma-separated: km_client_opts.host's seeds. */
+	char host[BENCH_SERVERS_MAX * (INET_ADDRSTRLEN + 7)];
 	struct km_client_opts opts = {0};
 	struct km_client *cl = NULL;
 	struct km_batch_op *ops = NULL;
@@ -40,7 +61,7 @@ bench_libkeymap_run(struct bench_phase *ph, struct bench_result *r, char *err, s
 	km_hist_init(&r->lat);
 	km_hist_init(&r->lat_sent);
 	km_hist_init(&sec.lat);
-	inet_ntop(AF_INET, &c->server_ip, host, sizeof(host));
+	libkm_hosts(c, host, sizeof(host));
 	opts.host = host;
 	opts.port = c->server_port;
 	opts.timeout_ms = (unsigned int)(c->timeout_us / 1000 > 0 ? c->timeout_us / 1000 : 1);

@@ -35,7 +35,9 @@ usage(FILE *f)
 		"                         libkeymap's batch API; the default for keymap without "
 		"EAL)\n"
 		"  -s, --server IP[:PORT] server address (default 198.51.100.2, port 7070; 11211\n"
-		"                         for memcached)\n"
+		"                         for memcached); libkeymap: several, the seeds of a\n"
+		"                         cluster, as a list (-s A,B:7071) or repeated (-s A\n"
+		"                         -s B:7071), at most 16\n"
 		"      --src IP[:PORT]    eth: our address (default 198.51.100.3:40000)\n"
 		"      --eth-port N       eth: DPDK port id (default 0)\n"
 		"      --key ID:HEX       keymap: client key (key id, 32 hex digits); every\n"
@@ -285,6 +287,48 @@ bad:
 	return -1;
 }
 
+/* -s: one server or a comma-separated list, appended to c's servers; the first one is
+ * also server_ip (and server_port when it has one). @return 0 or -1 after saying why. */
+static int
+opt_servers(const char *s, struct bench_conf *c, int *port_set)
+{
+	char item[64];
+	const char *end;
+	size_t n;
+
+	for (;;) {
+		end = strchr(s, ',');
+		n = end != NULL ? (size_t)(end - s) : strlen(s);
+		if (n == 0 || n >= sizeof(item)) {
+			fprintf(stderr,
+				"keymap-bench: --server: expected IPv4[:PORT][,IPv4[:PORT]...]\n");
+			return -1;
+		}
+		if (c->nb_servers == BENCH_SERVERS_MAX) {
+			fprintf(stderr, "keymap-bench: --server: at most %d servers\n",
+				BENCH_SERVERS_MAX);
+			return -1;
+		}
+		memcpy(item, s, n);
+		item[n] = '\0';
+		c->servers_port[c->nb_servers] = 0;
+		if (opt_addr("server", item, &c->servers_ip[c->nb_servers],
+			    &c->servers_port[c->nb_servers], NULL) < 0)
+			return -1;
+		if (c->nb_servers == 0) {
+			c->server_ip = c->servers_ip[0];
+			if (c->servers_port[0] != 0) {
+				c->server_port = c->servers_port[0];
+				*port_set = 1;
+			}
+		}
+		c->nb_servers++;
+		if (end == NULL)
+			return 0;
+		s = end + 1;
+	}
+}
+
 /* Store an option of the table into c. @return 0 or -1 after saying why. */
 static int
 opt_table(const struct opt_desc *d, const char *arg, struct bench_conf *c)
@@ -355,9 +399,7 @@ opt_other(int val, const char *arg, struct bench_cli *cli, int *xport_set, int *
 		*xport_set = 1;
 		return -1;
 	case 's':
-		return opt_addr("server", arg, &c->server_ip, &c->server_port, port_set) < 0
-			       ? EXIT_USAGE
-			       : -1;
+		return opt_servers(arg, c, port_set) < 0 ? EXIT_USAGE : -1;
 	case O_SRC:
 		return opt_addr("src", arg, &c->src_ip, &c->src_port, NULL) < 0 ? EXIT_USAGE : -1;
 	case 'd':
@@ -507,6 +549,11 @@ check_transport(struct bench_conf *c, int eal, int xport_set)
 	if (c->xport == BENCH_X_ETH && !eal) {
 		fprintf(stderr, "keymap-bench: --transport eth needs EAL arguments after --, e.g. "
 				"-- --no-huge --no-pci --vdev net_memif0,role=client\n");
+		return EXIT_USAGE;
+	}
+	if (c->xport != BENCH_X_LIBKEYMAP && c->nb_servers > 1) {
+		fprintf(stderr, "keymap-bench: several servers need --transport libkeymap (eth "
+				"and socket talk to one)\n");
 		return EXIT_USAGE;
 	}
 	if (c->xport != BENCH_X_LIBKEYMAP)

@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -118,12 +117,13 @@ km_client_get_stats(const struct km_client *c, struct km_client_stats *st)
 static int
 km_client_alloc(struct km_client *c)
 {
-	uint32_t nslots = c->window + 2; /* and the MAP and HELLO slots */
+	uint32_t nslots = c->window + 1 + KM_PEERS_MAX; /* and the MAP and HELLO slots */
 	uint32_t htsize = 1, i;
 
 	while (htsize < 4 * nslots)
 		htsize <<= 1;
 	c->ht_mask = htsize - 1;
+	c->nb_slots = nslots;
 	c->slots = calloc(nslots, sizeof(*c->slots));
 	c->free_slots = calloc(nslots, sizeof(*c->free_slots));
 	c->ht = calloc(htsize, sizeof(*c->ht));
@@ -155,27 +155,6 @@ km_client_alloc(struct km_client *c)
 	return KM_OK;
 }
 
-static int
-km_resolve(const char *host, struct in_addr *addr)
-{
-	struct addrinfo hints, *res;
-	int rc;
-
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_INET;
-	hints.ai_socktype = SOCK_DGRAM;
-	rc = getaddrinfo(host, NULL, &hints, &res);
-	if (rc == EAI_SYSTEM)
-		return KM_ERR_SYSTEM;
-	if (rc == EAI_MEMORY)
-		return KM_ERR_NOMEM;
-	if (rc != 0)
-		return KM_ERR_INVAL;
-	*addr = ((const struct sockaddr_in *)res->ai_addr)->sin_addr;
-	freeaddrinfo(res);
-	return KM_OK;
-}
-
 int
 km_client_open(const struct km_client_opts *opts, struct km_client **out)
 {
@@ -190,7 +169,8 @@ km_client_open(const struct km_client_opts *opts, struct km_client **out)
 	if (c == NULL)
 		return KM_ERR_NOMEM;
 	c->fd = -1;
-	c->port = opts->port != 0 ? opts->port : KM_DEFAULT_PORT;
+	c->sync_peer = -1;
+	c->refresh.hint = -1;
 	c->timeout_ns =
 		(uint64_t)(opts->timeout_ms != 0 ? opts->timeout_ms : KM_DEFAULT_TIMEOUT_MS) *
 		1000000ull;
@@ -199,7 +179,6 @@ km_client_open(const struct km_client_opts *opts, struct km_client **out)
 	c->session = opts->session;
 	c->no_steer = opts->no_steer != 0;
 	c->earliest = UINT64_MAX;
-	c->addr.sin_family = AF_INET;
 	if (opts->auth_key != NULL) {
 		rc = KM_ERR_INVAL;
 		if (km_key_parse(opts->auth_key, &c->key_id, c->key) != 0)
@@ -207,7 +186,8 @@ km_client_open(const struct km_client_opts *opts, struct km_client **out)
 		c->has_key = true;
 	}
 
-	rc = km_resolve(opts->host, &c->addr.sin_addr);
+	/* Seeds: every one must resolve; none is asked anything yet. */
+	rc = km_seeds_parse(c, opts->host, opts->port != 0 ? opts->port : KM_DEFAULT_PORT);
 	if (rc != KM_OK)
 		goto fail;
 	rc = km_client_alloc(c);
@@ -234,7 +214,7 @@ km_client_open(const struct km_client_opts *opts, struct km_client **out)
 
 	if (!c->no_steer) {
 		rc = km_map_refresh(c);
-		/* A server that does not answer MAP leaves us unsteered, which still works. */
+		/* No seed answering MAP leaves us unsteered (to seed 0), which still works. */
 		if (rc == KM_ERR_SYSTEM || rc == KM_ERR_NOMEM)
 			goto fail;
 	}
@@ -312,8 +292,10 @@ km_ping(struct km_client *c, unsigned int worker)
 
 	if (c == NULL)
 		return KM_ERR_INVAL;
-	if ((c->map != NULL && !c->no_steer && worker >= km_shardmap_nb_workers(c->map)) ||
-		(uint32_t)km_base_port(c) + worker > UINT16_MAX)
+	if (c->map != NULL && !c->no_steer && worker >= km_shardmap_nb_workers(c->map))
+		return KM_ERR_INVAL;
+	/* A cluster map's ports were checked when it was built. */
+	if (!km_cluster(c) && (uint32_t)km_base_port(c) + worker > UINT16_MAX)
 		return KM_ERR_INVAL;
 	memset(&op, 0, sizeof(op));
 	op.op = KM_OP_PING;

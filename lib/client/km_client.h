@@ -9,6 +9,10 @@
  * A client handle owns one UDP socket. Requests are steered to the owner worker's UDP
  * port (base port + worker index) using the shard map fetched with MAP; a MOVED reply
  * (or a reply carrying a newer epoch) makes the client fetch the map again and retry.
+ * Pointed at a cluster (several seeds in km_client_opts.host, or any node), the client
+ * takes the cluster's map (encoding 2.0) and sends each request to the owning node's
+ * worker port, from the same socket (sendto per datagram; a reply is taken only from the
+ * address its request went to).
  * Every request has a 64-bit request id; retries after a timeout reuse it, so the server
  * applies a retried write at most once.
  *
@@ -60,13 +64,17 @@ enum km_err {
 const char *km_strerror(int err);
 
 struct km_client_opts {
-	const char *host;        /* server IPv4 address or name, required */
-	uint16_t port;           /* base UDP port (worker 0), default 7070 */
+	const char *host;        /* server IPv4 address or name, required; or several seeds
+				  * of a cluster, comma-separated, each "name[:port]" (at
+				  * most 16; e.g. "10.0.0.1,10.0.0.2:7071"): MAP is asked of
+				  * them in order, the next one on timeout */
+	uint16_t port;           /* base UDP port (worker 0), default 7070; the port of
+				  * every seed given without one */
 	unsigned int timeout_ms; /* per attempt, default 200 */
 	unsigned int retries;    /* attempts after the first, default 3 */
 	uint32_t session;        /* session id carried in requests, 0 = none (see
 				  * km_client_set_session) */
-	int no_steer;            /* 1: send everything to the base port, no MAP */
+	int no_steer;            /* 1: send everything to the first seed's base port, no MAP */
 	unsigned int window;     /* batch API: requests in flight, default 64 */
 	const char *auth_key;    /* client key "ID:HEX" (key id 1..4294967295, 32 hex
 				  * digits): every request carries a MAC; NULL = none */
@@ -75,15 +83,19 @@ struct km_client_opts {
 struct km_client;
 
 /**
- * Open a client. Fetches the shard map unless opts->no_steer (a server that does not
- * answer MAP leaves the client unsteered, epoch 0).
+ * Open a client. Fetches the shard map unless opts->no_steer, from the first seed that
+ * answers (the next one when a seed times out); the seed that answered is the home
+ * server (unsteered requests and a single server's map go there). When no seed answers
+ * MAP the client is unsteered (epoch 0): every request goes to the first seed's base
+ * port, as with one server, until a later refresh succeeds.
  *
  * Address validation is transparent: when the server refuses a reply larger than its
  * request (GET, MGET, MAP) for want of a cookie, the handle fetches one with HELLO and
  * resends the request; the cookie is then attached to every request and renewed before
  * it expires. A server without HELLO is spoken to as before.
- * @return 0 or KM_ERR_INVAL (a bad option, a malformed auth_key) / KM_ERR_SYSTEM /
- *   KM_ERR_NOMEM.
+ * @return 0 or KM_ERR_INVAL (a bad option, a malformed auth_key, a host list with an
+ *   empty entry, a bad port, over 16 seeds or a name that does not resolve) /
+ *   KM_ERR_SYSTEM / KM_ERR_NOMEM.
  * @note Context: any thread; it blocks for the MAP round trips. The handle then belongs
  *   to the calling thread (it may be handed to another one between calls).
  */
@@ -96,7 +108,9 @@ int km_client_open(const struct km_client_opts *opts, struct km_client **out);
 void km_client_close(struct km_client *c);
 
 /**
- * Round trip to worker `worker` (0 = base port). Blocks until the reply or the timeout.
+ * Round trip to worker `worker` (0 = base port); with a cluster map, `worker` is a global
+ * owner (the workers of the map's nodes in node table order). Blocks until the reply or
+ * the timeout.
  * @note Context: the thread that uses c (a handle is single-threaded).
  */
 int km_ping(struct km_client *c, unsigned int worker);
@@ -143,7 +157,8 @@ struct km_mget_item {
 };
 
 /**
- * MGET: keys are grouped by owner worker and sent in as few datagrams as fit; entries
+ * MGET: keys are grouped by owner worker (node and worker in a cluster) and sent in as
+ * few datagrams as fit; entries
  * the server could not fit in a reply are fetched with GET.
  * @return 0 when every item has its own err set, or an error for the whole call.
  * @note Context: the thread that uses c (a handle is single-threaded); blocks.
@@ -218,9 +233,11 @@ int km_client_set_session(struct km_client *c, uint32_t session);
 uint32_t km_client_session(const struct km_client *c);
 
 /**
- * Fetch the shard map again.
+ * Fetch the shard map again: from the home server, then the seeds, then the nodes of the
+ * current cluster map (the next one when one times out).
  * @return 0, KM_ERR_MAP_VERSION (the server's map encoding is newer than this library:
- *   the client stays unsteered), or another error.
+ *   the client stays unsteered), KM_ERR_PROTO (a malformed map, a 2.0 node table
+ *   included), KM_ERR_TIMEOUT (no server answered), or another error.
  * @note Context: the thread that uses c (a handle is single-threaded); blocks.
  */
 int km_map_refresh(struct km_client *c);
@@ -232,13 +249,15 @@ int km_map_refresh(struct km_client *c);
 uint32_t km_client_epoch(const struct km_client *c);
 
 /**
- * Worker the key is routed to (0 when unsteered).
+ * Worker the key is routed to (0 when unsteered); with a cluster map its global owner
+ * (km_shardmap_owner_node() on km_client_map() names the node).
  * @note Context: the thread that uses c.
  */
 unsigned int km_client_worker_of(const struct km_client *c, const void *key, size_t klen);
 
 /**
- * Number of workers in the client's map (1 when unsteered).
+ * Number of workers in the client's map (1 when unsteered); of every node of a cluster
+ * map.
  * @note Context: the thread that uses c.
  */
 unsigned int km_client_nb_workers(const struct km_client *c);
@@ -284,8 +303,9 @@ struct km_client_hello {
 #define KM_CLIENT_HELLO_AUTH    0x2 /* every request needs a client key */
 
 /**
- * Send a HELLO now and wait for its answer (the handle fetches cookies on its own when
- * needed: this is for tools and diagnostics). A cookie received is used from then on.
+ * Send a HELLO to the home server now and wait for its answer (the handle fetches
+ * cookies on its own when needed, one per server: this is for tools and diagnostics). A
+ * cookie received is used from then on.
  * @return 0 with *out filled in; KM_ERR_BAD_REQUEST from a server without HELLO;
  *   KM_ERR_AUTH, KM_ERR_TIMEOUT, ...
  * @note Context: the thread that uses c (a handle is single-threaded); blocks.

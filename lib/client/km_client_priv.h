@@ -11,6 +11,8 @@
  *   km_mget.c    MGET: grouping by owner, packing datagrams, the GET fallback
  *   km_hello.c   address validation: the cookie, HELLO, requests waiting for a cookie
  *   km_crew.c    hot keys with read copies on every worker: their GETs go to any worker
+ *   km_peer.c    the servers the handle talks to: seeds from the options, the nodes of a
+ *                cluster map; where each request goes
  *
  * Concurrency: a handle is single-threaded (km_client.h), so nothing here is shared
  * between threads; every field is read and written by the thread that calls the API.
@@ -55,6 +57,12 @@
 /* DENIED for want of a cookie this many times (each followed by a HELLO) is final. */
 #define KM_COOKIE_TRIES 2
 
+/* Seeds in km_client_opts.host, and servers the handle keeps apart (seeds, nodes of the
+ * current cluster map and of earlier ones, whose cookies are worth keeping). */
+#define KM_SEEDS_MAX 16
+#define KM_PEERS_MAX 64
+#define KM_HOST_MAX  256 /* one seed's "name[:port]", NUL included */
+
 /* Hot keys remembered (km_crew.c), power of 2, and how long a flagged reply holds. */
 #define KM_CREW_SET    64
 #define KM_CREW_TTL_NS (1000ull * 1000 * 1000)
@@ -70,9 +78,12 @@ struct km_crew_set {
 	uint32_t next; /* the worker the next spread GET goes to */
 };
 
-/* Destination of a slot other than an explicit worker index. */
+/* Destination of a slot other than an explicit worker index (a global owner in a
+ * cluster map). */
 #define KM_WORKER_KEY (-1) /* owner of the key in the current map */
-#define KM_WORKER_MAP (-2) /* base port from the options */
+#define KM_WORKER_MAP                                                     \
+	(-2) /* worker 0 of a server: the MAP slot's candidate, the HELLO \
+	      * slot's peer */
 
 enum km_slot_state {
 	KM_SLOT_FREE = 0,
@@ -94,7 +105,10 @@ struct km_slot {
 	int32_t worker;      /* KM_WORKER_KEY, KM_WORKER_MAP or an explicit worker */
 	uint32_t len;        /* request length in buf, without trailers */
 	uint32_t wlen;       /* as sent: trailers included */
-	uint16_t port;       /* destination port of the last send, host order */
+	uint32_t ip;         /* destination of the last send (or the one waiting for a
+			      * cookie): address, network order ... */
+	uint16_t port;       /* ... and port, host order */
+	uint8_t peer;        /* ... and its server in c->peers */
 	uint8_t state;       /* enum km_slot_state */
 	uint8_t attempts;    /* sends since the first one or the last MOVED */
 	uint8_t moves;       /* MOVED replies acted upon */
@@ -124,30 +138,49 @@ struct km_refresh {
 	uint16_t *owners;
 	uint32_t nb_ovr; /* routing overrides of the first chunk (map encoding 1.1) */
 	struct km_override_info ovr[KM_OVERRIDES_MAX];
+	uint32_t nb_nodes; /* node table of the first chunk (map encoding 2.0) */
+	struct km_map_node nodes[KM_MAP_NODES_MAX];
+	/* Servers asked, in this order: the one a MOVED or a newer epoch came from, the
+	 * server that answered the last MAP, the seeds, the nodes of the current map. A
+	 * chunk request that times out goes to the next one. */
+	int hint; /* peer to ask first at the next refresh (-1: none) */
+	uint8_t cand[KM_PEERS_MAX];
+	uint32_t nb_cand;
+	uint32_t ci;         /* candidate being asked */
+	uint32_t timeouts;   /* of the current chunk request, over every candidate */
 	uint64_t hold_until; /* no epoch-triggered refresh before (after failures) */
 	uint64_t hold_ns;
 };
 
 /*
- * Address validation (docs/protocol.md): the handle's cookie, bound by the server to the
- * socket's address and port, and the HELLO that fetches it.
+ * Address validation (docs/protocol.md): a server's cookie, bound by it to the socket's
+ * address and port, and the HELLO that fetches it. One per server (struct km_peer): each
+ * keymapd draws its own secrets.
  */
 struct km_cookie_state {
 	bool held;       /* cookie is attached to every request (where it fits) */
 	bool required;   /* the server refuses larger replies without one: requests whose
 			  * reply may be larger wait for a cookie rather than go without */
-	bool hello_busy; /* a HELLO is in the hello slot */
-	bool hello_sync; /* km_client_hello() waits for it */
+	bool hello_busy; /* a HELLO is in the server's hello slot */
 	uint64_t cookie;
 	uint32_t gen;     /* bumped per cookie received, so never 0 once one is held */
 	uint64_t expires; /* ns: good at least until then (0: no lifetime given) */
 	uint64_t renew;   /* ns: the next GET/MGET/MAP from then starts a HELLO (0: never) */
 	int hello_result; /* outcome of the last HELLO */
 	struct km_client_hello last; /* what the last successful HELLO said */
-	uint32_t nb_wait;            /* slots in KM_SLOT_WAIT_COOKIE */
+	uint32_t nb_wait;            /* slots in KM_SLOT_WAIT_COOKIE for this server */
 	struct km_batch_op op;
 	uint8_t pad[KM_HELLO_LEN];   /* the request's value: zeros */
 	uint8_t reply[KM_HELLO_LEN]; /* the reply's value */
+};
+
+/* A server: a seed, or a node of a cluster map. */
+struct km_peer {
+	uint32_t ip;   /* IPv4, network order; 0: entry free */
+	uint16_t port; /* UDP port of its worker 0, host order */
+	bool seed;     /* from the options: kept for the handle's life */
+	bool in_map;   /* a node of the current map */
+	struct km_cookie_state ck;
 };
 
 struct km_mget_scratch {
@@ -161,8 +194,16 @@ struct km_mget_scratch {
 
 struct km_client {
 	int fd;
-	struct sockaddr_in addr; /* server address; the port is set per datagram */
-	uint16_t port;           /* base port from the options: MAP, unsteered requests */
+	/*
+	 * Servers. peers[0 .. nb_seeds) are the seeds, in the order given; nodes of cluster
+	 * maps are added after them. home is the server that answered the last MAP (seed 0
+	 * until one does): unsteered requests and those of a 1.x map go there.
+	 */
+	struct km_peer peers[KM_PEERS_MAX];
+	uint32_t nb_seeds;
+	uint32_t home;
+	uint8_t node_peer[KM_MAP_NODES_MAX]; /* cluster map: node index -> peer */
+	int sync_peer;                       /* km_client_hello() waits for its HELLO (-1) */
 	bool no_steer;
 	uint32_t session;
 	unsigned int retries;
@@ -177,17 +218,17 @@ struct km_client {
 	struct km_batch_op map_op; /* the MAP request of the refresh in progress */
 	uint8_t map_buf[KM_DGRAM_MAX];
 
-	struct km_cookie_state ck;
 	bool has_key; /* a client key: every request carries a MAC */
 	uint32_t key_id;
 	uint8_t key[KM_MAC_KEY_LEN];
 
 	/*
-	 * Engine. slots[window] is reserved for MAP and slots[window + 1] for HELLO, so a
-	 * refresh or a cookie never waits for a slot.
+	 * Engine. slots[window] is reserved for MAP and slots[window + 1 + p] for the HELLO
+	 * of peer p, so a refresh or a cookie never waits for a slot.
 	 */
 	struct km_slot *slots;
-	uint8_t *slot_bufs; /* (window + 2) x KM_SLOT_BUF: every slot's dgram */
+	uint32_t nb_slots;  /* window + 1 + KM_PEERS_MAX */
+	uint8_t *slot_bufs; /* nb_slots x KM_SLOT_BUF: every slot's dgram */
 	uint32_t *free_slots;
 	uint32_t nb_free;
 	uint32_t *ht; /* req_id -> slot index + 1 (0 = empty), linear probing */
@@ -226,10 +267,24 @@ km_map_slot(const struct km_client *c)
 	return c->window;
 }
 
+/* The HELLO slot of peer p. */
 static inline uint32_t
-km_hello_slot(const struct km_client *c)
+km_hello_slot(const struct km_client *c, uint32_t p)
 {
-	return c->window + 1;
+	return c->window + 1 + p;
+}
+
+static inline bool
+km_is_hello_slot(const struct km_client *c, uint32_t idx)
+{
+	return idx > c->window;
+}
+
+/* A cluster map (encoding 2.0) is installed and used. */
+static inline bool
+km_cluster(const struct km_client *c)
+{
+	return c->map != NULL && !c->no_steer && km_shardmap_nb_nodes(c->map) != 0;
 }
 
 /* Ops whose reply may be larger than the request: the server wants a cookie for them. */
@@ -278,16 +333,24 @@ KM_INTERNAL void km_slot_done(struct km_client *c, uint32_t idx, int err, uint64
 /* km_map.c */
 /** Owner worker of a key in the client's map (0 when unsteered). */
 KM_INTERNAL unsigned int km_owner(const struct km_client *c, const void *key, size_t klen);
-/** Port of worker 0: the map's, unless the server left it out. */
+/** Port of worker 0 of the home server: the map's (1.x), unless the server left it out. */
 KM_INTERNAL uint16_t km_base_port(const struct km_client *c);
-/** Ask for a map refresh at the next turn of the engine (no-op if one is under way). */
-KM_INTERNAL void km_refresh_want(struct km_client *c);
+/**
+ * Ask for a map refresh at the next turn of the engine (no-op if one is under way); peer
+ * (>= 0) is asked first, unless an earlier call named one.
+ */
+KM_INTERNAL void km_refresh_want(struct km_client *c, int peer);
 /** Start the wanted refresh: the first MAP chunk request goes into the map slot. */
 KM_INTERNAL void km_refresh_begin(struct km_client *c);
 /** The MAP chunk request completed with err: take its entries, ask for the next. */
 KM_INTERNAL void km_refresh_step(struct km_client *c, int err);
-/** A reply carried the server's epoch: want a refresh if it is not ours. */
-KM_INTERNAL void km_note_epoch(struct km_client *c, uint32_t epoch, uint64_t now);
+/** A reply of peer carried its epoch: want a refresh if it is not ours (cluster: newer). */
+KM_INTERNAL void km_note_epoch(struct km_client *c, uint32_t epoch, uint32_t peer, uint64_t now);
+/**
+ * The MAP chunk request timed out: move on to the next candidate server.
+ * @return false when every candidate and the retries are used up.
+ */
+KM_INTERNAL bool km_refresh_timeout(struct km_client *c);
 
 /* km_hello.c */
 /**
@@ -297,13 +360,32 @@ KM_INTERNAL void km_note_epoch(struct km_client *c, uint32_t epoch, uint64_t now
 KM_INTERNAL bool km_cookie_gate(struct km_client *c, uint32_t idx);
 /** Slot idx was answered DENIED for want of a valid cookie: HELLO, then resend it. */
 KM_INTERNAL void km_cookie_denied(struct km_client *c, uint32_t idx, uint64_t now);
-/** Start a HELLO in the hello slot (no-op if one is under way). */
-KM_INTERNAL void km_hello_start(struct km_client *c);
-/** The HELLO completed with err: take the cookie, resend or fail the waiting slots. */
-KM_INTERNAL void km_hello_end(struct km_client *c, int err, uint64_t now);
+/** Start a HELLO to peer p in its hello slot (no-op if one is under way). */
+KM_INTERNAL void km_hello_start(struct km_client *c, uint32_t p);
+/** The HELLO to peer p completed with err: take the cookie, resend or fail the waiting
+ * slots. */
+KM_INTERNAL void km_hello_end(struct km_client *c, uint32_t p, int err, uint64_t now);
+
+/* km_peer.c */
+/**
+ * Parse opts->host ("name[:port]" entries separated by commas) into the seeds.
+ * @return KM_OK, KM_ERR_INVAL (empty entry, bad port, over KM_SEEDS_MAX, a name that
+ *   does not resolve), KM_ERR_SYSTEM, KM_ERR_NOMEM.
+ */
+KM_INTERNAL int km_seeds_parse(struct km_client *c, const char *hosts, uint16_t port);
+/**
+ * Peers of the nodes of cluster map m into node_peer[] (found or added: a free entry, or
+ * one no seed, node of m, HELLO or parked request needs); keep is a peer not to reuse.
+ * @return KM_OK or KM_ERR_BUSY (no entry to reuse now).
+ */
+KM_INTERNAL int km_peers_bind(
+	struct km_client *c, const struct km_shardmap *m, uint32_t keep, uint8_t *node_peer);
+/** Set slot idx's destination (peer, address, port) for its next send. */
+KM_INTERNAL void km_slot_route(struct km_client *c, uint32_t idx);
 
 /* km_crew.c */
-/** Worker a GET of key goes to: owner, or any worker in turn for a hot key with copies. */
+/** Worker a GET of key goes to: owner, or any worker (of the owner's node in a cluster) in
+ * turn for a hot key with copies. */
 KM_INTERNAL unsigned int km_crew_worker(
 	struct km_client *c, const void *key, size_t klen, unsigned int owner);
 /** A GET reply of key: OK with KM_F_CREW (flagged) remembers it, anything else forgets it. */

@@ -4,6 +4,7 @@
  * carrying the flag says any worker may serve the key. The handle remembers a few such
  * keys, each for KM_CREW_TTL_NS after the last reply that said so, and sends their GETs
  * to the workers in turn instead of to the owner, so a hot key's reads use every worker.
+ * With a cluster map, the workers of the owner's node: copies never cross nodes.
  * A reply without the flag (the copies were withdrawn: the owner answered), or NOT_FOUND,
  * forgets the key. Apart from the routing (km_map.c): a choice among workers for keys the
  * map routes anyway.
@@ -25,12 +26,21 @@ unsigned int
 km_crew_worker(struct km_client *c, const void *key, size_t klen, unsigned int owner)
 {
 	struct km_crew_key *e;
-	unsigned int nw;
+	unsigned int lo = 0, nw;
 	uint64_t h;
 
 	if (c->crew.nb == 0 || c->map == NULL || c->no_steer)
 		return owner;
 	nw = km_shardmap_nb_workers(c->map);
+	if (km_cluster(c)) {
+		/* The copies are on the workers of the owner's node. */
+		int node = km_shardmap_owner_node(c->map, (uint16_t)owner, NULL);
+
+		if (node < 0)
+			return owner;
+		lo = km_shardmap_node_at(c->map, (uint16_t)node)->first;
+		nw = km_shardmap_node_at(c->map, (uint16_t)node)->workers;
+	}
 	if (nw < 2)
 		return owner;
 	h = XXH3_64bits(key, klen);
@@ -43,7 +53,7 @@ km_crew_worker(struct km_client *c, const void *key, size_t klen, unsigned int o
 		return owner;
 	}
 	/* In turn over the workers: every one holds the copy. */
-	owner = c->crew.next++ % nw;
+	owner = lo + c->crew.next++ % nw;
 	c->st.crew_spread++;
 	return owner;
 }

@@ -42,19 +42,6 @@ km_req_id_next(struct km_client *c)
 	return x ^ (c->req_id_key >> 7);
 }
 
-static inline uint16_t
-km_slot_port(struct km_client *c, const struct km_slot *s)
-{
-	if (s->worker == KM_WORKER_MAP)
-		return c->port;
-	if (s->worker >= 0)
-		return (uint16_t)(km_base_port(c) + s->worker);
-	if (s->op->op == KM_OP_GET)
-		return (uint16_t)(km_base_port(c) + km_crew_worker(c, s->op->key, s->op->klen,
-							    km_owner(c, s->op->key, s->op->klen)));
-	return (uint16_t)(km_base_port(c) + km_owner(c, s->op->key, s->op->klen));
-}
-
 /*
  * req_id -> slot table. Ids are mixed (km_req_id_next), so their low bits spread well; the table
  * has at least 4 entries per slot to keep probe chains short.
@@ -117,20 +104,20 @@ void
 km_slot_transmit(struct km_client *c, uint32_t idx)
 {
 	struct km_slot *s = &c->slots[idx];
+	const struct km_cookie_state *k = &c->peers[s->peer].ck;
 	bool cookie;
 
-	s->port = km_slot_port(c, s);
 	s->map_gen = c->map_gen;
 	s->hdr.epoch = c->no_steer ? 0 : km_client_epoch(c);
 	km_hdr_encode(s->buf, &s->hdr);
 	/* The cookie wherever it fits (km_trailer_room() kept room on the ops that need it);
 	 * never on HELLO, which asks for one. */
-	cookie = c->ck.held && idx != km_hello_slot(c) &&
+	cookie = k->held && !km_is_hello_slot(c, idx) &&
 		 s->len + KM_COOKIE_LEN + (c->has_key ? KM_AUTH_LEN : 0) <= KM_DGRAM_MAX;
 	/* Room was checked before the request was built: sealing cannot fail. */
 	s->wlen = (uint32_t)km_req_seal(s->buf, s->len, s->buf == s->big ? KM_MSG_MAX : KM_SLOT_BUF,
-		cookie, c->ck.cookie, c->key_id, c->has_key ? c->key : NULL);
-	s->cookie_gen = cookie ? c->ck.gen : 0;
+		cookie, k->cookie, c->key_id, c->has_key ? c->key : NULL);
+	s->cookie_gen = cookie ? k->gen : 0;
 	s->attempts++;
 	s->state = KM_SLOT_QUEUED;
 	c->txq[c->txq_len++] = idx;
@@ -139,6 +126,7 @@ km_slot_transmit(struct km_client *c, uint32_t idx)
 void
 km_slot_send(struct km_client *c, uint32_t idx)
 {
+	km_slot_route(c, idx);
 	if (!km_cookie_gate(c, idx))
 		km_slot_transmit(c, idx);
 }
@@ -272,7 +260,7 @@ km_slot_done(struct km_client *c, uint32_t idx, int err, uint64_t now)
 	if (s->state == KM_SLOT_WAIT_MAP)
 		c->nb_wait_map--;
 	else if (s->state == KM_SLOT_WAIT_COOKIE)
-		c->ck.nb_wait--;
+		c->peers[s->peer].ck.nb_wait--;
 	s->state = KM_SLOT_FREE;
 	s->op->err = err;
 	s->op->latency_ns = s->first_ns == 0 ? 0 : now - s->first_ns;
@@ -280,8 +268,8 @@ km_slot_done(struct km_client *c, uint32_t idx, int err, uint64_t now)
 		km_refresh_step(c, err);
 		return;
 	}
-	if (idx == km_hello_slot(c)) {
-		km_hello_end(c, err, now);
+	if (km_is_hello_slot(c, idx)) {
+		km_hello_end(c, idx - c->window - 1, err, now);
 		return;
 	}
 	c->free_slots[c->nb_free++] = idx;
@@ -300,7 +288,7 @@ km_slot_moved(struct km_client *c, uint32_t idx, uint64_t now)
 	}
 	/* Explicit destination (MGET, PING): the caller regroups after the refresh. */
 	if (s->worker != KM_WORKER_KEY) {
-		km_refresh_want(c);
+		km_refresh_want(c, s->peer);
 		km_slot_done(c, idx, KM_ERR_MOVED, now);
 		return;
 	}
@@ -316,13 +304,15 @@ km_slot_moved(struct km_client *c, uint32_t idx, uint64_t now)
 		km_slot_send(c, idx);
 		return;
 	}
-	km_refresh_want(c);
+	/* The server that said MOVED is asked for the map first: it has a newer one. */
+	km_refresh_want(c, s->peer);
 	s->state = KM_SLOT_WAIT_MAP;
 	c->nb_wait_map++;
 }
 
 static void
-km_dispatch(struct km_client *c, const uint8_t *buf, size_t len, uint16_t sport, uint64_t now)
+km_dispatch(struct km_client *c, const uint8_t *buf, size_t len, uint32_t sip, uint16_t sport,
+	uint64_t now)
 {
 	struct km_batch_op *op;
 	struct km_slot *s;
@@ -344,13 +334,15 @@ km_dispatch(struct km_client *c, const uint8_t *buf, size_t len, uint16_t sport,
 	s = &c->slots[idx];
 	op = s->op;
 	/*
+	 * Only the server the request went to answers it: a reply from another address is
+	 * foreign, or answers an attempt sent elsewhere before a re-route.
 	 * QUEUED: the resend is not out yet; its own reply will come. MOVED, BUSY and DENIED
 	 * for want of a cookie only concern the attempt in flight (a parked request has
 	 * already acted on one). MOVED comes from the worker that received the request, so
 	 * one from another port answers an earlier attempt: stale. (BUSY comes from the
 	 * owner, which may not be the worker we sent to.)
 	 */
-	if (s->state == KM_SLOT_QUEUED || m.hdr.op != op->op ||
+	if (sip != s->ip || s->state == KM_SLOT_QUEUED || m.hdr.op != op->op ||
 		((m.hdr.status == KM_ST_MOVED || m.hdr.status == KM_ST_BUSY ||
 			 (m.hdr.status == KM_ST_DENIED && m.hdr.version == KM_DENY_COOKIE)) &&
 			s->state != KM_SLOT_SENT) ||
@@ -359,7 +351,7 @@ km_dispatch(struct km_client *c, const uint8_t *buf, size_t len, uint16_t sport,
 		return;
 	}
 	if (op->op != KM_OP_MAP)
-		km_note_epoch(c, m.hdr.epoch, now);
+		km_note_epoch(c, m.hdr.epoch, s->peer, now);
 
 	switch (m.hdr.status) {
 	case KM_ST_MOVED:
@@ -389,7 +381,7 @@ km_dispatch(struct km_client *c, const uint8_t *buf, size_t len, uint16_t sport,
 	case KM_ST_DENIED:
 		/* The reason travels in the version field. */
 		c->st.denied++;
-		if (m.hdr.version == KM_DENY_COOKIE && idx != km_hello_slot(c)) {
+		if (m.hdr.version == KM_DENY_COOKIE && !km_is_hello_slot(c, idx)) {
 			km_cookie_denied(c, idx, now);
 			return;
 		}
@@ -425,7 +417,10 @@ km_flush(struct km_client *c)
 		for (i = 0; i < c->txq_len; i++) {
 			struct km_slot *s = &c->slots[c->txq[i]];
 
-			c->txaddr[i] = c->addr;
+			/* One socket for every server: the address is set per datagram. */
+			memset(&c->txaddr[i], 0, sizeof(c->txaddr[i]));
+			c->txaddr[i].sin_family = AF_INET;
+			c->txaddr[i].sin_addr.s_addr = s->ip;
 			c->txaddr[i].sin_port = htons(s->port);
 			c->txiov[i].iov_base = s->buf;
 			c->txiov[i].iov_len = s->wlen;
@@ -485,16 +480,16 @@ km_recv(struct km_client *c)
 	for (i = 0; i < r; i++) {
 		const struct sockaddr_in *from = &c->rxaddr[i];
 
-		/* Only the server may answer; truncated datagrams are not valid replies. */
+		/* Truncated datagrams are not valid replies; the source is checked against
+		 * the request's destination by km_dispatch(). */
 		if ((c->rxmsg[i].msg_hdr.msg_flags & MSG_TRUNC) != 0 ||
 			c->rxmsg[i].msg_hdr.msg_namelen < sizeof(*from) ||
-			from->sin_family != AF_INET ||
-			from->sin_addr.s_addr != c->addr.sin_addr.s_addr) {
+			from->sin_family != AF_INET) {
 			c->st.stray_replies++;
 			continue;
 		}
-		km_dispatch(
-			c, c->rxiov[i].iov_base, c->rxmsg[i].msg_len, ntohs(from->sin_port), now);
+		km_dispatch(c, c->rxiov[i].iov_base, c->rxmsg[i].msg_len, from->sin_addr.s_addr,
+			ntohs(from->sin_port), now);
 	}
 	return r;
 }
@@ -506,7 +501,7 @@ km_expire(struct km_client *c, uint64_t now)
 	uint64_t earliest = UINT64_MAX;
 	uint32_t i;
 
-	for (i = 0; i <= km_hello_slot(c); i++) {
+	for (i = 0; i < c->nb_slots; i++) {
 		struct km_slot *s = &c->slots[i];
 
 		if (s->state != KM_SLOT_SENT && s->state != KM_SLOT_BACKOFF)
@@ -516,7 +511,14 @@ km_expire(struct km_client *c, uint64_t now)
 				earliest = s->deadline;
 			continue;
 		}
-		if (s->state == KM_SLOT_SENT) {
+		if (s->state == KM_SLOT_SENT && i == km_map_slot(c)) {
+			/* MAP: the next candidate server, within the refresh's own budget. */
+			c->st.timeouts++;
+			if (!km_refresh_timeout(c)) {
+				km_slot_done(c, i, KM_ERR_TIMEOUT, now);
+				continue;
+			}
+		} else if (s->state == KM_SLOT_SENT) {
 			c->st.timeouts++;
 			if (s->attempts > c->retries) {
 				km_slot_done(c, i, KM_ERR_TIMEOUT, now);
@@ -536,7 +538,7 @@ km_abort(struct km_client *c, struct km_batch_op *ops, size_t next, size_t n)
 	int saved = errno;
 	uint32_t i;
 
-	for (i = 0; i <= km_hello_slot(c); i++) {
+	for (i = 0; i < c->nb_slots; i++) {
 		struct km_slot *s = &c->slots[i];
 
 		if (s->state == KM_SLOT_FREE)
@@ -554,9 +556,11 @@ km_abort(struct km_client *c, struct km_batch_op *ops, size_t next, size_t n)
 	c->txq_len = 0;
 	c->pending = 0;
 	c->nb_wait_map = 0;
-	c->ck.nb_wait = 0;
-	c->ck.hello_busy = false;
-	c->ck.hello_result = KM_ERR_SYSTEM;
+	for (i = 0; i < KM_PEERS_MAX; i++) {
+		c->peers[i].ck.nb_wait = 0;
+		c->peers[i].ck.hello_busy = false;
+		c->peers[i].ck.hello_result = KM_ERR_SYSTEM;
+	}
 	c->earliest = UINT64_MAX;
 	errno = saved;
 	return KM_ERR_SYSTEM;
@@ -592,7 +596,7 @@ km_run(struct km_client *c, struct km_batch_op *ops, const int32_t *workers, siz
 		/* A HELLO started ahead of a cookie's expiry may still be out: its reply is
 		 * taken by a later call. */
 		if (c->pending == 0 && c->refresh.state == KM_REFRESH_IDLE &&
-			!(c->ck.hello_sync && c->ck.hello_busy))
+			!(c->sync_peer >= 0 && c->peers[c->sync_peer].ck.hello_busy))
 			return 0;
 
 		r = km_recv(c);

@@ -5,7 +5,9 @@
  * DENIED with reason KM_DENY_COOKIE instead. The handle then fetches a cookie with HELLO
  * (in a slot of its own, so it never waits for a free one), parks the refused request
  * (KM_SLOT_WAIT_COOKIE) and resends it, same req_id, with the cookie when the HELLO
- * ends. The cookie is bound to the socket's address and port: one per handle.
+ * ends. The cookie is bound to the socket's address and port and to the server's
+ * secrets: one per server the handle talks to (struct km_peer), each with its own HELLO
+ * slot; everything below is per server.
  *
  * When a HELLO is sent:
  *   - a request is answered DENIED/cookie: first contact with a server that requires
@@ -35,9 +37,9 @@
 #include "km_client_priv.h"
 
 void
-km_hello_start(struct km_client *c)
+km_hello_start(struct km_client *c, uint32_t p)
 {
-	struct km_cookie_state *k = &c->ck;
+	struct km_cookie_state *k = &c->peers[p].ck;
 
 	if (k->hello_busy)
 		return;
@@ -49,20 +51,20 @@ km_hello_start(struct km_client *c)
 	k->op.buf = k->reply;
 	k->op.cap = sizeof(k->reply);
 	c->st.cookie_fetches++;
-	/* To the base port: the cookie is good on every worker port. */
-	km_slot_arm(c, km_hello_slot(c), &k->op, KM_WORKER_MAP);
+	/* To the server's worker 0: the cookie is good on every worker port. */
+	km_slot_arm(c, km_hello_slot(c, p), &k->op, KM_WORKER_MAP);
 }
 
 bool
 km_cookie_gate(struct km_client *c, uint32_t idx)
 {
-	struct km_cookie_state *k = &c->ck;
 	struct km_slot *s = &c->slots[idx];
+	struct km_cookie_state *k = &c->peers[s->peer].ck;
 	bool grows;
 	uint64_t now;
 
 	/* Nothing to decide: no cookie, none asked for (every request of an old server). */
-	if (idx == km_hello_slot(c) || (!k->held && !k->required && !k->hello_busy))
+	if (km_is_hello_slot(c, idx) || (!k->held && !k->required && !k->hello_busy))
 		return false;
 	grows = km_op_grows(s->hdr.op);
 	if (k->held && (k->expires != 0 || k->renew != 0)) {
@@ -70,13 +72,13 @@ km_cookie_gate(struct km_client *c, uint32_t idx)
 		if (k->expires != 0 && now >= k->expires)
 			k->held = false;
 		else if (grows && k->renew != 0 && now >= k->renew)
-			km_hello_start(c);
+			km_hello_start(c, s->peer);
 	}
 	/* Without a cookie a larger reply would be refused (the server said it requires
 	 * one, or a HELLO is under way for a refused request): wait for the HELLO. */
 	if (!grows || k->held || (!k->required && !k->hello_busy))
 		return false;
-	km_hello_start(c);
+	km_hello_start(c, s->peer);
 	s->state = KM_SLOT_WAIT_COOKIE;
 	k->nb_wait++;
 	return true;
@@ -85,8 +87,8 @@ km_cookie_gate(struct km_client *c, uint32_t idx)
 void
 km_cookie_denied(struct km_client *c, uint32_t idx, uint64_t now)
 {
-	struct km_cookie_state *k = &c->ck;
 	struct km_slot *s = &c->slots[idx];
+	struct km_cookie_state *k = &c->peers[s->peer].ck;
 
 	if (s->denials >= KM_COOKIE_TRIES) {
 		km_slot_done(c, idx, KM_ERR_DENIED, now);
@@ -101,8 +103,10 @@ km_cookie_denied(struct km_client *c, uint32_t idx, uint64_t now)
 	if (k->held && s->cookie_gen == k->gen)
 		k->held = false;
 	k->required = true;
-	/* With a newer cookie: at once. Else parked, and a HELLO started if none is out. */
-	km_slot_send(c, idx);
+	/* With a newer cookie: at once. Else parked, and a HELLO started if none is out.
+	 * To the same server: the refusal was about its cookie, not about the route. */
+	if (!km_cookie_gate(c, idx))
+		km_slot_transmit(c, idx);
 }
 
 /* The error of a request that waited for a HELLO which failed with err. */
@@ -123,10 +127,10 @@ km_hello_wait_err(int err)
 }
 
 void
-km_hello_end(struct km_client *c, int err, uint64_t now)
+km_hello_end(struct km_client *c, uint32_t p, int err, uint64_t now)
 {
-	struct km_cookie_state *k = &c->ck;
-	const struct km_slot *hs = &c->slots[km_hello_slot(c)];
+	struct km_cookie_state *k = &c->peers[p].ck;
+	const struct km_slot *hs = &c->slots[km_hello_slot(c, p)];
 	uint64_t life;
 	uint32_t i;
 
@@ -158,7 +162,7 @@ km_hello_end(struct km_client *c, int err, uint64_t now)
 		k->required = false;
 	}
 	for (i = 0; i <= km_map_slot(c) && k->nb_wait > 0; i++) {
-		if (c->slots[i].state != KM_SLOT_WAIT_COOKIE)
+		if (c->slots[i].state != KM_SLOT_WAIT_COOKIE || c->slots[i].peer != p)
 			continue;
 		if (err == KM_OK) {
 			/* Straight out, whatever the cookie's age: it was just handed out. */
@@ -173,18 +177,20 @@ km_hello_end(struct km_client *c, int err, uint64_t now)
 int
 km_client_hello(struct km_client *c, struct km_client_hello *out)
 {
+	const struct km_cookie_state *k;
 	int rc;
 
 	if (c == NULL || out == NULL)
 		return KM_ERR_INVAL;
-	/* One under way (a renewal) is as good as a new one. */
-	km_hello_start(c);
-	c->ck.hello_sync = true;
+	/* To the home server. One under way (a renewal) is as good as a new one. */
+	k = &c->peers[c->home].ck;
+	km_hello_start(c, c->home);
+	c->sync_peer = (int)c->home;
 	rc = km_run(c, NULL, NULL, 0, true);
-	c->ck.hello_sync = false;
+	c->sync_peer = -1;
 	if (rc < 0)
 		return rc;
-	if (c->ck.hello_result == KM_OK)
-		*out = c->ck.last;
-	return c->ck.hello_result;
+	if (k->hello_result == KM_OK)
+		*out = k->last;
+	return k->hello_result;
 }

@@ -5,6 +5,16 @@
  * A refresh fetches the map chunk by chunk through the engine's map slot, starts over
  * when the map changes in between, and installs it only when every chunk has arrived;
  * the ops that were answered MOVED wait in KM_SLOT_WAIT_MAP and are resent at the end.
+ *
+ * Which server is asked: the one a MOVED (or a newer epoch) came from, then the server
+ * that answered the last MAP, then the seeds in order, then the nodes of the current
+ * cluster map; a chunk request that times out goes to the next one, and gives up after
+ * every candidate and `retries` more attempts (one seed: retries + 1 attempts, as for
+ * any request). The server that answers becomes the home server.
+ *
+ * Encodings: 1.x, one server (owners are its workers); 2.0, a cluster (global owners and
+ * a node table, docs/protocol.md 6.2): the map is built as a client's view with
+ * km_shardmap_from_cluster(), and every node gets a peer (km_peer.c).
  */
 
 #include <errno.h>
@@ -53,16 +63,42 @@ km_client_worker_of(const struct km_client *c, const void *key, size_t klen)
 uint16_t
 km_base_port(const struct km_client *c)
 {
-	if (c->map != NULL && !c->no_steer && km_shardmap_udp_port_base(c->map) != 0)
+	if (c->map != NULL && !c->no_steer && !km_cluster(c) &&
+		km_shardmap_udp_port_base(c->map) != 0)
 		return km_shardmap_udp_port_base(c->map);
-	return c->port;
+	return c->peers[c->home].port;
 }
 
 void
-km_refresh_want(struct km_client *c)
+km_refresh_want(struct km_client *c, int peer)
 {
-	if (c->refresh.state == KM_REFRESH_IDLE)
-		c->refresh.state = KM_REFRESH_WANTED;
+	if (c->refresh.state == KM_REFRESH_RUNNING)
+		return;
+	if (peer >= 0 && c->refresh.hint < 0)
+		c->refresh.hint = peer;
+	c->refresh.state = KM_REFRESH_WANTED;
+}
+
+static void
+km_cand_add(struct km_refresh *r, uint32_t p)
+{
+	uint32_t i;
+
+	for (i = 0; i < r->nb_cand; i++)
+		if (r->cand[i] == p)
+			return;
+	r->cand[r->nb_cand++] = (uint8_t)p;
+}
+
+bool
+km_refresh_timeout(struct km_client *c)
+{
+	struct km_refresh *r = &c->refresh;
+
+	if (++r->timeouts >= r->nb_cand + c->retries)
+		return false;
+	r->ci = (r->ci + 1) % r->nb_cand;
+	return true;
 }
 
 static void
@@ -75,15 +111,31 @@ km_map_request(struct km_client *c, uint32_t cursor)
 	op->version = cursor;
 	op->buf = c->map_buf;
 	op->cap = sizeof(c->map_buf);
+	/* Each chunk request has the whole budget; it starts at the server that answered. */
+	c->refresh.timeouts = 0;
 	km_slot_arm(c, c->window, op, KM_WORKER_MAP);
 }
 
 void
 km_refresh_begin(struct km_client *c)
 {
-	c->refresh.state = KM_REFRESH_RUNNING;
-	c->refresh.restarts = 0;
-	c->refresh.got = 0;
+	struct km_refresh *r = &c->refresh;
+	uint32_t i;
+
+	r->state = KM_REFRESH_RUNNING;
+	r->restarts = 0;
+	r->got = 0;
+	r->nb_cand = 0;
+	r->ci = 0;
+	if (r->hint >= 0)
+		km_cand_add(r, (uint32_t)r->hint);
+	r->hint = -1;
+	km_cand_add(r, c->home);
+	for (i = 0; i < c->nb_seeds; i++)
+		km_cand_add(r, i);
+	if (km_cluster(c))
+		for (i = 0; i < km_shardmap_nb_nodes(c->map); i++)
+			km_cand_add(r, c->node_peer[i]);
 	km_map_request(c, 0);
 }
 
@@ -113,11 +165,13 @@ km_refresh_end(struct km_client *c, int err)
 	}
 }
 
+/* The map of a single server (encoding 1.x), answered by peer p. */
 static int
-km_refresh_install(struct km_client *c)
+km_refresh_install_one(struct km_client *c, uint32_t p, struct km_shardmap **out)
 {
 	struct km_refresh *r = &c->refresh;
 	struct km_shardmap *m;
+	uint32_t i;
 	int rc;
 
 	rc = km_shardmap_from_list(r->head.epoch, r->head.nb_workers, r->head.udp_port_base,
@@ -132,15 +186,67 @@ km_refresh_install(struct km_client *c)
 		return KM_ERR_PROTO;
 	}
 	/* Every worker port must exist: base + nb_workers - 1 <= 65535. */
-	if ((uint32_t)(km_shardmap_udp_port_base(m) != 0 ? km_shardmap_udp_port_base(m) : c->port) +
+	if ((uint32_t)(km_shardmap_udp_port_base(m) != 0 ? km_shardmap_udp_port_base(m)
+							 : c->peers[p].port) +
 			km_shardmap_nb_workers(m) - 1 >
 		UINT16_MAX) {
 		km_shardmap_free(m);
 		return KM_ERR_PROTO;
 	}
+	for (i = 0; i < KM_PEERS_MAX; i++)
+		c->peers[i].in_map = false;
+	*out = m;
+	return KM_OK;
+}
+
+/*
+ * A cluster's map (encoding 2.0), answered by peer p: the client's view (global owners)
+ * and a peer for every node. Overrides are not carried over: in a cluster the partition
+ * shifter is off (docs/cluster.md), and a key routed by its own rule is handed over or
+ * answered MOVED by the node, never answered from the wrong place.
+ */
+static int
+km_refresh_install_cluster(struct km_client *c, uint32_t p, struct km_shardmap **out)
+{
+	struct km_refresh *r = &c->refresh;
+	uint8_t node_peer[KM_MAP_NODES_MAX];
+	struct km_shardmap *m;
+	int rc;
+
+	rc = km_shardmap_from_cluster(r->head.epoch, r->head.route_sep, r->head.route_depth, r->ids,
+		r->owners, r->head.nb_shards, r->nodes, (uint16_t)r->nb_nodes, -1, &m);
+	if (rc == -ENOMEM)
+		return KM_ERR_NOMEM;
+	if (rc != 0)
+		return KM_ERR_PROTO;
+	/* Busy: no peer entry free for a new node now (HELLOs or parked requests hold them):
+	 * the old map stays until a later refresh. */
+	rc = km_peers_bind(c, m, p, node_peer);
+	if (rc != KM_OK) {
+		km_shardmap_free(m);
+		return rc;
+	}
+	memcpy(c->node_peer, node_peer, sizeof(node_peer));
+	*out = m;
+	return KM_OK;
+}
+
+static int
+km_refresh_install(struct km_client *c)
+{
+	struct km_refresh *r = &c->refresh;
+	uint32_t p = r->cand[r->ci];
+	struct km_shardmap *m = NULL;
+	int rc;
+
+	rc = r->head.version_major == KM_MAP_CLUSTER_MAJOR ? km_refresh_install_cluster(c, p, &m)
+							   : km_refresh_install_one(c, p, &m);
+	if (rc != KM_OK)
+		return rc;
 	km_shardmap_free(c->map);
 	c->map = m;
 	c->map_gen++;
+	c->home = p;
 	c->st.map_refreshes++;
 	return KM_OK;
 }
@@ -149,9 +255,10 @@ km_refresh_install(struct km_client *c)
 static bool
 km_chunk_same_map(const struct km_map_chunk *a, const struct km_map_chunk *b)
 {
-	return a->epoch == b->epoch && a->nb_shards == b->nb_shards &&
-	       a->nb_workers == b->nb_workers && a->udp_port_base == b->udp_port_base &&
-	       a->route_sep == b->route_sep && a->route_depth == b->route_depth;
+	return a->version_major == b->version_major && a->epoch == b->epoch &&
+	       a->nb_shards == b->nb_shards && a->nb_workers == b->nb_workers &&
+	       a->udp_port_base == b->udp_port_base && a->route_sep == b->route_sep &&
+	       a->route_depth == b->route_depth;
 }
 
 void
@@ -166,10 +273,8 @@ km_refresh_step(struct km_client *c, int err)
 		km_refresh_end(c, err);
 		return;
 	}
+	/* 1.x and 2.0 are known; another major is -EPROTO. */
 	rc = km_shardmap_decode_chunk(c->map_buf, c->map_op.len, &ch);
-	/* A cluster's map (2.0): this client steers within one server only. */
-	if (rc == 0 && ch.version_major != KM_MAP_VERSION_MAJOR)
-		rc = -EPROTO;
 	if (rc != 0) {
 		km_refresh_end(c, rc == -EPROTO ? KM_ERR_MAP_VERSION : KM_ERR_PROTO);
 		return;
@@ -189,9 +294,12 @@ km_refresh_step(struct km_client *c, int err)
 	}
 	if (r->got == 0) {
 		r->head = ch;
-		r->nb_ovr = ch.nb_overrides;
-		for (i = 0; i < ch.nb_overrides; i++)
+		r->nb_ovr = ch.version_major == KM_MAP_CLUSTER_MAJOR ? 0 : ch.nb_overrides;
+		for (i = 0; i < r->nb_ovr; i++)
 			km_shardmap_chunk_override(&ch, i, &r->ovr[i]);
+		r->nb_nodes = ch.nb_nodes;
+		for (i = 0; i < ch.nb_nodes; i++)
+			km_shardmap_chunk_node(&ch, i, &r->nodes[i]);
 		if (r->cap < ch.nb_shards) {
 			uint64_t *ids = realloc(r->ids, ch.nb_shards * sizeof(*ids));
 			uint16_t *owners;
@@ -216,9 +324,10 @@ km_refresh_step(struct km_client *c, int err)
 		/*
 		 * Keep jump-hash owners as such so the map reads like the server's; but the owner
 		 * sent is the resolved one, and routing must follow it even if our jump hash
-		 * disagreed.
+		 * disagreed. A cluster's owners are global: kept as they are.
 		 */
-		if ((e.flags & KM_MAP_ENTRY_F_MOVED) == 0 && ch.nb_workers != 0 &&
+		if (ch.version_major != KM_MAP_CLUSTER_MAJOR &&
+			(e.flags & KM_MAP_ENTRY_F_MOVED) == 0 && ch.nb_workers != 0 &&
 			km_jump_hash(e.id, ch.nb_workers) == e.owner)
 			e.owner = KM_OWNER_JUMP;
 		r->owners[r->got + i] = e.owner;
@@ -232,18 +341,25 @@ km_refresh_step(struct km_client *c, int err)
 }
 
 /*
- * A reply carried the server's epoch: if it is not ours, our map is outdated; fetch it
- * (unless refreshes failed recently). "Not ours" rather than "newer": epochs restart at 1
- * when the server restarts (docs/protocol.md 1.1).
+ * A reply carried the server's epoch: if it is not ours, our map is outdated; fetch it,
+ * from that server first (unless refreshes failed recently). "Not ours" rather than
+ * "newer": epochs restart at 1 when the server restarts (docs/protocol.md 1.1). With a
+ * cluster map, only a newer epoch: the placer numbers the cluster's maps, and a node with
+ * an older one has not applied ours yet (a node without a map says 0); if the cluster
+ * starts over at 1, its nodes' MOVED replies bring the new map.
  */
 void
-km_note_epoch(struct km_client *c, uint32_t epoch, uint64_t now)
+km_note_epoch(struct km_client *c, uint32_t epoch, uint32_t peer, uint64_t now)
 {
-	if (c->no_steer || epoch == km_client_epoch(c) || c->refresh.state != KM_REFRESH_IDLE)
+	uint32_t ours = km_client_epoch(c);
+
+	if (c->no_steer || epoch == ours || c->refresh.state != KM_REFRESH_IDLE)
+		return;
+	if (km_cluster(c) && epoch < ours)
 		return;
 	if (now < c->refresh.hold_until)
 		return;
-	c->refresh.state = KM_REFRESH_WANTED;
+	km_refresh_want(c, (int)peer);
 }
 
 int

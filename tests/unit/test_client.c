@@ -2,9 +2,11 @@
 /*
  * libkeymap against a fake keymap server: a thread serving n UDP sockets on 127.0.0.1
  * (one per worker, consecutive ports) with km_proto, km_shardmap and an in-memory
- * table. Each test scripts the fake (drop, BUSY, duplicate, silence, publish a new map)
- * and checks what the client did from the fake's request log: ports, req_ids, epochs.
- * It can also play a server that requires cookies (HELLO) or client keys (MACs), or one
+ * table. Several fakes on 127.0.0.2, 127.0.0.3, ... play the nodes of a cluster: each
+ * holds its node's view of one cluster map, answers MAP with encoding 2.0 and MOVED for
+ * the shards of the other nodes. Each test scripts the fake (drop, BUSY, duplicate, silence,
+ * publish a new map) and checks what the client did from the fake's request log: ports, req_ids,
+ * epochs. It can also play a server that requires cookies (HELLO) or client keys (MACs), or one
  * that predates them.
  *
  * Deterministic: fixed seeds; timing only enters through generous upper bounds.
@@ -95,6 +97,10 @@ struct fake {
 	size_t map_cap;               /* MAP reply body limit */
 	uint8_t map_version;          /* != 0: version byte stamped into MAP chunks */
 	size_t mget_cap;              /* MGET reply datagram limit */
+	int map_corrupt;              /* != 0: MAP chunk 0 of a cluster map made malformed
+				       * (enum fk_corrupt) */
+	int reply_fd;                 /* > 0: replies leave from this socket (another
+				       * address) */
 	/* Address validation: a reply larger than its request needs a cookie. */
 	int cookies;          /* require cookies (HELLO answers with flag COOKIES) */
 	uint64_t cookie;      /* the cookie HELLO hands out; it and prev_cookie are valid */
@@ -121,9 +127,28 @@ struct fake {
 	unsigned int dedup_next;
 	uint8_t prev[KM_MSG_MAX];
 	size_t prev_len;
+	/* The server thread's buffers: each fake has its own (nodes of a cluster run at
+	 * once). */
+	uint8_t rx[KM_MSG_MAX + 1];
+	uint8_t out[KM_MSG_MAX];
 };
 
 static struct fake *fk; /* the fake of the running test */
+
+/* Ways to break the node table of a 2.0 chunk 0 (docs/protocol.md 6.2). */
+enum fk_corrupt {
+	FK_CORRUPT_NONE = 0,
+	FK_CORRUPT_NO_TABLE,   /* flag bit 1 cleared: chunk 0 without the table */
+	FK_CORRUPT_EMPTY,      /* n = 0 */
+	FK_CORRUPT_TOO_MANY,   /* n = 33 */
+	FK_CORRUPT_TRUNCATED,  /* the last node cut short */
+	FK_CORRUPT_SUM,        /* workers that do not add up to nb_workers */
+	FK_CORRUPT_PORT0,      /* a node with port 0 */
+	FK_CORRUPT_ADDR0,      /* a node with address 0 */
+	FK_CORRUPT_OWNER,      /* an entry owned by no worker of the table */
+	FK_CORRUPT_TABLE_LATE, /* the table in chunk 1 as well */
+	FK_CORRUPT_MAX,
+};
 
 /* xorshift64*: fixed seeds make every run identical. */
 static uint64_t
@@ -278,8 +303,63 @@ static int
 fk_moved(const struct fake *f, const struct km_msg *m, const uint8_t *key, size_t klen,
 	unsigned int w)
 {
-	return f->check_owner && !f->map_disabled && m->hdr.epoch != 0 &&
-	       m->hdr.epoch != km_shardmap_epoch(f->map) && fk_owner_of(f->map, key, klen) != w;
+	unsigned int owner;
+
+	if (f->map_disabled)
+		return 0;
+	owner = fk_owner_of(f->map, key, klen);
+	/* A cluster node: a shard of another node is MOVED whatever the epoch. */
+	if (owner == KM_OWNER_REMOTE)
+		return 1;
+	return f->check_owner && m->hdr.epoch != 0 && m->hdr.epoch != km_shardmap_epoch(f->map) &&
+	       owner != w;
+}
+
+/* Break the 2.0 chunk at out (len bytes, of a cluster map) as f->map_corrupt says.
+ * @return its new length. */
+static size_t
+fk_corrupt(const struct fake *f, uint8_t *out, size_t len)
+{
+	uint32_t first = km_get32(out + 16), count = km_get16(out + 20);
+	uint8_t *t = out + KM_MAP_HDR_LEN + (size_t)count * KM_MAP_ENTRY_LEN;
+
+	if (first != 0) {
+		if (f->map_corrupt == FK_CORRUPT_TABLE_LATE) {
+			out[11] |= KM_MAP_F_NODES;
+			t[0] = 1;
+			km_put32(t + 1, 0x7f000002);
+			km_put16(t + 5, 7070);
+			km_put16(t + 7, km_get16(out + 4));
+			return len + 1 + KM_MAP_NODE_LEN;
+		}
+		return len;
+	}
+	switch (f->map_corrupt) {
+	case FK_CORRUPT_NO_TABLE:
+		out[11] &= (uint8_t)~KM_MAP_F_NODES;
+		return len;
+	case FK_CORRUPT_EMPTY:
+		t[0] = 0;
+		return len;
+	case FK_CORRUPT_TOO_MANY:
+		t[0] = KM_MAP_NODES_MAX + 1;
+		return len;
+	case FK_CORRUPT_TRUNCATED:
+		return len - 3;
+	case FK_CORRUPT_SUM:
+		km_put16(t + 1 + 6, (uint16_t)(km_get16(t + 1 + 6) + 1));
+		return len;
+	case FK_CORRUPT_PORT0:
+		km_put16(t + 1 + 4, 0);
+		return len;
+	case FK_CORRUPT_ADDR0:
+		km_put32(t + 1, 0);
+		return len;
+	case FK_CORRUPT_OWNER:
+		km_put16(out + KM_MAP_HDR_LEN + 4, km_get16(out + 4));
+		return len;
+	}
+	return len;
 }
 
 /*
@@ -333,14 +413,15 @@ static void
 fk_send(struct fake *f, unsigned int w, const uint8_t *buf, size_t len,
 	const struct sockaddr_in *to)
 {
-	(void)sendto(f->fd[w], buf, len, 0, (const struct sockaddr *)to, sizeof(*to));
+	(void)sendto(f->reply_fd > 0 ? f->reply_fd : f->fd[w], buf, len, 0,
+		(const struct sockaddr *)to, sizeof(*to));
 }
 
 static void
 fk_handle(struct fake *f, unsigned int w, const uint8_t *buf, size_t len,
 	const struct sockaddr_in *from)
 {
-	static uint8_t out[KM_MSG_MAX];
+	uint8_t *out = f->out;
 	const uint8_t *val = NULL;
 	struct km_hdr rh;
 	struct km_msg m;
@@ -444,6 +525,8 @@ fk_handle(struct fake *f, unsigned int w, const uint8_t *buf, size_t len,
 			val = out + KM_HDR_LEN;
 			if (rh.val_len != 0 && f->map_version != 0)
 				out[KM_HDR_LEN + 10] = f->map_version;
+			if (rh.val_len != 0 && f->map_corrupt != 0)
+				rh.val_len = (uint32_t)fk_corrupt(f, out + KM_HDR_LEN, rh.val_len);
 			if (f->next_map != NULL && m.hdr.version == 0) {
 				km_shardmap_free(f->map);
 				f->map = f->next_map;
@@ -467,7 +550,7 @@ fk_handle(struct fake *f, unsigned int w, const uint8_t *buf, size_t len,
 			rh.flags |= KM_F_CREW;
 	}
 
-	olen = km_msg_build(out, sizeof(out), &rh, NULL, val);
+	olen = km_msg_build(out, sizeof(f->out), &rh, NULL, val);
 	/* A reply larger than the request goes only to a source with a valid cookie. */
 	if (f->cookies && olen > len &&
 		((m.hdr.flags & KM_F_COOKIE) == 0 ||
@@ -476,7 +559,7 @@ fk_handle(struct fake *f, unsigned int w, const uint8_t *buf, size_t len,
 		rh.status = KM_ST_DENIED;
 		rh.val_len = 0;
 		rh.version = KM_DENY_COOKIE;
-		olen = km_msg_build(out, sizeof(out), &rh, NULL, NULL);
+		olen = km_msg_build(out, sizeof(f->out), &rh, NULL, NULL);
 	}
 	if (is_write && (rh.status == KM_ST_OK || rh.status == KM_ST_NOT_FOUND ||
 				rh.status == KM_ST_VERSION_MISMATCH)) {
@@ -504,7 +587,7 @@ fk_thread(void *arg)
 {
 	struct fake *f = arg;
 	struct pollfd pfd[FK_WORKERS_MAX];
-	static uint8_t buf[KM_MSG_MAX + 1];
+	uint8_t *buf = f->rx;
 	unsigned int i;
 
 	for (i = 0; i < f->n; i++) {
@@ -521,7 +604,7 @@ fk_thread(void *arg)
 
 			if ((pfd[i].revents & POLLIN) == 0)
 				continue;
-			while ((r = recvfrom(f->fd[i], buf, sizeof(buf), MSG_DONTWAIT,
+			while ((r = recvfrom(f->fd[i], buf, sizeof(f->rx), MSG_DONTWAIT,
 					(struct sockaddr *)&from, &flen)) >= 0) {
 				pthread_mutex_lock(&f->lock);
 				fk_handle(f, i, buf, (size_t)r, &from);
@@ -534,7 +617,7 @@ fk_thread(void *arg)
 }
 
 static int
-fk_socket(uint16_t port)
+fk_socket(const char *ip, uint16_t port)
 {
 	struct sockaddr_in a;
 	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
@@ -543,7 +626,7 @@ fk_socket(uint16_t port)
 		return -1;
 	memset(&a, 0, sizeof(a));
 	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(inet_pton(AF_INET, ip, &a.sin_addr), 1);
 	a.sin_port = htons(port);
 	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
 		close(fd);
@@ -554,7 +637,7 @@ fk_socket(uint16_t port)
 
 /* Socket 0 on an ephemeral port, the others on the next ports; retry when taken. */
 static int
-fk_bind(struct fake *f, unsigned int n)
+fk_bind(struct fake *f, const char *ip, unsigned int n)
 {
 	unsigned int attempt, i;
 
@@ -562,13 +645,13 @@ fk_bind(struct fake *f, unsigned int n)
 		struct sockaddr_in a;
 		socklen_t alen = sizeof(a);
 
-		f->fd[0] = fk_socket(0);
+		f->fd[0] = fk_socket(ip, 0);
 		if (f->fd[0] < 0)
 			return -1;
 		getsockname(f->fd[0], (struct sockaddr *)&a, &alen);
 		f->base = ntohs(a.sin_port);
 		for (i = 1; i < n && (uint32_t)f->base + i <= UINT16_MAX; i++) {
-			f->fd[i] = fk_socket((uint16_t)(f->base + i));
+			f->fd[i] = fk_socket(ip, (uint16_t)(f->base + i));
 			if (f->fd[i] < 0)
 				break;
 		}
@@ -580,15 +663,10 @@ fk_bind(struct fake *f, unsigned int n)
 	return -1;
 }
 
+/* A fake with n worker sockets on ip, not serving yet (fk_run). */
 static struct fake *
-fk_start(unsigned int n, uint32_t nb_shards)
+fk_new(const char *ip, unsigned int n)
 {
-	struct km_shardmap_params p = {
-		.nb_shards = nb_shards,
-		.nb_workers = (uint16_t)n,
-		.route_sep = '/',
-		.route_depth = 1,
-	};
 	struct fake *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
@@ -598,10 +676,16 @@ fk_start(unsigned int n, uint32_t nb_shards)
 	assert_non_null(f->table);
 	assert_non_null(f->log);
 	assert_non_null(f->dedup);
-	assert_int_equal(fk_bind(f, n), 0);
+	assert_int_equal(fk_bind(f, ip, n), 0);
 	f->n = n;
-	p.udp_port_base = f->base;
-	assert_int_equal(km_shardmap_create(&p, &f->map), 0);
+	return f;
+}
+
+/* Serve with map m (the fake owns it). */
+static void
+fk_run(struct fake *f, struct km_shardmap *m)
+{
+	f->map = m;
 	f->check_owner = 1;
 	f->cookie = 0x1234567890abcdefull;
 	f->valid_ms = 60000;
@@ -609,6 +693,23 @@ fk_start(unsigned int n, uint32_t nb_shards)
 	f->mget_cap = KM_DGRAM_MAX;
 	pthread_mutex_init(&f->lock, NULL);
 	assert_int_equal(pthread_create(&f->thread, NULL, fk_thread, f), 0);
+}
+
+static struct fake *
+fk_start(unsigned int n, uint32_t nb_shards)
+{
+	struct km_shardmap_params p = {
+		.nb_shards = nb_shards,
+		.nb_workers = (uint16_t)n,
+		.route_sep = '/',
+		.route_depth = 1,
+	};
+	struct fake *f = fk_new("127.0.0.1", n);
+	struct km_shardmap *m;
+
+	p.udp_port_base = f->base;
+	assert_int_equal(km_shardmap_create(&p, &m), 0);
+	fk_run(f, m);
 	return f;
 }
 
@@ -846,11 +947,34 @@ test_open_inval(void **state)
 		"7 000102030405060708090a0b0c0d0e0f",
 		"7::000102030405060708090a0b0c0d0e0",
 	};
+	/* Seed lists that do not parse (none is asked anything). */
+	static const char *const bad_hosts[] = {
+		",",
+		"127.0.0.1,",
+		",127.0.0.1",
+		"127.0.0.1,,127.0.0.2",
+		"127.0.0.1:",
+		"127.0.0.1:0",
+		"127.0.0.1:65536",
+		"127.0.0.1:7a",
+		"127.0.0.1:-1",
+		":7070",
+		"127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,"
+		"127.0.0.8,127.0.0.9,127.0.0.10,127.0.0.11,127.0.0.12,127.0.0.13,127.0.0.14,"
+		"127.0.0.15,127.0.0.16,127.0.0.17",
+	};
 	struct km_client_opts o = {.host = NULL};
 	struct km_client *c = NULL;
 	size_t i;
 
 	(void)state;
+	for (i = 0; i < sizeof(bad_hosts) / sizeof(bad_hosts[0]); i++) {
+		o.host = bad_hosts[i];
+		if (km_client_open(&o, &c) != KM_ERR_INVAL)
+			fail_msg("host '%s' accepted", bad_hosts[i]);
+		assert_null(c);
+	}
+	o.host = NULL;
 	assert_int_equal(km_client_open(NULL, &c), KM_ERR_INVAL);
 	assert_int_equal(km_client_open(&o, &c), KM_ERR_INVAL);
 	o.host = "";
@@ -2543,6 +2667,564 @@ test_crew_spread(void **state)
 	km_client_close(c);
 }
 
+/*
+ * A cluster of fake nodes: FC_NODES fakes on 127.0.0.2, 127.0.0.3, ..., FC_WORKERS
+ * workers each, one cluster map (fcl's layout) of which each node holds its own view.
+ */
+#define FC_NODES   3
+#define FC_WORKERS 2
+#define FC_SHARDS  16
+
+struct fcluster {
+	struct fake *node[FC_NODES];
+	struct km_map_node nodes[FC_NODES];
+	uint64_t ids[FC_SHARDS];
+	uint16_t owners[FC_SHARDS]; /* global owners */
+	uint32_t epoch;
+	char addr[FC_NODES][32]; /* "127.0.0.N:PORT" */
+	char hosts[160];         /* every node, comma-separated */
+};
+
+static struct fcluster fcl;
+
+/* The layout's map as node self sees it (-1: as a client does). */
+static struct km_shardmap *
+fc_view(int self)
+{
+	struct km_shardmap *m = NULL;
+
+	assert_int_equal(km_shardmap_from_cluster(fcl.epoch, '/', 1, fcl.ids, fcl.owners, FC_SHARDS,
+				 fcl.nodes, FC_NODES, self, &m),
+		0);
+	return m;
+}
+
+static void
+fx_lock(struct fake *f)
+{
+	pthread_mutex_lock(&f->lock);
+}
+
+static void
+fx_unlock(struct fake *f)
+{
+	pthread_mutex_unlock(&f->lock);
+}
+
+/* Give node i the layout's map now. */
+static void
+fc_publish_to(unsigned int i)
+{
+	struct km_shardmap *m = fc_view((int)i);
+
+	fx_lock(fcl.node[i]);
+	km_shardmap_free(fcl.node[i]->map);
+	fcl.node[i]->map = m;
+	fx_unlock(fcl.node[i]);
+}
+
+static void
+fc_publish(void)
+{
+	unsigned int i;
+
+	for (i = 0; i < FC_NODES; i++)
+		fc_publish_to(i);
+}
+
+static int
+setup_cluster(void **state)
+{
+	unsigned int i;
+	size_t off = 0;
+
+	(void)state;
+	memset(&fcl, 0, sizeof(fcl));
+	for (i = 0; i < FC_NODES; i++) {
+		char ip[16];
+		struct in_addr a;
+
+		snprintf(ip, sizeof(ip), "127.0.0.%u", i + 2);
+		fcl.node[i] = fk_new(ip, FC_WORKERS);
+		assert_int_equal(inet_pton(AF_INET, ip, &a), 1);
+		fcl.nodes[i].ip = ntohl(a.s_addr);
+		fcl.nodes[i].port = fcl.node[i]->base;
+		fcl.nodes[i].workers = FC_WORKERS;
+		snprintf(fcl.addr[i], sizeof(fcl.addr[i]), "%s:%u", ip, fcl.node[i]->base);
+		off += (size_t)snprintf(fcl.hosts + off, sizeof(fcl.hosts) - off, "%s%s",
+			i == 0 ? "" : ",", fcl.addr[i]);
+	}
+	/* Depth 4: shards 16..31, spread over every worker of the cluster. */
+	for (i = 0; i < FC_SHARDS; i++) {
+		fcl.ids[i] = FC_SHARDS + i;
+		fcl.owners[i] = (uint16_t)(i % (FC_NODES * FC_WORKERS));
+	}
+	fcl.epoch = 1;
+	for (i = 0; i < FC_NODES; i++)
+		fk_run(fcl.node[i], fc_view((int)i));
+	return 0;
+}
+
+static int
+teardown_cluster(void **state)
+{
+	unsigned int i;
+
+	(void)state;
+	for (i = 0; i < FC_NODES; i++)
+		fk_stop(fcl.node[i]);
+	memset(&fcl, 0, sizeof(fcl));
+	return 0;
+}
+
+static struct km_client *
+fc_open(const char *hosts, unsigned int timeout_ms, unsigned int retries)
+{
+	struct km_client_opts o = {.host = hosts, .timeout_ms = timeout_ms, .retries = retries};
+	struct km_client *c = NULL;
+
+	assert_int_equal(km_client_open(&o, &c), KM_OK);
+	assert_non_null(c);
+	return c;
+}
+
+/* Global owner of key in the layout, and the index of its shard. */
+static unsigned int
+fc_owner(const char *key, uint32_t *shard)
+{
+	struct km_shardmap *m = fc_view(-1);
+	struct km_shardmap_route rt;
+	unsigned int owner;
+
+	assert_int_equal(km_shardmap_route(m, (const uint8_t *)key, strlen(key), &rt), 0);
+	owner = rt.owner;
+	if (shard != NULL)
+		*shard = km_shard_index(rt.shard);
+	km_shardmap_free(m);
+	return owner;
+}
+
+/* A key whose global owner is g in the layout. */
+static void
+fc_key_of(unsigned int g, const char *prefix, char *key, size_t cap)
+{
+	unsigned int i;
+
+	for (i = 0; i < 100000; i++) {
+		snprintf(key, cap, "%s%u-%u", prefix, g, i);
+		if (fc_owner(key, NULL) == g)
+			return;
+	}
+	fail_msg("no key for global owner %u", g);
+}
+
+static unsigned int
+fc_nlog(unsigned int node)
+{
+	unsigned int n;
+
+	fx_lock(fcl.node[node]);
+	n = fcl.node[node]->nlog;
+	fx_unlock(fcl.node[node]);
+	return n;
+}
+
+/* Requests logged by node from `from` on, of op (0: any), for key (NULL: any); *workers
+ * (may be NULL) gets the bit set of the workers they arrived on. */
+static unsigned int
+fc_count(unsigned int node, unsigned int from, uint8_t op, const char *key, unsigned int *workers)
+{
+	struct fake *f = fcl.node[node];
+	unsigned int i, n = 0;
+
+	if (workers != NULL)
+		*workers = 0;
+	fx_lock(f);
+	for (i = from; i < f->nlog; i++) {
+		const struct fk_req *r = &f->log[i];
+
+		if ((op != 0 && r->op != op) ||
+			(key != NULL &&
+				(r->klen != strlen(key) || memcmp(r->key, key, r->klen) != 0)))
+			continue;
+		n++;
+		if (workers != NULL)
+			*workers |= 1u << r->worker;
+	}
+	fx_unlock(f);
+	return n;
+}
+
+/* Every node's log length, to count what came after. */
+static void
+fc_marks(unsigned int *mark)
+{
+	unsigned int i;
+
+	for (i = 0; i < FC_NODES; i++)
+		mark[i] = fc_nlog(i);
+}
+
+/* Requests reach the owner's node on the owner's worker port: single ops, batch, MGET
+ * grouped by node and worker, PING of every global worker, GETs of a hot key spread over
+ * the workers of its node only; every node hands out its own cookie. */
+static void
+test_cluster_route(void **state)
+{
+	enum { N = 48 };
+	static char keys[N][32];
+	static char vals[N][32];
+	static uint8_t bufs[N][32];
+	static struct km_mget_item items[N];
+	static struct km_batch_op ops[N];
+	const struct km_shardmap *m;
+	struct km_client *c;
+	unsigned int mark[FC_NODES], i, node, workers, g;
+	uint8_t buf[64];
+	char hot[64];
+	size_t len;
+
+	(void)state;
+	/* Each node requires cookies and draws its own. */
+	for (i = 0; i < FC_NODES; i++) {
+		fx_lock(fcl.node[i]);
+		fcl.node[i]->cookies = 1;
+		fcl.node[i]->cookie = 0x1000 + i;
+		fx_unlock(fcl.node[i]);
+	}
+	c = fc_open(fcl.hosts, 500, 3);
+	assert_int_equal(km_client_epoch(c), 1);
+	assert_int_equal(km_client_nb_workers(c), FC_NODES * FC_WORKERS);
+	m = km_client_map(c);
+	assert_non_null(m);
+	assert_int_equal(km_shardmap_nb_nodes(m), FC_NODES);
+	for (i = 0; i < FC_NODES; i++)
+		assert_int_equal(km_shardmap_node_at(m, (uint16_t)i)->port, fcl.node[i]->base);
+
+	for (i = 0; i < N; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "user%u/k", i);
+		/* Longer than the request: every GET needs the node's cookie. */
+		snprintf(vals[i], sizeof(vals[i]), "value-%u-of-a-cluster", i);
+		g = fc_owner(keys[i], NULL);
+		assert_int_equal(km_client_worker_of(c, keys[i], strlen(keys[i])), g);
+		fc_marks(mark);
+		assert_int_equal(put_s(c, keys[i], vals[i], NULL), KM_OK);
+		check_get(c, keys[i], vals[i], 0);
+		for (node = 0; node < FC_NODES; node++) {
+			unsigned int puts =
+				fc_count(node, mark[node], KM_OP_PUT, keys[i], &workers);
+
+			if (node == g / FC_WORKERS) {
+				assert_int_equal(puts, 1);
+				assert_int_equal(workers, 1u << (g % FC_WORKERS));
+				fc_count(node, mark[node], KM_OP_GET, keys[i], &workers);
+				assert_int_equal(workers, 1u << (g % FC_WORKERS));
+			} else {
+				assert_int_equal(puts, 0);
+				assert_int_equal(fc_count(node, mark[node], 0, keys[i], NULL), 0);
+			}
+		}
+	}
+	assert_int_equal(cl_stats(c).moved, 0);
+
+	/* Every node was asked for a cookie, and its requests carry its own. */
+	for (node = 0; node < FC_NODES; node++) {
+		struct fake *f = fcl.node[node];
+
+		assert_true(fc_count(node, 0, KM_OP_HELLO, NULL, NULL) >= 1);
+		fx_lock(f);
+		for (i = 0; i < f->nlog; i++)
+			if (f->log[i].flags & KM_F_COOKIE)
+				assert_int_equal(f->log[i].cookie, 0x1000 + node);
+		fx_unlock(f);
+	}
+
+	/* Batch: every GET answered, each by its owner. */
+	fc_marks(mark);
+	memset(ops, 0, sizeof(ops));
+	for (i = 0; i < N; i++) {
+		ops[i].op = KM_BATCH_GET;
+		ops[i].key = keys[i];
+		ops[i].klen = strlen(keys[i]);
+		ops[i].buf = bufs[i];
+		ops[i].cap = sizeof(bufs[i]);
+	}
+	assert_int_equal(km_batch(c, ops, N), N);
+	for (i = 0; i < N; i++) {
+		assert_int_equal(ops[i].len, strlen(vals[i]));
+		assert_memory_equal(bufs[i], vals[i], ops[i].len);
+	}
+	assert_int_equal(cl_stats(c).moved, 0);
+
+	/* MGET: grouped by node and worker, one datagram each here; no MOVED entry. */
+	fc_marks(mark);
+	memset(items, 0, sizeof(items));
+	for (i = 0; i < N; i++) {
+		items[i].key = keys[i];
+		items[i].klen = strlen(keys[i]);
+		items[i].buf = bufs[i];
+		items[i].cap = sizeof(bufs[i]);
+	}
+	assert_int_equal(km_mget(c, items, N), KM_OK);
+	for (i = 0; i < N; i++) {
+		assert_int_equal(items[i].err, KM_OK);
+		assert_memory_equal(bufs[i], vals[i], items[i].len);
+	}
+	for (node = 0, i = 0; node < FC_NODES; node++) {
+		i += fc_count(node, mark[node], KM_OP_MGET, NULL, &workers);
+		assert_int_equal(workers, (1u << FC_WORKERS) - 1);
+		assert_int_equal(fc_count(node, mark[node], KM_OP_GET, NULL, NULL), 0);
+	}
+	assert_int_equal(i, FC_NODES * FC_WORKERS);
+	assert_int_equal(cl_stats(c).moved, 0);
+
+	/* PING of global worker g: node g / FC_WORKERS, its worker g % FC_WORKERS. */
+	for (g = 0; g < FC_NODES * FC_WORKERS; g++) {
+		fc_marks(mark);
+		assert_int_equal(km_ping(c, g), KM_OK);
+		assert_int_equal(
+			fc_count(g / FC_WORKERS, mark[g / FC_WORKERS], KM_OP_PING, NULL, &workers),
+			1);
+		assert_int_equal(workers, 1u << (g % FC_WORKERS));
+	}
+	assert_int_equal(km_ping(c, FC_NODES * FC_WORKERS), KM_ERR_INVAL);
+
+	/* A hot key with copies: its GETs go to every worker of its node, no other node. */
+	fc_key_of(2, "hot", hot, sizeof(hot));
+	node = 2 / FC_WORKERS;
+	assert_int_equal(put_s(c, hot, "h", NULL), KM_OK);
+	fx_lock(fcl.node[node]);
+	fcl.node[node]->crew = 1;
+	fx_unlock(fcl.node[node]);
+	assert_int_equal(km_get(c, hot, strlen(hot), buf, sizeof(buf), &len, NULL), KM_OK);
+	fc_marks(mark);
+	for (i = 0; i < 4; i++)
+		assert_int_equal(km_get(c, hot, strlen(hot), buf, sizeof(buf), &len, NULL), KM_OK);
+	assert_int_equal(fc_count(node, mark[node], KM_OP_GET, hot, &workers), 4);
+	assert_int_equal(workers, (1u << FC_WORKERS) - 1);
+	for (i = 0; i < FC_NODES; i++)
+		if (i != node)
+			assert_int_equal(fc_count(i, mark[i], 0, NULL, NULL), 0);
+	assert_int_equal(cl_stats(c).crew_spread, 4);
+	km_client_close(c);
+}
+
+/* A shard moves to another node (new epoch): its old node answers MOVED, the client
+ * fetches the map from that node and resends to the new owner. A newer epoch in a reply
+ * from an unaffected node brings the map too; an older one (a node that lags) does not. */
+static void
+test_cluster_moved(void **state)
+{
+	struct km_client *c;
+	struct km_client_stats st;
+	unsigned int mark[FC_NODES], g, g2, a, b, other, workers, i;
+	uint32_t shard;
+	char key[64], key2[64];
+
+	(void)state;
+	c = fc_open(fcl.hosts, 500, 3);
+	assert_int_equal(km_client_epoch(c), 1);
+	fc_key_of(0, "mv", key, sizeof(key));
+	g = fc_owner(key, &shard);
+	a = g / FC_WORKERS;
+	assert_int_equal(put_s(c, key, "old", NULL), KM_OK);
+
+	/* Epoch 2: the key's shard goes to worker 1 of the next node. */
+	b = (a + 1) % FC_NODES;
+	fcl.owners[shard] = (uint16_t)(b * FC_WORKERS + 1);
+	fcl.epoch = 2;
+	fc_publish();
+	fc_marks(mark);
+	st = cl_stats(c);
+	assert_int_equal(put_s(c, key, "new", NULL), KM_OK);
+	check_get(c, key, "new", 0);
+	assert_int_equal(km_client_epoch(c), 2);
+	assert_int_equal(km_client_worker_of(c, key, strlen(key)), b * FC_WORKERS + 1);
+	assert_int_equal(cl_stats(c).moved, st.moved + 1);
+	assert_int_equal(cl_stats(c).map_refreshes, st.map_refreshes + 1);
+	/* The old node answered MOVED and was asked for the map; nobody else was. */
+	assert_int_equal(fc_count(a, mark[a], KM_OP_PUT, key, NULL), 1);
+	assert_true(fc_count(a, mark[a], KM_OP_MAP, NULL, NULL) >= 1);
+	for (i = 0; i < FC_NODES; i++)
+		if (i != a)
+			assert_int_equal(fc_count(i, mark[i], KM_OP_MAP, NULL, NULL), 0);
+	assert_int_equal(fc_count(b, mark[b], KM_OP_PUT, key, &workers), 1);
+	assert_int_equal(workers, 1u << 1);
+
+	/* Epoch 3 moves a shard of another node; a GET to a third node sees epoch 3 in
+	 * its reply and the client fetches the map from it. */
+	other = (b + 1) % FC_NODES;
+	fc_key_of(other * FC_WORKERS, "ep", key2, sizeof(key2));
+	g2 = fc_owner(key2, NULL);
+	assert_int_equal(put_s(c, key2, "x", NULL), KM_OK);
+	for (i = 0; i < FC_SHARDS; i++)
+		if (fcl.owners[i] / FC_WORKERS == a && i != shard) {
+			fcl.owners[i] = (uint16_t)(b * FC_WORKERS);
+			break;
+		}
+	assert_true(i < FC_SHARDS);
+	fcl.epoch = 3;
+	fc_publish();
+	fc_marks(mark);
+	st = cl_stats(c);
+	check_get(c, key2, "x", 0);
+	assert_int_equal(km_client_epoch(c), 3);
+	assert_int_equal(cl_stats(c).moved, st.moved);
+	assert_int_equal(cl_stats(c).map_refreshes, st.map_refreshes + 1);
+	assert_true(fc_count(g2 / FC_WORKERS, mark[g2 / FC_WORKERS], KM_OP_MAP, NULL, NULL) >= 1);
+
+	/* A node still at epoch 2 (it has not applied 3): its replies bring no refresh. */
+	fcl.epoch = 2;
+	fc_publish_to(other);
+	fcl.epoch = 3;
+	st = cl_stats(c);
+	for (i = 0; i < 5; i++)
+		check_get(c, key2, "x", 0);
+	assert_int_equal(km_client_epoch(c), 3);
+	assert_int_equal(cl_stats(c).map_refreshes, st.map_refreshes);
+	km_client_close(c);
+}
+
+/* Seeds that never answer are skipped (an address with nobody, a silent node); when no
+ * seed answers the client opens unsteered, as with one server. */
+static void
+test_cluster_dead_seed(void **state)
+{
+	struct km_client *c;
+	char hosts[256], key[64];
+	unsigned int g, mark[FC_NODES];
+	uint64_t t0;
+
+	(void)state;
+	fx_lock(fcl.node[0]);
+	fcl.node[0]->silent = 1;
+	fx_unlock(fcl.node[0]);
+	snprintf(hosts, sizeof(hosts), "127.0.0.9:%u,%s,%s", fcl.node[0]->base, fcl.addr[0],
+		fcl.addr[1]);
+	fc_marks(mark);
+	c = fc_open(hosts, 50, 1);
+	assert_int_equal(km_client_epoch(c), 1);
+	assert_int_equal(cl_stats(c).map_refreshes, 1);
+	assert_true(cl_stats(c).timeouts >= 2);
+	assert_true(fc_count(0, mark[0], KM_OP_MAP, NULL, NULL) >= 1);
+	assert_true(fc_count(1, mark[1], KM_OP_MAP, NULL, NULL) >= 1);
+	/* The nodes that answer serve their keys. */
+	for (g = FC_WORKERS; g < FC_NODES * FC_WORKERS; g++) {
+		fc_key_of(g, "ds", key, sizeof(key));
+		assert_int_equal(put_s(c, key, "d", NULL), KM_OK);
+		check_get(c, key, "d", 0);
+	}
+	/* A refresh goes past the dead ones as well. */
+	assert_int_equal(km_map_refresh(c), KM_OK);
+	km_client_close(c);
+
+	/* No seed answers: unsteered, within (retries + seeds) timeouts. */
+	snprintf(hosts, sizeof(hosts), "127.0.0.9:%u,%s", fcl.node[0]->base, fcl.addr[0]);
+	t0 = now_ms();
+	c = fc_open(hosts, 50, 1);
+	assert_true(now_ms() - t0 < 50 * 3 * 4);
+	assert_int_equal(km_client_epoch(c), 0);
+	assert_null(km_client_map(c));
+	assert_int_equal(km_map_refresh(c), KM_ERR_TIMEOUT);
+	km_client_close(c);
+}
+
+/* A 2.0 map with a malformed node table (or owners past it): KM_ERR_PROTO, the client
+ * stays unsteered; the same node with a good table is then followed. */
+static void
+test_cluster_malformed(void **state)
+{
+	struct km_client *c;
+	int k;
+
+	(void)state;
+	/* Chunks of 4 entries (the first one with the table): the map takes several. */
+	fx_lock(fcl.node[0]);
+	fcl.node[0]->map_cap =
+		KM_MAP_HDR_LEN + 4 * KM_MAP_ENTRY_LEN + 1 + FC_NODES * KM_MAP_NODE_LEN;
+	fx_unlock(fcl.node[0]);
+	for (k = FK_CORRUPT_NONE + 1; k < FK_CORRUPT_MAX; k++) {
+		fx_lock(fcl.node[0]);
+		fcl.node[0]->map_corrupt = k;
+		fx_unlock(fcl.node[0]);
+		c = fc_open(fcl.addr[0], 200, 1);
+		assert_int_equal(km_client_epoch(c), 0);
+		assert_null(km_client_map(c));
+		if (km_map_refresh(c) != KM_ERR_PROTO)
+			fail_msg("corruption %d: not KM_ERR_PROTO", k);
+		km_client_close(c);
+	}
+	fx_lock(fcl.node[0]);
+	fcl.node[0]->map_corrupt = FK_CORRUPT_NONE;
+	fx_unlock(fcl.node[0]);
+	c = fc_open(fcl.addr[0], 200, 1);
+	assert_int_equal(km_client_epoch(c), 1);
+	assert_int_equal(km_shardmap_nb_shards(km_client_map(c)), FC_SHARDS);
+	assert_int_equal(km_shardmap_nb_nodes(km_client_map(c)), FC_NODES);
+	km_client_close(c);
+}
+
+/* A reply must come from the address its request went to: the same reply from another
+ * address is ignored (the request times out), and taken again once it comes from the
+ * node. */
+static void
+test_cluster_foreign_reply(void **state)
+{
+	struct km_client *c;
+	struct km_client_stats st;
+	char key[64], buf[16];
+	size_t len;
+	int fd;
+
+	(void)state;
+	c = fc_open(fcl.hosts, 50, 2);
+	fc_key_of(FC_WORKERS, "fr", key, sizeof(key));
+	assert_int_equal(put_s(c, key, "f", NULL), KM_OK);
+	fd = fk_socket("127.0.0.5", 0);
+	assert_true(fd > 0);
+	fx_lock(fcl.node[1]);
+	fcl.node[1]->reply_fd = fd;
+	fx_unlock(fcl.node[1]);
+	st = cl_stats(c);
+	assert_int_equal(km_get(c, key, strlen(key), buf, sizeof(buf), &len, NULL), KM_ERR_TIMEOUT);
+	assert_true(cl_stats(c).stray_replies >= st.stray_replies + 3);
+	fx_lock(fcl.node[1]);
+	fcl.node[1]->reply_fd = 0;
+	fx_unlock(fcl.node[1]);
+	check_get(c, key, "f", 0);
+	close(fd);
+	km_client_close(c);
+}
+
+/* Several seeds in front of one server of map 1.x: the one that answers is used as
+ * before (its worker ports, its MOVED), a dead seed is skipped. */
+static void
+test_seeds_one_server(void **state)
+{
+	struct km_client_opts o = {.timeout_ms = 50, .retries = 1};
+	struct km_client *c = NULL;
+	char hosts[128], key[32];
+	unsigned int w, from;
+
+	(void)state;
+	snprintf(hosts, sizeof(hosts), "127.0.0.9:%u,127.0.0.1", fk->base);
+	o.host = hosts;
+	o.port = fk->base;
+	assert_int_equal(km_client_open(&o, &c), KM_OK);
+	assert_int_equal(km_client_epoch(c), 1);
+	assert_int_equal(km_client_nb_workers(c), 4);
+	assert_int_equal(km_shardmap_nb_nodes(km_client_map(c)), 0);
+	for (w = 0; w < 4; w++) {
+		key_of_worker(w, key, sizeof(key));
+		from = fk_nlog();
+		assert_int_equal(put_s(c, key, "s", NULL), KM_OK);
+		check_get(c, key, "s", 0);
+		assert_int_equal(fk_log_at(from).worker, w);
+		assert_int_equal(km_ping(c, w), KM_OK);
+	}
+	km_client_close(c);
+}
+
 int
 main(void)
 {
@@ -2578,6 +3260,17 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_auth_mac, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_auth_denied, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_crew_spread, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_seeds_one_server, setup4, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_cluster_route, setup_cluster, teardown_cluster),
+		cmocka_unit_test_setup_teardown(
+			test_cluster_moved, setup_cluster, teardown_cluster),
+		cmocka_unit_test_setup_teardown(
+			test_cluster_dead_seed, setup_cluster, teardown_cluster),
+		cmocka_unit_test_setup_teardown(
+			test_cluster_malformed, setup_cluster, teardown_cluster),
+		cmocka_unit_test_setup_teardown(
+			test_cluster_foreign_reply, setup_cluster, teardown_cluster),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

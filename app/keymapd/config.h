@@ -107,6 +107,7 @@ struct km_conf {
 	uint64_t shift_share_off;   /* ... below: undo an automatic override */
 	uint64_t shift_hysteresis;  /* intervals a part is hot before it is overridden */
 	uint64_t shift_undo_s;      /* seconds an automatic override's part is cool before undo */
+	uint64_t shift_settle_ms;   /* an override settles no sooner after its last change */
 	/* [cluster] several nodes, metadata in etcd (docs/cluster.md, app/keymapd/cluster.c) */
 	char cluster_name[64];              /* "" = a single node */
 	char cluster_node[64];              /* this node's id */

@@ -234,6 +234,10 @@ const struct conf_desc km_conf_descs[] = {
 	U64("shift", "undo_s", F_RUNTIME, shift_undo_s, 1, 86400, "10",
 		"seconds an automatic override's part must stay cool (or idle) before the "
 		"override is undone: its keys move back"),
+	U64("shift", "settle_ms", F_RUNTIME, shift_settle_ms, 0, 3600000, "2000",
+		"an override settles no sooner than this after the last override change: a "
+		"retried write that comes within it is answered from its first outcome, never "
+		"executed again (milliseconds; more than a client retries a request)"),
 	STR("cluster", "name", 0, cluster_name, "",
 		"cluster name: keys under /keymap/NAME/ in etcd (docs/cluster.md); empty = a "
 		"single node, the rest of [cluster] ignored"),

@@ -22,12 +22,11 @@ int km_shift_dyn_off = -1;
 
 /*
  * An override stays unsettled (writes pass through the old place's owner, which answers a
- * retried write from its at-most-once record) for at least SETTLE_HOLD_MS after the last
- * override change: longer than a client retries a request (libkeymap: 800 ms by default),
- * so that a write executed in the old place before the change is not executed again in
- * the new one when its retry comes.
+ * retried write from its at-most-once record) for at least [shift] settle_ms after the
+ * last override change: longer than a client retries a request (libkeymap: 800 ms by
+ * default), so that a write executed in the old place before the change is not executed
+ * again in the new one when its retry comes.
  */
-#define SETTLE_HOLD_MS 2000
 
 static uint64_t last_change_tsc; /* control lcore */
 
@@ -198,7 +197,7 @@ km_shift_tick(void)
 		if (km_shardmap_override_at(cur, i)->state != KM_OVR_SETTLED)
 			hashes[nh++] = km_shardmap_override_at(cur, i)->hash;
 	if (nh == 0 || rte_get_timer_cycles() - last_change_tsc <
-			       SETTLE_HOLD_MS * rte_get_timer_hz() / 1000)
+			       km_ctl.conf.shift_settle_ms * rte_get_timer_hz() / 1000)
 		return;
 	/* Every worker walked all its shards under this very map and found nothing left in
 	 * an old place: the moves it made are in the rings ahead of anything it sends later. */

@@ -43,9 +43,10 @@ struct proc_mig {
 	uint32_t dpos[2];
 };
 
-static int dlog_precopy(struct proc_mig *m, const struct proc_dlog *const src[2], uint32_t budget);
+static int dlog_precopy(const struct km_proc *p, struct proc_mig *m,
+	const struct proc_dlog *const src[2], uint32_t budget);
 
-#define DLOG_COPY_STEP 2048 /* listings copied per loop iteration */
+#define DLOG_COPY_STEP 512 /* listings copied per loop iteration */
 
 static void
 progress_publish(struct km_proc *p)
@@ -263,7 +264,7 @@ km_proc_mig_step(struct km_proc *p, const struct km_shardmap *map)
 	uint32_t i;
 	int rc;
 
-	if (m == NULL || m->phase != KM_MIG_COPYING)
+	if (m == NULL || (m->phase != KM_MIG_COPYING && m->phase != KM_MIG_READY))
 		return 0;
 	for (i = 0; i < m->nb_src; i++) {
 		sl = shard_find(p, m->src[i]);
@@ -276,14 +277,17 @@ km_proc_mig_step(struct km_proc *p, const struct km_shardmap *map)
 	}
 	/* The indexes first, then the stores: at the swap only what was listed since the
 	 * last step is left to copy. */
-	rc = dlog_precopy(m, srcl, DLOG_COPY_STEP);
+	rc = dlog_precopy(p, m, srcl, DLOG_COPY_STEP);
 	if (rc < 0) {
 		mig_fail(p, rc);
 		progress_publish(p);
 		return 0;
 	}
-	if (rc == 0)
+	if (rc == 0 && m->phase == KM_MIG_COPYING)
 		return 1;
+	/* Whole: the listings made until the swap are copied as they come. */
+	if (m->phase == KM_MIG_READY)
+		return 0;
 	sl = shard_find(p, m->src[m->cur]);
 	before = m->pos.pos;
 	m->map = map;
@@ -345,12 +349,18 @@ dlog_live(const struct km_proc *p, const struct proc_dlog *l, uint64_t id, uint3
 	return e->valid && e->dseq == l->e[i].seq && shard_holds(id, e->route_hash);
 }
 
-/* Resize l to cap listings (at least n). @return 0, or -ENOMEM (l unchanged). */
+#define DLOG_CAP_MAX (UINT32_C(1) << 28) /* listings of one index at most */
+
+/* Resize l to cap listings (at least n; at most DLOG_CAP_MAX). @return 0, or -ENOMEM (l
+ * unchanged). */
 static int
 dlog_resize(struct proc_dlog *l, uint32_t cap)
 {
-	struct proc_dlog_ent *t = realloc(l->e, (size_t)cap * sizeof(*t));
+	struct proc_dlog_ent *t;
 
+	if (cap > DLOG_CAP_MAX)
+		return -ENOMEM;
+	t = realloc(l->e, (size_t)cap * sizeof(*t));
 	if (t == NULL)
 		return -ENOMEM;
 	l->e = t;
@@ -358,72 +368,32 @@ dlog_resize(struct proc_dlog *l, uint32_t cap)
 	return 0;
 }
 
-/* Append n listings to l. @return 0, -ENOMEM. */
+/* Room for one more listing in l (doubling). @return 0, -ENOMEM. */
 static int
-dlog_append(struct proc_dlog *l, const struct proc_dlog_ent *e, uint32_t n)
+dlog_room(struct proc_dlog *l)
 {
-	uint32_t cap = l->cap < DLOG_MIN ? DLOG_MIN : l->cap;
-
-	while (cap - l->n < n)
-		cap *= 2;
-	if (cap != l->cap && dlog_resize(l, cap) < 0)
-		return -ENOMEM;
-	memcpy(l->e + l->n, e, (size_t)n * sizeof(*e));
-	l->n += n;
-	return 0;
+	if (l->n < l->cap)
+		return 0;
+	return dlog_resize(l, l->cap < DLOG_MIN ? DLOG_MIN : l->cap * 2);
 }
 
 /*
- * Copy up to budget more listings of the sources' indexes src[] into the new shards'
- * (m->pre): a split's two halves both take the parent's, a merge's parent both halves'.
- * The listings a source's paused pass found dead are skipped (copied, they would be live
- * twice). @return 1: all copied; 0: more to copy; -ENOMEM.
+ * Up to steps listings of a compaction pass over l (of shard id): started once l reached
+ * l->next; at its end what follows the kept listings is gone, the next pass comes once as
+ * many again were appended (amortized O(1) per append) and the array shrinks if it kept
+ * little.
  */
-static int
-dlog_precopy(struct proc_mig *m, const struct proc_dlog *const src[2], uint32_t budget)
+static void
+dlog_pass(const struct km_proc *p, struct proc_dlog *l, uint64_t id, uint32_t steps)
 {
-	uint32_t i, j, end, n;
-
-	for (j = 0; j < m->nb_src; j++) {
-		const struct proc_dlog *l = src[j];
-
-		while (m->dpos[j] < l->n) {
-			if (l->pass && m->dpos[j] >= l->keep && m->dpos[j] < l->scan)
-				m->dpos[j] = l->scan;
-			end = l->pass && m->dpos[j] < l->keep ? l->keep : l->n;
-			n = end - m->dpos[j];
-			if (n > budget)
-				n = budget;
-			if (n == 0)
-				break;
-			for (i = 0; i < m->nb_dst; i++)
-				if (dlog_append(&m->pre[i], l->e + m->dpos[j], n) < 0)
-					return -ENOMEM;
-			m->dpos[j] += n;
-			budget -= n;
-			if (budget == 0)
-				return m->dpos[j] == l->n && j + 1 == m->nb_src;
-		}
-	}
-	return 1;
-}
-
-void
-proc_dedup_list_step(struct km_proc *p, struct km_proc_shard *sl)
-{
-	struct proc_dlog *l = &sl->dlog;
-	/* A shard being copied keeps its listings where they are (dlog_precopy). */
-	int paused = p->mig != NULL && mig_is_src(p->mig, sl->id);
 	uint32_t k;
 
-	if (!l->pass && !paused && l->n >= l->next && l->n != 0) {
+	if (!l->pass && l->n >= l->next && l->n != 0) {
 		l->pass = 1;
 		l->keep = l->scan = 0;
 	}
-	for (k = 0; l->pass && !paused && k < DLOG_STEP; k++) {
+	for (k = 0; l->pass && k < steps; k++) {
 		if (l->scan == l->n) {
-			/* Done: what follows the kept listings is gone. The next pass comes once
-			 * as many again were appended (amortized O(1) per append). */
 			l->pass = 0;
 			l->n = l->keep;
 			l->next = l->keep * 2 < DLOG_MIN ? DLOG_MIN : l->keep * 2;
@@ -432,13 +402,62 @@ proc_dedup_list_step(struct km_proc *p, struct km_proc_shard *sl)
 					l, 2 * l->next); /* smaller: cannot fail for long */
 			break;
 		}
-		if (dlog_live(p, l, sl->id, l->scan))
+		if (dlog_live(p, l, id, l->scan))
 			l->e[l->keep++] = l->e[l->scan];
 		l->scan++;
 	}
-	if (l->n == l->cap)
-		(void)dlog_resize(l, l->cap < DLOG_MIN ? DLOG_MIN : l->cap * 2);
-	/* No memory: the caller leaves the entry out. */
+}
+
+/*
+ * Copy up to budget more listings of the sources' indexes src[] into the new shards'
+ * (m->pre): only live ones (a dead listing stays dead: numbers only grow), each into the
+ * new shard that holds its entry (a split's half, a merge's parent); the listings a
+ * source's paused pass found dead are skipped (copied, they would be live twice). The
+ * copies are compacted as they grow, as a shard's own index is.
+ * @return 1: all copied; 0: more to copy; -ENOMEM.
+ */
+static int
+dlog_precopy(const struct km_proc *p, struct proc_mig *m, const struct proc_dlog *const src[2],
+	uint32_t budget)
+{
+	uint32_t i, j;
+
+	for (j = 0; j < m->nb_src; j++) {
+		const struct proc_dlog *l = src[j];
+
+		for (; m->dpos[j] < l->n && budget > 0; m->dpos[j]++, budget--) {
+			const struct dedup_entry *e;
+			struct proc_dlog *d;
+
+			if (l->pass && m->dpos[j] >= l->keep && m->dpos[j] < l->scan)
+				m->dpos[j] = l->scan;
+			if (m->dpos[j] == l->n)
+				break;
+			if (!dlog_live(p, l, m->src[j], m->dpos[j]))
+				continue;
+			e = &p->dedup[l->e[m->dpos[j]].slot];
+			i = m->nb_dst == 2 && !shard_holds(m->dst[0], e->route_hash);
+			d = &m->pre[i];
+			if (dlog_room(d) < 0)
+				return -ENOMEM;
+			d->e[d->n++] = l->e[m->dpos[j]];
+			dlog_pass(p, d, m->dst[i], DLOG_STEP);
+		}
+		if (m->dpos[j] < l->n)
+			return 0;
+	}
+	return 1;
+}
+
+void
+proc_dedup_list_step(struct km_proc *p, struct km_proc_shard *sl)
+{
+	struct proc_dlog *l = &sl->dlog;
+
+	/* A shard being copied keeps its listings where they are (dlog_precopy). */
+	if (p->mig == NULL || !mig_is_src(p->mig, sl->id))
+		dlog_pass(p, l, sl->id, DLOG_STEP);
+	(void)dlog_room(l); /* no memory: the caller leaves the entry out */
 }
 
 int
@@ -479,7 +498,7 @@ km_proc_mig_finish(struct km_proc *p, struct km_store **old, uint64_t *keys)
 	if (rc == 0) {
 		const struct proc_dlog *srcl[2] = {&dlog[0].dlog, &dlog[1].dlog};
 
-		rc = dlog_precopy(m, srcl, UINT32_MAX) < 0 ? -ENOMEM : 0;
+		rc = dlog_precopy(p, m, srcl, UINT32_MAX) < 0 ? -ENOMEM : 0;
 	}
 	for (i = 0; i < m->nb_dst && rc == 0; i++)
 		if (m->dst_store[i]->ops->commit != NULL)
@@ -514,8 +533,7 @@ km_proc_mig_finish(struct km_proc *p, struct km_store **old, uint64_t *keys)
 	for (i = 0; i < m->nb_dst; i++) {
 		sl = shard_find(p, m->dst[i]);
 		free(sl->dlog.e);
-		sl->dlog = m->pre[i];
-		sl->dlog.pass = 0;
+		sl->dlog = m->pre[i]; /* with its pass, if one is under way */
 		sl->dlog.next = 0;
 	}
 	for (j = 0; j < m->nb_src; j++)

@@ -525,6 +525,7 @@ test_items(void **state)
 		"shift.share_off",
 		"shift.hysteresis",
 		"shift.undo_s",
+		"shift.settle_ms",
 		"security.allow",
 		"security.auth",
 		"log.level",

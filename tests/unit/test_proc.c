@@ -3212,6 +3212,64 @@ dedup_compare(struct env *e, struct km_proc *twin, uint64_t id)
 	km_proc_dedup_give(twin, id, b, 1);
 }
 
+/* Split and merge a shard again and again with no write between: its index keeps one
+ * listing per entry (a half that gets no write keeps no listing of its sibling's). */
+static void
+test_dedup_index_cycles(void **state)
+{
+	struct env *e = *state;
+	struct km_shard_info info[4 * NB_SHARDS];
+	struct km_store *old[2] = {NULL, NULL};
+	struct km_mig_progress pg;
+	struct km_proc_dedup *dd;
+	uint64_t sid, req_id = 1, seed = SEED, keys, listed = 0;
+	unsigned int i, c, kind, n;
+	struct rep rep;
+	char key[32];
+
+	key_owned(e->map, 0, "g-", 0, key, sizeof(key));
+	sid = km_shard_id(shard_of(e->map, key));
+	for (i = 0; i < 1000; i++) {
+		struct req r = {.op = KM_OP_PUT,
+			.key = key,
+			.val = "x",
+			.val_len = 1,
+			.req_id = ++req_id,
+			.src = 1 + rnd_next(&seed) % 100000};
+
+		do
+			snprintf(key, sizeof(key), "d-%u",
+				(unsigned int)(rnd_next(&seed) % 1000000));
+		while (km_shard_id(shard_of(e->map, key)) != sid);
+		assert_int_equal(call_map(e, e->map, &r, &rep, KM_DGRAM_MAX), KM_ST_OK);
+	}
+	for (c = 0; c < 8; c++)
+		for (kind = 0; kind < 2; kind++) {
+			assert_int_equal(km_proc_mig_start(e->proc[0],
+						 kind == 0 ? KM_MIG_SPLIT : KM_MIG_MERGE, sid),
+				0);
+			do {
+				km_proc_mig_step(e->proc[0], e->map);
+				km_proc_mig_progress(e->proc[0], &pg);
+			} while (pg.phase == KM_MIG_COPYING);
+			assert_int_equal(km_proc_mig_finish(e->proc[0], old, &keys), 0);
+			km_store_destroy(old[0]);
+			if (old[1] != NULL)
+				km_store_destroy(old[1]);
+			old[0] = old[1] = NULL;
+		}
+	n = km_proc_shard_infos(e->proc[0], info, 4 * NB_SHARDS);
+	for (i = 0; i < n; i++)
+		if (info[i].id == sid)
+			listed = info[i].dedup_listed;
+	dd = km_proc_dedup_take(e->proc[0], sid);
+	print_message("dedup index after 8 splits and merges: %" PRIu64 " listings, %u entries\n",
+		listed, km_proc_dedup_count(dd));
+	assert_true(km_proc_dedup_count(dd) > 500);
+	assert_true(listed <= km_proc_dedup_count(dd) + 64);
+	km_proc_dedup_free(dd);
+}
+
 /*
  * The index of a shard's at-most-once entries, under many writes that take over each
  * other's slots (a small table), compacted a few positions per write: it stays bounded,
@@ -3665,6 +3723,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_dedup_index_forward, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(
 			test_dedup_index_compaction, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_dedup_index_cycles, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_forward_none, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_reshard_merge, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_crew, env_setup, env_teardown),

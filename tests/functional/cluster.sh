@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+#
+# A keymap cluster on one machine (cluster_env.sh: a switch namespace with etcd, the
+# placers and the clients; one namespace per keymapd node):
+#   a. etcd, two keymap-placers, two nodes: the first map spreads 8 shards over both;
+#   b. a checked random workload (reshard_client, every reply against its model) while a
+#      third node joins: the placer moves about a third of the shards to it, across nodes;
+#   c. the same while the first node is drained, then it stops;
+#   d. the leading placer killed (kill -9): the standby takes over and adds the first node
+#      back; every map kept in etcd decodes, epochs strictly increase;
+#   e. etcd restarted under the workload: the nodes serve their last map meanwhile.
+# Bounded in time; everything is removed afterwards, also on failure.
+#
+# usage: cluster.sh BUILD_DIR RESHARD_CLIENT   (exit 77 = skipped: no etcd, not root)
+set -euo pipefail
+shopt -s inherit_errexit
+
+bin=${1:?usage: cluster.sh BUILD_DIR RESHARD_CLIENT}
+rclient=${2:?usage: cluster.sh BUILD_DIR RESHARD_CLIENT}
+tag=kmc
+# shellcheck source=cluster_env.sh
+. "$(dirname "$0")/cluster_env.sh"
+trap cl_cleanup EXIT
+trap 'exit 1' INT TERM
+
+hosts=198.51.100.11,198.51.100.12,198.51.100.13
+rc_pid=
+
+# load SEED SECONDS: the checked workload in the background (rc_pid), 2,000 keys.
+load() {
+	timeout -k 5 $(($2 + 60)) ip netns exec "$cl_sw" "$rclient" -h "$hosts" -n 2000 \
+		-s "$1" -d "$2" --preload >"$cl_tmp/load$1.out" 2>&1 &
+	rc_pid=$!
+}
+
+# load_ok SEED: the workload ended without an error, a mismatch or a lost key.
+load_ok() {
+	local rc=0
+
+	wait "$rc_pid" || rc=$?
+	rc_pid=
+	grep '^summary' "$cl_tmp/load$1.out" || true
+	[ "$rc" -eq 0 ] || { tail -20 "$cl_tmp/load$1.out"; cl_fail "workload $1: exit $rc"; }
+	echo "ok: workload $1: no error, mismatch or lost key"
+}
+
+# The leading placer's id (lowest creation revision under the election prefix).
+leader() {
+	cl_etcdctl get --prefix /keymap/demo/election -w json | python3 -c '
+import base64, json, sys
+kvs = json.load(sys.stdin).get("kvs", [])
+kvs.sort(key=lambda k: int(k["create_revision"]))
+print(json.loads(base64.b64decode(kvs[0]["value"]))["id"] if kvs else "")'
+}
+
+cl_section "a. etcd, two placers, two nodes"
+cl_etcd_start
+cl_placer_start 1 --shards 8 --max-moves 2
+cl_placer_start 2 --shards 8 --max-moves 2
+cl_node_start 1
+cl_node_start 2
+cl_wait_map 30 "sorted(per.values()) == [4, 4]" "the first map: 8 shards over n1 and n2"
+echo "ok: first map, epoch $(cl_map_py "m['epoch']"), shards per node $(cl_map_py per)"
+
+cl_section "b. a third node joins under a checked workload"
+load 1 25
+sleep 3
+cl_node_start 3
+cl_wait_map 45 "len(per) == 3 and min(per.values()) >= 2 and sum(per.values()) == 8" \
+	"n3 received its share"
+echo "ok: shards per node $(cl_map_py per)"
+load_ok 1
+
+cl_section "c. the first node drained under the workload, then stopped"
+load 2 20
+sleep 2
+cl_etcdctl put /keymap/demo/drain/n1 '{"at": 0}' >/dev/null
+cl_wait_map 45 "per.get('n1', 0) == 0 and sum(per.values()) == 8" "n1 drained"
+echo "ok: shards per node $(cl_map_py per)"
+load_ok 2
+cl_node_stop 1
+
+cl_section "d. the leading placer killed: the standby takes over"
+lead=$(leader)
+[ -n "$lead" ] || cl_fail "no placer leads"
+echo "leader: $lead"
+cl_placer_kill "${lead#placer}"
+cl_etcdctl del /keymap/demo/drain/n1 >/dev/null
+cl_node_start 1
+cl_wait_map 45 "per.get('n1', 0) >= 2" "the standby gave n1 shards again"
+[ "$(leader)" != "$lead" ] || cl_fail "$lead still leads"
+echo "ok: $(leader) leads, shards per node $(cl_map_py per)"
+# Every map kept decodes; epochs strictly increase, one map per epoch.
+cl_etcdctl get --prefix /keymap/demo/map/ -w json | python3 -c '
+import base64, json, sys
+kvs = json.load(sys.stdin)["kvs"]
+epochs = []
+for kv in kvs:
+    key = base64.b64decode(kv["key"]).decode()
+    m = json.loads(base64.b64decode(kv["value"]))
+    if key.endswith("/current"):
+        continue
+    assert key.endswith("/%d" % m["epoch"]), key
+    epochs.append(m["epoch"])
+epochs.sort()
+assert epochs == list(range(epochs[0], epochs[0] + len(epochs))), epochs
+print("ok: %d maps kept, epochs %d..%d, no two alike" % (len(epochs), epochs[0], epochs[-1]))'
+
+cl_section "e. etcd restarted under the workload"
+load 3 15
+sleep 3
+cl_etcd_stop
+sleep 2
+cl_etcd_start
+load_ok 3
+for n in 1 2 3; do
+	kill -0 "${cl_node_pid[$n]}" || cl_fail "node n$n exited"
+done
+echo "ok: the nodes served through the etcd restart"
+echo "PASS"

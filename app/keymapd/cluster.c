@@ -92,6 +92,12 @@ km_cluster_on(void)
 	return cl.on;
 }
 
+int
+km_cluster_serving(void)
+{
+	return atomic_load(&cl.serving);
+}
+
 static void
 key_of(char *buf, size_t cap, const char *what, const char *node)
 {

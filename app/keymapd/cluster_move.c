@@ -317,6 +317,10 @@ receive(int fd)
 	}
 	to = (uint16_t)get_be(h + 6, 2);
 	id = get_be(h + 8, 8);
+	if (!km_cluster_serving()) {
+		reply(fd, EAGAIN, "this node is still starting: no worker to build the shard for");
+		goto out;
+	}
 	if (to >= km_dp.nb_workers || id == 0) {
 		snprintf(msg, sizeof(msg), "shard %" PRIu64 " for worker %u: this node has %u", id,
 			to, km_dp.nb_workers);

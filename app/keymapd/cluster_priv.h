@@ -24,6 +24,9 @@ struct km_cluster_move_req {
 	uint16_t to_worker;
 };
 
+/* Whether the node serves (its workers run, the control loop applies maps). Any thread. */
+int km_cluster_serving(void);
+
 /* P/moves/<id> into buf. */
 void km_cluster_move_key(char *buf, size_t cap, uint64_t id);
 

@@ -40,7 +40,7 @@ load_ok() {
 
 	wait "$rc_pid" || rc=$?
 	rc_pid=
-	grep '^summary' "$cl_tmp/load$1.out" || true
+	grep '^ops ' "$cl_tmp/load$1.out" || true
 	[ "$rc" -eq 0 ] || { tail -20 "$cl_tmp/load$1.out"; cl_fail "workload $1: exit $rc"; }
 	echo "ok: workload $1: no error, mismatch or lost key"
 }

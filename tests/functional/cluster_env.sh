@@ -51,6 +51,11 @@ cl_cleanup() {
 	for p in "${cl_placer_pid[@]}" "${cl_node_pid[@]}" $cl_etcd_pid; do
 		kill -KILL "$p" 2>/dev/null || true
 	done
+	# Whatever still runs in the namespaces (a process started through a subshell).
+	for i in $(seq 1 9) s; do
+		[ "$i" = s ] && p=$cl_sw || p=${tag}n$i
+		ip netns pids "$p" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+	done
 	for i in $(seq 1 9); do
 		ip netns del "${tag}n$i" 2>/dev/null || true
 		rm -rf "/var/run/dpdk/${tag}n$i"
@@ -64,9 +69,10 @@ cl_fail() {
 
 	{
 		echo "FAIL: $*"
-		for i in "${!cl_node_pid[@]}"; do
-			echo "---- node n$i (last 15 lines) ----"
-			tail -15 "$cl_tmp/n$i.log" 2>/dev/null
+		for i in "$cl_tmp"/n*.log; do
+			[ -f "$i" ] || continue
+			echo "---- node $(basename "$i" .log) (last 15 lines) ----"
+			tail -15 "$i"
 		done
 		for i in "${!cl_placer_pid[@]}"; do
 			echo "---- placer $i (last 15 lines) ----"
@@ -85,10 +91,13 @@ cl_etcd_start() {
 		ip netns add "$cl_sw"
 		cl_in_sw ip link set lo up
 		cl_in_sw ip link add br0 type bridge
+		# A MAC of its own: a bridge that takes its ports' lowest changes it when a
+		# node's tap goes, and the nodes' ARP entries for 198.51.100.1 go stale.
+		cl_in_sw ip link set br0 address 02:00:00:00:00:01
 		cl_in_sw ip addr add 198.51.100.1/24 dev br0
 		cl_in_sw ip link set br0 up
 	fi
-	cl_in_sw etcd --name kmc --data-dir "$cl_tmp/etcd" \
+	ip netns exec "$cl_sw" etcd --name kmc --data-dir "$cl_tmp/etcd" \
 		--listen-client-urls "$cl_etcd_ep" --advertise-client-urls "$cl_etcd_ep" \
 		--listen-peer-urls http://127.0.0.1:2380 \
 		--initial-advertise-peer-urls http://127.0.0.1:2380 \
@@ -122,21 +131,22 @@ cl_node_start() {
 		ip netns exec "$ns" ip link set "${tag}v$n" up
 	fi
 	rm -rf "/var/run/dpdk/$ns"
-	: >"$cl_tmp/n$n.log"
+	echo "---- start" >>"$cl_tmp/n$n.log"
 	ip netns exec "$ns" "$bin/app/keymapd/keymapd" -o "net.ip=198.51.100.1$n" \
 		-o cluster.name=demo -o "cluster.node=n$n" -o "cluster.etcd=$cl_etcd_ep" \
 		-o "cluster.side_addr=198.51.100.10$n" -o cluster.ttl_s=3 \
 		-o cluster.load_interval_ms=1000 -o store.driver=mem \
 		-o workers.idle_sleep_us=1000 -o metrics.port=0 "$@" -- \
 		--no-huge -m 256 --no-pci --file-prefix "$ns" \
-		--vdev "net_tap0,iface=$t,mac=02:00:00:00:00:1$n" -l 0-1 >"$cl_tmp/n$n.log" 2>&1 &
+		--vdev "net_tap0,iface=$t,mac=02:00:00:00:00:1$n" -l 0-1 >>"$cl_tmp/n$n.log" 2>&1 &
 	cl_node_pid[$n]=$!
 	for _ in $(seq 600); do
-		grep -q "keymapd: ready" "$cl_tmp/n$n.log" && break
+		sed -n '/^---- start$/h;//!H;${x;p}' "$cl_tmp/n$n.log" | grep -q "keymapd: ready" && break
 		kill -0 "${cl_node_pid[$n]}" 2>/dev/null || cl_fail "node n$n exited during start-up"
 		sleep 0.1
 	done
-	grep -q "keymapd: ready" "$cl_tmp/n$n.log" || cl_fail "node n$n not ready after 60 s"
+	sed -n '/^---- start$/h;//!H;${x;p}' "$cl_tmp/n$n.log" | grep -q "keymapd: ready" ||
+		cl_fail "node n$n not ready after 60 s"
 	# Its tap onto the bridge, with a kernel-side MAC of its own.
 	ip netns exec "$ns" ip link set "$t" netns "$cl_sw"
 	cl_in_sw ip link set "$t" address "02:00:00:00:01:1$n"
@@ -167,7 +177,7 @@ cl_node_kill() {
 cl_placer_start() {
 	local n=$1
 	shift
-	cl_in_sw "$bin/app/placer/keymap-placer" --etcd "$cl_etcd_ep" --cluster demo \
+	ip netns exec "$cl_sw" "$bin/app/placer/keymap-placer" --etcd "$cl_etcd_ep" --cluster demo \
 		--id "placer$n" --ttl 3 --interval-ms 500 "$@" >>"$cl_tmp/placer$n.log" 2>&1 &
 	cl_placer_pid[$n]=$!
 }

@@ -70,6 +70,17 @@ cl_node_start 3
 cl_wait_map 45 "len(per) == 3 and min(per.values()) >= 2 and sum(per.values()) == 8" \
 	"n3 received its share"
 echo "ok: shards per node $(cl_map_py per)"
+# keymapctl: this node in its cluster, and the cluster as etcd has it.
+timeout 20 ip netns exec "${tag}n1" "$bin/tools/keymapctl" -f "${tag}n1" cluster |
+	grep -q "^node  *n1$" || cl_fail "keymapctl cluster does not show node n1"
+timeout 20 ip netns exec "${tag}n1" "$bin/tools/keymapctl" -f "${tag}n1" --json nodes |
+	python3 -c '
+import json, sys
+n = json.load(sys.stdin)["nodes"]
+assert sorted(x["id"] for x in n) == ["n1", "n2", "n3"], n
+assert all(x["live"] and x["state"] == "active" for x in n), n
+assert sum(x["shards"] for x in n) == 8, n' || cl_fail "keymapctl nodes"
+echo "ok: keymapctl cluster and nodes"
 load_ok 1
 
 cl_section "c. the first node drained under the workload, then stopped"

@@ -127,5 +127,7 @@ int cmd_hot(struct ctl *c, int argc, char **argv);         /* crew.c */
 int cmd_raw(struct ctl *c, int argc, char **argv);         /* tel.c */
 int cmd_overrides(struct ctl *c, int argc, char **argv);   /* shift.c */
 int cmd_override(struct ctl *c, int argc, char **argv);    /* shift.c */
+int cmd_cluster(struct ctl *c, int argc, char **argv);     /* cluster.c */
+int cmd_nodes(struct ctl *c, int argc, char **argv);       /* cluster.c */
 
 #endif /* KEYMAPCTL_H */

@@ -58,6 +58,9 @@ static const char usage_text[] =
 	"  override add PART [EXTRA]  route hot routing part PART by EXTRA (default 1) more\n"
 	"                             key components: its keys spread over workers\n"
 	"  override remove PART       undo it (its keys move back)\n"
+	"  cluster                    this keymapd as a cluster node (docs/cluster.md)\n"
+	"  cluster drain|undrain NODE the placer moves NODE's shards away / may give it shards\n"
+	"  nodes                      the cluster in etcd: nodes, members, shards, load, leader\n"
 	"  raw /CMD[,PARAMS]          send any telemetry command, print the JSON it returns\n"
 	"\n"
 	"options (before the command):\n"
@@ -180,6 +183,8 @@ static const struct command {
 	{"metrics", cmd_metrics, 0, 0},
 	{"overrides", cmd_overrides, 0, 0},
 	{"override", cmd_override, 0, 1},
+	{"cluster", cmd_cluster, 0, 0},
+	{"nodes", cmd_nodes, 0, 0},
 	{"raw", cmd_raw, 0, 1},
 };
 

@@ -458,8 +458,8 @@ publish(struct placer_ctx *c, const struct km_cmap *m, const struct km_cmap *pre
 	rc = guarded_txn(c, cmp, nx + 2, ops, nops, rev);
 	free(json);
 	if (rc == 1)
-		placer_log(PLACER_NOTICE, "published map epoch %u (%u nodes, %u shards): %s",
-			m->epoch, m->nb_nodes, m->nb_shards, diff);
+		placer_log(PLACER_NOTICE, "published map epoch %u (%u node%s, %u shards): %s",
+			m->epoch, m->nb_nodes, m->nb_nodes == 1 ? "" : "s", m->nb_shards, diff);
 	return rc;
 }
 

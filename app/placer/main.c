@@ -151,8 +151,11 @@ lease_ensure(struct run *r)
 
 	if (id != 0 && id != atomic_load(&lost))
 		return 0;
-	if (id != 0)
+	if (id != 0) {
 		step_down(r, "its lease is gone");
+		/* Taken as lost after a TTL without etcd: make sure its keys go now. */
+		(void)km_etcd_lease_revoke(r->e, id);
+	}
 	rc = km_etcd_lease_grant(r->e, opts.ttl_s, &id, &granted);
 	if (rc != 0) {
 		log_etcd(&r->log_ns[0], "cannot grant a lease", r->e);
@@ -341,8 +344,12 @@ main(int argc, char **argv)
 	r.ctx.o = &opts;
 	r.ctx.lead = opts.dry_run ? NULL : &r.lead;
 	rc = km_etcd_open(opts.etcd, PLACER_ETCD_TIMEOUT, &r.e);
+	/* A renewal that hangs must not outlast the lease: a third of the TTL at most. */
 	if (rc == 0 && !opts.dry_run)
-		rc = km_etcd_open(opts.etcd, PLACER_ETCD_TIMEOUT, &ke);
+		rc = km_etcd_open(opts.etcd,
+			opts.ttl_s * 1000 / 3 < PLACER_ETCD_TIMEOUT ? opts.ttl_s * 1000 / 3
+								    : PLACER_ETCD_TIMEOUT,
+			&ke);
 	if (rc != 0) {
 		fprintf(stderr, "keymap-placer: --etcd %s: %s\n", opts.etcd, strerror(-rc));
 		km_etcd_close(r.e);

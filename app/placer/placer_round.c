@@ -553,9 +553,9 @@ complete_moves(struct placer_ctx *c, const struct snap *s, const struct placer_m
 		if (c->o->dry_run)
 			printf("delete %s # ready: completed\n", keys[i]);
 		else
-			placer_log(PLACER_NOTICE,
-				"shard %" PRIu64 " moved from node %s to node %s (worker %u)",
-				mv[i]->id, mv[i]->from, mv[i]->to, mv[i]->to_worker);
+			/* the line ends with the target: tools/bench/cluster counts by it */
+			placer_log(PLACER_NOTICE, "shard %" PRIu64 " moved from node %s to node %s",
+				mv[i]->id, mv[i]->from, mv[i]->to);
 	}
 	return rc;
 }

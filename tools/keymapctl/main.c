@@ -60,6 +60,23 @@ static const char usage_text[] =
 	"  override remove PART       undo it (its keys move back)\n"
 	"  raw /CMD[,PARAMS]          send any telemetry command, print the JSON it returns\n"
 	"\n"
+	"cluster commands (docs/cluster.md):\n"
+	"  cluster                    this keymapd in its cluster: name, node, etcd, map epoch\n"
+	"                             applied, counters (or that it runs as a single node)\n"
+	"  nodes [--etcd ENDPOINTS --cluster NAME]\n"
+	"                             the cluster as etcd has it: every node of the map\n"
+	"                             (address, workers, incarnation, active or draining, live\n"
+	"                             or down, shards, load), members joining, the placer\n"
+	"                             leader, the map epoch, moves in flight\n"
+	"  cluster drain NODE [--etcd ENDPOINTS --cluster NAME]\n"
+	"                             ask the placer to move NODE's shards away and remove it\n"
+	"                             from the map (puts P/drain/NODE); says what follows\n"
+	"  cluster undrain NODE [--etcd ENDPOINTS --cluster NAME]\n"
+	"                             withdraw the drain (deletes P/drain/NODE)\n"
+	"  etcd is the running keymapd's (from its /keymap/cluster: endpoints and prefix), or\n"
+	"  the one given: --etcd http://HOST:PORT[,...] --cluster NAME (keys under\n"
+	"  /keymap/NAME/, no keymapd needed). -T bounds each etcd request too.\n"
+	"\n"
 	"options (before the command):\n"
 	"  -f, --file-prefix PREFIX   keymapd's EAL --file-prefix (default keymap); the socket\n"
 	"                             is RUNTIME_DIR/dpdk/PREFIX/dpdk_telemetry.v2, RUNTIME_DIR\n"
@@ -71,8 +88,10 @@ static const char usage_text[] =
 	"                             split, merge, move, tier and compact)\n"
 	"  -h, --help                 this text\n"
 	"\n"
-	"exit status: 0 success, 1 bad usage or transport error (keymapd not running, timeout,\n"
-	"             unreadable reply), 2 refused by keymapd or unknown to it\n";
+	"exit status: 0 success, 1 bad usage or transport error (keymapd not running, etcd\n"
+	"             unreachable, timeout, unreadable reply), 2 refused by keymapd or unknown\n"
+	"             to it (nodes or cluster drain on a single node without --etcd; cluster\n"
+	"             drain where etcd has no map and no member under the prefix)\n";
 
 static void
 verrmsg(const char *fmt, va_list ap)
@@ -181,6 +200,8 @@ static const struct command {
 	{"overrides", cmd_overrides, 0, 0},
 	{"override", cmd_override, 0, 1},
 	{"raw", cmd_raw, 0, 1},
+	{"cluster", cmd_cluster, 0, 0},
+	{"nodes", cmd_nodes, 0, 0},
 };
 
 /* The options before the command. */

@@ -530,6 +530,16 @@ nodes_view(const struct where *w, const struct snap *s)
 	return o;
 }
 
+/* --json of nodes: as print_json, reals with 15 significant digits (a sum of rates prints
+ * 2111.1, not 2111.0999999999999). */
+static void
+print_view(const json_t *v)
+{
+	if (json_dumpf(v, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(15)) != 0)
+		oom();
+	putchar('\n');
+}
+
 /* A unix time as 2026-12-04T20:17:39Z. */
 static const char *
 utc(json_int_t t, char *buf, size_t len)
@@ -695,7 +705,7 @@ cmd_nodes(struct ctl *c, int argc, char **argv)
 	if (rc < 0) {
 		view = nodes_view(&w, &s);
 		if (c->json)
-			print_json(view);
+			print_view(view);
 		else
 			print_nodes(view);
 		json_decref(view);
@@ -709,22 +719,46 @@ cmd_nodes(struct ctl *c, int argc, char **argv)
 
 /* ---- cluster drain | undrain NODE ------------------------------------------------------ */
 
-/* The nodes other than id that can take shards: in the map, live, not drained. */
+/* Whether node t may receive shards at the placer's next decision: live, not drained, and
+ * either in the map or a member that asks to be active (the placer adds it first). */
+static int
+is_target(const struct snap *s, const char *t)
+{
+	const json_t *st = json_object_get(json_object_get(s->members, t), "state");
+
+	if (!is_live(s, t) || json_object_get(s->drains, t) != NULL)
+		return 0;
+	if (s->map != NULL && km_cmap_node_find(s->map, t) >= 0)
+		return 1;
+	return !json_is_string(st) || strcmp(json_string_value(st), "draining") != 0;
+}
+
+/* The nodes other than id that can take shards, as "n2, n4" in buf, n of them. */
 static void
 targets(const struct snap *s, const char *id, char *buf, size_t len, unsigned int *n)
 {
+	const char *t;
 	size_t off = 0;
+	json_t *rec;
 	uint16_t i;
 
 	buf[0] = '\0';
 	*n = 0;
 	for (i = 0; s->map != NULL && i < s->map->nb_nodes; i++) {
-		const char *t = s->map->nodes[i].id;
-
-		if (strcmp(t, id) == 0 || !is_live(s, t) || json_object_get(s->drains, t) != NULL)
+		t = s->map->nodes[i].id;
+		if (strcmp(t, id) == 0 || !is_target(s, t))
 			continue;
 		if (off < len)
 			off += (size_t)snprintf(buf + off, len - off, "%s%s", *n ? ", " : "", t);
+		(*n)++;
+	}
+	json_object_foreach(s->members, t, rec)
+	{
+		if (strcmp(t, id) == 0 || km_cmap_node_find(s->map, t) >= 0 || !is_target(s, t))
+			continue;
+		if (off < len)
+			off += (size_t)snprintf(
+				buf + off, len - off, "%s%s (joining)", *n ? ", " : "", t);
 		(*n)++;
 	}
 }
@@ -766,10 +800,10 @@ plan(const struct snap *s, const char *name, const char *id, int draining, char 
 				k, k == 1 ? "" : "s", id, k == 1 ? "s" : "");
 		else
 			n = snprintf(buf, len,
-				"the placer moves the %u shards of %s to %s (the least loaded "
-				"first, "
-				"a few at a time), then removes %s from the map",
-				k, id, to, id);
+				"the placer moves the %u shard%s of %s, a few at a time, each to "
+				"the "
+				"least loaded of %s, then removes %s from the map",
+				k, k == 1 ? "" : "s", id, to, id);
 	} else if (draining && live)
 		n = snprintf(buf, len,
 			"%s is a member outside the map: the placer does not add it while it is "

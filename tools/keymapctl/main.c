@@ -70,9 +70,10 @@ static const char usage_text[] =
 	"                             leader, the map epoch, moves in flight\n"
 	"  cluster drain NODE [--etcd ENDPOINTS --cluster NAME]\n"
 	"                             ask the placer to move NODE's shards away and remove it\n"
-	"                             from the map (puts P/drain/NODE); says what follows\n"
+	"                             from the map (puts /keymap/NAME/drain/NODE); says\n"
+	"                             what the placer will do\n"
 	"  cluster undrain NODE [--etcd ENDPOINTS --cluster NAME]\n"
-	"                             withdraw the drain (deletes P/drain/NODE)\n"
+	"                             withdraw the drain (deletes that key)\n"
 	"  etcd is the running keymapd's (from its /keymap/cluster: endpoints and prefix), or\n"
 	"  the one given: --etcd http://HOST:PORT[,...] --cluster NAME (keys under\n"
 	"  /keymap/NAME/, no keymapd needed). -T bounds each etcd request too.\n"
@@ -90,8 +91,9 @@ static const char usage_text[] =
 	"\n"
 	"exit status: 0 success, 1 bad usage or transport error (keymapd not running, etcd\n"
 	"             unreachable, timeout, unreadable reply), 2 refused by keymapd or unknown\n"
-	"             to it (nodes or cluster drain on a single node without --etcd; cluster\n"
-	"             drain where etcd has no map and no member under the prefix)\n";
+	"             to it (nodes, cluster drain or undrain on a single node without\n"
+	"             --etcd; cluster drain where etcd has no map and no member under the\n"
+	"             prefix)\n";
 
 static void
 verrmsg(const char *fmt, va_list ap)

@@ -23,7 +23,7 @@ else
 	tools/build.sh
 	bin=build
 fi
-tag=kmd
+tag=kd$$
 # shellcheck source=../tests/functional/cluster_env.sh
 . tests/functional/cluster_env.sh
 trap cl_cleanup EXIT

@@ -18,7 +18,7 @@ shopt -s inherit_errexit
 
 bin=${1:?usage: cluster.sh BUILD_DIR RESHARD_CLIENT}
 rclient=${2:?usage: cluster.sh BUILD_DIR RESHARD_CLIENT}
-tag=kmc
+tag=kc$$ # unique: two runs at once do not meet
 # shellcheck source=cluster_env.sh
 . "$(dirname "$0")/cluster_env.sh"
 trap cl_cleanup EXIT

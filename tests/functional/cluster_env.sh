@@ -8,7 +8,7 @@
 # these namespaces. Everything is removed by cl_cleanup, also when the caller fails.
 #
 # Set before sourcing: bin (the build directory), tag (names namespaces, DPDK prefixes and
-# the temporary directory; short). Provides: cl_tmp, cl_etcd_ep, cl_fail, cl_section,
+# the temporary directory; at most 9 characters, unique per run). Provides: cl_tmp, cl_etcd_ep, cl_fail, cl_section,
 # cl_etcd_start/stop, cl_node_start/stop/kill N, cl_placer_start/kill N ARGS,
 # cl_etcdctl ARGS, cl_map (the current map's JSON), cl_map_py EXPR, cl_cleanup.
 

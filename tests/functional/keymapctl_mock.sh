@@ -329,6 +329,31 @@ expect 0 '^cache +value +value/s$' "${L[@]}" stats --watch 2
 grep -Eq '^disk_reads +[0-9]+ +[0-9]+\.[0-9]$' "$tmp/out" || fail "stats --watch: store rates"
 grep -Eq '^hit_ratio +90\.0% +-$' "$tmp/out" || fail "stats --watch: hit ratio row"
 
+# Cluster commands on a single node: cluster says so; nodes and drain need --etcd (exit
+# 2); bad arguments are usage errors (exit 1) found before contacting anything; etcd that
+# does not answer is a transport error (exit 1) that names the endpoint.
+expect 0 '^single node: keymapd runs without a \[cluster\] section$' "${S[@]}" cluster
+expect_json cluster
+json_check 'd == {"cluster": 0}'
+expect 2 'keymapd \(.*\) runs as a single node, not in a cluster: give --etcd ENDPOINTS --cluster NAME' \
+	"${S[@]}" nodes
+expect 2 'runs as a single node' "${S[@]}" cluster drain n1
+for args in "cluster drain" "cluster drain a/b" "cluster drain n1 n2" "cluster bogus" \
+	"cluster --etcd http://127.0.0.1:1 --cluster t" "nodes --etcd http://127.0.0.1:1" \
+	"nodes --cluster t" "nodes --etcd 127.0.0.1:1 --cluster t" \
+	"nodes --etcd http://127.0.0.1:1 --cluster a/b" "nodes extra" "nodes --bogus" \
+	"nodes --etcd"; do
+	# shellcheck disable=SC2086 # split on purpose
+	expect 1 '^usage: keymapctl' -s "$none" $args
+done
+closed=$(free_port)
+expect 1 "^keymapctl: nodes: etcd http://127.0.0.1:$closed: connection refused\$" \
+	nodes --etcd "http://127.0.0.1:$closed" --cluster t
+expect 1 "^keymapctl: cluster: etcd http://127.0.0.1:$closed: connection refused\$" \
+	cluster drain n1 --etcd="http://127.0.0.1:$closed" --cluster=t
+[ ! -s "$tmp/out" ] || fail "cluster drain with etcd unreachable printed on stdout"
+expect 0 'cluster drain NODE' --help
+
 # Timeouts: tier and compact wait 60 s by default (the mock answers after 5.5 s), -T
 # still bounds them, prefetch keeps the 5 s default.
 start_mock "$tmp/slowlog.sock" --store log --delay 5.5

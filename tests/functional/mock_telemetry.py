@@ -99,6 +99,7 @@ class Mock:
             "/keymap/compact": "rewrite a shard's log without dead records. Parameters: id",
             "/keymap/prefetch": "read a key into its worker's cache. Parameters: key",
             "/keymap/log_level": "show or set the log level. Parameters: [level]",
+            "/keymap/cluster": "this node in its cluster (cluster 0: a single node)",
         }
 
     # Commands: (params or None) -> DATA; "error" replies are ordinary DATA.
@@ -372,6 +373,8 @@ class Mock:
             "/keymap/compact": self.compact,
             "/keymap/prefetch": self.prefetch,
             "/keymap/log_level": self.log_level,
+            # A single node: keymapd without a [cluster] section.
+            "/keymap/cluster": lambda p: {"cluster": 0},
         }
         fn = table.get(cmd)
         if fn is None:

@@ -14,11 +14,13 @@
  * Files by concern: main.c (options, command table), tel.c (telemetry socket client),
  * output.c (JSON values as text, aligned tables), stats.c (status, stats), shards.c (the
  * shard map and re-sharding commands), conf.c (tunables, log level, prefetch), metrics.c
- * (the Prometheus page over HTTP), keys.c (client keys). One thread; each command runs once
+ * (the Prometheus page over HTTP), keys.c (client keys), cluster.c (a cluster's nodes and
+ * drain keys, read and written in etcd with lib/etcd). One thread; each command runs once
  * and exits.
  *
- * Exit status: 0 success; 1 bad usage or transport error (keymapd not running, timeout,
- * unreadable reply); 2 keymapd refused the command or does not know it.
+ * Exit status: 0 success; 1 bad usage or transport error (keymapd not running, etcd not
+ * reachable, timeout, unreadable reply); 2 keymapd refused the command or does not know it
+ * (also: a cluster command on a single node without --etcd, a drain in an empty cluster).
  */
 
 #include <stddef.h>

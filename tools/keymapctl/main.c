@@ -58,10 +58,25 @@ static const char usage_text[] =
 	"  override add PART [EXTRA]  route hot routing part PART by EXTRA (default 1) more\n"
 	"                             key components: its keys spread over workers\n"
 	"  override remove PART       undo it (its keys move back)\n"
-	"  cluster                    this keymapd as a cluster node (docs/cluster.md)\n"
-	"  cluster drain|undrain NODE the placer moves NODE's shards away / may give it shards\n"
-	"  nodes                      the cluster in etcd: nodes, members, shards, load, leader\n"
 	"  raw /CMD[,PARAMS]          send any telemetry command, print the JSON it returns\n"
+	"\n"
+	"cluster commands (docs/cluster.md):\n"
+	"  cluster                    this keymapd in its cluster: name, node, etcd, map epoch\n"
+	"                             applied, counters (or that it runs as a single node)\n"
+	"  nodes [--etcd ENDPOINTS --cluster NAME]\n"
+	"                             the cluster as etcd has it: every node of the map\n"
+	"                             (address, workers, incarnation, active or draining, live\n"
+	"                             or down, shards, load), members joining, the placer\n"
+	"                             leader, the map epoch, moves in flight\n"
+	"  cluster drain NODE [--etcd ENDPOINTS --cluster NAME]\n"
+	"                             ask the placer to move NODE's shards away and remove it\n"
+	"                             from the map (puts /keymap/NAME/drain/NODE); says\n"
+	"                             what the placer will do\n"
+	"  cluster undrain NODE [--etcd ENDPOINTS --cluster NAME]\n"
+	"                             withdraw the drain (deletes that key)\n"
+	"  etcd is the running keymapd's (from its /keymap/cluster: endpoints and prefix), or\n"
+	"  the one given: --etcd http://HOST:PORT[,...] --cluster NAME (keys under\n"
+	"  /keymap/NAME/, no keymapd needed). -T bounds each etcd request too.\n"
 	"\n"
 	"options (before the command):\n"
 	"  -f, --file-prefix PREFIX   keymapd's EAL --file-prefix (default keymap); the socket\n"
@@ -74,8 +89,11 @@ static const char usage_text[] =
 	"                             split, merge, move, tier and compact)\n"
 	"  -h, --help                 this text\n"
 	"\n"
-	"exit status: 0 success, 1 bad usage or transport error (keymapd not running, timeout,\n"
-	"             unreadable reply), 2 refused by keymapd or unknown to it\n";
+	"exit status: 0 success, 1 bad usage or transport error (keymapd not running, etcd\n"
+	"             unreachable, timeout, unreadable reply), 2 refused by keymapd or unknown\n"
+	"             to it (nodes, cluster drain or undrain on a single node without\n"
+	"             --etcd; cluster drain where etcd has no map and no member under the\n"
+	"             prefix)\n";
 
 static void
 verrmsg(const char *fmt, va_list ap)
@@ -183,9 +201,9 @@ static const struct command {
 	{"metrics", cmd_metrics, 0, 0},
 	{"overrides", cmd_overrides, 0, 0},
 	{"override", cmd_override, 0, 1},
+	{"raw", cmd_raw, 0, 1},
 	{"cluster", cmd_cluster, 0, 0},
 	{"nodes", cmd_nodes, 0, 0},
-	{"raw", cmd_raw, 0, 1},
 };
 
 /* The options before the command. */

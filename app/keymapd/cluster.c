@@ -75,6 +75,7 @@ static struct {
 	char *load;           /* mu: the control lcore's last load report */
 	char err[160];        /* mu: the cluster thread's last error */
 	uint64_t etcd_errors; /* mu */
+	uint64_t thr_refused; /* mu: maps the cluster thread refused (undecodable, not ours) */
 	int etcd_ok;          /* mu */
 
 	/* Control lcore. */
@@ -222,6 +223,13 @@ map_seen(const uint8_t *v, size_t len, int64_t rev)
 	if (refused_rev == rev)
 		return;
 	refused_rev = rev;
+	if (!absent) {
+		/* Counted and shown by /keymap/cluster as well as logged. */
+		pthread_mutex_lock(&cl.mu);
+		cl.thr_refused++;
+		snprintf(cl.err, sizeof(cl.err), "map revision %" PRId64 " refused: %.100s", rev, err);
+		pthread_mutex_unlock(&cl.mu);
+	}
 	if (absent)
 		KM_LOG(NOTICE, "cluster map (revision %" PRId64 "): %s: waiting", rev, err);
 	else
@@ -1072,6 +1080,7 @@ km_cluster_status(struct km_cluster_status *st)
 	pthread_mutex_lock(&cl.mu);
 	st->etcd_ok = cl.etcd_ok;
 	st->etcd_errors = cl.etcd_errors;
+	st->maps_refused += cl.thr_refused;
 	snprintf(st->last_error, sizeof(st->last_error), "%s", cl.err);
 	pthread_mutex_unlock(&cl.mu);
 }

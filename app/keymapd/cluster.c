@@ -83,7 +83,6 @@ static struct {
 	uint32_t epoch;      /* of the map applied */
 	uint32_t refused;    /* of the last map refused */
 	uint64_t load_tsc;
-	uint64_t expire_tsc;
 	struct km_cluster_status st;
 } cl = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -227,7 +226,8 @@ map_seen(const uint8_t *v, size_t len, int64_t rev)
 		/* Counted and shown by /keymap/cluster as well as logged. */
 		pthread_mutex_lock(&cl.mu);
 		cl.thr_refused++;
-		snprintf(cl.err, sizeof(cl.err), "map revision %" PRId64 " refused: %.100s", rev, err);
+		snprintf(cl.err, sizeof(cl.err), "map revision %" PRId64 " refused: %.100s", rev,
+			err);
 		pthread_mutex_unlock(&cl.mu);
 	}
 	if (absent)
@@ -235,6 +235,72 @@ map_seen(const uint8_t *v, size_t len, int64_t rev)
 	else
 		KM_LOG(ERR, "cluster map (revision %" PRId64 ") refused, the last one kept: %s",
 			rev, err);
+}
+
+int
+km_cluster_map_read(struct km_etcd *e, struct km_cmap **m)
+{
+	char key[KEY_MAX];
+	struct km_etcd_kvs *r = NULL;
+	int rc;
+
+	key_of(key, sizeof(key), "map/current", NULL);
+	rc = km_etcd_get(e, key, strlen(key), 0, &r);
+	if (rc == 0)
+		rc = -ENOENT;
+	else if (rc > 0)
+		rc = km_cmap_decode((const char *)r->kv[0].value, r->kv[0].vlen, m, NULL, 0);
+	km_etcd_kvs_free(r);
+	return rc;
+}
+
+/* At start, before serving: the moves of this node's shards a previous run began are
+ * failed (compare-and-swap), so that none is completed with a copy older than what this
+ * run will acknowledge. */
+static void
+moves_fail_own(void)
+{
+	char key[KEY_MAX];
+	struct km_etcd_kvs *r = NULL;
+	size_t i;
+
+	key_of(key, sizeof(key), "moves/", NULL);
+	if (km_etcd_get(cl.e, key, strlen(key), KM_ETCD_PREFIX, &r) < 0)
+		return;
+	for (i = 0; i < r->n; i++) {
+		json_t *j = json_loadb((const char *)r->kv[i].value, r->kv[i].vlen, 0, NULL);
+		const char *from = json_string_value(json_object_get(j, "from"));
+		const char *st = json_string_value(json_object_get(j, "state"));
+		char *val;
+
+		if (from == NULL || st == NULL || strcmp(from, cl.conf->cluster_node) != 0 ||
+			strcmp(st, "failed") == 0) {
+			json_decref(j);
+			continue;
+		}
+		json_object_set_new(j, "state", json_string("failed"));
+		json_object_set_new(j, "reason", json_string("its source node restarted"));
+		val = json_dumps(j, JSON_COMPACT);
+		json_decref(j);
+		if (val != NULL) {
+			struct km_etcd_cmp cmp = {.key = r->kv[i].key,
+				.klen = r->kv[i].klen,
+				.target = KM_ETCD_MOD,
+				.result = KM_ETCD_EQUAL,
+				.num = r->kv[i].mod_rev};
+			struct km_etcd_op op = {.type = KM_ETCD_OP_PUT,
+				.key = r->kv[i].key,
+				.klen = r->kv[i].klen,
+				.value = val,
+				.vlen = strlen(val)};
+
+			if (km_etcd_txn(cl.e, &cmp, 1, &op, 1, NULL, 0, NULL, NULL) == 1)
+				KM_LOG(NOTICE, "cluster: move %.*s of a previous run marked failed",
+					(int)r->kv[i].klen, (const char *)r->kv[i].key);
+			free(val);
+		}
+	}
+	km_etcd_kvs_free(r);
 }
 
 void
@@ -701,6 +767,7 @@ km_cluster_join(const struct km_conf *conf, uint16_t nb_workers, struct km_shard
 			conf->cluster_side_port, strerror(-rc));
 		goto fail;
 	}
+	moves_fail_own();
 	cl.on = 1;
 	KM_LOG(NOTICE,
 		"cluster %s: node %s registered (incarnation %" PRIu64 ", lease %" PRIx64 ")",
@@ -847,6 +914,7 @@ apply(const struct km_cmap *m, int quiet)
 	char err[KM_CLUSTER_ERR_MAX + 64];
 	uint32_t n = 0, i, mine = 0;
 	struct km_proc_dedup *dd_in = NULL;
+	const struct km_cmap_shard *was;
 	struct km_store *st_in;
 	int self, rc, k;
 
@@ -879,12 +947,25 @@ apply(const struct km_cmap *m, int quiet)
 			/* Sent here by its previous node (a cross-node move). */
 			rc = km_mailbox_attach(w, id, st_in, &dd_in, 0);
 			if (rc < 0)
-				km_store_discard(st_in);
+				km_cluster_incoming_return(id, st_in); /* tried again */
 			else
 				KM_LOG(NOTICE,
 					"cluster map epoch %u: shard %" PRIu64
 					" received from another node, serving on worker %u",
 					m->epoch, id, w);
+		} else if (k < 0 && cl.cur != NULL &&
+			   (was = km_cmap_shard_find(cl.cur, id)) != NULL &&
+			   strcmp(cl.cur->nodes[was->node].id, cl.conf->cluster_node) != 0) {
+			/* Another node's until now: it comes with its data or not at all. */
+			rc = -EAGAIN;
+			if (!quiet)
+				KM_LOG(ERR,
+					"cluster map epoch %u gives shard %" PRIu64
+					" here from node %s, "
+					"but its data has not arrived: not applied (its keys "
+					"answer as "
+					"in epoch %u)",
+					m->epoch, id, cl.cur->nodes[was->node].id, cl.epoch);
 		} else if (k < 0) {
 			rc = shard_create(w, id);
 			if (rc == 0) {
@@ -1060,10 +1141,6 @@ km_cluster_tick(void)
 		km_cluster_move_start(&mvs[i]);
 	}
 	km_cluster_move_tick(km_map_current, gone, ngone);
-	if (now - cl.expire_tsc >= rte_get_timer_hz()) {
-		km_cluster_incoming_expire();
-		cl.expire_tsc = now;
-	}
 }
 
 void

@@ -63,7 +63,6 @@
 #define MV_INCOMING 64    /* incoming stores kept at once */
 #define MV_PARKED   64    /* outgoing moves at once */
 #define MV_BUF      65536
-#define MV_STALE_S  120 /* an incoming store no map claimed for this long goes */
 
 /* ---- buffered socket I/O -------------------------------------------------------------- */
 
@@ -238,8 +237,16 @@ incoming_put(uint64_t id, struct km_store *s, uint64_t keys)
 	mv.in[slot].keys = keys;
 	mv.in[slot].at = time(NULL);
 	pthread_mutex_unlock(&mv.mu);
+	/* Closed, not discarded: its files' names are the new copy's now (its commit renamed
+	 * them into place). */
 	if (old != NULL)
-		km_store_discard(old);
+		km_store_destroy(old);
+}
+
+void
+km_cluster_incoming_return(uint64_t id, struct km_store *s)
+{
+	incoming_put(id, s, 0);
 }
 
 struct km_store *
@@ -258,25 +265,6 @@ km_cluster_incoming_take(uint64_t id)
 		}
 	pthread_mutex_unlock(&mv.mu);
 	return s;
-}
-
-void
-km_cluster_incoming_expire(void)
-{
-	time_t now = time(NULL);
-	unsigned int i;
-
-	pthread_mutex_lock(&mv.mu);
-	for (i = 0; i < MV_INCOMING; i++)
-		if (mv.in[i].s != NULL && now - mv.in[i].at > MV_STALE_S) {
-			KM_LOG(NOTICE,
-				"cluster: shard %" PRIu64 " received %ld s ago, no map gave it "
-				"here: dropped",
-				mv.in[i].id, (long)(now - mv.in[i].at));
-			km_store_discard(mv.in[i].s);
-			mv.in[i].s = NULL;
-		}
-	pthread_mutex_unlock(&mv.mu);
 }
 
 static void
@@ -377,8 +365,15 @@ receive(int fd)
 		reply(fd, -io->err, msg);
 		goto out;
 	}
-	/* New writes here get versions above every one it brought. */
-	km_store_version_floor(s, vmax);
+	/* New writes here get versions above every one it brought and above any it issued
+	 * before (deleted keys' too): the clock's, as a shard created anew. */
+	{
+		struct timespec now;
+
+		clock_gettime(CLOCK_REALTIME, &now);
+		km_store_version_floor(s,
+			RTE_MAX(vmax, (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec));
+	}
 	if (s->ops->commit != NULL && (rc = s->ops->commit(s)) < 0) {
 		snprintf(msg, sizeof(msg), "shard %" PRIu64 ": cannot write it: %s", id,
 			strerror(-rc));
@@ -636,6 +631,51 @@ move_state(struct km_etcd *e, const struct mv_out *o, const char *state, const c
 	return rc;
 }
 
+/*
+ * Whether the move of o is confirmed ready, after an attempt that failed or found the key
+ * changed: the key read again, and if it is gone, the map (a completed move deletes its
+ * key with the map that gives the shard away). Retried while etcd does not answer, so that
+ * the outcome is definite. @return 1 ready or completed, 0 not (the shard comes back).
+ */
+static int
+move_outcome(struct km_etcd *e, const struct mv_out *o)
+{
+	char key[KM_CLUSTER_MOVE_KEY_MAX];
+	int i, rc;
+
+	km_cluster_move_key(key, sizeof(key), o->id);
+	for (i = 0; i < 60; i++) {
+		struct km_etcd_kvs *r = NULL;
+		struct km_cmap *m = NULL;
+		const struct km_cmap_shard *sh;
+		int ready = 0;
+
+		rc = km_etcd_get(e, key, strlen(key), 0, &r);
+		if (rc > 0) {
+			json_t *j =
+				json_loadb((const char *)r->kv[0].value, r->kv[0].vlen, 0, NULL);
+			const char *st = json_string_value(json_object_get(j, "state"));
+
+			ready = st != NULL && strcmp(st, "ready") == 0 && r->kv[0].mod_rev > o->rev;
+			json_decref(j);
+			km_etcd_kvs_free(r);
+			return ready;
+		}
+		km_etcd_kvs_free(r);
+		if (rc == 0) {
+			rc = km_cluster_map_read(e, &m);
+			if (rc == 0) {
+				sh = km_cmap_shard_find(m, o->id);
+				ready = sh != NULL && strcmp(m->nodes[sh->node].id, o->to) == 0;
+				km_cmap_free(m);
+				return ready;
+			}
+		}
+		usleep(500 * 1000);
+	}
+	return 0;
+}
+
 static void *
 sender(void *arg)
 {
@@ -658,6 +698,9 @@ sender(void *arg)
 	}
 	if (rc == 0) {
 		rc = move_state(e, o, "ready", NULL);
+		/* Not set, or not known: what etcd has decides (the write may have landed). */
+		if (rc != 1 && move_outcome(e, o))
+			rc = 1;
 		if (rc != 1)
 			snprintf(why, sizeof(why), "could not mark the move ready: %s",
 				rc == 0 ? "the move changed meanwhile" : km_etcd_errmsg(e));

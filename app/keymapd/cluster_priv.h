@@ -27,6 +27,10 @@ struct km_cluster_move_req {
 /* Whether the node serves (its workers run, the control loop applies maps). Any thread. */
 int km_cluster_serving(void);
 
+/* Read and decode P/map/current. @return 0 and *m (the caller's), -ENOENT (none), or
+ * -errno. @note Context: the thread that owns e. */
+int km_cluster_map_read(struct km_etcd *e, struct km_cmap **m);
+
 /* P/moves/<id> into buf. */
 void km_cluster_move_key(char *buf, size_t cap, uint64_t id);
 
@@ -43,8 +47,8 @@ void km_cluster_side_stop(void);
 
 /* The store received for shard id, if any (the caller's then). Control lcore. */
 struct km_store *km_cluster_incoming_take(uint64_t id);
-/* Drop received stores no map claimed for long. Control lcore. */
-void km_cluster_incoming_expire(void);
+/* Give back a received store the control lcore could not attach. Control lcore. */
+void km_cluster_incoming_return(uint64_t id, struct km_store *s);
 
 /* Start sending a shard (detach, stream in a thread). Control lcore. */
 void km_cluster_move_start(const struct km_cluster_move_req *rq);

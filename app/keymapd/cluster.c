@@ -554,7 +554,7 @@ thread_sleep_ms(unsigned int ms)
 static void
 keepalive(void)
 {
-	char key[KEY_MAX];
+	char key[KEY_MAX], ikey[KEY_MAX], inc[32];
 	int64_t ttl = 0;
 	int rc;
 
@@ -569,10 +569,37 @@ keepalive(void)
 	}
 	KM_LOG(WARNING, "cluster: the membership lease expired: registering again");
 	key_of(key, sizeof(key), "members/", cl.conf->cluster_node);
+	key_of(ikey, sizeof(ikey), "incarnation/", cl.conf->cluster_node);
+	snprintf(inc, sizeof(inc), "%" PRIu64, cl.incarnation);
 	rc = km_etcd_lease_grant(cl.e, (int64_t)cl.conf->cluster_ttl_s, &cl.lease, NULL);
-	if (rc == 0)
-		rc = km_etcd_put(
-			cl.e, key, strlen(key), cl.member, strlen(cl.member), cl.lease, NULL);
+	if (rc == 0) {
+		/* Only while no newer run of this node id claimed an incarnation since. */
+		struct km_etcd_cmp cmp = {.key = ikey,
+			.klen = strlen(ikey),
+			.target = KM_ETCD_VALUE,
+			.result = KM_ETCD_EQUAL,
+			.value = inc,
+			.vlen = strlen(inc)};
+		struct km_etcd_op op = {.type = KM_ETCD_OP_PUT,
+			.key = key,
+			.klen = strlen(key),
+			.value = cl.member,
+			.vlen = strlen(cl.member),
+			.lease = cl.lease};
+
+		rc = km_etcd_txn(cl.e, &cmp, 1, &op, 1, NULL, 0, NULL, NULL);
+		if (rc == 0) {
+			KM_LOG(CRIT,
+				"cluster: node id %s was taken by a newer run (incarnation above "
+				"%s): "
+				"this one stops",
+				cl.conf->cluster_node, inc);
+			atomic_store_explicit(&km_dp.stop, 1, memory_order_relaxed);
+			km_ctl_wake();
+			atomic_store(&cl.stop, 1);
+			return;
+		}
+	}
 	if (rc < 0)
 		etcd_failed("register again", rc);
 	else

@@ -265,7 +265,7 @@ int km_proc_store_stage(const struct km_proc *p, uint64_t shard_id, uint64_t ver
 /** What the control plane sees of one owned shard. */
 struct km_shard_info {
 	uint64_t id;
-	uint64_t worker; /* the processor's worker index */
+	uint64_t worker;   /* the processor's worker index */
 	uint64_t requests; /* single-key requests executed on it since it was attached */
 	uint64_t keys;
 	uint64_t bytes;           /* key + value bytes */

@@ -970,12 +970,14 @@ apply(const struct km_cmap *m, int quiet)
 		k = info_find(in, n, id);
 		if ((k >= 0 && in[k].worker == w) || (k < 0 && km_cluster_move_parked(id)))
 			continue; /* where it should be, or on its way to another node */
-		if (k < 0 && (st_in = km_cluster_incoming_take(id)) != NULL) {
-			/* Sent here by its previous node (a cross-node move). */
+		if (k < 0 && (st_in = km_cluster_incoming_take(id, &dd_in)) != NULL) {
+			/* Sent here by its previous node (a cross-node move), with its
+			 * at-most-once entries. */
 			rc = km_mailbox_attach(w, id, st_in, &dd_in, 0);
-			if (rc < 0)
-				km_cluster_incoming_return(id, st_in); /* tried again */
-			else
+			if (rc < 0) {
+				km_cluster_incoming_return(id, st_in, dd_in); /* tried again */
+				dd_in = NULL;
+			} else
 				KM_LOG(NOTICE,
 					"cluster map epoch %u: shard %" PRIu64
 					" received from another node, serving on worker %u",

@@ -4,24 +4,35 @@
  * Cross-node shard moves (docs/cluster.md section 4), both ends.
  *
  * Source (node A), when the placer puts P/moves/<S> with from = A:
- *   the control lcore detaches S from its worker (S answers BUSY from then on) and parks
- *   the store; a sender thread streams its entries to B's side channel (TCP), waits for
- *   B's confirmation and sets the move's state to "ready" (compare-and-swap on the move's
- *   revision). The placer then publishes the map with S on B; A's control lcore drops the
- *   parked store when it applies that map. A move that fails (B unreachable, refused)
- *   gets state "failed" and S is attached again; so is S when the move key disappears
- *   while the map still gives S to A (the placer gave up).
- * Target (node B): a listener thread accepts the stream, loads it into a new store
- *   (the target worker's driver and parameters), commits it and keeps it as incoming; the
- *   control lcore attaches it when it applies the map that gives S to B.
+ *   live phase: S keeps serving on its worker, which exports it (km_proc.h, live export):
+ *   its entries a few hundred per loop iteration and every write it applies meanwhile,
+ *   as records in chunks; a sender thread streams the chunks to B's side channel (TCP) as
+ *   they come. Once the walk is over and the sender has caught up, the control lcore
+ *   detaches S (S answers BUSY from then on): the detach queues the last chunk, the
+ *   sender adds S's at-most-once entries and the trailer, waits for B's confirmation and
+ *   sets the move's state to "ready" (compare-and-swap on the move's revision). The
+ *   placer then publishes the map with S on B; A's control lcore drops the parked store
+ *   when it applies that map. If the export fails (the writes outrun the sender, a
+ *   write-out failed) or cannot start (a driver without a resumable walk), S is detached
+ *   and sent whole over a new connection: the pause is then the whole copy. A move that
+ *   fails (B unreachable, refused) gets state "failed" and S serves on (or is attached
+ *   again); so is S when the move key disappears while the map still gives S to A (the
+ *   placer gave up).
+ * Target (node B): a listener thread accepts the stream, applies its records in order to
+ *   a new store (the target worker's driver and parameters), checks the count and hash,
+ *   commits it and keeps it, with the at-most-once entries, as incoming; the control
+ *   lcore attaches it when it applies the map that gives S to B.
  *
- * The pause clients see for S: from A's detach to A's and B's application of the new map
- * (writes and reads of S answer BUSY at A meanwhile; libkeymap retries BUSY).
+ * The pause clients see for S: from A's detach (after the catch-up) to A's and B's
+ * application of the new map (S answers BUSY at A meanwhile; libkeymap retries BUSY).
  *
  * Stream (all integers big-endian):
- *   header: "KMMV" u16 version (1) u16 to_worker u64 shard id u32 epoch u32 reserved
- *   entries: u16 key length (1..KM_KEY_MAX), u32 value length, u64 version, key, value
- *   trailer: u16 0 (no key), u64 entries, u64 XXH3-64 of every entry's bytes
+ *   header: "KMMV" u16 version (2) u16 to_worker u64 shard id u32 epoch u32 reserved
+ *   records (km_proc.h): u16 key length (1..KM_KEY_MAX; bit 15: a deletion), u32 value
+ *     length, u64 version, key, value; applied in order (a key may come several times)
+ *   end: u16 0, u32 n, n at-most-once entries (KM_PROC_DEDUP_WIRE bytes each)
+ *   trailer: u64 records, u64 XXH3-64 of every byte from the first record to the last
+ *     at-most-once entry, u64 entries the shard has (B's copy must have as many)
  *   reply (B to A): u32 status (0 = stored, else errno), u16 length, that many bytes of
  *   message
  */
@@ -56,12 +67,17 @@
 #include "keymapd.h"
 #include "mailbox.h"
 
-#define MV_MAGIC    "KMMV"
-#define MV_VERSION  1
-#define MV_HDR_LEN  24
-#define MV_IO_MS    10000 /* a stalled peer: the move fails */
-#define MV_INCOMING 64    /* incoming stores kept at once */
-#define MV_PARKED   64    /* outgoing moves at once */
+#define MV_MAGIC     "KMMV"
+#define MV_VERSION   2
+#define MV_HDR_LEN   24
+#define MV_IO_MS     10000      /* a stalled peer: the move fails */
+#define MV_CHUNKS    48         /* chunks of a live export (KM_PROC_XCHUNK_BYTES each) */
+#define MV_DEDUP_MAX (1u << 22) /* at-most-once entries a stream may carry */
+/* stream(): the live copy could not go on, the shard is to be sent whole (not an errno a
+ * peer's reply can carry: those are positive numbers below 4096, negated). */
+#define MV_WHOLE    (-4096)
+#define MV_INCOMING 64 /* incoming stores kept at once */
+#define MV_PARKED   64 /* outgoing moves at once */
 #define MV_BUF      65536
 
 /* ---- buffered socket I/O -------------------------------------------------------------- */
@@ -180,6 +196,7 @@ static struct {
 	struct {
 		uint64_t id;
 		struct km_store *s;
+		struct km_proc_dedup *dd;
 		uint64_t keys;
 		time_t at;
 	} in[MV_INCOMING];
@@ -191,33 +208,50 @@ static struct {
 	struct mv_out {
 		uint64_t id;
 		uint16_t worker; /* where it was, where it goes back on failure */
+		/* The live export (NULL: the shard is sent whole once detached). */
+		struct km_proc_export *x;
+		/* Set by the control lcore before detached (release): the shard, off its
+		 * worker, and its at-most-once entries. */
 		struct km_store *s;
 		struct km_proc_dedup *dd;
-		int64_t rev; /* the move key's revision it answers */
+		atomic_int detached;    /* 1: s and dd are set; -1: the detach failed */
+		atomic_int want_detach; /* sender: the live stream failed, send it whole */
+		atomic_int cancel;      /* control lcore: the move is given up */
+		int64_t rev;            /* the move key's revision it answers */
 		char to[KM_CLUSTER_ID_MAX + 1];
 		uint32_t to_ip;
 		uint16_t to_worker;
 		pthread_t thr;
 		atomic_int state; /* MV_SENDING, MV_SENT (B has it, state ready), MV_FAILED */
-		uint64_t keys;
-		uint64_t t0; /* tsc at the detach */
-		int gone;    /* control lcore: the placer deleted the move */
+		uint64_t keys;    /* entries sent (records: whole; the shard's: live) */
+		uint64_t records;
+		uint8_t whole;  /* sent whole (no live export, or it failed) */
+		uint64_t t0;    /* tsc at the start */
+		uint64_t t_cut; /* tsc at the detach */
+		int gone;       /* control lcore: the placer deleted the move */
 	} out[MV_PARKED];
 	uint64_t moved_out, moved_in, failed;
+	uint64_t last_pause_us; /* the last move out: detach to the map that ended it */
+	/* Moves waiting for their worker's live export (one at a time per worker). */
+	struct km_cluster_move_req wait[MV_PARKED];
+	uint16_t wait_worker[MV_PARKED];
+	unsigned int nb_wait;
 } mv = {.mu = PTHREAD_MUTEX_INITIALIZER, .lfd = -1};
 
 enum { MV_FREE = 0, MV_SENDING, MV_SENT, MV_FAILED };
 
 static void
-incoming_put(uint64_t id, struct km_store *s, uint64_t keys)
+incoming_put(uint64_t id, struct km_store *s, struct km_proc_dedup *dd, uint64_t keys)
 {
 	struct km_store *old = NULL;
+	struct km_proc_dedup *old_dd = NULL;
 	unsigned int i, slot = MV_INCOMING;
 
 	pthread_mutex_lock(&mv.mu);
 	for (i = 0; i < MV_INCOMING; i++) {
 		if (mv.in[i].s != NULL && mv.in[i].id == id) {
 			old = mv.in[i].s;
+			old_dd = mv.in[i].dd;
 			slot = i;
 			break;
 		}
@@ -231,9 +265,11 @@ incoming_put(uint64_t id, struct km_store *s, uint64_t keys)
 			if (mv.in[i].at < mv.in[slot].at)
 				slot = i;
 		old = mv.in[slot].s;
+		old_dd = mv.in[slot].dd;
 	}
 	mv.in[slot].id = id;
 	mv.in[slot].s = s;
+	mv.in[slot].dd = dd;
 	mv.in[slot].keys = keys;
 	mv.in[slot].at = time(NULL);
 	pthread_mutex_unlock(&mv.mu);
@@ -241,25 +277,29 @@ incoming_put(uint64_t id, struct km_store *s, uint64_t keys)
 	 * them into place). */
 	if (old != NULL)
 		km_store_destroy(old);
+	km_proc_dedup_free(old_dd);
 }
 
 void
-km_cluster_incoming_return(uint64_t id, struct km_store *s)
+km_cluster_incoming_return(uint64_t id, struct km_store *s, struct km_proc_dedup *dd)
 {
-	incoming_put(id, s, 0);
+	incoming_put(id, s, dd, 0);
 }
 
 struct km_store *
-km_cluster_incoming_take(uint64_t id)
+km_cluster_incoming_take(uint64_t id, struct km_proc_dedup **dd)
 {
 	struct km_store *s = NULL;
 	unsigned int i;
 
+	*dd = NULL;
 	pthread_mutex_lock(&mv.mu);
 	for (i = 0; i < MV_INCOMING; i++)
 		if (mv.in[i].s != NULL && mv.in[i].id == id) {
 			s = mv.in[i].s;
+			*dd = mv.in[i].dd;
 			mv.in[i].s = NULL;
+			mv.in[i].dd = NULL;
 			mv.moved_in++;
 			break;
 		}
@@ -284,15 +324,18 @@ static void
 receive(int fd)
 {
 	struct mv_io *io = calloc(1, sizeof(*io));
-	uint8_t h[MV_HDR_LEN], e[14], key[KM_KEY_MAX], *val = NULL;
+	uint8_t h[MV_HDR_LEN], t[24], *rec = NULL, *dbuf = NULL;
 	uint64_t id, count = 0, vmax = 0, sum;
+	struct km_proc_dedup *dd = NULL;
+	struct km_store_stats st;
 	struct km_store *s = NULL;
 	char msg[200] = "";
+	uint32_t nd = 0;
 	uint16_t to;
 	int rc;
 
 	if (io == NULL || (io->h = XXH3_createState()) == NULL ||
-		(val = malloc(KM_VALUE_MAX_LARGE)) == NULL) {
+		(rec = malloc(KM_PROC_XREC_HDR + KM_KEY_MAX + KM_VALUE_MAX_LARGE)) == NULL) {
 		reply(fd, ENOMEM, "out of memory");
 		goto out;
 	}
@@ -300,7 +343,7 @@ receive(int fd)
 	io->fd = fd;
 	if (io_get(io, h, sizeof(h), 0) < 0 || memcmp(h, MV_MAGIC, 4) != 0 ||
 		get_be(h + 4, 2) != MV_VERSION) {
-		reply(fd, EPROTO, "not a keymap move stream of version 1");
+		reply(fd, EPROTO, "not a keymap move stream of version 2");
 		goto out;
 	}
 	to = (uint16_t)get_be(h + 6, 2);
@@ -322,47 +365,64 @@ receive(int fd)
 		reply(fd, -rc, msg);
 		goto out;
 	}
+	/* The records, applied in order. */
 	for (;;) {
-		struct km_key k;
 		uint32_t klen, vlen;
-		uint64_t v;
+		size_t used;
 
-		if (io_get(io, e, 2, 0) < 0)
+		if (io_get(io, rec, 2, 0) < 0)
 			break;
-		klen = (uint32_t)get_be(e, 2);
-		if (klen == 0)
+		klen = (uint32_t)get_be(rec, 2) & ~KM_PROC_XREC_DEL;
+		if (get_be(rec, 2) == 0)
 			break;
-		XXH3_64bits_update(io->h, e, 2);
-		if (klen > KM_KEY_MAX || io_get(io, e + 2, 12, 1) < 0) {
+		XXH3_64bits_update(io->h, rec, 2);
+		if (klen > KM_KEY_MAX || io_get(io, rec + 2, KM_PROC_XREC_HDR - 2, 1) < 0) {
 			io->err = io->err != 0 ? io->err : -EPROTO;
 			break;
 		}
-		vlen = (uint32_t)get_be(e + 2, 4);
-		v = get_be(e + 6, 8);
-		if (vlen > KM_VALUE_MAX_LARGE || io_get(io, key, klen, 1) < 0 ||
-			io_get(io, val, vlen, 1) < 0) {
+		vlen = (uint32_t)get_be(rec + 2, 4);
+		if (vlen > KM_VALUE_MAX_LARGE ||
+			io_get(io, rec + KM_PROC_XREC_HDR, klen + vlen, 1) < 0) {
 			io->err = io->err != 0 ? io->err : -EPROTO;
 			break;
 		}
-		k = (struct km_key){
-			.data = key, .len = (uint16_t)klen, .hash = km_key_hash(key, klen)};
-		rc = km_store_load(s, &k, val, vlen, v);
+		rc = km_proc_xrec_apply(s, rec, KM_PROC_XREC_HDR + klen + vlen, &used);
 		if (rc < 0) {
 			io->err = rc;
 			break;
 		}
-		vmax = RTE_MAX(vmax, v);
+		vmax = RTE_MAX(vmax, get_be(rec + 6, 8));
 		count++;
 	}
+	/* The at-most-once entries. */
+	if (io->err == 0 && io_get(io, t, 4, 1) == 0) {
+		nd = (uint32_t)get_be(t, 4);
+		if (nd > MV_DEDUP_MAX)
+			io->err = -EPROTO;
+		else if (nd != 0 && (dbuf = malloc((size_t)nd * KM_PROC_DEDUP_WIRE)) == NULL)
+			io->err = -ENOMEM;
+		else if (nd != 0 && io_get(io, dbuf, (size_t)nd * KM_PROC_DEDUP_WIRE, 1) == 0 &&
+			 (dd = km_proc_dedup_decode(dbuf, nd)) == NULL)
+			io->err = -ENOMEM;
+	}
 	sum = XXH3_64bits_digest(io->h);
-	if (io->err == 0 && io_get(io, e, 16, 0) == 0 &&
-		(get_be(e, 8) != count || get_be(e + 8, 8) != sum))
+	if (io->err == 0 && io_get(io, t, 24, 0) == 0 &&
+		(get_be(t, 8) != count || get_be(t + 8, 8) != sum))
 		io->err = -EBADMSG;
 	if (io->err != 0) {
 		snprintf(msg, sizeof(msg),
-			"shard %" PRIu64 ": stream broken after %" PRIu64 " entries: %s", id, count,
+			"shard %" PRIu64 ": stream broken after %" PRIu64 " records: %s", id, count,
 			strerror(-io->err));
 		reply(fd, -io->err, msg);
+		goto out;
+	}
+	km_store_stats(s, &st);
+	if (st.keys != get_be(t + 16, 8)) {
+		snprintf(msg, sizeof(msg),
+			"shard %" PRIu64 ": %" PRIu64
+			" entries rebuilt where the source has %" PRIu64,
+			id, (uint64_t)st.keys, get_be(t + 16, 8));
+		reply(fd, EBADMSG, msg);
 		goto out;
 	}
 	/* New writes here get versions above every one it brought and above any it issued
@@ -380,19 +440,23 @@ receive(int fd)
 		reply(fd, -rc, msg);
 		goto out;
 	}
-	incoming_put(id, s, count);
+	incoming_put(id, s, dd, st.keys);
 	s = NULL;
+	dd = NULL;
 	KM_LOG(NOTICE,
-		"cluster: shard %" PRIu64 " received, %" PRIu64 " entries: waiting for its map", id,
-		count);
+		"cluster: shard %" PRIu64 " received, %" PRIu64 " entries (%" PRIu64
+		" records, %u at-most-once entries): waiting for its map",
+		id, (uint64_t)st.keys, count, nd);
 	reply(fd, 0, "stored");
 out:
 	if (s != NULL)
 		km_store_discard(s);
+	km_proc_dedup_free(dd);
 	if (io != NULL && io->h != NULL)
 		XXH3_freeState(io->h);
 	free(io);
-	free(val);
+	free(rec);
+	free(dbuf);
 }
 
 static void *
@@ -459,15 +523,20 @@ km_cluster_side_stop(void)
 	mv.lfd = -1;
 	for (i = 0; i < MV_PARKED; i++)
 		if (atomic_load(&mv.out[i].state) != MV_FREE) {
+			atomic_store(&mv.out[i].cancel, 1);
 			pthread_join(mv.out[i].thr, NULL);
 			km_store_destroy(mv.out[i].s);
 			km_proc_dedup_free(mv.out[i].dd);
+			km_proc_export_put(mv.out[i].x);
+			mv.out[i].x = NULL;
 			atomic_store(&mv.out[i].state, MV_FREE);
 		}
 	for (i = 0; i < MV_INCOMING; i++)
 		if (mv.in[i].s != NULL) {
 			km_store_destroy(mv.in[i].s);
+			km_proc_dedup_free(mv.in[i].dd);
 			mv.in[i].s = NULL;
+			mv.in[i].dd = NULL;
 		}
 }
 
@@ -517,13 +586,78 @@ dial(uint32_t ip, uint16_t port)
 	return fd;
 }
 
-/* Stream o's store to B. @return 0, or -errno with the reason in why. */
+/* Wait until the control lcore detached o's shard. @return 0, or -ECANCELED (the move was
+ * given up, or the detach failed). */
 static int
-stream(struct mv_out *o, uint16_t side_port, char *why, size_t whylen)
+wait_detached(struct mv_out *o)
+{
+	int d;
+
+	while ((d = atomic_load_explicit(&o->detached, memory_order_acquire)) == 0) {
+		if (atomic_load(&o->cancel))
+			return -ECANCELED;
+		usleep(200);
+	}
+	return d > 0 ? 0 : -ECANCELED;
+}
+
+/*
+ * The live phase: the export's chunks as they come, until the last one (the shard's
+ * detach). @return 0 (*keys: the shard's entries at its detach), MV_WHOLE (the export
+ * failed or stalled: send the shard whole), -ECANCELED, or the socket's -errno.
+ */
+static int
+stream_live(struct mv_out *o, struct mv_io *io, uint64_t *keys)
+{
+	uint64_t idle_since = rte_get_timer_cycles();
+	const uint64_t stall = rte_get_timer_hz() / 1000 * MV_IO_MS;
+	struct km_proc_export_status st;
+	struct km_proc_xchunk *c;
+
+	for (;;) {
+		if (atomic_load(&o->cancel))
+			return -ECANCELED;
+		c = km_proc_export_take(o->x);
+		if (c != NULL) {
+			int last = c->last;
+
+			io_put(io, c->data, c->len, 1);
+			o->records += c->records;
+			*keys = c->keys;
+			km_proc_export_give(o->x, c);
+			if (io->err != 0 || last)
+				return io->err;
+			idle_since = rte_get_timer_cycles();
+			continue;
+		}
+		km_proc_export_status(o->x, &st);
+		if (st.ended && st.err != 0)
+			return MV_WHOLE;
+		if (st.ended)
+			continue; /* its last chunk was queued before: taken next */
+		/* Nothing to send now: what is buffered goes, so B keeps up. */
+		if (io->len != 0 && io_flush(io) < 0)
+			return io->err;
+		if (rte_get_timer_cycles() - idle_since > stall)
+			return MV_WHOLE; /* the worker does not export: send it whole */
+		usleep(100);
+	}
+}
+
+/*
+ * Stream o's shard to B (live when o->x is set, else whole once detached), then its
+ * at-most-once entries and the trailer, and read B's answer.
+ * @return 0; MV_WHOLE (the live phase failed: the caller sends it whole); or -errno with
+ *   the reason in why.
+ */
+static int
+stream(struct mv_out *o, uint16_t side_port, int live, char *why, size_t whylen)
 {
 	struct send_ctx c = {0};
-	uint8_t h[MV_HDR_LEN] = MV_MAGIC, t[18], r[6];
+	uint8_t h[MV_HDR_LEN] = MV_MAGIC, t[24], r[6], *dbuf = NULL;
 	char msg[201] = "";
+	uint64_t keys = 0;
+	uint32_t nd;
 	int fd, rc;
 
 	c.io = calloc(1, sizeof(*c.io));
@@ -533,6 +667,7 @@ stream(struct mv_out *o, uint16_t side_port, char *why, size_t whylen)
 		return -ENOMEM;
 	}
 	XXH3_64bits_reset(c.io->h);
+	o->records = 0;
 	fd = dial(o->to_ip, side_port);
 	if (fd < 0) {
 		snprintf(why, whylen, "cannot reach node %s's side channel (port %u): %s", o->to,
@@ -545,10 +680,48 @@ stream(struct mv_out *o, uint16_t side_port, char *why, size_t whylen)
 	put_be(h + 6, o->to_worker, 2);
 	put_be(h + 8, o->id, 8);
 	io_put(c.io, h, sizeof(h), 0);
-	rc = km_store_walk(o->s, send_one, &c);
+	if (live) {
+		rc = stream_live(o, c.io, &keys);
+		if (rc == 0)
+			rc = wait_detached(o);
+	} else {
+		rc = wait_detached(o);
+		if (rc == 0 && c.io->err == 0) {
+			struct km_store_stats st;
+
+			rc = km_store_walk(o->s, send_one, &c);
+			o->records = c.n;
+			km_store_stats(o->s, &st);
+			keys = st.keys;
+		}
+	}
+	if (rc == MV_WHOLE || rc == -ECANCELED) {
+		snprintf(why, whylen, "%s",
+			rc == MV_WHOLE ? "the live copy could not keep up"
+				       : "the move was given up");
+		close(fd);
+		goto out;
+	}
+	/* The end of the records, the at-most-once entries, the trailer. */
+	nd = km_proc_dedup_count(o->dd);
 	put_be(t, 0, 2);
-	put_be(t + 2, c.n, 8);
-	put_be(t + 10, XXH3_64bits_digest(c.io->h), 8);
+	if (rc == 0)
+		io_put(c.io, t, 2, 0);
+	put_be(t, nd, 4);
+	if (rc == 0)
+		io_put(c.io, t, 4, 1);
+	if (rc == 0 && nd != 0) {
+		dbuf = malloc((size_t)nd * KM_PROC_DEDUP_WIRE);
+		if (dbuf == NULL) {
+			rc = -ENOMEM;
+		} else {
+			km_proc_dedup_encode(o->dd, dbuf);
+			io_put(c.io, dbuf, (size_t)nd * KM_PROC_DEDUP_WIRE, 1);
+		}
+	}
+	put_be(t, o->records, 8);
+	put_be(t + 8, XXH3_64bits_digest(c.io->h), 8);
+	put_be(t + 16, keys, 8);
 	if (rc == 0)
 		io_put(c.io, t, sizeof(t), 0);
 	if (rc == 0)
@@ -568,12 +741,24 @@ stream(struct mv_out *o, uint16_t side_port, char *why, size_t whylen)
 			snprintf(why, whylen, "node %s refused shard %" PRIu64 ": %s", o->to, o->id,
 				msg);
 	} else {
-		snprintf(why, whylen, "stream of shard %" PRIu64 " to node %s broken: %s", o->id,
-			o->to, strerror(-rc));
+		/* A peer that refused the stream answered before it closed: its reason. */
+		struct pollfd pf = {.fd = fd, .events = POLLIN};
+		ssize_t n = poll(&pf, 1, 100) == 1 ? recv(fd, msg, sizeof(msg) - 1, 0) : -1;
+
+		if (n > 6) {
+			msg[n] = '\0';
+			snprintf(why, whylen, "node %s refused shard %" PRIu64 ": %.*s", o->to,
+				o->id, (int)RTE_MIN((size_t)n - 6, get_be((uint8_t *)msg + 4, 2)),
+				msg + 6);
+		} else {
+			snprintf(why, whylen, "stream of shard %" PRIu64 " to node %s broken: %s",
+				o->id, o->to, strerror(-rc));
+		}
 	}
-	o->keys = c.n;
+	o->keys = keys;
 	close(fd);
 out:
+	free(dbuf);
 	XXH3_freeState(c.io->h);
 	free(c.io);
 	return rc;
@@ -694,7 +879,18 @@ sender(void *arg)
 					    : km_etcd_errmsg(e));
 		rc = -EHOSTUNREACH;
 	} else {
-		rc = stream(o, (uint16_t)side, why, sizeof(why));
+		rc = stream(o, (uint16_t)side, o->x != NULL, why, sizeof(why));
+		if (rc == MV_WHOLE) {
+			/* The writes outran the live copy (or it could not go on): the
+			 * shard is detached and sent whole, over a new connection. */
+			KM_LOG(WARNING,
+				"cluster: move of shard %" PRIu64 " to node %s: %s: "
+				"sending it whole",
+				o->id, o->to, why);
+			o->whole = 1;
+			atomic_store(&o->want_detach, 1);
+			rc = stream(o, (uint16_t)side, 0, why, sizeof(why));
+		}
 	}
 	if (rc == 0) {
 		rc = move_state(e, o, "ready", NULL);
@@ -710,8 +906,9 @@ sender(void *arg)
 	}
 	if (rc == 0)
 		KM_LOG(NOTICE,
-			"cluster: shard %" PRIu64 " sent to node %s (%" PRIu64 " entries): ready",
-			o->id, o->to, o->keys);
+			"cluster: shard %" PRIu64 " sent to node %s (%" PRIu64 " entries, %" PRIu64
+			" records, %s): ready",
+			o->id, o->to, o->keys, o->records, o->whole ? "whole" : "live");
 	else
 		KM_LOG(ERR, "cluster: move of shard %" PRIu64 " to node %s failed: %s", o->id,
 			o->to, why);
@@ -733,23 +930,96 @@ out_find(uint64_t id)
 	return NULL;
 }
 
-/* The shard goes back to its worker (a failed or abandoned move). */
+/* Take the shard off its worker for the end of its copy (live: after the catch-up) or
+ * for a whole copy. Publishes o->s and o->dd with detached (release). */
+static void
+out_detach(struct mv_out *o)
+{
+	int rc;
+
+	o->t_cut = rte_get_timer_cycles();
+	/* From here the shard answers BUSY at this node until the map moves it. */
+	rc = km_mailbox_detach(o->worker, o->id, &o->s, &o->dd);
+	if (rc < 0) {
+		KM_LOG(ERR, "cluster: move of shard %" PRIu64 ": worker %u cannot hand it over: %s",
+			o->id, o->worker, strerror(-rc));
+		o->s = NULL;
+		o->dd = NULL;
+		atomic_store_explicit(&o->detached, -1, memory_order_release);
+		return;
+	}
+	atomic_store_explicit(&o->detached, 1, memory_order_release);
+}
+
+/* The move is over here (sent, failed or given up): free its slot. */
+static void
+out_free(struct mv_out *o)
+{
+	km_proc_dedup_free(o->dd);
+	km_proc_export_put(o->x);
+	o->dd = NULL;
+	o->s = NULL;
+	o->x = NULL;
+	atomic_store(&o->state, MV_FREE);
+}
+
+/* The shard serves here again (a failed or abandoned move): attached again if it was
+ * detached, its export ended if it was live. */
 static void
 out_restore(struct mv_out *o, const char *why)
 {
+	atomic_store(&o->cancel, 1);
 	pthread_join(o->thr, NULL);
-	if (km_mailbox_attach(o->worker, o->id, o->s, &o->dd, 1) == 0)
+	if (atomic_load_explicit(&o->detached, memory_order_acquire) <= 0) {
+		/* Never detached: it serves on; its export ends (if it still runs). */
+		if (o->x != NULL)
+			(void)km_mailbox_export_cancel(o->worker);
+		KM_LOG(NOTICE, "cluster: shard %" PRIu64 " serves on here (%s)", o->id, why);
+	} else if (km_mailbox_attach(o->worker, o->id, o->s, &o->dd, 1) == 0) {
 		KM_LOG(NOTICE, "cluster: shard %" PRIu64 " serves here again (%s)", o->id, why);
-	else
+	} else {
 		KM_LOG(CRIT,
 			"cluster: shard %" PRIu64 " cannot be attached again: it answers BUSY "
 			"until a restart",
 			o->id);
-	km_proc_dedup_free(o->dd);
-	o->dd = NULL;
-	o->s = NULL;
+	}
 	mv.failed++;
-	atomic_store(&o->state, MV_FREE);
+	out_free(o);
+}
+
+/* Whether a move out of worker w is in its live phase (its export in use). */
+static int
+worker_exporting(uint16_t w)
+{
+	unsigned int i;
+
+	for (i = 0; i < MV_PARKED; i++)
+		if (atomic_load(&mv.out[i].state) == MV_SENDING && mv.out[i].worker == w &&
+			mv.out[i].x != NULL && atomic_load(&mv.out[i].detached) == 0)
+			return 1;
+	return 0;
+}
+
+/* Queue rq until its worker's export is free (a newer request of the shard replaces an
+ * older one). */
+static void
+wait_put(const struct km_cluster_move_req *rq, uint16_t w)
+{
+	unsigned int i;
+
+	for (i = 0; i < mv.nb_wait; i++)
+		if (mv.wait[i].id == rq->id)
+			break;
+	if (i == mv.nb_wait) {
+		if (mv.nb_wait == RTE_DIM(mv.wait)) {
+			KM_LOG(WARNING, "cluster: move of shard %" PRIu64 " put off: %u waiting",
+				rq->id, mv.nb_wait);
+			return;
+		}
+		mv.nb_wait++;
+	}
+	mv.wait[i] = *rq;
+	mv.wait_worker[i] = w;
 }
 
 void
@@ -791,32 +1061,83 @@ km_cluster_move_start(const struct km_cluster_move_req *rq)
 		.t0 = rte_get_timer_cycles()};
 	snprintf(o->to, sizeof(o->to), "%s", rq->to);
 	free(in);
-	/* From here the shard answers BUSY at this node until the map moves it. */
-	rc = km_mailbox_detach(o->worker, o->id, &o->s, &o->dd);
-	if (rc < 0) {
-		KM_LOG(ERR, "cluster: move of shard %" PRIu64 ": worker %u cannot hand it over: %s",
-			o->id, o->worker, strerror(-rc));
-		return;
-	}
-	atomic_store(&o->state, MV_SENDING);
-	if (pthread_create(&o->thr, NULL, sender, o) != 0) {
-		atomic_store(&o->state, MV_FAILED);
-		o->thr = pthread_self();
-		if (km_mailbox_attach(o->worker, o->id, o->s, &o->dd, 1) == 0)
-			o->s = NULL;
-		km_proc_dedup_free(o->dd);
-		o->dd = NULL;
+	if (worker_exporting(o->worker)) {
+		/* A worker exports one shard at a time: this move waits for it. */
+		wait_put(rq, o->worker);
 		atomic_store(&o->state, MV_FREE);
 		return;
 	}
-	KM_LOG(NOTICE, "cluster: shard %" PRIu64 " (worker %u) goes to node %s: sending", o->id,
-		o->worker, o->to);
+	/* Live: the worker exports it while it serves. Else (a driver without a resumable
+	 * walk, no memory) it is detached now and sent whole. */
+	rc = km_proc_export_new(o->id, MV_CHUNKS, &o->x);
+	if (rc == 0) {
+		rc = km_mailbox_export_start(o->worker, o->x);
+		if (rc < 0) {
+			km_proc_export_put(o->x);
+			o->x = NULL;
+		}
+	}
+	if (o->x == NULL) {
+		KM_LOG(NOTICE, "cluster: shard %" PRIu64 " cannot be copied live (%s): whole",
+			o->id, strerror(-rc));
+		o->whole = 1;
+		out_detach(o);
+		if (atomic_load(&o->detached) < 0)
+			return;
+	}
+	atomic_store(&o->state, MV_SENDING);
+	if (pthread_create(&o->thr, NULL, sender, o) != 0) {
+		o->thr = pthread_self();
+		atomic_store(&o->state, MV_FAILED);
+		if (o->x != NULL)
+			(void)km_mailbox_export_cancel(o->worker);
+		else if (km_mailbox_attach(o->worker, o->id, o->s, &o->dd, 1) < 0)
+			KM_LOG(CRIT, "cluster: shard %" PRIu64 " cannot be attached again", o->id);
+		out_free(o);
+		return;
+	}
+	KM_LOG(NOTICE, "cluster: shard %" PRIu64 " (worker %u) goes to node %s: sending %s", o->id,
+		o->worker, o->to, o->x != NULL ? "live" : "whole");
+}
+
+/* A live move: detach once the walk is over and the sender caught up, or when the live
+ * copy failed (the sender then sends it whole). */
+static void
+out_live_tick(struct mv_out *o)
+{
+	struct km_proc_export_status st;
+
+	if (o->x == NULL || atomic_load(&o->detached) != 0 || atomic_load(&o->cancel))
+		return;
+	km_proc_export_status(o->x, &st);
+	if ((st.walked && st.backlog == 0) || atomic_load(&o->want_detach) ||
+		(st.ended && st.err != 0))
+		out_detach(o);
 }
 
 void
 km_cluster_move_tick(const struct km_shardmap *map, const uint64_t *gone, unsigned int nb_gone)
 {
-	unsigned int i, k;
+	struct km_cluster_move_req waiting[RTE_DIM(mv.wait)];
+	unsigned int i, k, nw = 0, nk = 0;
+
+	/* Waiting moves: dropped when the placer deleted them, tried again once their
+	 * worker's export is free. */
+	for (i = 0; i < mv.nb_wait; i++) {
+		for (k = 0; k < nb_gone && gone[k] != mv.wait[i].id; k++)
+			;
+		if (k < nb_gone)
+			continue;
+		if (worker_exporting(mv.wait_worker[i])) {
+			mv.wait[nk] = mv.wait[i];
+			mv.wait_worker[nk++] = mv.wait_worker[i];
+		} else {
+			waiting[nw++] = mv.wait[i];
+		}
+	}
+	mv.nb_wait = nk;
+	for (i = 0; i < nw; i++)
+		km_cluster_move_start(&waiting[i]);
 
 	for (i = 0; i < MV_PARKED; i++) {
 		struct mv_out *o = &mv.out[i];
@@ -826,8 +1147,17 @@ km_cluster_move_tick(const struct km_shardmap *map, const uint64_t *gone, unsign
 		for (k = 0; st != MV_FREE && k < nb_gone; k++)
 			if (gone[k] == o->id)
 				o->gone = 1;
-		if (st == MV_FREE || st == MV_SENDING)
+		if (st == MV_FREE)
 			continue;
+		if (st == MV_SENDING) {
+			/* Given up while still live: the sender stops (the move then ends
+			 * as failed, and the shard never left). */
+			if (o->gone && atomic_load(&o->detached) == 0)
+				atomic_store(&o->cancel, 1);
+			else
+				out_live_tick(o);
+			continue;
+		}
 		if (st == MV_FAILED) {
 			out_restore(o, "its move failed");
 			continue;
@@ -835,19 +1165,19 @@ km_cluster_move_tick(const struct km_shardmap *map, const uint64_t *gone, unsign
 		/* Sent: the map that gives it to the target ends it here. */
 		s = km_shardmap_find(map, o->id);
 		if (s != NULL && km_shard_owner(s) == KM_OWNER_REMOTE) {
+			uint64_t now = rte_get_timer_cycles(), hz = rte_get_timer_hz();
+
 			pthread_join(o->thr, NULL);
 			KM_LOG(NOTICE,
 				"cluster: shard %" PRIu64 " is node %s's now: dropped here after "
-				"%" PRIu64 " ms in transit",
-				o->id, o->to,
-				(rte_get_timer_cycles() - o->t0) * 1000 / rte_get_timer_hz());
+				"%" PRIu64 " ms (%s copy), %" PRIu64 " ms of them unavailable",
+				o->id, o->to, (now - o->t0) * 1000 / hz,
+				o->whole ? "whole" : "live", (now - o->t_cut) * 1000 / hz);
 			/* Its files stay: the map does not give it back without a move. */
 			km_store_destroy(o->s);
-			km_proc_dedup_free(o->dd);
-			o->s = NULL;
-			o->dd = NULL;
 			mv.moved_out++;
-			atomic_store(&o->state, MV_FREE);
+			mv.last_pause_us = (now - o->t_cut) * 1000000 / hz;
+			out_free(o);
 			continue;
 		}
 		if (o->gone)

@@ -13,6 +13,8 @@
 
 #include "cluster.h"
 
+struct km_proc_dedup;
+
 #define KM_CLUSTER_MOVE_KEY_MAX 192
 
 /* A move of one of this node's shards, as the placer put it (P/moves/<id>). */
@@ -45,10 +47,11 @@ int km_cluster_side_of(struct km_etcd *e, const char *node, uint32_t *ip);
 int km_cluster_side_start(uint32_t ip, uint16_t port);
 void km_cluster_side_stop(void);
 
-/* The store received for shard id, if any (the caller's then). Control lcore. */
-struct km_store *km_cluster_incoming_take(uint64_t id);
+/* The store received for shard id, if any (the caller's then, with *dd: its at-most-once
+ * entries, NULL: none). Control lcore. */
+struct km_store *km_cluster_incoming_take(uint64_t id, struct km_proc_dedup **dd);
 /* Give back a received store the control lcore could not attach. Control lcore. */
-void km_cluster_incoming_return(uint64_t id, struct km_store *s);
+void km_cluster_incoming_return(uint64_t id, struct km_store *s, struct km_proc_dedup *dd);
 
 /* Start sending a shard (detach, stream in a thread). Control lcore. */
 void km_cluster_move_start(const struct km_cluster_move_req *rq);

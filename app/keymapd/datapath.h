@@ -187,6 +187,10 @@ enum km_wcmd_op {
 			     * highest version they issued */
 	KM_WCMD_MOVE,       /* shard shard_id -> worker to, without the control lcore in
 			     * between: see km_mailbox_move() */
+	/* Live export of a shard to another node (km_proc.h): the worker encodes between
+	 * its bursts. */
+	KM_WCMD_EXPORT_START,  /* start xp */
+	KM_WCMD_EXPORT_CANCEL, /* end the export in progress, if any */
 };
 
 /*
@@ -212,6 +216,7 @@ struct km_wcmd {
 	uint64_t keys;               /* MIG_FINISH: out, entries of the copies */
 	uint64_t pause_tsc;          /* MIG_FINISH: out, TSC cycles the swap took */
 	uint64_t floor;              /* FLOOR: in */
+	struct km_proc_export *xp;   /* EXPORT_START: in (the worker takes its own reference) */
 	uint16_t to;                 /* MOVE: in, the new owner */
 	uint32_t epoch;              /* MOVE: in, epoch of the map that gives it the shard */
 	uint64_t claim_tsc;          /* out: rte_rdtsc() when the worker claimed it */
@@ -260,6 +265,7 @@ struct km_worker {
 	struct km_policy_backlog backlog; /* its RX queue, judged each iteration */
 	uint8_t overload;                 /* what km_proc_overload() was last told */
 	uint8_t mig;                      /* a split/merge copy is in progress here */
+	uint8_t xp;                       /* a live export is in progress here */
 	/* worker: rw; others: never (frag.h) */
 	struct rte_ip_frag_tbl *frag_tbl;      /* NULL: [net] frag_max 0 */
 	struct rte_ip_frag_death_row *frag_dr; /* fragments to free */

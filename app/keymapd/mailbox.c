@@ -261,6 +261,33 @@ km_mailbox_detach(uint16_t w, uint64_t id, struct km_store **store, struct km_pr
 }
 
 int
+km_mailbox_export_start(uint16_t w, struct km_proc_export *x)
+{
+	struct km_wcmd *c = km_mailbox_cmd_new(KM_WCMD_EXPORT_START, 0);
+	int rc;
+
+	if (c == NULL)
+		return -ENOMEM;
+	c->xp = x;
+	rc = km_mailbox_run(w, c);
+	km_mailbox_cmd_free(c, rc);
+	return rc;
+}
+
+int
+km_mailbox_export_cancel(uint16_t w)
+{
+	struct km_wcmd *c = km_mailbox_cmd_new(KM_WCMD_EXPORT_CANCEL, 0);
+	int rc;
+
+	if (c == NULL)
+		return -ENOMEM;
+	rc = km_mailbox_run(w, c);
+	km_mailbox_cmd_free(c, rc);
+	return rc;
+}
+
+int
 km_mailbox_attach(
 	uint16_t w, uint64_t id, struct km_store *store, struct km_proc_dedup **dedup, int same)
 {

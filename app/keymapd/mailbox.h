@@ -97,6 +97,12 @@ int km_mailbox_detach(
 int km_mailbox_attach(
 	uint16_t w, uint64_t id, struct km_store *store, struct km_proc_dedup **dedup, int same);
 
+/* Start the live export x on worker w (km_proc_export_start), or end the one in progress
+ * there (cancel). @return the worker's rc, -EBUSY (not queued), -ETIMEDOUT (not applied).
+ * @note Context: control lcore. */
+int km_mailbox_export_start(uint16_t w, struct km_proc_export *x);
+int km_mailbox_export_cancel(uint16_t w);
+
 /*
  * Move shard id from worker `from` to worker `to` in one command (KM_WCMD_MOVE, datapath.h):
  * the old owner detaches it and queues its attach on the new owner itself, handing the

@@ -650,6 +650,15 @@ worker_sync(struct km_worker *w, struct km_wcmd *c)
 		w->mig = km_proc_mig_active(w->proc);
 		c->rc = 0;
 		break;
+	case KM_WCMD_EXPORT_START:
+		c->rc = km_proc_export_start(w->proc, c->xp);
+		w->xp = (uint8_t)km_proc_export_active(w->proc);
+		break;
+	case KM_WCMD_EXPORT_CANCEL:
+		km_proc_export_cancel(w->proc);
+		w->xp = 0;
+		c->rc = 0;
+		break;
 	case KM_WCMD_MOVE:
 		if (worker_move_out(w, c) == 0)
 			return; /* the new owner's now: it stores DONE */
@@ -845,6 +854,15 @@ km_worker_main(void *arg)
 			while (km_proc_mig_step(w->proc, map) != 0 && rte_rdtsc() < t1)
 				;
 			/* Not in busy_cycles: the capacity measured from them is the serving's. */
+			idle = 0;
+		}
+		if (unlikely(w->xp)) {
+			/* A live export to another node: the same share of the worker. */
+			t0 = rte_rdtsc();
+			t1 = t0 + RTE_MAX(mig_step_tsc, iter_tsc / 2);
+			while (km_proc_export_step(w->proc) != 0 && rte_rdtsc() < t1)
+				;
+			w->xp = (uint8_t)km_proc_export_active(w->proc);
 			idle = 0;
 		}
 		/* An override migrating or reverting: move its entries, a shard per iteration. */

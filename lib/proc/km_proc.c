@@ -130,6 +130,7 @@ km_proc_destroy(struct km_proc *p)
 	if (p == NULL)
 		return;
 	km_proc_mig_cancel(p); /* its staged files go */
+	km_proc_export_cancel(p);
 	/* From here on a completion only releases: no shard is looked at any more. */
 	p->closing = 1;
 	if (p->shards != NULL)
@@ -315,6 +316,9 @@ km_proc_shard_detach_dedup(
 	 * OK from a record taken along. */
 	if (dedup != NULL)
 		*dedup = km_proc_dedup_take(p, shard_id);
+	/* An export of it ends here, after the write-out: its last chunk. */
+	if (proc_unlikely(p->xp != NULL))
+		proc_export_detached(p, shard_id, s);
 	free(sl->stream);
 	free(sl->dlog.e);
 	p->dram_used -= sl->dram;

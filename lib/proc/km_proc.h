@@ -49,6 +49,9 @@
 	X(mig_done, "incremental splits and merges swapped in")                                   \
 	X(mig_copied, "entries copied by incremental splits and merges")                          \
 	X(mig_mirrored, "writes repeated in the copy of a shard being split or merged")           \
+	X(export_started, "live exports of a shard to another node started")                      \
+	X(export_done, "live exports of a shard to another node completed at its detach")         \
+	X(export_failed, "live exports that failed (the shard was then copied whole)")            \
 	X(store_error, "store failures answered ERROR")                                           \
 	X(damaged, "reads answered DAMAGED: the newest record damaged, or the shard quarantined") \
 	X(busy_handover, "requests answered BUSY: shard being handed over")                       \
@@ -400,6 +403,114 @@ uint32_t km_proc_dedup_count(const struct km_proc_dedup *set);
 
 /** Free entries nobody takes (NULL allowed). @note Context: any thread. */
 void km_proc_dedup_free(struct km_proc_dedup *set);
+
+/**
+ * The at-most-once entries of a shard that goes to another node: KM_PROC_DEDUP_WIRE bytes
+ * each (big-endian: src, request id, key hash, route hash, version (u64 each), op,
+ * status), written to buf (KM_PROC_DEDUP_WIRE * km_proc_dedup_count(set) bytes).
+ * km_proc_dedup_decode() makes a set of n of them again (NULL: n is 0 or no memory), for
+ * km_proc_dedup_give(..., 0) after the shard's attach there.
+ * @note Context: any thread.
+ */
+#define KM_PROC_DEDUP_WIRE 42
+void km_proc_dedup_encode(const struct km_proc_dedup *set, uint8_t *buf);
+struct km_proc_dedup *km_proc_dedup_decode(const uint8_t *buf, uint32_t n);
+
+/*
+ * Live export of a shard to another node (proc_export.c): the copy of a cross-node move,
+ * made while the shard serves. The owner encodes the shard's entries a few hundred per
+ * loop iteration between bursts, and every write it applies to the shard meanwhile, in
+ * the order it applies them, into chunks another thread takes and sends: applying the
+ * records of every chunk in order to an empty store (km_proc_xrec_apply) rebuilds the
+ * shard as it is at the end (an entry may come more than once; the last record of a key
+ * is its state). The export ends at the shard's detach (km_proc_shard_detach_dedup),
+ * whose chunk is the last one (flag last, keys: the shard's entries then). It fails, and
+ * no chunk follows, when a write finds no free chunk (the consumer is too slow), when a
+ * write-out of the shard fails (rolled-back writes were exported), on a walk error, on
+ * km_proc_export_cancel(), or when the shard is detached before its walk ended: the
+ * caller then copies the detached shard whole.
+ *
+ *   km_proc_export_new -> km_proc_export_start (owner) -> km_proc_export_step (owner,
+ *   every loop iteration) ... status walked -> detach (owner): last chunk
+ *   consumer: km_proc_export_take / km_proc_export_give until the last chunk or an error
+ *   km_proc_export_put by the creator and (implicitly) by the owner: freed by the last.
+ *
+ * Record (big-endian): u16 key length, bit 15 set for a deletion; u32 value length (0 for
+ * a deletion); u64 version; the key; the value.
+ */
+#define KM_PROC_XREC_HDR     14
+#define KM_PROC_XREC_DEL     0x8000u
+#define KM_PROC_XCHUNK_BYTES (128u << 10) /* holds the largest record */
+
+struct km_proc_xchunk {
+	uint32_t len;     /* bytes of data used */
+	uint32_t records; /* records in data */
+	uint8_t last;     /* the shard's detach: nothing follows */
+	uint64_t keys;    /* last: the shard's entries at its detach */
+	uint8_t data[KM_PROC_XCHUNK_BYTES];
+};
+
+struct km_proc_export;
+
+/* Where an export stands (km_proc_export_status). */
+struct km_proc_export_status {
+	int err;          /* the failure (-errno), 0 */
+	uint8_t walked;   /* every entry that was there from the start was encoded */
+	uint8_t ended;    /* the owner is done with it (last chunk queued, or failed) */
+	uint32_t backlog; /* chunks queued for the consumer */
+	uint32_t free;    /* chunks free for the owner */
+	uint64_t entries; /* entries encoded by the walk */
+	uint64_t writes;  /* writes encoded */
+};
+
+/**
+ * An export of shard_id with nb_chunks chunks (at least 4), unstarted, with one reference
+ * (the caller's). @return 0 or -ENOMEM / -EINVAL. @note Context: any thread.
+ */
+int km_proc_export_new(uint64_t shard_id, uint32_t nb_chunks, struct km_proc_export **out);
+
+/**
+ * Start x on its shard: p takes a reference (given back when the export ends).
+ * @return 0; -EBUSY one is in progress here; -ENOENT the shard is not here; -EBADMSG it is
+ *   quarantined; -ENOTSUP its driver has no resumable walk; -EINVAL x was started before.
+ * @note Context: the owner worker (a handshake command).
+ */
+int km_proc_export_start(struct km_proc *p, struct km_proc_export *x);
+
+/** Whether an export is in progress on p. @note Context: the owner worker. */
+int km_proc_export_active(const struct km_proc *p);
+
+/**
+ * Encode the next few hundred entries of the export in progress, or hand the current
+ * chunk on when the walk is over and the consumer waits.
+ * @return 1 when more is to encode now (call again while time allows), else 0.
+ * @note Context: the owner worker, between bursts.
+ */
+unsigned int km_proc_export_step(struct km_proc *p);
+
+/** End the export in progress (if any) as failed with -ECANCELED.
+ * @note Context: the owner worker (a handshake command), or km_proc_destroy(). */
+void km_proc_export_cancel(struct km_proc *p);
+
+/** The next chunk queued, in order (the caller's until km_proc_export_give), or NULL.
+ * @note Context: the one consumer thread. */
+struct km_proc_xchunk *km_proc_export_take(struct km_proc_export *x);
+/** Give a chunk taken back to the owner. @note Context: the one consumer thread. */
+void km_proc_export_give(struct km_proc_export *x, struct km_proc_xchunk *c);
+
+/** @note Context: any thread (relaxed figures). */
+void km_proc_export_status(const struct km_proc_export *x, struct km_proc_export_status *out);
+
+/** Drop the caller's reference (NULL allowed). @note Context: any thread. */
+void km_proc_export_put(struct km_proc_export *x);
+
+/**
+ * Apply the record at rec (len bytes available) to s: an insert or replace keeping its
+ * version, or a deletion (of an absent key: nothing). *used: the record's length.
+ * @return 0; -EPROTO malformed or truncated; the store's -errno.
+ * @note Context: the thread that owns s.
+ */
+int km_proc_xrec_apply(struct km_store *s, const uint8_t *rec, size_t len, size_t *used);
 
 /**
  * Progress of the migration in progress (phase KM_MIG_NONE: none).

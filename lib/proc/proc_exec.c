@@ -282,6 +282,8 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 	if (proc_unlikely(p->mig != NULL) && rc == 0)
 		proc_mig_mirror(
 			p, map, shd->id, k, req->hdr.op, req->val, req->hdr.val_len, version);
+	if (proc_unlikely(p->xp != NULL) && rc == 0)
+		proc_export_write(p, shd->id, k, req->hdr.op, req->val, req->hdr.val_len, version);
 	if (rc == 0 && shd->persistent) {
 		proc_written_persistent(p, shd, req, k, version);
 		if (proc_pf_on(p)) /* before the reply header is written over the request */

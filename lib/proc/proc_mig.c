@@ -113,7 +113,7 @@ km_proc_mig_start(struct km_proc *p, enum km_mig_kind kind, uint64_t id)
 	uint32_t i;
 	int rc = 0;
 
-	if (p->mig != NULL)
+	if (p->mig != NULL || p->xp != NULL)
 		return -EBUSY;
 	if (id == 0 || (kind != KM_MIG_SPLIT && kind != KM_MIG_MERGE))
 		return -EINVAL;
@@ -561,11 +561,6 @@ proc_shard_resharded(struct km_proc *p, uint64_t id, uint64_t hash)
 }
 
 /* ---- the at-most-once entries of a shard, handed over with it ---- */
-
-struct km_proc_dedup {
-	uint32_t n;
-	struct dedup_entry e[];
-};
 
 /*
  * Walk sl's index: fn(e, slot, arg) for every live listing. An entry listed twice (a

@@ -131,6 +131,12 @@ struct dedup_entry {
 	uint32_t dseq; /* the number of its listing in its shard's index (struct proc_dlog) */
 };
 
+/* The at-most-once entries of a shard, handed over with it (km_proc_dedup_take). */
+struct km_proc_dedup {
+	uint32_t n;
+	struct dedup_entry e[];
+};
+
 /* All fields: the owner worker reads and writes them; cnt is read by others (km_proc.h). */
 /* A key a prefetch evicted (hash 0: none), and the mark of that prefetch. */
 struct proc_ghost {
@@ -225,6 +231,8 @@ struct km_proc {
 	 * progress for the control lcore (relaxed atomic stores; read by others). */
 	struct proc_mig *mig;
 	struct km_mig_progress migp;
+	/* Live export of a shard to another node (proc_export.c), NULL. */
+	struct km_proc_export *xp;
 	/* The partition shifter's background pass (proc_shift.c). */
 	uint32_t shift_epoch;         /* map epoch of the pass under way (0: start over) */
 	uint32_t shift_cursor;        /* slot of shards[] it walks */
@@ -278,6 +286,12 @@ void proc_mig_mirror(struct km_proc *p, const struct km_shardmap *map, uint64_t 
 	const struct km_key *k, uint8_t op, const void *val, uint32_t len, uint64_t version);
 void proc_mig_durable_failed(struct km_proc *p, uint64_t shard_id);
 void proc_mig_detaching(struct km_proc *p, uint64_t shard_id);
+
+/* proc_export.c: the hooks of the export in progress (p->xp). */
+void proc_export_write(struct km_proc *p, uint64_t shard_id, const struct km_key *k, uint8_t op,
+	const void *val, uint32_t len, uint64_t version);
+void proc_export_durable_failed(struct km_proc *p, uint64_t shard_id);
+void proc_export_detached(struct km_proc *p, uint64_t shard_id, struct km_store *s);
 
 /*
  * Table entry of a shard if this worker owns it and holds its store. A shard this worker

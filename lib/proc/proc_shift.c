@@ -97,6 +97,9 @@ move_load(struct km_proc *p, struct km_proc_shard *shd, struct km_shift_move *mv
 		if (km_store_load(
 			    shd->store, &k, mv->data + mv->key_len, mv->val_len, mv->version) != 0)
 			p->cnt.store_error++; /* no room: the entry is lost, and counted */
+		else if (proc_unlikely(p->xp != NULL))
+			proc_export_write(p, shd->id, &k, KM_OP_PUT, mv->data + mv->key_len,
+				mv->val_len, mv->version);
 		dram_sync(p, shd);
 	}
 	free(mv);
@@ -124,6 +127,8 @@ move_take(struct km_proc *p, struct km_proc_shard *shd, const struct km_key *k,
 		free(mv);
 		return -ENOMEM; /* cannot happen: the entry was just read, nothing in between */
 	}
+	if (proc_unlikely(p->xp != NULL))
+		proc_export_write(p, shd->id, k, KM_OP_DEL, NULL, 0, ver);
 	dram_sync(p, shd);
 	p->cnt.shift_moved_keys++;
 	*out = mv;
@@ -588,6 +593,8 @@ km_proc_shift_step(struct km_proc *p, const struct km_shardmap *map, struct km_s
 			free(mv);
 			continue;
 		}
+		if (proc_unlikely(p->xp != NULL))
+			proc_export_write(p, shd->id, &k, KM_OP_DEL, NULL, 0, ver);
 		p->cnt.shift_moved_keys++;
 		p->shift_found++;
 		if (c.to[i] == p->worker) {

@@ -6,7 +6,8 @@
 #   a. etcd, two keymap-placers, two nodes: the first map spreads 8 shards over both;
 #   b. a checked random workload (reshard_client, every reply against its model) while a
 #      third node joins: the placer moves about a third of the shards to it, across nodes;
-#   c. the same while the first node is drained, then it stops;
+#   c. the same while the first node is drained, then it stops; every move was copied live
+#      (the shard served during its copy);
 #   d. the leading placer killed (kill -9): the standby takes over and adds the first node
 #      back; every map kept in etcd decodes, epochs strictly increase;
 #   e. etcd restarted under the workload: the nodes serve their last map meanwhile.
@@ -90,6 +91,13 @@ cl_etcdctl put /keymap/demo/drain/n1 '{"at": 0}' >/dev/null
 cl_wait_map 45 "per.get('n1', 0) == 0 and sum(per.values()) == 8" "n1 drained"
 echo "ok: shards per node $(cl_map_py per)"
 load_ok 2
+# The moves of b and c copied live: a shard answered BUSY only for the switch.
+grep -ho "dropped here after [0-9]* ms ([a-z]* copy), [0-9]* ms of them unavailable" \
+	"$cl_tmp"/n*.log || true
+[ "$(cat "$cl_tmp"/n*.log | grep -c "(live copy)")" -ge 3 ] ||
+	cl_fail "fewer than 3 moves copied live"
+! grep -h -B3 "sending it whole" "$cl_tmp"/n*.log || cl_fail "a move fell back to a whole copy"
+echo "ok: the moves copied live"
 cl_node_stop 1
 
 cl_section "d. the leading placer killed: the standby takes over"

@@ -61,6 +61,8 @@ cl_cleanup() {
 		rm -rf "/var/run/dpdk/${tag}n$i"
 	done
 	ip netns del "$cl_sw" 2>/dev/null || true
+	# CL_LOGS=DIR keeps the logs of etcd, the placers and the nodes there.
+	[ -z "${CL_LOGS:-}" ] || [ -z "$cl_tmp" ] || cp "$cl_tmp"/*.log "$CL_LOGS"/ 2>/dev/null || true
 	[ -z "$cl_tmp" ] || rm -rf "$cl_tmp"
 }
 

@@ -2925,6 +2925,201 @@ test_incremental_split_merge(void **state)
 	free(ref);
 }
 
+/* Apply every chunk queued by export x to store dst; *last set at the last one (its
+ * keys in *keys). @return chunks applied. */
+static unsigned int
+export_drain(struct km_proc_export *x, struct km_store *dst, int *last, uint64_t *keys)
+{
+	struct km_proc_xchunk *c;
+	unsigned int n = 0;
+
+	while ((c = km_proc_export_take(x)) != NULL) {
+		size_t off = 0, used;
+
+		while (off < c->len) {
+			assert_int_equal(
+				km_proc_xrec_apply(dst, c->data + off, c->len - off, &used), 0);
+			off += used;
+		}
+		assert_int_equal(off, c->len);
+		if (c->last) {
+			*last = 1;
+			*keys = c->keys;
+		}
+		km_proc_export_give(x, c);
+		n++;
+	}
+	return n;
+}
+
+/* The copy dst holds exactly the reference's present keys, with their values and
+ * versions. */
+static void
+export_check(struct km_store *dst, const struct mig_ref *ref, unsigned int n)
+{
+	struct km_store_stats st;
+	unsigned int i, present = 0;
+
+	for (i = 0; i < n; i++) {
+		struct km_key k = {.data = (const uint8_t *)ref[i].key,
+			.len = (uint16_t)strlen(ref[i].key),
+			.hash = km_key_hash(ref[i].key, strlen(ref[i].key))};
+		struct km_value_ref v;
+		int rc = km_store_get(dst, &k, &v);
+
+		if (!ref[i].present) {
+			assert_int_equal(rc, -ENOENT);
+			continue;
+		}
+		present++;
+		assert_int_equal(rc, 0);
+		assert_int_equal(v.version, ref[i].version);
+		assert_int_equal(v.len, ref[i].len);
+		if (v.len != 0)
+			assert_memory_equal(v.data, ref[i].val, v.len);
+	}
+	km_store_stats(dst, &st);
+	assert_int_equal(st.keys, present);
+}
+
+/*
+ * Live export of a shard (a cross-node move's copy): chunks taken while the shard serves
+ * writes, deletions and CAS, replayed in order into another store, rebuild the shard as it
+ * is at its detach; the last chunk carries its entry count; the at-most-once entries go
+ * over the wire format and back. Failures: a consumer that takes nothing (no chunk for a
+ * write), a detach before the walk ended, a cancel.
+ */
+static void
+test_export_live(void **state)
+{
+	struct env *e = *state;
+	struct mig_ref *ref = calloc(MIG_KEYS, sizeof(*ref));
+	struct km_proc_export *x, *x2;
+	struct km_proc_export_status st;
+	struct km_proc_dedup *dd = NULL, *dd2;
+	struct km_store *dst, *s;
+	uint64_t seed = SEED + 7, req_id = 5000000, sid, keys = 0;
+	unsigned int i, n = 0, cand, steps = 0;
+	int last = 0;
+	uint8_t *w1, *w2;
+	char key[24];
+	struct km_proc *p;
+	uint16_t w;
+
+	assert_non_null(ref);
+	key_owned(e->map, 1, "xp-", 0, key, sizeof(key));
+	sid = km_shard_id(shard_of(e->map, key));
+	w = km_shard_owner(shard_of(e->map, key));
+	p = e->proc[w];
+	for (cand = 0; n < MIG_KEYS; cand++) {
+		snprintf(key, sizeof(key), "xp-%u", cand);
+		if (km_shard_id(shard_of(e->map, key)) != sid)
+			continue;
+		memcpy(ref[n].key, key, sizeof(key));
+		n++;
+	}
+	for (i = 0; i < n; i++)
+		mig_write(e, e->map, ref, n, &seed, req_id++);
+
+	/* Arguments and states. */
+	assert_int_equal(km_proc_export_new(0, 8, &x), -EINVAL);
+	assert_int_equal(km_proc_export_new(sid, 2, &x), -EINVAL);
+	assert_int_equal(km_proc_export_new(sid + 1000003, 8, &x), 0);
+	assert_int_equal(km_proc_export_start(p, x), -ENOENT);
+	km_proc_export_put(x);
+	assert_int_equal(km_proc_export_new(sid, 8, &x), 0);
+	assert_int_equal(km_proc_export_start(p, x), 0);
+	assert_true(km_proc_export_active(p));
+	assert_int_equal(km_proc_export_start(p, x), -EINVAL);
+	assert_int_equal(km_proc_export_new(sid, 8, &x2), 0);
+	assert_int_equal(km_proc_export_start(p, x2), -EBUSY);
+	assert_int_equal(km_proc_mig_start(p, KM_MIG_SPLIT, sid), -EBUSY);
+	km_proc_export_put(x2);
+
+	/* The copy, with writes between the steps and the consumer taking chunks. */
+	assert_int_equal(km_proc_store_stage(e->proc[1 - w], sid, 0, KM_TIER_HOT, &dst), 0);
+	do {
+		km_proc_export_step(p);
+		mig_write(e, e->map, ref, n, &seed, req_id++);
+		mig_write(e, e->map, ref, n, &seed, req_id++);
+		if (++steps % 3 == 0)
+			export_drain(x, dst, &last, &keys);
+		km_proc_export_status(x, &st);
+		assert_int_equal(st.err, 0);
+		assert_true(steps < 100000);
+	} while (!st.walked);
+	assert_true(st.entries >= n / 2);
+	assert_true(st.writes > 0);
+	/* Caught up: more writes, then the detach ends it with the last chunk. */
+	for (i = 0; i < 100; i++) {
+		mig_write(e, e->map, ref, n, &seed, req_id++);
+		km_proc_export_step(p);
+		export_drain(x, dst, &last, &keys);
+	}
+	assert_false(last);
+	s = km_proc_shard_detach_dedup(p, sid, NULL, &dd);
+	assert_non_null(s);
+	assert_false(km_proc_export_active(p));
+	km_proc_export_status(x, &st);
+	assert_true(st.ended);
+	assert_int_equal(st.err, 0);
+	export_drain(x, dst, &last, &keys);
+	assert_true(last);
+	export_check(dst, ref, n);
+	for (i = 0, cand = 0; i < n; i++)
+		cand += ref[i].present;
+	assert_int_equal(keys, cand); /* the shard's entries at its detach */
+	km_proc_export_put(x);
+
+	/* The at-most-once entries over the wire and back. */
+	assert_non_null(dd);
+	w1 = malloc((size_t)km_proc_dedup_count(dd) * KM_PROC_DEDUP_WIRE);
+	w2 = malloc((size_t)km_proc_dedup_count(dd) * KM_PROC_DEDUP_WIRE);
+	km_proc_dedup_encode(dd, w1);
+	dd2 = km_proc_dedup_decode(w1, km_proc_dedup_count(dd));
+	assert_int_equal(km_proc_dedup_count(dd2), km_proc_dedup_count(dd));
+	km_proc_dedup_encode(dd2, w2);
+	assert_memory_equal(w1, w2, (size_t)km_proc_dedup_count(dd) * KM_PROC_DEDUP_WIRE);
+	assert_null(km_proc_dedup_decode(w1, 0));
+	free(w1);
+	free(w2);
+	km_proc_dedup_free(dd2);
+	assert_int_equal(km_proc_shard_attach(p, sid, s), 0);
+	km_proc_dedup_give(p, sid, dd, 1);
+	km_store_destroy(dst);
+
+	/* A consumer that takes nothing: the writes find no chunk, the export fails. */
+	assert_int_equal(km_proc_export_new(sid, 4, &x), 0);
+	assert_int_equal(km_proc_export_start(p, x), 0);
+	for (i = 0; i < 200000 && km_proc_export_active(p); i++) {
+		km_proc_export_step(p);
+		mig_write(e, e->map, ref, n, &seed, req_id++);
+	}
+	km_proc_export_status(x, &st);
+	assert_true(st.ended);
+	assert_int_equal(st.err, -ENOBUFS);
+	km_proc_export_put(x);
+	/* A detach before the walk ended, and a cancel: no last chunk, an error. */
+	assert_int_equal(km_proc_export_new(sid, 8, &x), 0);
+	assert_int_equal(km_proc_export_start(p, x), 0);
+	s = km_proc_shard_detach_dedup(p, sid, NULL, &dd);
+	km_proc_export_status(x, &st);
+	assert_int_equal(st.err, -ECANCELED);
+	assert_int_equal(km_proc_shard_attach(p, sid, s), 0);
+	km_proc_dedup_give(p, sid, dd, 1);
+	km_proc_export_put(x);
+	assert_int_equal(km_proc_export_new(sid, 8, &x), 0);
+	assert_int_equal(km_proc_export_start(p, x), 0);
+	km_proc_export_step(p);
+	km_proc_export_cancel(p);
+	assert_false(km_proc_export_active(p));
+	km_proc_export_status(x, &st);
+	assert_int_equal(st.err, -ECANCELED);
+	km_proc_export_put(x);
+	mig_check_all(e, e->map, ref, n);
+	free(ref);
+}
+
 /* A write retried after its shard moved is answered from its first outcome (the entries
  * travel with the shard), not applied again. */
 static void
@@ -3719,6 +3914,7 @@ main(void)
 		cmocka_unit_test(test_reshard_split),
 		cmocka_unit_test_setup_teardown(
 			test_incremental_split_merge, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_export_live, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_dedup_moves, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_dedup_index_forward, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(

@@ -1,0 +1,456 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+
+/*
+ * Live export of a shard (km_proc.h): the copy of a cross-node move while the shard serves.
+ *
+ * The owner worker produces chunks, one consumer thread sends them; two single-producer
+ * single-consumer rings of chunk pointers join them (full: owner -> consumer, free: back).
+ * Every chunk is in exactly one place: a ring, the owner's current chunk, or the consumer's
+ * hands, so neither ring can overflow.
+ *
+ * Completeness: the walk (km_store_ops.walk_step) visits every entry that is in the store
+ * from its first call to its last and is not written meanwhile; every write applied to the
+ * shard meanwhile is encoded when it is applied. Both are encoded in the order the owner
+ * does them, so replaying the chunks in order gives each key its last state, and a key the
+ * walk missed was written, hence encoded. A walk call that fn stops may break the promise
+ * (km_store.h): it is walked again from where it began, with a smaller budget so that it
+ * fits in the chunks left.
+ *
+ * Back pressure: the walk only goes on while more than XRESERVE chunks are free, keeping
+ * those for the writes; a write that finds no chunk at all fails the export (the consumer
+ * is slower than the writes), and so does any other doubt (a write-out that failed, a walk
+ * error, the shard detached before its walk ended): the caller then copies the detached
+ * shard whole.
+ */
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proc_private.h"
+
+#define XSTEP_ENTRIES 256 /* entries (mem: slots) visited per call at most */
+#define XSTOPPED      2   /* encode_entry: no chunk for the entry, the call stops */
+
+struct xring {
+	_Atomic uint32_t head; /* written by the producer */
+	_Atomic uint32_t tail; /* written by the consumer */
+	uint32_t mask;
+	struct km_proc_xchunk **slot;
+};
+
+struct km_proc_export {
+	uint64_t shard_id;
+	uint32_t nb_chunks;
+	uint32_t reserve; /* chunks the walk leaves to the writes */
+	_Atomic uint32_t refs;
+	struct xring full, free;
+	/* The owner's. */
+	struct km_proc_xchunk *cur;
+	struct km_walk_pos pos;
+	uint32_t budget;
+	uint8_t started;
+	/* Status (owner writes, anyone reads). */
+	_Atomic int err;
+	_Atomic uint8_t walked, ended;
+	_Atomic uint64_t entries, writes;
+	struct km_proc_xchunk *all[];
+};
+
+static int
+xring_push(struct xring *r, struct km_proc_xchunk *c)
+{
+	uint32_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
+	uint32_t t = atomic_load_explicit(&r->tail, memory_order_acquire);
+
+	if (h - t > r->mask)
+		return -ENOBUFS;
+	r->slot[h & r->mask] = c;
+	atomic_store_explicit(&r->head, h + 1, memory_order_release);
+	return 0;
+}
+
+static struct km_proc_xchunk *
+xring_pop(struct xring *r)
+{
+	uint32_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
+	uint32_t h = atomic_load_explicit(&r->head, memory_order_acquire);
+	struct km_proc_xchunk *c;
+
+	if (t == h)
+		return NULL;
+	c = r->slot[t & r->mask];
+	atomic_store_explicit(&r->tail, t + 1, memory_order_release);
+	return c;
+}
+
+static uint32_t
+xring_count(const struct xring *r)
+{
+	return atomic_load_explicit(&r->head, memory_order_acquire) -
+	       atomic_load_explicit(&r->tail, memory_order_acquire);
+}
+
+int
+km_proc_export_new(uint64_t shard_id, uint32_t nb_chunks, struct km_proc_export **out)
+{
+	struct km_proc_export *x;
+	uint32_t cap = 4, i;
+
+	*out = NULL;
+	if (shard_id == 0 || nb_chunks < 4 || nb_chunks > 4096)
+		return -EINVAL;
+	while (cap < nb_chunks)
+		cap <<= 1;
+	x = calloc(1, sizeof(*x) + nb_chunks * sizeof(x->all[0]));
+	if (x == NULL)
+		return -ENOMEM;
+	x->shard_id = shard_id;
+	x->nb_chunks = nb_chunks;
+	x->reserve = nb_chunks / 4;
+	x->budget = XSTEP_ENTRIES;
+	atomic_init(&x->refs, 1);
+	x->full.mask = x->free.mask = cap - 1;
+	x->full.slot = calloc(cap, sizeof(x->full.slot[0]));
+	x->free.slot = calloc(cap, sizeof(x->free.slot[0]));
+	for (i = 0; i < nb_chunks && x->full.slot != NULL && x->free.slot != NULL; i++) {
+		x->all[i] = malloc(sizeof(*x->all[i]));
+		if (x->all[i] == NULL)
+			break;
+		xring_push(&x->free, x->all[i]);
+	}
+	if (i < nb_chunks) {
+		x->nb_chunks = i; /* the ones allocated */
+		km_proc_export_put(x);
+		return -ENOMEM;
+	}
+	*out = x;
+	return 0;
+}
+
+void
+km_proc_export_put(struct km_proc_export *x)
+{
+	uint32_t i;
+
+	if (x == NULL || atomic_fetch_sub_explicit(&x->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	for (i = 0; i < x->nb_chunks; i++)
+		free(x->all[i]);
+	free(x->full.slot);
+	free(x->free.slot);
+	free(x);
+}
+
+/* The owner is done with the export: failed with err (< 0), or complete (0). */
+static void
+x_end(struct km_proc *p, int err)
+{
+	struct km_proc_export *x = p->xp;
+
+	if (err < 0) {
+		atomic_store_explicit(&x->err, err, memory_order_relaxed);
+		p->cnt.export_failed++;
+	} else {
+		p->cnt.export_done++;
+	}
+	/* Release: a consumer that sees ended sees the last chunk queued before it. */
+	atomic_store_explicit(&x->ended, 1, memory_order_release);
+	p->xp = NULL;
+	km_proc_export_put(x);
+}
+
+/* Room for need bytes in the current chunk. @return 0, or -ENOBUFS: no chunk free. */
+static int
+x_room(struct km_proc_export *x, size_t need)
+{
+	if (x->cur != NULL && x->cur->len + need <= sizeof(x->cur->data))
+		return 0;
+	if (x->cur != NULL) {
+		xring_push(&x->full, x->cur); /* never full: it holds every chunk at most */
+		x->cur = NULL;
+	}
+	x->cur = xring_pop(&x->free);
+	if (x->cur == NULL)
+		return -ENOBUFS;
+	x->cur->len = 0;
+	x->cur->records = 0;
+	x->cur->last = 0;
+	x->cur->keys = 0;
+	return 0;
+}
+
+static void
+put_be(uint8_t *b, uint64_t v, unsigned int n)
+{
+	while (n-- > 0) {
+		b[n] = (uint8_t)v;
+		v >>= 8;
+	}
+}
+
+static uint64_t
+get_be(const uint8_t *b, unsigned int n)
+{
+	uint64_t v = 0;
+
+	while (n-- > 0)
+		v = v << 8 | *b++;
+	return v;
+}
+
+/* Encode one record into the current chunk. @return 0 or -ENOBUFS. */
+static int
+x_encode(struct km_proc_export *x, const struct km_key *k, int del, const void *val, uint32_t len,
+	uint64_t version)
+{
+	size_t need = KM_PROC_XREC_HDR + k->len + (del ? 0 : len);
+	uint8_t *b;
+
+	if (x_room(x, need) < 0)
+		return -ENOBUFS;
+	b = x->cur->data + x->cur->len;
+	put_be(b, k->len | (del ? KM_PROC_XREC_DEL : 0), 2);
+	put_be(b + 2, del ? 0 : len, 4);
+	put_be(b + 6, version, 8);
+	memcpy(b + KM_PROC_XREC_HDR, k->data, k->len);
+	if (!del && len != 0)
+		memcpy(b + KM_PROC_XREC_HDR + k->len, val, len);
+	x->cur->len += (uint32_t)need;
+	x->cur->records++;
+	return 0;
+}
+
+int
+km_proc_export_start(struct km_proc *p, struct km_proc_export *x)
+{
+	struct km_proc_shard *sl = shard_find(p, x->shard_id);
+	struct km_store_stats st;
+
+	if (x->started)
+		return -EINVAL;
+	if (p->xp != NULL || p->mig != NULL)
+		return -EBUSY;
+	if (sl == NULL)
+		return -ENOENT;
+	if (sl->store->ops->walk_step == NULL)
+		return -ENOTSUP;
+	km_store_stats(sl->store, &st);
+	if (st.quarantined != 0)
+		return -EBADMSG;
+	x->started = 1;
+	atomic_fetch_add_explicit(&x->refs, 1, memory_order_relaxed);
+	p->xp = x;
+	p->cnt.export_started++;
+	return 0;
+}
+
+int
+km_proc_export_active(const struct km_proc *p)
+{
+	return p->xp != NULL;
+}
+
+static int
+encode_entry(void *arg, const struct km_key *k, const struct km_value_ref *v)
+{
+	struct km_proc_export *x = arg;
+
+	if (x_encode(x, k, 0, v->data, v->len, v->version) < 0)
+		return XSTOPPED;
+	atomic_fetch_add_explicit(&x->entries, 1, memory_order_relaxed);
+	return 0;
+}
+
+unsigned int
+km_proc_export_step(struct km_proc *p)
+{
+	struct km_proc_export *x = p->xp;
+	struct km_proc_shard *sl;
+	struct km_walk_pos before;
+	int rc;
+
+	if (x == NULL)
+		return 0;
+	if (atomic_load_explicit(&x->walked, memory_order_relaxed)) {
+		/* The writes' records go as soon as the consumer waits for them. */
+		if (x->cur != NULL && x->cur->len != 0 && xring_count(&x->full) == 0) {
+			xring_push(&x->full, x->cur);
+			x->cur = NULL;
+		}
+		return 0;
+	}
+	if (xring_count(&x->free) <= x->reserve)
+		return 0; /* the consumer is behind: the free chunks are the writes' */
+	sl = shard_find(p, x->shard_id);
+	before = x->pos;
+	rc = km_store_walk_step(sl->store, &x->pos, x->budget, encode_entry, x);
+	if (rc == XSTOPPED) {
+		/* Walked again from where this call began, in smaller calls. */
+		x->pos = before;
+		x->budget = x->budget > 1 ? x->budget / 2 : 1;
+		return 0;
+	}
+	if (rc < 0) {
+		x_end(p, rc);
+		return 0;
+	}
+	if (x->budget < XSTEP_ENTRIES)
+		x->budget *= 2;
+	if (rc == 0) {
+		atomic_store_explicit(&x->walked, 1, memory_order_release);
+		return 0;
+	}
+	return 1;
+}
+
+void
+km_proc_export_cancel(struct km_proc *p)
+{
+	if (p->xp != NULL)
+		x_end(p, -ECANCELED);
+}
+
+void
+proc_export_write(struct km_proc *p, uint64_t shard_id, const struct km_key *k, uint8_t op,
+	const void *val, uint32_t len, uint64_t version)
+{
+	struct km_proc_export *x = p->xp;
+
+	if (x->shard_id != shard_id)
+		return;
+	if (x_encode(x, k, op == KM_OP_DEL, val, len, version) < 0) {
+		x_end(p, -ENOBUFS);
+		return;
+	}
+	atomic_fetch_add_explicit(&x->writes, 1, memory_order_relaxed);
+}
+
+void
+proc_export_durable_failed(struct km_proc *p, uint64_t shard_id)
+{
+	/* Writes exported were rolled back. */
+	if (p->xp != NULL && p->xp->shard_id == shard_id)
+		x_end(p, -EIO);
+}
+
+void
+proc_export_detached(struct km_proc *p, uint64_t shard_id, struct km_store *s)
+{
+	struct km_proc_export *x = p->xp;
+	struct km_store_stats st;
+
+	if (x == NULL || x->shard_id != shard_id)
+		return;
+	if (!atomic_load_explicit(&x->walked, memory_order_relaxed)) {
+		x_end(p, -ECANCELED);
+		return;
+	}
+	if (x->cur == NULL && x_room(x, 0) < 0) {
+		x_end(p, -ENOBUFS);
+		return;
+	}
+	km_store_stats(s, &st);
+	x->cur->last = 1;
+	x->cur->keys = st.keys;
+	xring_push(&x->full, x->cur);
+	x->cur = NULL;
+	x_end(p, 0);
+}
+
+struct km_proc_xchunk *
+km_proc_export_take(struct km_proc_export *x)
+{
+	return xring_pop(&x->full);
+}
+
+void
+km_proc_export_give(struct km_proc_export *x, struct km_proc_xchunk *c)
+{
+	xring_push(&x->free, c);
+}
+
+void
+km_proc_export_status(const struct km_proc_export *x, struct km_proc_export_status *out)
+{
+	out->ended = atomic_load_explicit(&x->ended, memory_order_acquire);
+	out->err = atomic_load_explicit(&x->err, memory_order_relaxed);
+	out->walked = atomic_load_explicit(&x->walked, memory_order_acquire);
+	out->backlog = xring_count(&x->full);
+	out->free = xring_count(&x->free);
+	out->entries = atomic_load_explicit(&x->entries, memory_order_relaxed);
+	out->writes = atomic_load_explicit(&x->writes, memory_order_relaxed);
+}
+
+int
+km_proc_xrec_apply(struct km_store *s, const uint8_t *rec, size_t len, size_t *used)
+{
+	uint32_t klen, vlen;
+	uint64_t version, v;
+	struct km_key k;
+	int del, rc;
+
+	if (len < KM_PROC_XREC_HDR)
+		return -EPROTO;
+	klen = (uint32_t)get_be(rec, 2);
+	del = (klen & KM_PROC_XREC_DEL) != 0;
+	klen &= ~KM_PROC_XREC_DEL;
+	vlen = (uint32_t)get_be(rec + 2, 4);
+	version = get_be(rec + 6, 8);
+	if (klen == 0 || klen > KM_KEY_MAX || (del && vlen != 0) || vlen > KM_VALUE_MAX_LARGE ||
+		version == 0 || len - KM_PROC_XREC_HDR < (size_t)klen + vlen)
+		return -EPROTO;
+	k = (struct km_key){.data = rec + KM_PROC_XREC_HDR,
+		.len = (uint16_t)klen,
+		.hash = km_key_hash(rec + KM_PROC_XREC_HDR, klen)};
+	if (del) {
+		rc = km_store_del(s, &k, KM_VERSION_ANY, &v);
+		if (rc == -ENOENT)
+			rc = 0;
+	} else {
+		rc = km_store_load(s, &k, rec + KM_PROC_XREC_HDR + klen, vlen, version);
+	}
+	if (rc == 0)
+		*used = KM_PROC_XREC_HDR + klen + vlen;
+	return rc;
+}
+
+void
+km_proc_dedup_encode(const struct km_proc_dedup *set, uint8_t *buf)
+{
+	uint32_t i;
+
+	for (i = 0; set != NULL && i < set->n; i++, buf += KM_PROC_DEDUP_WIRE) {
+		const struct dedup_entry *d = &set->e[i];
+
+		put_be(buf, d->src, 8);
+		put_be(buf + 8, d->req_id, 8);
+		put_be(buf + 16, d->key_hash, 8);
+		put_be(buf + 24, d->route_hash, 8);
+		put_be(buf + 32, d->version, 8);
+		buf[40] = d->op;
+		buf[41] = d->status;
+	}
+}
+
+struct km_proc_dedup *
+km_proc_dedup_decode(const uint8_t *buf, uint32_t n)
+{
+	struct km_proc_dedup *set;
+	uint32_t i;
+
+	if (n == 0 || (set = malloc(sizeof(*set) + (size_t)n * sizeof(set->e[0]))) == NULL)
+		return NULL;
+	set->n = n;
+	for (i = 0; i < n; i++, buf += KM_PROC_DEDUP_WIRE)
+		set->e[i] = (struct dedup_entry){.src = get_be(buf, 8),
+			.req_id = get_be(buf + 8, 8),
+			.key_hash = get_be(buf + 16, 8),
+			.route_hash = get_be(buf + 24, 8),
+			.version = get_be(buf + 32, 8),
+			.op = buf[40],
+			.status = buf[41],
+			.valid = 1};
+	return set;
+}

@@ -36,6 +36,7 @@
 #include <km_cluster.h>
 #include <km_etcd.h>
 #include <km_proc.h>
+#include <km_util.h>
 
 #include "cluster.h"
 #include "cluster_priv.h"
@@ -77,6 +78,8 @@ static struct {
 	uint64_t etcd_errors; /* mu */
 	uint64_t thr_refused; /* mu: maps the cluster thread refused (undecodable, not ours) */
 	int etcd_ok;          /* mu */
+	int64_t reported[32]; /* mu: mod revisions of the bad records logged (each once) */
+	unsigned int reported_next; /* mu */
 
 	/* Control lcore. */
 	struct km_cmap *cur; /* the map applied */
@@ -254,6 +257,62 @@ km_cluster_map_read(struct km_etcd *e, struct km_cmap **m)
 	return rc;
 }
 
+/* Whether the bad record of revision mod_rev is to be logged: the first time only (a watch
+ * restarted reads it again). Any thread. */
+static int
+first_report(int64_t mod_rev)
+{
+	unsigned int i;
+	int first = 1;
+
+	pthread_mutex_lock(&cl.mu);
+	for (i = 0; i < RTE_DIM(cl.reported); i++)
+		if (cl.reported[i] == mod_rev)
+			first = 0;
+	if (first) {
+		cl.reported[cl.reported_next] = mod_rev;
+		cl.reported_next = (cl.reported_next + 1) % RTE_DIM(cl.reported);
+	}
+	pthread_mutex_unlock(&cl.mu);
+	return first;
+}
+
+/* The shard id that ends move key kv (P/moves/<id>). @return 0, or -EINVAL. */
+static int
+move_key_id(const struct km_etcd_kv *kv, uint64_t *id)
+{
+	size_t plen = strlen(cl.prefix) + strlen("moves/");
+
+	if (kv->klen <= plen)
+		return -EINVAL;
+	return km_util_parse_u64n((const char *)kv->key + plen, kv->klen - plen, 1, UINT64_MAX, id);
+}
+
+/* Decode the move record kv as the placer does (km_cluster_move_decode()). @return 0 and
+ * *mv, or -EINVAL: a record refused, logged once with the reason. Any thread. */
+static int
+move_read(const struct km_etcd_kv *kv, struct km_cluster_move_record *mv)
+{
+	char err[KM_CLUSTER_ERR_MAX];
+	uint64_t id;
+	int rc;
+
+	rc = move_key_id(kv, &id);
+	if (rc != 0)
+		snprintf(err, sizeof(err), "the key does not end in a shard id");
+	else
+		rc = km_cluster_move_decode(id, kv->value, kv->vlen, mv, err, sizeof(err));
+	if (rc != 0) {
+		if (first_report(kv->mod_rev))
+			KM_LOG(WARNING, "cluster: move record %.*s ignored: %s", (int)kv->klen,
+				(const char *)kv->key, err);
+		return rc;
+	}
+	mv->create_rev = kv->create_rev;
+	mv->mod_rev = kv->mod_rev;
+	return 0;
+}
+
 /* At start, before serving: the moves of this node's shards a previous run began are
  * failed (compare-and-swap), so that none is completed with a copy older than what this
  * run will acknowledge. */
@@ -268,21 +327,15 @@ moves_fail_own(void)
 	if (km_etcd_get(cl.e, key, strlen(key), KM_ETCD_PREFIX, &r) < 0)
 		return;
 	for (i = 0; i < r->n; i++) {
-		json_t *j = json_loadb((const char *)r->kv[i].value, r->kv[i].vlen, 0, NULL);
-		const char *from = json_string_value(json_object_get(j, "from"));
-		const char *st = json_string_value(json_object_get(j, "state"));
-		char *val;
+		struct km_cluster_move_record mv;
+		char *val = NULL;
 
-		if (from == NULL || st == NULL || strcmp(from, cl.conf->cluster_node) != 0 ||
-			strcmp(st, "failed") == 0) {
-			json_decref(j);
+		if (move_read(&r->kv[i], &mv) != 0 || strcmp(mv.from, cl.conf->cluster_node) != 0 ||
+			mv.state == KM_CLUSTER_MOVE_FAILED)
 			continue;
-		}
-		json_object_set_new(j, "state", json_string("failed"));
-		json_object_set_new(j, "reason", json_string("its source node restarted"));
-		val = json_dumps(j, JSON_COMPACT);
-		json_decref(j);
-		if (val != NULL) {
+		mv.state = KM_CLUSTER_MOVE_FAILED;
+		snprintf(mv.reason, sizeof(mv.reason), "its source node restarted");
+		if (km_cluster_move_encode(&mv, &val) == 0) {
 			struct km_etcd_cmp cmp = {.key = r->kv[i].key,
 				.klen = r->kv[i].klen,
 				.target = KM_ETCD_MOD,
@@ -318,12 +371,10 @@ km_cluster_etcd_endpoints(void)
 int
 km_cluster_side_of(struct km_etcd *e, const char *node, uint32_t *ip)
 {
-	char key[KEY_MAX];
+	char key[KEY_MAX], err[KM_CLUSTER_ERR_MAX];
 	struct km_etcd_kvs *r = NULL;
-	struct in_addr in;
-	json_t *j, *p;
-	const char *a;
-	int rc, port = 0;
+	struct km_cluster_member m;
+	int rc;
 
 	key_of(key, sizeof(key), "members/", node);
 	rc = km_etcd_get(e, key, strlen(key), 0, &r);
@@ -331,40 +382,36 @@ km_cluster_side_of(struct km_etcd *e, const char *node, uint32_t *ip)
 		km_etcd_kvs_free(r);
 		return rc;
 	}
-	j = json_loadb((const char *)r->kv[0].value, r->kv[0].vlen, 0, NULL);
-	km_etcd_kvs_free(r);
-	p = j != NULL ? json_object_get(j, "side_port") : NULL;
-	a = j != NULL ? json_string_value(json_object_get(j, "side_ip")) : NULL;
-	if (json_is_integer(p) && json_integer_value(p) > 0 && json_integer_value(p) <= 65535 &&
-		a != NULL && inet_pton(AF_INET, a, &in) == 1) {
-		port = (int)json_integer_value(p);
-		*ip = ntohl(in.s_addr);
+	/* As strict as the placer: a record it skips is no target either. */
+	rc = km_cluster_member_decode(node, r->kv[0].value, r->kv[0].vlen, &m, err, sizeof(err));
+	if (rc == 0 && m.side_port == 0) {
+		snprintf(err, sizeof(err),
+			"no side channel: side_port not an integer in 1..65535 or side_ip not an "
+			"IPv4 address");
+		rc = -EPROTO;
 	}
-	json_decref(j);
-	return port > 0 ? port : -EPROTO;
+	if (rc != 0 && first_report(r->kv[0].mod_rev))
+		KM_LOG(WARNING, "cluster: member record %.*s refused: %s", (int)r->kv[0].klen,
+			(const char *)r->kv[0].key, err);
+	km_etcd_kvs_free(r);
+	if (rc != 0)
+		return -EPROTO;
+	*ip = m.side_ip;
+	return m.side_port;
 }
 
 /* A move key's value or deletion (the cluster thread). A move of one of this node's
  * shards in state "copy" goes to the control lcore; a deleted one too, when the map still
  * gives the shard to this node (the placer gave the move up; a completed move deletes its
- * key with the map that gives the shard away). */
+ * key with the map that gives the shard away). A record the placer would refuse is
+ * ignored (logged once). */
 static void
 move_seen(const struct km_etcd_kv *kv)
 {
 	const char *node = cl.conf->cluster_node;
 	struct km_cluster_move_req rq = {0};
-	const char *from, *to, *state;
-	size_t plen = strlen(cl.prefix) + strlen("moves/");
-	char idbuf[24];
-	json_t *j;
+	struct km_cluster_move_record mv;
 
-	if (kv->klen <= plen || kv->klen - plen >= sizeof(idbuf))
-		return;
-	memcpy(idbuf, kv->key + plen, kv->klen - plen);
-	idbuf[kv->klen - plen] = '\0';
-	rq.id = strtoull(idbuf, NULL, 10);
-	if (rq.id == 0)
-		return;
 	if (kv->deleted) {
 		char key[KEY_MAX];
 		struct km_etcd_kvs *r = NULL;
@@ -372,6 +419,8 @@ move_seen(const struct km_etcd_kv *kv)
 		const struct km_cmap_shard *sh;
 		int mine = 0;
 
+		if (move_key_id(kv, &rq.id) != 0)
+			return;
 		key_of(key, sizeof(key), "map/current", NULL);
 		if (km_etcd_get(cl.e, key, strlen(key), 0, &r) > 0 &&
 			km_cmap_decode((const char *)r->kv[0].value, r->kv[0].vlen, &m, NULL, 0) ==
@@ -388,22 +437,17 @@ move_seen(const struct km_etcd_kv *kv)
 		pthread_mutex_unlock(&cl.mu);
 		return;
 	}
-	j = json_loadb((const char *)kv->value, kv->vlen, 0, NULL);
-	from = json_string_value(json_object_get(j, "from"));
-	to = json_string_value(json_object_get(j, "to"));
-	state = json_string_value(json_object_get(j, "state"));
-	if (from != NULL && to != NULL && state != NULL && strcmp(from, node) == 0 &&
-		strcmp(state, "copy") == 0 && km_cluster_id_valid(to) &&
-		json_is_integer(json_object_get(j, "to_worker"))) {
-		rq.rev = kv->mod_rev;
-		snprintf(rq.to, sizeof(rq.to), "%s", to);
-		rq.to_worker = (uint16_t)json_integer_value(json_object_get(j, "to_worker"));
-		pthread_mutex_lock(&cl.mu);
-		if (cl.nb_moves < RTE_DIM(cl.moves))
-			cl.moves[cl.nb_moves++] = rq;
-		pthread_mutex_unlock(&cl.mu);
-	}
-	json_decref(j);
+	if (move_read(kv, &mv) != 0 || strcmp(mv.from, node) != 0 ||
+		mv.state != KM_CLUSTER_MOVE_COPY)
+		return;
+	rq.id = mv.id;
+	rq.rev = mv.mod_rev;
+	snprintf(rq.to, sizeof(rq.to), "%s", mv.to);
+	rq.to_worker = mv.to_worker;
+	pthread_mutex_lock(&cl.mu);
+	if (cl.nb_moves < RTE_DIM(cl.moves))
+		cl.moves[cl.nb_moves++] = rq;
+	pthread_mutex_unlock(&cl.mu);
 }
 
 /* ---- membership -------------------------------------------------------------------- */

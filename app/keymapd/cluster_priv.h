@@ -40,7 +40,9 @@ void km_cluster_move_key(char *buf, size_t cap, uint64_t id);
 const char *km_cluster_etcd_endpoints(void);
 
 /* The side channel of live member node (its record): *ip (host byte order) and the port.
- * @return the port, 0 (no live member), or -errno. @note Context: the thread that owns e. */
+ * @return the port, 0 (no live member), -EPROTO (a record the placer would refuse, or one
+ * without a side channel: logged once with the reason), or -errno.
+ * @note Context: the thread that owns e. */
 int km_cluster_side_of(struct km_etcd *e, const char *node, uint32_t *ip);
 
 /* The side channel's listener (incoming shards). @return 0 or -errno. Main lcore. */

@@ -8,9 +8,9 @@
  *
  * Two layers:
  * - pure functions (placer_opts.c, placer_rec.c, built into a library of their own that the
- *   unit tests link): the command line, the records under P/ (members, load reports,
- *   moves), the verdict on a move in flight, the plan of a decision (what to publish, which
- *   moves to start) and a map's change in words. No I/O, no etcd, no global state.
+ *   unit tests link): the command line, the load reports under P/ (member and move records:
+ *   lib/cluster, km_cluster.h), the verdict on a move in flight, the plan of a decision (what to
+ * publish, which moves to start) and a map's change in words. No I/O, no etcd, no global state.
  * - the process (placer_log.c, placer_round.c, main.c): logging, one round of reading the
  *   cluster from etcd and acting as its leader, the election and the lease.
  *
@@ -66,20 +66,12 @@ int placer_opts_parse(int argc, char **argv, struct placer_opts *o, char *err, s
 void placer_usage(FILE *f);
 
 /*
- * Records under P/ (docs/cluster.md section 2). Every decoder takes the value's bytes (not
- * NUL-terminated), ignores object members it does not know, and on a refusal writes the
- * reason ("workers: missing or not an integer in 1..128") to err.
+ * Records under P/ (docs/cluster.md section 2). Member and move records are decoded by
+ * lib/cluster (km_cluster_member_decode(), km_cluster_move_decode(),
+ * km_cluster_move_encode()), which keymapd shares. Load reports are the placer's alone:
+ * placer_load_decode() takes the value's bytes (not NUL-terminated), ignores object
+ * members it does not know, and on a refusal writes the reason to err.
  */
-
-/**
- * Decode a member record P/members/<key_id>: {"id", "ip", "port", "workers",
- * "incarnation", "state"} (others ignored). id must equal key_id; state is "active",
- * "draining" or absent (active).
- * @return 0 and *out, or -EINVAL (reason in err).
- * @note Context: any thread.
- */
-int placer_member_decode(const char *key_id, const void *json, size_t len,
-	struct km_cluster_member *out, char *err, size_t errlen);
 
 /**
  * The members a decision sees: of two with one id the higher incarnation (the other is
@@ -116,45 +108,6 @@ int placer_load_decode(const void *json, size_t len, const struct km_cmap *m, co
  */
 void placer_rates_free(struct placer_rates *r);
 
-/** State of a move (its record's "state"). */
-enum placer_move_state {
-	PLACER_MOVE_COPY = 0,   /* "copy": the source copies the shard to the target */
-	PLACER_MOVE_READY = 1,  /* "ready": the target has it all, the source serves no write */
-	PLACER_MOVE_FAILED = 2, /* "failed": the copy failed, "reason" tells why */
-	PLACER_MOVE_OTHER = 3,  /* any other string: a step of a later node, still in progress */
-};
-
-/** A move in flight, P/moves/<id>. */
-struct placer_move {
-	uint64_t id;                      /* the shard */
-	uint32_t epoch;                   /* epoch of the map it was planned on */
-	char from[KM_CLUSTER_ID_MAX + 1]; /* source node */
-	char to[KM_CLUSTER_ID_MAX + 1];   /* target node */
-	uint16_t to_worker;
-	uint8_t state;                   /* enum placer_move_state */
-	char reason[KM_CLUSTER_ERR_MAX]; /* "failed": why, "" when absent */
-	int64_t create_rev;              /* etcd: the key's creation revision */
-	int64_t mod_rev;                 /* etcd: its last change */
-};
-
-/**
- * Decode a move record P/moves/<key_id>: {"id", "epoch", "from", "to", "to_worker",
- * "state"[, "reason"]}. id must equal key_id. create_rev and mod_rev are left 0.
- * @return 0 and *out, or -EINVAL (reason in err).
- * @note Context: any thread.
- */
-int placer_move_decode(uint64_t key_id, const void *json, size_t len, struct placer_move *out,
-	char *err, size_t errlen);
-
-/**
- * Encode a move record as the placer puts it (docs/cluster.md section 4): {"id", "epoch",
- * "from", "to", "to_worker", "state"} compact, in that order.
- * @param out: NUL-terminated, the caller frees it.
- * @return 0, -EINVAL (state not copy, ready or failed), -ENOMEM.
- * @note Context: any thread.
- */
-int placer_move_encode(const struct placer_move *mv, char **out);
-
 /** What to do with a move in flight. */
 enum placer_verdict {
 	PLACER_KEEP = 0,     /* still copying: wait */
@@ -175,9 +128,9 @@ enum placer_verdict {
  * @param why, whylen: on DROP, the reason in words.
  * @note Context: any thread.
  */
-enum placer_verdict placer_move_judge(const struct km_cmap *m, const struct placer_move *mv,
-	int from_live, int to_live, uint64_t age_s, uint32_t timeout_s, struct km_cluster_move *cm,
-	char *why, size_t whylen);
+enum placer_verdict placer_move_judge(const struct km_cmap *m,
+	const struct km_cluster_move_record *mv, int from_live, int to_live, uint64_t age_s,
+	uint32_t timeout_s, struct km_cluster_move *cm, char *why, size_t whylen);
 
 /**
  * Whether a map from etcd is one this placer may build on: its routing rule must be the

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
- * The pure side of keymap-placer: records under P/ (members, load reports, moves), the
- * verdict on a move in flight, a decision's plan and a map's change in words.
+ * The pure side of keymap-placer: load reports under P/ (member and move records are
+ * lib/cluster's), the verdict on a move in flight, a decision's plan and a map's change in
+ * words.
  */
 
 #include <errno.h>
@@ -12,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <arpa/inet.h>
 #include <jansson.h>
 
 #include <km_shardmap.h>
@@ -35,18 +35,6 @@ fail(char *err, size_t errlen, const char *fmt, ...)
 	return -EINVAL;
 }
 
-/* Field name of o as an integer in [min, max]. */
-static int
-get_int(const json_t *o, const char *name, int64_t min, int64_t max, int64_t *out)
-{
-	const json_t *v = json_object_get(o, name);
-
-	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
-		return -1;
-	*out = json_integer_value(v);
-	return 0;
-}
-
 /* A JSON object from len bytes, or NULL with the reason in err. */
 static json_t *
 load_object(const void *json, size_t len, char *err, size_t errlen)
@@ -65,76 +53,6 @@ load_object(const void *json, size_t len, char *err, size_t errlen)
 		return NULL;
 	}
 	return o;
-}
-
-int
-placer_member_decode(const char *key_id, const void *json, size_t len,
-	struct km_cluster_member *out, char *err, size_t errlen)
-{
-	struct km_cluster_member m;
-	const char *id, *ip, *state;
-	struct in_addr a;
-	json_t *o;
-	int64_t v;
-	int rc = -EINVAL;
-
-	o = load_object(json, len, err, errlen);
-	if (o == NULL)
-		return -EINVAL;
-	memset(&m, 0, sizeof(m));
-	id = json_string_value(json_object_get(o, "id"));
-	ip = json_string_value(json_object_get(o, "ip"));
-	state = json_string_value(json_object_get(o, "state"));
-	if (id == NULL || !km_cluster_id_valid(id)) {
-		fail(err, errlen, "id: missing or not a node id");
-		goto out;
-	}
-	if (key_id != NULL && strcmp(id, key_id) != 0) {
-		fail(err, errlen, "id: '%s' under the key of node '%.63s'", id, key_id);
-		goto out;
-	}
-	snprintf(m.id, sizeof(m.id), "%s", id);
-	if (ip == NULL || inet_pton(AF_INET, ip, &a) != 1 || a.s_addr == 0) {
-		fail(err, errlen, "ip: missing or not an IPv4 address");
-		goto out;
-	}
-	m.ip = ntohl(a.s_addr);
-	if (get_int(o, "port", 1, 65535, &v) != 0) {
-		fail(err, errlen, "port: missing or not an integer in 1..65535");
-		goto out;
-	}
-	m.port = (uint16_t)v;
-	if (get_int(o, "workers", 1, KM_WORKERS_MAX, &v) != 0) {
-		fail(err, errlen, "workers: missing or not an integer in 1..%d", KM_WORKERS_MAX);
-		goto out;
-	}
-	m.workers = (uint16_t)v;
-	if ((uint32_t)m.port + m.workers - 1 > 65535) {
-		fail(err, errlen, "port: %u + %u workers passes 65535", m.port, m.workers);
-		goto out;
-	}
-	if (get_int(o, "incarnation", 1, INT64_MAX, &v) != 0) {
-		fail(err, errlen, "incarnation: missing or not a positive integer");
-		goto out;
-	}
-	m.incarnation = (uint64_t)v;
-	if (state == NULL || strcmp(state, "active") == 0) {
-		if (json_object_get(o, "state") != NULL && state == NULL) {
-			fail(err, errlen, "state: not a string");
-			goto out;
-		}
-		m.state = KM_CMAP_ACTIVE;
-	} else if (strcmp(state, "draining") == 0) {
-		m.state = KM_CMAP_DRAINING;
-	} else {
-		fail(err, errlen, "state: '%.32s' is neither active nor draining", state);
-		goto out;
-	}
-	*out = m;
-	rc = 0;
-out:
-	json_decref(o);
-	return rc;
 }
 
 uint32_t
@@ -245,101 +163,10 @@ out:
 	return rc;
 }
 
-static const char *const state_names[] = {
-	[PLACER_MOVE_COPY] = "copy",
-	[PLACER_MOVE_READY] = "ready",
-	[PLACER_MOVE_FAILED] = "failed",
-};
-
-int
-placer_move_decode(uint64_t key_id, const void *json, size_t len, struct placer_move *out,
-	char *err, size_t errlen)
-{
-	struct placer_move mv;
-	const char *from, *to, *state, *reason;
-	json_t *o;
-	int64_t v;
-	int rc = -EINVAL;
-
-	o = load_object(json, len, err, errlen);
-	if (o == NULL)
-		return -EINVAL;
-	memset(&mv, 0, sizeof(mv));
-	from = json_string_value(json_object_get(o, "from"));
-	to = json_string_value(json_object_get(o, "to"));
-	state = json_string_value(json_object_get(o, "state"));
-	reason = json_string_value(json_object_get(o, "reason"));
-	if (get_int(o, "id", 1, INT64_MAX, &v) != 0) {
-		fail(err, errlen, "id: missing or not a shard id");
-		goto out;
-	}
-	mv.id = (uint64_t)v;
-	if (mv.id != key_id) {
-		fail(err, errlen, "id: %" PRIu64 " under the key of shard %" PRIu64, mv.id, key_id);
-		goto out;
-	}
-	if (get_int(o, "epoch", 1, UINT32_MAX, &v) != 0) {
-		fail(err, errlen, "epoch: missing or not an integer in 1..4294967295");
-		goto out;
-	}
-	mv.epoch = (uint32_t)v;
-	if (from == NULL || !km_cluster_id_valid(from)) {
-		fail(err, errlen, "from: missing or not a node id");
-		goto out;
-	}
-	if (to == NULL || !km_cluster_id_valid(to)) {
-		fail(err, errlen, "to: missing or not a node id");
-		goto out;
-	}
-	snprintf(mv.from, sizeof(mv.from), "%s", from);
-	snprintf(mv.to, sizeof(mv.to), "%s", to);
-	if (get_int(o, "to_worker", 0, KM_WORKERS_MAX - 1, &v) != 0) {
-		fail(err, errlen, "to_worker: missing or not an integer in 0..%d",
-			KM_WORKERS_MAX - 1);
-		goto out;
-	}
-	mv.to_worker = (uint16_t)v;
-	if (state == NULL) {
-		fail(err, errlen, "state: missing or not a string");
-		goto out;
-	}
-	mv.state = PLACER_MOVE_OTHER;
-	for (v = 0; v < (int64_t)(sizeof(state_names) / sizeof(state_names[0])); v++)
-		if (strcmp(state, state_names[v]) == 0)
-			mv.state = (uint8_t)v;
-	if (reason != NULL)
-		snprintf(mv.reason, sizeof(mv.reason), "%s", reason);
-	*out = mv;
-	rc = 0;
-out:
-	json_decref(o);
-	return rc;
-}
-
-int
-placer_move_encode(const struct placer_move *mv, char **out)
-{
-	json_t *o;
-	char *s;
-
-	if (mv->state > PLACER_MOVE_FAILED)
-		return -EINVAL;
-	o = json_pack("{s:I, s:I, s:s, s:s, s:I, s:s}", "id", (json_int_t)mv->id, "epoch",
-		(json_int_t)mv->epoch, "from", mv->from, "to", mv->to, "to_worker",
-		(json_int_t)mv->to_worker, "state", state_names[mv->state]);
-	if (o == NULL)
-		return -ENOMEM;
-	s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	json_decref(o);
-	if (s == NULL)
-		return -ENOMEM;
-	*out = s;
-	return 0;
-}
-
 enum placer_verdict
-placer_move_judge(const struct km_cmap *m, const struct placer_move *mv, int from_live, int to_live,
-	uint64_t age_s, uint32_t timeout_s, struct km_cluster_move *cm, char *why, size_t whylen)
+placer_move_judge(const struct km_cmap *m, const struct km_cluster_move_record *mv, int from_live,
+	int to_live, uint64_t age_s, uint32_t timeout_s, struct km_cluster_move *cm, char *why,
+	size_t whylen)
 {
 	const struct km_cmap_shard *s;
 	int from, to;
@@ -374,12 +201,12 @@ placer_move_judge(const struct km_cmap *m, const struct placer_move *mv, int fro
 		fail(why, whylen, "node %s has no worker %u", mv->to, mv->to_worker);
 		return PLACER_DROP;
 	}
-	if (mv->state == PLACER_MOVE_FAILED) {
+	if (mv->state == KM_CLUSTER_MOVE_FAILED) {
 		fail(why, whylen, "the copy failed: %s",
 			mv->reason[0] != '\0' ? mv->reason : "no reason given");
 		return PLACER_DROP;
 	}
-	if (mv->state == PLACER_MOVE_READY && to_live) {
+	if (mv->state == KM_CLUSTER_MOVE_READY && to_live) {
 		*cm = (struct km_cluster_move){.id = mv->id,
 			.from_node = (uint16_t)from,
 			.from_worker = s->worker,

@@ -55,7 +55,7 @@ struct snap {
 	char (*drain)[KM_CLUSTER_ID_MAX + 1];
 	uint32_t nb_drain;
 	struct placer_rates rates;
-	struct placer_move *moves;
+	struct km_cluster_move_record *moves;
 	uint32_t nb_moves;
 	struct drop *bad; /* invalid move records */
 	uint32_t nb_bad;
@@ -161,7 +161,7 @@ read_member(struct placer_ctx *c, const struct km_etcd_kv *kv, struct snap *s)
 
 	if (key_tail(c, kv, "members/", id, sizeof(id)) != 0 || !km_cluster_id_valid(id))
 		snprintf(err, sizeof(err), "the key does not end in a node id");
-	else if (placer_member_decode(
+	else if (km_cluster_member_decode(
 			 id, kv->value, kv->vlen, &s->mem[s->nb_mem], err, sizeof(err)) == 0) {
 		s->nb_mem++;
 		return;
@@ -211,14 +211,14 @@ static void
 read_move(struct placer_ctx *c, const struct km_etcd_kv *kv, struct snap *s)
 {
 	char tail[32], err[KM_CLUSTER_ERR_MAX];
-	struct placer_move *mv = &s->moves[s->nb_moves];
+	struct km_cluster_move_record *mv = &s->moves[s->nb_moves];
 	struct drop *d;
 	uint64_t id;
 
 	if (key_tail(c, kv, "moves/", tail, sizeof(tail)) != 0 ||
 		km_util_parse_u64(tail, 1, UINT64_MAX, &id) != 0)
 		snprintf(err, sizeof(err), "the key does not end in a shard id");
-	else if (placer_move_decode(id, kv->value, kv->vlen, mv, err, sizeof(err)) == 0) {
+	else if (km_cluster_move_decode(id, kv->value, kv->vlen, mv, err, sizeof(err)) == 0) {
 		mv->create_rev = kv->create_rev;
 		mv->mod_rev = kv->mod_rev;
 		s->nb_moves++;
@@ -485,7 +485,7 @@ seen_update(struct placer_ctx *c, const struct snap *s, uint64_t now)
 }
 
 static uint64_t
-seen_age_s(const struct placer_ctx *c, const struct placer_move *mv, uint64_t now)
+seen_age_s(const struct placer_ctx *c, const struct km_cluster_move_record *mv, uint64_t now)
 {
 	uint32_t k;
 
@@ -511,8 +511,9 @@ member_live(const struct snap *s, const char *id)
  * deleted, in one transaction. @return as publish().
  */
 static int
-complete_moves(struct placer_ctx *c, const struct snap *s, const struct placer_move *const *mv,
-	const struct km_cluster_move *cm, uint32_t n)
+complete_moves(struct placer_ctx *c, const struct snap *s,
+	const struct km_cluster_move_record *const *mv, const struct km_cluster_move *cm,
+	uint32_t n)
 {
 	struct km_etcd_cmp cmp[PLACER_MOVES_MAX] = {0};
 	struct km_etcd_op ops[PLACER_MOVES_MAX] = {0};
@@ -594,14 +595,14 @@ start_moves(struct placer_ctx *c, const struct placer_plan *p, int64_t map_rev)
 		.num = map_rev};
 	for (i = 0; i < n; i++) {
 		const struct km_cluster_move *cm = &p->start[i];
-		struct placer_move mv = {.id = cm->id,
+		struct km_cluster_move_record mv = {.id = cm->id,
 			.epoch = p->base->epoch,
 			.to_worker = cm->to_worker,
-			.state = PLACER_MOVE_COPY};
+			.state = KM_CLUSTER_MOVE_COPY};
 
 		snprintf(mv.from, sizeof(mv.from), "%s", p->base->nodes[cm->from_node].id);
 		snprintf(mv.to, sizeof(mv.to), "%s", p->base->nodes[cm->to_node].id);
-		rc = placer_move_encode(&mv, &vals[i]);
+		rc = km_cluster_move_encode(&mv, &vals[i]);
 		if (rc != 0)
 			goto out;
 		key_of(c, keys[i], sizeof(keys[i]), "moves/%" PRIu64, cm->id);
@@ -777,7 +778,7 @@ static int
 pass(struct placer_ctx *c)
 {
 	struct snap s;
-	const struct placer_move **ready = NULL;
+	const struct km_cluster_move_record **ready = NULL;
 	struct km_cluster_move *cm = NULL;
 	uint64_t *flight = NULL, now = km_util_now_ns();
 	struct drop *drops = NULL;
@@ -813,7 +814,7 @@ pass(struct placer_ctx *c)
 	memcpy(drops, s.bad, s.nb_bad * sizeof(*drops));
 	nb_drops = s.nb_bad;
 	for (i = 0; i < s.nb_moves; i++) {
-		const struct placer_move *mv = &s.moves[i];
+		const struct km_cluster_move_record *mv = &s.moves[i];
 		struct drop *d = &drops[nb_drops];
 		char why[KM_CLUSTER_ERR_MAX];
 

@@ -2,7 +2,8 @@
 #ifndef KM_CLUSTER_PRIVATE_H
 #define KM_CLUSTER_PRIVATE_H
 
-/* Shared by the map (km_cmap.c) and the placer (km_placer.c); not installed. */
+/* Shared by the map (km_cmap.c), the placer (km_placer.c) and the records (km_records.c);
+ * not installed. */
 
 #include <stddef.h>
 

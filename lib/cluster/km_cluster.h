@@ -54,6 +54,9 @@
  * etcd) and the per-shard request rates, what must change. See the comment before
  * struct km_cluster_params for the rules.
  *
+ * The records under P/ that the placer and the nodes both read (members, moves) are decoded
+ * here too (end of this file).
+ *
  * Concurrency: none. A map is a plain value: whoever holds it may read it from any thread;
  * every change builds a new map. The functions touch only their arguments.
  */
@@ -291,7 +294,7 @@ int km_cmap_shardmap(const struct km_cmap *m, int self, struct km_shardmap **out
  * and rate order do not matter).
  */
 
-/** One live member, as etcd has it. */
+/** One live member, as etcd has it (its record: km_cluster_member_decode()). */
 struct km_cluster_member {
 	char id[KM_CLUSTER_ID_MAX + 1]; /* NUL-terminated, as a node id */
 	uint32_t ip;                    /* IPv4, host byte order */
@@ -299,6 +302,8 @@ struct km_cluster_member {
 	uint16_t workers;               /* 1..KM_WORKERS_MAX */
 	uint64_t incarnation;           /* >= 1, + 1 per restart */
 	uint8_t state;                  /* requested by the operator: enum km_cmap_state */
+	uint16_t side_port;             /* side channel (cross-node moves): TCP port, 0: none */
+	uint32_t side_ip;               /* its IPv4, host byte order (0 when side_port is 0) */
 };
 
 /** Request rate of one shard (requests/s). Shards without one have rate 0. */
@@ -383,5 +388,70 @@ int km_cmap_move_apply(
  * @note Context: any thread.
  */
 int km_cluster_id_valid(const char *id);
+
+/*
+ * Records under P/ in etcd (docs/cluster.md sections 2 and 4), shared by keymap-placer and
+ * keymapd so that both accept and refuse the same records. Every decoder takes the value's
+ * bytes (not NUL-terminated), ignores object members it does not know, and on a refusal
+ * writes the reason ("workers: missing or not an integer in 1..128") to err (may be NULL).
+ */
+
+/**
+ * Decode a member record P/members/<key_id>: {"id", "ip", "port", "workers",
+ * "incarnation", "state", "side_ip", "side_port"} (others ignored). id must equal key_id
+ * (key_id NULL: any id); state is "active", "draining" or absent (active). The side
+ * channel is optional and never a reason to refuse a member: side_port and side_ip are set
+ * only when "side_port" is an integer in 1..65535 and "side_ip" an IPv4 address other than
+ * 0.0.0.0, else both are 0.
+ * @return 0 and *out, or -EINVAL (reason in err).
+ * @note Context: any thread.
+ */
+int km_cluster_member_decode(const char *key_id, const void *json, size_t len,
+	struct km_cluster_member *out, char *err, size_t errlen);
+
+/** State of a move (its record's "state"). */
+enum km_cluster_move_state {
+	KM_CLUSTER_MOVE_COPY = 0,   /* "copy": the source copies the shard to the target */
+	KM_CLUSTER_MOVE_READY = 1,  /* "ready": the target has it all, the source serves no write */
+	KM_CLUSTER_MOVE_FAILED = 2, /* "failed": the copy failed, "reason" tells why */
+	KM_CLUSTER_MOVE_OTHER = 3,  /* any other string: a step of a later node, in progress */
+};
+
+/**
+ * A cross-node move in flight, P/moves/<id> (not to be confused with struct
+ * km_cluster_move, a decision's move in node indices).
+ */
+struct km_cluster_move_record {
+	uint64_t id;                      /* the shard */
+	uint32_t epoch;                   /* epoch of the map it was planned on */
+	char from[KM_CLUSTER_ID_MAX + 1]; /* source node */
+	char to[KM_CLUSTER_ID_MAX + 1];   /* target node */
+	uint16_t to_worker;               /* 0..KM_WORKERS_MAX - 1 */
+	uint8_t state;                    /* enum km_cluster_move_state */
+	char reason[KM_CLUSTER_ERR_MAX];  /* "failed": why, "" when absent */
+	int64_t create_rev;               /* etcd: the key's creation revision (the caller's) */
+	int64_t mod_rev;                  /* etcd: its last change (the caller's) */
+};
+
+/**
+ * Decode a move record P/moves/<key_id>: {"id", "epoch", "from", "to", "to_worker",
+ * "state"[, "reason"]} (others ignored, such as the "keys" a node adds). id must equal
+ * key_id. create_rev and mod_rev are left 0.
+ * @return 0 and *out, or -EINVAL (reason in err).
+ * @note Context: any thread.
+ */
+int km_cluster_move_decode(uint64_t key_id, const void *json, size_t len,
+	struct km_cluster_move_record *out, char *err, size_t errlen);
+
+/**
+ * Encode a move record as the placer puts it (docs/cluster.md section 4): {"id", "epoch",
+ * "from", "to", "to_worker", "state"} compact, in that order, then "reason" when mv->reason
+ * is not empty.
+ * @param out: NUL-terminated, the caller frees it.
+ * @return 0, -EINVAL (state not copy, ready or failed; a reason that is not UTF-8),
+ *   -ENOMEM.
+ * @note Context: any thread.
+ */
+int km_cluster_move_encode(const struct km_cluster_move_record *mv, char **out);
 
 #endif /* KM_CLUSTER_H */

@@ -9,7 +9,8 @@
  * bounded moves per decision, convergence over random membership histories, load balancing
  * with hysteresis (no oscillation under noisy rates), skipped members, bad arguments.
  * Every decision is checked: valid maps, epoch + 1, moves applied one by one, equal inputs
- * in another order giving equal outputs.
+ * in another order giving equal outputs. Records under P/ (members, moves): round trips,
+ * every refusal with its message, an optional side channel.
  */
 
 #include <errno.h>
@@ -1495,6 +1496,247 @@ test_args(void **state)
 	km_cluster_decision_free(NULL);
 }
 
+/*
+ * Records under P/: members and moves, as keymap-placer and keymapd decode them.
+ */
+
+#define MEMBER(id, ip, workers, inc, state)                                                 \
+	"{\"id\":\"" id "\",\"ip\":\"" ip "\",\"mac\":\"02:00:00:00:00:01\",\"port\":7070," \
+	"\"workers\":" workers ",\"incarnation\":" inc ",\"side_port\":7069,\"state\":" state "}"
+/* A member n1 with the side channel fields given (JSON text after the others). */
+#define MEMBER_SIDE(side)                                                                     \
+	"{\"id\":\"n1\",\"ip\":\"198.51.100.1\",\"port\":7070,\"workers\":2,\"incarnation\":" \
+	"1" side "}"
+
+static int
+member_rec(const char *key_id, const char *json, struct km_cluster_member *m, char *err)
+{
+	return km_cluster_member_decode(key_id, json, strlen(json), m, err, KM_CLUSTER_ERR_MAX);
+}
+
+static void
+test_member_record(void **state)
+{
+	struct km_cluster_member m;
+	char err[KM_CLUSTER_ERR_MAX];
+	size_t i;
+	static const struct {
+		const char *json, *msg;
+	} bad[] = {
+		{"[1]", "not a JSON object"},
+		{"{\"id\":", "invalid JSON at line 1"},
+		{MEMBER("n 1", "198.51.100.1", "2", "1", "\"active\""), "id: missing or not"},
+		{MEMBER("n2", "198.51.100.1", "2", "1", "\"active\""), "id: 'n2' under the key"},
+		{MEMBER("n1", "198.51.100", "2", "1", "\"active\""), "ip: missing or not"},
+		{MEMBER("n1", "0.0.0.0", "2", "1", "\"active\""), "ip: missing or not"},
+		{MEMBER("n1", "198.51.100.1", "0", "1", "\"active\""), "workers: missing"},
+		{MEMBER("n1", "198.51.100.1", "129", "1", "\"active\""), "workers: missing"},
+		{MEMBER("n1", "198.51.100.1", "\"2\"", "1", "\"active\""), "workers: missing"},
+		{MEMBER("n1", "198.51.100.1", "2", "0", "\"active\""), "incarnation: missing"},
+		{MEMBER("n1", "198.51.100.1", "2", "1", "\"gone\""), "state: 'gone' is neither"},
+		{MEMBER("n1", "198.51.100.1", "2", "1", "3"), "state: not a string"},
+		{MEMBER("n1", "198.51.100.1", "2", "1", "null"), "state: not a string"},
+		{"{\"id\":\"n1\",\"ip\":\"198.51.100.1\",\"port\":65535,\"workers\":2,"
+		 "\"incarnation\":1}",
+			"port: 65535 + 2 workers passes 65535"},
+		{"{\"id\":\"n1\",\"ip\":\"198.51.100.1\",\"port\":0,\"workers\":2,"
+		 "\"incarnation\":1}",
+			"port: missing or not an integer in 1..65535"},
+	};
+	/* a side channel that is not one */
+	static const char *const no_side[] = {
+		MEMBER_SIDE(""),
+		MEMBER_SIDE(",\"side_ip\":\"192.0.2.7\""),
+		MEMBER_SIDE(",\"side_ip\":\"192.0.2.7\",\"side_port\":0"),
+		MEMBER_SIDE(",\"side_ip\":\"192.0.2.7\",\"side_port\":65536"),
+		MEMBER_SIDE(",\"side_ip\":\"192.0.2.7\",\"side_port\":\"7069\""),
+		MEMBER_SIDE(",\"side_ip\":\"192.0.2\",\"side_port\":7069"),
+		MEMBER_SIDE(",\"side_ip\":\"0.0.0.0\",\"side_port\":7069"),
+		MEMBER_SIDE(",\"side_ip\":7,\"side_port\":7069"),
+	};
+
+	(void)state;
+	assert_int_equal(
+		member_rec("n1", MEMBER("n1", "198.51.100.11", "2", "3", "\"active\""), &m, err),
+		0);
+	assert_string_equal(m.id, "n1");
+	assert_int_equal(m.ip, (198u << 24) | (51u << 16) | (100u << 8) | 11u);
+	assert_true(m.port == 7070 && m.workers == 2 && m.incarnation == 3);
+	assert_int_equal(m.state, KM_CMAP_ACTIVE);
+	/* side_port without side_ip: no side channel, the member still counts */
+	assert_true(m.side_port == 0 && m.side_ip == 0);
+	assert_int_equal(
+		member_rec("n1", MEMBER("n1", "198.51.100.11", "1", "9", "\"draining\""), &m, err),
+		0);
+	assert_int_equal(m.state, KM_CMAP_DRAINING);
+	/* no state: active; members it does not know are ignored; any id without a key */
+	assert_int_equal(member_rec(NULL,
+				 "{\"id\":\"n1\",\"ip\":\"198.51.100.1\",\"port\":1,\"workers\":1,"
+				 "\"incarnation\":1,\"later\":[1]}",
+				 &m, err),
+		0);
+	assert_int_equal(m.state, KM_CMAP_ACTIVE);
+	/* the side channel, as keymapd writes it */
+	assert_int_equal(
+		member_rec("n1", MEMBER_SIDE(",\"side_ip\":\"192.0.2.7\",\"side_port\":7069"), &m,
+			err),
+		0);
+	assert_int_equal(m.side_ip, (192u << 24) | (2u << 8) | 7u);
+	assert_int_equal(m.side_port, 7069);
+	/* a side channel that is not one: none, never a refusal (the placer places on it) */
+	for (i = 0; i < sizeof(no_side) / sizeof(no_side[0]); i++) {
+		memset(&m, 0xff, sizeof(m));
+		if (member_rec("n1", no_side[i], &m, err) != 0)
+			fail_msg("%s: refused: %s", no_side[i], err);
+		if (m.side_port != 0 || m.side_ip != 0)
+			fail_msg("%s: side channel %x:%u", no_side[i], m.side_ip, m.side_port);
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		memset(&m, 0, sizeof(m));
+		assert_int_equal(member_rec("n1", bad[i].json, &m, err), -EINVAL);
+		if (strstr(err, bad[i].msg) == NULL)
+			fail_msg("%s: '%s' lacks '%s'", bad[i].json, err, bad[i].msg);
+		assert_string_equal(m.id, ""); /* *out untouched */
+	}
+	/* err may be NULL */
+	assert_int_equal(km_cluster_member_decode("n1", "[", 1, &m, NULL, 0), -EINVAL);
+}
+
+static int
+move_rec(uint64_t id, const char *json, struct km_cluster_move_record *mv, char *err)
+{
+	return km_cluster_move_decode(id, json, strlen(json), mv, err, KM_CLUSTER_ERR_MAX);
+}
+
+/* A move record of shard 9 with the fields given after "id". */
+#define MOVE(fields) "{\"id\":9," fields "}"
+
+static void
+test_move_record(void **state)
+{
+	struct km_cluster_move_record mv = {.id = 9,
+					      .epoch = 4,
+					      .from = "n1",
+					      .to = "n3",
+					      .to_worker = 1},
+				      back;
+	char err[KM_CLUSTER_ERR_MAX], *s = NULL;
+	size_t i;
+	static const struct {
+		const char *json, *msg;
+	} bad[] = {
+		/* id mismatch: the record under another shard's key */
+		{"{\"id\":8,\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":1,\"state\":"
+		 "\"copy\"}",
+			"id: 8 under the key of shard 9"},
+		{"{\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":1,\"state\":\"copy\"}",
+			"id: missing"},
+		{"{\"id\":\"9\",\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":1,"
+		 "\"state\":\"copy\"}",
+			"id: missing or not a shard id"},
+		{"{\"id\":0,\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":1,"
+		 "\"state\":\"copy\"}",
+			"id: missing or not a shard id"},
+		{MOVE("\"epoch\":0,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":1,\"state\":"
+		      "\"copy\""),
+			"epoch: missing"},
+		{MOVE("\"epoch\":4294967296,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":1,"
+		      "\"state\":\"copy\""),
+			"epoch: missing or not an integer in 1..4294967295"},
+		{MOVE("\"epoch\":4,\"from\":\"n 1\",\"to\":\"n3\",\"to_worker\":1,\"state\":"
+		      "\"copy\""),
+			"from: missing"},
+		{MOVE("\"epoch\":4,\"from\":\"n1\",\"to_worker\":1,\"state\":\"copy\""),
+			"to: missing"},
+		{MOVE("\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":128,\"state\":"
+		      "\"copy\""),
+			"to_worker: missing"},
+		/* missing to_worker, and ones that are not a worker index */
+		{MOVE("\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"state\":\"copy\""),
+			"to_worker: missing or not an integer in 0..127"},
+		{MOVE("\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":-1,\"state\":"
+		      "\"copy\""),
+			"to_worker: missing or not an integer in 0..127"},
+		{MOVE("\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":\"1\",\"state\":"
+		      "\"copy\""),
+			"to_worker: missing or not an integer in 0..127"},
+		{MOVE("\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":1.5,\"state\":"
+		      "\"copy\""),
+			"to_worker: missing or not an integer in 0..127"},
+		/* bad states: missing, or not a string */
+		{MOVE("\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":1"),
+			"state: missing"},
+		{MOVE("\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":1,\"state\":2"),
+			"state: missing or not a string"},
+		{MOVE("\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":1,\"state\":null"),
+			"state: missing or not a string"},
+		{MOVE("\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":1,\"state\":"
+		      "[\"copy\"]"),
+			"state: missing or not a string"},
+		{"[7]", "not a JSON object"},
+		{"{\"id\":9,", "invalid JSON at line 1"},
+	};
+
+	(void)state;
+	assert_int_equal(km_cluster_move_encode(&mv, &s), 0);
+	assert_string_equal(s, "{\"id\":9,\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":"
+			       "1,\"state\":\"copy\"}");
+	assert_int_equal(move_rec(9, s, &back, err), 0);
+	assert_true(back.id == 9 && back.epoch == 4 && back.to_worker == 1);
+	assert_string_equal(back.from, "n1");
+	assert_string_equal(back.to, "n3");
+	assert_int_equal(back.state, KM_CLUSTER_MOVE_COPY);
+	assert_string_equal(back.reason, "");
+	assert_true(back.create_rev == 0 && back.mod_rev == 0);
+	free(s);
+	/* as a node writes it back: other members kept by the node, a reason */
+	assert_int_equal(
+		move_rec(9,
+			"{\"id\":9,\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":1,"
+			"\"state\":\"failed\",\"reason\":\"n3 unreachable\",\"keys\":12}",
+			&back, err),
+		0);
+	assert_int_equal(back.state, KM_CLUSTER_MOVE_FAILED);
+	assert_string_equal(back.reason, "n3 unreachable");
+	/* failed with its reason: the reason encoded after the state, and back */
+	assert_int_equal(km_cluster_move_encode(&back, &s), 0);
+	assert_string_equal(s, "{\"id\":9,\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":"
+			       "1,\"state\":\"failed\",\"reason\":\"n3 unreachable\"}");
+	assert_int_equal(move_rec(9, s, &back, err), 0);
+	assert_int_equal(back.state, KM_CLUSTER_MOVE_FAILED);
+	assert_string_equal(back.reason, "n3 unreachable");
+	free(s);
+	assert_int_equal(
+		move_rec(9,
+			"{\"id\":9,\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":1,"
+			"\"state\":\"ready\"}",
+			&back, err),
+		0);
+	assert_int_equal(back.state, KM_CLUSTER_MOVE_READY);
+	/* a state of a later node: in progress, not a refusal */
+	assert_int_equal(
+		move_rec(9,
+			"{\"id\":9,\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":1,"
+			"\"state\":\"staging\"}",
+			&back, err),
+		0);
+	assert_int_equal(back.state, KM_CLUSTER_MOVE_OTHER);
+	mv.state = KM_CLUSTER_MOVE_OTHER;
+	s = NULL;
+	assert_int_equal(km_cluster_move_encode(&mv, &s), -EINVAL);
+	assert_null(s);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		memset(&back, 0, sizeof(back));
+		assert_int_equal(move_rec(9, bad[i].json, &back, err), -EINVAL);
+		if (strstr(err, bad[i].msg) == NULL)
+			fail_msg("%s: '%s' lacks '%s'", bad[i].json, err, bad[i].msg);
+		assert_int_equal(back.id, 0); /* *out untouched */
+	}
+	assert_int_equal(km_cluster_move_decode(9, "[", 1, &back, NULL, 0), -EINVAL);
+}
+
 int
 main(void)
 {
@@ -1518,6 +1760,8 @@ main(void)
 		cmocka_unit_test(test_load_no_oscillation),
 		cmocka_unit_test(test_skipped),
 		cmocka_unit_test(test_args),
+		cmocka_unit_test(test_member_record),
+		cmocka_unit_test(test_move_record),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * keymap-placer's pure side (app/placer/placer.h): the command line (defaults, every
- * refusal names its option), member records, load reports, move records (round trips,
- * refusals), the verdict on a move in flight (every rule in order), the routing rule
+ * refusal names its option), load reports (member and move records are lib/cluster's:
+ * test_cluster.c), the verdict on a move in flight (every rule in order), the routing rule
  * check, the plan of a decision (epochs, local moves folded into one map, moves in flight
  * skipped, the bound) and a map's change in words.
  */
@@ -115,67 +115,6 @@ test_opts(void **state)
 	assert_int_equal(parse(&o, err, sizeof(err), "--help", NULL), 1);
 }
 
-#define MEMBER(id, ip, workers, inc, state)                                                 \
-	"{\"id\":\"" id "\",\"ip\":\"" ip "\",\"mac\":\"02:00:00:00:00:01\",\"port\":7070," \
-	"\"workers\":" workers ",\"incarnation\":" inc ",\"side_port\":7069,\"state\":" state "}"
-
-static int
-member(const char *key_id, const char *json, struct km_cluster_member *m, char *err)
-{
-	return placer_member_decode(key_id, json, strlen(json), m, err, KM_CLUSTER_ERR_MAX);
-}
-
-static void
-test_member(void **state)
-{
-	struct km_cluster_member m;
-	char err[KM_CLUSTER_ERR_MAX];
-	size_t i;
-	static const struct {
-		const char *json, *msg;
-	} bad[] = {
-		{"[1]", "not a JSON object"},
-		{"{\"id\":", "invalid JSON at line 1"},
-		{MEMBER("n 1", "198.51.100.1", "2", "1", "\"active\""), "id: missing or not"},
-		{MEMBER("n2", "198.51.100.1", "2", "1", "\"active\""), "id: 'n2' under the key"},
-		{MEMBER("n1", "198.51.100", "2", "1", "\"active\""), "ip: missing or not"},
-		{MEMBER("n1", "0.0.0.0", "2", "1", "\"active\""), "ip: missing or not"},
-		{MEMBER("n1", "198.51.100.1", "0", "1", "\"active\""), "workers: missing"},
-		{MEMBER("n1", "198.51.100.1", "129", "1", "\"active\""), "workers: missing"},
-		{MEMBER("n1", "198.51.100.1", "\"2\"", "1", "\"active\""), "workers: missing"},
-		{MEMBER("n1", "198.51.100.1", "2", "0", "\"active\""), "incarnation: missing"},
-		{MEMBER("n1", "198.51.100.1", "2", "1", "\"gone\""), "state: 'gone' is neither"},
-		{MEMBER("n1", "198.51.100.1", "2", "1", "3"), "state: not a string"},
-		{"{\"id\":\"n1\",\"ip\":\"198.51.100.1\",\"port\":65535,\"workers\":2,"
-		 "\"incarnation\":1}",
-			"port: 65535 + 2 workers passes 65535"},
-	};
-
-	(void)state;
-	assert_int_equal(
-		member("n1", MEMBER("n1", "198.51.100.11", "2", "3", "\"active\""), &m, err), 0);
-	assert_string_equal(m.id, "n1");
-	assert_int_equal(m.ip, (198u << 24) | (51u << 16) | (100u << 8) | 11u);
-	assert_true(m.port == 7070 && m.workers == 2 && m.incarnation == 3);
-	assert_int_equal(m.state, KM_CMAP_ACTIVE);
-	assert_int_equal(
-		member("n1", MEMBER("n1", "198.51.100.11", "1", "9", "\"draining\""), &m, err), 0);
-	assert_int_equal(m.state, KM_CMAP_DRAINING);
-	/* no state: active; members it does not know are ignored */
-	assert_int_equal(member("n1",
-				 "{\"id\":\"n1\",\"ip\":\"198.51.100.1\",\"port\":1,\"workers\":1,"
-				 "\"incarnation\":1,\"later\":[1]}",
-				 &m, err),
-		0);
-	assert_int_equal(m.state, KM_CMAP_ACTIVE);
-	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		err[0] = '\0';
-		assert_int_equal(member("n1", bad[i].json, &m, err), -EINVAL);
-		if (strstr(err, bad[i].msg) == NULL)
-			fail_msg("%s: '%s' lacks '%s'", bad[i].json, err, bad[i].msg);
-	}
-}
-
 static void
 test_members_merge(void **state)
 {
@@ -277,90 +216,9 @@ test_load(void **state)
 	km_cmap_free(m);
 }
 
-static int
-move(uint64_t id, const char *json, struct placer_move *mv, char *err)
-{
-	return placer_move_decode(id, json, strlen(json), mv, err, KM_CLUSTER_ERR_MAX);
-}
-
-static void
-test_move_record(void **state)
-{
-	struct placer_move mv = {.id = 9, .epoch = 4, .from = "n1", .to = "n3", .to_worker = 1},
-			   back;
-	char err[KM_CLUSTER_ERR_MAX], *s = NULL;
-	size_t i;
-	static const struct {
-		const char *json, *msg;
-	} bad[] = {
-		{"{\"id\":8,\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":1,\"state\":"
-		 "\"copy\"}",
-			"id: 8 under the key of shard 9"},
-		{"{\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":1,\"state\":\"copy\"}",
-			"id: missing"},
-		{"{\"id\":9,\"epoch\":0,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":1,\"state\":"
-		 "\"copy\"}",
-			"epoch: missing"},
-		{"{\"id\":9,\"epoch\":4,\"from\":\"n 1\",\"to\":\"n3\",\"to_worker\":1,\"state\":"
-		 "\"copy\"}",
-			"from: missing"},
-		{"{\"id\":9,\"epoch\":4,\"from\":\"n1\",\"to_worker\":1,\"state\":\"copy\"}",
-			"to: missing"},
-		{"{\"id\":9,\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":128,\"state\":"
-		 "\"copy\"}",
-			"to_worker: missing"},
-		{"{\"id\":9,\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":1}",
-			"state: missing"},
-		{"[7]", "not a JSON object"},
-	};
-
-	(void)state;
-	assert_int_equal(placer_move_encode(&mv, &s), 0);
-	assert_string_equal(s, "{\"id\":9,\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":"
-			       "1,\"state\":\"copy\"}");
-	assert_int_equal(move(9, s, &back, err), 0);
-	assert_true(back.id == 9 && back.epoch == 4 && back.to_worker == 1);
-	assert_string_equal(back.from, "n1");
-	assert_string_equal(back.to, "n3");
-	assert_int_equal(back.state, PLACER_MOVE_COPY);
-	assert_string_equal(back.reason, "");
-	free(s);
-	/* as a node writes it back: other members kept by the node, a reason */
-	assert_int_equal(
-		move(9,
-			"{\"id\":9,\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":1,"
-			"\"state\":\"failed\",\"reason\":\"n3 unreachable\",\"keys\":12}",
-			&back, err),
-		0);
-	assert_int_equal(back.state, PLACER_MOVE_FAILED);
-	assert_string_equal(back.reason, "n3 unreachable");
-	assert_int_equal(
-		move(9,
-			"{\"id\":9,\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":1,"
-			"\"state\":\"ready\"}",
-			&back, err),
-		0);
-	assert_int_equal(back.state, PLACER_MOVE_READY);
-	assert_int_equal(
-		move(9,
-			"{\"id\":9,\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":1,"
-			"\"state\":\"staging\"}",
-			&back, err),
-		0);
-	assert_int_equal(back.state, PLACER_MOVE_OTHER);
-	mv.state = PLACER_MOVE_OTHER;
-	assert_int_equal(placer_move_encode(&mv, &s), -EINVAL);
-	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		err[0] = '\0';
-		assert_int_equal(move(9, bad[i].json, &back, err), -EINVAL);
-		if (strstr(err, bad[i].msg) == NULL)
-			fail_msg("%s: '%s' lacks '%s'", bad[i].json, err, bad[i].msg);
-	}
-}
-
 /* Judge mv on m with the given liveness and age; check the verdict and the reason. */
 static void
-judge(const struct km_cmap *m, const struct placer_move *mv, int from_live, int to_live,
+judge(const struct km_cmap *m, const struct km_cluster_move_record *mv, int from_live, int to_live,
 	uint64_t age, enum placer_verdict want, const char *why_part)
 {
 	struct km_cluster_move cm;
@@ -378,8 +236,9 @@ static void
 test_judge(void **state)
 {
 	struct km_cmap *m = first_map(3); /* 8 -> n1 w0, 9 -> n2 w0, 10 -> n3 w0, 11 -> n1 w1 */
-	struct placer_move mv = {.id = 8, .epoch = 1, .from = "n1", .to = "n3", .to_worker = 1};
-	struct placer_move t;
+	struct km_cluster_move_record mv = {
+		.id = 8, .epoch = 1, .from = "n1", .to = "n3", .to_worker = 1};
+	struct km_cluster_move_record t;
 	struct km_cluster_move cm;
 	char why[KM_CLUSTER_ERR_MAX];
 
@@ -404,7 +263,7 @@ test_judge(void **state)
 	t.to_worker = 2;
 	judge(m, &t, 1, 1, 0, PLACER_DROP, "node n3 has no worker 2");
 	t = mv;
-	t.state = PLACER_MOVE_FAILED;
+	t.state = KM_CLUSTER_MOVE_FAILED;
 	snprintf(t.reason, sizeof(t.reason), "refused");
 	judge(m, &t, 1, 1, 0, PLACER_DROP, "the copy failed: refused");
 	t.reason[0] = '\0';
@@ -413,7 +272,7 @@ test_judge(void **state)
 	judge(m, &mv, 1, 0, 0, PLACER_DROP, "node n3 has no live member");
 	/* ready: completed while the target lives, whatever the source and the age */
 	t = mv;
-	t.state = PLACER_MOVE_READY;
+	t.state = KM_CLUSTER_MOVE_READY;
 	assert_int_equal(
 		placer_move_judge(m, &t, 0, 1, 600, 60, &cm, why, sizeof(why)), PLACER_COMPLETE);
 	assert_true(cm.id == 8 && cm.from_node == 0 && cm.from_worker == 0 && cm.to_node == 2 &&
@@ -423,7 +282,7 @@ test_judge(void **state)
 	m->nodes[2].state = KM_CMAP_DRAINING;
 	judge(m, &mv, 1, 1, 0, PLACER_DROP, "node n3 is draining");
 	judge(m, &t, 1, 1, 0, PLACER_COMPLETE, NULL);
-	t.state = PLACER_MOVE_OTHER;
+	t.state = KM_CLUSTER_MOVE_OTHER;
 	m->nodes[2].state = KM_CMAP_ACTIVE;
 	judge(m, &t, 1, 1, 0, PLACER_KEEP, NULL);
 	km_cmap_free(m);
@@ -573,10 +432,8 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_opts),
-		cmocka_unit_test(test_member),
 		cmocka_unit_test(test_members_merge),
 		cmocka_unit_test(test_load),
-		cmocka_unit_test(test_move_record),
 		cmocka_unit_test(test_judge),
 		cmocka_unit_test(test_map_accept),
 		cmocka_unit_test(test_plan),

@@ -286,6 +286,33 @@ km_cluster_incoming_return(uint64_t id, struct km_store *s, struct km_proc_dedup
 	incoming_put(id, s, dd, 0);
 }
 
+int
+km_cluster_incoming_drop(uint64_t id)
+{
+	struct km_proc_dedup *dd = NULL;
+	struct km_store *s = NULL;
+	unsigned int i;
+
+	pthread_mutex_lock(&mv.mu);
+	for (i = 0; i < MV_INCOMING; i++)
+		if (mv.in[i].s != NULL && mv.in[i].id == id) {
+			s = mv.in[i].s;
+			dd = mv.in[i].dd;
+			mv.in[i].s = NULL;
+			mv.in[i].dd = NULL;
+			break;
+		}
+	pthread_mutex_unlock(&mv.mu);
+	if (s == NULL)
+		return 0;
+	/* Never served here: its files go too. */
+	km_store_discard(s);
+	km_proc_dedup_free(dd);
+	KM_LOG(NOTICE, "cluster: shard %" PRIu64 " received earlier dropped: its move was given up",
+		id);
+	return 1;
+}
+
 struct km_store *
 km_cluster_incoming_take(uint64_t id, struct km_proc_dedup **dd)
 {

@@ -52,6 +52,9 @@ void km_cluster_side_stop(void);
 /* The store received for shard id, if any (the caller's then, with *dd: its at-most-once
  * entries, NULL: none). Control lcore. */
 struct km_store *km_cluster_incoming_take(uint64_t id, struct km_proc_dedup **dd);
+/* Drop the store received for shard id (its move was given up: the map does not give it
+ * here), files and all. @return 1 dropped, 0 none. Any thread. */
+int km_cluster_incoming_drop(uint64_t id);
 /* Give back a received store the control lcore could not attach. Control lcore. */
 void km_cluster_incoming_return(uint64_t id, struct km_store *s, struct km_proc_dedup *dd);
 

@@ -362,6 +362,12 @@ km_cluster_move_key(char *buf, size_t cap, uint64_t id)
 	snprintf(buf, cap, "%smoves/%" PRIu64, cl.prefix, id);
 }
 
+uint64_t
+km_cluster_incarnation(void)
+{
+	return cl.incarnation;
+}
+
 const char *
 km_cluster_etcd_endpoints(void)
 {
@@ -1012,8 +1018,15 @@ apply(const struct km_cmap *m, int quiet)
 			continue;
 		mine++;
 		k = info_find(in, n, id);
-		if ((k >= 0 && in[k].worker == w) || (k < 0 && km_cluster_move_parked(id)))
-			continue; /* where it should be, or on its way to another node */
+		if (k >= 0 && in[k].worker == w)
+			continue; /* where it should be */
+		if (k < 0 && km_cluster_move_parked(id)) {
+			/* On its way to another node, or back here: a copy received since
+			 * is newer than the one parked (its move was completed before). */
+			if (!km_cluster_incoming_has(id))
+				continue;
+			km_cluster_move_superseded(id);
+		}
 		if (k < 0 && (st_in = km_cluster_incoming_take(id, &dd_in)) != NULL) {
 			/* Sent here by its previous node (a cross-node move), with its
 			 * at-most-once entries. */
@@ -1027,18 +1040,21 @@ apply(const struct km_cmap *m, int quiet)
 					" received from another node, serving on worker %u",
 					m->epoch, id, w);
 		} else if (k < 0 && cl.cur != NULL &&
-			   (was = km_cmap_shard_find(cl.cur, id)) != NULL &&
-			   strcmp(cl.cur->nodes[was->node].id, cl.conf->cluster_node) != 0) {
-			/* Another node's until now: it comes with its data or not at all. */
-			rc = -EAGAIN;
+			   (was = km_cmap_shard_find(cl.cur, id)) != NULL) {
+			/* It existed (here or elsewhere) and is not here: it comes with its
+			 * data or not at all. The rest of the map applies; the shard answers
+			 * BUSY until its data arrives (a move's stream). */
+			km_cluster_missing_add(id, w);
 			if (!quiet)
-				KM_LOG(ERR,
-					"cluster map epoch %u gives shard %" PRIu64
-					" here from node %s, "
-					"but its data has not arrived: not applied (its keys "
-					"answer as "
-					"in epoch %u)",
-					m->epoch, id, cl.cur->nodes[was->node].id, cl.epoch);
+				rte_log(strcmp(cl.cur->nodes[was->node].id,
+						cl.conf->cluster_node) == 0
+						? RTE_LOG_CRIT
+						: RTE_LOG_ERR,
+					km_logtype,
+					"keymapd: cluster map epoch %u gives shard %" PRIu64
+					" to worker %u, held by node %s in epoch %u, but its data "
+					"is not here: it answers BUSY until it arrives\n",
+					m->epoch, id, w, cl.cur->nodes[was->node].id, cl.epoch);
 		} else if (k < 0) {
 			rc = shard_create(w, id);
 			if (rc == 0) {

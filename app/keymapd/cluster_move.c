@@ -60,6 +60,7 @@
 #include <km_etcd.h>
 #include <km_proc.h>
 #include <km_proto.h>
+#include <km_util.h>
 
 #include "cluster_priv.h"
 #include "control.h"
@@ -75,10 +76,11 @@
 #define MV_DEDUP_MAX (1u << 22) /* at-most-once entries a stream may carry */
 /* stream(): the live copy could not go on, the shard is to be sent whole (not an errno a
  * peer's reply can carry: those are positive numbers below 4096, negated). */
-#define MV_WHOLE    (-4096)
-#define MV_INCOMING 64 /* incoming stores kept at once */
-#define MV_PARKED   64 /* outgoing moves at once */
-#define MV_BUF      65536
+#define MV_WHOLE          (-4096)
+#define MV_INCOMING       64 /* incoming stores kept at once */
+#define MV_INCOMING_SPARE 8  /* of them, kept for the stores given back */
+#define MV_PARKED         64 /* outgoing moves at once */
+#define MV_BUF            65536
 
 /* ---- buffered socket I/O -------------------------------------------------------------- */
 
@@ -90,12 +92,21 @@ struct mv_io {
 	int err; /* first error, -errno */
 };
 
+static int mv_stopping(void);
+
+/* Wait for fd to be ready for ev: MV_IO_MS at most, less when keymapd stops. */
 static int
 io_wait(int fd, short ev)
 {
 	struct pollfd p = {.fd = fd, .events = ev};
-	int rc = poll(&p, 1, MV_IO_MS);
+	unsigned int waited;
+	int rc = 0;
 
+	for (waited = 0; waited < MV_IO_MS && !mv_stopping(); waited += 200) {
+		rc = poll(&p, 1, 200);
+		if (rc != 0)
+			break;
+	}
 	return rc > 0 ? 0 : rc == 0 ? -ETIMEDOUT : -errno;
 }
 
@@ -225,20 +236,35 @@ static struct {
 		atomic_int state; /* MV_SENDING, MV_SENT (B has it, state ready), MV_FAILED */
 		uint64_t keys;    /* entries sent (records: whole; the shard's: live) */
 		uint64_t records;
-		uint8_t whole;  /* sent whole (no live export, or it failed) */
-		uint64_t t0;    /* tsc at the start */
-		uint64_t t_cut; /* tsc at the detach */
-		int gone;       /* control lcore: the placer deleted the move */
+		uint8_t whole;   /* sent whole (no live export, or it failed) */
+		uint64_t to_inc; /* the target's run that stored it (its reply) */
+		uint64_t t0;     /* tsc at the start */
+		uint64_t t_cut;  /* tsc at the detach */
+		int gone;        /* control lcore: the placer deleted the move */
+		int superseded;  /* control lcore: a newer copy came back here, this one goes */
 	} out[MV_PARKED];
 	uint64_t moved_out, moved_in, failed;
 	uint64_t last_pause_us; /* the last move out: detach to the map that ended it */
+	/* Shards the map gives here whose data has not arrived (control lcore). */
+	struct {
+		uint64_t id;
+		uint16_t worker;
+	} missing[MV_INCOMING];
+	unsigned int nb_missing;
 	/* Moves waiting for their worker's live export (one at a time per worker). */
 	struct km_cluster_move_req wait[MV_PARKED];
 	uint16_t wait_worker[MV_PARKED];
 	unsigned int nb_wait;
 } mv = {.mu = PTHREAD_MUTEX_INITIALIZER, .lfd = -1};
 
-enum { MV_FREE = 0, MV_SENDING, MV_SENT, MV_FAILED };
+/* MV_REATTACH: its move failed and the worker did not take it back yet (tried every tick). */
+enum { MV_FREE = 0, MV_SENDING, MV_SENT, MV_FAILED, MV_REATTACH };
+
+static int
+mv_stopping(void)
+{
+	return atomic_load(&mv.stop);
+}
 
 static void
 incoming_put(uint64_t id, struct km_store *s, struct km_proc_dedup *dd, uint64_t keys)
@@ -259,13 +285,14 @@ incoming_put(uint64_t id, struct km_store *s, struct km_proc_dedup *dd, uint64_t
 			slot = i;
 	}
 	if (slot == MV_INCOMING) {
-		/* Full: the oldest goes. */
-		slot = 0;
-		for (i = 1; i < MV_INCOMING; i++)
-			if (mv.in[i].at < mv.in[slot].at)
-				slot = i;
-		old = mv.in[slot].s;
-		old_dd = mv.in[slot].dd;
+		/* Cannot be: the receiver refuses streams while few slots are free (the
+		 * control lcore gives back the ones it took). Kept elsewhere, it would be lost. */
+		pthread_mutex_unlock(&mv.mu);
+		KM_LOG(CRIT, "cluster: shard %" PRIu64 " received but no room to keep it: dropped",
+			id);
+		km_store_destroy(s);
+		km_proc_dedup_free(dd);
+		return;
 	}
 	mv.in[slot].id = id;
 	mv.in[slot].s = s;
@@ -284,6 +311,32 @@ void
 km_cluster_incoming_return(uint64_t id, struct km_store *s, struct km_proc_dedup *dd)
 {
 	incoming_put(id, s, dd, 0);
+}
+
+/* Slots free for streams (a few are kept for the copies the control lcore gives back). */
+static unsigned int
+incoming_room(void)
+{
+	unsigned int i, used = 0;
+
+	pthread_mutex_lock(&mv.mu);
+	for (i = 0; i < MV_INCOMING; i++)
+		used += mv.in[i].s != NULL;
+	pthread_mutex_unlock(&mv.mu);
+	return used + MV_INCOMING_SPARE >= MV_INCOMING ? 0 : MV_INCOMING - MV_INCOMING_SPARE - used;
+}
+
+int
+km_cluster_incoming_has(uint64_t id)
+{
+	unsigned int i;
+	int has = 0;
+
+	pthread_mutex_lock(&mv.mu);
+	for (i = 0; i < MV_INCOMING; i++)
+		has |= mv.in[i].s != NULL && mv.in[i].id == id;
+	pthread_mutex_unlock(&mv.mu);
+	return has;
 }
 
 int
@@ -346,6 +399,27 @@ reply(int fd, int status, const char *msg)
 	(void)!send(fd, b, 6 + n, MSG_NOSIGNAL);
 }
 
+static struct mv_out *out_find(uint64_t id);
+
+/* On the control lcore: whether shard *arg is this node's: in its map, or parked on its
+ * way out and not yet confirmed at the target (a copy confirmed there may come back
+ * before this node applied the map that gave it away: that one is newer). */
+static int
+serves_here(void *arg)
+{
+	uint64_t id = *(const uint64_t *)arg;
+	const struct km_shard *s = km_shardmap_find(km_map_current, id);
+	const struct mv_out *o = out_find(id);
+	unsigned int i;
+
+	/* The map's, but its data never came: welcome. */
+	for (i = 0; i < mv.nb_missing; i++)
+		if (mv.missing[i].id == id)
+			return 0;
+	return (s != NULL && km_shard_owner(s) != KM_OWNER_REMOTE) ||
+	       (o != NULL && atomic_load(&o->state) != MV_SENT);
+}
+
 /* One incoming stream. */
 static void
 receive(int fd)
@@ -383,6 +457,18 @@ receive(int fd)
 		snprintf(msg, sizeof(msg), "shard %" PRIu64 " for worker %u: this node has %u", id,
 			to, km_dp.nb_workers);
 		reply(fd, EINVAL, msg);
+		goto out;
+	}
+	if (incoming_room() == 0) {
+		reply(fd, EAGAIN, "too many shards received wait for their maps here");
+		goto out;
+	}
+	/* A shard this node serves is never written over (its files are the live ones). */
+	rc = km_ctl_call(serves_here, &id, 2000);
+	if (rc != 0) {
+		snprintf(msg, sizeof(msg), "shard %" PRIu64 " %s", id,
+			rc > 0 ? "is served here" : "cannot be checked now");
+		reply(fd, rc > 0 ? EEXIST : EAGAIN, msg);
 		goto out;
 	}
 	rc = km_proc_store_stage(km_dp.workers[to].proc, id, 0, KM_TIER_HOT, &s);
@@ -474,7 +560,9 @@ receive(int fd)
 		"cluster: shard %" PRIu64 " received, %" PRIu64 " entries (%" PRIu64
 		" records, %u at-most-once entries): waiting for its map",
 		id, (uint64_t)st.keys, count, nd);
-	reply(fd, 0, "stored");
+	/* The run that stores it: the placer completes the move only while it lives. */
+	snprintf(msg, sizeof(msg), "%" PRIu64, km_cluster_incarnation());
+	reply(fd, 0, msg);
 out:
 	if (s != NULL)
 		km_store_discard(s);
@@ -767,6 +855,11 @@ stream(struct mv_out *o, uint16_t side_port, int live, char *why, size_t whylen)
 		if (rc != 0)
 			snprintf(why, whylen, "node %s refused shard %" PRIu64 ": %s", o->to, o->id,
 				msg);
+		else if (km_util_parse_u64(msg, 1, UINT64_MAX, &o->to_inc) < 0) {
+			snprintf(why, whylen, "node %s stored shard %" PRIu64 " but named no run",
+				o->to, o->id);
+			rc = -EPROTO;
+		}
 	} else {
 		/* A peer that refused the stream answered before it closed: its reason. */
 		struct pollfd pf = {.fd = fd, .events = POLLIN};
@@ -821,6 +914,8 @@ move_state(struct km_etcd *e, const struct mv_out *o, const char *state, const c
 	if (reason != NULL)
 		json_object_set_new(j, "reason", json_string(reason));
 	json_object_set_new(j, "keys", json_integer((json_int_t)o->keys));
+	if (strcmp(state, "ready") == 0)
+		json_object_set_new(j, "to_incarnation", json_integer((json_int_t)o->to_inc));
 	val = json_dumps(j, JSON_COMPACT);
 	json_decref(j);
 	if (val == NULL)
@@ -846,17 +941,20 @@ move_state(struct km_etcd *e, const struct mv_out *o, const char *state, const c
 /*
  * Whether the move of o is confirmed ready, after an attempt that failed or found the key
  * changed: the key read again, and if it is gone, the map (a completed move deletes its
- * key with the map that gives the shard away). Retried while etcd does not answer, so that
- * the outcome is definite. @return 1 ready or completed, 0 not (the shard comes back).
+ * key with the map that gives the shard away). Read again for as long as etcd does not
+ * answer: the shard stays detached (BUSY) meanwhile, since serving it again while the
+ * placer may still complete the move with this copy would lose the writes taken since.
+ * @return 1 ready or completed; 0 not (the shard comes back); -1 keymapd stops first.
  */
 static int
 move_outcome(struct km_etcd *e, const struct mv_out *o)
 {
 	char key[KM_CLUSTER_MOVE_KEY_MAX];
-	int i, rc;
+	unsigned int i;
+	int rc;
 
 	km_cluster_move_key(key, sizeof(key), o->id);
-	for (i = 0; i < 60; i++) {
+	for (i = 0; !mv_stopping(); i++) {
 		struct km_etcd_kvs *r = NULL;
 		struct km_cmap *m = NULL;
 		const struct km_cmap_shard *sh;
@@ -883,9 +981,15 @@ move_outcome(struct km_etcd *e, const struct mv_out *o)
 				return ready;
 			}
 		}
+		if (i % 20 == 0)
+			KM_LOG(WARNING,
+				"cluster: move of shard %" PRIu64
+				": whether it is ready is not known "
+				"(%s): it stays unavailable here until etcd answers",
+				o->id, km_etcd_errmsg(e));
 		usleep(500 * 1000);
 	}
-	return 0;
+	return -1;
 }
 
 static void *
@@ -922,7 +1026,7 @@ sender(void *arg)
 	if (rc == 0) {
 		rc = move_state(e, o, "ready", NULL);
 		/* Not set, or not known: what etcd has decides (the write may have landed). */
-		if (rc != 1 && move_outcome(e, o))
+		if (rc != 1 && move_outcome(e, o) == 1)
 			rc = 1;
 		if (rc != 1)
 			snprintf(why, sizeof(why), "could not mark the move ready: %s",
@@ -1005,13 +1109,74 @@ out_restore(struct mv_out *o, const char *why)
 	} else if (km_mailbox_attach(o->worker, o->id, o->s, &o->dd, 1) == 0) {
 		KM_LOG(NOTICE, "cluster: shard %" PRIu64 " serves here again (%s)", o->id, why);
 	} else {
-		KM_LOG(CRIT,
-			"cluster: shard %" PRIu64 " cannot be attached again: it answers BUSY "
-			"until a restart",
-			o->id);
+		/* Kept, and tried again every tick: it answers BUSY meanwhile. */
+		KM_LOG(ERR,
+			"cluster: shard %" PRIu64 " (%s) not taken back by worker %u yet: "
+			"tried again",
+			o->id, why, o->worker);
+		mv.failed++;
+		atomic_store(&o->state, MV_REATTACH);
+		return;
 	}
 	mv.failed++;
 	out_free(o);
+}
+
+void
+km_cluster_move_superseded(uint64_t id)
+{
+	struct mv_out *o = out_find(id);
+
+	if (o != NULL)
+		o->superseded = 1; /* dropped by the next tick, once its sender is done */
+}
+
+void
+km_cluster_missing_add(uint64_t id, uint16_t w)
+{
+	unsigned int i;
+
+	for (i = 0; i < mv.nb_missing && mv.missing[i].id != id; i++)
+		;
+	if (i == RTE_DIM(mv.missing))
+		return; /* the next map lists it again */
+	mv.missing[i].id = id;
+	mv.missing[i].worker = w;
+	if (i == mv.nb_missing)
+		mv.nb_missing++;
+}
+
+/* Missing shards whose data arrived are attached; those the map moved elsewhere
+ * forgotten. */
+static void
+missing_tick(const struct km_shardmap *map)
+{
+	unsigned int i = 0;
+
+	while (i < mv.nb_missing) {
+		uint64_t id = mv.missing[i].id;
+		uint16_t w = mv.missing[i].worker;
+		const struct km_shard *s = km_shardmap_find(map, id);
+		struct km_proc_dedup *dd = NULL;
+		struct km_store *st = NULL;
+		int done = s == NULL || km_shard_owner(s) != w;
+
+		if (!done && (st = km_cluster_incoming_take(id, &dd)) != NULL) {
+			if (km_mailbox_attach(w, id, st, &dd, 0) == 0) {
+				KM_LOG(NOTICE,
+					"cluster: shard %" PRIu64
+					" arrived from another node: serving on worker %u",
+					id, w);
+				done = 1;
+			} else {
+				km_cluster_incoming_return(id, st, dd);
+			}
+		}
+		if (done)
+			mv.missing[i] = mv.missing[--mv.nb_missing];
+		else
+			i++;
+	}
 }
 
 /* Whether a move out of worker w is in its live phase (its export in use). */
@@ -1165,6 +1330,7 @@ km_cluster_move_tick(const struct km_shardmap *map, const uint64_t *gone, unsign
 	mv.nb_wait = nk;
 	for (i = 0; i < nw; i++)
 		km_cluster_move_start(&waiting[i]);
+	missing_tick(map);
 
 	for (i = 0; i < MV_PARKED; i++) {
 		struct mv_out *o = &mv.out[i];
@@ -1176,6 +1342,24 @@ km_cluster_move_tick(const struct km_shardmap *map, const uint64_t *gone, unsign
 				o->gone = 1;
 		if (st == MV_FREE)
 			continue;
+		if (o->superseded && st != MV_SENDING) {
+			pthread_join(o->thr, NULL);
+			KM_LOG(NOTICE,
+				"cluster: shard %" PRIu64 " came back from another node: the copy "
+				"parked here since its move goes",
+				o->id);
+			km_store_destroy(o->s); /* its files are the newer copy's now */
+			out_free(o);
+			continue;
+		}
+		if (st == MV_REATTACH) {
+			if (km_mailbox_attach(o->worker, o->id, o->s, &o->dd, 1) == 0) {
+				KM_LOG(NOTICE, "cluster: shard %" PRIu64 " serves here again",
+					o->id);
+				out_free(o);
+			}
+			continue;
+		}
 		if (st == MV_SENDING) {
 			/* Given up while still live: the sender stops (the move then ends
 			 * as failed, and the shard never left). */

@@ -36,6 +36,9 @@ int km_cluster_map_read(struct km_etcd *e, struct km_cmap **m);
 /* P/moves/<id> into buf. */
 void km_cluster_move_key(char *buf, size_t cap, uint64_t id);
 
+/* This run's incarnation (its member record's). Any thread, once joined. */
+uint64_t km_cluster_incarnation(void);
+
 /* [cluster] etcd. */
 const char *km_cluster_etcd_endpoints(void);
 
@@ -55,6 +58,14 @@ struct km_store *km_cluster_incoming_take(uint64_t id, struct km_proc_dedup **dd
 /* Drop the store received for shard id (its move was given up: the map does not give it
  * here), files and all. @return 1 dropped, 0 none. Any thread. */
 int km_cluster_incoming_drop(uint64_t id);
+/* Whether a store was received for shard id. Any thread. */
+int km_cluster_incoming_has(uint64_t id);
+/* Shard id, parked here on its way out, came back with a newer copy: the parked one goes.
+ * Control lcore. */
+void km_cluster_move_superseded(uint64_t id);
+/* The map gives shard id to worker w but its data is not here: attached when it arrives.
+ * Control lcore. */
+void km_cluster_missing_add(uint64_t id, uint16_t w);
 /* Give back a received store the control lcore could not attach. Control lcore. */
 void km_cluster_incoming_return(uint64_t id, struct km_store *s, struct km_proc_dedup *dd);
 

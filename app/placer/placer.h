@@ -119,17 +119,19 @@ enum placer_verdict {
  * The verdict on a move in flight, in this order: dropped when it no longer matches m
  * (no map, no such shard or node, the shard not on the source, source and target equal,
  * a target worker out of range); dropped when failed; completed when ready and the target
- * has a live member (the copy is done: a source that died since changes nothing); dropped
- * when the source or the target has no live member, when the target is draining, and when
- * it is older than timeout_s; else kept.
- * @param from_live, to_live: whether the source and target have a live member.
+ * has a live member of the run that stored the copy (the copy is done: a source that died
+ * since changes nothing); dropped when ready but the target restarted since (its new run
+ * may not have the copy); dropped when the source or the target has no live member, when
+ * the target is draining, and when it is older than timeout_s; else kept.
+ * @param from_live: whether the source has a live member.
+ * @param to_inc: the incarnation of the target's live member, 0: none.
  * @param age_s: seconds since the placer first saw the move.
  * @param cm: on COMPLETE, the move in m's node indices (for km_cmap_move_apply()).
  * @param why, whylen: on DROP, the reason in words.
  * @note Context: any thread.
  */
 enum placer_verdict placer_move_judge(const struct km_cmap *m,
-	const struct km_cluster_move_record *mv, int from_live, int to_live, uint64_t age_s,
+	const struct km_cluster_move_record *mv, int from_live, uint64_t to_inc, uint64_t age_s,
 	uint32_t timeout_s, struct km_cluster_move *cm, char *why, size_t whylen);
 
 /**

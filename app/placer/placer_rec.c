@@ -165,7 +165,7 @@ out:
 
 enum placer_verdict
 placer_move_judge(const struct km_cmap *m, const struct km_cluster_move_record *mv, int from_live,
-	int to_live, uint64_t age_s, uint32_t timeout_s, struct km_cluster_move *cm, char *why,
+	uint64_t to_inc, uint64_t age_s, uint32_t timeout_s, struct km_cluster_move *cm, char *why,
 	size_t whylen)
 {
 	const struct km_cmap_shard *s;
@@ -206,7 +206,15 @@ placer_move_judge(const struct km_cmap *m, const struct km_cluster_move_record *
 			mv->reason[0] != '\0' ? mv->reason : "no reason given");
 		return PLACER_DROP;
 	}
-	if (mv->state == KM_CLUSTER_MOVE_READY && to_live) {
+	if (mv->state == KM_CLUSTER_MOVE_READY && to_inc != 0 && mv->to_incarnation != to_inc) {
+		/* Stored by another run of the target: the live one may not have it. */
+		fail(why, whylen,
+			"node %s restarted since it stored the copy (run %" PRIu64 ", now %" PRIu64
+			")",
+			mv->to, mv->to_incarnation, to_inc);
+		return PLACER_DROP;
+	}
+	if (mv->state == KM_CLUSTER_MOVE_READY && to_inc != 0) {
 		*cm = (struct km_cluster_move){.id = mv->id,
 			.from_node = (uint16_t)from,
 			.from_worker = s->worker,
@@ -214,7 +222,7 @@ placer_move_judge(const struct km_cmap *m, const struct km_cluster_move_record *
 			.to_worker = mv->to_worker};
 		return PLACER_COMPLETE;
 	}
-	if (!from_live || !to_live) {
+	if (!from_live || to_inc == 0) {
 		fail(why, whylen, "node %s has no live member", !from_live ? mv->from : mv->to);
 		return PLACER_DROP;
 	}

@@ -506,6 +506,18 @@ member_live(const struct snap *s, const char *id)
 	return 0;
 }
 
+/* The incarnation of live member id, 0: none. */
+static uint64_t
+member_inc(const struct snap *s, const char *id)
+{
+	uint32_t i;
+
+	for (i = 0; i < s->nb_mem; i++)
+		if (strcmp(s->mem[i].id, id) == 0)
+			return s->mem[i].incarnation;
+	return 0;
+}
+
 /*
  * Complete the ready moves: the map with each applied, one new epoch, the move keys
  * deleted, in one transaction. @return as publish().
@@ -819,7 +831,7 @@ pass(struct placer_ctx *c)
 		char why[KM_CLUSTER_ERR_MAX];
 
 		switch (placer_move_judge(s.map, mv, member_live(&s, mv->from),
-			member_live(&s, mv->to), seen_age_s(c, mv, now), c->o->move_timeout_s,
+			member_inc(&s, mv->to), seen_age_s(c, mv, now), c->o->move_timeout_s,
 			&cm[nb_ready], why, sizeof(why))) {
 		case PLACER_KEEP:
 			flight[nb_flight++] = mv->id;

@@ -429,13 +429,16 @@ struct km_cluster_move_record {
 	uint16_t to_worker;               /* 0..KM_WORKERS_MAX - 1 */
 	uint8_t state;                    /* enum km_cluster_move_state */
 	char reason[KM_CLUSTER_ERR_MAX];  /* "failed": why, "" when absent */
+	uint64_t to_incarnation;          /* "ready": the target's run that stored the copy
+					   * (0: absent) */
 	int64_t create_rev;               /* etcd: the key's creation revision (the caller's) */
 	int64_t mod_rev;                  /* etcd: its last change (the caller's) */
 };
 
 /**
  * Decode a move record P/moves/<key_id>: {"id", "epoch", "from", "to", "to_worker",
- * "state"[, "reason"]} (others ignored, such as the "keys" a node adds). id must equal
+ * "state"[, "reason"][, "to_incarnation"]} (others ignored, such as the "keys" a node
+ * adds). id must equal
  * key_id. create_rev and mod_rev are left 0.
  * @return 0 and *out, or -EINVAL (reason in err).
  * @note Context: any thread.

@@ -174,6 +174,12 @@ move_fields(const json_t *o, uint64_t key_id, struct km_cluster_move_record *mv,
 			mv->state = (uint8_t)v;
 	if (reason != NULL)
 		snprintf(mv->reason, sizeof(mv->reason), "%s", reason);
+	if (json_object_get(o, "to_incarnation") != NULL) {
+		if (get_int(o, "to_incarnation", 1, INT64_MAX, &v) != 0)
+			return km_cluster_fail(err, errlen, -EINVAL,
+				"to_incarnation: not an integer in 1..%" PRId64, INT64_MAX);
+		mv->to_incarnation = (uint64_t)v;
+	}
 	return 0;
 }
 
@@ -216,6 +222,11 @@ km_cluster_move_encode(const struct km_cluster_move_record *mv, char **out)
 			json_decref(o);
 			return r == NULL ? -EINVAL : -ENOMEM;
 		}
+	}
+	if (mv->to_incarnation != 0 && json_object_set_new(o, "to_incarnation",
+					       json_integer((json_int_t)mv->to_incarnation)) != 0) {
+		json_decref(o);
+		return -ENOMEM;
 	}
 	s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(o);

@@ -1714,6 +1714,22 @@ test_move_record(void **state)
 			&back, err),
 		0);
 	assert_int_equal(back.state, KM_CLUSTER_MOVE_READY);
+	assert_int_equal(back.to_incarnation, 0);
+	/* ready with the target's run that stored the copy, and back */
+	back.to_incarnation = 7;
+	assert_int_equal(km_cluster_move_encode(&back, &s), 0);
+	assert_non_null(strstr(s, "\"to_incarnation\":7"));
+	memset(&back, 0, sizeof(back));
+	assert_int_equal(move_rec(9, s, &back, err), 0);
+	assert_int_equal(back.to_incarnation, 7);
+	free(s);
+	assert_int_equal(
+		move_rec(9,
+			"{\"id\":9,\"epoch\":4,\"from\":\"n1\",\"to\":\"n3\",\"to_worker\":1,"
+			"\"state\":\"ready\",\"to_incarnation\":0}",
+			&back, err),
+		-EINVAL);
+	assert_non_null(strstr(err, "to_incarnation"));
 	/* a state of a later node: in progress, not a refusal */
 	assert_int_equal(
 		move_rec(9,

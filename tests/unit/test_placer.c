@@ -216,15 +216,16 @@ test_load(void **state)
 	km_cmap_free(m);
 }
 
-/* Judge mv on m with the given liveness and age; check the verdict and the reason. */
+/* Judge mv on m with the given liveness (to_inc: the target's live run, 0: none) and age; check the
+ * verdict and the reason. */
 static void
-judge(const struct km_cmap *m, const struct km_cluster_move_record *mv, int from_live, int to_live,
-	uint64_t age, enum placer_verdict want, const char *why_part)
+judge(const struct km_cmap *m, const struct km_cluster_move_record *mv, int from_live,
+	uint64_t to_inc, uint64_t age, enum placer_verdict want, const char *why_part)
 {
 	struct km_cluster_move cm;
 	char why[KM_CLUSTER_ERR_MAX] = "";
 	enum placer_verdict v =
-		placer_move_judge(m, mv, from_live, to_live, age, 60, &cm, why, sizeof(why));
+		placer_move_judge(m, mv, from_live, to_inc, age, 60, &cm, why, sizeof(why));
 
 	if (v != want)
 		fail_msg("shard %lu: verdict %d, not %d (%s)", (unsigned long)mv->id, v, want, why);
@@ -270,9 +271,15 @@ test_judge(void **state)
 	judge(m, &t, 1, 1, 0, PLACER_DROP, "no reason given");
 	judge(m, &mv, 0, 1, 0, PLACER_DROP, "node n1 has no live member");
 	judge(m, &mv, 1, 0, 0, PLACER_DROP, "node n3 has no live member");
-	/* ready: completed while the target lives, whatever the source and the age */
+	/* ready: completed while the target's run that stored it lives, whatever the source
+	 * and the age */
 	t = mv;
 	t.state = KM_CLUSTER_MOVE_READY;
+	t.to_incarnation = 1;
+	judge(m, &t, 1, 2, 0, PLACER_DROP, "node n3 restarted since it stored the copy");
+	t.to_incarnation = 0;
+	judge(m, &t, 1, 1, 0, PLACER_DROP, "restarted since");
+	t.to_incarnation = 1;
 	assert_int_equal(
 		placer_move_judge(m, &t, 0, 1, 600, 60, &cm, why, sizeof(why)), PLACER_COMPLETE);
 	assert_true(cm.id == 8 && cm.from_node == 0 && cm.from_worker == 0 && cm.to_node == 2 &&

@@ -81,6 +81,7 @@
 #define MV_INCOMING_SPARE 8  /* of them, kept for the stores given back */
 #define MV_PARKED         64 /* outgoing moves at once */
 #define MV_BUF            65536
+#define MV_SOCKBUF        (128 << 10) /* side channel socket buffers, each way */
 
 /* ---- buffered socket I/O -------------------------------------------------------------- */
 
@@ -597,13 +598,14 @@ int
 km_cluster_side_start(uint32_t ip, uint16_t port)
 {
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-	int one = 1;
+	int one = 1, buf = MV_SOCKBUF;
 
 	a.sin_addr.s_addr = htonl(ip);
 	mv.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (mv.lfd < 0)
 		return -errno;
 	setsockopt(mv.lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	setsockopt(mv.lfd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf)); /* see dial() */
 	if (bind(mv.lfd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(mv.lfd, 4) < 0) {
 		int rc = -errno;
 
@@ -684,7 +686,7 @@ dial(uint32_t ip, uint16_t port)
 {
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
 	struct timeval tv = {.tv_sec = MV_IO_MS / 1000};
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1, buf = MV_SOCKBUF;
 
 	if (fd < 0)
 		return -errno;
@@ -692,6 +694,9 @@ dial(uint32_t ip, uint16_t port)
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* Small buffers: what the live copy has sent is what the target applied but for
+	 * them, so the pause after the catch-up does not wait for megabytes in flight. */
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
 	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
 		int rc = -errno;
 
@@ -1038,8 +1043,9 @@ sender(void *arg)
 	if (rc == 0)
 		KM_LOG(NOTICE,
 			"cluster: shard %" PRIu64 " sent to node %s (%" PRIu64 " entries, %" PRIu64
-			" records, %s): ready",
-			o->id, o->to, o->keys, o->records, o->whole ? "whole" : "live");
+			" records, %s): ready %" PRIu64 " ms after its detach",
+			o->id, o->to, o->keys, o->records, o->whole ? "whole" : "live",
+			(rte_get_timer_cycles() - o->t_cut) * 1000 / rte_get_timer_hz());
 	else
 		KM_LOG(ERR, "cluster: move of shard %" PRIu64 " to node %s failed: %s", o->id,
 			o->to, why);

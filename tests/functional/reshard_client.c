@@ -81,6 +81,9 @@ struct run {
 	uint64_t ops, errors, mismatches, lost, resyncs, reports;
 	uint64_t nb_get, nb_put, nb_del, nb_cas, nb_cas_wrong, nb_del_wrong;
 	uint64_t stamp; /* counter embedded in values */
+	/* Latency of the random operations: the slowest, and those that followed a MOVED
+	 * (a map change: the reply, the MAP fetch and the request at the new place). */
+	uint64_t slowest_ns, follow_n, follow_sum_ns, follow_max_ns, follow_retries;
 };
 
 static const char usage_text[] =
@@ -545,7 +548,22 @@ main(int argc, char **argv)
 			fflush(stdout);
 			next_report += 1000000000ull;
 		}
-		step(&r);
+		{
+			struct km_client_stats s0, s1;
+			uint64_t t = km_util_now_ns(), d;
+
+			km_client_get_stats(r.c, &s0);
+			step(&r);
+			d = km_util_now_ns() - t;
+			km_client_get_stats(r.c, &s1);
+			r.slowest_ns = d > r.slowest_ns ? d : r.slowest_ns;
+			if (s1.moved != s0.moved) {
+				r.follow_n++;
+				r.follow_sum_ns += d;
+				r.follow_max_ns = d > r.follow_max_ns ? d : r.follow_max_ns;
+				r.follow_retries += s1.retries - s0.retries;
+			}
+		}
 		live_ops++;
 	}
 	verify_all(&r);
@@ -568,6 +586,11 @@ summary:
 		live_ops, r.nb_get, r.nb_put, r.nb_del, r.nb_del_wrong, r.nb_cas, r.nb_cas_wrong,
 		r.resyncs, present, st.requests, st.retries, st.timeouts, st.moved, o.seed,
 		(double)(km_util_now_ns() - t0) / 1e9);
+	printf("latency: slowest_ms %.1f followed_moved %" PRIu64 " follow_mean_ms %.1f "
+	       "follow_max_ms %.1f follow_retries %" PRIu64 "\n",
+		(double)r.slowest_ns / 1e6, r.follow_n,
+		r.follow_n != 0 ? (double)r.follow_sum_ns / (double)r.follow_n / 1e6 : 0.0,
+		(double)r.follow_max_ns / 1e6, r.follow_retries);
 	km_client_close(r.c);
 	free(r.m);
 	ok = r.errors == 0 && r.mismatches == 0 && r.lost == 0 && live_ops > 0;

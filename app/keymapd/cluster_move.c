@@ -45,6 +45,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +82,7 @@
 #define MV_INCOMING_SPARE 8  /* of them, kept for the stores given back */
 #define MV_PARKED         64 /* outgoing moves at once */
 #define MV_BUF            65536
+#define MV_RECEIVERS      4           /* streams received at once */
 #define MV_SOCKBUF        (128 << 10) /* side channel socket buffers, each way */
 
 /* ---- buffered socket I/O -------------------------------------------------------------- */
@@ -216,6 +218,8 @@ static struct {
 	int thr_started;
 	int lfd;
 	atomic_int stop;
+	atomic_int receivers;             /* streams being received */
+	uint64_t receiving[MV_RECEIVERS]; /* their shards (mu), 0: none */
 	/* Source side (control lcore, and the senders through mu). */
 	struct mv_out {
 		uint64_t id;
@@ -421,20 +425,47 @@ serves_here(void *arg)
 	       (o != NULL && atomic_load(&o->state) != MV_SENT);
 }
 
-/* One incoming stream. */
+/* Mark shard id as being received. @return 0, or -EBUSY: another stream of it is. */
+static int
+receiving_claim(uint64_t id)
+{
+	unsigned int i, slot = MV_RECEIVERS;
+	int rc = 0;
+
+	pthread_mutex_lock(&mv.mu);
+	for (i = 0; i < MV_RECEIVERS; i++) {
+		if (mv.receiving[i] == id)
+			rc = -EBUSY;
+		if (mv.receiving[i] == 0 && slot == MV_RECEIVERS)
+			slot = i;
+	}
+	if (rc == 0 && slot < MV_RECEIVERS)
+		mv.receiving[slot] = id;
+	pthread_mutex_unlock(&mv.mu);
+	return slot < MV_RECEIVERS ? rc : -EBUSY;
+}
+
+static void
+receiving_release(uint64_t id)
+{
+	unsigned int i;
+
+	pthread_mutex_lock(&mv.mu);
+	for (i = 0; i < MV_RECEIVERS; i++)
+		if (mv.receiving[i] == id)
+			mv.receiving[i] = 0;
+	pthread_mutex_unlock(&mv.mu);
+}
+
+static void receive_one(int fd, struct mv_io *io, const uint8_t *h, uint8_t *rec);
+
+/* One incoming stream: its header, then (one stream of a shard at a time) its body. */
 static void
 receive(int fd)
 {
 	struct mv_io *io = calloc(1, sizeof(*io));
-	uint8_t h[MV_HDR_LEN], t[24], *rec = NULL, *dbuf = NULL;
-	uint64_t id, count = 0, vmax = 0, sum;
-	struct km_proc_dedup *dd = NULL;
-	struct km_store_stats st;
-	struct km_store *s = NULL;
-	char msg[200] = "";
-	uint32_t nd = 0;
-	uint16_t to;
-	int rc;
+	uint8_t h[MV_HDR_LEN], *rec = NULL;
+	uint64_t id;
 
 	if (io == NULL || (io->h = XXH3_createState()) == NULL ||
 		(rec = malloc(KM_PROC_XREC_HDR + KM_KEY_MAX + KM_VALUE_MAX_LARGE)) == NULL) {
@@ -448,13 +479,42 @@ receive(int fd)
 		reply(fd, EPROTO, "not a keymap move stream of version 2");
 		goto out;
 	}
+	id = get_be(h + 8, 8);
+	if (id == 0 || receiving_claim(id) < 0) {
+		reply(fd, id == 0 ? EINVAL : EBUSY,
+			id == 0 ? "shard 0" : "another stream of this shard is being received");
+		goto out;
+	}
+	receive_one(fd, io, h, rec);
+	receiving_release(id);
+out:
+	if (io != NULL && io->h != NULL)
+		XXH3_freeState(io->h);
+	free(io);
+	free(rec);
+}
+
+/* The body of a stream whose header h was read. */
+static void
+receive_one(int fd, struct mv_io *io, const uint8_t *h, uint8_t *rec)
+{
+	uint8_t t[24], *dbuf = NULL;
+	uint64_t id, count = 0, vmax = 0, sum;
+	struct km_proc_dedup *dd = NULL;
+	struct km_store_stats st;
+	struct km_store *s = NULL;
+	char msg[200] = "";
+	uint32_t nd = 0;
+	uint16_t to;
+	int rc;
+
 	to = (uint16_t)get_be(h + 6, 2);
 	id = get_be(h + 8, 8);
 	if (!km_cluster_serving()) {
 		reply(fd, EAGAIN, "this node is still starting: no worker to build the shard for");
 		goto out;
 	}
-	if (to >= km_dp.nb_workers || id == 0) {
+	if (to >= km_dp.nb_workers) {
 		snprintf(msg, sizeof(msg), "shard %" PRIu64 " for worker %u: this node has %u", id,
 			to, km_dp.nb_workers);
 		reply(fd, EINVAL, msg);
@@ -568,29 +628,54 @@ out:
 	if (s != NULL)
 		km_store_discard(s);
 	km_proc_dedup_free(dd);
-	if (io != NULL && io->h != NULL)
-		XXH3_freeState(io->h);
-	free(io);
-	free(rec);
 	free(dbuf);
+}
+
+/* One stream, in a thread of its own (MV_RECEIVERS at once). */
+static void *
+receiver(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+
+	receive(fd);
+	close(fd);
+	atomic_fetch_sub(&mv.receivers, 1);
+	return NULL;
 }
 
 static void *
 listener(void *arg)
 {
+	pthread_attr_t attr;
+
 	(void)arg;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	while (!atomic_load(&mv.stop)) {
 		struct pollfd p = {.fd = mv.lfd, .events = POLLIN};
+		pthread_t t;
 		int fd;
 
-		if (poll(&p, 1, 200) <= 0)
+		/* Streams beyond MV_RECEIVERS wait in the listen queue. */
+		if (atomic_load(&mv.receivers) >= MV_RECEIVERS || poll(&p, 1, 200) <= 0) {
+			if (atomic_load(&mv.receivers) >= MV_RECEIVERS)
+				usleep(10 * 1000);
 			continue;
-		fd = accept(mv.lfd, NULL, NULL);
+		}
+		fd = accept4(mv.lfd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0)
 			continue;
-		receive(fd);
-		close(fd);
+		atomic_fetch_add(&mv.receivers, 1);
+		if (pthread_create(&t, &attr, receiver, (void *)(intptr_t)fd) != 0) {
+			reply(fd, EAGAIN, "no thread to receive the shard");
+			close(fd);
+			atomic_fetch_sub(&mv.receivers, 1);
+		}
 	}
+	pthread_attr_destroy(&attr);
+	/* The streams end soon once stop is set (their waits look at it). */
+	while (atomic_load(&mv.receivers) > 0)
+		usleep(10 * 1000);
 	return NULL;
 }
 

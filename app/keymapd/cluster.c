@@ -95,6 +95,11 @@ static struct {
 	struct km_cluster_move_req defer[16];
 	uint32_t defer_epoch[16];
 	unsigned int nb_defer;
+	struct {
+		uint64_t id;
+		int64_t rev;
+	} started[32]; /* the last move requests started (a request seen again is no news) */
+	unsigned int started_next;
 	uint64_t ignored_id; /* the last move request dropped (logged once per id, rev) */
 	int64_t ignored_rev;
 	uint64_t load_tsc;
@@ -1708,8 +1713,13 @@ tick_move(struct km_cluster_move_req *rq, uint32_t epoch)
 	int to = cl.cur != NULL ? km_cmap_node_find(cl.cur, rq->to) : -1;
 
 	if (sh == NULL || km_shard_owner(sh) == KM_OWNER_REMOTE || to < 0) {
+		unsigned int i;
+
 		if (cl.epoch < epoch)
 			return 1; /* planned on a map not applied here yet */
+		for (i = 0; i < RTE_DIM(cl.started); i++)
+			if (cl.started[i].id == rq->id && cl.started[i].rev == rq->rev)
+				return 0; /* started already, over since */
 		if (cl.ignored_id != rq->id || cl.ignored_rev != rq->rev)
 			KM_LOG(WARNING,
 				"cluster: move of shard %" PRIu64
@@ -1723,6 +1733,9 @@ tick_move(struct km_cluster_move_req *rq, uint32_t epoch)
 	}
 	rq->to_ip = cl.cur->nodes[to].ip;
 	km_cluster_move_start(rq);
+	cl.started[cl.started_next].id = rq->id;
+	cl.started[cl.started_next].rev = rq->rev;
+	cl.started_next = (cl.started_next + 1) % RTE_DIM(cl.started);
 	return 0;
 }
 

@@ -56,20 +56,25 @@ static struct {
 	char prefix[128];           /* /keymap/<name>/ */
 	uint32_t ip;                /* advertised, host byte order */
 	uint16_t nb_workers;
-	struct km_etcd *e; /* the main lcore's during the join, then the thread's */
-	int64_t lease;
+	struct km_etcd *e;     /* the main lcore's during the join, then the cluster thread's */
+	_Atomic int64_t lease; /* the membership thread's once it runs; 0: none */
 	uint64_t incarnation;
-	char *member; /* the member record (JSON) */
+	char *member; /* the member record (JSON) put at the join */
 	pthread_t thr;
 	int thr_started;
+	pthread_t mthr; /* the membership thread: lease, member record */
+	int mthr_started;
 	atomic_int stop;
 	atomic_int serving; /* the control loop runs: it may be woken */
+	atomic_int rescan;  /* a queue overflowed: the cluster thread reads moves/ again */
 	int64_t watch_rev;  /* the thread watches map/current from here */
 
 	pthread_mutex_t mu;
 	struct km_cmap *pending; /* mu: newest valid map not applied yet */
-	/* mu: moves of this node's shards the placer put, and those it deleted */
+	/* mu: moves of this node's shards the placer put (with the epoch each was planned
+	 * on), and those it gave up */
 	struct km_cluster_move_req moves[16];
+	uint32_t moves_epoch[16];
 	unsigned int nb_moves;
 	uint64_t gone[64];
 	unsigned int nb_gone;
@@ -82,9 +87,21 @@ static struct {
 	unsigned int reported_next; /* mu */
 
 	/* Control lcore. */
-	struct km_cmap *cur; /* the map applied */
-	uint32_t epoch;      /* of the map applied */
-	uint32_t refused;    /* of the last map refused */
+	struct km_cmap *cur;   /* the map applied */
+	uint32_t epoch;        /* of the map applied */
+	uint32_t refused;      /* of the last map refused */
+	uint32_t stale_logged; /* epoch of the last map logged as not above the current */
+	/* Moves planned on a map not applied yet: kept until cl.epoch reaches their epoch. */
+	struct km_cluster_move_req defer[16];
+	uint32_t defer_epoch[16];
+	unsigned int nb_defer;
+	struct {
+		uint64_t id;
+		int64_t rev;
+	} started[32]; /* the last move requests started (a request seen again is no news) */
+	unsigned int started_next;
+	uint64_t ignored_id; /* the last move request dropped (logged once per id, rev) */
+	int64_t ignored_rev;
 	uint64_t load_tsc;
 	struct km_cluster_status st;
 } cl = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -109,14 +126,13 @@ key_of(char *buf, size_t cap, const char *what, const char *node)
 
 /* The cluster thread's error, for logs and telemetry. */
 static void
-etcd_failed(const char *what, int rc)
+etcd_failed(const struct km_etcd *e, const char *what, int rc)
 {
 	pthread_mutex_lock(&cl.mu);
 	cl.etcd_errors++;
 	cl.etcd_ok = 0;
 	snprintf(cl.err, sizeof(cl.err), "%s: %s", what,
-		cl.e != NULL && km_etcd_errmsg(cl.e)[0] != '\0' ? km_etcd_errmsg(cl.e)
-								: strerror(-rc));
+		e != NULL && km_etcd_errmsg(e)[0] != '\0' ? km_etcd_errmsg(e) : strerror(-rc));
 	pthread_mutex_unlock(&cl.mu);
 }
 
@@ -130,7 +146,9 @@ etcd_worked(void)
 
 /*
  * Whether map m may be applied here: the routing rule of this node, this node in its
- * table with this node's address, port and workers.
+ * table with this node's address, port and workers, and an incarnation not above this
+ * run's (the map carries no cluster name: a map of another cluster, or of a newer run of
+ * this node id, is refused).
  * @return this node's index; -ENOENT (not in the table yet), or -EINVAL with the reason.
  */
 static int
@@ -165,6 +183,13 @@ map_for_us(const struct km_cmap *m, char *err, size_t errlen)
 			" with %u workers",
 			c->cluster_node, has, n->port, n->workers, want, c->udp_port,
 			cl.nb_workers);
+		return -EINVAL;
+	}
+	if (n->incarnation > cl.incarnation) {
+		snprintf(err, errlen,
+			"node %s has incarnation %" PRIu64 " there, above this run's %" PRIu64
+			" (a map of another cluster, or of a newer run of this node id)",
+			c->cluster_node, n->incarnation, cl.incarnation);
 		return -EINVAL;
 	}
 	return self;
@@ -315,45 +340,75 @@ move_read(const struct km_etcd_kv *kv, struct km_cluster_move_record *mv)
 
 /* At start, before serving: the moves of this node's shards a previous run began are
  * failed (compare-and-swap), so that none is completed with a copy older than what this
- * run will acknowledge. */
-static void
-moves_fail_own(void)
+ * run will acknowledge. Tried again until moves/ was read and each of them is failed or
+ * gone, for at most wait_s (and while the node is not stopped).
+ * @return 0, or -errno (logged: the node does not join). */
+static int
+moves_fail_own(unsigned int wait_s)
 {
+	uint64_t t0 = rte_get_timer_cycles(), hz = rte_get_timer_hz();
 	char key[KEY_MAX];
-	struct km_etcd_kvs *r = NULL;
-	size_t i;
+	unsigned int left = 0;
+	int rc;
 
 	key_of(key, sizeof(key), "moves/", NULL);
-	if (km_etcd_get(cl.e, key, strlen(key), KM_ETCD_PREFIX, &r) < 0)
-		return;
-	for (i = 0; i < r->n; i++) {
-		struct km_cluster_move_record mv;
-		char *val = NULL;
+	for (;;) {
+		struct km_etcd_kvs *r = NULL;
+		size_t i;
 
-		if (move_read(&r->kv[i], &mv) != 0 || strcmp(mv.from, cl.conf->cluster_node) != 0 ||
-			mv.state == KM_CLUSTER_MOVE_FAILED)
-			continue;
-		mv.state = KM_CLUSTER_MOVE_FAILED;
-		snprintf(mv.reason, sizeof(mv.reason), "its source node restarted");
-		if (km_cluster_move_encode(&mv, &val) == 0) {
-			struct km_etcd_cmp cmp = {.key = r->kv[i].key,
-				.klen = r->kv[i].klen,
-				.target = KM_ETCD_MOD,
-				.result = KM_ETCD_EQUAL,
-				.num = r->kv[i].mod_rev};
-			struct km_etcd_op op = {.type = KM_ETCD_OP_PUT,
-				.key = r->kv[i].key,
-				.klen = r->kv[i].klen,
-				.value = val,
-				.vlen = strlen(val)};
+		left = 0;
+		rc = km_etcd_get(cl.e, key, strlen(key), KM_ETCD_PREFIX, &r);
+		for (i = 0; rc >= 0 && i < r->n; i++) {
+			struct km_cluster_move_record mv;
+			char *val = NULL;
+			int t;
 
-			if (km_etcd_txn(cl.e, &cmp, 1, &op, 1, NULL, 0, NULL, NULL) == 1)
+			if (move_read(&r->kv[i], &mv) != 0 ||
+				strcmp(mv.from, cl.conf->cluster_node) != 0 ||
+				mv.state == KM_CLUSTER_MOVE_FAILED)
+				continue;
+			left++;
+			mv.state = KM_CLUSTER_MOVE_FAILED;
+			snprintf(mv.reason, sizeof(mv.reason), "its source node restarted");
+			t = km_cluster_move_encode(&mv, &val);
+			if (t == 0) {
+				struct km_etcd_cmp cmp = {.key = r->kv[i].key,
+					.klen = r->kv[i].klen,
+					.target = KM_ETCD_MOD,
+					.result = KM_ETCD_EQUAL,
+					.num = r->kv[i].mod_rev};
+				struct km_etcd_op op = {.type = KM_ETCD_OP_PUT,
+					.key = r->kv[i].key,
+					.klen = r->kv[i].klen,
+					.value = val,
+					.vlen = strlen(val)};
+
+				t = km_etcd_txn(cl.e, &cmp, 1, &op, 1, NULL, 0, NULL, NULL);
+				free(val);
+			}
+			if (t == 1) {
 				KM_LOG(NOTICE, "cluster: move %.*s of a previous run marked failed",
 					(int)r->kv[i].klen, (const char *)r->kv[i].key);
-			free(val);
+				left--;
+			} else if (t < 0) {
+				rc = t;
+			} /* 0: changed meanwhile, read again */
 		}
+		km_etcd_kvs_free(r);
+		if (rc >= 0 && left == 0)
+			return 0;
+		if (atomic_load(&cl.stop) ||
+			atomic_load_explicit(&km_dp.stop, memory_order_relaxed) ||
+			(rte_get_timer_cycles() - t0) / hz >= wait_s)
+			break;
+		usleep(200 * 1000);
 	}
-	km_etcd_kvs_free(r);
+	KM_LOG(ERR,
+		"cluster: node %s cannot mark the moves of its shards that a previous run began "
+		"as failed (%s): it does not join (a stale copy of one could be completed)",
+		cl.conf->cluster_node,
+		rc < 0 ? km_etcd_errmsg(cl.e) : "their records kept changing");
+	return rc < 0 ? rc : -EAGAIN;
 }
 
 void
@@ -406,60 +461,388 @@ km_cluster_side_of(struct km_etcd *e, const char *node, uint32_t *ip)
 	return m.side_port;
 }
 
-/* A move key's value or deletion (the cluster thread). A move of one of this node's
- * shards in state "copy" goes to the control lcore; a deleted one too, when the map still
- * gives the shard to this node (the placer gave the move up; a completed move deletes its
- * key with the map that gives the shard away). A record the placer would refuse is
- * ignored (logged once). */
+/* ---- moves seen by the cluster thread ---------------------------------------------- */
+
+#define TRACK_MAX   256
+#define CHECK_MAX   128
+#define RECONCILE_S 5
+
+/* A move of or to this node, as the cluster thread last saw its record. */
+struct mv_track {
+	uint64_t id;
+	int64_t create_rev;
+	char from[KM_CLUSTER_ID_MAX + 1];
+	char to[KM_CLUSTER_ID_MAX + 1];
+	int absent; /* reconciliations that found its key gone (the watch missed it) */
+};
+
+/* The cluster thread's own. */
+static struct {
+	struct mv_track trk[TRACK_MAX]; /* moves in flight that concern this node */
+	unsigned int nb_trk;
+	/* Deletions of tracked moves not decided yet (completed or given up), in order:
+	 * tried again until they are; no further move event is read meanwhile. */
+	struct mv_track chk[CHECK_MAX];
+	int64_t chk_rev[CHECK_MAX]; /* the deletion's revision */
+	unsigned int nb_chk;
+	uint64_t reconcile_tsc;
+} th;
+
+static int
+is_me(const char *node)
+{
+	return strcmp(node, cl.conf->cluster_node) == 0;
+}
+
+static struct mv_track *
+track_find(uint64_t id)
+{
+	unsigned int i;
+
+	for (i = 0; i < th.nb_trk; i++)
+		if (th.trk[i].id == id)
+			return &th.trk[i];
+	return NULL;
+}
+
+static void
+track_remove(struct mv_track *t)
+{
+	unsigned int i = (unsigned int)(t - th.trk);
+
+	memmove(&th.trk[i], &th.trk[i + 1], (th.nb_trk - i - 1) * sizeof(th.trk[0]));
+	th.nb_trk--;
+}
+
+static void
+track_put(const struct km_cluster_move_record *mv)
+{
+	struct mv_track *t = track_find(mv->id);
+
+	if (t == NULL) {
+		if (th.nb_trk == TRACK_MAX) {
+			/* More moves of this node in flight than the placer's --max-moves allows:
+			 * the oldest is forgotten (its deletion then goes by the map alone). */
+			KM_LOG(WARNING, "cluster: over %u moves of node %s in flight", TRACK_MAX,
+				cl.conf->cluster_node);
+			track_remove(&th.trk[0]);
+		}
+		t = &th.trk[th.nb_trk++];
+	}
+	*t = (struct mv_track){.id = mv->id, .create_rev = mv->create_rev};
+	snprintf(t->from, sizeof(t->from), "%s", mv->from);
+	snprintf(t->to, sizeof(t->to), "%s", mv->to);
+}
+
+/* Queue a move request for the control lcore (a newer one of the shard replaces an older
+ * one; a deletion queued before it is over). @return 0, or -ENOSPC (the queue is full:
+ * moves/ is read again once the control lcore took the queue). */
+static int
+move_queue(const struct km_cluster_move_req *rq, uint32_t epoch)
+{
+	unsigned int i;
+	int rc = 0;
+
+	pthread_mutex_lock(&cl.mu);
+	for (i = 0; i < cl.nb_gone; i++)
+		if (cl.gone[i] == rq->id) {
+			cl.gone[i] = cl.gone[--cl.nb_gone];
+			i--;
+		}
+	for (i = 0; i < cl.nb_moves && cl.moves[i].id != rq->id; i++)
+		;
+	if (i < cl.nb_moves || cl.nb_moves < RTE_DIM(cl.moves)) {
+		cl.moves[i] = *rq;
+		cl.moves_epoch[i] = epoch;
+		if (i == cl.nb_moves)
+			cl.nb_moves++;
+	} else {
+		rc = -ENOSPC;
+	}
+	pthread_mutex_unlock(&cl.mu);
+	if (rc < 0)
+		atomic_store(&cl.rescan, 1);
+	return rc;
+}
+
+/* Queue a move of this node's shard id as given up (deleted at revision rev): a request
+ * of it queued before goes. @return 0, or -ENOSPC (full: tried again later). */
+static int
+gone_queue(uint64_t id, int64_t rev)
+{
+	unsigned int i;
+	int rc = 0;
+
+	pthread_mutex_lock(&cl.mu);
+	for (i = 0; i < cl.nb_moves; i++)
+		if (cl.moves[i].id == id && cl.moves[i].rev < rev) {
+			cl.moves[i] = cl.moves[cl.nb_moves - 1];
+			cl.moves_epoch[i] = cl.moves_epoch[cl.nb_moves - 1];
+			cl.nb_moves--;
+			i--;
+		}
+	if (cl.nb_gone < RTE_DIM(cl.gone))
+		cl.gone[cl.nb_gone++] = id;
+	else
+		rc = -ENOSPC;
+	pthread_mutex_unlock(&cl.mu);
+	if (rc == 0 && atomic_load(&cl.serving))
+		km_ctl_wake();
+	return rc;
+}
+
+/* A move record of this node's shard, or to this node: tracked; one of this node's shards
+ * in state "copy" goes to the control lcore. */
+static void
+move_record_seen(const struct km_cluster_move_record *mv)
+{
+	struct km_cluster_move_req rq = {0};
+
+	if (!is_me(mv->from) && !is_me(mv->to))
+		return;
+	track_put(mv);
+	if (!is_me(mv->from) || mv->state != KM_CLUSTER_MOVE_COPY)
+		return;
+	rq.id = mv->id;
+	rq.rev = mv->mod_rev;
+	snprintf(rq.to, sizeof(rq.to), "%s", mv->to);
+	rq.to_worker = mv->to_worker;
+	if (move_queue(&rq, mv->epoch) < 0)
+		KM_LOG(INFO, "cluster: move of shard %" PRIu64 " put off (queue full): read again",
+			mv->id);
+}
+
+/* A move key's value or deletion (the cluster thread). A record the placer would refuse
+ * is ignored (logged once). The deletion of a tracked move is decided by check_one(). */
 static void
 move_seen(const struct km_etcd_kv *kv)
 {
-	const char *node = cl.conf->cluster_node;
-	struct km_cluster_move_req rq = {0};
 	struct km_cluster_move_record mv;
+	struct mv_track *t;
+	uint64_t id;
 
-	if (kv->deleted) {
-		char key[KEY_MAX];
-		struct km_etcd_kvs *r = NULL;
-		struct km_cmap *m = NULL;
-		const struct km_cmap_shard *sh;
-		int mine = 0;
-
-		if (move_key_id(kv, &rq.id) != 0)
-			return;
-		key_of(key, sizeof(key), "map/current", NULL);
-		if (km_etcd_get(cl.e, key, strlen(key), 0, &r) > 0 &&
-			km_cmap_decode((const char *)r->kv[0].value, r->kv[0].vlen, &m, NULL, 0) ==
-				0 &&
-			(sh = km_cmap_shard_find(m, rq.id)) != NULL)
-			mine = strcmp(m->nodes[sh->node].id, node) == 0;
-		km_cmap_free(m);
-		km_etcd_kvs_free(r);
-		if (!mine)
-			return;
-		pthread_mutex_lock(&cl.mu);
-		if (cl.nb_gone < RTE_DIM(cl.gone))
-			cl.gone[cl.nb_gone++] = rq.id;
-		pthread_mutex_unlock(&cl.mu);
+	if (!kv->deleted) {
+		if (move_read(kv, &mv) == 0)
+			move_record_seen(&mv);
 		return;
 	}
-	if (move_read(kv, &mv) != 0 || strcmp(mv.from, node) != 0 ||
-		mv.state != KM_CLUSTER_MOVE_COPY)
+	if (move_key_id(kv, &id) != 0 || (t = track_find(id)) == NULL ||
+		t->create_rev >= kv->mod_rev)
+		return; /* not one of this node's moves (or a newer one, read meanwhile) */
+	if (th.nb_chk == CHECK_MAX) {
+		/* Left tracked: the reconciliation finds its key gone. */
+		th.reconcile_tsc = 0;
 		return;
-	rq.id = mv.id;
-	rq.rev = mv.mod_rev;
-	snprintf(rq.to, sizeof(rq.to), "%s", mv.to);
-	rq.to_worker = mv.to_worker;
-	pthread_mutex_lock(&cl.mu);
-	if (cl.nb_moves < RTE_DIM(cl.moves))
-		cl.moves[cl.nb_moves++] = rq;
-	pthread_mutex_unlock(&cl.mu);
+	}
+	th.chk[th.nb_chk] = *t;
+	th.chk_rev[th.nb_chk++] = kv->mod_rev;
+	track_remove(t);
+}
+
+/* Whether map/current was written at revision rev (the publication that completed a move
+ * deletes its key at the same revision; giving a move up writes no map). When that
+ * revision is compacted, *map_now is set and the current map tells instead.
+ * @return 1 written then, 0 not, or -errno (try again). */
+static int
+map_written_at(int64_t rev, struct km_cmap **map_now)
+{
+	char key[KEY_MAX];
+	struct km_etcd_kvs *r = NULL, *ev = NULL;
+	struct km_etcd_watch *w = NULL;
+	int64_t mod;
+	int rc;
+
+	*map_now = NULL;
+	key_of(key, sizeof(key), "map/current", NULL);
+	rc = km_etcd_get(cl.e, key, strlen(key), 0, &r);
+	if (rc <= 0) {
+		km_etcd_kvs_free(r);
+		return rc; /* no map: none was written */
+	}
+	mod = r->kv[0].mod_rev;
+	if (mod <= rev) {
+		km_etcd_kvs_free(r);
+		return mod == rev;
+	}
+	/* Changed since: its history from rev on, through a watch (its first event). */
+	rc = km_etcd_watch_open(cl.e, key, strlen(key), 0, rev, &w);
+	if (rc == 0)
+		rc = km_etcd_watch_next(w, ETCD_TIMEOUT_MS, &ev);
+	if (rc > 0)
+		rc = ev->kv[0].mod_rev == rev;
+	else if (rc == 0)
+		rc = -ETIMEDOUT;
+	else if (rc == -ESTALE) {
+		rc = km_cmap_decode((const char *)r->kv[0].value, r->kv[0].vlen, map_now, NULL, 0);
+		if (rc == 0)
+			rc = -ESTALE;
+	}
+	km_etcd_kvs_free(ev);
+	km_etcd_watch_close(w);
+	km_etcd_kvs_free(r);
+	return rc;
+}
+
+/* Whether map m gives shard id to node. */
+static int
+map_gives(const struct km_cmap *m, uint64_t id, const char *node)
+{
+	const struct km_cmap_shard *sh = m != NULL ? km_cmap_shard_find(m, id) : NULL;
+
+	return sh != NULL && strcmp(m->nodes[sh->node].id, node) == 0;
+}
+
+/* Whether a newer move of shard id to this node than the one deleted at rev exists.
+ * @return 1, 0, or -errno. */
+static int
+newer_move_here(uint64_t id, int64_t rev)
+{
+	struct km_cluster_move_record mv;
+	struct km_etcd_kvs *r = NULL;
+	char key[KEY_MAX];
+	int rc;
+
+	km_cluster_move_key(key, sizeof(key), id);
+	rc = km_etcd_get(cl.e, key, strlen(key), 0, &r);
+	if (rc > 0)
+		rc = r->kv[0].create_rev > rev && move_read(&r->kv[0], &mv) == 0 && is_me(mv.to);
+	km_etcd_kvs_free(r);
+	return rc;
+}
+
+/* A move of or to this node was given up: its source serves the shard again, its target
+ * drops the copy it received. @return 0, or -errno (try again). */
+static int
+given_up(const struct mv_track *t, int64_t rev)
+{
+	int rc;
+
+	if (is_me(t->from))
+		return gone_queue(t->id, rev);
+	rc = newer_move_here(t->id, rev);
+	if (rc < 0)
+		return rc;
+	if (rc == 0)
+		km_cluster_incoming_drop(t->id);
+	return 0;
+}
+
+/* Decide the deletion of move t at revision rev: completed (the map of that revision
+ * moves the shard: nothing to do here) or given up. @return 0, or -errno (try again). */
+static int
+check_one(const struct mv_track *t, int64_t rev)
+{
+	struct km_cmap *now = NULL;
+	int rc;
+
+	rc = map_written_at(rev, &now);
+	if (rc == -ESTALE) {
+		/* That revision is compacted: the map as it is now tells. */
+		rc = !map_gives(now, t->id, t->to);
+		km_cmap_free(now);
+		return rc ? given_up(t, rev) : 0;
+	}
+	if (rc < 0)
+		return rc;
+	return rc == 1 ? 0 : given_up(t, rev);
+}
+
+/* Decide the deletions in order; stop at the first that cannot be yet. */
+static void
+checks_run(void)
+{
+	unsigned int i;
+	int rc = 0;
+
+	for (i = 0; i < th.nb_chk && !atomic_load(&cl.stop); i++) {
+		rc = check_one(&th.chk[i], th.chk_rev[i]);
+		if (rc < 0)
+			break;
+	}
+	if (rc < 0 && rc != -ENOSPC)
+		etcd_failed(cl.e, "decide a move deleted", rc);
+	memmove(&th.chk[0], &th.chk[i], (th.nb_chk - i) * sizeof(th.chk[0]));
+	memmove(&th.chk_rev[0], &th.chk_rev[i], (th.nb_chk - i) * sizeof(th.chk_rev[0]));
+	th.nb_chk -= i;
+}
+
+/*
+ * Every RECONCILE_S: moves/ and the map at one revision. A move of this node's shards in
+ * state "copy" goes to the control lcore again (one it runs already is left alone), and a
+ * tracked move whose key is gone at two reconciliations in a row (the watch missed its
+ * deletion: compaction) is decided by that map. @return 0 or -errno.
+ */
+static int
+reconcile(void)
+{
+	char mkey[KEY_MAX], ckey[KEY_MAX];
+	struct km_etcd_op ops[2] = {{0}};
+	struct km_etcd_kvs *r = NULL;
+	struct km_cmap *m = NULL;
+	int64_t rev = 0;
+	unsigned int i;
+	size_t k;
+	int rc;
+
+	key_of(mkey, sizeof(mkey), "moves/", NULL);
+	key_of(ckey, sizeof(ckey), "map/current", NULL);
+	ops[0] = (struct km_etcd_op){
+		.type = KM_ETCD_OP_GET, .key = mkey, .klen = strlen(mkey), .flags = KM_ETCD_PREFIX};
+	ops[1] = (struct km_etcd_op){.type = KM_ETCD_OP_GET, .key = ckey, .klen = strlen(ckey)};
+	rc = km_etcd_txn(cl.e, NULL, 0, ops, 2, NULL, 0, &rev, &r);
+	if (rc < 0)
+		return rc;
+	for (k = 0; r != NULL && k < r->n; k++) {
+		struct km_cluster_move_record mv;
+
+		struct mv_track *t;
+
+		if (r->kv[k].op == 1) {
+			(void)km_cmap_decode(
+				(const char *)r->kv[k].value, r->kv[k].vlen, &m, NULL, 0);
+			continue;
+		}
+		if (move_read(&r->kv[k], &mv) != 0)
+			continue;
+		/* Another move of a tracked shard: the watch tells its predecessor's end first. */
+		t = track_find(mv.id);
+		if (t == NULL || t->create_rev == mv.create_rev)
+			move_record_seen(&mv);
+	}
+	for (i = 0; i < th.nb_trk; i++) {
+		struct mv_track *t = &th.trk[i];
+		int present = 0;
+
+		for (k = 0; r != NULL && k < r->n && !present; k++) {
+			uint64_t id;
+
+			present = r->kv[k].op == 0 && move_key_id(&r->kv[k], &id) == 0 &&
+				  id == t->id && r->kv[k].create_rev == t->create_rev;
+		}
+		if (present || t->create_rev > rev) {
+			t->absent = 0;
+			continue;
+		}
+		if (++t->absent < 2)
+			continue;
+		KM_LOG(INFO, "cluster: the deletion of move %" PRIu64 " was not seen: by the map",
+			t->id);
+		if (!map_gives(m, t->id, t->to) && given_up(t, rev) < 0)
+			continue; /* tried again */
+		track_remove(t);
+		i--;
+	}
+	km_cmap_free(m);
+	km_etcd_kvs_free(r);
+	return 0;
 }
 
 /* ---- membership -------------------------------------------------------------------- */
 
+/* The member record. serving: false until the node serves (the placer starts no move to
+ * it before: it would refuse them). */
 static char *
-member_json(void)
+member_json(int serving)
 {
 	const struct km_conf *c = cl.conf;
 	char ip[INET_ADDRSTRLEN], side[INET_ADDRSTRLEN], mac[RTE_ETHER_ADDR_FMT_SIZE];
@@ -471,10 +854,11 @@ member_json(void)
 	rte_ether_format_addr(mac, sizeof(mac), &km_dp.mac);
 	a = c->cluster_side_addr != 0 ? c->cluster_side_addr : htonl(cl.ip);
 	inet_ntop(AF_INET, &a, side, sizeof(side));
-	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:I, s:s}", "id", c->cluster_node, "ip",
-		ip, "mac", mac, "port", (json_int_t)c->udp_port, "workers",
+	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:I, s:s, s:b}", "id", c->cluster_node,
+		"ip", ip, "mac", mac, "port", (json_int_t)c->udp_port, "workers",
 		(json_int_t)cl.nb_workers, "incarnation", (json_int_t)cl.incarnation, "side_ip",
-		side, "side_port", (json_int_t)c->cluster_side_port, "state", "active");
+		side, "side_port", (json_int_t)c->cluster_side_port, "state", "active", "serving",
+		serving);
 	if (o == NULL)
 		return NULL;
 	s = json_dumps(o, JSON_COMPACT);
@@ -543,10 +927,11 @@ register_member(unsigned int wait_s)
 {
 	char key[KEY_MAX];
 	uint64_t t0 = rte_get_timer_cycles(), hz = rte_get_timer_hz();
+	int64_t lease = 0;
 	int rc;
 
 	key_of(key, sizeof(key), "members/", cl.conf->cluster_node);
-	rc = km_etcd_lease_grant(cl.e, (int64_t)cl.conf->cluster_ttl_s, &cl.lease, NULL);
+	rc = km_etcd_lease_grant(cl.e, (int64_t)cl.conf->cluster_ttl_s, &lease, NULL);
 	if (rc < 0)
 		return rc;
 	for (;;) {
@@ -560,14 +945,21 @@ register_member(unsigned int wait_s)
 			.klen = strlen(key),
 			.value = cl.member,
 			.vlen = strlen(cl.member),
-			.lease = cl.lease};
+			.lease = lease};
 		struct km_etcd_op get = {.type = KM_ETCD_OP_GET, .key = key, .klen = strlen(key)};
 		struct km_etcd_kvs *r = NULL;
 
 		rc = km_etcd_txn(cl.e, &cmp, 1, &op, 1, &get, 1, NULL, &r);
-		if (rc == 1 || rc < 0) {
+		if (rc == 1) {
 			km_etcd_kvs_free(r);
-			return rc < 0 ? rc : 0;
+			atomic_store(&cl.lease, lease);
+			return 0;
+		}
+		if (rc < 0) {
+			/* Not registered: the lease goes (with the record, had it been put). */
+			km_etcd_kvs_free(r);
+			(void)km_etcd_lease_revoke(cl.e, lease);
+			return rc;
 		}
 		/* A record with this id: a previous run's, expiring, or a live duplicate. */
 		if ((rte_get_timer_cycles() - t0) / hz >= wait_s || atomic_load(&cl.stop)) {
@@ -578,7 +970,7 @@ register_member(unsigned int wait_s)
 				r != NULL && r->n > 0 ? (int)RTE_MIN(r->kv[0].vlen, 200) : 0,
 				r != NULL && r->n > 0 ? (const char *)r->kv[0].value : "");
 			km_etcd_kvs_free(r);
-			km_etcd_lease_revoke(cl.e, cl.lease);
+			km_etcd_lease_revoke(cl.e, lease);
 			return -EEXIST;
 		}
 		km_etcd_kvs_free(r);
@@ -586,7 +978,7 @@ register_member(unsigned int wait_s)
 	}
 }
 
-/* ---- the cluster thread ------------------------------------------------------------ */
+/* ---- the membership thread ----------------------------------------------------------- */
 
 static void
 thread_sleep_ms(unsigned int ms)
@@ -599,31 +991,31 @@ thread_sleep_ms(unsigned int ms)
 	}
 }
 
-/* Keep the lease; a lease that expired (etcd lost for longer than the TTL) is replaced
- * and the record put again. */
-static void
-keepalive(void)
+/* The membership thread's etcd timeout: well inside the TTL (a renewal that hangs must not
+ * outlast the lease). */
+static unsigned int
+member_timeout_ms(void)
 {
-	char key[KEY_MAX], ikey[KEY_MAX], inc[32];
-	int64_t ttl = 0;
+	uint64_t ms = cl.conf->cluster_ttl_s * 1000 / 3;
+
+	return ms < 500 ? 500 : ms > ETCD_TIMEOUT_MS ? ETCD_TIMEOUT_MS : (unsigned int)ms;
+}
+
+/* Put the member record under lease, only while no newer run of this node id claimed an
+ * incarnation since. @return 1 put, 0 a newer run has the id, -ENOENT (the lease is
+ * gone), or -errno. */
+static int
+member_put(struct km_etcd *e, int64_t lease, int serving)
+{
+	char key[KEY_MAX], ikey[KEY_MAX], inc[32], *val = member_json(serving);
 	int rc;
 
-	rc = km_etcd_lease_keepalive(cl.e, cl.lease, &ttl);
-	if (rc == 0 && ttl > 0) {
-		etcd_worked();
-		return;
-	}
-	if (rc < 0 && rc != -ENOENT) {
-		etcd_failed("lease keepalive", rc);
-		return;
-	}
-	KM_LOG(WARNING, "cluster: the membership lease expired: registering again");
+	if (val == NULL)
+		return -ENOMEM;
 	key_of(key, sizeof(key), "members/", cl.conf->cluster_node);
 	key_of(ikey, sizeof(ikey), "incarnation/", cl.conf->cluster_node);
 	snprintf(inc, sizeof(inc), "%" PRIu64, cl.incarnation);
-	rc = km_etcd_lease_grant(cl.e, (int64_t)cl.conf->cluster_ttl_s, &cl.lease, NULL);
-	if (rc == 0) {
-		/* Only while no newer run of this node id claimed an incarnation since. */
+	{
 		struct km_etcd_cmp cmp = {.key = ikey,
 			.klen = strlen(ikey),
 			.target = KM_ETCD_VALUE,
@@ -633,33 +1025,125 @@ keepalive(void)
 		struct km_etcd_op op = {.type = KM_ETCD_OP_PUT,
 			.key = key,
 			.klen = strlen(key),
-			.value = cl.member,
-			.vlen = strlen(cl.member),
-			.lease = cl.lease};
+			.value = val,
+			.vlen = strlen(val),
+			.lease = lease};
 
-		rc = km_etcd_txn(cl.e, &cmp, 1, &op, 1, NULL, 0, NULL, NULL);
-		if (rc == 0) {
-			KM_LOG(CRIT,
-				"cluster: node id %s was taken by a newer run (incarnation above "
-				"%s): "
-				"this one stops",
-				cl.conf->cluster_node, inc);
-			atomic_store_explicit(&km_dp.stop, 1, memory_order_relaxed);
-			km_ctl_wake();
-			atomic_store(&cl.stop, 1);
+		rc = km_etcd_txn(e, &cmp, 1, &op, 1, NULL, 0, NULL, NULL);
+	}
+	free(val);
+	return rc;
+}
+
+struct member_state {
+	int registered;  /* the record is in etcd under cl.lease */
+	int put_serving; /* its "serving" */
+};
+
+/*
+ * Keep the lease (renew: its time) and the member record: a lease that expired (etcd lost
+ * for longer than the TTL) is replaced; the record is put again under it, tried at every
+ * renewal until it is in (a registration that failed half-way is not left so), and again
+ * when the node starts serving.
+ */
+static void
+member_tick(struct km_etcd *e, struct member_state *ms, int renew)
+{
+	int64_t lease = atomic_load(&cl.lease), ttl = 0;
+	int want = atomic_load(&cl.serving), rc;
+
+	if (!renew && (!ms->registered || ms->put_serving == want))
+		return;
+	if (renew && lease != 0) {
+		rc = km_etcd_lease_keepalive(e, lease, &ttl);
+		if (rc < 0 && rc != -ENOENT) {
+			etcd_failed(e, "lease keepalive", rc);
 			return;
 		}
+		if (rc == -ENOENT || ttl <= 0) {
+			KM_LOG(WARNING, "cluster: the membership lease expired: registering again");
+			atomic_store(&cl.lease, 0);
+			lease = 0;
+			ms->registered = 0;
+		}
 	}
-	if (rc < 0)
-		etcd_failed("register again", rc);
-	else
+	if (lease == 0) {
+		rc = km_etcd_lease_grant(e, (int64_t)cl.conf->cluster_ttl_s, &lease, NULL);
+		if (rc < 0) {
+			etcd_failed(e, "lease grant", rc);
+			return;
+		}
+		atomic_store(&cl.lease, lease);
+		ms->registered = 0;
+	}
+	if (ms->registered && ms->put_serving == want) {
 		etcd_worked();
+		return;
+	}
+	rc = member_put(e, lease, want);
+	if (rc == 1) {
+		if (!ms->registered)
+			KM_LOG(NOTICE, "cluster: node %s registered (lease %" PRIx64 ")",
+				cl.conf->cluster_node, (uint64_t)lease);
+		if (want && !ms->put_serving)
+			KM_LOG(NOTICE, "cluster: node %s serves: its member record says so",
+				cl.conf->cluster_node);
+		ms->registered = 1;
+		ms->put_serving = want;
+		etcd_worked();
+		return;
+	}
+	if (rc == 0) {
+		KM_LOG(CRIT,
+			"cluster: node id %s was taken by a newer run (incarnation above %" PRIu64
+			"): this one stops",
+			cl.conf->cluster_node, cl.incarnation);
+		(void)km_etcd_lease_revoke(e, lease);
+		atomic_store(&cl.lease, 0);
+		atomic_store_explicit(&km_dp.stop, 1, memory_order_relaxed);
+		km_ctl_wake();
+		atomic_store(&cl.stop, 1);
+		return;
+	}
+	if (rc == -ENOENT) {
+		/* The lease expired meanwhile: a new one at the next renewal. */
+		atomic_store(&cl.lease, 0);
+		ms->registered = 0;
+	}
+	etcd_failed(e, ms->registered ? "member record" : "register again", rc);
 }
+
+/* The membership thread: its own etcd handle (arg), so that no other call delays a
+ * renewal; renews every third of the TTL. */
+static void *
+member_thread(void *arg)
+{
+	struct km_etcd *e = arg;
+	uint64_t hz = rte_get_timer_hz(), last = rte_get_timer_cycles(), now;
+	uint64_t every = cl.conf->cluster_ttl_s * hz / 3;
+	struct member_state ms = {.registered = 1, .put_serving = 0};
+
+	while (!atomic_load(&cl.stop)) {
+		now = rte_get_timer_cycles();
+		if (now - last >= every) {
+			last = now;
+			member_tick(e, &ms, 1);
+		} else {
+			member_tick(e, &ms, 0);
+		}
+		thread_sleep_ms(100);
+	}
+	km_etcd_close(e);
+	return NULL;
+}
+
+/* ---- the cluster thread ------------------------------------------------------------ */
 
 static void
 put_load(void)
 {
 	char key[KEY_MAX], *load;
+	int64_t lease = atomic_load(&cl.lease);
 	int rc;
 
 	pthread_mutex_lock(&cl.mu);
@@ -668,10 +1152,12 @@ put_load(void)
 	pthread_mutex_unlock(&cl.mu);
 	if (load == NULL)
 		return;
-	key_of(key, sizeof(key), "load/", cl.conf->cluster_node);
-	rc = km_etcd_put(cl.e, key, strlen(key), load, strlen(load), cl.lease, NULL);
-	if (rc < 0)
-		etcd_failed("load report", rc);
+	if (lease != 0) {
+		key_of(key, sizeof(key), "load/", cl.conf->cluster_node);
+		rc = km_etcd_put(cl.e, key, strlen(key), load, strlen(load), lease, NULL);
+		if (rc < 0 && rc != -ENOENT)
+			etcd_failed(cl.e, "load report", rc);
+	}
 	free(load);
 }
 
@@ -698,8 +1184,7 @@ map_read(int64_t *from)
 static void *
 cluster_thread(void *arg)
 {
-	uint64_t hz = rte_get_timer_hz(), ka = 0, load = 0, now;
-	uint64_t ka_every = cl.conf->cluster_ttl_s * hz / 3;
+	uint64_t hz = rte_get_timer_hz(), load = 0, now;
 	uint64_t load_every = cl.conf->cluster_load_ms * hz / 1000;
 	struct km_etcd_watch *w = NULL, *mw = NULL;
 	int64_t from = cl.watch_rev, mfrom = 0;
@@ -709,28 +1194,25 @@ cluster_thread(void *arg)
 	(void)arg;
 	key_of(key, sizeof(key), "map/current", NULL);
 	key_of(mkey, sizeof(mkey), "moves/", NULL);
+	th.reconcile_tsc = rte_get_timer_cycles();
 	while (!atomic_load(&cl.stop)) {
 		struct km_etcd_kvs *ev = NULL;
 		size_t i;
 
 		now = rte_get_timer_cycles();
-		if (now - ka >= ka_every) {
-			keepalive();
-			ka = now;
-		}
 		if (now - load >= load_every) {
 			put_load();
 			load = now;
 		}
 		if (w == NULL) {
 			if (from == 0 && (rc = map_read(&from)) < 0) {
-				etcd_failed("read the map", rc);
+				etcd_failed(cl.e, "read the map", rc);
 				thread_sleep_ms(RETRY_MS);
 				continue;
 			}
 			rc = km_etcd_watch_open(cl.e, key, strlen(key), 0, from, &w);
 			if (rc < 0) {
-				etcd_failed("watch the map", rc);
+				etcd_failed(cl.e, "watch the map", rc);
 				w = NULL;
 				thread_sleep_ms(RETRY_MS);
 				continue;
@@ -741,7 +1223,7 @@ cluster_thread(void *arg)
 				/* The moves as they are, then their changes. */
 				rc = km_etcd_get(cl.e, mkey, strlen(mkey), KM_ETCD_PREFIX, &ev);
 				if (rc < 0) {
-					etcd_failed("read the moves", rc);
+					etcd_failed(cl.e, "read the moves", rc);
 					thread_sleep_ms(RETRY_MS);
 					continue;
 				}
@@ -754,25 +1236,43 @@ cluster_thread(void *arg)
 			rc = km_etcd_watch_open(
 				cl.e, mkey, strlen(mkey), KM_ETCD_PREFIX, mfrom, &mw);
 			if (rc < 0) {
-				etcd_failed("watch the moves", rc);
+				etcd_failed(cl.e, "watch the moves", rc);
 				mw = NULL;
 				thread_sleep_ms(RETRY_MS);
 				continue;
 			}
 		}
-		rc = km_etcd_watch_next(mw, 100, &ev);
-		if (rc < 0) {
-			mfrom = rc == -ESTALE ? 0 : km_etcd_watch_next_rev(mw);
-			km_etcd_watch_close(mw);
-			mw = NULL;
-			if (rc != -ESTALE && rc != -ECONNRESET)
-				etcd_failed("moves watch", rc);
+		/* Deletions first, in order: no later move event is read before they are
+		 * decided. */
+		checks_run();
+		if (th.nb_chk > 0) {
+			thread_sleep_ms(200);
 		} else {
-			for (i = 0; i < (size_t)rc; i++)
-				move_seen(&ev->kv[i]);
-			km_etcd_kvs_free(ev);
+			rc = km_etcd_watch_next(mw, 100, &ev);
+			if (rc < 0) {
+				mfrom = rc == -ESTALE ? 0 : km_etcd_watch_next_rev(mw);
+				km_etcd_watch_close(mw);
+				mw = NULL;
+				if (rc != -ESTALE && rc != -ECONNRESET)
+					etcd_failed(cl.e, "moves watch", rc);
+			} else {
+				for (i = 0; i < (size_t)rc; i++)
+					move_seen(&ev->kv[i]);
+				km_etcd_kvs_free(ev);
+			}
+			ev = NULL;
+			checks_run();
 		}
-		ev = NULL;
+		now = rte_get_timer_cycles();
+		if (atomic_exchange(&cl.rescan, 0))
+			th.reconcile_tsc = 0; /* a queue was full: read moves/ again */
+		if (th.nb_chk == 0 && now - th.reconcile_tsc >= RECONCILE_S * hz) {
+			rc = reconcile();
+			if (rc < 0)
+				etcd_failed(cl.e, "reconcile the moves", rc);
+			else
+				th.reconcile_tsc = now;
+		}
 		rc = km_etcd_watch_next(w, 100, &ev);
 		if (rc < 0) {
 			/* Compacted: read it again; broken: resume after the last event. */
@@ -780,7 +1280,7 @@ cluster_thread(void *arg)
 			km_etcd_watch_close(w);
 			w = NULL;
 			if (rc != -ESTALE && rc != -ECONNRESET)
-				etcd_failed("map watch", rc);
+				etcd_failed(cl.e, "map watch", rc);
 			continue;
 		}
 		for (i = 0; i < (size_t)rc; i++)
@@ -799,6 +1299,7 @@ int
 km_cluster_join(const struct km_conf *conf, uint16_t nb_workers, struct km_shardmap **map)
 {
 	uint64_t hz = rte_get_timer_hz(), t0 = rte_get_timer_cycles(), logged = 0;
+	struct km_etcd *me = NULL;
 	struct km_cmap *m = NULL;
 	uint32_t mine = 0;
 	int self, rc;
@@ -825,7 +1326,7 @@ km_cluster_join(const struct km_conf *conf, uint16_t nb_workers, struct km_shard
 	}
 	if (claim_incarnation() < 0)
 		goto fail;
-	cl.member = member_json();
+	cl.member = member_json(0);
 	if (cl.member == NULL) {
 		KM_LOG(ERR, "cluster: out of memory");
 		goto fail;
@@ -837,6 +1338,16 @@ km_cluster_join(const struct km_conf *conf, uint16_t nb_workers, struct km_shard
 				conf->cluster_node, conf->cluster_etcd, km_etcd_errmsg(cl.e));
 		goto fail;
 	}
+	/* From here the membership thread keeps the lease and the record, on its own
+	 * handle (handed to it). */
+	rc = km_etcd_open(conf->cluster_etcd, member_timeout_ms(), &me);
+	if (rc < 0 || pthread_create(&cl.mthr, NULL, member_thread, me) != 0) {
+		KM_LOG(ERR, "cluster: cannot start its membership thread");
+		km_etcd_close(me);
+		goto fail;
+	}
+	cl.mthr_started = 1;
+	pthread_setname_np(cl.mthr, "km-member");
 	rc = km_cluster_side_start(
 		ntohl(conf->cluster_side_addr), (uint16_t)conf->cluster_side_port);
 	if (rc < 0) {
@@ -844,11 +1355,15 @@ km_cluster_join(const struct km_conf *conf, uint16_t nb_workers, struct km_shard
 			conf->cluster_side_port, strerror(-rc));
 		goto fail;
 	}
-	moves_fail_own();
+	if (moves_fail_own((unsigned int)conf->cluster_ttl_s + 2 < 10
+				   ? 10
+				   : (unsigned int)conf->cluster_ttl_s + 2) < 0)
+		goto fail;
 	cl.on = 1;
 	KM_LOG(NOTICE,
 		"cluster %s: node %s registered (incarnation %" PRIu64 ", lease %" PRIx64 ")",
-		conf->cluster_name, conf->cluster_node, cl.incarnation, (uint64_t)cl.lease);
+		conf->cluster_name, conf->cluster_node, cl.incarnation,
+		(uint64_t)atomic_load(&cl.lease));
 	/* The map as it is now; then the thread watches it from there. */
 	rc = map_read(&cl.watch_rev);
 	if (rc < 0) {
@@ -907,15 +1422,23 @@ km_cluster_leave(void)
 {
 	char key[KEY_MAX];
 
+	int64_t lease;
+
 	atomic_store(&cl.stop, 1);
 	if (cl.thr_started) {
 		pthread_join(cl.thr, NULL);
 		cl.thr_started = 0;
 	}
+	if (cl.mthr_started) {
+		pthread_join(cl.mthr, NULL);
+		cl.mthr_started = 0;
+	}
+	lease = atomic_exchange(&cl.lease, 0);
 	if (cl.e != NULL) {
 		/* The record and the load report go with the lease: the placer sees this node
-		 * leave at once instead of after the TTL. */
-		if (cl.on && cl.lease != 0 && km_etcd_lease_revoke(cl.e, cl.lease) == 0)
+		 * leave at once instead of after the TTL. A lease of a join that did not
+		 * complete goes too. */
+		if (lease != 0 && km_etcd_lease_revoke(cl.e, lease) == 0 && cl.on)
 			KM_LOG(NOTICE, "cluster: node %s left", cl.conf->cluster_node);
 		(void)key;
 		km_etcd_close(cl.e);
@@ -1165,6 +1688,17 @@ tick_map(struct km_cmap *m)
 	int rc;
 
 	if (m->epoch <= cl.epoch) {
+		/* The current map again (a watch restarted) is no news; an older one, or
+		 * another map of this epoch, is refused: logged once per epoch. */
+		if ((m->epoch < cl.epoch || !km_cmap_equal(m, cl.cur)) &&
+			cl.stale_logged != m->epoch) {
+			KM_LOG(WARNING,
+				"cluster map epoch %u refused: %s epoch %u applied, which is kept",
+				m->epoch,
+				m->epoch < cl.epoch ? "not above the" : "another map of the",
+				cl.epoch);
+			cl.stale_logged = m->epoch;
+		}
 		km_cmap_free(m);
 		return;
 	}
@@ -1186,12 +1720,70 @@ tick_map(struct km_cmap *m)
 	km_cmap_free(m);
 }
 
+/* A move request on the control lcore: started, kept while this node has not applied the
+ * map it was planned on (epoch), or dropped (logged once per request). @return 1 kept. */
+static int
+tick_move(struct km_cluster_move_req *rq, uint32_t epoch)
+{
+	const struct km_shard *sh = km_shardmap_find(km_map_current, rq->id);
+	int to = cl.cur != NULL ? km_cmap_node_find(cl.cur, rq->to) : -1;
+
+	if (sh == NULL || km_shard_owner(sh) == KM_OWNER_REMOTE || to < 0) {
+		unsigned int i;
+
+		if (cl.epoch < epoch)
+			return 1; /* planned on a map not applied here yet */
+		for (i = 0; i < RTE_DIM(cl.started); i++)
+			if (cl.started[i].id == rq->id && cl.started[i].rev == rq->rev)
+				return 0; /* started already, over since */
+		if (cl.ignored_id != rq->id || cl.ignored_rev != rq->rev)
+			KM_LOG(WARNING,
+				"cluster: move of shard %" PRIu64
+				" to node %s (planned on epoch %u) "
+				"ignored at epoch %u: %s",
+				rq->id, rq->to, epoch, cl.epoch,
+				to < 0 ? "no such node in the map" : "not this node's shard");
+		cl.ignored_id = rq->id;
+		cl.ignored_rev = rq->rev;
+		return 0;
+	}
+	rq->to_ip = cl.cur->nodes[to].ip;
+	km_cluster_move_start(rq);
+	cl.started[cl.started_next].id = rq->id;
+	cl.started[cl.started_next].rev = rq->rev;
+	cl.started_next = (cl.started_next + 1) % RTE_DIM(cl.started);
+	return 0;
+}
+
+/* Keep rq for a later map (a newer request of the shard replaces an older one). */
+static void
+defer_put(const struct km_cluster_move_req *rq, uint32_t epoch)
+{
+	unsigned int i;
+
+	for (i = 0; i < cl.nb_defer && cl.defer[i].id != rq->id; i++)
+		;
+	if (i == cl.nb_defer) {
+		if (cl.nb_defer == RTE_DIM(cl.defer)) {
+			/* The cluster thread queues it again at its next reconciliation. */
+			KM_LOG(INFO,
+				"cluster: move of shard %" PRIu64 " put off: %u wait for a map",
+				rq->id, cl.nb_defer);
+			return;
+		}
+		cl.nb_defer++;
+	}
+	cl.defer[i] = *rq;
+	cl.defer_epoch[i] = epoch;
+}
+
 void
 km_cluster_tick(void)
 {
-	struct km_cluster_move_req mvs[RTE_DIM(cl.moves)];
+	struct km_cluster_move_req mvs[RTE_DIM(cl.moves) + RTE_DIM(cl.defer)];
+	uint32_t eps[RTE_DIM(cl.moves) + RTE_DIM(cl.defer)];
 	uint64_t gone[RTE_DIM(cl.gone)], now;
-	unsigned int nmv, ngone, i;
+	unsigned int nmv, ngone, i, k;
 	struct km_cmap *m;
 
 	if (!cl.on)
@@ -1206,8 +1798,14 @@ km_cluster_tick(void)
 		return;
 	m = cl.pending;
 	cl.pending = NULL;
-	nmv = cl.nb_moves;
-	memcpy(mvs, cl.moves, nmv * sizeof(mvs[0]));
+	/* The requests kept for a map first, then the new ones (which replace them). */
+	nmv = cl.nb_defer;
+	memcpy(mvs, cl.defer, nmv * sizeof(mvs[0]));
+	memcpy(eps, cl.defer_epoch, nmv * sizeof(eps[0]));
+	cl.nb_defer = 0;
+	memcpy(mvs + nmv, cl.moves, cl.nb_moves * sizeof(mvs[0]));
+	memcpy(eps + nmv, cl.moves_epoch, cl.nb_moves * sizeof(eps[0]));
+	nmv += cl.nb_moves;
 	cl.nb_moves = 0;
 	ngone = cl.nb_gone;
 	memcpy(gone, cl.gone, ngone * sizeof(gone[0]));
@@ -1217,17 +1815,16 @@ km_cluster_tick(void)
 		tick_map(m);
 	/* Moves after the map: a move of a shard the map just gave away is over. */
 	for (i = 0; i < nmv; i++) {
-		const struct km_shard *sh = km_shardmap_find(km_map_current, mvs[i].id);
-		int to = cl.cur != NULL ? km_cmap_node_find(cl.cur, mvs[i].to) : -1;
-
-		if (sh == NULL || km_shard_owner(sh) == KM_OWNER_REMOTE || to < 0) {
-			KM_LOG(WARNING, "cluster: move of shard %" PRIu64 " to node %s ignored: %s",
-				mvs[i].id, mvs[i].to,
-				to < 0 ? "no such node in the map" : "not this node's shard");
-			continue;
-		}
-		mvs[i].to_ip = cl.cur->nodes[to].ip;
-		km_cluster_move_start(&mvs[i]);
+		for (k = i + 1; k < nmv && mvs[k].id != mvs[i].id; k++)
+			;
+		if (k < nmv)
+			continue; /* a newer request of the shard follows */
+		for (k = 0; k < ngone && gone[k] != mvs[i].id; k++)
+			;
+		if (k < ngone)
+			continue; /* given up before it started */
+		if (tick_move(&mvs[i], eps[i]))
+			defer_put(&mvs[i], eps[i]);
 	}
 	km_cluster_move_tick(km_map_current, gone, ngone);
 }

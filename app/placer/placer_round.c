@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include <km_util.h>
 
 #include "placer.h"
@@ -52,6 +54,10 @@ struct snap {
 	char map_why[KM_CLUSTER_ERR_MAX + 96];
 	struct km_cluster_member *mem;
 	uint32_t nb_mem;
+	/* Members whose record says "serving": false (a node that starts: in the table, no
+	 * move to it yet), by id and incarnation. */
+	struct km_cluster_member *joining;
+	uint32_t nb_joining;
 	char (*drain)[KM_CLUSTER_ID_MAX + 1];
 	uint32_t nb_drain;
 	struct placer_rates rates;
@@ -66,6 +72,7 @@ snap_free(struct snap *s)
 {
 	km_cmap_free(s->map);
 	free(s->mem);
+	free(s->joining);
 	free(s->drain);
 	placer_rates_free(&s->rates);
 	free(s->moves);
@@ -163,6 +170,13 @@ read_member(struct placer_ctx *c, const struct km_etcd_kv *kv, struct snap *s)
 		snprintf(err, sizeof(err), "the key does not end in a node id");
 	else if (km_cluster_member_decode(
 			 id, kv->value, kv->vlen, &s->mem[s->nb_mem], err, sizeof(err)) == 0) {
+		json_t *o = json_loadb((const char *)kv->value, kv->vlen, 0, NULL);
+
+		/* "serving" false: the node has not served yet (absent: an older node, that
+		 * registers when it serves). */
+		if (json_is_false(json_object_get(o, "serving")))
+			s->joining[s->nb_joining++] = s->mem[s->nb_mem];
+		json_decref(o);
 		s->nb_mem++;
 		return;
 	}
@@ -257,10 +271,12 @@ snap_read(struct placer_ctx *c, struct snap *s)
 		if (r->kv[i].op < GET_NB)
 			n[r->kv[i].op]++;
 	s->mem = calloc(n[GET_MEMBERS] + 1, sizeof(*s->mem));
+	s->joining = calloc(n[GET_MEMBERS] + 1, sizeof(*s->joining));
 	s->drain = calloc(n[GET_DRAIN] + 1, sizeof(*s->drain));
 	s->moves = calloc(n[GET_MOVES] + 1, sizeof(*s->moves));
 	s->bad = calloc(n[GET_MOVES] + 1, sizeof(*s->bad));
-	if (s->mem == NULL || s->drain == NULL || s->moves == NULL || s->bad == NULL) {
+	if (s->mem == NULL || s->joining == NULL || s->drain == NULL || s->moves == NULL ||
+		s->bad == NULL) {
 		km_etcd_kvs_free(r);
 		return -ENOMEM;
 	}
@@ -493,6 +509,36 @@ seen_age_s(const struct placer_ctx *c, const struct km_cluster_move_record *mv, 
 		if (c->seen[k].id == mv->id && c->seen[k].create_rev == mv->create_rev)
 			return (now - c->seen[k].at_ns) / 1000000000u;
 	return 0;
+}
+
+/* Whether node id's live member serves (its record does not say "serving": false). */
+static int
+member_serving(const struct snap *s, const char *id)
+{
+	uint32_t i, k;
+
+	for (i = 0; i < s->nb_mem; i++)
+		if (strcmp(s->mem[i].id, id) == 0)
+			for (k = 0; k < s->nb_joining; k++)
+				if (strcmp(s->joining[k].id, id) == 0 &&
+					s->joining[k].incarnation == s->mem[i].incarnation)
+					return 0;
+	return 1;
+}
+
+/* Leave out the cross-node moves to a node that does not serve yet (it would refuse the
+ * stream): they are decided again once it serves. @return the moves left out. */
+static uint32_t
+plan_serving_only(const struct snap *s, struct placer_plan *p)
+{
+	uint32_t i, n = 0;
+
+	for (i = 0; i < p->nb_start; i++)
+		if (member_serving(s, p->base->nodes[p->start[i].to_node].id))
+			p->start[n++] = p->start[i];
+	i = p->nb_start - n;
+	p->nb_start = n;
+	return i;
 }
 
 static int
@@ -764,6 +810,8 @@ decide(struct placer_ctx *c, const struct snap *s, const uint64_t *flight, uint3
 		placer_log(PLACER_ERR, "no plan: %s", err);
 		goto out;
 	}
+	if (plan_serving_only(s, &plan) > 0)
+		placer_log(PLACER_DEBUG, "moves to nodes that do not serve yet put off");
 	if (plan.map != NULL) {
 		rc = publish(c, plan.map, s->map, s->map_rev, NULL, NULL, 0, &map_rev);
 		if (rc != 1)

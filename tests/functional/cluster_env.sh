@@ -155,6 +155,10 @@ cl_node_start() {
 	cl_in_sw ip link set "$t" master br0 up
 }
 
+# cl_node_cut N up|down: node nN's kernel link (etcd, side channel) up or down; its data
+# path (the tap) still reaches the clients.
+cl_node_cut() { cl_in_sw ip link set "${tag}w$1" "$2"; }
+
 cl_node_stop() {
 	local p=${cl_node_pid[$1]:-}
 

@@ -431,7 +431,13 @@ node_row(const struct snap *s, const struct km_cmap_node *n, const char *id, con
 		jset(o, "port", json_integer(n->port));
 		jset(o, "workers", json_integer(n->workers));
 		jset(o, "incarnation", json_integer((json_int_t)n->incarnation));
-		jset(o, "state", json_string(n->state == KM_CMAP_DRAINING ? "draining" : "active"));
+		/* In the map, not serving yet: a node that starts (its record says so). */
+		jset(o, "state",
+			json_string(
+				n->state == KM_CMAP_DRAINING ? "draining"
+				: json_is_false(json_object_get(rec, "serving")) && is_live(s, id)
+					? "joining"
+					: "active"));
 		jset(o, "in_map", json_true());
 		v = json_object_get(rec, "incarnation");
 		if (json_is_integer(v) && (uint64_t)json_integer_value(v) != n->incarnation)

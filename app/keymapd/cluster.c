@@ -1283,6 +1283,7 @@ cluster_thread(void *arg)
 				etcd_failed(cl.e, "map watch", rc);
 			continue;
 		}
+		etcd_worked(); /* etcd answers (the status shows the last call's outcome) */
 		for (i = 0; i < (size_t)rc; i++)
 			if (!ev->kv[i].deleted)
 				map_seen(ev->kv[i].value, ev->kv[i].vlen, ev->kv[i].mod_rev);

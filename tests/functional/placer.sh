@@ -146,14 +146,21 @@ wait_for() {
 	fail "$what: not within $s s"
 }
 
-# ready_all: every move in state copy set to ready, as the source node would.
+# ready_all: every move in state copy set to ready, as the source node would, with the
+# incarnation of the target's member record (the run that stored the copy).
 ready_all() {
-	local k v
+	local k v to inc
 
 	for k in $(ectl get --prefix "${P}moves/" --keys-only | grep .); do
 		v=$(ectl get "$k" --print-value-only)
 		case $v in
-		*'"state":"copy"'*) ectl put "$k" "${v/\"state\":\"copy\"/\"state\":\"ready\"}" >/dev/null ;;
+		*'"state":"copy"'*)
+			to=$(sed 's/.*"to":"\([^"]*\)".*/\1/' <<<"$v")
+			inc=$(ectl get "${P}members/$to" --print-value-only |
+				sed -n 's/.*"incarnation":\([0-9]*\).*/\1/p')
+			v=${v/\"state\":\"copy\"/\"state\":\"ready\"}
+			ectl put "$k" "${v%\}},\"to_incarnation\":${inc:-1}}" >/dev/null
+			;;
 		esac
 	done
 }
@@ -243,6 +250,15 @@ k=$(ectl get --prefix "${P}moves/" --keys-only | grep . | head -n 1)
 v=$(ectl get "$k" --print-value-only)
 ectl put "$k" "${v/\"state\":\"copy\"/\"state\":\"failed\",\"reason\":\"test: target unreachable\"}" >/dev/null
 wait_for 5 "the failed move given up" grep -q "given up: the copy failed: test: target unreachable" "$tmp/placer-pa.log"
+# A ready move stored by another run of the target than the live one: given up, not
+# completed (the live run may not have the copy).
+wait_for 15 "a move away from n1 again" has_moves 1
+k=$(ectl get --prefix "${P}moves/" --keys-only | grep . | head -n 1)
+v=$(ectl get "$k" --print-value-only)
+v=${v/\"state\":\"copy\"/\"state\":\"ready\"}
+ectl put "$k" "${v%\}},\"to_incarnation\":99}" >/dev/null
+wait_for 5 "the move of a restarted target given up" \
+	grep -q "given up: node n[0-9]* restarted since it stored the copy (run 99, now" "$tmp/placer-pa.log"
 # The given-up move starts again after a pause: keep making moves ready until n1 is gone.
 left() { ready_all; [ -z "$(node_line n1)" ]; }
 wait_for 15 "n1 out of the table" left

@@ -284,6 +284,10 @@ km_proc_export_step(struct km_proc *p)
 	if (xring_count(&x->free) <= x->reserve)
 		return 0; /* the consumer is behind: the free chunks are the writes' */
 	sl = shard_find(p, x->shard_id);
+	if (sl == NULL) { /* cannot be: its detach ends the export */
+		x_end(p, -ENOENT);
+		return 0;
+	}
 	before = x->pos;
 	rc = km_store_walk_step(sl->store, &x->pos, x->budget, encode_entry, x);
 	if (rc == XSTOPPED) {

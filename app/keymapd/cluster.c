@@ -76,7 +76,7 @@ static struct {
 	struct km_cluster_move_req moves[16];
 	uint32_t moves_epoch[16];
 	unsigned int nb_moves;
-	uint64_t gone[64];
+	struct km_cluster_gone gone[64];
 	unsigned int nb_gone;
 	char *load;           /* mu: the control lcore's last load report */
 	char err[160];        /* mu: the cluster thread's last error */
@@ -417,6 +417,12 @@ km_cluster_move_key(char *buf, size_t cap, uint64_t id)
 	snprintf(buf, cap, "%smoves/%" PRIu64, cl.prefix, id);
 }
 
+const char *
+km_cluster_node_id(void)
+{
+	return cl.conf->cluster_node;
+}
+
 uint64_t
 km_cluster_incarnation(void)
 {
@@ -535,8 +541,8 @@ track_put(const struct km_cluster_move_record *mv)
 }
 
 /* Queue a move request for the control lcore (a newer one of the shard replaces an older
- * one; a deletion queued before it is over). @return 0, or -ENOSPC (the queue is full:
- * moves/ is read again once the control lcore took the queue). */
+ * one; a deletion queued before it still ends the move it names). @return 0, or -ENOSPC (the queue
+ * is full: moves/ is read again once the control lcore took the queue). */
 static int
 move_queue(const struct km_cluster_move_req *rq, uint32_t epoch)
 {
@@ -544,11 +550,6 @@ move_queue(const struct km_cluster_move_req *rq, uint32_t epoch)
 	int rc = 0;
 
 	pthread_mutex_lock(&cl.mu);
-	for (i = 0; i < cl.nb_gone; i++)
-		if (cl.gone[i] == rq->id) {
-			cl.gone[i] = cl.gone[--cl.nb_gone];
-			i--;
-		}
 	for (i = 0; i < cl.nb_moves && cl.moves[i].id != rq->id; i++)
 		;
 	if (i < cl.nb_moves || cl.nb_moves < RTE_DIM(cl.moves)) {
@@ -568,7 +569,7 @@ move_queue(const struct km_cluster_move_req *rq, uint32_t epoch)
 /* Queue a move of this node's shard id as given up (deleted at revision rev): a request
  * of it queued before goes. @return 0, or -ENOSPC (full: tried again later). */
 static int
-gone_queue(uint64_t id, int64_t rev)
+gone_queue(uint64_t id, int64_t create_rev, int64_t rev)
 {
 	unsigned int i;
 	int rc = 0;
@@ -582,7 +583,8 @@ gone_queue(uint64_t id, int64_t rev)
 			i--;
 		}
 	if (cl.nb_gone < RTE_DIM(cl.gone))
-		cl.gone[cl.nb_gone++] = id;
+		cl.gone[cl.nb_gone++] =
+			(struct km_cluster_gone){.id = id, .create_rev = create_rev};
 	else
 		rc = -ENOSPC;
 	pthread_mutex_unlock(&cl.mu);
@@ -605,6 +607,7 @@ move_record_seen(const struct km_cluster_move_record *mv)
 		return;
 	rq.id = mv->id;
 	rq.rev = mv->mod_rev;
+	rq.create_rev = mv->create_rev;
 	snprintf(rq.to, sizeof(rq.to), "%s", mv->to);
 	rq.to_worker = mv->to_worker;
 	if (move_queue(&rq, mv->epoch) < 0)
@@ -718,7 +721,7 @@ given_up(const struct mv_track *t, int64_t rev)
 	int rc;
 
 	if (is_me(t->from))
-		return gone_queue(t->id, rev);
+		return gone_queue(t->id, t->create_rev, rev);
 	rc = newer_move_here(t->id, rev);
 	if (rc < 0)
 		return rc;
@@ -737,8 +740,10 @@ check_one(const struct mv_track *t, int64_t rev)
 
 	rc = map_written_at(rev, &now);
 	if (rc == -ESTALE) {
-		/* That revision is compacted: the map as it is now tells. */
-		rc = !map_gives(now, t->id, t->to);
+		/* That revision is compacted: the map as it is now tells (given up while it
+		 * still gives the shard to its source; another node, the target or a third one
+		 * after later moves, means completed). */
+		rc = map_gives(now, t->id, t->from);
 		km_cmap_free(now);
 		return rc ? given_up(t, rev) : 0;
 	}
@@ -784,6 +789,8 @@ reconcile(void)
 	size_t k;
 	int rc;
 
+	time_t t_read = time(NULL);
+
 	key_of(mkey, sizeof(mkey), "moves/", NULL);
 	key_of(ckey, sizeof(ckey), "map/current", NULL);
 	ops[0] = (struct km_etcd_op){
@@ -827,10 +834,30 @@ reconcile(void)
 			continue;
 		KM_LOG(INFO, "cluster: the deletion of move %" PRIu64 " was not seen: by the map",
 			t->id);
-		if (!map_gives(m, t->id, t->to) && given_up(t, rev) < 0)
+		if (map_gives(m, t->id, t->from) && given_up(t, rev) < 0)
 			continue; /* tried again */
 		track_remove(t);
 		i--;
+	}
+	/* Shards received here that no move to this node and no map explain (their move was
+	 * given up before their stream ended): they go. Only those kept since before this
+	 * read, so that a stream of a move created since is not taken for one. */
+	{
+		uint64_t ids[64];
+		unsigned int n = km_cluster_incoming_ids(ids, RTE_DIM(ids), t_read - 2);
+
+		for (i = 0; m != NULL && i < n; i++) {
+			int moving = 0;
+
+			for (k = 0; r != NULL && k < r->n && !moving; k++) {
+				struct km_cluster_move_record mv;
+
+				moving = r->kv[k].op == 0 && move_read(&r->kv[k], &mv) == 0 &&
+					 mv.id == ids[i] && is_me(mv.to);
+			}
+			if (!moving && !map_gives(m, ids[i], cl.conf->cluster_node))
+				km_cluster_incoming_drop(ids[i]);
+		}
 	}
 	km_cmap_free(m);
 	km_etcd_kvs_free(r);
@@ -1783,7 +1810,8 @@ km_cluster_tick(void)
 {
 	struct km_cluster_move_req mvs[RTE_DIM(cl.moves) + RTE_DIM(cl.defer)];
 	uint32_t eps[RTE_DIM(cl.moves) + RTE_DIM(cl.defer)];
-	uint64_t gone[RTE_DIM(cl.gone)], now;
+	struct km_cluster_gone gone[RTE_DIM(cl.gone)];
+	uint64_t now;
 	unsigned int nmv, ngone, i, k;
 	struct km_cmap *m;
 
@@ -1820,7 +1848,9 @@ km_cluster_tick(void)
 			;
 		if (k < nmv)
 			continue; /* a newer request of the shard follows */
-		for (k = 0; k < ngone && gone[k] != mvs[i].id; k++)
+		for (k = 0; k < ngone &&
+			    (gone[k].id != mvs[i].id || gone[k].create_rev != mvs[i].create_rev);
+			k++)
 			;
 		if (k < ngone)
 			continue; /* given up before it started */

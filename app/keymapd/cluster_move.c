@@ -28,6 +28,8 @@
  *
  * Stream (all integers big-endian):
  *   header: "KMMV" u16 version (2) u16 to_worker u64 shard id u32 epoch u32 reserved
+ *   B answers it (a reply, below: 0 "go", or a refusal such as EBUSY: the source tries
+ *     again for up to MV_IO_MS) before the source sends any record
  *   records (km_proc.h): u16 key length (1..KM_KEY_MAX; bit 15: a deletion), u32 value
  *     length, u64 version, key, value; applied in order (a key may come several times)
  *   end: u16 0, u32 n, n at-most-once entries (KM_PROC_DEDUP_WIRE bytes each)
@@ -234,6 +236,9 @@ static struct {
 		atomic_int want_detach; /* sender: the live stream failed, send it whole */
 		atomic_int cancel;      /* control lcore: the move is given up */
 		int64_t rev;            /* the move key's revision it answers */
+		int64_t create_rev;     /* which move of the shard it is */
+		uint8_t joined;         /* its sender thread was joined */
+		uint8_t refused_early;  /* sender: the target refused before any record */
 		char to[KM_CLUSTER_ID_MAX + 1];
 		uint32_t to_ip;
 		uint16_t to_worker;
@@ -262,8 +267,10 @@ static struct {
 	unsigned int nb_wait;
 } mv = {.mu = PTHREAD_MUTEX_INITIALIZER, .lfd = -1};
 
-/* MV_REATTACH: its move failed and the worker did not take it back yet (tried every tick). */
-enum { MV_FREE = 0, MV_SENDING, MV_SENT, MV_FAILED, MV_REATTACH };
+/* MV_REATTACH: its move failed and the worker did not take it back yet; MV_UNEXPORT: its
+ * move failed while live and the worker's export is not cancelled yet (both tried again
+ * every tick). */
+enum { MV_FREE = 0, MV_SENDING, MV_SENT, MV_FAILED, MV_REATTACH, MV_UNEXPORT };
 
 static int
 mv_stopping(void)
@@ -329,6 +336,19 @@ incoming_room(void)
 		used += mv.in[i].s != NULL;
 	pthread_mutex_unlock(&mv.mu);
 	return used + MV_INCOMING_SPARE >= MV_INCOMING ? 0 : MV_INCOMING - MV_INCOMING_SPARE - used;
+}
+
+unsigned int
+km_cluster_incoming_ids(uint64_t *ids, unsigned int max, time_t before)
+{
+	unsigned int i, n = 0;
+
+	pthread_mutex_lock(&mv.mu);
+	for (i = 0; i < MV_INCOMING && n < max; i++)
+		if (mv.in[i].s != NULL && mv.in[i].at < before)
+			ids[n++] = mv.in[i].id;
+	pthread_mutex_unlock(&mv.mu);
+	return n;
 }
 
 int
@@ -405,6 +425,7 @@ reply(int fd, int status, const char *msg)
 }
 
 static struct mv_out *out_find(uint64_t id);
+static void out_join(struct mv_out *o);
 
 /* On the control lcore: whether shard *arg is this node's: in its map, or parked on its
  * way out and not yet confirmed at the target (a copy confirmed there may come back
@@ -485,8 +506,7 @@ receive(int fd)
 			id == 0 ? "shard 0" : "another stream of this shard is being received");
 		goto out;
 	}
-	receive_one(fd, io, h, rec);
-	receiving_release(id);
+	receive_one(fd, io, h, rec); /* releases the claim */
 out:
 	if (io != NULL && io->h != NULL)
 		XXH3_freeState(io->h);
@@ -539,6 +559,7 @@ receive_one(int fd, struct mv_io *io, const uint8_t *h, uint8_t *rec)
 		reply(fd, -rc, msg);
 		goto out;
 	}
+	reply(fd, 0, "go"); /* accepted: the source sends its records */
 	/* The records, applied in order. */
 	for (;;) {
 		uint32_t klen, vlen;
@@ -625,6 +646,9 @@ receive_one(int fd, struct mv_io *io, const uint8_t *h, uint8_t *rec)
 	snprintf(msg, sizeof(msg), "%" PRIu64, km_cluster_incarnation());
 	reply(fd, 0, msg);
 out:
+	/* Released first: a stream of it sent again at once (the whole copy after a failed
+	 * live one) is not refused while this one's partial store goes. */
+	receiving_release(id);
 	if (s != NULL)
 		km_store_discard(s);
 	km_proc_dedup_free(dd);
@@ -656,15 +680,17 @@ listener(void *arg)
 		pthread_t t;
 		int fd;
 
-		/* Streams beyond MV_RECEIVERS wait in the listen queue. */
-		if (atomic_load(&mv.receivers) >= MV_RECEIVERS || poll(&p, 1, 200) <= 0) {
-			if (atomic_load(&mv.receivers) >= MV_RECEIVERS)
-				usleep(10 * 1000);
+		if (poll(&p, 1, 200) <= 0)
 			continue;
-		}
 		fd = accept4(mv.lfd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0)
 			continue;
+		if (atomic_load(&mv.receivers) >= MV_RECEIVERS) {
+			/* Refused at once: the source tries again shortly. */
+			reply(fd, EBUSY, "receiving as many shards as it can");
+			close(fd);
+			continue;
+		}
 		atomic_fetch_add(&mv.receivers, 1);
 		if (pthread_create(&t, &attr, receiver, (void *)(intptr_t)fd) != 0) {
 			reply(fd, EAGAIN, "no thread to receive the shard");
@@ -726,7 +752,7 @@ km_cluster_side_stop(void)
 	for (i = 0; i < MV_PARKED; i++)
 		if (atomic_load(&mv.out[i].state) != MV_FREE) {
 			atomic_store(&mv.out[i].cancel, 1);
-			pthread_join(mv.out[i].thr, NULL);
+			out_join(&mv.out[i]);
 			km_store_destroy(mv.out[i].s);
 			km_proc_dedup_free(mv.out[i].dd);
 			km_proc_export_put(mv.out[i].x);
@@ -820,7 +846,7 @@ stream_live(struct mv_out *o, struct mv_io *io, uint64_t *keys)
 	struct km_proc_xchunk *c;
 
 	for (;;) {
-		if (atomic_load(&o->cancel))
+		if (atomic_load(&o->cancel) || atomic_load(&o->detached) < 0)
 			return -ECANCELED;
 		c = km_proc_export_take(o->x);
 		if (c != NULL) {
@@ -849,6 +875,28 @@ stream_live(struct mv_out *o, struct mv_io *io, uint64_t *keys)
 	}
 }
 
+/* Read a reply of the target (status, message) into msg (201 bytes). @return 0 and
+ * *status (0 or -errno, the target's), or the socket's -errno. */
+static int
+read_reply(struct mv_io *io, char *msg, int *status)
+{
+	uint8_t r[6];
+	size_t n;
+	int rc;
+
+	io->len = io->pos = 0;
+	rc = io_get(io, r, sizeof(r), 0);
+	if (rc < 0)
+		return rc;
+	n = get_be(r + 4, 2);
+	if (n > 200 || io_get(io, msg, n, 0) < 0)
+		n = 0;
+	msg[n] = '\0';
+	*status = -(int)get_be(r, 4);
+	io->len = io->pos = 0; /* the buffer is the sending one's again */
+	return 0;
+}
+
 /*
  * Stream o's shard to B (live when o->x is set, else whole once detached), then its
  * at-most-once entries and the trailer, and read B's answer.
@@ -859,11 +907,11 @@ static int
 stream(struct mv_out *o, uint16_t side_port, int live, char *why, size_t whylen)
 {
 	struct send_ctx c = {0};
-	uint8_t h[MV_HDR_LEN] = MV_MAGIC, t[24], r[6], *dbuf = NULL;
+	uint8_t h[MV_HDR_LEN] = MV_MAGIC, t[24], *dbuf = NULL;
 	char msg[201] = "";
 	uint64_t keys = 0;
+	int fd, rc, status = 0;
 	uint32_t nd;
-	int fd, rc;
 
 	c.io = calloc(1, sizeof(*c.io));
 	if (c.io == NULL || (c.io->h = XXH3_createState()) == NULL) {
@@ -885,6 +933,24 @@ stream(struct mv_out *o, uint16_t side_port, int live, char *why, size_t whylen)
 	put_be(h + 6, o->to_worker, 2);
 	put_be(h + 8, o->id, 8);
 	io_put(c.io, h, sizeof(h), 0);
+	/* The target accepts the stream (or refuses it: busy, still starting) before any
+	 * record is sent, so that a refused stream costs no chunk of the live copy. */
+	rc = io_flush(c.io);
+	if (rc == 0)
+		rc = read_reply(c.io, msg, &status);
+	if (rc == 0 && status != 0) {
+		snprintf(why, whylen, "node %s refused shard %" PRIu64 ": %s", o->to, o->id, msg);
+		o->refused_early = 1;
+		rc = status;
+		close(fd);
+		goto out;
+	}
+	if (rc != 0) {
+		snprintf(why, whylen, "node %s did not accept shard %" PRIu64 ": %s", o->to, o->id,
+			strerror(-rc));
+		close(fd);
+		goto out;
+	}
 	if (live) {
 		rc = stream_live(o, c.io, &keys);
 		if (rc == 0)
@@ -931,17 +997,10 @@ stream(struct mv_out *o, uint16_t side_port, int live, char *why, size_t whylen)
 		io_put(c.io, t, sizeof(t), 0);
 	if (rc == 0)
 		rc = io_flush(c.io);
+	if (rc == 0)
+		rc = read_reply(c.io, msg, &status);
 	if (rc == 0) {
-		c.io->len = c.io->pos = 0;
-		rc = io_get(c.io, r, sizeof(r), 0);
-	}
-	if (rc == 0) {
-		size_t n = get_be(r + 4, 2);
-
-		if (n > 200 || io_get(c.io, msg, n, 0) < 0)
-			n = 0;
-		msg[n] = '\0';
-		rc = -(int)get_be(r, 4);
+		rc = status;
 		if (rc != 0)
 			snprintf(why, whylen, "node %s refused shard %" PRIu64 ": %s", o->to, o->id,
 				msg);
@@ -972,6 +1031,25 @@ out:
 	XXH3_freeState(c.io->h);
 	free(c.io);
 	return rc;
+}
+
+/* stream(), again while the target refuses it as busy or still starting (before any
+ * record was sent), for MV_IO_MS at most. */
+static int
+stream_retried(struct mv_out *o, uint16_t side_port, int live, char *why, size_t whylen)
+{
+	unsigned int waited = 0;
+	int rc;
+
+	for (;;) {
+		o->refused_early = 0;
+		rc = stream(o, side_port, live, why, whylen);
+		if (!o->refused_early || (rc != -EBUSY && rc != -EAGAIN) || waited >= MV_IO_MS ||
+			atomic_load(&o->cancel) || mv_stopping())
+			return rc;
+		usleep(100 * 1000);
+		waited += 100;
+	}
 }
 
 /* Set the move's state (compare-and-swap on its revision). @return 1 set, 0 the move
@@ -1028,12 +1106,54 @@ move_state(struct km_etcd *e, const struct mv_out *o, const char *state, const c
 	return rc;
 }
 
+/* Fence: the move key, read at kv, set to "failed" at that revision, so that a `ready`
+ * still in flight (a transaction whose outcome was not known) can no longer land.
+ * @return 1 set, 0 the key changed meanwhile, or -errno. */
+static int
+fence_failed(struct km_etcd *e, const char *key, const struct km_etcd_kv *kv)
+{
+	json_t *j = json_loadb((const char *)kv->value, kv->vlen, 0, NULL);
+	char *val;
+	int rc;
+
+	if (j == NULL || !json_is_object(j)) {
+		json_decref(j);
+		return -EPROTO;
+	}
+	json_object_set_new(j, "state", json_string("failed"));
+	json_object_set_new(j, "reason", json_string("the source could not confirm its copy"));
+	val = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	if (val == NULL)
+		return -ENOMEM;
+	{
+		struct km_etcd_cmp cmp = {.key = key,
+			.klen = strlen(key),
+			.target = KM_ETCD_MOD,
+			.result = KM_ETCD_EQUAL,
+			.num = kv->mod_rev};
+		struct km_etcd_op op = {.type = KM_ETCD_OP_PUT,
+			.key = key,
+			.klen = strlen(key),
+			.value = val,
+			.vlen = strlen(val)};
+
+		rc = km_etcd_txn(e, &cmp, 1, &op, 1, NULL, 0, NULL, NULL);
+	}
+	free(val);
+	return rc;
+}
+
 /*
  * Whether the move of o is confirmed ready, after an attempt that failed or found the key
- * changed: the key read again, and if it is gone, the map (a completed move deletes its
- * key with the map that gives the shard away). Read again for as long as etcd does not
- * answer: the shard stays detached (BUSY) meanwhile, since serving it again while the
- * placer may still complete the move with this copy would lose the writes taken since.
+ * changed. The key read again: `ready` at a revision above o->rev is; any other state is
+ * not, once the key is fenced to `failed` at the revision read (else read again). The key
+ * gone: the map decides (a completed move deletes its key with the map that gives the
+ * shard away; the placer gives a move up without a map): given up while the map still
+ * gives the shard to this node, completed if it gives it to any other (the target, or a
+ * third node after later moves). Read again for as long as etcd does not answer: the
+ * shard stays detached (BUSY) meanwhile, since serving it again while the placer may
+ * still complete the move with this copy would lose the writes taken since.
  * @return 1 ready or completed; 0 not (the shard comes back); -1 keymapd stops first.
  */
 static int
@@ -1051,6 +1171,8 @@ move_outcome(struct km_etcd *e, const struct mv_out *o)
 		int ready = 0;
 
 		rc = km_etcd_get(e, key, strlen(key), 0, &r);
+		if (rc > 0 && r->kv[0].create_rev != o->create_rev)
+			rc = 0; /* another move of the shard: this one was deleted */
 		if (rc > 0) {
 			json_t *j =
 				json_loadb((const char *)r->kv[0].value, r->kv[0].vlen, 0, NULL);
@@ -1058,18 +1180,23 @@ move_outcome(struct km_etcd *e, const struct mv_out *o)
 
 			ready = st != NULL && strcmp(st, "ready") == 0 && r->kv[0].mod_rev > o->rev;
 			json_decref(j);
+			rc = ready ? 1 : fence_failed(e, key, &r->kv[0]);
 			km_etcd_kvs_free(r);
-			return ready;
-		}
-		km_etcd_kvs_free(r);
-		if (rc == 0) {
-			rc = km_cluster_map_read(e, &m);
-			if (rc == 0) {
-				sh = km_cmap_shard_find(m, o->id);
-				ready = sh != NULL && strcmp(m->nodes[sh->node].id, o->to) == 0;
-				km_cmap_free(m);
+			if (rc == 1)
 				return ready;
+			if (rc == 0) {
+				usleep(50 * 1000); /* changed meanwhile: read again */
+				continue;
 			}
+		} else {
+			km_etcd_kvs_free(r);
+		}
+		if (rc == 0 && (rc = km_cluster_map_read(e, &m)) == 0) {
+			sh = km_cmap_shard_find(m, o->id);
+			ready = sh == NULL ||
+				strcmp(m->nodes[sh->node].id, km_cluster_node_id()) != 0;
+			km_cmap_free(m);
+			return ready;
 		}
 		if (i % 20 == 0)
 			KM_LOG(WARNING,
@@ -1100,7 +1227,7 @@ sender(void *arg)
 					    : km_etcd_errmsg(e));
 		rc = -EHOSTUNREACH;
 	} else {
-		rc = stream(o, (uint16_t)side, o->x != NULL, why, sizeof(why));
+		rc = stream_retried(o, (uint16_t)side, o->x != NULL, why, sizeof(why));
 		if (rc == MV_WHOLE) {
 			/* The writes outran the live copy (or it could not go on): the
 			 * shard is detached and sent whole, over a new connection. */
@@ -1110,7 +1237,7 @@ sender(void *arg)
 				o->id, o->to, why);
 			o->whole = 1;
 			atomic_store(&o->want_detach, 1);
-			rc = stream(o, (uint16_t)side, 0, why, sizeof(why));
+			rc = stream_retried(o, (uint16_t)side, 0, why, sizeof(why));
 		}
 	}
 	if (rc == 0) {
@@ -1185,17 +1312,34 @@ out_free(struct mv_out *o)
 	atomic_store(&o->state, MV_FREE);
 }
 
+/* Join o's sender once. */
+static void
+out_join(struct mv_out *o)
+{
+	if (!o->joined)
+		pthread_join(o->thr, NULL);
+	o->joined = 1;
+}
+
 /* The shard serves here again (a failed or abandoned move): attached again if it was
  * detached, its export ended if it was live. */
 static void
 out_restore(struct mv_out *o, const char *why)
 {
 	atomic_store(&o->cancel, 1);
-	pthread_join(o->thr, NULL);
+	out_join(o);
 	if (atomic_load_explicit(&o->detached, memory_order_acquire) <= 0) {
-		/* Never detached: it serves on; its export ends (if it still runs). */
-		if (o->x != NULL)
-			(void)km_mailbox_export_cancel(o->worker);
+		/* Never detached: it serves on; its export ends (if it still runs: a worker
+		 * that does not take the cancel is asked again every tick). */
+		if (o->x != NULL && km_mailbox_export_cancel(o->worker) < 0) {
+			KM_LOG(ERR,
+				"cluster: shard %" PRIu64 ": its worker %u did not end its "
+				"export yet: asked again",
+				o->id, o->worker);
+			mv.failed++;
+			atomic_store(&o->state, MV_UNEXPORT);
+			return;
+		}
 		KM_LOG(NOTICE, "cluster: shard %" PRIu64 " serves on here (%s)", o->id, why);
 	} else if (km_mailbox_attach(o->worker, o->id, o->s, &o->dd, 1) == 0) {
 		KM_LOG(NOTICE, "cluster: shard %" PRIu64 " serves here again (%s)", o->id, why);
@@ -1313,8 +1457,14 @@ km_cluster_move_start(const struct km_cluster_move_req *rq)
 	uint32_t n = 0, i;
 	int rc;
 
-	if (out_find(rq->id) != NULL)
-		return; /* under way */
+	o = out_find(rq->id);
+	if (o != NULL) {
+		/* Under way; or an older move of the shard is not over here yet: this one
+		 * waits for it. */
+		if (o->create_rev != rq->create_rev)
+			wait_put(rq, o->worker);
+		return;
+	}
 	for (i = 0; i < MV_PARKED; i++)
 		if (atomic_load(&mv.out[i].state) == MV_FREE) {
 			o = &mv.out[i];
@@ -1339,6 +1489,7 @@ km_cluster_move_start(const struct km_cluster_move_req *rq)
 	*o = (struct mv_out){.id = rq->id,
 		.worker = (uint16_t)in[i].worker,
 		.rev = rq->rev,
+		.create_rev = rq->create_rev,
 		.to_ip = rq->to_ip,
 		.to_worker = rq->to_worker,
 		.t0 = rte_get_timer_cycles()};
@@ -1370,13 +1521,8 @@ km_cluster_move_start(const struct km_cluster_move_req *rq)
 	}
 	atomic_store(&o->state, MV_SENDING);
 	if (pthread_create(&o->thr, NULL, sender, o) != 0) {
-		o->thr = pthread_self();
-		atomic_store(&o->state, MV_FAILED);
-		if (o->x != NULL)
-			(void)km_mailbox_export_cancel(o->worker);
-		else if (km_mailbox_attach(o->worker, o->id, o->s, &o->dd, 1) < 0)
-			KM_LOG(CRIT, "cluster: shard %" PRIu64 " cannot be attached again", o->id);
-		out_free(o);
+		o->joined = 1; /* no thread */
+		out_restore(o, "no thread to send it");
 		return;
 	}
 	KM_LOG(NOTICE, "cluster: shard %" PRIu64 " (worker %u) goes to node %s: sending %s", o->id,
@@ -1399,7 +1545,8 @@ out_live_tick(struct mv_out *o)
 }
 
 void
-km_cluster_move_tick(const struct km_shardmap *map, const uint64_t *gone, unsigned int nb_gone)
+km_cluster_move_tick(
+	const struct km_shardmap *map, const struct km_cluster_gone *gone, unsigned int nb_gone)
 {
 	struct km_cluster_move_req waiting[RTE_DIM(mv.wait)];
 	unsigned int i, k, nw = 0, nk = 0;
@@ -1407,7 +1554,9 @@ km_cluster_move_tick(const struct km_shardmap *map, const uint64_t *gone, unsign
 	/* Waiting moves: dropped when the placer deleted them, tried again once their
 	 * worker's export is free. */
 	for (i = 0; i < mv.nb_wait; i++) {
-		for (k = 0; k < nb_gone && gone[k] != mv.wait[i].id; k++)
+		for (k = 0; k < nb_gone && (gone[k].id != mv.wait[i].id ||
+						   gone[k].create_rev != mv.wait[i].create_rev);
+			k++)
 			;
 		if (k < nb_gone)
 			continue;
@@ -1429,18 +1578,25 @@ km_cluster_move_tick(const struct km_shardmap *map, const uint64_t *gone, unsign
 		const struct km_shard *s;
 
 		for (k = 0; st != MV_FREE && k < nb_gone; k++)
-			if (gone[k] == o->id)
+			if (gone[k].id == o->id && gone[k].create_rev == o->create_rev)
 				o->gone = 1;
 		if (st == MV_FREE)
 			continue;
 		if (o->superseded && st != MV_SENDING) {
-			pthread_join(o->thr, NULL);
+			out_join(o);
 			KM_LOG(NOTICE,
 				"cluster: shard %" PRIu64 " came back from another node: the copy "
 				"parked here since its move goes",
 				o->id);
 			km_store_destroy(o->s); /* its files are the newer copy's now */
 			out_free(o);
+			continue;
+		}
+		if (st == MV_UNEXPORT) {
+			if (km_mailbox_export_cancel(o->worker) == 0) {
+				KM_LOG(NOTICE, "cluster: shard %" PRIu64 " serves on here", o->id);
+				out_free(o);
+			}
 			continue;
 		}
 		if (st == MV_REATTACH) {
@@ -1454,8 +1610,10 @@ km_cluster_move_tick(const struct km_shardmap *map, const uint64_t *gone, unsign
 		if (st == MV_SENDING) {
 			/* Given up while still live: the sender stops (the move then ends
 			 * as failed, and the shard never left). */
-			if (o->gone && atomic_load(&o->detached) == 0)
-				atomic_store(&o->cancel, 1);
+			if ((o->gone && atomic_load(&o->detached) == 0) ||
+				atomic_load(&o->detached) < 0)
+				atomic_store(
+					&o->cancel, 1); /* the detach failed: so does the move */
 			else
 				out_live_tick(o);
 			continue;
@@ -1469,7 +1627,7 @@ km_cluster_move_tick(const struct km_shardmap *map, const uint64_t *gone, unsign
 		if (s != NULL && km_shard_owner(s) == KM_OWNER_REMOTE) {
 			uint64_t now = rte_get_timer_cycles(), hz = rte_get_timer_hz();
 
-			pthread_join(o->thr, NULL);
+			out_join(o);
 			KM_LOG(NOTICE,
 				"cluster: shard %" PRIu64 " is node %s's now: dropped here after "
 				"%" PRIu64 " ms (%s copy), %" PRIu64 " ms of them unavailable",

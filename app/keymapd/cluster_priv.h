@@ -5,6 +5,7 @@
 /* Between cluster.c (membership, maps) and cluster_move.c (cross-node moves). */
 
 #include <stdint.h>
+#include <time.h>
 
 #include <km_cluster.h>
 #include <km_etcd.h>
@@ -20,7 +21,8 @@ struct km_proc_dedup;
 /* A move of one of this node's shards, as the placer put it (P/moves/<id>). */
 struct km_cluster_move_req {
 	uint64_t id;
-	int64_t rev; /* the move key's mod revision */
+	int64_t rev;        /* the move key's mod revision */
+	int64_t create_rev; /* its creation revision: which move of the shard it is */
 	char to[KM_CLUSTER_ID_MAX + 1];
 	uint32_t to_ip; /* side channel address, host byte order (from its member record) */
 	uint16_t to_worker;
@@ -35,6 +37,9 @@ int km_cluster_map_read(struct km_etcd *e, struct km_cmap **m);
 
 /* P/moves/<id> into buf. */
 void km_cluster_move_key(char *buf, size_t cap, uint64_t id);
+
+/* This node's id ([cluster] node). Any thread, once joined. */
+const char *km_cluster_node_id(void);
 
 /* This run's incarnation (its member record's). Any thread, once joined. */
 uint64_t km_cluster_incarnation(void);
@@ -58,6 +63,8 @@ struct km_store *km_cluster_incoming_take(uint64_t id, struct km_proc_dedup **dd
 /* Drop the store received for shard id (its move was given up: the map does not give it
  * here), files and all. @return 1 dropped, 0 none. Any thread. */
 int km_cluster_incoming_drop(uint64_t id);
+/* The shards received here (at most max) and kept since before `before`. Any thread. */
+unsigned int km_cluster_incoming_ids(uint64_t *ids, unsigned int max, time_t before);
 /* Whether a store was received for shard id. Any thread. */
 int km_cluster_incoming_has(uint64_t id);
 /* Shard id, parked here on its way out, came back with a newer copy: the parked one goes.
@@ -71,9 +78,16 @@ void km_cluster_incoming_return(uint64_t id, struct km_store *s, struct km_proc_
 
 /* Start sending a shard (detach, stream in a thread). Control lcore. */
 void km_cluster_move_start(const struct km_cluster_move_req *rq);
-/* Finish or undo moves: map is the view published; gone[] the moves the placer deleted. */
+/* A move of this node's shard the placer gave up (deleted without completing it). */
+struct km_cluster_gone {
+	uint64_t id;
+	int64_t create_rev; /* which move of the shard */
+};
+
+/* Finish or undo moves: map is the view published; gone[] the moves the placer gave up
+ * (each ends only the move it names, not a newer one of the shard). */
 void km_cluster_move_tick(
-	const struct km_shardmap *map, const uint64_t *gone, unsigned int nb_gone);
+	const struct km_shardmap *map, const struct km_cluster_gone *gone, unsigned int nb_gone);
 /* Whether shard id is detached here for a move under way (not to be created anew). */
 int km_cluster_move_parked(uint64_t id);
 void km_cluster_move_counts(uint64_t *out, uint64_t *in, uint64_t *failed);

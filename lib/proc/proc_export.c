@@ -256,7 +256,12 @@ static int
 encode_entry(void *arg, const struct km_key *k, const struct km_value_ref *v)
 {
 	struct km_proc_export *x = arg;
+	size_t need = KM_PROC_XREC_HDR + k->len + v->len;
 
+	/* A new chunk only while more than the writes' reserve is free. */
+	if ((x->cur == NULL || x->cur->len + need > sizeof(x->cur->data)) &&
+		xring_count(&x->free) <= x->reserve)
+		return XSTOPPED;
 	if (x_encode(x, k, 0, v->data, v->len, v->version) < 0)
 		return XSTOPPED;
 	atomic_fetch_add_explicit(&x->entries, 1, memory_order_relaxed);
@@ -281,7 +286,8 @@ km_proc_export_step(struct km_proc *p)
 		}
 		return 0;
 	}
-	if (xring_count(&x->free) <= x->reserve)
+	if (xring_count(&x->free) <= x->reserve &&
+		(x->cur == NULL || x->cur->len > sizeof(x->cur->data) / 2))
 		return 0; /* the consumer is behind: the free chunks are the writes' */
 	sl = shard_find(p, x->shard_id);
 	if (sl == NULL) { /* cannot be: its detach ends the export */

@@ -844,6 +844,10 @@ stream_live(struct mv_out *o, struct mv_io *io, uint64_t *keys)
 	const uint64_t stall = rte_get_timer_hz() / 1000 * MV_IO_MS;
 	struct km_proc_export_status st;
 	struct km_proc_xchunk *c;
+	/* Fault injection for tests (docs/cluster.md): the live copy fails after its first
+	 * chunk, as when the writes outrun it. */
+	const char *fault = getenv("KM_FAULT_LIVE_COPY");
+	int fail_after = fault != NULL && strcmp(fault, "fail") == 0;
 
 	for (;;) {
 		if (atomic_load(&o->cancel) || atomic_load(&o->detached) < 0)
@@ -858,6 +862,12 @@ stream_live(struct mv_out *o, struct mv_io *io, uint64_t *keys)
 			km_proc_export_give(o->x, c);
 			if (io->err != 0 || last)
 				return io->err;
+			if (fail_after) {
+				KM_LOG(WARNING, "cluster: KM_FAULT_LIVE_COPY=fail: the live copy of "
+						"shard %" PRIu64 " fails",
+					o->id);
+				return MV_WHOLE;
+			}
 			idle_since = rte_get_timer_cycles();
 			continue;
 		}

@@ -9,7 +9,8 @@
 #   c. both nodes killed (kill -9) and started again on their data directories: every key
 #      reads back, the moved shards' from the files the target wrote when it received them;
 #   d. the second node drained: its shards move back to the first node, which held older
-#      files of some of them; every key reads back (the received copies, not the old files).
+#      files of some of them, each live copy failing on purpose (KM_FAULT_LIVE_COPY) and
+#      sent whole instead; every key reads back (the received copies, not the old files).
 # Bounded in time; everything is removed afterwards, also on failure.
 #
 # usage: cluster_log.sh BUILD_DIR   (exit 77 = skipped: no etcd, not root)
@@ -81,7 +82,11 @@ cl_section "c. both nodes killed and started again on their files"
 cl_node_kill 1
 cl_node_kill 2
 node 1
+# n2's live copies fail after their first chunk (fault injection): section d's moves
+# from it then go whole, over a new connection.
+export KM_FAULT_LIVE_COPY=fail
 node 2
+unset KM_FAULT_LIVE_COPY
 cl_wait_map 45 "per.get('n2', 0) == 2 and per.get('n1', 0) == 2" "the map after the restarts"
 check 200 1 2 "after kill -9 of both nodes"
 
@@ -89,6 +94,10 @@ cl_section "d. the second node drained: its shards back to the first"
 put 0 200 3
 cl_etcdctl put /keymap/demo/drain/n2 '{"at": 0}' >/dev/null
 cl_wait_map 45 "per.get('n2', 0) == 0 and per.get('n1', 0) == 4" "n2 drained"
+grep -q "sending it whole" "$cl_tmp/n2.log" || cl_fail "n2's live copies did not fail over"
+grep -h "dropped here after" "$cl_tmp/n2.log" | grep -q "(whole copy)" ||
+	cl_fail "no whole copy after a failed live one"
+echo "ok: n2's failed live copies were sent whole"
 check 200 3 3 "after the shards came back to n1"
 cl_node_kill 1
 node 1

@@ -186,25 +186,6 @@ io_get(struct mv_io *io, void *p, size_t n, int hashed)
 	return io->err;
 }
 
-static void
-put_be(uint8_t *b, uint64_t v, unsigned int n)
-{
-	while (n-- > 0) {
-		b[n] = (uint8_t)v;
-		v >>= 8;
-	}
-}
-
-static uint64_t
-get_be(const uint8_t *b, unsigned int n)
-{
-	uint64_t v = 0;
-
-	while (n-- > 0)
-		v = v << 8 | *b++;
-	return v;
-}
-
 /* ---- target: incoming stores ------------------------------------------------------- */
 
 static struct {
@@ -364,23 +345,33 @@ km_cluster_incoming_has(uint64_t id)
 	return has;
 }
 
-int
-km_cluster_incoming_drop(uint64_t id)
+/* Take the store received for shard id out of the table (NULL: none), with *dd. */
+static struct km_store *
+incoming_remove(uint64_t id, struct km_proc_dedup **dd)
 {
-	struct km_proc_dedup *dd = NULL;
 	struct km_store *s = NULL;
 	unsigned int i;
 
+	*dd = NULL;
 	pthread_mutex_lock(&mv.mu);
 	for (i = 0; i < MV_INCOMING; i++)
 		if (mv.in[i].s != NULL && mv.in[i].id == id) {
 			s = mv.in[i].s;
-			dd = mv.in[i].dd;
+			*dd = mv.in[i].dd;
 			mv.in[i].s = NULL;
 			mv.in[i].dd = NULL;
 			break;
 		}
 	pthread_mutex_unlock(&mv.mu);
+	return s;
+}
+
+int
+km_cluster_incoming_drop(uint64_t id)
+{
+	struct km_proc_dedup *dd;
+	struct km_store *s = incoming_remove(id, &dd);
+
 	if (s == NULL)
 		return 0;
 	/* Never served here: its files go too. */
@@ -394,21 +385,10 @@ km_cluster_incoming_drop(uint64_t id)
 struct km_store *
 km_cluster_incoming_take(uint64_t id, struct km_proc_dedup **dd)
 {
-	struct km_store *s = NULL;
-	unsigned int i;
+	struct km_store *s = incoming_remove(id, dd);
 
-	*dd = NULL;
-	pthread_mutex_lock(&mv.mu);
-	for (i = 0; i < MV_INCOMING; i++)
-		if (mv.in[i].s != NULL && mv.in[i].id == id) {
-			s = mv.in[i].s;
-			*dd = mv.in[i].dd;
-			mv.in[i].s = NULL;
-			mv.in[i].dd = NULL;
-			mv.moved_in++;
-			break;
-		}
-	pthread_mutex_unlock(&mv.mu);
+	if (s != NULL)
+		mv.moved_in++; /* the control lcore's (its only writer) */
 	return s;
 }
 
@@ -418,8 +398,8 @@ reply(int fd, int status, const char *msg)
 	uint8_t b[6 + 200];
 	size_t n = strlen(msg) < 200 ? strlen(msg) : 200;
 
-	put_be(b, (uint32_t)status, 4);
-	put_be(b + 4, n, 2);
+	km_be_put(b, (uint32_t)status, 4);
+	km_be_put(b + 4, n, 2);
 	memcpy(b + 6, msg, n);
 	(void)!send(fd, b, 6 + n, MSG_NOSIGNAL);
 }
@@ -496,11 +476,11 @@ receive(int fd)
 	XXH3_64bits_reset(io->h);
 	io->fd = fd;
 	if (io_get(io, h, sizeof(h), 0) < 0 || memcmp(h, MV_MAGIC, 4) != 0 ||
-		get_be(h + 4, 2) != MV_VERSION) {
+		km_be_get(h + 4, 2) != MV_VERSION) {
 		reply(fd, EPROTO, "not a keymap move stream of version 2");
 		goto out;
 	}
-	id = get_be(h + 8, 8);
+	id = km_be_get(h + 8, 8);
 	if (id == 0 || receiving_claim(id) < 0) {
 		reply(fd, id == 0 ? EINVAL : EBUSY,
 			id == 0 ? "shard 0" : "another stream of this shard is being received");
@@ -528,8 +508,8 @@ receive_one(int fd, struct mv_io *io, const uint8_t *h, uint8_t *rec)
 	uint16_t to;
 	int rc;
 
-	to = (uint16_t)get_be(h + 6, 2);
-	id = get_be(h + 8, 8);
+	to = (uint16_t)km_be_get(h + 6, 2);
+	id = km_be_get(h + 8, 8);
 	if (!km_cluster_serving()) {
 		reply(fd, EAGAIN, "this node is still starting: no worker to build the shard for");
 		goto out;
@@ -567,15 +547,15 @@ receive_one(int fd, struct mv_io *io, const uint8_t *h, uint8_t *rec)
 
 		if (io_get(io, rec, 2, 0) < 0)
 			break;
-		klen = (uint32_t)get_be(rec, 2) & ~KM_PROC_XREC_DEL;
-		if (get_be(rec, 2) == 0)
+		klen = (uint32_t)km_be_get(rec, 2) & ~KM_PROC_XREC_DEL;
+		if (km_be_get(rec, 2) == 0)
 			break;
 		XXH3_64bits_update(io->h, rec, 2);
 		if (klen > KM_KEY_MAX || io_get(io, rec + 2, KM_PROC_XREC_HDR - 2, 1) < 0) {
 			io->err = io->err != 0 ? io->err : -EPROTO;
 			break;
 		}
-		vlen = (uint32_t)get_be(rec + 2, 4);
+		vlen = (uint32_t)km_be_get(rec + 2, 4);
 		if (vlen > KM_VALUE_MAX_LARGE ||
 			io_get(io, rec + KM_PROC_XREC_HDR, klen + vlen, 1) < 0) {
 			io->err = io->err != 0 ? io->err : -EPROTO;
@@ -586,12 +566,12 @@ receive_one(int fd, struct mv_io *io, const uint8_t *h, uint8_t *rec)
 			io->err = rc;
 			break;
 		}
-		vmax = RTE_MAX(vmax, get_be(rec + 6, 8));
+		vmax = RTE_MAX(vmax, km_be_get(rec + 6, 8));
 		count++;
 	}
 	/* The at-most-once entries. */
 	if (io->err == 0 && io_get(io, t, 4, 1) == 0) {
-		nd = (uint32_t)get_be(t, 4);
+		nd = (uint32_t)km_be_get(t, 4);
 		if (nd > MV_DEDUP_MAX)
 			io->err = -EPROTO;
 		else if (nd != 0 && (dbuf = malloc((size_t)nd * KM_PROC_DEDUP_WIRE)) == NULL)
@@ -602,7 +582,7 @@ receive_one(int fd, struct mv_io *io, const uint8_t *h, uint8_t *rec)
 	}
 	sum = XXH3_64bits_digest(io->h);
 	if (io->err == 0 && io_get(io, t, 24, 0) == 0 &&
-		(get_be(t, 8) != count || get_be(t + 8, 8) != sum))
+		(km_be_get(t, 8) != count || km_be_get(t + 8, 8) != sum))
 		io->err = -EBADMSG;
 	if (io->err != 0) {
 		snprintf(msg, sizeof(msg),
@@ -612,11 +592,11 @@ receive_one(int fd, struct mv_io *io, const uint8_t *h, uint8_t *rec)
 		goto out;
 	}
 	km_store_stats(s, &st);
-	if (st.keys != get_be(t + 16, 8)) {
+	if (st.keys != km_be_get(t + 16, 8)) {
 		snprintf(msg, sizeof(msg),
 			"shard %" PRIu64 ": %" PRIu64
 			" entries rebuilt where the source has %" PRIu64,
-			id, (uint64_t)st.keys, get_be(t + 16, 8));
+			id, (uint64_t)st.keys, km_be_get(t + 16, 8));
 		reply(fd, EBADMSG, msg);
 		goto out;
 	}
@@ -781,9 +761,9 @@ send_one(void *arg, const struct km_key *k, const struct km_value_ref *v)
 	struct send_ctx *c = arg;
 	uint8_t e[14];
 
-	put_be(e, k->len, 2);
-	put_be(e + 2, v->len, 4);
-	put_be(e + 6, v->version, 8);
+	km_be_put(e, k->len, 2);
+	km_be_put(e + 2, v->len, 4);
+	km_be_put(e + 6, v->version, 8);
 	io_put(c->io, e, sizeof(e), 1);
 	io_put(c->io, k->data, k->len, 1);
 	io_put(c->io, v->data, v->len, 1);
@@ -863,8 +843,9 @@ stream_live(struct mv_out *o, struct mv_io *io, uint64_t *keys)
 			if (io->err != 0 || last)
 				return io->err;
 			if (fail_after) {
-				KM_LOG(WARNING, "cluster: KM_FAULT_LIVE_COPY=fail: the live copy of "
-						"shard %" PRIu64 " fails",
+				KM_LOG(WARNING,
+					"cluster: KM_FAULT_LIVE_COPY=fail: the live copy of "
+					"shard %" PRIu64 " fails",
 					o->id);
 				return MV_WHOLE;
 			}
@@ -898,11 +879,11 @@ read_reply(struct mv_io *io, char *msg, int *status)
 	rc = io_get(io, r, sizeof(r), 0);
 	if (rc < 0)
 		return rc;
-	n = get_be(r + 4, 2);
+	n = km_be_get(r + 4, 2);
 	if (n > 200 || io_get(io, msg, n, 0) < 0)
 		n = 0;
 	msg[n] = '\0';
-	*status = -(int)get_be(r, 4);
+	*status = -(int)km_be_get(r, 4);
 	io->len = io->pos = 0; /* the buffer is the sending one's again */
 	return 0;
 }
@@ -939,9 +920,9 @@ stream(struct mv_out *o, uint16_t side_port, int live, char *why, size_t whylen)
 		goto out;
 	}
 	c.io->fd = fd;
-	put_be(h + 4, MV_VERSION, 2);
-	put_be(h + 6, o->to_worker, 2);
-	put_be(h + 8, o->id, 8);
+	km_be_put(h + 4, MV_VERSION, 2);
+	km_be_put(h + 6, o->to_worker, 2);
+	km_be_put(h + 8, o->id, 8);
 	io_put(c.io, h, sizeof(h), 0);
 	/* The target accepts the stream (or refuses it: busy, still starting) before any
 	 * record is sent, so that a refused stream costs no chunk of the live copy. */
@@ -985,10 +966,10 @@ stream(struct mv_out *o, uint16_t side_port, int live, char *why, size_t whylen)
 	}
 	/* The end of the records, the at-most-once entries, the trailer. */
 	nd = km_proc_dedup_count(o->dd);
-	put_be(t, 0, 2);
+	km_be_put(t, 0, 2);
 	if (rc == 0)
 		io_put(c.io, t, 2, 0);
-	put_be(t, nd, 4);
+	km_be_put(t, nd, 4);
 	if (rc == 0)
 		io_put(c.io, t, 4, 1);
 	if (rc == 0 && nd != 0) {
@@ -1000,9 +981,9 @@ stream(struct mv_out *o, uint16_t side_port, int live, char *why, size_t whylen)
 			io_put(c.io, dbuf, (size_t)nd * KM_PROC_DEDUP_WIRE, 1);
 		}
 	}
-	put_be(t, o->records, 8);
-	put_be(t + 8, XXH3_64bits_digest(c.io->h), 8);
-	put_be(t + 16, keys, 8);
+	km_be_put(t, o->records, 8);
+	km_be_put(t + 8, XXH3_64bits_digest(c.io->h), 8);
+	km_be_put(t + 16, keys, 8);
 	if (rc == 0)
 		io_put(c.io, t, sizeof(t), 0);
 	if (rc == 0)
@@ -1027,7 +1008,8 @@ stream(struct mv_out *o, uint16_t side_port, int live, char *why, size_t whylen)
 		if (n > 6) {
 			msg[n] = '\0';
 			snprintf(why, whylen, "node %s refused shard %" PRIu64 ": %.*s", o->to,
-				o->id, (int)RTE_MIN((size_t)n - 6, get_be((uint8_t *)msg + 4, 2)),
+				o->id,
+				(int)RTE_MIN((size_t)n - 6, km_be_get((uint8_t *)msg + 4, 2)),
 				msg + 6);
 		} else {
 			snprintf(why, whylen, "stream of shard %" PRIu64 " to node %s broken: %s",
@@ -1060,6 +1042,25 @@ stream_retried(struct mv_out *o, uint16_t side_port, int live, char *why, size_t
 		usleep(100 * 1000);
 		waited += 100;
 	}
+}
+
+/* Put val at key if the key's mod revision is still rev. @return 1 put, 0 the key
+ * changed, or -errno. */
+static int
+put_at(struct km_etcd *e, const char *key, const char *val, int64_t rev)
+{
+	struct km_etcd_cmp cmp = {.key = key,
+		.klen = strlen(key),
+		.target = KM_ETCD_MOD,
+		.result = KM_ETCD_EQUAL,
+		.num = rev};
+	struct km_etcd_op op = {.type = KM_ETCD_OP_PUT,
+		.key = key,
+		.klen = strlen(key),
+		.value = val,
+		.vlen = strlen(val)};
+
+	return km_etcd_txn(e, &cmp, 1, &op, 1, NULL, 0, NULL, NULL);
 }
 
 /* Set the move's state (compare-and-swap on its revision). @return 1 set, 0 the move
@@ -1098,20 +1099,7 @@ move_state(struct km_etcd *e, const struct mv_out *o, const char *state, const c
 	json_decref(j);
 	if (val == NULL)
 		return -ENOMEM;
-	{
-		struct km_etcd_cmp cmp = {.key = key,
-			.klen = strlen(key),
-			.target = KM_ETCD_MOD,
-			.result = KM_ETCD_EQUAL,
-			.num = o->rev};
-		struct km_etcd_op op = {.type = KM_ETCD_OP_PUT,
-			.key = key,
-			.klen = strlen(key),
-			.value = val,
-			.vlen = strlen(val)};
-
-		rc = km_etcd_txn(e, &cmp, 1, &op, 1, NULL, 0, NULL, NULL);
-	}
+	rc = put_at(e, key, val, o->rev);
 	free(val);
 	return rc;
 }
@@ -1136,20 +1124,7 @@ fence_failed(struct km_etcd *e, const char *key, const struct km_etcd_kv *kv)
 	json_decref(j);
 	if (val == NULL)
 		return -ENOMEM;
-	{
-		struct km_etcd_cmp cmp = {.key = key,
-			.klen = strlen(key),
-			.target = KM_ETCD_MOD,
-			.result = KM_ETCD_EQUAL,
-			.num = kv->mod_rev};
-		struct km_etcd_op op = {.type = KM_ETCD_OP_PUT,
-			.key = key,
-			.klen = strlen(key),
-			.value = val,
-			.vlen = strlen(val)};
-
-		rc = km_etcd_txn(e, &cmp, 1, &op, 1, NULL, 0, NULL, NULL);
-	}
+	rc = put_at(e, key, val, kv->mod_rev);
 	free(val);
 	return rc;
 }

@@ -181,25 +181,6 @@ x_room(struct km_proc_export *x, size_t need)
 	return 0;
 }
 
-static void
-put_be(uint8_t *b, uint64_t v, unsigned int n)
-{
-	while (n-- > 0) {
-		b[n] = (uint8_t)v;
-		v >>= 8;
-	}
-}
-
-static uint64_t
-get_be(const uint8_t *b, unsigned int n)
-{
-	uint64_t v = 0;
-
-	while (n-- > 0)
-		v = v << 8 | *b++;
-	return v;
-}
-
 /* Encode one record into the current chunk. @return 0 or -ENOBUFS. */
 static int
 x_encode(struct km_proc_export *x, const struct km_key *k, int del, const void *val, uint32_t len,
@@ -211,9 +192,9 @@ x_encode(struct km_proc_export *x, const struct km_key *k, int del, const void *
 	if (x_room(x, need) < 0)
 		return -ENOBUFS;
 	b = x->cur->data + x->cur->len;
-	put_be(b, k->len | (del ? KM_PROC_XREC_DEL : 0), 2);
-	put_be(b + 2, del ? 0 : len, 4);
-	put_be(b + 6, version, 8);
+	km_be_put(b, k->len | (del ? KM_PROC_XREC_DEL : 0), 2);
+	km_be_put(b + 2, del ? 0 : len, 4);
+	km_be_put(b + 6, version, 8);
 	memcpy(b + KM_PROC_XREC_HDR, k->data, k->len);
 	if (!del && len != 0)
 		memcpy(b + KM_PROC_XREC_HDR + k->len, val, len);
@@ -403,11 +384,11 @@ km_proc_xrec_apply(struct km_store *s, const uint8_t *rec, size_t len, size_t *u
 
 	if (len < KM_PROC_XREC_HDR)
 		return -EPROTO;
-	klen = (uint32_t)get_be(rec, 2);
+	klen = (uint32_t)km_be_get(rec, 2);
 	del = (klen & KM_PROC_XREC_DEL) != 0;
 	klen &= ~KM_PROC_XREC_DEL;
-	vlen = (uint32_t)get_be(rec + 2, 4);
-	version = get_be(rec + 6, 8);
+	vlen = (uint32_t)km_be_get(rec + 2, 4);
+	version = km_be_get(rec + 6, 8);
 	if (klen == 0 || klen > KM_KEY_MAX || (del && vlen != 0) || vlen > KM_VALUE_MAX_LARGE ||
 		version == 0 || len - KM_PROC_XREC_HDR < (size_t)klen + vlen)
 		return -EPROTO;
@@ -434,11 +415,11 @@ km_proc_dedup_encode(const struct km_proc_dedup *set, uint8_t *buf)
 	for (i = 0; set != NULL && i < set->n; i++, buf += KM_PROC_DEDUP_WIRE) {
 		const struct dedup_entry *d = &set->e[i];
 
-		put_be(buf, d->src, 8);
-		put_be(buf + 8, d->req_id, 8);
-		put_be(buf + 16, d->key_hash, 8);
-		put_be(buf + 24, d->route_hash, 8);
-		put_be(buf + 32, d->version, 8);
+		km_be_put(buf, d->src, 8);
+		km_be_put(buf + 8, d->req_id, 8);
+		km_be_put(buf + 16, d->key_hash, 8);
+		km_be_put(buf + 24, d->route_hash, 8);
+		km_be_put(buf + 32, d->version, 8);
 		buf[40] = d->op;
 		buf[41] = d->status;
 	}
@@ -454,11 +435,11 @@ km_proc_dedup_decode(const uint8_t *buf, uint32_t n)
 		return NULL;
 	set->n = n;
 	for (i = 0; i < n; i++, buf += KM_PROC_DEDUP_WIRE)
-		set->e[i] = (struct dedup_entry){.src = get_be(buf, 8),
-			.req_id = get_be(buf + 8, 8),
-			.key_hash = get_be(buf + 16, 8),
-			.route_hash = get_be(buf + 24, 8),
-			.version = get_be(buf + 32, 8),
+		set->e[i] = (struct dedup_entry){.src = km_be_get(buf, 8),
+			.req_id = km_be_get(buf + 8, 8),
+			.key_hash = km_be_get(buf + 16, 8),
+			.route_hash = km_be_get(buf + 24, 8),
+			.version = km_be_get(buf + 32, 8),
 			.op = buf[40],
 			.status = buf[41],
 			.valid = 1};

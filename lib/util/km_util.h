@@ -77,6 +77,27 @@ km_util_splitmix64(uint64_t *state)
 	return z ^ (z >> 31);
 }
 
+/** Store the n low bytes of v at b, big-endian (the side channel's fields). Any thread. */
+static inline void
+km_be_put(uint8_t *b, uint64_t v, unsigned int n)
+{
+	while (n-- > 0) {
+		b[n] = (uint8_t)v;
+		v >>= 8;
+	}
+}
+
+/** @return the n big-endian bytes at b. @note Context: any thread. */
+static inline uint64_t
+km_be_get(const uint8_t *b, unsigned int n)
+{
+	uint64_t v = 0;
+
+	while (n-- > 0)
+		v = v << 8 | *b++;
+	return v;
+}
+
 /*
  * Little-endian fields of the on-disk formats (records, log META, segments).
  * memcpy so that p needs no alignment.

@@ -14,6 +14,7 @@
 #   e. under the workload, etcd stopped for longer than the nodes' lease (ttl_s 3) and the
 #      nodes cut off from it until their leases expired: they serve their last map
 #      meanwhile, and each registers again (serving) after.
+# Each workload's history is checked for linearizability (tests/lincheck).
 # Bounded in time; everything is removed afterwards, also on failure.
 #
 # usage: cluster.sh BUILD_DIR RESHARD_CLIENT   (exit 77 = skipped: no etcd, not root)
@@ -34,11 +35,12 @@ rc_pid=
 # load SEED SECONDS: the checked workload in the background (rc_pid), 2,000 keys.
 load() {
 	timeout -k 5 $(($2 + 60)) ip netns exec "$cl_sw" "$rclient" -h "$hosts" -n 2000 \
-		-s "$1" -d "$2" --preload >"$cl_tmp/load$1.out" 2>&1 &
+		-s "$1" -d "$2" --preload --history "$cl_tmp/history$1.jsonl" >"$cl_tmp/load$1.out" 2>&1 &
 	rc_pid=$!
 }
 
-# load_ok SEED: the workload ended without an error, a mismatch or a lost key.
+# load_ok SEED: the workload ended without an error, a mismatch or a lost key, and its
+# history is linearizable (tests/lincheck).
 load_ok() {
 	local rc=0
 
@@ -46,6 +48,8 @@ load_ok() {
 	rc_pid=
 	grep '^ops ' "$cl_tmp/load$1.out" || true
 	[ "$rc" -eq 0 ] || { tail -20 "$cl_tmp/load$1.out"; cl_fail "workload $1: exit $rc"; }
+	timeout 120 python3 "$(dirname "$0")/../lincheck/lincheck.py" "$cl_tmp/history$1.jsonl" ||
+		cl_fail "workload $1: its history is not linearizable"
 	echo "ok: workload $1: no error, mismatch or lost key"
 }
 

@@ -69,6 +69,7 @@ struct opts {
 	uint64_t seed;
 	uint64_t ops_max;
 	const char *stop_file;
+	const char *history;
 	int preload;
 	int verbose;
 };
@@ -84,11 +85,13 @@ struct run {
 	/* Latency of the random operations: the slowest, and those that followed a MOVED
 	 * (a map change: the reply, the MAP fetch and the request at the new place). */
 	uint64_t slowest_ns, follow_n, follow_sum_ns, follow_max_ns, follow_retries;
+	FILE *hist;         /* --history, NULL */
+	unsigned int hproc; /* the history's process: a new one after an indeterminate op */
 };
 
 static const char usage_text[] =
 	"usage: reshard_client [-n KEYS] [-d SECONDS] [-s SEED] [-o OPS_MAX] [--stop-file PATH]\n"
-	"                      [--preload] [-h HOST] [-p PORT] [-v]\n"
+	"                      [--preload] [--history PATH] [-h HOST] [-p PORT] [-v]\n"
 	"  -n KEYS          keys in the model, half k<i>, half user<i>/cart (default 2000,\n"
 	"                   at most 100000)\n"
 	"  -d SECONDS       stop the random phase after this long (default 20)\n"
@@ -96,6 +99,8 @@ static const char usage_text[] =
 	"  -o OPS_MAX       stop the random phase after this many operations (default: none)\n"
 	"  --stop-file PATH stop the random phase as soon as PATH exists\n"
 	"  --preload        PUT every key first (otherwise the initial state is read back)\n"
+	"  --history PATH   write every operation's invoke and completion to PATH, JSON lines\n"
+	"                   for tests/lincheck/lincheck.py\n"
 	"  -h HOST          server (default 198.51.100.2)\n"
 	"  -p PORT          base UDP port (default 7070)\n"
 	"  -v               print progress once per second\n"
@@ -127,6 +132,45 @@ report(struct run *r, const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
+}
+
+/* The history (--history, tests/lincheck): one JSON line per invoke and completion.
+ * Values are printable (make_value), keys too. */
+static void
+hist_invoke(struct run *r, const char *op, const struct model_key *k, const char *val, size_t len,
+	int has_expect, uint64_t expect)
+{
+	if (r->hist == NULL)
+		return;
+	fprintf(r->hist,
+		"{\"t\":%" PRIu64 ",\"proc\":%u,\"type\":\"invoke\",\"op\":\"%s\","
+		"\"key\":\"%s\"",
+		km_util_now_ns(), r->hproc, op, k->key);
+	if (val != NULL)
+		fprintf(r->hist, ",\"value\":\"%.*s\"", (int)len, val);
+	if (has_expect)
+		fprintf(r->hist, ",\"expect\":%" PRIu64, expect);
+	fputs("}\n", r->hist);
+}
+
+/* type: "ok", "fail" or "info" (which ends the process: the next one is another). */
+static void
+hist_done(struct run *r, const char *type, const char *op, const struct model_key *k,
+	const char *val, size_t len, uint64_t version)
+{
+	if (r->hist == NULL)
+		return;
+	fprintf(r->hist,
+		"{\"t\":%" PRIu64 ",\"proc\":%u,\"type\":\"%s\",\"op\":\"%s\","
+		"\"key\":\"%s\"",
+		km_util_now_ns(), r->hproc, type, op, k->key);
+	if (val != NULL)
+		fprintf(r->hist, ",\"value\":\"%.*s\"", (int)len, val);
+	if (version != 0)
+		fprintf(r->hist, ",\"version\":%" PRIu64, version);
+	fputs("}\n", r->hist);
+	if (strcmp(type, "info") == 0)
+		r->hproc++;
 }
 
 static void
@@ -190,11 +234,14 @@ do_get(struct run *r, struct model_key *k, int final)
 
 	r->nb_get++;
 	r->ops++;
+	hist_invoke(r, "get", k, NULL, 0, 0, 0);
 	rc = km_get(r->c, k->key, k->klen, buf, sizeof(buf), &len, &version);
 	if (rc != KM_OK && rc != KM_ERR_NOT_FOUND) {
+		hist_done(r, "info", "get", k, NULL, 0, 0);
 		error(r, k, "GET", rc);
 		return -1;
 	}
+	hist_done(r, "ok", "get", k, rc == KM_OK ? buf : NULL, len, rc == KM_OK ? version : 0);
 	if (rc == KM_OK && version == 0) {
 		r->mismatches++;
 		report(r, "GET %s: found with version 0", k->key);
@@ -239,7 +286,9 @@ do_put(struct run *r, struct model_key *k)
 	make_value(r, k, val, &len);
 	r->nb_put++;
 	r->ops++;
+	hist_invoke(r, "put", k, val, len, 0, 0);
 	rc = km_put(r->c, k->key, k->klen, val, len, &version);
+	hist_done(r, rc == KM_OK ? "ok" : "info", "put", k, NULL, 0, rc == KM_OK ? version : 0);
 	if (rc != KM_OK) {
 		error(r, k, "PUT", rc);
 		return;
@@ -263,7 +312,13 @@ do_cas(struct run *r, struct model_key *k, int wrong)
 	r->nb_cas++;
 	r->nb_cas_wrong += (uint64_t)wrong;
 	r->ops++;
+	hist_invoke(r, "cas", k, val, len, 1, expect);
 	rc = km_cas(r->c, k->key, k->klen, val, len, expect, &version);
+	hist_done(r,
+		rc == KM_OK                     ? "ok"
+		: rc == KM_ERR_VERSION_MISMATCH ? "fail"
+						: "info",
+		"cas", k, NULL, 0, rc == KM_OK ? version : 0);
 	if (rc != KM_OK && rc != KM_ERR_VERSION_MISMATCH) {
 		error(r, k, "CAS", rc);
 		return;
@@ -312,7 +367,13 @@ do_del(struct run *r, struct model_key *k)
 	r->nb_del++;
 	r->nb_del_wrong += (uint64_t)wrong;
 	r->ops++;
+	hist_invoke(r, "del", k, NULL, 0, expect != 0, expect);
 	rc = km_del(r->c, k->key, k->klen, expect);
+	hist_done(r,
+		rc == KM_OK                                               ? "ok"
+		: rc == KM_ERR_NOT_FOUND || rc == KM_ERR_VERSION_MISMATCH ? "fail"
+									  : "info",
+		"del", k, NULL, 0, 0);
 	if (rc != KM_OK && rc != KM_ERR_NOT_FOUND && rc != KM_ERR_VERSION_MISMATCH) {
 		error(r, k, "DEL", rc);
 		return;
@@ -360,6 +421,7 @@ parse_opts(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
 		{"stop-file", required_argument, NULL, 'S'},
+		{"history", required_argument, NULL, 'Y'},
 		{"preload", no_argument, NULL, 'P'},
 		{"help", no_argument, NULL, 'H'},
 		{NULL, 0, NULL, 0},
@@ -402,6 +464,9 @@ parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case 'S':
 			o->stop_file = optarg;
+			break;
+		case 'Y':
+			o->history = optarg;
 			break;
 		case 'P':
 			o->preload = 1;
@@ -502,6 +567,12 @@ main(int argc, char **argv)
 		return EXIT_USAGE;
 	r.n = o.keys;
 	r.rng = o.seed;
+	r.hproc = 1;
+	if (o.history != NULL && (r.hist = fopen(o.history, "w")) == NULL) {
+		fprintf(stderr, "reshard_client: cannot write %s: %s\n", o.history,
+			strerror(errno));
+		return EXIT_USAGE;
+	}
 	r.m = calloc(r.n, sizeof(*r.m));
 	if (r.m == NULL) {
 		fprintf(stderr, "reshard_client: out of memory\n");
@@ -593,6 +664,11 @@ summary:
 		(double)r.follow_max_ns / 1e6, r.follow_retries);
 	km_client_close(r.c);
 	free(r.m);
+	if (r.hist != NULL && fclose(r.hist) != 0) {
+		fprintf(stderr, "reshard_client: cannot write %s: %s\n", o.history,
+			strerror(errno));
+		r.errors++;
+	}
 	ok = r.errors == 0 && r.mismatches == 0 && r.lost == 0 && live_ops > 0;
 	if (!ok && live_ops == 0)
 		fprintf(stderr, "reshard_client: no random operation ran\n");

@@ -84,6 +84,7 @@
 #define MV_INCOMING_SPARE 8  /* of them, kept for the stores given back */
 #define MV_PARKED         64 /* outgoing moves at once */
 #define MV_BUF            65536
+#define MV_STREAM_S       1800        /* a stream received takes 30 minutes at most */
 #define MV_RECEIVERS      4           /* streams received at once */
 #define MV_SOCKBUF        (128 << 10) /* side channel socket buffers, each way */
 
@@ -94,20 +95,24 @@ struct mv_io {
 	uint8_t buf[MV_BUF];
 	size_t len, pos;
 	XXH3_state_t *h;
-	int err; /* first error, -errno */
+	int err;          /* first error, -errno */
+	uint64_t end_tsc; /* receiving: the stream's deadline (MV_STREAM_S), 0: none */
 };
 
 static int mv_stopping(void);
 
-/* Wait for fd to be ready for ev: MV_IO_MS at most, less when keymapd stops. */
+/* Wait for io's socket to be ready for ev: MV_IO_MS at most, less when keymapd stops or
+ * the stream's deadline passed. */
 static int
-io_wait(int fd, short ev)
+io_wait(const struct mv_io *io, short ev)
 {
-	struct pollfd p = {.fd = fd, .events = ev};
+	struct pollfd p = {.fd = io->fd, .events = ev};
 	unsigned int waited;
 	int rc = 0;
 
 	for (waited = 0; waited < MV_IO_MS && !mv_stopping(); waited += 200) {
+		if (io->end_tsc != 0 && rte_get_timer_cycles() > io->end_tsc)
+			return -ETIMEDOUT;
 		rc = poll(&p, 1, 200);
 		if (rc != 0)
 			break;
@@ -126,7 +131,7 @@ io_flush(struct mv_io *io)
 		if (n > 0)
 			off += (size_t)n;
 		else if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			io->err = io_wait(io->fd, POLLOUT);
+			io->err = io_wait(io, POLLOUT);
 		else
 			io->err = n == 0 ? -EPIPE : -errno;
 	}
@@ -168,7 +173,7 @@ io_get(struct mv_io *io, void *p, size_t n, int hashed)
 				io->len = (size_t)r;
 				io->pos = 0;
 			} else if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
-				io->err = io_wait(io->fd, POLLIN);
+				io->err = io_wait(io, POLLIN);
 			} else {
 				io->err = r == 0 ? -ECONNRESET : -errno;
 			}
@@ -475,6 +480,8 @@ receive(int fd)
 	}
 	XXH3_64bits_reset(io->h);
 	io->fd = fd;
+	/* A peer that trickles its stream does not hold a receiver for ever. */
+	io->end_tsc = rte_get_timer_cycles() + rte_get_timer_hz() * MV_STREAM_S;
 	if (io_get(io, h, sizeof(h), 0) < 0 || memcmp(h, MV_MAGIC, 4) != 0 ||
 		km_be_get(h + 4, 2) != MV_VERSION) {
 		reply(fd, EPROTO, "not a keymap move stream of version 2");

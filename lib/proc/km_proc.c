@@ -117,6 +117,20 @@ km_proc_create(const struct km_proc_params *prm, struct km_proc **out)
 			km_proc_destroy(p);
 			return rc;
 		}
+	} else {
+		/* No disk: replies wait only for the replicas (proc_export.c). */
+		p->defer_max = prm->defer_max ? prm->defer_max : DEFER_DEFAULT;
+		p->defers = calloc(p->defer_max, sizeof(*p->defers));
+		p->ready_cap = p->defer_max;
+		p->ready = calloc(p->ready_cap, sizeof(*p->ready));
+		if (p->defers == NULL || p->ready == NULL) {
+			km_proc_destroy(p);
+			return -ENOMEM;
+		}
+		for (uint32_t i = 0; i < p->defer_max; i++) {
+			p->defers[i].next = p->defer_free;
+			p->defer_free = &p->defers[i];
+		}
 	}
 	*out = p;
 	return 0;
@@ -139,6 +153,7 @@ km_proc_destroy(struct km_proc *p)
 				if (p->shards[i].persistent)
 					p->shards[i].store->ops->bind(
 						p->shards[i].store, NULL, NULL, NULL);
+				proc_repl_detached(p, &p->shards[i]);
 				km_store_destroy(p->shards[i].store);
 				free(p->shards[i].stream);
 				free(p->shards[i].dlog.e);
@@ -158,6 +173,7 @@ km_proc_destroy(struct km_proc *p)
 	free(p->dirty);
 	free(p->shards);
 	free(p->dedup);
+	free(p->repl_ids);
 	free(p);
 }
 
@@ -309,8 +325,11 @@ km_proc_shard_detach_dedup(
 		 * gone when they complete and answer BUSY. */
 		s->ops->bind(s, NULL, NULL, NULL);
 		sl = shard_find(p, shard_id);
-		proc_parked_fail(p, sl, KM_ST_BUSY);
 	}
+	/* Replies still waiting (for the disk or the replicas) are refused: BUSY, the
+	 * client retries at the shard's next owner, which has the write or not. */
+	proc_parked_fail(p, sl, KM_ST_BUSY);
+	proc_repl_detached(p, sl);
 	/* Its at-most-once entries after the write-out, through its own index: a write the
 	 * write-out failed has forgotten its entry by now, so its retry cannot be answered
 	 * OK from a record taken along. */

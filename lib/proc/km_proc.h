@@ -78,6 +78,10 @@
 	X(shift_walk_entries, "entries the partition shifter's background steps looked at")       \
 	X(shift_retry_old, "retried writes answered from the old place's at-most-once record")    \
 	X(write_deferred, "write replies held until their group was durable")                     \
+	X(repl_waited, "replies held until the replicas acknowledged the write")                  \
+	X(repl_read_waits, "GETs held until the replicas acknowledged the key's last write")      \
+	X(busy_repl, "writes answered BUSY: replication window full or shard blocked")            \
+	X(repl_failed, "replication streams that failed on this worker (restarted)")              \
 	X(write_failed, "writes answered ERROR: their group write failed")                        \
 	X(crew_reads, "GETs and MGET entries served from another worker's read copy")             \
 	X(crew_retries, "read copy reads repeated: the owner was rewriting the entry")            \
@@ -503,6 +507,123 @@ void km_proc_export_status(const struct km_proc_export *x, struct km_proc_export
 
 /** Drop the caller's reference (NULL allowed). @note Context: any thread. */
 void km_proc_export_put(struct km_proc_export *x);
+
+/*
+ * Replication of a shard to its replicas (docs/cluster.md section 7): one export per
+ * replica, in replication mode. It does not end at a detach (it fails there) and goes on
+ * for as long as the shard is here: first the walk, as a live export's, then a sync
+ * record, then every write the owner applies, each with its replication sequence number
+ * (rseq: 1, 2, ... per attach of the shard, every stream of the shard numbering alike) and
+ * its at-most-once identity. The consumer sends the chunks and reports the replica's
+ * cumulative acknowledgements (km_proc_repl_ack).
+ *
+ * A stream is *waited for* once it is caught up (the replica acknowledged the sync record
+ * and every write up to it) or once km_proc_repl_wait() says so (the map lists the replica
+ * in sync). In sync mode a write's reply leaves only when every waited stream acknowledged
+ * it (and, with a store on disk, it is durable here), and a GET of a key whose last write
+ * is not yet acknowledged so waits for it: no reply shows a value a failover may lose.
+ * The window: a write is answered BUSY, not applied, while a waited stream has
+ * KM_PROC_REPL_WINDOW writes unacknowledged or no chunk for it, or while the shard is
+ * blocked (an in-sync replica with no stream: km_proc_repl_block). A stream not waited for
+ * that finds no chunk fails instead (its consumer starts it again, with a new walk).
+ *
+ * Records, after those of a live export: a write is a live export record whose key length
+ * has bit 14 (KM_PROC_XREC_W) set, followed after its value by KM_PROC_XREC_WTAIL bytes:
+ * u64 rseq, u64 client (source), u64 request id, u64 routing hash, u8 op, u8 status. The
+ * sync record is u16 KM_PROC_XREC_SYNC, u64 rseq (the last write numbered before it).
+ */
+#define KM_PROC_REPL_MAX      2   /* streams (replicas) per shard */
+#define KM_PROC_REPL_WINDOW   512 /* writes a waited replica may leave unacknowledged */
+#define KM_PROC_XREC_W        0x4000u
+#define KM_PROC_XREC_WTAIL    34
+#define KM_PROC_XREC_SYNC     0x4000u /* with a key length of 0 */
+#define KM_PROC_XREC_SYNC_LEN 10
+
+/**
+ * A replication stream of shard_id with nb_chunks chunks, unstarted, one reference.
+ * @return 0, -EINVAL, -ENOMEM. @note Context: any thread.
+ */
+int km_proc_repl_new(uint64_t shard_id, uint32_t nb_chunks, struct km_proc_export **out);
+
+/**
+ * Start stream x on its shard here (p takes a reference).
+ * @return 0; -ENOENT the shard is not here; -EBUSY KM_PROC_REPL_MAX streams already;
+ *   -ENOTSUP no resumable walk; -EBADMSG quarantined; -EINVAL x started before or not a
+ *   replication stream.
+ * @note Context: the owner worker (a handshake command).
+ */
+int km_proc_repl_start(struct km_proc *p, struct km_proc_export *x);
+
+/**
+ * End stream x (failed, -ECANCELED) if it is still on its shard here.
+ * @note Context: the owner worker (a handshake command).
+ */
+void km_proc_repl_stop(struct km_proc *p, struct km_proc_export *x);
+
+/**
+ * Whether shard_id's writes may be acknowledged without a stream missing (blocked: an
+ * in-sync replica has none). @return 0, -ENOENT. @note Context: the owner worker.
+ */
+int km_proc_repl_block(struct km_proc *p, uint64_t shard_id, int blocked);
+
+/** Sync mode (1, the default: replies wait for the replicas) or async (0). @note Owner. */
+void km_proc_repl_sync(struct km_proc *p, int sync);
+
+/**
+ * Walk the streams that have not walked their shard yet, and hand on the chunks of the
+ * writes. @return 1 when more is to do now. @note Context: the owner worker, every loop
+ * iteration while km_proc_repl_active().
+ */
+unsigned int km_proc_repl_step(struct km_proc *p);
+
+/** Whether p has a replicated or blocked shard (repl_step/poll to call). @note Owner. */
+int km_proc_repl_active(const struct km_proc *p);
+
+/** The replica applied every record up to write rseq (synced: and the sync record).
+ * @note Context: the consumer thread. */
+void km_proc_repl_ack(struct km_proc_export *x, uint64_t rseq, int synced);
+
+/** Wait for stream x's acknowledgements even before it caught up (the map lists its
+ * replica in sync). @note Context: any thread. */
+void km_proc_repl_wait(struct km_proc_export *x, int wait);
+
+/** Where a replication stream stands. */
+struct km_proc_repl_status {
+	int err;           /* failed (-errno), 0 */
+	uint8_t ended;     /* no longer on its shard (failed or stopped) */
+	uint8_t walked;    /* the walk is over (the sync record is queued) */
+	uint8_t caught_up; /* the replica acknowledged the sync record */
+	uint8_t waited;    /* replies wait for it */
+	uint64_t rseq;     /* last write numbered on the shard (as the stream saw it) */
+	uint64_t acked;    /* acknowledged by the replica */
+	uint64_t entries;  /* entries walked */
+	uint32_t backlog;  /* chunks queued */
+};
+/** @note Context: any thread (relaxed figures). */
+void km_proc_repl_status(const struct km_proc_export *x, struct km_proc_repl_status *out);
+
+/**
+ * Parse the replication-only parts of the record at rec (len bytes): kind 0 a live export
+ * record (apply it with km_proc_xrec_apply), 1 a write (its tail in *w), 2 the sync
+ * record (w->rseq). @return the record's length, or -EPROTO (malformed), -EAGAIN (len too
+ * short: more bytes are needed; *need how many in all).
+ * @note Context: any thread.
+ */
+struct km_proc_rrec {
+	uint8_t kind;
+	uint8_t op, status;
+	uint64_t rseq, src, req_id, route_hash;
+	uint64_t key_hash; /* kind 1: of the key */
+	uint64_t version;
+};
+long km_proc_rrec_parse(const uint8_t *rec, size_t len, struct km_proc_rrec *w, size_t *need);
+
+/**
+ * The at-most-once entry of write w (kind 1), KM_PROC_DEDUP_WIRE bytes at buf, as
+ * km_proc_dedup_encode() writes them.
+ * @note Context: any thread.
+ */
+void km_proc_rrec_dedup(const struct km_proc_rrec *w, uint8_t *buf);
 
 /**
  * Apply the record at rec (len bytes available) to s: an insert or replace keeping its

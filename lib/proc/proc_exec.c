@@ -199,11 +199,21 @@ exec_get(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *
 	}
 	if (km_store_get(shd->store, k, &v) != 0) {
 		p->cnt.get_miss++;
-		return proc_reply_status(
+		len = proc_reply_status(
 			&req->hdr, KM_ST_NOT_FOUND, km_shardmap_epoch_fast(map), out);
+		goto out;
 	}
 	len = proc_value_reply(p, &req->hdr, km_shardmap_epoch_fast(map), &v, out, cap, limit);
 out:
+	/* A value (or an absence) the replicas may not have yet waits for them. */
+	if (proc_unlikely(shd->repl != NULL) && len >= KM_HDR_LEN && len != PROC_GROW &&
+		(out[3] == KM_ST_OK || out[3] == KM_ST_NOT_FOUND)) {
+		uint64_t w = proc_repl_read_wait(p, shd, k->hash);
+
+		if (w != 0)
+			return proc_park_read(p, shd, req, km_shardmap_epoch_fast(map), w, cookie,
+				out, cap, limit, len);
+	}
 	if (proc_unlikely(len == PROC_GROW))
 		shd->requests--; /* counted when it comes back */
 	else if (proc_unlikely(p->crew_own != 0) && len >= KM_HDR_LEN && out[3] == KM_ST_OK &&
@@ -218,7 +228,7 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 	void *cookie, uint8_t *out, size_t cap)
 {
 	struct dedup_entry *d = dedup_find(p, src, &req->hdr, k->hash);
-	uint64_t version = 0, seq = 0;
+	uint64_t version = 0, seq = 0, rseq = 0;
 	struct km_store *s;
 	struct km_hdr h;
 	uint8_t status;
@@ -237,6 +247,10 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 		if (d->seq != 0 && shd != NULL && shd->gen == d->gen &&
 			shd->store->ops->durable_seq(shd->store) < d->seq)
 			seq = d->seq;
+		/* ... and for the replicas. */
+		if (d->rseq != 0 && shd != NULL && shd->gen == d->gen && shd->repl != NULL &&
+			!p->repl_async && shd->repl->acked < d->rseq)
+			rseq = d->rseq;
 		goto reply;
 	}
 	if (shd == NULL)
@@ -250,6 +264,13 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 		p->dram_used + k->len + req->hdr.val_len > p->dram_max) {
 		p->cnt.full++;
 		status = KM_ST_FULL;
+		goto reply;
+	}
+	/* The replication window: a write the replicas cannot take now is not applied. */
+	if (proc_unlikely(shd->repl != NULL) &&
+		proc_repl_admit(p, shd, k, req->hdr.op == KM_OP_DEL ? 0 : req->hdr.val_len) < 0) {
+		p->cnt.busy_repl++;
+		status = KM_ST_BUSY;
 		goto reply;
 	}
 	switch (req->hdr.op) {
@@ -284,6 +305,12 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 			p, map, shd->id, k, req->hdr.op, req->val, req->hdr.val_len, version);
 	if (proc_unlikely(p->xp != NULL) && rc == 0)
 		proc_export_write(p, shd->id, k, req->hdr.op, req->val, req->hdr.val_len, version);
+	if (proc_unlikely(shd->repl != NULL) && rc == 0) {
+		rseq = proc_repl_write(p, shd, k, req->hdr.op, req->val, req->hdr.val_len, version,
+			src, req->hdr.req_id, rt->hash, status);
+		if (p->repl_async)
+			rseq = 0;
+	}
 	if (rc == 0 && shd->persistent) {
 		proc_written_persistent(p, shd, req, k, version);
 		if (proc_pf_on(p)) /* before the reply header is written over the request */
@@ -305,6 +332,7 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 		.route_hash = rt->hash,
 		.version = version,
 		.seq = seq,
+		.rseq = rseq,
 		.gen = shd->gen,
 		.op = req->hdr.op,
 		.status = status,
@@ -315,9 +343,9 @@ reply:
 	reply_hdr(&h, &req->hdr, status, km_shardmap_epoch_fast(map));
 	h.version = version;
 	km_hdr_encode(out, &h);
-	if (seq != 0)
+	if (seq != 0 || rseq != 0)
 		return proc_park_reply(
-			p, shd, req, km_shardmap_epoch_fast(map), seq, src, cookie, out, cap);
+			p, shd, req, km_shardmap_epoch_fast(map), seq, rseq, src, cookie, out, cap);
 	return KM_HDR_LEN;
 }
 
@@ -331,6 +359,9 @@ mget_entry(struct km_proc *p, struct km_proc_shard *shd, const struct km_key *k,
 	uint8_t mark;
 	int rc;
 
+	/* A value the replicas may not have yet: the client GETs it, which waits. */
+	if (proc_unlikely(proc_repl_read_wait(p, shd, k->hash) != 0))
+		return KM_ST_BUSY;
 	if (!shd->persistent) {
 		if (km_store_get(shd->store, k, v) == 0)
 			return KM_ST_OK;

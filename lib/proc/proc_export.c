@@ -55,6 +55,12 @@ struct km_proc_export {
 	_Atomic int err;
 	_Atomic uint8_t walked, ended;
 	_Atomic uint64_t entries, writes;
+	/* Replication mode (km_proc_repl_*). */
+	uint8_t repl;
+	_Atomic uint8_t synced; /* consumer: the replica applied the sync record */
+	_Atomic uint8_t wait;   /* replies wait for this stream even before synced */
+	_Atomic uint64_t acked; /* consumer: the replica applied every write up to it */
+	_Atomic uint64_t walk_rseq, rseq;
 	struct km_proc_xchunk *all[];
 };
 
@@ -181,18 +187,22 @@ x_room(struct km_proc_export *x, size_t need)
 	return 0;
 }
 
-/* Encode one record into the current chunk. @return 0 or -ENOBUFS. */
+/* Encode one record into the current chunk, with tail more bytes after its value (a
+ * replicated write's: flagged KM_PROC_XREC_W; *tailp where they go, filled by the caller).
+ * @return 0 or -ENOBUFS. */
 static int
-x_encode(struct km_proc_export *x, const struct km_key *k, int del, const void *val, uint32_t len,
-	uint64_t version)
+x_encode_tail(struct km_proc_export *x, const struct km_key *k, int del, const void *val,
+	uint32_t len, uint64_t version, size_t tail, uint8_t **tailp)
 {
-	size_t need = KM_PROC_XREC_HDR + k->len + (del ? 0 : len);
+	size_t need = KM_PROC_XREC_HDR + k->len + (del ? 0 : len) + tail;
 	uint8_t *b;
 
 	if (x_room(x, need) < 0)
 		return -ENOBUFS;
 	b = x->cur->data + x->cur->len;
-	km_be_put(b, k->len | (del ? KM_PROC_XREC_DEL : 0), 2);
+	if (tailp != NULL)
+		*tailp = b + need - tail;
+	km_be_put(b, k->len | (del ? KM_PROC_XREC_DEL : 0) | (tail != 0 ? KM_PROC_XREC_W : 0), 2);
 	km_be_put(b + 2, del ? 0 : len, 4);
 	km_be_put(b + 6, version, 8);
 	memcpy(b + KM_PROC_XREC_HDR, k->data, k->len);
@@ -201,6 +211,13 @@ x_encode(struct km_proc_export *x, const struct km_key *k, int del, const void *
 	x->cur->len += (uint32_t)need;
 	x->cur->records++;
 	return 0;
+}
+
+static int
+x_encode(struct km_proc_export *x, const struct km_key *k, int del, const void *val, uint32_t len,
+	uint64_t version)
+{
+	return x_encode_tail(x, k, del, val, len, version, 0, NULL);
 }
 
 int
@@ -249,16 +266,14 @@ encode_entry(void *arg, const struct km_key *k, const struct km_value_ref *v)
 	return 0;
 }
 
-unsigned int
-km_proc_export_step(struct km_proc *p)
+/* One step of x's walk over s (or, walked, the current chunk handed on when the consumer
+ * waits). @return 1 more to walk now, 0 not now, 2 the walk just ended, < 0 a walk error. */
+static int
+x_step(struct km_proc_export *x, struct km_store *s)
 {
-	struct km_proc_export *x = p->xp;
-	struct km_proc_shard *sl;
 	struct km_walk_pos before;
 	int rc;
 
-	if (x == NULL)
-		return 0;
 	if (atomic_load_explicit(&x->walked, memory_order_relaxed)) {
 		/* The writes' records go as soon as the consumer waits for them. */
 		if (x->cur != NULL && x->cur->len != 0 && xring_count(&x->full) == 0) {
@@ -270,30 +285,45 @@ km_proc_export_step(struct km_proc *p)
 	if (xring_count(&x->free) <= x->reserve &&
 		(x->cur == NULL || x->cur->len > sizeof(x->cur->data) / 2))
 		return 0; /* the consumer is behind: the free chunks are the writes' */
-	sl = shard_find(p, x->shard_id);
-	if (sl == NULL) { /* cannot be: its detach ends the export */
-		x_end(p, -ENOENT);
-		return 0;
-	}
 	before = x->pos;
-	rc = km_store_walk_step(sl->store, &x->pos, x->budget, encode_entry, x);
+	rc = km_store_walk_step(s, &x->pos, x->budget, encode_entry, x);
 	if (rc == XSTOPPED) {
 		/* Walked again from where this call began, in smaller calls. */
 		x->pos = before;
 		x->budget = x->budget > 1 ? x->budget / 2 : 1;
 		return 0;
 	}
+	if (rc < 0)
+		return rc;
+	if (x->budget < XSTEP_ENTRIES)
+		x->budget *= 2;
+	return rc == 0 ? 2 : 1;
+}
+
+unsigned int
+km_proc_export_step(struct km_proc *p)
+{
+	struct km_proc_export *x = p->xp;
+	struct km_proc_shard *sl;
+	int rc;
+
+	if (x == NULL)
+		return 0;
+	sl = shard_find(p, x->shard_id);
+	if (sl == NULL) { /* cannot be: its detach ends the export */
+		x_end(p, -ENOENT);
+		return 0;
+	}
+	rc = x_step(x, sl->store);
 	if (rc < 0) {
 		x_end(p, rc);
 		return 0;
 	}
-	if (x->budget < XSTEP_ENTRIES)
-		x->budget *= 2;
-	if (rc == 0) {
+	if (rc == 2) {
 		atomic_store_explicit(&x->walked, 1, memory_order_release);
 		return 0;
 	}
-	return 1;
+	return (unsigned int)rc;
 }
 
 void
@@ -386,7 +416,7 @@ km_proc_xrec_apply(struct km_store *s, const uint8_t *rec, size_t len, size_t *u
 		return -EPROTO;
 	klen = (uint32_t)km_be_get(rec, 2);
 	del = (klen & KM_PROC_XREC_DEL) != 0;
-	klen &= ~KM_PROC_XREC_DEL;
+	klen &= ~(KM_PROC_XREC_DEL | KM_PROC_XREC_W); /* a replicated write's tail is skipped */
 	vlen = (uint32_t)km_be_get(rec + 2, 4);
 	version = km_be_get(rec + 6, 8);
 	if (klen == 0 || klen > KM_KEY_MAX || (del && vlen != 0) || vlen > KM_VALUE_MAX_LARGE ||
@@ -444,4 +474,391 @@ km_proc_dedup_decode(const uint8_t *buf, uint32_t n)
 			.status = buf[41],
 			.valid = 1};
 	return set;
+}
+
+/* ---- Replication (km_proc.h) --------------------------------------------------------- */
+
+int
+km_proc_repl_new(uint64_t shard_id, uint32_t nb_chunks, struct km_proc_export **out)
+{
+	int rc = km_proc_export_new(shard_id, nb_chunks, out);
+
+	if (rc == 0)
+		(*out)->repl = 1;
+	return rc;
+}
+
+static struct proc_repl *
+repl_get(struct km_proc *p, struct km_proc_shard *sl)
+{
+	uint64_t *ids;
+
+	if (sl->repl != NULL)
+		return sl->repl;
+	if (p->nb_repl == p->repl_cap) {
+		ids = realloc(p->repl_ids, (p->repl_cap * 2 + 8) * sizeof(*ids));
+		if (ids == NULL)
+			return NULL;
+		p->repl_ids = ids;
+		p->repl_cap = p->repl_cap * 2 + 8;
+	}
+	sl->repl = calloc(1, sizeof(*sl->repl));
+	if (sl->repl != NULL)
+		p->repl_ids[p->nb_repl++] = sl->id;
+	return sl->repl;
+}
+
+int
+km_proc_repl_start(struct km_proc *p, struct km_proc_export *x)
+{
+	struct km_proc_shard *sl = shard_find(p, x->shard_id);
+	struct km_store_stats st;
+	struct proc_repl *r;
+
+	if (x->started || !x->repl)
+		return -EINVAL;
+	if (sl == NULL)
+		return -ENOENT;
+	if (sl->store->ops->walk_step == NULL)
+		return -ENOTSUP;
+	km_store_stats(sl->store, &st);
+	if (st.quarantined != 0)
+		return -EBADMSG;
+	if (sl->repl != NULL && sl->repl->nb == KM_PROC_REPL_MAX)
+		return -EBUSY;
+	r = repl_get(p, sl);
+	if (r == NULL)
+		return -ENOMEM;
+	x->started = 1;
+	atomic_fetch_add_explicit(&x->refs, 1, memory_order_relaxed);
+	atomic_store_explicit(&x->rseq, r->rseq, memory_order_relaxed);
+	r->x[r->nb++] = x;
+	p->cnt.export_started++;
+	return 0;
+}
+
+/* Stream i of r ends: failed with err, or stopped (-ECANCELED). */
+static void
+repl_end(struct km_proc *p, struct proc_repl *r, unsigned int i, int err)
+{
+	struct km_proc_export *x = r->x[i];
+
+	atomic_store_explicit(&x->err, err, memory_order_relaxed);
+	if (err != -ECANCELED)
+		p->cnt.repl_failed++;
+	atomic_store_explicit(&x->ended, 1, memory_order_release);
+	r->x[i] = r->x[--r->nb];
+	r->x[r->nb] = NULL;
+	km_proc_export_put(x);
+}
+
+void
+km_proc_repl_stop(struct km_proc *p, struct km_proc_export *x)
+{
+	struct km_proc_shard *sl = shard_find(p, x->shard_id);
+	unsigned int i;
+
+	for (i = 0; sl != NULL && sl->repl != NULL && i < sl->repl->nb; i++)
+		if (sl->repl->x[i] == x) {
+			repl_end(p, sl->repl, i, -ECANCELED);
+			return;
+		}
+}
+
+int
+km_proc_repl_block(struct km_proc *p, uint64_t shard_id, int blocked)
+{
+	struct km_proc_shard *sl = shard_find(p, shard_id);
+
+	if (sl == NULL)
+		return -ENOENT;
+	if (!blocked && sl->repl == NULL)
+		return 0;
+	if (repl_get(p, sl) == NULL)
+		return -ENOMEM;
+	sl->repl->blocked = blocked != 0;
+	return 0;
+}
+
+void
+km_proc_repl_sync(struct km_proc *p, int sync)
+{
+	p->repl_async = !sync;
+}
+
+int
+km_proc_repl_active(const struct km_proc *p)
+{
+	return p->nb_repl != 0;
+}
+
+static int
+x_waited(const struct km_proc_export *x)
+{
+	return atomic_load_explicit(&x->wait, memory_order_relaxed) ||
+	       atomic_load_explicit(&x->synced, memory_order_acquire);
+}
+
+/* Room for a record of need bytes without taking a chunk (a pure check). */
+static int
+x_has_room(const struct km_proc_export *x, size_t need)
+{
+	return (x->cur != NULL && x->cur->len + need <= sizeof(x->cur->data)) ||
+	       xring_count(&x->free) != 0;
+}
+
+int
+proc_repl_admit(struct km_proc *p, struct km_proc_shard *sl, const struct km_key *k, uint32_t len)
+{
+	struct proc_repl *r = sl->repl;
+	size_t need = KM_PROC_XREC_HDR + KM_PROC_XREC_WTAIL + k->len + len;
+	unsigned int i;
+
+	(void)p;
+
+	if (r->blocked && r->rseq - r->acked >= KM_PROC_REPL_WINDOW)
+		return -EBUSY;
+	for (i = 0; i < r->nb; i++) {
+		struct km_proc_export *x = r->x[i];
+
+		if (!x_waited(x))
+			continue;
+		if (r->rseq - atomic_load_explicit(&x->acked, memory_order_acquire) >=
+				KM_PROC_REPL_WINDOW ||
+			!x_has_room(x, need))
+			return -EBUSY;
+	}
+	return 0;
+}
+
+uint64_t
+proc_repl_write(struct km_proc *p, struct km_proc_shard *sl, const struct km_key *k, uint8_t op,
+	const void *val, uint32_t len, uint64_t version, uint64_t src, uint64_t req_id,
+	uint64_t route_hash, uint8_t status)
+{
+	struct proc_repl *r = sl->repl;
+	uint64_t rseq = ++r->rseq;
+	unsigned int i = 0;
+	int del = op == KM_OP_DEL;
+
+	r->pend[k->hash & (PROC_REPL_PEND - 1)] = rseq;
+	while (i < r->nb) {
+		struct km_proc_export *x = r->x[i];
+		uint8_t *b;
+
+		atomic_store_explicit(&x->rseq, rseq, memory_order_relaxed);
+		if (x_encode_tail(x, k, del, val, del ? 0 : len, version, KM_PROC_XREC_WTAIL, &b) <
+			0) {
+			/* Not waited for (admitted): it starts again with a new walk. */
+			repl_end(p, r, i, -ENOBUFS);
+			continue;
+		}
+		km_be_put(b, rseq, 8);
+		km_be_put(b + 8, src, 8);
+		km_be_put(b + 16, req_id, 8);
+		km_be_put(b + 24, route_hash, 8);
+		b[32] = op;
+		b[33] = status;
+		atomic_fetch_add_explicit(&x->writes, 1, memory_order_relaxed);
+		i++;
+	}
+	return rseq;
+}
+
+unsigned int
+km_proc_repl_step(struct km_proc *p)
+{
+	unsigned int more = 0, i, j;
+
+	for (i = 0; i < p->nb_repl; i++) {
+		struct km_proc_shard *sl = shard_find(p, p->repl_ids[i]);
+		struct proc_repl *r = sl->repl;
+
+		for (j = 0; j < r->nb;) {
+			struct km_proc_export *x = r->x[j];
+			uint8_t *b;
+			int rc = x_step(x, sl->store);
+
+			if (rc == 2) {
+				/* The sync record: the replica has every entry once it applied it
+				 * (and the writes up to rseq, all before it in the stream). */
+				if (x_room(x, KM_PROC_XREC_SYNC_LEN) < 0) {
+					rc = -ENOBUFS;
+				} else {
+					b = x->cur->data + x->cur->len;
+					km_be_put(b, KM_PROC_XREC_SYNC, 2);
+					km_be_put(b + 2, r->rseq, 8);
+					x->cur->len += KM_PROC_XREC_SYNC_LEN;
+					x->cur->records++;
+					atomic_store_explicit(
+						&x->walk_rseq, r->rseq, memory_order_relaxed);
+					atomic_store_explicit(&x->walked, 1, memory_order_release);
+					rc = 0;
+				}
+			}
+			if (rc < 0) {
+				repl_end(p, r, j, rc);
+				continue;
+			}
+			more |= (unsigned int)rc;
+			j++;
+		}
+	}
+	return more;
+}
+
+/* How far every waited stream of sl acknowledged (r->acked set). */
+uint64_t
+proc_repl_acked(struct proc_repl *r)
+{
+	uint64_t acked = r->rseq, a;
+	unsigned int i;
+
+	for (i = 0; i < r->nb; i++) {
+		if (!x_waited(r->x[i]))
+			continue;
+		a = atomic_load_explicit(&r->x[i]->acked, memory_order_acquire);
+		if (a < acked)
+			acked = a;
+	}
+	if (r->blocked && acked > r->acked)
+		acked = r->acked; /* an in-sync replica without a stream acknowledges nothing */
+	r->acked = acked;
+	return acked;
+}
+
+/* The replies of sl that may go, go. */
+static void
+repl_poll_shard(struct km_proc *p, struct km_proc_shard *sl)
+{
+	proc_repl_acked(sl->repl);
+	if (sl->parked_head != NULL)
+		proc_parked_release(p, sl);
+}
+
+void
+proc_repl_poll(struct km_proc *p)
+{
+	uint32_t i;
+
+	for (i = 0; i < p->nb_repl; i++)
+		repl_poll_shard(p, shard_find(p, p->repl_ids[i]));
+}
+
+int
+proc_repl_parked(const struct km_proc *p)
+{
+	uint32_t i;
+
+	for (i = 0; i < p->nb_repl; i++)
+		if (shard_find(p, p->repl_ids[i])->parked_head != NULL)
+			return 1;
+	return 0;
+}
+
+void
+proc_repl_detached(struct km_proc *p, struct km_proc_shard *sl)
+{
+	struct proc_repl *r = sl->repl;
+	uint32_t i;
+
+	if (r == NULL)
+		return;
+	while (r->nb != 0)
+		repl_end(p, r, r->nb - 1, -ENOENT);
+	for (i = 0; i < p->nb_repl; i++)
+		if (p->repl_ids[i] == sl->id) {
+			p->repl_ids[i] = p->repl_ids[--p->nb_repl];
+			break;
+		}
+	free(r);
+	sl->repl = NULL;
+}
+
+void
+km_proc_repl_ack(struct km_proc_export *x, uint64_t rseq, int synced)
+{
+	if (rseq > atomic_load_explicit(&x->acked, memory_order_relaxed))
+		atomic_store_explicit(&x->acked, rseq, memory_order_release);
+	if (synced && !atomic_load_explicit(&x->synced, memory_order_relaxed))
+		atomic_store_explicit(&x->synced, 1, memory_order_release);
+}
+
+void
+km_proc_repl_wait(struct km_proc_export *x, int wait)
+{
+	atomic_store_explicit(&x->wait, wait != 0, memory_order_relaxed);
+}
+
+void
+km_proc_repl_status(const struct km_proc_export *x, struct km_proc_repl_status *out)
+{
+	out->err = atomic_load_explicit(&x->err, memory_order_relaxed);
+	out->ended = atomic_load_explicit(&x->ended, memory_order_acquire);
+	out->walked = atomic_load_explicit(&x->walked, memory_order_acquire);
+	out->caught_up = atomic_load_explicit(&x->synced, memory_order_acquire);
+	out->waited = x_waited(x);
+	out->rseq = atomic_load_explicit(&x->rseq, memory_order_relaxed);
+	out->acked = atomic_load_explicit(&x->acked, memory_order_relaxed);
+	out->entries = atomic_load_explicit(&x->entries, memory_order_relaxed);
+	out->backlog = xring_count(&x->full);
+}
+
+long
+km_proc_rrec_parse(const uint8_t *rec, size_t len, struct km_proc_rrec *w, size_t *need)
+{
+	uint32_t f, klen, vlen;
+	size_t n;
+
+	*need = 2;
+	if (len < 2)
+		return -EAGAIN;
+	f = (uint32_t)km_be_get(rec, 2);
+	if (f == KM_PROC_XREC_SYNC) {
+		*need = KM_PROC_XREC_SYNC_LEN;
+		if (len < KM_PROC_XREC_SYNC_LEN)
+			return -EAGAIN;
+		*w = (struct km_proc_rrec){.kind = 2, .rseq = km_be_get(rec + 2, 8)};
+		return KM_PROC_XREC_SYNC_LEN;
+	}
+	*need = KM_PROC_XREC_HDR;
+	if (len < KM_PROC_XREC_HDR)
+		return -EAGAIN;
+	klen = f & ~(KM_PROC_XREC_DEL | KM_PROC_XREC_W);
+	vlen = (uint32_t)km_be_get(rec + 2, 4);
+	if (klen == 0 || klen > KM_KEY_MAX || vlen > KM_VALUE_MAX_LARGE ||
+		((f & KM_PROC_XREC_DEL) && vlen != 0))
+		return -EPROTO;
+	n = KM_PROC_XREC_HDR + klen + vlen + ((f & KM_PROC_XREC_W) ? KM_PROC_XREC_WTAIL : 0);
+	*need = n;
+	if (len < n)
+		return -EAGAIN;
+	*w = (struct km_proc_rrec){
+		.kind = (f & KM_PROC_XREC_W) ? 1 : 0, .version = km_be_get(rec + 6, 8)};
+	if (f & KM_PROC_XREC_W) {
+		const uint8_t *t = rec + n - KM_PROC_XREC_WTAIL;
+
+		w->rseq = km_be_get(t, 8);
+		w->src = km_be_get(t + 8, 8);
+		w->req_id = km_be_get(t + 16, 8);
+		w->route_hash = km_be_get(t + 24, 8);
+		w->op = t[32];
+		w->status = t[33];
+		w->key_hash = km_key_hash(rec + KM_PROC_XREC_HDR, klen);
+		if (w->rseq == 0)
+			return -EPROTO;
+	}
+	return (long)n;
+}
+
+void
+km_proc_rrec_dedup(const struct km_proc_rrec *w, uint8_t *buf)
+{
+	km_be_put(buf, w->src, 8);
+	km_be_put(buf + 8, w->req_id, 8);
+	km_be_put(buf + 16, w->key_hash, 8);
+	km_be_put(buf + 24, w->route_hash, 8);
+	km_be_put(buf + 32, w->version, 8);
+	buf[40] = w->op;
+	buf[41] = w->status;
 }

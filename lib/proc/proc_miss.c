@@ -199,6 +199,19 @@ pend_answer(struct km_proc *p, struct pend *pe, int rc, const struct km_value_re
 		if (len == PROC_GROW) {
 			len = 0;
 			grown++;
+		} else if (rc == 0 && len > KM_HDR_LEN) {
+			/* A value the replicas may not have yet waits for them. */
+			struct km_proc_shard *sl = shard_find(p, pe->shard_id);
+			uint64_t w = sl != NULL ? proc_repl_read_wait(p, sl, pe->key.hash) : 0;
+
+			if (w != 0) {
+				d->seq = 0;
+				d->rseq = w;
+				d->len = len;
+				p->cnt.repl_read_waits++;
+				proc_park_defer(sl, d);
+				continue;
+			}
 		}
 		ready_push(p, d, len);
 	}
@@ -390,8 +403,8 @@ proc_written_persistent(struct km_proc *p, struct km_proc_shard *shd, const stru
 	proc_mark_dirty(p, shd);
 }
 
-static void
-park(struct km_proc_shard *sl, struct defer *d)
+void
+proc_park_defer(struct km_proc_shard *sl, struct defer *d)
 {
 	d->next = NULL;
 	if (sl->parked_tail != NULL)
@@ -410,7 +423,12 @@ proc_parked_fail(struct km_proc *p, struct km_proc_shard *sl, uint8_t status)
 	sl->parked_head = sl->parked_tail = NULL;
 	for (; d != NULL; d = next) {
 		next = d->next;
-		dedup_forget(p, d->src, d->hdr.req_id);
+		/* A write refused here may be retried and executed again, except one that
+		 * only waited for the replicas: it stands, and its entry goes along with the
+		 * shard to answer the retry. A GET has no entry. */
+		if (d->hdr.op != KM_OP_GET &&
+			(status == KM_ST_ERROR || d->seq != 0 || d->rseq == 0))
+			dedup_forget(p, d->src, d->hdr.req_id);
 		if (status == KM_ST_ERROR)
 			p->cnt.write_failed++;
 		else
@@ -429,11 +447,12 @@ proc_store_durable(void *arg, uint64_t shard_id, uint64_t seq, int err)
 
 	if (sl == NULL)
 		return;
-	while ((d = sl->parked_head) != NULL && d->seq <= seq) {
+	while ((d = sl->parked_head) != NULL && d->seq <= seq &&
+		(d->rseq == 0 || (sl->repl != NULL && d->rseq <= sl->repl->acked))) {
 		sl->parked_head = d->next;
 		if (sl->parked_head == NULL)
 			sl->parked_tail = NULL;
-		ready_push(p, d, KM_HDR_LEN);
+		ready_push(p, d, d->len != 0 ? d->len : KM_HDR_LEN);
 	}
 	if (err < 0) {
 		proc_mig_durable_failed(p, shard_id);
@@ -442,6 +461,21 @@ proc_store_durable(void *arg, uint64_t shard_id, uint64_t seq, int err)
 		km_cache_clear(p->cache);
 		km_proc_crew_withdraw(p, shard_id);
 		proc_parked_fail(p, sl, KM_ST_ERROR);
+	}
+}
+
+void
+proc_parked_release(struct km_proc *p, struct km_proc_shard *sl)
+{
+	uint64_t durable = sl->persistent ? sl->store->ops->durable_seq(sl->store) : UINT64_MAX;
+	uint64_t acked = sl->repl != NULL ? sl->repl->acked : UINT64_MAX;
+	struct defer *d;
+
+	while ((d = sl->parked_head) != NULL && d->seq <= durable && d->rseq <= acked) {
+		sl->parked_head = d->next;
+		if (sl->parked_head == NULL)
+			sl->parked_tail = NULL;
+		ready_push(p, d, d->len != 0 ? d->len : KM_HDR_LEN);
 	}
 }
 
@@ -465,17 +499,21 @@ flush_dirty(struct km_proc *p)
 }
 
 /*
- * In sync mode, park the reply built at out until record seq of shd is durable.
+ * In sync mode, park the reply built at out until record seq of shd is durable (seq 0:
+ * nothing to wait for on disk) and write rseq acknowledged by the replicas (0: none).
  * @return 0: parked, km_proc_poll() hands it back; or the length of the reply at out
- *   (durable already), or of an ERROR reply written instead (the disk cannot be waited for).
+ *   (durable and acknowledged already), or of an ERROR reply written instead (the disk
+ *   cannot be waited for), or of a BUSY one (no deferral to wait for the replicas with:
+ *   the retry is answered from the at-most-once entry, once acknowledged).
  */
 size_t
 proc_park_reply(struct km_proc *p, struct km_proc_shard *shd, const struct km_msg *req,
-	uint32_t epoch, uint64_t seq, uint64_t src, void *cookie, uint8_t *out, size_t cap)
+	uint32_t epoch, uint64_t seq, uint64_t rseq, uint64_t src, void *cookie, uint8_t *out,
+	size_t cap)
 {
 	struct defer *d = defer_get(p, &req->hdr, epoch, cookie, out, cap, SIZE_MAX);
 
-	while (d == NULL) {
+	while (d == NULL && seq != 0) {
 		/* Every deferral is taken: write out what waits and wait for completions to
 		 * free one. Rare, and never an acknowledgement before the disk has the
 		 * record. */
@@ -486,21 +524,51 @@ proc_park_reply(struct km_proc *p, struct km_proc_shard *shd, const struct km_ms
 	}
 	/* While waiting, the group of this write may have completed, or failed and been
 	 * rolled back (numbers after the durable one are then reused). */
-	if (d == NULL || shd->store->ops->write_seq(shd->store) < seq) {
+	if (seq != 0 && (d == NULL || shd->store->ops->write_seq(shd->store) < seq)) {
 		dedup_forget(p, src, req->hdr.req_id);
 		if (d != NULL)
 			defer_put(p, d);
 		p->cnt.write_failed++;
 		return proc_reply_status(&req->hdr, KM_ST_ERROR, epoch, out);
 	}
-	if (shd->store->ops->durable_seq(shd->store) >= seq) {
-		defer_put(p, d);
+	if ((seq == 0 || shd->store->ops->durable_seq(shd->store) >= seq) &&
+		(rseq == 0 || (shd->repl != NULL && proc_repl_acked(shd->repl) >= rseq))) {
+		if (d != NULL)
+			defer_put(p, d);
 		return KM_HDR_LEN; /* durable already: the reply built at out stands */
 	}
+	if (d == NULL) {
+		p->cnt.busy_pending++;
+		return proc_reply_status(&req->hdr, KM_ST_BUSY, epoch, out);
+	}
 	d->seq = seq;
+	d->rseq = rseq;
 	d->src = src;
-	p->cnt.write_deferred++;
-	park(shd, d);
+	if (rseq != 0)
+		p->cnt.repl_waited++;
+	else
+		p->cnt.write_deferred++;
+	proc_park_defer(shd, d);
+	return 0;
+}
+
+/* A GET's reply (len bytes built at out) waits for write rseq of shd to be acknowledged.
+ * @return 0 parked, or the length of a BUSY reply written instead (no deferral free). */
+size_t
+proc_park_read(struct km_proc *p, struct km_proc_shard *shd, const struct km_msg *req,
+	uint32_t epoch, uint64_t rseq, void *cookie, uint8_t *out, size_t cap, size_t limit,
+	size_t len)
+{
+	struct defer *d = defer_get(p, &req->hdr, epoch, cookie, out, cap, limit);
+
+	if (d == NULL) {
+		p->cnt.busy_pending++;
+		return proc_reply_status(&req->hdr, KM_ST_BUSY, epoch, out);
+	}
+	d->rseq = rseq;
+	d->len = len;
+	p->cnt.repl_read_waits++;
+	proc_park_defer(shd, d);
 	return 0;
 }
 
@@ -509,10 +577,12 @@ km_proc_poll(struct km_proc *p, struct km_proc_done *done, unsigned int max)
 {
 	unsigned int n = 0;
 
-	if (p->io == NULL)
-		return 0;
-	km_io_poll(p->io, 1024);
-	flush_dirty(p);
+	if (p->io != NULL) {
+		km_io_poll(p->io, 1024);
+		flush_dirty(p);
+	}
+	if (proc_unlikely(p->nb_repl != 0))
+		proc_repl_poll(p);
 	while (n < max && p->ready_n != 0) {
 		done[n++] = p->ready[p->ready_head];
 		p->ready_head = (p->ready_head + 1) % p->ready_cap;
@@ -524,7 +594,8 @@ km_proc_poll(struct km_proc *p, struct km_proc_done *done, unsigned int max)
 int
 km_proc_busy(const struct km_proc *p)
 {
-	return p->io != NULL && (km_io_inflight(p->io) != 0 || p->nb_dirty != 0 || p->ready_n != 0);
+	return (p->io != NULL && (km_io_inflight(p->io) != 0 || p->nb_dirty != 0)) ||
+	       p->ready_n != 0 || (p->nb_repl != 0 && proc_repl_parked(p));
 }
 
 void

@@ -76,6 +76,23 @@ struct km_proc_shard {
 	struct km_stream *stream;                /* persistent: KM_STREAM_SET read-ahead
 						  * streams (apart: the table stays small) */
 	struct proc_dlog dlog;
+	struct proc_repl *repl; /* replication to other nodes (proc_export.c), NULL */
+};
+
+/*
+ * Replication of a shard (km_proc.h, proc_export.c): its streams, the writes numbered, how
+ * far every waited stream acknowledged them, and per key slot the last write to it (a GET
+ * of a key whose slot is above acked waits: a slot shared by keys only makes it wait
+ * longer).
+ */
+#define PROC_REPL_PEND 256 /* power of 2 */
+struct proc_repl {
+	struct km_proc_export *x[KM_PROC_REPL_MAX];
+	uint8_t nb;
+	uint8_t blocked; /* an in-sync replica has no stream: nothing is acknowledged */
+	uint64_t rseq;   /* last write numbered */
+	uint64_t acked;  /* every write up to it is on every waited replica */
+	uint64_t pend[PROC_REPL_PEND];
 };
 
 /*
@@ -91,8 +108,10 @@ struct defer {
 	size_t limit;      /* largest reply allowed (km_proc_req.limit) */
 	struct km_hdr hdr; /* the request's */
 	uint32_t epoch;
-	uint64_t seq; /* parked: the record the reply waits for */
-	uint64_t src; /* parked: for the at-most-once entry */
+	uint64_t seq;  /* parked: the record the reply waits for */
+	uint64_t rseq; /* parked: the write the replicas must acknowledge first, 0 */
+	size_t len;    /* parked: the reply's length (0: a header) */
+	uint64_t src;  /* parked: for the at-most-once entry */
 };
 
 /* A disk read in flight, keyed by key: every miss on the key waits on it. */
@@ -123,8 +142,9 @@ struct dedup_entry {
 	uint64_t key_hash;   /* a reused id with another key is another request */
 	uint64_t route_hash; /* the shard the write went to: the entry moves with it */
 	uint64_t version;
-	uint64_t seq; /* sync mode: the write's record, 0 = none */
-	uint64_t gen; /* ... in the store of this shard generation */
+	uint64_t seq;  /* sync mode: the write's record, 0 = none */
+	uint64_t rseq; /* replicated: the write's number (proc_repl), 0 = none */
+	uint64_t gen;  /* ... in the store of this shard generation */
 	uint8_t op;
 	uint8_t status;
 	uint8_t valid;
@@ -233,6 +253,10 @@ struct km_proc {
 	struct km_mig_progress migp;
 	/* Live export of a shard to another node (proc_export.c), NULL. */
 	struct km_proc_export *xp;
+	/* Replication (proc_export.c): shards with a struct proc_repl, replies wait for it. */
+	uint64_t *repl_ids;
+	uint32_t nb_repl, repl_cap;
+	uint8_t repl_async; /* replies do not wait for the replicas */
 	/* The partition shifter's background pass (proc_shift.c). */
 	uint32_t shift_epoch;         /* map epoch of the pass under way (0: start over) */
 	uint32_t shift_cursor;        /* slot of shards[] it walks */
@@ -292,6 +316,32 @@ void proc_export_write(struct km_proc *p, uint64_t shard_id, const struct km_key
 	const void *val, uint32_t len, uint64_t version);
 void proc_export_durable_failed(struct km_proc *p, uint64_t shard_id);
 void proc_export_detached(struct km_proc *p, uint64_t shard_id, struct km_store *s);
+/* Replication hooks: before a write (0, or -EBUSY: the window is full), after it (its
+ * number, 0 when not replicated), a GET's wait (the write to wait for, 0), the shard's
+ * detach (streams fail, state freed). */
+int proc_repl_admit(
+	struct km_proc *p, struct km_proc_shard *sl, const struct km_key *k, uint32_t len);
+uint64_t proc_repl_write(struct km_proc *p, struct km_proc_shard *sl, const struct km_key *k,
+	uint8_t op, const void *val, uint32_t len, uint64_t version, uint64_t src, uint64_t req_id,
+	uint64_t route_hash, uint8_t status);
+static inline uint64_t
+proc_repl_read_wait(const struct km_proc *p, const struct km_proc_shard *sl, uint64_t hash)
+{
+	uint64_t w;
+
+	if (sl->repl == NULL || p->repl_async)
+		return 0;
+	w = sl->repl->pend[hash & (PROC_REPL_PEND - 1)];
+	return w > sl->repl->acked ? w : 0;
+}
+void proc_repl_detached(struct km_proc *p, struct km_proc_shard *sl);
+void proc_repl_poll(struct km_proc *p);
+uint64_t proc_repl_acked(struct proc_repl *r);
+int proc_repl_parked(const struct km_proc *p);
+/* Release the replies parked on sl that are durable and acknowledged. */
+void proc_parked_release(struct km_proc *p, struct km_proc_shard *sl);
+/* Park a reply built at d->out until write rseq of sl is acknowledged (d filled). */
+void proc_park_defer(struct km_proc_shard *sl, struct defer *d);
 
 /*
  * Table entry of a shard if this worker owns it and holds its store. A shard this worker
@@ -443,8 +493,12 @@ void proc_mark_dirty(struct km_proc *p, struct km_proc_shard *sl);
 int proc_read_pending(struct km_proc *p, const struct km_key *k);
 void proc_written_persistent(struct km_proc *p, struct km_proc_shard *shd, const struct km_msg *req,
 	const struct km_key *k, uint64_t version);
+size_t proc_park_read(struct km_proc *p, struct km_proc_shard *shd, const struct km_msg *req,
+	uint32_t epoch, uint64_t rseq, void *cookie, uint8_t *out, size_t cap, size_t limit,
+	size_t len);
 size_t proc_park_reply(struct km_proc *p, struct km_proc_shard *shd, const struct km_msg *req,
-	uint32_t epoch, uint64_t seq, uint64_t src, void *cookie, uint8_t *out, size_t cap);
+	uint32_t epoch, uint64_t seq, uint64_t rseq, uint64_t src, void *cookie, uint8_t *out,
+	size_t cap);
 
 /* proc_shift.c: verdicts of the partition shifter's requests (a route with a fallback,
  * or a KM_HAND_* mark past PLAIN). stage1: @return 0 verdict final, 1 go on with *target

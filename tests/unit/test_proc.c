@@ -2982,6 +2982,307 @@ export_check(struct km_store *dst, const struct mig_ref *ref, unsigned int n)
 	assert_int_equal(st.keys, present);
 }
 
+/* A request through the owner's km_proc_rx() with a cookie: its verdict, the reply (if
+ * any) parsed into *msg. */
+static uint8_t
+repl_send(struct env *e, struct km_proc *p, uint8_t *buf, const struct req *r, void *cookie,
+	struct km_msg *msg)
+{
+	struct km_proc_req pr;
+	size_t len = req_build(buf, KM_DGRAM_MAX, r, km_shardmap_epoch(e->map));
+
+	pr = (struct km_proc_req){
+		.buf = buf, .len = len, .cap = KM_DGRAM_MAX, .src = r->src, .port_worker = -1};
+	pr.cookie = cookie;
+	km_proc_rx(p, e->map, &pr);
+	if (pr.verdict == KM_PROC_REPLY)
+		assert_int_equal(km_reply_parse(buf, pr.reply_len, msg), 0);
+	return pr.verdict;
+}
+
+/* Every record of the chunks queued by x, parsed; *sync the last sync record's rseq
+ * (unchanged when none), *last_w the last write's tail. @return records. */
+static unsigned int
+repl_drain(struct km_proc_export *x, uint64_t *sync, struct km_proc_rrec *last_w)
+{
+	struct km_proc_xchunk *c;
+	unsigned int n = 0;
+
+	while ((c = km_proc_export_take(x)) != NULL) {
+		size_t off = 0, need;
+
+		while (off < c->len) {
+			struct km_proc_rrec w;
+			long l = km_proc_rrec_parse(c->data + off, c->len - off, &w, &need);
+
+			assert_true(l > 0); /* a record never spans two chunks */
+			if (w.kind == 2)
+				*sync = w.rseq;
+			if (w.kind == 1)
+				*last_w = w;
+			off += (size_t)l;
+			n++;
+		}
+		km_proc_export_give(x, c);
+	}
+	return n;
+}
+
+/*
+ * Replication: the stream's walk and sync record, writes numbered with their at-most-once
+ * identity, replies held until the waited stream acknowledges them, a GET of a key whose
+ * write is unacknowledged held too, the window (BUSY), a blocked shard, async mode, the
+ * detach.
+ */
+static void
+test_repl_window(void **state)
+{
+	struct env *e = *state;
+	static uint8_t buf[8][KM_DGRAM_MAX];
+	struct km_proc_done done[16];
+	struct km_proc_repl_status st;
+	struct km_proc_rrec w = {0};
+	struct km_proc_export *x;
+	uint64_t sid, sync = UINT64_MAX, req_id = 7000000, src = 0x0a000001ULL << 16;
+	char key[24], other[24];
+	struct km_proc *p;
+	struct km_msg msg;
+	unsigned int i, n;
+	uint16_t wk;
+
+	key_owned(e->map, 0, "rp-", 0, key, sizeof(key));
+	sid = km_shard_id(shard_of(e->map, key));
+	wk = km_shard_owner(shard_of(e->map, key));
+	p = e->proc[wk];
+	/* Another key of the same shard. */
+	for (i = 1;; i++) {
+		key_owned(e->map, wk, "rp-", i, other, sizeof(other));
+		if (km_shard_id(shard_of(e->map, other)) == sid &&
+			(km_key_hash((const uint8_t *)other, strlen(other)) & 255) !=
+				(km_key_hash((const uint8_t *)key, strlen(key)) & 255))
+			break;
+	}
+	{
+		struct req r = {.op = KM_OP_PUT,
+			.key = other,
+			.val = "o1",
+			.val_len = 2,
+			.req_id = req_id++,
+			.src = src};
+
+		assert_int_equal(repl_send(e, p, buf[0], &r, NULL, &msg), KM_PROC_REPLY);
+		assert_int_equal(msg.hdr.status, KM_ST_OK);
+	}
+	assert_int_equal(km_proc_repl_new(0, 8, &x), -EINVAL);
+	assert_int_equal(km_proc_repl_new(sid, 8, &x), 0);
+	assert_int_equal(km_proc_repl_start(p, x), 0);
+	assert_int_equal(km_proc_repl_start(p, x), -EINVAL);
+	assert_true(km_proc_repl_active(p));
+	/* The walk, then the sync record (no write numbered yet: rseq 0). */
+	for (i = 0; i < 1000 && !(km_proc_repl_status(x, &st), st.walked); i++)
+		km_proc_repl_step(p);
+	assert_true(st.walked);
+	km_proc_repl_step(p); /* hands the chunk on */
+	n = repl_drain(x, &sync, &w);
+	assert_true(n >= 2);
+	assert_int_equal(sync, 0);
+	assert_false(st.caught_up);
+	assert_false(st.waited);
+
+	/* Not waited for yet: a write is answered at once, and numbered 1. */
+	{
+		struct req r = {.op = KM_OP_PUT,
+			.key = key,
+			.val = "v1",
+			.val_len = 2,
+			.req_id = req_id++,
+			.src = src};
+
+		assert_int_equal(repl_send(e, p, buf[0], &r, NULL, &msg), KM_PROC_REPLY);
+		assert_int_equal(msg.hdr.status, KM_ST_OK);
+		km_proc_repl_step(p);
+		assert_int_equal(repl_drain(x, &sync, &w), 1);
+		assert_int_equal(w.kind, 1);
+		assert_int_equal(w.rseq, 1);
+		assert_int_equal(w.src, src);
+		assert_int_equal(w.req_id, r.req_id);
+		assert_int_equal(w.op, KM_OP_PUT);
+		assert_int_equal(w.status, KM_ST_OK);
+	}
+	/* The replica applied the sync record: waited for from now on. */
+	km_proc_repl_ack(x, 0, 1);
+	km_proc_repl_status(x, &st);
+	assert_true(st.caught_up && st.waited);
+	assert_int_equal(km_proc_poll(p, done, 16), 0);
+	/* A write waits for its acknowledgement, so does a GET of its key (not of another
+	 * key), so does its retry. */
+	{
+		struct req r = {.op = KM_OP_PUT,
+			.key = key,
+			.val = "v2",
+			.val_len = 2,
+			.req_id = req_id++,
+			.src = src};
+		struct req g = {.op = KM_OP_GET, .key = key, .req_id = req_id++, .src = src};
+		struct req g2 = {.op = KM_OP_GET, .key = other, .req_id = req_id++, .src = src};
+
+		assert_int_equal(repl_send(e, p, buf[1], &r, buf[1], &msg), KM_PROC_DEFER);
+		assert_int_equal(repl_send(e, p, buf[2], &g, buf[2], &msg), KM_PROC_DEFER);
+		assert_int_equal(repl_send(e, p, buf[3], &g2, buf[3], &msg), KM_PROC_REPLY);
+		assert_int_equal(msg.hdr.status, KM_ST_OK);
+		assert_int_equal(repl_send(e, p, buf[4], &r, buf[4], &msg), KM_PROC_DEFER);
+		assert_int_equal(km_proc_poll(p, done, 16), 0);
+		assert_true(km_proc_busy(p));
+		km_proc_repl_ack(x, 1, 1); /* not yet the write: number 2 */
+		assert_int_equal(km_proc_poll(p, done, 16), 0);
+		km_proc_repl_ack(x, 2, 1);
+		n = km_proc_poll(p, done, 16);
+		assert_int_equal(n, 3);
+		assert_ptr_equal(done[0].cookie, buf[1]);
+		assert_ptr_equal(done[1].cookie, buf[2]);
+		assert_ptr_equal(done[2].cookie, buf[4]);
+		assert_int_equal(km_reply_parse(buf[2], done[1].len, &msg), 0);
+		assert_int_equal(msg.hdr.status, KM_ST_OK);
+		assert_int_equal(msg.hdr.val_len, 2);
+		assert_memory_equal(msg.val, "v2", 2);
+		assert_int_equal(km_reply_parse(buf[4], done[2].len, &msg), 0);
+		assert_int_equal(msg.hdr.status, KM_ST_OK);
+		assert_false(km_proc_busy(p));
+	}
+	km_proc_repl_step(p);
+	repl_drain(x, &sync, &w);
+	assert_int_equal(w.rseq, 2);
+	/* The window: KM_PROC_REPL_WINDOW writes unacknowledged, the next one is BUSY and not
+	 * applied; an acknowledgement opens it again. */
+	{
+		struct km_proc_done *dn = calloc(KM_PROC_REPL_WINDOW + 16, sizeof(*dn));
+		uint64_t busy0 = km_proc_counters(p)->busy_repl;
+		struct req r = {
+			.op = KM_OP_PUT, .key = other, .val = "w", .val_len = 1, .src = src};
+
+		assert_non_null(dn);
+		for (i = 0; i < KM_PROC_REPL_WINDOW; i++) {
+			r.req_id = req_id++;
+			assert_int_equal(repl_send(e, p, buf[5], &r, NULL, &msg), KM_PROC_DEFER);
+			if (i % 64 == 0) {
+				km_proc_repl_step(p);
+				repl_drain(x, &sync, &w);
+			}
+		}
+		r.req_id = req_id++;
+		assert_int_equal(repl_send(e, p, buf[5], &r, NULL, &msg), KM_PROC_REPLY);
+		assert_int_equal(msg.hdr.status, KM_ST_BUSY);
+		assert_int_equal(km_proc_counters(p)->busy_repl, busy0 + 1);
+		km_proc_repl_ack(x, 2 + KM_PROC_REPL_WINDOW, 1);
+		assert_int_equal(
+			km_proc_poll(p, dn, KM_PROC_REPL_WINDOW + 16), KM_PROC_REPL_WINDOW);
+		km_proc_repl_step(p);
+		repl_drain(x, &sync, &w);
+		assert_int_equal(w.rseq, 2 + KM_PROC_REPL_WINDOW);
+		free(dn);
+	}
+	/* Blocked (an in-sync replica without a stream): nothing is acknowledged, even
+	 * what x acknowledges. */
+	assert_int_equal(km_proc_repl_block(p, sid, 1), 0);
+	{
+		struct req r = {.op = KM_OP_DEL, .key = key, .req_id = req_id++, .src = src};
+
+		assert_int_equal(repl_send(e, p, buf[6], &r, buf[6], &msg), KM_PROC_DEFER);
+		km_proc_repl_ack(x, 3 + KM_PROC_REPL_WINDOW, 1);
+		assert_int_equal(km_proc_poll(p, done, 16), 0);
+		assert_int_equal(km_proc_repl_block(p, sid, 0), 0);
+		assert_int_equal(km_proc_poll(p, done, 16), 1);
+		assert_ptr_equal(done[0].cookie, buf[6]);
+	}
+	/* Async: replies go at once, the stream still numbers the writes. */
+	km_proc_repl_sync(p, 0);
+	{
+		struct req r = {.op = KM_OP_PUT,
+			.key = key,
+			.val = "v4",
+			.val_len = 2,
+			.req_id = req_id++,
+			.src = src};
+
+		assert_int_equal(repl_send(e, p, buf[6], &r, NULL, &msg), KM_PROC_REPLY);
+		assert_int_equal(msg.hdr.status, KM_ST_OK);
+		km_proc_repl_step(p);
+		repl_drain(x, &sync, &w);
+		assert_int_equal(w.rseq, 4 + KM_PROC_REPL_WINDOW);
+	}
+	km_proc_repl_sync(p, 1);
+	/* A write waiting at the detach is refused BUSY; the stream ends. */
+	{
+		struct req r = {.op = KM_OP_PUT,
+			.key = key,
+			.val = "v5",
+			.val_len = 2,
+			.req_id = req_id++,
+			.src = src};
+		struct km_proc_dedup *dd = NULL;
+		struct km_store *s;
+
+		assert_int_equal(repl_send(e, p, buf[7], &r, buf[7], &msg), KM_PROC_DEFER);
+		s = km_proc_shard_detach_dedup(p, sid, NULL, &dd);
+		assert_non_null(s);
+		assert_int_equal(km_proc_poll(p, done, 16), 1);
+		assert_int_equal(km_reply_parse(buf[7], done[0].len, &msg), 0);
+		assert_int_equal(msg.hdr.status, KM_ST_BUSY);
+		km_proc_repl_status(x, &st);
+		assert_true(st.ended);
+		assert_int_equal(st.err, -ENOENT);
+		assert_false(km_proc_repl_active(p));
+		assert_int_equal(km_proc_shard_attach(p, sid, s), 0);
+		km_proc_dedup_give(p, sid, dd, 1);
+	}
+	km_proc_export_put(x);
+}
+
+/* A stream not waited for that finds no chunk fails; the shard's writes go on. */
+static void
+test_repl_overrun(void **state)
+{
+	struct env *e = *state;
+	static uint8_t buf[KM_DGRAM_MAX];
+	static char val[900];
+	struct km_proc_repl_status st;
+	struct km_proc_export *x;
+	uint64_t sid, req_id = 8000000;
+	struct km_msg msg;
+	struct km_proc *p;
+	char key[24];
+	unsigned int i;
+	uint16_t wk;
+
+	key_owned(e->map, 1, "ro-", 0, key, sizeof(key));
+	sid = km_shard_id(shard_of(e->map, key));
+	wk = km_shard_owner(shard_of(e->map, key));
+	p = e->proc[wk];
+	memset(val, 'v', sizeof(val));
+	assert_int_equal(km_proc_repl_new(sid, 4, &x), 0);
+	assert_int_equal(km_proc_repl_start(p, x), 0);
+	for (i = 0; i < 1000 && !(km_proc_repl_status(x, &st), st.walked); i++)
+		km_proc_repl_step(p);
+	/* Nobody takes the chunks: 4 x 128 KiB fill up. */
+	for (i = 0; i < 1000; i++) {
+		struct req r = {.op = KM_OP_PUT,
+			.key = key,
+			.val = val,
+			.val_len = sizeof(val),
+			.req_id = req_id++,
+			.src = 9};
+
+		assert_int_equal(repl_send(e, p, buf, &r, NULL, &msg), KM_PROC_REPLY);
+		assert_int_equal(msg.hdr.status, KM_ST_OK);
+		km_proc_repl_step(p);
+	}
+	km_proc_repl_status(x, &st);
+	assert_true(st.ended);
+	assert_int_equal(st.err, -ENOBUFS);
+	assert_false(km_proc_repl_active(p) && 0);
+	km_proc_export_put(x);
+}
+
 /*
  * Live export of a shard (a cross-node move's copy): chunks taken while the shard serves
  * writes, deletions and CAS, replayed in order into another store, rebuild the shard as it
@@ -3915,6 +4216,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 			test_incremental_split_merge, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_export_live, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_repl_window, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_repl_overrun, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_dedup_moves, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_dedup_index_forward, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(

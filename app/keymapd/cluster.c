@@ -106,6 +106,14 @@ static struct {
 	struct km_cluster_status st;
 } cl = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
+_Atomic uint64_t km_cluster_lease_ns;
+
+const struct km_cmap *
+km_cluster_cmap(void)
+{
+	return cl.cur;
+}
+
 int
 km_cluster_on(void)
 {
@@ -881,11 +889,11 @@ member_json(int serving)
 	rte_ether_format_addr(mac, sizeof(mac), &km_dp.mac);
 	a = c->cluster_side_addr != 0 ? c->cluster_side_addr : htonl(cl.ip);
 	inet_ntop(AF_INET, &a, side, sizeof(side));
-	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:I, s:s, s:b}", "id", c->cluster_node,
-		"ip", ip, "mac", mac, "port", (json_int_t)c->udp_port, "workers",
+	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:I, s:s, s:b, s:I}", "id",
+		c->cluster_node, "ip", ip, "mac", mac, "port", (json_int_t)c->udp_port, "workers",
 		(json_int_t)cl.nb_workers, "incarnation", (json_int_t)cl.incarnation, "side_ip",
 		side, "side_port", (json_int_t)c->cluster_side_port, "state", "active", "serving",
-		serving);
+		serving, "replicas", (json_int_t)c->cluster_replicas);
 	if (o == NULL)
 		return NULL;
 	s = json_dumps(o, JSON_COMPACT);
@@ -946,6 +954,21 @@ claim_incarnation(void)
 	return rc < 0 ? rc : -EAGAIN;
 }
 
+/*
+ * The lease surely lives until ttl seconds after the renewal that answered ttl was sent
+ * (etcd counts from its receipt, later), less a margin for the clocks' rates: workers stop
+ * serving replicated shards past it (km_proc_repl_lease), before the placer can see the
+ * lease expire and promote a replica.
+ */
+static void
+lease_alive_until(uint64_t t_send, int64_t ttl)
+{
+	double ns = (double)t_send * 1e9 / (double)rte_get_tsc_hz();
+	uint64_t margin = (uint64_t)ttl * 100000000u; /* 10 % */
+
+	atomic_store(&km_cluster_lease_ns, (uint64_t)ns + (uint64_t)ttl * 1000000000u - margin);
+}
+
 /* Put the member record under a new lease, if no live member has this id.
  * @param wait_s how long a record of another incarnation may take to expire.
  * @return 0, -EEXIST (a live member has the id), or -errno. */
@@ -953,12 +976,15 @@ static int
 register_member(unsigned int wait_s)
 {
 	char key[KEY_MAX];
-	uint64_t t0 = rte_get_timer_cycles(), hz = rte_get_timer_hz();
+	uint64_t t0 = rte_get_timer_cycles(), hz = rte_get_timer_hz(), t_send;
 	int64_t lease = 0;
 	int rc;
 
 	key_of(key, sizeof(key), "members/", cl.conf->cluster_node);
+	t_send = rte_rdtsc();
 	rc = km_etcd_lease_grant(cl.e, (int64_t)cl.conf->cluster_ttl_s, &lease, NULL);
+	if (rc == 0)
+		lease_alive_until(t_send, (int64_t)cl.conf->cluster_ttl_s);
 	if (rc < 0)
 		return rc;
 	for (;;) {
@@ -1082,7 +1108,11 @@ member_tick(struct km_etcd *e, struct member_state *ms, int renew)
 	if (!renew && (!ms->registered || ms->put_serving == want))
 		return;
 	if (renew && lease != 0) {
+		uint64_t t_send = rte_rdtsc();
+
 		rc = km_etcd_lease_keepalive(e, lease, &ttl);
+		if (rc == 0 && ttl > 0)
+			lease_alive_until(t_send, ttl);
 		if (rc < 0 && rc != -ENOENT) {
 			etcd_failed(e, "lease keepalive", rc);
 			return;
@@ -1095,7 +1125,11 @@ member_tick(struct km_etcd *e, struct member_state *ms, int renew)
 		}
 	}
 	if (lease == 0) {
+		uint64_t t_send = rte_rdtsc();
+
 		rc = km_etcd_lease_grant(e, (int64_t)cl.conf->cluster_ttl_s, &lease, NULL);
+		if (rc == 0)
+			lease_alive_until(t_send, (int64_t)cl.conf->cluster_ttl_s);
 		if (rc < 0) {
 			etcd_failed(e, "lease grant", rc);
 			return;
@@ -1166,6 +1200,25 @@ member_thread(void *arg)
 
 /* ---- the cluster thread ------------------------------------------------------------ */
 
+/* The replication report, when it changed (docs/cluster.md section 7). */
+static void
+put_repl(void)
+{
+	char key[KEY_MAX], *r = km_cluster_repl_report_take();
+	int64_t lease = atomic_load(&cl.lease);
+	int rc;
+
+	if (r == NULL)
+		return;
+	if (lease != 0) {
+		key_of(key, sizeof(key), "repl/", cl.conf->cluster_node);
+		rc = km_etcd_put(cl.e, key, strlen(key), r, strlen(r), lease, NULL);
+		if (rc < 0 && rc != -ENOENT)
+			etcd_failed(cl.e, "replication report", rc);
+	}
+	free(r);
+}
+
 static void
 put_load(void)
 {
@@ -1231,6 +1284,7 @@ cluster_thread(void *arg)
 			put_load();
 			load = now;
 		}
+		put_repl();
 		if (w == NULL) {
 			if (from == 0 && (rc = map_read(&from)) < 0) {
 				etcd_failed(cl.e, "read the map", rc);
@@ -1387,6 +1441,11 @@ km_cluster_join(const struct km_conf *conf, uint16_t nb_workers, struct km_shard
 				   ? 10
 				   : (unsigned int)conf->cluster_ttl_s + 2) < 0)
 		goto fail;
+	rc = km_cluster_repl_start(strcmp(conf->cluster_replication, "async") != 0);
+	if (rc < 0) {
+		KM_LOG(ERR, "cluster: cannot start replication: %s", strerror(-rc));
+		goto fail;
+	}
 	cl.on = 1;
 	KM_LOG(NOTICE,
 		"cluster %s: node %s registered (incarnation %" PRIu64 ", lease %" PRIx64 ")",
@@ -1472,6 +1531,7 @@ km_cluster_leave(void)
 		km_etcd_close(cl.e);
 		cl.e = NULL;
 	}
+	km_cluster_repl_stop();
 	km_cluster_side_stop();
 	cl.on = 0;
 	km_cmap_free(cl.cur);
@@ -1552,6 +1612,8 @@ apply(const struct km_cmap *m, int quiet)
 			err);
 		return -EINVAL;
 	}
+	/* Replicas first: a shard promoted here arrives as a received one. */
+	km_cluster_repl_map_pre(m, self);
 	rc = km_cmap_shardmap(m, self, &nm);
 	if (rc == 0)
 		rc = km_ctl_gather_infos(&in, &n);
@@ -1645,6 +1707,9 @@ apply(const struct km_cmap *m, int quiet)
 			return rc;
 		}
 	}
+	/* The streams to its replicas before the map serves: a write acknowledged from
+	 * now on waits for every replica the map lists in sync. */
+	km_cluster_repl_map_post(m, self);
 	km_control_publish_map(nm);
 	cl.epoch = m->epoch;
 	/* Shards now another node's: they answer MOVED since the publication. */
@@ -1858,6 +1923,7 @@ km_cluster_tick(void)
 			defer_put(&mvs[i], eps[i]);
 	}
 	km_cluster_move_tick(km_map_current, gone, ngone);
+	km_cluster_repl_tick(cl.epoch);
 }
 
 void
@@ -1915,6 +1981,20 @@ ctl_cluster(void *arg)
 		rte_tel_data_add_dict_u64(d, "shards_received", in);
 		rte_tel_data_add_dict_u64(d, "moves_failed", failed);
 	}
+	{
+		struct km_cluster_repl_counts rc;
+
+		km_cluster_repl_counts(&rc);
+		rte_tel_data_add_dict_string(d, "replication", cl.conf->cluster_replication);
+		rte_tel_data_add_dict_u64(d, "replicas", cl.conf->cluster_replicas);
+		rte_tel_data_add_dict_u64(d, "repl_out", rc.out);
+		rte_tel_data_add_dict_u64(d, "repl_out_in_sync", rc.out_in_sync);
+		rte_tel_data_add_dict_u64(d, "repl_in", rc.in);
+		rte_tel_data_add_dict_u64(d, "repl_promoted", rc.promoted);
+		rte_tel_data_add_dict_u64(d, "repl_streams_in", rc.streams_in);
+		rte_tel_data_add_dict_u64(d, "repl_refused_in", rc.refused_in);
+		rte_tel_data_add_dict_u64(d, "repl_broken_out", rc.broken_out);
+	}
 	return 0;
 }
 
@@ -1936,7 +2016,12 @@ tel_cluster(const char *cmd, const char *params, struct rte_tel_data *d)
 int
 km_telemetry_cluster_register(void)
 {
-	return rte_telemetry_register_cmd("/keymap/cluster", tel_cluster,
+	int rc = rte_telemetry_register_cmd("/keymap/cluster", tel_cluster,
 		"This node in its cluster: name, node, etcd, incarnation, map epoch applied, "
 		"counters (cluster 0: a single node).");
+
+	if (rc == 0)
+		rc = rte_telemetry_register_cmd("/keymap/cluster/repl", km_cluster_repl_tel,
+			"Replication streams: out (to replicas) and in (replicas held here).");
+	return rc;
 }

@@ -86,6 +86,7 @@
 #define MV_BUF            65536
 #define MV_STREAM_S       1800        /* a stream received takes 30 minutes at most */
 #define MV_RECEIVERS      4           /* streams received at once */
+#define MV_REPL_RECEIVERS 512         /* replication streams besides (cluster_repl.c) */
 #define MV_SOCKBUF        (128 << 10) /* side channel socket buffers, each way */
 
 /* ---- buffered socket I/O -------------------------------------------------------------- */
@@ -482,8 +483,12 @@ receive(int fd)
 	io->fd = fd;
 	/* A peer that trickles its stream does not hold a receiver for ever. */
 	io->end_tsc = rte_get_timer_cycles() + rte_get_timer_hz() * MV_STREAM_S;
-	if (io_get(io, h, sizeof(h), 0) < 0 || memcmp(h, MV_MAGIC, 4) != 0 ||
-		km_be_get(h + 4, 2) != MV_VERSION) {
+	if (io_get(io, h, sizeof(h), 0) == 0 && memcmp(h, "KMRP", 4) == 0) {
+		/* A replication stream (cluster_repl.c), with what came after its header. */
+		km_cluster_repl_receive(fd, h, io->buf + io->pos, io->len - io->pos);
+		goto out;
+	}
+	if (io->err != 0 || memcmp(h, MV_MAGIC, 4) != 0 || km_be_get(h + 4, 2) != MV_VERSION) {
 		reply(fd, EPROTO, "not a keymap move stream of version 2");
 		goto out;
 	}
@@ -672,7 +677,7 @@ listener(void *arg)
 		fd = accept4(mv.lfd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0)
 			continue;
-		if (atomic_load(&mv.receivers) >= MV_RECEIVERS) {
+		if (atomic_load(&mv.receivers) >= MV_RECEIVERS + MV_REPL_RECEIVERS) {
 			/* Refused at once: the source tries again shortly. */
 			reply(fd, EBUSY, "receiving as many shards as it can");
 			close(fd);

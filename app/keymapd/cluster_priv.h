@@ -92,4 +92,57 @@ void km_cluster_move_tick(
 int km_cluster_move_parked(uint64_t id);
 void km_cluster_move_counts(uint64_t *out, uint64_t *in, uint64_t *failed);
 
+/* Until when (ns of the TSC, as workers count) this node's lease surely lives. */
+extern _Atomic uint64_t km_cluster_lease_ns;
+
+/* The cluster map applied (NULL: none yet). Control lcore. */
+const struct km_cmap *km_cluster_cmap(void);
+
+/* ---- replication (cluster_repl.c) ---- */
+
+/* Start the pump thread; replies wait for the replicas when sync. Main lcore, before the
+ * workers run. @return 0 or -errno. */
+int km_cluster_repl_start(int sync);
+/* Stop every stream and thread (workers stopped). Main lcore. */
+void km_cluster_repl_stop(void);
+/* Map m (this node at index self) is being applied: before its shards are placed (cut
+ * the streams received from a primary it no longer names, promote the replicas of shards
+ * it gives here), after they are (start and stop this node's streams). Control lcore. */
+void km_cluster_repl_map_pre(const struct km_cmap *m, int self);
+void km_cluster_repl_map_post(const struct km_cmap *m, int self);
+/* Every control iteration: dial, restart broken streams, build the report. */
+void km_cluster_repl_tick(uint32_t epoch);
+/* The report for P/repl/<node> to put, if it changed (the caller's, free()), or NULL.
+ * Any thread. */
+char *km_cluster_repl_report_take(void);
+/* A replication stream whose 24-byte header h was read, more (nmore bytes) read after it:
+ * receive it (returns when it ends). A side channel receiver thread. */
+void km_cluster_repl_receive(int fd, const uint8_t *h, const uint8_t *more, size_t nmore);
+
+/* One stream, for the surfaces: out (this node is the primary, node the replica) or in
+ * (node the primary). */
+struct km_cluster_repl_info {
+	uint64_t shard;
+	char node[KM_CLUSTER_ID_MAX + 1];
+	uint8_t out;
+	uint8_t in_sync; /* out: the map says so; in: a complete copy is here */
+	char state[16];  /* out: copy, caught_up, broken; in: copying, receiving, idle */
+	uint64_t rseq;   /* out: the last write numbered */
+	uint64_t acked;  /* out: acknowledged by the replica; in: the last write applied */
+	uint64_t starts; /* out: streams started (1 + restarts) */
+	char why[160];   /* out: why it last broke */
+};
+/* @return the streams listed (at most max). Any thread. */
+unsigned int km_cluster_repl_list(struct km_cluster_repl_info *out, unsigned int max);
+
+struct km_cluster_repl_counts {
+	uint64_t out, out_in_sync, in;                         /* streams now */
+	uint64_t promoted, streams_in, refused_in, broken_out; /* since start */
+};
+/* Any thread. */
+void km_cluster_repl_counts(struct km_cluster_repl_counts *c);
+/* /keymap/cluster/repl. */
+struct rte_tel_data;
+int km_cluster_repl_tel(const char *cmd, const char *params, struct rte_tel_data *d);
+
 #endif /* KEYMAPD_CLUSTER_PRIV_H */

@@ -117,6 +117,8 @@ struct km_conf {
 	uint64_t cluster_side_port;         /* TCP port of the side channel */
 	uint64_t cluster_ttl_s;             /* membership lease */
 	uint64_t cluster_load_ms;           /* load reports every ... */
+	uint64_t cluster_replicas;          /* copies wanted (1..3) */
+	char cluster_replication[8];        /* "sync" or "async" */
 	/* [metrics] */
 	uint32_t metrics_ip;   /* network byte order */
 	uint64_t metrics_port; /* 0 = no metrics endpoint */

@@ -256,6 +256,13 @@ const struct conf_desc km_conf_descs[] = {
 		"membership lease: a node silent for this long is down (kept alive every third)"),
 	U64("cluster", "load_interval_ms", 0, cluster_load_ms, 100, 600000, "2000",
 		"how often the node reports its shards' request rates to etcd (milliseconds)"),
+	U64("cluster", "replicas", 0, cluster_replicas, 1, 3, "2",
+		"copies of every shard the placer keeps on distinct nodes (primary + replicas; "
+		"fewer while the cluster has fewer nodes); the largest of the nodes' counts"),
+	ENUM("cluster", "replication", 0, cluster_replication, "sync|async", "sync",
+		"sync: a write is acknowledged once durable here and applied (durable, with the "
+		"log store) on every in-sync replica, and a GET never shows a write not yet so; "
+		"async: at once (a failover loses at most the writes of the replication window)"),
 	IPV4("metrics", "ip", 0, metrics_ip, "127.0.0.1",
 		"address of the Prometheus endpoint http://ip:port/metrics"),
 	U64("metrics", "port", 0, metrics_port, 0, 65535, "9470",

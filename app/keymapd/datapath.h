@@ -191,6 +191,9 @@ enum km_wcmd_op {
 	 * its bursts. */
 	KM_WCMD_EXPORT_START,  /* start xp */
 	KM_WCMD_EXPORT_CANCEL, /* end the export in progress, if any */
+	KM_WCMD_REPL_START,    /* start replication stream xp on its shard */
+	KM_WCMD_REPL_STOP,     /* end replication stream xp, if still on its shard */
+	KM_WCMD_REPL_SYNC,     /* kind: 1 replies wait for the replicas (sync), 0 async */
 };
 
 /*
@@ -266,6 +269,7 @@ struct km_worker {
 	uint8_t overload;                 /* what km_proc_overload() was last told */
 	uint8_t mig;                      /* a split/merge copy is in progress here */
 	uint8_t xp;                       /* a live export is in progress here */
+	uint8_t repl;                     /* replicated shards here (km_proc_repl_*) */
 	/* worker: rw; others: never (frag.h) */
 	struct rte_ip_frag_tbl *frag_tbl;      /* NULL: [net] frag_max 0 */
 	struct rte_ip_frag_death_row *frag_dr; /* fragments to free */

@@ -287,6 +287,39 @@ km_mailbox_export_cancel(uint16_t w)
 	return rc;
 }
 
+static int
+repl_cmd(uint16_t w, int op, struct km_proc_export *x, uint8_t kind)
+{
+	struct km_wcmd *c = km_mailbox_cmd_new(op, 0);
+	int rc;
+
+	if (c == NULL)
+		return -ENOMEM;
+	c->xp = x;
+	c->kind = kind;
+	rc = km_mailbox_run(w, c);
+	km_mailbox_cmd_free(c, rc);
+	return rc;
+}
+
+int
+km_mailbox_repl_start(uint16_t w, struct km_proc_export *x)
+{
+	return repl_cmd(w, KM_WCMD_REPL_START, x, 0);
+}
+
+int
+km_mailbox_repl_stop(uint16_t w, struct km_proc_export *x)
+{
+	return repl_cmd(w, KM_WCMD_REPL_STOP, x, 0);
+}
+
+int
+km_mailbox_repl_sync(uint16_t w, int sync)
+{
+	return repl_cmd(w, KM_WCMD_REPL_SYNC, NULL, (uint8_t)(sync != 0));
+}
+
 int
 km_mailbox_attach(
 	uint16_t w, uint64_t id, struct km_store *store, struct km_proc_dedup **dedup, int same)

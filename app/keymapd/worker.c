@@ -659,6 +659,19 @@ worker_sync(struct km_worker *w, struct km_wcmd *c)
 		w->xp = 0;
 		c->rc = 0;
 		break;
+	case KM_WCMD_REPL_START:
+		c->rc = km_proc_repl_start(w->proc, c->xp);
+		w->repl = (uint8_t)km_proc_repl_active(w->proc);
+		break;
+	case KM_WCMD_REPL_STOP:
+		km_proc_repl_stop(w->proc, c->xp);
+		w->repl = (uint8_t)km_proc_repl_active(w->proc);
+		c->rc = 0;
+		break;
+	case KM_WCMD_REPL_SYNC:
+		km_proc_repl_sync(w->proc, c->kind);
+		c->rc = 0;
+		break;
 	case KM_WCMD_MOVE:
 		if (worker_move_out(w, c) == 0)
 			return; /* the new owner's now: it stores DONE */
@@ -865,6 +878,22 @@ km_worker_main(void *arg)
 			w->xp = (uint8_t)km_proc_export_active(w->proc);
 			idle = 0;
 		}
+		if (unlikely(w->repl)) {
+			/* Replication streams: their walks (the same share as an export), the
+			 * writes' chunks handed on, the acknowledged replies released. */
+			t0 = rte_rdtsc();
+			t1 = t0 + RTE_MAX(mig_step_tsc, iter_tsc / 2);
+			while (km_proc_repl_step(w->proc) != 0 && rte_rdtsc() < t1)
+				;
+			w->repl = (uint8_t)km_proc_repl_active(w->proc);
+			if (km_proc_busy(w->proc)) {
+				km_proc_time(w->proc, (uint64_t)((double)rte_rdtsc() * ns_per_tsc));
+				if (disk_poll(w, map, &tx) != 0)
+					tx_flush(w, &tx);
+				tx.replies = 0;
+				idle = 0;
+			}
+		}
 		/* An override migrating or reverting: move its entries, a shard per iteration. */
 		if (unlikely(km_proc_shift_pending(w->proc, map))) {
 			shift_step(w, map);
@@ -887,7 +916,7 @@ km_worker_main(void *arg)
 		backlog_update(w, nb_rx);
 		if (nb_rx == 0 && rte_ring_empty(w->to_owner)) {
 			if (++idle < w->tune.idle_spin || w->tune.idle_sleep_us == 0 ||
-				(w->disk && km_proc_busy(w->proc))) {
+				((w->disk || w->repl) && km_proc_busy(w->proc))) {
 				rte_pause();
 				continue;
 			}

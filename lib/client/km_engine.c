@@ -520,6 +520,11 @@ km_expire(struct km_client *c, uint64_t now)
 			}
 		} else if (s->state == KM_SLOT_SENT) {
 			c->st.timeouts++;
+			/* A cluster node that does not answer may be down and its shards
+			 * promoted elsewhere: the map is fetched again (from any node), and
+			 * the retries go where it says. */
+			if (km_cluster(c) && s->worker == KM_WORKER_KEY)
+				km_refresh_want(c, -1);
 			if (s->attempts > c->retries) {
 				km_slot_done(c, i, KM_ERR_TIMEOUT, now);
 				continue;

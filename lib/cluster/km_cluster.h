@@ -92,11 +92,19 @@ struct km_cmap_node {
 	uint16_t first;                 /* derived: global owner of its worker 0 */
 };
 
+#define KM_CLUSTER_REPLICAS_MAX 2
+struct km_cmap_replica {
+	uint16_t node;
+	uint16_t worker;
+	uint8_t in_sync;
+};
 /** One shard of the cluster map. */
 struct km_cmap_shard {
 	uint64_t id;     /* (1 << depth) | prefix */
 	uint16_t node;   /* index into nodes[] */
 	uint16_t worker; /* < nodes[node].workers */
+	uint8_t nb_replicas;
+	struct km_cmap_replica replicas[KM_CLUSTER_REPLICAS_MAX];
 };
 
 /**

@@ -82,6 +82,7 @@
 	X(repl_read_waits, "GETs held until the replicas acknowledged the key's last write")      \
 	X(busy_repl, "writes answered BUSY: replication window full or shard blocked")            \
 	X(repl_failed, "replication streams that failed on this worker (restarted)")              \
+	X(busy_lease, "requests answered BUSY: replicated shard, this node's lease not sure")     \
 	X(write_failed, "writes answered ERROR: their group write failed")                        \
 	X(crew_reads, "GETs and MGET entries served from another worker's read copy")             \
 	X(crew_retries, "read copy reads repeated: the owner was rewriting the entry")            \
@@ -566,6 +567,13 @@ void km_proc_repl_stop(struct km_proc *p, struct km_proc_export *x);
  */
 int km_proc_repl_block(struct km_proc *p, uint64_t shard_id, int blocked);
 
+/**
+ * The lease: a replicated shard answers BUSY (counted in busy_lease) to every request
+ * once km_proc_time() passes *until_ns (this node's membership may have expired: a
+ * replica may be promoted); NULL: no lease. @note Context: the owner, before it runs.
+ */
+void km_proc_repl_lease(struct km_proc *p, const _Atomic uint64_t *until_ns);
+
 /** Sync mode (1, the default: replies wait for the replicas) or async (0). @note Owner. */
 void km_proc_repl_sync(struct km_proc *p, int sync);
 
@@ -624,6 +632,43 @@ long km_proc_rrec_parse(const uint8_t *rec, size_t len, struct km_proc_rrec *w, 
  * @note Context: any thread.
  */
 void km_proc_rrec_dedup(const struct km_proc_rrec *w, uint8_t *buf);
+
+/*
+ * The replica's side of a replication stream (proc_export.c): a copy being built from the
+ * stream's bytes. Whole records are applied in order to store s (the caller's until the
+ * copy is complete, then kept: km_proc_replica_take); the writes' at-most-once entries are
+ * kept (the last dedup_max); the sync record marks the copy complete (synced): from then
+ * on it holds every entry of the primary's shard and every write up to applied. A replica
+ * that held another copy (a deposed primary's writes, never acknowledged) drops it for
+ * this one once synced: that is its truncation to the new primary's state.
+ */
+struct km_proc_replica;
+
+/** @return 0 and *out, -EINVAL (NULL, dedup_max 0), -ENOMEM. @note Context: any thread. */
+int km_proc_replica_new(struct km_store *s, uint32_t dedup_max, struct km_proc_replica **out);
+
+/**
+ * Apply the whole records at buf (len bytes). @return the bytes used (a record cut at the
+ * end is left: give it again with what follows), or -EPROTO (malformed), -E2BIG (a
+ * record longer than max_rec), or the store's -errno. *synced_now: the sync record was
+ * among them (the caller commits a staged store then).
+ * @note Context: the thread that owns r.
+ */
+long km_proc_replica_apply(struct km_proc_replica *r, const uint8_t *buf, size_t len,
+	size_t max_rec, int *synced_now);
+
+/** Whether the sync record was applied, and the last write applied (its rseq). */
+int km_proc_replica_synced(const struct km_proc_replica *r);
+uint64_t km_proc_replica_applied(const struct km_proc_replica *r);
+/** The largest version applied. */
+uint64_t km_proc_replica_vmax(const struct km_proc_replica *r);
+/** The store (still r's). */
+struct km_store *km_proc_replica_store(const struct km_proc_replica *r);
+/** The at-most-once entries kept, oldest first (the caller's: km_proc_dedup_free), NULL when
+ * none (or no memory). */
+struct km_proc_dedup *km_proc_replica_dedup(const struct km_proc_replica *r);
+/** Free r; its store too unless keep (then the caller's). @note NULL allowed. */
+void km_proc_replica_free(struct km_proc_replica *r, int keep);
 
 /**
  * Apply the record at rec (len bytes available) to s: an insert or replace keeping its

@@ -174,6 +174,10 @@ exec_get(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *
 	p->cnt.req_get++;
 	if (shd == NULL)
 		return reply_busy(p, map, req, sh, out);
+	if (proc_unlikely(proc_repl_fenced(p, shd))) {
+		p->cnt.busy_lease++;
+		return proc_reply_status(&req->hdr, KM_ST_BUSY, km_shardmap_epoch_fast(map), out);
+	}
 	shd->requests++;
 	if (proc_unlikely(p->crew_every != 0))
 		proc_crew_sample(p, k, KM_OP_GET, shd->id, p->worker);
@@ -266,6 +270,11 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 		status = KM_ST_FULL;
 		goto reply;
 	}
+	if (proc_unlikely(proc_repl_fenced(p, shd))) {
+		p->cnt.busy_lease++;
+		status = KM_ST_BUSY;
+		goto reply;
+	}
 	/* The replication window: a write the replicas cannot take now is not applied. */
 	if (proc_unlikely(shd->repl != NULL) &&
 		proc_repl_admit(p, shd, k, req->hdr.op == KM_OP_DEL ? 0 : req->hdr.val_len) < 0) {
@@ -289,7 +298,12 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 	status = proc_status_of_rc(p, rc, 0);
 	/* The key's read copy takes the write before the reply leaves (proc_crew.c). */
 	if (rc == 0 && proc_unlikely(p->crew_own != 0))
-		proc_crew_written(p, k, req->hdr.op == KM_OP_DEL ? NULL : req->val,
+		/* A replicated shard's copy goes instead (sync: the write is not acknowledged
+		 * yet, and other workers would show it). */
+		proc_crew_written(p, k,
+			req->hdr.op == KM_OP_DEL || (shd->repl != NULL && !p->repl_async)
+				? NULL
+				: req->val,
 			req->hdr.val_len, version);
 	if (rc == 0 && s->ops->dram_bytes != NULL) {
 		uint64_t now = s->ops->dram_bytes(s);
@@ -360,7 +374,7 @@ mget_entry(struct km_proc *p, struct km_proc_shard *shd, const struct km_key *k,
 	int rc;
 
 	/* A value the replicas may not have yet: the client GETs it, which waits. */
-	if (proc_unlikely(proc_repl_read_wait(p, shd, k->hash) != 0))
+	if (proc_unlikely(proc_repl_read_wait(p, shd, k->hash) != 0 || proc_repl_fenced(p, shd)))
 		return KM_ST_BUSY;
 	if (!shd->persistent) {
 		if (km_store_get(shd->store, k, v) == 0)

@@ -581,6 +581,12 @@ km_proc_repl_block(struct km_proc *p, uint64_t shard_id, int blocked)
 }
 
 void
+km_proc_repl_lease(struct km_proc *p, const _Atomic uint64_t *until_ns)
+{
+	p->lease_ns = until_ns;
+}
+
+void
 km_proc_repl_sync(struct km_proc *p, int sync)
 {
 	p->repl_async = !sync;
@@ -861,4 +867,126 @@ km_proc_rrec_dedup(const struct km_proc_rrec *w, uint8_t *buf)
 	km_be_put(buf + 32, w->version, 8);
 	buf[40] = w->op;
 	buf[41] = w->status;
+}
+
+/* ---- The replica's side ---------------------------------------------------------------- */
+
+struct km_proc_replica {
+	struct km_store *s;
+	uint8_t *ring; /* dedup_max entries, KM_PROC_DEDUP_WIRE bytes each */
+	uint32_t max, n, next;
+	uint8_t synced;
+	uint64_t applied, vmax;
+};
+
+int
+km_proc_replica_new(struct km_store *s, uint32_t dedup_max, struct km_proc_replica **out)
+{
+	struct km_proc_replica *r;
+
+	*out = NULL;
+	if (s == NULL || dedup_max == 0)
+		return -EINVAL;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL || (r->ring = malloc((size_t)dedup_max * KM_PROC_DEDUP_WIRE)) == NULL) {
+		free(r);
+		return -ENOMEM;
+	}
+	r->s = s;
+	r->max = dedup_max;
+	*out = r;
+	return 0;
+}
+
+long
+km_proc_replica_apply(struct km_proc_replica *r, const uint8_t *buf, size_t len, size_t max_rec,
+	int *synced_now)
+{
+	size_t pos = 0, need, used;
+
+	*synced_now = 0;
+	while (pos < len) {
+		struct km_proc_rrec w;
+		long n = km_proc_rrec_parse(buf + pos, len - pos, &w, &need);
+		int rc;
+
+		if (n == -EAGAIN)
+			return need > max_rec ? -E2BIG : (long)pos;
+		if (n < 0)
+			return n;
+		if (w.kind == 2) {
+			if (!r->synced)
+				*synced_now = 1;
+			r->synced = 1;
+			r->applied = w.rseq;
+		} else {
+			rc = km_proc_xrec_apply(r->s, buf + pos, (size_t)n, &used);
+			if (rc < 0)
+				return rc;
+			if (w.version > r->vmax)
+				r->vmax = w.version;
+			if (w.kind == 1) {
+				km_proc_rrec_dedup(&w, r->ring + (size_t)r->next * KM_PROC_DEDUP_WIRE);
+				r->next = (r->next + 1) % r->max;
+				if (r->n < r->max)
+					r->n++;
+				r->applied = w.rseq;
+			}
+		}
+		pos += (size_t)n;
+	}
+	return (long)pos;
+}
+
+int
+km_proc_replica_synced(const struct km_proc_replica *r)
+{
+	return r->synced;
+}
+
+uint64_t
+km_proc_replica_applied(const struct km_proc_replica *r)
+{
+	return r->applied;
+}
+
+uint64_t
+km_proc_replica_vmax(const struct km_proc_replica *r)
+{
+	return r->vmax;
+}
+
+struct km_store *
+km_proc_replica_store(const struct km_proc_replica *r)
+{
+	return r->s;
+}
+
+struct km_proc_dedup *
+km_proc_replica_dedup(const struct km_proc_replica *r)
+{
+	uint32_t first = (r->next + r->max - r->n) % r->max, k;
+	struct km_proc_dedup *dd;
+	uint8_t *wire;
+
+	if (r->n == 0 || (wire = malloc((size_t)r->n * KM_PROC_DEDUP_WIRE)) == NULL)
+		return NULL;
+	for (k = 0; k < r->n; k++)
+		memcpy(wire + (size_t)k * KM_PROC_DEDUP_WIRE,
+			r->ring + (size_t)((first + k) % r->max) * KM_PROC_DEDUP_WIRE,
+			KM_PROC_DEDUP_WIRE);
+	dd = km_proc_dedup_decode(wire, r->n);
+	free(wire);
+	return dd;
+}
+
+void
+km_proc_replica_free(struct km_proc_replica *r, int keep)
+{
+	if (r == NULL)
+		return;
+	if (!keep && r->s != NULL)
+		km_store_discard(r->s);
+	free(r->ring);
+	free(r);
 }

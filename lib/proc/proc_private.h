@@ -256,7 +256,8 @@ struct km_proc {
 	/* Replication (proc_export.c): shards with a struct proc_repl, replies wait for it. */
 	uint64_t *repl_ids;
 	uint32_t nb_repl, repl_cap;
-	uint8_t repl_async; /* replies do not wait for the replicas */
+	uint8_t repl_async;               /* replies do not wait for the replicas */
+	const _Atomic uint64_t *lease_ns; /* km_proc_repl_lease(), NULL: none */
 	/* The partition shifter's background pass (proc_shift.c). */
 	uint32_t shift_epoch;         /* map epoch of the pass under way (0: start over) */
 	uint32_t shift_cursor;        /* slot of shards[] it walks */
@@ -324,6 +325,15 @@ int proc_repl_admit(
 uint64_t proc_repl_write(struct km_proc *p, struct km_proc_shard *sl, const struct km_key *k,
 	uint8_t op, const void *val, uint32_t len, uint64_t version, uint64_t src, uint64_t req_id,
 	uint64_t route_hash, uint8_t status);
+/* A replicated shard serves only while this node's lease surely lives (a failover may
+ * promote a replica once it expired). */
+static inline int
+proc_repl_fenced(const struct km_proc *p, const struct km_proc_shard *sl)
+{
+	return sl->repl != NULL && p->lease_ns != NULL &&
+	       p->now_ns > atomic_load_explicit(p->lease_ns, memory_order_relaxed);
+}
+
 static inline uint64_t
 proc_repl_read_wait(const struct km_proc *p, const struct km_proc_shard *sl, uint64_t hash)
 {

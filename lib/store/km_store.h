@@ -299,6 +299,11 @@ struct km_store_ops {
 	 * @return 0 or -errno (the shard's files are then unchanged).
 	 */
 	int (*commit)(struct km_store *s);
+	/**
+	 * An unbound store (a replica's, written by the thread that receives it): write out
+	 * what was appended and fdatasync it, blocking. @return 0 or -errno.
+	 */
+	int (*sync)(struct km_store *s);
 	/** Remove the store's files (a shard split or merged away), then destroy it. */
 	void (*unlink)(struct km_store *s);
 	/**

@@ -24,6 +24,7 @@
  * cannot start.
  */
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -35,6 +36,7 @@
 #include <unistd.h>
 
 #include "km_client.h"
+#include <km_shardmap.h>
 #include <km_util.h>
 
 #define EXIT_CHECK 1
@@ -70,9 +72,13 @@ struct opts {
 	uint64_t ops_max;
 	const char *stop_file;
 	const char *history;
+	const char *mark_file; /* --mark-file: "IP NS" of a node's kill (failover time) */
 	int preload;
 	int verbose;
+	int failover; /* --failover: failed requests are not checks that fail */
 };
+
+#define MARK_SHARDS_MAX 4096
 
 struct run {
 	struct km_client *c;
@@ -85,6 +91,11 @@ struct run {
 	/* Latency of the random operations: the slowest, and those that followed a MOVED
 	 * (a map change: the reply, the MAP fetch and the request at the new place). */
 	uint64_t slowest_ns, follow_n, follow_sum_ns, follow_max_ns, follow_retries;
+	/* --mark-file: when a node was killed (CLOCK_MONOTONIC ns), its shards then, and the
+	 * first write acknowledged on one of them since. */
+	uint64_t mark_ns, failover_ns;
+	uint64_t mark_shards[MARK_SHARDS_MAX];
+	uint32_t nb_mark_shards;
 	FILE *hist;         /* --history, NULL */
 	unsigned int hproc; /* the history's process: a new one after an indeterminate op */
 };
@@ -99,6 +110,11 @@ static const char usage_text[] =
 	"  -o OPS_MAX       stop the random phase after this many operations (default: none)\n"
 	"  --stop-file PATH stop the random phase as soon as PATH exists\n"
 	"  --preload        PUT every key first (otherwise the initial state is read back)\n"
+	"  --failover       a failed request (a node down) is not a failed check: the\n"
+	"                   replies, the read-back and the history still are\n"
+	"  --mark-file PATH once PATH holds \"IP NS\" (a node killed at CLOCK_MONOTONIC NS):\n"
+	"                   report the time to the first write acknowledged on one of its\n"
+	"                   shards (failover_ms)\n"
 	"  --history PATH   write every operation's invoke and completion to PATH, JSON lines\n"
 	"                   for tests/lincheck/lincheck.py\n"
 	"  -h HOST          server (default 198.51.100.2)\n"
@@ -194,10 +210,72 @@ adopt(struct model_key *k, const void *val, size_t len, uint64_t version)
 	k->unknown = 0;
 }
 
+/* The shard of key k in the client's map now (0: none). */
+static uint64_t
+shard_of_key(const struct run *r, const struct model_key *k)
+{
+	const struct km_shardmap *m = km_client_map(r->c);
+	const struct km_shard *s;
+
+	if (m == NULL)
+		return 0;
+	s = km_shardmap_lookup(m, km_shardmap_hash(m, (const uint8_t *)k->key, k->klen));
+	return s != NULL ? km_shard_id(s) : 0;
+}
+
+/* --mark-file: a write acknowledged on a shard of the killed node ends the failover. */
+static void
+failover_note(struct run *r, const struct model_key *k)
+{
+	uint64_t id;
+	uint32_t i;
+
+	if (r->mark_ns == 0 || r->failover_ns != 0)
+		return;
+	id = shard_of_key(r, k);
+	for (i = 0; i < r->nb_mark_shards; i++)
+		if (r->mark_shards[i] == id) {
+			r->failover_ns = km_util_now_ns() - r->mark_ns;
+			return;
+		}
+}
+
+/* The mark file appeared: the node it names was killed at the time it says; its shards
+ * as the client's map (not refreshed yet) has them. */
+static void
+mark_take(struct run *r, const char *path)
+{
+	const struct km_shardmap *m = km_client_map(r->c);
+	char ipbuf[32];
+	uint64_t ns;
+	uint32_t i, ip;
+	FILE *f;
+
+	if (r->mark_ns != 0 || access(path, F_OK) != 0 || (f = fopen(path, "r")) == NULL)
+		return;
+	if (fscanf(f, "%31s %" SCNu64, ipbuf, &ns) != 2 || inet_pton(AF_INET, ipbuf, &ip) != 1) {
+		fclose(f);
+		return; /* not written whole yet */
+	}
+	fclose(f);
+	ip = ntohl(ip);
+	r->mark_ns = ns;
+	for (i = 0; m != NULL && i < km_shardmap_nb_shards(m); i++) {
+		const struct km_shard *s = km_shardmap_shard_at(m, i);
+		uint16_t w;
+		int node = km_shardmap_owner_node(m, km_shardmap_global_owner(m, s), &w);
+
+		if (node >= 0 && km_shardmap_node_at(m, (uint16_t)node)->ip == ip &&
+			r->nb_mark_shards < MARK_SHARDS_MAX)
+			r->mark_shards[r->nb_mark_shards++] = km_shard_id(s);
+	}
+}
+
 /* A write was acknowledged with version v: it must be above any version the key had. */
 static void
 check_new_version(struct run *r, struct model_key *k, const char *op, uint64_t v)
 {
+	failover_note(r, k);
 	if (v > k->version_max)
 		return;
 	r->mismatches++;
@@ -423,6 +501,8 @@ parse_opts(int argc, char **argv, struct opts *o)
 		{"stop-file", required_argument, NULL, 'S'},
 		{"history", required_argument, NULL, 'Y'},
 		{"preload", no_argument, NULL, 'P'},
+		{"failover", no_argument, NULL, 'F'},
+		{"mark-file", required_argument, NULL, 'M'},
 		{"help", no_argument, NULL, 'H'},
 		{NULL, 0, NULL, 0},
 	};
@@ -470,6 +550,12 @@ parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case 'P':
 			o->preload = 1;
+			break;
+		case 'F':
+			o->failover = 1;
+			break;
+		case 'M':
+			o->mark_file = optarg;
 			break;
 		case 'v':
 			o->verbose = 1;
@@ -611,6 +697,8 @@ main(int argc, char **argv)
 
 		if (now >= deadline || stop_requested(&o))
 			break;
+		if (o.mark_file != NULL)
+			mark_take(&r, o.mark_file);
 		if (o.verbose && now >= next_report) {
 			printf("t %.0f s ops %" PRIu64 " errors %" PRIu64 " mismatches %" PRIu64
 			       " epoch %" PRIu32 "\n",
@@ -657,6 +745,9 @@ summary:
 		live_ops, r.nb_get, r.nb_put, r.nb_del, r.nb_del_wrong, r.nb_cas, r.nb_cas_wrong,
 		r.resyncs, present, st.requests, st.retries, st.timeouts, st.moved, o.seed,
 		(double)(km_util_now_ns() - t0) / 1e9);
+	if (o.mark_file != NULL)
+		printf("failover: marked %d shards %" PRIu32 " failover_ms %.1f\n", r.mark_ns != 0,
+			r.nb_mark_shards, r.failover_ns != 0 ? (double)r.failover_ns / 1e6 : -1.0);
 	printf("latency: slowest_ms %.1f followed_moved %" PRIu64 " follow_mean_ms %.1f "
 	       "follow_max_ms %.1f follow_retries %" PRIu64 "\n",
 		(double)r.slowest_ns / 1e6, r.follow_n,
@@ -669,7 +760,7 @@ summary:
 			strerror(errno));
 		r.errors++;
 	}
-	ok = r.errors == 0 && r.mismatches == 0 && r.lost == 0 && live_ops > 0;
+	ok = (r.errors == 0 || o.failover) && r.mismatches == 0 && r.lost == 0 && live_ops > 0;
 	if (!ok && live_ops == 0)
 		fprintf(stderr, "reshard_client: no random operation ran\n");
 	return ok ? 0 : EXIT_CHECK;

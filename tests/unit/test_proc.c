@@ -3283,6 +3283,187 @@ test_repl_overrun(void **state)
 	km_proc_export_put(x);
 }
 
+/* Feed every chunk queued by x to replica r (if r is not NULL; else drop them). */
+static void
+repl_feed(struct km_proc *p, struct km_proc_export *x, struct km_proc_replica *r)
+{
+	struct km_proc_xchunk *c;
+	int synced_now;
+
+	km_proc_repl_step(p);
+	while ((c = km_proc_export_take(x)) != NULL) {
+		if (r != NULL)
+			assert_int_equal(km_proc_replica_apply(r, c->data, c->len, KM_PROC_XCHUNK_BYTES,
+						 &synced_now),
+				(long)c->len);
+		km_proc_export_give(x, c);
+	}
+}
+
+/* The value of key in store s, "" when absent. */
+static void
+store_value(struct km_store *s, const char *key, char *out, size_t cap)
+{
+	struct km_key k = {.data = (const uint8_t *)key,
+		.len = (uint16_t)strlen(key),
+		.hash = km_key_hash((const uint8_t *)key, strlen(key))};
+	struct km_value_ref v;
+
+	out[0] = '\0';
+	if (km_store_get(s, &k, &v) == 0)
+		snprintf(out, cap, "%.*s", (int)v.len, (const char *)v.data);
+}
+
+/*
+ * Two replicas A and B of a shard; the primary's last write reaches only A (never
+ * acknowledged); B is promoted; A is copied again from B: its copy ends equal to B's
+ * (the write only it had is gone: its truncation), with B's at-most-once entries. A record
+ * cut between two calls is applied once whole; a malformed one is refused.
+ */
+static void
+test_repl_rejoin(void **state)
+{
+	struct env *e = *state;
+	static uint8_t buf[KM_DGRAM_MAX];
+	struct km_proc_export *xa, *xb, *xa2;
+	struct km_proc_replica *ra, *rb, *ra2;
+	struct km_store *sa, *sb, *sa2, *old;
+	struct km_proc_dedup *dd;
+	uint64_t sid, req_id = 9000000, src = 77;
+	char key[24], key2[24], v[64];
+	struct km_msg msg;
+	struct km_proc *p;
+	unsigned int i;
+	uint16_t wk;
+	int synced_now;
+
+	key_owned(e->map, 0, "rj-", 0, key, sizeof(key));
+	sid = km_shard_id(shard_of(e->map, key));
+	wk = km_shard_owner(shard_of(e->map, key));
+	p = e->proc[wk];
+	for (i = 1;; i++) {
+		key_owned(e->map, wk, "rj-", i, key2, sizeof(key2));
+		if (km_shard_id(shard_of(e->map, key2)) == sid)
+			break;
+	}
+	{
+		struct req r = {.op = KM_OP_PUT, .key = key, .val = "a1", .val_len = 2,
+			.req_id = req_id++, .src = src};
+
+		assert_int_equal(repl_send(e, p, buf, &r, NULL, &msg), KM_PROC_REPLY);
+	}
+	assert_int_equal(km_proc_store_stage(e->proc[1 - wk], sid, 0, KM_TIER_HOT, &sa), 0);
+	assert_int_equal(km_proc_store_stage(e->proc[1 - wk], sid, 0, KM_TIER_HOT, &sb), 0);
+	assert_int_equal(km_proc_replica_new(sa, 0, &ra), -EINVAL);
+	assert_int_equal(km_proc_replica_new(sa, 4, &ra), 0);
+	assert_int_equal(km_proc_replica_new(sb, 4, &rb), 0);
+	assert_int_equal(km_proc_repl_new(sid, 8, &xa), 0);
+	assert_int_equal(km_proc_repl_new(sid, 8, &xb), 0);
+	assert_int_equal(km_proc_repl_start(p, xa), 0);
+	assert_int_equal(km_proc_repl_start(p, xb), 0);
+	for (i = 0; i < 100 && !(km_proc_replica_synced(ra) && km_proc_replica_synced(rb)); i++) {
+		repl_feed(p, xa, ra);
+		repl_feed(p, xb, rb);
+	}
+	assert_true(km_proc_replica_synced(ra) && km_proc_replica_synced(rb));
+	km_proc_repl_ack(xa, 0, 1);
+	km_proc_repl_ack(xb, 0, 1);
+	/* Acknowledged by both. */
+	{
+		struct req r = {.op = KM_OP_PUT, .key = key, .val = "a2", .val_len = 2,
+			.req_id = req_id++, .src = src};
+		struct km_proc_done done[4];
+
+		assert_int_equal(repl_send(e, p, buf, &r, buf, &msg), KM_PROC_DEFER);
+		repl_feed(p, xa, ra);
+		repl_feed(p, xb, rb);
+		assert_int_equal(km_proc_replica_applied(ra), 1);
+		assert_int_equal(km_proc_replica_applied(rb), 1);
+		km_proc_repl_ack(xa, 1, 1);
+		km_proc_repl_ack(xb, 1, 1);
+		assert_int_equal(km_proc_poll(p, done, 4), 1);
+	}
+	/* The last write reaches A only, and is never acknowledged. */
+	{
+		struct req r = {.op = KM_OP_PUT, .key = key2, .val = "lost", .val_len = 4,
+			.req_id = req_id++, .src = src};
+
+		assert_int_equal(repl_send(e, p, buf, &r, buf, &msg), KM_PROC_DEFER);
+		repl_feed(p, xa, ra);
+		repl_feed(p, xb, NULL);
+		assert_int_equal(km_proc_replica_applied(ra), 2);
+		store_value(sa, key2, v, sizeof(v));
+		assert_string_equal(v, "lost");
+	}
+	/* The primary is gone; B is promoted (here: on the same worker, for the test). */
+	old = km_proc_shard_detach_dedup(p, sid, NULL, &dd);
+	assert_non_null(old);
+	km_store_destroy(old);
+	km_proc_dedup_free(dd);
+	km_proc_export_put(xa);
+	km_proc_export_put(xb);
+	dd = km_proc_replica_dedup(rb);
+	assert_non_null(dd);
+	km_proc_replica_free(rb, 1);
+	assert_int_equal(km_proc_shard_attach(p, sid, sb), 0);
+	km_proc_dedup_give(p, sid, dd, 0);
+	store_value(sb, key, v, sizeof(v));
+	assert_string_equal(v, "a2");
+	store_value(sb, key2, v, sizeof(v));
+	assert_string_equal(v, "");
+	/* A retry of the acknowledged write is answered from its first outcome. */
+	{
+		struct req r = {.op = KM_OP_PUT, .key = key, .val = "a2", .val_len = 2,
+			.req_id = req_id - 2, .src = src};
+		uint64_t retries = km_proc_counters(p)->write_retry;
+
+		assert_int_equal(repl_send(e, p, buf, &r, NULL, &msg), KM_PROC_REPLY);
+		assert_int_equal(msg.hdr.status, KM_ST_OK);
+		assert_int_equal(km_proc_counters(p)->write_retry, retries + 1);
+	}
+	/* A rejoins: copied again from B, in pieces cut anywhere. Until the new copy is
+	 * complete, A's previous one stands (the caller keeps it). */
+	assert_int_equal(km_proc_store_stage(e->proc[1 - wk], sid, 0, KM_TIER_HOT, &sa2), 0);
+	assert_int_equal(km_proc_replica_new(sa2, 4, &ra2), 0);
+	assert_int_equal(km_proc_repl_new(sid, 8, &xa2), 0);
+	assert_int_equal(km_proc_repl_start(p, xa2), 0);
+	for (i = 0; i < 100 && !km_proc_replica_synced(ra2); i++) {
+		struct km_proc_xchunk *c;
+
+		km_proc_repl_step(p);
+		while ((c = km_proc_export_take(xa2)) != NULL) {
+			size_t off = 0, cut = c->len / 3 + 1;
+			long n;
+
+			n = km_proc_replica_apply(ra2, c->data, cut, KM_PROC_XCHUNK_BYTES,
+				&synced_now);
+			assert_true(n >= 0 && (size_t)n <= cut);
+			off = (size_t)n;
+			n = km_proc_replica_apply(ra2, c->data + off, c->len - off,
+				KM_PROC_XCHUNK_BYTES, &synced_now);
+			assert_int_equal(n, (long)(c->len - off));
+			km_proc_export_give(xa2, c);
+		}
+	}
+	assert_true(km_proc_replica_synced(ra2));
+	store_value(sa2, key, v, sizeof(v));
+	assert_string_equal(v, "a2");
+	store_value(sa2, key2, v, sizeof(v));
+	assert_string_equal(v, ""); /* the write only A had is gone */
+	assert_null(km_proc_replica_dedup(ra2)); /* no write since: no entry */
+	/* Malformed: a record with key length 0 that is not the sync record. */
+	{
+		uint8_t bad[KM_PROC_XREC_HDR] = {0};
+
+		assert_int_equal(
+			km_proc_replica_apply(ra2, bad, sizeof(bad), KM_PROC_XCHUNK_BYTES, &synced_now),
+			-EPROTO);
+	}
+	km_proc_replica_free(ra, 0);
+	km_proc_replica_free(ra2, 0);
+	km_proc_export_put(xa2);
+}
+
 /*
  * Live export of a shard (a cross-node move's copy): chunks taken while the shard serves
  * writes, deletions and CAS, replayed in order into another store, rebuild the shard as it
@@ -4218,6 +4399,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_export_live, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_repl_window, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_repl_overrun, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_repl_rejoin, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_dedup_moves, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_dedup_index_forward, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(

@@ -171,6 +171,22 @@ log_open_staged(struct log_store *ls)
 	return 0;
 }
 
+int
+log_sync(struct km_store *s)
+{
+	struct log_store *ls = ls_of(s);
+	int rc;
+
+	if (ls->io != NULL)
+		return -EINVAL;
+	rc = log_write_out_unbound(ls);
+	if (rc == 0 && fdatasync(ls->fd) < 0)
+		rc = -errno;
+	if (rc == 0)
+		ls->synced_end = ls->durable_end;
+	return rc;
+}
+
 /*
  * Everything that can fail comes before the first rename: once a new file has its name,
  * the commit has happened (a restart would take the new files), so it must not be

@@ -195,6 +195,7 @@ int log_meta_decode(const struct km_rec *r, struct meta *m);
 int log_meta_read(int fd, struct meta *m);
 
 int log_write_out_unbound(struct log_store *ls);
+int log_sync(struct km_store *s);
 
 void log_group_done(struct km_io_op *op, int res);
 

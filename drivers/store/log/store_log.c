@@ -181,6 +181,7 @@ static const struct km_store_ops log_ops = {
 	.ack_waits = log_ack_waits,
 	.flush = log_flush,
 	.commit = log_commit,
+	.sync = log_sync,
 	.unlink = log_unlink,
 	.recover = log_recover,
 	.manifest = log_manifest,

@@ -62,6 +62,12 @@ struct km_cluster_status {
 /** Fill st. @note Context: control lcore (or through km_ctl_call). */
 void km_cluster_status(struct km_cluster_status *st);
 
+/** A worker's processor in a cluster node: replication mode and lease fence (docs/cluster.md
+ * section 7); nothing for a single node. @note Context: main lcore, before the worker runs,
+ * after km_cluster_join(). */
+struct km_proc;
+void km_cluster_proc_setup(struct km_proc *p);
+
 /** Register /keymap/cluster. @return 0 or -errno. @note Context: main lcore, at start. */
 int km_telemetry_cluster_register(void);
 

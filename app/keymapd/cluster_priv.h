@@ -100,8 +100,8 @@ const struct km_cmap *km_cluster_cmap(void);
 
 /* ---- replication (cluster_repl.c) ---- */
 
-/* Start the pump thread; replies wait for the replicas when sync. Main lcore, before the
- * workers run. @return 0 or -errno. */
+/* Start the pump thread; replies wait for the replicas when sync (km_cluster_proc_setup()
+ * tells the workers). Main lcore. @return 0 or -errno. */
 int km_cluster_repl_start(int sync);
 /* Stop every stream and thread (workers stopped). Main lcore. */
 void km_cluster_repl_stop(void);

@@ -888,8 +888,8 @@ km_cluster_repl_receive(int fd, const uint8_t *h, const uint8_t *more, size_t nm
 		free(r.buf);
 		return;
 	}
-	rc = km_proc_store_stage(km_dp.workers[hello.rworker].proc, hello.shard, 0, KM_TIER_HOT,
-		&st);
+	rc = km_proc_store_stage(
+		km_dp.workers[hello.rworker].proc, hello.shard, 0, KM_TIER_HOT, &st);
 	if (rc == 0) {
 		rc = km_proc_replica_new(st, RP_DEDUP, &r.r);
 		if (rc < 0)
@@ -932,7 +932,8 @@ km_cluster_repl_receive(int fd, const uint8_t *h, const uint8_t *more, size_t nm
 		}
 	}
 	KM_LOG(INFO,
-		"cluster: shard %" PRIu64 ": replication from node %s ended at write %" PRIu64 ": %s",
+		"cluster: shard %" PRIu64 ": replication from node %s ended at write %" PRIu64
+		": %s",
 		hello.shard, hello.primary, r.r != NULL ? km_proc_replica_applied(r.r) : 0,
 		atomic_load(&in->cut) ? "cut" : strerror(-rc));
 out:
@@ -1023,18 +1024,21 @@ km_cluster_repl_tick(uint32_t epoch)
 	report_tick(epoch);
 }
 
+void
+km_cluster_proc_setup(struct km_proc *p)
+{
+	if (!km_cluster_on())
+		return;
+	km_proc_repl_sync(p, rp.sync);
+	km_proc_repl_lease(p, &km_cluster_lease_ns);
+}
+
 int
 km_cluster_repl_start(int sync)
 {
-	unsigned int w;
 	int rc;
 
 	rp.sync = sync;
-	/* Before the workers run: their processors are still this thread's. */
-	for (w = 0; w < km_dp.nb_workers; w++) {
-		km_proc_repl_sync(km_dp.workers[w].proc, sync);
-		km_proc_repl_lease(km_dp.workers[w].proc, &km_cluster_lease_ns);
-	}
 	rc = pthread_create(&rp.pump, NULL, pump, NULL);
 	if (rc != 0)
 		return -rc;

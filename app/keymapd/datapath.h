@@ -193,7 +193,6 @@ enum km_wcmd_op {
 	KM_WCMD_EXPORT_CANCEL, /* end the export in progress, if any */
 	KM_WCMD_REPL_START,    /* start replication stream xp on its shard */
 	KM_WCMD_REPL_STOP,     /* end replication stream xp, if still on its shard */
-	KM_WCMD_REPL_SYNC,     /* kind: 1 replies wait for the replicas (sync), 0 async */
 };
 
 /*

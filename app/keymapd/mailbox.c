@@ -288,7 +288,7 @@ km_mailbox_export_cancel(uint16_t w)
 }
 
 static int
-repl_cmd(uint16_t w, int op, struct km_proc_export *x, uint8_t kind)
+repl_cmd(uint16_t w, int op, struct km_proc_export *x)
 {
 	struct km_wcmd *c = km_mailbox_cmd_new(op, 0);
 	int rc;
@@ -296,7 +296,6 @@ repl_cmd(uint16_t w, int op, struct km_proc_export *x, uint8_t kind)
 	if (c == NULL)
 		return -ENOMEM;
 	c->xp = x;
-	c->kind = kind;
 	rc = km_mailbox_run(w, c);
 	km_mailbox_cmd_free(c, rc);
 	return rc;
@@ -305,19 +304,13 @@ repl_cmd(uint16_t w, int op, struct km_proc_export *x, uint8_t kind)
 int
 km_mailbox_repl_start(uint16_t w, struct km_proc_export *x)
 {
-	return repl_cmd(w, KM_WCMD_REPL_START, x, 0);
+	return repl_cmd(w, KM_WCMD_REPL_START, x);
 }
 
 int
 km_mailbox_repl_stop(uint16_t w, struct km_proc_export *x)
 {
-	return repl_cmd(w, KM_WCMD_REPL_STOP, x, 0);
-}
-
-int
-km_mailbox_repl_sync(uint16_t w, int sync)
-{
-	return repl_cmd(w, KM_WCMD_REPL_SYNC, NULL, (uint8_t)(sync != 0));
+	return repl_cmd(w, KM_WCMD_REPL_STOP, x);
 }
 
 int

@@ -103,12 +103,10 @@ int km_mailbox_attach(
 int km_mailbox_export_start(uint16_t w, struct km_proc_export *x);
 int km_mailbox_export_cancel(uint16_t w);
 
-/* Replication streams of shards on worker w (km_proc.h): start x on its shard, end it,
- * and whether replies wait for the replicas (sync). @return the worker's rc, -EBUSY,
- * -ETIMEDOUT. @note Context: control lcore. */
+/* Replication streams of shards on worker w (km_proc.h): start x on its shard, end it.
+ * @return the worker's rc, -EBUSY, -ETIMEDOUT. @note Context: control lcore. */
 int km_mailbox_repl_start(uint16_t w, struct km_proc_export *x);
 int km_mailbox_repl_stop(uint16_t w, struct km_proc_export *x);
-int km_mailbox_repl_sync(uint16_t w, int sync);
 
 /*
  * Move shard id from worker `from` to worker `to` in one command (KM_WCMD_MOVE, datapath.h):

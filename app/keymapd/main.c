@@ -174,6 +174,7 @@ workers_init(const struct km_conf *conf, const struct km_shardmap *map, const ui
 			KM_LOG(ERR, "worker %u: cannot create processor: %s", i, strerror(-rc));
 			return rc;
 		}
+		km_cluster_proc_setup(w->proc);
 		/* The initial shards are created before the workers run; afterwards only
 		 * the owner touches them. */
 		for (s = 0; s < km_shardmap_nb_shards(map); s++) {

@@ -668,10 +668,6 @@ worker_sync(struct km_worker *w, struct km_wcmd *c)
 		w->repl = (uint8_t)km_proc_repl_active(w->proc);
 		c->rc = 0;
 		break;
-	case KM_WCMD_REPL_SYNC:
-		km_proc_repl_sync(w->proc, c->kind);
-		c->rc = 0;
-		break;
 	case KM_WCMD_MOVE:
 		if (worker_move_out(w, c) == 0)
 			return; /* the new owner's now: it stores DONE */

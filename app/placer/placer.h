@@ -44,6 +44,7 @@ struct placer_opts {
 	double min_rate;         /* no load balancing below this mean worker rate */
 	uint32_t interval_ms;    /* decision period */
 	uint32_t move_timeout_s; /* a move not ready by then is given up */
+	uint32_t replicas;       /* copies of every shard, 1..3; 0: the members' largest */
 	int once;                /* one decision, then exit */
 	int dry_run;             /* print what would be written, write nothing */
 	int verbose;             /* log INFO and DEBUG lines too */

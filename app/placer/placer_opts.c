@@ -28,6 +28,8 @@ static const char usage_text[] =
 	"  --min-rate R         no load balancing below this mean worker rate (default 0)\n"
 	"  --interval-ms MS     decision period, 50..600000 (default 1000)\n"
 	"  --move-timeout-s S   a move not ready in S seconds is given up (default 60)\n"
+	"  --replicas N         copies of every shard, 1..3 (default: the largest [cluster]\n"
+	"                       replicas of the live members)\n"
 	"  --once               one decision as the leader, then exit\n"
 	"  --dry-run            no election: print what the leader would write, write nothing\n"
 	"  -v, --verbose        log INFO and DEBUG lines too\n"
@@ -99,6 +101,7 @@ placer_opts_parse(int argc, char **argv, struct placer_opts *o, char *err, size_
 		O_MIN_RATE,
 		O_INTERVAL,
 		O_MOVE_TIMEOUT,
+		O_REPLICAS,
 		O_ONCE,
 		O_DRY_RUN,
 	};
@@ -115,6 +118,7 @@ placer_opts_parse(int argc, char **argv, struct placer_opts *o, char *err, size_
 		{"min-rate", required_argument, NULL, O_MIN_RATE},
 		{"interval-ms", required_argument, NULL, O_INTERVAL},
 		{"move-timeout-s", required_argument, NULL, O_MOVE_TIMEOUT},
+		{"replicas", required_argument, NULL, O_REPLICAS},
 		{"once", no_argument, NULL, O_ONCE},
 		{"dry-run", no_argument, NULL, O_DRY_RUN},
 		{"verbose", no_argument, NULL, 'v'},
@@ -210,6 +214,9 @@ placer_opts_parse(int argc, char **argv, struct placer_opts *o, char *err, size_
 		case O_MOVE_TIMEOUT:
 			rc = u32_opt("--move-timeout-s", optarg, 1, 86400, &o->move_timeout_s, err,
 				errlen);
+			break;
+		case O_REPLICAS:
+			rc = u32_opt("--replicas", optarg, 1, 3, &o->replicas, err, errlen);
 			break;
 		case O_ONCE:
 			o->once = 1;

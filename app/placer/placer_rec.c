@@ -362,7 +362,7 @@ void
 placer_map_diff(const struct km_cmap *a, const struct km_cmap *b, char *buf, size_t len)
 {
 	size_t pos = 0;
-	uint32_t i, moved = 0;
+	uint32_t i, moved = 0, reps = 0, sync = 0;
 	int j;
 
 	if (len == 0)
@@ -403,12 +403,28 @@ placer_map_diff(const struct km_cmap *a, const struct km_cmap *b, char *buf, siz
 		const struct km_cmap_shard *sb = &b->shards[i];
 		const struct km_cmap_shard *sa = km_cmap_shard_find(a, sb->id);
 
+		unsigned int k, in_a = 0, in_b = 0;
+
 		if (sa == NULL || strcmp(a->nodes[sa->node].id, b->nodes[sb->node].id) != 0 ||
 			sa->worker != sb->worker)
 			moved++;
+		for (k = 0; sa != NULL && k < sa->nb_replicas; k++)
+			in_a += sa->replicas[k].in_sync;
+		for (k = 0; k < sb->nb_replicas; k++)
+			in_b += sb->replicas[k].in_sync;
+		if (sa != NULL && sa->nb_replicas != sb->nb_replicas)
+			reps++;
+		else if (sa != NULL && in_a != in_b)
+			sync++;
 	}
 	if (moved > 0)
 		diff_add(buf, len, &pos, "%u shard%s moved", moved, moved == 1 ? "" : "s");
+	if (reps > 0)
+		diff_add(buf, len, &pos, "replicas of %u shard%s changed", reps,
+			reps == 1 ? "" : "s");
+	if (sync > 0)
+		diff_add(buf, len, &pos, "in-sync replicas of %u shard%s changed", sync,
+			sync == 1 ? "" : "s");
 	if (pos == 0)
 		diff_add(buf, len, &pos, "no change");
 }

@@ -26,6 +26,7 @@ enum {
 	GET_DRAIN,
 	GET_LOAD,
 	GET_MOVES,
+	GET_REPL,
 	GET_NB,
 };
 
@@ -35,6 +36,7 @@ static const char *const get_names[GET_NB] = {
 	[GET_DRAIN] = "drain/",
 	[GET_LOAD] = "load/",
 	[GET_MOVES] = "moves/",
+	[GET_REPL] = "repl/",
 };
 
 /* A move key to delete: an invalid record, or a move given up. */
@@ -65,6 +67,8 @@ struct snap {
 	uint32_t nb_moves;
 	struct drop *bad; /* invalid move records */
 	uint32_t nb_bad;
+	struct km_cluster_repl **repl; /* the primaries' replication reports */
+	uint32_t nb_repl;
 };
 
 static void
@@ -77,6 +81,9 @@ snap_free(struct snap *s)
 	placer_rates_free(&s->rates);
 	free(s->moves);
 	free(s->bad);
+	for (uint32_t i = 0; i < s->nb_repl; i++)
+		free(s->repl[i]);
+	free(s->repl);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -222,6 +229,23 @@ read_load(struct placer_ctx *c, const struct km_etcd_kv *kv, struct snap *s)
 }
 
 static void
+read_repl(struct placer_ctx *c, const struct km_etcd_kv *kv, struct snap *s)
+{
+	char id[KM_CLUSTER_ID_MAX + 2], err[KM_CLUSTER_ERR_MAX];
+
+	if (key_tail(c, kv, "repl/", id, sizeof(id)) != 0 || !km_cluster_id_valid(id))
+		snprintf(err, sizeof(err), "the key does not end in a node id");
+	else if (km_cluster_repl_decode(
+			 id, kv->value, kv->vlen, &s->repl[s->nb_repl], err, sizeof(err)) == 0) {
+		s->nb_repl++;
+		return;
+	}
+	if (first_report(c, kv->mod_rev))
+		placer_log(PLACER_WARNING, "replication report %.*s ignored: %s", (int)kv->klen,
+			(const char *)kv->key, err);
+}
+
+static void
 read_move(struct placer_ctx *c, const struct km_etcd_kv *kv, struct snap *s)
 {
 	char tail[32], err[KM_CLUSTER_ERR_MAX];
@@ -275,8 +299,9 @@ snap_read(struct placer_ctx *c, struct snap *s)
 	s->drain = calloc(n[GET_DRAIN] + 1, sizeof(*s->drain));
 	s->moves = calloc(n[GET_MOVES] + 1, sizeof(*s->moves));
 	s->bad = calloc(n[GET_MOVES] + 1, sizeof(*s->bad));
+	s->repl = calloc(n[GET_REPL] + 1, sizeof(*s->repl));
 	if (s->mem == NULL || s->joining == NULL || s->drain == NULL || s->moves == NULL ||
-		s->bad == NULL) {
+		s->bad == NULL || s->repl == NULL) {
 		km_etcd_kvs_free(r);
 		return -ENOMEM;
 	}
@@ -299,6 +324,9 @@ snap_read(struct placer_ctx *c, struct snap *s)
 			break;
 		case GET_MOVES:
 			read_move(c, kv, s);
+			break;
+		case GET_REPL:
+			read_repl(c, kv, s);
 			break;
 		default:
 			break;
@@ -833,6 +861,47 @@ out:
 	return rc;
 }
 
+/*
+ * The replica rules (km_cluster_replicas(): failover, the in-sync set, re-replication) on
+ * the map read, before anything else is decided: a failover waits for nothing.
+ * @return 1 (a map was published: read again), 0 (nothing to change), or -errno.
+ */
+static int
+replicas(struct placer_ctx *c, const struct snap *s)
+{
+	struct km_cluster_repl_changes ch;
+	struct km_cmap *next = NULL;
+	unsigned int copies = c->o->replicas;
+	uint32_t i;
+	int rc;
+
+	if (s->map == NULL)
+		return 0;
+	if (copies == 0) {
+		copies = 1;
+		for (i = 0; i < s->nb_mem; i++)
+			if (s->mem[i].replicas > copies)
+				copies = s->mem[i].replicas;
+	}
+	rc = km_cluster_replicas(s->map, s->mem, s->nb_mem,
+		(const struct km_cluster_repl *const *)s->repl, s->nb_repl, copies, &next, &ch);
+	if (rc <= 0) {
+		if (rc < 0)
+			placer_log(PLACER_ERR, "replicas: %s", strerror(-rc));
+		return rc;
+	}
+	if (ch.failovers != 0)
+		placer_log(PLACER_NOTICE, "%u shard(s) failed over to an in-sync replica (%s)",
+			ch.failovers, ch.first);
+	if (ch.in_sync + ch.out_of_sync + ch.added + ch.dropped != 0)
+		placer_log(PLACER_INFO,
+			"replicas: %u in sync, %u out of sync, %u added, %u dropped", ch.in_sync,
+			ch.out_of_sync, ch.added, ch.dropped);
+	rc = publish(c, next, s->map, s->map_rev, NULL, NULL, 0, NULL);
+	km_cmap_free(next);
+	return rc < 0 ? rc : 1;
+}
+
 /* One pass: read, settle the moves, decide. @return as decide(). */
 static int
 pass(struct placer_ctx *c)
@@ -913,6 +982,9 @@ pass(struct placer_ctx *c)
 		for (i = 0; i < nb_ready; i++)
 			flight[nb_flight++] = ready[i]->id; /* dry run: decide on the map as read */
 	}
+	rc = replicas(c, &s);
+	if (rc != 0 && !c->o->dry_run)
+		goto out;
 	nb_flight = cool_list(c, now, flight, nb_flight);
 	rc = decide(c, &s, flight, nb_flight);
 out:

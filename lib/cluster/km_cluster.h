@@ -45,9 +45,12 @@
  *   "draining"), down (optional boolean, false when absent: the node had no live member
  *   at the placer's last decision).
  * - shards: array of 1..KM_CLUSTER_SHARDS_MAX arrays [id, node index, worker], all integers,
- *   worker < that node's workers, the ids tiling the hash space.
+ *   worker < that node's workers, the ids tiling the hash space; a replicated shard has a
+ *   fourth element, its replicas: [[node index, worker, in_sync], ...] (1..2 of them, on
+ *   other nodes than the shard's and each other's, in_sync 0 or 1).
  * km_cmap_encode() writes the canonical form: compact (no blanks), members in the order
- * above, "down" only when true, nodes in table order, shards sorted by id. Two equal maps
+ * above, "down" only when true, nodes in table order, shards sorted by id, replicas only
+ * when a shard has some, in the order held. Two equal maps
  * encode to the same bytes.
  *
  * The placer (km_cluster_decide()): from the current map (or none), the live members (from
@@ -92,18 +95,21 @@ struct km_cmap_node {
 	uint16_t first;                 /* derived: global owner of its worker 0 */
 };
 
-#define KM_CLUSTER_REPLICAS_MAX 2
+#define KM_CLUSTER_REPLICAS_MAX 2 /* replicas per shard: 3 copies at most */
+
+/** A replica of a shard (docs/cluster.md section 7). */
 struct km_cmap_replica {
-	uint16_t node;
-	uint16_t worker;
-	uint8_t in_sync;
+	uint16_t node;   /* index into nodes[]: not the shard's node, not another replica's */
+	uint16_t worker; /* < nodes[node].workers: the worker that serves it once promoted */
+	uint8_t in_sync; /* 1: it has every write the primary acknowledged (the placer's word) */
 };
+
 /** One shard of the cluster map. */
 struct km_cmap_shard {
-	uint64_t id;     /* (1 << depth) | prefix */
-	uint16_t node;   /* index into nodes[] */
-	uint16_t worker; /* < nodes[node].workers */
-	uint8_t nb_replicas;
+	uint64_t id;         /* (1 << depth) | prefix */
+	uint16_t node;       /* index into nodes[]: the primary */
+	uint16_t worker;     /* < nodes[node].workers */
+	uint8_t nb_replicas; /* 0..KM_CLUSTER_REPLICAS_MAX */
 	struct km_cmap_replica replicas[KM_CLUSTER_REPLICAS_MAX];
 };
 
@@ -312,6 +318,8 @@ struct km_cluster_member {
 	uint8_t state;                  /* requested by the operator: enum km_cmap_state */
 	uint16_t side_port;             /* side channel (cross-node moves): TCP port, 0: none */
 	uint32_t side_ip;               /* its IPv4, host byte order (0 when side_port is 0) */
+	uint8_t replicas;               /* copies it asks for ([cluster] replicas), 1..3 */
+	uint8_t serving;                /* its record's "serving" (absent: 1) */
 };
 
 /** Request rate of one shard (requests/s). Shards without one have rate 0. */
@@ -406,7 +414,9 @@ int km_cluster_id_valid(const char *id);
 
 /**
  * Decode a member record P/members/<key_id>: {"id", "ip", "port", "workers",
- * "incarnation", "state", "side_ip", "side_port"} (others ignored). id must equal key_id
+ * "incarnation", "state", "side_ip", "side_port", "replicas", "serving"} (others ignored):
+ * replicas an integer in 1..3 (absent: 2; anything else refuses the record), serving a
+ * boolean (absent: true). id must equal key_id
  * (key_id NULL: any id); state is "active", "draining" or absent (active). The side
  * channel is optional and never a reason to refuse a member: side_port and side_ip are set
  * only when "side_port" is an integer in 1..65535 and "side_ip" an IPv4 address other than
@@ -464,5 +474,72 @@ int km_cluster_move_decode(uint64_t key_id, const void *json, size_t len,
  * @note Context: any thread.
  */
 int km_cluster_move_encode(const struct km_cluster_move_record *mv, char **out);
+
+/* Replication reports, P/repl/<node> (docs/cluster.md section 7). */
+enum km_cluster_repl_state {
+	KM_CLUSTER_REPL_COPY = 0,      /* "copy": the replica's copy is in progress */
+	KM_CLUSTER_REPL_CAUGHT_UP = 1, /* "caught_up": it has the shard and every write since */
+	KM_CLUSTER_REPL_BROKEN = 2,    /* "broken": the stream failed (started again) */
+	KM_CLUSTER_REPL_OTHER = 3,     /* any other string */
+};
+
+struct km_cluster_repl_entry {
+	uint64_t shard;
+	char node[KM_CLUSTER_ID_MAX + 1]; /* the replica */
+	uint64_t incarnation;             /* the replica's, as the primary's map has it */
+	uint8_t state;                    /* enum km_cluster_repl_state */
+};
+
+/** A primary's report: its streams. One allocation (free()). */
+struct km_cluster_repl {
+	char node[KM_CLUSTER_ID_MAX + 1]; /* the primary */
+	uint64_t incarnation;             /* its run */
+	uint32_t epoch;                   /* the map it applied */
+	uint32_t nb;
+	struct km_cluster_repl_entry e[];
+};
+
+/**
+ * Decode P/repl/<key_id>: {"node", "incarnation", "epoch", "shards": [[shard id, node id,
+ * incarnation, state], ...]} (others ignored). node must equal key_id (NULL: any).
+ * @return 0 and *out (free()), -EINVAL (reason in err), -ENOMEM.
+ * @note Context: any thread.
+ */
+int km_cluster_repl_decode(const char *key_id, const void *json, size_t len,
+	struct km_cluster_repl **out, char *err, size_t errlen);
+
+/*
+ * Replicas (km_cluster_replicas(), after km_cluster_decide() and the completed moves):
+ * a. failover: a shard whose primary's node has no live member gets as primary its first
+ *    in-sync replica on a node with a live serving member (node and worker as listed);
+ *    that replica leaves the list, the others become out of sync (they may hold writes
+ *    the new primary never had). None: the shard waits for its node.
+ * b. replicas on a node not live, draining, or the primary's are dropped.
+ * c. in_sync 0 -> 1 when the primary's report (its incarnation as the map has it) says
+ *    caught_up for the replica's node at the incarnation the map has; 1 -> 0 when it says
+ *    copy or broken, or the replica's member has another incarnation than the map's.
+ * d. a shard with fewer than copies - 1 replicas gets one on an eligible node (live,
+ *    serving, active, not holding a copy of it), the node with the fewest copies of all
+ *    shards first (then the lowest index), on its worker with the fewest copies (then the
+ *    lowest index), in_sync 0. copies is capped by the eligible nodes.
+ * Equal inputs give equal outputs.
+ */
+
+/** What changed, for the log. */
+struct km_cluster_repl_changes {
+	uint32_t failovers, dropped, in_sync, out_of_sync, added;
+	char first[KM_CLUSTER_ERR_MAX]; /* the first failover, "" when none */
+};
+
+/**
+ * Apply the replica rules to m (node indices of m; members and reports in any order).
+ * @param copies: the copies wanted, 1..3.
+ * @return 1 and *out (epoch + 1; the caller frees it) when something changed, 0 when not,
+ *   -EINVAL (NULL, copies out of range, m invalid), -EOVERFLOW (epoch), -ENOMEM.
+ * @note Context: any thread.
+ */
+int km_cluster_replicas(const struct km_cmap *m, const struct km_cluster_member *mem,
+	uint32_t nb_mem, const struct km_cluster_repl *const *reports, uint32_t nb_reports,
+	unsigned int copies, struct km_cmap **out, struct km_cluster_repl_changes *ch);
 
 #endif /* KM_CLUSTER_H */

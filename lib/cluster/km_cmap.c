@@ -132,10 +132,19 @@ km_cluster_table_equal(const struct km_cmap *a, const struct km_cmap *b)
 	for (i = 0; i < a->nb_nodes; i++)
 		if (!node_equal(&a->nodes[i], &b->nodes[i]))
 			return 0;
-	for (i = 0; i < a->nb_shards; i++)
-		if (a->shards[i].id != b->shards[i].id || a->shards[i].node != b->shards[i].node ||
-			a->shards[i].worker != b->shards[i].worker)
+	for (i = 0; i < a->nb_shards; i++) {
+		const struct km_cmap_shard *x = &a->shards[i], *y = &b->shards[i];
+		unsigned int k;
+
+		if (x->id != y->id || x->node != y->node || x->worker != y->worker ||
+			x->nb_replicas != y->nb_replicas)
 			return 0;
+		for (k = 0; k < x->nb_replicas; k++)
+			if (x->replicas[k].node != y->replicas[k].node ||
+				x->replicas[k].worker != y->replicas[k].worker ||
+				x->replicas[k].in_sync != y->replicas[k].in_sync)
+				return 0;
+	}
 	return 1;
 }
 
@@ -230,6 +239,30 @@ check_shard(const struct km_cmap *m, const struct km_cmap_shard *s, uint32_t idx
 		return fail(err, errlen, -EINVAL,
 			"shards[%" PRIu32 "]: worker %u is out of range (node %s has %u)", idx,
 			s->worker, m->nodes[s->node].id, m->nodes[s->node].workers);
+	if (s->nb_replicas > KM_CLUSTER_REPLICAS_MAX)
+		return fail(err, errlen, -EINVAL, "shards[%" PRIu32 "]: %u replicas, over %u", idx,
+			s->nb_replicas, KM_CLUSTER_REPLICAS_MAX);
+	for (unsigned int k = 0; k < s->nb_replicas; k++) {
+		const struct km_cmap_replica *r = &s->replicas[k];
+
+		if (r->node >= m->nb_nodes)
+			return fail(err, errlen, -EINVAL,
+				"shards[%" PRIu32
+				"] replica %u: node %u is out of range (%u nodes)",
+				idx, k, r->node, m->nb_nodes);
+		if (r->node == s->node || (k == 1 && r->node == s->replicas[0].node))
+			return fail(err, errlen, -EINVAL,
+				"shards[%" PRIu32 "] replica %u: node %s holds another copy", idx,
+				k, m->nodes[r->node].id);
+		if (r->worker >= m->nodes[r->node].workers)
+			return fail(err, errlen, -EINVAL,
+				"shards[%" PRIu32
+				"] replica %u: worker %u is out of range (node %s has %u)",
+				idx, k, r->worker, m->nodes[r->node].id, m->nodes[r->node].workers);
+		if (r->in_sync > 1)
+			return fail(err, errlen, -EINVAL,
+				"shards[%" PRIu32 "] replica %u: in_sync is not 0 or 1", idx, k);
+	}
 	return 0;
 }
 
@@ -473,7 +506,9 @@ int
 km_cmap_move_apply(const struct km_cmap *m, const struct km_cluster_move *mv, struct km_cmap **out)
 {
 	const struct km_cmap_shard *s;
+	struct km_cmap_shard *ns;
 	struct km_cmap *n;
+	unsigned int k;
 
 	if (m == NULL || mv == NULL || out == NULL || km_cmap_check(m, NULL, 0) != 0)
 		return -EINVAL;
@@ -491,8 +526,17 @@ km_cmap_move_apply(const struct km_cmap *m, const struct km_cluster_move *mv, st
 	if (n == NULL)
 		return -ENOMEM;
 	n->epoch++;
-	n->shards[s - m->shards].node = mv->to_node;
-	n->shards[s - m->shards].worker = mv->to_worker;
+	ns = &n->shards[s - m->shards];
+	ns->node = mv->to_node;
+	ns->worker = mv->to_worker;
+	/* A primary is never its own replica: the target's replica entry goes. */
+	for (k = 0; k < ns->nb_replicas;)
+		if (ns->replicas[k].node == mv->to_node) {
+			ns->replicas[k] = ns->replicas[ns->nb_replicas - 1];
+			ns->nb_replicas--;
+		} else {
+			k++;
+		}
 	*out = n;
 	return 0;
 }
@@ -600,13 +644,13 @@ static int
 decode_shard(const json_t *a, uint32_t i, const struct km_cmap *m, struct km_cmap_shard *s,
 	char *err, size_t errlen)
 {
-	const json_t *f[3];
+	const json_t *f[3], *reps;
 	json_int_t v[3];
 	unsigned int k;
 
-	if (!json_is_array(a) || json_array_size(a) != 3)
+	if (!json_is_array(a) || (json_array_size(a) != 3 && json_array_size(a) != 4))
 		return fail(err, errlen, -EINVAL,
-			"shards[%" PRIu32 "]: not an array [id, node, worker]", i);
+			"shards[%" PRIu32 "]: not an array [id, node, worker(, replicas)]", i);
 	for (k = 0; k < 3; k++) {
 		f[k] = json_array_get(a, k);
 		if (!json_is_integer(f[k]))
@@ -630,6 +674,40 @@ decode_shard(const json_t *a, uint32_t i, const struct km_cmap *m, struct km_cma
 	s->id = (uint64_t)v[0];
 	s->node = (uint16_t)v[1];
 	s->worker = (uint16_t)v[2];
+	s->nb_replicas = 0;
+	reps = json_array_get(a, 3);
+	if (reps == NULL)
+		return 0;
+	if (!json_is_array(reps) || json_array_size(reps) == 0 ||
+		json_array_size(reps) > KM_CLUSTER_REPLICAS_MAX)
+		return fail(err, errlen, -EINVAL,
+			"shards[%" PRIu32 "][3]: not an array of 1..%u replicas", i,
+			KM_CLUSTER_REPLICAS_MAX);
+	for (k = 0; k < json_array_size(reps); k++) {
+		const json_t *r = json_array_get(reps, k), *g[3];
+		json_int_t w[3];
+		unsigned int j;
+
+		if (!json_is_array(r) || json_array_size(r) != 3)
+			return fail(err, errlen, -EINVAL,
+				"shards[%" PRIu32 "][3][%u]: not an array [node, worker, in_sync]",
+				i, k);
+		for (j = 0; j < 3; j++) {
+			g[j] = json_array_get(r, j);
+			if (!json_is_integer(g[j]))
+				return fail(err, errlen, -EINVAL,
+					"shards[%" PRIu32 "][3][%u][%u]: not an integer", i, k, j);
+			w[j] = json_integer_value(g[j]);
+		}
+		if (w[0] < 0 || w[0] >= m->nb_nodes || w[1] < 0 || w[1] > UINT16_MAX || w[2] < 0 ||
+			w[2] > 1)
+			return fail(err, errlen, -EINVAL,
+				"shards[%" PRIu32 "][3][%u]: node, worker or in_sync out of range",
+				i, k);
+		s->replicas[k] = (struct km_cmap_replica){
+			.node = (uint16_t)w[0], .worker = (uint16_t)w[1], .in_sync = (uint8_t)w[2]};
+		s->nb_replicas++;
+	}
 	return 0;
 }
 
@@ -808,6 +886,21 @@ km_cmap_encode(const struct km_cmap *m, char **out, size_t *len)
 		append(a, json_integer((json_int_t)m->shards[i].id), &bad);
 		append(a, json_integer(m->shards[i].node), &bad);
 		append(a, json_integer(m->shards[i].worker), &bad);
+		if (m->shards[i].nb_replicas != 0) {
+			json_t *reps = json_array();
+			unsigned int k;
+
+			for (k = 0; reps != NULL && k < m->shards[i].nb_replicas; k++) {
+				const struct km_cmap_replica *r = &m->shards[i].replicas[k];
+
+				append(reps, json_pack("[i, i, i]", r->node, r->worker, r->in_sync),
+					&bad);
+			}
+			if (reps == NULL)
+				bad = 1;
+			else
+				append(a, reps, &bad);
+		}
 		append(shards, a, &bad);
 	}
 	put(root, "shards", shards, &bad);

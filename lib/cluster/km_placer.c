@@ -485,6 +485,14 @@ update_table(struct km_cmap *t, const struct km_cluster_member *v, uint32_t nb,
 				t->shards[i].worker = best;
 				wc[best]++;
 			}
+			/* Its replicas of the workers gone: on worker 0 (copied again there). */
+			for (i = 0; i < t->nb_shards; i++)
+				for (k = 0; k < t->shards[i].nb_replicas; k++)
+					if (t->shards[i].replicas[k].node == n &&
+						t->shards[i].replicas[k].worker >= x->workers) {
+						t->shards[i].replicas[k].worker = 0;
+						t->shards[i].replicas[k].in_sync = 0;
+					}
 		}
 		node_from_member(nd, x);
 	}
@@ -516,8 +524,20 @@ update_table(struct km_cmap *t, const struct km_cluster_member *v, uint32_t nb,
 	if (kept != t->nb_nodes) {
 		memset(&t->nodes[kept], 0, (size_t)(t->nb_nodes - kept) * sizeof(t->nodes[0]));
 		t->nb_nodes = kept;
-		for (i = 0; i < t->nb_shards; i++)
-			t->shards[i].node = (uint16_t)remap[t->shards[i].node];
+		for (i = 0; i < t->nb_shards; i++) {
+			struct km_cmap_shard *sh = &t->shards[i];
+			unsigned int r, j = 0;
+
+			sh->node = (uint16_t)remap[sh->node];
+			/* Replicas on a node that left go with it. */
+			for (r = 0; r < sh->nb_replicas; r++)
+				if (remap[sh->replicas[r].node] >= 0) {
+					sh->replicas[j] = sh->replicas[r];
+					sh->replicas[j++].node =
+						(uint16_t)remap[sh->replicas[r].node];
+				}
+			sh->nb_replicas = (uint8_t)j;
+		}
 	}
 	km_cluster_set_first(t);
 }

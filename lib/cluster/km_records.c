@@ -122,6 +122,15 @@ km_cluster_member_decode(const char *key_id, const void *json, size_t len,
 	if (rc == 0 && get_int(o, "side_port", 1, 65535, &v) == 0 &&
 		get_ip(o, "side_ip", &m.side_ip) == 0)
 		m.side_port = (uint16_t)v;
+	m.replicas = 2;
+	if (rc == 0 && json_object_get(o, "replicas") != NULL) {
+		if (get_int(o, "replicas", 1, 3, &v) != 0)
+			rc = km_cluster_fail(
+				err, errlen, -EINVAL, "replicas: not an integer in 1..3");
+		else
+			m.replicas = (uint8_t)v;
+	}
+	m.serving = !json_is_false(json_object_get(o, "serving"));
 	if (rc == 0)
 		*out = m;
 	json_decref(o);
@@ -234,4 +243,91 @@ km_cluster_move_encode(const struct km_cluster_move_record *mv, char **out)
 		return -ENOMEM;
 	*out = s;
 	return 0;
+}
+
+static const char *const repl_state_names[] = {
+	[KM_CLUSTER_REPL_COPY] = "copy",
+	[KM_CLUSTER_REPL_CAUGHT_UP] = "caught_up",
+	[KM_CLUSTER_REPL_BROKEN] = "broken",
+};
+
+int
+km_cluster_repl_decode(const char *key_id, const void *json, size_t len,
+	struct km_cluster_repl **out, char *err, size_t errlen)
+{
+	struct km_cluster_repl *r = NULL;
+	const json_t *a, *e;
+	const char *node;
+	json_t *o;
+	int64_t v;
+	size_t i;
+	int rc = -EINVAL;
+
+	*out = NULL;
+	o = load_object(json, len, err, errlen);
+	if (o == NULL)
+		return -EINVAL;
+	node = json_string_value(json_object_get(o, "node"));
+	a = json_object_get(o, "shards");
+	if (node == NULL || !km_cluster_id_valid(node)) {
+		km_cluster_fail(err, errlen, -EINVAL, "node: missing or not a node id");
+		goto out;
+	}
+	if (key_id != NULL && strcmp(node, key_id) != 0) {
+		km_cluster_fail(
+			err, errlen, -EINVAL, "node: '%s' under the key of %s", node, key_id);
+		goto out;
+	}
+	if (!json_is_array(a)) {
+		km_cluster_fail(err, errlen, -EINVAL, "shards: missing or not an array");
+		goto out;
+	}
+	r = calloc(1, sizeof(*r) + json_array_size(a) * sizeof(r->e[0]));
+	if (r == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	snprintf(r->node, sizeof(r->node), "%s", node);
+	if (get_int(o, "incarnation", 1, INT64_MAX, &v) != 0) {
+		km_cluster_fail(
+			err, errlen, -EINVAL, "incarnation: missing or not an integer >= 1");
+		goto out;
+	}
+	r->incarnation = (uint64_t)v;
+	if (get_int(o, "epoch", 0, UINT32_MAX, &v) != 0) {
+		km_cluster_fail(err, errlen, -EINVAL, "epoch: missing or not an integer");
+		goto out;
+	}
+	r->epoch = (uint32_t)v;
+	json_array_foreach(a, i, e)
+	{
+		struct km_cluster_repl_entry *x = &r->e[r->nb];
+		const char *n = json_string_value(json_array_get(e, 1));
+		const char *st = json_string_value(json_array_get(e, 3));
+		const json_t *sid = json_array_get(e, 0), *inc = json_array_get(e, 2);
+		unsigned int k;
+
+		if (!json_is_array(e) || json_array_size(e) != 4 || !json_is_integer(sid) ||
+			json_integer_value(sid) <= 0 || n == NULL || !km_cluster_id_valid(n) ||
+			!json_is_integer(inc) || json_integer_value(inc) <= 0 || st == NULL) {
+			km_cluster_fail(err, errlen, -EINVAL,
+				"shards[%zu]: not [shard id, node id, incarnation, state]", i);
+			goto out;
+		}
+		x->shard = (uint64_t)json_integer_value(sid);
+		snprintf(x->node, sizeof(x->node), "%s", n);
+		x->incarnation = (uint64_t)json_integer_value(inc);
+		x->state = KM_CLUSTER_REPL_OTHER;
+		for (k = 0; k < sizeof(repl_state_names) / sizeof(repl_state_names[0]); k++)
+			if (strcmp(st, repl_state_names[k]) == 0)
+				x->state = (uint8_t)k;
+		r->nb++;
+	}
+	*out = r;
+	r = NULL;
+	rc = 0;
+out:
+	free(r);
+	json_decref(o);
+	return rc;
 }

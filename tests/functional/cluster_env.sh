@@ -118,7 +118,8 @@ cl_etcd_stop() {
 	cl_etcd_pid=
 }
 
-# cl_node_start N [keymapd -o options...]: node nN, 1 worker, mem store unless given.
+# cl_node_start N [keymapd -o options...]: node nN, 1 worker, mem store and one copy of
+# every shard (no replica) unless given.
 cl_node_start() {
 	local n=$1 ns=${tag}n$1 t=${tag}t$1
 	shift
@@ -137,7 +138,7 @@ cl_node_start() {
 	ip netns exec "$ns" "$bin/app/keymapd/keymapd" -o "net.ip=198.51.100.1$n" \
 		-o cluster.name=demo -o "cluster.node=n$n" -o "cluster.etcd=$cl_etcd_ep" \
 		-o "cluster.side_addr=198.51.100.10$n" -o cluster.ttl_s=3 \
-		-o cluster.load_interval_ms=1000 -o store.driver=mem \
+		-o cluster.load_interval_ms=1000 -o cluster.replicas=1 -o store.driver=mem \
 		-o workers.idle_sleep_us=1000 -o metrics.port=0 "$@" -- \
 		--no-huge -m 256 --no-pci --file-prefix "$ns" \
 		--vdev "net_tap0,iface=$t,mac=02:00:00:00:00:1$n" -l 0-1 >>"$cl_tmp/n$n.log" 2>&1 &

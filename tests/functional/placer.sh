@@ -117,7 +117,7 @@ member() {
 	lease[$1]=$(ectl lease grant 60 | awk '{print $2}')
 	[ -n "${lease[$1]}" ] || fail "no lease for member $1"
 	ectl put --lease="${lease[$1]}" "${P}members/$1" \
-		"{\"id\":\"$1\",\"ip\":\"$2\",\"mac\":\"02:00:00:00:00:01\",\"port\":7070,\"workers\":$3,\"incarnation\":$4,\"side_port\":7069,\"state\":\"active\"}" \
+		"{\"id\":\"$1\",\"ip\":\"$2\",\"mac\":\"02:00:00:00:00:01\",\"port\":7070,\"workers\":$3,\"incarnation\":$4,\"side_port\":7069,\"state\":\"active\",\"replicas\":${copies:-1}}" \
 		>/dev/null
 }
 
@@ -337,4 +337,42 @@ grep -q "^put ${P}map/$((e0 + 1)) .*\"id\":\"n6\"" "$tmp/dry.out" || fail "the d
 in_table n6 || fail "--once did not publish n6"
 [ -z "$(ectl get --prefix "${P}election" --keys-only | grep .)" ] || fail "--once left its election key"
 echo "ok: exit 0 on SIGTERM (resigned), a dry run writes nothing, --once publishes epoch $(epoch_now)"
+
+section "i. replicas: placed, in sync on the primary's word, failover"
+# Another cluster (r): members that ask for 2 copies.
+P=/keymap/r/
+copies=2
+"$placer" --etcd "$ep" --cluster r --id pr --ttl 2 --interval-ms 300 --shards 4 --max-moves 0 \
+	>>"$tmp/placer-pr.log" 2>&1 &
+ppid[pr]=$!
+member n1 127.0.2.1 1 1
+member n2 127.0.2.2 1 1
+# Every shard with one replica on the other node, not in sync yet.
+replicated() {
+	[ "$(map_now | awk '$1 == "shard" && NF == 5 && $5 ~ /:0$/' | wc -l)" -eq 4 ] &&
+		[ "$(map_now | awk '$1 == "shard" && $3 == substr($5, 1, 2)' | wc -l)" -eq 0 ]
+}
+wait_for 15 "every shard with a replica on the other node" replicated
+map_now | grep '^shard'
+# n1 says its streams caught up: its shards' replicas are in sync.
+n1_shards=$(map_now | awk '$1 == "shard" && $3 == "n1" {print $2}')
+rep=$(for s in $n1_shards; do printf '[%s,"n2",1,"caught_up"],' "$s"; done)
+ectl put --lease="${lease[n1]}" "${P}repl/n1" \
+	"{\"node\":\"n1\",\"incarnation\":1,\"epoch\":1,\"shards\":[${rep%,}]}" >/dev/null
+n1_in_sync() {
+	[ "$(map_now | awk '$1 == "shard" && $3 == "n1" && $5 ~ /:1$/' | wc -l)" -eq \
+		"$(echo "$n1_shards" | wc -w)" ]
+}
+wait_for 15 "n1's replicas in sync" n1_in_sync
+# A stale report (another incarnation of n1) changes nothing; n2's shards stay out of sync.
+[ "$(map_now | awk '$1 == "shard" && $3 == "n2" && $5 ~ /:1$/' | wc -l)" -eq 0 ] ||
+	fail "n2's replicas in sync without a report"
+# n1's lease revoked: its shards fail over to n2 at once (one round).
+e1=$(epoch_now)
+ectl lease revoke "${lease[n1]}" >/dev/null
+failed_over() { [ -z "$(map_now | awk '$1 == "shard" && $3 == "n1"')" ]; }
+wait_for 10 "n1's shards failed over to n2" failed_over
+map_now | grep '^shard'
+grep -q "failed over to an in-sync replica" "$tmp/placer-pr.log" || fail "no failover logged"
+echo "ok: replicas placed, in sync on the primary's report, failover from epoch $e1 to $(epoch_now)"
 echo "placer: all steps passed in $((SECONDS - t0)) s"

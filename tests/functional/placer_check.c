@@ -70,9 +70,17 @@ main(int argc, char **argv)
 			m->nodes[i].state == KM_CMAP_DRAINING ? "draining" : "active",
 			m->nodes[i].down ? "down" : "up", n);
 	}
-	for (k = 0; k < m->nb_shards; k++)
-		printf("shard %" PRIu64 " %s %u\n", m->shards[k].id, m->nodes[m->shards[k].node].id,
-			m->shards[k].worker);
+	for (k = 0; k < m->nb_shards; k++) {
+		const struct km_cmap_shard *s = &m->shards[k];
+		unsigned int r;
+
+		printf("shard %" PRIu64 " %s %u", s->id, m->nodes[s->node].id, s->worker);
+		/* Its replicas: node:worker:in_sync. */
+		for (r = 0; r < s->nb_replicas; r++)
+			printf(" %s:%u:%u", m->nodes[s->replicas[r].node].id, s->replicas[r].worker,
+				s->replicas[r].in_sync);
+		printf("\n");
+	}
 	km_cmap_free(m);
 	return 0;
 }

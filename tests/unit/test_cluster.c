@@ -245,8 +245,9 @@ static const struct bad_doc bad_docs[] = {
 		-EINVAL, "nodes[1].down: not a boolean"},
 	{"{" HDR "," NODES ",\"shards\":{}}", -EINVAL, "shards: not an array"},
 	{DOC_S(""), -EINVAL, "shards: 0 shards, not 1..65536"},
-	{DOC_S("[1,0]"), -EINVAL, "shards[0]: not an array [id, node, worker]"},
-	{DOC_S("[2,0,0],{\"id\":3}"), -EINVAL, "shards[1]: not an array [id, node, worker]"},
+	{DOC_S("[1,0]"), -EINVAL, "shards[0]: not an array [id, node, worker(, replicas)]"},
+	{DOC_S("[2,0,0],{\"id\":3}"), -EINVAL,
+		"shards[1]: not an array [id, node, worker(, replicas)]"},
 	{DOC_S("[2,0,0],[3,\"1\",0]"), -EINVAL, "shards[1][1]: not an integer"},
 	{DOC_S("[0,0,0]"), -EINVAL, "shards[0]: 0 is not a shard id"},
 	{DOC_S("[33554432,0,0]"), -EINVAL, "shards[0]: 33554432 is not a shard id"},
@@ -1612,6 +1613,250 @@ move_rec(uint64_t id, const char *json, struct km_cluster_move_record *mv, char 
 /* A move record of shard 9 with the fields given after "id". */
 #define MOVE(fields) "{\"id\":9," fields "}"
 
+/*
+ * Replicas: the JSON form, refusals, a move's target, node removal; the placer's rules
+ * (failover, dropped replicas, in sync on the primary's word, re-replication).
+ */
+static void
+test_replicas_json(void **state)
+{
+	static const char *const bad[] = {
+		DOC_S("[4,0,0,[[0,0,0]]],[5,1,0],[6,0,1],[7,1,1]"),         /* on its own node */
+		DOC_S("[4,0,0,[[1,0,0],[1,1,0]]],[5,1,0],[6,0,1],[7,1,1]"), /* twice one node */
+		DOC_S("[4,0,0,[[1,5,0]]],[5,1,0],[6,0,1],[7,1,1]"), /* worker out of range */
+		DOC_S("[4,0,0,[[1,0,2]]],[5,1,0],[6,0,1],[7,1,1]"), /* in_sync 2 */
+		DOC_S("[4,0,0,[]],[5,1,0],[6,0,1],[7,1,1]"),        /* an empty list */
+		DOC_S("[4,0,0,[[1,0]]],[5,1,0],[6,0,1],[7,1,1]"),   /* not a triple */
+		DOC_S("[4,0,0,[[2,0,0]]],[5,1,0],[6,0,1],[7,1,1]"), /* node out of range */
+	};
+	const char *doc = DOC_S("[4,0,0,[[1,1,1]]],[5,1,0,[[0,0,0]]],[6,0,1],[7,1,1]");
+	struct km_cmap *m = decode_ok(doc), *n;
+	struct km_cluster_move mv = {.id = 4,
+		.from_node = 0,
+		.from_worker = 0,
+		.to_node = 1,
+		.to_worker = 0,
+		.reason = KM_CLUSTER_SHARE};
+	char *enc;
+	unsigned int i;
+
+	(void)state;
+	assert_int_equal(m->shards[0].nb_replicas, 1);
+	assert_int_equal(m->shards[0].replicas[0].node, 1);
+	assert_int_equal(m->shards[0].replicas[0].worker, 1);
+	assert_int_equal(m->shards[0].replicas[0].in_sync, 1);
+	assert_int_equal(m->shards[2].nb_replicas, 0);
+	round_trip(m);
+	enc = encode_ok(m);
+	assert_non_null(strstr(enc, "[4,0,0,[[1,1,1]]],[5,1,0,[[0,0,0]]],[6,0,1],[7,1,1]"));
+	free(enc);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct km_cmap *x = NULL;
+		char err[KM_CLUSTER_ERR_MAX] = "";
+
+		assert_int_equal(
+			km_cmap_decode(bad[i], strlen(bad[i]), &x, err, sizeof(err)), -EINVAL);
+		assert_null(x);
+		assert_non_null(strstr(err, "shards["));
+	}
+	/* A move to the replica's node: it becomes the primary, no longer a replica. */
+	assert_int_equal(km_cmap_move_apply(m, &mv, &n), 0);
+	assert_int_equal(n->shards[0].node, 1);
+	assert_int_equal(n->shards[0].nb_replicas, 0);
+	assert_int_equal(km_cmap_check(n, NULL, 0), 0);
+	/* Only the replicas make two maps differ. */
+	n->shards[0].node = 0;
+	n->shards[0].worker = 0;
+	n->epoch = m->epoch;
+	assert_false(km_cmap_equal(m, n));
+	n->shards[0].nb_replicas = 1;
+	n->shards[0].replicas[0] = m->shards[0].replicas[0];
+	assert_true(km_cmap_equal(m, n));
+	n->shards[0].replicas[0].in_sync = 0;
+	assert_false(km_cmap_equal(m, n));
+	km_cmap_free(n);
+	km_cmap_free(m);
+}
+
+/* A report of node (incarnation inc) about shard -> (replica node rinc, state). */
+static struct km_cluster_repl *
+report1(const char *node, uint64_t inc, uint64_t shard, const char *rn, uint64_t rinc, uint8_t st)
+{
+	struct km_cluster_repl *r = calloc(1, sizeof(*r) + sizeof(r->e[0]));
+
+	assert_non_null(r);
+	strcpy(r->node, node);
+	r->incarnation = inc;
+	r->nb = 1;
+	r->e[0].shard = shard;
+	strcpy(r->e[0].node, rn);
+	r->e[0].incarnation = rinc;
+	r->e[0].state = st;
+	return r;
+}
+
+static void
+test_replicas_rules(void **state)
+{
+	struct km_cluster_member mem[3] = {member("n1", 11, 2, 1, KM_CMAP_ACTIVE),
+		member("n2", 12, 2, 1, KM_CMAP_ACTIVE), member("n3", 13, 2, 1, KM_CMAP_ACTIVE)};
+	struct km_cluster_decision d = {0};
+	struct km_cluster_repl_changes ch;
+	struct km_cluster_params p = params(0, 0);
+	struct km_cmap *m, *n, *n2;
+	const struct km_cluster_repl *reps[2];
+	struct km_cluster_repl *r1, *r2;
+	uint32_t i, copies[3];
+	unsigned int k;
+
+	(void)state;
+	for (i = 0; i < 3; i++)
+		mem[i].serving = 1;
+	p.initial_shards = 8;
+	/* The first map over n1, n2: no replica yet; 2 copies: every shard gets one, on the
+	 * other node, not in sync. */
+	m = step(&p, NULL, mem, 2, NULL, 0, &d);
+	km_cluster_decision_free(&d);
+	assert_int_equal(km_cluster_replicas(m, mem, 2, NULL, 0, 0, &n, &ch), -EINVAL);
+	assert_int_equal(km_cluster_replicas(m, mem, 2, NULL, 0, 1, &n, &ch), 0);
+	assert_int_equal(km_cluster_replicas(m, mem, 2, NULL, 0, 2, &n, &ch), 1);
+	assert_int_equal(n->epoch, m->epoch + 1);
+	assert_int_equal(ch.added, 8);
+	for (i = 0; i < n->nb_shards; i++) {
+		assert_int_equal(n->shards[i].nb_replicas, 1);
+		assert_int_not_equal(n->shards[i].replicas[0].node, n->shards[i].node);
+		assert_int_equal(n->shards[i].replicas[0].in_sync, 0);
+	}
+	/* 3 copies with 2 nodes: capped. Deterministic: members in another order. */
+	{
+		struct km_cluster_member rev[2] = {mem[1], mem[0]};
+
+		assert_int_equal(km_cluster_replicas(m, rev, 2, NULL, 0, 3, &n2, &ch), 1);
+		assert_true(km_cmap_equal(n, n2));
+		km_cmap_free(n2);
+	}
+	km_cmap_free(m);
+	m = n;
+	/* In sync on the primary's word only: its report at its incarnation, naming the
+	 * replica at its incarnation; a stale report (another incarnation) changes nothing. */
+	r1 = report1("n1", 2, m->shards[0].id, m->nodes[m->shards[0].replicas[0].node].id, 1,
+		KM_CLUSTER_REPL_CAUGHT_UP);
+	assert_int_equal(m->nodes[m->shards[0].node].incarnation, 1);
+	assert_string_equal(m->nodes[m->shards[0].node].id, "n1");
+	reps[0] = r1;
+	assert_int_equal(km_cluster_replicas(m, mem, 2, reps, 1, 2, &n, &ch), 0);
+	r1->incarnation = 1;
+	assert_int_equal(km_cluster_replicas(m, mem, 2, reps, 1, 2, &n, &ch), 1);
+	assert_int_equal(ch.in_sync, 1);
+	assert_int_equal(n->shards[0].replicas[0].in_sync, 1);
+	km_cmap_free(m);
+	m = n;
+	/* The same report again: nothing changes; "copy" takes it out of sync. */
+	assert_int_equal(km_cluster_replicas(m, mem, 2, reps, 1, 2, &n, &ch), 0);
+	r1->e[0].state = KM_CLUSTER_REPL_COPY;
+	assert_int_equal(km_cluster_replicas(m, mem, 2, reps, 1, 2, &n, &ch), 1);
+	assert_int_equal(ch.out_of_sync, 1);
+	assert_int_equal(n->shards[0].replicas[0].in_sync, 0);
+	km_cmap_free(n);
+	r1->e[0].state = KM_CLUSTER_REPL_CAUGHT_UP;
+	/* n1 dies: its shard with an in-sync replica fails over, the others wait. */
+	assert_int_equal(km_cluster_replicas(m, &mem[1], 1, reps, 1, 2, &n, &ch), 1);
+	assert_int_equal(ch.failovers, 1);
+	assert_non_null(strstr(ch.first, "failed over from n1 to n2"));
+	assert_string_equal(n->nodes[n->shards[0].node].id, "n2");
+	assert_int_equal(n->shards[0].worker, m->shards[0].replicas[0].worker);
+	assert_int_equal(n->shards[0].nb_replicas, 0); /* n1 is no replica: not live */
+	for (i = 1; i < n->nb_shards; i++)
+		if (m->shards[i].node == m->shards[0].node)
+			assert_int_equal(n->shards[i].node, m->shards[i].node); /* waits */
+		else
+			assert_int_equal(n->shards[i].nb_replicas, 0); /* n1's replica dropped */
+	km_cmap_free(n);
+	/* A restarted n1 (incarnation 2) is not live at the map's incarnation either. */
+	mem[0].incarnation = 2;
+	assert_int_equal(km_cluster_replicas(m, mem, 2, reps, 1, 2, &n, &ch), 1);
+	assert_int_equal(ch.failovers, 1);
+	km_cmap_free(n);
+	mem[0].incarnation = 1;
+	/* n3 joins (in the table): 3 copies: every shard gets a second replica, the copies
+	 * spread evenly (8 shards x 3 copies over 3 nodes). */
+	m = step(&p, m, mem, 3, NULL, 0, &d);
+	km_cluster_decision_free(&d);
+	assert_int_equal(km_cluster_replicas(m, mem, 3, reps, 1, 3, &n, &ch), 1);
+	memset(copies, 0, sizeof(copies));
+	for (i = 0; i < n->nb_shards; i++) {
+		assert_int_equal(n->shards[i].nb_replicas, 2);
+		copies[n->shards[i].node]++;
+		for (k = 0; k < 2; k++)
+			copies[n->shards[i].replicas[k].node]++;
+	}
+	assert_int_equal(copies[0], 8);
+	assert_int_equal(copies[1], 8);
+	assert_int_equal(copies[2], 8);
+	assert_int_equal(km_cmap_check(n, NULL, 0), 0);
+	km_cmap_free(m);
+	m = n;
+	/* A draining node's replicas go (and are placed again: nowhere else here). */
+	mem[2].state = KM_CMAP_DRAINING;
+	r2 = report1("n2", 1, 1, "n1", 1, KM_CLUSTER_REPL_OTHER);
+	reps[1] = r2;
+	assert_int_equal(km_cluster_replicas(m, mem, 3, reps, 2, 3, &n, &ch), 1);
+	assert_true(ch.dropped > 0);
+	for (i = 0; i < n->nb_shards; i++)
+		for (k = 0; k < n->shards[i].nb_replicas; k++)
+			assert_string_not_equal(n->nodes[n->shards[i].replicas[k].node].id, "n3");
+	km_cmap_free(n);
+	km_cmap_free(m);
+	free(r1);
+	free(r2);
+}
+
+static void
+test_repl_record(void **state)
+{
+	const char *ok = "{\"node\":\"n1\",\"incarnation\":3,\"epoch\":9,\"x\":1,"
+			 "\"shards\":[[9,\"n2\",4,\"caught_up\"],[5,\"n3\",1,\"copy\"],"
+			 "[6,\"n2\",4,\"later\"]]}";
+	static const char *const bad[] = {
+		"{\"incarnation\":3,\"epoch\":9,\"shards\":[]}",
+		"{\"node\":\"n1\",\"epoch\":9,\"shards\":[]}",
+		"{\"node\":\"n1\",\"incarnation\":3,\"epoch\":9}",
+		"{\"node\":\"n1\",\"incarnation\":3,\"epoch\":9,\"shards\":[[9,\"n2\",4]]}",
+		"{\"node\":\"n1\",\"incarnation\":3,\"epoch\":9,\"shards\":[[0,\"n2\",4,\"copy\"]]"
+		"}",
+		"{\"node\":\"n1\",\"incarnation\":3,\"epoch\":9,\"shards\":[[9,\"n "
+		"2\",4,\"copy\"]]}",
+		"[]",
+	};
+	struct km_cluster_repl *r = NULL;
+	char err[KM_CLUSTER_ERR_MAX];
+	unsigned int i;
+
+	(void)state;
+	assert_int_equal(km_cluster_repl_decode("n1", ok, strlen(ok), &r, err, sizeof(err)), 0);
+	assert_string_equal(r->node, "n1");
+	assert_int_equal(r->incarnation, 3);
+	assert_int_equal(r->epoch, 9);
+	assert_int_equal(r->nb, 3);
+	assert_int_equal(r->e[0].shard, 9);
+	assert_string_equal(r->e[0].node, "n2");
+	assert_int_equal(r->e[0].incarnation, 4);
+	assert_int_equal(r->e[0].state, KM_CLUSTER_REPL_CAUGHT_UP);
+	assert_int_equal(r->e[1].state, KM_CLUSTER_REPL_COPY);
+	assert_int_equal(r->e[2].state, KM_CLUSTER_REPL_OTHER);
+	free(r);
+	assert_int_equal(
+		km_cluster_repl_decode("n2", ok, strlen(ok), &r, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "under the key of n2"));
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		r = NULL;
+		assert_int_equal(
+			km_cluster_repl_decode(NULL, bad[i], strlen(bad[i]), &r, err, sizeof(err)),
+			-EINVAL);
+		assert_null(r);
+	}
+}
+
 static void
 test_move_record(void **state)
 {
@@ -1777,6 +2022,9 @@ main(void)
 		cmocka_unit_test(test_skipped),
 		cmocka_unit_test(test_args),
 		cmocka_unit_test(test_member_record),
+		cmocka_unit_test(test_replicas_json),
+		cmocka_unit_test(test_replicas_rules),
+		cmocka_unit_test(test_repl_record),
 		cmocka_unit_test(test_move_record),
 	};
 

@@ -3293,8 +3293,8 @@ repl_feed(struct km_proc *p, struct km_proc_export *x, struct km_proc_replica *r
 	km_proc_repl_step(p);
 	while ((c = km_proc_export_take(x)) != NULL) {
 		if (r != NULL)
-			assert_int_equal(km_proc_replica_apply(r, c->data, c->len, KM_PROC_XCHUNK_BYTES,
-						 &synced_now),
+			assert_int_equal(km_proc_replica_apply(r, c->data, c->len,
+						 KM_PROC_XCHUNK_BYTES, &synced_now),
 				(long)c->len);
 		km_proc_export_give(x, c);
 	}
@@ -3347,8 +3347,12 @@ test_repl_rejoin(void **state)
 			break;
 	}
 	{
-		struct req r = {.op = KM_OP_PUT, .key = key, .val = "a1", .val_len = 2,
-			.req_id = req_id++, .src = src};
+		struct req r = {.op = KM_OP_PUT,
+			.key = key,
+			.val = "a1",
+			.val_len = 2,
+			.req_id = req_id++,
+			.src = src};
 
 		assert_int_equal(repl_send(e, p, buf, &r, NULL, &msg), KM_PROC_REPLY);
 	}
@@ -3370,8 +3374,12 @@ test_repl_rejoin(void **state)
 	km_proc_repl_ack(xb, 0, 1);
 	/* Acknowledged by both. */
 	{
-		struct req r = {.op = KM_OP_PUT, .key = key, .val = "a2", .val_len = 2,
-			.req_id = req_id++, .src = src};
+		struct req r = {.op = KM_OP_PUT,
+			.key = key,
+			.val = "a2",
+			.val_len = 2,
+			.req_id = req_id++,
+			.src = src};
 		struct km_proc_done done[4];
 
 		assert_int_equal(repl_send(e, p, buf, &r, buf, &msg), KM_PROC_DEFER);
@@ -3385,8 +3393,12 @@ test_repl_rejoin(void **state)
 	}
 	/* The last write reaches A only, and is never acknowledged. */
 	{
-		struct req r = {.op = KM_OP_PUT, .key = key2, .val = "lost", .val_len = 4,
-			.req_id = req_id++, .src = src};
+		struct req r = {.op = KM_OP_PUT,
+			.key = key2,
+			.val = "lost",
+			.val_len = 4,
+			.req_id = req_id++,
+			.src = src};
 
 		assert_int_equal(repl_send(e, p, buf, &r, buf, &msg), KM_PROC_DEFER);
 		repl_feed(p, xa, ra);
@@ -3413,8 +3425,12 @@ test_repl_rejoin(void **state)
 	assert_string_equal(v, "");
 	/* A retry of the acknowledged write is answered from its first outcome. */
 	{
-		struct req r = {.op = KM_OP_PUT, .key = key, .val = "a2", .val_len = 2,
-			.req_id = req_id - 2, .src = src};
+		struct req r = {.op = KM_OP_PUT,
+			.key = key,
+			.val = "a2",
+			.val_len = 2,
+			.req_id = req_id - 2,
+			.src = src};
 		uint64_t retries = km_proc_counters(p)->write_retry;
 
 		assert_int_equal(repl_send(e, p, buf, &r, NULL, &msg), KM_PROC_REPLY);
@@ -3435,8 +3451,8 @@ test_repl_rejoin(void **state)
 			size_t off = 0, cut = c->len / 3 + 1;
 			long n;
 
-			n = km_proc_replica_apply(ra2, c->data, cut, KM_PROC_XCHUNK_BYTES,
-				&synced_now);
+			n = km_proc_replica_apply(
+				ra2, c->data, cut, KM_PROC_XCHUNK_BYTES, &synced_now);
 			assert_true(n >= 0 && (size_t)n <= cut);
 			off = (size_t)n;
 			n = km_proc_replica_apply(ra2, c->data + off, c->len - off,
@@ -3449,14 +3465,14 @@ test_repl_rejoin(void **state)
 	store_value(sa2, key, v, sizeof(v));
 	assert_string_equal(v, "a2");
 	store_value(sa2, key2, v, sizeof(v));
-	assert_string_equal(v, ""); /* the write only A had is gone */
+	assert_string_equal(v, "");              /* the write only A had is gone */
 	assert_null(km_proc_replica_dedup(ra2)); /* no write since: no entry */
 	/* Malformed: a record with key length 0 that is not the sync record. */
 	{
 		uint8_t bad[KM_PROC_XREC_HDR] = {0};
 
-		assert_int_equal(
-			km_proc_replica_apply(ra2, bad, sizeof(bad), KM_PROC_XCHUNK_BYTES, &synced_now),
+		assert_int_equal(km_proc_replica_apply(
+					 ra2, bad, sizeof(bad), KM_PROC_XCHUNK_BYTES, &synced_now),
 			-EPROTO);
 	}
 	km_proc_replica_free(ra, 0);

@@ -84,12 +84,27 @@ cl_node_start 2 "${opts[@]}"
 cl_wait_map 30 "sorted(per.values()) == [4, 4]" "the first map: 8 shards over n1 and n2"
 cl_wait_map 30 "$all_in_sync" "every shard with an in-sync replica"
 echo "ok: epoch $(cl_map_py "m['epoch']"), every shard has an in-sync replica on the other node"
+# keymapctl: this node's streams, and the cluster's replicas as etcd has them.
 timeout 20 ip netns exec "${tag}n1" "$bin/tools/keymapctl" -f "${tag}n1" --json cluster |
 	python3 -c '
 import json, sys
 c = json.load(sys.stdin)
-assert c["replication"] == "sync" and c["repl_out"] == 4 and c["repl_in"] == 4, c' ||
-	cl_fail "keymapctl cluster: replication"
+assert c["replication"] == "sync" and c["repl_out"] == 4 and c["repl_in"] == 4, c
+assert c["repl_out_in_sync"] == 4, c' || cl_fail "keymapctl cluster: replication"
+timeout 20 ip netns exec "${tag}n1" "$bin/tools/keymapctl" -f "${tag}n1" cluster repl \
+	>"$cl_tmp/repl.txt" || cl_fail "keymapctl cluster repl"
+[ "$(grep -c " n2 caught_up in_sync=1 " "$cl_tmp/repl.txt")" -eq 4 ] ||
+	{ cat "$cl_tmp/repl.txt"; cl_fail "keymapctl cluster repl: 4 streams caught up to n2"; }
+timeout 20 ip netns exec "${tag}n1" "$bin/tools/keymapctl" -f "${tag}n1" --json nodes |
+	python3 -c '
+import json, sys
+v = json.load(sys.stdin)
+assert all(n["replicas"] == 4 and n["replicas_in_sync"] == 4 for n in v["nodes"]), v["nodes"]
+assert len(v["replication"]) == 8, v["replication"]
+for s in v["replication"]:
+    assert len(s["replicas"]) == 1 and s["replicas"][0]["in_sync"], s
+    assert s["replicas"][0]["node"] != s["primary"], s' || cl_fail "keymapctl nodes: replicas"
+echo "ok: keymapctl cluster, cluster repl and nodes show the replicas in sync"
 
 cl_section "b. $rounds rounds of kill -9 under a checked workload"
 fo_all=

@@ -414,6 +414,47 @@ shards_of(const struct km_cmap *m, uint16_t node)
 	return n;
 }
 
+/* Replicas held by map node i (in_sync: only those in sync). */
+static uint32_t
+replicas_of(const struct km_cmap *m, uint16_t node, int in_sync)
+{
+	uint32_t i, k, n = 0;
+
+	for (i = 0; i < m->nb_shards; i++)
+		for (k = 0; k < m->shards[i].nb_replicas; k++)
+			n += m->shards[i].replicas[k].node == node &&
+			     (!in_sync || m->shards[i].replicas[k].in_sync);
+	return n;
+}
+
+/* Every shard with its primary and replicas (the --json "replication" array). */
+static json_t *
+replication_view(const struct km_cmap *m)
+{
+	json_t *a = xjson(json_array());
+	uint32_t i, k;
+
+	for (i = 0; i < m->nb_shards; i++) {
+		const struct km_cmap_shard *sh = &m->shards[i];
+		json_t *o = xjson(json_object()), *r = xjson(json_array());
+
+		jset(o, "shard", json_integer((json_int_t)sh->id));
+		jset(o, "primary", json_string(m->nodes[sh->node].id));
+		jset(o, "worker", json_integer(sh->worker));
+		for (k = 0; k < sh->nb_replicas; k++) {
+			json_t *x = xjson(json_object());
+
+			jset(x, "node", json_string(m->nodes[sh->replicas[k].node].id));
+			jset(x, "worker", json_integer(sh->replicas[k].worker));
+			jset(x, "in_sync", json_boolean(sh->replicas[k].in_sync));
+			jappend(r, x);
+		}
+		jset(o, "replicas", r);
+		jappend(a, o);
+	}
+	return a;
+}
+
 /* One row of nodes: node n of the map, or a member outside it (n NULL); rec is the member
  * record (NULL: none, JSON null: not an object). */
 static json_t *
@@ -497,6 +538,8 @@ nodes_view(const struct where *w, const struct snap *s)
 
 		row = node_row(s, n, n->id, json_object_get(s->members, n->id));
 		jset(row, "shards", json_integer(shards_of(s->map, i)));
+		jset(row, "replicas", json_integer(replicas_of(s->map, i, 0)));
+		jset(row, "replicas_in_sync", json_integer(replicas_of(s->map, i, 1)));
 		jappend(nodes, row);
 	}
 	json_object_foreach(s->members, id, rec)
@@ -531,6 +574,8 @@ nodes_view(const struct where *w, const struct snap *s)
 			jappend(drain_only, json_string(id));
 	}
 	jset(o, "nodes", nodes);
+	if (s->map != NULL)
+		jset(o, "replication", replication_view(s->map));
 	jset(o, "drained_elsewhere", drain_only);
 	jset(o, "moves", json_deep_copy(s->moves));
 	return o;
@@ -618,11 +663,12 @@ print_nodes(const json_t *v)
 		printf("\nno node in the map and no member\n");
 	} else {
 		putchar('\n');
-		table_init(&t, 8);
+		table_init(&t, 9);
 		table_right(&t, 2);
 		table_right(&t, 3);
 		table_right(&t, 6);
 		table_right(&t, 7);
+		table_right(&t, 8);
 		table_add(&t, "node");
 		table_add(&t, "address");
 		table_add(&t, "workers");
@@ -630,6 +676,7 @@ print_nodes(const json_t *v)
 		table_add(&t, "state");
 		table_add(&t, "live");
 		table_add(&t, "shards");
+		table_add(&t, "replicas");
 		table_add(&t, "load");
 		json_array_foreach(nodes, i, row)
 		{
@@ -654,6 +701,12 @@ print_nodes(const json_t *v)
 			table_add(&t, "%s",
 				json_is_true(json_object_get(row, "live")) ? "live" : "down");
 			table_add(&t, "%s", jfmt(json_object_get(row, "shards")));
+			if (json_object_get(row, "replicas") != NULL)
+				table_add(&t, "%s (%s in sync)",
+					jfmt(json_object_get(row, "replicas")),
+					jfmt(json_object_get(row, "replicas_in_sync")));
+			else
+				table_add(&t, "-");
 			table_add(&t, "%s", jfmt(json_object_get(row, "load")));
 		}
 		table_print(&t);
@@ -664,6 +717,34 @@ print_nodes(const json_t *v)
 		x = json_object_get(row, "member_error");
 		if (x != NULL)
 			printf("%s: %s\n", jfmt(json_object_get(row, "id")), jfmt(x));
+	}
+	x = json_object_get(v, "replication");
+	{
+		size_t repl = 0;
+
+		json_array_foreach(x, i, row) repl +=
+			json_array_size(json_object_get(row, "replicas")) != 0;
+		if (repl > 0) {
+			const json_t *r;
+			size_t k;
+
+			printf("\nshard  primary (worker)  replicas (worker, in sync or not)\n");
+			json_array_foreach(x, i, row)
+			{
+				printf("%-6s %s (%s) ", jfmt(json_object_get(row, "shard")),
+					jfmt(json_object_get(row, "primary")),
+					jfmt(json_object_get(row, "worker")));
+				json_array_foreach(json_object_get(row, "replicas"), k, r)
+					printf(" %s (%s, %s)", jfmt(json_object_get(r, "node")),
+						jfmt(json_object_get(r, "worker")),
+						json_is_true(json_object_get(r, "in_sync"))
+							? "in sync"
+							: "not in sync");
+				if (json_array_size(json_object_get(row, "replicas")) == 0)
+					printf(" none");
+				putchar('\n');
+			}
+		}
 	}
 	x = json_object_get(v, "drained_elsewhere");
 	if (json_array_size(x) > 0)
@@ -946,7 +1027,9 @@ show_cluster(const json_t *d)
 	static const char *const shown[] = {"cluster", "name", "node", "etcd", "prefix",
 		"incarnation", "epoch", "refused_epoch", "etcd_ok", "etcd_errors", "last_error",
 		"maps_applied", "maps_refused", "shards_created", "shards_moved", "shards_dropped",
-		"shards_here", "shards_sent", "shards_received", "moves_failed"};
+		"shards_here", "shards_sent", "shards_received", "moves_failed", "replication",
+		"replicas", "repl_out", "repl_out_in_sync", "repl_in", "repl_promoted",
+		"repl_streams_in", "repl_refused_in", "repl_broken_out"};
 	const json_t *v;
 	const char *key, *err;
 	uint64_t on = 0, ok = 0, refused = 0;
@@ -982,6 +1065,21 @@ show_cluster(const json_t *d)
 		jfmt(json_object_get(d, "shards_sent")),
 		jfmt(json_object_get(d, "shards_received")),
 		jfmt(json_object_get(d, "moves_failed")));
+	if (json_object_get(d, "replication") != NULL) {
+		table_kv(&t, "replication", "%s, %s copies of every shard asked",
+			jfmt(json_object_get(d, "replication")),
+			jfmt(json_object_get(d, "replicas")));
+		table_kv(&t, "streams",
+			"%s to replicas (%s in sync), %s replicas held here; %s promoted here, "
+			"%s streams received, %s refused, %s broken",
+			jfmt(json_object_get(d, "repl_out")),
+			jfmt(json_object_get(d, "repl_out_in_sync")),
+			jfmt(json_object_get(d, "repl_in")),
+			jfmt(json_object_get(d, "repl_promoted")),
+			jfmt(json_object_get(d, "repl_streams_in")),
+			jfmt(json_object_get(d, "repl_refused_in")),
+			jfmt(json_object_get(d, "repl_broken_out")));
+	}
 	table_kv(&t, "etcd errors", "%s", jfmt(json_object_get(d, "etcd_errors")));
 	table_kv(&t, "last error", "%s", err != NULL && err[0] != '\0' ? err : "none");
 	/* Whatever a newer keymapd adds. */
@@ -995,6 +1093,24 @@ show_cluster(const json_t *d)
 	}
 	table_print(&t);
 	table_free(&t);
+}
+
+/* cluster repl: this node's replication streams, one per line as keymapd lists them. */
+static void
+show_repl(const json_t *d)
+{
+	const json_t *row;
+	size_t i;
+
+	printf("mode  %s\n", jfmt(json_object_get(d, "mode")));
+	printf("\nto replicas (shard replica state in_sync rseq acked lag starts [why]):\n");
+	json_array_foreach(json_object_get(d, "out"), i, row) printf("  %s\n", jfmt(row));
+	if (json_array_size(json_object_get(d, "out")) == 0)
+		printf("  none\n");
+	printf("\nreplicas held here (shard primary state complete applied):\n");
+	json_array_foreach(json_object_get(d, "in"), i, row) printf("  %s\n", jfmt(row));
+	if (json_array_size(json_object_get(d, "in")) == 0)
+		printf("  none\n");
 }
 
 int
@@ -1023,13 +1139,27 @@ cmd_cluster(struct ctl *c, int argc, char **argv)
 		json_decref(root);
 		return 0;
 	}
+	if (strcmp(a.pos[0], "repl") == 0) {
+		if (a.npos != 1 || a.etcd != NULL)
+			return usage_error("cluster repl takes no argument");
+		rc = tel_query(c, "/keymap/cluster/repl", &root, &d);
+		if (rc != 0)
+			return rc;
+		if (c->json)
+			print_json(d);
+		else
+			show_repl(d);
+		json_decref(root);
+		return 0;
+	}
 	if (strcmp(a.pos[0], "drain") == 0)
 		drain = 1;
 	else if (strcmp(a.pos[0], "undrain") == 0)
 		drain = 0;
 	else
 		return usage_error(
-			"cluster: unknown subcommand '%s' (drain NODE, undrain NODE)", a.pos[0]);
+			"cluster: unknown subcommand '%s' (repl, drain NODE, undrain NODE)",
+			a.pos[0]);
 	if (a.npos != 2)
 		return usage_error("cluster %s takes one node id", a.pos[0]);
 	if (!km_cluster_id_valid(a.pos[1]))

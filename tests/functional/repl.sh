@@ -110,14 +110,18 @@ cl_section "b. $rounds rounds of kill -9 under a checked workload"
 fo_all=
 for r in $(seq "$rounds"); do
 	v=$((2 - r % 2)) # n1, n2, n1, ...
-	cl_wait_map 60 "$all_in_sync" "round $r: every shard in sync before the kill"
+	cl_wait_map 60 "$all_in_sync and min(per.values()) > 0" \
+		"round $r: both nodes primaries, every shard in sync before the kill"
 	rm -f "$cl_tmp/mark$r"
 	load "1$r" 12 --mark-file "$cl_tmp/mark$r"
 	sleep 3
-	echo "198.51.100.1$v $(mono_ns)" >"$cl_tmp/mark$r.tmp"
-	mv "$cl_tmp/mark$r.tmp" "$cl_tmp/mark$r"
+	# The victim's shards and the kill's time, the kill, then the mark for the client.
+	victim=$(cl_map_py "' '.join(str(s[0]) for s in m['shards'] if m['nodes'][s[1]]['id'] == 'n$v')")
+	tk=$(mono_ns)
 	t0=$SECONDS
 	cl_node_kill "$v"
+	echo "$tk $victim" >"$cl_tmp/mark$r.tmp"
+	mv "$cl_tmp/mark$r.tmp" "$cl_tmp/mark$r"
 	cl_wait_map 20 "per.get('n$v', 0) == 0" "round $r: n$v's shards failed over"
 	echo "round $r: n$v killed, its shards failed over within $((SECONDS - t0)) s"
 	load_ok "1$r"

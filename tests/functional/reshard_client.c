@@ -24,7 +24,6 @@
  * cannot start.
  */
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -72,7 +71,7 @@ struct opts {
 	uint64_t ops_max;
 	const char *stop_file;
 	const char *history;
-	const char *mark_file; /* --mark-file: "IP NS" of a node's kill (failover time) */
+	const char *mark_file; /* --mark-file: "NS ID..." of a node's kill (failover time) */
 	int preload;
 	int verbose;
 	int failover; /* --failover: failed requests are not checks that fail */
@@ -94,6 +93,7 @@ struct run {
 	/* --mark-file: when a node was killed (CLOCK_MONOTONIC ns), its shards then, and the
 	 * first write acknowledged on one of them since. */
 	uint64_t mark_ns, failover_ns;
+	uint64_t op_t0; /* when the operation under way started */
 	uint64_t mark_shards[MARK_SHARDS_MAX];
 	uint32_t nb_mark_shards;
 	FILE *hist;         /* --history, NULL */
@@ -112,9 +112,9 @@ static const char usage_text[] =
 	"  --preload        PUT every key first (otherwise the initial state is read back)\n"
 	"  --failover       a failed request (a node down) is not a failed check: the\n"
 	"                   replies, the read-back and the history still are\n"
-	"  --mark-file PATH once PATH holds \"IP NS\" (a node killed at CLOCK_MONOTONIC NS):\n"
-	"                   report the time to the first write acknowledged on one of its\n"
-	"                   shards (failover_ms)\n"
+	"  --mark-file PATH once PATH holds \"NS ID...\" (a node killed at CLOCK_MONOTONIC NS,\n"
+	"                   its shards): report the time to the first write invoked since\n"
+	"                   and acknowledged on one of them (failover_ms)\n"
 	"  --history PATH   write every operation's invoke and completion to PATH, JSON lines\n"
 	"                   for tests/lincheck/lincheck.py\n"
 	"  -h HOST          server (default 198.51.100.2)\n"
@@ -230,7 +230,9 @@ failover_note(struct run *r, const struct model_key *k)
 	uint64_t id;
 	uint32_t i;
 
-	if (r->mark_ns == 0 || r->failover_ns != 0)
+	/* An operation that started before the kill may have been answered by the node
+	 * before it died. */
+	if (r->mark_ns == 0 || r->failover_ns != 0 || r->op_t0 < r->mark_ns)
 		return;
 	id = shard_of_key(r, k);
 	for (i = 0; i < r->nb_mark_shards; i++)
@@ -240,35 +242,24 @@ failover_note(struct run *r, const struct model_key *k)
 		}
 }
 
-/* The mark file appeared: the node it names was killed at the time it says; its shards
- * as the client's map (not refreshed yet) has them. */
+/* The mark file appeared: "NS ID..." a node was killed at NS (CLOCK_MONOTONIC), and these
+ * were its shards. */
 static void
 mark_take(struct run *r, const char *path)
 {
-	const struct km_shardmap *m = km_client_map(r->c);
-	char ipbuf[32];
-	uint64_t ns;
-	uint32_t i, ip;
+	uint64_t ns, id;
 	FILE *f;
 
 	if (r->mark_ns != 0 || access(path, F_OK) != 0 || (f = fopen(path, "r")) == NULL)
 		return;
-	if (fscanf(f, "%31s %" SCNu64, ipbuf, &ns) != 2 || inet_pton(AF_INET, ipbuf, &ip) != 1) {
+	if (fscanf(f, "%" SCNu64, &ns) != 1) {
 		fclose(f);
-		return; /* not written whole yet */
+		return; /* not written whole yet (it is renamed into place) */
 	}
+	while (r->nb_mark_shards < MARK_SHARDS_MAX && fscanf(f, "%" SCNu64, &id) == 1)
+		r->mark_shards[r->nb_mark_shards++] = id;
 	fclose(f);
-	ip = ntohl(ip);
 	r->mark_ns = ns;
-	for (i = 0; m != NULL && i < km_shardmap_nb_shards(m); i++) {
-		const struct km_shard *s = km_shardmap_shard_at(m, i);
-		uint16_t w;
-		int node = km_shardmap_owner_node(m, km_shardmap_global_owner(m, s), &w);
-
-		if (node >= 0 && km_shardmap_node_at(m, (uint16_t)node)->ip == ip &&
-			r->nb_mark_shards < MARK_SHARDS_MAX)
-			r->mark_shards[r->nb_mark_shards++] = km_shard_id(s);
-	}
 }
 
 /* A write was acknowledged with version v: it must be above any version the key had. */
@@ -712,6 +703,7 @@ main(int argc, char **argv)
 			uint64_t t = km_util_now_ns(), d;
 
 			km_client_get_stats(r.c, &s0);
+			r.op_t0 = t;
 			step(&r);
 			d = km_util_now_ns() - t;
 			km_client_get_stats(r.c, &s1);

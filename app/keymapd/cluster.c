@@ -1204,9 +1204,10 @@ member_thread(void *arg)
 static void
 put_repl(void)
 {
-	char key[KEY_MAX], *r = km_cluster_repl_report_take();
 	int64_t lease = atomic_load(&cl.lease);
-	int rc;
+	uint64_t seq = 0;
+	char key[KEY_MAX], *r = km_cluster_repl_report_take(&seq);
+	int rc = -ENOENT;
 
 	if (r == NULL)
 		return;
@@ -1216,6 +1217,8 @@ put_repl(void)
 		if (rc < 0 && rc != -ENOENT)
 			etcd_failed(cl.e, "replication report", rc);
 	}
+	if (rc >= 0)
+		km_cluster_repl_report_put(seq);
 	free(r);
 }
 

@@ -112,9 +112,10 @@ void km_cluster_repl_map_pre(const struct km_cmap *m, int self);
 void km_cluster_repl_map_post(const struct km_cmap *m, int self);
 /* Every control iteration: dial, restart broken streams, build the report. */
 void km_cluster_repl_tick(uint32_t epoch);
-/* The report for P/repl/<node> to put, if it changed (the caller's, free()), or NULL.
- * Any thread. */
-char *km_cluster_repl_report_take(void);
+/* The report for P/repl/<node> to put, if it changed (the caller's, free()), or NULL;
+ * *seq its number, to give km_cluster_repl_report_put() once etcd has it. Any thread. */
+char *km_cluster_repl_report_take(uint64_t *seq);
+void km_cluster_repl_report_put(uint64_t seq);
 /* A replication stream whose 24-byte header h was read, more (nmore bytes) read after it:
  * receive it (returns when it ends). A side channel receiver thread. */
 void km_cluster_repl_receive(int fd, const uint8_t *h, const uint8_t *more, size_t nmore);

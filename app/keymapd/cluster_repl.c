@@ -94,6 +94,12 @@ struct rp_out {
 	uint32_t epoch;   /* the map it started on */
 	uint8_t in_sync;  /* the map says so */
 	uint8_t unwanted; /* control lcore: the map no longer has it */
+	uint64_t tag;     /* its bit among the shard's replicas (km_proc_repl_tag) */
+	/* A stream of this replica caught up: a report saying so may be in etcd, and the
+	 * placer may still mark it in sync from it. Its streams are waited for until a
+	 * report saying otherwise is put (report sequence hold_seq). */
+	uint8_t hold;
+	uint64_t hold_seq;
 	struct km_proc_export *x;
 	_Atomic int state;
 	atomic_int stop; /* the dialer or the pump closes it */
@@ -133,9 +139,12 @@ static struct {
 	pthread_t pump;
 	int pump_started;
 	atomic_int stop;
-	int sync;       /* [cluster] replication = sync */
-	char *report;   /* mu: the last report not yet put */
-	char *reported; /* control lcore: the last report built */
+	int sync;                 /* [cluster] replication = sync */
+	char *report;             /* mu: the last report not yet put */
+	uint64_t report_seq;      /* mu: its sequence number */
+	uint64_t last_seq;        /* control lcore: of the last report built */
+	_Atomic uint64_t put_seq; /* the last report etcd has */
+	char *reported;           /* control lcore: the last report built */
 	uint64_t report_tsc, built_tsc;
 	/* Counters (relaxed). */
 	_Atomic uint64_t promoted, streams_in, refused_in, broken_out;
@@ -390,20 +399,41 @@ fail:
 
 /* ---- primary: the control lcore's side ------------------------------------------------ */
 
-/* A new stream of o's shard on its worker (wait set as the map says). @return 0 or -errno. */
+/*
+ * A new stream of o's shard on its worker (waited for when the map says in sync, or a
+ * report may say caught up), then the previous one stopped: the new one first, so that
+ * the replica is never without a stream while it must be waited for.
+ * @return 0 or -errno (the previous stream stays; a replica to wait for that has none is
+ * blocked: nothing of the shard is acknowledged).
+ */
 static int
 out_start(struct rp_out *o)
 {
-	struct km_proc_export *x = NULL;
+	struct km_proc_export *x = NULL, *old = o->x;
 	int rc = km_proc_repl_new(o->shard, RP_CHUNKS, &x);
 
-	if (rc < 0)
-		return rc;
-	km_proc_repl_wait(x, o->in_sync);
-	rc = km_mailbox_repl_start(o->worker, x);
+	if (rc == 0) {
+		km_proc_repl_tag(x, o->tag);
+		km_proc_repl_wait(x, o->in_sync || o->hold);
+		rc = km_mailbox_repl_start(o->worker, x);
+		if (rc < 0)
+			km_proc_export_put(x);
+	}
 	if (rc < 0) {
-		km_proc_export_put(x);
+		if ((o->in_sync || o->hold) &&
+			km_mailbox_repl_block(o->worker, o->shard, o->tag, 1) < 0)
+			KM_LOG(CRIT,
+				"cluster: shard %" PRIu64 ": no stream to in-sync replica %s and "
+				"worker %u not blocked",
+				o->shard, o->node, o->worker);
 		return rc;
+	}
+	if (old != NULL) {
+		if (km_mailbox_repl_stop(o->worker, old) < 0)
+			KM_LOG(WARNING,
+				"cluster: shard %" PRIu64 ": stream to %s not stopped on worker %u",
+				o->shard, o->node, o->worker);
+		km_proc_export_put(old);
 	}
 	o->x = x;
 	o->starts++;
@@ -415,17 +445,20 @@ out_start(struct rp_out *o)
 	return 0;
 }
 
-/* End o's stream on its worker (the shard may have gone: nothing then). */
+/* End o's stream on its worker, and its replica's block (the map no longer has it; the
+ * shard may have gone: nothing then). */
 static void
 out_unexport(struct rp_out *o)
 {
-	if (o->x == NULL)
-		return;
-	if (km_mailbox_repl_stop(o->worker, o->x) < 0)
-		KM_LOG(WARNING, "cluster: shard %" PRIu64 ": stream to %s not stopped on worker %u",
-			o->shard, o->node, o->worker);
-	km_proc_export_put(o->x);
-	o->x = NULL;
+	if (o->x != NULL) {
+		if (km_mailbox_repl_stop(o->worker, o->x) < 0)
+			KM_LOG(WARNING,
+				"cluster: shard %" PRIu64 ": stream to %s not stopped on worker %u",
+				o->shard, o->node, o->worker);
+		km_proc_export_put(o->x);
+		o->x = NULL;
+	}
+	(void)km_mailbox_repl_block(o->worker, o->shard, o->tag, 0);
 }
 
 static struct rp_out *
@@ -437,6 +470,21 @@ out_find(uint64_t shard, const char *node)
 		if (rp.out[i]->shard == shard && strcmp(rp.out[i]->node, node) == 0)
 			return rp.out[i];
 	return NULL;
+}
+
+/* A replica tag no stream of shard has. */
+static uint64_t
+tag_free(uint64_t shard)
+{
+	uint64_t used = 0;
+	unsigned int i, b;
+
+	for (i = 0; i < rp.nb_out; i++)
+		if (rp.out[i]->shard == shard)
+			used |= rp.out[i]->tag;
+	for (b = 0; b < 63 && (used & (1ULL << b)); b++)
+		;
+	return 1ULL << b;
 }
 
 /* Control lcore: the streams of shards whose map entry (this map) is this node's. */
@@ -465,7 +513,13 @@ outs_apply(const struct km_cmap *m, int self)
 				if (o->in_sync != r->in_sync) {
 					o->in_sync = r->in_sync;
 					if (o->x != NULL)
-						km_proc_repl_wait(o->x, r->in_sync);
+						km_proc_repl_wait(o->x, o->in_sync || o->hold);
+					/* No longer in sync: a failed stream of it blocks
+					 * nothing any more (unless a report may still say
+					 * caught up). */
+					if (!o->in_sync && !o->hold)
+						(void)km_mailbox_repl_block(
+							o->worker, o->shard, o->tag, 0);
 				}
 				continue;
 			}
@@ -482,6 +536,7 @@ outs_apply(const struct km_cmap *m, int self)
 			o->epoch = m->epoch;
 			o->in_sync = r->in_sync;
 			o->fd = -1;
+			o->tag = tag_free(sh->id);
 			if (out_start(o) < 0) {
 				/* Started again by the tick. */
 				atomic_store(&o->state, RP_BROKEN);
@@ -531,12 +586,27 @@ outs_tick(void)
 				o->shard, o->node, o->why);
 			o->retry_tsc = now + ms_tsc(RP_RETRY_MS);
 		}
+		if (o->x != NULL) {
+			struct km_proc_repl_status xs;
+
+			km_proc_repl_status(o->x, &xs);
+			if (xs.caught_up && !xs.ended) {
+				o->hold = 1;
+				o->hold_seq = 0;
+			} else if (o->hold && o->hold_seq != 0 &&
+				   atomic_load(&rp.put_seq) >= o->hold_seq) {
+				/* etcd says it is not caught up: the placer can no longer mark
+				 * it in sync from an older report. */
+				o->hold = 0;
+				o->hold_seq = 0;
+				km_proc_repl_wait(o->x, o->in_sync);
+			}
+		}
 		if (st == RP_BROKEN && now >= o->retry_tsc) {
 			if (o->dialer_live) {
 				pthread_join(o->dialer, NULL);
 				o->dialer_live = 0;
 			}
-			out_unexport(o);
 			if (out_start(o) < 0)
 				o->retry_tsc = now + ms_tsc(RP_RETRY_MS);
 			else
@@ -572,6 +642,20 @@ out_state_name(const struct rp_out *o)
 	if (st.ended)
 		return "broken";
 	return st.caught_up ? "caught_up" : "copy";
+}
+
+/* Report seq says the replicas held for that are not caught up (any more). */
+static void
+holds_reported(uint64_t seq)
+{
+	unsigned int i;
+
+	for (i = 0; i < rp.nb_out; i++) {
+		struct rp_out *o = rp.out[i];
+
+		if (o->hold && o->hold_seq == 0 && strcmp(out_state_name(o), "caught_up") != 0)
+			o->hold_seq = seq;
+	}
 }
 
 /* The report P/repl/<node>, built when it changed (or every 10 s: a lost put heals). */
@@ -611,6 +695,7 @@ report_tick(uint32_t epoch)
 	if (rp.reported != NULL && strcmp(s, rp.reported) == 0 &&
 		now - rp.report_tsc < ms_tsc(10000)) {
 		free(s);
+		holds_reported(rp.last_seq);
 		goto out;
 	}
 	free(rp.reported);
@@ -619,22 +704,34 @@ report_tick(uint32_t epoch)
 	pthread_mutex_lock(&rp.mu);
 	free(rp.report);
 	rp.report = s;
+	rp.report_seq = ++rp.last_seq;
 	pthread_mutex_unlock(&rp.mu);
+	holds_reported(rp.last_seq);
 out:
 	json_decref(a);
 	json_decref(o);
 }
 
 char *
-km_cluster_repl_report_take(void)
+km_cluster_repl_report_take(uint64_t *seq)
 {
 	char *s;
 
 	pthread_mutex_lock(&rp.mu);
 	s = rp.report;
+	*seq = rp.report_seq;
 	rp.report = NULL;
 	pthread_mutex_unlock(&rp.mu);
 	return s;
+}
+
+void
+km_cluster_repl_report_put(uint64_t seq)
+{
+	uint64_t cur = atomic_load(&rp.put_seq);
+
+	while (cur < seq && !atomic_compare_exchange_weak(&rp.put_seq, &cur, seq))
+		;
 }
 
 /* ---- replica ------------------------------------------------------------------------- */

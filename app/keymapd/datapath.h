@@ -193,6 +193,7 @@ enum km_wcmd_op {
 	KM_WCMD_EXPORT_CANCEL, /* end the export in progress, if any */
 	KM_WCMD_REPL_START,    /* start replication stream xp on its shard */
 	KM_WCMD_REPL_STOP,     /* end replication stream xp, if still on its shard */
+	KM_WCMD_REPL_BLOCK,    /* shard_id's replica tag (floor) blocked (kind 1) or not */
 };
 
 /*

@@ -314,6 +314,21 @@ km_mailbox_repl_stop(uint16_t w, struct km_proc_export *x)
 }
 
 int
+km_mailbox_repl_block(uint16_t w, uint64_t id, uint64_t tag, int blocked)
+{
+	struct km_wcmd *c = km_mailbox_cmd_new(KM_WCMD_REPL_BLOCK, id);
+	int rc;
+
+	if (c == NULL)
+		return -ENOMEM;
+	c->floor = tag;
+	c->kind = (uint8_t)(blocked != 0);
+	rc = km_mailbox_run(w, c);
+	km_mailbox_cmd_free(c, rc);
+	return rc;
+}
+
+int
 km_mailbox_attach(
 	uint16_t w, uint64_t id, struct km_store *store, struct km_proc_dedup **dedup, int same)
 {

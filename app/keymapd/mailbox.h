@@ -107,6 +107,8 @@ int km_mailbox_export_cancel(uint16_t w);
  * @return the worker's rc, -EBUSY, -ETIMEDOUT. @note Context: control lcore. */
 int km_mailbox_repl_start(uint16_t w, struct km_proc_export *x);
 int km_mailbox_repl_stop(uint16_t w, struct km_proc_export *x);
+/* Block or unblock replica tag of shard id (km_proc_repl_block). */
+int km_mailbox_repl_block(uint16_t w, uint64_t id, uint64_t tag, int blocked);
 
 /*
  * Move shard id from worker `from` to worker `to` in one command (KM_WCMD_MOVE, datapath.h):

@@ -668,6 +668,10 @@ worker_sync(struct km_worker *w, struct km_wcmd *c)
 		w->repl = (uint8_t)km_proc_repl_active(w->proc);
 		c->rc = 0;
 		break;
+	case KM_WCMD_REPL_BLOCK:
+		c->rc = km_proc_repl_block(w->proc, c->shard_id, c->floor, c->kind);
+		w->repl = (uint8_t)km_proc_repl_active(w->proc);
+		break;
 	case KM_WCMD_MOVE:
 		if (worker_move_out(w, c) == 0)
 			return; /* the new owner's now: it stores DONE */

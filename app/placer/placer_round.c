@@ -68,6 +68,7 @@ struct snap {
 	struct drop *bad; /* invalid move records */
 	uint32_t nb_bad;
 	struct km_cluster_repl **repl; /* the primaries' replication reports */
+	int64_t *repl_rev;             /* their keys' mod revisions */
 	uint32_t nb_repl;
 };
 
@@ -84,6 +85,7 @@ snap_free(struct snap *s)
 	for (uint32_t i = 0; i < s->nb_repl; i++)
 		free(s->repl[i]);
 	free(s->repl);
+	free(s->repl_rev);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -237,7 +239,7 @@ read_repl(struct placer_ctx *c, const struct km_etcd_kv *kv, struct snap *s)
 		snprintf(err, sizeof(err), "the key does not end in a node id");
 	else if (km_cluster_repl_decode(
 			 id, kv->value, kv->vlen, &s->repl[s->nb_repl], err, sizeof(err)) == 0) {
-		s->nb_repl++;
+		s->repl_rev[s->nb_repl++] = kv->mod_rev;
 		return;
 	}
 	if (first_report(c, kv->mod_rev))
@@ -300,8 +302,9 @@ snap_read(struct placer_ctx *c, struct snap *s)
 	s->moves = calloc(n[GET_MOVES] + 1, sizeof(*s->moves));
 	s->bad = calloc(n[GET_MOVES] + 1, sizeof(*s->bad));
 	s->repl = calloc(n[GET_REPL] + 1, sizeof(*s->repl));
+	s->repl_rev = calloc(n[GET_REPL] + 1, sizeof(*s->repl_rev));
 	if (s->mem == NULL || s->joining == NULL || s->drain == NULL || s->moves == NULL ||
-		s->bad == NULL || s->repl == NULL) {
+		s->bad == NULL || s->repl == NULL || s->repl_rev == NULL) {
 		km_etcd_kvs_free(r);
 		return -ENOMEM;
 	}
@@ -497,7 +500,8 @@ publish(struct placer_ctx *c, const struct km_cmap *m, const struct km_cmap *pre
 	}
 	for (i = 0; i < nx; i++) {
 		cmp[i + 2] = xcmp[i];
-		ops[nops++] = xops[i];
+		if (xops != NULL) /* NULL: compares only */
+			ops[nops++] = xops[i];
 	}
 	rc = guarded_txn(c, cmp, nx + 2, ops, nops, rev);
 	free(json);
@@ -897,7 +901,32 @@ replicas(struct placer_ctx *c, const struct snap *s)
 		placer_log(PLACER_INFO,
 			"replicas: %u in sync, %u out of sync, %u added, %u dropped", ch.in_sync,
 			ch.out_of_sync, ch.added, ch.dropped);
-	rc = publish(c, next, s->map, s->map_rev, NULL, NULL, 0, NULL);
+	/* Only while every report read is still as read: a primary whose stream stopped
+	 * being caught up waits for that replica until its report says so, so an older
+	 * report must not mark the replica in sync after that (docs/cluster.md 7). */
+	{
+		uint32_t n = s->nb_repl < PLACER_MOVES_MAX ? s->nb_repl : PLACER_MOVES_MAX;
+		struct km_etcd_cmp *cmp = calloc(n + 1, sizeof(*cmp));
+		char(*keys)[PLACER_KEY_MAX] = calloc(n + 1, sizeof(*keys));
+
+		if (cmp == NULL || keys == NULL) {
+			free(cmp);
+			free(keys);
+			km_cmap_free(next);
+			return -ENOMEM;
+		}
+		for (i = 0; i < n; i++) {
+			key_of(c, keys[i], sizeof(keys[i]), "repl/%s", s->repl[i]->node);
+			cmp[i] = (struct km_etcd_cmp){.key = keys[i],
+				.klen = strlen(keys[i]),
+				.target = KM_ETCD_MOD,
+				.result = KM_ETCD_EQUAL,
+				.num = s->repl_rev[i]};
+		}
+		rc = publish(c, next, s->map, s->map_rev, cmp, NULL, n, NULL);
+		free(cmp);
+		free(keys);
+	}
 	km_cmap_free(next);
 	return rc < 0 ? rc : 1;
 }

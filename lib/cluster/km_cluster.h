@@ -518,7 +518,8 @@ int km_cluster_repl_decode(const char *key_id, const void *json, size_t len,
  * c. in_sync 0 -> 1 when the primary's report (its incarnation as the map has it) says
  *    caught_up for the replica's node at the incarnation the map has; 1 -> 0 when it says
  *    copy or broken, or the replica's member has another incarnation than the map's.
- * d. a shard with fewer than copies - 1 replicas gets one on an eligible node (live,
+ * d. a shard with more than copies - 1 replicas loses the excess (out of sync ones
+ *    first); one with fewer than copies - 1 replicas gets one on an eligible node (live,
  *    serving, active, not holding a copy of it), the node with the fewest copies of all
  *    shards first (then the lowest index), on its worker with the fewest copies (then the
  *    lowest index), in_sync 0. copies is capped by the eligible nodes.

@@ -152,6 +152,15 @@ km_cluster_replicas(const struct km_cmap *m, const struct km_cluster_member *mem
 	for (i = 0; i < n->nb_shards; i++) {
 		struct km_cmap_shard *sh = &n->shards[i];
 
+		/* Fewer copies asked: the excess goes, replicas out of sync first. */
+		while (sh->nb_replicas + 1u > copies) {
+			for (k = sh->nb_replicas; k > 0 && sh->replicas[k - 1].in_sync; k--)
+				;
+			k = k > 0 ? k - 1 : sh->nb_replicas - 1u;
+			load[sh->replicas[k].node]--;
+			drop_replica(sh, k);
+			ch->dropped++;
+		}
 		while (sh->nb_replicas + 1u < copies && sh->nb_replicas < KM_CLUSTER_REPLICAS_MAX) {
 			uint32_t wl[KM_WORKERS_MAX] = {0}, j;
 			int best = -1;

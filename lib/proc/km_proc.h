@@ -533,7 +533,7 @@ void km_proc_export_put(struct km_proc_export *x);
  * u64 rseq, u64 client (source), u64 request id, u64 routing hash, u8 op, u8 status. The
  * sync record is u16 KM_PROC_XREC_SYNC, u64 rseq (the last write numbered before it).
  */
-#define KM_PROC_REPL_MAX      2   /* streams (replicas) per shard */
+#define KM_PROC_REPL_MAX      4   /* streams per shard: 2 replicas, each restarted */
 #define KM_PROC_REPL_WINDOW   512 /* writes a waited replica may leave unacknowledged */
 #define KM_PROC_XREC_W        0x4000u
 #define KM_PROC_XREC_WTAIL    34
@@ -562,10 +562,20 @@ int km_proc_repl_start(struct km_proc *p, struct km_proc_export *x);
 void km_proc_repl_stop(struct km_proc *p, struct km_proc_export *x);
 
 /**
- * Whether shard_id's writes may be acknowledged without a stream missing (blocked: an
- * in-sync replica has none). @return 0, -ENOENT. @note Context: the owner worker.
+ * The replica tag (one bit, unique among the shard's replicas) of stream x, before its
+ * start. A waited stream that fails blocks its tag: nothing of the shard is acknowledged
+ * while a tag is blocked (an in-sync replica has no stream); a stream of the tag that
+ * starts unblocks it (replace a stream by starting the new one first, then stopping the
+ * old: a stream stopped blocks nothing). @note Context: the creator, before the start.
  */
-int km_proc_repl_block(struct km_proc *p, uint64_t shard_id, int blocked);
+void km_proc_repl_tag(struct km_proc_export *x, uint64_t tag);
+
+/**
+ * Block (an in-sync replica without a stream: its stream could not start) or unblock (the
+ * map no longer calls it in sync) tag of shard_id. @return 0, -ENOENT, -ENOMEM.
+ * @note Context: the owner worker.
+ */
+int km_proc_repl_block(struct km_proc *p, uint64_t shard_id, uint64_t tag, int blocked);
 
 /**
  * The lease: a replicated shard answers BUSY (counted in busy_lease) to every request
@@ -654,8 +664,8 @@ int km_proc_replica_new(struct km_store *s, uint32_t dedup_max, struct km_proc_r
  * among them (the caller commits a staged store then).
  * @note Context: the thread that owns r.
  */
-long km_proc_replica_apply(struct km_proc_replica *r, const uint8_t *buf, size_t len,
-	size_t max_rec, int *synced_now);
+long km_proc_replica_apply(
+	struct km_proc_replica *r, const uint8_t *buf, size_t len, size_t max_rec, int *synced_now);
 
 /** Whether the sync record was applied, and the last write applied (its rseq). */
 int km_proc_replica_synced(const struct km_proc_replica *r);

@@ -61,6 +61,7 @@ struct km_proc_export {
 	_Atomic uint8_t wait;   /* replies wait for this stream even before synced */
 	_Atomic uint64_t acked; /* consumer: the replica applied every write up to it */
 	_Atomic uint64_t walk_rseq, rseq;
+	uint64_t tag; /* the replica's bit in its shard's blocked mask (0: none) */
 	struct km_proc_xchunk *all[];
 };
 
@@ -533,8 +534,17 @@ km_proc_repl_start(struct km_proc *p, struct km_proc_export *x)
 	atomic_fetch_add_explicit(&x->refs, 1, memory_order_relaxed);
 	atomic_store_explicit(&x->rseq, r->rseq, memory_order_relaxed);
 	r->x[r->nb++] = x;
+	/* A new stream of this replica takes over: if waited, it holds the replies itself. */
+	r->blocked &= ~x->tag;
 	p->cnt.export_started++;
 	return 0;
+}
+
+static int
+x_waited(const struct km_proc_export *x)
+{
+	return atomic_load_explicit(&x->wait, memory_order_relaxed) ||
+	       atomic_load_explicit(&x->synced, memory_order_acquire);
 }
 
 /* Stream i of r ends: failed with err, or stopped (-ECANCELED). */
@@ -544,6 +554,10 @@ repl_end(struct km_proc *p, struct proc_repl *r, unsigned int i, int err)
 	struct km_proc_export *x = r->x[i];
 
 	atomic_store_explicit(&x->err, err, memory_order_relaxed);
+	/* A waited stream that fails leaves its replica without one: nothing is
+	 * acknowledged until a new stream of it starts (or the caller unblocks it). */
+	if (err != -ECANCELED && x_waited(x))
+		r->blocked |= x->tag;
 	if (err != -ECANCELED)
 		p->cnt.repl_failed++;
 	atomic_store_explicit(&x->ended, 1, memory_order_release);
@@ -566,7 +580,7 @@ km_proc_repl_stop(struct km_proc *p, struct km_proc_export *x)
 }
 
 int
-km_proc_repl_block(struct km_proc *p, uint64_t shard_id, int blocked)
+km_proc_repl_block(struct km_proc *p, uint64_t shard_id, uint64_t tag, int blocked)
 {
 	struct km_proc_shard *sl = shard_find(p, shard_id);
 
@@ -576,8 +590,17 @@ km_proc_repl_block(struct km_proc *p, uint64_t shard_id, int blocked)
 		return 0;
 	if (repl_get(p, sl) == NULL)
 		return -ENOMEM;
-	sl->repl->blocked = blocked != 0;
+	if (blocked)
+		sl->repl->blocked |= tag;
+	else
+		sl->repl->blocked &= ~tag;
 	return 0;
+}
+
+void
+km_proc_repl_tag(struct km_proc_export *x, uint64_t tag)
+{
+	x->tag = tag;
 }
 
 void
@@ -596,13 +619,6 @@ int
 km_proc_repl_active(const struct km_proc *p)
 {
 	return p->nb_repl != 0;
-}
-
-static int
-x_waited(const struct km_proc_export *x)
-{
-	return atomic_load_explicit(&x->wait, memory_order_relaxed) ||
-	       atomic_load_explicit(&x->synced, memory_order_acquire);
 }
 
 /* Room for a record of need bytes without taking a chunk (a pure check). */
@@ -899,8 +915,8 @@ km_proc_replica_new(struct km_store *s, uint32_t dedup_max, struct km_proc_repli
 }
 
 long
-km_proc_replica_apply(struct km_proc_replica *r, const uint8_t *buf, size_t len, size_t max_rec,
-	int *synced_now)
+km_proc_replica_apply(
+	struct km_proc_replica *r, const uint8_t *buf, size_t len, size_t max_rec, int *synced_now)
 {
 	size_t pos = 0, need, used;
 
@@ -926,7 +942,8 @@ km_proc_replica_apply(struct km_proc_replica *r, const uint8_t *buf, size_t len,
 			if (w.version > r->vmax)
 				r->vmax = w.version;
 			if (w.kind == 1) {
-				km_proc_rrec_dedup(&w, r->ring + (size_t)r->next * KM_PROC_DEDUP_WIRE);
+				km_proc_rrec_dedup(
+					&w, r->ring + (size_t)r->next * KM_PROC_DEDUP_WIRE);
 				r->next = (r->next + 1) % r->max;
 				if (r->n < r->max)
 					r->n++;

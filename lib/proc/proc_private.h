@@ -89,9 +89,9 @@ struct km_proc_shard {
 struct proc_repl {
 	struct km_proc_export *x[KM_PROC_REPL_MAX];
 	uint8_t nb;
-	uint8_t blocked; /* an in-sync replica has no stream: nothing is acknowledged */
-	uint64_t rseq;   /* last write numbered */
-	uint64_t acked;  /* every write up to it is on every waited replica */
+	uint64_t blocked; /* replicas (tags) in sync without a stream: nothing is acknowledged */
+	uint64_t rseq;    /* last write numbered */
+	uint64_t acked;   /* every write up to it is on every waited replica */
 	uint64_t pend[PROC_REPL_PEND];
 };
 

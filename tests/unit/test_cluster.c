@@ -1794,6 +1794,12 @@ test_replicas_rules(void **state)
 	assert_int_equal(copies[1], 8);
 	assert_int_equal(copies[2], 8);
 	assert_int_equal(km_cmap_check(n, NULL, 0), 0);
+	/* Back to 2 copies: one replica of each goes. */
+	assert_int_equal(km_cluster_replicas(n, mem, 3, reps, 1, 2, &n2, &ch), 1);
+	assert_int_equal(ch.dropped, 8);
+	for (i = 0; i < n2->nb_shards; i++)
+		assert_int_equal(n2->shards[i].nb_replicas, 1);
+	km_cmap_free(n2);
 	km_cmap_free(m);
 	m = n;
 	/* A draining node's replicas go (and are placed again: nowhere else here). */

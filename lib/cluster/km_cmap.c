@@ -529,13 +529,15 @@ km_cmap_move_apply(const struct km_cmap *m, const struct km_cluster_move *mv, st
 	ns = &n->shards[s - m->shards];
 	ns->node = mv->to_node;
 	ns->worker = mv->to_worker;
-	/* A primary is never its own replica: the target's replica entry goes. */
+	/* A primary is never its own replica: the target's replica entry goes. The others
+	 * are out of sync: the copy moved may hold writes never acknowledged (and shown by
+	 * the new primary) that they miss; they are copied again from the new primary. */
 	for (k = 0; k < ns->nb_replicas;)
 		if (ns->replicas[k].node == mv->to_node) {
 			ns->replicas[k] = ns->replicas[ns->nb_replicas - 1];
 			ns->nb_replicas--;
 		} else {
-			k++;
+			ns->replicas[k++].in_sync = 0;
 		}
 	*out = n;
 	return 0;

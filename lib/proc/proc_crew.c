@@ -245,9 +245,10 @@ km_proc_crew_add(struct km_proc *p, const struct km_shardmap *map, const uint8_t
 		return 0;
 	if (p->crew_own >= p->crew->keys_max)
 		return -ENOSPC;
-	/* A value the replicas may not have yet is no copy's (a GET of it waits). */
-	if (proc_repl_read_wait(p, shd, k.hash) != 0)
-		return -EAGAIN;
+	/* A replicated shard has no read copy: a copy would escape the replicas' waits and
+	 * the lease fence. */
+	if (shd->repl != NULL)
+		return -EPERM;
 	/* The value as the owner serves it now: from the store (values in DRAM) or the cache
 	 * (a store on disk: a hot key is cached; if not, a later request may find it). */
 	if (shd->persistent)

@@ -243,6 +243,12 @@ exec_write(struct km_proc *p, const struct km_shardmap *map, const struct km_msg
 	if (shd != NULL)
 		shd->requests++;
 
+	/* A deposed primary answers nothing of a replicated shard, retries included. */
+	if (proc_unlikely(shd != NULL && proc_repl_fenced(p, shd))) {
+		p->cnt.busy_lease++;
+		status = KM_ST_BUSY;
+		goto reply;
+	}
 	if (d != NULL) {
 		p->cnt.write_retry++;
 		status = d->status;

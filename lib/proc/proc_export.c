@@ -530,6 +530,8 @@ km_proc_repl_start(struct km_proc *p, struct km_proc_export *x)
 	r = repl_get(p, sl);
 	if (r == NULL)
 		return -ENOMEM;
+	/* Its read copies go (none is made while it is replicated: proc_crew.c). */
+	km_proc_crew_withdraw(p, x->shard_id);
 	x->started = 1;
 	atomic_fetch_add_explicit(&x->refs, 1, memory_order_relaxed);
 	atomic_store_explicit(&x->rseq, r->rseq, memory_order_relaxed);

@@ -398,8 +398,8 @@ km_cluster_incoming_take(uint64_t id, struct km_proc_dedup **dd)
 	return s;
 }
 
-static void
-reply(int fd, int status, const char *msg)
+void
+km_cluster_side_reply(int fd, int status, const char *msg)
 {
 	uint8_t b[6 + 200];
 	size_t n = strlen(msg) < 200 ? strlen(msg) : 200;
@@ -476,7 +476,7 @@ receive(int fd)
 
 	if (io == NULL || (io->h = XXH3_createState()) == NULL ||
 		(rec = malloc(KM_PROC_XREC_HDR + KM_KEY_MAX + KM_VALUE_MAX_LARGE)) == NULL) {
-		reply(fd, ENOMEM, "out of memory");
+		km_cluster_side_reply(fd, ENOMEM, "out of memory");
 		goto out;
 	}
 	XXH3_64bits_reset(io->h);
@@ -489,12 +489,12 @@ receive(int fd)
 		goto out;
 	}
 	if (io->err != 0 || memcmp(h, MV_MAGIC, 4) != 0 || km_be_get(h + 4, 2) != MV_VERSION) {
-		reply(fd, EPROTO, "not a keymap move stream of version 2");
+		km_cluster_side_reply(fd, EPROTO, "not a keymap move stream of version 2");
 		goto out;
 	}
 	id = km_be_get(h + 8, 8);
 	if (id == 0 || receiving_claim(id) < 0) {
-		reply(fd, id == 0 ? EINVAL : EBUSY,
+		km_cluster_side_reply(fd, id == 0 ? EINVAL : EBUSY,
 			id == 0 ? "shard 0" : "another stream of this shard is being received");
 		goto out;
 	}
@@ -523,17 +523,19 @@ receive_one(int fd, struct mv_io *io, const uint8_t *h, uint8_t *rec)
 	to = (uint16_t)km_be_get(h + 6, 2);
 	id = km_be_get(h + 8, 8);
 	if (!km_cluster_serving()) {
-		reply(fd, EAGAIN, "this node is still starting: no worker to build the shard for");
+		km_cluster_side_reply(fd, EAGAIN,
+			"this node is still starting: no worker to build the shard for");
 		goto out;
 	}
 	if (to >= km_dp.nb_workers) {
 		snprintf(msg, sizeof(msg), "shard %" PRIu64 " for worker %u: this node has %u", id,
 			to, km_dp.nb_workers);
-		reply(fd, EINVAL, msg);
+		km_cluster_side_reply(fd, EINVAL, msg);
 		goto out;
 	}
 	if (incoming_room() == 0) {
-		reply(fd, EAGAIN, "too many shards received wait for their maps here");
+		km_cluster_side_reply(
+			fd, EAGAIN, "too many shards received wait for their maps here");
 		goto out;
 	}
 	/* A shard this node serves is never written over (its files are the live ones). */
@@ -541,17 +543,17 @@ receive_one(int fd, struct mv_io *io, const uint8_t *h, uint8_t *rec)
 	if (rc != 0) {
 		snprintf(msg, sizeof(msg), "shard %" PRIu64 " %s", id,
 			rc > 0 ? "is served here" : "cannot be checked now");
-		reply(fd, rc > 0 ? EEXIST : EAGAIN, msg);
+		km_cluster_side_reply(fd, rc > 0 ? EEXIST : EAGAIN, msg);
 		goto out;
 	}
 	rc = km_proc_store_stage(km_dp.workers[to].proc, id, 0, KM_TIER_HOT, &s);
 	if (rc < 0) {
 		snprintf(
 			msg, sizeof(msg), "cannot create shard %" PRIu64 ": %s", id, strerror(-rc));
-		reply(fd, -rc, msg);
+		km_cluster_side_reply(fd, -rc, msg);
 		goto out;
 	}
-	reply(fd, 0, "go"); /* accepted: the source sends its records */
+	km_cluster_side_reply(fd, 0, "go"); /* accepted: the source sends its records */
 	/* The records, applied in order. */
 	for (;;) {
 		uint32_t klen, vlen;
@@ -600,7 +602,7 @@ receive_one(int fd, struct mv_io *io, const uint8_t *h, uint8_t *rec)
 		snprintf(msg, sizeof(msg),
 			"shard %" PRIu64 ": stream broken after %" PRIu64 " records: %s", id, count,
 			strerror(-io->err));
-		reply(fd, -io->err, msg);
+		km_cluster_side_reply(fd, -io->err, msg);
 		goto out;
 	}
 	km_store_stats(s, &st);
@@ -609,7 +611,7 @@ receive_one(int fd, struct mv_io *io, const uint8_t *h, uint8_t *rec)
 			"shard %" PRIu64 ": %" PRIu64
 			" entries rebuilt where the source has %" PRIu64,
 			id, (uint64_t)st.keys, km_be_get(t + 16, 8));
-		reply(fd, EBADMSG, msg);
+		km_cluster_side_reply(fd, EBADMSG, msg);
 		goto out;
 	}
 	/* New writes here get versions above every one it brought and above any it issued
@@ -624,7 +626,7 @@ receive_one(int fd, struct mv_io *io, const uint8_t *h, uint8_t *rec)
 	if (s->ops->commit != NULL && (rc = s->ops->commit(s)) < 0) {
 		snprintf(msg, sizeof(msg), "shard %" PRIu64 ": cannot write it: %s", id,
 			strerror(-rc));
-		reply(fd, -rc, msg);
+		km_cluster_side_reply(fd, -rc, msg);
 		goto out;
 	}
 	incoming_put(id, s, dd, st.keys);
@@ -636,7 +638,7 @@ receive_one(int fd, struct mv_io *io, const uint8_t *h, uint8_t *rec)
 		id, (uint64_t)st.keys, count, nd);
 	/* The run that stores it: the placer completes the move only while it lives. */
 	snprintf(msg, sizeof(msg), "%" PRIu64, km_cluster_incarnation());
-	reply(fd, 0, msg);
+	km_cluster_side_reply(fd, 0, msg);
 out:
 	/* Released first: a stream of it sent again at once (the whole copy after a failed
 	 * live one) is not refused while this one's partial store goes. */
@@ -679,13 +681,13 @@ listener(void *arg)
 			continue;
 		if (atomic_load(&mv.receivers) >= MV_RECEIVERS + MV_REPL_RECEIVERS) {
 			/* Refused at once: the source tries again shortly. */
-			reply(fd, EBUSY, "receiving as many shards as it can");
+			km_cluster_side_reply(fd, EBUSY, "receiving as many shards as it can");
 			close(fd);
 			continue;
 		}
 		atomic_fetch_add(&mv.receivers, 1);
 		if (pthread_create(&t, &attr, receiver, (void *)(intptr_t)fd) != 0) {
-			reply(fd, EAGAIN, "no thread to receive the shard");
+			km_cluster_side_reply(fd, EAGAIN, "no thread to receive the shard");
 			close(fd);
 			atomic_fetch_sub(&mv.receivers, 1);
 		}

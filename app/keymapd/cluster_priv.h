@@ -53,6 +53,10 @@ const char *km_cluster_etcd_endpoints(void);
  * @note Context: the thread that owns e. */
 int km_cluster_side_of(struct km_etcd *e, const char *node, uint32_t *ip);
 
+/* A side channel stream's answer: u32 status (0 go, else errno), u16 n, n bytes of msg
+ * (200 at most). Any thread. */
+void km_cluster_side_reply(int fd, int status, const char *msg);
+
 /* The side channel's listener (incoming shards). @return 0 or -errno. Main lcore. */
 int km_cluster_side_start(uint32_t ip, uint16_t port);
 void km_cluster_side_stop(void);

@@ -830,18 +830,6 @@ hello_check(void *arg)
 	return 0;
 }
 
-static void
-send_reply(int fd, int status, const char *msg)
-{
-	uint8_t b[6 + 200];
-	size_t n = strlen(msg) < 200 ? strlen(msg) : 200;
-
-	km_be_put(b, (uint32_t)status, 4);
-	km_be_put(b + 4, n, 2);
-	memcpy(b + 6, msg, n);
-	(void)!send(fd, b, 6 + n, MSG_NOSIGNAL);
-}
-
 /* The receiver's state of one stream. */
 struct rx {
 	int fd;
@@ -918,7 +906,7 @@ km_cluster_repl_receive(int fd, const uint8_t *h, const uint8_t *more, size_t nm
 	int rc;
 
 	if (km_be_get(h + 4, 2) != RP_VERSION) {
-		send_reply(fd, EPROTO, "not a keymap replication stream of version 1");
+		km_cluster_side_reply(fd, EPROTO, "not a keymap replication stream of version 1");
 		return;
 	}
 	hello.rworker = (uint16_t)km_be_get(h + 6, 2);
@@ -932,7 +920,7 @@ km_cluster_repl_receive(int fd, const uint8_t *h, const uint8_t *more, size_t nm
 	got = RTE_MAX(got, (size_t)17);
 	idlen = ext[16];
 	if (idlen == 0 || idlen > KM_CLUSTER_ID_MAX) {
-		send_reply(fd, EPROTO, "bad primary id");
+		km_cluster_side_reply(fd, EPROTO, "bad primary id");
 		return;
 	}
 	if (got < 17 + idlen && read_full(fd, ext + got, 17 + idlen - got) < 0)
@@ -942,19 +930,19 @@ km_cluster_repl_receive(int fd, const uint8_t *h, const uint8_t *more, size_t nm
 	memcpy(hello.primary, ext + 17, idlen);
 	hello.primary[idlen] = '\0';
 	if (hello.rworker >= km_dp.nb_workers || hello.shard == 0) {
-		send_reply(fd, EINVAL, "worker or shard out of range");
+		km_cluster_side_reply(fd, EINVAL, "worker or shard out of range");
 		return;
 	}
 	rc = km_ctl_call(hello_check, &hello, 2000);
 	if (rc != 0 || hello.err != 0) {
 		atomic_fetch_add_explicit(&rp.refused_in, 1, memory_order_relaxed);
-		send_reply(fd, rc != 0 ? EAGAIN : hello.err,
+		km_cluster_side_reply(fd, rc != 0 ? EAGAIN : hello.err,
 			rc != 0 ? "cannot be checked now" : hello.why);
 		return;
 	}
 	r.buf = malloc(RP_BUF);
 	if (r.buf == NULL) {
-		send_reply(fd, ENOMEM, "out of memory");
+		km_cluster_side_reply(fd, ENOMEM, "out of memory");
 		return;
 	}
 	/* Claim the shard's entry: a stream received before is cut (its complete copy
@@ -981,7 +969,7 @@ km_cluster_repl_receive(int fd, const uint8_t *h, const uint8_t *more, size_t nm
 	}
 	pthread_mutex_unlock(&rp.mu);
 	if (in == NULL) {
-		send_reply(fd, ENOMEM, "no room for another replica here");
+		km_cluster_side_reply(fd, ENOMEM, "no room for another replica here");
 		free(r.buf);
 		return;
 	}
@@ -995,10 +983,10 @@ km_cluster_repl_receive(int fd, const uint8_t *h, const uint8_t *more, size_t nm
 	if (rc < 0) {
 		snprintf(msg, sizeof(msg), "cannot create shard %" PRIu64 ": %s", hello.shard,
 			strerror(-rc));
-		send_reply(fd, -rc, msg);
+		km_cluster_side_reply(fd, -rc, msg);
 		goto out;
 	}
-	send_reply(fd, 0, "go");
+	km_cluster_side_reply(fd, 0, "go");
 	atomic_fetch_add_explicit(&rp.streams_in, 1, memory_order_relaxed);
 	KM_LOG(INFO, "cluster: shard %" PRIu64 ": replica of node %s's, receiving", hello.shard,
 		hello.primary);

@@ -53,14 +53,6 @@ load_ok() {
 	echo "ok: workload $1: no error, mismatch or lost key"
 }
 
-# The leading placer's id (lowest creation revision under the election prefix).
-leader() {
-	cl_etcdctl get --prefix /keymap/demo/election -w json | python3 -c '
-import base64, json, sys
-kvs = json.load(sys.stdin).get("kvs", [])
-kvs.sort(key=lambda k: int(k["create_revision"]))
-print(json.loads(base64.b64decode(kvs[0]["value"]))["id"] if kvs else "")'
-}
 
 cl_section "a. etcd, two placers, two nodes"
 cl_etcd_start
@@ -108,7 +100,7 @@ echo "ok: the moves copied live"
 cl_node_stop 1
 
 cl_section "d. the leading placer killed: the standby takes over"
-lead=$(leader)
+lead=$(cl_leader)
 [ -n "$lead" ] || cl_fail "no placer leads"
 echo "leader: $lead"
 # Every write under map/ during the failover (bounded: killed below, 90 s at most).
@@ -120,8 +112,8 @@ cl_placer_kill "${lead#placer}"
 cl_etcdctl del /keymap/demo/drain/n1 >/dev/null
 cl_node_start 1
 cl_wait_map 45 "per.get('n1', 0) >= 2" "the standby gave n1 shards again"
-[ "$(leader)" != "$lead" ] || cl_fail "$lead still leads"
-echo "ok: $(leader) leads, shards per node $(cl_map_py per)"
+[ "$(cl_leader)" != "$lead" ] || cl_fail "$lead still leads"
+echo "ok: $(cl_leader) leads, shards per node $(cl_map_py per)"
 sleep 1
 kill "$watch_pid" 2>/dev/null || true
 wait "$watch_pid" 2>/dev/null || true

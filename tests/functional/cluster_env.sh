@@ -222,3 +222,12 @@ cl_wait_map() {
 	done
 	cl_fail "$3: not within $1 s (map: $(cl_map | head -c 600))"
 }
+
+# The leading placer's id (lowest creation revision under the election prefix), "" when none.
+cl_leader() {
+	cl_etcdctl get --prefix /keymap/demo/election -w json | python3 -c '
+import base64, json, sys
+kvs = json.load(sys.stdin).get("kvs", [])
+kvs.sort(key=lambda k: int(k["create_revision"]))
+print(json.loads(base64.b64decode(kvs[0]["value"]))["id"] if kvs else "")'
+}

@@ -111,11 +111,11 @@ done
 expect 0 "^cluster +t \\(etcd $ep, keys under /keymap/t/\\)$" "${nctl[@]}" nodes
 cp "$tmp/out" "$tmp/nodes.txt"
 for re in "^map +epoch 3, 3 nodes, 4 shards$" "^placer leader +p1 \\(pid 4242 on h1\\)$" \
-	"^node +address +workers +incarnation +state +live +shards +load$" \
-	"^n1 +198\\.51\\.100\\.2:7070 +1 +1 +active +live +1 +[0-9]+\\.[0-9]$" \
-	"^n2 +198\\.51\\.100\\.3:7070 +2 +2 \\(member 3\\) +draining +live +2 +12\\.5$" \
-	"^n3 +198\\.51\\.100\\.4:7070 +1 +1 +active +down +1 +-$" \
-	"^n4 +198\\.51\\.100\\.5:7070 +1 +1 +joining +live +0 +-$" \
+	"^node +address +workers +incarnation +state +live +shards +replicas +load$" \
+	"^n1 +198\\.51\\.100\\.2:7070 +1 +1 +active +live +1 +0 \\(0 in sync\\) +[0-9]+\\.[0-9]$" \
+	"^n2 +198\\.51\\.100\\.3:7070 +2 +2 \\(member 3\\) +draining +live +2 +0 \\(0 in sync\\) +12\\.5$" \
+	"^n3 +198\\.51\\.100\\.4:7070 +1 +1 +active +down +1 +0 \\(0 in sync\\) +-$" \
+	"^n4 +198\\.51\\.100\\.5:7070 +1 +1 +joining +live +0 +- +-$" \
 	"^  shard 6  n2 -> n4 \\(worker 0\\)  copy$"; do
 	grep -Eq -- "$re" "$tmp/nodes.txt" || { cat "$tmp/nodes.txt"; fail "nodes: no line '$re'"; }
 done

@@ -67,13 +67,6 @@ all_in_sync="all(len(s) > 3 and len(s[3]) >= 1 and all(r[2] == 1 for r in s[3]) 
 # The monotonic clock the client's history uses (CLOCK_MONOTONIC, ns).
 mono_ns() { python3 -c 'import time; print(time.monotonic_ns())'; }
 
-leader() {
-	cl_etcdctl get --prefix /keymap/demo/election -w json | python3 -c '
-import base64, json, sys
-kvs = json.load(sys.stdin).get("kvs", [])
-kvs.sort(key=lambda k: int(k["create_revision"]))
-print(json.loads(base64.b64decode(kvs[0]["value"]))["id"] if kvs else "")'
-}
 
 cl_section "a. two placers, two nodes, 2 copies"
 cl_etcd_start
@@ -157,11 +150,11 @@ cl_section "d. the leading placer killed with a node"
 cl_wait_map 60 "$all_in_sync and min(per.values()) > 0" "in sync, both nodes primary"
 load 41 12
 sleep 2
-lead=$(leader)
+lead=$(cl_leader)
 cl_placer_kill "${lead#placer}"
 cl_node_kill 2
 cl_wait_map 30 "per.get('n2', 0) == 0" "the standby placer failed n2 over"
-[ "$(leader)" != "$lead" ] || cl_fail "$lead still leads"
+[ "$(cl_leader)" != "$lead" ] || cl_fail "$lead still leads"
 load_ok 41
 cl_placer_start "${lead#placer}" --shards 8 --max-moves 2
 cl_node_start 2 "${opts[@]}"

@@ -1200,24 +1200,33 @@ member_thread(void *arg)
 
 /* ---- the cluster thread ------------------------------------------------------------ */
 
+/* Put P/<what><node> = val under the lease (none: not put). @return the put's rc. */
+static int
+put_report(const char *what, const char *val, const char *name)
+{
+	int64_t lease = atomic_load(&cl.lease);
+	char key[KEY_MAX];
+	int rc;
+
+	if (lease == 0)
+		return -ENOENT;
+	key_of(key, sizeof(key), what, cl.conf->cluster_node);
+	rc = km_etcd_put(cl.e, key, strlen(key), val, strlen(val), lease, NULL);
+	if (rc < 0 && rc != -ENOENT)
+		etcd_failed(cl.e, name, rc);
+	return rc;
+}
+
 /* The replication report, when it changed (docs/cluster.md section 7). */
 static void
 put_repl(void)
 {
-	int64_t lease = atomic_load(&cl.lease);
 	uint64_t seq = 0;
-	char key[KEY_MAX], *r = km_cluster_repl_report_take(&seq);
-	int rc = -ENOENT;
+	char *r = km_cluster_repl_report_take(&seq);
 
 	if (r == NULL)
 		return;
-	if (lease != 0) {
-		key_of(key, sizeof(key), "repl/", cl.conf->cluster_node);
-		rc = km_etcd_put(cl.e, key, strlen(key), r, strlen(r), lease, NULL);
-		if (rc < 0 && rc != -ENOENT)
-			etcd_failed(cl.e, "replication report", rc);
-	}
-	if (rc >= 0)
+	if (put_report("repl/", r, "replication report") >= 0)
 		km_cluster_repl_report_put(seq);
 	free(r);
 }
@@ -1225,9 +1234,7 @@ put_repl(void)
 static void
 put_load(void)
 {
-	char key[KEY_MAX], *load;
-	int64_t lease = atomic_load(&cl.lease);
-	int rc;
+	char *load;
 
 	pthread_mutex_lock(&cl.mu);
 	load = cl.load;
@@ -1235,12 +1242,7 @@ put_load(void)
 	pthread_mutex_unlock(&cl.mu);
 	if (load == NULL)
 		return;
-	if (lease != 0) {
-		key_of(key, sizeof(key), "load/", cl.conf->cluster_node);
-		rc = km_etcd_put(cl.e, key, strlen(key), load, strlen(load), lease, NULL);
-		if (rc < 0 && rc != -ENOENT)
-			etcd_failed(cl.e, "load report", rc);
-	}
+	(void)put_report("load/", load, "load report");
 	free(load);
 }
 

@@ -260,10 +260,11 @@ km_mailbox_detach(uint16_t w, uint64_t id, struct km_store **store, struct km_pr
 	return rc;
 }
 
-int
-km_mailbox_export_start(uint16_t w, struct km_proc_export *x)
+/* A command about export x (the worker takes its own reference when it starts one). */
+static int
+xp_cmd(uint16_t w, int op, struct km_proc_export *x)
 {
-	struct km_wcmd *c = km_mailbox_cmd_new(KM_WCMD_EXPORT_START, 0);
+	struct km_wcmd *c = km_mailbox_cmd_new(op, 0);
 	int rc;
 
 	if (c == NULL)
@@ -272,6 +273,12 @@ km_mailbox_export_start(uint16_t w, struct km_proc_export *x)
 	rc = km_mailbox_run(w, c);
 	km_mailbox_cmd_free(c, rc);
 	return rc;
+}
+
+int
+km_mailbox_export_start(uint16_t w, struct km_proc_export *x)
+{
+	return xp_cmd(w, KM_WCMD_EXPORT_START, x);
 }
 
 int
@@ -287,30 +294,16 @@ km_mailbox_export_cancel(uint16_t w)
 	return rc;
 }
 
-static int
-repl_cmd(uint16_t w, int op, struct km_proc_export *x)
-{
-	struct km_wcmd *c = km_mailbox_cmd_new(op, 0);
-	int rc;
-
-	if (c == NULL)
-		return -ENOMEM;
-	c->xp = x;
-	rc = km_mailbox_run(w, c);
-	km_mailbox_cmd_free(c, rc);
-	return rc;
-}
-
 int
 km_mailbox_repl_start(uint16_t w, struct km_proc_export *x)
 {
-	return repl_cmd(w, KM_WCMD_REPL_START, x);
+	return xp_cmd(w, KM_WCMD_REPL_START, x);
 }
 
 int
 km_mailbox_repl_stop(uint16_t w, struct km_proc_export *x)
 {
-	return repl_cmd(w, KM_WCMD_REPL_STOP, x);
+	return xp_cmd(w, KM_WCMD_REPL_STOP, x);
 }
 
 int

@@ -221,23 +221,33 @@ x_encode(struct km_proc_export *x, const struct km_key *k, int del, const void *
 	return x_encode_tail(x, k, del, val, len, version, 0, NULL);
 }
 
-int
-km_proc_export_start(struct km_proc *p, struct km_proc_export *x)
+/* Whether shard sl can be walked by an export. @return 0, -ENOENT, -ENOTSUP, -EBADMSG. */
+static int
+x_walkable(const struct km_proc_shard *sl)
 {
-	struct km_proc_shard *sl = shard_find(p, x->shard_id);
 	struct km_store_stats st;
 
-	if (x->started)
-		return -EINVAL;
-	if (p->xp != NULL || p->mig != NULL)
-		return -EBUSY;
 	if (sl == NULL)
 		return -ENOENT;
 	if (sl->store->ops->walk_step == NULL)
 		return -ENOTSUP;
 	km_store_stats(sl->store, &st);
-	if (st.quarantined != 0)
-		return -EBADMSG;
+	return st.quarantined != 0 ? -EBADMSG : 0;
+}
+
+int
+km_proc_export_start(struct km_proc *p, struct km_proc_export *x)
+{
+	struct km_proc_shard *sl = shard_find(p, x->shard_id);
+	int rc;
+
+	if (x->started)
+		return -EINVAL;
+	if (p->xp != NULL || p->mig != NULL)
+		return -EBUSY;
+	rc = x_walkable(sl);
+	if (rc < 0)
+		return rc;
 	x->started = 1;
 	atomic_fetch_add_explicit(&x->refs, 1, memory_order_relaxed);
 	p->xp = x;
@@ -513,18 +523,14 @@ int
 km_proc_repl_start(struct km_proc *p, struct km_proc_export *x)
 {
 	struct km_proc_shard *sl = shard_find(p, x->shard_id);
-	struct km_store_stats st;
 	struct proc_repl *r;
+	int rc;
 
 	if (x->started || !x->repl)
 		return -EINVAL;
-	if (sl == NULL)
-		return -ENOENT;
-	if (sl->store->ops->walk_step == NULL)
-		return -ENOTSUP;
-	km_store_stats(sl->store, &st);
-	if (st.quarantined != 0)
-		return -EBADMSG;
+	rc = x_walkable(sl);
+	if (rc < 0)
+		return rc;
 	if (sl->repl != NULL && sl->repl->nb == KM_PROC_REPL_MAX)
 		return -EBUSY;
 	r = repl_get(p, sl);

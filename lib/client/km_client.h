@@ -284,6 +284,8 @@ struct km_client_stats {
 	uint64_t denied;         /* DENIED replies (no valid cookie, key refused, not allowed) */
 	uint64_t crew_spread;    /* GETs of hot keys sent to any worker (the server said every
 				  * worker holds a read copy) rather than to the owner */
+	uint64_t moved_behind;   /* MOVED from a cluster node at an older epoch than ours:
+				  * resent there after a backoff, not counted as a move */
 };
 
 /**

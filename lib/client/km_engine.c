@@ -276,14 +276,47 @@ km_slot_done(struct km_client *c, uint32_t idx, int err, uint64_t now)
 	c->pending--;
 }
 
+/* Resend after 1, 2, 4 ms... up to the attempt timeout. An answered attempt does not use
+ * up a timeout retry. */
 static void
-km_slot_moved(struct km_client *c, uint32_t idx, uint64_t now)
+km_slot_backoff(struct km_client *c, uint32_t idx, uint64_t now)
+{
+	struct km_slot *s = &c->slots[idx];
+
+	if (s->busy < UINT8_MAX)
+		s->busy++;
+	if (s->attempts > 0)
+		s->attempts--;
+	s->state = KM_SLOT_BACKOFF;
+	s->deadline = s->busy > 20 ? c->timeout_ns : KM_BUSY_BACKOFF_NS << (s->busy - 1);
+	if (s->deadline > c->timeout_ns)
+		s->deadline = c->timeout_ns;
+	s->deadline += now;
+	if (s->deadline < c->earliest)
+		c->earliest = s->deadline;
+}
+
+/*
+ * MOVED from a server at epoch `epoch`. A cluster node whose epoch is older than our map's
+ * has not applied the map that sent us there yet: fetching its map would route us back
+ * where we came from and use up the op's moves in a ping-pong. It is given time instead,
+ * backing off as for BUSY, for half of the op's budget; past that (a cluster that started
+ * over at epoch 1 says MOVED from older epochs for good) its map is fetched as usual.
+ */
+static void
+km_slot_moved(struct km_client *c, uint32_t idx, uint32_t epoch, uint64_t now)
 {
 	struct km_slot *s = &c->slots[idx];
 
 	c->st.moved++;
 	if (c->no_steer || idx >= km_map_slot(c)) {
 		km_slot_done(c, idx, KM_ERR_MOVED, now);
+		return;
+	}
+	if (km_cluster(c) && s->worker == KM_WORKER_KEY && epoch < km_client_epoch(c) &&
+		now - s->first_ns < c->timeout_ns * (c->retries + 1) / 2) {
+		c->st.moved_behind++;
+		km_slot_backoff(c, idx, now);
 		return;
 	}
 	/* Explicit destination (MGET, PING): the caller regroups after the refresh. */
@@ -355,28 +388,17 @@ km_dispatch(struct km_client *c, const uint8_t *buf, size_t len, uint32_t sip, u
 
 	switch (m.hdr.status) {
 	case KM_ST_MOVED:
-		km_slot_moved(c, idx, now);
+		km_slot_moved(c, idx, m.hdr.epoch, now);
 		return;
 	case KM_ST_BUSY:
-		/* The server asks for time (a shard being handed over, overload): back off 1, 2,
-		 * 4 ms... up to the attempt timeout, for as long as the op's whole budget
-		 * (timeout x (retries + 1) since its first send) lasts. An answered attempt does
-		 * not use up a timeout retry. */
+		/* The server asks for time (a shard being handed over, overload): back off for
+		 * as long as the op's whole budget (timeout x (retries + 1) since its first send)
+		 * lasts. */
 		if (now - s->first_ns >= c->timeout_ns * (c->retries + 1)) {
 			km_slot_done(c, idx, KM_ERR_BUSY, now);
 			return;
 		}
-		if (s->busy < UINT8_MAX)
-			s->busy++;
-		if (s->attempts > 0)
-			s->attempts--;
-		s->state = KM_SLOT_BACKOFF;
-		s->deadline = s->busy > 20 ? c->timeout_ns : KM_BUSY_BACKOFF_NS << (s->busy - 1);
-		if (s->deadline > c->timeout_ns)
-			s->deadline = c->timeout_ns;
-		s->deadline += now;
-		if (s->deadline < c->earliest)
-			c->earliest = s->deadline;
+		km_slot_backoff(c, idx, now);
 		return;
 	case KM_ST_DENIED:
 		/* The reason travels in the version field. */

@@ -3085,6 +3085,68 @@ test_cluster_moved(void **state)
 	km_client_close(c);
 }
 
+static void *
+fc_late_publish(void *arg)
+{
+	unsigned int i = (unsigned int)(uintptr_t)arg;
+
+	usleep(30 * 1000);
+	fc_publish_to(i);
+	return NULL;
+}
+
+/*
+ * A shard's new node has not applied the map that moved it there: it answers MOVED from
+ * its older epoch. The client waits for it (backoff, no map fetched from it) rather than
+ * going back and forth between the two nodes until its moves run out; once the node
+ * catches up, the op succeeds. A node that never catches up fails the op with MOVED after
+ * half the op's budget at the earliest.
+ */
+static void
+test_cluster_moved_lagging(void **state)
+{
+	struct km_client *c;
+	struct km_client_stats st;
+	unsigned int a, b, g;
+	uint32_t shard;
+	pthread_t th;
+	uint64_t t0;
+	char key[64];
+
+	(void)state;
+	c = fc_open(fcl.hosts, 100, 3);
+	fc_key_of(0, "lag", key, sizeof(key));
+	g = fc_owner(key, &shard);
+	a = g / FC_WORKERS;
+	b = (a + 1) % FC_NODES;
+	assert_int_equal(put_s(c, key, "v1", NULL), KM_OK);
+
+	/* Epoch 2 moves the key's shard to b, which still has epoch 1 when asked. */
+	fcl.owners[shard] = (uint16_t)(b * FC_WORKERS);
+	fcl.epoch = 2;
+	fc_publish_to(a);
+	fc_publish_to((b + 1) % FC_NODES);
+	st = cl_stats(c);
+	assert_int_equal(pthread_create(&th, NULL, fc_late_publish, (void *)(uintptr_t)b), 0);
+	assert_int_equal(put_s(c, key, "v2", NULL), KM_OK);
+	pthread_join(th, NULL);
+	assert_int_equal(km_client_epoch(c), 2);
+	assert_true(cl_stats(c).moved_behind > st.moved_behind);
+	/* One map fetched (from a, the node at the newer epoch), none from the lagging b. */
+	assert_int_equal(cl_stats(c).map_refreshes, st.map_refreshes + 1);
+	check_get(c, key, "v2", 0);
+
+	/* Epoch 3 moves it back to a, and a never applies it. */
+	fcl.owners[shard] = (uint16_t)(a * FC_WORKERS);
+	fcl.epoch = 3;
+	fc_publish_to(b);
+	fc_publish_to((b + 1) % FC_NODES);
+	t0 = now_ms();
+	assert_int_equal(put_s(c, key, "v3", NULL), KM_ERR_MOVED);
+	assert_true(now_ms() - t0 >= 100 * 4 / 2);
+	km_client_close(c);
+}
+
 /* Seeds that never answer are skipped (an address with nobody, a silent node); when no
  * seed answers the client opens unsteered, as with one server. */
 static void
@@ -3265,6 +3327,8 @@ main(void)
 			test_cluster_route, setup_cluster, teardown_cluster),
 		cmocka_unit_test_setup_teardown(
 			test_cluster_moved, setup_cluster, teardown_cluster),
+		cmocka_unit_test_setup_teardown(
+			test_cluster_moved_lagging, setup_cluster, teardown_cluster),
 		cmocka_unit_test_setup_teardown(
 			test_cluster_dead_seed, setup_cluster, teardown_cluster),
 		cmocka_unit_test_setup_teardown(

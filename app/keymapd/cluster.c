@@ -69,6 +69,20 @@ static struct {
 	atomic_int rescan;  /* a queue overflowed: the cluster thread reads moves/ again */
 	int64_t watch_rev;  /* the thread watches map/current from here */
 
+	/*
+	 * fence_mu: the lease fence after a lease expired. The node may have been failed
+	 * over meanwhile, so a new lease does not reopen km_cluster_lease_ns at once: its
+	 * deadline waits in fence_pending_ns until the cluster thread has read map/current
+	 * (fence_epoch: the epoch it read, 0 before) and the control lcore has applied that
+	 * epoch or a later one.
+	 */
+	pthread_mutex_t fence_mu;
+	int fence_hold; /* fence_mu */
+	int fence_read; /* fence_mu: registered again: the cluster thread is to read the map */
+	uint32_t fence_epoch;      /* fence_mu */
+	uint32_t fence_gen;        /* fence_mu: + 1 per lease lost */
+	uint64_t fence_pending_ns; /* fence_mu */
+
 	pthread_mutex_t mu;
 	struct km_cmap *pending; /* mu: newest valid map not applied yet */
 	/* mu: moves of this node's shards the placer put (with the epoch each was planned
@@ -104,7 +118,7 @@ static struct {
 	int64_t ignored_rev;
 	uint64_t load_tsc;
 	struct km_cluster_status st;
-} cl = {.mu = PTHREAD_MUTEX_INITIALIZER};
+} cl = {.mu = PTHREAD_MUTEX_INITIALIZER, .fence_mu = PTHREAD_MUTEX_INITIALIZER};
 
 _Atomic uint64_t km_cluster_lease_ns;
 
@@ -965,8 +979,99 @@ lease_alive_until(uint64_t t_send, int64_t ttl)
 {
 	double ns = (double)t_send * 1e9 / (double)rte_get_tsc_hz();
 	uint64_t margin = (uint64_t)ttl * 100000000u; /* 10 % */
+	uint64_t until = (uint64_t)ns + (uint64_t)ttl * 1000000000u - margin;
 
-	atomic_store(&km_cluster_lease_ns, (uint64_t)ns + (uint64_t)ttl * 1000000000u - margin);
+	pthread_mutex_lock(&cl.fence_mu);
+	if (cl.fence_hold)
+		cl.fence_pending_ns = until;
+	else
+		atomic_store(&km_cluster_lease_ns, until);
+	pthread_mutex_unlock(&cl.fence_mu);
+}
+
+/* The lease expired: the fence closes now, and stays closed under the next lease until a
+ * map read after it is applied (fence_mu). Membership thread. */
+static void
+lease_lost(void)
+{
+	pthread_mutex_lock(&cl.fence_mu);
+	atomic_store(&km_cluster_lease_ns, 0);
+	if (!cl.fence_hold)
+		KM_LOG(WARNING, "cluster: replicated shards fenced (BUSY) until the node has a "
+				"lease again and has applied the map as it is then");
+	cl.fence_hold = 1;
+	cl.fence_read = 0;
+	cl.fence_epoch = 0;
+	cl.fence_gen++;
+	cl.fence_pending_ns = 0;
+	pthread_mutex_unlock(&cl.fence_mu);
+}
+
+/* Membership thread: the member record is in etcd again under the new lease. From now on
+ * the placer cannot publish a failover decided on the node's absence (it compares the
+ * member records), so a map read now has every one of them. */
+static void
+lease_registered(void)
+{
+	pthread_mutex_lock(&cl.fence_mu);
+	if (cl.fence_hold && cl.fence_epoch == 0)
+		cl.fence_read = 1;
+	pthread_mutex_unlock(&cl.fence_mu);
+}
+
+/* Cluster thread: read map/current for a fence held (its epoch, then posted as any map
+ * read). */
+static void
+fence_read_map(void)
+{
+	struct km_etcd_kvs *r = NULL;
+	char key[KEY_MAX];
+	struct km_cmap *m = NULL;
+	uint32_t epoch = 1, gen;
+	int rc, want;
+
+	pthread_mutex_lock(&cl.fence_mu);
+	want = cl.fence_read;
+	cl.fence_read = 0;
+	gen = cl.fence_gen;
+	pthread_mutex_unlock(&cl.fence_mu);
+	if (!want)
+		return;
+	key_of(key, sizeof(key), "map/current", NULL);
+	rc = km_etcd_get(cl.e, key, strlen(key), 0, &r);
+	if (rc > 0 &&
+		km_cmap_decode((const char *)r->kv[0].value, r->kv[0].vlen, &m, NULL, 0) == 0) {
+		epoch = m->epoch;
+		km_cmap_free(m);
+		map_seen(r->kv[0].value, r->kv[0].vlen, r->kv[0].mod_rev);
+	}
+	km_etcd_kvs_free(r);
+	pthread_mutex_lock(&cl.fence_mu);
+	/* A lease lost again meanwhile: the map is read after the next registration. */
+	if (gen == cl.fence_gen && rc < 0)
+		cl.fence_read = 1; /* tried again */
+	else if (gen == cl.fence_gen)
+		cl.fence_epoch = epoch;
+	pthread_mutex_unlock(&cl.fence_mu);
+	if (rc < 0)
+		etcd_failed(cl.e, "read the map for the lease fence", rc);
+}
+
+/* Control lcore: reopen a held fence once the map read under the new lease is applied. */
+static void
+fence_tick(void)
+{
+	pthread_mutex_lock(&cl.fence_mu);
+	if (cl.fence_hold && cl.fence_epoch != 0 && cl.epoch >= cl.fence_epoch &&
+		cl.fence_pending_ns != 0) {
+		atomic_store(&km_cluster_lease_ns, cl.fence_pending_ns);
+		cl.fence_hold = 0;
+		KM_LOG(NOTICE,
+			"cluster: replicated shards serve again: map epoch %u applied "
+			"under the new lease",
+			cl.epoch);
+	}
+	pthread_mutex_unlock(&cl.fence_mu);
 }
 
 /* Put the member record under a new lease, if no live member has this id.
@@ -1119,6 +1224,7 @@ member_tick(struct km_etcd *e, struct member_state *ms, int renew)
 		}
 		if (rc == -ENOENT || ttl <= 0) {
 			KM_LOG(WARNING, "cluster: the membership lease expired: registering again");
+			lease_lost();
 			atomic_store(&cl.lease, 0);
 			lease = 0;
 			ms->registered = 0;
@@ -1151,6 +1257,7 @@ member_tick(struct km_etcd *e, struct member_state *ms, int renew)
 				cl.conf->cluster_node);
 		ms->registered = 1;
 		ms->put_serving = want;
+		lease_registered();
 		etcd_worked();
 		return;
 	}
@@ -1168,6 +1275,7 @@ member_tick(struct km_etcd *e, struct member_state *ms, int renew)
 	}
 	if (rc == -ENOENT) {
 		/* The lease expired meanwhile: a new one at the next renewal. */
+		lease_lost();
 		atomic_store(&cl.lease, 0);
 		ms->registered = 0;
 	}
@@ -1290,6 +1398,7 @@ cluster_thread(void *arg)
 			load = now;
 		}
 		put_repl();
+		fence_read_map();
 		if (w == NULL) {
 			if (from == 0 && (rc = map_read(&from)) < 0) {
 				etcd_failed(cl.e, "read the map", rc);
@@ -1912,6 +2021,7 @@ km_cluster_tick(void)
 	pthread_mutex_unlock(&cl.mu);
 	if (m != NULL)
 		tick_map(m);
+	fence_tick();
 	/* Moves after the map: a move of a shard the map just gave away is over. */
 	for (i = 0; i < nmv; i++) {
 		for (k = i + 1; k < nmv && mvs[k].id != mvs[i].id; k++)
@@ -1999,6 +2109,18 @@ ctl_cluster(void *arg)
 		rte_tel_data_add_dict_u64(d, "repl_streams_in", rc.streams_in);
 		rte_tel_data_add_dict_u64(d, "repl_refused_in", rc.refused_in);
 		rte_tel_data_add_dict_u64(d, "repl_broken_out", rc.broken_out);
+		{
+			uint64_t until = atomic_load(&km_cluster_lease_ns), now;
+			int hold;
+
+			pthread_mutex_lock(&cl.fence_mu);
+			hold = cl.fence_hold;
+			pthread_mutex_unlock(&cl.fence_mu);
+			now = (uint64_t)((double)rte_rdtsc() * 1e9 / (double)rte_get_tsc_hz());
+			/* Replicated shards answer BUSY: the lease may have expired, or a new
+			 * one waits for the map read under it to be applied. */
+			rte_tel_data_add_dict_u64(d, "lease_fenced", hold || now >= until);
+		}
 	}
 	return 0;
 }

@@ -19,10 +19,11 @@
  * stream comes from the primary its map names for the shard, at that primary's
  * incarnation, and that the map lists this node as a replica: a deposed primary's stream
  * is refused, and cut when a map names another primary. It applies the records to a new
- * store of the worker the map names (staged: the replica's files are its own until
- * promoted), keeps the last RP_DEDUP at-most-once entries, and once it applied the sync
- * record (for the log store: committed) it acknowledges, after each batch of records
- * (made durable first with the log store). Until a new stream reaches its sync record, the
+ * store of the worker the map names (staged: the replica's files are its own, named by
+ * the store, until promoted; then committed under the shard's name), keeps the last
+ * RP_DEDUP at-most-once entries (the primary's, sent after the walk, then the writes'),
+ * and once it applied the sync record it acknowledges, after each batch of records (made
+ * durable first with the log store). Until a new stream reaches its sync record, the
  * previous stream's complete copy is kept: it is the one a failover promotes.
  *
  * Promotion: a map that gives the shard to this node stops its receiver and hands the
@@ -76,6 +77,7 @@
 #define RP_IN_MAX   512
 #define RP_RETRY_MS 500
 #define RP_IO_MS    5000
+#define RP_STALL_MS 2000  /* a caught-up replica that acknowledges nothing owed this long */
 #define RP_DEDUP    16384 /* at-most-once entries a replica keeps per shard */
 #define RP_ACK_LEN  9
 #define RP_IDLE_US  50
@@ -114,6 +116,7 @@ struct rp_out {
 	size_t off;
 	uint8_t ack[RP_ACK_LEN];
 	size_t ackn;
+	uint64_t stall_acked, stall_tsc; /* writes owed since stall_tsc, acked as then */
 };
 
 /* A shard replicated here. */
@@ -126,8 +129,12 @@ struct rp_in {
 	struct km_proc_replica *copy;
 	/* The stream being received (mu). */
 	int fd;
-	int active;     /* a receiver thread works on it */
-	atomic_int cut; /* asked to stop */
+	int active; /* a receiver thread streams into it */
+	/* + 1 per receiver that claims it, and when it is retired: a receiver whose claim
+	 * is not the last one stops (and never replaces the copy). */
+	_Atomic uint64_t gen;
+	unsigned int refs; /* receiver threads holding it (mu) */
+	int dead;          /* retired: out of rp.in, freed by the last of refs (mu) */
 };
 
 static struct {
@@ -146,6 +153,7 @@ static struct {
 	_Atomic uint64_t put_seq; /* the last report etcd has */
 	char *reported;           /* control lcore: the last report built */
 	uint64_t report_tsc, built_tsc;
+	uint32_t in_epoch; /* mu: the map epoch the receivers' entries follow */
 	/* Counters (relaxed). */
 	_Atomic uint64_t promoted, streams_in, refused_in, broken_out;
 } rp = {.mu = PTHREAD_MUTEX_INITIALIZER, .sync = 1};
@@ -228,11 +236,29 @@ pump_one(struct rp_out *o)
 		}
 	}
 	km_proc_repl_status(o->x, &st);
-	if (st.ended && o->c == NULL && st.backlog == 0)
+	if (st.ended && o->c == NULL && st.backlog == 0) {
 		out_broken(o,
 			st.err == -ENOBUFS ? "the replica fell behind the writes"
 					   : "the stream ended on the worker",
 			st.err == -ENOBUFS ? 0 : -st.err);
+		return 1;
+	}
+	/* A replica that stalls (its disk, its host) while its connection lives: broken
+	 * after RP_STALL_MS, so that its report says so and the placer can take it out of
+	 * the in-sync set, rather than the shard's writes waiting for it for good. */
+	if (st.caught_up && st.rseq > st.acked) {
+		uint64_t now = rte_get_timer_cycles();
+
+		if (o->stall_tsc == 0 || st.acked != o->stall_acked) {
+			o->stall_tsc = now;
+			o->stall_acked = st.acked;
+		} else if (now - o->stall_tsc >= ms_tsc(RP_STALL_MS)) {
+			out_broken(o, "the replica acknowledged nothing for 2 s", ETIMEDOUT);
+			return 1;
+		}
+	} else {
+		o->stall_tsc = 0;
+	}
 	return moved;
 }
 
@@ -428,6 +454,10 @@ out_start(struct rp_out *o)
 				o->shard, o->node, o->worker);
 		return rc;
 	}
+	/* Swapped under mu: km_cluster_repl_list() reads o->x. */
+	pthread_mutex_lock(&rp.mu);
+	o->x = x;
+	pthread_mutex_unlock(&rp.mu);
 	if (old != NULL) {
 		if (km_mailbox_repl_stop(o->worker, old) < 0)
 			KM_LOG(WARNING,
@@ -435,10 +465,10 @@ out_start(struct rp_out *o)
 				o->shard, o->node, o->worker);
 		km_proc_export_put(old);
 	}
-	o->x = x;
 	o->starts++;
 	o->c = NULL;
 	o->off = o->ackn = 0;
+	o->stall_tsc = 0;
 	o->fd = -1;
 	atomic_store(&o->stop, 0);
 	atomic_store(&o->state, RP_NEW);
@@ -450,13 +480,17 @@ out_start(struct rp_out *o)
 static void
 out_unexport(struct rp_out *o)
 {
-	if (o->x != NULL) {
-		if (km_mailbox_repl_stop(o->worker, o->x) < 0)
+	struct km_proc_export *x = o->x;
+
+	if (x != NULL) {
+		pthread_mutex_lock(&rp.mu);
+		o->x = NULL; /* km_cluster_repl_list() reads it */
+		pthread_mutex_unlock(&rp.mu);
+		if (km_mailbox_repl_stop(o->worker, x) < 0)
 			KM_LOG(WARNING,
 				"cluster: shard %" PRIu64 ": stream to %s not stopped on worker %u",
 				o->shard, o->node, o->worker);
-		km_proc_export_put(o->x);
-		o->x = NULL;
+		km_proc_export_put(x);
 	}
 	(void)km_mailbox_repl_block(o->worker, o->shard, o->tag, 0);
 }
@@ -503,8 +537,11 @@ outs_apply(const struct km_cmap *m, int self)
 		for (j = 0; j < sh->nb_replicas; j++) {
 			const struct km_cmap_replica *r = &sh->replicas[j];
 			const struct km_cmap_node *n = &m->nodes[r->node];
-			struct rp_out *o = out_find(sh->id, n->id);
+			struct rp_out *o = out_find(sh->id, n->id), *was = NULL;
 
+			if (o != NULL && o->inc == n->incarnation && o->rworker == r->worker &&
+				o->worker != sh->worker)
+				was = o; /* the shard changed worker here */
 			if (o != NULL && (o->inc != n->incarnation || o->worker != sh->worker ||
 						 o->rworker != r->worker))
 				o = NULL; /* another run or place of it: a new stream below */
@@ -537,6 +574,14 @@ outs_apply(const struct km_cmap *m, int self)
 			o->in_sync = r->in_sync;
 			o->fd = -1;
 			o->tag = tag_free(sh->id);
+			if (was != NULL) {
+				/* The same replica, from the shard's new worker: the worker
+				 * holds its tag blocked (carried with the shard) until this
+				 * stream starts, and a report may still say caught up. */
+				o->tag = was->tag;
+				o->hold = was->hold;
+				o->hold_seq = was->hold_seq;
+			}
 			if (out_start(o) < 0) {
 				/* Started again by the tick. */
 				atomic_store(&o->state, RP_BROKEN);
@@ -754,11 +799,16 @@ in_free(struct rp_in *in)
 	free(in);
 }
 
-/* Ask in's receiver to stop and wait for it (mu held; released while waiting). */
+/*
+ * Stop in's stream (mu held; released while waiting): its receiver is asked to stop and
+ * waited for (it stops at its next record: its socket is shut down), and receivers
+ * waiting to claim it give up. None claims it again meanwhile: a claim waits for the
+ * receiver before it too.
+ */
 static void
-in_cut(struct rp_in *in)
+in_stop(struct rp_in *in)
 {
-	atomic_store(&in->cut, 1);
+	atomic_fetch_add(&in->gen, 1);
 	if (in->active && in->fd >= 0)
 		shutdown(in->fd, SHUT_RDWR);
 	while (in->active) {
@@ -768,10 +818,37 @@ in_cut(struct rp_in *in)
 	}
 }
 
+/* in_stop(), then in leaves rp.in (mu held): freed now, or by the last receiver holding
+ * it. */
+static void
+in_retire(struct rp_in *in)
+{
+	unsigned int i;
+
+	in->dead = 1;
+	in_stop(in);
+	for (i = 0; i < rp.nb_in; i++)
+		if (rp.in[i] == in) {
+			rp.in[i] = rp.in[--rp.nb_in];
+			break;
+		}
+	if (in->refs == 0)
+		in_free(in);
+}
+
+/* A receiver lets go of in (mu held). */
+static void
+in_unref(struct rp_in *in)
+{
+	if (--in->refs == 0 && in->dead)
+		in_free(in);
+}
+
 /* What a stream's header says. */
 struct rp_hello {
 	uint64_t shard, pinc, rinc;
 	uint32_t epoch;
+	uint32_t map_epoch; /* of the map it was checked against */
 	uint16_t rworker;
 	char primary[KM_CLUSTER_ID_MAX + 1];
 	char why[160];
@@ -793,6 +870,7 @@ hello_check(void *arg)
 		snprintf(h->why, sizeof(h->why), "no map applied here yet");
 		return 0;
 	}
+	h->map_epoch = m->epoch;
 	if (h->rinc != km_cluster_incarnation()) {
 		h->err = ESTALE;
 		snprintf(h->why, sizeof(h->why), "for incarnation %" PRIu64 ", this is %" PRIu64,
@@ -838,34 +916,34 @@ struct rx {
 	struct rp_in *in;
 	struct km_proc_replica *r; /* the copy being built (in->copy once synced) */
 	int synced;
+	uint64_t gen; /* of its claim of in */
 };
 
 /* Apply the records buffered (whole ones). @return 0 or -errno. */
 static int
 rx_apply(struct rx *x)
 {
-	int synced_now, rc;
+	int synced_now;
 	long n = km_proc_replica_apply(x->r, x->buf, x->len, RP_BUF, &synced_now);
 
 	if (n < 0)
 		return (int)n;
 	if (synced_now) {
-		/* The walk is over: this copy is complete and replaces the previous one
-		 * (closed, not discarded: with the log store, its files' names are this
-		 * copy's now). */
-		struct km_store *s = km_proc_replica_store(x->r), *old = NULL;
+		/* The walk is over: this copy is complete and replaces the previous one, whose
+		 * files go. It stays staged (with the log store: a file of its own, never the
+		 * shard's name, which is a primary's) until it is promoted. */
+		struct km_proc_replica *old;
 
-		if (s->ops->commit != NULL && (rc = s->ops->commit(s)) < 0)
-			return rc;
 		pthread_mutex_lock(&rp.mu);
-		if (x->in->copy != NULL) {
-			old = km_proc_replica_store(x->in->copy);
-			km_proc_replica_free(x->in->copy, 1);
+		if (atomic_load(&x->in->gen) != x->gen) {
+			/* Claimed by a newer stream, or retired: this copy is not the one. */
+			pthread_mutex_unlock(&rp.mu);
+			return -ECANCELED;
 		}
+		old = x->in->copy;
 		x->in->copy = x->r;
 		pthread_mutex_unlock(&rp.mu);
-		if (old != NULL)
-			km_store_destroy(old);
+		km_proc_replica_free(old, 0);
 		x->synced = 1;
 	}
 	if ((size_t)n < x->len)
@@ -945,9 +1023,19 @@ km_cluster_repl_receive(int fd, const uint8_t *h, const uint8_t *more, size_t nm
 		km_cluster_side_reply(fd, ENOMEM, "out of memory");
 		return;
 	}
-	/* Claim the shard's entry: a stream received before is cut (its complete copy
-	 * stays until this one has one). */
+	/*
+	 * Claim the shard's entry, under the map the header was checked against (a map
+	 * applied since may name another primary): a stream received before is cut and
+	 * waited for (its complete copy stays until this one has one); a newer claim wins.
+	 */
 	pthread_mutex_lock(&rp.mu);
+	if (rp.in_epoch != hello.map_epoch) {
+		pthread_mutex_unlock(&rp.mu);
+		atomic_fetch_add_explicit(&rp.refused_in, 1, memory_order_relaxed);
+		km_cluster_side_reply(fd, EAGAIN, "the map changed while checking: try again");
+		free(r.buf);
+		return;
+	}
 	in = in_find(hello.shard);
 	if (in == NULL && rp.nb_in < RP_IN_MAX && (in = calloc(1, sizeof(*in))) != NULL) {
 		in->shard = hello.shard;
@@ -955,8 +1043,22 @@ km_cluster_repl_receive(int fd, const uint8_t *h, const uint8_t *more, size_t nm
 		rp.in[rp.nb_in++] = in;
 	}
 	if (in != NULL) {
-		in_cut(in);
-		atomic_store(&in->cut, 0);
+		in->refs++;
+		r.gen = atomic_fetch_add(&in->gen, 1) + 1;
+		if (in->active && in->fd >= 0)
+			shutdown(in->fd, SHUT_RDWR);
+		while (in->active && atomic_load(&in->gen) == r.gen) {
+			pthread_mutex_unlock(&rp.mu);
+			usleep(200);
+			pthread_mutex_lock(&rp.mu);
+		}
+		if (atomic_load(&in->gen) != r.gen) {
+			in_unref(in);
+			pthread_mutex_unlock(&rp.mu);
+			km_cluster_side_reply(fd, EAGAIN, "a newer stream of the shard came");
+			free(r.buf);
+			return;
+		}
 		/* Another primary, or another run of it: its complete copy may hold writes
 		 * this primary never had; it stays the failover copy until this stream's is
 		 * complete. */
@@ -991,7 +1093,7 @@ km_cluster_repl_receive(int fd, const uint8_t *h, const uint8_t *more, size_t nm
 	KM_LOG(INFO, "cluster: shard %" PRIu64 ": replica of node %s's, receiving", hello.shard,
 		hello.primary);
 	rc = 0;
-	while (rc == 0 && !atomic_load(&in->cut) && !atomic_load(&rp.stop)) {
+	while (rc == 0 && atomic_load(&in->gen) == r.gen && !atomic_load(&rp.stop)) {
 		ssize_t n = recv(fd, r.buf + r.len, RP_BUF - r.len, MSG_DONTWAIT);
 
 		if (n > 0) {
@@ -1020,13 +1122,14 @@ km_cluster_repl_receive(int fd, const uint8_t *h, const uint8_t *more, size_t nm
 		"cluster: shard %" PRIu64 ": replication from node %s ended at write %" PRIu64
 		": %s",
 		hello.shard, hello.primary, r.r != NULL ? km_proc_replica_applied(r.r) : 0,
-		atomic_load(&in->cut) ? "cut" : strerror(-rc));
+		atomic_load(&in->gen) != r.gen ? "cut" : strerror(-rc));
 out:
 	pthread_mutex_lock(&rp.mu);
 	if (!r.synced)
 		km_proc_replica_free(r.r, 0); /* an incomplete copy */
 	in->active = 0;
 	in->fd = -1;
+	in_unref(in);
 	pthread_mutex_unlock(&rp.mu);
 	free(r.buf);
 }
@@ -1038,8 +1141,10 @@ static void
 ins_apply(const struct km_cmap *m, int self)
 {
 	unsigned int i, j;
+	int rc;
 
 	pthread_mutex_lock(&rp.mu);
+	rp.in_epoch = m->epoch; /* a stream checked against an older map is refused */
 	for (i = 0; i < rp.nb_in;) {
 		struct rp_in *in = rp.in[i];
 		const struct km_cmap_shard *sh = km_cmap_shard_find(m, in->shard);
@@ -1055,7 +1160,7 @@ ins_apply(const struct km_cmap *m, int self)
 			i++;
 			continue;
 		}
-		in_cut(in);
+		in_stop(in);
 		/* A cross-node move's copy (complete at its detach) wins over the replica's. */
 		if (sh != NULL && sh->node == self && in->copy != NULL &&
 			!km_cluster_incoming_has(in->shard)) {
@@ -1064,6 +1169,14 @@ ins_apply(const struct km_cmap *m, int self)
 			struct km_store *st = km_proc_replica_store(in->copy);
 			struct timespec now;
 
+			/* Its files take the shard's name (with the log store): a restart of
+			 * this node finds the shard's data as a primary's. */
+			if (st->ops->commit != NULL && (rc = st->ops->commit(st)) < 0)
+				KM_LOG(CRIT,
+					"cluster: shard %" PRIu64
+					": promoted copy not committed (%s): "
+					"it serves, but a restart of this node would not find it",
+					in->shard, strerror(-rc));
 			clock_gettime(CLOCK_REALTIME, &now);
 			km_store_version_floor(st, RTE_MAX(km_proc_replica_vmax(in->copy),
 							   (uint64_t)now.tv_sec * 1000000000u +
@@ -1082,8 +1195,7 @@ ins_apply(const struct km_cmap *m, int self)
 			i++;
 			continue;
 		}
-		rp.in[i] = rp.in[--rp.nb_in];
-		in_free(in);
+		in_retire(in); /* rp.in[i] is the next one now */
 	}
 	pthread_mutex_unlock(&rp.mu);
 }
@@ -1141,8 +1253,8 @@ km_cluster_repl_stop(void)
 		pthread_join(rp.pump, NULL);
 	rp.pump_started = 0;
 	pthread_mutex_lock(&rp.mu);
-	for (i = 0; i < rp.nb_in; i++)
-		in_cut(rp.in[i]);
+	while (rp.nb_in != 0)
+		in_retire(rp.in[0]);
 	pthread_mutex_unlock(&rp.mu);
 	for (i = 0; i < rp.nb_out; i++) {
 		struct rp_out *o = rp.out[i];
@@ -1158,9 +1270,6 @@ km_cluster_repl_stop(void)
 		free(o);
 	}
 	rp.nb_out = 0;
-	for (i = 0; i < rp.nb_in; i++)
-		in_free(rp.in[i]);
-	rp.nb_in = 0;
 	free(rp.report);
 	free(rp.reported);
 	rp.report = rp.reported = NULL;

@@ -70,6 +70,11 @@ struct snap {
 	struct km_cluster_repl **repl; /* the primaries' replication reports */
 	int64_t *repl_rev;             /* their keys' mod revisions */
 	uint32_t nb_repl;
+	struct {
+		char id[KM_CLUSTER_ID_MAX + 1];
+		int64_t mod_rev;
+	} * mkeys; /* every member record's key (valid record or not) */
+	uint32_t nb_mkeys;
 };
 
 static void
@@ -86,6 +91,7 @@ snap_free(struct snap *s)
 		free(s->repl[i]);
 	free(s->repl);
 	free(s->repl_rev);
+	free(s->mkeys);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -175,10 +181,14 @@ read_member(struct placer_ctx *c, const struct km_etcd_kv *kv, struct snap *s)
 {
 	char id[KM_CLUSTER_ID_MAX + 2], err[KM_CLUSTER_ERR_MAX];
 
-	if (key_tail(c, kv, "members/", id, sizeof(id)) != 0 || !km_cluster_id_valid(id))
+	if (key_tail(c, kv, "members/", id, sizeof(id)) != 0 || !km_cluster_id_valid(id)) {
 		snprintf(err, sizeof(err), "the key does not end in a node id");
-	else if (km_cluster_member_decode(
-			 id, kv->value, kv->vlen, &s->mem[s->nb_mem], err, sizeof(err)) == 0) {
+		goto skipped;
+	}
+	memcpy(s->mkeys[s->nb_mkeys].id, id, sizeof(s->mkeys[0].id)); /* valid: NUL in it */
+	s->mkeys[s->nb_mkeys++].mod_rev = kv->mod_rev;
+	if (km_cluster_member_decode(
+		    id, kv->value, kv->vlen, &s->mem[s->nb_mem], err, sizeof(err)) == 0) {
 		json_t *o = json_loadb((const char *)kv->value, kv->vlen, 0, NULL);
 
 		/* "serving" false: the node has not served yet (absent: an older node, that
@@ -189,6 +199,7 @@ read_member(struct placer_ctx *c, const struct km_etcd_kv *kv, struct snap *s)
 		s->nb_mem++;
 		return;
 	}
+skipped:
 	if (first_report(c, kv->mod_rev))
 		placer_log(PLACER_WARNING, "member record %.*s skipped: %s", (int)kv->klen,
 			(const char *)kv->key, err);
@@ -303,8 +314,9 @@ snap_read(struct placer_ctx *c, struct snap *s)
 	s->bad = calloc(n[GET_MOVES] + 1, sizeof(*s->bad));
 	s->repl = calloc(n[GET_REPL] + 1, sizeof(*s->repl));
 	s->repl_rev = calloc(n[GET_REPL] + 1, sizeof(*s->repl_rev));
+	s->mkeys = calloc(n[GET_MEMBERS] + 1, sizeof(*s->mkeys));
 	if (s->mem == NULL || s->joining == NULL || s->drain == NULL || s->moves == NULL ||
-		s->bad == NULL || s->repl == NULL || s->repl_rev == NULL) {
+		s->bad == NULL || s->repl == NULL || s->repl_rev == NULL || s->mkeys == NULL) {
 		km_etcd_kvs_free(r);
 		return -ENOMEM;
 	}
@@ -901,13 +913,20 @@ replicas(struct placer_ctx *c, const struct snap *s)
 		placer_log(PLACER_INFO,
 			"replicas: %u in sync, %u out of sync, %u added, %u dropped", ch.in_sync,
 			ch.out_of_sync, ch.added, ch.dropped);
-	/* Only while every report read is still as read: a primary whose stream stopped
+	/*
+	 * Only while every report read is still as read: a primary whose stream stopped
 	 * being caught up waits for that replica until its report says so, so an older
-	 * report must not mark the replica in sync after that (docs/cluster.md 7). */
+	 * report must not mark the replica in sync after that (docs/cluster.md 7). And only
+	 * while the member record of every node of the map is as read: a node whose lease
+	 * expired and that registered again since reads the map after its registration
+	 * before it serves its replicated shards again, so a failover decided on its absence
+	 * is either published before that read (it sees it) or not at all.
+	 */
 	{
-		uint32_t n = s->nb_repl < PLACER_MOVES_MAX ? s->nb_repl : PLACER_MOVES_MAX;
-		struct km_etcd_cmp *cmp = calloc(n + 1, sizeof(*cmp));
-		char(*keys)[PLACER_KEY_MAX] = calloc(n + 1, sizeof(*keys));
+		uint32_t n = s->nb_repl < PLACER_MOVES_MAX / 2 ? s->nb_repl : PLACER_MOVES_MAX / 2;
+		uint32_t nn = s->map->nb_nodes, k;
+		struct km_etcd_cmp *cmp = calloc(n + nn + 1, sizeof(*cmp));
+		char(*keys)[PLACER_KEY_MAX] = calloc(n + nn + 1, sizeof(*keys));
 
 		if (cmp == NULL || keys == NULL) {
 			free(cmp);
@@ -923,7 +942,20 @@ replicas(struct placer_ctx *c, const struct snap *s)
 				.result = KM_ETCD_EQUAL,
 				.num = s->repl_rev[i]};
 		}
-		rc = publish(c, next, s->map, s->map_rev, cmp, NULL, n, NULL);
+		for (i = 0; i < nn; i++) {
+			int64_t rev = 0;
+
+			for (k = 0; k < s->nb_mkeys; k++)
+				if (strcmp(s->mkeys[k].id, s->map->nodes[i].id) == 0)
+					rev = s->mkeys[k].mod_rev;
+			key_of(c, keys[n + i], sizeof(keys[0]), "members/%s", s->map->nodes[i].id);
+			cmp[n + i] = (struct km_etcd_cmp){.key = keys[n + i],
+				.klen = strlen(keys[n + i]),
+				.target = KM_ETCD_MOD,
+				.result = KM_ETCD_EQUAL,
+				.num = rev};
+		}
+		rc = publish(c, next, s->map, s->map_rev, cmp, NULL, n + nn, NULL);
 		free(cmp);
 		free(keys);
 	}

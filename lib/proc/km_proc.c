@@ -304,6 +304,7 @@ struct km_store *
 km_proc_shard_detach_dedup(
 	struct km_proc *p, uint64_t shard_id, uint64_t *requests, struct km_proc_dedup **dedup)
 {
+	uint64_t pend[PROC_REPL_PEND / 64], tags, acked;
 	struct km_proc_shard *sl;
 	struct km_store *s;
 
@@ -329,12 +330,13 @@ km_proc_shard_detach_dedup(
 	/* Replies still waiting (for the disk or the replicas) are refused: BUSY, the
 	 * client retries at the shard's next owner, which has the write or not. */
 	proc_parked_fail(p, sl, KM_ST_BUSY);
+	tags = proc_repl_carry(sl->repl, pend, &acked);
 	proc_repl_detached(p, sl);
 	/* Its at-most-once entries after the write-out, through its own index: a write the
 	 * write-out failed has forgotten its entry by now, so its retry cannot be answered
-	 * OK from a record taken along. */
+	 * OK from a record taken along. With them, what its replicas still owe. */
 	if (dedup != NULL)
-		*dedup = km_proc_dedup_take(p, shard_id);
+		*dedup = proc_repl_carry_put(p, km_proc_dedup_take(p, shard_id), tags, pend, acked);
 	/* An export of it ends here, after the write-out: its last chunk. */
 	if (proc_unlikely(p->xp != NULL))
 		proc_export_detached(p, shard_id, s);

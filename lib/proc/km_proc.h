@@ -532,13 +532,20 @@ void km_proc_export_put(struct km_proc_export *x);
  * has bit 14 (KM_PROC_XREC_W) set, followed after its value by KM_PROC_XREC_WTAIL bytes:
  * u64 rseq, u64 client (source), u64 request id, u64 routing hash, u8 op, u8 status. The
  * sync record is u16 KM_PROC_XREC_SYNC, u64 rseq (the last write numbered before it).
+ * Between the walk and the sync record come the shard's at-most-once entries as they were
+ * at the walk's end: u16 KM_PROC_XREC_DEDUP, u32 n (1..KM_PROC_XREC_DEDUP_MAX), n entries
+ * of KM_PROC_DEDUP_WIRE bytes (km_proc_dedup_encode), in as many records as needed; a
+ * replica answers the retries of writes made before its copy from them after a failover.
  */
-#define KM_PROC_REPL_MAX      4   /* streams per shard: 2 replicas, each restarted */
-#define KM_PROC_REPL_WINDOW   512 /* writes a waited replica may leave unacknowledged */
-#define KM_PROC_XREC_W        0x4000u
-#define KM_PROC_XREC_WTAIL    34
-#define KM_PROC_XREC_SYNC     0x4000u /* with a key length of 0 */
-#define KM_PROC_XREC_SYNC_LEN 10
+#define KM_PROC_REPL_MAX       4   /* streams per shard: 2 replicas, each restarted */
+#define KM_PROC_REPL_WINDOW    512 /* writes a waited replica may leave unacknowledged */
+#define KM_PROC_XREC_W         0x4000u
+#define KM_PROC_XREC_WTAIL     34
+#define KM_PROC_XREC_SYNC      0x4000u /* with a key length of 0 */
+#define KM_PROC_XREC_SYNC_LEN  10
+#define KM_PROC_XREC_DEDUP     0xc000u /* + u32 n, n at-most-once entries */
+#define KM_PROC_XREC_DEDUP_HDR 6
+#define KM_PROC_XREC_DEDUP_MAX 1024 /* entries per record */
 
 /**
  * A replication stream of shard_id with nb_chunks chunks, unstarted, one reference.
@@ -623,8 +630,9 @@ void km_proc_repl_status(const struct km_proc_export *x, struct km_proc_repl_sta
 /**
  * Parse the replication-only parts of the record at rec (len bytes): kind 0 a live export
  * record (apply it with km_proc_xrec_apply), 1 a write (its tail in *w), 2 the sync
- * record (w->rseq). @return the record's length, or -EPROTO (malformed), -EAGAIN (len too
- * short: more bytes are needed; *need how many in all).
+ * record (w->rseq), 3 at-most-once entries (w->dedup_n of them, KM_PROC_DEDUP_WIRE bytes
+ * each from rec + KM_PROC_XREC_DEDUP_HDR). @return the record's length, or -EPROTO (malformed),
+ * -EAGAIN (len too short: more bytes are needed; *need how many in all).
  * @note Context: any thread.
  */
 struct km_proc_rrec {
@@ -633,6 +641,7 @@ struct km_proc_rrec {
 	uint64_t rseq, src, req_id, route_hash;
 	uint64_t key_hash; /* kind 1: of the key */
 	uint64_t version;
+	uint32_t dedup_n; /* kind 3 */
 };
 long km_proc_rrec_parse(const uint8_t *rec, size_t len, struct km_proc_rrec *w, size_t *need);
 

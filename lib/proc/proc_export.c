@@ -62,6 +62,11 @@ struct km_proc_export {
 	_Atomic uint64_t acked; /* consumer: the replica applied every write up to it */
 	_Atomic uint64_t walk_rseq, rseq;
 	uint64_t tag; /* the replica's bit in its shard's blocked mask (0: none) */
+	/* The at-most-once entries sent after the walk (wire format), dd_off of dd_n sent;
+	 * dd_state 0 not taken yet, 1 being sent, 2 sent. */
+	uint8_t *dd;
+	uint32_t dd_n, dd_off;
+	uint8_t dd_state;
 	struct km_proc_xchunk *all[];
 };
 
@@ -145,6 +150,7 @@ km_proc_export_put(struct km_proc_export *x)
 		return;
 	for (i = 0; i < x->nb_chunks; i++)
 		free(x->all[i]);
+	free(x->dd);
 	free(x->full.slot);
 	free(x->free.slot);
 	free(x);
@@ -475,6 +481,7 @@ km_proc_dedup_decode(const uint8_t *buf, uint32_t n)
 	if (n == 0 || (set = malloc(sizeof(*set) + (size_t)n * sizeof(set->e[0]))) == NULL)
 		return NULL;
 	set->n = n;
+	set->repl_tags = 0; /* nothing carried */
 	for (i = 0; i < n; i++, buf += KM_PROC_DEDUP_WIRE)
 		set->e[i] = (struct dedup_entry){.src = km_be_get(buf, 8),
 			.req_id = km_be_get(buf + 8, 8),
@@ -695,6 +702,60 @@ proc_repl_write(struct km_proc *p, struct km_proc_shard *sl, const struct km_key
 	return rseq;
 }
 
+/*
+ * After the walk of x (replication): the shard's at-most-once entries, as they are now, in
+ * records of up to KM_PROC_XREC_DEDUP_MAX, as far as the chunks the walk may use allow.
+ * @return 0 all sent, 1 more to send later, -ENOMEM.
+ */
+static int
+repl_dedup_send(struct km_proc *p, struct km_proc_shard *sl, struct km_proc_export *x)
+{
+	if (x->dd_state == 0) {
+		struct km_proc_dedup *set = proc_dedup_copy(p, sl);
+
+		if (set == NULL && sl->dlog.n != 0)
+			return -ENOMEM;
+		x->dd_n = km_proc_dedup_count(set);
+		if (x->dd_n != 0 &&
+			(x->dd = malloc((size_t)x->dd_n * KM_PROC_DEDUP_WIRE)) == NULL) {
+			km_proc_dedup_free(set);
+			return -ENOMEM;
+		}
+		km_proc_dedup_encode(set, x->dd);
+		km_proc_dedup_free(set);
+		x->dd_off = 0;
+		x->dd_state = 1;
+	}
+	while (x->dd_off < x->dd_n) {
+		uint32_t m = x->dd_n - x->dd_off;
+		size_t need;
+		uint8_t *b;
+
+		if (m > KM_PROC_XREC_DEDUP_MAX)
+			m = KM_PROC_XREC_DEDUP_MAX;
+		need = KM_PROC_XREC_DEDUP_HDR + (size_t)m * KM_PROC_DEDUP_WIRE;
+
+		/* As the walk: the last free chunks are the writes'. */
+		if (!(x->cur != NULL && x->cur->len + need <= sizeof(x->cur->data)) &&
+			xring_count(&x->free) <= x->reserve)
+			return 1;
+		if (x_room(x, need) < 0)
+			return 1;
+		b = x->cur->data + x->cur->len;
+		km_be_put(b, KM_PROC_XREC_DEDUP, 2);
+		km_be_put(b + 2, m, 4);
+		memcpy(b + KM_PROC_XREC_DEDUP_HDR, x->dd + (size_t)x->dd_off * KM_PROC_DEDUP_WIRE,
+			(size_t)m * KM_PROC_DEDUP_WIRE);
+		x->cur->len += need;
+		x->cur->records++;
+		x->dd_off += m;
+	}
+	free(x->dd);
+	x->dd = NULL;
+	x->dd_state = 2;
+	return 0;
+}
+
 unsigned int
 km_proc_repl_step(struct km_proc *p)
 {
@@ -707,8 +768,18 @@ km_proc_repl_step(struct km_proc *p)
 		for (j = 0; j < r->nb;) {
 			struct km_proc_export *x = r->x[j];
 			uint8_t *b;
-			int rc = x_step(x, sl->store);
+			int rc = x->dd_state == 1 ? 2 : x_step(x, sl->store);
 
+			if (rc == 2 && x->dd_state != 2) {
+				rc = repl_dedup_send(p, sl, x);
+				if (rc == 1) {
+					more = 1;
+					j++;
+					continue;
+				}
+				if (rc == 0)
+					rc = 2;
+			}
 			if (rc == 2) {
 				/* The sync record: the replica has every entry once it applied it
 				 * (and the writes up to rseq, all before it in the stream). */
@@ -805,6 +876,95 @@ proc_repl_detached(struct km_proc *p, struct km_proc_shard *sl)
 	sl->repl = NULL;
 }
 
+/*
+ * A group write of sl failed: its writes were rolled back here, but its streams sent them.
+ * Every stream ends (-EIO; a waited one blocks its replica), so the replicas are copied
+ * again from what the shard holds now; nothing is acknowledged meanwhile.
+ */
+void
+proc_repl_rolled_back(struct km_proc *p, struct km_proc_shard *sl)
+{
+	while (sl->repl != NULL && sl->repl->nb != 0)
+		repl_end(p, sl->repl, sl->repl->nb - 1, -EIO);
+}
+
+/*
+ * What the replicas of a shard being detached still owe (r NULL: none): the tags of those
+ * waited for (a stream waited for, or blocked), the key slots (pend, PROC_REPL_PEND bits)
+ * whose last write they had not all acknowledged, and how far they had (*acked).
+ * @return the tags, 0: nothing is owed.
+ */
+uint64_t
+proc_repl_carry(struct proc_repl *r, uint64_t *pend, uint64_t *acked)
+{
+	uint64_t tags;
+	unsigned int i;
+
+	memset(pend, 0, PROC_REPL_PEND / 8);
+	*acked = 0;
+	if (r == NULL)
+		return 0;
+	tags = r->blocked;
+	for (i = 0; i < r->nb; i++)
+		if (x_waited(r->x[i]))
+			tags |= r->x[i]->tag;
+	*acked = proc_repl_acked(r);
+	for (i = 0; tags != 0 && i < PROC_REPL_PEND; i++)
+		if (r->pend[i] > *acked)
+			pend[i / 64] |= 1ULL << (i % 64);
+	return tags;
+}
+
+/*
+ * The carried state into the shard's at-most-once set (NULL: none; allocated if need be):
+ * its entries of writes not acknowledged by every waited replica keep a number (any: the
+ * next attachment gives them its own), the others none. @return the set; NULL when there
+ * is nothing to carry, or no memory for it (counted in repl_failed: the next attachment
+ * waits for its replicas only once their streams start there).
+ */
+struct km_proc_dedup *
+proc_repl_carry_put(struct km_proc *p, struct km_proc_dedup *set, uint64_t tags,
+	const uint64_t *pend, uint64_t acked)
+{
+	uint32_t i;
+
+	for (i = 0; set != NULL && i < set->n; i++)
+		set->e[i].rseq = tags != 0 && set->e[i].rseq > acked ? 1 : 0;
+	if (tags == 0)
+		return set;
+	if (set == NULL && (set = calloc(1, sizeof(*set))) == NULL) {
+		p->cnt.repl_failed++;
+		return NULL;
+	}
+	set->repl_tags = tags;
+	memcpy(set->repl_pend, pend, sizeof(set->repl_pend));
+	return set;
+}
+
+/*
+ * A shard attached with carried state (set->repl_tags != 0): its replicas are blocked
+ * until their streams start here, and the writes they owed wait for them, under a number
+ * of their own. @return that number (for the set's entries), 0 if there is no memory
+ * (counted in repl_failed).
+ */
+uint64_t
+proc_repl_carried(struct km_proc *p, struct km_proc_shard *sl, const struct km_proc_dedup *set)
+{
+	struct proc_repl *r = repl_get(p, sl);
+	unsigned int i;
+
+	if (r == NULL) {
+		p->cnt.repl_failed++;
+		return 0;
+	}
+	r->blocked |= set->repl_tags;
+	r->rseq++;
+	for (i = 0; i < PROC_REPL_PEND; i++)
+		if (set->repl_pend[i / 64] & (1ULL << (i % 64)))
+			r->pend[i] = r->rseq;
+	return r->rseq;
+}
+
 void
 km_proc_repl_ack(struct km_proc_export *x, uint64_t rseq, int synced)
 {
@@ -850,6 +1010,20 @@ km_proc_rrec_parse(const uint8_t *rec, size_t len, struct km_proc_rrec *w, size_
 			return -EAGAIN;
 		*w = (struct km_proc_rrec){.kind = 2, .rseq = km_be_get(rec + 2, 8)};
 		return KM_PROC_XREC_SYNC_LEN;
+	}
+	if (f == KM_PROC_XREC_DEDUP) {
+		*need = KM_PROC_XREC_DEDUP_HDR;
+		if (len < KM_PROC_XREC_DEDUP_HDR)
+			return -EAGAIN;
+		f = (uint32_t)km_be_get(rec + 2, 4);
+		if (f == 0 || f > KM_PROC_XREC_DEDUP_MAX)
+			return -EPROTO;
+		n = KM_PROC_XREC_DEDUP_HDR + (size_t)f * KM_PROC_DEDUP_WIRE;
+		*need = n;
+		if (len < n)
+			return -EAGAIN;
+		*w = (struct km_proc_rrec){.kind = 3, .dedup_n = f};
+		return (long)n;
 	}
 	*need = KM_PROC_XREC_HDR;
 	if (len < KM_PROC_XREC_HDR)
@@ -943,6 +1117,18 @@ km_proc_replica_apply(
 				*synced_now = 1;
 			r->synced = 1;
 			r->applied = w.rseq;
+		} else if (w.kind == 3) {
+			uint32_t k;
+
+			for (k = 0; k < w.dedup_n; k++) {
+				memcpy(r->ring + (size_t)r->next * KM_PROC_DEDUP_WIRE,
+					buf + pos + KM_PROC_XREC_DEDUP_HDR +
+						(size_t)k * KM_PROC_DEDUP_WIRE,
+					KM_PROC_DEDUP_WIRE);
+				r->next = (r->next + 1) % r->max;
+				if (r->n < r->max)
+					r->n++;
+			}
 		} else {
 			rc = km_proc_xrec_apply(r->s, buf + pos, (size_t)n, &used);
 			if (rc < 0)

@@ -600,6 +600,30 @@ dedup_take_one(struct dedup_entry *e, uint32_t slot, void *arg)
 	e->valid = 0;
 }
 
+/* dlog_walk() step of a copy: the entry goes into the set, and stays. */
+static void
+dedup_copy_one(struct dedup_entry *e, uint32_t slot, void *arg)
+{
+	struct km_proc_dedup *set = arg;
+
+	(void)slot;
+	set->e[set->n++] = *e;
+}
+
+struct km_proc_dedup *
+proc_dedup_copy(struct km_proc *p, struct km_proc_shard *sl)
+{
+	struct km_proc_dedup *set;
+
+	if (sl->dlog.n == 0 ||
+		(set = malloc(sizeof(*set) + (size_t)sl->dlog.n * sizeof(set->e[0]))) == NULL)
+		return NULL;
+	set->n = 0;
+	set->repl_tags = 0;
+	dlog_walk(p, sl, dedup_copy_one, set);
+	return set;
+}
+
 struct km_proc_dedup *
 km_proc_dedup_take(struct km_proc *p, uint64_t shard_id)
 {
@@ -615,6 +639,7 @@ km_proc_dedup_take(struct km_proc *p, uint64_t shard_id)
 		if (set == NULL)
 			return NULL; /* retries of those writes would execute again */
 		set->n = 0;
+		set->repl_tags = 0; /* nothing carried */
 		dlog_walk(p, sl, dedup_take_one, set);
 		sl->dlog.n = sl->dlog.keep = sl->dlog.scan = sl->dlog.pass = 0;
 		sl->dlog.next = 0;
@@ -632,6 +657,7 @@ km_proc_dedup_take(struct km_proc *p, uint64_t shard_id)
 	if (set == NULL)
 		return NULL; /* retries of those writes would execute again: as before moves */
 	set->n = 0;
+	set->repl_tags = 0; /* nothing carried */
 	for (i = 0; i <= p->dedup_mask; i++) {
 		struct dedup_entry *d = &p->dedup[i];
 
@@ -647,10 +673,13 @@ void
 km_proc_dedup_give(struct km_proc *p, uint64_t shard_id, struct km_proc_dedup *set, int same_store)
 {
 	struct km_proc_shard *sl = shard_find(p, shard_id);
+	uint64_t rseq = 0;
 	uint32_t i;
 
 	if (set == NULL)
 		return;
+	if (set->repl_tags != 0 && sl != NULL)
+		rseq = proc_repl_carried(p, sl, set);
 	for (i = 0; i < set->n; i++) {
 		struct dedup_entry *d = dedup_slot(p, set->e[i].src, set->e[i].req_id);
 
@@ -662,6 +691,8 @@ km_proc_dedup_give(struct km_proc *p, uint64_t shard_id, struct km_proc_dedup *s
 		d->gen = sl != NULL ? sl->gen : 0;
 		if (sl == NULL || !same_store)
 			d->seq = 0;
+		/* A write its replicas owed (carried): its retry waits for them here. */
+		d->rseq = d->rseq != 0 ? rseq : 0;
 		if (sl != NULL)
 			proc_dedup_listed(p, sl, (uint32_t)(d - p->dedup));
 	}

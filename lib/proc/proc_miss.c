@@ -457,6 +457,7 @@ proc_store_durable(void *arg, uint64_t shard_id, uint64_t seq, int err)
 	if (err < 0) {
 		proc_mig_durable_failed(p, shard_id);
 		proc_export_durable_failed(p, shard_id);
+		proc_repl_rolled_back(p, sl);
 		/* Rolled back: values of the failed group may be cached, or copied. */
 		km_cache_clear(p->cache);
 		km_proc_crew_withdraw(p, shard_id);

@@ -154,6 +154,15 @@ struct dedup_entry {
 /* The at-most-once entries of a shard, handed over with it (km_proc_dedup_take). */
 struct km_proc_dedup {
 	uint32_t n;
+	/*
+	 * A replicated shard detached and attached again on this node (another worker, or
+	 * back after a failed move) carries what its replicas owed (proc_repl_carry): the
+	 * tags of the replicas waited for, blocked at the next attachment until their
+	 * streams start there, and the key slots whose last write they had not all
+	 * acknowledged. Its entries of such writes wait there too (rseq != 0). Never sent.
+	 */
+	uint64_t repl_tags;
+	uint64_t repl_pend[PROC_REPL_PEND / 64];
 	struct dedup_entry e[];
 };
 
@@ -345,6 +354,14 @@ proc_repl_read_wait(const struct km_proc *p, const struct km_proc_shard *sl, uin
 	return w > sl->repl->acked ? w : 0;
 }
 void proc_repl_detached(struct km_proc *p, struct km_proc_shard *sl);
+void proc_repl_rolled_back(struct km_proc *p, struct km_proc_shard *sl);
+/* A copy of sl's at-most-once entries (NULL: none, or no memory when sl has some). */
+struct km_proc_dedup *proc_dedup_copy(struct km_proc *p, struct km_proc_shard *sl);
+uint64_t proc_repl_carry(struct proc_repl *r, uint64_t *pend, uint64_t *acked);
+struct km_proc_dedup *proc_repl_carry_put(struct km_proc *p, struct km_proc_dedup *set,
+	uint64_t tags, const uint64_t *pend, uint64_t acked);
+uint64_t proc_repl_carried(
+	struct km_proc *p, struct km_proc_shard *sl, const struct km_proc_dedup *set);
 void proc_repl_poll(struct km_proc *p);
 uint64_t proc_repl_acked(struct proc_repl *r);
 int proc_repl_parked(const struct km_proc *p);

@@ -145,6 +145,12 @@ load_ok 31
 cl_wait_map 60 "'n1' in per and $all_in_sync and any(m['nodes'][r[0]]['id'] == 'n1' for s in m['shards'] for r in s[3])" \
 	"n1 back as a replica, in sync"
 echo "ok: n1 rejoined as a replica: $(cl_map_py per)"
+# Its lease expired while cut off: the new one reopened the fence only once the map read
+# after its registration was applied (a stale map never served again).
+grep -q "replicated shards fenced" "$cl_tmp/n1.log" &&
+	grep -q "replicated shards serve again: map epoch" "$cl_tmp/n1.log" ||
+	cl_fail "n1 did not hold its fence until it had applied the map read under its new lease"
+echo "ok: n1's fence stayed closed until the map read under its new lease was applied"
 
 cl_section "d. the leading placer killed with a node"
 cl_wait_map 60 "$all_in_sync and min(per.values()) > 0" "in sync, both nodes primary"

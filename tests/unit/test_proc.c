@@ -3318,6 +3318,111 @@ test_repl_window(void **state)
 	km_proc_export_put(x);
 }
 
+/*
+ * A replicated shard detached and attached again on this node (a failed move put back, a
+ * move between workers) carries what its replicas owed: a write they had not acknowledged
+ * is not answered OK on its retry, nor read by a GET, until a stream of the replica
+ * acknowledges it from the new attachment; the lease fence holds from the attachment on.
+ */
+static void
+test_repl_carry(void **state)
+{
+	struct env *e = *state;
+	static uint8_t buf[6][KM_DGRAM_MAX];
+	struct km_proc_done done[8];
+	struct km_proc_repl_status st;
+	struct km_proc_export *x, *y;
+	struct km_proc_dedup *dd = NULL;
+	uint64_t sid, src = 0x0a000002ULL << 16, sync = UINT64_MAX;
+	_Atomic uint64_t lease = UINT64_MAX;
+	struct km_proc_rrec w = {0};
+	char key[24], other[24];
+	struct km_store *s;
+	struct km_proc *p;
+	struct km_msg msg;
+	unsigned int i;
+	uint16_t wk;
+	struct req put = {.op = KM_OP_PUT, .val = "c1", .val_len = 2, .req_id = 9100000};
+	struct req get = {.op = KM_OP_GET, .req_id = 9100001};
+	struct req get2 = {.op = KM_OP_GET, .req_id = 9100002};
+
+	key_owned(e->map, 0, "rc-", 0, key, sizeof(key));
+	sid = km_shard_id(shard_of(e->map, key));
+	wk = km_shard_owner(shard_of(e->map, key));
+	p = e->proc[wk];
+	for (i = 1;; i++) {
+		key_owned(e->map, wk, "rc-", i, other, sizeof(other));
+		if (km_shard_id(shard_of(e->map, other)) == sid &&
+			(km_key_hash((const uint8_t *)other, strlen(other)) & 255) !=
+				(km_key_hash((const uint8_t *)key, strlen(key)) & 255))
+			break;
+	}
+	put.key = get.key = key;
+	get2.key = other;
+	put.src = get.src = get2.src = src;
+	km_proc_repl_lease(p, &lease);
+	/* A replica in sync (tag 1), caught up. */
+	assert_int_equal(km_proc_repl_new(sid, 8, &x), 0);
+	km_proc_repl_tag(x, 1);
+	km_proc_repl_wait(x, 1);
+	assert_int_equal(km_proc_repl_start(p, x), 0);
+	for (i = 0; i < 1000 && !(km_proc_repl_status(x, &st), st.walked); i++)
+		km_proc_repl_step(p);
+	km_proc_repl_step(p);
+	repl_drain(x, &sync, &w);
+	km_proc_repl_ack(x, sync, 1);
+
+	/* A write the replica has not acknowledged when the shard is detached: BUSY. */
+	assert_int_equal(repl_send(e, p, buf[0], &put, buf[0], &msg), KM_PROC_DEFER);
+	s = km_proc_shard_detach_dedup(p, sid, NULL, &dd);
+	assert_non_null(s);
+	assert_non_null(dd);
+	assert_int_equal(km_proc_poll(p, done, 8), 1);
+	assert_int_equal(km_reply_parse(buf[0], done[0].len, &msg), 0);
+	assert_int_equal(msg.hdr.status, KM_ST_BUSY);
+	km_proc_export_put(x);
+
+	/* Attached again: its retry and a GET of its key wait, a GET of another key is
+	 * answered; the fence holds. */
+	assert_int_equal(km_proc_shard_attach(p, sid, s), 0);
+	km_proc_dedup_give(p, sid, dd, 1);
+	assert_int_equal(repl_send(e, p, buf[1], &put, buf[1], &msg), KM_PROC_DEFER);
+	assert_int_equal(repl_send(e, p, buf[2], &get, buf[2], &msg), KM_PROC_DEFER);
+	assert_int_equal(repl_send(e, p, buf[3], &get2, buf[3], &msg), KM_PROC_REPLY);
+	assert_int_equal(msg.hdr.status, KM_ST_NOT_FOUND);
+	assert_int_equal(km_proc_poll(p, done, 8), 0);
+	atomic_store(&lease, 0);
+	km_proc_time(p, 1);
+	get2.req_id++;
+	assert_int_equal(repl_send(e, p, buf[3], &get2, buf[3], &msg), KM_PROC_REPLY);
+	assert_int_equal(msg.hdr.status, KM_ST_BUSY);
+	atomic_store(&lease, UINT64_MAX);
+
+	/* The replica's stream starts from here: once it has the whole shard, they go. */
+	assert_int_equal(km_proc_repl_new(sid, 8, &y), 0);
+	km_proc_repl_tag(y, 1);
+	km_proc_repl_wait(y, 1);
+	assert_int_equal(km_proc_repl_start(p, y), 0);
+	for (i = 0; i < 1000 && !(km_proc_repl_status(y, &st), st.walked); i++)
+		km_proc_repl_step(p);
+	km_proc_repl_step(p);
+	assert_int_equal(km_proc_poll(p, done, 8), 0);
+	sync = 0;
+	repl_drain(y, &sync, &w);
+	assert_true(sync >= 1);
+	km_proc_repl_ack(y, sync, 1);
+	assert_int_equal(km_proc_poll(p, done, 8), 2);
+	assert_ptr_equal(done[0].cookie, buf[1]);
+	assert_int_equal(km_reply_parse(buf[1], done[0].len, &msg), 0);
+	assert_int_equal(msg.hdr.status, KM_ST_OK);
+	assert_int_equal(km_reply_parse(buf[2], done[1].len, &msg), 0);
+	assert_int_equal(msg.hdr.status, KM_ST_OK);
+	assert_memory_equal(msg.val, "c1", 2);
+	km_proc_repl_stop(p, y);
+	km_proc_export_put(y);
+	km_proc_repl_lease(p, NULL);
+}
+
 /* A stream not waited for that finds no chunk fails; the shard's writes go on. */
 static void
 test_repl_overrun(void **state)
@@ -3514,8 +3619,26 @@ test_repl_rejoin(void **state)
 	store_value(sa2, key, v, sizeof(v));
 	assert_string_equal(v, "a2");
 	store_value(sa2, key2, v, sizeof(v));
-	assert_string_equal(v, "");              /* the write only A had is gone */
-	assert_null(km_proc_replica_dedup(ra2)); /* no write since: no entry */
+	assert_string_equal(v, ""); /* the write only A had is gone */
+	/* The copy came with B's at-most-once entries (sent after the walk): a retry of the
+	 * acknowledged write is answered from them after another failover. */
+	dd = km_proc_replica_dedup(ra2);
+	assert_non_null(dd);
+	{
+		uint32_t nd = km_proc_dedup_count(dd), k;
+		uint8_t *wire = malloc((size_t)nd * KM_PROC_DEDUP_WIRE);
+		int found = 0;
+
+		assert_non_null(wire);
+		km_proc_dedup_encode(dd, wire);
+		for (k = 0; k < nd; k++)
+			found |= km_be_get(wire + (size_t)k * KM_PROC_DEDUP_WIRE, 8) == src &&
+				 km_be_get(wire + (size_t)k * KM_PROC_DEDUP_WIRE + 8, 8) ==
+					 req_id - 2;
+		assert_true(found);
+		free(wire);
+	}
+	km_proc_dedup_free(dd);
 	/* Malformed: a record with key length 0 that is not the sync record. */
 	{
 		uint8_t bad[KM_PROC_XREC_HDR] = {0};
@@ -4465,6 +4588,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_repl_window, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_repl_overrun, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_repl_rejoin, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_repl_carry, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_dedup_moves, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_dedup_index_forward, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(

@@ -1029,7 +1029,7 @@ show_cluster(const json_t *d)
 		"maps_applied", "maps_refused", "shards_created", "shards_moved", "shards_dropped",
 		"shards_here", "shards_sent", "shards_received", "moves_failed", "replication",
 		"replicas", "repl_out", "repl_out_in_sync", "repl_in", "repl_promoted",
-		"repl_streams_in", "repl_refused_in", "repl_broken_out"};
+		"repl_streams_in", "repl_refused_in", "repl_broken_out", "lease_fenced"};
 	const json_t *v;
 	const char *key, *err;
 	uint64_t on = 0, ok = 0, refused = 0;
@@ -1079,6 +1079,16 @@ show_cluster(const json_t *d)
 			jfmt(json_object_get(d, "repl_streams_in")),
 			jfmt(json_object_get(d, "repl_refused_in")),
 			jfmt(json_object_get(d, "repl_broken_out")));
+		if (json_object_get(d, "lease_fenced") != NULL) {
+			uint64_t fenced = 0;
+
+			jint(d, "lease_fenced", &fenced);
+			table_kv(&t, "lease fence",
+				fenced ? "closed: replicated shards answer BUSY (lease not sure, "
+					 "or "
+					 "the map not read again since it was renewed)"
+				       : "open");
+		}
 	}
 	table_kv(&t, "etcd errors", "%s", jfmt(json_object_get(d, "etcd_errors")));
 	table_kv(&t, "last error", "%s", err != NULL && err[0] != '\0' ? err : "none");

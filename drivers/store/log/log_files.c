@@ -6,16 +6,26 @@
 
 #include "log_store.h"
 
+/* A staged file's name is its store's own (its birth in it): two stores of one shard staged
+ * at once (a replica's copy and a move's, a copy and the next) never share a file. */
 void
 log_path(const struct log_store *ls, char *buf, size_t n, int tmp)
 {
-	snprintf(buf, n, "%s/shard-%" PRIu64 ".log%s", ls->dir, ls->id, tmp ? ".tmp" : "");
+	if (tmp)
+		snprintf(buf, n, "%s/shard-%" PRIu64 ".log.%" PRIu64 ".tmp", ls->dir, ls->id,
+			(uint64_t)ls->birth);
+	else
+		snprintf(buf, n, "%s/shard-%" PRIu64 ".log", ls->dir, ls->id);
 }
 
 void
 log_seg_path(const struct log_store *ls, char *buf, size_t n, int tmp)
 {
-	snprintf(buf, n, "%s/shard-%" PRIu64 ".seg%s", ls->cold_dir, ls->id, tmp ? ".tmp" : "");
+	if (tmp)
+		snprintf(buf, n, "%s/shard-%" PRIu64 ".seg.%" PRIu64 ".tmp", ls->cold_dir, ls->id,
+			(uint64_t)ls->birth);
+	else
+		snprintf(buf, n, "%s/shard-%" PRIu64 ".seg", ls->cold_dir, ls->id);
 }
 
 int

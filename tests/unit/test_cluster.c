@@ -1780,7 +1780,9 @@ test_replicas_rules(void **state)
 	mem[0].incarnation = 1;
 	/* n3 joins (in the table): 3 copies: every shard gets a second replica, the copies
 	 * spread evenly (8 shards x 3 copies over 3 nodes). */
-	m = step(&p, m, mem, 3, NULL, 0, &d);
+	n = step(&p, m, mem, 3, NULL, 0, &d);
+	km_cmap_free(m);
+	m = n;
 	km_cluster_decision_free(&d);
 	assert_int_equal(km_cluster_replicas(m, mem, 3, reps, 1, 3, &n, &ch), 1);
 	memset(copies, 0, sizeof(copies));

@@ -476,11 +476,16 @@ out_start(struct rp_out *o)
 }
 
 /* End o's stream on its worker, and its replica's block (the map no longer has it; the
- * shard may have gone: nothing then). */
+ * shard may have gone: nothing then). A shard moved to another worker here carried the
+ * block with it: it ends there too, unless a stream of the shard from that worker took
+ * the tag over (the same replica). */
 static void
 out_unexport(struct rp_out *o)
 {
+	const struct km_cmap *m = km_cluster_cmap();
+	const struct km_cmap_shard *sh = m != NULL ? km_cmap_shard_find(m, o->shard) : NULL;
 	struct km_proc_export *x = o->x;
+	unsigned int i;
 
 	if (x != NULL) {
 		pthread_mutex_lock(&rp.mu);
@@ -493,6 +498,13 @@ out_unexport(struct rp_out *o)
 		km_proc_export_put(x);
 	}
 	(void)km_mailbox_repl_block(o->worker, o->shard, o->tag, 0);
+	if (sh == NULL || sh->node != km_cmap_node_find(m, km_cluster_node_id()) ||
+		sh->worker == o->worker)
+		return;
+	for (i = 0; i < rp.nb_out; i++)
+		if (rp.out[i] != o && rp.out[i]->shard == o->shard && rp.out[i]->tag == o->tag)
+			return;
+	(void)km_mailbox_repl_block(sh->worker, o->shard, o->tag, 0);
 }
 
 static struct rp_out *

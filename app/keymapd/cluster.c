@@ -1028,7 +1028,7 @@ fence_read_map(void)
 	char key[KEY_MAX];
 	struct km_cmap *m = NULL;
 	uint32_t epoch = 1, gen;
-	int rc, want;
+	int rc, want, bad = 0;
 
 	pthread_mutex_lock(&cl.fence_mu);
 	want = cl.fence_read;
@@ -1044,17 +1044,25 @@ fence_read_map(void)
 		epoch = m->epoch;
 		km_cmap_free(m);
 		map_seen(r->kv[0].value, r->kv[0].vlen, r->kv[0].mod_rev);
+	} else if (rc >= 0) {
+		/* No map, or one this node cannot read (a newer placer's): the fence stays
+		 * held, as a failover map may stand there. */
+		KM_LOG(WARNING, "cluster: lease fence: %s; replicated shards stay fenced",
+			rc == 0 ? "no map in etcd" : "the map in etcd does not decode");
+		bad = 1;
 	}
 	km_etcd_kvs_free(r);
 	pthread_mutex_lock(&cl.fence_mu);
 	/* A lease lost again meanwhile: the map is read after the next registration. */
-	if (gen == cl.fence_gen && rc < 0)
+	if (gen == cl.fence_gen && (rc < 0 || bad))
 		cl.fence_read = 1; /* tried again */
 	else if (gen == cl.fence_gen)
 		cl.fence_epoch = epoch;
 	pthread_mutex_unlock(&cl.fence_mu);
 	if (rc < 0)
 		etcd_failed(cl.e, "read the map for the lease fence", rc);
+	else if (bad)
+		usleep(200 * 1000); /* not read again at once */
 }
 
 /* Control lcore: reopen a held fence once the map read under the new lease is applied. */

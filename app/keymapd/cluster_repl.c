@@ -477,8 +477,8 @@ out_start(struct rp_out *o)
 
 /* End o's stream on its worker, and its replica's block (the map no longer has it; the
  * shard may have gone: nothing then). A shard moved to another worker here carried the
- * block with it: it ends there too, unless a stream of the shard from that worker took
- * the tag over (the same replica). */
+ * block with it: it ends there too, unless the map still lists that replica or a stream
+ * of the shard from that worker took the tag over. */
 static void
 out_unexport(struct rp_out *o)
 {
@@ -501,6 +501,12 @@ out_unexport(struct rp_out *o)
 	if (sh == NULL || sh->node != km_cmap_node_find(m, km_cluster_node_id()) ||
 		sh->worker == o->worker)
 		return;
+	/* The map still has that replica (its stream there is not made yet, or could not
+	 * be): it stays blocked. */
+	for (i = 0; i < sh->nb_replicas; i++)
+		if (strcmp(m->nodes[sh->replicas[i].node].id, o->node) == 0 &&
+			m->nodes[sh->replicas[i].node].incarnation == o->inc)
+			return;
 	for (i = 0; i < rp.nb_out; i++)
 		if (rp.out[i] != o && rp.out[i]->shard == o->shard && rp.out[i]->tag == o->tag)
 			return;

@@ -1019,6 +1019,8 @@ lease_registered(void)
 	pthread_mutex_unlock(&cl.fence_mu);
 }
 
+static void thread_sleep_ms(unsigned int ms);
+
 /* Cluster thread: read map/current for a fence held (its epoch, then posted as any map
  * read). */
 static void
@@ -1047,8 +1049,12 @@ fence_read_map(void)
 	} else if (rc >= 0) {
 		/* No map, or one this node cannot read (a newer placer's): the fence stays
 		 * held, as a failover map may stand there. */
-		KM_LOG(WARNING, "cluster: lease fence: %s; replicated shards stay fenced",
-			rc == 0 ? "no map in etcd" : "the map in etcd does not decode");
+		static uint32_t logged_gen = UINT32_MAX;
+
+		if (logged_gen != gen) /* once per fence */
+			KM_LOG(WARNING, "cluster: lease fence: %s; replicated shards stay fenced",
+				rc == 0 ? "no map in etcd" : "the map in etcd does not decode");
+		logged_gen = gen;
 		bad = 1;
 	}
 	km_etcd_kvs_free(r);
@@ -1062,7 +1068,7 @@ fence_read_map(void)
 	if (rc < 0)
 		etcd_failed(cl.e, "read the map for the lease fence", rc);
 	else if (bad)
-		usleep(200 * 1000); /* not read again at once */
+		thread_sleep_ms(200); /* not read again at once */
 }
 
 /* Control lcore: reopen a held fence once the map read under the new lease is applied. */

@@ -135,6 +135,10 @@ struct rp_in {
 	_Atomic uint64_t gen;
 	unsigned int refs; /* receiver threads holding it (mu) */
 	int dead;          /* retired: out of rp.in, freed by the last of refs (mu) */
+	/* Its promotion's commit failed (mu): tried again from promote_tsc, at its epoch. */
+	int promote_failed;
+	uint64_t promote_tsc;
+	uint32_t promote_epoch;
 };
 
 static struct {
@@ -475,10 +479,26 @@ out_start(struct rp_out *o)
 	return 0;
 }
 
+/* A wanted entry other than o for o's shard and replica run (node, incarnation) from worker w. */
+static int
+out_made(const struct rp_out *o, uint16_t w)
+{
+	unsigned int i;
+
+	for (i = 0; i < rp.nb_out; i++) {
+		const struct rp_out *e = rp.out[i];
+
+		if (e != o && !e->unwanted && e->shard == o->shard && e->worker == w &&
+			e->inc == o->inc && strcmp(e->node, o->node) == 0)
+			return 1;
+	}
+	return 0;
+}
+
 /* End o's stream on its worker, and its replica's block (the map no longer has it; the
  * shard may have gone: nothing then). A shard moved to another worker here carried the
- * block with it: it ends there too, unless the map still lists that replica or a stream
- * of the shard from that worker took the tag over. */
+ * block with it: it ends there too, unless a stream of the shard took the tag over, or
+ * the map still lists that replica and no stream to it from that worker could be made. */
 static void
 out_unexport(struct rp_out *o)
 {
@@ -501,26 +521,43 @@ out_unexport(struct rp_out *o)
 	if (sh == NULL || sh->node != km_cmap_node_find(m, km_cluster_node_id()) ||
 		sh->worker == o->worker)
 		return;
-	/* The map still has that replica (its stream there is not made yet, or could not
-	 * be): it stays blocked. */
-	for (i = 0; i < sh->nb_replicas; i++)
-		if (strcmp(m->nodes[sh->replicas[i].node].id, o->node) == 0 &&
-			m->nodes[sh->replicas[i].node].incarnation == o->inc)
-			return;
+	/* A stream of the shard took the tag over: it is its block now. */
 	for (i = 0; i < rp.nb_out; i++)
 		if (rp.out[i] != o && rp.out[i]->shard == o->shard && rp.out[i]->tag == o->tag)
+			return;
+	/* The map still has that replica and no stream to it from the shard's worker was
+	 * made (a full table, no memory): it stays blocked. One that was made (under
+	 * another tag, its copy moved to another worker there) blocks under its own. */
+	for (i = 0; i < sh->nb_replicas; i++)
+		if (strcmp(m->nodes[sh->replicas[i].node].id, o->node) == 0 &&
+			m->nodes[sh->replicas[i].node].incarnation == o->inc &&
+			!out_made(o, sh->worker))
 			return;
 	(void)km_mailbox_repl_block(sh->worker, o->shard, o->tag, 0);
 }
 
+/* The entry of shard's stream to run inc of node, replica worker rworker: the one from
+ * worker w (exact), else one from another worker (another != NULL: the shard changed worker
+ * here), else NULL. */
 static struct rp_out *
-out_find(uint64_t shard, const char *node)
+out_find(uint64_t shard, const char *node, uint64_t inc, uint16_t rworker, uint16_t w,
+	struct rp_out **another)
 {
 	unsigned int i;
 
-	for (i = 0; i < rp.nb_out; i++)
-		if (rp.out[i]->shard == shard && strcmp(rp.out[i]->node, node) == 0)
-			return rp.out[i];
+	*another = NULL;
+	for (i = 0; i < rp.nb_out; i++) {
+		struct rp_out *o = rp.out[i];
+
+		if (o->shard != shard || o->inc != inc || o->rworker != rworker ||
+			strcmp(o->node, node) != 0)
+			continue;
+		if (o->worker == w)
+			return o;
+		/* The stream the last map wanted (not one stopped before it). */
+		if (*another == NULL || atomic_load(&(*another)->stop))
+			*another = o;
+	}
 	return NULL;
 }
 
@@ -555,14 +592,9 @@ outs_apply(const struct km_cmap *m, int self)
 		for (j = 0; j < sh->nb_replicas; j++) {
 			const struct km_cmap_replica *r = &sh->replicas[j];
 			const struct km_cmap_node *n = &m->nodes[r->node];
-			struct rp_out *o = out_find(sh->id, n->id), *was = NULL;
+			struct rp_out *was, *o = out_find(sh->id, n->id, n->incarnation, r->worker,
+						    sh->worker, &was);
 
-			if (o != NULL && o->inc == n->incarnation && o->rworker == r->worker &&
-				o->worker != sh->worker)
-				was = o; /* the shard changed worker here */
-			if (o != NULL && (o->inc != n->incarnation || o->worker != sh->worker ||
-						 o->rworker != r->worker))
-				o = NULL; /* another run or place of it: a new stream below */
 			if (o != NULL) {
 				o->unwanted = 0;
 				if (o->in_sync != r->in_sync) {
@@ -643,6 +675,12 @@ outs_tick(void)
 		if (o->unwanted) {
 			i++;
 			continue;
+		}
+		if (st == RP_DEAD) {
+			/* Stopped, then wanted again by a map (its export still waits for
+			 * it): started again below. */
+			atomic_store(&o->state, RP_BROKEN);
+			st = RP_BROKEN;
 		}
 		if (st == RP_BROKEN && o->retry_tsc == 0) {
 			KM_LOG(WARNING, "cluster: shard %" PRIu64 ": stream to node %s broken: %s",
@@ -1152,6 +1190,68 @@ out:
 	free(r.buf);
 }
 
+/* Control lcore, mu held: the complete copy of in becomes the shard's store here, with its
+ * at-most-once entries. Not before its files are committed (they take the shard's name with
+ * the log store, so that a restart of this node finds the shard's data as a primary's):
+ * a copy served from staged files would be discarded by a restart with acknowledged writes.
+ * 0, or the commit's error (in keeps its copy and is to be tried again). */
+static int
+in_promote(struct rp_in *in, uint32_t epoch)
+{
+	struct km_proc_dedup *dd = km_proc_replica_dedup(in->copy);
+	struct km_store *st = km_proc_replica_store(in->copy);
+	struct timespec now;
+	int rc;
+
+	if (st->ops->commit != NULL && (rc = st->ops->commit(st)) < 0) {
+		if (!in->promote_failed)
+			KM_LOG(ERR,
+				"cluster: shard %" PRIu64 ": replica not promoted, its files not "
+				"committed (%s): it is tried again every second",
+				in->shard, strerror(-rc));
+		in->promote_failed = 1;
+		in->promote_tsc = rte_get_timer_cycles() + ms_tsc(1000);
+		in->promote_epoch = epoch;
+		return rc;
+	}
+	in->promote_failed = 0;
+	clock_gettime(CLOCK_REALTIME, &now);
+	km_store_version_floor(
+		st, RTE_MAX(km_proc_replica_vmax(in->copy),
+			    (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec));
+	KM_LOG(NOTICE,
+		"cluster map epoch %u: shard %" PRIu64 " promoted here (replica of node %s, last "
+		"write %" PRIu64 ")",
+		epoch, in->shard, in->primary, km_proc_replica_applied(in->copy));
+	km_proc_replica_free(in->copy, 1);
+	in->copy = NULL;
+	km_cluster_incoming_return(in->shard, st, dd);
+	atomic_fetch_add_explicit(&rp.promoted, 1, memory_order_relaxed);
+	return 0;
+}
+
+/* Control lcore: promotions whose commit failed, tried again. */
+static void
+ins_tick(void)
+{
+	uint64_t now = rte_get_timer_cycles();
+	unsigned int i;
+
+	pthread_mutex_lock(&rp.mu);
+	for (i = 0; i < rp.nb_in;) {
+		struct rp_in *in = rp.in[i];
+
+		if (!in->promote_failed || in->copy == NULL || now < in->promote_tsc ||
+			km_cluster_incoming_has(in->shard) ||
+			in_promote(in, in->promote_epoch) < 0) {
+			i++;
+			continue;
+		}
+		in_retire(in); /* rp.in[i] is the next one now */
+	}
+	pthread_mutex_unlock(&rp.mu);
+}
+
 /* Control lcore: replicas the map (m, this node at index self) no longer has here, or
  * whose primary changed, stop; shards it gives to this node that are replicated here are
  * promoted (handed to the application as received stores). */
@@ -1159,7 +1259,6 @@ static void
 ins_apply(const struct km_cmap *m, int self)
 {
 	unsigned int i, j;
-	int rc;
 
 	pthread_mutex_lock(&rp.mu);
 	rp.in_epoch = m->epoch; /* a stream checked against an older map is refused */
@@ -1168,6 +1267,7 @@ ins_apply(const struct km_cmap *m, int self)
 		const struct km_cmap_shard *sh = km_cmap_shard_find(m, in->shard);
 		int listed = 0, same = 0;
 
+		in->promote_failed = 0; /* this map decides */
 		if (sh != NULL) {
 			for (j = 0; j < sh->nb_replicas; j++)
 				listed |= sh->replicas[j].node == self;
@@ -1182,32 +1282,10 @@ ins_apply(const struct km_cmap *m, int self)
 		/* A cross-node move's copy (complete at its detach) wins over the replica's. */
 		if (sh != NULL && sh->node == self && in->copy != NULL &&
 			!km_cluster_incoming_has(in->shard)) {
-			/* Promoted: the copy serves, with its at-most-once entries. */
-			struct km_proc_dedup *dd = km_proc_replica_dedup(in->copy);
-			struct km_store *st = km_proc_replica_store(in->copy);
-			struct timespec now;
-
-			/* Its files take the shard's name (with the log store): a restart of
-			 * this node finds the shard's data as a primary's. */
-			if (st->ops->commit != NULL && (rc = st->ops->commit(st)) < 0)
-				KM_LOG(CRIT,
-					"cluster: shard %" PRIu64
-					": promoted copy not committed (%s): "
-					"it serves, but a restart of this node would not find it",
-					in->shard, strerror(-rc));
-			clock_gettime(CLOCK_REALTIME, &now);
-			km_store_version_floor(st, RTE_MAX(km_proc_replica_vmax(in->copy),
-							   (uint64_t)now.tv_sec * 1000000000u +
-								   (uint64_t)now.tv_nsec));
-			KM_LOG(NOTICE,
-				"cluster map epoch %u: shard %" PRIu64
-				" promoted here (replica of node %s, last write %" PRIu64 ")",
-				m->epoch, in->shard, in->primary,
-				km_proc_replica_applied(in->copy));
-			km_proc_replica_free(in->copy, 1);
-			in->copy = NULL;
-			km_cluster_incoming_return(in->shard, st, dd);
-			atomic_fetch_add_explicit(&rp.promoted, 1, memory_order_relaxed);
+			if (in_promote(in, m->epoch) < 0) {
+				i++; /* kept: tried again at the tick */
+				continue;
+			}
 		} else if (sh != NULL && listed) {
 			/* Another primary: its stream comes; the copy stays until then. */
 			i++;
@@ -1236,6 +1314,7 @@ void
 km_cluster_repl_tick(uint32_t epoch)
 {
 	outs_tick();
+	ins_tick();
 	report_tick(epoch);
 }
 

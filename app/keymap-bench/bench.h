@@ -60,6 +60,7 @@ struct bench_conf {
 	uint32_t inflight;     /* closed loop: requests in flight */
 	double rate;           /* open loop: requests/s (0: closed loop) */
 	int drop_refused;      /* open loop: a request the transport refuses is dropped */
+	int check;             /* every reply checked against its request (km_tgt_check) */
 	double duration_s;     /* measuring phase bound */
 	uint64_t max_requests; /* 0: unbounded (duration decides) */
 	uint64_t timeout_us;
@@ -87,6 +88,7 @@ struct bench_result {
 	uint64_t busy;   /* of which BUSY (keymap target) */
 	uint64_t timeouts;
 	uint64_t stray;   /* datagrams that matched no request in flight */
+	uint64_t bad;     /* --check: replies that are not their request's answer */
 	uint64_t tx_full; /* sends the transport refused (retried later unless dropped) */
 	uint64_t dropped; /* open loop, drop_refused: requests refused and not sent again */
 	uint64_t late;    /* open loop: requests sent after their due time + 1 ms */

@@ -33,6 +33,7 @@ struct slot {
 	uint64_t sent_ns; /* when it went out: timeouts count from here */
 	uint64_t id;      /* of the request in flight */
 	uint32_t key;     /* key index: preload retries resend it */
+	uint32_t vlen;    /* PUT: value bytes */
 	uint8_t op;
 	uint8_t busy;
 	uint8_t tries;
@@ -52,6 +53,7 @@ struct engine {
 	struct bench_req pend[BENCH_BURST];
 	unsigned int nb_pend;
 	struct bench_second sec;
+	struct km_tgt_tmpl tmpl[KM_WL_DEL + 1]; /* the last request's of each op */
 };
 
 /* Is the next request due? Fills e->pend up to BENCH_BURST. @return 1 when exhausted. */
@@ -111,6 +113,28 @@ skip_due(struct engine *e, uint64_t now, struct bench_result *r)
 	e->next_due = e->t0 + (uint64_t)((double)e->nb_due * 1e9 / e->ph->rate);
 }
 
+/*
+ * Request p with id and key into buf: from its op's template when p has the template's
+ * sizes. A workload's sizes are fixed: its template is made once; a trace's keys and values
+ * vary: the template is kept for the first sizes seen and others are encoded in full.
+ */
+static size_t
+req_build(struct engine *e, const struct bench_req *p, uint64_t id, const char *key, size_t klen,
+	uint8_t *buf, size_t cap)
+{
+	struct km_tgt_tmpl *t = p->op <= KM_WL_DEL ? &e->tmpl[p->op] : NULL;
+
+	if (t != NULL && (t->frame == NULL || t->klen != klen || t->vlen != p->vlen) &&
+		(t->frame == NULL || e->ph->trace == NULL)) {
+		km_tgt_tmpl_fini(t);
+		(void)km_tgt_tmpl_init(t, e->c->target, p->op, klen, p->vlen);
+	}
+	if (t != NULL && t->frame != NULL && t->klen == klen && t->vlen == p->vlen)
+		return km_tgt_tmpl_build(t, id, p->session, key, buf, cap);
+	return km_tgt_build(
+		e->c->target, p->op, id, p->session, key, klen, NULL, p->vlen, buf, cap);
+}
+
 static void
 send_pending(struct engine *e, struct bench_xport *x, uint64_t now, struct bench_result *r)
 {
@@ -135,8 +159,7 @@ send_pending(struct engine *e, struct bench_xport *x, uint64_t now, struct bench
 		s = e->free_ids[e->nb_free - 1 - i];
 		id = ((next_seq + i) << 16) | s;
 		klen = bench_source_key(&e->src, p->key, key);
-		len = km_tgt_build(e->c->target, p->op, id, p->session, key, klen, NULL, p->vlen,
-			bufs[i], cap[i]);
+		len = req_build(e, p, id, key, klen, bufs[i], cap[i]);
 		/* The cookie and key id are pre-encoded: a copy, and a MAC with a key. */
 		if (e->auth != NULL)
 			len = km_tgt_seal(&e->auth->seal, bufs[i], len, cap[i]);
@@ -154,6 +177,7 @@ send_pending(struct engine *e, struct bench_xport *x, uint64_t now, struct bench
 		sl->busy = 1;
 		sl->op = p->op;
 		sl->key = p->key;
+		sl->vlen = p->vlen;
 		sl->tries = p->tries;
 		sl->t_ns = p->due_ns;
 		sl->sent_ns = now;
@@ -192,6 +216,18 @@ slot_release(struct engine *e, uint32_t s)
 	e->free_ids[e->nb_free++] = s;
 }
 
+/* --check: whether rep does not answer sl's request. A workload's keys all hold values of
+ * --value-size (its preload's, its PUTs'); a trace's vary. */
+static int
+reply_wrong(const struct engine *e, const struct slot *sl, const struct km_tgt_reply *rep)
+{
+	char key[KM_KEY_MAX + 1];
+	size_t klen = bench_source_key(&e->src, sl->key, key);
+	size_t vlen = sl->op == KM_WL_PUT ? sl->vlen : e->ph->trace == NULL ? e->c->value_size : 0;
+
+	return km_tgt_check(e->c->target, rep, sl->op, key, klen, vlen) != 0;
+}
+
 static void
 receive(struct engine *e, struct bench_xport *x, uint64_t now, struct bench_result *r)
 {
@@ -217,6 +253,8 @@ receive(struct engine *e, struct bench_xport *x, uint64_t now, struct bench_resu
 			continue;
 		}
 		sl = &e->slots[s];
+		if (e->c->check && reply_wrong(e, sl, &rep))
+			r->bad++;
 		lat = now > sl->t_ns ? now - sl->t_ns : 0;
 		km_hist_add(&r->lat, lat);
 		km_hist_add(&r->lat_sent, now > sl->sent_ns ? now - sl->sent_ns : 0);
@@ -401,6 +439,8 @@ bench_engine_run(struct bench_xport *x, struct bench_phase *ph, struct bench_res
 	r->cpu_share = now > e.t0 ? (double)(thread_cpu_ns() - cpu0) / (double)(now - e.t0) : 0;
 	free(e.slots);
 	free(e.free_ids);
+	for (s = 0; s <= KM_WL_DEL; s++)
+		km_tgt_tmpl_fini(&e.tmpl[s]);
 	bench_source_fini(&e.src);
 	return 0;
 }

@@ -321,6 +321,11 @@ judge(const struct bench_conf *c, const struct bench_result *res)
 		fprintf(stderr, "keymap-bench: interrupted\n");
 	else if (res->replies == 0)
 		fprintf(stderr, "keymap-bench: no reply from the target\n");
+	else if (res->bad > 0)
+		fprintf(stderr,
+			"keymap-bench: %" PRIu64
+			" replies did not answer their request (--check)\n",
+			res->bad);
 	else if ((double)lost >
 		 c->max_timeout_ratio * (double)(res->sent + res->unsent + res->dropped))
 		fprintf(stderr,

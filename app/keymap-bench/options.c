@@ -71,6 +71,9 @@ usage(FILE *f)
 		"      --drop-refused     open loop: a request the transport refuses (ring or\n"
 		"                         socket buffer full) is dropped and counted, not sent\n"
 		"                         again\n"
+		"      --check            check every reply against its request (echo: its key\n"
+		"                         and value; a GET hit: the value keymap-bench writes);\n"
+		"                         a wrong one fails the run (exit 2)\n"
 		"  -D, --duration S       length of the measured phase in seconds (default 10)\n"
 		"  -n, --requests N       stop after N requests\n"
 		"      --timeout-us N     a request without reply after N us is lost (default\n"
@@ -122,6 +125,7 @@ enum {
 	O_TRACE_SPEED,
 	O_TIMEOUT_US,
 	O_DROP_REFUSED,
+	O_CHECK,
 	O_MAX_TIMEOUTS,
 	O_KEY,
 	O_SIMULATE,
@@ -206,6 +210,7 @@ static const struct opt_desc opts[] = {
 	UNUM("inflight", 'c', inflight, 1, 65536),
 	OTHER("rate", 'r'),
 	FLAG("drop-refused", O_DROP_REFUSED, K_ON, drop_refused),
+	FLAG("check", O_CHECK, K_ON, check),
 	DNUM("duration", 'D', duration_s, 0.001, DURATION_MAX),
 	UNUM("requests", 'n', max_requests, 1, UINT64_MAX),
 	UNUM("timeout-us", O_TIMEOUT_US, timeout_us, 10, 60000000),
@@ -575,6 +580,11 @@ check_transport(struct bench_conf *c, int eal, int xport_set)
 	if (c->rate > 0) {
 		fprintf(stderr, "keymap-bench: libkeymap runs a closed loop: --rate needs "
 				"--transport socket or eth\n");
+		return EXIT_USAGE;
+	}
+	if (c->check) {
+		fprintf(stderr, "keymap-bench: --check needs --transport socket or eth (libkeymap "
+				"checks its replies itself)\n");
 		return EXIT_USAGE;
 	}
 	return -1;

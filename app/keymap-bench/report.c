@@ -83,8 +83,8 @@ bench_print_summary(FILE *f, const struct bench_report *rep)
 		r->gets, r->hits, r->misses, bench_hit_ratio(r));
 	fprintf(f,
 		"  puts      %" PRIu64 "  dels %" PRIu64 "  errors %" PRIu64 " (busy %" PRIu64
-		")  timeouts %" PRIu64 "  stray %" PRIu64 "\n",
-		r->puts, r->dels, r->errors, r->busy, r->timeouts, r->stray);
+		")  timeouts %" PRIu64 "  stray %" PRIu64 "  bad %" PRIu64 "\n",
+		r->puts, r->dels, r->errors, r->busy, r->timeouts, r->stray, r->bad);
 	fprintf(f,
 		"  sending   late %" PRIu64 "  unsent %" PRIu64 "  refused %" PRIu64
 		"  dropped %" PRIu64 "\n",
@@ -132,9 +132,10 @@ bench_write_json(const char *path, const struct bench_report *rep, const struct 
 		"  \"gets\": %" PRIu64 ",\n  \"hits\": %" PRIu64 ",\n  \"misses\": %" PRIu64
 		",\n  \"hit_ratio\": %.6f,\n  \"puts\": %" PRIu64 ",\n  \"dels\": %" PRIu64
 		",\n  \"errors\": %" PRIu64 ",\n  \"timeouts\": %" PRIu64 ",\n  \"stray\": %" PRIu64
-		",\n  \"late\": %" PRIu64 ",\n  \"unsent\": %" PRIu64 ",\n",
+		",\n  \"bad\": %" PRIu64 ",\n  \"late\": %" PRIu64 ",\n  \"unsent\": %" PRIu64
+		",\n",
 		r->gets, r->hits, r->misses, bench_hit_ratio(r), r->puts, r->dels, r->errors,
-		r->timeouts, r->stray, r->late, r->unsent);
+		r->timeouts, r->stray, r->bad, r->late, r->unsent);
 	fprintf(f,
 		"  \"busy\": %" PRIu64 ",\n  \"refused\": %" PRIu64 ",\n  \"dropped\": %" PRIu64
 		",\n  \"cpu_share\": %.4f,\n",

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <km_proto.h>
@@ -281,6 +282,65 @@ km_tgt_build(enum km_tgt_kind kind, uint8_t op, uint64_t req_id, uint32_t sessio
 	return 0;
 }
 
+int
+km_tgt_tmpl_init(struct km_tgt_tmpl *t, enum km_tgt_kind kind, uint8_t op, size_t klen, size_t vlen)
+{
+	uint8_t key[KM_KEY_MAX];
+	uint8_t *f = malloc(KM_DGRAM_MAX);
+	size_t len;
+
+	memset(t, 0, sizeof(*t));
+	if (f == NULL)
+		return -ENOMEM;
+	if (klen > sizeof(key)) {
+		free(f);
+		return -EINVAL;
+	}
+	memset(key, 0, klen);
+	len = km_tgt_build(kind, op, 0, 0, key, klen, NULL, vlen, f, KM_DGRAM_MAX);
+	if (len == 0) {
+		free(f);
+		return -EINVAL;
+	}
+	t->frame = f;
+	t->len = (uint16_t)len;
+	t->klen = (uint16_t)klen;
+	t->kind = (uint8_t)kind;
+	t->op = op;
+	t->vlen = (uint32_t)vlen;
+	if (kind == KM_TGT_MEMCACHED)
+		t->key_off = MC_FRAME_LEN + MC_HDR_LEN + (op == KM_WL_PUT ? MC_SET_EXTRAS : 0);
+	else
+		t->key_off = KM_HDR_LEN;
+	return 0;
+}
+
+void
+km_tgt_tmpl_fini(struct km_tgt_tmpl *t)
+{
+	free(t->frame);
+	t->frame = NULL;
+}
+
+size_t
+km_tgt_tmpl_build(const struct km_tgt_tmpl *t, uint64_t req_id, uint32_t session, const void *key,
+	uint8_t *buf, size_t cap)
+{
+	if (t->len > cap)
+		return 0;
+	memcpy(buf, t->frame, t->len);
+	memcpy(buf + t->key_off, key, t->klen);
+	if (t->kind == KM_TGT_MEMCACHED) {
+		put_be16(buf, (uint16_t)req_id);
+		put_be32(buf + MC_FRAME_LEN + 12, (uint32_t)req_id);
+	} else {
+		/* km_hdr_encode()'s places of req_id and session */
+		km_put64(buf + 16, req_id);
+		km_put32(buf + 32, session);
+	}
+	return t->len;
+}
+
 /*
  * Every target reports success as 0 and "no such key" as 1 (keymap: KM_ST_OK,
  * KM_ST_NOT_FOUND; memcached: status 0 and 1); what success means depends on the op.
@@ -291,8 +351,12 @@ classify(uint8_t op, uint16_t status, uint32_t val_len, struct km_tgt_reply *out
 {
 	if (op != KM_WL_GET && op != KM_WL_PUT && op != KM_WL_DEL)
 		return -1;
+	out->op = op;
 	out->status = status;
 	out->val_len = 0;
+	out->key_len = 0;
+	out->key = NULL;
+	out->val = NULL;
 	if (status == 0 && op == KM_WL_GET) {
 		out->result = KM_TGT_R_HIT;
 		out->val_len = val_len;
@@ -332,7 +396,11 @@ keymap_parse(const uint8_t *buf, size_t len, struct km_tgt_reply *out)
 	out->req_id = m.hdr.req_id;
 	/* DENIED says why in its version field. */
 	out->deny = m.hdr.status == KM_ST_DENIED ? (uint8_t)m.hdr.version : 0;
-	return classify(keymap_wl_op(m.hdr.op), m.hdr.status, m.hdr.val_len, out);
+	if (classify(keymap_wl_op(m.hdr.op), m.hdr.status, m.hdr.val_len, out) != 0)
+		return -1;
+	if (out->val_len != 0)
+		out->val = m.val;
+	return 0;
 }
 
 /* The request itself, returned unparsed by keymapd in echo mode. */
@@ -347,7 +415,13 @@ echo_parse(const uint8_t *buf, size_t len, struct km_tgt_reply *out)
 	out->deny = 0;
 	/* Status 0 in every request: a GET counts as a hit (of its empty value), a PUT as
 	 * stored. */
-	return classify(keymap_wl_op(m.hdr.op), KM_ST_OK, 0, out);
+	if (classify(keymap_wl_op(m.hdr.op), KM_ST_OK, 0, out) != 0)
+		return -1;
+	out->key = m.key;
+	out->key_len = m.hdr.key_len;
+	out->val = m.val;
+	out->val_len = m.hdr.val_len;
+	return 0;
 }
 
 static int
@@ -385,7 +459,34 @@ memcached_parse(const uint8_t *buf, size_t len, struct km_tgt_reply *out)
 	}
 	out->req_id = opaque;
 	out->deny = 0;
-	return classify(op, get_be16(h + 6), body - extlen - klen, out);
+	if (classify(op, get_be16(h + 6), body - extlen - klen, out) != 0)
+		return -1;
+	if (out->val_len != 0)
+		out->val = h + MC_HDR_LEN + extlen + klen;
+	return 0;
+}
+
+int
+km_tgt_check(enum km_tgt_kind kind, const struct km_tgt_reply *r, uint8_t op, const void *key,
+	size_t klen, size_t vlen)
+{
+	size_t i;
+
+	if (r->op != op)
+		return -1;
+	if (kind == KM_TGT_ECHO) {
+		if (r->key_len != klen || memcmp(r->key, key, klen) != 0 ||
+			r->val_len != (op == KM_WL_PUT ? vlen : 0))
+			return -1;
+	} else if (r->result != KM_TGT_R_HIT || op != KM_WL_GET) {
+		return 0; /* nothing more to check */
+	} else if (vlen != 0 && r->val_len != vlen) {
+		return -1;
+	}
+	for (i = 0; i < r->val_len; i++)
+		if (r->val[i] != (uint8_t)('a' + i % 26))
+			return -1;
+	return 0;
 }
 
 int

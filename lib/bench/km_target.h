@@ -52,7 +52,11 @@ struct km_tgt_reply {
 	uint8_t result;   /* enum km_tgt_result */
 	uint8_t deny;     /* keymap DENIED: why (enum km_deny), else 0 */
 	uint16_t status;  /* the server's own status code (keymap: enum km_status) */
-	uint32_t val_len; /* GET hit: bytes of value */
+	uint32_t val_len; /* GET hit: bytes of value; echo: of the request's value */
+	uint8_t op;       /* the operation it answers (enum km_wl_opcode) */
+	uint16_t key_len; /* echo: the request's key (key_len bytes at key), else 0 */
+	const uint8_t *key;
+	const uint8_t *val; /* val_len bytes (in the datagram parsed) */
 };
 
 /**
@@ -69,6 +73,42 @@ size_t km_tgt_build(enum km_tgt_kind kind, uint8_t op, uint64_t req_id, uint32_t
 	const void *key, size_t klen, const void *val, size_t vlen, uint8_t *buf, size_t cap);
 
 /**
+ * A request pre-encoded for one (target, op, key length, value length): its bytes with the
+ * value pattern, the key, the request id and the session left to write. A request costs a copy
+ * and two small writes instead of an encoding (and the value pattern).
+ */
+struct km_tgt_tmpl {
+	uint8_t *frame;   /* the request, key and request id zero */
+	uint16_t len;     /* its length */
+	uint16_t key_off; /* where the key goes */
+	uint16_t klen;
+	uint8_t kind; /* enum km_tgt_kind */
+	uint8_t op;
+	uint32_t vlen;
+};
+
+/**
+ * Pre-encode t as km_tgt_build(kind, op, 0, 0, key, klen, NULL, vlen, ...) would.
+ * @return 0, -EINVAL when the request is outside the target's limits (as km_tgt_build()
+ *   returning 0 for a large enough buf), -ENOMEM.
+ * @note Context: any thread; t is the caller's (release with km_tgt_tmpl_fini()).
+ */
+int km_tgt_tmpl_init(
+	struct km_tgt_tmpl *t, enum km_tgt_kind kind, uint8_t op, size_t klen, size_t vlen);
+
+/** Release t's frame (t may be zeroed or already released). */
+void km_tgt_tmpl_fini(struct km_tgt_tmpl *t);
+
+/**
+ * Write t's request with key (t->klen bytes), req_id and session (keymap; memcached has
+ * none) into buf: the same bytes as km_tgt_build() with t's parameters.
+ * @return its length, or 0 when cap is too small.
+ * @note Context: any thread (writes only buf).
+ */
+size_t km_tgt_tmpl_build(const struct km_tgt_tmpl *t, uint64_t req_id, uint32_t session,
+	const void *key, uint8_t *buf, size_t cap);
+
+/**
  * Read a reply datagram. The wire tells which operation it answers (keymap: the reply's
  * op; memcached: the response opcode; echo: the request's op), so an OK reply is
  * KM_TGT_R_HIT for a GET and KM_TGT_R_STORED for a PUT or DEL.
@@ -77,6 +117,17 @@ size_t km_tgt_build(enum km_tgt_kind kind, uint8_t op, uint64_t req_id, uint32_t
  * @note Context: any thread (pure: writes only out).
  */
 int km_tgt_parse(enum km_tgt_kind kind, const uint8_t *buf, size_t len, struct km_tgt_reply *out);
+
+/**
+ * Whether reply r (km_tgt_parse()) answers the request of op with key (klen bytes) and a
+ * vlen-byte pattern value (PUT) as it should: the same op; echo: the request's own key and
+ * value; a GET hit: a value of the pattern km_tgt_build() writes (the bench writes no
+ * other), vlen bytes of it when vlen is not 0.
+ * @return 0, or -1 when it does not.
+ * @note Context: any thread (pure).
+ */
+int km_tgt_check(enum km_tgt_kind kind, const struct km_tgt_reply *r, uint8_t op, const void *key,
+	size_t klen, size_t vlen);
 
 /**
  * Largest value a PUT can carry for a key of klen bytes and a GET can read back in one

@@ -105,6 +105,7 @@ expect 1 "bad.csv:3:" "$bench" --trace "$tmp/bad.csv"
 expect 1 "big.csv:2:" "$bench" --trace "$tmp/big.csv"
 expect 1 "needs --trace FILE and --cache" "$bench" --simulate --cache 10
 expect 1 "only to keymap" "$bench" -t echo -x libkeymap
+expect 1 "check needs --transport socket or eth" "$bench" -x libkeymap --check
 expect 1 "closed loop" "$bench" -x libkeymap --rate 1000
 expect 1 "is for an open loop" "$bench" -x socket --drop-refused
 expect 1 "needs EAL arguments" "$bench" -x eth
@@ -132,17 +133,18 @@ expect 2 "preload incomplete" ip netns exec "$ns" "$bench" -x socket -s 127.0.0.
 
 # --- Echo over memif.
 start_keymapd echo "net_memif0,role=server,socket=$sock" --echo
-expect 0 "ops/s" ip netns exec "$ns" "$bench" -t echo -D 1 -c 16 -q --json "$tmp/echo.json" \
-	"${memif_eal[@]}"
-[ "$(json "$tmp/echo.json" 'replies > 1000 and timeouts == 0 and hits == gets')" = True ] ||
+# --check: every reply is its own request (key, op, value), from the pre-encoded requests.
+expect 0 "ops/s" ip netns exec "$ns" "$bench" -t echo -g 0.5 -D 1 -c 16 -q --check \
+	--json "$tmp/echo.json" "${memif_eal[@]}"
+[ "$(json "$tmp/echo.json" 'replies > 1000 and timeouts == 0 and hits == gets and bad == 0 and puts > 100')" = True ] ||
 	fail "echo: $(cat "$tmp/echo.json")"
 stop_server
 
 # --- keymap over memif: GET hits after preload, open loop, trace replay.
 start_keymapd memif "net_memif0,role=server,socket=$sock"
-expect 0 "hit ratio 1.0000" ip netns exec "$ns" "$bench" -g 1 -k 2000 -D 1 -c 16 -q \
+expect 0 "hit ratio 1.0000" ip netns exec "$ns" "$bench" -g 1 -k 2000 -D 1 -c 16 -q --check \
 	--json "$tmp/get.json" --csv "$tmp/get.csv" --cdf "$tmp/get.cdf" "${memif_eal[@]}"
-[ "$(json "$tmp/get.json" 'gets == hits and errors == 0 and timeouts == 0 and gets > 1000')" = True ] ||
+[ "$(json "$tmp/get.json" 'gets == hits and errors == 0 and timeouts == 0 and gets > 1000 and bad == 0')" = True ] ||
 	fail "get: $(cat "$tmp/get.json")"
 head -1 "$tmp/get.csv" | grep -q "^t_s,ops_per_s,p50_us,p99_us,timeouts$" || fail "CSV header"
 tail -1 "$tmp/get.cdf" | grep -q " 1.000000$" || fail "CDF does not reach 1"
@@ -201,8 +203,8 @@ echo "ok: overload: answered every second, every request accounted for, RSS with
 	for i in $(seq 300 999); do echo "$i,GET,t$((i % 10))/k$((i % 100)),32,0"; done
 } >"$tmp/replay.csv"
 expect 0 "hit ratio 1.0000" ip netns exec "$ns" "$bench" --trace "$tmp/replay.csv" -D 10 -q \
-	--json "$tmp/replay.json" "${memif_eal[@]}"
-[ "$(json "$tmp/replay.json" 'gets == 700 and puts == 300 and replies == 1000')" = True ] ||
+	--check --json "$tmp/replay.json" "${memif_eal[@]}"
+[ "$(json "$tmp/replay.json" 'gets == 700 and puts == 300 and replies == 1000 and bad == 0')" = True ] ||
 	fail "replay: $(cat "$tmp/replay.json")"
 stop_server
 grep -q "cycles_per_req" "$tmp/keymapd-memif.log" || fail "keymapd stats without cycles_per_req"

@@ -208,7 +208,7 @@ test_echo(void **state)
 	len = km_tgt_build(
 		KM_TGT_ECHO, KM_WL_PUT, 0xfeed0002, 9, "abc", 3, NULL, 100, req, sizeof(req));
 	assert_int_equal(len, KM_HDR_LEN + 3 + 100);
-	expect_reply(KM_TGT_ECHO, req, len, 0xfeed0002, KM_TGT_R_STORED, 0, 0);
+	expect_reply(KM_TGT_ECHO, req, len, 0xfeed0002, KM_TGT_R_STORED, 0, 100);
 
 	/* Not a returned request: truncated, or a real reply. */
 	assert_int_equal(km_tgt_parse(KM_TGT_ECHO, req, len - 1, &r), -1);
@@ -676,6 +676,111 @@ test_hello(void **state)
 	assert_int_equal(r.deny, 0);
 }
 
+/* Template requests are byte for byte km_tgt_build()'s, for every target, op and size. */
+static void
+test_tmpl(void **state)
+{
+	static const enum km_tgt_kind kinds[] = {KM_TGT_KEYMAP, KM_TGT_ECHO, KM_TGT_MEMCACHED};
+	static const uint8_t ops[] = {KM_WL_GET, KM_WL_PUT, KM_WL_DEL};
+	static const size_t klens[] = {1, 16, 250};
+	static const size_t vlens[] = {0, 1, 64, 1000};
+	uint8_t want[BUF], got[BUF], key[KM_KEY_MAX];
+	struct km_tgt_tmpl t;
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+	unsigned int a, b, c, d, r, k;
+	size_t n;
+
+	(void)state;
+	for (a = 0; a < 3; a++)
+		for (b = 0; b < 3; b++)
+			for (c = 0; c < 3; c++)
+				for (d = 0; d < 4; d++) {
+					assert_int_equal(km_tgt_tmpl_init(&t, kinds[a], ops[b],
+								 klens[c], vlens[d]),
+						0);
+					for (r = 0; r < 8; r++) {
+						uint64_t id;
+
+						x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+						id = x;
+						for (k = 0; k < klens[c]; k++)
+							key[k] = (uint8_t)(x >> (k % 8 * 8)) +
+								 (uint8_t)k;
+						n = km_tgt_build(kinds[a], ops[b], id,
+							(uint32_t)(x >> 32), key, klens[c], NULL,
+							vlens[d], want, sizeof(want));
+						assert_true(n > 0);
+						memset(got, 0x5a, sizeof(got));
+						assert_int_equal(km_tgt_tmpl_build(&t, id,
+									 (uint32_t)(x >> 32), key,
+									 got, sizeof(got)),
+							n);
+						assert_memory_equal(got, want, n);
+						/* Too small a buffer: nothing. */
+						assert_int_equal(km_tgt_tmpl_build(&t, id, 0, key,
+									 got, n - 1),
+							0);
+					}
+					km_tgt_tmpl_fini(&t);
+					km_tgt_tmpl_fini(&t); /* twice: harmless */
+				}
+	/* Outside the limits: refused as km_tgt_build() refuses them. */
+	assert_int_equal(km_tgt_tmpl_init(&t, KM_TGT_KEYMAP, KM_WL_GET, 0, 0), -EINVAL);
+	assert_int_equal(
+		km_tgt_tmpl_init(&t, KM_TGT_KEYMAP, KM_WL_GET, KM_KEY_MAX + 1, 0), -EINVAL);
+	assert_int_equal(km_tgt_tmpl_init(&t, KM_TGT_KEYMAP, KM_WL_PUT, 16, KM_VALUE_MAX), -EINVAL);
+	assert_int_equal(km_tgt_tmpl_init(&t, KM_TGT_MEMCACHED, KM_WL_PUT, 16, 1400), -EINVAL);
+	assert_int_equal(km_tgt_tmpl_init(&t, KM_TGT_KEYMAP, 99, 16, 0), -EINVAL);
+	assert_null(t.frame);
+}
+
+/* km_tgt_check(): a reply that is not its request's answer is caught. */
+static void
+test_check(void **state)
+{
+	uint8_t req[BUF], rep[BUF];
+	struct km_tgt_reply r;
+	size_t len, rlen;
+	char val[64];
+	unsigned int i;
+
+	(void)state;
+	for (i = 0; i < sizeof(val); i++)
+		val[i] = (char)('a' + i % 26);
+	/* Echo: the request's own key, op and value. */
+	len = km_tgt_build(KM_TGT_ECHO, KM_WL_PUT, 1, 0, "k001", 4, NULL, 64, req, sizeof(req));
+	assert_int_equal(km_tgt_parse(KM_TGT_ECHO, req, len, &r), 0);
+	assert_int_equal(km_tgt_check(KM_TGT_ECHO, &r, KM_WL_PUT, "k001", 4, 64), 0);
+	assert_int_equal(km_tgt_check(KM_TGT_ECHO, &r, KM_WL_PUT, "k002", 4, 64), -1);
+	assert_int_equal(km_tgt_check(KM_TGT_ECHO, &r, KM_WL_PUT, "k0010", 5, 64), -1);
+	assert_int_equal(km_tgt_check(KM_TGT_ECHO, &r, KM_WL_PUT, "k001", 4, 63), -1);
+	assert_int_equal(km_tgt_check(KM_TGT_ECHO, &r, KM_WL_GET, "k001", 4, 0), -1);
+	req[len - 1] ^= 1; /* a value byte */
+	assert_int_equal(km_tgt_parse(KM_TGT_ECHO, req, len, &r), 0);
+	assert_int_equal(km_tgt_check(KM_TGT_ECHO, &r, KM_WL_PUT, "k001", 4, 64), -1);
+
+	/* keymap GET hit: the pattern, of the length asked for. */
+	len = km_tgt_build(KM_TGT_KEYMAP, KM_WL_GET, 2, 0, "k001", 4, NULL, 0, req, sizeof(req));
+	rlen = keymap_reply(req, len, KM_ST_OK, "abcdefghij", rep);
+	assert_int_equal(km_tgt_parse(KM_TGT_KEYMAP, rep, rlen, &r), 0);
+	assert_int_equal(km_tgt_check(KM_TGT_KEYMAP, &r, KM_WL_GET, "k001", 4, 0), 0);
+	assert_int_equal(km_tgt_check(KM_TGT_KEYMAP, &r, KM_WL_GET, "k001", 4, 10), 0);
+	assert_int_equal(km_tgt_check(KM_TGT_KEYMAP, &r, KM_WL_GET, "k001", 4, 11), -1);
+	assert_int_equal(km_tgt_check(KM_TGT_KEYMAP, &r, KM_WL_PUT, "k001", 4, 10), -1);
+	rlen = keymap_reply(req, len, KM_ST_OK, "abcdefghiX", rep);
+	assert_int_equal(km_tgt_parse(KM_TGT_KEYMAP, rep, rlen, &r), 0);
+	assert_int_equal(km_tgt_check(KM_TGT_KEYMAP, &r, KM_WL_GET, "k001", 4, 0), -1);
+	/* A miss, a stored PUT: the op only. */
+	rlen = keymap_reply(req, len, KM_ST_NOT_FOUND, NULL, rep);
+	assert_int_equal(km_tgt_parse(KM_TGT_KEYMAP, rep, rlen, &r), 0);
+	assert_int_equal(km_tgt_check(KM_TGT_KEYMAP, &r, KM_WL_GET, "k001", 4, 10), 0);
+	len = km_tgt_build(KM_TGT_KEYMAP, KM_WL_PUT, 3, 0, "k001", 4, val, 64, req, sizeof(req));
+	rlen = keymap_reply(req, len, KM_ST_OK, NULL, rep);
+	assert_int_equal(km_tgt_parse(KM_TGT_KEYMAP, rep, rlen, &r), 0);
+	assert_int_equal(km_tgt_check(KM_TGT_KEYMAP, &r, KM_WL_PUT, "k001", 4, 64), 0);
+	assert_int_equal(km_tgt_check(KM_TGT_KEYMAP, &r, KM_WL_GET, "k001", 4, 64), -1);
+}
+
 int
 main(void)
 {
@@ -694,6 +799,8 @@ main(void)
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_seal),
 		cmocka_unit_test(test_hello),
+		cmocka_unit_test(test_tmpl),
+		cmocka_unit_test(test_check),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -135,10 +135,13 @@ struct rp_in {
 	_Atomic uint64_t gen;
 	unsigned int refs; /* receiver threads holding it (mu) */
 	int dead;          /* retired: out of rp.in, freed by the last of refs (mu) */
-	/* Its promotion's commit failed (mu): tried again from promote_tsc, at its epoch. */
+	/* Its promotion's commit failed (mu): 1 tried again from promote_tsc (every
+	 * promote_ms, doubling), at promote_epoch's map; 2 given up (an I/O error: a
+	 * second fdatasync would not say whether the data reached the disk). */
 	int promote_failed;
 	uint64_t promote_tsc;
 	uint32_t promote_epoch;
+	uint32_t promote_ms;
 };
 
 static struct {
@@ -561,6 +564,28 @@ out_find(uint64_t shard, const char *node, uint64_t inc, uint16_t rworker, uint1
 	return NULL;
 }
 
+/* Whether a stream of shard to run inc of node, from any worker to any of its workers,
+ * holds its wait (a report may still say caught up); *seq: the report sequence it waits
+ * for, 0 (the strongest) if any waits for none. */
+static int
+out_held(uint64_t shard, const char *node, uint64_t inc, uint64_t *seq)
+{
+	unsigned int i;
+	int held = 0;
+
+	*seq = 0;
+	for (i = 0; i < rp.nb_out; i++) {
+		const struct rp_out *o = rp.out[i];
+
+		if (o->shard != shard || o->inc != inc || !o->hold || strcmp(o->node, node) != 0)
+			continue;
+		if (!held || o->hold_seq == 0 || (*seq != 0 && o->hold_seq > *seq))
+			*seq = o->hold_seq;
+		held = 1;
+	}
+	return held;
+}
+
 /* A replica tag no stream of shard has. */
 static uint64_t
 tag_free(uint64_t shard)
@@ -624,13 +649,14 @@ outs_apply(const struct km_cmap *m, int self)
 			o->in_sync = r->in_sync;
 			o->fd = -1;
 			o->tag = tag_free(sh->id);
+			/* A report of another stream to that run may still say caught up (it
+			 * names no worker): the new one waits as that one did. */
+			o->hold = out_held(sh->id, n->id, n->incarnation, &o->hold_seq);
 			if (was != NULL) {
 				/* The same replica, from the shard's new worker: the worker
 				 * holds its tag blocked (carried with the shard) until this
 				 * stream starts, and a report may still say caught up. */
 				o->tag = was->tag;
-				o->hold = was->hold;
-				o->hold_seq = was->hold_seq;
 			}
 			if (out_start(o) < 0) {
 				/* Started again by the tick. */
@@ -1204,13 +1230,25 @@ in_promote(struct rp_in *in, uint32_t epoch)
 	int rc;
 
 	if (st->ops->commit != NULL && (rc = st->ops->commit(st)) < 0) {
-		if (!in->promote_failed)
+		if (rc == -EIO) {
+			KM_LOG(CRIT,
+				"cluster: shard %" PRIu64 ": replica not promoted, its files not "
+				"committed (%s): the shard stays unavailable here",
+				in->shard, strerror(-rc));
+			in->promote_failed = 2;
+			return rc;
+		}
+		if (in->promote_failed != 1) {
 			KM_LOG(ERR,
 				"cluster: shard %" PRIu64 ": replica not promoted, its files not "
-				"committed (%s): it is tried again every second",
+				"committed (%s): tried again",
 				in->shard, strerror(-rc));
+			in->promote_ms = 1000;
+		} else if (in->promote_ms < 30000) {
+			in->promote_ms *= 2;
+		}
 		in->promote_failed = 1;
-		in->promote_tsc = rte_get_timer_cycles() + ms_tsc(1000);
+		in->promote_tsc = rte_get_timer_cycles() + ms_tsc(in->promote_ms);
 		in->promote_epoch = epoch;
 		return rc;
 	}
@@ -1230,23 +1268,48 @@ in_promote(struct rp_in *in, uint32_t epoch)
 	return 0;
 }
 
-/* Control lcore: promotions whose commit failed, tried again. */
+/* Control lcore: promotions whose commit failed, tried again while the map in force still
+ * gives the shard here and its data has not come another way (then the copy goes). */
 static void
 ins_tick(void)
 {
+	const struct km_cmap *m = km_cluster_cmap();
 	uint64_t now = rte_get_timer_cycles();
 	unsigned int i;
+	int rc;
 
 	pthread_mutex_lock(&rp.mu);
 	for (i = 0; i < rp.nb_in;) {
 		struct rp_in *in = rp.in[i];
+		const struct km_cmap_shard *sh;
 
-		if (!in->promote_failed || in->copy == NULL || now < in->promote_tsc ||
-			km_cluster_incoming_has(in->shard) ||
-			in_promote(in, in->promote_epoch) < 0) {
+		if (in->promote_failed != 1 || in->copy == NULL || now < in->promote_tsc) {
 			i++;
 			continue;
 		}
+		sh = m != NULL ? km_cmap_shard_find(m, in->shard) : NULL;
+		if (sh == NULL || m->epoch < in->promote_epoch ||
+			sh->node != km_cmap_node_find(m, km_cluster_node_id())) {
+			in->promote_failed = 0; /* the next map decides */
+			i++;
+			continue;
+		}
+		rc = km_cluster_promote_begin(in->shard);
+		if (rc == -EBUSY || (rc == 0 && km_cluster_incoming_has(in->shard))) {
+			if (rc == 0)
+				km_cluster_promote_end(in->shard);
+			i++; /* a stream of it arrives: seen again after it */
+			continue;
+		}
+		if (rc == 0) {
+			rc = in_promote(in, in->promote_epoch);
+			km_cluster_promote_end(in->shard);
+			if (rc < 0) {
+				i++;
+				continue;
+			}
+		}
+		/* Promoted, or served from another copy (not missing any more). */
 		in_retire(in); /* rp.in[i] is the next one now */
 	}
 	pthread_mutex_unlock(&rp.mu);
@@ -1267,7 +1330,8 @@ ins_apply(const struct km_cmap *m, int self)
 		const struct km_cmap_shard *sh = km_cmap_shard_find(m, in->shard);
 		int listed = 0, same = 0;
 
-		in->promote_failed = 0; /* this map decides */
+		if (in->promote_failed == 1)
+			in->promote_failed = 0; /* this map decides */
 		if (sh != NULL) {
 			for (j = 0; j < sh->nb_replicas; j++)
 				listed |= sh->replicas[j].node == self;
@@ -1282,8 +1346,10 @@ ins_apply(const struct km_cmap *m, int self)
 		/* A cross-node move's copy (complete at its detach) wins over the replica's. */
 		if (sh != NULL && sh->node == self && in->copy != NULL &&
 			!km_cluster_incoming_has(in->shard)) {
-			if (in_promote(in, m->epoch) < 0) {
-				i++; /* kept: tried again at the tick */
+			/* Given up (an I/O error): kept, never served. Else tried again at
+			 * the tick. */
+			if (in->promote_failed == 2 || in_promote(in, m->epoch) < 0) {
+				i++;
 				continue;
 			}
 		} else if (sh != NULL && listed) {

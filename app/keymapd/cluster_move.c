@@ -464,22 +464,6 @@ receiving_release(uint64_t id)
 	pthread_mutex_unlock(&mv.mu);
 }
 
-int
-km_cluster_promote_begin(uint64_t id)
-{
-	unsigned int i;
-
-	for (i = 0; i < mv.nb_missing && mv.missing[i].id != id; i++)
-		;
-	return i == mv.nb_missing ? -ENOENT : receiving_claim(id);
-}
-
-void
-km_cluster_promote_end(uint64_t id)
-{
-	receiving_release(id);
-}
-
 static void receive_one(int fd, struct mv_io *io, const uint8_t *h, uint8_t *rec);
 
 /* One incoming stream: its header, then (one stream of a shard at a time) its body. */

@@ -77,12 +77,6 @@ void km_cluster_move_superseded(uint64_t id);
 /* The map gives shard id to worker w but its data is not here: attached when it arrives.
  * Control lcore. */
 void km_cluster_missing_add(uint64_t id, uint16_t w);
-/* A promotion of shard id from a replica's copy may go ahead: the map gives it here, its
- * data has not arrived, and no stream of it is being received (then marked as received
- * until km_cluster_promote_end()). @return 0, -ENOENT not missing (attached from another
- * copy), -EBUSY being received. Control lcore. */
-int km_cluster_promote_begin(uint64_t id);
-void km_cluster_promote_end(uint64_t id);
 /* Give back a received store the control lcore could not attach. Control lcore. */
 void km_cluster_incoming_return(uint64_t id, struct km_store *s, struct km_proc_dedup *dd);
 

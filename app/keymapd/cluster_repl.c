@@ -135,13 +135,10 @@ struct rp_in {
 	_Atomic uint64_t gen;
 	unsigned int refs; /* receiver threads holding it (mu) */
 	int dead;          /* retired: out of rp.in, freed by the last of refs (mu) */
-	/* Its promotion's commit failed (mu): 1 tried again from promote_tsc (every
-	 * promote_ms, doubling), at promote_epoch's map; 2 given up (an I/O error: a
-	 * second fdatasync would not say whether the data reached the disk). */
+	/* Its promotion's commit failed (mu): never promoted, not tried again (after a failed
+	 * fdatasync a second one could succeed without the data on the disk) until a stream
+	 * gives it a new copy. */
 	int promote_failed;
-	uint64_t promote_tsc;
-	uint32_t promote_epoch;
-	uint32_t promote_ms;
 };
 
 static struct {
@@ -1024,6 +1021,7 @@ rx_apply(struct rx *x)
 		}
 		old = x->in->copy;
 		x->in->copy = x->r;
+		x->in->promote_failed = 0; /* a new copy */
 		pthread_mutex_unlock(&rp.mu);
 		km_proc_replica_free(old, 0);
 		x->synced = 1;
@@ -1220,7 +1218,7 @@ out:
  * at-most-once entries. Not before its files are committed (they take the shard's name with
  * the log store, so that a restart of this node finds the shard's data as a primary's):
  * a copy served from staged files would be discarded by a restart with acknowledged writes.
- * 0, or the commit's error (in keeps its copy and is to be tried again). */
+ * 0, or the commit's error (in keeps its copy, never served: promote_failed). */
 static int
 in_promote(struct rp_in *in, uint32_t epoch)
 {
@@ -1230,26 +1228,12 @@ in_promote(struct rp_in *in, uint32_t epoch)
 	int rc;
 
 	if (st->ops->commit != NULL && (rc = st->ops->commit(st)) < 0) {
-		if (rc == -EIO) {
-			KM_LOG(CRIT,
-				"cluster: shard %" PRIu64 ": replica not promoted, its files not "
-				"committed (%s): the shard stays unavailable here",
-				in->shard, strerror(-rc));
-			in->promote_failed = 2;
-			return rc;
-		}
-		if (in->promote_failed != 1) {
-			KM_LOG(ERR,
-				"cluster: shard %" PRIu64 ": replica not promoted, its files not "
-				"committed (%s): tried again",
-				in->shard, strerror(-rc));
-			in->promote_ms = 1000;
-		} else if (in->promote_ms < 30000) {
-			in->promote_ms *= 2;
-		}
+		KM_LOG(CRIT,
+			"cluster: shard %" PRIu64 ": replica not promoted, its files not committed "
+			"(%s): the shard stays unavailable here until a map gives it elsewhere or "
+			"a stream brings a new copy",
+			in->shard, strerror(-rc));
 		in->promote_failed = 1;
-		in->promote_tsc = rte_get_timer_cycles() + ms_tsc(in->promote_ms);
-		in->promote_epoch = epoch;
 		return rc;
 	}
 	in->promote_failed = 0;
@@ -1268,53 +1252,6 @@ in_promote(struct rp_in *in, uint32_t epoch)
 	return 0;
 }
 
-/* Control lcore: promotions whose commit failed, tried again while the map in force still
- * gives the shard here and its data has not come another way (then the copy goes). */
-static void
-ins_tick(void)
-{
-	const struct km_cmap *m = km_cluster_cmap();
-	uint64_t now = rte_get_timer_cycles();
-	unsigned int i;
-	int rc;
-
-	pthread_mutex_lock(&rp.mu);
-	for (i = 0; i < rp.nb_in;) {
-		struct rp_in *in = rp.in[i];
-		const struct km_cmap_shard *sh;
-
-		if (in->promote_failed != 1 || in->copy == NULL || now < in->promote_tsc) {
-			i++;
-			continue;
-		}
-		sh = m != NULL ? km_cmap_shard_find(m, in->shard) : NULL;
-		if (sh == NULL || m->epoch < in->promote_epoch ||
-			sh->node != km_cmap_node_find(m, km_cluster_node_id())) {
-			in->promote_failed = 0; /* the next map decides */
-			i++;
-			continue;
-		}
-		rc = km_cluster_promote_begin(in->shard);
-		if (rc == -EBUSY || (rc == 0 && km_cluster_incoming_has(in->shard))) {
-			if (rc == 0)
-				km_cluster_promote_end(in->shard);
-			i++; /* a stream of it arrives: seen again after it */
-			continue;
-		}
-		if (rc == 0) {
-			rc = in_promote(in, in->promote_epoch);
-			km_cluster_promote_end(in->shard);
-			if (rc < 0) {
-				i++;
-				continue;
-			}
-		}
-		/* Promoted, or served from another copy (not missing any more). */
-		in_retire(in); /* rp.in[i] is the next one now */
-	}
-	pthread_mutex_unlock(&rp.mu);
-}
-
 /* Control lcore: replicas the map (m, this node at index self) no longer has here, or
  * whose primary changed, stop; shards it gives to this node that are replicated here are
  * promoted (handed to the application as received stores). */
@@ -1330,8 +1267,6 @@ ins_apply(const struct km_cmap *m, int self)
 		const struct km_cmap_shard *sh = km_cmap_shard_find(m, in->shard);
 		int listed = 0, same = 0;
 
-		if (in->promote_failed == 1)
-			in->promote_failed = 0; /* this map decides */
 		if (sh != NULL) {
 			for (j = 0; j < sh->nb_replicas; j++)
 				listed |= sh->replicas[j].node == self;
@@ -1346,9 +1281,8 @@ ins_apply(const struct km_cmap *m, int self)
 		/* A cross-node move's copy (complete at its detach) wins over the replica's. */
 		if (sh != NULL && sh->node == self && in->copy != NULL &&
 			!km_cluster_incoming_has(in->shard)) {
-			/* Given up (an I/O error): kept, never served. Else tried again at
-			 * the tick. */
-			if (in->promote_failed == 2 || in_promote(in, m->epoch) < 0) {
+			/* Its commit failed: kept, never served. */
+			if (in->promote_failed || in_promote(in, m->epoch) < 0) {
 				i++;
 				continue;
 			}
@@ -1380,7 +1314,6 @@ void
 km_cluster_repl_tick(uint32_t epoch)
 {
 	outs_tick();
-	ins_tick();
 	report_tick(epoch);
 }
 

@@ -680,6 +680,8 @@ main(int argc, char **argv)
 	int rc, verbose = 0;
 	char what[300];
 	size_t i;
+	if (km_version_opt(argc, argv, "keymap-cli", NULL))
+		return 0;
 
 	rc = parse_opts(argc, argv, &opts, &verbose);
 	if (rc >= 0)

@@ -11,6 +11,8 @@
  * timeouts, preload incomplete, transport error).
  */
 
+#include <rte_version.h>
+#include <km_util.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -389,6 +391,8 @@ main(int argc, char **argv)
 	struct bench_cli cli;
 	struct run r = {.c = &cli.c};
 	int ret;
+	if (km_version_opt(argc, argv, "keymap-bench", rte_version()))
+		return 0;
 
 	ret = bench_options_parse(argc, argv, &cli);
 	if (ret >= 0)

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 
+#include <rte_version.h>
+#include <km_util.h>
 #include <malloc.h>
 #include <arpa/inet.h>
 #include <errno.h>
@@ -768,6 +770,8 @@ main(int argc, char **argv)
 	char *eal_argv[EAL_ARGS_MAX + 1];
 	struct boot b = {.nb_rec = 0};
 	int eal_argc, ret = 1;
+	if (km_version_opt(argc, argv, "keymapd", rte_version()))
+		return 0;
 
 	/*
 	 * No fastbins: a store freed on the control lcore (a split's or merge's source, a

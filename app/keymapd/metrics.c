@@ -28,6 +28,7 @@
 #include <rte_common.h>
 #include <rte_cycles.h>
 #include <rte_lcore.h>
+#include <rte_version.h>
 
 #include "control.h"
 #include "datapath.h"
@@ -239,6 +240,9 @@ km_metrics_render(size_t *len)
 		km_stats_release(&s);
 		return NULL;
 	}
+	put_family(f, "keymap_build_info", "gauge",
+		"1, labelled with the version of keymapd and of the DPDK it runs on");
+	fprintf(f, "keymap_build_info{version=\"%s\",dpdk=\"%s\"} 1\n", KM_VERSION, rte_version());
 	put_table(f, &s);
 	put_prefetch_models(f, &s);
 	put_shards(f);

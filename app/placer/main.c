@@ -321,6 +321,8 @@ main(int argc, char **argv)
 	json_t *v;
 	char *s;
 	int rc;
+	if (km_version_opt(argc, argv, "keymap-placer", NULL))
+		return 0;
 
 	rc = placer_opts_parse(argc, argv, &opts, err, sizeof(err));
 	if (rc == 1) {

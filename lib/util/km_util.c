@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "km_util.h"
@@ -61,5 +62,22 @@ km_util_parse_double(const char *s, double min, double max, double *out)
 	if (!(v >= min && v <= max))
 		return -ERANGE;
 	*out = v;
+	return 0;
+}
+
+int
+km_version_opt(int argc, char *const *argv, const char *prog, const char *extra)
+{
+	int i;
+
+	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+		if (strcmp(argv[i], "--version") != 0)
+			continue;
+		if (extra != NULL)
+			printf("%s %s (%s)\n", prog, KM_VERSION, extra);
+		else
+			printf("%s %s\n", prog, KM_VERSION);
+		return 1;
+	}
 	return 0;
 }

@@ -156,4 +156,12 @@ km_le_get64(const uint8_t *p)
 	return le64toh(v);
 }
 
+/**
+ * --version: when argv has it among its options (before a "--"), print
+ * "PROG VERSION" (and " (extra)" when extra is not NULL) on stdout.
+ * @return 1 when printed (the caller exits 0), else 0.
+ * @note Context: main(), before parsing options.
+ */
+int km_version_opt(int argc, char *const *argv, const char *prog, const char *extra);
+
 #endif /* KM_UTIL_H */

@@ -104,6 +104,7 @@ expect 1 "no-such-trace.csv" "$bench" --trace "$tmp/no-such-trace.csv"
 expect 1 "bad.csv:3:" "$bench" --trace "$tmp/bad.csv"
 expect 1 "big.csv:2:" "$bench" --trace "$tmp/big.csv"
 expect 1 "needs --trace FILE and --cache" "$bench" --simulate --cache 10
+expect 0 "keymap-bench [0-9]*\.[0-9]*\.[0-9]* (DPDK " "$bench" --version
 expect 1 "only to keymap" "$bench" -t echo -x libkeymap
 expect 1 "check needs --transport socket or eth" "$bench" -x libkeymap --check
 expect 1 "closed loop" "$bench" -x libkeymap --rate 1000

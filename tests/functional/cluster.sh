@@ -32,6 +32,11 @@ trap 'exit 1' INT TERM
 hosts=198.51.100.11,198.51.100.12,198.51.100.13
 rc_pid=
 
+"$bin/app/placer/keymap-placer" --version | grep -Eq '^keymap-placer [0-9]+\.[0-9]+\.[0-9]+$' || {
+	echo "FAIL: keymap-placer --version"
+	exit 1
+}
+
 # load SEED SECONDS: the checked workload in the background (rc_pid), 2,000 keys.
 load() {
 	timeout -k 5 $(($2 + 60)) ip netns exec "$cl_sw" "$rclient" -h "$hosts" -n 2000 \

@@ -237,6 +237,12 @@ for round in 1 2 3; do
 done
 check "sorted(sh['id']) == [5, 6, 7, 8, 9] and sh['nb_shards'] == 5" "shards after round $round"
 
+# The client follows the last map before it stops (its per-second line has its epoch; on a
+# loaded machine it may be a few seconds behind).
+for _ in $(seq 150); do
+	grep -q "^t [0-9]* s .* epoch $epoch\$" "$tmp/client.out" && break
+	sleep 0.1
+done
 touch "$tmp/stop"
 rc=0
 wait "$cl_pid" || rc=$?
@@ -308,6 +314,11 @@ check "sum(sh['keys']) == $present + 2 == stats['total']['store_keys']" \
 	"keys stored after re-sharding (the client's $present, ctl:greeting and ctl:aba)"
 
 section "d. refusals"
+# --version, before anything else: the project's version (DPDK's for keymapd), exit 0.
+expect 0 '^keymapd [0-9]+\.[0-9]+\.[0-9]+ \(DPDK [0-9.]+\)$' "$keymapd" --version
+expect 0 '^keymapctl [0-9]+\.[0-9]+\.[0-9]+$' "$keymapctl" --version
+expect 0 '^keymapctl [0-9]+\.[0-9]+\.[0-9]+$' "$keymapctl" -f nosuchprefix --version status
+expect 0 '^keymap-cli [0-9]+\.[0-9]+\.[0-9]+$' "$cli" --version
 # Bad usage, found by keymapctl before it connects: exit 1.
 refuse 1 "unknown command 'bogus'" bogus
 refuse 1 "no command"
@@ -391,12 +402,14 @@ section "e. metrics"
 # keymapctl reads the endpoint's address from status; it is inside the namespace.
 expect 0 '^keymap_rx_pkts_total\{worker="0"\} [0-9]+$' \
 	"${in_ns[@]}" "$keymapctl" -f "$prefix" metrics
+expect 0 '^keymap_build_info\{version="[0-9]+\.[0-9]+\.[0-9]+",dpdk="DPDK [0-9.]+"\} 1$' \
+	"${in_ns[@]}" "$keymapctl" -f "$prefix" metrics
 expect 1 "metrics: cannot connect to 127\.0\.0\.1:1" \
 	"${in_ns[@]}" "$keymapctl" -f "$prefix" metrics --metrics-url 127.0.0.1:1
 expect 1 "metrics takes only --metrics-url" "${ctl[@]}" metrics extra
 if [ -f "$here/prom_check.py" ]; then
 	expect 0 "" "${in_ns[@]}" python3 "$here/prom_check.py" --url "http://$metrics/metrics" \
-		--require keymap_rx_pkts_total --require keymap_req_put_total \
+		--require keymap_rx_pkts_total --require keymap_req_put_total --require keymap_build_info \
 		--require keymap_request_duration_seconds --require keymap_shard_keys \
 		--min keymap_rx_pkts_total "$cl_ops" --min keymap_req_put_total 2000 \
 		--min keymap_control_splits_total "$nsplit" \

@@ -329,6 +329,8 @@ main(int argc, char **argv)
 	const struct command *cmd = NULL;
 	struct opts o = {0};
 	int rc;
+	if (km_version_opt(argc, argv, "keymapctl", NULL))
+		return 0;
 
 	rc = parse_options(argc, argv, &c, &o);
 	if (rc >= 0)

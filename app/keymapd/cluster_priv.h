@@ -131,7 +131,8 @@ struct km_cluster_repl_info {
 	char node[KM_CLUSTER_ID_MAX + 1];
 	uint8_t out;
 	uint8_t in_sync; /* out: the map says so; in: a complete copy is here */
-	char state[16];  /* out: copy, caught_up, broken; in: copying, receiving, idle */
+	char state[16];  /* out: copy, caught_up, broken; in: copying, receiving, idle,
+			  * promote_failed */
 	uint64_t rseq;   /* out: the last write numbered */
 	uint64_t acked;  /* out: acknowledged by the replica; in: the last write applied */
 	uint64_t starts; /* out: streams started (1 + restarts) */

@@ -1403,7 +1403,9 @@ km_cluster_repl_list(struct km_cluster_repl_info *out, unsigned int max)
 			.acked = in->copy != NULL ? km_proc_replica_applied(in->copy) : 0};
 		snprintf(out[n].node, sizeof(out[n].node), "%s", in->primary);
 		snprintf(out[n].state, sizeof(out[n].state), "%s",
-			in->active ? (in->copy != NULL ? "receiving" : "copying") : "idle");
+			in->promote_failed ? "promote_failed"
+			: in->active       ? (in->copy != NULL ? "receiving" : "copying")
+					   : "idle");
 		n++;
 	}
 	pthread_mutex_unlock(&rp.mu);

@@ -11,8 +11,6 @@
  * timeouts, preload incomplete, transport error).
  */
 
-#include <rte_version.h>
-#include <km_util.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -22,8 +20,10 @@
 
 #include <rte_eal.h>
 #include <rte_errno.h>
+#include <rte_version.h>
 
 #include <km_cachesim.h>
+#include <km_util.h>
 
 #include "bench.h"
 #include "options.h"

@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 
-#include <rte_version.h>
-#include <km_util.h>
 #include <malloc.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <getopt.h>
 #include <signal.h>
@@ -19,8 +18,11 @@
 #include <rte_mbuf.h>
 #include <rte_pdump.h>
 #include <rte_ring.h>
+#include <rte_version.h>
 
 #include <urcu-qsbr.h>
+
+#include <km_util.h>
 
 #include "cluster.h"
 #include "control.h"
@@ -510,6 +512,45 @@ eal_args(int argc, char **argv, int first, struct km_conf *conf, char **eal_argv
 	return eal_argc;
 }
 
+/*
+ * Whether another DPDK primary process runs with the file prefix of eal_argv: it holds a
+ * write lock on <runtime dir>/<prefix>/config (EAL takes it at start). Said here, with its
+ * pid, rather than as EAL's "Cannot init config". @return 1 taken (said), else 0.
+ */
+static int
+prefix_taken(int eal_argc, char **eal_argv)
+{
+	const char *prefix = "rte", *base = "/var/run";
+	struct flock lk = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+	char path[512];
+	int i, fd, taken = 0;
+
+	for (i = 1; i < eal_argc; i++) {
+		if (strcmp(eal_argv[i], "--file-prefix") == 0 && i + 1 < eal_argc)
+			prefix = eal_argv[++i];
+		else if (strncmp(eal_argv[i], "--file-prefix=", 14) == 0)
+			prefix = eal_argv[i] + 14;
+	}
+	/* EAL's runtime directory: systemd's RuntimeDirectory=, else by user. */
+	if (getenv("RUNTIME_DIRECTORY") != NULL)
+		base = getenv("RUNTIME_DIRECTORY");
+	else if (getuid() != 0 && (base = getenv("XDG_RUNTIME_DIR")) == NULL)
+		base = "/tmp";
+	snprintf(path, sizeof(path), "%s/dpdk/%s/config", base, prefix);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	if (fcntl(fd, F_GETLK, &lk) == 0 && lk.l_type != F_UNLCK) {
+		fprintf(stderr,
+			"keymapd: another DPDK process (pid %ld) runs with --file-prefix %s: stop "
+			"it, or give this one another prefix\n",
+			(long)lk.l_pid, prefix);
+		taken = 1;
+	}
+	close(fd);
+	return taken;
+}
+
 /* EAL and the logs. @return 0 or -1 after saying why. */
 static int
 eal_start(int eal_argc, char **eal_argv, const struct km_conf *conf)
@@ -521,10 +562,17 @@ eal_start(int eal_argc, char **eal_argv, const struct km_conf *conf)
 	 * packet) must interrupt the polling workers, not the control lcore and the telemetry
 	 * threads: block those signals here, before EAL creates its threads (they inherit
 	 * the mask); the workers unblock them. */
+	if (prefix_taken(eal_argc, eal_argv))
+		return -1;
 	km_rx_signals(&rx_sigs);
 	pthread_sigmask(SIG_BLOCK, &rx_sigs, NULL);
 	if (rte_eal_init(eal_argc, eal_argv) < 0) {
-		fprintf(stderr, "keymapd: EAL init failed: %s\n", rte_strerror(rte_errno));
+		/* Some failures leave rte_errno 0: EAL's own messages above say why. */
+		if (rte_errno != 0)
+			fprintf(stderr, "keymapd: EAL init failed: %s\n", rte_strerror(rte_errno));
+		else
+			fprintf(stderr,
+				"keymapd: EAL init failed (EAL's messages above say why)\n");
 		return -1;
 	}
 	rc = rte_log_register_type_and_pick_level("keymap.main", RTE_LOG_INFO);

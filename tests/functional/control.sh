@@ -237,9 +237,10 @@ for round in 1 2 3; do
 done
 check "sorted(sh['id']) == [5, 6, 7, 8, 9] and sh['nb_shards'] == 5" "shards after round $round"
 
-# The client follows the last map before it stops (its per-second line has its epoch; on a
-# loaded machine it may be a few seconds behind).
-for _ in $(seq 150); do
+# Give the client a moment to follow the last map (its per-second line has its epoch). It
+# refreshes its map only on a MOVED: when its older map still sends every key to the worker
+# that owns it now, it stays an epoch or two behind, which is not a fault.
+for _ in $(seq 50); do
 	grep -q "^t [0-9]* s .* epoch $epoch\$" "$tmp/client.out" && break
 	sleep 0.1
 done
@@ -253,7 +254,7 @@ summary=$(grep '^ops ' "$tmp/client.out") || fail "reshard_client printed no sum
 read -r _ cl_ops _ cl_err _ cl_mis _ cl_lost _ cl_refresh _ cl_e0 _ cl_e1 <<<"$summary"
 [ "$cl_err" -eq 0 ] && [ "$cl_mis" -eq 0 ] && [ "$cl_lost" -eq 0 ] && [ "$cl_ops" -gt 2000 ] ||
 	fail "reshard_client: $summary"
-[ "$cl_e0" -eq "$epoch0" ] && [ "$cl_e1" -eq "$epoch" ] ||
+[ "$cl_e0" -eq "$epoch0" ] && [ "$cl_e1" -gt "$epoch0" ] && [ "$cl_e1" -le "$epoch" ] ||
 	fail "reshard_client saw epochs $cl_e0..$cl_e1, the map went $epoch0..$epoch"
 [ "$cl_refresh" -gt 0 ] || fail "reshard_client never refreshed its map: $summary"
 epoch_c=$epoch
@@ -319,6 +320,9 @@ expect 0 '^keymapd [0-9]+\.[0-9]+\.[0-9]+ \(DPDK [0-9.]+\)$' "$keymapd" --versio
 expect 0 '^keymapctl [0-9]+\.[0-9]+\.[0-9]+$' "$keymapctl" --version
 expect 0 '^keymapctl [0-9]+\.[0-9]+\.[0-9]+$' "$keymapctl" -f nosuchprefix --version status
 expect 0 '^keymap-cli [0-9]+\.[0-9]+\.[0-9]+$' "$cli" --version
+# A second keymapd on the running one's file prefix: refused before EAL, with the pid.
+expect 1 "keymapd: another DPDK process \(pid [0-9]+\) runs with --file-prefix $prefix: stop it" \
+	"$keymapd" -- --no-huge -m 256 --no-pci --file-prefix "$prefix" --vdev net_null0 -l 0-1
 # Bad usage, found by keymapctl before it connects: exit 1.
 refuse 1 "unknown command 'bogus'" bogus
 refuse 1 "no command"
@@ -376,10 +380,13 @@ refuse 2 "set: .*not one of" set log.level loud
 refuse 2 "log-level: .*not one of" log-level loud
 refuse 2 "config: unknown tunable 'no\.such'" config no.such
 refuse 2 "raw: keymapd does not know /keymap/nonexistent" raw /keymap/nonexistent
-# Transport errors: exit 1 and why.
-expect 1 "keymapd is not running \(no socket at /var/run/dpdk/nosuch-$id/" \
+# Transport errors: exit 1 and why; keymapd not running: exit 3.
+expect 3 "keymapd is not running \(no socket at /var/run/dpdk/nosuch-$id/" \
 	"$keymapctl" -f "nosuch-$id" status
-expect 1 "keymapd is not running" "$keymapctl" -s "$tmp/no.sock" status
+expect 3 "keymapd is not running" "$keymapctl" -s "$tmp/no.sock" status
+# -l lists the prefixes it can reach; a wrong -f names them.
+expect 0 "^$prefix\$" "$keymapctl" -l
+expect 3 "DPDK processes here run with --file-prefix .*$prefix" "$keymapctl" -f "nosuch-$id" status
 # A socket that takes connections but never says hello: -T bounds the wait.
 timeout 60 python3 -c 'import socket, sys, time
 s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -397,6 +404,29 @@ hang_pid=
 cj stats stats
 check "stats['total']['reshard_failures'] == 0 and stats['total']['epoch'] == $epoch" \
 	"refusals are not failures and change no epoch"
+# The counter names docs/keymapctl.md shows in its stats examples' counter tables are
+# keymapd's.
+doc_names=$(python3 - "$here/../../docs/keymapctl.md" <<'PY'
+import re, sys
+s = open(sys.argv[1]).read()
+sec = s[s.index("### stats ["):]
+sec = sec[:sec.index("\n### ")]
+names = set()
+for block in re.findall(r"```\n\$ keymapctl stats.*?```", sec, re.S):
+    table = False  # the counter table: from its "counter" header to a blank line
+    for line in block.splitlines():
+        if line.startswith("counter "):
+            table = True
+        elif not line.strip():
+            table = False
+        elif table and re.match(r"^[a-z_0-9]+\s+\d", line):
+            names.add(line.split()[0])
+print(" ".join(sorted(names)))
+PY
+)
+[ -n "$doc_names" ] || fail "no counter names found in docs/keymapctl.md"
+check "all(n in stats['total'] for n in '$doc_names'.split())" \
+	"docs/keymapctl.md's counter names ($doc_names) are keymapd's"
 
 section "e. metrics"
 # keymapctl reads the endpoint's address from status; it is inside the namespace.

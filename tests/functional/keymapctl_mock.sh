@@ -150,11 +150,11 @@ for cmd in 'tier ID hot\|cold' 'compact ID' 'prefetch \[KEY\]' \
 done
 expect 0 '^usage: keymapctl' help
 
-# Transport errors: exit 1.
-expect 1 "keymapd is not running \\(no socket at $none\\)" -s "$none" status
-RUNTIME_DIRECTORY=$tmp/empty expect 1 "no socket at $tmp/empty/dpdk/keymap/dpdk_telemetry.v2" status
+# Transport errors: exit 1; keymapd not running: exit 3.
+expect 3 "keymapd is not running \\(no socket at $none\\)" -s "$none" status
+RUNTIME_DIRECTORY=$tmp/empty expect 3 "no socket at $tmp/empty/dpdk/keymap/dpdk_telemetry.v2" status
 python3 -c "import socket, sys; s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.bind(sys.argv[1])" "$tmp/stale.sock"
-expect 1 'keymapd is not running \(nothing listens' -s "$tmp/stale.sock" status
+expect 3 'keymapd is not running \(nothing listens' -s "$tmp/stale.sock" status
 expect 1 'bad JSON' "${S[@]}" raw /mock/garbage
 expect 1 'closed the connection' "${S[@]}" raw /mock/close
 start_mock "$tmp/slow.sock" --delay 3

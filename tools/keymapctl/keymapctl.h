@@ -29,9 +29,10 @@
 
 #include <jansson.h>
 
-#define EXIT_USAGE     1
-#define EXIT_TRANSPORT 1
-#define EXIT_REFUSED   2
+#define EXIT_USAGE       1
+#define EXIT_TRANSPORT   1
+#define EXIT_REFUSED     2
+#define EXIT_NOT_RUNNING 3 /* no keymapd (no socket, nothing listening on it) */
 
 #define TEL_SOCKET_NAME    "dpdk_telemetry.v2"
 #define TEL_DEFAULT_PREFIX "keymap"
@@ -95,6 +96,9 @@ void table_kv_flat(struct table *t, const char *label, const json_t *v);
 
 /* tel.c: the telemetry socket client. */
 int tel_socket_path(const char *prefix, char *out, size_t len);
+/* The --file-prefix of every DPDK process whose telemetry socket accepts a connection here,
+ * space-separated in out (those that fit). @return how many. */
+int tel_prefixes(char *out, size_t len);
 void tel_close(struct ctl *c);
 int tel_query(struct ctl *c, const char *req, json_t **root, json_t **data);
 int tel_queryf(struct ctl *c, json_t **root, json_t **data, const char *fmt, ...)

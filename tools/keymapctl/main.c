@@ -91,13 +91,16 @@ static const char usage_text[] =
 	"      --json                 print keymapd's JSON data instead of a table\n"
 	"  -T, --timeout SECONDS      to connect, and for each reply (default 5; 60 for\n"
 	"                             split, merge, move, tier and compact)\n"
+	"  -l, --list                 the file prefixes of the DPDK processes running here (one\n"
+	"                             per line: what -f takes), and exit\n"
 	"  -h, --help                 this text\n"
+	"      --version              the version, and exit\n"
 	"\n"
-	"exit status: 0 success, 1 bad usage or transport error (keymapd not running, etcd\n"
-	"             unreachable, timeout, unreadable reply), 2 refused by keymapd or unknown\n"
-	"             to it (nodes, cluster drain or undrain on a single node without\n"
-	"             --etcd; cluster drain where etcd has no map and no member under the\n"
-	"             prefix)\n";
+	"exit status: 0 success, 1 bad usage or transport error (etcd unreachable, timeout,\n"
+	"             unreadable reply), 2 refused by keymapd or unknown to it (nodes, cluster\n"
+	"             drain or undrain on a single node without --etcd; cluster drain where\n"
+	"             etcd has no map and no member under the prefix), 3 keymapd not running\n"
+	"             (no socket, or nothing listening on it; -l: no DPDK process)\n";
 
 static void
 verrmsg(const char *fmt, va_list ap)
@@ -228,14 +231,16 @@ parse_options(int argc, char **argv, struct ctl *c, struct opts *o)
 		{"timeout", required_argument, NULL, 'T'},
 		{"metrics-url", required_argument, NULL, 'm'},
 		{"help", no_argument, NULL, 'h'},
+		{"list", no_argument, NULL, 'l'},
 		{NULL, 0, NULL, 0},
 	};
+	char seen[4096];
 	double secs;
 	int opt;
 
 	opterr = 0;
 	/* '+': options end at the command, whose own arguments may start with '-'. */
-	while ((opt = getopt_long(argc, argv, "+:f:s:T:h", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "+:f:s:T:hl", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'f':
 			o->prefix = optarg;
@@ -258,6 +263,15 @@ parse_options(int argc, char **argv, struct ctl *c, struct opts *o)
 			break;
 		case 'h':
 			fputs(usage_text, stdout);
+			return 0;
+		case 'l':
+			/* The prefixes keymapctl -f can reach, one per line. */
+			if (tel_prefixes(seen, sizeof(seen)) == 0) {
+				errmsg("no DPDK process with a telemetry socket here");
+				return EXIT_NOT_RUNNING;
+			}
+			for (char *p = strtok(seen, " "); p != NULL; p = strtok(NULL, " "))
+				puts(p);
 			return 0;
 		case ':':
 			return usage_error("option '%s' needs an argument", argv[optind - 1]);

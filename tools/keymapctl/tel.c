@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* keymapctl: the DPDK telemetry v2 client (socket path, hello, one request at a time). */
 
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "keymapctl.h"
@@ -16,13 +19,11 @@
 #define TEL_OUT_DEFAULT 16384
 #define TEL_OUT_LIMIT   (16u << 20)
 
-/* Socket path of the DPDK process with this --file-prefix, as DPDK's EAL computes its
- * runtime directory. @return 0, or -1 if it does not fit. */
-int
-tel_socket_path(const char *prefix, char *out, size_t len)
+/* The directory DPDK's EAL puts its runtime directories in. */
+static const char *
+runtime_base(void)
 {
 	const char *dir = getenv("RUNTIME_DIRECTORY"); /* systemd's RuntimeDirectory= */
-	int n;
 
 	if (dir == NULL) {
 		if (getuid() == 0)
@@ -30,8 +31,54 @@ tel_socket_path(const char *prefix, char *out, size_t len)
 		else if ((dir = getenv("XDG_RUNTIME_DIR")) == NULL)
 			dir = "/tmp";
 	}
-	n = snprintf(out, len, "%s/dpdk/%s/%s", dir, prefix, TEL_SOCKET_NAME);
+	return dir;
+}
+
+/* Socket path of the DPDK process with this --file-prefix, as DPDK's EAL computes its
+ * runtime directory. @return 0, or -1 if it does not fit. */
+int
+tel_socket_path(const char *prefix, char *out, size_t len)
+{
+	int n = snprintf(out, len, "%s/dpdk/%s/%s", runtime_base(), prefix, TEL_SOCKET_NAME);
+
 	return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+int
+tel_prefixes(char *out, size_t len)
+{
+	char dir[PATH_MAX], path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	struct dirent *e;
+	size_t used = 0;
+	int n = 0;
+	DIR *d;
+
+	out[0] = '\0';
+	snprintf(dir, sizeof(dir), "%s/dpdk", runtime_base());
+	d = opendir(dir);
+	if (d == NULL)
+		return 0;
+	while ((e = readdir(d)) != NULL) {
+		struct sockaddr_un sa = {.sun_family = AF_UNIX};
+		int fd, k;
+
+		if (e->d_name[0] == '.' || tel_socket_path(e->d_name, path, sizeof(path)) != 0)
+			continue;
+		memcpy(sa.sun_path, path, strlen(path) + 1);
+		fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			continue;
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+			k = snprintf(out + used, len - used, "%s%s", n > 0 ? " " : "", e->d_name);
+			if (k > 0 && (size_t)k < len - used) {
+				used += (size_t)k;
+				n++;
+			}
+		}
+		close(fd);
+	}
+	closedir(d);
+	return n;
 }
 
 /* Receive one message into c->buf. @return 0 with its length in *len, or an exit code
@@ -80,14 +127,22 @@ tel_recv(struct ctl *c, int64_t deadline, const char *what, size_t *len)
 static int
 tel_connect_error(const struct ctl *c, int err)
 {
+	char seen[512];
+
 	switch (err) {
 	case ENOENT:
 	case ENOTDIR:
-		errmsg("keymapd is not running (no socket at %s)", c->path);
-		break;
 	case ECONNREFUSED:
-		errmsg("keymapd is not running (nothing listens on %s)", c->path);
-		break;
+		if (tel_prefixes(seen, sizeof(seen)) > 0)
+			errmsg("keymapd is not running (%s %s); DPDK processes here run with "
+			       "--file-prefix %s (keymapctl -f PREFIX)",
+				err == ECONNREFUSED ? "nothing listens on" : "no socket at",
+				c->path, seen);
+		else
+			errmsg("keymapd is not running (%s %s)",
+				err == ECONNREFUSED ? "nothing listens on" : "no socket at",
+				c->path);
+		return EXIT_NOT_RUNNING;
 	case EACCES:
 	case EPERM:
 		errmsg("cannot connect to %s: %s (DPDK's runtime directory is for its owner only)",

@@ -168,10 +168,11 @@ etcd_worked(void)
 
 /*
  * Whether map m may be applied here: the routing rule of this node, this node in its
- * table with this node's address, port and workers, and an incarnation not above this
- * run's (the map carries no cluster name: a map of another cluster, or of a newer run of
- * this node id, is refused).
- * @return this node's index; -ENOENT (not in the table yet), or -EINVAL with the reason.
+ * table with this node's address, port and workers, and this run's incarnation (the map
+ * carries no cluster name: a map of another cluster, or of a newer run of this node id, is
+ * refused; one of a previous run is waited out).
+ * @return this node's index; -ENOENT (not in the table yet, or as a previous run), or
+ *   -EINVAL with the reason.
  */
 static int
 map_for_us(const struct km_cmap *m, char *err, size_t errlen)
@@ -213,6 +214,16 @@ map_for_us(const struct km_cmap *m, char *err, size_t errlen)
 			" (a map of another cluster, or of a newer run of this node id)",
 			c->cluster_node, n->incarnation, cl.incarnation);
 		return -EINVAL;
+	}
+	/* A previous run's place: what it served may not be here (a mem store, a failed
+	 * promotion's copy), and the placer fails its shards over when it sees this run. The
+	 * map that has this run (written in that same round) is waited for. */
+	if (n->incarnation < cl.incarnation) {
+		snprintf(err, errlen,
+			"node %s is there as incarnation %" PRIu64 ", a previous run of this "
+			"one (%" PRIu64 ")",
+			c->cluster_node, n->incarnation, cl.incarnation);
+		return -ENOENT;
 	}
 	return self;
 }

@@ -196,6 +196,16 @@ map_for_us(const struct km_cmap *m, char *err, size_t errlen)
 		return -ENOENT;
 	}
 	n = &m->nodes[self];
+	/* A previous run's place: what it served may not be here (a mem store, a failed
+	 * promotion's copy); the placer fails its shards over when it sees this run, then
+	 * writes this run in a later map, which is waited for. */
+	if (n->incarnation < cl.incarnation) {
+		snprintf(err, errlen,
+			"node %s is there as incarnation %" PRIu64 ", a previous run of this "
+			"one (%" PRIu64 ")",
+			c->cluster_node, n->incarnation, cl.incarnation);
+		return -ENOENT;
+	}
 	if (n->ip != cl.ip || n->port != c->udp_port || n->workers != cl.nb_workers) {
 		a = htonl(n->ip);
 		inet_ntop(AF_INET, &a, has, sizeof(has));
@@ -214,16 +224,6 @@ map_for_us(const struct km_cmap *m, char *err, size_t errlen)
 			" (a map of another cluster, or of a newer run of this node id)",
 			c->cluster_node, n->incarnation, cl.incarnation);
 		return -EINVAL;
-	}
-	/* A previous run's place: what it served may not be here (a mem store, a failed
-	 * promotion's copy), and the placer fails its shards over when it sees this run. The
-	 * map that has this run (written in that same round) is waited for. */
-	if (n->incarnation < cl.incarnation) {
-		snprintf(err, errlen,
-			"node %s is there as incarnation %" PRIu64 ", a previous run of this "
-			"one (%" PRIu64 ")",
-			c->cluster_node, n->incarnation, cl.incarnation);
-		return -ENOENT;
 	}
 	return self;
 }

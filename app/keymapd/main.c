@@ -520,7 +520,7 @@ eal_args(int argc, char **argv, int first, struct km_conf *conf, char **eal_argv
 static int
 prefix_taken(int eal_argc, char **eal_argv)
 {
-	const char *prefix = "rte", *base = "/var/run";
+	const char *prefix = "rte";
 	struct flock lk = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
 	char path[512];
 	int i, fd, taken = 0;
@@ -531,12 +531,7 @@ prefix_taken(int eal_argc, char **eal_argv)
 		else if (strncmp(eal_argv[i], "--file-prefix=", 14) == 0)
 			prefix = eal_argv[i] + 14;
 	}
-	/* EAL's runtime directory: systemd's RuntimeDirectory=, else by user. */
-	if (getenv("RUNTIME_DIRECTORY") != NULL)
-		base = getenv("RUNTIME_DIRECTORY");
-	else if (getuid() != 0 && (base = getenv("XDG_RUNTIME_DIR")) == NULL)
-		base = "/tmp";
-	snprintf(path, sizeof(path), "%s/dpdk/%s/config", base, prefix);
+	snprintf(path, sizeof(path), "%s/dpdk/%s/config", km_dpdk_runtime_base(), prefix);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return 0;

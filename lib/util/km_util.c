@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "km_util.h"
 
@@ -63,6 +64,20 @@ km_util_parse_double(const char *s, double min, double max, double *out)
 		return -ERANGE;
 	*out = v;
 	return 0;
+}
+
+const char *
+km_dpdk_runtime_base(void)
+{
+	const char *dir = getenv("RUNTIME_DIRECTORY");
+
+	if (dir == NULL) {
+		if (getuid() == 0)
+			dir = "/var/run";
+		else if ((dir = getenv("XDG_RUNTIME_DIR")) == NULL)
+			dir = "/tmp";
+	}
+	return dir;
 }
 
 int

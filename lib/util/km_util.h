@@ -157,6 +157,14 @@ km_le_get64(const uint8_t *p)
 }
 
 /**
+ * The directory DPDK's EAL puts its runtime directories (<dir>/dpdk/<prefix>) in:
+ * $RUNTIME_DIRECTORY (systemd's RuntimeDirectory=) if set, else /var/run for root, else
+ * $XDG_RUNTIME_DIR or /tmp.
+ * @note Context: any thread.
+ */
+const char *km_dpdk_runtime_base(void);
+
+/**
  * --version: when argv has it among its options (before a "--"), print
  * "PROG VERSION" (and " (extra)" when extra is not NULL) on stdout.
  * @return 1 when printed (the caller exits 0), else 0.

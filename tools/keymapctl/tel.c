@@ -13,33 +13,21 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <km_util.h>
+
 #include "keymapctl.h"
 
 /* Reply size when the hello does not announce max_output_len, and the most we accept. */
 #define TEL_OUT_DEFAULT 16384
 #define TEL_OUT_LIMIT   (16u << 20)
 
-/* The directory DPDK's EAL puts its runtime directories in. */
-static const char *
-runtime_base(void)
-{
-	const char *dir = getenv("RUNTIME_DIRECTORY"); /* systemd's RuntimeDirectory= */
-
-	if (dir == NULL) {
-		if (getuid() == 0)
-			dir = "/var/run";
-		else if ((dir = getenv("XDG_RUNTIME_DIR")) == NULL)
-			dir = "/tmp";
-	}
-	return dir;
-}
-
 /* Socket path of the DPDK process with this --file-prefix, as DPDK's EAL computes its
  * runtime directory. @return 0, or -1 if it does not fit. */
 int
 tel_socket_path(const char *prefix, char *out, size_t len)
 {
-	int n = snprintf(out, len, "%s/dpdk/%s/%s", runtime_base(), prefix, TEL_SOCKET_NAME);
+	int n = snprintf(
+		out, len, "%s/dpdk/%s/%s", km_dpdk_runtime_base(), prefix, TEL_SOCKET_NAME);
 
 	return n < 0 || (size_t)n >= len ? -1 : 0;
 }
@@ -54,7 +42,7 @@ tel_prefixes(char *out, size_t len)
 	DIR *d;
 
 	out[0] = '\0';
-	snprintf(dir, sizeof(dir), "%s/dpdk", runtime_base());
+	snprintf(dir, sizeof(dir), "%s/dpdk", km_dpdk_runtime_base());
 	d = opendir(dir);
 	if (d == NULL)
 		return 0;

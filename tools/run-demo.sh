@@ -3,7 +3,7 @@
 # README command 1: install dependencies, build, start keymapd on its embedded default
 # configuration (net_tap, no hugepages, one worker) inside a private network namespace,
 # and show a client round trip with keymap-cli. Everything is removed at the end.
-#   --keep   leave keymapd running (stop it later with: sudo tools/run-demo.sh --stop)
+#   --keep   leave keymapd running (stop it later with: tools/run-demo.sh --stop)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +30,7 @@ if [ "${1:-}" = "--stop" ]; then
 	exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
-	echo "run-demo: needs root (network namespace, tap device, DPDK)" >&2
+	echo "run-demo: needs root (network namespace, veth pair or tap device, DPDK)" >&2
 	exit 1
 fi
 
@@ -45,14 +45,16 @@ ip netns exec "$ns" ip link set lo up
 ip netns exec "$ns" build/app/keymapd/keymapd >"$log" 2>&1 &
 echo $! >"$pidfile"
 for _ in $(seq 300); do
-	grep -q "keymapd: ready" "$log" && break
+	grep -q "keymap.main: ready" "$log" && break
 	kill -0 "$(cat "$pidfile")" 2>/dev/null || { cat "$log"; echo "run-demo: keymapd exited" >&2; exit 1; }
 	sleep 0.1
 done
-grep -q "keymapd: ready" "$log" || { cat "$log"; echo "run-demo: keymapd not ready" >&2; exit 1; }
-grep "keymapd: ready" "$log"
-ip netns exec "$ns" ip addr add "$client/24" dev kmtap0
-ip netns exec "$ns" ip link set kmtap0 up
+grep -q "keymap.main: ready" "$log" || { cat "$log"; echo "run-demo: keymapd not ready" >&2; exit 1; }
+grep "keymap.main: ready" "$log"
+# km0: the kernel's end of the veth pair keymapd created (net_af_packet on km0p), or, where
+# the pair could not be made, its tap of that name ([net] veth; keymapd's log says which).
+ip netns exec "$ns" ip addr add "$client/24" dev km0
+ip netns exec "$ns" ip link set km0 up
 
 cli() {
 	echo "\$ keymap-cli -h $server $*"
@@ -83,11 +85,11 @@ ctl split 16
 ctl stats
 cli get user42/cart
 if [ "${1:-}" = "--keep" ]; then
-	echo "keymapd keeps running in namespace $ns (log $log); stop: sudo tools/run-demo.sh --stop"
+	echo "keymapd keeps running in namespace $ns (log $log); stop: tools/run-demo.sh --stop"
 	trap - EXIT
 else
 	kill -TERM "$(cat "$pidfile")"
 	for _ in $(seq 100); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
 	echo "--- keymapd counters at shutdown ---"
-	sed -n '/^counter/,$p' "$log"
+	sed -n '/ keymap.main: counter /,$p' "$log" | sed 's/^.* keymap.main: //'
 fi

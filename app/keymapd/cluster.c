@@ -16,6 +16,8 @@
  * etcd lost: the node serves its last map and retries every second.
  */
 
+#define KM_LOG_COMP KM_LOG_CLUSTER /* keymapd.h */
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -1802,8 +1804,8 @@ apply(const struct km_cmap *m, int quiet)
 						cl.conf->cluster_node) == 0
 						? RTE_LOG_CRIT
 						: RTE_LOG_ERR,
-					km_logtype,
-					"keymapd: cluster map epoch %u gives shard %" PRIu64
+					km_logtypes[KM_LOG_COMP],
+					"cluster map epoch %u gives shard %" PRIu64
 					" to worker %u, held by node %s in epoch %u, but its data "
 					"is not here: it answers BUSY until it arrives\n",
 					m->epoch, id, w, cl.cur->nodes[was->node].id, cl.epoch);

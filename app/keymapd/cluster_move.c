@@ -39,6 +39,8 @@
  *   message
  */
 
+#define KM_LOG_COMP KM_LOG_CLUSTER /* keymapd.h */
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>

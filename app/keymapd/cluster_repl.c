@@ -38,6 +38,8 @@
  *   acknowledgements, replica to primary: u64 rseq u8 flags (1: synced)
  */
 
+#define KM_LOG_COMP KM_LOG_REPL /* keymapd.h */
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -642,6 +642,27 @@ km_conf_set(struct km_conf *c, const char *assignment, char *err, size_t errlen)
 	return 0;
 }
 
+int
+km_conf_take_runtime(struct km_conf *c, const struct km_conf *from, char *err, size_t errlen)
+{
+	struct km_conf tmp = *c;
+	struct conf_conflict x;
+	size_t i;
+
+	for (i = 0; i < km_conf_nb_descs; i++) {
+		const struct conf_desc *d = &km_conf_descs[i];
+
+		if (d->flags & F_RUNTIME)
+			memcpy((char *)&tmp + d->off, (const char *)from + d->off, d->size);
+	}
+	if (conf_check(&tmp, &x) < 0) {
+		snprintf(err, errlen, "%s", x.why);
+		return -1;
+	}
+	*c = tmp;
+	return 0;
+}
+
 void
 km_conf_print(const struct km_conf *c, FILE *f)
 {

@@ -124,6 +124,9 @@ struct km_conf {
 	uint64_t metrics_port; /* 0 = no metrics endpoint */
 	/* [log] */
 	char log_level[16];
+	char log_file[KM_CONF_STR_MAX]; /* "" = stderr */
+	char veth[16];                  /* [net] veth: "" = none */
+	uint64_t log_syslog;
 };
 
 /* [store] durability as enum km_durability (none 0, async 1, sync 2). */
@@ -141,6 +144,13 @@ int km_conf_load(struct km_conf *c, const char *path, char *err, size_t errlen);
 
 /* Apply one "section.key=value" override. @return 0 or -1 with a message in err. */
 int km_conf_set(struct km_conf *c, const char *assignment, char *err, size_t errlen);
+
+/*
+ * Copy every runtime tunable (keymapctl set can change it) of from into c, the others
+ * kept. @return 0, or -1 with err filled when the result breaks a constraint between
+ * tunables (c unchanged).
+ */
+int km_conf_take_runtime(struct km_conf *c, const struct km_conf *from, char *err, size_t errlen);
 
 /* Write the effective configuration as an INI file. */
 void km_conf_print(const struct km_conf *c, FILE *f);

@@ -28,12 +28,17 @@
  */
 const struct conf_desc km_conf_descs[] = {
 	STR("eal", "args", 0, eal_args,
-		"--no-huge -m 512 --no-pci --file-prefix keymap --vdev net_tap0,iface=kmtap0 -l "
-		"0-1",
+		"--no-huge -m 512 --no-pci --file-prefix keymap --vdev "
+		"net_af_packet0,iface=km0p,blocksz=4096,framesz=2048,framecnt=512 -l 0-1",
 		"EAL arguments (replaced by anything after -- on the command line)"),
 	U64("net", "port", 0, port_id, 0, 31, "0", "ethdev port id to serve on"),
 	IPV4("net", "ip", 0, ip, "198.51.100.2",
 		"IPv4 address keymapd answers for (ARP, ICMP echo, UDP)"),
+	STR("net", "veth", 0, veth, "km0",
+		"with an af_packet or af_xdp vdev on NAMEp: create the veth pair NAME (the "
+		"kernel's end, for local clients) / NAMEp (keymapd's) at start unless NAME exists, "
+		"removed at exit; if it cannot be created, net_tap NAME replaces that vdev "
+		"(docs/operations.md 2.3.1)"),
 	U64("net", "udp_port", 0, udp_port, 1, 65535 - KM_WORKERS_MAX, "7070",
 		"UDP port of worker 0; worker i listens on udp_port + i"),
 	U64("net", "rx_desc", 0, rx_desc, 64, 16384, "1024", "RX descriptors per queue"),
@@ -269,6 +274,11 @@ const struct conf_desc km_conf_descs[] = {
 		"TCP port of the Prometheus endpoint (0 = no endpoint)"),
 	ENUM("log", "level", F_RUNTIME, log_level, "emerg|alert|crit|err|warning|notice|info|debug",
 		"info", "log level of keymap.* log types"),
+	STR("log", "file", F_RUNTIME, log_file, "",
+		"append log lines to this file (also keymapd's stdout and stderr), reopened on "
+		"SIGHUP; empty = stderr"),
+	U64("log", "syslog", F_RUNTIME, log_syslog, 0, 1, "0",
+		"1 = also send every log line to syslog (facility daemon)"),
 };
 
 const size_t km_conf_nb_descs = sizeof(km_conf_descs) / sizeof(km_conf_descs[0]);

@@ -3,14 +3,17 @@
 /*
  * The control lcore: its loop (requests of other threads, what workers send back, load
  * samples and the automatic policies), runtime configuration, the map and allow-list
- * publications, and the counters printed on stdout. The mechanisms live beside it:
- * mailbox.c (rings and handshakes with the workers, km_ctl_call), reshard.c (the
+ * publications, the reload on SIGHUP, and the counters printed to the log. The mechanisms live
+ * beside it: mailbox.c (rings and handshakes with the workers, km_ctl_call), reshard.c (the
  * re-sharding transaction), sample.c (load sampling); the policies are pure functions of
  * lib/policy.
  */
 
+#define KM_LOG_COMP KM_LOG_CONTROL /* keymapd.h */
+
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -470,6 +473,57 @@ ctl_tune_workers(const struct km_conf *c)
 	return ret;
 }
 
+/* Make nc (km_ctl.conf with runtime tunables changed) the running configuration: push
+ * what changed to where it acts. @return 0 or -errno with err filled (what was pushed
+ * before the failure stays; km_ctl.conf is not changed). */
+static int
+ctl_apply(const struct km_conf *nc, char *err, size_t errlen)
+{
+	const struct km_conf *oc = &km_ctl.conf;
+	char why[256];
+	int rc;
+
+	/* What may be refused first: a log file that cannot be opened, auth without keys. */
+	if (strcmp(nc->log_file, oc->log_file) != 0 || nc->log_syslog != oc->log_syslog) {
+		rc = km_log_configure(nc->log_file, (int)nc->log_syslog, err, errlen);
+		if (rc < 0)
+			return rc;
+	}
+	if (nc->auth != oc->auth) {
+		rc = km_guard_required((int)nc->auth, err, errlen);
+		if (rc < 0) {
+			km_log_configure(oc->log_file, (int)oc->log_syslog, why, sizeof(why));
+			return rc;
+		}
+	}
+	if (strcmp(nc->allow, oc->allow) != 0) {
+		rc = km_ctl_publish_allow(nc->allow, err, errlen);
+		if (rc < 0)
+			return rc;
+	}
+	if (nc->burst != oc->burst || nc->idle_spin != oc->idle_spin ||
+		nc->idle_sleep_us != oc->idle_sleep_us ||
+		nc->busy_watermark != oc->busy_watermark) {
+		rc = ctl_tune_workers(nc);
+		if (rc < 0) {
+			snprintf(err, errlen, "a worker did not take the [workers] tunables: %s",
+				strerror(-rc));
+			return rc;
+		}
+	}
+	if (strcmp(nc->log_level, oc->log_level) != 0)
+		rte_log_set_level_pattern("keymap.*", (uint32_t)km_log_level_of(nc->log_level));
+	rc = km_pf_configure(nc);
+	if (rc < 0) {
+		snprintf(err, errlen, "prefetch: %s", strerror(-rc));
+		return rc;
+	}
+	km_crew_configure(nc);
+	km_ctl.conf = *nc;
+	km_ctl_derive();
+	return 0;
+}
+
 int
 km_ctl_set(const char *assignment, char *err, size_t errlen)
 {
@@ -500,37 +554,123 @@ km_ctl_set(const char *assignment, char *err, size_t errlen)
 	}
 	if (km_conf_set(&nc, assignment, err, errlen) < 0)
 		return -EINVAL;
-	if (strcmp(nc.allow, km_ctl.conf.allow) != 0) {
-		rc = km_ctl_publish_allow(nc.allow, err, errlen);
-		if (rc < 0)
-			return rc;
+	rc = ctl_apply(&nc, err, errlen);
+	if (rc < 0)
+		return rc;
+	KM_LOG(NOTICE, "set %s", assignment);
+	return 0;
+}
+
+/* ---- Reload (SIGHUP) -------------------------------------------------------------------- */
+
+static struct {
+	const char *path;  /* -c FILE, or NULL */
+	char *const *sets; /* -o overrides, in command line order */
+	int nb_sets;
+	int eal_cmdline;    /* EAL arguments came after --: [eal] args of the file is not used */
+	atomic_int pending; /* SIGHUP seen */
+} rl;
+
+void
+km_ctl_reload_source(const char *path, char *const *sets, int nb_sets, int eal_cmdline)
+{
+	rl.path = path;
+	rl.sets = sets;
+	rl.nb_sets = nb_sets;
+	rl.eal_cmdline = eal_cmdline;
+}
+
+void
+km_ctl_hup(int wake)
+{
+	atomic_store_explicit(&rl.pending, 1, memory_order_relaxed);
+	if (wake)
+		km_ctl_wake();
+}
+
+int
+km_ctl_reload(struct km_reload_result *res, char *err, size_t errlen)
+{
+	char name[128], was[KM_CONF_STR_MAX], now[KM_CONF_STR_MAX], why[512];
+	static struct km_conf fc, nc, oc; /* control lcore only */
+	struct km_conf_item it;
+	unsigned int changed = 0, restart = 0;
+	uint64_t num;
+	size_t i;
+	int k, rc;
+
+	oc = km_ctl.conf;
+	nc = oc;
+	km_conf_defaults(&fc);
+	if (rl.path != NULL && km_conf_load(&fc, rl.path, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "%s: the running configuration is kept", why);
+		return -EINVAL;
 	}
-	if (nc.auth != km_ctl.conf.auth) {
-		rc = km_guard_required((int)nc.auth, err, errlen);
-		if (rc < 0)
-			return rc;
+	for (k = 0; k < rl.nb_sets; k++)
+		if (km_conf_set(&fc, rl.sets[k], why, sizeof(why)) < 0) {
+			snprintf(err, errlen, "-o %s: the running configuration is kept", why);
+			return -EINVAL;
+		}
+	if (rl.eal_cmdline)
+		memcpy(fc.eal_args, km_ctl.conf.eal_args, sizeof(fc.eal_args));
+	if (km_conf_take_runtime(&nc, &fc, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "%s: the running configuration is kept", why);
+		return -EINVAL;
 	}
-	if (nc.burst != km_ctl.conf.burst || nc.idle_spin != km_ctl.conf.idle_spin ||
-		nc.idle_sleep_us != km_ctl.conf.idle_sleep_us ||
-		nc.busy_watermark != km_ctl.conf.busy_watermark) {
-		rc = ctl_tune_workers(&nc);
+	rc = ctl_apply(&nc, why, sizeof(why));
+	if (rc < 0) {
+		snprintf(err, errlen, "%s: the running configuration is kept", why);
+		return rc;
+	}
+	/* Said once applied: to [log] file when the reload set it. */
+	for (i = 0; i < km_conf_nb_items(); i++) {
+		km_conf_item(i, &it);
+		km_conf_value(&oc, i, &num, was, sizeof(was));
+		km_conf_value(&fc, i, &num, now, sizeof(now));
+		if (strcmp(was, now) == 0)
+			continue;
+		snprintf(name, sizeof(name), "%s.%s", it.section, it.key);
+		if (it.runtime) {
+			changed++;
+			KM_LOG(NOTICE, "reload: %s = %s (was %s)", name, now, was);
+		} else {
+			restart++;
+			KM_LOG(WARNING, "reload: %s = %s needs a restart: %s stays in effect", name,
+				now, was);
+		}
+	}
+	if (km_ctl.conf.keys_file[0] != '\0') {
+		rc = km_guard_keys_reload(why, sizeof(why));
 		if (rc < 0) {
-			snprintf(err, errlen, "a worker did not take %s: %s", name, strerror(-rc));
+			snprintf(err, errlen, "[security] keys_file: %s", why);
 			return rc;
 		}
 	}
-	if (strcmp(nc.log_level, km_ctl.conf.log_level) != 0)
-		rte_log_set_level_pattern("keymap.*", (uint32_t)km_log_level_of(nc.log_level));
-	rc = km_pf_configure(&nc);
+	rc = km_log_reopen(why, sizeof(why));
 	if (rc < 0) {
-		snprintf(err, errlen, "prefetch: %s", strerror(-rc));
+		snprintf(err, errlen, "%s", why);
 		return rc;
 	}
-	km_crew_configure(&nc);
-	km_ctl.conf = nc;
-	km_ctl_derive();
-	KM_LOG(NOTICE, "set %s", assignment);
+	KM_LOG(NOTICE, "reloaded %s: %u tunables changed, %u need a restart, logs reopened",
+		rl.path != NULL ? rl.path : "(no -c file: the defaults and -o)", changed, restart);
+	res->changed = changed;
+	res->restart = restart;
+	res->path = rl.path;
 	return 0;
+}
+
+static void
+ctl_reload_pending(void)
+{
+	struct km_reload_result res;
+	char err[768];
+
+	if (!atomic_exchange_explicit(&rl.pending, 0, memory_order_relaxed))
+		return;
+	km_notify("RELOADING=1");
+	if (km_ctl_reload(&res, err, sizeof(err)) < 0)
+		KM_LOG(ERR, "reload: %s", err);
+	km_notify("READY=1");
 }
 
 /* ---- The loop ------------------------------------------------------------------------- */
@@ -573,6 +713,8 @@ km_ctl_loop(void)
 		else
 			km_mailbox_sleep(notes != 0 ? PF_POLL_US : PF_IDLE_US);
 		km_mailbox_serve(0);
+		ctl_reload_pending(); /* SIGHUP */
+		km_notify_watchdog();
 		km_guard_tick();
 		km_ctl_reshard_tick();
 		km_shift_tick(); /* partition shifter: settle overrides whose keys have moved */
@@ -585,6 +727,7 @@ km_ctl_loop(void)
 		km_crew_tick();
 		km_cluster_tick(); /* a cluster node: the placer's maps */
 		now = rte_get_timer_cycles();
+		km_stats_lat_tick(now); /* the latency quantiles' window */
 		if (now - km_ctl.sample_tsc >= km_ctl.conf.sample_ms * hz / 1000) {
 			/* One kind of change per sample: splits and merges first (a shard too hot
 			 * to be evened out by moves), then moves, then tiers. Placement's token
@@ -607,7 +750,8 @@ km_ctl_loop(void)
 		}
 		if (km_ctl.conf.stats_interval_s != 0 &&
 			now - last >= km_ctl.conf.stats_interval_s * hz) {
-			km_control_print_interval(stdout, &prev, (double)(now - last) / (double)hz);
+			km_control_print_interval(
+				km_log_stream(), &prev, (double)(now - last) / (double)hz);
 			last = now;
 		}
 	}

@@ -276,6 +276,37 @@ int km_ctl_prefetch(const uint8_t *key, uint16_t len);
 int km_ctl_set(const char *assignment, char *err, size_t errlen);
 
 /*
+ * Reload (SIGHUP, keymapctl reload): read the configuration again as the command line
+ * gave it (defaults < -c FILE < -o overrides; [eal] args from after -- stays), make its
+ * runtime tunables the running ones (what keymapctl set changed is replaced), log each
+ * change and each changed tunable that needs a restart (kept), reload [security]
+ * keys_file and reopen [log] file. A file with an error changes nothing.
+ * km_ctl_reload_source: what to read (main lcore, before km_ctl_loop; the strings stay).
+ * km_ctl_hup: ask for a reload (async-signal-safe; wake: the control loop runs, wake it
+ * now). km_ctl_reload: do it now.
+ * @return 0 or -errno with err filled.
+ * @note Context: km_ctl_reload: control lcore.
+ */
+struct km_reload_result {
+	unsigned int changed; /* runtime tunables that took a new value */
+	unsigned int restart; /* tunables that differ and need a restart */
+	const char *path;     /* the file read, NULL: none (-c not given) */
+};
+void km_ctl_reload_source(const char *path, char *const *sets, int nb_sets, int eal_cmdline);
+void km_ctl_hup(int wake);
+int km_ctl_reload(struct km_reload_result *res, char *err, size_t errlen);
+
+/*
+ * systemd's service notification (sd_notify(3)): state is "READY=1", "RELOADING=1",
+ * "STOPPING=1", "STATUS=..."; nothing when keymapd is not run by systemd with
+ * Type=notify (no NOTIFY_SOCKET). km_notify_watchdog: "WATCHDOG=1" at half of
+ * WatchdogSec= when the unit sets it (control lcore, every iteration).
+ * @note Context: main or control lcore.
+ */
+void km_notify(const char *state);
+void km_notify_watchdog(void);
+
+/*
  * Take a fresh sample of every shard (keys, bytes, request counts) into km_ctl.shards.
  * periodic (every [shards] sample_ms): also update the decayed rates and the total rate;
  * on demand (keymapctl shards, after a re-sharding): rates are carried over (a new shard

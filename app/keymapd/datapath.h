@@ -65,19 +65,29 @@ struct km_worker_counters {
 extern const char *const km_worker_counter_names[];
 
 /*
- * Latency of a request inside keymapd, from its RX burst to its TX burst, in TSC cycles:
- * bucket 0 counts 0 cycles, bucket b >= 1 counts [2^(b-1), 2^b); the last bucket also
- * takes everything above.
+ * Latency of a request inside keymapd, from the RX burst that brought it (to whichever
+ * worker) to the TX burst of its reply, disk reads, group writes and replication included:
+ * buckets with fixed bounds in seconds, the same on every host (km_lat_bounds_ns: 250 ns
+ * to 10 s, 1-2-5 steps). Bucket b < KM_LAT_BOUNDS counts latencies up to bound b (and
+ * above bound b - 1); the last bucket everything above the last bound.
  */
-#define KM_LAT_BUCKETS 40
+#define KM_LAT_BOUNDS  24
+#define KM_LAT_BUCKETS (KM_LAT_BOUNDS + 1)
+extern const uint64_t km_lat_bounds_ns[KM_LAT_BOUNDS];
+/* The bounds in TSC cycles (km_lat_init(), before the workers start; read-only after). */
+extern uint64_t km_lat_bounds_tsc[KM_LAT_BOUNDS];
+void km_lat_init(void);
 
-/* @note Context: any thread. */
+/* @note Context: any thread, after km_lat_init(). */
 static inline unsigned int
 km_lat_bucket(uint64_t cycles)
 {
-	unsigned int b = cycles == 0 ? 0 : 64 - (unsigned int)__builtin_clzll(cycles);
+	unsigned int b = 0;
 
-	return b < KM_LAT_BUCKETS ? b : KM_LAT_BUCKETS - 1;
+	/* A handful of compares: latencies sit in the first buckets. */
+	while (b < KM_LAT_BOUNDS && cycles > km_lat_bounds_tsc[b])
+		b++;
+	return b;
 }
 
 /*
@@ -281,6 +291,7 @@ struct km_worker {
 	/* worker: rw (plain stores), control/others: ro, may read one update old */
 	struct km_worker_counters cnt;
 	uint64_t lat[KM_LAT_BUCKETS]; /* worker: rw (plain stores); control: ro, as cnt */
+	uint64_t lat_sum;             /* the latencies counted in lat, TSC cycles */
 } __rte_cache_aligned;
 
 /*

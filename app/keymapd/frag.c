@@ -10,6 +10,8 @@
  * same buckets. */
 #define ALLOW_EXPERIMENTAL_API
 
+#define KM_LOG_COMP KM_LOG_DATAPATH /* keymapd.h */
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>

@@ -5,6 +5,8 @@
  * workers under RCU, changed at run time by keymapctl key add/remove/reload).
  */
 
+#define KM_LOG_COMP KM_LOG_DATAPATH /* keymapd.h */
+
 #include <errno.h>
 #include <sodium.h>
 #include <stdio.h>

@@ -14,9 +14,55 @@
 
 #include "config.h"
 
-extern int km_logtype;
+/*
+ * keymapd's log types (rte_log "keymap.*", their levels set by [log] level or EAL's
+ * --log-level). A file logs as KM_LOG_COMP, defined before its first #include
+ * (default: keymap.main). Lines get their timestamp, level and type in log.c.
+ */
+enum km_log_comp {
+	KM_LOG_MAIN,     /* start-up, port, config, telemetry, metrics */
+	KM_LOG_CONTROL,  /* the control lcore: re-sharding, tunables, reload */
+	KM_LOG_CLUSTER,  /* membership, the cluster map, moves between nodes */
+	KM_LOG_REPL,     /* replication streams, promotion */
+	KM_LOG_DATAPATH, /* workers: fragments, guards */
+	KM_LOG_NB
+};
+extern int km_logtypes[KM_LOG_NB];
+#ifndef KM_LOG_COMP
+#define KM_LOG_COMP KM_LOG_MAIN
+#endif
 #define KM_LOG(level, fmt, ...) \
-	rte_log(RTE_LOG_##level, km_logtype, "keymapd: " fmt "\n", ##__VA_ARGS__)
+	rte_log(RTE_LOG_##level, km_logtypes[KM_LOG_COMP], fmt "\n", ##__VA_ARGS__)
+
+/*
+ * Route rte_log (every log type) into keymapd's line formatter, writing to stderr, and
+ * register the keymap.* types. Called before EAL init. @return 0 or -errno.
+ */
+int km_log_init(void);
+
+/*
+ * Lines to file ("" = stderr as keymapd started; a file also takes stdout and stderr),
+ * also to syslog when use_syslog. @return 0 or -errno with err filled (the previous
+ * destination kept). @note Context: main or control lcore.
+ */
+int km_log_configure(const char *file, int use_syslog, char *err, size_t errlen);
+
+/* Reopen [log] file (after a rotation moved it). @return 0 or -errno with err filled. */
+int km_log_reopen(char *err, size_t errlen);
+
+/* The stream rte_log writes to (stderr before km_log_init). */
+FILE *km_log_stream(void);
+
+/*
+ * [net] veth (veth.c): when an EAL --vdev of net_af_packet or net_af_xdp is on name + "p",
+ * create the veth pair name / name + "p" and set it up, unless name exists; when it
+ * cannot be created, that --vdev in eal_argv becomes net_tap0,iface=name. Else, or name
+ * "": nothing.
+ * km_veth_cleanup: remove the pair if this run created it (after the port is closed).
+ * @return 0 or -1 after saying why. @note Context: main lcore, before EAL init.
+ */
+int km_veth_setup(const char *name, int eal_argc, char **eal_argv);
+void km_veth_cleanup(void);
 
 /* What km_port_init() found the port does. */
 struct km_port_caps {

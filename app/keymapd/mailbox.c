@@ -6,6 +6,8 @@
  * and what the workers send back on w_to_ctl.
  */
 
+#define KM_LOG_COMP KM_LOG_CONTROL /* keymapd.h */
+
 #include <errno.h>
 #include <semaphore.h>
 #include <stdlib.h>

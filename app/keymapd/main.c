@@ -20,6 +20,7 @@
 #include <rte_ring.h>
 #include <rte_version.h>
 
+#include <systemd/sd-daemon.h>
 #include <urcu-qsbr.h>
 
 #include <km_util.h>
@@ -37,8 +38,6 @@
 #define REC_IDS_MAX       (1 << 20) /* shards a data directory may hold */
 #define MISS_IDS_MAX      4096      /* shards whose files may be missing */
 
-int km_logtype = RTE_LOGTYPE_USER1;
-
 static void
 usage(FILE *f)
 {
@@ -52,6 +51,7 @@ usage(FILE *f)
 		"                         (same as -o workers.mode=echo)\n"
 		"      --print-config     print the effective configuration and exit\n"
 		"  -h, --help             this text\n"
+		"      --version          the version (and DPDK's), then exit\n"
 		"EAL arguments after -- replace [eal] args.\n");
 }
 
@@ -83,6 +83,21 @@ on_signal_early(int sig)
 {
 	(void)sig;
 	atomic_store_explicit(&km_dp.stop, 1, memory_order_relaxed);
+}
+
+/* SIGHUP: reload (control.h), done by the control loop once it runs. */
+static void
+on_hup(int sig)
+{
+	(void)sig;
+	km_ctl_hup(1);
+}
+
+static void
+on_hup_early(int sig)
+{
+	(void)sig;
+	km_ctl_hup(0);
 }
 
 /*
@@ -386,11 +401,14 @@ load_config(int argc, char **argv, struct km_conf *conf)
 			fprintf(stderr, "keymapd: -o %s\n", err);
 			ret = 1;
 		}
-	free(sets);
 	if (ret < 0 && print) {
 		km_conf_print(conf, stdout);
 		ret = 0;
 	}
+	if (ret < 0) /* a reload reads the same again: the strings stay */
+		km_ctl_reload_source(conf_path, sets, nb_sets, optind < argc);
+	else
+		free(sets);
 	return ret;
 }
 
@@ -411,23 +429,21 @@ missing_files(struct boot *b, const struct km_store_ops *drv, const struct km_st
 		return -1;
 	n = drv->missing(sp, b->rec_ids, b->nb_rec, b->miss_ids, MISS_IDS_MAX);
 	if (n == -EBADMSG) {
-		fprintf(stderr,
-			"keymapd: WARNING: %s/MANIFEST is damaged: missing shard files cannot be "
-			"told; it is written anew\n",
+		KM_LOG(WARNING,
+			"%s/MANIFEST is damaged: missing shard files cannot be told; it is "
+			"written anew",
 			sp->dir);
 		return 0;
 	}
 	if (n < 0 || n > MISS_IDS_MAX || b->nb_rec + n > REC_IDS_MAX) {
-		fprintf(stderr, "keymapd: %s/MANIFEST: %s\n", sp->dir,
+		KM_LOG(ERR, "%s/MANIFEST: %s", sp->dir,
 			n < 0 ? strerror(-n) : "too many missing shards");
 		return -1;
 	}
 	for (i = 0; i < n; i++) {
-		fprintf(stderr,
-			"keymapd: ERROR: shard %" PRIu64 ": its files are missing from %s (the "
-			"manifest lists it): quarantined, its keys answer DAMAGED "
-			"(docs/operations.md "
-			"2.9)\n",
+		KM_LOG(ERR,
+			"shard %" PRIu64 ": its files are missing from %s (the manifest lists "
+			"it): quarantined, its keys answer DAMAGED (docs/operations.md 2.9)",
 			b->miss_ids[i], sp->dir);
 		b->rec_ids[b->nb_rec++] = b->miss_ids[i];
 	}
@@ -468,16 +484,14 @@ recover_dir(struct boot *b)
 	b->rec_ids = calloc(REC_IDS_MAX, sizeof(*b->rec_ids));
 	b->nb_rec = b->rec_ids == NULL ? -ENOMEM : drv->recover(&sp, b->rec_ids, REC_IDS_MAX);
 	if (b->nb_rec < 0) {
-		fprintf(stderr, "keymapd: [store] dir %s / cold_dir %s: %s\n", conf->data_dir,
-			conf->cold_dir,
+		KM_LOG(ERR, "[store] dir %s / cold_dir %s: %s", conf->data_dir, conf->cold_dir,
 			b->nb_rec == -EPROTO ? "files written under another [shards] route_sep/"
 					       "route_depth"
 					     : strerror(-b->nb_rec));
 		return -1;
 	}
 	if (b->nb_rec > REC_IDS_MAX) {
-		fprintf(stderr, "keymapd: [store] dir %s: more than %d shards\n", conf->data_dir,
-			REC_IDS_MAX);
+		KM_LOG(ERR, "[store] dir %s: more than %d shards", conf->data_dir, REC_IDS_MAX);
 		return -1;
 	}
 	return missing_files(b, drv, &sp);
@@ -494,7 +508,7 @@ eal_args(int argc, char **argv, int first, struct km_conf *conf, char **eal_argv
 	if (first < argc) {
 		/* getopt stops at "--": the rest are EAL arguments. */
 		if (argc - first > EAL_ARGS_MAX) {
-			fprintf(stderr, "keymapd: too many EAL arguments\n");
+			KM_LOG(ERR, "too many EAL arguments");
 			return -1;
 		}
 		for (i = first; i < argc; i++)
@@ -503,13 +517,27 @@ eal_args(int argc, char **argv, int first, struct km_conf *conf, char **eal_argv
 	} else {
 		eal_argc = split_args(conf->eal_args, eal_argv + 1, EAL_ARGS_MAX);
 		if (eal_argc < 0) {
-			fprintf(stderr, "keymapd: [eal] args: too many arguments\n");
+			KM_LOG(ERR, "[eal] args: too many arguments");
 			return -1;
 		}
 		eal_argc++;
 	}
 	eal_argv[eal_argc] = NULL;
 	return eal_argc;
+}
+
+/* eal_argv[1..] as one line, in out (cut with " ..." when it does not fit). */
+static void
+join_args(int eal_argc, char **eal_argv, char *out, size_t len)
+{
+	size_t n = 0;
+	int i;
+
+	out[0] = '\0';
+	for (i = 1; i < eal_argc && n < len; i++)
+		n += (size_t)snprintf(out + n, len - n, "%s%s", i == 1 ? "" : " ", eal_argv[i]);
+	if (n >= len && len > 5)
+		memcpy(out + len - 5, " ...", 5);
 }
 
 /*
@@ -536,9 +564,9 @@ prefix_taken(int eal_argc, char **eal_argv)
 	if (fd < 0)
 		return 0;
 	if (fcntl(fd, F_GETLK, &lk) == 0 && lk.l_type != F_UNLCK) {
-		fprintf(stderr,
-			"keymapd: another DPDK process (pid %ld) runs with --file-prefix %s: stop "
-			"it, or give this one another prefix\n",
+		KM_LOG(ERR,
+			"another DPDK process (pid %ld) runs with --file-prefix %s: stop it, or "
+			"give this one another prefix",
 			(long)lk.l_pid, prefix);
 		taken = 1;
 	}
@@ -551,7 +579,6 @@ static int
 eal_start(int eal_argc, char **eal_argv, const struct km_conf *conf)
 {
 	sigset_t rx_sigs;
-	int rc;
 
 	/* Drivers that signal received packets (net_tap: SIGIO or a real-time signal per
 	 * packet) must interrupt the polling workers, not the control lcore and the telemetry
@@ -564,15 +591,11 @@ eal_start(int eal_argc, char **eal_argv, const struct km_conf *conf)
 	if (rte_eal_init(eal_argc, eal_argv) < 0) {
 		/* Some failures leave rte_errno 0: EAL's own messages above say why. */
 		if (rte_errno != 0)
-			fprintf(stderr, "keymapd: EAL init failed: %s\n", rte_strerror(rte_errno));
+			KM_LOG(ERR, "EAL init failed: %s", rte_strerror(rte_errno));
 		else
-			fprintf(stderr,
-				"keymapd: EAL init failed (EAL's messages above say why)\n");
+			KM_LOG(ERR, "EAL init failed (EAL's messages above say why)");
 		return -1;
 	}
-	rc = rte_log_register_type_and_pick_level("keymap.main", RTE_LOG_INFO);
-	if (rc >= 0)
-		km_logtype = rc;
 	rte_log_set_level_pattern("keymap.*", (uint32_t)km_log_level_of(conf->log_level));
 	return 0;
 }
@@ -723,6 +746,7 @@ control_start(struct boot *b)
 		KM_LOG(ERR, "cannot start the control plane: %s", strerror(-rc));
 		return -1;
 	}
+	km_lat_init(); /* the latency buckets' bounds in TSC cycles, before the workers run */
 	rc = km_shift_init();
 	if (rc < 0) {
 		KM_LOG(ERR, "cannot register the hand-off mbuf field: %s", strerror(-rc));
@@ -758,6 +782,7 @@ serve(const struct boot *b)
 
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
+	signal(SIGHUP, on_hup);
 	for (i = 0; i < km_dp.nb_workers; i++)
 		rte_eal_remote_launch(km_worker_main, &km_dp.workers[i], km_dp.workers[i].lcore);
 	if (b->conf.pf_lcore != 0)
@@ -771,13 +796,16 @@ serve(const struct boot *b)
 		km_dp.nb_workers, km_shardmap_nb_shards(km_map_current),
 		km_shardmap_epoch(km_map_current), b->caps.rss ? "on" : "off",
 		km_dp.tx_cksum_offload ? "offloaded" : "software", b->conf.worker_mode);
-	fflush(stdout);
+	km_notify("READY=1");
+	sd_notifyf(0, "STATUS=serving %s udp %u-%u, %u workers", ipbuf, km_dp.udp_base,
+		km_dp.udp_base + km_dp.nb_workers - 1, km_dp.nb_workers);
 
 	km_ctl_loop();
 
+	km_notify("STOPPING=1");
 	KM_LOG(NOTICE, "stopping");
 	rte_eal_mp_wait_lcore();
-	km_control_print_stats(stdout, 1);
+	km_control_print_stats(km_log_stream(), 1);
 }
 
 /* Stop and free whatever start-up built (after EAL init). */
@@ -810,7 +838,7 @@ shutdown_all(struct boot *b)
 int
 main(int argc, char **argv)
 {
-	char *eal_argv[EAL_ARGS_MAX + 1];
+	char *eal_argv[EAL_ARGS_MAX + 1], err[512], eal_eff[KM_CONF_STR_MAX];
 	struct boot b = {.nb_rec = 0};
 	int eal_argc, ret = 1;
 	if (km_version_opt(argc, argv, "keymapd", rte_version()))
@@ -828,20 +856,36 @@ main(int argc, char **argv)
 	if (ret >= 0)
 		return ret;
 	ret = 1;
+	/* From here on every message is a log line (log.c), in one stream. */
+	if (km_log_init() < 0)
+		fprintf(stderr, "keymapd: log lines without timestamps: cannot set up the "
+				"log stream\n");
+	if (km_log_configure(b.conf.log_file, (int)b.conf.log_syslog, err, sizeof(err)) < 0) {
+		fprintf(stderr, "keymapd: %s\n", err);
+		return 1;
+	}
 	if (recover_dir(&b) < 0)
 		goto out;
 	/* Until serve() takes over: a stop while a cluster node waits for its first map. */
 	signal(SIGINT, on_signal_early);
 	signal(SIGTERM, on_signal_early);
+	signal(SIGHUP, on_hup_early);
 	eal_argc = eal_args(argc, argv, optind, &b.conf, eal_argv);
-	if (eal_argc < 0 || eal_start(eal_argc, eal_argv, &b.conf) < 0)
+	if (eal_argc < 0 || km_veth_setup(b.conf.veth, eal_argc, eal_argv) < 0)
 		goto out;
+	/* What keymapctl config eal.args shows: the arguments in effect (EAL permutes
+	 * eal_argv, whose strings may lie in [eal] args: taken before, set after). */
+	join_args(eal_argc, eal_argv, eal_eff, sizeof(eal_eff));
+	if (eal_start(eal_argc, eal_argv, &b.conf) < 0)
+		goto out;
+	memcpy(b.conf.eal_args, eal_eff, sizeof(b.conf.eal_args));
 	if (port_start(&b) == 0 && workers_start(&b) == 0 && control_start(&b) == 0) {
 		serve(&b);
 		ret = 0;
 	}
 	shutdown_all(&b);
 out:
+	km_veth_cleanup(); /* after the port is closed */
 	free(b.rec_ids);
 	free(b.miss_ids);
 	return ret;

@@ -49,16 +49,6 @@ typedef int km_mhd_result;
 #define METRICS_CALL_MS        2000 /* wait for the control lcore at most this long */
 #define METRICS_SHARDS_MAX     1024 /* per-shard series only up to this many shards */
 
-/*
- * Latency buckets exported: edges 2^7 .. 2^34 TSC cycles (about 50 ns .. 7 s at 2.5 GHz).
- * Bucket b of w->lat counts [2^(b-1), 2^b) cycles, so the cumulative count up to b is the
- * count of requests below 2^b cycles: le = 2^b / tsc_hz seconds (the one-cycle difference
- * with "less or equal" is below the histogram's resolution).
- */
-#define LAT_EDGE_FIRST 7
-#define LAT_EDGE_LAST  34
-_Static_assert(LAT_EDGE_LAST < KM_LAT_BUCKETS - 1, "the last bucket has no upper edge");
-
 /* The daemon while serving. Main lcore only (start, stop). */
 static struct MHD_Daemon *metrics_daemon;
 
@@ -124,47 +114,31 @@ put_table(FILE *f, const struct km_stats_snap *s)
 	}
 }
 
-/* Middle of bucket b in cycles: [2^(b-1), 2^b) for b >= 1; the last bucket, open above,
- * is counted as if it were as wide as the others. */
-static double
-lat_mid_cycles(unsigned int b)
-{
-	return b == 0 ? 0.0 : 1.5 * (double)(UINT64_C(1) << (b - 1));
-}
-
 static void
 put_latency(FILE *f, const struct km_stats_snap *s)
 {
 	static const char name[] = "keymap_request_duration_seconds";
-	double hz = (double)rte_get_tsc_hz(), sum;
-	const uint64_t *snap;
+	double hz = (double)rte_get_tsc_hz();
 	uint64_t cum;
 	unsigned int b;
 	uint16_t i;
 
 	put_family(f, name, "histogram",
-		"time of a request inside keymapd, RX burst to TX burst (power-of-two buckets of "
-		"TSC cycles; _sum is approximate: each request counted at its bucket's midpoint)");
-	if (hz <= 0)
-		hz = 1;
+		"time of a request inside keymapd, from the RX burst that brought it to the TX "
+		"burst of its reply (disk reads, group writes and replication included)");
 	for (i = 0; i < s->nb_workers; i++) {
 		/* From the snapshot, so that the cumulative counts, _count and _sum agree even
 		 * though the worker keeps counting. */
-		snap = s->w[i].lat;
 		cum = 0;
-		sum = 0;
-		for (b = 0; b < KM_LAT_BUCKETS; b++) {
-			cum += snap[b];
-			sum += (double)snap[b] * lat_mid_cycles(b);
-			if (b < LAT_EDGE_FIRST || b > LAT_EDGE_LAST)
-				continue;
-			fprintf(f, "%s_bucket{worker=\"%u\",le=\"", name, i);
-			put_double(f, (double)(UINT64_C(1) << b) / hz);
-			fprintf(f, "\"} %" PRIu64 "\n", cum);
+		for (b = 0; b < KM_LAT_BOUNDS; b++) {
+			cum += s->w[i].lat[b];
+			fprintf(f, "%s_bucket{worker=\"%u\",le=\"%g\"} %" PRIu64 "\n", name, i,
+				(double)km_lat_bounds_ns[b] / 1e9, cum);
 		}
+		cum += s->w[i].lat[KM_LAT_BOUNDS];
 		fprintf(f, "%s_bucket{worker=\"%u\",le=\"+Inf\"} %" PRIu64 "\n", name, i, cum);
 		fprintf(f, "%s_sum{worker=\"%u\"} ", name, i);
-		put_double(f, sum / hz);
+		put_double(f, (double)s->w[i].lat_sum / hz);
 		fprintf(f, "\n%s_count{worker=\"%u\"} %" PRIu64 "\n", name, i, cum);
 	}
 }

@@ -25,6 +25,8 @@
  * undone (the shard then answers BUSY until a restart, logged).
  */
 
+#define KM_LOG_COMP KM_LOG_CONTROL /* keymapd.h */
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>

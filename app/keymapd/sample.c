@@ -8,6 +8,8 @@
  * and the thresholds derived from them (km_ctl.derived, docs/operations.md 2.13).
  */
 
+#define KM_LOG_COMP KM_LOG_CONTROL /* keymapd.h */
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

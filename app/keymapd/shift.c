@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* The partition shifter: the control lcore's part and the hand-off field (shift.h). */
 
+#define KM_LOG_COMP KM_LOG_CONTROL /* keymapd.h */
+
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>

@@ -23,10 +23,12 @@
 
 #include "config.h"
 
-/* What a hand-off carries besides its datagram. */
+/* What a hand-off carries besides its datagram; rx_tsc also in a request whose reply
+ * waits (disk, group write, replication) or is built again from a large buffer. */
 struct km_shift_dyn {
 	uint8_t mark;             /* KM_HAND_* (a hand-off always sets it) */
 	struct km_shift_move *mv; /* a moved entry, or NULL */
+	uint64_t rx_tsc;          /* TSC of the RX burst that brought the request: latency */
 };
 
 /* Offset of the dynamic field (km_shift_init()); read-only afterwards. */

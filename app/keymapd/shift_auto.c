@@ -24,6 +24,8 @@
  * operator undoes is forgotten.
  */
 
+#define KM_LOG_COMP KM_LOG_CONTROL /* keymapd.h */
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>

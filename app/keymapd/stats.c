@@ -39,9 +39,14 @@ const struct km_stats_desc km_stats_table[] = {
 		"requests per second of all workers over the last sample period"),
 	G(TOP, "cycles_per_req", NULL, GAUGE, total.cycles_per_req,
 		"busy TSC cycles per request, all workers"),
-	G(TOP, "latency_p50_ns", NULL, GAUGE, latency_p50_ns, "median latency inside keymapd"),
+	G(TOP, "latency_window_s", NULL, GAUGE, latency_window_s,
+		"the last seconds whose requests the latency quantiles describe"),
+	G(TOP, "latency_p50_ns", NULL, GAUGE, latency_p50_ns,
+		"median latency inside keymapd, RX to TX, over latency_window_s"),
 	G(TOP, "latency_p99_ns", NULL, GAUGE, latency_p99_ns,
-		"99th percentile latency inside keymapd"),
+		"99th percentile latency inside keymapd, RX to TX, over latency_window_s"),
+	G(TOP, "latency_p999_ns", NULL, GAUGE, latency_p999_ns,
+		"99.9th percentile latency inside keymapd, RX to TX, over latency_window_s"),
 #define KM_X(n, h) {#n, "keymap_" #n "_total", h, KM_STAT_COUNTER, KM_STATS_WORKER, 0, WORK(w.n)},
 	KM_WORKER_COUNTERS(KM_X)
 #undef KM_X
@@ -200,27 +205,128 @@ const struct km_stats_desc km_stats_table[] = {
 
 const size_t km_stats_table_len = RTE_DIM(km_stats_table);
 
+const uint64_t km_lat_bounds_ns[KM_LAT_BOUNDS] = {
+	250,
+	500,
+	1000,
+	2000,
+	5000,
+	10000,
+	20000,
+	50000,
+	100000,
+	200000,
+	500000,
+	1000000,
+	2000000,
+	5000000,
+	10000000,
+	20000000,
+	50000000,
+	100000000,
+	200000000,
+	500000000,
+	1000000000,
+	2000000000,
+	5000000000,
+	10000000000,
+};
+uint64_t km_lat_bounds_tsc[KM_LAT_BOUNDS];
+
+void
+km_lat_init(void)
+{
+	double per_ns = (double)rte_get_tsc_hz() / 1e9;
+	unsigned int b;
+
+	for (b = 0; b < KM_LAT_BOUNDS; b++)
+		km_lat_bounds_tsc[b] = (uint64_t)((double)km_lat_bounds_ns[b] * per_ns + 0.5);
+}
+
 uint64_t
 km_stats_lat_quantile_ns(const uint64_t *h, double q)
 {
-	uint64_t total = 0, acc = 0, target;
+	uint64_t total = 0, acc = 0, lo, hi;
+	double target;
 	unsigned int b;
 
 	for (b = 0; b < KM_LAT_BUCKETS; b++)
 		total += h[b];
 	if (total == 0)
 		return 0;
-	target = (uint64_t)(q * (double)total);
-	if (target == 0)
-		target = 1;
-	for (b = 0; b < KM_LAT_BUCKETS; b++) {
+	target = q * (double)total;
+	for (b = 0; b < KM_LAT_BUCKETS - 1; b++) {
+		if ((double)(acc + h[b]) >= target)
+			break;
 		acc += h[b];
-		if (acc >= target)
+	}
+	if (b == KM_LAT_BOUNDS) /* above the last bound: that bound, a floor */
+		return km_lat_bounds_ns[KM_LAT_BOUNDS - 1];
+	/* Linear within the bucket, as Prometheus's histogram_quantile(). */
+	lo = b == 0 ? 0 : km_lat_bounds_ns[b - 1];
+	hi = km_lat_bounds_ns[b];
+	return lo + (uint64_t)((double)(hi - lo) * (target - (double)acc) / (double)h[b]);
+}
+
+/*
+ * The histogram of all workers, once a second for the last LAT_RING - 1 seconds: the
+ * quantiles of /keymap/stats are those of the requests answered in the last
+ * KM_LAT_WINDOW_S seconds (the difference between now and then). Control lcore only.
+ */
+#define LAT_RING 64
+static struct {
+	uint64_t h[LAT_RING][KM_LAT_BUCKETS];
+	uint64_t tsc[LAT_RING];
+	unsigned int head; /* the next to write */
+	unsigned int n;    /* written (at most LAT_RING) */
+} lw;
+
+static void add_words(void *dst, const void *src, size_t size);
+
+static void
+lat_total(uint64_t *h)
+{
+	uint16_t i;
+
+	memset(h, 0, sizeof(uint64_t) * KM_LAT_BUCKETS);
+	for (i = 0; i < km_dp.nb_workers; i++)
+		add_words(h, km_dp.workers[i].lat, sizeof(km_dp.workers[i].lat));
+}
+
+void
+km_stats_lat_tick(uint64_t now)
+{
+	uint64_t hz = rte_get_timer_hz();
+
+	if (lw.n != 0 && now - lw.tsc[(lw.head + LAT_RING - 1) % LAT_RING] < hz)
+		return;
+	lat_total(lw.h[lw.head]);
+	lw.tsc[lw.head] = now;
+	lw.head = (lw.head + 1) % LAT_RING;
+	if (lw.n < LAT_RING)
+		lw.n++;
+}
+
+/* h (all workers now) minus the newest record at least window_s old (else the oldest):
+ * the requests of the window. @return the window's length in seconds (since start when
+ * there is no record). */
+static double
+lat_window(uint64_t *h, uint64_t now, unsigned int window_s)
+{
+	uint64_t hz = rte_get_timer_hz();
+	unsigned int k, idx, best = LAT_RING;
+
+	for (k = 1; k <= lw.n; k++) {
+		idx = (lw.head + LAT_RING - k) % LAT_RING;
+		best = idx;
+		if (now - lw.tsc[idx] >= (uint64_t)window_s * hz)
 			break;
 	}
-	if (b == KM_LAT_BUCKETS)
-		b--;
-	return (uint64_t)((double)(b == 0 ? 0 : 1ULL << b) * 1e9 / (double)rte_get_timer_hz());
+	if (best == LAT_RING)
+		return km_ctl.start_tsc != 0 ? (double)(now - km_ctl.start_tsc) / (double)hz : 0;
+	for (k = 0; k < KM_LAT_BUCKETS; k++)
+		h[k] = h[k] >= lw.h[best][k] ? h[k] - lw.h[best][k] : 0;
+	return (double)(now - lw.tsc[best]) / (double)hz;
 }
 
 /* dst += src, word by word (structs made only of uint64_t counters). */
@@ -242,7 +348,7 @@ int
 km_stats_take(struct km_stats_snap *s)
 {
 	uint64_t now = rte_get_timer_cycles(), hz = rte_get_timer_hz();
-	uint64_t rxq_drops[KM_WORKERS_MAX];
+	uint64_t rxq_drops[KM_WORKERS_MAX], win[KM_LAT_BUCKETS];
 	const struct km_cache_counters *cc;
 	struct km_stats_worker *x;
 	double load_sum = 0, load_max = 0;
@@ -266,6 +372,7 @@ km_stats_take(struct km_stats_snap *s)
 		/* Plain words each worker updates alone: a value may be one update old. */
 		x->w = w->cnt;
 		memcpy(x->lat, w->lat, sizeof(x->lat));
+		x->lat_sum = w->lat_sum;
 		if (w->proc != NULL)
 			x->p = *km_proc_counters(w->proc);
 		x->requests = km_worker_requests(w);
@@ -286,6 +393,7 @@ km_stats_take(struct km_stats_snap *s)
 		add_words(&s->total.w, &x->w, sizeof(x->w));
 		add_words(&s->total.p, &x->p, sizeof(x->p));
 		add_words(s->total.lat, x->lat, sizeof(x->lat));
+		s->total.lat_sum += x->lat_sum;
 		s->total.requests += x->requests;
 		cc = w->proc == NULL ? NULL : km_proc_cache_counters(w->proc);
 		if (cc != NULL)
@@ -309,8 +417,11 @@ km_stats_take(struct km_stats_snap *s)
 	}
 	s->requests_per_second = km_ctl.requests_per_s;
 	s->requests_per_s = (uint64_t)(km_ctl.requests_per_s + 0.5);
-	s->latency_p50_ns = km_stats_lat_quantile_ns(s->total.lat, 0.50);
-	s->latency_p99_ns = km_stats_lat_quantile_ns(s->total.lat, 0.99);
+	memcpy(win, s->total.lat, sizeof(win));
+	s->latency_window_s = (uint64_t)(lat_window(win, now, KM_LAT_WINDOW_S) + 0.5);
+	s->latency_p50_ns = km_stats_lat_quantile_ns(win, 0.50);
+	s->latency_p99_ns = km_stats_lat_quantile_ns(win, 0.99);
+	s->latency_p999_ns = km_stats_lat_quantile_ns(win, 0.999);
 	for (k = 0; k < km_ctl.nb_shards; k++) {
 		s->store_keys += km_ctl.shards[k].keys;
 		s->store_bytes += km_ctl.shards[k].bytes;

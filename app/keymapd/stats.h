@@ -35,6 +35,7 @@ struct km_stats_worker {
 	uint64_t owned_shards; /* shards it owns */
 	uint64_t capacity;     /* requests/s it could answer (0: not measured yet) */
 	uint64_t lat[KM_LAT_BUCKETS];
+	uint64_t lat_sum; /* TSC cycles */
 };
 
 /* One snapshot, taken by km_stats_take(). */
@@ -51,8 +52,10 @@ struct km_stats_snap {
 	double uptime_seconds;
 	uint64_t requests_per_s; /* rounded */
 	double requests_per_second;
+	uint64_t latency_window_s; /* the quantiles' window (shorter just after start) */
 	uint64_t latency_p50_ns;
 	uint64_t latency_p99_ns;
+	uint64_t latency_p999_ns;
 	uint64_t store_keys;  /* as last sampled */
 	uint64_t store_bytes; /* as last sampled */
 	uint64_t shards;      /* in the current map */
@@ -116,8 +119,15 @@ double km_stats_double(const struct km_stats_snap *s, const struct km_stats_desc
  * @note Context: any thread that owns s. */
 int km_stats_shown(const struct km_stats_snap *s, const struct km_stats_desc *d);
 
-/* Latency quantile q of the histogram h, in ns (upper edge of its bucket).
- * @note Context: any thread. */
+/* Latency quantile q of the histogram h (KM_LAT_BUCKETS counts), in ns, linear within its
+ * bucket; above the last bound: that bound. @note Context: any thread. */
 uint64_t km_stats_lat_quantile_ns(const uint64_t *h, double q);
+
+/* The window of the latency quantiles of the snapshot, seconds. */
+#define KM_LAT_WINDOW_S 10
+
+/* Record the workers' histograms (once a second; every control loop iteration calls it).
+ * @note Context: control lcore. */
+void km_stats_lat_tick(uint64_t now);
 
 #endif /* KEYMAPD_STATS_H */

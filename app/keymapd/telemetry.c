@@ -234,6 +234,51 @@ ctl_stats(void *arg)
 	return 0;
 }
 
+/* What each figure of /keymap/stats is: "counter" (only grows: a rate makes sense) or
+ * "gauge" (a level), by the section of the reply it is in ("top" for the top level; the
+ * counters of each "wI" are those of "total" without the control lcore's). From the same
+ * table as the figures, so that they cannot differ. Needs no snapshot. */
+static int
+ctl_stats_info(void *arg)
+{
+	static const struct {
+		const char *name;
+		enum km_stats_where where;
+	} secs[] = {
+		{"top", KM_STATS_TOP},
+		{"total", KM_STATS_TOTAL},
+		{"port", KM_STATS_PORT},
+		{"balance", KM_STATS_BALANCE},
+		{"store", KM_STATS_STORE},
+		{"cache", KM_STATS_CACHE},
+		{"prefetch", KM_STATS_PREFETCH},
+	};
+	struct tel_arg *a = arg;
+	struct rte_tel_data *t;
+	const struct km_stats_desc *d;
+	size_t k, i;
+
+	rte_tel_data_start_dict(a->d);
+	for (k = 0; k < RTE_DIM(secs); k++) {
+		t = rte_tel_data_alloc();
+		if (t == NULL)
+			return tel_error(a->d, "out of memory");
+		rte_tel_data_start_dict(t);
+		for (i = 0; i < km_stats_table_len; i++) {
+			d = &km_stats_table[i];
+			if (d->tel == NULL || d->is_double ||
+				!(d->where == secs[k].where ||
+					(secs[k].where == KM_STATS_TOTAL &&
+						d->where == KM_STATS_WORKER)))
+				continue;
+			rte_tel_data_add_dict_string(
+				t, d->tel, d->kind == KM_STAT_COUNTER ? "counter" : "gauge");
+		}
+		rte_tel_data_add_dict_container(a->d, secs[k].name, t, 0);
+	}
+	return 0;
+}
+
 /* ---- shards ---- */
 
 static int
@@ -858,6 +903,22 @@ ctl_keys_reload(void *arg)
 	return 0;
 }
 
+static int
+ctl_reload(void *arg)
+{
+	struct tel_arg *a = arg;
+	struct km_reload_result res;
+	char err[768];
+
+	if (km_ctl_reload(&res, err, sizeof(err)) < 0)
+		return tel_error(a->d, err);
+	rte_tel_data_start_dict(a->d);
+	rte_tel_data_add_dict_string(a->d, "file", res.path != NULL ? res.path : "");
+	rte_tel_data_add_dict_u64(a->d, "changed", res.changed);
+	rte_tel_data_add_dict_u64(a->d, "restart", res.restart);
+	return 0;
+}
+
 /* ---- registration ---- */
 
 #define TEL_CB(name, fn, timeout)                                                          \
@@ -869,6 +930,7 @@ ctl_keys_reload(void *arg)
 
 TEL_CB(status, ctl_status, TEL_TIMEOUT_MS)
 TEL_CB(stats, ctl_stats, TEL_TIMEOUT_MS)
+TEL_CB(stats_info, ctl_stats_info, TEL_TIMEOUT_MS)
 TEL_CB(shards, ctl_shards, TEL_TIMEOUT_MS)
 TEL_CB(config, ctl_config, TEL_TIMEOUT_MS)
 TEL_CB(set, ctl_set, TEL_TIMEOUT_MS)
@@ -882,6 +944,7 @@ TEL_CB(keys, ctl_keys, TEL_TIMEOUT_MS)
 TEL_CB(key_add, ctl_key_add, TEL_TIMEOUT_MS)
 TEL_CB(key_remove, ctl_key_remove, TEL_TIMEOUT_MS)
 TEL_CB(keys_reload, ctl_keys_reload, TEL_TIMEOUT_MS)
+TEL_CB(reload, ctl_reload, TEL_TIMEOUT_MS)
 
 int
 km_telemetry_register(void)
@@ -895,6 +958,9 @@ km_telemetry_register(void)
 			"Version, uptime, lcores, port, epoch, shard count, metrics address."},
 		{"/keymap/stats", tel_stats,
 			"Counters per worker and in total, request rate, cycles and latency."},
+		{"/keymap/stats_info", tel_stats_info,
+			"Whether each figure of /keymap/stats is a counter or a gauge, by "
+			"section."},
 		{"/keymap/shards", tel_shards,
 			"Shards: id, depth, owner, keys, bytes, req/s, tier. Param: first index."},
 		{"/keymap/config", tel_config,
@@ -920,6 +986,9 @@ km_telemetry_register(void)
 		{"/keymap/key_remove", tel_key_remove,
 			"Remove a client key from keys_file and from service. Param: ID"},
 		{"/keymap/keys_reload", tel_keys_reload, "Read keys_file again."},
+		{"/keymap/reload", tel_reload,
+			"Read the configuration again (as SIGHUP): runtime tunables, keys_file, "
+			"log file"},
 		{"/keymap/log_level", tel_log_level,
 			"Log level of keymap.* (emerg..debug). Param: new level"},
 	};

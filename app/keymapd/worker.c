@@ -61,6 +61,12 @@ struct pkt_next {
 struct tx_batch {
 	uint16_t n;
 	uint16_t replies; /* since the iteration began: a fragmented reply counts once */
+	/* Latency (datapath.h): of the pend replies added since the last flush, own were
+	 * counted one by one (from their request's km_shift_dyn rx_tsc); the others answer
+	 * requests of the RX burst at rx_tsc and are counted at the flush. */
+	uint16_t pend;
+	uint16_t own;
+	uint64_t rx_tsc;
 	struct rte_mbuf *pkts[2 * BURST_MAX];
 };
 
@@ -75,6 +81,27 @@ tx_add(struct km_worker *w, struct tx_batch *tx, struct rte_mbuf *m)
 		tx_flush(w, tx);
 	tx->pkts[tx->n++] = m;
 	tx->replies++;
+	tx->pend++;
+}
+
+static inline void
+lat_add(struct km_worker *w, uint64_t cycles, uint16_t n)
+{
+	w->lat[km_lat_bucket(cycles)] += n;
+	w->lat_sum += cycles * n;
+}
+
+/* The replies added since replies_before (tx->replies then) answer a request that came
+ * at rx_tsc: counted now. */
+static inline void
+lat_own(struct km_worker *w, struct tx_batch *tx, uint64_t rx_tsc, uint16_t replies_before)
+{
+	uint16_t k = (uint16_t)(tx->replies - replies_before);
+
+	if (k == 0)
+		return;
+	lat_add(w, rte_rdtsc() - rx_tsc, k);
+	tx->own = (uint16_t)(tx->own + k);
 }
 
 static void
@@ -91,6 +118,10 @@ tx_flush(struct km_worker *w, struct tx_batch *tx)
 		rte_pktmbuf_free_bulk(&tx->pkts[sent], tx->n - sent);
 	}
 	tx->n = 0;
+	if (tx->pend > tx->own)
+		lat_add(w, rte_rdtsc() - tx->rx_tsc, (uint16_t)(tx->pend - tx->own));
+	tx->pend = 0;
+	tx->own = 0;
 }
 
 /* Answer an ARP request for our address in place. Not the fast path. */
@@ -196,6 +227,7 @@ tx_frags(struct km_worker *w, struct tx_batch *tx, struct rte_mbuf *m)
 	for (i = 0; i < n; i++)
 		tx->pkts[tx->n++] = frags[i];
 	tx->replies++;
+	tx->pend++;
 }
 
 /* Send the reply of plen payload bytes written over the request in m: one frame, or IPv4
@@ -343,9 +375,22 @@ static inline void
 pkt_verdict(struct km_worker *w, const struct km_shardmap *map, struct rte_mbuf *m,
 	const struct km_proc_req *r, struct tx_batch *tx)
 {
+	uint16_t before = tx->replies;
+	uint64_t rx_tsc;
+
+	/* A request answered later or elsewhere keeps the time it came (latency). */
+	if (r->handed == 0 && unlikely(r->verdict != KM_PROC_REPLY))
+		km_shift_dyn(m)->rx_tsc = tx->rx_tsc;
 	switch (r->verdict) {
 	case KM_PROC_REPLY:
+		if (likely(r->handed == 0)) {
+			tx_reply(w, tx, m, r->reply_len);
+			break;
+		}
+		/* Handed on or grown: it came in another burst (m may be gone after). */
+		rx_tsc = km_shift_dyn(m)->rx_tsc;
 		tx_reply(w, tx, m, r->reply_len);
+		lat_own(w, tx, rx_tsc, before);
 		break;
 	case KM_PROC_GROW:
 		pkt_grow(w, map, m, tx);
@@ -434,6 +479,7 @@ pkt_grow(
 	struct km_worker *w, const struct km_shardmap *map, struct rte_mbuf *m, struct tx_batch *tx)
 {
 	struct rte_mbuf *big = km_frag_large_copy(w, m);
+	uint64_t rx_tsc = km_shift_dyn(m)->rx_tsc;
 	struct km_proc_req r;
 	uint16_t plen;
 
@@ -442,6 +488,7 @@ pkt_grow(
 		w->cnt.large_drops++;
 		return;
 	}
+	km_shift_dyn(big)->rx_tsc = rx_tsc;
 	if (pkt_l4(w, NULL, &big, 1, &r, &plen) != PKT_PROC)
 		return; /* cannot happen: it passed before; freed and counted */
 	r.again = 1;
@@ -522,6 +569,8 @@ disk_poll(struct km_worker *w, const struct km_shardmap *map, struct tx_batch *t
 {
 	struct km_proc_done done[BURST_MAX];
 	unsigned int n, i, total = 0;
+	uint64_t rx_tsc;
+	uint16_t before;
 
 	do {
 		n = km_proc_poll(w->proc, done, BURST_MAX);
@@ -530,7 +579,10 @@ disk_poll(struct km_worker *w, const struct km_shardmap *map, struct tx_batch *t
 				pkt_grow(w, map, done[i].cookie, tx);
 				total--; /* answered by pkt_grow(), not from the disk */
 			} else {
+				before = tx->replies;
+				rx_tsc = km_shift_dyn(done[i].cookie)->rx_tsc;
 				tx_reply(w, tx, done[i].cookie, done[i].len);
+				lat_own(w, tx, rx_tsc, before);
 			}
 		}
 		total += n;
@@ -833,7 +885,7 @@ km_worker_main(void *arg)
 	const struct km_allow *allow;
 	struct tx_batch tx = {.n = 0, .replies = 0};
 	uint32_t idle = 0;
-	uint16_t nb_rx, nb_ho, nb_tx;
+	uint16_t nb_rx, nb_ho;
 	uint64_t t0, t1;
 	/* The processor's clock (stream timing, read latency) in ns, from the TSC. */
 	const double ns_per_tsc = 1e9 / (double)rte_get_tsc_hz();
@@ -908,7 +960,7 @@ km_worker_main(void *arg)
 			km_proc_time(w->proc, (uint64_t)((double)rte_rdtsc() * ns_per_tsc));
 			if (disk_poll(w, map, &tx) != 0)
 				tx_flush(w, &tx);
-			tx.replies = 0; /* the latency buckets count the busy iterations' */
+			tx.replies = 0;
 			worker_notes(w);
 			idle = 0;
 		}
@@ -928,6 +980,7 @@ km_worker_main(void *arg)
 		}
 		idle = 0;
 		t0 = rte_rdtsc();
+		tx.rx_tsc = t0; /* the latency of this burst's replies, counted at their TX */
 		/* The clock of cookie slots and read latencies: once per burst. */
 		km_proc_time(w->proc, (uint64_t)((double)t0 * ns_per_tsc));
 		w->cnt.rx_pkts += nb_rx;
@@ -943,7 +996,6 @@ km_worker_main(void *arg)
 		process_burst(w, map, allow, pkts, nb_ho, 1, &tx);
 		if (w->disk)
 			disk_poll(w, map, &tx);
-		nb_tx = tx.replies;
 		tx.replies = 0;
 		tx_flush(w, &tx);
 		/* Read-ahead after the replies are out: not on their way. */
@@ -954,8 +1006,6 @@ km_worker_main(void *arg)
 		iter_tsc = t1 - t0;
 		w->cnt.busy_cycles += t1 - t0;
 		w->cnt.busy_iters++;
-		/* Every reply of the iteration waited from its RX burst to this TX burst. */
-		w->lat[km_lat_bucket(t1 - t0)] += nb_tx;
 	}
 	/* Answer what waits for the disk before leaving (bounded: a stuck disk must not
 	 * keep keymapd from stopping). */

@@ -78,7 +78,7 @@ start_keymapd() {
 		--lcores "$srv_lcores" >"$tmp/keymapd-$name.log" 2>&1 &
 	srv_pid=$!
 	for _ in $(seq 200); do
-		grep -q "keymapd: ready" "$tmp/keymapd-$name.log" && return 0
+		grep -q "keymap.main: ready" "$tmp/keymapd-$name.log" && return 0
 		kill -0 "$srv_pid" 2>/dev/null || break
 		sleep 0.1
 	done

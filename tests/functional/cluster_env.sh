@@ -144,11 +144,11 @@ cl_node_start() {
 		--vdev "net_tap0,iface=$t,mac=02:00:00:00:00:1$n" -l 0-1 >>"$cl_tmp/n$n.log" 2>&1 &
 	cl_node_pid[$n]=$!
 	for _ in $(seq 600); do
-		sed -n '/^---- start$/h;//!H;${x;p}' "$cl_tmp/n$n.log" | grep -q "keymapd: ready" && break
+		sed -n '/^---- start$/h;//!H;${x;p}' "$cl_tmp/n$n.log" | grep -q "keymap.main: ready" && break
 		kill -0 "${cl_node_pid[$n]}" 2>/dev/null || cl_fail "node n$n exited during start-up"
 		sleep 0.1
 	done
-	sed -n '/^---- start$/h;//!H;${x;p}' "$cl_tmp/n$n.log" | grep -q "keymapd: ready" ||
+	sed -n '/^---- start$/h;//!H;${x;p}' "$cl_tmp/n$n.log" | grep -q "keymap.main: ready" ||
 		cl_fail "node n$n not ready after 60 s"
 	# Its tap onto the bridge, with a kernel-side MAC of its own.
 	ip netns exec "$ns" ip link set "$t" netns "$cl_sw"

@@ -321,7 +321,7 @@ expect 0 '^keymapctl [0-9]+\.[0-9]+\.[0-9]+$' "$keymapctl" --version
 expect 0 '^keymapctl [0-9]+\.[0-9]+\.[0-9]+$' "$keymapctl" -f nosuchprefix --version status
 expect 0 '^keymap-cli [0-9]+\.[0-9]+\.[0-9]+$' "$cli" --version
 # A second keymapd on the running one's file prefix: refused before EAL, with the pid.
-expect 1 "keymapd: another DPDK process \(pid [0-9]+\) runs with --file-prefix $prefix: stop it" \
+expect 1 "keymap.main: another DPDK process \(pid [0-9]+\) runs with --file-prefix $prefix: stop it" \
 	"$keymapd" -- --no-huge -m 256 --no-pci --file-prefix "$prefix" --vdev net_null0 -l 0-1
 # Bad usage, found by keymapctl before it connects: exit 1.
 refuse 1 "unknown command 'bogus'" bogus
@@ -342,7 +342,7 @@ refuse 1 "set takes SECTION.KEY VALUE" set workers.burst
 refuse 1 "'burst' is not SECTION.KEY" set burst 16
 refuse 1 "config takes at most one" config workers.burst log.level
 refuse 1 "raw takes one telemetry request" raw keymap/status
-refuse 1 "stats: unexpected argument" stats --bogus
+refuse 1 "stats: unknown option '--bogus'" stats --bogus
 # The depth limit: split the lowest shard down to depth 24, where one more split is
 # refused, then merge it back up.
 id=8
@@ -523,7 +523,7 @@ section "shutdown"
 rc=0
 stop_server || rc=$?
 [ "$rc" -eq 0 ] || fail "keymapd exit $rc on SIGTERM"
-grep -q "keymapd: stopping" "$log" || fail "keymapd did not log its shutdown"
+grep -q "keymap.main: stopping" "$log" || fail "keymapd did not log its shutdown"
 
 echo "summary: $checks checks; epoch $epoch0 -> $epoch_c under reshard_client, $epoch at the" \
 	"end (every command exactly one); $nsplit splits, $nmerge merges, $nmove moves"

@@ -107,11 +107,11 @@ timeout -k 5 120 ip netns exec "$ns" "$keymapd" -o "net.ip=$server" \
 	>"$tmp/keymapd.log" 2>&1 &
 srv_pid=$!
 for _ in $(seq 300); do
-	grep -q "keymapd: ready" "$tmp/keymapd.log" && break
+	grep -q "keymap.main: ready" "$tmp/keymapd.log" && break
 	kill -0 "$srv_pid" 2>/dev/null || fail "keymapd exited during start-up"
 	sleep 0.1
 done
-grep -q "keymapd: ready" "$tmp/keymapd.log" || fail "keymapd not ready after 30 s"
+grep -q "keymap.main: ready" "$tmp/keymapd.log" || fail "keymapd not ready after 30 s"
 "${in_ns[@]}" ip addr add 198.51.100.1/24 dev "$tap"
 "${in_ns[@]}" ip link set "$tap" up
 run_client=("${in_ns[@]}" python3 "$client" "$server" 7070)
@@ -212,5 +212,5 @@ kill -TERM "$srv_pid"
 for _ in $(seq 100); do kill -0 "$srv_pid" 2>/dev/null || break; sleep 0.1; done
 wait "$srv_pid" || fail "keymapd exited with status $?"
 srv_pid=
-grep -Eq "^kernel_drops +[1-9][0-9]*$" "$tmp/keymapd.log" || fail "exit print: no kernel_drops row"
+grep -Eq " keymap.main: kernel_drops +[1-9][0-9]*$" "$tmp/keymapd.log" || fail "exit print: no kernel_drops row"
 echo "PASS: $((checks + 1)) checks"

@@ -123,7 +123,7 @@ done
 ok "keymap_frag_*_total and keymap_large_drops_total on the metrics page"
 
 stop_server || fail "keymapd exit status $? on SIGTERM"
-grep -Eq "^frag_drops +[0-9]+" "$log" || fail "exit print: no frag_drops row"
+grep -Eq " keymap.main: frag_drops +[0-9]+" "$log" || fail "exit print: no frag_drops row"
 
 section "e. a port that cannot send mbuf chains (net_af_xdp on a veth): fragments made flat"
 for _ in $(seq 50); do "${in_ns[@]}" ip link show "$tap" >/dev/null 2>&1 || break; sleep 0.1; done
@@ -137,11 +137,11 @@ timeout -k 5 60 ip netns exec "$ns" "$keymapd" -o "store.value_max=$value_max" \
 	--vdev net_af_xdp0,iface=kmfragv0 >"$log" 2>&1 &
 srv_pid=$!
 for _ in $(seq 300); do
-	grep -q "keymapd: ready" "$log" && break
+	grep -q "keymap.main: ready" "$log" && break
 	kill -0 "$srv_pid" 2>/dev/null || { srv_pid=; fail "keymapd on net_af_xdp exited"; }
 	sleep 0.1
 done
-grep -q "keymapd: ready" "$log" || fail "keymapd on net_af_xdp not ready after 30 s"
+grep -q "keymap.main: ready" "$log" || fail "keymapd on net_af_xdp not ready after 30 s"
 expect 0 "^OK version" "${kcli[@]}" put frag/xdp - <"$tmp/v10k"
 "${kcli[@]}" get frag/xdp >"$tmp/got" || fail "get frag/xdp over net_af_xdp"
 truncate -s -1 "$tmp/got"

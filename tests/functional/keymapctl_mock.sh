@@ -117,7 +117,9 @@ S=(-s "$sock")
 # Usage: exit 1 with the usage line, without contacting a server (the socket does not
 # exist: a connection attempt would say "not running").
 none=$tmp/none.sock
-for args in "" "bogus" "status extra" "stats --watch 0" "stats --watch x" "stats --watch 2 3" \
+for args in "" "bogus" "status extra" "stats --watch 0" "stats --watch=x" "stats --watch 2 3" \
+	"stats --interval 0" "stats --interval x" "stats --interval" "stats worker" "stats worker x" \
+	"stats --bogus" "top x" "top -n 0" "top --interval 0" "top -n" \
 	"shards 1" "config nodot" "config a.b c" "set a.b" "set nodot 1" "set a.b 1 2" \
 	"split" "split x" "split 0" "split 1 2" "merge" "merge -1" "move 5" "move 5 x" \
 	"move x 1" "move 5 70000" "log-level a,b" "log-level a b" "raw" "raw nocmd" \

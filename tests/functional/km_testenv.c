@@ -217,7 +217,7 @@ km_testenv_start(
 		exec_keymapd(e, keymapd, lcores, extra);
 
 	deadline = now_ms() + START_TIMEOUT_MS;
-	while (!log_contains(e, "keymapd: ready")) {
+	while (!log_contains(e, "keymap.main: ready")) {
 		if (waitpid(e->pid, &st, WNOHANG) == e->pid) {
 			fprintf(stderr, "testenv: keymapd exited during start-up (status %d)\n",
 				st);
@@ -298,7 +298,7 @@ km_testenv_stop(struct km_testenv *e)
 static long long
 counter_col(const struct km_testenv *e, const char *name, int col)
 {
-	char line[1024], *tok, *save;
+	char line[1024], *tok, *save, *row;
 	long long v = -1;
 	FILE *f = fopen(e->log, "r");
 	int i;
@@ -306,7 +306,10 @@ counter_col(const struct km_testenv *e, const char *name, int col)
 	if (f == NULL)
 		return -1;
 	while (fgets(line, sizeof(line), f) != NULL) {
-		tok = strtok_r(line, " \t\n", &save);
+		/* Log lines: "TIME LEVEL keymap.main: name total w0 ...". */
+		row = strstr(line, " keymap.main: ");
+		row = row != NULL ? row + strlen(" keymap.main: ") : line;
+		tok = strtok_r(row, " \t\n", &save);
 		if (tok == NULL || strcmp(tok, name) != 0)
 			continue;
 		for (i = 0; i <= col && (tok = strtok_r(NULL, " \t\n", &save)) != NULL; i++)

@@ -179,11 +179,11 @@ start_keymapd() {
 # 198.51.100.1/24.
 wait_ready() {
 	for _ in $(seq 300); do
-		grep -q "keymapd: ready" "$log" && break
+		grep -q "keymap.main: ready" "$log" && break
 		kill -0 "$srv_pid" 2>/dev/null || { srv_pid=; fail "keymapd exited during start-up"; }
 		sleep 0.1
 	done
-	grep -q "keymapd: ready" "$log" || fail "keymapd not ready after 30 s"
+	grep -q "keymap.main: ready" "$log" || fail "keymapd not ready after 30 s"
 	"${in_ns[@]}" ip addr add 198.51.100.1/24 dev "$tap"
 	"${in_ns[@]}" ip link set "$tap" up
 }

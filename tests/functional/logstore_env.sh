@@ -89,7 +89,7 @@ restart_kill9() {
 store_line() {
 	local n='\([0-9]*\)' re
 
-	re="^keymapd: store: $n keys from $n records in \([0-9.]*\) s ($n damaged records"
+	re=".* keymap.main: store: $n keys from $n records in \([0-9.]*\) s ($n damaged records"
 	re+=" skipped, $n torn tail bytes dropped), .* durability\$"
 	sed -n "s/$re/\1 \2 \3 \4 \5/p" "$log" | tail -1
 }

@@ -120,7 +120,8 @@ class Mock:
         t = time.monotonic() - self.start
         out = {"workers": self.args.workers, "uptime_s": int(t),
                "requests_per_s": 123456.7, "cycles_per_req": 412,
-               "latency_p50_ns": 2100, "latency_p99_ns": 8400}
+               "latency_window_s": 10, "latency_p50_ns": 2100, "latency_p99_ns": 8400,
+               "latency_p999_ns": 17500}
         total = dict.fromkeys(COUNTERS, 0)
         for w in range(self.args.workers):
             per = {}

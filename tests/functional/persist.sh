@@ -195,7 +195,7 @@ read -r keys recs secs skipped torn <<<"$(store_line)"
 	fail "start-up after the damage: $skipped damaged records skipped, $torn torn bytes (want 1, 30)"
 # shard_warning ID SKIPPED TORN: keymapd's start-up warning for shard ID says so.
 shard_warning() {
-	local re="^keymapd: shard $1: $2 damaged record\(s\) skipped \(CRC\), $3 byte\(s\)"
+	local re=" keymap.main: shard $1: $2 damaged record\(s\) skipped \(CRC\), $3 byte\(s\)"
 
 	grep -Eq "$re of an incomplete tail dropped; [0-9]+ keys served$" "$log"
 }

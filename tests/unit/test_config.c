@@ -529,6 +529,8 @@ test_items(void **state)
 		"security.allow",
 		"security.auth",
 		"log.level",
+		"log.file",
+		"log.syslog",
 	};
 	struct km_conf_item it;
 	char buf[KM_CONF_STR_MAX], name[160];

@@ -74,7 +74,7 @@ start_keymapd() {
 		--lcores "0@$gen_cpu,1@$srv_cpu" >"$out/keymapd-$name.log" 2>&1 &
 	srv_pid=$!
 	for _ in $(seq 200); do
-		grep -q "keymapd: ready" "$out/keymapd-$name.log" && return 0
+		grep -q "keymap.main: ready" "$out/keymapd-$name.log" && return 0
 		kill -0 "$srv_pid" 2>/dev/null || break
 		sleep 0.1
 	done

@@ -118,6 +118,27 @@ cmd_set(struct ctl *c, int argc, char **argv)
 }
 
 static void
+show_reload(const json_t *d, const char *arg)
+{
+	const char *file = json_string_value(json_object_get(d, "file"));
+
+	(void)arg;
+	printf("reloaded %s: %s tunables changed, %s need a restart (keymapd's log names "
+	       "them)\n",
+		file != NULL && file[0] != '\0' ? file : "(no -c file: the defaults and -o)",
+		jfmt(json_object_get(d, "changed")), jfmt(json_object_get(d, "restart")));
+}
+
+int
+cmd_reload(struct ctl *c, int argc, char **argv)
+{
+	(void)argv;
+	if (argc != 1)
+		return usage_error("reload takes no argument");
+	return tel_showf(c, show_reload, NULL, "/keymap/reload");
+}
+
+static void
 show_level(const json_t *d, const char *arg)
 {
 	(void)arg;

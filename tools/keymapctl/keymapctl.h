@@ -48,7 +48,8 @@ struct ctl {
 	int timeout_ms;
 	int json;
 	const char *metrics_url;
-	const char *cmd; /* keymapctl command, for messages */
+	const char *cmd;   /* keymapctl command, for messages */
+	int quiet_unknown; /* a command keymapd does not know: no message (a fallback) */
 	/* The telemetry connection, opened by the first request (tel.c). */
 	int fd;
 	char *buf;      /* one reply, NUL-terminated */
@@ -113,7 +114,14 @@ int tel_showf(struct ctl *c, void (*show)(const json_t *d, const char *arg), con
 
 /* The commands: (c, argc, argv) with argv[0] the command's name. Each checks its
  * arguments before it connects. @return the exit status. */
+/* shards.c: "0x5/4": a shard's prefix in as many hex digits as its depth needs, then the
+ * depth; every page of /keymap/shards (restarted when the map changes between two):
+ * @return 0 with the pages merged into one DATA object in *out, or an exit code. */
+void shard_prefix(uint64_t id, char *buf, size_t len);
+int shards_fetch(struct ctl *c, json_t **out);
+
 int cmd_status(struct ctl *c, int argc, char **argv);      /* stats.c */
+int cmd_top(struct ctl *c, int argc, char **argv);         /* top.c */
 int cmd_stats(struct ctl *c, int argc, char **argv);       /* stats.c */
 int cmd_shards(struct ctl *c, int argc, char **argv);      /* shards.c */
 int cmd_split(struct ctl *c, int argc, char **argv);       /* shards.c */
@@ -126,6 +134,7 @@ int cmd_keys(struct ctl *c, int argc, char **argv);        /* keys.c */
 int cmd_key(struct ctl *c, int argc, char **argv);         /* keys.c */
 int cmd_config(struct ctl *c, int argc, char **argv);      /* conf.c */
 int cmd_set(struct ctl *c, int argc, char **argv);         /* conf.c */
+int cmd_reload(struct ctl *c, int argc, char **argv);      /* conf.c */
 int cmd_log_level(struct ctl *c, int argc, char **argv);   /* conf.c */
 int cmd_prefetch(struct ctl *c, int argc, char **argv);    /* conf.c */
 int cmd_metrics(struct ctl *c, int argc, char **argv);     /* metrics.c */

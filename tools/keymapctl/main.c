@@ -26,12 +26,20 @@ static const char usage_text[] =
 	"\n"
 	"commands:\n"
 	"  status                     keymapd, its port and its shard map in short\n"
-	"  stats [--watch [N]]        counters, total and per worker; --watch: a sample every\n"
-	"                             second with rates, N times (default: until interrupted)\n"
+	"  stats [--watch [N]] [--interval S] [SECTION | worker N | NAME]...\n"
+	"                             counters, then gauges, total and per worker, and the\n"
+	"                             sections; --watch: a sample every second (--interval S)\n"
+	"                             with the counters' rates, N times (default: until\n"
+	"                             interrupted); SECTION: summary, counters, gauges, port,\n"
+	"                             balance, store, cache, prefetch; worker N: that worker's\n"
+	"                             column only; NAME: figures whose name matches (req_*)\n"
+	"  top [--interval S] [-n N]  live view: throughput, latency, hit ratio, prefetch\n"
+	"                             accuracy, each worker's load, the hottest shards (q quits)\n"
 	"  shards                     every shard: depth, prefix, owner, keys, bytes, rate, tier\n"
 	"  config [SECTION.KEY]       every tunable and whether it can change while running,\n"
 	"                             or the value of one\n"
 	"  set SECTION.KEY VALUE      change a tunable while running (or SECTION.KEY=VALUE)\n"
+	"  reload                     read the configuration file again, as SIGHUP does\n"
 	"  split ID                   split shard ID into 2*ID and 2*ID+1\n"
 	"  merge ID                   merge shard ID and its buddy ID^1 into ID/2\n"
 	"  move ID WORKER             give shard ID to worker WORKER\n"
@@ -191,9 +199,11 @@ static const struct command {
 } commands[] = {
 	{"status", cmd_status, 0, 0},
 	{"stats", cmd_stats, 0, 0},
+	{"top", cmd_top, 0, 0},
 	{"shards", cmd_shards, 0, 0},
 	{"config", cmd_config, 0, 0},
 	{"set", cmd_set, 0, 1},
+	{"reload", cmd_reload, 0, 0},
 	{"split", cmd_split, 1, 0},
 	{"merge", cmd_merge, 1, 0},
 	{"move", cmd_move, 1, 0},

@@ -28,8 +28,7 @@ shard_depth(uint64_t id)
 	return 63u - (unsigned int)__builtin_clzll(id);
 }
 
-/* "0x5/4": the prefix in as many hex digits as its depth needs, then the depth. */
-static void
+void
 shard_prefix(uint64_t id, char *buf, size_t len)
 {
 	unsigned int depth = shard_depth(id);
@@ -54,9 +53,7 @@ shards_append(json_t *all, json_t *page)
 	}
 }
 
-/* Fetch every page, restarting when the map changes between two. @return 0 with the
- * pages merged into one DATA object in *out, or an exit code. */
-static int
+int
 shards_fetch(struct ctl *c, json_t **out)
 {
 	uint64_t first, next, nb, epoch, epoch0 = 0, n;

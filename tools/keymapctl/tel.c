@@ -280,8 +280,9 @@ tel_query(struct ctl *c, const char *req, json_t **root, json_t **data)
 		return EXIT_TRANSPORT;
 	}
 	if (json_is_null(d)) {
-		errmsg("%s: keymapd does not know %.*s (or refused it without a message)", c->cmd,
-			(int)name_len, req);
+		if (!c->quiet_unknown)
+			errmsg("%s: keymapd does not know %.*s (or refused it without a message)",
+				c->cmd, (int)name_len, req);
 		json_decref(r);
 		return EXIT_REFUSED;
 	}

@@ -473,55 +473,86 @@ ctl_tune_workers(const struct km_conf *c)
 	return ret;
 }
 
-/* Make nc (km_ctl.conf with runtime tunables changed) the running configuration: push
- * what changed to where it acts. @return 0 or -errno with err filled (what was pushed
- * before the failure stays; km_ctl.conf is not changed). */
+/* "what" to the list of steps done (for the message of a later failure). */
+static void
+done_add(char *done, size_t len, const char *what)
+{
+	size_t n = strlen(done);
+
+	snprintf(done + n, len - n, "%s%s", n != 0 ? ", " : "", what);
+}
+
+/*
+ * Make nc (km_ctl.conf with runtime tunables changed) the running configuration: push
+ * what changed to where it acts, step by step; km_ctl.conf follows the steps that took, so
+ * that it always says what is in force (a later set or reload pushes the rest again).
+ * @return 0, or -errno with err saying why and which steps took before the failure.
+ */
 static int
 ctl_apply(const struct km_conf *nc, char *err, size_t errlen)
 {
-	const struct km_conf *oc = &km_ctl.conf;
-	char why[256];
-	int rc;
+	struct km_conf cur = km_ctl.conf; /* in force, step by step */
+	char done[96] = "", why[256];
+	int rc = 0;
 
 	/* What may be refused first: a log file that cannot be opened, auth without keys. */
-	if (strcmp(nc->log_file, oc->log_file) != 0 || nc->log_syslog != oc->log_syslog) {
-		rc = km_log_configure(nc->log_file, (int)nc->log_syslog, err, errlen);
+	if (strcmp(nc->log_file, cur.log_file) != 0 || nc->log_syslog != cur.log_syslog) {
+		rc = km_log_configure(nc->log_file, (int)nc->log_syslog, why, sizeof(why));
 		if (rc < 0)
-			return rc;
+			goto out;
+		memcpy(cur.log_file, nc->log_file, sizeof(cur.log_file));
+		cur.log_syslog = nc->log_syslog;
+		done_add(done, sizeof(done), "[log] file/syslog");
 	}
-	if (nc->auth != oc->auth) {
-		rc = km_guard_required((int)nc->auth, err, errlen);
-		if (rc < 0) {
-			km_log_configure(oc->log_file, (int)oc->log_syslog, why, sizeof(why));
-			return rc;
-		}
-	}
-	if (strcmp(nc->allow, oc->allow) != 0) {
-		rc = km_ctl_publish_allow(nc->allow, err, errlen);
+	if (nc->auth != cur.auth) {
+		rc = km_guard_required((int)nc->auth, why, sizeof(why));
 		if (rc < 0)
-			return rc;
+			goto out;
+		cur.auth = nc->auth;
+		done_add(done, sizeof(done), "[security] auth");
 	}
-	if (nc->burst != oc->burst || nc->idle_spin != oc->idle_spin ||
-		nc->idle_sleep_us != oc->idle_sleep_us ||
-		nc->busy_watermark != oc->busy_watermark) {
+	if (strcmp(nc->allow, cur.allow) != 0) {
+		rc = km_ctl_publish_allow(nc->allow, why, sizeof(why));
+		if (rc < 0)
+			goto out;
+		memcpy(cur.allow, nc->allow, sizeof(cur.allow));
+		done_add(done, sizeof(done), "[security] allow");
+	}
+	if (nc->burst != cur.burst || nc->idle_spin != cur.idle_spin ||
+		nc->idle_sleep_us != cur.idle_sleep_us ||
+		nc->busy_watermark != cur.busy_watermark) {
 		rc = ctl_tune_workers(nc);
 		if (rc < 0) {
-			snprintf(err, errlen, "a worker did not take the [workers] tunables: %s",
-				strerror(-rc));
-			return rc;
+			/* Some workers may have them: the old values stay recorded, so that the
+			 * next set or reload sends them to every worker again. */
+			snprintf(why, sizeof(why),
+				"a worker did not take the [workers] tunables: %s", strerror(-rc));
+			goto out;
 		}
+		cur.burst = nc->burst;
+		cur.idle_spin = nc->idle_spin;
+		cur.idle_sleep_us = nc->idle_sleep_us;
+		cur.busy_watermark = nc->busy_watermark;
+		done_add(done, sizeof(done), "[workers]");
 	}
-	if (strcmp(nc->log_level, oc->log_level) != 0)
+	if (strcmp(nc->log_level, cur.log_level) != 0) {
 		rte_log_set_level_pattern("keymap.*", (uint32_t)km_log_level_of(nc->log_level));
+		memcpy(cur.log_level, nc->log_level, sizeof(cur.log_level));
+	}
 	rc = km_pf_configure(nc);
 	if (rc < 0) {
-		snprintf(err, errlen, "prefetch: %s", strerror(-rc));
-		return rc;
+		snprintf(why, sizeof(why), "prefetch: %s", strerror(-rc));
+		goto out;
 	}
 	km_crew_configure(nc);
-	km_ctl.conf = *nc;
+	cur = *nc;
+out:
+	km_ctl.conf = cur;
 	km_ctl_derive();
-	return 0;
+	if (rc < 0)
+		snprintf(err, errlen, "%s: %s%s", why, done[0] != '\0' ? done : "nothing changed",
+			done[0] != '\0' ? " changed before it, the rest kept" : "");
+	return rc;
 }
 
 int
@@ -567,13 +598,16 @@ static struct {
 	const char *path;  /* -c FILE, or NULL */
 	char *const *sets; /* -o overrides, in command line order */
 	int nb_sets;
-	int eal_cmdline;    /* EAL arguments came after --: [eal] args of the file is not used */
-	atomic_int pending; /* SIGHUP seen */
+	int eal_cmdline; /* EAL arguments came after --: [eal] args of the file is not used */
+	char eal_conf[KM_CONF_STR_MAX]; /* [eal] args as configured at start */
+	atomic_int pending;             /* SIGHUP seen */
 } rl;
 
 void
-km_ctl_reload_source(const char *path, char *const *sets, int nb_sets, int eal_cmdline)
+km_ctl_reload_source(
+	const char *path, char *const *sets, int nb_sets, int eal_cmdline, const char *eal_conf)
 {
+	snprintf(rl.eal_conf, sizeof(rl.eal_conf), "%s", eal_conf);
 	rl.path = path;
 	rl.sets = sets;
 	rl.nb_sets = nb_sets;
@@ -591,7 +625,7 @@ km_ctl_hup(int wake)
 int
 km_ctl_reload(struct km_reload_result *res, char *err, size_t errlen)
 {
-	char name[128], was[KM_CONF_STR_MAX], now[KM_CONF_STR_MAX], why[512];
+	char name[128], was[KM_CONF_STR_MAX], now[KM_CONF_STR_MAX], why[512], logerr[300] = "";
 	static struct km_conf fc, nc, oc; /* control lcore only */
 	struct km_conf_item it;
 	unsigned int changed = 0, restart = 0;
@@ -599,27 +633,34 @@ km_ctl_reload(struct km_reload_result *res, char *err, size_t errlen)
 	size_t i;
 	int k, rc;
 
+	/* First, whatever else happens: a rotation's postrotate must never leave keymapd
+	 * writing to the moved file (a reopen that fails keeps the old one). */
+	if (km_log_reopen(why, sizeof(why)) < 0)
+		snprintf(logerr, sizeof(logerr), "; %.200s: still writing to the file it had", why);
 	oc = km_ctl.conf;
 	nc = oc;
 	km_conf_defaults(&fc);
 	if (rl.path != NULL && km_conf_load(&fc, rl.path, why, sizeof(why)) < 0) {
-		snprintf(err, errlen, "%s: the running configuration is kept", why);
+		snprintf(err, errlen, "%s: the running configuration is kept%s", why, logerr);
 		return -EINVAL;
 	}
 	for (k = 0; k < rl.nb_sets; k++)
 		if (km_conf_set(&fc, rl.sets[k], why, sizeof(why)) < 0) {
-			snprintf(err, errlen, "-o %s: the running configuration is kept", why);
+			snprintf(err, errlen, "-o %s: the running configuration is kept%s", why,
+				logerr);
 			return -EINVAL;
 		}
-	if (rl.eal_cmdline)
-		memcpy(fc.eal_args, km_ctl.conf.eal_args, sizeof(fc.eal_args));
+	/* [eal] args as given (the command line's, or the file's as keymapd started with
+	 * them): what is shown is their effect, joined and maybe rewritten ([net] veth). */
+	if (rl.eal_cmdline || strcmp(fc.eal_args, rl.eal_conf) == 0)
+		memcpy(fc.eal_args, oc.eal_args, sizeof(fc.eal_args));
 	if (km_conf_take_runtime(&nc, &fc, why, sizeof(why)) < 0) {
-		snprintf(err, errlen, "%s: the running configuration is kept", why);
+		snprintf(err, errlen, "%s: the running configuration is kept%s", why, logerr);
 		return -EINVAL;
 	}
 	rc = ctl_apply(&nc, why, sizeof(why));
 	if (rc < 0) {
-		snprintf(err, errlen, "%s: the running configuration is kept", why);
+		snprintf(err, errlen, "%s%s", why, logerr);
 		return rc;
 	}
 	/* Said once applied: to [log] file when the reload set it. */
@@ -639,23 +680,23 @@ km_ctl_reload(struct km_reload_result *res, char *err, size_t errlen)
 				now, was);
 		}
 	}
-	if (km_ctl.conf.keys_file[0] != '\0') {
-		rc = km_guard_keys_reload(why, sizeof(why));
-		if (rc < 0) {
-			snprintf(err, errlen, "[security] keys_file: %s", why);
-			return rc;
-		}
-	}
-	rc = km_log_reopen(why, sizeof(why));
-	if (rc < 0) {
-		snprintf(err, errlen, "%s", why);
-		return rc;
-	}
-	KM_LOG(NOTICE, "reloaded %s: %u tunables changed, %u need a restart, logs reopened",
-		rl.path != NULL ? rl.path : "(no -c file: the defaults and -o)", changed, restart);
 	res->changed = changed;
 	res->restart = restart;
 	res->path = rl.path;
+	if (km_ctl.conf.keys_file[0] != '\0' && km_guard_keys_reload(why, sizeof(why)) < 0) {
+		snprintf(err, errlen,
+			"the tunables are reloaded (%u changed), but [security] keys_file: %s: the "
+			"keys in use are kept%s",
+			changed, why, logerr);
+		return -EINVAL;
+	}
+	if (logerr[0] != '\0') {
+		snprintf(err, errlen, "the configuration is reloaded (%u changed)%s", changed,
+			logerr);
+		return -EIO;
+	}
+	KM_LOG(NOTICE, "reloaded %s: %u tunables changed, %u need a restart, logs reopened",
+		rl.path != NULL ? rl.path : "(no -c file: the defaults and -o)", changed, restart);
 	return 0;
 }
 
@@ -674,6 +715,22 @@ ctl_reload_pending(void)
 }
 
 /* ---- The loop ------------------------------------------------------------------------- */
+
+/* The interval's figures, a log line each (at their own level, not the last message's). */
+static void
+ctl_log_interval(struct km_interval *prev, double secs)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	if (f == NULL)
+		return;
+	km_control_print_interval(f, prev, secs);
+	fclose(f);
+	km_log_text(KM_LOG_CONTROL, RTE_LOG_INFO, buf);
+	free(buf);
+}
 
 int
 km_ctl_init(const struct km_conf *conf)
@@ -750,8 +807,7 @@ km_ctl_loop(void)
 		}
 		if (km_ctl.conf.stats_interval_s != 0 &&
 			now - last >= km_ctl.conf.stats_interval_s * hz) {
-			km_control_print_interval(
-				km_log_stream(), &prev, (double)(now - last) / (double)hz);
+			ctl_log_interval(&prev, (double)(now - last) / (double)hz);
 			last = now;
 		}
 	}

@@ -281,7 +281,8 @@ int km_ctl_set(const char *assignment, char *err, size_t errlen);
  * runtime tunables the running ones (what keymapctl set changed is replaced), log each
  * change and each changed tunable that needs a restart (kept), reload [security]
  * keys_file and reopen [log] file. A file with an error changes nothing.
- * km_ctl_reload_source: what to read (main lcore, before km_ctl_loop; the strings stay).
+ * km_ctl_reload_source: what to read, and [eal] args as configured (main lcore, before
+ * km_ctl_loop; the strings stay). The log file is reopened first, whatever follows.
  * km_ctl_hup: ask for a reload (async-signal-safe; wake: the control loop runs, wake it
  * now). km_ctl_reload: do it now.
  * @return 0 or -errno with err filled.
@@ -292,7 +293,8 @@ struct km_reload_result {
 	unsigned int restart; /* tunables that differ and need a restart */
 	const char *path;     /* the file read, NULL: none (-c not given) */
 };
-void km_ctl_reload_source(const char *path, char *const *sets, int nb_sets, int eal_cmdline);
+void km_ctl_reload_source(
+	const char *path, char *const *sets, int nb_sets, int eal_cmdline, const char *eal_conf);
 void km_ctl_hup(int wake);
 int km_ctl_reload(struct km_reload_result *res, char *err, size_t errlen);
 

@@ -36,9 +36,10 @@ extern int km_logtypes[KM_LOG_NB];
 
 /*
  * Route rte_log (every log type) into keymapd's line formatter, writing to stderr, and
- * register the keymap.* types. Called before EAL init. @return 0 or -errno.
+ * register the keymap.* types at level ([log] level; EAL's --log-level, parsed later,
+ * overrides it). Called before EAL init. @return 0 or -errno.
  */
-int km_log_init(void);
+int km_log_init(const char *level);
 
 /*
  * Lines to file ("" = stderr as keymapd started; a file also takes stdout and stderr),
@@ -52,6 +53,9 @@ int km_log_reopen(char *err, size_t errlen);
 
 /* The stream rte_log writes to (stderr before km_log_init). */
 FILE *km_log_stream(void);
+
+/* Each line of text as a log line of comp (enum km_log_comp) at level (RTE_LOG_*). */
+void km_log_text(int comp, uint32_t level, const char *text);
 
 /*
  * [net] veth (veth.c): when an EAL --vdev of net_af_packet or net_af_xdp is on name + "p",

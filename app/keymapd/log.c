@@ -27,9 +27,10 @@
 
 #include <rte_log.h>
 
+#include "control.h"
 #include "keymapd.h"
 
-#define LINE_MAX_OUT 4096 /* a longer line is cut into pieces, each with its prefix */
+#define LINE_MAX_OUT 4096 /* a longer line is written in pieces, the prefix before the first */
 #define TYPES_MAX    512  /* log types whose names are looked up (rte_log_dump) */
 
 int km_logtypes[KM_LOG_NB] = {
@@ -196,7 +197,7 @@ stderr_is_journal(void)
 }
 
 int
-km_log_init(void)
+km_log_init(const char *level)
 {
 	static const cookie_io_functions_t io = {.write = stream_write};
 	int i, rc;
@@ -213,6 +214,8 @@ km_log_init(void)
 		if (rc >= 0)
 			km_logtypes[i] = rc;
 	}
+	/* [log] level now: EAL's --log-level=keymap.*:LEVEL, parsed later, wins. */
+	rte_log_set_level_pattern("keymap.*", (uint32_t)km_log_level_of(level));
 	return 0;
 }
 
@@ -220,6 +223,19 @@ FILE *
 km_log_stream(void)
 {
 	return lg.stream != NULL ? lg.stream : stderr;
+}
+
+void
+km_log_text(int comp, uint32_t level, const char *text)
+{
+	const char *p = text, *nl;
+
+	while (p != NULL && *p != '\0') {
+		nl = strchr(p, '\n');
+		rte_log(level, km_logtypes[comp], "%.*s\n",
+			(int)(nl != NULL ? nl - p : (long)strlen(p)), p);
+		p = nl != NULL ? nl + 1 : NULL;
+	}
 }
 
 /* Point fd 1 and 2 at fd (-1: back to what they were at start). */
@@ -236,8 +252,16 @@ redirect(int fd)
 	if (lg.saved_out < 0) {
 		lg.saved_out = fcntl(1, F_DUPFD_CLOEXEC, 3);
 		lg.saved_err = fcntl(2, F_DUPFD_CLOEXEC, 3);
-		if (lg.saved_out < 0 || lg.saved_err < 0)
-			return -errno;
+		if (lg.saved_out < 0 || lg.saved_err < 0) {
+			int rc = -errno;
+
+			if (lg.saved_out >= 0)
+				close(lg.saved_out);
+			if (lg.saved_err >= 0)
+				close(lg.saved_err);
+			lg.saved_out = lg.saved_err = -1;
+			return rc;
+		}
 	}
 	if (dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
 		return -errno;
@@ -252,6 +276,12 @@ km_log_configure(const char *file, int use_syslog, char *err, size_t errlen)
 	fflush(stdout);
 	if (file[0] != '\0') {
 		fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		if (fd >= 0 && fd <= 2) {
+			/* keymapd started with stdout or stderr closed: not one of them. */
+			rc = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+			close(fd);
+			fd = rc;
+		}
 		if (fd < 0) {
 			rc = -errno;
 			snprintf(err, errlen, "[log] file %s: %s", file, strerror(-rc));
@@ -267,6 +297,9 @@ km_log_configure(const char *file, int use_syslog, char *err, size_t errlen)
 			strerror(-rc));
 		return rc;
 	}
+	/* The state stream_write reads: under the stream's lock, as it is. */
+	if (lg.stream != NULL)
+		flockfile(lg.stream);
 	snprintf(lg.path, sizeof(lg.path), "%s", file);
 	if (use_syslog && !lg.to_syslog)
 		openlog("keymapd", LOG_PID | LOG_NDELAY, LOG_DAEMON);
@@ -275,6 +308,8 @@ km_log_configure(const char *file, int use_syslog, char *err, size_t errlen)
 	lg.to_syslog = use_syslog;
 	/* A file is not the journal, whatever JOURNAL_STREAM says. */
 	lg.journal = file[0] == '\0' && stderr_is_journal();
+	if (lg.stream != NULL)
+		funlockfile(lg.stream);
 	return 0;
 }
 

@@ -406,7 +406,7 @@ load_config(int argc, char **argv, struct km_conf *conf)
 		ret = 0;
 	}
 	if (ret < 0) /* a reload reads the same again: the strings stay */
-		km_ctl_reload_source(conf_path, sets, nb_sets, optind < argc);
+		km_ctl_reload_source(conf_path, sets, nb_sets, optind < argc, conf->eal_args);
 	else
 		free(sets);
 	return ret;
@@ -576,7 +576,7 @@ prefix_taken(int eal_argc, char **eal_argv)
 
 /* EAL and the logs. @return 0 or -1 after saying why. */
 static int
-eal_start(int eal_argc, char **eal_argv, const struct km_conf *conf)
+eal_start(int eal_argc, char **eal_argv)
 {
 	sigset_t rx_sigs;
 
@@ -596,7 +596,6 @@ eal_start(int eal_argc, char **eal_argv, const struct km_conf *conf)
 			KM_LOG(ERR, "EAL init failed (EAL's messages above say why)");
 		return -1;
 	}
-	rte_log_set_level_pattern("keymap.*", (uint32_t)km_log_level_of(conf->log_level));
 	return 0;
 }
 
@@ -773,6 +772,23 @@ control_start(struct boot *b)
 	return 0;
 }
 
+/* The counters at exit, a log line each (their own level and type, whatever was logged
+ * last). */
+static void
+log_counters(void)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	if (f == NULL)
+		return;
+	km_control_print_stats(f, 1);
+	fclose(f);
+	km_log_text(KM_LOG_MAIN, RTE_LOG_NOTICE, buf);
+	free(buf);
+}
+
 /* Launch the workers, run the control loop until SIGINT/SIGTERM, wait for the workers. */
 static void
 serve(const struct boot *b)
@@ -805,7 +821,7 @@ serve(const struct boot *b)
 	km_notify("STOPPING=1");
 	KM_LOG(NOTICE, "stopping");
 	rte_eal_mp_wait_lcore();
-	km_control_print_stats(km_log_stream(), 1);
+	log_counters();
 }
 
 /* Stop and free whatever start-up built (after EAL init). */
@@ -841,6 +857,9 @@ main(int argc, char **argv)
 	char *eal_argv[EAL_ARGS_MAX + 1], err[512], eal_eff[KM_CONF_STR_MAX];
 	struct boot b = {.nb_rec = 0};
 	int eal_argc, ret = 1;
+	/* First: a SIGHUP (a log rotation) during a long start-up must not end keymapd; the
+	 * reload it asks for runs once the control loop does. */
+	signal(SIGHUP, on_hup_early);
 	if (km_version_opt(argc, argv, "keymapd", rte_version()))
 		return 0;
 
@@ -857,7 +876,7 @@ main(int argc, char **argv)
 		return ret;
 	ret = 1;
 	/* From here on every message is a log line (log.c), in one stream. */
-	if (km_log_init() < 0)
+	if (km_log_init(b.conf.log_level) < 0)
 		fprintf(stderr, "keymapd: log lines without timestamps: cannot set up the "
 				"log stream\n");
 	if (km_log_configure(b.conf.log_file, (int)b.conf.log_syslog, err, sizeof(err)) < 0) {
@@ -869,14 +888,13 @@ main(int argc, char **argv)
 	/* Until serve() takes over: a stop while a cluster node waits for its first map. */
 	signal(SIGINT, on_signal_early);
 	signal(SIGTERM, on_signal_early);
-	signal(SIGHUP, on_hup_early);
 	eal_argc = eal_args(argc, argv, optind, &b.conf, eal_argv);
 	if (eal_argc < 0 || km_veth_setup(b.conf.veth, eal_argc, eal_argv) < 0)
 		goto out;
 	/* What keymapctl config eal.args shows: the arguments in effect (EAL permutes
 	 * eal_argv, whose strings may lie in [eal] args: taken before, set after). */
 	join_args(eal_argc, eal_argv, eal_eff, sizeof(eal_eff));
-	if (eal_start(eal_argc, eal_argv, &b.conf) < 0)
+	if (eal_start(eal_argc, eal_argv) < 0)
 		goto out;
 	memcpy(b.conf.eal_args, eal_eff, sizeof(b.conf.eal_args));
 	if (port_start(&b) == 0 && workers_start(&b) == 0 && control_start(&b) == 0) {

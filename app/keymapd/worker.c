@@ -87,6 +87,9 @@ tx_add(struct km_worker *w, struct tx_batch *tx, struct rte_mbuf *m)
 static inline void
 lat_add(struct km_worker *w, uint64_t cycles, uint16_t n)
 {
+	/* Another core's TSC a little ahead (a hand-off, an unsynchronised VM): 0, not 2^64. */
+	if (unlikely((int64_t)cycles < 0))
+		cycles = 0;
 	w->lat[km_lat_bucket(cycles)] += n;
 	w->lat_sum += cycles * n;
 }

@@ -150,6 +150,14 @@ printf '[workers]\nidle_sleep_us = 3000\nburst = 999\n' >"$conf"
 expect 2 "$conf:3: \[workers\] burst = '999': out of range 1\.\.64: the running configuration is kept" \
 	"${ctl[@]}" reload
 expect 0 "^2000$" "${ctl[@]}" config workers.idle_sleep_us
+# A log file that cannot be opened: the reload stops there, nothing changed, the old file
+# still written.
+sed "s|^file = .*|file = $tmp/nodir/kd.log|; s|^idle_sleep_us = .*|idle_sleep_us = 3000|" \
+	"$tmp/good.conf" >"$conf"
+expect 2 "\[log\] file $tmp/nodir/kd.log: No such file or directory: nothing changed" \
+	"${ctl[@]}" reload
+expect 0 "^$klog$" "${ctl[@]}" config log.file
+expect 0 "^2000$" "${ctl[@]}" config workers.idle_sleep_us
 cp "$tmp/good.conf" "$conf"
 expect 0 "^reloaded $conf: 0 tunables changed, 1 need a restart" "${ctl[@]}" reload
 expect 0 "^v1$" "${kcli[@]}" get life/k1
@@ -183,6 +191,11 @@ expect 0 "requests/s" "${ctl[@]}" top -n 2 --interval 0.2
 	fail "top -n 2: two frames: $(cat "$tmp/out")"
 grep -q "^(the 10 hottest of 16 shards)$" "$tmp/out" || fail "top: the hottest shards"
 ok "stats filters and top"
+# The quantiles are those of the last 10 s: none after 11 s without requests.
+sleep 11
+cj st2 stats
+check "st2['latency_window_s'] >= 10 and st2['latency_p50_ns'] == 0" \
+	"stats: no request in the last 10 s, no quantile"
 
 section "e. log lines, SIGTERM"
 stop_server || fail "keymapd's exit status on SIGTERM: not 0"

@@ -237,9 +237,11 @@ stats_filter_apply(const json_t *d, const json_t *info, const struct stats_filte
 	json_object_foreach((json_t *)d, key, v)
 	{
 		if (!json_is_object(v)) {
-			/* The summary: without filters, or when named. */
+			/* The summary: without filters, or when named (all of it, or the figures
+			 * a name matches). */
 			if ((f->sections == 0 && f->nb_workers == 0 && f->nb_pats == 0) ||
 				(f->sections & SEC_SUMMARY) ||
+				(f->nb_pats != 0 && f->nb_workers == 0 && name_wanted(f, key)) ||
 				strcmp(key, "workers") == 0 || strcmp(key, "workers_listed") == 0)
 				json_object_set(out, key, v);
 			continue;
@@ -520,8 +522,8 @@ stats_args(int argc, char **argv, struct stats_filter *f, uint64_t *count, int *
 		} else if (argv[i][0] == '-') {
 			return usage_error("stats: unknown option '%s'", argv[i]);
 		} else if (argv[i][0] >= '0' && argv[i][0] <= '9') {
-			return usage_error("stats: '%s' is not a section, worker N or a name",
-				argv[i]);
+			return usage_error(
+				"stats: '%s' is not a section, worker N or a name", argv[i]);
 		} else {
 			if (f->nb_pats == FILTER_MAX)
 				return usage_error("stats: at most %d names", FILTER_MAX);

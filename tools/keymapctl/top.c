@@ -81,14 +81,15 @@ wait_or_quit(int64_t ms)
 	return stop_req != 0;
 }
 
-/* Difference of counter key of section sec between two samples (0 when unknown). */
+/* Difference of counter key of section sec between two samples (0 when unknown); without
+ * a previous sample, the counter since keymapd started. */
 static double
 delta(const json_t *cur, const json_t *prev, const char *sec, const char *key)
 {
-	uint64_t a, b;
+	uint64_t a, b = 0;
 
-	if (prev == NULL || jint(json_object_get(cur, sec), key, &a) != 0 ||
-		jint(json_object_get(prev, sec), key, &b) != 0 || a < b)
+	if (jint(json_object_get(cur, sec), key, &a) != 0 ||
+		(prev != NULL && jint(json_object_get(prev, sec), key, &b) != 0) || a < b)
 		return 0;
 	return (double)(a - b);
 }
@@ -145,26 +146,29 @@ frame(const json_t *st, const json_t *s, const json_t *ps, double dt, const json
 	jint(s, "latency_p50_ns", &lat[0]);
 	jint(s, "latency_p99_ns", &lat[1]);
 	jint(s, "latency_p999_ns", &lat[2]);
-	printf("latency of the last %llu s: p50 %s, p99 %s, p99.9 %s\n",
-		(unsigned long long)win, dur(lat[0], b1, sizeof(b1)), dur(lat[1], b2, sizeof(b2)),
+	printf("latency of the last %llu s: p50 %s, p99 %s, p99.9 %s\n", (unsigned long long)win,
+		dur(lat[0], b1, sizeof(b1)), dur(lat[1], b2, sizeof(b2)),
 		dur(lat[2], b3, sizeof(b3)));
 	if (json_object_get(s, "cache") != NULL) {
 		hits = delta(s, ps, "cache", "hits");
 		misses = delta(s, ps, "cache", "misses");
 		if (hits + misses > 0)
-			printf("cache hit ratio %.1f%% of %.0f lookups", 100 * hits / (hits + misses),
-				hits + misses);
+			printf("cache hit ratio %.1f%% of %.0f lookups",
+				100 * hits / (hits + misses), hits + misses);
 		else
 			printf("cache hit ratio - (no lookups)");
 		used = delta(s, ps, "prefetch", "used");
 		unused = delta(s, ps, "prefetch", "unused");
 		if (used + unused > 0)
-			printf(", prefetch accuracy %.1f%% of %.0f prefetched", 100 * used / (used + unused),
-				used + unused);
+			printf(", prefetch accuracy %.1f%% of %.0f prefetched",
+				100 * used / (used + unused), used + unused);
 		else if (pf != NULL && json_object_get(pf, "accuracy") != NULL)
 			printf(", prefetch accuracy %s (since start)",
 				jfmt(json_object_get(pf, "accuracy")));
-		printf(" (last %.1f s)\n", dt);
+		if (ps != NULL)
+			printf(" (last %.1f s)\n", dt);
+		else
+			printf(" (since start)\n");
 	} else {
 		printf("cache and prefetch: none (the mem store keeps every value in DRAM)\n");
 	}
@@ -229,8 +233,8 @@ frame(const json_t *st, const json_t *s, const json_t *ps, double dt, const json
 		double r = json_number_value(json_array_get(rates, top[i]));
 		double all = json_number_value(json_object_get(s, "requests_per_s"));
 
-		shard_prefix((uint64_t)json_integer_value(json_array_get(ids, top[i])), b1,
-			sizeof(b1));
+		shard_prefix(
+			(uint64_t)json_integer_value(json_array_get(ids, top[i])), b1, sizeof(b1));
 		table_add(&t, "%s", b1);
 		table_add(&t, "w%s", jfmt(json_array_get(owners, top[i])));
 		table_add(&t, "%s", jfmt(json_array_get(keys, top[i])));
@@ -267,8 +271,8 @@ cmd_top(struct ctl *c, int argc, char **argv)
 			period = (int64_t)(secs * 1000 + 0.5);
 		} else if (strcmp(argv[k], "-n") == 0 && k + 1 < argc) {
 			if (km_util_parse_u64(argv[++k], 1, UINT64_MAX, &frames) != 0)
-				return usage_error("top: -n takes a number of frames >= 1, not '%s'",
-					argv[k]);
+				return usage_error(
+					"top: -n takes a number of frames >= 1, not '%s'", argv[k]);
 		} else {
 			return usage_error("top: unexpected argument '%s'", argv[k]);
 		}
@@ -277,6 +281,8 @@ cmd_top(struct ctl *c, int argc, char **argv)
 		return usage_error("top: no --json (use stats --watch --json)");
 	signal(SIGINT, on_stop);
 	signal(SIGTERM, on_stop);
+	signal(SIGHUP, on_stop); /* the terminal went away */
+	signal(SIGQUIT, on_stop);
 	if (tty) {
 		tty_raw();
 		fputs("\033[?25l", stdout); /* no cursor while it redraws */

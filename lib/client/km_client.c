@@ -72,6 +72,11 @@ km_strerror(int err)
 	case KM_ERR_AUTH:
 		return "authentication failed: unknown key id or wrong key, or the server "
 		       "requires a key";
+	case KM_ERR_RESOLVE:
+		return "the server's name does not resolve";
+	case KM_ERR_UNREACHABLE:
+		return "no server answered (unreachable, not running, or not allowing this "
+		       "client)";
 	}
 	return "unknown error";
 }
@@ -156,13 +161,27 @@ km_client_alloc(struct km_client *c)
 }
 
 int
-km_client_open(const struct km_client_opts *opts, struct km_client **out)
+km_client_open(const struct km_client_opts *given, struct km_client **out)
 {
+	struct km_client_opts o, *opts = &o;
 	struct km_client *c;
 	int rc, buf = KM_SOCK_BUF;
+	size_t size, i;
 
-	if (opts == NULL || out == NULL || opts->host == NULL || opts->host[0] == '\0' ||
-		opts->window > KM_WINDOW_MAX || opts->retries > KM_RETRIES_MAX)
+	if (given == NULL || out == NULL)
+		return KM_ERR_INVAL;
+	/* A caller built with an older header passes fewer fields (the rest: defaults); one
+	 * built with a newer header, more: accepted if they are zero (not asked for). */
+	size = given->size != 0 ? given->size : sizeof(o);
+	if (size < offsetof(struct km_client_opts, host) + sizeof(o.host))
+		return KM_ERR_INVAL;
+	for (i = sizeof(o); i < size; i++)
+		if (((const uint8_t *)given)[i] != 0)
+			return KM_ERR_INVAL;
+	memset(&o, 0, sizeof(o));
+	memcpy(&o, given, size < sizeof(o) ? size : sizeof(o));
+	if (opts->host == NULL || opts->host[0] == '\0' || opts->window > KM_WINDOW_MAX ||
+		opts->retries > KM_RETRIES_MAX)
 		return KM_ERR_INVAL;
 	*out = NULL;
 	c = calloc(1, sizeof(*c));
@@ -214,9 +233,14 @@ km_client_open(const struct km_client_opts *opts, struct km_client **out)
 
 	if (!c->no_steer) {
 		rc = km_map_refresh(c);
-		/* No seed answering MAP leaves us unsteered (to seed 0), which still works. */
 		if (rc == KM_ERR_SYSTEM || rc == KM_ERR_NOMEM)
 			goto fail;
+		/* No seed answered MAP: an error, unless asked to start unsteered (to seed 0,
+		 * which works with one server) until a later refresh succeeds. */
+		if (rc == KM_ERR_TIMEOUT && !opts->lazy) {
+			rc = KM_ERR_UNREACHABLE;
+			goto fail;
+		}
 	}
 	*out = c;
 	return KM_OK;
@@ -238,6 +262,8 @@ km_client_close(struct km_client *c)
 	km_shardmap_free(c->map);
 	free(c->refresh.ids);
 	free(c->refresh.owners);
+	free(c->aq);
+	free(c->adone);
 	for (i = 0; c->slots != NULL && i <= c->window; i++)
 		free(c->slots[i].big);
 	free(c->slot_bufs);

@@ -55,6 +55,8 @@ enum km_err {
 				   * not applied (reads and deletes work) */
 	KM_ERR_AUTH = -18,        /* the server refused the client key: unknown key id or
 				   * wrong secret, or it requires a key and none is set */
+	KM_ERR_RESOLVE = -19,     /* km_client_open: a seed's name does not resolve */
+	KM_ERR_UNREACHABLE = -20, /* km_client_open: no seed answered (not with lazy) */
 };
 
 /**
@@ -64,6 +66,9 @@ enum km_err {
 const char *km_strerror(int err);
 
 struct km_client_opts {
+	size_t size;             /* sizeof(struct km_client_opts) as the caller was built
+				  * with (0: this header's): a library newer than the
+				  * caller's header takes the fields it knows of */
 	const char *host;        /* server IPv4 address or name, required; or several seeds
 				  * of a cluster, comma-separated, each "name[:port]" (at
 				  * most 16; e.g. "10.0.0.1,10.0.0.2:7071"): MAP is asked of
@@ -78,6 +83,9 @@ struct km_client_opts {
 	unsigned int window;     /* batch API: requests in flight, default 64 */
 	const char *auth_key;    /* client key "ID:HEX" (key id 1..4294967295, 32 hex
 				  * digits): every request carries a MAC; NULL = none */
+	int lazy;                /* 1: open even when no seed answers (unsteered to the
+				  * first seed until a later map refresh succeeds); 0:
+				  * KM_ERR_UNREACHABLE then */
 };
 
 struct km_client;
@@ -86,16 +94,19 @@ struct km_client;
  * Open a client. Fetches the shard map unless opts->no_steer, from the first seed that
  * answers (the next one when a seed times out); the seed that answered is the home
  * server (unsteered requests and a single server's map go there). When no seed answers
- * MAP the client is unsteered (epoch 0): every request goes to the first seed's base
- * port, as with one server, until a later refresh succeeds.
+ * MAP the open fails with KM_ERR_UNREACHABLE, unless opts->lazy: then the client is
+ * unsteered (epoch 0), every request going to the first seed's base port, as with one
+ * server, until a later refresh succeeds. With no_steer nothing is asked at open.
  *
  * Address validation is transparent: when the server refuses a reply larger than its
  * request (GET, MGET, MAP) for want of a cookie, the handle fetches one with HELLO and
  * resends the request; the cookie is then attached to every request and renewed before
  * it expires. A server without HELLO is spoken to as before.
- * @return 0 or KM_ERR_INVAL (a bad option, a malformed auth_key, a host list with an
- *   empty entry, a bad port, over 16 seeds or a name that does not resolve) /
- *   KM_ERR_SYSTEM / KM_ERR_NOMEM.
+ * @return 0, KM_ERR_RESOLVE (a seed's name does not resolve), KM_ERR_UNREACHABLE (no
+ *   seed answered MAP within timeout_ms x (retries + 1) each), KM_ERR_INVAL (a bad
+ *   option, opts->size larger than this library's struct with its extra bytes not zero, a
+ *   malformed auth_key, a host list with an empty entry, a bad port, over 16 seeds),
+ *   KM_ERR_SYSTEM, KM_ERR_NOMEM.
  * @note Context: any thread; it blocks for the MAP round trips. The handle then belongs
  *   to the calling thread (it may be handed to another one between calls).
  */
@@ -215,6 +226,50 @@ struct km_batch_op {
  *   every op has completed. ops and their buffers belong to the call until it returns.
  */
 int km_batch(struct km_client *c, struct km_batch_op *ops, size_t n);
+
+/**
+ * Asynchronous requests, for event loops (epoll, libuv, asyncio): km_submit queues an op
+ * and returns at once; km_process does whatever can be done without blocking (sends,
+ * receives, resends, map refreshes) and calls the callback of every op completed, with
+ * op->err set as km_batch would. Wait for km_async_fd to be readable (and writable when
+ * km_async_want_write) or for km_async_timeout_ms, then call km_process; any number of
+ * ops may be submitted, opts->window of them in flight at once.
+ *
+ * done(op, arg) runs inside km_process, on its thread; it may submit more ops, it must
+ * not call a blocking call of the handle (km_get, km_batch...: they return KM_ERR_INVAL
+ * while async ops are pending) nor close it. An op and its buffers belong to the library
+ * from km_submit until its callback.
+ */
+typedef void (*km_done_fn)(struct km_batch_op *op, void *arg);
+
+/**
+ * Queue op (checked: an invalid op completes with its error at the next km_process).
+ * @return 0, KM_ERR_INVAL (op or done NULL), KM_ERR_NOMEM.
+ * @note Context: the thread that uses c.
+ */
+int km_submit(struct km_client *c, struct km_batch_op *op, km_done_fn done, void *arg);
+
+/**
+ * Progress without blocking: send what can be sent, take the replies there are, resend
+ * or time out what is due, complete ops (their callbacks).
+ * @return ops completed (callbacks run), or KM_ERR_SYSTEM after a socket failure (every
+ *   pending op completed with KM_ERR_SYSTEM, their callbacks run).
+ * @note Context: the thread that uses c.
+ */
+int km_process(struct km_client *c);
+
+/** The socket to poll for readability (the handle's only file descriptor). */
+int km_async_fd(const struct km_client *c);
+
+/** Whether datagrams wait for room in the socket's send buffer: poll for writability too. */
+int km_async_want_write(const struct km_client *c);
+
+/** Milliseconds until km_process has a resend or a timeout to do (rounded up), 0 if it
+ * has work now, -1 with nothing pending. */
+int km_async_timeout_ms(const struct km_client *c);
+
+/** Ops submitted and not completed yet. */
+size_t km_async_pending(const struct km_client *c);
 
 /**
  * Set the session id every later request of the handle carries (0 = none): the server

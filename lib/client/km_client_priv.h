@@ -97,6 +97,8 @@ enum km_slot_state {
 
 struct km_slot {
 	struct km_batch_op *op;
+	km_done_fn done; /* an async op's callback (km_submit), NULL for the others */
+	void *arg;
 	struct km_hdr hdr;   /* re-encoded at each send: the epoch may have changed */
 	uint64_t deadline;   /* SENT: end of the attempt; BACKOFF: resend time */
 	uint64_t first_ns;   /* first send (0: not sent yet), for latency_ns */
@@ -183,6 +185,12 @@ struct km_peer {
 	struct km_cookie_state ck;
 };
 
+struct km_async_req {
+	struct km_batch_op *op;
+	km_done_fn done;
+	void *arg;
+};
+
 struct km_mget_scratch {
 	struct km_batch_op ops[KM_MGET_WAVE];
 	int32_t workers[KM_MGET_WAVE];
@@ -245,6 +253,15 @@ struct km_client {
 	uint64_t earliest;    /* lower bound of every SENT/BACKOFF deadline */
 	size_t pending;       /* ops of the current run not completed */
 	uint32_t nb_wait_map; /* slots in KM_SLOT_WAIT_MAP */
+
+	/* Async ops (km_submit): queued, not started yet (a ring of cap entries), and
+	 * completed, their callbacks not run yet (run by km_process). */
+	struct km_async_req *aq;
+	size_t aq_head, aq_len, aq_cap;
+	struct km_async_req *adone;
+	size_t adone_len, adone_cap;
+	size_t async_pending; /* submitted, callback not run yet */
+	bool in_process;      /* km_process on the stack: no re-entry */
 
 	struct km_mget_scratch *mget; /* allocated by the first km_mget() */
 	struct km_crew_set crew;      /* hot keys any worker serves */
@@ -329,6 +346,9 @@ KM_INTERNAL void km_slot_send(struct km_client *c, uint32_t idx);
 KM_INTERNAL void km_slot_transmit(struct km_client *c, uint32_t idx);
 /** Complete slot idx with err: its op, the map refresh or the HELLO. */
 KM_INTERNAL void km_slot_done(struct km_client *c, uint32_t idx, int err, uint64_t now);
+/* An async op completed: its callback to run at the end of km_process. */
+KM_INTERNAL void km_async_complete(
+	struct km_client *c, struct km_batch_op *op, km_done_fn done, void *arg);
 
 /* km_map.c */
 /** Owner worker of a key in the client's map (0 when unsteered). */

@@ -184,6 +184,8 @@ km_slot_arm(struct km_client *c, uint32_t idx, struct km_batch_op *op, int32_t w
 		       op->op == KM_OP_HELLO;
 
 	s->op = op;
+	s->done = NULL;
+	s->arg = NULL;
 	s->worker = worker;
 	s->attempts = 0;
 	s->moves = 0;
@@ -274,6 +276,8 @@ km_slot_done(struct km_client *c, uint32_t idx, int err, uint64_t now)
 	}
 	c->free_slots[c->nb_free++] = idx;
 	c->pending--;
+	if (s->done != NULL)
+		km_async_complete(c, s->op, s->done, s->arg);
 }
 
 /* Resend after 1, 2, 4 ms... up to the attempt timeout. An answered attempt does not use
@@ -575,9 +579,19 @@ km_abort(struct km_client *c, struct km_batch_op *ops, size_t next, size_t n)
 		s->op->err = KM_ERR_SYSTEM;
 		if (i < km_map_slot(c))
 			c->free_slots[c->nb_free++] = i;
+		if (s->done != NULL)
+			km_async_complete(c, s->op, s->done, s->arg);
 	}
 	for (; next < n; next++)
 		ops[next].err = KM_ERR_SYSTEM;
+	/* Async ops not started yet fail too. */
+	for (; c->aq_len > 0; c->aq_len--) {
+		struct km_async_req *q = &c->aq[c->aq_head];
+
+		q->op->err = KM_ERR_SYSTEM;
+		km_async_complete(c, q->op, q->done, q->arg);
+		c->aq_head = (c->aq_head + 1) % c->aq_cap;
+	}
 	c->refresh.state = KM_REFRESH_IDLE;
 	c->refresh.result = KM_ERR_SYSTEM;
 	c->txq_len = 0;
@@ -605,6 +619,12 @@ km_run(struct km_client *c, struct km_batch_op *ops, const int32_t *workers, siz
 	size_t next = 0;
 	int r;
 
+	/* The blocking calls own the engine while they run: not with async ops pending. */
+	if (c->async_pending != 0) {
+		for (; next < n; next++)
+			ops[next].err = KM_ERR_INVAL;
+		return KM_ERR_INVAL;
+	}
 	c->pending = n;
 	for (;;) {
 		uint64_t now, wait;
@@ -655,4 +675,186 @@ km_run_one(struct km_client *c, struct km_batch_op *op, int32_t worker)
 	int rc = km_run(c, op, &worker, 1, false);
 
 	return rc < 0 ? rc : op->err;
+}
+
+/* ---- Asynchronous requests (km_client.h) ------------------------------------------------ */
+
+void
+km_async_complete(struct km_client *c, struct km_batch_op *op, km_done_fn done, void *arg)
+{
+	struct km_async_req *n;
+	size_t cap;
+
+	if (c->adone_len == c->adone_cap) {
+		/* Room was made at submit (one entry per op): this only grows on a failure. */
+		cap = c->adone_cap != 0 ? 2 * c->adone_cap : 64;
+		n = realloc(c->adone, cap * sizeof(*n));
+		if (n == NULL)
+			return; /* cannot happen: km_submit reserved it */
+		c->adone = n;
+		c->adone_cap = cap;
+	}
+	c->adone[c->adone_len++] = (struct km_async_req){op, done, arg};
+}
+
+int
+km_submit(struct km_client *c, struct km_batch_op *op, km_done_fn done, void *arg)
+{
+	struct km_async_req *n;
+	size_t cap, i;
+
+	if (c == NULL || op == NULL || done == NULL)
+		return KM_ERR_INVAL;
+	/* Room for its completion now, so that completing never needs memory. */
+	if (c->adone_cap < c->async_pending + 1) {
+		cap = c->adone_cap != 0 ? 2 * c->adone_cap : 64;
+		while (cap < c->async_pending + 1)
+			cap *= 2;
+		n = realloc(c->adone, cap * sizeof(*n));
+		if (n == NULL)
+			return KM_ERR_NOMEM;
+		c->adone = n;
+		c->adone_cap = cap;
+	}
+	if (c->aq_len == c->aq_cap) {
+		cap = c->aq_cap != 0 ? 2 * c->aq_cap : 64;
+		n = malloc(cap * sizeof(*n));
+		if (n == NULL)
+			return KM_ERR_NOMEM;
+		for (i = 0; i < c->aq_len; i++)
+			n[i] = c->aq[(c->aq_head + i) % c->aq_cap];
+		free(c->aq);
+		c->aq = n;
+		c->aq_head = 0;
+		c->aq_cap = cap;
+	}
+	c->aq[(c->aq_head + c->aq_len) % c->aq_cap] = (struct km_async_req){op, done, arg};
+	c->aq_len++;
+	c->async_pending++;
+	return KM_OK;
+}
+
+/* Start queued ops while slots are free. */
+static void
+km_async_start(struct km_client *c)
+{
+	struct km_async_req q;
+	uint32_t idx;
+	uint32_t before;
+
+	while (c->aq_len > 0 && c->nb_free > 0) {
+		q = c->aq[c->aq_head];
+		c->aq_head = (c->aq_head + 1) % c->aq_cap;
+		c->aq_len--;
+		idx = c->free_slots[c->nb_free - 1];
+		before = c->nb_free;
+		c->pending++;
+		km_op_start(c, q.op, KM_WORKER_KEY, false);
+		if (c->nb_free < before) {
+			c->slots[idx].done = q.done;
+			c->slots[idx].arg = q.arg;
+		} else {
+			km_async_complete(c, q.op, q.done, q.arg); /* invalid: its err is set */
+		}
+	}
+}
+
+/* Run the callbacks of the ops completed (they may submit more). @return how many. */
+static int
+km_async_deliver(struct km_client *c)
+{
+	struct km_async_req q;
+	size_t i = 0;
+
+	/* Callbacks may submit: km_submit never touches adone's entries, only grows it. */
+	for (i = 0; i < c->adone_len; i++) {
+		q = c->adone[i];
+		c->async_pending--;
+		q.done(q.op, q.arg);
+	}
+	c->adone_len = 0;
+	return (int)i;
+}
+
+int
+km_process(struct km_client *c)
+{
+	int r, done = 0, rounds;
+	uint64_t now;
+
+	if (c == NULL || c->in_process)
+		return KM_ERR_INVAL;
+	c->in_process = true;
+	/* A few rounds: what a reply frees starts the next op at once. */
+	for (rounds = 0; rounds < 4; rounds++) {
+		if (c->refresh.state == KM_REFRESH_WANTED)
+			km_refresh_begin(c);
+		km_async_start(c);
+		if (c->txq_len > 0 && km_flush(c) < 0) {
+			km_abort(c, NULL, 0, 0);
+			done += km_async_deliver(c);
+			c->in_process = false;
+			return KM_ERR_SYSTEM;
+		}
+		r = km_recv(c);
+		if (r < 0) {
+			km_abort(c, NULL, 0, 0);
+			done += km_async_deliver(c);
+			c->in_process = false;
+			return KM_ERR_SYSTEM;
+		}
+		now = km_now();
+		if (now >= c->earliest)
+			km_expire(c, now);
+		if (c->adone_len == 0 && r == 0 && c->refresh.state != KM_REFRESH_WANTED)
+			break;
+		done += km_async_deliver(c);
+	}
+	km_async_start(c);
+	if (c->txq_len > 0 && km_flush(c) < 0) {
+		km_abort(c, NULL, 0, 0);
+		done += km_async_deliver(c);
+		c->in_process = false;
+		return KM_ERR_SYSTEM;
+	}
+	done += km_async_deliver(c);
+	c->in_process = false;
+	return done;
+}
+
+int
+km_async_fd(const struct km_client *c)
+{
+	return c != NULL ? c->fd : -1;
+}
+
+int
+km_async_want_write(const struct km_client *c)
+{
+	return c != NULL && c->txq_len > 0;
+}
+
+int
+km_async_timeout_ms(const struct km_client *c)
+{
+	uint64_t now, ms;
+
+	if (c == NULL || (c->async_pending == 0 && c->refresh.state == KM_REFRESH_IDLE))
+		return -1;
+	if (c->adone_len > 0 || (c->aq_len > 0 && c->nb_free > 0) ||
+		c->refresh.state == KM_REFRESH_WANTED)
+		return 0;
+	if (c->earliest == UINT64_MAX)
+		return -1;
+	now = km_now();
+	if (now >= c->earliest)
+		return 0;
+	ms = (c->earliest - now + 999999) / 1000000;
+	return ms > INT32_MAX ? INT32_MAX : (int)ms;
+}
+
+size_t
+km_async_pending(const struct km_client *c)
+{
+	return c != NULL ? c->async_pending : 0;
 }

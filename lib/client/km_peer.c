@@ -35,7 +35,7 @@ km_resolve(const char *host, struct in_addr *addr)
 	if (rc == EAI_MEMORY)
 		return KM_ERR_NOMEM;
 	if (rc != 0)
-		return KM_ERR_INVAL;
+		return KM_ERR_RESOLVE; /* EAI_NONAME, EAI_AGAIN, EAI_FAIL, ...: no address */
 	*addr = ((const struct sockaddr_in *)res->ai_addr)->sin_addr;
 	freeaddrinfo(res);
 	return KM_OK;

@@ -65,7 +65,7 @@ now_s(void)
 static int
 open_handle(struct km_client **c)
 {
-	struct km_client_opts o = {.host = host, .timeout_ms = 200, .retries = 5};
+	struct km_client_opts o = {.host = host, .timeout_ms = 200, .retries = 5, .lazy = 1};
 
 	return km_client_open(&o, c);
 }

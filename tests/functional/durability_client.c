@@ -128,6 +128,7 @@ open_client(const struct args *a, struct km_client **c)
 		.timeout_ms = 200,
 		.retries = 5,
 		.window = (unsigned int)a->window,
+		.lazy = 1, /* opened around restarts: unsteered until the server answers */
 	};
 	int rc = km_client_open(&o, c);
 

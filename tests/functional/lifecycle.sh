@@ -7,6 +7,7 @@
 #      systemd's with Type=notify), keymapd run with only the capabilities
 #      config/keymapd.service leaves it (setpriv) and no new privileges; the EAL arguments
 #      in effect shown by keymapctl config; the unit's exposure (systemd-analyze);
+#      libkeymap's async calls through epoll, 10,000 requests submitted at once;
 #   b. SIGHUP: a changed runtime tunable applied, a changed start-up one logged as needing
 #      a restart (kept), [log] file taken, keymapd still serving its keys; RELOADING=1 then
 #      READY=1; a rotated log file reopened by the next SIGHUP;
@@ -20,13 +21,15 @@
 # Removes the namespace, the processes and /var/run/dpdk/<prefix> even when it fails;
 # every command is bounded by a timeout.
 #
-# usage: lifecycle.sh KEYMAPD KEYMAPCTL KEYMAP_CLI   (exit 77 = skipped: needs root, ip)
+# usage: lifecycle.sh KEYMAPD KEYMAPCTL KEYMAP_CLI ASYNC_CLIENT   (exit 77 = skipped: needs
+#        root, ip)
 set -euo pipefail
 shopt -s inherit_errexit
 
 keymapd=$1
 keymapctl=$2
 cli=$3
+aclient=$4
 here=$(cd "$(dirname "$0")" && pwd)
 tag=kmlife
 needs=python3
@@ -113,6 +116,10 @@ ok "READY=1 and STATUS= sent once serving"
 expect 0 "^--no-huge -m 512 --no-pci --file-prefix $prefix --vdev net_tap0,iface=$tap --lcores 0-1$" \
 	"${ctl[@]}" config eal.args
 expect 0 "^OK" "${kcli[@]}" put life/k1 v1
+# libkeymap's async calls through epoll: 10,000 PUTs then GETs submitted at once.
+expect 0 "^async: puts 10000 gets 10000 ok 20000 " timeout -k 2 90 ip netns exec "$ns" \
+	"$aclient" "$server" 10000
+cat "$tmp/out"
 
 section "b. SIGHUP: a runtime tunable applied, a start-up one kept, the log file taken"
 cat >"$conf" <<EOF

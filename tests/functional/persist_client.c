@@ -342,6 +342,7 @@ client_open(const struct args *a, unsigned int retries, struct km_client **c)
 		.timeout_ms = 200,
 		.retries = retries,
 		.window = a->window != 0 ? (unsigned int)a->window : 64,
+		.lazy = 1, /* opened around restarts: unsteered until the server answers */
 	};
 	int rc = km_client_open(&o, c);
 

@@ -662,6 +662,7 @@ main(int argc, char **argv)
 	co.port = o.port;
 	co.timeout_ms = CLIENT_TIMEOUT;
 	co.retries = CLIENT_RETRIES;
+	co.lazy = 1; /* a seed may be down (a killed node): the others answer later */
 	rc = km_client_open(&co, &r.c);
 	if (rc != KM_OK) {
 		fprintf(stderr, "reshard_client: cannot open a client for %s:%u: %s\n", o.host,

@@ -913,7 +913,7 @@ test_strerror(void **state)
 		KM_ERR_TOO_LARGE, KM_ERR_BAD_REQUEST, KM_ERR_BUSY, KM_ERR_DENIED, KM_ERR_SERVER,
 		KM_ERR_TIMEOUT, KM_ERR_INVAL, KM_ERR_SYSTEM, KM_ERR_PROTO, KM_ERR_MOVED,
 		KM_ERR_NOMEM, KM_ERR_BUFFER, KM_ERR_MAP_VERSION, KM_ERR_DAMAGED, KM_ERR_FULL,
-		KM_ERR_AUTH};
+		KM_ERR_AUTH, KM_ERR_RESOLVE, KM_ERR_UNREACHABLE};
 	size_t i, j;
 
 	(void)state;
@@ -924,7 +924,7 @@ test_strerror(void **state)
 			assert_string_not_equal(km_strerror(codes[i]), km_strerror(codes[j]));
 	}
 	assert_string_equal(km_strerror(1), "unknown error");
-	assert_string_equal(km_strerror(-19), "unknown error");
+	assert_string_equal(km_strerror(-21), "unknown error");
 	assert_string_equal(km_strerror(-1000), "unknown error");
 }
 
@@ -1788,14 +1788,24 @@ test_map_dropped(void **state)
 	struct km_client *c;
 	char k0[32];
 	uint64_t t0;
+	struct km_client_opts o = {.timeout_ms = 30, .retries = 1};
 
 	(void)state;
 	fk_lock();
 	fk->drop_map = 1;
 	fk_unlock();
+	o.host = "127.0.0.1";
+	o.port = fk->base;
+	/* No answer to MAP: the open says so, after its retries. */
+	c = NULL;
 	t0 = now_ms();
-	c = cl_open(30, 1, 0);
-	/* Open gave up on MAP after its retries, stays unsteered and usable. */
+	assert_int_equal(km_client_open(&o, &c), KM_ERR_UNREACHABLE);
+	assert_null(c);
+	assert_true(now_ms() - t0 < 3 * 30 * 2);
+	/* lazy: open gave up on MAP after its retries, stays unsteered and usable. */
+	o.lazy = 1;
+	t0 = now_ms();
+	assert_int_equal(km_client_open(&o, &c), KM_OK);
 	assert_true(now_ms() - t0 < 3 * 30 * 2);
 	assert_int_equal(km_client_epoch(c), 0);
 	assert_int_equal(km_client_worker_of(c, "x", 1), 0);
@@ -3180,11 +3190,22 @@ test_cluster_dead_seed(void **state)
 	assert_int_equal(km_map_refresh(c), KM_OK);
 	km_client_close(c);
 
-	/* No seed answers: unsteered, within (retries + seeds) timeouts. */
+	/* No seed answers: KM_ERR_UNREACHABLE, or unsteered with lazy, within (retries +
+	 * seeds) timeouts. */
 	snprintf(hosts, sizeof(hosts), "127.0.0.9:%u,%s", fcl.node[0]->base, fcl.addr[0]);
-	t0 = now_ms();
-	c = fc_open(hosts, 50, 1);
-	assert_true(now_ms() - t0 < 50 * 3 * 4);
+	{
+		struct km_client_opts o = {.host = hosts, .timeout_ms = 50, .retries = 1};
+
+		c = NULL;
+		t0 = now_ms();
+		assert_int_equal(km_client_open(&o, &c), KM_ERR_UNREACHABLE);
+		assert_null(c);
+		assert_true(now_ms() - t0 < 50 * 3 * 4);
+		o.lazy = 1;
+		t0 = now_ms();
+		assert_int_equal(km_client_open(&o, &c), KM_OK);
+		assert_true(now_ms() - t0 < 50 * 3 * 4);
+	}
 	assert_int_equal(km_client_epoch(c), 0);
 	assert_null(km_client_map(c));
 	assert_int_equal(km_map_refresh(c), KM_ERR_TIMEOUT);
@@ -3287,10 +3308,198 @@ test_seeds_one_server(void **state)
 	km_client_close(c);
 }
 
+/* ---- The async calls ---- */
+
+#define AS_OPS 2000
+
+struct as_ctx {
+	struct km_client *c;
+	struct km_batch_op ops[AS_OPS];
+	char keys[AS_OPS][24];
+	char vals[AS_OPS][24];
+	char bufs[AS_OPS][32];
+	unsigned int done, ok, bad, chained;
+	int chain; /* the callback of op 0 submits op AS_OPS - 1 */
+};
+
+static void
+as_done(struct km_batch_op *op, void *arg)
+{
+	struct as_ctx *x = arg;
+	size_t i = (size_t)(op - x->ops);
+
+	x->done++;
+	if (op->err == KM_OK || op->err == KM_ERR_NOT_FOUND)
+		x->ok++;
+	else
+		x->bad++;
+	/* A blocking call of the handle is refused while async ops are pending. */
+	if (i == 1)
+		assert_int_equal(km_ping(x->c, 0), KM_ERR_INVAL);
+	if (x->chain && i == 0) {
+		x->chained++;
+		assert_int_equal(km_submit(x->c, &x->ops[AS_OPS - 1], as_done, x), KM_OK);
+	}
+}
+
+/* Until nothing is pending: poll the handle's fd with its timeout, then process. */
+static void
+as_drain(struct km_client *c)
+{
+	uint64_t t0 = now_ms();
+	struct pollfd p;
+	int to, r;
+
+	while (km_async_pending(c) != 0) {
+		assert_true(now_ms() - t0 < 20000);
+		to = km_async_timeout_ms(c);
+		p.fd = km_async_fd(c);
+		p.events = (short)(POLLIN | (km_async_want_write(c) ? POLLOUT : 0));
+		p.revents = 0;
+		if (to != 0)
+			poll(&p, 1, to < 0 || to > 100 ? 100 : to);
+		r = km_process(c);
+		assert_true(r >= 0);
+	}
+}
+
+static void
+test_async(void **state)
+{
+	struct as_ctx *x = calloc(1, sizeof(*x));
+	unsigned int i;
+	struct km_batch_op bad = {.op = KM_BATCH_GET, .key = NULL, .klen = 0};
+
+	(void)state;
+	assert_non_null(x);
+	x->c = cl_open(200, 3, 0);
+	assert_int_equal(km_async_pending(x->c), 0);
+	assert_int_equal(km_async_timeout_ms(x->c), -1);
+	assert_true(km_async_fd(x->c) >= 0);
+	assert_int_equal(km_submit(x->c, NULL, as_done, x), KM_ERR_INVAL);
+	assert_int_equal(km_submit(x->c, &bad, NULL, x), KM_ERR_INVAL);
+	/* PUTs, more than the window, then their GETs; one invalid op among them. */
+	for (i = 0; i < AS_OPS - 1; i++) {
+		snprintf(x->keys[i], sizeof(x->keys[i]), "as%u", i);
+		snprintf(x->vals[i], sizeof(x->vals[i]), "v%u", i * 7);
+		x->ops[i] = (struct km_batch_op){.op = KM_BATCH_PUT,
+			.key = x->keys[i],
+			.klen = strlen(x->keys[i]),
+			.val = x->vals[i],
+			.vlen = strlen(x->vals[i])};
+		assert_int_equal(km_submit(x->c, &x->ops[i], as_done, x), KM_OK);
+	}
+	assert_int_equal(km_submit(x->c, &bad, as_done, x), KM_OK);
+	assert_int_equal(km_async_pending(x->c), AS_OPS);
+	assert_int_equal(km_async_timeout_ms(x->c), 0); /* work to do now */
+	as_drain(x->c);
+	assert_int_equal(x->done, AS_OPS);
+	assert_int_equal(x->bad, 1);
+	assert_int_equal(bad.err, KM_ERR_INVAL);
+	for (i = 0; i < AS_OPS - 1; i++)
+		assert_int_equal(x->ops[i].err, KM_OK);
+	/* The blocking calls work again. */
+	check_get(x->c, "as5", "v35", 0);
+	/* GETs, one submitted from a callback. */
+	x->done = x->ok = x->bad = 0;
+	x->chain = 1;
+	for (i = 0; i < AS_OPS - 1; i++) {
+		x->ops[i] = (struct km_batch_op){.op = KM_BATCH_GET,
+			.key = x->keys[i],
+			.klen = strlen(x->keys[i]),
+			.buf = x->bufs[i],
+			.cap = sizeof(x->bufs[i])};
+		assert_int_equal(km_submit(x->c, &x->ops[i], as_done, x), KM_OK);
+	}
+	snprintf(x->keys[AS_OPS - 1], sizeof(x->keys[0]), "as-absent");
+	x->ops[AS_OPS - 1] = (struct km_batch_op){.op = KM_BATCH_GET,
+		.key = x->keys[AS_OPS - 1],
+		.klen = strlen(x->keys[AS_OPS - 1]),
+		.buf = x->bufs[0],
+		.cap = 0};
+	as_drain(x->c);
+	assert_int_equal(x->chained, 1);
+	assert_int_equal(x->done, AS_OPS);
+	assert_int_equal(x->bad, 0);
+	assert_int_equal(x->ops[AS_OPS - 1].err, KM_ERR_NOT_FOUND);
+	for (i = 0; i < AS_OPS - 1; i++) {
+		assert_int_equal(x->ops[i].err, KM_OK);
+		assert_int_equal(x->ops[i].len, strlen(x->vals[i]));
+		assert_memory_equal(x->bufs[i], x->vals[i], x->ops[i].len);
+	}
+	km_client_close(x->c);
+	free(x);
+}
+
+/* A server that does not answer: every async op times out, its callback says so. */
+static void
+test_async_timeout(void **state)
+{
+	struct as_ctx *x = calloc(1, sizeof(*x));
+	unsigned int i;
+	uint64_t t0;
+
+	(void)state;
+	assert_non_null(x);
+	x->c = cl_open(30, 1, 0);
+	fk_lock();
+	fk->silent = 1;
+	fk_unlock();
+	for (i = 0; i < 100; i++) {
+		snprintf(x->keys[i], sizeof(x->keys[i]), "to%u", i);
+		x->ops[i] = (struct km_batch_op){
+			.op = KM_BATCH_GET, .key = x->keys[i], .klen = strlen(x->keys[i])};
+		assert_int_equal(km_submit(x->c, &x->ops[i], as_done, x), KM_OK);
+	}
+	t0 = now_ms();
+	as_drain(x->c);
+	assert_true(now_ms() - t0 < 2000);
+	assert_int_equal(x->done, 100);
+	for (i = 0; i < 100; i++)
+		assert_int_equal(x->ops[i].err, KM_ERR_TIMEOUT);
+	fk_lock();
+	fk->silent = 0;
+	fk_unlock();
+	km_client_close(x->c);
+	free(x);
+}
+
+static void
+test_open_errors(void **state)
+{
+	struct km_client_opts o = {.host = "nosuch.invalid", .timeout_ms = 30, .retries = 0};
+	struct km_client *c = NULL;
+	uint8_t big[sizeof(o) + 16];
+
+	(void)state;
+	assert_int_equal(km_client_open(&o, &c), KM_ERR_RESOLVE);
+	assert_null(c);
+	/* A caller's struct from a newer header: its extra bytes must be zero. */
+	memset(big, 0, sizeof(big));
+	o.host = "127.0.0.1";
+	o.no_steer = 1;
+	o.size = sizeof(big);
+	memcpy(big, &o, sizeof(o));
+	assert_int_equal(km_client_open((struct km_client_opts *)(void *)big, &c), KM_OK);
+	km_client_close(c);
+	big[sizeof(o) + 3] = 1;
+	c = NULL;
+	assert_int_equal(km_client_open((struct km_client_opts *)(void *)big, &c), KM_ERR_INVAL);
+	assert_null(c);
+	/* An older caller's: only the fields it had (here: up to host). */
+	o.size = offsetof(struct km_client_opts, host) + sizeof(o.host);
+	assert_int_equal(km_client_open(&o, &c), KM_ERR_UNREACHABLE); /* no_steer not seen */
+	o.size = 1;
+	assert_int_equal(km_client_open(&o, &c), KM_ERR_INVAL);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_open_errors),
+		cmocka_unit_test_setup_teardown(test_async, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_async_timeout, setup4, teardown),
 		cmocka_unit_test(test_strerror),
 		cmocka_unit_test(test_open_inval),
 		cmocka_unit_test_setup_teardown(test_basic, setup4, teardown),

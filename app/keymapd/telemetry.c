@@ -903,6 +903,68 @@ ctl_keys_reload(void *arg)
 	return 0;
 }
 
+/*
+ * /keymap/metrics[,OFFSET,ID]: the Prometheus page through telemetry (keymapctl metrics
+ * where the HTTP endpoint cannot be reached: another network namespace, no [metrics]
+ * port). Without a parameter the page is rendered and kept (one at a time, ID its
+ * generation) and its first chunk given; then chunk after chunk from OFFSET (a line
+ * boundary) of page ID: a reply has at most TEL_PAGE_CHUNK bytes of text, so that its
+ * JSON (newlines and quotes escaped) fits the 16 KB of a telemetry reply. An ID that is
+ * not the kept page's: refused (the client starts again).
+ */
+#define TEL_PAGE_CHUNK 3000
+
+static struct {
+	char *text;
+	size_t len;
+	uint64_t id;
+} tel_page; /* control lcore */
+
+static int
+ctl_metrics(void *arg)
+{
+	struct tel_arg *a = arg;
+	uint64_t off = 0, id = 0;
+	char chunk[TEL_PAGE_CHUNK + 64], *comma;
+	size_t n, k0;
+
+	if (a->params[0] == '\0') {
+		free(tel_page.text);
+		tel_page.text = km_metrics_render(&tel_page.len);
+		tel_page.id++;
+		if (tel_page.text == NULL)
+			return tel_error(a->d, "out of memory");
+	} else {
+		comma = strchr(a->params, ',');
+		if (comma == NULL)
+			return tel_error(a->d, "usage: /keymap/metrics[,OFFSET,ID]");
+		*comma = '\0';
+		if (parse_u64(a->params, &off) < 0 || parse_u64(comma + 1, &id) < 0)
+			return tel_error(a->d, "usage: /keymap/metrics[,OFFSET,ID]");
+		if (tel_page.text == NULL || id != tel_page.id)
+			return tel_error(a->d, "the page changed: start again");
+		if (off > tel_page.len)
+			return tel_error(a->d, "offset past the page");
+	}
+	/* Whole lines, unless one is longer than a chunk. */
+	n = tel_page.len - off < TEL_PAGE_CHUNK ? tel_page.len - off : TEL_PAGE_CHUNK;
+	if (off + n < tel_page.len) {
+		size_t k = n;
+
+		while (k > 0 && tel_page.text[off + k - 1] != '\n')
+			k--;
+		if (k > 0)
+			n = k;
+	}
+	/* One string (dict strings stop at 127 bytes): "ID NEXT LENGTH\n" and the chunk. */
+	k0 = (size_t)snprintf(chunk, sizeof(chunk), "%" PRIu64 " %" PRIu64 " %zu\n", tel_page.id,
+		(uint64_t)(off + n), tel_page.len);
+	memcpy(chunk + k0, tel_page.text + off, n);
+	chunk[k0 + n] = '\0';
+	rte_tel_data_string(a->d, chunk);
+	return 0;
+}
+
 static int
 ctl_reload(void *arg)
 {
@@ -945,6 +1007,7 @@ TEL_CB(key_add, ctl_key_add, TEL_TIMEOUT_MS)
 TEL_CB(key_remove, ctl_key_remove, TEL_TIMEOUT_MS)
 TEL_CB(keys_reload, ctl_keys_reload, TEL_TIMEOUT_MS)
 TEL_CB(reload, ctl_reload, TEL_TIMEOUT_MS)
+TEL_CB(metrics, ctl_metrics, TEL_TIMEOUT_MS)
 
 int
 km_telemetry_register(void)
@@ -986,6 +1049,9 @@ km_telemetry_register(void)
 		{"/keymap/key_remove", tel_key_remove,
 			"Remove a client key from keys_file and from service. Param: ID"},
 		{"/keymap/keys_reload", tel_keys_reload, "Read keys_file again."},
+		{"/keymap/metrics", tel_metrics,
+			"The Prometheus page in chunks. Params: none (a new page), or "
+			"OFFSET,ID of the next chunk"},
 		{"/keymap/reload", tel_reload,
 			"Read the configuration again (as SIGHUP): runtime tunables, keys_file, "
 			"log file"},

@@ -180,6 +180,10 @@ want+="0.01 0.02 0.05 0.1 0.2 0.5 1 2 5 10 +Inf "
 count=$(sed -n 's/^keymap_request_duration_seconds_count{worker="0"} //p' "$tmp/metrics")
 [ "${count:-0}" -ge 20 ] || fail "histogram count ${count:-none}: want the 20 GETs at least"
 ok "the latency histogram has the documented bounds, $count requests"
+# From outside keymapd's namespace its endpoint (127.0.0.1 there) cannot be reached: the
+# same page through telemetry.
+expect 0 '^keymap_request_duration_seconds_count\{worker="0"\} [0-9]+$' "${ctl[@]}" metrics
+python3 "$here/prom_check.py" "$tmp/out" || fail "the page through telemetry is not valid"
 cj st stats
 check "0 < st['latency_window_s'] <= 11 and 0 < st['latency_p50_ns'] <= st['latency_p99_ns'] <= st['latency_p999_ns']" \
 	"stats: quantiles of the last seconds"

@@ -50,6 +50,7 @@ struct ctl {
 	const char *metrics_url;
 	const char *cmd;   /* keymapctl command, for messages */
 	int quiet_unknown; /* a command keymapd does not know: no message (a fallback) */
+	int last_unknown;  /* set when keymapd did not know a command */
 	/* The telemetry connection, opened by the first request (tel.c). */
 	int fd;
 	char *buf;      /* one reply, NUL-terminated */

@@ -2,6 +2,7 @@
 /* keymapctl metrics: keymapd's Prometheus page over HTTP/1.0 (address from status). */
 
 #include <errno.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
@@ -49,8 +50,11 @@ parse_host_port(const char *s, char *host, size_t hlen, char *port, size_t plen)
 
 /* Connect to host:port over TCP within the deadline. @return the socket or -1 after
  * saying why. */
+/* Why the last connection failed (said unless quiet). */
+static char connect_err[512];
+
 static int
-tcp_connect(const struct ctl *c, const char *host, const char *port, int64_t deadline)
+tcp_connect(const struct ctl *c, const char *host, const char *port, int64_t deadline, int quiet)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
 	struct addrinfo *res, *ai;
@@ -91,16 +95,21 @@ tcp_connect(const struct ctl *c, const char *host, const char *port, int64_t dea
 	}
 	freeaddrinfo(res);
 	if (fd < 0 && err == ETIMEDOUT)
-		errmsg("metrics: %s:%s did not answer within %g s", host, port, timeout_s(c));
+		snprintf(connect_err, sizeof(connect_err),
+			"metrics: %s:%s did not answer within %g s", host, port, timeout_s(c));
 	else if (fd < 0)
-		errmsg("metrics: cannot connect to %s:%s: %s", host, port, strerror(err));
+		snprintf(connect_err, sizeof(connect_err), "metrics: cannot connect to %s:%s: %s",
+			host, port, strerror(err));
+	if (fd < 0 && !quiet)
+		errmsg("%s", connect_err);
 	return fd;
 }
 
 /* GET http://url/metrics and print the body. @return 0, EXIT_REFUSED for an HTTP status
- * other than 200, EXIT_TRANSPORT. */
+ * other than 200, EXIT_TRANSPORT; -1 when quiet and the connection failed (unsaid:
+ * connect_err). */
 static int
-http_get_metrics(struct ctl *c, const char *url)
+http_get_metrics(struct ctl *c, const char *url, int quiet)
 {
 	int64_t deadline = now_ms() + c->timeout_ms;
 	size_t len = 0, cap = 0, off, hdr;
@@ -113,9 +122,9 @@ http_get_metrics(struct ctl *c, const char *url)
 		errmsg("metrics: '%s' is not HOST:PORT", url);
 		return EXIT_TRANSPORT;
 	}
-	fd = tcp_connect(c, host, port, deadline);
+	fd = tcp_connect(c, host, port, deadline, quiet);
 	if (fd < 0)
-		return EXIT_TRANSPORT;
+		return quiet ? -1 : EXIT_TRANSPORT;
 	if (asprintf(&req, "GET /metrics HTTP/1.0\r\nHost: %s\r\nAccept: text/plain\r\n\r\n", url) <
 		0)
 		oom();
@@ -193,6 +202,65 @@ out:
 	return rc;
 }
 
+/*
+ * The page through telemetry (/keymap/metrics, in chunks of one rendering), printed whole.
+ * @return 0, an exit code (said), or -1 when keymapd does not know the command (unsaid).
+ */
+static int
+tel_get_metrics(struct ctl *c)
+{
+	char req[64], *page = NULL;
+	uint64_t id = 0, next = 0, len = 0;
+	unsigned int attempt;
+	const char *s, *nl;
+	size_t have = 0;
+	json_t *root, *d;
+	int rc, n;
+
+	for (attempt = 0; attempt < 3; attempt++) {
+		have = 0;
+		next = 0;
+		snprintf(req, sizeof(req), "/keymap/metrics");
+		for (;;) {
+			c->quiet_unknown = 1;
+			c->last_unknown = 0;
+			rc = tel_query(c, req, &root, &d);
+			c->quiet_unknown = 0;
+			if (rc == EXIT_REFUSED && c->last_unknown) {
+				free(page);
+				return -1;
+			}
+			if (rc != 0)
+				break; /* said (a changed page: from the start) */
+			s = json_string_value(d);
+			nl = s != NULL ? strchr(s, '\n') : NULL;
+			n = 0;
+			if (nl == NULL || sscanf(s, "%" SCNu64 " %" SCNu64 " %" SCNu64 "%n", &id,
+						  &next, &len, &n) != 3) {
+				errmsg("metrics: a bad /keymap/metrics reply");
+				json_decref(root);
+				free(page);
+				return EXIT_TRANSPORT;
+			}
+			page = xrealloc(page, have + strlen(nl + 1) + 1);
+			memcpy(page + have, nl + 1, strlen(nl + 1));
+			have += strlen(nl + 1);
+			json_decref(root);
+			if (next >= len || have >= len) {
+				fwrite(page, 1, have, stdout);
+				free(page);
+				return 0;
+			}
+			snprintf(
+				req, sizeof(req), "/keymap/metrics,%" PRIu64 ",%" PRIu64, next, id);
+		}
+		if (rc != EXIT_REFUSED)
+			break;
+	}
+	free(page);
+	return rc;
+}
+
 int
 cmd_metrics(struct ctl *c, int argc, char **argv)
 {
@@ -209,25 +277,37 @@ cmd_metrics(struct ctl *c, int argc, char **argv)
 		return usage_error("metrics takes only --metrics-url HOST:PORT");
 	if (url != NULL && parse_host_port(url, host, sizeof(host), port, sizeof(port)) != 0)
 		return usage_error("metrics: '%s' is not HOST:PORT", url);
-	if (url == NULL) {
-		rc = tel_query(c, "/keymap/status", &root, &d);
-		if (rc != 0)
-			return rc;
-		tel_close(c);
-		m = json_object_get(d, "metrics");
-		if (!json_is_string(m)) {
-			errmsg("metrics: keymapd's status has no metrics address");
-			json_decref(root);
-			return EXIT_TRANSPORT;
-		}
-		if (json_string_value(m)[0] == '\0') {
-			errmsg("metrics endpoint disabled ([metrics] port = 0)");
-			json_decref(root);
-			return EXIT_REFUSED;
-		}
-		url = json_string_value(m);
+	if (url != NULL)
+		return http_get_metrics(c, url, 0);
+	rc = tel_query(c, "/keymap/status", &root, &d);
+	if (rc != 0)
+		return rc;
+	m = json_object_get(d, "metrics");
+	if (!json_is_string(m)) {
+		errmsg("metrics: keymapd's status has no metrics address");
+		json_decref(root);
+		return EXIT_TRANSPORT;
 	}
-	rc = http_get_metrics(c, url);
+	if (json_string_value(m)[0] == '\0') {
+		/* No endpoint: the same page through telemetry. */
+		rc = tel_get_metrics(c);
+		if (rc == -1) {
+			errmsg("metrics endpoint disabled ([metrics] port = 0)");
+			rc = EXIT_REFUSED;
+		}
+		json_decref(root);
+		return rc;
+	}
+	rc = http_get_metrics(c, json_string_value(m), 1);
+	if (rc == -1) {
+		/* Not reachable from here (keymapd in another network namespace, a firewall):
+		 * the same page through telemetry, which reached it. */
+		rc = tel_get_metrics(c);
+		if (rc == -1) {
+			errmsg("%s", connect_err);
+			rc = EXIT_TRANSPORT;
+		}
+	}
 	json_decref(root);
 	return rc;
 }

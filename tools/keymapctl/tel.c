@@ -280,6 +280,7 @@ tel_query(struct ctl *c, const char *req, json_t **root, json_t **data)
 		return EXIT_TRANSPORT;
 	}
 	if (json_is_null(d)) {
+		c->last_unknown = 1;
 		if (!c->quiet_unknown)
 			errmsg("%s: keymapd does not know %.*s (or refused it without a message)",
 				c->cmd, (int)name_len, req);

@@ -914,11 +914,14 @@ ctl_keys_reload(void *arg)
  */
 #define TEL_PAGE_CHUNK 3000
 
-static struct {
+#define TEL_PAGES 4 /* renderings kept at once: readers at the same time */
+
+static struct tel_page {
 	char *text;
 	size_t len;
 	uint64_t id;
-} tel_page; /* control lcore */
+} tel_pages[TEL_PAGES];      /* control lcore; page id in slot id % TEL_PAGES */
+static uint64_t tel_page_id; /* the last one rendered */
 
 static int
 ctl_metrics(void *arg)
@@ -926,13 +929,15 @@ ctl_metrics(void *arg)
 	struct tel_arg *a = arg;
 	uint64_t off = 0, id = 0;
 	char chunk[TEL_PAGE_CHUNK + 64], *comma;
+	struct tel_page *pg;
 	size_t n, k0;
 
 	if (a->params[0] == '\0') {
-		free(tel_page.text);
-		tel_page.text = km_metrics_render(&tel_page.len);
-		tel_page.id++;
-		if (tel_page.text == NULL)
+		pg = &tel_pages[++tel_page_id % TEL_PAGES];
+		free(pg->text);
+		pg->id = tel_page_id;
+		pg->text = km_metrics_render(&pg->len);
+		if (pg->text == NULL)
 			return tel_error(a->d, "out of memory");
 	} else {
 		comma = strchr(a->params, ',');
@@ -941,27 +946,33 @@ ctl_metrics(void *arg)
 		*comma = '\0';
 		if (parse_u64(a->params, &off) < 0 || parse_u64(comma + 1, &id) < 0)
 			return tel_error(a->d, "usage: /keymap/metrics[,OFFSET,ID]");
-		if (tel_page.text == NULL || id != tel_page.id)
+		pg = &tel_pages[id % TEL_PAGES];
+		if (pg->text == NULL || pg->id != id)
 			return tel_error(a->d, "the page changed: start again");
-		if (off > tel_page.len)
+		if (off > pg->len)
 			return tel_error(a->d, "offset past the page");
 	}
 	/* Whole lines, unless one is longer than a chunk. */
-	n = tel_page.len - off < TEL_PAGE_CHUNK ? tel_page.len - off : TEL_PAGE_CHUNK;
-	if (off + n < tel_page.len) {
+	n = pg->len - off < TEL_PAGE_CHUNK ? pg->len - off : TEL_PAGE_CHUNK;
+	if (off + n < pg->len) {
 		size_t k = n;
 
-		while (k > 0 && tel_page.text[off + k - 1] != '\n')
+		while (k > 0 && pg->text[off + k - 1] != '\n')
 			k--;
 		if (k > 0)
 			n = k;
 	}
 	/* One string (dict strings stop at 127 bytes): "ID NEXT LENGTH\n" and the chunk. */
-	k0 = (size_t)snprintf(chunk, sizeof(chunk), "%" PRIu64 " %" PRIu64 " %zu\n", tel_page.id,
-		(uint64_t)(off + n), tel_page.len);
-	memcpy(chunk + k0, tel_page.text + off, n);
+	k0 = (size_t)snprintf(chunk, sizeof(chunk), "%" PRIu64 " %" PRIu64 " %zu\n", pg->id,
+		(uint64_t)(off + n), pg->len);
+	memcpy(chunk + k0, pg->text + off, n);
 	chunk[k0 + n] = '\0';
 	rte_tel_data_string(a->d, chunk);
+	/* Its last chunk given: not kept longer. */
+	if (off + n == pg->len) {
+		free(pg->text);
+		pg->text = NULL;
+	}
 	return 0;
 }
 

@@ -5,6 +5,7 @@
  */
 
 #include <errno.h>
+#include <stddef.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +161,11 @@ km_client_alloc(struct km_client *c)
 	return KM_OK;
 }
 
+/* The size of soname 2's options (up to reserved): what size 0 means, for ever. */
+#define KM_OPTS_SIZE_V2 56
+_Static_assert(offsetof(struct km_client_opts, reserved) + sizeof(uint32_t) == KM_OPTS_SIZE_V2,
+	"soname 2's km_client_opts ends at reserved, byte 56");
+
 int
 km_client_open(const struct km_client_opts *given, struct km_client **out)
 {
@@ -171,15 +177,18 @@ km_client_open(const struct km_client_opts *given, struct km_client **out)
 	if (given == NULL || out == NULL)
 		return KM_ERR_INVAL;
 	/* A caller built with an older header passes fewer fields (the rest: defaults); one
-	 * built with a newer header, more: accepted if they are zero (not asked for). */
-	size = given->size != 0 ? given->size : sizeof(o);
-	if (size < offsetof(struct km_client_opts, host) + sizeof(o.host))
+	 * built with a newer header, more: accepted if they are zero (not asked for). size 0
+	 * is soname 2's struct, whatever this library's is: KM_OPTS_SIZE_V2 never changes. */
+	size = given->size != 0 ? given->size : KM_OPTS_SIZE_V2;
+	if (size < offsetof(struct km_client_opts, host) + sizeof(o.host) || size > 4096)
 		return KM_ERR_INVAL;
 	for (i = sizeof(o); i < size; i++)
 		if (((const uint8_t *)given)[i] != 0)
 			return KM_ERR_INVAL;
 	memset(&o, 0, sizeof(o));
 	memcpy(&o, given, size < sizeof(o) ? size : sizeof(o));
+	if (o.reserved != 0)
+		return KM_ERR_INVAL;
 	if (opts->host == NULL || opts->host[0] == '\0' || opts->window > KM_WINDOW_MAX ||
 		opts->retries > KM_RETRIES_MAX)
 		return KM_ERR_INVAL;

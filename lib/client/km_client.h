@@ -66,9 +66,9 @@ enum km_err {
 const char *km_strerror(int err);
 
 struct km_client_opts {
-	size_t size;             /* sizeof(struct km_client_opts) as the caller was built
-				  * with (0: this header's): a library newer than the
-				  * caller's header takes the fields it knows of */
+	size_t size;             /* KM_CLIENT_OPTS_SIZE as the caller was built with (0:
+				  * soname 2's, the first with this field): a library newer
+				  * than the caller's header reads only that many bytes */
 	const char *host;        /* server IPv4 address or name, required; or several seeds
 				  * of a cluster, comma-separated, each "name[:port]" (at
 				  * most 16; e.g. "10.0.0.1,10.0.0.2:7071"): MAP is asked of
@@ -86,7 +86,11 @@ struct km_client_opts {
 	int lazy;                /* 1: open even when no seed answers (unsteered to the
 				  * first seed until a later map refresh succeeds); 0:
 				  * KM_ERR_UNREACHABLE then */
+	uint32_t reserved;       /* 0 (a later field: no tail padding to misread) */
 };
+
+/** What to put in km_client_opts.size. */
+#define KM_CLIENT_OPTS_SIZE sizeof(struct km_client_opts)
 
 struct km_client;
 
@@ -252,8 +256,9 @@ int km_submit(struct km_client *c, struct km_batch_op *op, km_done_fn done, void
 /**
  * Progress without blocking: send what can be sent, take the replies there are, resend
  * or time out what is due, complete ops (their callbacks).
- * @return ops completed (callbacks run), or KM_ERR_SYSTEM after a socket failure (every
- *   pending op completed with KM_ERR_SYSTEM, their callbacks run).
+ * @return ops completed (callbacks run), KM_ERR_SYSTEM after a socket failure (every
+ *   pending op completed with KM_ERR_SYSTEM, their callbacks run), KM_ERR_INVAL when
+ *   called from a callback.
  * @note Context: the thread that uses c.
  */
 int km_process(struct km_client *c);
@@ -265,7 +270,8 @@ int km_async_fd(const struct km_client *c);
 int km_async_want_write(const struct km_client *c);
 
 /** Milliseconds until km_process has a resend or a timeout to do (rounded up), 0 if it
- * has work now, -1 with nothing pending. */
+ * has work now, 1 while datagrams wait for room in the socket buffer, -1 with nothing to
+ * wait for (no op pending, no map refresh under way). */
 int km_async_timeout_ms(const struct km_client *c);
 
 /** Ops submitted and not completed yet. */

@@ -268,6 +268,14 @@ struct km_client {
 	struct km_client_stats st;
 };
 
+/* Async ops own the engine (pending, or km_process on the stack): the blocking calls are
+ * refused before they change anything. */
+static inline bool
+km_engine_busy(const struct km_client *c)
+{
+	return c->async_pending != 0 || c->in_process;
+}
+
 static inline uint64_t
 km_now(void)
 {

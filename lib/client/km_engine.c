@@ -619,8 +619,9 @@ km_run(struct km_client *c, struct km_batch_op *ops, const int32_t *workers, siz
 	size_t next = 0;
 	int r;
 
-	/* The blocking calls own the engine while they run: not with async ops pending. */
-	if (c->async_pending != 0) {
+	/* The blocking calls own the engine while they run: not with async ops pending, nor
+	 * from a callback (the last one's op is no longer pending). */
+	if (km_engine_busy(c)) {
 		for (; next < n; next++)
 			ops[next].err = KM_ERR_INVAL;
 		return KM_ERR_INVAL;
@@ -779,7 +780,7 @@ km_async_deliver(struct km_client *c)
 int
 km_process(struct km_client *c)
 {
-	int r, done = 0, rounds;
+	int r, got = 0, done = 0, rounds, burst;
 	uint64_t now;
 
 	if (c == NULL || c->in_process)
@@ -796,8 +797,17 @@ km_process(struct km_client *c)
 			c->in_process = false;
 			return KM_ERR_SYSTEM;
 		}
-		r = km_recv(c);
-		if (r < 0) {
+		/* Every reply already there before any deadline is judged: a loop that came
+		 * back late must not resend (or time out) what was answered meanwhile. */
+		for (r = 0, burst = 0; burst < 64; burst++) {
+			got = km_recv(c);
+			if (got < 0)
+				break;
+			r += got;
+			if (got < KM_RX_BURST)
+				break;
+		}
+		if (got < 0) {
 			km_abort(c, NULL, 0, 0);
 			done += km_async_deliver(c);
 			c->in_process = false;
@@ -844,6 +854,10 @@ km_async_timeout_ms(const struct km_client *c)
 	if (c->adone_len > 0 || (c->aq_len > 0 && c->nb_free > 0) ||
 		c->refresh.state == KM_REFRESH_WANTED)
 		return 0;
+	/* Datagrams waiting for room in the socket buffer (and no deadline armed for them
+	 * yet): soon, whether the caller watches for writability or not. */
+	if (c->txq_len > 0 && c->earliest == UINT64_MAX)
+		return 1;
 	if (c->earliest == UINT64_MAX)
 		return -1;
 	now = km_now();

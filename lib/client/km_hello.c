@@ -180,7 +180,7 @@ km_client_hello(struct km_client *c, struct km_client_hello *out)
 	const struct km_cookie_state *k;
 	int rc;
 
-	if (c == NULL || out == NULL)
+	if (c == NULL || out == NULL || km_engine_busy(c))
 		return KM_ERR_INVAL;
 	/* To the home server. One under way (a renewal) is as good as a new one. */
 	k = &c->peers[c->home].ck;

@@ -367,10 +367,12 @@ km_map_refresh(struct km_client *c)
 {
 	int rc;
 
-	if (c == NULL || c->no_steer)
+	if (c == NULL || c->no_steer || km_engine_busy(c))
 		return KM_ERR_INVAL;
-	/* Explicit request: ignore the hold that follows failed refreshes. */
-	c->refresh.state = KM_REFRESH_WANTED;
+	/* Explicit request: ignore the hold that follows failed refreshes. One running (left
+	 * by km_process) is finished by km_run: re-arming its slot would lose track of it. */
+	if (c->refresh.state == KM_REFRESH_IDLE)
+		c->refresh.state = KM_REFRESH_WANTED;
 	rc = km_run(c, NULL, NULL, 0, true);
 	return rc < 0 ? rc : c->refresh.result;
 }

@@ -221,7 +221,7 @@ km_mget(struct km_client *c, struct km_mget_item *items, size_t n)
 	uint32_t gen;
 	int rc = KM_OK;
 
-	if (c == NULL || (items == NULL && n != 0) || n > UINT32_MAX)
+	if (c == NULL || (items == NULL && n != 0) || n > UINT32_MAX || km_engine_busy(c))
 		return KM_ERR_INVAL;
 	if (n == 0)
 		return KM_OK;

@@ -117,6 +117,7 @@ class KmClientOpts(ctypes.Structure):
         ("window", ctypes.c_uint),
         ("auth_key", ctypes.c_char_p),
         ("lazy", ctypes.c_int),
+        ("reserved", ctypes.c_uint32),
     ]
 
 

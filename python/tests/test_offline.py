@@ -71,7 +71,7 @@ class Layout(unittest.TestCase):
     LP64 = {
         "km_client_opts": (56, {"size": 0, "host": 8, "port": 16, "timeout_ms": 20,
                                 "retries": 24, "session": 28, "no_steer": 32, "window": 36,
-                                "auth_key": 40, "lazy": 48}),
+                                "auth_key": 40, "lazy": 48, "reserved": 52}),
         "km_batch_op": (96, {"op": 0, "key": 8, "klen": 16, "val": 24, "vlen": 32,
                              "version": 40, "buf": 48, "cap": 56, "session": 64, "err": 68,
                              "len": 72, "out_version": 80, "latency_ns": 88}),

@@ -51,6 +51,7 @@ struct ctl {
 	const char *cmd;   /* keymapctl command, for messages */
 	int quiet_unknown; /* a command keymapd does not know: no message (a fallback) */
 	int last_unknown;  /* set when keymapd did not know a command */
+	int quiet_refused; /* a refusal ({"error": ...}): no message (the caller retries) */
 	/* The telemetry connection, opened by the first request (tel.c). */
 	int fd;
 	char *buf;      /* one reply, NUL-terminated */

@@ -63,7 +63,10 @@ tcp_connect(const struct ctl *c, const char *host, const char *port, int64_t dea
 
 	rc = getaddrinfo(host, port, &hints, &res);
 	if (rc != 0) {
-		errmsg("metrics: %s: %s", host, gai_strerror(rc));
+		snprintf(connect_err, sizeof(connect_err), "metrics: %s: %s", host,
+			gai_strerror(rc));
+		if (!quiet)
+			errmsg("%s", connect_err);
 		return -1;
 	}
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
@@ -202,6 +205,27 @@ out:
 	return rc;
 }
 
+/* Whether url is a loopback address and keymapd (pid in status d) runs in another network
+ * namespace than this process (unknown: no). */
+static int
+other_netns_loopback(const json_t *d, const char *url)
+{
+	char path[64], ours[64], theirs[64];
+	uint64_t pid;
+	ssize_t a, b;
+
+	if (strncmp(url, "127.", 4) != 0 && strncmp(url, "localhost:", 10) != 0)
+		return 0;
+	if (jint(d, "pid", &pid) != 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%llu/ns/net", (unsigned long long)pid);
+	a = readlink("/proc/self/ns/net", ours, sizeof(ours) - 1);
+	b = readlink(path, theirs, sizeof(theirs) - 1);
+	if (a <= 0 || b <= 0)
+		return 0;
+	return a != b || memcmp(ours, theirs, (size_t)a) != 0;
+}
+
 /*
  * The page through telemetry (/keymap/metrics, in chunks of one rendering), printed whole.
  * @return 0, an exit code (said), or -1 when keymapd does not know the command (unsaid).
@@ -224,8 +248,11 @@ tel_get_metrics(struct ctl *c)
 		for (;;) {
 			c->quiet_unknown = 1;
 			c->last_unknown = 0;
+			/* A page replaced meanwhile (another reader): from the start, unsaid. */
+			c->quiet_refused = attempt + 1 < 3;
 			rc = tel_query(c, req, &root, &d);
 			c->quiet_unknown = 0;
+			c->quiet_refused = 0;
 			if (rc == EXIT_REFUSED && c->last_unknown) {
 				free(page);
 				return -1;
@@ -235,8 +262,10 @@ tel_get_metrics(struct ctl *c)
 			s = json_string_value(d);
 			nl = s != NULL ? strchr(s, '\n') : NULL;
 			n = 0;
-			if (nl == NULL || sscanf(s, "%" SCNu64 " %" SCNu64 " %" SCNu64 "%n", &id,
-						  &next, &len, &n) != 3) {
+			if (nl == NULL ||
+				sscanf(s, "%" SCNu64 " %" SCNu64 " %" SCNu64 "%n", &id, &next, &len,
+					&n) != 3 ||
+				next != have + strlen(nl + 1)) {
 				errmsg("metrics: a bad /keymap/metrics reply");
 				json_decref(root);
 				free(page);
@@ -298,7 +327,12 @@ cmd_metrics(struct ctl *c, int argc, char **argv)
 		json_decref(root);
 		return rc;
 	}
-	rc = http_get_metrics(c, json_string_value(m), 1);
+	/* keymapd's loopback is not ours when it runs in another network namespace: what
+	 * answers there here is someone else (another keymapd, another service). */
+	if (other_netns_loopback(d, json_string_value(m)))
+		rc = -1;
+	else
+		rc = http_get_metrics(c, json_string_value(m), 1);
 	if (rc == -1) {
 		/* Not reachable from here (keymapd in another network namespace, a firewall):
 		 * the same page through telemetry, which reached it. */

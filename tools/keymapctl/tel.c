@@ -294,7 +294,8 @@ tel_query(struct ctl *c, const char *req, json_t **root, json_t **data)
 		if (strncmp(msg, c->cmd, strlen(c->cmd)) == 0 &&
 			strncmp(msg + strlen(c->cmd), ": ", 2) == 0)
 			msg += strlen(c->cmd) + 2;
-		errmsg("%s: %s", c->cmd, msg);
+		if (!c->quiet_refused)
+			errmsg("%s: %s", c->cmd, msg);
 		json_decref(r);
 		return EXIT_REFUSED;
 	}

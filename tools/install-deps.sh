@@ -6,13 +6,14 @@
 # side-by-side comparison, tools/bench/compare; libfuse3 and fuse3: kmfs, tools/kmfs;
 # clang: the libFuzzer targets, tools/fuzz.sh; libcurl, etcd-server and etcd-client: the etcd
 # client of the cluster mode, lib/etcd, and its test against a local etcd; libsystemd:
-# keymapd's readiness and watchdog notifications, sd_notify).
+# keymapd's readiness and watchdog notifications, sd_notify;
+# chromium: the status page's test in a headless browser, tests/functional/status_page.sh).
 set -euo pipefail
 
 pkgs=(build-essential meson ninja-build pkg-config python3 iproute2 procps
 	libdpdk-dev dpdk dpdk-dev libisal-dev liburcu-dev libcmocka-dev libxxhash-dev liburing-dev
 	libjansson-dev libmicrohttpd-dev libsodium-dev memcached gnuplot-nox libfuse3-dev fuse3 clang
-	libcurl4-openssl-dev etcd-server etcd-client libsystemd-dev)
+	libcurl4-openssl-dev etcd-server etcd-client libsystemd-dev chromium)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -785,6 +785,7 @@ km_ctl_loop(void)
 		km_cluster_tick(); /* a cluster node: the placer's maps */
 		now = rte_get_timer_cycles();
 		km_stats_lat_tick(now); /* the latency quantiles' window */
+		km_status_tick(now);    /* the status page's history */
 		if (now - km_ctl.sample_tsc >= km_ctl.conf.sample_ms * hz / 1000) {
 			/* One kind of change per sample: splits and merges first (a shard too hot
 			 * to be evened out by moves), then moves, then tiers. Placement's token

@@ -388,4 +388,21 @@ void km_metrics_stop(void);
  */
 char *km_metrics_render(size_t *len);
 
+/* A page written by body from one snapshot of the figures (km_stats_take), malloc'd,
+ * length in *len; NULL when out of memory. @note Context: as km_metrics_render. */
+struct km_stats_snap;
+char *km_snap_render(void (*body)(FILE *f, const struct km_stats_snap *s), size_t *len);
+
+/*
+ * Status page (status.c): what the metrics endpoint serves at / and /status.json.
+ * km_status_tick: one point of the history (requests/s, cache hit ratio, prefetch
+ * accuracy, each worker's busy share) every 5 s, the last 10 minutes kept (control lcore,
+ * every loop iteration). km_status_render_json: /status.json, malloc'd, length in *len;
+ * NULL when out of memory (control lcore, through km_ctl_call from the HTTP thread).
+ * km_status_page: the page, a constant document that fetches /status.json (any thread).
+ */
+void km_status_tick(uint64_t now);
+char *km_status_render_json(size_t *len);
+const char *km_status_page(size_t *len);
+
 #endif /* KEYMAPD_CONTROL_H */

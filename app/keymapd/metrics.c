@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 
 /*
- * Metrics endpoint: GET /metrics, Prometheus text exposition format 0.0.4.
+ * Metrics endpoint: GET /metrics, Prometheus text exposition format 0.0.4; beside it the
+ * status page, GET / and GET /status.json (status.c).
  *
  * libmicrohttpd serves it from one polling thread of its own. That thread reads nothing of
  * keymapd: it posts km_metrics_render() to the control lcore with km_ctl_call(), which is
@@ -48,6 +49,19 @@ typedef int km_mhd_result;
 #define METRICS_CONN_TIMEOUT_S 10   /* idle connections are closed after this */
 #define METRICS_CALL_MS        2000 /* wait for the control lcore at most this long */
 #define METRICS_SHARDS_MAX     1024 /* per-shard series only up to this many shards */
+
+/* What a path serves. */
+struct metrics_route {
+	const char *path;
+	const char *content_type;
+	char *(*render)(size_t *len); /* on the control lcore; NULL: the status page */
+};
+
+static const struct metrics_route metrics_routes[] = {
+	{METRICS_PATH, METRICS_CONTENT_TYPE, km_metrics_render},
+	{"/status.json", "application/json", km_status_render_json},
+	{"/", "text/html; charset=utf-8", NULL},
+};
 
 /* The daemon while serving. Main lcore only (start, stop). */
 static struct MHD_Daemon *metrics_daemon;
@@ -199,7 +213,7 @@ put_prefetch_models(FILE *f, const struct km_stats_snap *s)
 }
 
 char *
-km_metrics_render(size_t *len)
+km_snap_render(void (*body)(FILE *f, const struct km_stats_snap *s), size_t *len)
 {
 	struct km_stats_snap s;
 	char *buf = NULL;
@@ -214,13 +228,7 @@ km_metrics_render(size_t *len)
 		km_stats_release(&s);
 		return NULL;
 	}
-	put_family(f, "keymap_build_info", "gauge",
-		"1, labelled with the version of keymapd and of the DPDK it runs on");
-	fprintf(f, "keymap_build_info{version=\"%s\",dpdk=\"%s\"} 1\n", KM_VERSION, rte_version());
-	put_table(f, &s);
-	put_prefetch_models(f, &s);
-	put_shards(f);
-	put_latency(f, &s);
+	body(f, &s);
 	km_stats_release(&s);
 	bad = ferror(f);
 	if (fclose(f) != 0 || bad) {
@@ -231,7 +239,26 @@ km_metrics_render(size_t *len)
 	return buf;
 }
 
+static void
+metrics_body(FILE *f, const struct km_stats_snap *s)
+{
+	put_family(f, "keymap_build_info", "gauge",
+		"1, labelled with the version of keymapd and of the DPDK it runs on");
+	fprintf(f, "keymap_build_info{version=\"%s\",dpdk=\"%s\"} 1\n", KM_VERSION, rte_version());
+	put_table(f, s);
+	put_prefetch_models(f, s);
+	put_shards(f);
+	put_latency(f, s);
+}
+
+char *
+km_metrics_render(size_t *len)
+{
+	return km_snap_render(metrics_body, len);
+}
+
 struct metrics_page {
+	char *(*render)(size_t *len);
 	char *text;
 	size_t len;
 };
@@ -242,7 +269,7 @@ metrics_render_call(void *arg)
 {
 	struct metrics_page *pg = arg;
 
-	pg->text = km_metrics_render(&pg->len);
+	pg->text = pg->render(&pg->len);
 	return pg->text == NULL ? -ENOMEM : 0;
 }
 
@@ -270,32 +297,37 @@ metrics_reply_text(
 
 /*
  * Errors (404, 405) are queued on the first call, before any request body is read: MHD then
- * closes the connection. A GET /metrics is answered on the last call, once the request is
- * complete, so that the connection can be kept alive for the next scrape.
+ * closes the connection. A GET is answered on the last call, once the request is complete,
+ * so that the connection can be kept alive for the next scrape. *con_cls is the route of
+ * the request from the first call on.
  */
 static km_mhd_result
 metrics_handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
 	const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
-	static int request_seen; /* *con_cls marker: the first call is over */
-	struct metrics_page pg = {NULL, 0};
+	const struct metrics_route *rt = *con_cls;
+	struct metrics_page pg = {NULL, NULL, 0};
 	struct MHD_Response *r;
 	km_mhd_result ret;
+	size_t i;
 	int rc;
 
 	RTE_SET_USED(cls);
 	RTE_SET_USED(version);
 	RTE_SET_USED(upload_data);
 
-	if (*con_cls == NULL) {
-		if (strcmp(url, METRICS_PATH) != 0)
+	if (rt == NULL) {
+		for (i = 0; i < RTE_DIM(metrics_routes) && rt == NULL; i++)
+			if (strcmp(url, metrics_routes[i].path) == 0)
+				rt = &metrics_routes[i];
+		if (rt == NULL)
 			return metrics_reply_text(c, MHD_HTTP_NOT_FOUND, "not found\n", NULL);
 		/* HEAD is GET without the body (MHD leaves it out). */
 		if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
 			strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
 			return metrics_reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED,
 				"method not allowed\n", "GET, HEAD");
-		*con_cls = &request_seen;
+		*con_cls = (void *)(uintptr_t)rt;
 		return MHD_YES;
 	}
 	if (*upload_data_size != 0) {
@@ -303,22 +335,29 @@ metrics_handler(void *cls, struct MHD_Connection *c, const char *url, const char
 		return MHD_YES;
 	}
 
-	/* On -ETIMEDOUT the control lcore never runs the call: pg on this stack is safe. */
-	rc = km_ctl_call(metrics_render_call, &pg, METRICS_CALL_MS);
-	if (rc != 0)
-		return metrics_reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE,
-			rc == -ESHUTDOWN   ? "keymapd is stopping\n"
-			: rc == -ETIMEDOUT ? "control lcore busy, try again\n"
-					   : "out of memory\n",
-			NULL);
-
-	r = MHD_create_response_from_buffer(pg.len, pg.text, MHD_RESPMEM_MUST_FREE);
-	if (r == NULL) {
-		free(pg.text);
-		return MHD_NO;
+	if (rt->render == NULL) {
+		/* The status page: a constant, nothing to ask the control lcore. */
+		pg.text = (char *)(uintptr_t)km_status_page(&pg.len);
+		r = MHD_create_response_from_buffer(pg.len, pg.text, MHD_RESPMEM_PERSISTENT);
+	} else {
+		/* On -ETIMEDOUT the control lcore never runs the call: pg on this stack is
+		 * safe. */
+		pg.render = rt->render;
+		rc = km_ctl_call(metrics_render_call, &pg, METRICS_CALL_MS);
+		if (rc != 0)
+			return metrics_reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+				rc == -ESHUTDOWN   ? "keymapd is stopping\n"
+				: rc == -ETIMEDOUT ? "control lcore busy, try again\n"
+						   : "out of memory\n",
+				NULL);
+		r = MHD_create_response_from_buffer(pg.len, pg.text, MHD_RESPMEM_MUST_FREE);
+		if (r == NULL)
+			free(pg.text);
 	}
-	if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, METRICS_CONTENT_TYPE) !=
-		MHD_YES) {
+	if (r == NULL)
+		return MHD_NO;
+	if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, rt->content_type) != MHD_YES ||
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") != MHD_YES) {
 		MHD_destroy_response(r);
 		return MHD_NO;
 	}

@@ -1,28 +1,50 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * "mem" store driver: volatile, values in DRAM, sized for ~100 M keys per process, so
- * every byte per key counts.
+ * every byte per key counts (16 + 64 B entries: 88 B of record and about 10 B of index).
  *
  * Index: one open-addressing table of 8-byte slots, linear probing:
  *   bits 63..48  tag, 16 bits derived from the key hash: rejects almost every
  *                non-matching slot without touching its record (a cache miss).
- *   bits 47..0   record pointer, 0 = empty slot. malloc returns 16-byte aligned blocks,
- *                so bits 3..0 of the pointer are free: they hold the entry's probe
- *                distance (slot - home slot), saturated at 15, so deletion knows where
- *                an entry belongs without re-hashing its key in the common case.
- * Deletion shifts the following entries of the cluster back (no tombstones), so lookups
- * stop at the first empty slot however many deletes happened. The table doubles at load
- * 7/8; records keep no hash (8 bytes per key saved), so growth recomputes km_key_hash()
- * from each record's key. This requires k->hash == km_key_hash(k->data, k->len), which
- * the header's contract for struct km_key already states.
+ *   bits 47..4   record address / 8: records are 8-byte aligned and below 2^47 (a user
+ *                address on x86-64 and arm64 with 48-bit virtual addresses).
+ *   bits 3..0    the entry's probe distance (slot - home slot), saturated at 15, so
+ *                deletion knows where an entry belongs without re-hashing its key in the
+ *                common case. 0 in bits 47..0 = empty slot.
+ * The home slot is a range reduction, (rotl(hash, 32) * slots) >> 64, so the table needs
+ * no power-of-two size: it grows by 8/7 to 5/4 (sizes m * 2^e, m = 8, 10, 12, 14) when
+ * the load would pass 7/8, so its load stays between 0.7 and 7/8 (9.1 to 11.4 B per key)
+ * rather than between 7/16 and 7/8 with doubling; growth rehashes 4 to 7 times as often
+ * as doubling did, which slows inserts of a growing store. The rotation puts the hash's
+ * low half first: the shard map routes by its top bits, which within one shard's store
+ * are (nearly) constant. Deletion shifts the following entries of the cluster back (no
+ * tombstones), so lookups stop at the first empty slot however many deletes happened.
+ * Records keep no hash (8 bytes per key saved), so growth recomputes km_key_hash() from
+ * each record's key. This requires k->hash == km_key_hash(k->data, k->len), which the
+ * header's contract for struct km_key already states.
  *
- * Record: one malloc block, an 11-byte header, the key, then the value.
+ * Record: 8 bytes of header, the key, then the value, in a block of the instance's slabs
+ * (mem_slab.c: size classes of 8 bytes, free lists, compaction), or in a malloc block of
+ * its own when it is larger than a slab takes or the store holds fewer than
+ * MEM_SMALL_KEYS keys (a small store holds no slab, and its deletes give memory back at
+ * once, as [store] memory bounds expect). The header is one little-endian word:
+ *   bits 7..0    key length (1..250)
+ *   bits 23..8   value length (0..65535)
+ *   bit 24       the record is a block of its own
+ *   bits 63..25  version - vbase, 1..2^39-1; 0: the version does not fit, and the full
+ *                64-bit version follows the value (8 more bytes; the key stays at 8, so
+ *                a lookup finds it without decoding the header first).
+ * vbase is chosen when the instance holds no record, 2^38 below the version being
+ * written: versions issued afterwards fit for 2^38 (2.7e11) writes, and entries loaded
+ * from another store fit if they are within 2^38 of the first one (a split's or move's
+ * entries all come from one shard lineage; only the far side of a merge of shards opened
+ * at very different times pays the wide header). Every version is kept exactly either
+ * way: only the record's size depends on it.
  *
  * Concurrency: single owner thread per instance (see km_store.h); nothing here is shared.
  */
 
 #include <errno.h>
-#include <malloc.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -30,6 +52,8 @@
 
 #include <km_store.h>
 #include <km_util.h>
+
+#include "mem_slab.h"
 
 /* The protocol's bound; the record keeps the length in a byte. */
 #define MEM_KEY_MAX KM_KEY_MAX
@@ -53,29 +77,26 @@ _Static_assert(KM_KEY_MAX <= UINT8_MAX, "a key's length fits the record's byte")
 #define SLOT_DIST_MASK UINT64_C(0xf)
 #define SLOT_DIST_SAT  15 /* distance >= 15: recompute it from the key */
 
-/* glibc keeps one size word before each chunk: the real cost of a block is its usable
- * size plus this. */
-#define MALLOC_CHUNK_HDR 8
+/* Record header word. */
+#define REC_HDR        8
+#define REC_OWN        (UINT64_C(1) << 24) /* the record is a block of its own */
+#define REC_VOFF_SHIFT 25
+#define REC_VOFF_LIMIT (UINT64_C(1) << 39) /* offsets 1..2^39-1 fit */
+#define REC_VBASE_BACK (UINT64_C(1) << 38) /* vbase: this far below the first version */
 
-struct mem_rec {
-	uint64_t version;
-	uint16_t val_len;
-	uint8_t key_len;
-	uint8_t data[]; /* key_len bytes of key, then val_len bytes of value */
-};
-
-/* Bytes before the key: 11, not sizeof (16), since data[] needs no alignment. */
-#define MEM_REC_HDR offsetof(struct mem_rec, data)
+/* A store of fewer keys puts its records in blocks of their own (mem_slab.c). */
+#define MEM_SMALL_KEYS 64
 
 struct mem_store {
 	struct km_store base; /* first: the km_store pointer is cast back to this */
 	uint64_t *slots;
-	uint64_t mask;    /* number of slots - 1 (a power of two) */
-	uint64_t grow_at; /* keys allowed before doubling: 7/8 of the slots */
+	uint64_t nb;      /* number of slots */
+	uint64_t grow_at; /* keys allowed before growing: 7/8 of the slots */
 	uint64_t nb_keys;
 	uint64_t version; /* last version issued or loaded; every successful write takes the next */
-	uint64_t value_bytes;    /* key + value bytes of all records */
-	uint64_t overhead_bytes; /* record headers + allocator rounding and chunk headers */
+	uint64_t vbase;   /* versions in record headers are offsets from this */
+	uint64_t value_bytes; /* key + value bytes of all records */
+	struct mem_slabs mem; /* every record's memory */
 	uint32_t value_max;
 };
 
@@ -90,22 +111,55 @@ mem_tag(uint64_t hash)
 	return (hash * UINT64_C(0x9e3779b97f4a7c15)) & SLOT_TAG_MASK;
 }
 
-static inline struct mem_rec *
+/* Home slot of a hash in a table of nb slots. */
+static inline uint64_t
+mem_home(uint64_t hash, uint64_t nb)
+{
+	uint64_t x = (hash << 32) | (hash >> 32);
+
+	return (uint64_t)(((unsigned __int128)x * nb) >> 64);
+}
+
+static inline uint64_t
+slot_next(uint64_t i, uint64_t nb)
+{
+	return i + 1 == nb ? 0 : i + 1;
+}
+
+/* Slots from `from` forward to `to`, around the table's end. */
+static inline uint64_t
+slot_gap(uint64_t to, uint64_t from, uint64_t nb)
+{
+	return to >= from ? to - from : to + nb - from;
+}
+
+/* The table size after nb: sizes are m * 2^e with m one of 8, 10, 12, 14 (steps of 5/4
+ * to 8/7), so that a table presized for a number of keys (mem_create()) has the size one
+ * grown to it from any smaller one would have. */
+static inline uint64_t
+mem_next_size(uint64_t nb)
+{
+	int e = 63 - __builtin_clzll(nb) - 3;
+
+	return ((nb >> e) + 2) << e;
+}
+
+static inline uint64_t
+mem_grow_at(uint64_t nb)
+{
+	return nb - nb / 8;
+}
+
+static inline uint8_t *
 slot_rec(uint64_t s)
 {
-	return (struct mem_rec *)(uintptr_t)(s & SLOT_PTR_MASK);
+	return (uint8_t *)(uintptr_t)((s & SLOT_PTR_MASK) >> 1);
 }
 
 static inline uint64_t
-slot_make(uint64_t tag, const struct mem_rec *r, uint64_t dist)
+slot_make(uint64_t tag, const uint8_t *r, uint64_t dist)
 {
-	return tag | (uintptr_t)r | (dist < SLOT_DIST_SAT ? dist : SLOT_DIST_SAT);
-}
-
-static inline uint64_t
-rec_cost(const struct mem_rec *r)
-{
-	return malloc_usable_size((void *)(uintptr_t)r) + MALLOC_CHUNK_HDR;
+	return tag | ((uint64_t)(uintptr_t)r << 1) | (dist < SLOT_DIST_SAT ? dist : SLOT_DIST_SAT);
 }
 
 static inline int
@@ -113,36 +167,6 @@ mem_key_ok(const struct km_key *k)
 {
 	return k != NULL && k->data != NULL && k->len >= 1 && k->len <= MEM_KEY_MAX;
 }
-
-/* Allocate a record the slot format can point to. */
-static struct mem_rec *
-rec_alloc(size_t key_len, size_t val_len)
-{
-	struct mem_rec *r = malloc(MEM_REC_HDR + key_len + val_len);
-
-	/* Only an allocator that breaks the 16-byte alignment or a 57-bit address space
-	 * could fail this; report it as lack of (usable) memory rather than corrupt slots. */
-	if (r != NULL && ((uintptr_t)r & ~SLOT_PTR_MASK) != 0) {
-		free(r);
-		return NULL;
-	}
-	return r;
-}
-
-/* Exact probe distance of the entry in slot i. */
-static uint64_t
-mem_slot_dist(const struct mem_store *ms, uint64_t s, uint64_t i)
-{
-	const struct mem_rec *r;
-
-	if ((s & SLOT_DIST_MASK) < SLOT_DIST_SAT)
-		return s & SLOT_DIST_MASK;
-	r = slot_rec(s);
-	return (i - (km_key_hash(r->data, r->key_len) & ms->mask)) & ms->mask;
-}
-
-/* Longest key compared inline; longer ones go through memcmp(). */
-#define MEM_KEY_SHORT 16
 
 static inline uint64_t
 load64(const uint8_t *p)
@@ -174,14 +198,134 @@ key_eq_short(const uint8_t *a, const uint8_t *b, size_t len)
 	return a[0] == b[0] && a[len / 2] == b[len / 2] && a[len - 1] == b[len - 1];
 }
 
+static inline uint64_t
+rec_word(const uint8_t *r)
+{
+	return load64(r); /* aligned: records are */
+}
+
+static inline uint32_t
+rec_klen(uint64_t w)
+{
+	return (uint32_t)(w & 0xff);
+}
+
+static inline uint32_t
+rec_vlen(uint64_t w)
+{
+	return (uint32_t)((w >> 8) & 0xffff);
+}
+
+/* The key follows the header whatever its layout: finding it needs no header field. */
+static inline const uint8_t *
+rec_key(const uint8_t *r, uint64_t w)
+{
+	(void)w;
+	return r + REC_HDR;
+}
+
+static inline uint64_t
+rec_version(const struct mem_store *ms, const uint8_t *r, uint64_t w)
+{
+	uint64_t off = w >> REC_VOFF_SHIFT;
+
+	return off != 0 ? ms->vbase + off : load64(r + REC_HDR + rec_klen(w) + rec_vlen(w));
+}
+
+/* The header offset of version v, or 0: it needs the full one. */
+static inline uint64_t
+rec_voff(const struct mem_store *ms, uint64_t v)
+{
+	return v > ms->vbase && v - ms->vbase < REC_VOFF_LIMIT ? v - ms->vbase : 0;
+}
+
+static inline size_t
+rec_size_of(uint32_t klen, uint32_t vlen, uint64_t voff)
+{
+	return REC_HDR + klen + vlen + (voff != 0 ? 0 : sizeof(uint64_t));
+}
+
+static inline size_t
+rec_size(uint64_t w)
+{
+	return rec_size_of(rec_klen(w), rec_vlen(w), w >> REC_VOFF_SHIFT);
+}
+
+/* Write the header of a record: lengths, where it lives (own: REC_OWN or 0), version. */
+static inline void
+rec_set_hdr(uint8_t *r, uint32_t klen, uint32_t vlen, uint64_t own, uint64_t voff, uint64_t version)
+{
+	uint64_t w = klen | ((uint64_t)vlen << 8) | own | (voff << REC_VOFF_SHIFT);
+
+	memcpy(r, &w, sizeof(w));
+	if (voff == 0)
+		memcpy(r + REC_HDR + klen + vlen, &version, sizeof(version));
+}
+
+/* Whether a record of size bytes gets a block of its own (REC_OWN) or a slab's (0). */
+static inline uint64_t
+rec_own(const struct mem_store *ms, size_t size)
+{
+	return mem_slab_size(size) == 0 || ms->nb_keys < MEM_SMALL_KEYS ? REC_OWN : 0;
+}
+
+/* Only an allocator that breaks the 8-byte alignment or a 57-bit address space could fail
+ * this; lack of (usable) memory is reported then rather than corrupt slots. */
+static inline int
+rec_addr_ok(const void *r)
+{
+	return ((uintptr_t)r & ~(SLOT_PTR_MASK >> 1)) == 0;
+}
+
+/* A record block the slot format can point to, of its own or from a slab. */
+static uint8_t *
+rec_alloc(struct mem_store *ms, size_t size, uint64_t own)
+{
+	uint8_t *r = own ? mem_own_alloc(&ms->mem, size) : mem_slab_alloc(&ms->mem, size);
+
+	if (r != NULL && !rec_addr_ok(r)) {
+		if (own)
+			mem_own_free(&ms->mem, r);
+		else
+			mem_slab_free(&ms->mem, r, size);
+		return NULL;
+	}
+	return r;
+}
+
+static void
+rec_free(struct mem_store *ms, uint8_t *r, uint64_t w)
+{
+	if (w & REC_OWN)
+		mem_own_free(&ms->mem, r);
+	else
+		mem_slab_free(&ms->mem, r, rec_size(w));
+}
+
+/* Exact probe distance of the entry in slot i. */
+static uint64_t
+mem_slot_dist(const struct mem_store *ms, uint64_t s, uint64_t i)
+{
+	const uint8_t *r;
+	uint64_t w;
+
+	if ((s & SLOT_DIST_MASK) < SLOT_DIST_SAT)
+		return s & SLOT_DIST_MASK;
+	r = slot_rec(s);
+	w = rec_word(r);
+	return slot_gap(i, mem_home(km_key_hash(rec_key(r, w), rec_klen(w)), ms->nb), ms->nb);
+}
+
+/* Longest key compared inline; longer ones go through memcmp(). */
+#define MEM_KEY_SHORT 16
+
 /* The probe loop, specialised by the constant short_key so that the loop for short keys
  * calls nothing. */
 static inline __attribute__((always_inline)) uint64_t
 mem_probe(const struct mem_store *ms, const struct km_key *k, uint64_t tag, int short_key)
 {
-	uint64_t i = k->hash & ms->mask;
-	const struct mem_rec *r;
-	uint64_t s;
+	uint64_t i = mem_home(k->hash, ms->nb), s, w;
+	const uint8_t *r;
 
 	for (;;) {
 		s = ms->slots[i];
@@ -189,12 +333,13 @@ mem_probe(const struct mem_store *ms, const struct km_key *k, uint64_t tag, int 
 			return i;
 		if ((s & SLOT_TAG_MASK) == tag) {
 			r = slot_rec(s);
-			if (r->key_len == k->len &&
-				(short_key ? key_eq_short(r->data, k->data, k->len)
-					   : memcmp(r->data, k->data, k->len) == 0))
+			w = rec_word(r);
+			if (rec_klen(w) == k->len &&
+				(short_key ? key_eq_short(rec_key(r, w), k->data, k->len)
+					   : memcmp(rec_key(r, w), k->data, k->len) == 0))
 				return i;
 		}
-		i = (i + 1) & ms->mask;
+		i = slot_next(i, ms->nb);
 	}
 }
 
@@ -222,12 +367,12 @@ mem_slot_remove(struct mem_store *ms, uint64_t hole)
 	uint64_t j = hole, s, dist, gap;
 
 	for (;;) {
-		j = (j + 1) & ms->mask;
+		j = slot_next(j, ms->nb);
 		s = ms->slots[j];
 		if (s == 0)
 			break;
 		dist = mem_slot_dist(ms, s, j);
-		gap = (j - hole) & ms->mask;
+		gap = slot_gap(j, hole, ms->nb);
 		if (dist >= gap) {
 			ms->slots[hole] = slot_make(s & SLOT_TAG_MASK, slot_rec(s), dist - gap);
 			hole = j;
@@ -236,36 +381,113 @@ mem_slot_remove(struct mem_store *ms, uint64_t hole)
 	ms->slots[hole] = 0;
 }
 
+/* Place an entry (hash h, record r) in a table being filled. */
+static inline void
+mem_place(uint64_t *slots, uint64_t nb, uint64_t h, const uint8_t *r)
+{
+	uint64_t home = mem_home(h, nb), j = home;
+
+	while (slots[j] != 0)
+		j = slot_next(j, nb);
+	slots[j] = slot_make(mem_tag(h), r, slot_gap(j, home, nb));
+}
+
+/* Entries whose new home slot growth prefetches before placing them. */
+#define MEM_GROW_RING 16
+
 static int
 mem_grow(struct mem_store *ms)
 {
-	uint64_t nb = (ms->mask + 1) * 2, mask = nb - 1;
-	uint64_t *slots, i, j, h, s;
-	struct mem_rec *r;
+	uint64_t nb = mem_next_size(ms->nb);
+	uint64_t *slots, i, h, s, w, ring_h[MEM_GROW_RING], n = 0;
+	const uint8_t *r, *ring_r[MEM_GROW_RING];
 
 	slots = calloc(nb, sizeof(*slots));
 	if (slots == NULL)
 		return -ENOMEM;
 	/* Tags are partial: the new home needs the full hash, recomputed from the key. Each
-	 * record is a cache miss: prefetching a few slots ahead overlaps them. */
-	for (i = 0; i <= ms->mask; i++) {
-		if (i + MEM_GROW_PREFETCH <= ms->mask)
+	 * record is a cache miss, and so is its new slot: the records are prefetched a few
+	 * slots ahead, and an entry waits in a ring with its new slot prefetched until
+	 * MEM_GROW_RING others were hashed (entries may go in in any order). */
+	for (i = 0; i < ms->nb; i++) {
+		if (i + MEM_GROW_PREFETCH < ms->nb)
 			__builtin_prefetch(slot_rec(ms->slots[i + MEM_GROW_PREFETCH]));
 		s = ms->slots[i];
 		if (s == 0)
 			continue;
 		r = slot_rec(s);
-		h = km_key_hash(r->data, r->key_len);
-		j = h & mask;
-		while (slots[j] != 0)
-			j = (j + 1) & mask;
-		slots[j] = slot_make(mem_tag(h), r, (j - h) & mask);
+		w = rec_word(r);
+		h = km_key_hash(rec_key(r, w), rec_klen(w));
+		__builtin_prefetch(&slots[mem_home(h, nb)], 1);
+		if (n >= MEM_GROW_RING)
+			mem_place(slots, nb, ring_h[n % MEM_GROW_RING], ring_r[n % MEM_GROW_RING]);
+		ring_h[n % MEM_GROW_RING] = h;
+		ring_r[n % MEM_GROW_RING] = r;
+		n++;
 	}
+	for (i = n > MEM_GROW_RING ? n - MEM_GROW_RING : 0; i < n; i++)
+		mem_place(slots, nb, ring_h[i % MEM_GROW_RING], ring_r[i % MEM_GROW_RING]);
 	free(ms->slots);
 	ms->slots = slots;
-	ms->mask = mask;
-	ms->grow_at = nb - nb / 8;
+	ms->nb = nb;
+	ms->grow_at = mem_grow_at(nb);
 	return 0;
+}
+
+/*
+ * Move every slab record into fresh slabs, packed, and free the old ones (mem_slab.c:
+ * called when frees left too much slab space unused); small records of their own (written
+ * while the store was small) move into slabs too. Large records stay where they are.
+ * On lack of memory half-way, the old and new slabs are both kept: nothing is lost, the
+ * space is reclaimed by the next compaction or the store's destruction.
+ */
+static void
+mem_compact(struct mem_store *ms)
+{
+	struct mem_slabs dst = {0};
+	uint64_t i, s, w;
+	uint8_t *r, *nr;
+	size_t size;
+
+	for (i = 0; i < ms->nb; i++) {
+		if (i + MEM_GROW_PREFETCH < ms->nb)
+			__builtin_prefetch(slot_rec(ms->slots[i + MEM_GROW_PREFETCH]));
+		s = ms->slots[i];
+		if (s == 0)
+			continue;
+		r = slot_rec(s);
+		w = rec_word(r);
+		size = rec_size(w);
+		if (mem_slab_size(size) == 0)
+			continue;
+		nr = mem_slab_alloc(&dst, size);
+		if (nr != NULL && !rec_addr_ok(nr)) {
+			mem_slab_free(&dst, nr, size);
+			nr = NULL;
+		}
+		if (nr == NULL) {
+			mem_slabs_absorb(&ms->mem, &dst);
+			return;
+		}
+		memcpy(nr, r, size);
+		w &= ~REC_OWN;
+		memcpy(nr, &w, sizeof(w));
+		rec_free(ms, r, rec_word(r));
+		ms->slots[i] = (s & ~SLOT_PTR_MASK) | ((uint64_t)(uintptr_t)nr << 1);
+	}
+	mem_slabs_hand_own(&dst, &ms->mem);
+	ms->mem = dst;
+	mem_slabs_compacted(&ms->mem);
+}
+
+/* A record was freed: the instance's memory may need compacting, or releasing. */
+static inline void
+mem_freed(struct mem_store *ms)
+{
+	if (ms->nb_keys == 0)
+		mem_slabs_release(&ms->mem);
+	else if (mem_slabs_fragmented(&ms->mem))
+		mem_compact(ms);
 }
 
 static int
@@ -278,23 +500,23 @@ mem_create(const struct km_store_params *p, struct km_store **out)
 		return -EINVAL;
 	if (p->initial_keys == 0)
 		nb = MEM_SLOTS_DEFAULT;
-	while (nb - nb / 8 < p->initial_keys)
-		nb *= 2;
+	while (mem_grow_at(nb) < p->initial_keys)
+		nb = mem_next_size(nb);
 	ms = calloc(1, sizeof(*ms));
 	if (ms == NULL)
 		return -ENOMEM;
-	/* socket_id is not used: large tables come zeroed from mmap and records from the
-	 * writing thread's arena, so first touch by the owner worker places them on its
-	 * socket. */
+	/* socket_id is not used: large tables and slabs come zeroed from mmap, so first
+	 * touch by the owner worker places them on its socket. */
 	ms->slots = calloc(nb, sizeof(*ms->slots));
 	if (ms->slots == NULL) {
 		free(ms);
 		return -ENOMEM;
 	}
 	ms->base.ops = &mem_ops;
-	ms->mask = nb - 1;
-	ms->grow_at = nb - nb / 8;
+	ms->nb = nb;
+	ms->grow_at = mem_grow_at(nb);
 	ms->version = p->version_base;
+	ms->vbase = p->version_base;
 	ms->value_max = p->value_max;
 	*out = &ms->base;
 	return 0;
@@ -304,33 +526,21 @@ static void
 mem_destroy(struct km_store *s)
 {
 	struct mem_store *ms = (struct mem_store *)s;
-	uint64_t i;
 
 	if (ms == NULL)
 		return;
-	for (i = 0; i <= ms->mask; i++)
-		free(slot_rec(ms->slots[i]));
+	mem_slabs_release(&ms->mem);
 	free(ms->slots);
 	free(ms);
 }
 
-/* Free the records of `budget` slots (from the last one down), then everything. */
+/* Free the slabs and large records about `budget` entries at a time, then everything. */
 static int
 mem_destroy_step(struct km_store *s, uint32_t budget)
 {
 	struct mem_store *ms = (struct mem_store *)s;
 
-	while (budget-- > 0 && ms->nb_keys > 0) {
-		if (ms->slots[ms->mask] != 0) {
-			free(slot_rec(ms->slots[ms->mask]));
-			ms->slots[ms->mask] = 0;
-			ms->nb_keys--;
-		}
-		if (ms->mask == 0)
-			break;
-		ms->mask--; /* the table is never probed again: only its size shrinks */
-	}
-	if (ms->nb_keys > 0 && ms->mask > 0)
+	if (mem_slabs_release_step(&ms->mem, budget) != 0)
 		return 1;
 	mem_destroy(s);
 	return 0;
@@ -340,16 +550,17 @@ mem_destroy_step(struct km_store *s, uint32_t budget)
 static inline __attribute__((always_inline)) int
 mem_get_probe(struct mem_store *ms, const struct km_key *k, struct km_value_ref *out, int short_key)
 {
-	const struct mem_rec *r;
-	uint64_t slot;
+	const uint8_t *r;
+	uint64_t slot, w;
 
 	slot = ms->slots[mem_probe(ms, k, mem_tag(k->hash), short_key)];
 	if (slot == 0)
 		return -ENOENT;
 	r = slot_rec(slot);
-	out->data = r->data + r->key_len;
-	out->len = r->val_len;
-	out->version = r->version;
+	w = rec_word(r);
+	out->data = rec_key(r, w) + rec_klen(w);
+	out->len = rec_vlen(w);
+	out->version = rec_version(ms, r, w);
 	return 0;
 }
 
@@ -376,14 +587,14 @@ mem_get(struct km_store *s, const struct km_key *k, struct km_value_ref *out)
  * Staged prefetch (km_store.h). INDEX: the line of the key's home slot. ENTRY: the probe
  * sequence from there (now cached) up to the first slot with the key's tag, whose record
  * is prefetched: header and key in its first line, the rest of a small value in the next
- * (a 16 + 64 B entry spans two or three lines). A tag match of another key costs a wasted
+ * (a 16 + 64 B entry spans two lines). A tag match of another key costs a wasted
  * prefetch, as rare as a tag collision.
  */
 static void
 mem_prefetch(struct km_store *s, const struct km_key *k, unsigned int step)
 {
 	const struct mem_store *ms = (const struct mem_store *)s;
-	uint64_t i = k->hash & ms->mask, tag, slot, n;
+	uint64_t i = mem_home(k->hash, ms->nb), tag, slot, n;
 	const uint8_t *r;
 
 	if (step == KM_STORE_PREFETCH_INDEX) {
@@ -396,12 +607,12 @@ mem_prefetch(struct km_store *s, const struct km_key *k, unsigned int step)
 		if (slot == 0)
 			return;
 		if ((slot & SLOT_TAG_MASK) == tag) {
-			r = (const uint8_t *)slot_rec(slot);
+			r = slot_rec(slot);
 			__builtin_prefetch(r);
 			__builtin_prefetch(r + 64);
 			return;
 		}
-		i = (i + 1) & ms->mask;
+		i = slot_next(i, ms->nb);
 	}
 }
 
@@ -410,7 +621,9 @@ static int
 mem_insert(struct mem_store *ms, const struct km_key *k, uint64_t tag, uint64_t i, const void *val,
 	uint32_t len, uint64_t version)
 {
-	struct mem_rec *r;
+	uint64_t voff, own;
+	uint8_t *r;
+	size_t size;
 	int rc;
 
 	if (ms->nb_keys + 1 > ms->grow_at) {
@@ -419,47 +632,60 @@ mem_insert(struct mem_store *ms, const struct km_key *k, uint64_t tag, uint64_t 
 			return rc;
 		i = mem_lookup(ms, k, tag);
 	}
-	r = rec_alloc(k->len, len);
-	if (r == NULL)
+	if (ms->nb_keys == 0) /* no record refers to vbase: place it for this version */
+		ms->vbase = version > REC_VBASE_BACK ? version - REC_VBASE_BACK : 0;
+	voff = rec_voff(ms, version);
+	size = rec_size_of(k->len, len, voff);
+	own = rec_own(ms, size);
+	r = rec_alloc(ms, size, own);
+	if (r == NULL) {
+		if (ms->nb_keys == 0)
+			mem_slabs_release(&ms->mem);
 		return -ENOMEM;
-	r->version = version;
-	r->val_len = len;
-	r->key_len = k->len;
-	memcpy(r->data, k->data, k->len);
+	}
+	rec_set_hdr(r, k->len, len, own, voff, version);
+	memcpy((uint8_t *)rec_key(r, rec_word(r)), k->data, k->len);
 	if (len != 0)
-		memcpy(r->data + k->len, val, len);
-	ms->slots[i] = slot_make(tag, r, (i - k->hash) & ms->mask);
+		memcpy((uint8_t *)rec_key(r, rec_word(r)) + k->len, val, len);
+	ms->slots[i] = slot_make(tag, r, slot_gap(i, mem_home(k->hash, ms->nb), ms->nb));
 	ms->nb_keys++;
 	ms->value_bytes += k->len + len;
-	ms->overhead_bytes += rec_cost(r) - (k->len + len);
 	return 0;
 }
 
 /* New value and version for the entry r in slot i. */
 static int
-mem_update(struct mem_store *ms, uint64_t i, struct mem_rec *r, const void *val, uint32_t len,
+mem_update(struct mem_store *ms, uint64_t i, uint8_t *r, const void *val, uint32_t len,
 	uint64_t version)
 {
-	struct mem_rec *nr;
+	uint64_t w = rec_word(r), voff = rec_voff(ms, version), own;
+	uint32_t klen = rec_klen(w), old_len = rec_vlen(w);
+	size_t old_size = rec_size(w), size = rec_size_of(klen, len, voff);
+	uint8_t *nr;
 
-	if (r->val_len != len) {
-		/* Not realloc(): if the moved block failed rec_alloc()'s check, the old record
-		 * would already be gone. */
-		nr = rec_alloc(r->key_len, len);
-		if (nr == NULL)
-			return -ENOMEM;
-		memcpy(nr, r, MEM_REC_HDR + r->key_len);
-		ms->value_bytes += (uint64_t)len - r->val_len;
-		ms->overhead_bytes += (rec_cost(nr) - (r->key_len + len)) -
-				      (rec_cost(r) - (r->key_len + r->val_len));
-		free(r);
-		r = nr;
-		ms->slots[i] = (ms->slots[i] & ~SLOT_PTR_MASK) | (uintptr_t)r;
-		r->val_len = len;
+	if ((w & REC_OWN) ? size == old_size
+			  : mem_slab_size(size) == mem_slab_size(old_size) &&
+				    mem_slab_size(size) != 0) {
+		/* Same block: the same size (own block) or class. The value first: a full
+		 * version written after it may cover where the old value was. */
+		if (len != 0)
+			memmove(r + REC_HDR + klen, val, len);
+		rec_set_hdr(r, klen, len, w & REC_OWN, voff, version);
+		ms->value_bytes += (uint64_t)len - old_len;
+		return 0;
 	}
+	own = rec_own(ms, size);
+	nr = rec_alloc(ms, size, own);
+	if (nr == NULL)
+		return -ENOMEM;
+	rec_set_hdr(nr, klen, len, own, voff, version);
+	memcpy((uint8_t *)rec_key(nr, rec_word(nr)), rec_key(r, w), klen);
 	if (len != 0)
-		memcpy(r->data + r->key_len, val, len);
-	r->version = version;
+		memcpy((uint8_t *)rec_key(nr, rec_word(nr)) + klen, val, len);
+	ms->slots[i] = (ms->slots[i] & ~SLOT_PTR_MASK) | ((uint64_t)(uintptr_t)nr << 1);
+	ms->value_bytes += (uint64_t)len - old_len;
+	rec_free(ms, r, w);
+	mem_freed(ms);
 	return 0;
 }
 
@@ -468,8 +694,8 @@ mem_put(struct km_store *s, const struct km_key *k, const void *val, uint32_t le
 	int create_only, uint64_t *version)
 {
 	struct mem_store *ms = (struct mem_store *)s;
-	uint64_t tag, i, slot, unused;
-	struct mem_rec *r;
+	uint64_t tag, i, slot, unused, cur;
+	uint8_t *r;
 	int rc;
 
 	if (version == NULL)
@@ -489,12 +715,13 @@ mem_put(struct km_store *s, const struct km_key *k, const void *val, uint32_t le
 		rc = mem_insert(ms, k, tag, i, val, len, ms->version + 1);
 	} else {
 		r = slot_rec(slot);
+		cur = rec_version(ms, r, rec_word(r));
 		if (create_only) {
-			*version = r->version;
+			*version = cur;
 			return -EEXIST;
 		}
-		if (expect != KM_VERSION_ANY && expect != r->version) {
-			*version = r->version;
+		if (expect != KM_VERSION_ANY && expect != cur) {
+			*version = cur;
 			return -ESTALE;
 		}
 		rc = mem_update(ms, i, r, val, len, ms->version + 1);
@@ -538,8 +765,8 @@ static int
 mem_del(struct km_store *s, const struct km_key *k, uint64_t expect, uint64_t *version)
 {
 	struct mem_store *ms = (struct mem_store *)s;
-	uint64_t i, slot, unused;
-	struct mem_rec *r;
+	uint64_t i, slot, unused, w;
+	uint8_t *r;
 
 	if (version == NULL)
 		version = &unused;
@@ -551,30 +778,33 @@ mem_del(struct km_store *s, const struct km_key *k, uint64_t expect, uint64_t *v
 	if (slot == 0)
 		return -ENOENT;
 	r = slot_rec(slot);
-	*version = r->version;
-	if (expect != KM_VERSION_ANY && expect != r->version)
+	w = rec_word(r);
+	*version = rec_version(ms, r, w);
+	if (expect != KM_VERSION_ANY && expect != *version)
 		return -ESTALE;
 	/* A delete is a write: it consumes a version so that the instance's write order
 	 * stays totally ordered by version. */
 	ms->version++;
 	ms->nb_keys--;
-	ms->value_bytes -= r->key_len + r->val_len;
-	ms->overhead_bytes -= rec_cost(r) - (r->key_len + r->val_len);
-	free(r);
+	ms->value_bytes -= rec_klen(w) + rec_vlen(w);
 	mem_slot_remove(ms, i);
+	rec_free(ms, r, w);
+	mem_freed(ms);
 	return 0;
 }
 
 /* Report one record to a walk's fn. */
 static inline int
-mem_visit(const struct mem_rec *r,
+mem_visit(const struct mem_store *ms, const uint8_t *r,
 	int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v), void *arg)
 {
+	uint64_t w = rec_word(r);
+	const uint8_t *key = rec_key(r, w);
 	/* Callers may re-route keys by hash (shard split): give them the real one. */
 	struct km_key k = {
-		.data = r->data, .len = r->key_len, .hash = km_key_hash(r->data, r->key_len)};
+		.data = key, .len = (uint16_t)rec_klen(w), .hash = km_key_hash(key, rec_klen(w))};
 	struct km_value_ref v = {
-		.data = r->data + r->key_len, .len = r->val_len, .version = r->version};
+		.data = key + rec_klen(w), .len = rec_vlen(w), .version = rec_version(ms, r, w)};
 
 	return fn(arg, &k, &v);
 }
@@ -589,16 +819,15 @@ mem_walk(struct km_store *s,
 
 	if (fn == NULL)
 		return -EINVAL;
-	for (i = 0; i <= ms->mask; i++) {
+	for (i = 0; i < ms->nb; i++) {
 		if (ms->slots[i] == 0)
 			continue;
-		rc = mem_visit(slot_rec(ms->slots[i]), fn, arg);
+		rc = mem_visit(ms, slot_rec(ms->slots[i]), fn, arg);
 		if (rc != 0)
 			return rc;
 	}
 	return 0;
 }
-
 /*
  * Slots in the order of the table: pos->pos is the next slot, pos->end the table's size
  * when the walk (re)started. A call ends just after an empty slot: its window is cut back
@@ -613,7 +842,7 @@ mem_walk_step(struct km_store *s, struct km_walk_pos *pos, uint32_t budget,
 	int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v), void *arg)
 {
 	struct mem_store *ms = (struct mem_store *)s;
-	uint64_t nb = ms->mask + 1, i, end;
+	uint64_t nb = ms->nb, i, end;
 	int rc;
 
 	if (fn == NULL || pos == NULL)
@@ -644,7 +873,7 @@ mem_walk_step(struct km_store *s, struct km_walk_pos *pos, uint32_t budget,
 	for (i = pos->pos; i < end; i++) {
 		if (ms->slots[i] == 0)
 			continue;
-		rc = mem_visit(slot_rec(ms->slots[i]), fn, arg);
+		rc = mem_visit(ms, slot_rec(ms->slots[i]), fn, arg);
 		if (rc != 0) {
 			pos->pos = i + 1;
 			return rc;
@@ -671,19 +900,28 @@ mem_stats(const struct km_store *s, struct km_store_stats *st)
 	memset(st, 0, sizeof(*st)); /* the persistent drivers' figures stay 0 */
 	st->keys = ms->nb_keys;
 	st->value_bytes = ms->value_bytes;
-	st->index_bytes = (ms->mask + 1) * sizeof(*ms->slots);
-	st->entry_overhead_bytes = ms->overhead_bytes;
+	st->index_bytes = ms->nb * sizeof(*ms->slots);
+	/* Everything the records' memory holds beyond their keys and values: headers, class
+	 * rounding, free objects, slab ends and headers, the class table, malloc's share. */
+	st->entry_overhead_bytes = mem_slabs_held(&ms->mem) - ms->value_bytes;
 	/* Deletes consume versions too, and an instance that wrote nothing reports its
 	 * version_base: a store created above this value never reissues a version seen here. */
 	st->version_last = ms->version;
 }
 
+/*
+ * For [store] dram_max: what the records use, not what the slabs hold. The free objects
+ * of a slab take the next records of their class; counting them would keep a worker at
+ * its bound answering FULL after deletes (a client deletes to make room) until a
+ * compaction. They stay bounded: past half the live bytes the store compacts.
+ */
 static uint64_t
 mem_dram_bytes(const struct km_store *s)
 {
 	const struct mem_store *ms = (const struct mem_store *)s;
 
-	return (ms->mask + 1) * sizeof(*ms->slots) + ms->value_bytes + ms->overhead_bytes;
+	return ms->nb * sizeof(*ms->slots) + ms->mem.slab_live + ms->mem.cls_cost +
+	       ms->mem.own_held;
 }
 
 static const struct km_store_ops mem_ops = {

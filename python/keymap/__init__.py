@@ -381,6 +381,14 @@ class BatchOp:
     session: int = 0
 
 
+def _as_err(code: int):
+    """An Err for a known code, else the int (a newer library's)."""
+    try:
+        return Err(code)
+    except ValueError:
+        return code
+
+
 @dataclasses.dataclass
 class BatchResult:
     """What one op of a batch got: err (an Err; per-op errors do not raise), the value of
@@ -626,7 +634,7 @@ class Client:
         out = []
         for i, r in enumerate(reqs):
             o = arr[i]
-            res = BatchResult(r.kind, r.key, o.err, None, o.out_version, o.latency_ns)
+            res = BatchResult(r.kind, r.key, _as_err(o.err), None, o.out_version, o.latency_ns)
             if r.kind == Op.GET and o.err == Err.OK:
                 res.value = ctypes.string_at(o.buf, o.len)
             elif r.kind == Op.GET and o.err == Err.BUFFER:
@@ -668,7 +676,10 @@ class Client:
         return {name: getattr(st, name) for name, _ in KmClientStats._fields_}
 
     def aio(self) -> "AsyncClient":
-        """An AsyncClient taking this handle over (this Client is closed, not its handle)."""
+        """An AsyncClient taking this handle over (this Client is closed, not its handle).
+        Only a plain Client: an AsyncClient's pending ops hold its buffers and callback."""
+        if isinstance(self, AsyncClient):
+            raise ValueError("aio() of an AsyncClient: it is one already")
         a = AsyncClient.__new__(AsyncClient)
         a._adopt(self)
         return a

@@ -156,6 +156,9 @@ class Sync(unittest.TestCase):
         self.assertTrue(mixed[0].ok)
         self.assertGreater(mixed[0].version, puts[0].version)
         self.assertEqual(mixed[1].err, keymap.Err.VERSION_MISMATCH)
+        # An Err, as docs/client.md's example uses it (r.err.name).
+        self.assertIsInstance(mixed[1].err, keymap.Err)
+        self.assertEqual(mixed[1].err.name, "VERSION_MISMATCH")
         self.assertEqual(mixed[1].version, puts[1].version)
         self.assertTrue(mixed[2].ok)
         self.assertEqual(mixed[3].err, keymap.Err.VERSION_MISMATCH)

@@ -276,6 +276,9 @@ class Async(unittest.TestCase):
             s = keymap.Client("127.0.0.1", port=self.port, timeout_ms=30, retries=1, lazy=True)
             a = s.aio()
             self.assertTrue(s.closed)
+            # An AsyncClient is not adopted again (its pending ops hold its buffers).
+            with self.assertRaises(ValueError):
+                a.aio()
             with a:
                 with self.assertRaises(keymap.Timeout):
                     await a.aget("k")

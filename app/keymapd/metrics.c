@@ -55,13 +55,39 @@ struct metrics_route {
 	const char *path;
 	const char *content_type;
 	char *(*render)(size_t *len); /* on the control lcore; NULL: the status page */
+	int browser;                  /* read by browsers: Host checked (DNS rebinding) */
 };
 
 static const struct metrics_route metrics_routes[] = {
-	{METRICS_PATH, METRICS_CONTENT_TYPE, km_metrics_render},
-	{"/status.json", "application/json", km_status_render_json},
-	{"/", "text/html; charset=utf-8", NULL},
+	{METRICS_PATH, METRICS_CONTENT_TYPE, km_metrics_render, 0},
+	{"/status.json", "application/json", km_status_render_json, 1},
+	{"/", "text/html; charset=utf-8", NULL, 1},
 };
+
+/* The listening address, for the Host check (main lcore at start, read-only after). */
+static char metrics_addr[INET_ADDRSTRLEN];
+
+/*
+ * Whether a browser's request may be answered: its Host names this endpoint by address or
+ * as localhost (any port: an SSH tunnel's). A page of another site whose name an attacker
+ * made resolve to this address (DNS rebinding) sends that name: refused, so that script
+ * cannot read the map and the rates.
+ */
+static int
+metrics_host_ok(struct MHD_Connection *c)
+{
+	const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+	size_t n;
+
+	if (h == NULL)
+		return 1; /* HTTP/1.0 without Host: not a browser */
+	n = strcspn(h, ":");
+	if (h[0] == '[') /* [::1]:port */
+		return strncmp(h, "[::1]", 5) == 0;
+	return (n == 9 && strncmp(h, "localhost", 9) == 0) ||
+	       (n == 9 && strncmp(h, "127.0.0.1", 9) == 0) ||
+	       (n == strlen(metrics_addr) && strncmp(h, metrics_addr, n) == 0);
+}
 
 /* The daemon while serving. Main lcore only (start, stop). */
 static struct MHD_Daemon *metrics_daemon;
@@ -322,6 +348,9 @@ metrics_handler(void *cls, struct MHD_Connection *c, const char *url, const char
 				rt = &metrics_routes[i];
 		if (rt == NULL)
 			return metrics_reply_text(c, MHD_HTTP_NOT_FOUND, "not found\n", NULL);
+		if (rt->browser && !metrics_host_ok(c))
+			return metrics_reply_text(c, MHD_HTTP_FORBIDDEN,
+				"the status page answers Host: localhost or this address\n", NULL);
 		/* HEAD is GET without the body (MHD leaves it out). */
 		if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
 			strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
@@ -427,6 +456,7 @@ km_metrics_start(uint32_t ip, uint16_t port, char *err, size_t errlen)
 	sa.sin_addr.s_addr = ip; /* network order, as configured */
 	sa.sin_port = htons(port);
 	inet_ntop(AF_INET, &sa.sin_addr, addr, sizeof(addr));
+	snprintf(metrics_addr, sizeof(metrics_addr), "%s", addr);
 
 	metrics_check_affinity();
 	/* One option and its value per line. */

@@ -267,10 +267,33 @@ status_body(FILE *f, const struct km_stats_snap *sp)
 	fputs("}\n", f);
 }
 
+/*
+ * Rendered at most once a second, whatever the number of pages open: each polls every
+ * 2 s, and every rendering takes a snapshot on the control lcore (and the HTTP thread
+ * that /metrics scrapes share). A copy of the last one is served meanwhile.
+ */
 char *
 km_status_render_json(size_t *len)
 {
-	return km_snap_render(status_body, len);
+	static char *last;
+	static size_t last_len;
+	static uint64_t last_tsc;
+	uint64_t now = rte_get_timer_cycles();
+	char *copy;
+
+	if (last == NULL || now - last_tsc >= rte_get_timer_hz()) {
+		free(last);
+		last = km_snap_render(status_body, &last_len);
+		last_tsc = now;
+		if (last == NULL)
+			return NULL;
+	}
+	copy = malloc(last_len);
+	if (copy == NULL)
+		return NULL;
+	memcpy(copy, last, last_len);
+	*len = last_len;
+	return copy;
 }
 
 /*
@@ -528,7 +551,8 @@ static const char status_page[] =
 	"\t\tg += `<path d='${p}' fill='none' stroke='${s.color}' stroke-width='1.5'/>` + solo;\n"
 	"\t}\n"
 	"\tif (last == null)\n"
-	"\t\tg += `<text x='${(L + W) / 2}' y='${H / 2}' text-anchor='middle'>${esc(empty)}</text>`;\n"
+	"\t\tg += `<text x='${(L + W) / 2}' y='${H / 2}' "
+	"text-anchor='middle'>${esc(empty)}</text>`;\n"
 	"\tconst now_v = last == null || series.length > 1 ? '' : fmt(last);\n"
 	"\tbox.innerHTML = `<h3>${esc(title)} <span class='mute'>${esc(now_v)}` +\n"
 	"\t\t`</span></h3><svg width='${W}' height='${H}'>${g}</svg>`;\n"

@@ -105,9 +105,21 @@ for method, path, want in [(m, p, 405) for m in ("POST", "PUT", "DELETE", "PATCH
     if got != want:
         print(f"{method} {path}: {got} (want {want})")
         bad = 1
+# A page of another site resolved to this address (DNS rebinding) names itself in Host:
+# refused for the browser's paths, not for /metrics (a scraper may use any name).
+for path, host, want in [("/", "evil.example", 403), ("/status.json", "evil.example:80", 403),
+                         ("/status.json", "localhost:8080", 200), ("/metrics", "kv1.example", 200)]:
+    req = urllib.request.Request(sys.argv[1] + path, headers={"Host": host})
+    try:
+        got = urllib.request.urlopen(req, timeout=10).status
+    except urllib.error.HTTPError as e:
+        got = e.code
+    if got != want:
+        print(f"GET {path} Host {host}: {got} (want {want})")
+        bad = 1
 sys.exit(bad)
 EOF
-ok "POST, PUT, DELETE, PATCH on / and /status.json: 405; GET /status: 404"
+ok "POST, PUT, DELETE, PATCH on / and /status.json: 405; GET /status: 404; a foreign Host: 403"
 
 # js EXPR: EXPR over the last /status.json (d) holds; prints what it is otherwise.
 js() {

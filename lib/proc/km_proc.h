@@ -125,7 +125,9 @@ struct km_proc_params {
 	uint64_t version_base;
 	/* DRAM this worker's stores may hold (km_store_ops.dram_bytes: mem's keys and values,
 	 * log's index), 0 = no bound: over it, a PUT or CAS is answered FULL (reads, DELs and
-	 * writes that do not grow go on). The bound may be passed by one index growth. */
+	 * writes that do not grow go on). The bound may be passed by one index growth, and,
+	 * with mem, by the free objects of its slabs, which it does not count (bounded by its
+	 * compaction: what a store holds stays below 1.5 x what it counts + 64 KiB). */
 	uint64_t dram_max;
 	/* Address validation (HELLO cookies): a reply larger than its request goes only to a
 	 * source whose request carries a valid cookie; NULL: no validation. Shared by every

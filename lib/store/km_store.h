@@ -243,8 +243,10 @@ struct km_store_ops {
 	 */
 	void (*version_floor)(struct km_store *s, uint64_t v);
 	/**
-	 * DRAM the instance holds for its entries (mem: slots, keys, values and their
-	 * overhead; log: the index; the value cache is apart). Optional. O(1).
+	 * DRAM the instance's entries use (mem: slots, records and the class states; the
+	 * free objects of its slabs are not counted: records of their class take them, and
+	 * its compaction keeps them below half the live bytes + 64 KiB; log: the index; the
+	 * value cache is apart). For a memory bound: a delete makes room. Optional. O(1).
 	 */
 	uint64_t (*dram_bytes)(const struct km_store *s);
 

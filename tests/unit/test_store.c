@@ -656,11 +656,11 @@ test_growth(void **state)
 
 /* Collisions and probe chains */
 
-/* Mirrors mem_tag() in drivers/store/mem/store_mem.c: the top 16 bits of hash * phi. */
+/* Mirrors mem_tag() in drivers/store/mem/store_mem.c: the top 15 bits of hash * phi. */
 static uint64_t
 mem_tag_of(uint64_t hash)
 {
-	return (hash * UINT64_C(0x9e3779b97f4a7c15)) >> 48;
+	return (hash * UINT64_C(0x9e3779b97f4a7c15)) >> 49;
 }
 
 /* Insert the keys in one order, delete them in another, checking every key after every

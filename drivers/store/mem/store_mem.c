@@ -4,10 +4,11 @@
  * every byte per key counts (16 + 64 B entries: 88 B of record and about 10 B of index).
  *
  * Index: one open-addressing table of 8-byte slots, linear probing:
- *   bits 63..48  tag, 16 bits derived from the key hash: rejects almost every
+ *   bits 63..49  tag, 15 bits derived from the key hash: rejects almost every
  *                non-matching slot without touching its record (a cache miss).
- *   bits 47..4   record address / 8: records are 8-byte aligned and below 2^47 (a user
- *                address on x86-64 and arm64 with 48-bit virtual addresses).
+ *   bits 48..4   record address / 8: records are 8-byte aligned and below 2^48 (any
+ *                user address with 48-bit virtual addresses: x86-64, and arm64 whose
+ *                mmap area and heap sit above 2^47).
  *   bits 3..0    the entry's probe distance (slot - home slot), saturated at 15, so
  *                deletion knows where an entry belongs without re-hashing its key in the
  *                common case. 0 in bits 47..0 = empty slot.
@@ -71,9 +72,9 @@ _Static_assert(KM_KEY_MAX <= UINT8_MAX, "a key's length fits the record's byte")
  * probe sequence is left to the lookup itself. */
 #define MEM_PREFETCH_PROBE 8
 
-#define SLOT_TAG_SHIFT 48
-#define SLOT_TAG_MASK  (UINT64_C(0xffff) << SLOT_TAG_SHIFT)
-#define SLOT_PTR_MASK  UINT64_C(0x0000fffffffffff0)
+#define SLOT_TAG_SHIFT 49
+#define SLOT_TAG_MASK  (UINT64_C(0x7fff) << SLOT_TAG_SHIFT)
+#define SLOT_PTR_MASK  UINT64_C(0x0001fffffffffff0)
 #define SLOT_DIST_MASK UINT64_C(0xf)
 #define SLOT_DIST_SAT  15 /* distance >= 15: recompute it from the key */
 
@@ -436,8 +437,8 @@ mem_grow(struct mem_store *ms)
 
 /*
  * Move every slab record into fresh slabs, packed, and free the old ones (mem_slab.c:
- * called when frees left too much slab space unused); small records of their own (written
- * while the store was small) move into slabs too. Large records stay where they are.
+ * called when frees left too much slab space unused). Records of their own (large ones,
+ * and those written while the store was small) stay where they are.
  * On lack of memory half-way, the old and new slabs are both kept: nothing is lost, the
  * space is reclaimed by the next compaction or the store's destruction.
  */
@@ -458,7 +459,10 @@ mem_compact(struct mem_store *ms)
 		r = slot_rec(s);
 		w = rec_word(r);
 		size = rec_size(w);
-		if (mem_slab_size(size) == 0)
+		/* Only slab records move: the classes of dst are then all classes of the
+		 * instance, which a failure half-way relies on (records of their own are
+		 * few: written while the store was small, or large). */
+		if ((w & REC_OWN) != 0 || mem_slab_size(size) == 0)
 			continue;
 		nr = mem_slab_alloc(&dst, size);
 		if (nr != NULL && !rec_addr_ok(nr)) {
@@ -467,12 +471,12 @@ mem_compact(struct mem_store *ms)
 		}
 		if (nr == NULL) {
 			mem_slabs_absorb(&ms->mem, &dst);
+			/* Not again at the next free: only once as much is free again. */
+			mem_slabs_compacted(&ms->mem);
 			return;
 		}
 		memcpy(nr, r, size);
-		w &= ~REC_OWN;
-		memcpy(nr, &w, sizeof(w));
-		rec_free(ms, r, rec_word(r));
+		rec_free(ms, r, w);
 		ms->slots[i] = (s & ~SLOT_PTR_MASK) | ((uint64_t)(uintptr_t)nr << 1);
 	}
 	mem_slabs_hand_own(&dst, &ms->mem);

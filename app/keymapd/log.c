@@ -10,8 +10,10 @@
  * timestamp (the journal stamps them). [log] syslog = 1 also sends every line to syslog.
  *
  * The stream is line-buffered and written under its stdio lock: the state below is only
- * touched with that lock held (rte_vlog prints and flushes each message in one locked
- * vfprintf + fflush; anything else printed to the stream takes the lock as well).
+ * touched with that lock held (stream_write runs inside a locked vfprintf or fflush;
+ * km_log_configure takes the lock to change it). rte_vlog's vfprintf and fflush take the
+ * lock one after the other, so another thread's line may come between two pieces of one
+ * message longer than the stream's buffer; lines are never mixed inside.
  */
 
 #include <errno.h>

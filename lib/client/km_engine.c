@@ -791,12 +791,8 @@ km_process(struct km_client *c)
 		if (c->refresh.state == KM_REFRESH_WANTED)
 			km_refresh_begin(c);
 		km_async_start(c);
-		if (c->txq_len > 0 && km_flush(c) < 0) {
-			km_abort(c, NULL, 0, 0);
-			done += km_async_deliver(c);
-			c->in_process = false;
-			return KM_ERR_SYSTEM;
-		}
+		if (c->txq_len > 0 && km_flush(c) < 0)
+			goto fail;
 		/* Every reply already there before any deadline is judged: a loop that came
 		 * back late must not resend (or time out) what was answered meanwhile. */
 		for (r = 0, burst = 0; burst < 64; burst++) {
@@ -807,12 +803,8 @@ km_process(struct km_client *c)
 			if (got < KM_RX_BURST)
 				break;
 		}
-		if (got < 0) {
-			km_abort(c, NULL, 0, 0);
-			done += km_async_deliver(c);
-			c->in_process = false;
-			return KM_ERR_SYSTEM;
-		}
+		if (got < 0)
+			goto fail;
 		now = km_now();
 		if (now >= c->earliest)
 			km_expire(c, now);
@@ -821,15 +813,17 @@ km_process(struct km_client *c)
 		done += km_async_deliver(c);
 	}
 	km_async_start(c);
-	if (c->txq_len > 0 && km_flush(c) < 0) {
-		km_abort(c, NULL, 0, 0);
-		done += km_async_deliver(c);
-		c->in_process = false;
-		return KM_ERR_SYSTEM;
-	}
+	if (c->txq_len > 0 && km_flush(c) < 0)
+		goto fail;
 	done += km_async_deliver(c);
 	c->in_process = false;
 	return done;
+fail:
+	/* Every pending op completes with KM_ERR_SYSTEM, its callback run. */
+	km_abort(c, NULL, 0, 0);
+	km_async_deliver(c);
+	c->in_process = false;
+	return KM_ERR_SYSTEM;
 }
 
 int

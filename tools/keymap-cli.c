@@ -48,6 +48,12 @@ static const char usage_text[] =
 	"  cas KEY EXPECTED_VERSION VALUE    store if the version matches (0: only if absent)\n"
 	"  del KEY [EXPECTED_VERSION]        delete (only if the version matches, when given)\n"
 	"  mget KEY...                       print 'KEY<tab>VALUE' for each key found\n"
+	"  scan PREFIX [--keys-only] [--limit N] [--page N]\n"
+	"                                    print 'KEY<tab>VALUE' for each key that begins\n"
+	"                                    with PREFIX, which must end the routing part of\n"
+	"                                    its keys (e.g. user42/); in the server's order\n"
+	"                                    (by key hash), at most N keys (default all),\n"
+	"                                    pages of at most N entries (default: a datagram)\n"
 	"  map                               print the shard map (and a cluster's nodes)\n"
 	"  hello                             ask the server for a cookie: print it, how long\n"
 	"                                    it is valid and what the server requires\n"
@@ -269,6 +275,87 @@ out:
 	free(items);
 	free(bufs);
 	return ret;
+}
+
+struct scan_out {
+	int keys_only;
+	int verbose;
+	uint64_t listed;
+	uint64_t limit;
+};
+
+static void
+scan_print(void *arg, const struct km_scan_item *it)
+{
+	struct scan_out *o = arg;
+
+	if (o->listed == o->limit)
+		return; /* the last page went past --limit */
+	o->listed++;
+	fwrite(it->key, 1, it->klen, stdout);
+	if (!o->keys_only) {
+		putchar('\t');
+		fwrite(it->val, 1, it->vlen, stdout);
+	}
+	if (o->verbose)
+		printf("\tversion %llu", (unsigned long long)it->version);
+	putchar('\n');
+}
+
+static int
+cmd_scan(struct km_client *c, int argc, char **argv, int verbose)
+{
+	struct scan_out o = {.verbose = verbose, .limit = UINT64_MAX};
+	uint64_t cursor = 0, page = 0, pages = 0;
+	const char *prefix = NULL;
+	int i, rc;
+
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--keys-only") == 0) {
+			o.keys_only = 1;
+		} else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) {
+			if (km_util_parse_u64(argv[++i], 1, UINT64_MAX, &o.limit) != 0) {
+				fprintf(stderr,
+					"keymap-cli: scan: --limit: not a number >= 1: %s\n",
+					argv[i]);
+				return EXIT_USAGE;
+			}
+		} else if (strcmp(argv[i], "--page") == 0 && i + 1 < argc) {
+			if (km_util_parse_u64(argv[++i], 1, UINT16_MAX, &page) != 0) {
+				fprintf(stderr, "keymap-cli: scan: --page: not in 1..65535: %s\n",
+					argv[i]);
+				return EXIT_USAGE;
+			}
+		} else if (prefix == NULL && argv[i][0] != '\0' &&
+			   (argv[i][0] != '-' || argv[i][1] == '\0')) {
+			prefix = argv[i];
+		} else {
+			usage();
+			return EXIT_USAGE;
+		}
+	}
+	if (prefix == NULL) {
+		usage();
+		return EXIT_USAGE;
+	}
+	do {
+		rc = km_scan(c, prefix, strlen(prefix), &cursor, (unsigned int)page,
+			o.keys_only ? KM_SCAN_KEYS_ONLY : 0, scan_print, &o);
+		if (rc == KM_ERR_INVAL) {
+			fprintf(stderr,
+				"keymap-cli: scan: %s does not end the routing part of its keys: "
+				"give the entity and its separator (e.g. user42/)\n",
+				prefix);
+			return EXIT_USAGE;
+		}
+		if (rc < 0)
+			return fail("scan", rc);
+		pages++;
+	} while (cursor != 0 && o.listed < o.limit);
+	if (verbose)
+		fprintf(stderr, "%llu keys in %llu pages\n", (unsigned long long)o.listed,
+			(unsigned long long)pages);
+	return 0;
 }
 
 static int
@@ -545,6 +632,7 @@ static const struct cli_cmd {
 	{"cas", cmd_cas, 0},
 	{"del", cmd_del, 0},
 	{"mget", cmd_mget, 0},
+	{"scan", cmd_scan, 0},
 	{"map", cmd_map, 1},
 	{"hello", cmd_hello, 0},
 	{"bench-lite", cmd_bench, 0},

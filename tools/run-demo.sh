@@ -72,6 +72,9 @@ cli get user42/cart
 cli cas user42/cart "${out##* }" '{"items": 4}'
 # keymap-cli exits 3 when a key is absent: show it rather than stop the demo.
 cli mget user42/cart user42/none || echo "(exit status $?: one key is absent)"
+# Every key of entity user42, a page (one datagram) at a time.
+cli put user42/name Ada
+cli scan user42/
 cli map
 cli bench-lite -n 20000
 # The control plane: keymapd's telemetry socket (file prefix "keymap" by default).

@@ -60,7 +60,7 @@ km_worker_requests(const struct km_worker *w)
 	if (km_dp.echo)
 		return w->cnt.rx_pkts;
 	return pc->req_ping + pc->req_get + pc->req_mget + pc->req_put + pc->req_cas + pc->req_del +
-	       pc->req_map + pc->bad_request + pc->moved;
+	       pc->req_map + pc->req_scan + pc->bad_request + pc->moved;
 }
 
 /* The thresholds in force: explicit values of the configuration, or derived from cap. */

@@ -180,6 +180,44 @@ struct km_mget_item {
  */
 int km_mget(struct km_client *c, struct km_mget_item *items, size_t n);
 
+/** One entry of a SCAN page (km_scan). key and val point into the library's buffers:
+ * valid during the callback only. */
+struct km_scan_item {
+	const void *key;
+	size_t klen;
+	const void *val; /* NULL with KM_SCAN_KEYS_ONLY */
+	size_t vlen;
+	uint64_t version;
+};
+
+/** km_scan() flags. */
+#define KM_SCAN_KEYS_ONLY 0x1 /* keys and versions, no values */
+
+typedef void (*km_scan_fn)(void *arg, const struct km_scan_item *it);
+
+/**
+ * SCAN: one page of the keys that begin with prefix, from *cursor (0: the start). The
+ * prefix must end the routing part of its keys, so that one shard holds them: with the
+ * default routing (one component, '/'), an entity and its separator ("user42/") or more
+ * ("user42/cart/"). fn is called for each entry of the page (at most max; 0: as many as
+ * one datagram carries), then *cursor is set to where the next page starts, 0 when the
+ * scan is complete. Entries whose value did not fit in a page, or whose last write the
+ * server's replicas have not acknowledged yet, are fetched with GET (and left out if
+ * deleted meanwhile). Pages come in the server's scan order (by key hash), not sorted by
+ * key. Over a whole scan every key is listed at most once, and every key present and not
+ * written from the first page to the last exactly once, with the value it had when its
+ * page was read; keys written meanwhile may or may not be listed (docs/protocol.md 4.3).
+ * @return the number of entries given to fn (0 is possible before the end: a page may be
+ *   empty), or an error with *cursor unchanged (retrying repeats the page): KM_ERR_INVAL
+ *   (prefix empty or not ending its routing part under the client's map, unknown flags,
+ *   fn NULL), KM_ERR_TOO_LARGE (prefix over 250 bytes), KM_ERR_BAD_REQUEST (the server's
+ *   map disagrees: the prefix's entity is spread over shards), KM_ERR_BUSY, KM_ERR_TIMEOUT,
+ *   KM_ERR_DAMAGED, KM_ERR_DENIED, ...
+ * @note Context: the thread that uses c (a handle is single-threaded); blocks.
+ */
+int km_scan(struct km_client *c, const void *prefix, size_t plen, uint64_t *cursor,
+	unsigned int max, unsigned int flags, km_scan_fn fn, void *arg);
+
 /* Batch (asynchronous) API: many requests in flight on one socket (sendmmsg/recvmmsg). */
 
 /** Operations of km_batch_op.op (their wire op codes, so KM_OP_* from km_proto.h work too). */

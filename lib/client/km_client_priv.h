@@ -316,7 +316,7 @@ km_cluster(const struct km_client *c)
 static inline bool
 km_op_grows(uint8_t op)
 {
-	return op == KM_OP_GET || op == KM_OP_MGET || op == KM_OP_MAP;
+	return op == KM_OP_GET || op == KM_OP_MGET || op == KM_OP_MAP || op == KM_OP_SCAN;
 }
 
 /* Trailer bytes a request of op may carry: what the size checks leave room for. A cookie

@@ -149,6 +149,9 @@ km_op_check(const struct km_client *c, const struct km_batch_op *op, bool intern
 		break;
 	case KM_OP_PING:
 		break;
+	case KM_OP_SCAN:
+		need_key = true;
+		/* fallthrough */
 	case KM_OP_MGET:
 	case KM_OP_HELLO:
 		has_val = true;
@@ -181,7 +184,7 @@ km_slot_arm(struct km_client *c, uint32_t idx, struct km_batch_op *op, int32_t w
 {
 	struct km_slot *s = &c->slots[idx];
 	bool has_val = op->op == KM_OP_PUT || op->op == KM_OP_CAS || op->op == KM_OP_MGET ||
-		       op->op == KM_OP_HELLO;
+		       op->op == KM_OP_HELLO || op->op == KM_OP_SCAN;
 
 	s->op = op;
 	s->done = NULL;
@@ -199,7 +202,8 @@ km_slot_arm(struct km_client *c, uint32_t idx, struct km_batch_op *op, int32_t w
 	s->hdr.key_len = (uint16_t)op->klen;
 	s->hdr.val_len = has_val ? (uint32_t)op->vlen : 0;
 	s->hdr.req_id = km_req_id_next(c);
-	if (op->op == KM_OP_CAS || op->op == KM_OP_DEL || op->op == KM_OP_MAP)
+	if (op->op == KM_OP_CAS || op->op == KM_OP_DEL || op->op == KM_OP_MAP ||
+		op->op == KM_OP_SCAN)
 		s->hdr.version = op->version;
 	s->hdr.session = op->session != 0 ? op->session : c->session;
 	/* Sizes were checked by km_op_check(), room by km_slot_room(): the build cannot fail. */
@@ -234,7 +238,8 @@ km_slot_room(struct km_client *c, uint32_t idx, size_t len)
 static void
 km_op_start(struct km_client *c, struct km_batch_op *op, int32_t worker, bool internal)
 {
-	bool has_val = op->op == KM_OP_PUT || op->op == KM_OP_CAS || op->op == KM_OP_MGET;
+	bool has_val = op->op == KM_OP_PUT || op->op == KM_OP_CAS || op->op == KM_OP_MGET ||
+		       op->op == KM_OP_SCAN;
 	int err;
 
 	op->len = 0;

@@ -35,6 +35,8 @@
 	X(req_cas, "CAS requests")                                                                \
 	X(req_del, "DEL requests")                                                                \
 	X(req_map, "MAP requests")                                                                \
+	X(req_scan, "SCAN requests (one page each)")                                              \
+	X(scan_entries, "entries listed in SCAN replies")                                         \
 	X(req_hello, "HELLO requests (cookies handed out)")                                       \
 	X(denied_cookie, "replies larger than their request refused: no valid cookie (DENIED)")   \
 	X(denied_auth, "requests without a valid MAC where one is needed (DENIED)")               \

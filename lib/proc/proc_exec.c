@@ -532,6 +532,132 @@ exec_map(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *
 	return KM_HDR_LEN + n;
 }
 
+/* Index slots one SCAN page examines (a driver may examine fewer: km_store.h). */
+#define PROC_SCAN_SLOTS 256
+
+/* A SCAN page being built in p->scratch (exec_scan()). */
+struct scan_page {
+	struct km_proc *p;
+	struct km_proc_shard *shd;
+	uint8_t *b; /* the reply */
+	uint8_t *w; /* where the next entry goes */
+	size_t lim; /* reply bytes at most */
+	uint32_t count;
+	uint32_t max; /* entries at most */
+	int keys_only;
+};
+
+/* One entry into the page. @return 0, or 1: the page is full, the next one starts here. */
+static int
+scan_entry(void *arg, const struct km_key *k, const struct km_value_ref *v)
+{
+	struct scan_page *sp = arg;
+	uint8_t status = KM_ST_OK;
+	uint32_t vlen = sp->keys_only ? 0 : v->len;
+
+	if (sp->count == sp->max)
+		return 1;
+	/* A write the replicas may not have yet: listed without its value, the client GETs
+	 * the key, which waits for them. */
+	if (proc_unlikely(sp->shd->repl != NULL) &&
+		proc_repl_read_wait(sp->p, sp->shd, k->hash) != 0) {
+		status = KM_ST_BUSY;
+		vlen = 0;
+	}
+	if ((size_t)(sp->w - sp->b) + KM_SCAN_REP_ENTRY_HDR + k->len + vlen > sp->lim) {
+		if (sp->count != 0)
+			return 1;
+		/* First of its page and still too large: no page can carry its value. */
+		status = KM_ST_TOO_LARGE;
+		vlen = 0;
+	}
+	sp->w[0] = status;
+	sp->w[1] = (uint8_t)k->len;
+	km_put64(sp->w + 2, v->version);
+	km_put16(sp->w + 10, (uint16_t)vlen);
+	memcpy(sp->w + KM_SCAN_REP_ENTRY_HDR, k->data, k->len);
+	if (vlen != 0)
+		memcpy(sp->w + KM_SCAN_REP_ENTRY_HDR + k->len, v->data, vlen);
+	sp->w += KM_SCAN_REP_ENTRY_HDR + k->len + vlen;
+	sp->count++;
+	return 0;
+}
+
+/*
+ * SCAN: one page of the keys beginning with the prefix, from the cursor on, in the store's
+ * scan order (km_store.h: every key present throughout a scan is listed exactly once).
+ */
+static size_t
+exec_scan(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req, uint8_t *out,
+	size_t cap, size_t limit)
+{
+	uint32_t epoch = km_shardmap_epoch_fast(map);
+	uint64_t cursor = req->hdr.version;
+	struct km_shardmap_route sr;
+	struct km_proc_shard *shd;
+	struct scan_page sp;
+	struct km_hdr h;
+	size_t size;
+	int rc;
+
+	p->cnt.req_scan++;
+	km_shardmap_route(map, req->key, req->hdr.key_len, &sr);
+	/* Its keys share one shard only if the prefix ends their routing part: a separator
+	 * follows it in the prefix (not so for a part the partition shifter spread over
+	 * shards by one more component, unless the prefix names that one too). */
+	if (sr.route_len >= req->hdr.key_len) {
+		p->cnt.bad_request++;
+		return proc_reply_status(&req->hdr, KM_ST_BAD_REQUEST, epoch, out);
+	}
+	shd = owned_shard(p, sr.shard, sr.hash);
+	if (shd == NULL)
+		return reply_busy(p, map, req, sr.shard, out);
+	/* Keys moving between two shards (an override migrating), or no sure lease. */
+	if (sr.fallback != NULL) {
+		p->cnt.busy_handover++;
+		return proc_reply_status(&req->hdr, KM_ST_BUSY, epoch, out);
+	}
+	if (proc_unlikely(proc_repl_fenced(p, shd))) {
+		p->cnt.busy_lease++;
+		return proc_reply_status(&req->hdr, KM_ST_BUSY, epoch, out);
+	}
+	/* A persistent store's page reads from the disk: not while overloaded. */
+	if (proc_unlikely(p->overload) && shd->persistent) {
+		p->cnt.busy_overload++;
+		return proc_reply_status(&req->hdr, KM_ST_BUSY, epoch, out);
+	}
+	shd->requests++;
+	sp = (struct scan_page){
+		.p = p,
+		.shd = shd,
+		.b = p->scratch,
+		.w = p->scratch + KM_HDR_LEN + 2,
+		.lim = cap < sizeof(p->scratch) ? cap : sizeof(p->scratch),
+		.max = req->hdr.val_len == KM_SCAN_REQ_LEN && km_get16(req->val) != 0
+			       ? km_get16(req->val)
+			       : UINT32_MAX,
+		.keys_only = req->hdr.val_len == KM_SCAN_REQ_LEN &&
+			     (km_get16(req->val + 2) & KM_SCAN_F_KEYS) != 0,
+	};
+	rc = km_store_scan(
+		shd->store, req->key, req->hdr.key_len, &cursor, PROC_SCAN_SLOTS, scan_entry, &sp);
+	if (rc < 0)
+		return proc_reply_status(&req->hdr, proc_status_of_rc(p, rc, 1), epoch, out);
+	size = (size_t)(sp.w - sp.b);
+	if (proc_unlikely(size > limit)) {
+		p->cnt.denied_cookie++;
+		return proc_reply_denied(&req->hdr, KM_DENY_COOKIE, epoch, out);
+	}
+	p->cnt.scan_entries += sp.count;
+	reply_hdr(&h, &req->hdr, KM_ST_OK, epoch);
+	h.val_len = (uint32_t)(size - KM_HDR_LEN);
+	h.version = cursor;
+	km_hdr_encode(sp.b, &h);
+	km_put16(sp.b + KM_HDR_LEN, (uint16_t)sp.count);
+	memcpy(out, sp.b, size);
+	return size;
+}
+
 /* Execute one request. For a single-key op, rt is its route, k its key and shd its shard
  * (NULL when not owned or not attached); others ignore the three. @return the reply
  * length, 0 when the reply is deferred. */
@@ -553,6 +679,8 @@ proc_exec_one(struct km_proc *p, const struct km_shardmap *map, const struct km_
 		return exec_mget(p, map, req, src, out, cap, limit);
 	case KM_OP_MAP:
 		return exec_map(p, map, req, out, cap, limit);
+	case KM_OP_SCAN:
+		return exec_scan(p, map, req, out, cap, limit);
 	case KM_OP_HELLO:
 		return proc_exec_hello(p, map, req, src, out);
 	case KM_OP_PING:

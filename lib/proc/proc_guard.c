@@ -141,7 +141,8 @@ proc_auth_check(struct km_proc *p, const struct km_proc_req *r)
 	k = km_auth_find(p->auth, m->key_id);
 	if (k == NULL || !km_mac_check(k->secret, r->buf, m))
 		return KM_DENY_AUTH;
-	if (op_single_key(m->hdr.op))
+	/* A SCAN's prefix must begin with one of the key's prefixes: then so do its keys. */
+	if (op_single_key(m->hdr.op) || m->hdr.op == KM_OP_SCAN)
 		return km_auth_allows(k, m->hdr.op, m->key, m->hdr.key_len) ? 0 : KM_DENY_PERM;
 	if (m->hdr.op != KM_OP_MGET)
 		return km_auth_allows(k, m->hdr.op, NULL, 0) ? 0 : KM_DENY_PERM;

@@ -491,7 +491,7 @@ size_t proc_exec_hello(struct km_proc *p, const struct km_shardmap *map, const s
 static inline int
 op_may_grow(uint8_t op)
 {
-	return op == KM_OP_GET || op == KM_OP_MGET || op == KM_OP_MAP;
+	return op == KM_OP_GET || op == KM_OP_MGET || op == KM_OP_MAP || op == KM_OP_SCAN;
 }
 
 /* proc_exec.c */

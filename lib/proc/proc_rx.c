@@ -46,6 +46,7 @@ route_target(const struct km_shardmap *map, const struct km_msg *req, int port_w
 	case KM_OP_PUT:
 	case KM_OP_CAS:
 	case KM_OP_DEL:
+	case KM_OP_SCAN: /* by its prefix: exec_scan() checks it names one shard */
 		route_of(map, key, req->hdr.key_len, rt);
 		break;
 	case KM_OP_MGET:

@@ -42,7 +42,8 @@ km_hdr_decode(const uint8_t *b, struct km_hdr *h)
 static int
 op_has_key(unsigned int op)
 {
-	return op == KM_OP_GET || op == KM_OP_PUT || op == KM_OP_CAS || op == KM_OP_DEL;
+	return op == KM_OP_GET || op == KM_OP_PUT || op == KM_OP_CAS || op == KM_OP_DEL ||
+	       op == KM_OP_SCAN;
 }
 
 /* Bytes of the trailers flags announce. */
@@ -83,7 +84,7 @@ km_req_parse(const uint8_t *buf, size_t len, size_t value_max, struct km_msg *ms
 		msg->key_id = km_get32(t);
 		msg->mac = t + 4;
 	}
-	if (h->op == 0 || h->op >= KM_OP__MAX || h->op == KM_OP_SCAN)
+	if (h->op == 0 || h->op >= KM_OP__MAX)
 		return KM_ST_BAD_REQUEST;
 	if (h->status != 0 || h->reserved != 0 || (h->flags & ~KM_F_TRAILERS) != 0)
 		return KM_ST_BAD_REQUEST;
@@ -110,6 +111,12 @@ km_req_parse(const uint8_t *buf, size_t len, size_t value_max, struct km_msg *ms
 			return KM_ST_BAD_REQUEST;
 		break;
 	}
+	case KM_OP_SCAN:
+		/* No body, or max entries and flags. */
+		if (h->val_len != 0 && (h->val_len != KM_SCAN_REQ_LEN ||
+					       (km_get16(msg->val + 2) & ~KM_SCAN_F_ALL) != 0))
+			return KM_ST_BAD_REQUEST;
+		break;
 	case KM_OP_HELLO:
 		/* Padding: the reply is no larger than the request. */
 		if (h->val_len != KM_HELLO_LEN)
@@ -231,4 +238,26 @@ const char *
 km_status_name(unsigned int status)
 {
 	return status < KM_ST__MAX ? status_names[status] : "?";
+}
+
+int
+km_scan_rep_next(const uint8_t **p, const uint8_t *end, struct km_scan_ent *e)
+{
+	const uint8_t *q = *p;
+
+	if (q == end)
+		return 0;
+	if (end - q < KM_SCAN_REP_ENTRY_HDR)
+		return -1;
+	e->status = q[0];
+	e->key_len = q[1];
+	e->version = km_get64(q + 2);
+	e->val_len = km_get16(q + 10);
+	if (e->key_len == 0 ||
+		(size_t)(end - q) < (size_t)KM_SCAN_REP_ENTRY_HDR + e->key_len + e->val_len)
+		return -1;
+	e->key = q + KM_SCAN_REP_ENTRY_HDR;
+	e->val = e->key + e->key_len;
+	*p = e->val + e->val_len;
+	return 1;
 }

@@ -48,7 +48,7 @@ enum km_op {
 	KM_OP_PUT = 4,
 	KM_OP_CAS = 5,
 	KM_OP_DEL = 6,
-	KM_OP_SCAN = 7, /* reserved: answered BAD_REQUEST until implemented */
+	KM_OP_SCAN = 7, /* prefix scan with a cursor (docs/protocol.md 4.3) */
 	KM_OP_MAP = 8,
 	KM_OP_HELLO = 9, /* address validation: returns a cookie (docs/protocol.md 4.2) */
 	KM_OP__MAX
@@ -227,6 +227,40 @@ size_t km_msg_build(
  */
 #define KM_MGET_REQ_ENTRY_HDR 1
 #define KM_MGET_REP_ENTRY_HDR 11
+
+/*
+ * SCAN (docs/protocol.md 4.3). Request: the key field is the prefix (it must end the
+ * routing part of the keys it names: one shard holds them), the version field the
+ * cursor (0: the start); an optional body of KM_SCAN_REQ_LEN bytes:
+ *   u16 max entries (0: as many as fit); u16 flags (KM_SCAN_F_*)
+ * Reply (status OK): the version field is the next cursor (0: the scan is complete);
+ * the body:
+ *   u16 count; count x { u8 status; u8 key_len; u64 version; u16 val_len; key; value }
+ * An entry's status is OK (its value, none with KM_SCAN_F_KEYS), TOO_LARGE (its value
+ * does not fit in a datagram: no value) or BUSY (its last write is not acknowledged by
+ * the replicas yet: no value); the client GETs those two.
+ */
+#define KM_SCAN_REQ_LEN       4
+#define KM_SCAN_F_KEYS        0x0001 /* keys and versions only */
+#define KM_SCAN_F_ALL         KM_SCAN_F_KEYS
+#define KM_SCAN_REP_ENTRY_HDR 12
+
+/** One entry of a SCAN reply body (pointers into the body). */
+struct km_scan_ent {
+	uint8_t status;
+	uint8_t key_len;
+	uint16_t val_len;
+	uint64_t version;
+	const uint8_t *key;
+	const uint8_t *val;
+};
+
+/**
+ * Next entry of a SCAN reply body: *p starts just after the u16 count and advances.
+ * @return 1 with *e filled, 0 when *p == end, -1 when the entry is malformed (runs past
+ *   end, key length 0).
+ */
+int km_scan_rep_next(const uint8_t **p, const uint8_t *end, struct km_scan_ent *e);
 
 /** Iterator over the keys of an MGET request body. */
 struct km_mget_iter {

@@ -231,6 +231,26 @@ struct km_store_ops {
 		int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v),
 		void *arg);
 	/**
+	 * Optional. One page of a prefix scan (the SCAN op): call fn, in increasing
+	 * km_scan_order() of their key hashes, for the entries whose key begins with the plen
+	 * bytes at prefix and whose order is at least *cursor (0: the start), examining about
+	 * `budget` index slots (a driver may examine fewer), until fn returns non-zero.
+	 * *cursor is then where the next page starts: the order of the entry fn stopped at
+	 * (not consumed), else past every order the page covered; 0 when the rest of the
+	 * order space was covered (the scan is complete). Pages cover disjoint ranges of
+	 * orders, each page sees the store as it is when it runs, and an entry's order never
+	 * changes, whatever is written or how the table grows: so over a whole scan every
+	 * entry is visited at most once, and an entry present from the first page to the last
+	 * exactly once (two keys with the same 64-bit hash aside: one of them may come twice).
+	 * fn must not modify the store; k and v are valid during the call only.
+	 * @return 0; -errno (-EBADMSG: quarantined; -EIO: a read failed); or fn's negative
+	 *   value (*cursor then where fn stopped).
+	 */
+	int (*scan)(struct km_store *s, const uint8_t *prefix, uint16_t plen, uint64_t *cursor,
+		uint32_t budget,
+		int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v),
+		void *arg);
+	/**
 	 * Optional. Destroy a store nobody uses any more a little at a time (about `budget`
 	 * entries per call), so that freeing a large one does not hold its thread: after a
 	 * call returns 1 only further destroy_step calls are allowed; 0: it is gone.
@@ -380,6 +400,59 @@ km_store_walk_step(struct km_store *s, struct km_walk_pos *pos, uint32_t budget,
 {
 	return s->ops->walk_step != NULL ? s->ops->walk_step(s, pos, budget, fn, arg) : -ENOTSUP;
 }
+
+/* One SCAN page (km_store_ops.scan), or -ENOTSUP when the driver has none. */
+static inline int
+km_store_scan(struct km_store *s, const uint8_t *prefix, uint16_t plen, uint64_t *cursor,
+	uint32_t budget, int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v),
+	void *arg)
+{
+	return s->ops->scan != NULL ? s->ops->scan(s, prefix, plen, cursor, budget, fn, arg)
+				    : -ENOTSUP;
+}
+
+/**
+ * The order SCAN visits entries in: a bijection of the key hash, its two halves swapped.
+ * Both drivers put an entry's home slot at (km_scan_order(hash) * slots) >> 64 (the
+ * rotation also keeps one shard's keys, whose routing hashes share their top bits, from
+ * crowding a part of the table), so a table is in this order but for the entries linear
+ * probing pushed past their home slot; a cursor is an order, valid in any table size and
+ * in either driver.
+ */
+static inline uint64_t
+km_scan_order(uint64_t hash)
+{
+	return (hash << 32) | (hash >> 32);
+}
+
+/**
+ * For drivers: a table of nb slots with linear probing (forward, around the end,
+ * deletions shifting entries back, never a tombstone) and home slots as km_scan_order()
+ * says. tab is the driver's.
+ */
+struct km_scan_table {
+	void *tab;
+	uint64_t nb;
+	/** Whether slot i holds an entry. */
+	int (*used)(void *tab, uint64_t i);
+	/** km_scan_order() of the hash of the entry in slot i. */
+	uint64_t (*order)(void *tab, uint64_t i);
+	/** Call fn for the entry of slot i if its key begins with the prefix. @return 0 (no
+	 * match, or fn returned 0), fn's value, or -errno (a read failed). */
+	int (*visit)(void *tab, uint64_t i, const uint8_t *prefix, uint16_t plen,
+		int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v),
+		void *arg);
+};
+
+/**
+ * km_store_ops.scan over such a table: the slots from the home slot of *cursor on, until
+ * an empty slot after `budget` of them (or around the table's end up to an empty slot,
+ * which completes the scan), the entries of the page's order range sorted and visited.
+ * @note Context: the store's owner thread.
+ */
+int km_store_scan_table(const struct km_scan_table *t, const uint8_t *prefix, uint16_t plen,
+	uint64_t *cursor, uint32_t budget,
+	int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v), void *arg);
 
 /* Destroy a store with its files (a persistent driver's unlink), e.g. one a re-sharding
  * replaced, or a staged one never served; NULL allowed. */

@@ -26,7 +26,7 @@ import ctypes.util
 import dataclasses
 import enum
 import os
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "Err", "Op", "KeymapError", "NotFound", "VersionMismatch", "TooLarge", "BadRequest",
@@ -151,6 +151,16 @@ class KmBatchOp(ctypes.Structure):
     ]
 
 
+class KmScanItem(ctypes.Structure):
+    _fields_ = [
+        ("key", ctypes.c_void_p),
+        ("klen", ctypes.c_size_t),
+        ("val", ctypes.c_void_p),
+        ("vlen", ctypes.c_size_t),
+        ("version", ctypes.c_uint64),
+    ]
+
+
 class KmClientStats(ctypes.Structure):
     _fields_ = [
         ("requests", ctypes.c_uint64),
@@ -168,6 +178,9 @@ class KmClientStats(ctypes.Structure):
 
 # void (*km_done_fn)(struct km_batch_op *op, void *arg): both as addresses.
 DONE_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+
+# void (*km_scan_fn)(void *arg, const struct km_scan_item *it).
+SCAN_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(KmScanItem))
 
 _P = ctypes.c_void_p
 _SZ = ctypes.c_size_t
@@ -193,6 +206,8 @@ _cas = _proto("km_cas", ctypes.c_int, _P, ctypes.c_char_p, _SZ, ctypes.c_char_p,
 _del = _proto("km_del", ctypes.c_int, _P, ctypes.c_char_p, _SZ, ctypes.c_uint64)
 _mget = _proto("km_mget", ctypes.c_int, _P, ctypes.POINTER(KmMgetItem), _SZ)
 _batch = _proto("km_batch", ctypes.c_int, _P, ctypes.POINTER(KmBatchOp), _SZ)
+_scan = _proto("km_scan", ctypes.c_int, _P, ctypes.c_char_p, _SZ, _U64P, ctypes.c_uint,
+               ctypes.c_uint, SCAN_FN, _P)
 _submit = _proto("km_submit", ctypes.c_int, _P, ctypes.POINTER(KmBatchOp), DONE_FN, _P)
 _process = _proto("km_process", ctypes.c_int, _P)
 _async_fd = _proto("km_async_fd", ctypes.c_int, _P)
@@ -616,6 +631,31 @@ class Client:
             else:
                 raise error(it.err, "mget")
         return out
+
+    def scan(self, prefix: Bytes, keys_only: bool = False,
+             page: int = 0) -> Iterator[Tuple[bytes, Optional[bytes], int]]:
+        """Every key that begins with prefix, as (key, value or None with keys_only,
+        version), one SCAN page (at most `page` entries, 0: a datagram's worth) per round
+        trip, in the server's order (by key hash). The prefix must end the routing part of
+        its keys (e.g. "user42/"): else InvalidArgument. A key present and not written
+        during the whole scan comes exactly once (docs/protocol.md 4.3)."""
+        p = _b(prefix)
+        cursor = ctypes.c_uint64(0)
+        got: List[Tuple[bytes, Optional[bytes], int]] = []
+
+        def one(_arg, item):
+            it = item.contents
+            val = None if keys_only else ctypes.string_at(it.val, it.vlen) if it.vlen else b""
+            got.append((ctypes.string_at(it.key, it.klen), val, it.version))
+
+        fn = SCAN_FN(one)
+        while True:
+            _check(_scan(self._h(), p, len(p), ctypes.byref(cursor), int(page),
+                         1 if keys_only else 0, fn, None), "scan")
+            yield from got
+            got.clear()
+            if cursor.value == 0:
+                return
 
     def batch(self, ops: Sequence[Any]) -> List[BatchResult]:
         """Run ops (BatchOp or tuples: ('get', key), ('put', key, value),

@@ -133,6 +133,24 @@ class Sync(unittest.TestCase):
         self.assertIsNone(got[50][0])
         self.assertEqual(self.c.mget([]), [])
 
+    def test_scan(self):
+        base = fresh("scan")
+        vers = {}
+        for i in range(120):
+            k = "%s/%d" % (base, i)
+            vers[k.encode()] = self.c.put(k, "s%d" % i)
+        got = list(self.c.scan(base + "/"))
+        self.assertEqual(sorted(k for k, _, _ in got), sorted(vers))
+        for k, v, ver in got:
+            self.assertEqual((v, ver), (b"s" + k.rsplit(b"/", 1)[1], vers[k]))
+        keys = list(self.c.scan(base + "/1", keys_only=True, page=3))
+        self.assertEqual(sorted(k for k, _, _ in keys),
+                         sorted(k for k in vers if k.startswith((base + "/1").encode())))
+        self.assertTrue(all(v is None for _, v, _ in keys))
+        self.assertEqual(list(self.c.scan(base + "/absent/")), [])
+        with self.assertRaises(keymap.InvalidArgument):
+            list(self.c.scan("py"))  # no separator: keys of every shard begin with it
+
     def test_batch(self):
         base = fresh("batch")
         puts = self.c.batch([("put", "%s/%d" % (base, i), "b%d" % i) for i in range(200)])

@@ -65,6 +65,7 @@ class Layout(unittest.TestCase):
         ("km_client_opts", keymap.KmClientOpts),
         ("km_batch_op", keymap.KmBatchOp),
         ("km_mget_item", keymap.KmMgetItem),
+        ("km_scan_item", keymap.KmScanItem),
         ("km_client_stats", keymap.KmClientStats),
     ]
     # x86-64 / aarch64 (LP64): sizeof and offsetof as a C compiler lays them out.
@@ -77,6 +78,7 @@ class Layout(unittest.TestCase):
                              "len": 72, "out_version": 80, "latency_ns": 88}),
         "km_mget_item": (56, {"key": 0, "klen": 8, "buf": 16, "cap": 24, "len": 32,
                               "version": 40, "err": 48}),
+        "km_scan_item": (40, {"key": 0, "klen": 8, "val": 16, "vlen": 24, "version": 32}),
         "km_client_stats": (80, {}),
     }
 

@@ -6,6 +6,7 @@
 #   a. etcd, two keymap-placers, two nodes: the first map spreads 8 shards over both;
 #   b. a checked random workload (reshard_client, every reply against its model) while a
 #      third node joins: the placer moves about a third of the shards to it, across nodes;
+#      SCANs of entities on every node through the seeds;
 #   c. the same while the first node is drained, then it stops; every move was copied live
 #      (the shard served during its copy);
 #   d. the leading placer killed (kill -9): the standby takes over and adds the first node
@@ -86,6 +87,16 @@ assert sorted(x["id"] for x in n) == ["n1", "n2", "n3"], n
 assert all(x["live"] and x["state"] == "active" for x in n), n
 assert sum(x["shards"] for x in n) == 8, n' || cl_fail "keymapctl nodes"
 echo "ok: keymapctl cluster and nodes"
+# SCAN through the cluster: entities on every node, each scanned from the seeds.
+cli=(timeout -k 2 20 ip netns exec "$cl_sw" "$bin/tools/keymap-cli" -h "$hosts")
+for e in 0 1 2 3 4 5 6 7; do
+	for i in 1 2 3; do
+		"${cli[@]}" put "cs$e/k$i" "v$e.$i" >/dev/null || cl_fail "put cs$e/k$i"
+	done
+	got=$("${cli[@]}" scan "cs$e/" | sort | tr '\t\n' '= ') || cl_fail "scan cs$e/"
+	[ "$got" = "cs$e/k1=v$e.1 cs$e/k2=v$e.2 cs$e/k3=v$e.3 " ] || cl_fail "scan cs$e/: $got"
+done
+echo "ok: SCAN of 8 entities through the cluster's nodes"
 load_ok 1
 
 cl_section "c. the first node drained under the workload, then stopped"

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include <km_lidx.h>
+#include <km_store.h>
 
 static uint64_t
 rng_next(uint64_t *s)
@@ -47,20 +48,14 @@ nb_slots(const struct km_lidx *x)
 static uint64_t
 home(uint64_t hash, uint64_t n)
 {
-	return (uint64_t)(((__uint128_t)(hash * KM_LIDX_HASH_MUL) * n) >> 64);
+	return (uint64_t)(((__uint128_t)km_scan_order(hash) * n) >> 64);
 }
 
-/* The hash whose mixed value is m: m times the inverse of the multiplier mod 2^64. */
+/* The hash whose mixed value is m: swapping the halves again. */
 static uint64_t
 hash_of_mixed(uint64_t m)
 {
-	uint64_t inv = KM_LIDX_HASH_MUL;
-	int i;
-
-	/* Newton's iteration doubles the correct low bits: 3, 6, 12, 24, 48, 96. */
-	for (i = 0; i < 5; i++)
-		inv *= 2 - KM_LIDX_HASH_MUL * inv;
-	return m * inv;
+	return km_scan_order(m);
 }
 
 /* A hash whose home slot is h in a table of n slots. */

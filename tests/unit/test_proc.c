@@ -877,6 +877,156 @@ mget_decode(const struct km_msg *m, struct mget_entry *ent, unsigned int max)
 	return n;
 }
 
+/* One SCAN page: its entries appended to keys/vals/vers (n of them so far). */
+struct scan_got {
+	char key[128][32];
+	uint8_t status[128];
+	uint16_t vlen[128];
+	uint64_t version[128];
+	unsigned int n;
+};
+
+static uint64_t
+scan_page(struct env *e, const char *prefix, uint64_t cursor, uint16_t max, uint16_t flags,
+	size_t cap, struct scan_got *g, unsigned int *count)
+{
+	uint8_t body[KM_SCAN_REQ_LEN];
+	const uint8_t *p, *end;
+	struct km_scan_ent ent;
+	struct rep rep;
+	struct req r = {.op = KM_OP_SCAN,
+		.key = prefix,
+		.val = body,
+		.val_len = sizeof(body),
+		.version = cursor,
+		.req_id = 900 + g->n,
+		.src = 1};
+	unsigned int i;
+
+	km_put16(body, max);
+	km_put16(body + 2, flags);
+	assert_int_equal(call_map(e, e->map, &r, &rep, cap), KM_ST_OK);
+	assert_int_equal(rep.worker, km_shard_owner(shard_of(e->map, prefix)));
+	assert_true(rep.msg.hdr.val_len >= 2 && rep.len <= cap);
+	*count = km_get16(rep.msg.val);
+	p = rep.msg.val + 2;
+	end = rep.msg.val + rep.msg.hdr.val_len;
+	for (i = 0; i < *count; i++) {
+		assert_int_equal(km_scan_rep_next(&p, end, &ent), 1);
+		assert_true(ent.key_len < sizeof(g->key[0]) && g->n < 128);
+		memcpy(g->key[g->n], ent.key, ent.key_len);
+		g->key[g->n][ent.key_len] = '\0';
+		g->status[g->n] = ent.status;
+		g->vlen[g->n] = ent.val_len;
+		g->version[g->n] = ent.version;
+		/* Values are the key repeated up to their length. */
+		if (ent.status == KM_ST_OK && !(flags & KM_SCAN_F_KEYS))
+			assert_true(ent.val_len == 0 || ent.val[0] == ent.key[0]);
+		g->n++;
+	}
+	assert_ptr_equal(p, end);
+	return rep.msg.hdr.version;
+}
+
+/* SCAN through the processors: pages, cursors, limits, keys only, values over a page. */
+static void
+test_scan(void **state)
+{
+	struct env *e = *state;
+	struct km_proc_counters c0 = cnt_sum(e);
+	static struct scan_got g;
+	static uint8_t val[VALUE_MAX];
+	uint64_t ver[100], cursor, last;
+	unsigned int i, j, count, pages;
+	char key[32];
+	struct rep rep;
+	struct req r;
+
+	/* sp/0..sp/99 (one shard: routed by "sp"), values of 0..99 bytes, sp/7 of VALUE_MAX;
+	 * and keys of other entities sharing the bytes: "spx0", "sp0". */
+	for (i = 0; i < 100; i++) {
+		snprintf(key, sizeof(key), "sp/%u", i);
+		memset(val, 's', sizeof(val));
+		r = (struct req){.op = KM_OP_PUT,
+			.key = key,
+			.val = val,
+			.val_len = i == 7 ? VALUE_MAX : i,
+			.req_id = 800 + i,
+			.src = 1};
+		assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+		ver[i] = rep.msg.hdr.version;
+		snprintf(key, sizeof(key), i % 2 ? "spx%u" : "sp%u", i);
+		r.key = key;
+		r.req_id += 1000;
+		assert_int_equal(call(e, &r, &rep), KM_ST_OK);
+	}
+
+	/* Whole pages: every key once, in scan order, each with its value and version. */
+	memset(&g, 0, sizeof(g));
+	cursor = 0;
+	pages = 0;
+	do {
+		cursor = scan_page(e, "sp/", cursor, 0, 0, KM_DGRAM_MAX, &g, &count);
+		pages++;
+		assert_true(pages < 1000);
+	} while (cursor != 0);
+	assert_int_equal(g.n, 100);
+	assert_true(pages >= 2); /* 100 values of 0..99 bytes and one of 1000: over 1472 */
+	last = 0;
+	for (j = 0; j < g.n; j++) {
+		uint64_t o = km_scan_order(km_key_hash(g.key[j], strlen(g.key[j])));
+
+		assert_true(j == 0 || o > last);
+		last = o;
+		assert_int_equal(sscanf(g.key[j], "sp/%u", &i), 1);
+		assert_int_equal(g.status[j], KM_ST_OK);
+		assert_int_equal(g.vlen[j], i == 7 ? VALUE_MAX : i);
+		assert_int_equal(g.version[j], ver[i]);
+	}
+	assert_int_equal(CNT_DELTA(e, c0, req_scan), pages);
+	assert_int_equal(CNT_DELTA(e, c0, scan_entries), 100);
+
+	/* At most 3 per page, keys only: the same keys, no value. */
+	memset(&g, 0, sizeof(g));
+	cursor = 0;
+	do {
+		cursor = scan_page(e, "sp/", cursor, 3, KM_SCAN_F_KEYS, KM_DGRAM_MAX, &g, &count);
+		assert_true(count <= 3);
+	} while (cursor != 0);
+	assert_int_equal(g.n, 100);
+	for (j = 0; j < g.n; j++)
+		assert_int_equal(g.vlen[j], 0);
+
+	/* A reply of at most 600 bytes: sp/7's value never fits, it comes TOO_LARGE, alone
+	 * first of its page; every other key with its value. */
+	memset(&g, 0, sizeof(g));
+	cursor = 0;
+	do
+		cursor = scan_page(e, "sp/", cursor, 0, 0, 600, &g, &count);
+	while (cursor != 0);
+	assert_int_equal(g.n, 100);
+	for (j = 0; j < g.n; j++) {
+		assert_int_equal(sscanf(g.key[j], "sp/%u", &i), 1);
+		assert_int_equal(g.status[j], i == 7 ? KM_ST_TOO_LARGE : KM_ST_OK);
+		assert_int_equal(g.vlen[j], i == 7 ? 0 : i);
+		assert_int_equal(g.version[j], ver[i]);
+	}
+
+	/* A longer prefix: sp/1, sp/10..sp/19. */
+	memset(&g, 0, sizeof(g));
+	cursor = 0;
+	do
+		cursor = scan_page(e, "sp/1", cursor, 0, KM_SCAN_F_KEYS, KM_DGRAM_MAX, &g, &count);
+	while (cursor != 0);
+	assert_int_equal(g.n, 11);
+
+	/* Prefixes that end no routing part: BAD_REQUEST. */
+	r = (struct req){.op = KM_OP_SCAN, .key = "sp", .req_id = 990, .src = 1};
+	assert_int_equal(call(e, &r, &rep), KM_ST_BAD_REQUEST);
+	r.key = "s";
+	assert_int_equal(call(e, &r, &rep), KM_ST_BAD_REQUEST);
+}
+
 static void
 test_mget(void **state)
 {
@@ -1163,14 +1313,14 @@ test_ping_status_counters(void **state)
 	 * know, a value over value_max) or MOVED is answered with a bare status reply and
 	 * counted; a datagram that is not a request is dropped, uncounted.
 	 */
-	r = (struct req){.op = KM_OP_SCAN, .req_id = 78};
+	r = (struct req){.op = 12, .req_id = 78};
 	len = req_build(buf, sizeof(buf), &r, 0);
 	rx_call(e->proc, e->map, buf, len, sizeof(buf), 0, 5, &pr);
 	assert_int_equal(pr.verdict, KM_PROC_REPLY);
 	n = pr.reply_len;
 	assert_int_equal(n, KM_HDR_LEN);
 	assert_int_equal(km_reply_parse(buf, n, &rep), 0);
-	assert_int_equal(rep.hdr.op, KM_OP_SCAN);
+	assert_int_equal(rep.hdr.op, 12);
 	assert_int_equal(rep.hdr.status, KM_ST_BAD_REQUEST);
 	assert_int_equal(rep.hdr.req_id, 78);
 	assert_int_equal(rep.hdr.epoch, km_shardmap_epoch(e->map));
@@ -4571,6 +4721,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_at_most_once, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_dram_bound, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_mget, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_scan, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_map, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_ping_status_counters, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_busy_after_move, env_setup, env_teardown),

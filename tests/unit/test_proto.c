@@ -139,6 +139,27 @@ static const uint8_t vec_denied_rep[] = {
 	0x21, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
 	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
 };
+static const uint8_t vec_scan_req[] = {
+	0x4b, 0x01, 0x07, 0x00, 0x00, 0x00, 0x05, 0x00, /*   0 */
+	0x04, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, /*   8 */
+	0x15, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  16 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x80, /*  24 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  32 */
+	0x75, 0x73, 0x65, 0x72, 0x2f, 0x0a, 0x00, 0x00, /*  40 */
+	0x00, /*  48 */
+};
+static const uint8_t vec_scan_rep[] = {
+	0x4b, 0x01, 0x07, 0x00, 0x01, 0x00, 0x00, 0x00, /*   0 */
+	0x28, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, /*   8 */
+	0x15, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  16 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x90, /*  24 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  32 */
+	0x02, 0x00, 0x00, 0x06, 0x02, 0x01, 0x00, 0x00, /*  40 */
+	0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x75, 0x73, /*  48 */
+	0x65, 0x72, 0x2f, 0x31, 0x78, 0x79, 0x04, 0x06, /*  56 */
+	0x03, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*  64 */
+	0x00, 0x00, 0x75, 0x73, 0x65, 0x72, 0x2f, 0x32, /*  72 */
+};
 /* clang-format on */
 
 struct vector {
@@ -161,6 +182,16 @@ static const uint8_t mget_rep_body[] = {
 };
 
 #define VEC(n) .name = #n, .bytes = vec_##n, .len = sizeof(vec_##n)
+
+/* The SCAN vectors' request body (max entries 10, flags 0) and reply body. */
+static const uint8_t scan_req_body[] = {10, 0, 0, 0};
+static const uint8_t scan_rep_body[] = {
+	2, 0,                                                   /* count */
+	KM_ST_OK, 6, 0x02, 0x01, 0, 0, 0, 0, 0, 0, 2, 0,        /* version 0x102, val_len 2 */
+	'u', 's', 'e', 'r', '/', '1', 'x', 'y',                 /* key, value */
+	KM_ST_TOO_LARGE, 6, 0x03, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, /* version 0x103, no value */
+	'u', 's', 'e', 'r', '/', '2',                           /* key */
+};
 
 static const uint8_t hello_pad[KM_HELLO_LEN];
 static const uint8_t hello_body[KM_HELLO_LEN] = {
@@ -234,6 +265,22 @@ static const struct vector vectors[] = {
 			.epoch = 3,
 			.req_id = 0x13},
 		.val = mget_rep_body},
+	{VEC(scan_req),
+		.hdr = {.op = KM_OP_SCAN,
+			.key_len = 5,
+			.val_len = sizeof(scan_req_body),
+			.epoch = 3,
+			.req_id = 0x15,
+			.version = 0x8000000000000000ULL},
+		.key = "user/", .val = scan_req_body},
+	{VEC(scan_rep),
+		.hdr = {.op = KM_OP_SCAN,
+			.flags = KM_F_REPLY,
+			.val_len = sizeof(scan_rep_body),
+			.epoch = 3,
+			.req_id = 0x15,
+			.version = 0x9000000000000000ULL},
+		.val = scan_rep_body},
 	{VEC(map_err_rep), .hdr = {.op = KM_OP_MAP,
 				   .status = KM_ST_BAD_REQUEST,
 				   .flags = KM_F_REPLY,
@@ -661,10 +708,96 @@ test_req_values(void **state)
 	}
 }
 
+/* SCAN requests: a prefix of 1..250 bytes, no body or 4 bytes of known flags. */
+static void
+test_req_scan(void **state)
+{
+	uint8_t buf[KM_HDR_LEN + 300];
+	struct km_hdr h = {.magic = KM_PROTO_MAGIC,
+		.proto_ver = KM_PROTO_VERSION,
+		.op = KM_OP_SCAN,
+		.req_id = 7};
+	struct km_msg m;
+	static const struct {
+		uint16_t klen;
+		uint32_t vlen;
+		uint16_t flags;
+		int st;
+	} cases[] = {
+		{5, 0, 0, KM_ST_OK},
+		{5, 4, 0, KM_ST_OK},
+		{5, 4, KM_SCAN_F_KEYS, KM_ST_OK},
+		{250, 4, 0, KM_ST_OK},
+		{5, 4, 2, KM_ST_BAD_REQUEST},
+		{5, 4, 0x8000, KM_ST_BAD_REQUEST},
+		{5, 3, 0, KM_ST_BAD_REQUEST},
+		{5, 5, 0, KM_ST_BAD_REQUEST},
+		{0, 0, 0, KM_ST_BAD_REQUEST},
+		{0, 4, 0, KM_ST_BAD_REQUEST},
+		{251, 0, 0, KM_ST_TOO_LARGE},
+	};
+	unsigned int i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		h.key_len = cases[i].klen;
+		h.val_len = cases[i].vlen;
+		memset(buf, 'p', sizeof(buf));
+		km_hdr_encode(buf, &h);
+		if (cases[i].vlen >= 4)
+			km_put16(buf + KM_HDR_LEN + cases[i].klen + 2, cases[i].flags);
+		print_message("scan case %u\n", i);
+		assert_int_equal(km_req_parse(buf, KM_HDR_LEN + cases[i].klen + cases[i].vlen,
+					 KM_VALUE_MAX, &m),
+			cases[i].st);
+	}
+}
+
+/* SCAN reply bodies: entries read back, a truncated or malformed one refused. */
+static void
+test_scan_rep(void **state)
+{
+	const uint8_t *p = scan_rep_body + 2, *end = scan_rep_body + sizeof(scan_rep_body);
+	uint8_t bad[sizeof(scan_rep_body)];
+	struct km_scan_ent e;
+	size_t n;
+
+	(void)state;
+	assert_int_equal(km_get16(scan_rep_body), 2);
+	assert_int_equal(km_scan_rep_next(&p, end, &e), 1);
+	assert_int_equal(e.status, KM_ST_OK);
+	assert_int_equal(e.version, 0x102);
+	assert_int_equal(e.key_len, 6);
+	assert_memory_equal(e.key, "user/1", 6);
+	assert_int_equal(e.val_len, 2);
+	assert_memory_equal(e.val, "xy", 2);
+	assert_int_equal(km_scan_rep_next(&p, end, &e), 1);
+	assert_int_equal(e.status, KM_ST_TOO_LARGE);
+	assert_int_equal(e.version, 0x103);
+	assert_int_equal(e.val_len, 0);
+	assert_memory_equal(e.key, "user/2", 6);
+	assert_int_equal(km_scan_rep_next(&p, end, &e), 0);
+	assert_ptr_equal(p, end);
+	/* Every truncation of the body ends in a refusal, never a read past it. */
+	for (n = 3; n < sizeof(scan_rep_body); n++) {
+		int rc;
+
+		p = scan_rep_body + 2;
+		while ((rc = km_scan_rep_next(&p, scan_rep_body + n, &e)) == 1)
+			;
+		assert_int_equal(rc, n == 22 ? 0 : -1);
+	}
+	/* A key of length 0. */
+	memcpy(bad, scan_rep_body, sizeof(bad));
+	bad[3] = 0;
+	p = bad + 2;
+	assert_int_equal(km_scan_rep_next(&p, bad + sizeof(bad), &e), -1);
+}
+
 static void
 test_req_ops(void **state)
 {
-	static const unsigned int bad_ops[] = {0, KM_OP_SCAN, 10, 11, 128, 255};
+	static const unsigned int bad_ops[] = {0, 10, 11, 128, 255};
 	struct km_hdr h;
 	unsigned int i;
 
@@ -1021,8 +1154,10 @@ test_fuzz(void **state)
 				len, (size_t)KM_HDR_LEN + m.hdr.key_len + m.hdr.val_len +
 					     ((m.hdr.flags & KM_F_COOKIE) ? KM_COOKIE_LEN : 0) +
 					     ((m.hdr.flags & KM_F_AUTH) ? KM_AUTH_LEN : 0));
-			assert_true(m.hdr.op >= KM_OP_PING && m.hdr.op < KM_OP__MAX &&
-				    m.hdr.op != KM_OP_SCAN);
+			assert_true(m.hdr.op >= KM_OP_PING && m.hdr.op < KM_OP__MAX);
+			assert_true(m.hdr.op != KM_OP_SCAN || m.hdr.val_len == 0 ||
+				    (m.hdr.val_len == KM_SCAN_REQ_LEN &&
+					    (km_get16(m.val + 2) & ~KM_SCAN_F_ALL) == 0));
 			assert_true(m.hdr.op != KM_OP_HELLO || m.hdr.val_len == KM_HELLO_LEN);
 			assert_int_equal(m.hdr.status, 0);
 			assert_int_equal(m.hdr.flags & ~KM_F_TRAILERS, 0);
@@ -1150,6 +1285,8 @@ main(void)
 		cmocka_unit_test(test_req_ops),
 		cmocka_unit_test(test_req_zero_fields),
 		cmocka_unit_test(test_req_mget_body),
+		cmocka_unit_test(test_req_scan),
+		cmocka_unit_test(test_scan_rep),
 		cmocka_unit_test(test_reply_parse),
 		cmocka_unit_test(test_msg_build),
 		cmocka_unit_test(test_names),

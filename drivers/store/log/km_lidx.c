@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <km_store.h>
+
 #include "km_lidx.h"
 
 /* A log store per shard, many shards per worker: keep an unsized index small. */
@@ -29,7 +31,7 @@ struct km_lidx {
 static inline uint64_t
 lidx_home(uint64_t hash, uint64_t nb_slots)
 {
-	return (uint64_t)(((__uint128_t)(hash * KM_LIDX_HASH_MUL) * nb_slots) >> 64);
+	return (uint64_t)(((__uint128_t)km_scan_order(hash) * nb_slots) >> 64);
 }
 
 static inline uint64_t
@@ -231,4 +233,11 @@ km_lidx_next(struct km_lidx *x, uint64_t *pos)
 	}
 	*pos = x->nb_slots;
 	return NULL;
+}
+
+struct km_lidx_ent *
+km_lidx_slots(struct km_lidx *x, uint64_t *nb_slots)
+{
+	*nb_slots = x->nb_slots;
+	return x->slots;
 }

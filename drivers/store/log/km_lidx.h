@@ -8,9 +8,10 @@
  *
  * Open addressing with linear probing over any number of slots (not a power of two: the
  * home slot is fastrange, (m * nb_slots) >> 64, so the table can be sized close to its
- * load), backward-shift deletion (no tombstones). m = hash * KM_LIDX_HASH_MUL (mod 2^64)
- * rather than the hash itself: one store holds one shard, whose hashes all share their
- * top bits, and fastrange of the raw hash would crowd them into a fraction of the table.
+ * load), backward-shift deletion (no tombstones). m = km_scan_order(hash), the hash with
+ * its halves swapped, rather than the hash itself: one store holds one shard, whose
+ * hashes may share their top bits, and fastrange of the raw hash would crowd them into a
+ * fraction of the table; and SCAN visits entries in that order (km_store_scan_table()).
  * A slot is free when its version is 0 (versions are never 0). The table grows by half
  * when more than 7/8 of the slots are used; km_lidx_fit() resizes it to a given load
  * (after a restart's replay). Keys are identified by their 64-bit hash only (the caller
@@ -21,8 +22,6 @@
  */
 
 #include <stdint.h>
-
-#define KM_LIDX_HASH_MUL UINT64_C(0x9e3779b97f4a7c15) /* odd: a bijection of the hashes */
 
 struct km_lidx_ent {
 	uint64_t hash;
@@ -58,6 +57,10 @@ int km_lidx_fit(struct km_lidx *x, double load);
 uint64_t km_lidx_count(const struct km_lidx *x);
 /** Bytes of the slot array. */
 uint64_t km_lidx_bytes(const struct km_lidx *x);
+
+/** The slot array (free slots have version 0) and its size, for a SCAN over it; valid
+ * until the next upsert, remove or fit. */
+struct km_lidx_ent *km_lidx_slots(struct km_lidx *x, uint64_t *nb_slots);
 
 /**
  * Iterate: start with *pos = 0; returns the next used slot and advances *pos, NULL at

@@ -18,10 +18,11 @@ buffered(const struct log_store *ls, uint64_t off)
 	return NULL;
 }
 
-/* Check a record read for k: the key, the type, the version. */
+/* Check a record read for k (NULL: any key, given in *kout): the key, the type, the
+ * version. */
 static int
 rec_check(const uint8_t *p, size_t len, const struct km_key *k, uint64_t version,
-	struct km_value_ref *out)
+	struct km_value_ref *out, struct km_key *kout)
 {
 	struct km_rec r;
 	size_t size;
@@ -29,20 +30,25 @@ rec_check(const uint8_t *p, size_t len, const struct km_key *k, uint64_t version
 
 	if (res != KM_REC_OK || r.type != KM_REC_PUT)
 		return -EBADMSG;
-	if (r.klen != k->len || memcmp(r.key, k->data, k->len) != 0)
+	if (k != NULL && (r.klen != k->len || memcmp(r.key, k->data, k->len) != 0))
 		return -ENOENT; /* another key with the same 64-bit hash */
 	if (r.version != version)
 		return -EBADMSG;
 	out->data = r.val;
 	out->len = r.vlen;
 	out->version = r.version;
+	if (kout != NULL) {
+		kout->data = r.key;
+		kout->len = (uint16_t)r.klen;
+	}
 	return 0;
 }
 
-/* Blocking read of an entry (unbound use: the control lcore's walk, get). */
+/* Blocking read of an entry (unbound use: the control lcore's walk, get; SCAN): the value
+ * of key k, or with k NULL of whatever key the record has (then in *kout). */
 static int
 read_sync(struct log_store *ls, const struct km_lidx_ent *e, const struct km_key *k,
-	struct km_value_ref *out)
+	struct km_value_ref *out, struct km_key *kout)
 {
 	uint64_t boff;
 	uint32_t clen, b;
@@ -53,14 +59,14 @@ read_sync(struct log_store *ls, const struct km_lidx_ent *e, const struct km_key
 	if (!(e->loc & LOC_SEG)) {
 		p = buffered(ls, loc_pos(e->loc));
 		if (p != NULL)
-			return rec_check(p, loc_low(e->loc), k, e->version, out);
+			return rec_check(p, loc_low(e->loc), k, e->version, out, kout);
 		if (ls->ublk == NULL && (ls->ublk = malloc(KM_SEG_BLOCK_SIZE_MAX)) == NULL)
 			return -ENOMEM;
 		ls->ublk_valid = 0;
 		rc = km_pread_all(ls->fd, ls->ublk, loc_low(e->loc), loc_pos(e->loc));
 		if (rc < 0)
 			return rc;
-		return rec_check(ls->ublk, loc_low(e->loc), k, e->version, out);
+		return rec_check(ls->ublk, loc_low(e->loc), k, e->version, out, kout);
 	}
 	b = (uint32_t)loc_pos(e->loc);
 	if (ls->ublk == NULL && (ls->ublk = malloc(KM_SEG_BLOCK_SIZE_MAX)) == NULL)
@@ -86,7 +92,7 @@ read_sync(struct log_store *ls, const struct km_lidx_ent *e, const struct km_key
 	if (loc_low(e->loc) >= km_seg_ublock_max(ls->seg))
 		return -EBADMSG;
 	return rec_check(ls->ublk + loc_low(e->loc), km_seg_ublock_max(ls->seg) - loc_low(e->loc),
-		k, e->version, out);
+		k, e->version, out, kout);
 }
 
 int
@@ -102,7 +108,7 @@ log_get(struct km_store *s, const struct km_key *k, struct km_value_ref *out)
 		return -ENOENT;
 	if (e->loc == LOC_DAMAGED)
 		return -EBADMSG;
-	rc = read_sync(ls, e, k, out);
+	rc = read_sync(ls, e, k, out, NULL);
 	ls->st.disk_reads++;
 	if (rc < 0 && rc != -ENOENT)
 		ls->st.disk_read_errors++;
@@ -135,7 +141,7 @@ log_read_start(
 	if (!(e->loc & LOC_SEG)) {
 		p = buffered(ls, loc_pos(e->loc));
 		if (p != NULL)
-			return rec_check(p, loc_low(e->loc), k, e->version, out);
+			return rec_check(p, loc_low(e->loc), k, e->version, out, NULL);
 		off = loc_pos(e->loc);
 		len = loc_low(e->loc);
 		fd = ls->fd;
@@ -179,7 +185,7 @@ log_read_done(struct km_store *s, struct km_read *rd, int res, const struct km_k
 	if (e->loc != rd->loc || e->version != rd->version)
 		return -EAGAIN;
 	if (!(rd->loc & LOC_SEG)) {
-		rc = rec_check(rd->buf, rd->len, k, rd->version, out);
+		rc = rec_check(rd->buf, rd->len, k, rd->version, out, NULL);
 	} else {
 		b = (uint32_t)loc_pos(rd->loc);
 		ulen = km_seg_ublock_max(ls->seg);
@@ -190,7 +196,8 @@ log_read_done(struct km_store *s, struct km_read *rd, int res, const struct km_k
 		if (rc >= 0)
 			rc = loc_low(rd->loc) < (uint32_t)rc
 				     ? rec_check(rd->ubuf + loc_low(rd->loc),
-					       (uint32_t)rc - loc_low(rd->loc), k, rd->version, out)
+					       (uint32_t)rc - loc_low(rd->loc), k, rd->version, out,
+					       NULL)
 				     : -EBADMSG;
 	}
 	if (rc < 0 && rc != -ENOENT)
@@ -396,4 +403,83 @@ log_walk_step(struct km_store *s, struct km_walk_pos *wp, uint32_t budget,
 	if (rc != 0)
 		return rc;
 	return wp->pos < wp->end;
+}
+
+/*
+ * SCAN over the index (km_store_scan_table()). The index keeps no key: each entry a page
+ * looks at is read from the write buffer, the log or the segment, blocking, as a walk
+ * reads, so a page examines at most LOG_SCAN_SLOTS slots.
+ */
+#define LOG_SCAN_SLOTS 64
+
+struct log_scan {
+	struct log_store *ls;
+	struct km_lidx_ent *slots;
+};
+
+static int
+log_scan_used(void *tab, uint64_t i)
+{
+	return ((const struct log_scan *)tab)->slots[i].version != 0;
+}
+
+static uint64_t
+log_scan_order(void *tab, uint64_t i)
+{
+	return km_scan_order(((const struct log_scan *)tab)->slots[i].hash);
+}
+
+static int
+log_scan_visit(void *tab, uint64_t i, const uint8_t *prefix, uint16_t plen,
+	int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v), void *arg)
+{
+	struct log_scan *sc = tab;
+	const struct km_lidx_ent *e = &sc->slots[i];
+	struct km_value_ref v;
+	struct km_key k;
+	int rc;
+
+	/* A key whose newest record is damaged is not known any more: not listed (a GET of
+	 * it answers DAMAGED). */
+	if (e->loc == LOC_DAMAGED)
+		return 0;
+	rc = read_sync(sc->ls, e, NULL, &v, &k);
+	sc->ls->st.disk_reads++;
+	if (rc < 0) {
+		sc->ls->st.disk_read_errors++;
+		/* A record that fails its check is left out like a damaged one; a read that
+		 * failed fails the page (the client retries it). */
+		return rc == -EBADMSG ? 0 : rc;
+	}
+	if (k.len < plen || (plen != 0 && memcmp(k.data, prefix, plen) != 0))
+		return 0;
+	k.hash = e->hash;
+	return fn(arg, &k, &v);
+}
+
+int
+log_scan(struct km_store *s, const uint8_t *prefix, uint16_t plen, uint64_t *cursor,
+	uint32_t budget, int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v),
+	void *arg)
+{
+	struct log_store *ls = ls_of(s);
+	struct log_scan sc = {.ls = ls};
+	struct km_scan_table t = {
+		.tab = &sc,
+		.used = log_scan_used,
+		.order = log_scan_order,
+		.visit = log_scan_visit,
+	};
+
+	if (fn == NULL || cursor == NULL || (prefix == NULL && plen != 0))
+		return -EINVAL;
+	if (ls->quarantined)
+		return -EBADMSG;
+	if (km_lidx_count(ls->idx) == 0) {
+		*cursor = 0; /* complete at once, not a page per budget of empty slots */
+		return 0;
+	}
+	sc.slots = km_lidx_slots(ls->idx, &t.nb);
+	return km_store_scan_table(&t, prefix, plen, cursor,
+		budget < LOG_SCAN_SLOTS ? budget : LOG_SCAN_SLOTS, fn, arg);
 }

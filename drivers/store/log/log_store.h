@@ -233,6 +233,10 @@ int log_load(struct km_store *s, const struct km_key *k, const void *val, uint32
 
 int log_get(struct km_store *s, const struct km_key *k, struct km_value_ref *out);
 
+int log_scan(struct km_store *s, const uint8_t *prefix, uint16_t plen, uint64_t *cursor,
+	uint32_t budget, int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v),
+	void *arg);
+
 int log_read_start(
 	struct km_store *s, const struct km_key *k, struct km_read *rd, struct km_value_ref *out);
 

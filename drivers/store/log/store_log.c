@@ -168,6 +168,7 @@ static const struct km_store_ops log_ops = {
 	.del = log_del,
 	.walk = log_walk,
 	.walk_step = log_walk_step,
+	.scan = log_scan,
 	.version_floor = log_version_floor,
 	.stats = log_stats,
 	.prefetch = NULL,

@@ -12,7 +12,8 @@
  *   bits 3..0    the entry's probe distance (slot - home slot), saturated at 15, so
  *                deletion knows where an entry belongs without re-hashing its key in the
  *                common case. 0 in bits 47..0 = empty slot.
- * The home slot is a range reduction, (rotl(hash, 32) * slots) >> 64, so the table needs
+ * The home slot is a range reduction, (km_scan_order(hash) * slots) >> 64 (the hash
+ * rotated by 32 bits; SCAN visits entries in that order), so the table needs
  * no power-of-two size: it grows by 8/7 to 5/4 (sizes m * 2^e, m = 8, 10, 12, 14) when
  * the load would pass 7/8, so its load stays between 0.7 and 7/8 (9.1 to 11.4 B per key)
  * rather than between 7/16 and 7/8 with doubling; growth rehashes 4 to 7 times as often
@@ -116,9 +117,7 @@ mem_tag(uint64_t hash)
 static inline uint64_t
 mem_home(uint64_t hash, uint64_t nb)
 {
-	uint64_t x = (hash << 32) | (hash >> 32);
-
-	return (uint64_t)(((unsigned __int128)x * nb) >> 64);
+	return (uint64_t)(((unsigned __int128)km_scan_order(hash) * nb) >> 64);
 }
 
 static inline uint64_t
@@ -887,6 +886,58 @@ mem_walk_step(struct km_store *s, struct km_walk_pos *pos, uint32_t budget,
 	return end < nb;
 }
 
+/* SCAN (km_store_scan_table() over the slots). */
+static int
+mem_scan_used(void *tab, uint64_t i)
+{
+	return ((const struct mem_store *)tab)->slots[i] != 0;
+}
+
+static uint64_t
+mem_scan_order(void *tab, uint64_t i)
+{
+	const uint8_t *r = slot_rec(((const struct mem_store *)tab)->slots[i]);
+	uint64_t w = rec_word(r);
+
+	return km_scan_order(km_key_hash(rec_key(r, w), rec_klen(w)));
+}
+
+static int
+mem_scan_visit(void *tab, uint64_t i, const uint8_t *prefix, uint16_t plen,
+	int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v), void *arg)
+{
+	const struct mem_store *ms = tab;
+	const uint8_t *r = slot_rec(ms->slots[i]);
+	uint64_t w = rec_word(r);
+
+	if (rec_klen(w) < plen || (plen != 0 && memcmp(rec_key(r, w), prefix, plen) != 0))
+		return 0;
+	return mem_visit(ms, r, fn, arg);
+}
+
+static int
+mem_scan(struct km_store *s, const uint8_t *prefix, uint16_t plen, uint64_t *cursor,
+	uint32_t budget, int (*fn)(void *arg, const struct km_key *k, const struct km_value_ref *v),
+	void *arg)
+{
+	struct mem_store *ms = (struct mem_store *)s;
+	const struct km_scan_table t = {
+		.tab = ms,
+		.nb = ms->nb,
+		.used = mem_scan_used,
+		.order = mem_scan_order,
+		.visit = mem_scan_visit,
+	};
+
+	if (fn == NULL || cursor == NULL || (prefix == NULL && plen != 0))
+		return -EINVAL;
+	if (ms->nb_keys == 0) {
+		*cursor = 0; /* complete at once, not a page per budget of empty slots */
+		return 0;
+	}
+	return km_store_scan_table(&t, prefix, plen, cursor, budget, fn, arg);
+}
+
 static void
 mem_version_floor(struct km_store *s, uint64_t v)
 {
@@ -938,6 +989,7 @@ static const struct km_store_ops mem_ops = {
 	.del = mem_del,
 	.walk = mem_walk,
 	.walk_step = mem_walk_step,
+	.scan = mem_scan,
 	.version_floor = mem_version_floor,
 	.destroy_step = mem_destroy_step,
 	.stats = mem_stats,

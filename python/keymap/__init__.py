@@ -25,6 +25,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import enum
+import operator
 import os
 from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -368,6 +369,21 @@ def _check(rc: int, context: Optional[str] = None) -> int:
 Bytes = Union[bytes, bytearray, memoryview, str]
 
 
+def _uint(x: Any, bits: int, name: str) -> int:
+    """x as an unsigned integer of `bits` bits. ctypes would wrap a negative or too large
+    value around without a word (a version of -1 becoming 2**64 - 1): TypeError for what
+    is not an integer (bool included), ValueError out of range."""
+    if isinstance(x, bool):
+        raise TypeError("%s: an integer, not a bool" % name)
+    try:
+        v = operator.index(x)
+    except TypeError:
+        raise TypeError("%s: an integer, not %s" % (name, type(x).__name__)) from None
+    if not 0 <= v < 1 << bits:
+        raise ValueError("%s: %d is not in 0..%d" % (name, v, (1 << bits) - 1))
+    return v
+
+
 def _b(x: Bytes) -> bytes:
     if isinstance(x, str):
         return x.encode("utf-8")
@@ -475,8 +491,8 @@ class _Req:
         o.klen = len(self.key)
         o.val = _addr(self.val)
         o.vlen = len(self.val)
-        o.version = int(d.version)
-        o.session = int(d.session)
+        o.version = _uint(d.version, 64, "version")
+        o.session = _uint(d.session, 32, "session")
         if self.buf is not None:
             o.buf = ctypes.addressof(self.buf)
             o.cap = cap
@@ -515,12 +531,12 @@ class Client:
         o = KmClientOpts()
         o.size = ctypes.sizeof(KmClientOpts)
         o.host = _b(host)
-        o.port = int(port)
-        o.timeout_ms = int(timeout_ms)
-        o.retries = int(retries)
-        o.session = int(session)
+        o.port = _uint(port, 16, "port")
+        o.timeout_ms = _uint(timeout_ms, 32, "timeout_ms")
+        o.retries = _uint(retries, 32, "retries")
+        o.session = _uint(session, 32, "session")
         o.no_steer = 1 if no_steer else 0
-        o.window = int(window)
+        o.window = _uint(window, 32, "window")
         o.auth_key = _b(auth_key) if auth_key is not None else None
         o.lazy = 1 if lazy else 0
         h = ctypes.c_void_p()
@@ -558,7 +574,7 @@ class Client:
 
     # -- calls
     def ping(self, worker: int = 0) -> None:
-        _check(_ping(self._h(), worker), "ping")
+        _check(_ping(self._h(), _uint(worker, 32, "worker")), "ping")
 
     def get(self, key: Bytes) -> Tuple[bytes, int]:
         """(value, version); raises NotFound."""
@@ -586,7 +602,8 @@ class Client:
         version. Raises VersionMismatch (with .current_version, 0 if absent)."""
         k, v = _b(key), _b(value)
         ver = ctypes.c_uint64()
-        rc = _cas(self._h(), k, len(k), v, len(v), int(version), ctypes.byref(ver))
+        rc = _cas(self._h(), k, len(k), v, len(v), _uint(version, 64, "version"),
+                  ctypes.byref(ver))
         if rc < 0:
             e = error(rc, "cas")
             if isinstance(e, VersionMismatch):
@@ -597,7 +614,7 @@ class Client:
     def delete(self, key: Bytes, version: int = 0) -> None:
         """DEL; version 0 = unconditional. Raises NotFound, VersionMismatch."""
         k = _b(key)
-        _check(_del(self._h(), k, len(k), int(version)), "delete")
+        _check(_del(self._h(), k, len(k), _uint(version, 64, "version")), "delete")
 
     def mget(self, keys: Sequence[Bytes]) -> List[Tuple[Optional[bytes], int]]:
         """[(value or None when absent, version)] in the order of keys; another per-key
@@ -650,7 +667,7 @@ class Client:
 
         fn = SCAN_FN(one)
         while True:
-            _check(_scan(self._h(), p, len(p), ctypes.byref(cursor), int(page),
+            _check(_scan(self._h(), p, len(p), ctypes.byref(cursor), _uint(page, 32, "page"),
                          1 if keys_only else 0, fn, None), "scan")
             yield from got
             got.clear()
@@ -701,7 +718,7 @@ class Client:
 
     @session.setter
     def session(self, s: int) -> None:
-        _check(_set_session(self._h(), int(s)), "set session")
+        _check(_set_session(self._h(), _uint(s, 32, "session")), "set session")
 
     def worker_of(self, key: Bytes) -> int:
         k = _b(key)

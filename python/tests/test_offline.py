@@ -171,6 +171,21 @@ class Errors(unittest.TestCase):
         with keymap.Client("127.0.0.1", timeout_ms=30, lazy=True) as c:
             with self.assertRaises(TypeError):
                 c.get(42)
+            # Integers out of their C type's range: refused, never wrapped around.
+            for call in (lambda: c.cas("k", "v", -1), lambda: c.cas("k", "v", 1 << 64),
+                         lambda: c.delete("k", -2), lambda: c.ping(-1),
+                         lambda: c.batch([("cas", "k", "v", -1)]),
+                         lambda: list(c.scan("a/", page=-1))):
+                with self.assertRaises(ValueError):
+                    call()
+            with self.assertRaises(TypeError):
+                c.cas("k", "v", 1.5)
+            with self.assertRaises(TypeError):
+                c.delete("k", True)
+        for kw in ({"port": 70000}, {"port": -1}, {"timeout_ms": -5}, {"retries": 1 << 32},
+                   {"session": -1}, {"window": -1}):
+            with self.assertRaises(ValueError, msg=str(kw)):
+                keymap.Client("127.0.0.1", lazy=True, **kw)
 
 
 class Lazy(unittest.TestCase):

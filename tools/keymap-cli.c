@@ -48,7 +48,7 @@ static const char usage_text[] =
 	"  cas KEY EXPECTED_VERSION VALUE    store if the version matches (0: only if absent)\n"
 	"  del KEY [EXPECTED_VERSION]        delete (only if the version matches, when given)\n"
 	"  mget KEY...                       print 'KEY<tab>VALUE' for each key found\n"
-	"  scan PREFIX [--keys-only] [--limit N] [--page N]\n"
+	"  scan [--keys-only] [--limit N] [--page N] [--] PREFIX\n"
 	"                                    print 'KEY<tab>VALUE' for each key that begins\n"
 	"                                    with PREFIX, which must end the routing part of\n"
 	"                                    its keys (e.g. user42/); in the server's order\n"
@@ -326,6 +326,8 @@ cmd_scan(struct km_client *c, int argc, char **argv, int verbose)
 					argv[i]);
 				return EXIT_USAGE;
 			}
+		} else if (strcmp(argv[i], "--") == 0 && prefix == NULL && i + 1 == argc - 1) {
+			prefix = argv[++i]; /* a prefix that begins with '-' */
 		} else if (prefix == NULL && argv[i][0] != '\0' &&
 			   (argv[i][0] != '-' || argv[i][1] == '\0')) {
 			prefix = argv[i];

@@ -208,11 +208,13 @@ typedef void (*km_scan_fn)(void *arg, const struct km_scan_item *it);
  * written from the first page to the last exactly once, with the value it had when its
  * page was read; keys written meanwhile may or may not be listed (docs/protocol.md 4.3).
  * @return the number of entries given to fn (0 is possible before the end: a page may be
- *   empty), or an error with *cursor unchanged (retrying repeats the page): KM_ERR_INVAL
- *   (prefix empty or not ending its routing part under the client's map, unknown flags,
- *   fn NULL), KM_ERR_TOO_LARGE (prefix over 250 bytes), KM_ERR_BAD_REQUEST (the server's
- *   map disagrees: the prefix's entity is spread over shards), KM_ERR_BUSY, KM_ERR_TIMEOUT,
- *   KM_ERR_DAMAGED, KM_ERR_DENIED, ...
+ *   empty), or an error with *cursor unchanged and nothing of the page given to fn (the
+ *   page's values are fetched before fn sees any entry: calling again is safe):
+ *   KM_ERR_INVAL (prefix empty or not ending its routing part under the client's map,
+ *   unknown flags, fn NULL), KM_ERR_TOO_LARGE (prefix over 250 bytes),
+ *   KM_ERR_BAD_REQUEST (the prefix stops at a part the server's partition shifter spread
+ *   over shards: name the added component too), KM_ERR_BUSY (the shard is handed over,
+ *   or that part's keys are moving), KM_ERR_TIMEOUT, KM_ERR_DAMAGED, KM_ERR_DENIED, ...
  * @note Context: the thread that uses c (a handle is single-threaded); blocks.
  */
 int km_scan(struct km_client *c, const void *prefix, size_t plen, uint64_t *cursor,

@@ -593,6 +593,7 @@ exec_scan(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 {
 	uint32_t epoch = km_shardmap_epoch_fast(map);
 	uint64_t cursor = req->hdr.version;
+	const struct km_override_info *o;
 	struct km_shardmap_route sr;
 	struct km_proc_shard *shd;
 	struct scan_page sp;
@@ -601,22 +602,30 @@ exec_scan(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 	int rc;
 
 	p->cnt.req_scan++;
-	km_shardmap_route(map, req->key, req->hdr.key_len, &sr);
 	/* Its keys share one shard only if the prefix ends their routing part: a separator
-	 * follows it in the prefix (not so for a part the partition shifter spread over
-	 * shards by one more component, unless the prefix names that one too). */
-	if (sr.route_len >= req->hdr.key_len) {
+	 * follows it in the prefix. */
+	if (km_shardmap_route_len(map, req->key, req->hdr.key_len) >= req->hdr.key_len) {
 		p->cnt.bad_request++;
 		return proc_reply_status(&req->hdr, KM_ST_BAD_REQUEST, epoch, out);
+	}
+	km_shardmap_route(map, req->key, req->hdr.key_len, &sr);
+	/* A part the partition shifter overrides: while its keys move (either way) they are
+	 * in two places, whatever the prefix: later. Settled, they are spread by the added
+	 * components: the prefix must name them too. */
+	if (proc_unlikely(km_shardmap_nb_overrides(map) != 0) &&
+		(o = km_shardmap_override_find(map, sr.part_hash)) != NULL) {
+		if (o->state != KM_OVR_SETTLED || sr.fallback != NULL) {
+			p->cnt.busy_handover++;
+			return proc_reply_status(&req->hdr, KM_ST_BUSY, epoch, out);
+		}
+		if (sr.route_len >= req->hdr.key_len) {
+			p->cnt.bad_request++;
+			return proc_reply_status(&req->hdr, KM_ST_BAD_REQUEST, epoch, out);
+		}
 	}
 	shd = owned_shard(p, sr.shard, sr.hash);
 	if (shd == NULL)
 		return reply_busy(p, map, req, sr.shard, out);
-	/* Keys moving between two shards (an override migrating), or no sure lease. */
-	if (sr.fallback != NULL) {
-		p->cnt.busy_handover++;
-		return proc_reply_status(&req->hdr, KM_ST_BUSY, epoch, out);
-	}
 	if (proc_unlikely(proc_repl_fenced(p, shd))) {
 		p->cnt.busy_lease++;
 		return proc_reply_status(&req->hdr, KM_ST_BUSY, epoch, out);

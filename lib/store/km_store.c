@@ -194,6 +194,10 @@ km_store_scan_table(const struct km_scan_table *t, const uint8_t *prefix, uint16
 			cand[keep++] = cand[j];
 	qsort(cand, keep, sizeof(cand[0]), scan_cand_cmp);
 	for (j = 0; j < keep; j++) {
+		if (t->visit_max != 0 && j == t->visit_max) {
+			*cursor = cand[j].order; /* the next page starts with it */
+			return 0;
+		}
 		rc = t->visit(t->tab, cand[j].slot, prefix, plen, fn, arg);
 		if (rc != 0) {
 			*cursor = cand[j].order;

@@ -433,6 +433,9 @@ km_scan_order(uint64_t hash)
 struct km_scan_table {
 	void *tab;
 	uint64_t nb;
+	/** Entries a page visits at most (0: no bound): the page then ends before the next
+	 * one, as when fn stops (a driver whose visit reads from the disk bounds it). */
+	uint32_t visit_max;
 	/** Whether slot i holds an entry. */
 	int (*used)(void *tab, uint64_t i);
 	/** km_scan_order() of the hash of the entry in slot i. */

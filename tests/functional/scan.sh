@@ -83,6 +83,8 @@ expect 0 "	version [0-9]+$" "${kcli[@]}" -v scan cli/k3
 expect 1 "cli does not end the routing part of its keys" "${kcli[@]}" scan cli
 expect 1 "--limit: not a number" "${kcli[@]}" scan cli/ --limit x
 expect 1 "usage" "${kcli[@]}" scan
+expect 0 "^OK" "${kcli[@]}" put -x/k1 v1
+expect 0 "^-x/k1	v1$" "${kcli[@]}" scan -- -x/
 expect 0 "" "${kcli[@]}" scan nothing/here/
 [ ! -s "$tmp/out" ] || fail "scan nothing/here/: $(cat "$tmp/out")"
 ok "scan of a prefix with no key: nothing, exit 0"

@@ -1025,6 +1025,33 @@ test_scan(void **state)
 	assert_int_equal(call(e, &r, &rep), KM_ST_BAD_REQUEST);
 	r.key = "s";
 	assert_int_equal(call(e, &r, &rep), KM_ST_BAD_REQUEST);
+
+	/* The partition shifter overrides "sp" by one more component: while its keys move
+	 * (MIGRATING, REVERTING) every SCAN of it is BUSY, whatever its depth; SETTLED, a
+	 * prefix that stops at "sp/" is BAD_REQUEST, one that names a sub-part executes. */
+	{
+		struct km_shardmap *mig, *set, *rev;
+		uint64_t part = km_key_hash("sp", 2);
+		static const char *const deep[] = {"sp/", "sp/3/"};
+
+		assert_int_equal(
+			km_shardmap_override_add(e->map, (const uint8_t *)"sp", 2, 1, &mig), 0);
+		assert_int_equal(km_shardmap_override_settle(mig, part, &set), 0);
+		assert_int_equal(km_shardmap_override_remove(set, part, &rev), 0);
+		for (i = 0; i < 2; i++) {
+			r.key = deep[i];
+			r.req_id = 991 + i;
+			assert_int_equal(call_map(e, mig, &r, &rep, KM_DGRAM_MAX), KM_ST_BUSY);
+			assert_int_equal(call_map(e, rev, &r, &rep, KM_DGRAM_MAX), KM_ST_BUSY);
+		}
+		r.key = "sp/";
+		assert_int_equal(call_map(e, set, &r, &rep, KM_DGRAM_MAX), KM_ST_BAD_REQUEST);
+		r.key = "sp/3/";
+		assert_int_equal(call_map(e, set, &r, &rep, KM_DGRAM_MAX), KM_ST_OK);
+		km_shardmap_free(mig);
+		km_shardmap_free(set);
+		km_shardmap_free(rev);
+	}
 }
 
 static void

@@ -990,13 +990,20 @@ ft_fn(void *arg, const struct km_key *k, const struct km_value_ref *v)
 	return 0;
 }
 
+/* km_scan_table.visit_max of the pages ft_check_from() runs (0: none). */
+static uint32_t ft_visit_max;
+
 /* A whole scan from cursor c0 gives exactly the entries of order >= c0, in order.
  * @return the pages. */
 static uint64_t
 ft_check_from(struct ftab *t, uint64_t c0, uint32_t budget)
 {
-	const struct km_scan_table st = {
-		.tab = t, .nb = t->nb, .used = ft_used, .order = ft_order, .visit = ft_visit};
+	const struct km_scan_table st = {.tab = t,
+		.nb = t->nb,
+		.visit_max = ft_visit_max,
+		.used = ft_used,
+		.order = ft_order,
+		.visit = ft_visit};
 	struct fctx c = {0};
 	uint64_t cur = c0, pages = 0, i;
 	uint32_t expect = 0;
@@ -1067,6 +1074,11 @@ test_table_wrap(void **state)
 	assert_true(t->used[0] && ft_home(t->ord[0], 16) >= 13);
 	assert_true(t->used[1] && ft_home(t->ord[1], 16) >= 13);
 	ft_check_all(t, budgets, 6);
+	/* Pages that visit at most 1, 2 or 3 entries (the log store's bound on its reads):
+	 * every entry all the same, exactly once. */
+	for (ft_visit_max = 1; ft_visit_max <= 3; ft_visit_max++)
+		ft_check_all(t, budgets, 6);
+	ft_visit_max = 0;
 	ft_free(t);
 }
 

@@ -408,9 +408,11 @@ log_walk_step(struct km_store *s, struct km_walk_pos *wp, uint32_t budget,
 /*
  * SCAN over the index (km_store_scan_table()). The index keeps no key: each entry a page
  * looks at is read from the write buffer, the log or the segment, blocking, as a walk
- * reads, so a page examines at most LOG_SCAN_SLOTS slots.
+ * reads, on the worker: so a page examines at most LOG_SCAN_SLOTS slots and reads at
+ * most LOG_SCAN_READS records.
  */
 #define LOG_SCAN_SLOTS 64
+#define LOG_SCAN_READS 32
 
 struct log_scan {
 	struct log_store *ls;
@@ -466,6 +468,7 @@ log_scan(struct km_store *s, const uint8_t *prefix, uint16_t plen, uint64_t *cur
 	struct log_scan sc = {.ls = ls};
 	struct km_scan_table t = {
 		.tab = &sc,
+		.visit_max = LOG_SCAN_READS,
 		.used = log_scan_used,
 		.order = log_scan_order,
 		.visit = log_scan_visit,

@@ -36,6 +36,13 @@ km_scan_fetch(struct km_client *c, const struct km_scan_ent *e, unsigned int fla
 	}
 	if (rc != KM_OK)
 		return rc;
+	if (sl->big != NULL && op.len < KM_VALUE_MAX_LARGE) {
+		/* A page may hold a hundred such entries: keep what each value needs. */
+		void *v = realloc(sl->big, op.len != 0 ? op.len : 1);
+
+		if (v != NULL)
+			sl->big = v;
+	}
 	sl->it.val = sl->big;
 	sl->it.vlen = sl->big != NULL ? op.len : 0;
 	sl->it.version = op.out_version;

@@ -609,18 +609,18 @@ exec_scan(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 		return proc_reply_status(&req->hdr, KM_ST_BAD_REQUEST, epoch, out);
 	}
 	km_shardmap_route(map, req->key, req->hdr.key_len, &sr);
-	/* A part the partition shifter overrides: while its keys move (either way) they are
-	 * in two places, whatever the prefix: later. Settled, they are spread by the added
-	 * components: the prefix must name them too. */
+	/* A part the partition shifter overrides: its keys are spread by the added
+	 * components (MIGRATING, SETTLED), so the prefix must name them too; and while they
+	 * move (either way) they are in two places, whatever the prefix: later. */
 	if (proc_unlikely(km_shardmap_nb_overrides(map) != 0) &&
 		(o = km_shardmap_override_find(map, sr.part_hash)) != NULL) {
-		if (o->state != KM_OVR_SETTLED || sr.fallback != NULL) {
-			p->cnt.busy_handover++;
-			return proc_reply_status(&req->hdr, KM_ST_BUSY, epoch, out);
-		}
-		if (sr.route_len >= req->hdr.key_len) {
+		if (o->state != KM_OVR_REVERTING && sr.route_len >= req->hdr.key_len) {
 			p->cnt.bad_request++;
 			return proc_reply_status(&req->hdr, KM_ST_BAD_REQUEST, epoch, out);
+		}
+		if (o->state != KM_OVR_SETTLED) {
+			p->cnt.busy_handover++;
+			return proc_reply_status(&req->hdr, KM_ST_BUSY, epoch, out);
 		}
 	}
 	shd = owned_shard(p, sr.shard, sr.hash);

@@ -37,7 +37,9 @@ idle_sleep_us = 1000
 [store]
 value_max = 4000
 [shards]
+; only the test's splits and merges: keymapd's own would merge cold buddies away under it
 split_rate = 0
+merge_rate = 0
 EOF
 start_keymapd 0-1 -c "$conf"
 timeout -k 5 200 ip netns exec "$ns" "$sclient" "$server" 15 "$big" >"$tmp/client.out" 2>&1 &

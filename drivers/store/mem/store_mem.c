@@ -277,17 +277,17 @@ rec_addr_ok(const void *r)
 	return ((uintptr_t)r & ~(SLOT_PTR_MASK >> 1)) == 0;
 }
 
-/* A record block the slot format can point to, of its own or from a slab. */
+/* A record block the slot format can point to, of its own or from a slab of m. */
 static uint8_t *
-rec_alloc(struct mem_store *ms, size_t size, uint64_t own)
+rec_alloc(struct mem_slabs *m, size_t size, uint64_t own)
 {
-	uint8_t *r = own ? mem_own_alloc(&ms->mem, size) : mem_slab_alloc(&ms->mem, size);
+	uint8_t *r = own ? mem_own_alloc(m, size) : mem_slab_alloc(m, size);
 
 	if (r != NULL && !rec_addr_ok(r)) {
 		if (own)
-			mem_own_free(&ms->mem, r);
+			mem_own_free(m, r);
 		else
-			mem_slab_free(&ms->mem, r, size);
+			mem_slab_free(m, r, size);
 		return NULL;
 	}
 	return r;
@@ -463,11 +463,7 @@ mem_compact(struct mem_store *ms)
 		 * few: written while the store was small, or large). */
 		if ((w & REC_OWN) != 0 || mem_slab_size(size) == 0)
 			continue;
-		nr = mem_slab_alloc(&dst, size);
-		if (nr != NULL && !rec_addr_ok(nr)) {
-			mem_slab_free(&dst, nr, size);
-			nr = NULL;
-		}
+		nr = rec_alloc(&dst, size, 0);
 		if (nr == NULL) {
 			mem_slabs_absorb(&ms->mem, &dst);
 			/* Not again at the next free: only once as much is free again. */
@@ -640,7 +636,7 @@ mem_insert(struct mem_store *ms, const struct km_key *k, uint64_t tag, uint64_t 
 	voff = rec_voff(ms, version);
 	size = rec_size_of(k->len, len, voff);
 	own = rec_own(ms, size);
-	r = rec_alloc(ms, size, own);
+	r = rec_alloc(&ms->mem, size, own);
 	if (r == NULL) {
 		if (ms->nb_keys == 0)
 			mem_slabs_release(&ms->mem);
@@ -678,7 +674,7 @@ mem_update(struct mem_store *ms, uint64_t i, uint8_t *r, const void *val, uint32
 		return 0;
 	}
 	own = rec_own(ms, size);
-	nr = rec_alloc(ms, size, own);
+	nr = rec_alloc(&ms->mem, size, own);
 	if (nr == NULL)
 		return -ENOMEM;
 	rec_set_hdr(nr, klen, len, own, voff, version);

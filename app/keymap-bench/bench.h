@@ -5,10 +5,11 @@
 /*
  * keymap-bench: a load generator for keymapd, its echo mode and memcached.
  *
- * One generator thread (the EAL main lcore for ethdev transports) runs the engine: it
- * builds request datagrams with the target codec (km_target.h), hands them to a
- * transport (a DPDK port, or a kernel UDP socket), matches replies to requests by id
- * and records latencies in histograms (km_hist.h). Closed loop keeps N requests in
+ * One generator thread (the EAL main lcore for ethdev transports; with --threads N, N
+ * lcores, each with a queue pair of the port) runs the engine: it builds request datagrams
+ * with the target codec (km_target.h), hands them to a transport (a DPDK port, or a
+ * kernel UDP socket), matches replies to requests by id and records latencies in
+ * histograms (km_hist.h). Closed loop keeps N requests in
  * flight; open loop sends on a fixed schedule and measures each latency from the time
  * the request was due, so a slow server cannot hide its queueing (no coordinated
  * omission). A separate driver runs keymap requests through libkeymap's batch API.
@@ -24,6 +25,8 @@
 #include <km_workload.h>
 
 #define BENCH_BURST 32
+/** Most generator lcores (--threads), each with its queue pair and UDP source port. */
+#define BENCH_GEN_MAX 16
 /** Largest payload a transport carries (one Ethernet frame). */
 #define BENCH_PAYLOAD_MAX 1472
 
@@ -49,6 +52,7 @@ struct bench_conf {
 	uint32_t src_ip;     /* ethdev: our address, network order */
 	uint16_t src_port;   /* ethdev: our UDP port */
 	uint16_t eth_port;   /* ethdev port id */
+	uint32_t threads;    /* eth: generator lcores, one queue pair and source port each */
 	/* workload */
 	struct km_wl_conf wl;
 	uint64_t hot_move_us; /* zipf, hotset: the hot keys move every this long (0: never) */
@@ -130,7 +134,11 @@ uint64_t bench_now_ns(void);
 
 /* Transports. @return NULL with a message in err. */
 struct bench_xport *bench_xport_socket(const struct bench_conf *c, char *err, size_t errlen);
-struct bench_xport *bench_xport_eth(const struct bench_conf *c, char *err, size_t errlen);
+/* nb queue pairs of the port in xs[0..nb-1] (queue q sends from UDP port src_port + q; its
+ * replies come to it whichever queue receives them); each is closed on its own, the port
+ * with the last. @return 0, or -1 with a message in err. */
+int bench_xport_eth(const struct bench_conf *c, unsigned int nb, struct bench_xport **xs, char *err,
+	size_t errlen);
 
 /*
  * keymap over the eth and socket transports: what requests carry (hello.c). A server may
@@ -166,6 +174,8 @@ int bench_hello_reply(struct bench_auth *a, const uint8_t *buf, size_t len);
 /* A reply said DENIED for want of a cookie: renew it. */
 void bench_hello_refused(struct bench_auth *a, uint64_t now);
 
+struct bench_agg;
+
 /* Everything the engine and the libkeymap driver need for one phase. */
 struct bench_phase {
 	const char *name; /* "preload", "run", "replay" */
@@ -182,6 +192,11 @@ struct bench_phase {
 	int progress;             /* print a line every second */
 	struct bench_tick *ticks; /* one per second, may be NULL */
 	size_t nb_ticks, cap_ticks;
+	/* preload by several engines: this one PUTs keys part, part + parts, ... (parts 0 or
+	 * 1: every key) */
+	uint32_t part, parts;
+	/* several engines: their seconds are merged there (NULL: one engine) */
+	struct bench_agg *agg;
 };
 
 /* One request taken from a phase's source. */
@@ -199,6 +214,7 @@ struct bench_source {
 	const struct bench_phase *ph;
 	uint64_t t0;        /* run start (ns): trace due times are relative to it */
 	uint64_t cursor;    /* next key (preload) or record (trace) */
+	uint64_t stride;    /* preload: from one key to this engine's next */
 	uint64_t nb_source; /* keys or records; UINT64_MAX for a synthetic workload */
 	uint64_t issued;    /* requests taken */
 	uint32_t *retry;    /* preload: keys whose request timed out, to send again */
@@ -218,9 +234,27 @@ int bench_source_next(struct bench_source *s, uint64_t now, struct bench_req *p)
 uint64_t bench_hot_move(const struct bench_conf *c, uint64_t key, uint64_t t_us);
 /* Bytes of key number `key` into buf (KM_KEY_MAX bytes). @return its length. */
 size_t bench_source_key(const struct bench_source *s, uint32_t key, char *buf);
+/* Preload: keys of this engine not taken yet. */
+uint64_t bench_source_left(const struct bench_source *s);
 
-/* Run a phase over a transport. @return 0, or -1 on a transport failure. */
+/* Run a phase over a transport. @return 0, or -ENOMEM. */
 int bench_engine_run(struct bench_xport *x, struct bench_phase *ph, struct bench_result *r);
+
+/* What one generator lcore of --threads works with. */
+struct bench_gen {
+	struct bench_xport *x;   /* its queue pair */
+	struct bench_auth *auth; /* its source port's cookie (keymap), or NULL */
+	struct km_wl *wl;        /* its own workload generator (its own seed), or NULL */
+};
+
+/*
+ * Run a phase on n engines, engine i on gens[i] and the i-th EAL lcore (0: the calling
+ * main lcore): each takes 1/n of the window, of the rate, of -n and of the preload's keys; their
+ * seconds and results are merged into ph's ticks and r. n == 1 is bench_engine_run().
+ * @return 0, or -ENOMEM.
+ */
+int bench_gens_run(const struct bench_gen *gens, unsigned int n, struct bench_phase *ph,
+	struct bench_result *r);
 
 /* Run a phase through libkeymap (closed loop, window = conf->inflight). */
 int bench_libkeymap_run(struct bench_phase *ph, struct bench_result *r, char *err, size_t errlen);
@@ -232,10 +266,18 @@ extern volatile int bench_stop;
 struct bench_second {
 	struct km_hist lat;
 	uint64_t replies, timeouts;
+	size_t idx; /* seconds of the engine closed before this one */
 };
 
-/* Close the second ending t_s into the run: progress line, ph->ticks, then reset s. */
+/* Close the second ending t_s into the run: progress line, ph->ticks (or, with several
+ * engines, into ph->agg), then reset s for the next. */
 void bench_second_close(struct bench_phase *ph, struct bench_second *s, double t_s);
+/* A second of the phase is over: progress line and ph->ticks. */
+void bench_second_emit(struct bench_phase *ph, const struct bench_second *s, double t_s);
+/* Several engines (gen.c): merge an engine's second into the phase's. */
+void bench_agg_close(struct bench_agg *a, const struct bench_second *s, double t_s);
+/* Engine `engine` stopped after closing `seconds` seconds. */
+void bench_agg_leave(struct bench_agg *a, unsigned int engine, size_t seconds);
 
 /* Progress line to stderr. */
 void bench_print_tick(const char *phase, const struct bench_tick *t, double interval_s);

@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 
 /*
- * The request engine: one thread, one transport, up to 65536 requests in flight.
+ * The request engine: one thread, one transport, up to 65536 requests in flight. With
+ * --threads, one engine per generator lcore, each with its own transport (a queue pair and
+ * source port), slots, source and results; they share the sequence below and the seconds
+ * (bench_agg) only.
  *
  * A request id is (sequence << 16) | slot, the sequence counting every request of the
- * process from a random start: ids never repeat within a run, nor (most likely) across
- * runs from the same address, so a server's at-most-once table never mistakes a new
- * write for a retry. A reply whose slot is free or holds another id (a late reply to a
- * request that already timed out) is stray. memcached echoes only the low 32 bits.
+ * process from a random start (the engines take it a burst at a time): ids never repeat
+ * within a run, nor (most likely) across runs from the same address, so a server's
+ * at-most-once table never mistakes a new write for a retry. A reply whose slot is free or holds
+ * another id (a late reply to a request that already timed out) is stray. memcached echoes only the
+ * low 32 bits.
  */
 
 #include <errno.h>
@@ -26,7 +30,7 @@
 
 volatile int bench_stop;
 
-static uint64_t next_seq; /* of the next request; 0: not drawn yet */
+static uint64_t next_seq; /* of the next request; 0: not drawn yet (atomic) */
 
 struct slot {
 	uint64_t t_ns;    /* when the request was due (open loop) or sent (closed loop) */
@@ -143,7 +147,7 @@ send_pending(struct engine *e, struct bench_xport *x, uint64_t now, struct bench
 	uint16_t lens[BENCH_BURST];
 	char key[KM_KEY_MAX + 1];
 	unsigned int n = 0, k, sent, gone, i;
-	uint64_t id;
+	uint64_t id, seq;
 	uint32_t s;
 	size_t klen, len;
 
@@ -153,11 +157,13 @@ send_pending(struct engine *e, struct bench_xport *x, uint64_t now, struct bench
 	if (n == 0)
 		return;
 	k = x->tx_prepare(x, n, bufs, cap);
+	/* Ids of unsent requests are not reused either. */
+	seq = __atomic_fetch_add(&next_seq, k, __ATOMIC_RELAXED);
 	for (i = 0; i < k; i++) {
 		struct bench_req *p = &e->pend[i];
 
 		s = e->free_ids[e->nb_free - 1 - i];
-		id = ((next_seq + i) << 16) | s;
+		id = ((seq + i) << 16) | s;
 		klen = bench_source_key(&e->src, p->key, key);
 		len = req_build(e, p, id, key, klen, bufs[i], cap[i]);
 		/* The cookie and key id are pre-encoded: a copy, and a MAC with a key. */
@@ -173,7 +179,7 @@ send_pending(struct engine *e, struct bench_xport *x, uint64_t now, struct bench
 
 		s = e->free_ids[--e->nb_free];
 		sl = &e->slots[s];
-		sl->id = ((next_seq + i) << 16) | s;
+		sl->id = ((seq + i) << 16) | s;
 		sl->busy = 1;
 		sl->op = p->op;
 		sl->key = p->key;
@@ -193,7 +199,6 @@ send_pending(struct engine *e, struct bench_xport *x, uint64_t now, struct bench
 		else
 			r->dels++;
 	}
-	next_seq += k; /* ids of unsent requests are not reused either */
 	if (sent < n)
 		r->tx_full += n - sent;
 	/* Dropped, as a server's full RX ring drops what arrives: the schedule goes on and
@@ -337,14 +342,18 @@ bench_engine_run(struct bench_xport *x, struct bench_phase *ph, struct bench_res
 	km_hist_init(&r->lat_sent);
 	km_hist_init(&e.sec.lat);
 	e.id_mask = c->target == KM_TGT_MEMCACHED ? UINT32_MAX : UINT64_MAX;
-	if (next_seq == 0) {
+	if (__atomic_load_n(&next_seq, __ATOMIC_RELAXED) == 0) {
 		struct timespec ts;
+		uint64_t zero = 0, seq;
 
 		clock_gettime(CLOCK_REALTIME, &ts);
-		next_seq = (((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^
-				    ((uint64_t)getpid() << 12)) &
-				   ((1ull << 40) - 1)) |
-			   1;
+		seq = (((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^
+			       ((uint64_t)getpid() << 12)) &
+			      ((1ull << 40) - 1)) |
+		      1;
+		/* The first engine to start draws it. */
+		__atomic_compare_exchange_n(
+			&next_seq, &zero, seq, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
 	}
 	/* Open loop: as many slots as a timeout's worth of requests could need. */
 	e.inflight_max = c->inflight;
@@ -360,6 +369,8 @@ bench_engine_run(struct bench_xport *x, struct bench_phase *ph, struct bench_res
 	if (e.slots == NULL || e.free_ids == NULL || bench_source_init(&e.src, ph, e.nslots) != 0) {
 		free(e.slots);
 		free(e.free_ids);
+		if (ph->agg != NULL)
+			bench_agg_leave(ph->agg, ph->part, 0);
 		return -ENOMEM;
 	}
 	/* Lowest slots on top of the stack: few slots in use stay in few cache lines. */
@@ -431,9 +442,11 @@ bench_engine_run(struct bench_xport *x, struct bench_phase *ph, struct bench_res
 				r->failed++;
 		}
 	if (ph->preload)
-		r->failed += e.src.nb_retry + e.nb_pend + (e.src.nb_source - e.src.cursor);
+		r->failed += e.src.nb_retry + e.nb_pend + bench_source_left(&e.src);
 	if (e.sec.replies > 0 || e.sec.timeouts > 0)
 		bench_second_close(ph, &e.sec, (double)(bench_now_ns() - e.t0) / 1e9);
+	if (ph->agg != NULL)
+		bench_agg_leave(ph->agg, ph->part, e.sec.idx);
 	r->elapsed_s = (double)((last_reply > e.t0 ? last_reply : bench_now_ns()) - e.t0) / 1e9;
 	now = bench_now_ns();
 	r->cpu_share = now > e.t0 ? (double)(thread_cpu_ns() - cpu0) / (double)(now - e.t0) : 0;

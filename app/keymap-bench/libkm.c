@@ -153,7 +153,7 @@ bench_libkeymap_run(struct bench_phase *ph, struct bench_result *r, char *err, s
 	}
 	r->elapsed_s = (double)(bench_now_ns() - t0) / 1e9;
 	if (ph->preload)
-		r->failed += src.nb_source - src.cursor; /* never tried */
+		r->failed += bench_source_left(&src); /* never tried */
 	km_client_get_stats(cl, &cs);
 	r->stray = cs.stray_replies;
 	ret = 0;

@@ -20,6 +20,7 @@
 
 #include <rte_eal.h>
 #include <rte_errno.h>
+#include <rte_lcore.h>
 #include <rte_version.h>
 
 #include <km_cachesim.h>
@@ -138,10 +139,24 @@ check_trace_sizes(const struct bench_conf *c, const struct km_trace *t)
 	return 0;
 }
 
+/* What one run holds; released by run_free(). */
+struct run {
+	struct bench_conf *c;
+	struct bench_gen gen[BENCH_GEN_MAX]; /* eth, socket: a transport per engine */
+	unsigned int nb_gen;
+	struct km_trace *trace;
+	struct km_wl *wl[BENCH_GEN_MAX];       /* one per engine */
+	struct bench_auth auth[BENCH_GEN_MAX]; /* keymap over eth/socket, per source port */
+	int auth_on;
+	int eal_ok;
+	char workload[256]; /* one line for the summary */
+};
+
 static int
-run_phase(struct bench_xport *x, struct bench_phase *ph, struct bench_result *r)
+run_phase(const struct run *run, struct bench_phase *ph, struct bench_result *r)
 {
 	char err[256];
+	int rc;
 
 	if (ph->conf->xport == BENCH_X_LIBKEYMAP) {
 		if (bench_libkeymap_run(ph, r, err, sizeof(err)) < 0) {
@@ -150,24 +165,14 @@ run_phase(struct bench_xport *x, struct bench_phase *ph, struct bench_result *r)
 		}
 		return 0;
 	}
-	if (bench_engine_run(x, ph, r) < 0) {
-		fprintf(stderr, "keymap-bench: %s: out of memory\n", ph->name);
+	rc = bench_gens_run(run->gen, run->nb_gen, ph, r);
+	if (rc < 0) {
+		fprintf(stderr, "keymap-bench: %s: %s\n", ph->name,
+			rc == -ENOMEM ? "out of memory" : "no lcore for every --threads engine");
 		return -1;
 	}
 	return 0;
 }
-
-/* What one run holds; released by run_free(). */
-struct run {
-	struct bench_conf *c;
-	struct bench_xport *x;
-	struct km_trace *trace;
-	struct km_wl *wl;
-	struct bench_auth auth; /* keymap over eth/socket */
-	int auth_on;
-	int eal_ok;
-	char workload[256]; /* one line for the summary */
-};
 
 /* The trace or the generated workload, and its one-line description.
  * @return -1 to go on, else the exit status. */
@@ -175,7 +180,8 @@ static int
 load_workload(struct run *r)
 {
 	const struct bench_conf *c = r->c;
-	char err[512];
+	char err[512], threads[64];
+	unsigned int i;
 
 	if (c->trace_path != NULL) {
 		if (km_trace_load(c->trace_path, BENCH_PAYLOAD_MAX, &r->trace, err, sizeof(err)) <
@@ -190,6 +196,7 @@ load_workload(struct run *r)
 			r->trace->nb_recs, r->trace->nb_keys, c->trace_speed);
 		return -1;
 	}
+	snprintf(threads, sizeof(threads), " in all, %u generator lcores", c->threads);
 	if (c->value_size > value_max(c, c->wl.key_size)) {
 		fprintf(stderr,
 			"keymap-bench: --value-size %u: a %s request with a %u-byte key carries at "
@@ -198,24 +205,34 @@ load_workload(struct run *r)
 			value_max(c, c->wl.key_size));
 		return EXIT_USAGE;
 	}
-	if (km_wl_create(&c->wl, &r->wl, err, sizeof(err)) < 0) {
-		fprintf(stderr, "keymap-bench: workload: %s\n", err);
-		return EXIT_USAGE;
+	/* One generator per engine, each with its own seed: the engines draw different keys. */
+	for (i = 0; i < c->threads; i++) {
+		struct km_wl_conf wc = c->wl;
+
+		wc.seed += i;
+		if (km_wl_create(&wc, &r->wl[i], err, sizeof(err)) < 0) {
+			fprintf(stderr, "keymap-bench: workload: %s\n", err);
+			return EXIT_USAGE;
+		}
+		r->gen[i].wl = r->wl[i];
 	}
 	snprintf(r->workload, sizeof(r->workload),
-		"%s, %" PRIu64 " keys of %u B, values %u B, %.0f%% GET, %s %g%s",
-		km_wl_dist_name(c->wl.dist), km_wl_nb_keys(r->wl), c->wl.key_size, c->value_size,
+		"%s, %" PRIu64 " keys of %u B, values %u B, %.0f%% GET, %s %g%s%s",
+		km_wl_dist_name(c->wl.dist), km_wl_nb_keys(r->wl[0]), c->wl.key_size, c->value_size,
 		c->wl.get_ratio * 100, c->rate > 0 ? "open loop" : "closed loop",
-		c->rate > 0 ? c->rate : (double)c->inflight, c->rate > 0 ? " req/s" : " in flight");
+		c->rate > 0 ? c->rate : (double)c->inflight, c->rate > 0 ? " req/s" : " in flight",
+		c->threads > 1 ? threads : "");
 	return -1;
 }
 
-/* EAL (with arguments after "--"), signals, clock, transport. @return 0 or -1 after
- * saying why. */
+/* EAL (with arguments after "--"), signals, clock, transport. @return 0, or the exit
+ * status after saying why. */
 static int
 start(struct run *r, const struct bench_cli *cli, int argc, char **argv)
 {
+	struct bench_xport *xs[BENCH_GEN_MAX] = {NULL};
 	char err[512];
+	unsigned int i;
 
 	if (cli->eal) {
 		/* EAL sees argv[0] and what follows "--". */
@@ -223,7 +240,7 @@ start(struct run *r, const struct bench_cli *cli, int argc, char **argv)
 		if (rte_eal_init(argc - cli->eal_first + 1, &argv[cli->eal_first - 1]) < 0) {
 			fprintf(stderr, "keymap-bench: EAL init failed: %s\n",
 				rte_strerror(rte_errno));
-			return -1;
+			return EXIT_FAILED;
 		}
 		r->eal_ok = 1;
 	}
@@ -231,20 +248,38 @@ start(struct run *r, const struct bench_cli *cli, int argc, char **argv)
 	signal(SIGTERM, on_signal);
 	bench_clock_init();
 
-	if (r->c->xport == BENCH_X_ETH)
-		r->x = bench_xport_eth(r->c, err, sizeof(err));
-	else if (r->c->xport == BENCH_X_SOCKET)
-		r->x = bench_xport_socket(r->c, err, sizeof(err));
-	if (r->c->xport != BENCH_X_LIBKEYMAP && r->x == NULL) {
-		fprintf(stderr, "keymap-bench: %s transport: %s\n", xport_name(r->c->xport), err);
-		return -1;
+	r->nb_gen = 1;
+	if (r->c->threads > 1 && rte_lcore_count() < r->c->threads) {
+		fprintf(stderr,
+			"keymap-bench: --threads %u needs %u EAL lcores, EAL has %u (give -l or "
+			"--lcores with %u)\n",
+			r->c->threads, r->c->threads, rte_lcore_count(), r->c->threads);
+		return EXIT_USAGE;
 	}
-	/* One source address and port per transport: one cookie (libkeymap gets its own). */
+	if (r->c->xport == BENCH_X_ETH) {
+		if (bench_xport_eth(r->c, r->c->threads, xs, err, sizeof(err)) == 0)
+			r->nb_gen = r->c->threads;
+		else
+			xs[0] = NULL;
+	} else if (r->c->xport == BENCH_X_SOCKET) {
+		xs[0] = bench_xport_socket(r->c, err, sizeof(err));
+	}
+	if (r->c->xport != BENCH_X_LIBKEYMAP && xs[0] == NULL) {
+		fprintf(stderr, "keymap-bench: %s transport: %s\n", xport_name(r->c->xport), err);
+		return EXIT_FAILED;
+	}
+	for (i = 0; i < r->nb_gen; i++) {
+		r->gen[i].x = xs[i];
+		r->gen[i].auth = &r->auth[i];
+	}
+	/* One source address and port per transport: one cookie each (libkeymap gets its
+	 * own). */
 	if (r->c->xport != BENCH_X_LIBKEYMAP && r->c->target == KM_TGT_KEYMAP) {
-		if (bench_hello_start(r->x, r->c, &r->auth, err, sizeof(err)) < 0) {
-			fprintf(stderr, "keymap-bench: %s\n", err);
-			return -1;
-		}
+		for (i = 0; i < r->nb_gen; i++)
+			if (bench_hello_start(xs[i], r->c, &r->auth[i], err, sizeof(err)) < 0) {
+				fprintf(stderr, "keymap-bench: %s\n", err);
+				return EXIT_FAILED;
+			}
 		r->auth_on = 1;
 	}
 	return 0;
@@ -258,16 +293,16 @@ preload(struct run *r)
 	struct bench_phase ph = {
 		.name = "preload",
 		.conf = c,
-		.wl = r->wl,
+		.wl = r->wl[0],
 		.trace = r->trace,
-		.auth = r->auth_on ? &r->auth : NULL,
+		.auth = r->auth_on ? &r->auth[0] : NULL,
 		.preload = 1,
 		.duration_s = 600,
 		.progress = !c->quiet,
 	};
 	struct bench_result pre;
 
-	if (run_phase(r->x, &ph, &pre) < 0)
+	if (run_phase(r, &ph, &pre) < 0)
 		return -1;
 	if (pre.failed > 0 || pre.errors > 0 || bench_stop) {
 		fprintf(stderr,
@@ -347,9 +382,9 @@ measure(struct run *r)
 	struct bench_phase ph = {
 		.name = r->trace != NULL ? "replay" : "run",
 		.conf = c,
-		.wl = r->wl,
+		.wl = r->wl[0],
 		.trace = r->trace,
-		.auth = r->auth_on ? &r->auth : NULL,
+		.auth = r->auth_on ? &r->auth[0] : NULL,
 		.rate = c->rate,
 		.duration_s = c->duration_s,
 		.max_requests = c->max_requests,
@@ -364,7 +399,7 @@ measure(struct run *r)
 		fprintf(stderr, "keymap-bench: out of memory\n");
 		return EXIT_FAILED;
 	}
-	if (run_phase(r->x, &ph, &res) == 0) {
+	if (run_phase(r, &ph, &res) == 0) {
 		int out_ok = report(r, &ph, &res) == 0;
 
 		if (judge(c, &res) == 0 && out_ok)
@@ -377,9 +412,13 @@ measure(struct run *r)
 static void
 run_free(struct run *r)
 {
-	if (r->x != NULL)
-		r->x->close(r->x);
-	km_wl_free(r->wl);
+	unsigned int i;
+
+	for (i = 0; i < BENCH_GEN_MAX; i++) {
+		if (r->gen[i].x != NULL)
+			r->gen[i].x->close(r->gen[i].x);
+		km_wl_free(r->wl[i]);
+	}
 	km_trace_free(r->trace);
 	if (r->eal_ok)
 		rte_eal_cleanup();
@@ -405,9 +444,9 @@ main(int argc, char **argv)
 		return simulate(&cli.c, cli.cache_list);
 	ret = load_workload(&r);
 	if (ret < 0) {
-		ret = EXIT_FAILED;
-		if (start(&r, &cli, argc, argv) == 0 && (!cli.c.preload || preload(&r) == 0))
-			ret = measure(&r);
+		ret = start(&r, &cli, argc, argv);
+		if (ret == 0)
+			ret = !cli.c.preload || preload(&r) == 0 ? measure(&r) : EXIT_FAILED;
 	}
 	run_free(&r);
 	return ret;

@@ -40,6 +40,9 @@ usage(FILE *f)
 		"                         -s B:7071), at most 16\n"
 		"      --src IP[:PORT]    eth: our address (default 198.51.100.3:40000)\n"
 		"      --eth-port N       eth: DPDK port id (default 0)\n"
+		"      --threads N        eth: generator lcores (default 1, at most 16), each\n"
+		"                         with a queue pair of the port and UDP source port\n"
+		"                         (--src's + lcore index); EAL needs N lcores (-l)\n"
 		"      --key ID:HEX       keymap: client key (key id, 32 hex digits); every\n"
 		"                         request carries its MAC, a SipHash the generator\n"
 		"                         computes per request: fewer requests/s per core than\n"
@@ -112,6 +115,7 @@ usage(FILE *f)
 enum {
 	O_SRC = 256,
 	O_ETH_PORT,
+	O_THREADS,
 	O_KEY_SIZE,
 	O_THETA,
 	O_HOT_FRACTION,
@@ -192,6 +196,7 @@ static const struct opt_desc opts[] = {
 	OTHER("server", 's'),
 	OTHER("src", O_SRC),
 	UNUM("eth-port", O_ETH_PORT, eth_port, 0, 1023),
+	UNUM("threads", O_THREADS, threads, 1, BENCH_GEN_MAX),
 	UNUM("keys", 'k', wl.nb_keys, 1, UINT32_MAX),
 	UNUM("key-size", O_KEY_SIZE, wl.key_size, 1, KM_KEY_MAX),
 	UNUM("value-size", 'v', value_size, 0, BENCH_PAYLOAD_MAX),
@@ -511,6 +516,7 @@ conf_defaults(struct bench_conf *c)
 		.xport = BENCH_X_LIBKEYMAP,
 		.server_port = 7070,
 		.src_port = 40000,
+		.threads = 1,
 		.wl =
 			{
 				.nb_keys = 100000,
@@ -554,6 +560,22 @@ check_transport(struct bench_conf *c, int eal, int xport_set)
 	if (c->xport == BENCH_X_ETH && !eal) {
 		fprintf(stderr, "keymap-bench: --transport eth needs EAL arguments after --, e.g. "
 				"-- --no-huge --no-pci --vdev net_memif0,role=client\n");
+		return EXIT_USAGE;
+	}
+	if (c->threads > 1 && c->xport != BENCH_X_ETH) {
+		fprintf(stderr, "keymap-bench: --threads is for --transport eth (a queue pair "
+				"per generator lcore)\n");
+		return EXIT_USAGE;
+	}
+	if (c->threads > 1 && c->trace_path != NULL) {
+		fprintf(stderr, "keymap-bench: --threads: a trace is replayed in order, by one "
+				"lcore\n");
+		return EXIT_USAGE;
+	}
+	if ((uint32_t)c->src_port + c->threads - 1 > UINT16_MAX) {
+		fprintf(stderr,
+			"keymap-bench: --threads %u from source port %u: the ports pass 65535\n",
+			c->threads, c->src_port);
 		return EXIT_USAGE;
 	}
 	if (c->xport != BENCH_X_LIBKEYMAP && c->nb_servers > 1) {

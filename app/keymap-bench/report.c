@@ -28,6 +28,19 @@ bench_print_tick(const char *phase, const struct bench_tick *t, double interval_
 void
 bench_second_close(struct bench_phase *ph, struct bench_second *s, double t_s)
 {
+	if (ph->agg != NULL)
+		bench_agg_close(ph->agg, s, t_s);
+	else
+		bench_second_emit(ph, s, t_s);
+	km_hist_init(&s->lat);
+	s->replies = 0;
+	s->timeouts = 0;
+	s->idx++;
+}
+
+void
+bench_second_emit(struct bench_phase *ph, const struct bench_second *s, double t_s)
+{
 	struct bench_tick t = {
 		.t_s = t_s,
 		.replies = s->replies,
@@ -40,9 +53,6 @@ bench_second_close(struct bench_phase *ph, struct bench_second *s, double t_s)
 		bench_print_tick(ph->name, &t, 1.0);
 	if (ph->ticks != NULL && ph->nb_ticks < ph->cap_ticks)
 		ph->ticks[ph->nb_ticks++] = t;
-	km_hist_init(&s->lat);
-	s->replies = 0;
-	s->timeouts = 0;
 }
 
 double

@@ -13,6 +13,11 @@ bench_source_init(struct bench_source *s, const struct bench_phase *ph, uint32_t
 {
 	memset(s, 0, sizeof(*s));
 	s->ph = ph;
+	s->stride = 1;
+	if (ph->preload && ph->parts > 1) {
+		s->cursor = ph->part;
+		s->stride = ph->parts;
+	}
 	if (ph->preload)
 		s->nb_source = ph->trace != NULL ? ph->trace->nb_keys : km_wl_nb_keys(ph->wl);
 	else
@@ -54,7 +59,8 @@ bench_source_next(struct bench_source *s, uint64_t now, struct bench_req *p)
 			p->key = s->retry[s->nb_retry];
 			p->tries = s->retry_tries[s->nb_retry];
 		} else if (s->cursor < s->nb_source) {
-			p->key = (uint32_t)s->cursor++;
+			p->key = (uint32_t)s->cursor;
+			s->cursor += s->stride;
 		} else {
 			return 1;
 		}
@@ -89,6 +95,13 @@ bench_source_next(struct bench_source *s, uint64_t now, struct bench_req *p)
 	}
 	s->issued++;
 	return 0;
+}
+
+uint64_t
+bench_source_left(const struct bench_source *s)
+{
+	return s->cursor < s->nb_source ? (s->nb_source - s->cursor + s->stride - 1) / s->stride
+					: 0;
 }
 
 uint64_t

@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 
 /*
- * DPDK transport: one RX and one TX queue of an ethdev (net_memif client, net_tap, a
- * NIC). Requests are framed Ethernet/IPv4/UDP from a template; the server's MAC address
- * is learnt by ARP at start. Replies are matched on our address and UDP port.
+ * DPDK transport: RX/TX queue pairs of an ethdev (net_memif client, net_tap, a NIC), one
+ * per generator lcore. Requests are framed Ethernet/IPv4/UDP from a template; the server's
+ * MAC address is learnt by ARP at start. Queue q sends from UDP port src_port + q and takes
+ * the replies to that port. A reply may come back on another queue than its request left
+ * from (a server worker that answers a handed-over request from its own queue, a NIC's
+ * RSS): the queue that receives it passes it to its queue's ring, which that queue's lcore
+ * drains before its own RX queue.
  */
 
 #include <string.h>
@@ -14,6 +18,7 @@
 #include <rte_ip.h>
 #include <rte_malloc.h>
 #include <rte_mbuf.h>
+#include <rte_ring.h>
 #include <rte_udp.h>
 
 #include "bench.h"
@@ -24,19 +29,33 @@
 #define NB_DESC      1024
 #define LINK_WAIT_MS 5000
 #define ARP_WAIT_MS  3000
+#define XRING_SIZE   4096 /* replies waiting for their queue's lcore */
 
+struct xeth_port;
+
+/* One queue pair: the transport of one generator lcore. */
 struct xeth {
 	struct bench_xport x;
-	uint16_t port;
-	uint16_t src_port;
-	uint32_t src_ip;
-	struct rte_mempool *pool;
-	struct rte_ether_addr mac;
+	struct xeth_port *p;
+	uint16_t q;
+	uint16_t src_port;      /* host order: src_port + q */
 	uint8_t hdrs[HDRS_LEN]; /* Ethernet + IPv4 + UDP template */
 	struct rte_mbuf *tx[BENCH_BURST];
 	unsigned int nb_tx;
 	struct rte_mbuf *rx[BENCH_BURST];
 	unsigned int nb_rx;
+};
+
+/* What the queues share. */
+struct xeth_port {
+	uint16_t port;
+	uint16_t nb_q;
+	uint16_t src_port; /* of queue 0 */
+	uint32_t src_ip;
+	unsigned int refs; /* queues not closed yet */
+	struct rte_mempool *pool;
+	struct rte_ether_addr mac;
+	struct rte_ring *ring[BENCH_GEN_MAX]; /* per queue, with several queues */
 };
 
 static unsigned int
@@ -47,7 +66,7 @@ eth_tx_prepare(struct bench_xport *x, unsigned int n, uint8_t **bufs, size_t *ca
 
 	if (n > BENCH_BURST)
 		n = BENCH_BURST;
-	if (rte_pktmbuf_alloc_bulk(e->pool, e->tx, n) != 0)
+	if (rte_pktmbuf_alloc_bulk(e->p->pool, e->tx, n) != 0)
 		return 0;
 	e->nb_tx = n;
 	for (i = 0; i < n; i++) {
@@ -82,7 +101,7 @@ eth_tx_send(struct bench_xport *x, unsigned int n, const uint16_t *lens)
 		m->data_len = (uint16_t)(HDRS_LEN + lens[i]);
 		m->pkt_len = m->data_len;
 	}
-	sent = n == 0 ? 0 : rte_eth_tx_burst(e->port, 0, e->tx, (uint16_t)n);
+	sent = n == 0 ? 0 : rte_eth_tx_burst(e->p->port, e->q, e->tx, (uint16_t)n);
 	if (sent < e->nb_tx)
 		rte_pktmbuf_free_bulk(&e->tx[sent], e->nb_tx - sent);
 	e->nb_tx = 0;
@@ -103,27 +122,66 @@ arp_answer(struct xeth *e, struct rte_mbuf *m)
 	if (m->data_len < sizeof(*eth) + sizeof(*arp) ||
 		eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP) ||
 		arp->arp_opcode != rte_cpu_to_be_16(RTE_ARP_OP_REQUEST) ||
-		arp->arp_data.arp_tip != e->src_ip)
+		arp->arp_data.arp_tip != e->p->src_ip)
 		return 0;
 	sip = arp->arp_data.arp_sip;
 	arp->arp_opcode = rte_cpu_to_be_16(RTE_ARP_OP_REPLY);
 	arp->arp_data.arp_tha = arp->arp_data.arp_sha;
 	arp->arp_data.arp_tip = sip;
-	arp->arp_data.arp_sha = e->mac;
-	arp->arp_data.arp_sip = e->src_ip;
+	arp->arp_data.arp_sha = e->p->mac;
+	arp->arp_data.arp_sip = e->p->src_ip;
 	eth->dst_addr = eth->src_addr;
-	eth->src_addr = e->mac;
-	if (rte_eth_tx_burst(e->port, 0, &m, 1) != 1)
+	eth->src_addr = e->p->mac;
+	if (rte_eth_tx_burst(e->p->port, e->q, &m, 1) != 1)
 		rte_pktmbuf_free(m);
 	return 1;
+}
+
+/* m is a UDP datagram to our address: @return its payload and length, or NULL. */
+static const uint8_t *
+udp_payload(struct rte_mbuf *m, uint16_t *len)
+{
+	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
+	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(ip + 1);
+	uint16_t ulen = rte_be_to_cpu_16(udp->dgram_len);
+
+	if (ulen < sizeof(*udp) || HDRS_LEN - sizeof(*udp) + ulen > m->data_len)
+		return NULL;
+	*len = (uint16_t)(ulen - sizeof(*udp));
+	return (const uint8_t *)(udp + 1);
+}
+
+/*
+ * The queue whose UDP port m is addressed to, or -1: not a UDP datagram for our address
+ * and ports (ARP is answered, anything else dropped by the caller).
+ */
+static int
+rx_queue_of(const struct xeth_port *p, struct rte_mbuf *m)
+{
+	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
+	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(ip + 1);
+	unsigned int dq;
+
+	if (m->nb_segs != 1 || m->data_len < HDRS_LEN ||
+		eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) ||
+		ip->version_ihl != 0x45 || ip->next_proto_id != IPPROTO_UDP ||
+		ip->dst_addr != p->src_ip)
+		return -1;
+	dq = (uint16_t)(rte_be_to_cpu_16(udp->dst_port) - p->src_port);
+	return dq < p->nb_q ? (int)dq : -1;
 }
 
 static unsigned int
 eth_rx(struct bench_xport *x, unsigned int n, const uint8_t **bufs, uint16_t *lens)
 {
 	struct xeth *e = (struct xeth *)x;
+	struct xeth_port *p = e->p;
 	struct rte_mbuf *pkts[BENCH_BURST];
-	unsigned int nb, i, k = 0;
+	unsigned int nb = 0, i, k = 0;
+	const uint8_t *pl;
+	int dq;
 
 	if (e->nb_rx > 0) {
 		rte_pktmbuf_free_bulk(e->rx, e->nb_rx);
@@ -131,53 +189,82 @@ eth_rx(struct bench_xport *x, unsigned int n, const uint8_t **bufs, uint16_t *le
 	}
 	if (n > BENCH_BURST)
 		n = BENCH_BURST;
-	nb = rte_eth_rx_burst(e->port, 0, pkts, (uint16_t)n);
+	/* Replies another queue received for us first: they were checked there. */
+	if (p->nb_q > 1)
+		nb = rte_ring_sc_dequeue_burst(p->ring[e->q], (void **)pkts, n, NULL);
+	for (i = 0; i < nb; i++) {
+		pl = udp_payload(pkts[i], &lens[k]);
+		e->rx[e->nb_rx++] = pkts[i];
+		bufs[k++] = pl;
+	}
+	if (nb == n)
+		return k;
+	nb = rte_eth_rx_burst(p->port, e->q, pkts, (uint16_t)(n - nb));
 	for (i = 0; i < nb; i++) {
 		struct rte_mbuf *m = pkts[i];
-		struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
-		struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
-		struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(ip + 1);
-		uint16_t ulen;
 
-		if (m->nb_segs != 1 || m->data_len < HDRS_LEN ||
-			eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) ||
-			ip->version_ihl != 0x45 || ip->next_proto_id != IPPROTO_UDP ||
-			ip->dst_addr != e->src_ip ||
-			udp->dst_port != rte_cpu_to_be_16(e->src_port)) {
+		dq = rx_queue_of(p, m);
+		if (dq < 0) {
 			if (!arp_answer(e, m))
 				rte_pktmbuf_free(m);
 			continue;
 		}
-		ulen = rte_be_to_cpu_16(udp->dgram_len);
-		if (ulen < sizeof(*udp) || HDRS_LEN - sizeof(*udp) + ulen > m->data_len) {
+		pl = udp_payload(m, &lens[k]);
+		if (pl == NULL) {
 			rte_pktmbuf_free(m);
 			continue;
 		}
+		if (dq != e->q) {
+			/* A full ring loses the reply: its request times out. */
+			if (rte_ring_mp_enqueue(p->ring[dq], m) != 0)
+				rte_pktmbuf_free(m);
+			continue;
+		}
 		e->rx[e->nb_rx++] = m;
-		bufs[k] = (const uint8_t *)(udp + 1);
-		lens[k] = (uint16_t)(ulen - sizeof(*udp));
-		k++;
+		bufs[k++] = pl;
 	}
 	return k;
+}
+
+/* The port and what the queues share, once no queue uses them. */
+static void
+port_free(struct xeth_port *p)
+{
+	struct rte_mbuf *m;
+	unsigned int q;
+
+	if (p->port != UINT16_MAX) {
+		rte_eth_dev_stop(p->port);
+		rte_eth_dev_close(p->port); /* before its RX queues' pool goes */
+	}
+	for (q = 0; q < p->nb_q; q++) {
+		if (p->ring[q] == NULL)
+			continue;
+		while (rte_ring_dequeue(p->ring[q], (void **)&m) == 0)
+			rte_pktmbuf_free(m);
+		rte_ring_free(p->ring[q]);
+	}
+	rte_mempool_free(p->pool);
+	rte_free(p);
 }
 
 static void
 eth_close(struct bench_xport *x)
 {
 	struct xeth *e = (struct xeth *)x;
+	struct xeth_port *p = e->p;
 
 	if (e->nb_rx > 0)
 		rte_pktmbuf_free_bulk(e->rx, e->nb_rx);
-	rte_eth_dev_stop(e->port);
-	rte_eth_dev_close(e->port);
-	rte_mempool_free(e->pool);
 	rte_free(e);
+	if (--p->refs == 0)
+		port_free(p);
 }
 
 static int
 send_arp_request(struct xeth *e, uint32_t tip)
 {
-	struct rte_mbuf *m = rte_pktmbuf_alloc(e->pool);
+	struct rte_mbuf *m = rte_pktmbuf_alloc(e->p->pool);
 	struct rte_ether_hdr *eth;
 	struct rte_arp_hdr *arp;
 
@@ -186,20 +273,20 @@ send_arp_request(struct xeth *e, uint32_t tip)
 	eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 	arp = (struct rte_arp_hdr *)(eth + 1);
 	memset(&eth->dst_addr, 0xff, sizeof(eth->dst_addr));
-	eth->src_addr = e->mac;
+	eth->src_addr = e->p->mac;
 	eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP);
 	arp->arp_hardware = rte_cpu_to_be_16(RTE_ARP_HRD_ETHER);
 	arp->arp_protocol = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
 	arp->arp_hlen = RTE_ETHER_ADDR_LEN;
 	arp->arp_plen = 4;
 	arp->arp_opcode = rte_cpu_to_be_16(RTE_ARP_OP_REQUEST);
-	arp->arp_data.arp_sha = e->mac;
-	arp->arp_data.arp_sip = e->src_ip;
+	arp->arp_data.arp_sha = e->p->mac;
+	arp->arp_data.arp_sip = e->p->src_ip;
 	memset(&arp->arp_data.arp_tha, 0, sizeof(arp->arp_data.arp_tha));
 	arp->arp_data.arp_tip = tip;
 	m->data_len = (uint16_t)(sizeof(*eth) + sizeof(*arp));
 	m->pkt_len = m->data_len;
-	if (rte_eth_tx_burst(e->port, 0, &m, 1) != 1) {
+	if (rte_eth_tx_burst(e->p->port, e->q, &m, 1) != 1) {
 		rte_pktmbuf_free(m);
 		return -1;
 	}
@@ -221,7 +308,7 @@ arp_resolve(struct xeth *e, uint32_t tip, struct rte_ether_addr *out)
 			send_arp_request(e, tip);
 			next_req = now + hz / 5;
 		}
-		nb = rte_eth_rx_burst(e->port, 0, pkts, BENCH_BURST);
+		nb = rte_eth_rx_burst(e->p->port, e->q, pkts, BENCH_BURST);
 		for (i = 0; i < nb; i++) {
 			struct rte_ether_hdr *eth =
 				rte_pktmbuf_mtod(pkts[i], struct rte_ether_hdr *);
@@ -243,69 +330,153 @@ arp_resolve(struct xeth *e, uint32_t tip, struct rte_ether_addr *out)
 	return found ? 0 : -1;
 }
 
-struct bench_xport *
-bench_xport_eth(const struct bench_conf *c, char *err, size_t errlen)
+/* Queue q's transport, its headers from queue 0's template. @return NULL: no memory. */
+static struct xeth *
+queue_new(struct xeth_port *p, uint16_t q, const uint8_t *hdrs)
+{
+	struct xeth *e = rte_zmalloc("bench_xeth", sizeof(*e), RTE_CACHE_LINE_SIZE);
+	struct rte_udp_hdr *udp;
+
+	if (e == NULL)
+		return NULL;
+	e->p = p;
+	e->q = q;
+	e->src_port = (uint16_t)(p->src_port + q);
+	if (hdrs != NULL) {
+		memcpy(e->hdrs, hdrs, HDRS_LEN);
+		udp = (struct rte_udp_hdr *)(e->hdrs + HDRS_LEN - sizeof(*udp));
+		udp->src_port = rte_cpu_to_be_16(e->src_port);
+	}
+	e->x.tx_prepare = eth_tx_prepare;
+	e->x.tx_send = eth_tx_send;
+	e->x.rx = eth_rx;
+	e->x.close = eth_close;
+	p->refs++;
+	return e;
+}
+
+/* Configure and start the port with nb_q queue pairs (RSS where the port has it). */
+static int
+port_start(struct xeth_port *p, char *err, size_t errlen)
 {
 	struct rte_eth_conf pconf = {0};
+	struct rte_eth_dev_info info;
+	unsigned int socket = (unsigned int)rte_eth_dev_socket_id(p->port);
+	uint16_t q;
+	int rc;
+
+	rc = rte_eth_dev_info_get(p->port, &info);
+	if (rc != 0) {
+		snprintf(err, errlen, "port %u: no device info: %s", p->port, rte_strerror(-rc));
+		return -1;
+	}
+	if (p->nb_q > info.max_rx_queues || p->nb_q > info.max_tx_queues) {
+		snprintf(err, errlen,
+			"port %u (%s): --threads %u needs %u RX and TX queues, the port has "
+			"%u/%u",
+			p->port, info.driver_name, p->nb_q, p->nb_q, info.max_rx_queues,
+			info.max_tx_queues);
+		return -1;
+	}
+	if (p->nb_q > 1 && (info.flow_type_rss_offloads & RTE_ETH_RSS_NONFRAG_IPV4_UDP) != 0) {
+		pconf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+		pconf.rx_adv_conf.rss_conf.rss_hf =
+			info.flow_type_rss_offloads &
+			(RTE_ETH_RSS_IPV4 | RTE_ETH_RSS_NONFRAG_IPV4_UDP);
+	}
+	rc = rte_eth_dev_configure(p->port, p->nb_q, p->nb_q, &pconf);
+	if (rc != 0 && pconf.rxmode.mq_mode == RTE_ETH_MQ_RX_RSS) {
+		/* Advertised, refused: replies reach their queue through the rings anyway. */
+		memset(&pconf, 0, sizeof(pconf));
+		rc = rte_eth_dev_configure(p->port, p->nb_q, p->nb_q, &pconf);
+	}
+	for (q = 0; rc == 0 && q < p->nb_q; q++) {
+		rc = rte_eth_rx_queue_setup(p->port, q, NB_DESC, socket, NULL, p->pool);
+		if (rc == 0)
+			rc = rte_eth_tx_queue_setup(p->port, q, NB_DESC, socket, NULL);
+	}
+	if (rc == 0)
+		rc = rte_eth_dev_start(p->port);
+	if (rc != 0) {
+		snprintf(err, errlen, "port %u setup failed: %s", p->port, rte_strerror(-rc));
+		return -1;
+	}
+	return 0;
+}
+
+int
+bench_xport_eth(const struct bench_conf *c, unsigned int nb, struct bench_xport **xs, char *err,
+	size_t errlen)
+{
 	struct rte_eth_link link;
 	struct rte_ether_addr dst;
 	struct rte_ether_hdr *eth;
 	struct rte_ipv4_hdr *ip;
 	struct rte_udp_hdr *udp;
-	struct xeth *e;
+	struct xeth_port *p;
+	struct xeth *e0;
 	uint64_t hz = rte_get_timer_hz(), end;
-	int rc;
+	unsigned int q;
+	char name[RTE_RING_NAMESIZE];
 
 	if (!rte_eth_dev_is_valid_port(c->eth_port)) {
 		snprintf(err, errlen,
 			"ethdev port %u does not exist (%u available; give a --vdev or a device "
 			"after --)",
 			c->eth_port, rte_eth_dev_count_avail());
-		return NULL;
+		return -1;
 	}
-	e = rte_zmalloc("bench_xeth", sizeof(*e), RTE_CACHE_LINE_SIZE);
-	if (e == NULL) {
+	if (nb == 0 || nb > BENCH_GEN_MAX || (uint32_t)c->src_port + nb - 1 > UINT16_MAX) {
+		snprintf(err, errlen, "%u queues from UDP port %u: out of range", nb, c->src_port);
+		return -1;
+	}
+	p = rte_zmalloc("bench_xeth_port", sizeof(*p), RTE_CACHE_LINE_SIZE);
+	if (p == NULL) {
 		snprintf(err, errlen, "out of memory");
-		return NULL;
+		return -1;
 	}
-	e->port = c->eth_port;
-	e->src_ip = c->src_ip;
-	e->src_port = c->src_port;
-	e->pool = rte_pktmbuf_pool_create(
-		"bench_mbufs", NB_MBUFS, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE, (int)rte_socket_id());
-	if (e->pool == NULL) {
+	p->port = UINT16_MAX; /* not configured yet */
+	p->nb_q = (uint16_t)nb;
+	p->src_ip = c->src_ip;
+	p->src_port = c->src_port;
+	/* Enough for every queue's descriptors and bursts, and the rings between them. */
+	p->pool = rte_pktmbuf_pool_create("bench_mbufs",
+		nb == 1 ? NB_MBUFS : nb * (2 * NB_DESC + XRING_SIZE) + 2047, 256, 0,
+		RTE_MBUF_DEFAULT_BUF_SIZE, (int)rte_socket_id());
+	if (p->pool == NULL) {
 		snprintf(
 			err, errlen, "cannot create mbufs: %s (raise -m)", rte_strerror(rte_errno));
-		rte_free(e);
-		return NULL;
+		rte_free(p);
+		return -1;
 	}
-	rc = rte_eth_dev_configure(e->port, 1, 1, &pconf);
-	if (rc == 0)
-		rc = rte_eth_rx_queue_setup(e->port, 0, NB_DESC,
-			(unsigned int)rte_eth_dev_socket_id(e->port), NULL, e->pool);
-	if (rc == 0)
-		rc = rte_eth_tx_queue_setup(
-			e->port, 0, NB_DESC, (unsigned int)rte_eth_dev_socket_id(e->port), NULL);
-	if (rc == 0)
-		rc = rte_eth_dev_start(e->port);
-	if (rc != 0) {
-		snprintf(err, errlen, "port %u setup failed: %s", e->port, rte_strerror(-rc));
-		rte_eth_dev_close(e->port); /* before its RX queue's pool goes */
-		rte_mempool_free(e->pool);
-		rte_free(e);
-		return NULL;
+	for (q = 0; nb > 1 && q < nb; q++) {
+		snprintf(name, sizeof(name), "bench_rx%u", q);
+		p->ring[q] = rte_ring_create(name, XRING_SIZE, (int)rte_socket_id(), RING_F_SC_DEQ);
+		if (p->ring[q] == NULL) {
+			snprintf(err, errlen, "cannot create a ring: %s (raise -m)",
+				rte_strerror(rte_errno));
+			port_free(p);
+			return -1;
+		}
 	}
-	e->x.tx_prepare = eth_tx_prepare;
-	e->x.tx_send = eth_tx_send;
-	e->x.rx = eth_rx;
-	e->x.close = eth_close;
-	rte_eth_macaddr_get(e->port, &e->mac);
+	p->port = c->eth_port;
+	if (port_start(p, err, errlen) != 0) {
+		port_free(p);
+		return -1;
+	}
+	rte_eth_macaddr_get(p->port, &p->mac);
+	e0 = queue_new(p, 0, NULL);
+	if (e0 == NULL) {
+		snprintf(err, errlen, "out of memory");
+		port_free(p);
+		return -1;
+	}
 	/* memif comes up once the server accepts the connection. */
 	end = rte_get_timer_cycles() + hz * LINK_WAIT_MS / 1000;
 	do {
 		memset(&link, 0, sizeof(link));
 		/* No link status (-ENOTSUP): go on, ARP tells whether the peer is there. */
-		if (rte_eth_link_get_nowait(e->port, &link) != 0) {
+		if (rte_eth_link_get_nowait(p->port, &link) != 0) {
 			link.link_status = RTE_ETH_LINK_UP;
 			break;
 		}
@@ -314,21 +485,23 @@ bench_xport_eth(const struct bench_conf *c, char *err, size_t errlen)
 		rte_delay_ms(10);
 	} while (rte_get_timer_cycles() < end && !bench_stop);
 	if (link.link_status != RTE_ETH_LINK_UP) {
-		snprintf(err, errlen, "port %u: link down after %d ms (is the server running?)",
-			e->port, LINK_WAIT_MS);
-		eth_close(&e->x);
-		return NULL;
+		snprintf(err, errlen, "port %u: link down after %d ms (is the server running%s?)",
+			p->port, LINK_WAIT_MS,
+			nb > 1 ? ", with as many queues as --threads (memif: as many workers)"
+			       : "");
+		eth_close(&e0->x);
+		return -1;
 	}
-	if (arp_resolve(e, c->server_ip, &dst) != 0) {
+	if (arp_resolve(e0, c->server_ip, &dst) != 0) {
 		snprintf(err, errlen, "no ARP reply from the server within %d ms", ARP_WAIT_MS);
-		eth_close(&e->x);
-		return NULL;
+		eth_close(&e0->x);
+		return -1;
 	}
-	eth = (struct rte_ether_hdr *)e->hdrs;
+	eth = (struct rte_ether_hdr *)e0->hdrs;
 	ip = (struct rte_ipv4_hdr *)(eth + 1);
 	udp = (struct rte_udp_hdr *)(ip + 1);
 	eth->dst_addr = dst;
-	eth->src_addr = e->mac;
+	eth->src_addr = p->mac;
 	eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
 	ip->version_ihl = 0x45;
 	ip->time_to_live = 64;
@@ -338,5 +511,17 @@ bench_xport_eth(const struct bench_conf *c, char *err, size_t errlen)
 	ip->dst_addr = c->server_ip;
 	udp->src_port = rte_cpu_to_be_16(c->src_port);
 	udp->dst_port = rte_cpu_to_be_16(c->server_port);
-	return &e->x;
+	xs[0] = &e0->x;
+	for (q = 1; q < nb; q++) {
+		struct xeth *e = queue_new(p, (uint16_t)q, e0->hdrs);
+
+		if (e == NULL) {
+			snprintf(err, errlen, "out of memory");
+			while (q-- > 0)
+				xs[q]->close(xs[q]);
+			return -1;
+		}
+		xs[q] = &e->x;
+	}
+	return 0;
 }

@@ -75,7 +75,7 @@ start_keymapd() {
 	shift 2
 	ip netns exec "$ns" "$keymapd" -o workers.idle_sleep_us=0 -o control.stats_interval_s=1 \
 		"$@" -- --no-huge -m 512 --no-pci --file-prefix "kmbs-$id-$name" --vdev "$vdev" \
-		--lcores "$srv_lcores" >"$tmp/keymapd-$name.log" 2>&1 &
+		--lcores "${lcores:-$srv_lcores}" >"$tmp/keymapd-$name.log" 2>&1 &
 	srv_pid=$!
 	for _ in $(seq 200); do
 		grep -q "keymap.main: ready" "$tmp/keymapd-$name.log" && return 0
@@ -115,6 +115,9 @@ expect 1 "expected keymap, echo or memcached" "$bench" -t redis
 expect 1 "expected uniform" "$bench" --dist pareto
 expect 1 "expected ID:HEX" "$bench" --key 7:zz
 expect 1 "for the keymap target" "$bench" -t echo -x socket --key 7:000102030405060708090a0b0c0d0e0f
+expect 1 "is for --transport eth" "$bench" -x socket --threads 2
+expect 1 "expected an integer in 1..16" "$bench" --threads 17 -- --no-huge
+expect 1 "replayed in order, by one" "$bench" --threads 2 --trace "$tmp/bad.csv" -- --no-huge
 
 # --- Offline simulator: LRU on a trace worked out by hand.
 # GETs a b a c a b, capacity 2: LRU hits the 2nd and 3rd 'a' only (2 of 6).
@@ -210,6 +213,36 @@ expect 0 "hit ratio 1.0000" ip netns exec "$ns" "$bench" --trace "$tmp/replay.cs
 stop_server
 grep -q "cycles_per_req" "$tmp/keymapd-memif.log" || fail "keymapd stats without cycles_per_req"
 grep -q "interval .* cycles_per_req" "$tmp/keymapd-memif.log" || fail "no interval line"
+
+# --- Several generator lcores (--threads 2): a queue pair and a source port each, against
+# keymapd with two workers. A request for the other worker's shard is handed over there and
+# answered from its queue: the generator's lcore that receives the reply passes it to the
+# one that sent the request. Every reply checked; the merged seconds add up to the run.
+if [ "$(nproc)" -gt 1 ]; then mt_srv="0@0,1@1,2@0" mt_gen="0@0,1@1"; else
+	mt_srv="0@0,1@0,2@0" mt_gen="0@0,1@0"; fi
+mt_eal=(-- --no-huge -m 256 --no-pci --file-prefix "kmbs-$id-gen"
+	--vdev "net_memif0,role=client,socket=$sock" --lcores "$mt_gen")
+lcores=$mt_srv start_keymapd mt "net_memif0,role=server,socket=$sock" --echo
+expect 0 "2 generator lcores" ip netns exec "$ns" "$bench" -t echo -g 0.5 -D 1 -c 16 -q \
+	--check --threads 2 --json "$tmp/mte.json" "${mt_eal[@]}"
+[ "$(json "$tmp/mte.json" '(replies > 1000 and timeouts == 0 and hits == gets and bad == 0 and
+	puts > 100 and sum(s["ops"] for s in seconds) == replies)')" = True ] ||
+	fail "echo, 2 lcores: $(cat "$tmp/mte.json")"
+expect 1 "needs 3 EAL lcores" ip netns exec "$ns" "$bench" -t echo -D 1 -q --threads 3 \
+	"${mt_eal[@]}"
+stop_server
+lcores=$mt_srv start_keymapd mt2 "net_memif0,role=server,socket=$sock"
+expect 0 "hit ratio 1.0000" ip netns exec "$ns" "$bench" -g 0.9 -k 500 -D 2 -c 8 -q --check \
+	--threads 2 --json "$tmp/mt.json" "${mt_eal[@]}"
+[ "$(json "$tmp/mt.json" '(replies > 50 and gets == hits and errors == 0 and timeouts == 0 and
+	bad == 0 and stray == 0 and sum(s["ops"] for s in seconds) == replies)')" = True ] ||
+	fail "keymap, 2 lcores: $(cat "$tmp/mt.json")"
+timeout -k 2 30 "$keymapctl" -f "kmbs-$id-mt2" -T 20 --json stats >"$tmp/mt-stats.json" ||
+	fail "keymapctl stats"
+[ "$(json "$tmp/mt-stats.json" 'total["handoff_in"] > 0')" = True ] ||
+	fail "keymap, 2 lcores: no request was handed over (the path is not tested)"
+stop_server
+echo "ok: --threads 2: echo and keymap, every reply checked, replies across queues"
 
 # --- keymap over tap through libkeymap and the socket transport (kernel sockets).
 start_keymapd tap "net_tap0,iface=kmbs0"

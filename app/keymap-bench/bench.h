@@ -100,7 +100,7 @@ struct bench_result {
 	uint64_t unsent;  /* open loop: requests due before the end that never went out */
 	double elapsed_s;
 	double cpu_share;   /* the engine thread's CPU time / wall time of the phase: below 1 when
-			     * the machine's other work took its CPU */
+			     * the machine's other work took its CPU (--threads: the mean) */
 	struct km_hist lat; /* ns */
 	/* open loop: from the send rather than the due time (the server's and the link's part,
 	 * without the generator's own lag); closed loop: the same as lat */
@@ -255,6 +255,11 @@ struct bench_gen {
  */
 int bench_gens_run(const struct bench_gen *gens, unsigned int n, struct bench_phase *ph,
 	struct bench_result *r);
+/* bench_hello_start() for every engine's source port, each on its lcore, all queues
+ * polled meanwhile (a reply may arrive on another queue). @return 0, or -1 with a
+ * message in err. */
+int bench_gens_hello(const struct bench_gen *gens, unsigned int n, const struct bench_conf *c,
+	char *err, size_t errlen);
 
 /* Run a phase through libkeymap (closed loop, window = conf->inflight). */
 int bench_libkeymap_run(struct bench_phase *ph, struct bench_result *r, char *err, size_t errlen);

@@ -205,11 +205,18 @@ load_workload(struct run *r)
 			value_max(c, c->wl.key_size));
 		return EXIT_USAGE;
 	}
-	/* One generator per engine, each with its own seed: the engines draw different keys. */
+	/* One generator per engine, each its own stream of the seed: the engines draw
+	 * different keys (sessions: the same template order); the sessions are shared out. */
 	for (i = 0; i < c->threads; i++) {
 		struct km_wl_conf wc = c->wl;
 
-		wc.seed += i;
+		wc.stream = i;
+		if (c->threads > 1) {
+			wc.sessions =
+				c->wl.sessions / c->threads + (i < c->wl.sessions % c->threads);
+			if (wc.sessions == 0)
+				wc.sessions = 1;
+		}
 		if (km_wl_create(&wc, &r->wl[i], err, sizeof(err)) < 0) {
 			fprintf(stderr, "keymap-bench: workload: %s\n", err);
 			return EXIT_USAGE;
@@ -275,11 +282,10 @@ start(struct run *r, const struct bench_cli *cli, int argc, char **argv)
 	/* One source address and port per transport: one cookie each (libkeymap gets its
 	 * own). */
 	if (r->c->xport != BENCH_X_LIBKEYMAP && r->c->target == KM_TGT_KEYMAP) {
-		for (i = 0; i < r->nb_gen; i++)
-			if (bench_hello_start(xs[i], r->c, &r->auth[i], err, sizeof(err)) < 0) {
-				fprintf(stderr, "keymap-bench: %s\n", err);
-				return EXIT_FAILED;
-			}
+		if (bench_gens_hello(r->gen, r->nb_gen, r->c, err, sizeof(err)) < 0) {
+			fprintf(stderr, "keymap-bench: %s\n", err);
+			return EXIT_FAILED;
+		}
 		r->auth_on = 1;
 	}
 	return 0;

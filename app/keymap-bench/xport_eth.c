@@ -451,7 +451,8 @@ bench_xport_eth(const struct bench_conf *c, unsigned int nb, struct bench_xport 
 	}
 	for (q = 0; nb > 1 && q < nb; q++) {
 		snprintf(name, sizeof(name), "bench_rx%u", q);
-		p->ring[q] = rte_ring_create(name, XRING_SIZE, (int)rte_socket_id(), RING_F_SC_DEQ);
+		p->ring[q] = rte_ring_create(
+			name, XRING_SIZE, (int)rte_socket_id(), RING_F_SC_DEQ | RING_F_EXACT_SZ);
 		if (p->ring[q] == NULL) {
 			snprintf(err, errlen, "cannot create a ring: %s (raise -m)",
 				rte_strerror(rte_errno));

@@ -273,6 +273,16 @@ check_conf(const struct km_wl_conf *c, struct km_wl *wl, char *err, size_t errle
 	return 0;
 }
 
+/* A stream of its own: draws of its own after what the seed alone decides. */
+static void
+stream_seed(struct km_wl *wl)
+{
+	uint64_t x = (uint64_t)wl->conf.stream << 32;
+
+	if (wl->conf.stream != 0)
+		km_rng_seed(&wl->rng, wl->conf.seed ^ km_util_splitmix64(&x));
+}
+
 static int
 session_init(struct km_wl *wl)
 {
@@ -291,6 +301,7 @@ session_init(struct km_wl *wl)
 		wl->perm[i] = wl->perm[j];
 		wl->perm[j] = t;
 	}
+	stream_seed(wl);
 	for (i = 0; i < wl->conf.sessions; i++) {
 		wl->sess[i].entity = km_rng_below(&wl->rng, wl->nb_entities);
 		wl->sess[i].pos = 0;
@@ -318,6 +329,8 @@ km_wl_create(const struct km_wl_conf *conf, struct km_wl **out, char *err, size_
 		return rc;
 	}
 	km_rng_seed(&wl->rng, conf->seed);
+	if (conf->dist != KM_WL_SESSION)
+		stream_seed(wl); /* SESSION: after the template order */
 	switch (conf->dist) {
 	case KM_WL_ZIPF:
 		zipf_init(wl);

@@ -31,7 +31,8 @@
  *   over on a new entity chosen uniformly. op.session tells which session asked
  *   (1-based; 0 for other distributions).
  *
- * Each generator is used by one thread; give each thread its own (different seeds).
+ * Each generator is used by one thread; give each thread its own: the same seed and
+ * different streams draw different requests over the same template order (SESSION).
  */
 
 #include <stddef.h>
@@ -63,6 +64,9 @@ struct km_wl_conf {
 	uint32_t fields;         /* SCAN, SESSION: keys per entity, >= 1 */
 	uint32_t sessions;       /* SESSION: >= 1 */
 	uint64_t seed;
+	/* 0, or one of several generators of one run: the same seed gives them the same
+	 * template order (SESSION), the stream their own draws */
+	uint32_t stream;
 };
 
 struct km_wl_op {

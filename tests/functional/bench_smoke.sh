@@ -228,6 +228,17 @@ expect 0 "2 generator lcores" ip netns exec "$ns" "$bench" -t echo -g 0.5 -D 1 -
 [ "$(json "$tmp/mte.json" '(replies > 1000 and timeouts == 0 and hits == gets and bad == 0 and
 	puts > 100 and sum(s["ops"] for s in seconds) == replies)')" = True ] ||
 	fail "echo, 2 lcores: $(cat "$tmp/mte.json")"
+# Both engines sent: each queue is a worker's (memif), each worker received requests.
+timeout -k 2 30 "$keymapctl" -f "kmbs-$id-mt" -T 20 --json stats >"$tmp/mte-stats.json" ||
+	fail "keymapctl stats"
+[ "$(json "$tmp/mte-stats.json" 'w0["rx_pkts"] > 100 and w1["rx_pkts"] > 100')" = True ] ||
+	fail "echo, 2 lcores: one queue sent nothing: $(cat "$tmp/mte-stats.json")"
+# Open loop: the rate shared out.
+expect 0 "2 generator lcores" ip netns exec "$ns" "$bench" -t echo -D 1 -r 4000 -q --check \
+	--threads 2 --json "$tmp/mto.json" "${mt_eal[@]}"
+[ "$(json "$tmp/mto.json" '(3000 <= sent <= 4200 and replies == sent and bad == 0 and
+	sum(s["ops"] for s in seconds) == replies)')" = True ] ||
+	fail "echo, 2 lcores, open loop: $(cat "$tmp/mto.json")"
 expect 1 "needs 3 EAL lcores" ip netns exec "$ns" "$bench" -t echo -D 1 -q --threads 3 \
 	"${mt_eal[@]}"
 stop_server
@@ -241,6 +252,16 @@ timeout -k 2 30 "$keymapctl" -f "kmbs-$id-mt2" -T 20 --json stats >"$tmp/mt-stat
 	fail "keymapctl stats"
 [ "$(json "$tmp/mt-stats.json" 'total["handoff_in"] > 0')" = True ] ||
 	fail "keymap, 2 lcores: no request was handed over (the path is not tested)"
+# A window of one: one engine sends (and preloads every key), the other passes its replies
+# on; -n 1: the same with one request.
+expect 0 "hit ratio 1.0000" ip netns exec "$ns" "$bench" -g 0.9 -k 200 -D 1 -c 1 -q --check \
+	--threads 2 --json "$tmp/mt1.json" "${mt_eal[@]}"
+[ "$(json "$tmp/mt1.json" '(replies > 10 and timeouts == 0 and bad == 0)')" = True ] ||
+	fail "keymap, 2 lcores, -c 1: $(cat "$tmp/mt1.json")"
+for seed in 1 2 3; do
+	expect 0 "1 sent, 1 answered" ip netns exec "$ns" "$bench" -g 1 -k 200 -n 1 -q \
+		--no-preload --seed "$seed" --threads 2 "${mt_eal[@]}"
+done
 stop_server
 echo "ok: --threads 2: echo and keymap, every reply checked, replies across queues"
 

@@ -443,6 +443,47 @@ test_session_template_from_seed(void **state)
 	assert_true(identity <= 1);
 }
 
+/* Generators of one run (--threads): the same seed, other streams: the same template
+ * order, other requests; stream 0 is the seed's own. */
+static void
+test_streams(void **state)
+{
+	struct km_wl_conf c = base_conf(KM_WL_SESSION);
+	unsigned int i, f, differ = 0;
+	uint64_t order[3][S_FIELDS];
+	struct km_wl_op op[3];
+	struct km_wl *wl[3];
+
+	(void)state;
+	c.fields = S_FIELDS;
+	c.sessions = 1;
+	for (i = 0; i < 3; i++) {
+		c.stream = i;
+		wl[i] = make(&c);
+		for (f = 0; f < S_FIELDS; f++) {
+			km_wl_next(wl[i], 0, &op[i]);
+			order[i][f] = op[i].key % S_FIELDS;
+		}
+	}
+	assert_memory_equal(order[0], order[1], sizeof(order[0]));
+	assert_memory_equal(order[0], order[2], sizeof(order[0]));
+	for (i = 0; i < 3; i++)
+		km_wl_free(wl[i]);
+	c = base_conf(KM_WL_UNIFORM);
+	for (i = 0; i < 3; i++) {
+		c.stream = i;
+		wl[i] = make(&c);
+	}
+	for (f = 0; f < 1000; f++) {
+		for (i = 0; i < 3; i++)
+			km_wl_next(wl[i], 0, &op[i]);
+		differ += op[0].key != op[1].key && op[1].key != op[2].key;
+	}
+	assert_true(differ > 900);
+	for (i = 0; i < 3; i++)
+		km_wl_free(wl[i]);
+}
+
 static void
 test_get_ratio(void **state)
 {
@@ -752,6 +793,7 @@ main(void)
 		cmocka_unit_test(test_scan_order),
 		cmocka_unit_test(test_session_walks),
 		cmocka_unit_test(test_session_template_from_seed),
+		cmocka_unit_test(test_streams),
 		cmocka_unit_test(test_get_ratio),
 		cmocka_unit_test(test_flat_keys),
 		cmocka_unit_test(test_composite_keys),

@@ -339,6 +339,7 @@ shard_holds(uint64_t id, uint64_t route_hash)
 #define DLOG_PREFETCH 8  /* entries a walk of an index reads ahead */
 #define DLOG_MIN      64 /* listings of a shard's index at least */
 #define DLOG_STEP     4  /* listings a compaction pass examines per append */
+#define DLOG_AHEAD    16 /* listings a pass prefetches the entry of ahead */
 
 /* Whether listing i of index l (of shard id) is live (struct proc_dlog). */
 static inline int
@@ -402,6 +403,8 @@ dlog_pass(const struct km_proc *p, struct proc_dlog *l, uint64_t id, uint32_t st
 					l, 2 * l->next); /* smaller: cannot fail for long */
 			break;
 		}
+		if (l->scan + DLOG_AHEAD < l->n)
+			proc_prefetch_dedup(&p->dedup[l->e[l->scan + DLOG_AHEAD].slot]);
 		if (dlog_live(p, l, id, l->scan))
 			l->e[l->keep++] = l->e[l->scan];
 		l->scan++;

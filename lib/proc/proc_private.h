@@ -151,6 +151,17 @@ struct dedup_entry {
 	uint32_t dseq; /* the number of its listing in its shard's index (struct proc_dlog) */
 };
 
+/* An entry of the table spans two cache lines at most (8-byte aligned, at most 72
+ * bytes): both. */
+_Static_assert(sizeof(struct dedup_entry) <= 72, "an entry spans two cache lines at most");
+
+static inline void
+proc_prefetch_dedup(const struct dedup_entry *e)
+{
+	__builtin_prefetch(e, 1);
+	__builtin_prefetch((const uint8_t *)(e + 1) - 1, 1);
+}
+
 /* The at-most-once entries of a shard, handed over with it (km_proc_dedup_take). */
 struct km_proc_dedup {
 	uint32_t n;

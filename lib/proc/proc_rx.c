@@ -208,10 +208,10 @@ rx_stage1(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *
 				     &r->msg.hdr, KM_ST_BUSY, km_shardmap_epoch_fast(map), r->buf));
 		return 0;
 	}
-	/* A write reads and rewrites its at-most-once entry: a miss in a table of
-	 * dedup_entries x 32 bytes, as random as the key's. */
+	/* A write reads and rewrites its at-most-once entry: misses in a table of
+	 * dedup_entries x 72 bytes, as random as the key's (both lines of the entry). */
 	if (r->msg.hdr.op != KM_OP_GET)
-		__builtin_prefetch(dedup_slot(p, r->src, r->msg.hdr.req_id), 1);
+		proc_prefetch_dedup(dedup_slot(p, r->src, r->msg.hdr.req_id));
 	key_init(&r->key, r->msg.key, r->msg.hdr.key_len, &r->rt);
 	r->shd = proc_likely(ahead == NULL) ? owned_shard(p, r->rt.shard, r->rt.hash) : ahead;
 	if (proc_likely(r->shd != NULL)) {

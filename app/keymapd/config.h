@@ -54,6 +54,7 @@ struct km_conf {
 	char store_driver[32];
 	uint64_t value_max;
 	uint64_t initial_keys;
+	char hugepages[8];
 	uint64_t dedup_entries;
 	char data_dir[KM_CONF_STR_MAX];
 	char cold_dir[KM_CONF_STR_MAX];

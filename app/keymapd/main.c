@@ -136,6 +136,9 @@ workers_init(const struct km_conf *conf, const struct km_shardmap *map, const ui
 		.dedup_entries = (uint32_t)conf->dedup_entries,
 		.store_driver = conf->store_driver,
 		.store_initial_keys = (uint32_t)conf->initial_keys,
+		.store_hugepages = strcmp(conf->hugepages, "off") == 0       ? KM_HUGEPAGES_OFF
+				   : strcmp(conf->hugepages, "hugetlb") == 0 ? KM_HUGEPAGES_HUGETLB
+									     : KM_HUGEPAGES_AUTO,
 		.dir = conf->data_dir,
 		.cold_dir = conf->cold_dir,
 		.durability = km_durability_of(conf->durability),

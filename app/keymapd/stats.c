@@ -77,6 +77,8 @@ const struct km_stats_desc km_stats_table[] = {
 		"keys stored, as last sampled"),
 	G(TOTAL, "store_bytes", "keymap_store_bytes", GAUGE, store_bytes,
 		"key and value bytes stored, as last sampled"),
+	G(TOTAL, "store_hugepage_bytes", "keymap_store_hugepage_bytes", GAUGE, store.hugepage_bytes,
+		"mem store: slab bytes on hugetlb pages or THP-advised mappings, as last sampled"),
 	G(TOTAL, "shards", "keymap_shards", GAUGE, shards, "shards in the map"),
 	G(TOTAL, "epoch", "keymap_map_epoch", GAUGE, epoch, "epoch of the current shard map"),
 #define KM_X(n, h) \

@@ -93,6 +93,7 @@ km_proc_create(const struct km_proc_params *prm, struct km_proc **out)
 	p->dram_max = prm->dram_max;
 	p->hello = prm->hello;
 	p->store_initial_keys = prm->store_initial_keys;
+	p->store_hugepages = prm->store_hugepages;
 	strcpy(p->driver, prm->store_driver);
 	p->shards_mask = 15;
 	p->shards = calloc(p->shards_mask + 1, sizeof(*p->shards));
@@ -361,6 +362,7 @@ store_create_sized(const struct km_proc *p, uint64_t shard_id, uint64_t version_
 		.initial_keys = initial_keys,
 		.version_base = version_base,
 		.socket_id = -1,
+		.hugepages = p->store_hugepages,
 		.dir = p->dir,
 		.cold_dir = p->cold_dir,
 		.durability = p->durability,

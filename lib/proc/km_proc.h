@@ -110,6 +110,7 @@ struct km_proc_params {
 	uint32_t dedup_entries;      /* at-most-once window, power of two (0 = 65536) */
 	const char *store_driver;    /* "mem", "log" */
 	uint32_t store_initial_keys; /* sizing hint per shard */
+	uint8_t store_hugepages;     /* mem: enum km_hugepages */
 	/* Persistent drivers (ignored by mem): */
 	const char *dir;      /* data directory */
 	const char *cold_dir; /* cold segment directory */

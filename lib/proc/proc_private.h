@@ -203,6 +203,7 @@ struct km_proc {
 	uint32_t value_max;
 	uint32_t reply_max; /* km_proc_params.reply_max */
 	uint32_t store_initial_keys;
+	uint8_t store_hugepages; /* km_proc_params.store_hugepages */
 	char driver[32];
 
 	struct km_proc_shard *shards;

@@ -26,6 +26,13 @@
 
 struct km_store;
 
+/* Whether the mem driver may put its slabs on 2 MiB pages ([store] hugepages). */
+enum km_hugepages {
+	KM_HUGEPAGES_AUTO = 0,    /* 2 MiB aligned slabs advised for transparent huge pages */
+	KM_HUGEPAGES_OFF = 1,     /* slabs of at most 1 MiB, advised against THP */
+	KM_HUGEPAGES_HUGETLB = 2, /* hugetlb pool pages while it has free ones, else as auto */
+};
+
 /* Durability of the persistent drivers (the volatile mem driver ignores it). */
 enum km_durability {
 	KM_DUR_NONE = 0,  /* records written each loop iteration, never fdatasync'ed */
@@ -56,6 +63,7 @@ struct km_store_params {
 	uint32_t initial_keys; /* sizing hint, 0 = driver default */
 	uint64_t version_base; /* versions issued are > version_base */
 	int socket_id;         /* NUMA node hint, -1 = any */
+	uint8_t hugepages;     /* mem driver: enum km_hugepages */
 	/* Persistent drivers: */
 	const char *dir;           /* data directory (logs) */
 	const char *cold_dir;      /* cold segments */
@@ -101,6 +109,7 @@ struct km_value_ref {
 	X(keys, GAUGE, SUM, "keys stored")                                                         \
 	X(value_bytes, GAUGE, SUM, "sum of key + value bytes stored")                              \
 	X(entry_overhead_bytes, GAUGE, SUM, "per-entry headers and allocator rounding")            \
+	X(hugepage_bytes, GAUGE, SUM, "mem: slab bytes on hugetlb pages or advised for THP")       \
 	X(version_last, GAUGE, MAX, "highest version issued or loaded (version_base: none)")       \
 	X(tier, GAUGE, SUM, "enum km_tier; summed over shards: the shards in the cold tier")       \
 	X(index_bytes, GAUGE, SUM, "DRAM index bytes")                                             \

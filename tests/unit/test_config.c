@@ -268,6 +268,7 @@ static const struct bad_case bad_cases[] = {
 	{"[metrics]\nport = 65536\n", 2, {"[metrics] port = '65536': out of range 0..65535"}},
 	{"[workers]\nmode = fast\n", 2, {"[workers] mode = 'fast': not one of serve|echo"}},
 	{"[log]\nlevel = verbose\n", 2, {"[log] level = 'verbose': not one of emerg|"}},
+	{"[store]\nhugepages = on\n", 2, {"[store] hugepages = 'on': not one of auto|hugetlb|off"}},
 	{"[shards]\nroute_sep = ::\n", 2, {"[shards] route_sep = '::': not a single character"}},
 	{"[shards]\ncount = 12\n", 2, {"[shards] count = '12': not a power of two"}},
 	{"[shards]\ncount = 0\n", 2, {"[shards] count = '0': out of range 1..65536"}},

@@ -5,7 +5,9 @@
  * a little at a time), a long differential run of the store against a malloc-backed
  * model (sizes that change class, versions that need the wide header, loads, CAS,
  * deletes, with the memory accounting checked against what the allocator holds), and
- * the fragmentation bound after churn that keeps moving records between classes.
+ * the fragmentation bound after churn that keeps moving records between classes, and the
+ * 2 MiB slabs of large classes (THP-advised, hugetlb pages when asked for, or none with
+ * hugepages off).
  */
 
 #include <stdarg.h>
@@ -18,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <km_store.h>
 
@@ -747,6 +751,287 @@ test_fragmentation(void **state)
 	km_store_destroy(s);
 }
 
+/* Huge pages */
+
+/* 2 MiB pages of the hugetlb pool free and not promised to a mapping yet (0: none, or no
+ * pool of 2 MiB pages). */
+static long
+hugetlb_free(void)
+{
+	static const char *const f[2] = {
+		"/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages",
+		"/sys/kernel/mm/hugepages/hugepages-2048kB/resv_hugepages",
+	};
+	long v[2] = {0, 0};
+	unsigned int i;
+
+	for (i = 0; i < 2; i++) {
+		FILE *fp = fopen(f[i], "r");
+
+		if (fp == NULL)
+			return 0;
+		if (fscanf(fp, "%ld", &v[i]) != 1)
+			v[i] = 0;
+		fclose(fp);
+	}
+	return v[0] - v[1];
+}
+
+#define HUGE_SZ   88
+#define HUGE_N    400000 /* 35 MB of one class: 8 MiB in small slabs, then 2 MiB ones */
+#define HUGE_SLAB (2u << 20)
+#define HUGE_MAX  64
+
+struct slab_walk {
+	uint64_t bytes;         /* all slabs */
+	uint64_t huge;          /* kinds HUGETLB and THP */
+	uint64_t biggest_small; /* largest slab of the other kinds */
+	unsigned int n_2m, n_tlb, n_thp, misaligned;
+	enum mem_slab_kind oldest_2m; /* the first 2 MiB slab's kind (the walk is newest first) */
+	const void *at[HUGE_MAX];     /* the 2 MiB slabs */
+};
+
+static void
+slab_seen(void *arg, const void *slab, uint64_t bytes, enum mem_slab_kind kind)
+{
+	struct slab_walk *w = arg;
+
+	w->bytes += bytes;
+	if (kind == MEM_SLAB_HUGETLB || kind == MEM_SLAB_THP) {
+		w->huge += bytes;
+		w->n_tlb += kind == MEM_SLAB_HUGETLB;
+		w->n_thp += kind == MEM_SLAB_THP;
+	} else if (bytes > w->biggest_small && bytes != HUGE_SLAB) {
+		w->biggest_small = bytes;
+	}
+	if (bytes == HUGE_SLAB && kind != MEM_SLAB_MALLOC) {
+		if (w->n_2m < HUGE_MAX)
+			w->at[w->n_2m] = slab;
+		w->n_2m++;
+		w->misaligned += (uintptr_t)slab % HUGE_SLAB != 0;
+		w->oldest_2m = kind;
+	}
+}
+
+/* The process's address space (VmSize, kB). */
+static long
+vm_size_kb(void)
+{
+	char line[256];
+	long kb = -1;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "VmSize: %ld", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
+/* Whether no page of [p, p + len) is mapped any more (msync() of a range with an unmapped
+ * page fails with ENOMEM: page by page, a mapping left behind shows). */
+static int
+all_unmapped(const void *p, size_t len)
+{
+	size_t off, pg = (size_t)sysconf(_SC_PAGESIZE);
+
+	for (off = 0; off < len; off += pg) {
+		errno = 0;
+		if (msync((void *)((uintptr_t)p + off), pg, MS_ASYNC) != -1 || errno != ENOMEM)
+			return 0;
+	}
+	return 1;
+}
+
+/*
+ * One class filled with 35 MB of records: with huge pages allowed, its slabs past 8 MiB
+ * are 2 MiB, aligned, THP-advised where the kernel has THP (auto; hugetlb: on pool pages
+ * when the pool had free ones at the start, never with auto); none with no_huge, slabs of
+ * at most 1 MiB then. Every record reads back, the figures are the slabs' lengths, the
+ * class holds within 5/4 of its records, the address space grows by what the slabs hold
+ * (the ends of the larger mappings that made them aligned are gone), and release unmaps
+ * every page of every 2 MiB slab.
+ */
+static void
+huge_run(int no_huge, int hugetlb)
+{
+	struct mem_slabs a = {.no_huge = no_huge, .hugetlb = hugetlb};
+	uint8_t **p = calloc(HUGE_N, sizeof(*p));
+	long tlb_free = hugetlb_free(), vm0 = vm_size_kb(), vm1;
+	int thp = access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) == 0;
+	struct slab_walk w = {0};
+	unsigned int i;
+
+	assert_non_null(p);
+	for (i = 0; i < HUGE_N; i++) {
+		p[i] = mem_slab_alloc(&a, HUGE_SZ - (i % 8)); /* one class */
+		assert_non_null(p[i]);
+		assert_int_equal((uintptr_t)p[i] % 8, 0);
+		fill(p[i], HUGE_SZ - (i % 8), i);
+	}
+	for (i = 0; i < HUGE_N; i++)
+		assert_true(filled(p[i], HUGE_SZ - (i % 8), i));
+	assert_int_equal(a.slab_live, (uint64_t)HUGE_N * HUGE_SZ);
+	mem_slabs_each(&a, slab_seen, &w);
+	/* What the process pays: the slabs' lengths (or malloc costs) and the class table. */
+	assert_int_equal(w.bytes + a.cls_cost, a.slab_held);
+	assert_int_equal(w.huge, a.huge_held);
+	/* The mappings: the slabs, not the 4 MiB the aligned ones came from (+ 1 MiB slack
+	 * for malloc's own arenas and the test's array). */
+	vm1 = vm_size_kb();
+	assert_true(vm0 > 0 && vm1 > 0);
+	assert_true(
+		(uint64_t)(vm1 - vm0) * 1024 <= a.slab_held + (HUGE_N * sizeof(*p)) + (1u << 20));
+	assert_true(a.slab_held <= a.slab_live + a.slab_live / 4 + (64u << 10));
+	assert_true(w.biggest_small <= 1u << 20);
+	if (no_huge) {
+		assert_int_equal(w.n_2m, 0);
+		assert_int_equal(a.huge_held, 0);
+	} else {
+		/* 35 MB past the first 8 MiB: at least 12 slabs of 2 MiB */
+		assert_true(w.n_2m >= 12 && w.n_2m <= HUGE_MAX);
+		assert_int_equal(w.misaligned, 0);
+		if (!hugetlb)
+			assert_int_equal(w.n_tlb, 0); /* the pool is the system's: not by default */
+		if (hugetlb && tlb_free > 0)
+			assert_int_equal(w.oldest_2m, MEM_SLAB_HUGETLB);
+		if (thp)
+			assert_int_equal(w.n_tlb + w.n_thp, w.n_2m);
+		assert_int_equal(a.huge_held, (uint64_t)(w.n_tlb + w.n_thp) * HUGE_SLAB);
+		print_message("2 MiB slabs: %u hugetlb, %u THP-advised (pool had %ld free)\n",
+			w.n_tlb, w.n_thp, tlb_free);
+	}
+	/* Half freed, then the rest: free objects are reused, nothing leaves the slabs. */
+	for (i = 0; i < HUGE_N; i += 2)
+		mem_slab_free(&a, p[i], HUGE_SZ - (i % 8));
+	for (i = 0; i < HUGE_N; i += 2) {
+		p[i] = mem_slab_alloc(&a, HUGE_SZ);
+		assert_non_null(p[i]);
+		fill(p[i], HUGE_SZ, i + HUGE_N);
+	}
+	for (i = 0; i < HUGE_N; i++)
+		assert_true(i % 2 == 0 ? filled(p[i], HUGE_SZ, i + HUGE_N)
+				       : filled(p[i], HUGE_SZ - (i % 8), i));
+	for (i = 0; i < HUGE_N; i++)
+		mem_slab_free(&a, p[i], HUGE_SZ);
+	assert_int_equal(a.slab_live, 0);
+	mem_slabs_release(&a);
+	assert_int_equal(mem_slabs_held(&a), 0);
+	assert_int_equal(a.huge_held, 0);
+	assert_int_equal(a.no_huge, no_huge);
+	assert_int_equal(a.hugetlb, hugetlb);
+	for (i = 0; i < w.n_2m && i < HUGE_MAX; i++)
+		assert_true(all_unmapped(w.at[i], HUGE_SLAB));
+	free(p);
+}
+
+static void
+test_huge_slabs(void **state)
+{
+	(void)state;
+	huge_run(0, 0);
+	huge_run(0, 1);
+	huge_run(1, 0);
+}
+
+#define HSTORE_KEYS 250000 /* 22 MB of 88-byte records in one class */
+
+static void
+hstore_key(uint8_t *key, unsigned int i, struct km_key *k)
+{
+	memcpy(key, &i, sizeof(i));
+	memset(key + sizeof(i), 'h', 16 - sizeof(i));
+	k->data = key;
+	k->len = 16;
+	k->hash = km_key_hash(key, 16);
+}
+
+static void
+hstore_check(struct km_store *s, const uint8_t *val, unsigned int del_mod)
+{
+	struct km_value_ref ref;
+	uint8_t key[16];
+	struct km_key k;
+	unsigned int i;
+
+	for (i = 0; i < HSTORE_KEYS; i++) {
+		hstore_key(key, i, &k);
+		if (del_mod != 0 && i % 5 < del_mod) {
+			assert_int_equal(km_store_get(s, &k, &ref), -ENOENT);
+			continue;
+		}
+		assert_int_equal(km_store_get(s, &k, &ref), 0);
+		assert_int_equal(ref.len, 64);
+		assert_memory_equal(ref.data, val + i % 64, 64);
+	}
+}
+
+/*
+ * The store over 2 MiB slabs: hugepage_bytes reports them (0 with hugepages off), records
+ * read back after a compaction that moves them into new 2 MiB slabs, and the last delete
+ * gives everything back.
+ */
+static void
+hstore_run(uint8_t hugepages)
+{
+	struct km_store_params prm = {
+		.name = "huge", .value_max = 64, .socket_id = -1, .hugepages = hugepages};
+	int thp = access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) == 0;
+	static uint8_t val[128];
+	struct km_store *s = NULL;
+	struct km_store_stats st;
+	uint64_t held_full, held_after;
+	uint8_t key[16];
+	struct km_key k;
+	unsigned int i;
+
+	for (i = 0; i < sizeof(val); i++)
+		val[i] = (uint8_t)(i * 7);
+	assert_int_equal(km_store_create("mem", &prm, &s), 0);
+	for (i = 0; i < HSTORE_KEYS; i++) {
+		hstore_key(key, i, &k);
+		assert_int_equal(km_store_put(s, &k, val + i % 64, 64, KM_VERSION_ANY, 0, NULL), 0);
+	}
+	held_full = entry_held(s, &st);
+	if (hugepages == KM_HUGEPAGES_OFF)
+		assert_int_equal(st.hugepage_bytes, 0);
+	else if (thp)
+		assert_true(st.hugepage_bytes >= 5 * (uint64_t)HUGE_SLAB);
+	assert_true(st.hugepage_bytes <= held_full);
+	hstore_check(s, val, 0);
+	/* 2 in 5 deleted: past the fragmentation bound, a compaction packs the 13 MB left. */
+	for (i = 0; i < HSTORE_KEYS; i++) {
+		hstore_key(key, i, &k);
+		if (i % 5 < 2)
+			assert_int_equal(km_store_del(s, &k, KM_VERSION_ANY, NULL), 0);
+	}
+	held_after = entry_held(s, &st);
+	assert_true(held_after < held_full * 3 / 4);
+	if (hugepages == KM_HUGEPAGES_OFF)
+		assert_int_equal(st.hugepage_bytes, 0);
+	else if (thp)
+		assert_true(st.hugepage_bytes > 0);
+	hstore_check(s, val, 2);
+	for (i = 0; i < HSTORE_KEYS; i++) {
+		hstore_key(key, i, &k);
+		if (i % 5 >= 2)
+			assert_int_equal(km_store_del(s, &k, KM_VERSION_ANY, NULL), 0);
+	}
+	assert_int_equal(entry_held(s, &st), 0);
+	assert_int_equal(st.hugepage_bytes, 0);
+	km_store_destroy(s);
+}
+
+static void
+test_huge_store(void **state)
+{
+	(void)state;
+	hstore_run(KM_HUGEPAGES_AUTO);
+	hstore_run(KM_HUGEPAGES_HUGETLB);
+	hstore_run(KM_HUGEPAGES_OFF);
+}
+
 int
 main(void)
 {
@@ -758,6 +1043,8 @@ main(void)
 		cmocka_unit_test(test_versions_wide),
 		cmocka_unit_test(test_store_differential),
 		cmocka_unit_test(test_fragmentation),
+		cmocka_unit_test(test_huge_slabs),
+		cmocka_unit_test(test_huge_store),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -25,8 +25,26 @@
  * record and freed with the last record), and a class never holds more than about 5/4 of
  * what it ever needed at once. Slabs of MEM_SLAB_MMAP bytes or more are mapped directly
  * (munmap gives them back to the system at once, whatever malloc's mmap threshold
- * became); smaller ones come from malloc. No MADV_HUGEPAGE: slabs are not 2 MiB aligned,
- * and the hosts measured had no huge pages configured.
+ * became); smaller ones come from malloc.
+ *
+ * Huge pages: a class that holds MEM_SLAB_HUGE_FROM (8 MiB) or more gets slabs of one
+ * 2 MiB page, MEM_SLAB_HUGE, so that a store of millions of records walks fewer TLB
+ * entries. 8 MiB is where the growth rule asks for 2 MiB (a quarter of it), so the 5/4
+ * bound holds as for smaller slabs. Such a slab is an anonymous mapping cut to a 2 MiB
+ * boundary (a larger one, its ends unmapped) with MADV_HUGEPAGE: the kernel backs it with
+ * a transparent huge page when THP is in madvise or always mode and it can find one, and
+ * with 4 KiB pages otherwise (the advice is taken either way: huge_held counts what was
+ * advised, not what the kernel did). With hugetlb (struct km_store_params), it is first a
+ * MAP_HUGETLB | MAP_HUGE_2MB mapping while the system's pool has a free 2 MiB page, written
+ * at once with MADV_POPULATE_WRITE: a page the mmap reserved but a hugetlb cgroup limit
+ * or a memory policy refuses then fails the madvise (the slab falls back to THP) instead
+ * of killing the worker with SIGBUS at the first record. Not by default: the pool is the
+ * system's, reserved for EAL or for other processes. A class keeps asking for hugetlb
+ * pages (one failed mmap per 2 MiB: nothing next to filling 2 MiB of records). Either
+ * costs 2 MiB. The kind of each slab is in its header (munmap needs the length of the
+ * mapping, and a hugetlb one must be unmapped whole); huge_held counts them. A store
+ * created with hugepages off keeps slabs of at most MEM_SLAB_MAX, its mapped ones advised
+ * MADV_NOHUGEPAGE (THP in always mode would otherwise back them too).
  *
  * Accounting is what the process pays: malloc'ed blocks at their usable size plus
  * malloc's size word, mapped slabs at their page-rounded length, the class states
@@ -49,6 +67,16 @@
 #define MEM_SLAB_MIN  256
 #define MEM_SLAB_MAX  (1u << 20)
 #define MEM_SLAB_MMAP (64u << 10)
+/* Slabs of a 2 MiB page, for classes of at least 4 of them (a new slab is at most a quarter
+ * of what its class holds). */
+#define MEM_SLAB_HUGE      (2u << 20)
+#define MEM_SLAB_HUGE_FROM (4 * (uint64_t)MEM_SLAB_HUGE)
+#ifndef MAP_HUGE_2MB
+#define MAP_HUGE_2MB (21 << MAP_HUGE_SHIFT)
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
 /* Free slab bytes tolerated beyond half the live ones before a compaction (per store). */
 #define MEM_COMPACT_SLACK (64u << 10)
 /* glibc's size word before each chunk. */
@@ -56,9 +84,9 @@
 
 struct mem_slab {
 	struct mem_slab *next;
-	uint64_t bytes;   /* as accounted; bit 0: mapped (bytes is then the mapping's length) */
+	uint64_t bytes;   /* as accounted: a mapping's length, or malloc's cost */
 	uint32_t objects; /* capacity, for release_step's budget */
-	uint32_t pad;
+	uint32_t kind;    /* enum mem_slab_kind: how to free it */
 };
 
 struct mem_own {
@@ -88,41 +116,91 @@ page_size(void)
 }
 
 static int
+slab_huge(enum mem_slab_kind k)
+{
+	return k == MEM_SLAB_HUGETLB || k == MEM_SLAB_THP;
+}
+
+/* A slab of MEM_SLAB_HUGE bytes, on a 2 MiB page of the pool if hugetlb and the system
+ * has one, else MEM_SLAB_HUGE-aligned for THP; *kind says which. NULL: no memory at all. */
+static void *
+slab_map_huge(int hugetlb, enum mem_slab_kind *kind)
+{
+	size_t len = 2 * (size_t)MEM_SLAB_HUGE - page_size(), lead;
+	uint8_t *p;
+
+	if (hugetlb) {
+		p = mmap(NULL, MEM_SLAB_HUGE, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_HUGE_2MB, -1, 0);
+		if (p != MAP_FAILED && madvise(p, MEM_SLAB_HUGE, MADV_POPULATE_WRITE) == 0) {
+			*kind = MEM_SLAB_HUGETLB;
+			return p;
+		}
+		if (p != MAP_FAILED)
+			munmap(p, MEM_SLAB_HUGE);
+	}
+	/* Any len bytes hold an aligned MEM_SLAB_HUGE: keep those, unmap the rest. */
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	lead = (MEM_SLAB_HUGE - (uintptr_t)p % MEM_SLAB_HUGE) % MEM_SLAB_HUGE;
+	if (lead != 0)
+		munmap(p, lead);
+	if (len - lead > MEM_SLAB_HUGE)
+		munmap(p + lead + MEM_SLAB_HUGE, len - lead - MEM_SLAB_HUGE);
+	p += lead;
+	/* EINVAL without THP in the kernel: then it is a mapping as any other. */
+	*kind = madvise(p, MEM_SLAB_HUGE, MADV_HUGEPAGE) == 0 ? MEM_SLAB_THP : MEM_SLAB_MAPPED;
+	return p;
+}
+
+static int
 slab_new(struct mem_slabs *a, struct mem_slab_class *c, size_t sz)
 {
 	uint64_t want = c->held / 4, bytes, n, cost;
-	struct mem_slab *s;
-	int mapped = 0;
+	enum mem_slab_kind kind = MEM_SLAB_MALLOC;
+	struct mem_slab *s = NULL;
 
-	if (want < MEM_SLAB_MIN)
-		want = MEM_SLAB_MIN;
-	if (want > MEM_SLAB_MAX)
-		want = MEM_SLAB_MAX;
-	n = (want - sizeof(*s)) / sz;
-	if (n < 2)
-		n = 2;
-	bytes = sizeof(*s) + n * sz;
-	if (bytes >= MEM_SLAB_MMAP) {
-		bytes = (bytes + page_size() - 1) & ~(page_size() - 1);
-		s = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (s == MAP_FAILED)
-			return -1;
-		mapped = 1;
-		cost = bytes;
+	if (!a->no_huge && c->held >= MEM_SLAB_HUGE_FROM)
+		s = slab_map_huge(a->hugetlb, &kind);
+	if (s != NULL) {
+		bytes = cost = MEM_SLAB_HUGE;
 	} else {
-		s = malloc(bytes);
-		if (s == NULL)
-			return -1;
-		cost = malloc_cost(s);
-		bytes = malloc_usable_size(s);
+		if (want < MEM_SLAB_MIN)
+			want = MEM_SLAB_MIN;
+		if (want > MEM_SLAB_MAX)
+			want = MEM_SLAB_MAX;
+		n = (want - sizeof(*s)) / sz;
+		if (n < 2)
+			n = 2;
+		bytes = sizeof(*s) + n * sz;
+		if (bytes >= MEM_SLAB_MMAP) {
+			bytes = (bytes + page_size() - 1) & ~(page_size() - 1);
+			s = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+				-1, 0);
+			if (s == MAP_FAILED)
+				return -1;
+			if (a->no_huge)
+				(void)madvise(s, bytes, MADV_NOHUGEPAGE);
+			kind = MEM_SLAB_MAPPED;
+			cost = bytes;
+		} else {
+			s = malloc(bytes);
+			if (s == NULL)
+				return -1;
+			cost = malloc_cost(s);
+			bytes = malloc_usable_size(s);
+		}
 	}
 	n = (bytes - sizeof(*s)) / sz; /* the whole block: malloc may give more */
-	s->bytes = cost | (uint64_t)mapped;
+	s->bytes = cost;
 	s->objects = (uint32_t)n;
-	s->pad = 0;
+	s->kind = kind;
 	s->next = a->slabs;
 	a->slabs = s;
 	a->slab_held += cost;
+	if (slab_huge(kind))
+		a->huge_held += cost;
 	c->held += cost;
 	c->bump = (uint8_t *)(s + 1);
 	c->end = c->bump + n * sz;
@@ -240,13 +318,17 @@ mem_slabs_fragmented(const struct mem_slabs *a)
 	return a->slab_held - a->slab_live > a->slab_live / 2 + MEM_COMPACT_SLACK + a->free0;
 }
 
+/* Free s and take it out of a's figures. */
 static void
-slab_free(struct mem_slab *s)
+slab_free(struct mem_slabs *a, struct mem_slab *s)
 {
-	if (s->bytes & 1)
-		munmap(s, s->bytes & ~(uint64_t)1);
-	else
+	a->slab_held -= s->bytes;
+	if (slab_huge(s->kind))
+		a->huge_held -= s->bytes;
+	if (s->kind == MEM_SLAB_MALLOC)
 		free(s);
+	else
+		munmap(s, s->bytes);
 }
 
 static void
@@ -265,6 +347,7 @@ mem_slabs_release_step(struct mem_slabs *a, uint32_t budget)
 {
 	struct mem_slab *s;
 	struct mem_own *b;
+	uint8_t no_huge, hugetlb;
 	uint32_t cost;
 
 	if (budget == 0)
@@ -274,8 +357,7 @@ mem_slabs_release_step(struct mem_slabs *a, uint32_t budget)
 			s = a->slabs;
 			a->slabs = s->next;
 			cost = s->objects;
-			a->slab_held -= s->bytes & ~(uint64_t)1;
-			slab_free(s);
+			slab_free(a, s);
 		} else {
 			b = a->own;
 			a->own = b->next;
@@ -288,7 +370,11 @@ mem_slabs_release_step(struct mem_slabs *a, uint32_t budget)
 	if (a->slabs != NULL || a->own != NULL)
 		return 1;
 	slabs_free_cls(a);
+	no_huge = a->no_huge;
+	hugetlb = a->hugetlb;
 	memset(a, 0, sizeof(*a));
+	a->no_huge = no_huge;
+	a->hugetlb = hugetlb;
 	return 0;
 }
 
@@ -323,6 +409,17 @@ mem_slabs_absorb(struct mem_slabs *src, struct mem_slabs *dst)
 	}
 	src->slab_held += dst->slab_held;
 	src->slab_live += dst->slab_live;
+	src->huge_held += dst->huge_held;
 	/* dst allocated only: no free objects; the unused ends of its slabs stay held. */
 	memset(dst, 0, sizeof(*dst));
+}
+
+void
+mem_slabs_each(const struct mem_slabs *a,
+	void (*fn)(void *arg, const void *slab, uint64_t bytes, enum mem_slab_kind kind), void *arg)
+{
+	const struct mem_slab *s;
+
+	for (s = a->slabs; s != NULL; s = s->next)
+		fn(arg, s, s->bytes, (enum mem_slab_kind)s->kind);
 }

@@ -34,6 +34,15 @@ struct mem_slab_tab {
 	struct mem_slab_class c[];
 };
 
+/* How a slab's memory was obtained (mem_slab.c). */
+enum mem_slab_kind {
+	MEM_SLAB_MALLOC = 0,  /* a malloc block */
+	MEM_SLAB_MAPPED = 1,  /* an anonymous mapping */
+	MEM_SLAB_HUGETLB = 2, /* a 2 MiB page of the system's hugetlb pool */
+	MEM_SLAB_THP = 3,     /* a 2 MiB aligned mapping advised MADV_HUGEPAGE */
+};
+
+/* Zeroed: empty, 2 MiB slabs allowed. */
 struct mem_slabs {
 	struct mem_slab_tab *cls; /* NULL until the first slab record */
 	struct mem_slab *slabs;   /* every slab, newest first */
@@ -43,6 +52,9 @@ struct mem_slabs {
 	uint64_t own_held;        /* blocks of their own, with malloc's rounding and header */
 	uint64_t free0;           /* slab_held - slab_live after the last compaction */
 	uint64_t cls_cost;        /* what cls costs (within slab_held) */
+	uint64_t huge_held;       /* slabs of kind HUGETLB or THP (within slab_held) */
+	uint8_t no_huge;          /* 1: no 2 MiB slabs (kept by mem_slabs_release()) */
+	uint8_t hugetlb;          /* 1: 2 MiB slabs from the hugetlb pool first (kept too) */
 };
 
 /* Bytes an allocation of `size` takes in a slab (its class's size), or 0: too large. */
@@ -88,6 +100,12 @@ void mem_slabs_hand_own(struct mem_slabs *dst, struct mem_slabs *src);
 
 /* A compaction into dst failed half-way: src keeps dst's slabs and records too. */
 void mem_slabs_absorb(struct mem_slabs *src, struct mem_slabs *dst);
+
+/* Call fn for every slab: its start, its bytes as accounted (a mapping's length), its kind.
+ * For checks. */
+void mem_slabs_each(const struct mem_slabs *a,
+	void (*fn)(void *arg, const void *slab, uint64_t bytes, enum mem_slab_kind kind),
+	void *arg);
 
 /* Mark the end of a compaction (the free space then is the new reference). */
 static inline void

@@ -444,7 +444,7 @@ mem_grow(struct mem_store *ms)
 static void
 mem_compact(struct mem_store *ms)
 {
-	struct mem_slabs dst = {0};
+	struct mem_slabs dst = {.no_huge = ms->mem.no_huge, .hugetlb = ms->mem.hugetlb};
 	uint64_t i, s, w;
 	uint8_t *r, *nr;
 	size_t size;
@@ -517,6 +517,8 @@ mem_create(const struct km_store_params *p, struct km_store **out)
 	ms->version = p->version_base;
 	ms->vbase = p->version_base;
 	ms->value_max = p->value_max;
+	ms->mem.no_huge = p->hugepages == KM_HUGEPAGES_OFF;
+	ms->mem.hugetlb = p->hugepages == KM_HUGEPAGES_HUGETLB;
 	*out = &ms->base;
 	return 0;
 }
@@ -955,6 +957,7 @@ mem_stats(const struct km_store *s, struct km_store_stats *st)
 	/* Everything the records' memory holds beyond their keys and values: headers, class
 	 * rounding, free objects, slab ends and headers, the class table, malloc's share. */
 	st->entry_overhead_bytes = mem_slabs_held(&ms->mem) - ms->value_bytes;
+	st->hugepage_bytes = ms->mem.huge_held;
 	/* Deletes consume versions too, and an instance that wrote nothing reports its
 	 * version_base: a store created above this value never reissues a version seen here. */
 	st->version_last = ms->version;

@@ -181,6 +181,7 @@ load_workload(struct run *r)
 {
 	const struct bench_conf *c = r->c;
 	char err[512], threads[64];
+	uint32_t session_base = 0;
 	unsigned int i;
 
 	if (c->trace_path != NULL) {
@@ -206,7 +207,8 @@ load_workload(struct run *r)
 		return EXIT_USAGE;
 	}
 	/* One generator per engine, each its own stream of the seed: the engines draw
-	 * different keys (sessions: the same template order); the sessions are shared out. */
+	 * different keys (sessions: the same template order); the sessions are shared out,
+	 * numbered apart. */
 	for (i = 0; i < c->threads; i++) {
 		struct km_wl_conf wc = c->wl;
 
@@ -216,6 +218,8 @@ load_workload(struct run *r)
 				c->wl.sessions / c->threads + (i < c->wl.sessions % c->threads);
 			if (wc.sessions == 0)
 				wc.sessions = 1;
+			wc.session_base = session_base;
+			session_base += wc.sessions;
 		}
 		if (km_wl_create(&wc, &r->wl[i], err, sizeof(err)) < 0) {
 			fprintf(stderr, "keymap-bench: workload: %s\n", err);

@@ -113,7 +113,8 @@ const struct conf_desc km_conf_descs[] = {
 	ENUM("store", "hugepages", 0, hugepages, "auto|hugetlb|off", "auto",
 		"mem driver: auto = slabs of size classes holding 8 MiB or more are 2 MiB "
 		"mappings advised for transparent huge pages; hugetlb = pages of the hugetlb pool "
-		"first (while it has free ones); off = 4 KiB pages only (docs/operations.md 2.1)"),
+		"first (while it has free ones); off = slabs of at most 1 MiB advised against THP "
+		"(docs/operations.md 2.1)"),
 	U64("store", "dedup_entries", F_POW2, dedup_entries, 1024, 1 << 24, "65536",
 		"per-worker window of writes remembered for at-most-once retries (power of two)"),
 	STR("store", "dir", 0, data_dir, "/var/lib/keymap",

@@ -400,7 +400,7 @@ km_wl_next(struct km_wl *wl, uint64_t now_us, struct km_wl_op *op)
 	case KM_WL_SESSION:
 		i = (uint32_t)km_rng_below(&wl->rng, c->sessions);
 		s = &wl->sess[i];
-		op->session = i + 1;
+		op->session = c->session_base + i + 1;
 		op->key = s->entity * c->fields + wl->perm[s->pos];
 		if (++s->pos == c->fields) {
 			s->pos = 0;

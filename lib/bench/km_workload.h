@@ -67,11 +67,15 @@ struct km_wl_conf {
 	/* 0, or one of several generators of one run: the same seed gives them the same
 	 * template order (SESSION), the stream their own draws */
 	uint32_t stream;
+	/* SESSION: this generator's sessions are numbered session_base + 1 .. session_base +
+	 * sessions (generators of one run: distinct sessions, as a server's predictor sees
+	 * them) */
+	uint32_t session_base;
 };
 
 struct km_wl_op {
 	uint8_t op;       /* enum km_wl_opcode */
-	uint32_t session; /* SESSION: 1..sessions; 0 otherwise */
+	uint32_t session; /* SESSION: session_base + 1..sessions; 0 otherwise */
 	uint64_t key;     /* 0 .. nb_keys-1 */
 };
 

@@ -153,7 +153,8 @@ struct dedup_entry {
 
 /* An entry of the table spans two cache lines at most (8-byte aligned, at most 72
  * bytes): both. */
-_Static_assert(sizeof(struct dedup_entry) <= 72, "an entry spans two cache lines at most");
+_Static_assert(sizeof(struct dedup_entry) <= 72 && _Alignof(struct dedup_entry) >= 8,
+	"an entry spans two cache lines at most");
 
 static inline void
 proc_prefetch_dedup(const struct dedup_entry *e)

@@ -469,6 +469,19 @@ test_streams(void **state)
 	assert_memory_equal(order[0], order[2], sizeof(order[0]));
 	for (i = 0; i < 3; i++)
 		km_wl_free(wl[i]);
+	/* Sessions numbered apart: generator i's are 4i + 1 .. 4i + 4. */
+	c.sessions = 4;
+	for (i = 0; i < 3; i++) {
+		c.stream = i;
+		c.session_base = 4 * i;
+		wl[i] = make(&c);
+		for (f = 0; f < 200; f++) {
+			km_wl_next(wl[i], 0, &op[i]);
+			assert_true(op[i].session > 4 * i && op[i].session <= 4 * i + 4);
+		}
+		km_wl_free(wl[i]);
+	}
+	c.session_base = 0;
 	c = base_conf(KM_WL_UNIFORM);
 	for (i = 0; i < 3; i++) {
 		c.stream = i;

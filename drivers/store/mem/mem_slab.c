@@ -71,6 +71,9 @@
  * of what its class holds). */
 #define MEM_SLAB_HUGE      (2u << 20)
 #define MEM_SLAB_HUGE_FROM (4 * (uint64_t)MEM_SLAB_HUGE)
+#ifndef MAP_HUGE_SHIFT
+#define MAP_HUGE_SHIFT 26
+#endif
 #ifndef MAP_HUGE_2MB
 #define MAP_HUGE_2MB (21 << MAP_HUGE_SHIFT)
 #endif

@@ -116,21 +116,32 @@ print_row(FILE *f, const char *name, const uint64_t *per, uint16_t n)
 void
 km_control_print_interval(FILE *f, struct km_interval *prev, double secs)
 {
-	uint64_t reqs = 0, cycles = 0, r, c;
+	uint64_t reqs = 0, cycles = 0, rxc = 0, txc = 0, r, c, rx, tx;
 	uint16_t i;
 
 	/* Counters are plain words each worker updates alone: a read may be one update old. */
 	for (i = 0; i < km_dp.nb_workers; i++) {
 		reqs += km_worker_requests(&km_dp.workers[i]);
 		cycles += km_dp.workers[i].cnt.busy_cycles;
+		rxc += km_dp.workers[i].cnt.rx_cycles;
+		txc += km_dp.workers[i].cnt.tx_cycles;
 	}
 	r = reqs - prev->requests;
 	c = cycles - prev->busy_cycles;
-	fprintf(f, "interval %.1f s: requests %" PRIu64 " (%.0f/s) cycles_per_req %" PRIu64 "\n",
-		secs, r, secs > 0 ? (double)r / secs : 0.0, r == 0 ? 0 : c / r);
+	rx = rxc - prev->rx_cycles;
+	tx = txc - prev->tx_cycles;
+	if (tx > c) /* a TX burst counted, its iteration not yet (one update old) */
+		tx = c;
+	fprintf(f,
+		"interval %.1f s: requests %" PRIu64 " (%.0f/s) cycles_per_req %" PRIu64
+		" (rx %" PRIu64 ", proc %" PRIu64 ", tx %" PRIu64 ")\n",
+		secs, r, secs > 0 ? (double)r / secs : 0.0, r == 0 ? 0 : c / r, r == 0 ? 0 : rx / r,
+		r == 0 ? 0 : (c - tx) / r, r == 0 ? 0 : tx / r);
 	fflush(f);
 	prev->requests = reqs;
 	prev->busy_cycles = cycles;
+	prev->rx_cycles = rxc;
+	prev->tx_cycles = txc;
 }
 
 void
@@ -754,7 +765,7 @@ km_ctl_loop(void)
 {
 	uint64_t hz = rte_get_timer_hz(), last = rte_get_timer_cycles(), now, before;
 	double place_dt = 0;
-	struct km_interval prev = {0, 0};
+	struct km_interval prev = {0};
 	unsigned int notes = 0;
 	int pf_active = 0;
 

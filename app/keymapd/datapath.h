@@ -30,30 +30,32 @@
 #include "config.h"
 
 /* Per-worker packet counters, declared once (X-macro): name, help. */
-#define KM_WORKER_COUNTERS(X)                                                               \
-	X(rx_pkts, "packets received")                                                      \
-	X(tx_pkts, "packets sent")                                                          \
-	X(tx_drops, "replies dropped: TX queue full")                                       \
-	X(arp_replies, "ARP requests answered")                                             \
-	X(icmp_replies, "ICMP echo requests answered")                                      \
-	X(drop_l2, "frames dropped: not IPv4/ARP, short, or multi-segment")                 \
-	X(drop_l3, "packets dropped: bad IPv4 header, options or other address")            \
-	X(drop_l4, "packets dropped: not UDP/ICMP, bad UDP length or checksum, other port") \
-	X(drop_proto, "datagrams dropped silently: short, bad magic/version, or a reply")   \
-	X(handoff_out, "misdirected requests handed to their owner worker")                 \
-	X(handoff_in, "requests received from other workers")                               \
-	X(handoff_drops, "misdirected requests dropped: owner ring full")                   \
-	X(drop_denied, "datagrams dropped: source not in [security] allow")                 \
-	X(drop_src, "packets dropped: a source no reply may go to (spoofed or broken)")     \
-	X(busy_cycles, "TSC cycles spent on iterations that had work")                      \
-	X(busy_iters, "loop iterations that had work")                                      \
-	X(disk_replies, "replies sent after waiting for a disk read or a group write")      \
-	X(ctl_drops, "messages to the control lcore dropped: w_to_ctl ring full")           \
-	X(pf_commands, "the predictor's prefetch commands applied")                         \
-	X(frag_rx, "IPv4 fragments received for keymapd's address")                         \
-	X(frag_reassembled, "datagrams reassembled from fragments")                         \
-	X(frag_drops, "fragments dropped: malformed or not UDP, table full, timed out")     \
-	X(frag_tx, "fragments sent: replies larger than the port MTU")                      \
+#define KM_WORKER_COUNTERS(X)                                                                 \
+	X(rx_pkts, "packets received")                                                        \
+	X(tx_pkts, "packets sent")                                                            \
+	X(tx_drops, "replies dropped: TX queue full")                                         \
+	X(arp_replies, "ARP requests answered")                                               \
+	X(icmp_replies, "ICMP echo requests answered")                                        \
+	X(drop_l2, "frames dropped: not IPv4/ARP, short, or multi-segment")                   \
+	X(drop_l3, "packets dropped: bad IPv4 header, options or other address")              \
+	X(drop_l4, "packets dropped: not UDP/ICMP, bad UDP length or checksum, other port")   \
+	X(drop_proto, "datagrams dropped silently: short, bad magic/version, or a reply")     \
+	X(handoff_out, "misdirected requests handed to their owner worker")                   \
+	X(handoff_in, "requests received from other workers")                                 \
+	X(handoff_drops, "misdirected requests dropped: owner ring full")                     \
+	X(drop_denied, "datagrams dropped: source not in [security] allow")                   \
+	X(drop_src, "packets dropped: a source no reply may go to (spoofed or broken)")       \
+	X(busy_cycles, "TSC cycles spent on iterations that had work (after their RX burst)") \
+	X(busy_iters, "loop iterations that had work")                                        \
+	X(rx_cycles, "TSC cycles in RX bursts that returned packets (not in busy_cycles)")    \
+	X(tx_cycles, "TSC cycles in TX bursts (within busy_cycles)")                          \
+	X(disk_replies, "replies sent after waiting for a disk read or a group write")        \
+	X(ctl_drops, "messages to the control lcore dropped: w_to_ctl ring full")             \
+	X(pf_commands, "the predictor's prefetch commands applied")                           \
+	X(frag_rx, "IPv4 fragments received for keymapd's address")                           \
+	X(frag_reassembled, "datagrams reassembled from fragments")                           \
+	X(frag_drops, "fragments dropped: malformed or not UDP, table full, timed out")       \
+	X(frag_tx, "fragments sent: replies larger than the port MTU")                        \
 	X(large_drops, "datagrams dropped: no large buffer or fragment mbuf free")
 
 struct km_worker_counters {

@@ -133,11 +133,14 @@ void km_control_print_stats(FILE *f, int workers_stopped);
 struct km_interval {
 	uint64_t requests;
 	uint64_t busy_cycles;
+	uint64_t rx_cycles, tx_cycles;
 };
 
 /*
  * One line: requests, rate and busy cycles per request of all workers since prev (which
- * is updated), e.g. "interval 1.0 s: requests 6100000 (6100000/s) cycles_per_req 212".
+ * is updated), and their parts: the RX bursts' (not in the busy cycles), the processing
+ * (busy less TX) and the TX bursts', e.g. "interval 1.0 s: requests 6100000 (6100000/s)
+ * cycles_per_req 212 (rx 40, proc 150, tx 62)".
  * @note Context: control lcore.
  */
 void km_control_print_interval(FILE *f, struct km_interval *prev, double secs);

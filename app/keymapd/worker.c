@@ -112,9 +112,13 @@ tx_flush(struct km_worker *w, struct tx_batch *tx)
 {
 	uint16_t sent = 0;
 
+	uint64_t t0;
+
 	if (tx->n == 0)
 		return;
+	t0 = rte_rdtsc();
 	sent = rte_eth_tx_burst(km_dp.port, w->queue, tx->pkts, tx->n);
+	w->cnt.tx_cycles += rte_rdtsc() - t0;
 	w->cnt.tx_pkts += sent;
 	if (unlikely(sent < tx->n)) {
 		w->cnt.tx_drops += tx->n - sent;
@@ -967,6 +971,7 @@ km_worker_main(void *arg)
 			worker_notes(w);
 			idle = 0;
 		}
+		t1 = rte_rdtsc();
 		nb_rx = rte_eth_rx_burst(km_dp.port, w->queue, pkts, w->tune.burst);
 		backlog_update(w, nb_rx);
 		if (nb_rx == 0 && rte_ring_empty(w->to_owner)) {
@@ -983,6 +988,9 @@ km_worker_main(void *arg)
 		}
 		idle = 0;
 		t0 = rte_rdtsc();
+		if (nb_rx != 0)
+			w->cnt.rx_cycles +=
+				t0 - t1; /* the port's receive path (memif, tap: copies) */
 		tx.rx_tsc = t0; /* the latency of this burst's replies, counted at their TX */
 		/* The clock of cookie slots and read latencies: once per burst. */
 		km_proc_time(w->proc, (uint64_t)((double)t0 * ns_per_tsc));

@@ -101,16 +101,25 @@ memif_eal() {
 }
 
 # Median busy cycles per request from keymapd's interval lines of the steady seconds
-# (those with at least half the busiest second's requests).
+# (those with at least half the busiest second's requests); with -s, the medians of their
+# parts instead: "rx / proc / tx" (the RX bursts', not in the busy cycles; the processing;
+# the TX bursts').
 cycles_of() {
-	python3 - "$1" <<'EOF'
+	local split=0
+	[ "$1" = -s ] && { split=1; shift; }
+	python3 - "$1" "$split" <<'EOF'
 import re, statistics, sys
-rows = [(int(m.group(1)), int(m.group(2))) for m in
-        (re.search(r"interval .*: requests (\d+) .*cycles_per_req (\d+)", l)
+rows = [(int(m.group(1)), [int(g) for g in m.groups()[1:] if g is not None]) for m in
+        (re.search(r"interval .*: requests (\d+) .*cycles_per_req (\d+)"
+                   r"(?: \(rx (\d+), proc (\d+), tx (\d+)\))?", l)
          for l in open(sys.argv[1])) if m]
 top = max((r for r, _ in rows), default=0)
 steady = [c for r, c in rows if top and r >= top / 2]
-print(int(statistics.median(steady)) if steady else 0)
+med = lambda i: int(statistics.median(c[i] for c in steady)) if steady else 0
+if sys.argv[2] == "1":
+    print(" / ".join(str(med(i)) for i in (1, 2, 3)) if steady and len(steady[0]) == 4 else "")
+else:
+    print(med(0))
 EOF
 }
 

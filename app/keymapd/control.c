@@ -130,13 +130,13 @@ km_control_print_interval(FILE *f, struct km_interval *prev, double secs)
 	c = cycles - prev->busy_cycles;
 	rx = rxc - prev->rx_cycles;
 	tx = txc - prev->tx_cycles;
-	if (tx > c) /* a TX burst counted, its iteration not yet (one update old) */
+	if (tx > c) /* read between a worker's two updates */
 		tx = c;
 	fprintf(f,
 		"interval %.1f s: requests %" PRIu64 " (%.0f/s) cycles_per_req %" PRIu64
 		" (rx %" PRIu64 ", proc %" PRIu64 ", tx %" PRIu64 ")\n",
 		secs, r, secs > 0 ? (double)r / secs : 0.0, r == 0 ? 0 : c / r, r == 0 ? 0 : rx / r,
-		r == 0 ? 0 : (c - tx) / r, r == 0 ? 0 : tx / r);
+		r == 0 ? 0 : c / r - tx / r, r == 0 ? 0 : tx / r);
 	fflush(f);
 	prev->requests = reqs;
 	prev->busy_cycles = cycles;

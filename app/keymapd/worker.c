@@ -67,6 +67,7 @@ struct tx_batch {
 	uint16_t pend;
 	uint16_t own;
 	uint64_t rx_tsc;
+	uint64_t cyc; /* in TX bursts since the busy part of the iteration began */
 	struct rte_mbuf *pkts[2 * BURST_MAX];
 };
 
@@ -111,14 +112,13 @@ static void
 tx_flush(struct km_worker *w, struct tx_batch *tx)
 {
 	uint16_t sent = 0;
-
 	uint64_t t0;
 
 	if (tx->n == 0)
 		return;
 	t0 = rte_rdtsc();
 	sent = rte_eth_tx_burst(km_dp.port, w->queue, tx->pkts, tx->n);
-	w->cnt.tx_cycles += rte_rdtsc() - t0;
+	tx->cyc += rte_rdtsc() - t0;
 	w->cnt.tx_pkts += sent;
 	if (unlikely(sent < tx->n)) {
 		w->cnt.tx_drops += tx->n - sent;
@@ -893,7 +893,7 @@ km_worker_main(void *arg)
 	struct tx_batch tx = {.n = 0, .replies = 0};
 	uint32_t idle = 0;
 	uint16_t nb_rx, nb_ho;
-	uint64_t t0, t1;
+	uint64_t t0 = 0, t1;
 	/* The processor's clock (stream timing, read latency) in ns, from the TSC. */
 	const double ns_per_tsc = 1e9 / (double)rte_get_tsc_hz();
 	const uint64_t mig_step_tsc = rte_get_tsc_hz() / 1000000 * MIG_STEP_US;
@@ -973,6 +973,11 @@ km_worker_main(void *arg)
 		}
 		t1 = rte_rdtsc();
 		nb_rx = rte_eth_rx_burst(km_dp.port, w->queue, pkts, w->tune.burst);
+		if (nb_rx != 0) {
+			/* The port's receive path (memif and tap copy every packet here). */
+			t0 = rte_rdtsc();
+			w->cnt.rx_cycles += t0 - t1;
+		}
 		backlog_update(w, nb_rx);
 		if (nb_rx == 0 && rte_ring_empty(w->to_owner)) {
 			if (++idle < w->tune.idle_spin || w->tune.idle_sleep_us == 0 ||
@@ -987,10 +992,10 @@ km_worker_main(void *arg)
 			continue;
 		}
 		idle = 0;
-		t0 = rte_rdtsc();
-		if (nb_rx != 0)
-			w->cnt.rx_cycles +=
-				t0 - t1; /* the port's receive path (memif, tap: copies) */
+		/* The busy part: from the end of the RX burst (hand-offs only: from here). */
+		if (nb_rx == 0)
+			t0 = rte_rdtsc();
+		tx.cyc = 0;
 		tx.rx_tsc = t0; /* the latency of this burst's replies, counted at their TX */
 		/* The clock of cookie slots and read latencies: once per burst. */
 		km_proc_time(w->proc, (uint64_t)((double)t0 * ns_per_tsc));
@@ -1016,6 +1021,7 @@ km_worker_main(void *arg)
 		t1 = rte_rdtsc();
 		iter_tsc = t1 - t0;
 		w->cnt.busy_cycles += t1 - t0;
+		w->cnt.tx_cycles += tx.cyc;
 		w->cnt.busy_iters++;
 	}
 	/* Answer what waits for the disk before leaving (bounded: a stuck disk must not

@@ -2,6 +2,7 @@
 /* Strict number parsing: one copy for every command line, config key and parameter. */
 
 #include <errno.h>
+#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,4 +96,19 @@ km_version_opt(int argc, char *const *argv, const char *prog, const char *extra)
 		return 1;
 	}
 	return 0;
+}
+
+static int
+rmtree_one(const char *path, const struct stat *st, int flag, struct FTW *f)
+{
+	(void)st;
+	(void)flag;
+	(void)f;
+	return remove(path) == 0 ? 0 : -errno;
+}
+
+int
+km_util_rmtree(const char *dir)
+{
+	return nftw(dir, rmtree_one, 16, FTW_DEPTH | FTW_PHYS);
 }

@@ -49,6 +49,14 @@ int km_util_parse_u64n(const char *s, size_t len, uint64_t min, uint64_t max, ui
 int km_util_parse_double(const char *s, double min, double max, double *out);
 
 /**
+ * Remove dir and everything under it, depth first, following no symbolic link (for the
+ * temporary directories of tests and tools).
+ * @return 0, or -errno of the first entry that could not be removed.
+ * @note Context: any thread (not while another thread changes the working directory).
+ */
+int km_util_rmtree(const char *dir);
+
+/**
  * @return CLOCK_MONOTONIC in nanoseconds (for timing and deadlines in tools and tests;
  *   the data path uses the TSC).
  * @note Context: any thread.

@@ -26,6 +26,7 @@
 
 #include <km_proc.h>
 #include <km_record.h>
+#include <km_util.h>
 
 #define NB_SHARDS 4
 #define VALUE_MAX 1024
@@ -122,12 +123,10 @@ static int
 teardown(void **state)
 {
 	struct env *e = *state;
-	char cmd[256];
 
 	km_proc_destroy(e->p);
 	km_shardmap_free(e->map);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e->dir);
-	assert_int_equal(system(cmd), 0);
+	assert_int_equal(km_util_rmtree(e->dir), 0);
 	free(e);
 	return 0;
 }

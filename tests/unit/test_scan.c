@@ -18,13 +18,13 @@
 #include <cmocka.h>
 
 #include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include <km_store.h>
+#include <km_util.h>
 
 #define NB_ENT    50   /* entities: keys "e<N>/<M>" */
 #define M_MAX     2000 /* M below this (below less for the low entities) */
@@ -131,15 +131,6 @@ val_fill(uint32_t seed, uint8_t len, uint8_t *buf)
 		buf[i] = (uint8_t)(xs_next(&x) >> 56);
 }
 
-static int
-rm_one(const char *path, const struct stat *st, int flag, struct FTW *f)
-{
-	(void)st;
-	(void)flag;
-	(void)f;
-	return remove(path);
-}
-
 static struct env *
 env_new(const char *driver, uint64_t seed)
 {
@@ -182,7 +173,7 @@ env_free(struct env *e)
 {
 	km_store_destroy(e->s);
 	if (e->dir[0] != '\0')
-		assert_int_equal(nftw(e->dir, rm_one, 8, FTW_DEPTH | FTW_PHYS), 0);
+		assert_int_equal(km_util_rmtree(e->dir), 0);
 	free(e->k);
 	free(e->pres);
 	free(e->pos);

@@ -10,7 +10,11 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -208,6 +212,40 @@ test_le_round_trip(void **state)
 	}
 }
 
+/* A tree with files, a subdirectory and a link to a file outside: all of it goes, what the
+ * link points to stays; a directory that does not exist is an error. */
+static void
+test_rmtree(void **state)
+{
+	char root[] = "/tmp/km-test-util-XXXXXX", out[] = "/tmp/km-test-util-out-XXXXXX";
+	char path[128];
+	struct stat st;
+	FILE *f;
+	int fd;
+
+	(void)state;
+	assert_non_null(mkdtemp(root));
+	fd = mkstemp(out);
+	assert_true(fd >= 0);
+	close(fd);
+	snprintf(path, sizeof(path), "%s/a", root);
+	assert_int_equal(mkdir(path, 0700), 0);
+	snprintf(path, sizeof(path), "%s/a/b", root);
+	assert_int_equal(mkdir(path, 0700), 0);
+	snprintf(path, sizeof(path), "%s/a/b/file", root);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("x", f);
+	fclose(f);
+	snprintf(path, sizeof(path), "%s/link", root);
+	assert_int_equal(symlink(out, path), 0);
+	assert_int_equal(km_util_rmtree(root), 0);
+	assert_int_equal(stat(root, &st), -1);
+	assert_int_equal(stat(out, &st), 0);
+	assert_int_not_equal(km_util_rmtree(root), 0);
+	assert_int_equal(unlink(out), 0);
+}
+
 int
 main(void)
 {
@@ -220,6 +258,7 @@ main(void)
 		cmocka_unit_test(test_double_rejects),
 		cmocka_unit_test(test_le_byte_order),
 		cmocka_unit_test(test_le_round_trip),
+		cmocka_unit_test(test_rmtree),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -26,7 +26,6 @@
  */
 
 #include <errno.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -130,26 +129,11 @@ usage(const char *prog)
 
 static const char *tmp_dir; /* -S log: removed at exit */
 
-static int
-rm_one(const char *path, const struct stat *st, int flag, struct FTW *f)
-{
-	(void)st;
-	(void)flag;
-	(void)f;
-	return remove(path);
-}
-
-static void
-rmtree(const char *dir)
-{
-	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static void
 cleanup_dir(void)
 {
 	if (tmp_dir != NULL)
-		rmtree(tmp_dir);
+		(void)km_util_rmtree(tmp_dir);
 }
 
 /* Key number id, distinct for id < 64^klen. */
@@ -532,7 +516,7 @@ main(int argc, char **argv)
 		snprintf(cold, sizeof(cold), "%s/cold", dir);
 		if (mkdir(cold, 0700) < 0) {
 			fprintf(stderr, "%s: %s\n", cold, strerror(errno));
-			rmtree(dir);
+			(void)km_util_rmtree(dir);
 			return 1;
 		}
 		atexit(cleanup_dir);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* Strict number parsing: one copy for every command line, config key and parameter. */
+/* Strict number parsing, one copy for every command line, config key and parameter; the
+ * removal of a temporary tree. */
 
 #include <errno.h>
 #include <ftw.h>
@@ -104,11 +105,14 @@ rmtree_one(const char *path, const struct stat *st, int flag, struct FTW *f)
 	(void)st;
 	(void)flag;
 	(void)f;
-	return remove(path) == 0 ? 0 : -errno;
+	/* > 0: stops the walk, and never nftw's own -1 */
+	return remove(path) == 0 ? 0 : errno;
 }
 
 int
 km_util_rmtree(const char *dir)
 {
-	return nftw(dir, rmtree_one, 16, FTW_DEPTH | FTW_PHYS);
+	int rc = nftw(dir, rmtree_one, 16, FTW_DEPTH | FTW_PHYS);
+
+	return rc > 0 ? -rc : rc < 0 ? -errno : 0;
 }

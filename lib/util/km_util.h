@@ -51,7 +51,8 @@ int km_util_parse_double(const char *s, double min, double max, double *out);
 /**
  * Remove dir and everything under it, depth first, following no symbolic link (for the
  * temporary directories of tests and tools).
- * @return 0, or -errno of the first entry that could not be removed.
+ * @return 0, or -errno: of the first entry that could not be removed, or of the walk
+ *   itself (-ENOENT: no such directory).
  * @note Context: any thread (not while another thread changes the working directory).
  */
 int km_util_rmtree(const char *dir);

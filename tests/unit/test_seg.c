@@ -8,7 +8,6 @@
  * its own writer).
  */
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -25,6 +24,7 @@
 
 #include <km_record.h>
 #include <km_seg.h>
+#include <km_util.h>
 
 #define SEED 0x636f6c64ULL /* "cold" */
 
@@ -941,22 +941,8 @@ test_bad_deflate(void **state)
 static int
 rm_tree(void **state)
 {
-	struct dirent *de;
-	char path[512];
-	DIR *d;
-
 	(void)state;
-	d = opendir(tmpdir);
-	if (d == NULL)
-		return -1;
-	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", tmpdir, de->d_name);
-		unlink(path);
-	}
-	closedir(d);
-	return rmdir(tmpdir);
+	return km_util_rmtree(tmpdir) == 0 ? 0 : -1;
 }
 
 static int

@@ -20,6 +20,8 @@
 
 #include <urcu-qsbr.h>
 
+#include <km_util.h>
+
 #include "datapath.h"
 #include "frag.h"
 #include "shift.h"
@@ -191,7 +193,7 @@ udp_reply(struct rte_mbuf *m, size_t plen)
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
 	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(ip + 1);
 	uint32_t a = ip->src_addr;
-	uint16_t p = udp->src_port;
+	uint16_t p = udp->src_port, c;
 
 	eth->dst_addr = eth->src_addr;
 	eth->src_addr = km_dp.mac;
@@ -214,9 +216,15 @@ udp_reply(struct rte_mbuf *m, size_t plen)
 		m->l3_len = L3_LEN;
 		udp->dgram_cksum = rte_ipv4_phdr_cksum(ip, m->ol_flags);
 	} else {
+		/* DPDK's rte_ipv4_cksum() and rte_ipv4_udptcp_cksum(), the same sums (the
+		 * UDP one over the pseudo-header: addresses, protocol, length) at a quarter
+		 * of the instructions (km_csum_add()). */
 		m->ol_flags = 0;
-		ip->hdr_checksum = rte_ipv4_cksum(ip);
-		udp->dgram_cksum = rte_ipv4_udptcp_cksum(ip, udp);
+		ip->hdr_checksum = (uint16_t)~km_csum_fold(km_csum_add(ip, L3_LEN, 0));
+		c = (uint16_t)~km_csum_fold(km_csum_add(udp, L4_LEN + plen,
+			(uint64_t)ip->src_addr + ip->dst_addr + rte_cpu_to_be_16(IPPROTO_UDP) +
+				udp->dgram_len));
+		udp->dgram_cksum = c != 0 ? c : 0xffff; /* 0 is "no checksum" (RFC 768) */
 	}
 }
 
@@ -295,7 +303,7 @@ again:
 	/* Check the header checksum unless the NIC did (20 bytes: cheap). */
 	if (unlikely((m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_BAD ||
 		     ((m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) != RTE_MBUF_F_RX_IP_CKSUM_GOOD &&
-			     rte_raw_cksum(ip, L3_LEN) != 0xffff))) {
+			     km_csum_fold(km_csum_add(ip, L3_LEN, 0)) != 0xffff))) {
 		w->cnt.drop_l3++;
 		goto drop;
 	}

@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* XXH3 inlined here: the hash of every request's routing part (the library's is the same
+ * function behind a call and a dispatch; keys are short). */
+#define XXH_INLINE_ALL
 #include <xxhash.h>
 
 #include <km_proto.h>
@@ -495,7 +498,7 @@ km_shardmap_move(const struct km_shardmap *m, uint64_t id, uint16_t owner, struc
 }
 
 /* Length of the first `depth` components of key (all of it when it has fewer). */
-static size_t
+static inline size_t
 part_len(uint8_t route_sep, unsigned int depth, const uint8_t *key, size_t len)
 {
 	const uint8_t *p = key, *end = key + len, *sep;
@@ -663,7 +666,7 @@ km_shardmap_route(
 
 	if (m == NULL || out == NULL || (key == NULL && len != 0))
 		return -EINVAL;
-	rlen = km_shardmap_route_len(m, key, len);
+	rlen = part_len(m->route_sep, m->route_depth, key, len);
 	out->hash = XXH3_64bits(key, rlen);
 	out->part_hash = out->hash;
 	out->shard = dir_lookup(m, out->hash);

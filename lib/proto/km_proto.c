@@ -4,40 +4,6 @@
 
 #include "km_proto.h"
 
-void
-km_hdr_encode(uint8_t *b, const struct km_hdr *h)
-{
-	b[0] = h->magic;
-	b[1] = h->proto_ver;
-	b[2] = h->op;
-	b[3] = h->status;
-	km_put16(b + 4, h->flags);
-	km_put16(b + 6, h->key_len);
-	km_put32(b + 8, h->val_len);
-	km_put32(b + 12, h->epoch);
-	km_put64(b + 16, h->req_id);
-	km_put64(b + 24, h->version);
-	km_put32(b + 32, h->session);
-	km_put32(b + 36, h->reserved);
-}
-
-void
-km_hdr_decode(const uint8_t *b, struct km_hdr *h)
-{
-	h->magic = b[0];
-	h->proto_ver = b[1];
-	h->op = b[2];
-	h->status = b[3];
-	h->flags = km_get16(b + 4);
-	h->key_len = km_get16(b + 6);
-	h->val_len = km_get32(b + 8);
-	h->epoch = km_get32(b + 12);
-	h->req_id = km_get64(b + 16);
-	h->version = km_get64(b + 24);
-	h->session = km_get32(b + 32);
-	h->reserved = km_get32(b + 36);
-}
-
 /* Ops that name one key in the key field. */
 static int
 op_has_key(unsigned int op)

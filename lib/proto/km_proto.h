@@ -17,6 +17,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <km_util.h> /* KM_KEY_MAX */
 
@@ -132,18 +133,6 @@ struct km_msg {
 	uint32_t key_id;    /* hdr.flags & KM_F_AUTH: the client key it names ... */
 	const uint8_t *mac; /* ... and its MAC, over the mac - buf bytes before it */
 };
-
-/**
- * Write hdr at buf (KM_HDR_LEN bytes) in wire byte order.
- * @note Context: any thread.
- */
-void km_hdr_encode(uint8_t *buf, const struct km_hdr *hdr);
-
-/**
- * Read the header at buf (KM_HDR_LEN bytes) without validating it.
- * @note Context: any thread.
- */
-void km_hdr_decode(const uint8_t *buf, struct km_hdr *hdr);
 
 /**
  * Parse and validate a request datagram.
@@ -315,6 +304,58 @@ static inline uint64_t
 km_get64(const uint8_t *p)
 {
 	return (uint64_t)km_get32(p) | ((uint64_t)km_get32(p + 4) << 32);
+}
+
+/**
+ * Write hdr at buf (KM_HDR_LEN bytes, any alignment) in wire byte order: on a
+ * little-endian machine the packed struct is the wire layout, one copy (every request and
+ * reply goes through here and km_hdr_decode()).
+ * @note Context: any thread.
+ */
+static inline void
+km_hdr_encode(uint8_t *buf, const struct km_hdr *h)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	memcpy(buf, h, KM_HDR_LEN);
+#else
+	buf[0] = h->magic;
+	buf[1] = h->proto_ver;
+	buf[2] = h->op;
+	buf[3] = h->status;
+	km_put16(buf + 4, h->flags);
+	km_put16(buf + 6, h->key_len);
+	km_put32(buf + 8, h->val_len);
+	km_put32(buf + 12, h->epoch);
+	km_put64(buf + 16, h->req_id);
+	km_put64(buf + 24, h->version);
+	km_put32(buf + 32, h->session);
+	km_put32(buf + 36, h->reserved);
+#endif
+}
+
+/**
+ * Read the header at buf (KM_HDR_LEN bytes, any alignment) without validating it.
+ * @note Context: any thread.
+ */
+static inline void
+km_hdr_decode(const uint8_t *buf, struct km_hdr *h)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	memcpy(h, buf, KM_HDR_LEN);
+#else
+	h->magic = buf[0];
+	h->proto_ver = buf[1];
+	h->op = buf[2];
+	h->status = buf[3];
+	h->flags = km_get16(buf + 4);
+	h->key_len = km_get16(buf + 6);
+	h->val_len = km_get32(buf + 8);
+	h->epoch = km_get32(buf + 12);
+	h->req_id = km_get64(buf + 16);
+	h->version = km_get64(buf + 24);
+	h->session = km_get32(buf + 32);
+	h->reserved = km_get32(buf + 36);
+#endif
 }
 
 /** Name of an op or status for logs and CLIs ("GET", "NOT_FOUND"); "?" if unknown. */

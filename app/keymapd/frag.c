@@ -25,6 +25,7 @@
 #include <rte_udp.h>
 
 #include <km_proto.h>
+#include <km_util.h>
 
 #include "datapath.h"
 #include "frag.h"
@@ -196,7 +197,7 @@ reassembled(struct km_worker *w, struct rte_mbuf *r)
 	 * (total length, flags) and carries none. The UDP checksum covers the whole datagram:
 	 * only now can it be checked, in software (a NIC sees fragments). */
 	ip = rte_pktmbuf_mtod_offset(big, struct rte_ipv4_hdr *, L2_LEN);
-	ip->hdr_checksum = rte_ipv4_cksum(ip);
+	ip->hdr_checksum = km_csum_ipv4_hdr(ip);
 	big->ol_flags = RTE_MBUF_F_RX_IP_CKSUM_GOOD;
 	if (big->pkt_len >= L2_LEN + L3_LEN + L4_LEN) {
 		udp = (struct rte_udp_hdr *)(ip + 1);
@@ -259,13 +260,17 @@ km_frag_output(struct km_worker *w, struct rte_mbuf *m, struct rte_mbuf **out, u
 	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(ip + 1);
 	int n, i;
 
-	/* No checksum offload on fragments: the UDP checksum over the whole datagram now. */
+	/* No checksum offload on fragments: the UDP checksum over the whole datagram now,
+	 * unless udp_reply() computed it already (a port without the offload). */
 	ip->fragment_offset = 0;
 	ip->packet_id = rte_cpu_to_be_16(w->ip_id);
 	w->ip_id = (uint16_t)(w->ip_id + km_dp.nb_workers);
 	ip->hdr_checksum = 0;
-	udp->dgram_cksum = 0;
-	udp->dgram_cksum = rte_ipv4_udptcp_cksum(ip, udp);
+	if ((m->ol_flags & RTE_MBUF_F_TX_UDP_CKSUM) != 0) {
+		udp->dgram_cksum = 0;
+		udp->dgram_cksum = km_csum_udp4(
+			ip->src_addr, ip->dst_addr, udp, rte_be_to_cpu_16(udp->dgram_len));
+	}
 	m->ol_flags = 0;
 	rte_pktmbuf_adj(m, L2_LEN);
 	n = km_dp.mtu < FRAG_MTU_MIN ? -ENOTSUP
@@ -283,7 +288,7 @@ km_frag_output(struct km_worker *w, struct rte_mbuf *m, struct rte_mbuf **out, u
 		struct rte_ipv4_hdr *fip = (struct rte_ipv4_hdr *)(e + 1);
 
 		*e = eth;
-		fip->hdr_checksum = rte_ipv4_cksum(fip);
+		fip->hdr_checksum = km_csum_ipv4_hdr(fip);
 		/* A port without chains reads one segment: the fragment's data goes after its
 		 * header (room made at pool creation). */
 		if (!km_dp.tx_multi_seg && rte_pktmbuf_linearize(out[i]) != 0) {

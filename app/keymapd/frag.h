@@ -80,7 +80,8 @@ struct rte_mbuf *km_frag_large_copy(struct km_worker *w, const struct rte_mbuf *
 /*
  * The reply frame in m (Ethernet, IPv4 without options, UDP, headers already swapped,
  * over the MTU) cut into IPv4 fragments: its UDP checksum computed over the whole
- * datagram first, each fragment's IPv4 checksum after. m is consumed.
+ * datagram first where udp_reply() left it to the port's offload (fragments get none),
+ * each fragment's IPv4 checksum after. m is consumed.
  * @return the number of fragments in out (max at least), or 0 (m freed, counted in
  *   large_drops).
  */

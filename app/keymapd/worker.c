@@ -171,13 +171,13 @@ icmp_reply(struct km_worker *w, struct rte_ether_hdr *eth, struct rte_ipv4_hdr *
 		return -1;
 	icmp->icmp_type = RTE_IP_ICMP_ECHO_REPLY;
 	icmp->icmp_cksum = 0;
-	icmp->icmp_cksum = ~rte_raw_cksum(icmp, icmp_len);
+	icmp->icmp_cksum = (uint16_t)~km_csum_fold(km_csum_add(icmp, icmp_len, 0));
 	a = ip->src_addr;
 	ip->src_addr = ip->dst_addr;
 	ip->dst_addr = a;
 	ip->time_to_live = 64;
 	ip->hdr_checksum = 0;
-	ip->hdr_checksum = rte_ipv4_cksum(ip);
+	ip->hdr_checksum = km_csum_ipv4_hdr(ip);
 	eth->dst_addr = eth->src_addr;
 	eth->src_addr = km_dp.mac;
 	w->cnt.icmp_replies++;
@@ -193,7 +193,7 @@ udp_reply(struct rte_mbuf *m, size_t plen)
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
 	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(ip + 1);
 	uint32_t a = ip->src_addr;
-	uint16_t p = udp->src_port, c;
+	uint16_t p = udp->src_port;
 
 	eth->dst_addr = eth->src_addr;
 	eth->src_addr = km_dp.mac;
@@ -216,15 +216,11 @@ udp_reply(struct rte_mbuf *m, size_t plen)
 		m->l3_len = L3_LEN;
 		udp->dgram_cksum = rte_ipv4_phdr_cksum(ip, m->ol_flags);
 	} else {
-		/* DPDK's rte_ipv4_cksum() and rte_ipv4_udptcp_cksum(), the same sums (the
-		 * UDP one over the pseudo-header: addresses, protocol, length) at a quarter
-		 * of the instructions (km_csum_add()). */
+		/* The sums of rte_ipv4_cksum() and rte_ipv4_udptcp_cksum() at a quarter of
+		 * their instructions (km_csum_add()). */
 		m->ol_flags = 0;
-		ip->hdr_checksum = (uint16_t)~km_csum_fold(km_csum_add(ip, L3_LEN, 0));
-		c = (uint16_t)~km_csum_fold(km_csum_add(udp, L4_LEN + plen,
-			(uint64_t)ip->src_addr + ip->dst_addr + rte_cpu_to_be_16(IPPROTO_UDP) +
-				udp->dgram_len));
-		udp->dgram_cksum = c != 0 ? c : 0xffff; /* 0 is "no checksum" (RFC 768) */
+		ip->hdr_checksum = km_csum_ipv4_hdr(ip);
+		udp->dgram_cksum = km_csum_udp4(ip->src_addr, ip->dst_addr, udp, L4_LEN + plen);
 	}
 }
 

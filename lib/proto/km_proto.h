@@ -104,8 +104,9 @@ enum km_deny {
 };
 
 /**
- * Fixed header, byte offsets in comments. Little-endian on the wire; the struct is only
- * a description of the layout: use km_hdr_encode()/km_hdr_decode() to read and write it.
+ * Fixed header, byte offsets in comments. Little-endian on the wire: on a little-endian
+ * machine the packed struct is the wire layout (km_hdr_encode()/km_hdr_decode() copy it
+ * whole); elsewhere they convert field by field. Read and write it only through them.
  */
 struct km_hdr {
 	uint8_t magic;     /*  0: KM_PROTO_MAGIC */
@@ -123,6 +124,12 @@ struct km_hdr {
 } __attribute__((packed));
 
 _Static_assert(sizeof(struct km_hdr) == KM_HDR_LEN, "wire header is 40 bytes");
+_Static_assert(
+	offsetof(struct km_hdr, flags) == 4 && offsetof(struct km_hdr, key_len) == 6 &&
+		offsetof(struct km_hdr, val_len) == 8 && offsetof(struct km_hdr, epoch) == 12 &&
+		offsetof(struct km_hdr, req_id) == 16 && offsetof(struct km_hdr, version) == 24 &&
+		offsetof(struct km_hdr, session) == 32 && offsetof(struct km_hdr, reserved) == 36,
+	"the struct is the wire layout (km_hdr_encode())");
 
 /** A request or reply parsed in place: key and val point into the datagram. */
 struct km_msg {
@@ -315,7 +322,7 @@ km_get64(const uint8_t *p)
 static inline void
 km_hdr_encode(uint8_t *buf, const struct km_hdr *h)
 {
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#if defined(__BYTE_ORDER) && __BYTE_ORDER == __LITTLE_ENDIAN /* <endian.h> (km_util.h) */
 	memcpy(buf, h, KM_HDR_LEN);
 #else
 	buf[0] = h->magic;
@@ -340,7 +347,7 @@ km_hdr_encode(uint8_t *buf, const struct km_hdr *h)
 static inline void
 km_hdr_decode(const uint8_t *buf, struct km_hdr *h)
 {
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#if defined(__BYTE_ORDER) && __BYTE_ORDER == __LITTLE_ENDIAN /* <endian.h> (km_util.h) */
 	memcpy(h, buf, KM_HDR_LEN);
 #else
 	h->magic = buf[0];

@@ -236,14 +236,25 @@ csum_ref(const uint8_t *p, size_t len, uint64_t s)
 	return (uint16_t)sum;
 }
 
+/* km_csum_fold() of s: its value modulo 0xffff in 1..0xffff, 0 only for 0. */
+static uint16_t
+fold_ref(uint64_t s)
+{
+	return s == 0 ? 0 : s % 0xffff == 0 ? 0xffff : (uint16_t)(s % 0xffff);
+}
+
 /* km_csum_add() + km_csum_fold() = the reference for every length up to past a jumbo
- * frame's 16-byte blocks, at every alignment, on random bytes, all-ones (every carry),
- * all-zero (the one zero sum), with initial sums from 0 to all-ones; and a checked IPv4
- * header folds to 0xffff. */
+ * frame's 16-byte blocks, at every alignment, on random bytes, all-ones, all-zero (the one
+ * zero sum), with initial sums from 0 to all-ones (one whose halves' sum carries past 32
+ * bits); the fold alone on values where a fold step short would differ. */
 static void
 test_csum(void **state)
 {
-	static const uint64_t inits[] = {0, 1, 0xffff, 0x1234567890abcdefULL, UINT64_MAX};
+	static const uint64_t inits[] = {
+		0, 1, 0xffff, 0x00010000ffffffffULL, 0x1234567890abcdefULL, UINT64_MAX};
+	static const uint64_t folds[] = {0, 1, 0xfffe, 0xffff, 0x10000, 0x1fffe, 0xffffffff,
+		0x100000000ULL, 0x00010000ffffffffULL, 0xffff0000ffffULL, 0x8000000000000000ULL,
+		0xfffffffeffffffffULL, UINT64_MAX};
 	static uint8_t buf[9100 + 8];
 	uint8_t ip[20] = {0x45, 0, 0, 84, 0x12, 0x34, 0x40, 0, 64, 17, 0, 0, 198, 51, 100, 1, 198,
 		51, 100, 2};
@@ -266,11 +277,56 @@ test_csum(void **state)
 						km_csum_fold(km_csum_add(buf + off, len, inits[k])),
 						csum_ref(buf + off, len, inits[k]));
 	}
+	for (i = 0; i < sizeof(folds) / sizeof(folds[0]); i++)
+		assert_int_equal(km_csum_fold(folds[i]), fold_ref(folds[i]));
+	for (i = 0; i < 100000; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		assert_int_equal(km_csum_fold(x >> (i % 64)), fold_ref(x >> (i % 64)));
+	}
 	assert_int_equal(km_csum_fold(km_csum_add(buf, 64, 0)), 0);
 	c = (uint16_t)~km_csum_fold(km_csum_add(ip, sizeof(ip), 0));
 	memcpy(ip + 10, &c, 2);
 	assert_int_equal(km_csum_fold(km_csum_add(ip, sizeof(ip), 0)), 0xffff);
 	assert_int_equal(csum_ref(ip, sizeof(ip), 0), 0xffff);
+}
+
+/* Known answers, from RFC 1071 sums over big-endian words: the IPv4 header of the usual
+ * example (checksum b861) and two UDP datagrams 198.51.100.2:7070 -> 198.51.100.1:40000,
+ * an even and an odd payload; the sums are stored as computed (memory order). */
+static void
+test_csum_known(void **state)
+{
+	uint8_t ip[20] = {0x45, 0, 0, 0x73, 0, 0, 0x40, 0, 0x40, 0x11, 0, 0, 0xc0, 0xa8, 0, 1, 0xc0,
+		0xa8, 0, 0xc7};
+	uint8_t udp[15] = {
+		0x1b, 0x9e, 0x9c, 0x40, 0, 0x0e, 0, 0, 'k', 'e', 'y', 'm', 'a', 'p', '!'};
+	const uint8_t src[4] = {198, 51, 100, 2}, dst[4] = {198, 51, 100, 1};
+	uint32_t s, d;
+	uint16_t c;
+
+	(void)state;
+	c = km_csum_ipv4_hdr(ip);
+	memcpy(ip + 10, &c, 2);
+	assert_int_equal(ip[10], 0xb8);
+	assert_int_equal(ip[11], 0x61);
+	memcpy(&s, src, 4);
+	memcpy(&d, dst, 4);
+	c = km_csum_udp4(s, d, udp, 14); /* "keymap" */
+	memcpy(udp + 6, &c, 2);
+	assert_int_equal(udp[6], 0xad);
+	assert_int_equal(udp[7], 0x45);
+	udp[5] = 0x0f; /* "keymap!" */
+	udp[6] = udp[7] = 0;
+	c = km_csum_udp4(s, d, udp, 15);
+	memcpy(udp + 6, &c, 2);
+	assert_int_equal(udp[6], 0x8c);
+	assert_int_equal(udp[7], 0x43);
+	/* With its checksum in, a datagram sums to all-ones. */
+	assert_int_equal(
+		km_csum_fold(km_csum_add(udp, 15, (uint64_t)s + d + htobe16(17) + htobe16(15))),
+		0xffff);
 }
 
 /* A tree with files, a subdirectory and a link to a directory outside: all of it goes,
@@ -323,6 +379,7 @@ main(void)
 		cmocka_unit_test(test_le_round_trip),
 		cmocka_unit_test(test_rmtree),
 		cmocka_unit_test(test_csum),
+		cmocka_unit_test(test_csum_known),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -670,8 +670,8 @@ exec_scan(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 /* Execute one request. For a single-key op, rt is its route, k its key and shd its shard
  * (NULL when not owned or not attached); others ignore the three. @return the reply
  * length, 0 when the reply is deferred. */
-size_t
-proc_exec_one(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
+static inline __attribute__((always_inline)) size_t
+exec_one(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
 	const struct km_route *rt, const struct km_key *k, struct km_proc_shard *shd, uint64_t src,
 	void *cookie, uint8_t *out, size_t cap, size_t limit)
 {
@@ -702,5 +702,24 @@ proc_exec_one(struct km_proc *p, const struct km_shardmap *map, const struct km_
 		p->cnt.bad_request++;
 		return proc_reply_status(
 			&req->hdr, KM_ST_BAD_REQUEST, km_shardmap_epoch_fast(map), out);
+	}
+}
+
+void
+proc_exec_req(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r)
+{
+	size_t len;
+
+	p->again = r->again;
+	len = exec_one(p, map, &r->msg, &r->rt, &r->key, r->shd, r->src, r->cookie, r->buf, r->cap,
+		r->limit);
+	p->again = 0;
+	if (len == 0) {
+		r->verdict = KM_PROC_DEFER;
+	} else if (proc_unlikely(len == PROC_GROW)) {
+		r->verdict = KM_PROC_GROW;
+	} else {
+		r->verdict = KM_PROC_REPLY;
+		r->reply_len = len;
 	}
 }

@@ -514,9 +514,10 @@ void proc_count_status(struct km_proc *p, uint8_t status);
 uint8_t proc_status_of_rc(struct km_proc *p, int rc, int read);
 size_t proc_value_reply(struct km_proc *p, const struct km_hdr *req, uint32_t epoch,
 	const struct km_value_ref *v, uint8_t *out, size_t cap, size_t limit);
-size_t proc_exec_one(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
-	const struct km_route *rt, const struct km_key *k, struct km_proc_shard *shd, uint64_t src,
-	void *cookie, uint8_t *out, size_t cap, size_t limit);
+/* Execute r as a request of its route (r->rt, r->key, r->shd: NULL when its shard is not
+ * owned or not attached here) and set its verdict: REPLY (reply_len bytes at buf), DEFER
+ * (the reply waits for the disk) or GROW (it needs a larger buffer). */
+void proc_exec_req(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r);
 
 /* proc_miss.c */
 void proc_store_durable(void *arg, uint64_t shard_id, uint64_t seq, int err);

@@ -242,23 +242,10 @@ prefetch_entry(struct km_proc_req *r)
 static inline void
 exec_req(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r)
 {
-	size_t len;
-
-	if (proc_unlikely(r->shift != 0)) {
+	if (proc_unlikely(r->shift != 0))
 		proc_shift_exec(p, map, r);
-		return;
-	}
-	p->again = r->again;
-	len = proc_exec_one(p, map, &r->msg, &r->rt, &r->key, r->shd, r->src, r->cookie, r->buf,
-		r->cap, r->limit);
-	p->again = 0;
-
-	if (len == 0)
-		r->verdict = KM_PROC_DEFER;
-	else if (proc_unlikely(len == PROC_GROW))
-		r->verdict = KM_PROC_GROW;
 	else
-		reply_now(r, len);
+		proc_exec_req(p, map, r);
 }
 
 void

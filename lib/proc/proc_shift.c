@@ -251,26 +251,6 @@ proc_shift_stage1(
 	return 1;
 }
 
-/* Execute r as any request of its route shard (r->shd), and set its verdict. */
-static void
-exec_plain(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r)
-{
-	size_t len;
-
-	p->again = r->again;
-	len = proc_exec_one(p, map, &r->msg, &r->rt, &r->key, r->shd, r->src, r->cookie, r->buf,
-		r->cap, r->limit);
-	p->again = 0;
-	if (len == 0) {
-		r->verdict = KM_PROC_DEFER;
-	} else if (proc_unlikely(len == PROC_GROW)) {
-		r->verdict = KM_PROC_GROW;
-	} else {
-		r->verdict = KM_PROC_REPLY;
-		r->reply_len = len;
-	}
-}
-
 /* A GET answered from shd's value v (shd found it). */
 static void
 reply_value(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *r,
@@ -326,7 +306,7 @@ proc_shift_exec(struct km_proc *p, const struct km_shardmap *map, struct km_proc
 	switch (r->shift) {
 	case SHIFT_GET_NEW:
 		if (r->shd == NULL || r->shd->persistent) {
-			exec_plain(p, map, r);
+			proc_exec_req(p, map, r);
 			return;
 		}
 		if (km_store_get(r->shd->store, &r->key, &v) == 0) {
@@ -358,14 +338,14 @@ proc_shift_exec(struct km_proc *p, const struct km_shardmap *map, struct km_proc
 			handoff(r, owner_of(r->rt.shard), KM_HAND_FINAL);
 			return;
 		}
-		exec_plain(p, map, r);
+		proc_exec_req(p, map, r);
 		return;
 	case SHIFT_WRITE_OLD:
 		/* A retry of a write this worker executed (in the old place before the
 		 * override changed, or here through it): its record answers, nothing moves. */
 		if (dedup_find(p, r->src, &r->msg.hdr, r->key.hash) != NULL) {
 			p->cnt.shift_retry_old++;
-			exec_plain(p, map, r);
+			proc_exec_req(p, map, r);
 			return;
 		}
 		if (move_take(p, old_place(p, fb), &r->key, &mv) < 0) {
@@ -387,7 +367,7 @@ proc_shift_exec(struct km_proc *p, const struct km_shardmap *map, struct km_proc
 			}
 			move_load(p, r->shd, mv);
 		}
-		exec_plain(p, map, r);
+		proc_exec_req(p, map, r);
 		return;
 	case SHIFT_APPLY:
 		if (r->shd == NULL) {
@@ -399,10 +379,10 @@ proc_shift_exec(struct km_proc *p, const struct km_shardmap *map, struct km_proc
 		mv = r->move;
 		r->move = NULL;
 		move_load(p, r->shd, mv);
-		exec_plain(p, map, r);
+		proc_exec_req(p, map, r);
 		return;
 	default:
-		exec_plain(p, map, r);
+		proc_exec_req(p, map, r);
 		return;
 	}
 }

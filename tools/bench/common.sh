@@ -48,6 +48,8 @@ stop_server() {
 		wait "$srv_pid" 2>/dev/null || true
 		srv_pid=
 	fi
+	# A memif server killed, not stopped, leaves its socket: the next server could not bind.
+	rm -f "$sock"
 	[ -z "$srv_prefix" ] || rm -rf "/var/run/dpdk/$srv_prefix"
 	srv_prefix=
 }

@@ -233,6 +233,25 @@ km_csum_ipv4_hdr(const void *hdr)
 }
 
 /**
+ * @return the UDP checksum of a datagram from its header's fields and its payload (plen
+ * bytes at payload): the same as km_csum_udp4() over the whole datagram, without reading
+ * its header. A worker that has just written the header with narrow stores sums it from
+ * registers: a wide load over several recent stores waits for them to complete. Ports
+ * and addresses in network order. @note Context: any thread.
+ */
+static inline uint16_t
+km_csum_udp4_payload(uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport,
+	const void *payload, size_t plen)
+{
+	uint16_t ulen = htobe16((uint16_t)(8 + plen));
+	/* Pseudo-header (addresses, protocol, length) and header (ports, length, sum 0). */
+	uint64_t s = (uint64_t)src + dst + htobe16(17) + 2 * (uint64_t)ulen + sport + dport;
+	uint16_t c = (uint16_t)~km_csum_fold(km_csum_add(payload, plen, s));
+
+	return c != 0 ? c : 0xffff;
+}
+
+/**
  * @return the UDP checksum of the datagram at udp (len bytes, its header included, its
  * checksum field zero) from IPv4 address src to dst (as in the header: network order),
  * over the pseudo-header (addresses, protocol 17, UDP length); never 0, which would say

@@ -292,6 +292,44 @@ test_csum(void **state)
 	assert_int_equal(csum_ref(ip, sizeof(ip), 0), 0xffff);
 }
 
+/* km_csum_udp4_payload() = km_csum_udp4() over the header it does not read: random
+ * addresses, ports and payloads of every length to past a 9000-byte frame, all-zero
+ * payloads, and ports and addresses of all-ones. */
+static void
+test_csum_payload(void **state)
+{
+	static uint8_t dg[8 + 9100];
+	uint64_t x = 0x2545f4914f6cdd1dULL;
+	uint32_t s, d;
+	uint16_t sp, dp, ul;
+	size_t len, i, f;
+
+	(void)state;
+	for (f = 0; f < 3; f++)
+		for (len = 0; len <= 9100; len += len < 300 ? 1 : 89) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			s = f == 2 ? UINT32_MAX : (uint32_t)x;
+			d = f == 2 ? UINT32_MAX : (uint32_t)(x >> 32);
+			sp = f == 2 ? UINT16_MAX : (uint16_t)(x >> 8);
+			dp = f == 2 ? UINT16_MAX : (uint16_t)(x >> 40);
+			for (i = 0; i < len; i++) {
+				x ^= x << 13;
+				x ^= x >> 7;
+				x ^= x << 17;
+				dg[8 + i] = f == 0 ? (uint8_t)x : 0;
+			}
+			ul = htobe16((uint16_t)(8 + len));
+			memcpy(dg, &sp, 2);
+			memcpy(dg + 2, &dp, 2);
+			memcpy(dg + 4, &ul, 2);
+			memset(dg + 6, 0, 2);
+			assert_int_equal(km_csum_udp4_payload(s, d, sp, dp, dg + 8, len),
+				km_csum_udp4(s, d, dg, 8 + len));
+		}
+}
+
 /* Known answers, from RFC 1071 sums over big-endian words: the IPv4 header of the usual
  * example (checksum b861) and two UDP datagrams 198.51.100.2:7070 -> 198.51.100.1:40000,
  * an even and an odd payload; the sums are stored as computed (memory order). */
@@ -314,12 +352,14 @@ test_csum_known(void **state)
 	memcpy(&s, src, 4);
 	memcpy(&d, dst, 4);
 	c = km_csum_udp4(s, d, udp, 14); /* "keymap" */
+	assert_int_equal(km_csum_udp4_payload(s, d, htobe16(7070), htobe16(40000), udp + 8, 6), c);
 	memcpy(udp + 6, &c, 2);
 	assert_int_equal(udp[6], 0xad);
 	assert_int_equal(udp[7], 0x45);
 	udp[5] = 0x0f; /* "keymap!" */
 	udp[6] = udp[7] = 0;
 	c = km_csum_udp4(s, d, udp, 15);
+	assert_int_equal(km_csum_udp4_payload(s, d, htobe16(7070), htobe16(40000), udp + 8, 7), c);
 	memcpy(udp + 6, &c, 2);
 	assert_int_equal(udp[6], 0x8c);
 	assert_int_equal(udp[7], 0x43);
@@ -380,6 +420,7 @@ main(void)
 		cmocka_unit_test(test_rmtree),
 		cmocka_unit_test(test_csum),
 		cmocka_unit_test(test_csum_known),
+		cmocka_unit_test(test_csum_payload),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

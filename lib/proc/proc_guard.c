@@ -108,7 +108,7 @@ proc_cookie_valid(struct km_proc *p, uint64_t src, const struct km_msg *m)
 
 	if ((m->hdr.flags & KM_F_COOKIE) == 0)
 		return 0;
-	s = p->now_ns / hs->slot_ns;
+	s = p->hello_slot;
 	e = seen_slot(p, src);
 	/* e->slot is the cookie's slot + 1 (0: empty). */
 	if (e->src == src && e->cookie == m->cookie && (e->slot == s + 1 || e->slot == s))
@@ -174,7 +174,7 @@ proc_exec_hello(struct km_proc *p, const struct km_shardmap *map, const struct k
 
 	p->cnt.req_hello++;
 	if (hs != NULL) {
-		s = p->now_ns / hs->slot_ns;
+		s = p->hello_slot;
 		cookie = cookie_of(hs, src, s);
 		*seen_slot(p, src) =
 			(struct proc_cookie_seen){.src = src, .cookie = cookie, .slot = s + 1};

@@ -215,6 +215,9 @@ void
 km_proc_time(struct km_proc *p, uint64_t now_ns)
 {
 	p->now_ns = now_ns;
+	/* Once per burst, not a division per request (proc_cookie_valid()). */
+	if (p->hello != NULL)
+		p->hello_slot = now_ns / p->hello->slot_ns;
 }
 
 unsigned int

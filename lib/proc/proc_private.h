@@ -252,6 +252,7 @@ struct km_proc {
 	uint32_t sample_mask; /* a client is sampled when its hash & mask == 0 */
 	uint32_t pf_inflight; /* prefetch reads in flight (pends with a mark) */
 	uint64_t now_ns;      /* km_proc_time() */
+	uint64_t hello_slot;  /* cookie slot of now_ns (hello != NULL): km_proc_time() */
 	uint64_t read_ns;     /* read latency, EWMA 1/8 */
 	struct km_stream_ctx sctx;
 	struct km_proc_note *notes; /* KM_PROC_NOTES_MAX, FIFO */

@@ -412,7 +412,7 @@ route_of(const struct km_shardmap *m, const uint8_t *key, size_t len, struct km_
 {
 	struct km_shardmap_route sr;
 
-	km_shardmap_route(m, key, len, &sr);
+	km_route_key(m, key, len, &sr);
 	rt->hash = sr.hash;
 	rt->shard = sr.shard;
 	rt->fallback = sr.fallback;

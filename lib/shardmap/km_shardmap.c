@@ -12,11 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* XXH3 inlined here: the hash of every request's routing part (the library's is the same
- * function behind a call and a dispatch; keys are short). */
-#define XXH_INLINE_ALL
-#include <xxhash.h>
-
 #include <km_proto.h>
 
 #include "km_shardmap_priv.h"
@@ -497,36 +492,16 @@ km_shardmap_move(const struct km_shardmap *m, uint64_t id, uint16_t owner, struc
 	return 0;
 }
 
-/* Length of the first `depth` components of key (all of it when it has fewer). */
-static inline size_t
-part_len(uint8_t route_sep, unsigned int depth, const uint8_t *key, size_t len)
-{
-	const uint8_t *p = key, *end = key + len, *sep;
-	unsigned int seen = 0;
-
-	/* memchr() on a NULL key is undefined even for length 0. */
-	if (len == 0)
-		return 0;
-	/* The routing part ends at the depth-th separator; an empty component ("/x")
-	 * counts like any other, so "/x" routes by "". */
-	while ((sep = memchr(p, route_sep, (size_t)(end - p))) != NULL) {
-		if (++seen == depth)
-			return (size_t)(sep - key);
-		p = sep + 1;
-	}
-	return len;
-}
-
 size_t
 km_shardmap_part_len(uint8_t route_sep, unsigned int depth, const uint8_t *key, size_t len)
 {
-	return part_len(route_sep, depth, key, len);
+	return km_part_len(route_sep, depth, key, len);
 }
 
 size_t
 km_shardmap_route_len(const struct km_shardmap *m, const uint8_t *key, size_t len)
 {
-	return part_len(m->route_sep, m->route_depth, key, len);
+	return km_part_len(m->route_sep, m->route_depth, key, len);
 }
 
 uint64_t
@@ -599,19 +574,10 @@ km_shard_moved(const struct km_shard *s)
 	return s->moved != 0;
 }
 
-/* Shard of a hash: one shift, one array index. Inline in km_shardmap_route(). */
-static inline const struct km_shard *
-dir_lookup(const struct km_shardmap *m, uint64_t hash)
-{
-	uint64_t slot = m->global_depth == 0 ? 0 : hash >> (64 - m->global_depth);
-
-	return &m->shards[m->dir[slot]];
-}
-
 const struct km_shard *
 km_shardmap_lookup(const struct km_shardmap *m, uint64_t hash)
 {
-	return dir_lookup(m, hash);
+	return km_dir_lookup(m, hash);
 }
 
 uint32_t
@@ -631,20 +597,25 @@ km_shardmap_override_find(const struct km_shardmap *m, uint64_t hash)
 	return NULL;
 }
 
-/* The routing of a key whose part is overridden by o: out holds the part's own route. */
-static __attribute__((noinline)) void
-route_override(const struct km_shardmap *m, const struct km_override_info *o, const uint8_t *key,
-	size_t len, struct km_shardmap_route *out)
+/* The route of a key whose part an override names, from out (its route without one): out
+ * unchanged if none does. Out of line: rare, and the inline path stays short. */
+void
+km_shardmap_route_ovr(
+	const struct km_shardmap *m, const uint8_t *key, size_t len, struct km_shardmap_route *out)
 {
-	size_t elen = part_len(m->route_sep, (unsigned int)m->route_depth + o->extra, key, len);
+	const struct km_override_info *o = km_shardmap_override_find(m, out->hash);
+	size_t elen;
 	const struct km_shard *own = out->shard, *ext;
 	uint64_t ehash;
 
+	if (o == NULL)
+		return;
+	elen = km_part_len(m->route_sep, (unsigned int)m->route_depth + o->extra, key, len);
 	/* A key with no component past its part routes the same by either rule. */
 	if (elen == out->route_len)
 		return;
 	ehash = XXH3_64bits(key, elen);
-	ext = dir_lookup(m, ehash);
+	ext = km_dir_lookup(m, ehash);
 	if (o->state == KM_OVR_REVERTING) {
 		out->fallback = ext != own ? ext : NULL;
 		return;
@@ -661,21 +632,9 @@ int
 km_shardmap_route(
 	const struct km_shardmap *m, const uint8_t *key, size_t len, struct km_shardmap_route *out)
 {
-	const struct km_override_info *o;
-	size_t rlen;
-
 	if (m == NULL || out == NULL || (key == NULL && len != 0))
 		return -EINVAL;
-	rlen = part_len(m->route_sep, m->route_depth, key, len);
-	out->hash = XXH3_64bits(key, rlen);
-	out->part_hash = out->hash;
-	out->shard = dir_lookup(m, out->hash);
-	out->owner = out->shard->owner;
-	out->fallback = NULL;
-	out->route_len = rlen;
-	if (__builtin_expect(m->nb_overrides != 0, 0) &&
-		(o = km_shardmap_override_find(m, out->hash)) != NULL)
-		route_override(m, o, key, len, out);
+	km_route_key(m, key, len, out);
 	return 0;
 }
 

@@ -221,11 +221,11 @@ udp_reply(struct rte_mbuf *m, size_t plen)
 		m->l3_len = L3_LEN;
 		udp->dgram_cksum = rte_ipv4_phdr_cksum(ip, m->ol_flags);
 	} else {
-		/* The sums of rte_ipv4_cksum() and rte_ipv4_udptcp_cksum() at a quarter of
-		 * their instructions (km_csum_add()), the headers' words from registers: a
-		 * load over the fields just stored one by one would wait for the stores. */
+		/* The sums of rte_ipv4_cksum() and rte_ipv4_udptcp_cksum(), the headers'
+		 * words from registers (a load over the fields just stored one by one would
+		 * wait for the stores), the payload's by 32-bit words (km_csum_add()). */
 		m->ol_flags = 0;
-		ip->hdr_checksum = (uint16_t)~km_csum_fold((uint64_t)w0 + tot + df + w4 + a + d);
+		ip->hdr_checksum = km_csum_ipv4_words(w0, tot, 0, df, w4, d, a);
 		udp->dgram_cksum = km_csum_udp4_payload(d, a, q, p, udp + 1, plen);
 	}
 }

@@ -215,8 +215,9 @@ void
 km_proc_time(struct km_proc *p, uint64_t now_ns)
 {
 	p->now_ns = now_ns;
-	/* Once per burst, not a division per request (proc_cookie_valid()). */
-	if (p->hello != NULL)
+	/* Once per burst, not a division per request (proc_cookie_valid()). slot_ns is 0
+	 * only before km_hello_init(): no cookie is valid or handed out then anyway. */
+	if (p->hello != NULL && p->hello->slot_ns != 0)
 		p->hello_slot = now_ns / p->hello->slot_ns;
 }
 

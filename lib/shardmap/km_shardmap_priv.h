@@ -16,7 +16,9 @@
 
 /* XXH3 inlined: the hash of every request's routing part (the library's is the same
  * function behind a call and a dispatch; keys are short). */
+#ifndef XXH_INLINE_ALL
 #define XXH_INLINE_ALL
+#endif
 #include <xxhash.h>
 
 #include "km_shardmap.h"
@@ -80,7 +82,8 @@ km_dir_lookup(const struct km_shardmap *m, uint64_t hash)
 	return &m->shards[m->dir[slot]];
 }
 
-void km_shardmap_route_ovr(
+/* The library's own (km_route_key()): not exported from libkeymap. */
+__attribute__((visibility("hidden"))) void km_shardmap_route_ovr(
 	const struct km_shardmap *m, const uint8_t *key, size_t len, struct km_shardmap_route *out);
 
 /*

@@ -233,6 +233,20 @@ km_csum_ipv4_hdr(const void *hdr)
 }
 
 /**
+ * @return the checksum of a 20-byte IPv4 header from its words, each as it sits in memory
+ * (network order): w0 the version, IHL and TOS, tot the total length, id, frag the flags
+ * and fragment offset, w4 the TTL and protocol, src and dst the addresses; the same as
+ * km_csum_ipv4_hdr() over the header, without reading it (see km_csum_udp4_payload()).
+ * @note Context: any thread.
+ */
+static inline uint16_t
+km_csum_ipv4_words(uint16_t w0, uint16_t tot, uint16_t id, uint16_t frag, uint16_t w4, uint32_t src,
+	uint32_t dst)
+{
+	return (uint16_t)~km_csum_fold((uint64_t)w0 + tot + id + frag + w4 + src + dst);
+}
+
+/**
  * @return the UDP checksum of a datagram from its header's fields and its payload (plen
  * bytes at payload): the same as km_csum_udp4() over the whole datagram, without reading
  * its header. A worker that has just written the header with narrow stores sums it from

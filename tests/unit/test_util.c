@@ -328,6 +328,43 @@ test_csum_payload(void **state)
 			assert_int_equal(km_csum_udp4_payload(s, d, sp, dp, dg + 8, len),
 				km_csum_udp4(s, d, dg, 8 + len));
 		}
+	/* A datagram whose words sum to all-ones: its checksum, 0 complemented, is sent as
+	 * all-ones (0 says "no checksum"). Pseudo-header 17 + 10 + header 10 = 0x25 (in
+	 * network order), payload ff da: 0xffff in either byte order. */
+	memcpy(dg + 8, (const uint8_t[]){0xff, 0xda}, 2);
+	assert_int_equal(km_csum_udp4_payload(0, 0, 0, 0, dg + 8, 2), 0xffff);
+}
+
+/* km_csum_ipv4_words() = km_csum_ipv4_hdr() over the header of those words: random
+ * headers, and all-ones words. */
+static void
+test_csum_ipv4_words(void **state)
+{
+	uint64_t x = 0x5851f42d4c957f2dULL;
+	uint8_t h[20];
+	uint16_t w[5];
+	uint32_t s, d;
+	size_t i, k;
+
+	(void)state;
+	for (i = 0; i < 100000; i++) {
+		for (k = 0; k < sizeof(h); k++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			h[k] = i == 0 ? 0xff : (uint8_t)x;
+		}
+		h[10] = h[11] = 0; /* the checksum field */
+		memcpy(&w[0], h, 2);
+		memcpy(&w[1], h + 2, 2);
+		memcpy(&w[2], h + 4, 2);
+		memcpy(&w[3], h + 6, 2);
+		memcpy(&w[4], h + 8, 2);
+		memcpy(&s, h + 12, 4);
+		memcpy(&d, h + 16, 4);
+		assert_int_equal(km_csum_ipv4_words(w[0], w[1], w[2], w[3], w[4], s, d),
+			km_csum_ipv4_hdr(h));
+	}
 }
 
 /* Known answers, from RFC 1071 sums over big-endian words: the IPv4 header of the usual
@@ -421,6 +458,7 @@ main(void)
 		cmocka_unit_test(test_csum),
 		cmocka_unit_test(test_csum_known),
 		cmocka_unit_test(test_csum_payload),
+		cmocka_unit_test(test_csum_ipv4_words),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

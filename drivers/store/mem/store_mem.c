@@ -484,8 +484,9 @@ mem_compact(struct mem_store *ms)
 	mem_slabs_compacted(&ms->mem);
 }
 
-/* pf_last from the records held (at least one). A hint: kept roughly current by inserts and by
- * values that change size, never read for correctness. */
+/* pf_last from the records held (at least one). A hint, never read for correctness: kept
+ * roughly current by every 64th insert and by values that move to a block of another size
+ * (a value rewritten in its block changes value_bytes, not this). */
 static inline void
 mem_pf_update(struct mem_store *ms)
 {
@@ -625,7 +626,8 @@ mem_prefetch(struct km_store *s, const struct km_key *k, unsigned int step)
 		if (slot == 0)
 			return;
 		if ((slot & SLOT_TAG_MASK) == tag) {
-			/* Up to 64 bytes after r: two lines at most, r's and the last byte's. */
+			/* r's line, the last byte's (r + pf_last) and, past 64 bytes, the one
+			 * between (r + 64). */
 			r = slot_rec(slot);
 			__builtin_prefetch(r);
 			__builtin_prefetch(r + ms->pf_last);

@@ -192,6 +192,16 @@ test_le_byte_order(void **state)
 	assert_int_equal(km_le_get16(b + 1), 0x0708);
 }
 
+/* xorshift64: the next of the tests' pseudo-random words, reproducible from x's seed. */
+static uint64_t
+xorshift(uint64_t *x)
+{
+	*x ^= *x << 13;
+	*x ^= *x >> 7;
+	*x ^= *x << 17;
+	return *x;
+}
+
 static void
 test_le_round_trip(void **state)
 {
@@ -201,9 +211,7 @@ test_le_round_trip(void **state)
 
 	(void)state;
 	for (i = 0; i < 1000; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
+		xorshift(&x);
 		km_le_put64(b, x);
 		assert_true(km_le_get64(b) == x);
 		km_le_put32(b, (uint32_t)x);
@@ -265,9 +273,7 @@ test_csum(void **state)
 	(void)state;
 	for (f = 0; f < 3; f++) {
 		for (i = 0; i < sizeof(buf); i++) {
-			x ^= x << 13;
-			x ^= x >> 7;
-			x ^= x << 17;
+			xorshift(&x);
 			buf[i] = f == 0 ? (uint8_t)x : f == 1 ? 0xff : 0;
 		}
 		for (len = 0; len <= 9100; len += len < 300 ? 1 : 97)
@@ -280,9 +286,7 @@ test_csum(void **state)
 	for (i = 0; i < sizeof(folds) / sizeof(folds[0]); i++)
 		assert_int_equal(km_csum_fold(folds[i]), fold_ref(folds[i]));
 	for (i = 0; i < 100000; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
+		xorshift(&x);
 		assert_int_equal(km_csum_fold(x >> (i % 64)), fold_ref(x >> (i % 64)));
 	}
 	assert_int_equal(km_csum_fold(km_csum_add(buf, 64, 0)), 0);
@@ -307,17 +311,13 @@ test_csum_payload(void **state)
 	(void)state;
 	for (f = 0; f < 3; f++)
 		for (len = 0; len <= 9100; len += len < 300 ? 1 : 89) {
-			x ^= x << 13;
-			x ^= x >> 7;
-			x ^= x << 17;
+			xorshift(&x);
 			s = f == 2 ? UINT32_MAX : (uint32_t)x;
 			d = f == 2 ? UINT32_MAX : (uint32_t)(x >> 32);
 			sp = f == 2 ? UINT16_MAX : (uint16_t)(x >> 8);
 			dp = f == 2 ? UINT16_MAX : (uint16_t)(x >> 40);
 			for (i = 0; i < len; i++) {
-				x ^= x << 13;
-				x ^= x >> 7;
-				x ^= x << 17;
+				xorshift(&x);
 				dg[8 + i] = f == 0 ? (uint8_t)x : 0;
 			}
 			ul = htobe16((uint16_t)(8 + len));
@@ -349,9 +349,7 @@ test_csum_ipv4_words(void **state)
 	(void)state;
 	for (i = 0; i < 100000; i++) {
 		for (k = 0; k < sizeof(h); k++) {
-			x ^= x << 13;
-			x ^= x >> 7;
-			x ^= x << 17;
+			xorshift(&x);
 			h[k] = i == 0 ? 0xff : (uint8_t)x;
 		}
 		h[10] = h[11] = 0; /* the checksum field */

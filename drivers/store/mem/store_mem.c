@@ -605,9 +605,9 @@ mem_get(struct km_store *s, const struct km_key *k, struct km_value_ref *out)
  * sequence from there (now cached) up to the first slot with the key's tag, whose record
  * is prefetched: the lines of its first pf_last + 1 bytes (the store's average record, up
  * to three lines). Records are 8-byte aligned, not line-aligned: a 16 + 64 B entry (88 B)
- * spans two lines or, a quarter of them, three. keymap-proc-bench -k 100000 -g 1: 236-290
- * TSC cycles per GET with two lines prefetched, 220-231 with the third. A tag match of
- * another key costs a wasted prefetch, as rare as a tag collision.
+ * spans two lines or, a quarter of them, three. keymap-proc-bench -k 100000 -g 1, 8 runs
+ * alternated: median 232.5 TSC cycles per GET with two lines prefetched, 223 with these.
+ * A tag match of another key costs a wasted prefetch, as rare as a tag collision.
  */
 static void
 mem_prefetch(struct km_store *s, const struct km_key *k, unsigned int step)

@@ -7,6 +7,7 @@
  * included nowhere else: the same answers as km_shardmap_epoch(), km_shard_owner() and
  * km_shard_id(), without a call. Measured: the out-of-line accessors cost lib/proc about
  * 32 instructions per request (callgrind, keymap-proc-bench -g 0.9), 3% of the request.
+ * The route itself, inline too, is km_route_key() of km_shardmap_priv.h (included here).
  * Everyone else reads the map through km_shardmap.h.
  */
 

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+#
+# keymap-machine-probe, short: the chase (two sizes, few loads) and, on a machine with two
+# CPUs, the cache-line latency between them, as text and as JSON, every figure a positive
+# number of cycles; every bad input refused with a message and exit 1. Judges no timing.
+#
+# usage: machine_probe.sh KEYMAP_MACHINE_PROBE
+set -euo pipefail
+
+probe=$1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+fail() {
+	echo "FAIL: $*"
+	exit 1
+}
+
+# expect CODE PATTERN args...: exit code CODE and PATTERN in what it printed.
+expect() {
+	local want=$1 pattern=$2 rc=0
+	shift 2
+	timeout -k 5 30 "$probe" "$@" >"$tmp/out" 2>&1 || rc=$?
+	[ "$rc" = "$want" ] || fail "$* exited $rc, not $want: $(head -3 "$tmp/out")"
+	grep -q -- "$pattern" "$tmp/out" || fail "$*: no '$pattern' in: $(head -3 "$tmp/out")"
+}
+
+expect 0 "chase    64K: .* TSC cycles per dependent load" -t chase -s 64K,2M -l 20000
+expect 0 "chase     2M: " -t chase -s 64K,2M -l 20000 -H
+expect 0 '"chase": {"loads": 20000' -t chase -s 64K,2M -l 20000 -j
+python3 - "$tmp/out" <<'PY' || fail "chase JSON: $(cat "$tmp/out")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+c = d["chase"]["cycles_per_load"]
+assert d["tsc_hz"] > 0 and list(c) == ["64K", "2M"] and all(v > 0 for v in c.values()), d
+assert "c2c" not in d, d
+PY
+if [ "$(nproc)" -gt 1 ]; then
+	expect 0 "c2c: a cache line from CPU 0 to CPU 1: .* TSC cycles one way" -t c2c -n 2000
+	expect 0 '"c2c": {"cpus": \[1, 0\]' -t c2c -a 1 -b 0 -n 2000 -j
+	python3 - "$tmp/out" <<'PY' || fail "c2c JSON: $(cat "$tmp/out")"
+import json, sys
+c = json.load(open(sys.argv[1]))["c2c"]
+assert c["trips"] == 2000 and 0 < c["min"] <= c["oneway_cycles"] <= c["max"], c
+PY
+fi
+
+# Bad input: a message and exit 1.
+expect 1 "two different CPUs" -a 0 -b 0
+expect 1 "CPU 1023: .*not a CPU this process may run on" -t c2c -a 0 -b 1023
+expect 1 "CPU 1023: .*not a CPU this process may run on" -t c2c -a 1023 -b 0
+for bad in "-t foo" "-n 5" "-n 1x" "-s 10K" "-s 1M,,2M" "-s 1M," "-s 5G" "-s 1T" "-s ''" \
+	"-l 10" "-a -1" "extra"; do
+	eval "expect 1 usage: $bad"
+done
+echo "machine-probe: ok"

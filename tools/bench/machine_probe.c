@@ -1,0 +1,422 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * keymap-machine-probe: two properties of the machine that keymapd's figures depend on,
+ * measured in TSC cycles as keymapd counts its own.
+ *
+ * c2c: the one-way latency of a cache line between two CPUs (half of a round trip of a
+ * counter that one CPU writes and the other waits for and answers). A request and its
+ * reply cross between the generator's CPU and the worker's over net_memif: each line of
+ * them moves this way, so the RX and TX costs keymapd counts follow this figure.
+ *
+ * chase: the latency of a dependent load over a working set of a given size (a random
+ * cyclic order of its cache lines, so no hardware prefetcher helps): from which size on
+ * a store's records come from DRAM rather than from a cache.
+ *
+ * Every wait is bounded: a CPU that does not answer within five seconds ends the probe
+ * with an error.
+ */
+
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include <x86intrin.h>
+
+#include <km_util.h>
+
+#define SETS          5 /* c2c: sets of round trips, the median reported */
+#define TRIPS_DEFAULT 100000
+#define TRIPS_MAX     10000000
+#define LOADS_DEFAULT 2000000
+#define LOADS_MAX     1000000000
+#define SIZES_MAX     16
+#define SIZE_MIN      (64 * 1024)
+#define SIZE_MAX_MB   4096
+#define WAIT_S        5 /* longest wait for the other CPU */
+#define LINE          64
+
+static const char sizes_default[] = "1M,4M,8M,16M,64M";
+
+/* The line that travels, alone in its own line, and the answering thread's state. */
+struct c2c {
+	volatile uint64_t seq __attribute__((aligned(LINE)));
+	uint8_t pad[LINE - sizeof(uint64_t)];
+	volatile int ready __attribute__((aligned(LINE)));
+	volatile int failed;
+	uint64_t trips;
+	uint64_t deadline_cycles;
+	int cpu;
+};
+
+static uint64_t tsc_hz;
+
+static void
+usage(const char *prog)
+{
+	fprintf(stderr,
+		"usage: %s [-t c2c|chase|all] [-a CPU] [-b CPU] [-n trips] [-s sizes]\n"
+		"          [-l loads] [-H] [-j]\n"
+		"  -t what   c2c: a cache line's one-way latency between CPUs a and b;\n"
+		"            chase: dependent-load latency by working-set size; all (default)\n"
+		"  -a CPU    c2c: the first CPU (default 0)\n"
+		"  -b CPU    c2c: the second CPU, not a (default 1)\n"
+		"  -n trips  c2c: round trips per set, %d sets, 1000..%d (default %d)\n"
+		"  -s sizes  chase: working sets, comma-separated, K/M/G suffixes, %dK..%dG,\n"
+		"            at most %d (default %s)\n"
+		"  -l loads  chase: loads timed per size, 1000..%d (default %d)\n"
+		"  -H        chase: ask for transparent huge pages (fewer TLB misses)\n"
+		"  -j        one JSON object on stdout instead of text\n",
+		prog, SETS, TRIPS_MAX, TRIPS_DEFAULT, SIZE_MIN / 1024, SIZE_MAX_MB / 1024,
+		SIZES_MAX, sizes_default, LOADS_MAX, LOADS_DEFAULT);
+}
+
+/* TSC ticks per second, against CLOCK_MONOTONIC over 100 ms. */
+static uint64_t
+measure_tsc_hz(void)
+{
+	struct timespec a, b, d = {.tv_sec = 0, .tv_nsec = 100000000};
+	uint64_t t0, t1;
+	double ns;
+
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	t0 = __rdtsc();
+	nanosleep(&d, NULL);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	t1 = __rdtsc();
+	ns = (double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec);
+	return (uint64_t)((double)(t1 - t0) * 1e9 / ns);
+}
+
+static int
+pin(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+/* Spin until the line holds want; 0, or -1 past the deadline. The clock is read once
+ * every 1024 polls only, so that it does not add to the latency measured. */
+static int
+wait_seq(struct c2c *c, uint64_t want, uint64_t deadline)
+{
+	unsigned int n = 0;
+
+	while (c->seq != want) {
+		if (++n % 1024 == 0 && __rdtsc() > deadline)
+			return -1;
+	}
+	return 0;
+}
+
+/* The second CPU: answers each odd value with the next even one. */
+static void *
+answer(void *arg)
+{
+	struct c2c *c = arg;
+	uint64_t i, deadline;
+
+	if (pin(c->cpu) != 0) {
+		c->failed = 1;
+		c->ready = 1;
+		return NULL;
+	}
+	c->ready = 1;
+	for (i = 0; i < (uint64_t)SETS * c->trips; i++) {
+		deadline = __rdtsc() + c->deadline_cycles;
+		if (wait_seq(c, 2 * i + 1, deadline) != 0) {
+			c->failed = 1;
+			return NULL;
+		}
+		c->seq = 2 * i + 2;
+	}
+	return NULL;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* One-way cycles per transfer of each set into oneway[SETS], sorted. */
+static int
+probe_c2c(int cpu_a, int cpu_b, uint64_t trips, double oneway[SETS])
+{
+	static struct c2c c;
+	pthread_t th;
+	uint64_t i = 0, t0, deadline;
+	unsigned int set;
+	int rc;
+
+	c.seq = 0;
+	c.ready = 0;
+	c.failed = 0;
+	c.trips = trips;
+	c.deadline_cycles = WAIT_S * tsc_hz;
+	c.cpu = cpu_b;
+	rc = pin(cpu_a);
+	if (rc != 0) {
+		fprintf(stderr, "CPU %d: %s (not a CPU this process may run on)\n", cpu_a,
+			strerror(rc));
+		return -1;
+	}
+	rc = pthread_create(&th, NULL, answer, &c);
+	if (rc != 0) {
+		fprintf(stderr, "thread: %s\n", strerror(rc));
+		return -1;
+	}
+	deadline = __rdtsc() + c.deadline_cycles;
+	while (!c.ready && __rdtsc() < deadline)
+		;
+	if (!c.ready || c.failed) {
+		pthread_join(th, NULL);
+		fprintf(stderr, "CPU %d: %s\n", cpu_b,
+			c.ready ? "not a CPU this process may run on"
+				: "the thread did not start within 5 s");
+		return -1;
+	}
+	for (set = 0; set < SETS; set++) {
+		t0 = __rdtsc();
+		for (uint64_t k = 0; k < trips; k++, i++) {
+			c.seq = 2 * i + 1;
+			if (wait_seq(&c, 2 * i + 2, t0 + c.deadline_cycles) != 0 || c.failed) {
+				c.failed = 1;
+				pthread_join(th, NULL);
+				fprintf(stderr,
+					"CPU %d did not answer within %d s (busy or "
+					"throttled?)\n",
+					cpu_b, WAIT_S);
+				return -1;
+			}
+		}
+		oneway[set] = (double)(__rdtsc() - t0) / (double)trips / 2;
+	}
+	pthread_join(th, NULL);
+	qsort(oneway, SETS, sizeof(oneway[0]), cmp_double);
+	return 0;
+}
+
+/* Cycles per dependent load over size bytes, loads timed after one warm-up pass. */
+static int
+probe_chase(uint64_t size, uint64_t loads, int huge, double *cycles)
+{
+	uint64_t n = size / LINE, i, j, t0, *perm;
+	uint8_t *mem;
+	void *volatile *p;
+	uint64_t rng = 0x9e3779b97f4a7c15ULL;
+
+	mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED) {
+		fprintf(stderr, "chase: %llu bytes: %s\n", (unsigned long long)size,
+			strerror(errno));
+		return -1;
+	}
+	if (huge)
+		madvise(mem, size, MADV_HUGEPAGE);
+	perm = malloc(n * sizeof(*perm));
+	if (perm == NULL) {
+		munmap(mem, size);
+		fprintf(stderr, "chase: cannot allocate the order of %llu lines\n",
+			(unsigned long long)n);
+		return -1;
+	}
+	/* Sattolo's shuffle: one cycle through every line. */
+	for (i = 0; i < n; i++)
+		perm[i] = i;
+	for (i = n - 1; i > 0; i--) {
+		rng ^= rng << 13;
+		rng ^= rng >> 7;
+		rng ^= rng << 17;
+		j = rng % i;
+		t0 = perm[i];
+		perm[i] = perm[j];
+		perm[j] = t0;
+	}
+	for (i = 0; i < n; i++)
+		*(void **)(mem + perm[i] * LINE) = mem + perm[(i + 1) % n] * LINE;
+	free(perm);
+	p = (void *volatile *)mem;
+	for (i = 0; i < n; i++)
+		p = (void *volatile *)*p;
+	t0 = __rdtsc();
+	for (i = 0; i < loads; i++)
+		p = (void *volatile *)*p;
+	*cycles = (double)(__rdtsc() - t0) / (double)loads;
+	munmap(mem, size);
+	return 0;
+}
+
+/* "64K", "8M", "1G": bytes, a multiple of 64 KiB within the bounds; 0 or -1. */
+static int
+parse_size(const char *s, uint64_t *bytes)
+{
+	char num[32];
+	size_t len = strlen(s);
+	uint64_t v, unit;
+
+	if (len < 2 || len >= sizeof(num))
+		return -1;
+	switch (s[len - 1]) {
+	case 'K':
+	case 'k':
+		unit = UINT64_C(1) << 10;
+		break;
+	case 'M':
+	case 'm':
+		unit = UINT64_C(1) << 20;
+		break;
+	case 'G':
+	case 'g':
+		unit = UINT64_C(1) << 30;
+		break;
+	default:
+		return -1;
+	}
+	memcpy(num, s, len - 1);
+	num[len - 1] = '\0';
+	if (km_util_parse_u64(num, 1, (uint64_t)SIZE_MAX_MB << 20, &v) != 0 ||
+		v > ((uint64_t)SIZE_MAX_MB << 20) / unit)
+		return -1;
+	v *= unit;
+	if (v < SIZE_MIN || v % SIZE_MIN != 0)
+		return -1;
+	*bytes = v;
+	return 0;
+}
+
+static int
+parse_sizes(const char *arg, uint64_t sizes[SIZES_MAX], unsigned int *nb)
+{
+	char buf[256], *tok, *rest = buf;
+
+	if (strlen(arg) >= sizeof(buf))
+		return -1;
+	strcpy(buf, arg);
+	*nb = 0;
+	while ((tok = strsep(&rest, ",")) != NULL) {
+		if (*nb == SIZES_MAX || parse_size(tok, &sizes[*nb]) != 0)
+			return -1;
+		(*nb)++;
+	}
+	return 0;
+}
+
+static void
+size_name(uint64_t v, char *buf, size_t len)
+{
+	if (v % (UINT64_C(1) << 30) == 0)
+		snprintf(buf, len, "%lluG", (unsigned long long)(v >> 30));
+	else if (v % (UINT64_C(1) << 20) == 0)
+		snprintf(buf, len, "%lluM", (unsigned long long)(v >> 20));
+	else
+		snprintf(buf, len, "%lluK", (unsigned long long)(v >> 10));
+}
+
+int
+main(int argc, char **argv)
+{
+	uint64_t trips = TRIPS_DEFAULT, loads = LOADS_DEFAULT, a = 0, b = 1;
+	uint64_t sizes[SIZES_MAX];
+	double oneway[SETS], chase[SIZES_MAX];
+	unsigned int nb_sizes = 0, i;
+	int opt, rc, json = 0, huge = 0, do_c2c = 1, do_chase = 1;
+	char name[24];
+
+	rc = parse_sizes(sizes_default, sizes, &nb_sizes);
+	while (rc == 0 && (opt = getopt(argc, argv, "t:a:b:n:s:l:Hjh")) != -1) {
+		switch (opt) {
+		case 't':
+			do_c2c = strcmp(optarg, "c2c") == 0 || strcmp(optarg, "all") == 0;
+			do_chase = strcmp(optarg, "chase") == 0 || strcmp(optarg, "all") == 0;
+			rc = do_c2c || do_chase ? 0 : -1;
+			break;
+		case 'a':
+			rc = km_util_parse_u64(optarg, 0, CPU_SETSIZE - 1, &a);
+			break;
+		case 'b':
+			rc = km_util_parse_u64(optarg, 0, CPU_SETSIZE - 1, &b);
+			break;
+		case 'n':
+			rc = km_util_parse_u64(optarg, 1000, TRIPS_MAX, &trips);
+			break;
+		case 's':
+			rc = parse_sizes(optarg, sizes, &nb_sizes);
+			break;
+		case 'l':
+			rc = km_util_parse_u64(optarg, 1000, LOADS_MAX, &loads);
+			break;
+		case 'H':
+			huge = 1;
+			break;
+		case 'j':
+			json = 1;
+			break;
+		default:
+			rc = -1;
+			break;
+		}
+	}
+	if (rc != 0 || optind != argc) {
+		usage(argv[0]);
+		return 1;
+	}
+	if (do_c2c && a == b) {
+		fprintf(stderr, "c2c needs two different CPUs (-a %llu -b %llu)\n",
+			(unsigned long long)a, (unsigned long long)b);
+		return 1;
+	}
+	tsc_hz = measure_tsc_hz();
+	if (do_c2c && probe_c2c((int)a, (int)b, trips, oneway) != 0)
+		return 1;
+	for (i = 0; do_chase && i < nb_sizes; i++)
+		if (probe_chase(sizes[i], loads, huge, &chase[i]) != 0)
+			return 1;
+
+	if (json) {
+		printf("{\"tsc_hz\": %llu", (unsigned long long)tsc_hz);
+		if (do_c2c)
+			printf(", \"c2c\": {\"cpus\": [%llu, %llu], \"trips\": %llu, "
+			       "\"oneway_cycles\": %.1f, \"min\": %.1f, \"max\": %.1f}",
+				(unsigned long long)a, (unsigned long long)b,
+				(unsigned long long)trips, oneway[SETS / 2], oneway[0],
+				oneway[SETS - 1]);
+		if (do_chase) {
+			printf(", \"chase\": {\"loads\": %llu, \"huge\": %s, \"cycles_per_load\": "
+			       "{",
+				(unsigned long long)loads, huge ? "true" : "false");
+			for (i = 0; i < nb_sizes; i++) {
+				size_name(sizes[i], name, sizeof(name));
+				printf("%s\"%s\": %.1f", i ? ", " : "", name, chase[i]);
+			}
+			printf("}}");
+		}
+		printf("}\n");
+		return 0;
+	}
+	printf("TSC: %.3f GHz\n", (double)tsc_hz / 1e9);
+	if (do_c2c)
+		printf("c2c: a cache line from CPU %llu to CPU %llu: %.0f TSC cycles one way "
+		       "(%.0f ns; median of %d sets of %llu round trips, %.0f..%.0f)\n",
+			(unsigned long long)a, (unsigned long long)b, oneway[SETS / 2],
+			oneway[SETS / 2] * 1e9 / (double)tsc_hz, SETS, (unsigned long long)trips,
+			oneway[0], oneway[SETS - 1]);
+	for (i = 0; do_chase && i < nb_sizes; i++) {
+		size_name(sizes[i], name, sizeof(name));
+		printf("chase %6s: %6.1f TSC cycles per dependent load (%.1f ns)%s\n", name,
+			chase[i], chase[i] * 1e9 / (double)tsc_hz,
+			huge ? ", huge pages asked" : "");
+	}
+	return 0;
+}

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# keymap-machine-probe, short: the chase (two sizes, few loads) and, on a machine with two
-# CPUs, the cache-line latency between them, as text and as JSON, every figure a positive
+# keymap-machine-probe, short: the chase (two sizes, few loads) and, where this process may
+# run on two CPUs, the cache-line latency between them, as text and as JSON, every figure a positive
 # number of cycles; every bad input refused with a message and exit 1. Judges no timing.
 #
 # usage: machine_probe.sh KEYMAP_MACHINE_PROBE
@@ -36,9 +36,14 @@ c = d["chase"]["cycles_per_load"]
 assert d["tsc_hz"] > 0 and list(c) == ["64K", "2M"] and all(v > 0 for v in c.values()), d
 assert "c2c" not in d, d
 PY
-if [ "$(nproc)" -gt 1 ]; then
-	expect 0 "c2c: a cache line from CPU 0 to CPU 1: .* TSC cycles one way" -t c2c -n 2000
-	expect 0 '"c2c": {"cpus": \[1, 0\]' -t c2c -a 1 -b 0 -n 2000 -j
+# The CPUs this process may run on (a container's may not start at 0).
+read -r c1 c2 < <(python3 -c '
+import os
+print(*sorted(os.sched_getaffinity(0))[:2])')
+if [ -n "${c2:-}" ]; then
+	expect 0 "c2c: a cache line from CPU $c1 to CPU $c2: .* TSC cycles one way" -t c2c \
+		-a "$c1" -b "$c2" -n 2000
+	expect 0 "\"c2c\": {\"cpus\": \[$c2, $c1\]" -t c2c -a "$c2" -b "$c1" -n 2000 -j
 	python3 - "$tmp/out" <<'PY' || fail "c2c JSON: $(cat "$tmp/out")"
 import json, sys
 c = json.load(open(sys.argv[1]))["c2c"]
@@ -47,10 +52,11 @@ PY
 fi
 
 # Bad input: a message and exit 1.
-expect 1 "two different CPUs" -a 0 -b 0
-expect 1 "CPU 1023: .*not a CPU this process may run on" -t c2c -a 0 -b 1023
-expect 1 "CPU 1023: .*not a CPU this process may run on" -t c2c -a 1023 -b 0
-for bad in "-t foo" "-n 5" "-n 1x" "-s 10K" "-s 1M,,2M" "-s 1M," "-s 5G" "-s 1T" "-s ''" \
+expect 1 "two different CPUs" -a "$c1" -b "$c1"
+expect 1 "CPU 1023: .*not a CPU this process may run on" -t c2c -a "$c1" -b 1023
+expect 1 "CPU 1023: .*not a CPU this process may run on" -t c2c -a 1023 -b "$c1"
+for bad in "-t foo" "-n 5" "-n 1x" "-s 10K" "-s 1M,,2M" "-s 1M," "-s 2G" "-s 1T" "-s ''" \
+	"-s 1M,1024K" \
 	"-l 10" "-a -1" "extra"; do
 	eval "expect 1 usage: $bad"
 done

@@ -6,13 +6,13 @@
  * c2c: the one-way latency of a cache line between two CPUs (half of a round trip of a
  * counter that one CPU writes and the other waits for and answers). A request and its
  * reply cross between the generator's CPU and the worker's over net_memif: each line of
- * them moves this way, so the RX and TX costs keymapd counts follow this figure.
+ * them moves this way, so the RX and TX costs keymapd counts depend on this figure.
  *
  * chase: the latency of a dependent load over a working set of a given size (a random
  * cyclic order of its cache lines, so no hardware prefetcher helps): from which size on
  * a store's records come from DRAM rather than from a cache.
  *
- * Every wait is bounded: a CPU that does not answer within five seconds ends the probe
+ * Every wait is bounded: a round trip not answered within five seconds ends the probe
  * with an error.
  */
 
@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/sysinfo.h>
 #include <time.h>
 
 #include <x86intrin.h>
@@ -38,7 +39,7 @@
 #define LOADS_MAX     1000000000
 #define SIZES_MAX     16
 #define SIZE_MIN      (64 * 1024)
-#define SIZE_MAX_MB   4096
+#define SIZE_MAX_MB   1024
 #define WAIT_S        5 /* longest wait for the other CPU */
 #define LINE          64
 
@@ -46,13 +47,11 @@ static const char sizes_default[] = "1M,4M,8M,16M,64M";
 
 /* The line that travels, alone in its own line, and the answering thread's state. */
 struct c2c {
-	volatile uint64_t seq __attribute__((aligned(LINE)));
+	uint64_t seq __attribute__((aligned(LINE)));
 	uint8_t pad[LINE - sizeof(uint64_t)];
-	volatile int ready __attribute__((aligned(LINE)));
-	volatile int failed;
+	int failed __attribute__((aligned(LINE))); /* either side gave up: both stop */
 	uint64_t trips;
-	uint64_t deadline_cycles;
-	int cpu;
+	uint64_t wait_cycles;
 };
 
 static uint64_t tsc_hz;
@@ -68,7 +67,8 @@ usage(const char *prog)
 		"  -a CPU    c2c: the first CPU (default 0)\n"
 		"  -b CPU    c2c: the second CPU, not a (default 1)\n"
 		"  -n trips  c2c: round trips per set, %d sets, 1000..%d (default %d)\n"
-		"  -s sizes  chase: working sets, comma-separated, K/M/G suffixes, %dK..%dG,\n"
+		"  -s sizes  chase: distinct working sets, comma-separated, K/M/G suffixes, "
+		"%dK..%dG,\n"
 		"            at most %d (default %s)\n"
 		"  -l loads  chase: loads timed per size, 1000..%d (default %d)\n"
 		"  -H        chase: ask for transparent huge pages (fewer TLB misses)\n"
@@ -104,40 +104,43 @@ pin(int cpu)
 	return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
 }
 
-/* Spin until the line holds want; 0, or -1 past the deadline. The clock is read once
- * every 1024 polls only, so that it does not add to the latency measured. */
+/* Spin until the line holds want; 0, or -1 when the other side gave up or WAIT_S passed
+ * without it. The clock is first read after 1024 polls, then every 1024: an answer in
+ * time costs no clock read. */
 static int
-wait_seq(struct c2c *c, uint64_t want, uint64_t deadline)
+wait_seq(struct c2c *c, uint64_t want)
 {
+	uint64_t deadline = 0, now;
 	unsigned int n = 0;
 
-	while (c->seq != want) {
-		if (++n % 1024 == 0 && __rdtsc() > deadline)
+	while (__atomic_load_n(&c->seq, __ATOMIC_ACQUIRE) != want) {
+		if (++n % 1024 != 0)
+			continue;
+		if (__atomic_load_n(&c->failed, __ATOMIC_RELAXED))
+			return -1;
+		now = __rdtsc();
+		if (deadline == 0)
+			deadline = now + c->wait_cycles;
+		else if (now > deadline)
 			return -1;
 	}
 	return 0;
 }
 
-/* The second CPU: answers each odd value with the next even one. */
+/* The second CPU (the thread is created on it): answers each odd value with the next
+ * even one. */
 static void *
 answer(void *arg)
 {
 	struct c2c *c = arg;
-	uint64_t i, deadline;
+	uint64_t i;
 
-	if (pin(c->cpu) != 0) {
-		c->failed = 1;
-		c->ready = 1;
-		return NULL;
-	}
-	c->ready = 1;
 	for (i = 0; i < (uint64_t)SETS * c->trips; i++) {
-		deadline = __rdtsc() + c->deadline_cycles;
-		if (wait_seq(c, 2 * i + 1, deadline) != 0) {
-			c->failed = 1;
-			return NULL;
+		if (wait_seq(c, 2 * i + 1) != 0) {
+			__atomic_store_n(&c->failed, 1, __ATOMIC_RELAXED);
+			break;
 		}
-		c->seq = 2 * i + 2;
+		__atomic_store_n(&c->seq, 2 * i + 2, __ATOMIC_RELEASE);
 	}
 	return NULL;
 }
@@ -155,53 +158,57 @@ static int
 probe_c2c(int cpu_a, int cpu_b, uint64_t trips, double oneway[SETS])
 {
 	static struct c2c c;
+	struct timespec ts;
+	pthread_attr_t attr;
+	cpu_set_t set;
 	pthread_t th;
-	uint64_t i = 0, t0, deadline;
-	unsigned int set;
+	uint64_t i = 0, t0;
+	unsigned int k;
 	int rc;
 
 	c.seq = 0;
-	c.ready = 0;
 	c.failed = 0;
 	c.trips = trips;
-	c.deadline_cycles = WAIT_S * tsc_hz;
-	c.cpu = cpu_b;
+	c.wait_cycles = WAIT_S * tsc_hz;
 	rc = pin(cpu_a);
 	if (rc != 0) {
 		fprintf(stderr, "CPU %d: %s (not a CPU this process may run on)\n", cpu_a,
 			strerror(rc));
 		return -1;
 	}
-	rc = pthread_create(&th, NULL, answer, &c);
+	CPU_ZERO(&set);
+	CPU_SET(cpu_b, &set);
+	rc = pthread_attr_init(&attr);
+	if (rc == 0)
+		rc = pthread_attr_setaffinity_np(&attr, sizeof(set), &set);
+	if (rc == 0)
+		rc = pthread_create(&th, &attr, answer, &c);
+	pthread_attr_destroy(&attr);
 	if (rc != 0) {
-		fprintf(stderr, "thread: %s\n", strerror(rc));
+		fprintf(stderr, "CPU %d: %s (not a CPU this process may run on)\n", cpu_b,
+			strerror(rc));
 		return -1;
 	}
-	deadline = __rdtsc() + c.deadline_cycles;
-	while (!c.ready && __rdtsc() < deadline)
-		;
-	if (!c.ready || c.failed) {
-		pthread_join(th, NULL);
-		fprintf(stderr, "CPU %d: %s\n", cpu_b,
-			c.ready ? "not a CPU this process may run on"
-				: "the thread did not start within 5 s");
-		return -1;
-	}
-	for (set = 0; set < SETS; set++) {
+	for (k = 0; k < SETS && rc == 0; k++) {
 		t0 = __rdtsc();
-		for (uint64_t k = 0; k < trips; k++, i++) {
-			c.seq = 2 * i + 1;
-			if (wait_seq(&c, 2 * i + 2, t0 + c.deadline_cycles) != 0 || c.failed) {
-				c.failed = 1;
-				pthread_join(th, NULL);
-				fprintf(stderr,
-					"CPU %d did not answer within %d s (busy or "
-					"throttled?)\n",
-					cpu_b, WAIT_S);
-				return -1;
-			}
+		for (uint64_t t = 0; t < trips && rc == 0; t++, i++) {
+			__atomic_store_n(&c.seq, 2 * i + 1, __ATOMIC_RELEASE);
+			rc = wait_seq(&c, 2 * i + 2);
 		}
-		oneway[set] = (double)(__rdtsc() - t0) / (double)trips / 2;
+		oneway[k] = (double)(__rdtsc() - t0) / (double)trips / 2;
+	}
+	if (rc != 0) {
+		/* The answering thread stops at its next check of failed, within 1024
+		 * polls, unless CPU b never runs it: then the process's exit ends it. */
+		__atomic_store_n(&c.failed, 1, __ATOMIC_RELAXED);
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		pthread_timedjoin_np(th, NULL, &ts);
+		fprintf(stderr,
+			"CPU %d did not answer within %d s (busy, or not running this "
+			"thread?)\n",
+			cpu_b, WAIT_S);
+		return -1;
 	}
 	pthread_join(th, NULL);
 	qsort(oneway, SETS, sizeof(oneway[0]), cmp_double);
@@ -216,7 +223,18 @@ probe_chase(uint64_t size, uint64_t loads, int huge, double *cycles)
 	uint8_t *mem;
 	void *volatile *p;
 	uint64_t rng = 0x9e3779b97f4a7c15ULL;
+	struct sysinfo si;
 
+	/* Not to be the one the OOM killer ends: the lines and their order within half of
+	 * the machine's memory. */
+	if (sysinfo(&si) == 0 &&
+		size + n * sizeof(*perm) > (uint64_t)si.totalram * si.mem_unit / 2) {
+		fprintf(stderr,
+			"chase: %llu MiB and their order: more than half of this machine's "
+			"memory\n",
+			(unsigned long long)(size >> 20));
+		return -1;
+	}
 	mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (mem == MAP_FAILED) {
 		fprintf(stderr, "chase: %llu bytes: %s\n", (unsigned long long)size,
@@ -232,14 +250,15 @@ probe_chase(uint64_t size, uint64_t loads, int huge, double *cycles)
 			(unsigned long long)n);
 		return -1;
 	}
-	/* Sattolo's shuffle: one cycle through every line. */
+	/* A random order of the lines (Fisher-Yates); each line points to the next in that
+	 * order and the last to the first: one cycle through every line. */
 	for (i = 0; i < n; i++)
 		perm[i] = i;
 	for (i = n - 1; i > 0; i--) {
 		rng ^= rng << 13;
 		rng ^= rng >> 7;
 		rng ^= rng << 17;
-		j = rng % i;
+		j = rng % (i + 1);
 		t0 = perm[i];
 		perm[i] = perm[j];
 		perm[j] = t0;
@@ -308,6 +327,9 @@ parse_sizes(const char *arg, uint64_t sizes[SIZES_MAX], unsigned int *nb)
 	while ((tok = strsep(&rest, ",")) != NULL) {
 		if (*nb == SIZES_MAX || parse_size(tok, &sizes[*nb]) != 0)
 			return -1;
+		for (unsigned int k = 0; k < *nb; k++)
+			if (sizes[k] == sizes[*nb])
+				return -1; /* one figure per size */
 		(*nb)++;
 	}
 	return 0;

@@ -6,13 +6,13 @@
  * c2c: the one-way latency of a cache line between two CPUs (half of a round trip of a
  * counter that one CPU writes and the other waits for and answers). A request and its
  * reply cross between the generator's CPU and the worker's over net_memif: each line of
- * them moves this way, so the RX and TX costs keymapd counts depend on this figure.
+ * them passes between these two CPUs.
  *
  * chase: the latency of a dependent load over a working set of a given size (a random
  * cyclic order of its cache lines, so no hardware prefetcher helps): from which size on
  * a store's records come from DRAM rather than from a cache.
  *
- * Every wait is bounded: a round trip not answered within five seconds ends the probe
+ * Every wait is bounded: a round trip not completed within five seconds ends the probe
  * with an error.
  */
 
@@ -197,22 +197,46 @@ probe_c2c(int cpu_a, int cpu_b, uint64_t trips, double oneway[SETS])
 		}
 		oneway[k] = (double)(__rdtsc() - t0) / (double)trips / 2;
 	}
-	if (rc != 0) {
-		/* The answering thread stops at its next check of failed, within 1024
-		 * polls, unless CPU b never runs it: then the process's exit ends it. */
+	/* The answering thread has returned after its last answer or, on a failure, stops at
+	 * its next check of failed, within 1024 polls. Unless CPU b does not run it: the join
+	 * waits one second at most, then the process's exit ends the thread. */
+	if (rc != 0)
 		__atomic_store_n(&c.failed, 1, __ATOMIC_RELAXED);
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += 1;
-		pthread_timedjoin_np(th, NULL, &ts);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += 1;
+	pthread_clockjoin_np(th, NULL, CLOCK_MONOTONIC, &ts);
+	if (rc != 0) {
 		fprintf(stderr,
-			"CPU %d did not answer within %d s (busy, or not running this "
-			"thread?)\n",
-			cpu_b, WAIT_S);
+			"a round trip between CPU %d and CPU %d took over %d s (a CPU busy, or "
+			"not running the probe?)\n",
+			cpu_a, cpu_b, WAIT_S);
 		return -1;
 	}
-	pthread_join(th, NULL);
 	qsort(oneway, SETS, sizeof(oneway[0]), cmp_double);
 	return 0;
+}
+
+/* Bytes of memory this process may use: the machine's, or less under a cgroup (v2) limit. */
+static uint64_t
+mem_limit(void)
+{
+	struct sysinfo si;
+	uint64_t limit = UINT64_MAX, cg;
+	char buf[32];
+	FILE *f;
+
+	if (sysinfo(&si) == 0)
+		limit = (uint64_t)si.totalram * si.mem_unit;
+	f = fopen("/sys/fs/cgroup/memory.max", "r");
+	if (f != NULL) {
+		if (fgets(buf, sizeof(buf), f) != NULL) {
+			buf[strcspn(buf, "\n")] = '\0';
+			if (km_util_parse_u64(buf, 1, UINT64_MAX, &cg) == 0 && cg < limit)
+				limit = cg; /* "max": no limit */
+		}
+		fclose(f);
+	}
+	return limit;
 }
 
 /* Cycles per dependent load over size bytes, loads timed after one warm-up pass. */
@@ -223,15 +247,13 @@ probe_chase(uint64_t size, uint64_t loads, int huge, double *cycles)
 	uint8_t *mem;
 	void *volatile *p;
 	uint64_t rng = 0x9e3779b97f4a7c15ULL;
-	struct sysinfo si;
 
 	/* Not to be the one the OOM killer ends: the lines and their order within half of
-	 * the machine's memory. */
-	if (sysinfo(&si) == 0 &&
-		size + n * sizeof(*perm) > (uint64_t)si.totalram * si.mem_unit / 2) {
+	 * the memory this process may use (the machine's, or its cgroup's limit). */
+	if (size + n * sizeof(*perm) > mem_limit() / 2) {
 		fprintf(stderr,
-			"chase: %llu MiB and their order: more than half of this machine's "
-			"memory\n",
+			"chase: %llu MiB and their order: more than half of the memory this "
+			"process may use\n",
 			(unsigned long long)(size >> 20));
 		return -1;
 	}

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# keymap-machine-probe, short: the chase (two sizes, few loads) and, where this process may
-# run on two CPUs, the cache-line latency between them, as text and as JSON, every figure a positive
-# number of cycles; every bad input refused with a message and exit 1. Judges no timing.
+# keymap-machine-probe, short: the chase (two sizes, few loads), the core clock and, where
+# this process may run on two CPUs, the cache-line latency between them, as text and as
+# JSON, every figure positive; every bad input refused with a message and exit 1. Judges
+# no timing.
 #
 # usage: machine_probe.sh KEYMAP_MACHINE_PROBE
 set -euo pipefail
@@ -42,6 +43,14 @@ PY
 read -r c1 c2 < <(python3 -c '
 import os
 print(*sorted(os.sched_getaffinity(0))[:2])')
+# The core clock of one CPU (a = b), as JSON.
+expect 0 '"clock": {"cpus": \[' -t clock -a "$c1" -b "$c1" -j
+python3 - "$tmp/out" <<'PY' || fail "clock JSON: $(cat "$tmp/out")"
+import json, sys
+d = json.load(open(sys.argv[1]))["clock"]
+assert len(d["cpus"]) == 1 and len(d["ghz"]) == 1 and d["ghz"][0] > 0, d
+PY
+
 if [ -n "${c2:-}" ]; then
 	expect 0 "c2c: a cache line from CPU $c1 to CPU $c2: .* TSC cycles one way" -t c2c \
 		-a "$c1" -b "$c2" -n 2000
@@ -51,6 +60,8 @@ import json, sys
 c = json.load(open(sys.argv[1]))["c2c"]
 assert c["trips"] == 2000 and 0 < c["min"] <= c["oneway_cycles"] <= c["max"], c
 PY
+	expect 0 "clock: CPU $c2 .* GHz while running" -t clock -a "$c1" -b "$c2"
+	grep -q "clock: CPU $c1 .* GHz while running" "$tmp/out" || fail "no clock of CPU $c1"
 else
 	echo "machine-probe: one CPU available: c2c not measured, only its refusals"
 fi
@@ -59,9 +70,9 @@ fi
 expect 1 "two different CPUs" -a "$c1" -b "$c1"
 expect 1 "CPU 1023: .*not a CPU this process may run on" -t c2c -a "$c1" -b 1023
 expect 1 "CPU 1023: .*not a CPU this process may run on" -t c2c -a 1023 -b "$c1"
-for bad in "-t foo" "-n 5" "-n 1x" "-s 10K" "-s 1M,,2M" "-s 1M," "-s 2G" "-s 1T" "-s ''" \
-	"-s 1M,1024K" \
-	"-l 10" "-a -1" "extra"; do
+expect 1 "CPU 1023: .*not a CPU this process may run on" -t clock -a "$c1" -b 1023
+for bad in "-t foo" "-t clock,foo" "-t clock," "-n 5" "-n 1x" "-s 10K" "-s 1M,,2M" "-s 1M," \
+	"-s 2G" "-s 1T" "-s ''" "-s 1M,1024K" "-l 10" "-a -1" "extra"; do
 	eval "expect 1 usage: $bad"
 done
 echo "machine-probe: ok"

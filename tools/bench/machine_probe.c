@@ -12,6 +12,9 @@
  * cyclic order of its cache lines, so no hardware prefetcher helps): from which size on
  * a store's records come from DRAM rather than from a cache.
  *
+ * clock: a CPU's core clock against the TSC, from chains of dependent additions (one
+ * core cycle each): what one TSC cycle, keymapd's unit, is worth in core cycles.
+ *
  * Every wait is bounded: a round trip not completed within five seconds ends the probe
  * with an error.
  */
@@ -42,6 +45,8 @@
 #define SIZE_MAX_MB   1024
 #define WAIT_S        5 /* longest wait for the other CPU */
 #define LINE          64
+#define CLOCK_SETS    1001  /* clock: sets of additions, the median reported */
+#define CLOCK_ADDS    40000 /* clock: dependent additions per set (~10 us at 4 GHz) */
 
 static const char sizes_default[] = "1M,4M,8M,16M,64M";
 
@@ -60,12 +65,14 @@ static void
 usage(const char *prog)
 {
 	fprintf(stderr,
-		"usage: %s [-t c2c|chase|all] [-a CPU] [-b CPU] [-n trips] [-s sizes]\n"
+		"usage: %s [-t what[,what...]] [-a CPU] [-b CPU] [-n trips] [-s sizes]\n"
 		"          [-l loads] [-H] [-j]\n"
 		"  -t what   c2c: a cache line's one-way latency between CPUs a and b;\n"
-		"            chase: dependent-load latency by working-set size; all (default)\n"
-		"  -a CPU    c2c: the first CPU (default 0)\n"
-		"  -b CPU    c2c: the second CPU, not a (default 1)\n"
+		"            chase: dependent-load latency by working-set size;\n"
+		"            clock: the core clock of CPU a (and b, if another) against the TSC;\n"
+		"            all: the three (default)\n"
+		"  -a CPU    c2c, clock: the first CPU (default 0)\n"
+		"  -b CPU    c2c, clock: the second CPU (default 1); c2c: not a\n"
 		"  -n trips  c2c: round trips per set, %d sets, 1000..%d (default %d)\n"
 		"  -s sizes  chase: distinct working sets, comma-separated, K/M/G suffixes, "
 		"%dK..%dG,\n"
@@ -216,6 +223,35 @@ probe_c2c(int cpu_a, int cpu_b, uint64_t trips, double oneway[SETS])
 	return 0;
 }
 
+/* The core clock of cpu in Hz while it runs this thread: the median of CLOCK_SETS sets of
+ * CLOCK_ADDS dependent additions, each set short enough to fall mostly between two
+ * interruptions (a set that does not is an outlier the median ignores). */
+static int
+probe_clock(int cpu, double *hz)
+{
+	static double ratio[CLOCK_SETS];
+	uint64_t x = 0, t0;
+	unsigned int k, n;
+	int rc;
+
+	rc = pin(cpu);
+	if (rc != 0) {
+		fprintf(stderr, "CPU %d: %s (not a CPU this process may run on)\n", cpu,
+			strerror(rc));
+		return -1;
+	}
+	for (k = 0; k < CLOCK_SETS; k++) {
+		t0 = __rdtsc();
+		for (n = 0; n < CLOCK_ADDS / 4; n++)
+			__asm__ volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0"
+					 : "+r"(x));
+		ratio[k] = (double)CLOCK_ADDS / (double)(__rdtsc() - t0);
+	}
+	qsort(ratio, CLOCK_SETS, sizeof(ratio[0]), cmp_double);
+	*hz = ratio[CLOCK_SETS / 2] * (double)tsc_hz;
+	return 0;
+}
+
 /* Bytes of memory this process may use: the machine's, or less under a cgroup (v2) limit. */
 static uint64_t
 mem_limit(void)
@@ -357,6 +393,31 @@ parse_sizes(const char *arg, uint64_t sizes[SIZES_MAX], unsigned int *nb)
 	return 0;
 }
 
+/* "c2c", "chase", "clock", "all" or a comma-separated list of them; 0 or -1. */
+static int
+parse_what(const char *arg, int *c2c, int *chase, int *clock)
+{
+	char buf[64], *tok, *rest = buf;
+
+	if (strlen(arg) >= sizeof(buf))
+		return -1;
+	strcpy(buf, arg);
+	*c2c = *chase = *clock = 0;
+	while ((tok = strsep(&rest, ",")) != NULL) {
+		if (strcmp(tok, "all") == 0)
+			*c2c = *chase = *clock = 1;
+		else if (strcmp(tok, "c2c") == 0)
+			*c2c = 1;
+		else if (strcmp(tok, "chase") == 0)
+			*chase = 1;
+		else if (strcmp(tok, "clock") == 0)
+			*clock = 1;
+		else
+			return -1;
+	}
+	return 0;
+}
+
 static void
 size_name(uint64_t v, char *buf, size_t len)
 {
@@ -373,18 +434,16 @@ main(int argc, char **argv)
 {
 	uint64_t trips = TRIPS_DEFAULT, loads = LOADS_DEFAULT, a = 0, b = 1;
 	uint64_t sizes[SIZES_MAX];
-	double oneway[SETS], chase[SIZES_MAX];
-	unsigned int nb_sizes = 0, i;
-	int opt, rc, json = 0, huge = 0, do_c2c = 1, do_chase = 1;
+	double oneway[SETS], chase[SIZES_MAX], hz[2];
+	unsigned int nb_sizes = 0, nb_clocks, i;
+	int opt, rc, json = 0, huge = 0, do_c2c = 1, do_chase = 1, do_clock = 1;
 	char name[24];
 
 	rc = parse_sizes(sizes_default, sizes, &nb_sizes);
 	while (rc == 0 && (opt = getopt(argc, argv, "t:a:b:n:s:l:Hjh")) != -1) {
 		switch (opt) {
 		case 't':
-			do_c2c = strcmp(optarg, "c2c") == 0 || strcmp(optarg, "all") == 0;
-			do_chase = strcmp(optarg, "chase") == 0 || strcmp(optarg, "all") == 0;
-			rc = do_c2c || do_chase ? 0 : -1;
+			rc = parse_what(optarg, &do_c2c, &do_chase, &do_clock);
 			break;
 		case 'a':
 			rc = km_util_parse_u64(optarg, 0, CPU_SETSIZE - 1, &a);
@@ -421,9 +480,13 @@ main(int argc, char **argv)
 			(unsigned long long)a, (unsigned long long)b);
 		return 1;
 	}
+	nb_clocks = a == b ? 1 : 2;
 	tsc_hz = measure_tsc_hz();
 	if (do_c2c && probe_c2c((int)a, (int)b, trips, oneway) != 0)
 		return 1;
+	for (i = 0; do_clock && i < nb_clocks; i++)
+		if (probe_clock((int)(i == 0 ? a : b), &hz[i]) != 0)
+			return 1;
 	for (i = 0; do_chase && i < nb_sizes; i++)
 		if (probe_chase(sizes[i], loads, huge, &chase[i]) != 0)
 			return 1;
@@ -436,6 +499,15 @@ main(int argc, char **argv)
 				(unsigned long long)a, (unsigned long long)b,
 				(unsigned long long)trips, oneway[SETS / 2], oneway[0],
 				oneway[SETS - 1]);
+		if (do_clock) {
+			printf(", \"clock\": {\"cpus\": [%llu", (unsigned long long)a);
+			if (nb_clocks == 2)
+				printf(", %llu", (unsigned long long)b);
+			printf("], \"ghz\": [%.3f", hz[0] / 1e9);
+			if (nb_clocks == 2)
+				printf(", %.3f", hz[1] / 1e9);
+			printf("]}");
+		}
 		if (do_chase) {
 			printf(", \"chase\": {\"loads\": %llu, \"huge\": %s, \"cycles_per_load\": "
 			       "{",
@@ -456,6 +528,11 @@ main(int argc, char **argv)
 			(unsigned long long)a, (unsigned long long)b, oneway[SETS / 2],
 			oneway[SETS / 2] * 1e9 / (double)tsc_hz, SETS, (unsigned long long)trips,
 			oneway[0], oneway[SETS - 1]);
+	for (i = 0; do_clock && i < nb_clocks; i++)
+		printf("clock: CPU %llu %.2f GHz while running (median of %d sets of %d dependent "
+		       "additions): a TSC cycle is %.2f of its cycles\n",
+			(unsigned long long)(i == 0 ? a : b), hz[i] / 1e9, CLOCK_SETS, CLOCK_ADDS,
+			hz[i] / (double)tsc_hz);
 	for (i = 0; do_chase && i < nb_sizes; i++) {
 		size_name(sizes[i], name, sizeof(name));
 		printf("chase %6s: %6.1f TSC cycles per dependent load (%.1f ns)%s\n", name,

@@ -37,7 +37,7 @@ import json, sys
 d = json.load(open(sys.argv[1]))
 c = d["chase"]["cycles_per_load"]
 assert d["tsc_hz"] > 0 and list(c) == ["64K", "2M"] and all(v > 0 for v in c.values()), d
-assert "c2c" not in d, d
+assert "c2c" not in d and "clock" not in d, d
 PY
 # The CPUs this process may run on (a container's may not start at 0).
 read -r c1 c2 < <(python3 -c '
@@ -45,10 +45,10 @@ import os
 print(*sorted(os.sched_getaffinity(0))[:2])')
 # The core clock of one CPU (a = b), as JSON.
 expect 0 '"clock": {"cpus": \[' -t clock -a "$c1" -b "$c1" -j
-python3 - "$tmp/out" <<'PY' || fail "clock JSON: $(cat "$tmp/out")"
+python3 - "$tmp/out" "$c1" <<'PY' || fail "clock JSON: $(cat "$tmp/out")"
 import json, sys
 d = json.load(open(sys.argv[1]))["clock"]
-assert len(d["cpus"]) == 1 and len(d["ghz"]) == 1 and d["ghz"][0] > 0, d
+assert d["cpus"] == [int(sys.argv[2])] and len(d["ghz"]) == 1 and 0.1 < d["ghz"][0] < 10, d
 PY
 
 if [ -n "${c2:-}" ]; then
@@ -62,6 +62,15 @@ assert c["trips"] == 2000 and 0 < c["min"] <= c["oneway_cycles"] <= c["max"], c
 PY
 	expect 0 "clock: CPU $c2 .* GHz while running" -t clock -a "$c1" -b "$c2"
 	grep -q "clock: CPU $c1 .* GHz while running" "$tmp/out" || fail "no clock of CPU $c1"
+	# What tools/bench/compare reads: c2c and both clocks, b's last.
+	expect 0 '"clock": {"cpus": ' -t c2c,clock -a "$c1" -b "$c2" -n 2000 -j
+	python3 - "$tmp/out" "$c1" "$c2" <<'PY' || fail "c2c,clock JSON: $(cat "$tmp/out")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+k = d["clock"]
+assert d["c2c"]["cpus"] == k["cpus"] == [int(sys.argv[2]), int(sys.argv[3])], d
+assert len(k["ghz"]) == 2 and all(0.1 < g < 10 for g in k["ghz"]) and "chase" not in d, d
+PY
 else
 	echo "machine-probe: one CPU available: c2c not measured, only its refusals"
 fi
@@ -71,7 +80,7 @@ expect 1 "two different CPUs" -a "$c1" -b "$c1"
 expect 1 "CPU 1023: .*not a CPU this process may run on" -t c2c -a "$c1" -b 1023
 expect 1 "CPU 1023: .*not a CPU this process may run on" -t c2c -a 1023 -b "$c1"
 expect 1 "CPU 1023: .*not a CPU this process may run on" -t clock -a "$c1" -b 1023
-for bad in "-t foo" "-t clock,foo" "-t clock," "-n 5" "-n 1x" "-s 10K" "-s 1M,,2M" "-s 1M," \
+for bad in "-t foo" "-t clock,foo" "-t clock," "-t ''" "-n 5" "-n 1x" "-s 10K" "-s 1M,,2M" "-s 1M," \
 	"-s 2G" "-s 1T" "-s ''" "-s 1M,1024K" "-l 10" "-a -1" "extra"; do
 	eval "expect 1 usage: $bad"
 done

@@ -12,8 +12,10 @@
  * cyclic order of its cache lines, so no hardware prefetcher helps): from which size on
  * a store's records come from DRAM rather than from a cache.
  *
- * clock: a CPU's core clock against the TSC, from chains of dependent additions (one
- * core cycle each): what one TSC cycle, keymapd's unit, is worth in core cycles.
+ * clock: a CPU's core clock against the TSC, from chains of dependent 64-bit
+ * multiplications (three core cycles each on x86-64 cores since Nehalem and Zen; an
+ * addition may take none, some cores doing it at rename): what one TSC cycle, keymapd's
+ * unit, is worth in core cycles.
  *
  * Every wait is bounded: a round trip not completed within five seconds ends the probe
  * with an error.
@@ -45,8 +47,9 @@
 #define SIZE_MAX_MB   1024
 #define WAIT_S        5 /* longest wait for the other CPU */
 #define LINE          64
-#define CLOCK_SETS    1001  /* clock: sets of additions, the median reported */
-#define CLOCK_ADDS    40000 /* clock: dependent additions per set (~10 us at 4 GHz) */
+#define CLOCK_SETS    1001  /* clock: sets of multiplications, the median reported */
+#define CLOCK_MULS    13332 /* clock: dependent multiplications per set (~10 us at 4 GHz) */
+#define MUL_CYCLES    3     /* latency of a 64-bit imul */
 
 static const char sizes_default[] = "1M,4M,8M,16M,64M";
 
@@ -224,13 +227,15 @@ probe_c2c(int cpu_a, int cpu_b, uint64_t trips, double oneway[SETS])
 }
 
 /* The core clock of cpu in Hz while it runs this thread: the median of CLOCK_SETS sets of
- * CLOCK_ADDS dependent additions, each set short enough to fall mostly between two
- * interruptions (a set that does not is an outlier the median ignores). */
+ * CLOCK_MULS dependent multiplications, each set short enough to fall mostly between two
+ * interruptions (a set that does not is an outlier the median ignores). The factor is
+ * an operand the compiler does not see as 1. */
 static int
 probe_clock(int cpu, double *hz)
 {
 	static double ratio[CLOCK_SETS];
-	uint64_t x = 0, t0;
+	volatile uint64_t one = 1;
+	uint64_t x = 3, f = one, t0;
 	unsigned int k, n;
 	int rc;
 
@@ -242,17 +247,19 @@ probe_clock(int cpu, double *hz)
 	}
 	for (k = 0; k < CLOCK_SETS; k++) {
 		t0 = __rdtsc();
-		for (n = 0; n < CLOCK_ADDS / 4; n++)
-			__asm__ volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0"
-					 : "+r"(x));
-		ratio[k] = (double)CLOCK_ADDS / (double)(__rdtsc() - t0);
+		for (n = 0; n < CLOCK_MULS / 4; n++)
+			__asm__ volatile("imul %1, %0\n\timul %1, %0\n\timul %1, %0\n\timul %1, %0"
+					 : "+r"(x)
+					 : "r"(f));
+		ratio[k] = (double)CLOCK_MULS * MUL_CYCLES / (double)(__rdtsc() - t0);
 	}
 	qsort(ratio, CLOCK_SETS, sizeof(ratio[0]), cmp_double);
 	*hz = ratio[CLOCK_SETS / 2] * (double)tsc_hz;
 	return 0;
 }
 
-/* Bytes of memory this process may use: the machine's, or less under a cgroup (v2) limit. */
+/* Bytes of memory this process may use: the machine's, or less under the limit of a
+ * container's own cgroup (v2, at /sys/fs/cgroup; a limit of a parent group is not seen). */
 static uint64_t
 mem_limit(void)
 {
@@ -285,7 +292,7 @@ probe_chase(uint64_t size, uint64_t loads, int huge, double *cycles)
 	uint64_t rng = 0x9e3779b97f4a7c15ULL;
 
 	/* Not to be the one the OOM killer ends: the lines and their order within half of
-	 * the memory this process may use (the machine's, or its cgroup's limit). */
+	 * the memory this process may use (mem_limit()). */
 	if (size + n * sizeof(*perm) > mem_limit() / 2) {
 		fprintf(stderr,
 			"chase: %llu MiB and their order: more than half of the memory this "
@@ -436,6 +443,7 @@ main(int argc, char **argv)
 	uint64_t sizes[SIZES_MAX];
 	double oneway[SETS], chase[SIZES_MAX], hz[2];
 	unsigned int nb_sizes = 0, nb_clocks, i;
+	cpu_set_t allowed;
 	int opt, rc, json = 0, huge = 0, do_c2c = 1, do_chase = 1, do_clock = 1;
 	char name[24];
 
@@ -481,12 +489,18 @@ main(int argc, char **argv)
 		return 1;
 	}
 	nb_clocks = a == b ? 1 : 2;
+	if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) {
+		fprintf(stderr, "sched_getaffinity: %s\n", strerror(errno));
+		return 1;
+	}
 	tsc_hz = measure_tsc_hz();
 	if (do_c2c && probe_c2c((int)a, (int)b, trips, oneway) != 0)
 		return 1;
 	for (i = 0; do_clock && i < nb_clocks; i++)
 		if (probe_clock((int)(i == 0 ? a : b), &hz[i]) != 0)
 			return 1;
+	/* The chase where the scheduler puts it, as when it runs alone. */
+	sched_setaffinity(0, sizeof(allowed), &allowed);
 	for (i = 0; do_chase && i < nb_sizes; i++)
 		if (probe_chase(sizes[i], loads, huge, &chase[i]) != 0)
 			return 1;
@@ -530,8 +544,8 @@ main(int argc, char **argv)
 			oneway[0], oneway[SETS - 1]);
 	for (i = 0; do_clock && i < nb_clocks; i++)
 		printf("clock: CPU %llu %.2f GHz while running (median of %d sets of %d dependent "
-		       "additions): a TSC cycle is %.2f of its cycles\n",
-			(unsigned long long)(i == 0 ? a : b), hz[i] / 1e9, CLOCK_SETS, CLOCK_ADDS,
+		       "multiplications): a TSC cycle is %.2f of its cycles\n",
+			(unsigned long long)(i == 0 ? a : b), hz[i] / 1e9, CLOCK_SETS, CLOCK_MULS,
 			hz[i] / (double)tsc_hz);
 	for (i = 0; do_chase && i < nb_sizes; i++) {
 		size_name(sizes[i], name, sizeof(name));

@@ -232,6 +232,16 @@ km_csum_ipv4_hdr(const void *hdr)
 	return (uint16_t)~km_csum_fold(km_csum_add(hdr, 20, 0));
 }
 
+/* A UDP checksum from the sum s of its pseudo-header, header and payload: never 0, which
+ * would say "no checksum" (RFC 768). */
+static inline uint16_t
+km_csum_udp_final(uint64_t s)
+{
+	uint16_t c = (uint16_t)~km_csum_fold(s);
+
+	return c != 0 ? c : 0xffff;
+}
+
 /**
  * @return the checksum of a 20-byte IPv4 header from its words, each as it sits in memory
  * (network order): w0 the version, IHL and TOS, tot the total length, id, frag the flags
@@ -260,9 +270,8 @@ km_csum_udp4_payload(uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport,
 	uint16_t ulen = htobe16((uint16_t)(8 + plen));
 	/* Pseudo-header (addresses, protocol, length) and header (ports, length, sum 0). */
 	uint64_t s = (uint64_t)src + dst + htobe16(17) + 2 * (uint64_t)ulen + sport + dport;
-	uint16_t c = (uint16_t)~km_csum_fold(km_csum_add(payload, plen, s));
 
-	return c != 0 ? c : 0xffff;
+	return km_csum_udp_final(km_csum_add(payload, plen, s));
 }
 
 /**
@@ -274,10 +283,8 @@ km_csum_udp4_payload(uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport,
 static inline uint16_t
 km_csum_udp4(uint32_t src, uint32_t dst, const void *udp, size_t len)
 {
-	uint16_t c = (uint16_t)~km_csum_fold(
+	return km_csum_udp_final(
 		km_csum_add(udp, len, (uint64_t)src + dst + htobe16(17) + htobe16((uint16_t)len)));
-
-	return c != 0 ? c : 0xffff;
 }
 
 /**

@@ -42,8 +42,8 @@ const char *const km_worker_counter_names[] = {
 #define BURST_MAX  64
 #define IPV4_IHL_5 0x45
 /* Packets ahead whose data stage 1 prefetches, as l3fwd does: a NIC without direct cache
- * access leaves received frames in DRAM. */
-#define PKT_PREFETCH_AHEAD 4
+ * access leaves received frames in DRAM, and a zero-copy memif in the other CPU's cache. */
+#define PKT_PREFETCH_AHEAD 8
 #define MIG_STEP_US        50 /* split/merge copy per idle loop iteration, at least */
 
 /* What the L2-L4 checks decided for a packet; the last stage acts on it in arrival order. */
@@ -519,6 +519,33 @@ pkt_grow(
 	pkt_verdict(w, map, big, &r, tx);
 }
 
+/* A line this worker will read and then write (a request whose reply is built in place):
+ * fetched for writing, so that the line another CPU wrote is not moved here twice (once
+ * shared for the read, once more for the write). x86 processors without PREFETCHW (Intel's
+ * before Broadwell) execute it as a no-op. */
+static inline void
+prefetch_rw(const void *p)
+{
+#ifdef RTE_ARCH_X86
+	asm volatile("prefetchw %0" : : "m"(*(const volatile char *)p));
+#else
+	rte_prefetch0_write(p);
+#endif
+}
+
+/* The lines of m's frame that stage 1 and the processor's parse read and its reply
+ * rewrites: the headers and a request's header and key (98 bytes for a GET of a 16-byte
+ * key), and the line after them a 64-byte value's reply ends in (146 bytes). */
+static inline void
+pkt_prefetch(const struct rte_mbuf *m)
+{
+	const uint8_t *p = rte_pktmbuf_mtod(m, const uint8_t *);
+
+	prefetch_rw(p);
+	prefetch_rw(p + RTE_CACHE_LINE_SIZE);
+	prefetch_rw(p + 2 * RTE_CACHE_LINE_SIZE);
+}
+
 /*
  * A burst of packets: L2-L4 checks of every packet, then the datagrams in one call to the
  * processor (which parses, routes and executes them in stages so that their cache misses
@@ -534,11 +561,13 @@ process_burst(struct km_worker *w, const struct km_shardmap *map, const struct k
 	uint16_t nb_req = 0, plen = 0, i;
 	enum pkt_fate f;
 
+	for (i = 0; i < n && i < PKT_PREFETCH_AHEAD; i++)
+		pkt_prefetch(pkts[i]);
 	for (i = 0; i < n; i++) {
 		struct km_shift_dyn *d = NULL;
 
 		if (i + PKT_PREFETCH_AHEAD < n)
-			rte_prefetch0(rte_pktmbuf_mtod(pkts[i + PKT_PREFETCH_AHEAD], void *));
+			pkt_prefetch(pkts[i + PKT_PREFETCH_AHEAD]);
 		if (handed) {
 			/* Hand-offs carry a mark and maybe a move (shift.h). */
 			d = km_shift_dyn(pkts[i]);

@@ -521,21 +521,24 @@ pkt_grow(
 
 /* A line this worker will read and then write (a request whose reply is built in place):
  * fetched for writing, so that the line another CPU wrote is not moved here twice (once
- * shared for the read, once more for the write). x86 processors without PREFETCHW (Intel's
- * before Broadwell) execute it as a no-op. */
+ * shared for the read, once more for the write). In asm because under -march=corei7 the
+ * compiler makes a read prefetch of __builtin_prefetch(p, 1, 3); x86 processors without
+ * PREFETCHW (Intel's before Broadwell) are known to execute it as a no-op. */
 static inline void
 prefetch_rw(const void *p)
 {
 #ifdef RTE_ARCH_X86
-	asm volatile("prefetchw %0" : : "m"(*(const volatile char *)p));
+	__asm__ volatile("prefetchw %0" : : "m"(*(const volatile char *)p));
 #else
-	rte_prefetch0_write(p);
+	__builtin_prefetch(p, 1, 3);
 #endif
 }
 
 /* The lines of m's frame that stage 1 and the processor's parse read and its reply
  * rewrites: the headers and a request's header and key (98 bytes for a GET of a 16-byte
- * key), and the line after them a 64-byte value's reply ends in (146 bytes). */
+ * key), and the line after them a 64-byte value's reply ends in (146 bytes), the frame
+ * starting on a line as in keymapd's pools (128 bytes of headroom). A packet then handed to
+ * another worker leaves it lines to take back. */
 static inline void
 pkt_prefetch(const struct rte_mbuf *m)
 {

@@ -810,7 +810,8 @@ struct km_proc_req {
 	struct km_route rt;
 	struct km_key key;
 	struct km_proc_shard *shd;
-	size_t limit; /* largest reply allowed: len without a valid cookie */
+	size_t limit;  /* largest reply allowed: len without a valid cookie */
+	uint32_t hint; /* the store's ENTRY prefetch hint for a GET (0: none) */
 };
 
 /**

@@ -164,8 +164,8 @@ proc_value_reply(struct km_proc *p, const struct km_hdr *req, uint32_t epoch,
 
 static size_t
 exec_get(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
-	const struct km_shard *sh, const struct km_key *k, struct km_proc_shard *shd, uint64_t src,
-	void *cookie, uint8_t *out, size_t cap, size_t limit)
+	const struct km_shard *sh, const struct km_key *k, uint32_t hint, struct km_proc_shard *shd,
+	uint64_t src, void *cookie, uint8_t *out, size_t cap, size_t limit)
 {
 	struct km_value_ref v;
 	uint8_t acc;
@@ -201,7 +201,7 @@ exec_get(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *
 			proc_pf_access(p, map, shd, &kc, &req->hdr, src, acc);
 		goto out;
 	}
-	if (km_store_get(shd->store, k, &v) != 0) {
+	if (km_store_get_hint(shd->store, k, hint, &v) != 0) {
 		p->cnt.get_miss++;
 		len = proc_reply_status(
 			&req->hdr, KM_ST_NOT_FOUND, km_shardmap_epoch_fast(map), out);
@@ -667,19 +667,19 @@ exec_scan(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
 	return size;
 }
 
-/* Execute one request. For a single-key op, rt is its route, k its key and shd its shard
- * (NULL when not owned or not attached); others ignore the three. @return the reply
- * length, 0 when the reply is deferred. */
+/* Execute one request. For a single-key op, rt is its route, k its key (hint: the store's,
+ * for a GET) and shd its shard (NULL when not owned or not attached); others ignore them.
+ * @return the reply length, 0 when the reply is deferred. */
 static inline __attribute__((always_inline)) size_t
 exec_one(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
-	const struct km_route *rt, const struct km_key *k, struct km_proc_shard *shd, uint64_t src,
-	void *cookie, uint8_t *out, size_t cap, size_t limit)
+	const struct km_route *rt, const struct km_key *k, uint32_t hint, struct km_proc_shard *shd,
+	uint64_t src, void *cookie, uint8_t *out, size_t cap, size_t limit)
 {
 	struct km_hdr h;
 
 	switch (req->hdr.op) {
 	case KM_OP_GET:
-		return exec_get(p, map, req, rt->shard, k, shd, src, cookie, out, cap, limit);
+		return exec_get(p, map, req, rt->shard, k, hint, shd, src, cookie, out, cap, limit);
 	case KM_OP_PUT:
 	case KM_OP_CAS:
 	case KM_OP_DEL:
@@ -711,8 +711,8 @@ proc_exec_req(struct km_proc *p, const struct km_shardmap *map, struct km_proc_r
 	size_t len;
 
 	p->again = r->again;
-	len = exec_one(p, map, &r->msg, &r->rt, &r->key, r->shd, r->src, r->cookie, r->buf, r->cap,
-		r->limit);
+	len = exec_one(p, map, &r->msg, &r->rt, &r->key, r->hint, r->shd, r->src, r->cookie, r->buf,
+		r->cap, r->limit);
 	p->again = 0;
 	if (len == 0) {
 		r->verdict = KM_PROC_DEFER;

@@ -197,6 +197,7 @@ rx_stage1(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *
 		!proc_cookie_valid(p, r->src, &r->msg))
 		r->limit = r->len;
 	r->shd = NULL;
+	r->hint = 0;
 	if (!op_single_key(r->msg.hdr.op))
 		return 1;
 	if (proc_unlikely(p->overload) && r->msg.hdr.op != KM_OP_GET) {
@@ -231,12 +232,13 @@ rx_stage1(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *
 	return 1;
 }
 
-/* Stage 2 of one request: prefetch the record its (now cached) index slot points to. */
+/* Stage 2 of one request: prefetch the record its (now cached) index slot points to; where
+ * it was found is the GET's hint. */
 static inline void
 prefetch_entry(struct km_proc_req *r)
 {
 	if (r->shd != NULL)
-		km_store_prefetch(r->shd->store, &r->key, KM_STORE_PREFETCH_ENTRY);
+		r->hint = km_store_prefetch(r->shd->store, &r->key, KM_STORE_PREFETCH_ENTRY);
 }
 
 static inline void

@@ -208,8 +208,19 @@ struct km_store_ops {
 	 * after its first step (after the other keys of the burst got theirs).
 	 * Never modifies the store and never fails: a prefetch only costs time, and results
 	 * never depend on it.
+	 * @return for KM_STORE_PREFETCH_ENTRY, where the step found k's entry, for get_hint()
+	 * (0: not found, or no hint); 0 for KM_STORE_PREFETCH_INDEX.
 	 */
-	void (*prefetch)(struct km_store *s, const struct km_key *k, unsigned int step);
+	uint32_t (*prefetch)(struct km_store *s, const struct km_key *k, unsigned int step);
+	/**
+	 * Optional (NULL: get() is used). get() of k starting where hint, returned by an
+	 * ENTRY prefetch of k, says the entry was: the lookup the prefetch already did is not
+	 * done again. The hint is checked against the store before it is used, so the result
+	 * is get()'s whatever the hint (stale after writes or growth, from another store, any
+	 * value): a wrong one costs the lookup it would have saved.
+	 */
+	int (*get_hint)(struct km_store *s, const struct km_key *k, uint32_t hint,
+		struct km_value_ref *out);
 	/**
 	 * Insert or replace an entry keeping the given version: a shard handed from one store
 	 * to another (split, merge), or an entry replayed from a log. Versions the instance
@@ -511,11 +522,20 @@ km_store_del(struct km_store *s, const struct km_key *k, uint64_t expect, uint64
 }
 
 /** Prefetch step for k (see km_store_ops.prefetch); nothing for drivers without it. */
-static inline void
+static inline uint32_t
 km_store_prefetch(struct km_store *s, const struct km_key *k, unsigned int step)
 {
-	if (s->ops->prefetch != NULL)
-		s->ops->prefetch(s, k, step);
+	return s->ops->prefetch != NULL ? s->ops->prefetch(s, k, step) : 0;
+}
+
+/* km_store_get() with the hint of an ENTRY prefetch of k (km_store_ops.get_hint). */
+static inline int
+km_store_get_hint(
+	struct km_store *s, const struct km_key *k, uint32_t hint, struct km_value_ref *out)
+{
+	if (hint != 0 && s->ops->get_hint != NULL)
+		return s->ops->get_hint(s, k, hint, out);
+	return s->ops->get(s, k, out);
 }
 
 static inline int

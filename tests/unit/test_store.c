@@ -897,6 +897,108 @@ test_prefetch(void **state)
 	prefetch_both(&fake, &absent.k);
 }
 
+/* km_store_get_hint() answers as km_store_get() does. */
+static void
+check_hint(struct km_store *s, const struct km_key *k, uint32_t hint)
+{
+	struct km_value_ref a, b;
+	int rc = km_store_get(s, k, &a);
+
+	assert_int_equal(km_store_get_hint(s, k, hint, &b), rc);
+	if (rc == 0) {
+		assert_ptr_equal(b.data, a.data);
+		assert_int_equal(b.len, a.len);
+		assert_int_equal(b.version, a.version);
+	}
+}
+
+/* Every key of keys[0 .. n - 1] and absent with every hint of hints[0 .. nh - 1]. */
+static void
+check_hints(struct km_store *s, const struct tkey *keys, unsigned int n,
+	const struct km_key *absent, const uint32_t *hints, unsigned int nh)
+{
+	unsigned int i, j;
+
+	for (i = 0; i < n; i++)
+		for (j = 0; j < nh; j++)
+			check_hint(s, &keys[i].k, hints[j]);
+	for (j = 0; j < nh; j++)
+		check_hint(s, absent, hints[j]);
+}
+
+/*
+ * The ENTRY prefetch's hint: where the key's entry is (a get from there answers as get()
+ * does), 0 for an absent key and for the INDEX step. A hint is checked before it is used:
+ * another key's, stale ones after deletes shifted the chains back and after growth moved
+ * every entry, and values outside the table all give get()'s answer.
+ */
+static void
+test_prefetch_hint(void **state)
+{
+	/* 32 slots; chains of 10, 10 and 8 keys homed on slots 30, 31 and 0 (across the end) */
+	struct km_store *s = store_new(64, 28, 0);
+	struct tkey keys[40], absent;
+	uint32_t hints[28 + 5];
+	const uint32_t bad[5] = {1, 31, 32, 33, UINT32_MAX};
+	struct km_store_stats st;
+	uint64_t id = 0, v;
+	unsigned int i;
+
+	(void)state;
+	find_keys(&keys[0], 10, "h", 32, 30, -1, &id);
+	find_keys(&keys[10], 10, "h", 32, 31, -1, &id);
+	find_keys(&keys[20], 8, "h", 32, 0, -1, &id);
+	tkey_set(&absent, "absent", 1);
+	for (i = 0; i < 28; i++)
+		assert_int_equal(
+			km_store_put(s, &keys[i].k, keys[i].buf, keys[i].k.len, 0, 1, &v), 0);
+	km_store_stats(s, &st);
+	assert_int_equal(st.index_bytes, 32 * 8);
+	for (i = 0; i < 28; i++) {
+		assert_int_equal(km_store_prefetch(s, &keys[i].k, KM_STORE_PREFETCH_INDEX), 0);
+		hints[i] = km_store_prefetch(s, &keys[i].k, KM_STORE_PREFETCH_ENTRY);
+		assert_in_range(hints[i], 1, 32);
+	}
+	assert_int_equal(km_store_prefetch(s, &absent.k, KM_STORE_PREFETCH_ENTRY), 0);
+	memcpy(&hints[28], bad, sizeof(bad));
+	check_hints(s, keys, 28, &absent.k, hints, 33);
+
+	/* The first of each chain deleted: the rest of it moves back one slot. */
+	for (i = 0; i < 28; i += 10)
+		assert_int_equal(km_store_del(s, &keys[i].k, KM_VERSION_ANY, &v), 0);
+	check_hints(s, keys, 28, &absent.k, hints, 33);
+
+	/* Growth: every entry rehashed into a larger table. */
+	for (i = 28; i < 40; i++) {
+		tkey_set(&keys[i], "g", i);
+		assert_int_equal(
+			km_store_put(s, &keys[i].k, keys[i].buf, keys[i].k.len, 0, 1, &v), 0);
+	}
+	km_store_stats(s, &st);
+	assert_true(st.index_bytes > 32 * 8);
+	check_hints(s, keys, 40, &absent.k, hints, 33);
+	km_store_destroy(s);
+
+	/* Two keys of one tag: the hint of one is never taken for the other. */
+	s = store_new(64, 14, 0);
+	id = 0;
+	find_keys(&keys[0], 1, "c", 16, 5, -1, &id);
+	find_keys(&keys[1], 1, "c", 16, 5, (int64_t)mem_tag_of(keys[0].k.hash), &id);
+	assert_int_equal(km_store_put(s, &keys[0].k, "A", 1, 0, 1, &v), 0);
+	km_store_prefetch(s, &keys[0].k, KM_STORE_PREFETCH_INDEX);
+	hints[0] = km_store_prefetch(s, &keys[0].k, KM_STORE_PREFETCH_ENTRY);
+	assert_int_equal(hints[0], 5 + 1);
+	/* the same tag: the prefetch of the absent one stops at the other's entry */
+	hints[1] = km_store_prefetch(s, &keys[1].k, KM_STORE_PREFETCH_ENTRY);
+	assert_int_equal(hints[1], 5 + 1);
+	check_hint(s, &keys[1].k, hints[1]);
+	check_absent(s, &keys[1].k);
+	assert_int_equal(km_store_put(s, &keys[1].k, "B", 1, 0, 1, &v), 0);
+	check_hints(s, keys, 2, &absent.k, hints, 2);
+	check_value(s, &keys[1].k, "B", 1, v);
+	km_store_destroy(s);
+}
+
 /* Walk */
 
 #define WALK_KEYS 10000
@@ -1423,6 +1525,7 @@ main(void)
 		cmocka_unit_test(test_long_chains),
 		cmocka_unit_test(test_key_compare),
 		cmocka_unit_test(test_prefetch),
+		cmocka_unit_test(test_prefetch_hint),
 		cmocka_unit_test(test_walk),
 		cmocka_unit_test(test_stats),
 		cmocka_unit_test(test_load),

@@ -1701,6 +1701,65 @@ test_map_ovr_vector(void **state)
 	km_shardmap_free(o);
 }
 
+/* The first depth components by the definition: bytes up to the depth-th separator. */
+static size_t
+part_len_ref(uint8_t sep, unsigned int depth, const uint8_t *key, size_t len)
+{
+	unsigned int seen = 0;
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (key[i] == sep && ++seen == depth)
+			return i;
+	return len;
+}
+
+/* km_part_len() against the definition: every length to 40, a separator at one position,
+ * at two, or none, separators with the high bit set, bytes next to the separator's value,
+ * depths 1-3. */
+static void
+test_part_len(void **state)
+{
+	static const uint8_t seps[] = {'/', 0, 0x80, 0xff, 0x7f, 0x01};
+	uint8_t key[48];
+	uint64_t rng = 1;
+	size_t len, i, j;
+	unsigned int d, si, round;
+
+	(void)state;
+	for (si = 0; si < sizeof(seps); si++) {
+		uint8_t sep = seps[si];
+
+		for (len = 0; len <= 40; len++) {
+			for (round = 0; round < 40; round++) {
+				for (i = 0; i < len; i++) {
+					rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+					/* near the separator: its neighbours and its high bit */
+					key[i] = (uint8_t)(sep ^ (1u << ((rng >> 33) % 8)));
+					if ((rng >> 40) % 4 == 0)
+						key[i] = (uint8_t)(rng >> 48);
+				}
+				/* none, one at round % len, two */
+				if (len != 0 && round % 3 != 0)
+					key[round % len] = sep;
+				if (len != 0 && round % 3 == 2)
+					key[(round * 7) % len] = sep;
+				for (d = 1; d <= 3; d++)
+					assert_int_equal(km_part_len(sep, d, key, len),
+						part_len_ref(sep, d, key, len));
+			}
+		}
+	}
+	/* every single separator position in a 16-byte key, and none */
+	for (j = 0; j <= 16; j++) {
+		memset(key, 'a', 16);
+		if (j < 16)
+			key[j] = '/';
+		assert_int_equal(km_part_len('/', 1, key, 16), j);
+		assert_int_equal(km_shardmap_part_len('/', 1, key, 16), j);
+	}
+}
+
 int
 main(void)
 {
@@ -1728,6 +1787,7 @@ main(void)
 		cmocka_unit_test(test_cluster_map),
 		cmocka_unit_test(test_cluster_map_invalid),
 		cmocka_unit_test(test_cluster_encode),
+		cmocka_unit_test(test_part_len),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -186,7 +186,7 @@ icmp_reply(struct km_worker *w, struct rte_ether_hdr *eth, struct rte_ipv4_hdr *
 
 /* Turn the request in m (checked by pkt_l4: IPv4 without options, UDP) into a reply of
  * plen payload bytes, headers swapped in place. */
-static inline void
+static __rte_always_inline void
 udp_reply(struct rte_mbuf *m, size_t plen)
 {
 	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
@@ -265,10 +265,12 @@ tx_reply(struct km_worker *w, struct tx_batch *tx, struct rte_mbuf *m, size_t pl
  * are answered in place; an IPv4 fragment goes to the reassembly table, and the datagram
  * it completes, in a large buffer, replaces it in *mp; everything else is freed here.
  * @return enum pkt_fate; *plen is the payload length for PKT_ECHO.
- * Always inlined, as pkt_verdict() and tx_reply() are, into process_burst(), their one
- * caller per packet: GCC kept them as calls, each saving and restoring registers (~50
- * instructions per request in all); keymapd GET over memif, 6 pairs alternated: the
- * processing 194-203 -> 187-196 TSC cycles per GET.
+ * Always inlined, as pkt_verdict(), tx_reply() and udp_reply() are, into process_burst()
+ * (their one caller per packet; pkt_grow() and disk_poll() get copies): GCC kept the first
+ * three as calls, each saving and restoring registers (~50 instructions per request in
+ * all), and made udp_reply() a call of its own once tx_reply() was inlined. keymapd GET
+ * over memif, 6 pairs alternated, the first three inlined: the processing 194-203 ->
+ * 187-196 TSC cycles per GET, lower in each pair.
  */
 static __rte_always_inline enum pkt_fate
 pkt_l4(struct km_worker *w, const struct km_allow *allow, struct rte_mbuf **mp, int handed,
@@ -382,6 +384,7 @@ again:
 	r->handed = (uint8_t)handed;
 	r->move = NULL;
 	r->hand_mark = 0;
+	r->again = 0; /* pkt_grow() sets it for the second pass */
 	return PKT_PROC;
 drop:
 	rte_pktmbuf_free(m);

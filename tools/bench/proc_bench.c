@@ -85,6 +85,7 @@ struct bench {
 	int disk;            /* a store with values on disk: poll, take the notes */
 	const uint8_t *reqs; /* pre-built datagrams, back to back */
 	const uint32_t *off; /* request i is reqs[off[i], off[i + 1]) */
+	const uint8_t *miss; /* request i is a GET of a key never stored */
 	uint64_t nb_reqs;
 	int has_cookie;         /* -A cookie|both */
 	uint64_t cookie;        /* ... fetched with HELLO */
@@ -107,13 +108,16 @@ static void
 usage(const char *prog)
 {
 	fprintf(stderr,
-		"usage: %s [-n ops] [-k keys] [-K keylen] [-v vallen] [-g get_ratio] [-s seed]\n"
-		"          [-b burst] [-S mem|log] [-P sampling] [-A cookie|mac|both]\n"
+		"usage: %s [-n ops] [-k keys] [-K keylen] [-v vallen] [-g get_ratio] [-m "
+		"miss_ratio]\n"
+		"          [-s seed] [-b burst] [-S mem|log] [-P sampling] [-A cookie|mac|both]\n"
 		"  -n ops        requests measured, 1..%llu (default 10000000)\n"
 		"  -k keys       distinct keys, all preloaded with PUT, 1..%llu (default 100000)\n"
 		"  -K keylen     key length in bytes, 1..%d (default 16)\n"
 		"  -v vallen     value length in bytes, 0..%d - keylen (default 64)\n"
 		"  -g get_ratio  share of GETs, the rest PUTs, 0..1 (default 1.0)\n"
+		"  -m miss_ratio share of the GETs for keys never stored (NOT_FOUND), 0..1\n"
+		"                (default 0)\n"
 		"  -s seed       seed of the uniform key sequence (default 1)\n"
 		"  -b burst      requests per burst, staged as keymapd runs them, 1..%d\n"
 		"                (default %d); 0: one at a time through km_proc_rx()\n"
@@ -372,25 +376,28 @@ copy_run(const struct bench *b, uint64_t ops, uint64_t req_id)
 	}
 }
 
-/* Pre-build the request sequence: uniform keys, GET with probability get_ratio. */
+/* Pre-build the request sequence: uniform keys, GET with probability get_ratio, and of
+ * the GETs, miss_ratio for keys nb_keys .. 2 nb_keys - 1 (never stored). */
 static int
-reqs_build(struct bench *b, uint64_t ops, uint64_t nb_keys, double get_ratio, uint64_t seed,
-	const uint8_t *val, uint64_t *nb_get)
+reqs_build(struct bench *b, uint64_t ops, uint64_t nb_keys, double get_ratio, double miss_ratio,
+	uint64_t seed, const uint8_t *val, uint64_t *nb_get)
 {
 	size_t max_len =
 		(size_t)KM_HDR_LEN + b->klen + (get_ratio < 1.0 ? b->vlen : 0) + KM_TRAILER_MAX;
 	uint64_t rng = seed, i, pos = 0, n;
 	uint32_t *off;
-	uint8_t *reqs;
+	uint8_t *reqs, *miss;
 
 	n = ops < REQS_MAX ? ops : REQS_MAX;
 	if (n > REQS_BYTES_MAX / max_len)
 		n = REQS_BYTES_MAX / max_len;
 	reqs = malloc(n * max_len);
 	off = malloc((n + 1) * sizeof(*off));
-	if (reqs == NULL || off == NULL) {
+	miss = calloc(n, 1);
+	if (reqs == NULL || off == NULL || miss == NULL) {
 		free(reqs);
 		free(off);
+		free(miss);
 		return -ENOMEM;
 	}
 	*nb_get = 0;
@@ -399,6 +406,11 @@ reqs_build(struct bench *b, uint64_t ops, uint64_t nb_keys, double get_ratio, ui
 		/* 53 random bits as a double in [0, 1): exact comparison with the ratio. */
 		int get = (double)(km_util_splitmix64(&rng) >> 11) * 0x1.0p-53 < get_ratio;
 
+		if (get && miss_ratio > 0 &&
+			(double)(km_util_splitmix64(&rng) >> 11) * 0x1.0p-53 < miss_ratio) {
+			id += nb_keys;
+			miss[i] = 1;
+		}
 		off[i] = (uint32_t)pos;
 		/* Ids above the preload's; sealed requests keep theirs. */
 		pos += req_build(b, reqs + pos, max_len, get ? KM_OP_GET : KM_OP_PUT, id, val,
@@ -408,8 +420,23 @@ reqs_build(struct bench *b, uint64_t ops, uint64_t nb_keys, double get_ratio, ui
 	off[n] = (uint32_t)pos;
 	b->reqs = reqs;
 	b->off = off;
+	b->miss = miss;
 	b->nb_reqs = n;
 	return 0;
+}
+
+/* GETs of never-stored keys among the first ops requests of the cycled sequence. */
+static uint64_t
+misses_of(const struct bench *b, uint64_t ops)
+{
+	uint64_t i, in_cycle = 0, in_rest = 0;
+
+	for (i = 0; i < b->nb_reqs; i++) {
+		in_cycle += b->miss[i];
+		if (i < ops % b->nb_reqs)
+			in_rest += b->miss[i];
+	}
+	return ops / b->nb_reqs * in_cycle + in_rest;
 }
 
 int
@@ -417,7 +444,7 @@ main(int argc, char **argv)
 {
 	uint64_t ops = 10000000, nb_keys = 100000, klen = 16, vlen = 64, seed = 1;
 	uint64_t burst = BURST_DEFAULT, sample_every = 0;
-	uint64_t req_id = 0, nb_get_built, i, nb_get, nb_put, get_fail, put_fail;
+	uint64_t req_id = 0, nb_get_built, i, nb_get, nb_put, nb_miss, get_fail, put_fail;
 	struct km_shardmap_params mp = {
 		.nb_shards = CONF_SHARDS,
 		.nb_workers = 1,
@@ -435,7 +462,7 @@ main(int argc, char **argv)
 	static uint8_t val[KM_VALUE_MAX];
 	struct km_shardmap *map;
 	struct tally t;
-	double get_ratio = 1.0, t0, t_pre, t_run, t_copy, hz;
+	double get_ratio = 1.0, miss_ratio = 0, t0, t_pre, t_run, t_copy, hz;
 	uint64_t tsc0, tsc1;
 	struct bench b = {0};
 	char dir[64] = "", cold[80];
@@ -445,7 +472,7 @@ main(int argc, char **argv)
 	struct km_auth auth = {.required = 1, .nb = 1, .keys = &key};
 	int opt, rc, pf = 0;
 
-	while ((opt = getopt(argc, argv, "n:k:K:v:g:s:b:S:P:A:h")) != -1) {
+	while ((opt = getopt(argc, argv, "n:k:K:v:g:m:s:b:S:P:A:h")) != -1) {
 		switch (opt) {
 		case 'n':
 			rc = km_util_parse_u64(optarg, 1, OPS_MAX, &ops);
@@ -461,6 +488,9 @@ main(int argc, char **argv)
 			break;
 		case 'g':
 			rc = km_util_parse_double(optarg, 0, 1, &get_ratio);
+			break;
+		case 'm':
+			rc = km_util_parse_double(optarg, 0, 1, &miss_ratio);
 			break;
 		case 's':
 			rc = km_util_parse_u64(optarg, 0, UINT64_MAX, &seed);
@@ -495,7 +525,8 @@ main(int argc, char **argv)
 	/* A PUT must fit in a datagram; keys must be distinct; -P needs a store on disk. */
 	if (optind != argc || (pf && strcmp(pp.store_driver, "log") != 0) ||
 		KM_HDR_LEN + klen + vlen + (guards != NULL ? KM_TRAILER_MAX : 0) > KM_DGRAM_MAX ||
-		(klen * 6 < 64 && nb_keys > (UINT64_C(1) << (klen * 6)))) {
+		(klen * 6 < 64 &&
+			nb_keys * (miss_ratio > 0 ? 2 : 1) > (UINT64_C(1) << (klen * 6)))) {
 		usage(argv[0]);
 		return 1;
 	}
@@ -578,7 +609,7 @@ main(int argc, char **argv)
 	if (preload(&b, nb_keys, val, &req_id) != 0)
 		return 1;
 	t_pre = km_util_now_ns() * 1e-9 - t0;
-	if (reqs_build(&b, ops, nb_keys, get_ratio, seed, val, &nb_get_built) != 0) {
+	if (reqs_build(&b, ops, nb_keys, get_ratio, miss_ratio, seed, val, &nb_get_built) != 0) {
 		fprintf(stderr, "cannot allocate the request array\n");
 		return 1;
 	}
@@ -610,14 +641,18 @@ main(int argc, char **argv)
 	}
 	nb_get += t.dropped[1];
 	nb_put += t.dropped[0];
-	get_fail = nb_get - t.st[1][KM_ST_OK] + t.get_bad_len;
+	/* Other statuses, drops, values of the wrong size, and misses other than those built. */
+	nb_miss = misses_of(&b, ops);
+	get_fail = nb_get - t.st[1][KM_ST_OK] - t.st[1][KM_ST_NOT_FOUND] + t.get_bad_len +
+		   (t.st[1][KM_ST_NOT_FOUND] > nb_miss ? t.st[1][KM_ST_NOT_FOUND] - nb_miss
+						       : nb_miss - t.st[1][KM_ST_NOT_FOUND]);
 	put_fail = nb_put - t.st[0][KM_ST_OK];
 	hz = (double)(tsc1 - tsc0) / t_run;
 
 	printf("setup:      1 worker, %u shards, %llu keys (key %llu B, value %llu B), "
-	       "get ratio %.3f, seed %llu\n",
+	       "get ratio %.3f, miss ratio %.3f, seed %llu\n",
 		km_shardmap_nb_shards(map), (unsigned long long)nb_keys, (unsigned long long)klen,
-		(unsigned long long)vlen, get_ratio, (unsigned long long)seed);
+		(unsigned long long)vlen, get_ratio, miss_ratio, (unsigned long long)seed);
 	printf("store:      %s%s\n", pp.store_driver,
 		b.disk ? (pf ? ", cache holds every key, prefetch on" : ", cache holds every key")
 		       : "");
@@ -661,18 +696,20 @@ main(int argc, char **argv)
 			(unsigned long long)(c1.stream_prefetches - c0.stream_prefetches),
 			(unsigned long long)(c1.prefetch_issued - c0.prefetch_issued),
 			(unsigned long long)(c1.samples - c0.samples));
-	/* Every key was preloaded and none is deleted: every GET must hit, every PUT succeed,
-	 * and the processor's own counters must agree. */
-	if (get_fail != 0 || put_fail != 0 || c1.get_hit - c0.get_hit != nb_get ||
+	/* Every key but the -m ones was preloaded and none is deleted: every GET must hit or
+	 * miss as built, every PUT succeed, and the processor's own counters must agree. */
+	if (get_fail != 0 || put_fail != 0 || c1.get_hit - c0.get_hit != nb_get - nb_miss ||
 		c1.req_put - c0.req_put != nb_put || c1.write_retry != c0.write_retry) {
 		printf("check:      FAILED (%llu GET, %llu PUT failed)\n",
 			(unsigned long long)get_fail, (unsigned long long)put_fail);
 		return 1;
 	}
-	printf("check:      ok, all GETs hit, all PUTs succeeded\n");
+	printf("check:      ok, %s, all PUTs succeeded\n",
+		nb_miss != 0 ? "every GET hit or missed as built" : "all GETs hit");
 
 	free((void *)b.reqs);
 	free((void *)b.off);
+	free((void *)b.miss);
 	km_proc_destroy(b.proc);
 	km_shardmap_free(map);
 	return 0;

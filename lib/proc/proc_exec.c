@@ -164,7 +164,7 @@ proc_value_reply(struct km_proc *p, const struct km_hdr *req, uint32_t epoch,
 
 static size_t
 exec_get(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
-	const struct km_shard *sh, const struct km_key *k, uint32_t hint, struct km_proc_shard *shd,
+	const struct km_shard *sh, const struct km_key *k, uint64_t hint, struct km_proc_shard *shd,
 	uint64_t src, void *cookie, uint8_t *out, size_t cap, size_t limit)
 {
 	struct km_value_ref v;
@@ -672,7 +672,7 @@ exec_scan(struct km_proc *p, const struct km_shardmap *map, const struct km_msg 
  * @return the reply length, 0 when the reply is deferred. */
 static inline __attribute__((always_inline)) size_t
 exec_one(struct km_proc *p, const struct km_shardmap *map, const struct km_msg *req,
-	const struct km_route *rt, const struct km_key *k, uint32_t hint, struct km_proc_shard *shd,
+	const struct km_route *rt, const struct km_key *k, uint64_t hint, struct km_proc_shard *shd,
 	uint64_t src, void *cookie, uint8_t *out, size_t cap, size_t limit)
 {
 	struct km_hdr h;
@@ -711,8 +711,10 @@ proc_exec_req(struct km_proc *p, const struct km_shardmap *map, struct km_proc_r
 	size_t len;
 
 	p->again = r->again;
-	len = exec_one(p, map, &r->msg, &r->rt, &r->key, r->hint, r->shd, r->src, r->cookie, r->buf,
-		r->cap, r->limit);
+	/* A hint is the store's it was made in (the shifter may execute in another). */
+	len = exec_one(p, map, &r->msg, &r->rt, &r->key,
+		r->shd != NULL && r->shd->store == r->hint_s ? r->hint : 0, r->shd, r->src,
+		r->cookie, r->buf, r->cap, r->limit);
 	p->again = 0;
 	if (len == 0) {
 		r->verdict = KM_PROC_DEFER;

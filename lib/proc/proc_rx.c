@@ -198,6 +198,7 @@ rx_stage1(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *
 		r->limit = r->len;
 	r->shd = NULL;
 	r->hint = 0;
+	r->hint_s = NULL;
 	if (!op_single_key(r->msg.hdr.op))
 		return 1;
 	if (proc_unlikely(p->overload) && r->msg.hdr.op != KM_OP_GET) {
@@ -237,8 +238,10 @@ rx_stage1(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *
 static inline void
 prefetch_entry(struct km_proc_req *r)
 {
-	if (r->shd != NULL)
+	if (r->shd != NULL) {
 		r->hint = km_store_prefetch(r->shd->store, &r->key, KM_STORE_PREFETCH_ENTRY);
+		r->hint_s = r->shd->store;
+	}
 }
 
 static inline void

@@ -203,23 +203,24 @@ struct km_store_ops {
 	 * get/put/del of k will read, one step at a time, so that a caller with a burst of
 	 * requests overlaps their cache misses instead of taking them one after the other
 	 * (MICA's staged prefetch). KM_STORE_PREFETCH_INDEX uses k->hash only and reads
-	 * nothing of the index; KM_STORE_PREFETCH_ENTRY reads the index lines the first step
-	 * asked for and prefetches the entry they point to, so call it for a key some time
-	 * after its first step (after the other keys of the burst got theirs).
+	 * nothing of the index; KM_STORE_PREFETCH_ENTRY reads the index from the lines the
+	 * first step asked for on and prefetches the entry it finds, so call it for a key
+	 * some time after its first step (after the other keys of the burst got theirs).
 	 * Never modifies the store and never fails: a prefetch only costs time, and results
 	 * never depend on it.
-	 * @return for KM_STORE_PREFETCH_ENTRY, where the step found k's entry, for get_hint()
-	 * (0: not found, or no hint); 0 for KM_STORE_PREFETCH_INDEX.
+	 * @return for KM_STORE_PREFETCH_ENTRY, what the step found for get_hint() of k in
+	 * this store (0: nothing); 0 for KM_STORE_PREFETCH_INDEX.
 	 */
-	uint32_t (*prefetch)(struct km_store *s, const struct km_key *k, unsigned int step);
+	uint64_t (*prefetch)(struct km_store *s, const struct km_key *k, unsigned int step);
 	/**
-	 * Optional (NULL: get() is used). get() of k starting where hint, returned by an
-	 * ENTRY prefetch of k, says the entry was: the lookup the prefetch already did is not
-	 * done again. The hint is checked against the store before it is used, so the result
-	 * is get()'s whatever the hint (stale after writes or growth, from another store, any
-	 * value): a wrong one costs the lookup it would have saved.
+	 * Optional (NULL: get() is used). get() of k with hint, what an ENTRY prefetch of k
+	 * in this store returned: the lookup the prefetch already did is not done again. A
+	 * hint is checked against the store before it is trusted, so the result is get()'s
+	 * whatever has happened to the store since (writes, growth): a stale hint costs the
+	 * lookup it would have saved. A hint of another key or of another store is the
+	 * caller's to keep out.
 	 */
-	int (*get_hint)(struct km_store *s, const struct km_key *k, uint32_t hint,
+	int (*get_hint)(struct km_store *s, const struct km_key *k, uint64_t hint,
 		struct km_value_ref *out);
 	/**
 	 * Insert or replace an entry keeping the given version: a shard handed from one store
@@ -522,16 +523,16 @@ km_store_del(struct km_store *s, const struct km_key *k, uint64_t expect, uint64
 }
 
 /** Prefetch step for k (see km_store_ops.prefetch); nothing for drivers without it. */
-static inline uint32_t
+static inline uint64_t
 km_store_prefetch(struct km_store *s, const struct km_key *k, unsigned int step)
 {
 	return s->ops->prefetch != NULL ? s->ops->prefetch(s, k, step) : 0;
 }
 
-/* km_store_get() with the hint of an ENTRY prefetch of k (km_store_ops.get_hint). */
+/** km_store_get() with the hint of an ENTRY prefetch of k in s (km_store_ops.get_hint). */
 static inline int
 km_store_get_hint(
-	struct km_store *s, const struct km_key *k, uint32_t hint, struct km_value_ref *out)
+	struct km_store *s, const struct km_key *k, uint64_t hint, struct km_value_ref *out)
 {
 	if (hint != 0 && s->ops->get_hint != NULL)
 		return s->ops->get_hint(s, k, hint, out);

@@ -842,13 +842,13 @@ prefetch_both(struct km_store *s, const struct km_key *k)
 static const struct km_store_ops fake_noprefetch_ops = {.name = "fake-noprefetch"};
 
 /*
- * Prefetching is a hint: on an empty store, for absent keys, at the end of a probe chain
- * longer than the prefetch step looks, or on a driver without it, it changes nothing.
+ * Prefetching is a hint: on an empty store, for absent keys, at the end of a long probe
+ * chain, or on a driver without it, it changes nothing.
  */
 static void
 test_prefetch(void **state)
 {
-	/* 32 slots; 28 keys homed on slots 30, 31, 0: chains longer than 8 slots */
+	/* 32 slots; 28 keys homed on slots 30, 31, 0: chains of up to 28 slots */
 	struct km_store *s = store_new(64, 28, 0);
 	struct km_store fake = {.ops = &fake_noprefetch_ops};
 	struct km_store_stats st0, st;
@@ -899,7 +899,7 @@ test_prefetch(void **state)
 
 /* km_store_get_hint() answers as km_store_get() does. */
 static void
-check_hint(struct km_store *s, const struct km_key *k, uint32_t hint)
+check_hint(struct km_store *s, const struct km_key *k, uint64_t hint)
 {
 	struct km_value_ref a, b;
 	int rc = km_store_get(s, k, &a);
@@ -912,36 +912,60 @@ check_hint(struct km_store *s, const struct km_key *k, uint32_t hint)
 	}
 }
 
-/* Every key of keys[0 .. n - 1] and absent with every hint of hints[0 .. nh - 1]. */
+/* Every key of keys[0 .. n - 1] with every slot hint of hints[0 .. nh - 1]: a slot hint is
+ * checked against the key, so another key's is as good as none. */
 static void
-check_hints(struct km_store *s, const struct tkey *keys, unsigned int n,
-	const struct km_key *absent, const uint32_t *hints, unsigned int nh)
+check_hints(struct km_store *s, const struct tkey *keys, unsigned int n, const uint64_t *hints,
+	unsigned int nh)
 {
 	unsigned int i, j;
 
 	for (i = 0; i < n; i++)
 		for (j = 0; j < nh; j++)
 			check_hint(s, &keys[i].k, hints[j]);
-	for (j = 0; j < nh; j++)
-		check_hint(s, absent, hints[j]);
 }
 
+/* The hint of an ENTRY prefetch of k (after its INDEX step). */
+static uint64_t
+entry_hint(struct km_store *s, const struct km_key *k)
+{
+	assert_int_equal(km_store_prefetch(s, k, KM_STORE_PREFETCH_INDEX), 0);
+	return km_store_prefetch(s, k, KM_STORE_PREFETCH_ENTRY);
+}
+
+static int fake_get_calls;
+
+static int
+fake_get(struct km_store *s, const struct km_key *k, struct km_value_ref *out)
+{
+	(void)s;
+	(void)k;
+	(void)out;
+	fake_get_calls++;
+	return -ENOENT;
+}
+
+static const struct km_store_ops fake_get_ops = {.name = "fake-get", .get = fake_get};
+
 /*
- * The ENTRY prefetch's hint: where the key's entry is (a get from there answers as get()
- * does), 0 for an absent key and for the INDEX step. A hint is checked before it is used:
- * another key's, stale ones after deletes shifted the chains back and after growth moved
- * every entry, and values outside the table all give get()'s answer.
+ * The ENTRY prefetch's hint: the slot where it found the key's tag (a get from there
+ * answers as get() does), or that the key is absent. A slot hint is checked before it is
+ * used: another key's, stale ones after deletes shifted the chains back and after growth
+ * moved every entry, and slots outside the table all give get()'s answer. An absent key's
+ * hint holds until a key is inserted. Probes longer than the step looks give no hint.
  */
 static void
 test_prefetch_hint(void **state)
 {
 	/* 32 slots; chains of 10, 10 and 8 keys homed on slots 30, 31 and 0 (across the end) */
 	struct km_store *s = store_new(64, 28, 0);
-	struct tkey keys[40], absent;
-	uint32_t hints[28 + 5];
-	const uint32_t bad[5] = {1, 31, 32, 33, UINT32_MAX};
+	struct km_store fake = {.ops = &fake_get_ops};
+	struct tkey keys[70], absent, other;
+	uint64_t hints[28 + 5], ha, ho;
+	const uint64_t bad[5] = {1, 31, 32, 33, UINT32_MAX};
 	struct km_store_stats st;
-	uint64_t id = 0, v;
+	struct km_value_ref v;
+	uint64_t id = 0, ver;
 	unsigned int i;
 
 	(void)state;
@@ -949,53 +973,106 @@ test_prefetch_hint(void **state)
 	find_keys(&keys[10], 10, "h", 32, 31, -1, &id);
 	find_keys(&keys[20], 8, "h", 32, 0, -1, &id);
 	tkey_set(&absent, "absent", 1);
+	tkey_set(&other, "other", 1);
 	for (i = 0; i < 28; i++)
 		assert_int_equal(
-			km_store_put(s, &keys[i].k, keys[i].buf, keys[i].k.len, 0, 1, &v), 0);
+			km_store_put(s, &keys[i].k, keys[i].buf, keys[i].k.len, 0, 1, &ver), 0);
 	km_store_stats(s, &st);
 	assert_int_equal(st.index_bytes, 32 * 8);
+	/* Inserted in order: key i in slot (30 + i) % 32. */
 	for (i = 0; i < 28; i++) {
-		assert_int_equal(km_store_prefetch(s, &keys[i].k, KM_STORE_PREFETCH_INDEX), 0);
-		hints[i] = km_store_prefetch(s, &keys[i].k, KM_STORE_PREFETCH_ENTRY);
-		assert_in_range(hints[i], 1, 32);
+		hints[i] = entry_hint(s, &keys[i].k);
+		assert_int_equal(hints[i], (30 + i) % 32 + 1);
 	}
-	assert_int_equal(km_store_prefetch(s, &absent.k, KM_STORE_PREFETCH_ENTRY), 0);
 	memcpy(&hints[28], bad, sizeof(bad));
-	check_hints(s, keys, 28, &absent.k, hints, 33);
+	check_hints(s, keys, 28, hints, 33);
+	check_hints(s, &absent, 1, hints, 33);
 
 	/* The first of each chain deleted: the rest of it moves back one slot. */
 	for (i = 0; i < 28; i += 10)
-		assert_int_equal(km_store_del(s, &keys[i].k, KM_VERSION_ANY, &v), 0);
-	check_hints(s, keys, 28, &absent.k, hints, 33);
+		assert_int_equal(km_store_del(s, &keys[i].k, KM_VERSION_ANY, &ver), 0);
+	check_hints(s, keys, 28, hints, 33);
+
+	/* Absent keys: the hint says so until a key is inserted; a delete changes nothing. */
+	ha = entry_hint(s, &absent.k);
+	ho = entry_hint(s, &other.k);
+	assert_true(ha != 0 && ho != 0);
+	check_hint(s, &absent.k, ha);
+	assert_int_equal(km_store_get_hint(s, &absent.k, ha, &v), -ENOENT);
+	assert_int_equal(km_store_del(s, &keys[1].k, KM_VERSION_ANY, &ver), 0);
+	assert_int_equal(km_store_get_hint(s, &absent.k, ha, &v), -ENOENT);
+	assert_int_equal(km_store_put(s, &absent.k, "A", 1, 0, 1, &ver), 0);
+	check_value(s, &absent.k, "A", 1, ver);
+	check_hint(s, &absent.k, ha); /* inserted since: found */
+	check_hint(s, &other.k, ho);  /* still absent, by the lookup */
+	assert_int_equal(km_store_del(s, &absent.k, KM_VERSION_ANY, &ver), 0);
+	check_hint(s, &absent.k, ha);
 
 	/* Growth: every entry rehashed into a larger table. */
 	for (i = 28; i < 40; i++) {
 		tkey_set(&keys[i], "g", i);
 		assert_int_equal(
-			km_store_put(s, &keys[i].k, keys[i].buf, keys[i].k.len, 0, 1, &v), 0);
+			km_store_put(s, &keys[i].k, keys[i].buf, keys[i].k.len, 0, 1, &ver), 0);
 	}
 	km_store_stats(s, &st);
 	assert_true(st.index_bytes > 32 * 8);
-	check_hints(s, keys, 40, &absent.k, hints, 33);
+	check_hints(s, keys, 40, hints, 33);
 	km_store_destroy(s);
 
-	/* Two keys of one tag: the hint of one is never taken for the other. */
-	s = store_new(64, 14, 0);
+	/* A driver without get_hint: get(), whatever the hint. */
+	fake_get_calls = 0;
+	assert_int_equal(km_store_get_hint(&fake, &absent.k, 5, &v), -ENOENT);
+	assert_int_equal(km_store_get_hint(&fake, &absent.k, 0, &v), -ENOENT);
+	assert_int_equal(fake_get_calls, 2);
+
+	/* 128 slots, 70 keys homed on slot 10: the step looks at 64 slots, no further. */
+	s = store_new(64, 100, 0);
+	km_store_stats(s, &st);
+	assert_int_equal(st.index_bytes, 128 * 8);
 	id = 0;
-	find_keys(&keys[0], 1, "c", 16, 5, -1, &id);
-	find_keys(&keys[1], 1, "c", 16, 5, (int64_t)mem_tag_of(keys[0].k.hash), &id);
-	assert_int_equal(km_store_put(s, &keys[0].k, "A", 1, 0, 1, &v), 0);
-	km_store_prefetch(s, &keys[0].k, KM_STORE_PREFETCH_INDEX);
-	hints[0] = km_store_prefetch(s, &keys[0].k, KM_STORE_PREFETCH_ENTRY);
-	assert_int_equal(hints[0], 5 + 1);
-	/* the same tag: the prefetch of the absent one stops at the other's entry */
-	hints[1] = km_store_prefetch(s, &keys[1].k, KM_STORE_PREFETCH_ENTRY);
-	assert_int_equal(hints[1], 5 + 1);
-	check_hint(s, &keys[1].k, hints[1]);
-	check_absent(s, &keys[1].k);
-	assert_int_equal(km_store_put(s, &keys[1].k, "B", 1, 0, 1, &v), 0);
-	check_hints(s, keys, 2, &absent.k, hints, 2);
-	check_value(s, &keys[1].k, "B", 1, v);
+	find_keys(keys, 70, "f", 128, 10, -1, &id);
+	for (i = 0; i < 70; i++)
+		assert_int_equal(
+			km_store_put(s, &keys[i].k, keys[i].buf, keys[i].k.len, 0, 1, &ver), 0);
+	for (i = 0; i < 70; i++) {
+		ha = entry_hint(s, &keys[i].k);
+		assert_int_equal(ha, i < 64 ? 10 + i + 1 : 0);
+		check_hint(s, &keys[i].k, ha);
+	}
+	km_store_destroy(s);
+}
+
+/* Keys of more than 16 bytes that differ only in the middle, of one tag: the hint of one is
+ * not taken for the other (the long keys' compare, not the short keys' two 8-byte words). */
+static void
+test_prefetch_hint_long(void **state)
+{
+	struct km_store *s = store_new(64, 14, 0);
+	struct tkey a, b;
+	uint64_t id = 0, ha, ver;
+	struct km_value_ref v;
+
+	(void)state;
+	a.k.data = a.buf;
+	a.k.len = (uint16_t)snprintf(
+		(char *)a.buf, sizeof(a.buf), "prefix--%08llu--suffix", (unsigned long long)id++);
+	a.k.hash = km_key_hash(a.buf, a.k.len);
+	do {
+		b.k.data = b.buf;
+		b.k.len = (uint16_t)snprintf((char *)b.buf, sizeof(b.buf), "prefix--%08llu--suffix",
+			(unsigned long long)id++);
+		b.k.hash = km_key_hash(b.buf, b.k.len);
+	} while (mem_tag_of(b.k.hash) != mem_tag_of(a.k.hash));
+	assert_true(a.k.len > 16 && a.k.len == b.k.len);
+	assert_int_equal(km_store_put(s, &a.k, "A", 1, 0, 1, &ver), 0);
+	ha = entry_hint(s, &a.k);
+	assert_true(ha != 0);
+	check_hint(s, &a.k, ha);
+	assert_int_equal(km_store_get_hint(s, &b.k, ha, &v), -ENOENT);
+	assert_int_equal(km_store_put(s, &b.k, "B", 1, 0, 1, &ver), 0);
+	assert_int_equal(km_store_get_hint(s, &b.k, ha, &v), 0);
+	assert_int_equal(v.len, 1);
+	assert_memory_equal(v.data, "B", 1);
 	km_store_destroy(s);
 }
 
@@ -1526,6 +1603,7 @@ main(void)
 		cmocka_unit_test(test_key_compare),
 		cmocka_unit_test(test_prefetch),
 		cmocka_unit_test(test_prefetch_hint),
+		cmocka_unit_test(test_prefetch_hint_long),
 		cmocka_unit_test(test_walk),
 		cmocka_unit_test(test_stats),
 		cmocka_unit_test(test_load),

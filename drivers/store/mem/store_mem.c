@@ -70,15 +70,22 @@ _Static_assert(KM_KEY_MAX <= UINT8_MAX, "a key's length fits the record's byte")
 #define MEM_GROW_PREFETCH 16
 
 /* Slots the ENTRY prefetch step looks at for the key's tag. Linear probing puts 3.5 % of
- * the keys 8 or more slots from their home slot at a load of 0.7 and 10 % at 7/8, 0.02 %
- * and 0.7 % 64 or more (simulated): with 8, their records were not prefetched and their
- * get had no hint (keymap-proc-bench -k 100000 -g 1 at a load of 0.76: 197 -> 188 TSC
- * cycles per GET with 64). A longer probe sequence is left to the lookup itself. */
+ * the keys 8 or more slots from their home slot at a load of 0.7 and 10 % at 7/8, under
+ * 0.02 % and 0.7 % 64 or more (simulated): with 8, their records were not prefetched and
+ * their get had no hint (keymap-proc-bench -k 100000 -g 1 at a load of 0.76: 197 -> 188
+ * TSC cycles per GET with 64). A longer probe sequence is left to the lookup itself. */
 #define MEM_PREFETCH_PROBE 64
 
 /* The ENTRY step prefetches the lines of a record's first MEM_PREFETCH_SPAN bytes at most
  * (three lines): the rest of a larger value is read sequentially after them. */
 #define MEM_PREFETCH_SPAN 128
+
+/* The ENTRY prefetch's hint (mem_get_hint()): bits 31..0 the slot + 1 where it found the
+ * key's tag (0: none); or bit 32: it came to an empty slot first, so the key was absent,
+ * and bits 63..33 the count of inserted keys then (the low 31 bits of ms->inserts). */
+#define HINT_SLOT_MASK     UINT64_C(0xffffffff)
+#define HINT_ABSENT        (UINT64_C(1) << 32)
+#define HINT_INSERTS_SHIFT 33
 
 #define SLOT_TAG_SHIFT 49
 #define SLOT_TAG_MASK  (UINT64_C(0x7fff) << SLOT_TAG_SHIFT)
@@ -106,6 +113,7 @@ struct mem_store {
 	uint64_t vbase;   /* versions in record headers are offsets from this */
 	uint64_t value_bytes; /* key + value bytes of all records */
 	uint32_t pf_last;     /* offset of an average record's last byte, < MEM_PREFETCH_SPAN */
+	uint32_t inserts;     /* keys inserted, ever (wraps): what makes an absent key present */
 	struct mem_slabs mem; /* every record's memory */
 	uint32_t value_max;
 };
@@ -612,25 +620,30 @@ mem_get(struct km_store *s, const struct km_key *k, struct km_value_ref *out)
 }
 
 /*
- * get() from the slot an ENTRY prefetch of k found its tag in (hint - 1), when that slot
- * still holds k: keys are unique in the table, so the entry is k's wherever the hint came
- * from; otherwise (a write or growth since, a tag of another key, any other value) the
- * lookup from k's home slot. The probe from the home slot is what the prefetch already
- * did: its length varies from key to key (1.6 slots on average at a load of 0.76, 5 %
- * of them 8 or more), and a loop that stops at a varying slot mispredicts its exit.
- * keymap-proc-bench -k 100000 -g 1: 188 -> 170 TSC cycles per GET.
+ * get() with what an ENTRY prefetch of k found (the HINT_* layout). A slot with k's tag
+ * is used if it still holds k: keys are unique in the table, so the entry is k's whatever
+ * happened since; otherwise (a write or growth since, another key's tag) the lookup from
+ * k's home slot. An absent key is still absent if no key was inserted since: deletes,
+ * growth and compaction never make one present. The probe from the home slot is what the
+ * prefetch already did: its length varies from key to key (1.6 slots on average at a
+ * load of 0.76, 5 % of them 8 or more; an absent key's 4.6 up to the first empty slot,
+ * 8.9 at 0.76), and a loop that stops at a varying slot mispredicts its exit.
+ * keymap-proc-bench -k 100000, 3 runs each: GET hits 188 -> 170 TSC cycles per GET.
  */
 static int
-mem_get_hint(struct km_store *s, const struct km_key *k, uint32_t hint, struct km_value_ref *out)
+mem_get_hint(struct km_store *s, const struct km_key *k, uint64_t hint, struct km_value_ref *out)
 {
 	struct mem_store *ms = (struct mem_store *)s;
-	uint64_t slot;
+	uint64_t slot, i = hint & HINT_SLOT_MASK;
 	int is;
 
 	if (!mem_key_ok(k) || out == NULL)
 		return -EINVAL;
-	if (hint != 0 && hint <= ms->nb) {
-		slot = ms->slots[hint - 1];
+	if (hint & HINT_ABSENT) {
+		if (hint >> HINT_INSERTS_SHIFT == (ms->inserts & (HINT_SLOT_MASK >> 1)))
+			return -ENOENT;
+	} else if (i != 0 && i <= ms->nb) {
+		slot = ms->slots[i - 1];
 		if (slot != 0 && (slot & SLOT_TAG_MASK) == mem_tag(k->hash)) {
 			is = k->len <= MEM_KEY_SHORT ? mem_rec_is(slot_rec(slot), k, 1)
 						     : mem_rec_is(slot_rec(slot), k, 0);
@@ -647,13 +660,14 @@ mem_get_hint(struct km_store *s, const struct km_key *k, uint32_t hint, struct k
  * Staged prefetch (km_store.h). INDEX: the line of the key's home slot. ENTRY: the probe
  * sequence from there (now cached) up to the first slot with the key's tag, whose record
  * is prefetched: the lines of its first pf_last + 1 bytes (the store's average record, up
- * to three lines), and whose slot is the hint for mem_get_hint(). Records are 8-byte
+ * to three lines), and whose slot is the hint for mem_get_hint() (or, when the probe came
+ * to an empty slot first, that the key is absent). Records are 8-byte
  * aligned, not line-aligned: a 16 + 64 B entry (88 B) spans two lines or, a quarter of
  * them, three. keymap-proc-bench -k 100000 -g 1, 8 runs alternated: median 232.5 TSC
  * cycles per GET with two lines prefetched, 223 with these. A tag match of another key
  * costs a wasted prefetch (and a hint the get finds wrong), as rare as a tag collision.
  */
-static uint32_t
+static uint64_t
 mem_prefetch(struct km_store *s, const struct km_key *k, unsigned int step)
 {
 	const struct mem_store *ms = (const struct mem_store *)s;
@@ -668,7 +682,8 @@ mem_prefetch(struct km_store *s, const struct km_key *k, unsigned int step)
 	for (n = 0; n < MEM_PREFETCH_PROBE; n++) {
 		slot = ms->slots[i];
 		if (slot == 0)
-			return 0;
+			return HINT_ABSENT | (uint64_t)(ms->inserts & (HINT_SLOT_MASK >> 1))
+						     << HINT_INSERTS_SHIFT;
 		if ((slot & SLOT_TAG_MASK) == tag) {
 			/* r's line, the last byte's (r + pf_last) and, past 64 bytes, the one
 			 * between (r + 64). */
@@ -677,7 +692,7 @@ mem_prefetch(struct km_store *s, const struct km_key *k, unsigned int step)
 			__builtin_prefetch(r + ms->pf_last);
 			if (ms->pf_last > 64)
 				__builtin_prefetch(r + 64);
-			return i < UINT32_MAX ? (uint32_t)(i + 1) : 0;
+			return i < HINT_SLOT_MASK ? i + 1 : 0;
 		}
 		i = slot_next(i, ms->nb);
 	}
@@ -717,6 +732,7 @@ mem_insert(struct mem_store *ms, const struct km_key *k, uint64_t tag, uint64_t 
 		memcpy((uint8_t *)rec_key(r, rec_word(r)) + k->len, val, len);
 	ms->slots[i] = slot_make(tag, r, slot_gap(i, mem_home(k->hash, ms->nb), ms->nb));
 	ms->nb_keys++;
+	ms->inserts++;
 	ms->value_bytes += k->len + len;
 	if ((ms->nb_keys & 63) == 1)
 		mem_pf_update(ms);

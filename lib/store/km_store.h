@@ -203,11 +203,11 @@ struct km_store_ops {
 	 * get/put/del of k will read, one step at a time, so that a caller with a burst of
 	 * requests overlaps their cache misses instead of taking them one after the other
 	 * (MICA's staged prefetch). KM_STORE_PREFETCH_INDEX uses k->hash only and reads
-	 * nothing of the index; KM_STORE_PREFETCH_ENTRY reads the index from the lines the
-	 * first step asked for on and prefetches the entry it finds, so call it for a key
-	 * some time after its first step (after the other keys of the burst got theirs).
+	 * nothing of the index; KM_STORE_PREFETCH_ENTRY reads the index, starting with the
+	 * lines the first step asked for, and prefetches the entry it finds, so call it for a
+	 * key some time after its first step (after the other keys of the burst got theirs).
 	 * Never modifies the store and never fails: a prefetch only costs time, and results
-	 * never depend on it.
+	 * never depend on it (nor on its hint, used as get_hint() says).
 	 * @return for KM_STORE_PREFETCH_ENTRY, what the step found for get_hint() of k in
 	 * this store (0: nothing); 0 for KM_STORE_PREFETCH_INDEX.
 	 */

@@ -996,7 +996,7 @@ test_prefetch_hint(void **state)
 	/* Absent keys: the hint says so until a key is inserted; a delete changes nothing. */
 	ha = entry_hint(s, &absent.k);
 	ho = entry_hint(s, &other.k);
-	assert_true(ha != 0 && ho != 0);
+	assert_true((ha >> 32 & 1) != 0 && (ho >> 32 & 1) != 0); /* absent, not a slot */
 	check_hint(s, &absent.k, ha);
 	assert_int_equal(km_store_get_hint(s, &absent.k, ha, &v), -ENOENT);
 	assert_int_equal(km_store_del(s, &keys[1].k, KM_VERSION_ANY, &ver), 0);
@@ -1039,6 +1039,23 @@ test_prefetch_hint(void **state)
 		assert_int_equal(ha, i < 64 ? 10 + i + 1 : 0);
 		check_hint(s, &keys[i].k, ha);
 	}
+	km_store_destroy(s);
+
+	/* Two short keys of one tag: the hint of one is never taken for the other, and the
+	 * absent one's prefetch stops at the other's entry (a slot hint, not absent). */
+	s = store_new(64, 14, 0);
+	id = 0;
+	find_keys(&keys[0], 1, "c", 16, 5, -1, &id);
+	find_keys(&keys[1], 1, "c", 16, 5, (int64_t)mem_tag_of(keys[0].k.hash), &id);
+	assert_int_equal(km_store_put(s, &keys[0].k, "A", 1, 0, 1, &ver), 0);
+	hints[0] = entry_hint(s, &keys[0].k);
+	assert_int_equal(hints[0], 5 + 1);
+	hints[1] = entry_hint(s, &keys[1].k);
+	assert_int_equal(hints[1], 5 + 1);
+	assert_int_equal(km_store_get_hint(s, &keys[1].k, hints[1], &v), -ENOENT);
+	assert_int_equal(km_store_put(s, &keys[1].k, "B", 1, 0, 1, &ver), 0);
+	check_hints(s, keys, 2, hints, 2);
+	check_value(s, &keys[1].k, "B", 1, ver);
 	km_store_destroy(s);
 }
 

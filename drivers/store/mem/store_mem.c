@@ -625,10 +625,11 @@ mem_get(struct km_store *s, const struct km_key *k, struct km_value_ref *out)
  * happened since; otherwise (a write or growth since, another key's tag) the lookup from
  * k's home slot. An absent key is still absent if no key was inserted since: deletes,
  * growth and compaction never make one present. The probe from the home slot is what the
- * prefetch already did: its length varies from key to key (1.6 slots on average at a
- * load of 0.76, 5 % of them 8 or more; an absent key's 4.6 up to the first empty slot,
- * 8.9 at 0.76), and a loop that stops at a varying slot mispredicts its exit.
- * keymap-proc-bench -k 100000, 3 runs each: GET hits 188 -> 170 TSC cycles per GET.
+ * prefetch already did: its length varies from key to key (at a load of 0.76, 1.6 slots
+ * from the home slot on average, 5 % of the keys 8 or more; an absent key's walk to the
+ * first empty slot 8.9), and a loop that stops at a varying slot mispredicts its exit.
+ * keymap-proc-bench -k 100000, 3 runs each: GET hits 188 -> 170 TSC cycles per GET; with
+ * -m 1 (every GET a miss) 234-239 -> 200-201 for the absent hint.
  */
 static int
 mem_get_hint(struct km_store *s, const struct km_key *k, uint64_t hint, struct km_value_ref *out)

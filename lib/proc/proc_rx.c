@@ -233,8 +233,8 @@ rx_stage1(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *
 	return 1;
 }
 
-/* Stage 2 of one request: prefetch the record its (now cached) index slot points to; where
- * it was found is the GET's hint. */
+/* Stage 2 of one request: prefetch the record its (now cached) index slot points to; what
+ * the store found (the key's slot, or that it is absent) is the GET's hint. */
 static inline void
 prefetch_entry(struct km_proc_req *r)
 {

@@ -69,6 +69,12 @@ updates=$(stat crew_updates)
 [ "$reads" -gt 0 ] || fail "no read was served from a copy"
 [ "$updates" -gt 0 ] || fail "no write updated the copy"
 [ "$(field spread)" -gt 0 ] || fail "libkeymap never spread a hot GET"
+# The table, from another call: a copy whose owner's report came a check late (a CPU
+# shared with the build or other tests) is dropped and taken again a few intervals later.
+for _ in $(seq 30); do
+	"${ctl[@]}" hot | grep -q "crew/hot" && break
+	sleep 0.1
+done
 "${ctl[@]}" hot | grep -q "crew/hot" || fail "keymapctl hot (table) does not show the key"
 ok "crew/hot replicated: $reads reads from a copy, $updates copy updates, no stale read"
 

@@ -1059,6 +1059,16 @@ test_prefetch_hint(void **state)
 	km_store_destroy(s);
 }
 
+/* Key id of 22 bytes, its number in the middle. */
+static void
+tkey_long(struct tkey *t, uint64_t id)
+{
+	t->k.data = t->buf;
+	t->k.len = (uint16_t)snprintf(
+		(char *)t->buf, sizeof(t->buf), "prefix--%08llu--suffix", (unsigned long long)id);
+	t->k.hash = km_key_hash(t->buf, t->k.len);
+}
+
 /* Keys of more than 16 bytes that differ only in the middle, of one tag: the hint of one is
  * not taken for the other (the long keys' compare, not the short keys' two 8-byte words). */
 static void
@@ -1070,16 +1080,10 @@ test_prefetch_hint_long(void **state)
 	struct km_value_ref v;
 
 	(void)state;
-	a.k.data = a.buf;
-	a.k.len = (uint16_t)snprintf(
-		(char *)a.buf, sizeof(a.buf), "prefix--%08llu--suffix", (unsigned long long)id++);
-	a.k.hash = km_key_hash(a.buf, a.k.len);
-	do {
-		b.k.data = b.buf;
-		b.k.len = (uint16_t)snprintf((char *)b.buf, sizeof(b.buf), "prefix--%08llu--suffix",
-			(unsigned long long)id++);
-		b.k.hash = km_key_hash(b.buf, b.k.len);
-	} while (mem_tag_of(b.k.hash) != mem_tag_of(a.k.hash));
+	tkey_long(&a, id++);
+	do
+		tkey_long(&b, id++);
+	while (mem_tag_of(b.k.hash) != mem_tag_of(a.k.hash));
 	assert_true(a.k.len > 16 && a.k.len == b.k.len);
 	assert_int_equal(km_store_put(s, &a.k, "A", 1, 0, 1, &ver), 0);
 	ha = entry_hint(s, &a.k);

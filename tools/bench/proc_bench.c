@@ -12,11 +12,11 @@
  *
  * -S log measures the log store behind the worker's value cache (sized to hold every key:
  * every GET of a stored key is a cache hit; data in a temporary directory under /var/tmp,
- * durability none), with km_proc_poll() after each burst as the worker loop calls it. -P N turns
- * predictive prefetch's worker part on (the stream detector on every GET, one client in N
- * sampled, 0: none; with one client, 1 samples every access: the notes are taken after
- * each burst as the worker takes them, the ring enqueue is not measured): the cost a GET
- * hit pays for prediction.
+ * durability none), with km_proc_poll() after each burst as the worker loop calls it.
+ * -P N turns predictive prefetch's worker part on (the stream detector on every GET, one client in
+ * N sampled, 0: none; with one client, 1 samples every access: the notes are taken after each burst
+ * as the worker takes them, the ring enqueue is not measured): the cost a GET hit pays for
+ * prediction.
  *
  * -A cookie|mac|both measures the guards (lib/proc/proc_guard.c): every request carries a
  * HELLO cookie (fetched first, through the processor) and/or a MAC of client key 1 (with
@@ -101,7 +101,8 @@ struct tally {
 	uint64_t st[2][KM_ST__MAX];
 	uint64_t dropped[2];
 	uint64_t get_bad_len;
-	uint64_t get_wrong; /* GETs not answered as built: OK for a stored key, else NOT_FOUND */
+	uint64_t get_wrong; /* GETs answered OK for a key never stored, or NOT_FOUND for one stored
+			     */
 	uint64_t reply_bytes;
 };
 
@@ -285,7 +286,9 @@ tally_add(const struct bench *b, struct tally *t, const uint8_t *buf, size_t n, 
 {
 	int is_get = buf[2] == KM_OP_GET;
 
-	if (is_get && n != 0 && buf[3] != (b->miss[j] ? KM_ST_NOT_FOUND : KM_ST_OK))
+	/* A hit for a miss or the other way round (other statuses are counted below). */
+	if (is_get && n != 0 && (buf[3] == KM_ST_OK || buf[3] == KM_ST_NOT_FOUND) &&
+		(buf[3] == KM_ST_NOT_FOUND) != b->miss[j])
 		t->get_wrong++;
 
 	if (n == 0) {

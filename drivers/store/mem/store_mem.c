@@ -662,11 +662,11 @@ mem_get_hint(struct km_store *s, const struct km_key *k, uint64_t hint, struct k
  * sequence from there (now cached) up to the first slot with the key's tag, whose record
  * is prefetched: the lines of its first pf_last + 1 bytes (the store's average record, up
  * to three lines), and whose slot is the hint for mem_get_hint() (or, when the probe came
- * to an empty slot first, that the key is absent). Records are 8-byte
- * aligned, not line-aligned: a 16 + 64 B entry (88 B) spans two lines or, a quarter of
- * them, three. keymap-proc-bench -k 100000 -g 1, 8 runs alternated: median 232.5 TSC
- * cycles per GET with two lines prefetched, 223 with these. A tag match of another key
- * costs a wasted prefetch (and a hint the get finds wrong), as rare as a tag collision.
+ * to an empty slot first, that the key is absent). Records are 8-byte aligned, not
+ * line-aligned: a 16 + 64 B entry (88 B) spans two lines or, a quarter of them, three.
+ * keymap-proc-bench -k 100000 -g 1, 8 runs alternated: median 232.5 TSC cycles per GET with two
+ * lines prefetched, 223 with these. A tag match of another key costs a wasted prefetch (and a hint
+ * the get finds wrong), as rare as a tag collision.
  */
 static uint64_t
 mem_prefetch(struct km_store *s, const struct km_key *k, unsigned int step)

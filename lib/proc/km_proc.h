@@ -810,9 +810,8 @@ struct km_proc_req {
 	struct km_route rt;
 	struct km_key key;
 	struct km_proc_shard *shd;
-	size_t limit;                  /* largest reply allowed: len without a valid cookie */
-	uint64_t hint;                 /* a GET's ENTRY prefetch hint (0: none) ... */
-	const struct km_store *hint_s; /* ... for this store */
+	size_t limit;  /* largest reply allowed: len without a valid cookie */
+	uint64_t hint; /* a GET's ENTRY prefetch hint in shd's store (0: none) */
 };
 
 /**

@@ -711,11 +711,8 @@ proc_exec_req(struct km_proc *p, const struct km_shardmap *map, struct km_proc_r
 	size_t len;
 
 	p->again = r->again;
-	/* Only a hint made in the store the request executes in: r->shd->store does not change
-	 * within a burst, but a detach moves entries of the shard table. */
-	len = exec_one(p, map, &r->msg, &r->rt, &r->key,
-		r->shd != NULL && r->shd->store == r->hint_s ? r->hint : 0, r->shd, r->src,
-		r->cookie, r->buf, r->cap, r->limit);
+	len = exec_one(p, map, &r->msg, &r->rt, &r->key, r->hint, r->shd, r->src, r->cookie, r->buf,
+		r->cap, r->limit);
 	p->again = 0;
 	if (len == 0) {
 		r->verdict = KM_PROC_DEFER;

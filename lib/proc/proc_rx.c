@@ -197,8 +197,6 @@ rx_stage1(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *
 		!proc_cookie_valid(p, r->src, &r->msg))
 		r->limit = r->len;
 	r->shd = NULL;
-	r->hint = 0;
-	r->hint_s = NULL;
 	if (!op_single_key(r->msg.hdr.op))
 		return 1;
 	if (proc_unlikely(p->overload) && r->msg.hdr.op != KM_OP_GET) {
@@ -234,14 +232,15 @@ rx_stage1(struct km_proc *p, const struct km_shardmap *map, struct km_proc_req *
 }
 
 /* Stage 2 of one request: prefetch the record its (now cached) index slot points to; what
- * the store found (the key's slot, or that it is absent) is the GET's hint. */
+ * the store found (the key's slot, or that it is absent) is the GET's hint. r->shd and its
+ * store stay as they are until the request executes: shards are attached and detached
+ * between bursts. */
 static inline void
 prefetch_entry(struct km_proc_req *r)
 {
-	if (r->shd != NULL) {
-		r->hint = km_store_prefetch(r->shd->store, &r->key, KM_STORE_PREFETCH_ENTRY);
-		r->hint_s = r->shd->store;
-	}
+	r->hint = r->shd != NULL
+			  ? km_store_prefetch(r->shd->store, &r->key, KM_STORE_PREFETCH_ENTRY)
+			  : 0;
 }
 
 static inline void

@@ -216,9 +216,10 @@ struct km_store_ops {
 	 * Optional (NULL: get() is used). get() of k with hint, what an ENTRY prefetch of k
 	 * in this store returned: the lookup the prefetch already did is not done again. A
 	 * hint is checked against the store before it is trusted, so the result is get()'s
-	 * whatever has happened to the store since (writes, growth): a stale hint costs the
-	 * lookup it would have saved. A hint of another key or of another store is the
-	 * caller's to keep out.
+	 * whatever the writes and growth since: a stale hint costs the lookup it would have
+	 * saved. Hints are for the operations that follow the prefetch (mem: an absent hint
+	 * is trusted while fewer than 2^31 keys were inserted since); a hint of another key
+	 * or of another store is the caller's to keep out.
 	 */
 	int (*get_hint)(struct km_store *s, const struct km_key *k, uint64_t hint,
 		struct km_value_ref *out);
@@ -536,7 +537,7 @@ km_store_get_hint(
 {
 	if (hint != 0 && s->ops->get_hint != NULL)
 		return s->ops->get_hint(s, k, hint, out);
-	return s->ops->get(s, k, out);
+	return km_store_get(s, k, out);
 }
 
 static inline int

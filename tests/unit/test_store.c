@@ -1059,7 +1059,7 @@ test_prefetch_hint(void **state)
 	km_store_destroy(s);
 }
 
-/* Key id of 22 bytes, its number in the middle. */
+/* Key id of 24 bytes, its number in the middle. */
 static void
 tkey_long(struct tkey *t, uint64_t id)
 {

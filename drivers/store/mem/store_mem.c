@@ -86,6 +86,7 @@ _Static_assert(KM_KEY_MAX <= UINT8_MAX, "a key's length fits the record's byte")
 #define HINT_SLOT_MASK     UINT64_C(0xffffffff)
 #define HINT_ABSENT        (UINT64_C(1) << 32)
 #define HINT_INSERTS_SHIFT 33
+#define HINT_INSERTS_MASK  UINT64_C(0x7fffffff)
 
 #define SLOT_TAG_SHIFT 49
 #define SLOT_TAG_MASK  (UINT64_C(0x7fff) << SLOT_TAG_SHIFT)
@@ -641,7 +642,7 @@ mem_get_hint(struct km_store *s, const struct km_key *k, uint64_t hint, struct k
 	if (!mem_key_ok(k) || out == NULL)
 		return -EINVAL;
 	if (hint & HINT_ABSENT) {
-		if (hint >> HINT_INSERTS_SHIFT == (ms->inserts & (HINT_SLOT_MASK >> 1)))
+		if (hint >> HINT_INSERTS_SHIFT == (ms->inserts & HINT_INSERTS_MASK))
 			return -ENOENT;
 	} else if (i != 0 && i <= ms->nb) {
 		slot = ms->slots[i - 1];
@@ -683,7 +684,7 @@ mem_prefetch(struct km_store *s, const struct km_key *k, unsigned int step)
 	for (n = 0; n < MEM_PREFETCH_PROBE; n++) {
 		slot = ms->slots[i];
 		if (slot == 0)
-			return HINT_ABSENT | (uint64_t)(ms->inserts & (HINT_SLOT_MASK >> 1))
+			return HINT_ABSENT | (ms->inserts & HINT_INSERTS_MASK)
 						     << HINT_INSERTS_SHIFT;
 		if ((slot & SLOT_TAG_MASK) == tag) {
 			/* r's line, the last byte's (r + pf_last) and, past 64 bytes, the one

@@ -242,7 +242,8 @@ receive(struct engine *e, struct bench_xport *x, uint64_t now, struct bench_resu
 	unsigned int n, i;
 	struct slot *sl;
 	uint32_t s;
-	uint64_t lat;
+	uint64_t lat, lat_sent;
+	unsigned int b;
 
 	n = x->rx(x, BENCH_BURST, bufs, lens);
 	for (i = 0; i < n; i++) {
@@ -260,10 +261,14 @@ receive(struct engine *e, struct bench_xport *x, uint64_t now, struct bench_resu
 		sl = &e->slots[s];
 		if (e->c->check && reply_wrong(e, sl, &rep))
 			r->bad++;
+		/* Closed loop: a request is due when it is sent, and both latencies are one. */
 		lat = now > sl->t_ns ? now - sl->t_ns : 0;
-		km_hist_add(&r->lat, lat);
-		km_hist_add(&r->lat_sent, now > sl->sent_ns ? now - sl->sent_ns : 0);
-		km_hist_add(&e->sec.lat, lat);
+		lat_sent = now > sl->sent_ns ? now - sl->sent_ns : 0;
+		b = km_hist_bucket_of(lat);
+		km_hist_add_at(&r->lat, b, lat);
+		km_hist_add_at(&e->sec.lat, b, lat);
+		km_hist_add_at(
+			&r->lat_sent, lat_sent == lat ? b : km_hist_bucket_of(lat_sent), lat_sent);
 		r->replies++;
 		e->sec.replies++;
 		switch (rep.result) {

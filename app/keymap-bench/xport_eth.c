@@ -21,6 +21,8 @@
 #include <rte_ring.h>
 #include <rte_udp.h>
 
+#include <km_util.h>
+
 #include "bench.h"
 
 #define HDRS_LEN \
@@ -40,6 +42,7 @@ struct xeth {
 	uint16_t q;
 	uint16_t src_port;      /* host order: src_port + q */
 	uint8_t hdrs[HDRS_LEN]; /* Ethernet + IPv4 + UDP template */
+	uint64_t ip_sum;        /* of the template's IPv4 header, its length and checksum 0 */
 	struct rte_mbuf *tx[BENCH_BURST];
 	unsigned int nb_tx;
 	struct rte_mbuf *rx[BENCH_BURST];
@@ -84,6 +87,7 @@ eth_tx_send(struct bench_xport *x, unsigned int n, const uint16_t *lens)
 	struct rte_ipv4_hdr *ip;
 	struct rte_udp_hdr *udp;
 	unsigned int i, sent;
+	uint16_t tot;
 	uint8_t *p;
 
 	for (i = 0; i < n; i++) {
@@ -93,9 +97,10 @@ eth_tx_send(struct bench_xport *x, unsigned int n, const uint16_t *lens)
 		memcpy(p, e->hdrs, HDRS_LEN);
 		ip = (struct rte_ipv4_hdr *)(p + sizeof(struct rte_ether_hdr));
 		udp = (struct rte_udp_hdr *)(ip + 1);
-		ip->total_length =
-			rte_cpu_to_be_16((uint16_t)(sizeof(*ip) + sizeof(*udp) + lens[i]));
-		ip->hdr_checksum = rte_ipv4_cksum(ip);
+		tot = rte_cpu_to_be_16((uint16_t)(sizeof(*ip) + sizeof(*udp) + lens[i]));
+		ip->total_length = tot;
+		/* Only the length differs from the template's header: its sum plus the length. */
+		ip->hdr_checksum = (uint16_t)~km_csum_fold(e->ip_sum + tot);
 		/* A zero UDP checksum means "none" in IPv4: the server does not need one. */
 		udp->dgram_len = rte_cpu_to_be_16((uint16_t)(sizeof(*udp) + lens[i]));
 		m->data_len = (uint16_t)(HDRS_LEN + lens[i]);
@@ -330,6 +335,17 @@ arp_resolve(struct xeth *e, uint32_t tip, struct rte_ether_addr *out)
 	return found ? 0 : -1;
 }
 
+/* The template of e's headers is complete: the sum of its IPv4 header for eth_tx_send(). */
+static void
+hdrs_done(struct xeth *e)
+{
+	const struct rte_ipv4_hdr *ip =
+		(const struct rte_ipv4_hdr *)(e->hdrs + sizeof(struct rte_ether_hdr));
+
+	RTE_ASSERT(ip->total_length == 0 && ip->hdr_checksum == 0);
+	e->ip_sum = km_csum_add(ip, sizeof(*ip), 0);
+}
+
 /* Queue q's transport, its headers from queue 0's template. @return NULL: no memory. */
 static struct xeth *
 queue_new(struct xeth_port *p, uint16_t q, const uint8_t *hdrs)
@@ -346,6 +362,7 @@ queue_new(struct xeth_port *p, uint16_t q, const uint8_t *hdrs)
 		memcpy(e->hdrs, hdrs, HDRS_LEN);
 		udp = (struct rte_udp_hdr *)(e->hdrs + HDRS_LEN - sizeof(*udp));
 		udp->src_port = rte_cpu_to_be_16(e->src_port);
+		hdrs_done(e);
 	}
 	e->x.tx_prepare = eth_tx_prepare;
 	e->x.tx_send = eth_tx_send;
@@ -512,6 +529,7 @@ bench_xport_eth(const struct bench_conf *c, unsigned int nb, struct bench_xport 
 	ip->dst_addr = c->server_ip;
 	udp->src_port = rte_cpu_to_be_16(c->src_port);
 	udp->dst_port = rte_cpu_to_be_16(c->server_port);
+	hdrs_done(e0);
 	xs[0] = &e0->x;
 	for (q = 1; q < nb; q++) {
 		struct xeth *e = queue_new(p, (uint16_t)q, e0->hdrs);

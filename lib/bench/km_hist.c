@@ -20,21 +20,6 @@ km_hist_init(struct km_hist *h)
 	h->min = UINT64_MAX;
 }
 
-unsigned int
-km_hist_bucket_of(uint64_t v)
-{
-	unsigned int e, g;
-
-	if (v < KM_HIST_SUB)
-		return (unsigned int)v;
-	e = 63u - (unsigned int)__builtin_clzll(v);
-	if (e > KM_HIST_MAX_EXP)
-		return LAST_BUCKET;
-	g = e - KM_HIST_SUB_BITS + 1;
-	/* v >> (g - 1) is in [KM_HIST_SUB, 2 * KM_HIST_SUB): its low bits are the sub-bucket. */
-	return g * KM_HIST_SUB + (unsigned int)(v >> (g - 1)) - KM_HIST_SUB;
-}
-
 uint64_t
 km_hist_bucket_low(unsigned int i)
 {

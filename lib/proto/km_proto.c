@@ -12,14 +12,6 @@ op_has_key(unsigned int op)
 	       op == KM_OP_SCAN;
 }
 
-/* Bytes of the trailers flags announce. */
-static inline size_t
-trailer_len(uint16_t flags)
-{
-	return ((flags & KM_F_COOKIE) != 0 ? KM_COOKIE_LEN : 0) +
-	       ((flags & KM_F_AUTH) != 0 ? KM_AUTH_LEN : 0);
-}
-
 int
 km_req_parse(const uint8_t *buf, size_t len, size_t value_max, struct km_msg *msg)
 {
@@ -36,7 +28,7 @@ km_req_parse(const uint8_t *buf, size_t len, size_t value_max, struct km_msg *ms
 	if (len > KM_MSG_MAX)
 		return KM_ST_TOO_LARGE;
 	/* The lengths must account for every byte of the datagram, no more, no less. */
-	if ((size_t)KM_HDR_LEN + h->key_len + h->val_len + trailer_len(h->flags) != len)
+	if ((size_t)KM_HDR_LEN + h->key_len + h->val_len + km_trailer_len(h->flags) != len)
 		return KM_ST_BAD_REQUEST;
 	msg->key = buf + KM_HDR_LEN;
 	msg->val = msg->key + h->key_len;

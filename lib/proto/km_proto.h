@@ -89,6 +89,14 @@ enum km_status {
 #define KM_AUTH_LEN    (4 + KM_MAC_LEN)
 #define KM_TRAILER_MAX (KM_COOKIE_LEN + KM_AUTH_LEN)
 
+/** @return the bytes of the trailers a header's flags announce. @note Context: any thread. */
+static inline size_t
+km_trailer_len(uint16_t flags)
+{
+	return ((flags & KM_F_COOKIE) != 0 ? KM_COOKIE_LEN : 0) +
+	       ((flags & KM_F_AUTH) != 0 ? KM_AUTH_LEN : 0);
+}
+
 /* HELLO: the request's value is KM_HELLO_LEN bytes of padding (zeros), so that the reply,
  * whose value is { u64 cookie; u32 valid_ms; u32 server flags }, is no larger. */
 #define KM_HELLO_LEN       16

@@ -213,6 +213,15 @@ test_echo(void **state)
 	/* Not a returned request: truncated, or a real reply. */
 	assert_int_equal(km_tgt_parse(KM_TGT_ECHO, req, len - 1, &r), -1);
 	assert_int_equal(km_tgt_parse(KM_TGT_ECHO, req, 10, &r), -1);
+	req[1]++; /* another version */
+	assert_int_equal(km_tgt_parse(KM_TGT_ECHO, req, len, &r), -1);
+	req[1]--;
+	/* A cookie announced and not there; then there. */
+	req[4] |= KM_F_COOKIE;
+	assert_int_equal(km_tgt_parse(KM_TGT_ECHO, req, len, &r), -1);
+	memset(req + len, 0, KM_COOKIE_LEN);
+	expect_reply(KM_TGT_ECHO, req, len + KM_COOKIE_LEN, 0xfeed0002, KM_TGT_R_STORED, 0, 100);
+	req[4] &= (uint8_t)~KM_F_COOKIE;
 	rlen = keymap_reply(req, len, KM_ST_OK, NULL, rep);
 	assert_int_equal(km_tgt_parse(KM_TGT_ECHO, rep, rlen, &r), -1);
 }

@@ -581,8 +581,36 @@ test_flat_keys(void **state)
 	expect_key(wl, 5, "k000005");
 	km_wl_free(wl);
 
+	/* Every width of padding and digits (two digits at a time, an odd one, the padding
+	 * in 8-byte stores or bytes), against printf's. */
+	c.dist = KM_WL_UNIFORM;
+	for (unsigned int ks = 2; ks <= 24; ks++) {
+		static const uint64_t idxs[] = {0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 12345,
+			123456, 9999999, 10000000, 87654321, 99999999, 100000000, 123456789};
+		unsigned int digits = ks - 1;
+		uint64_t nb = 1;
+		char want[32];
+
+		for (unsigned int d = 0; d < digits && d < 9; d++)
+			nb *= 10;
+		c.nb_keys = nb;
+		c.key_size = ks;
+		wl = make(&c);
+		for (unsigned int i = 0; i < sizeof(idxs) / sizeof(idxs[0]) + 1; i++) {
+			uint64_t idx = i < sizeof(idxs) / sizeof(idxs[0]) ? idxs[i] : nb - 1;
+
+			if (idx >= nb)
+				continue;
+			snprintf(want, sizeof(want), "k%0*llu", (int)digits,
+				(unsigned long long)idx);
+			expect_key(wl, idx, want);
+		}
+		km_wl_free(wl);
+	}
+
 	c.key_size = 250;
 	c.dist = KM_WL_HOTSET;
+	c.nb_keys = 1000000;
 	wl = make(&c);
 	render(wl, 123, 250, key);
 	assert_int_equal(key[0], 'k');

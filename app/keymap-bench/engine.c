@@ -261,7 +261,8 @@ receive(struct engine *e, struct bench_xport *x, uint64_t now, struct bench_resu
 		sl = &e->slots[s];
 		if (e->c->check && reply_wrong(e, sl, &rep))
 			r->bad++;
-		/* Closed loop: a request is due when it is sent, and both latencies are one. */
+		/* In a closed loop the two latencies are usually one (a request is due when it is
+		 * sent, unless it waited for a buffer): bucketed once then. */
 		lat = now > sl->t_ns ? now - sl->t_ns : 0;
 		lat_sent = now > sl->sent_ns ? now - sl->sent_ns : 0;
 		b = km_hist_bucket_of(lat);

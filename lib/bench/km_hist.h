@@ -61,8 +61,9 @@ uint64_t km_hist_bucket_low(unsigned int i);
 uint64_t km_hist_bucket_high(unsigned int i);
 
 /**
- * Add one value v whose bucket, km_hist_bucket_of(v), the caller has: one value added to
- * several histograms is bucketed once. @note Context: the histogram's writer.
+ * Add one value v whose bucket the caller has: bucket = km_hist_bucket_of(v), so that
+ * one value added to several histograms is bucketed once. @note Context: the histogram's
+ * writer.
  */
 static inline void
 km_hist_add_at(struct km_hist *h, unsigned int bucket, uint64_t v)

@@ -213,6 +213,10 @@ test_echo(void **state)
 	/* Not a returned request: truncated, or a real reply. */
 	assert_int_equal(km_tgt_parse(KM_TGT_ECHO, req, len - 1, &r), -1);
 	assert_int_equal(km_tgt_parse(KM_TGT_ECHO, req, 10, &r), -1);
+	assert_int_equal(km_tgt_parse(KM_TGT_ECHO, req, len + 1, &r), -1); /* a byte too many */
+	req[0] ^= 0xff;                                                    /* not ours */
+	assert_int_equal(km_tgt_parse(KM_TGT_ECHO, req, len, &r), -1);
+	req[0] ^= 0xff;
 	req[1]++; /* another version */
 	assert_int_equal(km_tgt_parse(KM_TGT_ECHO, req, len, &r), -1);
 	req[1]--;

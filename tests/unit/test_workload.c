@@ -581,15 +581,17 @@ test_flat_keys(void **state)
 	expect_key(wl, 5, "k000005");
 	km_wl_free(wl);
 
-	/* Every width of padding and digits (two digits at a time, an odd one, the padding
-	 * in 8-byte stores or bytes), against printf's. */
+	/* Every width from 1 to 33 digits, against printf's: below 8 digits and from 10^8
+	 * the loop of a division per digit; otherwise eight digits at once after a padding
+	 * of 0, 1 to 7 (one store overwritten by the digits), 8 or more bytes (8-byte stores,
+	 * the last overlapping). */
 	c.dist = KM_WL_UNIFORM;
-	for (unsigned int ks = 2; ks <= 24; ks++) {
+	for (unsigned int ks = 2; ks <= 34; ks++) {
 		static const uint64_t idxs[] = {0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 12345,
 			123456, 9999999, 10000000, 87654321, 99999999, 100000000, 123456789};
 		unsigned int digits = ks - 1;
 		uint64_t nb = 1;
-		char want[32];
+		char want[48];
 
 		for (unsigned int d = 0; d < digits && d < 9; d++)
 			nb *= 10;

@@ -199,8 +199,9 @@ send_pending(struct engine *e, struct bench_xport *x, uint64_t now, struct bench
 		else
 			r->dels++;
 	}
-	if (sent < n)
-		r->tx_full += n - sent;
+	/* Refused by the transport: those without a buffer (k < n) were not offered. */
+	if (sent < k)
+		r->tx_full += k - sent;
 	/* Dropped, as a server's full RX ring drops what arrives: the schedule goes on and
 	 * the generator does not queue what the server cannot take. Requests without a
 	 * buffer (k < n) were not refused by the transport: they wait. */

@@ -101,8 +101,8 @@ struct tally {
 	uint64_t st[2][KM_ST__MAX];
 	uint64_t dropped[2];
 	uint64_t get_bad_len;
-	uint64_t get_wrong; /* GETs answered OK for a key never stored, or NOT_FOUND for one stored
-			     */
+	/* GETs answered OK for a key never stored, or NOT_FOUND for one stored. */
+	uint64_t get_wrong;
 	uint64_t reply_bytes;
 };
 

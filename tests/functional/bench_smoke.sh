@@ -2,11 +2,12 @@
 # SPDX-License-Identifier: BSD-3-Clause
 #
 # keymap-bench against keymapd, short and bounded: echo and keymap over net_memif (closed
-# and open loop, trace replay), keymap over net_tap through libkeymap and the socket
-# transport (HELLO first; a client key the server does not know is refused, exit 2), the
-# offline simulator, and every bad-input case (clear message, exit 1), a target that does
-# not answer (exit 2, no hang); keymapd offered twice its closed-loop rate (counts and
-# memory checked, no timing judged). Runs in its own network namespace and removes it, the
+# and open loop, trace replay), echo over net_tap against a kernel UDP echo (ARP both
+# ways), keymap over net_tap through libkeymap and the socket transport (HELLO first; a
+# client key the server does not know is refused, exit 2), the offline simulator, and
+# every bad-input case (clear message, exit 1), a target that does not answer (exit 2, no
+# hang); keymapd offered twice its closed-loop rate (counts and memory checked, no timing
+# judged). Runs in its own network namespace and removes it, the
 # processes and /var/run/dpdk/<prefix> directories even when it fails.
 #
 # usage: bench_smoke.sh KEYMAPD KEYMAP_BENCH KEYMAPCTL  (exit 77 = skipped: needs root and ip)
@@ -264,6 +265,50 @@ for seed in 1 2 3; do
 done
 stop_server
 echo "ok: --threads 2: echo and keymap, every reply checked, replies across queues"
+
+# --- The eth transport over net_tap, a kernel UDP echo its peer: keymap-bench asks the
+# kernel for its MAC by ARP; the kernel, which learnt keymap-bench's MAC from that request,
+# forgets it once the echoes flow and must ask by ARP in turn (its echoes reach
+# keymap-bench only if it answers); the kernel checks each frame's IPv4 checksum.
+ip netns exec "$ns" timeout 40 python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 7070))
+s.settimeout(30)
+print("bound", flush=True)
+while True:
+    d, a = s.recvfrom(65535)
+    s.sendto(d, a)
+' >"$tmp/kecho.log" 2>&1 &
+kecho_pid=$!
+for _ in $(seq 100); do
+	grep -q bound "$tmp/kecho.log" && break
+	sleep 0.05
+done
+ip netns exec "$ns" timeout --foreground -k 5 60 "$bench" -t echo -s 198.51.100.2 -D 3 -c 8 -q \
+	--check --json "$tmp/tapeth.json" -- --no-huge -m 256 --no-pci --file-prefix \
+	"kmbs-$id-tapeth" --vdev net_tap0,iface=kmbsg0 --lcores 0@0 >"$tmp/tapeth.log" 2>&1 &
+gen_pid=$!
+for _ in $(seq 100); do
+	ip netns exec "$ns" ip link show kmbsg0 >/dev/null 2>&1 && break
+	sleep 0.05
+done
+ip netns exec "$ns" ip addr add 198.51.100.2/24 dev kmbsg0
+ip netns exec "$ns" ip link set kmbsg0 up
+for _ in $(seq 100); do
+	ip netns exec "$ns" ip neigh show 198.51.100.3 dev kmbsg0 | grep -q lladdr && break
+	sleep 0.02
+done
+ip netns exec "$ns" ip neigh del 198.51.100.3 dev kmbsg0 || fail "eth over net_tap: no ARP entry"
+rc=0
+wait "$gen_pid" || rc=$?
+kill "$kecho_pid" 2>/dev/null || true
+wait "$kecho_pid" 2>/dev/null || true
+[ "$rc" -eq 0 ] && [ "$(json "$tmp/tapeth.json" 'replies > 100 and timeouts == 0 and bad == 0 and hits == gets')" = True ] || {
+	cat "$tmp/tapeth.log" "$tmp/kecho.log"
+	fail "eth over net_tap: exit $rc"
+}
+echo "ok: eth over net_tap against a kernel UDP echo, every reply checked"
 
 # --- keymap over tap through libkeymap and the socket transport (kernel sockets).
 start_keymapd tap "net_tap0,iface=kmbs0"

@@ -450,10 +450,20 @@ port_start(struct xeth_port *p, char *err, size_t errlen)
 		if (rc == 0)
 			rc = rte_eth_tx_queue_setup(p->port, q, NB_DESC, socket, NULL);
 	}
-	if (rc == 0)
-		rc = rte_eth_dev_start(p->port);
 	if (rc != 0) {
-		snprintf(err, errlen, "port %u setup failed: %s", p->port, rte_strerror(-rc));
+		snprintf(err, errlen, "port %u (%s) setup failed: %s", p->port, info.driver_name,
+			rte_strerror(-rc));
+		return -1;
+	}
+	rc = rte_eth_dev_start(p->port);
+	if (rc != 0) {
+		/* memif's client end fails here when no server end listens on its socket. */
+		snprintf(err, errlen, "port %u (%s) did not start: %s%s", p->port, info.driver_name,
+			rte_strerror(-rc),
+			strstr(info.driver_name, "memif") != NULL
+				? " (is the server end listening on that socket, in this network "
+				  "namespace?)"
+				: "");
 		return -1;
 	}
 	return 0;
@@ -476,8 +486,8 @@ bench_xport_eth(const struct bench_conf *c, unsigned int nb, struct bench_xport 
 
 	if (!rte_eth_dev_is_valid_port(c->eth_port)) {
 		snprintf(err, errlen,
-			"ethdev port %u does not exist (%u available; give a --vdev or a device "
-			"after --)",
+			"ethdev port %u does not exist (%u available): give a --vdev or a device "
+			"after --; a device given that failed to probe says why above",
 			c->eth_port, rte_eth_dev_count_avail());
 		return -1;
 	}

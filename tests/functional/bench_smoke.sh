@@ -5,10 +5,10 @@
 # and open loop, trace replay), echo over net_tap against a kernel UDP echo (ARP both
 # ways), keymap over net_tap through libkeymap and the socket transport (HELLO first; a
 # client key the server does not know is refused, exit 2), the offline simulator, and
-# every bad-input case (clear message, exit 1), a target that does not answer (exit 2, no
-# hang); keymapd offered twice its closed-loop rate (counts and memory checked, no timing
-# judged). Runs in its own network namespace and removes it, the
-# processes and /var/run/dpdk/<prefix> directories even when it fails.
+# every bad-input case (clear message, exit 1), a target that does not answer or a port
+# that does not start (exit 2, no hang); keymapd offered twice its closed-loop rate
+# (counts and memory checked, no timing judged). Runs in its own network namespace and
+# removes it, the processes and /var/run/dpdk/<prefix> directories even when it fails.
 #
 # usage: bench_smoke.sh KEYMAPD KEYMAP_BENCH KEYMAPCTL  (exit 77 = skipped: needs root and ip)
 set -euo pipefail
@@ -135,6 +135,10 @@ expect 2 "no reply from the target" ip netns exec "$ns" "$bench" -x socket -s 12
 	--no-preload -D 1 --timeout-us 100000 -q
 expect 2 "preload incomplete" ip netns exec "$ns" "$bench" -x socket -s 127.0.0.1:9 -k 10 \
 	-D 1 --timeout-us 50000 -q
+# A memif client end whose server is not there; a device that does not probe.
+expect 2 "is the server end listening" ip netns exec "$ns" "$bench" -D 1 -q "${memif_eal[@]}"
+expect 2 "failed to probe says why" ip netns exec "$ns" "$bench" -D 1 -q -- --no-huge -m 256 \
+	--no-pci --file-prefix "kmbs-$id-gen" --vdev net_af_packet0,iface=kmbs-none --lcores 0@0
 
 # --- Echo over memif.
 start_keymapd echo "net_memif0,role=server,socket=$sock" --echo
@@ -289,25 +293,29 @@ ip netns exec "$ns" timeout --foreground -k 5 60 "$bench" -t echo -s 198.51.100.
 	--check --json "$tmp/tapeth.json" -- --no-huge -m 256 --no-pci --file-prefix \
 	"kmbs-$id-tapeth" --vdev net_tap0,iface=kmbsg0 --lcores 0@0 >"$tmp/tapeth.log" 2>&1 &
 gen_pid=$!
+tapeth_fail() {
+	cat "$tmp/tapeth.log" "$tmp/kecho.log"
+	fail "eth over net_tap: $*"
+}
 for _ in $(seq 100); do
 	ip netns exec "$ns" ip link show kmbsg0 >/dev/null 2>&1 && break
+	kill -0 "$gen_pid" 2>/dev/null || tapeth_fail "keymap-bench ended before its tap came up"
 	sleep 0.05
 done
-ip netns exec "$ns" ip addr add 198.51.100.2/24 dev kmbsg0
-ip netns exec "$ns" ip link set kmbsg0 up
+{ ip netns exec "$ns" ip addr add 198.51.100.2/24 dev kmbsg0 &&
+	ip netns exec "$ns" ip link set kmbsg0 up; } || tapeth_fail "kmbsg0 not set up"
 for _ in $(seq 100); do
 	ip netns exec "$ns" ip neigh show 198.51.100.3 dev kmbsg0 | grep -q lladdr && break
 	sleep 0.02
 done
-ip netns exec "$ns" ip neigh del 198.51.100.3 dev kmbsg0 || fail "eth over net_tap: no ARP entry"
+ip netns exec "$ns" ip neigh del 198.51.100.3 dev kmbsg0 ||
+	tapeth_fail "the kernel did not learn keymap-bench's MAC from its ARP request"
 rc=0
 wait "$gen_pid" || rc=$?
 kill "$kecho_pid" 2>/dev/null || true
 wait "$kecho_pid" 2>/dev/null || true
-[ "$rc" -eq 0 ] && [ "$(json "$tmp/tapeth.json" 'replies > 100 and timeouts == 0 and bad == 0 and hits == gets')" = True ] || {
-	cat "$tmp/tapeth.log" "$tmp/kecho.log"
-	fail "eth over net_tap: exit $rc"
-}
+[ "$rc" -eq 0 ] && [ "$(json "$tmp/tapeth.json" 'replies > 100 and timeouts == 0 and bad == 0 and hits == gets')" = True ] ||
+	tapeth_fail "exit $rc"
 echo "ok: eth over net_tap against a kernel UDP echo, every reply checked"
 
 # --- keymap over tap through libkeymap and the socket transport (kernel sockets).

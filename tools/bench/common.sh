@@ -12,6 +12,8 @@
 #   out       output directory (created, made absolute)
 #   duration  seconds per keymap-bench run
 #   keys      keys of the workload
+#   huge      (optional) 1: EAL's memory on 2 MiB hugepages of the system's pool, checked
+#             by hugepages_check; otherwise 4 KiB pages (--no-huge), which any machine has
 # and gets: keymapd, bench, keymapctl (binaries), gen_cpu, srv_cpu, id, ns, sock, srv_pid,
 # srv_prefix, and the functions below. Root only.
 
@@ -39,6 +41,26 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 srv_pid=
 srv_prefix=
+
+# eal_mem MB: EAL's memory options for MB megabytes. With hugepages --in-memory: EAL
+# takes them through memfd, without a hugetlbfs mount or files to remove.
+eal_mem() {
+	if [ "${huge:-0}" = 1 ]; then echo -m "$1" --in-memory; else echo --no-huge -m "$1"; fi
+}
+
+# hugepages_check MB: with huge=1, exit 1 with a message unless the system's pool has MB
+# megabytes of free hugepages.
+hugepages_check() {
+	local free_mb
+	[ "${huge:-0}" = 1 ] || return 0
+	free_mb=$(awk '/^HugePages_Free:/ {f = $2} /^Hugepagesize:/ {s = $2}
+		END {print int(f * s / 1024)}' /proc/meminfo)
+	if [ "$free_mb" -lt "$1" ]; then
+		echo "$tool: hugepages: $1 MB free needed, $free_mb MB free (reserve 2 MiB pages:" \
+			"echo $(($1 / 2)) > /proc/sys/vm/nr_hugepages)" >&2
+		exit 1
+	fi
+}
 
 stop_server() {
 	if [ -n "$srv_pid" ]; then
@@ -70,9 +92,10 @@ start_keymapd() {
 	local name=$1 vdev=$2
 	shift 2
 	srv_prefix=km$tag-$id-$name
+	# shellcheck disable=SC2046 # eal_mem's words are separate arguments
 	ip netns exec "$ns" "$keymapd" -o control.stats_interval_s=1 -o workers.idle_sleep_us=0 \
 		-o store.initial_keys=$((keys / 16 + 1024)) "$@" -- \
-		--no-huge -m 1024 --no-pci --file-prefix "$srv_prefix" --vdev "$vdev" \
+		$(eal_mem 1024) --no-pci --file-prefix "$srv_prefix" --vdev "$vdev" \
 		--lcores "0@$gen_cpu,1@$srv_cpu" >"$out/keymapd-$name.log" 2>&1 &
 	srv_pid=$!
 	for _ in $(seq 200); do
@@ -98,7 +121,8 @@ bench() {
 }
 
 memif_eal() {
-	echo -- --no-huge -m 256 --no-pci --file-prefix "km$tag-$id-gen" \
+	# shellcheck disable=SC2046 # eal_mem's words are separate arguments
+	echo -- $(eal_mem 256) --no-pci --file-prefix "km$tag-$id-gen" \
 		--vdev "net_memif0,role=client,socket=$sock" --lcores "0@$gen_cpu"
 }
 

@@ -17,6 +17,9 @@
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /** Longest key, in bytes, anywhere in keymap (wire, stores, clients). */
 #define KM_KEY_MAX 250
@@ -171,7 +174,8 @@ km_le_get64(const uint8_t *p)
  * one's complement, their order and the machine's byte order not mattering. Words of 32
  * bits in two 64-bit accumulators (no carry to propagate) then folded give the same sum
  * as DPDK's 16-bit loop at a quarter of the instructions (the UDP checksum of a 112-byte
- * GET reply: ~23 TSC cycles instead of ~51, 10 M sums in a loop, docs/benchmarks.md).
+ * GET reply: ~23 TSC cycles instead of ~51, 10 M sums in a loop, docs/benchmarks.md);
+ * with SSE2 (every x86-64), 32 bytes at a time in four 64-bit lanes, half of that again.
  */
 
 /**
@@ -185,6 +189,26 @@ km_csum_add(const void *buf, size_t len, uint64_t s)
 	const uint8_t *p = buf;
 	uint64_t a = 0, b = 0, w, x;
 
+#if defined(__SSE2__)
+	/* 32 bytes per step: eight 32-bit words widened into four 64-bit lanes (10
+	 * instructions against 24 for the 64-bit loop below). */
+	if (len >= 32) {
+		const __m128i z = _mm_setzero_si128();
+		__m128i lo = z, hi = z, v, u;
+
+		for (; len >= 32; len -= 32, p += 32) {
+			v = _mm_loadu_si128((const __m128i *)(const void *)p);
+			u = _mm_loadu_si128((const __m128i *)(const void *)(p + 16));
+			lo = _mm_add_epi64(lo, _mm_unpacklo_epi32(v, z));
+			hi = _mm_add_epi64(hi, _mm_unpackhi_epi32(v, z));
+			lo = _mm_add_epi64(lo, _mm_unpacklo_epi32(u, z));
+			hi = _mm_add_epi64(hi, _mm_unpackhi_epi32(u, z));
+		}
+		lo = _mm_add_epi64(lo, hi);
+		a = (uint64_t)_mm_cvtsi128_si64(lo);
+		b = (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(lo, lo));
+	}
+#endif
 	for (; len >= 16; len -= 16, p += 16) {
 		memcpy(&w, p, 8);
 		memcpy(&x, p + 8, 8);

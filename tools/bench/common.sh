@@ -12,8 +12,9 @@
 #   out       output directory (created, made absolute)
 #   duration  seconds per keymap-bench run
 #   keys      keys of the workload
-#   huge      (optional) 1: EAL's memory on 2 MiB hugepages of the system's pool, checked
-#             by hugepages_check; otherwise 4 KiB pages (--no-huge), which any machine has
+#   huge      (optional) 1: EAL's memory on hugepages of the system's pool, huge_mb MB of
+#             them free (checked first: otherwise a message and exit 1); otherwise 4 KiB
+#             pages (--no-huge), which any machine has
 # and gets: keymapd, bench, keymapctl (binaries), gen_cpu, srv_cpu, id, ns, sock, srv_pid,
 # srv_prefix, and the functions below. Root only.
 
@@ -34,6 +35,20 @@ gen_cpu=0
 srv_cpu=$((ncpu > 1 ? 1 : 0))
 [ "$ncpu" -gt 1 ] || echo "$tool: one CPU only: server and generator share it" >&2
 
+# With huge=1: huge_mb MB of free hugepages, or a message (with the nr_hugepages that
+# would give them) and exit 1 before anything is created.
+if [ "${huge:-0}" = 1 ]; then
+	read -r hp_total hp_free hp_kb < <(awk '/^HugePages_Total:/ {t = $2}
+		/^HugePages_Free:/ {f = $2} /^Hugepagesize:/ {s = $2} END {print t + 0, f + 0, s + 0}' \
+		/proc/meminfo)
+	if [ "$hp_kb" -eq 0 ] || [ $((hp_free * hp_kb / 1024)) -lt "${huge_mb:?}" ]; then
+		hp_want=$((hp_total + (huge_mb * 1024 / (hp_kb > 0 ? hp_kb : 2048)) - hp_free))
+		echo "$tool: hugepages: $huge_mb MB free needed, $((hp_free * hp_kb / 1024)) MB" \
+			"free (pages of $hp_kb kB: echo $hp_want > /proc/sys/vm/nr_hugepages)" >&2
+		exit 1
+	fi
+fi
+
 id=$$
 ns=km$tag-$id
 sock=/run/km$tag-$id.sock
@@ -48,19 +63,6 @@ eal_mem() {
 	if [ "${huge:-0}" = 1 ]; then echo -m "$1" --in-memory; else echo --no-huge -m "$1"; fi
 }
 
-# hugepages_check MB: with huge=1, exit 1 with a message unless the system's pool has MB
-# megabytes of free hugepages.
-hugepages_check() {
-	local free_mb
-	[ "${huge:-0}" = 1 ] || return 0
-	free_mb=$(awk '/^HugePages_Free:/ {f = $2} /^Hugepagesize:/ {s = $2}
-		END {print int(f * s / 1024)}' /proc/meminfo)
-	if [ "$free_mb" -lt "$1" ]; then
-		echo "$tool: hugepages: $1 MB free needed, $free_mb MB free (reserve 2 MiB pages:" \
-			"echo $(($1 / 2)) > /proc/sys/vm/nr_hugepages)" >&2
-		exit 1
-	fi
-}
 
 stop_server() {
 	if [ -n "$srv_pid" ]; then

@@ -63,7 +63,6 @@ eal_mem() {
 	if [ "${huge:-0}" = 1 ]; then echo -m "$1" --in-memory; else echo --no-huge -m "$1"; fi
 }
 
-
 stop_server() {
 	if [ -n "$srv_pid" ]; then
 		kill -TERM "$srv_pid" 2>/dev/null || true

@@ -460,9 +460,8 @@ port_start(struct xeth_port *p, char *err, size_t errlen)
 		/* memif's client end fails here (with -1, no errno) when no server end
 		 * listens on its socket. */
 		snprintf(err, errlen,
-			"port %u (%s) did not start: is the server end listening on that socket, "
-			"in "
-			"this network namespace?",
+			"port %u (%s) did not start: is the server end listening on that "
+			"socket, in this network namespace?",
 			p->port, info.driver_name);
 		return -1;
 	}

@@ -271,8 +271,8 @@ stop_server
 echo "ok: --threads 2: echo and keymap, every reply checked, replies across queues"
 
 # --- The eth transport over net_tap, a kernel UDP echo its peer: keymap-bench asks the
-# kernel for its MAC by ARP; the kernel, which learnt keymap-bench's MAC from that request,
-# forgets it once the echoes flow and must ask by ARP in turn (its echoes reach
+# kernel for its MAC by ARP; the kernel learns keymap-bench's MAC from that request, the
+# test deletes that entry, and the kernel must ask by ARP in turn (its echoes reach
 # keymap-bench only if it answers); the kernel checks each frame's IPv4 checksum.
 ip netns exec "$ns" timeout 40 python3 -c '
 import socket, sys

@@ -456,18 +456,14 @@ port_start(struct xeth_port *p, char *err, size_t errlen)
 		return -1;
 	}
 	rc = rte_eth_dev_start(p->port);
-	if (rc != 0 && strstr(info.driver_name, "memif") != NULL) {
+	if (rc != 0) {
 		/* memif's client end fails here (with -1, no errno) when no server end
 		 * listens on its socket. */
-		snprintf(err, errlen,
-			"port %u (%s) did not start: is the server end listening on that "
-			"socket, in this network namespace?",
-			p->port, info.driver_name);
-		return -1;
-	}
-	if (rc != 0) {
 		snprintf(err, errlen, "port %u (%s) did not start: %s", p->port, info.driver_name,
-			rte_strerror(-rc));
+			strstr(info.driver_name, "memif") != NULL
+				? "is the server end listening on that socket, in this network "
+				  "namespace?"
+				: rte_strerror(-rc));
 		return -1;
 	}
 	return 0;
